@@ -1,0 +1,20 @@
+package events
+
+import "fmt"
+
+// Stream names. Every consumer reads them through a consumer group.
+const (
+	// StreamEvents carries account, API key, domain and alert events.
+	StreamEvents = "events"
+	// StreamResults carries scan.completed events from the agents.
+	StreamResults = "results"
+)
+
+// JobStream is the stream of scan jobs for one shard. The shard number is a
+// Redis Cluster hash tag, so the shard's stream, schedule and lease keys
+// live in one slot and one Lua script can touch them all.
+func JobStream(shard int) string { return fmt.Sprintf("jobs:{%02d}", shard) }
+
+// ShardTag is the hash tag of a shard, e.g. "{07}", for keys that must share
+// its slot.
+func ShardTag(shard int) string { return fmt.Sprintf("{%02d}", shard) }

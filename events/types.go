@@ -1,0 +1,158 @@
+package events
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Event names. A breaking change to a payload is a new name with v2.
+const (
+	AccountCreated = "account.created.v1"
+	APIKeyCreated  = "apikey.created.v1"
+	APIKeyRevoked  = "apikey.revoked.v1"
+	DomainAdded    = "domain.added.v1"
+	DomainUpdated  = "domain.updated.v1"
+	DomainRemoved  = "domain.removed.v1"
+	ScanRequested  = "scan.requested.v1"
+	ScanCompleted  = "scan.completed.v1"
+)
+
+// AccountCreatedV1: an account (tenant) was created. AggregateID and
+// TenantID are the account id.
+type AccountCreatedV1 struct {
+	Email string `json:"email"`
+}
+
+// APIKeyCreatedV1: an API key was registered. The secret never appears in
+// events; Hash is its SHA-256 in hex, which is what the command side stores.
+type APIKeyCreatedV1 struct {
+	KeyID     string     `json:"key_id"`
+	Hash      string     `json:"hash"`
+	Prefix    string     `json:"prefix"`
+	Label     string     `json:"label"`
+	Scopes    []string   `json:"scopes"`
+	Source    string     `json:"source"` // "keychest", "api", "cli"
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+}
+
+// APIKeyRevokedV1: an API key was revoked.
+type APIKeyRevokedV1 struct {
+	KeyID string `json:"key_id"`
+}
+
+// DomainAddedV1: a tenant registered a domain for monitoring. AggregateID
+// is the domain id.
+type DomainAddedV1 struct {
+	DomainID string   `json:"domain_id"`
+	Host     string   `json:"host"`
+	Port     int      `json:"port"`
+	Source   string   `json:"source"` // "keychest" or "api"
+	Notes    string   `json:"notes,omitempty"`
+	Tags     []string `json:"tags,omitempty"`
+}
+
+// DomainUpdatedV1: mutable attributes of a domain changed. It carries the
+// full new state of those attributes.
+type DomainUpdatedV1 struct {
+	DomainID string   `json:"domain_id"`
+	Host     string   `json:"host"`
+	Port     int      `json:"port"`
+	Active   bool     `json:"active"`
+	Notes    string   `json:"notes"`
+	Tags     []string `json:"tags"`
+}
+
+// DomainRemovedV1: a domain is no longer monitored.
+type DomainRemovedV1 struct {
+	DomainID string `json:"domain_id"`
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+}
+
+// ScanRequestedV1 is a scan job on a jobs:{NN} stream: scan this domain
+// once from every region. AggregateID is the domain id.
+type ScanRequestedV1 struct {
+	JobID       uuid.UUID `json:"job_id"`
+	DomainID    string    `json:"domain_id"`
+	Host        string    `json:"host"`
+	Port        int       `json:"port"`
+	ScheduledAt time.Time `json:"scheduled_at"`
+	// Manual is true for a scan a user asked for (not the schedule).
+	Manual bool `json:"manual,omitempty"`
+}
+
+// ScanCompletedV1 is the result of one job seen from one region: one entry
+// per IP the domain resolved to. When resolution itself fails there is one
+// entry with an empty IP and the resolution outcome. The event id is
+// ScanEventID(JobID, Region).
+type ScanCompletedV1 struct {
+	JobID      uuid.UUID  `json:"job_id"`
+	DomainID   string     `json:"domain_id"`
+	Host       string     `json:"host"`
+	Port       int        `json:"port"`
+	Region     string     `json:"region"`
+	Agent      string     `json:"agent"`
+	StartedAt  time.Time  `json:"started_at"`
+	FinishedAt time.Time  `json:"finished_at"`
+	Results    []IPResult `json:"results"`
+}
+
+// IPResult is what one handshake with one IP showed.
+type IPResult struct {
+	IP      string  `json:"ip"`
+	Outcome Outcome `json:"outcome"`
+	// Detail refines the outcome with a fixed vocabulary (a TLS alert name,
+	// an x509 error kind such as "unknown-authority"); never raw error text.
+	Detail string `json:"detail,omitempty"`
+
+	// Certificate facts of the leaf; zero when no certificate was seen.
+	CertificateFound   bool      `json:"certificate_found"`
+	Subject            string    `json:"subject,omitempty"`
+	Issuer             string    `json:"issuer,omitempty"`
+	SANs               []string  `json:"sans,omitempty"`
+	Serial             string    `json:"serial,omitempty"` // hex, lower case
+	NotBefore          time.Time `json:"not_before,omitempty"`
+	NotAfter           time.Time `json:"not_after,omitempty"`
+	LeafSHA256         string    `json:"leaf_sha256,omitempty"` // hex of the DER
+	KeyType            string    `json:"key_type,omitempty"`    // "RSA", "ECDSA", "Ed25519"
+	KeyBits            int       `json:"key_bits,omitempty"`
+	SignatureAlgorithm string    `json:"signature_algorithm,omitempty"`
+	ChainLength        int       `json:"chain_length,omitempty"` // certificates the server sent
+
+	TLSVersion    string `json:"tls_version,omitempty"` // "TLS 1.3"
+	CipherSuite   string `json:"cipher_suite,omitempty"`
+	ChainValid    bool   `json:"chain_valid"`
+	HostnameValid bool   `json:"hostname_valid"`
+
+	ConnectMS   int64 `json:"connect_ms"`
+	HandshakeMS int64 `json:"handshake_ms"`
+}
+
+// Outcome classifies how a scan of one IP ended. It is a fixed vocabulary:
+// the data never carries raw error text.
+type Outcome string
+
+// Outcomes. "ok" means a handshake completed and a certificate was read; a
+// certificate that fails validation is still "ok" with ChainValid or
+// HostnameValid false.
+const (
+	OutcomeOK                Outcome = "ok"
+	OutcomeDNSError          Outcome = "dns-error"
+	OutcomeNXDomain          Outcome = "nxdomain"
+	OutcomeNoAddresses       Outcome = "no-addresses"
+	OutcomeConnectionRefused Outcome = "connection-refused"
+	OutcomeConnectionReset   Outcome = "connection-reset"
+	OutcomeUnreachable       Outcome = "unreachable"
+	OutcomeTimeout           Outcome = "timeout"
+	OutcomeHandshakeError    Outcome = "handshake-error"
+	OutcomeBlockedTarget     Outcome = "blocked-target"
+	OutcomeInternalError     Outcome = "internal-error"
+)
+
+// Outcomes lists every outcome, for validation and documentation.
+var Outcomes = []Outcome{
+	OutcomeOK, OutcomeDNSError, OutcomeNXDomain, OutcomeNoAddresses,
+	OutcomeConnectionRefused, OutcomeConnectionReset, OutcomeUnreachable,
+	OutcomeTimeout, OutcomeHandshakeError, OutcomeBlockedTarget, OutcomeInternalError,
+}

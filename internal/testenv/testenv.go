@@ -1,0 +1,267 @@
+// Package testenv starts the real services that certfleet's integration
+// tests talk to: a Redis server per test and one ClickHouse server per test
+// binary (a fresh database per test), each on free loopback ports under a
+// temporary directory. Both come from Debian's packages, which
+// `go tool task test` installs when they are missing; a missing binary fails
+// the test rather than skipping it.
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+)
+
+// Main runs the tests of a package and stops the shared ClickHouse server
+// afterwards. Call it from TestMain: os.Exit(testenv.Main(m)).
+func Main(m *testing.M) int {
+	code := m.Run()
+	stopClickHouse()
+	return code
+}
+
+// Logger returns a zap logger that writes into the test's log.
+func Logger(t testing.TB) *zap.Logger {
+	return zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
+}
+
+// FreePort returns a TCP port that was free on 127.0.0.1 a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// RepoRoot is the repository's top directory.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+func lookBinary(t testing.TB, name string) string {
+	t.Helper()
+	for _, dir := range []string{"", "/usr/sbin/", "/usr/bin/", "/usr/local/bin/"} {
+		if dir == "" {
+			if p, err := exec.LookPath(name); err == nil {
+				return p
+			}
+			continue
+		}
+		if _, err := os.Stat(dir + name); err == nil {
+			return dir + name
+		}
+	}
+	t.Fatalf("%s not found: run the tests with `go tool task test`, which installs it", name)
+	return ""
+}
+
+func start(t testing.TB, dir, bin string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	out, err := os.Create(filepath.Join(dir, "stdout.log"))
+	if err != nil {
+		t.Fatalf("create log: %v", err)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	// The server dies with the test binary even if cleanup never runs.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	return cmd
+}
+
+func stop(cmd *exec.Cmd) {
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	_, _ = cmd.Process.Wait()
+}
+
+// RedisServer is a running redis-server.
+type RedisServer struct {
+	Addr string
+	URL  string
+	cmd  *exec.Cmd
+}
+
+// Client opens a new client to the server, closed when the test ends.
+func (s *RedisServer) Client(t testing.TB) *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, PoolSize: 64})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Redis starts a fresh, empty redis-server for this test.
+func Redis(t testing.TB) *RedisServer {
+	t.Helper()
+	bin := lookBinary(t, "redis-server")
+	dir := t.TempDir()
+	for attempt := 0; ; attempt++ {
+		port := FreePort(t)
+		cmd := start(t, dir, bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", dir, "--protected-mode", "no")
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		err := waitFor(10*time.Second, func() error { return c.Ping(context.Background()).Err() })
+		_ = c.Close()
+		if err == nil {
+			s := &RedisServer{Addr: addr, URL: "redis://" + addr + "/0", cmd: cmd}
+			t.Cleanup(func() { stop(cmd) })
+			return s
+		}
+		stop(cmd)
+		if attempt == 2 {
+			log, _ := os.ReadFile(filepath.Join(dir, "stdout.log"))
+			t.Fatalf("redis-server did not start: %v\n%s", err, log)
+		}
+	}
+}
+
+func waitFor(d time.Duration, f func() error) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+var ch struct {
+	sync.Mutex
+	addr string
+	cmd  *exec.Cmd
+	dir  string
+	err  error
+}
+
+func stopClickHouse() {
+	ch.Lock()
+	defer ch.Unlock()
+	stop(ch.cmd)
+	if ch.dir != "" {
+		_ = os.RemoveAll(ch.dir)
+	}
+	ch.cmd, ch.addr, ch.dir = nil, "", ""
+}
+
+// ClickHouseConfig writes the repository's ClickHouse configuration
+// (scripts/clickhouse) into dir for a server on port.
+func ClickHouseConfig(dir string, port int) error {
+	for _, name := range []string{"config.xml", "users.xml"} {
+		b, err := os.ReadFile(filepath.Join(RepoRoot(), "scripts", "clickhouse", name))
+		if err != nil {
+			return err
+		}
+		s := strings.NewReplacer("@DIR@", dir, "@PORT@", strconv.Itoa(port)).Replace(string(b))
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func clickhouseAddr(t testing.TB) string {
+	t.Helper()
+	ch.Lock()
+	defer ch.Unlock()
+	if ch.addr != "" {
+		return ch.addr
+	}
+	bin := lookBinary(t, "clickhouse-server")
+	dir, err := os.MkdirTemp("", "certfleet-clickhouse-")
+	if err != nil {
+		t.Fatalf("temp dir: %v", err)
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		port := FreePort(t)
+		if err := ClickHouseConfig(dir, port); err != nil {
+			t.Fatalf("clickhouse config: %v", err)
+		}
+		cmd := start(t, dir, bin, "--config-file="+filepath.Join(dir, "config.xml"))
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}})
+		if err == nil {
+			err = waitFor(60*time.Second, func() error { return conn.Ping(context.Background()) })
+			_ = conn.Close()
+		}
+		if err == nil {
+			ch.addr, ch.cmd, ch.dir = addr, cmd, dir
+			return addr
+		}
+		stop(cmd)
+		ch.err = err
+	}
+	log, _ := os.ReadFile(filepath.Join(dir, "clickhouse-server.err.log"))
+	t.Fatalf("clickhouse-server did not start: %v\n%s", ch.err, log)
+	return ""
+}
+
+// ClickHouseDB is a fresh database on the shared test server.
+type ClickHouseDB struct {
+	Addr     string
+	Database string
+	// DSN is a clickhouse:// DSN naming the database, as --clickhouse-dsn takes.
+	DSN string
+}
+
+// Conn opens a connection to the database, closed when the test ends.
+func (d ClickHouseDB) Conn(t testing.TB) driver.Conn {
+	t.Helper()
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{d.Addr}, Auth: clickhouse.Auth{Database: d.Database}})
+	if err != nil {
+		t.Fatalf("open clickhouse: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// ClickHouse returns a new, empty database on the test binary's ClickHouse
+// server, starting the server on first use. Call testenv.Main from TestMain
+// so the server stops when the tests end.
+func ClickHouse(t testing.TB) ClickHouseDB {
+	t.Helper()
+	addr := clickhouseAddr(t)
+	db := "t_" + strings.ReplaceAll(uuid.NewString(), "-", "")[:16]
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}})
+	if err != nil {
+		t.Fatalf("open clickhouse: %v", err)
+	}
+	defer conn.Close()
+	if err := conn.Exec(context.Background(), "CREATE DATABASE "+db); err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	t.Cleanup(func() {
+		c, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}})
+		if err == nil {
+			_ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
+			_ = c.Close()
+		}
+	})
+	return ClickHouseDB{Addr: addr, Database: db, DSN: "clickhouse://" + addr + "/" + db}
+}
