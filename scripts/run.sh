@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# `go tool task run`: certfleet on this machine, scanning a local lab.
+#
+#   scripts/run.sh        start, register the lab's domains, wait
+#   scripts/run.sh stop   stop a run started in another terminal
+#
+# Needs the services up (scripts/services.sh start, which writes
+# .data/services.env) and .data/bin/certfleet built: the Taskfile's run task
+# does both first. Starts `certfleet lab` (TLS endpoints with known faults
+# and a DNS server for their names), which writes the flags an agent needs to
+# .data/lab.env; then `certfleet all` with those flags; then registers the
+# lab's domains through the KeyChest API and shows what the scans found.
+# Ctrl-C or SIGTERM stops certfleet and the lab; Redis and ClickHouse keep
+# running (go tool task services:stop).
+#
+# CERTFLEET_* variables in the environment reach certfleet as flags, e.g.
+# CERTFLEET_LISTEN=127.0.0.1:8081 or CERTFLEET_SCAN_INTERVAL=5m.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+NAME=run
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+
+DATA=$ROOT/.data
+BIN=$DATA/bin/certfleet
+LOGS=$DATA/logs
+STATE=$DATA/run
+RUN_PID=$STATE/run.pid
+LAB_PIDFILE=$STATE/lab.pid
+APP_PIDFILE=$STATE/certfleet.pid
+LAB_ENV=$DATA/lab.env
+KEY_FILE=$DATA/api_key
+EMAIL=demo@example.com
+
+# stop_ours: ends a lab and a certfleet that an earlier run left behind.
+stop_ours() {
+	local f
+	for f in "$APP_PIDFILE" "$LAB_PIDFILE"; do
+		if alive "$f" "$BIN"; then
+			say "stopping $(basename "$f" .pid) (pid $(cat "$f")) left by an earlier run"
+			stop_pid "$(basename "$f" .pid)" "$(cat "$f")" 20
+		fi
+		rm -f "$f"
+	done
+}
+
+if [ "${1:-}" = stop ]; then
+	if alive "$RUN_PID" run.sh; then
+		pid=$(cat "$RUN_PID")
+		kill -TERM "$pid"
+		for ((i = 0; i < 400; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -0 "$pid" 2>/dev/null && die "run (pid $pid) still running after 40s"
+		say "stopped"
+	else
+		stop_ours
+		say "no run is going on"
+	fi
+	exit 0
+fi
+[ $# -eq 0 ] || die "usage: $0 [stop]"
+
+[ -x "$BIN" ] || die "$(rel "$BIN") missing: run 'go tool task build'"
+[ -s "$DATA/services.env" ] || die "services not started: run 'go tool task services'"
+command -v curl >/dev/null 2>&1 || die "curl missing: run 'go tool task deps'"
+if alive "$RUN_PID" run.sh; then
+	die "already running (pid $(cat "$RUN_PID")); stop it with Ctrl-C there or 'go tool task run:stop'"
+fi
+stop_ours
+
+# The services' URLs, unless the environment names other servers.
+while IFS='=' read -r k v; do
+	[ -n "$k" ] && [ -z "${!k:-}" ] && export "$k=$v"
+done <"$DATA/services.env"
+
+LISTEN=${CERTFLEET_LISTEN:-127.0.0.1:8080}
+port=${LISTEN##*:}
+case "${LISTEN%:*}" in
+"" | 0.0.0.0) HOSTPORT=127.0.0.1:$port ;;
+"[::]") HOSTPORT=[::1]:$port ;;
+*) HOSTPORT=$LISTEN ;;
+esac
+BASE=http://$HOSTPORT
+API=$BASE/api/v1.0
+if listening "$port"; then
+	die "port $port for the API is taken by $(holder "$port"); set CERTFLEET_LISTEN=127.0.0.1:<free port>"
+fi
+
+mkdir -p "$LOGS" "$STATE"
+echo $$ >"$RUN_PID"
+LAB_PID=
+APP_PID=
+TICK=
+cleanup() {
+	local code=$?
+	trap '' INT TERM
+	trap - EXIT
+	[ -n "$TICK" ] && kill "$TICK" 2>/dev/null
+	if [ -n "$APP_PID" ]; then
+		echo
+		say "stopping certfleet (pid $APP_PID)"
+		stop_pid certfleet "$APP_PID" 20
+		wait "$APP_PID" 2>/dev/null || true
+	fi
+	if [ -n "$LAB_PID" ]; then
+		say "stopping the lab (pid $LAB_PID)"
+		stop_pid lab "$LAB_PID" 10
+		wait "$LAB_PID" 2>/dev/null || true
+	fi
+	rm -f "$APP_PIDFILE" "$LAB_PIDFILE" "$RUN_PID"
+	say "Redis and ClickHouse keep running; stop them with 'go tool task services:stop'"
+	exit "$code"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Each child runs in its own session, so the terminal's Ctrl-C reaches only
+# this script, which then stops them in order, once.
+rm -f "$LAB_ENV"
+setsid "$BIN" lab --write-env "$LAB_ENV" </dev/null >"$LOGS/lab.log" 2>&1 &
+LAB_PID=$!
+echo "$LAB_PID" >"$LAB_PIDFILE"
+say "lab starting (pid $LAB_PID, log $(rel "$LOGS/lab.log"))"
+for ((i = 0; i < 300; i++)); do
+	grep -q '^CERTFLEET_LAB_DOMAINS=' "$LAB_ENV" 2>/dev/null && break
+	if ! kill -0 "$LAB_PID" 2>/dev/null; then
+		tail_log "$LOGS/lab.log"
+		die "the lab exited during start"
+	fi
+	sleep 0.1
+done
+grep -q '^CERTFLEET_LAB_DOMAINS=' "$LAB_ENV" 2>/dev/null || {
+	tail_log "$LOGS/lab.log"
+	die "the lab wrote no CERTFLEET_LAB_DOMAINS to $(rel "$LAB_ENV") in 30s"
+}
+# The lab's resolver, roots and allowed targets become certfleet's flags.
+# Read, not sourced: a value may or may not be quoted.
+while IFS= read -r line; do
+	[[ $line =~ ^(CERTFLEET_[A-Z0-9_]+)=(.*)$ ]] || continue
+	k=${BASH_REMATCH[1]} v=${BASH_REMATCH[2]}
+	[[ $v =~ ^\"(.*)\"$ || $v =~ ^\'(.*)\'$ ]] && v=${BASH_REMATCH[1]}
+	export "$k=$v"
+done <"$LAB_ENV"
+read -r -a DOMAINS <<<"${CERTFLEET_LAB_DOMAINS:-}"
+[ "${#DOMAINS[@]}" -gt 0 ] || die "CERTFLEET_LAB_DOMAINS in $(rel "$LAB_ENV") is empty"
+
+setsid "$BIN" all </dev/null >"$LOGS/certfleet.log" 2>&1 &
+APP_PID=$!
+echo "$APP_PID" >"$APP_PIDFILE"
+say "certfleet starting (pid $APP_PID, log $(rel "$LOGS/certfleet.log"))"
+for ((i = 0; i < 900; i++)); do
+	curl -fs -m 2 -o /dev/null "$BASE/healthz" && break
+	if ! kill -0 "$APP_PID" 2>/dev/null; then
+		tail_log "$LOGS/certfleet.log"
+		die "certfleet exited during start"
+	fi
+	sleep 0.1
+done
+curl -fs -m 2 -o /dev/null "$BASE/healthz" || {
+	tail_log "$LOGS/certfleet.log"
+	die "certfleet did not answer $BASE/healthz in 90s"
+}
+
+# field NAME: the string or literal value of key NAME in the JSON on stdin
+# (of its last occurrence: callers pass JSON where NAME occurs once).
+field() { sed -n "s/.*\"$1\" *: *\"\{0,1\}\([^\",}]*\).*/\1/p" | head -n1; }
+
+# The account's key is kept in .data/api_key: a key of the client's own
+# claimed with POST is the same on every run, so old registrations stay
+# visible. GET /access/claim/{email} is the fallback.
+key=$(cat "$KEY_FILE" 2>/dev/null || true)
+if ! [[ $key =~ ^[a-zA-Z0-9-]{16,64}$ ]]; then
+	key=demo-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+fi
+resp=$(curl -s -m 10 -H 'Content-Type: application/json' \
+	-d "{\"email\":\"$EMAIL\",\"api_key\":\"$key\"}" "$API/access/claim" || true)
+case "$(field status <<<"$resp")" in
+created | success) ;;
+*)
+	resp=$(curl -s -m 10 "$API/access/claim/$EMAIL" || true)
+	key=$(field api_key <<<"$resp")
+	[ -n "$key" ] || die "claiming an API key for $EMAIL failed: $resp"
+	;;
+esac
+echo "$key" >"$KEY_FILE"
+
+for d in "${DOMAINS[@]}"; do
+	resp=$(curl -s -m 10 -H 'Content-Type: application/json' \
+		-d "{\"api_key\":\"$key\",\"domain\":\"$d\"}" "$API/servers/add" || true)
+	if [ "$(field status <<<"$resp")" = success ]; then
+		say "registered $d"
+	else
+		warn "registering $d failed: $resp"
+	fi
+done
+
+# Show what the scans found as soon as every domain has results, or after
+# a minute with what there is.
+expiration() { curl -s -m 10 "$API/servers/expiration/$1?api_key=$key" || true; }
+say "waiting for the first scans (up to 60s)..."
+for ((i = 0; i < 60; i++)); do
+	done_all=1
+	for d in "${DOMAINS[@]}"; do
+		expiration "$d" | grep -q '"ip"' || { done_all=0; break; }
+	done
+	[ "$done_all" = 1 ] && break
+	kill -0 "$APP_PID" 2>/dev/null || { tail_log "$LOGS/certfleet.log"; die "certfleet exited"; }
+	sleep 1
+done
+printf '\n%-44s %7s %6s %8s %8s\n' domain results found renewal expired
+for d in "${DOMAINS[@]}"; do
+	resp=$(expiration "$d")
+	# The top-level flags come before "results"; each result has an "ip".
+	top=${resp%%\"results\"*}
+	printf '%-44s %7s %6s %8s %8s\n' "$d" "$(grep -o '"ip"' <<<"$resp" | wc -l)" \
+		"$(field certificate_found <<<"$top")" "$(field renewal_due <<<"$top")" \
+		"$(field expired_found <<<"$top")"
+done
+
+cat <<EOF
+
+certfleet is running: API $API
+  one domain:  curl -s '$API/servers/expiration/${DOMAINS[0]}?api_key=$key'
+  add another: curl -s -H 'Content-Type: application/json' -d '{"api_key":"$key","domain":"example.org"}' $API/servers/add
+  metrics:     $BASE/metrics
+  api key:     $key (in $(rel "$KEY_FILE"), account $EMAIL)
+  logs:        $(rel "$LOGS")/certfleet.log  $(rel "$LOGS")/lab.log
+               .data/redis/redis.log  .data/clickhouse/clickhouse-server.log
+Ctrl-C stops certfleet and the lab ('go tool task run:stop' from elsewhere).
+EOF
+
+# Wait until a signal, a child's exit, or the loss of the parent (task was
+# killed): the background sleep keeps the traps prompt.
+parent=$PPID
+while :; do
+	sleep 1 &
+	TICK=$!
+	wait "$TICK" || true
+	TICK=
+	if ! kill -0 "$APP_PID" 2>/dev/null; then
+		wait "$APP_PID" && code=0 || code=$?
+		APP_PID=
+		tail_log "$LOGS/certfleet.log"
+		die "certfleet exited (status $code)"
+	fi
+	if ! kill -0 "$LAB_PID" 2>/dev/null; then
+		wait "$LAB_PID" && code=0 || code=$?
+		LAB_PID=
+		tail_log "$LOGS/lab.log"
+		die "the lab exited (status $code)"
+	fi
+	kill -0 "$parent" 2>/dev/null || exit 0
+done
