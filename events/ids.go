@@ -1,0 +1,36 @@
+package events
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+)
+
+// Namespaces of the name-based (UUIDv5) ids. Deriving ids from names makes
+// commands idempotent: adding the same domain twice yields the same id, so a
+// retried request or a redelivered event cannot create a second one.
+var (
+	NamespaceTenant = uuid.MustParse("5d0c7a51-8a43-4b8e-9a43-6c3f0f1e2a01")
+	NamespaceDomain = uuid.MustParse("5d0c7a51-8a43-4b8e-9a43-6c3f0f1e2a02")
+	NamespaceJob    = uuid.MustParse("5d0c7a51-8a43-4b8e-9a43-6c3f0f1e2a03")
+)
+
+// TenantID is the account id of the account whose identity is email. Email
+// is compared without regard to case.
+func TenantID(email string) string {
+	return uuid.NewSHA1(NamespaceTenant, []byte(strings.ToLower(email))).String()
+}
+
+// DomainID is the id of host:port monitored by tenantID. host must already be
+// normalized (lower case, no trailing dot, IDNA A-labels).
+func DomainID(tenantID, host string, port int) string {
+	return uuid.NewSHA1(NamespaceDomain, []byte(tenantID+"|"+host+":"+strconv.Itoa(port))).String()
+}
+
+// JobID is the id of the scan of domainID that fell due at dueUnixMS. A job
+// dispatched twice for the same due time has the same id, so the duplicate
+// is visible and collapses in storage.
+func JobID(domainID string, dueUnixMS int64) uuid.UUID {
+	return uuid.NewSHA1(NamespaceJob, []byte(domainID+"|"+strconv.FormatInt(dueUnixMS, 10)))
+}
