@@ -121,8 +121,15 @@ trap 'exit 143' TERM
 
 # Each child runs in its own session, so the terminal's Ctrl-C reaches only
 # this script, which then stops them in order, once.
+# A fixed lab port keeps the lab's domains (host:port) the same from run to
+# run, so the demo account's earlier registrations keep being scanned.
+LAB_PORT=${CERTFLEET_LAB_PORT:-9443}
+if listening "$LAB_PORT"; then
+	warn "lab port $LAB_PORT is taken by $(holder "$LAB_PORT"); the lab takes a free port"
+	LAB_PORT=0
+fi
 rm -f "$LAB_ENV"
-setsid "$BIN" lab --write-env "$LAB_ENV" </dev/null >"$LOGS/lab.log" 2>&1 &
+setsid "$BIN" lab --port "$LAB_PORT" --write-env "$LAB_ENV" </dev/null >"$LOGS/lab.log" 2>&1 &
 LAB_PID=$!
 echo "$LAB_PID" >"$LAB_PIDFILE"
 say "lab starting (pid $LAB_PID, log $(rel "$LOGS/lab.log"))"
