@@ -1,0 +1,69 @@
+package lab
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// WriteEnv writes the lab's roots to rootsPath and, at path, the settings an
+// agent needs as shell-sourceable CERTFLEET_* lines, followed by
+// CERTFLEET_LAB_DOMAINS with every target's domain. The env file appears
+// complete or not at all, so a script may wait for it to exist.
+func (l *Lab) WriteEnv(path, rootsPath string) error {
+	if err := writeAtomic(rootsPath, l.RootsPEM()); err != nil {
+		return err
+	}
+	domains := make([]string, 0, len(l.targets))
+	for _, t := range l.targets {
+		domains = append(domains, t.Domain)
+	}
+	var b bytes.Buffer
+	for _, kv := range [][2]string{
+		{"CERTFLEET_RESOLVER", l.resolver},
+		{"CERTFLEET_EXTRA_ROOTS", rootsPath},
+		{"CERTFLEET_ALLOW_TARGETS", strings.Join(l.allow, ",")},
+		{"CERTFLEET_LAB_DOMAINS", strings.Join(domains, " ")},
+	} {
+		fmt.Fprintf(&b, "%s=%s\n", kv[0], shellQuote(kv[1]))
+	}
+	return writeAtomic(path, b.Bytes())
+}
+
+// shellQuote leaves plain words alone and single-quotes the rest.
+func shellQuote(s string) string {
+	plain := s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:,@%+", r))
+	}) < 0
+	if plain {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// writeAtomic writes through a temporary file in the same directory and a
+// rename, so readers never see half a file.
+func writeAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
