@@ -507,3 +507,43 @@ func TestCA(t *testing.T) {
 		t.Errorf("issuer: got %q, want %q", got, want)
 	}
 }
+
+// TestGoResolver checks that Go's own resolver, which an agent may use,
+// reads the lab's answers: addresses for a known name, not-found for the
+// missing one.
+func TestGoResolver(t *testing.T) {
+	l := startLab(t, Config{})
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, l.ResolverAddr())
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, tg := range l.Targets() {
+		t.Run(tg.Name, func(t *testing.T) {
+			addrs, err := r.LookupNetIP(ctx, "ip", tg.Host+".")
+			if tg.Name == "nxdomain" {
+				var dnsErr *net.DNSError
+				if !errors.As(err, &dnsErr) || !dnsErr.IsNotFound {
+					t.Errorf("got %v, %v, want a not-found error", addrs, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("lookup %s: %v", tg.Host, err)
+			}
+			var got, want []string
+			for _, a := range addrs {
+				got = append(got, a.Unmap().String())
+			}
+			for _, x := range tg.Expect {
+				want = append(want, x.IP)
+			}
+			slices.Sort(got)
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Errorf("got %v, want %v", got, want)
+			}
+		})
+	}
+}
