@@ -1,0 +1,302 @@
+// Package coordinator keeps certfleet's scan schedule and turns due domains
+// into scan jobs.
+//
+// The schedule lives in Redis, split into shards. Every key of shard NN
+// carries the hash tag {NN} (events.ShardTag), so one Lua script touches a
+// single Redis Cluster slot:
+//
+//	domains:{NN}   hash  domain id -> JSON {tenant_id, host, port}
+//	schedule:{NN}  zset  domain id -> next due time (unix ms); only active domains
+//	versions:{NN}  hash  domain id -> occurred_at (unix ms) of the last applied
+//	               domain event; kept after removal, so that a late redelivery
+//	               of an older event cannot bring a removed domain back
+//	lease:{NN}     string owner token, with a TTL
+//	jobs:{NN}      stream scan.requested.v1 jobs (events.JobStream)
+//
+// A coordinator consumes domain events from the events stream (group
+// "coordinator") into the schedule, holds leases on a fair share of the
+// shards, and every tick moves the due domains of its shards to their job
+// streams. The job is appended and the domain rescheduled in one script that
+// first checks the lease still carries this coordinator's token and that the
+// domain's due time is still the one read, so two coordinators running at
+// once never dispatch the same job, even across lease handovers.
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/certfleet/certfleet/events"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// Group is the consumer group the coordinators share on the events stream.
+const Group = "coordinator"
+
+// CoordinatorsKey is the sorted set where every running coordinator
+// heartbeats (member = its token, score = expiry in unix ms).
+const CoordinatorsKey = "coordinators"
+
+// jobsMaxLen caps each jobs stream (XADD MAXLEN ~): a region whose agents
+// are down for long loses its oldest jobs instead of filling Redis; the
+// schedule dispatches the domains again at their next due time anyway.
+const jobsMaxLen = 100_000
+
+// batchSize is how many due domains of one shard one script dispatches.
+const batchSize = 500
+
+// DomainsKey is the hash of the domains of a shard.
+func DomainsKey(shard int) string { return "domains:" + events.ShardTag(shard) }
+
+// ScheduleKey is the sorted set of next due times of a shard.
+func ScheduleKey(shard int) string { return "schedule:" + events.ShardTag(shard) }
+
+// LeaseKey is the lease of a shard; its value is the holder's token.
+func LeaseKey(shard int) string { return "lease:" + events.ShardTag(shard) }
+
+func versionsKey(shard int) string { return "versions:" + events.ShardTag(shard) }
+
+// ShardOf is the shard of a domain: FNV-1a (32 bit) of the domain id string,
+// modulo shards.
+func ShardOf(domainID string, shards int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(domainID))
+	return int(h.Sum32() % uint32(shards))
+}
+
+var (
+	jobsDispatched = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "certfleet_coordinator_jobs_dispatched_total",
+		Help: "Scan jobs appended to the jobs streams.",
+	})
+	leasesHeld = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "certfleet_coordinator_leases_held",
+		Help: "Shard leases held by the coordinators of this process.",
+	})
+	dueDomains = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "certfleet_coordinator_due_domains",
+		Help: "Domains past their due time and not yet dispatched, per held shard, after the last tick; above zero for long means dispatch lags.",
+	}, []string{"shard"})
+)
+
+// Config configures a Coordinator.
+type Config struct {
+	// Name identifies this coordinator as the consumer in the "coordinator"
+	// group and in its lease token. Default: hostname-pid.
+	Name string
+	// Shards is the number of job shards; it must match the agents' (checked
+	// against Redis at start). Default events.DefaultShards.
+	Shards int
+	// Interval is how often each domain is scanned. Default 12h.
+	Interval time.Duration
+	// Tick is how often the due domains are dispatched; a new domain waits
+	// at most about one tick for its first job. Default 1s.
+	Tick time.Duration
+	// LeaseTTL is how long a shard lease lives without renewal, i.e. how
+	// long a crashed coordinator's shards stay idle. Leases are renewed and
+	// rebalanced every LeaseTTL/3. Default 10s.
+	LeaseTTL time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Name == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			host = "coordinator"
+		}
+		c.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if c.Shards == 0 {
+		c.Shards = events.DefaultShards
+	}
+	if c.Interval == 0 {
+		c.Interval = 12 * time.Hour
+	}
+	if c.Tick == 0 {
+		c.Tick = time.Second
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 10 * time.Second
+	}
+}
+
+// Validate reports every problem of the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Shards < 1 || c.Shards > 100 {
+		errs = append(errs, fmt.Errorf("shards must be between 1 and 100, got %d", c.Shards))
+	}
+	if c.Interval < time.Second {
+		errs = append(errs, fmt.Errorf("interval must be at least 1s, got %s", c.Interval))
+	}
+	if c.Tick < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("tick must be at least 10ms, got %s", c.Tick))
+	}
+	if c.LeaseTTL < 300*time.Millisecond {
+		errs = append(errs, fmt.Errorf("lease ttl must be at least 300ms, got %s", c.LeaseTTL))
+	}
+	return errors.Join(errs...)
+}
+
+// Coordinator consumes domain events into the schedule and dispatches due
+// domains of the shards it leases.
+type Coordinator struct {
+	cfg    Config
+	rdb    redis.UniversalClient
+	logger *zap.Logger
+	// token is this instance's lease value and heartbeat member; unique per
+	// instance even when two share a Name.
+	token string
+
+	mu   sync.Mutex
+	held map[int]bool
+}
+
+// New returns a coordinator; Run starts it.
+func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Coordinator, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("coordinator config: %w", err)
+	}
+	if rdb == nil {
+		return nil, errors.New("coordinator: redis client is nil")
+	}
+	return &Coordinator{
+		cfg:    cfg,
+		rdb:    rdb,
+		logger: logger.Named("coordinator").With(zap.String("coordinator", cfg.Name)),
+		token:  cfg.Name + "/" + uuid.NewString(),
+		held:   map[int]bool{},
+	}, nil
+}
+
+// Run consumes domain events, keeps leases and dispatches jobs until ctx is
+// done. On the way out it releases its leases and its heartbeat, so that
+// another coordinator takes its shards over at once instead of after the
+// lease TTL.
+func (c *Coordinator) Run(ctx context.Context) error {
+	if err := events.CheckShards(ctx, c.rdb, c.cfg.Shards); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// Take leases before the first tick, so a fresh coordinator dispatches
+	// right away.
+	c.balanceLeases(ctx)
+
+	var (
+		wg      sync.WaitGroup
+		errOnce sync.Once
+		runErr  error
+	)
+	fail := func(err error) {
+		errOnce.Do(func() { runErr = err })
+		cancel()
+	}
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		err := events.Subscribe(ctx, c.rdb, events.SubscriberConfig{Group: Group, Consumer: c.cfg.Name},
+			events.StreamEvents, c.applyEvent, c.logger)
+		if err != nil {
+			fail(fmt.Errorf("consume domain events: %w", err))
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		c.loop(ctx, c.cfg.LeaseTTL/3, c.balanceLeases)
+	}()
+	go func() {
+		defer wg.Done()
+		c.loop(ctx, c.cfg.Tick, c.dispatch)
+	}()
+	wg.Wait()
+
+	stopCtx, stopCancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer stopCancel()
+	c.releaseAll(stopCtx)
+	return runErr
+}
+
+func (c *Coordinator) loop(ctx context.Context, every time.Duration, f func(context.Context)) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f(ctx)
+		}
+	}
+}
+
+// HeldShards returns the shards this coordinator currently believes it
+// leases. Dispatch re-checks the lease in Redis, so a stale answer is
+// harmless.
+func (c *Coordinator) HeldShards() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]int, 0, len(c.held))
+	for n := 0; n < c.cfg.Shards; n++ {
+		if c.held[n] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (c *Coordinator) setHeld(n int, held bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.held[n] == held {
+		return
+	}
+	if held {
+		c.held[n] = true
+		leasesHeld.Inc()
+		return
+	}
+	delete(c.held, n)
+	leasesHeld.Dec()
+	dueDomains.DeleteLabelValues(shardLabel(n))
+}
+
+func shardLabel(n int) string { return fmt.Sprintf("%02d", n) }
+
+func nowMS() int64 { return time.Now().UnixMilli() }
+
+// ErrNotScheduled is returned by ScanNow for a domain that is not in the
+// schedule (unknown, removed or inactive).
+var ErrNotScheduled = errors.New("domain is not scheduled")
+
+var scanNowScript = redis.NewScript(`
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', 'LT', ARGV[2], ARGV[1])
+return 1
+`)
+
+// ScanNow makes a scheduled domain due now, so the coordinator holding its
+// shard dispatches it on its next tick. A domain already due earlier keeps
+// its due time (and so its job id).
+func ScanNow(ctx context.Context, rdb redis.UniversalClient, shards int, domainID string) error {
+	key := ScheduleKey(ShardOf(domainID, shards))
+	n, err := scanNowScript.Run(ctx, rdb, []string{key}, domainID, nowMS()).Int()
+	if err != nil {
+		return fmt.Errorf("scan now %s: %w", domainID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("scan now %s: %w", domainID, ErrNotScheduled)
+	}
+	return nil
+}

@@ -1,0 +1,114 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/certfleet/certfleet/events"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// domainRecord is the value of a domain in domains:{NN}: what a job needs
+// besides the domain id.
+type domainRecord struct {
+	TenantID string `json:"tenant_id"`
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+}
+
+// applyDomainScript applies one domain event to a shard atomically.
+// Events are applied only when not older than the last event applied to the
+// domain (versions:{NN}), so a redelivered or reordered event is a no-op. A
+// new or re-activated domain is due now (ZADD NX), a known one keeps its due
+// time, so redelivering domain.added never resets the schedule.
+//
+// KEYS: domains, schedule, versions. ARGV: op ("put" | "remove"), domain id,
+// record JSON, version (unix ms), now (unix ms), active ("1" | "0").
+var applyDomainScript = redis.NewScript(`
+local id, version = ARGV[2], tonumber(ARGV[4])
+local last = redis.call('HGET', KEYS[3], id)
+if last and tonumber(last) > version then return 0 end
+redis.call('HSET', KEYS[3], id, ARGV[4])
+if ARGV[1] == 'remove' then
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  return 1
+end
+redis.call('HSET', KEYS[1], id, ARGV[3])
+if ARGV[6] == '1' then
+  redis.call('ZADD', KEYS[2], 'NX', ARGV[5], id)
+else
+  redis.call('ZREM', KEYS[2], id)
+end
+return 1
+`)
+
+// applyEvent is the handler of the events stream. Events other than domain
+// events are not the coordinator's business and are acknowledged.
+func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
+	var (
+		op, domainID string
+		rec          domainRecord
+		active       = true
+	)
+	switch e.Name {
+	case events.DomainAdded:
+		var p events.DomainAddedV1
+		if err := e.Decode(&p); err != nil {
+			return c.dropBad(e, err)
+		}
+		op, domainID, rec = "put", p.DomainID, domainRecord{TenantID: e.TenantID, Host: p.Host, Port: p.Port}
+	case events.DomainUpdated:
+		var p events.DomainUpdatedV1
+		if err := e.Decode(&p); err != nil {
+			return c.dropBad(e, err)
+		}
+		op, domainID, rec, active = "put", p.DomainID, domainRecord{TenantID: e.TenantID, Host: p.Host, Port: p.Port}, p.Active
+	case events.DomainRemoved:
+		var p events.DomainRemovedV1
+		if err := e.Decode(&p); err != nil {
+			return c.dropBad(e, err)
+		}
+		op, domainID = "remove", p.DomainID
+	default:
+		return nil
+	}
+	if domainID == "" {
+		domainID = e.AggregateID
+	}
+	if domainID == "" || (op == "put" && rec.Host == "") {
+		return c.dropBad(e, fmt.Errorf("missing domain id or host"))
+	}
+	if op == "put" && rec.Port == 0 {
+		rec.Port = 443
+	}
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("marshal domain record: %w", err)
+	}
+	n := ShardOf(domainID, c.cfg.Shards)
+	activeArg := "0"
+	if active {
+		activeArg = "1"
+	}
+	keys := []string{DomainsKey(n), ScheduleKey(n), versionsKey(n)}
+	applied, err := applyDomainScript.Run(ctx, c.rdb, keys,
+		op, domainID, string(body), e.OccurredAt.UnixMilli(), nowMS(), activeArg).Int()
+	if err != nil {
+		return fmt.Errorf("apply %s %s to shard %d: %w", e.Name, domainID, n, err)
+	}
+	c.logger.Debug("domain event",
+		zap.String("event", e.Name), zap.String("domain_id", domainID),
+		zap.Int("shard", n), zap.Bool("applied", applied == 1))
+	return nil
+}
+
+// dropBad logs an event that can never be applied and acknowledges it;
+// retrying it would only block the stream.
+func (c *Coordinator) dropBad(e events.Envelope, err error) error {
+	c.logger.Error("dropping malformed domain event",
+		zap.String("event_id", e.EventID.String()), zap.String("event", e.Name), zap.Error(err))
+	return nil
+}
