@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill-redisstream/pkg/redisstream"
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 )
@@ -94,11 +94,18 @@ func Subscribe(ctx context.Context, rdb redis.UniversalClient, cfg SubscriberCon
 	if err != nil {
 		return fmt.Errorf("new subscriber for %s: %w", stream, err)
 	}
-	defer sub.Close()
+	// Not sub.Close(): it closes rdb, which belongs to the caller and is
+	// shared with the process's other components. The subscriber's
+	// goroutines stop with ctx; msgs is closed when they have.
 	msgs, err := sub.Subscribe(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("subscribe to %s: %w", stream, err)
 	}
+	defer func() {
+		for m := range msgs {
+			m.Nack()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
