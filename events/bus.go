@@ -90,6 +90,8 @@ func Subscribe(ctx context.Context, rdb redis.UniversalClient, cfg SubscriberCon
 		ClaimInterval:                 cfg.ClaimIdle / 3,
 		MaxIdleTime:                   cfg.ClaimIdle,
 		DisableIndefiniteInitialBlock: true,
+		// Stop at once when ctx ends instead of sleeping and logging.
+		ShouldStopOnReadErrors: func(err error) bool { return errors.Is(err, context.Canceled) },
 	}, NewWatermillLogger(logger))
 	if err != nil {
 		return fmt.Errorf("new subscriber for %s: %w", stream, err)
@@ -147,6 +149,13 @@ func fields(f watermill.LogFields) []zap.Field {
 }
 
 func (w watermillLogger) Error(msg string, err error, f watermill.LogFields) {
+	// watermill's readers report the end of their context as an error,
+	// from goroutines that may outlive Subscribe by a moment; it is the
+	// normal way to stop.
+	if errors.Is(err, context.Canceled) {
+		w.l.Debug(msg, append(fields(f), zap.Error(err))...)
+		return
+	}
 	w.l.Error(msg, append(fields(f), zap.Error(err))...)
 }
 func (w watermillLogger) Info(msg string, f watermill.LogFields)  { w.l.Debug(msg, fields(f)...) }
