@@ -56,7 +56,7 @@ func TestShardOfDistribution(t *testing.T) {
 func TestNextDue(t *testing.T) {
 	const iv = 10 * time.Second
 	for _, tc := range []struct {
-		name          string
+		name           string
 		due, now, want int64
 	}{
 		{"on time", 1_000, 1_050, 11_000},

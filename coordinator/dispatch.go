@@ -77,6 +77,9 @@ func (c *Coordinator) dispatch(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if !c.isHeld(n) {
+			continue
+		}
 		if _, err := c.dispatchShard(ctx, n); err != nil {
 			if errors.Is(err, errLeaseLost) {
 				c.logger.Warn("lease lost, shard dropped", zap.Int("shard", n))
@@ -112,6 +115,11 @@ func (c *Coordinator) dispatchShard(ctx context.Context, n int) (int, error) {
 			return total, fmt.Errorf("dispatch shard %d: %w", n, err)
 		}
 		if code, ok := res.(int64); ok && code == -1 {
+			// Not an error when the lease loop released the shard while
+			// this tick was running.
+			if !c.isHeld(n) {
+				return total, nil
+			}
 			c.setHeld(n, false)
 			return total, errLeaseLost
 		}
