@@ -1,0 +1,180 @@
+package schema
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"go.uber.org/zap"
+)
+
+// Migration is one step of the schema. Its statements must be idempotent
+// (IF NOT EXISTS and the like): a process that dies halfway through a
+// migration runs all of it again, and two processes starting together may
+// both apply it.
+type Migration struct {
+	// Version orders the migrations; it is never reused or changed once
+	// released.
+	Version int
+	// Name says what the migration does.
+	Name string
+	// Statements run in order.
+	Statements []string
+}
+
+// Migrations is the schema, oldest first. Append to it; never edit a
+// released entry.
+var Migrations = []Migration{
+	{
+		Version: 1,
+		Name:    "events and scan_results",
+		Statements: []string{
+			// The event store. A redelivered event has the same sorting key,
+			// so it collapses on merge and reads with FINAL see it once.
+			// occurred_at_unix_ms keeps the envelope's millisecond precision
+			// (DateTime64 is not available on 18.16), so that a replay
+			// orders events of the same second as they happened.
+			`CREATE TABLE IF NOT EXISTS events (
+				event_id UUID,
+				name String,
+				occurred_at DateTime,
+				occurred_at_unix_ms UInt64,
+				tenant_id String,
+				aggregate_id String,
+				payload String,
+				stream String,
+				inserted_at DateTime
+			) ENGINE = ReplacingMergeTree()
+			PARTITION BY toYYYYMM(occurred_at)
+			ORDER BY (tenant_id, occurred_at, event_id)`,
+			// One row per scan, IP and region, from scan.completed events.
+			`CREATE TABLE IF NOT EXISTS scan_results (
+				event_id UUID,
+				job_id UUID,
+				tenant_id String,
+				domain_id String,
+				host String,
+				port UInt16,
+				region String,
+				agent String,
+				ip String,
+				outcome String,
+				detail String,
+				certificate_found UInt8,
+				subject String,
+				issuer String,
+				sans Array(String),
+				serial String,
+				not_before Nullable(DateTime),
+				not_after Nullable(DateTime),
+				leaf_sha256 String,
+				key_type String,
+				key_bits UInt16,
+				signature_algorithm String,
+				chain_length UInt8,
+				tls_version String,
+				cipher_suite String,
+				chain_valid UInt8,
+				hostname_valid UInt8,
+				connect_ms UInt32,
+				handshake_ms UInt32,
+				started_at DateTime,
+				scanned_at DateTime
+			) ENGINE = ReplacingMergeTree()
+			PARTITION BY toYYYYMM(scanned_at)
+			ORDER BY (tenant_id, domain_id, scanned_at, region, ip, event_id)`,
+		},
+	},
+}
+
+const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
+	version UInt32,
+	name String,
+	applied_at DateTime
+) ENGINE = ReplacingMergeTree()
+ORDER BY version`
+
+// Migrate applies the migrations the database lacks, in order, and records
+// each in schema_migrations once all its statements succeeded.
+func Migrate(ctx context.Context, conn driver.Conn, logger *zap.Logger) error {
+	return migrate(ctx, conn, Migrations, logger.Named("schema"))
+}
+
+func migrate(ctx context.Context, conn driver.Conn, migrations []Migration, logger *zap.Logger) error {
+	if err := conn.Exec(ctx, createMigrationsTable); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	applied, err := AppliedVersions(ctx, conn)
+	if err != nil {
+		return err
+	}
+	done := make(map[int]bool, len(applied))
+	for _, v := range applied {
+		done[v] = true
+	}
+	last := 0
+	for _, m := range migrations {
+		if m.Version <= last {
+			return fmt.Errorf("migration %d (%s) is out of order after %d", m.Version, m.Name, last)
+		}
+		last = m.Version
+		if done[m.Version] {
+			continue
+		}
+		for i, stmt := range m.Statements {
+			if err := conn.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("migration %d (%s) statement %d: %w", m.Version, m.Name, i+1, err)
+			}
+		}
+		// Two processes migrating at once may both record the version; the
+		// table collapses duplicates and AppliedVersions reads distinct ones.
+		if err := record(ctx, conn, m); err != nil {
+			return fmt.Errorf("record migration %d (%s): %w", m.Version, m.Name, err)
+		}
+		logger.Info("applied migration", zap.Int("version", m.Version), zap.String("name", m.Name))
+	}
+	return nil
+}
+
+// record inserts through a batch: ClickHouse 18.16 waits for a data block
+// after an INSERT ... VALUES sent as a plain query, so Exec would hang.
+func record(ctx context.Context, conn driver.Conn, m Migration) error {
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO schema_migrations (version, name, applied_at)")
+	if err != nil {
+		return err
+	}
+	if err := b.Append(uint32(m.Version), m.Name, time.Now().UTC()); err != nil {
+		_ = b.Abort()
+		return err
+	}
+	return b.Send()
+}
+
+// AppliedVersions lists the versions recorded in schema_migrations, in
+// ascending order.
+func AppliedVersions(ctx context.Context, conn driver.Conn) ([]int, error) {
+	rows, err := conn.Query(ctx, "SELECT DISTINCT version FROM schema_migrations ORDER BY version")
+	if err != nil {
+		return nil, fmt.Errorf("read schema_migrations: %w", err)
+	}
+	defer rows.Close()
+	var out []int
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("read schema_migrations: %w", err)
+		}
+		out = append(out, int(v))
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read schema_migrations: %w", err)
+	}
+	return out, nil
+}
+
+// MigrateWith applies the given migrations instead of Migrations; tests of
+// the migration mechanism use it.
+func MigrateWith(ctx context.Context, conn driver.Conn, migrations []Migration, logger *zap.Logger) error {
+	return migrate(ctx, conn, migrations, logger.Named("schema"))
+}
