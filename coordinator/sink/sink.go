@@ -1,0 +1,188 @@
+// Package sink stores events in ClickHouse: every event of the events and
+// results streams into the event store (table events), and the per-IP
+// results of scan.completed events into scan_results, in batches.
+//
+// Delivery is at least once: a batch is acknowledged only after both
+// inserts succeeded, and a batch that fails is retried. A redelivered event
+// has the same sorting key in both tables, so ReplacingMergeTree collapses
+// it and reads with FINAL (schema.ReplayEvents, schema.ScanHistory) see it
+// once.
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/schema"
+)
+
+// Group is the sink's consumer group on the events and results streams.
+const Group = "sink"
+
+var (
+	eventsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "certfleet_sink_events_total",
+		Help: "Events stored in ClickHouse, by source stream (a redelivered event counts again).",
+	}, []string{"stream"})
+	rowsTotal = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "certfleet_sink_rows_total",
+		Help: "Rows stored in ClickHouse scan_results.",
+	})
+	batchSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "certfleet_sink_batch_seconds",
+		Help:    "Time to store one batch in ClickHouse, failed attempts included.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+	})
+	batchErrors = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "certfleet_sink_batch_errors_total",
+		Help: "Batches ClickHouse refused; they are retried.",
+	})
+)
+
+// Config configures a Sink.
+type Config struct {
+	// Consumer names this sink in the consumer group; unique per replica.
+	// Default hostname-pid.
+	Consumer string
+	// BatchSize is the most entries read from each stream for one batch.
+	// Default 5000.
+	BatchSize int
+	// FlushInterval is how long the sink keeps reading to fill a batch
+	// once entries are waiting, so that ClickHouse gets few large inserts
+	// rather than many small ones. Default 1s.
+	FlushInterval time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Consumer == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			host = "sink"
+		}
+		c.Consumer = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 5000
+	}
+	if c.FlushInterval == 0 {
+		c.FlushInterval = time.Second
+	}
+}
+
+// Validate reports every problem of the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.BatchSize < 1 {
+		errs = append(errs, fmt.Errorf("batch size must be positive, got %d", c.BatchSize))
+	}
+	if c.FlushInterval < 0 {
+		errs = append(errs, fmt.Errorf("flush interval must not be negative, got %s", c.FlushInterval))
+	}
+	return errors.Join(errs...)
+}
+
+// Sink moves events from Redis into ClickHouse.
+type Sink struct {
+	cfg    Config
+	rdb    redis.UniversalClient
+	conn   driver.Conn
+	logger *zap.Logger
+}
+
+// New returns a sink reading through rdb and writing through conn, whose
+// database must be migrated (schema.Migrate).
+func New(cfg Config, rdb redis.UniversalClient, conn driver.Conn, logger *zap.Logger) (*Sink, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("sink config: %w", err)
+	}
+	if rdb == nil || conn == nil {
+		return nil, errors.New("sink: redis client and clickhouse connection are required")
+	}
+	return &Sink{cfg: cfg, rdb: rdb, conn: conn, logger: logger.Named("sink").With(zap.String("consumer", cfg.Consumer))}, nil
+}
+
+// Run stores events until ctx is done.
+func (s *Sink) Run(ctx context.Context) error {
+	s.logger.Info("sink started", zap.Int("batch_size", s.cfg.BatchSize))
+	defer s.logger.Info("sink stopped")
+	return events.ConsumeBatches(ctx, s.rdb, events.BatchConfig{
+		Streams:  []string{events.StreamEvents, events.StreamResults},
+		Group:    Group,
+		Consumer: s.cfg.Consumer,
+		Count:    s.cfg.BatchSize,
+		Linger:   s.cfg.FlushInterval,
+	}, s.store, s.logger)
+}
+
+// store inserts the batch into both tables. An error leaves the whole
+// batch to be retried; rows already inserted then collapse with their
+// second copy.
+func (s *Sink) store(ctx context.Context, batch []events.Entry) error {
+	start := time.Now()
+	defer func() { batchSeconds.Observe(time.Since(start).Seconds()) }()
+
+	var rows []schema.ScanRow
+	for _, e := range batch {
+		if e.Event.Name != events.ScanCompleted {
+			continue
+		}
+		r, err := schema.ScanRows(e.Event)
+		if err != nil {
+			// Retrying cannot fix a payload; the event itself is still
+			// kept in the event store.
+			s.logger.Error("skipping undecodable scan result", zap.String("event_id", e.Event.EventID.String()),
+				zap.String("entry_id", e.ID), zap.Error(err))
+			continue
+		}
+		rows = append(rows, r...)
+	}
+	if len(rows) > 0 {
+		if err := s.insert(ctx, "scan_results", schema.ScanColumns, len(rows), func(i int) []any { return rows[i].Values() }); err != nil {
+			batchErrors.Inc()
+			return err
+		}
+	}
+	now := time.Now().UTC()
+	if err := s.insert(ctx, "events", schema.EventColumns, len(batch), func(i int) []any {
+		return schema.EventRow(batch[i].Event, batch[i].Stream, now)
+	}); err != nil {
+		batchErrors.Inc()
+		return err
+	}
+
+	rowsTotal.Add(float64(len(rows)))
+	for _, e := range batch {
+		eventsTotal.WithLabelValues(e.Stream).Inc()
+	}
+	s.logger.Debug("stored batch", zap.Int("events", len(batch)), zap.Int("rows", len(rows)),
+		zap.Duration("took", time.Since(start)))
+	return nil
+}
+
+func (s *Sink) insert(ctx context.Context, table, columns string, n int, row func(i int) []any) error {
+	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+table+" ("+columns+")")
+	if err != nil {
+		return fmt.Errorf("prepare insert into %s: %w", table, err)
+	}
+	for i := range n {
+		if err := b.Append(row(i)...); err != nil {
+			_ = b.Abort()
+			return fmt.Errorf("append to %s: %w", table, err)
+		}
+	}
+	if err := b.Send(); err != nil {
+		return fmt.Errorf("insert %d rows into %s: %w", n, table, err)
+	}
+	return nil
+}
