@@ -141,21 +141,63 @@ type batchConsumer struct {
 	h      BatchHandler
 	logger *zap.Logger
 	// cursor is per stream the id to read after: "0"-based ids walk this
-	// consumer's pending entries, ">" reads new ones.
-	cursor    map[string]string
-	lastClaim time.Time
+	// consumer's pending entries, ">" reads new ones. Only the reader
+	// goroutine touches it.
+	cursor map[string]string
 }
 
+// run reads one batch ahead: while the handler stores a batch, the reader
+// fetches and decodes the next, so Redis and the store work side by side.
+// The read-ahead batch is pending with this consumer; if the process stops
+// before handling it, the pending walk of the next start brings it back.
 func (c *batchConsumer) run(ctx context.Context) {
+	rctx, cancel := context.WithCancel(ctx)
+	batches := make(chan []Entry)
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		c.readLoop(rctx, batches)
+	}()
+	defer func() {
+		cancel()
+		<-readerDone
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case batch := <-batches:
+			if !c.handle(ctx, batch) {
+				return
+			}
+		}
+	}
+}
+
+func (c *batchConsumer) readLoop(ctx context.Context, out chan<- []Entry) {
 	for _, s := range c.cfg.Streams {
 		c.cursor[s] = "0"
 	}
 	c.createGroups(ctx)
-	c.lastClaim = time.Now()
+	lastClaim := time.Now()
+	send := func(batch []Entry) bool {
+		if len(batch) == 0 {
+			return true
+		}
+		select {
+		case out <- batch:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 	failures := 0
 	for ctx.Err() == nil {
-		if time.Since(c.lastClaim) >= c.cfg.ClaimIdle/2 {
-			c.claim(ctx)
+		if time.Since(lastClaim) >= c.cfg.ClaimIdle/2 {
+			lastClaim = time.Now()
+			if !c.claim(ctx, send) {
+				return
+			}
 		}
 		batch, err := c.read(ctx)
 		if err != nil {
@@ -172,7 +214,7 @@ func (c *batchConsumer) run(ctx context.Context) {
 			continue
 		}
 		failures = 0
-		if len(batch) > 0 && !c.handle(ctx, batch) {
+		if !send(batch) {
 			return
 		}
 	}
@@ -195,25 +237,28 @@ func (c *batchConsumer) backoff(failures int) time.Duration {
 	return min(d, c.cfg.MaxBackoff)
 }
 
-// claim takes over the entries other consumers left pending for longer
-// than ClaimIdle. They become this consumer's pending entries, which the
-// next reads walk from the start.
-func (c *batchConsumer) claim(ctx context.Context) {
-	c.lastClaim = time.Now()
+// claim takes over the entries that stayed pending for longer than
+// ClaimIdle, with a crashed consumer or with this one after a failed ack,
+// and passes them on as batches. It returns false when ctx ended.
+func (c *batchConsumer) claim(ctx context.Context, send func([]Entry) bool) bool {
 	for _, s := range c.cfg.Streams {
 		start, claimed := "0-0", 0
 		for {
-			ids, next, err := c.rdb.XAutoClaimJustID(ctx, &redis.XAutoClaimArgs{
+			msgs, next, err := c.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
 				Stream: s, Group: c.cfg.Group, Consumer: c.cfg.Consumer,
 				MinIdle: c.cfg.ClaimIdle, Start: start, Count: int64(c.cfg.Count),
 			}).Result()
 			if err != nil {
-				if ctx.Err() == nil {
-					c.logger.Warn("claim failed", zap.String("stream", s), zap.Error(err))
+				if ctx.Err() != nil {
+					return false
 				}
+				c.logger.Warn("claim failed", zap.String("stream", s), zap.Error(err))
 				break
 			}
-			claimed += len(ids)
+			claimed += len(msgs)
+			if !send(c.decode(ctx, s, msgs)) {
+				return false
+			}
 			if next == "0-0" || next == "" {
 				break
 			}
@@ -221,9 +266,9 @@ func (c *batchConsumer) claim(ctx context.Context) {
 		}
 		if claimed > 0 {
 			c.logger.Info("claimed idle entries", zap.String("stream", s), zap.Int("entries", claimed))
-			c.cursor[s] = "0"
 		}
 	}
+	return true
 }
 
 // read returns the next batch: pending entries while any stream has some,
@@ -274,24 +319,9 @@ func (c *batchConsumer) readOnce(ctx context.Context, count int, block time.Dura
 	var batch []Entry
 	for _, st := range res {
 		got[st.Stream] = len(st.Messages)
-		var bad []string
-		for _, m := range st.Messages {
-			e, err := FromStreamValues(m.Values)
-			if err != nil {
-				c.logger.Error("dropping undecodable entry", zap.String("stream", st.Stream), zap.String("entry_id", m.ID), zap.Error(err))
-				bad = append(bad, m.ID)
-				continue
-			}
-			batch = append(batch, Entry{Stream: st.Stream, ID: m.ID, Event: e})
-		}
+		batch = append(batch, c.decode(ctx, st.Stream, st.Messages)...)
 		if n := len(st.Messages); n > 0 && c.cursor[st.Stream] != ">" {
 			c.cursor[st.Stream] = st.Messages[n-1].ID
-		}
-		if len(bad) > 0 {
-			if err := c.rdb.XAck(ctx, st.Stream, c.cfg.Group, bad...).Err(); err != nil {
-				// They stay pending and come back through a claim.
-				c.logger.Warn("ack undecodable entries failed", zap.String("stream", st.Stream), zap.Error(err))
-			}
 		}
 	}
 	// A stream whose pending walk came back empty has none left.
@@ -301,6 +331,29 @@ func (c *batchConsumer) readOnce(ctx context.Context, count int, block time.Dura
 		}
 	}
 	return batch, pending, nil
+}
+
+// decode turns stream entries into batch entries. An entry that cannot be
+// decoded is logged and acknowledged at once: no retry can fix it.
+func (c *batchConsumer) decode(ctx context.Context, stream string, msgs []redis.XMessage) []Entry {
+	batch := make([]Entry, 0, len(msgs))
+	var bad []string
+	for _, m := range msgs {
+		e, err := FromStreamValues(m.Values)
+		if err != nil {
+			c.logger.Error("dropping undecodable entry", zap.String("stream", stream), zap.String("entry_id", m.ID), zap.Error(err))
+			bad = append(bad, m.ID)
+			continue
+		}
+		batch = append(batch, Entry{Stream: stream, ID: m.ID, Event: e})
+	}
+	if len(bad) > 0 {
+		if err := c.rdb.XAck(ctx, stream, c.cfg.Group, bad...).Err(); err != nil {
+			// They stay pending and come back through a claim.
+			c.logger.Warn("ack undecodable entries failed", zap.String("stream", stream), zap.Error(err))
+		}
+	}
+	return batch
 }
 
 // handle gives the batch to the handler until it succeeds, then
