@@ -11,19 +11,6 @@ import (
 	"github.com/certfleet/certfleet/events"
 )
 
-// EventColumns are the columns of the events table, in the order EventRow
-// appends them.
-const EventColumns = "event_id, name, occurred_at, occurred_at_unix_ms, tenant_id, aggregate_id, payload, stream, inserted_at"
-
-// EventRow returns the values of one events row for e, read from stream and
-// inserted at insertedAt, in EventColumns order.
-func EventRow(e events.Envelope, stream string, insertedAt time.Time) []any {
-	return []any{
-		e.EventID, e.Name, clampDateTime(e.OccurredAt), uint64(max(e.OccurredAt.UnixMilli(), 0)),
-		e.TenantID, e.AggregateID, string(e.Payload), stream, insertedAt,
-	}
-}
-
 // ReplayEvents calls fn with every stored event once, oldest first (ties in
 // the same millisecond ordered by event id), and stops at the first error
 // fn returns. Rows are streamed, so the event store need not fit in memory.
@@ -93,7 +80,7 @@ type ScanRow struct {
 }
 
 // ScanColumns are the columns of scan_results, in the order of ScanRow's
-// fields and of ScanRow.Values.
+// fields.
 const ScanColumns = "event_id, job_id, tenant_id, domain_id, host, port, region, agent, ip, outcome, detail, " +
 	"certificate_found, subject, issuer, sans, serial, not_before, not_after, leaf_sha256, key_type, key_bits, " +
 	"signature_algorithm, chain_length, tls_version, cipher_suite, chain_valid, hostname_valid, connect_ms, " +
@@ -143,17 +130,6 @@ func ScanRows(e events.Envelope) ([]ScanRow, error) {
 		})
 	}
 	return out, nil
-}
-
-// Values returns the row's values in ScanColumns order, as a batch Append
-// takes them.
-func (r *ScanRow) Values() []any {
-	return []any{
-		r.EventID, r.JobID, r.TenantID, r.DomainID, r.Host, r.Port, r.Region, r.Agent, r.IP, r.Outcome, r.Detail,
-		boolU8(r.CertificateFound), r.Subject, r.Issuer, r.SANs, r.Serial, r.NotBefore, r.NotAfter, r.LeafSHA256,
-		r.KeyType, r.KeyBits, r.SignatureAlgorithm, r.ChainLength, r.TLSVersion, r.CipherSuite,
-		boolU8(r.ChainValid), boolU8(r.HostnameValid), r.ConnectMS, r.HandshakeMS, r.StartedAt, r.ScannedAt,
-	}
 }
 
 // ScanHistory returns up to limit scan_results rows of a domain, latest

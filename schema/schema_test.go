@@ -170,16 +170,11 @@ func TestReplayEvents(t *testing.T) {
 	removed := mk(events.DomainRemoved, base.Add(900*time.Millisecond))
 	earlier := mk(events.AccountCreated, base.Add(-time.Hour))
 	insert := func(evs ...events.Envelope) {
-		b, err := conn.PrepareBatch(ctx, "INSERT INTO events ("+schema.EventColumns+")")
-		if err != nil {
-			t.Fatal(err)
-		}
+		var rows []schema.StoredEvent
 		for _, e := range evs {
-			if err := b.Append(schema.EventRow(e, events.StreamEvents, time.Now())...); err != nil {
-				t.Fatal(err)
-			}
+			rows = append(rows, schema.StoredEvent{Event: e, Stream: events.StreamEvents, InsertedAt: time.Now()})
 		}
-		if err := b.Send(); err != nil {
+		if err := schema.InsertEvents(ctx, conn, rows); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -245,16 +240,7 @@ func TestScanRowsAndHistory(t *testing.T) {
 		t.Fatalf("rows: got %d, want 2", len(rows))
 	}
 	for range 2 { // a redelivery stores the same rows again
-		b, err := conn.PrepareBatch(ctx, "INSERT INTO scan_results ("+schema.ScanColumns+")")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range rows {
-			if err := b.Append(rows[i].Values()...); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := b.Send(); err != nil {
+		if err := schema.InsertScanRows(ctx, conn, rows); err != nil {
 			t.Fatal(err)
 		}
 	}

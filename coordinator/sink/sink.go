@@ -154,13 +154,13 @@ func (s *Sink) store(ctx context.Context, batch []events.Entry) error {
 	var wg sync.WaitGroup
 	var rowsErr error
 	if len(rows) > 0 {
-		wg.Go(func() {
-			rowsErr = s.insert(ctx, "scan_results", schema.ScanColumns, len(rows), func(i int) []any { return rows[i].Values() })
-		})
+		wg.Go(func() { rowsErr = schema.InsertScanRows(ctx, s.conn, rows) })
 	}
-	eventsErr := s.insert(ctx, "events", schema.EventColumns, len(batch), func(i int) []any {
-		return schema.EventRow(batch[i].Event, batch[i].Stream, now)
-	})
+	stored := make([]schema.StoredEvent, len(batch))
+	for i, e := range batch {
+		stored[i] = schema.StoredEvent{Event: e.Event, Stream: e.Stream, InsertedAt: now}
+	}
+	eventsErr := schema.InsertEvents(ctx, s.conn, stored)
 	wg.Wait()
 	if err := errors.Join(rowsErr, eventsErr); err != nil {
 		batchErrors.Inc()
@@ -177,22 +177,5 @@ func (s *Sink) store(ctx context.Context, batch []events.Entry) error {
 	}
 	s.logger.Debug("stored batch", zap.Int("events", len(batch)), zap.Int("rows", len(rows)),
 		zap.Duration("took", time.Since(start)))
-	return nil
-}
-
-func (s *Sink) insert(ctx context.Context, table, columns string, n int, row func(i int) []any) error {
-	b, err := s.conn.PrepareBatch(ctx, "INSERT INTO "+table+" ("+columns+")")
-	if err != nil {
-		return fmt.Errorf("prepare insert into %s: %w", table, err)
-	}
-	for i := range n {
-		if err := b.Append(row(i)...); err != nil {
-			_ = b.Abort()
-			return fmt.Errorf("append to %s: %w", table, err)
-		}
-	}
-	if err := b.Send(); err != nil {
-		return fmt.Errorf("insert %d rows into %s: %w", n, table, err)
-	}
 	return nil
 }
