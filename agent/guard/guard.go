@@ -1,0 +1,255 @@
+// Package guard decides which addresses a scan agent may connect to, and is
+// the one dialer every agent connection goes through. Agents dial names that
+// users typed; without the guard a user could point a domain at the agent's
+// own network (loopback, private ranges, cloud metadata services) and read
+// what answers there. The guard checks resolved IP literals only, and checks
+// again the address the socket actually connects to, so a DNS answer that
+// changes between two lookups (rebinding) cannot slip past it.
+package guard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Reasons a target is refused: a fixed vocabulary, used as the scan result's
+// detail.
+const (
+	ReasonInvalid       = "invalid"
+	ReasonUnspecified   = "unspecified"
+	ReasonLoopback      = "loopback"
+	ReasonPrivate       = "private"
+	ReasonLinkLocal     = "link-local"
+	ReasonCGNAT         = "cgnat"
+	ReasonMulticast     = "multicast"
+	ReasonBroadcast     = "broadcast"
+	ReasonReserved      = "reserved"
+	ReasonCloudMetadata = "cloud-metadata"
+)
+
+// BlockedError is returned when the policy refuses an address.
+type BlockedError struct {
+	// IP is the refused address, unmapped when it was IPv4 in IPv6.
+	IP netip.Addr
+	// Reason is one of the Reason* constants.
+	Reason string
+}
+
+func (e *BlockedError) Error() string {
+	return fmt.Sprintf("target %s refused: %s address", e.IP, e.Reason)
+}
+
+// ParseAllow parses operator-allowed ranges: CIDRs, or bare IPs which stand
+// for a single address (/32, /128). IPv4-mapped IPv6 prefixes are turned
+// into IPv4 ones, because Check unmaps the addresses it compares.
+func ParseAllow(cidrs []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(cidrs))
+	var errs []error
+	for _, raw := range cidrs {
+		s := strings.TrimSpace(raw)
+		if s == "" {
+			continue
+		}
+		var p netip.Prefix
+		if strings.Contains(s, "/") {
+			var err error
+			p, err = netip.ParsePrefix(s)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("allowed target %q is not a CIDR or IP address", raw))
+				continue
+			}
+		} else {
+			ip, err := netip.ParseAddr(s)
+			if err != nil || ip.Zone() != "" {
+				errs = append(errs, fmt.Errorf("allowed target %q is not a CIDR or IP address", raw))
+				continue
+			}
+			p = netip.PrefixFrom(ip, ip.BitLen())
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		out = append(out, p.Masked())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Policy says which addresses may be dialed: every public unicast address,
+// plus the special ranges an operator allowed.
+type Policy struct {
+	// Allow lists ranges that are dialed although they are special
+	// (loopback, private, ...). Cloud metadata addresses are only dialed
+	// when a prefix naming exactly that address allows them, so that a
+	// broad range (10.0.0.0/8, 0.0.0.0/0) never opens them by accident.
+	Allow []netip.Prefix
+}
+
+type rangeRule struct {
+	prefix netip.Prefix
+	reason string
+}
+
+func mustRules(reason string, cidrs ...string) []rangeRule {
+	out := make([]rangeRule, len(cidrs))
+	for i, c := range cidrs {
+		out[i] = rangeRule{prefix: netip.MustParsePrefix(c), reason: reason}
+	}
+	return out
+}
+
+// metadata are the instance metadata services of the large clouds: they
+// hand out credentials to whoever asks from inside the instance.
+var metadata = []netip.Addr{
+	netip.MustParseAddr("169.254.169.254"), // AWS, GCP, Azure, OpenStack, DigitalOcean...
+	netip.MustParseAddr("fd00:ec2::254"),   // AWS over IPv6
+	netip.MustParseAddr("100.100.100.200"), // Alibaba Cloud
+	netip.MustParseAddr("168.63.129.16"),   // Azure WireServer (public space, host-local)
+	netip.MustParseAddr("192.0.0.192"),     // Oracle Cloud
+}
+
+// rules are checked in order; the first match gives the reason, so the more
+// specific ranges come first.
+var rules = concat(
+	mustRules(ReasonBroadcast, "255.255.255.255/32"),
+	mustRules(ReasonLoopback, "127.0.0.0/8", "::1/128"),
+	mustRules(ReasonPrivate, "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fec0::/10"),
+	mustRules(ReasonLinkLocal, "169.254.0.0/16", "fe80::/10"),
+	mustRules(ReasonCGNAT, "100.64.0.0/10"),
+	mustRules(ReasonMulticast, "224.0.0.0/4", "ff00::/8"),
+	mustRules(ReasonReserved,
+		"0.0.0.0/8", "240.0.0.0/4", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24",
+		"198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
+		"2001:db8::/32", "2001::/32", "2001:2::/48", "2001:10::/28", "2001:20::/28",
+		"100::/64", "64:ff9b:1::/48", "3fff::/20", "5f00::/16"),
+)
+
+func concat(parts ...[]rangeRule) []rangeRule {
+	var out []rangeRule
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+var (
+	globalUnicast6 = netip.MustParsePrefix("2000::/3")
+	nat64          = netip.MustParsePrefix("64:ff9b::/96")
+	sixToFour      = netip.MustParsePrefix("2002::/16")
+)
+
+// Check returns nil when ip may be dialed and a *BlockedError otherwise.
+func (p Policy) Check(ip netip.Addr) error {
+	if !ip.IsValid() {
+		return &BlockedError{IP: ip, Reason: ReasonInvalid}
+	}
+	// A zone only says which interface; prefixes never contain zoned
+	// addresses, which would let fe80::1%eth0 pass every rule below.
+	ip = ip.WithZone("").Unmap()
+	if ip.IsUnspecified() {
+		// Connecting to 0.0.0.0 or :: reaches the local host.
+		return &BlockedError{IP: ip, Reason: ReasonUnspecified}
+	}
+	for _, m := range metadata {
+		if ip == m {
+			if p.allowsExactly(ip) {
+				return nil
+			}
+			return &BlockedError{IP: ip, Reason: ReasonCloudMetadata}
+		}
+	}
+	if p.allows(ip) {
+		return nil
+	}
+	for _, r := range rules {
+		if r.prefix.Contains(ip) {
+			return &BlockedError{IP: ip, Reason: r.reason}
+		}
+	}
+	if ip.Is6() {
+		// Translation prefixes carry an IPv4 address that the gateway
+		// connects to: judge that one.
+		if nat64.Contains(ip) {
+			b := ip.As16()
+			return p.Check(netip.AddrFrom4([4]byte(b[12:16])))
+		}
+		if sixToFour.Contains(ip) {
+			b := ip.As16()
+			return p.Check(netip.AddrFrom4([4]byte(b[2:6])))
+		}
+		// Everything outside 2000::/3 is unassigned or special.
+		if !globalUnicast6.Contains(ip) {
+			return &BlockedError{IP: ip, Reason: ReasonReserved}
+		}
+	}
+	return nil
+}
+
+func (p Policy) allows(ip netip.Addr) bool {
+	for _, a := range p.Allow {
+		if a.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func (p Policy) allowsExactly(ip netip.Addr) bool {
+	for _, a := range p.Allow {
+		if a.IsSingleIP() && a.Addr() == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// Dialer dials TCP connections to IP literals the policy allows.
+type Dialer struct {
+	// Policy decides which addresses may be dialed.
+	Policy Policy
+	// Timeout bounds the connect; zero means only ctx bounds it.
+	Timeout time.Duration
+}
+
+// DialContext connects to address, which must be an IP literal and port:
+// the caller resolves names itself and passes each address here, so what
+// is checked is what is dialed. The address the socket connects to is
+// checked once more just before connect.
+func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return nil, fmt.Errorf("dial %s %s: network not supported", network, address)
+	}
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: address must be an IP literal and port: %w", address, err)
+	}
+	if err := d.Policy.Check(ap.Addr()); err != nil {
+		return nil, fmt.Errorf("dial %s: %w", address, err)
+	}
+	nd := net.Dialer{Timeout: d.Timeout, Control: d.control}
+	conn, err := nd.DialContext(ctx, network, address)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", address, err)
+	}
+	return conn, nil
+}
+
+// control runs for every socket before it connects, with the address the
+// kernel is asked to connect to.
+func (d *Dialer) control(_, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return &BlockedError{Reason: ReasonInvalid}
+	}
+	return d.Policy.Check(ap.Addr())
+}

@@ -1,0 +1,250 @@
+package guard
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseAllow(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      []string
+		want    []string
+		wantErr []string // substrings the error must contain
+	}{
+		{name: "cidrs", in: []string{"127.0.0.0/8", "::1/128"}, want: []string{"127.0.0.0/8", "::1/128"}},
+		{name: "bare ips", in: []string{"10.1.2.3", "fd00::1"}, want: []string{"10.1.2.3/32", "fd00::1/128"}},
+		{name: "masked", in: []string{"10.1.2.3/8"}, want: []string{"10.0.0.0/8"}},
+		{name: "mapped", in: []string{"::ffff:10.0.0.0/104"}, want: []string{"10.0.0.0/8"}},
+		{name: "spaces and empties", in: []string{" 127.0.0.1 ", ""}, want: []string{"127.0.0.1/32"}},
+		{name: "bad entries named", in: []string{"127.0.0.0/8", "nope", "10.0.0.0/33"}, wantErr: []string{`"nope"`, `"10.0.0.0/33"`}},
+		{name: "zone refused", in: []string{"fe80::1%eth0"}, wantErr: []string{`"fe80::1%eth0"`}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseAllow(tc.in)
+			if tc.wantErr != nil {
+				if err == nil {
+					t.Fatalf("got %v, want an error", got)
+				}
+				for _, w := range tc.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("got error %q, want it to name %s", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got error %v, want none", err)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+			for i := range got {
+				if got[i].String() != tc.want[i] {
+					t.Errorf("entry %d: got %s, want %s", i, got[i], tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestCheck(t *testing.T) {
+	allowLoop, err := ParseAllow([]string{"127.0.0.0/8", "::1", "10.0.0.0/8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowMeta, err := ParseAllow([]string{"169.254.169.254"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowAll, err := ParseAllow([]string{"0.0.0.0/0", "::/0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		ip    string
+		allow []netip.Prefix
+		want  string // "" = allowed, else the reason
+	}{
+		{"8.8.8.8", nil, ""},
+		{"1.1.1.1", nil, ""},
+		{"2606:4700:4700::1111", nil, ""},
+		{"::ffff:8.8.8.8", nil, ""},
+		{"0.0.0.0", nil, ReasonUnspecified},
+		{"::", nil, ReasonUnspecified},
+		{"0.0.0.0", allowAll, ReasonUnspecified},
+		{"127.0.0.1", nil, ReasonLoopback},
+		{"127.8.9.10", nil, ReasonLoopback},
+		{"::1", nil, ReasonLoopback},
+		{"::ffff:127.0.0.1", nil, ReasonLoopback},
+		{"10.1.2.3", nil, ReasonPrivate},
+		{"172.16.0.1", nil, ReasonPrivate},
+		{"172.31.255.255", nil, ReasonPrivate},
+		{"172.32.0.1", nil, ""},
+		{"192.168.1.1", nil, ReasonPrivate},
+		{"fd12:3456::1", nil, ReasonPrivate},
+		{"fc00::1", nil, ReasonPrivate},
+		{"169.254.1.1", nil, ReasonLinkLocal},
+		{"fe80::1", nil, ReasonLinkLocal},
+		{"fe80::1%eth0", nil, ReasonLinkLocal},
+		{"100.64.0.1", nil, ReasonCGNAT},
+		{"100.127.255.254", nil, ReasonCGNAT},
+		{"100.128.0.1", nil, ""},
+		{"224.0.0.1", nil, ReasonMulticast},
+		{"239.255.255.250", nil, ReasonMulticast},
+		{"ff02::1", nil, ReasonMulticast},
+		{"255.255.255.255", nil, ReasonBroadcast},
+		{"0.1.2.3", nil, ReasonReserved},
+		{"240.0.0.1", nil, ReasonReserved},
+		{"192.0.0.8", nil, ReasonReserved},
+		{"192.0.2.1", nil, ReasonReserved},
+		{"198.18.0.1", nil, ReasonReserved},
+		{"198.19.255.1", nil, ReasonReserved},
+		{"198.51.100.7", nil, ReasonReserved},
+		{"203.0.113.9", nil, ReasonReserved},
+		{"2001:db8::1", nil, ReasonReserved},
+		{"100::1", nil, ReasonReserved},
+		{"::1.2.3.4", nil, ReasonReserved},
+		{"4000::1", nil, ReasonReserved},
+		{"64:ff9b::a00:1", nil, ReasonPrivate},           // NAT64 of 10.0.0.1
+		{"64:ff9b::7f00:1", nil, ReasonLoopback},         // NAT64 of 127.0.0.1
+		{"64:ff9b::a9fe:a9fe", nil, ReasonCloudMetadata}, // NAT64 of 169.254.169.254
+		{"64:ff9b::808:808", nil, ""},                    // NAT64 of 8.8.8.8
+		{"2002:c0a8:101::1", nil, ReasonPrivate},         // 6to4 of 192.168.1.1
+		{"2002:808:808::1", nil, ""},                     // 6to4 of 8.8.8.8
+		{"169.254.169.254", nil, ReasonCloudMetadata},
+		{"::ffff:169.254.169.254", nil, ReasonCloudMetadata},
+		{"fd00:ec2::254", nil, ReasonCloudMetadata},
+		{"100.100.100.200", nil, ReasonCloudMetadata},
+		{"169.254.169.254", allowAll, ReasonCloudMetadata},
+		{"169.254.169.254", allowMeta, ""},
+		{"169.254.169.253", allowMeta, ReasonLinkLocal},
+		{"127.0.0.1", allowLoop, ""},
+		{"127.0.0.2", allowLoop, ""},
+		{"::ffff:127.0.0.1", allowLoop, ""},
+		{"::1", allowLoop, ""},
+		{"10.9.9.9", allowLoop, ""},
+		{"64:ff9b::7f00:1", allowLoop, ""},
+		{"192.168.1.1", allowLoop, ReasonPrivate},
+		{"fe80::1", allowAll, ""},
+	}
+	for _, tc := range tests {
+		name := tc.ip
+		if tc.allow != nil {
+			name += " allow " + tc.allow[0].String()
+		}
+		t.Run(name, func(t *testing.T) {
+			err := Policy{Allow: tc.allow}.Check(netip.MustParseAddr(tc.ip))
+			got := ""
+			if err != nil {
+				var be *BlockedError
+				if !errors.As(err, &be) {
+					t.Fatalf("got error %T %v, want *BlockedError", err, err)
+				}
+				got = be.Reason
+			}
+			if got != tc.want {
+				t.Errorf("got reason %q, want %q", got, tc.want)
+			}
+		})
+	}
+	t.Run("invalid", func(t *testing.T) {
+		var be *BlockedError
+		if err := (Policy{}).Check(netip.Addr{}); !errors.As(err, &be) || be.Reason != ReasonInvalid {
+			t.Errorf("got %v, want reason %q", err, ReasonInvalid)
+		}
+	})
+}
+
+func TestDialer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	addr := l.Addr().String()
+	loop, err := ParseAllow([]string{"127.0.0.0/8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		allow   []netip.Prefix
+		network string
+		address string
+		wantOK  bool
+		blocked bool
+	}{
+		{name: "allowed loopback", allow: loop, network: "tcp", address: addr, wantOK: true},
+		{name: "loopback refused", network: "tcp", address: addr, blocked: true},
+		{name: "mapped loopback refused", network: "tcp", address: "[::ffff:127.0.0.1]:" + portOf(addr), blocked: true},
+		{name: "name refused", allow: loop, network: "tcp", address: "localhost:" + portOf(addr)},
+		{name: "udp refused", allow: loop, network: "udp", address: addr},
+		{name: "metadata refused", network: "tcp", address: "169.254.169.254:80", blocked: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &Dialer{Policy: Policy{Allow: tc.allow}, Timeout: time.Second}
+			c, err := d.DialContext(context.Background(), tc.network, tc.address)
+			if c != nil {
+				c.Close()
+			}
+			if (err == nil) != tc.wantOK {
+				t.Fatalf("got error %v, want ok=%v", err, tc.wantOK)
+			}
+			var be *BlockedError
+			if got := errors.As(err, &be); got != tc.blocked {
+				t.Errorf("got blocked=%v (%v), want %v", got, err, tc.blocked)
+			}
+		})
+	}
+}
+
+// The control hook must refuse what the kernel is asked to connect to even
+// when the caller's check was passed, e.g. a dialer used by a resolver-
+// based path. Drive it directly: it is the second line of defence.
+func TestDialerControl(t *testing.T) {
+	d := &Dialer{}
+	for _, tc := range []struct {
+		address string
+		want    string
+	}{
+		{"127.0.0.1:443", ReasonLoopback},
+		{"[::1]:443", ReasonLoopback},
+		{"10.0.0.1:443", ReasonPrivate},
+		{"8.8.8.8:443", ""},
+		{"garbage", ReasonInvalid},
+	} {
+		t.Run(tc.address, func(t *testing.T) {
+			err := d.control("tcp", tc.address, nil)
+			got := ""
+			var be *BlockedError
+			if errors.As(err, &be) {
+				got = be.Reason
+			}
+			if got != tc.want {
+				t.Errorf("got %q (%v), want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func portOf(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
