@@ -1,0 +1,302 @@
+package agent
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// testCA is a throw-away certificate authority for the tests of this
+// package. (agent/lab has a fuller one; these tests must not depend on it.)
+type testCA struct {
+	cert *x509.Certificate
+	key  crypto.Signer
+}
+
+var serials struct {
+	sync.Mutex
+	n int64
+}
+
+func nextSerial() *big.Int {
+	serials.Lock()
+	defer serials.Unlock()
+	serials.n++
+	return big.NewInt(0x1000 + serials.n)
+}
+
+func newKey(t testing.TB) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func newTestCA(t testing.TB, cn string) *testCA {
+	t.Helper()
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber:          nextSerial(),
+		Subject:               pkix.Name{CommonName: cn, Organization: []string{"certfleet tests"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: key}
+}
+
+func (ca *testCA) pem() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
+}
+
+// intermediate returns a CA signed by ca.
+func (ca *testCA) intermediate(t testing.TB, cn string) *testCA {
+	t.Helper()
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber:          nextSerial(),
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{cert: cert, key: key}
+}
+
+// issue returns a server certificate for names (DNS names or IPs), with
+// the chain up to but not including the root.
+func (ca *testCA) issue(t testing.TB, names []string, notBefore, notAfter time.Time, chain ...*testCA) tls.Certificate {
+	t.Helper()
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber: nextSerial(),
+		Subject:      pkix.Name{CommonName: names[0]},
+		NotBefore:    notBefore,
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+	for _, ic := range chain {
+		c.Certificate = append(c.Certificate, ic.cert.Raw)
+	}
+	return c
+}
+
+// selfSigned returns a certificate signed by its own key.
+func selfSigned(t testing.TB, name string) tls.Certificate {
+	t.Helper()
+	ca := &testCA{key: newKey(t)}
+	tmpl := &x509.Certificate{
+		SerialNumber: nextSerial(),
+		Subject:      pkix.Name{CommonName: name},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		DNSNames:     []string{name},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, ca.key.Public(), ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: ca.key, Leaf: leaf}
+}
+
+// serve accepts connections on l until the test ends, handing each to h.
+func serve(t testing.TB, l net.Listener, h func(net.Conn)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				h(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+	})
+}
+
+// tlsHandler completes a handshake with cert and closes.
+func tlsHandler(cfg *tls.Config) func(net.Conn) {
+	return func(c net.Conn) {
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		tc := tls.Server(c, cfg)
+		if err := tc.Handshake(); err != nil {
+			return
+		}
+		// Wait for the client's close so the handshake is never cut short.
+		buf := make([]byte, 1)
+		_, _ = tc.Read(buf)
+	}
+}
+
+// listenTLS serves cert on addr ("127.0.0.1:0" for a free port).
+func listenTLS(t testing.TB, addr string, cert tls.Certificate) string {
+	t.Helper()
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, l, tlsHandler(&tls.Config{Certificates: []tls.Certificate{cert}}))
+	return l.Addr().String()
+}
+
+// listenTLSDual serves cert on 127.0.0.1 and ::1 on one port.
+func listenTLSDual(t testing.TB, cert tls.Certificate) int {
+	t.Helper()
+	for attempt := 0; attempt < 20; attempt++ {
+		l4, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l4.Addr().(*net.TCPAddr).Port
+		l6, err := net.Listen("tcp", net.JoinHostPort("::1", strconv.Itoa(port)))
+		if err != nil {
+			l4.Close()
+			continue
+		}
+		h := tlsHandler(&tls.Config{Certificates: []tls.Certificate{cert}})
+		serve(t, l4, h)
+		serve(t, l6, h)
+		return port
+	}
+	t.Fatal("no port free on both 127.0.0.1 and ::1")
+	return 0
+}
+
+// dnsZone is what the test DNS server answers: records by owner name. A
+// name with no record is NXDOMAIN; "servfail." fails. CNAMEs whose owner
+// starts with "outzone-" are answered without their target's records, as
+// an authoritative server does for targets outside its zone.
+type dnsZone map[string][]dns.RR
+
+func zoneOf(t testing.TB, rrs ...string) dnsZone {
+	t.Helper()
+	z := dnsZone{}
+	for _, s := range rrs {
+		rr, err := dns.NewRR(s)
+		if err != nil {
+			t.Fatalf("rr %q: %v", s, err)
+		}
+		name := strings.ToLower(rr.Header().Name)
+		z[name] = append(z[name], rr)
+	}
+	return z
+}
+
+func (z dnsZone) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	q := r.Question[0]
+	name := strings.ToLower(q.Name)
+	switch {
+	case name == "servfail.":
+		m.Rcode = dns.RcodeServerFailure
+	case len(z[name]) == 0:
+		m.Rcode = dns.RcodeNameError
+	default:
+		for hop := 0; hop < 10 && name != ""; hop++ {
+			next := ""
+			for _, rr := range z[name] {
+				switch v := rr.(type) {
+				case *dns.CNAME:
+					m.Answer = append(m.Answer, rr)
+					if !strings.HasPrefix(name, "outzone-") {
+						next = strings.ToLower(v.Target)
+					}
+				default:
+					if rr.Header().Rrtype == q.Qtype {
+						m.Answer = append(m.Answer, rr)
+					}
+				}
+			}
+			name = next
+		}
+	}
+	_ = w.WriteMsg(m)
+}
+
+// startDNS serves zone over UDP on 127.0.0.1 and returns its address.
+func startDNS(t testing.TB, zone dnsZone) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	srv := &dns.Server{PacketConn: pc, Handler: zone, NotifyStartedFunc: func() { close(started) }}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.ActivateAndServe()
+	}()
+	<-started
+	t.Cleanup(func() {
+		_ = srv.Shutdown()
+		<-done
+	})
+	return pc.LocalAddr().String()
+}

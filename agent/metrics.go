@@ -1,0 +1,50 @@
+package agent
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/certfleet/certfleet/events"
+)
+
+// Job results counted by certfleet_agent_jobs_total.
+const (
+	jobScanned = "scanned"
+	jobStale   = "stale"
+	jobBad     = "bad"
+	jobFailed  = "publish-failed"
+)
+
+var (
+	handshakesTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "certfleet_agent_handshakes_total",
+		Help: "Scans of one IP (or of a name that did not resolve), by outcome.",
+	}, []string{"outcome"})
+	handshakeSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
+		Name:    "certfleet_agent_handshake_seconds",
+		Help:    "Duration of completed TLS handshakes.",
+		Buckets: prometheus.ExponentialBuckets(0.002, 2, 13), // 2ms .. 8s
+	})
+	jobsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "certfleet_agent_jobs_total",
+		Help: "Scan jobs taken from the job streams, by what became of them.",
+	}, []string{"result"})
+
+	// handshakes holds one counter per outcome, resolved once: the label
+	// lookup would otherwise run on every handshake.
+	handshakes = func() map[events.Outcome]prometheus.Counter {
+		m := make(map[events.Outcome]prometheus.Counter, len(events.Outcomes))
+		for _, o := range events.Outcomes {
+			m[o] = handshakesTotal.WithLabelValues(string(o))
+		}
+		return m
+	}()
+)
+
+func countOutcome(o events.Outcome) {
+	if c, ok := handshakes[o]; ok {
+		c.Inc()
+		return
+	}
+	handshakesTotal.WithLabelValues(string(o)).Inc()
+}

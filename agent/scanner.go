@@ -1,0 +1,332 @@
+package agent
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/miekg/dns"
+	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/agent/guard"
+	"github.com/certfleet/certfleet/events"
+)
+
+// maxHandshakeBytes caps what a server may send before the handshake ends.
+// Real chains are a few KiB; the cap stops a hostile server from making the
+// agent buffer without end.
+const maxHandshakeBytes = 256 << 10
+
+// resolvConf is where the system resolver is read from when none is set.
+const resolvConf = "/etc/resolv.conf"
+
+// alpn is what a browser offers.
+var alpn = []string{"h2", "http/1.1"}
+
+// ScannerConfig configures a Scanner.
+type ScannerConfig struct {
+	// Resolver is the DNS server (host:port) asked for A and AAAA records.
+	// Empty means the first nameserver of /etc/resolv.conf.
+	Resolver string
+	// ExtraRootsPEM are roots trusted besides the system pool when the chain
+	// is verified (PEM, one or more certificates).
+	ExtraRootsPEM []byte
+	// Allow lists the special ranges (loopback, private...) that may be
+	// scanned; see guard.Policy.
+	Allow []netip.Prefix
+	// DNSTimeout bounds the resolution of one name (both queries). Default 5s.
+	DNSTimeout time.Duration
+	// ConnectTimeout bounds the TCP connect to one IP. Default 5s.
+	ConnectTimeout time.Duration
+	// HandshakeTimeout bounds the TLS handshake with one IP. Default 10s.
+	HandshakeTimeout time.Duration
+	// MaxConcurrentHandshakes bounds the connections open at once over all
+	// scans of the Scanner. Default 64.
+	MaxConcurrentHandshakes int
+}
+
+func (c *ScannerConfig) setDefaults() {
+	if c.DNSTimeout == 0 {
+		c.DNSTimeout = 5 * time.Second
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 5 * time.Second
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.MaxConcurrentHandshakes == 0 {
+		c.MaxConcurrentHandshakes = 64
+	}
+}
+
+// Validate reports every problem of the configuration.
+func (c ScannerConfig) Validate() error {
+	var errs []error
+	if c.Resolver != "" {
+		if _, _, err := net.SplitHostPort(c.Resolver); err != nil {
+			errs = append(errs, fmt.Errorf("resolver %q must be host:port: %w", c.Resolver, err))
+		}
+	}
+	if c.DNSTimeout < 0 || c.ConnectTimeout < 0 || c.HandshakeTimeout < 0 {
+		errs = append(errs, errors.New("timeouts must not be negative"))
+	}
+	if c.MaxConcurrentHandshakes < 0 {
+		errs = append(errs, fmt.Errorf("max concurrent handshakes must not be negative, got %d", c.MaxConcurrentHandshakes))
+	}
+	if len(c.ExtraRootsPEM) > 0 && !x509.NewCertPool().AppendCertsFromPEM(c.ExtraRootsPEM) {
+		errs = append(errs, errors.New("extra roots hold no PEM certificate"))
+	}
+	return errors.Join(errs...)
+}
+
+// Scanner resolves a domain and does one TLS handshake with each of its
+// addresses, the way a browser would, recording what the server presented
+// even when it does not verify.
+type Scanner struct {
+	cfg      ScannerConfig
+	logger   *zap.Logger
+	resolver string
+	udp, tcp *dns.Client
+	dialer   *guard.Dialer
+	// roots is built once: the system pool is large, and rebuilding it per
+	// handshake would cost more than the handshake.
+	roots *x509.CertPool
+	// sem bounds the handshakes in flight over every Scan.
+	sem chan struct{}
+}
+
+// NewScanner checks cfg, loads the roots and finds the resolver.
+func NewScanner(cfg ScannerConfig, logger *zap.Logger) (*Scanner, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("scanner config: %w", err)
+	}
+	resolver := cfg.Resolver
+	if resolver == "" {
+		cc, err := dns.ClientConfigFromFile(resolvConf)
+		if err != nil {
+			return nil, fmt.Errorf("read system resolver: %w", err)
+		}
+		if len(cc.Servers) == 0 {
+			return nil, fmt.Errorf("read system resolver: no nameserver in %s", resolvConf)
+		}
+		resolver = net.JoinHostPort(cc.Servers[0], cc.Port)
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil || roots == nil {
+		// A host without a CA bundle still scans; only extra roots verify.
+		logger.Warn("no system roots, verifying against extra roots only", zap.Error(err))
+		roots = x509.NewCertPool()
+	}
+	if len(cfg.ExtraRootsPEM) > 0 {
+		roots.AppendCertsFromPEM(cfg.ExtraRootsPEM)
+	}
+	return &Scanner{
+		cfg:      cfg,
+		logger:   logger.Named("scanner"),
+		resolver: resolver,
+		udp:      &dns.Client{Net: "udp", UDPSize: 1232},
+		tcp:      &dns.Client{Net: "tcp"},
+		dialer:   &guard.Dialer{Policy: guard.Policy{Allow: cfg.Allow}, Timeout: cfg.ConnectTimeout},
+		roots:    roots,
+		sem:      make(chan struct{}, cfg.MaxConcurrentHandshakes),
+	}, nil
+}
+
+// Scan resolves host and scans every address it has on port. It returns
+// one result per address, ordered by address, or a single result with an
+// empty IP when resolution failed or found nothing. An IP literal as host
+// is scanned without DNS.
+func (s *Scanner) Scan(ctx context.Context, host string, port int) []events.IPResult {
+	if port < 1 || port > 65535 {
+		countOutcome(events.OutcomeInternalError)
+		return []events.IPResult{{Outcome: events.OutcomeInternalError, Detail: "bad-port"}}
+	}
+	var addrs []netip.Addr
+	if ip, err := netip.ParseAddr(host); err == nil {
+		addrs = []netip.Addr{ip}
+	} else {
+		res := s.resolve(ctx, host)
+		if res.outcome != events.OutcomeOK {
+			countOutcome(res.outcome)
+			return []events.IPResult{{Outcome: res.outcome, Detail: res.detail}}
+		}
+		if len(res.addrs) == 0 {
+			countOutcome(events.OutcomeNoAddresses)
+			return []events.IPResult{{Outcome: events.OutcomeNoAddresses}}
+		}
+		addrs = res.addrs
+	}
+	for i, a := range addrs {
+		addrs[i] = a.Unmap()
+	}
+	slices.SortFunc(addrs, netip.Addr.Compare)
+	addrs = slices.Compact(addrs)
+
+	out := make([]events.IPResult, len(addrs))
+	if len(addrs) == 1 {
+		out[0] = s.scanIP(ctx, host, port, addrs[0])
+		return out
+	}
+	done := make(chan struct{}, len(addrs))
+	for i, ip := range addrs {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			out[i] = s.scanIP(ctx, host, port, ip)
+		}()
+	}
+	for range addrs {
+		<-done
+	}
+	return out
+}
+
+// scanIP does one handshake with ip, within the Scanner's concurrency bound.
+func (s *Scanner) scanIP(ctx context.Context, host string, port int, ip netip.Addr) events.IPResult {
+	r := events.IPResult{IP: ip.String()}
+	if err := s.dialer.Policy.Check(ip); err != nil {
+		r.Outcome, r.Detail = classify(phaseConnect, err)
+		countOutcome(r.Outcome)
+		return r
+	}
+	select {
+	case s.sem <- struct{}{}:
+	case <-ctx.Done():
+		r.Outcome, r.Detail = classify(phaseConnect, ctx.Err())
+		countOutcome(r.Outcome)
+		return r
+	}
+	defer func() { <-s.sem }()
+	s.handshake(ctx, host, port, ip, &r)
+	countOutcome(r.Outcome)
+	return r
+}
+
+func (s *Scanner) handshake(ctx context.Context, host string, port int, ip netip.Addr, r *events.IPResult) {
+	start := time.Now()
+	raw, err := s.dialer.DialContext(ctx, "tcp", netip.AddrPortFrom(ip, uint16(port)).String())
+	r.ConnectMS = time.Since(start).Milliseconds()
+	if err != nil {
+		r.Outcome, r.Detail = classify(phaseConnect, err)
+		return
+	}
+	conn := tls.Client(&limitConn{Conn: raw, left: maxHandshakeBytes}, &tls.Config{
+		ServerName: host,
+		// The certificate is recorded whatever it is; it is verified below,
+		// chain and hostname apart, which crypto/tls cannot report.
+		InsecureSkipVerify: true,
+		NextProtos:         alpn,
+		MinVersion:         tls.VersionTLS12,
+		MaxVersion:         tls.VersionTLS13,
+	})
+	defer conn.Close()
+	hsStart := time.Now()
+	_ = raw.SetDeadline(hsStart.Add(s.cfg.HandshakeTimeout))
+	err = conn.HandshakeContext(ctx)
+	elapsed := time.Since(hsStart)
+	r.HandshakeMS = elapsed.Milliseconds()
+	if err != nil {
+		r.Outcome, r.Detail = classify(phaseHandshake, err)
+		return
+	}
+	handshakeSeconds.Observe(elapsed.Seconds())
+	state := conn.ConnectionState()
+	if len(state.PeerCertificates) == 0 {
+		r.Outcome, r.Detail = events.OutcomeHandshakeError, "no-certificate"
+		return
+	}
+	r.Outcome = events.OutcomeOK
+	r.TLSVersion = tls.VersionName(state.Version)
+	r.CipherSuite = tls.CipherSuiteName(state.CipherSuite)
+	s.describe(host, state.PeerCertificates, r)
+}
+
+// describe records the leaf's facts and verifies chain and hostname apart.
+func (s *Scanner) describe(host string, certs []*x509.Certificate, r *events.IPResult) {
+	leaf := certs[0]
+	sum := sha256.Sum256(leaf.Raw)
+	r.CertificateFound = true
+	r.Subject = leaf.Subject.String()
+	r.Issuer = leaf.Issuer.String()
+	r.SANs = sans(leaf)
+	r.Serial = leaf.SerialNumber.Text(16)
+	r.NotBefore = leaf.NotBefore.UTC()
+	r.NotAfter = leaf.NotAfter.UTC()
+	r.LeafSHA256 = hex.EncodeToString(sum[:])
+	r.KeyType, r.KeyBits = keyOf(leaf)
+	r.SignatureAlgorithm = leaf.SignatureAlgorithm.String()
+	r.ChainLength = len(certs)
+
+	now := time.Now()
+	opts := x509.VerifyOptions{Roots: s.roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	if len(certs) > 1 {
+		opts.Intermediates = x509.NewCertPool()
+		for _, c := range certs[1:] {
+			opts.Intermediates.AddCert(c)
+		}
+	}
+	if _, err := leaf.Verify(opts); err != nil {
+		r.Detail = verifyDetail(err, leaf, now)
+	} else {
+		r.ChainValid = true
+	}
+	if err := leaf.VerifyHostname(host); err == nil {
+		r.HostnameValid = true
+	} else if r.Detail == "" {
+		r.Detail = "hostname-mismatch"
+	}
+}
+
+func sans(c *x509.Certificate) []string {
+	if len(c.DNSNames)+len(c.IPAddresses) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(c.DNSNames)+len(c.IPAddresses))
+	out = append(out, c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		out = append(out, ip.String())
+	}
+	return out
+}
+
+func keyOf(c *x509.Certificate) (string, int) {
+	switch k := c.PublicKey.(type) {
+	case *rsa.PublicKey:
+		return "RSA", k.N.BitLen()
+	case *ecdsa.PublicKey:
+		return "ECDSA", k.Curve.Params().BitSize
+	case ed25519.PublicKey:
+		return "Ed25519", 256
+	}
+	return c.PublicKeyAlgorithm.String(), 0
+}
+
+// limitConn fails reads once the server sent more than left bytes.
+type limitConn struct {
+	net.Conn
+	left int
+}
+
+func (c *limitConn) Read(b []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, errTooLarge
+	}
+	if len(b) > c.left {
+		b = b[:c.left]
+	}
+	n, err := c.Conn.Read(b)
+	c.left -= n
+	return n, err
+}
