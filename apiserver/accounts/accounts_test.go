@@ -1,0 +1,248 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/testenv"
+)
+
+func newStore(t *testing.T) (*Store, *redis.Client) {
+	t.Helper()
+	rdb := testenv.Redis(t).Client(t)
+	s, err := New(Config{}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatalf("new store: %v", err)
+	}
+	return s, rdb
+}
+
+func streamEvents(t *testing.T, rdb *redis.Client) []events.Envelope {
+	t.Helper()
+	msgs, err := rdb.XRange(context.Background(), events.StreamEvents, "-", "+").Result()
+	if err != nil {
+		t.Fatalf("xrange: %v", err)
+	}
+	out := make([]events.Envelope, 0, len(msgs))
+	for _, m := range msgs {
+		e, err := events.FromStreamValues(m.Values)
+		if err != nil {
+			t.Fatalf("decode entry %s: %v", m.ID, err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func TestParseEmail(t *testing.T) {
+	tests := []struct {
+		in string
+		ok bool
+	}{
+		{"ops@example.com", true},
+		{"Ops.Team+tls@example.co.uk", true},
+		{"", false},
+		{"ops", false},
+		{"ops@", false},
+		{"@example.com", false},
+		{"Ops <ops@example.com>", false},
+		{"<ops@example.com>", false},
+		{"ops@example.com, dev@example.com", false},
+		{" ops@example.com", false},
+		{strings.Repeat("a", 250) + "@example.com", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			_, err := ParseEmail(tc.in)
+			if got := err == nil; got != tc.ok {
+				t.Errorf("ParseEmail(%q): got ok=%v (%v), want ok=%v", tc.in, got, err, tc.ok)
+			}
+			if err != nil && !errors.Is(err, ErrBadEmail) {
+				t.Errorf("ParseEmail(%q): got %v, want ErrBadEmail", tc.in, err)
+			}
+		})
+	}
+}
+
+func TestCheckKey(t *testing.T) {
+	tests := []struct {
+		in string
+		ok bool
+	}{
+		{"5b9b6aceb95011e7bb9f7fca73a26228", true},
+		{"my-own-key-0123456789", true},
+		{strings.Repeat("a", 16), true},
+		{strings.Repeat("a", 64), true},
+		{strings.Repeat("a", 15), false},
+		{strings.Repeat("a", 65), false},
+		{"has_underscore_0123", false},
+		{"has space 0123456789", false},
+		{"ünicode-0123456789", false},
+		{"", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			if got := CheckKey(tc.in) == nil; got != tc.ok {
+				t.Errorf("CheckKey(%q): got ok=%v, want %v", tc.in, got, tc.ok)
+			}
+		})
+	}
+}
+
+func TestGenerateKey(t *testing.T) {
+	seen := map[string]bool{}
+	for range 100 {
+		k, err := GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(k) != GeneratedKeyLen || CheckKey(k) != nil || strings.Contains(k, "-") {
+			t.Fatalf("GenerateKey: got %q, want %d characters of [a-zA-Z0-9]", k, GeneratedKeyLen)
+		}
+		if seen[k] {
+			t.Fatalf("GenerateKey: %q twice", k)
+		}
+		seen[k] = true
+	}
+}
+
+func TestClaim(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t)
+	const key = "my-own-key-0123456789"
+
+	created, err := s.Claim(ctx, "ops@example.com", key)
+	if err != nil || !created {
+		t.Fatalf("first claim: got created=%v err=%v, want created", created, err)
+	}
+	// The same key for the same account (in another case) is known.
+	created, err = s.Claim(ctx, "OPS@example.com", key)
+	if err != nil || created {
+		t.Fatalf("second claim: got created=%v err=%v, want success", created, err)
+	}
+	// Another account cannot take it.
+	if _, err := s.Claim(ctx, "eve@example.com", key); !errors.Is(err, ErrKeyTaken) {
+		t.Fatalf("claim by another account: got %v, want ErrKeyTaken", err)
+	}
+	tenant, err := s.Authenticate(ctx, key)
+	if err != nil || tenant != events.TenantID("ops@example.com") {
+		t.Fatalf("authenticate: got %q %v, want %s", tenant, err, events.TenantID("ops@example.com"))
+	}
+	// A second key of the same account: no second account.created.
+	key2, err := s.ClaimNew(ctx, "ops@example.com")
+	if err != nil {
+		t.Fatalf("claim new: %v", err)
+	}
+	if tenant2, _ := s.Authenticate(ctx, key2); tenant2 != tenant {
+		t.Errorf("generated key's tenant: got %q, want %q", tenant2, tenant)
+	}
+
+	evs := streamEvents(t, rdb)
+	var names []string
+	for _, e := range evs {
+		names = append(names, e.Name)
+	}
+	want := []string{events.AccountCreated, events.APIKeyCreated, events.APIKeyCreated}
+	if strings.Join(names, ",") != strings.Join(want, ",") {
+		t.Fatalf("events: got %v, want %v", names, want)
+	}
+	var p events.APIKeyCreatedV1
+	if err := evs[1].Decode(&p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Hash != HashKey(key) || p.Source != "keychest" || strings.Join(p.Scopes, ",") != "read,write" || evs[1].TenantID != tenant {
+		t.Errorf("apikey.created: got %+v tenant %s, want hash %s, source keychest, scopes read,write", p, evs[1].TenantID, HashKey(key))
+	}
+	// No key is stored in the clear anywhere.
+	keys, _ := rdb.Keys(ctx, "*").Result()
+	for _, k := range keys {
+		if strings.Contains(k, key) {
+			t.Errorf("redis key %q contains the api key", k)
+		}
+	}
+	for _, e := range evs {
+		if strings.Contains(string(e.Payload), key) || strings.Contains(string(e.Payload), key2) {
+			t.Errorf("event %s carries an api key in the clear: %s", e.Name, e.Payload)
+		}
+	}
+
+	if _, err := s.Authenticate(ctx, "unknown-key-0123456789"); !errors.Is(err, ErrUnknownKey) {
+		t.Errorf("authenticate unknown key: got %v, want ErrUnknownKey", err)
+	}
+	if _, err := s.Authenticate(ctx, "x"); !errors.Is(err, ErrUnknownKey) {
+		t.Errorf("authenticate malformed key: got %v, want ErrUnknownKey", err)
+	}
+}
+
+func TestClaimRejectsBadInputAndStoresNothing(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t)
+	tests := []struct {
+		name, email, key string
+		want             error
+	}{
+		{"bad email", "not-an-email", "my-own-key-0123456789", ErrBadEmail},
+		{"short key", "ops@example.com", "short", ErrBadKey},
+		{"bad character", "ops@example.com", "my_own_key_0123456789", ErrBadKey},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := s.Claim(ctx, tc.email, tc.key); !errors.Is(err, tc.want) {
+				t.Errorf("claim: got %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if n, _ := rdb.DBSize(ctx).Result(); n != 0 {
+		t.Errorf("redis keys after rejected claims: got %d, want 0", n)
+	}
+}
+
+func TestAddDomainIsIdempotentAndPerTenant(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t)
+	a, b := events.TenantID("a@example.com"), events.TenantID("b@example.com")
+
+	id1, added, err := s.AddDomain(ctx, a, "example.com", 443)
+	if err != nil || !added {
+		t.Fatalf("first add: got added=%v err=%v, want added", added, err)
+	}
+	if want := events.DomainID(a, "example.com", 443); id1 != want {
+		t.Errorf("domain id: got %s, want %s", id1, want)
+	}
+	id2, added, err := s.AddDomain(ctx, a, "example.com", 443)
+	if err != nil || added || id2 != id1 {
+		t.Fatalf("second add: got %s added=%v err=%v, want %s not added", id2, added, err, id1)
+	}
+	idB, added, err := s.AddDomain(ctx, b, "example.com", 443)
+	if err != nil || !added || idB == id1 {
+		t.Fatalf("add by another tenant: got %s added=%v err=%v, want a new id", idB, added, err)
+	}
+	if got, err := s.LookupDomain(ctx, a, "example.com", 443); err != nil || got != id1 {
+		t.Errorf("lookup by owner: got %q %v, want %s", got, err, id1)
+	}
+	if _, err := s.LookupDomain(ctx, a, "example.com", 8443); !errors.Is(err, ErrUnknownDomain) {
+		t.Errorf("lookup of another port: got %v, want ErrUnknownDomain", err)
+	}
+	rec, _ := rdb.HGetAll(ctx, "domain:"+id1).Result()
+	if rec["tenant_id"] != a || rec["host"] != "example.com" || rec["port"] != "443" {
+		t.Errorf("domain record: got %v, want tenant %s example.com 443", rec, a)
+	}
+
+	evs := streamEvents(t, rdb)
+	if len(evs) != 2 {
+		t.Fatalf("events: got %d, want 2 (one domain.added per tenant)", len(evs))
+	}
+	var p events.DomainAddedV1
+	if err := evs[0].Decode(&p); err != nil {
+		t.Fatal(err)
+	}
+	if evs[0].Name != events.DomainAdded || evs[0].TenantID != a || evs[0].AggregateID != id1 ||
+		p.DomainID != id1 || p.Host != "example.com" || p.Port != 443 || p.Source != "keychest" {
+		t.Errorf("domain.added: got %+v %+v, want tenant %s domain %s example.com:443 keychest", evs[0], p, a, id1)
+	}
+}
