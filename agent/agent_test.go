@@ -1,0 +1,216 @@
+package agent
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/testenv"
+)
+
+// addJob appends a scan job to a shard stream the way the coordinator does.
+func addJob(t *testing.T, rdb redis.UniversalClient, shard int, env events.Envelope) {
+	t.Helper()
+	values, err := env.StreamValues()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: events.JobStream(shard), Values: values}).Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func jobEnvelope(t *testing.T, tenant, host string, port int, scheduled time.Time) (events.Envelope, events.ScanRequestedV1) {
+	t.Helper()
+	domainID := events.DomainID(tenant, host, port)
+	job := events.ScanRequestedV1{
+		JobID: events.JobID(domainID, scheduled.UnixMilli()), DomainID: domainID,
+		Host: host, Port: port, ScheduledAt: scheduled,
+	}
+	env, err := events.NewWithID(job.JobID, events.ScanRequested, tenant, domainID, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env, job
+}
+
+// waitFor polls f until it returns "" or the deadline passes, then fails
+// with f's last complaint.
+func waitFor(t *testing.T, d time.Duration, f func() string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		msg := f()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestAgent(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+
+	root := newTestCA(t, "certfleet test root")
+	now := time.Now()
+	addr := listenTLS(t, "127.0.0.1:0", root.issue(t, []string{"svc.example.test"}, now.Add(-time.Hour), now.Add(24*time.Hour)))
+	_, p, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(p)
+	resolver := startDNS(t, zoneOf(t, "svc.example.test. 60 IN A 127.0.0.1"))
+
+	const shard, region = 3, "eu"
+	tenant := events.TenantID("ops@example.test")
+	fresh, job := jobEnvelope(t, tenant, "svc.example.test", port, now.Add(-time.Minute))
+	stale, _ := jobEnvelope(t, tenant, "svc.example.test", port, now.Add(-2*time.Hour))
+	wantID := events.ScanEventID(job.JobID, region)
+	group := Group(region)
+
+	// A consumer of the region takes the job and dies before acknowledging
+	// it: the agent must claim it.
+	if err := events.CreateGroup(ctx, rdb, events.JobStream(shard), group); err != nil {
+		t.Fatal(err)
+	}
+	addJob(t, rdb, shard, fresh)
+	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: group, Consumer: "dead", Streams: []string{events.JobStream(shard), ">"}, Count: 10}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	addJob(t, rdb, shard, stale)
+
+	a, err := New(Config{
+		Region: region, Name: "agent-test", Shards: 4, Block: 50 * time.Millisecond, ClaimIdle: 300 * time.Millisecond,
+		Scanner: ScannerConfig{Resolver: resolver, ExtraRootsPEM: root.pem(), Allow: loopbackAllow(t), HandshakeTimeout: time.Second},
+	}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	runErr := make(chan error, 1)
+	go func() { runErr <- a.Run(runCtx) }()
+	defer func() {
+		stop()
+		<-runErr
+	}()
+
+	results := func() []events.Envelope {
+		msgs, err := rdb.XRange(ctx, events.StreamResults, "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]events.Envelope, 0, len(msgs))
+		for _, m := range msgs {
+			e, err := events.FromStreamValues(m.Values)
+			if err != nil {
+				t.Fatalf("result %s: %v", m.ID, err)
+			}
+			out = append(out, e)
+		}
+		return out
+	}
+	pending := func() int64 {
+		p, err := rdb.XPending(ctx, events.JobStream(shard), group).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Count
+	}
+	settled := func(n int) func() string {
+		return func() string {
+			if got, pend := len(results()), pending(); got != n || pend != 0 {
+				return "got " + strconv.Itoa(got) + " results and " + strconv.FormatInt(pend, 10) +
+					" pending jobs, want " + strconv.Itoa(n) + " and 0"
+			}
+			return ""
+		}
+	}
+
+	// The claimed job is scanned and acknowledged; the stale one is
+	// acknowledged without a result.
+	waitFor(t, 10*time.Second, settled(1))
+	// The coordinator dispatching the same job again yields the same event.
+	addJob(t, rdb, shard, fresh)
+	waitFor(t, 10*time.Second, settled(2))
+
+	for i, e := range results() {
+		var got events.ScanCompletedV1
+		if err := e.Decode(&got); err != nil {
+			t.Fatal(err)
+		}
+		checks := []struct {
+			field    string
+			got, val any
+		}{
+			{"event_id", e.EventID, wantID},
+			{"name", e.Name, events.ScanCompleted},
+			{"tenant_id", e.TenantID, tenant},
+			{"aggregate_id", e.AggregateID, job.DomainID},
+			{"job_id", got.JobID, job.JobID},
+			{"domain_id", got.DomainID, job.DomainID},
+			{"host", got.Host, "svc.example.test"},
+			{"port", got.Port, port},
+			{"region", got.Region, region},
+			{"agent", got.Agent, "agent-test"},
+			{"results", len(got.Results), 1},
+			{"started_before_finished", !got.FinishedAt.Before(got.StartedAt), true},
+		}
+		for _, c := range checks {
+			if c.got != c.val {
+				t.Errorf("result %d %s: got %v, want %v", i, c.field, c.got, c.val)
+			}
+		}
+		if len(got.Results) == 1 {
+			r := got.Results[0]
+			if r.IP != "127.0.0.1" || r.Outcome != events.OutcomeOK || !r.ChainValid || !r.HostnameValid {
+				t.Errorf("result %d: got %s %s chain=%v host=%v, want 127.0.0.1 ok chain=true host=true",
+					i, r.IP, r.Outcome, r.ChainValid, r.HostnameValid)
+			}
+		}
+	}
+
+	stop()
+	select {
+	case err := <-runErr:
+		if err != nil {
+			t.Errorf("run: got %v, want nil", err)
+		}
+		runErr <- nil
+	case <-time.After(5 * time.Second):
+		t.Fatal("run did not return within 5s of ctx ending")
+	}
+}
+
+// An agent started with a shard count the fleet does not run refuses to
+// start instead of leaving shards unread.
+func TestAgentShardMismatch(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	if err := events.CheckShards(ctx, rdb, 16); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Region: "eu", Shards: 4, Scanner: ScannerConfig{Resolver: "127.0.0.1:53"}}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = a.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "16") {
+		t.Errorf("got %v, want an error naming the fleet's 16 shards", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	err := Config{Shards: 0, Concurrency: -1, Block: 0, ClaimIdle: 0}.Validate()
+	for _, w := range []string{"region", "name", "shards", "concurrency", "block", "claim idle"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("got %v, want an error about %s", err, w)
+		}
+	}
+}
