@@ -1,0 +1,440 @@
+// Package projector keeps the apiserver's read views in Redis up to date
+// from the event streams, and reads them back for the API.
+//
+// The expiration view holds, per domain, the latest result of every IP seen
+// from every region:
+//
+//	view:exp:<domain_id>   hash
+//	  "<region>|<ip>"  -> JSON ExpEntry (ip "" for a name that did not resolve)
+//	  "@<region>"      -> "<finished unix ms>|<event id>" of the scan shown
+//	  "@removed"       -> unix ms of the latest domain.removed
+//
+// A region's entries are replaced as a whole by its newest scan, so IPs that
+// left DNS vanish; an older or redelivered scan changes nothing, so the view
+// never goes back in time whatever the delivery order. Meta fields start
+// with "@", which no entry field does (regions starting with "@" or holding
+// "|" are refused).
+package projector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/events"
+)
+
+// Group is the consumer group of the projector on both streams.
+const Group = "projector"
+
+// ViewPrefix starts the key of every expiration view.
+const ViewPrefix = "view:exp:"
+
+// ViewKey is the key of the expiration view of a domain.
+func ViewKey(domainID string) string { return ViewPrefix + domainID }
+
+const (
+	metaPrefix   = "@"
+	removedField = "@removed"
+)
+
+var eventsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+	Name: "certfleet_projector_events_total",
+	Help: "Events the projector consumed, by event name.",
+}, []string{"name"})
+
+// ExpEntry is the latest result of one IP of a domain seen from one region.
+type ExpEntry struct {
+	IP               string         `json:"ip"`
+	Region           string         `json:"region"`
+	Port             int            `json:"port"`
+	Outcome          events.Outcome `json:"outcome"`
+	Detail           string         `json:"detail,omitempty"`
+	CertificateFound bool           `json:"certificate_found"`
+	LeafSHA256       string         `json:"leaf_sha256,omitempty"`
+	NotAfter         time.Time      `json:"not_after"`
+	Issuer           string         `json:"issuer,omitempty"`
+	ChainValid       bool           `json:"chain_valid"`
+	HostnameValid    bool           `json:"hostname_valid"`
+	TLSVersion       string         `json:"tls_version,omitempty"`
+	// ScannedAt is when the region's scan finished.
+	ScannedAt time.Time `json:"scanned_at"`
+	// EventID is the scan.completed event the entry came from.
+	EventID string `json:"event_id"`
+}
+
+// Config configures the projector.
+type Config struct {
+	// Consumer names this replica in the "projector" group; unique per
+	// process. Required.
+	Consumer string
+	// Count is the most entries read per stream at a time. Default 500.
+	Count int
+	// Block is how long a read waits for new entries. Default 1s.
+	Block time.Duration
+	// ClaimIdle is how long an entry may stay pending with a crashed
+	// replica before another claims it. Default 30s.
+	ClaimIdle time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Count == 0 {
+		c.Count = 500
+	}
+	if c.Block == 0 {
+		c.Block = time.Second
+	}
+	if c.ClaimIdle == 0 {
+		c.ClaimIdle = 30 * time.Second
+	}
+}
+
+// Validate reports every problem of the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Consumer == "" {
+		errs = append(errs, errors.New("consumer is required"))
+	}
+	if c.Count < 0 {
+		errs = append(errs, fmt.Errorf("count must not be negative, got %d", c.Count))
+	}
+	if c.Block < time.Millisecond {
+		errs = append(errs, fmt.Errorf("block must be at least 1ms, got %s", c.Block))
+	}
+	return errors.Join(errs...)
+}
+
+// Projector applies events to the views.
+type Projector struct {
+	cfg    Config
+	rdb    redis.UniversalClient
+	logger *zap.Logger
+}
+
+// New returns a projector reading and writing through rdb.
+func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Projector, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("projector config: %w", err)
+	}
+	if rdb == nil {
+		return nil, errors.New("projector: redis client is nil")
+	}
+	return &Projector{cfg: cfg, rdb: rdb, logger: logger.Named("projector")}, nil
+}
+
+// Run consumes the events and results streams in group "projector" until
+// ctx is done, acknowledging entries only after the view was written.
+func (p *Projector) Run(ctx context.Context) error {
+	p.logger.Info("projector started", zap.String("consumer", p.cfg.Consumer))
+	err := events.ConsumeBatches(ctx, p.rdb, events.BatchConfig{
+		Streams:   []string{events.StreamEvents, events.StreamResults},
+		Group:     Group,
+		Consumer:  p.cfg.Consumer,
+		Count:     p.cfg.Count,
+		Block:     p.cfg.Block,
+		ClaimIdle: p.cfg.ClaimIdle,
+	}, func(ctx context.Context, batch []events.Entry) error {
+		evs := make([]events.Envelope, len(batch))
+		for i, e := range batch {
+			evs[i] = e.Event
+		}
+		return applyBatch(ctx, p.rdb, evs, p.logger)
+	}, p.logger)
+	p.logger.Info("projector stopped")
+	return err
+}
+
+// Apply applies one event to the views. It is idempotent, and applying
+// events out of order yields the view of the newest ones.
+func (p *Projector) Apply(ctx context.Context, e events.Envelope) error {
+	return applyBatch(ctx, p.rdb, []events.Envelope{e}, p.logger)
+}
+
+// applyScanScript replaces one region's entries of a domain's view by a
+// newer scan.
+//
+// KEYS: view:exp:<domain>. ARGV: region, finished ms, event id, then field
+// suffix (ip) and entry JSON pairs. Returns 1 when applied, 0 when the view
+// already shows this scan, a newer one or a later removal.
+var applyScanScript = redis.NewScript(`
+local key, region, ms, id = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local removed = redis.call('HGET', key, '@removed')
+if removed and tonumber(removed) >= ms then return 0 end
+local meta = redis.call('HGET', key, '@' .. region)
+if meta then
+  local sep = string.find(meta, '|', 1, true)
+  local lms, lid = tonumber(string.sub(meta, 1, sep - 1)), string.sub(meta, sep + 1)
+  if lms > ms or (lms == ms and lid >= id) then return 0 end
+end
+local prefix = region .. '|'
+for _, f in ipairs(redis.call('HKEYS', key)) do
+  if string.sub(f, 1, #prefix) == prefix then redis.call('HDEL', key, f) end
+end
+for i = 4, #ARGV, 2 do
+  redis.call('HSET', key, prefix .. ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', key, '@' .. region, ARGV[2] .. '|' .. id)
+return 1
+`)
+
+// applyRemovedScript drops every region's entries scanned before a
+// domain's removal and remembers the removal, so that a scan finished
+// before it and delivered after it stays out, while scans of a domain
+// added again later come in.
+//
+// KEYS: view:exp:<domain>. ARGV: removal ms.
+var applyRemovedScript = redis.NewScript(`
+local key, ms = KEYS[1], tonumber(ARGV[1])
+local removed = redis.call('HGET', key, '@removed')
+if removed and tonumber(removed) >= ms then return 0 end
+local all = redis.call('HGETALL', key)
+local stale = {}
+for i = 1, #all, 2 do
+  local f, v = all[i], all[i + 1]
+  if string.sub(f, 1, 1) == '@' and f ~= '@removed' then
+    local sep = string.find(v, '|', 1, true)
+    if tonumber(string.sub(v, 1, sep - 1)) <= ms then
+      stale[string.sub(f, 2)] = true
+      redis.call('HDEL', key, f)
+    end
+  end
+end
+for i = 1, #all, 2 do
+  local f = all[i]
+  local sep = string.find(f, '|', 1, true)
+  if string.sub(f, 1, 1) ~= '@' and sep and stale[string.sub(f, 1, sep - 1)] then
+    redis.call('HDEL', key, f)
+  end
+end
+redis.call('HSET', key, '@removed', ARGV[1])
+return 1
+`)
+
+// call is one script invocation derived from an event.
+type call struct {
+	script *redis.Script
+	key    string
+	args   []any
+}
+
+// plan turns an event into the script call that applies it; nil for events
+// the views do not use or that can never be applied (logged).
+func plan(e events.Envelope, logger *zap.Logger) *call {
+	switch e.Name {
+	case events.ScanCompleted:
+		var p events.ScanCompletedV1
+		if err := e.Decode(&p); err != nil {
+			logger.Error("dropping undecodable scan event", zap.String("event_id", e.EventID.String()), zap.Error(err))
+			return nil
+		}
+		if p.DomainID == "" {
+			p.DomainID = e.AggregateID
+		}
+		if p.DomainID == "" || p.Region == "" || strings.Contains(p.Region, "|") || strings.HasPrefix(p.Region, metaPrefix) {
+			logger.Error("dropping scan event with bad domain id or region",
+				zap.String("event_id", e.EventID.String()), zap.String("domain_id", p.DomainID), zap.String("region", p.Region))
+			return nil
+		}
+		finished := p.FinishedAt
+		if finished.IsZero() {
+			finished = e.OccurredAt
+		}
+		args := make([]any, 0, 3+2*len(p.Results))
+		args = append(args, p.Region, finished.UnixMilli(), e.EventID.String())
+		for _, r := range p.Results {
+			body, err := json.Marshal(ExpEntry{
+				IP:               r.IP,
+				Region:           p.Region,
+				Port:             p.Port,
+				Outcome:          r.Outcome,
+				Detail:           r.Detail,
+				CertificateFound: r.CertificateFound,
+				LeafSHA256:       r.LeafSHA256,
+				NotAfter:         r.NotAfter.UTC(),
+				Issuer:           r.Issuer,
+				ChainValid:       r.ChainValid,
+				HostnameValid:    r.HostnameValid,
+				TLSVersion:       r.TLSVersion,
+				ScannedAt:        finished.UTC(),
+				EventID:          e.EventID.String(),
+			})
+			if err != nil {
+				logger.Error("dropping scan event", zap.String("event_id", e.EventID.String()), zap.Error(err))
+				return nil
+			}
+			args = append(args, r.IP, string(body))
+		}
+		return &call{script: applyScanScript, key: ViewKey(p.DomainID), args: args}
+	case events.DomainRemoved:
+		var p events.DomainRemovedV1
+		if err := e.Decode(&p); err != nil {
+			logger.Error("dropping undecodable domain event", zap.String("event_id", e.EventID.String()), zap.Error(err))
+			return nil
+		}
+		if p.DomainID == "" {
+			p.DomainID = e.AggregateID
+		}
+		if p.DomainID == "" {
+			logger.Error("dropping domain.removed without domain id", zap.String("event_id", e.EventID.String()))
+			return nil
+		}
+		return &call{script: applyRemovedScript, key: ViewKey(p.DomainID), args: []any{e.OccurredAt.UnixMilli()}}
+	}
+	return nil
+}
+
+// applyBatch applies events in order in one round trip. Scripts are sent
+// by hash; when Redis lost them (restart, SCRIPT FLUSH) the batch is
+// applied one by one with Run, which reloads them. Both paths are safe to
+// repeat.
+func applyBatch(ctx context.Context, rdb redis.UniversalClient, evs []events.Envelope, logger *zap.Logger) error {
+	calls := make([]*call, 0, len(evs))
+	for _, e := range evs {
+		eventsTotal.WithLabelValues(e.Name).Inc()
+		if c := plan(e, logger); c != nil {
+			calls = append(calls, c)
+		}
+	}
+	if len(calls) == 0 {
+		return nil
+	}
+	if len(calls) > 1 {
+		pipe := rdb.Pipeline()
+		for _, c := range calls {
+			c.script.EvalSha(ctx, pipe, []string{c.key}, c.args...)
+		}
+		_, err := pipe.Exec(ctx)
+		if err == nil {
+			return nil
+		}
+		if !redis.HasErrorPrefix(err, "NOSCRIPT") {
+			return fmt.Errorf("apply %d events: %w", len(calls), err)
+		}
+	}
+	for _, c := range calls {
+		if err := c.script.Run(ctx, rdb, []string{c.key}, c.args...).Err(); err != nil {
+			return fmt.Errorf("apply to %s: %w", c.key, err)
+		}
+	}
+	return nil
+}
+
+// Expiration returns the expiration view of a domain, sorted by region and
+// IP: empty when no scan arrived yet.
+func Expiration(ctx context.Context, rdb redis.UniversalClient, domainID string) ([]ExpEntry, error) {
+	all, err := rdb.HGetAll(ctx, ViewKey(domainID)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read expiration view of %s: %w", domainID, err)
+	}
+	out := make([]ExpEntry, 0, len(all))
+	for f, v := range all {
+		if strings.HasPrefix(f, metaPrefix) {
+			continue
+		}
+		var e ExpEntry
+		if err := json.Unmarshal([]byte(v), &e); err != nil {
+			return nil, fmt.Errorf("decode expiration entry %s of %s: %w", f, domainID, err)
+		}
+		out = append(out, e)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Region != out[j].Region {
+			return out[i].Region < out[j].Region
+		}
+		return out[i].IP < out[j].IP
+	})
+	return out, nil
+}
+
+// Rebuild throws the expiration views away and builds them again from
+// every event replay yields (the event store, in occurred order). Events
+// still in the streams and not yet in the store come back when the running
+// projectors apply them, because the views only ever move forward.
+func Rebuild(ctx context.Context, rdb redis.UniversalClient, replay func(ctx context.Context, fn func(events.Envelope) error) error, logger *zap.Logger) error {
+	logger = logger.Named("projector")
+	start := time.Now()
+	deleted, err := deleteViews(ctx, rdb)
+	if err != nil {
+		return err
+	}
+	const batchSize = 500
+	var (
+		batch   = make([]events.Envelope, 0, batchSize)
+		applied int
+	)
+	flush := func() error {
+		if err := applyBatch(ctx, rdb, batch, logger); err != nil {
+			return err
+		}
+		applied += len(batch)
+		batch = batch[:0]
+		return nil
+	}
+	err = replay(ctx, func(e events.Envelope) error {
+		batch = append(batch, e)
+		if len(batch) == batchSize {
+			return flush()
+		}
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return fmt.Errorf("rebuild views: %w", err)
+	}
+	logger.Info("views rebuilt", zap.Int("views_deleted", deleted), zap.Int("events", applied),
+		zap.Duration("took", time.Since(start)))
+	return nil
+}
+
+// deleteViews deletes every view:exp:* key and returns how many.
+func deleteViews(ctx context.Context, rdb redis.UniversalClient) (int, error) {
+	var deleted atomic.Int64
+	del := func(ctx context.Context, c redis.UniversalClient) error {
+		iter := c.Scan(ctx, 0, ViewPrefix+"*", 1000).Iterator()
+		var keys []string
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+			if len(keys) == 1000 {
+				if err := c.Unlink(ctx, keys...).Err(); err != nil {
+					return err
+				}
+				deleted.Add(int64(len(keys)))
+				keys = keys[:0]
+			}
+		}
+		if err := iter.Err(); err != nil {
+			return err
+		}
+		if len(keys) > 0 {
+			if err := c.Unlink(ctx, keys...).Err(); err != nil {
+				return err
+			}
+			deleted.Add(int64(len(keys)))
+		}
+		return nil
+	}
+	var err error
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		// SCAN walks one node; a cluster's views are spread over its masters.
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return del(ctx, c) })
+	} else {
+		err = del(ctx, rdb)
+	}
+	if err != nil {
+		return int(deleted.Load()), fmt.Errorf("delete views: %w", err)
+	}
+	return int(deleted.Load()), nil
+}

@@ -1,0 +1,317 @@
+package projector
+
+import (
+	"context"
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/testenv"
+)
+
+const (
+	tenant   = "tenant-a"
+	domainID = "domain-1"
+)
+
+var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func newProjector(t *testing.T) (*Projector, *redis.Client) {
+	t.Helper()
+	rdb := testenv.Redis(t).Client(t)
+	p, err := New(Config{Consumer: "test", Block: 20 * time.Millisecond}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatalf("new projector: %v", err)
+	}
+	return p, rdb
+}
+
+func okResult(ip, sha string, notAfter time.Time) events.IPResult {
+	return events.IPResult{
+		IP: ip, Outcome: events.OutcomeOK, CertificateFound: true, LeafSHA256: sha,
+		NotAfter: notAfter, Issuer: "CN=Lab CA", ChainValid: true, HostnameValid: true, TLSVersion: "TLS 1.3",
+	}
+}
+
+// scan builds the scan.completed event of domainID from region, finished at
+// finished, with the given results.
+func scan(t *testing.T, region string, finished time.Time, results ...events.IPResult) events.Envelope {
+	t.Helper()
+	job := uuid.New()
+	e, err := events.NewWithID(events.ScanEventID(job, region), events.ScanCompleted, tenant, domainID, events.ScanCompletedV1{
+		JobID: job, DomainID: domainID, Host: "example.com", Port: 443, Region: region, Agent: "a1",
+		StartedAt: finished.Add(-time.Second), FinishedAt: finished, Results: results,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func removed(t *testing.T, at time.Time) events.Envelope {
+	t.Helper()
+	e, err := events.New(events.DomainRemoved, tenant, domainID, events.DomainRemovedV1{DomainID: domainID, Host: "example.com", Port: 443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.OccurredAt = at
+	return e
+}
+
+func view(t *testing.T, rdb redis.UniversalClient) []ExpEntry {
+	t.Helper()
+	got, err := Expiration(context.Background(), rdb, domainID)
+	if err != nil {
+		t.Fatalf("expiration: %v", err)
+	}
+	return got
+}
+
+// summary is region|ip=sha of each entry, in order.
+func summary(entries []ExpEntry) []string {
+	out := []string{}
+	for _, e := range entries {
+		out = append(out, e.Region+"|"+e.IP+"="+e.LeafSHA256)
+	}
+	return out
+}
+
+func TestApplyScan(t *testing.T) {
+	ctx := context.Background()
+	p, rdb := newProjector(t)
+	na := t0.Add(90 * 24 * time.Hour)
+	ev := scan(t, "eu-west", t0, okResult("192.0.2.2", "bb", na), okResult("192.0.2.1", "aa", na),
+		events.IPResult{IP: "2001:db8::1", Outcome: events.OutcomeConnectionRefused})
+	if err := p.Apply(ctx, ev); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if err := p.Apply(ctx, scan(t, "ap-south", t0, okResult("192.0.2.1", "aa", na))); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	got := view(t, rdb)
+	want := []string{"ap-south|192.0.2.1=aa", "eu-west|192.0.2.1=aa", "eu-west|192.0.2.2=bb", "eu-west|2001:db8::1="}
+	if !reflect.DeepEqual(summary(got), want) {
+		t.Fatalf("view: got %v, want %v", summary(got), want)
+	}
+	e := got[1]
+	wantEntry := ExpEntry{
+		IP: "192.0.2.1", Region: "eu-west", Port: 443, Outcome: events.OutcomeOK, CertificateFound: true,
+		LeafSHA256: "aa", NotAfter: na, Issuer: "CN=Lab CA", ChainValid: true, HostnameValid: true,
+		TLSVersion: "TLS 1.3", ScannedAt: t0, EventID: ev.EventID.String(),
+	}
+	if !reflect.DeepEqual(e, wantEntry) {
+		t.Errorf("entry: got %+v, want %+v", e, wantEntry)
+	}
+	if got[3].Outcome != events.OutcomeConnectionRefused || got[3].CertificateFound {
+		t.Errorf("refused entry: got %+v, want outcome connection-refused without certificate", got[3])
+	}
+}
+
+func TestApplyIsIdempotentAndNeverGoesBack(t *testing.T) {
+	na := t0.Add(90 * 24 * time.Hour)
+	older := func(t *testing.T) events.Envelope {
+		return scan(t, "eu-west", t0, okResult("192.0.2.1", "old", na), okResult("192.0.2.2", "old", na))
+	}
+	newer := func(t *testing.T) events.Envelope {
+		// 192.0.2.2 left DNS.
+		return scan(t, "eu-west", t0.Add(time.Hour), okResult("192.0.2.1", "new", na))
+	}
+	want := []string{"eu-west|192.0.2.1=new"}
+	tests := []struct {
+		name  string
+		order func(o, n events.Envelope) []events.Envelope
+	}{
+		{"in order", func(o, n events.Envelope) []events.Envelope { return []events.Envelope{o, n} }},
+		{"newer first", func(o, n events.Envelope) []events.Envelope { return []events.Envelope{n, o} }},
+		{"redelivered", func(o, n events.Envelope) []events.Envelope { return []events.Envelope{o, n, n, o, n} }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			p, rdb := newProjector(t)
+			o, n := older(t), newer(t)
+			for _, e := range tc.order(o, n) {
+				if err := p.Apply(ctx, e); err != nil {
+					t.Fatalf("apply: %v", err)
+				}
+			}
+			if got := summary(view(t, rdb)); !reflect.DeepEqual(got, want) {
+				t.Errorf("view: got %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+func TestSameTimeTieBreakIsOrderIndependent(t *testing.T) {
+	ctx := context.Background()
+	a, b := scan(t, "eu-west", t0, okResult("192.0.2.1", "a", t0)), scan(t, "eu-west", t0, okResult("192.0.2.1", "b", t0))
+	winner := "a"
+	if b.EventID.String() > a.EventID.String() {
+		winner = "b"
+	}
+	for _, order := range [][]events.Envelope{{a, b}, {b, a}} {
+		p, rdb := newProjector(t)
+		for _, e := range order {
+			if err := p.Apply(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := view(t, rdb); len(got) != 1 || got[0].LeafSHA256 != winner {
+			t.Errorf("view after %s then %s: got %v, want %s", order[0].EventID, order[1].EventID, summary(got), winner)
+		}
+	}
+}
+
+func TestDomainRemoved(t *testing.T) {
+	na := t0.Add(90 * 24 * time.Hour)
+	before := func(t *testing.T) events.Envelope { return scan(t, "eu-west", t0, okResult("192.0.2.1", "before", na)) }
+	after := func(t *testing.T) events.Envelope {
+		return scan(t, "us-east", t0.Add(2*time.Hour), okResult("192.0.2.1", "after", na))
+	}
+	rm := func(t *testing.T) events.Envelope { return removed(t, t0.Add(time.Hour)) }
+	tests := []struct {
+		name  string
+		order []int // 0 before, 1 removal, 2 scan after a re-add
+		want  []string
+	}{
+		{"removal deletes the view", []int{0, 1}, []string{}},
+		{"late scan from before the removal stays out", []int{1, 0}, []string{}},
+		{"scan after a re-add comes in", []int{0, 1, 2}, []string{"us-east|192.0.2.1=after"}},
+		{"removal delivered late keeps newer scans", []int{0, 2, 1}, []string{"us-east|192.0.2.1=after"}},
+		{"removal redelivered", []int{0, 1, 2, 1}, []string{"us-east|192.0.2.1=after"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			p, rdb := newProjector(t)
+			evs := []events.Envelope{before(t), rm(t), after(t)}
+			for _, i := range tc.order {
+				if err := p.Apply(ctx, evs[i]); err != nil {
+					t.Fatalf("apply: %v", err)
+				}
+			}
+			if got := summary(view(t, rdb)); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("view: got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestBadScanEventsAreDropped(t *testing.T) {
+	ctx := context.Background()
+	p, rdb := newProjector(t)
+	for _, region := range []string{"", "eu|west", "@removed"} {
+		if err := p.Apply(ctx, scan(t, region, t0, okResult("192.0.2.1", "x", t0))); err != nil {
+			t.Errorf("apply with region %q: got %v, want nil (dropped)", region, err)
+		}
+	}
+	garbage := events.Envelope{EventID: uuid.New(), Name: events.ScanCompleted, Payload: json.RawMessage(`{"results":"nope"}`)}
+	if err := p.Apply(ctx, garbage); err != nil {
+		t.Errorf("apply undecodable: got %v, want nil (dropped)", err)
+	}
+	if n, _ := rdb.DBSize(ctx).Result(); n != 0 {
+		t.Errorf("redis keys: got %d, want 0", n)
+	}
+}
+
+func TestRebuildReproducesTheView(t *testing.T) {
+	ctx := context.Background()
+	p, rdb := newProjector(t)
+	na := t0.Add(90 * 24 * time.Hour)
+	log := []events.Envelope{
+		scan(t, "eu-west", t0, okResult("192.0.2.1", "a", na), okResult("192.0.2.2", "b", na)),
+		scan(t, "us-east", t0, okResult("192.0.2.1", "a", na)),
+		scan(t, "eu-west", t0.Add(time.Hour), okResult("192.0.2.1", "c", na)),
+	}
+	// The domain.added event is not used by the view; replay carries it anyway.
+	added, _ := events.New(events.DomainAdded, tenant, domainID, events.DomainAddedV1{DomainID: domainID, Host: "example.com", Port: 443})
+	log = append([]events.Envelope{added}, log...)
+	for _, e := range log {
+		if err := p.Apply(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := view(t, rdb)
+	// A stale view of a domain nobody has events for must go.
+	if err := rdb.HSet(ctx, ViewKey("ghost"), "eu-west|192.0.2.9", "{}").Err(); err != nil {
+		t.Fatal(err)
+	}
+	// More than one replay batch, with redeliveries mixed in.
+	var replayed []events.Envelope
+	for range 200 {
+		replayed = append(replayed, log...)
+	}
+	replay := func(ctx context.Context, fn func(events.Envelope) error) error {
+		for _, e := range replayed {
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := Rebuild(ctx, rdb, replay, testenv.Logger(t)); err != nil {
+		t.Fatalf("rebuild: %v", err)
+	}
+	if got := view(t, rdb); !reflect.DeepEqual(got, want) {
+		t.Errorf("view after rebuild: got %v, want %v", got, want)
+	}
+	if n, _ := rdb.Exists(ctx, ViewKey("ghost")).Result(); n != 0 {
+		t.Errorf("stale view after rebuild: got %d keys, want 0", n)
+	}
+}
+
+func TestRunConsumesBothStreams(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, rdb := newProjector(t)
+	na := t0.Add(90 * 24 * time.Hour)
+	publish := func(stream string, e events.Envelope) {
+		v, err := e.StreamValues()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: v}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(events.StreamResults, scan(t, "eu-west", t0, okResult("192.0.2.1", "a", na)))
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+
+	waitFor := func(want []string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			got := summary(view(t, rdb))
+			if reflect.DeepEqual(got, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("view: got %v, want %v", got, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor([]string{"eu-west|192.0.2.1=a"})
+	publish(events.StreamEvents, removed(t, t0.Add(time.Hour)))
+	waitFor([]string{})
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run: got %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+	pending, err := rdb.XPending(context.Background(), events.StreamResults, Group).Result()
+	if err != nil || pending.Count != 0 {
+		t.Errorf("pending results after run: got %v %v, want 0", pending, err)
+	}
+}
