@@ -1,0 +1,257 @@
+// Package apiserver serves certfleet's HTTP APIs: the KeyChest-compatible
+// API under /api/v1.0, /healthz and /metrics. Commands go through
+// apiserver/accounts (Lua scripts that append events); reads come from the
+// views apiserver/projector keeps in Redis.
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/apiserver/accounts"
+)
+
+var (
+	requestsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "certfleet_apiserver_requests_total",
+		Help: "HTTP requests served, by method, route template and status code.",
+	}, []string{"method", "route", "code"})
+	requestSeconds = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "certfleet_apiserver_request_duration_seconds",
+		Help:    "Time to serve an HTTP request, by route template.",
+		Buckets: prometheus.DefBuckets,
+	}, []string{"route"})
+)
+
+// Config configures the server.
+type Config struct {
+	// Listen is the HTTP address. Default 127.0.0.1:8080.
+	Listen string
+	// RenewalWindow: a certificate expiring within it is renewal_due.
+	// Default 672h (28 days).
+	RenewalWindow time.Duration
+	// Now is the clock renewal_due and expired are computed against.
+	// Default time.Now.
+	Now func() time.Time
+	// MaxBodyBytes caps a request body. Default 64 KiB.
+	MaxBodyBytes int64
+	// ShutdownTimeout is how long Run waits for requests in flight when
+	// ctx ends. Default 10s.
+	ShutdownTimeout time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.RenewalWindow == 0 {
+		c.RenewalWindow = 672 * time.Hour
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 64 << 10
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+}
+
+// Validate reports every problem of the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen address %q: %w", c.Listen, err))
+	}
+	if c.RenewalWindow < 0 {
+		errs = append(errs, fmt.Errorf("renewal window must not be negative, got %s", c.RenewalWindow))
+	}
+	if c.MaxBodyBytes < 0 {
+		errs = append(errs, fmt.Errorf("max body bytes must not be negative, got %d", c.MaxBodyBytes))
+	}
+	if c.ShutdownTimeout < 0 {
+		errs = append(errs, fmt.Errorf("shutdown timeout must not be negative, got %s", c.ShutdownTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// Server is the HTTP API server.
+type Server struct {
+	cfg      Config
+	rdb      redis.UniversalClient
+	logger   *zap.Logger
+	accounts *accounts.Store
+	engine   *gin.Engine
+}
+
+// New returns a server using rdb for commands and views.
+func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Server, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("apiserver config: %w", err)
+	}
+	if rdb == nil {
+		return nil, errors.New("apiserver: redis client is nil")
+	}
+	logger = logger.Named("apiserver")
+	store, err := accounts.New(accounts.Config{Now: cfg.Now}, rdb, logger)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, rdb: rdb, logger: logger, accounts: store}
+	s.engine = s.routes()
+	return s, nil
+}
+
+// Handler returns the HTTP handler: /api/v1.0/..., /healthz and /metrics.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+func (s *Server) routes() *gin.Engine {
+	// Release mode keeps gin from printing its routes and warnings to stdout;
+	// it is process-wide, and no certfleet role wants debug mode.
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.HandleMethodNotAllowed = true
+	r.RedirectTrailingSlash = false
+	r.Use(s.recovery(), s.observe(), s.limitBody())
+	r.NoRoute(func(c *gin.Context) { fail(c, http.StatusNotFound, "no such endpoint") })
+	r.NoMethod(func(c *gin.Context) { fail(c, http.StatusMethodNotAllowed, "method not allowed") })
+
+	r.GET("/healthz", s.healthz)
+	r.GET("/metrics", gin.WrapH(promhttp.Handler()))
+
+	v1 := r.Group("/api/v1.0")
+	v1.GET("/access/claim/:email", s.claimGenerated)
+	v1.POST("/access/claim", s.claimOwn)
+	v1.POST("/servers/add", s.addServer)
+	v1.GET("/servers/expiration/:domain", s.expiration)
+	return r
+}
+
+// Run serves on cfg.Listen until ctx is done, then shuts down gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           s.engine,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          zap.NewStdLog(s.logger.Named("http")),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	s.logger.Info("listening", zap.String("addr", ln.Addr().String()))
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve %s: %w", s.cfg.Listen, err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	<-served
+	if err != nil {
+		return fmt.Errorf("shutdown %s: %w", s.cfg.Listen, err)
+	}
+	s.logger.Info("stopped")
+	return nil
+}
+
+// errorBody is every error answer: KeyChest's status field plus a message.
+type errorBody struct {
+	Status string `json:"status"`
+	Error  string `json:"error"`
+}
+
+func fail(c *gin.Context, code int, msg string) {
+	c.AbortWithStatusJSON(code, errorBody{Status: "error", Error: msg})
+}
+
+func (s *Server) healthz(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		s.logger.Warn("health check failed", zap.Error(err))
+		fail(c, http.StatusServiceUnavailable, "redis unavailable")
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+}
+
+// observe logs and counts every request by its route template, so that
+// neither logs nor metrics carry emails or domains from paths, and never the
+// query string, which holds api_key.
+func (s *Server) observe() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		c.Next()
+		route := c.FullPath()
+		if route == "" {
+			route = "unmatched"
+		}
+		took := time.Since(start)
+		code := c.Writer.Status()
+		requestsTotal.WithLabelValues(c.Request.Method, route, strconv.Itoa(code)).Inc()
+		requestSeconds.WithLabelValues(route).Observe(took.Seconds())
+		fields := []zap.Field{
+			zap.String("method", c.Request.Method),
+			zap.String("route", route),
+			zap.Int("status", code),
+			zap.Duration("latency", took),
+		}
+		switch {
+		case code >= 500:
+			s.logger.Error("request", fields...)
+		case route == "/healthz" || route == "/metrics":
+			s.logger.Debug("request", fields...)
+		default:
+			s.logger.Info("request", fields...)
+		}
+	}
+}
+
+// recovery turns a panicking handler into a JSON 500.
+func (s *Server) recovery() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		defer func() {
+			r := recover()
+			if r == nil {
+				return
+			}
+			if r == http.ErrAbortHandler {
+				panic(r)
+			}
+			s.logger.Error("handler panicked", zap.String("route", c.FullPath()), zap.Any("panic", r), zap.Stack("stack"))
+			if !c.Writer.Written() {
+				fail(c, http.StatusInternalServerError, "internal error")
+			}
+		}()
+		c.Next()
+	}
+}
+
+func (s *Server) limitBody() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBodyBytes)
+		c.Next()
+	}
+}
