@@ -231,12 +231,18 @@ func (a *Agent) consume(ctx context.Context, slots chan struct{}, dispatch func(
 		case <-ctx.Done():
 			return
 		}
-		count := max(1, (cap(slots)-len(slots))/len(a.streams))
+		free := cap(slots) - len(slots)
+		count := max(1, free/len(a.streams))
 
 		if time.Since(lastClaim) >= a.cfg.ClaimIdle/2 {
-			lastClaim = time.Now()
-			if !a.claim(ctx, count, dispatch) {
+			more, ok := a.claim(ctx, free, dispatch)
+			if !ok {
 				return
+			}
+			if !more {
+				// Otherwise claim again on the next round: a dead agent's
+				// jobs should not wait another ClaimIdle/2.
+				lastClaim = time.Now()
 			}
 		}
 		res, err := a.read(ctx, cursor, count)
@@ -300,8 +306,9 @@ func (a *Agent) read(ctx context.Context, cursor map[string]string, count int) (
 }
 
 // claim takes over jobs that stayed unacknowledged for ClaimIdle: their
-// agent died, or could not publish. It returns false when ctx ended.
-func (a *Agent) claim(ctx context.Context, count int, dispatch func(string, []redis.XMessage) bool) bool {
+// agent died, or could not publish. It takes up to count per stream and
+// says whether more may be left; ok is false when ctx ended.
+func (a *Agent) claim(ctx context.Context, count int, dispatch func(string, []redis.XMessage) bool) (more, ok bool) {
 	for _, s := range a.streams {
 		msgs, _, err := a.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
 			Stream: s, Group: a.group, Consumer: a.cfg.Name,
@@ -309,19 +316,24 @@ func (a *Agent) claim(ctx context.Context, count int, dispatch func(string, []re
 		}).Result()
 		if err != nil {
 			if ctx.Err() != nil {
-				return false
+				return false, false
 			}
 			a.logger.Warn("claim jobs failed", zap.String("stream", s), zap.Error(err))
 			continue
 		}
+		// A full batch may have left more behind; a short one did not (the
+		// cursor alone would also point past entries still in flight).
+		if len(msgs) == count {
+			more = true
+		}
 		if len(msgs) > 0 {
 			a.logger.Info("claimed idle jobs", zap.String("stream", s), zap.Int("jobs", len(msgs)))
 			if !dispatch(s, msgs) {
-				return false
+				return false, false
 			}
 		}
 	}
-	return true
+	return more, true
 }
 
 // process scans one job and publishes its result, then acknowledges it.

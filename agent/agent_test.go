@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -212,5 +213,89 @@ func TestConfigValidate(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("got %v, want an error about %s", err, w)
 		}
+	}
+}
+
+// On ctx end the agent stops reading and lets the jobs in flight finish and
+// publish, up to ShutdownTimeout; a job cut off after that is neither
+// published nor acknowledged, so another agent scans it again.
+func TestAgentShutdown(t *testing.T) {
+	tests := []struct {
+		name            string
+		shutdownTimeout time.Duration
+		wantResults     int
+		wantPending     int64
+		maxRunAfterStop time.Duration
+	}{
+		{name: "in-flight job finishes", shutdownTimeout: 5 * time.Second, wantResults: 1, wantPending: 0, maxRunAfterStop: 3 * time.Second},
+		{name: "job cut off at the bound", shutdownTimeout: 50 * time.Millisecond, wantResults: 0, wantPending: 1, maxRunAfterStop: 500 * time.Millisecond},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			rdb := testenv.Redis(t).Client(t)
+			// A server that never answers keeps the job in its handshake.
+			silent, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			serve(t, silent, func(c net.Conn) {
+				defer c.Close()
+				_, _ = io.Copy(io.Discard, c)
+			})
+			_, p, _ := net.SplitHostPort(silent.Addr().String())
+			port, _ := strconv.Atoi(p)
+
+			a, err := New(Config{
+				Region: "eu", Name: "agent-test", Shards: 2, Block: 50 * time.Millisecond, ShutdownTimeout: tc.shutdownTimeout,
+				Scanner: ScannerConfig{Resolver: "127.0.0.1:53", Allow: loopbackAllow(t), HandshakeTimeout: time.Second},
+			}, rdb, testenv.Logger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			runCtx, stop := context.WithCancel(ctx)
+			defer stop()
+			runErr := make(chan error, 1)
+			go func() { runErr <- a.Run(runCtx) }()
+
+			env, _ := jobEnvelope(t, events.TenantID("ops@example.test"), "127.0.0.1", port, time.Now())
+			addJob(t, rdb, 1, env)
+			pending := func() int64 {
+				p, err := rdb.XPending(ctx, events.JobStream(1), Group("eu")).Result()
+				if err != nil {
+					return -1
+				}
+				return p.Count
+			}
+			waitFor(t, 5*time.Second, func() string {
+				if got := pending(); got != 1 {
+					return "got " + strconv.FormatInt(got, 10) + " pending jobs, want the job taken"
+				}
+				return ""
+			})
+			stopped := time.Now()
+			stop()
+			select {
+			case err := <-runErr:
+				if err != nil {
+					t.Fatalf("run: got %v, want nil", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("run did not return")
+			}
+			if took := time.Since(stopped); took > tc.maxRunAfterStop {
+				t.Errorf("run returned %s after ctx ended, want at most %s", took, tc.maxRunAfterStop)
+			}
+			n, err := rdb.XLen(ctx, events.StreamResults).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != int64(tc.wantResults) {
+				t.Errorf("got %d results, want %d", n, tc.wantResults)
+			}
+			if got := pending(); got != tc.wantPending {
+				t.Errorf("got %d pending jobs, want %d", got, tc.wantPending)
+			}
+		})
 	}
 }
