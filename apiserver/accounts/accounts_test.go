@@ -3,6 +3,7 @@ package accounts
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -244,5 +245,43 @@ func TestAddDomainIsIdempotentAndPerTenant(t *testing.T) {
 	if evs[0].Name != events.DomainAdded || evs[0].TenantID != a || evs[0].AggregateID != id1 ||
 		p.DomainID != id1 || p.Host != "example.com" || p.Port != 443 || p.Source != "keychest" {
 		t.Errorf("domain.added: got %+v %+v, want tenant %s domain %s example.com:443 keychest", evs[0], p, a, id1)
+	}
+}
+
+// Two servers racing to claim one key for different accounts: exactly one
+// wins, and the key is never reassigned.
+func TestConcurrentClaimsOfOneKey(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t)
+	const key = "contested-key-0123456789"
+	const n = 20
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := s.Claim(ctx, fmt.Sprintf("user%d@example.com", i), key)
+			errs <- err
+		}()
+	}
+	won := 0
+	for range n {
+		err := <-errs
+		switch {
+		case err == nil:
+			won++
+		case !errors.Is(err, ErrKeyTaken):
+			t.Errorf("claim: got %v, want nil or ErrKeyTaken", err)
+		}
+	}
+	if won != 1 {
+		t.Errorf("winners: got %d, want 1", won)
+	}
+	var keyEvents int
+	for _, e := range streamEvents(t, rdb) {
+		if e.Name == events.APIKeyCreated {
+			keyEvents++
+		}
+	}
+	if keyEvents != 1 {
+		t.Errorf("apikey.created events: got %d, want 1", keyEvents)
 	}
 }

@@ -1,0 +1,60 @@
+package projector
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/testenv"
+)
+
+// BenchmarkApply measures scan events applied per second as Run applies
+// them (one pipelined batch) beside applying them one call at a time.
+func BenchmarkApply(b *testing.B) {
+	rdb := testenv.Redis(b).Client(b)
+	logger := testenv.Logger(b)
+	ctx := context.Background()
+	const batch = 500
+	mk := func(i int) events.Envelope {
+		job := uuid.New()
+		na := time.Now().Add(90 * 24 * time.Hour)
+		e, _ := events.NewWithID(events.ScanEventID(job, "eu-west"), events.ScanCompleted, "t", "", events.ScanCompletedV1{
+			JobID: job, DomainID: fmt.Sprintf("d%d", i%10000), Host: "example.com", Port: 443, Region: "eu-west",
+			FinishedAt: time.Now().Add(time.Duration(i) * time.Millisecond),
+			Results: []events.IPResult{
+				{IP: "192.0.2.1", Outcome: events.OutcomeOK, CertificateFound: true, LeafSHA256: "aa", NotAfter: na},
+				{IP: "2001:db8::1", Outcome: events.OutcomeOK, CertificateFound: true, LeafSHA256: "aa", NotAfter: na},
+			},
+		})
+		return e
+	}
+	for _, mode := range []string{"batch", "one-by-one"} {
+		b.Run(mode, func(b *testing.B) {
+			evs := make([]events.Envelope, b.N)
+			for i := range evs {
+				evs[i] = mk(i)
+			}
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < len(evs); i += batch {
+				chunk := evs[i:min(i+batch, len(evs))]
+				if mode == "batch" {
+					if err := applyBatch(ctx, rdb, chunk, logger); err != nil {
+						b.Fatal(err)
+					}
+					continue
+				}
+				for _, e := range chunk {
+					if err := applyBatch(ctx, rdb, []events.Envelope{e}, logger); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+		})
+	}
+}
