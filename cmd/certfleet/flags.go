@@ -1,0 +1,112 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// options holds every flag of every role; each role registers the ones it
+// uses, so `certfleet agent -h` lists only the agent's.
+type options struct {
+	RedisURL      string
+	ClickHouseDSN string
+	Listen        string
+	MetricsListen string
+	Region        string
+	Resolver      string
+	ExtraRoots    string
+	AllowTargets  string
+	ScanInterval  time.Duration
+	RenewalWindow time.Duration
+	Shards        int
+	Concurrency   int
+	LogLevel      string
+	Name          string
+	WithSink      bool
+
+	// lab
+	LabPort    int
+	LabDNS     string
+	LabZone    string
+	WriteEnv   string
+	WriteRoots string
+}
+
+type flagSet struct {
+	*flag.FlagSet
+	opts *options
+}
+
+func newFlagSet(name string) *flagSet {
+	fs := flag.NewFlagSet("certfleet "+name, flag.ContinueOnError)
+	o := &options{}
+	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	return &flagSet{FlagSet: fs, opts: o}
+}
+
+func (f *flagSet) redis() *flagSet {
+	f.StringVar(&f.opts.RedisURL, "redis-url", "redis://127.0.0.1:6379/0", "Redis URL")
+	return f
+}
+
+func (f *flagSet) clickhouse() *flagSet {
+	f.StringVar(&f.opts.ClickHouseDSN, "clickhouse-dsn", "clickhouse://127.0.0.1:9000/certfleet", "ClickHouse DSN; the database is created if missing")
+	return f
+}
+
+func (f *flagSet) api() *flagSet {
+	f.StringVar(&f.opts.Listen, "listen", "127.0.0.1:8080", "HTTP address of the API (also serves /metrics)")
+	f.DurationVar(&f.opts.RenewalWindow, "renewal-window", 28*24*time.Hour, "a certificate expiring within this window is renewal_due")
+	return f
+}
+
+func (f *flagSet) metrics(def string) *flagSet {
+	f.StringVar(&f.opts.MetricsListen, "metrics-listen", def, "address serving Prometheus /metrics (empty: off)")
+	return f
+}
+
+func (f *flagSet) shards() *flagSet {
+	f.IntVar(&f.opts.Shards, "shards", 16, "number of job shards; must be the same on every coordinator and agent")
+	return f
+}
+
+func (f *flagSet) agent() *flagSet {
+	f.StringVar(&f.opts.Region, "region", "local", "the region this agent scans from")
+	f.StringVar(&f.opts.Resolver, "resolver", "", "DNS server host:port the agent asks (default: the system resolver)")
+	f.StringVar(&f.opts.ExtraRoots, "extra-roots", "", "PEM file of roots trusted besides the system pool")
+	f.StringVar(&f.opts.AllowTargets, "allow-targets", "", "comma-separated CIDRs the agent may dial although private or loopback")
+	f.IntVar(&f.opts.Concurrency, "concurrency", 64, "handshakes in flight at most")
+	return f
+}
+
+func (f *flagSet) coordinator() *flagSet {
+	f.DurationVar(&f.opts.ScanInterval, "scan-interval", 12*time.Hour, "how often each domain is rescanned")
+	return f
+}
+
+// parse applies CERTFLEET_<NAME> environment variables, then the command
+// line, so a flag given on the command line wins over the environment.
+func (f *flagSet) parse(args []string) error {
+	var errs []string
+	f.VisitAll(func(fl *flag.Flag) {
+		env := "CERTFLEET_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if err := fl.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Sprintf("%s=%q: %v", env, v, err))
+			}
+		}
+	})
+	if len(errs) > 0 {
+		return fmt.Errorf("bad environment: %s", strings.Join(errs, "; "))
+	}
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	if f.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", f.Args())
+	}
+	return nil
+}

@@ -1,0 +1,166 @@
+// Command certfleet is the one binary of certfleet: each role of the
+// system is a subcommand (see usage). main only parses flags and the
+// environment and wires the parts; every part returns its errors here.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+)
+
+const usage = `certfleet: self-hosted TLS certificate monitoring
+
+usage: certfleet <command> [flags]
+
+roles:
+  all           every role in one process, for one machine
+  apiserver     REST APIs and the projector (views, alerts)
+  coordinator   the scan schedule and the ClickHouse sink
+  agent         DNS and TLS handshakes from one region
+
+tools:
+  migrate       apply ClickHouse migrations and exit
+  views rebuild rebuild the Redis views from the ClickHouse event store
+  lab           serve a local fleet of TLS endpoints with known faults
+
+Every flag can also be set as CERTFLEET_<FLAG> (upper case, '-' as '_').
+Run 'certfleet <command> -h' for the flags of a command.
+`
+
+func main() { os.Exit(runMain(context.Background(), os.Args[1:], os.Stdout, os.Stderr)) }
+
+// runMain runs one command until it ends, ctx is done or a signal arrives,
+// and returns the process exit code.
+func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	var err error
+	switch cmd {
+	case "all", "apiserver", "coordinator", "agent":
+		err = runRole(ctx, cmd, rest, stderr)
+	case "migrate":
+		err = runMigrate(ctx, rest, stderr)
+	case "views":
+		if len(rest) == 0 || rest[0] != "rebuild" {
+			fmt.Fprintln(stderr, "usage: certfleet views rebuild [flags]")
+			return 2
+		}
+		err = runRebuild(ctx, rest[1:], stderr)
+	case "lab":
+		err = runLab(ctx, rest, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "certfleet %s: %v\n", cmd, err)
+		return 1
+	}
+	return 0
+}
+
+// newLogger returns a JSON logger writing to w at level.
+func newLogger(level string, w io.Writer) (*zap.Logger, error) {
+	var lvl zapcore.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	enc := zap.NewProductionEncoderConfig()
+	enc.TimeKey = "ts"
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), lvl)
+	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
+}
+
+func openRedis(ctx context.Context, url string, poolSize int) (*redis.Client, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	if poolSize > opts.PoolSize {
+		opts.PoolSize = poolSize
+	}
+	rdb := redis.NewClient(opts)
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pingCtx).Err(); err != nil {
+		_ = rdb.Close()
+		return nil, fmt.Errorf("redis %s: %w", opts.Addr, err)
+	}
+	return rdb, nil
+}
+
+// group runs actors until the first one returns or a signal arrives, then
+// stops them all: the oklog/run pattern.
+type group struct {
+	g   run.Group
+	ctx context.Context
+}
+
+func newGroup(ctx context.Context) *group {
+	gr := &group{ctx: ctx}
+	gr.g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+	return gr
+}
+
+// add runs f with a context cancelled when the group stops.
+func (gr *group) add(f func(ctx context.Context) error) {
+	ctx, cancel := context.WithCancel(gr.ctx)
+	gr.g.Add(func() error { return f(ctx) }, func(error) { cancel() })
+}
+
+// addHTTP serves h on addr until the group stops, then shuts it down
+// gracefully.
+func (gr *group) addHTTP(addr string, h http.Handler, logger *zap.Logger) {
+	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	gr.g.Add(func() error {
+		logger.Info("listening", zap.String("addr", addr))
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("listen %s: %w", addr, err)
+		}
+		return nil
+	}, func(error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+}
+
+func (gr *group) run() error {
+	err := gr.g.Run()
+	var sig run.SignalError
+	if errors.As(err, &sig) || (errors.Is(err, context.Canceled) && gr.ctx.Err() != nil) {
+		return nil
+	}
+	return err
+}
+
+// metricsHandler serves /metrics for roles without an API.
+func metricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.Handler())
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	return mux
+}

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/agent"
+	"github.com/certfleet/certfleet/agent/guard"
+	"github.com/certfleet/certfleet/apiserver"
+	"github.com/certfleet/certfleet/apiserver/projector"
+	"github.com/certfleet/certfleet/coordinator"
+	"github.com/certfleet/certfleet/coordinator/sink"
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/schema"
+)
+
+func roleFlags(role string) *flagSet {
+	fs := newFlagSet(role).redis()
+	switch role {
+	case "all":
+		fs.clickhouse().api().shards().agent().coordinator()
+	case "apiserver":
+		fs.api()
+	case "coordinator":
+		fs.clickhouse().shards().coordinator().metrics("127.0.0.1:9464")
+		fs.BoolVar(&fs.opts.WithSink, "sink", true, "also run the ClickHouse sink in this process")
+	case "agent":
+		fs.shards().agent().metrics("127.0.0.1:9465")
+	}
+	fs.StringVar(&fs.opts.Name, "name", "", "consumer name of this replica in its consumer groups (default: hostname-pid)")
+	return fs
+}
+
+// runRole runs one role (or all of them) until ctx is done or SIGINT or
+// SIGTERM arrives, then stops every part gracefully.
+func runRole(ctx context.Context, role string, args []string, stderr io.Writer) error {
+	fs := roleFlags(role)
+	fs.SetOutput(stderr)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	o := fs.opts
+	logger, err := newLogger(o.LogLevel, stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = logger.Sync() }()
+	logger = logger.With(zap.String("role", role))
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Every blocking stream read holds a connection: the agent's, the
+	// projector's two, the coordinator's, the sink's.
+	rdb, err := openRedis(ctx, o.RedisURL, 64)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+
+	var conn driver.Conn
+	if role == "all" || role == "coordinator" {
+		conn, err = openSchema(ctx, o.ClickHouseDSN, logger)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+	}
+
+	gr := newGroup(ctx)
+	if role == "all" || role == "apiserver" {
+		api, err := apiserver.New(apiserver.Config{Listen: o.Listen, RenewalWindow: o.RenewalWindow}, rdb, logger)
+		if err != nil {
+			return err
+		}
+		gr.add(api.Run)
+		proj, err := projector.New(projector.Config{Consumer: o.Name}, rdb, logger)
+		if err != nil {
+			return err
+		}
+		gr.add(proj.Run)
+	}
+	if role == "all" || role == "coordinator" {
+		co, err := coordinator.New(coordinator.Config{Name: o.Name, Interval: o.ScanInterval, Shards: o.Shards}, rdb, logger)
+		if err != nil {
+			return err
+		}
+		gr.add(co.Run)
+	}
+	if role == "all" || (role == "coordinator" && o.WithSink) {
+		sk, err := sink.New(sink.Config{Consumer: o.Name}, rdb, conn, logger)
+		if err != nil {
+			return err
+		}
+		gr.add(sk.Run)
+	}
+	if role == "all" || role == "agent" {
+		scfg, err := scannerConfig(o)
+		if err != nil {
+			return err
+		}
+		ag, err := agent.New(agent.Config{Region: o.Region, Name: o.Name, Shards: o.Shards, Scanner: scfg}, rdb, logger)
+		if err != nil {
+			return err
+		}
+		gr.add(ag.Run)
+	}
+	if o.MetricsListen != "" {
+		gr.addHTTP(o.MetricsListen, metricsHandler(), logger)
+	}
+	logger.Info("started")
+	err = gr.run()
+	logger.Info("stopped", zap.Error(err))
+	return err
+}
+
+// openSchema connects to ClickHouse, creating the database if missing, and
+// applies the migrations every role that writes history needs.
+func openSchema(ctx context.Context, dsn string, logger *zap.Logger) (driver.Conn, error) {
+	conn, err := schema.Open(ctx, dsn, logger)
+	if err != nil {
+		return nil, err
+	}
+	if err := schema.Migrate(ctx, conn, logger); err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+func scannerConfig(o *options) (agent.ScannerConfig, error) {
+	var cidrs []string
+	for _, c := range strings.Split(o.AllowTargets, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			cidrs = append(cidrs, c)
+		}
+	}
+	allow, err := guard.ParseAllow(cidrs)
+	if err != nil {
+		return agent.ScannerConfig{}, fmt.Errorf("--allow-targets: %w", err)
+	}
+	var roots []byte
+	if o.ExtraRoots != "" {
+		roots, err = os.ReadFile(o.ExtraRoots)
+		if err != nil {
+			return agent.ScannerConfig{}, fmt.Errorf("--extra-roots: %w", err)
+		}
+	}
+	return agent.ScannerConfig{
+		Resolver:                o.Resolver,
+		ExtraRootsPEM:           roots,
+		Allow:                   allow,
+		MaxConcurrentHandshakes: o.Concurrency,
+	}, nil
+}
+
+func runMigrate(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlagSet("migrate").clickhouse()
+	fs.SetOutput(stderr)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	logger, err := newLogger(fs.opts.LogLevel, stderr)
+	if err != nil {
+		return err
+	}
+	conn, err := openSchema(ctx, fs.opts.ClickHouseDSN, logger)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}
+
+func runRebuild(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlagSet("views rebuild").redis().clickhouse()
+	fs.SetOutput(stderr)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	logger, err := newLogger(fs.opts.LogLevel, stderr)
+	if err != nil {
+		return err
+	}
+	conn, err := openSchema(ctx, fs.opts.ClickHouseDSN, logger)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rdb, err := openRedis(ctx, fs.opts.RedisURL, 0)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	return projector.Rebuild(ctx, rdb, func(ctx context.Context, fn func(e events.Envelope) error) error {
+		return schema.ReplayEvents(ctx, conn, fn)
+	}, logger)
+}
