@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"time"
 
@@ -197,18 +196,5 @@ func jobFields(id, raw string, dueMS int64) ([]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	values, err := env.StreamValues()
-	if err != nil {
-		return nil, err
-	}
-	names := make([]string, 0, len(values))
-	for k := range values {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	fields := make([]any, 0, 2*len(values))
-	for _, k := range names {
-		fields = append(fields, k, values[k])
-	}
-	return fields, nil
+	return env.StreamFields()
 }
