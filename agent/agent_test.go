@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -235,15 +234,7 @@ func TestAgentShutdown(t *testing.T) {
 			ctx := context.Background()
 			rdb := testenv.Redis(t).Client(t)
 			// A server that never answers keeps the job in its handshake.
-			silent, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			serve(t, silent, func(c net.Conn) {
-				defer c.Close()
-				_, _ = io.Copy(io.Discard, c)
-			})
-			_, p, _ := net.SplitHostPort(silent.Addr().String())
+			_, p, _ := net.SplitHostPort(silentServer(t))
 			port, _ := strconv.Atoi(p)
 
 			a, err := New(Config{

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
 	"strconv"
@@ -299,4 +300,20 @@ func startDNS(t testing.TB, zone dnsZone) string {
 		<-done
 	})
 	return pc.LocalAddr().String()
+}
+
+// silentServer listens on 127.0.0.1 and takes every connection without ever
+// answering, so a handshake with it waits until its deadline; it returns
+// the listener's address.
+func silentServer(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, l, func(c net.Conn) {
+		defer c.Close()
+		_, _ = io.Copy(io.Discard, c)
+	})
+	return l.Addr().String()
 }

@@ -49,15 +49,7 @@ func TestScan(t *testing.T) {
 	selfAddr := listenTLS(t, "127.0.0.1:0", selfSigned(t, "self.example.test"))
 	ipAddr := listenTLS(t, "127.0.0.1:0", root.issue(t, []string{"127.0.0.1"}, now.Add(-day), now.Add(day)))
 
-	// A server that takes the connection and never answers.
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	serve(t, silent, func(c net.Conn) {
-		defer c.Close()
-		_, _ = io.Copy(io.Discard, c)
-	})
+	silentAddr := silentServer(t)
 	// A server that refuses every handshake with an alert.
 	alerting, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -146,7 +138,7 @@ func TestScan(t *testing.T) {
 		{name: "ip literal", host: "127.0.0.1", port: port(ipAddr), want: []want{okValid("127.0.0.1")}},
 		{name: "refused", host: "refused.example.test", port: freePort(t),
 			want: []want{{"127.0.0.1", events.OutcomeConnectionRefused, "", false, false, false}}},
-		{name: "never answers", host: "silent.example.test", port: port(silent.Addr().String()),
+		{name: "never answers", host: "silent.example.test", port: port(silentAddr),
 			want: []want{{"127.0.0.1", events.OutcomeTimeout, "handshake", false, false, false}}},
 		{name: "alert", host: "alert.example.test", port: port(alerting.Addr().String()),
 			want: []want{{"127.0.0.1", events.OutcomeHandshakeError, "internal-error", false, false, false}}},
@@ -236,15 +228,7 @@ func TestScan(t *testing.T) {
 // The concurrency bound is shared by every Scan of a Scanner: with one
 // slot and one server that never answers, a second scan waits for the first.
 func TestScanConcurrencyBound(t *testing.T) {
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	serve(t, silent, func(c net.Conn) {
-		defer c.Close()
-		_, _ = io.Copy(io.Discard, c)
-	})
-	_, p, _ := net.SplitHostPort(silent.Addr().String())
+	_, p, _ := net.SplitHostPort(silentServer(t))
 	port, _ := strconv.Atoi(p)
 	s, err := NewScanner(ScannerConfig{Resolver: "127.0.0.1:53", Allow: loopbackAllow(t),
 		HandshakeTimeout: 200 * time.Millisecond, MaxConcurrentHandshakes: 1}, testenv.Logger(t))

@@ -73,45 +73,31 @@ type ExpEntry struct {
 	EventID string `json:"event_id"`
 }
 
-// Config configures the projector.
+// Config configures the projector. Count, Block and ClaimIdle tune the
+// reads as in events.BatchConfig, whose defaults and checks apply to them.
 type Config struct {
 	// Consumer names this replica in the "projector" group; unique per
 	// process. Required.
 	Consumer string
-	// Count is the most entries read per stream at a time. Default 500.
+	// Count is the most entries read per stream at a time.
 	Count int
-	// Block is how long a read waits for new entries. Default 1s.
+	// Block is how long a read waits for new entries.
 	Block time.Duration
 	// ClaimIdle is how long an entry may stay pending with a crashed
-	// replica before another claims it. Default 30s.
+	// replica before another claims it.
 	ClaimIdle time.Duration
 }
 
-func (c *Config) setDefaults() {
-	if c.Count == 0 {
-		c.Count = 500
+// batchConfig is the read configuration of the projector's consumer.
+func (c Config) batchConfig() events.BatchConfig {
+	return events.BatchConfig{
+		Streams:   []string{events.StreamEvents, events.StreamResults},
+		Group:     Group,
+		Consumer:  c.Consumer,
+		Count:     c.Count,
+		Block:     c.Block,
+		ClaimIdle: c.ClaimIdle,
 	}
-	if c.Block == 0 {
-		c.Block = time.Second
-	}
-	if c.ClaimIdle == 0 {
-		c.ClaimIdle = 30 * time.Second
-	}
-}
-
-// Validate reports every problem of the configuration.
-func (c *Config) Validate() error {
-	var errs []error
-	if c.Consumer == "" {
-		errs = append(errs, errors.New("consumer is required"))
-	}
-	if c.Count < 0 {
-		errs = append(errs, fmt.Errorf("count must not be negative, got %d", c.Count))
-	}
-	if c.Block < time.Millisecond {
-		errs = append(errs, fmt.Errorf("block must be at least 1ms, got %s", c.Block))
-	}
-	return errors.Join(errs...)
 }
 
 // Projector applies events to the views.
@@ -123,9 +109,8 @@ type Projector struct {
 
 // New returns a projector reading and writing through rdb.
 func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Projector, error) {
-	cfg.setDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("projector config: %w", err)
+	if cfg.Consumer == "" {
+		return nil, errors.New("projector config: consumer is required")
 	}
 	if rdb == nil {
 		return nil, errors.New("projector: redis client is nil")
@@ -137,14 +122,7 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Projector,
 // ctx is done, acknowledging entries only after the view was written.
 func (p *Projector) Run(ctx context.Context) error {
 	p.logger.Info("projector started", zap.String("consumer", p.cfg.Consumer))
-	err := events.ConsumeBatches(ctx, p.rdb, events.BatchConfig{
-		Streams:   []string{events.StreamEvents, events.StreamResults},
-		Group:     Group,
-		Consumer:  p.cfg.Consumer,
-		Count:     p.cfg.Count,
-		Block:     p.cfg.Block,
-		ClaimIdle: p.cfg.ClaimIdle,
-	}, func(ctx context.Context, batch []events.Entry) error {
+	err := events.ConsumeBatches(ctx, p.rdb, p.cfg.batchConfig(), func(ctx context.Context, batch []events.Entry) error {
 		evs := make([]events.Envelope, len(batch))
 		for i, e := range batch {
 			evs[i] = e.Event

@@ -3,6 +3,8 @@ package main
 import (
 	"flag"
 	"fmt"
+	"go.uber.org/zap"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -88,8 +90,18 @@ func (f *flagSet) coordinator() *flagSet {
 }
 
 // parse applies CERTFLEET_<NAME> environment variables, then the command
-// line, so a flag given on the command line wins over the environment.
-func (f *flagSet) parse(args []string) error {
+// line, so a flag given on the command line wins over the environment, and
+// returns the logger that --log-level asks for, writing to stderr (where
+// usage and flag errors go too).
+func (f *flagSet) parse(args []string, stderr io.Writer) (*zap.Logger, error) {
+	f.SetOutput(stderr)
+	if err := f.parseArgs(args); err != nil {
+		return nil, err
+	}
+	return newLogger(f.opts.LogLevel, stderr)
+}
+
+func (f *flagSet) parseArgs(args []string) error {
 	var errs []string
 	f.VisitAll(func(fl *flag.Flag) {
 		env := "CERTFLEET_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))

@@ -24,11 +24,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&o.LabDNS, "dns-listen", "127.0.0.1:0", "address of the lab's DNS server (UDP and TCP)")
 	fs.StringVar(&o.LabZone, "zone", "lab.certfleet.test.", "DNS zone of the lab's names")
 	fs.StringVar(&o.WriteEnv, "write-env", "", "also write the agent's settings as CERTFLEET_* lines to this file (roots go beside it)")
-	fs.SetOutput(stderr)
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	logger, err := newLogger(o.LogLevel, stderr)
+	logger, err := fs.parse(args, stderr)
 	if err != nil {
 		return err
 	}

@@ -41,15 +41,11 @@ func roleFlags(role string) *flagSet {
 // SIGTERM arrives, then stops every part gracefully.
 func runRole(ctx context.Context, role string, args []string, stderr io.Writer) error {
 	fs := roleFlags(role)
-	fs.SetOutput(stderr)
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	o := fs.opts
-	logger, err := newLogger(o.LogLevel, stderr)
+	logger, err := fs.parse(args, stderr)
 	if err != nil {
 		return err
 	}
+	o := fs.opts
 	defer func() { _ = logger.Sync() }()
 	logger = logger.With(zap.String("role", role))
 
@@ -161,11 +157,7 @@ func scannerConfig(o *options) (agent.ScannerConfig, error) {
 
 func runMigrate(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlagSet("migrate").clickhouse()
-	fs.SetOutput(stderr)
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	logger, err := newLogger(fs.opts.LogLevel, stderr)
+	logger, err := fs.parse(args, stderr)
 	if err != nil {
 		return err
 	}
@@ -178,11 +170,7 @@ func runMigrate(ctx context.Context, args []string, stderr io.Writer) error {
 
 func runRebuild(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlagSet("views rebuild").redis().clickhouse()
-	fs.SetOutput(stderr)
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	logger, err := newLogger(fs.opts.LogLevel, stderr)
+	logger, err := fs.parse(args, stderr)
 	if err != nil {
 		return err
 	}
