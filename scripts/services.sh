@@ -68,18 +68,44 @@ R_DIR=$DATA/redis
 R_PID=$R_DIR/redis.pid
 R_LOG=$R_DIR/redis.log
 
+# running NAME PIDFILE WORD VAR PING: true when NAME runs from an earlier
+# start (on the port it was started on, which must still be the one VAR
+# asks for, and answering PING); false, with a stale pid file gone, when not.
+running() {
+	local name=$1 pidfile=$2 word=$3 var=$4 ping=$5 port
+	if ! alive "$pidfile" "$word"; then
+		rm -f "$pidfile"
+		return 1
+	fi
+	port=$(cat "$(dirname "$pidfile")/port")
+	check_port "$name" "$var" "$port"
+	"$ping" "$port" || die "$word (pid $(cat "$pidfile")) runs but does not answer on port $port"
+	say "$word already running on 127.0.0.1:$port"
+}
+
+# await NAME PIDFILE WORD PING PORT SECONDS LOG...: wait until PING answers on
+# PORT; stop with the LOGs' tails when the server exits or SECONDS pass.
+await() {
+	local name=$1 pidfile=$2 word=$3 ping=$4 port=$5 secs=$6 i
+	shift 6
+	for ((i = 0; i < secs * 10; i++)); do
+		"$ping" "$port" && return 0
+		# redis-server --daemonize writes its pid file a moment after start.
+		if [ "$i" -gt 5 ] && ! alive "$pidfile" "$word"; then
+			tail_log "$@"
+			die "$name exited during start"
+		fi
+		sleep 0.1
+	done
+	tail_log "$@"
+	die "$name does not answer on port $port after ${secs}s"
+}
+
 redis_ping() { [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]; }
 
 redis_start() {
-	local port server pid i
-	if alive "$R_PID" redis-server; then
-		port=$(cat "$R_DIR/port")
-		check_port Redis CERTFLEET_REDIS_PORT "$port"
-		redis_ping "$port" || die "redis-server (pid $(cat "$R_PID")) runs but does not answer on port $port; see $(rel "$R_LOG")"
-		say "redis already running on 127.0.0.1:$port"
-		return
-	fi
-	rm -f "$R_PID"
+	local port server
+	running Redis "$R_PID" redis-server CERTFLEET_REDIS_PORT redis_ping && return
 	server=$(bin redis-server)
 	bin redis-cli >/dev/null
 	port=$(pick_port Redis CERTFLEET_REDIS_PORT 6379)
@@ -90,20 +116,8 @@ redis_start() {
 		--daemonize yes --pidfile "$R_PID" --logfile "$R_LOG" \
 		--appendonly yes --save "" >/dev/null ||
 		{ tail_log "$R_LOG"; die "redis-server did not start"; }
-	for ((i = 0; i < 100; i++)); do
-		redis_ping "$port" && break
-		if [ "$i" -gt 5 ] && ! alive "$R_PID" redis-server; then
-			tail_log "$R_LOG"
-			die "redis-server exited during start"
-		fi
-		sleep 0.1
-	done
-	if ! redis_ping "$port"; then
-		tail_log "$R_LOG"
-		die "redis-server does not answer on port $port after 10s"
-	fi
-	pid=$(cat "$R_PID")
-	say "redis started on 127.0.0.1:$port (pid $pid, log $(rel "$R_LOG"))"
+	await redis-server "$R_PID" redis-server redis_ping "$port" 10 "$R_LOG"
+	say "redis started on 127.0.0.1:$port (pid $(cat "$R_PID"), log $(rel "$R_LOG"))"
 }
 
 # ---- ClickHouse
@@ -116,15 +130,8 @@ C_ERR=$C_DIR/clickhouse-server.err.log
 ch_ping() { clickhouse-client --host 127.0.0.1 --port "$1" -q 'SELECT 1' >/dev/null 2>&1; }
 
 ch_start() {
-	local port server f i pid esc
-	if alive "$C_PID" clickhouse; then
-		port=$(cat "$C_DIR/port")
-		check_port ClickHouse CERTFLEET_CLICKHOUSE_PORT "$port"
-		ch_ping "$port" || die "clickhouse-server (pid $(cat "$C_PID")) runs but does not answer on port $port; see $(rel "$C_ERR")"
-		say "clickhouse already running on 127.0.0.1:$port"
-		return
-	fi
-	rm -f "$C_PID"
+	local port server f esc
+	running ClickHouse "$C_PID" clickhouse CERTFLEET_CLICKHOUSE_PORT ch_ping && return
 	server=$(bin clickhouse-server)
 	bin clickhouse-client >/dev/null
 	port=$(pick_port ClickHouse CERTFLEET_CLICKHOUSE_PORT 9000)
@@ -141,20 +148,8 @@ ch_start() {
 	# (18.16 writes --pid-file only with --daemon, so the pid file is ours.)
 	setsid "$server" --config-file="$C_DIR/config.xml" \
 		</dev/null >"$C_DIR/stdout.log" 2>&1 &
-	pid=$!
-	echo "$pid" >"$C_PID"
-	for ((i = 0; i < 120; i++)); do
-		ch_ping "$port" && break
-		if ! kill -0 "$pid" 2>/dev/null; then
-			tail_log "$C_DIR/stdout.log" "$C_ERR"
-			die "clickhouse-server exited during start"
-		fi
-		sleep 0.5
-	done
-	if ! ch_ping "$port"; then
-		tail_log "$C_DIR/stdout.log" "$C_ERR"
-		die "clickhouse-server does not answer on port $port after 60s"
-	fi
+	echo "$!" >"$C_PID"
+	await clickhouse-server "$C_PID" clickhouse ch_ping "$port" 60 "$C_DIR/stdout.log" "$C_ERR"
 	say "clickhouse started on 127.0.0.1:$port (pid $(cat "$C_PID"), log $(rel "$C_LOG"))"
 }
 
