@@ -2,7 +2,7 @@
 # `go tool task bench`: the agent and sink benchmarks, then how each measured
 # path compares with its baseline.
 #
-#   scripts/bench.sh [packages...]      (default ./agent/ ./coordinator/sink/)
+#   scripts/bench.sh [packages...]      (default ./agent/ ./coordinator/sink/ ./apiserver/projector/)
 #   BENCHTIME=5s scripts/bench.sh       (default 3s per benchmark)
 #
 # A benchmark's baseline is its sibling sub-benchmark named "baseline"
@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .data
 out=.data/bench.txt
-[ $# -gt 0 ] || set -- ./agent/ ./coordinator/sink/
+[ $# -gt 0 ] || set -- ./agent/ ./coordinator/sink/ ./apiserver/projector/
 
 go test -run '^$' -bench . -benchmem -benchtime "${BENCHTIME:-3s}" -count 1 "$@" | tee "$out"
 
