@@ -30,6 +30,7 @@ STATE=$DATA/run
 RUN_PID=$STATE/run.pid
 LAB_PIDFILE=$STATE/lab.pid
 APP_PIDFILE=$STATE/certfleet.pid
+AGENT_PIDFILE=$STATE/agent.pid
 LAB_ENV=$DATA/lab.env
 KEY_FILE=$DATA/api_key
 EMAIL=demo@example.com
@@ -37,7 +38,7 @@ EMAIL=demo@example.com
 # stop_ours: ends a lab and a certfleet that an earlier run left behind.
 stop_ours() {
 	local f
-	for f in "$APP_PIDFILE" "$LAB_PIDFILE"; do
+	for f in "$APP_PIDFILE" "$AGENT_PIDFILE" "$LAB_PIDFILE"; do
 		if alive "$f" "$BIN"; then
 			say "stopping $(basename "$f" .pid) (pid $(cat "$f")) left by an earlier run"
 			stop_pid "$(basename "$f" .pid)" "$(cat "$f")" 20
@@ -94,24 +95,25 @@ mkdir -p "$LOGS" "$STATE"
 echo $$ >"$RUN_PID"
 LAB_PID=
 APP_PID=
+AGENT_PID=
 TICK=
+# stop_child NAME PID: TERM, then KILL after 20s, and reap it.
+stop_child() {
+	[ -n "$2" ] || return 0
+	say "stopping $1 (pid $2)"
+	stop_pid "$1" "$2" 20
+	wait "$2" 2>/dev/null || true
+}
 cleanup() {
 	local code=$?
 	trap '' INT TERM
 	trap - EXIT
 	[ -n "$TICK" ] && kill "$TICK" 2>/dev/null
-	if [ -n "$APP_PID" ]; then
-		echo
-		say "stopping certfleet (pid $APP_PID)"
-		stop_pid certfleet "$APP_PID" 20
-		wait "$APP_PID" 2>/dev/null || true
-	fi
-	if [ -n "$LAB_PID" ]; then
-		say "stopping the lab (pid $LAB_PID)"
-		stop_pid lab "$LAB_PID" 10
-		wait "$LAB_PID" 2>/dev/null || true
-	fi
-	rm -f "$APP_PIDFILE" "$LAB_PIDFILE" "$RUN_PID"
+	echo
+	stop_child certfleet "$APP_PID"
+	stop_child "the second agent" "$AGENT_PID"
+	stop_child "the lab" "$LAB_PID"
+	rm -f "$APP_PIDFILE" "$AGENT_PIDFILE" "$LAB_PIDFILE" "$RUN_PID"
 	say "Redis and ClickHouse keep running; stop them with 'go tool task services:stop'"
 	exit "$code"
 }
@@ -156,7 +158,9 @@ done <"$LAB_ENV"
 read -r -a DOMAINS <<<"${CERTFLEET_LAB_DOMAINS:-}"
 [ "${#DOMAINS[@]}" -gt 0 ] || die "CERTFLEET_LAB_DOMAINS in $(rel "$LAB_ENV") is empty"
 
-setsid "$BIN" all </dev/null >"$LOGS/certfleet.log" 2>&1 &
+# Two regions on one machine: `all` scans as region-a, a second agent as
+# region-b, so every result shows up once per region.
+setsid "$BIN" all --region region-a </dev/null >"$LOGS/certfleet.log" 2>&1 &
 APP_PID=$!
 echo "$APP_PID" >"$APP_PIDFILE"
 say "certfleet starting (pid $APP_PID, log $(rel "$LOGS/certfleet.log"))"
@@ -172,6 +176,16 @@ curl -fs -m 2 -o /dev/null "$BASE/healthz" || {
 	tail_log "$LOGS/certfleet.log"
 	die "certfleet did not answer $BASE/healthz in 90s"
 }
+
+AGENT_METRICS=127.0.0.1:9465
+if listening 9465; then
+	warn "port 9465 is taken by $(holder 9465); the second agent serves no /metrics"
+	AGENT_METRICS=
+fi
+setsid "$BIN" agent --region region-b --metrics-listen "$AGENT_METRICS" </dev/null >"$LOGS/agent.log" 2>&1 &
+AGENT_PID=$!
+echo "$AGENT_PID" >"$AGENT_PIDFILE"
+say "second agent starting in region-b (pid $AGENT_PID, log $(rel "$LOGS/agent.log"))"
 
 # field NAME: the string or literal value of key NAME in the JSON on stdin
 # (of its last occurrence: callers pass JSON where NAME occurs once).
@@ -213,10 +227,13 @@ say "waiting for the first scans (up to 60s)..."
 for ((i = 0; i < 60; i++)); do
 	done_all=1
 	for d in "${DOMAINS[@]}"; do
-		expiration "$d" | grep -q '"ip"' || { done_all=0; break; }
+		resp=$(expiration "$d")
+		grep -q '"region":"region-a"' <<<"$resp" && grep -q '"region":"region-b"' <<<"$resp" ||
+			{ done_all=0; break; }
 	done
 	[ "$done_all" = 1 ] && break
 	kill -0 "$APP_PID" 2>/dev/null || { tail_log "$LOGS/certfleet.log"; die "certfleet exited"; }
+	kill -0 "$AGENT_PID" 2>/dev/null || { tail_log "$LOGS/agent.log"; die "the second agent exited"; }
 	sleep 1
 done
 printf '\n%-44s %7s %6s %8s %8s\n' domain results found renewal expired
@@ -234,9 +251,9 @@ cat <<EOF
 certfleet is running: API $API
   one domain:  curl -s '$API/servers/expiration/${DOMAINS[0]}?api_key=$key'
   add another: curl -s -H 'Content-Type: application/json' -d '{"api_key":"$key","domain":"example.org"}' $API/servers/add
-  metrics:     $BASE/metrics
+  metrics:     $BASE/metrics${AGENT_METRICS:+  http://$AGENT_METRICS/metrics (region-b agent)}
   api key:     $key (in $(rel "$KEY_FILE"), account $EMAIL)
-  logs:        $(rel "$LOGS")/certfleet.log  $(rel "$LOGS")/lab.log
+  logs:        $(rel "$LOGS")/certfleet.log  $(rel "$LOGS")/agent.log  $(rel "$LOGS")/lab.log
                .data/redis/redis.log  .data/clickhouse/clickhouse-server.log
 Ctrl-C stops certfleet and the lab ('go tool task run:stop' from elsewhere).
 EOF
@@ -254,6 +271,12 @@ while :; do
 		APP_PID=
 		tail_log "$LOGS/certfleet.log"
 		die "certfleet exited (status $code)"
+	fi
+	if ! kill -0 "$AGENT_PID" 2>/dev/null; then
+		wait "$AGENT_PID" && code=0 || code=$?
+		AGENT_PID=
+		tail_log "$LOGS/agent.log"
+		die "the second agent exited (status $code)"
 	fi
 	if ! kill -0 "$LAB_PID" 2>/dev/null; then
 		wait "$LAB_PID" && code=0 || code=$?

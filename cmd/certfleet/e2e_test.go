@@ -81,10 +81,11 @@ func TestEndToEnd(t *testing.T) {
 		"--resolver", fleet.ResolverAddr(), "--extra-roots", rootsPath,
 		"--allow-targets", strings.Join(fleet.AllowTargets(), ","),
 	}
+	// The agent takes the default consumer name (hostname-pid).
 	procs := map[string][]string{
 		"all (eu-west)": append([]string{"all", "--region", "eu-west", "--name", "e2e-1",
 			"--clickhouse-dsn", ch.DSN, "--listen", listen}, common...),
-		"agent (us-east)": append([]string{"agent", "--region", "us-east", "--name", "e2e-2",
+		"agent (us-east)": append([]string{"agent", "--region", "us-east",
 			"--metrics-listen", ""}, common...),
 	}
 	var wg sync.WaitGroup

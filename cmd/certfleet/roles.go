@@ -46,6 +46,9 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		return err
 	}
 	o := fs.opts
+	if o.Name == "" {
+		o.Name = defaultName()
+	}
 	defer func() { _ = logger.Sync() }()
 	logger = logger.With(zap.String("role", role))
 
@@ -187,4 +190,14 @@ func runRebuild(ctx context.Context, args []string, stderr io.Writer) error {
 	return projector.Rebuild(ctx, rdb, func(ctx context.Context, fn func(e events.Envelope) error) error {
 		return schema.ReplayEvents(ctx, conn, fn)
 	}, logger)
+}
+
+// defaultName is a replica's consumer name when --name is not given:
+// hostname-pid, unique among the processes of a fleet.
+func defaultName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "certfleet"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
