@@ -158,21 +158,33 @@ func scannerConfig(o *options) (agent.ScannerConfig, error) {
 	}, nil
 }
 
+// runMigrate applies the ClickHouse migrations; runRebuild also replays the
+// event store into the views in Redis.
 func runMigrate(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlagSet("migrate").clickhouse()
-	logger, err := fs.parse(args, stderr)
-	if err != nil {
-		return err
-	}
-	conn, err := openSchema(ctx, fs.opts.ClickHouseDSN, logger)
-	if err != nil {
-		return err
-	}
-	return conn.Close()
+	return runSchemaTool(ctx, "migrate", args, stderr, nil)
 }
 
 func runRebuild(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlagSet("views rebuild").redis().clickhouse()
+	return runSchemaTool(ctx, "views rebuild", args, stderr, func(ctx context.Context, o *options, conn driver.Conn, logger *zap.Logger) error {
+		rdb, err := openRedis(ctx, o.RedisURL, 0)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		return projector.Rebuild(ctx, rdb, func(ctx context.Context, fn func(e events.Envelope) error) error {
+			return schema.ReplayEvents(ctx, conn, fn)
+		}, logger)
+	})
+}
+
+// runSchemaTool opens ClickHouse (applying migrations) and then runs then,
+// if given, with the Redis flags parsed too.
+func runSchemaTool(ctx context.Context, name string, args []string, stderr io.Writer,
+	then func(context.Context, *options, driver.Conn, *zap.Logger) error) error {
+	fs := newFlagSet(name).clickhouse()
+	if then != nil {
+		fs.redis()
+	}
 	logger, err := fs.parse(args, stderr)
 	if err != nil {
 		return err
@@ -182,14 +194,10 @@ func runRebuild(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer conn.Close()
-	rdb, err := openRedis(ctx, fs.opts.RedisURL, 0)
-	if err != nil {
-		return err
+	if then == nil {
+		return nil
 	}
-	defer rdb.Close()
-	return projector.Rebuild(ctx, rdb, func(ctx context.Context, fn func(e events.Envelope) error) error {
-		return schema.ReplayEvents(ctx, conn, fn)
-	}, logger)
+	return then(ctx, fs.opts, conn, logger)
 }
 
 // defaultName is a replica's consumer name when --name is not given:
