@@ -127,6 +127,21 @@ type IPResult struct {
 
 	ConnectMS   int64 `json:"connect_ms"`
 	HandshakeMS int64 `json:"handshake_ms"`
+
+	// HTTP facts from one HEAD / sent over the same TLS connection (HTTP/2
+	// when ALPN chose h2). HTTPStatus is 0 when the port did not answer
+	// HTTP; then the HSTS fields say nothing.
+	HTTPStatus int `json:"http_status,omitempty"`
+	// HSTSMaxAge is the max-age of a valid Strict-Transport-Security
+	// header, in seconds; 0 when there was none (or max-age=0).
+	HSTSMaxAge            int64 `json:"hsts_max_age,omitempty"`
+	HSTSIncludeSubdomains bool  `json:"hsts_include_subdomains,omitempty"`
+
+	// LegacyTLSChecked tells a second handshake offering only TLS 1.0 and
+	// 1.1 was tried; LegacyTLS lists the version it agreed on, if any
+	// ("TLS 1.1"): a server still accepting deprecated protocols.
+	LegacyTLSChecked bool     `json:"legacy_tls_checked,omitempty"`
+	LegacyTLS        []string `json:"legacy_tls,omitempty"`
 }
 
 // Outcome classifies how a scan of one IP ended. It is a fixed vocabulary:

@@ -53,24 +53,16 @@ var eventsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 	Help: "Events the projector consumed, by event name.",
 }, []string{"name"})
 
-// ExpEntry is the latest result of one IP of a domain seen from one region.
+// ExpEntry is the latest result of one IP of a domain seen from one region:
+// everything the scan recorded for the IP, and where and when it was seen.
 type ExpEntry struct {
-	IP               string         `json:"ip"`
-	Region           string         `json:"region"`
-	Port             int            `json:"port"`
-	Outcome          events.Outcome `json:"outcome"`
-	Detail           string         `json:"detail,omitempty"`
-	CertificateFound bool           `json:"certificate_found"`
-	LeafSHA256       string         `json:"leaf_sha256,omitempty"`
-	NotAfter         time.Time      `json:"not_after"`
-	Issuer           string         `json:"issuer,omitempty"`
-	ChainValid       bool           `json:"chain_valid"`
-	HostnameValid    bool           `json:"hostname_valid"`
-	TLSVersion       string         `json:"tls_version,omitempty"`
+	Region string `json:"region"`
+	Port   int    `json:"port"`
 	// ScannedAt is when the region's scan finished.
 	ScannedAt time.Time `json:"scanned_at"`
 	// EventID is the scan.completed event the entry came from.
 	EventID string `json:"event_id"`
+	events.IPResult
 }
 
 // Config configures the projector. Count, Block and ClaimIdle tune the
@@ -232,20 +224,11 @@ func plan(e events.Envelope, logger *zap.Logger) *call {
 		args = append(args, p.Region, finished.UnixMilli(), e.EventID.String())
 		for _, r := range p.Results {
 			body, err := json.Marshal(ExpEntry{
-				IP:               r.IP,
-				Region:           p.Region,
-				Port:             p.Port,
-				Outcome:          r.Outcome,
-				Detail:           r.Detail,
-				CertificateFound: r.CertificateFound,
-				LeafSHA256:       r.LeafSHA256,
-				NotAfter:         r.NotAfter.UTC(),
-				Issuer:           r.Issuer,
-				ChainValid:       r.ChainValid,
-				HostnameValid:    r.HostnameValid,
-				TLSVersion:       r.TLSVersion,
-				ScannedAt:        finished.UTC(),
-				EventID:          e.EventID.String(),
+				Region:    p.Region,
+				Port:      p.Port,
+				ScannedAt: finished.UTC(),
+				EventID:   e.EventID.String(),
+				IPResult:  r,
 			})
 			if err != nil {
 				logger.Error("dropping scan event", zap.String("event_id", e.EventID.String()), zap.Error(err))
