@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/events"
 )
 
 var (
@@ -50,6 +51,17 @@ type Config struct {
 	// ShutdownTimeout is how long Run waits for requests in flight when
 	// ctx ends. Default 10s.
 	ShutdownTimeout time.Duration
+	// WarningDays and CriticalDays: a certificate expiring within this many
+	// days has status warning or critical (and critical caps the grade at
+	// B). Defaults 30 and 7.
+	WarningDays, CriticalDays int
+	// CheckTimeout is how long POST /api/v1/check waits for every active
+	// region's scan before answering 504. Default 30s.
+	CheckTimeout time.Duration
+	// Shards is the number of job shards, as the coordinators use; POST
+	// /api/v1/check finds a domain's schedule by it. Default
+	// events.DefaultShards.
+	Shards int
 }
 
 func (c *Config) setDefaults() {
@@ -68,6 +80,18 @@ func (c *Config) setDefaults() {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
+	if c.WarningDays == 0 {
+		c.WarningDays = 30
+	}
+	if c.CriticalDays == 0 {
+		c.CriticalDays = 7
+	}
+	if c.CheckTimeout == 0 {
+		c.CheckTimeout = 30 * time.Second
+	}
+	if c.Shards == 0 {
+		c.Shards = events.DefaultShards
+	}
 }
 
 // Validate reports every problem of the configuration.
@@ -84,6 +108,15 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout must not be negative, got %s", c.ShutdownTimeout))
+	}
+	if c.CriticalDays < 0 || c.WarningDays < c.CriticalDays {
+		errs = append(errs, fmt.Errorf("thresholds must satisfy 0 <= critical days <= warning days, got critical %d, warning %d", c.CriticalDays, c.WarningDays))
+	}
+	if c.CheckTimeout < 0 {
+		errs = append(errs, fmt.Errorf("check timeout must not be negative, got %s", c.CheckTimeout))
+	}
+	if c.Shards < 1 {
+		errs = append(errs, fmt.Errorf("shards must be at least 1, got %d", c.Shards))
 	}
 	return errors.Join(errs...)
 }

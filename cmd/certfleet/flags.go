@@ -23,6 +23,9 @@ type options struct {
 	AllowTargets  string
 	ScanInterval  time.Duration
 	RenewalWindow time.Duration
+	WarningDays   int
+	CriticalDays  int
+	CheckTimeout  time.Duration
 	Shards        int
 	Concurrency   int
 	LogLevel      string
@@ -62,6 +65,9 @@ func (f *flagSet) clickhouse() *flagSet {
 func (f *flagSet) api() *flagSet {
 	f.StringVar(&f.opts.Listen, "listen", "127.0.0.1:8080", "HTTP address of the API (also serves /metrics)")
 	f.DurationVar(&f.opts.RenewalWindow, "renewal-window", 28*24*time.Hour, "a certificate expiring within this window is renewal_due")
+	f.IntVar(&f.opts.WarningDays, "warning-days", 30, "a certificate expiring within this many days has status warning")
+	f.IntVar(&f.opts.CriticalDays, "critical-days", 7, "a certificate expiring within this many days has status critical and grade B at best")
+	f.DurationVar(&f.opts.CheckTimeout, "check-timeout", 30*time.Second, "how long POST /api/v1/check waits for every active region's scan")
 	return f
 }
 

@@ -26,7 +26,7 @@ func roleFlags(role string) *flagSet {
 	case "all":
 		fs.clickhouse().api().shards().agent().coordinator()
 	case "apiserver":
-		fs.api()
+		fs.api().shards()
 	case "coordinator":
 		fs.clickhouse().shards().coordinator().metrics("127.0.0.1:9464")
 		fs.BoolVar(&fs.opts.WithSink, "sink", true, "also run the ClickHouse sink in this process")
@@ -73,7 +73,10 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 
 	gr := newGroup(ctx)
 	if role == "all" || role == "apiserver" {
-		api, err := apiserver.New(apiserver.Config{Listen: o.Listen, RenewalWindow: o.RenewalWindow}, rdb, logger)
+		api, err := apiserver.New(apiserver.Config{
+			Listen: o.Listen, RenewalWindow: o.RenewalWindow,
+			WarningDays: o.WarningDays, CriticalDays: o.CriticalDays, CheckTimeout: o.CheckTimeout, Shards: o.Shards,
+		}, rdb, logger)
 		if err != nil {
 			return err
 		}
