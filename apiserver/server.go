@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/ratelimit"
 	"github.com/certfleet/certfleet/events"
 )
 
@@ -51,6 +52,11 @@ type Config struct {
 	// ShutdownTimeout is how long Run waits for requests in flight when
 	// ctx ends. Default 10s.
 	ShutdownTimeout time.Duration
+	// RateLimitGeneral, RateLimitCheck and RateLimitAPIKeys are requests a
+	// minute per API key, shared by every replica: general counts every
+	// v1 and KeyChest request, check POST /api/v1/check, apikeys POST
+	// /api/v1/api-keys. Defaults 100, 10 and 5.
+	RateLimitGeneral, RateLimitCheck, RateLimitAPIKeys int
 	// WarningDays and CriticalDays: a certificate expiring within this many
 	// days has status warning or critical (and critical caps the grade at
 	// B). Defaults 30 and 7.
@@ -79,6 +85,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.RateLimitGeneral == 0 {
+		c.RateLimitGeneral = 100
+	}
+	if c.RateLimitCheck == 0 {
+		c.RateLimitCheck = 10
+	}
+	if c.RateLimitAPIKeys == 0 {
+		c.RateLimitAPIKeys = 5
 	}
 	if c.WarningDays == 0 {
 		c.WarningDays = 30
@@ -109,6 +124,10 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout must not be negative, got %s", c.ShutdownTimeout))
 	}
+	if c.RateLimitGeneral < 0 || c.RateLimitCheck < 0 || c.RateLimitAPIKeys < 0 {
+		errs = append(errs, fmt.Errorf("rate limits must not be negative, got general %d, check %d, apikeys %d",
+			c.RateLimitGeneral, c.RateLimitCheck, c.RateLimitAPIKeys))
+	}
 	if c.CriticalDays < 0 || c.WarningDays < c.CriticalDays {
 		errs = append(errs, fmt.Errorf("thresholds must satisfy 0 <= critical days <= warning days, got critical %d, warning %d", c.CriticalDays, c.WarningDays))
 	}
@@ -127,6 +146,8 @@ type Server struct {
 	rdb      redis.UniversalClient
 	logger   *zap.Logger
 	accounts *accounts.Store
+	keyUsage *accounts.KeyUsage
+	limiter  *ratelimit.Limiter
 	engine   *gin.Engine
 }
 
@@ -144,12 +165,17 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Server, er
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, rdb: rdb, logger: logger, accounts: store}
+	limiter, err := ratelimit.New(rdb)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, rdb: rdb, logger: logger, accounts: store, keyUsage: store.NewKeyUsage(), limiter: limiter}
 	s.engine = s.routes()
 	return s, nil
 }
 
-// Handler returns the HTTP handler: /api/v1.0/..., /healthz and /metrics.
+// Handler returns the HTTP handler: /api/v1/..., /api/v1.0/..., /healthz
+// and /metrics.
 func (s *Server) Handler() http.Handler { return s.engine }
 
 func (s *Server) routes() *gin.Engine {
@@ -167,10 +193,11 @@ func (s *Server) routes() *gin.Engine {
 	r.GET("/metrics", gin.WrapH(promhttp.Handler()))
 
 	v1 := r.Group("/api/v1.0")
-	v1.GET("/access/claim/:email", s.claimGenerated)
-	v1.POST("/access/claim", s.claimOwn)
-	v1.POST("/servers/add", s.addServer)
-	v1.GET("/servers/expiration/:domain", s.expiration)
+	v1.GET("/access/claim/:email", s.limitByAddress(), s.claimGenerated)
+	v1.POST("/access/claim", s.limitByAddress(), s.claimOwn)
+	v1.POST("/servers/add", s.limitKeyChestKey(), s.addServer)
+	v1.GET("/servers/expiration/:domain", s.limitKeyChestKey(), s.expiration)
+	s.v1Routes(r)
 	return r
 }
 

@@ -1,0 +1,439 @@
+package accounts
+
+// API keys of the v1 REST API: "ssa_" keys with scopes, a label, an optional
+// expiry, revocable. They live in the same apikey:<hash> hashes as KeyChest
+// keys, with more fields:
+//
+//	apikey:<sha256 hex of key>   hash {tenant_id, key_id, scopes, created_at,
+//	                             label, prefix, source, expires_at (ms, absent
+//	                             = never), revoked_at (ms), last_used_at (ms)}
+//	tenant:<tenant_id>:apikeys   hash key_id -> sha256 hex of the key (live
+//	                             keys only; a revoked key leaves it)
+//
+// A revoked key's hash stays, marked revoked_at, so that a late last-used
+// write cannot bring it back and the hash of a key is never reused.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/events"
+)
+
+// Bearer key format: BearerPrefix then GeneratedKeyLen base62 characters
+// (190 random bits).
+const (
+	BearerPrefix = "ssa_"
+	// shownPrefixLen is how much of a key List shows: "ssa_" and 4 more.
+	shownPrefixLen = len(BearerPrefix) + 4
+	// MaxLabelLen caps a key's label, in characters.
+	MaxLabelLen = 100
+	// lastUsedEvery is how often at most one replica writes a key's
+	// last_used_at.
+	lastUsedEvery = time.Minute
+)
+
+// Scopes.
+const (
+	ScopeRead  = "read"
+	ScopeWrite = "write"
+)
+
+// SourceCLI is the Source of keys created by `certfleet apikey create`.
+const SourceCLI = "cli"
+
+// More errors a caller maps to HTTP statuses.
+var (
+	ErrUnknownKeyID = errors.New("API key not found")
+	ErrBadLabel     = fmt.Errorf("label must be 1 to %d characters", MaxLabelLen)
+	ErrBadScopes    = errors.New(`permissions must be a non-empty subset of ["read","write"]`)
+	ErrBadExpiry    = errors.New("expires_at must be in the future")
+)
+
+// Principal is who a request acts as: an account (tenant) through one key.
+type Principal struct {
+	TenantID string
+	KeyID    string
+	Scopes   []string
+
+	hash string // of the key, for KeyUsage
+}
+
+// Can tells whether the principal holds scope.
+func (p Principal) Can(scope string) bool { return slices.Contains(p.Scopes, scope) }
+
+// APIKey is a key as listed: never the secret, only its first characters.
+type APIKey struct {
+	ID         string
+	Label      string
+	Prefix     string
+	Scopes     []string
+	Source     string
+	CreatedAt  time.Time
+	ExpiresAt  *time.Time
+	LastUsedAt *time.Time
+}
+
+// NewKey is a key just created: the secret is in Key, and nowhere else.
+type NewKey struct {
+	APIKey
+	Key string
+}
+
+func apiKeysKey(tenantID string) string { return "tenant:" + tenantID + ":apikeys" }
+
+// KeyUsage writes keys' last_used_at without a write per request: at most
+// once every lastUsedEvery per key from each process holding one, so every
+// replica's list shows a time at most a minute (plus the lag of the
+// busiest replica) old.
+type KeyUsage struct {
+	store   *Store
+	mu      sync.Mutex
+	written map[string]time.Time // key hash -> time of this process's last write
+}
+
+// NewKeyUsage returns a recorder of last-used times writing through s.
+func (s *Store) NewKeyUsage() *KeyUsage {
+	return &KeyUsage{store: s, written: make(map[string]time.Time)}
+}
+
+// Seen records that p's key was used now; it writes to Redis only when
+// this process has not written the key's time within lastUsedEvery. A
+// failed write is logged: it only delays last_used_at.
+func (u *KeyUsage) Seen(ctx context.Context, p Principal) {
+	now := u.store.cfg.Now()
+	if p.hash == "" || !u.due(p.hash, now) {
+		return
+	}
+	// The hash exists (revocation keeps it), so this never creates a record.
+	if err := u.store.rdb.HSet(ctx, apiKeyKey(p.hash), "last_used_at", now.UnixMilli()).Err(); err != nil {
+		u.store.logger.Warn("write last used time failed", zap.String("key_id", p.KeyID), zap.Error(err))
+	}
+}
+
+// due tells whether hash's time should be written at now, and if so notes
+// it as written. Entries older than lastUsedEvery are dropped once the map
+// grows, so it holds about the keys used in the last minute.
+func (u *KeyUsage) due(hash string, now time.Time) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if t, ok := u.written[hash]; ok && now.Sub(t) < lastUsedEvery && !now.Before(t) {
+		return false
+	}
+	if len(u.written) >= 4096 {
+		for h, t := range u.written {
+			if now.Sub(t) >= lastUsedEvery {
+				delete(u.written, h)
+			}
+		}
+	}
+	u.written[hash] = now
+	return true
+}
+
+// AuthenticateBearer returns the principal of a bearer token, or
+// ErrUnknownKey for every refusal: malformed, unknown, expired or revoked.
+// Every refusal costs the same work (a hash and one HGETALL), so timing
+// does not tell them apart; the lookup is by SHA-256, so it leaks nothing
+// about other keys either.
+//
+// It does not record the use: see KeyUsage.
+func (s *Store) AuthenticateBearer(ctx context.Context, token string) (Principal, error) {
+	hash := HashKey(token)
+	rec, err := s.rdb.HGetAll(ctx, apiKeyKey(hash)).Result()
+	if err != nil {
+		return Principal{}, fmt.Errorf("look up api key: %w", err)
+	}
+	now := s.cfg.Now()
+	ok := strings.HasPrefix(token, BearerPrefix) && rec["tenant_id"] != "" && rec["revoked_at"] == ""
+	if exp := rec["expires_at"]; exp != "" {
+		ms, err := strconv.ParseInt(exp, 10, 64)
+		ok = ok && err == nil && now.UnixMilli() < ms
+	}
+	if !ok {
+		return Principal{}, ErrUnknownKey
+	}
+	return Principal{TenantID: rec["tenant_id"], KeyID: rec["key_id"], Scopes: splitScopes(rec["scopes"]), hash: hash}, nil
+}
+
+func splitScopes(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+// ParseScopes checks requested scopes: a non-empty subset of read and
+// write. It returns them in a fixed order without duplicates.
+func ParseScopes(scopes []string) ([]string, error) {
+	if len(scopes) == 0 {
+		return nil, ErrBadScopes
+	}
+	var out []string
+	for _, want := range []string{ScopeRead, ScopeWrite} {
+		if slices.Contains(scopes, want) {
+			out = append(out, want)
+		}
+	}
+	for _, sc := range scopes {
+		if sc != ScopeRead && sc != ScopeWrite {
+			return nil, ErrBadScopes
+		}
+	}
+	return out, nil
+}
+
+// ensureAccountScript creates an account unless it exists.
+//
+// KEYS: account:<tenant>, events stream.
+// ARGV: email, now ms, maxlen, then the event's fields. Returns 1 when
+// created.
+var ensureAccountScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'email', ARGV[1], 'created_at', ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
+return 1
+`)
+
+// EnsureAccount returns the account id of email, creating the account
+// (and its account.created event) if needed: the operator's way in.
+func (s *Store) EnsureAccount(ctx context.Context, email string) (string, error) {
+	email, err := ParseEmail(email)
+	if err != nil {
+		return "", err
+	}
+	tenantID := events.TenantID(email)
+	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
+	ev, err := events.New(events.AccountCreated, tenantID, tenantID, events.AccountCreatedV1{Email: email})
+	if err != nil {
+		return "", err
+	}
+	ev.OccurredAt = now
+	fields, err := ev.StreamFields()
+	if err != nil {
+		return "", err
+	}
+	args := append([]any{email, now.UnixMilli(), s.cfg.MaxLen}, fields...)
+	n, err := ensureAccountScript.Run(ctx, s.rdb, []string{accountKey(tenantID), events.StreamEvents}, args...).Int()
+	if err != nil {
+		return "", fmt.Errorf("ensure account %s: %w", tenantID, err)
+	}
+	if n == 1 {
+		s.logger.Info("account created", zap.String("tenant_id", tenantID))
+	}
+	return tenantID, nil
+}
+
+// createKeyScript registers a new key. The account must exist.
+//
+// KEYS: apikey:<hash>, tenant:<tenant>:apikeys, account:<tenant>, events stream.
+// ARGV: maxlen, key id, hash, field count, fields (HSET pairs), then the
+// event's fields. Returns "created", "taken" (hash exists) or "no-account".
+var createKeyScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[3]) == 0 then return 'no-account' end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'taken' end
+local nf = tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + nf))
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 5 + nf))
+return 'created'
+`)
+
+// CreateKey creates a key for tenantID with the given label, scopes (see
+// ParseScopes), optional expiry (must be in the future) and source, and
+// returns it with its secret, which is not stored anywhere.
+func (s *Store) CreateKey(ctx context.Context, tenantID, label string, scopes []string, expiresAt *time.Time, source string) (NewKey, error) {
+	if n := len([]rune(label)); n < 1 || n > MaxLabelLen || strings.TrimSpace(label) == "" {
+		return NewKey{}, ErrBadLabel
+	}
+	scopes, err := ParseScopes(scopes)
+	if err != nil {
+		return NewKey{}, err
+	}
+	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
+	if expiresAt != nil {
+		t := expiresAt.UTC().Truncate(time.Millisecond)
+		if !t.After(now) {
+			return NewKey{}, ErrBadExpiry
+		}
+		expiresAt = &t
+	}
+	// A collision of 190 random bits does not happen; the loop only turns
+	// the impossible into an error instead of a shared key.
+	for range 3 {
+		secret, err := GenerateKey()
+		if err != nil {
+			return NewKey{}, err
+		}
+		key := BearerPrefix + secret
+		nk := NewKey{Key: key, APIKey: APIKey{
+			ID: uuid.NewString(), Label: label, Prefix: key[:shownPrefixLen], Scopes: scopes,
+			Source: source, CreatedAt: now, ExpiresAt: expiresAt,
+		}}
+		res, err := s.createKey(ctx, tenantID, HashKey(key), nk.APIKey)
+		if err != nil {
+			return NewKey{}, err
+		}
+		switch res {
+		case "created":
+			s.logger.Info("api key created", zap.String("tenant_id", tenantID), zap.String("key_id", nk.ID),
+				zap.Strings("scopes", scopes), zap.String("source", source))
+			return nk, nil
+		case "no-account":
+			return NewKey{}, fmt.Errorf("create key for %s: %w", tenantID, ErrUnknownAccount)
+		case "taken":
+			continue
+		default:
+			return NewKey{}, fmt.Errorf("create key for %s: unexpected script result %q", tenantID, res)
+		}
+	}
+	return NewKey{}, errors.New("generate key: three collisions in a row")
+}
+
+// ErrUnknownAccount is a key created for an account that does not exist.
+var ErrUnknownAccount = errors.New("unknown account")
+
+func (s *Store) createKey(ctx context.Context, tenantID, hash string, k APIKey) (string, error) {
+	ev, err := events.New(events.APIKeyCreated, tenantID, k.ID, events.APIKeyCreatedV1{
+		KeyID: k.ID, Hash: hash, Prefix: k.Prefix, Label: k.Label, Scopes: k.Scopes,
+		Source: k.Source, ExpiresAt: k.ExpiresAt,
+	})
+	if err != nil {
+		return "", err
+	}
+	ev.OccurredAt = k.CreatedAt
+	evFields, err := ev.StreamFields()
+	if err != nil {
+		return "", err
+	}
+	rec := []any{"tenant_id", tenantID, "key_id", k.ID, "scopes", strings.Join(k.Scopes, ","),
+		"created_at", k.CreatedAt.UnixMilli(), "label", k.Label, "prefix", k.Prefix, "source", k.Source}
+	if k.ExpiresAt != nil {
+		rec = append(rec, "expires_at", k.ExpiresAt.UnixMilli())
+	}
+	args := append([]any{s.cfg.MaxLen, k.ID, hash, len(rec)}, rec...)
+	args = append(args, evFields...)
+	res, err := createKeyScript.Run(ctx, s.rdb,
+		[]string{apiKeyKey(hash), apiKeysKey(tenantID), accountKey(tenantID), events.StreamEvents}, args...).Text()
+	if err != nil {
+		return "", fmt.Errorf("create key for %s: %w", tenantID, err)
+	}
+	return res, nil
+}
+
+// ListKeys returns the live keys of tenantID, oldest first. Revoked keys
+// are not listed; expired ones are, until revoked.
+func (s *Store) ListKeys(ctx context.Context, tenantID string) ([]APIKey, error) {
+	ids, err := s.rdb.HGetAll(ctx, apiKeysKey(tenantID)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list keys of %s: %w", tenantID, err)
+	}
+	cmds := make(map[string]*redis.MapStringStringCmd, len(ids))
+	pipe := s.rdb.Pipeline()
+	for id, hash := range ids {
+		cmds[id] = pipe.HGetAll(ctx, apiKeyKey(hash))
+	}
+	if len(ids) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("list keys of %s: %w", tenantID, err)
+		}
+	}
+	out := make([]APIKey, 0, len(ids))
+	for id, cmd := range cmds {
+		rec := cmd.Val()
+		if rec["tenant_id"] != tenantID || rec["revoked_at"] != "" {
+			continue
+		}
+		out = append(out, APIKey{
+			ID:         id,
+			Label:      rec["label"],
+			Prefix:     rec["prefix"],
+			Scopes:     splitScopes(rec["scopes"]),
+			Source:     rec["source"],
+			CreatedAt:  msTime(rec["created_at"]),
+			ExpiresAt:  msTimePtr(rec["expires_at"]),
+			LastUsedAt: msTimePtr(rec["last_used_at"]),
+		})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+func msTime(s string) time.Time {
+	ms, _ := strconv.ParseInt(s, 10, 64)
+	return time.UnixMilli(ms).UTC()
+}
+
+func msTimePtr(s string) *time.Time {
+	if s == "" {
+		return nil
+	}
+	t := msTime(s)
+	return &t
+}
+
+// revokeKeyScript revokes a live key of a tenant.
+//
+// KEYS: tenant:<tenant>:apikeys, apikey:<hash>, events stream.
+// ARGV: key id, hash, now ms, maxlen, then the event's fields. Returns 1
+// when revoked, 0 when the tenant has no such live key with that hash.
+var revokeKeyScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[2], 'revoked_at', ARGV[3])
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+return 1
+`)
+
+// RevokeKey revokes key id of tenantID at once on every replica. A key id
+// of another tenant, or one already revoked, is ErrUnknownKeyID.
+func (s *Store) RevokeKey(ctx context.Context, tenantID, id string) error {
+	if _, err := uuid.Parse(id); err != nil {
+		return ErrUnknownKeyID
+	}
+	// The script checks the index again, so a key revoked in between is
+	// not revoked twice.
+	hash, err := s.rdb.HGet(ctx, apiKeysKey(tenantID), id).Result()
+	if errors.Is(err, redis.Nil) {
+		return ErrUnknownKeyID
+	}
+	if err != nil {
+		return fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
+	}
+	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
+	ev, err := events.New(events.APIKeyRevoked, tenantID, id, events.APIKeyRevokedV1{KeyID: id})
+	if err != nil {
+		return err
+	}
+	ev.OccurredAt = now
+	fields, err := ev.StreamFields()
+	if err != nil {
+		return err
+	}
+	args := append([]any{id, hash, now.UnixMilli(), s.cfg.MaxLen}, fields...)
+	n, err := revokeKeyScript.Run(ctx, s.rdb, []string{apiKeysKey(tenantID), apiKeyKey(hash), events.StreamEvents}, args...).Int()
+	if err != nil {
+		return fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
+	}
+	if n == 0 {
+		return ErrUnknownKeyID
+	}
+	s.logger.Info("api key revoked", zap.String("tenant_id", tenantID), zap.String("key_id", id))
+	return nil
+}

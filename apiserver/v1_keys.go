@@ -1,0 +1,101 @@
+package apiserver
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/certfleet/certfleet/apiserver/accounts"
+)
+
+// keySourceAPI is the Source of keys created through POST /api/v1/api-keys.
+const keySourceAPI = "api"
+
+// keyRoutes serves /api/v1/api-keys.
+func (s *Server) keyRoutes(g *gin.RouterGroup) {
+	g.POST("/api-keys", s.requireKey(accounts.ScopeWrite), s.limit(classGeneral), s.limit(classAPIKeys), s.createKey)
+	g.GET("/api-keys", s.requireKey(accounts.ScopeRead), s.limit(classGeneral), s.listKeys)
+	g.DELETE("/api-keys/:id", s.requireKey(accounts.ScopeWrite), s.limit(classGeneral), s.revokeKey)
+}
+
+// apiKeyJSON is a key as SSLTrackr shows it. Key is set only in the answer
+// to its creation; Prefix only in lists.
+type apiKeyJSON struct {
+	ID          string     `json:"id"`
+	Label       string     `json:"label"`
+	Key         string     `json:"key,omitempty"`
+	Prefix      string     `json:"prefix,omitempty"`
+	Permissions []string   `json:"permissions"`
+	ExpiresAt   *time.Time `json:"expires_at"`
+	LastUsedAt  *time.Time `json:"last_used_at"`
+	CreatedAt   time.Time  `json:"created_at"`
+}
+
+func apiKeyOf(k accounts.APIKey) apiKeyJSON {
+	return apiKeyJSON{ID: k.ID, Label: k.Label, Prefix: k.Prefix, Permissions: k.Scopes,
+		ExpiresAt: k.ExpiresAt, LastUsedAt: k.LastUsedAt, CreatedAt: k.CreatedAt}
+}
+
+type createKeyRequest struct {
+	Label       string   `json:"label"`
+	Permissions []string `json:"permissions"`
+	// ExpiresAt is RFC 3339; a string rather than time.Time so that a bad
+	// one is answered with the rule, not a parser's message.
+	ExpiresAt *string `json:"expires_at"`
+}
+
+// createKey is POST /api-keys: a new key of the caller's account, shown
+// this once.
+func (s *Server) createKey(c *gin.Context) {
+	var req createKeyRequest
+	if err := bindJSON(c, &req); err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	if req.Permissions == nil {
+		req.Permissions = []string{accounts.ScopeRead}
+	}
+	var expires *time.Time
+	if req.ExpiresAt != nil {
+		t, err := time.Parse(time.RFC3339, *req.ExpiresAt)
+		if err != nil {
+			s.replyV1(c, badRequest{`expires_at must be an RFC 3339 time such as "2030-01-02T15:04:05Z"`})
+			return
+		}
+		expires = &t
+	}
+	p := principalOf(c)
+	k, err := s.accounts.CreateKey(c.Request.Context(), p.TenantID, req.Label, req.Permissions, expires, keySourceAPI)
+	if err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	out := apiKeyOf(k.APIKey)
+	out.Key, out.Prefix = k.Key, ""
+	replyJSON(c, http.StatusCreated, out)
+}
+
+// listKeys is GET /api-keys: the account's live keys, without secrets.
+func (s *Server) listKeys(c *gin.Context) {
+	keys, err := s.accounts.ListKeys(c.Request.Context(), principalOf(c).TenantID)
+	if err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	data := make([]apiKeyJSON, 0, len(keys))
+	for _, k := range keys {
+		data = append(data, apiKeyOf(k))
+	}
+	replyJSON(c, http.StatusOK, gin.H{"data": data})
+}
+
+// revokeKey is DELETE /api-keys/{id}. Another account's key id is not
+// found, as is one already revoked.
+func (s *Server) revokeKey(c *gin.Context) {
+	if err := s.accounts.RevokeKey(c.Request.Context(), principalOf(c).TenantID, c.Param("id")); err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	replyJSON(c, http.StatusOK, gin.H{"message": "API key revoked"})
+}
