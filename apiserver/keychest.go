@@ -172,12 +172,12 @@ func (s *Server) addServer(c *gin.Context) {
 		s.reply(c, err)
 		return
 	}
-	id, _, err := s.accounts.AddDomain(ctx, tenantID, host, port)
+	d, _, err := s.accounts.AddDomain(ctx, tenantID, accounts.NewDomain{Host: host, Port: port, Source: accounts.Source})
 	if err != nil {
 		s.reply(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, addResponse{Status: "success", ID: id, Key: domainname.Key(host, port), Domain: domainname.Format(host, port)})
+	c.JSON(http.StatusOK, addResponse{Status: "success", ID: d.ID, Key: d.Name(), Domain: domainname.Format(d.Host, d.Port)})
 }
 
 // expirationResult is one IP seen from one region. The certificate fields

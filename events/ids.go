@@ -8,8 +8,8 @@ import (
 )
 
 // Namespaces of the name-based (UUIDv5) ids. Deriving ids from names makes
-// commands idempotent: adding the same domain twice yields the same id, so a
-// retried request or a redelivered event cannot create a second one.
+// commands idempotent: the same email is the same tenant, and a job
+// dispatched twice for one due time has one id.
 var (
 	NamespaceTenant = uuid.MustParse("5d0c7a51-8a43-4b8e-9a43-6c3f0f1e2a01")
 	NamespaceDomain = uuid.MustParse("5d0c7a51-8a43-4b8e-9a43-6c3f0f1e2a02")
@@ -22,8 +22,10 @@ func TenantID(email string) string {
 	return uuid.NewSHA1(NamespaceTenant, []byte(strings.ToLower(email))).String()
 }
 
-// DomainID is the id of host:port monitored by tenantID. host must already be
-// normalized (lower case, no trailing dot, IDNA A-labels).
+// DomainID is a name-based id for host:port of tenantID. Registered domains
+// no longer use it: their ids are random so that they survive a rename
+// (apiserver/accounts keeps one domain per tenant and host:port with its
+// index). It remains a stable id for tests and tools that need one.
 func DomainID(tenantID, host string, port int) string {
 	return uuid.NewSHA1(NamespaceDomain, []byte(tenantID+"|"+host+":"+strconv.Itoa(port))).String()
 }

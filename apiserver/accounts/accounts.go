@@ -9,8 +9,8 @@
 //
 //	apikey:<sha256 hex of key>   hash {tenant_id, key_id, scopes, created_at}
 //	account:<tenant_id>          hash {email, created_at}
-//	tenant:<tenant_id>:domains   hash "host:port" -> domain_id
-//	domain:<domain_id>           hash {tenant_id, host, port}
+//	tenant:<tenant_id>:domains   hash "host:port" -> domain_id (domains.go)
+//	domain:<domain_id>           hash, see domains.go
 //
 // Keys themselves are never stored, only their SHA-256.
 package accounts
@@ -23,7 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
-	"strconv"
 	"strings"
 	"time"
 
@@ -31,7 +30,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
-	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/events"
 )
 
@@ -291,63 +289,4 @@ func (s *Store) Authenticate(ctx context.Context, key string) (string, error) {
 		return "", fmt.Errorf("look up api key: %w", err)
 	}
 	return tenantID, nil
-}
-
-// addDomainScript registers a domain for a tenant once: the first add
-// appends domain.added, every later add of the same host:port is a no-op.
-//
-// KEYS: tenant:<tenant>:domains, domain:<domain_id>, events stream.
-// ARGV: "host:port", domain id, tenant id, host, port, maxlen, then the
-// event's fields (StreamFields). Returns 1 when added, 0 when it was
-// already there.
-var addDomainScript = redis.NewScript(`
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], 'tenant_id', ARGV[3], 'host', ARGV[4], 'port', ARGV[5])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 7))
-return 1
-`)
-
-// AddDomain registers host:port (already normalized by domainname.Parse)
-// for tenantID and returns its id. Adding it again returns the same id and
-// writes nothing.
-func (s *Store) AddDomain(ctx context.Context, tenantID, host string, port int) (domainID string, added bool, err error) {
-	if tenantID == "" || host == "" || port < 1 || port > 65535 {
-		return "", false, fmt.Errorf("add domain: bad arguments %q %q:%d", tenantID, host, port)
-	}
-	domainID = events.DomainID(tenantID, host, port)
-	ev, err := events.New(events.DomainAdded, tenantID, domainID, events.DomainAddedV1{
-		DomainID: domainID, Host: host, Port: port, Source: Source,
-	})
-	if err != nil {
-		return "", false, err
-	}
-	ev.OccurredAt = s.cfg.Now().UTC().Truncate(time.Millisecond)
-	fields, err := ev.StreamFields()
-	if err != nil {
-		return "", false, err
-	}
-	args := append([]any{domainname.Key(host, port), domainID, tenantID, host, strconv.Itoa(port), s.cfg.MaxLen}, fields...)
-	n, err := addDomainScript.Run(ctx, s.rdb,
-		[]string{domainsKey(tenantID), domainKey(domainID), events.StreamEvents}, args...).Int()
-	if err != nil {
-		return "", false, fmt.Errorf("add domain %s for %s: %w", domainname.Key(host, port), tenantID, err)
-	}
-	if n == 1 {
-		s.logger.Info("domain added", zap.String("tenant_id", tenantID), zap.String("domain_id", domainID),
-			zap.String("host", host), zap.Int("port", port))
-	}
-	return domainID, n == 1, nil
-}
-
-// LookupDomain returns the id of host:port if tenantID registered it, or
-// ErrUnknownDomain. Another tenant's domain is unknown too.
-func (s *Store) LookupDomain(ctx context.Context, tenantID, host string, port int) (string, error) {
-	id, err := s.rdb.HGet(ctx, domainsKey(tenantID), domainname.Key(host, port)).Result()
-	if errors.Is(err, redis.Nil) {
-		return "", ErrUnknownDomain
-	}
-	if err != nil {
-		return "", fmt.Errorf("look up domain: %w", err)
-	}
-	return id, nil
 }

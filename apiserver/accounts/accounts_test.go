@@ -203,51 +203,6 @@ func TestClaimRejectsBadInputAndStoresNothing(t *testing.T) {
 	}
 }
 
-func TestAddDomainIsIdempotentAndPerTenant(t *testing.T) {
-	ctx := context.Background()
-	s, rdb := newStore(t)
-	a, b := events.TenantID("a@example.com"), events.TenantID("b@example.com")
-
-	id1, added, err := s.AddDomain(ctx, a, "example.com", 443)
-	if err != nil || !added {
-		t.Fatalf("first add: got added=%v err=%v, want added", added, err)
-	}
-	if want := events.DomainID(a, "example.com", 443); id1 != want {
-		t.Errorf("domain id: got %s, want %s", id1, want)
-	}
-	id2, added, err := s.AddDomain(ctx, a, "example.com", 443)
-	if err != nil || added || id2 != id1 {
-		t.Fatalf("second add: got %s added=%v err=%v, want %s not added", id2, added, err, id1)
-	}
-	idB, added, err := s.AddDomain(ctx, b, "example.com", 443)
-	if err != nil || !added || idB == id1 {
-		t.Fatalf("add by another tenant: got %s added=%v err=%v, want a new id", idB, added, err)
-	}
-	if got, err := s.LookupDomain(ctx, a, "example.com", 443); err != nil || got != id1 {
-		t.Errorf("lookup by owner: got %q %v, want %s", got, err, id1)
-	}
-	if _, err := s.LookupDomain(ctx, a, "example.com", 8443); !errors.Is(err, ErrUnknownDomain) {
-		t.Errorf("lookup of another port: got %v, want ErrUnknownDomain", err)
-	}
-	rec, _ := rdb.HGetAll(ctx, "domain:"+id1).Result()
-	if rec["tenant_id"] != a || rec["host"] != "example.com" || rec["port"] != "443" {
-		t.Errorf("domain record: got %v, want tenant %s example.com 443", rec, a)
-	}
-
-	evs := streamEvents(t, rdb)
-	if len(evs) != 2 {
-		t.Fatalf("events: got %d, want 2 (one domain.added per tenant)", len(evs))
-	}
-	var p events.DomainAddedV1
-	if err := evs[0].Decode(&p); err != nil {
-		t.Fatal(err)
-	}
-	if evs[0].Name != events.DomainAdded || evs[0].TenantID != a || evs[0].AggregateID != id1 ||
-		p.DomainID != id1 || p.Host != "example.com" || p.Port != 443 || p.Source != "keychest" {
-		t.Errorf("domain.added: got %+v %+v, want tenant %s domain %s example.com:443 keychest", evs[0], p, a, id1)
-	}
-}
-
 // Two servers racing to claim one key for different accounts: exactly one
 // wins, and the key is never reassigned.
 func TestConcurrentClaimsOfOneKey(t *testing.T) {

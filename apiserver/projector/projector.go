@@ -8,12 +8,20 @@
 //	  "<region>|<ip>"  -> JSON ExpEntry (ip "" for a name that did not resolve)
 //	  "@<region>"      -> "<finished unix ms>|<event id>" of the scan shown
 //	  "@removed"       -> unix ms of the latest domain.removed
+//	  "@name"          -> "<host:port>|<unix ms>": the name the entries are
+//	                     for and the domain event that gave it (0: a scan)
 //
 // A region's entries are replaced as a whole by its newest scan, so IPs that
 // left DNS vanish; an older or redelivered scan changes nothing, so the view
 // never goes back in time whatever the delivery order. Meta fields start
 // with "@", which no entry field does (regions starting with "@" or holding
 // "|" are refused).
+//
+// A domain keeps its id when renamed (domain.updated with another host or
+// port): the rename empties its view, and a scan of another name than the
+// view's is dropped, so results for the old name never show under the new
+// one. A scan of the new name that arrives before the rename event is
+// dropped too; the next scan brings it.
 package projector
 
 import (
@@ -31,6 +39,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/events"
 )
 
@@ -134,11 +143,12 @@ func (p *Projector) Apply(ctx context.Context, e events.Envelope) error {
 // applyScanScript replaces one region's entries of a domain's view by a
 // newer scan.
 //
-// KEYS: view:exp:<domain>. ARGV: region, finished ms, event id, then field
-// suffix (ip) and entry JSON pairs. Returns 1 when applied, 0 when the view
-// already shows this scan, a newer one or a later removal.
+// KEYS: view:exp:<domain>. ARGV: region, finished ms, event id, scanned
+// "host:port" ("" when the event does not say), then field suffix (ip) and
+// entry JSON pairs. Returns 1 when applied, 0 when the view already shows
+// this scan, a newer one or a later removal, or is for another name.
 var applyScanScript = redis.NewScript(`
-local key, region, ms, id = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local key, region, ms, id, name = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local removed = redis.call('HGET', key, '@removed')
 if removed and tonumber(removed) >= ms then return 0 end
 local meta = redis.call('HGET', key, '@' .. region)
@@ -147,11 +157,19 @@ if meta then
   local lms, lid = tonumber(string.sub(meta, 1, sep - 1)), string.sub(meta, sep + 1)
   if lms > ms or (lms == ms and lid >= id) then return 0 end
 end
+if name ~= '' then
+  local cur = redis.call('HGET', key, '@name')
+  if cur then
+    if string.sub(cur, 1, string.find(cur, '|', 1, true) - 1) ~= name then return 0 end
+  else
+    redis.call('HSET', key, '@name', name .. '|0')
+  end
+end
 local prefix = region .. '|'
 for _, f in ipairs(redis.call('HKEYS', key)) do
   if string.sub(f, 1, #prefix) == prefix then redis.call('HDEL', key, f) end
 end
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   redis.call('HSET', key, prefix .. ARGV[i], ARGV[i + 1])
 end
 redis.call('HSET', key, '@' .. region, ARGV[2] .. '|' .. id)
@@ -172,7 +190,7 @@ local all = redis.call('HGETALL', key)
 local stale = {}
 for i = 1, #all, 2 do
   local f, v = all[i], all[i + 1]
-  if string.sub(f, 1, 1) == '@' and f ~= '@removed' then
+  if string.sub(f, 1, 1) == '@' and f ~= '@removed' and f ~= '@name' then
     local sep = string.find(v, '|', 1, true)
     if tonumber(string.sub(v, 1, sep - 1)) <= ms then
       stale[string.sub(f, 2)] = true
@@ -188,6 +206,28 @@ for i = 1, #all, 2 do
   end
 end
 redis.call('HSET', key, '@removed', ARGV[1])
+return 1
+`)
+
+// applyNameScript records the name a domain event gives a domain; a name
+// other than the view's empties the view (every region's entries and
+// marks), because its results were for the old name. An event older than
+// the one that set the current name changes nothing.
+//
+// KEYS: view:exp:<domain>. ARGV: "host:port", event ms.
+var applyNameScript = redis.NewScript(`
+local key, name, ms = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local cur = redis.call('HGET', key, '@name')
+if cur then
+  local sep = string.find(cur, '|', 1, true)
+  if tonumber(string.sub(cur, sep + 1)) > ms then return 0 end
+  if string.sub(cur, 1, sep - 1) ~= name then
+    for _, f in ipairs(redis.call('HKEYS', key)) do
+      if f ~= '@removed' and f ~= '@name' then redis.call('HDEL', key, f) end
+    end
+  end
+end
+redis.call('HSET', key, '@name', name .. '|' .. ARGV[2])
 return 1
 `)
 
@@ -220,8 +260,12 @@ func plan(e events.Envelope, logger *zap.Logger) *call {
 		if finished.IsZero() {
 			finished = e.OccurredAt
 		}
-		args := make([]any, 0, 3+2*len(p.Results))
-		args = append(args, p.Region, finished.UnixMilli(), e.EventID.String())
+		name := ""
+		if p.Host != "" {
+			name = domainname.Key(p.Host, portOr443(p.Port))
+		}
+		args := make([]any, 0, 4+2*len(p.Results))
+		args = append(args, p.Region, finished.UnixMilli(), e.EventID.String(), name)
 		for _, r := range p.Results {
 			body, err := json.Marshal(ExpEntry{
 				Region:    p.Region,
@@ -237,6 +281,20 @@ func plan(e events.Envelope, logger *zap.Logger) *call {
 			args = append(args, r.IP, string(body))
 		}
 		return &call{script: applyScanScript, key: ViewKey(p.DomainID), args: args}
+	case events.DomainAdded:
+		var p events.DomainAddedV1
+		if err := e.Decode(&p); err != nil {
+			logger.Error("dropping undecodable domain event", zap.String("event_id", e.EventID.String()), zap.Error(err))
+			return nil
+		}
+		return nameCall(e, p.DomainID, p.Host, p.Port, logger)
+	case events.DomainUpdated:
+		var p events.DomainUpdatedV1
+		if err := e.Decode(&p); err != nil {
+			logger.Error("dropping undecodable domain event", zap.String("event_id", e.EventID.String()), zap.Error(err))
+			return nil
+		}
+		return nameCall(e, p.DomainID, p.Host, p.Port, logger)
 	case events.DomainRemoved:
 		var p events.DomainRemovedV1
 		if err := e.Decode(&p); err != nil {
@@ -253,6 +311,29 @@ func plan(e events.Envelope, logger *zap.Logger) *call {
 		return &call{script: applyRemovedScript, key: ViewKey(p.DomainID), args: []any{e.OccurredAt.UnixMilli()}}
 	}
 	return nil
+}
+
+// nameCall is the call recording the name a domain.added or domain.updated
+// gives a domain.
+func nameCall(e events.Envelope, domainID, host string, port int, logger *zap.Logger) *call {
+	if domainID == "" {
+		domainID = e.AggregateID
+	}
+	if domainID == "" || host == "" {
+		logger.Error("dropping domain event without domain id or host",
+			zap.String("event_id", e.EventID.String()), zap.String("event", e.Name))
+		return nil
+	}
+	return &call{script: applyNameScript, key: ViewKey(domainID),
+		args: []any{domainname.Key(host, portOr443(port)), e.OccurredAt.UnixMilli()}}
+}
+
+// portOr443 reads a missing port as the default, as the coordinator does.
+func portOr443(port int) int {
+	if port == 0 {
+		return domainname.DefaultPort
+	}
+	return port
 }
 
 // applyBatch applies events in order in one round trip. Scripts are sent
@@ -298,6 +379,36 @@ func Expiration(ctx context.Context, rdb redis.UniversalClient, domainID string)
 	if err != nil {
 		return nil, fmt.Errorf("read expiration view of %s: %w", domainID, err)
 	}
+	return decodeView(domainID, all)
+}
+
+// Expirations returns the expiration views of many domains, read in one
+// pipeline, by domain id; as Expiration for each.
+func Expirations(ctx context.Context, rdb redis.UniversalClient, domainIDs []string) (map[string][]ExpEntry, error) {
+	out := make(map[string][]ExpEntry, len(domainIDs))
+	if len(domainIDs) == 0 {
+		return out, nil
+	}
+	pipe := rdb.Pipeline()
+	cmds := make([]*redis.MapStringStringCmd, len(domainIDs))
+	for i, id := range domainIDs {
+		cmds[i] = pipe.HGetAll(ctx, ViewKey(id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("read %d expiration views: %w", len(domainIDs), err)
+	}
+	for i, id := range domainIDs {
+		entries, err := decodeView(id, cmds[i].Val())
+		if err != nil {
+			return nil, err
+		}
+		out[id] = entries
+	}
+	return out, nil
+}
+
+// decodeView turns a view hash into its entries sorted by region and IP.
+func decodeView(domainID string, all map[string]string) ([]ExpEntry, error) {
 	out := make([]ExpEntry, 0, len(all))
 	for f, v := range all {
 		if strings.HasPrefix(f, metaPrefix) {

@@ -42,9 +42,15 @@ func okResult(ip, sha string, notAfter time.Time) events.IPResult {
 // finished, with the given results.
 func scan(t *testing.T, region string, finished time.Time, results ...events.IPResult) events.Envelope {
 	t.Helper()
+	return scanOf(t, "example.com", 443, region, finished, results...)
+}
+
+// scanOf is scan of the domain under the name host:port.
+func scanOf(t *testing.T, host string, port int, region string, finished time.Time, results ...events.IPResult) events.Envelope {
+	t.Helper()
 	job := uuid.New()
 	e, err := events.NewWithID(events.ScanEventID(job, region), events.ScanCompleted, tenant, domainID, events.ScanCompletedV1{
-		JobID: job, DomainID: domainID, Host: "example.com", Port: 443, Region: region, Agent: "a1",
+		JobID: job, DomainID: domainID, Host: host, Port: port, Region: region, Agent: "a1",
 		StartedAt: finished.Add(-time.Second), FinishedAt: finished, Results: results,
 	})
 	if err != nil {
@@ -199,6 +205,98 @@ func TestDomainRemoved(t *testing.T) {
 	}
 }
 
+// domainEvent is a domain.added (active ignored) or domain.updated naming
+// the domain host:port at at.
+func domainEvent(t *testing.T, name, host string, port int, at time.Time) events.Envelope {
+	t.Helper()
+	var payload any = events.DomainUpdatedV1{DomainID: domainID, Host: host, Port: port, Active: true}
+	if name == events.DomainAdded {
+		payload = events.DomainAddedV1{DomainID: domainID, Host: host, Port: port}
+	}
+	e, err := events.New(name, tenant, domainID, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.OccurredAt = at
+	return e
+}
+
+func TestRenameEmptiesTheView(t *testing.T) {
+	na := t0.Add(90 * 24 * time.Hour)
+	evs := map[string]func(t *testing.T) events.Envelope{
+		"added": func(t *testing.T) events.Envelope {
+			return domainEvent(t, events.DomainAdded, "old.example", 443, t0.Add(-time.Hour))
+		},
+		"scanA": func(t *testing.T) events.Envelope {
+			return scanOf(t, "old.example", 443, "eu-west", t0, okResult("192.0.2.1", "old", na))
+		},
+		"rename": func(t *testing.T) events.Envelope {
+			return domainEvent(t, events.DomainUpdated, "new.example", 8443, t0.Add(time.Hour))
+		},
+		// A scan of the old name that was in flight during the rename.
+		"lateA": func(t *testing.T) events.Envelope {
+			return scanOf(t, "old.example", 443, "us-east", t0.Add(2*time.Hour), okResult("192.0.2.1", "late", na))
+		},
+		"scanB": func(t *testing.T) events.Envelope {
+			return scanOf(t, "new.example", 8443, "eu-west", t0.Add(3*time.Hour), okResult("192.0.2.7", "new", na))
+		},
+		"notes": func(t *testing.T) events.Envelope {
+			return domainEvent(t, events.DomainUpdated, "new.example", 8443, t0.Add(4*time.Hour))
+		},
+		// An update from before the rename, delivered after it.
+		"oldUpdate": func(t *testing.T) events.Envelope {
+			return domainEvent(t, events.DomainUpdated, "old.example", 0, t0.Add(30*time.Minute))
+		},
+	}
+	tests := []struct {
+		name  string
+		order []string
+		want  []string
+	}{
+		{"rename empties", []string{"added", "scanA", "rename"}, []string{}},
+		{"in-flight scan of the old name stays out", []string{"added", "scanA", "rename", "lateA"}, []string{}},
+		{"scan of the new name comes in", []string{"added", "scanA", "rename", "scanB"}, []string{"eu-west|192.0.2.7=new"}},
+		{"update keeping the name keeps the view", []string{"added", "rename", "scanB", "notes"}, []string{"eu-west|192.0.2.7=new"}},
+		{"older update delivered late changes nothing", []string{"added", "rename", "scanB", "oldUpdate"}, []string{"eu-west|192.0.2.7=new"}},
+		{"rename redelivered", []string{"added", "rename", "scanB", "rename"}, []string{"eu-west|192.0.2.7=new"}},
+		{"view named by a scan", []string{"scanA", "rename", "lateA", "scanB"}, []string{"eu-west|192.0.2.7=new"}},
+		{"scan of the new name before the rename event", []string{"added", "scanB", "rename"}, []string{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			p, rdb := newProjector(t)
+			for _, name := range tc.order {
+				if err := p.Apply(ctx, evs[name](t)); err != nil {
+					t.Fatalf("apply %s: %v", name, err)
+				}
+			}
+			if got := summary(view(t, rdb)); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("view: got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestExpirationsReadsManyViews(t *testing.T) {
+	ctx := context.Background()
+	p, rdb := newProjector(t)
+	na := t0.Add(90 * 24 * time.Hour)
+	if err := p.Apply(ctx, scan(t, "eu-west", t0, okResult("192.0.2.1", "aa", na))); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Expirations(ctx, rdb, []string{domainID, "never-scanned"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || !reflect.DeepEqual(summary(got[domainID]), []string{"eu-west|192.0.2.1=aa"}) || len(got["never-scanned"]) != 0 {
+		t.Errorf("expirations: got %v, want one entry for %s and none for never-scanned", got, domainID)
+	}
+	if !reflect.DeepEqual(got[domainID], view(t, rdb)) {
+		t.Errorf("expirations: got %+v, want what Expiration reads", got[domainID])
+	}
+}
+
 func TestBadScanEventsAreDropped(t *testing.T) {
 	ctx := context.Background()
 	p, rdb := newProjector(t)
@@ -225,7 +323,7 @@ func TestRebuildReproducesTheView(t *testing.T) {
 		scan(t, "us-east", t0, okResult("192.0.2.1", "a", na)),
 		scan(t, "eu-west", t0.Add(time.Hour), okResult("192.0.2.1", "c", na)),
 	}
-	// The domain.added event is not used by the view; replay carries it anyway.
+	// Replay carries the domain events too; domain.added names the view.
 	added, _ := events.New(events.DomainAdded, tenant, domainID, events.DomainAddedV1{DomainID: domainID, Host: "example.com", Port: 443})
 	log = append([]events.Envelope{added}, log...)
 	for _, e := range log {

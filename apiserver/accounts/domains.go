@@ -1,0 +1,499 @@
+package accounts
+
+// Domains. A domain's id is a random UUID given when it is added and kept
+// when a rename changes its host or port; what keeps one domain per tenant
+// and host:port is the tenant's index, which every add and rename checks in
+// the same Lua script that writes the record and appends the event.
+//
+// Redis layout (in addition to the package doc's):
+//
+//	tenant:<tenant_id>:domains   hash "host:port" -> domain_id
+//	domain:<domain_id>           hash {tenant_id, host, port, notes,
+//	                             tags (JSON array), active ("1"|"0"), source,
+//	                             created_at, updated_at (unix ms), rev}
+//
+// rev counts the record's writes: an update or removal is computed from the
+// record as read and applied only if rev has not moved since, so two
+// replicas updating one domain at once never lose a change.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/apiserver/domainname"
+	"github.com/certfleet/certfleet/events"
+)
+
+// Limits of a domain's free-form attributes, in characters.
+const (
+	MaxNotesLen = 500
+	MaxTags     = 10
+	MaxTagLen   = 50
+)
+
+// ErrDomainExists is an add or rename to a host:port the tenant already
+// monitors.
+var ErrDomainExists = errors.New("domain is already monitored")
+
+// FieldError is a domain attribute out of its limits; the message names the
+// field.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Field + " " + e.Msg }
+
+// staleRetries bounds how often an update re-reads a record another writer
+// changed in between; each retry means a competing write succeeded.
+const staleRetries = 8
+
+// Domain is a tenant's monitored domain as the command side stores it.
+type Domain struct {
+	ID       string
+	TenantID string
+	// Host and Port are normalized (domainname.Parse).
+	Host   string
+	Port   int
+	Active bool
+	Notes  string
+	// Tags is never nil.
+	Tags   []string
+	Source string
+	// CreatedAt and UpdatedAt are zero for a domain added before they were
+	// recorded.
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	// rev is the record's write count when it was read.
+	rev int64
+}
+
+// Name is the host:port key of the domain inside its tenant.
+func (d Domain) Name() string { return domainname.Key(d.Host, d.Port) }
+
+// NewDomain is a domain to add. Host and Port must be normalized
+// (domainname.Parse).
+type NewDomain struct {
+	Host   string
+	Port   int
+	Notes  string
+	Tags   []string
+	Source string
+}
+
+// DomainPatch is a partial update: nil fields stay as they are. Host and
+// Port must be normalized.
+type DomainPatch struct {
+	Host   *string
+	Port   *int
+	Active *bool
+	Notes  *string
+	Tags   *[]string
+}
+
+// CheckNotes reports notes longer than MaxNotesLen characters.
+func CheckNotes(notes string) error {
+	if n := utf8.RuneCountInString(notes); n > MaxNotesLen {
+		return &FieldError{"notes", fmt.Sprintf("must be at most %d characters, got %d", MaxNotesLen, n)}
+	}
+	return nil
+}
+
+// CheckTags reports more than MaxTags tags, or a tag that is empty or
+// longer than MaxTagLen characters.
+func CheckTags(tags []string) error {
+	if len(tags) > MaxTags {
+		return &FieldError{"tags", fmt.Sprintf("must be at most %d tags, got %d", MaxTags, len(tags))}
+	}
+	for i, t := range tags {
+		if n := utf8.RuneCountInString(t); n == 0 || n > MaxTagLen {
+			return &FieldError{"tags", fmt.Sprintf("[%d] must be 1 to %d characters, got %d", i, MaxTagLen, n)}
+		}
+	}
+	return nil
+}
+
+func checkName(host string, port int) error {
+	if host == "" || port < 1 || port > 65535 {
+		return fmt.Errorf("bad domain name %q:%d", host, port)
+	}
+	return nil
+}
+
+// addDomainScript registers a domain for a tenant once: the first add of a
+// host:port writes the record and appends domain.added; a later add writes
+// nothing and returns the id the name already has.
+//
+// KEYS: tenant:<tenant>:domains, domain:<domain_id>, events stream.
+// ARGV: "host:port", domain id, tenant id, host, port, notes, tags JSON,
+// source, now ms, maxlen, then the event's fields (StreamFields).
+// Returns {1, id} when added, {0, existing id} when it was already there.
+var addDomainScript = redis.NewScript(`
+local existing = redis.call('HGET', KEYS[1], ARGV[1])
+if existing then return {0, existing} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], 'tenant_id', ARGV[3], 'host', ARGV[4], 'port', ARGV[5], 'notes', ARGV[6],
+  'tags', ARGV[7], 'active', '1', 'source', ARGV[8], 'created_at', ARGV[9], 'updated_at', ARGV[9], 'rev', '1')
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', unpack(ARGV, 11))
+return {1, ARGV[2]}
+`)
+
+// AddDomain registers nd for tenantID with a new random id. Adding a
+// host:port the tenant already has writes nothing and returns that domain
+// with added=false: the KeyChest add is idempotent, the REST add answers
+// ErrDomainExists itself.
+func (s *Store) AddDomain(ctx context.Context, tenantID string, nd NewDomain) (d Domain, added bool, err error) {
+	if tenantID == "" {
+		return Domain{}, false, errors.New("add domain: tenant id is empty")
+	}
+	if err := checkName(nd.Host, nd.Port); err != nil {
+		return Domain{}, false, fmt.Errorf("add domain: %w", err)
+	}
+	if err := CheckNotes(nd.Notes); err != nil {
+		return Domain{}, false, err
+	}
+	if err := CheckTags(nd.Tags); err != nil {
+		return Domain{}, false, err
+	}
+	if nd.Source == "" {
+		nd.Source = Source
+	}
+	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
+	d = Domain{
+		ID: uuid.NewString(), TenantID: tenantID, Host: nd.Host, Port: nd.Port, Active: true,
+		Notes: nd.Notes, Tags: nonNil(nd.Tags), Source: nd.Source, CreatedAt: now, UpdatedAt: now, rev: 1,
+	}
+	ev, err := events.New(events.DomainAdded, tenantID, d.ID, events.DomainAddedV1{
+		DomainID: d.ID, Host: d.Host, Port: d.Port, Source: d.Source, Notes: d.Notes, Tags: d.Tags,
+	})
+	if err != nil {
+		return Domain{}, false, err
+	}
+	ev.OccurredAt = now
+	fields, err := ev.StreamFields()
+	if err != nil {
+		return Domain{}, false, err
+	}
+	tags, err := json.Marshal(d.Tags)
+	if err != nil {
+		return Domain{}, false, fmt.Errorf("marshal tags: %w", err)
+	}
+	args := append([]any{d.Name(), d.ID, tenantID, d.Host, strconv.Itoa(d.Port), d.Notes, string(tags),
+		d.Source, now.UnixMilli(), s.cfg.MaxLen}, fields...)
+	res, err := addDomainScript.Run(ctx, s.rdb,
+		[]string{domainsKey(tenantID), domainKey(d.ID), events.StreamEvents}, args...).Slice()
+	if err != nil {
+		return Domain{}, false, fmt.Errorf("add domain %s for %s: %w", d.Name(), tenantID, err)
+	}
+	if len(res) != 2 {
+		return Domain{}, false, fmt.Errorf("add domain %s for %s: unexpected script result %v", d.Name(), tenantID, res)
+	}
+	if n, _ := res[0].(int64); n == 1 {
+		s.logger.Info("domain added", zap.String("tenant_id", tenantID), zap.String("domain_id", d.ID),
+			zap.String("host", d.Host), zap.Int("port", d.Port), zap.String("source", d.Source))
+		return d, true, nil
+	}
+	id, _ := res[1].(string)
+	d, err = s.GetDomain(ctx, tenantID, id)
+	if err != nil {
+		return Domain{}, false, fmt.Errorf("add domain %s for %s: read existing: %w", nd.Host, tenantID, err)
+	}
+	return d, false, nil
+}
+
+// LookupDomain returns the id of host:port if tenantID registered it, or
+// ErrUnknownDomain. Another tenant's domain is unknown too.
+func (s *Store) LookupDomain(ctx context.Context, tenantID, host string, port int) (string, error) {
+	id, err := s.rdb.HGet(ctx, domainsKey(tenantID), domainname.Key(host, port)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", ErrUnknownDomain
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up domain: %w", err)
+	}
+	return id, nil
+}
+
+// GetDomain returns the domain id of tenantID, or ErrUnknownDomain when it
+// does not exist or belongs to another tenant.
+func (s *Store) GetDomain(ctx context.Context, tenantID, id string) (Domain, error) {
+	if tenantID == "" || uuid.Validate(id) != nil {
+		return Domain{}, ErrUnknownDomain
+	}
+	rec, err := s.rdb.HGetAll(ctx, domainKey(id)).Result()
+	if err != nil {
+		return Domain{}, fmt.Errorf("read domain %s: %w", id, err)
+	}
+	if rec["tenant_id"] != tenantID {
+		return Domain{}, ErrUnknownDomain
+	}
+	return decodeDomain(id, rec)
+}
+
+// ListDomains returns every domain of tenantID, in no particular order.
+// It reads the tenant's index and then every record in one pipeline.
+func (s *Store) ListDomains(ctx context.Context, tenantID string) ([]Domain, error) {
+	ids, err := s.rdb.HVals(ctx, domainsKey(tenantID)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list domains of %s: %w", tenantID, err)
+	}
+	if len(ids) == 0 {
+		return []Domain{}, nil
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.MapStringStringCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HGetAll(ctx, domainKey(id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("list domains of %s: %w", tenantID, err)
+	}
+	out := make([]Domain, 0, len(ids))
+	for i, cmd := range cmds {
+		rec := cmd.Val()
+		// A removal between the two reads leaves an index entry without
+		// its record: the domain is gone.
+		if rec["tenant_id"] != tenantID {
+			continue
+		}
+		d, err := decodeDomain(ids[i], rec)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func decodeDomain(id string, rec map[string]string) (Domain, error) {
+	d := Domain{
+		ID: id, TenantID: rec["tenant_id"], Host: rec["host"], Notes: rec["notes"],
+		Active: rec["active"] != "0", Source: rec["source"], Tags: []string{},
+	}
+	var err error
+	if d.Port, err = strconv.Atoi(rec["port"]); err != nil {
+		return Domain{}, fmt.Errorf("decode domain %s: port %q: %w", id, rec["port"], err)
+	}
+	if t := rec["tags"]; t != "" {
+		if err := json.Unmarshal([]byte(t), &d.Tags); err != nil {
+			return Domain{}, fmt.Errorf("decode domain %s: tags: %w", id, err)
+		}
+		d.Tags = nonNil(d.Tags)
+	}
+	for _, f := range []struct {
+		name string
+		dst  *time.Time
+	}{{"created_at", &d.CreatedAt}, {"updated_at", &d.UpdatedAt}} {
+		if v := rec[f.name]; v != "" {
+			ms, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return Domain{}, fmt.Errorf("decode domain %s: %s %q: %w", id, f.name, v, err)
+			}
+			*f.dst = time.UnixMilli(ms).UTC()
+		}
+	}
+	if v := rec["rev"]; v != "" {
+		if d.rev, err = strconv.ParseInt(v, 10, 64); err != nil {
+			return Domain{}, fmt.Errorf("decode domain %s: rev %q: %w", id, v, err)
+		}
+	}
+	return d, nil
+}
+
+func nonNil(tags []string) []string {
+	if tags == nil {
+		return []string{}
+	}
+	return tags
+}
+
+// updateDomainScript writes a domain's new state if the record is still
+// the one the update was computed from, moving its index entry on a rename
+// unless the new host:port is taken, and appends domain.updated.
+//
+// KEYS: domain:<domain_id>, tenant:<tenant>:domains, events stream.
+// ARGV: tenant id, rev read, old "host:port", new "host:port", domain id,
+// host, port, notes, tags JSON, active, now ms, maxlen, then the event's
+// fields. Returns "ok", "missing", "stale" or "taken".
+var updateDomainScript = redis.NewScript(`
+local rec = redis.call('HMGET', KEYS[1], 'tenant_id', 'rev')
+if rec[1] ~= ARGV[1] then return 'missing' end
+if (rec[2] or '0') ~= ARGV[2] then return 'stale' end
+if ARGV[3] ~= ARGV[4] then
+  if redis.call('HEXISTS', KEYS[2], ARGV[4]) == 1 then return 'taken' end
+  if redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[5] then redis.call('HDEL', KEYS[2], ARGV[3]) end
+  redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
+end
+redis.call('HSET', KEYS[1], 'host', ARGV[6], 'port', ARGV[7], 'notes', ARGV[8], 'tags', ARGV[9],
+  'active', ARGV[10], 'updated_at', ARGV[11], 'rev', tostring(tonumber(ARGV[2]) + 1))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[12], '*', unpack(ARGV, 13))
+return 'ok'
+`)
+
+// UpdateDomain applies p to the domain id of tenantID and returns the new
+// state. A rename to a host:port the tenant already has is ErrDomainExists;
+// an unknown or other tenant's id is ErrUnknownDomain. A patch that changes
+// nothing writes nothing.
+func (s *Store) UpdateDomain(ctx context.Context, tenantID, id string, p DomainPatch) (Domain, error) {
+	if p.Notes != nil {
+		if err := CheckNotes(*p.Notes); err != nil {
+			return Domain{}, err
+		}
+	}
+	if p.Tags != nil {
+		if err := CheckTags(*p.Tags); err != nil {
+			return Domain{}, err
+		}
+	}
+	for range staleRetries {
+		cur, err := s.GetDomain(ctx, tenantID, id)
+		if err != nil {
+			return Domain{}, err
+		}
+		next := cur
+		if p.Host != nil {
+			next.Host = *p.Host
+		}
+		if p.Port != nil {
+			next.Port = *p.Port
+		}
+		if p.Active != nil {
+			next.Active = *p.Active
+		}
+		if p.Notes != nil {
+			next.Notes = *p.Notes
+		}
+		if p.Tags != nil {
+			next.Tags = nonNil(*p.Tags)
+		}
+		if err := checkName(next.Host, next.Port); err != nil {
+			return Domain{}, fmt.Errorf("update domain %s: %w", id, err)
+		}
+		if sameState(cur, next) {
+			return cur, nil
+		}
+		now := s.cfg.Now().UTC().Truncate(time.Millisecond)
+		next.UpdatedAt, next.rev = now, cur.rev+1
+		ev, err := events.New(events.DomainUpdated, tenantID, id, events.DomainUpdatedV1{
+			DomainID: id, Host: next.Host, Port: next.Port, Active: next.Active, Notes: next.Notes, Tags: next.Tags,
+		})
+		if err != nil {
+			return Domain{}, err
+		}
+		ev.OccurredAt = now
+		fields, err := ev.StreamFields()
+		if err != nil {
+			return Domain{}, err
+		}
+		tags, err := json.Marshal(next.Tags)
+		if err != nil {
+			return Domain{}, fmt.Errorf("marshal tags: %w", err)
+		}
+		active := "0"
+		if next.Active {
+			active = "1"
+		}
+		args := append([]any{tenantID, strconv.FormatInt(cur.rev, 10), cur.Name(), next.Name(), id,
+			next.Host, strconv.Itoa(next.Port), next.Notes, string(tags), active, now.UnixMilli(), s.cfg.MaxLen}, fields...)
+		res, err := updateDomainScript.Run(ctx, s.rdb,
+			[]string{domainKey(id), domainsKey(tenantID), events.StreamEvents}, args...).Text()
+		if err != nil {
+			return Domain{}, fmt.Errorf("update domain %s: %w", id, err)
+		}
+		switch res {
+		case "ok":
+			s.logger.Info("domain updated", zap.String("tenant_id", tenantID), zap.String("domain_id", id),
+				zap.String("host", next.Host), zap.Int("port", next.Port), zap.Bool("active", next.Active),
+				zap.Bool("renamed", cur.Name() != next.Name()))
+			return next, nil
+		case "missing":
+			return Domain{}, ErrUnknownDomain
+		case "taken":
+			return Domain{}, ErrDomainExists
+		case "stale":
+			continue
+		default:
+			return Domain{}, fmt.Errorf("update domain %s: unexpected script result %q", id, res)
+		}
+	}
+	return Domain{}, fmt.Errorf("update domain %s: record changed %d times while updating", id, staleRetries)
+}
+
+func sameState(a, b Domain) bool {
+	if a.Host != b.Host || a.Port != b.Port || a.Active != b.Active || a.Notes != b.Notes || len(a.Tags) != len(b.Tags) {
+		return false
+	}
+	for i := range a.Tags {
+		if a.Tags[i] != b.Tags[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// removeDomainScript deletes a domain's record and index entry if the
+// record is still the one read, and appends domain.removed.
+//
+// KEYS: domain:<domain_id>, tenant:<tenant>:domains, events stream.
+// ARGV: tenant id, rev read, "host:port", domain id, maxlen, then the
+// event's fields. Returns "ok", "missing" or "stale".
+var removeDomainScript = redis.NewScript(`
+local rec = redis.call('HMGET', KEYS[1], 'tenant_id', 'rev')
+if rec[1] ~= ARGV[1] then return 'missing' end
+if (rec[2] or '0') ~= ARGV[2] then return 'stale' end
+if redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[4] then redis.call('HDEL', KEYS[2], ARGV[3]) end
+redis.call('DEL', KEYS[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
+return 'ok'
+`)
+
+// RemoveDomain stops monitoring the domain id of tenantID and returns what
+// it was. Its host:port is free again at once; adding it again gives a new
+// id. An unknown or other tenant's id is ErrUnknownDomain.
+func (s *Store) RemoveDomain(ctx context.Context, tenantID, id string) (Domain, error) {
+	for range staleRetries {
+		cur, err := s.GetDomain(ctx, tenantID, id)
+		if err != nil {
+			return Domain{}, err
+		}
+		ev, err := events.New(events.DomainRemoved, tenantID, id, events.DomainRemovedV1{
+			DomainID: id, Host: cur.Host, Port: cur.Port,
+		})
+		if err != nil {
+			return Domain{}, err
+		}
+		ev.OccurredAt = s.cfg.Now().UTC().Truncate(time.Millisecond)
+		fields, err := ev.StreamFields()
+		if err != nil {
+			return Domain{}, err
+		}
+		args := append([]any{tenantID, strconv.FormatInt(cur.rev, 10), cur.Name(), id, s.cfg.MaxLen}, fields...)
+		res, err := removeDomainScript.Run(ctx, s.rdb,
+			[]string{domainKey(id), domainsKey(tenantID), events.StreamEvents}, args...).Text()
+		if err != nil {
+			return Domain{}, fmt.Errorf("remove domain %s: %w", id, err)
+		}
+		switch res {
+		case "ok":
+			s.logger.Info("domain removed", zap.String("tenant_id", tenantID), zap.String("domain_id", id),
+				zap.String("host", cur.Host), zap.Int("port", cur.Port))
+			return cur, nil
+		case "missing":
+			return Domain{}, ErrUnknownDomain
+		case "stale":
+			continue
+		default:
+			return Domain{}, fmt.Errorf("remove domain %s: unexpected script result %q", id, res)
+		}
+	}
+	return Domain{}, fmt.Errorf("remove domain %s: record changed %d times while removing", id, staleRetries)
+}
