@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/events"
 )
 
@@ -52,6 +53,10 @@ type Config struct {
 	// ShutdownTimeout bounds how long Run waits, once ctx is done, for the
 	// jobs in flight to finish and publish. Default 30s.
 	ShutdownTimeout time.Duration
+	// HeartbeatInterval is how often the agent tells Redis its region is
+	// alive (coordinator.AgentSeen), so the API knows which regions to wait
+	// for. Default 10s.
+	HeartbeatInterval time.Duration
 	// Scanner configures DNS, dialing and handshakes.
 	Scanner ScannerConfig
 }
@@ -81,6 +86,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = 10 * time.Second
 	}
 }
 
@@ -114,6 +122,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout must not be negative, got %s", c.ShutdownTimeout))
+	}
+	if c.HeartbeatInterval < time.Millisecond {
+		errs = append(errs, fmt.Errorf("heartbeat interval must be at least 1ms, got %s", c.HeartbeatInterval))
 	}
 	if err := c.Scanner.Validate(); err != nil {
 		errs = append(errs, err)
@@ -168,6 +179,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	a.logger.Info("agent started", zap.Int("shards", a.cfg.Shards), zap.Int("concurrency", a.cfg.Concurrency))
+	beating := make(chan struct{})
+	go func() {
+		defer close(beating)
+		a.heartbeat(ctx)
+	}()
+	defer func() { <-beating }()
 
 	// Jobs outlive ctx by up to ShutdownTimeout, so they get their own.
 	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
@@ -209,6 +226,24 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.logger.Info("agent stopped")
 	return nil
+}
+
+// heartbeat records the region as seen now and every HeartbeatInterval
+// until ctx is done. A failure is logged and retried on the next beat: the
+// scans do not depend on it.
+func (a *Agent) heartbeat(ctx context.Context) {
+	tick := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		if err := coordinator.AgentSeen(ctx, a.rdb, a.cfg.Region, time.Now()); err != nil && ctx.Err() == nil {
+			a.logger.Warn("heartbeat failed", zap.Error(err))
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // consume reads jobs and hands them to dispatch until ctx is done: first

@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
@@ -28,7 +30,7 @@ func addJob(t *testing.T, rdb redis.UniversalClient, shard int, env events.Envel
 
 func jobEnvelope(t *testing.T, tenant, host string, port int, scheduled time.Time) (events.Envelope, events.ScanRequestedV1) {
 	t.Helper()
-	domainID := events.DomainID(tenant, host, port)
+	domainID := uuid.NewString()
 	job := events.ScanRequestedV1{
 		JobID: events.JobID(domainID, scheduled.UnixMilli()), DomainID: domainID,
 		Host: host, Port: port, ScheduledAt: scheduled,
@@ -206,9 +208,44 @@ func TestAgentShardMismatch(t *testing.T) {
 	}
 }
 
+// A running agent marks its region as seen at start and on every beat,
+// whether or not it has jobs.
+func TestAgentHeartbeat(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	a, err := New(Config{Region: "ap-south", Name: "agent-test", Shards: 2, Block: 50 * time.Millisecond,
+		HeartbeatInterval: 100 * time.Millisecond, Scanner: ScannerConfig{Resolver: "127.0.0.1:53"}}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	runCtx, stop := context.WithCancel(ctx)
+	runErr := make(chan error, 1)
+	go func() { runErr <- a.Run(runCtx) }()
+	defer func() {
+		stop()
+		<-runErr
+	}()
+	seenSince := func(since time.Time) func() string {
+		return func() string {
+			regions, err := coordinator.ActiveRegions(ctx, rdb, since)
+			if err != nil {
+				return err.Error()
+			}
+			if len(regions) != 1 || regions[0] != "ap-south" {
+				return "active regions since " + since.Format(time.RFC3339Nano) + ": got " + strings.Join(regions, ",") + ", want ap-south"
+			}
+			return ""
+		}
+	}
+	waitFor(t, 2*time.Second, seenSince(started))
+	// Beats keep coming while the agent idles.
+	waitFor(t, 2*time.Second, seenSince(time.Now().Add(50*time.Millisecond)))
+}
+
 func TestConfigValidate(t *testing.T) {
-	err := Config{Shards: 0, Concurrency: -1, Block: 0, ClaimIdle: 0}.Validate()
-	for _, w := range []string{"region", "name", "shards", "concurrency", "block", "claim idle"} {
+	err := Config{Shards: 0, Concurrency: -1, Block: 0, ClaimIdle: 0, HeartbeatInterval: -1}.Validate()
+	for _, w := range []string{"region", "name", "shards", "concurrency", "block", "claim idle", "heartbeat"} {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("got %v, want an error about %s", err, w)
 		}

@@ -15,6 +15,13 @@ const (
 	jobFailed  = "publish-failed"
 )
 
+// Results of the legacy protocol probe.
+const (
+	legacyAccepted = "accepted"
+	legacyRefused  = "refused"
+	legacyFailed   = "no-answer"
+)
+
 var (
 	handshakesTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "certfleet_agent_handshakes_total",
@@ -25,6 +32,14 @@ var (
 		Help:    "Duration of completed TLS handshakes.",
 		Buckets: prometheus.ExponentialBuckets(0.002, 2, 13), // 2ms .. 8s
 	})
+	httpProbesTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "certfleet_agent_http_probes_total",
+		Help: "HEAD requests sent after a scan's handshake, by whether the server answered HTTP.",
+	}, []string{"answered"})
+	legacyProbesTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "certfleet_agent_legacy_tls_probes_total",
+		Help: "Handshakes offering only TLS 1.0 and 1.1, by result (accepted, refused, no-answer).",
+	}, []string{"result"})
 	jobsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "certfleet_agent_jobs_total",
 		Help: "Scan jobs taken from the job streams, by what became of them.",
@@ -39,6 +54,17 @@ var (
 		}
 		return m
 	}()
+
+	// httpProbes and legacyProbes are resolved once like handshakes.
+	httpProbes = map[bool]prometheus.Counter{
+		true:  httpProbesTotal.WithLabelValues("true"),
+		false: httpProbesTotal.WithLabelValues("false"),
+	}
+	legacyProbes = map[string]prometheus.Counter{
+		legacyAccepted: legacyProbesTotal.WithLabelValues(legacyAccepted),
+		legacyRefused:  legacyProbesTotal.WithLabelValues(legacyRefused),
+		legacyFailed:   legacyProbesTotal.WithLabelValues(legacyFailed),
+	}
 )
 
 func countOutcome(o events.Outcome) {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"time"
@@ -60,8 +61,15 @@ type ScannerConfig struct {
 	ConnectTimeout time.Duration
 	// HandshakeTimeout bounds the TLS handshake with one IP. Default 10s.
 	HandshakeTimeout time.Duration
-	// MaxConcurrentHandshakes bounds the connections open at once over all
-	// scans of the Scanner. Default 64.
+	// HTTPTimeout bounds the HEAD / sent over the scan's TLS connection
+	// after the handshake, for the HTTP status and HSTS. Default 3s.
+	HTTPTimeout time.Duration
+	// CheckLegacyTLS turns on a second handshake per IP offering only TLS
+	// 1.0 and 1.1, to find servers that still accept them. Nil means true.
+	CheckLegacyTLS *bool
+	// MaxConcurrentHandshakes bounds the IPs scanned at once over all scans
+	// of the Scanner; the scan of one IP keeps one connection open at a
+	// time. Default 64.
 	MaxConcurrentHandshakes int
 }
 
@@ -74,6 +82,12 @@ func (c *ScannerConfig) setDefaults() {
 	}
 	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.HTTPTimeout == 0 {
+		c.HTTPTimeout = 3 * time.Second
+	}
+	if c.CheckLegacyTLS == nil {
+		c.CheckLegacyTLS = new(true)
 	}
 	if c.MaxConcurrentHandshakes == 0 {
 		c.MaxConcurrentHandshakes = 64
@@ -88,7 +102,7 @@ func (c ScannerConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("resolver %q must be host:port: %w", c.Resolver, err))
 		}
 	}
-	if c.DNSTimeout < 0 || c.ConnectTimeout < 0 || c.HandshakeTimeout < 0 {
+	if c.DNSTimeout < 0 || c.ConnectTimeout < 0 || c.HandshakeTimeout < 0 || c.HTTPTimeout < 0 {
 		errs = append(errs, errors.New("timeouts must not be negative"))
 	}
 	if c.MaxConcurrentHandshakes < 0 {
@@ -102,7 +116,9 @@ func (c ScannerConfig) Validate() error {
 
 // Scanner resolves a domain and does one TLS handshake with each of its
 // addresses, the way a browser would, recording what the server presented
-// even when it does not verify.
+// even when it does not verify; on that connection it sends HEAD / for the
+// HTTP status and HSTS, and then it tries a second handshake offering only
+// TLS 1.0 and 1.1 (unless CheckLegacyTLS is off).
 type Scanner struct {
 	cfg      ScannerConfig
 	logger   *zap.Logger
@@ -117,6 +133,11 @@ type Scanner struct {
 	// curves are the key exchange groups offered; nil means crypto/tls's
 	// defaults (the benchmark compares both).
 	curves []tls.CurveID
+	// http sends the HEAD requests over the scanned connections.
+	http *http.Transport
+	// skipHTTP is set only by the benchmark that compares one handshake
+	// with one handshake.
+	skipHTTP bool
 }
 
 // NewScanner checks cfg, loads the roots and finds the resolver.
@@ -155,6 +176,7 @@ func NewScanner(cfg ScannerConfig, logger *zap.Logger) (*Scanner, error) {
 		roots:    roots,
 		sem:      make(chan struct{}, cfg.MaxConcurrentHandshakes),
 		curves:   classicCurves,
+		http:     newHTTPTransport(),
 	}, nil
 }
 
@@ -224,18 +246,17 @@ func (s *Scanner) scanIP(ctx context.Context, host string, port int, ip netip.Ad
 	defer func() { <-s.sem }()
 	s.handshake(ctx, host, port, ip, &r)
 	countOutcome(r.Outcome)
+	if *s.cfg.CheckLegacyTLS && legacyWorthTrying(r.Outcome) {
+		s.probeLegacy(ctx, host, port, ip, &r)
+	}
 	return r
 }
 
+// handshake does the scan's handshake and, when it shows a certificate,
+// the HTTP probe on the same connection.
 func (s *Scanner) handshake(ctx context.Context, host string, port int, ip netip.Addr, r *events.IPResult) {
-	start := time.Now()
-	raw, err := s.dialer.DialContext(ctx, "tcp", netip.AddrPortFrom(ip, uint16(port)).String())
-	r.ConnectMS = time.Since(start).Milliseconds()
-	if err != nil {
-		r.Outcome, r.Detail = classify(phaseConnect, err)
-		return
-	}
-	conn := tls.Client(&limitConn{Conn: raw, left: maxHandshakeBytes}, &tls.Config{
+	var t timing
+	conn, lc, phase, err := s.dialTLS(ctx, ip, port, &tls.Config{
 		ServerName: host,
 		// The certificate is recorded whatever it is; it is verified below,
 		// chain and hostname apart, which crypto/tls cannot report.
@@ -244,18 +265,14 @@ func (s *Scanner) handshake(ctx context.Context, host string, port int, ip netip
 		MinVersion:         tls.VersionTLS12,
 		MaxVersion:         tls.VersionTLS13,
 		CurvePreferences:   s.curves,
-	})
-	defer conn.Close()
-	hsStart := time.Now()
-	_ = raw.SetDeadline(hsStart.Add(s.cfg.HandshakeTimeout))
-	err = conn.HandshakeContext(ctx)
-	elapsed := time.Since(hsStart)
-	r.HandshakeMS = elapsed.Milliseconds()
+	}, &t)
+	r.ConnectMS, r.HandshakeMS = t.connect.Milliseconds(), t.handshake.Milliseconds()
 	if err != nil {
-		r.Outcome, r.Detail = classify(phaseHandshake, err)
+		r.Outcome, r.Detail = classify(phase, err)
 		return
 	}
-	handshakeSeconds.Observe(elapsed.Seconds())
+	defer conn.Close()
+	handshakeSeconds.Observe(t.handshake.Seconds())
 	state := conn.ConnectionState()
 	if len(state.PeerCertificates) == 0 {
 		r.Outcome, r.Detail = events.OutcomeHandshakeError, "no-certificate"
@@ -265,6 +282,40 @@ func (s *Scanner) handshake(ctx context.Context, host string, port int, ip netip
 	r.TLSVersion = tls.VersionName(state.Version)
 	r.CipherSuite = tls.CipherSuiteName(state.CipherSuite)
 	s.describe(host, state.PeerCertificates, r)
+	if !s.skipHTTP {
+		s.probeHTTP(ctx, conn, lc, host, port, r)
+	}
+}
+
+// timing is how long a connection took to set up.
+type timing struct{ connect, handshake time.Duration }
+
+// dialTLS connects to ip:port through the guarded dialer and completes a
+// TLS handshake with cfg within the Scanner's deadlines, reading at most
+// maxHandshakeBytes. On failure the connection is closed and phase says
+// where err came from. t, when not nil, receives the durations of both
+// steps, also on failure.
+func (s *Scanner) dialTLS(ctx context.Context, ip netip.Addr, port int, cfg *tls.Config, t *timing) (*tls.Conn, *limitConn, string, error) {
+	if t == nil {
+		t = new(timing)
+	}
+	start := time.Now()
+	raw, err := s.dialer.DialContext(ctx, "tcp", netip.AddrPortFrom(ip, uint16(port)).String())
+	t.connect = time.Since(start)
+	if err != nil {
+		return nil, nil, phaseConnect, err
+	}
+	lc := &limitConn{Conn: raw, left: maxHandshakeBytes}
+	conn := tls.Client(lc, cfg)
+	hsStart := time.Now()
+	_ = raw.SetDeadline(hsStart.Add(s.cfg.HandshakeTimeout))
+	err = conn.HandshakeContext(ctx)
+	t.handshake = time.Since(hsStart)
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, phaseHandshake, err
+	}
+	return conn, lc, phaseHandshake, nil
 }
 
 // describe records the leaf's facts and verifies chain and hostname apart.
