@@ -1,6 +1,418 @@
 package apiserver
 
-import "github.com/gin-gonic/gin"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/grade"
+	"github.com/certfleet/certfleet/apiserver/projector"
+	"github.com/certfleet/certfleet/coordinator"
+)
+
+// Messages of the check routes.
+const (
+	msgNoSSLCheck   = "No SSL check yet"
+	msgNoWhois      = "WHOIS checks are not available yet"
+	msgInactive     = "This domain is not active; set is_active to true to check it"
+	msgCheckTimeout = "Timed out waiting for a fresh scan from every region"
+	msgNoScan       = "Timed out waiting for a fresh scan"
+)
+
+// checkPoll is how often POST /check reads the view while it waits.
+const checkPoll = 200 * time.Millisecond
+
+// regionWindow: a region counts as active for POST /check when one of its
+// agents said it was alive this recently (agents do every 10 s).
+const regionWindow = time.Minute
 
 // checkRoutes serves /api/v1/domains/:id/ssl, /domains/:id/whois and /check.
-func (s *Server) checkRoutes(g *gin.RouterGroup) {}
+func (s *Server) checkRoutes(g *gin.RouterGroup) {
+	g.GET("/domains/:id/ssl", s.requireKey("read"), s.limit(classGeneral), s.sslCheck)
+	g.GET("/domains/:id/whois", s.requireKey("read"), s.limit(classGeneral), s.whoisCheck)
+	g.POST("/check", s.requireKey("write"), s.limit(classGeneral), s.limit(classCheck), s.manualCheck)
+}
+
+// thresholds are the status and grade thresholds of the configuration.
+func (s *Server) thresholds() grade.Thresholds {
+	return grade.Thresholds{Warning: s.cfg.WarningDays, Critical: s.cfg.CriticalDays}
+}
+
+// sslResult is what one IP showed one region, with its grade.
+type sslResult struct {
+	IP                    string     `json:"ip"`
+	Region                string     `json:"region"`
+	Port                  int        `json:"port"`
+	Outcome               string     `json:"outcome"`
+	Detail                string     `json:"detail"`
+	ScannedAt             time.Time  `json:"scanned_at"`
+	Grade                 *string    `json:"grade"`
+	GradeReasons          []string   `json:"grade_reasons"`
+	CertificateFound      bool       `json:"certificate_found"`
+	Subject               *string    `json:"subject"`
+	Issuer                *string    `json:"issuer"`
+	SANs                  []string   `json:"sans"`
+	SerialNumber          *string    `json:"serial_number"`
+	ValidFrom             *time.Time `json:"valid_from"`
+	ValidTo               *time.Time `json:"valid_to"`
+	DaysRemaining         *int       `json:"days_remaining"`
+	CertificateSHA256     *string    `json:"certificate_sha256"`
+	KeyType               *string    `json:"key_type"`
+	KeyBits               *int       `json:"key_bits"`
+	SignatureAlgorithm    *string    `json:"signature_algorithm"`
+	ChainLength           int        `json:"chain_length"`
+	TLSVersion            *string    `json:"tls_version"`
+	CipherSuite           *string    `json:"cipher_suite"`
+	ChainValid            bool       `json:"chain_valid"`
+	HostnameValid         bool       `json:"hostname_valid"`
+	HTTPStatus            *int       `json:"http_status"`
+	HSTS                  bool       `json:"hsts"`
+	HSTSMaxAge            int64      `json:"hsts_max_age"`
+	HSTSIncludeSubdomains bool       `json:"hsts_include_subdomains"`
+	LegacyTLSChecked      bool       `json:"legacy_tls_checked"`
+	LegacyTLS             []string   `json:"legacy_tls"`
+	ConnectMS             int64      `json:"connect_ms"`
+	HandshakeMS           int64      `json:"handshake_ms"`
+}
+
+// sslCheckBody is GET /domains/{id}/ssl: SSLTrackr's fields, describing the
+// certificate that expires first, plus the domain's grade and status and
+// every IP's result from every region.
+type sslCheckBody struct {
+	// ID is the scan.completed event the first-expiring entry came from.
+	ID            string     `json:"id"`
+	DomainID      string     `json:"domain_id"`
+	Hostname      string     `json:"hostname"`
+	Port          int        `json:"port"`
+	Subject       *string    `json:"subject"`
+	Issuer        *string    `json:"issuer"`
+	ValidFrom     *time.Time `json:"valid_from"`
+	ValidTo       *time.Time `json:"valid_to"`
+	DaysRemaining *int       `json:"days_remaining"`
+	SerialNumber  *string    `json:"serial_number"`
+	TLSVersion    *string    `json:"tls_version"`
+	ChainValid    bool       `json:"chain_valid"`
+	HSTS          bool       `json:"hsts"`
+	SANs          []string   `json:"sans"`
+	// Grade is the worst IP's; null when no IP showed a certificate.
+	Grade        *string     `json:"grade"`
+	GradeReasons []string    `json:"grade_reasons"`
+	Status       string      `json:"status"`
+	CheckedAt    time.Time   `json:"checked_at"`
+	Regions      []string    `json:"regions"`
+	Results      []sslResult `json:"results"`
+}
+
+// sslBody builds the /ssl answer from a domain's view; nil when the view
+// is empty (never scanned).
+func (s *Server) sslBody(d accounts.Domain, entries []projector.ExpEntry) *sslCheckBody {
+	now := s.cfg.Now()
+	sum := grade.Summarize(entries, now, s.thresholds())
+	if sum.CheckedAt == nil {
+		return nil
+	}
+	b := &sslCheckBody{
+		DomainID:      d.ID,
+		Hostname:      d.Host,
+		Port:          d.Port,
+		DaysRemaining: sum.DaysRemaining,
+		Grade:         nonEmpty(sum.Grade),
+		GradeReasons:  nonNilStrings(sum.Reasons),
+		Status:        sum.Status,
+		CheckedAt:     sum.CheckedAt.UTC(),
+		SANs:          []string{},
+		Regions:       []string{},
+		Results:       make([]sslResult, len(entries)),
+	}
+	for i, e := range entries {
+		b.Results[i] = sslResultOf(e, sum.Entries[i], now)
+		if !containsString(b.Regions, e.Region) {
+			b.Regions = append(b.Regions, e.Region)
+		}
+		if b.ID == "" || e.ScannedAt.Equal(*sum.CheckedAt) {
+			b.ID = e.EventID
+		}
+	}
+	if f := sum.First; f != nil {
+		r := sslResultOf(*f, grade.EntryGrade{}, now)
+		b.ID = f.EventID
+		b.Subject, b.Issuer, b.ValidFrom, b.ValidTo = r.Subject, r.Issuer, r.ValidFrom, r.ValidTo
+		b.SerialNumber, b.TLSVersion, b.ChainValid, b.HSTS, b.SANs = r.SerialNumber, r.TLSVersion, r.ChainValid, r.HSTS, r.SANs
+	}
+	return b
+}
+
+func sslResultOf(e projector.ExpEntry, g grade.EntryGrade, now time.Time) sslResult {
+	r := sslResult{
+		IP:                    e.IP,
+		Region:                e.Region,
+		Port:                  e.Port,
+		Outcome:               string(e.Outcome),
+		Detail:                e.Detail,
+		ScannedAt:             e.ScannedAt.UTC(),
+		Grade:                 nonEmpty(g.Grade),
+		GradeReasons:          nonNilStrings(g.Reasons),
+		CertificateFound:      e.CertificateFound,
+		SANs:                  nonNilStrings(e.SANs),
+		ChainLength:           e.ChainLength,
+		ChainValid:            e.ChainValid,
+		HostnameValid:         e.HostnameValid,
+		HSTS:                  e.HSTSMaxAge > 0,
+		HSTSMaxAge:            e.HSTSMaxAge,
+		HSTSIncludeSubdomains: e.HSTSIncludeSubdomains,
+		LegacyTLSChecked:      e.LegacyTLSChecked,
+		LegacyTLS:             nonNilStrings(e.LegacyTLS),
+		ConnectMS:             e.ConnectMS,
+		HandshakeMS:           e.HandshakeMS,
+		TLSVersion:            nonEmpty(tlsVersionName(e.TLSVersion)),
+		CipherSuite:           nonEmpty(e.CipherSuite),
+	}
+	if e.HTTPStatus != 0 {
+		r.HTTPStatus = &e.HTTPStatus
+	}
+	if !e.CertificateFound {
+		return r
+	}
+	days := grade.DaysUntil(e.NotAfter, now)
+	from, to := e.NotBefore.UTC(), e.NotAfter.UTC()
+	r.Subject = &e.Subject
+	r.Issuer = &e.Issuer
+	r.SerialNumber = nonEmpty(colonHex(e.Serial))
+	r.ValidFrom, r.ValidTo, r.DaysRemaining = &from, &to, &days
+	r.CertificateSHA256 = nonEmpty(e.LeafSHA256)
+	r.KeyType = nonEmpty(e.KeyType)
+	if e.KeyBits != 0 {
+		r.KeyBits = &e.KeyBits
+	}
+	r.SignatureAlgorithm = nonEmpty(e.SignatureAlgorithm)
+	return r
+}
+
+// tlsVersionName writes a version as SSLTrackr does: "TLS 1.3" (Go's
+// tls.VersionName, which the agent records) is "TLSv1.3".
+func tlsVersionName(v string) string {
+	if rest, ok := strings.CutPrefix(v, "TLS "); ok {
+		return "TLSv" + rest
+	}
+	return v
+}
+
+// colonHex writes a serial number recorded as lower-case hex ("3a1b2")
+// as colon-separated bytes ("03:a1:b2").
+func colonHex(h string) string {
+	if h == "" {
+		return ""
+	}
+	h = strings.ToLower(h)
+	if len(h)%2 == 1 {
+		h = "0" + h
+	}
+	var b strings.Builder
+	b.Grow(len(h) * 3 / 2)
+	for i := 0; i < len(h); i += 2 {
+		if i > 0 {
+			b.WriteByte(':')
+		}
+		b.WriteString(h[i : i+2])
+	}
+	return b.String()
+}
+
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// domainOf reads the domain of the request's :id for its principal.
+func (s *Server) domainOf(c *gin.Context, id string) (accounts.Domain, error) {
+	return s.accounts.GetDomain(c.Request.Context(), principalOf(c).TenantID, id)
+}
+
+// sslCheck is GET /domains/{id}/ssl.
+func (s *Server) sslCheck(c *gin.Context) {
+	d, err := s.domainOf(c, c.Param("id"))
+	if err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	entries, err := projector.Expiration(c.Request.Context(), s.rdb, d.ID)
+	if err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	b := s.sslBody(d, entries)
+	if b == nil {
+		failV1(c, http.StatusNotFound, msgNoSSLCheck)
+		return
+	}
+	replyJSON(c, http.StatusOK, b)
+}
+
+// whoisCheck is GET /domains/{id}/whois: no WHOIS checks exist yet, so an
+// existing domain gets a 404 saying so (and another tenant's or an unknown
+// one the usual "Domain not found").
+func (s *Server) whoisCheck(c *gin.Context) {
+	if _, err := s.domainOf(c, c.Param("id")); err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	failV1(c, http.StatusNotFound, msgNoWhois)
+}
+
+// checkRequest is POST /check's body.
+type checkRequest struct {
+	DomainID string `json:"domain_id"`
+}
+
+// checkBody answers POST /check: SSLTrackr's {"ssl","whois"}; whois is
+// null until WHOIS checks exist. On a timeout Error says so, SSL holds
+// what the view has (null when nothing) and Pending the regions still
+// awaited.
+type checkBody struct {
+	Error   string        `json:"error,omitempty"`
+	SSL     *sslCheckBody `json:"ssl"`
+	Whois   *struct{}     `json:"whois"`
+	Pending []string      `json:"pending_regions,omitempty"`
+}
+
+// manualCheck is POST /check: it makes the domain due now and waits until
+// every active region has published a scan of it finished after the
+// request came in, then answers the fresh view. "Finished after" is told
+// by the view's entries of a region carrying another scan event than
+// before the request, which needs no clock shared with the agents. A
+// region counts as active when one of its agents was seen within
+// regionWindow; with none active, one fresh region suffices.
+func (s *Server) manualCheck(c *gin.Context) {
+	var req checkRequest
+	if err := bindJSON(c, &req); err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	if req.DomainID == "" {
+		s.replyV1(c, badRequest{`field "domain_id" is required`})
+		return
+	}
+	ctx := c.Request.Context()
+	d, err := s.domainOf(c, req.DomainID)
+	if err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	if !d.Active {
+		failV1(c, http.StatusConflict, msgInactive)
+		return
+	}
+	before, err := projector.Expiration(ctx, s.rdb, d.ID)
+	if err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	seen := scansByRegion(before)
+	regions, err := coordinator.ActiveRegions(ctx, s.rdb, time.Now().Add(-regionWindow))
+	if err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	// An active domain the coordinator has not scheduled yet was just added
+	// (or activated): its first scan is due at once anyway.
+	if err := coordinator.ScanNow(ctx, s.rdb, s.cfg.Shards, d.ID); err != nil && !errors.Is(err, coordinator.ErrNotScheduled) {
+		s.replyV1(c, err)
+		return
+	}
+
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.CheckTimeout)
+	defer cancel()
+	tick := time.NewTicker(checkPoll)
+	defer tick.Stop()
+	var entries []projector.ExpEntry
+	for {
+		entries, err = projector.Expiration(ctx, s.rdb, d.ID)
+		if err != nil {
+			s.replyV1(c, err)
+			return
+		}
+		pending, done := pendingRegions(regions, seen, entries)
+		if done {
+			replyJSON(c, http.StatusOK, checkBody{SSL: s.sslBody(d, entries)})
+			return
+		}
+		select {
+		case <-tick.C:
+			continue
+		case <-wctx.Done():
+		}
+		if ctx.Err() != nil {
+			// The client went away; nobody reads an answer.
+			c.Abort()
+			return
+		}
+		msg := fmt.Sprintf("%s within %s", msgCheckTimeout, s.cfg.CheckTimeout)
+		if len(regions) == 0 {
+			msg = fmt.Sprintf("%s within %s: no agent was seen in the last %s", msgNoScan, s.cfg.CheckTimeout, regionWindow)
+		}
+		c.AbortWithStatusJSON(http.StatusGatewayTimeout, checkBody{
+			Error:   msg,
+			SSL:     s.sslBody(d, entries),
+			Pending: pending,
+		})
+		return
+	}
+}
+
+// scansByRegion maps each region of a view to the scan events its entries
+// came from (one, unless read mid-update).
+func scansByRegion(entries []projector.ExpEntry) map[string]map[string]bool {
+	out := map[string]map[string]bool{}
+	for _, e := range entries {
+		if out[e.Region] == nil {
+			out[e.Region] = map[string]bool{}
+		}
+		out[e.Region][e.EventID] = true
+	}
+	return out
+}
+
+// pendingRegions lists the regions in want still without a scan newer
+// than seen. With want empty (no agent seen lately) it is done once any
+// region has a newer scan.
+func pendingRegions(want []string, seen map[string]map[string]bool, entries []projector.ExpEntry) (pending []string, done bool) {
+	fresh := map[string]bool{}
+	for _, e := range entries {
+		if !seen[e.Region][e.EventID] {
+			fresh[e.Region] = true
+		}
+	}
+	if len(want) == 0 {
+		return []string{}, len(fresh) > 0
+	}
+	for _, r := range want {
+		if !fresh[r] {
+			pending = append(pending, r)
+		}
+	}
+	return pending, len(pending) == 0
+}

@@ -1,0 +1,453 @@
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/agent"
+	"github.com/certfleet/certfleet/agent/lab"
+	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/projector"
+	"github.com/certfleet/certfleet/coordinator"
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/testenv"
+)
+
+// checkClient calls the v1 API of one replica with a bearer key.
+type checkClient struct {
+	t    *testing.T
+	base string
+}
+
+func newCheckReplica(t *testing.T, rdb *redis.Client, cfg Config) (*Server, checkClient) {
+	t.Helper()
+	srv, err := New(cfg, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatalf("new server: %v", err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	return srv, checkClient{t: t, base: hs.URL + "/api/v1"}
+}
+
+// call sends a request with key as bearer (none when empty) and decodes
+// the JSON answer into out.
+func (c checkClient) call(method, path, key, body string, out any) int {
+	c.t.Helper()
+	req, err := http.NewRequest(method, c.base+path, strings.NewReader(body))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(raw, out); err != nil {
+		c.t.Fatalf("%s %s: got non-JSON body %q (HTTP %d)", method, path, raw, resp.StatusCode)
+	}
+	return resp.StatusCode
+}
+
+// checkTenant is an account with a read-only and a read-write key.
+type checkTenant struct {
+	id, read, write string
+}
+
+func newCheckTenant(t *testing.T, srv *Server, email string) checkTenant {
+	t.Helper()
+	ctx := context.Background()
+	tenant, err := srv.accounts.EnsureAccount(ctx, email)
+	if err != nil {
+		t.Fatalf("ensure account %s: %v", email, err)
+	}
+	r, err := srv.accounts.CreateKey(ctx, tenant, "read", []string{"read"}, nil, accounts.SourceCLI)
+	if err != nil {
+		t.Fatalf("create read key: %v", err)
+	}
+	w, err := srv.accounts.CreateKey(ctx, tenant, "write", []string{"read", "write"}, nil, accounts.SourceCLI)
+	if err != nil {
+		t.Fatalf("create write key: %v", err)
+	}
+	return checkTenant{id: tenant, read: r.Key, write: w.Key}
+}
+
+func addCheckDomain(t *testing.T, srv *Server, tenant, host string, port int) string {
+	t.Helper()
+	d, _, err := srv.accounts.AddDomain(context.Background(), tenant, accounts.NewDomain{Host: host, Port: port, Source: "api"})
+	if err != nil {
+		t.Fatalf("add %s: %v", host, err)
+	}
+	return d.ID
+}
+
+// sslAnswer is the part of GET /ssl the tests read.
+type sslAnswer struct {
+	Error         string      `json:"error"`
+	ID            string      `json:"id"`
+	DomainID      string      `json:"domain_id"`
+	Subject       *string     `json:"subject"`
+	Issuer        *string     `json:"issuer"`
+	ValidFrom     *time.Time  `json:"valid_from"`
+	ValidTo       *time.Time  `json:"valid_to"`
+	DaysRemaining *int        `json:"days_remaining"`
+	SerialNumber  *string     `json:"serial_number"`
+	TLSVersion    *string     `json:"tls_version"`
+	ChainValid    bool        `json:"chain_valid"`
+	HSTS          bool        `json:"hsts"`
+	SANs          []string    `json:"sans"`
+	Grade         *string     `json:"grade"`
+	GradeReasons  []string    `json:"grade_reasons"`
+	Status        string      `json:"status"`
+	CheckedAt     time.Time   `json:"checked_at"`
+	Regions       []string    `json:"regions"`
+	Results       []sslResult `json:"results"`
+}
+
+type checkAnswer struct {
+	Error   string          `json:"error"`
+	SSL     *sslAnswer      `json:"ssl"`
+	Whois   json.RawMessage `json:"whois"`
+	Pending []string        `json:"pending_regions"`
+}
+
+func str(p *string) string {
+	if p == nil {
+		return "<nil>"
+	}
+	return *p
+}
+
+func TestSSLCheck(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	cfg := Config{Now: func() time.Time { return now }}
+	srv, api := newCheckReplica(t, rdb, cfg)
+	_, api2 := newCheckReplica(t, rdb, cfg)
+	alice := newCheckTenant(t, srv, "alice@example.com")
+	bob := newCheckTenant(t, srv, "bob@example.com")
+	id := addCheckDomain(t, srv, alice.id, "shop.example", 443)
+
+	var a sslAnswer
+	if code := api.call(http.MethodGet, "/domains/"+id+"/ssl", alice.read, "", &a); code != http.StatusNotFound || a.Error != msgNoSSLCheck {
+		t.Fatalf("before a scan: got HTTP %d %q, want 404 %q", code, a.Error, msgNoSSLCheck)
+	}
+
+	base := events.IPResult{
+		Outcome: events.OutcomeOK, CertificateFound: true,
+		Subject: "CN=shop.example", Issuer: "CN=Test CA", SANs: []string{"shop.example", "www.shop.example"},
+		Serial: "3a1b2", NotBefore: now.AddDate(0, -1, 0), NotAfter: now.AddDate(0, 0, 60),
+		KeyType: "ECDSA", KeyBits: 256, SignatureAlgorithm: "ECDSA-SHA256", ChainLength: 2,
+		TLSVersion: "TLS 1.3", CipherSuite: "TLS_AES_128_GCM_SHA256", ChainValid: true, HostnameValid: true,
+		HTTPStatus: 200, HSTSMaxAge: 31536000, LegacyTLSChecked: true,
+	}
+	ip1, ip2 := base, base
+	ip1.IP = "192.0.2.1"
+	ip2.IP, ip2.NotAfter, ip2.Serial = "192.0.2.2", now.AddDate(0, 0, 20), "ff"
+	ip2.HSTSMaxAge, ip2.LegacyTLS = 0, []string{"TLS 1.1"}
+	refused := events.IPResult{IP: "192.0.2.3", Outcome: events.OutcomeConnectionRefused, ConnectMS: 3}
+	eu := scanEvent(t, id, "eu", now.Add(-2*time.Hour), 443, ip1, ip2)
+	us := scanEvent(t, id, "us", now.Add(-time.Hour), 443, ip1, refused)
+	for _, ev := range []events.Envelope{eu, us} {
+		if err := applyEvent(ctx, rdb, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	for i, c := range []checkClient{api, api2} {
+		a = sslAnswer{}
+		if code := c.call(http.MethodGet, "/domains/"+id+"/ssl", alice.read, "", &a); code != http.StatusOK {
+			t.Fatalf("replica %d: got HTTP %d %q, want 200", i, code, a.Error)
+		}
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"id", a.ID, eu.EventID.String()},
+		{"domain_id", a.DomainID, id},
+		{"subject", str(a.Subject), "CN=shop.example"},
+		{"issuer", str(a.Issuer), "CN=Test CA"},
+		{"valid_to", a.ValidTo.Equal(ip2.NotAfter), true},
+		{"valid_from", a.ValidFrom.Equal(ip2.NotBefore), true},
+		{"days_remaining", *a.DaysRemaining, 20},
+		{"serial_number", str(a.SerialNumber), "ff"},
+		{"tls_version", str(a.TLSVersion), "TLSv1.3"},
+		{"chain_valid", a.ChainValid, true},
+		{"hsts", a.HSTS, false},
+		{"sans", strings.Join(a.SANs, ","), "shop.example,www.shop.example"},
+		{"grade", str(a.Grade), "B"},
+		{"grade_reasons", strings.Join(a.GradeReasons, ","), "legacy-protocols,no-hsts"},
+		{"status", a.Status, "warning"},
+		{"checked_at", a.CheckedAt.Equal(now.Add(-time.Hour)), true},
+		{"regions", strings.Join(a.Regions, ","), "eu,us"},
+		{"results", len(a.Results), 4},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	byKey := map[string]sslResult{}
+	for _, r := range a.Results {
+		byKey[r.Region+"|"+r.IP] = r
+	}
+	if r := byKey["eu|192.0.2.1"]; str(r.Grade) != "A+" || str(r.SerialNumber) != "03:a1:b2" || !r.HSTS || r.HSTSMaxAge != 31536000 || *r.DaysRemaining != 60 {
+		t.Errorf("eu 192.0.2.1: got grade %s serial %s hsts %v/%d days %v, want A+ 03:a1:b2 true/31536000 60",
+			str(r.Grade), str(r.SerialNumber), r.HSTS, r.HSTSMaxAge, *r.DaysRemaining)
+	}
+	if r := byKey["eu|192.0.2.2"]; str(r.Grade) != "B" || strings.Join(r.LegacyTLS, ",") != "TLS 1.1" {
+		t.Errorf("eu 192.0.2.2: got grade %s legacy %v, want B [TLS 1.1]", str(r.Grade), r.LegacyTLS)
+	}
+	if r := byKey["us|192.0.2.3"]; r.Grade != nil || r.Outcome != "connection-refused" || r.Subject != nil || r.ValidTo != nil || r.CertificateFound {
+		t.Errorf("us 192.0.2.3: got %+v, want no grade, no certificate, outcome connection-refused", r)
+	}
+
+	// WHOIS does not exist yet.
+	var e struct {
+		Error string `json:"error"`
+	}
+	if code := api.call(http.MethodGet, "/domains/"+id+"/whois", alice.read, "", &e); code != http.StatusNotFound || e.Error != msgNoWhois {
+		t.Errorf("whois: got HTTP %d %q, want 404 %q", code, e.Error, msgNoWhois)
+	}
+
+	// Errors.
+	tests := []struct {
+		name, path, key string
+		code            int
+		msg             string
+	}{
+		{"no key", "/domains/" + id + "/ssl", "", http.StatusUnauthorized, msgUnauthorized},
+		{"bad key", "/domains/" + id + "/ssl", "ssa_nope", http.StatusUnauthorized, msgUnauthorized},
+		{"other tenant", "/domains/" + id + "/ssl", bob.read, http.StatusNotFound, msgNoDomain},
+		{"unknown id", "/domains/6f1c1f5e-58b4-4d1e-9c43-5d9b8a4a2b11/ssl", alice.read, http.StatusNotFound, msgNoDomain},
+		{"not a uuid", "/domains/nope/ssl", alice.read, http.StatusNotFound, msgNoDomain},
+		{"whois other tenant", "/domains/" + id + "/whois", bob.read, http.StatusNotFound, msgNoDomain},
+		{"whois no key", "/domains/" + id + "/whois", "", http.StatusUnauthorized, msgUnauthorized},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var e struct {
+				Error string `json:"error"`
+			}
+			if code := api.call(http.MethodGet, tc.path, tc.key, "", &e); code != tc.code || e.Error != tc.msg {
+				t.Errorf("got HTTP %d %q, want %d %q", code, e.Error, tc.code, tc.msg)
+			}
+		})
+	}
+}
+
+// TestCheckRateLimit: POST /check has its own per-key limit, held across
+// replicas, on top of the general one.
+func TestCheckRateLimit(t *testing.T) {
+	rdb := testenv.Redis(t).Client(t)
+	cfg := Config{RateLimitCheck: 2}
+	srv, api := newCheckReplica(t, rdb, cfg)
+	_, api2 := newCheckReplica(t, rdb, cfg)
+	alice := newCheckTenant(t, srv, "alice@example.com")
+	body := `{"domain_id":"6f1c1f5e-58b4-4d1e-9c43-5d9b8a4a2b11"}`
+	for i, c := range []checkClient{api, api2} {
+		var e checkAnswer
+		if code := c.call(http.MethodPost, "/check", alice.write, body, &e); code != http.StatusNotFound {
+			t.Fatalf("check %d: got HTTP %d %q, want 404", i+1, code, e.Error)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, api.base+"/check", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+alice.write)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(raw), "Rate limit exceeded") {
+		t.Errorf("third check: got HTTP %d, Retry-After %q, %s; want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"), raw)
+	}
+	// The general limit still lets the key read.
+	var e checkAnswer
+	if code := api.call(http.MethodGet, "/domains/6f1c1f5e-58b4-4d1e-9c43-5d9b8a4a2b11/ssl", alice.read, "", &e); code != http.StatusNotFound {
+		t.Errorf("ssl after the check limit: got HTTP %d %q, want 404", code, e.Error)
+	}
+}
+
+// applyEvent applies one event to the views as the projector does.
+func applyEvent(ctx context.Context, rdb *redis.Client, ev events.Envelope) error {
+	p, err := projector.New(projector.Config{Consumer: "test"}, rdb, zap.NewNop())
+	if err != nil {
+		return err
+	}
+	return p.Apply(ctx, ev)
+}
+
+// TestManualCheck runs a coordinator, an agent in region "eu" and the
+// projector against the lab, in-process on one Redis, and asks two
+// replicas for manual checks: one answers fresh results from a real scan,
+// the other times out waiting for a region whose agent is not running.
+func TestManualCheck(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real scans")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rdb := testenv.Redis(t).Client(t)
+	logger := testenv.Logger(t)
+	fleet, err := lab.Start(ctx, lab.Config{}, logger)
+	if err != nil {
+		t.Fatalf("start lab: %v", err)
+	}
+	defer fleet.Close()
+	var target lab.Target
+	for _, tg := range fleet.Targets() {
+		if tg.Name == "valid" {
+			target = tg
+		}
+	}
+	var allow []netip.Prefix
+	for _, s := range fleet.AllowTargets() {
+		allow = append(allow, netip.MustParsePrefix(s))
+	}
+
+	const shards = 4
+	co, err := coordinator.New(coordinator.Config{Name: "co-1", Shards: shards, Tick: 100 * time.Millisecond}, rdb, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ag, err := agent.New(agent.Config{Region: "eu", Name: "eu-1", Shards: shards, Block: 200 * time.Millisecond, Scanner: agent.ScannerConfig{
+		Resolver: fleet.ResolverAddr(), ExtraRootsPEM: fleet.RootsPEM(), Allow: allow,
+	}}, rdb, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proj, err := projector.New(projector.Config{Consumer: "proj-1", Block: 100 * time.Millisecond}, rdb, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, run := range []func(context.Context) error{co.Run, ag.Run, proj.Run} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx); err != nil && ctx.Err() == nil {
+				t.Errorf("component stopped: %v", err)
+			}
+		}()
+	}
+	defer wg.Wait()
+	defer cancel()
+	if err := coordinator.AgentSeen(ctx, rdb, "eu", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+
+	srv, api := newCheckReplica(t, rdb, Config{Shards: shards, CheckTimeout: 20 * time.Second, RateLimitCheck: 100})
+	_, short := newCheckReplica(t, rdb, Config{Shards: shards, CheckTimeout: 1500 * time.Millisecond, RateLimitCheck: 100})
+	alice := newCheckTenant(t, srv, "alice@example.com")
+	bob := newCheckTenant(t, srv, "bob@example.com")
+	id := addCheckDomain(t, srv, alice.id, target.Host, target.Port)
+	body := `{"domain_id":"` + id + `"}`
+
+	// A check right after the add waits for the domain's first scan.
+	var first checkAnswer
+	start := time.Now()
+	if code := api.call(http.MethodPost, "/check", alice.write, body, &first); code != http.StatusOK || first.SSL == nil {
+		t.Fatalf("first check: got HTTP %d %q, want 200 with ssl", code, first.Error)
+	}
+	t.Logf("first check (domain just added) answered in %s", time.Since(start).Round(time.Millisecond))
+
+	var second checkAnswer
+	start = time.Now()
+	if code := api.call(http.MethodPost, "/check", alice.write, body, &second); code != http.StatusOK || second.SSL == nil {
+		t.Fatalf("second check: got HTTP %d %q, want 200 with ssl", code, second.Error)
+	}
+	took := time.Since(start)
+	t.Logf("manual check of a scheduled domain answered in %s", took.Round(time.Millisecond))
+	s := second.SSL
+	if s.ID == first.SSL.ID || !s.CheckedAt.After(first.SSL.CheckedAt) {
+		t.Errorf("second check: got scan %s at %s, want a newer scan than %s at %s", s.ID, s.CheckedAt, first.SSL.ID, first.SSL.CheckedAt)
+	}
+	if string(second.Whois) != "null" {
+		t.Errorf("whois: got %s, want null", second.Whois)
+	}
+	x := target.Expect[0]
+	if len(s.Results) != len(target.Expect) || !s.ValidTo.Equal(x.NotAfter) || !s.ChainValid || str(s.Issuer) != x.Issuer ||
+		str(s.TLSVersion) != "TLSv1.3" || s.Status != "valid" || s.Grade == nil {
+		t.Errorf("second check: got %d results, valid_to %v, chain_valid %v, issuer %q, tls %q, status %q, grade %s; want %d, %v, true, %q, TLSv1.3, valid, a grade",
+			len(s.Results), s.ValidTo, s.ChainValid, str(s.Issuer), str(s.TLSVersion), s.Status, str(s.Grade), len(target.Expect), x.NotAfter, x.Issuer)
+	}
+
+	// The same as GET /ssl says afterwards.
+	var after sslAnswer
+	if code := api.call(http.MethodGet, "/domains/"+id+"/ssl", alice.read, "", &after); code != http.StatusOK || after.ID != s.ID {
+		t.Errorf("ssl after check: got HTTP %d id %s, want 200 id %s", code, after.ID, s.ID)
+	}
+
+	// Errors.
+	tests := []struct {
+		name, key, body string
+		code            int
+		msg             string
+	}{
+		{"read key", alice.read, body, http.StatusForbidden, "This API key lacks the write permission"},
+		{"no key", "", body, http.StatusUnauthorized, msgUnauthorized},
+		{"other tenant", bob.write, body, http.StatusNotFound, msgNoDomain},
+		{"unknown domain", alice.write, `{"domain_id":"6f1c1f5e-58b4-4d1e-9c43-5d9b8a4a2b11"}`, http.StatusNotFound, msgNoDomain},
+		{"missing domain_id", alice.write, `{}`, http.StatusBadRequest, `field "domain_id" is required`},
+		{"unknown field", alice.write, `{"domain_id":"` + id + `","force":true}`, http.StatusBadRequest, `unknown field "force"`},
+		{"wrong type", alice.write, `{"domain_id":5}`, http.StatusBadRequest, `field "domain_id" must be a string`},
+		{"empty body", alice.write, ``, http.StatusBadRequest, "request body is empty; send a JSON object"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var e checkAnswer
+			if code := api.call(http.MethodPost, "/check", tc.key, tc.body, &e); code != tc.code || e.Error != tc.msg {
+				t.Errorf("got HTTP %d %q, want %d %q", code, e.Error, tc.code, tc.msg)
+			}
+		})
+	}
+
+	// A region that is active but has no agent running: 504 with what the
+	// view has.
+	if err := coordinator.AgentSeen(ctx, rdb, "ghost", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	var timedOut checkAnswer
+	start = time.Now()
+	code := short.call(http.MethodPost, "/check", alice.write, body, &timedOut)
+	took = time.Since(start)
+	if code != http.StatusGatewayTimeout || !strings.HasPrefix(timedOut.Error, msgCheckTimeout) {
+		t.Fatalf("ghost region: got HTTP %d %q, want 504 %q", code, timedOut.Error, msgCheckTimeout)
+	}
+	if took < 1500*time.Millisecond || took > 5*time.Second {
+		t.Errorf("ghost region: answered after %s, want about the 1.5s timeout", took)
+	}
+	if strings.Join(timedOut.Pending, ",") != "ghost" || timedOut.SSL == nil || strings.Join(timedOut.SSL.Regions, ",") != "eu" {
+		t.Errorf("ghost region: got pending %v and ssl %+v, want pending [ghost] and eu's results", timedOut.Pending, timedOut.SSL)
+	}
+
+	// An inactive domain is not scanned, so it cannot be checked.
+	inactive := false
+	if _, err := srv.accounts.UpdateDomain(ctx, alice.id, id, accounts.DomainPatch{Active: &inactive}); err != nil {
+		t.Fatal(err)
+	}
+	var e checkAnswer
+	if code := api.call(http.MethodPost, "/check", alice.write, body, &e); code != http.StatusConflict || e.Error != msgInactive {
+		t.Errorf("inactive: got HTTP %d %q, want 409 %q", code, e.Error, msgInactive)
+	}
+}
