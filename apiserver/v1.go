@@ -117,15 +117,11 @@ func bindJSON(c *gin.Context, dst any) error {
 	if len(body) == 0 {
 		return badRequest{"request body is empty; send a JSON object"}
 	}
-	var obj map[string]json.RawMessage
-	if err := json.Unmarshal(body, &obj); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) || body[0] != '{' {
-			return badRequest{"request body must be a JSON object"}
-		}
+	if !json.Valid(body) {
 		return badRequest{"request body is not valid JSON"}
 	}
-	if obj == nil {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
 		return badRequest{"request body must be a JSON object"}
 	}
 	known := jsonFields(reflect.TypeOf(dst).Elem())

@@ -1,0 +1,121 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certfleet/certfleet/events"
+)
+
+func TestEnsureAccount(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t)
+	for range 2 {
+		tenant, err := s.EnsureAccount(ctx, "ops@example.com")
+		if err != nil || tenant != events.TenantID("ops@example.com") {
+			t.Fatalf("ensure: got %q %v, want %s", tenant, err, events.TenantID("ops@example.com"))
+		}
+	}
+	// Once created, an account of another spelling is the same.
+	if tenant, err := s.EnsureAccount(ctx, "OPS@example.com"); err != nil || tenant != events.TenantID("ops@example.com") {
+		t.Errorf("other case: got %q %v, want the same account", tenant, err)
+	}
+	evs := streamEvents(t, rdb)
+	if len(evs) != 1 || evs[0].Name != events.AccountCreated {
+		t.Errorf("events: got %v, want one %s", evs, events.AccountCreated)
+	}
+	if _, err := s.EnsureAccount(ctx, "not an email"); !errors.Is(err, ErrBadEmail) {
+		t.Errorf("bad email: got %v, want ErrBadEmail", err)
+	}
+}
+
+func TestCreateKey(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t)
+	if _, err := s.CreateKey(ctx, "no-such-tenant", "x", []string{"read"}, nil, SourceCLI); !errors.Is(err, ErrUnknownAccount) {
+		t.Errorf("key of a missing account: got %v, want ErrUnknownAccount", err)
+	}
+	tenant, err := s.EnsureAccount(ctx, "ops@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	past := time.Now().Add(-time.Minute)
+	tests := []struct {
+		name    string
+		label   string
+		scopes  []string
+		expires *time.Time
+		wantErr error
+	}{
+		{"empty label", "", []string{"read"}, nil, ErrBadLabel},
+		{"long label", strings.Repeat("a", 101), []string{"read"}, nil, ErrBadLabel},
+		{"no scopes", "x", nil, nil, ErrBadScopes},
+		{"unknown scope", "x", []string{"read", "admin"}, nil, ErrBadScopes},
+		{"expired already", "x", []string{"read"}, &past, ErrBadExpiry},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := s.CreateKey(ctx, tenant, tc.label, tc.scopes, tc.expires, SourceCLI); !errors.Is(err, tc.wantErr) {
+				t.Errorf("got %v, want %v", err, tc.wantErr)
+			}
+		})
+	}
+	if n := len(streamEvents(t, rdb)); n != 1 {
+		t.Errorf("events after refused creates: got %d, want 1 (the account)", n)
+	}
+
+	k, err := s.CreateKey(ctx, tenant, "ops", []string{"write", "read", "write"}, nil, SourceCLI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(k.Scopes, []string{"read", "write"}) || k.Prefix != k.Key[:8] {
+		t.Errorf("key: got %+v, want scopes [read write] and prefix of the key", k.APIKey)
+	}
+	p, err := s.AuthenticateBearer(ctx, k.Key)
+	if err != nil || p.TenantID != tenant || p.KeyID != k.ID || !p.Can(ScopeWrite) {
+		t.Errorf("authenticate: got %+v %v, want tenant %s key %s with write", p, err, tenant, k.ID)
+	}
+	if err := s.RevokeKey(ctx, "other-tenant", k.ID); !errors.Is(err, ErrUnknownKeyID) {
+		t.Errorf("revoke by another tenant: got %v, want ErrUnknownKeyID", err)
+	}
+	if err := s.RevokeKey(ctx, tenant, k.ID); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	if _, err := s.AuthenticateBearer(ctx, k.Key); !errors.Is(err, ErrUnknownKey) {
+		t.Errorf("revoked key: got %v, want ErrUnknownKey", err)
+	}
+	// A late last-used write does not bring a revoked key back.
+	u := s.NewKeyUsage()
+	u.Seen(ctx, p)
+	if _, err := s.AuthenticateBearer(ctx, k.Key); !errors.Is(err, ErrUnknownKey) {
+		t.Errorf("revoked key after a last-used write: got %v, want ErrUnknownKey", err)
+	}
+	if keys, err := s.ListKeys(ctx, tenant); err != nil || len(keys) != 0 {
+		t.Errorf("list after revoke: got %v %v, want none", keys, err)
+	}
+	evs := streamEvents(t, rdb)
+	if len(evs) != 3 || evs[1].Name != events.APIKeyCreated || evs[2].Name != events.APIKeyRevoked || evs[2].AggregateID != k.ID {
+		t.Errorf("events: got %v, want account, key created, key revoked", evs)
+	}
+}
+
+// TestKeyUsageBounded: the map of written times drops old entries.
+func TestKeyUsageBounded(t *testing.T) {
+	s, _ := newStore(t)
+	u := s.NewKeyUsage()
+	t0 := time.Now()
+	for i := range 5000 {
+		u.due(strconv.Itoa(i), t0)
+	}
+	if !u.due("late", t0.Add(2*time.Minute)) {
+		t.Fatal("due: got false for a new key, want true")
+	}
+	if n := len(u.written); n != 1 {
+		t.Errorf("entries: got %d, want 1 once the old ones are dropped", n)
+	}
+}

@@ -1,0 +1,126 @@
+package apiserver
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestRateLimitAcrossReplicas: a key's budget is one across both replicas.
+func TestRateLimitAcrossReplicas(t *testing.T) {
+	e := newKeyEnv(t, Config{RateLimitGeneral: 5, RateLimitAPIKeys: 2})
+	key := e.bootstrapKey("ops@example.com", "read", "write")
+	for i := range 5 {
+		r := e.call(i%2, http.MethodGet, "/api/v1/api-keys", key, "")
+		if r.code != http.StatusOK {
+			t.Fatalf("request %d: got %d %v, want 200", i+1, r.code, r.body)
+		}
+		if got, want := r.header.Get("X-RateLimit-Limit"), "5"; got != want {
+			t.Errorf("request %d: X-RateLimit-Limit got %q, want %q", i+1, got, want)
+		}
+		if got, want := r.header.Get("X-RateLimit-Remaining"), strconv.Itoa(4-i); got != want {
+			t.Errorf("request %d: X-RateLimit-Remaining got %q, want %q", i+1, got, want)
+		}
+	}
+	r := e.call(1, http.MethodGet, "/api/v1/api-keys", key, "")
+	wantV1Error(t, r, http.StatusTooManyRequests, "Rate limit exceeded. Try again in 12 seconds.")
+	if got := r.header.Get("Retry-After"); got != "12" {
+		t.Errorf("Retry-After: got %q, want 12 (a minute / 5)", got)
+	}
+	if got := r.header.Get("X-RateLimit-Remaining"); got != "0" {
+		t.Errorf("X-RateLimit-Remaining: got %q, want 0", got)
+	}
+	// Per key: another key of the same account has its own budget.
+	other := e.bootstrapKey("ops@example.com", "read", "write")
+	if r := e.call(0, http.MethodGet, "/api/v1/api-keys", other, ""); r.code != http.StatusOK {
+		t.Errorf("other key: got %d %v, want 200", r.code, r.body)
+	}
+	// A refused key is not counted against anyone.
+	wantV1Error(t, e.call(0, http.MethodGet, "/api/v1/api-keys", "ssa_unknown", ""), http.StatusUnauthorized, "Missing or invalid API key")
+
+	// POST /api-keys has a stricter class besides general.
+	third := e.bootstrapKey("ops@example.com", "read", "write")
+	for i := range 2 {
+		if r := e.call(i, http.MethodPost, "/api/v1/api-keys", third, `{"label":"k"}`); r.code != http.StatusCreated {
+			t.Fatalf("create %d: got %d %v, want 201", i+1, r.code, r.body)
+		}
+	}
+	r = e.call(0, http.MethodPost, "/api/v1/api-keys", third, `{"label":"k"}`)
+	wantV1Error(t, r, http.StatusTooManyRequests, "Rate limit exceeded. Try again in 30 seconds.")
+	if got := r.header.Get("Retry-After"); got != "30" {
+		t.Errorf("Retry-After of apikeys: got %q, want 30", got)
+	}
+	if r := e.call(1, http.MethodGet, "/api/v1/api-keys", third, ""); r.code != http.StatusOK {
+		t.Errorf("general still open after the apikeys limit: got %d %v, want 200", r.code, r.body)
+	}
+}
+
+// TestRateLimitKeyChest: the KeyChest API counts per api_key against the
+// general limit, across replicas, and answers in its own error shape.
+func TestRateLimitKeyChest(t *testing.T) {
+	e := newKeyEnv(t, Config{RateLimitGeneral: 3})
+	const key, other = "key-of-ops-0123456789", "key-of-eve-0123456789"
+	for _, c := range []struct{ email, key string }{{"ops@example.com", key}, {"eve@example.com", other}} {
+		if _, err := e.srv[0].accounts.Claim(context.Background(), c.email, c.key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kc := func(i int, method, path, body string) (int, http.Header, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(method, e.urls[i]+path, strings.NewReader(body))
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var out map[string]any
+		if err := json.Unmarshal(raw, &out); err != nil {
+			t.Fatalf("%s %s: non-JSON %q", method, path, raw)
+		}
+		return resp.StatusCode, resp.Header, out
+	}
+	add := `{"api_key":"` + key + `","domain":"example.com"}`
+	if code, _, body := kc(0, http.MethodPost, "/api/v1.0/servers/add", add); code != http.StatusOK {
+		t.Fatalf("add: got %d %v", code, body)
+	}
+	exp := "/api/v1.0/servers/expiration/example.com?api_key=" + url.QueryEscape(key)
+	if code, _, body := kc(1, http.MethodGet, exp, ""); code != http.StatusOK {
+		t.Fatalf("expiration: got %d %v", code, body)
+	}
+	// The body the limiter read is still there for the handler.
+	if code, _, body := kc(1, http.MethodPost, "/api/v1.0/servers/add", add); code != http.StatusOK || body["id"] == nil {
+		t.Fatalf("add again: got %d %v", code, body)
+	}
+	code, h, body := kc(0, http.MethodGet, exp, "")
+	if code != http.StatusTooManyRequests || body["status"] != "error" || body["error"] != "Rate limit exceeded. Try again in 20 seconds." || h.Get("Retry-After") != "20" {
+		t.Errorf("4th request: got %d %v Retry-After %q, want 429 in KeyChest's shape, Retry-After 20", code, body, h.Get("Retry-After"))
+	}
+	// Another account's key, and unknown keys (refused by the handler, not
+	// counted), are not affected.
+	if code, _, body := kc(1, http.MethodPost, "/api/v1.0/servers/add", `{"api_key":"`+other+`","domain":"example.com"}`); code != http.StatusOK {
+		t.Errorf("other key: got %d %v, want 200", code, body)
+	}
+	for range 5 {
+		if code, _, _ := kc(0, http.MethodPost, "/api/v1.0/servers/add", `{"api_key":"unknown-key-0123456789","domain":"example.com"}`); code != http.StatusUnauthorized {
+			t.Errorf("unknown key: got %d, want 401", code)
+		}
+	}
+	// Claims, which create keys, count per client address.
+	for i := range 3 {
+		if code, _, body := kc(i%2, http.MethodGet, "/api/v1.0/access/claim/new@example.com", ""); code != http.StatusOK {
+			t.Fatalf("claim %d: got %d %v", i+1, code, body)
+		}
+	}
+	if code, _, body := kc(1, http.MethodPost, "/api/v1.0/access/claim", `{"email":"new@example.com","api_key":"another-key-0123456789"}`); code != http.StatusTooManyRequests {
+		t.Errorf("4th claim: got %d %v, want 429", code, body)
+	}
+}
