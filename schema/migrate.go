@@ -21,6 +21,16 @@ type Migration struct {
 	Name string
 	// Statements run in order.
 	Statements []string
+	// Columns are added to existing tables after Statements, in order,
+	// each only if its table lacks it: ClickHouse 18.16 has no ADD COLUMN
+	// IF NOT EXISTS.
+	Columns []Column
+}
+
+// Column is a column a migration adds to a table; it goes after the
+// table's last column.
+type Column struct {
+	Table, Name, Type string
 }
 
 // Migrations is the schema, oldest first. Append to it; never edit a
@@ -86,6 +96,18 @@ var Migrations = []Migration{
 			ORDER BY (tenant_id, domain_id, scanned_at, region, ip, event_id)`,
 		},
 	},
+	{
+		Version: 2,
+		Name:    "scan_results: http status, hsts, legacy tls",
+		// Rows stored before read the defaults: 0 and empty.
+		Columns: []Column{
+			{"scan_results", "http_status", "UInt16"},
+			{"scan_results", "hsts_max_age", "Int64"},
+			{"scan_results", "hsts_include_subdomains", "UInt8"},
+			{"scan_results", "legacy_tls_checked", "UInt8"},
+			{"scan_results", "legacy_tls", "Array(String)"},
+		},
+	},
 }
 
 const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -127,6 +149,11 @@ func migrate(ctx context.Context, conn driver.Conn, migrations []Migration, logg
 				return fmt.Errorf("migration %d (%s) statement %d: %w", m.Version, m.Name, i+1, err)
 			}
 		}
+		for _, c := range m.Columns {
+			if err := addColumn(ctx, conn, c); err != nil {
+				return fmt.Errorf("migration %d (%s): %w", m.Version, m.Name, err)
+			}
+		}
 		// Two processes migrating at once may both record the version; the
 		// table collapses duplicates and AppliedVersions reads distinct ones.
 		if err := record(ctx, conn, m); err != nil {
@@ -135,6 +162,36 @@ func migrate(ctx context.Context, conn driver.Conn, migrations []Migration, logg
 		logger.Info("applied migration", zap.Int("version", m.Version), zap.String("name", m.Name))
 	}
 	return nil
+}
+
+// addColumn adds c unless its table has it. Two processes may both find it
+// missing; the one whose ALTER then fails finds it there and is done. Each
+// column is added only once the ones before it exist, so the columns keep
+// the migrations' order even then.
+func addColumn(ctx context.Context, conn driver.Conn, c Column) error {
+	if !validIdentifier.MatchString(c.Table) || !validIdentifier.MatchString(c.Name) {
+		return fmt.Errorf("add column %s.%s: bad name", c.Table, c.Name)
+	}
+	if ok, err := hasColumn(ctx, conn, c); err != nil || ok {
+		return err
+	}
+	err := conn.Exec(ctx, "ALTER TABLE "+c.Table+" ADD COLUMN "+c.Name+" "+c.Type)
+	if err == nil {
+		return nil
+	}
+	if ok, cerr := hasColumn(ctx, conn, c); cerr == nil && ok {
+		return nil
+	}
+	return fmt.Errorf("add column %s.%s: %w", c.Table, c.Name, err)
+}
+
+func hasColumn(ctx context.Context, conn driver.Conn, c Column) (bool, error) {
+	var n uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = ?",
+		c.Table, c.Name).Scan(&n); err != nil {
+		return false, fmt.Errorf("look up column %s.%s: %w", c.Table, c.Name, err)
+	}
+	return n > 0, nil
 }
 
 // record inserts through a batch: ClickHouse 18.16 waits for a data block

@@ -77,6 +77,12 @@ type ScanRow struct {
 	HandshakeMS        uint32
 	StartedAt          time.Time
 	ScannedAt          time.Time // the scan's FinishedAt
+	// HTTP and protocol facts (migration 2); see events.IPResult.
+	HTTPStatus            uint16
+	HSTSMaxAge            int64
+	HSTSIncludeSubdomains bool
+	LegacyTLSChecked      bool
+	LegacyTLS             []string
 }
 
 // ScanColumns are the columns of scan_results, in the order of ScanRow's
@@ -84,7 +90,7 @@ type ScanRow struct {
 const ScanColumns = "event_id, job_id, tenant_id, domain_id, host, port, region, agent, ip, outcome, detail, " +
 	"certificate_found, subject, issuer, sans, serial, not_before, not_after, leaf_sha256, key_type, key_bits, " +
 	"signature_algorithm, chain_length, tls_version, cipher_suite, chain_valid, hostname_valid, connect_ms, " +
-	"handshake_ms, started_at, scanned_at"
+	"handshake_ms, started_at, scanned_at, http_status, hsts_max_age, hsts_include_subdomains, legacy_tls_checked, legacy_tls"
 
 // ScanRows returns the scan_results rows of a scan.completed event: one per
 // IPResult, including the IP-less entry of a failed resolution.
@@ -96,37 +102,42 @@ func ScanRows(e events.Envelope) ([]ScanRow, error) {
 	out := make([]ScanRow, 0, len(p.Results))
 	for _, r := range p.Results {
 		out = append(out, ScanRow{
-			EventID:            e.EventID,
-			JobID:              p.JobID,
-			TenantID:           e.TenantID,
-			DomainID:           p.DomainID,
-			Host:               p.Host,
-			Port:               uint16(p.Port),
-			Region:             p.Region,
-			Agent:              p.Agent,
-			IP:                 r.IP,
-			Outcome:            string(r.Outcome),
-			Detail:             r.Detail,
-			CertificateFound:   r.CertificateFound,
-			Subject:            r.Subject,
-			Issuer:             r.Issuer,
-			SANs:               nonNil(r.SANs),
-			Serial:             r.Serial,
-			NotBefore:          optionalTime(r.NotBefore),
-			NotAfter:           optionalTime(r.NotAfter),
-			LeafSHA256:         r.LeafSHA256,
-			KeyType:            r.KeyType,
-			KeyBits:            clampU16(r.KeyBits),
-			SignatureAlgorithm: r.SignatureAlgorithm,
-			ChainLength:        uint8(min(max(r.ChainLength, 0), 255)),
-			TLSVersion:         r.TLSVersion,
-			CipherSuite:        r.CipherSuite,
-			ChainValid:         r.ChainValid,
-			HostnameValid:      r.HostnameValid,
-			ConnectMS:          clampU32(r.ConnectMS),
-			HandshakeMS:        clampU32(r.HandshakeMS),
-			StartedAt:          clampDateTime(p.StartedAt),
-			ScannedAt:          clampDateTime(p.FinishedAt),
+			EventID:               e.EventID,
+			JobID:                 p.JobID,
+			TenantID:              e.TenantID,
+			DomainID:              p.DomainID,
+			Host:                  p.Host,
+			Port:                  uint16(p.Port),
+			Region:                p.Region,
+			Agent:                 p.Agent,
+			IP:                    r.IP,
+			Outcome:               string(r.Outcome),
+			Detail:                r.Detail,
+			CertificateFound:      r.CertificateFound,
+			Subject:               r.Subject,
+			Issuer:                r.Issuer,
+			SANs:                  nonNil(r.SANs),
+			Serial:                r.Serial,
+			NotBefore:             optionalTime(r.NotBefore),
+			NotAfter:              optionalTime(r.NotAfter),
+			LeafSHA256:            r.LeafSHA256,
+			KeyType:               r.KeyType,
+			KeyBits:               clampU16(r.KeyBits),
+			SignatureAlgorithm:    r.SignatureAlgorithm,
+			ChainLength:           uint8(min(max(r.ChainLength, 0), 255)),
+			TLSVersion:            r.TLSVersion,
+			CipherSuite:           r.CipherSuite,
+			ChainValid:            r.ChainValid,
+			HostnameValid:         r.HostnameValid,
+			ConnectMS:             clampU32(r.ConnectMS),
+			HandshakeMS:           clampU32(r.HandshakeMS),
+			StartedAt:             clampDateTime(p.StartedAt),
+			ScannedAt:             clampDateTime(p.FinishedAt),
+			HTTPStatus:            clampU16(r.HTTPStatus),
+			HSTSMaxAge:            r.HSTSMaxAge,
+			HSTSIncludeSubdomains: r.HSTSIncludeSubdomains,
+			LegacyTLSChecked:      r.LegacyTLSChecked,
+			LegacyTLS:             nonNil(r.LegacyTLS),
 		})
 	}
 	return out, nil
@@ -148,16 +159,18 @@ func ScanHistory(ctx context.Context, conn driver.Conn, tenantID, domainID strin
 		var (
 			r                                ScanRow
 			found, chainValid, hostnameValid uint8
+			hstsSub, legacyChecked           uint8
 			notBefore, notAfter              *time.Time
 		)
 		if err := rows.Scan(&r.EventID, &r.JobID, &r.TenantID, &r.DomainID, &r.Host, &r.Port, &r.Region, &r.Agent,
 			&r.IP, &r.Outcome, &r.Detail, &found, &r.Subject, &r.Issuer, &r.SANs, &r.Serial, &notBefore, &notAfter,
 			&r.LeafSHA256, &r.KeyType, &r.KeyBits, &r.SignatureAlgorithm, &r.ChainLength, &r.TLSVersion,
 			&r.CipherSuite, &chainValid, &hostnameValid, &r.ConnectMS, &r.HandshakeMS, &r.StartedAt,
-			&r.ScannedAt); err != nil {
+			&r.ScannedAt, &r.HTTPStatus, &r.HSTSMaxAge, &hstsSub, &legacyChecked, &r.LegacyTLS); err != nil {
 			return nil, fmt.Errorf("read scan history of %s: %w", domainID, err)
 		}
 		r.CertificateFound, r.ChainValid, r.HostnameValid = found == 1, chainValid == 1, hostnameValid == 1
+		r.HSTSIncludeSubdomains, r.LegacyTLSChecked = hstsSub == 1, legacyChecked == 1
 		r.NotBefore, r.NotAfter = utcPtr(notBefore), utcPtr(notAfter)
 		r.StartedAt, r.ScannedAt = r.StartedAt.UTC(), r.ScannedAt.UTC()
 		out = append(out, r)

@@ -22,6 +22,10 @@ import (
 // cannot take it as a query parameter.
 var validDatabase = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
 
+// validIdentifier does the same for the table and column names of
+// migrations.
+var validIdentifier = validDatabase
+
 // Open connects to the ClickHouse server named by dsn
 // (clickhouse://host:port/db?...), creates the database if it is missing,
 // and returns a connection whose default database is it.

@@ -111,25 +111,66 @@ func TestMigrate(t *testing.T) {
 		{"schema_migrations", "version, name, applied_at"},
 	} {
 		t.Run(tc.table, func(t *testing.T) {
-			// No ORDER BY position: 18.16 lacks that column but lists in table order.
-			rows, err := conn.Query(ctx, "SELECT name FROM system.columns WHERE database = ? AND table = ?", db.Database, tc.table)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rows.Close()
-			var got []string
-			for rows.Next() {
-				var n string
-				if err := rows.Scan(&n); err != nil {
-					t.Fatal(err)
-				}
-				got = append(got, n)
-			}
-			if want := strings.Split(tc.columns, ", "); !slices.Equal(got, want) {
+			if got, want := columns(t, db, tc.table), strings.Split(tc.columns, ", "); !slices.Equal(got, want) {
 				t.Fatalf("columns: got %v, want %v", got, want)
 			}
 		})
 	}
+}
+
+// A migration's columns are added once, in order, however often the
+// migration runs: a process that died after adding some of them, or two
+// processes at once.
+func TestMigrateColumns(t *testing.T) {
+	db := testenv.ClickHouse(t)
+	conn := db.Conn(t)
+	ctx := context.Background()
+	create := schema.Migration{Version: 1, Name: "t", Statements: []string{"CREATE TABLE IF NOT EXISTS t (a UInt8) ENGINE = MergeTree() ORDER BY a"}}
+	partial := schema.Migration{Version: 2, Name: "b", Columns: []schema.Column{{Table: "t", Name: "b", Type: "String"}}}
+	if err := schema.MigrateWith(ctx, conn, []schema.Migration{create, partial}, testenv.Logger(t)); err != nil {
+		t.Fatalf("first migrate: %v", err)
+	}
+	full := schema.Migration{Version: 3, Name: "b, c, d", Columns: []schema.Column{
+		{Table: "t", Name: "b", Type: "String"}, {Table: "t", Name: "c", Type: "Array(String)"}, {Table: "t", Name: "d", Type: "Int64"},
+	}}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Go(func() {
+			errs[i] = schema.MigrateWith(ctx, db.Conn(t), []schema.Migration{create, partial, full}, testenv.Logger(t))
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("concurrent migrate: %v", err)
+	}
+	if got := columns(t, db, "t"); !slices.Equal(got, []string{"a", "b", "c", "d"}) {
+		t.Errorf("columns: got %v, want [a b c d]", got)
+	}
+	bad := schema.Migration{Version: 4, Name: "bad", Columns: []schema.Column{{Table: "t", Name: "e; DROP TABLE t", Type: "String"}}}
+	if err := schema.MigrateWith(ctx, conn, []schema.Migration{create, partial, full, bad}, testenv.Logger(t)); err == nil {
+		t.Error("column with a bad name: got no error, want one")
+	}
+}
+
+// columns lists a table's columns in table order.
+func columns(t *testing.T, db testenv.ClickHouseDB, table string) []string {
+	t.Helper()
+	// No ORDER BY position: 18.16 lacks that column but lists in table order.
+	rows, err := db.Conn(t).Query(context.Background(), "SELECT name FROM system.columns WHERE database = ? AND table = ?", db.Database, table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, n)
+	}
+	return got
 }
 
 func TestMigrateRejectsOutOfOrder(t *testing.T) {
@@ -224,6 +265,7 @@ func TestScanRowsAndHistory(t *testing.T) {
 				NotAfter: time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC), LeafSHA256: "ab", KeyType: "ECDSA",
 				KeyBits: 256, SignatureAlgorithm: "ECDSA-SHA256", ChainLength: 2, TLSVersion: "TLS 1.3",
 				CipherSuite: "TLS_AES_128_GCM_SHA256", ChainValid: true, HostnameValid: false, ConnectMS: 3, HandshakeMS: 7,
+				HTTPStatus: 301, HSTSMaxAge: 31536000, HSTSIncludeSubdomains: true, LegacyTLSChecked: true, LegacyTLS: []string{"TLS 1.1"},
 			},
 			{IP: "", Outcome: events.OutcomeTimeout, Detail: "connect"},
 		},
@@ -290,10 +332,18 @@ func TestScanRowsAndHistory(t *testing.T) {
 		{"handshake_ms", ok.HandshakeMS, uint32(7)},
 		{"started_at", ok.StartedAt.Equal(started), true},
 		{"scanned_at", ok.ScannedAt.Equal(started.Add(time.Second)), true},
+		{"http_status", ok.HTTPStatus, uint16(301)},
+		{"hsts_max_age", ok.HSTSMaxAge, int64(31536000)},
+		{"hsts_include_subdomains", ok.HSTSIncludeSubdomains, true},
+		{"legacy_tls_checked", ok.LegacyTLSChecked, true},
+		{"legacy_tls", strings.Join(ok.LegacyTLS, ","), "TLS 1.1"},
 		{"failed outcome", failed.Outcome, "timeout"},
 		{"failed detail", failed.Detail, "connect"},
 		{"failed not_after", failed.NotAfter == nil, true},
 		{"failed sans", len(failed.SANs), 0},
+		{"failed http_status", failed.HTTPStatus, uint16(0)},
+		{"failed legacy_tls_checked", failed.LegacyTLSChecked, false},
+		{"failed legacy_tls", len(failed.LegacyTLS), 0},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: got %v, want %v", c.field, c.got, c.want)

@@ -58,6 +58,10 @@ func InsertScanRows(ctx context.Context, conn driver.Conn, rows []ScanRow) error
 		notBefore, notAfter                            = make([]*time.Time, n), make([]*time.Time, n)
 		connectMS, handshakeMS                         = make([]uint32, n), make([]uint32, n)
 		startedAt, scannedAt                           = make([]time.Time, n), make([]time.Time, n)
+		httpStatus                                     = make([]uint16, n)
+		hstsMaxAge                                     = make([]int64, n)
+		hstsSub, legacyChecked                         = make([]uint8, n), make([]uint8, n)
+		legacy                                         = make([][]string, n)
 	)
 	for i := range rows {
 		r := &rows[i]
@@ -71,12 +75,14 @@ func InsertScanRows(ctx context.Context, conn driver.Conn, rows []ScanRow) error
 		notBefore[i], notAfter[i] = clampPtr(r.NotBefore), clampPtr(r.NotAfter)
 		connectMS[i], handshakeMS[i] = r.ConnectMS, r.HandshakeMS
 		startedAt[i], scannedAt[i] = clampDateTime(r.StartedAt), clampDateTime(r.ScannedAt)
+		httpStatus[i], hstsMaxAge[i] = r.HTTPStatus, r.HSTSMaxAge
+		hstsSub[i], legacyChecked[i], legacy[i] = boolU8(r.HSTSIncludeSubdomains), boolU8(r.LegacyTLSChecked), nonNil(r.LegacyTLS)
 	}
 	return insertColumns(ctx, conn, "scan_results", ScanColumns,
 		eventIDs, jobIDs, tenants, domains, hosts, ports, regions, agents, ips, outcomes, details,
 		found, subjects, issuers, sans, serials, notBefore, notAfter, leafs, keyTypes, keyBits,
 		sigAlgs, chainLen, tlsVersions, ciphers, chainValid, hostnameValid, connectMS,
-		handshakeMS, startedAt, scannedAt)
+		handshakeMS, startedAt, scannedAt, httpStatus, hstsMaxAge, hstsSub, legacyChecked, legacy)
 }
 
 // insertColumns appends whole columns rather than rows: no value is boxed

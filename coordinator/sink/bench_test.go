@@ -85,6 +85,7 @@ func benchEnv(b *testing.B) (*redis.Client, driver.Conn) {
 				LeafSHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", KeyType: "ECDSA",
 				KeyBits: 256, SignatureAlgorithm: "ECDSA-SHA256", ChainLength: 2, TLSVersion: "TLS 1.3",
 				CipherSuite: "TLS_AES_128_GCM_SHA256", ChainValid: true, HostnameValid: true, ConnectMS: 2, HandshakeMS: 5,
+				HTTPStatus: 200, HSTSMaxAge: 31536000, HSTSIncludeSubdomains: true, LegacyTLSChecked: true,
 			}
 		}
 		e, err := events.NewWithID(events.ScanEventID(job, "eu"), events.ScanCompleted, tenant, domain, events.ScanCompletedV1{
@@ -160,7 +161,8 @@ func baseline(ctx context.Context, rdb *redis.Client, conn driver.Conn, n int) e
 					p.Agent, r.IP, string(r.Outcome), r.Detail, u8(r.CertificateFound), r.Subject, r.Issuer, r.SANs,
 					r.Serial, &nb, &na, r.LeafSHA256, r.KeyType, uint16(r.KeyBits), r.SignatureAlgorithm,
 					uint8(r.ChainLength), r.TLSVersion, r.CipherSuite, u8(r.ChainValid), u8(r.HostnameValid),
-					uint32(r.ConnectMS), uint32(r.HandshakeMS), p.StartedAt, p.FinishedAt); err != nil {
+					uint32(r.ConnectMS), uint32(r.HandshakeMS), p.StartedAt, p.FinishedAt, uint16(r.HTTPStatus),
+					r.HSTSMaxAge, u8(r.HSTSIncludeSubdomains), u8(r.LegacyTLSChecked), nonNil(r.LegacyTLS)); err != nil {
 					return err
 				}
 			}
@@ -178,6 +180,14 @@ func baseline(ctx context.Context, rdb *redis.Client, conn driver.Conn, n int) e
 		return errors.Join(err, fmt.Errorf("baseline left %d entries pending", got.Count))
 	}
 	return nil
+}
+
+// nonNil is an empty array column value for a nil slice.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 func u8(b bool) uint8 {

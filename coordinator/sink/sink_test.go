@@ -126,6 +126,7 @@ func scanCompleted(t *testing.T, region string) events.Envelope {
 				NotAfter: notAfter, LeafSHA256: "aa", KeyType: "ECDSA", KeyBits: 256, SignatureAlgorithm: "ECDSA-SHA256",
 				ChainLength: 2, TLSVersion: "TLS 1.3", CipherSuite: "TLS_AES_128_GCM_SHA256", ChainValid: true,
 				HostnameValid: true, ConnectMS: 1, HandshakeMS: 4,
+				HTTPStatus: 200, HSTSMaxAge: 600, LegacyTLSChecked: true, LegacyTLS: []string{"TLS 1.0"},
 			},
 			{IP: "2001:db8::10", Outcome: events.OutcomeConnectionRefused},
 		},
@@ -254,6 +255,11 @@ func TestSinkStoresEventsAndScanResults(t *testing.T) {
 				{"handshake_ms", g.HandshakeMS, w.HandshakeMS},
 				{"started_at", g.StartedAt.Unix(), started.Unix()},
 				{"scanned_at", g.ScannedAt.Unix(), started.Add(2 * time.Second).Unix()},
+				{"http_status", g.HTTPStatus, w.HTTPStatus},
+				{"hsts_max_age", g.HSTSMaxAge, w.HSTSMaxAge},
+				{"hsts_include_subdomains", g.HSTSIncludeSubdomains, w.HSTSIncludeSubdomains},
+				{"legacy_tls_checked", g.LegacyTLSChecked, w.LegacyTLSChecked},
+				{"legacy_tls", strings.Join(g.LegacyTLS, ","), strings.Join(w.LegacyTLS, ",")},
 			} {
 				if c.got != c.want {
 					t.Errorf("ip %q %s: got %v, want %v", w.IP, c.field, c.got, c.want)
