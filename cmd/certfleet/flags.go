@@ -32,12 +32,24 @@ type options struct {
 	Name          string
 	WithSink      bool
 
+	// API rate limits: requests a minute per API key
+	RateLimitGeneral int
+	RateLimitCheck   int
+	RateLimitAPIKeys int
+
 	// lab
 	LabPort    int
 	LabDNS     string
 	LabZone    string
 	WriteEnv   string
 	WriteRoots string
+
+	// apikey
+	Email     string
+	Label     string
+	Scopes    string
+	ExpiresAt string
+	KeyID     string
 }
 
 type flagSet struct {
@@ -68,6 +80,9 @@ func (f *flagSet) api() *flagSet {
 	f.IntVar(&f.opts.WarningDays, "warning-days", 30, "a certificate expiring within this many days has status warning")
 	f.IntVar(&f.opts.CriticalDays, "critical-days", 7, "a certificate expiring within this many days has status critical and grade B at best")
 	f.DurationVar(&f.opts.CheckTimeout, "check-timeout", 30*time.Second, "how long POST /api/v1/check waits for every active region's scan")
+	f.IntVar(&f.opts.RateLimitGeneral, "rate-limit-general", 100, "requests a minute per API key, across replicas, to any API route")
+	f.IntVar(&f.opts.RateLimitCheck, "rate-limit-check", 10, "requests a minute per API key to POST /api/v1/check")
+	f.IntVar(&f.opts.RateLimitAPIKeys, "rate-limit-apikeys", 5, "requests a minute per API key to POST /api/v1/api-keys")
 	return f
 }
 

@@ -76,6 +76,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		api, err := apiserver.New(apiserver.Config{
 			Listen: o.Listen, RenewalWindow: o.RenewalWindow,
 			WarningDays: o.WarningDays, CriticalDays: o.CriticalDays, CheckTimeout: o.CheckTimeout, Shards: o.Shards,
+			RateLimitGeneral: o.RateLimitGeneral, RateLimitCheck: o.RateLimitCheck, RateLimitAPIKeys: o.RateLimitAPIKeys,
 		}, rdb, logger)
 		if err != nil {
 			return err

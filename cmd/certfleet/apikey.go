@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/events"
+)
+
+const apikeyUsage = "usage: certfleet apikey create --email E --label L [--scopes read,write] [--expires-at T]\n" +
+	"       certfleet apikey list --email E\n" +
+	"       certfleet apikey revoke --email E --id ID"
+
+// runAPIKey is `certfleet apikey create|list|revoke`: the operator's way
+// to give an account (created if needed) its first key of the v1 API, and
+// to list and revoke an account's keys. It writes to Redis through the
+// same commands as the API, events included.
+func runAPIKey(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "create" && args[0] != "list" && args[0] != "revoke") {
+		return errors.New(apikeyUsage)
+	}
+	action := args[0]
+	fs := newFlagSet("apikey " + action).redis()
+	fs.StringVar(&fs.opts.Email, "email", "", "email address of the account (required)")
+	switch action {
+	case "create":
+		fs.StringVar(&fs.opts.Label, "label", "", "what the key is for, 1-100 characters (required)")
+		fs.StringVar(&fs.opts.Scopes, "scopes", "read", "comma-separated permissions: read, write")
+		fs.StringVar(&fs.opts.ExpiresAt, "expires-at", "", "RFC 3339 time after which the key is refused (default: never)")
+	case "revoke":
+		fs.StringVar(&fs.opts.KeyID, "id", "", "id of the key to revoke (required; see apikey list)")
+	}
+	logger, err := fs.parse(args[1:], stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = logger.Sync() }()
+	o := fs.opts
+	if o.Email == "" {
+		return errors.New("--email is required")
+	}
+	email, err := accounts.ParseEmail(o.Email)
+	if err != nil {
+		return fmt.Errorf("--email: %w", err)
+	}
+	var expires *time.Time
+	if action == "create" {
+		if o.ExpiresAt != "" {
+			t, err := time.Parse(time.RFC3339, o.ExpiresAt)
+			if err != nil {
+				return fmt.Errorf("--expires-at: want an RFC 3339 time such as 2030-01-02T15:04:05Z: %w", err)
+			}
+			expires = &t
+		}
+	}
+	if action == "revoke" && o.KeyID == "" {
+		return errors.New("--id is required")
+	}
+
+	rdb, err := openRedis(ctx, o.RedisURL, 0)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	store, err := accounts.New(accounts.Config{}, rdb, logger)
+	if err != nil {
+		return err
+	}
+	switch action {
+	case "create":
+		tenant, err := store.EnsureAccount(ctx, email)
+		if err != nil {
+			return err
+		}
+		k, err := store.CreateKey(ctx, tenant, o.Label, strings.Split(o.Scopes, ","), expires, accounts.SourceCLI)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "id:          %s\nkey:         %s\npermissions: %s\n", k.ID, k.Key, strings.Join(k.Scopes, ","))
+		fmt.Fprintln(stderr, "the key is shown only this once: store it now")
+		return nil
+	case "list":
+		// Listing never creates the account: an unknown one has no keys.
+		keys, err := store.ListKeys(ctx, events.TenantID(email))
+		if err != nil {
+			return err
+		}
+		return printKeys(stdout, keys)
+	default:
+		if err := store.RevokeKey(ctx, events.TenantID(email), o.KeyID); err != nil {
+			return fmt.Errorf("revoke %s: %w", o.KeyID, err)
+		}
+		fmt.Fprintf(stdout, "revoked %s\n", o.KeyID)
+		return nil
+	}
+}
+
+// printKeys writes keys as a table, times in RFC 3339 UTC, "-" for none.
+func printKeys(w io.Writer, keys []accounts.APIKey) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tPREFIX\tLABEL\tPERMISSIONS\tCREATED\tEXPIRES\tLAST USED")
+	at := func(t *time.Time) string {
+		if t == nil {
+			return "-"
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	for _, k := range keys {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.Label, strings.Join(k.Scopes, ","),
+			at(&k.CreatedAt), at(k.ExpiresAt), at(k.LastUsedAt))
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/certfleet/certfleet/apiserver"
+	"github.com/certfleet/certfleet/internal/testenv"
+)
+
+// TestAPIKeyCommand: a key made by the CLI works over HTTP, is listed, and
+// stops working once revoked by the CLI.
+func TestAPIKeyCommand(t *testing.T) {
+	ctx := context.Background()
+	redisSrv := testenv.Redis(t)
+	srv, err := apiserver.New(apiserver.Config{}, redisSrv.Client(t), testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	cli := func(args ...string) (int, string, string) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		code := runMain(ctx, append(args, "--redis-url", redisSrv.URL, "--log-level", "warn"), &out, &errOut)
+		return code, out.String(), errOut.String()
+	}
+	get := func(key string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, hs.URL+"/api/v1/api-keys", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	code, out, stderr := cli("apikey", "create", "--email", "ops@example.com", "--label", "operator", "--scopes", "read,write",
+		"--expires-at", "2999-01-01T00:00:00Z")
+	if code != 0 {
+		t.Fatalf("create: exit %d, stderr %s", code, stderr)
+	}
+	m := regexp.MustCompile(`(?m)^id: +(\S+)\nkey: +(ssa_\w{32})\npermissions: +read,write\n$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("create: got output %q, want id, key and permissions", out)
+	}
+	id, key := m[1], m[2]
+	if !strings.Contains(stderr, "shown only this once") {
+		t.Errorf("create: got stderr %q, want the shown-once warning", stderr)
+	}
+	if got := get(key); got != http.StatusOK {
+		t.Fatalf("use the key: got HTTP %d, want 200", got)
+	}
+
+	code, out, stderr = cli("apikey", "list", "--email", "ops@example.com")
+	if code != 0 || !strings.Contains(out, id) || !strings.Contains(out, key[:8]) || strings.Contains(out, key) ||
+		!strings.Contains(out, "2999-01-01T00:00:00Z") {
+		t.Errorf("list: exit %d, got %q (stderr %s), want the key's id, prefix and expiry, not the key", code, out, stderr)
+	}
+
+	if code, out, stderr := cli("apikey", "revoke", "--email", "other@example.com", "--id", id); code != 1 || !strings.Contains(stderr, "API key not found") {
+		t.Errorf("revoke by another account: exit %d, out %q, stderr %q, want 1 and not found", code, out, stderr)
+	}
+	if code, out, stderr := cli("apikey", "revoke", "--email", "ops@example.com", "--id", id); code != 0 || out != "revoked "+id+"\n" {
+		t.Fatalf("revoke: exit %d, out %q, stderr %q", code, out, stderr)
+	}
+	if got := get(key); got != http.StatusUnauthorized {
+		t.Errorf("use the revoked key: got HTTP %d, want 401", got)
+	}
+
+	bad := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"no action", []string{"apikey"}, "usage: certfleet apikey"},
+		{"unknown action", []string{"apikey", "rotate"}, "usage: certfleet apikey"},
+		{"no email", []string{"apikey", "list"}, "--email is required"},
+		{"bad email", []string{"apikey", "list", "--email", "ops"}, "invalid email"},
+		{"no label", []string{"apikey", "create", "--email", "ops@example.com"}, "label must be"},
+		{"bad scope", []string{"apikey", "create", "--email", "ops@example.com", "--label", "x", "--scopes", "read,admin"}, "permissions must be"},
+		{"bad expiry", []string{"apikey", "create", "--email", "ops@example.com", "--label", "x", "--expires-at", "2030-01-01"}, "--expires-at"},
+		{"no id", []string{"apikey", "revoke", "--email", "ops@example.com"}, "--id is required"},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := cli(tc.args...)
+			if code != 1 || !strings.Contains(stderr, tc.wantErr) {
+				t.Errorf("got exit %d stderr %q, want 1 mentioning %q", code, stderr, tc.wantErr)
+			}
+		})
+	}
+}
