@@ -235,12 +235,12 @@ func (s *Server) expiration(c *gin.Context) {
 		s.reply(c, err)
 		return
 	}
-	entries, err := projector.Expiration(ctx, s.rdb, domainID)
+	views, err := projector.Views(ctx, s.rdb, []string{domainID})
 	if err != nil {
 		s.reply(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, s.expirationOf(domainname.Format(host, port), entries))
+	c.JSON(http.StatusOK, s.expirationOf(domainname.Format(host, port), views[domainID].For(domainname.Key(host, port))))
 }
 
 // expirationOf computes the KeyChest answer from the view at cfg.Now.

@@ -1,6 +1,392 @@
 package apiserver
 
-import "github.com/gin-gonic/gin"
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/domainname"
+	"github.com/certfleet/certfleet/apiserver/grade"
+	"github.com/certfleet/certfleet/apiserver/projector"
+)
+
+// Paging and filtering of GET /domains, as SSLTrackr documents them.
+const (
+	defaultPerPage = 20
+	maxPerPage     = 100
+	maxSearchLen   = 253
+	statusAll      = "all"
+	msgDomainTaken = "This domain is already being monitored"
+	// domainSourceAPI is the Source of domains added through POST /domains.
+	domainSourceAPI = "api"
+)
+
+// domainSorts are the sort keys of GET /domains.
+var domainSorts = []string{"hostname", "ssl_days_remaining", "whois_days_remaining", "created_at"}
 
 // domainRoutes serves /api/v1/domains.
-func (s *Server) domainRoutes(g *gin.RouterGroup) {}
+func (s *Server) domainRoutes(g *gin.RouterGroup) {
+	read := []gin.HandlerFunc{s.requireKey(accounts.ScopeRead), s.limit(classGeneral)}
+	write := []gin.HandlerFunc{s.requireKey(accounts.ScopeWrite), s.limit(classGeneral)}
+	g.GET("/domains", append(read, s.listDomains)...)
+	g.POST("/domains", append(write, s.createDomain)...)
+	g.GET("/domains/:id", append(read, s.getDomain)...)
+	g.PUT("/domains/:id", append(write, s.updateDomain)...)
+	g.DELETE("/domains/:id", append(write, s.deleteDomain)...)
+}
+
+// domainJSON is a domain as SSLTrackr shows it. The SSL fields are null
+// until a scan arrived; whois_days_remaining is null until certfleet checks
+// WHOIS. SSLStatus (an addition) is what the status filter matches.
+type domainJSON struct {
+	ID                 string     `json:"id"`
+	Hostname           string     `json:"hostname"`
+	Port               int        `json:"port"`
+	IsActive           bool       `json:"is_active"`
+	SSLGrade           *string    `json:"ssl_grade"`
+	SSLDaysRemaining   *int       `json:"ssl_days_remaining"`
+	SSLStatus          *string    `json:"ssl_status"`
+	WhoisDaysRemaining *int       `json:"whois_days_remaining"`
+	Notes              string     `json:"notes"`
+	Tags               []string   `json:"tags"`
+	CreatedAt          *time.Time `json:"created_at"`
+	UpdatedAt          *time.Time `json:"updated_at"`
+}
+
+// domainOut is a domain with the verdict over its view at now.
+func (s *Server) domainOut(d accounts.Domain, entries []projector.ExpEntry, now time.Time) domainJSON {
+	sum := grade.Summarize(entries, now, s.thresholds())
+	return domainJSON{
+		ID: d.ID, Hostname: d.Host, Port: d.Port, IsActive: d.Active,
+		SSLGrade: nonEmpty(sum.Grade), SSLDaysRemaining: sum.DaysRemaining, SSLStatus: nonEmpty(sum.Status),
+		Notes: d.Notes, Tags: d.Tags, CreatedAt: timeOrNull(d.CreatedAt), UpdatedAt: timeOrNull(d.UpdatedAt),
+	}
+}
+
+func timeOrNull(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// replyDomain reads d's view and answers d with code.
+func (s *Server) replyDomain(c *gin.Context, code int, d accounts.Domain) {
+	views, err := projector.Views(c.Request.Context(), s.rdb, []string{d.ID})
+	if err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	replyJSON(c, code, s.domainOut(d, views[d.ID].For(d.Name()), s.cfg.Now()))
+}
+
+// replyDomainErr answers the domain store's refusals in the v1 shape.
+func (s *Server) replyDomainErr(c *gin.Context, err error) {
+	var fe *accounts.FieldError
+	switch {
+	case errors.As(err, &fe):
+		err = badRequest{fe.Error()}
+	case errors.Is(err, accounts.ErrDomainExists):
+		err = errV1(http.StatusConflict, msgDomainTaken)
+	}
+	s.replyV1(c, err)
+}
+
+// parseHostname checks a hostname field: a domain name without a port
+// (the port is a field of its own).
+func parseHostname(h string) (string, error) {
+	host, _, err := domainname.Parse(h)
+	if err != nil {
+		return "", err
+	}
+	if strings.Contains(h, ":") {
+		return "", badRequest{fmt.Sprintf("hostname %q must not contain a port; send it in the port field", h)}
+	}
+	return host, nil
+}
+
+func checkPort(p int) error {
+	if p < 1 || p > 65535 {
+		return badRequest{fmt.Sprintf("port must be from 1 to 65535, got %d", p)}
+	}
+	return nil
+}
+
+type createDomainRequest struct {
+	Hostname string   `json:"hostname"`
+	Port     *int     `json:"port"`
+	Notes    string   `json:"notes"`
+	Tags     []string `json:"tags"`
+}
+
+// createDomain is POST /domains. A new domain is due at once in the
+// coordinator, so every region scans it within seconds.
+func (s *Server) createDomain(c *gin.Context) {
+	var req createDomainRequest
+	if err := bindJSON(c, &req); err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	if req.Hostname == "" {
+		s.replyV1(c, badRequest{"hostname is required"})
+		return
+	}
+	host, err := parseHostname(req.Hostname)
+	if err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	port := domainname.DefaultPort
+	if req.Port != nil {
+		if err := checkPort(*req.Port); err != nil {
+			s.replyV1(c, err)
+			return
+		}
+		port = *req.Port
+	}
+	d, added, err := s.accounts.AddDomain(c.Request.Context(), principalOf(c).TenantID, accounts.NewDomain{
+		Host: host, Port: port, Notes: req.Notes, Tags: req.Tags, Source: domainSourceAPI,
+	})
+	if err != nil {
+		s.replyDomainErr(c, err)
+		return
+	}
+	if !added {
+		s.replyDomainErr(c, accounts.ErrDomainExists)
+		return
+	}
+	replyJSON(c, http.StatusCreated, s.domainOut(d, nil, s.cfg.Now()))
+}
+
+// getDomain is GET /domains/{id}.
+func (s *Server) getDomain(c *gin.Context) {
+	d, err := s.accounts.GetDomain(c.Request.Context(), principalOf(c).TenantID, c.Param("id"))
+	if err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	s.replyDomain(c, http.StatusOK, d)
+}
+
+type updateDomainRequest struct {
+	Hostname *string   `json:"hostname"`
+	Port     *int      `json:"port"`
+	IsActive *bool     `json:"is_active"`
+	Notes    *string   `json:"notes"`
+	Tags     *[]string `json:"tags"`
+}
+
+// updateDomain is PUT /domains/{id}: a partial update. A rename keeps the
+// id and frees the old name; an inactive domain is not scanned.
+func (s *Server) updateDomain(c *gin.Context) {
+	var req updateDomainRequest
+	if err := bindJSON(c, &req); err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	p := accounts.DomainPatch{Active: req.IsActive, Notes: req.Notes, Tags: req.Tags}
+	if req.Hostname != nil {
+		host, err := parseHostname(*req.Hostname)
+		if err != nil {
+			s.replyV1(c, err)
+			return
+		}
+		p.Host = &host
+	}
+	if req.Port != nil {
+		if err := checkPort(*req.Port); err != nil {
+			s.replyV1(c, err)
+			return
+		}
+		p.Port = req.Port
+	}
+	d, err := s.accounts.UpdateDomain(c.Request.Context(), principalOf(c).TenantID, c.Param("id"), p)
+	if err != nil {
+		s.replyDomainErr(c, err)
+		return
+	}
+	s.replyDomain(c, http.StatusOK, d)
+}
+
+// deleteDomain is DELETE /domains/{id}.
+func (s *Server) deleteDomain(c *gin.Context) {
+	if _, err := s.accounts.RemoveDomain(c.Request.Context(), principalOf(c).TenantID, c.Param("id")); err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	replyJSON(c, http.StatusOK, gin.H{"message": "Domain deleted"})
+}
+
+// domainQuery is GET /domains' query.
+type domainQuery struct {
+	page, perPage int
+	status        string
+	search        string
+	sort          string
+	desc          bool
+}
+
+// parseDomainQuery reads and checks the query; a bad value is a
+// badRequest naming the parameter.
+func parseDomainQuery(c *gin.Context) (domainQuery, error) {
+	q := domainQuery{page: 1, perPage: defaultPerPage, status: statusAll, sort: "created_at", desc: true}
+	if v, ok := c.GetQuery("page"); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return q, badRequest{fmt.Sprintf("page must be a whole number of at least 1, got %q", v)}
+		}
+		q.page = n
+	}
+	if v, ok := c.GetQuery("per_page"); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPerPage {
+			return q, badRequest{fmt.Sprintf("per_page must be a whole number from 1 to %d, got %q", maxPerPage, v)}
+		}
+		q.perPage = n
+	}
+	if v, ok := c.GetQuery("status"); ok {
+		if v != statusAll && !slices.Contains(grade.Statuses, v) {
+			return q, badRequest{fmt.Sprintf("status must be one of %s, got %q", strings.Join(append([]string{statusAll}, grade.Statuses...), ", "), v)}
+		}
+		q.status = v
+	}
+	if v, ok := c.GetQuery("search"); ok {
+		if len(v) > maxSearchLen {
+			return q, badRequest{fmt.Sprintf("search must be at most %d characters", maxSearchLen)}
+		}
+		q.search = strings.ToLower(strings.TrimSpace(v))
+	}
+	if v, ok := c.GetQuery("sort"); ok {
+		if !slices.Contains(domainSorts, v) {
+			return q, badRequest{fmt.Sprintf("sort must be one of %s, got %q", strings.Join(domainSorts, ", "), v)}
+		}
+		q.sort = v
+	}
+	if v, ok := c.GetQuery("order"); ok {
+		switch v {
+		case "asc":
+			q.desc = false
+		case "desc":
+			q.desc = true
+		default:
+			return q, badRequest{fmt.Sprintf("order must be asc or desc, got %q", v)}
+		}
+	}
+	return q, nil
+}
+
+type pagination struct {
+	Page       int `json:"page"`
+	PerPage    int `json:"per_page"`
+	Total      int `json:"total"`
+	TotalPages int `json:"total_pages"`
+}
+
+type domainList struct {
+	Data       []domainJSON `json:"data"`
+	Pagination pagination   `json:"pagination"`
+}
+
+// listDomains is GET /domains. It reads every domain of the tenant and its
+// view (two pipelined round trips), then filters, sorts and pages in
+// memory: fine for thousands of domains per tenant.
+func (s *Server) listDomains(c *gin.Context) {
+	q, err := parseDomainQuery(c)
+	if err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	ctx := c.Request.Context()
+	domains, err := s.accounts.ListDomains(ctx, principalOf(c).TenantID)
+	if err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	if q.search != "" {
+		domains = slices.DeleteFunc(domains, func(d accounts.Domain) bool { return !strings.Contains(d.Host, q.search) })
+	}
+	ids := make([]string, len(domains))
+	for i, d := range domains {
+		ids[i] = d.ID
+	}
+	views, err := projector.Views(ctx, s.rdb, ids)
+	if err != nil {
+		s.replyV1(c, err)
+		return
+	}
+	now := s.cfg.Now()
+	out := make([]domainJSON, 0, len(domains))
+	for _, d := range domains {
+		j := s.domainOut(d, views[d.ID].For(d.Name()), now)
+		if q.status != statusAll && (j.SSLStatus == nil || *j.SSLStatus != q.status) {
+			continue
+		}
+		out = append(out, j)
+	}
+	slices.SortFunc(out, domainOrder(q.sort, q.desc))
+	total := len(out)
+	from := min((q.page-1)*q.perPage, total)
+	to := min(from+q.perPage, total)
+	replyJSON(c, http.StatusOK, domainList{
+		Data:       out[from:to],
+		Pagination: pagination{Page: q.page, PerPage: q.perPage, Total: total, TotalPages: (total + q.perPage - 1) / q.perPage},
+	})
+}
+
+// domainOrder compares by key in the asked direction; domains without a
+// value for the key (never scanned, no WHOIS) come last either way, and
+// ties go by id, so pages never overlap or skip.
+func domainOrder(key string, desc bool) func(a, b domainJSON) int {
+	dir := func(n int) int {
+		if desc {
+			return -n
+		}
+		return n
+	}
+	return func(a, b domainJSON) int {
+		var n int
+		switch key {
+		case "hostname":
+			n = dir(cmp.Or(cmp.Compare(a.Hostname, b.Hostname), cmp.Compare(a.Port, b.Port)))
+		case "ssl_days_remaining":
+			n = nullsLast(a.SSLDaysRemaining, b.SSLDaysRemaining, dir)
+		case "whois_days_remaining":
+			n = nullsLast(a.WhoisDaysRemaining, b.WhoisDaysRemaining, dir)
+		case "created_at":
+			n = dir(cmpTime(a.CreatedAt, b.CreatedAt))
+		}
+		return cmp.Or(n, cmp.Compare(a.ID, b.ID))
+	}
+}
+
+func nullsLast(a, b *int, dir func(int) int) int {
+	switch {
+	case a == nil && b == nil:
+		return 0
+	case a == nil:
+		return 1
+	case b == nil:
+		return -1
+	}
+	return dir(cmp.Compare(*a, *b))
+}
+
+// cmpTime orders a missing time (a domain older than created_at) first.
+func cmpTime(a, b *time.Time) int {
+	var ta, tb time.Time
+	if a != nil {
+		ta = *a
+	}
+	if b != nil {
+		tb = *b
+	}
+	return ta.Compare(tb)
+}

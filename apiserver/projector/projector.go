@@ -55,6 +55,7 @@ func ViewKey(domainID string) string { return ViewPrefix + domainID }
 const (
 	metaPrefix   = "@"
 	removedField = "@removed"
+	nameField    = "@name"
 )
 
 var eventsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
@@ -382,10 +383,29 @@ func Expiration(ctx context.Context, rdb redis.UniversalClient, domainID string)
 	return decodeView(domainID, all)
 }
 
-// Expirations returns the expiration views of many domains, read in one
-// pipeline, by domain id; as Expiration for each.
-func Expirations(ctx context.Context, rdb redis.UniversalClient, domainIDs []string) (map[string][]ExpEntry, error) {
-	out := make(map[string][]ExpEntry, len(domainIDs))
+// View is a domain's expiration view with the name its entries are for.
+type View struct {
+	// Name is the "host:port" the entries are for; "" when no domain event
+	// or scan named the view yet.
+	Name string
+	// Entries as Expiration returns them.
+	Entries []ExpEntry
+}
+
+// For returns the entries if they are for name (host:port), else none: a
+// renamed domain's view still holds the old name's results until the
+// projector applies the rename.
+func (v View) For(name string) []ExpEntry {
+	if v.Name != "" && v.Name != name {
+		return []ExpEntry{}
+	}
+	return v.Entries
+}
+
+// Views returns the expiration views of many domains, read in one
+// pipeline, by domain id.
+func Views(ctx context.Context, rdb redis.UniversalClient, domainIDs []string) (map[string]View, error) {
+	out := make(map[string]View, len(domainIDs))
 	if len(domainIDs) == 0 {
 		return out, nil
 	}
@@ -398,11 +418,13 @@ func Expirations(ctx context.Context, rdb redis.UniversalClient, domainIDs []str
 		return nil, fmt.Errorf("read %d expiration views: %w", len(domainIDs), err)
 	}
 	for i, id := range domainIDs {
-		entries, err := decodeView(id, cmds[i].Val())
+		all := cmds[i].Val()
+		entries, err := decodeView(id, all)
 		if err != nil {
 			return nil, err
 		}
-		out[id] = entries
+		name, _, _ := strings.Cut(all[nameField], "|")
+		out[id] = View{Name: name, Entries: entries}
 	}
 	return out, nil
 }

@@ -278,22 +278,37 @@ func TestRenameEmptiesTheView(t *testing.T) {
 	}
 }
 
-func TestExpirationsReadsManyViews(t *testing.T) {
+func TestViewsReadsManyViews(t *testing.T) {
 	ctx := context.Background()
 	p, rdb := newProjector(t)
 	na := t0.Add(90 * 24 * time.Hour)
 	if err := p.Apply(ctx, scan(t, "eu-west", t0, okResult("192.0.2.1", "aa", na))); err != nil {
 		t.Fatal(err)
 	}
-	got, err := Expirations(ctx, rdb, []string{domainID, "never-scanned"})
+	got, err := Views(ctx, rdb, []string{domainID, "never-scanned"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 2 || !reflect.DeepEqual(summary(got[domainID]), []string{"eu-west|192.0.2.1=aa"}) || len(got["never-scanned"]) != 0 {
-		t.Errorf("expirations: got %v, want one entry for %s and none for never-scanned", got, domainID)
+	v := got[domainID]
+	if len(got) != 2 || v.Name != "example.com:443" || !reflect.DeepEqual(summary(v.Entries), []string{"eu-west|192.0.2.1=aa"}) {
+		t.Errorf("views: got %+v, want example.com:443 with one entry", got)
 	}
-	if !reflect.DeepEqual(got[domainID], view(t, rdb)) {
-		t.Errorf("expirations: got %+v, want what Expiration reads", got[domainID])
+	if n := got["never-scanned"]; n.Name != "" || len(n.Entries) != 0 {
+		t.Errorf("never scanned: got %+v, want no name, no entries", n)
+	}
+	if !reflect.DeepEqual(v.Entries, view(t, rdb)) {
+		t.Errorf("views: got %+v, want what Expiration reads", v.Entries)
+	}
+	// Before the rename reaches the projector, the entries are for the old
+	// name and a reader of the new one gets none.
+	if e := v.For("renamed.example:443"); len(e) != 0 {
+		t.Errorf("entries for another name: got %v, want none", summary(e))
+	}
+	if e := v.For("example.com:443"); len(e) != 1 {
+		t.Errorf("entries for the view's name: got %v, want one", summary(e))
+	}
+	if e := got["never-scanned"].For("x.example:443"); e == nil || len(e) != 0 {
+		t.Errorf("entries of an unnamed empty view: got %#v, want empty", e)
 	}
 }
 
