@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/testenv"
 )
 
 func TestEnsureAccount(t *testing.T) {
@@ -117,5 +118,69 @@ func TestKeyUsageBounded(t *testing.T) {
 	}
 	if n := len(u.written); n != 1 {
 		t.Errorf("entries: got %d, want 1 once the old ones are dropped", n)
+	}
+}
+
+// BenchmarkAuthenticateBearer: every refusal costs what an accepted key
+// does (one SHA-256 and one HGETALL). The cases take turns within one
+// loop, so load from elsewhere on the machine hits them alike; each
+// reports its mean as <case>-ns/op.
+func BenchmarkAuthenticateBearer(b *testing.B) {
+	ctx := context.Background()
+	rdb := testenv.Redis(b).Client(b)
+	now := time.Now()
+	s, err := New(Config{Now: func() time.Time { return now }}, rdb, testenv.Logger(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	tenant, err := s.EnsureAccount(ctx, "ops@example.com")
+	if err != nil {
+		b.Fatal(err)
+	}
+	mk := func(expires *time.Time) string {
+		k, err := s.CreateKey(ctx, tenant, "bench", []string{ScopeRead}, expires, SourceCLI)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return k.Key
+	}
+	valid := mk(nil)
+	soon := now.Add(time.Second)
+	expired := mk(&soon)
+	revoked := mk(nil)
+	keys, _ := s.ListKeys(ctx, tenant)
+	for _, k := range keys {
+		if strings.HasPrefix(revoked, k.Prefix) {
+			if err := s.RevokeKey(ctx, tenant, k.ID); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	now = now.Add(time.Minute) // expired has expired
+	cases := []struct {
+		name, key string
+		wantErr   bool
+	}{
+		{"valid", valid, false},
+		{"unknown", "ssa_" + strings.Repeat("A", 32), true},
+		{"expired", expired, true},
+		{"revoked", revoked, true},
+		{"malformed", "x", true},
+	}
+	spent := make([]time.Duration, len(cases))
+	n := 0
+	for b.Loop() {
+		for i, tc := range cases {
+			start := time.Now()
+			_, err := s.AuthenticateBearer(ctx, tc.key)
+			spent[i] += time.Since(start)
+			if (err != nil) != tc.wantErr {
+				b.Fatalf("%s: got %v, want error %v", tc.name, err, tc.wantErr)
+			}
+		}
+		n++
+	}
+	for i, tc := range cases {
+		b.ReportMetric(float64(spent[i].Nanoseconds())/float64(n), tc.name+"-ns/op")
 	}
 }
