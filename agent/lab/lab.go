@@ -1,8 +1,10 @@
 // Package lab serves a local fleet of TLS endpoints with known faults (valid,
 // expiring soon, expired, self-signed, wrong name, several IPs with different
-// certificates, a non-default port, a dead IP, a missing name) under a
-// throw-away CA, plus an authoritative DNS server for their names, all on
-// loopback addresses. Each endpoint comes with the facts a correct scan must
+// certificates, a non-default port, a dead IP, a missing name, TLS 1.0-1.1
+// still accepted, no HTTP after the handshake) under a throw-away CA, plus an
+// authoritative DNS server for their names, all on loopback addresses. Every
+// endpoint but no-http answers HTTP/2 and HTTP/1.1 after the handshake; only
+// valid sends HSTS. Each endpoint comes with the facts a correct scan must
 // report, so the demo (`certfleet lab`) shows real results and tests can
 // compare what certfleet reports with what was served. It is for demos and
 // tests only: nothing on a production path may depend on it.
@@ -16,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -104,7 +107,23 @@ type Expect struct {
 	LeafSHA256       string // hex of the leaf's DER
 	Issuer           string // the leaf's Issuer.String()
 	SANs             []string
+	// HTTPStatus is what HEAD / on the scanned connection answers; 0 for
+	// an endpoint that does not speak HTTP.
+	HTTPStatus int
+	// HSTSMaxAge and HSTSIncludeSubdomains are what its
+	// Strict-Transport-Security header says.
+	HSTSMaxAge            int64
+	HSTSIncludeSubdomains bool
+	// LegacyTLS is the version a handshake offering only TLS 1.0 and 1.1
+	// agrees on ("TLS 1.1"), nil when the endpoint refuses them.
+	LegacyTLS []string
 }
+
+// HSTS is the Strict-Transport-Security header of the valid target.
+const HSTS = "max-age=31536000; includeSubDomains"
+
+// hstsMaxAge is HSTS's max-age.
+const hstsMaxAge = 31536000
 
 // Lab is a running fleet; Close stops it.
 type Lab struct {
@@ -116,6 +135,7 @@ type Lab struct {
 	resolver string
 
 	listeners []net.Listener
+	servers   []*http.Server
 	dns       []*dns.Server
 
 	stopWatch func() bool
@@ -139,6 +159,8 @@ var (
 	ipOther    = netip.MustParseAddr("127.0.0.17")
 	ipDeadLive = netip.MustParseAddr("127.0.0.18")
 	ipDead     = netip.MustParseAddr("127.0.0.19")
+	ipLegacy   = netip.MustParseAddr("127.0.0.20")
+	ipNoHTTP   = netip.MustParseAddr("127.0.0.21")
 	ipV6       = netip.IPv6Loopback()
 )
 
@@ -150,6 +172,9 @@ type site struct {
 	// facts declared for this certificate, checked by the tests with a
 	// real verifier rather than derived here from one.
 	chainValid, hostnameValid bool
+	// hsts sends the HSTS header; noHTTP hangs up after the handshake;
+	// legacy accepts TLS 1.0 and 1.1 besides 1.2 and 1.3.
+	hsts, noHTTP, legacy bool
 }
 
 // plan is a target before its ports are known.
@@ -214,13 +239,27 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Lab, error) {
 	serveCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	l.cancel = cancel
 	for i, ln := range l.listeners {
+		st := sites[i]
 		cfg := &tls.Config{
-			Certificates: []tls.Certificate{sites[i].cert},
+			Certificates: []tls.Certificate{st.cert},
 			// Every scan should be a full handshake, and the server saves
 			// writing tickets nobody redeems.
 			SessionTicketsDisabled: true,
 		}
-		l.wg.Go(func() { l.serve(serveCtx, ln, cfg) })
+		if st.legacy {
+			cfg.MinVersion = tls.VersionTLS10
+		}
+		if st.noHTTP {
+			l.wg.Go(func() { l.serve(serveCtx, ln, cfg) })
+			continue
+		}
+		srv := l.httpServer(serveCtx, st, cfg)
+		l.servers = append(l.servers, srv)
+		l.wg.Go(func() {
+			if err := srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
+				l.logger.Warn("https endpoint stopped", zap.String("addr", ln.Addr().String()), zap.Error(err))
+			}
+		})
 	}
 	l.stopWatch = context.AfterFunc(ctx, func() { _ = l.Close() })
 	l.logger.Info("lab started", zap.Int("port", port), zap.Int("other_port", other),
@@ -248,12 +287,15 @@ func (l *Lab) mint(now time.Time) ([]plan, error) {
 	ok := func(ip netip.Addr, c tls.Certificate) site {
 		return site{ip: ip, cert: c, chainValid: true, hostnameValid: true}
 	}
+	hsts := func(s site) site { s.hsts = true; return s }
+	legacy := func(s site) site { s.legacy = true; return s }
+	noHTTP := func(s site) site { s.noHTTP = true; return s }
 	start := now.Add(-time.Hour)
 	valid := leaf(host("valid"), start, now.Add(90*day))
 	self, err := SelfSigned(host("self-signed"), []string{host("self-signed")}, start, now.Add(90*day))
 	errs = append(errs, err)
 	plans := []plan{
-		{name: "valid", sites: []site{ok(ipValid, valid), ok(ipV6, valid)}},
+		{name: "valid", sites: []site{hsts(ok(ipValid, valid)), hsts(ok(ipV6, valid))}},
 		{name: "expiring-soon", sites: []site{ok(ipExpiring, leaf(host("expiring-soon"), start, now.Add(10*day)))}},
 		{name: "expired", sites: []site{{ip: ipExpired, cert: leaf(host("expired"), now.Add(-100*day), now.Add(-day)), hostnameValid: true}}},
 		{name: "self-signed", sites: []site{{ip: ipSelf, cert: self, hostnameValid: true}}},
@@ -264,6 +306,8 @@ func (l *Lab) mint(now time.Time) ([]plan, error) {
 		}},
 		{name: "other-port", other: true, sites: []site{{ip: ipOther, other: true, cert: leaf(host("other-port"), start, now.Add(90*day)), chainValid: true, hostnameValid: true}}},
 		{name: "dead-ip", sites: []site{ok(ipDeadLive, leaf(host("dead-ip"), start, now.Add(90*day)))}, dead: []netip.Addr{ipDead}},
+		{name: "legacy-tls", sites: []site{legacy(ok(ipLegacy, leaf(host("legacy-tls"), start, now.Add(90*day))))}},
+		{name: "no-http", sites: []site{noHTTP(ok(ipNoHTTP, leaf(host("no-http"), start, now.Add(90*day))))}},
 		{name: "nxdomain", nxdomain: true},
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -357,7 +401,7 @@ func (l *Lab) expectations(plans []plan, port, other int) []Target {
 		for _, s := range p.sites {
 			leaf := s.cert.Leaf
 			sum := sha256.Sum256(leaf.Raw)
-			t.Expect = append(t.Expect, Expect{
+			x := Expect{
 				IP:               s.ip.String(),
 				Outcome:          events.OutcomeOK,
 				CertificateFound: true,
@@ -367,7 +411,18 @@ func (l *Lab) expectations(plans []plan, port, other int) []Target {
 				LeafSHA256:       hex.EncodeToString(sum[:]),
 				Issuer:           leaf.Issuer.String(),
 				SANs:             slices.Clone(leaf.DNSNames),
-			})
+			}
+			if !s.noHTTP {
+				x.HTTPStatus = http.StatusOK
+			}
+			if s.hsts {
+				x.HSTSMaxAge, x.HSTSIncludeSubdomains = hstsMaxAge, true
+			}
+			if s.legacy {
+				// The highest version offered: the probe offers 1.0 and 1.1.
+				x.LegacyTLS = []string{"TLS 1.1"}
+			}
+			t.Expect = append(t.Expect, x)
 		}
 		for _, ip := range p.dead {
 			t.Expect = append(t.Expect, Expect{IP: ip.String(), Outcome: events.OutcomeConnectionRefused})
@@ -377,8 +432,30 @@ func (l *Lab) expectations(plans []plan, port, other int) []Target {
 	return out
 }
 
-// serve completes a handshake with every client and hangs up: the lab only
-// shows certificates.
+// httpServer answers HTTP/2 and HTTP/1.1 on a site after the handshake:
+// 200 with a line naming the endpoint, and HSTS where the site has it.
+func (l *Lab) httpServer(ctx context.Context, st site, cfg *tls.Config) *http.Server {
+	name := st.cert.Leaf.Subject.CommonName
+	// Failed handshakes are what some scans are about: debug, not noise.
+	errorLog, _ := zap.NewStdLogAt(l.logger, zap.DebugLevel)
+	return &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			if st.hsts {
+				w.Header().Set("Strict-Transport-Security", HSTS)
+			}
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			fmt.Fprintf(w, "certfleet lab: %s\n", name)
+		}),
+		TLSConfig:         cfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ErrorLog:          errorLog,
+	}
+}
+
+// serve completes a handshake with every client and hangs up: the lab's
+// no-http endpoint.
 func (l *Lab) serve(ctx context.Context, ln net.Listener, cfg *tls.Config) {
 	logger := l.logger.With(zap.String("addr", ln.Addr().String()))
 	for {
@@ -417,6 +494,9 @@ func (l *Lab) Close() error {
 			l.stopWatch()
 		}
 		l.cancel()
+		for _, srv := range l.servers {
+			_ = srv.Close()
+		}
 		l.closeListeners()
 		l.closeErr = l.stopDNS()
 		l.wg.Wait()

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,6 +60,8 @@ func TestTargets(t *testing.T) {
 		"multi-ip":      {ok, ok},
 		"other-port":    {ok},
 		"dead-ip":       {ok, {outcome: events.OutcomeConnectionRefused}},
+		"legacy-tls":    {ok},
+		"no-http":       {ok},
 		"nxdomain":      {{outcome: events.OutcomeNXDomain}},
 	}
 	if !ipv6Available(context.Background()) {
@@ -76,7 +79,8 @@ func TestTargets(t *testing.T) {
 			mainPort = tg.Port
 		}
 	}
-	if wantNames := []string{"valid", "expiring-soon", "expired", "self-signed", "wrong-name", "multi-ip", "other-port", "dead-ip", "nxdomain"}; !slices.Equal(names, wantNames) {
+	if wantNames := []string{"valid", "expiring-soon", "expired", "self-signed", "wrong-name", "multi-ip", "other-port", "dead-ip",
+		"legacy-tls", "no-http", "nxdomain"}; !slices.Equal(names, wantNames) {
 		t.Fatalf("target names: got %v, want %v", names, wantNames)
 	}
 
@@ -98,6 +102,15 @@ func TestTargets(t *testing.T) {
 			}
 			if !slices.Equal(got, want[tg.Name]) {
 				t.Errorf("declared facts: got %+v, want %+v", got, want[tg.Name])
+			}
+			for _, x := range tg.Expect {
+				if x.Outcome != events.OutcomeOK {
+					continue
+				}
+				gotHTTP := httpFact{x.HTTPStatus, x.HSTSMaxAge, x.HSTSIncludeSubdomains, strings.Join(x.LegacyTLS, ",")}
+				if w := wantHTTP(tg.Name); gotHTTP != w {
+					t.Errorf("%s: declared http facts: got %+v, want %+v", x.IP, gotHTTP, w)
+				}
 			}
 
 			ips, rcode := resolve(t, l.ResolverAddr(), tg.Host)
@@ -125,8 +138,32 @@ func TestTargets(t *testing.T) {
 	}
 }
 
+// httpFact is the HTTP and protocol part of an Expect.
+type httpFact struct {
+	status     int
+	maxAge     int64
+	includeSub bool
+	legacy     string
+}
+
+// wantHTTP is what the lab promises about HTTP and old protocols: every
+// endpoint answers 200 but no-http, only valid sends HSTS, only legacy-tls
+// accepts TLS 1.1.
+func wantHTTP(name string) httpFact {
+	switch name {
+	case "valid":
+		return httpFact{200, 31536000, true, ""}
+	case "legacy-tls":
+		return httpFact{200, 0, false, "TLS 1.1"}
+	case "no-http":
+		return httpFact{}
+	}
+	return httpFact{200, 0, false, ""}
+}
+
 // scan sees an endpoint the way the agent is meant to: chain and hostname
-// verified separately.
+// verified separately, then HEAD / and a handshake offering only TLS 1.0
+// and 1.1, each with a plain standard library client.
 func scan(t *testing.T, ip, host string, port int, pool *x509.CertPool, now time.Time) Expect {
 	t.Helper()
 	addr := net.JoinHostPort(ip, strconv.Itoa(port))
@@ -151,7 +188,7 @@ func scan(t *testing.T, ip, host string, port int, pool *x509.CertPool, now time
 	}
 	_, verr := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: now})
 	sum := sha256.Sum256(leaf.Raw)
-	return Expect{
+	x := Expect{
 		IP: ip, Outcome: events.OutcomeOK, CertificateFound: true,
 		ChainValid:    verr == nil,
 		HostnameValid: leaf.VerifyHostname(host) == nil,
@@ -160,6 +197,43 @@ func scan(t *testing.T, ip, host string, port int, pool *x509.CertPool, now time
 		Issuer:        leaf.Issuer.String(),
 		SANs:          leaf.DNSNames,
 	}
+
+	for _, h2 := range []bool{true, false} {
+		client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, network, addr)
+			},
+			TLSClientConfig:   &tls.Config{ServerName: host, InsecureSkipVerify: true},
+			ForceAttemptHTTP2: h2,
+			DisableKeepAlives: true,
+		}}
+		resp, err := client.Head("https://" + net.JoinHostPort(host, strconv.Itoa(port)) + "/")
+		if err != nil {
+			x.HTTPStatus, x.HSTSMaxAge, x.HSTSIncludeSubdomains = 0, 0, false
+			continue
+		}
+		resp.Body.Close()
+		if wantMajor := map[bool]int{true: 2, false: 1}[h2]; resp.ProtoMajor != wantMajor {
+			t.Errorf("%s: got HTTP/%d, want HTTP/%d", addr, resp.ProtoMajor, wantMajor)
+		}
+		x.HTTPStatus = resp.StatusCode
+		switch v := resp.Header.Get("Strict-Transport-Security"); v {
+		case "":
+		case HSTS:
+			x.HSTSMaxAge, x.HSTSIncludeSubdomains = hstsMaxAge, true
+		default:
+			t.Errorf("%s: got Strict-Transport-Security %q, want none or %q", addr, v, HSTS)
+		}
+	}
+
+	legacy, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, &tls.Config{
+		ServerName: host, InsecureSkipVerify: true, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11,
+	})
+	if err == nil {
+		x.LegacyTLS = []string{tls.VersionName(legacy.ConnectionState().Version)}
+		legacy.Close()
+	}
+	return x
 }
 
 func checkExpect(t *testing.T, ip string, got, want Expect) {
@@ -181,6 +255,13 @@ func checkExpect(t *testing.T, ip string, got, want Expect) {
 	}
 	if !slices.Equal(got.SANs, want.SANs) {
 		t.Errorf("%s: sans got %v, want %v", ip, got.SANs, want.SANs)
+	}
+	if got.HTTPStatus != want.HTTPStatus || got.HSTSMaxAge != want.HSTSMaxAge || got.HSTSIncludeSubdomains != want.HSTSIncludeSubdomains {
+		t.Errorf("%s: http status/hsts max-age/includeSubDomains got %d/%d/%v, want %d/%d/%v", ip,
+			got.HTTPStatus, got.HSTSMaxAge, got.HSTSIncludeSubdomains, want.HTTPStatus, want.HSTSMaxAge, want.HSTSIncludeSubdomains)
+	}
+	if !slices.Equal(got.LegacyTLS, want.LegacyTLS) {
+		t.Errorf("%s: legacy tls got %v, want %v", ip, got.LegacyTLS, want.LegacyTLS)
 	}
 }
 
@@ -452,8 +533,8 @@ func TestWriteEnv(t *testing.T) {
 			t.Errorf("%s: got %q, want %q", k, got[k], w)
 		}
 	}
-	if ds := strings.Fields(got["CERTFLEET_LAB_DOMAINS"]); len(ds) != 9 {
-		t.Errorf("lab domains: got %d, want 9", len(ds))
+	if ds := strings.Fields(got["CERTFLEET_LAB_DOMAINS"]); len(ds) != 11 {
+		t.Errorf("lab domains: got %d, want 11", len(ds))
 	}
 }
 

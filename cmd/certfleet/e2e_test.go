@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"github.com/certfleet/certfleet/agent/lab"
+	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/testenv"
+	"github.com/certfleet/certfleet/schema"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -181,6 +183,11 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 
+	// Both agents keep their regions marked alive.
+	if active, err := coordinator.ActiveRegions(ctx, rs.Client(t), added.Add(-time.Minute)); err != nil || strings.Join(active, ",") != strings.Join(regions, ",") {
+		t.Errorf("active regions: got %v (%v), want %v", active, err, regions)
+	}
+
 	// The history reached ClickHouse: one row per scan, IP and region, and
 	// the events themselves.
 	conn := ch.Conn(t)
@@ -204,6 +211,51 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("clickhouse: got %d scan_results rows and %d domain.added events, want at least %d and exactly %d", rows, added, wantRows, len(targets))
 		}
 		time.Sleep(250 * time.Millisecond)
+	}
+
+	// What only the history shows: each IP's HTTP answer, HSTS and old
+	// protocols, as the lab serves them.
+	tenant := events.TenantID("e2e@example.com")
+	for _, tg := range targets {
+		rows, err := schema.ScanHistory(ctx, conn, tenant, ids[tg.Domain], 100)
+		if err != nil {
+			t.Fatalf("scan history of %s: %v", tg.Domain, err)
+		}
+		byKey := map[string]schema.ScanRow{}
+		for _, r := range rows {
+			if _, ok := byKey[r.Region+"|"+r.IP]; !ok { // latest first
+				byKey[r.Region+"|"+r.IP] = r
+			}
+		}
+		for _, region := range regions {
+			for _, x := range tg.Expect {
+				r, ok := byKey[region+"|"+x.IP]
+				if !ok {
+					t.Errorf("%s: no scan_results row for %s from %s", tg.Name, x.IP, region)
+					continue
+				}
+				checkHistory(t, tg.Name+" "+region+" "+x.IP, x, r)
+			}
+		}
+	}
+}
+
+// checkHistory compares the HTTP and protocol facts of a scan_results row
+// with what the lab serves at that address.
+func checkHistory(t *testing.T, where string, x lab.Expect, r schema.ScanRow) {
+	t.Helper()
+	if int(r.HTTPStatus) != x.HTTPStatus {
+		t.Errorf("%s: http_status got %d, want %d", where, r.HTTPStatus, x.HTTPStatus)
+	}
+	if r.HSTSMaxAge != x.HSTSMaxAge || r.HSTSIncludeSubdomains != x.HSTSIncludeSubdomains {
+		t.Errorf("%s: hsts got max-age %d includeSubDomains %v, want %d %v", where, r.HSTSMaxAge, r.HSTSIncludeSubdomains, x.HSTSMaxAge, x.HSTSIncludeSubdomains)
+	}
+	// Every address that completed a handshake was also asked for TLS 1.0-1.1.
+	if want := x.Outcome == events.OutcomeOK; r.LegacyTLSChecked != want {
+		t.Errorf("%s: legacy_tls_checked got %v, want %v", where, r.LegacyTLSChecked, want)
+	}
+	if strings.Join(r.LegacyTLS, ",") != strings.Join(x.LegacyTLS, ",") {
+		t.Errorf("%s: legacy_tls got %v, want %v", where, r.LegacyTLS, x.LegacyTLS)
 	}
 }
 

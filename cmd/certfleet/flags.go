@@ -28,6 +28,7 @@ type options struct {
 	CheckTimeout  time.Duration
 	Shards        int
 	Concurrency   int
+	CheckLegacy   bool
 	LogLevel      string
 	Name          string
 	WithSink      bool
@@ -102,6 +103,7 @@ func (f *flagSet) agent() *flagSet {
 	f.StringVar(&f.opts.ExtraRoots, "extra-roots", "", "PEM file of roots trusted besides the system pool")
 	f.StringVar(&f.opts.AllowTargets, "allow-targets", "", "comma-separated CIDRs the agent may dial although private or loopback")
 	f.IntVar(&f.opts.Concurrency, "concurrency", 64, "handshakes in flight at most")
+	f.BoolVar(&f.opts.CheckLegacy, "check-legacy-tls", true, "also try a handshake offering only TLS 1.0 and 1.1 on every IP")
 	return f
 }
 

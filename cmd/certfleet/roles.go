@@ -159,6 +159,7 @@ func scannerConfig(o *options) (agent.ScannerConfig, error) {
 		ExtraRootsPEM:           roots,
 		Allow:                   allow,
 		MaxConcurrentHandshakes: o.Concurrency,
+		CheckLegacyTLS:          new(o.CheckLegacy),
 	}, nil
 }
 
