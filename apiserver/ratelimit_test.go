@@ -60,6 +60,24 @@ func TestRateLimitAcrossReplicas(t *testing.T) {
 	}
 }
 
+// TestRateLimitCheck: POST /check has its own class; requests the handler
+// refuses count too, since the limit comes first.
+func TestRateLimitCheck(t *testing.T) {
+	e := newKeyEnv(t, Config{RateLimitCheck: 2})
+	key := e.bootstrapKey("ops@example.com", "read", "write")
+	const body = `{"domain_id":"00000000-0000-4000-8000-000000000000"}`
+	for i := range 2 {
+		if r := e.call(i, http.MethodPost, "/api/v1/check", key, body); r.code == http.StatusTooManyRequests {
+			t.Fatalf("check %d: got %d %v, want it let through", i+1, r.code, r.body)
+		}
+	}
+	r := e.call(0, http.MethodPost, "/api/v1/check", key, body)
+	wantV1Error(t, r, http.StatusTooManyRequests, "Rate limit exceeded. Try again in 30 seconds.")
+	if got := r.header.Get("Retry-After"); got != "30" {
+		t.Errorf("Retry-After: got %q, want 30", got)
+	}
+}
+
 // TestRateLimitKeyChest: the KeyChest API counts per api_key against the
 // general limit, across replicas, and answers in its own error shape.
 func TestRateLimitKeyChest(t *testing.T) {

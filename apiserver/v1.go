@@ -247,10 +247,11 @@ func principalOf(c *gin.Context) accounts.Principal {
 // answer carries X-RateLimit-Limit and X-RateLimit-Remaining.
 func (s *Server) limit(class string) gin.HandlerFunc {
 	lim, ok := s.limits()[class]
-	if !ok {
-		panic("apiserver: unknown rate limit class " + class)
-	}
 	return func(c *gin.Context) {
+		if !ok {
+			s.replyV1(c, fmt.Errorf("rate limit: unknown class %q", class))
+			return
+		}
 		s.allow(c, class+":key:"+principalOf(c).KeyID, lim)
 	}
 }

@@ -430,3 +430,22 @@ func TestAPIKeyLastUsed(t *testing.T) {
 		t.Errorf("61s later: got %v, want a new write", got)
 	}
 }
+
+// TestV1RedisDown: a failure that is not the client's is a bare 500, its
+// cause logged, never sent.
+func TestV1RedisDown(t *testing.T) {
+	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	t.Cleanup(func() { _ = dead.Close() })
+	srv, err := New(Config{}, dead, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	e := &keyEnv{t: t, urls: [2]string{hs.URL, hs.URL}}
+	r := e.call(0, http.MethodGet, "/api/v1/api-keys", "ssa_"+strings.Repeat("A", 32), "")
+	wantV1Error(t, r, http.StatusInternalServerError, "internal error")
+	if msg := r.body["error"]; msg != "internal error" {
+		t.Errorf("error: got %q, want exactly internal error", msg)
+	}
+}
