@@ -191,6 +191,7 @@ func (s *Server) routes() *gin.Engine {
 
 	r.GET("/healthz", s.healthz)
 	r.GET("/metrics", gin.WrapH(promhttp.Handler()))
+	r.GET("/api/openapi.json", s.openAPI)
 
 	v1 := r.Group("/api/v1.0")
 	v1.GET("/access/claim/:email", s.limitByAddress(), s.claimGenerated)
@@ -207,11 +208,14 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
 	}
+	// A manual check holds its request for up to CheckTimeout; its answer
+	// (a 504 at worst) must still be written.
+	writeTimeout := max(30*time.Second, s.cfg.CheckTimeout+10*time.Second)
 	srv := &http.Server{
 		Handler:           s.engine,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
+		WriteTimeout:      writeTimeout,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          zap.NewStdLog(s.logger.Named("http")),

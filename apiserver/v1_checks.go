@@ -247,6 +247,16 @@ func containsString(list []string, s string) bool {
 	return false
 }
 
+// viewOf reads the entries of d's expiration view that are for its
+// current name (a renamed domain's old results never show).
+func (s *Server) viewOf(ctx context.Context, d accounts.Domain) ([]projector.ExpEntry, error) {
+	views, err := projector.Views(ctx, s.rdb, []string{d.ID})
+	if err != nil {
+		return nil, err
+	}
+	return views[d.ID].For(d.Name()), nil
+}
+
 // domainOf reads the domain of the request's :id for its principal.
 func (s *Server) domainOf(c *gin.Context, id string) (accounts.Domain, error) {
 	return s.accounts.GetDomain(c.Request.Context(), principalOf(c).TenantID, id)
@@ -259,7 +269,7 @@ func (s *Server) sslCheck(c *gin.Context) {
 		s.replyV1(c, err)
 		return
 	}
-	entries, err := projector.Expiration(c.Request.Context(), s.rdb, d.ID)
+	entries, err := s.viewOf(c.Request.Context(), d)
 	if err != nil {
 		s.replyV1(c, err)
 		return
@@ -326,7 +336,7 @@ func (s *Server) manualCheck(c *gin.Context) {
 		failV1(c, http.StatusConflict, msgInactive)
 		return
 	}
-	before, err := projector.Expiration(ctx, s.rdb, d.ID)
+	before, err := s.viewOf(ctx, d)
 	if err != nil {
 		s.replyV1(c, err)
 		return
@@ -350,7 +360,7 @@ func (s *Server) manualCheck(c *gin.Context) {
 	defer tick.Stop()
 	var entries []projector.ExpEntry
 	for {
-		entries, err = projector.Expiration(ctx, s.rdb, d.ID)
+		entries, err = s.viewOf(ctx, d)
 		if err != nil {
 			s.replyV1(c, err)
 			return

@@ -129,7 +129,7 @@ type checkAnswer struct {
 	Pending []string        `json:"pending_regions"`
 }
 
-func str(p *string) string {
+func orNil(p *string) string {
 	if p == nil {
 		return "<nil>"
 	}
@@ -184,17 +184,17 @@ func TestSSLCheck(t *testing.T) {
 	}{
 		{"id", a.ID, eu.EventID.String()},
 		{"domain_id", a.DomainID, id},
-		{"subject", str(a.Subject), "CN=shop.example"},
-		{"issuer", str(a.Issuer), "CN=Test CA"},
+		{"subject", orNil(a.Subject), "CN=shop.example"},
+		{"issuer", orNil(a.Issuer), "CN=Test CA"},
 		{"valid_to", a.ValidTo.Equal(ip2.NotAfter), true},
 		{"valid_from", a.ValidFrom.Equal(ip2.NotBefore), true},
 		{"days_remaining", *a.DaysRemaining, 20},
-		{"serial_number", str(a.SerialNumber), "ff"},
-		{"tls_version", str(a.TLSVersion), "TLSv1.3"},
+		{"serial_number", orNil(a.SerialNumber), "ff"},
+		{"tls_version", orNil(a.TLSVersion), "TLSv1.3"},
 		{"chain_valid", a.ChainValid, true},
 		{"hsts", a.HSTS, false},
 		{"sans", strings.Join(a.SANs, ","), "shop.example,www.shop.example"},
-		{"grade", str(a.Grade), "B"},
+		{"grade", orNil(a.Grade), "B"},
 		{"grade_reasons", strings.Join(a.GradeReasons, ","), "legacy-protocols,no-hsts"},
 		{"status", a.Status, "warning"},
 		{"checked_at", a.CheckedAt.Equal(now.Add(-time.Hour)), true},
@@ -210,12 +210,12 @@ func TestSSLCheck(t *testing.T) {
 	for _, r := range a.Results {
 		byKey[r.Region+"|"+r.IP] = r
 	}
-	if r := byKey["eu|192.0.2.1"]; str(r.Grade) != "A+" || str(r.SerialNumber) != "03:a1:b2" || !r.HSTS || r.HSTSMaxAge != 31536000 || *r.DaysRemaining != 60 {
+	if r := byKey["eu|192.0.2.1"]; orNil(r.Grade) != "A+" || orNil(r.SerialNumber) != "03:a1:b2" || !r.HSTS || r.HSTSMaxAge != 31536000 || *r.DaysRemaining != 60 {
 		t.Errorf("eu 192.0.2.1: got grade %s serial %s hsts %v/%d days %v, want A+ 03:a1:b2 true/31536000 60",
-			str(r.Grade), str(r.SerialNumber), r.HSTS, r.HSTSMaxAge, *r.DaysRemaining)
+			orNil(r.Grade), orNil(r.SerialNumber), r.HSTS, r.HSTSMaxAge, *r.DaysRemaining)
 	}
-	if r := byKey["eu|192.0.2.2"]; str(r.Grade) != "B" || strings.Join(r.LegacyTLS, ",") != "TLS 1.1" {
-		t.Errorf("eu 192.0.2.2: got grade %s legacy %v, want B [TLS 1.1]", str(r.Grade), r.LegacyTLS)
+	if r := byKey["eu|192.0.2.2"]; orNil(r.Grade) != "B" || strings.Join(r.LegacyTLS, ",") != "TLS 1.1" {
+		t.Errorf("eu 192.0.2.2: got grade %s legacy %v, want B [TLS 1.1]", orNil(r.Grade), r.LegacyTLS)
 	}
 	if r := byKey["us|192.0.2.3"]; r.Grade != nil || r.Outcome != "connection-refused" || r.Subject != nil || r.ValidTo != nil || r.CertificateFound {
 		t.Errorf("us 192.0.2.3: got %+v, want no grade, no certificate, outcome connection-refused", r)
@@ -386,10 +386,10 @@ func TestManualCheck(t *testing.T) {
 		t.Errorf("whois: got %s, want null", second.Whois)
 	}
 	x := target.Expect[0]
-	if len(s.Results) != len(target.Expect) || !s.ValidTo.Equal(x.NotAfter) || !s.ChainValid || str(s.Issuer) != x.Issuer ||
-		str(s.TLSVersion) != "TLSv1.3" || s.Status != "valid" || s.Grade == nil {
+	if len(s.Results) != len(target.Expect) || !s.ValidTo.Equal(x.NotAfter) || !s.ChainValid || orNil(s.Issuer) != x.Issuer ||
+		orNil(s.TLSVersion) != "TLSv1.3" || s.Status != "valid" || s.Grade == nil {
 		t.Errorf("second check: got %d results, valid_to %v, chain_valid %v, issuer %q, tls %q, status %q, grade %s; want %d, %v, true, %q, TLSv1.3, valid, a grade",
-			len(s.Results), s.ValidTo, s.ChainValid, str(s.Issuer), str(s.TLSVersion), s.Status, str(s.Grade), len(target.Expect), x.NotAfter, x.Issuer)
+			len(s.Results), s.ValidTo, s.ChainValid, orNil(s.Issuer), orNil(s.TLSVersion), s.Status, orNil(s.Grade), len(target.Expect), x.NotAfter, x.Issuer)
 	}
 
 	// The same as GET /ssl says afterwards.
