@@ -133,34 +133,47 @@ func bindJSON(c *gin.Context, dst any) error {
 	if err := json.Unmarshal(body, dst); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			field := te.Field
-			if i := strings.IndexByte(field, '.'); i >= 0 {
-				field = field[:i]
+			// Field is a path: "nested.inner" for a field inside an
+			// object, "Embedded.name" for a promoted field. The first
+			// element that is a top-level name is the one to name.
+			for _, field := range strings.Split(te.Field, ".") {
+				if t, ok := known[field]; ok {
+					return badRequest{fmt.Sprintf("field %q must be %s", field, jsonKind(t))}
+				}
 			}
-			if t, ok := known[field]; ok {
-				return badRequest{fmt.Sprintf("field %q must be %s", field, jsonKind(t))}
-			}
-			return badRequest{fmt.Sprintf("field %q has the wrong type", field)}
+			return badRequest{fmt.Sprintf("field %q has the wrong type", te.Field)}
 		}
 		return badRequest{"request body is not valid JSON"}
 	}
 	return nil
 }
 
-// jsonFields maps the JSON names of a struct's exported fields to their
-// types.
+// jsonFields maps the JSON names of a struct's fields to their types, as
+// encoding/json sees them (fields of embedded structs without a tag are
+// promoted).
 func jsonFields(t reflect.Type) map[string]reflect.Type {
 	out := make(map[string]reflect.Type, t.NumField())
 	for i := range t.NumField() {
 		f := t.Field(i)
-		if !f.IsExported() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if f.Anonymous && name == "" {
+			et := f.Type
+			if et.Kind() == reflect.Pointer {
+				et = et.Elem()
+			}
+			if et.Kind() == reflect.Struct {
+				for n, ft := range jsonFields(et) {
+					if _, ok := out[n]; !ok {
+						out[n] = ft
+					}
+				}
+				continue
+			}
+		}
+		if !f.IsExported() || name == "-" {
 			continue
 		}
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		switch name {
-		case "-":
-			continue
-		case "":
+		if name == "" {
 			name = f.Name
 		}
 		out[name] = f.Type
