@@ -6,9 +6,11 @@
 // Grades, best first: A+, A, B, C, F. An IP gets F for an expired or not
 // yet valid certificate, an invalid chain, a hostname mismatch, a weak key
 // (RSA < 2048 bits, ECDSA < 256 bits) or a SHA-1/MD5 signature; C when the
-// handshake negotiated TLS 1.1 or older; at most B when it still accepts a
-// deprecated protocol (TLS 1.0/1.1) or the certificate expires within the
-// critical threshold; A+ is A with HSTS max-age of at least 180 days. An IP
+// handshake negotiated TLS 1.1 or older, or when the server speaks nothing
+// newer (no certificate in the scan's TLS 1.2-1.3 handshake, but one in
+// the legacy TLS 1.0-1.1 handshake); at most B when it still accepts a
+// deprecated protocol or the certificate expires within the critical
+// threshold; A+ is A with HSTS max-age of at least 180 days. Any other IP
 // without a certificate has no grade. The domain's grade is its worst IP's.
 package grade
 
@@ -89,7 +91,8 @@ type EntryGrade struct {
 // Summary is the verdict over a domain's expiration view.
 type Summary struct {
 	// Grade is the worst IP's grade; "" when never scanned or when no IP
-	// showed a certificate.
+	// could be graded (none showed a certificate or spoke only TLS 1.1 or
+	// older).
 	Grade string
 	// Reasons are why the grade is not A+, over every IP, in Reasons' order.
 	Reasons []string
@@ -117,6 +120,12 @@ func DaysUntil(t, now time.Time) int {
 // Grade grades what one handshake with one IP showed, at now.
 func Grade(r events.IPResult, now time.Time, th Thresholds) (string, []string) {
 	if !r.CertificateFound {
+		// The scan's handshake offers TLS 1.2 and 1.3 only, so a server
+		// that speaks nothing newer than TLS 1.1 shows no certificate
+		// there and agrees in the legacy handshake.
+		if len(r.LegacyTLS) > 0 {
+			return C, []string{ReasonOldProtocol, ReasonLegacyProtocols}
+		}
 		return "", []string{ReasonNoCertificate}
 	}
 	var reasons []string
@@ -240,12 +249,14 @@ func Summarize(entries []projector.ExpEntry, now time.Time, th Thresholds) Summa
 		}
 		g, rs := Grade(e.IPResult, now, th)
 		s.Entries[i] = EntryGrade{Grade: g, Reasons: rs}
+		if g != "" {
+			s.Grade = worse(s.Grade, g)
+			for _, r := range rs {
+				reasons[r] = true
+			}
+		}
 		if !e.CertificateFound {
 			continue
-		}
-		s.Grade = worse(s.Grade, g)
-		for _, r := range rs {
-			reasons[r] = true
 		}
 		if !e.ChainValid || !e.HostnameValid {
 			invalid = true
@@ -254,13 +265,15 @@ func Summarize(entries []projector.ExpEntry, now time.Time, th Thresholds) Summa
 			s.First = e
 		}
 	}
+	if s.First == nil {
+		reasons[ReasonNoCertificate] = true
+	}
 	for _, r := range Reasons {
 		if reasons[r] {
 			s.Reasons = append(s.Reasons, r)
 		}
 	}
 	if s.First == nil {
-		s.Reasons = []string{ReasonNoCertificate}
 		s.Status = StatusError
 		return s
 	}

@@ -70,6 +70,10 @@ func TestGrade(t *testing.T) {
 		{"many faults", func(r *events.IPResult) {
 			r.KeyType, r.KeyBits, r.SignatureAlgorithm, r.HostnameValid, r.LegacyTLS, r.HSTSMaxAge = "RSA", 1024, "SHA1-RSA", false, []string{"TLS 1.1"}, 0
 		}, F, []string{ReasonHostnameInvalid, ReasonWeakKey, ReasonWeakSignature, ReasonLegacyProtocols, ReasonNoHSTS}},
+		{"speaks only tls 1.1", func(r *events.IPResult) {
+			*r = events.IPResult{IP: "192.0.2.1", Outcome: events.OutcomeHandshakeError, Detail: "protocol-version",
+				LegacyTLSChecked: true, LegacyTLS: []string{"TLS 1.1"}}
+		}, C, []string{ReasonOldProtocol, ReasonLegacyProtocols}},
 		{"no certificate", func(r *events.IPResult) {
 			*r = events.IPResult{IP: "192.0.2.1", Outcome: events.OutcomeConnectionRefused}
 		}, "", []string{ReasonNoCertificate}},
@@ -155,6 +159,12 @@ func TestSummarize(t *testing.T) {
 			entry("b", "1", func(r *events.IPResult) { r.ChainValid, r.Detail = false, "unknown-authority" }),
 		}, F, []string{ReasonChainInvalid}, ptr(90), StatusError, "a1"},
 		{"no certificate anywhere", []projector.ExpEntry{entry("a", "1", refused), entry("b", "", refused)}, "", []string{ReasonNoCertificate}, nil, StatusError, ""},
+		{"only legacy tls", []projector.ExpEntry{entry("a", "1", func(r *events.IPResult) {
+			*r = events.IPResult{IP: r.IP, Outcome: events.OutcomeHandshakeError, LegacyTLSChecked: true, LegacyTLS: []string{"TLS 1.0"}}
+		})}, C, []string{ReasonNoCertificate, ReasonOldProtocol, ReasonLegacyProtocols}, nil, StatusError, ""},
+		{"legacy-only ip beside a good one", []projector.ExpEntry{entry("a", "1", same), entry("a", "2", func(r *events.IPResult) {
+			*r = events.IPResult{IP: r.IP, Outcome: events.OutcomeHandshakeError, LegacyTLSChecked: true, LegacyTLS: []string{"TLS 1.1"}}
+		})}, C, []string{ReasonOldProtocol, ReasonLegacyProtocols}, ptr(90), StatusValid, "a1"},
 		{"one ip refused, one good", []projector.ExpEntry{entry("a", "1", refused), entry("a", "2", same)}, APlus, nil, ptr(90), StatusValid, "a2"},
 	}
 	for _, tc := range tests {
