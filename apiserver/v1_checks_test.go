@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -314,11 +315,17 @@ func TestManualCheck(t *testing.T) {
 		t.Fatalf("start lab: %v", err)
 	}
 	defer fleet.Close()
-	var target lab.Target
+	var target, legacy lab.Target
 	for _, tg := range fleet.Targets() {
-		if tg.Name == "valid" {
+		switch tg.Name {
+		case "valid":
 			target = tg
+		case "legacy-tls":
+			legacy = tg
 		}
+	}
+	if target.Host == "" || legacy.Host == "" {
+		t.Fatalf("lab targets: got valid %q and legacy-tls %q, want both", target.Host, legacy.Host)
 	}
 	var allow []netip.Prefix
 	for _, s := range fleet.AllowTargets() {
@@ -387,9 +394,15 @@ func TestManualCheck(t *testing.T) {
 	}
 	x := target.Expect[0]
 	if len(s.Results) != len(target.Expect) || !s.ValidTo.Equal(x.NotAfter) || !s.ChainValid || orNil(s.Issuer) != x.Issuer ||
-		orNil(s.TLSVersion) != "TLSv1.3" || s.Status != "valid" || s.Grade == nil {
-		t.Errorf("second check: got %d results, valid_to %v, chain_valid %v, issuer %q, tls %q, status %q, grade %s; want %d, %v, true, %q, TLSv1.3, valid, a grade",
-			len(s.Results), s.ValidTo, s.ChainValid, orNil(s.Issuer), orNil(s.TLSVersion), s.Status, orNil(s.Grade), len(target.Expect), x.NotAfter, x.Issuer)
+		orNil(s.TLSVersion) != "TLSv1.3" || s.Status != "valid" || orNil(s.Grade) != "A+" || !s.HSTS {
+		t.Errorf("second check: got %d results, valid_to %v, chain_valid %v, issuer %q, tls %q, status %q, grade %s %v, hsts %v; want %d, %v, true, %q, TLSv1.3, valid, A+, true",
+			len(s.Results), s.ValidTo, s.ChainValid, orNil(s.Issuer), orNil(s.TLSVersion), s.Status, orNil(s.Grade), s.GradeReasons, s.HSTS, len(target.Expect), x.NotAfter, x.Issuer)
+	}
+	for _, r := range s.Results {
+		if r.HTTPStatus == nil || r.HSTSMaxAge != x.HSTSMaxAge || !r.LegacyTLSChecked || len(r.LegacyTLS) != 0 {
+			t.Errorf("%s %s: got http_status %v, hsts_max_age %d, legacy checked %v %v; want a status, %d, true []",
+				r.Region, r.IP, r.HTTPStatus, r.HSTSMaxAge, r.LegacyTLSChecked, r.LegacyTLS, x.HSTSMaxAge)
+		}
 	}
 
 	// The same as GET /ssl says afterwards.
@@ -420,6 +433,16 @@ func TestManualCheck(t *testing.T) {
 				t.Errorf("got HTTP %d %q, want %d %q", code, e.Error, tc.code, tc.msg)
 			}
 		})
+	}
+
+	// A server still accepting TLS 1.1 gets B at best.
+	legacyID := addCheckDomain(t, srv, alice.id, legacy.Host, legacy.Port)
+	var lc checkAnswer
+	if code := api.call(http.MethodPost, "/check", alice.write, `{"domain_id":"`+legacyID+`"}`, &lc); code != http.StatusOK || lc.SSL == nil {
+		t.Fatalf("legacy-tls check: got HTTP %d %q, want 200 with ssl", code, lc.Error)
+	}
+	if orNil(lc.SSL.Grade) != "B" || !slices.Contains(lc.SSL.GradeReasons, "legacy-protocols") {
+		t.Errorf("legacy-tls: got grade %s %v, want B with legacy-protocols", orNil(lc.SSL.Grade), lc.SSL.GradeReasons)
 	}
 
 	// A region that is active but has no agent running: 504 with what the
