@@ -34,9 +34,9 @@ const regionWindow = time.Minute
 
 // checkRoutes serves /api/v1/domains/:id/ssl, /domains/:id/whois and /check.
 func (s *Server) checkRoutes(g *gin.RouterGroup) {
-	g.GET("/domains/:id/ssl", s.requireKey("read"), s.limit(classGeneral), s.sslCheck)
-	g.GET("/domains/:id/whois", s.requireKey("read"), s.limit(classGeneral), s.whoisCheck)
-	g.POST("/check", s.requireKey("write"), s.limit(classGeneral), s.limit(classCheck), s.manualCheck)
+	g.GET("/domains/:id/ssl", s.requireKey(accounts.ScopeRead), s.limit(classGeneral), s.sslCheck)
+	g.GET("/domains/:id/whois", s.requireKey(accounts.ScopeRead), s.limit(classGeneral), s.whoisCheck)
+	g.POST("/check", s.requireKey(accounts.ScopeWrite), s.limit(classGeneral), s.limit(classCheck), s.manualCheck)
 }
 
 // thresholds are the status and grade thresholds of the configuration.
@@ -342,6 +342,8 @@ func (s *Server) manualCheck(c *gin.Context) {
 		return
 	}
 	seen := scansByRegion(before)
+	// Heartbeats are wall-clock times, whatever clock grades are computed
+	// against (cfg.Now).
 	regions, err := coordinator.ActiveRegions(ctx, s.rdb, time.Now().Add(-regionWindow))
 	if err != nil {
 		s.replyV1(c, err)
@@ -394,7 +396,7 @@ func (s *Server) manualCheck(c *gin.Context) {
 }
 
 // scansByRegion maps each region of a view to the scan events its entries
-// came from (one, unless read mid-update).
+// came from: one, as the projector replaces a region's entries as a whole.
 func scansByRegion(entries []projector.ExpEntry) map[string]map[string]bool {
 	out := map[string]map[string]bool{}
 	for _, e := range entries {
