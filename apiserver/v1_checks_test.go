@@ -289,6 +289,24 @@ func TestCheckRateLimit(t *testing.T) {
 	}
 }
 
+// TestManualCheckNoAgent: with no agent seen lately (and no coordinator),
+// a check waits its timeout and says why.
+func TestManualCheckNoAgent(t *testing.T) {
+	rdb := testenv.Redis(t).Client(t)
+	srv, api := newCheckReplica(t, rdb, Config{CheckTimeout: 500 * time.Millisecond})
+	alice := newCheckTenant(t, srv, "alice@example.com")
+	id := addCheckDomain(t, srv, alice.id, "shop.example", 443)
+	var a checkAnswer
+	start := time.Now()
+	code := api.call(http.MethodPost, "/check", alice.write, `{"domain_id":"`+id+`"}`, &a)
+	if code != http.StatusGatewayTimeout || !strings.Contains(a.Error, "no agent was seen") || a.SSL != nil || string(a.Whois) != "null" {
+		t.Errorf("got HTTP %d %q ssl %v whois %s, want 504 saying no agent was seen, ssl and whois null", code, a.Error, a.SSL, a.Whois)
+	}
+	if took := time.Since(start); took < 500*time.Millisecond {
+		t.Errorf("answered after %s, want the 500ms timeout", took)
+	}
+}
+
 // applyEvent applies one event to the views as the projector does.
 func applyEvent(ctx context.Context, rdb *redis.Client, ev events.Envelope) error {
 	p, err := projector.New(projector.Config{Consumer: "test"}, rdb, zap.NewNop())
