@@ -581,6 +581,13 @@ func TestDomainRequestErrors(t *testing.T) {
 	if r.code != http.StatusOK {
 		t.Errorf("notes and tags at the limits: got %d %v, want 200", r.code, r.body)
 	}
+
+	// A record the server cannot read is a 500 that tells nothing.
+	if err := e.rdb.HSet(context.Background(), "domain:"+id, "port", "not-a-port").Err(); err != nil {
+		t.Fatal(err)
+	}
+	wantV1Error(t, e.call(0, http.MethodGet, "/api/v1/domains/"+id, key, ""), http.StatusInternalServerError, "internal error")
+	wantV1Error(t, e.call(1, http.MethodGet, "/api/v1/domains", key, ""), http.StatusInternalServerError, "internal error")
 }
 
 func TestDomainRateLimitAcrossReplicas(t *testing.T) {

@@ -344,3 +344,42 @@ func TestRemoveDomain(t *testing.T) {
 		t.Errorf("events: got %d, want added and removed", len(evs))
 	}
 }
+
+// Replicas adding one name at once: one domain, one event, one id for all.
+func TestConcurrentAddsOfOneDomain(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t)
+	a := events.TenantID("a@example.com")
+	const n = 20
+	type result struct {
+		id    string
+		added bool
+		err   error
+	}
+	results := make(chan result, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			d, added, err := s.AddDomain(ctx, a, NewDomain{Host: "example.com", Port: 443})
+			results <- result{d.ID, added, err}
+		})
+	}
+	wg.Wait()
+	close(results)
+	ids, added := map[string]bool{}, 0
+	for r := range results {
+		if r.err != nil {
+			t.Fatalf("add: %v", r.err)
+		}
+		ids[r.id] = true
+		if r.added {
+			added++
+		}
+	}
+	if len(ids) != 1 || added != 1 {
+		t.Errorf("got %d ids and %d adds, want 1 and 1", len(ids), added)
+	}
+	if evs := streamEvents(t, rdb); len(evs) != 1 {
+		t.Errorf("events: got %d, want 1", len(evs))
+	}
+}
