@@ -100,27 +100,11 @@ func addCheckDomain(t *testing.T, srv *Server, tenant, host string, port int) st
 	return d.ID
 }
 
-// sslAnswer is the part of GET /ssl the tests read.
+// sslAnswer is GET /ssl's answer or an error; the field names themselves
+// are checked against the OpenAPI document (TestOpenAPISchemasMatchTypes).
 type sslAnswer struct {
-	Error         string      `json:"error"`
-	ID            string      `json:"id"`
-	DomainID      string      `json:"domain_id"`
-	Subject       *string     `json:"subject"`
-	Issuer        *string     `json:"issuer"`
-	ValidFrom     *time.Time  `json:"valid_from"`
-	ValidTo       *time.Time  `json:"valid_to"`
-	DaysRemaining *int        `json:"days_remaining"`
-	SerialNumber  *string     `json:"serial_number"`
-	TLSVersion    *string     `json:"tls_version"`
-	ChainValid    bool        `json:"chain_valid"`
-	HSTS          bool        `json:"hsts"`
-	SANs          []string    `json:"sans"`
-	Grade         *string     `json:"grade"`
-	GradeReasons  []string    `json:"grade_reasons"`
-	Status        string      `json:"status"`
-	CheckedAt     time.Time   `json:"checked_at"`
-	Regions       []string    `json:"regions"`
-	Results       []sslResult `json:"results"`
+	Error string `json:"error"`
+	sslCheckBody
 }
 
 type checkAnswer struct {

@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,13 +11,11 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/apiserver/grade"
 	"github.com/certfleet/certfleet/apiserver/projector"
-	"github.com/certfleet/certfleet/coordinator"
 )
 
 // Paging and filtering of GET /domains, as SSLTrackr documents them.
@@ -213,36 +210,14 @@ func (s *Server) updateDomain(c *gin.Context) {
 		}
 		p.Port = req.Port
 	}
-	ctx, tenantID, id := c.Request.Context(), principalOf(c).TenantID, c.Param("id")
-	var before accounts.Domain
-	if p.Host != nil || p.Port != nil {
-		var err error
-		if before, err = s.accounts.GetDomain(ctx, tenantID, id); err != nil {
-			s.replyV1(c, err)
-			return
-		}
-	}
-	d, err := s.accounts.UpdateDomain(ctx, tenantID, id, p)
+	// A rename needs no scan request here: the coordinator makes a domain
+	// whose name changed due at once.
+	d, err := s.accounts.UpdateDomain(c.Request.Context(), principalOf(c).TenantID, c.Param("id"), p)
 	if err != nil {
 		s.replyDomainErr(c, err)
 		return
 	}
-	if before.ID != "" && before.Name() != d.Name() && d.Active {
-		s.scanRenamed(ctx, d)
-	}
 	s.replyDomain(c, http.StatusOK, d)
-}
-
-// scanRenamed makes a renamed domain due now. The coordinator applies the
-// rename from the events stream within milliseconds and dispatches on its
-// next tick (1 s), so the job carries the new name; a job that still
-// carried the old one would be dropped by the projector, and the domain
-// scanned on schedule. A failure only costs that wait, so it is logged.
-func (s *Server) scanRenamed(ctx context.Context, d accounts.Domain) {
-	err := coordinator.ScanNow(ctx, s.rdb, s.cfg.Shards, d.ID)
-	if err != nil && !errors.Is(err, coordinator.ErrNotScheduled) {
-		s.logger.Warn("scan of renamed domain not requested", zap.String("domain_id", d.ID), zap.Error(err))
-	}
 }
 
 // deleteDomain is DELETE /domains/{id}.

@@ -374,6 +374,25 @@ func TestRedeliveredEventsKeepSchedule(t *testing.T) {
 		h.publish(on)
 		eventually(t, 2*time.Second, "job after re-activation", func() bool { return len(h.jobsOf(shards, id)) == 2 })
 	})
+	t.Run("renamed is due at once, an update of the same name is not", func(t *testing.T) {
+		added, id := domainAdded(t, "old-name.example.com", 443)
+		h.publish(added)
+		eventually(t, 2*time.Second, "job", func() bool { return len(h.jobsOf(shards, id)) == 1 })
+		same := domainUpdated(t, id, "old-name.example.com", 443, true)
+		h.publish(same)
+		h.sync(shards)
+		time.Sleep(150 * time.Millisecond) // a few ticks
+		if got := len(h.jobsOf(shards, id)); got != 1 {
+			t.Fatalf("jobs after an update keeping the name: got %d, want 1", got)
+		}
+		renamed := domainUpdated(t, id, "new-name.example.com", 8443, true)
+		renamed.OccurredAt = same.OccurredAt.Add(time.Millisecond)
+		h.publish(renamed)
+		eventually(t, 2*time.Second, "job for the new name", func() bool {
+			jobs := h.jobsOf(shards, id)
+			return len(jobs) == 2 && jobs[1].req.Host == "new-name.example.com" && jobs[1].req.Port == 8443
+		})
+	})
 }
 
 // leaseHolders counts the shards each coordinator name holds, from Redis.

@@ -22,7 +22,9 @@ type domainRecord struct {
 // Events are applied only when not older than the last event applied to the
 // domain (versions:{NN}), so a redelivered or reordered event is a no-op. A
 // new or re-activated domain is due now (ZADD NX), a known one keeps its due
-// time, so redelivering domain.added never resets the schedule.
+// time, so redelivering domain.added never resets the schedule; a renamed
+// one (another host or port in its record) is due now, since what the views
+// hold was seen for the old name.
 //
 // KEYS: domains, schedule, versions. ARGV: op ("put" | "remove"), domain id,
 // record JSON, version (unix ms), now (unix ms), active ("1" | "0").
@@ -36,9 +38,14 @@ if ARGV[1] == 'remove' then
   redis.call('ZREM', KEYS[2], id)
   return 1
 end
+local prev = redis.call('HGET', KEYS[1], id)
 redis.call('HSET', KEYS[1], id, ARGV[3])
 if ARGV[6] == '1' then
-  redis.call('ZADD', KEYS[2], 'NX', ARGV[5], id)
+  if prev and prev ~= ARGV[3] then
+    redis.call('ZADD', KEYS[2], ARGV[5], id)
+  else
+    redis.call('ZADD', KEYS[2], 'NX', ARGV[5], id)
+  end
 else
   redis.call('ZREM', KEYS[2], id)
 end
