@@ -149,6 +149,10 @@ type Server struct {
 	keyUsage *accounts.KeyUsage
 	limiter  *ratelimit.Limiter
 	engine   *gin.Engine
+	// stopping is closed when Run begins to shut down, so that requests
+	// that wait (a manual check) answer at once instead of holding the
+	// shutdown up.
+	stopping chan struct{}
 }
 
 // New returns a server using rdb for commands and views.
@@ -169,7 +173,8 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Server, er
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, rdb: rdb, logger: logger, accounts: store, keyUsage: store.NewKeyUsage(), limiter: limiter}
+	s := &Server{cfg: cfg, rdb: rdb, logger: logger, accounts: store, keyUsage: store.NewKeyUsage(), limiter: limiter,
+		stopping: make(chan struct{})}
 	s.engine = s.routes()
 	return s, nil
 }
@@ -229,6 +234,7 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("serve %s: %w", s.cfg.Listen, err)
 	case <-ctx.Done():
 	}
+	close(s.stopping)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
 	defer cancel()
 	err = srv.Shutdown(sctx)

@@ -23,6 +23,7 @@ const (
 	msgInactive     = "This domain is not active; set is_active to true to check it"
 	msgCheckTimeout = "Timed out waiting for a fresh scan from every region"
 	msgNoScan       = "Timed out waiting for a fresh scan"
+	msgShuttingDown = "The server is shutting down; ask again (another replica will answer)"
 )
 
 // checkPoll is how often POST /check reads the view while it waits.
@@ -375,6 +376,13 @@ func (s *Server) manualCheck(c *gin.Context) {
 		select {
 		case <-tick.C:
 			continue
+		case <-s.stopping:
+			c.AbortWithStatusJSON(http.StatusServiceUnavailable, checkBody{
+				Error:   msgShuttingDown,
+				SSL:     s.sslBody(d, entries),
+				Pending: pending,
+			})
+			return
 		case <-wctx.Done():
 		}
 		if ctx.Err() != nil {

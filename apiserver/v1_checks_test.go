@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -474,5 +475,71 @@ func TestManualCheck(t *testing.T) {
 	var e checkAnswer
 	if code := api.call(http.MethodPost, "/check", alice.write, body, &e); code != http.StatusConflict || e.Error != msgInactive {
 		t.Errorf("inactive: got HTTP %d %q, want 409 %q", code, e.Error, msgInactive)
+	}
+}
+
+// A check still waiting when the server shuts down answers 503 at once
+// rather than holding the shutdown up for its whole timeout.
+func TestManualCheckEndsOnShutdown(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	srv, err := New(Config{Listen: addr, CheckTimeout: time.Minute, ShutdownTimeout: 20 * time.Second}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := newCheckTenant(t, srv, "alice@example.com")
+	id := addCheckDomain(t, srv, alice.id, "shop.example", 443)
+	// A region that is alive but never answers keeps the check waiting.
+	if err := coordinator.AgentSeen(ctx, rdb, "ghost", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- srv.Run(runCtx) }()
+	api := checkClient{t: t, base: "http://" + addr + "/api/v1"}
+	eventually := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(eventually) {
+			t.Fatalf("server did not come up: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	type answer struct {
+		code int
+		body checkAnswer
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		var a checkAnswer
+		code := api.call(http.MethodPost, "/check", alice.write, `{"domain_id":"`+id+`"}`, &a)
+		answered <- answer{code, a}
+	}()
+	time.Sleep(300 * time.Millisecond) // the check is waiting
+	start := time.Now()
+	stop()
+	select {
+	case a := <-answered:
+		if a.code != http.StatusServiceUnavailable || a.body.Error != msgShuttingDown || strings.Join(a.body.Pending, ",") != "ghost" {
+			t.Errorf("got HTTP %d %q pending %v, want 503 %q pending [ghost]", a.code, a.body.Error, a.body.Pending, msgShuttingDown)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting check did not answer within 5s of shutdown")
+	}
+	select {
+	case err := <-ran:
+		if err != nil {
+			t.Errorf("run: got %v, want nil", err)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("shutdown took %s, want well under the 1m check timeout", took)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return within 10s of cancel")
 	}
 }
