@@ -68,6 +68,12 @@ type Config struct {
 	// /api/v1/check finds a domain's schedule by it. Default
 	// events.DefaultShards.
 	Shards int
+
+	// Each area of the API configures itself beside its code.
+	Alerts AlertsConfig // v1_alerts.go
+	Notify NotifyConfig // v1_channels.go
+	CA     CAConfig     // ca.go
+	Audit  AuditConfig  // audit.go
 }
 
 func (c *Config) setDefaults() {
@@ -107,6 +113,10 @@ func (c *Config) setDefaults() {
 	if c.Shards == 0 {
 		c.Shards = events.DefaultShards
 	}
+	c.Alerts.setDefaults()
+	c.Notify.setDefaults()
+	c.CA.setDefaults()
+	c.Audit.setDefaults()
 }
 
 // Validate reports every problem of the configuration.
@@ -137,6 +147,10 @@ func (c *Config) Validate() error {
 	if c.Shards < 1 {
 		errs = append(errs, fmt.Errorf("shards must be at least 1, got %d", c.Shards))
 	}
+	errs = append(errs, c.Alerts.validate()...)
+	errs = append(errs, c.Notify.validate()...)
+	errs = append(errs, c.CA.validate()...)
+	errs = append(errs, c.Audit.validate()...)
 	return errors.Join(errs...)
 }
 
@@ -153,6 +167,12 @@ type Server struct {
 	// that wait (a manual check) answer at once instead of holding the
 	// shutdown up.
 	stopping chan struct{}
+
+	// The state of each area, set up by its init function in New.
+	alerts alertsArea // v1_alerts.go
+	notify notifyArea // v1_channels.go
+	ca     caArea     // ca.go
+	audit  auditArea  // audit.go
 }
 
 // New returns a server using rdb for commands and views.
@@ -175,6 +195,11 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Server, er
 	}
 	s := &Server{cfg: cfg, rdb: rdb, logger: logger, accounts: store, keyUsage: store.NewKeyUsage(), limiter: limiter,
 		stopping: make(chan struct{})}
+	for _, init := range []func() error{s.initAlerts, s.initNotify, s.initCA, s.initAudit} {
+		if err := init(); err != nil {
+			return nil, err
+		}
+	}
 	s.engine = s.routes()
 	return s, nil
 }
@@ -204,6 +229,9 @@ func (s *Server) routes() *gin.Engine {
 	v1.POST("/servers/add", s.limitKeyChestKey(), s.addServer)
 	v1.GET("/servers/expiration/:domain", s.limitKeyChestKey(), s.expiration)
 	s.v1Routes(r)
+	s.caRoutes(r)         // /api/ca/..., /api/client-certs/... (clientcerts.go)
+	s.revocationRoutes(r) // /api/crl/..., /api/ocsp/..., /ocsp (revocation.go)
+	s.auditRoutes(r)      // /api/audit (audit.go)
 	return r
 }
 

@@ -39,6 +39,8 @@ func (s *Server) v1Routes(r *gin.Engine) {
 	s.keyRoutes(g)
 	s.domainRoutes(g)
 	s.checkRoutes(g)
+	s.alertRoutes(g)   // v1_alerts.go
+	s.channelRoutes(g) // v1_channels.go
 }
 
 // v1ErrorBody is every v1 error answer, as SSLTrackr sends it.

@@ -33,6 +33,10 @@ type options struct {
 	Name          string
 	WithSink      bool
 
+	notifyOptions // flags_notify.go
+	caOptions     // flags_ca.go
+	auditOptions  // flags_audit.go
+
 	// API rate limits: requests a minute per API key
 	RateLimitGeneral int
 	RateLimitCheck   int

@@ -24,11 +24,11 @@ func roleFlags(role string) *flagSet {
 	fs := newFlagSet(role).redis()
 	switch role {
 	case "all":
-		fs.clickhouse().api().shards().agent().coordinator()
+		fs.clickhouse().api().shards().agent().coordinator().notify().ca().audit()
 	case "apiserver":
-		fs.api().shards()
+		fs.api().clickhouse().notify().ca().audit().shards()
 	case "coordinator":
-		fs.clickhouse().shards().coordinator().metrics("127.0.0.1:9464")
+		fs.clickhouse().shards().coordinator().notify().metrics("127.0.0.1:9464")
 		fs.BoolVar(&fs.opts.WithSink, "sink", true, "also run the ClickHouse sink in this process")
 	case "agent":
 		fs.shards().agent().metrics("127.0.0.1:9465")
@@ -63,7 +63,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	defer rdb.Close()
 
 	var conn driver.Conn
-	if role == "all" || role == "coordinator" {
+	if role == "all" || role == "coordinator" || role == "apiserver" {
 		conn, err = openSchema(ctx, o.ClickHouseDSN, logger)
 		if err != nil {
 			return err
@@ -77,6 +77,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 			Listen: o.Listen, RenewalWindow: o.RenewalWindow,
 			WarningDays: o.WarningDays, CriticalDays: o.CriticalDays, CheckTimeout: o.CheckTimeout, Shards: o.Shards,
 			RateLimitGeneral: o.RateLimitGeneral, RateLimitCheck: o.RateLimitCheck, RateLimitAPIKeys: o.RateLimitAPIKeys,
+			Notify: o.notifyConfig(), CA: o.caConfig(), Audit: o.auditConfig(conn),
 		}, rdb, logger)
 		if err != nil {
 			return err
@@ -101,6 +102,9 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 			return err
 		}
 		gr.add(sk.Run)
+	}
+	if err := addNotifier(gr, role, o, rdb, logger); err != nil {
+		return err
 	}
 	if role == "all" || role == "agent" {
 		scfg, err := scannerConfig(o)
