@@ -1,0 +1,307 @@
+// Package notifier delivers alerts to the channels tenants configure:
+// webhooks (signed JSON), Slack incoming webhooks and email (email.go).
+//
+// The notifier reads alert.raised.v1 and alert.resolved.v1 from the events
+// stream through the consumer group "notifier" and turns each into one
+// delivery per matching channel. A delivery's id is derived from the event
+// id and the channel id and is created with SETNX, so a redelivered event,
+// or two notifier replicas reading it, never make a second delivery. Due
+// deliveries wait in a Redis sorted set; a worker claims one under a lease
+// (so two notifiers never send it at once), sends it, records the attempt
+// (a capped list per channel, and a notification.attempted.v1 event) and
+// either finishes it or schedules a retry with exponential backoff, giving
+// up visibly (notification.failed.v1) after MaxAttempts.
+//
+// Every outbound connection to a user-supplied URL goes through the
+// guarded dialer (agent/guard): a private or loopback target is refused
+// unless the operator allowed it (--allow-targets).
+package notifier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sort"
+	"time"
+)
+
+// Channel types.
+const (
+	TypeWebhook = "webhook"
+	TypeSlack   = "slack"
+	TypeEmail   = "email"
+)
+
+// Severities, lowest first (the alert engine's vocabulary).
+const (
+	SeverityInfo     = "info"
+	SeverityWarning  = "warning"
+	SeverityCritical = "critical"
+)
+
+// SeverityRank orders severities: info 1, warning 2, critical 3, anything
+// else 0.
+func SeverityRank(s string) int {
+	switch s {
+	case SeverityInfo:
+		return 1
+	case SeverityWarning:
+		return 2
+	case SeverityCritical:
+		return 3
+	}
+	return 0
+}
+
+// Channel is where a tenant's alerts go.
+type Channel struct {
+	// ID is the channel's random id ("ch_" + 20 hex digits).
+	ID string `json:"id"`
+	// TenantID is the account owning the channel.
+	TenantID string `json:"tenant_id"`
+	// Type is TypeWebhook, TypeSlack or TypeEmail.
+	Type string `json:"type"`
+	// Name is the tenant's label for the channel.
+	Name string `json:"name"`
+	// MinSeverity drops messages below it ("info" lets everything through).
+	MinSeverity string `json:"min_severity"`
+	// Digest collects the channel's messages into one a day (digest.go).
+	Digest bool `json:"digest"`
+	// URL is where webhook and Slack messages are POSTed.
+	URL string `json:"url,omitempty"`
+	// SealedSecret is the webhook signing secret sealed with internal/seal
+	// (additional data: SecretAAD(ID)); empty when the channel has none.
+	SealedSecret string `json:"sealed_secret,omitempty"`
+	// Secret is the opened signing secret: filled in by the notifier just
+	// before a send, never stored or shown.
+	Secret string `json:"-"`
+	// To lists the email recipients (1-20).
+	To []string `json:"to,omitempty"`
+	// CreatedAt and UpdatedAt are set by the store.
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Accepts tells whether the channel wants a message of severity sev.
+func (c Channel) Accepts(sev string) bool {
+	return SeverityRank(sev) >= SeverityRank(c.MinSeverity)
+}
+
+// Message statuses.
+const (
+	StatusTriggered = "triggered"
+	StatusResolved  = "resolved"
+	StatusTest      = "test"
+)
+
+// Message is what every sender renders: one alert raised or resolved (or a
+// test message). It is stored with its delivery, so it carries everything
+// a sender needs without reading the alert again.
+type Message struct {
+	// EventID is the id of the alert event (or of the test request).
+	EventID string `json:"event_id"`
+	// AlertID is the alert's id.
+	AlertID string `json:"alert_id"`
+	// Kind is the alert kind (ssl_expiry, ssl_expired, chain_invalid, ...).
+	Kind string `json:"alert_type"`
+	// Severity is info, warning or critical.
+	Severity string `json:"severity"`
+	// Status is StatusTriggered, StatusResolved or StatusTest.
+	Status string `json:"status"`
+	// Title is a one-line summary; Text the longer explanation.
+	Title string `json:"title"`
+	Text  string `json:"message"`
+	// DomainID, Hostname and Port name the monitored endpoint.
+	DomainID string `json:"domain_id"`
+	Hostname string `json:"hostname"`
+	Port     int    `json:"port,omitempty"`
+	// ThresholdDays is the expiry threshold crossed, for ssl_expiry.
+	ThresholdDays *int `json:"threshold_days"`
+	// LeafSHA256, IPs and Regions say which certificate, where.
+	LeafSHA256 string   `json:"leaf_sha256,omitempty"`
+	IPs        []string `json:"ips,omitempty"`
+	Regions    []string `json:"regions,omitempty"`
+	// TriggeredAt is when the alert was raised.
+	TriggeredAt time.Time `json:"triggered_at"`
+	// ResolvedAt and ResolvedWhy are set for a resolved alert.
+	ResolvedAt  *time.Time `json:"resolved_at,omitempty"`
+	ResolvedWhy string     `json:"resolved_reason,omitempty"`
+	// Links point to the alert and the domain in the API.
+	Links []Link `json:"links,omitempty"`
+}
+
+// Link is a titled URL a message points to.
+type Link struct {
+	Title string `json:"title"`
+	URL   string `json:"url"`
+}
+
+// Sender sends messages to one type of channel. A slice, so that a digest
+// is one send; immediate deliveries pass one message. ch carries its opened
+// Secret. An error is retried by the caller unless it wraps ErrPermanent.
+type Sender interface {
+	Send(ctx context.Context, ch Channel, msgs []Message) error
+}
+
+// ErrPermanent marks a send that no retry can fix (say, a receiver that
+// answered 410 Gone, or a target the guard refuses): the delivery gives up
+// at once.
+var ErrPermanent = errors.New("permanent failure")
+
+// DialFunc dials a network address; senders take one so that every
+// connection to a user-supplied address goes through the guard.
+type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+
+// Registry maps channel types to their senders.
+type Registry struct {
+	senders map[string]Sender
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{senders: make(map[string]Sender)} }
+
+// Register sets the sender of channel type typ, replacing any before.
+func (r *Registry) Register(typ string, s Sender) { r.senders[typ] = s }
+
+// Sender returns the sender of typ.
+func (r *Registry) Sender(typ string) (Sender, bool) {
+	s, ok := r.senders[typ]
+	return s, ok
+}
+
+// Types lists the registered channel types, sorted.
+func (r *Registry) Types() []string {
+	out := make([]string, 0, len(r.senders))
+	for t := range r.senders {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Group is the notifier's consumer group on the events stream.
+const Group = "notifier"
+
+// Config configures a Notifier.
+//
+// Agreement with the email/digest part (D3, coordinator/notifier/email.go
+// and digest.go): email.go declares `type SMTPConfig struct` with its own
+// setDefaults() and validate() []error, and
+// `func newEmailSender(cfg SMTPConfig, dial DialFunc) (Sender, error)`
+// (dial is the plain dialer: the SMTP server is the operator's). Once it is
+// committed, this Config gains `SMTP SMTPConfig` and New registers the email
+// sender with it; nothing else here reads cfg.SMTP.
+type Config struct {
+	// Consumer names this notifier in the consumer group and in delivery
+	// leases; unique per replica. Default hostname-pid.
+	Consumer string
+	// Allow lists the private ranges webhook and Slack URLs may reach
+	// (--allow-targets); everything public is allowed.
+	Allow []netip.Prefix
+	// Passphrase opens webhook secrets (--secrets-passphrase); without it a
+	// channel with a secret cannot be delivered to.
+	Passphrase string
+	// MaxAttempts is how many times a delivery is tried before it gives
+	// up. Default 8.
+	MaxAttempts int
+	// Backoff is the pause after the first failed attempt; it doubles after
+	// each failure up to MaxBackoff. Default 1s.
+	Backoff time.Duration
+	// MaxBackoff caps the pause between attempts. Default 5m.
+	MaxBackoff time.Duration
+	// Workers is how many deliveries this notifier sends at once. Default 4.
+	Workers int
+	// Lease is how long a claimed delivery belongs to the worker sending
+	// it; a notifier that dies mid-send frees it after this. It must exceed
+	// Timeout. Default 1m.
+	Lease time.Duration
+	// Poll is how often idle workers look for due deliveries. Default 250ms.
+	Poll time.Duration
+	// Timeout bounds one send (connect, TLS, request, response). Default 10s.
+	Timeout time.Duration
+	// MaxResponseBytes is the most of a receiver's answer read (the rest is
+	// dropped). Default 64 KiB.
+	MaxResponseBytes int64
+	// AttemptsKept is how many attempts are kept per channel for
+	// GET /api/v1/channels/{id}/deliveries. Default 200.
+	AttemptsKept int
+	// PublicURL is the API's base URL, for links in messages (optional).
+	PublicURL string
+	// DigestHour is the UTC hour digests are sent at (digest.go), 0-23;
+	// zero is midnight (the --digest-hour flag defaults to 8).
+	DigestHour int
+}
+
+func (c *Config) setDefaults() {
+	if c.Consumer == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			host = "notifier"
+		}
+		c.Consumer = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 8
+	}
+	if c.Backoff == 0 {
+		c.Backoff = time.Second
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 5 * time.Minute
+	}
+	if c.Workers == 0 {
+		c.Workers = 4
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.Lease == 0 {
+		c.Lease = max(time.Minute, 2*c.Timeout)
+	}
+	if c.Poll == 0 {
+		c.Poll = 250 * time.Millisecond
+	}
+	if c.MaxResponseBytes == 0 {
+		c.MaxResponseBytes = 64 << 10
+	}
+	if c.AttemptsKept == 0 {
+		c.AttemptsKept = 200
+	}
+}
+
+// Validate reports every problem of the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.MaxAttempts < 1 || c.MaxAttempts > 50 {
+		errs = append(errs, fmt.Errorf("max attempts must be 1-50, got %d", c.MaxAttempts))
+	}
+	if c.Backoff <= 0 || c.MaxBackoff < c.Backoff {
+		errs = append(errs, fmt.Errorf("backoff must be positive and at most max backoff, got %s and %s", c.Backoff, c.MaxBackoff))
+	}
+	if c.Workers < 1 {
+		errs = append(errs, fmt.Errorf("workers must be positive, got %d", c.Workers))
+	}
+	if c.Timeout <= 0 || c.Lease <= c.Timeout {
+		errs = append(errs, fmt.Errorf("lease (%s) must exceed the send timeout (%s), which must be positive", c.Lease, c.Timeout))
+	}
+	if c.Poll <= 0 {
+		errs = append(errs, fmt.Errorf("poll must be positive, got %s", c.Poll))
+	}
+	if c.MaxResponseBytes < 1 || c.AttemptsKept < 1 {
+		errs = append(errs, errors.New("max response bytes and attempts kept must be positive"))
+	}
+	if c.DigestHour < 0 || c.DigestHour > 23 {
+		errs = append(errs, fmt.Errorf("digest hour must be 0-23, got %d", c.DigestHour))
+	}
+	return errors.Join(errs...)
+}
+
+// severities lists the valid severities, lowest first.
+var severities = []string{SeverityInfo, SeverityWarning, SeverityCritical}
+
+// ValidSeverity tells whether s is a known severity.
+func ValidSeverity(s string) bool { return slices.Contains(severities, s) }
