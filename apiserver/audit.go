@@ -1,17 +1,368 @@
 package apiserver
 
-import "github.com/gin-gonic/gin"
+// The audit log (issue 5): every operation of the client certificate API,
+// and every request refused for its key, becomes an audit.recorded.v1
+// event on the events stream; the sink stores it in ClickHouse (events and
+// audit_log), and GET /api/audit reads audit_log.
+//
+// How a route is audited (clientcerts.go, revocation.go):
+//
+//	g.POST("/client-certs/create", s.audited("create", "certificate"), <auth>, <limit>, s.createClientCert)
+//
+// audited goes first, before authentication, so that a refused key is
+// recorded too (as operation "failed_auth"). The handler adds what only it
+// knows with auditResource(c, id) (the id of a certificate it created),
+// auditDetail(c, key, value) (common_name, usage, batch counts; never key
+// material) and, when the answer's "error" field is not the error to
+// record, auditError(c, msg). An authentication wrapper that refuses a key
+// may call s.auditFailedAuth(c, code, principal, reason): on an audited
+// route it names the tenant of a key that lacked the scope (403); on a
+// route without audited it records the refusal at once.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/events"
+)
+
+var (
+	auditRecords = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "certfleet_audit_records_total",
+		Help: "Audit records appended to the events stream, by operation and status.",
+	}, []string{"operation", "status"})
+	auditErrors = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "certfleet_audit_errors_total",
+		Help: "Audit records that could not be appended to the events stream (logged with their content).",
+	})
+)
 
 // AuditConfig configures the audit log.
-type AuditConfig struct{}
+type AuditConfig struct {
+	// Conn is the ClickHouse connection GET /api/audit reads audit_log
+	// through; nil answers that route 503 (recording needs only Redis).
+	Conn driver.Conn
+	// QueryTimeout bounds one GET /api/audit query. Default 10s.
+	QueryTimeout time.Duration
+	// DefaultLimit is how many records GET /api/audit returns without a
+	// limit parameter. Default 100.
+	DefaultLimit int
+	// MaxLimit is the largest limit GET /api/audit accepts. Default 1000.
+	MaxLimit int
+	// RecordTimeout bounds the XADD of one record; the request's own
+	// context is not used, so a client that hangs up is still recorded.
+	// Default 2s.
+	RecordTimeout time.Duration
+}
 
-func (c *AuditConfig) setDefaults()      {}
-func (c *AuditConfig) validate() []error { return nil }
+func (c *AuditConfig) setDefaults() {
+	if c.QueryTimeout == 0 {
+		c.QueryTimeout = 10 * time.Second
+	}
+	if c.DefaultLimit == 0 {
+		c.DefaultLimit = 100
+	}
+	if c.MaxLimit == 0 {
+		c.MaxLimit = 1000
+	}
+	if c.RecordTimeout == 0 {
+		c.RecordTimeout = 2 * time.Second
+	}
+}
+
+func (c *AuditConfig) validate() []error {
+	var errs []error
+	if c.QueryTimeout < 0 {
+		errs = append(errs, errors.New("audit query timeout must not be negative, got "+c.QueryTimeout.String()))
+	}
+	if c.RecordTimeout < 0 {
+		errs = append(errs, errors.New("audit record timeout must not be negative, got "+c.RecordTimeout.String()))
+	}
+	if c.MaxLimit < 1 || c.DefaultLimit < 1 || c.DefaultLimit > c.MaxLimit {
+		errs = append(errs, errors.New("audit limits must satisfy 1 <= default limit <= max limit"))
+	}
+	return errs
+}
 
 // auditArea is the audit log's state.
-type auditArea struct{}
+type auditArea struct {
+	conn driver.Conn
+	// emails caches tenant id -> account email: a tenant id is derived
+	// from its email (events.TenantID), so the pair never changes.
+	emails sync.Map
+}
 
-func (s *Server) initAudit() error { return nil }
+func (s *Server) initAudit() error {
+	s.audit.conn = s.cfg.Audit.Conn
+	return nil
+}
+
+// auditKey holds the request's *auditState in the gin context.
+const auditKey = "certfleet.audit"
+
+// auditState is what audited collects while the request runs.
+type auditState struct {
+	start        time.Time
+	operation    string
+	resourceType string
+	resourceID   string
+	details      map[string]any
+	errMsg       string
+	// refused is set by auditFailedAuth on an audited route.
+	refused       bool
+	refusedReason string
+	refusedBy     *accounts.Principal
+	// recorded: the record was appended already (auditFailedAuth on a
+	// route without audited).
+	recorded bool
+}
+
+// audited records the request as an audit record of operation on
+// resourceType once the rest of the chain has run. Put it before the
+// authentication middleware. The resource id defaults to the route's :id
+// parameter. A request answered 401 or 403 without a principal is recorded
+// as "failed_auth" with the attempted operation in its details.
+func (s *Server) audited(operation, resourceType string) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		st := &auditState{start: time.Now(), operation: operation, resourceType: resourceType}
+		c.Set(auditKey, st)
+		w := &auditWriter{ResponseWriter: c.Writer}
+		c.Writer = w
+		c.Next()
+		if st.recorded {
+			return
+		}
+		code := c.Writer.Status()
+		rec := events.AuditRecordedV1{
+			Operation:    operation,
+			ResourceType: resourceType,
+			ResourceID:   st.resourceID,
+			HTTPStatus:   code,
+			Error:        st.errMsg,
+		}
+		if rec.ResourceID == "" {
+			rec.ResourceID = c.Param("id")
+		}
+		p, authed := c.Get(principalKey)
+		var principal *accounts.Principal
+		if pp, ok := p.(accounts.Principal); authed && ok {
+			principal = &pp
+		}
+		if st.refused || (principal == nil && (code == http.StatusUnauthorized || code == http.StatusForbidden)) {
+			rec.Operation = events.AuditOperationFailedAuth
+			st.detail("attempted_operation", operation)
+			if st.refusedReason != "" {
+				st.detail("reason", st.refusedReason)
+			}
+			if st.refusedBy != nil {
+				principal = st.refusedBy
+			}
+		}
+		if rec.Error == "" && code >= http.StatusBadRequest {
+			rec.Error = errorOfBody(w.body)
+		}
+		s.recordAudit(c, st, principal, rec)
+	}
+}
+
+// auditFailedAuth records a request refused for its key: an
+// authentication wrapper calls it when it answers code (401 or 403). p is
+// the key's principal when the key was valid but lacked the scope, else
+// nil; reason says why (never the key). On a route with audited the record
+// is written once the answer is out; on any other route at once.
+func (s *Server) auditFailedAuth(c *gin.Context, code int, p *accounts.Principal, reason string) {
+	if st := auditStateOf(c); st != nil {
+		st.refused, st.refusedReason, st.refusedBy = true, reason, p
+		return
+	}
+	st := &auditState{start: time.Now(), recorded: true}
+	st.detail("reason", reason)
+	s.recordAudit(c, st, p, events.AuditRecordedV1{
+		Operation:  events.AuditOperationFailedAuth,
+		HTTPStatus: code,
+		Error:      reason,
+	})
+}
+
+// auditResource sets the id of the resource the audited request acted on,
+// when the route has no :id (a create).
+func auditResource(c *gin.Context, id string) {
+	if st := auditStateOf(c); st != nil {
+		st.resourceID = id
+	}
+}
+
+// auditDetail adds key to the audit record's details. Never pass key
+// material or secrets.
+func auditDetail(c *gin.Context, key string, value any) {
+	if st := auditStateOf(c); st != nil {
+		st.detail(key, value)
+	}
+}
+
+// auditError sets the error of the audit record, when the answer's
+// "error" field is not the one to record (e.g. a 500's cause, already
+// logged, is better summarised than "internal error").
+func auditError(c *gin.Context, msg string) {
+	if st := auditStateOf(c); st != nil {
+		st.errMsg = msg
+	}
+}
+
+func auditStateOf(c *gin.Context) *auditState {
+	v, ok := c.Get(auditKey)
+	if !ok {
+		return nil
+	}
+	st, _ := v.(*auditState)
+	return st
+}
+
+func (st *auditState) detail(key string, value any) {
+	if st.details == nil {
+		st.details = make(map[string]any)
+	}
+	st.details[key] = value
+}
+
+// recordAudit completes rec from the request and appends it to the events
+// stream. A failure is logged and counted: the answer is out already, and
+// refusing the operation for its audit record would be worse than a gap
+// the metric shows.
+func (s *Server) recordAudit(c *gin.Context, st *auditState, p *accounts.Principal, rec events.AuditRecordedV1) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), s.cfg.Audit.RecordTimeout)
+	defer cancel()
+	rec.Timestamp = st.start.UTC().Truncate(time.Millisecond)
+	rec.ResponseTimeMS = float64(time.Since(st.start).Microseconds()) / 1000
+	rec.IP = c.RemoteIP()
+	rec.Method = c.Request.Method
+	rec.Route = c.FullPath()
+	rec.Status = events.AuditSuccess
+	if rec.HTTPStatus >= http.StatusBadRequest || rec.Operation == events.AuditOperationFailedAuth {
+		rec.Status = events.AuditFailure
+	}
+	var tenant string
+	if p != nil {
+		tenant, rec.KeyID = p.TenantID, p.KeyID
+		rec.User = s.auditUser(ctx, tenant)
+	}
+	if st.details == nil {
+		rec.Details = json.RawMessage("{}")
+	} else if d, err := json.Marshal(st.details); err == nil {
+		rec.Details = d
+	} else {
+		rec.Details = json.RawMessage("{}")
+		s.logger.Warn("audit details not marshalable", zap.String("operation", rec.Operation), zap.Error(err))
+	}
+	aggregate := rec.ResourceID
+	if aggregate == "" {
+		aggregate = rec.Operation
+	}
+	err := s.appendAudit(ctx, tenant, aggregate, rec)
+	if err != nil {
+		auditErrors.Inc()
+		// The record goes to the log instead, so that it is not lost.
+		s.logger.Error("audit record not stored", zap.String("operation", rec.Operation),
+			zap.String("resource_type", rec.ResourceType), zap.String("resource_id", rec.ResourceID),
+			zap.String("status", rec.Status), zap.String("tenant_id", tenant), zap.String("key_id", rec.KeyID),
+			zap.String("ip", rec.IP), zap.Int("http_status", rec.HTTPStatus), zap.Error(err))
+		return
+	}
+	auditRecords.WithLabelValues(rec.Operation, rec.Status).Inc()
+}
+
+func (s *Server) appendAudit(ctx context.Context, tenant, aggregate string, rec events.AuditRecordedV1) error {
+	ev, err := events.New(events.AuditRecorded, tenant, aggregate, rec)
+	if err != nil {
+		return err
+	}
+	values, err := ev.StreamValues()
+	if err != nil {
+		return err
+	}
+	return s.rdb.XAdd(ctx, &redis.XAddArgs{
+		Stream: events.StreamEvents, MaxLen: events.DefaultMaxLen, Approx: true, Values: values,
+	}).Err()
+}
+
+// auditUser names the tenant's account by its email. The account hash is
+// apiserver/accounts' (account:<tenant_id> {email}); the tenant id is the
+// fallback when it cannot be read.
+func (s *Server) auditUser(ctx context.Context, tenant string) string {
+	if v, ok := s.audit.emails.Load(tenant); ok {
+		return v.(string)
+	}
+	email, err := s.rdb.HGet(ctx, "account:"+tenant, "email").Result()
+	if err != nil || email == "" {
+		if err != nil && !errors.Is(err, redis.Nil) {
+			s.logger.Warn("audit: read account email", zap.String("tenant_id", tenant), zap.Error(err))
+		}
+		return tenant
+	}
+	s.audit.emails.Store(tenant, email)
+	return email
+}
+
+// auditWriter keeps the start of an error answer's body, whose "error"
+// field becomes the record's error.
+type auditWriter struct {
+	gin.ResponseWriter
+	body []byte
+}
+
+const auditBodyCap = 4 << 10
+
+func (w *auditWriter) Write(b []byte) (int, error) {
+	w.keep(b)
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *auditWriter) WriteString(str string) (int, error) {
+	w.keep([]byte(str))
+	return w.ResponseWriter.WriteString(str)
+}
+
+func (w *auditWriter) keep(b []byte) {
+	if w.Status() < http.StatusBadRequest || len(w.body) >= auditBodyCap {
+		return
+	}
+	w.body = append(w.body, b[:min(len(b), auditBodyCap-len(w.body))]...)
+}
+
+// errorOfBody returns the "error" (or "message") string of a JSON error
+// answer, or the start of a text one.
+func errorOfBody(body []byte) string {
+	var e struct {
+		Error   any    `json:"error"`
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(body, &e) == nil {
+		if msg, ok := e.Error.(string); ok && msg != "" {
+			return msg
+		}
+		if e.Message != "" {
+			return e.Message
+		}
+	}
+	text := strings.TrimSpace(string(body))
+	if len(text) > 200 {
+		text = text[:200]
+	}
+	return text
+}
 
 // auditRoutes serves /api/audit.
 func (s *Server) auditRoutes(r *gin.Engine) {}

@@ -1,19 +1,26 @@
 package main
 
 import (
+	"time"
+
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/certfleet/certfleet/apiserver"
 )
 
 // auditOptions are the audit log's flags.
-type auditOptions struct{}
+type auditOptions struct {
+	AuditQueryTimeout time.Duration
+}
 
 // audit registers the audit log's flags.
-func (f *flagSet) audit() *flagSet { return f }
+func (f *flagSet) audit() *flagSet {
+	f.DurationVar(&f.opts.AuditQueryTimeout, "audit-query-timeout", 10*time.Second, "longest a GET /api/audit query may run in ClickHouse")
+	return f
+}
 
 // auditConfig is the apiserver's audit settings; conn is the ClickHouse
 // connection the audit log is read from.
 func (o *options) auditConfig(conn driver.Conn) apiserver.AuditConfig {
-	return apiserver.AuditConfig{}
+	return apiserver.AuditConfig{Conn: conn, QueryTimeout: o.AuditQueryTimeout}
 }
