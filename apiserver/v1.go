@@ -277,6 +277,12 @@ func (s *Server) limits() map[string]ratelimit.Limit {
 		classGeneral: ratelimit.PerMinute(s.cfg.RateLimitGeneral),
 		classCheck:   ratelimit.PerMinute(s.cfg.RateLimitCheck),
 		classAPIKeys: ratelimit.PerMinute(s.cfg.RateLimitAPIKeys),
+		// The CertMate API's classes (clientcerts.go).
+		classCMGeneral: ratelimit.PerMinute(cmRateGeneral),
+		classCMCreate:  ratelimit.PerMinute(cmRateCreate),
+		classCMBatch:   ratelimit.PerMinute(cmRateBatch),
+		classCMOCSP:    ratelimit.PerMinute(cmRateOCSP),
+		classCMCRL:     ratelimit.PerMinute(cmRateCRL),
 	}
 }
 
