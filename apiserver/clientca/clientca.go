@@ -1,0 +1,218 @@
+// Package clientca is certfleet's private CA for client certificates: one
+// issuing CA per deployment (the operator's) that signs certificates
+// belonging to tenants, for mTLS and VPN clients.
+//
+// Everything lives in Redis, so every apiserver replica can sign:
+//
+//	ca:authority                hash {cert_pem, key_sealed, key_type, source,
+//	                            created_at}: the issuing CA; the key is sealed
+//	ca:seal:salt                the scrypt salt of the CA passphrase (created once)
+//	ca:serials                  hash serial (decimal) -> certificate id, every
+//	                            certificate ever issued (OCSP's lookup)
+//	ca:revoked                  hash serial (decimal) -> "<revoked_at ms> <reason>"
+//	                            (the CRL's entries)
+//	ca:revocations:version      counter bumped by every revocation (the CRL
+//	                            writer regenerates when it moved)
+//	clientcert:<id>             hash: the certificate record (see certFields);
+//	                            a generated private key only sealed
+//	tenant:<tenant>:clientcerts zset id -> created_at ms
+//	clientcerts:renewal         zset id -> ms when auto-renewal is due (only
+//	                            live certificates with renewal enabled)
+//
+// Commands are Lua scripts that check their invariant and XADD their event
+// to the events stream in the same step (ca.created, clientcert.issued,
+// .revoked, .renewed). Private keys are sealed with internal/seal under a
+// key derived from the operator's CA passphrase; they never appear in clear
+// in Redis, nor in events at all.
+package clientca
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/seal"
+)
+
+// Redis keys.
+const (
+	authorityKey = "ca:authority"
+	saltKey      = "ca:seal:salt"
+	serialsKey   = "ca:serials"
+	revokedKey   = "ca:revoked"
+	// RevocationVersionKey is bumped by every revocation, in the same
+	// script that marks the record; the CRL writer compares it with the
+	// version its cached CRL was built at.
+	RevocationVersionKey = "ca:revocations:version"
+	renewalKey           = "clientcerts:renewal"
+)
+
+func certKey(id string) string            { return "clientcert:" + id }
+func tenantCertsKey(tenant string) string { return "tenant:" + tenant + ":clientcerts" }
+
+// Errors a caller maps to HTTP statuses.
+var (
+	// ErrNoCA: no issuing CA has been created or imported yet.
+	ErrNoCA = errors.New("the client CA is not initialised")
+	// ErrCAExists: Init or Import when the deployment already has a CA.
+	ErrCAExists = errors.New("the client CA already exists")
+	// ErrNoPassphrase: signing (or reading a sealed key) needs the CA
+	// passphrase, and this process was not given one.
+	ErrNoPassphrase = errors.New("no CA passphrase configured: set CERTFLEET_CA_PASSPHRASE or --ca-passphrase-file")
+	// ErrNotFound: no such certificate for this tenant (another tenant's
+	// certificate is not found either).
+	ErrNotFound = errors.New("certificate not found")
+	// ErrInvalid wraps every refusal of a request's content (a 400).
+	ErrInvalid = errors.New("invalid request")
+	// ErrAlreadyRevoked: Revoke of a revoked certificate.
+	ErrAlreadyRevoked = errors.New("certificate already revoked")
+	// ErrRevoked: Renew of a revoked certificate.
+	ErrRevoked = errors.New("certificate is revoked")
+	// ErrAlreadyRenewed: Renew of a certificate that was renewed before
+	// (renew the newest one instead).
+	ErrAlreadyRenewed = errors.New("certificate already renewed")
+	// ErrNoKey: Download of a key certfleet did not generate.
+	ErrNoKey = errors.New("no private key: the certificate was issued for a CSR")
+	// ErrNotDue: AutoRenew of a certificate whose renewal is not due (or
+	// not enabled).
+	ErrNotDue = errors.New("certificate renewal is not due")
+)
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// Config configures a Store.
+type Config struct {
+	// Passphrase derives the key that seals the CA key and generated
+	// client keys (at least seal.MinPassphrase characters). Empty: the
+	// store reads records but cannot sign (ErrNoPassphrase).
+	Passphrase string
+	// PublicURL is the base URL relying parties reach certfleet at; issued
+	// certificates name <PublicURL>/api/crl/download/der as CRL
+	// distribution point and <PublicURL>/ocsp as OCSP responder. Required.
+	PublicURL string
+	// CommonName is the subject CN of a CA Init generates. Default
+	// "certfleet client CA".
+	CommonName string
+	// CAValidity is how long a generated CA is valid. Default 10 years.
+	CAValidity time.Duration
+	// MaxLen caps the events stream (XADD MAXLEN ~). Default
+	// events.DefaultMaxLen.
+	MaxLen int64
+	// Now is the clock of certificates, records and events. Default time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.CommonName == "" {
+		c.CommonName = "certfleet client CA"
+	}
+	if c.CAValidity == 0 {
+		c.CAValidity = 10 * 365 * 24 * time.Hour
+	}
+	if c.MaxLen == 0 {
+		c.MaxLen = events.DefaultMaxLen
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+}
+
+// Validate reports every problem of the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Passphrase != "" && len(c.Passphrase) < seal.MinPassphrase {
+		errs = append(errs, fmt.Errorf("CA passphrase must be at least %d characters", seal.MinPassphrase))
+	}
+	if !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
+		errs = append(errs, fmt.Errorf("public URL must be an http or https URL, got %q", c.PublicURL))
+	}
+	if c.CAValidity < 24*time.Hour {
+		errs = append(errs, fmt.Errorf("CA validity must be at least 24h, got %s", c.CAValidity))
+	}
+	if c.MaxLen < 0 {
+		errs = append(errs, fmt.Errorf("max len must not be negative, got %d", c.MaxLen))
+	}
+	return errors.Join(errs...)
+}
+
+// Store runs the CA's commands and reads against Redis. It is safe for
+// concurrent use; any number of Stores (replicas) may share one Redis.
+type Store struct {
+	cfg    Config
+	rdb    redis.UniversalClient
+	logger *zap.Logger
+
+	mu   sync.Mutex
+	box  *seal.Box  // derived once per process, on first use
+	auth *Authority // the CA never changes once created: cached
+}
+
+// New returns a store using rdb.
+func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Store, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("client CA config: %w", err)
+	}
+	if rdb == nil {
+		return nil, errors.New("client CA: redis client is nil")
+	}
+	return &Store{cfg: cfg, rdb: rdb, logger: logger.Named("clientca")}, nil
+}
+
+// CanSign tells whether the store was given a passphrase.
+func (s *Store) CanSign() bool { return s.cfg.Passphrase != "" }
+
+// sealBox returns the box sealing keys, deriving its key on first use from
+// the passphrase and the salt in Redis (created by whichever replica comes
+// first; SETNX makes every replica use that one).
+func (s *Store) sealBox(ctx context.Context) (*seal.Box, error) {
+	if s.cfg.Passphrase == "" {
+		return nil, ErrNoPassphrase
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.box != nil {
+		return s.box, nil
+	}
+	salt, err := seal.NewSalt()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.rdb.SetNX(ctx, saltKey, salt, 0).Err(); err != nil {
+		return nil, fmt.Errorf("store CA salt: %w", err)
+	}
+	stored, err := s.rdb.Get(ctx, saltKey).Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("read CA salt: %w", err)
+	}
+	key, err := seal.KeyFromPassphrase(s.cfg.Passphrase, stored)
+	if err != nil {
+		return nil, fmt.Errorf("CA passphrase: %w", err)
+	}
+	box, err := seal.New(key)
+	if err != nil {
+		return nil, err
+	}
+	s.box = box
+	return box, nil
+}
+
+// xaddArgs returns the StreamFields of an event occurring at now.
+func eventFields(name, tenantID, aggregateID string, now time.Time, payload any) ([]any, error) {
+	ev, err := events.New(name, tenantID, aggregateID, payload)
+	if err != nil {
+		return nil, err
+	}
+	ev.OccurredAt = now.UTC().Truncate(time.Millisecond)
+	return ev.StreamFields()
+}
