@@ -108,6 +108,7 @@ func TestMigrate(t *testing.T) {
 	}{
 		{"events", schema.EventColumns},
 		{"scan_results", schema.ScanColumns},
+		{"audit_log", schema.AuditColumns},
 		{"schema_migrations", "version, name, applied_at"},
 	} {
 		t.Run(tc.table, func(t *testing.T) {

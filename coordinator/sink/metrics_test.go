@@ -16,3 +16,6 @@ func counterValue(c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// AuditRowsTotal reads certfleet_sink_audit_rows_total.
+func AuditRowsTotal() float64 { return counterValue(auditRowsTotal) }

@@ -1,12 +1,13 @@
 // Package sink stores events in ClickHouse: every event of the events and
-// results streams into the event store (table events), and the per-IP
-// results of scan.completed events into scan_results, in batches.
+// results streams into the event store (table events), the per-IP results
+// of scan.completed events into scan_results, and audit.recorded events
+// into audit_log, in batches.
 //
-// Delivery is at least once: a batch is acknowledged only after both
-// inserts succeeded, and a batch that fails is retried. A redelivered event
-// has the same sorting key in both tables, so ReplacingMergeTree collapses
-// it and reads with FINAL (schema.ReplayEvents, schema.ScanHistory) see it
-// once.
+// Delivery is at least once: a batch is acknowledged only after every
+// insert succeeded, and a batch that fails is retried. A redelivered event
+// has the same sorting key in every table, so ReplacingMergeTree collapses
+// it and reads with FINAL (schema.ReplayEvents, schema.ScanHistory,
+// schema.QueryAudit) see it once.
 package sink
 
 import (
@@ -38,6 +39,10 @@ var (
 	rowsTotal = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "certfleet_sink_rows_total",
 		Help: "Rows stored in ClickHouse scan_results.",
+	})
+	auditRowsTotal = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "certfleet_sink_audit_rows_total",
+		Help: "Rows stored in ClickHouse audit_log (a redelivered event counts again).",
 	})
 	batchSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
 		Name:    "certfleet_sink_batch_seconds",
@@ -126,35 +131,49 @@ func (s *Sink) Run(ctx context.Context) error {
 	}, s.store, s.logger)
 }
 
-// store inserts the batch into both tables. An error leaves the whole
+// store inserts the batch into the tables. An error leaves the whole
 // batch to be retried; rows already inserted then collapse with their
 // second copy.
 func (s *Sink) store(ctx context.Context, batch []events.Entry) error {
 	start := time.Now()
 	defer func() { batchSeconds.Observe(time.Since(start).Seconds()) }()
 
-	var rows []schema.ScanRow
-	for _, e := range batch {
-		if e.Event.Name != events.ScanCompleted {
-			continue
-		}
-		r, err := schema.ScanRows(e.Event)
-		if err != nil {
-			// Retrying cannot fix a payload; the event itself is still
-			// kept in the event store.
-			s.logger.Error("skipping undecodable scan result", zap.String("event_id", e.Event.EventID.String()),
-				zap.String("entry_id", e.ID), zap.Error(err))
-			continue
-		}
-		rows = append(rows, r...)
-	}
-	// The two inserts go to ClickHouse side by side: the server handles
-	// them on separate threads, and the batch is only as slow as the larger.
 	now := time.Now().UTC()
+	var (
+		rows  []schema.ScanRow
+		audit []schema.AuditRow
+	)
+	for _, e := range batch {
+		switch e.Event.Name {
+		case events.ScanCompleted:
+			r, err := schema.ScanRows(e.Event)
+			if err != nil {
+				// Retrying cannot fix a payload; the event itself is still
+				// kept in the event store.
+				s.logger.Error("skipping undecodable scan result", zap.String("event_id", e.Event.EventID.String()),
+					zap.String("entry_id", e.ID), zap.Error(err))
+				continue
+			}
+			rows = append(rows, r...)
+		case events.AuditRecorded:
+			r, err := schema.AuditRowOf(e.Event, now)
+			if err != nil {
+				s.logger.Error("skipping undecodable audit record", zap.String("event_id", e.Event.EventID.String()),
+					zap.String("entry_id", e.ID), zap.Error(err))
+				continue
+			}
+			audit = append(audit, r)
+		}
+	}
+	// The inserts go to ClickHouse side by side: the server handles them
+	// on separate threads, and the batch is only as slow as the largest.
 	var wg sync.WaitGroup
-	var rowsErr error
+	var rowsErr, auditErr error
 	if len(rows) > 0 {
 		wg.Go(func() { rowsErr = schema.InsertScanRows(ctx, s.conn, rows) })
+	}
+	if len(audit) > 0 {
+		wg.Go(func() { auditErr = schema.InsertAuditRows(ctx, s.conn, audit) })
 	}
 	stored := make([]schema.StoredEvent, len(batch))
 	for i, e := range batch {
@@ -162,12 +181,13 @@ func (s *Sink) store(ctx context.Context, batch []events.Entry) error {
 	}
 	eventsErr := schema.InsertEvents(ctx, s.conn, stored)
 	wg.Wait()
-	if err := errors.Join(rowsErr, eventsErr); err != nil {
+	if err := errors.Join(rowsErr, auditErr, eventsErr); err != nil {
 		batchErrors.Inc()
 		return err
 	}
 
 	rowsTotal.Add(float64(len(rows)))
+	auditRowsTotal.Add(float64(len(audit)))
 	perStream := make(map[string]int, 2)
 	for _, e := range batch {
 		perStream[e.Stream]++
@@ -175,7 +195,7 @@ func (s *Sink) store(ctx context.Context, batch []events.Entry) error {
 	for stream, n := range perStream {
 		eventsTotal.WithLabelValues(stream).Add(float64(n))
 	}
-	s.logger.Debug("stored batch", zap.Int("events", len(batch)), zap.Int("rows", len(rows)),
+	s.logger.Debug("stored batch", zap.Int("events", len(batch)), zap.Int("rows", len(rows)), zap.Int("audit_rows", len(audit)),
 		zap.Duration("took", time.Since(start)))
 	return nil
 }
