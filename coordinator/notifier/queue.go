@@ -1,0 +1,278 @@
+package notifier
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certfleet/certfleet/events"
+)
+
+// Delivery statuses.
+const (
+	DeliveryPending   = "pending"
+	DeliveryRetrying  = "retrying"
+	DeliveryDelivered = "delivered"
+	DeliveryFailed    = "failed"
+)
+
+// deliveryTTL is how long a delivery record (and so its dedup marker)
+// outlives its creation: far beyond any redelivery of its cause.
+const deliveryTTL = 30 * 24 * time.Hour
+
+// DeliveryID is the id of the delivery of event eventID to channel
+// channelID: derived from both, so that the same event read twice (a
+// redelivery, a second notifier) names the same delivery.
+func DeliveryID(eventID, channelID string) string {
+	sum := sha256.Sum256([]byte(eventID + "|" + channelID))
+	return "dl_" + hex.EncodeToString(sum[:16])
+}
+
+// delivery is a queued message for one channel, as stored in Redis.
+type delivery struct {
+	ID        string
+	ChannelID string
+	TenantID  string
+	EventID   string
+	Message   Message
+	Attempts  int
+	Status    string
+}
+
+// Attempt is one try of a delivery, as GET
+// /api/v1/channels/{id}/deliveries lists it.
+type Attempt struct {
+	DeliveryID string `json:"delivery_id"`
+	EventID    string `json:"event_id"`
+	AlertID    string `json:"alert_id,omitempty"`
+	AlertType  string `json:"alert_type,omitempty"`
+	// Attempt counts from 1.
+	Attempt int `json:"attempt"`
+	// Status is delivered, retrying (another attempt is scheduled) or
+	// failed (the delivery gave up).
+	Status     string `json:"status"`
+	HTTPStatus int    `json:"http_status,omitempty"`
+	ErrorClass string `json:"error_class,omitempty"`
+	Error      string `json:"error,omitempty"`
+	DurationMS int64  `json:"duration_ms"`
+	// At is when the attempt ended; NextAt when the next one is due.
+	At     time.Time  `json:"at"`
+	NextAt *time.Time `json:"next_attempt_at,omitempty"`
+}
+
+// enqueueScript creates a delivery unless it exists and makes it due now.
+// KEYS: delivery, due set. ARGV: delivery id, channel id, tenant, event id,
+// message JSON, ttl seconds.
+var enqueueScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'channel_id', ARGV[2], 'tenant_id', ARGV[3], 'event_id', ARGV[4],
+  'message', ARGV[5], 'attempts', 0, 'status', 'pending', 'created_ms', now)
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+return 1
+`)
+
+// Enqueue creates the delivery of msg to ch, due at once, unless a
+// delivery of msg.EventID to ch exists already. It returns the delivery id
+// and whether this call created it.
+func (s *Store) Enqueue(ctx context.Context, ch Channel, msg Message) (string, bool, error) {
+	id := DeliveryID(msg.EventID, ch.ID)
+	body, err := json.Marshal(msg)
+	if err != nil {
+		return "", false, fmt.Errorf("encode message: %w", err)
+	}
+	n, err := enqueueScript.Run(ctx, s.rdb, []string{deliveryKey(id), dueKey},
+		id, ch.ID, ch.TenantID, msg.EventID, string(body), int(deliveryTTL.Seconds())).Int()
+	if err != nil {
+		return "", false, fmt.Errorf("enqueue delivery %s: %w", id, err)
+	}
+	return id, n == 1, nil
+}
+
+// EnqueueTest queues a sample message to the tenant's channel id through
+// the normal pipeline, whatever the channel's severity filter and digest
+// setting, and returns the delivery id.
+func (s *Store) EnqueueTest(ctx context.Context, tenant, id string) (string, error) {
+	ch, err := s.Get(ctx, tenant, id)
+	if err != nil {
+		return "", err
+	}
+	did, _, err := s.Enqueue(ctx, ch, SampleMessage(uuid.NewString(), s.cfg.Now()))
+	return did, err
+}
+
+// SampleMessage is the message a channel test sends.
+func SampleMessage(eventID string, now time.Time) Message {
+	days := 14
+	return Message{
+		EventID: eventID, AlertID: "test", Kind: "ssl_expiry", Severity: SeverityInfo, Status: StatusTest,
+		Title:    "Test notification from certfleet",
+		Text:     "This is a test message: the channel works. A real alert names the domain, the certificate and what changed.",
+		DomainID: "example", Hostname: "example.com", Port: 443, ThresholdDays: &days,
+		TriggeredAt: now.UTC().Truncate(time.Second),
+	}
+}
+
+// claimScript takes the first due delivery under a lease: its score moves
+// to the lease's end, and that score is the lease token finishScript
+// checks. KEYS: due set. ARGV: lease ms. Returns {id, score} or nil.
+var claimScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1)
+if #ids == 0 then return false end
+local lease = now + tonumber(ARGV[1])
+redis.call('ZADD', KEYS[1], lease, ids[1])
+return {ids[1], tostring(lease)}
+`)
+
+// claim returns a due delivery and its lease token, or ok false.
+func (s *Store) claim(ctx context.Context, lease time.Duration) (d delivery, token string, ok bool, err error) {
+	res, err := claimScript.Run(ctx, s.rdb, []string{dueKey}, lease.Milliseconds()).StringSlice()
+	if errors.Is(err, redis.Nil) {
+		return delivery{}, "", false, nil
+	}
+	if err != nil {
+		return delivery{}, "", false, fmt.Errorf("claim delivery: %w", err)
+	}
+	id, token := res[0], res[1]
+	rec, err := s.rdb.HGetAll(ctx, deliveryKey(id)).Result()
+	if err != nil {
+		return delivery{}, "", false, fmt.Errorf("read delivery %s: %w", id, err)
+	}
+	if len(rec) == 0 {
+		// Expired record: nothing to send.
+		s.rdb.ZRem(ctx, dueKey, id)
+		return delivery{}, "", false, nil
+	}
+	d = delivery{ID: id, ChannelID: rec["channel_id"], TenantID: rec["tenant_id"], EventID: rec["event_id"], Status: rec["status"]}
+	d.Attempts, _ = strconv.Atoi(rec["attempts"])
+	if err := json.Unmarshal([]byte(rec["message"]), &d.Message); err != nil {
+		return delivery{}, "", false, fmt.Errorf("decode delivery %s: %w", id, err)
+	}
+	return d, token, true, nil
+}
+
+// finishScript records an attempt if the lease is still the caller's.
+// KEYS: due set, delivery, attempts list, events stream. ARGV: 1 id, 2
+// lease token, 3 status, 4 retry delay ms, 5 attempts, 6 attempt JSON, 7
+// attempts kept (0: do not list), 8 maxlen, 9 error class, 10 error, 11
+// number of fields of the attempted event, its fields, then the failed
+// event's fields if any.
+var finishScript = redis.NewScript(`
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not s or tonumber(s) ~= tonumber(ARGV[2]) then return 0 end
+if ARGV[3] == 'retrying' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1])
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+redis.call('HSET', KEYS[2], 'status', ARGV[3], 'attempts', ARGV[5], 'last_class', ARGV[9], 'last_error', ARGV[10])
+local kept = tonumber(ARGV[7])
+if kept > 0 then
+  redis.call('LPUSH', KEYS[3], ARGV[6])
+  redis.call('LTRIM', KEYS[3], 0, kept - 1)
+end
+local na = tonumber(ARGV[11])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', unpack(ARGV, 12, 11 + na))
+if #ARGV > 11 + na then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', unpack(ARGV, 12 + na))
+end
+return 1
+`)
+
+// finish records attempt a of d and moves d on: done, retried after delay,
+// or given up. It returns false when the lease was lost (another notifier
+// owns the delivery now) and nothing was recorded.
+func (s *Store) finish(ctx context.Context, d delivery, token string, a Attempt, delay time.Duration, listed bool) (bool, error) {
+	body, err := json.Marshal(a)
+	if err != nil {
+		return false, fmt.Errorf("encode attempt: %w", err)
+	}
+	att, err := events.New(events.NotificationAttempted, d.TenantID, d.ID, events.NotificationAttemptedV1{
+		DeliveryID: d.ID, ChannelID: d.ChannelID, EventID: d.EventID, AlertID: a.AlertID, Attempt: a.Attempt,
+		Status: a.Status, HTTPStatus: a.HTTPStatus, ErrorClass: a.ErrorClass, Error: a.Error,
+		DurationMS: a.DurationMS, At: a.At, NextAt: a.NextAt,
+	})
+	if err != nil {
+		return false, err
+	}
+	fields, err := att.StreamFields()
+	if err != nil {
+		return false, err
+	}
+	kept := 0
+	if listed {
+		kept = s.cfg.AttemptsKept
+	}
+	args := []any{d.ID, token, a.Status, delay.Milliseconds(), a.Attempt, string(body), kept, s.cfg.MaxLen,
+		a.ErrorClass, a.Error, len(fields)}
+	args = append(args, fields...)
+	if a.Status == DeliveryFailed {
+		failed, err := events.New(events.NotificationFailed, d.TenantID, d.ID, events.NotificationFailedV1{
+			DeliveryID: d.ID, ChannelID: d.ChannelID, EventID: d.EventID, AlertID: a.AlertID,
+			Attempts: a.Attempt, ErrorClass: a.ErrorClass, Error: a.Error,
+		})
+		if err != nil {
+			return false, err
+		}
+		ff, err := failed.StreamFields()
+		if err != nil {
+			return false, err
+		}
+		args = append(args, ff...)
+	}
+	n, err := finishScript.Run(ctx, s.rdb,
+		[]string{dueKey, deliveryKey(d.ID), attemptsKey(d.ChannelID), events.StreamEvents}, args...).Int()
+	if err != nil {
+		return false, fmt.Errorf("record attempt %d of %s: %w", a.Attempt, d.ID, err)
+	}
+	return n == 1, nil
+}
+
+// Attempts returns the latest attempts (newest first, at most limit) of
+// the tenant's channel id.
+func (s *Store) Attempts(ctx context.Context, tenant, id string, limit int) ([]Attempt, error) {
+	if _, err := s.Get(ctx, tenant, id); err != nil {
+		return nil, err
+	}
+	raws, err := s.rdb.LRange(ctx, attemptsKey(id), 0, int64(limit)-1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list attempts of %s: %w", id, err)
+	}
+	out := make([]Attempt, 0, len(raws))
+	for _, raw := range raws {
+		var a Attempt
+		if err := json.Unmarshal([]byte(raw), &a); err != nil {
+			return nil, fmt.Errorf("decode attempt of %s: %w", id, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// DeliveryStatus returns the status and attempt count of delivery id.
+func (s *Store) DeliveryStatus(ctx context.Context, id string) (status string, attempts int, err error) {
+	rec, err := s.rdb.HMGet(ctx, deliveryKey(id), "status", "attempts").Result()
+	if err != nil {
+		return "", 0, fmt.Errorf("read delivery %s: %w", id, err)
+	}
+	st, _ := rec[0].(string)
+	if st == "" {
+		return "", 0, redis.Nil
+	}
+	n, _ := strconv.Atoi(fmt.Sprint(rec[1]))
+	return st, n, nil
+}

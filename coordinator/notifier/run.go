@@ -1,0 +1,370 @@
+package notifier
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/agent/guard"
+	"github.com/certfleet/certfleet/events"
+)
+
+var (
+	attemptsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "certfleet_notifier_attempts_total",
+		Help: "Delivery attempts, by channel type and outcome (delivered, retrying, failed).",
+	}, []string{"type", "status"})
+	sendSeconds = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "certfleet_notifier_send_seconds",
+		Help:    "Time of one send, by channel type.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+	}, []string{"type"})
+)
+
+// alertMemory is how long a raised alert's message is kept to render its
+// resolution (which carries only the alert id and why).
+const alertMemory = 400 * 24 * time.Hour
+
+// Notifier turns alert events into deliveries and sends them.
+type Notifier struct {
+	cfg    Config
+	rdb    redis.UniversalClient
+	store  *Store
+	reg    *Registry
+	logger *zap.Logger
+	now    func() time.Time
+}
+
+// New returns a notifier reading and queueing through rdb, with the
+// webhook and Slack senders registered (dialing through the guard with
+// cfg.Allow).
+func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Notifier, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("notifier config: %w", err)
+	}
+	if rdb == nil {
+		return nil, errors.New("notifier: redis client is required")
+	}
+	logger = logger.Named("notifier").With(zap.String("consumer", cfg.Consumer))
+	store, err := NewStore(StoreConfig{Passphrase: cfg.Passphrase, AttemptsKept: cfg.AttemptsKept}, rdb, logger)
+	if err != nil {
+		return nil, err
+	}
+	n := &Notifier{cfg: cfg, rdb: rdb, store: store, reg: NewRegistry(), logger: logger, now: time.Now}
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	client := newHTTPClient(guardedDial(guard.Policy{Allow: cfg.Allow}, cfg.Timeout), cfg.Timeout, roots)
+	n.reg.Register(TypeWebhook, &webhookSender{client: client, maxResp: cfg.MaxResponseBytes, now: time.Now})
+	n.reg.Register(TypeSlack, &slackSender{client: client, maxResp: cfg.MaxResponseBytes})
+	return n, nil
+}
+
+// Registry returns the senders by channel type; register more before Run.
+func (n *Notifier) Registry() *Registry { return n.reg }
+
+// Store returns the notifier's channel store.
+func (n *Notifier) Store() *Store { return n.store }
+
+// EnsureGroup creates the notifier's consumer group at the end of the
+// events stream, unless it exists. A notifier deployed on an existing
+// stream so starts with the alerts raised from then on, not with every
+// alert in the stream's history (ConsumeBatches would create it at 0).
+func EnsureGroup(ctx context.Context, rdb redis.UniversalClient) error {
+	err := rdb.XGroupCreateMkStream(ctx, events.StreamEvents, Group, "$").Err()
+	if err != nil && !isBusyGroup(err) {
+		return fmt.Errorf("create group %s on %s: %w", Group, events.StreamEvents, err)
+	}
+	return nil
+}
+
+func isBusyGroup(err error) bool {
+	return err != nil && len(err.Error()) >= 9 && err.Error()[:9] == "BUSYGROUP"
+}
+
+// Run reads alert events and sends deliveries until ctx is done; sends in
+// flight finish (within Timeout) before it returns.
+func (n *Notifier) Run(ctx context.Context) error {
+	if err := EnsureGroup(ctx, n.rdb); err != nil && ctx.Err() == nil {
+		// ConsumeBatches creates it (at 0) when Redis is back.
+		n.logger.Warn("create consumer group failed", zap.Error(err))
+	}
+	n.logger.Info("notifier started", zap.Int("workers", n.cfg.Workers), zap.Strings("types", n.reg.Types()))
+	defer n.logger.Info("notifier stopped")
+	var wg sync.WaitGroup
+	for range n.cfg.Workers {
+		wg.Go(func() { n.work(ctx) })
+	}
+	err := events.ConsumeBatches(ctx, n.rdb, events.BatchConfig{
+		Streams:  []string{events.StreamEvents},
+		Group:    Group,
+		Consumer: n.cfg.Consumer,
+		Count:    200,
+	}, n.handle, n.logger)
+	wg.Wait()
+	return err
+}
+
+// Alert event names and payloads, as events/alerts.go declares them.
+const (
+	alertRaisedName   = "alert.raised.v1"
+	alertResolvedName = "alert.resolved.v1"
+)
+
+type alertRaisedPayload struct {
+	AlertID       string    `json:"alert_id"`
+	DomainID      string    `json:"domain_id"`
+	Hostname      string    `json:"hostname"`
+	Port          int       `json:"port"`
+	Kind          string    `json:"alert_type"`
+	Severity      string    `json:"severity"`
+	Title         string    `json:"title"`
+	Message       string    `json:"message"`
+	ThresholdDays *int      `json:"threshold_days"`
+	LeafSHA256    string    `json:"leaf_sha256"`
+	IPs           []string  `json:"ips"`
+	Regions       []string  `json:"regions"`
+	TriggeredAt   time.Time `json:"triggered_at"`
+}
+
+type alertResolvedPayload struct {
+	AlertID    string    `json:"alert_id"`
+	DomainID   string    `json:"domain_id"`
+	ResolvedAt time.Time `json:"resolved_at"`
+	Why        string    `json:"why"`
+}
+
+// handle makes the deliveries of a batch's alert events. Deliveries are
+// created with SETNX on ids derived from the event and channel, so a batch
+// handled twice (a redelivery, a retry after an error, another notifier)
+// creates each once.
+func (n *Notifier) handle(ctx context.Context, batch []events.Entry) error {
+	channels := make(map[string][]Channel)
+	for _, e := range batch {
+		if e.Event.Name != alertRaisedName && e.Event.Name != alertResolvedName {
+			continue
+		}
+		msg, ok, err := n.message(ctx, e.Event)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		tenant := e.Event.TenantID
+		list, seen := channels[tenant]
+		if !seen {
+			if list, err = n.store.List(ctx, tenant); err != nil {
+				return err
+			}
+			channels[tenant] = list
+		}
+		for _, ch := range list {
+			if !ch.Accepts(msg.Severity) {
+				continue
+			}
+			id, created, err := n.store.Enqueue(ctx, ch, msg)
+			if err != nil {
+				return err
+			}
+			if created {
+				n.logger.Debug("delivery queued", zap.String("delivery_id", id), zap.String("channel_id", ch.ID),
+					zap.String("alert_id", msg.AlertID), zap.String("status", msg.Status))
+			}
+		}
+	}
+	return nil
+}
+
+// message turns an alert event into the message senders render. ok is
+// false for an event that cannot be rendered (logged; retrying cannot fix
+// it).
+func (n *Notifier) message(ctx context.Context, ev events.Envelope) (Message, bool, error) {
+	if ev.Name == alertRaisedName {
+		var p alertRaisedPayload
+		if err := ev.Decode(&p); err != nil || p.AlertID == "" {
+			n.logger.Error("skipping undecodable alert event", zap.String("event_id", ev.EventID.String()), zap.Error(err))
+			return Message{}, false, nil
+		}
+		msg := Message{
+			EventID: ev.EventID.String(), AlertID: p.AlertID, Kind: p.Kind, Severity: p.Severity, Status: StatusTriggered,
+			Title: p.Title, Text: p.Message, DomainID: p.DomainID, Hostname: p.Hostname, Port: p.Port,
+			ThresholdDays: p.ThresholdDays, LeafSHA256: p.LeafSHA256, IPs: p.IPs, Regions: p.Regions,
+			TriggeredAt: p.TriggeredAt, Links: n.links(p.DomainID),
+		}
+		if msg.TriggeredAt.IsZero() {
+			msg.TriggeredAt = ev.OccurredAt
+		}
+		body, err := json.Marshal(msg)
+		if err != nil {
+			return Message{}, false, fmt.Errorf("encode alert %s: %w", p.AlertID, err)
+		}
+		if err := n.rdb.Set(ctx, alertKey(p.AlertID), body, alertMemory).Err(); err != nil {
+			return Message{}, false, fmt.Errorf("remember alert %s: %w", p.AlertID, err)
+		}
+		return msg, true, nil
+	}
+	var p alertResolvedPayload
+	if err := ev.Decode(&p); err != nil || p.AlertID == "" {
+		n.logger.Error("skipping undecodable alert event", zap.String("event_id", ev.EventID.String()), zap.Error(err))
+		return Message{}, false, nil
+	}
+	var msg Message
+	raw, err := n.rdb.Get(ctx, alertKey(p.AlertID)).Bytes()
+	switch {
+	case errors.Is(err, redis.Nil):
+		// Raised before this notifier was deployed: say what is known.
+		msg = Message{AlertID: p.AlertID, DomainID: p.DomainID, Severity: SeverityInfo,
+			Title: "Alert " + p.AlertID + " resolved", Links: n.links(p.DomainID)}
+	case err != nil:
+		return Message{}, false, fmt.Errorf("read alert %s: %w", p.AlertID, err)
+	default:
+		if err := json.Unmarshal(raw, &msg); err != nil {
+			return Message{}, false, fmt.Errorf("decode alert %s: %w", p.AlertID, err)
+		}
+	}
+	at := p.ResolvedAt
+	if at.IsZero() {
+		at = ev.OccurredAt
+	}
+	msg.EventID, msg.Status, msg.ResolvedAt, msg.ResolvedWhy = ev.EventID.String(), StatusResolved, &at, p.Why
+	if p.Why != "" {
+		msg.Text = p.Why
+	}
+	return msg, true, nil
+}
+
+// links points to the domain's alerts and the domain in the API.
+func (n *Notifier) links(domainID string) []Link {
+	if n.cfg.PublicURL == "" || domainID == "" {
+		return nil
+	}
+	base := n.cfg.PublicURL
+	return []Link{
+		{Title: "Alerts", URL: base + "/api/v1/alerts?domain_id=" + url.QueryEscape(domainID)},
+		{Title: "Domain", URL: base + "/api/v1/domains/" + url.PathEscape(domainID)},
+	}
+}
+
+// work sends due deliveries until ctx is done.
+func (n *Notifier) work(ctx context.Context) {
+	for ctx.Err() == nil {
+		d, token, ok, err := n.store.claim(ctx, n.cfg.Lease)
+		if err != nil {
+			if ctx.Err() == nil {
+				n.logger.Warn("claim failed", zap.Error(err))
+			}
+			sleepCtx(ctx, n.cfg.Poll)
+			continue
+		}
+		if !ok {
+			sleepCtx(ctx, n.cfg.Poll)
+			continue
+		}
+		n.deliver(ctx, d, token)
+	}
+}
+
+// deliver makes one attempt of d and records it. The send runs on its own
+// deadline, not ctx's, so a stopping notifier finishes what it started
+// instead of recording a cancellation as a failure.
+func (n *Notifier) deliver(ctx context.Context, d delivery, token string) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.Timeout)
+	defer cancel()
+	sctx = WithDeliveryID(sctx, d.ID)
+	start := time.Now()
+	attempt := d.Attempts + 1
+	typ, listed, err := n.send(sctx, d)
+	took := time.Since(start)
+	a := Attempt{DeliveryID: d.ID, EventID: d.EventID, AlertID: d.Message.AlertID, AlertType: d.Message.Kind,
+		Attempt: attempt, DurationMS: took.Milliseconds(), At: n.now().UTC().Truncate(time.Millisecond)}
+	var delay time.Duration
+	if err == nil {
+		a.Status = DeliveryDelivered
+	} else {
+		class, status, permanent := classifySend(err)
+		a.ErrorClass, a.HTTPStatus, a.Error = class, status, shorten([]byte(err.Error()))
+		if permanent || attempt >= n.cfg.MaxAttempts {
+			a.Status = DeliveryFailed
+		} else {
+			a.Status = DeliveryRetrying
+			delay = backoff(n.cfg.Backoff, n.cfg.MaxBackoff, attempt)
+			next := a.At.Add(delay)
+			a.NextAt = &next
+		}
+	}
+	sendSeconds.WithLabelValues(typ).Observe(took.Seconds())
+	attemptsTotal.WithLabelValues(typ, a.Status).Inc()
+	log := n.logger.With(zap.String("delivery_id", d.ID), zap.String("channel_id", d.ChannelID),
+		zap.Int("attempt", attempt), zap.String("status", a.Status), zap.Duration("took", took))
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer fcancel()
+	kept, ferr := n.store.finish(fctx, d, token, a, delay, listed)
+	switch {
+	case ferr != nil:
+		// The lease runs out and the delivery is tried again: at least once.
+		log.Warn("record attempt failed", zap.Error(ferr))
+	case !kept:
+		log.Warn("delivery lease lost before the attempt was recorded; another notifier owns it")
+	case a.Status == DeliveryFailed:
+		log.Warn("delivery gave up", zap.String("error_class", a.ErrorClass), zap.String("error", a.Error))
+	case a.Status == DeliveryRetrying:
+		log.Info("delivery attempt failed, will retry", zap.String("error_class", a.ErrorClass),
+			zap.String("error", a.Error), zap.Duration("retry_in", delay))
+	default:
+		log.Info("delivered")
+	}
+}
+
+// send loads d's channel and sends d's message. listed is false when the
+// channel is gone (its attempts list went with it).
+func (n *Notifier) send(ctx context.Context, d delivery) (typ string, listed bool, err error) {
+	ch, err := n.store.channel(ctx, d.ChannelID)
+	if errors.Is(err, ErrNotFound) || (err == nil && ch.TenantID != d.TenantID) {
+		return "none", false, &SendError{Class: ClassChannelDeleted, Permanent: true, Err: errors.New("the channel was deleted")}
+	}
+	if err != nil {
+		return "none", true, err
+	}
+	sender, ok := n.reg.Sender(ch.Type)
+	if !ok {
+		return ch.Type, true, &SendError{Class: ClassConfig, Permanent: true,
+			Err: fmt.Errorf("this notifier cannot send to %s channels", ch.Type)}
+	}
+	ch, err = n.store.OpenSecret(ctx, ch)
+	if err != nil {
+		return ch.Type, true, &SendError{Class: ClassSecret, Err: err}
+	}
+	return ch.Type, true, sender.Send(ctx, ch, []Message{d.Message})
+}
+
+// backoff is the pause after the attempt-th failure: base doubled per
+// earlier failure, capped.
+func backoff(base, maxD time.Duration, attempt int) time.Duration {
+	d := base
+	for i := 1; i < attempt && d < maxD; i++ {
+		d *= 2
+	}
+	return min(d, maxD)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
