@@ -402,7 +402,7 @@ func TestKeysSealed(t *testing.T) {
 	clientDER, _ := x509.MarshalPKCS8PrivateKey(clientKey)
 	secrets := map[string][]byte{
 		"CA key DER": caDER, "client key DER": clientDER,
-		"CA key base64": []byte(base64.StdEncoding.EncodeToString(caDER)),
+		"CA key base64":  []byte(base64.StdEncoding.EncodeToString(caDER)),
 		"client key PEM": clientKeyPEM, "client key base64": []byte(base64.StdEncoding.EncodeToString(clientDER)),
 		"scalar of the CA key": a.Signer.(*ecdsa.PrivateKey).D.Bytes(),
 	}
