@@ -23,7 +23,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +40,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/schema"
 )
 
 var (
@@ -136,6 +140,18 @@ type auditState struct {
 // parameter. A request answered 401 or 403 without a principal is recorded
 // as "failed_auth" with the attempted operation in its details.
 func (s *Server) audited(operation, resourceType string) gin.HandlerFunc {
+	return s.auditor(operation, resourceType, false)
+}
+
+// auditRefusals records only the requests refused for their key, as
+// audited does, and nothing of the others: for the reads of an audited
+// API (list, get, stats), so that failed authentication is recorded on
+// every route. Put it before the authentication middleware.
+func (s *Server) auditRefusals(operation, resourceType string) gin.HandlerFunc {
+	return s.auditor(operation, resourceType, true)
+}
+
+func (s *Server) auditor(operation, resourceType string, refusalsOnly bool) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		st := &auditState{start: time.Now(), operation: operation, resourceType: resourceType}
 		c.Set(auditKey, st)
@@ -161,14 +177,24 @@ func (s *Server) audited(operation, resourceType string) gin.HandlerFunc {
 		if pp, ok := p.(accounts.Principal); authed && ok {
 			principal = &pp
 		}
-		if st.refused || (principal == nil && (code == http.StatusUnauthorized || code == http.StatusForbidden)) {
+		refused := st.refused || (principal == nil && (code == http.StatusUnauthorized || code == http.StatusForbidden))
+		if refusalsOnly && !refused {
+			return
+		}
+		if refused {
 			rec.Operation = events.AuditOperationFailedAuth
 			st.detail("attempted_operation", operation)
 			if st.refusedReason != "" {
 				st.detail("reason", st.refusedReason)
 			}
-			if st.refusedBy != nil {
+			switch {
+			case st.refusedBy != nil:
 				principal = st.refusedBy
+			case principal == nil && code == http.StatusForbidden:
+				// requireKey refuses a valid key that lacks the scope
+				// before naming its principal; the account it belongs to
+				// is whom the record is for.
+				principal = s.auditPrincipal(c)
 			}
 		}
 		if rec.Error == "" && code >= http.StatusBadRequest {
@@ -176,6 +202,22 @@ func (s *Server) audited(operation, resourceType string) gin.HandlerFunc {
 		}
 		s.recordAudit(c, st, principal, rec)
 	}
+}
+
+// auditPrincipal returns the principal of the request's bearer key, nil
+// when it has no valid one.
+func (s *Server) auditPrincipal(c *gin.Context) *accounts.Principal {
+	token, ok := bearerToken(c.GetHeader("Authorization"))
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), s.cfg.Audit.RecordTimeout)
+	defer cancel()
+	p, err := s.accounts.AuthenticateBearer(ctx, token)
+	if err != nil {
+		return nil
+	}
+	return &p
 }
 
 // auditFailedAuth records a request refused for its key: an
@@ -364,5 +406,137 @@ func errorOfBody(body []byte) string {
 	return text
 }
 
-// auditRoutes serves /api/audit.
-func (s *Server) auditRoutes(r *gin.Engine) {}
+// auditRoutes serves /api/audit. Reading the audit log is itself audited.
+func (s *Server) auditRoutes(r *gin.Engine) {
+	hs := append([]gin.HandlerFunc{s.audited("list", "audit_log")}, s.certMate(accounts.ScopeRead)...)
+	r.GET("/api/audit", append(hs, s.listAudit)...)
+}
+
+// auditEntry is one record as GET /api/audit answers it: CertMate's audit
+// log entry plus the key, the route and the answer.
+type auditEntry struct {
+	ID             string          `json:"id"`
+	Timestamp      time.Time       `json:"timestamp"`
+	Operation      string          `json:"operation"`
+	ResourceType   string          `json:"resource_type"`
+	ResourceID     string          `json:"resource_id"`
+	Status         string          `json:"status"`
+	User           string          `json:"user"`
+	KeyID          string          `json:"key_id"`
+	IPAddress      string          `json:"ip_address"`
+	Method         string          `json:"method"`
+	Route          string          `json:"route"`
+	HTTPStatus     int             `json:"http_status"`
+	ResponseTimeMS float64         `json:"response_time_ms"`
+	Details        json.RawMessage `json:"details"`
+	Error          *string         `json:"error"`
+}
+
+// auditList is the answer of GET /api/audit.
+type auditList struct {
+	Entries []auditEntry `json:"entries"`
+	// Count is len(Entries); a count equal to Limit means there may be
+	// more: ask again with until set to the oldest timestamp.
+	Count int `json:"count"`
+	Limit int `json:"limit"`
+}
+
+// auditParams are the query parameters of GET /api/audit.
+var auditParams = []string{"operation", "resource_type", "resource_id", "status", "since", "until", "limit"}
+
+// maxAuditFilterLen caps a string filter: ids and names are far shorter.
+const maxAuditFilterLen = 200
+
+// listAudit answers the caller's tenant's audit records from ClickHouse,
+// newest first. ClickHouse lags the stream by the sink's batching (about a
+// second): a record of a request just answered may not be listed yet.
+func (s *Server) listAudit(c *gin.Context) {
+	if s.audit.conn == nil {
+		failCM(c, http.StatusServiceUnavailable, "The audit log is not available: this server has no ClickHouse connection")
+		return
+	}
+	f, err := s.auditFilter(c)
+	if err != nil {
+		failCM(c, http.StatusBadRequest, err.Error())
+		return
+	}
+	f.TenantID = principalOf(c).TenantID
+	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.Audit.QueryTimeout)
+	defer cancel()
+	rows, err := schema.QueryAudit(ctx, s.audit.conn, f)
+	if err != nil {
+		auditError(c, "audit log query failed")
+		s.replyV1(c, err)
+		return
+	}
+	out := auditList{Entries: make([]auditEntry, 0, len(rows)), Count: len(rows), Limit: f.Limit}
+	for _, r := range rows {
+		e := auditEntry{
+			ID: r.EventID.String(), Timestamp: r.Timestamp, Operation: r.Operation, ResourceType: r.ResourceType,
+			ResourceID: r.ResourceID, Status: r.Status, User: r.User, KeyID: r.KeyID, IPAddress: r.IP,
+			Method: r.Method, Route: r.Route, HTTPStatus: int(r.HTTPStatus), ResponseTimeMS: r.ResponseTimeMS,
+			Details: json.RawMessage(r.Details),
+		}
+		if r.Error != "" {
+			e.Error = &r.Error
+		}
+		out.Entries = append(out.Entries, e)
+	}
+	auditDetail(c, "count", len(rows))
+	c.JSON(http.StatusOK, out)
+}
+
+// auditFilter reads the query parameters; an unknown or repeated
+// parameter, or a bad value, is an error naming it.
+func (s *Server) auditFilter(c *gin.Context) (schema.AuditFilter, error) {
+	q := c.Request.URL.Query()
+	for name, vals := range q {
+		if !slices.Contains(auditParams, name) {
+			return schema.AuditFilter{}, fmt.Errorf("unknown parameter %q; known: %s", name, strings.Join(auditParams, ", "))
+		}
+		if len(vals) > 1 {
+			return schema.AuditFilter{}, fmt.Errorf("parameter %q given more than once", name)
+		}
+	}
+	f := schema.AuditFilter{
+		Operation: q.Get("operation"), ResourceType: q.Get("resource_type"), ResourceID: q.Get("resource_id"),
+		Status: q.Get("status"), Limit: s.cfg.Audit.DefaultLimit,
+	}
+	for name, v := range map[string]string{"operation": f.Operation, "resource_type": f.ResourceType, "resource_id": f.ResourceID} {
+		if len(v) > maxAuditFilterLen {
+			return f, fmt.Errorf("parameter %q is longer than %d characters", name, maxAuditFilterLen)
+		}
+	}
+	if f.Status != "" && f.Status != events.AuditSuccess && f.Status != events.AuditFailure {
+		return f, fmt.Errorf("status must be %q or %q, got %q", events.AuditSuccess, events.AuditFailure, f.Status)
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > s.cfg.Audit.MaxLimit {
+			return f, fmt.Errorf("limit must be a whole number from 1 to %d, got %q", s.cfg.Audit.MaxLimit, v)
+		}
+		f.Limit = n
+	}
+	for _, p := range []struct {
+		name string
+		dst  *time.Time
+	}{{"since", &f.Since}, {"until", &f.Until}} {
+		v := q.Get(p.name)
+		if v == "" {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil && strings.Contains(v, " ") {
+			// An unescaped "+02:00" arrives as " 02:00".
+			t, err = time.Parse(time.RFC3339Nano, strings.ReplaceAll(v, " ", "+"))
+		}
+		if err != nil {
+			return f, fmt.Errorf("%s must be an RFC 3339 time such as 2026-01-02T15:04:05Z, got %q", p.name, v)
+		}
+		*p.dst = t.UTC()
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
+		return f, fmt.Errorf("since must be before until")
+	}
+	return f, nil
+}
