@@ -36,6 +36,7 @@ tools:
   views rebuild rebuild the Redis views from the ClickHouse event store
   lab           serve a local fleet of TLS endpoints with known faults
   apikey        create, list or revoke an account's /api/v1 keys
+  ca            init, import or show the client certificate CA
 
 Every flag can also be set as CERTFLEET_<FLAG> (upper case, '-' as '_').
 Run 'certfleet <command> -h' for the flags of a command.
@@ -67,6 +68,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runLab(ctx, rest, stdout, stderr)
 	case "apikey":
 		err = runAPIKey(ctx, rest, stdout, stderr)
+	case "ca":
+		err = runCA(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,0 +1,106 @@
+package apiserver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/certfleet/certfleet/apiserver/clientca"
+	"github.com/certfleet/certfleet/internal/testenv"
+)
+
+// TestCAInitReplicas: apiservers starting together with --ca-init make one
+// CA, and each of them signs with it.
+func TestCAInitReplicas(t *testing.T) {
+	ctx := context.Background()
+	redisSrv := testenv.Redis(t)
+	const replicas = 3
+	srvs := make([]*Server, replicas)
+	errs := make([]error, replicas)
+	var wg sync.WaitGroup
+	for i := range srvs {
+		wg.Go(func() {
+			srvs[i], errs[i] = New(Config{CA: CAConfig{Passphrase: "a shared CA passphrase", Init: true,
+				PublicURL: "https://ca.example.com"}}, redisSrv.Client(t), testenv.Logger(t))
+		})
+	}
+	wg.Wait()
+	var caPEM []byte
+	for i, srv := range srvs {
+		if errs[i] != nil {
+			t.Fatalf("replica %d: %v", i, errs[i])
+		}
+		a, err := srv.ca.store.Authority(ctx)
+		if err != nil {
+			t.Fatalf("replica %d authority: %v", i, err)
+		}
+		if caPEM == nil {
+			caPEM = a.PEM
+		}
+		if !bytes.Equal(a.PEM, caPEM) {
+			t.Errorf("replica %d has another CA", i)
+		}
+		c, err := srv.ca.store.Create(ctx, "tenant", clientca.CreateRequest{CommonName: "r", GenerateKey: true})
+		if err != nil {
+			t.Fatalf("replica %d create: %v", i, err)
+		}
+		crt, _ := srv.ca.store.Download(ctx, "tenant", c.ID, clientca.DownloadCert)
+		if !bytes.Contains(crt, []byte("CERTIFICATE")) {
+			t.Errorf("replica %d: no certificate", i)
+		}
+	}
+}
+
+// TestCAWithoutPassphrase: an apiserver without a CA passphrase starts
+// (the rest of the API works) but its CA cannot sign.
+func TestCAWithoutPassphrase(t *testing.T) {
+	srv, err := New(Config{CA: CAConfig{Init: true}}, testenv.Redis(t).Client(t), testenv.Logger(t))
+	if err != nil {
+		t.Fatalf("new: %v", err)
+	}
+	if srv.ca.store == nil || srv.ca.store.CanSign() {
+		t.Fatalf("store %v: want a store that cannot sign", srv.ca.store)
+	}
+	if _, err := srv.ca.store.Create(context.Background(), "t", clientca.CreateRequest{CommonName: "x", GenerateKey: true}); !errors.Is(err, clientca.ErrNoPassphrase) {
+		t.Errorf("create: got %v, want ErrNoPassphrase", err)
+	}
+}
+
+func TestCAConfig(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	short := filepath.Join(dir, "short")
+	_ = os.WriteFile(good, []byte("a long enough passphrase\r\nignored"), 0o600)
+	_ = os.WriteFile(short, []byte("short\n"), 0o600)
+	if p, err := ReadPassphraseFile(good); err != nil || p != "a long enough passphrase" {
+		t.Errorf("read passphrase file: got %q %v, want the first line", p, err)
+	}
+	if _, err := ReadPassphraseFile(short); err == nil {
+		t.Error("short passphrase file: got no error")
+	}
+	tests := []struct {
+		name string
+		cfg  CAConfig
+		want string
+	}{
+		{"zero", CAConfig{}, ""},
+		{"both passphrases", CAConfig{Passphrase: "a long enough passphrase", PassphraseFile: good}, "not both"},
+		{"short passphrase", CAConfig{Passphrase: "short"}, "at least 12"},
+		{"key type", CAConfig{KeyType: "rsa-1024"}, "key type"},
+		{"public url", CAConfig{PublicURL: "ca.example.com"}, "public URL"},
+		{"crl validity", CAConfig{CRLValidity: 1}, "CRL validity"},
+	}
+	for _, tt := range tests {
+		cfg := Config{CA: tt.cfg}
+		cfg.setDefaults()
+		err := cfg.Validate()
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("%s: got %v, want %q", tt.name, err, tt.want)
+		}
+	}
+}
