@@ -116,6 +116,12 @@ type AuditFilter struct {
 // first (ties in the same millisecond by event id, descending), each
 // stored row once however often its event was delivered.
 func QueryAudit(ctx context.Context, conn driver.Conn, f AuditFilter) ([]AuditRow, error) {
+	return queryAudit(ctx, conn, f, "FINAL")
+}
+
+// queryAudit is QueryAudit; final is "FINAL", or "" for the benchmark's
+// baseline.
+func queryAudit(ctx context.Context, conn driver.Conn, f AuditFilter, final string) ([]AuditRow, error) {
 	if f.Limit < 1 {
 		return nil, fmt.Errorf("query audit log: limit must be positive, got %d", f.Limit)
 	}
@@ -140,7 +146,7 @@ func QueryAudit(ctx context.Context, conn driver.Conn, f AuditFilter) ([]AuditRo
 		args = append(args, clampDateTime(f.Until).Unix(), uint64(max(f.Until.UnixMilli(), 0)))
 	}
 	args = append(args, f.Limit)
-	rows, err := conn.Query(ctx, "SELECT "+AuditColumns+" FROM audit_log FINAL WHERE "+strings.Join(where, " AND ")+
+	rows, err := conn.Query(ctx, "SELECT "+AuditColumns+" FROM audit_log "+final+" WHERE "+strings.Join(where, " AND ")+
 		" ORDER BY occurred_at DESC, occurred_at_unix_ms DESC, event_id DESC LIMIT ?", args...)
 	if err != nil {
 		return nil, fmt.Errorf("query audit log: %w", err)

@@ -1,0 +1,14 @@
+package schema
+
+import (
+	"context"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// QueryAuditNoFinal runs QueryAudit's query without FINAL: the
+// benchmark's baseline.
+func QueryAuditNoFinal(ctx context.Context, conn driver.Conn, f AuditFilter) error {
+	_, err := queryAudit(ctx, conn, f, "")
+	return err
+}
