@@ -216,6 +216,12 @@ func (s *Server) certMateAudited(operation, scope string, classes ...string) []g
 	return append([]gin.HandlerFunc{s.audited(operation, cmAuditResource)}, s.certMate(scope, classes...)...)
 }
 
+// certMateRead is certMate for a read: only a refused key is audited
+// (as failed_auth, naming the operation attempted).
+func (s *Server) certMateRead(operation string) []gin.HandlerFunc {
+	return append([]gin.HandlerFunc{s.auditRefusals(operation, cmAuditResource)}, s.certMate(accounts.ScopeRead)...)
+}
+
 // cmAuditResource is the audit log's resource type of client certificates.
 const cmAuditResource = "certificate"
 
@@ -228,9 +234,9 @@ func (s *Server) caRoutes(r *gin.Engine) {
 	g := r.Group("/api/client-certs")
 	g.POST("/create", handlers(s.certMateAudited("create", write, classCMCreate), s.createClientCert)...)
 	g.POST("/batch", handlers(s.certMateAudited("batch", write, classCMBatch), s.batchClientCerts)...)
-	g.GET("", handlers(s.certMate(read), s.listClientCerts)...)
-	g.GET("/stats", handlers(s.certMate(read), s.clientCertStats)...)
-	g.GET("/:id", handlers(s.certMate(read), s.getClientCert)...)
+	g.GET("", handlers(s.certMateRead("list"), s.listClientCerts)...)
+	g.GET("/stats", handlers(s.certMateRead("stats"), s.clientCertStats)...)
+	g.GET("/:id", handlers(s.certMateRead("get"), s.getClientCert)...)
 	g.GET("/:id/download/:type", handlers(s.certMateAudited("download", read), s.downloadClientCert)...)
 	g.POST("/:id/revoke", handlers(s.certMateAudited("revoke", write), s.revokeClientCert)...)
 	g.POST("/:id/renew", handlers(s.certMateAudited("renew", write), s.renewClientCert)...)
