@@ -1,0 +1,394 @@
+// Package alerts turns a domain's expiration view into alerts: the engine
+// the projector runs after each batch, the per-tenant alert settings, and
+// the alert list the API reads.
+//
+// After the projector applies a batch, the engine reads each domain's view
+// snapshot (projector.ReadSnapshot: entries and version in one MULTI),
+// decides which conditions hold (evaluate), compares them with the
+// domain's alert state (plan) and applies the difference in one Lua script
+// that also XADDs alert.raised.v1 and alert.resolved.v1 to the events
+// stream. The script is a compare-and-set: it applies only if the state
+// still has the version the plan was made from and the snapshot is newer
+// than the one last evaluated. So, whatever the number of projector
+// replicas and redeliveries, a condition crossing is raised once: a
+// replica holding an older snapshot changes nothing, two replicas holding
+// the same snapshot compute the same change and only the first applies
+// it, and a retried script finds its own version already there.
+//
+// Redis layout:
+//
+//	alerts:state:<domain_id>   hash: "@ver" (view version last evaluated),
+//	                           "@tenant", "@name" (host:port), "c|<condition>"
+//	                           -> JSON of the active alert, "leaf|<ip>" -> the
+//	                           leaf last known on the IP, "ann|<sha256>" -> 1
+//	                           when cert_changed told of that leaf
+//	alerts:tenant:<tenant>     zset of alert ids by triggered ms
+//	alerts:tenant:<tenant>:domain:<domain_id>   the same, one domain's
+//	alert:<alert_id>           hash: "raised" (JSON AlertRaisedV1),
+//	                           "resolved_at" (ms), "reason"
+//	alerts:settings:<tenant>   JSON Settings (absent: DefaultSettings)
+package alerts
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/apiserver/projector"
+	"github.com/certfleet/certfleet/events"
+)
+
+func init() {
+	// Every binary that links the alert engine has its projectors run it.
+	projector.RegisterEvaluator(func(rdb redis.UniversalClient, logger *zap.Logger) (projector.Evaluator, error) {
+		return New(Config{}, rdb, logger)
+	})
+}
+
+func stateKey(domainID string) string    { return "alerts:state:" + domainID }
+func tenantKey(tenantID string) string   { return "alerts:tenant:" + tenantID }
+func alertKey(alertID string) string     { return "alert:" + alertID }
+func settingsKey(tenantID string) string { return "alerts:settings:" + tenantID }
+func tenantDomainKey(tenantID, domainID string) string {
+	return tenantKey(tenantID) + ":domain:" + domainID
+}
+
+// Config configures the engine.
+type Config struct {
+	// MismatchWindow: two regions whose scans finished within it of each
+	// other and saw different leaves on one IP raise region_mismatch.
+	// Default 10m.
+	MismatchWindow time.Duration
+	// CriticalDays: an ssl_expiry alert for a threshold of at most this
+	// many days is critical, a looser one warning. Default 7.
+	CriticalDays int
+	// MaxLen caps the events stream (XADD MAXLEN ~). Default
+	// events.DefaultMaxLen.
+	MaxLen int64
+	// Now dates the resolutions of a removed domain, whose view has no
+	// scan to date them by. Default time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.MismatchWindow == 0 {
+		c.MismatchWindow = 10 * time.Minute
+	}
+	if c.CriticalDays == 0 {
+		c.CriticalDays = 7
+	}
+	if c.MaxLen == 0 {
+		c.MaxLen = events.DefaultMaxLen
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate reports every problem of the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.MismatchWindow < 0 {
+		errs = append(errs, fmt.Errorf("mismatch window must not be negative, got %s", c.MismatchWindow))
+	}
+	if c.CriticalDays < 0 {
+		errs = append(errs, fmt.Errorf("critical days must not be negative, got %d", c.CriticalDays))
+	}
+	if c.MaxLen < 0 {
+		errs = append(errs, fmt.Errorf("max len must not be negative, got %d", c.MaxLen))
+	}
+	return errors.Join(errs...)
+}
+
+// Settings are a tenant's alert settings.
+type Settings struct {
+	// ExpiryThresholdsDays: ssl_expiry is raised when a certificate comes
+	// within each of these many days of its expiry. 1 to 10 distinct
+	// values from 1 to 365.
+	ExpiryThresholdsDays []int `json:"expiry_thresholds_days"`
+	// ScanFailingAfter: scan_failing is raised after this many failed
+	// scans in a row from a region, 1 to 20.
+	ScanFailingAfter int `json:"scan_failing_after"`
+}
+
+// DefaultSettings are a tenant's settings until it changes them.
+func DefaultSettings() Settings {
+	return Settings{ExpiryThresholdsDays: []int{30, 14, 7, 3, 1}, ScanFailingAfter: 3}
+}
+
+// Limits of the settings.
+const (
+	MaxThresholds    = 10
+	MaxThresholdDays = 365
+	MaxFailingAfter  = 20
+)
+
+// SettingsError is a setting out of its limits; the message names it.
+type SettingsError struct{ Msg string }
+
+func (e *SettingsError) Error() string { return e.Msg }
+
+// Validate reports the first setting out of its limits as a
+// *SettingsError.
+func (s Settings) Validate() error {
+	n := len(s.ExpiryThresholdsDays)
+	if n < 1 || n > MaxThresholds {
+		return &SettingsError{fmt.Sprintf("expiry_thresholds_days must hold 1 to %d values, got %d", MaxThresholds, n)}
+	}
+	seen := map[int]bool{}
+	for _, d := range s.ExpiryThresholdsDays {
+		if d < 1 || d > MaxThresholdDays {
+			return &SettingsError{fmt.Sprintf("expiry_thresholds_days values must be from 1 to %d, got %d", MaxThresholdDays, d)}
+		}
+		if seen[d] {
+			return &SettingsError{fmt.Sprintf("expiry_thresholds_days values must be distinct, got %d twice", d)}
+		}
+		seen[d] = true
+	}
+	if s.ScanFailingAfter < 1 || s.ScanFailingAfter > MaxFailingAfter {
+		return &SettingsError{fmt.Sprintf("scan_failing_after must be from 1 to %d, got %d", MaxFailingAfter, s.ScanFailingAfter)}
+	}
+	return nil
+}
+
+// normalized sorts the thresholds, largest first.
+func (s Settings) normalized() Settings {
+	s.ExpiryThresholdsDays = slices.Clone(s.ExpiryThresholdsDays)
+	slices.SortFunc(s.ExpiryThresholdsDays, func(a, b int) int { return b - a })
+	return s
+}
+
+// Engine evaluates and stores alerts. It is a projector.Evaluator.
+type Engine struct {
+	cfg    Config
+	rdb    redis.UniversalClient
+	logger *zap.Logger
+}
+
+// New returns an engine reading and writing through rdb.
+func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Engine, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("alerts config: %w", err)
+	}
+	if rdb == nil {
+		return nil, errors.New("alerts: redis client is nil")
+	}
+	return &Engine{cfg: cfg, rdb: rdb, logger: logger.Named("alerts")}, nil
+}
+
+// Settings returns tenantID's settings, the defaults when it set none.
+func (e *Engine) Settings(ctx context.Context, tenantID string) (Settings, error) {
+	raw, err := e.rdb.Get(ctx, settingsKey(tenantID)).Result()
+	if errors.Is(err, redis.Nil) {
+		return DefaultSettings(), nil
+	}
+	if err != nil {
+		return Settings{}, fmt.Errorf("read alert settings of %s: %w", tenantID, err)
+	}
+	var s Settings
+	if err := json.Unmarshal([]byte(raw), &s); err != nil {
+		return Settings{}, fmt.Errorf("decode alert settings of %s: %w", tenantID, err)
+	}
+	return s, nil
+}
+
+// PutSettings replaces tenantID's settings (thresholds stored largest
+// first) and returns them. They apply from each domain's next evaluation.
+func (e *Engine) PutSettings(ctx context.Context, tenantID string, s Settings) (Settings, error) {
+	if err := s.Validate(); err != nil {
+		return Settings{}, err
+	}
+	s = s.normalized()
+	body, err := json.Marshal(s)
+	if err != nil {
+		return Settings{}, fmt.Errorf("marshal alert settings: %w", err)
+	}
+	if err := e.rdb.Set(ctx, settingsKey(tenantID), body, 0).Err(); err != nil {
+		return Settings{}, fmt.Errorf("write alert settings of %s: %w", tenantID, err)
+	}
+	e.logger.Info("alert settings changed", zap.String("tenant_id", tenantID),
+		zap.Ints("expiry_thresholds_days", s.ExpiryThresholdsDays), zap.Int("scan_failing_after", s.ScanFailingAfter))
+	return s, nil
+}
+
+// staleRetries bounds how often one domain's evaluation starts over
+// because another replica changed its alert state in between; each retry
+// means a competing evaluation succeeded.
+const staleRetries = 8
+
+// Evaluate brings the alerts of each domain in line with its view.
+func (e *Engine) Evaluate(ctx context.Context, domainIDs []string) error {
+	for _, id := range domainIDs {
+		if err := e.evaluateDomain(ctx, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reconcileScript applies a plan to a domain's alert state if the state is
+// still at the version the plan was made from and the plan's snapshot is
+// newer, XADDing the plan's events in the same step.
+//
+// KEYS: alerts:state:<domain>, events stream, alerts:tenant:<tenant>,
+// alerts:tenant:<tenant>:domain:<domain>, then alert:<id> of every raised
+// alert and then of every resolved one, in the plan's order.
+// ARGV: version read, snapshot version, maxlen, plan JSON {"del": [field],
+// "set": [field, value, ...], "raised": [[triggered ms, JSON]],
+// "resolved": [[resolved ms, reason]], "events": [[stream field, value,
+// ...]]}. Returns "ok", "stale" (the state moved: plan again) or "old"
+// (a snapshot as new was evaluated already).
+var reconcileScript = redis.NewScript(`
+local cur = tonumber(redis.call('HGET', KEYS[1], '@ver') or '0')
+if cur ~= tonumber(ARGV[1]) then return 'stale' end
+if tonumber(ARGV[2]) <= cur then return 'old' end
+local p = cjson.decode(ARGV[4])
+for _, f in ipairs(p.del) do redis.call('HDEL', KEYS[1], f) end
+for i = 1, #p.set, 2 do redis.call('HSET', KEYS[1], p.set[i], p.set[i + 1]) end
+local k = 5
+for _, r in ipairs(p.raised) do
+  if redis.call('EXISTS', KEYS[k]) == 0 then
+    redis.call('HSET', KEYS[k], 'raised', r[2])
+    redis.call('ZADD', KEYS[3], r[1], string.sub(KEYS[k], 7))
+    redis.call('ZADD', KEYS[4], r[1], string.sub(KEYS[k], 7))
+  end
+  k = k + 1
+end
+for _, r in ipairs(p.resolved) do
+  if redis.call('HEXISTS', KEYS[k], 'resolved_at') == 0 then
+    redis.call('HSET', KEYS[k], 'resolved_at', r[1], 'reason', r[2])
+  end
+  k = k + 1
+end
+for _, ev in ipairs(p.events) do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ev))
+end
+redis.call('HSET', KEYS[1], '@ver', ARGV[2])
+return 'ok'
+`)
+
+// scriptPlan is reconcileScript's plan argument.
+type scriptPlan struct {
+	Del      []string   `json:"del"`
+	Set      []string   `json:"set"`
+	Raised   [][]string `json:"raised"`
+	Resolved [][]string `json:"resolved"`
+	Events   [][]any    `json:"events"`
+}
+
+// evaluateDomain plans and applies one domain's change, planning again
+// when another replica changed the state in between.
+func (e *Engine) evaluateDomain(ctx context.Context, domainID string) error {
+	for range staleRetries {
+		snap, err := projector.ReadSnapshot(ctx, e.rdb, domainID)
+		if err != nil {
+			return err
+		}
+		h, err := e.rdb.HGetAll(ctx, stateKey(domainID)).Result()
+		if err != nil {
+			return fmt.Errorf("read alert state of %s: %w", domainID, err)
+		}
+		st, err := decodeState(domainID, h)
+		if err != nil {
+			return err
+		}
+		if snap.Version <= st.ver {
+			return nil
+		}
+		tenant := snap.TenantID
+		if tenant == "" {
+			tenant = st.tenant
+		}
+		if tenant == "" {
+			// Only events without a tenant reached this view (a tool or
+			// a test feeding scans by hand): no one to alert.
+			e.logger.Warn("not evaluating alerts of a domain without tenant", zap.String("domain_id", domainID))
+			return nil
+		}
+		settings, err := e.Settings(ctx, tenant)
+		if err != nil {
+			return err
+		}
+		ch, err := plan(st, snap, tenant, settings.normalized(), e.cfg, e.cfg.Now())
+		if err != nil {
+			return err
+		}
+		res, err := e.apply(ctx, domainID, tenant, st.ver, snap.Version, ch)
+		if err != nil {
+			return err
+		}
+		switch res {
+		case "ok":
+			for _, r := range ch.raised {
+				e.logger.Info("alert raised", zap.String("tenant_id", tenant), zap.String("domain_id", domainID),
+					zap.String("alert_id", r.payload.AlertID), zap.String("alert_type", r.payload.AlertType),
+					zap.String("severity", r.payload.Severity), zap.Int64("view_version", snap.Version))
+			}
+			for _, r := range ch.resolved {
+				e.logger.Info("alert resolved", zap.String("tenant_id", tenant), zap.String("domain_id", domainID),
+					zap.String("alert_id", r.payload.AlertID), zap.String("alert_type", r.payload.AlertType),
+					zap.String("reason", r.payload.Reason), zap.Int64("view_version", snap.Version))
+			}
+			return nil
+		case "old":
+			return nil
+		case "stale":
+			continue
+		default:
+			return fmt.Errorf("reconcile alerts of %s: unexpected script result %q", domainID, res)
+		}
+	}
+	return fmt.Errorf("reconcile alerts of %s: state changed %d times while evaluating", domainID, staleRetries)
+}
+
+// apply runs reconcileScript with ch.
+func (e *Engine) apply(ctx context.Context, domainID, tenant string, readVer, snapVer int64, ch change) (string, error) {
+	sp := scriptPlan{Del: ch.del, Set: []string{}, Raised: [][]string{}, Resolved: [][]string{}, Events: [][]any{}}
+	if sp.Del == nil {
+		sp.Del = []string{}
+	}
+	for _, f := range slices.Sorted(maps.Keys(ch.set)) {
+		sp.Set = append(sp.Set, f, ch.set[f])
+	}
+	keys := []string{stateKey(domainID), events.StreamEvents, tenantKey(tenant), tenantDomainKey(tenant, domainID)}
+	for _, r := range ch.raised {
+		body, err := json.Marshal(r.payload)
+		if err != nil {
+			return "", fmt.Errorf("marshal alert: %w", err)
+		}
+		keys = append(keys, alertKey(r.payload.AlertID))
+		sp.Raised = append(sp.Raised, []string{strconv.FormatInt(r.payload.TriggeredAt.UnixMilli(), 10), string(body)})
+		fields, err := r.event.StreamFields()
+		if err != nil {
+			return "", err
+		}
+		sp.Events = append(sp.Events, fields)
+	}
+	for _, r := range ch.resolved {
+		keys = append(keys, alertKey(r.payload.AlertID))
+		sp.Resolved = append(sp.Resolved, []string{strconv.FormatInt(r.payload.ResolvedAt.UnixMilli(), 10), r.payload.Reason})
+		fields, err := r.event.StreamFields()
+		if err != nil {
+			return "", err
+		}
+		sp.Events = append(sp.Events, fields)
+	}
+	body, err := json.Marshal(sp)
+	if err != nil {
+		return "", fmt.Errorf("marshal alert plan: %w", err)
+	}
+	res, err := reconcileScript.Run(ctx, e.rdb, keys, readVer, snapVer, e.cfg.MaxLen, string(body)).Text()
+	if err != nil {
+		return "", fmt.Errorf("reconcile alerts of %s: %w", domainID, err)
+	}
+	return res, nil
+}

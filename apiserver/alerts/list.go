@@ -1,0 +1,93 @@
+package alerts
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certfleet/certfleet/events"
+)
+
+// Alert statuses in the list.
+const (
+	StatusActive   = "active"
+	StatusResolved = "resolved"
+	// StatusNotice is a one-shot alert (cert_changed): it tells of a
+	// change and is never resolved.
+	StatusNotice = "notice"
+)
+
+// Alert is an alert as the list shows it.
+type Alert struct {
+	events.AlertRaisedV1
+	// Status is active, resolved or notice.
+	Status string
+	// ResolvedAt and Reason are set once resolved.
+	ResolvedAt *time.Time
+	Reason     string
+}
+
+// List returns one page (from 1) of tenantID's alerts, newest first, only
+// those of domainID unless it is "", and how many there are in all.
+func (e *Engine) List(ctx context.Context, tenantID, domainID string, page, perPage int) ([]Alert, int, error) {
+	key := tenantKey(tenantID)
+	if domainID != "" {
+		key = tenantDomainKey(tenantID, domainID)
+	}
+	start := int64(page-1) * int64(perPage)
+	var (
+		total *redis.IntCmd
+		ids   *redis.StringSliceCmd
+	)
+	if _, err := e.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		total = pipe.ZCard(ctx, key)
+		ids = pipe.ZRevRange(ctx, key, start, start+int64(perPage)-1)
+		return nil
+	}); err != nil {
+		return nil, 0, fmt.Errorf("list alerts of %s: %w", tenantID, err)
+	}
+	out := make([]Alert, 0, len(ids.Val()))
+	if len(ids.Val()) == 0 {
+		return out, int(total.Val()), nil
+	}
+	pipe := e.rdb.Pipeline()
+	recs := make([]*redis.MapStringStringCmd, len(ids.Val()))
+	for i, id := range ids.Val() {
+		recs[i] = pipe.HGetAll(ctx, alertKey(id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, 0, fmt.Errorf("list alerts of %s: %w", tenantID, err)
+	}
+	for i, cmd := range recs {
+		a, err := decodeAlert(ids.Val()[i], cmd.Val())
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, a)
+	}
+	return out, int(total.Val()), nil
+}
+
+func decodeAlert(id string, rec map[string]string) (Alert, error) {
+	var a Alert
+	if err := json.Unmarshal([]byte(rec["raised"]), &a.AlertRaisedV1); err != nil {
+		return Alert{}, fmt.Errorf("decode alert %s: %w", id, err)
+	}
+	a.Status = StatusActive
+	if a.OneShot {
+		a.Status = StatusNotice
+	}
+	if v := rec["resolved_at"]; v != "" {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return Alert{}, fmt.Errorf("decode alert %s: resolved_at %q: %w", id, v, err)
+		}
+		t := time.UnixMilli(ms).UTC()
+		a.Status, a.ResolvedAt, a.Reason = StatusResolved, &t, rec["reason"]
+	}
+	return a, nil
+}

@@ -1,0 +1,378 @@
+package alerts
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/certfleet/certfleet/apiserver/projector"
+	"github.com/certfleet/certfleet/events"
+)
+
+// Fields of a domain's alert state hash (alerts:state:<domain_id>).
+const (
+	verField     = "@ver"    // the view version last evaluated
+	tenantField  = "@tenant" // the domain's tenant
+	nameField    = "@name"   // the host:port the alerts are for
+	condPrefix   = "c|"      // c|<condition key> -> JSON active
+	leafPrefix   = "leaf|"   // leaf|<ip> -> the leaf last known on the IP
+	announcedPfx = "ann|"    // ann|<sha256> -> "1": cert_changed told of it
+)
+
+// Reasons an alert is resolved.
+const (
+	ReasonReplaced         = "certificate replaced"
+	ReasonCleared          = "condition cleared"
+	ReasonRemoved          = "domain removed"
+	ReasonRenamed          = "domain renamed"
+	ReasonThresholdRemoved = "threshold removed"
+)
+
+// active is an alert condition the state holds. A quiet one became true
+// together with a tighter one of its group and was never raised: it only
+// keeps the looser threshold from being raised later.
+type active struct {
+	ID          string    `json:"id,omitempty"`
+	Kind        string    `json:"kind"`
+	Severity    string    `json:"severity,omitempty"`
+	Title       string    `json:"title,omitempty"`
+	Leaf        string    `json:"leaf,omitempty"`
+	TriggeredAt time.Time `json:"triggered_at"`
+	Group       string    `json:"group,omitempty"`
+	Rank        int       `json:"rank,omitempty"`
+	Quiet       bool      `json:"quiet,omitempty"`
+}
+
+// state is a domain's alert state as read.
+type state struct {
+	ver       int64
+	tenant    string
+	name      string
+	conds     map[string]active
+	leaves    map[string]string
+	announced map[string]bool
+}
+
+func decodeState(domainID string, h map[string]string) (state, error) {
+	st := state{tenant: h[tenantField], name: h[nameField], conds: map[string]active{},
+		leaves: map[string]string{}, announced: map[string]bool{}}
+	if v := h[verField]; v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return state{}, fmt.Errorf("decode alert state of %s: version %q: %w", domainID, v, err)
+		}
+		st.ver = n
+	}
+	for f, v := range h {
+		switch {
+		case strings.HasPrefix(f, condPrefix):
+			var a active
+			if err := json.Unmarshal([]byte(v), &a); err != nil {
+				return state{}, fmt.Errorf("decode alert state of %s: %s: %w", domainID, f, err)
+			}
+			st.conds[strings.TrimPrefix(f, condPrefix)] = a
+		case strings.HasPrefix(f, leafPrefix):
+			st.leaves[strings.TrimPrefix(f, leafPrefix)] = v
+		case strings.HasPrefix(f, announcedPfx):
+			st.announced[strings.TrimPrefix(f, announcedPfx)] = true
+		}
+	}
+	return st, nil
+}
+
+// raised is an alert to raise: its event and the record the tenant's
+// alert list shows.
+type raised struct {
+	event   events.Envelope
+	payload events.AlertRaisedV1
+}
+
+// resolved is an alert to resolve.
+type resolved struct {
+	event   events.Envelope
+	payload events.AlertResolvedV1
+}
+
+// change is what one evaluation does to a domain's alerts.
+type change struct {
+	set      map[string]string // state fields to write
+	del      []string          // state fields to delete
+	raised   []raised
+	resolved []resolved
+}
+
+// plan compares what snap says with the alert state st and returns the
+// change that brings the state in line: raises for conditions that began,
+// resolutions for those that cleared. now is used only when the view has
+// no scan to date the change by.
+func plan(st state, snap projector.Snapshot, tenant string, settings Settings, cfg Config, now time.Time) (change, error) {
+	ch := change{set: map[string]string{}}
+	// Changes are dated by the latest scan of the view, so every replica
+	// dates one snapshot's alerts alike.
+	at := now.UTC().Truncate(time.Millisecond)
+	if t := latestScan(snap); !t.IsZero() {
+		at = t
+	}
+	name := snap.Name
+	if name == "" {
+		name = st.name
+	}
+	host, port := splitName(name)
+
+	resolve := func(key string, a active, reason string) error {
+		ch.del = append(ch.del, condPrefix+key)
+		if a.Quiet || a.ID == "" {
+			return nil
+		}
+		p := events.AlertResolvedV1{
+			AlertID: a.ID, TenantID: tenant, DomainID: snap.DomainID, Hostname: host, Port: port,
+			AlertType: a.Kind, Severity: a.Severity, Title: a.Title, TriggeredAt: a.TriggeredAt,
+			ResolvedAt: at, Reason: reason,
+		}
+		id, err := uuid.Parse(a.ID)
+		if err != nil {
+			return fmt.Errorf("alert state of %s: id %q: %w", snap.DomainID, a.ID, err)
+		}
+		ev, err := events.NewWithID(events.AlertResolvedEventID(id), events.AlertResolved, tenant, a.ID, p)
+		if err != nil {
+			return err
+		}
+		ev.OccurredAt = at
+		ch.resolved = append(ch.resolved, resolved{event: ev, payload: p})
+		return nil
+	}
+
+	// A removed or renamed domain's alerts are over: the name they were
+	// about is no longer monitored under this id.
+	if snap.Removed || (st.name != "" && snap.Name != "" && snap.Name != st.name) {
+		reason := ReasonRemoved
+		if !snap.Removed {
+			reason = ReasonRenamed
+			// Resolutions name the old endpoint.
+			host, port = splitName(st.name)
+		}
+		for _, key := range slices.Sorted(maps.Keys(st.conds)) {
+			if err := resolve(key, st.conds[key], reason); err != nil {
+				return change{}, err
+			}
+		}
+		for ip := range st.leaves {
+			ch.del = append(ch.del, leafPrefix+ip)
+		}
+		for sha := range st.announced {
+			ch.del = append(ch.del, announcedPfx+sha)
+		}
+		host, port = splitName(name)
+		st = state{ver: st.ver, conds: map[string]active{}, leaves: map[string]string{}, announced: map[string]bool{}}
+		if snap.Removed {
+			ch.set[nameField] = name
+			ch.set[tenantField] = tenant
+			return ch, nil
+		}
+	}
+
+	v := evaluate(snap, host, settings, cfg)
+	seen := map[string]bool{}
+	for _, e := range snap.Entries {
+		if e.CertificateFound {
+			seen[e.LeafSHA256] = true
+		}
+	}
+	for _, key := range slices.Sorted(maps.Keys(st.conds)) {
+		a := st.conds[key]
+		if _, ok := v.conds[key]; ok || v.unknown[a.Kind] {
+			continue
+		}
+		reason := ReasonCleared
+		switch {
+		case a.Leaf != "" && !seen[a.Leaf]:
+			reason = ReasonReplaced
+		case a.Kind == events.AlertSSLExpiry && !slices.Contains(settings.ExpiryThresholdsDays, a.Rank):
+			reason = ReasonThresholdRemoved
+		}
+		if err := resolve(key, a, reason); err != nil {
+			return change{}, err
+		}
+	}
+
+	// New conditions. In a group, only the tightest that is tighter than
+	// any already active is raised; the rest are kept quiet.
+	tightest := map[string]int{}
+	for _, a := range st.conds {
+		if a.Group == "" {
+			continue
+		}
+		if r, ok := tightest[a.Group]; !ok || a.Rank < r {
+			tightest[a.Group] = a.Rank
+		}
+	}
+	newByGroup := map[string]string{}
+	for key, c := range v.conds {
+		if _, ok := st.conds[key]; ok || c.group == "" {
+			continue
+		}
+		if r, ok := tightest[c.group]; ok && c.rank >= r {
+			continue
+		}
+		if k, ok := newByGroup[c.group]; !ok || c.rank < v.conds[k].rank {
+			newByGroup[c.group] = key
+		}
+	}
+	for _, key := range slices.Sorted(maps.Keys(v.conds)) {
+		c := v.conds[key]
+		if _, ok := st.conds[key]; ok {
+			continue
+		}
+		a := active{Kind: c.kind, Leaf: c.leaf, TriggeredAt: at, Group: c.group, Rank: c.rank}
+		if c.group != "" && newByGroup[c.group] != key {
+			a.Quiet = true
+		} else {
+			r, err := raise(snap, tenant, host, port, c, at, false)
+			if err != nil {
+				return change{}, err
+			}
+			ch.raised = append(ch.raised, r)
+			a.ID, a.Severity, a.Title = r.payload.AlertID, c.severity, c.title
+		}
+		body, err := json.Marshal(a)
+		if err != nil {
+			return change{}, fmt.Errorf("marshal alert state: %w", err)
+		}
+		ch.set[condPrefix+key] = string(body)
+	}
+
+	if err := certChanges(st, snap, tenant, host, port, at, &ch); err != nil {
+		return change{}, err
+	}
+	if st.tenant != tenant {
+		ch.set[tenantField] = tenant
+	}
+	if st.name != name {
+		ch.set[nameField] = name
+	}
+	return ch, nil
+}
+
+// certChanges raises cert_changed, once per new leaf of the domain, when
+// an IP no region shows its last known leaf on any more serves another.
+// The first leaf seen on an IP is not a change. What it remembers of IPs
+// and leaves no entry shows any more is forgotten.
+func certChanges(st state, snap projector.Snapshot, tenant, host string, port int, at time.Time, ch *change) error {
+	type seen struct {
+		shas   map[string]bool
+		newest string
+		newAt  time.Time
+	}
+	byIP := map[string]*seen{}
+	present := map[string]bool{}
+	shas := map[string]bool{}
+	for _, e := range snap.Entries {
+		present[e.IP] = true
+		if !e.CertificateFound || e.IP == "" {
+			continue
+		}
+		shas[e.LeafSHA256] = true
+		s := byIP[e.IP]
+		if s == nil {
+			s = &seen{shas: map[string]bool{}}
+			byIP[e.IP] = s
+		}
+		s.shas[e.LeafSHA256] = true
+		if e.ScannedAt.After(s.newAt) || (e.ScannedAt.Equal(s.newAt) && e.LeafSHA256 > s.newest) {
+			s.newest, s.newAt = e.LeafSHA256, e.ScannedAt
+		}
+	}
+	changed := map[string]sightings{} // new leaf -> IPs that changed to it
+	from := map[string]map[string]bool{}
+	for _, ip := range slices.Sorted(maps.Keys(byIP)) {
+		s := byIP[ip]
+		prev := st.leaves[ip]
+		if prev != "" && s.shas[prev] {
+			continue
+		}
+		ch.set[leafPrefix+ip] = s.newest
+		if prev == "" || st.announced[s.newest] {
+			continue
+		}
+		if changed[s.newest] == nil {
+			changed[s.newest], from[s.newest] = sightings{}, map[string]bool{}
+		}
+		for _, e := range snap.Entries {
+			if e.IP == ip && e.LeafSHA256 == s.newest {
+				changed[s.newest].add(ip, e.Region)
+			}
+		}
+		from[s.newest][short(prev)] = true
+	}
+	for _, sha := range slices.Sorted(maps.Keys(changed)) {
+		where := changed[sha]
+		c := condition{
+			key: events.AlertCertChanged + "|" + sha, kind: events.AlertCertChanged, severity: events.SeverityInfo,
+			title: "Certificate changed",
+			message: fmt.Sprintf("%s serves a new certificate %s (was %s) on %s.",
+				host, short(sha), strings.Join(sortedKeys(from[sha]), ", "), where),
+			leaf: sha, ips: where.ips(), regions: where.regions(),
+		}
+		r, err := raise(snap, tenant, host, port, c, at, true)
+		if err != nil {
+			return err
+		}
+		ch.raised = append(ch.raised, r)
+		ch.set[announcedPfx+sha] = "1"
+	}
+	for ip := range st.leaves {
+		if !present[ip] {
+			ch.del = append(ch.del, leafPrefix+ip)
+		}
+	}
+	for sha := range st.announced {
+		if !shas[sha] {
+			ch.del = append(ch.del, announcedPfx+sha)
+		}
+	}
+	return nil
+}
+
+// raise builds the alert.raised event of c. Its id is named by the
+// domain, the condition and the snapshot's version.
+func raise(snap projector.Snapshot, tenant, host string, port int, c condition, at time.Time, oneShot bool) (raised, error) {
+	id := events.AlertID(snap.DomainID, c.key, snap.Version)
+	p := events.AlertRaisedV1{
+		AlertID: id.String(), TenantID: tenant, DomainID: snap.DomainID, Hostname: host, Port: port,
+		AlertType: c.kind, Severity: c.severity, Title: c.title, Message: c.message, ThresholdDays: c.threshold,
+		LeafSHA256: c.leaf, IPs: c.ips, Regions: c.regions, TriggeredAt: at, OneShot: oneShot,
+	}
+	ev, err := events.NewWithID(id, events.AlertRaised, tenant, id.String(), p)
+	if err != nil {
+		return raised{}, err
+	}
+	ev.OccurredAt = at
+	return raised{event: ev, payload: p}, nil
+}
+
+func splitName(name string) (string, int) {
+	host, p, err := net.SplitHostPort(name)
+	if err != nil {
+		return name, 0
+	}
+	port, _ := strconv.Atoi(p)
+	return host, port
+}
+
+// latestScan is when the view's newest scan finished; zero without one.
+func latestScan(snap projector.Snapshot) time.Time {
+	var at time.Time
+	for _, e := range snap.Entries {
+		if e.ScannedAt.After(at) {
+			at = e.ScannedAt
+		}
+	}
+	return at.UTC().Truncate(time.Millisecond)
+}
