@@ -27,6 +27,8 @@ import (
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/certfleet/certfleet/events"
 )
 
 // Channel types.
@@ -36,11 +38,11 @@ const (
 	TypeEmail   = "email"
 )
 
-// Severities, lowest first (the alert engine's vocabulary).
+// Severities, lowest first: the alert engine's (events/alerts.go).
 const (
-	SeverityInfo     = "info"
-	SeverityWarning  = "warning"
-	SeverityCritical = "critical"
+	SeverityInfo     = events.SeverityInfo
+	SeverityWarning  = events.SeverityWarning
+	SeverityCritical = events.SeverityCritical
 )
 
 // SeverityRank orders severities: info 1, warning 2, critical 3, anything

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certfleet/certfleet/events"
@@ -127,8 +128,8 @@ func ptr[T any](v T) *T { return &v }
 func (e *testEnv) raise(tenant, alertID, severity string) events.Envelope {
 	e.t.Helper()
 	days := 7
-	ev, err := events.New(alertRaisedName, tenant, "dom1", alertRaisedPayload{
-		AlertID: alertID, DomainID: "dom1", Hostname: "shop.example.com", Port: 443, Kind: "ssl_expiry",
+	ev, err := events.NewWithID(uuid.NewSHA1(events.NamespaceAlert, []byte(alertID)), events.AlertRaised, tenant, alertID, events.AlertRaisedV1{
+		AlertID: alertID, TenantID: tenant, DomainID: "dom1", Hostname: "shop.example.com", Port: 443, AlertType: events.AlertSSLExpiry,
 		Severity: severity, Title: "Certificate of shop.example.com expires in 7 days", Message: "expires 2026-12-02",
 		ThresholdDays: &days, LeafSHA256: "ab12", IPs: []string{"192.0.2.7"}, Regions: []string{"eu", "us"},
 		TriggeredAt: time.Date(2026, 11, 25, 8, 0, 0, 0, time.UTC),
@@ -373,8 +374,10 @@ func TestNoDuplicateWithTwoNotifiersAndARedeliveredEvent(t *testing.T) {
 	if err := e.rdb.XGroupSetID(ctx, events.StreamEvents, Group, "0").Err(); err != nil {
 		t.Fatal(err)
 	}
-	resolved, err := events.New(alertResolvedName, "t1", "dom1", alertResolvedPayload{
-		AlertID: "al1", DomainID: "dom1", ResolvedAt: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC), Why: "certificate renewed"})
+	resolved, err := events.New(events.AlertResolved, "t1", "al1", events.AlertResolvedV1{
+		AlertID: "al1", TenantID: "t1", DomainID: "dom1", Hostname: "shop.example.com", Port: 443, AlertType: events.AlertSSLExpiry,
+		Severity: SeverityWarning, Title: "Certificate of shop.example.com expires in 7 days",
+		ResolvedAt: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC), Reason: "certificate replaced"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +395,7 @@ func TestNoDuplicateWithTwoNotifiersAndARedeliveredEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	if m := last.Messages[0]; m.Status != StatusResolved || m.AlertID != "al1" || m.Hostname != "shop.example.com" ||
-		m.ResolvedAt == nil || m.Text != "certificate renewed" {
+		m.ResolvedAt == nil || m.ResolvedWhy != "certificate replaced" || m.Severity != SeverityWarning {
 		t.Errorf("resolved message: got %+v, want al1 resolved with the raised alert's details", m)
 	}
 	if n := len(slack.got()); n != 2 {

@@ -3,7 +3,6 @@ package notifier
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -30,10 +29,6 @@ var (
 		Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 	}, []string{"type"})
 )
-
-// alertMemory is how long a raised alert's message is kept to render its
-// resolution (which carries only the alert id and why).
-const alertMemory = 400 * 24 * time.Hour
 
 // Notifier turns alert events into deliveries and sends them.
 type Notifier struct {
@@ -117,35 +112,6 @@ func (n *Notifier) Run(ctx context.Context) error {
 	return err
 }
 
-// Alert event names and payloads, as events/alerts.go declares them.
-const (
-	alertRaisedName   = "alert.raised.v1"
-	alertResolvedName = "alert.resolved.v1"
-)
-
-type alertRaisedPayload struct {
-	AlertID       string    `json:"alert_id"`
-	DomainID      string    `json:"domain_id"`
-	Hostname      string    `json:"hostname"`
-	Port          int       `json:"port"`
-	Kind          string    `json:"alert_type"`
-	Severity      string    `json:"severity"`
-	Title         string    `json:"title"`
-	Message       string    `json:"message"`
-	ThresholdDays *int      `json:"threshold_days"`
-	LeafSHA256    string    `json:"leaf_sha256"`
-	IPs           []string  `json:"ips"`
-	Regions       []string  `json:"regions"`
-	TriggeredAt   time.Time `json:"triggered_at"`
-}
-
-type alertResolvedPayload struct {
-	AlertID    string    `json:"alert_id"`
-	DomainID   string    `json:"domain_id"`
-	ResolvedAt time.Time `json:"resolved_at"`
-	Why        string    `json:"why"`
-}
-
 // handle makes the deliveries of a batch's alert events. Deliveries are
 // created with SETNX on ids derived from the event and channel, so a batch
 // handled twice (a redelivery, a retry after an error, another notifier)
@@ -153,19 +119,17 @@ type alertResolvedPayload struct {
 func (n *Notifier) handle(ctx context.Context, batch []events.Entry) error {
 	channels := make(map[string][]Channel)
 	for _, e := range batch {
-		if e.Event.Name != alertRaisedName && e.Event.Name != alertResolvedName {
+		if e.Event.Name != events.AlertRaised && e.Event.Name != events.AlertResolved {
 			continue
 		}
-		msg, ok, err := n.message(ctx, e.Event)
-		if err != nil {
-			return err
-		}
+		msg, ok := n.message(e.Event)
 		if !ok {
 			continue
 		}
 		tenant := e.Event.TenantID
 		list, seen := channels[tenant]
 		if !seen {
+			var err error
 			if list, err = n.store.List(ctx, tenant); err != nil {
 				return err
 			}
@@ -191,15 +155,15 @@ func (n *Notifier) handle(ctx context.Context, batch []events.Entry) error {
 // message turns an alert event into the message senders render. ok is
 // false for an event that cannot be rendered (logged; retrying cannot fix
 // it).
-func (n *Notifier) message(ctx context.Context, ev events.Envelope) (Message, bool, error) {
-	if ev.Name == alertRaisedName {
-		var p alertRaisedPayload
+func (n *Notifier) message(ev events.Envelope) (Message, bool) {
+	if ev.Name == events.AlertRaised {
+		var p events.AlertRaisedV1
 		if err := ev.Decode(&p); err != nil || p.AlertID == "" {
 			n.logger.Error("skipping undecodable alert event", zap.String("event_id", ev.EventID.String()), zap.Error(err))
-			return Message{}, false, nil
+			return Message{}, false
 		}
 		msg := Message{
-			EventID: ev.EventID.String(), AlertID: p.AlertID, Kind: p.Kind, Severity: p.Severity, Status: StatusTriggered,
+			EventID: ev.EventID.String(), AlertID: p.AlertID, Kind: p.AlertType, Severity: p.Severity, Status: StatusTriggered,
 			Title: p.Title, Text: p.Message, DomainID: p.DomainID, Hostname: p.Hostname, Port: p.Port,
 			ThresholdDays: p.ThresholdDays, LeafSHA256: p.LeafSHA256, IPs: p.IPs, Regions: p.Regions,
 			TriggeredAt: p.TriggeredAt, Links: n.links(p.DomainID),
@@ -207,43 +171,26 @@ func (n *Notifier) message(ctx context.Context, ev events.Envelope) (Message, bo
 		if msg.TriggeredAt.IsZero() {
 			msg.TriggeredAt = ev.OccurredAt
 		}
-		body, err := json.Marshal(msg)
-		if err != nil {
-			return Message{}, false, fmt.Errorf("encode alert %s: %w", p.AlertID, err)
-		}
-		if err := n.rdb.Set(ctx, alertKey(p.AlertID), body, alertMemory).Err(); err != nil {
-			return Message{}, false, fmt.Errorf("remember alert %s: %w", p.AlertID, err)
-		}
-		return msg, true, nil
+		return msg, true
 	}
-	var p alertResolvedPayload
+	var p events.AlertResolvedV1
 	if err := ev.Decode(&p); err != nil || p.AlertID == "" {
 		n.logger.Error("skipping undecodable alert event", zap.String("event_id", ev.EventID.String()), zap.Error(err))
-		return Message{}, false, nil
-	}
-	var msg Message
-	raw, err := n.rdb.Get(ctx, alertKey(p.AlertID)).Bytes()
-	switch {
-	case errors.Is(err, redis.Nil):
-		// Raised before this notifier was deployed: say what is known.
-		msg = Message{AlertID: p.AlertID, DomainID: p.DomainID, Severity: SeverityInfo,
-			Title: "Alert " + p.AlertID + " resolved", Links: n.links(p.DomainID)}
-	case err != nil:
-		return Message{}, false, fmt.Errorf("read alert %s: %w", p.AlertID, err)
-	default:
-		if err := json.Unmarshal(raw, &msg); err != nil {
-			return Message{}, false, fmt.Errorf("decode alert %s: %w", p.AlertID, err)
-		}
+		return Message{}, false
 	}
 	at := p.ResolvedAt
 	if at.IsZero() {
 		at = ev.OccurredAt
 	}
-	msg.EventID, msg.Status, msg.ResolvedAt, msg.ResolvedWhy = ev.EventID.String(), StatusResolved, &at, p.Why
-	if p.Why != "" {
-		msg.Text = p.Why
+	text := "Resolved"
+	if p.Reason != "" {
+		text += ": " + p.Reason
 	}
-	return msg, true, nil
+	return Message{
+		EventID: ev.EventID.String(), AlertID: p.AlertID, Kind: p.AlertType, Severity: p.Severity, Status: StatusResolved,
+		Title: p.Title, Text: text, DomainID: p.DomainID, Hostname: p.Hostname, Port: p.Port,
+		TriggeredAt: p.TriggeredAt, ResolvedAt: &at, ResolvedWhy: p.Reason, Links: n.links(p.DomainID),
+	}, true
 }
 
 // links points to the domain's alerts and the domain in the API.
