@@ -25,6 +25,9 @@ type NotifyConfig struct {
 	// (--secrets-passphrase); every apiserver and notifier must have the
 	// same. Empty: channels with a secret are refused.
 	SecretsPassphrase string
+	// SecretsPassphraseFile is read for the passphrase when
+	// SecretsPassphrase is empty (--secrets-passphrase-file).
+	SecretsPassphraseFile string
 }
 
 func (c *NotifyConfig) setDefaults() {}
@@ -42,7 +45,11 @@ type notifyArea struct {
 }
 
 func (s *Server) initNotify() error {
-	st, err := notifier.NewStore(notifier.StoreConfig{Passphrase: s.cfg.Notify.SecretsPassphrase, Now: s.cfg.Now}, s.rdb, s.logger)
+	pass, err := notifier.Passphrase(s.cfg.Notify.SecretsPassphrase, s.cfg.Notify.SecretsPassphraseFile)
+	if err != nil {
+		return err
+	}
+	st, err := notifier.NewStore(notifier.StoreConfig{Passphrase: pass, Now: s.cfg.Now}, s.rdb, s.logger)
 	if err != nil {
 		return err
 	}

@@ -105,7 +105,7 @@ func (f *flagSet) agent() *flagSet {
 	f.StringVar(&f.opts.Region, "region", "local", "the region this agent scans from")
 	f.StringVar(&f.opts.Resolver, "resolver", "", "DNS server host:port the agent asks (default: the system resolver)")
 	f.StringVar(&f.opts.ExtraRoots, "extra-roots", "", "PEM file of roots trusted besides the system pool")
-	f.StringVar(&f.opts.AllowTargets, "allow-targets", "", "comma-separated CIDRs the agent may dial although private or loopback")
+	f.allowTargets() // flags_notify.go: shared with the notifier
 	f.IntVar(&f.opts.Concurrency, "concurrency", 64, "IPs scanned at once at most (one connection each at a time)")
 	f.BoolVar(&f.opts.CheckLegacy, "check-legacy-tls", true, "also try a handshake offering only TLS 1.0 and 1.1 on every IP")
 	return f

@@ -1,22 +1,82 @@
 package main
 
 import (
+	"fmt"
+	"time"
+
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/apiserver"
+	"github.com/certfleet/certfleet/coordinator/notifier"
 )
 
 // notifyOptions are the notification flags.
-type notifyOptions struct{}
+type notifyOptions struct {
+	SecretsPassphrase     string
+	SecretsPassphraseFile string
+	Notifier              bool
+	NotifyMaxAttempts     int
+	NotifyBackoff         time.Duration
+	NotifyMaxBackoff      time.Duration
+	NotifyWorkers         int
+	NotifyTimeout         time.Duration
+}
 
-// notify registers the notification flags.
-func (f *flagSet) notify() *flagSet { return f }
+// notify registers the notification flags: the secrets passphrase on
+// every role that has channels, the delivery settings on the roles that
+// run the notifier (coordinator, all).
+func (f *flagSet) notify() *flagSet {
+	f.StringVar(&f.opts.SecretsPassphrase, "secrets-passphrase", "", "passphrase sealing webhook secrets, at least 12 characters, the same on every apiserver and coordinator (prefer the environment CERTFLEET_SECRETS_PASSPHRASE or --secrets-passphrase-file); empty: channels with a secret are refused")
+	f.StringVar(&f.opts.SecretsPassphraseFile, "secrets-passphrase-file", "", "file whose first line is the secrets passphrase")
+	if f.Name() == "certfleet apiserver" {
+		return f
+	}
+	f.BoolVar(&f.opts.Notifier, "notifier", true, "run the notifier: deliver alerts to the tenants' channels")
+	f.IntVar(&f.opts.NotifyMaxAttempts, "notify-max-attempts", 8, "attempts of one delivery before it gives up (notification.failed.v1)")
+	f.DurationVar(&f.opts.NotifyBackoff, "notify-backoff", time.Second, "pause after a delivery's first failed attempt; doubles after each failure")
+	f.DurationVar(&f.opts.NotifyMaxBackoff, "notify-max-backoff", 5*time.Minute, "longest pause between two attempts of a delivery")
+	f.IntVar(&f.opts.NotifyWorkers, "notify-workers", 4, "deliveries this notifier sends at once")
+	f.DurationVar(&f.opts.NotifyTimeout, "notify-timeout", 10*time.Second, "time limit of one webhook or Slack send (connect, TLS, answer)")
+	return f.allowTargets()
+}
+
+// allowTargets registers --allow-targets, shared by the agent (scans) and
+// the notifier (webhook and Slack URLs); a role with both registers it once.
+func (f *flagSet) allowTargets() *flagSet {
+	if f.Lookup("allow-targets") == nil {
+		f.StringVar(&f.opts.AllowTargets, "allow-targets", "", "comma-separated CIDRs the agent may scan and the notifier may send to although private or loopback")
+	}
+	return f
+}
 
 // notifyConfig is the apiserver's part of the notification settings.
-func (o *options) notifyConfig() apiserver.NotifyConfig { return apiserver.NotifyConfig{} }
+func (o *options) notifyConfig() apiserver.NotifyConfig {
+	return apiserver.NotifyConfig{SecretsPassphrase: o.SecretsPassphrase, SecretsPassphraseFile: o.SecretsPassphraseFile}
+}
 
 // addNotifier adds the notifier to gr when role runs it.
 func addNotifier(gr *group, role string, o *options, rdb redis.UniversalClient, logger *zap.Logger) error {
+	if (role != "coordinator" && role != "all") || !o.Notifier {
+		return nil
+	}
+	pass, err := notifier.Passphrase(o.SecretsPassphrase, o.SecretsPassphraseFile)
+	if err != nil {
+		return err
+	}
+	// The scanner's allow list: parsed once, by the same code.
+	scfg, err := scannerConfig(&options{AllowTargets: o.AllowTargets})
+	if err != nil {
+		return err
+	}
+	n, err := notifier.New(notifier.Config{
+		Consumer: o.Name, Allow: scfg.Allow, Passphrase: pass, PublicURL: o.PublicURL,
+		MaxAttempts: o.NotifyMaxAttempts, Backoff: o.NotifyBackoff, MaxBackoff: o.NotifyMaxBackoff,
+		Workers: o.NotifyWorkers, Timeout: o.NotifyTimeout,
+	}, rdb, logger)
+	if err != nil {
+		return fmt.Errorf("notifier: %w", err)
+	}
+	gr.add(n.Run)
 	return nil
 }

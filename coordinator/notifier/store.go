@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/mail"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -548,4 +549,22 @@ func (s *Store) List(ctx context.Context, tenant string) ([]Channel, error) {
 		out = append(out, ch)
 	}
 	return out, nil
+}
+
+// Passphrase returns the secrets passphrase: pass itself, or else the first
+// line of file (--secrets-passphrase-file), or "" when neither is given.
+func Passphrase(pass, file string) (string, error) {
+	if pass != "" || file == "" {
+		return pass, nil
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("read secrets passphrase file: %w", err)
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	line = strings.TrimRight(line, "\r")
+	if line == "" {
+		return "", fmt.Errorf("secrets passphrase file %s: first line is empty", file)
+	}
+	return line, nil
 }
