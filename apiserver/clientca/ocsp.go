@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
@@ -81,19 +82,22 @@ func (s *Store) RespondOCSP(ctx context.Context, der []byte) ([]byte, error) {
 	if err != nil {
 		return ocsp.MalformedRequestErrorResponse, nil
 	}
-	auth, err := s.Authority(ctx)
+	// Whose certificate it is needs no passphrase: a replica that cannot
+	// sign still says unauthorized rather than internalError to those.
+	info, err := s.Info(ctx)
 	switch {
 	case errors.Is(err, ErrNoCA):
 		return ocsp.UnauthorizedErrorResponse, nil
 	case err != nil:
 		return ocsp.InternalErrorErrorResponse, err
 	}
-	ours, err := issuedBy(req, auth)
+	ours, err := issuedBy(req, info.Cert)
 	if err != nil || !ours {
 		return ocsp.UnauthorizedErrorResponse, nil
 	}
-	if auth.Signer == nil {
-		return ocsp.InternalErrorErrorResponse, ErrNoPassphrase
+	auth, err := s.Authority(ctx)
+	if err != nil {
+		return ocsp.InternalErrorErrorResponse, err
 	}
 	st, err := s.Status(ctx, req.SerialNumber)
 	if err != nil {
@@ -121,10 +125,10 @@ func (s *Store) RespondOCSP(ctx context.Context, der []byte) ([]byte, error) {
 	return resp, nil
 }
 
-// issuedBy tells whether req asks about a certificate of auth's CA: its
+// issuedBy tells whether req asks about a certificate of the CA ca: its
 // issuer name hash and key hash, computed with the request's hash, are the
 // CA's (RFC 6960 4.1.1).
-func issuedBy(req *ocsp.Request, auth *Authority) (bool, error) {
+func issuedBy(req *ocsp.Request, ca *x509.Certificate) (bool, error) {
 	h := req.HashAlgorithm
 	switch h {
 	case crypto.SHA1, crypto.SHA256, crypto.SHA384, crypto.SHA512:
@@ -135,11 +139,11 @@ func issuedBy(req *ocsp.Request, auth *Authority) (bool, error) {
 		Algorithm pkix.AlgorithmIdentifier
 		PublicKey asn1.BitString
 	}
-	if _, err := asn1.Unmarshal(auth.Cert.RawSubjectPublicKeyInfo, &spki); err != nil {
+	if _, err := asn1.Unmarshal(ca.RawSubjectPublicKeyInfo, &spki); err != nil {
 		return false, fmt.Errorf("parse CA public key: %w", err)
 	}
 	name := h.New()
-	name.Write(auth.Cert.RawSubject)
+	name.Write(ca.RawSubject)
 	key := h.New()
 	key.Write(spki.PublicKey.RightAlign())
 	return bytes.Equal(name.Sum(nil), req.IssuerNameHash) && bytes.Equal(key.Sum(nil), req.IssuerKeyHash), nil
