@@ -609,6 +609,32 @@ func TestRenew(t *testing.T) {
 			countEvents(evs, events.ClientCertRenewed), countEvents(evs, events.ClientCertIssued))
 	}
 
+	// Concurrent renewals of one certificate (two replicas, users clicking
+	// twice): one wins, the others are told it was renewed.
+	s2 := newStore(t, rdb, testPass, nil)
+	racy, err := s.Create(ctx, tenantA, CreateRequest{CommonName: "racy", GenerateKey: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var wins atomic.Int32
+	for i := range 8 {
+		st := []*Store{s, s2}[i%2]
+		wg.Go(func() {
+			_, err := st.Renew(ctx, tenantA, racy.ID)
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case !errors.Is(err, ErrAlreadyRenewed):
+				t.Errorf("concurrent renew: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Errorf("concurrent renewals that succeeded: got %d, want 1", wins.Load())
+	}
+
 	// A CSR certificate renews for the same key: its holder keeps it.
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csrCert, err := s.Create(ctx, tenantA, CreateRequest{CommonName: "csr", CSR: makeCSR(t, key)})
