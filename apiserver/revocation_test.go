@@ -565,3 +565,70 @@ func mustOCSPRequest(t *testing.T) []byte {
 	}
 	return req
 }
+
+// A certificate created and revoked through the client certificate API of
+// one replica shows revoked at once in the OCSP of another, and in the next
+// CRL that replica serves.
+func TestRevocationAcrossReplicas(t *testing.T) {
+	a := newRevocationEnv(t)
+	rdb := a.srv.rdb
+	b, err := New(Config{CA: CAConfig{Passphrase: "revocation test passphrase", PublicURL: a.base}}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb := httptest.NewServer(b.Handler())
+	t.Cleanup(hb.Close)
+	replicaB := &revocationEnv{t: t, srv: b, base: hb.URL, ca: a.ca, dir: a.dir}
+	tenant := newCheckTenant(t, a.srv, "replicas@example.com")
+
+	post := func(path, body string) map[string]any {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, a.base+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tenant.write)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode >= 300 {
+			t.Fatalf("POST %s: HTTP %d %v (%v)", path, resp.StatusCode, out, err)
+		}
+		return out
+	}
+	created := post("/api/client-certs/create", `{"common_name":"replica-client","cert_usage":"vpn"}`)
+	id, _ := created["identifier"].(string)
+	serial, _ := created["serial_number"].(string)
+	if id == "" || serial == "" {
+		t.Fatalf("create: got %v, want identifier and serial_number", created)
+	}
+	var st ocspStatusAnswer
+	if code := replicaB.getJSON("/api/ocsp/status/"+serial, tenant.read, &st); code != http.StatusOK || st.CertificateStatus != "good" {
+		t.Fatalf("status on replica B before revocation: HTTP %d %+v, want good", code, st)
+	}
+	var info crlInfoBody
+	if code := replicaB.getJSON("/api/crl/download/info", tenant.read, &info); code != http.StatusOK || info.RevokedCount != 0 {
+		t.Fatalf("CRL on replica B before revocation: HTTP %d %+v, want none revoked", code, info)
+	}
+
+	post("/api/client-certs/"+id+"/revoke", `{"reason":"affiliationChanged"}`)
+	st = ocspStatusAnswer{}
+	if code := replicaB.getJSON("/api/ocsp/status/"+serial, tenant.read, &st); code != http.StatusOK ||
+		st.CertificateStatus != "revoked" || st.RevocationReason != "affiliationChanged" {
+		t.Errorf("status on replica B after revocation on A: HTTP %d %+v, want revoked, affiliationChanged", code, st)
+	}
+	info = crlInfoBody{}
+	if code := replicaB.getJSON("/api/crl/download/info", tenant.read, &info); code != http.StatusOK ||
+		info.CRLNumber != 2 || len(info.RevokedSerialNumbers) != 1 || info.RevokedSerialNumbers[0] != serial {
+		t.Errorf("CRL on replica B after revocation on A: HTTP %d %+v, want CRL 2 listing %s", code, info, serial)
+	}
+	// Replica A serves that same CRL: it was built once.
+	resp, der := a.get("/api/crl/download/der", "")
+	if rl, err := x509.ParseRevocationList(der); resp.StatusCode != http.StatusOK || err != nil || rl.Number.Int64() != 2 {
+		t.Errorf("CRL on replica A: HTTP %d %v, want number 2", resp.StatusCode, err)
+	}
+}
