@@ -120,13 +120,21 @@ func (s *Server) cmRequireKey(scope string) gin.HandlerFunc {
 }
 
 // certMatePublic returns the handlers of a CertMate route served without a
-// key (the CA certificate): CertMate's error shapes and cm-general limited
-// per client address.
-func (s *Server) certMatePublic() []gin.HandlerFunc {
-	lim := s.limits()[classCMGeneral]
-	return []gin.HandlerFunc{certMateErrors(), func(c *gin.Context) {
-		s.allow(c, classCMGeneral+":ip:"+c.RemoteIP(), lim)
-	}}
+// key (the CA certificate, E2's CRL distribution point): CertMate's error
+// shapes, and cm-general and each class given limited per client address.
+func (s *Server) certMatePublic(classes ...string) []gin.HandlerFunc {
+	hs := []gin.HandlerFunc{certMateErrors()}
+	for _, class := range append([]string{classCMGeneral}, classes...) {
+		lim, ok := s.limits()[class]
+		hs = append(hs, func(c *gin.Context) {
+			if !ok {
+				s.replyV1(c, fmt.Errorf("rate limit: unknown class %q", class))
+				return
+			}
+			s.allow(c, class+":ip:"+c.RemoteIP(), lim)
+		})
+	}
+	return hs
 }
 
 // certMateErrors rewrites the error answers of the handlers after it that

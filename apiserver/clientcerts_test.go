@@ -48,7 +48,7 @@ func TestCertMateErrors(t *testing.T) {
 		srv.engine.GET("/test/cm/broken", append(srv.certMate(accounts.ScopeRead), func(c *gin.Context) {
 			srv.replyV1(c, errors.New("redis: connection refused"))
 		})...)
-		srv.engine.GET("/test/cm/public", append(srv.certMatePublic(), func(c *gin.Context) {
+		srv.engine.GET("/test/cm/public", append(srv.certMatePublic(classCMBatch), func(c *gin.Context) {
 			c.String(http.StatusOK, "public")
 		})...)
 	}
@@ -97,6 +97,17 @@ func TestCertMateErrors(t *testing.T) {
 	}
 	if got := r.header.Get("X-RateLimit-Limit"); got != strconv.Itoa(cmRateBatch) {
 		t.Errorf("X-RateLimit-Limit: got %q, want %d", got, cmRateBatch)
+	}
+
+	// A public route is limited per client address, keys or not.
+	for i := range cmRateBatch {
+		if code, _, body := e.raw(i%2, http.MethodGet, "/test/cm/public", "", ""); code != http.StatusOK || string(body) != "public" {
+			t.Fatalf("public request %d: got %d %q, want 200", i+1, code, body)
+		}
+	}
+	r = e.call(0, http.MethodGet, "/test/cm/public", reader, "")
+	if r.code != http.StatusTooManyRequests || r.body["error"] != "Rate limit exceeded" {
+		t.Errorf("public route over the limit: got %d %v, want 429", r.code, r.body)
 	}
 }
 
@@ -965,8 +976,9 @@ func BenchmarkClientCertList(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	for _, path := range []string{"/api/client-certs", "/api/client-certs/stats"} {
-		b.Run("http"+strings.ReplaceAll(path, "/api/client-certs", ""), func(b *testing.B) {
+	for _, bc := range []struct{ name, path string }{{"http-list", "/api/client-certs"}, {"http-stats", "/api/client-certs/stats"}} {
+		path := bc.path
+		b.Run(bc.name, func(b *testing.B) {
 			var key string
 			for i := 0; b.Loop(); i++ {
 				if i%(cmRateGeneral-1) == 0 {
