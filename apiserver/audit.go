@@ -232,6 +232,9 @@ func (s *Server) auditFailedAuth(c *gin.Context, code int, p *accounts.Principal
 	}
 	st := &auditState{start: time.Now(), recorded: true}
 	st.detail("reason", reason)
+	if p == nil && code == http.StatusForbidden {
+		p = s.auditPrincipal(c)
+	}
 	s.recordAudit(c, st, p, events.AuditRecordedV1{
 		Operation:  events.AuditOperationFailedAuth,
 		HTTPStatus: code,

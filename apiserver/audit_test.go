@@ -56,6 +56,11 @@ func auditTestRoutes(e *keyEnv) {
 		s.engine.POST("/api/test-audit/:id/renew", s.audited("renew", "certificate"), hooked,
 			func(c *gin.Context) { c.JSON(http.StatusCreated, gin.H{}) })
 		s.engine.GET("/api/test-audit/unaudited", hooked, func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{}) })
+		// A wrapper that names no principal on a 403.
+		s.engine.GET("/api/test-audit/unaudited-read", func(c *gin.Context) {
+			s.auditFailedAuth(c, http.StatusForbidden, nil, "missing read scope")
+			c.AbortWithStatusJSON(http.StatusForbidden, gin.H{"error": "Forbidden"})
+		})
 	}
 }
 
@@ -124,6 +129,9 @@ func TestAuditedRecords(t *testing.T) {
 		{"hook on a route without audited", http.MethodGet, "/api/test-audit/unaudited", "", 401,
 			want{"", "failed_auth", "", "", "failure", "", "", "/api/test-audit/unaudited", "invalid token", 401,
 				map[string]any{"reason": "invalid token"}}},
+		{"hook on a route without audited, 403 without a principal", http.MethodGet, "/api/test-audit/unaudited-read", reader, 403,
+			want{tenant, "failed_auth", "", "", "failure", "ops@example.com", readerP.KeyID, "/api/test-audit/unaudited-read", "missing read scope", 403,
+				map[string]any{"reason": "missing read scope"}}},
 		{"hook: success", http.MethodPost, "/api/test-audit/c9/renew", writer, 201,
 			want{tenant, "renew", "certificate", "c9", "success", "ops@example.com", writerP.KeyID, "/api/test-audit/:id/renew", "", 201,
 				map[string]any{}}},
@@ -165,14 +173,15 @@ func TestAuditedRecords(t *testing.T) {
 
 // auditCHEnv is keyEnv with ClickHouse migrated, a sink storing the events
 // stream and both replicas reading audit_log.
-func newAuditCHEnv(t *testing.T) *keyEnv {
+func newAuditCHEnv(t *testing.T, cfg Config) *keyEnv {
 	t.Helper()
 	db := testenv.ClickHouse(t)
 	conn := db.Conn(t)
 	if err := schema.Migrate(context.Background(), conn, testenv.Logger(t)); err != nil {
 		t.Fatal(err)
 	}
-	e := newKeyEnv(t, Config{Audit: AuditConfig{Conn: conn}})
+	cfg.Audit.Conn = conn
+	e := newKeyEnv(t, cfg)
 	sk, err := sink.New(sink.Config{Consumer: "test", FlushInterval: 20 * time.Millisecond}, e.rdb, conn, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -223,7 +232,7 @@ func (e *keyEnv) waitAudit(key, query string, want []string) {
 }
 
 func TestAuditAPI(t *testing.T) {
-	e := newAuditCHEnv(t)
+	e := newAuditCHEnv(t, Config{})
 	auditTestRoutes(e)
 	writer := e.bootstrapKey("ops@example.com", "read", "write")
 	reader := e.bootstrapKey("ops@example.com", "read")
@@ -390,4 +399,115 @@ func TestAuditConfigValidate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAuditClientCerts follows every audited operation of the client
+// certificate API from the request to GET /api/audit: the middleware, the
+// events stream, the sink and ClickHouse.
+func TestAuditClientCerts(t *testing.T) {
+	e := newAuditCHEnv(t, Config{CA: CAConfig{Passphrase: caTestPassphrase, Init: true}})
+	admin := e.bootstrapKey("ops@example.com", "read", "write")
+	reader := e.bootstrapKey("ops@example.com", "read")
+	other := e.bootstrapKey("other@example.com", "read", "write")
+
+	a := e.createCert(0, admin, `{"common_name":"svc-a","cert_usage":"vpn"}`)
+	b := e.createCert(1, admin, `{"common_name":"svc-b","cert_usage":"api-mtls"}`)
+	if code, _, _ := e.raw(1, http.MethodGet, "/api/client-certs/"+a+"/download/key", admin, ""); code != http.StatusOK {
+		t.Fatalf("download: got %d, want 200", code)
+	}
+	r := e.call(0, http.MethodPost, "/api/client-certs/"+b+"/renew", admin, "")
+	if r.code != http.StatusCreated {
+		t.Fatalf("renew: got %d %v, want 201", r.code, r.body)
+	}
+	renewed := r.body["identifier"].(string)
+	if r := e.call(1, http.MethodPost, "/api/client-certs/"+a+"/revoke", admin, `{"reason":"keyCompromise"}`); r.code != http.StatusOK {
+		t.Fatalf("revoke: got %d %v, want 200", r.code, r.body)
+	}
+	if r := e.call(0, http.MethodPost, "/api/client-certs/"+a+"/renew", admin, ""); r.code != http.StatusConflict {
+		t.Fatalf("renew of a revoked certificate: got %d %v, want 409", r.code, r.body)
+	}
+	if r := e.call(0, http.MethodPost, "/api/client-certs/batch", admin,
+		`{"headers":["common_name"],"rows":[["svc-c"],[""]]}`); r.code != http.StatusCreated {
+		t.Fatalf("batch: got %d %v, want 201", r.code, r.body)
+	}
+	e.call(1, http.MethodPost, "/api/client-certs/"+b+"/revoke", reader, "")                     // 403
+	e.call(1, http.MethodGet, "/api/client-certs/"+b, "ssa_0000000000000000000000000000000", "") // 401, no tenant
+	theirs := e.createCert(0, other, `{"common_name":"theirs"}`)
+
+	want := []string{"failed_auth:" + b, "batch:", "renew:" + a, "revoke:" + a, "renew:" + b, "download:" + a, "create:" + b, "create:" + a}
+	e.waitAudit(reader, "resource_type=certificate", want)
+
+	_, r = e.auditOps(0, reader, "resource_type=certificate")
+	entries := r.body["entries"].([]any)
+	byOp := map[string]map[string]any{}
+	for _, x := range entries {
+		m := x.(map[string]any)
+		byOp[fmt.Sprint(m["operation"], ":", m["status"])] = m
+	}
+	for _, c := range []struct {
+		key   string
+		field string
+		want  any
+	}{
+		{"create:success", "user", "ops@example.com"},
+		{"create:success", "route", "/api/client-certs/create"},
+		{"create:success", "http_status", float64(201)},
+		{"create:success", "error", nil},
+		{"download:success", "route", "/api/client-certs/:id/download/:type"},
+		{"revoke:success", "method", "POST"},
+		{"renew:failure", "http_status", float64(409)},
+		{"batch:success", "resource_id", ""},
+		{"failed_auth:failure", "http_status", float64(403)},
+		{"failed_auth:failure", "user", "ops@example.com"},
+	} {
+		if got := byOp[c.key][c.field]; got != c.want {
+			t.Errorf("%s %s: got %v, want %v", c.key, c.field, got, c.want)
+		}
+	}
+	detail := func(key, field string) any {
+		d, _ := byOp[key]["details"].(map[string]any)
+		return d[field]
+	}
+	for _, c := range []struct {
+		key, field string
+		want       any
+	}{
+		{"create:success", "common_name", "svc-a"},
+		{"create:success", "usage", "vpn"},
+		{"download:success", "type", "key"},
+		{"revoke:success", "reason", "keyCompromise"},
+		{"batch:success", "successful", float64(1)},
+		{"batch:success", "failed", float64(1)},
+		{"failed_auth:failure", "attempted_operation", "revoke"},
+	} {
+		if got := detail(c.key, c.field); got != c.want {
+			t.Errorf("%s details %s: got %v, want %v", c.key, c.field, got, c.want)
+		}
+	}
+	if msg, _ := byOp["renew:failure"]["error"].(string); !strings.Contains(msg, "revoked") {
+		t.Errorf("failed renew error: got %q, want the answer's error", msg)
+	}
+	// The renewal's record is of the certificate renewed, and names the
+	// new one.
+	got, _ := e.auditOps(1, reader, "operation=renew&status=success")
+	if len(got) != 1 || got[0] != "renew:"+b || detailOf(t, e, reader, "operation=renew&status=success", "new_identifier") != renewed {
+		t.Errorf("renew records: got %v, want one of %s naming %s", got, b, renewed)
+	}
+	// Tenancy: the other account sees its own create only.
+	e.waitAudit(other, "resource_type=certificate", []string{"create:" + theirs})
+	if got, _ := e.auditOps(1, other, "resource_id="+a); len(got) != 0 {
+		t.Errorf("other tenant filtering on our id: got %v, want nothing", got)
+	}
+}
+
+// detailOf returns a details field of the newest record query lists.
+func detailOf(t *testing.T, e *keyEnv, key, query, field string) any {
+	t.Helper()
+	_, r := e.auditOps(0, key, query)
+	entries, _ := r.body["entries"].([]any)
+	if len(entries) == 0 {
+		return nil
+	}
+	d, _ := entries[0].(map[string]any)["details"].(map[string]any)
+	return d[field]
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 
 // AuditColumns are the columns of audit_log, in table order.
 const AuditColumns = "event_id, occurred_at, occurred_at_unix_ms, tenant_id, operation, resource_type, resource_id, " +
-	"status, user, key_id, ip, method, route, http_status, response_time_ms, details, error, inserted_at"
+	"status, user, key_id, ip, method, route, http_status, response_time_ms, details, error, stream_ms, stream_seq, inserted_at"
 
 // AuditRow is one row of audit_log: one audit.recorded.v1 event.
 type AuditRow struct {
@@ -35,11 +36,19 @@ type AuditRow struct {
 	ResponseTimeMS float64
 	Details        string // a JSON object
 	Error          string
-	InsertedAt     time.Time
+	// StreamMS and StreamSeq are the entry id on the events stream
+	// ("<ms>-<seq>"): the order in which records were appended.
+	StreamMS, StreamSeq uint64
+	InsertedAt          time.Time
 }
 
-// AuditRowOf returns the audit_log row of an audit.recorded.v1 event.
-func AuditRowOf(e events.Envelope, insertedAt time.Time) (AuditRow, error) {
+// AuditRowOf returns the audit_log row of an audit.recorded.v1 event read
+// from the stream entry streamID.
+func AuditRowOf(e events.Envelope, streamID string, insertedAt time.Time) (AuditRow, error) {
+	ms, seq, err := parseStreamID(streamID)
+	if err != nil {
+		return AuditRow{}, err
+	}
 	var p events.AuditRecordedV1
 	if err := e.Decode(&p); err != nil {
 		return AuditRow{}, err
@@ -69,8 +78,23 @@ func AuditRowOf(e events.Envelope, insertedAt time.Time) (AuditRow, error) {
 		ResponseTimeMS: max(p.ResponseTimeMS, 0),
 		Details:        details,
 		Error:          p.Error,
+		StreamMS:       ms,
+		StreamSeq:      seq,
 		InsertedAt:     insertedAt,
 	}, nil
+}
+
+// parseStreamID splits a Redis stream entry id, "<ms>-<seq>".
+func parseStreamID(id string) (ms, seq uint64, err error) {
+	a, b, ok := strings.Cut(id, "-")
+	if ok {
+		if ms, err = strconv.ParseUint(a, 10, 64); err == nil {
+			if seq, err = strconv.ParseUint(b, 10, 64); err == nil {
+				return ms, seq, nil
+			}
+		}
+	}
+	return 0, 0, fmt.Errorf("stream entry id %q: want <ms>-<seq>", id)
 }
 
 // InsertAuditRows stores the rows in one insert. Inserting a row again is
@@ -84,6 +108,7 @@ func InsertAuditRows(ctx context.Context, conn driver.Conn, rows []AuditRow) err
 		tenants, ops, types, resources, statuses, users = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		keys, ips, methods, routes, details, errs       = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		codes                                           = make([]uint16, n)
+		streamMS, streamSeq                             = make([]uint64, n), make([]uint64, n)
 		took                                            = make([]float64, n)
 	)
 	for i := range rows {
@@ -93,9 +118,11 @@ func InsertAuditRows(ctx context.Context, conn driver.Conn, rows []AuditRow) err
 		tenants[i], ops[i], types[i], resources[i], statuses[i], users[i] = r.TenantID, r.Operation, r.ResourceType, r.ResourceID, r.Status, r.User
 		keys[i], ips[i], methods[i], routes[i], details[i], errs[i] = r.KeyID, r.IP, r.Method, r.Route, r.Details, r.Error
 		codes[i], took[i] = r.HTTPStatus, r.ResponseTimeMS
+		streamMS[i], streamSeq[i] = r.StreamMS, r.StreamSeq
 	}
 	return insertColumns(ctx, conn, "audit_log", AuditColumns,
-		ids, occurred, ms, tenants, ops, types, resources, statuses, users, keys, ips, methods, routes, codes, took, details, errs, inserted)
+		ids, occurred, ms, tenants, ops, types, resources, statuses, users, keys, ips, methods, routes, codes, took, details, errs,
+		streamMS, streamSeq, inserted)
 }
 
 // AuditFilter selects audit records of one tenant. Empty strings and zero
@@ -113,7 +140,8 @@ type AuditFilter struct {
 }
 
 // QueryAudit returns the tenant's audit records that match f, newest
-// first (ties in the same millisecond by event id, descending), each
+// first (records of the same millisecond in the reverse order they were
+// appended to the stream), each
 // stored row once however often its event was delivered.
 func QueryAudit(ctx context.Context, conn driver.Conn, f AuditFilter) ([]AuditRow, error) {
 	return queryAudit(ctx, conn, f, "FINAL")
@@ -147,7 +175,7 @@ func queryAudit(ctx context.Context, conn driver.Conn, f AuditFilter, final stri
 	}
 	args = append(args, f.Limit)
 	rows, err := conn.Query(ctx, "SELECT "+AuditColumns+" FROM audit_log "+final+" WHERE "+strings.Join(where, " AND ")+
-		" ORDER BY occurred_at DESC, occurred_at_unix_ms DESC, event_id DESC LIMIT ?", args...)
+		" ORDER BY occurred_at DESC, occurred_at_unix_ms DESC, stream_ms DESC, stream_seq DESC, event_id DESC LIMIT ?", args...)
 	if err != nil {
 		return nil, fmt.Errorf("query audit log: %w", err)
 	}
@@ -160,7 +188,7 @@ func queryAudit(ctx context.Context, conn driver.Conn, f AuditFilter, final stri
 		)
 		if err := rows.Scan(&r.EventID, &r.Timestamp, &ms, &r.TenantID, &r.Operation, &r.ResourceType, &r.ResourceID,
 			&r.Status, &r.User, &r.KeyID, &r.IP, &r.Method, &r.Route, &r.HTTPStatus, &r.ResponseTimeMS, &r.Details,
-			&r.Error, &r.InsertedAt); err != nil {
+			&r.Error, &r.StreamMS, &r.StreamSeq, &r.InsertedAt); err != nil {
 			return nil, fmt.Errorf("read audit log: %w", err)
 		}
 		r.Timestamp = time.UnixMilli(int64(ms)).UTC()

@@ -118,6 +118,9 @@ var Migrations = []Migration{
 			// redelivered event has the same sorting key and collapses on
 			// merge; reads use FINAL. details is the JSON object as text
 			// (no JSON type on 18.16); response_time_ms keeps fractions.
+			// stream_ms and stream_seq are the event's entry id on the
+			// events stream: they order records of the same millisecond
+			// as they were recorded.
 			`CREATE TABLE IF NOT EXISTS audit_log (
 				event_id UUID,
 				occurred_at DateTime,
@@ -136,6 +139,8 @@ var Migrations = []Migration{
 				response_time_ms Float64,
 				details String,
 				error String,
+				stream_ms UInt64,
+				stream_seq UInt64,
 				inserted_at DateTime
 			) ENGINE = ReplacingMergeTree()
 			PARTITION BY toYYYYMM(occurred_at)

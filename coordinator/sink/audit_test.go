@@ -54,7 +54,7 @@ func TestSinkStoresAuditRecords(t *testing.T) {
 	r := rows[1]
 	if !r.Timestamp.Equal(at) || r.Operation != "create" || r.ResourceID != "c1" || r.User != "owner@example.com" ||
 		r.KeyID != "key-1" || r.IP != "192.0.2.1" || r.HTTPStatus != 201 || r.ResponseTimeMS != 3.5 ||
-		r.Details != `{"common_name":"user@example.com"}` || r.Route != "/api/client-certs/create" || time.Since(r.InsertedAt) > time.Minute {
+		r.Details != `{"common_name":"user@example.com"}` || r.Route != "/api/client-certs/create" || time.Since(r.InsertedAt) > time.Minute || r.StreamMS == 0 {
 		t.Errorf("audit row: got %+v", r)
 	}
 	if got := sink.AuditRowsTotal() - before; got != 3 {

@@ -156,7 +156,7 @@ func (s *Sink) store(ctx context.Context, batch []events.Entry) error {
 			}
 			rows = append(rows, r...)
 		case events.AuditRecorded:
-			r, err := schema.AuditRowOf(e.Event, now)
+			r, err := schema.AuditRowOf(e.Event, e.ID, now)
 			if err != nil {
 				s.logger.Error("skipping undecodable audit record", zap.String("event_id", e.Event.EventID.String()),
 					zap.String("entry_id", e.ID), zap.Error(err))
