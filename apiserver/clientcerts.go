@@ -274,10 +274,9 @@ func (s *Server) replyCM(c *gin.Context, id string, err error) {
 	case errors.Is(err, clientca.ErrNoPassphrase):
 		failCM(c, http.StatusServiceUnavailable, "This server cannot sign or unseal: no CA passphrase configured")
 	default:
+		// The cause is logged, never answered nor audited: tenants read
+		// their audit records.
 		s.replyV1(c, err)
-	}
-	if c.Writer.Status() == http.StatusInternalServerError {
-		auditError(c, err.Error())
 	}
 }
 
@@ -411,12 +410,12 @@ type cmList struct {
 func (s *Server) listClientCerts(c *gin.Context) {
 	f := clientca.Filter{Usage: c.Query("usage"), Search: c.Query("search")}
 	if v, ok := c.GetQuery("revoked"); ok {
-		b, err := strconv.ParseBool(v)
-		if err != nil || (v != "true" && v != "false") {
+		if v != "true" && v != "false" {
 			failCM(c, http.StatusBadRequest, fmt.Sprintf("revoked must be true or false, got %q", v))
 			return
 		}
-		f.Revoked = &b
+		revoked := v == "true"
+		f.Revoked = &revoked
 	}
 	certs, err := s.ca.store.List(c.Request.Context(), principalOf(c).TenantID, f)
 	if err != nil {
@@ -432,9 +431,6 @@ func (s *Server) listClientCerts(c *gin.Context) {
 	}
 	replyJSON(c, http.StatusOK, out)
 }
-
-// cmExpiringSoon is the window of stats' expiring_soon.
-const cmExpiringSoon = 30 * 24 * time.Hour
 
 // cmStats is GET /client-certs/stats's answer.
 type cmStats struct {
@@ -459,10 +455,13 @@ func (s *Server) clientCertStats(c *gin.Context) {
 		s.replyCM(c, "", err)
 		return
 	}
-	replyJSON(c, http.StatusOK, cmStatsOf(certs, s.cfg.Now()))
+	soon := time.Duration(s.cfg.WarningDays) * 24 * time.Hour
+	replyJSON(c, http.StatusOK, cmStatsOf(certs, s.cfg.Now(), soon))
 }
 
-func cmStatsOf(certs []clientca.Cert, now time.Time) cmStats {
+// cmStatsOf counts certs at now; expiring_soon counts the active ones
+// expiring within soon (--warning-days, as for server certificates).
+func cmStatsOf(certs []clientca.Cert, now time.Time, soon time.Duration) cmStats {
 	st := cmStats{Total: len(certs), CreatedCount: len(certs), ByUsage: map[string]int{}}
 	for _, cert := range certs {
 		usage := cert.Usage
@@ -477,7 +476,7 @@ func cmStatsOf(certs []clientca.Cert, now time.Time) cmStats {
 			st.Expired++
 		default:
 			st.Active++
-			if cert.ExpiresAt.Sub(now) <= cmExpiringSoon {
+			if cert.ExpiresAt.Sub(now) <= soon {
 				st.ExpiringSoon++
 			}
 			if cert.RenewalEnabled && cert.RenewedBy == "" {
