@@ -208,3 +208,38 @@ func BenchmarkOCSP(b *testing.B) {
 		}
 	})
 }
+
+// Under an RSA CA too, CRLs and OCSP answers verify against the CA.
+func TestRevocationRSACA(t *testing.T) {
+	ctx := context.Background()
+	s := newRevocationStore(t, testenv.Redis(t).Client(t), revocationPassphrase, nil)
+	auth, err := s.Init(ctx, KeyRSA3072)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := issueN(t, s, "tenant-a", 1)[0]
+	if _, err := s.Revoke(ctx, "tenant-a", c.ID, "privilegeWithdrawn"); err != nil {
+		t.Fatal(err)
+	}
+	crl, err := s.CRL(ctx, CRLOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := parseCRL(t, s, crl, 1, DefaultCRLValidity)
+	if e, ok := entries[c.Serial.String()]; !ok || e.ReasonCode != ocsp.PrivilegeWithdrawn {
+		t.Errorf("CRL entry: got %+v (listed %v), want privilegeWithdrawn (9)", e, ok)
+	}
+	cert := certOf(t, s, c)
+	req, err := ocsp.CreateRequest(cert, auth.Cert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := s.RespondOCSP(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := ocsp.ParseResponseForCert(der, cert, auth.Cert)
+	if err != nil || resp.Status != ocsp.Revoked || resp.RevocationReason != ocsp.PrivilegeWithdrawn {
+		t.Errorf("OCSP: got %+v, %v, want revoked, privilegeWithdrawn", resp, err)
+	}
+}
