@@ -184,7 +184,8 @@ func newEmailSender(cfg SMTPConfig, dial DialFunc) (Sender, error) {
 }
 
 // ErrEmailDisabled is returned for an email channel when no relay is set.
-var ErrEmailDisabled = fmt.Errorf("email is not configured on this notifier (--smtp-addr): %w", ErrPermanent)
+var ErrEmailDisabled = &SendError{Class: ClassConfig, Permanent: true,
+	Err: fmt.Errorf("email is not configured on this notifier (--smtp-addr): %w", ErrPermanent)}
 
 // Send delivers msgs as one message to every address of ch.To. Refusals
 // that no retry fixes (bad recipients, a 5xx reply, no relay configured)
@@ -203,7 +204,7 @@ func (s *emailSender) Send(ctx context.Context, ch Channel, msgs []Message) erro
 	if err != nil {
 		return err
 	}
-	data, err := s.compose(ch, to, msgs)
+	data, err := s.compose(ch, to, msgs, IsDigest(ctx) || len(msgs) > 1, DeliveryIDFrom(ctx))
 	if err != nil {
 		return fmt.Errorf("compose email: %w", err)
 	}
@@ -222,13 +223,13 @@ func (s *emailSender) Send(ctx context.Context, ch Channel, msgs []Message) erro
 // bad one here is a permanent failure.
 func recipients(list []string) ([]*mail.Address, error) {
 	if len(list) == 0 {
-		return nil, fmt.Errorf("email channel has no recipients: %w", ErrPermanent)
+		return nil, &SendError{Class: ClassConfig, Permanent: true, Err: fmt.Errorf("email channel has no recipients: %w", ErrPermanent)}
 	}
 	out := make([]*mail.Address, 0, len(list))
 	for _, raw := range list {
 		a, err := mail.ParseAddress(raw)
 		if err != nil || strings.ContainsAny(a.Address, "\r\n<>") {
-			return nil, fmt.Errorf("recipient %q is not an email address: %w", raw, ErrPermanent)
+			return nil, &SendError{Class: ClassConfig, Permanent: true, Err: fmt.Errorf("recipient %q is not an email address: %w", raw, ErrPermanent)}
 		}
 		out = append(out, a)
 	}
@@ -264,17 +265,17 @@ func (s *emailSender) transmit(ctx context.Context, to []*mail.Address, data []b
 			}
 		} else if s.cfg.StartTLS == StartTLSRequired {
 			// Possibly stripped by someone in the middle: never fall back.
-			return errors.New("relay does not offer STARTTLS, which --smtp-starttls=required demands")
+			return &SendError{Class: ClassTLS, Err: errors.New("relay does not offer STARTTLS, which --smtp-starttls=required demands")}
 		}
 	}
 	if s.cfg.Username != "" {
 		if _, isTLS := c.TLSConnectionState(); !isTLS {
 			// Opportunistic mode and no STARTTLS (maybe stripped on the
 			// way): retried like a required one.
-			return errors.New("relay offers no STARTTLS; refusing to send credentials in the clear")
+			return &SendError{Class: ClassTLS, Err: errors.New("relay offers no STARTTLS; refusing to send credentials in the clear")}
 		}
 		if ok, mechs := c.Extension("AUTH"); !ok || !slices.Contains(strings.Fields(strings.ToUpper(mechs)), "PLAIN") {
-			return fmt.Errorf("relay does not offer AUTH PLAIN (offers %q): %w", mechs, ErrPermanent)
+			return &SendError{Class: ClassSMTP, Permanent: true, Err: fmt.Errorf("relay does not offer AUTH PLAIN (offers %q): %w", mechs, ErrPermanent)}
 		}
 		if err := c.Auth(plainAuth{username: s.cfg.Username, password: s.cfg.Password}); err != nil {
 			return classify("auth", err)
@@ -354,9 +355,8 @@ func (a plainAuth) Next(_ []byte, more bool) ([]byte, error) {
 // compose renders the message: headers, then a multipart/alternative body
 // with a plain-text part and an HTML part, both quoted-printable so that no
 // line exceeds SMTP's limit whatever the alert text holds.
-func (s *emailSender) compose(ch Channel, to []*mail.Address, msgs []Message) ([]byte, error) {
+func (s *emailSender) compose(ch Channel, to []*mail.Address, msgs []Message, digest bool, deliveryID string) ([]byte, error) {
 	now := s.now().UTC()
-	digest := ch.Digest || len(msgs) > 1
 	sorted := slices.Clone(msgs)
 	if digest {
 		sortForDigest(sorted)
@@ -368,7 +368,7 @@ func (s *emailSender) compose(ch Channel, to []*mail.Address, msgs []Message) ([
 		{"To", joinAddresses(to)},
 		{"Subject", mime.QEncoding.Encode("utf-8", headerValue(subject(ch, sorted, digest, now)))},
 		{"Date", now.Format(time.RFC1123Z)},
-		{"Message-ID", messageID(ch, msgs, s.from.Address)},
+		{"Message-ID", messageID(deliveryID, ch, msgs, s.from.Address)},
 		{"MIME-Version", "1.0"},
 		{"Content-Type", "multipart/alternative; boundary=" + mw.Boundary()},
 		// RFC 3834: vacation responders must not answer.
@@ -437,17 +437,21 @@ func joinAddresses(as []*mail.Address) string {
 	return strings.Join(parts, ", ")
 }
 
-// messageID is stable for one channel and set of messages, so a retried
-// send carries the same Message-ID and mail clients can fold a duplicate.
-func messageID(ch Channel, msgs []Message, from string) string {
+// messageID is stable for one delivery (or, without a delivery id, one
+// channel and set of messages), so a retried send carries the same
+// Message-ID and mail clients can fold a duplicate.
+func messageID(deliveryID string, ch Channel, msgs []Message, from string) string {
+	domain := "certfleet.invalid"
+	if i := strings.LastIndexByte(from, '@'); i >= 0 && i < len(from)-1 {
+		domain = from[i+1:]
+	}
+	if deliveryID != "" && !strings.ContainsAny(deliveryID, "<>@ \r\n") {
+		return "<" + deliveryID + "@" + domain + ">"
+	}
 	h := sha256.New()
 	io.WriteString(h, ch.ID)
 	for _, m := range msgs {
 		io.WriteString(h, "\x00"+m.EventID+"\x00"+m.AlertID+"\x00"+m.Status)
-	}
-	domain := "certfleet.invalid"
-	if i := strings.LastIndexByte(from, '@'); i >= 0 && i < len(from)-1 {
-		domain = from[i+1:]
 	}
 	if len(msgs) == 1 && msgs[0].Status == StatusTest && msgs[0].EventID == "" {
 		// A test without an id: each one is its own message.

@@ -163,13 +163,14 @@ func TestEmailRefusals(t *testing.T) {
 		cfg       func(c *SMTPConfig, srv *testenv.SMTPServer)
 		permanent bool
 		wantErr   string
+		wantClass string
 	}{
 		{
 			name: "starttls required, relay offers none",
 			opts: testenv.SMTPOptions{},
 			cfg:  func(c *SMTPConfig, _ *testenv.SMTPServer) {},
 			// Retried: it may be an attacker stripping STARTTLS.
-			wantErr: "does not offer STARTTLS",
+			wantErr: "does not offer STARTTLS", wantClass: ClassTLS,
 		},
 		{
 			name: "opportunistic with credentials never sends them in the clear",
@@ -177,19 +178,19 @@ func TestEmailRefusals(t *testing.T) {
 			cfg: func(c *SMTPConfig, _ *testenv.SMTPServer) {
 				c.StartTLS, c.Username, c.Password = StartTLSOpportunistic, "certfleet", "s3cret"
 			},
-			wantErr: "refusing to send credentials in the clear",
+			wantErr: "refusing to send credentials in the clear", wantClass: ClassTLS,
 		},
 		{
 			name:    "certificate from an unknown root",
 			opts:    testenv.SMTPOptions{StartTLS: true},
 			cfg:     func(c *SMTPConfig, _ *testenv.SMTPServer) { c.ExtraRootsPEM = nil },
-			wantErr: "certificate",
+			wantErr: "certificate", wantClass: ClassTLS,
 		},
 		{
 			name:    "certificate for another name",
 			opts:    testenv.SMTPOptions{StartTLS: true},
 			cfg:     func(c *SMTPConfig, _ *testenv.SMTPServer) { c.ServerName = "smtp.example.com" },
-			wantErr: "certificate",
+			wantErr: "certificate", wantClass: ClassTLS,
 		},
 		{
 			name: "wrong password",
@@ -197,19 +198,19 @@ func TestEmailRefusals(t *testing.T) {
 			cfg: func(c *SMTPConfig, _ *testenv.SMTPServer) {
 				c.Username, c.Password = "certfleet", "wrong"
 			},
-			permanent: true, wantErr: "auth",
+			permanent: true, wantErr: "auth", wantClass: ClassSMTP,
 		},
 		{
 			name:      "every recipient refused",
 			opts:      testenv.SMTPOptions{StartTLS: true, FailRcpt: "no such user"},
 			cfg:       func(c *SMTPConfig, _ *testenv.SMTPServer) {},
-			permanent: true, wantErr: "every recipient refused",
+			permanent: true, wantErr: "every recipient refused", wantClass: ClassSMTP,
 		},
 		{
 			name:      "email not configured",
 			opts:      testenv.SMTPOptions{},
 			cfg:       func(c *SMTPConfig, _ *testenv.SMTPServer) { *c = SMTPConfig{} },
-			permanent: true, wantErr: "email is not configured",
+			permanent: true, wantErr: "email is not configured", wantClass: ClassConfig,
 		},
 	}
 	for _, tc := range cases {
@@ -224,6 +225,11 @@ func TestEmailRefusals(t *testing.T) {
 			}
 			if got := errors.Is(err, ErrPermanent); got != tc.permanent {
 				t.Errorf("permanent: got %v, want %v (%v)", got, tc.permanent, err)
+			}
+			// The notifier's attempt record names the same class and retry
+			// decision.
+			if class, _, permanent := classifySend(err); class != tc.wantClass || permanent != tc.permanent {
+				t.Errorf("classified: got %s permanent=%v, want %s permanent=%v", class, permanent, tc.wantClass, tc.permanent)
 			}
 			if n := len(srv.Messages()); n != 0 {
 				t.Errorf("messages: got %d, want 0", n)
@@ -340,7 +346,8 @@ func TestEmailDigestRendering(t *testing.T) {
 	msgs := []Message{sampleMessage(SeverityInfo, StatusTriggered), resolved, sampleMessage(SeverityCritical, StatusTriggered), sampleMessage(SeverityWarning, StatusTriggered)}
 	ch := emailChannel("ops@example.com")
 	ch.Digest = true
-	if err := s.Send(context.Background(), ch, msgs); err != nil {
+	ctx := WithDeliveryID(WithDigest(context.Background()), "dl_0123456789abcdef")
+	if err := s.Send(ctx, ch, msgs); err != nil {
 		t.Fatalf("send: %v", err)
 	}
 	m, err := mail.ReadMessage(strings.NewReader(string(srv.Messages()[0].Data)))
@@ -350,6 +357,9 @@ func TestEmailDigestRendering(t *testing.T) {
 	want := "[certfleet digest] 2026-11-26: 4 alerts: 1 critical, 1 warning, 1 info, 1 resolved (ops)"
 	if got := m.Header.Get("Subject"); got != want {
 		t.Errorf("subject: got %q, want %q", got, want)
+	}
+	if got := m.Header.Get("Message-ID"); got != "<dl_0123456789abcdef@certfleet.example>" {
+		t.Errorf("message-id: got %q, want the delivery's", got)
 	}
 	if got := m.Header.Get("X-Certfleet-Alert-Id"); got != "" {
 		t.Errorf("digest alert id header: got %q, want none", got)
