@@ -225,16 +225,6 @@ func (e *Engine) PutSettings(ctx context.Context, tenantID string, s Settings) (
 // means a competing evaluation succeeded.
 const staleRetries = 8
 
-// Evaluate brings the alerts of each domain in line with its view.
-func (e *Engine) Evaluate(ctx context.Context, domainIDs []string) error {
-	for _, id := range domainIDs {
-		if err := e.evaluateDomain(ctx, id); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // reconcileScript applies a plan to a domain's alert state if the state is
 // still at the version the plan was made from and the plan's snapshot is
 // newer, XADDing the plan's events in the same step.
@@ -285,9 +275,148 @@ type scriptPlan struct {
 	Events   [][]any    `json:"events"`
 }
 
+// Evaluate brings the alerts of each domain in line with its view. The
+// batch is read in three round trips (snapshots, states, settings) and
+// reconciled in a fourth; a domain whose state another replica changed in
+// between is then evaluated again on its own.
+func (e *Engine) Evaluate(ctx context.Context, domainIDs []string) error {
+	if len(domainIDs) == 0 {
+		return nil
+	}
+	snaps, err := projector.ReadSnapshots(ctx, e.rdb, domainIDs)
+	if err != nil {
+		return err
+	}
+	pipe := e.rdb.Pipeline()
+	stateCmds := make([]*redis.MapStringStringCmd, len(domainIDs))
+	for i, id := range domainIDs {
+		stateCmds[i] = pipe.HGetAll(ctx, stateKey(id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("read alert state of %d domains: %w", len(domainIDs), err)
+	}
+	settings := e.settingsCache()
+	jobs := make([]*job, 0, len(domainIDs))
+	for i := range domainIDs {
+		j, err := e.prepare(ctx, snaps[i], stateCmds[i].Val(), settings)
+		if err != nil {
+			return err
+		}
+		if j != nil {
+			jobs = append(jobs, j)
+		}
+	}
+	if len(jobs) == 0 {
+		return nil
+	}
+	pipe = e.rdb.Pipeline()
+	cmds := make([]*redis.Cmd, len(jobs))
+	for i, j := range jobs {
+		cmds[i] = reconcileScript.EvalSha(ctx, pipe, j.keys, j.args...)
+	}
+	_, err = pipe.Exec(ctx)
+	if err != nil && !redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return fmt.Errorf("reconcile alerts of %d domains: %w", len(jobs), err)
+	}
+	for i, j := range jobs {
+		res, cerr := cmds[i].Text()
+		switch {
+		case cerr != nil || res == "stale":
+			// Redis lost the script, or another replica was first:
+			// this domain alone, with Run and fresh reads.
+			if err := e.evaluateDomain(ctx, j.snap.DomainID); err != nil {
+				return err
+			}
+		case res == "ok":
+			e.logApplied(j)
+		case res != "old":
+			return fmt.Errorf("reconcile alerts of %s: unexpected script result %q", j.snap.DomainID, res)
+		}
+	}
+	return nil
+}
+
+// settingsCache reads each tenant's settings once per evaluation.
+func (e *Engine) settingsCache() func(ctx context.Context, tenant string) (Settings, error) {
+	cache := map[string]Settings{}
+	return func(ctx context.Context, tenant string) (Settings, error) {
+		if s, ok := cache[tenant]; ok {
+			return s, nil
+		}
+		s, err := e.Settings(ctx, tenant)
+		if err != nil {
+			return Settings{}, err
+		}
+		s = s.normalized()
+		cache[tenant] = s
+		return s, nil
+	}
+}
+
+// job is one domain's planned change with its script call.
+type job struct {
+	snap    projector.Snapshot
+	tenant  string
+	readVer int64
+	ch      change
+	keys    []string
+	args    []any
+}
+
+// prepare plans one domain's change from its snapshot and alert state
+// hash; nil when there is nothing to do (the snapshot is not newer than
+// the one evaluated, or no tenant is known).
+func (e *Engine) prepare(ctx context.Context, snap projector.Snapshot, h map[string]string,
+	settings func(context.Context, string) (Settings, error)) (*job, error) {
+	st, err := decodeState(snap.DomainID, h)
+	if err != nil {
+		return nil, err
+	}
+	if snap.Version <= st.ver {
+		return nil, nil
+	}
+	tenant := snap.TenantID
+	if tenant == "" {
+		tenant = st.tenant
+	}
+	if tenant == "" {
+		// Only events without a tenant reached this view (a tool or a
+		// test feeding scans by hand): no one to alert.
+		e.logger.Warn("not evaluating alerts of a domain without tenant", zap.String("domain_id", snap.DomainID))
+		return nil, nil
+	}
+	set, err := settings(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := plan(st, snap, tenant, set, e.cfg, e.cfg.Now())
+	if err != nil {
+		return nil, err
+	}
+	j := &job{snap: snap, tenant: tenant, readVer: st.ver, ch: ch}
+	if j.keys, j.args, err = e.scriptCall(snap.DomainID, tenant, st.ver, snap.Version, ch); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+func (e *Engine) logApplied(j *job) {
+	for _, r := range j.ch.raised {
+		e.logger.Info("alert raised", zap.String("tenant_id", j.tenant), zap.String("domain_id", j.snap.DomainID),
+			zap.String("alert_id", r.payload.AlertID), zap.String("alert_type", r.payload.AlertType),
+			zap.String("severity", r.payload.Severity), zap.Int64("view_version", j.snap.Version))
+	}
+	for _, r := range j.ch.resolved {
+		e.logger.Info("alert resolved", zap.String("tenant_id", j.tenant), zap.String("domain_id", j.snap.DomainID),
+			zap.String("alert_id", r.payload.AlertID), zap.String("alert_type", r.payload.AlertType),
+			zap.String("reason", r.payload.Reason), zap.Int64("view_version", j.snap.Version))
+	}
+}
+
 // evaluateDomain plans and applies one domain's change, planning again
 // when another replica changed the state in between.
 func (e *Engine) evaluateDomain(ctx context.Context, domainID string) error {
+	settings := e.settingsCache()
 	for range staleRetries {
 		snap, err := projector.ReadSnapshot(ctx, e.rdb, domainID)
 		if err != nil {
@@ -297,47 +426,17 @@ func (e *Engine) evaluateDomain(ctx context.Context, domainID string) error {
 		if err != nil {
 			return fmt.Errorf("read alert state of %s: %w", domainID, err)
 		}
-		st, err := decodeState(domainID, h)
-		if err != nil {
+		j, err := e.prepare(ctx, snap, h, settings)
+		if err != nil || j == nil {
 			return err
 		}
-		if snap.Version <= st.ver {
-			return nil
-		}
-		tenant := snap.TenantID
-		if tenant == "" {
-			tenant = st.tenant
-		}
-		if tenant == "" {
-			// Only events without a tenant reached this view (a tool or
-			// a test feeding scans by hand): no one to alert.
-			e.logger.Warn("not evaluating alerts of a domain without tenant", zap.String("domain_id", domainID))
-			return nil
-		}
-		settings, err := e.Settings(ctx, tenant)
+		res, err := reconcileScript.Run(ctx, e.rdb, j.keys, j.args...).Text()
 		if err != nil {
-			return err
-		}
-		ch, err := plan(st, snap, tenant, settings.normalized(), e.cfg, e.cfg.Now())
-		if err != nil {
-			return err
-		}
-		res, err := e.apply(ctx, domainID, tenant, st.ver, snap.Version, ch)
-		if err != nil {
-			return err
+			return fmt.Errorf("reconcile alerts of %s: %w", domainID, err)
 		}
 		switch res {
 		case "ok":
-			for _, r := range ch.raised {
-				e.logger.Info("alert raised", zap.String("tenant_id", tenant), zap.String("domain_id", domainID),
-					zap.String("alert_id", r.payload.AlertID), zap.String("alert_type", r.payload.AlertType),
-					zap.String("severity", r.payload.Severity), zap.Int64("view_version", snap.Version))
-			}
-			for _, r := range ch.resolved {
-				e.logger.Info("alert resolved", zap.String("tenant_id", tenant), zap.String("domain_id", domainID),
-					zap.String("alert_id", r.payload.AlertID), zap.String("alert_type", r.payload.AlertType),
-					zap.String("reason", r.payload.Reason), zap.Int64("view_version", snap.Version))
-			}
+			e.logApplied(j)
 			return nil
 		case "old":
 			return nil
@@ -350,8 +449,21 @@ func (e *Engine) evaluateDomain(ctx context.Context, domainID string) error {
 	return fmt.Errorf("reconcile alerts of %s: state changed %d times while evaluating", domainID, staleRetries)
 }
 
-// apply runs reconcileScript with ch.
+// apply runs reconcileScript with ch, for tests that replay stale plans.
 func (e *Engine) apply(ctx context.Context, domainID, tenant string, readVer, snapVer int64, ch change) (string, error) {
+	keys, args, err := e.scriptCall(domainID, tenant, readVer, snapVer, ch)
+	if err != nil {
+		return "", err
+	}
+	res, err := reconcileScript.Run(ctx, e.rdb, keys, args...).Text()
+	if err != nil {
+		return "", fmt.Errorf("reconcile alerts of %s: %w", domainID, err)
+	}
+	return res, nil
+}
+
+// scriptCall is reconcileScript's keys and arguments for ch.
+func (e *Engine) scriptCall(domainID, tenant string, readVer, snapVer int64, ch change) ([]string, []any, error) {
 	sp := scriptPlan{Del: ch.del, Set: []string{}, Raised: [][]string{}, Resolved: [][]string{}, Events: [][]any{}}
 	if sp.Del == nil {
 		sp.Del = []string{}
@@ -363,13 +475,13 @@ func (e *Engine) apply(ctx context.Context, domainID, tenant string, readVer, sn
 	for _, r := range ch.raised {
 		body, err := json.Marshal(r.payload)
 		if err != nil {
-			return "", fmt.Errorf("marshal alert: %w", err)
+			return nil, nil, fmt.Errorf("marshal alert: %w", err)
 		}
 		keys = append(keys, alertKey(r.payload.AlertID))
 		sp.Raised = append(sp.Raised, []string{strconv.FormatInt(r.payload.TriggeredAt.UnixMilli(), 10), string(body)})
 		fields, err := r.event.StreamFields()
 		if err != nil {
-			return "", err
+			return nil, nil, err
 		}
 		sp.Events = append(sp.Events, fields)
 	}
@@ -378,17 +490,13 @@ func (e *Engine) apply(ctx context.Context, domainID, tenant string, readVer, sn
 		sp.Resolved = append(sp.Resolved, []string{strconv.FormatInt(r.payload.ResolvedAt.UnixMilli(), 10), r.payload.Reason})
 		fields, err := r.event.StreamFields()
 		if err != nil {
-			return "", err
+			return nil, nil, err
 		}
 		sp.Events = append(sp.Events, fields)
 	}
 	body, err := json.Marshal(sp)
 	if err != nil {
-		return "", fmt.Errorf("marshal alert plan: %w", err)
+		return nil, nil, fmt.Errorf("marshal alert plan: %w", err)
 	}
-	res, err := reconcileScript.Run(ctx, e.rdb, keys, readVer, snapVer, e.cfg.MaxLen, string(body)).Text()
-	if err != nil {
-		return "", fmt.Errorf("reconcile alerts of %s: %w", domainID, err)
-	}
-	return res, nil
+	return keys, []any{readVer, snapVer, e.cfg.MaxLen, string(body)}, nil
 }

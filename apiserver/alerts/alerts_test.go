@@ -414,3 +414,84 @@ func TestSettingsValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestStalePlansChangeNothing replays what a slow replica does: it planned
+// from an older snapshot (or its script ran already) and applies late.
+func TestStalePlansChangeNothing(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, 1)
+	f.step("20 days", []string{"raised ssl_expiry/30 warning"}, scan(t, "eu", t0, cert("192.0.2.1", "aaaa", t0.Add(20*day))))
+
+	// A replica reads the view and the state, then stalls.
+	snap, err := projector.ReadSnapshot(ctx, f.rdb, domainID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := f.rdb.HGetAll(ctx, stateKey(domainID)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := decodeState(domainID, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Meanwhile the view moves on (renewed) and is evaluated.
+	f.step("renewed", []string{"raised cert_changed info", "resolved ssl_expiry: certificate replaced"},
+		scan(t, "eu", t0.Add(time.Hour), cert("192.0.2.1", "bbbb", t0.Add(90*day))))
+	n := len(f.alertEvents())
+
+	// The stalled replica's plan, from the old snapshot at 13 days left,
+	// would raise the 14-day threshold of the old certificate.
+	snap.Entries[0].ScannedAt = snap.Entries[0].ScannedAt.Add(7 * day)
+	ch, err := plan(st, snap, tenant, DefaultSettings(), f.engine.cfg, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ch.raised) != 1 {
+		t.Fatalf("stale plan: got %d raises, want the 14-day one", len(ch.raised))
+	}
+	evaluated, err := f.rdb.HGet(ctx, stateKey(domainID), verField).Int64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		readVer int64
+		want    string
+	}{
+		// What it read is no longer the state: it would plan again...
+		{"state moved since it was read", st.ver, "stale"},
+		// ...and, reading the state anew, finds a newer snapshot evaluated.
+		{"snapshot older than the one evaluated", evaluated, "old"},
+	}
+	for _, tc := range tests {
+		res, err := f.engine.apply(ctx, domainID, tenant, tc.readVer, snap.Version, ch)
+		if err != nil || res != tc.want {
+			t.Errorf("%s: got %q %v, want %q", tc.name, res, err, tc.want)
+		}
+	}
+	// A script retried after it ran (a lost reply) finds its own version.
+	cur, err := projector.ReadSnapshot(ctx, f.rdb, domainID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := f.engine.apply(ctx, domainID, tenant, evaluated, cur.Version, ch); err != nil || res != "old" {
+		t.Errorf("retried script: got %q %v, want old", res, err)
+	}
+	if got := f.since(n); len(got) != 0 {
+		t.Errorf("alert events from stale plans: got %q, want none", got)
+	}
+	if as := f.list(); len(as) != 2 {
+		t.Errorf("list: got %d alerts, want 2", len(as))
+	}
+}
+
+// TestScriptFlushed: a Redis that lost its scripts (restart, SCRIPT FLUSH)
+// makes the batch's EVALSHA fail; each domain is then evaluated with Run.
+func TestScriptFlushed(t *testing.T) {
+	f := newFixture(t, 1)
+	if err := f.rdb.ScriptFlush(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	f.step("expired", []string{"raised ssl_expired critical"}, scan(t, "eu", t0, cert("192.0.2.1", "aaaa", t0.Add(-day))))
+}

@@ -196,6 +196,12 @@ func (p *Projector) Apply(ctx context.Context, e events.Envelope) error {
 	return p.apply(ctx, []events.Envelope{e})
 }
 
+// ApplyBatch applies events in order as Run applies one read of the
+// streams: one pipelined round trip, then the evaluator.
+func (p *Projector) ApplyBatch(ctx context.Context, evs []events.Envelope) error {
+	return p.apply(ctx, evs)
+}
+
 // apply applies a batch and then has the evaluator look at the domains it
 // was about.
 func (p *Projector) apply(ctx context.Context, evs []events.Envelope) error {
@@ -555,25 +561,45 @@ type Snapshot struct {
 // ReadSnapshot reads a domain's view and its version in one MULTI, so the
 // version is exactly that of the entries.
 func ReadSnapshot(ctx context.Context, rdb redis.UniversalClient, domainID string) (Snapshot, error) {
-	var (
-		all *redis.MapStringStringCmd
-		ver *redis.StringCmd
-	)
+	snaps, err := ReadSnapshots(ctx, rdb, []string{domainID})
+	if err != nil {
+		return Snapshot{}, err
+	}
+	return snaps[0], nil
+}
+
+// ReadSnapshots reads many domains' snapshots in one MULTI, in the order
+// of domainIDs.
+func ReadSnapshots(ctx context.Context, rdb redis.UniversalClient, domainIDs []string) ([]Snapshot, error) {
+	alls := make([]*redis.MapStringStringCmd, len(domainIDs))
+	vers := make([]*redis.StringCmd, len(domainIDs))
 	_, err := rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
-		all = pipe.HGetAll(ctx, ViewKey(domainID))
-		ver = pipe.Get(ctx, VersionKey(domainID))
+		for i, id := range domainIDs {
+			alls[i] = pipe.HGetAll(ctx, ViewKey(id))
+			vers[i] = pipe.Get(ctx, VersionKey(id))
+		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
-		return Snapshot{}, fmt.Errorf("read snapshot of %s: %w", domainID, err)
+		return nil, fmt.Errorf("read %d snapshots: %w", len(domainIDs), err)
 	}
-	snap := Snapshot{DomainID: domainID, Failures: map[string]int{}}
-	if v := ver.Val(); v != "" {
-		if snap.Version, err = strconv.ParseInt(v, 10, 64); err != nil {
-			return Snapshot{}, fmt.Errorf("read snapshot of %s: version %q: %w", domainID, v, err)
+	out := make([]Snapshot, len(domainIDs))
+	for i, id := range domainIDs {
+		if out[i], err = decodeSnapshot(id, alls[i].Val(), vers[i].Val()); err != nil {
+			return nil, err
 		}
 	}
-	fields := all.Val()
+	return out, nil
+}
+
+func decodeSnapshot(domainID string, fields map[string]string, ver string) (Snapshot, error) {
+	snap := Snapshot{DomainID: domainID, Failures: map[string]int{}}
+	var err error
+	if ver != "" {
+		if snap.Version, err = strconv.ParseInt(ver, 10, 64); err != nil {
+			return Snapshot{}, fmt.Errorf("read snapshot of %s: version %q: %w", domainID, ver, err)
+		}
+	}
 	if snap.Entries, err = decodeView(domainID, fields); err != nil {
 		return Snapshot{}, err
 	}
