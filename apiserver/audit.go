@@ -259,8 +259,9 @@ func auditDetail(c *gin.Context, key string, value any) {
 }
 
 // auditError sets the error of the audit record, when the answer's
-// "error" field is not the one to record (e.g. a 500's cause, already
-// logged, is better summarised than "internal error").
+// "error" field is not the one to record. The tenant reads it back
+// through GET /api/audit: give a summary, never an internal error's text
+// (addresses, Redis or ClickHouse messages), which belongs in the log.
 func auditError(c *gin.Context, msg string) {
 	if st := auditStateOf(c); st != nil {
 		st.errMsg = msg
