@@ -22,7 +22,9 @@ package clientca
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -53,6 +55,24 @@ const DefaultCRLValidity = 24 * time.Hour
 // ErrCRLBusy: another replica holds the CRL lock for longer than a reader
 // waits, and no valid CRL is cached.
 var ErrCRLBusy = errors.New("another replica is building the CRL")
+
+// issuer returns the CA certificate, and the CA with its signer when this
+// process can sign (nil without a passphrase): Authority is cached in the
+// process, Info needs no passphrase but reads Redis every time.
+func (s *Store) issuer(ctx context.Context) (*x509.Certificate, *Authority, error) {
+	auth, err := s.Authority(ctx)
+	if err == nil {
+		return auth.Cert, auth, nil
+	}
+	if !errors.Is(err, ErrNoPassphrase) {
+		return nil, nil, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return info.Cert, nil, nil
+}
 
 // CRLOptions are the CRL settings of the caller (the apiserver's flags).
 type CRLOptions struct {
@@ -111,11 +131,12 @@ func (c *CRL) fresh(version int64, ca string, now time.Time, opts CRLOptions) bo
 // too long, a cached CRL that is still valid is served instead of failing.
 func (s *Store) CRL(ctx context.Context, opts CRLOptions) (*CRL, error) {
 	opts.setDefaults()
-	info, err := s.Info(ctx) // no passphrase needed to serve a cached CRL
+	cert, auth, err := s.issuer(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ca := info.SHA256
+	sum := sha256.Sum256(cert.Raw)
+	ca := hex.EncodeToString(sum[:])
 	deadline := time.Now().Add(crlWait)
 	for {
 		cached, version, err := s.cachedCRL(ctx)
@@ -132,7 +153,7 @@ func (s *Store) CRL(ctx context.Context, opts CRLOptions) (*CRL, error) {
 			return nil, fmt.Errorf("lock CRL: %w", err)
 		}
 		if ok {
-			crl, err := s.buildCRL(ctx, ca, token, opts)
+			crl, err := s.buildCRL(ctx, auth, ca, token, opts)
 			s.unlockCRL(token)
 			if err != nil {
 				return servable(cached, ca, now, err, s.logger)
@@ -236,8 +257,9 @@ func (s *Store) unlockCRL(token string) {
 	}
 }
 
-// buildCRL signs the next CRL while holding the lock (token).
-func (s *Store) buildCRL(ctx context.Context, ca, token string, opts CRLOptions) (*CRL, error) {
+// buildCRL signs the next CRL while holding the lock (token); auth is nil
+// when this process cannot sign.
+func (s *Store) buildCRL(ctx context.Context, auth *Authority, ca, token string, opts CRLOptions) (*CRL, error) {
 	// Read again under the lock: another writer may have published the
 	// CRL this one waited for. The version is read before the
 	// revocations, so a revocation landing in between makes the next
@@ -250,9 +272,8 @@ func (s *Store) buildCRL(ctx context.Context, ca, token string, opts CRLOptions)
 	if cached != nil && cached.fresh(version, ca, now, opts) {
 		return cached, nil
 	}
-	auth, err := s.Authority(ctx)
-	if err != nil {
-		return nil, err
+	if auth == nil {
+		return nil, ErrNoPassphrase
 	}
 	revs, err := s.Revocations(ctx)
 	if err != nil {

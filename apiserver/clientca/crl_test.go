@@ -266,7 +266,8 @@ func TestCRLStaleWriterFenced(t *testing.T) {
 	ctx := context.Background()
 	rdb := testenv.Redis(t).Client(t)
 	s := newRevocationStore(t, rdb, revocationPassphrase, nil)
-	if _, err := s.Init(ctx, ""); err != nil {
+	auth, err := s.Init(ctx, "")
+	if err != nil {
 		t.Fatal(err)
 	}
 	ca, err := s.Info(ctx)
@@ -276,7 +277,7 @@ func TestCRLStaleWriterFenced(t *testing.T) {
 	if err := rdb.Set(ctx, crlLockKey, "someone-else", time.Minute).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.buildCRL(ctx, ca.SHA256, "stalled-writer", CRLOptions{Validity: time.Hour}); err == nil {
+	if _, err := s.buildCRL(ctx, auth, ca.SHA256, "stalled-writer", CRLOptions{Validity: time.Hour}); err == nil {
 		t.Fatal("build without the lock: got no error, want lost the lock")
 	}
 	if n, err := rdb.Exists(ctx, crlKey).Result(); err != nil || n != 0 {

@@ -84,20 +84,19 @@ func (s *Store) RespondOCSP(ctx context.Context, der []byte) ([]byte, error) {
 	}
 	// Whose certificate it is needs no passphrase: a replica that cannot
 	// sign still says unauthorized rather than internalError to those.
-	info, err := s.Info(ctx)
+	ca, auth, err := s.issuer(ctx)
 	switch {
 	case errors.Is(err, ErrNoCA):
 		return ocsp.UnauthorizedErrorResponse, nil
 	case err != nil:
 		return ocsp.InternalErrorErrorResponse, err
 	}
-	ours, err := issuedBy(req, info.Cert)
+	ours, err := issuedBy(req, ca)
 	if err != nil || !ours {
 		return ocsp.UnauthorizedErrorResponse, nil
 	}
-	auth, err := s.Authority(ctx)
-	if err != nil {
-		return ocsp.InternalErrorErrorResponse, err
+	if auth == nil {
+		return ocsp.InternalErrorErrorResponse, ErrNoPassphrase
 	}
 	st, err := s.Status(ctx, req.SerialNumber)
 	if err != nil {
