@@ -13,6 +13,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
@@ -510,4 +512,51 @@ func detailOf(t *testing.T, e *keyEnv, key, query, field string) any {
 	}
 	d, _ := entries[0].(map[string]any)["details"].(map[string]any)
 	return d[field]
+}
+
+// A record that cannot be appended leaves the answer as it was, and is
+// counted (and logged).
+func TestAuditAppendFailure(t *testing.T) {
+	e := newKeyEnv(t, Config{})
+	s := e.srv[0]
+	s.engine.GET("/api/test-audit/open", s.audited("list", "certificate"), func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })
+	// The events stream is not a stream: every XADD fails.
+	if err := e.rdb.Set(t.Context(), events.StreamEvents, "not a stream", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	before := counterValue(t, auditErrors)
+	if r := e.call(0, http.MethodGet, "/api/test-audit/open", "", ""); r.code != http.StatusOK || r.body["ok"] != true {
+		t.Fatalf("answer: got %d %v, want 200 ok", r.code, r.body)
+	}
+	if got := counterValue(t, auditErrors) - before; got != 1 {
+		t.Errorf("certfleet_audit_errors_total grew by %v, want 1", got)
+	}
+}
+
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+func TestErrorOfBody(t *testing.T) {
+	for _, tc := range []struct{ name, body, want string }{
+		{"certmate", `{"error":"Certificate not found: x","code":"NOT_FOUND","status":404}`, "Certificate not found: x"},
+		{"v1", `{"error":"Domain not found"}`, "Domain not found"},
+		{"rate limited", `{"error":"Rate limit exceeded","message":"Too many requests.","retry_after":3}`, "Rate limit exceeded"},
+		{"message only", `{"message":"nope"}`, "nope"},
+		{"error not a string", `{"error":{"x":1},"message":"m"}`, "m"},
+		{"text", "  bad gateway \n", "bad gateway"},
+		{"long text", strings.Repeat("x", 300), strings.Repeat("x", 200)},
+		{"empty", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := errorOfBody([]byte(tc.body)); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
 }
