@@ -253,16 +253,20 @@ func TestFirstSightRaisesOnlyTheTightest(t *testing.T) {
 		name     string
 		notAfter time.Time
 		want     []string
+		title    string
 	}{
-		{"5 days", t0.Add(5*day + time.Hour), []string{"raised ssl_expiry/7 critical"}},
-		{"half a day", t0.Add(12 * time.Hour), []string{"raised ssl_expiry/1 critical"}},
-		{"expired", t0.Add(-day), []string{"raised ssl_expired critical"}},
-		{"90 days", t0.Add(90 * day), nil},
+		{"5 days", t0.Add(5*day + time.Hour), []string{"raised ssl_expiry/7 critical"}, "SSL certificate expires in 5 days"},
+		{"half a day", t0.Add(12 * time.Hour), []string{"raised ssl_expiry/1 critical"}, "SSL certificate expires within a day"},
+		{"expired", t0.Add(-day), []string{"raised ssl_expired critical"}, "SSL certificate expired"},
+		{"90 days", t0.Add(90 * day), nil, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, 1)
 			f.step("first scan", tc.want, scan(t, "eu", t0, cert("192.0.2.1", "aaaa", tc.notAfter)))
+			if as := f.list(); len(as) > 0 && as[0].Title != tc.title {
+				t.Errorf("title: got %q, want %q", as[0].Title, tc.title)
+			}
 			f.step("renewed", append([]string{"raised cert_changed info"}, replaceRaised(tc.want)...),
 				scan(t, "eu", t0.Add(time.Hour), cert("192.0.2.1", "bbbb", t0.Add(90*day))))
 		})

@@ -171,12 +171,16 @@ func evaluate(snap projector.Snapshot, host string, st Settings, cfg Config) ver
 			if th <= cfg.CriticalDays {
 				sev = events.SeverityCritical
 			}
-			left := max(days, 0)
+			left := "less than a day"
+			title := "SSL certificate expires within a day"
+			if days > 0 {
+				left, title = plural(days, "day"), "SSL certificate expires in "+plural(days, "day")
+			}
 			put(condition{
 				key: fmt.Sprintf("%s|%s|%d", events.AlertSSLExpiry, sha, th), kind: events.AlertSSLExpiry, severity: sev,
-				title: "SSL certificate expires in " + plural(left, "day"),
+				title: title,
 				message: fmt.Sprintf("The SSL certificate for %s expires on %s. %s remaining (threshold %s). Served on %s.",
-					host, date, plural(left, "day"), plural(th, "day"), c.where),
+					host, date, left, plural(th, "day"), c.where),
 				threshold: &th, leaf: sha, ips: c.where.ips(), regions: c.where.regions(), group: group, rank: th,
 			})
 		}
