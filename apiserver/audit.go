@@ -17,7 +17,10 @@ package apiserver
 // record, auditError(c, msg). An authentication wrapper that refuses a key
 // may call s.auditFailedAuth(c, code, principal, reason): on an audited
 // route it names the tenant of a key that lacked the scope (403); on a
-// route without audited it records the refusal at once.
+// route without audited it records the refusal at once. Reads put
+// s.auditRefusals(operation, resourceType) first instead: only refused
+// keys are recorded. What certfleet does by itself (an auto-renewal) is
+// recorded with s.auditSystem.
 
 import (
 	"context"
@@ -328,6 +331,47 @@ func (s *Server) recordAudit(c *gin.Context, st *auditState, p *accounts.Princip
 		return
 	}
 	auditRecords.WithLabelValues(rec.Operation, rec.Status).Inc()
+}
+
+// auditSystemUser is the user of records of what certfleet did by itself.
+const auditSystemUser = "system"
+
+// auditSystem records an operation certfleet did by itself, outside any
+// request (an auto-renewal): user "system", no key, IP or route. errMsg
+// is empty on success; like auditError's, the tenant reads it. A failure
+// to append is logged and counted, and returned.
+func (s *Server) auditSystem(ctx context.Context, tenantID, operation, resourceType, resourceID string,
+	details map[string]any, errMsg string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Audit.RecordTimeout)
+	defer cancel()
+	rec := events.AuditRecordedV1{
+		Timestamp: time.Now().UTC().Truncate(time.Millisecond), Operation: operation, ResourceType: resourceType,
+		ResourceID: resourceID, Status: events.AuditSuccess, User: auditSystemUser, Details: json.RawMessage("{}"),
+		Error: errMsg,
+	}
+	if errMsg != "" {
+		rec.Status = events.AuditFailure
+	}
+	if len(details) > 0 {
+		d, err := json.Marshal(details)
+		if err != nil {
+			return fmt.Errorf("marshal audit details: %w", err)
+		}
+		rec.Details = d
+	}
+	aggregate := resourceID
+	if aggregate == "" {
+		aggregate = operation
+	}
+	if err := s.appendAudit(ctx, tenantID, aggregate, rec); err != nil {
+		auditErrors.Inc()
+		s.logger.Error("audit record not stored", zap.String("operation", operation), zap.String("resource_type", resourceType),
+			zap.String("resource_id", resourceID), zap.String("status", rec.Status), zap.String("tenant_id", tenantID),
+			zap.String("user", auditSystemUser), zap.Error(err))
+		return fmt.Errorf("append audit record: %w", err)
+	}
+	auditRecords.WithLabelValues(operation, rec.Status).Inc()
+	return nil
 }
 
 func (s *Server) appendAudit(ctx context.Context, tenant, aggregate string, rec events.AuditRecordedV1) error {

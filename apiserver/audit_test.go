@@ -560,3 +560,31 @@ func TestErrorOfBody(t *testing.T) {
 		})
 	}
 }
+
+func TestAuditSystem(t *testing.T) {
+	e := newKeyEnv(t, Config{})
+	tenant := events.TenantID("ops@example.com")
+	if err := e.srv[0].auditSystem(t.Context(), tenant, "auto_renew", "certificate", "c1",
+		map[string]any{"new_identifier": "c2"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv[1].auditSystem(t.Context(), tenant, "auto_renew", "certificate", "c3", nil, "signing failed"); err != nil {
+		t.Fatal(err)
+	}
+	envs, recs := auditEvents(t, e.rdb)
+	if len(recs) != 2 {
+		t.Fatalf("records: got %d, want 2", len(recs))
+	}
+	type summary struct{ tenant, op, id, status, user, keyID, ip, details, err string }
+	var got []summary
+	for i, r := range recs {
+		got = append(got, summary{envs[i].TenantID, r.Operation, r.ResourceID, r.Status, r.User, r.KeyID, r.IP, string(r.Details), r.Error})
+	}
+	want := []summary{
+		{tenant, "auto_renew", "c1", "success", "system", "", "", `{"new_identifier":"c2"}`, ""},
+		{tenant, "auto_renew", "c3", "failure", "system", "", "", `{}`, "signing failed"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("records:\n got %+v\nwant %+v", got, want)
+	}
+}
