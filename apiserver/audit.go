@@ -160,51 +160,74 @@ func (s *Server) auditor(operation, resourceType string, refusalsOnly bool) gin.
 		c.Set(auditKey, st)
 		w := &auditWriter{ResponseWriter: c.Writer}
 		c.Writer = w
+		panicked := true
+		defer func() {
+			if !panicked {
+				return
+			}
+			// The handler panicked: the recovery middleware answers 500
+			// once the panic passes; record that, and let it pass.
+			r := recover()
+			if r == nil {
+				return // runtime.Goexit, not a panic
+			}
+			if r != http.ErrAbortHandler && !st.recorded && !refusalsOnly {
+				st.errMsg = "internal error"
+				s.finishAudit(c, st, w, http.StatusInternalServerError, false)
+			}
+			panic(r)
+		}()
 		c.Next()
+		panicked = false
 		if st.recorded {
 			return
 		}
-		code := c.Writer.Status()
-		rec := events.AuditRecordedV1{
-			Operation:    operation,
-			ResourceType: resourceType,
-			ResourceID:   st.resourceID,
-			HTTPStatus:   code,
-			Error:        st.errMsg,
-		}
-		if rec.ResourceID == "" {
-			rec.ResourceID = c.Param("id")
-		}
-		p, authed := c.Get(principalKey)
-		var principal *accounts.Principal
-		if pp, ok := p.(accounts.Principal); authed && ok {
-			principal = &pp
-		}
-		refused := st.refused || (principal == nil && (code == http.StatusUnauthorized || code == http.StatusForbidden))
-		if refusalsOnly && !refused {
-			return
-		}
-		if refused {
-			rec.Operation = events.AuditOperationFailedAuth
-			st.detail("attempted_operation", operation)
-			if st.refusedReason != "" {
-				st.detail("reason", st.refusedReason)
-			}
-			switch {
-			case st.refusedBy != nil:
-				principal = st.refusedBy
-			case principal == nil && code == http.StatusForbidden:
-				// requireKey refuses a valid key that lacks the scope
-				// before naming its principal; the account it belongs to
-				// is whom the record is for.
-				principal = s.auditPrincipal(c)
-			}
-		}
-		if rec.Error == "" && code >= http.StatusBadRequest {
-			rec.Error = errorOfBody(w.body)
-		}
-		s.recordAudit(c, st, principal, rec)
+		s.finishAudit(c, st, w, c.Writer.Status(), refusalsOnly)
 	}
+}
+
+// finishAudit records the request audited collected, answered code.
+func (s *Server) finishAudit(c *gin.Context, st *auditState, w *auditWriter, code int, refusalsOnly bool) {
+	operation, resourceType := st.operation, st.resourceType
+	rec := events.AuditRecordedV1{
+		Operation:    operation,
+		ResourceType: resourceType,
+		ResourceID:   st.resourceID,
+		HTTPStatus:   code,
+		Error:        st.errMsg,
+	}
+	if rec.ResourceID == "" {
+		rec.ResourceID = c.Param("id")
+	}
+	p, authed := c.Get(principalKey)
+	var principal *accounts.Principal
+	if pp, ok := p.(accounts.Principal); authed && ok {
+		principal = &pp
+	}
+	refused := st.refused || (principal == nil && (code == http.StatusUnauthorized || code == http.StatusForbidden))
+	if refusalsOnly && !refused {
+		return
+	}
+	if refused {
+		rec.Operation = events.AuditOperationFailedAuth
+		st.detail("attempted_operation", operation)
+		if st.refusedReason != "" {
+			st.detail("reason", st.refusedReason)
+		}
+		switch {
+		case st.refusedBy != nil:
+			principal = st.refusedBy
+		case principal == nil && code == http.StatusForbidden:
+			// requireKey refuses a valid key that lacks the scope
+			// before naming its principal; the account it belongs to
+			// is whom the record is for.
+			principal = s.auditPrincipal(c)
+		}
+	}
+	if rec.Error == "" && code >= http.StatusBadRequest {
+		rec.Error = errorOfBody(w.body)
+	}
+	s.recordAudit(c, st, principal, rec)
 }
 
 // auditPrincipal returns the principal of the request's bearer key, nil

@@ -57,6 +57,8 @@ func auditTestRoutes(e *keyEnv) {
 		}
 		s.engine.POST("/api/test-audit/:id/renew", s.audited("renew", "certificate"), hooked,
 			func(c *gin.Context) { c.JSON(http.StatusCreated, gin.H{}) })
+		s.engine.POST("/api/test-audit/:id/panic", s.audited("revoke", "certificate"), s.requireKey(accounts.ScopeWrite),
+			func(c *gin.Context) { panic("boom") })
 		s.engine.GET("/api/test-audit/unaudited", hooked, func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{}) })
 		// A wrapper that names no principal on a 403.
 		s.engine.GET("/api/test-audit/unaudited-read", func(c *gin.Context) {
@@ -134,6 +136,9 @@ func TestAuditedRecords(t *testing.T) {
 		{"hook on a route without audited, 403 without a principal", http.MethodGet, "/api/test-audit/unaudited-read", reader, 403,
 			want{tenant, "failed_auth", "", "", "failure", "ops@example.com", readerP.KeyID, "/api/test-audit/unaudited-read", "missing read scope", 403,
 				map[string]any{"reason": "missing read scope"}}},
+		{"handler panics", http.MethodPost, "/api/test-audit/c5/panic", writer, 500,
+			want{tenant, "revoke", "certificate", "c5", "failure", "ops@example.com", writerP.KeyID, "/api/test-audit/:id/panic", "internal error", 500,
+				map[string]any{}}},
 		{"hook: success", http.MethodPost, "/api/test-audit/c9/renew", writer, 201,
 			want{tenant, "renew", "certificate", "c9", "success", "ops@example.com", writerP.KeyID, "/api/test-audit/:id/renew", "", 201,
 				map[string]any{}}},
