@@ -300,7 +300,10 @@ func (e *Engine) Evaluate(ctx context.Context, domainIDs []string) error {
 	for i := range domainIDs {
 		j, err := e.prepare(ctx, snaps[i], stateCmds[i].Val(), settings)
 		if err != nil {
-			return err
+			if err := e.skip(domainIDs[i], err); err != nil {
+				return err
+			}
+			continue
 		}
 		if j != nil {
 			jobs = append(jobs, j)
@@ -370,7 +373,7 @@ func (e *Engine) prepare(ctx context.Context, snap projector.Snapshot, h map[str
 	settings func(context.Context, string) (Settings, error)) (*job, error) {
 	st, err := decodeState(snap.DomainID, h)
 	if err != nil {
-		return nil, err
+		return nil, unusable{err}
 	}
 	if snap.Version <= st.ver {
 		return nil, nil
@@ -391,13 +394,31 @@ func (e *Engine) prepare(ctx context.Context, snap projector.Snapshot, h map[str
 	}
 	ch, err := plan(st, snap, tenant, set, e.cfg, e.cfg.Now())
 	if err != nil {
-		return nil, err
+		return nil, unusable{err}
 	}
 	j := &job{snap: snap, tenant: tenant, readVer: st.ver, ch: ch}
 	if j.keys, j.args, err = e.scriptCall(snap.DomainID, tenant, st.ver, snap.Version, ch); err != nil {
-		return nil, err
+		return nil, unusable{err}
 	}
 	return j, nil
+}
+
+// unusable is a domain whose alerts cannot be evaluated whatever the
+// retries (a state that does not decode): it is logged and skipped, so
+// that one domain never holds the projector's batches back.
+type unusable struct{ err error }
+
+func (u unusable) Error() string { return u.err.Error() }
+func (u unusable) Unwrap() error { return u.err }
+
+// skip logs and drops an unusable domain's error; other errors pass.
+func (e *Engine) skip(domainID string, err error) error {
+	var u unusable
+	if errors.As(err, &u) {
+		e.logger.Error("skipping alerts of a domain that cannot be evaluated", zap.String("domain_id", domainID), zap.Error(err))
+		return nil
+	}
+	return err
 }
 
 func (e *Engine) logApplied(j *job) {
@@ -428,7 +449,7 @@ func (e *Engine) evaluateDomain(ctx context.Context, domainID string) error {
 		}
 		j, err := e.prepare(ctx, snap, h, settings)
 		if err != nil || j == nil {
-			return err
+			return e.skip(domainID, err)
 		}
 		res, err := reconcileScript.Run(ctx, e.rdb, j.keys, j.args...).Text()
 		if err != nil {

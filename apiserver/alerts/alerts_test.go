@@ -499,3 +499,29 @@ func TestScriptFlushed(t *testing.T) {
 	}
 	f.step("expired", []string{"raised ssl_expired critical"}, scan(t, "eu", t0, cert("192.0.2.1", "aaaa", t0.Add(-day))))
 }
+
+// TestUnusableStateIsSkipped: a domain whose alert state cannot be decoded
+// is logged and skipped; the batch, and the other domains in it, go on.
+func TestUnusableStateIsSkipped(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, 1)
+	const other = "7d0f2a52-2222-4c55-9a4e-1d7f3c2b8e90"
+	if err := f.rdb.HSet(ctx, stateKey(domainID), condPrefix+"chain_invalid", "{not json").Err(); err != nil {
+		t.Fatal(err)
+	}
+	job := uuid.New()
+	otherScan, err := events.NewWithID(events.ScanEventID(job, "eu"), events.ScanCompleted, tenant, other, events.ScanCompletedV1{
+		JobID: job, DomainID: other, Host: "other.example.com", Port: 443, Region: "eu", FinishedAt: t0,
+		Results: []events.IPResult{cert("192.0.2.9", "cccc", t0.Add(-day))},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.proj[0].ApplyBatch(ctx, []events.Envelope{scan(t, "eu", t0, cert("192.0.2.1", "aaaa", t0.Add(-day))), otherScan}); err != nil {
+		t.Fatalf("batch: got %v, want it applied", err)
+	}
+	as := f.list()
+	if len(as) != 1 || as[0].DomainID != other || as[0].AlertType != events.AlertSSLExpired {
+		t.Errorf("alerts: got %+v, want only the other domain's ssl_expired", as)
+	}
+}
