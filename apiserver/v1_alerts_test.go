@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/certfleet/certfleet/apiserver/alerts"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/testenv"
@@ -29,8 +30,11 @@ func scanWithTenant(t *testing.T, e *keyEnv, tenant, id, host, region string, fi
 	if err != nil {
 		t.Fatal(err)
 	}
-	// No Evaluator given: the alert engine registered itself.
-	p, err := projector.New(projector.Config{Consumer: "test"}, e.rdb, testenv.Logger(t))
+	eng, err := alerts.New(alerts.Config{}, e.rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := projector.New(projector.Config{Consumer: "test", Evaluator: eng}, e.rdb, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,13 +46,6 @@ import (
 	"github.com/certfleet/certfleet/events"
 )
 
-func init() {
-	// Every binary that links the alert engine has its projectors run it.
-	projector.RegisterEvaluator(func(rdb redis.UniversalClient, logger *zap.Logger) (projector.Evaluator, error) {
-		return New(Config{}, rdb, logger)
-	})
-}
-
 func stateKey(domainID string) string    { return "alerts:state:" + domainID }
 func tenantKey(tenantID string) string   { return "alerts:tenant:" + tenantID }
 func alertKey(alertID string) string     { return "alert:" + alertID }

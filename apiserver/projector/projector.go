@@ -110,9 +110,8 @@ type Config struct {
 	// replica before another claims it.
 	ClaimIdle time.Duration
 	// Evaluator is told, after each batch is applied and before it is
-	// acknowledged, which domains the batch was about (the alert engine).
-	// Default: the one made by the factory given to RegisterEvaluator, if
-	// any; none otherwise.
+	// acknowledged, which domains the batch was about (the alert engine,
+	// which cmd/certfleet passes). Nil: views only.
 	Evaluator Evaluator
 }
 
@@ -124,16 +123,6 @@ type Config struct {
 type Evaluator interface {
 	Evaluate(ctx context.Context, domainIDs []string) error
 }
-
-// EvaluatorFactory makes the default Evaluator of a projector.
-type EvaluatorFactory func(rdb redis.UniversalClient, logger *zap.Logger) (Evaluator, error)
-
-var defaultEvaluator atomic.Pointer[EvaluatorFactory]
-
-// RegisterEvaluator sets the factory of the Evaluator every projector made
-// afterwards without one uses. The alert engine registers itself, so that
-// every binary that links it evaluates alerts.
-func RegisterEvaluator(f EvaluatorFactory) { defaultEvaluator.Store(&f) }
 
 // batchConfig is the read configuration of the projector's consumer.
 func (c Config) batchConfig() events.BatchConfig {
@@ -163,15 +152,6 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Projector,
 		return nil, errors.New("projector: redis client is nil")
 	}
 	logger = logger.Named("projector")
-	if cfg.Evaluator == nil {
-		if f := defaultEvaluator.Load(); f != nil {
-			ev, err := (*f)(rdb, logger)
-			if err != nil {
-				return nil, fmt.Errorf("projector: evaluator: %w", err)
-			}
-			cfg.Evaluator = ev
-		}
-	}
 	return &Projector{cfg: cfg, rdb: rdb, logger: logger}, nil
 }
 

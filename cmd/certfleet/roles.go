@@ -13,6 +13,7 @@ import (
 	"github.com/certfleet/certfleet/agent"
 	"github.com/certfleet/certfleet/agent/guard"
 	"github.com/certfleet/certfleet/apiserver"
+	"github.com/certfleet/certfleet/apiserver/alerts"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/coordinator/sink"
@@ -83,7 +84,11 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 			return err
 		}
 		gr.add(api.Run)
-		proj, err := projector.New(projector.Config{Consumer: o.Name}, rdb, logger)
+		eng, err := alerts.New(alerts.Config{CriticalDays: o.CriticalDays}, rdb, logger)
+		if err != nil {
+			return err
+		}
+		proj, err := projector.New(projector.Config{Consumer: o.Name, Evaluator: eng}, rdb, logger)
 		if err != nil {
 			return err
 		}
