@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -813,78 +812,6 @@ func TestClientCertNoCA(t *testing.T) {
 		http.StatusServiceUnavailable, "no CA passphrase")
 	if r := e.call(1, http.MethodGet, "/api/client-certs", admin, ""); r.code != http.StatusOK || r.body["total"] != 0.0 {
 		t.Errorf("list: got %d %v, want 200 and none", r.code, r.body)
-	}
-}
-
-// TestClientCertSchemas: each ClientCert schema of the OpenAPI part
-// documents exactly the JSON fields of the Go type behind it (those always
-// written are required).
-func TestClientCertSchemas(t *testing.T) {
-	var doc struct {
-		Components struct {
-			Schemas map[string]struct {
-				Properties map[string]json.RawMessage `json:"properties"`
-				Required   []string                   `json:"required"`
-			} `json:"schemas"`
-		} `json:"components"`
-	}
-	if err := json.Unmarshal(openAPIDoc, &doc); err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		schema string
-		typ    reflect.Type
-		input  bool // a request body: nothing is always written
-	}{
-		{"ClientCertError", reflect.TypeFor[cmErrorBody](), false},
-		{"ClientCertRateLimitedBody", reflect.TypeFor[cmRateLimitedBody](), false},
-		{"ClientCertCreate", reflect.TypeFor[cmCreateRequest](), true},
-		{"ClientCertCreated", reflect.TypeFor[cmCreated](), false},
-		{"ClientCertListItem", reflect.TypeFor[cmListItem](), false},
-		{"ClientCertList", reflect.TypeFor[cmList](), false},
-		{"ClientCertDetail", reflect.TypeFor[cmDetail](), false},
-		{"ClientCertRevocation", reflect.TypeFor[cmRevocation](), false},
-		{"ClientCertRenewal", reflect.TypeFor[cmRenewal](), false},
-		{"ClientCertRevoke", reflect.TypeFor[cmRevokeRequest](), true},
-		{"ClientCertRevoked", reflect.TypeFor[cmRevoked](), false},
-		{"ClientCertStats", reflect.TypeFor[cmStats](), false},
-		{"ClientCertBatch", reflect.TypeFor[cmBatchRequest](), true},
-		{"ClientCertBatchCreated", reflect.TypeFor[cmBatchCreated](), false},
-		{"ClientCertBatchError", reflect.TypeFor[cmBatchError](), false},
-		{"ClientCertBatchResult", reflect.TypeFor[cmBatchResult](), false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.schema, func(t *testing.T) {
-			sc, ok := doc.Components.Schemas[tc.schema]
-			if !ok {
-				t.Fatalf("schema %s not in openapi.json", tc.schema)
-			}
-			always := map[string]bool{}
-			for i := range tc.typ.NumField() {
-				f := tc.typ.Field(i)
-				name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
-				if _, ok := sc.Properties[name]; !ok {
-					t.Errorf("%s writes %q, which is not documented", tc.typ, name)
-				}
-				always[name] = !tc.input && !strings.Contains(opts, "omitempty")
-			}
-			for p := range sc.Properties {
-				if _, ok := always[p]; !ok {
-					t.Errorf("property %q is documented but %s has no such field", p, tc.typ)
-				}
-			}
-			var required []string
-			for name, a := range always {
-				if a {
-					required = append(required, name)
-				}
-			}
-			slices.Sort(required)
-			got := slices.Sorted(slices.Values(sc.Required))
-			if !tc.input && !reflect.DeepEqual(got, required) {
-				t.Errorf("required: got %v, want %v (the fields always written)", got, required)
-			}
-		})
 	}
 }
 

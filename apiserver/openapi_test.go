@@ -137,6 +137,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		Components struct {
 			Schemas map[string]struct {
 				Properties map[string]json.RawMessage `json:"properties"`
+				Required   []string                   `json:"required"`
 			} `json:"schemas"`
 		} `json:"components"`
 	}
@@ -146,26 +147,53 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 	tests := []struct {
 		schema string
 		typ    reflect.Type
+		// required: the schema's required list must be exactly the
+		// fields always written (responses whose area checks it).
+		required bool
 	}{
-		{"Error", reflect.TypeFor[v1ErrorBody]()},
-		{"KeyChestError", reflect.TypeFor[errorBody]()},
-		{"Domain", reflect.TypeFor[domainJSON]()},
-		{"DomainList", reflect.TypeFor[domainList]()},
-		{"Pagination", reflect.TypeFor[pagination]()},
-		{"DomainCreate", reflect.TypeFor[createDomainRequest]()},
-		{"DomainUpdate", reflect.TypeFor[updateDomainRequest]()},
-		{"SSLCheck", reflect.TypeFor[sslCheckBody]()},
-		{"SSLResult", reflect.TypeFor[sslResult]()},
-		{"CheckRequest", reflect.TypeFor[checkRequest]()},
-		{"CheckResult", reflect.TypeFor[checkBody]()},
-		{"CheckTimeout", reflect.TypeFor[checkBody]()},
-		{"APIKey", reflect.TypeFor[apiKeyJSON]()},
-		{"APIKeyCreated", reflect.TypeFor[apiKeyJSON]()},
-		{"APIKeyCreate", reflect.TypeFor[createKeyRequest]()},
-		{"ClaimResponse", reflect.TypeFor[claimResponse]()},
-		{"AddServerResponse", reflect.TypeFor[addResponse]()},
-		{"ExpirationResponse", reflect.TypeFor[expirationResponse]()},
-		{"ExpirationResult", reflect.TypeFor[expirationResult]()},
+		{"Error", reflect.TypeFor[v1ErrorBody](), false},
+		{"KeyChestError", reflect.TypeFor[errorBody](), false},
+		{"Domain", reflect.TypeFor[domainJSON](), false},
+		{"DomainList", reflect.TypeFor[domainList](), false},
+		{"Pagination", reflect.TypeFor[pagination](), false},
+		{"DomainCreate", reflect.TypeFor[createDomainRequest](), false},
+		{"DomainUpdate", reflect.TypeFor[updateDomainRequest](), false},
+		{"SSLCheck", reflect.TypeFor[sslCheckBody](), false},
+		{"SSLResult", reflect.TypeFor[sslResult](), false},
+		{"CheckRequest", reflect.TypeFor[checkRequest](), false},
+		{"CheckResult", reflect.TypeFor[checkBody](), false},
+		{"CheckTimeout", reflect.TypeFor[checkBody](), false},
+		{"APIKey", reflect.TypeFor[apiKeyJSON](), false},
+		{"APIKeyCreated", reflect.TypeFor[apiKeyJSON](), false},
+		{"APIKeyCreate", reflect.TypeFor[createKeyRequest](), false},
+		{"ClaimResponse", reflect.TypeFor[claimResponse](), false},
+		{"AddServerResponse", reflect.TypeFor[addResponse](), false},
+		{"ExpirationResponse", reflect.TypeFor[expirationResponse](), false},
+		{"ExpirationResult", reflect.TypeFor[expirationResult](), false},
+		{"Alert", reflect.TypeFor[alertJSON](), false},
+		{"AlertList", reflect.TypeFor[alertList](), false},
+		{"AlertSettings", reflect.TypeFor[alertSettingsJSON](), false},
+		{"AlertSettingsUpdate", reflect.TypeFor[alertSettingsUpdate](), false},
+		{"AuditEntry", reflect.TypeFor[auditEntry](), false},
+		{"AuditList", reflect.TypeFor[auditList](), false},
+		{"CRLInfo", reflect.TypeFor[crlInfoBody](), false},
+		{"OCSPStatus", reflect.TypeFor[ocspStatusBody](), false},
+		{"ClientCertError", reflect.TypeFor[cmErrorBody](), true},
+		{"ClientCertRateLimitedBody", reflect.TypeFor[cmRateLimitedBody](), true},
+		{"ClientCertCreate", reflect.TypeFor[cmCreateRequest](), false},
+		{"ClientCertCreated", reflect.TypeFor[cmCreated](), true},
+		{"ClientCertListItem", reflect.TypeFor[cmListItem](), true},
+		{"ClientCertList", reflect.TypeFor[cmList](), true},
+		{"ClientCertDetail", reflect.TypeFor[cmDetail](), true},
+		{"ClientCertRevocation", reflect.TypeFor[cmRevocation](), true},
+		{"ClientCertRenewal", reflect.TypeFor[cmRenewal](), true},
+		{"ClientCertRevoke", reflect.TypeFor[cmRevokeRequest](), false},
+		{"ClientCertRevoked", reflect.TypeFor[cmRevoked](), true},
+		{"ClientCertStats", reflect.TypeFor[cmStats](), true},
+		{"ClientCertBatch", reflect.TypeFor[cmBatchRequest](), false},
+		{"ClientCertBatchCreated", reflect.TypeFor[cmBatchCreated](), true},
+		{"ClientCertBatchError", reflect.TypeFor[cmBatchError](), true},
+		{"ClientCertBatchResult", reflect.TypeFor[cmBatchResult](), true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.schema, func(t *testing.T) {
@@ -194,6 +222,19 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 				if _, ok := sc.Properties[name]; always && !ok {
 					t.Errorf("%s writes %q, which is not documented", tc.typ, name)
 				}
+			}
+			if !tc.required {
+				return
+			}
+			var required []string
+			for name, always := range fields {
+				if always {
+					required = append(required, name)
+				}
+			}
+			slices.Sort(required)
+			if got := slices.Sorted(slices.Values(sc.Required)); !reflect.DeepEqual(got, required) {
+				t.Errorf("required: got %v, want %v (the fields always written)", got, required)
 			}
 		})
 	}
