@@ -194,8 +194,13 @@ func (s *Store) Import(ctx context.Context, certPEM, keyPEM []byte) (*Authority,
 	if !cert.BasicConstraintsValid || !cert.IsCA {
 		return nil, invalid("the certificate is not a CA (basic constraints CA:TRUE missing)")
 	}
-	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
-		return nil, invalid("the certificate's key usage does not allow signing certificates")
+	// The CA signs certificates and CRLs; crypto/x509 signs a CRL only
+	// with an issuer that has the cRLSign bit and a subject key identifier.
+	if cert.KeyUsage&x509.KeyUsageCertSign == 0 || cert.KeyUsage&x509.KeyUsageCRLSign == 0 {
+		return nil, invalid("the certificate's key usage must allow signing certificates and CRLs (keyCertSign and cRLSign)")
+	}
+	if len(cert.SubjectKeyId) == 0 {
+		return nil, invalid("the certificate has no subject key identifier, which CRLs must name")
 	}
 	now := s.cfg.Now()
 	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {

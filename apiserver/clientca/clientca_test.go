@@ -510,11 +510,16 @@ func TestReplicasSign(t *testing.T) {
 // selfSignedCA makes a CA outside certfleet, as an operator would bring.
 func selfSignedCA(t *testing.T, isCA bool) ([]byte, []byte) {
 	t.Helper()
+	return selfSignedCAWith(t, isCA, x509.KeyUsageCertSign|x509.KeyUsageCRLSign)
+}
+
+func selfSignedCAWith(t *testing.T, isCA bool, usage x509.KeyUsage) ([]byte, []byte) {
+	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(42), Subject: pkix.Name{CommonName: "Operator Root", Organization: []string{"ACME"}},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(5 * 365 * 24 * time.Hour),
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, BasicConstraintsValid: true, IsCA: isCA,
+		KeyUsage: usage, BasicConstraintsValid: true, IsCA: isCA,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
@@ -532,12 +537,16 @@ func TestImport(t *testing.T) {
 	certPEM, keyPEM := selfSignedCA(t, true)
 	notCA, notCAKey := selfSignedCA(t, false)
 	_, otherKey := selfSignedCA(t, true)
+	noCRLSign, noCRLSignKey := selfSignedCAWith(t, true, x509.KeyUsageCertSign)
+	noUsage, noUsageKey := selfSignedCAWith(t, true, 0)
 	tests := []struct {
 		name      string
 		cert, key []byte
 		want      string
 	}{
 		{"not a CA", notCA, notCAKey, "not a CA"},
+		{"no cRLSign", noCRLSign, noCRLSignKey, "cRLSign"},
+		{"no key usage", noUsage, noUsageKey, "keyCertSign"},
 		{"key mismatch", certPEM, otherKey, "does not match"},
 		{"no key", certPEM, []byte("nothing"), "CA key"},
 		{"encrypted key", certPEM, pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte{1}}), "encrypted"},
