@@ -42,9 +42,12 @@ type delivery struct {
 	ChannelID string
 	TenantID  string
 	EventID   string
-	Message   Message
-	Attempts  int
-	Status    string
+	// Messages is one message, or a digest's several.
+	Messages []Message
+	// Digest tells the delivery is a digest (EnqueueDigest).
+	Digest   bool
+	Attempts int
+	Status   string
 }
 
 // Attempt is one try of a delivery, as GET
@@ -54,6 +57,9 @@ type Attempt struct {
 	EventID    string `json:"event_id"`
 	AlertID    string `json:"alert_id,omitempty"`
 	AlertType  string `json:"alert_type,omitempty"`
+	// Digest tells the delivery was a daily digest of Messages messages.
+	Digest   bool `json:"digest"`
+	Messages int  `json:"messages"`
 	// Attempt counts from 1.
 	Attempt int `json:"attempt"`
 	// Status is delivered, retrying (another attempt is scheduled) or
@@ -70,13 +76,13 @@ type Attempt struct {
 
 // enqueueScript creates a delivery unless it exists and makes it due now.
 // KEYS: delivery, due set. ARGV: delivery id, channel id, tenant, event id,
-// message JSON, ttl seconds.
+// messages JSON (an array), ttl seconds, digest ("1" or "0").
 var enqueueScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], 'channel_id', ARGV[2], 'tenant_id', ARGV[3], 'event_id', ARGV[4],
-  'message', ARGV[5], 'attempts', 0, 'status', 'pending', 'created_ms', now)
+  'messages', ARGV[5], 'digest', ARGV[7], 'attempts', 0, 'status', 'pending', 'created_ms', now)
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 return 1
@@ -86,13 +92,33 @@ return 1
 // delivery of msg.EventID to ch exists already. It returns the delivery id
 // and whether this call created it.
 func (s *Store) Enqueue(ctx context.Context, ch Channel, msg Message) (string, bool, error) {
-	id := DeliveryID(msg.EventID, ch.ID)
-	body, err := json.Marshal(msg)
+	return s.enqueue(ctx, ch, msg.EventID, []Message{msg}, false)
+}
+
+// EnqueueDigest creates one delivery of msgs to ch, due at once, unless
+// the delivery named by key exists already: digest.go calls it with a key
+// naming the channel's day ("2026-11-25"), so however many notifiers
+// race for a day's digest, one delivery is made, then retried, leased and
+// recorded like any other (its attempts carry event id "digest|<key>").
+func (s *Store) EnqueueDigest(ctx context.Context, ch Channel, key string, msgs []Message) (string, bool, error) {
+	if len(msgs) == 0 {
+		return "", false, errors.New("enqueue digest: no messages")
+	}
+	return s.enqueue(ctx, ch, "digest|"+key, msgs, true)
+}
+
+func (s *Store) enqueue(ctx context.Context, ch Channel, eventID string, msgs []Message, digest bool) (string, bool, error) {
+	id := DeliveryID(eventID, ch.ID)
+	body, err := json.Marshal(msgs)
 	if err != nil {
-		return "", false, fmt.Errorf("encode message: %w", err)
+		return "", false, fmt.Errorf("encode messages: %w", err)
+	}
+	flag := "0"
+	if digest {
+		flag = "1"
 	}
 	n, err := enqueueScript.Run(ctx, s.rdb, []string{deliveryKey(id), dueKey},
-		id, ch.ID, ch.TenantID, msg.EventID, string(body), int(deliveryTTL.Seconds())).Int()
+		id, ch.ID, ch.TenantID, eventID, string(body), int(deliveryTTL.Seconds()), flag).Int()
 	if err != nil {
 		return "", false, fmt.Errorf("enqueue delivery %s: %w", id, err)
 	}
@@ -155,9 +181,10 @@ func (s *Store) claim(ctx context.Context, lease time.Duration) (d delivery, tok
 		s.rdb.ZRem(ctx, dueKey, id)
 		return delivery{}, "", false, nil
 	}
-	d = delivery{ID: id, ChannelID: rec["channel_id"], TenantID: rec["tenant_id"], EventID: rec["event_id"], Status: rec["status"]}
+	d = delivery{ID: id, ChannelID: rec["channel_id"], TenantID: rec["tenant_id"], EventID: rec["event_id"],
+		Status: rec["status"], Digest: rec["digest"] == "1"}
 	d.Attempts, _ = strconv.Atoi(rec["attempts"])
-	if err := json.Unmarshal([]byte(rec["message"]), &d.Message); err != nil {
+	if err := json.Unmarshal([]byte(rec["messages"]), &d.Messages); err != nil || len(d.Messages) == 0 {
 		return delivery{}, "", false, fmt.Errorf("decode delivery %s: %w", id, err)
 	}
 	return d, token, true, nil

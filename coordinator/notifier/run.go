@@ -38,7 +38,27 @@ type Notifier struct {
 	reg    *Registry
 	logger *zap.Logger
 	now    func() time.Time
+	// digest collects the messages of digest channels; nil until digest.go
+	// provides newDigester, and then digest channels get every message at
+	// once.
+	digest digester
 }
+
+// digester collects the messages of channels with Digest set and sends
+// each channel's digest once a day. digest.go (D3) implements it and sets
+// newDigester from an init function; the digest is sent by
+// Store.EnqueueDigest, so it is leased, retried and recorded like every
+// delivery.
+type digester interface {
+	// collect keeps msg for ch's next digest; it must be idempotent on
+	// msg.EventID (a batch can be handled twice).
+	collect(ctx context.Context, ch Channel, msg Message) error
+	// run enqueues the digests that are due until ctx ends.
+	run(ctx context.Context)
+}
+
+// newDigester builds the notifier's digester; set by digest.go.
+var newDigester func(n *Notifier) (digester, error)
 
 // New returns a notifier reading and queueing through rdb, with the
 // webhook and Slack senders registered (dialing through the guard with
@@ -64,6 +84,11 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Notifier, 
 	client := newHTTPClient(guardedDial(guard.Policy{Allow: cfg.Allow}, cfg.Timeout), cfg.Timeout, roots)
 	n.reg.Register(TypeWebhook, &webhookSender{client: client, maxResp: cfg.MaxResponseBytes, now: time.Now})
 	n.reg.Register(TypeSlack, &slackSender{client: client, maxResp: cfg.MaxResponseBytes})
+	if newDigester != nil {
+		if n.digest, err = newDigester(n); err != nil {
+			return nil, err
+		}
+	}
 	return n, nil
 }
 
@@ -102,6 +127,9 @@ func (n *Notifier) Run(ctx context.Context) error {
 	for range n.cfg.Workers {
 		wg.Go(func() { n.work(ctx) })
 	}
+	if n.digest != nil {
+		wg.Go(func() { n.digest.run(ctx) })
+	}
 	err := events.ConsumeBatches(ctx, n.rdb, events.BatchConfig{
 		Streams:  []string{events.StreamEvents},
 		Group:    Group,
@@ -137,6 +165,12 @@ func (n *Notifier) handle(ctx context.Context, batch []events.Entry) error {
 		}
 		for _, ch := range list {
 			if !ch.Accepts(msg.Severity) {
+				continue
+			}
+			if ch.Digest && n.digest != nil {
+				if err := n.digest.collect(ctx, ch, msg); err != nil {
+					return err
+				}
 				continue
 			}
 			id, created, err := n.store.Enqueue(ctx, ch, msg)
@@ -231,12 +265,18 @@ func (n *Notifier) deliver(ctx context.Context, d delivery, token string) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.Timeout)
 	defer cancel()
 	sctx = WithDeliveryID(sctx, d.ID)
+	if d.Digest {
+		sctx = WithDigest(sctx)
+	}
 	start := time.Now()
 	attempt := d.Attempts + 1
 	typ, listed, err := n.send(sctx, d)
 	took := time.Since(start)
-	a := Attempt{DeliveryID: d.ID, EventID: d.EventID, AlertID: d.Message.AlertID, AlertType: d.Message.Kind,
+	a := Attempt{DeliveryID: d.ID, EventID: d.EventID, Digest: d.Digest, Messages: len(d.Messages),
 		Attempt: attempt, DurationMS: took.Milliseconds(), At: n.now().UTC().Truncate(time.Millisecond)}
+	if !d.Digest {
+		a.AlertID, a.AlertType = d.Messages[0].AlertID, d.Messages[0].Kind
+	}
 	var delay time.Duration
 	if err == nil {
 		a.Status = DeliveryDelivered
@@ -294,7 +334,7 @@ func (n *Notifier) send(ctx context.Context, d delivery) (typ string, listed boo
 	if err != nil {
 		return ch.Type, true, &SendError{Class: ClassSecret, Err: err}
 	}
-	return ch.Type, true, sender.Send(ctx, ch, []Message{d.Message})
+	return ch.Type, true, sender.Send(ctx, ch, d.Messages)
 }
 
 // backoff is the pause after the attempt-th failure: base doubled per

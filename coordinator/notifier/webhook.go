@@ -72,7 +72,7 @@ func (w *webhookSender) Send(ctx context.Context, ch Channel, msgs []Message) er
 	now := w.now().UTC()
 	body, err := json.Marshal(WebhookBody{
 		DeliveryID: DeliveryIDFrom(ctx), ChannelID: ch.ID, SentAt: now.Truncate(time.Second),
-		Digest: ch.Digest && len(msgs) > 1, Messages: msgs,
+		Digest: IsDigest(ctx), Messages: msgs,
 	})
 	if err != nil {
 		return fmt.Errorf("encode webhook body: %w", err)
@@ -91,7 +91,21 @@ func (w *webhookSender) Send(ctx context.Context, ch Channel, msgs []Message) er
 	return postJSON(ctx, w.client, ch.URL, body, h, w.maxResp)
 }
 
-type deliveryIDKey struct{}
+type (
+	deliveryIDKey struct{}
+	digestKey     struct{}
+)
+
+// WithDigest tells senders the messages are a daily digest.
+func WithDigest(ctx context.Context) context.Context {
+	return context.WithValue(ctx, digestKey{}, true)
+}
+
+// IsDigest tells whether WithDigest marked ctx.
+func IsDigest(ctx context.Context) bool {
+	v, _ := ctx.Value(digestKey{}).(bool)
+	return v
+}
 
 // WithDeliveryID tells senders which delivery they send (a webhook's
 // X-Certfleet-Delivery, an email's Message-ID).
