@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,6 +22,14 @@ type notifyOptions struct {
 	NotifyMaxBackoff      time.Duration
 	NotifyWorkers         int
 	NotifyTimeout         time.Duration
+	DigestHour            int
+	SMTPAddr              string
+	SMTPFrom              string
+	SMTPUsername          string
+	SMTPPassword          string
+	SMTPStartTLS          string
+	SMTPExtraRoots        string
+	SMTPTimeout           time.Duration
 }
 
 // notify registers the notification flags: the secrets passphrase on
@@ -38,6 +47,15 @@ func (f *flagSet) notify() *flagSet {
 	f.DurationVar(&f.opts.NotifyMaxBackoff, "notify-max-backoff", 5*time.Minute, "longest pause between two attempts of a delivery")
 	f.IntVar(&f.opts.NotifyWorkers, "notify-workers", 4, "deliveries this notifier sends at once")
 	f.DurationVar(&f.opts.NotifyTimeout, "notify-timeout", 10*time.Second, "time limit of one webhook or Slack send (connect, TLS, answer)")
+	f.IntVar(&f.opts.DigestHour, "digest-hour", 8, "UTC hour (0-23) at which digest channels get their daily message")
+	// Email (coordinator/notifier/email.go).
+	f.StringVar(&f.opts.SMTPAddr, "smtp-addr", "", "SMTP relay host:port for email channels; empty: email deliveries fail, saying so")
+	f.StringVar(&f.opts.SMTPFrom, "smtp-from", "", "envelope sender and From header of alert emails")
+	f.StringVar(&f.opts.SMTPUsername, "smtp-username", "", "AUTH PLAIN user (only ever sent over TLS); empty: no AUTH")
+	f.StringVar(&f.opts.SMTPPassword, "smtp-password", "", "AUTH PLAIN password (prefer the environment CERTFLEET_SMTP_PASSWORD)")
+	f.StringVar(&f.opts.SMTPStartTLS, "smtp-starttls", notifier.StartTLSRequired, "STARTTLS to the relay: required, opportunistic or off")
+	f.StringVar(&f.opts.SMTPExtraRoots, "smtp-extra-roots", "", "PEM file of roots trusted for the relay's certificate besides the system pool")
+	f.DurationVar(&f.opts.SMTPTimeout, "smtp-timeout", 30*time.Second, "time limit of one SMTP conversation")
 	return f.allowTargets()
 }
 
@@ -69,10 +87,20 @@ func addNotifier(gr *group, role string, o *options, rdb redis.UniversalClient, 
 	if err != nil {
 		return err
 	}
+	var roots []byte
+	if o.SMTPExtraRoots != "" {
+		if roots, err = os.ReadFile(o.SMTPExtraRoots); err != nil {
+			return fmt.Errorf("--smtp-extra-roots: %w", err)
+		}
+	}
 	n, err := notifier.New(notifier.Config{
 		Consumer: o.Name, Allow: scfg.Allow, Passphrase: pass, PublicURL: o.PublicURL,
 		MaxAttempts: o.NotifyMaxAttempts, Backoff: o.NotifyBackoff, MaxBackoff: o.NotifyMaxBackoff,
-		Workers: o.NotifyWorkers, Timeout: o.NotifyTimeout,
+		Workers: o.NotifyWorkers, Timeout: o.NotifyTimeout, DigestHour: o.DigestHour,
+		SMTP: notifier.SMTPConfig{
+			Addr: o.SMTPAddr, From: o.SMTPFrom, Username: o.SMTPUsername, Password: o.SMTPPassword,
+			StartTLS: o.SMTPStartTLS, ExtraRootsPEM: roots, Timeout: o.SMTPTimeout,
+		},
 	}, rdb, logger)
 	if err != nil {
 		return fmt.Errorf("notifier: %w", err)

@@ -188,15 +188,8 @@ func (r *Registry) Types() []string {
 // Group is the notifier's consumer group on the events stream.
 const Group = "notifier"
 
-// Config configures a Notifier.
-//
-// Agreement with the email/digest part (D3, coordinator/notifier/email.go
-// and digest.go): email.go declares `type SMTPConfig struct` with its own
-// setDefaults() and validate() []error, and
-// `func newEmailSender(cfg SMTPConfig, dial DialFunc) (Sender, error)`
-// (dial is the plain dialer: the SMTP server is the operator's). Once it is
-// committed, this Config gains `SMTP SMTPConfig` and New registers the email
-// sender with it; nothing else here reads cfg.SMTP.
+// Config configures a Notifier. The email part (SMTPConfig, its defaults
+// and validation, newEmailSender) lives in email.go.
 type Config struct {
 	// Consumer names this notifier in the consumer group and in delivery
 	// leases; unique per replica. Default hostname-pid.
@@ -223,8 +216,12 @@ type Config struct {
 	Lease time.Duration
 	// Poll is how often idle workers look for due deliveries. Default 250ms.
 	Poll time.Duration
-	// Timeout bounds one send (connect, TLS, request, response). Default 10s.
+	// Timeout bounds one webhook or Slack send (connect, TLS, request,
+	// response). Default 10s. An email send is bounded by SMTP.Timeout.
 	Timeout time.Duration
+	// SMTP is the operator's relay for email channels (email.go); an
+	// empty SMTP.Addr makes email deliveries fail permanently, saying so.
+	SMTP SMTPConfig
 	// MaxResponseBytes is the most of a receiver's answer read (the rest is
 	// dropped). Default 64 KiB.
 	MaxResponseBytes int64
@@ -261,8 +258,9 @@ func (c *Config) setDefaults() {
 	if c.Timeout == 0 {
 		c.Timeout = 10 * time.Second
 	}
+	c.SMTP.setDefaults()
 	if c.Lease == 0 {
-		c.Lease = max(time.Minute, 2*c.Timeout)
+		c.Lease = max(time.Minute, 2*c.Timeout, 2*c.SMTP.Timeout)
 	}
 	if c.Poll == 0 {
 		c.Poll = 250 * time.Millisecond
@@ -287,9 +285,10 @@ func (c *Config) Validate() error {
 	if c.Workers < 1 {
 		errs = append(errs, fmt.Errorf("workers must be positive, got %d", c.Workers))
 	}
-	if c.Timeout <= 0 || c.Lease <= c.Timeout {
-		errs = append(errs, fmt.Errorf("lease (%s) must exceed the send timeout (%s), which must be positive", c.Lease, c.Timeout))
+	if c.Timeout <= 0 || c.Lease <= c.Timeout || c.Lease <= c.SMTP.Timeout {
+		errs = append(errs, fmt.Errorf("lease (%s) must exceed the send timeouts (%s, smtp %s), which must be positive", c.Lease, c.Timeout, c.SMTP.Timeout))
 	}
+	errs = append(errs, c.SMTP.validate()...)
 	if c.Poll <= 0 {
 		errs = append(errs, fmt.Errorf("poll must be positive, got %s", c.Poll))
 	}

@@ -84,6 +84,12 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Notifier, 
 	client := newHTTPClient(guardedDial(guard.Policy{Allow: cfg.Allow}, cfg.Timeout), cfg.Timeout, roots)
 	n.reg.Register(TypeWebhook, &webhookSender{client: client, maxResp: cfg.MaxResponseBytes, now: time.Now})
 	n.reg.Register(TypeSlack, &slackSender{client: client, maxResp: cfg.MaxResponseBytes})
+	// The relay is the operator's: dialed plainly, not through the guard.
+	email, err := newEmailSender(cfg.SMTP, nil)
+	if err != nil {
+		return nil, err
+	}
+	n.reg.Register(TypeEmail, email)
 	if newDigester != nil {
 		if n.digest, err = newDigester(n); err != nil {
 			return nil, err
@@ -259,12 +265,10 @@ func (n *Notifier) work(ctx context.Context) {
 }
 
 // deliver makes one attempt of d and records it. The send runs on its own
-// deadline, not ctx's, so a stopping notifier finishes what it started
+// deadline (send), not ctx's, so a stopping notifier finishes what it started
 // instead of recording a cancellation as a failure.
 func (n *Notifier) deliver(ctx context.Context, d delivery, token string) {
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.Timeout)
-	defer cancel()
-	sctx = WithDeliveryID(sctx, d.ID)
+	sctx := WithDeliveryID(context.WithoutCancel(ctx), d.ID)
 	if d.Digest {
 		sctx = WithDigest(sctx)
 	}
@@ -330,6 +334,12 @@ func (n *Notifier) send(ctx context.Context, d delivery) (typ string, listed boo
 		return ch.Type, true, &SendError{Class: ClassConfig, Permanent: true,
 			Err: fmt.Errorf("this notifier cannot send to %s channels", ch.Type)}
 	}
+	timeout := n.cfg.Timeout
+	if ch.Type == TypeEmail {
+		timeout = n.cfg.SMTP.Timeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	ch, err = n.store.OpenSecret(ctx, ch)
 	if err != nil {
 		return ch.Type, true, &SendError{Class: ClassSecret, Err: err}
