@@ -72,7 +72,7 @@ func TestAlertEngineToWebhook(t *testing.T) {
 		}
 		return ev
 	}
-	apply(scan(now.Add(-time.Hour), "aa11", now.Add(10*day)))  // expires in 10 days: under 14
+	apply(scan(now.Add(-time.Hour), "aa11", now.Add(10*day)))   // expires in 10 days: under 14
 	apply(scan(now.Add(-time.Minute), "bb22", now.Add(90*day))) // renewed
 
 	raised := streamEvents[events.AlertRaisedV1](t, e.rdb, events.AlertRaised)
