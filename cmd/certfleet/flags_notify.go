@@ -47,6 +47,11 @@ func (f *flagSet) notify() *flagSet {
 	f.DurationVar(&f.opts.NotifyMaxBackoff, "notify-max-backoff", 5*time.Minute, "longest pause between two attempts of a delivery")
 	f.IntVar(&f.opts.NotifyWorkers, "notify-workers", 4, "deliveries this notifier sends at once")
 	f.DurationVar(&f.opts.NotifyTimeout, "notify-timeout", 10*time.Second, "time limit of one webhook or Slack send (connect, TLS, answer)")
+	if f.Name() == "certfleet coordinator" {
+		// all and apiserver have it from ca() (flags_ca.go); the notifier
+		// uses it for links in messages.
+		f.StringVar(&f.opts.PublicURL, "public-url", "", "base URL of the API, for links in notifications (empty: no links)")
+	}
 	f.IntVar(&f.opts.DigestHour, "digest-hour", 8, "UTC hour (0-23) at which digest channels get their daily message")
 	// Email (coordinator/notifier/email.go).
 	f.StringVar(&f.opts.SMTPAddr, "smtp-addr", "", "SMTP relay host:port for email channels; empty: email deliveries fail, saying so")
