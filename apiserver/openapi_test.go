@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/certfleet/certfleet/coordinator/notifier"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -174,6 +175,8 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		{"AlertList", reflect.TypeFor[alertList](), false},
 		{"AlertSettings", reflect.TypeFor[alertSettingsJSON](), false},
 		{"AlertSettingsUpdate", reflect.TypeFor[alertSettingsUpdate](), false},
+		{"Channel", reflect.TypeFor[channelJSON](), false},
+		{"ChannelAttempt", reflect.TypeFor[notifier.Attempt](), false},
 		{"AuditEntry", reflect.TypeFor[auditEntry](), false},
 		{"AuditList", reflect.TypeFor[auditList](), false},
 		{"CRLInfo", reflect.TypeFor[crlInfoBody](), false},
@@ -346,5 +349,36 @@ func TestOpenAPIMerge(t *testing.T) {
 	}
 	if err := mergeSection(base, part, "paths", "again.json"); err == nil || !strings.Contains(err.Error(), `"/b" is already documented`) {
 		t.Errorf("merging a path twice: got %v, want an error naming /b", err)
+	}
+}
+
+// Every tag an operation names is declared in base.json's tags.
+func TestOpenAPITagsDeclared(t *testing.T) {
+	var doc struct {
+		Tags  []struct{ Name string } `json:"tags"`
+		Paths map[string]map[string]json.RawMessage
+	}
+	if err := json.Unmarshal(openAPIDoc, &doc); err != nil {
+		t.Fatal(err)
+	}
+	declared := map[string]bool{}
+	for _, tag := range doc.Tags {
+		declared[tag.Name] = true
+	}
+	for path, item := range doc.Paths {
+		for method, raw := range item {
+			if !slices.Contains(openAPIMethods, method) {
+				continue
+			}
+			var op struct{ Tags []string }
+			if err := json.Unmarshal(raw, &op); err != nil {
+				t.Fatalf("%s %s: %v", method, path, err)
+			}
+			for _, tag := range op.Tags {
+				if !declared[tag] {
+					t.Errorf("%s %s uses tag %q, which base.json does not declare", method, path, tag)
+				}
+			}
+		}
 	}
 }
