@@ -359,7 +359,7 @@ func (s *emailSender) compose(ch Channel, to []*mail.Address, msgs []Message, di
 	now := s.now().UTC()
 	sorted := slices.Clone(msgs)
 	if digest {
-		sortForDigest(sorted)
+		sortDigest(sorted)
 	}
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
@@ -527,24 +527,6 @@ func summary(msgs []Message) string {
 		}
 	}
 	return fmt.Sprintf("%d %s: %s", len(msgs), noun, strings.Join(parts, ", "))
-}
-
-// sortForDigest puts raised alerts first, the most severe first, then by
-// time, so the top of a long digest is what needs action.
-func sortForDigest(msgs []Message) {
-	slices.SortStableFunc(msgs, func(a, b Message) int {
-		ra, rb := a.Status == StatusResolved, b.Status == StatusResolved
-		if ra != rb {
-			if ra {
-				return 1
-			}
-			return -1
-		}
-		if d := SeverityRank(b.Severity) - SeverityRank(a.Severity); d != 0 {
-			return d
-		}
-		return a.TriggeredAt.Compare(b.TriggeredAt)
-	})
 }
 
 type emailField struct{ Name, Value string }

@@ -102,7 +102,7 @@ func SMTP(t testing.TB, opts SMTPOptions) *SMTPServer {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := srv.Serve(l); err != nil && !errors.Is(err, smtp.ErrServerClosed) {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, smtp.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 			t.Logf("smtp server: %v", err)
 		}
 	}()
@@ -111,6 +111,9 @@ func SMTP(t testing.TB, opts SMTPOptions) *SMTPServer {
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 		_ = srv.Close()
+		// Close misses a listener Serve has not registered yet (a test
+		// that never connected): close it here too.
+		_ = l.Close()
 		<-done
 	})
 	return s
