@@ -2,6 +2,7 @@ package notifier
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"mime"
 	"net/mail"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/internal/testenv"
 )
@@ -298,4 +301,59 @@ func TestDigestMessagesCap(t *testing.T) {
 	if last := got[len(got)-1]; last.Kind != "digest_truncated" || !strings.HasPrefix(last.Title, "41 more alerts") {
 		t.Errorf("last message: got %s %q, want 41 more alerts", last.Kind, last.Title)
 	}
+}
+
+// BenchmarkDigestCollect is what a digest channel costs per alert against
+// an immediate delivery (Store.Enqueue, the baseline), and what making a
+// 500-message day into one delivery costs.
+func BenchmarkDigestCollect(b *testing.B) {
+	rdb := testenv.Redis(b).Client(b)
+	n, err := New(Config{Consumer: "bench"}, rdb, zap.NewNop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ch, err := n.store.Create(context.Background(), "t1", ChannelInput{Type: TypeEmail, Digest: true, To: []string{"ops@example.com"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	i := 0
+	next := func() Message {
+		i++
+		m := sampleMessage(SeverityWarning, StatusTriggered)
+		m.EventID, m.AlertID = fmt.Sprintf("evt-%d", i), fmt.Sprintf("alert-%d", i)
+		return m
+	}
+	b.Run("enqueue", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := n.store.Enqueue(ctx, ch, next()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("collect", func(b *testing.B) {
+		for b.Loop() {
+			if err := n.digest.collect(ctx, ch, next()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("flush-500", func(b *testing.B) {
+		d := n.digest.(*digests)
+		day := 0
+		for b.Loop() {
+			b.StopTimer()
+			day++
+			key := fmt.Sprintf("bench-%d", day)
+			for range 500 {
+				m := next()
+				body, _ := json.Marshal(m)
+				rdb.HSet(ctx, digestItemsKey(ch.ID, key), m.EventID, body)
+			}
+			b.StartTimer()
+			if created, err := d.flush(ctx, "t1", ch.ID, key); err != nil || !created {
+				b.Fatalf("flush: %v %v", created, err)
+			}
+		}
+	})
 }

@@ -418,3 +418,36 @@ func TestSMTPConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkEmailSend is one alert email per op to the local relay: in the
+// clear (the baseline) and with STARTTLS and AUTH PLAIN, a new connection
+// and handshake per message as the notifier makes them.
+func BenchmarkEmailSend(b *testing.B) {
+	cases := []struct {
+		name string
+		opts testenv.SMTPOptions
+		cfg  SMTPConfig
+	}{
+		{name: "plain", opts: testenv.SMTPOptions{}, cfg: SMTPConfig{StartTLS: StartTLSOff}},
+		{name: "starttls+auth", opts: testenv.SMTPOptions{StartTLS: true, Users: map[string]string{"u": "p"}},
+			cfg: SMTPConfig{Username: "u", Password: "p"}},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			srv := testenv.SMTP(b, tc.opts)
+			cfg := tc.cfg
+			cfg.Addr, cfg.From, cfg.ServerName, cfg.ExtraRootsPEM = srv.Addr, "alerts@certfleet.example", "localhost", srv.RootPEM
+			s, err := newEmailSender(cfg, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ch := emailChannel("ops@example.com", "dev@example.org")
+			msgs := []Message{sampleMessage(SeverityCritical, StatusTriggered)}
+			for b.Loop() {
+				if err := s.Send(context.Background(), ch, msgs); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
