@@ -152,8 +152,9 @@ type Store struct {
 	rdb    redis.UniversalClient
 	logger *zap.Logger
 
+	keys *seal.Keyring // seals the CA key and generated client keys
+
 	mu   sync.Mutex
-	box  *seal.Box  // derived once per process, on first use
 	auth *Authority // the CA never changes once created: cached
 }
 
@@ -166,44 +167,22 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Store, err
 	if rdb == nil {
 		return nil, errors.New("client CA: redis client is nil")
 	}
-	return &Store{cfg: cfg, rdb: rdb, logger: logger.Named("clientca")}, nil
+	return &Store{cfg: cfg, rdb: rdb, logger: logger.Named("clientca"),
+		keys: seal.NewKeyring(cfg.Passphrase, rdb, saltKey)}, nil
 }
 
 // CanSign tells whether the store was given a passphrase.
 func (s *Store) CanSign() bool { return s.cfg.Passphrase != "" }
 
-// sealBox returns the box sealing keys, deriving its key on first use from
-// the passphrase and the salt in Redis (created by whichever replica comes
-// first; SETNX makes every replica use that one).
+// sealBox returns the box sealing secrets (the keyring derives it once).
 func (s *Store) sealBox(ctx context.Context) (*seal.Box, error) {
 	if s.cfg.Passphrase == "" {
 		return nil, ErrNoPassphrase
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.box != nil {
-		return s.box, nil
-	}
-	salt, err := seal.NewSalt()
+	box, err := s.keys.Box(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", "CA passphrase", err)
 	}
-	if err := s.rdb.SetNX(ctx, saltKey, salt, 0).Err(); err != nil {
-		return nil, fmt.Errorf("store CA salt: %w", err)
-	}
-	stored, err := s.rdb.Get(ctx, saltKey).Bytes()
-	if err != nil {
-		return nil, fmt.Errorf("read CA salt: %w", err)
-	}
-	key, err := seal.KeyFromPassphrase(s.cfg.Passphrase, stored)
-	if err != nil {
-		return nil, fmt.Errorf("CA passphrase: %w", err)
-	}
-	box, err := seal.New(key)
-	if err != nil {
-		return nil, err
-	}
-	s.box = box
 	return box, nil
 }
 

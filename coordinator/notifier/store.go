@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -127,8 +126,7 @@ type Store struct {
 	rdb    redis.UniversalClient
 	logger *zap.Logger
 
-	mu  sync.Mutex
-	box *seal.Box // derived on first use: scrypt costs ~100 ms
+	keys *seal.Keyring // seals webhook secrets
 }
 
 // NewStore returns a store on rdb.
@@ -137,44 +135,22 @@ func NewStore(cfg StoreConfig, rdb redis.UniversalClient, logger *zap.Logger) (*
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("notifier store config: %w", err)
 	}
-	return &Store{cfg: cfg, rdb: rdb, logger: logger.Named("channels")}, nil
+	return &Store{cfg: cfg, rdb: rdb, logger: logger.Named("channels"),
+		keys: seal.NewKeyring(cfg.Passphrase, rdb, saltKey)}, nil
 }
 
 // SecretsEnabled tells whether channels may carry a secret.
 func (s *Store) SecretsEnabled() bool { return s.cfg.Passphrase != "" }
 
-// sealBox returns the box sealing secrets, deriving its key the first time
-// from the passphrase and the salt in Redis (created by whichever replica
-// comes first, then read by all).
+// sealBox returns the box sealing secrets (the keyring derives it once).
 func (s *Store) sealBox(ctx context.Context) (*seal.Box, error) {
 	if s.cfg.Passphrase == "" {
 		return nil, ErrNoPassphrase
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.box != nil {
-		return s.box, nil
-	}
-	salt, err := seal.NewSalt()
+	box, err := s.keys.Box(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", "secrets passphrase", err)
 	}
-	if err := s.rdb.SetNX(ctx, saltKey, salt, 0).Err(); err != nil {
-		return nil, fmt.Errorf("store secrets salt: %w", err)
-	}
-	stored, err := s.rdb.Get(ctx, saltKey).Bytes()
-	if err != nil {
-		return nil, fmt.Errorf("read secrets salt: %w", err)
-	}
-	key, err := seal.KeyFromPassphrase(s.cfg.Passphrase, stored)
-	if err != nil {
-		return nil, err
-	}
-	box, err := seal.New(key)
-	if err != nil {
-		return nil, err
-	}
-	s.box = box
 	return box, nil
 }
 
