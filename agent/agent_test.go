@@ -104,17 +104,9 @@ func TestAgent(t *testing.T) {
 	}()
 
 	results := func() []events.Envelope {
-		msgs, err := rdb.XRange(ctx, events.StreamResults, "-", "+").Result()
+		out, err := events.ReadAll(ctx, rdb, events.StreamResults)
 		if err != nil {
 			t.Fatal(err)
-		}
-		out := make([]events.Envelope, 0, len(msgs))
-		for _, m := range msgs {
-			e, err := events.FromStreamValues(m.Values)
-			if err != nil {
-				t.Fatalf("result %s: %v", m.ID, err)
-			}
-			out = append(out, e)
 		}
 		return out
 	}

@@ -237,13 +237,12 @@ func TestDomainScheduling(t *testing.T) {
 	// A rename is scanned at once under the new name, though the next
 	// scheduled scan is hours away.
 	jobs := func(host string) int {
-		msgs := e.rdb.XRange(context.Background(), events.JobStream(shard), "-", "+").Val()
+		evs, err := events.ReadAll(context.Background(), e.rdb, events.JobStream(shard))
+		if err != nil {
+			t.Fatal(err)
+		}
 		n := 0
-		for _, m := range msgs {
-			ev, err := events.FromStreamValues(m.Values)
-			if err != nil {
-				t.Fatal(err)
-			}
+		for _, ev := range evs {
 			var job events.ScanRequestedV1
 			if err := ev.Decode(&job); err != nil {
 				t.Fatal(err)

@@ -218,16 +218,12 @@ func TestAPIKeysLifecycle(t *testing.T) {
 
 func keyEvents(t *testing.T, rdb *redis.Client) map[string][]events.Envelope {
 	t.Helper()
-	msgs, err := rdb.XRange(context.Background(), events.StreamEvents, "-", "+").Result()
+	evs, err := events.ReadAll(context.Background(), rdb, events.StreamEvents)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := make(map[string][]events.Envelope)
-	for _, m := range msgs {
-		ev, err := events.FromStreamValues(m.Values)
-		if err != nil {
-			t.Fatalf("decode %s: %v", m.ID, err)
-		}
+	for _, ev := range evs {
 		out[ev.Name] = append(out[ev.Name], ev)
 	}
 	return out

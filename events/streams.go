@@ -1,6 +1,11 @@
 package events
 
-import "fmt"
+import (
+	"context"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // Stream names. Every consumer reads them through a consumer group.
 const (
@@ -18,3 +23,21 @@ func JobStream(shard int) string { return fmt.Sprintf("jobs:{%02d}", shard) }
 // ShardTag is the hash tag of a shard, e.g. "{07}", for keys that must share
 // its slot.
 func ShardTag(shard int) string { return fmt.Sprintf("{%02d}", shard) }
+
+// ReadAll returns every event on stream, oldest first, outside any consumer
+// group: for tools and tests that inspect a stream, never for consumers.
+func ReadAll(ctx context.Context, rdb redis.UniversalClient, stream string) ([]Envelope, error) {
+	msgs, err := rdb.XRange(ctx, stream, "-", "+").Result()
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", stream, err)
+	}
+	out := make([]Envelope, 0, len(msgs))
+	for _, m := range msgs {
+		e, err := FromStreamValues(m.Values)
+		if err != nil {
+			return nil, fmt.Errorf("decode %s entry %s: %w", stream, m.ID, err)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}

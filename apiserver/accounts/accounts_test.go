@@ -25,19 +25,11 @@ func newStore(t *testing.T) (*Store, *redis.Client) {
 
 func streamEvents(t *testing.T, rdb *redis.Client) []events.Envelope {
 	t.Helper()
-	msgs, err := rdb.XRange(context.Background(), events.StreamEvents, "-", "+").Result()
+	evs, err := events.ReadAll(context.Background(), rdb, events.StreamEvents)
 	if err != nil {
-		t.Fatalf("xrange: %v", err)
+		t.Fatal(err)
 	}
-	out := make([]events.Envelope, 0, len(msgs))
-	for _, m := range msgs {
-		e, err := events.FromStreamValues(m.Values)
-		if err != nil {
-			t.Fatalf("decode entry %s: %v", m.ID, err)
-		}
-		out = append(out, e)
-	}
-	return out
+	return evs
 }
 
 func TestParseEmail(t *testing.T) {

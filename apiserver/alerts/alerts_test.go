@@ -139,16 +139,12 @@ func (a alertEvent) String() string {
 // alertEvents reads every alert event of the events stream, in order.
 func (f *fixture) alertEvents() []alertEvent {
 	f.t.Helper()
-	msgs, err := f.rdb.XRange(context.Background(), events.StreamEvents, "-", "+").Result()
+	evs, err := events.ReadAll(context.Background(), f.rdb, events.StreamEvents)
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	var out []alertEvent
-	for _, m := range msgs {
-		e, err := events.FromStreamValues(m.Values)
-		if err != nil {
-			f.t.Fatal(err)
-		}
+	for _, e := range evs {
 		a := alertEvent{name: e.Name}
 		switch e.Name {
 		case events.AlertRaised:
