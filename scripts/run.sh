@@ -78,6 +78,21 @@ while IFS='=' read -r k v; do
 	[ -n "$k" ] && [ -z "${!k:-}" ] && export "$k=$v"
 done <"$DATA/services.env"
 
+# The demo's passphrases for the client CA and channel secrets, made once and
+# kept in .data/secrets.env (mode 600) so sealed keys open on every run;
+# values in the environment win.
+SECRETS=$DATA/secrets.env
+if [ ! -s "$SECRETS" ]; then
+	(
+		umask 077
+		printf 'CERTFLEET_CA_PASSPHRASE=%s\nCERTFLEET_SECRETS_PASSPHRASE=%s\n' \
+			"$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" "$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" >"$SECRETS"
+	)
+fi
+while IFS='=' read -r k v; do
+	[ -n "$k" ] && [ -z "${!k:-}" ] && export "$k=$v"
+done <"$SECRETS"
+
 LISTEN=${CERTFLEET_LISTEN:-127.0.0.1:8080}
 port=${LISTEN##*:}
 case "${LISTEN%:*}" in
@@ -251,6 +266,9 @@ cat <<EOF
 certfleet is running: API $API
   one domain:  curl -s '$API/servers/expiration/${DOMAINS[0]}?api_key=$key'
   add another: curl -s -H 'Content-Type: application/json' -d '{"api_key":"$key","domain":"example.org"}' $API/servers/add
+  v1 API:      $BASE/api/v1 (key: .data/bin/certfleet apikey create --email $EMAIL --label me --scopes read,write)
+  client CA:   curl -s $BASE/api/ca/certificate   (passphrases in $(rel "$SECRETS"))
+  OpenAPI:     $BASE/api/openapi.json
   metrics:     $BASE/metrics${AGENT_METRICS:+  http://$AGENT_METRICS/metrics (region-b agent)}
   api key:     $key (in $(rel "$KEY_FILE"), account $EMAIL)
   logs:        $(rel "$LOGS")/certfleet.log  $(rel "$LOGS")/agent.log  $(rel "$LOGS")/lab.log
