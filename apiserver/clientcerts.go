@@ -891,6 +891,8 @@ func (s *Server) renewDueClientCerts(ctx context.Context) (int, error) {
 				renewed++
 				s.logger.Info("client certificate renewed", zap.String("tenant_id", d.TenantID),
 					zap.String("cert_id", d.ID), zap.String("new_cert_id", cert.ID))
+				_ = s.auditSystem(ctx, d.TenantID, "auto_renew", "certificate", d.ID,
+					map[string]any{"new_identifier": cert.ID, "serial_number": cert.Serial.String()}, "")
 			case errors.Is(err, clientca.ErrNotDue), errors.Is(err, clientca.ErrRevoked),
 				errors.Is(err, clientca.ErrAlreadyRenewed), errors.Is(err, clientca.ErrNotFound):
 				skip[d.ID] = true // changed since it was listed
@@ -899,6 +901,7 @@ func (s *Server) renewDueClientCerts(ctx context.Context) (int, error) {
 			default:
 				skip[d.ID] = true
 				s.logger.Error("auto-renewal failed", zap.String("tenant_id", d.TenantID), zap.String("cert_id", d.ID), zap.Error(err))
+				_ = s.auditSystem(ctx, d.TenantID, "auto_renew", "certificate", d.ID, nil, "automatic renewal failed")
 			}
 		}
 		if !progress || len(due) < limit {

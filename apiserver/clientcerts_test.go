@@ -710,6 +710,21 @@ func TestClientCertAutoRenewal(t *testing.T) {
 	if len(renewed) != 1 || json.Unmarshal(renewed[0].Payload, &payload) != nil || !payload.Automatic || payload.CertID != soon || payload.NewCertID != newID {
 		t.Errorf("renewed events: got %v, want one automatic for %s", renewed, soon)
 	}
+	// The renewal is audited as the system's doing, for the account.
+	var audited []events.AuditRecordedV1
+	for _, ev := range keyEvents(t, e.rdb)[events.AuditRecorded] {
+		var rec events.AuditRecordedV1
+		if err := json.Unmarshal(ev.Payload, &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Operation == "auto_renew" {
+			audited = append(audited, rec)
+		}
+	}
+	if len(audited) != 1 || audited[0].ResourceID != soon || audited[0].User != "system" || audited[0].Status != events.AuditSuccess ||
+		!strings.Contains(string(audited[0].Details), newID) {
+		t.Errorf("auto_renew audit records: got %+v, want one success by system for %s naming %s", audited, soon, newID)
+	}
 
 	// The loop renews what comes due: later, 20 days on.
 	e.clock.Add(20 * 24 * time.Hour)
