@@ -263,7 +263,8 @@ func TestAgentShutdown(t *testing.T) {
 			ctx := context.Background()
 			rdb := testenv.Redis(t).Client(t)
 			// A server that never answers keeps the job in its handshake.
-			_, p, _ := net.SplitHostPort(silentServer(t))
+			addr, accepted := silentServerCounting(t)
+			_, p, _ := net.SplitHostPort(addr)
 			port, _ := strconv.Atoi(p)
 
 			a, err := New(Config{
@@ -287,9 +288,14 @@ func TestAgentShutdown(t *testing.T) {
 				}
 				return p.Count
 			}
+			// Taken (pending) is not yet in flight: wait until the scan is
+			// in its handshake with the silent server.
 			waitFor(t, 5*time.Second, func() string {
 				if got := pending(); got != 1 {
 					return "got " + strconv.FormatInt(got, 10) + " pending jobs, want the job taken"
+				}
+				if accepted.Load() == 0 {
+					return "the scan has not connected yet"
 				}
 				return ""
 			})

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -306,14 +307,23 @@ func startDNS(t testing.TB, zone dnsZone) string {
 // answering, so a handshake with it waits until its deadline; it returns
 // the listener's address.
 func silentServer(t testing.TB) string {
+	addr, _ := silentServerCounting(t)
+	return addr
+}
+
+// silentServerCounting is silentServer that also counts the connections it
+// took, so a test can wait until a scan is really in its handshake.
+func silentServerCounting(t testing.TB) (string, *atomic.Int64) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	var accepted atomic.Int64
 	serve(t, l, func(c net.Conn) {
+		accepted.Add(1)
 		defer c.Close()
 		_, _ = io.Copy(io.Discard, c)
 	})
-	return l.Addr().String()
+	return l.Addr().String(), &accepted
 }
