@@ -9,7 +9,6 @@ package apiserver
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,11 +20,11 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/clientca"
+	"github.com/certfleet/certfleet/internal/lease"
 )
 
 // Rate limit classes of the CertMate API, per key, requests a minute as
@@ -827,12 +826,6 @@ const (
 	cmRenewalLeaseKey = "clientcerts:renewal:lease"
 )
 
-// releaseLeaseScript deletes the lease only if this holder still has it.
-var releaseLeaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`)
-
 // runClientCertRenewal renews due certificates every period until ctx ends.
 func (s *Server) runClientCertRenewal(ctx context.Context, every time.Duration) {
 	logger := s.logger.Named("renewal")
@@ -858,16 +851,16 @@ func (s *Server) runClientCertRenewal(ctx context.Context, every time.Duration) 
 // every certificate due now and returns how many it renewed. Without the
 // lease (another replica's pass is running) it does nothing.
 func (s *Server) renewDueClientCerts(ctx context.Context) (int, error) {
-	holder := rand.Text()
-	ok, err := s.rdb.SetNX(ctx, cmRenewalLeaseKey, holder, cmRenewalLease).Result()
+	holder := lease.NewToken()
+	ok, err := lease.Acquire(ctx, s.rdb, cmRenewalLeaseKey, holder, cmRenewalLease)
 	if err != nil {
-		return 0, fmt.Errorf("take renewal lease: %w", err)
+		return 0, err
 	}
 	if !ok {
 		return 0, nil
 	}
 	defer func() {
-		if err := releaseLeaseScript.Run(context.WithoutCancel(ctx), s.rdb, []string{cmRenewalLeaseKey}, holder).Err(); err != nil {
+		if _, err := lease.Release(context.WithoutCancel(ctx), s.rdb, cmRenewalLeaseKey, holder); err != nil {
 			s.logger.Warn("renewal lease not released", zap.Error(err))
 		}
 	}()

@@ -6,20 +6,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/internal/lease"
 )
-
-// renewScript extends a lease only while it still carries our token.
-var renewScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-`)
-
-// releaseScript deletes a lease only while it still carries our token, so a
-// late release never frees a lease another coordinator took over.
-var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('DEL', KEYS[1])
-`)
 
 // balanceLeases heartbeats this coordinator, then renews its leases and
 // takes or gives up leases until it holds its fair share: ceil(shards/live)
@@ -37,7 +26,7 @@ func (c *Coordinator) balanceLeases(ctx context.Context) {
 	}
 
 	for _, n := range c.HeldShards() {
-		ok, err := renewScript.Run(ctx, c.rdb, []string{LeaseKey(n)}, c.token, ttl).Bool()
+		ok, err := lease.Renew(ctx, c.rdb, LeaseKey(n), c.token, c.cfg.LeaseTTL)
 		if err != nil {
 			c.logger.Warn("renew lease failed", zap.Int("shard", n), zap.Error(err))
 			continue
@@ -56,7 +45,7 @@ func (c *Coordinator) balanceLeases(ctx context.Context) {
 	// Above target: release from the end, so holdings stay stable between rounds.
 	for i := len(held) - 1; i >= 0 && len(held) > target; i-- {
 		n := held[i]
-		if _, err := releaseScript.Run(ctx, c.rdb, []string{LeaseKey(n)}, c.token).Result(); err != nil {
+		if _, err := lease.Release(ctx, c.rdb, LeaseKey(n), c.token); err != nil {
 			c.logger.Warn("release lease failed", zap.Int("shard", n), zap.Error(err))
 			continue
 		}
@@ -73,7 +62,7 @@ func (c *Coordinator) balanceLeases(ctx context.Context) {
 		if c.isHeld(n) {
 			continue
 		}
-		ok, err := c.rdb.SetNX(ctx, LeaseKey(n), c.token, c.cfg.LeaseTTL).Result()
+		ok, err := lease.Acquire(ctx, c.rdb, LeaseKey(n), c.token, c.cfg.LeaseTTL)
 		if err != nil {
 			c.logger.Warn("acquire lease failed", zap.Int("shard", n), zap.Error(err))
 			continue
@@ -103,7 +92,7 @@ func (c *Coordinator) heartbeat(ctx context.Context, now, expiry int64) (int64, 
 // coordinators take the shards over on their next round.
 func (c *Coordinator) releaseAll(ctx context.Context) {
 	for _, n := range c.HeldShards() {
-		if err := releaseScript.Run(ctx, c.rdb, []string{LeaseKey(n)}, c.token).Err(); err != nil {
+		if _, err := lease.Release(ctx, c.rdb, LeaseKey(n), c.token); err != nil {
 			c.logger.Warn("release lease failed", zap.Int("shard", n), zap.Error(err))
 		}
 		c.setHeld(n, false)

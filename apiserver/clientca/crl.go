@@ -34,6 +34,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/internal/lease"
 )
 
 const (
@@ -147,10 +149,10 @@ func (s *Store) CRL(ctx context.Context, opts CRLOptions) (*CRL, error) {
 		if cached != nil && cached.fresh(version, ca, now, opts) {
 			return cached, nil
 		}
-		token := rand.Text()
-		ok, err := s.rdb.SetNX(ctx, crlLockKey, token, crlLockTTL).Result()
+		token := lease.NewToken()
+		ok, err := lease.Acquire(ctx, s.rdb, crlLockKey, token, crlLockTTL)
 		if err != nil {
-			return nil, fmt.Errorf("lock CRL: %w", err)
+			return nil, err
 		}
 		if ok {
 			crl, err := s.buildCRL(ctx, auth, ca, token, opts)
@@ -241,18 +243,12 @@ redis.call('HSET', KEYS[1], unpack(fields))
 return 1
 `)
 
-// unlockCRL releases the lock if this writer still holds it.
-var unlockCRL = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`)
-
 func (s *Store) unlockCRL(token string) {
 	// The lock is released even when the request's ctx ended: otherwise
 	// other replicas wait for its expiry.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if err := unlockCRL.Run(ctx, s.rdb, []string{crlLockKey}, token).Err(); err != nil {
+	if _, err := lease.Release(ctx, s.rdb, crlLockKey, token); err != nil {
 		s.logger.Warn("release crl lock", zap.Error(err))
 	}
 }
