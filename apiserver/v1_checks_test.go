@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -330,10 +329,7 @@ func TestManualCheck(t *testing.T) {
 	if target.Host == "" || legacy.Host == "" {
 		t.Fatalf("lab targets: got valid %q and legacy-tls %q, want both", target.Host, legacy.Host)
 	}
-	var allow []netip.Prefix
-	for _, s := range fleet.AllowTargets() {
-		allow = append(allow, netip.MustParsePrefix(s))
-	}
+	allow := fleet.AllowPrefixes()
 
 	const shards = 4
 	co, err := coordinator.New(coordinator.Config{Name: "co-1", Shards: shards, Tick: 100 * time.Millisecond}, rdb, logger)

@@ -24,7 +24,7 @@ func (l *Lab) WriteEnv(path, rootsPath string) error {
 	for _, kv := range [][2]string{
 		{"CERTFLEET_RESOLVER", l.resolver},
 		{"CERTFLEET_EXTRA_ROOTS", rootsPath},
-		{"CERTFLEET_ALLOW_TARGETS", strings.Join(l.allow, ",")},
+		{"CERTFLEET_ALLOW_TARGETS", strings.Join(l.AllowTargets(), ",")},
 		{"CERTFLEET_LAB_DOMAINS", strings.Join(domains, " ")},
 	} {
 		fmt.Fprintf(&b, "%s=%s\n", kv[0], shellQuote(kv[1]))

@@ -131,7 +131,7 @@ type Lab struct {
 	cfg      Config
 	ca       *CA
 	targets  []Target
-	allow    []string
+	allow    []netip.Prefix
 	resolver string
 
 	listeners []net.Listener
@@ -227,9 +227,9 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Lab, error) {
 		}
 		records[host] = append(records[host], p.dead...)
 	}
-	l.allow = []string{"127.0.0.0/8"}
+	l.allow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	if slices.ContainsFunc(sites, func(s site) bool { return s.ip.Is6() }) {
-		l.allow = append(l.allow, "::1/128")
+		l.allow = append(l.allow, netip.MustParsePrefix("::1/128"))
 	}
 	if err := l.startDNS(ctx, records); err != nil {
 		l.closeListeners()
@@ -519,8 +519,18 @@ func (l *Lab) ResolverAddr() string { return l.resolver }
 func (l *Lab) RootsPEM() []byte { return l.ca.CertPEM() }
 
 // AllowTargets are the CIDRs an agent must be allowed to dial to reach the
-// lab.
-func (l *Lab) AllowTargets() []string { return slices.Clone(l.allow) }
+// lab, as --allow-targets takes them.
+func (l *Lab) AllowTargets() []string {
+	out := make([]string, len(l.allow))
+	for i, p := range l.allow {
+		out[i] = p.String()
+	}
+	return out
+}
+
+// AllowPrefixes are AllowTargets as an agent's ScannerConfig.Allow takes
+// them.
+func (l *Lab) AllowPrefixes() []netip.Prefix { return slices.Clone(l.allow) }
 
 // Targets are the lab's domains with what a scan of each must report, in a
 // fixed order.

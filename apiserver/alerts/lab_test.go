@@ -3,7 +3,6 @@ package alerts
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"reflect"
 	"sort"
 	"sync"
@@ -36,10 +35,7 @@ func TestLabAlerts(t *testing.T) {
 		t.Fatalf("start lab: %v", err)
 	}
 	defer fleet.Close()
-	var allow []netip.Prefix
-	for _, s := range fleet.AllowTargets() {
-		allow = append(allow, netip.MustParsePrefix(s))
-	}
+	allow := fleet.AllowPrefixes()
 
 	const shards = 4
 	co, err := coordinator.New(coordinator.Config{Name: "co-1", Shards: shards, Interval: time.Second, Tick: 100 * time.Millisecond}, rdb, logger)
