@@ -830,6 +830,23 @@ func TestClientCertNoCA(t *testing.T) {
 	}
 }
 
+// newCABenchServer is a server with a CA on its own Redis, serving over
+// HTTP, and an account for the benchmark.
+func newCABenchServer(b *testing.B) (*Server, *httptest.Server, string) {
+	b.Helper()
+	srv, err := New(Config{CA: CAConfig{Passphrase: caTestPassphrase, Init: true}}, testenv.Redis(b).Client(b), zap.NewNop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	b.Cleanup(hs.Close)
+	tenant, err := srv.accounts.EnsureAccount(context.Background(), "bench@example.com")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return srv, hs, tenant
+}
+
 // BenchmarkClientCertBatch times POST /client-certs/batch of 100 rows
 // against its baseline in the same run: the same 100 creations by the
 // store directly (signing, sealing, the Lua step). The ratio is what HTTP,
@@ -838,17 +855,7 @@ func TestClientCertNoCA(t *testing.T) {
 // clock.
 func BenchmarkClientCertBatch(b *testing.B) {
 	ctx := context.Background()
-	rdb := testenv.Redis(b).Client(b)
-	srv, err := New(Config{CA: CAConfig{Passphrase: caTestPassphrase, Init: true}}, rdb, zap.NewNop())
-	if err != nil {
-		b.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	b.Cleanup(hs.Close)
-	tenant, err := srv.accounts.EnsureAccount(ctx, "bench@example.com")
-	if err != nil {
-		b.Fatal(err)
-	}
+	srv, hs, tenant := newCABenchServer(b)
 	var rows []string
 	for i := range cmBatchMaxRows {
 		rows = append(rows, fmt.Sprintf(`["user%d@example.com","user%d@example.com","ACME Corp","vpn","365"]`, i, i))
@@ -901,17 +908,7 @@ func BenchmarkClientCertBatch(b *testing.B) {
 // (the baseline: one pipelined read per 500 records).
 func BenchmarkClientCertList(b *testing.B) {
 	ctx := context.Background()
-	rdb := testenv.Redis(b).Client(b)
-	srv, err := New(Config{CA: CAConfig{Passphrase: caTestPassphrase, Init: true}}, rdb, zap.NewNop())
-	if err != nil {
-		b.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	b.Cleanup(hs.Close)
-	tenant, err := srv.accounts.EnsureAccount(ctx, "bench@example.com")
-	if err != nil {
-		b.Fatal(err)
-	}
+	srv, hs, tenant := newCABenchServer(b)
 	for i := range 1000 {
 		if _, err := srv.ca.store.Create(ctx, tenant, clientca.CreateRequest{CommonName: fmt.Sprintf("c%d", i),
 			Usage: []string{"vpn", "api-mtls"}[i%2], GenerateKey: true}); err != nil {
