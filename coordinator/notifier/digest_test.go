@@ -65,10 +65,7 @@ func (c *testClock) add(d time.Duration) { c.set(c.now().Add(d)) }
 // until the test ends.
 func (e *testEnv) startWithClock(cfg Config, clock *testClock, srv *testenv.SMTPServer) *Notifier {
 	e.t.Helper()
-	n, err := New(cfg, e.rdb, testenv.Logger(e.t))
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	n := e.newNotifier(cfg)
 	n.now = clock.now
 	email, err := newEmailSender(SMTPConfig{Addr: srv.Addr, From: "alerts@certfleet.example", ServerName: "localhost", ExtraRootsPEM: srv.RootPEM}, nil)
 	if err != nil {
@@ -77,17 +74,7 @@ func (e *testEnv) startWithClock(cfg Config, clock *testClock, srv *testenv.SMTP
 	// The subject dates a digest by the day it is sent.
 	email.(*emailSender).now = clock.now
 	n.Registry().Register(TypeEmail, email)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = n.Run(ctx)
-	}()
-	e.t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	return n
+	return e.run(n)
 }
 
 func (e *testEnv) waitDigestItems(channelID, day string, n int64) {

@@ -97,10 +97,20 @@ func fastConfig(name string) Config {
 // start runs a notifier until the test ends.
 func (e *testEnv) start(cfg Config) *Notifier {
 	e.t.Helper()
+	return e.run(e.newNotifier(cfg))
+}
+
+func (e *testEnv) newNotifier(cfg Config) *Notifier {
+	e.t.Helper()
 	n, err := New(cfg, e.rdb, testenv.Logger(e.t))
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	return n
+}
+
+// run runs n until the test ends.
+func (e *testEnv) run(n *Notifier) *Notifier {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
