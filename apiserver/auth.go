@@ -26,7 +26,8 @@ func (s *Server) limitKeyChestKey() gin.HandlerFunc {
 	lim := ratelimit.PerMinute(s.cfg.RateLimitGeneral)
 	return func(c *gin.Context) {
 		key := keyChestKey(c)
-		if _, err := s.accounts.Authenticate(c.Request.Context(), key); err != nil {
+		tenantID, err := s.accounts.Authenticate(c.Request.Context(), key)
+		if err != nil {
 			if errors.Is(err, accounts.ErrUnknownKey) {
 				c.Next() // the handler refuses it
 				return
@@ -34,8 +35,24 @@ func (s *Server) limitKeyChestKey() gin.HandlerFunc {
 			s.reply(c, err)
 			return
 		}
+		c.Set(keyChestAuthKey, keyChestAuth{key: key, tenantID: tenantID})
 		s.allow(c, classGeneral+":keychest:"+accounts.HashKey(key), lim)
 	}
+}
+
+const keyChestAuthKey = "certfleet.keychest"
+
+// keyChestAuth is the key limitKeyChestKey authenticated and its account.
+type keyChestAuth struct{ key, tenantID string }
+
+// keyChestTenant returns the account of a KeyChest key: the one
+// limitKeyChestKey already found for it, else (an unknown key, which the
+// handler checks only after the request's other fields) a lookup.
+func (s *Server) keyChestTenant(c *gin.Context, key string) (string, error) {
+	if a, ok := c.Value(keyChestAuthKey).(keyChestAuth); ok && a.key == key {
+		return a.tenantID, nil
+	}
+	return s.accounts.Authenticate(c.Request.Context(), key)
 }
 
 // limitByAddress limits a call per client address.

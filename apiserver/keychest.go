@@ -167,7 +167,7 @@ func (s *Server) addServer(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
-	tenantID, err := s.accounts.Authenticate(ctx, f["api_key"])
+	tenantID, err := s.keyChestTenant(c, f["api_key"])
 	if err != nil {
 		s.reply(c, err)
 		return
@@ -225,7 +225,7 @@ func (s *Server) expiration(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
-	tenantID, err := s.accounts.Authenticate(ctx, key)
+	tenantID, err := s.keyChestTenant(c, key)
 	if err != nil {
 		s.reply(c, err)
 		return
