@@ -411,16 +411,15 @@ func (s *Server) appendAudit(ctx context.Context, tenant, aggregate string, rec 
 	}).Err()
 }
 
-// auditUser names the tenant's account by its email. The account hash is
-// apiserver/accounts' (account:<tenant_id> {email}); the tenant id is the
+// auditUser names the tenant's account by its email; the tenant id is the
 // fallback when it cannot be read.
 func (s *Server) auditUser(ctx context.Context, tenant string) string {
 	if v, ok := s.audit.emails.Load(tenant); ok {
 		return v.(string)
 	}
-	email, err := s.rdb.HGet(ctx, "account:"+tenant, "email").Result()
+	email, err := s.accounts.Email(ctx, tenant)
 	if err != nil || email == "" {
-		if err != nil && !errors.Is(err, redis.Nil) {
+		if err != nil {
 			s.logger.Warn("audit: read account email", zap.String("tenant_id", tenant), zap.Error(err))
 		}
 		return tenant

@@ -107,6 +107,19 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Store, err
 // Key names.
 func apiKeyKey(hash string) string      { return "apikey:" + hash }
 func accountKey(tenantID string) string { return "account:" + tenantID }
+
+// Email returns the email of the account tenantID, or "" when there is no
+// such account.
+func (s *Store) Email(ctx context.Context, tenantID string) (string, error) {
+	email, err := s.rdb.HGet(ctx, accountKey(tenantID), "email").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read account %s: %w", tenantID, err)
+	}
+	return email, nil
+}
 func domainsKey(tenantID string) string { return "tenant:" + tenantID + ":domains" }
 func domainKey(domainID string) string  { return "domain:" + domainID }
 
