@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -84,26 +83,11 @@ type caArea struct {
 	store *clientca.Store
 }
 
-// ReadPassphraseFile reads a passphrase file: its first line, without the
-// line ending.
-func ReadPassphraseFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("read passphrase file: %w", err)
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	line = strings.TrimRight(line, "\r")
-	if len(line) < seal.MinPassphrase {
-		return "", fmt.Errorf("passphrase in %s must be at least %d characters", path, seal.MinPassphrase)
-	}
-	return line, nil
-}
-
 func (s *Server) initCA() error {
 	cfg := s.cfg.CA
 	pass := cfg.Passphrase
 	if cfg.PassphraseFile != "" {
-		p, err := ReadPassphraseFile(cfg.PassphraseFile)
+		p, err := seal.ReadPassphraseFile(cfg.PassphraseFile)
 		if err != nil {
 			return fmt.Errorf("client CA: %w", err)
 		}

@@ -8,8 +8,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/certfleet/certfleet/apiserver"
 	"github.com/certfleet/certfleet/apiserver/clientca"
+	"github.com/certfleet/certfleet/internal/seal"
 )
 
 const caUsage = "usage: certfleet ca init [--key-type ecdsa-p256|rsa-3072] [--common-name CN]\n" +
@@ -49,7 +49,7 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if pass != "" {
 			return errors.New("give --ca-passphrase or --ca-passphrase-file, not both")
 		}
-		if pass, err = apiserver.ReadPassphraseFile(o.CAPassphraseFile); err != nil {
+		if pass, err = seal.ReadPassphraseFile(o.CAPassphraseFile); err != nil {
 			return err
 		}
 	}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/mail"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -533,14 +532,9 @@ func Passphrase(pass, file string) (string, error) {
 	if pass != "" || file == "" {
 		return pass, nil
 	}
-	raw, err := os.ReadFile(file)
+	pass, err := seal.ReadPassphraseFile(file)
 	if err != nil {
-		return "", fmt.Errorf("read secrets passphrase file: %w", err)
+		return "", fmt.Errorf("secrets passphrase: %w", err)
 	}
-	line, _, _ := strings.Cut(string(raw), "\n")
-	line = strings.TrimRight(line, "\r")
-	if line == "" {
-		return "", fmt.Errorf("secrets passphrase file %s: first line is empty", file)
-	}
-	return line, nil
+	return pass, nil
 }

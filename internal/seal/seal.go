@@ -16,6 +16,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"golang.org/x/crypto/scrypt"
@@ -113,4 +114,20 @@ func (b *Box) Open(sealed string, aad []byte) ([]byte, error) {
 		return nil, ErrOpen
 	}
 	return plain, nil
+}
+
+// ReadPassphraseFile reads a passphrase from a file (a --...-passphrase-file
+// flag): its first line without the line ending, at least MinPassphrase
+// characters.
+func ReadPassphraseFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read passphrase file: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	line = strings.TrimRight(line, "\r")
+	if len(line) < MinPassphrase {
+		return "", fmt.Errorf("passphrase in %s must be at least %d characters", path, MinPassphrase)
+	}
+	return line, nil
 }

@@ -3,6 +3,8 @@ package seal
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -69,5 +71,22 @@ func TestKeyFromPassphraseChecks(t *testing.T) {
 	s2, _ := NewSalt()
 	if bytes.Equal(s1, s2) || len(s1) != SaltSize {
 		t.Errorf("salts: got %x and %x, want two different %d-byte salts", s1, s2, SaltSize)
+	}
+}
+
+func TestReadPassphraseFile(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	short := filepath.Join(dir, "short")
+	_ = os.WriteFile(good, []byte("a long enough passphrase\r\nignored"), 0o600)
+	_ = os.WriteFile(short, []byte("short\n"), 0o600)
+	if p, err := ReadPassphraseFile(good); err != nil || p != "a long enough passphrase" {
+		t.Errorf("read passphrase file: got %q %v, want the first line", p, err)
+	}
+	if _, err := ReadPassphraseFile(short); err == nil {
+		t.Error("short passphrase file: got no error")
+	}
+	if _, err := ReadPassphraseFile(filepath.Join(dir, "none")); err == nil {
+		t.Error("missing passphrase file: got no error")
 	}
 }
