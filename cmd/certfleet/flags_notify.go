@@ -87,8 +87,7 @@ func addNotifier(gr *group, role string, o *options, rdb redis.UniversalClient, 
 	if err != nil {
 		return err
 	}
-	// The scanner's allow list: parsed once, by the same code.
-	scfg, err := scannerConfig(&options{AllowTargets: o.AllowTargets})
+	allow, err := allowTargets(o)
 	if err != nil {
 		return err
 	}
@@ -99,7 +98,7 @@ func addNotifier(gr *group, role string, o *options, rdb redis.UniversalClient, 
 		}
 	}
 	n, err := notifier.New(notifier.Config{
-		Consumer: o.Name, Allow: scfg.Allow, Passphrase: pass, PublicURL: o.PublicURL,
+		Consumer: o.Name, Allow: allow, Passphrase: pass, PublicURL: o.PublicURL,
 		MaxAttempts: o.NotifyMaxAttempts, Backoff: o.NotifyBackoff, MaxBackoff: o.NotifyMaxBackoff,
 		Workers: o.NotifyWorkers, Timeout: o.NotifyTimeout, DigestHour: o.DigestHour,
 		SMTP: notifier.SMTPConfig{

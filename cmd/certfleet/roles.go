@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -145,16 +146,20 @@ func openSchema(ctx context.Context, dsn string, logger *zap.Logger) (driver.Con
 	return conn, nil
 }
 
-func scannerConfig(o *options) (agent.ScannerConfig, error) {
-	var cidrs []string
-	for _, c := range strings.Split(o.AllowTargets, ",") {
-		if c = strings.TrimSpace(c); c != "" {
-			cidrs = append(cidrs, c)
-		}
-	}
-	allow, err := guard.ParseAllow(cidrs)
+// allowTargets parses --allow-targets, which the agent's scans and the
+// notifier's sends share.
+func allowTargets(o *options) ([]netip.Prefix, error) {
+	allow, err := guard.ParseAllow(strings.Split(o.AllowTargets, ","))
 	if err != nil {
-		return agent.ScannerConfig{}, fmt.Errorf("--allow-targets: %w", err)
+		return nil, fmt.Errorf("--allow-targets: %w", err)
+	}
+	return allow, nil
+}
+
+func scannerConfig(o *options) (agent.ScannerConfig, error) {
+	allow, err := allowTargets(o)
+	if err != nil {
+		return agent.ScannerConfig{}, err
 	}
 	var roots []byte
 	if o.ExtraRoots != "" {
