@@ -70,7 +70,6 @@ type Config struct {
 	Shards int
 
 	// Each area of the API configures itself beside its code.
-	Alerts AlertsConfig // v1_alerts.go
 	Notify NotifyConfig // v1_channels.go
 	CA     CAConfig     // ca.go
 	Audit  AuditConfig  // audit.go
@@ -113,8 +112,6 @@ func (c *Config) setDefaults() {
 	if c.Shards == 0 {
 		c.Shards = events.DefaultShards
 	}
-	c.Alerts.setDefaults()
-	c.Notify.setDefaults()
 	c.CA.setDefaults()
 	c.Audit.setDefaults()
 }
@@ -147,7 +144,6 @@ func (c *Config) Validate() error {
 	if c.Shards < 1 {
 		errs = append(errs, fmt.Errorf("shards must be at least 1, got %d", c.Shards))
 	}
-	errs = append(errs, c.Alerts.validate()...)
 	errs = append(errs, c.Notify.validate()...)
 	errs = append(errs, c.CA.validate()...)
 	errs = append(errs, c.Audit.validate()...)

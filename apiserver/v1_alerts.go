@@ -19,14 +19,6 @@ import (
 	"github.com/certfleet/certfleet/apiserver/alerts"
 )
 
-// AlertsConfig configures the alerts API. The engine itself runs in the
-// projector with its defaults (alerts.Config); tenants tune it through
-// /api/v1/alert-settings.
-type AlertsConfig struct{}
-
-func (c *AlertsConfig) setDefaults()      {}
-func (c *AlertsConfig) validate() []error { return nil }
-
 // alertsArea is the alerts API's state.
 type alertsArea struct {
 	engine *alerts.Engine

@@ -30,8 +30,6 @@ type NotifyConfig struct {
 	SecretsPassphraseFile string
 }
 
-func (c *NotifyConfig) setDefaults() {}
-
 func (c *NotifyConfig) validate() []error {
 	if c.SecretsPassphrase != "" && len(c.SecretsPassphrase) < seal.MinPassphrase {
 		return []error{fmt.Errorf("secrets passphrase must be at least %d characters", seal.MinPassphrase)}
