@@ -1,7 +1,7 @@
 // Package agent is certfleet's scan agent: it takes scan jobs from the
 // shard streams through its region's consumer group, resolves each domain,
 // does one TLS handshake with every address the way a browser would (through
-// the guarded dialer of agent/guard), and publishes what it saw as a
+// the guarded dialer of internal/guard), and publishes what it saw as a
 // scan.completed event on the results stream.
 package agent
 
@@ -19,8 +19,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
-	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/presence"
 )
 
 // defaultPort is the port of a job that names none.
@@ -54,7 +54,7 @@ type Config struct {
 	// jobs in flight to finish and publish. Default 30s.
 	ShutdownTimeout time.Duration
 	// HeartbeatInterval is how often the agent tells Redis its region is
-	// alive (coordinator.AgentSeen), so the API knows which regions to wait
+	// alive (presence.Seen), so the API knows which regions to wait
 	// for. Default 10s.
 	HeartbeatInterval time.Duration
 	// Scanner configures DNS, dialing and handshakes.
@@ -235,7 +235,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	tick := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer tick.Stop()
 	for {
-		if err := coordinator.AgentSeen(ctx, a.rdb, a.cfg.Region, time.Now()); err != nil && ctx.Err() == nil {
+		if err := presence.Seen(ctx, a.rdb, a.cfg.Region, time.Now()); err != nil && ctx.Err() == nil {
 			a.logger.Warn("heartbeat failed", zap.Error(err))
 		}
 		select {

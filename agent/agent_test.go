@@ -11,8 +11,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/presence"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -220,7 +220,7 @@ func TestAgentHeartbeat(t *testing.T) {
 	}()
 	seenSince := func(since time.Time) func() string {
 		return func() string {
-			regions, err := coordinator.ActiveRegions(ctx, rdb, since)
+			regions, err := presence.Active(ctx, rdb, since)
 			if err != nil {
 				return err.Error()
 			}

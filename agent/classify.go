@@ -13,8 +13,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/certfleet/certfleet/agent/guard"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/guard"
 )
 
 // errTooLarge ends a handshake whose server sent more than maxHandshakeBytes.

@@ -20,8 +20,8 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 
-	"github.com/certfleet/certfleet/agent/guard"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/guard"
 )
 
 // maxHandshakeBytes caps what a server may send before the handshake ends.

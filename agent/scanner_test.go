@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certfleet/certfleet/agent/guard"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 

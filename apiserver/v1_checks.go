@@ -14,6 +14,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/grade"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/coordinator"
+	"github.com/certfleet/certfleet/internal/presence"
 )
 
 // Messages of the check routes.
@@ -345,7 +346,7 @@ func (s *Server) manualCheck(c *gin.Context) {
 	seen := scansByRegion(before)
 	// Heartbeats are wall-clock times, whatever clock grades are computed
 	// against (cfg.Now).
-	regions, err := coordinator.ActiveRegions(ctx, s.rdb, time.Now().Add(-regionWindow))
+	regions, err := presence.Active(ctx, s.rdb, time.Now().Add(-regionWindow))
 	if err != nil {
 		s.replyV1(c, err)
 		return

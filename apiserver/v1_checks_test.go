@@ -22,6 +22,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/presence"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -358,7 +359,7 @@ func TestManualCheck(t *testing.T) {
 	}
 	defer wg.Wait()
 	defer cancel()
-	if err := coordinator.AgentSeen(ctx, rdb, "eu", time.Now()); err != nil {
+	if err := presence.Seen(ctx, rdb, "eu", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 
@@ -446,7 +447,7 @@ func TestManualCheck(t *testing.T) {
 
 	// A region that is active but has no agent running: 504 with what the
 	// view has.
-	if err := coordinator.AgentSeen(ctx, rdb, "ghost", time.Now()); err != nil {
+	if err := presence.Seen(ctx, rdb, "ghost", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	var timedOut checkAnswer
@@ -487,7 +488,7 @@ func TestManualCheckEndsOnShutdown(t *testing.T) {
 	alice := newCheckTenant(t, srv, "alice@example.com")
 	id := addCheckDomain(t, srv, alice.id, "shop.example", 443)
 	// A region that is alive but never answers keeps the check waiting.
-	if err := coordinator.AgentSeen(ctx, rdb, "ghost", time.Now()); err != nil {
+	if err := presence.Seen(ctx, rdb, "ghost", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	runCtx, stop := context.WithCancel(ctx)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -613,23 +612,5 @@ func TestScanNow(t *testing.T) {
 	}
 	if err := ScanNow(ctx, h.rdb, shards, "no-such-domain"); !errors.Is(err, ErrNotScheduled) {
 		t.Errorf("scan now of unknown domain: got %v, want %v", err, ErrNotScheduled)
-	}
-}
-
-func TestActiveRegions(t *testing.T) {
-	ctx := context.Background()
-	rdb := testenv.Redis(t).Client(t)
-	now := time.Now()
-	for region, seen := range map[string]time.Time{"eu-west": now, "us-east": now.Add(-30 * time.Second), "gone": now.Add(-time.Hour)} {
-		if err := AgentSeen(ctx, rdb, region, seen); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := ActiveRegions(ctx, rdb, now.Add(-time.Minute))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := []string{"eu-west", "us-east"}; !reflect.DeepEqual(got, want) {
-		t.Fatalf("active regions: got %v, want %v", got, want)
 	}
 }

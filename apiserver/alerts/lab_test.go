@@ -15,6 +15,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/presence"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -75,7 +76,7 @@ func TestLabAlerts(t *testing.T) {
 	defer wg.Wait()
 	defer cancel()
 	for _, region := range []string{"eu", "us"} {
-		if err := coordinator.AgentSeen(ctx, rdb, region, time.Now()); err != nil {
+		if err := presence.Seen(ctx, rdb, region, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/certfleet/certfleet/agent/lab"
-	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/presence"
 	"github.com/certfleet/certfleet/internal/testenv"
 	"github.com/certfleet/certfleet/schema"
 )
@@ -184,7 +184,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Both agents keep their regions marked alive.
-	if active, err := coordinator.ActiveRegions(ctx, rs.Client(t), added.Add(-time.Minute)); err != nil || strings.Join(active, ",") != strings.Join(regions, ",") {
+	if active, err := presence.Active(ctx, rs.Client(t), added.Add(-time.Minute)); err != nil || strings.Join(active, ",") != strings.Join(regions, ",") {
 		t.Errorf("active regions: got %v (%v), want %v", active, err, regions)
 	}
 

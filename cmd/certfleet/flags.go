@@ -13,25 +13,26 @@ import (
 // options holds every flag of every role; each role registers the ones it
 // uses, so `certfleet agent -h` lists only the agent's.
 type options struct {
-	RedisURL      string
-	ClickHouseDSN string
-	Listen        string
-	MetricsListen string
-	Region        string
-	Resolver      string
-	ExtraRoots    string
-	AllowTargets  string
-	ScanInterval  time.Duration
-	RenewalWindow time.Duration
-	WarningDays   int
-	CriticalDays  int
-	CheckTimeout  time.Duration
-	Shards        int
-	Concurrency   int
-	CheckLegacy   bool
-	LogLevel      string
-	Name          string
-	WithSink      bool
+	RedisURL            string
+	ClickHouseDSN       string
+	Listen              string
+	MetricsListen       string
+	Region              string
+	Resolver            string
+	ExtraRoots          string
+	AllowTargets        string
+	AllowWebhookTargets string
+	ScanInterval        time.Duration
+	RenewalWindow       time.Duration
+	WarningDays         int
+	CriticalDays        int
+	CheckTimeout        time.Duration
+	Shards              int
+	Concurrency         int
+	CheckLegacy         bool
+	LogLevel            string
+	Name                string
+	WithSink            bool
 
 	notifyOptions // flags_notify.go
 	caOptions     // flags_ca.go
@@ -105,7 +106,7 @@ func (f *flagSet) agent() *flagSet {
 	f.StringVar(&f.opts.Region, "region", "local", "the region this agent scans from")
 	f.StringVar(&f.opts.Resolver, "resolver", "", "DNS server host:port the agent asks (default: the system resolver)")
 	f.StringVar(&f.opts.ExtraRoots, "extra-roots", "", "PEM file of roots trusted besides the system pool")
-	f.allowTargets() // flags_notify.go: shared with the notifier
+	f.StringVar(&f.opts.AllowTargets, "allow-targets", "", "comma-separated CIDRs the agent may scan although private or loopback")
 	f.IntVar(&f.opts.Concurrency, "concurrency", 64, "IPs scanned at once at most (one connection each at a time)")
 	f.BoolVar(&f.opts.CheckLegacy, "check-legacy-tls", true, "also try a handshake offering only TLS 1.0 and 1.1 on every IP")
 	return f

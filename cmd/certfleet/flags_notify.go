@@ -61,15 +61,7 @@ func (f *flagSet) notify() *flagSet {
 	f.StringVar(&f.opts.SMTPStartTLS, "smtp-starttls", notifier.StartTLSRequired, "STARTTLS to the relay: required, opportunistic or off")
 	f.StringVar(&f.opts.SMTPExtraRoots, "smtp-extra-roots", "", "PEM file of roots trusted for the relay's certificate besides the system pool")
 	f.DurationVar(&f.opts.SMTPTimeout, "smtp-timeout", 30*time.Second, "time limit of one SMTP conversation")
-	return f.allowTargets()
-}
-
-// allowTargets registers --allow-targets, shared by the agent (scans) and
-// the notifier (webhook and Slack URLs); a role with both registers it once.
-func (f *flagSet) allowTargets() *flagSet {
-	if f.Lookup("allow-targets") == nil {
-		f.StringVar(&f.opts.AllowTargets, "allow-targets", "", "comma-separated CIDRs the agent may scan and the notifier may send to although private or loopback")
-	}
+	f.StringVar(&f.opts.AllowWebhookTargets, "allow-webhook-targets", "", "comma-separated CIDRs webhook and Slack sends may reach although private or loopback")
 	return f
 }
 
@@ -87,7 +79,7 @@ func addNotifier(gr *group, role string, o *options, rdb redis.UniversalClient, 
 	if err != nil {
 		return err
 	}
-	allow, err := allowTargets(o)
+	allow, err := parseAllow("--allow-webhook-targets", o.AllowWebhookTargets)
 	if err != nil {
 		return err
 	}

@@ -12,13 +12,13 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/agent"
-	"github.com/certfleet/certfleet/agent/guard"
 	"github.com/certfleet/certfleet/apiserver"
 	"github.com/certfleet/certfleet/apiserver/alerts"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/coordinator/sink"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/schema"
 )
 
@@ -146,18 +146,20 @@ func openSchema(ctx context.Context, dsn string, logger *zap.Logger) (driver.Con
 	return conn, nil
 }
 
-// allowTargets parses --allow-targets, which the agent's scans and the
-// notifier's sends share.
-func allowTargets(o *options) ([]netip.Prefix, error) {
-	allow, err := guard.ParseAllow(strings.Split(o.AllowTargets, ","))
+// parseAllow parses an allow-list flag: comma-separated CIDRs that one
+// kind of outbound traffic may reach although the guard refuses them by
+// default (--allow-targets for scans, --allow-webhook-targets for
+// notification endpoints).
+func parseAllow(flag, value string) ([]netip.Prefix, error) {
+	allow, err := guard.ParseAllow(strings.Split(value, ","))
 	if err != nil {
-		return nil, fmt.Errorf("--allow-targets: %w", err)
+		return nil, fmt.Errorf("%s: %w", flag, err)
 	}
 	return allow, nil
 }
 
 func scannerConfig(o *options) (agent.ScannerConfig, error) {
-	allow, err := allowTargets(o)
+	allow, err := parseAllow("--allow-targets", o.AllowTargets)
 	if err != nil {
 		return agent.ScannerConfig{}, err
 	}

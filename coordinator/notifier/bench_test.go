@@ -12,7 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/certfleet/certfleet/agent/guard"
+	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 

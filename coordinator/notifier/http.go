@@ -17,7 +17,7 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/certfleet/certfleet/agent/guard"
+	"github.com/certfleet/certfleet/internal/guard"
 )
 
 // Error classes of a failed attempt: a fixed vocabulary, never raw error

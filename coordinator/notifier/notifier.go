@@ -13,7 +13,7 @@
 // up visibly (notification.failed.v1) after MaxAttempts.
 //
 // Every outbound connection to a user-supplied URL goes through the
-// guarded dialer (agent/guard): a private or loopback target is refused
+// guarded dialer (internal/guard): a private or loopback target is refused
 // unless the operator allowed it (--allow-targets).
 package notifier
 

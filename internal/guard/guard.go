@@ -1,10 +1,14 @@
-// Package guard decides which addresses a scan agent may connect to, and is
-// the one dialer every agent connection goes through. Agents dial names that
-// users typed; without the guard a user could point a domain at the agent's
-// own network (loopback, private ranges, cloud metadata services) and read
-// what answers there. The guard checks resolved IP literals only, and checks
-// again the address the socket actually connects to, so a DNS answer that
-// changes between two lookups (rebinding) cannot slip past it.
+// Package guard decides which addresses certfleet may connect to, and is
+// the one dialer every outbound connection to a tenant-supplied name goes
+// through: scans, notification endpoints (webhook, Slack, a channel's SMTP
+// server) and, later, DNS provider endpoints and registry referrals. Each
+// kind of traffic has its own allow-list, set by the operator
+// (--allow-targets, --allow-webhook-targets, --allow-dns-targets). Tenants
+// type these names; without the guard a tenant could point one at the
+// service's own network (loopback, private ranges, cloud metadata services)
+// and read what answers there. The guard checks resolved IP literals only,
+// and checks again the address the socket actually connects to, so a DNS
+// answer that changes between two lookups (rebinding) cannot slip past it.
 package guard
 
 import (
