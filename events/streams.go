@@ -10,10 +10,23 @@ import (
 // Stream names. Every consumer reads them through a consumer group.
 const (
 	// StreamEvents carries account, API key, domain and alert events.
+	// Writers name it through EventStream and consumers through
+	// EventStreams, never directly: it is being split into hash-tagged
+	// partitions for Redis Cluster.
 	StreamEvents = "events"
 	// StreamResults carries scan.completed events from the agents.
 	StreamResults = "results"
 )
+
+// EventStream is the stream the events of tenantID go to. Every key a
+// command script writes together with the event must live in the same
+// Redis Cluster slot as this stream.
+func EventStream(tenantID string) string { return StreamEvents }
+
+// EventStreams lists every stream EventStream can return, for consumers of
+// the events. A consumer reads each with its own calls: streams of other
+// slots cannot be read in one command on Redis Cluster.
+func EventStreams() []string { return []string{StreamEvents} }
 
 // JobStream is the stream of scan jobs for one shard. The shard number is a
 // Redis Cluster hash tag, so the shard's stream, schedule and lease keys
