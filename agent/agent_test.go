@@ -63,9 +63,9 @@ func TestAgent(t *testing.T) {
 	ctx := context.Background()
 	rdb := testenv.Redis(t).Client(t)
 
-	root := newTestCA(t, "certfleet test root")
+	root := testenv.NewCA(t, "certfleet test root")
 	now := time.Now()
-	addr := listenTLS(t, "127.0.0.1:0", root.issue(t, []string{"svc.example.test"}, now.Add(-time.Hour), now.Add(24*time.Hour)))
+	addr := listenTLS(t, "127.0.0.1:0", root.Issue(t, []string{"svc.example.test"}, nil, testenv.Validity(now.Add(-time.Hour), now.Add(24*time.Hour))))
 	_, p, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(p)
 	resolver := startDNS(t, zoneOf(t, "svc.example.test. 60 IN A 127.0.0.1"))
@@ -90,7 +90,7 @@ func TestAgent(t *testing.T) {
 
 	a, err := New(Config{
 		Region: region, Name: "agent-test", Shards: 4, Block: 50 * time.Millisecond, ClaimIdle: 300 * time.Millisecond,
-		Scanner: ScannerConfig{Resolver: resolver, ExtraRootsPEM: root.pem(), Allow: loopbackAllow(t), HandshakeTimeout: time.Second},
+		Scanner: ScannerConfig{Resolver: resolver, ExtraRootsPEM: root.PEM(), Allow: loopbackAllow(t), HandshakeTimeout: time.Second},
 	}, rdb, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)

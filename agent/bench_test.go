@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"github.com/certfleet/certfleet/internal/testenv"
 	"io"
 	"log"
 	"net"
@@ -27,15 +28,15 @@ import (
 // an IP as it runs. The server runs in this process, so the CPU figures
 // include its side of every handshake, alike for both.
 func BenchmarkHandshakes(b *testing.B) {
-	root := newTestCA(b, "certfleet bench root")
+	root := testenv.NewCA(b, "certfleet bench root")
 	now := time.Now()
-	addr := listenTLS(b, "127.0.0.1:0", root.issue(b, []string{"127.0.0.1"}, now.Add(-time.Hour), now.Add(24*time.Hour)))
+	addr := listenTLS(b, "127.0.0.1:0", root.Issue(b, []string{"127.0.0.1"}, nil, testenv.Validity(now.Add(-time.Hour), now.Add(24*time.Hour))))
 	_, p, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(p)
 
 	scan := func(curves []tls.CurveID) func(b *testing.B) {
 		return func(b *testing.B) {
-			s, err := NewScanner(ScannerConfig{Resolver: "127.0.0.1:53", ExtraRootsPEM: root.pem(), Allow: loopbackAllow(b),
+			s, err := NewScanner(ScannerConfig{Resolver: "127.0.0.1:53", ExtraRootsPEM: root.PEM(), Allow: loopbackAllow(b),
 				CheckLegacyTLS: new(false)}, zap.NewNop())
 			if err != nil {
 				b.Fatal(err)
@@ -62,7 +63,7 @@ func BenchmarkHandshakes(b *testing.B) {
 
 	b.Run("baseline", func(b *testing.B) {
 		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(root.pem())
+		pool.AppendCertsFromPEM(root.PEM())
 		d := &tls.Dialer{
 			NetDialer: &net.Dialer{Timeout: 5 * time.Second},
 			Config: &tls.Config{
@@ -91,9 +92,9 @@ func BenchmarkHandshakes(b *testing.B) {
 // same three things: net/http's client sending HEAD over a fresh verified
 // HTTP/2 connection, then a crypto/tls dial capped at TLS 1.1.
 func BenchmarkScanIP(b *testing.B) {
-	root := newTestCA(b, "certfleet bench root")
+	root := testenv.NewCA(b, "certfleet bench root")
 	now := time.Now()
-	cert := root.issue(b, []string{"127.0.0.1"}, now.Add(-time.Hour), now.Add(24*time.Hour))
+	cert := root.Issue(b, []string{"127.0.0.1"}, nil, testenv.Validity(now.Add(-time.Hour), now.Add(24*time.Hour)))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -111,7 +112,7 @@ func BenchmarkScanIP(b *testing.B) {
 	port := l.Addr().(*net.TCPAddr).Port
 
 	b.Run("scanner", func(b *testing.B) {
-		s, err := NewScanner(ScannerConfig{Resolver: "127.0.0.1:53", ExtraRootsPEM: root.pem(), Allow: loopbackAllow(b)}, zap.NewNop())
+		s, err := NewScanner(ScannerConfig{Resolver: "127.0.0.1:53", ExtraRootsPEM: root.PEM(), Allow: loopbackAllow(b)}, zap.NewNop())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -130,7 +131,7 @@ func BenchmarkScanIP(b *testing.B) {
 
 	b.Run("baseline", func(b *testing.B) {
 		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(root.pem())
+		pool.AppendCertsFromPEM(root.PEM())
 		tlsCfg := &tls.Config{ServerName: "127.0.0.1", RootCAs: pool, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13}
 		client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: true, DisableKeepAlives: true}}
 		legacy := &tls.Dialer{

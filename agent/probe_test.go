@@ -6,7 +6,6 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"math"
 	"net"
@@ -147,39 +146,14 @@ func listenTLSWith(t *testing.T, cfg *tls.Config) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// issueRSA returns a server certificate for names with an RSA key, which
-// the RSA key exchange suites of old servers need.
-func (ca *testCA) issueRSA(t *testing.T, name string) tls.Certificate {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: nextSerial(),
-		Subject:      pkix.Name{CommonName: name},
-		DNSNames:     []string{name},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
-}
-
 // TestScanHTTP checks the HEAD request after the handshake against real
 // HTTPS servers: HTTP/2 and HTTP/1.1, with and without HSTS, and ports that
 // do not speak HTTP at all.
 func TestScanHTTP(t *testing.T) {
-	root := newTestCA(t, "certfleet test root")
+	root := testenv.NewCA(t, "certfleet test root")
 	now := time.Now()
 	const host = "web.example.test"
-	cert := root.issue(t, []string{host}, now.Add(-time.Hour), now.Add(24*time.Hour))
+	cert := root.Issue(t, []string{host}, nil, testenv.Validity(now.Add(-time.Hour), now.Add(24*time.Hour)))
 	hsts := func(v ...string) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			for _, s := range v {
@@ -225,7 +199,7 @@ func TestScanHTTP(t *testing.T) {
 
 	resolver := startDNS(t, zoneOf(t, host+". 60 IN A 127.0.0.1"))
 	const httpTimeout = 300 * time.Millisecond
-	s, err := NewScanner(ScannerConfig{Resolver: resolver, ExtraRootsPEM: root.pem(), Allow: loopbackAllow(t),
+	s, err := NewScanner(ScannerConfig{Resolver: resolver, ExtraRootsPEM: root.PEM(), Allow: loopbackAllow(t),
 		HTTPTimeout: httpTimeout, CheckLegacyTLS: new(false)}, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -283,11 +257,18 @@ func TestScanHTTP(t *testing.T) {
 // TestScanLegacyTLS checks the second handshake that offers only TLS 1.0
 // and 1.1 against servers that accept them or not.
 func TestScanLegacyTLS(t *testing.T) {
-	root := newTestCA(t, "certfleet test root")
+	root := testenv.NewCA(t, "certfleet test root")
 	now := time.Now()
 	const host = "old.example.test"
-	cert := root.issue(t, []string{host}, now.Add(-time.Hour), now.Add(24*time.Hour))
-	rsaCert := root.issueRSA(t, host)
+	cert := root.Issue(t, []string{host}, nil, testenv.Validity(now.Add(-time.Hour), now.Add(24*time.Hour)))
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The RSA key exchange suites of old servers need an RSA key.
+	rsaCert := root.IssueWithKey(t, rsaKey, []string{host}, nil, func(c *x509.Certificate) {
+		c.KeyUsage |= x509.KeyUsageKeyEncipherment
+	})
 	certs := []tls.Certificate{cert}
 	modern := listenTLSWith(t, &tls.Config{Certificates: certs})
 	upTo13 := listenTLSWith(t, &tls.Config{Certificates: certs, MinVersion: tls.VersionTLS10})
@@ -311,7 +292,7 @@ func TestScanLegacyTLS(t *testing.T) {
 	refusedPort := freePort(t)
 
 	resolver := startDNS(t, zoneOf(t, host+". 60 IN A 127.0.0.1"))
-	base := ScannerConfig{Resolver: resolver, ExtraRootsPEM: root.pem(), Allow: loopbackAllow(t),
+	base := ScannerConfig{Resolver: resolver, ExtraRootsPEM: root.PEM(), Allow: loopbackAllow(t),
 		HandshakeTimeout: 300 * time.Millisecond, HTTPTimeout: 300 * time.Millisecond}
 	type want struct {
 		outcome events.Outcome

@@ -36,18 +36,18 @@ func loopbackAllow(t testing.TB) []netip.Prefix {
 func freePort(t testing.TB) int { return testenv.FreePort(t) }
 
 func TestScan(t *testing.T) {
-	root := newTestCA(t, "certfleet test root")
-	inter := root.intermediate(t, "certfleet test intermediate")
+	root := testenv.NewCA(t, "certfleet test root")
+	inter := root.Intermediate(t, "certfleet test intermediate")
 	now := time.Now()
 	day := 24 * time.Hour
 
-	validCert := inter.issue(t, []string{"valid.example.test", "www.valid.example.test"}, now.Add(-day), now.Add(30*day), inter)
+	validCert := inter.Issue(t, []string{"valid.example.test", "www.valid.example.test"}, []*testenv.CA{inter}, testenv.Validity(now.Add(-day), now.Add(30*day)))
 	validPort := listenTLSDual(t, validCert)
-	expiredAddr := listenTLS(t, "127.0.0.1:0", root.issue(t, []string{"expired.example.test"}, now.Add(-10*day), now.Add(-day)))
-	futureAddr := listenTLS(t, "127.0.0.1:0", root.issue(t, []string{"future.example.test"}, now.Add(day), now.Add(10*day)))
-	wrongAddr := listenTLS(t, "127.0.0.1:0", root.issue(t, []string{"other.example.test"}, now.Add(-day), now.Add(day)))
-	selfAddr := listenTLS(t, "127.0.0.1:0", selfSigned(t, "self.example.test"))
-	ipAddr := listenTLS(t, "127.0.0.1:0", root.issue(t, []string{"127.0.0.1"}, now.Add(-day), now.Add(day)))
+	expiredAddr := listenTLS(t, "127.0.0.1:0", root.Issue(t, []string{"expired.example.test"}, nil, testenv.Validity(now.Add(-10*day), now.Add(-day))))
+	futureAddr := listenTLS(t, "127.0.0.1:0", root.Issue(t, []string{"future.example.test"}, nil, testenv.Validity(now.Add(day), now.Add(10*day))))
+	wrongAddr := listenTLS(t, "127.0.0.1:0", root.Issue(t, []string{"other.example.test"}, nil, testenv.Validity(now.Add(-day), now.Add(day))))
+	selfAddr := listenTLS(t, "127.0.0.1:0", testenv.SelfSigned(t, []string{"self.example.test"}))
+	ipAddr := listenTLS(t, "127.0.0.1:0", root.Issue(t, []string{"127.0.0.1"}, nil, testenv.Validity(now.Add(-day), now.Add(day))))
 
 	silentAddr := silentServer(t)
 	// A server that refuses every handshake with an alert.
@@ -93,7 +93,7 @@ func TestScan(t *testing.T) {
 
 	base := ScannerConfig{
 		Resolver:         resolver,
-		ExtraRootsPEM:    root.pem(),
+		ExtraRootsPEM:    root.PEM(),
 		Allow:            loopbackAllow(t),
 		DNSTimeout:       time.Second,
 		ConnectTimeout:   time.Second,
@@ -201,7 +201,7 @@ func TestScan(t *testing.T) {
 				got, val any
 			}{
 				{"subject", r.Subject, "CN=valid.example.test"},
-				{"issuer", r.Issuer, inter.cert.Subject.String()},
+				{"issuer", r.Issuer, inter.Cert.Subject.String()},
 				{"sans", r.SANs, []string{"valid.example.test", "www.valid.example.test"}},
 				{"serial", r.Serial, fmt.Sprintf("%x", leaf.SerialNumber)},
 				{"not_before", r.NotBefore, leaf.NotBefore.UTC()},

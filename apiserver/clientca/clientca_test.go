@@ -507,18 +507,14 @@ func selfSignedCA(t *testing.T, isCA bool) ([]byte, []byte) {
 
 func selfSignedCAWith(t *testing.T, isCA bool, usage x509.KeyUsage) ([]byte, []byte) {
 	t.Helper()
+	// P-384: an operator's CA need not use the key type certfleet generates.
 	key, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(42), Subject: pkix.Name{CommonName: "Operator Root", Organization: []string{"ACME"}},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(5 * 365 * 24 * time.Hour),
+	cert := testenv.Sign(t, &x509.Certificate{
+		Subject:  pkix.Name{CommonName: "Operator Root", Organization: []string{"ACME"}},
 		KeyUsage: usage, BasicConstraintsValid: true, IsCA: isCA,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	}, key.Public(), nil, key, testenv.Validity(time.Now().Add(-time.Hour), time.Now().Add(5*365*24*time.Hour)))
 	kder, _ := x509.MarshalECPrivateKey(key)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}),
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
 }
 

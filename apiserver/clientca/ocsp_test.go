@@ -3,9 +3,6 @@ package clientca
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -40,26 +37,10 @@ func certOf(t testing.TB, s *Store, c Cert) *x509.Certificate {
 // foreignCert is a certificate of another CA, with the given serial.
 func foreignCert(t testing.TB, serial *big.Int) (cert, issuer *x509.Certificate) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "other CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuer, _ = x509.ParseCertificate(der)
-	leaf := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "x"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err = x509.CreateCertificate(rand.Reader, leaf, issuer, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ = x509.ParseCertificate(der)
-	return cert, issuer
+	other := testenv.NewCA(t, "other CA")
+	leaf := testenv.Sign(t, &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "x"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}, testenv.NewKey(t).Public(), other.Cert, other.Key)
+	return leaf, other.Cert
 }
 
 // The responder answers good, revoked (time and reason) and unknown,

@@ -3,13 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,13 +83,10 @@ func TestCACommand(t *testing.T) {
 
 	// Import into a fresh deployment.
 	fresh := testenv.Redis(t)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "Own Root"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, BasicConstraintsValid: true, IsCA: true}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	kder, _ := x509.MarshalPKCS8PrivateKey(key)
-	certFile := writeFile(t, "ca.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	own := testenv.NewCA(t, "Own Root", testenv.Validity(time.Now().Add(-time.Hour), time.Now().Add(365*24*time.Hour)),
+		func(c *x509.Certificate) { c.Subject.Organization = nil })
+	kder, _ := x509.MarshalPKCS8PrivateKey(own.Key)
+	certFile := writeFile(t, "ca.pem", string(own.PEM()))
 	keyFile := writeFile(t, "ca.key", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})))
 	t.Setenv("CERTFLEET_CA_PASSPHRASE", "passphrase from the environment")
 	if code, out, stderr := cli(fresh.URL, "ca", "import", "--cert", certFile); code != 1 || !strings.Contains(stderr, "--cert and --key") {

@@ -3,16 +3,9 @@ package testenv
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
@@ -87,12 +80,10 @@ func SMTP(t testing.TB, opts SMTPOptions) *SMTPServer {
 	srv.MaxRecipients = 50
 	srv.AllowInsecureAuth = opts.AllowInsecureAuth
 	if opts.StartTLS {
-		cert, rootPEM, err := smtpCertificate()
-		if err != nil {
-			t.Fatalf("smtp certificate: %v", err)
-		}
+		root := NewCA(t, "certfleet test smtp root")
+		cert := root.Issue(t, []string{"localhost", "127.0.0.1"}, nil)
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		s.RootPEM = rootPEM
+		s.RootPEM = root.PEM()
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -220,41 +211,3 @@ func (ss *smtpSession) Data(r io.Reader) error {
 func (ss *smtpSession) Reset() { ss.from, ss.to = "", nil }
 
 func (ss *smtpSession) Logout() error { return nil }
-
-// smtpCertificate mints a root and a leaf for 127.0.0.1 and localhost.
-func smtpCertificate() (tls.Certificate, []byte, error) {
-	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	now := time.Now()
-	rootTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "certfleet test smtp root"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, &rootKey.PublicKey, rootKey)
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	root, err := x509.ParseCertificate(rootDER)
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, root, &leafKey.PublicKey, rootKey)
-	if err != nil {
-		return tls.Certificate{}, nil, err
-	}
-	cert := tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}
-	return cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rootDER}), nil
-}
