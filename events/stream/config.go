@@ -20,8 +20,9 @@ type Config struct {
 	// StartID is where a group created by this consumer starts: "0" reads
 	// each stream from its start, "$" only what comes after. Default "0".
 	StartID string
-	// Count is the most entries read from one stream at a time; in batch
-	// mode also the most entries of a batch. Default 100.
+	// Count is the most entries read from one stream at a time. In batch
+	// mode Linger fills a batch up to Count entries; a single round of
+	// reads may bring up to Count from each stream. Default 100.
 	Count int
 	// PollInterval is the pause after a round of reads found every stream
 	// empty. Reads never block: one blocking read per stream would hold a

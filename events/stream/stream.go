@@ -50,6 +50,7 @@ import (
 
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/backoff"
+	"github.com/certfleet/certfleet/internal/health"
 )
 
 // DeadLetterStream holds the entries no consumer could handle.
@@ -204,6 +205,13 @@ func (c *Consumer) Ready(ctx context.Context) error {
 		return fmt.Errorf("group %s: lag above %d for %s", c.cfg.Group, c.cfg.MaxLag, time.Since(time.Unix(0, at)).Round(time.Second))
 	}
 	return nil
+}
+
+// Register adds the consumer's liveness and readiness checks to r under
+// name.
+func (c *Consumer) Register(r *health.Registry, name string) {
+	r.Live(name, c.Live)
+	r.Ready(name, c.Ready)
 }
 
 // createGroups creates the group on every stream; a failure is logged, and
