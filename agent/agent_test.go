@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/presence"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
@@ -79,7 +80,7 @@ func TestAgent(t *testing.T) {
 
 	// A consumer of the region takes the job and dies before acknowledging
 	// it: the agent must claim it.
-	if err := events.CreateGroup(ctx, rdb, events.JobStream(shard), group); err != nil {
+	if err := stream.CreateGroup(ctx, rdb, events.JobStream(shard), group, "0"); err != nil {
 		t.Fatal(err)
 	}
 	addJob(t, rdb, shard, fresh)

@@ -20,7 +20,8 @@ type Config struct {
 	// StartID is where a group created by this consumer starts: "0" reads
 	// each stream from its start, "$" only what comes after. Default "0".
 	StartID string
-	// Count is the most entries read from one stream at a time. In batch
+	// Count is the most entries read from one stream at a time (per-entry
+	// mode reads no more than its free slots spread over the streams). In batch
 	// mode Linger fills a batch up to Count entries; a single round of
 	// reads may bring up to Count from each stream. Default 100.
 	Count int

@@ -15,7 +15,7 @@ import (
 // when h returned a Permanent error. Once ctx is done it stops reading and
 // waits up to ShutdownTimeout for the handlers in flight, then cancels
 // their context; an entry whose handler was cut off stays pending. It
-// returns an error only when run twice.
+// returns an error only when the consumer is already running.
 func (c *Consumer) RunEach(ctx context.Context, h Handler) error {
 	if err := c.start(); err != nil {
 		return err
@@ -106,8 +106,8 @@ func (c *Consumer) each(ctx context.Context, h Handler, e Entry) {
 // read-ahead batch is pending with this consumer and comes back with the
 // pending walk of the next start if the process stops first. A Permanent
 // error from h makes the consumer hand the batch's entries over one by one
-// and dead-letter those rejected alone. It returns an error only when run
-// twice.
+// and dead-letter those rejected alone. It returns an error only when the
+// consumer is already running.
 func (c *Consumer) RunBatches(ctx context.Context, h BatchHandler) error {
 	if err := c.start(); err != nil {
 		return err

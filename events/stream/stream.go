@@ -41,7 +41,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -135,11 +134,10 @@ type Consumer struct {
 	cursor    map[string]string
 	lastClaim time.Time
 
-	running   atomic.Bool
-	stopped   atomic.Bool  // Run returned before ctx ended
-	lastRead  atomic.Int64 // unix nanos of the last successful round
-	behindAt  atomic.Int64 // unix nanos since when lag > MaxLag, 0 if not
-	startOnce sync.Once
+	running  atomic.Bool
+	stopped  atomic.Bool  // Run returned before ctx ended
+	lastRead atomic.Int64 // unix nanos of the last successful round
+	behindAt atomic.Int64 // unix nanos since when lag > MaxLag, 0 if not
 }
 
 // New checks cfg and returns a consumer; Run it with RunEach or RunBatches.
@@ -162,13 +160,15 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Consumer, 
 // Config returns the configuration with its defaults filled in.
 func (c *Consumer) Config() Config { return c.cfg }
 
+// start marks the consumer running; a consumer runs once at a time, and
+// each run starts with the pending walk.
 func (c *Consumer) start() error {
-	started := false
-	c.startOnce.Do(func() { started = true })
-	if !started {
-		return errors.New("stream consumer: run more than once")
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("stream consumer: already running")
 	}
-	c.running.Store(true)
+	clear(c.cursor)
+	c.lastClaim = time.Time{}
+	c.stopped.Store(false)
 	c.lastRead.Store(time.Now().UnixNano())
 	return nil
 }
