@@ -18,6 +18,7 @@ import (
 	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/backoff"
 	"github.com/certfleet/certfleet/internal/guard"
+	"github.com/certfleet/certfleet/internal/health"
 )
 
 var (
@@ -40,6 +41,8 @@ type Notifier struct {
 	reg    *Registry
 	logger *zap.Logger
 	now    func() time.Time
+	// events reads the alert events.
+	events *stream.Consumer
 	// digest collects the messages of digest channels; nil until digest.go
 	// provides newDigester, and then digest channels get every message at
 	// once.
@@ -79,6 +82,9 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Notifier, 
 		return nil, err
 	}
 	n := &Notifier{cfg: cfg, rdb: rdb, store: store, reg: NewRegistry(), logger: logger, now: time.Now}
+	if n.events, err = n.consumer(); err != nil {
+		return nil, fmt.Errorf("notifier: %w", err)
+	}
 	roots, err := x509.SystemCertPool()
 	if err != nil {
 		roots = x509.NewCertPool()
@@ -131,13 +137,14 @@ func (n *Notifier) consumer() (*stream.Consumer, error) {
 	}, n.rdb, n.logger)
 }
 
+// Register adds the notifier's event consumer to r's health checks.
+func (n *Notifier) Register(r *health.Registry) {
+	n.events.Register(r, "notifier_events")
+}
+
 // Run reads alert events and sends deliveries until ctx is done; sends in
 // flight finish (within Timeout) before it returns.
 func (n *Notifier) Run(ctx context.Context) error {
-	consumer, err := n.consumer()
-	if err != nil {
-		return fmt.Errorf("notifier: %w", err)
-	}
 	if err := EnsureGroup(ctx, n.rdb); err != nil && ctx.Err() == nil {
 		// The consumer creates it (at the end as well) when Redis is back.
 		n.logger.Warn("create consumer group failed", zap.Error(err))
@@ -151,7 +158,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 	if n.digest != nil {
 		wg.Go(func() { n.digest.run(ctx) })
 	}
-	err = consumer.RunBatches(ctx, n.handle)
+	err := n.events.RunBatches(ctx, n.handle)
 	wg.Wait()
 	return err
 }

@@ -9,10 +9,10 @@ package health
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 )
@@ -49,12 +49,11 @@ func (r *Registry) Ready(name string, c Check) {
 	r.ready[name] = c
 }
 
-// Healthz answers 200 "ok" when every liveness check passes, 503 with the
-// failures otherwise.
+// Healthz answers 200 {"status":"ok"} when every liveness check passes,
+// 503 {"status":"error","problems":[...]} otherwise.
 func (r *Registry) Healthz() http.Handler { return r.handler(false) }
 
-// Readyz answers 200 "ok" when every liveness and readiness check passes,
-// 503 with the failures otherwise.
+// Readyz answers like Healthz, over the liveness and readiness checks.
 func (r *Registry) Readyz() http.Handler { return r.handler(true) }
 
 // Problems runs the checks and returns the failures, sorted by name.
@@ -91,16 +90,22 @@ func (r *Registry) Problems(ctx context.Context, ready bool) []string {
 	return problems
 }
 
+// answer is the body of both endpoints.
+type answer struct {
+	Status   string   `json:"status"`
+	Problems []string `json:"problems,omitempty"`
+}
+
 func (r *Registry) handler(ready bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
+		body, code := answer{Status: "ok"}, http.StatusOK
 		if p := r.Problems(req.Context(), ready); len(p) > 0 {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = fmt.Fprintln(w, strings.Join(p, "\n"))
-			return
+			body, code = answer{Status: "error", Problems: p}, http.StatusServiceUnavailable
 		}
-		_, _ = fmt.Fprintln(w, "ok")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(body)
 	})
 }
 

@@ -35,6 +35,9 @@ func TestEndpoints(t *testing.T) {
 				if rec.Code != c.want {
 					t.Fatalf("got status %d, want %d (body %q)", rec.Code, c.want, rec.Body.String())
 				}
+				if want := `"status":"ok"`; c.want == 200 && !strings.Contains(rec.Body.String(), want) {
+					t.Fatalf("got body %q, want %s", rec.Body.String(), want)
+				}
 				if c.want == 503 && !strings.Contains(rec.Body.String(), "down") {
 					t.Fatalf("got body %q, want the failing check's error", rec.Body.String())
 				}
