@@ -12,7 +12,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -20,6 +19,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/events/stream"
+	"github.com/certfleet/certfleet/internal/health"
 	"github.com/certfleet/certfleet/internal/presence"
 )
 
@@ -47,8 +48,9 @@ type Config struct {
 	// the region before another claims it (the first one is taken to have
 	// died). It must be well above the longest scan. Default 60s.
 	ClaimIdle time.Duration
-	// Block is how long one read waits for new jobs; it also bounds how
-	// long Run takes to notice ctx ending. Default 1s.
+	// Block is the pause after a round of reads found every job stream
+	// empty (stream.Config.PollInterval): how late a new job may be seen
+	// when the agent is idle. Default 100ms.
 	Block time.Duration
 	// ShutdownTimeout bounds how long Run waits, once ctx is done, for the
 	// jobs in flight to finish and publish. Default 30s.
@@ -82,7 +84,7 @@ func (c *Config) setDefaults() {
 		c.ClaimIdle = time.Minute
 	}
 	if c.Block == 0 {
-		c.Block = time.Second
+		c.Block = 100 * time.Millisecond
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
@@ -112,8 +114,6 @@ func (c Config) Validate() error {
 	if c.StaleAfter < 0 {
 		errs = append(errs, fmt.Errorf("stale after must not be negative, got %s", c.StaleAfter))
 	}
-	// Redis reads BLOCK 0 as "forever", which would keep Run from seeing
-	// ctx end.
 	if c.Block < time.Millisecond {
 		errs = append(errs, fmt.Errorf("block must be at least 1ms, got %s", c.Block))
 	}
@@ -137,12 +137,11 @@ func Group(region string) string { return "agent-" + region }
 
 // Agent consumes scan jobs and publishes their results.
 type Agent struct {
-	cfg     Config
-	rdb     redis.UniversalClient
-	logger  *zap.Logger
-	scanner *Scanner
-	group   string
-	streams []string
+	cfg      Config
+	rdb      redis.UniversalClient
+	logger   *zap.Logger
+	scanner  *Scanner
+	consumer *stream.Consumer
 }
 
 // New checks cfg and builds the agent and its scanner.
@@ -160,7 +159,22 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Agent, err
 	for n := range streams {
 		streams[n] = events.JobStream(n)
 	}
-	return &Agent{cfg: cfg, rdb: rdb, logger: logger, scanner: scanner, group: Group(cfg.Region), streams: streams}, nil
+	consumer, err := stream.New(stream.Config{
+		Streams: streams, Group: Group(cfg.Region), Consumer: cfg.Name,
+		Concurrency:     cfg.Concurrency,
+		PollInterval:    cfg.Block,
+		ClaimIdle:       cfg.ClaimIdle,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+	}, rdb, logger)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return &Agent{cfg: cfg, rdb: rdb, logger: logger, scanner: scanner, consumer: consumer}, nil
+}
+
+// Register adds the agent's job consumer to r's health checks.
+func (a *Agent) Register(r *health.Registry) {
+	a.consumer.Register(r, "agent_jobs")
 }
 
 // Run consumes jobs until ctx is done. Each job is scanned, its result
@@ -173,11 +187,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := events.CheckShards(ctx, a.rdb, a.cfg.Shards); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	for _, s := range a.streams {
-		if err := events.CreateGroup(ctx, a.rdb, s, a.group); err != nil {
-			return fmt.Errorf("agent: %w", err)
-		}
-	}
 	a.logger.Info("agent started", zap.Int("shards", a.cfg.Shards), zap.Int("concurrency", a.cfg.Concurrency))
 	beating := make(chan struct{})
 	go func() {
@@ -185,47 +194,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.heartbeat(ctx)
 	}()
 	defer func() { <-beating }()
-
-	// Jobs outlive ctx by up to ShutdownTimeout, so they get their own.
-	jobCtx, cancelJobs := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelJobs()
-	slots := make(chan struct{}, a.cfg.Concurrency)
-	var wg sync.WaitGroup
-	dispatch := func(stream string, msgs []redis.XMessage) bool {
-		for _, m := range msgs {
-			select {
-			case slots <- struct{}{}:
-			case <-ctx.Done():
-				// Read but not started: pending with this agent, claimed
-				// by another after ClaimIdle.
-				return false
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-slots }()
-				a.process(jobCtx, stream, m)
-			}()
-		}
-		return true
-	}
-
-	a.consume(ctx, slots, dispatch)
-
-	done := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(a.cfg.ShutdownTimeout):
-		a.logger.Warn("jobs still running at shutdown, abandoning them", zap.Int("jobs", len(slots)))
-		cancelJobs()
-		<-done
-	}
+	err := a.consumer.RunEach(ctx, a.process)
 	a.logger.Info("agent stopped")
-	return nil
+	return err
 }
 
 // heartbeat records the region as seen now and every HeartbeatInterval
@@ -246,156 +217,27 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	}
 }
 
-// consume reads jobs and hands them to dispatch until ctx is done: first
-// this consumer's own pending entries (a restart with the same name), then
-// new ones, claiming entries left idle by dead agents every ClaimIdle/2.
-func (a *Agent) consume(ctx context.Context, slots chan struct{}, dispatch func(string, []redis.XMessage) bool) {
-	cursor := make(map[string]string, len(a.streams))
-	for _, s := range a.streams {
-		cursor[s] = "0"
-	}
-	lastClaim := time.Time{}
-	failures := 0
-	for ctx.Err() == nil {
-		// Read only when a slot is free, and no more than the free slots
-		// spread over the streams, so jobs do not wait here long enough to
-		// be claimed by another agent.
-		select {
-		case slots <- struct{}{}:
-			<-slots
-		case <-ctx.Done():
-			return
-		}
-		free := cap(slots) - len(slots)
-		count := max(1, free/len(a.streams))
-
-		if time.Since(lastClaim) >= a.cfg.ClaimIdle/2 {
-			more, ok := a.claim(ctx, free, dispatch)
-			if !ok {
-				return
-			}
-			if !more {
-				// Otherwise claim again on the next round: a dead agent's
-				// jobs should not wait another ClaimIdle/2.
-				lastClaim = time.Now()
-			}
-		}
-		res, err := a.read(ctx, cursor, count)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			failures++
-			a.logger.Warn("read jobs failed", zap.Error(err), zap.Int("failures", failures))
-			if strings.Contains(err.Error(), "NOGROUP") {
-				for _, s := range a.streams {
-					_ = events.CreateGroup(ctx, a.rdb, s, a.group)
-				}
-			}
-			select {
-			case <-time.After(min(time.Duration(failures)*time.Second, 30*time.Second)):
-			case <-ctx.Done():
-				return
-			}
-			continue
-		}
-		failures = 0
-		for _, st := range res {
-			if !dispatch(st.Stream, st.Messages) {
-				return
-			}
-		}
-	}
-}
-
-// read does one XREADGROUP over every job stream.
-func (a *Agent) read(ctx context.Context, cursor map[string]string, count int) ([]redis.XStream, error) {
-	args := make([]string, 0, 2*len(a.streams))
-	args = append(args, a.streams...)
-	for _, s := range a.streams {
-		args = append(args, cursor[s])
-	}
-	res, err := a.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
-		Group: a.group, Consumer: a.cfg.Name, Streams: args, Count: int64(count), Block: a.cfg.Block,
-	}).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("xreadgroup: %w", err)
-	}
-	got := make(map[string]int, len(res))
-	for _, st := range res {
-		got[st.Stream] = len(st.Messages)
-		if n := len(st.Messages); n > 0 && cursor[st.Stream] != ">" {
-			cursor[st.Stream] = st.Messages[n-1].ID
-		}
-	}
-	// A pending walk that came back empty has nothing left on that stream.
-	for _, s := range a.streams {
-		if cursor[s] != ">" && got[s] == 0 {
-			cursor[s] = ">"
-		}
-	}
-	return res, nil
-}
-
-// claim takes over jobs that stayed unacknowledged for ClaimIdle: their
-// agent died, or could not publish. It takes up to count per stream and
-// says whether more may be left; ok is false when ctx ended.
-func (a *Agent) claim(ctx context.Context, count int, dispatch func(string, []redis.XMessage) bool) (more, ok bool) {
-	for _, s := range a.streams {
-		msgs, _, err := a.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-			Stream: s, Group: a.group, Consumer: a.cfg.Name,
-			MinIdle: a.cfg.ClaimIdle, Start: "0-0", Count: int64(count),
-		}).Result()
-		if err != nil {
-			if ctx.Err() != nil {
-				return false, false
-			}
-			a.logger.Warn("claim jobs failed", zap.String("stream", s), zap.Error(err))
-			continue
-		}
-		// A full batch may have left more behind; a short one did not (the
-		// cursor alone would also point past entries still in flight).
-		if len(msgs) == count {
-			more = true
-		}
-		if len(msgs) > 0 {
-			a.logger.Info("claimed idle jobs", zap.String("stream", s), zap.Int("jobs", len(msgs)))
-			if !dispatch(s, msgs) {
-				return false, false
-			}
-		}
-	}
-	return more, true
-}
-
-// process scans one job and publishes its result, then acknowledges it.
-func (a *Agent) process(ctx context.Context, stream string, m redis.XMessage) {
-	logger := a.logger.With(zap.String("stream", stream), zap.String("entry_id", m.ID))
-	env, err := events.FromStreamValues(m.Values)
-	if err != nil {
-		logger.Error("dropping undecodable job", zap.Error(err))
-		a.finish(ctx, logger, stream, m.ID, jobBad)
-		return
-	}
+// process scans one job and publishes its result; the consumer
+// acknowledges the job when it returns nil. A job that cannot be scanned is
+// dead-lettered (stream.Permanent); one cut off at shutdown, or whose
+// result could not be published, stays pending and is scanned again.
+func (a *Agent) process(ctx context.Context, e stream.Entry) error {
+	logger := a.logger.With(zap.String("stream", e.Stream), zap.String("entry_id", e.ID))
+	env := e.Event
 	var job events.ScanRequestedV1
 	if env.Name != events.ScanRequested {
-		logger.Error("dropping unexpected event on job stream", zap.String("event", env.Name))
-		a.finish(ctx, logger, stream, m.ID, jobBad)
-		return
+		jobsTotal.WithLabelValues(jobBad).Inc()
+		return stream.Permanent(fmt.Errorf("unexpected event %s on a job stream", env.Name))
 	}
 	if err := env.Decode(&job); err != nil || job.JobID == uuid.Nil || job.Host == "" {
-		logger.Error("dropping malformed job", zap.String("event_id", env.EventID.String()), zap.Error(err))
-		a.finish(ctx, logger, stream, m.ID, jobBad)
-		return
+		jobsTotal.WithLabelValues(jobBad).Inc()
+		return stream.Permanent(fmt.Errorf("malformed job %s: %w", env.EventID, errors.Join(err, errors.New("job id and host are required"))))
 	}
 	logger = logger.With(zap.String("job_id", job.JobID.String()), zap.String("host", job.Host))
 	if !job.ScheduledAt.IsZero() && time.Since(job.ScheduledAt) > a.cfg.StaleAfter {
 		logger.Info("skipping stale job", zap.Time("scheduled_at", job.ScheduledAt))
-		a.finish(ctx, logger, stream, m.ID, jobStale)
-		return
+		jobsTotal.WithLabelValues(jobStale).Inc()
+		return nil
 	}
 	port := job.Port
 	if port == 0 {
@@ -409,10 +251,10 @@ func (a *Agent) process(ctx context.Context, stream string, m redis.XMessage) {
 	started := time.Now().UTC()
 	results := a.scanner.Scan(ctx, job.Host, port)
 	finished := time.Now().UTC()
-	if ctx.Err() != nil {
+	if err := ctx.Err(); err != nil {
 		// Cut off at shutdown: the results are partial. The job stays
 		// pending and is scanned again.
-		return
+		return err
 	}
 	out, err := events.NewWithID(events.ScanEventID(job.JobID, a.cfg.Region), events.ScanCompleted, env.TenantID, env.AggregateID,
 		events.ScanCompletedV1{
@@ -422,34 +264,23 @@ func (a *Agent) process(ctx context.Context, stream string, m redis.XMessage) {
 			Results: results,
 		})
 	if err != nil {
-		logger.Error("build result event", zap.Error(err))
 		jobsTotal.WithLabelValues(jobFailed).Inc()
-		return
+		return stream.Permanent(fmt.Errorf("build result event: %w", err))
 	}
 	values, err := out.StreamValues()
 	if err != nil {
-		logger.Error("encode result event", zap.Error(err))
 		jobsTotal.WithLabelValues(jobFailed).Inc()
-		return
+		return stream.Permanent(fmt.Errorf("encode result event: %w", err))
 	}
 	if err := a.rdb.XAdd(ctx, &redis.XAddArgs{
 		Stream: events.StreamResults, MaxLen: events.DefaultMaxLen, Approx: true, Values: values,
 	}).Err(); err != nil {
-		// Not acknowledged: the job is claimed again after ClaimIdle.
-		logger.Warn("publish result failed, job stays pending", zap.Error(err))
+		// Retried (the scan too) by the consumer; the result event has a
+		// fixed id, so a second copy is harmless.
 		jobsTotal.WithLabelValues(jobFailed).Inc()
-		return
+		return fmt.Errorf("publish result: %w", err)
 	}
 	logger.Debug("job scanned", zap.Int("addresses", len(results)), zap.Duration("took", finished.Sub(started)))
-	a.finish(ctx, logger, stream, m.ID, jobScanned)
-}
-
-// finish acknowledges a job and counts how it ended.
-func (a *Agent) finish(ctx context.Context, logger *zap.Logger, stream, id, result string) {
-	jobsTotal.WithLabelValues(result).Inc()
-	if err := a.rdb.XAck(ctx, stream, a.group, id).Err(); err != nil {
-		// It comes back through a claim; the result event has a fixed id,
-		// so the rescan is harmless.
-		logger.Warn("ack job failed", zap.Error(err))
-	}
+	jobsTotal.WithLabelValues(jobScanned).Inc()
+	return nil
 }

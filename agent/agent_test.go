@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/presence"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
@@ -79,7 +80,7 @@ func TestAgent(t *testing.T) {
 
 	// A consumer of the region takes the job and dies before acknowledging
 	// it: the agent must claim it.
-	if err := events.CreateGroup(ctx, rdb, events.JobStream(shard), group); err != nil {
+	if err := stream.CreateGroup(ctx, rdb, events.JobStream(shard), group, "0"); err != nil {
 		t.Fatal(err)
 	}
 	addJob(t, rdb, shard, fresh)
@@ -130,6 +131,29 @@ func TestAgent(t *testing.T) {
 	// The claimed job is scanned and acknowledged; the stale one is
 	// acknowledged without a result.
 	waitFor(t, 10*time.Second, settled(1))
+	// Jobs no agent can scan are dead-lettered, never left to block the
+	// shard or dropped silently: an entry that is no event, an event that
+	// is no job, a job without a host.
+	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: events.JobStream(shard), Values: []string{"foo", "bar"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	notJob, err := events.New(events.DomainAdded, tenant, "d1", events.DomainAddedV1{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addJob(t, rdb, shard, notJob)
+	noHost, _ := jobEnvelope(t, tenant, "", port, now)
+	addJob(t, rdb, shard, noHost)
+	waitFor(t, 10*time.Second, func() string {
+		dl, err := rdb.XRange(ctx, stream.DeadLetterStream, "-", "+").Result()
+		if err != nil {
+			return err.Error()
+		}
+		if len(dl) != 3 || pending() != 0 {
+			return "got " + strconv.Itoa(len(dl)) + " dead letters and " + strconv.FormatInt(pending(), 10) + " pending, want 3 and 0"
+		}
+		return ""
+	})
 	// The coordinator dispatching the same job again yields the same event.
 	addJob(t, rdb, shard, fresh)
 	waitFor(t, 10*time.Second, settled(2))

@@ -23,6 +23,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/ratelimit"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/health"
 )
 
 var (
@@ -41,6 +42,9 @@ var (
 type Config struct {
 	// Listen is the HTTP address. Default 127.0.0.1:8080.
 	Listen string
+	// Health answers /healthz and /readyz: the process's checks. Nil: the
+	// process is live, and ready while Redis answers.
+	Health *health.Registry
 	// RenewalWindow: a certificate expiring within it is renewal_due.
 	// Default 672h (28 days).
 	RenewalWindow time.Duration
@@ -216,6 +220,7 @@ func (s *Server) routes() *gin.Engine {
 	r.NoMethod(func(c *gin.Context) { fail(c, http.StatusMethodNotAllowed, "method not allowed") })
 
 	r.GET("/healthz", s.healthz)
+	r.GET("/readyz", s.readyz)
 	r.GET("/metrics", gin.WrapH(promhttp.Handler()))
 	r.GET("/api/openapi.json", s.openAPI)
 
@@ -280,15 +285,22 @@ func fail(c *gin.Context, code int, msg string) {
 	c.AbortWithStatusJSON(code, errorBody{Status: "error", Error: msg})
 }
 
-func (s *Server) healthz(c *gin.Context) {
-	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
-	defer cancel()
-	if err := s.rdb.Ping(ctx).Err(); err != nil {
-		s.logger.Warn("health check failed", zap.Error(err))
-		fail(c, http.StatusServiceUnavailable, "redis unavailable")
-		return
+// healthz answers whether the process is alive, never whether Redis is up
+// (a blip must restart nothing); readyz whether its dependencies answer and
+// its consumers keep up. Both come from the process's health registry
+// (internal/health), which cmd/certfleet fills and hands over as
+// Config.Health; without one, readiness is Redis answering.
+func (s *Server) healthz(c *gin.Context) { s.health().Healthz().ServeHTTP(c.Writer, c.Request) }
+
+func (s *Server) readyz(c *gin.Context) { s.health().Readyz().ServeHTTP(c.Writer, c.Request) }
+
+func (s *Server) health() *health.Registry {
+	if s.cfg.Health != nil {
+		return s.cfg.Health
 	}
-	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+	r := health.New()
+	r.Ready("redis", health.PingFunc(func(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }))
+	return r
 }
 
 // observe logs and counts every request by its route template, so that
@@ -315,7 +327,7 @@ func (s *Server) observe() gin.HandlerFunc {
 		switch {
 		case code >= 500:
 			s.logger.Error("request", fields...)
-		case route == "/healthz" || route == "/metrics":
+		case route == "/healthz" || route == "/readyz" || route == "/metrics":
 			s.logger.Debug("request", fields...)
 		default:
 			s.logger.Info("request", fields...)

@@ -31,12 +31,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/certfleet/certfleet/events"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/events/stream"
+	"github.com/certfleet/certfleet/internal/health"
 )
 
 // Group is the consumer group the coordinators share on the events stream.
@@ -150,9 +153,10 @@ func (c Config) Validate() error {
 // Coordinator consumes domain events into the schedule and dispatches due
 // domains of the shards it leases.
 type Coordinator struct {
-	cfg    Config
-	rdb    redis.UniversalClient
-	logger *zap.Logger
+	cfg      Config
+	rdb      redis.UniversalClient
+	consumer *stream.Consumer
+	logger   *zap.Logger
 	// token is this instance's lease value and heartbeat member; unique per
 	// instance even when two share a Name.
 	token string
@@ -170,13 +174,28 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Coordinato
 	if rdb == nil {
 		return nil, errors.New("coordinator: redis client is nil")
 	}
+	logger = logger.Named("coordinator").With(zap.String("coordinator", cfg.Name))
+	// Domain events are applied one at a time, in stream order: a domain's
+	// events are on one stream (its tenant's partition).
+	consumer, err := stream.New(stream.Config{
+		Streams: events.EventStreams(), Group: Group, Consumer: cfg.Name,
+	}, rdb, logger)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: %w", err)
+	}
 	return &Coordinator{
-		cfg:    cfg,
-		rdb:    rdb,
-		logger: logger.Named("coordinator").With(zap.String("coordinator", cfg.Name)),
-		token:  cfg.Name + "/" + uuid.NewString(),
-		held:   map[int]bool{},
+		cfg:      cfg,
+		rdb:      rdb,
+		consumer: consumer,
+		logger:   logger,
+		token:    cfg.Name + "/" + uuid.NewString(),
+		held:     map[int]bool{},
 	}, nil
+}
+
+// Register adds the coordinator's event consumer to r's health checks.
+func (c *Coordinator) Register(r *health.Registry) {
+	c.consumer.Register(r, "coordinator_events")
 }
 
 // Run consumes domain events, keeps leases and dispatches jobs until ctx is
@@ -206,8 +225,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		err := events.Subscribe(ctx, c.rdb, events.SubscriberConfig{Group: Group, Consumer: c.cfg.Name},
-			events.StreamEvents, c.applyEvent, c.logger)
+		err := c.consumer.RunEach(ctx, func(ctx context.Context, e stream.Entry) error {
+			return c.applyEvent(ctx, e.Event)
+		})
 		if err != nil {
 			fail(fmt.Errorf("consume domain events: %w", err))
 		}

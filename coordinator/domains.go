@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/events/stream"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 )
@@ -64,19 +65,19 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 	case events.DomainAdded:
 		var p events.DomainAddedV1
 		if err := e.Decode(&p); err != nil {
-			return c.dropBad(e, err)
+			return malformed(e, err)
 		}
 		op, domainID, rec = "put", p.DomainID, domainRecord{TenantID: e.TenantID, Host: p.Host, Port: p.Port}
 	case events.DomainUpdated:
 		var p events.DomainUpdatedV1
 		if err := e.Decode(&p); err != nil {
-			return c.dropBad(e, err)
+			return malformed(e, err)
 		}
 		op, domainID, rec, active = "put", p.DomainID, domainRecord{TenantID: e.TenantID, Host: p.Host, Port: p.Port}, p.Active
 	case events.DomainRemoved:
 		var p events.DomainRemovedV1
 		if err := e.Decode(&p); err != nil {
-			return c.dropBad(e, err)
+			return malformed(e, err)
 		}
 		op, domainID = "remove", p.DomainID
 	default:
@@ -86,7 +87,7 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 		domainID = e.AggregateID
 	}
 	if domainID == "" || (op == "put" && rec.Host == "") {
-		return c.dropBad(e, fmt.Errorf("missing domain id or host"))
+		return malformed(e, fmt.Errorf("missing domain id or host"))
 	}
 	if op == "put" && rec.Port == 0 {
 		rec.Port = 443
@@ -112,10 +113,9 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 	return nil
 }
 
-// dropBad logs an event that can never be applied and acknowledges it;
-// retrying it would only block the stream.
-func (c *Coordinator) dropBad(e events.Envelope, err error) error {
-	c.logger.Error("dropping malformed domain event",
-		zap.String("event_id", e.EventID.String()), zap.String("event", e.Name), zap.Error(err))
-	return nil
+// malformed marks a domain event no retry can apply: the consumer
+// dead-letters it (stream.Permanent), where an operator sees it, instead of
+// dropping it.
+func malformed(e events.Envelope, err error) error {
+	return stream.Permanent(fmt.Errorf("malformed %s event %s: %w", e.Name, e.EventID, err))
 }

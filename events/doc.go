@@ -1,6 +1,6 @@
 // Package events defines certfleet's event types, the envelope every event
-// travels in, the Redis stream names that carry them, and the publisher and
-// subscriber that move them.
+// travels in, the Redis stream names that carry them, and the publisher that
+// appends them; package events/stream consumes them.
 //
 // Events are named <aggregate>.<past tense>.v<N>. Fields are only ever added
 // to a payload; a breaking change is a new version with a new name. Every

@@ -54,6 +54,8 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/events/stream"
+	"github.com/certfleet/certfleet/internal/health"
 )
 
 // Group is the consumer group of the projector on both streams.
@@ -97,14 +99,16 @@ type ExpEntry struct {
 }
 
 // Config configures the projector. Count, Block and ClaimIdle tune the
-// reads as in events.BatchConfig, whose defaults and checks apply to them.
+// reads of its events/stream consumer, whose checks apply to them.
 type Config struct {
 	// Consumer names this replica in the "projector" group; unique per
 	// process. Required.
 	Consumer string
-	// Count is the most entries read per stream at a time.
+	// Count is the most entries read per stream at a time. Default 1000.
 	Count int
-	// Block is how long a read waits for new entries.
+	// Block is the pause after a round of reads found every stream empty
+	// (stream.Config.PollInterval): how late an event may be seen when the
+	// streams are idle. Default 100ms.
 	Block time.Duration
 	// ClaimIdle is how long an entry may stay pending with a crashed
 	// replica before another claims it.
@@ -124,23 +128,28 @@ type Evaluator interface {
 	Evaluate(ctx context.Context, domainIDs []string) error
 }
 
-// batchConfig is the read configuration of the projector's consumer.
-func (c Config) batchConfig() events.BatchConfig {
-	return events.BatchConfig{
-		Streams:   []string{events.StreamEvents, events.StreamResults},
-		Group:     Group,
-		Consumer:  c.Consumer,
-		Count:     c.Count,
-		Block:     c.Block,
-		ClaimIdle: c.ClaimIdle,
+// streamConfig is the read configuration of the projector's consumer.
+func (c Config) streamConfig() stream.Config {
+	count := c.Count
+	if count == 0 {
+		count = 1000
+	}
+	return stream.Config{
+		Streams:      append(events.EventStreams(), events.StreamResults),
+		Group:        Group,
+		Consumer:     c.Consumer,
+		Count:        count,
+		PollInterval: c.Block,
+		ClaimIdle:    c.ClaimIdle,
 	}
 }
 
 // Projector applies events to the views.
 type Projector struct {
-	cfg    Config
-	rdb    redis.UniversalClient
-	logger *zap.Logger
+	cfg      Config
+	rdb      redis.UniversalClient
+	consumer *stream.Consumer
+	logger   *zap.Logger
 }
 
 // New returns a projector reading and writing through rdb.
@@ -152,20 +161,29 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Projector,
 		return nil, errors.New("projector: redis client is nil")
 	}
 	logger = logger.Named("projector")
-	return &Projector{cfg: cfg, rdb: rdb, logger: logger}, nil
+	consumer, err := stream.New(cfg.streamConfig(), rdb, logger)
+	if err != nil {
+		return nil, fmt.Errorf("projector: %w", err)
+	}
+	return &Projector{cfg: cfg, rdb: rdb, consumer: consumer, logger: logger}, nil
+}
+
+// Register adds the projector's consumer to r's health checks.
+func (p *Projector) Register(r *health.Registry) {
+	p.consumer.Register(r, "projector")
 }
 
 // Run consumes the events and results streams in group "projector" until
 // ctx is done, acknowledging entries only after the view was written.
 func (p *Projector) Run(ctx context.Context) error {
 	p.logger.Info("projector started", zap.String("consumer", p.cfg.Consumer))
-	err := events.ConsumeBatches(ctx, p.rdb, p.cfg.batchConfig(), func(ctx context.Context, batch []events.Entry) error {
+	err := p.consumer.RunBatches(ctx, func(ctx context.Context, batch []stream.Entry) error {
 		evs := make([]events.Envelope, len(batch))
 		for i, e := range batch {
 			evs[i] = e.Event
 		}
 		return p.apply(ctx, evs)
-	}, p.logger)
+	})
 	p.logger.Info("projector stopped")
 	return err
 }

@@ -101,6 +101,7 @@ func addNotifier(gr *group, role string, o *options, rdb redis.UniversalClient, 
 	if err != nil {
 		return fmt.Errorf("notifier: %w", err)
 	}
+	gr.register(n)
 	gr.add(n.Run)
 	return nil
 }

@@ -19,6 +19,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/certfleet/certfleet/internal/health"
 )
 
 const usage = `certfleet: self-hosted TLS certificate monitoring
@@ -123,10 +125,12 @@ func openRedis(ctx context.Context, url string, poolSize int) (*redis.Client, er
 type group struct {
 	g   run.Group
 	ctx context.Context
+	// health answers /healthz and /readyz on the process's listeners.
+	health *health.Registry
 }
 
 func newGroup(ctx context.Context) *group {
-	gr := &group{ctx: ctx}
+	gr := &group{ctx: ctx, health: health.New()}
 	gr.g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
 	return gr
 }
@@ -135,6 +139,11 @@ func newGroup(ctx context.Context) *group {
 func (gr *group) add(f func(ctx context.Context) error) {
 	ctx, cancel := context.WithCancel(gr.ctx)
 	gr.g.Add(func() error { return f(ctx) }, func(error) { cancel() })
+}
+
+// register adds a component's health checks to the process's.
+func (gr *group) register(c interface{ Register(*health.Registry) }) {
+	c.Register(gr.health)
 }
 
 // addHTTP serves h on addr until the group stops, then shuts it down
@@ -163,10 +172,12 @@ func (gr *group) run() error {
 	return err
 }
 
-// metricsHandler serves /metrics for roles without an API.
-func metricsHandler() http.Handler {
+// metricsHandler serves /metrics, /healthz and /readyz for roles without
+// an API.
+func metricsHandler(reg *health.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.Handler())
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.Handle("/healthz", reg.Healthz())
+	mux.Handle("/readyz", reg.Readyz())
 	return mux
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/certfleet/certfleet/coordinator/sink"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/guard"
+	"github.com/certfleet/certfleet/internal/health"
 	"github.com/certfleet/certfleet/schema"
 )
 
@@ -56,8 +57,9 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// Every blocking stream read holds a connection: the agent's, the
-	// projector's two, the coordinator's, the sink's.
+	// Stream consumers read without blocking (events/stream), so each
+	// holds at most one connection at a time; the API's requests and the
+	// notifier's workers take the rest.
 	rdb, err := openRedis(ctx, o.RedisURL, 64)
 	if err != nil {
 		return err
@@ -74,12 +76,19 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	}
 
 	gr := newGroup(ctx)
+	// Dependencies only count for readiness: a Redis or ClickHouse blip
+	// must restart nothing.
+	gr.health.Ready("redis", health.PingFunc(func(ctx context.Context) error { return rdb.Ping(ctx).Err() }))
+	if conn != nil {
+		gr.health.Ready("clickhouse", health.PingFunc(conn.Ping))
+	}
 	if role == "all" || role == "apiserver" {
 		api, err := apiserver.New(apiserver.Config{
 			Listen: o.Listen, RenewalWindow: o.RenewalWindow,
 			WarningDays: o.WarningDays, CriticalDays: o.CriticalDays, CheckTimeout: o.CheckTimeout, Shards: o.Shards,
 			RateLimitGeneral: o.RateLimitGeneral, RateLimitCheck: o.RateLimitCheck, RateLimitAPIKeys: o.RateLimitAPIKeys,
 			Notify: o.notifyConfig(), CA: o.caConfig(), Audit: o.auditConfig(conn),
+			Health: gr.health,
 		}, rdb, logger)
 		if err != nil {
 			return err
@@ -93,6 +102,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		if err != nil {
 			return err
 		}
+		gr.register(proj)
 		gr.add(proj.Run)
 	}
 	if role == "all" || role == "coordinator" {
@@ -100,6 +110,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		if err != nil {
 			return err
 		}
+		gr.register(co)
 		gr.add(co.Run)
 	}
 	if role == "all" || (role == "coordinator" && o.WithSink) {
@@ -107,6 +118,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		if err != nil {
 			return err
 		}
+		gr.register(sk)
 		gr.add(sk.Run)
 	}
 	if err := addNotifier(gr, role, o, rdb, logger); err != nil {
@@ -121,10 +133,11 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		if err != nil {
 			return err
 		}
+		gr.register(ag)
 		gr.add(ag.Run)
 	}
 	if o.MetricsListen != "" {
-		gr.addHTTP(o.MetricsListen, metricsHandler(), logger)
+		gr.addHTTP(o.MetricsListen, metricsHandler(gr.health), logger)
 	}
 	logger.Info("started")
 	err = gr.run()

@@ -204,7 +204,7 @@ type Config struct {
 	// up. Default 8.
 	MaxAttempts int
 	// Backoff is the pause after the first failed attempt; it doubles after
-	// each failure up to MaxBackoff. Default 1s.
+	// each failure up to MaxBackoff, with jitter (internal/backoff). Default 1s.
 	Backoff time.Duration
 	// MaxBackoff caps the pause between attempts. Default 5m.
 	MaxBackoff time.Duration

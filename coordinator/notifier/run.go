@@ -15,7 +15,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/events/stream"
+	"github.com/certfleet/certfleet/internal/backoff"
 	"github.com/certfleet/certfleet/internal/guard"
+	"github.com/certfleet/certfleet/internal/health"
 )
 
 var (
@@ -38,6 +41,8 @@ type Notifier struct {
 	reg    *Registry
 	logger *zap.Logger
 	now    func() time.Time
+	// events reads the alert events.
+	events *stream.Consumer
 	// digest collects the messages of digest channels; nil until digest.go
 	// provides newDigester, and then digest channels get every message at
 	// once.
@@ -77,6 +82,9 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Notifier, 
 		return nil, err
 	}
 	n := &Notifier{cfg: cfg, rdb: rdb, store: store, reg: NewRegistry(), logger: logger, now: time.Now}
+	if n.events, err = n.consumer(); err != nil {
+		return nil, fmt.Errorf("notifier: %w", err)
+	}
 	roots, err := x509.SystemCertPool()
 	if err != nil {
 		roots = x509.NewCertPool()
@@ -104,27 +112,41 @@ func (n *Notifier) Registry() *Registry { return n.reg }
 // Store returns the notifier's channel store.
 func (n *Notifier) Store() *Store { return n.store }
 
-// EnsureGroup creates the notifier's consumer group at the end of the
-// events stream, unless it exists. A notifier deployed on an existing
+// EnsureGroup creates the notifier's consumer group at the end of every
+// event stream, unless it exists. A notifier deployed on an existing
 // stream so starts with the alerts raised from then on, not with every
-// alert in the stream's history (ConsumeBatches would create it at 0).
+// alert in the stream's history.
 func EnsureGroup(ctx context.Context, rdb redis.UniversalClient) error {
-	err := rdb.XGroupCreateMkStream(ctx, events.StreamEvents, Group, "$").Err()
-	if err != nil && !isBusyGroup(err) {
-		return fmt.Errorf("create group %s on %s: %w", Group, events.StreamEvents, err)
+	for _, s := range events.EventStreams() {
+		if err := stream.CreateGroup(ctx, rdb, s, Group, "$"); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-func isBusyGroup(err error) bool {
-	return err != nil && len(err.Error()) >= 9 && err.Error()[:9] == "BUSYGROUP"
+// consumer reads the event streams in the notifier's group; a group it
+// creates (Redis was down at EnsureGroup) also starts at the end.
+func (n *Notifier) consumer() (*stream.Consumer, error) {
+	return stream.New(stream.Config{
+		Streams:  events.EventStreams(),
+		Group:    Group,
+		Consumer: n.cfg.Consumer,
+		StartID:  "$",
+		Count:    200,
+	}, n.rdb, n.logger)
+}
+
+// Register adds the notifier's event consumer to r's health checks.
+func (n *Notifier) Register(r *health.Registry) {
+	n.events.Register(r, "notifier_events")
 }
 
 // Run reads alert events and sends deliveries until ctx is done; sends in
 // flight finish (within Timeout) before it returns.
 func (n *Notifier) Run(ctx context.Context) error {
 	if err := EnsureGroup(ctx, n.rdb); err != nil && ctx.Err() == nil {
-		// ConsumeBatches creates it (at 0) when Redis is back.
+		// The consumer creates it (at the end as well) when Redis is back.
 		n.logger.Warn("create consumer group failed", zap.Error(err))
 	}
 	n.logger.Info("notifier started", zap.Int("workers", n.cfg.Workers), zap.Strings("types", n.reg.Types()))
@@ -136,12 +158,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 	if n.digest != nil {
 		wg.Go(func() { n.digest.run(ctx) })
 	}
-	err := events.ConsumeBatches(ctx, n.rdb, events.BatchConfig{
-		Streams:  []string{events.StreamEvents},
-		Group:    Group,
-		Consumer: n.cfg.Consumer,
-		Count:    200,
-	}, n.handle, n.logger)
+	err := n.events.RunBatches(ctx, n.handle)
 	wg.Wait()
 	return err
 }
@@ -150,7 +167,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 // created with SETNX on ids derived from the event and channel, so a batch
 // handled twice (a redelivery, a retry after an error, another notifier)
 // creates each once.
-func (n *Notifier) handle(ctx context.Context, batch []events.Entry) error {
+func (n *Notifier) handle(ctx context.Context, batch []stream.Entry) error {
 	channels := make(map[string][]Channel)
 	for _, e := range batch {
 		if e.Event.Name != events.AlertRaised && e.Event.Name != events.AlertResolved {
@@ -253,11 +270,11 @@ func (n *Notifier) work(ctx context.Context) {
 			if ctx.Err() == nil {
 				n.logger.Warn("claim failed", zap.Error(err))
 			}
-			sleepCtx(ctx, n.cfg.Poll)
+			backoff.Sleep(ctx, n.cfg.Poll)
 			continue
 		}
 		if !ok {
-			sleepCtx(ctx, n.cfg.Poll)
+			backoff.Sleep(ctx, n.cfg.Poll)
 			continue
 		}
 		n.deliver(ctx, d, token)
@@ -291,7 +308,7 @@ func (n *Notifier) deliver(ctx context.Context, d delivery, token string) {
 			a.Status = DeliveryFailed
 		} else {
 			a.Status = DeliveryRetrying
-			delay = backoff(n.cfg.Backoff, n.cfg.MaxBackoff, attempt)
+			delay = backoff.Policy{Initial: n.cfg.Backoff, Max: n.cfg.MaxBackoff}.Delay(attempt)
 			next := a.At.Add(delay)
 			a.NextAt = &next
 		}
@@ -345,23 +362,4 @@ func (n *Notifier) send(ctx context.Context, d delivery) (typ string, listed boo
 		return ch.Type, true, &SendError{Class: ClassSecret, Err: err}
 	}
 	return ch.Type, true, sender.Send(ctx, ch, d.Messages)
-}
-
-// backoff is the pause after the attempt-th failure: base doubled per
-// earlier failure, capped.
-func backoff(base, maxD time.Duration, attempt int) time.Duration {
-	d := base
-	for i := 1; i < attempt && d < maxD; i++ {
-		d *= 2
-	}
-	return min(d, maxD)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

@@ -25,6 +25,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/events/stream"
+	"github.com/certfleet/certfleet/internal/health"
 	"github.com/certfleet/certfleet/schema"
 )
 
@@ -99,10 +101,10 @@ func (c *Config) Validate() error {
 
 // Sink moves events from Redis into ClickHouse.
 type Sink struct {
-	cfg    Config
-	rdb    redis.UniversalClient
-	conn   driver.Conn
-	logger *zap.Logger
+	cfg      Config
+	conn     driver.Conn
+	consumer *stream.Consumer
+	logger   *zap.Logger
 }
 
 // New returns a sink reading through rdb and writing through conn, whose
@@ -115,26 +117,38 @@ func New(cfg Config, rdb redis.UniversalClient, conn driver.Conn, logger *zap.Lo
 	if rdb == nil || conn == nil {
 		return nil, errors.New("sink: redis client and clickhouse connection are required")
 	}
-	return &Sink{cfg: cfg, rdb: rdb, conn: conn, logger: logger.Named("sink").With(zap.String("consumer", cfg.Consumer))}, nil
+	logger = logger.Named("sink").With(zap.String("consumer", cfg.Consumer))
+	consumer, err := stream.New(stream.Config{
+		Streams:  append(events.EventStreams(), events.StreamResults),
+		Group:    Group,
+		Consumer: cfg.Consumer,
+		Count:    cfg.BatchSize,
+		Linger:   cfg.FlushInterval,
+	}, rdb, logger)
+	if err != nil {
+		return nil, fmt.Errorf("sink: %w", err)
+	}
+	return &Sink{cfg: cfg, conn: conn, consumer: consumer, logger: logger}, nil
+}
+
+// Register adds the sink's health checks to r: its consumer, and
+// ClickHouse answering (readiness only).
+func (s *Sink) Register(r *health.Registry) {
+	s.consumer.Register(r, "sink")
+	r.Ready("clickhouse", health.PingFunc(s.conn.Ping))
 }
 
 // Run stores events until ctx is done.
 func (s *Sink) Run(ctx context.Context) error {
 	s.logger.Info("sink started", zap.Int("batch_size", s.cfg.BatchSize))
 	defer s.logger.Info("sink stopped")
-	return events.ConsumeBatches(ctx, s.rdb, events.BatchConfig{
-		Streams:  []string{events.StreamEvents, events.StreamResults},
-		Group:    Group,
-		Consumer: s.cfg.Consumer,
-		Count:    s.cfg.BatchSize,
-		Linger:   s.cfg.FlushInterval,
-	}, s.store, s.logger)
+	return s.consumer.RunBatches(ctx, s.store)
 }
 
 // store inserts the batch into the tables. An error leaves the whole
 // batch to be retried; rows already inserted then collapse with their
 // second copy.
-func (s *Sink) store(ctx context.Context, batch []events.Entry) error {
+func (s *Sink) store(ctx context.Context, batch []stream.Entry) error {
 	start := time.Now()
 	defer func() { batchSeconds.Observe(time.Since(start).Seconds()) }()
 
@@ -192,8 +206,8 @@ func (s *Sink) store(ctx context.Context, batch []events.Entry) error {
 	for _, e := range batch {
 		perStream[e.Stream]++
 	}
-	for stream, n := range perStream {
-		eventsTotal.WithLabelValues(stream).Add(float64(n))
+	for name, n := range perStream {
+		eventsTotal.WithLabelValues(name).Add(float64(n))
 	}
 	s.logger.Debug("stored batch", zap.Int("events", len(batch)), zap.Int("rows", len(rows)), zap.Int("audit_rows", len(audit)),
 		zap.Duration("took", time.Since(start)))

@@ -106,6 +106,9 @@ type RedisServer struct {
 	Addr string
 	URL  string
 	cmd  *exec.Cmd
+	bin  string
+	dir  string
+	args []string
 }
 
 // Client opens a new client to the server, closed when the test ends.
@@ -118,19 +121,45 @@ func (s *RedisServer) Client(t testing.TB) *redis.Client {
 // Redis starts a fresh, empty redis-server for this test.
 func Redis(t testing.TB) *RedisServer {
 	t.Helper()
+	return startRedis(t, "--save", "", "--appendonly", "no")
+}
+
+// RedisAOF starts a fresh redis-server that writes every command to its
+// append-only file before answering, so that Restart keeps every write.
+func RedisAOF(t testing.TB) *RedisServer {
+	t.Helper()
+	return startRedis(t, "--save", "", "--appendonly", "yes", "--appendfsync", "always")
+}
+
+// Restart kills the server (SIGKILL) and starts it again on the same port
+// with the same data directory.
+func (s *RedisServer) Restart(t testing.TB) {
+	t.Helper()
+	stop(s.cmd)
+	s.cmd = start(t, s.dir, s.bin, s.args...)
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer c.Close()
+	if err := waitFor(10*time.Second, func() error { return c.Ping(context.Background()).Err() }); err != nil {
+		t.Fatalf("redis-server did not restart: %v", err)
+	}
+}
+
+func startRedis(t testing.TB, extra ...string) *RedisServer {
+	t.Helper()
 	bin := lookBinary(t, "redis-server")
 	dir := t.TempDir()
 	for attempt := 0; ; attempt++ {
 		port := FreePort(t)
-		cmd := start(t, dir, bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", dir, "--protected-mode", "no")
+		args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--dir", dir, "--protected-mode", "no"}, extra...)
+		cmd := start(t, dir, bin, args...)
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		c := redis.NewClient(&redis.Options{Addr: addr})
 		err := waitFor(10*time.Second, func() error { return c.Ping(context.Background()).Err() })
 		_ = c.Close()
 		if err == nil {
-			s := &RedisServer{Addr: addr, URL: "redis://" + addr + "/0", cmd: cmd}
-			t.Cleanup(func() { stop(cmd) })
+			s := &RedisServer{Addr: addr, URL: "redis://" + addr + "/0", cmd: cmd, bin: bin, dir: dir, args: args}
+			t.Cleanup(func() { stop(s.cmd) })
 			return s
 		}
 		stop(cmd)
