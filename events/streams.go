@@ -53,10 +53,20 @@ const CATag = "{ca}"
 // streams of other slots cannot be read in one command on Redis Cluster.
 func EventStreams() []string {
 	out := make([]string, 0, EventPartitions+1)
-	for i := 0; i < EventPartitions; i++ {
-		out = append(out, fmt.Sprintf("%s:{t%02d}", StreamEvents, i))
+	for _, tag := range TenantTags() {
+		out = append(out, StreamEvents+":"+tag)
 	}
 	return append(out, CAStream)
+}
+
+// TenantTags lists every tag TenantTag can return, for keys split the same
+// way as the event stream (e.g. a work queue per partition).
+func TenantTags() []string {
+	out := make([]string, EventPartitions)
+	for i := range out {
+		out[i] = fmt.Sprintf("{t%02d}", i)
+	}
+	return out
 }
 
 // JobStream is the stream of scan jobs for one shard. The shard number is a
