@@ -2,11 +2,12 @@ package testenv_test
 
 import (
 	"context"
-
-	"github.com/certfleet/certfleet/internal/testenv"
-	"github.com/redis/go-redis/v9"
 	"os"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certfleet/certfleet/internal/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
