@@ -11,10 +11,11 @@ import (
 
 // Stream names. Every consumer reads them through a consumer group.
 const (
-	// StreamEvents carries account, API key, domain and alert events.
-	// Writers name it through EventStream and consumers through
-	// EventStreams, never directly: it is being split into hash-tagged
-	// partitions for Redis Cluster.
+	// StreamEvents is the name the streams of account, API key, domain,
+	// alert, notification and client CA events start with: they are split
+	// into hash-tagged partitions for Redis Cluster, which writers name
+	// through EventStream (or CAStream) and consumers through
+	// EventStreams, never by this name.
 	StreamEvents = "events"
 	// StreamResults carries scan.completed events from the agents.
 	StreamResults = "results"
