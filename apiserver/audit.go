@@ -407,7 +407,7 @@ func (s *Server) appendAudit(ctx context.Context, tenant, aggregate string, rec 
 		return err
 	}
 	return s.rdb.XAdd(ctx, &redis.XAddArgs{
-		Stream: events.StreamEvents, MaxLen: events.DefaultMaxLen, Approx: true, Values: values,
+		Stream: events.EventStream(tenant), MaxLen: events.DefaultMaxLen, Approx: true, Values: values,
 	}).Err()
 }
 

@@ -525,9 +525,11 @@ func TestAuditAppendFailure(t *testing.T) {
 	e := newKeyEnv(t, Config{})
 	s := e.srv[0]
 	s.engine.GET("/api/test-audit/open", s.audited("list", "certificate"), func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })
-	// The events stream is not a stream: every XADD fails.
-	if err := e.rdb.Set(t.Context(), events.StreamEvents, "not a stream", 0).Err(); err != nil {
-		t.Fatal(err)
+	// The event streams are not streams: every XADD fails.
+	for _, stream := range events.EventStreams() {
+		if err := e.rdb.Set(t.Context(), stream, "not a stream", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	before := counterValue(t, auditErrors)
 	if r := e.call(0, http.MethodGet, "/api/test-audit/open", "", ""); r.code != http.StatusOK || r.body["ok"] != true {

@@ -99,9 +99,13 @@ func (e *env) state() string {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	l, err := e.rdb.XLen(ctx, events.StreamEvents).Result()
-	if err != nil {
-		e.t.Fatal(err)
+	var l int64
+	for _, stream := range events.EventStreams() {
+		n, err := e.rdb.XLen(ctx, stream).Result()
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		l += n
 	}
 	keys, _ := e.rdb.Keys(ctx, "*").Result()
 	var domains int64

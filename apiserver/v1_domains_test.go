@@ -513,9 +513,11 @@ func TestDomainRequestErrors(t *testing.T) {
 	state := func() string {
 		t.Helper()
 		ctx := context.Background()
-		rec := e.rdb.HGetAll(ctx, "domain:"+id).Val()
-		return fmt.Sprintf("events=%d domains=%v record=%v", e.rdb.XLen(ctx, events.StreamEvents).Val(),
-			e.rdb.HGetAll(ctx, "tenant:"+events.TenantID("ops@example.com")+":domains").Val(), rec)
+		tenant := events.TenantID("ops@example.com")
+		tag := events.TenantTag(tenant)
+		rec := e.rdb.HGetAll(ctx, "domain:"+tag+":"+id).Val()
+		return fmt.Sprintf("events=%d domains=%v record=%v", e.rdb.XLen(ctx, events.EventStream(tenant)).Val(),
+			e.rdb.HGetAll(ctx, "tenant:"+tag+":"+tenant+":domains").Val(), rec)
 	}
 	tags := func(n, size int) string {
 		ts := make([]string, n)
@@ -582,7 +584,7 @@ func TestDomainRequestErrors(t *testing.T) {
 	}
 
 	// A record the server cannot read is a 500 that tells nothing.
-	if err := e.rdb.HSet(context.Background(), "domain:"+id, "port", "not-a-port").Err(); err != nil {
+	if err := e.rdb.HSet(context.Background(), "domain:"+events.TenantTag(events.TenantID("ops@example.com"))+":"+id, "port", "not-a-port").Err(); err != nil {
 		t.Fatal(err)
 	}
 	wantV1Error(t, e.call(0, http.MethodGet, "/api/v1/domains/"+id, key, ""), http.StatusInternalServerError, "internal error")

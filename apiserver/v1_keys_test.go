@@ -218,7 +218,7 @@ func TestAPIKeysLifecycle(t *testing.T) {
 
 func keyEvents(t *testing.T, rdb *redis.Client) map[string][]events.Envelope {
 	t.Helper()
-	evs, err := events.ReadAll(context.Background(), rdb, events.StreamEvents)
+	evs, err := events.ReadAllEvents(context.Background(), rdb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,10 +394,11 @@ func TestCreateKeyValidation(t *testing.T) {
 func keyEnvState(t *testing.T, rdb *redis.Client) string {
 	t.Helper()
 	ctx := context.Background()
-	n, err := rdb.XLen(ctx, events.StreamEvents).Result()
+	evs, err := events.ReadAllEvents(ctx, rdb)
 	if err != nil {
 		t.Fatal(err)
 	}
+	n := len(evs)
 	keys, _ := rdb.Keys(ctx, "apikey:*").Result()
 	return fmt.Sprintf("events=%d apikeys=%d", n, len(keys))
 }

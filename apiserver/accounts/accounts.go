@@ -1,18 +1,44 @@
 // Package accounts is the command side of certfleet's KeyChest-compatible
 // accounts: an account is an email address, API keys belong to exactly one
 // account, and an account registers domains. Each command checks its
-// invariant and appends its events to the events stream in one Lua script,
-// so two API servers can never hand one key to two accounts nor add one
-// domain twice, and the request can read its own write at once.
+// invariant and appends its events to its tenant's event stream in one Lua
+// script, so two API servers can never hand one key to two accounts nor
+// add one domain twice, and the request can read its own write at once.
 //
-// Redis layout (owned by this package):
+// Redis layout (owned by this package). {tNN} is events.TenantTag(tenant):
+// every key of a tenant shares the slot of its stream, events.EventStream,
+// so each script touches one Redis Cluster slot.
 //
-//	apikey:<sha256 hex of key>   hash {tenant_id, key_id, scopes, created_at}
-//	account:<tenant_id>          hash {email, created_at}
-//	tenant:<tenant_id>:domains   hash "host:port" -> domain_id (domains.go)
-//	domain:<domain_id>           hash, see domains.go
+//	apikey:<sha256 hex of key>            hash {tenant_id, key_id, scopes, created_at, pending?, revoked_at?}
+//	account:{tNN}:<tenant_id>             hash {email, created_at}
+//	tenant:{tNN}:<tenant_id>:apikeys      hash key_id -> key hash (apikeys.go)
+//	tenant:{tNN}:<tenant_id>:domains      hash "host:port" -> domain_id (domains.go)
+//	domain:{tNN}:<domain_id>              hash, see domains.go
 //
 // Keys themselves are never stored, only their SHA-256.
+//
+// Invariants across tenants. An email names one account by construction:
+// the tenant id is a hash of the email (events.TenantID), so the account
+// key lives in its tenant's slot. A key's hash naming one tenant is
+// deployment-wide, so apikey:<hash> has no tenant tag and a key is
+// registered by reserve-then-commit:
+//
+//  1. reserve: one script on apikey:<hash> claims it for the tenant with a
+//     pending mark, or answers that it is another tenant's (taken) or
+//     already this tenant's;
+//  2. commit: one script in the tenant's slot lists the key, creates the
+//     account if needed and appends the events; it writes nothing when the
+//     key is listed already, so it can run any number of times;
+//  3. finish: the pending mark is removed.
+//
+// A pending key does not authenticate. A crash after 1 or 2 leaves a
+// pending reservation that names its tenant and key id: the tenant's retry
+// (KeyChest claims send the same key again) finds it and completes 2 and 3
+// under that key id; a generated key that was never handed out stays
+// pending and unusable, and a commit refused for a missing account
+// releases its reservation. Revocation runs the other way round: the
+// record is marked revoked first (the key stops working at once), then the
+// tenant's script unlists it and appends the event; a retry finishes it.
 package accounts
 
 import (
@@ -23,7 +49,6 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -104,9 +129,14 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Store, err
 	return &Store{cfg: cfg, rdb: rdb, logger: logger.Named("accounts")}, nil
 }
 
-// Key names.
-func apiKeyKey(hash string) string      { return "apikey:" + hash }
-func accountKey(tenantID string) string { return "account:" + tenantID }
+// Key names. A tenant's keys carry its partition's hash tag
+// (events.TenantTag), so they share a Redis Cluster slot with its event
+// stream and one script can write them and the event. apikey:<hash> is the
+// deployment-wide key index and has no tag: see the package doc.
+func apiKeyKey(hash string) string { return "apikey:" + hash }
+func accountKey(tenantID string) string {
+	return "account:" + events.TenantTag(tenantID) + ":" + tenantID
+}
 
 // Email returns the email of the account tenantID, or "" when there is no
 // such account.
@@ -120,8 +150,12 @@ func (s *Store) Email(ctx context.Context, tenantID string) (string, error) {
 	}
 	return email, nil
 }
-func domainsKey(tenantID string) string { return "tenant:" + tenantID + ":domains" }
-func domainKey(domainID string) string  { return "domain:" + domainID }
+func domainsKey(tenantID string) string {
+	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":domains"
+}
+func domainKey(tenantID, domainID string) string {
+	return "domain:" + events.TenantTag(tenantID) + ":" + domainID
+}
 
 // HashKey is how a key is stored and appears in events: SHA-256, hex.
 func HashKey(key string) string {
@@ -176,36 +210,14 @@ func GenerateKey() (string, error) {
 	return string(out), nil
 }
 
-// claimScript registers a key for an account unless the key is taken.
-// A new account's account.created event is appended first, so the
-// apikey.created event never refers to an account nobody created.
-//
-// KEYS: apikey:<hash>, account:<tenant>, events stream.
-// ARGV: tenant id, email, key id, scopes, now ms, maxlen, then the account
-// event's field count and fields, then the key event's (StreamFields).
-// Returns "created", "success" (the key is already this account's) or
-// "taken" (it is another account's).
-var claimScript = redis.NewScript(`
-local owner = redis.call('HGET', KEYS[1], 'tenant_id')
-if owner then
-  if owner == ARGV[1] then return 'success' end
-  return 'taken'
-end
-local na = tonumber(ARGV[7])
-local nk = tonumber(ARGV[8 + na])
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('HSET', KEYS[2], 'email', ARGV[2], 'created_at', ARGV[5])
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 8, 7 + na))
-end
-redis.call('HSET', KEYS[1], 'tenant_id', ARGV[1], 'key_id', ARGV[3], 'scopes', ARGV[4], 'created_at', ARGV[5])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 9 + na, 8 + na + nk))
-return 'created'
-`)
-
 // Claim registers key for the account of email. It returns created=true
 // for a new key, false when the key already belongs to this account, and
 // ErrKeyTaken when it belongs to another one: a key is never reassigned,
 // and the answer does not tell whose it is.
+//
+// The key is reserved in the deployment-wide index first and committed in
+// the tenant's slot second (see the package doc), so a retry after a
+// crash between the two completes the claim.
 func (s *Store) Claim(ctx context.Context, email, key string) (created bool, err error) {
 	if email, err = ParseEmail(email); err != nil {
 		return false, err
@@ -216,51 +228,22 @@ func (s *Store) Claim(ctx context.Context, email, key string) (created bool, err
 	tenantID := events.TenantID(email)
 	hash := HashKey(key)
 	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
-
-	acc, err := events.New(events.AccountCreated, tenantID, tenantID, events.AccountCreatedV1{Email: email})
-	if err != nil {
-		return false, err
-	}
-	keyID := uuid.NewString()
-	kev, err := events.New(events.APIKeyCreated, tenantID, keyID, events.APIKeyCreatedV1{
-		KeyID:  keyID,
-		Hash:   hash,
-		Prefix: key[:4],
-		Label:  Source,
-		Scopes: keychestScopes,
-		Source: Source,
-	})
-	if err != nil {
-		return false, err
-	}
-	acc.OccurredAt, kev.OccurredAt = now, now
-	accFields, err := acc.StreamFields()
-	if err != nil {
-		return false, err
-	}
-	keyFields, err := kev.StreamFields()
-	if err != nil {
-		return false, err
-	}
-	args := []any{tenantID, email, keyID, strings.Join(keychestScopes, ","), now.UnixMilli(), s.cfg.MaxLen}
-	args = append(append(args, len(accFields)), accFields...)
-	args = append(append(args, len(keyFields)), keyFields...)
-	res, err := claimScript.Run(ctx, s.rdb,
-		[]string{apiKeyKey(hash), accountKey(tenantID), events.StreamEvents}, args...).Text()
+	k := APIKey{ID: uuid.NewString(), Label: Source, Prefix: key[:4], Scopes: keychestScopes, Source: Source, CreatedAt: now}
+	res, err := s.reserveAndCommit(ctx, tenantID, email, hash, k)
 	if err != nil {
 		return false, fmt.Errorf("claim key for %s: %w", tenantID, err)
 	}
 	switch res {
 	case "created":
-		s.logger.Info("api key created", zap.String("tenant_id", tenantID), zap.String("key_id", keyID))
+		s.logger.Info("api key created", zap.String("tenant_id", tenantID))
 		return true, nil
-	case "success":
+	case "committed":
 		return false, nil
 	case "taken":
 		s.logger.Warn("api key claim refused: key belongs to another account", zap.String("tenant_id", tenantID))
 		return false, ErrKeyTaken
 	default:
-		return false, fmt.Errorf("claim key for %s: unexpected script result %q", tenantID, res)
+		return false, fmt.Errorf("claim key for %s: unexpected result %q", tenantID, res)
 	}
 }
 
@@ -294,12 +277,13 @@ func (s *Store) Authenticate(ctx context.Context, key string) (string, error) {
 	if CheckKey(key) != nil {
 		return "", ErrUnknownKey
 	}
-	tenantID, err := s.rdb.HGet(ctx, apiKeyKey(HashKey(key)), "tenant_id").Result()
-	if errors.Is(err, redis.Nil) {
-		return "", ErrUnknownKey
-	}
+	rec, err := s.rdb.HMGet(ctx, apiKeyKey(HashKey(key)), "tenant_id", "pending").Result()
 	if err != nil {
 		return "", fmt.Errorf("look up api key: %w", err)
+	}
+	tenantID, _ := rec[0].(string)
+	if tenantID == "" || rec[1] != nil {
+		return "", ErrUnknownKey
 	}
 	return tenantID, nil
 }

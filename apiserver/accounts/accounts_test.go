@@ -25,7 +25,7 @@ func newStore(t *testing.T) (*Store, *redis.Client) {
 
 func streamEvents(t *testing.T, rdb *redis.Client) []events.Envelope {
 	t.Helper()
-	evs, err := events.ReadAll(context.Background(), rdb, events.StreamEvents)
+	evs, err := events.ReadAllEvents(context.Background(), rdb)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -91,7 +91,9 @@ type NewKey struct {
 	Key string
 }
 
-func apiKeysKey(tenantID string) string { return "tenant:" + tenantID + ":apikeys" }
+func apiKeysKey(tenantID string) string {
+	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":apikeys"
+}
 
 // KeyUsage writes keys' last_used_at without a write per request: at most
 // once every lastUsedEvery per key from each process holding one, so every
@@ -156,7 +158,7 @@ func (s *Store) AuthenticateBearer(ctx context.Context, token string) (Principal
 		return Principal{}, fmt.Errorf("look up api key: %w", err)
 	}
 	now := s.cfg.Now()
-	ok := strings.HasPrefix(token, BearerPrefix) && rec["tenant_id"] != "" && rec["revoked_at"] == ""
+	ok := strings.HasPrefix(token, BearerPrefix) && rec["tenant_id"] != "" && rec["revoked_at"] == "" && rec["pending"] == ""
 	if exp := rec["expires_at"]; exp != "" {
 		ms, err := strconv.ParseInt(exp, 10, 64)
 		ok = ok && err == nil && now.UnixMilli() < ms
@@ -225,7 +227,7 @@ func (s *Store) EnsureAccount(ctx context.Context, email string) (string, error)
 		return "", err
 	}
 	args := append([]any{email, now.UnixMilli(), s.cfg.MaxLen}, fields...)
-	n, err := ensureAccountScript.Run(ctx, s.rdb, []string{accountKey(tenantID), events.StreamEvents}, args...).Int()
+	n, err := ensureAccountScript.Run(ctx, s.rdb, []string{accountKey(tenantID), events.EventStream(tenantID)}, args...).Int()
 	if err != nil {
 		return "", fmt.Errorf("ensure account %s: %w", tenantID, err)
 	}
@@ -234,21 +236,6 @@ func (s *Store) EnsureAccount(ctx context.Context, email string) (string, error)
 	}
 	return tenantID, nil
 }
-
-// createKeyScript registers a new key. The account must exist.
-//
-// KEYS: apikey:<hash>, tenant:<tenant>:apikeys, account:<tenant>, events stream.
-// ARGV: maxlen, key id, hash, field count, fields (HSET pairs), then the
-// event's fields. Returns "created", "taken" (hash exists) or "no-account".
-var createKeyScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[3]) == 0 then return 'no-account' end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'taken' end
-local nf = tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + nf))
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 5 + nf))
-return 'created'
-`)
 
 // CreateKey creates a key for tenantID with the given label, scopes (see
 // ParseScopes), optional expiry (must be in the future) and source, and
@@ -281,7 +268,7 @@ func (s *Store) CreateKey(ctx context.Context, tenantID, label string, scopes []
 			ID: uuid.NewString(), Label: label, Prefix: key[:shownPrefixLen], Scopes: scopes,
 			Source: source, CreatedAt: now, ExpiresAt: expiresAt,
 		}}
-		res, err := s.createKey(ctx, tenantID, HashKey(key), nk.APIKey)
+		res, err := s.reserveAndCommit(ctx, tenantID, "", HashKey(key), nk.APIKey)
 		if err != nil {
 			return NewKey{}, err
 		}
@@ -292,7 +279,7 @@ func (s *Store) CreateKey(ctx context.Context, tenantID, label string, scopes []
 			return nk, nil
 		case "no-account":
 			return NewKey{}, fmt.Errorf("create key for %s: %w", tenantID, ErrUnknownAccount)
-		case "taken":
+		case "taken", "committed":
 			continue
 		default:
 			return NewKey{}, fmt.Errorf("create key for %s: unexpected script result %q", tenantID, res)
@@ -304,32 +291,128 @@ func (s *Store) CreateKey(ctx context.Context, tenantID, label string, scopes []
 // ErrUnknownAccount is a key created for an account that does not exist.
 var ErrUnknownAccount = errors.New("unknown account")
 
-func (s *Store) createKey(ctx context.Context, tenantID, hash string, k APIKey) (string, error) {
-	ev, err := events.New(events.APIKeyCreated, tenantID, k.ID, events.APIKeyCreatedV1{
+// reserveKeyScript claims apikey:<hash> for a tenant, marked pending until
+// the tenant's commit is done.
+//
+// KEYS: apikey:<hash>.
+// ARGV: tenant id, now ms, then the record's fields (HSET pairs).
+// Returns {"reserved", key id} for a new reservation, {"pending", key id}
+// for this tenant's reservation a crash left uncommitted, {"committed",
+// key id} when the key is already this tenant's, {"taken"} when it is
+// another tenant's.
+var reserveKeyScript = redis.NewScript(`
+local rec = redis.call('HMGET', KEYS[1], 'tenant_id', 'key_id', 'pending')
+if rec[1] then
+  if rec[1] ~= ARGV[1] then return {'taken'} end
+  if rec[3] then return {'pending', rec[2]} end
+  return {'committed', rec[2]}
+end
+redis.call('HSET', KEYS[1], 'pending', ARGV[2], unpack(ARGV, 3))
+local id = redis.call('HGET', KEYS[1], 'key_id')
+return {'reserved', id}
+`)
+
+// commitKeyScript lists a reserved key in its tenant and appends its
+// event, creating the account first when an email is given. Running it
+// again for the same key writes nothing.
+//
+// KEYS: tenant:<tenant>:apikeys, account:<tenant>, the tenant's event stream.
+// ARGV: maxlen, key id, hash, email ("" = the account must exist), now ms,
+// the account event's field count and fields, then the key event's fields.
+// Returns "created", "committed" (done before) or "no-account".
+var commitKeyScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[3] then return 'committed' end
+local na = tonumber(ARGV[6])
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  if ARGV[4] == '' then return 'no-account' end
+  redis.call('HSET', KEYS[2], 'email', ARGV[4], 'created_at', ARGV[5])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 7, 6 + na))
+end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 7 + na))
+return 'created'
+`)
+
+// releaseKeyScript drops a reservation that cannot be committed.
+//
+// KEYS: apikey:<hash>. ARGV: key id. Returns 1 when released.
+var releaseKeyScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'key_id') ~= ARGV[1] then return 0 end
+if redis.call('HEXISTS', KEYS[1], 'pending') == 0 then return 0 end
+return redis.call('DEL', KEYS[1])
+`)
+
+// reserveAndCommit registers key k (its hash) for tenantID in the three
+// steps of the package doc: reserve the hash in the deployment-wide index,
+// commit the tenant's keys and events in the tenant's slot, then clear the
+// reservation's pending mark. A non-empty email creates the account if
+// needed. It returns "created", "committed" (the key was already the
+// tenant's), "taken" or "no-account".
+func (s *Store) reserveAndCommit(ctx context.Context, tenantID, email, hash string, k APIKey) (string, error) {
+	rec := []any{"tenant_id", tenantID, "key_id", k.ID, "scopes", strings.Join(k.Scopes, ","),
+		"created_at", k.CreatedAt.UnixMilli(), "label", k.Label, "prefix", k.Prefix, "source", k.Source}
+	if k.ExpiresAt != nil {
+		rec = append(rec, "expires_at", k.ExpiresAt.UnixMilli())
+	}
+	res, err := reserveKeyScript.Run(ctx, s.rdb, []string{apiKeyKey(hash)},
+		append([]any{tenantID, k.CreatedAt.UnixMilli()}, rec...)...).StringSlice()
+	if err != nil {
+		return "", fmt.Errorf("reserve key: %w", err)
+	}
+	switch {
+	case len(res) == 1 && res[0] == "taken":
+		return "taken", nil
+	case len(res) == 2 && res[0] == "committed":
+		return "committed", nil
+	case len(res) == 2 && (res[0] == "reserved" || res[0] == "pending"):
+		// A pending reservation is this tenant's own unfinished claim:
+		// complete it under the key id it was reserved with.
+		k.ID = res[1]
+	default:
+		return "", fmt.Errorf("reserve key: unexpected script result %v", res)
+	}
+	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
+	acc, err := events.New(events.AccountCreated, tenantID, tenantID, events.AccountCreatedV1{Email: email})
+	if err != nil {
+		return "", err
+	}
+	kev, err := events.New(events.APIKeyCreated, tenantID, k.ID, events.APIKeyCreatedV1{
 		KeyID: k.ID, Hash: hash, Prefix: k.Prefix, Label: k.Label, Scopes: k.Scopes,
 		Source: k.Source, ExpiresAt: k.ExpiresAt,
 	})
 	if err != nil {
 		return "", err
 	}
-	ev.OccurredAt = k.CreatedAt
-	evFields, err := ev.StreamFields()
+	acc.OccurredAt, kev.OccurredAt = now, k.CreatedAt
+	accFields, err := acc.StreamFields()
 	if err != nil {
 		return "", err
 	}
-	rec := []any{"tenant_id", tenantID, "key_id", k.ID, "scopes", strings.Join(k.Scopes, ","),
-		"created_at", k.CreatedAt.UnixMilli(), "label", k.Label, "prefix", k.Prefix, "source", k.Source}
-	if k.ExpiresAt != nil {
-		rec = append(rec, "expires_at", k.ExpiresAt.UnixMilli())
-	}
-	args := append([]any{s.cfg.MaxLen, k.ID, hash, len(rec)}, rec...)
-	args = append(args, evFields...)
-	res, err := createKeyScript.Run(ctx, s.rdb,
-		[]string{apiKeyKey(hash), apiKeysKey(tenantID), accountKey(tenantID), events.StreamEvents}, args...).Text()
+	keyFields, err := kev.StreamFields()
 	if err != nil {
-		return "", fmt.Errorf("create key for %s: %w", tenantID, err)
+		return "", err
 	}
-	return res, nil
+	args := []any{s.cfg.MaxLen, k.ID, hash, email, now.UnixMilli(), len(accFields)}
+	args = append(append(args, accFields...), keyFields...)
+	out, err := commitKeyScript.Run(ctx, s.rdb,
+		[]string{apiKeysKey(tenantID), accountKey(tenantID), events.EventStream(tenantID)}, args...).Text()
+	if err != nil {
+		return "", fmt.Errorf("commit key: %w", err)
+	}
+	switch out {
+	case "no-account":
+		if err := releaseKeyScript.Run(ctx, s.rdb, []string{apiKeyKey(hash)}, k.ID).Err(); err != nil {
+			return "", fmt.Errorf("release key: %w", err)
+		}
+		return out, nil
+	case "created", "committed":
+		if err := s.rdb.HDel(ctx, apiKeyKey(hash), "pending").Err(); err != nil {
+			return "", fmt.Errorf("finish key: %w", err)
+		}
+		return out, nil
+	default:
+		return "", fmt.Errorf("commit key: unexpected script result %q", out)
+	}
 }
 
 // ListKeys returns the live keys of tenantID, oldest first. Revoked keys
@@ -388,16 +471,16 @@ func msTimePtr(s string) *time.Time {
 	return &t
 }
 
-// revokeKeyScript revokes a live key of a tenant.
+// revokeKeyScript unlists a live key of a tenant and appends its event;
+// RevokeKey has marked the key's record revoked before.
 //
-// KEYS: tenant:<tenant>:apikeys, apikey:<hash>, events stream.
-// ARGV: key id, hash, now ms, maxlen, then the event's fields. Returns 1
-// when revoked, 0 when the tenant has no such live key with that hash.
+// KEYS: tenant:<tenant>:apikeys, the tenant's event stream.
+// ARGV: key id, hash, maxlen, then the event's fields. Returns 1 when
+// revoked, 0 when the tenant has no such live key with that hash.
 var revokeKeyScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[2], 'revoked_at', ARGV[3])
 redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
 return 1
 `)
 
@@ -426,8 +509,14 @@ func (s *Store) RevokeKey(ctx context.Context, tenantID, id string) error {
 	if err != nil {
 		return err
 	}
-	args := append([]any{id, hash, now.UnixMilli(), s.cfg.MaxLen}, fields...)
-	n, err := revokeKeyScript.Run(ctx, s.rdb, []string{apiKeysKey(tenantID), apiKeyKey(hash), events.StreamEvents}, args...).Int()
+	// The record in the deployment-wide index is marked first, so the key
+	// stops working even if the process dies before the tenant's script:
+	// a retry finds it still listed and finishes the revocation.
+	if err := s.rdb.HSetNX(ctx, apiKeyKey(hash), "revoked_at", now.UnixMilli()).Err(); err != nil {
+		return fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
+	}
+	args := append([]any{id, hash, s.cfg.MaxLen}, fields...)
+	n, err := revokeKeyScript.Run(ctx, s.rdb, []string{apiKeysKey(tenantID), events.EventStream(tenantID)}, args...).Int()
 	if err != nil {
 		return fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
 	}

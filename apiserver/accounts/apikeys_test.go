@@ -3,9 +3,12 @@ package accounts
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -182,5 +185,101 @@ func BenchmarkAuthenticateBearer(b *testing.B) {
 	}
 	for i, tc := range cases {
 		b.ReportMetric(float64(spent[i].Nanoseconds())/float64(n), tc.name+"-ns/op")
+	}
+}
+
+// TestClaimRace: tenants claiming one key at once end with exactly one
+// owner and one apikey.created event, on Redis Cluster's slot rules.
+func TestClaimRace(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.RedisCluster(t).Client(t)
+	s, err := New(Config{}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := strings.Repeat("k", MinKeyLen)
+	const n = 8
+	var wg sync.WaitGroup
+	created := make([]bool, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			created[i], errs[i] = s.Claim(ctx, fmt.Sprintf("ops%d@example.com", i), key)
+		}()
+	}
+	wg.Wait()
+	wins := 0
+	for i := range n {
+		switch {
+		case errs[i] == nil && created[i]:
+			wins++
+		case !errors.Is(errs[i], ErrKeyTaken):
+			t.Errorf("claim %d: got %v, want created or ErrKeyTaken", i, errs[i])
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("got %d winners, want 1", wins)
+	}
+	evs, err := events.ReadAllEvents(ctx, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyEvents := 0
+	for _, e := range evs {
+		if e.Name == events.APIKeyCreated {
+			keyEvents++
+		}
+	}
+	if keyEvents != 1 {
+		t.Errorf("got %d apikey.created events, want 1", keyEvents)
+	}
+}
+
+// TestClaimCrashConverges: a reservation whose commit never ran (the
+// process died between the two scripts) does not authenticate, and the
+// same claim again completes it under the reserved key id.
+func TestClaimCrashConverges(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.RedisCluster(t).Client(t)
+	s, err := New(Config{}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := strings.Repeat("c", MinKeyLen)
+	tenant := events.TenantID("ops@example.com")
+	hash := HashKey(key)
+	// Step 1 alone, as a crash after the reservation leaves it.
+	if err := reserveKeyScript.Run(ctx, rdb, []string{apiKeyKey(hash)}, tenant, 1,
+		"tenant_id", tenant, "key_id", "reserved-id", "scopes", "read", "created_at", 1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(ctx, key); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("pending key: got %v, want ErrUnknownKey", err)
+	}
+	if _, err := s.Claim(ctx, "other@example.com", key); !errors.Is(err, ErrKeyTaken) {
+		t.Fatalf("claim of a pending key by another tenant: got %v, want ErrKeyTaken", err)
+	}
+	for i, want := range []bool{true, false} {
+		created, err := s.Claim(ctx, "ops@example.com", key)
+		if err != nil || created != want {
+			t.Fatalf("retry %d: got created=%v %v, want %v", i, created, err, want)
+		}
+	}
+	if got, err := s.Authenticate(ctx, key); err != nil || got != tenant {
+		t.Fatalf("after retry: got %q %v, want %q", got, err, tenant)
+	}
+	evs, err := events.ReadAllEvents(ctx, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range evs {
+		names = append(names, e.Name+"/"+e.AggregateID)
+	}
+	want := []string{events.AccountCreated + "/" + tenant, events.APIKeyCreated + "/reserved-id"}
+	if !slices.Equal(names, want) {
+		t.Errorf("events: got %v, want %v", names, want)
 	}
 }

@@ -190,7 +190,7 @@ func (s *Store) AddDomain(ctx context.Context, tenantID string, nd NewDomain) (d
 	args := append([]any{d.Name(), d.ID, tenantID, d.Host, strconv.Itoa(d.Port), d.Notes, string(tags),
 		d.Source, now.UnixMilli(), s.cfg.MaxLen}, fields...)
 	res, err := addDomainScript.Run(ctx, s.rdb,
-		[]string{domainsKey(tenantID), domainKey(d.ID), events.StreamEvents}, args...).Slice()
+		[]string{domainsKey(tenantID), domainKey(tenantID, d.ID), events.EventStream(tenantID)}, args...).Slice()
 	if err != nil {
 		return Domain{}, false, fmt.Errorf("add domain %s for %s: %w", d.Name(), tenantID, err)
 	}
@@ -229,7 +229,7 @@ func (s *Store) GetDomain(ctx context.Context, tenantID, id string) (Domain, err
 	if tenantID == "" || uuid.Validate(id) != nil {
 		return Domain{}, ErrUnknownDomain
 	}
-	rec, err := s.rdb.HGetAll(ctx, domainKey(id)).Result()
+	rec, err := s.rdb.HGetAll(ctx, domainKey(tenantID, id)).Result()
 	if err != nil {
 		return Domain{}, fmt.Errorf("read domain %s: %w", id, err)
 	}
@@ -252,7 +252,7 @@ func (s *Store) ListDomains(ctx context.Context, tenantID string) ([]Domain, err
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.MapStringStringCmd, len(ids))
 	for i, id := range ids {
-		cmds[i] = pipe.HGetAll(ctx, domainKey(id))
+		cmds[i] = pipe.HGetAll(ctx, domainKey(tenantID, id))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("list domains of %s: %w", tenantID, err)
@@ -405,7 +405,7 @@ func (s *Store) UpdateDomain(ctx context.Context, tenantID, id string, p DomainP
 		args := append([]any{tenantID, strconv.FormatInt(cur.rev, 10), cur.Name(), next.Name(), id,
 			next.Host, strconv.Itoa(next.Port), next.Notes, string(tags), active, now.UnixMilli(), s.cfg.MaxLen}, fields...)
 		res, err := updateDomainScript.Run(ctx, s.rdb,
-			[]string{domainKey(id), domainsKey(tenantID), events.StreamEvents}, args...).Text()
+			[]string{domainKey(tenantID, id), domainsKey(tenantID), events.EventStream(tenantID)}, args...).Text()
 		if err != nil {
 			return Domain{}, fmt.Errorf("update domain %s: %w", id, err)
 		}
@@ -478,7 +478,7 @@ func (s *Store) RemoveDomain(ctx context.Context, tenantID, id string) (Domain, 
 		}
 		args := append([]any{tenantID, strconv.FormatInt(cur.rev, 10), cur.Name(), id, s.cfg.MaxLen}, fields...)
 		res, err := removeDomainScript.Run(ctx, s.rdb,
-			[]string{domainKey(id), domainsKey(tenantID), events.StreamEvents}, args...).Text()
+			[]string{domainKey(tenantID, id), domainsKey(tenantID), events.EventStream(tenantID)}, args...).Text()
 		if err != nil {
 			return Domain{}, fmt.Errorf("remove domain %s: %w", id, err)
 		}

@@ -328,7 +328,7 @@ func TestRemoveDomain(t *testing.T) {
 	if _, err := s.RemoveDomain(ctx, a, d.ID); !errors.Is(err, ErrUnknownDomain) {
 		t.Errorf("second remove: got %v, want ErrUnknownDomain", err)
 	}
-	if n := rdb.Exists(ctx, domainKey(d.ID), domainsKey(a)).Val(); n != 0 {
+	if n := rdb.Exists(ctx, domainKey(a, d.ID)).Val() + rdb.Exists(ctx, domainsKey(a)).Val(); n != 0 {
 		t.Errorf("keys left after remove: got %d, want 0", n)
 	}
 	evs := streamEvents(t, rdb)

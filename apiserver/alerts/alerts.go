@@ -17,16 +17,18 @@
 //
 // Redis layout:
 //
-//	alerts:state:<domain_id>   hash: "@ver" (view version last evaluated),
+// ({tNN} is the tenant's hash tag, events.TenantTag; see stateKey)
+//
+//	alerts:state:{tNN}:<domain_id>   hash: "@ver" (view version last evaluated),
 //	                           "@tenant", "@name" (host:port), "c|<condition>"
 //	                           -> JSON of the active alert, "leaf|<ip>" -> the
 //	                           leaf last known on the IP, "ann|<sha256>" -> 1
 //	                           when cert_changed told of that leaf
-//	alerts:tenant:<tenant>     zset of alert ids by triggered ms
-//	alerts:tenant:<tenant>:domain:<domain_id>   the same, one domain's
-//	alert:<alert_id>           hash: "raised" (JSON AlertRaisedV1),
+//	alerts:tenant:{tNN}:<tenant>     zset of alert ids by triggered ms
+//	alerts:tenant:{tNN}:<tenant>:domain:<domain_id>   the same, one domain's
+//	alert:{tNN}:<alert_id>           hash: "raised" (JSON AlertRaisedV1),
 //	                           "resolved_at" (ms), "reason"
-//	alerts:settings:<tenant>   JSON Settings (absent: DefaultSettings)
+//	alerts:settings:{tNN}:<tenant>   JSON Settings (absent: DefaultSettings)
 package alerts
 
 import (
@@ -46,10 +48,22 @@ import (
 	"github.com/certfleet/certfleet/events"
 )
 
-func stateKey(domainID string) string    { return "alerts:state:" + domainID }
-func tenantKey(tenantID string) string   { return "alerts:tenant:" + tenantID }
-func alertKey(alertID string) string     { return "alert:" + alertID }
-func settingsKey(tenantID string) string { return "alerts:settings:" + tenantID }
+// Every key carries the tenant's hash tag (events.TenantTag), so the
+// reconcile script's keys and the tenant's event stream share one Redis
+// Cluster slot. The engine knows a domain's tenant from its view snapshot,
+// the API from the caller's key.
+func stateKey(tenantID, domainID string) string {
+	return "alerts:state:" + events.TenantTag(tenantID) + ":" + domainID
+}
+func tenantKey(tenantID string) string {
+	return "alerts:tenant:" + events.TenantTag(tenantID) + ":" + tenantID
+}
+func alertKey(tenantID, alertID string) string {
+	return "alert:" + events.TenantTag(tenantID) + ":" + alertID
+}
+func settingsKey(tenantID string) string {
+	return "alerts:settings:" + events.TenantTag(tenantID) + ":" + tenantID
+}
 func tenantDomainKey(tenantID, domainID string) string {
 	return tenantKey(tenantID) + ":domain:" + domainID
 }
@@ -222,11 +236,12 @@ const staleRetries = 8
 // still at the version the plan was made from and the plan's snapshot is
 // newer, XADDing the plan's events in the same step.
 //
-// KEYS: alerts:state:<domain>, events stream, alerts:tenant:<tenant>,
-// alerts:tenant:<tenant>:domain:<domain>, then alert:<id> of every raised
-// alert and then of every resolved one, in the plan's order.
+// KEYS (all in the tenant's slot): alerts:state:<domain>, the tenant's
+// event stream, alerts:tenant:<tenant>, alerts:tenant:<tenant>:domain:<domain>,
+// then alert:<id> of every raised alert and then of every resolved one, in
+// the plan's order.
 // ARGV: version read, snapshot version, maxlen, plan JSON {"del": [field],
-// "set": [field, value, ...], "raised": [[triggered ms, JSON]],
+// "set": [field, value, ...], "raised": [[triggered ms, JSON, alert id]],
 // "resolved": [[resolved ms, reason]], "events": [[stream field, value,
 // ...]]}. Returns "ok", "stale" (the state moved: plan again) or "old"
 // (a snapshot as new was evaluated already).
@@ -241,8 +256,8 @@ local k = 5
 for _, r in ipairs(p.raised) do
   if redis.call('EXISTS', KEYS[k]) == 0 then
     redis.call('HSET', KEYS[k], 'raised', r[2])
-    redis.call('ZADD', KEYS[3], r[1], string.sub(KEYS[k], 7))
-    redis.call('ZADD', KEYS[4], r[1], string.sub(KEYS[k], 7))
+    redis.call('ZADD', KEYS[3], r[1], r[3])
+    redis.call('ZADD', KEYS[4], r[1], r[3])
   end
   k = k + 1
 end
@@ -283,7 +298,9 @@ func (e *Engine) Evaluate(ctx context.Context, domainIDs []string) error {
 	pipe := e.rdb.Pipeline()
 	stateCmds := make([]*redis.MapStringStringCmd, len(domainIDs))
 	for i, id := range domainIDs {
-		stateCmds[i] = pipe.HGetAll(ctx, stateKey(id))
+		// The state lives in the tenant's slot: a view that names no
+		// tenant has no state to read and is not evaluated (prepare).
+		stateCmds[i] = pipe.HGetAll(ctx, stateKey(snaps[i].TenantID, id))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("read alert state of %d domains: %w", len(domainIDs), err)
@@ -436,7 +453,7 @@ func (e *Engine) evaluateDomain(ctx context.Context, domainID string) error {
 		if err != nil {
 			return err
 		}
-		h, err := e.rdb.HGetAll(ctx, stateKey(domainID)).Result()
+		h, err := e.rdb.HGetAll(ctx, stateKey(snap.TenantID, domainID)).Result()
 		if err != nil {
 			return fmt.Errorf("read alert state of %s: %w", domainID, err)
 		}
@@ -485,14 +502,14 @@ func (e *Engine) scriptCall(domainID, tenant string, readVer, snapVer int64, ch 
 	for _, f := range slices.Sorted(maps.Keys(ch.set)) {
 		sp.Set = append(sp.Set, f, ch.set[f])
 	}
-	keys := []string{stateKey(domainID), events.StreamEvents, tenantKey(tenant), tenantDomainKey(tenant, domainID)}
+	keys := []string{stateKey(tenant, domainID), events.EventStream(tenant), tenantKey(tenant), tenantDomainKey(tenant, domainID)}
 	for _, r := range ch.raised {
 		body, err := json.Marshal(r.payload)
 		if err != nil {
 			return nil, nil, fmt.Errorf("marshal alert: %w", err)
 		}
-		keys = append(keys, alertKey(r.payload.AlertID))
-		sp.Raised = append(sp.Raised, []string{strconv.FormatInt(r.payload.TriggeredAt.UnixMilli(), 10), string(body)})
+		keys = append(keys, alertKey(tenant, r.payload.AlertID))
+		sp.Raised = append(sp.Raised, []string{strconv.FormatInt(r.payload.TriggeredAt.UnixMilli(), 10), string(body), r.payload.AlertID})
 		fields, err := r.event.StreamFields()
 		if err != nil {
 			return nil, nil, err
@@ -500,7 +517,7 @@ func (e *Engine) scriptCall(domainID, tenant string, readVer, snapVer int64, ch 
 		sp.Events = append(sp.Events, fields)
 	}
 	for _, r := range ch.resolved {
-		keys = append(keys, alertKey(r.payload.AlertID))
+		keys = append(keys, alertKey(tenant, r.payload.AlertID))
 		sp.Resolved = append(sp.Resolved, []string{strconv.FormatInt(r.payload.ResolvedAt.UnixMilli(), 10), r.payload.Reason})
 		fields, err := r.event.StreamFields()
 		if err != nil {

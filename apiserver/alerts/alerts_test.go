@@ -139,7 +139,7 @@ func (a alertEvent) String() string {
 // alertEvents reads every alert event of the events stream, in order.
 func (f *fixture) alertEvents() []alertEvent {
 	f.t.Helper()
-	evs, err := events.ReadAll(context.Background(), f.rdb, events.StreamEvents)
+	evs, err := events.ReadAllEvents(context.Background(), f.rdb)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -427,7 +427,7 @@ func TestStalePlansChangeNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := f.rdb.HGetAll(ctx, stateKey(domainID)).Result()
+	h, err := f.rdb.HGetAll(ctx, stateKey(tenant, domainID)).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +450,7 @@ func TestStalePlansChangeNothing(t *testing.T) {
 	if len(ch.raised) != 1 {
 		t.Fatalf("stale plan: got %d raises, want the 14-day one", len(ch.raised))
 	}
-	evaluated, err := f.rdb.HGet(ctx, stateKey(domainID), verField).Int64()
+	evaluated, err := f.rdb.HGet(ctx, stateKey(tenant, domainID), verField).Int64()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -502,7 +502,7 @@ func TestUnusableStateIsSkipped(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, 1)
 	const other = "7d0f2a52-2222-4c55-9a4e-1d7f3c2b8e90"
-	if err := f.rdb.HSet(ctx, stateKey(domainID), condPrefix+"chain_invalid", "{not json").Err(); err != nil {
+	if err := f.rdb.HSet(ctx, stateKey(tenant, domainID), condPrefix+"chain_invalid", "{not json").Err(); err != nil {
 		t.Fatal(err)
 	}
 	job := uuid.New()

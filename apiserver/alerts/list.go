@@ -57,7 +57,7 @@ func (e *Engine) List(ctx context.Context, tenantID, domainID string, page, perP
 	pipe := e.rdb.Pipeline()
 	recs := make([]*redis.MapStringStringCmd, len(ids.Val()))
 	for i, id := range ids.Val() {
-		recs[i] = pipe.HGetAll(ctx, alertKey(id))
+		recs[i] = pipe.HGetAll(ctx, alertKey(tenantID, id))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, 0, fmt.Errorf("list alerts of %s: %w", tenantID, err)

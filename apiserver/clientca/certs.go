@@ -524,7 +524,7 @@ func (s *Store) store(ctx context.Context, c Cert, iss issued, sealedKey string,
 		return "", err
 	}
 	oldID, auto := "", ""
-	keys := []string{certKey(c.ID), tenantCertsKey(c.TenantID), serialsKey, renewalKey, events.StreamEvents}
+	keys := []string{certKey(c.ID), tenantCertsKey(c.TenantID), serialsKey, renewalKey, events.CAStream}
 	var renewedEv []any
 	if ren != nil {
 		oldID = ren.old.ID

@@ -4,23 +4,27 @@
 //
 // Everything lives in Redis, so every apiserver replica can sign:
 //
-//	ca:authority                hash {cert_pem, key_sealed, key_type, source,
-//	                            created_at}: the issuing CA; the key is sealed
-//	ca:seal:salt                the scrypt salt of the CA passphrase (created once)
-//	ca:serials                  hash serial (decimal) -> certificate id, every
-//	                            certificate ever issued (OCSP's lookup)
-//	ca:revoked                  hash serial (decimal) -> "<revoked_at ms> <reason>"
-//	                            (the CRL's entries)
-//	ca:revocations:version      counter bumped by every revocation (the CRL
-//	                            writer regenerates when it moved)
-//	clientcert:<id>             hash: the certificate record (see certFields);
-//	                            a generated private key only sealed
-//	tenant:<tenant>:clientcerts zset id -> created_at ms
-//	clientcerts:renewal         zset id -> ms when auto-renewal is due (only
-//	                            live certificates with renewal enabled)
+//	ca:{ca}:authority                 hash {cert_pem, key_sealed, key_type, source,
+//	                                  created_at}: the issuing CA; the key is sealed
+//	ca:{ca}:seal:salt                 the scrypt salt of the CA passphrase (created once)
+//	ca:{ca}:serials                   hash serial (decimal) -> certificate id, every
+//	                                  certificate ever issued (OCSP's lookup)
+//	ca:{ca}:revoked                   hash serial (decimal) -> "<revoked_at ms> <reason>"
+//	                                  (the CRL's entries)
+//	ca:{ca}:revocations:version       counter bumped by every revocation (the CRL
+//	                                  writer regenerates when it moved)
+//	clientcert:{ca}:<id>              hash: the certificate record (see certFields);
+//	                                  a generated private key only sealed
+//	tenant:{ca}:<tenant>:clientcerts  zset id -> created_at ms
+//	clientcerts:{ca}:renewal          zset id -> ms when auto-renewal is due (only
+//	                                  live certificates with renewal enabled)
+//
+// Every key carries the hash tag {ca} and the events go to events.CAStream
+// (events:{ca}), so on Redis Cluster all of them share one slot (see the
+// Redis keys below for why).
 //
 // Commands are Lua scripts that check their invariant and XADD their event
-// to the events stream in the same step (ca.created, clientcert.issued,
+// to the CA's event stream in the same step (ca.created, clientcert.issued,
 // .revoked, .renewed). Private keys are sealed with internal/seal under a
 // key derived from the operator's CA passphrase; they never appear in clear
 // in Redis, nor in events at all.
@@ -41,21 +45,29 @@ import (
 	"github.com/certfleet/certfleet/internal/seal"
 )
 
-// Redis keys.
+// Redis keys. The client CA is one per deployment with a low write volume,
+// and its invariants are deployment-wide (one authority, unique serials,
+// one revocation list), so every key of it, the per-tenant certificate
+// lists included, and its event stream (events.CAStream) share one Redis
+// Cluster slot, the hash tag {ca}: each script touches that one slot, and
+// no invariant needs more than one script. A tenant slot would split the
+// serial registry from the certificates it numbers.
 const (
-	authorityKey = "ca:authority"
-	saltKey      = "ca:seal:salt"
-	serialsKey   = "ca:serials"
-	revokedKey   = "ca:revoked"
+	authorityKey = "ca:{ca}:authority"
+	saltKey      = "ca:{ca}:seal:salt"
+	serialsKey   = "ca:{ca}:serials"
+	revokedKey   = "ca:{ca}:revoked"
 	// RevocationVersionKey is bumped by every revocation, in the same
 	// script that marks the record; the CRL writer compares it with the
 	// version its cached CRL was built at.
-	RevocationVersionKey = "ca:revocations:version"
-	renewalKey           = "clientcerts:renewal"
+	RevocationVersionKey = "ca:{ca}:revocations:version"
+	renewalKey           = "clientcerts:{ca}:renewal"
 )
 
-func certKey(id string) string            { return "clientcert:" + id }
-func tenantCertsKey(tenant string) string { return "tenant:" + tenant + ":clientcerts" }
+func certKey(id string) string { return "clientcert:{ca}:" + id }
+func tenantCertsKey(tenant string) string {
+	return "tenant:{ca}:" + tenant + ":clientcerts"
+}
 
 // Errors a caller maps to HTTP statuses.
 var (

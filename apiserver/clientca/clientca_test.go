@@ -68,7 +68,7 @@ func initStore(t *testing.T) (*Store, *redis.Client) {
 
 func streamEvents(t *testing.T, rdb *redis.Client) []events.Envelope {
 	t.Helper()
-	evs, err := events.ReadAll(context.Background(), rdb, events.StreamEvents)
+	evs, err := events.ReadAll(context.Background(), rdb, events.CAStream)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -135,7 +135,7 @@ func (s *Store) Revoke(ctx context.Context, tenantID, id, reason string) (Cert, 
 	}
 	args := append([]any{tenantID, now.UnixMilli(), name, id, s.cfg.MaxLen}, ev...)
 	res, err := revokeScript.Run(ctx, s.rdb,
-		[]string{certKey(id), revokedKey, RevocationVersionKey, renewalKey, events.StreamEvents}, args...).Text()
+		[]string{certKey(id), revokedKey, RevocationVersionKey, renewalKey, events.CAStream}, args...).Text()
 	if err != nil {
 		return Cert{}, fmt.Errorf("revoke client certificate %s: %w", id, err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -246,14 +247,14 @@ func TestDigestFlushRace(t *testing.T) {
 	if got := made.Load(); got != 1 {
 		t.Errorf("deliveries made by the racing passes: got %d, want 1 (the fresh day's)", got)
 	}
-	due, err := e.rdb.ZRange(ctx, dueKey, 0, -1).Result()
+	due, err := e.rdb.ZRange(ctx, dueKeyIn(events.TenantTag("t1")), 0, -1).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(due) != 2 {
 		t.Fatalf("queued deliveries: got %v, want one per day", due)
 	}
-	if rec := e.rdb.HGetAll(ctx, deliveryKey(DeliveryID("digest|2026-11-25", fresh.ID))).Val(); rec["digest"] != "1" || strings.Count(rec["messages"], `"event_id"`) != 20 {
+	if rec := e.rdb.HGetAll(ctx, tenantDeliveryKey("t1", DeliveryID("digest|2026-11-25", fresh.ID))).Val(); rec["digest"] != "1" || strings.Count(rec["messages"], `"event_id"`) != 20 {
 		t.Errorf("fresh digest: got digest=%s with %d messages, want a digest of 20", rec["digest"], strings.Count(rec["messages"], `"event_id"`))
 	}
 	for _, ch := range []Channel{fresh, crashed} {

@@ -189,14 +189,13 @@ func (e *testEnv) waitAttempts(tenant, id string, n int) []Attempt {
 // streamEvents returns the payloads of the events named name.
 func streamEvents[T any](t *testing.T, rdb *redis.Client, name string) []T {
 	t.Helper()
-	msgs, err := rdb.XRange(context.Background(), events.StreamEvents, "-", "+").Result()
+	evs, err := events.ReadAllEvents(context.Background(), rdb)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []T
-	for _, m := range msgs {
-		ev, err := events.FromStreamValues(m.Values)
-		if err != nil || ev.Name != name {
+	for _, ev := range evs {
+		if ev.Name != name {
 			continue
 		}
 		var p T
@@ -324,7 +323,7 @@ func TestGivesUpAfterTheLimit(t *testing.T) {
 	if len(failed) != 1 || failed[0].DeliveryID != did || failed[0].Attempts != 3 || failed[0].ErrorClass != ClassHTTP5xx {
 		t.Errorf("failed events: got %+v, want one for %s after 3 attempts, http_5xx", failed, did)
 	}
-	st, n, err := e.store.DeliveryStatus(context.Background(), did)
+	st, n, err := e.store.DeliveryStatus(context.Background(), ch.TenantID, did)
 	if err != nil || st != DeliveryFailed || n != 3 {
 		t.Errorf("delivery: got %s %d %v, want failed 3", st, n, err)
 	}
@@ -450,7 +449,7 @@ func TestDeletedChannelGivesUp(t *testing.T) {
 	e.start(fastConfig("n1"))
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		st, _, err := e.store.DeliveryStatus(ctx, did)
+		st, _, err := e.store.DeliveryStatus(ctx, "t1", did)
 		if err == nil && st == DeliveryFailed {
 			break
 		}
@@ -459,7 +458,7 @@ func TestDeletedChannelGivesUp(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n, _ := e.rdb.Exists(ctx, attemptsKey(ch.ID)).Result(); n != 0 {
+	if n, _ := e.rdb.Exists(ctx, channelAttemptsKey("t1", ch.ID)).Result(); n != 0 {
 		t.Errorf("attempts list of the deleted channel: got it back, want it gone")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -23,6 +24,22 @@ const (
 	DeliveryDelivered = "delivered"
 	DeliveryFailed    = "failed"
 )
+
+// Queue keys. A delivery, its channel's attempt list and its events live
+// in the slot of the tenant's partition (events.TenantTag), so each script
+// below touches one Redis Cluster slot; the due set is split the same way,
+// one per partition, and claim visits them in turn. They replace store.go's
+// dueKey, deliveryKey and attemptsKey, which have no tag.
+func dueKeyIn(tag string) string { return "notify:due:" + tag }
+func deliveryKeyIn(tag, id string) string {
+	return "notify:delivery:" + tag + ":" + id
+}
+func tenantDeliveryKey(tenant, id string) string {
+	return deliveryKeyIn(events.TenantTag(tenant), id)
+}
+func channelAttemptsKey(tenant, channelID string) string {
+	return "notify:channel:" + events.TenantTag(tenant) + ":" + channelID + ":attempts"
+}
 
 // deliveryTTL is how long a delivery record (and so its dedup marker)
 // outlives its creation: far beyond any redelivery of its cause.
@@ -117,7 +134,8 @@ func (s *Store) enqueue(ctx context.Context, ch Channel, eventID string, msgs []
 	if digest {
 		flag = "1"
 	}
-	n, err := enqueueScript.Run(ctx, s.rdb, []string{deliveryKey(id), dueKey},
+	tag := events.TenantTag(ch.TenantID)
+	n, err := enqueueScript.Run(ctx, s.rdb, []string{deliveryKeyIn(tag, id), dueKeyIn(tag)},
 		id, ch.ID, ch.TenantID, eventID, string(body), int(deliveryTTL.Seconds()), flag).Int()
 	if err != nil {
 		return "", false, fmt.Errorf("enqueue delivery %s: %w", id, err)
@@ -162,9 +180,24 @@ redis.call('ZADD', KEYS[1], lease, ids[1])
 return {ids[1], tostring(lease)}
 `)
 
-// claim returns a due delivery and its lease token, or ok false.
+// claim returns a due delivery and its lease token, or ok false. It tries
+// the partitions' due sets from a random one on, so notifiers spread over
+// them and none is starved.
 func (s *Store) claim(ctx context.Context, lease time.Duration) (d delivery, token string, ok bool, err error) {
-	res, err := claimScript.Run(ctx, s.rdb, []string{dueKey}, lease.Milliseconds()).StringSlice()
+	tags := events.TenantTags()
+	first := rand.IntN(len(tags))
+	for i := range tags {
+		d, token, ok, err = s.claimIn(ctx, tags[(first+i)%len(tags)], lease)
+		if ok || err != nil {
+			return d, token, ok, err
+		}
+	}
+	return delivery{}, "", false, nil
+}
+
+// claimIn is claim on the due set of one partition.
+func (s *Store) claimIn(ctx context.Context, tag string, lease time.Duration) (d delivery, token string, ok bool, err error) {
+	res, err := claimScript.Run(ctx, s.rdb, []string{dueKeyIn(tag)}, lease.Milliseconds()).StringSlice()
 	if errors.Is(err, redis.Nil) {
 		return delivery{}, "", false, nil
 	}
@@ -172,13 +205,13 @@ func (s *Store) claim(ctx context.Context, lease time.Duration) (d delivery, tok
 		return delivery{}, "", false, fmt.Errorf("claim delivery: %w", err)
 	}
 	id, token := res[0], res[1]
-	rec, err := s.rdb.HGetAll(ctx, deliveryKey(id)).Result()
+	rec, err := s.rdb.HGetAll(ctx, deliveryKeyIn(tag, id)).Result()
 	if err != nil {
 		return delivery{}, "", false, fmt.Errorf("read delivery %s: %w", id, err)
 	}
 	if len(rec) == 0 {
 		// Expired record: nothing to send.
-		s.rdb.ZRem(ctx, dueKey, id)
+		s.rdb.ZRem(ctx, dueKeyIn(tag), id)
 		return delivery{}, "", false, nil
 	}
 	d = delivery{ID: id, ChannelID: rec["channel_id"], TenantID: rec["tenant_id"], EventID: rec["event_id"],
@@ -191,7 +224,8 @@ func (s *Store) claim(ctx context.Context, lease time.Duration) (d delivery, tok
 }
 
 // finishScript records an attempt if the lease is still the caller's.
-// KEYS: due set, delivery, attempts list, events stream. ARGV: 1 id, 2
+// KEYS (one slot, the tenant's): due set, delivery, attempts list, the
+// tenant's event stream. ARGV: 1 id, 2
 // lease token, 3 status, 4 retry delay ms, 5 attempts, 6 attempt JSON, 7
 // attempts kept (0: do not list), 8 maxlen, 9 error class, 10 error, 11
 // number of fields of the attempted event, its fields, then the failed
@@ -262,7 +296,8 @@ func (s *Store) finish(ctx context.Context, d delivery, token string, a Attempt,
 		args = append(args, ff...)
 	}
 	n, err := finishScript.Run(ctx, s.rdb,
-		[]string{dueKey, deliveryKey(d.ID), attemptsKey(d.ChannelID), events.StreamEvents}, args...).Int()
+		[]string{dueKeyIn(events.TenantTag(d.TenantID)), tenantDeliveryKey(d.TenantID, d.ID),
+			channelAttemptsKey(d.TenantID, d.ChannelID), events.EventStream(d.TenantID)}, args...).Int()
 	if err != nil {
 		return false, fmt.Errorf("record attempt %d of %s: %w", a.Attempt, d.ID, err)
 	}
@@ -275,7 +310,7 @@ func (s *Store) Attempts(ctx context.Context, tenant, id string, limit int) ([]A
 	if _, err := s.Get(ctx, tenant, id); err != nil {
 		return nil, err
 	}
-	raws, err := s.rdb.LRange(ctx, attemptsKey(id), 0, int64(limit)-1).Result()
+	raws, err := s.rdb.LRange(ctx, channelAttemptsKey(tenant, id), 0, int64(limit)-1).Result()
 	if err != nil {
 		return nil, fmt.Errorf("list attempts of %s: %w", id, err)
 	}
@@ -290,9 +325,10 @@ func (s *Store) Attempts(ctx context.Context, tenant, id string, limit int) ([]A
 	return out, nil
 }
 
-// DeliveryStatus returns the status and attempt count of delivery id.
-func (s *Store) DeliveryStatus(ctx context.Context, id string) (status string, attempts int, err error) {
-	rec, err := s.rdb.HMGet(ctx, deliveryKey(id), "status", "attempts").Result()
+// DeliveryStatus returns the status and attempt count of the tenant's
+// delivery id.
+func (s *Store) DeliveryStatus(ctx context.Context, tenant, id string) (status string, attempts int, err error) {
+	rec, err := s.rdb.HMGet(ctx, tenantDeliveryKey(tenant, id), "status", "attempts").Result()
 	if err != nil {
 		return "", 0, fmt.Errorf("read delivery %s: %w", id, err)
 	}

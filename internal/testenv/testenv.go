@@ -118,17 +118,22 @@ func (s *RedisServer) Client(t testing.TB) *redis.Client {
 	return c
 }
 
-// Redis starts a fresh, empty redis-server for this test.
+// ClusterEnv is the environment variable that makes Redis start every
+// server in cluster mode (CERTFLEET_TEST_REDIS_CLUSTER=1).
+const ClusterEnv = "CERTFLEET_TEST_REDIS_CLUSTER"
+
+// Redis starts a fresh, empty redis-server for this test: a plain server,
+// or a single-node Redis Cluster when ClusterEnv is set (see RedisCluster).
 func Redis(t testing.TB) *RedisServer {
 	t.Helper()
-	return startRedis(t, "--save", "", "--appendonly", "no")
+	return startRedis(t, os.Getenv(ClusterEnv) == "1", "--save", "", "--appendonly", "no")
 }
 
 // RedisAOF starts a fresh redis-server that writes every command to its
 // append-only file before answering, so that Restart keeps every write.
 func RedisAOF(t testing.TB) *RedisServer {
 	t.Helper()
-	return startRedis(t, "--save", "", "--appendonly", "yes", "--appendfsync", "always")
+	return startRedis(t, os.Getenv(ClusterEnv) == "1", "--save", "", "--appendonly", "yes", "--appendfsync", "always")
 }
 
 // Restart kills the server (SIGKILL) and starts it again on the same port
@@ -144,7 +149,18 @@ func (s *RedisServer) Restart(t testing.TB) {
 	}
 }
 
-func startRedis(t testing.TB, extra ...string) *RedisServer {
+// RedisCluster starts a fresh single-node Redis Cluster for this test: one
+// node owning all 16384 slots. A plain client works against it (no slot is
+// ever MOVED), but the server refuses every command and script that
+// touches keys of two slots (CROSSSLOT), as a real cluster does, and has
+// only database 0. Tests of code that must run on Redis Cluster use it to
+// prove that.
+func RedisCluster(t testing.TB) *RedisServer {
+	t.Helper()
+	return startRedis(t, true, "--save", "", "--appendonly", "no")
+}
+
+func startRedis(t testing.TB, cluster bool, extra ...string) *RedisServer {
 	t.Helper()
 	bin := lookBinary(t, "redis-server")
 	dir := t.TempDir()
@@ -152,10 +168,17 @@ func startRedis(t testing.TB, extra ...string) *RedisServer {
 		port := FreePort(t)
 		args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 			"--dir", dir, "--protected-mode", "no"}, extra...)
+		if cluster {
+			args = append(args, "--cluster-enabled", "yes",
+				"--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", port)))
+		}
 		cmd := start(t, dir, bin, args...)
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		c := redis.NewClient(&redis.Options{Addr: addr})
 		err := waitFor(10*time.Second, func() error { return c.Ping(context.Background()).Err() })
+		if err == nil && cluster {
+			err = ownAllSlots(c)
+		}
 		_ = c.Close()
 		if err == nil {
 			s := &RedisServer{Addr: addr, URL: "redis://" + addr + "/0", cmd: cmd, bin: bin, dir: dir, args: args}
@@ -168,6 +191,25 @@ func startRedis(t testing.TB, extra ...string) *RedisServer {
 			t.Fatalf("redis-server did not start: %v\n%s", err, log)
 		}
 	}
+}
+
+// ownAllSlots gives the one node of a fresh cluster every slot and waits
+// until the cluster reports itself ok.
+func ownAllSlots(c *redis.Client) error {
+	ctx := context.Background()
+	if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		return fmt.Errorf("cluster addslotsrange: %w", err)
+	}
+	return waitFor(10*time.Second, func() error {
+		info, err := c.ClusterInfo(ctx).Result()
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(info, "cluster_state:ok") {
+			return fmt.Errorf("cluster not ready: %s", info)
+		}
+		return nil
+	})
 }
 
 func waitFor(d time.Duration, f func() error) error {

@@ -2,9 +2,12 @@ package testenv_test
 
 import (
 	"context"
-	"github.com/certfleet/certfleet/internal/testenv"
 	"os"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certfleet/certfleet/internal/testenv"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -21,5 +24,33 @@ func TestServices(t *testing.T) {
 	}
 	if n != 0 {
 		t.Fatalf("got %d tables in a new database, want 0", n)
+	}
+}
+
+// TestRedisCluster proves the cluster test bed refuses what a real cluster
+// refuses: a command and a script over keys of two slots, and any database
+// but 0. The same commands pass on one slot (a shared hash tag).
+func TestRedisCluster(t *testing.T) {
+	ctx := context.Background()
+	r := testenv.RedisCluster(t).Client(t)
+	script := redis.NewScript(`redis.call('SET', KEYS[1], 'v'); redis.call('SET', KEYS[2], 'v'); return 1`)
+	tests := []struct {
+		name    string
+		run     func() error
+		refused bool
+	}{
+		{"mset two slots", func() error { return r.MSet(ctx, "a", "1", "b", "2").Err() }, true},
+		{"mset one tag", func() error { return r.MSet(ctx, "{t}a", "1", "{t}b", "2").Err() }, false},
+		{"script two slots", func() error { return script.Run(ctx, r, []string{"a", "b"}).Err() }, true},
+		{"script one tag", func() error { return script.Run(ctx, r, []string{"{t}a", "{t}b"}).Err() }, false},
+		{"select 1", func() error { return r.Do(ctx, "SELECT", 1).Err() }, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.run()
+			if got := err != nil; got != tt.refused {
+				t.Fatalf("got error %v, want refused=%v", err, tt.refused)
+			}
+		})
 	}
 }

@@ -1,0 +1,58 @@
+package notifier
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/testenv"
+)
+
+// TestQueueOnRedisCluster runs a delivery through the queue's scripts
+// (enqueue, claim, finish) on a Redis Cluster node, which refuses any
+// script over two slots: the delivery, its due set, its channel's attempts
+// and its events share the tenant's slot.
+func TestQueueOnRedisCluster(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.RedisCluster(t).Client(t)
+	s, err := NewStore(StoreConfig{}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ tenant, channel string }{{"t1", "ch_a"}, {"t2", "ch_b"}, {"t3", "ch_c"}}
+	for _, tt := range tests {
+		t.Run(tt.tenant, func(t *testing.T) {
+			ch := Channel{ID: tt.channel, TenantID: tt.tenant}
+			did, created, err := s.Enqueue(ctx, ch, SampleMessage("ev-"+tt.tenant, time.Now()))
+			if err != nil || !created {
+				t.Fatalf("enqueue: got created=%v %v, want a new delivery", created, err)
+			}
+			d, token, ok, err := s.claim(ctx, time.Minute)
+			if err != nil || !ok || d.ID != did || d.TenantID != tt.tenant {
+				t.Fatalf("claim: got %+v ok=%v %v, want delivery %s of %s", d, ok, err, did, tt.tenant)
+			}
+			done, err := s.finish(ctx, d, token, Attempt{DeliveryID: did, Attempt: 1, Status: DeliveryDelivered, At: time.Now()}, 0, true)
+			if err != nil || !done {
+				t.Fatalf("finish: got %v %v, want recorded", done, err)
+			}
+			st, n, err := s.DeliveryStatus(ctx, tt.tenant, did)
+			if err != nil || st != DeliveryDelivered || n != 1 {
+				t.Errorf("status: got %s %d %v, want delivered 1", st, n, err)
+			}
+			if got := rdb.LLen(ctx, channelAttemptsKey(tt.tenant, tt.channel)).Val(); got != 1 {
+				t.Errorf("attempts listed: got %d, want 1", got)
+			}
+			evs, err := events.ReadAll(ctx, rdb, events.EventStream(tt.tenant))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(evs) == 0 || evs[len(evs)-1].Name != events.NotificationAttempted {
+				t.Errorf("events of %s: got %v, want a notification attempt last", tt.tenant, evs)
+			}
+		})
+	}
+	if _, _, ok, err := s.claim(ctx, time.Minute); ok || err != nil {
+		t.Errorf("claim of an empty queue: got ok=%v %v, want nothing", ok, err)
+	}
+}
