@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/guard"
 )
 
@@ -32,12 +33,14 @@ var (
 
 // Notifier turns alert events into deliveries and sends them.
 type Notifier struct {
-	cfg    Config
-	rdb    redis.UniversalClient
-	store  *Store
-	reg    *Registry
-	logger *zap.Logger
-	now    func() time.Time
+	cfg   Config
+	rdb   redis.UniversalClient
+	store *Store
+	// channels reads the channels delivered to and opens their secrets.
+	channels *channels.Store
+	reg      *Registry
+	logger   *zap.Logger
+	now      func() time.Time
 	// digest collects the messages of digest channels; nil until digest.go
 	// provides newDigester, and then digest channels get every message at
 	// once.
@@ -72,11 +75,15 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Notifier, 
 		return nil, errors.New("notifier: redis client is required")
 	}
 	logger = logger.Named("notifier").With(zap.String("consumer", cfg.Consumer))
-	store, err := NewStore(StoreConfig{Passphrase: cfg.Passphrase, AttemptsKept: cfg.AttemptsKept}, rdb, logger)
+	store, err := NewStore(StoreConfig{AttemptsKept: cfg.AttemptsKept}, rdb)
 	if err != nil {
 		return nil, err
 	}
-	n := &Notifier{cfg: cfg, rdb: rdb, store: store, reg: NewRegistry(), logger: logger, now: time.Now}
+	chans, err := channels.New(channels.Config{Passphrase: cfg.Passphrase}, rdb, logger)
+	if err != nil {
+		return nil, err
+	}
+	n := &Notifier{cfg: cfg, rdb: rdb, store: store, channels: chans, reg: NewRegistry(), logger: logger, now: time.Now}
 	roots, err := x509.SystemCertPool()
 	if err != nil {
 		roots = x509.NewCertPool()
@@ -101,7 +108,7 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Notifier, 
 // Registry returns the senders by channel type; register more before Run.
 func (n *Notifier) Registry() *Registry { return n.reg }
 
-// Store returns the notifier's channel store.
+// Store returns the notifier's delivery queue.
 func (n *Notifier) Store() *Store { return n.store }
 
 // EnsureGroup creates the notifier's consumer group at the end of the
@@ -153,6 +160,12 @@ func (n *Notifier) Run(ctx context.Context) error {
 func (n *Notifier) handle(ctx context.Context, batch []events.Entry) error {
 	channels := make(map[string][]Channel)
 	for _, e := range batch {
+		if e.Event.Name == events.ChannelTestRequested {
+			if err := n.applyTestRequest(ctx, e.Event); err != nil {
+				return err
+			}
+			continue
+		}
 		if e.Event.Name != events.AlertRaised && e.Event.Name != events.AlertResolved {
 			continue
 		}
@@ -164,7 +177,7 @@ func (n *Notifier) handle(ctx context.Context, batch []events.Entry) error {
 		list, seen := channels[tenant]
 		if !seen {
 			var err error
-			if list, err = n.store.List(ctx, tenant); err != nil {
+			if list, err = n.channels.List(ctx, tenant); err != nil {
 				return err
 			}
 			channels[tenant] = list
@@ -322,8 +335,8 @@ func (n *Notifier) deliver(ctx context.Context, d delivery, token string) {
 // send loads d's channel and sends d's message. listed is false when the
 // channel is gone (its attempts list went with it).
 func (n *Notifier) send(ctx context.Context, d delivery) (typ string, listed bool, err error) {
-	ch, err := n.store.channel(ctx, d.ChannelID)
-	if errors.Is(err, ErrNotFound) || (err == nil && ch.TenantID != d.TenantID) {
+	ch, err := n.channels.Channel(ctx, d.ChannelID)
+	if errors.Is(err, channels.ErrNotFound) || (err == nil && ch.TenantID != d.TenantID) {
 		return "none", false, &SendError{Class: ClassChannelDeleted, Permanent: true, Err: errors.New("the channel was deleted")}
 	}
 	if err != nil {
@@ -340,7 +353,7 @@ func (n *Notifier) send(ctx context.Context, d delivery) (typ string, listed boo
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	ch, err = n.store.OpenSecret(ctx, ch)
+	ch, err = n.channels.OpenSecret(ctx, ch)
 	if err != nil {
 		return ch.Type, true, &SendError{Class: ClassSecret, Err: err}
 	}
