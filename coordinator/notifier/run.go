@@ -33,18 +33,19 @@ var (
 
 // Notifier turns alert events into deliveries and sends them.
 type Notifier struct {
-	cfg   Config
-	rdb   redis.UniversalClient
-	store *Store
-	// channels reads the channels delivered to and opens their secrets.
-	channels *channels.Store
-	reg      *Registry
-	logger   *zap.Logger
-	now      func() time.Time
+	cfg    Config
+	rdb    redis.UniversalClient
+	store  *Store
+	reg    *Registry
+	logger *zap.Logger
+	now    func() time.Time
 	// digest collects the messages of digest channels; nil until digest.go
 	// provides newDigester, and then digest channels get every message at
 	// once.
 	digest digester
+
+	// channels reads the channels delivered to and opens their secrets.
+	channels *channels.Store
 }
 
 // digester collects the messages of channels with Digest set and sends
@@ -158,7 +159,7 @@ func (n *Notifier) Run(ctx context.Context) error {
 // handled twice (a redelivery, a retry after an error, another notifier)
 // creates each once.
 func (n *Notifier) handle(ctx context.Context, batch []events.Entry) error {
-	channels := make(map[string][]Channel)
+	lists := make(map[string][]Channel)
 	for _, e := range batch {
 		if e.Event.Name == events.ChannelTestRequested {
 			if err := n.applyTestRequest(ctx, e.Event); err != nil {
@@ -174,13 +175,13 @@ func (n *Notifier) handle(ctx context.Context, batch []events.Entry) error {
 			continue
 		}
 		tenant := e.Event.TenantID
-		list, seen := channels[tenant]
+		list, seen := lists[tenant]
 		if !seen {
 			var err error
 			if list, err = n.channels.List(ctx, tenant); err != nil {
 				return err
 			}
-			channels[tenant] = list
+			lists[tenant] = list
 		}
 		for _, ch := range list {
 			if !ch.Accepts(msg.Severity) {
