@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/certfleet/certfleet/coordinator/notifier"
+	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -176,7 +176,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		{"AlertSettings", reflect.TypeFor[alertSettingsJSON](), false},
 		{"AlertSettingsUpdate", reflect.TypeFor[alertSettingsUpdate](), false},
 		{"Channel", reflect.TypeFor[channelJSON](), false},
-		{"ChannelAttempt", reflect.TypeFor[notifier.Attempt](), false},
+		{"ChannelAttempt", reflect.TypeFor[channels.Attempt](), false},
 		{"AuditEntry", reflect.TypeFor[auditEntry](), false},
 		{"AuditList", reflect.TypeFor[auditList](), false},
 		{"CRLInfo", reflect.TypeFor[crlInfoBody](), false},

@@ -1,8 +1,8 @@
 package apiserver
 
 // Notification channels at /api/v1/channels: where a tenant's alerts go
-// (webhook, Slack, email). The notifier (coordinator/notifier) reads the
-// same records and delivers; this file only writes channels, queues test
+// (webhook, Slack, email), kept by internal/channels. The notifier reads the
+// same records and delivers; this file only writes channels, asks for test
 // messages and lists attempts.
 
 import (
@@ -15,7 +15,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
-	"github.com/certfleet/certfleet/coordinator/notifier"
+	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/seal"
 )
 
@@ -39,15 +39,15 @@ func (c *NotifyConfig) validate() []error {
 
 // notifyArea is the channels API's state.
 type notifyArea struct {
-	store *notifier.Store
+	store *channels.Store
 }
 
 func (s *Server) initNotify() error {
-	pass, err := notifier.Passphrase(s.cfg.Notify.SecretsPassphrase, s.cfg.Notify.SecretsPassphraseFile)
+	pass, err := channels.Passphrase(s.cfg.Notify.SecretsPassphrase, s.cfg.Notify.SecretsPassphraseFile)
 	if err != nil {
 		return err
 	}
-	st, err := notifier.NewStore(notifier.StoreConfig{Passphrase: pass, Now: s.cfg.Now}, s.rdb, s.logger)
+	st, err := channels.New(channels.Config{Passphrase: pass, Now: s.cfg.Now}, s.rdb, s.logger)
 	if err != nil {
 		return err
 	}
@@ -87,8 +87,8 @@ type channelRequest struct {
 	To          []string `json:"to"`
 }
 
-func (r channelRequest) input() notifier.ChannelInput {
-	return notifier.ChannelInput{Type: r.Type, Name: r.Name, URL: r.URL, Secret: r.Secret,
+func (r channelRequest) input() channels.ChannelInput {
+	return channels.ChannelInput{Type: r.Type, Name: r.Name, URL: r.URL, Secret: r.Secret,
 		MinSeverity: r.MinSeverity, Digest: r.Digest, To: r.To}
 }
 
@@ -107,7 +107,7 @@ type channelJSON struct {
 	UpdatedAt   time.Time `json:"updated_at"`
 }
 
-func channelOut(ch notifier.Channel) channelJSON {
+func channelOut(ch channels.Channel) channelJSON {
 	to := ch.To
 	if to == nil {
 		to = []string{}
@@ -116,20 +116,20 @@ func channelOut(ch notifier.Channel) channelJSON {
 		Digest: ch.Digest, SecretSet: ch.SealedSecret != "", CreatedAt: ch.CreatedAt, UpdatedAt: ch.UpdatedAt}
 }
 
-// replyChannel answers the notifier store's errors, then anything else as
+// replyChannel answers the channel store's errors, then anything else as
 // replyV1 does.
 func (s *Server) replyChannel(c *gin.Context, err error) {
-	var ie *notifier.InvalidError
+	var ie *channels.InvalidError
 	switch {
 	case errors.As(err, &ie):
 		failV1(c, http.StatusBadRequest, ie.Error())
-	case errors.Is(err, notifier.ErrNotFound):
+	case errors.Is(err, channels.ErrNotFound):
 		failV1(c, http.StatusNotFound, msgNoChannel)
-	case errors.Is(err, notifier.ErrNoPassphrase):
+	case errors.Is(err, channels.ErrNoPassphrase):
 		// The request can succeed at once without a secret; the server
 		// is not failing, it lacks a setting: 400, saying which.
 		failV1(c, http.StatusBadRequest, "webhook secrets are disabled on this server (the operator has not set --secrets-passphrase): create the channel without a secret or ask the operator")
-	case errors.Is(err, notifier.ErrTooMany):
+	case errors.Is(err, channels.ErrTooMany):
 		failV1(c, http.StatusConflict, err.Error())
 	default:
 		s.replyV1(c, err)
@@ -213,8 +213,9 @@ func (s *Server) listDeliveries(c *gin.Context) {
 	replyJSON(c, http.StatusOK, gin.H{"data": list})
 }
 
-// testChannel queues a sample message through the delivery pipeline; the
-// notifier sends it and its attempts show in the deliveries list.
+// testChannel asks the notifier (a channel.test_requested.v1 event) to
+// queue a sample message; it sends it and its attempts show in the
+// deliveries list.
 func (s *Server) testChannel(c *gin.Context) {
 	id, err := s.notify.store.EnqueueTest(c.Request.Context(), principalOf(c).TenantID, c.Param("id"))
 	if err != nil {

@@ -198,6 +198,11 @@ func TestChannelTestDelivered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The group before the request: Run creates it at the stream's end,
+	// which could be after the request's event.
+	if err := notifier.EnsureGroup(context.Background(), e.rdb); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = n.Run(ctx) }()

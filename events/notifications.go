@@ -8,6 +8,7 @@ const (
 	ChannelCreated        = "channel.created.v1"
 	ChannelUpdated        = "channel.updated.v1"
 	ChannelDeleted        = "channel.deleted.v1"
+	ChannelTestRequested  = "channel.test_requested.v1"
 	NotificationAttempted = "notification.attempted.v1"
 	NotificationFailed    = "notification.failed.v1"
 )
@@ -28,6 +29,17 @@ type ChannelV1 struct {
 // ChannelDeletedV1: a channel was deleted; its pending deliveries give up.
 type ChannelDeletedV1 struct {
 	ChannelID string `json:"channel_id"`
+}
+
+// ChannelTestRequestedV1: a tenant asked for a sample message to be sent
+// to a channel (POST /api/v1/channels/{id}/test). AggregateID is the
+// channel id. The notifier applies it by queueing the delivery
+// DeliveryID, which the API derived from the event id and the channel id
+// (internal/channels.DeliveryID) and answered with; a redelivered event
+// names the same delivery, so it is queued once.
+type ChannelTestRequestedV1 struct {
+	ChannelID  string `json:"channel_id"`
+	DeliveryID string `json:"delivery_id"`
 }
 
 // NotificationAttemptedV1 is one attempt to deliver a message to a

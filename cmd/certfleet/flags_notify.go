@@ -10,6 +10,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver"
 	"github.com/certfleet/certfleet/coordinator/notifier"
+	"github.com/certfleet/certfleet/internal/channels"
 )
 
 // notifyOptions are the notification flags.
@@ -75,7 +76,7 @@ func addNotifier(gr *group, role string, o *options, rdb redis.UniversalClient, 
 	if (role != "coordinator" && role != "all") || !o.Notifier {
 		return nil
 	}
-	pass, err := notifier.Passphrase(o.SecretsPassphrase, o.SecretsPassphraseFile)
+	pass, err := channels.Passphrase(o.SecretsPassphrase, o.SecretsPassphraseFile)
 	if err != nil {
 		return err
 	}

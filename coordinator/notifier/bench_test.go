@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
@@ -33,16 +34,20 @@ func benchDelivery(b *testing.B, workers int) {
 	var got atomic.Int64
 	rcv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { got.Add(1) }))
 	b.Cleanup(rcv.Close)
-	st, err := NewStore(StoreConfig{Passphrase: testPassphrase}, rdb, testenv.Logger(b))
+	st, err := NewStore(StoreConfig{}, rdb)
+	if err != nil {
+		b.Fatal(err)
+	}
+	chans, err := channels.New(channels.Config{Passphrase: testPassphrase}, rdb, testenv.Logger(b))
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	ch, err := st.Create(ctx, "t1", ChannelInput{Type: TypeWebhook, URL: rcv.URL, Secret: ptr("bench-secret-0123456789")})
+	ch, err := chans.Create(ctx, "t1", channels.ChannelInput{Type: TypeWebhook, URL: rcv.URL, Secret: ptr("bench-secret-0123456789")})
 	if err != nil {
 		b.Fatal(err)
 	}
-	opened, err := st.OpenSecret(ctx, ch)
+	opened, err := chans.OpenSecret(ctx, ch)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/internal/channels"
 )
 
 // Digest mode: a channel with Digest set gets one message a day, at
@@ -228,9 +230,9 @@ func (d *digests) flush(ctx context.Context, tenant, channelID, day string) (boo
 	log := d.logger.With(zap.String("channel_id", channelID), zap.String("day", day), zap.Int("messages", len(msgs)))
 	created := false
 	if len(msgs) > 0 {
-		ch, err := d.n.store.channel(ctx, channelID)
+		ch, err := d.n.channels.Channel(ctx, channelID)
 		switch {
-		case errors.Is(err, ErrNotFound) || (err == nil && ch.TenantID != tenant):
+		case errors.Is(err, channels.ErrNotFound) || (err == nil && ch.TenantID != tenant):
 			log.Info("dropping the digest of a deleted channel")
 		case err != nil:
 			return false, fmt.Errorf("read channel %s: %w", channelID, err)
@@ -287,7 +289,7 @@ func sortDigest(msgs []Message) {
 			}
 			return -1
 		}
-		if c := cmp.Compare(SeverityRank(b.Severity), SeverityRank(a.Severity)); c != 0 {
+		if c := cmp.Compare(channels.SeverityRank(b.Severity), channels.SeverityRank(a.Severity)); c != 0 {
 			return c
 		}
 		if c := a.TriggeredAt.Compare(b.TriggeredAt); c != 0 {

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -123,9 +124,9 @@ func TestDigestSentOnceByTwoNotifiers(t *testing.T) {
 	}
 	n1 := e.startWithClock(cfg("n1"), clock, srv)
 	e.startWithClock(cfg("n2"), clock, srv)
-	digestCh := e.channel("t1", ChannelInput{Type: TypeEmail, Name: "daily", Digest: true, To: []string{"ops@example.com"}})
+	digestCh := e.channel("t1", channels.ChannelInput{Type: TypeEmail, Name: "daily", Digest: true, To: []string{"ops@example.com"}})
 	// A channel of another tenant never sees t1's alerts.
-	other := e.channel("t2", ChannelInput{Type: TypeEmail, Name: "other", Digest: true, To: []string{"t2@example.com"}})
+	other := e.channel("t2", channels.ChannelInput{Type: TypeEmail, Name: "other", Digest: true, To: []string{"t2@example.com"}})
 
 	first := e.raise("t1", "a1", SeverityWarning)
 	e.raise("t1", "a2", SeverityCritical)
@@ -198,8 +199,8 @@ func TestDigestSentOnceByTwoNotifiers(t *testing.T) {
 func TestDigestFlushRace(t *testing.T) {
 	e := newTestEnv(t)
 	clock := newTestClock(time.Date(2026, 11, 25, 7, 0, 0, 0, time.UTC))
-	fresh := e.channel("t1", ChannelInput{Type: TypeEmail, Digest: true, To: []string{"ops@example.com"}})
-	crashed := e.channel("t1", ChannelInput{Type: TypeEmail, Digest: true, To: []string{"dev@example.com"}})
+	fresh := e.channel("t1", channels.ChannelInput{Type: TypeEmail, Digest: true, To: []string{"ops@example.com"}})
+	crashed := e.channel("t1", channels.ChannelInput{Type: TypeEmail, Digest: true, To: []string{"dev@example.com"}})
 	var ds []*digests
 	for i := range 8 {
 		cfg := fastConfig(fmt.Sprintf("n%d", i))
@@ -254,7 +255,7 @@ func TestDigestFlushRace(t *testing.T) {
 	if len(due) != 2 {
 		t.Fatalf("queued deliveries: got %v, want one per day", due)
 	}
-	if rec := e.rdb.HGetAll(ctx, tenantDeliveryKey("t1", DeliveryID("digest|2026-11-25", fresh.ID))).Val(); rec["digest"] != "1" || strings.Count(rec["messages"], `"event_id"`) != 20 {
+	if rec := e.rdb.HGetAll(ctx, tenantDeliveryKey("t1", channels.DeliveryID("digest|2026-11-25", fresh.ID))).Val(); rec["digest"] != "1" || strings.Count(rec["messages"], `"event_id"`) != 20 {
 		t.Errorf("fresh digest: got digest=%s with %d messages, want a digest of 20", rec["digest"], strings.Count(rec["messages"], `"event_id"`))
 	}
 	for _, ch := range []Channel{fresh, crashed} {
@@ -300,7 +301,7 @@ func BenchmarkDigestCollect(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ch, err := n.store.Create(context.Background(), "t1", ChannelInput{Type: TypeEmail, Digest: true, To: []string{"ops@example.com"}})
+	ch, err := n.channels.Create(context.Background(), "t1", channels.ChannelInput{Type: TypeEmail, Digest: true, To: []string{"ops@example.com"}})
 	if err != nil {
 		b.Fatal(err)
 	}

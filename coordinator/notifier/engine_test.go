@@ -12,6 +12,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/alerts"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -40,7 +41,7 @@ func TestAlertEngineToWebhook(t *testing.T) {
 		projs = append(projs, p)
 	}
 	rcv := newReceiver(t)
-	ch := e.channel(tenant, ChannelInput{Type: TypeWebhook, URL: rcv.srv.URL, Secret: ptr("engine-test-secret-123")})
+	ch := e.channel(tenant, channels.ChannelInput{Type: TypeWebhook, URL: rcv.srv.URL, Secret: ptr("engine-test-secret-123")})
 	e.start(fastConfig("n1"))
 	e.start(fastConfig("n2"))
 

@@ -17,6 +17,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/guard"
 )
 
@@ -74,7 +75,7 @@ func classifySend(err error) (class string, status int, permanent bool) {
 		// The operator's policy refuses the address; only a new
 		// --allow-targets could change that, and retrying hides it.
 		return ClassRefusedTarget, 0, true
-	case errors.Is(err, ErrNoPassphrase):
+	case errors.Is(err, channels.ErrNoPassphrase):
 		return ClassSecret, 0, false
 	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
 		return ClassTimeout, 0, false

@@ -12,6 +12,10 @@
 // either finishes it or schedules a retry with exponential backoff, giving
 // up visibly (notification.failed.v1) after MaxAttempts.
 //
+// A tenant's request to test a channel (channel.test_requested.v1, written
+// by the API through internal/channels) is applied the same way: one
+// delivery of a sample message, its id derived from the request's event id.
+//
 // Every outbound connection to a user-supplied URL goes through the
 // guarded dialer (internal/guard): a private or loopback target is refused
 // unless the operator allowed it (--allow-targets).
@@ -24,18 +28,20 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"slices"
 	"sort"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/channels"
 )
 
-// Channel types.
+// Channel types: internal/channels'. The senders are registered by them.
 const (
-	TypeWebhook = "webhook"
-	TypeSlack   = "slack"
-	TypeEmail   = "email"
+	TypeWebhook = channels.TypeWebhook
+	TypeSlack   = channels.TypeSlack
+	TypeEmail   = channels.TypeEmail
 )
 
 // Severities, lowest first: the alert engine's (events/alerts.go).
@@ -45,53 +51,13 @@ const (
 	SeverityCritical = events.SeverityCritical
 )
 
-// SeverityRank orders severities: info 1, warning 2, critical 3, anything
-// else 0.
-func SeverityRank(s string) int {
-	switch s {
-	case SeverityInfo:
-		return 1
-	case SeverityWarning:
-		return 2
-	case SeverityCritical:
-		return 3
-	}
-	return 0
-}
-
-// Channel is where a tenant's alerts go.
-type Channel struct {
-	// ID is the channel's random id ("ch_" + 20 hex digits).
-	ID string `json:"id"`
-	// TenantID is the account owning the channel.
-	TenantID string `json:"tenant_id"`
-	// Type is TypeWebhook, TypeSlack or TypeEmail.
-	Type string `json:"type"`
-	// Name is the tenant's label for the channel.
-	Name string `json:"name"`
-	// MinSeverity drops messages below it ("info" lets everything through).
-	MinSeverity string `json:"min_severity"`
-	// Digest collects the channel's messages into one a day (digest.go).
-	Digest bool `json:"digest"`
-	// URL is where webhook and Slack messages are POSTed.
-	URL string `json:"url,omitempty"`
-	// SealedSecret is the webhook signing secret sealed with internal/seal
-	// (additional data: SecretAAD(ID)); empty when the channel has none.
-	SealedSecret string `json:"sealed_secret,omitempty"`
-	// Secret is the opened signing secret: filled in by the notifier just
-	// before a send, never stored or shown.
-	Secret string `json:"-"`
-	// To lists the email recipients (1-20).
-	To []string `json:"to,omitempty"`
-	// CreatedAt and UpdatedAt are set by the store.
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
-}
-
-// Accepts tells whether the channel wants a message of severity sev.
-func (c Channel) Accepts(sev string) bool {
-	return SeverityRank(sev) >= SeverityRank(c.MinSeverity)
-}
+// Channel is a tenant's channel, and Attempt one try of a delivery to it,
+// as internal/channels keeps them: the notifier reads channels and writes
+// attempts, and its senders and queue speak of both throughout.
+type (
+	Channel = channels.Channel
+	Attempt = channels.Attempt
+)
 
 // Message statuses.
 const (
@@ -301,8 +267,50 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// severities lists the valid severities, lowest first.
-var severities = []string{SeverityInfo, SeverityWarning, SeverityCritical}
+// applyTestRequest queues the sample message a channel.test_requested.v1
+// asks for, whatever the channel's severity filter and digest setting. The
+// delivery id is derived from the event id and the channel id, as the API
+// that answered with it did, so a redelivered request queues nothing more.
+// A request that cannot be applied (undecodable, or its channel deleted
+// since) is logged and dropped: retrying cannot fix it.
+func (n *Notifier) applyTestRequest(ctx context.Context, ev events.Envelope) error {
+	req, err := decodeTestRequest(ev)
+	log := n.logger.With(zap.String("event_id", ev.EventID.String()), zap.String("tenant_id", ev.TenantID))
+	if err != nil {
+		log.Error("skipping undecodable test request", zap.Error(err))
+		return nil
+	}
+	ch, err := n.channels.Channel(ctx, req.ChannelID)
+	if errors.Is(err, channels.ErrNotFound) || (err == nil && ch.TenantID != ev.TenantID) {
+		log.Info("skipping the test request of a deleted channel", zap.String("channel_id", req.ChannelID))
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	id, created, err := n.store.Enqueue(ctx, ch, SampleMessage(ev.EventID.String(), ev.OccurredAt))
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Debug("test delivery queued", zap.String("delivery_id", id), zap.String("channel_id", ch.ID))
+	}
+	return nil
+}
 
-// ValidSeverity tells whether s is a known severity.
-func ValidSeverity(s string) bool { return slices.Contains(severities, s) }
+// decodeTestRequest reads a channel.test_requested.v1 event and checks that
+// the delivery it names is the one its event id and channel derive: the id
+// the API answered with is the one the notifier queues.
+func decodeTestRequest(ev events.Envelope) (events.ChannelTestRequestedV1, error) {
+	var req events.ChannelTestRequestedV1
+	if err := ev.Decode(&req); err != nil {
+		return req, err
+	}
+	if req.ChannelID == "" || req.ChannelID != ev.AggregateID {
+		return req, fmt.Errorf("test request %s: channel %q does not match its aggregate %q", ev.EventID, req.ChannelID, ev.AggregateID)
+	}
+	if want := channels.DeliveryID(ev.EventID.String(), req.ChannelID); req.DeliveryID != want {
+		return req, fmt.Errorf("test request %s: delivery %q, want %q", ev.EventID, req.DeliveryID, want)
+	}
+	return req, nil
+}

@@ -3,12 +3,10 @@ package notifier
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -66,24 +65,30 @@ func (r *receiver) got() []*recorded {
 	return append([]*recorded(nil), r.reqs...)
 }
 
-// testEnv is a Redis, a store on it and notifiers started on demand.
+// testEnv is a Redis, a channel store and a delivery queue on it, and
+// notifiers started on demand.
 type testEnv struct {
-	t     *testing.T
-	rdb   *redis.Client
-	store *Store
+	t        *testing.T
+	rdb      *redis.Client
+	store    *Store
+	channels *channels.Store
 }
 
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
 	rdb := testenv.Redis(t).Client(t)
-	st, err := NewStore(StoreConfig{Passphrase: testPassphrase}, rdb, testenv.Logger(t))
+	st, err := NewStore(StoreConfig{}, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chans, err := channels.New(channels.Config{Passphrase: testPassphrase}, rdb, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := EnsureGroup(context.Background(), rdb); err != nil {
 		t.Fatal(err)
 	}
-	return &testEnv{t: t, rdb: rdb, store: st}
+	return &testEnv{t: t, rdb: rdb, store: st, channels: chans}
 }
 
 var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
@@ -124,9 +129,9 @@ func (e *testEnv) run(n *Notifier) *Notifier {
 	return n
 }
 
-func (e *testEnv) channel(tenant string, in ChannelInput) Channel {
+func (e *testEnv) channel(tenant string, in channels.ChannelInput) Channel {
 	e.t.Helper()
-	ch, err := e.store.Create(context.Background(), tenant, in)
+	ch, err := e.channels.Create(context.Background(), tenant, in)
 	if err != nil {
 		e.t.Fatalf("create channel: %v", err)
 	}
@@ -169,7 +174,7 @@ func (e *testEnv) waitAttempts(tenant, id string, n int) []Attempt {
 	e.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		got, err := e.store.Attempts(context.Background(), tenant, id, 100)
+		got, err := e.channels.Attempts(context.Background(), tenant, id, 100)
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -211,7 +216,7 @@ func TestWebhookSignedAndVerified(t *testing.T) {
 	e := newTestEnv(t)
 	rcv := newReceiver(t)
 	secret := "s3cret-s3cret-s3cret"
-	ch := e.channel("t1", ChannelInput{Type: TypeWebhook, Name: "ops", URL: rcv.srv.URL + "/hook", Secret: ptr(secret)})
+	ch := e.channel("t1", channels.ChannelInput{Type: TypeWebhook, Name: "ops", URL: rcv.srv.URL + "/hook", Secret: ptr(secret)})
 	e.start(fastConfig("n1"))
 	ev := e.raise("t1", "al1", SeverityWarning)
 
@@ -251,7 +256,7 @@ func TestWebhookSignedAndVerified(t *testing.T) {
 	if err := json.Unmarshal(r.body, &body); err != nil {
 		t.Fatal(err)
 	}
-	want := DeliveryID(ev.EventID.String(), ch.ID)
+	want := channels.DeliveryID(ev.EventID.String(), ch.ID)
 	if body.DeliveryID != want || r.header.Get(HeaderDelivery) != want || body.ChannelID != ch.ID || len(body.Messages) != 1 {
 		t.Fatalf("body: got %+v, want delivery %s with one message", body, want)
 	}
@@ -273,7 +278,7 @@ func TestWebhookSignedAndVerified(t *testing.T) {
 func TestRetriesAfterReceiverErrorsThenSucceeds(t *testing.T) {
 	e := newTestEnv(t)
 	rcv := newReceiver(t, 500, 503, 200)
-	ch := e.channel("t1", ChannelInput{Type: TypeWebhook, URL: rcv.srv.URL})
+	ch := e.channel("t1", channels.ChannelInput{Type: TypeWebhook, URL: rcv.srv.URL})
 	e.start(fastConfig("n1"))
 	e.raise("t1", "al1", SeverityCritical)
 
@@ -304,7 +309,7 @@ func TestRetriesAfterReceiverErrorsThenSucceeds(t *testing.T) {
 func TestGivesUpAfterTheLimit(t *testing.T) {
 	e := newTestEnv(t)
 	rcv := newReceiver(t, 500, 500, 500, 500, 500, 500)
-	ch := e.channel("t1", ChannelInput{Type: TypeWebhook, URL: rcv.srv.URL})
+	ch := e.channel("t1", channels.ChannelInput{Type: TypeWebhook, URL: rcv.srv.URL})
 	cfg := fastConfig("n1")
 	cfg.MaxAttempts = 3
 	e.start(cfg)
@@ -319,7 +324,7 @@ func TestGivesUpAfterTheLimit(t *testing.T) {
 		t.Errorf("requests: got %d, want 3", n)
 	}
 	failed := streamEvents[events.NotificationFailedV1](t, e.rdb, events.NotificationFailed)
-	did := DeliveryID(ev.EventID.String(), ch.ID)
+	did := channels.DeliveryID(ev.EventID.String(), ch.ID)
 	if len(failed) != 1 || failed[0].DeliveryID != did || failed[0].Attempts != 3 || failed[0].ErrorClass != ClassHTTP5xx {
 		t.Errorf("failed events: got %+v, want one for %s after 3 attempts, http_5xx", failed, did)
 	}
@@ -346,7 +351,7 @@ func TestPermanentFailures(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEnv(t)
 			rcv := newReceiver(t, tc.answer)
-			ch := e.channel("t1", ChannelInput{Type: TypeWebhook, URL: rcv.srv.URL})
+			ch := e.channel("t1", channels.ChannelInput{Type: TypeWebhook, URL: rcv.srv.URL})
 			cfg := fastConfig("n1")
 			if !tc.allow {
 				cfg.Allow = nil
@@ -370,11 +375,11 @@ func TestNoDuplicateWithTwoNotifiersAndARedeliveredEvent(t *testing.T) {
 	hook := newReceiver(t)
 	slack := newReceiver(t)
 	quiet := newReceiver(t)
-	wh := e.channel("t1", ChannelInput{Type: TypeWebhook, URL: hook.srv.URL})
-	sl := e.channel("t1", ChannelInput{Type: TypeSlack, URL: slack.srv.URL + "/services/T/B/x"})
-	crit := e.channel("t1", ChannelInput{Type: TypeWebhook, URL: quiet.srv.URL, MinSeverity: SeverityCritical})
+	wh := e.channel("t1", channels.ChannelInput{Type: TypeWebhook, URL: hook.srv.URL})
+	sl := e.channel("t1", channels.ChannelInput{Type: TypeSlack, URL: slack.srv.URL + "/services/T/B/x"})
+	crit := e.channel("t1", channels.ChannelInput{Type: TypeWebhook, URL: quiet.srv.URL, MinSeverity: SeverityCritical})
 	other := newReceiver(t)
-	e.channel("t2", ChannelInput{Type: TypeWebhook, URL: other.srv.URL})
+	e.channel("t2", channels.ChannelInput{Type: TypeWebhook, URL: other.srv.URL})
 	e.start(fastConfig("n1"))
 	e.start(fastConfig("n2"))
 
@@ -430,7 +435,7 @@ func TestNoDuplicateWithTwoNotifiersAndARedeliveredEvent(t *testing.T) {
 	if n := len(other.got()); n != 0 {
 		t.Errorf("other tenant's channel: got %d requests, want 0", n)
 	}
-	if got, _ := e.store.Attempts(ctx, "t1", crit.ID, 10); len(got) != 0 {
+	if got, _ := e.channels.Attempts(ctx, "t1", crit.ID, 10); len(got) != 0 {
 		t.Errorf("critical-only channel attempts: got %+v, want none", got)
 	}
 }
@@ -438,12 +443,12 @@ func TestNoDuplicateWithTwoNotifiersAndARedeliveredEvent(t *testing.T) {
 func TestDeletedChannelGivesUp(t *testing.T) {
 	e := newTestEnv(t)
 	ctx := context.Background()
-	ch := e.channel("t1", ChannelInput{Type: TypeWebhook, URL: "http://127.0.0.1:1/"})
-	did, err := e.store.EnqueueTest(ctx, "t1", ch.ID)
+	ch := e.channel("t1", channels.ChannelInput{Type: TypeWebhook, URL: "http://127.0.0.1:1/"})
+	did, _, err := e.store.Enqueue(ctx, ch, SampleMessage("ev1", time.Now()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.store.Delete(ctx, "t1", ch.ID); err != nil {
+	if err := e.channels.Delete(ctx, "t1", ch.ID); err != nil {
 		t.Fatal(err)
 	}
 	e.start(fastConfig("n1"))
@@ -458,7 +463,7 @@ func TestDeletedChannelGivesUp(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n, _ := e.rdb.Exists(ctx, channelAttemptsKey("t1", ch.ID)).Result(); n != 0 {
+	if n, _ := e.rdb.Exists(ctx, channels.AttemptsKey("t1", ch.ID)).Result(); n != 0 {
 		t.Errorf("attempts list of the deleted channel: got it back, want it gone")
 	}
 }
@@ -466,12 +471,12 @@ func TestDeletedChannelGivesUp(t *testing.T) {
 func TestLeaseGivesADeliveryToOneWorker(t *testing.T) {
 	e := newTestEnv(t)
 	ctx := context.Background()
-	ch := e.channel("t1", ChannelInput{Type: TypeWebhook, URL: "http://127.0.0.1:1/"})
-	did, err := e.store.EnqueueTest(ctx, "t1", ch.ID)
+	ch := e.channel("t1", channels.ChannelInput{Type: TypeWebhook, URL: "http://127.0.0.1:1/"})
+	did, _, err := e.store.Enqueue(ctx, ch, SampleMessage("ev1", time.Now()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := NewStore(StoreConfig{}, e.rdb, testenv.Logger(t))
+	other, err := NewStore(StoreConfig{}, e.rdb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -500,107 +505,5 @@ func TestLeaseGivesADeliveryToOneWorker(t *testing.T) {
 	ok, err := e.store.finish(ctx, d, "12345", Attempt{Attempt: 1, Status: DeliveryDelivered}, 0, true)
 	if err != nil || ok {
 		t.Errorf("finish with a stale lease: got %v %v, want false", ok, err)
-	}
-}
-
-func TestStoreValidationAndTenancy(t *testing.T) {
-	e := newTestEnv(t)
-	ctx := context.Background()
-	tests := []struct {
-		name string
-		in   ChannelInput
-		want string // substring of the error; "" for success
-	}{
-		{name: "webhook", in: ChannelInput{Type: TypeWebhook, URL: "https://hooks.example.com/x"}},
-		{name: "http webhook", in: ChannelInput{Type: TypeWebhook, URL: "http://hooks.example.com/x"}},
-		{name: "slack", in: ChannelInput{Type: TypeSlack, URL: "https://hooks.slack.com/services/T/B/C"}},
-		{name: "email", in: ChannelInput{Type: TypeEmail, To: []string{"a@example.com", "b@example.org"}}},
-		{name: "no type", in: ChannelInput{URL: "https://x.example"}, want: `"type" is required`},
-		{name: "bad type", in: ChannelInput{Type: "sms"}, want: `"type" must be`},
-		{name: "ftp url", in: ChannelInput{Type: TypeWebhook, URL: "ftp://x.example/"}, want: `"url" must be an absolute http or https URL`},
-		{name: "relative url", in: ChannelInput{Type: TypeWebhook, URL: "/hook"}, want: `"url" must be`},
-		{name: "credentials in url", in: ChannelInput{Type: TypeWebhook, URL: "https://u:p@x.example/"}, want: "credentials"},
-		{name: "no url", in: ChannelInput{Type: TypeSlack}, want: `"url" is required`},
-		{name: "short secret", in: ChannelInput{Type: TypeWebhook, URL: "https://x.example", Secret: ptr("short")}, want: `"secret" must be 16 to 256`},
-		{name: "slack secret", in: ChannelInput{Type: TypeSlack, URL: "https://x.example", Secret: ptr("0123456789abcdef")}, want: "webhook channels only"},
-		{name: "bad severity", in: ChannelInput{Type: TypeWebhook, URL: "https://x.example", MinSeverity: "high"}, want: `"min_severity"`},
-		{name: "email without to", in: ChannelInput{Type: TypeEmail}, want: "1 to 20"},
-		{name: "email with 21", in: ChannelInput{Type: TypeEmail, To: strings.Split(strings.Repeat("a@example.com,", 21), ",")[:21]}, want: "1 to 20"},
-		{name: "email bad address", in: ChannelInput{Type: TypeEmail, To: []string{"Bob <b@example.com>"}}, want: "bare email address"},
-		{name: "email twice", in: ChannelInput{Type: TypeEmail, To: []string{"a@example.com", "A@example.com"}}, want: "listed twice"},
-		{name: "email with url", in: ChannelInput{Type: TypeEmail, To: []string{"a@example.com"}, URL: "https://x.example"}, want: `"url" is for`},
-		{name: "long name", in: ChannelInput{Type: TypeWebhook, URL: "https://x.example", Name: strings.Repeat("n", 101)}, want: `"name"`},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := e.store.Create(ctx, "t1", tc.in)
-			var ie *InvalidError
-			switch {
-			case tc.want == "" && err != nil:
-				t.Errorf("got %v, want no error", err)
-			case tc.want != "" && (!errors.As(err, &ie) || !strings.Contains(err.Error(), tc.want)):
-				t.Errorf("got %v, want an InvalidError with %q", err, tc.want)
-			}
-		})
-	}
-
-	ch := e.channel("t1", ChannelInput{Type: TypeWebhook, URL: "https://x.example", Secret: ptr("0123456789abcdef-secret")})
-	if _, err := e.store.Get(ctx, "t2", ch.ID); !errors.Is(err, ErrNotFound) {
-		t.Errorf("get by another tenant: got %v, want ErrNotFound", err)
-	}
-	if _, err := e.store.Update(ctx, "t2", ch.ID, ChannelInput{Type: TypeWebhook, URL: "https://y.example"}); !errors.Is(err, ErrNotFound) {
-		t.Errorf("update by another tenant: got %v, want ErrNotFound", err)
-	}
-	if err := e.store.Delete(ctx, "t2", ch.ID); !errors.Is(err, ErrNotFound) {
-		t.Errorf("delete by another tenant: got %v, want ErrNotFound", err)
-	}
-	if _, err := e.store.Update(ctx, "t1", ch.ID, ChannelInput{Type: TypeSlack, URL: "https://y.example"}); err == nil {
-		t.Errorf("update changing the type: got nil, want an error")
-	}
-	// An update without "secret" keeps it; the secret opens; it is stored
-	// sealed only.
-	up, err := e.store.Update(ctx, "t1", ch.ID, ChannelInput{URL: "https://y.example", Name: "renamed"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	opened, err := e.store.OpenSecret(ctx, up)
-	if err != nil || opened.Secret != "0123456789abcdef-secret" || up.Name != "renamed" {
-		t.Errorf("updated channel: got %+v %v, want the secret kept and the name changed", opened, err)
-	}
-	keys, _ := e.rdb.Keys(ctx, "*").Result()
-	for _, k := range keys {
-		if typ, _ := e.rdb.Type(ctx, k).Result(); typ == "string" {
-			if v, _ := e.rdb.Get(ctx, k).Result(); strings.Contains(v, "0123456789abcdef") {
-				t.Errorf("redis %s holds the secret in clear", k)
-			}
-		}
-	}
-	for _, ev := range streamEvents[map[string]any](t, e.rdb, events.ChannelUpdated) {
-		if ev["secret_set"] != true || ev["channel_id"] != ch.ID {
-			t.Errorf("updated event: got %v, want secret_set true", ev)
-		}
-	}
-	// Without a passphrase a secret is refused.
-	bare, err := NewStore(StoreConfig{}, e.rdb, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bare.Create(ctx, "t1", ChannelInput{Type: TypeWebhook, URL: "https://x.example", Secret: ptr("0123456789abcdef")}); !errors.Is(err, ErrNoPassphrase) {
-		t.Errorf("secret without passphrase: got %v, want ErrNoPassphrase", err)
-	}
-	// Another passphrase cannot open it.
-	wrong, _ := NewStore(StoreConfig{Passphrase: "another passphrase!"}, e.rdb, testenv.Logger(t))
-	if _, err := wrong.OpenSecret(ctx, up); err == nil {
-		t.Errorf("open with another passphrase: got nil, want an error")
-	}
-	list, err := e.store.List(ctx, "t1")
-	if err != nil || len(list) != 5 || !slices.ContainsFunc(list, func(c Channel) bool { return c.ID == ch.ID }) {
-		t.Errorf("list: got %d channels %v, want 5 with %s", len(list), err, ch.ID)
-	}
-	if err := e.store.Delete(ctx, "t1", ch.ID); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.store.Get(ctx, "t1", ch.ID); !errors.Is(err, ErrNotFound) {
-		t.Errorf("get after delete: got %v, want ErrNotFound", err)
 	}
 }

@@ -2,8 +2,6 @@ package notifier
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,10 +9,10 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/channels"
 )
 
 // Delivery statuses.
@@ -28,8 +26,8 @@ const (
 // Queue keys. A delivery, its channel's attempt list and its events live
 // in the slot of the tenant's partition (events.TenantTag), so each script
 // below touches one Redis Cluster slot; the due set is split the same way,
-// one per partition, and claim visits them in turn. They replace store.go's
-// dueKey, deliveryKey and attemptsKey, which have no tag.
+// one per partition, and claim visits them in turn. The attempt list's name is internal/channels'
+// AttemptsKey.
 func dueKeyIn(tag string) string { return "notify:due:" + tag }
 func deliveryKeyIn(tag, id string) string {
 	return "notify:delivery:" + tag + ":" + id
@@ -37,21 +35,10 @@ func deliveryKeyIn(tag, id string) string {
 func tenantDeliveryKey(tenant, id string) string {
 	return deliveryKeyIn(events.TenantTag(tenant), id)
 }
-func channelAttemptsKey(tenant, channelID string) string {
-	return "notify:channel:" + events.TenantTag(tenant) + ":" + channelID + ":attempts"
-}
 
 // deliveryTTL is how long a delivery record (and so its dedup marker)
 // outlives its creation: far beyond any redelivery of its cause.
 const deliveryTTL = 30 * 24 * time.Hour
-
-// DeliveryID is the id of the delivery of event eventID to channel
-// channelID: derived from both, so that the same event read twice (a
-// redelivery, a second notifier) names the same delivery.
-func DeliveryID(eventID, channelID string) string {
-	sum := sha256.Sum256([]byte(eventID + "|" + channelID))
-	return "dl_" + hex.EncodeToString(sum[:16])
-}
 
 // delivery is a queued message for one channel, as stored in Redis.
 type delivery struct {
@@ -65,30 +52,6 @@ type delivery struct {
 	Digest   bool
 	Attempts int
 	Status   string
-}
-
-// Attempt is one try of a delivery, as GET
-// /api/v1/channels/{id}/deliveries lists it.
-type Attempt struct {
-	DeliveryID string `json:"delivery_id"`
-	EventID    string `json:"event_id"`
-	AlertID    string `json:"alert_id,omitempty"`
-	AlertType  string `json:"alert_type,omitempty"`
-	// Digest tells the delivery was a daily digest of Messages messages.
-	Digest   bool `json:"digest"`
-	Messages int  `json:"messages"`
-	// Attempt counts from 1.
-	Attempt int `json:"attempt"`
-	// Status is delivered, retrying (another attempt is scheduled) or
-	// failed (the delivery gave up).
-	Status     string `json:"status"`
-	HTTPStatus int    `json:"http_status,omitempty"`
-	ErrorClass string `json:"error_class,omitempty"`
-	Error      string `json:"error,omitempty"`
-	DurationMS int64  `json:"duration_ms"`
-	// At is when the attempt ended; NextAt when the next one is due.
-	At     time.Time  `json:"at"`
-	NextAt *time.Time `json:"next_attempt_at,omitempty"`
 }
 
 // enqueueScript creates a delivery unless it exists and makes it due now.
@@ -125,7 +88,7 @@ func (s *Store) EnqueueDigest(ctx context.Context, ch Channel, key string, msgs 
 }
 
 func (s *Store) enqueue(ctx context.Context, ch Channel, eventID string, msgs []Message, digest bool) (string, bool, error) {
-	id := DeliveryID(eventID, ch.ID)
+	id := channels.DeliveryID(eventID, ch.ID)
 	body, err := json.Marshal(msgs)
 	if err != nil {
 		return "", false, fmt.Errorf("encode messages: %w", err)
@@ -141,18 +104,6 @@ func (s *Store) enqueue(ctx context.Context, ch Channel, eventID string, msgs []
 		return "", false, fmt.Errorf("enqueue delivery %s: %w", id, err)
 	}
 	return id, n == 1, nil
-}
-
-// EnqueueTest queues a sample message to the tenant's channel id through
-// the normal pipeline, whatever the channel's severity filter and digest
-// setting, and returns the delivery id.
-func (s *Store) EnqueueTest(ctx context.Context, tenant, id string) (string, error) {
-	ch, err := s.Get(ctx, tenant, id)
-	if err != nil {
-		return "", err
-	}
-	did, _, err := s.Enqueue(ctx, ch, SampleMessage(uuid.NewString(), s.cfg.Now()))
-	return did, err
 }
 
 // SampleMessage is the message a channel test sends.
@@ -297,32 +248,11 @@ func (s *Store) finish(ctx context.Context, d delivery, token string, a Attempt,
 	}
 	n, err := finishScript.Run(ctx, s.rdb,
 		[]string{dueKeyIn(events.TenantTag(d.TenantID)), tenantDeliveryKey(d.TenantID, d.ID),
-			channelAttemptsKey(d.TenantID, d.ChannelID), events.EventStream(d.TenantID)}, args...).Int()
+			channels.AttemptsKey(d.TenantID, d.ChannelID), events.EventStream(d.TenantID)}, args...).Int()
 	if err != nil {
 		return false, fmt.Errorf("record attempt %d of %s: %w", a.Attempt, d.ID, err)
 	}
 	return n == 1, nil
-}
-
-// Attempts returns the latest attempts (newest first, at most limit) of
-// the tenant's channel id.
-func (s *Store) Attempts(ctx context.Context, tenant, id string, limit int) ([]Attempt, error) {
-	if _, err := s.Get(ctx, tenant, id); err != nil {
-		return nil, err
-	}
-	raws, err := s.rdb.LRange(ctx, channelAttemptsKey(tenant, id), 0, int64(limit)-1).Result()
-	if err != nil {
-		return nil, fmt.Errorf("list attempts of %s: %w", id, err)
-	}
-	out := make([]Attempt, 0, len(raws))
-	for _, raw := range raws {
-		var a Attempt
-		if err := json.Unmarshal([]byte(raw), &a); err != nil {
-			return nil, fmt.Errorf("decode attempt of %s: %w", id, err)
-		}
-		out = append(out, a)
-	}
-	return out, nil
 }
 
 // DeliveryStatus returns the status and attempt count of the tenant's

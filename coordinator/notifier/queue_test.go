@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -16,7 +17,7 @@ import (
 func TestQueueOnRedisCluster(t *testing.T) {
 	ctx := context.Background()
 	rdb := testenv.RedisCluster(t).Client(t)
-	s, err := NewStore(StoreConfig{}, rdb, testenv.Logger(t))
+	s, err := NewStore(StoreConfig{}, rdb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func TestQueueOnRedisCluster(t *testing.T) {
 			if err != nil || st != DeliveryDelivered || n != 1 {
 				t.Errorf("status: got %s %d %v, want delivered 1", st, n, err)
 			}
-			if got := rdb.LLen(ctx, channelAttemptsKey(tt.tenant, tt.channel)).Val(); got != 1 {
+			if got := rdb.LLen(ctx, channels.AttemptsKey(tt.tenant, tt.channel)).Val(); got != 1 {
 				t.Errorf("attempts listed: got %d, want 1", got)
 			}
 			evs, err := events.ReadAll(ctx, rdb, events.EventStream(tt.tenant))

@@ -17,6 +17,7 @@ import (
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/backoff"
+	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/health"
 )
@@ -47,6 +48,9 @@ type Notifier struct {
 	// provides newDigester, and then digest channels get every message at
 	// once.
 	digest digester
+
+	// channels reads the channels delivered to and opens their secrets.
+	channels *channels.Store
 }
 
 // digester collects the messages of channels with Digest set and sends
@@ -77,11 +81,15 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Notifier, 
 		return nil, errors.New("notifier: redis client is required")
 	}
 	logger = logger.Named("notifier").With(zap.String("consumer", cfg.Consumer))
-	store, err := NewStore(StoreConfig{Passphrase: cfg.Passphrase, AttemptsKept: cfg.AttemptsKept}, rdb, logger)
+	store, err := NewStore(StoreConfig{AttemptsKept: cfg.AttemptsKept}, rdb)
 	if err != nil {
 		return nil, err
 	}
-	n := &Notifier{cfg: cfg, rdb: rdb, store: store, reg: NewRegistry(), logger: logger, now: time.Now}
+	chans, err := channels.New(channels.Config{Passphrase: cfg.Passphrase}, rdb, logger)
+	if err != nil {
+		return nil, err
+	}
+	n := &Notifier{cfg: cfg, rdb: rdb, store: store, channels: chans, reg: NewRegistry(), logger: logger, now: time.Now}
 	if n.events, err = n.consumer(); err != nil {
 		return nil, fmt.Errorf("notifier: %w", err)
 	}
@@ -109,7 +117,7 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Notifier, 
 // Registry returns the senders by channel type; register more before Run.
 func (n *Notifier) Registry() *Registry { return n.reg }
 
-// Store returns the notifier's channel store.
+// Store returns the notifier's delivery queue.
 func (n *Notifier) Store() *Store { return n.store }
 
 // EnsureGroup creates the notifier's consumer group at the end of every
@@ -168,8 +176,14 @@ func (n *Notifier) Run(ctx context.Context) error {
 // handled twice (a redelivery, a retry after an error, another notifier)
 // creates each once.
 func (n *Notifier) handle(ctx context.Context, batch []stream.Entry) error {
-	channels := make(map[string][]Channel)
+	lists := make(map[string][]Channel)
 	for _, e := range batch {
+		if e.Event.Name == events.ChannelTestRequested {
+			if err := n.applyTestRequest(ctx, e.Event); err != nil {
+				return err
+			}
+			continue
+		}
 		if e.Event.Name != events.AlertRaised && e.Event.Name != events.AlertResolved {
 			continue
 		}
@@ -178,13 +192,13 @@ func (n *Notifier) handle(ctx context.Context, batch []stream.Entry) error {
 			continue
 		}
 		tenant := e.Event.TenantID
-		list, seen := channels[tenant]
+		list, seen := lists[tenant]
 		if !seen {
 			var err error
-			if list, err = n.store.List(ctx, tenant); err != nil {
+			if list, err = n.channels.List(ctx, tenant); err != nil {
 				return err
 			}
-			channels[tenant] = list
+			lists[tenant] = list
 		}
 		for _, ch := range list {
 			if !ch.Accepts(msg.Severity) {
@@ -339,8 +353,8 @@ func (n *Notifier) deliver(ctx context.Context, d delivery, token string) {
 // send loads d's channel and sends d's message. listed is false when the
 // channel is gone (its attempts list went with it).
 func (n *Notifier) send(ctx context.Context, d delivery) (typ string, listed bool, err error) {
-	ch, err := n.store.channel(ctx, d.ChannelID)
-	if errors.Is(err, ErrNotFound) || (err == nil && ch.TenantID != d.TenantID) {
+	ch, err := n.channels.Channel(ctx, d.ChannelID)
+	if errors.Is(err, channels.ErrNotFound) || (err == nil && ch.TenantID != d.TenantID) {
 		return "none", false, &SendError{Class: ClassChannelDeleted, Permanent: true, Err: errors.New("the channel was deleted")}
 	}
 	if err != nil {
@@ -357,7 +371,7 @@ func (n *Notifier) send(ctx context.Context, d delivery) (typ string, listed boo
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	ch, err = n.store.OpenSecret(ctx, ch)
+	ch, err = n.channels.OpenSecret(ctx, ch)
 	if err != nil {
 		return ch.Type, true, &SendError{Class: ClassSecret, Err: err}
 	}
