@@ -66,8 +66,11 @@ type Config struct {
 
 	// Each area of the API configures itself beside its code.
 	Notify NotifyConfig // v1_channels.go
-	CA     CAConfig     // ca.go
-	Audit  AuditConfig  // audit.go
+	// Channels is the notification channel store behind /api/v1/channels.
+	// Nil: New builds coordinator/notifier's Store from Notify.
+	Channels ChannelStore
+	CA       CAConfig    // ca.go
+	Audit    AuditConfig // audit.go
 }
 
 func (c *Config) setDefaults() {

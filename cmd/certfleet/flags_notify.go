@@ -70,6 +70,20 @@ func (o *options) notifyConfig() apiserver.NotifyConfig {
 	return apiserver.NotifyConfig{SecretsPassphrase: o.SecretsPassphrase, SecretsPassphraseFile: o.SecretsPassphraseFile}
 }
 
+// channelStore is the channel store the apiserver's /api/v1/channels
+// routes use.
+func (o *options) channelStore(rdb redis.UniversalClient, logger *zap.Logger) (apiserver.ChannelStore, error) {
+	pass, err := notifier.Passphrase(o.SecretsPassphrase, o.SecretsPassphraseFile)
+	if err != nil {
+		return nil, err
+	}
+	st, err := notifier.NewStore(notifier.StoreConfig{Passphrase: pass}, rdb, logger)
+	if err != nil {
+		return nil, fmt.Errorf("channel store: %w", err)
+	}
+	return st, nil
+}
+
 // addNotifier adds the notifier to gr when role runs it.
 func addNotifier(gr *group, role string, o *options, rdb redis.UniversalClient, logger *zap.Logger) error {
 	if (role != "coordinator" && role != "all") || !o.Notifier {

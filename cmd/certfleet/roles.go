@@ -75,11 +75,15 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 
 	gr := newGroup(ctx)
 	if role == "all" || role == "apiserver" {
+		channels, err := o.channelStore(rdb, logger)
+		if err != nil {
+			return err
+		}
 		api, err := apiserver.New(apiserver.Config{
 			Listen: o.Listen, RenewalWindow: o.RenewalWindow,
 			WarningDays: o.WarningDays, CriticalDays: o.CriticalDays, CheckTimeout: o.CheckTimeout,
 			RateLimitGeneral: o.RateLimitGeneral, RateLimitCheck: o.RateLimitCheck, RateLimitAPIKeys: o.RateLimitAPIKeys,
-			Notify: o.notifyConfig(), CA: o.caConfig(), Audit: o.auditConfig(conn),
+			Notify: o.notifyConfig(), Channels: channels, CA: o.caConfig(), Audit: o.auditConfig(conn),
 		}, rdb, logger)
 		if err != nil {
 			return err
