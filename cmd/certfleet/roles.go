@@ -89,6 +89,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 			return err
 		}
 		gr.add(api.Run)
+		gr.add(api.RunRenewal)
 		eng, err := alerts.New(alerts.Config{CriticalDays: o.CriticalDays}, rdb, logger)
 		if err != nil {
 			return err
