@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -219,14 +218,11 @@ func (s *Server) deleteChannel(c *gin.Context) {
 
 // listDeliveries lists the channel's latest attempts, newest first.
 func (s *Server) listDeliveries(c *gin.Context) {
-	limit := defaultAttempts
-	if raw, ok := c.GetQuery("limit"); ok {
-		n, err := strconv.Atoi(raw)
-		if err != nil || n < 1 || n > maxAttempts {
-			failV1(c, http.StatusBadRequest, fmt.Sprintf("limit must be a whole number from 1 to %d", maxAttempts))
-			return
-		}
-		limit = n
+	limit, err := pageParam(c, "limit", defaultAttempts, maxAttempts)
+	if err != nil {
+		// This route's message never quoted the value.
+		failV1(c, http.StatusBadRequest, fmt.Sprintf("limit must be a whole number from 1 to %d", maxAttempts))
+		return
 	}
 	list, err := s.notify.store.Attempts(c.Request.Context(), principalOf(c).TenantID, c.Param("id"), limit)
 	if err != nil {
