@@ -29,7 +29,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -580,10 +579,11 @@ func (s *Server) auditFilter(c *gin.Context) (schema.AuditFilter, error) {
 	if f.Status != "" && f.Status != events.AuditSuccess && f.Status != events.AuditFailure {
 		return f, fmt.Errorf("status must be %q or %q, got %q", events.AuditSuccess, events.AuditFailure, f.Status)
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > s.cfg.Audit.MaxLimit {
-			return f, fmt.Errorf("limit must be a whole number from 1 to %d, got %q", s.cfg.Audit.MaxLimit, v)
+	// An empty limit is no limit here, as for the other parameters.
+	if q.Get("limit") != "" {
+		n, err := pageParam(c, "limit", f.Limit, s.cfg.Audit.MaxLimit)
+		if err != nil {
+			return f, err
 		}
 		f.Limit = n
 	}

@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/certfleet/certfleet/apiserver/clientca"
 	"github.com/certfleet/certfleet/internal/seal"
 )
@@ -126,25 +124,4 @@ func (s *Server) initCA() error {
 		s.logger.Info("no client CA yet: run `certfleet ca init` or start with --ca-init")
 	}
 	return nil
-}
-
-// goUntilStopping runs f in the background, from now until the server
-// begins to shut down (Run's ctx ends): for loops of the CA area such as
-// auto-renewal, which the lifecycle in server.go does not list. A server
-// whose Run is never called (tests using Handler) keeps f running until
-// the test's process ends: f must tolerate that.
-func (s *Server) goUntilStopping(f func(ctx context.Context)) {
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		<-s.stopping
-		cancel()
-	}()
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				s.logger.Error("background task panicked", zap.Any("panic", r), zap.Stack("stack"))
-			}
-		}()
-		f(ctx)
-	}()
 }

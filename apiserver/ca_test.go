@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/certfleet/certfleet/apiserver/clientca"
 	"github.com/certfleet/certfleet/internal/testenv"
@@ -93,5 +94,30 @@ func TestCAConfig(t *testing.T) {
 		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
 			t.Errorf("%s: got %v, want %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+// RunRenewal is an actor: it runs until its context ends, then returns nil.
+func TestRunRenewalStopsWithItsContext(t *testing.T) {
+	srv, err := New(Config{CA: CAConfig{Init: true}}, testenv.Redis(t).Client(t), testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.RunRenewal(ctx) }()
+	select {
+	case err := <-done:
+		t.Fatalf("renewal returned before its context ended: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("renewal after stop: got %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("renewal still running 10s after its context ended")
 	}
 }

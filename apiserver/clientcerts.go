@@ -232,8 +232,8 @@ func (s *Server) certMateRead(operation string) []gin.HandlerFunc {
 // cmAuditResource is the audit log's resource type of client certificates.
 const cmAuditResource = "certificate"
 
-// caRoutes serves /api/ca/certificate and /api/client-certs/..., and starts
-// the auto-renewal loop.
+// caRoutes serves /api/ca/certificate and /api/client-certs/... (the
+// auto-renewal loop is RunRenewal, run beside Run).
 func (s *Server) caRoutes(r *gin.Engine) {
 	handlers := func(hs []gin.HandlerFunc, h gin.HandlerFunc) []gin.HandlerFunc { return append(hs, h) }
 	read, write := accounts.ScopeRead, accounts.ScopeWrite
@@ -247,7 +247,6 @@ func (s *Server) caRoutes(r *gin.Engine) {
 	g.GET("/:id/download/:type", handlers(s.certMateAudited("download", read), s.downloadClientCert)...)
 	g.POST("/:id/revoke", handlers(s.certMateAudited("revoke", write), s.revokeClientCert)...)
 	g.POST("/:id/renew", handlers(s.certMateAudited("renew", write), s.renewClientCert)...)
-	s.goUntilStopping(func(ctx context.Context) { s.runClientCertRenewal(ctx, cmRenewalEvery) })
 }
 
 // replyCM answers err in CertMate's shape with the status its kind calls
@@ -825,6 +824,14 @@ const (
 	// cmRenewalLeaseKey is the lease (owned by this file).
 	cmRenewalLeaseKey = "clientcerts:renewal:lease"
 )
+
+// RunRenewal is the client-certificate auto-renewal loop, an actor of the
+// process beside Run: every replica runs it, and a lease lets one pass run
+// at a time. It returns nil when ctx ends.
+func (s *Server) RunRenewal(ctx context.Context) error {
+	s.runClientCertRenewal(ctx, cmRenewalEvery)
+	return nil
+}
 
 // runClientCertRenewal renews due certificates every period until ctx ends.
 func (s *Server) runClientCertRenewal(ctx context.Context, every time.Duration) {

@@ -22,7 +22,6 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/ratelimit"
-	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/health"
 )
 
@@ -68,10 +67,6 @@ type Config struct {
 	// CheckTimeout is how long POST /api/v1/check waits for every active
 	// region's scan before answering 504. Default 30s.
 	CheckTimeout time.Duration
-	// Shards is the number of job shards, as the coordinators use; POST
-	// /api/v1/check finds a domain's schedule by it. Default
-	// events.DefaultShards.
-	Shards int
 
 	// Each area of the API configures itself beside its code.
 	Notify NotifyConfig // v1_channels.go
@@ -113,9 +108,6 @@ func (c *Config) setDefaults() {
 	if c.CheckTimeout == 0 {
 		c.CheckTimeout = 30 * time.Second
 	}
-	if c.Shards == 0 {
-		c.Shards = events.DefaultShards
-	}
 	c.CA.setDefaults()
 	c.Audit.setDefaults()
 }
@@ -144,9 +136,6 @@ func (c *Config) Validate() error {
 	}
 	if c.CheckTimeout < 0 {
 		errs = append(errs, fmt.Errorf("check timeout must not be negative, got %s", c.CheckTimeout))
-	}
-	if c.Shards < 1 {
-		errs = append(errs, fmt.Errorf("shards must be at least 1, got %d", c.Shards))
 	}
 	errs = append(errs, c.Notify.validate()...)
 	errs = append(errs, c.CA.validate()...)

@@ -8,9 +8,7 @@ package apiserver
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -89,32 +87,15 @@ type alertList struct {
 	Pagination pagination  `json:"pagination"`
 }
 
-// positiveQuery reads a whole-number query parameter from 1 to maxVal
-// (no limit when 0), def when absent.
-func positiveQuery(c *gin.Context, name string, def, maxVal int) (int, error) {
-	v, ok := c.GetQuery(name)
-	if !ok {
-		return def, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || (maxVal > 0 && n > maxVal) {
-		if maxVal > 0 {
-			return 0, badRequest{fmt.Sprintf("%s must be a whole number from 1 to %d, got %q", name, maxVal, v)}
-		}
-		return 0, badRequest{fmt.Sprintf("%s must be a whole number of at least 1, got %q", name, v)}
-	}
-	return n, nil
-}
-
 // listAlerts is GET /alerts: the tenant's alerts, newest first; with
 // domain_id, only that domain's (another tenant's domain is 404).
 func (s *Server) listAlerts(c *gin.Context) {
-	page, err := positiveQuery(c, "page", 1, 0)
+	page, err := pageParam(c, "page", 1, 0)
 	if err != nil {
 		s.replyV1(c, err)
 		return
 	}
-	perPage, err := positiveQuery(c, "per_page", defaultPerPage, maxPerPage)
+	perPage, err := pageParam(c, "per_page", defaultPerPage, maxPerPage)
 	if err != nil {
 		s.replyV1(c, err)
 		return

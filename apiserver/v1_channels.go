@@ -6,10 +6,10 @@ package apiserver
 // messages and lists attempts.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -37,11 +37,26 @@ func (c *NotifyConfig) validate() []error {
 	return nil
 }
 
-// notifyArea is the channels API's state.
-type notifyArea struct {
-	store *channels.Store
+// ChannelStore is what the channels API needs of the channel store: the
+// tenant's channels, their delivery attempts and test messages. Every
+// method is scoped to tenant; another tenant's id is not found.
+type ChannelStore interface {
+	List(ctx context.Context, tenant string) ([]channels.Channel, error)
+	Create(ctx context.Context, tenant string, in channels.ChannelInput) (channels.Channel, error)
+	Get(ctx context.Context, tenant, id string) (channels.Channel, error)
+	Update(ctx context.Context, tenant, id string, in channels.ChannelInput) (channels.Channel, error)
+	Delete(ctx context.Context, tenant, id string) error
+	Attempts(ctx context.Context, tenant, id string, limit int) ([]channels.Attempt, error)
+	EnqueueTest(ctx context.Context, tenant, id string) (string, error)
 }
 
+// notifyArea is the channels API's state.
+type notifyArea struct {
+	store ChannelStore
+}
+
+// initNotify builds the channel store (internal/channels) from
+// Config.Notify.
 func (s *Server) initNotify() error {
 	pass, err := channels.Passphrase(s.cfg.Notify.SecretsPassphrase, s.cfg.Notify.SecretsPassphraseFile)
 	if err != nil {
@@ -196,14 +211,11 @@ func (s *Server) deleteChannel(c *gin.Context) {
 
 // listDeliveries lists the channel's latest attempts, newest first.
 func (s *Server) listDeliveries(c *gin.Context) {
-	limit := defaultAttempts
-	if raw, ok := c.GetQuery("limit"); ok {
-		n, err := strconv.Atoi(raw)
-		if err != nil || n < 1 || n > maxAttempts {
-			failV1(c, http.StatusBadRequest, fmt.Sprintf("limit must be a whole number from 1 to %d", maxAttempts))
-			return
-		}
-		limit = n
+	limit, err := pageParam(c, "limit", defaultAttempts, maxAttempts)
+	if err != nil {
+		// This route's message never quoted the value.
+		failV1(c, http.StatusBadRequest, fmt.Sprintf("limit must be a whole number from 1 to %d", maxAttempts))
+		return
 	}
 	list, err := s.notify.store.Attempts(c.Request.Context(), principalOf(c).TenantID, c.Param("id"), limit)
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/grade"
 	"github.com/certfleet/certfleet/apiserver/projector"
-	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/internal/presence"
 )
 
@@ -351,9 +350,14 @@ func (s *Server) manualCheck(c *gin.Context) {
 		s.replyV1(c, err)
 		return
 	}
-	// An active domain the coordinator has not scheduled yet was just added
-	// (or activated): its first scan is due at once anyway.
-	if err := coordinator.ScanNow(ctx, s.rdb, s.cfg.Shards, d.ID); err != nil && !errors.Is(err, coordinator.ErrNotScheduled) {
+	// The coordinator applies the request like any other domain event. The
+	// script re-checks the domain, so one deactivated since it was read
+	// answers as if it had been inactive then.
+	if err := s.accounts.RequestCheck(ctx, principalOf(c).TenantID, d.ID); err != nil {
+		if errors.Is(err, accounts.ErrDomainInactive) {
+			failV1(c, http.StatusConflict, msgInactive)
+			return
+		}
 		s.replyV1(c, err)
 		return
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -242,19 +241,12 @@ type domainQuery struct {
 // badRequest naming the parameter.
 func parseDomainQuery(c *gin.Context) (domainQuery, error) {
 	q := domainQuery{page: 1, perPage: defaultPerPage, status: statusAll, sort: "created_at", desc: true}
-	if v, ok := c.GetQuery("page"); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return q, badRequest{fmt.Sprintf("page must be a whole number of at least 1, got %q", v)}
-		}
-		q.page = n
+	var err error
+	if q.page, err = pageParam(c, "page", q.page, 0); err != nil {
+		return q, err
 	}
-	if v, ok := c.GetQuery("per_page"); ok {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxPerPage {
-			return q, badRequest{fmt.Sprintf("per_page must be a whole number from 1 to %d, got %q", maxPerPage, v)}
-		}
-		q.perPage = n
+	if q.perPage, err = pageParam(c, "per_page", q.perPage, maxPerPage); err != nil {
+		return q, err
 	}
 	if v, ok := c.GetQuery("status"); ok {
 		if v != statusAll && !slices.Contains(grade.Statuses, v) {

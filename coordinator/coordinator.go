@@ -295,28 +295,3 @@ func (c *Coordinator) setHeld(n int, held bool) {
 func shardLabel(n int) string { return fmt.Sprintf("%02d", n) }
 
 func nowMS() int64 { return time.Now().UnixMilli() }
-
-// ErrNotScheduled is returned by ScanNow for a domain that is not in the
-// schedule (unknown, removed or inactive).
-var ErrNotScheduled = errors.New("domain is not scheduled")
-
-var scanNowScript = redis.NewScript(`
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[1], 'XX', 'LT', ARGV[2], ARGV[1])
-return 1
-`)
-
-// ScanNow makes a scheduled domain due now, so the coordinator holding its
-// shard dispatches it on its next tick. A domain already due earlier keeps
-// its due time (and so its job id).
-func ScanNow(ctx context.Context, rdb redis.UniversalClient, shards int, domainID string) error {
-	key := ScheduleKey(ShardOf(domainID, shards))
-	n, err := scanNowScript.Run(ctx, rdb, []string{key}, domainID, nowMS()).Int()
-	if err != nil {
-		return fmt.Errorf("scan now %s: %w", domainID, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("scan now %s: %w", domainID, ErrNotScheduled)
-	}
-	return nil
-}

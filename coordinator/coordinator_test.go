@@ -584,7 +584,18 @@ func TestRemovedWhileDueIsDroppedNotDispatched(t *testing.T) {
 	}
 }
 
-func TestScanNow(t *testing.T) {
+func checkRequested(t *testing.T, id string) events.Envelope {
+	t.Helper()
+	e, err := events.New(events.DomainCheckRequested, testTenant, id, events.DomainCheckRequestedV1{DomainID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// domain.check_requested makes a scheduled domain due now; one due earlier
+// keeps its time, and an unscheduled one is not added.
+func TestCheckRequested(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t)
 	const shards = 4
@@ -600,17 +611,36 @@ func TestScanNow(t *testing.T) {
 	if _, err := c.dispatchShard(ctx, ShardOf(id, shards)); err != nil {
 		t.Fatal(err)
 	}
+	if got, _ := h.score(shards, id); got < time.Now().Add(30*time.Minute).UnixMilli() {
+		t.Fatalf("due after dispatch: got %d, want about an hour from now", got)
+	}
 	before := time.Now().UnixMilli()
-	if err := ScanNow(ctx, h.rdb, shards, id); err != nil {
-		t.Fatalf("scan now: %v", err)
+	if err := c.applyEvent(ctx, checkRequested(t, id)); err != nil {
+		t.Fatalf("apply check requested: %v", err)
 	}
 	if got, _ := h.score(shards, id); got < before || got > time.Now().UnixMilli() {
-		t.Errorf("due after ScanNow: got %d, want about %d", got, before)
+		t.Errorf("due after check requested: got %d, want about %d", got, before)
 	}
 	if got, _ := c.dispatchShard(ctx, ShardOf(id, shards)); got != 1 {
-		t.Errorf("dispatched after ScanNow: got %d, want 1", got)
+		t.Errorf("dispatched after check requested: got %d, want 1", got)
 	}
-	if err := ScanNow(ctx, h.rdb, shards, "no-such-domain"); !errors.Is(err, ErrNotScheduled) {
-		t.Errorf("scan now of unknown domain: got %v, want %v", err, ErrNotScheduled)
+
+	earlier := time.Now().Add(-time.Minute).UnixMilli()
+	if err := h.rdb.ZAdd(ctx, ScheduleKey(ShardOf(id, shards)), redis.Z{Score: float64(earlier), Member: id}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.applyEvent(ctx, checkRequested(t, id)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := h.score(shards, id); got != earlier {
+		t.Errorf("due earlier, after check requested: got %d, want %d", got, earlier)
+	}
+
+	const unknown = "no-such-domain"
+	if err := c.applyEvent(ctx, checkRequested(t, unknown)); err != nil {
+		t.Errorf("check of unknown domain: got %v, want nil", err)
+	}
+	if got, ok := h.score(shards, unknown); ok {
+		t.Errorf("unknown domain scheduled at %d after check requested, want not scheduled", got)
 	}
 }

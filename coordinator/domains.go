@@ -74,6 +74,12 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 			return malformed(e, err)
 		}
 		op, domainID, rec, active = "put", p.DomainID, domainRecord{TenantID: e.TenantID, Host: p.Host, Port: p.Port}, p.Active
+	case events.DomainCheckRequested:
+		var p events.DomainCheckRequestedV1
+		if err := e.Decode(&p); err != nil {
+			return malformed(e, err)
+		}
+		return c.checkNow(ctx, e, p.DomainID)
 	case events.DomainRemoved:
 		var p events.DomainRemovedV1
 		if err := e.Decode(&p); err != nil {
@@ -118,4 +124,37 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 // dropping it.
 func malformed(e events.Envelope, err error) error {
 	return stream.Permanent(fmt.Errorf("malformed %s event %s: %w", e.Name, e.EventID, err))
+
+}
+
+// checkNowScript makes a scheduled domain due now. A domain already due
+// earlier keeps its due time (and so its job id); one not in the schedule
+// (unknown, removed, inactive, or added but not applied yet, whose first
+// scan is due at once anyway) is left alone.
+//
+// KEYS: schedule. ARGV: domain id, now (unix ms). Returns 1 when scheduled.
+var checkNowScript = redis.NewScript(`
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', 'LT', ARGV[2], ARGV[1])
+return 1
+`)
+
+// checkNow applies domain.check_requested: the shard holding the domain
+// dispatches it on its next tick.
+func (c *Coordinator) checkNow(ctx context.Context, e events.Envelope, domainID string) error {
+	if domainID == "" {
+		domainID = e.AggregateID
+	}
+	if domainID == "" {
+		return malformed(e, fmt.Errorf("missing domain id"))
+	}
+	n := ShardOf(domainID, c.cfg.Shards)
+	scheduled, err := checkNowScript.Run(ctx, c.rdb, []string{ScheduleKey(n)}, domainID, nowMS()).Int()
+	if err != nil {
+		return fmt.Errorf("apply %s %s to shard %d: %w", e.Name, domainID, n, err)
+	}
+	c.logger.Debug("domain event",
+		zap.String("event", e.Name), zap.String("domain_id", domainID),
+		zap.Int("shard", n), zap.Bool("applied", scheduled == 1))
+	return nil
 }

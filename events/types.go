@@ -8,14 +8,15 @@ import (
 
 // Event names. A breaking change to a payload is a new name with v2.
 const (
-	AccountCreated = "account.created.v1"
-	APIKeyCreated  = "apikey.created.v1"
-	APIKeyRevoked  = "apikey.revoked.v1"
-	DomainAdded    = "domain.added.v1"
-	DomainUpdated  = "domain.updated.v1"
-	DomainRemoved  = "domain.removed.v1"
-	ScanRequested  = "scan.requested.v1"
-	ScanCompleted  = "scan.completed.v1"
+	AccountCreated       = "account.created.v1"
+	APIKeyCreated        = "apikey.created.v1"
+	APIKeyRevoked        = "apikey.revoked.v1"
+	DomainAdded          = "domain.added.v1"
+	DomainUpdated        = "domain.updated.v1"
+	DomainRemoved        = "domain.removed.v1"
+	DomainCheckRequested = "domain.check_requested.v1"
+	ScanRequested        = "scan.requested.v1"
+	ScanCompleted        = "scan.completed.v1"
 )
 
 // AccountCreatedV1: an account (tenant) was created. AggregateID and
@@ -68,6 +69,13 @@ type DomainRemovedV1 struct {
 	DomainID string `json:"domain_id"`
 	Host     string `json:"host"`
 	Port     int    `json:"port"`
+}
+
+// DomainCheckRequestedV1: a tenant asked for an active domain to be
+// scanned now (POST /api/v1/check). The coordinator makes it due at once;
+// one already due earlier keeps its due time. AggregateID is the domain id.
+type DomainCheckRequestedV1 struct {
+	DomainID string `json:"domain_id"`
 }
 
 // ScanRequestedV1 is a scan job on a jobs:{NN} stream: scan this domain

@@ -497,3 +497,53 @@ func (s *Store) RemoveDomain(ctx context.Context, tenantID, id string) (Domain, 
 	}
 	return Domain{}, fmt.Errorf("remove domain %s: record changed %d times while removing", id, staleRetries)
 }
+
+// ErrDomainInactive is a check requested for a domain that is not active.
+var ErrDomainInactive = errors.New("domain is not active")
+
+// requestCheckScript appends domain.check_requested if the domain belongs
+// to the tenant and is active, so the event never names another tenant's
+// domain or one the coordinator does not schedule.
+//
+// KEYS: domain:<domain_id>, events stream.
+// ARGV: tenant id, maxlen, then the event's fields. Returns "ok",
+// "missing" or "inactive".
+var requestCheckScript = redis.NewScript(`
+local rec = redis.call('HMGET', KEYS[1], 'tenant_id', 'active')
+if rec[1] ~= ARGV[1] then return 'missing' end
+if rec[2] == '0' then return 'inactive' end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+return 'ok'
+`)
+
+// RequestCheck asks the coordinators, through a domain.check_requested
+// event, to scan the domain id of tenantID now. An unknown or other
+// tenant's id is ErrUnknownDomain; an inactive domain ErrDomainInactive.
+func (s *Store) RequestCheck(ctx context.Context, tenantID, id string) error {
+	ev, err := events.New(events.DomainCheckRequested, tenantID, id, events.DomainCheckRequestedV1{DomainID: id})
+	if err != nil {
+		return err
+	}
+	ev.OccurredAt = s.cfg.Now().UTC().Truncate(time.Millisecond)
+	fields, err := ev.StreamFields()
+	if err != nil {
+		return err
+	}
+	args := append([]any{tenantID, s.cfg.MaxLen}, fields...)
+	res, err := requestCheckScript.Run(ctx, s.rdb,
+		[]string{domainKey(tenantID, id), events.EventStream(tenantID)}, args...).Text()
+	if err != nil {
+		return fmt.Errorf("request check of domain %s: %w", id, err)
+	}
+	switch res {
+	case "ok":
+		s.logger.Info("domain check requested", zap.String("tenant_id", tenantID), zap.String("domain_id", id))
+		return nil
+	case "missing":
+		return ErrUnknownDomain
+	case "inactive":
+		return ErrDomainInactive
+	default:
+		return fmt.Errorf("request check of domain %s: unexpected script result %q", id, res)
+	}
+}

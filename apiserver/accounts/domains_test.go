@@ -383,3 +383,52 @@ func TestConcurrentAddsOfOneDomain(t *testing.T) {
 		t.Errorf("events: got %d, want 1", len(evs))
 	}
 }
+
+func TestRequestCheck(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t)
+	a, b := events.TenantID("a@example.com"), events.TenantID("b@example.com")
+	d, _, err := s.AddDomain(ctx, a, NewDomain{Host: "example.com", Port: 443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, _, err := s.AddDomain(ctx, a, NewDomain{Host: "off.example.com", Port: 443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateDomain(ctx, a, off.ID, DomainPatch{Active: ptr(false)}); err != nil {
+		t.Fatal(err)
+	}
+	refused := []struct {
+		name, tenant, id string
+		want             error
+	}{
+		{"other tenant", b, d.ID, ErrUnknownDomain},
+		{"unknown", a, "no-such-domain", ErrUnknownDomain},
+		{"inactive", a, off.ID, ErrDomainInactive},
+	}
+	for _, tc := range refused {
+		t.Run(tc.name, func(t *testing.T) {
+			before := redisState(t, rdb)
+			if err := s.RequestCheck(ctx, tc.tenant, tc.id); !errors.Is(err, tc.want) {
+				t.Errorf("got %v, want %v", err, tc.want)
+			}
+			if after := redisState(t, rdb); !reflect.DeepEqual(after, before) {
+				t.Errorf("refused request wrote to redis:\n got %v\nwant %v", after, before)
+			}
+		})
+	}
+	if err := s.RequestCheck(ctx, a, d.ID); err != nil {
+		t.Fatalf("request check: %v", err)
+	}
+	evs := streamEvents(t, rdb)
+	last := evs[len(evs)-1]
+	var p events.DomainCheckRequestedV1
+	if err := last.Decode(&p); err != nil {
+		t.Fatal(err)
+	}
+	if last.Name != events.DomainCheckRequested || last.TenantID != a || last.AggregateID != d.ID || p.DomainID != d.ID {
+		t.Errorf("check requested: got %s tenant %s aggregate %s %+v, want %s tenant %s aggregate %s",
+			last.Name, last.TenantID, last.AggregateID, p, events.DomainCheckRequested, a, d.ID)
+	}
+}

@@ -29,7 +29,7 @@ func roleFlags(role string) *flagSet {
 	case "all":
 		fs.clickhouse().api().shards().agent().coordinator().notify().ca().audit()
 	case "apiserver":
-		fs.api().clickhouse().notify().ca().audit().shards()
+		fs.api().clickhouse().notify().ca().audit()
 	case "coordinator":
 		fs.clickhouse().shards().coordinator().notify().metrics("127.0.0.1:9464")
 		fs.BoolVar(&fs.opts.WithSink, "sink", true, "also run the ClickHouse sink in this process")
@@ -85,7 +85,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	if role == "all" || role == "apiserver" {
 		api, err := apiserver.New(apiserver.Config{
 			Listen: o.Listen, RenewalWindow: o.RenewalWindow,
-			WarningDays: o.WarningDays, CriticalDays: o.CriticalDays, CheckTimeout: o.CheckTimeout, Shards: o.Shards,
+			WarningDays: o.WarningDays, CriticalDays: o.CriticalDays, CheckTimeout: o.CheckTimeout,
 			RateLimitGeneral: o.RateLimitGeneral, RateLimitCheck: o.RateLimitCheck, RateLimitAPIKeys: o.RateLimitAPIKeys,
 			Notify: o.notifyConfig(), CA: o.caConfig(), Audit: o.auditConfig(conn),
 			Health: gr.health,
@@ -94,6 +94,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 			return err
 		}
 		gr.add(api.Run)
+		gr.add(api.RunRenewal)
 		eng, err := alerts.New(alerts.Config{CriticalDays: o.CriticalDays}, rdb, logger)
 		if err != nil {
 			return err
