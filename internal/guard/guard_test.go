@@ -122,6 +122,8 @@ func TestCheck(t *testing.T) {
 		{"::ffff:169.254.169.254", nil, ReasonCloudMetadata},
 		{"fd00:ec2::254", nil, ReasonCloudMetadata},
 		{"100.100.100.200", nil, ReasonCloudMetadata},
+		{"168.63.129.16", nil, ReasonCloudMetadata},      // Azure WireServer: public space, not a special range
+		{"168.63.129.16", allowAll, ReasonCloudMetadata}, // only an exact allow entry opens a metadata address
 		{"169.254.169.254", allowAll, ReasonCloudMetadata},
 		{"169.254.169.254", allowMeta, ""},
 		{"169.254.169.253", allowMeta, ReasonLinkLocal},

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+)
+
+// TestFlagEnvironment pins the CERTFLEET_* overlay. Two of its properties
+// are why it is not peterbourgon/ff (see docs/libraries.md): an empty
+// variable sets the flag to empty (ff skips empty variables, so
+// CERTFLEET_METRICS_LISTEN= could not turn /metrics off), and every bad
+// variable is reported at once (ff stops at the first).
+func TestFlagEnvironment(t *testing.T) {
+	cases := []struct {
+		name        string
+		env         map[string]string
+		args        []string
+		wantMetrics string
+		wantConc    int
+		wantErr     []string
+	}{
+		{name: "defaults", wantMetrics: "127.0.0.1:9465", wantConc: 64},
+		{name: "environment sets a flag", env: map[string]string{"CERTFLEET_CONCURRENCY": "8"}, wantMetrics: "127.0.0.1:9465", wantConc: 8},
+		{name: "command line wins over the environment", env: map[string]string{"CERTFLEET_CONCURRENCY": "8"}, args: []string{"--concurrency", "3"}, wantMetrics: "127.0.0.1:9465", wantConc: 3},
+		{name: "empty variable turns metrics off", env: map[string]string{"CERTFLEET_METRICS_LISTEN": ""}, wantMetrics: "", wantConc: 64},
+		{
+			name:    "every bad variable is reported",
+			env:     map[string]string{"CERTFLEET_CONCURRENCY": "many", "CERTFLEET_CHECK_LEGACY_TLS": "maybe"},
+			wantErr: []string{"bad environment", `CERTFLEET_CONCURRENCY="many"`, `CERTFLEET_CHECK_LEGACY_TLS="maybe"`},
+		},
+		{name: "stray argument", args: []string{"extra"}, wantErr: []string{"unexpected arguments: [extra]"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			fs := newFlagSet("agent").redis().shards().agent().metrics("127.0.0.1:9465")
+			fs.SetOutput(io.Discard)
+			err := fs.parseArgs(tc.args)
+			if len(tc.wantErr) > 0 {
+				if err == nil {
+					t.Fatalf("parse: got no error, want one containing %q", tc.wantErr)
+				}
+				for _, w := range tc.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("parse error: got %q, want it to contain %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parse: got %v, want nil", err)
+			}
+			if fs.opts.MetricsListen != tc.wantMetrics {
+				t.Errorf("metrics listen: got %q, want %q", fs.opts.MetricsListen, tc.wantMetrics)
+			}
+			if fs.opts.Concurrency != tc.wantConc {
+				t.Errorf("concurrency: got %d, want %d", fs.opts.Concurrency, tc.wantConc)
+			}
+		})
+	}
+}
