@@ -147,8 +147,10 @@ func (h *harness) start(cfg Config) (*Coordinator, func()) {
 
 func (h *harness) publish(evs ...events.Envelope) {
 	h.t.Helper()
-	if err := h.pub.Publish(events.StreamEvents, evs...); err != nil {
-		h.t.Fatal(err)
+	for _, e := range evs {
+		if err := h.pub.Publish(events.EventStream(e.TenantID), e); err != nil {
+			h.t.Fatal(err)
+		}
 	}
 }
 

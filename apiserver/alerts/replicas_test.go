@@ -34,7 +34,7 @@ func (f *fixture) waitConsumed() {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		done := true
-		for _, stream := range []string{events.StreamResults, events.StreamEvents} {
+		for _, stream := range append(events.EventStreams(), events.StreamResults) {
 			if n, err := f.rdb.XLen(ctx, stream).Result(); err != nil || n == 0 {
 				if err != nil {
 					f.t.Fatal(err)

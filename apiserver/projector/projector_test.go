@@ -408,7 +408,8 @@ func TestRunConsumesBothStreams(t *testing.T) {
 		}
 	}
 	waitFor([]string{"eu-west|192.0.2.1=a"})
-	publish(events.StreamEvents, removed(t, t0.Add(time.Hour)))
+	rm := removed(t, t0.Add(time.Hour))
+	publish(events.EventStream(rm.TenantID), rm)
 	waitFor([]string{})
 
 	cancel()

@@ -163,7 +163,7 @@ func (e *testEnv) xadd(ev events.Envelope) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if err := e.rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: events.StreamEvents, Values: vals}).Err(); err != nil {
+	if err := e.rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: events.EventStream(ev.TenantID), Values: vals}).Err(); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -389,7 +389,7 @@ func TestNoDuplicateWithTwoNotifiersAndARedeliveredEvent(t *testing.T) {
 	// And the first copy handed to the group once more, as a crashed
 	// consumer's claim would.
 	e.waitAttempts("t1", wh.ID, 1)
-	if err := e.rdb.XGroupSetID(ctx, events.StreamEvents, Group, "0").Err(); err != nil {
+	if err := e.rdb.XGroupSetID(ctx, events.EventStream("t1"), Group, "0").Err(); err != nil {
 		t.Fatal(err)
 	}
 	resolved, err := events.New(events.AlertResolved, "t1", "al1", events.AlertResolvedV1{

@@ -26,8 +26,8 @@ const (
 // Queue keys. A delivery, its channel's attempt list and its events live
 // in the slot of the tenant's partition (events.TenantTag), so each script
 // below touches one Redis Cluster slot; the due set is split the same way,
-// one per partition, and claim visits them in turn. The attempt list's name is internal/channels'
-// AttemptsKey.
+// one per partition, and claim visits them in turn. The attempt list's
+// name is internal/channels' AttemptsKey.
 func dueKeyIn(tag string) string { return "notify:due:" + tag }
 func deliveryKeyIn(tag, id string) string {
 	return "notify:delivery:" + tag + ":" + id

@@ -9,13 +9,8 @@ import (
 	"github.com/certfleet/certfleet/events"
 )
 
-// Key names of the delivery queue (queue.go). The channels and their
+// The delivery queue's keys are in queue.go; the channels and their
 // attempts lists are internal/channels' keys.
-func deliveryKey(id string) string { return "notify:delivery:" + id }
-
-// dueKey is the sorted set of delivery ids by when they are due (unix
-// ms); a claimed delivery's score is its lease's end.
-const dueKey = "notify:due"
 
 // StoreConfig configures a Store.
 type StoreConfig struct {

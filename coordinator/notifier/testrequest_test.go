@@ -22,7 +22,7 @@ func (e *testEnv) testRequestEvent(tenant, id string) (events.Envelope, string) 
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	all, err := events.ReadAll(context.Background(), e.rdb, events.StreamEvents)
+	all, err := events.ReadAll(context.Background(), e.rdb, events.EventStream(tenant))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestTestRequestQueuedOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	due, err := e.rdb.ZRange(ctx, dueKey, 0, -1).Result()
+	due, err := e.rdb.ZRange(ctx, dueKeyIn(events.TenantTag("t1")), 0, -1).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,8 +123,10 @@ func TestTestRequestNotApplied(t *testing.T) {
 			if err := n.handle(ctx, []stream.Entry{{Event: tc.ev}}); err != nil {
 				t.Fatalf("handle: got %v, want the request dropped without an error", err)
 			}
-			if due := e.rdb.ZCard(ctx, dueKey).Val(); due != 0 {
-				t.Errorf("queued deliveries: got %d, want 0", due)
+			for _, tag := range events.TenantTags() {
+				if due := e.rdb.ZCard(ctx, dueKeyIn(tag)).Val(); due != 0 {
+					t.Errorf("queued deliveries in %s: got %d, want 0", tag, due)
+				}
 			}
 		})
 	}

@@ -36,9 +36,9 @@ func TestSinkStoresAuditRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.publish(t, events.StreamEvents, created, revoked, bad)
+	e.publish(t, events.EventStream(tenant), created, revoked, bad)
 	e.settled(t)
-	e.publish(t, events.StreamEvents, created) // redelivered
+	e.publish(t, events.EventStream(tenant), created) // redelivered
 	e.settled(t)
 
 	if got := e.count(t, "SELECT count() FROM events FINAL WHERE name = '"+events.AuditRecorded+"'"); got != 3 {

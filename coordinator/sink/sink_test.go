@@ -76,7 +76,7 @@ func (e env) publish(t *testing.T, stream string, evs ...events.Envelope) {
 func (e env) settled(t *testing.T) {
 	t.Helper()
 	eventually(t, "sink acknowledged every entry", func() bool {
-		for _, s := range []string{events.StreamEvents, events.StreamResults} {
+		for _, s := range append(events.EventStreams(), events.StreamResults) {
 			groups, err := e.rdb.XInfoGroups(context.Background(), s).Result()
 			if err != nil || len(groups) != 1 || groups[0].Pending != 0 || groups[0].Lag != 0 {
 				return false
@@ -146,7 +146,7 @@ func TestSinkStoresEventsAndScanResults(t *testing.T) {
 		t.Fatal(err)
 	}
 	rowsBefore := sink.RowsTotal()
-	e.publish(t, events.StreamEvents, added)
+	e.publish(t, events.EventStream(added.TenantID), added)
 	e.publish(t, events.StreamResults, scan)
 	e.settled(t)
 
@@ -176,7 +176,7 @@ func TestSinkStoresEventsAndScanResults(t *testing.T) {
 		for i, want := range []struct {
 			env    events.Envelope
 			stream string
-		}{{added, events.StreamEvents}, {scan, events.StreamResults}} {
+		}{{added, events.EventStream(added.TenantID)}, {scan, events.StreamResults}} {
 			g := got[i]
 			for _, c := range []struct {
 				field     string

@@ -48,7 +48,7 @@ func ptr[T any](v T) *T { return &v }
 // streamEvents returns the events named name, oldest first.
 func streamEvents(t *testing.T, rdb *redis.Client, name string) []events.Envelope {
 	t.Helper()
-	all, err := events.ReadAll(context.Background(), rdb, events.StreamEvents)
+	all, err := events.ReadAllEvents(context.Background(), rdb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,11 +258,11 @@ func TestEnqueueTest(t *testing.T) {
 
 // TestKeysUnchanged pins the Redis layout the channels had in the
 // notifier, so that moving the code moved no data.
-func TestKeysUnchanged(t *testing.T) {
+func TestKeys(t *testing.T) {
 	e := newTestEnv(t)
 	ctx := context.Background()
 	ch := e.channel("t1", ChannelInput{Type: TypeWebhook, URL: "https://hooks.example.com/x", Secret: ptr("0123456789abcdef-secret")})
-	e.rdb.LPush(ctx, "notify:channel:"+ch.ID+":attempts", `{"delivery_id":"dl_1","attempt":1,"status":"delivered"}`)
+	e.rdb.LPush(ctx, "notify:channel:"+events.TenantTag("t1")+":"+ch.ID+":attempts", `{"delivery_id":"dl_1","attempt":1,"status":"delivered"}`)
 	for _, k := range []string{"notify:channel:" + ch.ID, "notify:tenant:t1:channels", "notify:seal:salt"} {
 		if n := e.rdb.Exists(ctx, k).Val(); n != 1 {
 			t.Errorf("key %s: got %d, want it written", k, n)
@@ -270,7 +270,7 @@ func TestKeysUnchanged(t *testing.T) {
 	}
 	got, err := e.store.Attempts(ctx, "t1", ch.ID, 10)
 	if err != nil || len(got) != 1 || got[0].DeliveryID != "dl_1" {
-		t.Errorf("attempts: got %+v %v, want the one at notify:channel:<id>:attempts", got, err)
+		t.Errorf("attempts: got %+v %v, want the one at notify:channel:{tNN}:<id>:attempts", got, err)
 	}
 	if _, err := e.store.Attempts(ctx, "t2", ch.ID, 10); !errors.Is(err, ErrNotFound) {
 		t.Errorf("attempts of another tenant's channel: got %v, want ErrNotFound", err)
