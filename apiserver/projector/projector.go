@@ -4,7 +4,7 @@
 // The expiration view holds, per domain, the latest result of every IP seen
 // from every region:
 //
-//	view:exp:<domain_id>   hash
+//	view:exp:{<domain_id>}   hash
 //	  "<region>|<ip>"  -> JSON ExpEntry (ip "" for a name that did not resolve)
 //	  "@<region>"      -> "<finished unix ms>|<event id>" of the scan shown
 //	  "@removed"       -> unix ms of the latest domain.removed
@@ -13,7 +13,7 @@
 //	  "@tenant"        -> the domain's tenant, from the events that carry it
 //	  "@fails|<region>" -> consecutive scans of the region, up to the one
 //	                     shown, in which the name or an IP failed
-//	view:ver:<domain_id>  integer: the view's version, incremented by every
+//	view:ver:{<domain_id>}  integer: the view's version, incremented by every
 //	                     script that changes the view, in the same step
 //
 // The version orders snapshots of a view: Snapshot reads the hash and the
@@ -64,14 +64,16 @@ const Group = "projector"
 // ViewPrefix starts the key of every expiration view.
 const ViewPrefix = "view:exp:"
 
-// ViewKey is the key of the expiration view of a domain.
-func ViewKey(domainID string) string { return ViewPrefix + domainID }
+// ViewKey is the key of the expiration view of a domain. The domain id is
+// its Redis Cluster hash tag, shared with VersionKey: the scripts that
+// change a view bump its version in the same step, in one slot.
+func ViewKey(domainID string) string { return ViewPrefix + "{" + domainID + "}" }
 
 // VersionPrefix starts the key of every view's version.
 const VersionPrefix = "view:ver:"
 
 // VersionKey is the key of the version of a domain's expiration view.
-func VersionKey(domainID string) string { return VersionPrefix + domainID }
+func VersionKey(domainID string) string { return VersionPrefix + "{" + domainID + "}" }
 
 const (
 	metaPrefix   = "@"
@@ -556,8 +558,8 @@ type Snapshot struct {
 	Failures map[string]int
 }
 
-// ReadSnapshot reads a domain's view and its version in one MULTI, so the
-// version is exactly that of the entries.
+// ReadSnapshot reads a domain's view and its version in one atomic step,
+// so the version is exactly that of the entries.
 func ReadSnapshot(ctx context.Context, rdb redis.UniversalClient, domainID string) (Snapshot, error) {
 	snaps, err := ReadSnapshots(ctx, rdb, []string{domainID})
 	if err != nil {
@@ -566,15 +568,20 @@ func ReadSnapshot(ctx context.Context, rdb redis.UniversalClient, domainID strin
 	return snaps[0], nil
 }
 
-// ReadSnapshots reads many domains' snapshots in one MULTI, in the order
-// of domainIDs.
+// snapshotScript reads a view and its version atomically. It is a script
+// rather than a MULTI over all domains because each domain's keys live in
+// their own Redis Cluster slot; the calls for many domains are pipelined.
+//
+// KEYS: view, version. Returns {HGETALL view, GET version}.
+const snapshotScript = `return {redis.call('HGETALL', KEYS[1]), redis.call('GET', KEYS[2])}`
+
+// ReadSnapshots reads many domains' snapshots, each atomically, in one
+// round trip, in the order of domainIDs.
 func ReadSnapshots(ctx context.Context, rdb redis.UniversalClient, domainIDs []string) ([]Snapshot, error) {
-	alls := make([]*redis.MapStringStringCmd, len(domainIDs))
-	vers := make([]*redis.StringCmd, len(domainIDs))
-	_, err := rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+	cmds := make([]*redis.Cmd, len(domainIDs))
+	_, err := rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i, id := range domainIDs {
-			alls[i] = pipe.HGetAll(ctx, ViewKey(id))
-			vers[i] = pipe.Get(ctx, VersionKey(id))
+			cmds[i] = pipe.EvalRO(ctx, snapshotScript, []string{ViewKey(id), VersionKey(id)})
 		}
 		return nil
 	})
@@ -583,7 +590,22 @@ func ReadSnapshots(ctx context.Context, rdb redis.UniversalClient, domainIDs []s
 	}
 	out := make([]Snapshot, len(domainIDs))
 	for i, id := range domainIDs {
-		if out[i], err = decodeSnapshot(id, alls[i].Val(), vers[i].Val()); err != nil {
+		res, err := cmds[i].Slice()
+		if err != nil {
+			return nil, fmt.Errorf("read snapshot of %s: %w", id, err)
+		}
+		if len(res) != 2 {
+			return nil, fmt.Errorf("read snapshot of %s: got %d values, want 2", id, len(res))
+		}
+		flat, _ := res[0].([]any)
+		fields := make(map[string]string, len(flat)/2)
+		for j := 0; j+1 < len(flat); j += 2 {
+			k, _ := flat[j].(string)
+			v, _ := flat[j+1].(string)
+			fields[k] = v
+		}
+		ver, _ := res[1].(string)
+		if out[i], err = decodeSnapshot(id, fields, ver); err != nil {
 			return nil, err
 		}
 	}
@@ -689,16 +711,28 @@ func Rebuild(ctx context.Context, rdb redis.UniversalClient, replay func(ctx con
 // deleteViews deletes every view:exp:* key and returns how many.
 func deleteViews(ctx context.Context, rdb redis.UniversalClient) (int, error) {
 	var deleted atomic.Int64
+	// One UNLINK per key, pipelined: views live in as many Redis Cluster
+	// slots as there are domains, and a multi-key UNLINK must stay in one.
+	unlink := func(ctx context.Context, c redis.UniversalClient, keys []string) error {
+		pipe := c.Pipeline()
+		for _, k := range keys {
+			pipe.Unlink(ctx, k)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return err
+		}
+		deleted.Add(int64(len(keys)))
+		return nil
+	}
 	del := func(ctx context.Context, c redis.UniversalClient) error {
 		iter := c.Scan(ctx, 0, ViewPrefix+"*", 1000).Iterator()
 		var keys []string
 		for iter.Next(ctx) {
 			keys = append(keys, iter.Val())
 			if len(keys) == 1000 {
-				if err := c.Unlink(ctx, keys...).Err(); err != nil {
+				if err := unlink(ctx, c, keys); err != nil {
 					return err
 				}
-				deleted.Add(int64(len(keys)))
 				keys = keys[:0]
 			}
 		}
@@ -706,10 +740,7 @@ func deleteViews(ctx context.Context, rdb redis.UniversalClient) (int, error) {
 			return err
 		}
 		if len(keys) > 0 {
-			if err := c.Unlink(ctx, keys...).Err(); err != nil {
-				return err
-			}
-			deleted.Add(int64(len(keys)))
+			return unlink(ctx, c, keys)
 		}
 		return nil
 	}
