@@ -230,9 +230,9 @@ func (d *digests) flush(ctx context.Context, tenant, channelID, day string) (boo
 	log := d.logger.With(zap.String("channel_id", channelID), zap.String("day", day), zap.Int("messages", len(msgs)))
 	created := false
 	if len(msgs) > 0 {
-		ch, err := d.n.channels.Channel(ctx, channelID)
+		ch, err := d.n.channels.Get(ctx, tenant, channelID)
 		switch {
-		case errors.Is(err, channels.ErrNotFound) || (err == nil && ch.TenantID != tenant):
+		case errors.Is(err, channels.ErrNotFound):
 			log.Info("dropping the digest of a deleted channel")
 		case err != nil:
 			return false, fmt.Errorf("read channel %s: %w", channelID, err)

@@ -280,8 +280,8 @@ func (n *Notifier) applyTestRequest(ctx context.Context, ev events.Envelope) err
 		log.Error("skipping undecodable test request", zap.Error(err))
 		return nil
 	}
-	ch, err := n.channels.Channel(ctx, req.ChannelID)
-	if errors.Is(err, channels.ErrNotFound) || (err == nil && ch.TenantID != ev.TenantID) {
+	ch, err := n.channels.Get(ctx, ev.TenantID, req.ChannelID)
+	if errors.Is(err, channels.ErrNotFound) {
 		log.Info("skipping the test request of a deleted channel", zap.String("channel_id", req.ChannelID))
 		return nil
 	}

@@ -353,8 +353,8 @@ func (n *Notifier) deliver(ctx context.Context, d delivery, token string) {
 // send loads d's channel and sends d's message. listed is false when the
 // channel is gone (its attempts list went with it).
 func (n *Notifier) send(ctx context.Context, d delivery) (typ string, listed bool, err error) {
-	ch, err := n.channels.Channel(ctx, d.ChannelID)
-	if errors.Is(err, channels.ErrNotFound) || (err == nil && ch.TenantID != d.TenantID) {
+	ch, err := n.channels.Get(ctx, d.TenantID, d.ChannelID)
+	if errors.Is(err, channels.ErrNotFound) {
 		return "none", false, &SendError{Class: ClassChannelDeleted, Permanent: true, Err: errors.New("the channel was deleted")}
 	}
 	if err != nil {

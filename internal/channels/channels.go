@@ -62,9 +62,16 @@ func invalid(format string, args ...any) error {
 
 // Key names. The notifier's queue writes AttemptsKey (its finish script);
 // everything else here is this package's alone.
-func channelKey(id string) string            { return "notify:channel:" + id }
-func tenantChannelsKey(tenant string) string { return "notify:tenant:" + tenant + ":channels" }
-func secretAAD(channelID string) []byte      { return []byte("notify:channel:" + channelID + ":secret") }
+// A channel's keys carry its tenant's tag (events.TenantTag), so a script
+// writes the channel, the tenant's index and the tenant's event stream in
+// one Redis Cluster slot.
+func channelKey(tenant, id string) string {
+	return "notify:channel:" + events.TenantTag(tenant) + ":" + id
+}
+func tenantChannelsKey(tenant string) string {
+	return "notify:tenant:" + events.TenantTag(tenant) + ":" + tenant + ":channels"
+}
+func secretAAD(channelID string) []byte { return []byte("notify:channel:" + channelID + ":secret") }
 
 // AttemptsKey is the capped list of a channel's latest delivery attempts
 // (JSON Attempt records, newest first): written by the notifier, read by

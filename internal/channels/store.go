@@ -249,7 +249,7 @@ func (s *Store) put(ctx context.Context, mode, eventName string, ch Channel) err
 		return err
 	}
 	args := append([]any{mode, ch.TenantID, ch.ID, string(body), ch.CreatedAt.UnixMilli(), MaxChannelsPerTenant, s.cfg.MaxLen}, fields...)
-	res, err := putScript.Run(ctx, s.rdb, []string{channelKey(ch.ID), tenantChannelsKey(ch.TenantID), events.EventStream(ch.TenantID)}, args...).Text()
+	res, err := putScript.Run(ctx, s.rdb, []string{channelKey(ch.TenantID, ch.ID), tenantChannelsKey(ch.TenantID), events.EventStream(ch.TenantID)}, args...).Text()
 	if err != nil {
 		return fmt.Errorf("%s channel %s: %w", mode, ch.ID, err)
 	}
@@ -281,7 +281,7 @@ func (s *Store) Delete(ctx context.Context, tenant, id string) error {
 	}
 	args := append([]any{tenant, id, s.cfg.MaxLen}, fields...)
 	res, err := deleteScript.Run(ctx, s.rdb,
-		[]string{channelKey(id), tenantChannelsKey(tenant), events.EventStream(tenant), AttemptsKey(tenant, id)}, args...).Text()
+		[]string{channelKey(tenant, id), tenantChannelsKey(tenant), events.EventStream(tenant), AttemptsKey(tenant, id)}, args...).Text()
 	if err != nil {
 		return fmt.Errorf("delete channel %s: %w", id, err)
 	}
@@ -313,7 +313,7 @@ func (s *Store) EnqueueTest(ctx context.Context, tenant, id string) (string, err
 		return "", err
 	}
 	args := append([]any{tenant, s.cfg.MaxLen}, fields...)
-	res, err := testScript.Run(ctx, s.rdb, []string{channelKey(id), events.EventStream(tenant)}, args...).Text()
+	res, err := testScript.Run(ctx, s.rdb, []string{channelKey(tenant, id), events.EventStream(tenant)}, args...).Text()
 	if err != nil {
 		return "", fmt.Errorf("request test of channel %s: %w", id, err)
 	}
@@ -323,25 +323,13 @@ func (s *Store) EnqueueTest(ctx context.Context, tenant, id string) (string, err
 	return did, nil
 }
 
-// Get returns the channel id of tenant, or ErrNotFound.
+// Get returns the channel id of tenant, or ErrNotFound (also for another
+// tenant's channel).
 func (s *Store) Get(ctx context.Context, tenant, id string) (Channel, error) {
-	ch, err := s.Channel(ctx, id)
-	if err != nil {
-		return Channel{}, err
-	}
-	if ch.TenantID != tenant {
-		return Channel{}, ErrNotFound
-	}
-	return ch, nil
-}
-
-// Channel reads a channel whatever its tenant, for the notifier, which
-// checks the tenant against the delivery's or the event's itself.
-func (s *Store) Channel(ctx context.Context, id string) (Channel, error) {
 	if !validID(id) {
 		return Channel{}, ErrNotFound
 	}
-	raw, err := s.rdb.Get(ctx, channelKey(id)).Bytes()
+	raw, err := s.rdb.Get(ctx, channelKey(tenant, id)).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return Channel{}, ErrNotFound
 	}
@@ -351,6 +339,9 @@ func (s *Store) Channel(ctx context.Context, id string) (Channel, error) {
 	var ch Channel
 	if err := json.Unmarshal(raw, &ch); err != nil {
 		return Channel{}, fmt.Errorf("decode channel %s: %w", id, err)
+	}
+	if ch.TenantID != tenant {
+		return Channel{}, ErrNotFound
 	}
 	return ch, nil
 }
@@ -366,7 +357,7 @@ func (s *Store) List(ctx context.Context, tenant string) ([]Channel, error) {
 	}
 	keys := make([]string, len(ids))
 	for i, id := range ids {
-		keys[i] = channelKey(id)
+		keys[i] = channelKey(tenant, id)
 	}
 	vals, err := s.rdb.MGet(ctx, keys...).Result()
 	if err != nil {

@@ -263,7 +263,8 @@ func TestKeys(t *testing.T) {
 	ctx := context.Background()
 	ch := e.channel("t1", ChannelInput{Type: TypeWebhook, URL: "https://hooks.example.com/x", Secret: ptr("0123456789abcdef-secret")})
 	e.rdb.LPush(ctx, "notify:channel:"+events.TenantTag("t1")+":"+ch.ID+":attempts", `{"delivery_id":"dl_1","attempt":1,"status":"delivered"}`)
-	for _, k := range []string{"notify:channel:" + ch.ID, "notify:tenant:t1:channels", "notify:seal:salt"} {
+	tag := events.TenantTag("t1")
+	for _, k := range []string{"notify:channel:" + tag + ":" + ch.ID, "notify:tenant:" + tag + ":t1:channels", "notify:seal:salt"} {
 		if n := e.rdb.Exists(ctx, k).Val(); n != 1 {
 			t.Errorf("key %s: got %d, want it written", k, n)
 		}
