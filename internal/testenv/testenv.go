@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -147,6 +148,11 @@ func (s *RedisServer) Restart(t testing.TB) {
 	if err := waitFor(10*time.Second, func() error { return c.Ping(context.Background()).Err() }); err != nil {
 		t.Fatalf("redis-server did not restart: %v", err)
 	}
+	if slices.Contains(s.args, "--cluster-enabled") {
+		if err := clusterReady(c); err != nil {
+			t.Fatalf("redis cluster did not come back: %v", err)
+		}
+	}
 }
 
 // RedisCluster starts a fresh single-node Redis Cluster for this test: one
@@ -200,6 +206,13 @@ func ownAllSlots(c *redis.Client) error {
 	if err := c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
 		return fmt.Errorf("cluster addslotsrange: %w", err)
 	}
+	return clusterReady(c)
+}
+
+// clusterReady waits until the node serves its slots (cluster_state:ok):
+// a restarted node answers PING before it does, and CLUSTERDOWN until then.
+func clusterReady(c *redis.Client) error {
+	ctx := context.Background()
 	return waitFor(10*time.Second, func() error {
 		info, err := c.ClusterInfo(ctx).Result()
 		if err != nil {
