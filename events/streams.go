@@ -33,13 +33,21 @@ const EventPartitions = 16
 func TenantTag(tenantID string) string {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(tenantID))
-	return fmt.Sprintf("{t%02d}", h.Sum32()%EventPartitions)
+	return partitionTag(h.Sum32() % EventPartitions)
 }
+
+// partitionTag is the hash tag of partition n: TenantTag and TenantTags
+// share it, so the tags listed are exactly the tags handed out.
+func partitionTag(n uint32) string { return fmt.Sprintf("{t%02d}", n) }
+
+// eventStreamOf is the event stream carrying tag: EventStream and
+// EventStreams share it, so consumers read exactly the streams written.
+func eventStreamOf(tag string) string { return StreamEvents + ":" + tag }
 
 // EventStream is the stream the events of tenantID go to, "events:{t07}".
 // Every key a command script writes together with the event must carry
 // TenantTag(tenantID), so it lives in the same Redis Cluster slot.
-func EventStream(tenantID string) string { return StreamEvents + ":" + TenantTag(tenantID) }
+func EventStream(tenantID string) string { return eventStreamOf(TenantTag(tenantID)) }
 
 // CAStream is the stream of the client CA's events. The CA is one per
 // deployment, so its keys and events share their own slot, {ca}, rather
@@ -55,7 +63,7 @@ const CATag = "{ca}"
 func EventStreams() []string {
 	out := make([]string, 0, EventPartitions+1)
 	for _, tag := range TenantTags() {
-		out = append(out, StreamEvents+":"+tag)
+		out = append(out, eventStreamOf(tag))
 	}
 	return append(out, CAStream)
 }
@@ -65,7 +73,7 @@ func EventStreams() []string {
 func TenantTags() []string {
 	out := make([]string, EventPartitions)
 	for i := range out {
-		out[i] = fmt.Sprintf("{t%02d}", i)
+		out[i] = partitionTag(uint32(i))
 	}
 	return out
 }
