@@ -42,6 +42,9 @@ type APIKeyCreatedV1 struct {
 	// Held is a claimed key that sees only its own domains until the
 	// account approves it (apikey.approved.v1).
 	Held bool `json:"held,omitempty"`
+	// Email is the account's address on a held key's event: the notifier
+	// mails it the link that approves the key.
+	Email string `json:"email,omitempty"`
 }
 
 // APIKeyApprovedV1: the account approved a held claimed key: it now reads

@@ -413,10 +413,14 @@ func (s *Store) reserveAndCommit(ctx context.Context, tenantID, email, hash stri
 	if err != nil {
 		return "", err
 	}
-	kev, err := events.New(events.APIKeyCreated, tenantID, k.ID, events.APIKeyCreatedV1{
+	created := events.APIKeyCreatedV1{
 		KeyID: k.ID, Hash: hash, Prefix: k.Prefix, Label: k.Label, Scopes: k.Scopes,
 		Source: k.Source, ExpiresAt: k.ExpiresAt, Kind: k.Kind, Held: k.Held,
-	})
+	}
+	if k.Held {
+		created.Email = email // only claims hold keys, and a claim names its account
+	}
+	kev, err := events.New(events.APIKeyCreated, tenantID, k.ID, created)
 	if err != nil {
 		return "", err
 	}

@@ -68,7 +68,7 @@ func (s *Store) IsHeld(ctx context.Context, tenantID string, domainIDs []string)
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.IntCmd, len(domainIDs))
 	for i, id := range domainIDs {
-		cmds[i] = pipe.HStrLen(ctx, domainKey(tenantID, id), "held_by")
+		cmds[i] = HeldCmd(ctx, pipe, tenantID, id)
 	}
 	if len(domainIDs) > 0 {
 		if _, err := pipe.Exec(ctx); err != nil {
@@ -80,6 +80,13 @@ func (s *Store) IsHeld(ctx context.Context, tenantID string, domainIDs []string)
 		out[i] = c.Val() > 0
 	}
 	return out, nil
+}
+
+// HeldCmd queues on pipe the read that tells whether a held key added the
+// domain: its value is positive when it did. It is for readers that batch
+// other reads of the domain's slot with it (the alert engine).
+func HeldCmd(ctx context.Context, pipe redis.Pipeliner, tenantID, domainID string) *redis.IntCmd {
+	return pipe.HStrLen(ctx, domainKey(tenantID, domainID), "held_by")
 }
 
 // approveScript releases the domains a held key added and appends

@@ -521,3 +521,26 @@ func TestUnusableStateIsSkipped(t *testing.T) {
 		t.Errorf("alerts: got %+v, want only the other domain's ssl_expired", as)
 	}
 }
+
+// A domain a held key added (accounts/held.go) raises nothing; once the
+// key is approved its next scan is evaluated as a first sight.
+func TestHeldDomainRaisesNothing(t *testing.T) {
+	f := newFixture(t, 1)
+	ctx := context.Background()
+	// The layout of accounts' domain record: the field AddDomain writes for
+	// a held key and ApproveKey removes.
+	rec := "domain:" + events.TenantTag(tenant) + ":" + domainID
+	if err := f.rdb.HSet(ctx, rec, "tenant_id", tenant, "held_by", "key-1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	old := cert("192.0.2.1", "aaaa", t0.Add(20*day))
+	f.step("held: 20 days left", nil, scan(t, "eu", t0, old))
+	f.step("held: 5 days left", nil, scan(t, "eu", t0.Add(15*day), old))
+	if as := f.list(); len(as) != 0 {
+		t.Fatalf("alerts of a held domain: got %+v, want none", as)
+	}
+	if err := f.rdb.HDel(ctx, rec, "held_by").Err(); err != nil {
+		t.Fatal(err)
+	}
+	f.step("approved: next scan", []string{"raised ssl_expiry/7 critical"}, scan(t, "eu", t0.Add(15*day+time.Hour), old))
+}
