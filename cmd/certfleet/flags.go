@@ -34,9 +34,10 @@ type options struct {
 	Name                string
 	WithSink            bool
 
-	notifyOptions // flags_notify.go
-	caOptions     // flags_ca.go
-	auditOptions  // flags_audit.go
+	notifyOptions  // flags_notify.go
+	caOptions      // flags_ca.go
+	auditOptions   // flags_audit.go
+	tenancyOptions // flags_tenancy.go
 
 	// API rate limits: requests a minute per API key
 	RateLimitGeneral int
