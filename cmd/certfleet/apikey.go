@@ -18,10 +18,11 @@ const apikeyUsage = "usage: certfleet apikey create --email E --label L [--scope
 	"       certfleet apikey revoke --email E --id ID\n" +
 	"       certfleet apikey approve --email E --id ID"
 
-// runAPIKey is `certfleet apikey create|list|revoke`: the operator's way
-// to give an account (created if needed) its first key of the v1 API, and
-// to list, revoke and approve (a claimed KeyChest key) an account's keys. It writes to Redis through the
-// same commands as the API, events included.
+// runAPIKey is `certfleet apikey create|list|revoke|approve`: the
+// operator's way to give an account (created if needed) its first key of
+// the v1 API, and to list, revoke and approve (a claimed KeyChest key) an
+// account's keys. It writes to Redis through the same commands as the
+// API, events included.
 func runAPIKey(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "create" && args[0] != "list" && args[0] != "revoke" && args[0] != "approve") {
 		return errors.New(apikeyUsage)
