@@ -2,6 +2,7 @@ package alerts
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"reflect"
@@ -543,4 +544,36 @@ func TestHeldDomainRaisesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.step("approved: next scan", []string{"raised ssl_expiry/7 critical"}, scan(t, "eu", t0.Add(15*day+time.Hour), old))
+}
+
+func TestListPageBounds(t *testing.T) {
+	f := newFixture(t, 1)
+	f.apply(scan(t, "eu", t0, cert("192.0.2.1", "aaaa", t0.Add(20*day))))
+	const maxInt = int(^uint(0) >> 1)
+	tests := []struct {
+		page, perPage int
+		want          int // alerts on the page; -1 = ErrBadPage
+	}{
+		{1, 10, 1},
+		{2, 10, 0},
+		{maxInt, 100, -1},
+		{maxInt/100 + 1, 100, -1},
+		{maxInt / 100, 100, 0}, // the last page whose items' offsets fit: empty
+		{0, 10, -1},
+		{1, 0, -1},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%d×%d", tt.page, tt.perPage), func(t *testing.T) {
+			as, _, err := f.engine.List(context.Background(), tenant, "", tt.page, tt.perPage)
+			if tt.want < 0 {
+				if !errors.Is(err, ErrBadPage) {
+					t.Fatalf("got %d alerts, %v; want ErrBadPage", len(as), err)
+				}
+				return
+			}
+			if err != nil || len(as) != tt.want {
+				t.Fatalf("got %d alerts, %v; want %d", len(as), err, tt.want)
+			}
+		})
+	}
 }
