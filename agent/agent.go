@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -224,14 +223,10 @@ func (a *Agent) heartbeat(ctx context.Context) {
 func (a *Agent) process(ctx context.Context, e stream.Entry) error {
 	logger := a.logger.With(zap.String("stream", e.Stream), zap.String("entry_id", e.ID))
 	env := e.Event
-	var job events.ScanRequestedV1
-	if env.Name != events.ScanRequested {
+	job, err := events.DecodeScanRequested(env)
+	if err != nil {
 		jobsTotal.WithLabelValues(jobBad).Inc()
-		return stream.Permanent(fmt.Errorf("unexpected event %s on a job stream", env.Name))
-	}
-	if err := env.Decode(&job); err != nil || job.JobID == uuid.Nil || job.Host == "" {
-		jobsTotal.WithLabelValues(jobBad).Inc()
-		return stream.Permanent(fmt.Errorf("malformed job %s: %w", env.EventID, errors.Join(err, errors.New("job id and host are required"))))
+		return stream.Permanent(fmt.Errorf("malformed job: %w", err))
 	}
 	logger = logger.With(zap.String("job_id", job.JobID.String()), zap.String("host", job.Host))
 	if !job.ScheduledAt.IsZero() && time.Since(job.ScheduledAt) > a.cfg.StaleAfter {
@@ -259,7 +254,7 @@ func (a *Agent) process(ctx context.Context, e stream.Entry) error {
 	out, err := events.NewWithID(events.ScanEventID(job.JobID, a.cfg.Region), events.ScanCompleted, env.TenantID, env.AggregateID,
 		events.ScanCompletedV1{
 			JobID: job.JobID, DomainID: domainID, Host: job.Host, Port: port,
-			Region: a.cfg.Region, Agent: a.cfg.Name,
+			Region: a.cfg.Region, Agent: a.cfg.Name, ScheduledAt: job.ScheduledAt,
 			StartedAt: started.Truncate(time.Millisecond), FinishedAt: finished.Truncate(time.Millisecond),
 			Results: results,
 		})

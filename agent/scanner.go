@@ -278,6 +278,12 @@ func (s *Scanner) handshake(ctx context.Context, host string, port int, ip netip
 		r.Outcome, r.Detail = events.OutcomeHandshakeError, "no-certificate"
 		return
 	}
+	if len(state.PeerCertificates) > events.MaxChainLength {
+		// A chain longer than any real one (and than chain_length holds):
+		// reported as such rather than as a result the stores would refuse.
+		r.Outcome, r.Detail = events.OutcomeHandshakeError, "chain-too-long"
+		return
+	}
 	r.Outcome = events.OutcomeOK
 	r.TLSVersion = tls.VersionName(state.Version)
 	r.CipherSuite = tls.CipherSuiteName(state.CipherSuite)

@@ -116,15 +116,19 @@ type ScanRequestedV1 struct {
 // entry with an empty IP and the resolution outcome. The event id is
 // ScanEventID(JobID, Region).
 type ScanCompletedV1 struct {
-	JobID      uuid.UUID  `json:"job_id"`
-	DomainID   string     `json:"domain_id"`
-	Host       string     `json:"host"`
-	Port       int        `json:"port"`
-	Region     string     `json:"region"`
-	Agent      string     `json:"agent"`
-	StartedAt  time.Time  `json:"started_at"`
-	FinishedAt time.Time  `json:"finished_at"`
-	Results    []IPResult `json:"results"`
+	JobID    uuid.UUID `json:"job_id"`
+	DomainID string    `json:"domain_id"`
+	Host     string    `json:"host"`
+	Port     int       `json:"port"`
+	Region   string    `json:"region"`
+	Agent    string    `json:"agent"`
+	// ScheduledAt is the job's ScheduledAt: the same for every delivery
+	// of the job, so that a rescan after a redelivery stores as the same
+	// scan_results rows. Zero in events of agents that predate it.
+	ScheduledAt time.Time  `json:"scheduled_at,omitempty"`
+	StartedAt   time.Time  `json:"started_at"`
+	FinishedAt  time.Time  `json:"finished_at"`
+	Results     []IPResult `json:"results"`
 }
 
 // IPResult is what one handshake with one IP showed.
@@ -136,18 +140,20 @@ type IPResult struct {
 	Detail string `json:"detail,omitempty"`
 
 	// Certificate facts of the leaf; zero when no certificate was seen.
-	CertificateFound   bool      `json:"certificate_found"`
-	Subject            string    `json:"subject,omitempty"`
-	Issuer             string    `json:"issuer,omitempty"`
-	SANs               []string  `json:"sans,omitempty"`
-	Serial             string    `json:"serial,omitempty"` // hex, lower case
-	NotBefore          time.Time `json:"not_before,omitempty"`
+	CertificateFound bool      `json:"certificate_found"`
+	Subject          string    `json:"subject,omitempty"`
+	Issuer           string    `json:"issuer,omitempty"`
+	SANs             []string  `json:"sans,omitempty"`
+	Serial           string    `json:"serial,omitempty"` // hex, lower case
+	NotBefore        time.Time `json:"not_before,omitempty"`
+	// NotAfter is the certificate's notAfter as it reads, also past 2106;
+	// NoExpiry (9999-12-31T23:59:59Z) means it has none (see HasNoExpiry).
 	NotAfter           time.Time `json:"not_after,omitempty"`
 	LeafSHA256         string    `json:"leaf_sha256,omitempty"` // hex of the DER
 	KeyType            string    `json:"key_type,omitempty"`    // "RSA", "ECDSA", "Ed25519"
 	KeyBits            int       `json:"key_bits,omitempty"`
 	SignatureAlgorithm string    `json:"signature_algorithm,omitempty"`
-	ChainLength        int       `json:"chain_length,omitempty"` // certificates the server sent
+	ChainLength        int       `json:"chain_length,omitempty"` // certificates the server sent, at most MaxChainLength
 
 	TLSVersion    string `json:"tls_version,omitempty"` // "TLS 1.3"
 	CipherSuite   string `json:"cipher_suite,omitempty"`

@@ -53,6 +53,10 @@ func AuditRowOf(e events.Envelope, streamID string, insertedAt time.Time) (Audit
 	if err := e.Decode(&p); err != nil {
 		return AuditRow{}, err
 	}
+	if p.HTTPStatus < 0 || p.HTTPStatus > events.MaxHTTPStatus {
+		// Never stored as a plausible clamped status.
+		return AuditRow{}, fmt.Errorf("audit record %s: http status %d is outside 0..%d", e.EventID, p.HTTPStatus, events.MaxHTTPStatus)
+	}
 	ts := p.Timestamp
 	if ts.IsZero() {
 		ts = e.OccurredAt
@@ -74,7 +78,7 @@ func AuditRowOf(e events.Envelope, streamID string, insertedAt time.Time) (Audit
 		IP:             p.IP,
 		Method:         p.Method,
 		Route:          p.Route,
-		HTTPStatus:     clampU16(p.HTTPStatus),
+		HTTPStatus:     uint16(p.HTTPStatus),
 		ResponseTimeMS: max(p.ResponseTimeMS, 0),
 		Details:        details,
 		Error:          p.Error,

@@ -9,10 +9,10 @@ import (
 	"go.uber.org/zap"
 )
 
-// Migration is one step of the schema. Its statements must be idempotent
-// (IF NOT EXISTS and the like): a process that dies halfway through a
-// migration runs all of it again, and two processes starting together may
-// both apply it.
+// Migration is one step of the schema. Its statements and its Step must be
+// idempotent (IF NOT EXISTS and the like): a process that dies halfway
+// through a migration runs all of it again, and two processes starting
+// together may both apply it, interleaved in any way.
 type Migration struct {
 	// Version orders the migrations; it is never reused or changed once
 	// released.
@@ -25,6 +25,10 @@ type Migration struct {
 	// each only if its table lacks it: ClickHouse 18.16 has no ADD COLUMN
 	// IF NOT EXISTS.
 	Columns []Column
+	// Step, when set, runs after Columns: for what statements alone cannot
+	// do idempotently, such as copying a table into a new shape. It must
+	// hold the same contract, working from the state it finds.
+	Step func(ctx context.Context, conn driver.Conn) error
 }
 
 // Column is a column a migration adds to a table; it goes after the
@@ -147,6 +151,13 @@ var Migrations = []Migration{
 			ORDER BY (tenant_id, occurred_at, event_id)`,
 		},
 	},
+	{
+		Version: 4,
+		Name:    "scan_results: one row per job, region and ip, sorted by the job's scheduled time",
+		// See scanResultsTable for the shape, reshapeScanResults for how
+		// the rows move.
+		Step: reshapeScanResults,
+	},
 }
 
 const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -190,6 +201,11 @@ func migrate(ctx context.Context, conn driver.Conn, migrations []Migration, logg
 		}
 		for _, c := range m.Columns {
 			if err := addColumn(ctx, conn, c); err != nil {
+				return fmt.Errorf("migration %d (%s): %w", m.Version, m.Name, err)
+			}
+		}
+		if m.Step != nil {
+			if err := m.Step(ctx, conn); err != nil {
 				return fmt.Errorf("migration %d (%s): %w", m.Version, m.Name, err)
 			}
 		}

@@ -46,8 +46,11 @@ func ReplayEvents(ctx context.Context, conn driver.Conn, fn func(events.Envelope
 // ScanRow is one row of scan_results: what one region saw at one IP of a
 // domain in one scan.
 type ScanRow struct {
-	EventID            uuid.UUID
-	JobID              uuid.UUID
+	EventID uuid.UUID
+	JobID   uuid.UUID
+	// ScheduledAt is the job's scheduled time, the same for every delivery
+	// of the job; for events of agents that predate it, the scan's start.
+	ScheduledAt        time.Time
 	TenantID           string
 	DomainID           string
 	Host               string
@@ -62,8 +65,8 @@ type ScanRow struct {
 	Issuer             string
 	SANs               []string
 	Serial             string
-	NotBefore          *time.Time // nil when no certificate was seen
-	NotAfter           *time.Time
+	NotBefore          *time.Time // nil when no certificate was seen; exact, also outside 1970..2106
+	NotAfter           *time.Time // events.NoExpiry when the certificate has no expiry (HasNoExpiry)
 	LeafSHA256         string
 	KeyType            string
 	KeyBits            uint16
@@ -85,29 +88,48 @@ type ScanRow struct {
 	LegacyTLS             []string
 }
 
-// ScanColumns are the columns of scan_results, in the order of ScanRow's
-// fields.
-const ScanColumns = "event_id, job_id, tenant_id, domain_id, host, port, region, agent, ip, outcome, detail, " +
-	"certificate_found, subject, issuer, sans, serial, not_before, not_after, leaf_sha256, key_type, key_bits, " +
+// HasNoExpiry tells whether the row's certificate has no well-defined
+// expiration (RFC 5280's 99991231235959Z): shown as "no expiry", never as
+// a date or a number of days.
+func (r ScanRow) HasNoExpiry() bool {
+	return r.CertificateFound && r.NotAfter != nil && r.NotAfter.Equal(events.NoExpiry)
+}
+
+// ScanColumns are the columns of scan_results (see scanResultsTable), in
+// the order of ScanRow's fields.
+const ScanColumns = "event_id, job_id, scheduled_at, tenant_id, domain_id, host, port, region, agent, ip, outcome, detail, " +
+	"certificate_found, subject, issuer, sans, serial, not_before_unix, not_after_unix, leaf_sha256, key_type, key_bits, " +
 	"signature_algorithm, chain_length, tls_version, cipher_suite, chain_valid, hostname_valid, connect_ms, " +
 	"handshake_ms, started_at, scanned_at, http_status, hsts_max_age, hsts_include_subdomains, legacy_tls_checked, legacy_tls"
 
 // ScanRows returns the scan_results rows of a scan.completed event: one per
-// IPResult, including the IP-less entry of a failed resolution.
+// IPResult, including the IP-less entry of a failed resolution. An event
+// with a value its column cannot hold is refused
+// (events.DecodeScanCompleted), never stored wrapped or clamped.
 func ScanRows(e events.Envelope) ([]ScanRow, error) {
-	var p events.ScanCompletedV1
-	if err := e.Decode(&p); err != nil {
+	p, err := events.DecodeScanCompleted(e)
+	if err != nil {
 		return nil, err
+	}
+	scheduled := p.ScheduledAt
+	for _, t := range []time.Time{p.StartedAt, p.FinishedAt, e.OccurredAt} {
+		if !scheduled.IsZero() {
+			break
+		}
+		// An older agent's event: the scan's own times are the best
+		// stand-in, though a rescan after a redelivery then stores apart.
+		scheduled = t
 	}
 	out := make([]ScanRow, 0, len(p.Results))
 	for _, r := range p.Results {
 		out = append(out, ScanRow{
 			EventID:               e.EventID,
 			JobID:                 p.JobID,
+			ScheduledAt:           clampDateTime(scheduled),
 			TenantID:              e.TenantID,
 			DomainID:              p.DomainID,
 			Host:                  p.Host,
-			Port:                  uint16(p.Port),
+			Port:                  uint16(p.Port), // checked by DecodeScanCompleted, as the casts below
 			Region:                p.Region,
 			Agent:                 p.Agent,
 			IP:                    r.IP,
@@ -122,18 +144,18 @@ func ScanRows(e events.Envelope) ([]ScanRow, error) {
 			NotAfter:              optionalTime(r.NotAfter),
 			LeafSHA256:            r.LeafSHA256,
 			KeyType:               r.KeyType,
-			KeyBits:               clampU16(r.KeyBits),
+			KeyBits:               uint16(r.KeyBits),
 			SignatureAlgorithm:    r.SignatureAlgorithm,
-			ChainLength:           uint8(min(max(r.ChainLength, 0), 255)),
+			ChainLength:           uint8(r.ChainLength),
 			TLSVersion:            r.TLSVersion,
 			CipherSuite:           r.CipherSuite,
 			ChainValid:            r.ChainValid,
 			HostnameValid:         r.HostnameValid,
-			ConnectMS:             clampU32(r.ConnectMS),
-			HandshakeMS:           clampU32(r.HandshakeMS),
+			ConnectMS:             uint32(r.ConnectMS),
+			HandshakeMS:           uint32(r.HandshakeMS),
 			StartedAt:             clampDateTime(p.StartedAt),
 			ScannedAt:             clampDateTime(p.FinishedAt),
-			HTTPStatus:            clampU16(r.HTTPStatus),
+			HTTPStatus:            uint16(r.HTTPStatus),
 			HSTSMaxAge:            r.HSTSMaxAge,
 			HSTSIncludeSubdomains: r.HSTSIncludeSubdomains,
 			LegacyTLSChecked:      r.LegacyTLSChecked,
@@ -148,7 +170,7 @@ func ScanRows(e events.Envelope) ([]ScanRow, error) {
 func ScanHistory(ctx context.Context, conn driver.Conn, tenantID, domainID string, limit int) ([]ScanRow, error) {
 	rows, err := conn.Query(ctx, "SELECT "+ScanColumns+` FROM scan_results FINAL
 		WHERE tenant_id = ? AND domain_id = ?
-		ORDER BY scanned_at DESC, region, ip, event_id
+		ORDER BY scheduled_at DESC, scanned_at DESC, region, ip, job_id
 		LIMIT ?`, tenantID, domainID, limit)
 	if err != nil {
 		return nil, fmt.Errorf("query scan history of %s: %w", domainID, err)
@@ -160,9 +182,9 @@ func ScanHistory(ctx context.Context, conn driver.Conn, tenantID, domainID strin
 			r                                ScanRow
 			found, chainValid, hostnameValid uint8
 			hstsSub, legacyChecked           uint8
-			notBefore, notAfter              *time.Time
+			notBefore, notAfter              *int64
 		)
-		if err := rows.Scan(&r.EventID, &r.JobID, &r.TenantID, &r.DomainID, &r.Host, &r.Port, &r.Region, &r.Agent,
+		if err := rows.Scan(&r.EventID, &r.JobID, &r.ScheduledAt, &r.TenantID, &r.DomainID, &r.Host, &r.Port, &r.Region, &r.Agent,
 			&r.IP, &r.Outcome, &r.Detail, &found, &r.Subject, &r.Issuer, &r.SANs, &r.Serial, &notBefore, &notAfter,
 			&r.LeafSHA256, &r.KeyType, &r.KeyBits, &r.SignatureAlgorithm, &r.ChainLength, &r.TLSVersion,
 			&r.CipherSuite, &chainValid, &hostnameValid, &r.ConnectMS, &r.HandshakeMS, &r.StartedAt,
@@ -171,8 +193,8 @@ func ScanHistory(ctx context.Context, conn driver.Conn, tenantID, domainID strin
 		}
 		r.CertificateFound, r.ChainValid, r.HostnameValid = found == 1, chainValid == 1, hostnameValid == 1
 		r.HSTSIncludeSubdomains, r.LegacyTLSChecked = hstsSub == 1, legacyChecked == 1
-		r.NotBefore, r.NotAfter = utcPtr(notBefore), utcPtr(notAfter)
-		r.StartedAt, r.ScannedAt = r.StartedAt.UTC(), r.ScannedAt.UTC()
+		r.NotBefore, r.NotAfter = fromUnix(notBefore), fromUnix(notAfter)
+		r.ScheduledAt, r.StartedAt, r.ScannedAt = r.ScheduledAt.UTC(), r.StartedAt.UTC(), r.ScannedAt.UTC()
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
@@ -195,18 +217,19 @@ func nonNil(s []string) []string {
 	return s
 }
 
+// optionalTime is a certificate date: nil when none was seen, exact
+// otherwise (its column is Unix seconds, not DateTime).
 func optionalTime(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
 	}
-	u := clampDateTime(t)
+	u := t.UTC().Truncate(time.Second)
 	return &u
 }
 
-// DateTime holds whole seconds from 1970 to 2106; a certificate may carry
-// dates outside (not_after 9999-12-31 is common on self-signed ones), and
-// an out-of-range value would make the insert fail for the whole batch, so
-// such dates are stored at the nearest end of the range.
+// DateTime holds whole seconds from 1970 to 2106. Scan times outside are
+// refused when the event is decoded; clampDateTime keeps an insert of the
+// envelope times of the events table from failing for a whole batch.
 var (
 	minDateTime = time.Unix(0, 0).UTC()
 	maxDateTime = time.Unix(1<<32-1, 0).UTC()
@@ -223,14 +246,18 @@ func clampDateTime(t time.Time) time.Time {
 	return t
 }
 
-func utcPtr(t *time.Time) *time.Time {
+func unixPtr(t *time.Time) *int64 {
 	if t == nil {
 		return nil
 	}
-	u := t.UTC()
+	u := t.Unix()
 	return &u
 }
 
-func clampU16(v int) uint16 { return uint16(min(max(v, 0), 1<<16-1)) }
-
-func clampU32(v int64) uint32 { return uint32(min(max(v, 0), 1<<32-1)) }
+func fromUnix(s *int64) *time.Time {
+	if s == nil {
+		return nil
+	}
+	t := time.Unix(*s, 0).UTC()
+	return &t
+}

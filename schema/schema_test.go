@@ -258,7 +258,7 @@ func TestScanRowsAndHistory(t *testing.T) {
 	job := uuid.New()
 	p := events.ScanCompletedV1{
 		JobID: job, DomainID: "dom-1", Host: "a.example", Port: 8443, Region: "eu", Agent: "agent-1",
-		StartedAt: started, FinishedAt: started.Add(1500 * time.Millisecond),
+		ScheduledAt: started.Add(-time.Minute), StartedAt: started, FinishedAt: started.Add(1500 * time.Millisecond),
 		Results: []events.IPResult{
 			{
 				IP: "192.0.2.1", Outcome: events.OutcomeOK, CertificateFound: true, Subject: "CN=a.example",
@@ -299,13 +299,13 @@ func TestScanRowsAndHistory(t *testing.T) {
 		byIP[r.IP] = r
 	}
 	ok, failed := byIP["192.0.2.1"], byIP[""]
-	maxDT := time.Unix(1<<32-1, 0).UTC()
 	for _, c := range []struct {
 		field     string
 		got, want any
 	}{
 		{"event_id", ok.EventID, e.EventID},
 		{"job_id", ok.JobID, job},
+		{"scheduled_at", ok.ScheduledAt.Equal(started.Add(-time.Minute)), true},
 		{"tenant_id", ok.TenantID, "tenant-1"},
 		{"domain_id", ok.DomainID, "dom-1"},
 		{"host", ok.Host, "a.example"},
@@ -319,7 +319,8 @@ func TestScanRowsAndHistory(t *testing.T) {
 		{"sans", strings.Join(ok.SANs, ","), "a.example,b.example"},
 		{"serial", ok.Serial, "0a"},
 		{"not_before", ok.NotBefore.Equal(notBefore), true},
-		{"not_after (clamped)", ok.NotAfter.Equal(maxDT), true},
+		{"not_after (no expiry, exact)", ok.NotAfter.Equal(events.NoExpiry), true},
+		{"no expiry", ok.HasNoExpiry(), true},
 		{"leaf_sha256", ok.LeafSHA256, "ab"},
 		{"key_type", ok.KeyType, "ECDSA"},
 		{"key_bits", ok.KeyBits, uint16(256)},
@@ -341,6 +342,7 @@ func TestScanRowsAndHistory(t *testing.T) {
 		{"failed outcome", failed.Outcome, "timeout"},
 		{"failed detail", failed.Detail, "connect"},
 		{"failed not_after", failed.NotAfter == nil, true},
+		{"failed no expiry", failed.HasNoExpiry(), false},
 		{"failed sans", len(failed.SANs), 0},
 		{"failed http_status", failed.HTTPStatus, uint16(0)},
 		{"failed legacy_tls_checked", failed.LegacyTLSChecked, false},

@@ -49,13 +49,14 @@ func InsertScanRows(ctx context.Context, conn driver.Conn, rows []ScanRow) error
 	n := len(rows)
 	var (
 		eventIDs, jobIDs                               = make([]uuid.UUID, n), make([]uuid.UUID, n)
+		scheduledAt                                    = make([]time.Time, n)
 		tenants, domains, hosts, regions, agents, ips  = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		outcomes, details, subjects, issuers, serials  = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		leafs, keyTypes, sigAlgs, tlsVersions, ciphers = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		ports, keyBits                                 = make([]uint16, n), make([]uint16, n)
 		found, chainLen, chainValid, hostnameValid     = make([]uint8, n), make([]uint8, n), make([]uint8, n), make([]uint8, n)
 		sans                                           = make([][]string, n)
-		notBefore, notAfter                            = make([]*time.Time, n), make([]*time.Time, n)
+		notBefore, notAfter                            = make([]*int64, n), make([]*int64, n)
 		connectMS, handshakeMS                         = make([]uint32, n), make([]uint32, n)
 		startedAt, scannedAt                           = make([]time.Time, n), make([]time.Time, n)
 		httpStatus                                     = make([]uint16, n)
@@ -65,21 +66,21 @@ func InsertScanRows(ctx context.Context, conn driver.Conn, rows []ScanRow) error
 	)
 	for i := range rows {
 		r := &rows[i]
-		eventIDs[i], jobIDs[i] = r.EventID, r.JobID
+		eventIDs[i], jobIDs[i], scheduledAt[i] = r.EventID, r.JobID, clampDateTime(r.ScheduledAt)
 		tenants[i], domains[i], hosts[i], regions[i], agents[i], ips[i] = r.TenantID, r.DomainID, r.Host, r.Region, r.Agent, r.IP
 		outcomes[i], details[i], subjects[i], issuers[i], serials[i] = r.Outcome, r.Detail, r.Subject, r.Issuer, r.Serial
 		leafs[i], keyTypes[i], sigAlgs[i], tlsVersions[i], ciphers[i] = r.LeafSHA256, r.KeyType, r.SignatureAlgorithm, r.TLSVersion, r.CipherSuite
 		ports[i], keyBits[i] = r.Port, r.KeyBits
 		found[i], chainLen[i], chainValid[i], hostnameValid[i] = boolU8(r.CertificateFound), r.ChainLength, boolU8(r.ChainValid), boolU8(r.HostnameValid)
 		sans[i] = nonNil(r.SANs)
-		notBefore[i], notAfter[i] = clampPtr(r.NotBefore), clampPtr(r.NotAfter)
+		notBefore[i], notAfter[i] = unixPtr(r.NotBefore), unixPtr(r.NotAfter)
 		connectMS[i], handshakeMS[i] = r.ConnectMS, r.HandshakeMS
 		startedAt[i], scannedAt[i] = clampDateTime(r.StartedAt), clampDateTime(r.ScannedAt)
 		httpStatus[i], hstsMaxAge[i] = r.HTTPStatus, r.HSTSMaxAge
 		hstsSub[i], legacyChecked[i], legacy[i] = boolU8(r.HSTSIncludeSubdomains), boolU8(r.LegacyTLSChecked), nonNil(r.LegacyTLS)
 	}
 	return insertColumns(ctx, conn, "scan_results", ScanColumns,
-		eventIDs, jobIDs, tenants, domains, hosts, ports, regions, agents, ips, outcomes, details,
+		eventIDs, jobIDs, scheduledAt, tenants, domains, hosts, ports, regions, agents, ips, outcomes, details,
 		found, subjects, issuers, sans, serials, notBefore, notAfter, leafs, keyTypes, keyBits,
 		sigAlgs, chainLen, tlsVersions, ciphers, chainValid, hostnameValid, connectMS,
 		handshakeMS, startedAt, scannedAt, httpStatus, hstsMaxAge, hstsSub, legacyChecked, legacy)
@@ -102,12 +103,4 @@ func insertColumns(ctx context.Context, conn driver.Conn, table, columns string,
 		return fmt.Errorf("insert into %s: %w", table, err)
 	}
 	return nil
-}
-
-func clampPtr(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	c := clampDateTime(*t)
-	return &c
 }

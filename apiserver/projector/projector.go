@@ -97,6 +97,10 @@ type ExpEntry struct {
 	ScannedAt time.Time `json:"scanned_at"`
 	// EventID is the scan.completed event the entry came from.
 	EventID string `json:"event_id"`
+	// NoExpiry tells that the certificate has no well-defined expiration
+	// (notAfter 99991231235959Z, RFC 5280): outputs show "no expiry", not
+	// NotAfter as a date or a number of days.
+	NoExpiry bool `json:"no_expiry,omitempty"`
 	events.IPResult
 }
 
@@ -337,8 +341,10 @@ func (c *call) keys() []string { return []string{ViewKey(c.domainID), VersionKey
 func plan(e events.Envelope, logger *zap.Logger) *call {
 	switch e.Name {
 	case events.ScanCompleted:
-		var p events.ScanCompletedV1
-		if err := e.Decode(&p); err != nil {
+		// A value that does not fit its field (a port of 70000, a chain
+		// of 300) refuses the event as a whole, as in the sink.
+		p, err := events.DecodeScanCompleted(e)
+		if err != nil {
 			logger.Error("dropping undecodable scan event", zap.String("event_id", e.EventID.String()), zap.Error(err))
 			return nil
 		}
@@ -372,6 +378,7 @@ func plan(e events.Envelope, logger *zap.Logger) *call {
 				Port:      p.Port,
 				ScannedAt: finished.UTC(),
 				EventID:   e.EventID.String(),
+				NoExpiry:  r.HasNoExpiry(),
 				IPResult:  r,
 			})
 			if err != nil {

@@ -320,9 +320,15 @@ func TestBadScanEventsAreDropped(t *testing.T) {
 			t.Errorf("apply with region %q: got %v, want nil (dropped)", region, err)
 		}
 	}
-	garbage := events.Envelope{EventID: uuid.New(), Name: events.ScanCompleted, Payload: json.RawMessage(`{"results":"nope"}`)}
-	if err := p.Apply(ctx, garbage); err != nil {
-		t.Errorf("apply undecodable: got %v, want nil (dropped)", err)
+	for _, payload := range []string{
+		`{"results":"nope"}`,
+		`{"domain_id":"d","region":"eu","port":70000,"results":[{"ip":"192.0.2.1","outcome":"ok"}]}`,
+		`{"domain_id":"d","region":"eu","port":443,"results":[{"ip":"192.0.2.1","outcome":"ok","chain_length":300}]}`,
+	} {
+		bad := events.Envelope{EventID: uuid.New(), Name: events.ScanCompleted, Payload: json.RawMessage(payload)}
+		if err := p.Apply(ctx, bad); err != nil {
+			t.Errorf("apply %s: got %v, want nil (dropped)", payload, err)
+		}
 	}
 	if n, _ := rdb.DBSize(ctx).Result(); n != 0 {
 		t.Errorf("redis keys: got %d, want 0", n)
@@ -424,5 +430,35 @@ func TestRunConsumesBothStreams(t *testing.T) {
 	pending, err := rdb.XPending(context.Background(), events.StreamResults, Group).Result()
 	if err != nil || pending.Count != 0 {
 		t.Errorf("pending results after run: got %v %v, want 0", pending, err)
+	}
+}
+
+// A certificate without a well-defined expiration is marked in the view,
+// with its notAfter as it reads (9999-12-31), never a date near 1970 or
+// 2106.
+func TestNoExpiryInView(t *testing.T) {
+	ctx := context.Background()
+	p, rdb := newProjector(t)
+	if err := p.Apply(ctx, scan(t, "eu", t0, okResult("192.0.2.1", "x", events.NoExpiry), okResult("192.0.2.2", "y", t0.AddDate(1, 0, 0)))); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]ExpEntry{}
+	for _, e := range view(t, rdb) {
+		got[e.IP] = e
+	}
+	for _, tc := range []struct {
+		ip       string
+		noExpiry bool
+		notAfter time.Time
+	}{
+		{"192.0.2.1", true, events.NoExpiry},
+		{"192.0.2.2", false, t0.AddDate(1, 0, 0)},
+	} {
+		t.Run(tc.ip, func(t *testing.T) {
+			e := got[tc.ip]
+			if e.NoExpiry != tc.noExpiry || !e.NotAfter.Equal(tc.notAfter) {
+				t.Fatalf("got no_expiry %v, not_after %s; want %v, %s", e.NoExpiry, e.NotAfter, tc.noExpiry, tc.notAfter)
+			}
+		})
 	}
 }

@@ -156,8 +156,8 @@ func baseline(ctx context.Context, rdb *redis.Client, conn driver.Conn, n int) e
 			}
 			p := e.Payload
 			for _, r := range p.Results {
-				nb, na := r.NotBefore, r.NotAfter
-				if err := batch.Append(e.EventID, p.JobID, e.TenantID, p.DomainID, p.Host, uint16(p.Port), p.Region,
+				nb, na := r.NotBefore.Unix(), r.NotAfter.Unix()
+				if err := batch.Append(e.EventID, p.JobID, p.ScheduledAt, e.TenantID, p.DomainID, p.Host, uint16(p.Port), p.Region,
 					p.Agent, r.IP, string(r.Outcome), r.Detail, u8(r.CertificateFound), r.Subject, r.Issuer, r.SANs,
 					r.Serial, &nb, &na, r.LeafSHA256, r.KeyType, uint16(r.KeyBits), r.SignatureAlgorithm,
 					uint8(r.ChainLength), r.TLSVersion, r.CipherSuite, u8(r.ChainValid), u8(r.HostnameValid),

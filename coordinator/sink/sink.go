@@ -7,7 +7,13 @@
 // insert succeeded, and a batch that fails is retried. A redelivered event
 // has the same sorting key in every table, so ReplacingMergeTree collapses
 // it and reads with FINAL (schema.ReplayEvents, schema.ScanHistory,
-// schema.QueryAudit) see it once.
+// schema.QueryAudit) see it once; so does a job the agents scanned again
+// after a redelivery (scan_results is keyed by the job, not the scan time).
+//
+// A scan result or audit record with a value its column cannot hold (a
+// port of 70000, a chain of 300 certificates) is refused: its envelope is
+// kept in the event store, it gets no typed row, and the refusal is logged
+// with every problem and counted (certfleet_sink_refused_total).
 package sink
 
 import (
@@ -26,6 +32,7 @@ import (
 
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/events/stream"
+	"github.com/certfleet/certfleet/internal/backoff"
 	"github.com/certfleet/certfleet/internal/health"
 	"github.com/certfleet/certfleet/schema"
 )
@@ -55,6 +62,10 @@ var (
 		Name: "certfleet_sink_batch_errors_total",
 		Help: "Batches ClickHouse refused; they are retried.",
 	})
+	refusedTotal = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "certfleet_sink_refused_total",
+		Help: "Events kept in the event store without typed rows: undecodable, or a value that does not fit its column.",
+	}, []string{"name"})
 )
 
 // Config configures a Sink.
@@ -69,6 +80,12 @@ type Config struct {
 	// once entries are waiting, so that ClickHouse gets few large inserts
 	// rather than many small ones. Default 1s.
 	FlushInterval time.Duration
+	// Retry paces the retries of a batch ClickHouse (or Redis) refused.
+	// Default 500ms doubling up to 4s: a retry is the sink's probe of
+	// ClickHouse, so Max bounds how long a batch waits once ClickHouse
+	// answers again (the target is 5s), at one failed insert per Max per
+	// replica while it is down.
+	Retry backoff.Policy
 }
 
 func (c *Config) setDefaults() {
@@ -85,6 +102,12 @@ func (c *Config) setDefaults() {
 	if c.FlushInterval == 0 {
 		c.FlushInterval = time.Second
 	}
+	if c.Retry.Initial == 0 {
+		c.Retry.Initial = 500 * time.Millisecond
+	}
+	if c.Retry.Max == 0 {
+		c.Retry.Max = 4 * time.Second
+	}
 }
 
 // Validate reports every problem of the configuration.
@@ -95,6 +118,9 @@ func (c *Config) Validate() error {
 	}
 	if c.FlushInterval < 0 {
 		errs = append(errs, fmt.Errorf("flush interval must not be negative, got %s", c.FlushInterval))
+	}
+	if c.Retry.Initial < 0 || c.Retry.Max < c.Retry.Initial {
+		errs = append(errs, fmt.Errorf("retry pauses must be positive with max at least initial, got %s and %s", c.Retry.Initial, c.Retry.Max))
 	}
 	return errors.Join(errs...)
 }
@@ -124,6 +150,7 @@ func New(cfg Config, rdb redis.UniversalClient, conn driver.Conn, logger *zap.Lo
 		Consumer: cfg.Consumer,
 		Count:    cfg.BatchSize,
 		Linger:   cfg.FlushInterval,
+		Backoff:  cfg.Retry,
 	}, rdb, logger)
 	if err != nil {
 		return nil, fmt.Errorf("sink: %w", err)
@@ -162,18 +189,14 @@ func (s *Sink) store(ctx context.Context, batch []stream.Entry) error {
 		case events.ScanCompleted:
 			r, err := schema.ScanRows(e.Event)
 			if err != nil {
-				// Retrying cannot fix a payload; the event itself is still
-				// kept in the event store.
-				s.logger.Error("skipping undecodable scan result", zap.String("event_id", e.Event.EventID.String()),
-					zap.String("entry_id", e.ID), zap.Error(err))
+				s.refuse(e, err)
 				continue
 			}
 			rows = append(rows, r...)
 		case events.AuditRecorded:
 			r, err := schema.AuditRowOf(e.Event, e.ID, now)
 			if err != nil {
-				s.logger.Error("skipping undecodable audit record", zap.String("event_id", e.Event.EventID.String()),
-					zap.String("entry_id", e.ID), zap.Error(err))
+				s.refuse(e, err)
 				continue
 			}
 			audit = append(audit, r)
@@ -212,4 +235,14 @@ func (s *Sink) store(ctx context.Context, batch []stream.Entry) error {
 	s.logger.Debug("stored batch", zap.Int("events", len(batch)), zap.Int("rows", len(rows)), zap.Int("audit_rows", len(audit)),
 		zap.Duration("took", time.Since(start)))
 	return nil
+}
+
+// refuse records that e gets no typed row. Retrying cannot fix a payload,
+// and dead-lettering one entry of a batch would take the batch apart into
+// single inserts; the event itself is still kept in the event store,
+// where a replay refuses it again.
+func (s *Sink) refuse(e stream.Entry, err error) {
+	refusedTotal.WithLabelValues(e.Event.Name).Inc()
+	s.logger.Error("refused event, stored without typed rows", zap.String("name", e.Event.Name),
+		zap.String("event_id", e.Event.EventID.String()), zap.String("stream", e.Stream), zap.String("entry_id", e.ID), zap.Error(err))
 }

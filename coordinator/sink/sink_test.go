@@ -115,10 +115,17 @@ var (
 
 func scanCompleted(t *testing.T, region string) events.Envelope {
 	t.Helper()
+	return scanAt(t, region, started, notAfter)
+}
+
+// scanAt is the result of the job due at started, scanned from region at
+// at, seeing a certificate that expires at notAfter.
+func scanAt(t *testing.T, region string, at, notAfter time.Time) events.Envelope {
+	t.Helper()
 	job := events.JobID(domainID, started.UnixMilli())
 	e, err := events.NewWithID(events.ScanEventID(job, region), events.ScanCompleted, tenant, domainID, events.ScanCompletedV1{
 		JobID: job, DomainID: domainID, Host: "a.example", Port: 8443, Region: region, Agent: "agent-" + region,
-		StartedAt: started, FinishedAt: started.Add(2 * time.Second),
+		ScheduledAt: started, StartedAt: at, FinishedAt: at.Add(2 * time.Second),
 		Results: []events.IPResult{
 			{
 				IP: "192.0.2.10", Outcome: events.OutcomeOK, CertificateFound: true, Subject: "CN=a.example",
@@ -310,6 +317,95 @@ func TestSinkRedeliveryIsInvisible(t *testing.T) {
 	}
 	if replayed != 1 {
 		t.Fatalf("replayed events: got %d, want 1", replayed)
+	}
+}
+
+// A job redelivered to its region after a crash is scanned again: the
+// rescan is stored as the same rows, and reads show the later scan.
+func TestSinkStoresARescanOnce(t *testing.T) {
+	e := newEnv(t, true)
+	e.run(t)
+	later := notAfter.AddDate(1, 0, 0)
+	e.publish(t, events.StreamResults, scanAt(t, "eu", started, notAfter))
+	e.settled(t)
+	e.publish(t, events.StreamResults, scanAt(t, "eu", started.Add(95*time.Second), later))
+	e.settled(t)
+	rows, err := schema.ScanHistory(context.Background(), e.conn, tenant, domainID, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 2 {
+		t.Fatalf("scan history: got %d rows, want 2 (one per IP)", len(rows))
+	}
+	for _, r := range rows {
+		if r.IP == "192.0.2.10" && (r.NotAfter == nil || !r.NotAfter.Equal(later)) {
+			t.Errorf("not_after: got %v, want the rescan's %s", r.NotAfter, later)
+		}
+	}
+}
+
+// A scan result with a value its column cannot hold gets no row (nor
+// wrapped or clamped ones); the entry is acknowledged, the event kept in
+// the event store, the others of its batch stored.
+func TestSinkRefusesValuesThatDoNotFit(t *testing.T) {
+	e := newEnv(t, true)
+	e.run(t)
+	for _, tc := range []struct{ name, payload string }{
+		{"port 70000", `{"domain_id":"d","port":70000,"region":"eu","results":[{"ip":"192.0.2.1","outcome":"ok"}]}`},
+		{"chain of 300", `{"domain_id":"d","port":443,"region":"eu","results":[{"ip":"192.0.2.1","outcome":"ok","chain_length":300}]}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := events.Envelope{EventID: uuid.New(), Name: events.ScanCompleted, OccurredAt: started, TenantID: "t-" + tc.name,
+				AggregateID: "d", Payload: []byte(tc.payload)}
+			e.publish(t, events.StreamResults, bad, scanCompleted(t, tc.name))
+			e.settled(t)
+			if got := e.count(t, "SELECT count() FROM scan_results FINAL WHERE tenant_id = 't-"+tc.name+"'"); got != 0 {
+				t.Errorf("rows of the refused event: got %d, want 0", got)
+			}
+			if got := e.count(t, "SELECT count() FROM scan_results FINAL WHERE region = '"+tc.name+"'"); got != 2 {
+				t.Errorf("rows of the good event beside it: got %d, want 2", got)
+			}
+			if got := e.count(t, "SELECT count() FROM events FINAL WHERE event_id = '"+bad.EventID.String()+"'"); got != 1 {
+				t.Errorf("refused event in the event store: got %d, want 1", got)
+			}
+		})
+	}
+}
+
+// ClickHouse killed and started again: the running sink stores what
+// waited, without a restart of its own. The time from ClickHouse answering
+// to the rows being there is logged, not asserted (the bound is the retry
+// ceiling, checked in TestRetryCeiling).
+func TestSinkFlushesAfterClickHouseRestart(t *testing.T) {
+	ch := testenv.OwnClickHouse(t)
+	conn, err := schema.Open(context.Background(), ch.DSN, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	if err := schema.Migrate(context.Background(), conn, testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	e := env{rdb: testenv.Redis(t).Client(t), conn: conn}
+	e.run(t)
+	e.publish(t, events.StreamResults, scanCompleted(t, "eu"))
+	e.settled(t)
+
+	ch.Stop(t)
+	errorsBefore := sink.BatchErrorsTotal()
+	e.publish(t, events.StreamResults, scanCompleted(t, "us"))
+	// Four failures in a row: the retry pause has grown to its ceiling.
+	eventually(t, "four inserts failed", func() bool { return sink.BatchErrorsTotal() >= errorsBefore+4 })
+	if got := pendingOf(t, e.rdb, events.StreamResults); got != 1 {
+		t.Fatalf("pending entries while ClickHouse is down: got %d, want 1", got)
+	}
+
+	ch.Start(t)
+	back := time.Now()
+	e.settled(t)
+	t.Logf("stored %s after ClickHouse answered again", time.Since(back).Round(10*time.Millisecond))
+	if got := e.count(t, "SELECT count() FROM scan_results FINAL"); got != 4 {
+		t.Fatalf("scan rows after the restart: got %d, want 4", got)
 	}
 }
 

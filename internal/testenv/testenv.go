@@ -287,23 +287,76 @@ func clickhouseAddr(t testing.TB) string {
 		if err := ClickHouseConfig(dir, port); err != nil {
 			t.Fatalf("clickhouse config: %v", err)
 		}
-		cmd := start(t, dir, bin, "--config-file="+filepath.Join(dir, "config.xml"))
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}})
-		if err == nil {
-			err = waitFor(60*time.Second, func() error { return conn.Ping(context.Background()) })
-			_ = conn.Close()
-		}
+		cmd, err := startClickHouse(t, bin, dir, addr)
 		if err == nil {
 			ch.addr, ch.cmd, ch.dir = addr, cmd, dir
 			return addr
 		}
-		stop(cmd)
 		ch.err = err
 	}
 	log, _ := os.ReadFile(filepath.Join(dir, "clickhouse-server.err.log"))
 	t.Fatalf("clickhouse-server did not start: %v\n%s", ch.err, log)
 	return ""
+}
+
+// startClickHouse starts clickhouse-server with the configuration in dir
+// and waits until it answers at addr; on failure the server is stopped.
+func startClickHouse(t testing.TB, bin, dir, addr string) (*exec.Cmd, error) {
+	cmd := start(t, dir, bin, "--config-file="+filepath.Join(dir, "config.xml"))
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}})
+	if err == nil {
+		err = waitFor(60*time.Second, func() error { return conn.Ping(context.Background()) })
+		_ = conn.Close()
+	}
+	if err != nil {
+		stop(cmd)
+		return nil, err
+	}
+	return cmd, nil
+}
+
+// ClickHouseServer is a clickhouse-server of one test's own, for tests
+// that stop and start it; the shared server of ClickHouse must stay up.
+type ClickHouseServer struct {
+	ClickHouseDB
+	bin, dir string
+	cmd      *exec.Cmd
+}
+
+// OwnClickHouse starts a clickhouse-server for the test alone, stopped
+// and removed when the test ends, and returns it with an empty database.
+func OwnClickHouse(t testing.TB) *ClickHouseServer {
+	t.Helper()
+	s := &ClickHouseServer{bin: lookBinary(t, "clickhouse-server"), dir: t.TempDir()}
+	port := FreePort(t)
+	if err := ClickHouseConfig(s.dir, port); err != nil {
+		t.Fatalf("clickhouse config: %v", err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	t.Cleanup(func() { stop(s.cmd) })
+	s.ClickHouseDB = ClickHouseDB{Addr: addr, Database: "default", DSN: "clickhouse://" + addr + "/default"}
+	s.Start(t)
+	return s
+}
+
+// Stop kills the server (SIGKILL, as a crash or a lost host would).
+func (s *ClickHouseServer) Stop(t testing.TB) {
+	t.Helper()
+	stop(s.cmd)
+	s.cmd = nil
+}
+
+// Start starts the stopped server again on the same port and data, and
+// waits until it answers.
+func (s *ClickHouseServer) Start(t testing.TB) {
+	t.Helper()
+	cmd, err := startClickHouse(t, s.bin, s.dir, s.Addr)
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(s.dir, "clickhouse-server.err.log"))
+		t.Fatalf("clickhouse-server did not start: %v\n%s", err, log)
+	}
+	s.cmd = cmd
 }
 
 // ClickHouseDB is a fresh database on the shared test server.
