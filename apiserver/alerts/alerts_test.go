@@ -577,3 +577,11 @@ func TestListPageBounds(t *testing.T) {
 		})
 	}
 }
+
+// A certificate without a well-defined expiration (notAfter
+// 99991231235959Z) never counts down to an expiry alert.
+func TestNoExpiryRaisesNoExpiryAlert(t *testing.T) {
+	f := newFixture(t, 1)
+	f.step("no expiry", nil, scan(t, "eu", t0, cert("192.0.2.1", "aaaa", events.NoExpiry)))
+	f.step("a year later", nil, scan(t, "eu", t0.Add(365*day), cert("192.0.2.1", "aaaa", events.NoExpiry)))
+}
