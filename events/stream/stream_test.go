@@ -518,3 +518,50 @@ func TestHasRedisError(t *testing.T) {
 		}
 	}
 }
+
+// An entry whose handler runs far past ClaimIdle stays owned by its
+// consumer: a second consumer of the group, claiming all along, never gets
+// it, and it is handled once.
+func TestSlowHandlerKeepsItsEntries(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			rdb := testenv.Redis(t).Client(t)
+			publish(t, rdb, "s", "slow")
+			var mu sync.Mutex
+			calls := map[string]int{}
+			started := make(chan struct{}, 2)
+			const claimIdle = 200 * time.Millisecond
+			slow := func(consumer string) stream.Handler {
+				return func(ctx context.Context, e stream.Entry) error {
+					mu.Lock()
+					calls[consumer]++
+					mu.Unlock()
+					started <- struct{}{}
+					// Ten claim periods: without keep-alives the other
+					// consumer (or this one's own claimer) takes it.
+					select {
+					case <-time.After(10 * claimIdle):
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+					return nil
+				}
+			}
+			cfg := testConfig(m, "s")
+			cfg.ClaimIdle = claimIdle
+			run(t, rdb, m, cfg, slow("c1"))
+			<-started
+			other := cfg
+			other.Consumer = "c2"
+			run(t, rdb, m, other, slow("c2"))
+			eventually(t, "entry acknowledged", func() bool { return pending(t, rdb, "s", "g") == 0 })
+			// The second consumer kept claiming for a few more periods.
+			time.Sleep(3 * claimIdle)
+			mu.Lock()
+			defer mu.Unlock()
+			if calls["c1"] != 1 || calls["c2"] != 0 {
+				t.Fatalf("got handler runs %v, want c1:1 and c2:0", calls)
+			}
+		})
+	}
+}
