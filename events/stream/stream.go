@@ -240,8 +240,15 @@ func (c *Consumer) round(ctx context.Context, count int) (batch []Entry, pending
 			c.cursor[s] = "0"
 		}
 	}
+	walking := false
+	for _, cur := range c.cursor {
+		walking = walking || cur != ">"
+	}
 	var redelivered []redis.XStream
-	if time.Since(c.lastClaim) >= c.cfg.ClaimIdle/2 {
+	// No claims during the pending walk: a claimed entry joins this
+	// consumer's pending list, and the walk would hand it over a second
+	// time in the same round.
+	if !walking && time.Since(c.lastClaim) >= c.cfg.ClaimIdle/2 {
 		claimed, more, err := c.claim(ctx, count)
 		if err != nil {
 			return nil, false, err

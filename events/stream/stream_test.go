@@ -565,3 +565,37 @@ func TestSlowHandlerKeepsItsEntries(t *testing.T) {
 		})
 	}
 }
+
+// Entries already idle past ClaimIdle when a consumer starts are claimed
+// once and handled once: the claim must not race the start's pending walk,
+// which would find them again in the consumer's own pending list.
+func TestIdleAtStartHandledOnce(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			rdb := testenv.Redis(t).Client(t)
+			ctx := context.Background()
+			want := keys("k", 5)
+			publish(t, rdb, "s", want...)
+			if err := stream.CreateGroup(ctx, rdb, "s", "g", "0"); err != nil {
+				t.Fatal(err)
+			}
+			if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "dead", Streams: []string{"s", ">"}, Count: 100}).Err(); err != nil {
+				t.Fatal(err)
+			}
+			cfg := testConfig(m, "s")
+			cfg.ClaimIdle = 50 * time.Millisecond
+			time.Sleep(2 * cfg.ClaimIdle)
+			r := &recorder{}
+			run(t, rdb, m, cfg, r.handle)
+			eventually(t, "nothing pending", func() bool { return len(r.accepted()) == len(want) && pending(t, rdb, "s", "g") == 0 })
+			time.Sleep(3 * cfg.ClaimIdle)
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			for k, n := range r.calls {
+				if n != 1 {
+					t.Errorf("%s: got %d handler calls, want 1", k, n)
+				}
+			}
+		})
+	}
+}
