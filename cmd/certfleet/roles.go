@@ -124,7 +124,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		gr.add(co.Run)
 	}
 	if role == "all" || (role == "coordinator" && o.WithSink) {
-		sk, err := sink.New(sink.Config{Consumer: o.Name}, rdb, conn, logger)
+		sk, err := sink.New(sink.Config{Consumer: o.Name, ClaimIdle: o.ClaimIdle}, rdb, conn, logger)
 		if err != nil {
 			return err
 		}
