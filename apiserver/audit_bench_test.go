@@ -9,6 +9,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/audit"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -31,11 +32,11 @@ func BenchmarkAudited(b *testing.B) {
 		b.Fatal(err)
 	}
 	handler := func(c *gin.Context) {
-		auditDetail(c, "common_name", "user@example.com")
+		audit.Detail(c, "common_name", "user@example.com")
 		c.JSON(http.StatusOK, gin.H{"ok": true})
 	}
-	srv.engine.POST("/bench/plain/:id", srv.requireKey(accounts.ScopeWrite), handler)
-	srv.engine.POST("/bench/audited/:id", srv.audited("revoke", "certificate"), srv.requireKey(accounts.ScopeWrite), handler)
+	srv.engine.POST("/bench/plain/:id", srv.auth.RequireKey(accounts.ScopeWrite), handler)
+	srv.engine.POST("/bench/audited/:id", srv.audit.Audited("revoke", "certificate"), srv.auth.RequireKey(accounts.ScopeWrite), handler)
 	call := func(path string) time.Duration {
 		req := httptest.NewRequest(http.MethodPost, path, nil)
 		req.Header.Set("Authorization", "Bearer "+k.Key)
