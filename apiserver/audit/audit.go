@@ -153,19 +153,19 @@ type auditState struct {
 // authentication middleware. The resource id defaults to the route's :id
 // parameter. A request answered 401 or 403 without a principal is recorded
 // as "failed_auth" with the attempted operation in its details.
-func (s *Log) Audited(operation, resourceType string) gin.HandlerFunc {
-	return s.auditor(operation, resourceType, false)
+func (l *Log) Audited(operation, resourceType string) gin.HandlerFunc {
+	return l.auditor(operation, resourceType, false)
 }
 
 // Refusals records only the requests refused for their key, as
 // Audited does, and nothing of the others: for the reads of an audited
 // API (list, get, stats), so that failed authentication is recorded on
 // every route. Put it before the authentication middleware.
-func (s *Log) Refusals(operation, resourceType string) gin.HandlerFunc {
-	return s.auditor(operation, resourceType, true)
+func (l *Log) Refusals(operation, resourceType string) gin.HandlerFunc {
+	return l.auditor(operation, resourceType, true)
 }
 
-func (s *Log) auditor(operation, resourceType string, refusalsOnly bool) gin.HandlerFunc {
+func (l *Log) auditor(operation, resourceType string, refusalsOnly bool) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		st := &auditState{start: time.Now(), operation: operation, resourceType: resourceType}
 		c.Set(auditKey, st)
@@ -182,7 +182,7 @@ func (s *Log) auditor(operation, resourceType string, refusalsOnly bool) gin.Han
 			}
 			if r != http.ErrAbortHandler && !st.recorded && !refusalsOnly {
 				st.errMsg = "internal error"
-				s.finish(c, st, http.StatusInternalServerError, false)
+				l.finish(c, st, http.StatusInternalServerError, false)
 			}
 			panic(r)
 		}()
@@ -191,12 +191,12 @@ func (s *Log) auditor(operation, resourceType string, refusalsOnly bool) gin.Han
 		if st.recorded {
 			return
 		}
-		s.finish(c, st, c.Writer.Status(), refusalsOnly)
+		l.finish(c, st, c.Writer.Status(), refusalsOnly)
 	}
 }
 
 // finish records the request Audited collected, answered code.
-func (s *Log) finish(c *gin.Context, st *auditState, code int, refusalsOnly bool) {
+func (l *Log) finish(c *gin.Context, st *auditState, code int, refusalsOnly bool) {
 	operation, resourceType := st.operation, st.resourceType
 	rec := events.AuditRecordedV1{
 		Operation:    operation,
@@ -229,25 +229,25 @@ func (s *Log) finish(c *gin.Context, st *auditState, code int, refusalsOnly bool
 			// RequireKey refuses a valid key that lacks the scope
 			// before naming its principal; the account it belongs to
 			// is whom the record is for.
-			principal = s.principal(c)
+			principal = l.principal(c)
 		}
 	}
 	if e := httpapi.Outcome(c); rec.Error == "" && code >= http.StatusBadRequest && e != nil {
 		rec.Error = e.Msg
 	}
-	s.record(c, st, principal, rec)
+	l.record(c, st, principal, rec)
 }
 
 // principal returns the principal of the request's bearer key, nil
 // when it has no valid one.
-func (s *Log) principal(c *gin.Context) *accounts.Principal {
+func (l *Log) principal(c *gin.Context) *accounts.Principal {
 	token, ok := httpapi.BearerToken(c.GetHeader("Authorization"))
 	if !ok {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), s.cfg.RecordTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), l.cfg.RecordTimeout)
 	defer cancel()
-	p, err := s.accounts.AuthenticateBearer(ctx, token)
+	p, err := l.accounts.AuthenticateBearer(ctx, token)
 	if err != nil {
 		return nil
 	}
@@ -259,7 +259,7 @@ func (s *Log) principal(c *gin.Context) *accounts.Principal {
 // the key's principal when the key was valid but lacked the scope, else
 // nil; reason says why (never the key). On a route with audited the record
 // is written once the answer is out; on any other route at once.
-func (s *Log) FailedAuth(c *gin.Context, code int, p *accounts.Principal, reason string) {
+func (l *Log) FailedAuth(c *gin.Context, code int, p *accounts.Principal, reason string) {
 	if st := auditStateOf(c); st != nil {
 		st.refused, st.refusedReason, st.refusedBy = true, reason, p
 		return
@@ -267,9 +267,9 @@ func (s *Log) FailedAuth(c *gin.Context, code int, p *accounts.Principal, reason
 	st := &auditState{start: time.Now(), recorded: true}
 	st.detail("reason", reason)
 	if p == nil && code == http.StatusForbidden {
-		p = s.principal(c)
+		p = l.principal(c)
 	}
-	s.record(c, st, p, events.AuditRecordedV1{
+	l.record(c, st, p, events.AuditRecordedV1{
 		Operation:  events.AuditOperationFailedAuth,
 		HTTPStatus: code,
 		Error:      reason,
@@ -322,8 +322,8 @@ func (st *auditState) detail(key string, value any) {
 // stream. A failure is logged and counted: the answer is out already, and
 // refusing the operation for its audit record would be worse than a gap
 // the metric shows.
-func (s *Log) record(c *gin.Context, st *auditState, p *accounts.Principal, rec events.AuditRecordedV1) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), s.cfg.RecordTimeout)
+func (l *Log) record(c *gin.Context, st *auditState, p *accounts.Principal, rec events.AuditRecordedV1) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), l.cfg.RecordTimeout)
 	defer cancel()
 	rec.Timestamp = st.start.UTC().Truncate(time.Millisecond)
 	rec.ResponseTimeMS = float64(time.Since(st.start).Microseconds()) / 1000
@@ -337,7 +337,7 @@ func (s *Log) record(c *gin.Context, st *auditState, p *accounts.Principal, rec 
 	var tenant string
 	if p != nil {
 		tenant, rec.KeyID = p.TenantID, p.KeyID
-		rec.User = s.user(ctx, tenant)
+		rec.User = l.user(ctx, tenant)
 	}
 	if st.details == nil {
 		rec.Details = json.RawMessage("{}")
@@ -345,17 +345,17 @@ func (s *Log) record(c *gin.Context, st *auditState, p *accounts.Principal, rec 
 		rec.Details = d
 	} else {
 		rec.Details = json.RawMessage("{}")
-		s.logger.Warn("audit details not marshalable", zap.String("operation", rec.Operation), zap.Error(err))
+		l.logger.Warn("audit details not marshalable", zap.String("operation", rec.Operation), zap.Error(err))
 	}
 	aggregate := rec.ResourceID
 	if aggregate == "" {
 		aggregate = rec.Operation
 	}
-	err := s.append(ctx, tenant, aggregate, rec)
+	err := l.append(ctx, tenant, aggregate, rec)
 	if err != nil {
 		auditErrors.Inc()
 		// The record goes to the log instead, so that it is not lost.
-		s.logger.Error("audit record not stored", zap.String("operation", rec.Operation),
+		l.logger.Error("audit record not stored", zap.String("operation", rec.Operation),
 			zap.String("resource_type", rec.ResourceType), zap.String("resource_id", rec.ResourceID),
 			zap.String("status", rec.Status), zap.String("tenant_id", tenant), zap.String("key_id", rec.KeyID),
 			zap.String("ip", rec.IP), zap.Int("http_status", rec.HTTPStatus), zap.Error(err))
@@ -371,9 +371,9 @@ const systemUser = "system"
 // request (an auto-renewal): user "system", no key, IP or route. errMsg
 // is empty on success; like SetError's, the tenant reads it. A failure
 // to append is logged and counted, and returned.
-func (s *Log) System(ctx context.Context, tenantID, operation, resourceType, resourceID string,
+func (l *Log) System(ctx context.Context, tenantID, operation, resourceType, resourceID string,
 	details map[string]any, errMsg string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.RecordTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.RecordTimeout)
 	defer cancel()
 	rec := events.AuditRecordedV1{
 		Timestamp: time.Now().UTC().Truncate(time.Millisecond), Operation: operation, ResourceType: resourceType,
@@ -394,9 +394,9 @@ func (s *Log) System(ctx context.Context, tenantID, operation, resourceType, res
 	if aggregate == "" {
 		aggregate = operation
 	}
-	if err := s.append(ctx, tenantID, aggregate, rec); err != nil {
+	if err := l.append(ctx, tenantID, aggregate, rec); err != nil {
 		auditErrors.Inc()
-		s.logger.Error("audit record not stored", zap.String("operation", operation), zap.String("resource_type", resourceType),
+		l.logger.Error("audit record not stored", zap.String("operation", operation), zap.String("resource_type", resourceType),
 			zap.String("resource_id", resourceID), zap.String("status", rec.Status), zap.String("tenant_id", tenantID),
 			zap.String("user", systemUser), zap.Error(err))
 		return fmt.Errorf("append audit record: %w", err)
@@ -405,7 +405,7 @@ func (s *Log) System(ctx context.Context, tenantID, operation, resourceType, res
 	return nil
 }
 
-func (s *Log) append(ctx context.Context, tenant, aggregate string, rec events.AuditRecordedV1) error {
+func (l *Log) append(ctx context.Context, tenant, aggregate string, rec events.AuditRecordedV1) error {
 	ev, err := events.New(events.AuditRecorded, tenant, aggregate, rec)
 	if err != nil {
 		return err
@@ -414,25 +414,25 @@ func (s *Log) append(ctx context.Context, tenant, aggregate string, rec events.A
 	if err != nil {
 		return err
 	}
-	return s.rdb.XAdd(ctx, &redis.XAddArgs{
+	return l.rdb.XAdd(ctx, &redis.XAddArgs{
 		Stream: events.EventStream(tenant), MaxLen: events.DefaultMaxLen, Approx: true, Values: values,
 	}).Err()
 }
 
 // user names the tenant's account by its email; the tenant id is the
 // fallback when it cannot be read.
-func (s *Log) user(ctx context.Context, tenant string) string {
-	if v, ok := s.emails.Load(tenant); ok {
+func (l *Log) user(ctx context.Context, tenant string) string {
+	if v, ok := l.emails.Load(tenant); ok {
 		return v.(string)
 	}
-	email, err := s.accounts.Email(ctx, tenant)
+	email, err := l.accounts.Email(ctx, tenant)
 	if err != nil || email == "" {
 		if err != nil {
-			s.logger.Warn("audit: read account email", zap.String("tenant_id", tenant), zap.Error(err))
+			l.logger.Warn("audit: read account email", zap.String("tenant_id", tenant), zap.Error(err))
 		}
 		return tenant
 	}
-	s.emails.Store(tenant, email)
+	l.emails.Store(tenant, email)
 	return email
 }
 
@@ -440,9 +440,9 @@ func (s *Log) user(ctx context.Context, tenant string) string {
 // authentication (a read key) and rate limits of the client certificate
 // API, whose shapes the audit log API shares. Reading the audit log is
 // itself audited.
-func (s *Log) Routes(r *gin.Engine, guard ...gin.HandlerFunc) {
-	hs := append([]gin.HandlerFunc{s.Audited("list", "audit_log")}, guard...)
-	r.GET("/api/audit", append(hs, s.list)...)
+func (l *Log) Routes(r *gin.Engine, guard ...gin.HandlerFunc) {
+	hs := append([]gin.HandlerFunc{l.Audited("list", "audit_log")}, guard...)
+	r.GET("/api/audit", append(hs, l.list)...)
 }
 
 // auditEntry is one record as GET /api/audit answers it: CertMate's audit
@@ -483,20 +483,20 @@ const maxAuditFilterLen = 200
 // list answers the caller's tenant's audit records from ClickHouse,
 // newest first. ClickHouse lags the stream by the sink's batching (about a
 // second): a record of a request just answered may not be listed yet.
-func (s *Log) list(c *gin.Context) {
-	if s.cfg.Conn == nil {
+func (l *Log) list(c *gin.Context) {
+	if l.cfg.Conn == nil {
 		httpapi.Fail(c, httpapi.Errorf(http.StatusServiceUnavailable, "The audit log is not available: this server has no ClickHouse connection"))
 		return
 	}
-	f, err := s.filter(c)
+	f, err := l.filter(c)
 	if err != nil {
 		httpapi.Fail(c, httpapi.BadRequest(err.Error()))
 		return
 	}
 	f.TenantID = httpapi.Principal(c).TenantID
-	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.QueryTimeout)
+	ctx, cancel := context.WithTimeout(c.Request.Context(), l.cfg.QueryTimeout)
 	defer cancel()
-	rows, err := schema.QueryAudit(ctx, s.cfg.Conn, f)
+	rows, err := schema.QueryAudit(ctx, l.cfg.Conn, f)
 	if err != nil {
 		SetError(c, "audit log query failed")
 		httpapi.Fail(c, err)
@@ -521,7 +521,7 @@ func (s *Log) list(c *gin.Context) {
 
 // filter reads the query parameters; an unknown or repeated
 // parameter, or a bad value, is an error naming it.
-func (s *Log) filter(c *gin.Context) (schema.AuditFilter, error) {
+func (l *Log) filter(c *gin.Context) (schema.AuditFilter, error) {
 	q := c.Request.URL.Query()
 	for name, vals := range q {
 		if !slices.Contains(auditParams, name) {
@@ -533,7 +533,7 @@ func (s *Log) filter(c *gin.Context) (schema.AuditFilter, error) {
 	}
 	f := schema.AuditFilter{
 		Operation: q.Get("operation"), ResourceType: q.Get("resource_type"), ResourceID: q.Get("resource_id"),
-		Status: q.Get("status"), Limit: s.cfg.DefaultLimit,
+		Status: q.Get("status"), Limit: l.cfg.DefaultLimit,
 	}
 	for name, v := range map[string]string{"operation": f.Operation, "resource_type": f.ResourceType, "resource_id": f.ResourceID} {
 		if len(v) > maxAuditFilterLen {
@@ -545,7 +545,7 @@ func (s *Log) filter(c *gin.Context) (schema.AuditFilter, error) {
 	}
 	// An empty limit is no limit here, as for the other parameters.
 	if q.Get("limit") != "" {
-		n, err := httpapi.PageParam(c, "limit", f.Limit, s.cfg.MaxLimit)
+		n, err := httpapi.PageParam(c, "limit", f.Limit, l.cfg.MaxLimit)
 		if err != nil {
 			return f, err
 		}

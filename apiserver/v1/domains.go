@@ -224,7 +224,7 @@ type domainQuery struct {
 }
 
 // parseDomainQuery reads and checks the query; a bad value is a
-// badRequest naming the parameter.
+// BadRequest naming the parameter.
 func parseDomainQuery(c *gin.Context) (domainQuery, error) {
 	q := domainQuery{page: 1, perPage: defaultPerPage, status: statusAll, sort: "created_at", desc: true}
 	var err error
