@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -32,20 +31,28 @@ type Config struct {
 	// group "agent-<region>", so each job is scanned once per region.
 	Region string
 	// Name identifies this agent inside its region's group and in its
-	// results. Default hostname-pid.
+	// results. It should outlive restarts (the default is the hostname):
+	// a restarted agent then reads its own pending jobs at once instead of
+	// waiting for another agent to claim them. Two agents running at once
+	// must not share it. Default: the hostname.
 	Name string
 	// Shards is the number of job streams; it must match the coordinator's
 	// (checked against Redis at start). Default events.DefaultShards.
 	Shards int
-	// Concurrency is the most jobs scanned at once. Default 32.
+	// Concurrency is the most jobs scanned at once. Jobs in flight wait
+	// for handshake slots, which are shared fairly between tenants; more
+	// jobs than slots keeps one tenant's slow jobs from holding every job
+	// place while another tenant's jobs stay unread. Default 128.
 	Concurrency int
 	// StaleAfter is the age past which a job is dropped unscanned: after an
 	// outage the backlog would only report the past, and the next schedule
 	// is due soon. Default 1h.
 	StaleAfter time.Duration
 	// ClaimIdle is how long a job may stay unacknowledged with an agent of
-	// the region before another claims it (the first one is taken to have
-	// died). It must be well above the longest scan. Default 60s.
+	// the region, without keep-alive, before another claims it (the first
+	// one is taken to have died). A job being scanned is kept owned, so
+	// this need not exceed the longest scan. Default
+	// stream.DefaultClaimIdle.
 	ClaimIdle time.Duration
 	// Block is the pause after a round of reads found every job stream
 	// empty (stream.Config.PollInterval): how late a new job may be seen
@@ -68,19 +75,19 @@ func (c *Config) setDefaults() {
 		if err != nil || host == "" {
 			host = "agent"
 		}
-		c.Name = host + "-" + strconv.Itoa(os.Getpid())
+		c.Name = host
 	}
 	if c.Shards == 0 {
 		c.Shards = events.DefaultShards
 	}
 	if c.Concurrency == 0 {
-		c.Concurrency = 32
+		c.Concurrency = 128
 	}
 	if c.StaleAfter == 0 {
 		c.StaleAfter = time.Hour
 	}
 	if c.ClaimIdle == 0 {
-		c.ClaimIdle = time.Minute
+		c.ClaimIdle = stream.DefaultClaimIdle
 	}
 	if c.Block == 0 {
 		c.Block = 100 * time.Millisecond
@@ -244,7 +251,7 @@ func (a *Agent) process(ctx context.Context, e stream.Entry) error {
 	}
 
 	started := time.Now().UTC()
-	results := a.scanner.Scan(ctx, job.Host, port)
+	rep := a.scanner.Scan(ctx, Target{Tenant: env.TenantID, Host: job.Host, Port: port})
 	finished := time.Now().UTC()
 	if err := ctx.Err(); err != nil {
 		// Cut off at shutdown: the results are partial. The job stays
@@ -256,7 +263,7 @@ func (a *Agent) process(ctx context.Context, e stream.Entry) error {
 			JobID: job.JobID, DomainID: domainID, Host: job.Host, Port: port,
 			Region: a.cfg.Region, Agent: a.cfg.Name, ScheduledAt: job.ScheduledAt,
 			StartedAt: started.Truncate(time.Millisecond), FinishedAt: finished.Truncate(time.Millisecond),
-			Results: results,
+			Results: rep.Results, SkippedIPs: rep.Skipped,
 		})
 	if err != nil {
 		jobsTotal.WithLabelValues(jobFailed).Inc()
@@ -275,7 +282,7 @@ func (a *Agent) process(ctx context.Context, e stream.Entry) error {
 		jobsTotal.WithLabelValues(jobFailed).Inc()
 		return fmt.Errorf("publish result: %w", err)
 	}
-	logger.Debug("job scanned", zap.Int("addresses", len(results)), zap.Duration("took", finished.Sub(started)))
+	logger.Debug("job scanned", zap.Int("addresses", len(rep.Results)), zap.Int("skipped", rep.Skipped), zap.Duration("took", finished.Sub(started)))
 	jobsTotal.WithLabelValues(jobScanned).Inc()
 	return nil
 }

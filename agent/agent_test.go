@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strconv"
 	"strings"
@@ -348,4 +349,59 @@ func TestAgentShutdown(t *testing.T) {
 			}
 		})
 	}
+}
+
+// An agent stopped mid-job leaves the job pending under its name; an agent
+// restarted with that name scans it at once, from its own pending list,
+// with a claim idle far too long for any claim to be what brings it back.
+func TestRestartedAgentTakesBackItsJobs(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	addr, accepted := silentServerCounting(t)
+	_, p, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(p)
+	start := func() (stop func()) {
+		a, err := New(Config{
+			Region: "eu", Name: "agent-same", Shards: 2, Block: 20 * time.Millisecond,
+			ClaimIdle: time.Hour, ShutdownTimeout: 10 * time.Millisecond,
+			Scanner: ScannerConfig{Resolver: "127.0.0.1:53", Allow: loopbackAllow(t), HandshakeTimeout: 300 * time.Millisecond},
+		}, rdb, testenv.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- a.Run(runCtx) }()
+		return func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("run: got %v, want nil", err)
+			}
+		}
+	}
+	stop := start()
+	env, _ := jobEnvelope(t, events.TenantID("ops@example.test"), "127.0.0.1", port, time.Now())
+	addJob(t, rdb, 1, env)
+	waitFor(t, 5*time.Second, func() string {
+		if accepted.Load() == 0 {
+			return "the first run has not connected yet"
+		}
+		return ""
+	})
+	stop()
+	if n := rdb.XLen(ctx, events.StreamResults).Val(); n != 0 {
+		t.Fatalf("got %d results from the stopped run, want 0 (job cut off)", n)
+	}
+	stop = start()
+	defer stop()
+	waitFor(t, 5*time.Second, func() string {
+		pend, err := rdb.XPending(ctx, events.JobStream(1), Group("eu")).Result()
+		if err != nil {
+			return err.Error()
+		}
+		if n := rdb.XLen(ctx, events.StreamResults).Val(); n != 1 || pend.Count != 0 {
+			return fmt.Sprintf("got %d results and %d pending jobs, want 1 and 0", n, pend.Count)
+		}
+		return ""
+	})
 }

@@ -47,7 +47,7 @@ func BenchmarkHandshakes(b *testing.B) {
 			b.ReportAllocs()
 			cpu := cpuTime()
 			for b.Loop() {
-				r := s.Scan(ctx, "127.0.0.1", port)
+				r := s.Scan(ctx, Target{Host: "127.0.0.1", Port: port}).Results
 				if r[0].Outcome != events.OutcomeOK || !r[0].ChainValid || !r[0].HostnameValid {
 					b.Fatalf("got %+v, want ok with a valid chain and name", r[0])
 				}
@@ -120,7 +120,7 @@ func BenchmarkScanIP(b *testing.B) {
 		b.ReportAllocs()
 		cpu := cpuTime()
 		for b.Loop() {
-			r := s.Scan(ctx, "127.0.0.1", port)
+			r := s.Scan(ctx, Target{Host: "127.0.0.1", Port: port}).Results
 			if r[0].Outcome != events.OutcomeOK || !r[0].ChainValid || r[0].HTTPStatus != 200 || r[0].HSTSMaxAge != 31536000 ||
 				!r[0].LegacyTLSChecked || len(r[0].LegacyTLS) != 0 {
 				b.Fatalf("got %+v, want ok, HTTP 200 with HSTS, legacy TLS checked and refused", r[0])

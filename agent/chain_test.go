@@ -52,7 +52,7 @@ func TestScanOutOfRangeCertificates(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, p, _ := net.SplitHostPort(listenTLS(t, "127.0.0.1:0", tc.cert))
 			port, _ := strconv.Atoi(p)
-			got := s.Scan(context.Background(), tc.host, port)
+			got := s.Scan(context.Background(), Target{Tenant: "t", Host: tc.host, Port: port}).Results
 			if len(got) != 1 || !tc.want(got[0]) {
 				t.Fatalf("got %+v, want %s", got, tc.what)
 			}

@@ -137,18 +137,44 @@ func (z dnsZone) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 			name = next
 		}
 	}
+	if _, udp := w.LocalAddr().(*net.UDPAddr); udp {
+		// Like a real server: an answer too large for the client's UDP
+		// buffer is cut and marked truncated, to be asked again over TCP.
+		size := dns.MinMsgSize
+		if opt := r.IsEdns0(); opt != nil {
+			size = int(opt.UDPSize())
+		}
+		m.Truncate(size)
+	}
 	_ = w.WriteMsg(m)
 }
 
-// startDNS serves zone over UDP on 127.0.0.1 and returns its address.
+// startDNS serves zone over UDP and TCP on one port of 127.0.0.1 and
+// returns its address.
 func startDNS(t testing.TB, zone dnsZone) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for attempt := 0; attempt < 20; attempt++ {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err != nil {
+			pc.Close()
+			continue
+		}
+		serveDNS(t, &dns.Server{PacketConn: pc, Handler: zone})
+		serveDNS(t, &dns.Server{Listener: l, Handler: zone})
+		return pc.LocalAddr().String()
 	}
+	t.Fatal("no port free for both UDP and TCP on 127.0.0.1")
+	return ""
+}
+
+// serveDNS runs srv until the test ends.
+func serveDNS(t testing.TB, srv *dns.Server) {
 	started := make(chan struct{})
-	srv := &dns.Server{PacketConn: pc, Handler: zone, NotifyStartedFunc: func() { close(started) }}
+	srv.NotifyStartedFunc = func() { close(started) }
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -159,7 +185,6 @@ func startDNS(t testing.TB, zone dnsZone) string {
 		_ = srv.Shutdown()
 		<-done
 	})
-	return pc.LocalAddr().String()
 }
 
 // silentServer listens on 127.0.0.1 and takes every connection without ever

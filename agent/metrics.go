@@ -40,6 +40,10 @@ var (
 		Name: "certfleet_agent_legacy_tls_probes_total",
 		Help: "Handshakes offering only TLS 1.0 and 1.1, by result (accepted, refused, no-answer).",
 	}, []string{"result"})
+	ipsSkippedTotal = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "certfleet_agent_ips_skipped_total",
+		Help: "Addresses of scanned domains not scanned because the domain had more than --max-ips-per-domain.",
+	})
 	jobsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "certfleet_agent_jobs_total",
 		Help: "Scan jobs taken from the job streams, by what became of them.",

@@ -230,7 +230,7 @@ func TestScanHTTP(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
-			got := s.Scan(context.Background(), host, tc.port)
+			got := s.Scan(context.Background(), Target{Host: host, Port: tc.port}).Results
 			took := time.Since(start)
 			if len(got) != 1 {
 				t.Fatalf("got %d results, want 1", len(got))
@@ -323,7 +323,7 @@ func TestScanLegacyTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := s.Scan(context.Background(), host, tc.port)
+			got := s.Scan(context.Background(), Target{Host: host, Port: tc.port}).Results
 			if len(got) != 1 {
 				t.Fatalf("got %d results, want 1", len(got))
 			}

@@ -15,6 +15,8 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -69,9 +71,24 @@ type ScannerConfig struct {
 	CheckLegacyTLS *bool
 	// MaxConcurrentHandshakes bounds the IPs scanned at once over all scans
 	// of the Scanner; the scan of one IP keeps one connection open at a
-	// time. Default 64.
+	// time. The slots are shared fairly between tenants (see fairSlots).
+	// Default 64.
 	MaxConcurrentHandshakes int
+	// MaxHandshakesPerJob bounds the IPs of one scan handled at once, so one
+	// domain with many addresses cannot take every slot. Default 8.
+	MaxHandshakesPerJob int
+	// MaxIPsPerDomain bounds the addresses scanned for one domain: the
+	// lowest ones in address order are scanned (the same ones every time),
+	// the rest only counted in Report.Skipped. Default 32.
+	MaxIPsPerDomain int
+	// JobTimeout bounds one Scan, resolution and every handshake together;
+	// the addresses not done by then are reported as timeout with detail
+	// "job-deadline". Default 60s.
+	JobTimeout time.Duration
 }
+
+// detailJobDeadline is the detail of an address cut off by JobTimeout.
+const detailJobDeadline = "job-deadline"
 
 func (c *ScannerConfig) setDefaults() {
 	if c.DNSTimeout == 0 {
@@ -92,6 +109,15 @@ func (c *ScannerConfig) setDefaults() {
 	if c.MaxConcurrentHandshakes == 0 {
 		c.MaxConcurrentHandshakes = 64
 	}
+	if c.MaxHandshakesPerJob == 0 {
+		c.MaxHandshakesPerJob = 8
+	}
+	if c.MaxIPsPerDomain == 0 {
+		c.MaxIPsPerDomain = 32
+	}
+	if c.JobTimeout == 0 {
+		c.JobTimeout = time.Minute
+	}
 }
 
 // Validate reports every problem of the configuration.
@@ -102,11 +128,20 @@ func (c ScannerConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("resolver %q must be host:port: %w", c.Resolver, err))
 		}
 	}
-	if c.DNSTimeout < 0 || c.ConnectTimeout < 0 || c.HandshakeTimeout < 0 || c.HTTPTimeout < 0 {
+	if c.DNSTimeout < 0 || c.ConnectTimeout < 0 || c.HandshakeTimeout < 0 || c.HTTPTimeout < 0 || c.JobTimeout < 0 {
 		errs = append(errs, errors.New("timeouts must not be negative"))
 	}
-	if c.MaxConcurrentHandshakes < 0 {
-		errs = append(errs, fmt.Errorf("max concurrent handshakes must not be negative, got %d", c.MaxConcurrentHandshakes))
+	for _, n := range []struct {
+		name string
+		v    int
+	}{
+		{"max concurrent handshakes", c.MaxConcurrentHandshakes},
+		{"max handshakes per job", c.MaxHandshakesPerJob},
+		{"max ips per domain", c.MaxIPsPerDomain},
+	} {
+		if n.v < 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %d", n.name, n.v))
+		}
 	}
 	if len(c.ExtraRootsPEM) > 0 && !x509.NewCertPool().AppendCertsFromPEM(c.ExtraRootsPEM) {
 		errs = append(errs, errors.New("extra roots hold no PEM certificate"))
@@ -128,8 +163,9 @@ type Scanner struct {
 	// roots is built once: the system pool is large, and rebuilding it per
 	// handshake would cost more than the handshake.
 	roots *x509.CertPool
-	// sem bounds the handshakes in flight over every Scan.
-	sem chan struct{}
+	// slots bounds the handshakes in flight over every Scan and shares
+	// them between tenants.
+	slots *fairSlots
 	// curves are the key exchange groups offered; nil means crypto/tls's
 	// defaults (the benchmark compares both).
 	curves []tls.CurveID
@@ -174,33 +210,52 @@ func NewScanner(cfg ScannerConfig, logger *zap.Logger) (*Scanner, error) {
 		tcp:      &dns.Client{Net: "tcp"},
 		dialer:   &guard.Dialer{Policy: guard.Policy{Allow: cfg.Allow}, Timeout: cfg.ConnectTimeout},
 		roots:    roots,
-		sem:      make(chan struct{}, cfg.MaxConcurrentHandshakes),
+		slots:    newFairSlots(cfg.MaxConcurrentHandshakes),
 		curves:   classicCurves,
 		http:     newHTTPTransport(),
 	}, nil
 }
 
-// Scan resolves host and scans every address it has on port. It returns
-// one result per address, ordered by address, or a single result with an
-// empty IP when resolution failed or found nothing. An IP literal as host
-// is scanned without DNS.
-func (s *Scanner) Scan(ctx context.Context, host string, port int) []events.IPResult {
-	if port < 1 || port > 65535 {
+// Target is what one Scan scans: a domain (or IP literal) and port, and
+// the tenant whose job it is, which the handshake slots are shared by.
+type Target struct {
+	Tenant string
+	Host   string
+	Port   int
+}
+
+// Report is what one Scan found.
+type Report struct {
+	// Results holds one result per scanned address, ordered by address, or
+	// a single result with an empty IP when resolution failed or found
+	// nothing.
+	Results []events.IPResult
+	// Skipped counts the addresses beyond MaxIPsPerDomain, not scanned.
+	Skipped int
+}
+
+// Scan resolves t.Host and scans up to MaxIPsPerDomain of its addresses on
+// t.Port, MaxHandshakesPerJob at a time, all within JobTimeout. An IP
+// literal as host is scanned without DNS.
+func (s *Scanner) Scan(ctx context.Context, t Target) Report {
+	if t.Port < 1 || t.Port > 65535 {
 		countOutcome(events.OutcomeInternalError)
-		return []events.IPResult{{Outcome: events.OutcomeInternalError, Detail: "bad-port"}}
+		return Report{Results: []events.IPResult{{Outcome: events.OutcomeInternalError, Detail: "bad-port"}}}
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.JobTimeout)
+	defer cancel()
 	var addrs []netip.Addr
-	if ip, err := netip.ParseAddr(host); err == nil {
+	if ip, err := netip.ParseAddr(t.Host); err == nil {
 		addrs = []netip.Addr{ip}
 	} else {
-		res := s.resolve(ctx, host)
+		res := s.resolve(ctx, t.Host)
 		if res.outcome != events.OutcomeOK {
 			countOutcome(res.outcome)
-			return []events.IPResult{{Outcome: res.outcome, Detail: res.detail}}
+			return Report{Results: []events.IPResult{{Outcome: res.outcome, Detail: res.detail}}}
 		}
 		if len(res.addrs) == 0 {
 			countOutcome(events.OutcomeNoAddresses)
-			return []events.IPResult{{Outcome: events.OutcomeNoAddresses}}
+			return Report{Results: []events.IPResult{{Outcome: events.OutcomeNoAddresses}}}
 		}
 		addrs = res.addrs
 	}
@@ -209,45 +264,53 @@ func (s *Scanner) Scan(ctx context.Context, host string, port int) []events.IPRe
 	}
 	slices.SortFunc(addrs, netip.Addr.Compare)
 	addrs = slices.Compact(addrs)
+	var rep Report
+	if len(addrs) > s.cfg.MaxIPsPerDomain {
+		rep.Skipped = len(addrs) - s.cfg.MaxIPsPerDomain
+		addrs = addrs[:s.cfg.MaxIPsPerDomain]
+		ipsSkippedTotal.Add(float64(rep.Skipped))
+	}
 
-	out := make([]events.IPResult, len(addrs))
-	if len(addrs) == 1 {
-		out[0] = s.scanIP(ctx, host, port, addrs[0])
-		return out
+	rep.Results = make([]events.IPResult, len(addrs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(len(addrs), s.cfg.MaxHandshakesPerJob) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(addrs) {
+					return
+				}
+				rep.Results[i] = s.scanIP(ctx, t, addrs[i])
+			}
+		})
 	}
-	done := make(chan struct{}, len(addrs))
-	for i, ip := range addrs {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			out[i] = s.scanIP(ctx, host, port, ip)
-		}()
-	}
-	for range addrs {
-		<-done
-	}
-	return out
+	wg.Wait()
+	return rep
 }
 
-// scanIP does one handshake with ip, within the Scanner's concurrency bound.
-func (s *Scanner) scanIP(ctx context.Context, host string, port int, ip netip.Addr) events.IPResult {
-	r := events.IPResult{IP: ip.String()}
+// scanIP does one handshake with ip, within a handshake slot of t's tenant.
+func (s *Scanner) scanIP(ctx context.Context, t Target, ip netip.Addr) (r events.IPResult) {
+	r.IP = ip.String()
+	defer func() {
+		if r.Outcome != events.OutcomeOK && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			// Whatever this address was doing, the job's deadline ended it.
+			r.Outcome, r.Detail = events.OutcomeTimeout, detailJobDeadline
+		}
+		countOutcome(r.Outcome)
+	}()
 	if err := s.dialer.Policy.Check(ip); err != nil {
 		r.Outcome, r.Detail = classify(phaseConnect, err)
-		countOutcome(r.Outcome)
 		return r
 	}
-	select {
-	case s.sem <- struct{}{}:
-	case <-ctx.Done():
-		r.Outcome, r.Detail = classify(phaseConnect, ctx.Err())
-		countOutcome(r.Outcome)
+	if err := s.slots.acquire(ctx, t.Tenant); err != nil {
+		r.Outcome, r.Detail = classify(phaseConnect, err)
 		return r
 	}
-	defer func() { <-s.sem }()
-	s.handshake(ctx, host, port, ip, &r)
-	countOutcome(r.Outcome)
+	defer s.slots.release(t.Tenant)
+	s.handshake(ctx, t.Host, t.Port, ip, &r)
 	if *s.cfg.CheckLegacyTLS && legacyWorthTrying(r.Outcome) {
-		s.probeLegacy(ctx, host, port, ip, &r)
+		s.probeLegacy(ctx, t.Host, t.Port, ip, &r)
 	}
 	return r
 }

@@ -170,7 +170,7 @@ func TestScan(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := s.Scan(context.Background(), tc.host, tc.port)
+			got := s.Scan(context.Background(), Target{Host: tc.host, Port: tc.port}).Results
 			if len(got) != len(tc.want) {
 				t.Fatalf("got %d results %+v, want %d", len(got), got, len(tc.want))
 			}
@@ -189,7 +189,7 @@ func TestScan(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := s.Scan(context.Background(), "valid.example.test", validPort)
+		got := s.Scan(context.Background(), Target{Host: "valid.example.test", Port: validPort}).Results
 		if len(got) != 2 {
 			t.Fatalf("got %d results, want 2", len(got))
 		}
@@ -238,7 +238,7 @@ func TestScanConcurrencyBound(t *testing.T) {
 	start := time.Now()
 	done := make(chan []events.IPResult, 2)
 	for range 2 {
-		go func() { done <- s.Scan(context.Background(), "127.0.0.1", port) }()
+		go func() { done <- s.Scan(context.Background(), Target{Host: "127.0.0.1", Port: port}).Results }()
 	}
 	for range 2 {
 		if r := <-done; r[0].Outcome != events.OutcomeTimeout {
@@ -308,8 +308,9 @@ func TestLimitConn(t *testing.T) {
 }
 
 func TestScannerConfigValidate(t *testing.T) {
-	err := ScannerConfig{Resolver: "no-port", ExtraRootsPEM: []byte("junk"), ConnectTimeout: -1, MaxConcurrentHandshakes: -1}.Validate()
-	for _, w := range []string{"resolver", "extra roots", "timeouts", "max concurrent"} {
+	err := ScannerConfig{Resolver: "no-port", ExtraRootsPEM: []byte("junk"), ConnectTimeout: -1, MaxConcurrentHandshakes: -1,
+		MaxHandshakesPerJob: -1, MaxIPsPerDomain: -1}.Validate()
+	for _, w := range []string{"resolver", "extra roots", "timeouts", "max concurrent", "per job", "max ips per domain"} {
 		if err == nil || !strings.Contains(err.Error(), w) {
 			t.Errorf("got %v, want an error about %s", err, w)
 		}

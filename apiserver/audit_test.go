@@ -14,10 +14,13 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/audit"
+	"github.com/certfleet/certfleet/apiserver/clientcerts"
+	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/coordinator/sink"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/testenv"
@@ -29,47 +32,55 @@ import (
 // fills the record.
 func auditTestRoutes(e *keyEnv) {
 	for _, s := range e.srv {
-		s.engine.POST("/api/test-audit/create", s.audited("create", "certificate"), s.requireKey(accounts.ScopeWrite),
+		s.engine.POST("/api/test-audit/create", s.audit.Audited("create", "certificate"), testRender, s.auth.RequireKey(accounts.ScopeWrite),
 			func(c *gin.Context) {
-				auditResource(c, "cert-1")
-				auditDetail(c, "common_name", "user@example.com")
+				audit.Resource(c, "cert-1")
+				audit.Detail(c, "common_name", "user@example.com")
 				c.JSON(http.StatusCreated, gin.H{"identifier": "cert-1"})
 			})
-		s.engine.POST("/api/test-audit/:id/revoke", s.audited("revoke", "certificate"), s.requireKey(accounts.ScopeWrite),
+		s.engine.POST("/api/test-audit/:id/revoke", s.audit.Audited("revoke", "certificate"), testRender, s.auth.RequireKey(accounts.ScopeWrite),
 			func(c *gin.Context) {
-				c.JSON(http.StatusNotFound, gin.H{"error": "Certificate not found: " + c.Param("id"), "code": 404, "status": 404})
+				httpapi.Fail(c, httpapi.Errorf(http.StatusNotFound, "Certificate not found: "+c.Param("id")))
 			})
 		// An auth wrapper that uses the hook, as the CertMate routes do.
 		hooked := func(c *gin.Context) {
 			p, err := s.accounts.AuthenticateBearer(c.Request.Context(), mustBearer(c))
 			if err != nil {
-				s.auditFailedAuth(c, http.StatusUnauthorized, nil, "invalid token")
-				c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"error": "Unauthorized", "code": 401, "status": 401})
+				s.audit.FailedAuth(c, http.StatusUnauthorized, nil, "invalid token")
+				httpapi.Fail(c, httpapi.Errorf(http.StatusUnauthorized, "Unauthorized"))
 				return
 			}
 			if !p.Can(accounts.ScopeWrite) {
-				s.auditFailedAuth(c, http.StatusForbidden, &p, "missing write scope")
-				c.AbortWithStatusJSON(http.StatusForbidden, gin.H{"error": "Forbidden", "code": 403, "status": 403})
+				s.audit.FailedAuth(c, http.StatusForbidden, &p, "missing write scope")
+				httpapi.Fail(c, httpapi.Errorf(http.StatusForbidden, "Forbidden"))
 				return
 			}
-			c.Set(principalKey, p)
+			httpapi.SetPrincipal(c, p)
 			c.Next()
 		}
-		s.engine.POST("/api/test-audit/:id/renew", s.audited("renew", "certificate"), hooked,
+		s.engine.POST("/api/test-audit/:id/renew", s.audit.Audited("renew", "certificate"), testRender, hooked,
 			func(c *gin.Context) { c.JSON(http.StatusCreated, gin.H{}) })
-		s.engine.POST("/api/test-audit/:id/panic", s.audited("revoke", "certificate"), s.requireKey(accounts.ScopeWrite),
+		s.engine.POST("/api/test-audit/:id/panic", s.audit.Audited("revoke", "certificate"), testRender, s.auth.RequireKey(accounts.ScopeWrite),
 			func(c *gin.Context) { panic("boom") })
-		s.engine.GET("/api/test-audit/unaudited", hooked, func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{}) })
+		s.engine.GET("/api/test-audit/unaudited", testRender, hooked, func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{}) })
 		// A wrapper that names no principal on a 403.
-		s.engine.GET("/api/test-audit/unaudited-read", func(c *gin.Context) {
-			s.auditFailedAuth(c, http.StatusForbidden, nil, "missing read scope")
-			c.AbortWithStatusJSON(http.StatusForbidden, gin.H{"error": "Forbidden"})
+		s.engine.GET("/api/test-audit/unaudited-read", testRender, func(c *gin.Context) {
+			s.audit.FailedAuth(c, http.StatusForbidden, nil, "missing read scope")
+			httpapi.Fail(c, httpapi.Errorf(http.StatusForbidden, "Forbidden"))
 		})
 	}
 }
 
+// testRender answers the test routes' errors as {"error": msg}: the
+// contract of every API style's renderer (errors travel as values, the
+// audit record takes its error from the answer rendered).
+var testRender = httpapi.Render(zap.NewNop(), httpapi.Style{
+	Answer: httpapi.AsError,
+	Body:   func(e *httpapi.Error) any { return gin.H{"error": e.Msg} },
+})
+
 func mustBearer(c *gin.Context) string {
-	tok, _ := bearerToken(c.GetHeader("Authorization"))
+	tok, _ := httpapi.BearerToken(c.GetHeader("Authorization"))
 	return tok
 }
 
@@ -119,10 +130,10 @@ func TestAuditedRecords(t *testing.T) {
 			want{tenant, "revoke", "certificate", "nope", "failure", "ops@example.com", writerP.KeyID, "/api/test-audit/:id/revoke",
 				"Certificate not found: nope", 404, map[string]any{}}},
 		{"no key", http.MethodPost, "/api/test-audit/create", "", 401,
-			want{"", "failed_auth", "certificate", "", "failure", "", "", "/api/test-audit/create", msgUnauthorized, 401,
+			want{"", "failed_auth", "certificate", "", "failure", "", "", "/api/test-audit/create", httpapi.MsgUnauthorized, 401,
 				map[string]any{"attempted_operation": "create"}}},
 		{"unknown key", http.MethodPost, "/api/test-audit/x/revoke", "ssa_00000000000000000000000000000000", 401,
-			want{"", "failed_auth", "certificate", "x", "failure", "", "", "/api/test-audit/:id/revoke", msgUnauthorized, 401,
+			want{"", "failed_auth", "certificate", "x", "failure", "", "", "/api/test-audit/:id/revoke", httpapi.MsgUnauthorized, 401,
 				map[string]any{"attempted_operation": "revoke"}}},
 		{"key without the scope", http.MethodPost, "/api/test-audit/create", reader, 403,
 			want{tenant, "failed_auth", "certificate", "", "failure", "ops@example.com", readerP.KeyID, "/api/test-audit/create", "This API key lacks the write permission", 403,
@@ -388,31 +399,11 @@ func TestAuditAPIWithoutClickHouse(t *testing.T) {
 	}
 }
 
-func TestAuditConfigValidate(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		cfg  AuditConfig
-		ok   bool
-	}{
-		{"defaults", AuditConfig{}, true},
-		{"negative query timeout", AuditConfig{QueryTimeout: -1}, false},
-		{"negative record timeout", AuditConfig{RecordTimeout: -1}, false},
-		{"default over max", AuditConfig{DefaultLimit: 50, MaxLimit: 10}, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			tc.cfg.setDefaults()
-			if errs := tc.cfg.validate(); (len(errs) == 0) != tc.ok {
-				t.Errorf("validate: got %v, want ok=%v", errs, tc.ok)
-			}
-		})
-	}
-}
-
 // TestAuditClientCerts follows every audited operation of the client
 // certificate API from the request to GET /api/audit: the middleware, the
 // events stream, the sink and ClickHouse.
 func TestAuditClientCerts(t *testing.T) {
-	e := newAuditCHEnv(t, Config{CA: CAConfig{Passphrase: caTestPassphrase, Init: true}})
+	e := newAuditCHEnv(t, Config{CA: clientcerts.Config{Passphrase: caTestPassphrase, Init: true}})
 	admin := e.bootstrapKey("ops@example.com", "read", "write")
 	reader := e.bootstrapKey("ops@example.com", "read")
 	other := e.bootstrapKey("other@example.com", "read", "write")
@@ -524,58 +515,46 @@ func detailOf(t *testing.T, e *keyEnv, key, query, field string) any {
 func TestAuditAppendFailure(t *testing.T) {
 	e := newKeyEnv(t, Config{})
 	s := e.srv[0]
-	s.engine.GET("/api/test-audit/open", s.audited("list", "certificate"), func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })
+	s.engine.GET("/api/test-audit/open", s.audit.Audited("list", "certificate"), func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })
 	// The event streams are not streams: every XADD fails.
 	for _, stream := range events.EventStreams() {
 		if err := e.rdb.Set(t.Context(), stream, "not a stream", 0).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	before := counterValue(t, auditErrors)
+	before := counterValue(t, "certfleet_audit_errors_total")
 	if r := e.call(0, http.MethodGet, "/api/test-audit/open", "", ""); r.code != http.StatusOK || r.body["ok"] != true {
 		t.Fatalf("answer: got %d %v, want 200 ok", r.code, r.body)
 	}
-	if got := counterValue(t, auditErrors) - before; got != 1 {
+	if got := counterValue(t, "certfleet_audit_errors_total") - before; got != 1 {
 		t.Errorf("certfleet_audit_errors_total grew by %v, want 1", got)
 	}
 }
 
-func counterValue(t *testing.T, c prometheus.Counter) float64 {
+// counterValue reads the process's counter name (without labels).
+func counterValue(t *testing.T, name string) float64 {
 	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
+	families, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
 		t.Fatal(err)
 	}
-	return m.GetCounter().GetValue()
-}
-
-func TestErrorOfBody(t *testing.T) {
-	for _, tc := range []struct{ name, body, want string }{
-		{"certmate", `{"error":"Certificate not found: x","code":"NOT_FOUND","status":404}`, "Certificate not found: x"},
-		{"v1", `{"error":"Domain not found"}`, "Domain not found"},
-		{"rate limited", `{"error":"Rate limit exceeded","message":"Too many requests.","retry_after":3}`, "Rate limit exceeded"},
-		{"message only", `{"message":"nope"}`, "nope"},
-		{"error not a string", `{"error":{"x":1},"message":"m"}`, "m"},
-		{"text", "  bad gateway \n", "bad gateway"},
-		{"long text", strings.Repeat("x", 300), strings.Repeat("x", 200)},
-		{"empty", "", ""},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := errorOfBody([]byte(tc.body)); got != tc.want {
-				t.Errorf("got %q, want %q", got, tc.want)
-			}
-		})
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
 	}
+	t.Fatalf("counter %s not registered", name)
+	return 0
 }
 
 func TestAuditSystem(t *testing.T) {
 	e := newKeyEnv(t, Config{})
 	tenant := events.TenantID("ops@example.com")
-	if err := e.srv[0].auditSystem(t.Context(), tenant, "auto_renew", "certificate", "c1",
+	if err := e.srv[0].audit.System(t.Context(), tenant, "auto_renew", "certificate", "c1",
 		map[string]any{"new_identifier": "c2"}, ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.srv[1].auditSystem(t.Context(), tenant, "auto_renew", "certificate", "c3", nil, "signing failed"); err != nil {
+	if err := e.srv[1].audit.System(t.Context(), tenant, "auto_renew", "certificate", "c3", nil, "signing failed"); err != nil {
 		t.Fatal(err)
 	}
 	envs, recs := auditEvents(t, e.rdb)

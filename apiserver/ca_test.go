@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/certfleet/certfleet/apiserver/clientca"
+	"github.com/certfleet/certfleet/apiserver/clientcerts"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -26,7 +27,7 @@ func TestCAInitReplicas(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range srvs {
 		wg.Go(func() {
-			srvs[i], errs[i] = New(Config{CA: CAConfig{Passphrase: "a shared CA passphrase", Init: true,
+			srvs[i], errs[i] = New(Config{CA: clientcerts.Config{Passphrase: "a shared CA passphrase", Init: true,
 				PublicURL: "https://ca.example.com"}}, redisSrv.Client(t), testenv.Logger(t))
 		})
 	}
@@ -36,7 +37,7 @@ func TestCAInitReplicas(t *testing.T) {
 		if errs[i] != nil {
 			t.Fatalf("replica %d: %v", i, errs[i])
 		}
-		a, err := srv.ca.store.Authority(ctx)
+		a, err := srv.caStore.Authority(ctx)
 		if err != nil {
 			t.Fatalf("replica %d authority: %v", i, err)
 		}
@@ -46,11 +47,11 @@ func TestCAInitReplicas(t *testing.T) {
 		if !bytes.Equal(a.PEM, caPEM) {
 			t.Errorf("replica %d has another CA", i)
 		}
-		c, err := srv.ca.store.Create(ctx, "tenant", clientca.CreateRequest{CommonName: "r", GenerateKey: true})
+		c, err := srv.caStore.Create(ctx, "tenant", clientca.CreateRequest{CommonName: "r", GenerateKey: true})
 		if err != nil {
 			t.Fatalf("replica %d create: %v", i, err)
 		}
-		crt, _ := srv.ca.store.Download(ctx, "tenant", c.ID, clientca.DownloadCert)
+		crt, _ := srv.caStore.Download(ctx, "tenant", c.ID, clientca.DownloadCert)
 		if !bytes.Contains(crt, []byte("CERTIFICATE")) {
 			t.Errorf("replica %d: no certificate", i)
 		}
@@ -60,14 +61,14 @@ func TestCAInitReplicas(t *testing.T) {
 // TestCAWithoutPassphrase: an apiserver without a CA passphrase starts
 // (the rest of the API works) but its CA cannot sign.
 func TestCAWithoutPassphrase(t *testing.T) {
-	srv, err := New(Config{CA: CAConfig{Init: true}}, testenv.Redis(t).Client(t), testenv.Logger(t))
+	srv, err := New(Config{CA: clientcerts.Config{Init: true}}, testenv.Redis(t).Client(t), testenv.Logger(t))
 	if err != nil {
 		t.Fatalf("new: %v", err)
 	}
-	if srv.ca.store == nil || srv.ca.store.CanSign() {
-		t.Fatalf("store %v: want a store that cannot sign", srv.ca.store)
+	if srv.caStore == nil || srv.caStore.CanSign() {
+		t.Fatalf("store %v: want a store that cannot sign", srv.caStore)
 	}
-	if _, err := srv.ca.store.Create(context.Background(), "t", clientca.CreateRequest{CommonName: "x", GenerateKey: true}); !errors.Is(err, clientca.ErrNoPassphrase) {
+	if _, err := srv.caStore.Create(context.Background(), "t", clientca.CreateRequest{CommonName: "x", GenerateKey: true}); !errors.Is(err, clientca.ErrNoPassphrase) {
 		t.Errorf("create: got %v, want ErrNoPassphrase", err)
 	}
 }
@@ -77,15 +78,15 @@ func TestCAConfig(t *testing.T) {
 	_ = os.WriteFile(good, []byte("a long enough passphrase\n"), 0o600)
 	tests := []struct {
 		name string
-		cfg  CAConfig
+		cfg  clientcerts.Config
 		want string
 	}{
-		{"zero", CAConfig{}, ""},
-		{"both passphrases", CAConfig{Passphrase: "a long enough passphrase", PassphraseFile: good}, "not both"},
-		{"short passphrase", CAConfig{Passphrase: "short"}, "at least 12"},
-		{"key type", CAConfig{KeyType: "rsa-1024"}, "key type"},
-		{"public url", CAConfig{PublicURL: "ca.example.com"}, "public URL"},
-		{"crl validity", CAConfig{CRLValidity: 1}, "CRL validity"},
+		{"zero", clientcerts.Config{}, ""},
+		{"both passphrases", clientcerts.Config{Passphrase: "a long enough passphrase", PassphraseFile: good}, "not both"},
+		{"short passphrase", clientcerts.Config{Passphrase: "short"}, "at least 12"},
+		{"key type", clientcerts.Config{KeyType: "rsa-1024"}, "key type"},
+		{"public url", clientcerts.Config{PublicURL: "ca.example.com"}, "public URL"},
+		{"crl validity", clientcerts.Config{CRLValidity: 1}, "CRL validity"},
 	}
 	for _, tt := range tests {
 		cfg := Config{CA: tt.cfg}
@@ -99,7 +100,7 @@ func TestCAConfig(t *testing.T) {
 
 // RunRenewal is an actor: it runs until its context ends, then returns nil.
 func TestRunRenewalStopsWithItsContext(t *testing.T) {
-	srv, err := New(Config{CA: CAConfig{Init: true}}, testenv.Redis(t).Client(t), testenv.Logger(t))
+	srv, err := New(Config{CA: clientcerts.Config{Init: true}}, testenv.Redis(t).Client(t), testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

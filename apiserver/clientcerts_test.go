@@ -4,14 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,119 +19,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gin-gonic/gin"
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/clientca"
+	"github.com/certfleet/certfleet/apiserver/clientcerts"
+	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
-
-// TestCertMateErrors: the CertMate wrappers answer v1's refusals (no key,
-// a key without the scope, over the limit, a server error) in CertMate's
-// shapes, and leave successes and CertMate-shaped errors alone.
-func TestCertMateErrors(t *testing.T) {
-	e := newKeyEnv(t, Config{})
-	for _, srv := range e.srv {
-		srv.engine.GET("/test/cm/read", append(srv.certMate(accounts.ScopeRead, classCMBatch), func(c *gin.Context) {
-			c.JSON(http.StatusOK, gin.H{"ok": true})
-		})...)
-		srv.engine.POST("/test/cm/write", append(srv.certMate(accounts.ScopeWrite), func(c *gin.Context) {
-			failCM(c, http.StatusNotFound, "Certificate not found: x")
-		})...)
-		srv.engine.GET("/test/cm/broken", append(srv.certMate(accounts.ScopeRead), func(c *gin.Context) {
-			srv.replyV1(c, errors.New("redis: connection refused"))
-		})...)
-		srv.engine.GET("/test/cm/public", append(srv.certMatePublic(classCMBatch), func(c *gin.Context) {
-			c.String(http.StatusOK, "public")
-		})...)
-	}
-	reader := e.bootstrapKey("ops@example.com", accounts.ScopeRead)
-	writer := e.bootstrapKey("ops@example.com", accounts.ScopeWrite)
-
-	tests := []struct {
-		name, method, path, key string
-		wantCode                int
-		wantBody                map[string]any
-	}{
-		{"no key", http.MethodGet, "/test/cm/read", "", 401,
-			map[string]any{"error": "Missing or invalid API key", "code": "UNAUTHORIZED", "status": 401.0}},
-		{"unknown key", http.MethodGet, "/test/cm/read", "ssa_nope", 401,
-			map[string]any{"error": "Missing or invalid API key", "code": "UNAUTHORIZED", "status": 401.0}},
-		{"read key on a write route", http.MethodPost, "/test/cm/write", reader, 403,
-			map[string]any{"error": "This API key lacks the write permission", "code": "FORBIDDEN", "status": 403.0}},
-		{"success", http.MethodGet, "/test/cm/read", reader, 200, map[string]any{"ok": true}},
-		{"handler's own error", http.MethodPost, "/test/cm/write", writer, 404,
-			map[string]any{"error": "Certificate not found: x", "code": "NOT_FOUND", "status": 404.0}},
-		{"server error", http.MethodGet, "/test/cm/broken", reader, 500,
-			map[string]any{"error": "internal error", "code": "INTERNAL_ERROR", "status": 500.0}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			r := e.call(1, tc.method, tc.path, tc.key, "")
-			if r.code != tc.wantCode || !reflect.DeepEqual(r.body, tc.wantBody) {
-				t.Errorf("got %d %v, want %d %v", r.code, r.body, tc.wantCode, tc.wantBody)
-			}
-		})
-	}
-
-	// cm-batch allows 10 a minute per key, across both replicas (the read
-	// above counted one).
-	for i := range cmRateBatch - 1 {
-		if r := e.call(i%2, http.MethodGet, "/test/cm/read", reader, ""); r.code != http.StatusOK {
-			t.Fatalf("request %d: got %d %v, want 200", i+2, r.code, r.body)
-		}
-	}
-	r := e.call(0, http.MethodGet, "/test/cm/read", reader, "")
-	retry, _ := strconv.Atoi(r.header.Get("Retry-After"))
-	want := map[string]any{"error": "Rate limit exceeded", "message": "Too many requests. Please try again later.",
-		"retry_after": float64(retry)}
-	if r.code != http.StatusTooManyRequests || retry < 1 || !reflect.DeepEqual(r.body, want) {
-		t.Errorf("over the limit: got %d %v (Retry-After %q), want 429 %v", r.code, r.body, r.header.Get("Retry-After"), want)
-	}
-	if got := r.header.Get("X-RateLimit-Limit"); got != strconv.Itoa(cmRateBatch) {
-		t.Errorf("X-RateLimit-Limit: got %q, want %d", got, cmRateBatch)
-	}
-
-	// A public route is limited per client address, keys or not.
-	for i := range cmRateBatch {
-		if code, _, body := e.raw(i%2, http.MethodGet, "/test/cm/public", "", ""); code != http.StatusOK || string(body) != "public" {
-			t.Fatalf("public request %d: got %d %q, want 200", i+1, code, body)
-		}
-	}
-	r = e.call(0, http.MethodGet, "/test/cm/public", reader, "")
-	if r.code != http.StatusTooManyRequests || r.body["error"] != "Rate limit exceeded" {
-		t.Errorf("public route over the limit: got %d %v, want 429", r.code, r.body)
-	}
-}
-
-func TestCMTranslate(t *testing.T) {
-	tests := []struct {
-		name       string
-		status     int
-		retryAfter string
-		body, want string
-	}{
-		{"v1 error", 404, "", `{"error":"nope"}`, `{"error":"nope","code":"NOT_FOUND","status":404}`},
-		{"unknown status", 418, "", `{"error":"tea"}`, `{"error":"tea","code":"ERROR","status":418}`},
-		{"rate limited", 429, "7", `{"error":"Rate limit exceeded. Try again in 7 seconds."}`,
-			`{"error":"Rate limit exceeded","message":"Too many requests. Please try again later.","retry_after":7}`},
-		{"rate limited without header", 429, "", `{"error":"x"}`,
-			`{"error":"Rate limit exceeded","message":"Too many requests. Please try again later.","retry_after":1}`},
-		{"already CertMate's", 404, "", `{"error":"x","code":"NOT_FOUND","status":404}`, `{"error":"x","code":"NOT_FOUND","status":404}`},
-		{"KeyChest's", 500, "", `{"status":"error","error":"x"}`, `{"status":"error","error":"x"}`},
-		{"not JSON", 400, "", `oops`, `oops`},
-		{"error not a string", 400, "", `{"error":1}`, `{"error":1}`},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := string(cmTranslate(tc.status, tc.retryAfter, []byte(tc.body))); got != tc.want {
-				t.Errorf("got %s, want %s", got, tc.want)
-			}
-		})
-	}
-}
 
 // caTestPassphrase seals the test CA's key.
 const caTestPassphrase = "correct horse battery staple"
@@ -144,7 +36,7 @@ const caTestPassphrase = "correct horse battery staple"
 // start (as --ca-init does).
 func newCAEnv(t *testing.T) *keyEnv {
 	t.Helper()
-	return newKeyEnv(t, Config{CA: CAConfig{Passphrase: caTestPassphrase, Init: true}})
+	return newKeyEnv(t, Config{CA: clientcerts.Config{Passphrase: caTestPassphrase, Init: true}})
 }
 
 // raw sends a request to replica i and returns the answer's status,
@@ -173,8 +65,8 @@ func wantCMError(t *testing.T, r v1Response, wantCode int, wantMsg string) {
 	t.Helper()
 	msg, _ := r.body["error"].(string)
 	if r.code != wantCode || len(r.body) != 3 || !strings.Contains(msg, wantMsg) ||
-		r.body["code"] != cmCode(wantCode) || r.body["status"] != float64(wantCode) {
-		t.Errorf("got %d %v, want %d {error: ...%q..., code: %s, status: %d}", r.code, r.body, wantCode, wantMsg, cmCode(wantCode), wantCode)
+		r.body["code"] != (&httpapi.Error{Status: wantCode}).Code() || r.body["status"] != float64(wantCode) {
+		t.Errorf("got %d %v, want %d {error: ...%q..., code: %s, status: %d}", r.code, r.body, wantCode, wantMsg, (&httpapi.Error{Status: wantCode}).Code(), wantCode)
 	}
 }
 
@@ -298,15 +190,8 @@ func TestClientCertLifecycle(t *testing.T) {
 // csrPEM returns a PEM CSR for cn signed by a new ECDSA key, and the key.
 func csrPEM(t *testing.T, cn string) (string, *ecdsa.PrivateKey) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})), key
+	csr, key := testenv.CSR(t, cn)
+	return string(csr), key
 }
 
 func jsonString(s string) string {
@@ -504,7 +389,7 @@ func TestClientCertBatch(t *testing.T) {
 		t.Errorf("all rows bad: got %d %v, want 200 with one error", r.code, r.body)
 	}
 
-	rows100 := strings.TrimSuffix(strings.Repeat(`["x"],`, cmBatchMaxRows+1), ",")
+	rows100 := strings.TrimSuffix(strings.Repeat(`["x"],`, clientcerts.MaxBatchRows+1), ",")
 	tests := []struct{ name, body, wantMsg string }{
 		{"unknown column", `{"headers":["common_name","password"],"rows":[["a","b"]]}`, `unknown column "password"`},
 		{"repeated column", `{"headers":["common_name","common_name"],"rows":[["a","b"]]}`, `column "common_name" appears twice`},
@@ -583,7 +468,7 @@ func TestClientCertTenancyAndScopes(t *testing.T) {
 }
 
 func TestClientCertCreateValidation(t *testing.T) {
-	e := newKeyEnv(t, Config{MaxBodyBytes: 4096, CA: CAConfig{Passphrase: caTestPassphrase, Init: true}})
+	e := newKeyEnv(t, Config{MaxBodyBytes: 4096, CA: clientcerts.Config{Passphrase: caTestPassphrase, Init: true}})
 	admin := e.bootstrapKey("ops@example.com", "read", "write")
 	tests := []struct{ name, body, wantMsg string }{
 		{"no common_name", `{"email":"a@example.com"}`, "common_name is required"},
@@ -630,7 +515,7 @@ func TestClientCertCreateValidation(t *testing.T) {
 func TestClientCertRateLimits(t *testing.T) {
 	e := newCAEnv(t)
 	admin := e.bootstrapKey("ops@example.com", "read", "write")
-	for i := range cmRateCreate {
+	for i := range clientcerts.RateCreate {
 		e.createCert(i%2, admin, `{"common_name":"c`+strconv.Itoa(i)+`"}`)
 	}
 	r := e.call(1, http.MethodPost, "/api/client-certs/create", admin, `{"common_name":"one too many"}`)
@@ -640,19 +525,19 @@ func TestClientCertRateLimits(t *testing.T) {
 		t.Errorf("create over the limit: got %d %v (Retry-After %q), want 429 %v", r.code, r.body, r.header.Get("Retry-After"), want)
 	}
 	// Reads still go (cm-general: 100).
-	if r := e.call(0, http.MethodGet, "/api/client-certs", admin, ""); r.code != http.StatusOK || r.body["total"] != float64(cmRateCreate) {
-		t.Errorf("list after the create limit: got %d total %v, want 200 %d", r.code, r.body["total"], cmRateCreate)
+	if r := e.call(0, http.MethodGet, "/api/client-certs", admin, ""); r.code != http.StatusOK || r.body["total"] != float64(clientcerts.RateCreate) {
+		t.Errorf("list after the create limit: got %d total %v, want 200 %d", r.code, r.body["total"], clientcerts.RateCreate)
 	}
 
 	batcher := e.bootstrapKey("ops@example.com", "read", "write")
-	for i := range cmRateBatch {
+	for i := range clientcerts.RateBatch {
 		if r := e.call(i%2, http.MethodPost, "/api/client-certs/batch", batcher, `{"headers":["common_name"],"rows":[[""]]}`); r.code != http.StatusOK {
 			t.Fatalf("batch %d: got %d %v", i+1, r.code, r.body)
 		}
 	}
 	r = e.call(0, http.MethodPost, "/api/client-certs/batch", batcher, `{"headers":["common_name"],"rows":[[""]]}`)
-	if r.code != http.StatusTooManyRequests || r.body["error"] != "Rate limit exceeded" || r.header.Get("X-RateLimit-Limit") != strconv.Itoa(cmRateBatch) {
-		t.Errorf("batch over the limit: got %d %v %v, want 429 with X-RateLimit-Limit %d", r.code, r.body, r.header, cmRateBatch)
+	if r.code != http.StatusTooManyRequests || r.body["error"] != "Rate limit exceeded" || r.header.Get("X-RateLimit-Limit") != strconv.Itoa(clientcerts.RateBatch) {
+		t.Errorf("batch over the limit: got %d %v %v, want 429 with X-RateLimit-Limit %d", r.code, r.body, r.header, clientcerts.RateBatch)
 	}
 }
 
@@ -667,7 +552,7 @@ func TestClientCertAutoRenewal(t *testing.T) {
 	if r := e.call(0, http.MethodPost, "/api/client-certs/"+gone+"/revoke", admin, ""); r.code != http.StatusOK {
 		t.Fatalf("revoke: got %d %v", r.code, r.body)
 	}
-	if n, err := e.srv[0].renewDueClientCerts(ctx); err != nil || n != 0 {
+	if n, err := e.srv[0].certs.RenewDue(ctx); err != nil || n != 0 {
 		t.Fatalf("pass before anything is due: got %d %v, want 0", n, err)
 	}
 
@@ -680,7 +565,7 @@ func TestClientCertAutoRenewal(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n, err := srv.renewDueClientCerts(ctx)
+			n, err := srv.certs.RenewDue(ctx)
 			if err != nil {
 				t.Errorf("replica %d: %v", i, err)
 			}
@@ -728,11 +613,19 @@ func TestClientCertAutoRenewal(t *testing.T) {
 
 	// The loop renews what comes due: later, 20 days on.
 	e.clock.Add(20 * 24 * time.Hour)
+	// A replica whose loop looks every 20 ms.
+	looping, err := New(Config{Now: e.clock.Now, CA: clientcerts.Config{Passphrase: caTestPassphrase, RenewalEvery: 20 * time.Millisecond}},
+		e.rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
 	loopCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		e.srv[1].runClientCertRenewal(loopCtx, 20*time.Millisecond)
+		if err := looping.RunRenewal(loopCtx); err != nil {
+			t.Errorf("renewal loop: %v", err)
+		}
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -752,7 +645,7 @@ func TestClientCertAutoRenewal(t *testing.T) {
 	if n := len(keyEvents(t, e.rdb)[events.ClientCertRenewed]); n != 3 {
 		t.Errorf("renewed events: got %d, want 3 (soon, later, soon's renewal)", n)
 	}
-	if n, _ := e.rdb.Exists(ctx, cmRenewalLeaseKey).Result(); n != 0 {
+	if n, _ := e.rdb.Exists(ctx, clientcerts.RenewalLeaseKey).Result(); n != 0 {
 		t.Errorf("lease: still held after the loop stopped")
 	}
 }
@@ -834,7 +727,7 @@ func TestClientCertNoCA(t *testing.T) {
 // HTTP, and an account for the benchmark.
 func newCABenchServer(b *testing.B) (*Server, *httptest.Server, string) {
 	b.Helper()
-	srv, err := New(Config{CA: CAConfig{Passphrase: caTestPassphrase, Init: true}}, testenv.Redis(b).Client(b), zap.NewNop())
+	srv, err := New(Config{CA: clientcerts.Config{Passphrase: caTestPassphrase, Init: true}}, testenv.Redis(b).Client(b), zap.NewNop())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -857,7 +750,7 @@ func BenchmarkClientCertBatch(b *testing.B) {
 	ctx := context.Background()
 	srv, hs, tenant := newCABenchServer(b)
 	var rows []string
-	for i := range cmBatchMaxRows {
+	for i := range clientcerts.MaxBatchRows {
 		rows = append(rows, fmt.Sprintf(`["user%d@example.com","user%d@example.com","ACME Corp","vpn","365"]`, i, i))
 	}
 	body := `{"headers":["common_name","email","organization","cert_usage","days_valid"],"rows":[` + strings.Join(rows, ",") + `]}`
@@ -865,7 +758,7 @@ func BenchmarkClientCertBatch(b *testing.B) {
 	b.Run("http-batch", func(b *testing.B) {
 		var key string
 		for i := 0; b.Loop(); i++ {
-			if i%cmRateBatch == 0 {
+			if i%clientcerts.RateBatch == 0 {
 				b.StopTimer()
 				k, err := srv.accounts.CreateKey(ctx, tenant, "bench", []string{"write"}, nil, accounts.SourceCLI)
 				if err != nil {
@@ -886,20 +779,20 @@ func BenchmarkClientCertBatch(b *testing.B) {
 				b.Fatalf("got %d %.200s", resp.StatusCode, raw)
 			}
 		}
-		b.ReportMetric(float64(b.N*cmBatchMaxRows)/b.Elapsed().Seconds(), "certs/s")
+		b.ReportMetric(float64(b.N*clientcerts.MaxBatchRows)/b.Elapsed().Seconds(), "certs/s")
 	})
 	b.Run("store-baseline", func(b *testing.B) {
 		for b.Loop() {
-			for i := range cmBatchMaxRows {
+			for i := range clientcerts.MaxBatchRows {
 				days := 365
-				_, err := srv.ca.store.Create(ctx, tenant, clientca.CreateRequest{CommonName: fmt.Sprintf("user%d@example.com", i),
+				_, err := srv.caStore.Create(ctx, tenant, clientca.CreateRequest{CommonName: fmt.Sprintf("user%d@example.com", i),
 					Email: fmt.Sprintf("user%d@example.com", i), Organization: "ACME Corp", Usage: "vpn", DaysValid: days, GenerateKey: true})
 				if err != nil {
 					b.Fatal(err)
 				}
 			}
 		}
-		b.ReportMetric(float64(b.N*cmBatchMaxRows)/b.Elapsed().Seconds(), "certs/s")
+		b.ReportMetric(float64(b.N*clientcerts.MaxBatchRows)/b.Elapsed().Seconds(), "certs/s")
 	})
 }
 
@@ -910,7 +803,7 @@ func BenchmarkClientCertList(b *testing.B) {
 	ctx := context.Background()
 	srv, hs, tenant := newCABenchServer(b)
 	for i := range 1000 {
-		if _, err := srv.ca.store.Create(ctx, tenant, clientca.CreateRequest{CommonName: fmt.Sprintf("c%d", i),
+		if _, err := srv.caStore.Create(ctx, tenant, clientca.CreateRequest{CommonName: fmt.Sprintf("c%d", i),
 			Usage: []string{"vpn", "api-mtls"}[i%2], GenerateKey: true}); err != nil {
 			b.Fatal(err)
 		}
@@ -920,7 +813,7 @@ func BenchmarkClientCertList(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			var key string
 			for i := 0; b.Loop(); i++ {
-				if i%(cmRateGeneral-1) == 0 {
+				if i%(clientcerts.RateGeneral-1) == 0 {
 					b.StopTimer()
 					k, err := srv.accounts.CreateKey(ctx, tenant, "bench", []string{"read"}, nil, accounts.SourceCLI)
 					if err != nil {
@@ -945,7 +838,7 @@ func BenchmarkClientCertList(b *testing.B) {
 	}
 	b.Run("store-baseline", func(b *testing.B) {
 		for b.Loop() {
-			if certs, err := srv.ca.store.List(ctx, tenant, clientca.Filter{}); err != nil || len(certs) != 1000 {
+			if certs, err := srv.caStore.List(ctx, tenant, clientca.Filter{}); err != nil || len(certs) != 1000 {
 				b.Fatalf("got %d %v", len(certs), err)
 			}
 		}

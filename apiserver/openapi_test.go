@@ -5,14 +5,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"reflect"
 	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
 
-	"github.com/certfleet/certfleet/internal/channels"
+	"github.com/certfleet/certfleet/apiserver/openapi"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -74,7 +73,7 @@ func TestOpenAPIDocument(t *testing.T) {
 		t.Errorf("info: got %+v, want a title and a version", doc.Info)
 	}
 	var raw map[string]any
-	if err := json.Unmarshal(openAPIDoc, &raw); err != nil {
+	if err := json.Unmarshal(openapi.Document, &raw); err != nil {
 		t.Fatal(err)
 	}
 	for path, item := range doc.Paths {
@@ -130,119 +129,6 @@ func TestOpenAPIDocument(t *testing.T) {
 	})
 }
 
-// TestOpenAPISchemasMatchTypes keeps the documented bodies true: every
-// property a schema documents is a JSON field of the Go type the server
-// reads or writes, and every field the type always writes is documented.
-func TestOpenAPISchemasMatchTypes(t *testing.T) {
-	var doc struct {
-		Components struct {
-			Schemas map[string]struct {
-				Properties map[string]json.RawMessage `json:"properties"`
-				Required   []string                   `json:"required"`
-			} `json:"schemas"`
-		} `json:"components"`
-	}
-	if err := json.Unmarshal(openAPIDoc, &doc); err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		schema string
-		typ    reflect.Type
-		// required: the schema's required list must be exactly the
-		// fields always written (responses whose area checks it).
-		required bool
-	}{
-		{"Error", reflect.TypeFor[v1ErrorBody](), false},
-		{"KeyChestError", reflect.TypeFor[errorBody](), false},
-		{"Domain", reflect.TypeFor[domainJSON](), false},
-		{"DomainList", reflect.TypeFor[domainList](), false},
-		{"Pagination", reflect.TypeFor[pagination](), false},
-		{"DomainCreate", reflect.TypeFor[createDomainRequest](), false},
-		{"DomainUpdate", reflect.TypeFor[updateDomainRequest](), false},
-		{"SSLCheck", reflect.TypeFor[sslCheckBody](), false},
-		{"SSLResult", reflect.TypeFor[sslResult](), false},
-		{"CheckRequest", reflect.TypeFor[checkRequest](), false},
-		{"CheckResult", reflect.TypeFor[checkBody](), false},
-		{"CheckTimeout", reflect.TypeFor[checkBody](), false},
-		{"APIKey", reflect.TypeFor[apiKeyJSON](), false},
-		{"APIKeyCreated", reflect.TypeFor[apiKeyJSON](), false},
-		{"APIKeyCreate", reflect.TypeFor[createKeyRequest](), false},
-		{"ClaimResponse", reflect.TypeFor[claimResponse](), false},
-		{"AddServerResponse", reflect.TypeFor[addResponse](), false},
-		{"ExpirationResponse", reflect.TypeFor[expirationResponse](), false},
-		{"ExpirationResult", reflect.TypeFor[expirationResult](), false},
-		{"Alert", reflect.TypeFor[alertJSON](), false},
-		{"AlertList", reflect.TypeFor[alertList](), false},
-		{"AlertSettings", reflect.TypeFor[alertSettingsJSON](), false},
-		{"AlertSettingsUpdate", reflect.TypeFor[alertSettingsUpdate](), false},
-		{"Channel", reflect.TypeFor[channelJSON](), false},
-		{"ChannelAttempt", reflect.TypeFor[channels.Attempt](), false},
-		{"AuditEntry", reflect.TypeFor[auditEntry](), false},
-		{"AuditList", reflect.TypeFor[auditList](), false},
-		{"CRLInfo", reflect.TypeFor[crlInfoBody](), false},
-		{"OCSPStatus", reflect.TypeFor[ocspStatusBody](), false},
-		{"ClientCertError", reflect.TypeFor[cmErrorBody](), true},
-		{"ClientCertRateLimitedBody", reflect.TypeFor[cmRateLimitedBody](), true},
-		{"ClientCertCreate", reflect.TypeFor[cmCreateRequest](), false},
-		{"ClientCertCreated", reflect.TypeFor[cmCreated](), true},
-		{"ClientCertListItem", reflect.TypeFor[cmListItem](), true},
-		{"ClientCertList", reflect.TypeFor[cmList](), true},
-		{"ClientCertDetail", reflect.TypeFor[cmDetail](), true},
-		{"ClientCertRevocation", reflect.TypeFor[cmRevocation](), true},
-		{"ClientCertRenewal", reflect.TypeFor[cmRenewal](), true},
-		{"ClientCertRevoke", reflect.TypeFor[cmRevokeRequest](), false},
-		{"ClientCertRevoked", reflect.TypeFor[cmRevoked](), true},
-		{"ClientCertStats", reflect.TypeFor[cmStats](), true},
-		{"ClientCertBatch", reflect.TypeFor[cmBatchRequest](), false},
-		{"ClientCertBatchCreated", reflect.TypeFor[cmBatchCreated](), true},
-		{"ClientCertBatchError", reflect.TypeFor[cmBatchError](), true},
-		{"ClientCertBatchResult", reflect.TypeFor[cmBatchResult](), true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.schema, func(t *testing.T) {
-			sc, ok := doc.Components.Schemas[tc.schema]
-			if !ok {
-				t.Fatalf("schema %s not in openapi.json", tc.schema)
-			}
-			fields := map[string]bool{} // JSON name -> always written
-			for i := range tc.typ.NumField() {
-				f := tc.typ.Field(i)
-				name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
-				if !f.IsExported() || name == "-" {
-					continue
-				}
-				if name == "" {
-					name = f.Name
-				}
-				fields[name] = !strings.Contains(opts, "omitempty")
-			}
-			for p := range sc.Properties {
-				if _, ok := fields[p]; !ok {
-					t.Errorf("property %q is documented but %s has no such field", p, tc.typ)
-				}
-			}
-			for name, always := range fields {
-				if _, ok := sc.Properties[name]; always && !ok {
-					t.Errorf("%s writes %q, which is not documented", tc.typ, name)
-				}
-			}
-			if !tc.required {
-				return
-			}
-			var required []string
-			for name, always := range fields {
-				if always {
-					required = append(required, name)
-				}
-			}
-			slices.Sort(required)
-			if got := slices.Sorted(slices.Values(sc.Required)); !reflect.DeepEqual(got, required) {
-				t.Errorf("required: got %v, want %v (the fields always written)", got, required)
-			}
-		})
-	}
-}
-
 // TestOpenAPIServed checks /api/openapi.json serves the embedded document.
 func TestOpenAPIServed(t *testing.T) {
 	srv, err := New(Config{}, testenv.Redis(t).Client(t), testenv.Logger(t))
@@ -257,9 +143,9 @@ func TestOpenAPIServed(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || string(body) != string(openAPIDoc) {
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") || string(body) != string(openapi.Document) {
 		t.Errorf("got HTTP %d %q with %d bytes, want 200 application/json with the %d-byte document",
-			resp.StatusCode, resp.Header.Get("Content-Type"), len(body), len(openAPIDoc))
+			resp.StatusCode, resp.Header.Get("Content-Type"), len(body), len(openapi.Document))
 	}
 }
 
@@ -275,7 +161,7 @@ type openAPIFile struct {
 func loadOpenAPI(t *testing.T) openAPIFile {
 	t.Helper()
 	var doc openAPIFile
-	if err := json.Unmarshal(openAPIDoc, &doc); err != nil {
+	if err := json.Unmarshal(openapi.Document, &doc); err != nil {
 		t.Fatalf("openapi.json does not parse: %v", err)
 	}
 	if len(doc.Paths) == 0 {
@@ -332,33 +218,13 @@ func sortedKeys(m map[string]bool) []string {
 	return out
 }
 
-// Parts of the document merge their paths and components, and a part that
-// documents what another already does is refused.
-func TestOpenAPIMerge(t *testing.T) {
-	base := map[string]any{"paths": map[string]any{"/a": 1}, "components": map[string]any{"schemas": map[string]any{"A": 1}}}
-	part := map[string]any{"paths": map[string]any{"/b": 2}, "components": map[string]any{"schemas": map[string]any{"B": 2}}}
-	if err := mergeSection(base, part, "paths", "part.json"); err != nil {
-		t.Fatal(err)
-	}
-	if err := mergeSection(section(base, "components"), part["components"].(map[string]any), "schemas", "part.json"); err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]any{"paths": map[string]any{"/a": 1, "/b": 2}, "components": map[string]any{"schemas": map[string]any{"A": 1, "B": 2}}}
-	if !reflect.DeepEqual(base, want) {
-		t.Errorf("merged: got %v, want %v", base, want)
-	}
-	if err := mergeSection(base, part, "paths", "again.json"); err == nil || !strings.Contains(err.Error(), `"/b" is already documented`) {
-		t.Errorf("merging a path twice: got %v, want an error naming /b", err)
-	}
-}
-
 // Every tag an operation names is declared in base.json's tags.
 func TestOpenAPITagsDeclared(t *testing.T) {
 	var doc struct {
 		Tags  []struct{ Name string } `json:"tags"`
 		Paths map[string]map[string]json.RawMessage
 	}
-	if err := json.Unmarshal(openAPIDoc, &doc); err != nil {
+	if err := json.Unmarshal(openapi.Document, &doc); err != nil {
 		t.Fatal(err)
 	}
 	declared := map[string]bool{}

@@ -3,9 +3,6 @@ package apiserver
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -31,6 +28,7 @@ import (
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/certfleet/certfleet/apiserver/clientca"
+	"github.com/certfleet/certfleet/apiserver/clientcerts"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -51,7 +49,7 @@ func newRevocationEnv(t *testing.T) *revocationEnv {
 		t.Fatal(err)
 	}
 	base := "http://" + ln.Addr().String()
-	srv, err := New(Config{CA: CAConfig{Passphrase: "revocation test passphrase", Init: true, PublicURL: base}},
+	srv, err := New(Config{CA: clientcerts.Config{Passphrase: "revocation test passphrase", Init: true, PublicURL: base}},
 		testenv.Redis(t).Client(t), testenv.Logger(t))
 	if err != nil {
 		t.Fatalf("new server: %v", err)
@@ -61,7 +59,7 @@ func newRevocationEnv(t *testing.T) *revocationEnv {
 	hs.Listener = ln
 	hs.Start()
 	t.Cleanup(hs.Close)
-	info, err := srv.ca.store.Info(context.Background())
+	info, err := srv.caStore.Info(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,11 +82,11 @@ func (e *revocationEnv) write(name string, data []byte) string {
 func (e *revocationEnv) issue(tenant, name string) (clientca.Cert, *x509.Certificate) {
 	e.t.Helper()
 	ctx := context.Background()
-	c, err := e.srv.ca.store.Create(ctx, tenant, clientca.CreateRequest{CommonName: name, GenerateKey: true, Usage: "api-mtls"})
+	c, err := e.srv.caStore.Create(ctx, tenant, clientca.CreateRequest{CommonName: name, GenerateKey: true, Usage: "api-mtls"})
 	if err != nil {
 		e.t.Fatalf("create %s: %v", name, err)
 	}
-	crt, err := e.srv.ca.store.Download(ctx, tenant, c.ID, "crt")
+	crt, err := e.srv.caStore.Download(ctx, tenant, c.ID, "crt")
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -103,7 +101,7 @@ func (e *revocationEnv) issue(tenant, name string) (clientca.Cert, *x509.Certifi
 
 func (e *revocationEnv) revoke(tenant string, c clientca.Cert, reason string) {
 	e.t.Helper()
-	if _, err := e.srv.ca.store.Revoke(context.Background(), tenant, c.ID, reason); err != nil {
+	if _, err := e.srv.caStore.Revoke(context.Background(), tenant, c.ID, reason); err != nil {
 		e.t.Fatalf("revoke %s: %v", c.ID, err)
 	}
 }
@@ -234,7 +232,7 @@ func TestRevocationWithOpenSSL(t *testing.T) {
 		"crl", "-inform", "DER", "-in", "crl.der", "-noout", "-text")
 
 	// Signed by the CA, never recorded: unknown.
-	auth, err := e.srv.ca.store.Authority(context.Background())
+	auth, err := e.srv.caStore.Authority(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,22 +245,10 @@ func TestRevocationWithOpenSSL(t *testing.T) {
 // it.
 func signStray(t *testing.T, auth *clientca.Authority) *x509.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(424242), Subject: pkix.Name{CommonName: "stray"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, auth.Cert, key.Public(), auth.Signer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
+	return testenv.Sign(t, tmpl, testenv.NewKey(t).Public(), auth.Cert, auth.Signer,
+		testenv.Validity(time.Now().Add(-time.Hour), time.Now().Add(time.Hour)))
 }
 
 // checkOCSP asks the responder a certificate names whether it is good: the
@@ -325,11 +311,11 @@ func TestMTLSWithOCSP(t *testing.T) {
 	t.Cleanup(mtls.Close)
 
 	clientFor := func(c clientca.Cert) *http.Client {
-		crt, err := e.srv.ca.store.Download(ctx, tenant.id, c.ID, "crt")
+		crt, err := e.srv.caStore.Download(ctx, tenant.id, c.ID, "crt")
 		if err != nil {
 			t.Fatal(err)
 		}
-		key, err := e.srv.ca.store.Download(ctx, tenant.id, c.ID, "key")
+		key, err := e.srv.caStore.Download(ctx, tenant.id, c.ID, "key")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -376,30 +362,23 @@ func TestMTLSWithOCSP(t *testing.T) {
 // trusting it.
 func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mtls server"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cert := testenv.SelfSigned(t, []string{"127.0.0.1"}, func(c *x509.Certificate) { c.Subject.CommonName = "mtls server" })
 	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}, pool
+	pool.AddCert(cert.Leaf)
+	return cert, pool
 }
 
 // ocspStatusAnswer is /api/ocsp/status's answer or an error.
 type ocspStatusAnswer struct {
-	cmErrorBody
-	ocspStatusBody
+	cmError
+	clientcerts.OCSPStatus
+}
+
+// cmError is a CertMate error answer.
+type cmError struct {
+	Error  string `json:"error"`
+	Code   string `json:"code"`
+	Status int    `json:"status"`
 }
 
 // The CRL routes: DER without a key, PEM and info with a read key, the
@@ -423,7 +402,7 @@ func TestCRLRoutes(t *testing.T) {
 		t.Errorf("If-None-Match %s: got HTTP %d, want 304", etag, resp.StatusCode)
 	}
 
-	var refused cmErrorBody
+	var refused cmError
 	if code := e.getJSON("/api/crl/download/pem", "", &refused); code != http.StatusUnauthorized || refused.Code != "UNAUTHORIZED" || refused.Status != 401 {
 		t.Errorf("PEM without key: got HTTP %d %+v, want CertMate's 401", code, refused)
 	}
@@ -438,7 +417,7 @@ func TestCRLRoutes(t *testing.T) {
 
 	c, cert := e.issue(tenant.id, "revoked-one")
 	e.revoke(tenant.id, c, "superseded")
-	var got crlInfoBody
+	var got clientcerts.CRLInfo
 	if code := e.getJSON("/api/crl/download/info", other.read, &got); code != http.StatusOK {
 		t.Fatalf("info: HTTP %d %+v", code, got)
 	}
@@ -493,12 +472,12 @@ func TestOCSPStatusRoute(t *testing.T) {
 		t.Errorf("never issued: got HTTP %d %+v, want unknown", code, a)
 	}
 	for _, bad := range []string{"abc", "-5", "0", "0x", "12ab"} {
-		if code, a := status(bad, tenant.read); code != http.StatusBadRequest || a.Code != "BAD_REQUEST" || a.Status != 400 {
-			t.Errorf("serial %q: got HTTP %d %+v, want CertMate's 400", bad, code, a.cmErrorBody)
+		if code, a := status(bad, tenant.read); code != http.StatusBadRequest || a.Code != "BAD_REQUEST" || a.cmError.Status != 400 {
+			t.Errorf("serial %q: got HTTP %d %+v, want CertMate's 400", bad, code, a)
 		}
 	}
 	if code, a := status(dec, ""); code != http.StatusUnauthorized || a.Code != "UNAUTHORIZED" {
-		t.Errorf("no key: got HTTP %d %+v, want CertMate's 401", code, a.cmErrorBody)
+		t.Errorf("no key: got HTTP %d %+v, want CertMate's 401", code, a)
 	}
 
 	// The GET form of the responder, with a base64 that needs escaping.
@@ -537,7 +516,7 @@ func TestRevocationWithoutCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var body cmErrorBody
+	var body cmError
 	_ = json.NewDecoder(resp.Body).Decode(&body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable || body.Code != "SERVICE_UNAVAILABLE" || body.Status != 503 {
@@ -572,7 +551,7 @@ func mustOCSPRequest(t *testing.T) []byte {
 func TestRevocationAcrossReplicas(t *testing.T) {
 	a := newRevocationEnv(t)
 	rdb := a.srv.rdb
-	b, err := New(Config{CA: CAConfig{Passphrase: "revocation test passphrase", PublicURL: a.base}}, rdb, testenv.Logger(t))
+	b, err := New(Config{CA: clientcerts.Config{Passphrase: "revocation test passphrase", PublicURL: a.base}}, rdb, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -610,7 +589,7 @@ func TestRevocationAcrossReplicas(t *testing.T) {
 	if code := replicaB.getJSON("/api/ocsp/status/"+serial, tenant.read, &st); code != http.StatusOK || st.CertificateStatus != "good" {
 		t.Fatalf("status on replica B before revocation: HTTP %d %+v, want good", code, st)
 	}
-	var info crlInfoBody
+	var info clientcerts.CRLInfo
 	if code := replicaB.getJSON("/api/crl/download/info", tenant.read, &info); code != http.StatusOK || info.RevokedCount != 0 {
 		t.Fatalf("CRL on replica B before revocation: HTTP %d %+v, want none revoked", code, info)
 	}
@@ -621,7 +600,7 @@ func TestRevocationAcrossReplicas(t *testing.T) {
 		st.CertificateStatus != "revoked" || st.RevocationReason != "affiliationChanged" {
 		t.Errorf("status on replica B after revocation on A: HTTP %d %+v, want revoked, affiliationChanged", code, st)
 	}
-	info = crlInfoBody{}
+	info = clientcerts.CRLInfo{}
 	if code := replicaB.getJSON("/api/crl/download/info", tenant.read, &info); code != http.StatusOK ||
 		info.CRLNumber != 2 || len(info.RevokedSerialNumbers) != 1 || info.RevokedSerialNumbers[0] != serial {
 		t.Errorf("CRL on replica B after revocation on A: HTTP %d %+v, want CRL 2 listing %s", code, info, serial)

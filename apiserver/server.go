@@ -1,7 +1,9 @@
-// Package apiserver serves certfleet's HTTP APIs: the KeyChest-compatible
-// API under /api/v1.0, /healthz and /metrics. Commands go through
-// apiserver/accounts (Lua scripts that append events); reads come from the
-// views apiserver/projector keeps in Redis.
+// Package apiserver mounts certfleet's HTTP APIs on one server: each API
+// style is a package of its own (keychest, v1, clientcerts, audit, over
+// the shared plumbing of httpapi), and this package builds them, serves
+// their routes beside /healthz, /readyz, /metrics and the OpenAPI
+// document, and runs the server and the client-certificate renewal loop
+// as actors of the process.
 package apiserver
 
 import (
@@ -21,8 +23,17 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/alerts"
+	"github.com/certfleet/certfleet/apiserver/audit"
+	"github.com/certfleet/certfleet/apiserver/clientca"
+	"github.com/certfleet/certfleet/apiserver/clientcerts"
+	"github.com/certfleet/certfleet/apiserver/httpapi"
+	"github.com/certfleet/certfleet/apiserver/keychest"
 	"github.com/certfleet/certfleet/apiserver/ratelimit"
+	v1 "github.com/certfleet/certfleet/apiserver/v1"
+	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/health"
+	"github.com/certfleet/certfleet/internal/seal"
 )
 
 var (
@@ -68,10 +79,32 @@ type Config struct {
 	// region's scan before answering 504. Default 30s.
 	CheckTimeout time.Duration
 
-	// Each area of the API configures itself beside its code.
-	Notify NotifyConfig // v1_channels.go
-	CA     CAConfig     // ca.go
-	Audit  AuditConfig  // audit.go
+	// Notify configures the notification channels' store.
+	Notify NotifyConfig
+	// CA configures the private CA and its client-certificate API; its
+	// Now and WarningDays are the server's, and its PublicURL defaults to
+	// "http://" + Listen.
+	CA clientcerts.Config
+	// Audit configures the audit log.
+	Audit audit.Config
+}
+
+// NotifyConfig configures the notification channels' store.
+type NotifyConfig struct {
+	// SecretsPassphrase derives the key sealing webhook secrets
+	// (--secrets-passphrase); every apiserver and notifier must have the
+	// same. Empty: channels with a secret are refused.
+	SecretsPassphrase string
+	// SecretsPassphraseFile is read for the passphrase when
+	// SecretsPassphrase is empty (--secrets-passphrase-file).
+	SecretsPassphraseFile string
+}
+
+func (c *NotifyConfig) validate() []error {
+	if c.SecretsPassphrase != "" && len(c.SecretsPassphrase) < seal.MinPassphrase {
+		return []error{fmt.Errorf("secrets passphrase must be at least %d characters", seal.MinPassphrase)}
+	}
+	return nil
 }
 
 func (c *Config) setDefaults() {
@@ -108,8 +141,12 @@ func (c *Config) setDefaults() {
 	if c.CheckTimeout == 0 {
 		c.CheckTimeout = 30 * time.Second
 	}
-	c.CA.setDefaults()
-	c.Audit.setDefaults()
+	if c.CA.PublicURL == "" {
+		c.CA.PublicURL = "http://" + c.Listen
+	}
+	c.CA.Now, c.CA.WarningDays = c.Now, c.WarningDays
+	c.CA.SetDefaults()
+	c.Audit.SetDefaults()
 }
 
 // Validate reports every problem of the configuration.
@@ -138,30 +175,28 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("check timeout must not be negative, got %s", c.CheckTimeout))
 	}
 	errs = append(errs, c.Notify.validate()...)
-	errs = append(errs, c.CA.validate()...)
-	errs = append(errs, c.Audit.validate()...)
+	errs = append(errs, c.CA.Validate(), c.Audit.Validate())
 	return errors.Join(errs...)
 }
 
 // Server is the HTTP API server.
 type Server struct {
-	cfg      Config
-	rdb      redis.UniversalClient
-	logger   *zap.Logger
-	accounts *accounts.Store
-	keyUsage *accounts.KeyUsage
-	limiter  *ratelimit.Limiter
-	engine   *gin.Engine
+	cfg    Config
+	rdb    redis.UniversalClient
+	logger *zap.Logger
+	engine *gin.Engine
 	// stopping is closed when Run begins to shut down, so that requests
 	// that wait (a manual check) answer at once instead of holding the
 	// shutdown up.
 	stopping chan struct{}
 
-	// The state of each area, set up by its init function in New.
-	alerts alertsArea // v1_alerts.go
-	notify notifyArea // v1_channels.go
-	ca     caArea     // ca.go
-	audit  auditArea  // audit.go
+	accounts *accounts.Store
+	auth     *httpapi.Auth
+	caStore  *clientca.Store
+	keychest *keychest.Handler
+	v1       *v1.Handler
+	certs    *clientcerts.Handler
+	audit    *audit.Log
 }
 
 // New returns a server using rdb for commands and views.
@@ -174,27 +209,60 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Server, er
 		return nil, errors.New("apiserver: redis client is nil")
 	}
 	logger = logger.Named("apiserver")
-	store, err := accounts.New(accounts.Config{Now: cfg.Now}, rdb, logger)
-	if err != nil {
+	s := &Server{cfg: cfg, rdb: rdb, logger: logger, stopping: make(chan struct{})}
+	if err := s.build(); err != nil {
 		return nil, err
-	}
-	limiter, err := ratelimit.New(rdb)
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{cfg: cfg, rdb: rdb, logger: logger, accounts: store, keyUsage: store.NewKeyUsage(), limiter: limiter,
-		stopping: make(chan struct{})}
-	for _, init := range []func() error{s.initAlerts, s.initNotify, s.initCA, s.initAudit} {
-		if err := init(); err != nil {
-			return nil, err
-		}
 	}
 	s.engine = s.routes()
 	return s, nil
 }
 
-// Handler returns the HTTP handler: /api/v1/..., /api/v1.0/..., /healthz
-// and /metrics.
+// build makes each API style's handler and what they share.
+func (s *Server) build() error {
+	cfg, rdb, logger := s.cfg, s.rdb, s.logger
+	store, err := accounts.New(accounts.Config{Now: cfg.Now}, rdb, logger)
+	if err != nil {
+		return err
+	}
+	limiter, err := ratelimit.New(rdb)
+	if err != nil {
+		return err
+	}
+	engine, err := alerts.New(alerts.Config{Now: cfg.Now}, rdb, logger)
+	if err != nil {
+		return err
+	}
+	pass, err := channels.Passphrase(cfg.Notify.SecretsPassphrase, cfg.Notify.SecretsPassphraseFile)
+	if err != nil {
+		return err
+	}
+	chans, err := channels.New(channels.Config{Passphrase: pass, Now: cfg.Now}, rdb, logger)
+	if err != nil {
+		return err
+	}
+	if s.caStore, err = clientcerts.OpenCA(cfg.CA, rdb, logger); err != nil {
+		return err
+	}
+	if s.audit, err = audit.New(cfg.Audit, rdb, store, logger); err != nil {
+		return err
+	}
+	auth, limits := httpapi.NewAuth(store), httpapi.NewLimiter(limiter)
+	if s.certs, err = clientcerts.New(cfg.CA, s.caStore, rdb, auth, limits, s.audit, logger); err != nil {
+		return err
+	}
+	s.accounts, s.auth = store, auth
+	s.keychest = keychest.New(keychest.Config{RenewalWindow: cfg.RenewalWindow, Now: cfg.Now, RateLimitGeneral: cfg.RateLimitGeneral},
+		rdb, store, limits, logger)
+	s.v1 = v1.New(v1.Config{
+		Now: cfg.Now, WarningDays: cfg.WarningDays, CriticalDays: cfg.CriticalDays, CheckTimeout: cfg.CheckTimeout,
+		RateLimitGeneral: cfg.RateLimitGeneral, RateLimitCheck: cfg.RateLimitCheck, RateLimitAPIKeys: cfg.RateLimitAPIKeys,
+		Stopping: s.stopping,
+	}, rdb, store, auth, limits, engine, chans, logger)
+	return nil
+}
+
+// Handler returns the HTTP handler: every API, /healthz, /readyz and
+// /metrics.
 func (s *Server) Handler() http.Handler { return s.engine }
 
 func (s *Server) routes() *gin.Engine {
@@ -205,25 +273,27 @@ func (s *Server) routes() *gin.Engine {
 	r.HandleMethodNotAllowed = true
 	r.RedirectTrailingSlash = false
 	r.Use(s.recovery(), s.observe(), s.limitBody())
-	r.NoRoute(func(c *gin.Context) { fail(c, http.StatusNotFound, "no such endpoint") })
-	r.NoMethod(func(c *gin.Context) { fail(c, http.StatusMethodNotAllowed, "method not allowed") })
+	// Answers to no route are in KeyChest's shape, the API's first.
+	render := httpapi.Render(s.logger, keychest.Style)
+	r.NoRoute(render, func(c *gin.Context) { httpapi.Fail(c, httpapi.Errorf(http.StatusNotFound, "no such endpoint")) })
+	r.NoMethod(render, func(c *gin.Context) {
+		httpapi.Fail(c, httpapi.Errorf(http.StatusMethodNotAllowed, "method not allowed"))
+	})
 
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
 	r.GET("/metrics", gin.WrapH(promhttp.Handler()))
 	r.GET("/api/openapi.json", s.openAPI)
-
-	v1 := r.Group("/api/v1.0")
-	v1.GET("/access/claim/:email", s.limitByAddress(), s.claimGenerated)
-	v1.POST("/access/claim", s.limitByAddress(), s.claimOwn)
-	v1.POST("/servers/add", s.limitKeyChestKey(), s.addServer)
-	v1.GET("/servers/expiration/:domain", s.limitKeyChestKey(), s.expiration)
-	s.v1Routes(r)
-	s.caRoutes(r)         // /api/ca/..., /api/client-certs/... (clientcerts.go)
-	s.revocationRoutes(r) // /api/crl/..., /api/ocsp/..., /ocsp (revocation.go)
-	s.auditRoutes(r)      // /api/audit (audit.go)
+	s.keychest.Routes(r)                                    // /api/v1.0/...
+	s.v1.Routes(r)                                          // /api/v1/...
+	s.certs.Routes(r)                                       // /api/ca/..., /api/client-certs/..., /api/crl/..., /api/ocsp/..., /ocsp
+	s.audit.Routes(r, s.certs.Guard(accounts.ScopeRead)...) // /api/audit, in the client-certificate API's shapes
 	return r
 }
+
+// RunRenewal is the client-certificate auto-renewal loop, an actor of the
+// process beside Run (clientcerts.Handler.RunRenewal).
+func (s *Server) RunRenewal(ctx context.Context) error { return s.certs.RunRenewal(ctx) }
 
 // Run serves on cfg.Listen until ctx is done, then shuts down gracefully.
 func (s *Server) Run(ctx context.Context) error {
@@ -262,16 +332,6 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.logger.Info("stopped")
 	return nil
-}
-
-// errorBody is every error answer: KeyChest's status field plus a message.
-type errorBody struct {
-	Status string `json:"status"`
-	Error  string `json:"error"`
-}
-
-func fail(c *gin.Context, code int, msg string) {
-	c.AbortWithStatusJSON(code, errorBody{Status: "error", Error: msg})
 }
 
 // healthz answers whether the process is alive, never whether Redis is up
@@ -324,7 +384,7 @@ func (s *Server) observe() gin.HandlerFunc {
 	}
 }
 
-// recovery turns a panicking handler into a JSON 500.
+// recovery turns a panicking handler into a JSON 500 in KeyChest's shape.
 func (s *Server) recovery() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		defer func() {
@@ -337,7 +397,8 @@ func (s *Server) recovery() gin.HandlerFunc {
 			}
 			s.logger.Error("handler panicked", zap.String("route", c.FullPath()), zap.Any("panic", r), zap.Stack("stack"))
 			if !c.Writer.Written() {
-				fail(c, http.StatusInternalServerError, "internal error")
+				c.AbortWithStatusJSON(http.StatusInternalServerError,
+					keychest.Style.Body(&httpapi.Error{Status: http.StatusInternalServerError, Msg: "internal error"}))
 			}
 		}()
 		c.Next()

@@ -12,6 +12,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/certfleet/certfleet/apiserver/alerts"
+	"github.com/certfleet/certfleet/apiserver/httpapi"
+	"github.com/certfleet/certfleet/apiserver/openapi"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/testenv"
@@ -53,7 +55,7 @@ func alertSchemaFields(t *testing.T, schema string) []string {
 			} `json:"schemas"`
 		} `json:"components"`
 	}
-	if err := json.Unmarshal(openAPIDoc, &doc); err != nil {
+	if err := json.Unmarshal(openapi.Document, &doc); err != nil {
 		t.Fatal(err)
 	}
 	var out []string
@@ -140,13 +142,13 @@ func TestAlertsAPI(t *testing.T) {
 		code            int
 		msg             string
 	}{
-		{"no key", "/api/v1/alerts", "", http.StatusUnauthorized, msgUnauthorized},
-		{"other tenant's domain", "/api/v1/alerts?domain_id=" + soonID, bob, http.StatusNotFound, msgNoDomain},
-		{"unknown domain", "/api/v1/alerts?domain_id=" + uuid.NewString(), alice, http.StatusNotFound, msgNoDomain},
-		{"not an id", "/api/v1/alerts?domain_id=x", alice, http.StatusNotFound, msgNoDomain},
+		{"no key", "/api/v1/alerts", "", http.StatusUnauthorized, httpapi.MsgUnauthorized},
+		{"other tenant's domain", "/api/v1/alerts?domain_id=" + soonID, bob, http.StatusNotFound, "Domain not found"},
+		{"unknown domain", "/api/v1/alerts?domain_id=" + uuid.NewString(), alice, http.StatusNotFound, "Domain not found"},
+		{"not an id", "/api/v1/alerts?domain_id=x", alice, http.StatusNotFound, "Domain not found"},
 		{"page 0", "/api/v1/alerts?page=0", alice, http.StatusBadRequest, `page must be a whole number of at least 1, got "0"`},
 		{"per_page 101", "/api/v1/alerts?per_page=101", alice, http.StatusBadRequest, `per_page must be a whole number from 1 to 100, got "101"`},
-		{"settings without key", "/api/v1/alert-settings", "", http.StatusUnauthorized, msgUnauthorized},
+		{"settings without key", "/api/v1/alert-settings", "", http.StatusUnauthorized, httpapi.MsgUnauthorized},
 	}
 	for _, tc := range errs {
 		t.Run(tc.name, func(t *testing.T) {

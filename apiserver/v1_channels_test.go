@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/coordinator/notifier"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/testenv"
@@ -166,7 +167,7 @@ func TestChannelsTenancyAndScopes(t *testing.T) {
 	}
 	wantV1Error(t, e.call(0, http.MethodPost, "/api/v1/channels/"+id+"/test", reader, ""), http.StatusForbidden, "write")
 	wantV1Error(t, e.call(0, http.MethodDelete, "/api/v1/channels/"+id, reader, ""), http.StatusForbidden, "write")
-	wantV1Error(t, e.call(0, http.MethodGet, "/api/v1/channels", "", ""), http.StatusUnauthorized, msgUnauthorized)
+	wantV1Error(t, e.call(0, http.MethodGet, "/api/v1/channels", "", ""), http.StatusUnauthorized, httpapi.MsgUnauthorized)
 	if r := e.call(0, http.MethodGet, "/api/v1/channels/"+id, reader, ""); r.code != http.StatusOK {
 		t.Errorf("read key get: got %d, want 200", r.code)
 	}

@@ -9,19 +9,19 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
-	"github.com/certfleet/certfleet/agent"
 	"github.com/certfleet/certfleet/agent/lab"
 	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/apiserver/projector"
-	"github.com/certfleet/certfleet/coordinator"
+	v1 "github.com/certfleet/certfleet/apiserver/v1"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/pipelinetest"
 	"github.com/certfleet/certfleet/internal/presence"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
@@ -105,7 +105,7 @@ func addCheckDomain(t *testing.T, srv *Server, tenant, host string, port int) st
 // are checked against the OpenAPI document (TestOpenAPISchemasMatchTypes).
 type sslAnswer struct {
 	Error string `json:"error"`
-	sslCheckBody
+	v1.SSLCheck
 }
 
 type checkAnswer struct {
@@ -133,8 +133,8 @@ func TestSSLCheck(t *testing.T) {
 	id := addCheckDomain(t, srv, alice.id, "shop.example", 443)
 
 	var a sslAnswer
-	if code := api.call(http.MethodGet, "/domains/"+id+"/ssl", alice.read, "", &a); code != http.StatusNotFound || a.Error != msgNoSSLCheck {
-		t.Fatalf("before a scan: got HTTP %d %q, want 404 %q", code, a.Error, msgNoSSLCheck)
+	if code := api.call(http.MethodGet, "/domains/"+id+"/ssl", alice.read, "", &a); code != http.StatusNotFound || a.Error != "No SSL check yet" {
+		t.Fatalf("before a scan: got HTTP %d %q, want 404 %q", code, a.Error, "No SSL check yet")
 	}
 
 	base := events.IPResult{
@@ -192,7 +192,7 @@ func TestSSLCheck(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
 		}
 	}
-	byKey := map[string]sslResult{}
+	byKey := map[string]v1.SSLResult{}
 	for _, r := range a.Results {
 		byKey[r.Region+"|"+r.IP] = r
 	}
@@ -211,8 +211,8 @@ func TestSSLCheck(t *testing.T) {
 	var e struct {
 		Error string `json:"error"`
 	}
-	if code := api.call(http.MethodGet, "/domains/"+id+"/whois", alice.read, "", &e); code != http.StatusNotFound || e.Error != msgNoWhois {
-		t.Errorf("whois: got HTTP %d %q, want 404 %q", code, e.Error, msgNoWhois)
+	if code := api.call(http.MethodGet, "/domains/"+id+"/whois", alice.read, "", &e); code != http.StatusNotFound || e.Error != "WHOIS checks are not available yet" {
+		t.Errorf("whois: got HTTP %d %q, want 404 %q", code, e.Error, "WHOIS checks are not available yet")
 	}
 
 	// Errors.
@@ -221,13 +221,13 @@ func TestSSLCheck(t *testing.T) {
 		code            int
 		msg             string
 	}{
-		{"no key", "/domains/" + id + "/ssl", "", http.StatusUnauthorized, msgUnauthorized},
-		{"bad key", "/domains/" + id + "/ssl", "ssa_nope", http.StatusUnauthorized, msgUnauthorized},
-		{"other tenant", "/domains/" + id + "/ssl", bob.read, http.StatusNotFound, msgNoDomain},
-		{"unknown id", "/domains/6f1c1f5e-58b4-4d1e-9c43-5d9b8a4a2b11/ssl", alice.read, http.StatusNotFound, msgNoDomain},
-		{"not a uuid", "/domains/nope/ssl", alice.read, http.StatusNotFound, msgNoDomain},
-		{"whois other tenant", "/domains/" + id + "/whois", bob.read, http.StatusNotFound, msgNoDomain},
-		{"whois no key", "/domains/" + id + "/whois", "", http.StatusUnauthorized, msgUnauthorized},
+		{"no key", "/domains/" + id + "/ssl", "", http.StatusUnauthorized, httpapi.MsgUnauthorized},
+		{"bad key", "/domains/" + id + "/ssl", "ssa_nope", http.StatusUnauthorized, httpapi.MsgUnauthorized},
+		{"other tenant", "/domains/" + id + "/ssl", bob.read, http.StatusNotFound, "Domain not found"},
+		{"unknown id", "/domains/6f1c1f5e-58b4-4d1e-9c43-5d9b8a4a2b11/ssl", alice.read, http.StatusNotFound, "Domain not found"},
+		{"not a uuid", "/domains/nope/ssl", alice.read, http.StatusNotFound, "Domain not found"},
+		{"whois other tenant", "/domains/" + id + "/whois", bob.read, http.StatusNotFound, "Domain not found"},
+		{"whois no key", "/domains/" + id + "/whois", "", http.StatusUnauthorized, httpapi.MsgUnauthorized},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -313,15 +313,9 @@ func TestManualCheck(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs real scans")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	rdb := testenv.Redis(t).Client(t)
-	logger := testenv.Logger(t)
-	fleet, err := lab.Start(ctx, lab.Config{}, logger)
-	if err != nil {
-		t.Fatalf("start lab: %v", err)
-	}
-	defer fleet.Close()
+	fleet := pipelinetest.Start(t, rdb, pipelinetest.Config{Shards: 16, Regions: []string{"eu"}, Evaluators: []projector.Evaluator{nil}})
 	var target, legacy lab.Target
 	for _, tg := range fleet.Targets() {
 		switch tg.Name {
@@ -333,38 +327,6 @@ func TestManualCheck(t *testing.T) {
 	}
 	if target.Host == "" || legacy.Host == "" {
 		t.Fatalf("lab targets: got valid %q and legacy-tls %q, want both", target.Host, legacy.Host)
-	}
-	allow := fleet.AllowPrefixes()
-
-	const shards = 16
-	co, err := coordinator.New(coordinator.Config{Name: "co-1", Shards: shards, Tick: 100 * time.Millisecond}, rdb, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ag, err := agent.New(agent.Config{Region: "eu", Name: "eu-1", Shards: shards, Block: 200 * time.Millisecond, Scanner: agent.ScannerConfig{
-		Resolver: fleet.ResolverAddr(), ExtraRootsPEM: fleet.RootsPEM(), Allow: allow,
-	}}, rdb, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proj, err := projector.New(projector.Config{Consumer: "proj-1", Block: 100 * time.Millisecond}, rdb, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for _, run := range []func(context.Context) error{co.Run, ag.Run, proj.Run} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := run(ctx); err != nil && ctx.Err() == nil {
-				t.Errorf("component stopped: %v", err)
-			}
-		}()
-	}
-	defer wg.Wait()
-	defer cancel()
-	if err := presence.Seen(ctx, rdb, "eu", time.Now()); err != nil {
-		t.Fatal(err)
 	}
 
 	srv, api := newCheckReplica(t, rdb, Config{CheckTimeout: 20 * time.Second, RateLimitCheck: 100})
@@ -422,9 +384,9 @@ func TestManualCheck(t *testing.T) {
 		msg             string
 	}{
 		{"read key", alice.read, body, http.StatusForbidden, "This API key lacks the write permission"},
-		{"no key", "", body, http.StatusUnauthorized, msgUnauthorized},
-		{"other tenant", bob.write, body, http.StatusNotFound, msgNoDomain},
-		{"unknown domain", alice.write, `{"domain_id":"6f1c1f5e-58b4-4d1e-9c43-5d9b8a4a2b11"}`, http.StatusNotFound, msgNoDomain},
+		{"no key", "", body, http.StatusUnauthorized, httpapi.MsgUnauthorized},
+		{"other tenant", bob.write, body, http.StatusNotFound, "Domain not found"},
+		{"unknown domain", alice.write, `{"domain_id":"6f1c1f5e-58b4-4d1e-9c43-5d9b8a4a2b11"}`, http.StatusNotFound, "Domain not found"},
 		{"missing domain_id", alice.write, `{}`, http.StatusBadRequest, `field "domain_id" is required`},
 		{"unknown field", alice.write, `{"domain_id":"` + id + `","force":true}`, http.StatusBadRequest, `unknown field "force"`},
 		{"wrong type", alice.write, `{"domain_id":5}`, http.StatusBadRequest, `field "domain_id" must be a string`},
@@ -458,8 +420,8 @@ func TestManualCheck(t *testing.T) {
 	start = time.Now()
 	code := short.call(http.MethodPost, "/check", alice.write, body, &timedOut)
 	took = time.Since(start)
-	if code != http.StatusGatewayTimeout || !strings.HasPrefix(timedOut.Error, msgCheckTimeout) {
-		t.Fatalf("ghost region: got HTTP %d %q, want 504 %q", code, timedOut.Error, msgCheckTimeout)
+	if code != http.StatusGatewayTimeout || !strings.HasPrefix(timedOut.Error, "Timed out waiting for a fresh scan from every region") {
+		t.Fatalf("ghost region: got HTTP %d %q, want 504 %q", code, timedOut.Error, "Timed out waiting for a fresh scan from every region")
 	}
 	if took < 1500*time.Millisecond || took > 5*time.Second {
 		t.Errorf("ghost region: answered after %s, want about the 1.5s timeout", took)
@@ -474,8 +436,8 @@ func TestManualCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	var e checkAnswer
-	if code := api.call(http.MethodPost, "/check", alice.write, body, &e); code != http.StatusConflict || e.Error != msgInactive {
-		t.Errorf("inactive: got HTTP %d %q, want 409 %q", code, e.Error, msgInactive)
+	if code := api.call(http.MethodPost, "/check", alice.write, body, &e); code != http.StatusConflict || e.Error != "This domain is not active; set is_active to true to check it" {
+		t.Errorf("inactive: got HTTP %d %q, want 409 %q", code, e.Error, "This domain is not active; set is_active to true to check it")
 	}
 }
 
@@ -526,8 +488,8 @@ func TestManualCheckEndsOnShutdown(t *testing.T) {
 	stop()
 	select {
 	case a := <-answered:
-		if a.code != http.StatusServiceUnavailable || a.body.Error != msgShuttingDown || strings.Join(a.body.Pending, ",") != "ghost" {
-			t.Errorf("got HTTP %d %q pending %v, want 503 %q pending [ghost]", a.code, a.body.Error, a.body.Pending, msgShuttingDown)
+		if a.code != http.StatusServiceUnavailable || a.body.Error != "The server is shutting down; ask again (another replica will answer)" || strings.Join(a.body.Pending, ",") != "ghost" {
+			t.Errorf("got HTTP %d %q pending %v, want 503 %q pending [ghost]", a.code, a.body.Error, a.body.Pending, "The server is shutting down; ask again (another replica will answer)")
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the waiting check did not answer within 5s of shutdown")

@@ -96,6 +96,10 @@ type Config struct {
 	// Name identifies this coordinator as the consumer in the "coordinator"
 	// group and in its lease token. Default: hostname-pid.
 	Name string
+	// ClaimIdle is how long a domain event stays pending with a stopped
+	// coordinator before another claims it. Default
+	// stream.DefaultClaimIdle.
+	ClaimIdle time.Duration
 	// Shards is the number of job shards; it must match the agents' (checked
 	// against Redis at start). Default events.DefaultShards.
 	Shards int
@@ -178,7 +182,7 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Coordinato
 	// Domain events are applied one at a time, in stream order: a domain's
 	// events are on one stream (its tenant's partition).
 	consumer, err := stream.New(stream.Config{
-		Streams: events.EventStreams(), Group: Group, Consumer: cfg.Name,
+		Streams: events.EventStreams(), Group: Group, Consumer: cfg.Name, ClaimIdle: cfg.ClaimIdle,
 	}, rdb, logger)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)

@@ -87,7 +87,7 @@ func (p ScanCompletedV1) validate() error {
 		scanTime("started_at", p.StartedAt),
 		scanTime("finished_at", p.FinishedAt),
 	}
-	errs = append(errs, scanTime("scheduled_at", p.ScheduledAt))
+	errs = append(errs, scanTime("scheduled_at", p.ScheduledAt), inRange("skipped_ips", int64(p.SkippedIPs), 0, math.MaxInt32))
 	for i, r := range p.Results {
 		if err := r.validate(); err != nil {
 			errs = append(errs, fmt.Errorf("result %d: %w", i, err))

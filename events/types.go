@@ -129,6 +129,9 @@ type ScanCompletedV1 struct {
 	StartedAt   time.Time  `json:"started_at"`
 	FinishedAt  time.Time  `json:"finished_at"`
 	Results     []IPResult `json:"results"`
+	// SkippedIPs counts the addresses the domain resolved to beyond the
+	// agent's --max-ips-per-domain: not scanned, and not in Results.
+	SkippedIPs int `json:"skipped_ips,omitempty"`
 }
 
 // IPResult is what one handshake with one IP showed.

@@ -1,21 +1,16 @@
 package alerts
 
 import (
-	"context"
 	"fmt"
 	"reflect"
 	"sort"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/certfleet/certfleet/agent"
-	"github.com/certfleet/certfleet/agent/lab"
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/projector"
-	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/events"
-	"github.com/certfleet/certfleet/internal/presence"
+	"github.com/certfleet/certfleet/internal/pipelinetest"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -27,59 +22,21 @@ func TestLabAlerts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs real scans")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := t.Context()
 	rdb := testenv.Redis(t).Client(t)
 	logger := testenv.Logger(t)
-	fleet, err := lab.Start(ctx, lab.Config{}, logger)
-	if err != nil {
-		t.Fatalf("start lab: %v", err)
-	}
-	defer fleet.Close()
-	allow := fleet.AllowPrefixes()
-
-	const shards = 4
-	co, err := coordinator.New(coordinator.Config{Name: "co-1", Shards: shards, Interval: time.Second, Tick: 100 * time.Millisecond}, rdb, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runs := []func(context.Context) error{co.Run}
-	for _, region := range []string{"eu", "us"} {
-		ag, err := agent.New(agent.Config{Region: region, Name: region + "-1", Shards: shards, Block: 200 * time.Millisecond,
-			Scanner: agent.ScannerConfig{Resolver: fleet.ResolverAddr(), ExtraRootsPEM: fleet.RootsPEM(), Allow: allow}}, rdb, logger)
-		if err != nil {
-			t.Fatal(err)
-		}
-		runs = append(runs, ag.Run)
-	}
+	// Two projector replicas with an engine each; engine lists alerts.
 	var engine *Engine
-	for i := range 2 {
+	var evals []projector.Evaluator
+	for range 2 {
 		eng, err := New(Config{}, rdb, logger)
 		if err != nil {
 			t.Fatal(err)
 		}
 		engine = eng
-		p, err := projector.New(projector.Config{Consumer: fmt.Sprint("proj-", i), Block: 100 * time.Millisecond, Evaluator: eng}, rdb, logger)
-		if err != nil {
-			t.Fatal(err)
-		}
-		runs = append(runs, p.Run)
+		evals = append(evals, eng)
 	}
-	var wg sync.WaitGroup
-	for _, run := range runs {
-		wg.Go(func() {
-			if err := run(ctx); err != nil && ctx.Err() == nil {
-				t.Errorf("component stopped: %v", err)
-			}
-		})
-	}
-	defer wg.Wait()
-	defer cancel()
-	for _, region := range []string{"eu", "us"} {
-		if err := presence.Seen(ctx, rdb, region, time.Now()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	fleet := pipelinetest.Start(t, rdb, pipelinetest.Config{Shards: 4, Interval: time.Second, Regions: []string{"eu", "us"}, Evaluators: evals})
 
 	store, err := accounts.New(accounts.Config{}, rdb, logger)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/certfleet/certfleet/apiserver"
+	"github.com/certfleet/certfleet/apiserver/clientcerts"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -68,11 +69,11 @@ func TestCACommand(t *testing.T) {
 
 	// An apiserver with the same passphrase starts on this CA (--ca-init
 	// finds it); one with another passphrase refuses to start.
-	if _, err := apiserver.New(apiserver.Config{CA: apiserver.CAConfig{PassphraseFile: passFile, Init: true}},
+	if _, err := apiserver.New(apiserver.Config{CA: clientcerts.Config{PassphraseFile: passFile, Init: true}},
 		redisSrv.Client(t), testenv.Logger(t)); err != nil {
 		t.Errorf("apiserver with the CA's passphrase: %v", err)
 	}
-	_, err := apiserver.New(apiserver.Config{CA: apiserver.CAConfig{Passphrase: "not the passphrase", Init: true}},
+	_, err := apiserver.New(apiserver.Config{CA: clientcerts.Config{Passphrase: "not the passphrase", Init: true}},
 		redisSrv.Client(t), testenv.Logger(t))
 	if err == nil || !strings.Contains(err.Error(), "passphrase") {
 		t.Errorf("apiserver with another passphrase: got %v, want a refusal naming the passphrase", err)

@@ -83,7 +83,7 @@ func TestEndToEnd(t *testing.T) {
 		"--resolver", fleet.ResolverAddr(), "--extra-roots", rootsPath,
 		"--allow-targets", strings.Join(fleet.AllowTargets(), ","),
 	}
-	// The agent takes the default consumer name (hostname-pid).
+	// The agent takes the default consumer name (the hostname).
 	procs := map[string][]string{
 		"all (eu-west)": append([]string{"all", "--region", "eu-west", "--name", "e2e-1",
 			"--clickhouse-dsn", ch.DSN, "--listen", listen}, common...),

@@ -3,11 +3,14 @@ package main
 import (
 	"flag"
 	"fmt"
-	"go.uber.org/zap"
 	"io"
 	"os"
 	"strings"
 	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/events/stream"
 )
 
 // options holds every flag of every role; each role registers the ones it
@@ -33,6 +36,9 @@ type options struct {
 	LogLevel            string
 	Name                string
 	WithSink            bool
+	ClaimIdle           time.Duration
+	MaxIPsPerDomain     int
+	JobTimeout          time.Duration
 
 	notifyOptions  // flags_notify.go
 	caOptions      // flags_ca.go
@@ -110,6 +116,15 @@ func (f *flagSet) agent() *flagSet {
 	f.StringVar(&f.opts.AllowTargets, "allow-targets", "", "comma-separated CIDRs the agent may scan although private or loopback")
 	f.IntVar(&f.opts.Concurrency, "concurrency", 64, "IPs scanned at once at most (one connection each at a time)")
 	f.BoolVar(&f.opts.CheckLegacy, "check-legacy-tls", true, "also try a handshake offering only TLS 1.0 and 1.1 on every IP")
+	f.IntVar(&f.opts.MaxIPsPerDomain, "max-ips-per-domain", 32, "addresses scanned per domain at most; the others are reported as skipped")
+	f.DurationVar(&f.opts.JobTimeout, "job-timeout", time.Minute, "deadline of one scan job, resolution and every handshake; addresses not done by then are reported as timeouts")
+	return f
+}
+
+// consumers registers the flags every role with stream consumers shares.
+func (f *flagSet) consumers() *flagSet {
+	f.StringVar(&f.opts.Name, "name", "", "consumer name of this replica in its consumer groups; keep it across restarts so a restarted replica takes its pending entries back at once, and give replicas on one host different names (default: the hostname)")
+	f.DurationVar(&f.opts.ClaimIdle, "claim-idle", stream.DefaultClaimIdle, "how long an entry stays pending with a replica that stopped answering before another replica claims it; entries being handled are kept owned, so this need not exceed the longest job")
 	return f
 }
 

@@ -5,7 +5,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
-	"github.com/certfleet/certfleet/apiserver"
+	"github.com/certfleet/certfleet/apiserver/audit"
 )
 
 // auditOptions are the audit log's flags.
@@ -21,6 +21,6 @@ func (f *flagSet) audit() *flagSet {
 
 // auditConfig is the apiserver's audit settings; conn is the ClickHouse
 // connection the audit log is read from.
-func (o *options) auditConfig(conn driver.Conn) apiserver.AuditConfig {
-	return apiserver.AuditConfig{Conn: conn, QueryTimeout: o.AuditQueryTimeout}
+func (o *options) auditConfig(conn driver.Conn) audit.Config {
+	return audit.Config{Conn: conn, QueryTimeout: o.AuditQueryTimeout}
 }

@@ -3,7 +3,7 @@ package main
 import (
 	"time"
 
-	"github.com/certfleet/certfleet/apiserver"
+	"github.com/certfleet/certfleet/apiserver/clientcerts"
 )
 
 // caOptions are the private CA's flags.
@@ -41,8 +41,8 @@ func (f *flagSet) ca() *flagSet {
 }
 
 // caConfig is the apiserver's CA settings.
-func (o *options) caConfig() apiserver.CAConfig {
-	return apiserver.CAConfig{
+func (o *options) caConfig() clientcerts.Config {
+	return clientcerts.Config{
 		Passphrase: o.CAPassphrase, PassphraseFile: o.CAPassphraseFile, Init: o.CAInit,
 		KeyType: o.CAKeyType, CommonName: o.CACommonName, PublicURL: o.PublicURL, CRLValidity: o.CRLValidity,
 	}

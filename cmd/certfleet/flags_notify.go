@@ -91,7 +91,7 @@ func addNotifier(gr *group, role string, o *options, rdb redis.UniversalClient, 
 		}
 	}
 	n, err := notifier.New(notifier.Config{
-		Consumer: o.Name, Allow: allow, Passphrase: pass, PublicURL: o.PublicURL,
+		Consumer: o.Name, ClaimIdle: o.ClaimIdle, Allow: allow, Passphrase: pass, PublicURL: o.PublicURL,
 		MaxAttempts: o.NotifyMaxAttempts, Backoff: o.NotifyBackoff, MaxBackoff: o.NotifyMaxBackoff,
 		Workers: o.NotifyWorkers, Timeout: o.NotifyTimeout, DigestHour: o.DigestHour,
 		SMTP: notifier.SMTPConfig{

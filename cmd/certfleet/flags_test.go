@@ -62,3 +62,28 @@ func TestFlagEnvironment(t *testing.T) {
 		})
 	}
 }
+
+// Flags whose zero or negative value would silently mean a default to the
+// role's config are refused before the role connects anywhere.
+func TestScanFlagsMustBePositive(t *testing.T) {
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"max ips per domain zero", []string{"agent", "--max-ips-per-domain", "0"}, "--max-ips-per-domain must be positive, got 0"},
+		{"max ips per domain negative", []string{"all", "--max-ips-per-domain", "-3"}, "--max-ips-per-domain must be positive, got -3"},
+		{"job timeout zero", []string{"agent", "--job-timeout", "0s"}, "--job-timeout must be positive, got 0s"},
+		{"claim idle zero", []string{"coordinator", "--claim-idle", "0s"}, "--claim-idle must be positive, got 0s"},
+		{"claim idle negative", []string{"apiserver", "--claim-idle", "-1s"}, "--claim-idle must be positive, got -1s"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr strings.Builder
+			code := runMain(t.Context(), tc.args, io.Discard, &stderr)
+			if code == 0 || !strings.Contains(stderr.String(), tc.want) {
+				t.Errorf("got exit %d and %q, want a non-zero exit and %q", code, stderr.String(), tc.want)
+			}
+		})
+	}
+}

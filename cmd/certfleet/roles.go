@@ -36,8 +36,7 @@ func roleFlags(role string) *flagSet {
 	case "agent":
 		fs.shards().agent().metrics("127.0.0.1:9465")
 	}
-	fs.StringVar(&fs.opts.Name, "name", "", "consumer name of this replica in its consumer groups (default: hostname-pid)")
-	return fs
+	return fs.consumers()
 }
 
 // runRole runs one role (or all of them) until ctx is done or SIGINT or
@@ -51,6 +50,16 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	o := fs.opts
 	if o.Name == "" {
 		o.Name = defaultName()
+	}
+	if o.ClaimIdle <= 0 {
+		return fmt.Errorf("--claim-idle must be positive, got %s", o.ClaimIdle)
+	}
+	// Checked before any connection, so a bad flag fails fast.
+	var scfg agent.ScannerConfig
+	if role == "all" || role == "agent" {
+		if scfg, err = scannerConfig(o); err != nil {
+			return err
+		}
 	}
 	defer func() { _ = logger.Sync() }()
 	logger = logger.With(zap.String("role", role))
@@ -99,7 +108,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		if err != nil {
 			return err
 		}
-		proj, err := projector.New(projector.Config{Consumer: o.Name, Evaluator: eng}, rdb, logger)
+		proj, err := projector.New(projector.Config{Consumer: o.Name, ClaimIdle: o.ClaimIdle, Evaluator: eng}, rdb, logger)
 		if err != nil {
 			return err
 		}
@@ -107,7 +116,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		gr.add(proj.Run)
 	}
 	if role == "all" || role == "coordinator" {
-		co, err := coordinator.New(coordinator.Config{Name: o.Name, Interval: o.ScanInterval, Shards: o.Shards}, rdb, logger)
+		co, err := coordinator.New(coordinator.Config{Name: o.Name, Interval: o.ScanInterval, Shards: o.Shards, ClaimIdle: o.ClaimIdle}, rdb, logger)
 		if err != nil {
 			return err
 		}
@@ -115,7 +124,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		gr.add(co.Run)
 	}
 	if role == "all" || (role == "coordinator" && o.WithSink) {
-		sk, err := sink.New(sink.Config{Consumer: o.Name}, rdb, conn, logger)
+		sk, err := sink.New(sink.Config{Consumer: o.Name, ClaimIdle: o.ClaimIdle}, rdb, conn, logger)
 		if err != nil {
 			return err
 		}
@@ -126,11 +135,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		return err
 	}
 	if role == "all" || role == "agent" {
-		scfg, err := scannerConfig(o)
-		if err != nil {
-			return err
-		}
-		ag, err := agent.New(agent.Config{Region: o.Region, Name: o.Name, Shards: o.Shards, Scanner: scfg}, rdb, logger)
+		ag, err := agent.New(agent.Config{Region: o.Region, Name: o.Name, Shards: o.Shards, ClaimIdle: o.ClaimIdle, Scanner: scfg}, rdb, logger)
 		if err != nil {
 			return err
 		}
@@ -173,6 +178,13 @@ func parseAllow(flag, value string) ([]netip.Prefix, error) {
 }
 
 func scannerConfig(o *options) (agent.ScannerConfig, error) {
+	// Zero would mean the default to the agent's config: refuse it here.
+	if o.MaxIPsPerDomain < 1 {
+		return agent.ScannerConfig{}, fmt.Errorf("--max-ips-per-domain must be positive, got %d", o.MaxIPsPerDomain)
+	}
+	if o.JobTimeout <= 0 {
+		return agent.ScannerConfig{}, fmt.Errorf("--job-timeout must be positive, got %s", o.JobTimeout)
+	}
 	allow, err := parseAllow("--allow-targets", o.AllowTargets)
 	if err != nil {
 		return agent.ScannerConfig{}, err
@@ -189,6 +201,8 @@ func scannerConfig(o *options) (agent.ScannerConfig, error) {
 		ExtraRootsPEM:           roots,
 		Allow:                   allow,
 		MaxConcurrentHandshakes: o.Concurrency,
+		MaxIPsPerDomain:         o.MaxIPsPerDomain,
+		JobTimeout:              o.JobTimeout,
 		CheckLegacyTLS:          new(o.CheckLegacy),
 	}, nil
 }
@@ -235,12 +249,14 @@ func runSchemaTool(ctx context.Context, name string, args []string, stderr io.Wr
 	return then(ctx, fs.opts, conn, logger)
 }
 
-// defaultName is a replica's consumer name when --name is not given:
-// hostname-pid, unique among the processes of a fleet.
+// defaultName is a replica's consumer name when --name is not given: the
+// hostname, which outlives a restart, so the restarted replica reads its
+// own pending entries first instead of leaving them to a claim after
+// --claim-idle (a pod's name in Kubernetes; a container's id in Docker).
 func defaultName() string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "certfleet"
 	}
-	return fmt.Sprintf("%s-%d", host, os.Getpid())
+	return host
 }

@@ -161,6 +161,10 @@ type Config struct {
 	// Consumer names this notifier in the consumer group and in delivery
 	// leases; unique per replica. Default hostname-pid.
 	Consumer string
+	// ClaimIdle is how long an event stays pending with a stopped replica
+	// before another claims it (--claim-idle). Default
+	// stream.DefaultClaimIdle.
+	ClaimIdle time.Duration
 	// Allow lists the private ranges webhook and Slack URLs may reach
 	// (--allow-targets); everything public is allowed.
 	Allow []netip.Prefix

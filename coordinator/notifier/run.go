@@ -147,11 +147,12 @@ func EnsureGroup(ctx context.Context, rdb redis.UniversalClient) error {
 // creates (Redis was down at EnsureGroup) also starts at the end.
 func (n *Notifier) consumer() (*stream.Consumer, error) {
 	return stream.New(stream.Config{
-		Streams:  events.EventStreams(),
-		Group:    Group,
-		Consumer: n.cfg.Consumer,
-		StartID:  "$",
-		Count:    200,
+		Streams:   events.EventStreams(),
+		Group:     Group,
+		Consumer:  n.cfg.Consumer,
+		ClaimIdle: n.cfg.ClaimIdle,
+		StartID:   "$",
+		Count:     200,
 	}, n.rdb, n.logger)
 }
 

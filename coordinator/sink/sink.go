@@ -73,6 +73,10 @@ type Config struct {
 	// Consumer names this sink in the consumer group; unique per replica.
 	// Default hostname-pid.
 	Consumer string
+	// ClaimIdle is how long an entry stays pending with a stopped replica
+	// before another claims it (--claim-idle). Default
+	// stream.DefaultClaimIdle.
+	ClaimIdle time.Duration
 	// BatchSize is the most entries read from each stream for one batch.
 	// Default 5000.
 	BatchSize int
@@ -145,12 +149,13 @@ func New(cfg Config, rdb redis.UniversalClient, conn driver.Conn, logger *zap.Lo
 	}
 	logger = logger.Named("sink").With(zap.String("consumer", cfg.Consumer))
 	consumer, err := stream.New(stream.Config{
-		Streams:  append(events.EventStreams(), events.StreamResults),
-		Group:    Group,
-		Consumer: cfg.Consumer,
-		Count:    cfg.BatchSize,
-		Linger:   cfg.FlushInterval,
-		Backoff:  cfg.Retry,
+		Streams:   append(events.EventStreams(), events.StreamResults),
+		Group:     Group,
+		Consumer:  cfg.Consumer,
+		ClaimIdle: cfg.ClaimIdle,
+		Count:     cfg.BatchSize,
+		Linger:    cfg.FlushInterval,
+		Backoff:   cfg.Retry,
 	}, rdb, logger)
 	if err != nil {
 		return nil, fmt.Errorf("sink: %w", err)

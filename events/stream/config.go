@@ -8,6 +8,12 @@ import (
 	"github.com/certfleet/certfleet/internal/backoff"
 )
 
+// DefaultClaimIdle is the default Config.ClaimIdle, and of the roles'
+// --claim-idle flag: a dead consumer's entries are claimed by another within
+// 1.5 × 15s = 22.5s of its last keep-alive, inside the 30s recovery target,
+// while a keep-alive every 5s leaves room for two missed ones.
+const DefaultClaimIdle = 15 * time.Second
+
 // Config configures a Consumer.
 type Config struct {
 	// Streams are the streams read through the group. Each is read with
@@ -40,7 +46,10 @@ type Config struct {
 	Concurrency int
 	// ClaimIdle is how long an entry may stay pending with a consumer that
 	// does not acknowledge it (taken to have died) before this one claims
-	// it. It must be well above the longest handler run. Default 30s.
+	// it. Entries being handled are kept owned every ClaimIdle/3, so it need
+	// not exceed the longest handler run; it bounds how long a dead
+	// consumer's entries wait: at most ClaimIdle and a claim period
+	// (ClaimIdle/2) after its last keep-alive. Default DefaultClaimIdle.
 	ClaimIdle time.Duration
 	// MaxDeliveries is how often an entry may be delivered (its delivery
 	// count in the group's pending list, which survives restarts) before it
@@ -78,7 +87,7 @@ func (c *Config) setDefaults() {
 		c.Concurrency = 1
 	}
 	if c.ClaimIdle == 0 {
-		c.ClaimIdle = 30 * time.Second
+		c.ClaimIdle = DefaultClaimIdle
 	}
 	if c.MaxDeliveries == 0 {
 		c.MaxDeliveries = 5

@@ -6,8 +6,13 @@
 //     handler returned nil, so handlers make their effect durable before
 //     returning and are idempotent (a crash between the effect and the ack
 //     delivers the entry again).
-//   - A consumer reads its own pending entries first after a restart, and
-//     claims entries left pending by another consumer for ClaimIdle.
+//   - A consumer reads its own pending entries first after a restart (so a
+//     replica that keeps its consumer name across restarts takes its work
+//     back at once), and claims entries left pending by another consumer
+//     for ClaimIdle. While a handler runs, its entries are kept owned (their
+//     idle time reset every ClaimIdle/3), so a slow handler's entry is never
+//     claimed and handled twice; ClaimIdle is thus only how long a dead
+//     consumer's entries wait, not a bound on handler runs.
 //   - A handler error is retried in the process with a growing, jittered
 //     pause until the handler succeeds or the consumer stops: a store being
 //     down never dead-letters anything.
@@ -41,6 +46,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -234,8 +240,15 @@ func (c *Consumer) round(ctx context.Context, count int) (batch []Entry, pending
 			c.cursor[s] = "0"
 		}
 	}
+	walking := false
+	for _, cur := range c.cursor {
+		walking = walking || cur != ">"
+	}
 	var redelivered []redis.XStream
-	if time.Since(c.lastClaim) >= c.cfg.ClaimIdle/2 {
+	// No claims during the pending walk: a claimed entry joins this
+	// consumer's pending list, and the walk would hand it over a second
+	// time in the same round.
+	if !walking && time.Since(c.lastClaim) >= c.cfg.ClaimIdle/2 {
 		claimed, more, err := c.claim(ctx, count)
 		if err != nil {
 			return nil, false, err
@@ -462,12 +475,16 @@ func (c *Consumer) deadLetter(ctx context.Context, stream, id string, values map
 }
 
 // handle runs f until it succeeds, fails permanently, or ctx ends, pausing
-// between failures. While it retries it keeps the entries claimed by this
-// consumer (XCLAIM JUSTID, which does not count as a delivery), so that a
-// long outage of a store neither hands them to another consumer nor counts
-// towards MaxDeliveries. It returns f's last error (nil on success).
+// between failures. For as long as it runs (a slow handler, or retries
+// while a store is down) it keeps the entries owned by this consumer: every
+// ClaimIdle/3 it resets their idle time (XCLAIM JUSTID, which does not
+// count as a delivery), so no consumer claims an entry that is being
+// handled and handles it a second time, and ClaimIdle need not exceed the
+// longest handler run, only a few keep-alive periods. It returns f's last
+// error (nil on success).
 func (c *Consumer) handle(ctx context.Context, entries []Entry, what []zap.Field, f func() error) error {
-	touched := time.Now()
+	stop := c.keepOwned(ctx, entries)
+	defer stop()
 	for failures := 0; ; {
 		err := f()
 		if err == nil || IsPermanent(err) || ctx.Err() != nil {
@@ -481,10 +498,31 @@ func (c *Consumer) handle(ctx context.Context, entries []Entry, what []zap.Field
 		if !backoff.Sleep(ctx, d) {
 			return ctx.Err()
 		}
-		if time.Since(touched) >= c.cfg.ClaimIdle/3 {
-			touched = time.Now()
-			c.touch(ctx, entries)
+	}
+}
+
+// keepOwned touches entries every ClaimIdle/3 until the returned stop is
+// called (which waits for the toucher to end) or ctx ends.
+func (c *Consumer) keepOwned(ctx context.Context, entries []Entry) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(c.cfg.ClaimIdle / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				c.touch(ctx, entries)
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			}
 		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
 	}
 }
 
@@ -499,7 +537,9 @@ func (c *Consumer) touch(ctx context.Context, entries []Entry) {
 		pipe.XClaimJustID(ctx, &redis.XClaimArgs{Stream: s, Group: c.cfg.Group, Consumer: c.cfg.Consumer, Messages: list})
 	}
 	if _, err := pipe.Exec(ctx); err != nil && ctx.Err() == nil {
-		c.logger.Debug("touch pending entries failed", zap.Error(err))
+		// The next touch tries again; only a run of failures longer than
+		// ClaimIdle lets another consumer claim the entries.
+		c.logger.Warn("keep entries owned failed", zap.Error(err))
 	}
 }
 

@@ -518,3 +518,84 @@ func TestHasRedisError(t *testing.T) {
 		}
 	}
 }
+
+// An entry whose handler runs far past ClaimIdle stays owned by its
+// consumer: a second consumer of the group, claiming all along, never gets
+// it, and it is handled once.
+func TestSlowHandlerKeepsItsEntries(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			rdb := testenv.Redis(t).Client(t)
+			publish(t, rdb, "s", "slow")
+			var mu sync.Mutex
+			calls := map[string]int{}
+			started := make(chan struct{}, 2)
+			const claimIdle = 200 * time.Millisecond
+			slow := func(consumer string) stream.Handler {
+				return func(ctx context.Context, e stream.Entry) error {
+					mu.Lock()
+					calls[consumer]++
+					mu.Unlock()
+					started <- struct{}{}
+					// Ten claim periods: without keep-alives the other
+					// consumer (or this one's own claimer) takes it.
+					select {
+					case <-time.After(10 * claimIdle):
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+					return nil
+				}
+			}
+			cfg := testConfig(m, "s")
+			cfg.ClaimIdle = claimIdle
+			run(t, rdb, m, cfg, slow("c1"))
+			<-started
+			other := cfg
+			other.Consumer = "c2"
+			run(t, rdb, m, other, slow("c2"))
+			eventually(t, "entry acknowledged", func() bool { return pending(t, rdb, "s", "g") == 0 })
+			// The second consumer kept claiming for a few more periods.
+			time.Sleep(3 * claimIdle)
+			mu.Lock()
+			defer mu.Unlock()
+			if calls["c1"] != 1 || calls["c2"] != 0 {
+				t.Fatalf("got handler runs %v, want c1:1 and c2:0", calls)
+			}
+		})
+	}
+}
+
+// Entries already idle past ClaimIdle when a consumer starts are claimed
+// once and handled once: the claim must not race the start's pending walk,
+// which would find them again in the consumer's own pending list.
+func TestIdleAtStartHandledOnce(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			rdb := testenv.Redis(t).Client(t)
+			ctx := context.Background()
+			want := keys("k", 5)
+			publish(t, rdb, "s", want...)
+			if err := stream.CreateGroup(ctx, rdb, "s", "g", "0"); err != nil {
+				t.Fatal(err)
+			}
+			if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "dead", Streams: []string{"s", ">"}, Count: 100}).Err(); err != nil {
+				t.Fatal(err)
+			}
+			cfg := testConfig(m, "s")
+			cfg.ClaimIdle = 50 * time.Millisecond
+			time.Sleep(2 * cfg.ClaimIdle)
+			r := &recorder{}
+			run(t, rdb, m, cfg, r.handle)
+			eventually(t, "nothing pending", func() bool { return len(r.accepted()) == len(want) && pending(t, rdb, "s", "g") == 0 })
+			time.Sleep(3 * cfg.ClaimIdle)
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			for k, n := range r.calls {
+				if n != 1 {
+					t.Errorf("%s: got %d handler calls, want 1", k, n)
+				}
+			}
+		})
+	}
+}

@@ -168,3 +168,15 @@ func Sign(t testing.TB, tmpl *x509.Certificate, pub crypto.PublicKey, issuer *x5
 func Validity(notBefore, notAfter time.Time) CertMod {
 	return func(c *x509.Certificate) { c.NotBefore, c.NotAfter = notBefore, notAfter }
 }
+
+// CSR returns a PEM certificate request for cn signed by a fresh P-256
+// key, and the key.
+func CSR(t testing.TB, cn string) ([]byte, *ecdsa.PrivateKey) {
+	t.Helper()
+	key := NewKey(t)
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), key
+}

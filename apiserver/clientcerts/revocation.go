@@ -1,4 +1,4 @@
-package apiserver
+package clientcerts
 
 // Revocation: the CA's CRL and OCSP, for relying parties (the mTLS and VPN
 // servers that accept tenants' client certificates) and for CertMate's
@@ -33,47 +33,48 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/clientca"
+	"github.com/certfleet/certfleet/apiserver/httpapi"
 )
 
 // revocationRoutes serves /api/crl/download/..., /api/ocsp/status/... and
 // the RFC 6960 responder at /ocsp.
-func (s *Server) revocationRoutes(r *gin.Engine) {
-	r.GET("/api/crl/download/der", append(s.certMatePublic(), s.crlDER)...)
-	r.GET("/api/crl/download/pem", append(s.certMate(accounts.ScopeRead, classCMCRL), s.crlPEM)...)
-	r.GET("/api/crl/download/info", append(s.certMate(accounts.ScopeRead, classCMCRL), s.crlInfo)...)
-	r.GET("/api/ocsp/status/:serial", append(s.certMate(accounts.ScopeRead, classCMOCSP), s.ocspStatus)...)
-	r.POST("/ocsp", s.ocspPost)
-	r.GET("/ocsp/*request", s.ocspGet)
+func (h *Handler) revocationRoutes(r *gin.Engine) {
+	r.GET("/api/crl/download/der", append(h.PublicGuard(), h.crlDER)...)
+	r.GET("/api/crl/download/pem", append(h.Guard(accounts.ScopeRead, ClassCRL), h.crlPEM)...)
+	r.GET("/api/crl/download/info", append(h.Guard(accounts.ScopeRead, ClassCRL), h.crlInfo)...)
+	r.GET("/api/ocsp/status/:serial", append(h.Guard(accounts.ScopeRead, ClassOCSP), h.ocspStatus)...)
+	r.POST("/ocsp", h.ocspPost)
+	r.GET("/ocsp/*request", h.ocspGet)
 }
 
-// currentCRL returns the CRL, or answers CertMate's 503 (no CA, cannot
-// sign, Redis down) and nil.
-func (s *Server) currentCRL(c *gin.Context) *clientca.CRL {
-	crl, err := s.ca.store.CRL(c.Request.Context(), clientca.CRLOptions{Validity: s.cfg.CA.CRLValidity})
+// currentCRL returns the CRL, or fails the request with a 503 (no CA,
+// cannot sign, Redis down) and returns nil.
+func (h *Handler) currentCRL(c *gin.Context) *clientca.CRL {
+	crl, err := h.store.CRL(c.Request.Context(), clientca.CRLOptions{Validity: h.cfg.CRLValidity})
 	switch {
 	case err == nil:
 		return crl
 	case errors.Is(err, clientca.ErrNoCA):
-		failCM(c, http.StatusServiceUnavailable, "CRL not available: the client CA is not initialised")
+		httpapi.Fail(c, httpapi.Errorf(http.StatusServiceUnavailable, "CRL not available: the client CA is not initialised"))
 	case errors.Is(err, clientca.ErrNoPassphrase):
-		failCM(c, http.StatusServiceUnavailable, "CRL not available: this server cannot sign (no CA passphrase)")
+		httpapi.Fail(c, httpapi.Errorf(http.StatusServiceUnavailable, "CRL not available: this server cannot sign (no CA passphrase)"))
 	default:
-		s.logger.Error("crl failed", zap.Error(err))
-		failCM(c, http.StatusServiceUnavailable, "CRL not available")
+		h.logger.Error("crl failed", zap.Error(err))
+		httpapi.Fail(c, httpapi.Errorf(http.StatusServiceUnavailable, "CRL not available"))
 	}
 	return nil
 }
 
 // crlDER is GET /api/crl/download/der: the distribution point.
-func (s *Server) crlDER(c *gin.Context) {
-	if crl := s.currentCRL(c); crl != nil {
+func (h *Handler) crlDER(c *gin.Context) {
+	if crl := h.currentCRL(c); crl != nil {
 		serveCRL(c, crl, "application/pkix-crl", "ca.crl", crl.DER)
 	}
 }
 
 // crlPEM is GET /api/crl/download/pem.
-func (s *Server) crlPEM(c *gin.Context) {
-	if crl := s.currentCRL(c); crl != nil {
+func (h *Handler) crlPEM(c *gin.Context) {
+	if crl := h.currentCRL(c); crl != nil {
 		serveCRL(c, crl, "application/x-pem-file", "ca.crl.pem", crl.PEM())
 	}
 }
@@ -96,11 +97,11 @@ func serveCRL(c *gin.Context, crl *clientca.CRL, contentType, filename string, b
 	c.Data(http.StatusOK, contentType, body)
 }
 
-// crlInfoBody is GET /api/crl/download/info, CertMate's CRL info plus
+// CRLInfo is GET /api/crl/download/info, CertMate's CRL info plus
 // crl_number and the serials as decimal strings (revoked_serials are JSON
 // numbers as CertMate writes them, exact but beyond what a float64 holds:
 // JavaScript clients want revoked_serial_numbers).
-type crlInfoBody struct {
+type CRLInfo struct {
 	Status               string        `json:"status"`
 	Issuer               string        `json:"issuer"`
 	LastUpdate           time.Time     `json:"last_update"`
@@ -112,18 +113,18 @@ type crlInfoBody struct {
 }
 
 // crlInfo is GET /api/crl/download/info.
-func (s *Server) crlInfo(c *gin.Context) {
-	crl := s.currentCRL(c)
+func (h *Handler) crlInfo(c *gin.Context) {
+	crl := h.currentCRL(c)
 	if crl == nil {
 		return
 	}
 	entries, err := crl.Entries()
 	if err != nil {
-		s.logger.Error("crl info failed", zap.Error(err))
-		failCM(c, http.StatusServiceUnavailable, "CRL not available")
+		h.logger.Error("crl info failed", zap.Error(err))
+		httpapi.Fail(c, httpapi.Errorf(http.StatusServiceUnavailable, "CRL not available"))
 		return
 	}
-	body := crlInfoBody{
+	body := CRLInfo{
 		Status:               "available",
 		Issuer:               crl.Issuer,
 		LastUpdate:           crl.ThisUpdate,
@@ -137,13 +138,13 @@ func (s *Server) crlInfo(c *gin.Context) {
 		body.RevokedSerialNumbers[i] = e.SerialNumber.String()
 		body.RevokedSerials[i] = json.Number(body.RevokedSerialNumbers[i])
 	}
-	replyJSON(c, http.StatusOK, body)
+	c.JSON(http.StatusOK, body)
 }
 
-// ocspStatusBody is GET /api/ocsp/status/{serial}: CertMate's fields, plus
+// OCSPStatus is GET /api/ocsp/status/{serial}: CertMate's fields, plus
 // serial_number (a decimal string, as the client certificate API writes
 // serials), identifier, revoked_at and revocation_reason.
-type ocspStatusBody struct {
+type OCSPStatus struct {
 	ResponseStatus    string      `json:"response_status"`
 	CertificateStatus string      `json:"certificate_status"`
 	CertificateSerial json.Number `json:"certificate_serial"`
@@ -159,32 +160,32 @@ type ocspStatusBody struct {
 }
 
 // ocspStatus is GET /api/ocsp/status/{serial}.
-func (s *Server) ocspStatus(c *gin.Context) {
+func (h *Handler) ocspStatus(c *gin.Context) {
 	serial, ok := parseSerial(c.Param("serial"))
 	if !ok {
-		failCM(c, http.StatusBadRequest, "serial number must be decimal digits, or hexadecimal with 0x or colons")
+		httpapi.Fail(c, httpapi.Errorf(http.StatusBadRequest, "serial number must be decimal digits, or hexadecimal with 0x or colons"))
 		return
 	}
 	ctx := c.Request.Context()
-	info, err := s.ca.store.Info(ctx)
+	info, err := h.store.Info(ctx)
 	if err != nil {
 		if !errors.Is(err, clientca.ErrNoCA) {
-			s.logger.Error("ocsp status failed", zap.Error(err))
+			h.logger.Error("ocsp status failed", zap.Error(err))
 		}
-		failCM(c, http.StatusServiceUnavailable, "OCSP not available")
+		httpapi.Fail(c, httpapi.Errorf(http.StatusServiceUnavailable, "OCSP not available"))
 		return
 	}
-	st, err := s.ca.store.Status(ctx, serial)
+	st, err := h.store.Status(ctx, serial)
 	if err != nil {
-		s.logger.Error("ocsp status failed", zap.Error(err))
-		failCM(c, http.StatusServiceUnavailable, "OCSP not available")
+		h.logger.Error("ocsp status failed", zap.Error(err))
+		httpapi.Fail(c, httpapi.Errorf(http.StatusServiceUnavailable, "OCSP not available"))
 		return
 	}
-	if st.Status != clientca.StatusUnknown && st.TenantID != principalOf(c).TenantID {
+	if st.Status != clientca.StatusUnknown && st.TenantID != httpapi.Principal(c).TenantID {
 		// Another tenant's certificate: as if never issued.
 		st = clientca.CertStatus{Serial: serial, Status: clientca.StatusUnknown, At: st.At}
 	}
-	body := ocspStatusBody{
+	body := OCSPStatus{
 		ResponseStatus:    "successful",
 		CertificateStatus: st.Status,
 		CertificateSerial: json.Number(serial.String()),
@@ -197,7 +198,7 @@ func (s *Server) ocspStatus(c *gin.Context) {
 		body.RevokedAt = &st.RevokedAt
 		body.RevocationReason = st.Reason
 	}
-	replyJSON(c, http.StatusOK, body)
+	c.JSON(http.StatusOK, body)
 }
 
 // parseSerial reads a serial number as decimal digits, or as hexadecimal
@@ -226,17 +227,17 @@ func parseSerial(s string) (*big.Int, bool) {
 const maxOCSPRequest = 16 << 10
 
 // ocspPost is POST /ocsp (RFC 6960 A.1: the DER request is the body).
-func (s *Server) ocspPost(c *gin.Context) {
+func (h *Handler) ocspPost(c *gin.Context) {
 	der, err := io.ReadAll(io.LimitReader(c.Request.Body, maxOCSPRequest+1))
 	if err != nil || len(der) > maxOCSPRequest {
 		der = nil // answered malformedRequest
 	}
-	s.respondOCSP(c, der)
+	h.respondOCSP(c, der)
 }
 
 // ocspGet is GET /ocsp/{request}: the request is the base64 of the DER,
 // URL-encoded (RFC 6960 A.1); gin has already decoded the path.
-func (s *Server) ocspGet(c *gin.Context) {
+func (h *Handler) ocspGet(c *gin.Context) {
 	b64 := strings.TrimPrefix(c.Param("request"), "/")
 	var der []byte
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
@@ -245,15 +246,14 @@ func (s *Server) ocspGet(c *gin.Context) {
 			break
 		}
 	}
-	s.respondOCSP(c, der)
+	h.respondOCSP(c, der)
 }
 
-func (s *Server) respondOCSP(c *gin.Context, der []byte) {
-	resp, err := s.ca.store.RespondOCSP(c.Request.Context(), der)
+func (h *Handler) respondOCSP(c *gin.Context, der []byte) {
+	resp, err := h.store.RespondOCSP(c.Request.Context(), der)
 	if err != nil {
-		s.logger.Error("ocsp response failed", zap.Error(err))
+		h.logger.Error("ocsp response failed", zap.Error(err))
 	}
-	h := c.Writer.Header()
-	h.Set("Cache-Control", "no-cache")
+	c.Header("Cache-Control", "no-cache")
 	c.Data(http.StatusOK, "application/ocsp-response", resp)
 }

@@ -1,4 +1,4 @@
-package apiserver
+package clientcerts
 
 import (
 	"context"
@@ -7,12 +7,18 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/apiserver/audit"
 	"github.com/certfleet/certfleet/apiserver/clientca"
+	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/internal/seal"
 )
 
-// CAConfig configures the private CA for client certificates.
-type CAConfig struct {
+// Config configures the private CA for client certificates and its API.
+type Config struct {
 	// Passphrase seals the CA key and generated client keys (at least 12
 	// characters; every replica needs the same one). Empty with no
 	// PassphraseFile: certificates can be read and listed, but nothing is
@@ -29,15 +35,27 @@ type CAConfig struct {
 	CommonName string
 	// PublicURL is where relying parties reach this API: issued
 	// certificates name <PublicURL>/api/crl/download/der and
-	// <PublicURL>/ocsp. Default "http://" + Listen.
+	// <PublicURL>/ocsp. Required (the server defaults it to
+	// "http://" + its listen address).
 	PublicURL string
 	// CRLValidity is a CRL's nextUpdate - thisUpdate. Default 24h.
 	CRLValidity time.Duration
 	// InitTimeout bounds the CA's creation or loading at start. Default 30s.
 	InitTimeout time.Duration
+	// RenewalEvery is how often RunRenewal looks for due renewals;
+	// thresholds count in days, so minutes late is no matter. The first
+	// pass is one period after the start. Default 10m.
+	RenewalEvery time.Duration
+	// Now is the clock of statuses and renewals. Default time.Now.
+	Now func() time.Time
+	// WarningDays: GET /client-certs/stats counts an active certificate
+	// expiring within this many days as expiring_soon (as --warning-days
+	// does for server certificates). Default 30.
+	WarningDays int
 }
 
-func (c *CAConfig) setDefaults() {
+// SetDefaults fills the fields left zero.
+func (c *Config) SetDefaults() {
 	if c.KeyType == "" {
 		c.KeyType = clientca.KeyECDSAP256
 	}
@@ -47,9 +65,19 @@ func (c *CAConfig) setDefaults() {
 	if c.InitTimeout == 0 {
 		c.InitTimeout = 30 * time.Second
 	}
+	if c.RenewalEvery == 0 {
+		c.RenewalEvery = 10 * time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.WarningDays == 0 {
+		c.WarningDays = 30
+	}
 }
 
-func (c *CAConfig) validate() []error {
+// Validate reports every problem of the configuration.
+func (c *Config) Validate() error {
 	var errs []error
 	if c.Passphrase != "" && c.PassphraseFile != "" {
 		errs = append(errs, errors.New("CA passphrase: give the passphrase or its file, not both"))
@@ -69,59 +97,76 @@ func (c *CAConfig) validate() []error {
 	if c.InitTimeout < 0 {
 		errs = append(errs, fmt.Errorf("CA init timeout must not be negative, got %s", c.InitTimeout))
 	}
-	return errs
+	if c.RenewalEvery <= 0 {
+		errs = append(errs, fmt.Errorf("renewal period must be positive, got %s", c.RenewalEvery))
+	}
+	return errors.Join(errs...)
 }
 
-// caArea is the private CA's state, shared by the client certificate and
-// revocation routes.
-type caArea struct {
-	// store is the CA: records, signing, revocation (never nil after
-	// initCA). Without a passphrase, its signing methods return
-	// clientca.ErrNoPassphrase.
-	store *clientca.Store
+// Handler serves the client-certificate API.
+type Handler struct {
+	cfg    Config
+	store  *clientca.Store
+	rdb    redis.UniversalClient // the renewal lease
+	auth   *httpapi.Auth
+	limits *httpapi.Limiter
+	audit  *audit.Log
+	logger *zap.Logger
+	render gin.HandlerFunc
 }
 
-func (s *Server) initCA() error {
-	cfg := s.cfg.CA
+// New returns the API of cfg (defaults filled in) over the CA store (see
+// OpenCA).
+func New(cfg Config, store *clientca.Store, rdb redis.UniversalClient, auth *httpapi.Auth, limits *httpapi.Limiter,
+	log *audit.Log, logger *zap.Logger) (*Handler, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Handler{cfg: cfg, store: store, rdb: rdb, auth: auth, limits: limits, audit: log, logger: logger,
+		render: httpapi.Render(logger, style)}, nil
+}
+
+// OpenCA returns the CA store of cfg (never nil on success): it reads the
+// passphrase, and creates the CA (cfg.Init) or checks the passphrase opens
+// the existing one. Without a passphrase, the store's signing methods
+// return clientca.ErrNoPassphrase.
+func OpenCA(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*clientca.Store, error) {
+	cfg.SetDefaults()
 	pass := cfg.Passphrase
 	if cfg.PassphraseFile != "" {
 		p, err := seal.ReadPassphraseFile(cfg.PassphraseFile)
 		if err != nil {
-			return fmt.Errorf("client CA: %w", err)
+			return nil, fmt.Errorf("client CA: %w", err)
 		}
 		pass = p
 	}
-	publicURL := cfg.PublicURL
-	if publicURL == "" {
-		publicURL = "http://" + s.cfg.Listen
-	}
 	store, err := clientca.New(clientca.Config{
-		Passphrase: pass, PublicURL: publicURL, CommonName: cfg.CommonName, Now: s.cfg.Now,
-	}, s.rdb, s.logger)
+		Passphrase: pass, PublicURL: cfg.PublicURL, CommonName: cfg.CommonName, Now: cfg.Now,
+	}, rdb, logger)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	s.ca.store = store
 	if pass == "" {
 		if cfg.Init {
-			s.logger.Warn("client CA cannot sign: no CA passphrase (set CERTFLEET_CA_PASSPHRASE or --ca-passphrase-file)")
+			logger.Warn("client CA cannot sign: no CA passphrase (set CERTFLEET_CA_PASSPHRASE or --ca-passphrase-file)")
 		}
-		return nil
+		return store, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.InitTimeout)
 	defer cancel()
 	if cfg.Init {
 		if _, err := store.Ensure(ctx, cfg.KeyType); err != nil {
-			return fmt.Errorf("client CA: %w", err)
+			return nil, fmt.Errorf("client CA: %w", err)
 		}
-		return nil
+		return store, nil
 	}
 	// Without Init, check the passphrase opens an existing CA at once, so
 	// a wrong one fails the start instead of every signing request.
 	if _, err := store.Authority(ctx); err != nil && !errors.Is(err, clientca.ErrNoCA) {
-		return fmt.Errorf("client CA: %w", err)
+		return nil, fmt.Errorf("client CA: %w", err)
 	} else if errors.Is(err, clientca.ErrNoCA) {
-		s.logger.Info("no client CA yet: run `certfleet ca init` or start with --ca-init")
+		logger.Info("no client CA yet: run `certfleet ca init` or start with --ca-init")
 	}
-	return nil
+	return store, nil
 }

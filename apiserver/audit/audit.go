@@ -1,26 +1,27 @@
-package apiserver
-
-// The audit log (issue 5): every operation of the client certificate API,
-// and every request refused for its key, becomes an audit.recorded.v1
-// event on the events stream; the sink stores it in ClickHouse (events and
-// audit_log), and GET /api/audit reads audit_log.
+// Package audit keeps the audit log: every operation of the client
+// certificate API, and every request refused for its key, becomes an
+// audit.recorded.v1 event on the events stream (the sink stores it in
+// ClickHouse's audit_log), and GET /api/audit reads it back.
 //
-// How a route is audited (clientcerts.go, revocation.go):
+// How a route is audited (apiserver/clientcerts):
 //
-//	g.POST("/client-certs/create", s.audited("create", "certificate"), <auth>, <limit>, s.createClientCert)
+//	g.POST("/client-certs/create", log.Audited("create", "certificate"), <renderer>, <auth>, <limit>, handler)
 //
-// audited goes first, before authentication, so that a refused key is
-// recorded too (as operation "failed_auth"). The handler adds what only it
-// knows with auditResource(c, id) (the id of a certificate it created),
-// auditDetail(c, key, value) (common_name, usage, batch counts; never key
-// material) and, when the answer's "error" field is not the error to
-// record, auditError(c, msg). An authentication wrapper that refuses a key
-// may call s.auditFailedAuth(c, code, principal, reason): on an audited
-// route it names the tenant of a key that lacked the scope (403); on a
-// route without audited it records the refusal at once. Reads put
-// s.auditRefusals(operation, resourceType) first instead: only refused
-// keys are recorded. What certfleet does by itself (an auto-renewal) is
-// recorded with s.auditSystem.
+// Audited goes first, before the route's error renderer and its
+// authentication, so that a refused key is recorded too (as operation
+// "failed_auth"), and the record's outcome is the error the renderer
+// answered (httpapi.Outcome), never a parse of the body. The handler adds
+// what only it knows with Resource(c, id) (the id of a certificate it
+// created), Detail(c, key, value) (common_name, usage, batch counts; never
+// key material) and, when the answered message is not the error to
+// record, SetError(c, msg). An authentication wrapper that refuses a key
+// may call FailedAuth(c, code, principal, reason): on an audited route it
+// names the tenant of a key that lacked the scope (403); on a route
+// without Audited it records the refusal at once. Reads put
+// Refusals(operation, resourceType) first instead: only refused keys are
+// recorded. What certfleet does by itself (an auto-renewal) is recorded
+// with System.
+package audit
 
 import (
 	"context"
@@ -41,6 +42,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/schema"
 )
@@ -56,8 +58,8 @@ var (
 	})
 )
 
-// AuditConfig configures the audit log.
-type AuditConfig struct {
+// Config configures the audit log.
+type Config struct {
 	// Conn is the ClickHouse connection GET /api/audit reads audit_log
 	// through; nil answers that route 503 (recording needs only Redis).
 	Conn driver.Conn
@@ -74,7 +76,8 @@ type AuditConfig struct {
 	RecordTimeout time.Duration
 }
 
-func (c *AuditConfig) setDefaults() {
+// SetDefaults fills the fields left zero.
+func (c *Config) SetDefaults() {
 	if c.QueryTimeout == 0 {
 		c.QueryTimeout = 10 * time.Second
 	}
@@ -89,7 +92,8 @@ func (c *AuditConfig) setDefaults() {
 	}
 }
 
-func (c *AuditConfig) validate() []error {
+// Validate reports every problem of the configuration.
+func (c *Config) Validate() error {
 	var errs []error
 	if c.QueryTimeout < 0 {
 		errs = append(errs, errors.New("audit query timeout must not be negative, got "+c.QueryTimeout.String()))
@@ -100,26 +104,34 @@ func (c *AuditConfig) validate() []error {
 	if c.MaxLimit < 1 || c.DefaultLimit < 1 || c.DefaultLimit > c.MaxLimit {
 		errs = append(errs, errors.New("audit limits must satisfy 1 <= default limit <= max limit"))
 	}
-	return errs
+	return errors.Join(errs...)
 }
 
-// auditArea is the audit log's state.
-type auditArea struct {
-	conn driver.Conn
+// Log records audit records and serves GET /api/audit.
+type Log struct {
+	cfg      Config
+	rdb      redis.UniversalClient
+	accounts *accounts.Store
+	logger   *zap.Logger
 	// emails caches tenant id -> account email: a tenant id is derived
 	// from its email (events.TenantID), so the pair never changes.
 	emails sync.Map
 }
 
-func (s *Server) initAudit() error {
-	s.audit.conn = s.cfg.Audit.Conn
-	return nil
+// New returns the audit log of cfg (defaults filled in), appending records
+// through rdb and naming their users from store.
+func New(cfg Config, rdb redis.UniversalClient, store *accounts.Store, logger *zap.Logger) (*Log, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Log{cfg: cfg, rdb: rdb, accounts: store, logger: logger.Named("audit")}, nil
 }
 
 // auditKey holds the request's *auditState in the gin context.
 const auditKey = "certfleet.audit"
 
-// auditState is what audited collects while the request runs.
+// auditState is what Audited collects while the request runs.
 type auditState struct {
 	start        time.Time
 	operation    string
@@ -127,38 +139,36 @@ type auditState struct {
 	resourceID   string
 	details      map[string]any
 	errMsg       string
-	// refused is set by auditFailedAuth on an audited route.
+	// refused is set by FailedAuth on an audited route.
 	refused       bool
 	refusedReason string
 	refusedBy     *accounts.Principal
-	// recorded: the record was appended already (auditFailedAuth on a
-	// route without audited).
+	// recorded: the record was appended already (FailedAuth on a route
+	// without Audited).
 	recorded bool
 }
 
-// audited records the request as an audit record of operation on
+// Audited records the request as an audit record of operation on
 // resourceType once the rest of the chain has run. Put it before the
 // authentication middleware. The resource id defaults to the route's :id
 // parameter. A request answered 401 or 403 without a principal is recorded
 // as "failed_auth" with the attempted operation in its details.
-func (s *Server) audited(operation, resourceType string) gin.HandlerFunc {
-	return s.auditor(operation, resourceType, false)
+func (l *Log) Audited(operation, resourceType string) gin.HandlerFunc {
+	return l.auditor(operation, resourceType, false)
 }
 
-// auditRefusals records only the requests refused for their key, as
-// audited does, and nothing of the others: for the reads of an audited
+// Refusals records only the requests refused for their key, as
+// Audited does, and nothing of the others: for the reads of an audited
 // API (list, get, stats), so that failed authentication is recorded on
 // every route. Put it before the authentication middleware.
-func (s *Server) auditRefusals(operation, resourceType string) gin.HandlerFunc {
-	return s.auditor(operation, resourceType, true)
+func (l *Log) Refusals(operation, resourceType string) gin.HandlerFunc {
+	return l.auditor(operation, resourceType, true)
 }
 
-func (s *Server) auditor(operation, resourceType string, refusalsOnly bool) gin.HandlerFunc {
+func (l *Log) auditor(operation, resourceType string, refusalsOnly bool) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		st := &auditState{start: time.Now(), operation: operation, resourceType: resourceType}
 		c.Set(auditKey, st)
-		w := &auditWriter{ResponseWriter: c.Writer}
-		c.Writer = w
 		panicked := true
 		defer func() {
 			if !panicked {
@@ -172,7 +182,7 @@ func (s *Server) auditor(operation, resourceType string, refusalsOnly bool) gin.
 			}
 			if r != http.ErrAbortHandler && !st.recorded && !refusalsOnly {
 				st.errMsg = "internal error"
-				s.finishAudit(c, st, w, http.StatusInternalServerError, false)
+				l.finish(c, st, http.StatusInternalServerError, false)
 			}
 			panic(r)
 		}()
@@ -181,12 +191,12 @@ func (s *Server) auditor(operation, resourceType string, refusalsOnly bool) gin.
 		if st.recorded {
 			return
 		}
-		s.finishAudit(c, st, w, c.Writer.Status(), refusalsOnly)
+		l.finish(c, st, c.Writer.Status(), refusalsOnly)
 	}
 }
 
-// finishAudit records the request audited collected, answered code.
-func (s *Server) finishAudit(c *gin.Context, st *auditState, w *auditWriter, code int, refusalsOnly bool) {
+// finish records the request Audited collected, answered code.
+func (l *Log) finish(c *gin.Context, st *auditState, code int, refusalsOnly bool) {
 	operation, resourceType := st.operation, st.resourceType
 	rec := events.AuditRecordedV1{
 		Operation:    operation,
@@ -198,10 +208,9 @@ func (s *Server) finishAudit(c *gin.Context, st *auditState, w *auditWriter, cod
 	if rec.ResourceID == "" {
 		rec.ResourceID = c.Param("id")
 	}
-	p, authed := c.Get(principalKey)
 	var principal *accounts.Principal
-	if pp, ok := p.(accounts.Principal); authed && ok {
-		principal = &pp
+	if p, ok := httpapi.PrincipalOf(c); ok {
+		principal = &p
 	}
 	refused := st.refused || (principal == nil && (code == http.StatusUnauthorized || code == http.StatusForbidden))
 	if refusalsOnly && !refused {
@@ -217,40 +226,40 @@ func (s *Server) finishAudit(c *gin.Context, st *auditState, w *auditWriter, cod
 		case st.refusedBy != nil:
 			principal = st.refusedBy
 		case principal == nil && code == http.StatusForbidden:
-			// requireKey refuses a valid key that lacks the scope
+			// RequireKey refuses a valid key that lacks the scope
 			// before naming its principal; the account it belongs to
 			// is whom the record is for.
-			principal = s.auditPrincipal(c)
+			principal = l.principal(c)
 		}
 	}
-	if rec.Error == "" && code >= http.StatusBadRequest {
-		rec.Error = errorOfBody(w.body)
+	if e := httpapi.Outcome(c); rec.Error == "" && code >= http.StatusBadRequest && e != nil {
+		rec.Error = e.Msg
 	}
-	s.recordAudit(c, st, principal, rec)
+	l.record(c, st, principal, rec)
 }
 
-// auditPrincipal returns the principal of the request's bearer key, nil
+// principal returns the principal of the request's bearer key, nil
 // when it has no valid one.
-func (s *Server) auditPrincipal(c *gin.Context) *accounts.Principal {
-	token, ok := bearerToken(c.GetHeader("Authorization"))
+func (l *Log) principal(c *gin.Context) *accounts.Principal {
+	token, ok := httpapi.BearerToken(c.GetHeader("Authorization"))
 	if !ok {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), s.cfg.Audit.RecordTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), l.cfg.RecordTimeout)
 	defer cancel()
-	p, err := s.accounts.AuthenticateBearer(ctx, token)
+	p, err := l.accounts.AuthenticateBearer(ctx, token)
 	if err != nil {
 		return nil
 	}
 	return &p
 }
 
-// auditFailedAuth records a request refused for its key: an
+// FailedAuth records a request refused for its key: an
 // authentication wrapper calls it when it answers code (401 or 403). p is
 // the key's principal when the key was valid but lacked the scope, else
 // nil; reason says why (never the key). On a route with audited the record
 // is written once the answer is out; on any other route at once.
-func (s *Server) auditFailedAuth(c *gin.Context, code int, p *accounts.Principal, reason string) {
+func (l *Log) FailedAuth(c *gin.Context, code int, p *accounts.Principal, reason string) {
 	if st := auditStateOf(c); st != nil {
 		st.refused, st.refusedReason, st.refusedBy = true, reason, p
 		return
@@ -258,36 +267,36 @@ func (s *Server) auditFailedAuth(c *gin.Context, code int, p *accounts.Principal
 	st := &auditState{start: time.Now(), recorded: true}
 	st.detail("reason", reason)
 	if p == nil && code == http.StatusForbidden {
-		p = s.auditPrincipal(c)
+		p = l.principal(c)
 	}
-	s.recordAudit(c, st, p, events.AuditRecordedV1{
+	l.record(c, st, p, events.AuditRecordedV1{
 		Operation:  events.AuditOperationFailedAuth,
 		HTTPStatus: code,
 		Error:      reason,
 	})
 }
 
-// auditResource sets the id of the resource the audited request acted on,
+// Resource sets the id of the resource the audited request acted on,
 // when the route has no :id (a create).
-func auditResource(c *gin.Context, id string) {
+func Resource(c *gin.Context, id string) {
 	if st := auditStateOf(c); st != nil {
 		st.resourceID = id
 	}
 }
 
-// auditDetail adds key to the audit record's details. Never pass key
+// Detail adds key to the audit record's details. Never pass key
 // material or secrets.
-func auditDetail(c *gin.Context, key string, value any) {
+func Detail(c *gin.Context, key string, value any) {
 	if st := auditStateOf(c); st != nil {
 		st.detail(key, value)
 	}
 }
 
-// auditError sets the error of the audit record, when the answer's
-// "error" field is not the one to record. The tenant reads it back
+// SetError sets the error of the audit record, when the message answered
+// is not the one to record. The tenant reads it back
 // through GET /api/audit: give a summary, never an internal error's text
 // (addresses, Redis or ClickHouse messages), which belongs in the log.
-func auditError(c *gin.Context, msg string) {
+func SetError(c *gin.Context, msg string) {
 	if st := auditStateOf(c); st != nil {
 		st.errMsg = msg
 	}
@@ -309,12 +318,12 @@ func (st *auditState) detail(key string, value any) {
 	st.details[key] = value
 }
 
-// recordAudit completes rec from the request and appends it to the events
+// record completes rec from the request and appends it to the events
 // stream. A failure is logged and counted: the answer is out already, and
 // refusing the operation for its audit record would be worse than a gap
 // the metric shows.
-func (s *Server) recordAudit(c *gin.Context, st *auditState, p *accounts.Principal, rec events.AuditRecordedV1) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), s.cfg.Audit.RecordTimeout)
+func (l *Log) record(c *gin.Context, st *auditState, p *accounts.Principal, rec events.AuditRecordedV1) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), l.cfg.RecordTimeout)
 	defer cancel()
 	rec.Timestamp = st.start.UTC().Truncate(time.Millisecond)
 	rec.ResponseTimeMS = float64(time.Since(st.start).Microseconds()) / 1000
@@ -328,7 +337,7 @@ func (s *Server) recordAudit(c *gin.Context, st *auditState, p *accounts.Princip
 	var tenant string
 	if p != nil {
 		tenant, rec.KeyID = p.TenantID, p.KeyID
-		rec.User = s.auditUser(ctx, tenant)
+		rec.User = l.user(ctx, tenant)
 	}
 	if st.details == nil {
 		rec.Details = json.RawMessage("{}")
@@ -336,17 +345,17 @@ func (s *Server) recordAudit(c *gin.Context, st *auditState, p *accounts.Princip
 		rec.Details = d
 	} else {
 		rec.Details = json.RawMessage("{}")
-		s.logger.Warn("audit details not marshalable", zap.String("operation", rec.Operation), zap.Error(err))
+		l.logger.Warn("audit details not marshalable", zap.String("operation", rec.Operation), zap.Error(err))
 	}
 	aggregate := rec.ResourceID
 	if aggregate == "" {
 		aggregate = rec.Operation
 	}
-	err := s.appendAudit(ctx, tenant, aggregate, rec)
+	err := l.append(ctx, tenant, aggregate, rec)
 	if err != nil {
 		auditErrors.Inc()
 		// The record goes to the log instead, so that it is not lost.
-		s.logger.Error("audit record not stored", zap.String("operation", rec.Operation),
+		l.logger.Error("audit record not stored", zap.String("operation", rec.Operation),
 			zap.String("resource_type", rec.ResourceType), zap.String("resource_id", rec.ResourceID),
 			zap.String("status", rec.Status), zap.String("tenant_id", tenant), zap.String("key_id", rec.KeyID),
 			zap.String("ip", rec.IP), zap.Int("http_status", rec.HTTPStatus), zap.Error(err))
@@ -355,20 +364,20 @@ func (s *Server) recordAudit(c *gin.Context, st *auditState, p *accounts.Princip
 	auditRecords.WithLabelValues(rec.Operation, rec.Status).Inc()
 }
 
-// auditSystemUser is the user of records of what certfleet did by itself.
-const auditSystemUser = "system"
+// systemUser is the user of records of what certfleet did by itself.
+const systemUser = "system"
 
-// auditSystem records an operation certfleet did by itself, outside any
+// System records an operation certfleet did by itself, outside any
 // request (an auto-renewal): user "system", no key, IP or route. errMsg
-// is empty on success; like auditError's, the tenant reads it. A failure
+// is empty on success; like SetError's, the tenant reads it. A failure
 // to append is logged and counted, and returned.
-func (s *Server) auditSystem(ctx context.Context, tenantID, operation, resourceType, resourceID string,
+func (l *Log) System(ctx context.Context, tenantID, operation, resourceType, resourceID string,
 	details map[string]any, errMsg string) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Audit.RecordTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.cfg.RecordTimeout)
 	defer cancel()
 	rec := events.AuditRecordedV1{
 		Timestamp: time.Now().UTC().Truncate(time.Millisecond), Operation: operation, ResourceType: resourceType,
-		ResourceID: resourceID, Status: events.AuditSuccess, User: auditSystemUser, Details: json.RawMessage("{}"),
+		ResourceID: resourceID, Status: events.AuditSuccess, User: systemUser, Details: json.RawMessage("{}"),
 		Error: errMsg,
 	}
 	if errMsg != "" {
@@ -385,18 +394,18 @@ func (s *Server) auditSystem(ctx context.Context, tenantID, operation, resourceT
 	if aggregate == "" {
 		aggregate = operation
 	}
-	if err := s.appendAudit(ctx, tenantID, aggregate, rec); err != nil {
+	if err := l.append(ctx, tenantID, aggregate, rec); err != nil {
 		auditErrors.Inc()
-		s.logger.Error("audit record not stored", zap.String("operation", operation), zap.String("resource_type", resourceType),
+		l.logger.Error("audit record not stored", zap.String("operation", operation), zap.String("resource_type", resourceType),
 			zap.String("resource_id", resourceID), zap.String("status", rec.Status), zap.String("tenant_id", tenantID),
-			zap.String("user", auditSystemUser), zap.Error(err))
+			zap.String("user", systemUser), zap.Error(err))
 		return fmt.Errorf("append audit record: %w", err)
 	}
 	auditRecords.WithLabelValues(operation, rec.Status).Inc()
 	return nil
 }
 
-func (s *Server) appendAudit(ctx context.Context, tenant, aggregate string, rec events.AuditRecordedV1) error {
+func (l *Log) append(ctx context.Context, tenant, aggregate string, rec events.AuditRecordedV1) error {
 	ev, err := events.New(events.AuditRecorded, tenant, aggregate, rec)
 	if err != nil {
 		return err
@@ -405,80 +414,35 @@ func (s *Server) appendAudit(ctx context.Context, tenant, aggregate string, rec 
 	if err != nil {
 		return err
 	}
-	return s.rdb.XAdd(ctx, &redis.XAddArgs{
+	return l.rdb.XAdd(ctx, &redis.XAddArgs{
 		Stream: events.EventStream(tenant), MaxLen: events.DefaultMaxLen, Approx: true, Values: values,
 	}).Err()
 }
 
-// auditUser names the tenant's account by its email; the tenant id is the
+// user names the tenant's account by its email; the tenant id is the
 // fallback when it cannot be read.
-func (s *Server) auditUser(ctx context.Context, tenant string) string {
-	if v, ok := s.audit.emails.Load(tenant); ok {
+func (l *Log) user(ctx context.Context, tenant string) string {
+	if v, ok := l.emails.Load(tenant); ok {
 		return v.(string)
 	}
-	email, err := s.accounts.Email(ctx, tenant)
+	email, err := l.accounts.Email(ctx, tenant)
 	if err != nil || email == "" {
 		if err != nil {
-			s.logger.Warn("audit: read account email", zap.String("tenant_id", tenant), zap.Error(err))
+			l.logger.Warn("audit: read account email", zap.String("tenant_id", tenant), zap.Error(err))
 		}
 		return tenant
 	}
-	s.audit.emails.Store(tenant, email)
+	l.emails.Store(tenant, email)
 	return email
 }
 
-// auditWriter keeps the start of an error answer's body, whose "error"
-// field becomes the record's error.
-type auditWriter struct {
-	gin.ResponseWriter
-	body []byte
-}
-
-const auditBodyCap = 4 << 10
-
-func (w *auditWriter) Write(b []byte) (int, error) {
-	w.keep(b)
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *auditWriter) WriteString(str string) (int, error) {
-	w.keep([]byte(str))
-	return w.ResponseWriter.WriteString(str)
-}
-
-func (w *auditWriter) keep(b []byte) {
-	if w.Status() < http.StatusBadRequest || len(w.body) >= auditBodyCap {
-		return
-	}
-	w.body = append(w.body, b[:min(len(b), auditBodyCap-len(w.body))]...)
-}
-
-// errorOfBody returns the "error" (or "message") string of a JSON error
-// answer, or the start of a text one.
-func errorOfBody(body []byte) string {
-	var e struct {
-		Error   any    `json:"error"`
-		Message string `json:"message"`
-	}
-	if json.Unmarshal(body, &e) == nil {
-		if msg, ok := e.Error.(string); ok && msg != "" {
-			return msg
-		}
-		if e.Message != "" {
-			return e.Message
-		}
-	}
-	text := strings.TrimSpace(string(body))
-	if len(text) > 200 {
-		text = text[:200]
-	}
-	return text
-}
-
-// auditRoutes serves /api/audit. Reading the audit log is itself audited.
-func (s *Server) auditRoutes(r *gin.Engine) {
-	hs := append([]gin.HandlerFunc{s.audited("list", "audit_log")}, s.certMate(accounts.ScopeRead)...)
-	r.GET("/api/audit", append(hs, s.listAudit)...)
+// Routes serves GET /api/audit behind guard: the error renderer,
+// authentication (a read key) and rate limits of the client certificate
+// API, whose shapes the audit log API shares. Reading the audit log is
+// itself audited.
+func (l *Log) Routes(r *gin.Engine, guard ...gin.HandlerFunc) {
+	hs := append([]gin.HandlerFunc{l.Audited("list", "audit_log")}, guard...)
+	r.GET("/api/audit", append(hs, l.list)...)
 }
 
 // auditEntry is one record as GET /api/audit answers it: CertMate's audit
@@ -516,26 +480,26 @@ var auditParams = []string{"operation", "resource_type", "resource_id", "status"
 // maxAuditFilterLen caps a string filter: ids and names are far shorter.
 const maxAuditFilterLen = 200
 
-// listAudit answers the caller's tenant's audit records from ClickHouse,
+// list answers the caller's tenant's audit records from ClickHouse,
 // newest first. ClickHouse lags the stream by the sink's batching (about a
 // second): a record of a request just answered may not be listed yet.
-func (s *Server) listAudit(c *gin.Context) {
-	if s.audit.conn == nil {
-		failCM(c, http.StatusServiceUnavailable, "The audit log is not available: this server has no ClickHouse connection")
+func (l *Log) list(c *gin.Context) {
+	if l.cfg.Conn == nil {
+		httpapi.Fail(c, httpapi.Errorf(http.StatusServiceUnavailable, "The audit log is not available: this server has no ClickHouse connection"))
 		return
 	}
-	f, err := s.auditFilter(c)
+	f, err := l.filter(c)
 	if err != nil {
-		failCM(c, http.StatusBadRequest, err.Error())
+		httpapi.Fail(c, httpapi.BadRequest(err.Error()))
 		return
 	}
-	f.TenantID = principalOf(c).TenantID
-	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.Audit.QueryTimeout)
+	f.TenantID = httpapi.Principal(c).TenantID
+	ctx, cancel := context.WithTimeout(c.Request.Context(), l.cfg.QueryTimeout)
 	defer cancel()
-	rows, err := schema.QueryAudit(ctx, s.audit.conn, f)
+	rows, err := schema.QueryAudit(ctx, l.cfg.Conn, f)
 	if err != nil {
-		auditError(c, "audit log query failed")
-		s.replyV1(c, err)
+		SetError(c, "audit log query failed")
+		httpapi.Fail(c, err)
 		return
 	}
 	out := auditList{Entries: make([]auditEntry, 0, len(rows)), Count: len(rows), Limit: f.Limit}
@@ -551,13 +515,13 @@ func (s *Server) listAudit(c *gin.Context) {
 		}
 		out.Entries = append(out.Entries, e)
 	}
-	auditDetail(c, "count", len(rows))
+	Detail(c, "count", len(rows))
 	c.JSON(http.StatusOK, out)
 }
 
-// auditFilter reads the query parameters; an unknown or repeated
+// filter reads the query parameters; an unknown or repeated
 // parameter, or a bad value, is an error naming it.
-func (s *Server) auditFilter(c *gin.Context) (schema.AuditFilter, error) {
+func (l *Log) filter(c *gin.Context) (schema.AuditFilter, error) {
 	q := c.Request.URL.Query()
 	for name, vals := range q {
 		if !slices.Contains(auditParams, name) {
@@ -569,7 +533,7 @@ func (s *Server) auditFilter(c *gin.Context) (schema.AuditFilter, error) {
 	}
 	f := schema.AuditFilter{
 		Operation: q.Get("operation"), ResourceType: q.Get("resource_type"), ResourceID: q.Get("resource_id"),
-		Status: q.Get("status"), Limit: s.cfg.Audit.DefaultLimit,
+		Status: q.Get("status"), Limit: l.cfg.DefaultLimit,
 	}
 	for name, v := range map[string]string{"operation": f.Operation, "resource_type": f.ResourceType, "resource_id": f.ResourceID} {
 		if len(v) > maxAuditFilterLen {
@@ -581,7 +545,7 @@ func (s *Server) auditFilter(c *gin.Context) (schema.AuditFilter, error) {
 	}
 	// An empty limit is no limit here, as for the other parameters.
 	if q.Get("limit") != "" {
-		n, err := pageParam(c, "limit", f.Limit, s.cfg.Audit.MaxLimit)
+		n, err := httpapi.PageParam(c, "limit", f.Limit, l.cfg.MaxLimit)
 		if err != nil {
 			return f, err
 		}

@@ -1,4 +1,4 @@
-package apiserver
+package v1
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/grade"
+	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/internal/presence"
 )
@@ -34,19 +35,19 @@ const checkPoll = 200 * time.Millisecond
 const regionWindow = time.Minute
 
 // checkRoutes serves /api/v1/domains/:id/ssl, /domains/:id/whois and /check.
-func (s *Server) checkRoutes(g *gin.RouterGroup) {
-	g.GET("/domains/:id/ssl", s.requireKey(accounts.ScopeRead), s.limit(classGeneral), s.sslCheck)
-	g.GET("/domains/:id/whois", s.requireKey(accounts.ScopeRead), s.limit(classGeneral), s.whoisCheck)
-	g.POST("/check", s.requireKey(accounts.ScopeWrite), s.limit(classGeneral), s.limit(classCheck), s.manualCheck)
+func (h *Handler) checkRoutes(g *gin.RouterGroup) {
+	g.GET("/domains/:id/ssl", append(h.guard(accounts.ScopeRead), h.sslCheck)...)
+	g.GET("/domains/:id/whois", append(h.guard(accounts.ScopeRead), h.whoisCheck)...)
+	g.POST("/check", append(h.guard(accounts.ScopeWrite, classCheck), h.manualCheck)...)
 }
 
 // thresholds are the status and grade thresholds of the configuration.
-func (s *Server) thresholds() grade.Thresholds {
-	return grade.Thresholds{Warning: s.cfg.WarningDays, Critical: s.cfg.CriticalDays}
+func (h *Handler) thresholds() grade.Thresholds {
+	return grade.Thresholds{Warning: h.cfg.WarningDays, Critical: h.cfg.CriticalDays}
 }
 
-// sslResult is what one IP showed one region, with its grade.
-type sslResult struct {
+// SSLResult is what one IP showed one region, with its grade.
+type SSLResult struct {
 	IP                    string     `json:"ip"`
 	Region                string     `json:"region"`
 	Port                  int        `json:"port"`
@@ -82,10 +83,10 @@ type sslResult struct {
 	HandshakeMS           int64      `json:"handshake_ms"`
 }
 
-// sslCheckBody is GET /domains/{id}/ssl: SSLTrackr's fields, describing the
+// SSLCheck is GET /domains/{id}/ssl: SSLTrackr's fields, describing the
 // certificate that expires first, plus the domain's grade and status and
 // every IP's result from every region.
-type sslCheckBody struct {
+type SSLCheck struct {
 	// ID is the scan.completed event the first-expiring entry came from.
 	ID            string     `json:"id"`
 	DomainID      string     `json:"domain_id"`
@@ -107,29 +108,29 @@ type sslCheckBody struct {
 	Status       string      `json:"status"`
 	CheckedAt    time.Time   `json:"checked_at"`
 	Regions      []string    `json:"regions"`
-	Results      []sslResult `json:"results"`
+	Results      []SSLResult `json:"results"`
 }
 
 // sslBody builds the /ssl answer from a domain's view; nil when the view
 // is empty (never scanned).
-func (s *Server) sslBody(d accounts.Domain, entries []projector.ExpEntry) *sslCheckBody {
-	now := s.cfg.Now()
-	sum := grade.Summarize(entries, now, s.thresholds())
+func (h *Handler) sslBody(d accounts.Domain, entries []projector.ExpEntry) *SSLCheck {
+	now := h.cfg.Now()
+	sum := grade.Summarize(entries, now, h.thresholds())
 	if sum.CheckedAt == nil {
 		return nil
 	}
-	b := &sslCheckBody{
+	b := &SSLCheck{
 		DomainID:      d.ID,
 		Hostname:      d.Host,
 		Port:          d.Port,
 		DaysRemaining: sum.DaysRemaining,
-		Grade:         nonEmpty(sum.Grade),
+		Grade:         httpapi.NullIfEmpty(sum.Grade),
 		GradeReasons:  nonNilStrings(sum.Reasons),
 		Status:        sum.Status,
 		CheckedAt:     sum.CheckedAt.UTC(),
 		SANs:          []string{},
 		Regions:       []string{},
-		Results:       make([]sslResult, len(entries)),
+		Results:       make([]SSLResult, len(entries)),
 	}
 	for i, e := range entries {
 		b.Results[i] = sslResultOf(e, sum.Entries[i], now)
@@ -149,15 +150,15 @@ func (s *Server) sslBody(d accounts.Domain, entries []projector.ExpEntry) *sslCh
 	return b
 }
 
-func sslResultOf(e projector.ExpEntry, g grade.EntryGrade, now time.Time) sslResult {
-	r := sslResult{
+func sslResultOf(e projector.ExpEntry, g grade.EntryGrade, now time.Time) SSLResult {
+	r := SSLResult{
 		IP:                    e.IP,
 		Region:                e.Region,
 		Port:                  e.Port,
 		Outcome:               string(e.Outcome),
 		Detail:                e.Detail,
 		ScannedAt:             e.ScannedAt.UTC(),
-		Grade:                 nonEmpty(g.Grade),
+		Grade:                 httpapi.NullIfEmpty(g.Grade),
 		GradeReasons:          nonNilStrings(g.Reasons),
 		CertificateFound:      e.CertificateFound,
 		SANs:                  nonNilStrings(e.SANs),
@@ -171,8 +172,8 @@ func sslResultOf(e projector.ExpEntry, g grade.EntryGrade, now time.Time) sslRes
 		LegacyTLS:             nonNilStrings(e.LegacyTLS),
 		ConnectMS:             e.ConnectMS,
 		HandshakeMS:           e.HandshakeMS,
-		TLSVersion:            nonEmpty(tlsVersionName(e.TLSVersion)),
-		CipherSuite:           nonEmpty(e.CipherSuite),
+		TLSVersion:            httpapi.NullIfEmpty(tlsVersionName(e.TLSVersion)),
+		CipherSuite:           httpapi.NullIfEmpty(e.CipherSuite),
 	}
 	if e.HTTPStatus != 0 {
 		r.HTTPStatus = &e.HTTPStatus
@@ -184,14 +185,14 @@ func sslResultOf(e projector.ExpEntry, g grade.EntryGrade, now time.Time) sslRes
 	from, to := e.NotBefore.UTC(), e.NotAfter.UTC()
 	r.Subject = &e.Subject
 	r.Issuer = &e.Issuer
-	r.SerialNumber = nonEmpty(colonHex(e.Serial))
+	r.SerialNumber = httpapi.NullIfEmpty(colonHex(e.Serial))
 	r.ValidFrom, r.ValidTo, r.DaysRemaining = &from, &to, &days
-	r.CertificateSHA256 = nonEmpty(e.LeafSHA256)
-	r.KeyType = nonEmpty(e.KeyType)
+	r.CertificateSHA256 = httpapi.NullIfEmpty(e.LeafSHA256)
+	r.KeyType = httpapi.NullIfEmpty(e.KeyType)
 	if e.KeyBits != 0 {
 		r.KeyBits = &e.KeyBits
 	}
-	r.SignatureAlgorithm = nonEmpty(e.SignatureAlgorithm)
+	r.SignatureAlgorithm = httpapi.NullIfEmpty(e.SignatureAlgorithm)
 	return r
 }
 
@@ -225,13 +226,6 @@ func colonHex(h string) string {
 	return b.String()
 }
 
-func nonEmpty(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
 func nonNilStrings(s []string) []string {
 	if s == nil {
 		return []string{}
@@ -250,8 +244,8 @@ func containsString(list []string, s string) bool {
 
 // viewOf reads the entries of d's expiration view that are for its
 // current name (a renamed domain's old results never show).
-func (s *Server) viewOf(ctx context.Context, d accounts.Domain) ([]projector.ExpEntry, error) {
-	views, err := projector.Views(ctx, s.rdb, []string{d.ID})
+func (h *Handler) viewOf(ctx context.Context, d accounts.Domain) ([]projector.ExpEntry, error) {
+	views, err := projector.Views(ctx, h.rdb, []string{d.ID})
 	if err != nil {
 		return nil, err
 	}
@@ -259,39 +253,39 @@ func (s *Server) viewOf(ctx context.Context, d accounts.Domain) ([]projector.Exp
 }
 
 // domainOf reads the domain of the request's :id for its principal.
-func (s *Server) domainOf(c *gin.Context, id string) (accounts.Domain, error) {
-	return s.accounts.GetDomain(c.Request.Context(), principalOf(c).TenantID, id)
+func (h *Handler) domainOf(c *gin.Context, id string) (accounts.Domain, error) {
+	return h.accounts.GetDomain(c.Request.Context(), httpapi.Principal(c).TenantID, id)
 }
 
 // sslCheck is GET /domains/{id}/ssl.
-func (s *Server) sslCheck(c *gin.Context) {
-	d, err := s.domainOf(c, c.Param("id"))
+func (h *Handler) sslCheck(c *gin.Context) {
+	d, err := h.domainOf(c, c.Param("id"))
 	if err != nil {
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
-	entries, err := s.viewOf(c.Request.Context(), d)
+	entries, err := h.viewOf(c.Request.Context(), d)
 	if err != nil {
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
-	b := s.sslBody(d, entries)
+	b := h.sslBody(d, entries)
 	if b == nil {
-		failV1(c, http.StatusNotFound, msgNoSSLCheck)
+		httpapi.Fail(c, httpapi.Errorf(http.StatusNotFound, msgNoSSLCheck))
 		return
 	}
-	replyJSON(c, http.StatusOK, b)
+	c.JSON(http.StatusOK, b)
 }
 
 // whoisCheck is GET /domains/{id}/whois: no WHOIS checks exist yet, so an
 // existing domain gets a 404 saying so (and another tenant's or an unknown
 // one the usual "Domain not found").
-func (s *Server) whoisCheck(c *gin.Context) {
-	if _, err := s.domainOf(c, c.Param("id")); err != nil {
-		s.replyV1(c, err)
+func (h *Handler) whoisCheck(c *gin.Context) {
+	if _, err := h.domainOf(c, c.Param("id")); err != nil {
+		httpapi.Fail(c, err)
 		return
 	}
-	failV1(c, http.StatusNotFound, msgNoWhois)
+	httpapi.Fail(c, httpapi.Errorf(http.StatusNotFound, msgNoWhois))
 }
 
 // checkRequest is POST /check's body.
@@ -304,10 +298,10 @@ type checkRequest struct {
 // what the view has (null when nothing) and Pending the regions still
 // awaited.
 type checkBody struct {
-	Error   string        `json:"error,omitempty"`
-	SSL     *sslCheckBody `json:"ssl"`
-	Whois   *struct{}     `json:"whois"`
-	Pending []string      `json:"pending_regions,omitempty"`
+	Error   string    `json:"error,omitempty"`
+	SSL     *SSLCheck `json:"ssl"`
+	Whois   *struct{} `json:"whois"`
+	Pending []string  `json:"pending_regions,omitempty"`
 }
 
 // manualCheck is POST /check: it makes the domain due now and waits until
@@ -317,74 +311,74 @@ type checkBody struct {
 // before the request, which needs no clock shared with the agents. A
 // region counts as active when one of its agents was seen within
 // regionWindow; with none active, one fresh region suffices.
-func (s *Server) manualCheck(c *gin.Context) {
+func (h *Handler) manualCheck(c *gin.Context) {
 	var req checkRequest
-	if err := bindJSON(c, &req); err != nil {
-		s.replyV1(c, err)
+	if err := httpapi.BindJSON(c, &req); err != nil {
+		httpapi.Fail(c, err)
 		return
 	}
 	if req.DomainID == "" {
-		s.replyV1(c, badRequest{`field "domain_id" is required`})
+		httpapi.Fail(c, httpapi.BadRequest(`field "domain_id" is required`))
 		return
 	}
 	ctx := c.Request.Context()
-	d, err := s.domainOf(c, req.DomainID)
+	d, err := h.domainOf(c, req.DomainID)
 	if err != nil {
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 	if !d.Active {
-		failV1(c, http.StatusConflict, msgInactive)
+		httpapi.Fail(c, httpapi.Errorf(http.StatusConflict, msgInactive))
 		return
 	}
-	before, err := s.viewOf(ctx, d)
+	before, err := h.viewOf(ctx, d)
 	if err != nil {
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 	seen := scansByRegion(before)
 	// Heartbeats are wall-clock times, whatever clock grades are computed
 	// against (cfg.Now).
-	regions, err := presence.Active(ctx, s.rdb, time.Now().Add(-regionWindow))
+	regions, err := presence.Active(ctx, h.rdb, time.Now().Add(-regionWindow))
 	if err != nil {
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 	// The coordinator applies the request like any other domain event. The
 	// script re-checks the domain, so one deactivated since it was read
 	// answers as if it had been inactive then.
-	if err := s.accounts.RequestCheck(ctx, principalOf(c).TenantID, d.ID); err != nil {
+	if err := h.accounts.RequestCheck(ctx, httpapi.Principal(c).TenantID, d.ID); err != nil {
 		if errors.Is(err, accounts.ErrDomainInactive) {
-			failV1(c, http.StatusConflict, msgInactive)
+			httpapi.Fail(c, httpapi.Errorf(http.StatusConflict, msgInactive))
 			return
 		}
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 
-	wctx, cancel := context.WithTimeout(ctx, s.cfg.CheckTimeout)
+	wctx, cancel := context.WithTimeout(ctx, h.cfg.CheckTimeout)
 	defer cancel()
 	tick := time.NewTicker(checkPoll)
 	defer tick.Stop()
 	var entries []projector.ExpEntry
 	for {
-		entries, err = s.viewOf(ctx, d)
+		entries, err = h.viewOf(ctx, d)
 		if err != nil {
-			s.replyV1(c, err)
+			httpapi.Fail(c, err)
 			return
 		}
 		pending, done := pendingRegions(regions, seen, entries)
 		if done {
-			replyJSON(c, http.StatusOK, checkBody{SSL: s.sslBody(d, entries)})
+			c.JSON(http.StatusOK, checkBody{SSL: h.sslBody(d, entries)})
 			return
 		}
 		select {
 		case <-tick.C:
 			continue
-		case <-s.stopping:
+		case <-h.cfg.Stopping:
 			c.AbortWithStatusJSON(http.StatusServiceUnavailable, checkBody{
 				Error:   msgShuttingDown,
-				SSL:     s.sslBody(d, entries),
+				SSL:     h.sslBody(d, entries),
 				Pending: pending,
 			})
 			return
@@ -395,13 +389,13 @@ func (s *Server) manualCheck(c *gin.Context) {
 			c.Abort()
 			return
 		}
-		msg := fmt.Sprintf("%s within %s", msgCheckTimeout, s.cfg.CheckTimeout)
+		msg := fmt.Sprintf("%s within %s", msgCheckTimeout, h.cfg.CheckTimeout)
 		if len(regions) == 0 {
-			msg = fmt.Sprintf("%s within %s: no agent was seen in the last %s", msgNoScan, s.cfg.CheckTimeout, regionWindow)
+			msg = fmt.Sprintf("%s within %s: no agent was seen in the last %s", msgNoScan, h.cfg.CheckTimeout, regionWindow)
 		}
 		c.AbortWithStatusJSON(http.StatusGatewayTimeout, checkBody{
 			Error:   msg,
-			SSL:     s.sslBody(d, entries),
+			SSL:     h.sslBody(d, entries),
 			Pending: pending,
 		})
 		return

@@ -1,4 +1,8 @@
-package apiserver
+// Package keychest serves the KeyChest-compatible API under /api/v1.0:
+// claiming an API key for an email, adding servers and reading their
+// certificates' expiration, with KeyChest's field names and its error
+// shape ({"status": "error", "error": msg}).
+package keychest
 
 import (
 	"bytes"
@@ -9,46 +13,82 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/domainname"
+	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/apiserver/projector"
+	"github.com/certfleet/certfleet/apiserver/ratelimit"
 	"github.com/certfleet/certfleet/events"
 )
 
-// badRequest is a problem with the request itself (missing field, body
-// that is not JSON or a form).
-type badRequest struct{ msg string }
+// Config configures the KeyChest API.
+type Config struct {
+	// RenewalWindow: a certificate expiring within it is renewal_due.
+	RenewalWindow time.Duration
+	// Now is the clock renewal_due and expired are computed against.
+	Now func() time.Time
+	// RateLimitGeneral is requests a minute per api_key (and per client
+	// address for the claim calls), shared with the v1 API's general class.
+	RateLimitGeneral int
+}
 
-func (e badRequest) Error() string { return e.msg }
+// Handler serves the KeyChest API.
+type Handler struct {
+	cfg      Config
+	rdb      redis.UniversalClient // the projector's views
+	accounts *accounts.Store
+	limits   *httpapi.Limiter
+	render   gin.HandlerFunc
+}
 
-// tooLarge is a body over the limit.
-var errTooLarge = errors.New("request body too large")
+// New returns the KeyChest API of cfg.
+func New(cfg Config, rdb redis.UniversalClient, store *accounts.Store, limits *httpapi.Limiter, logger *zap.Logger) *Handler {
+	return &Handler{cfg: cfg, rdb: rdb, accounts: store, limits: limits, render: httpapi.Render(logger, Style)}
+}
 
-// reply answers err with the status its kind calls for. Anything not
-// caused by the request is logged and answered with a bare 500, so Redis
-// errors never reach clients.
-func (s *Server) reply(c *gin.Context, err error) {
-	var br badRequest
+// Routes serves /api/v1.0/... .
+func (h *Handler) Routes(r *gin.Engine) {
+	g := r.Group("/api/v1.0", h.render)
+	byAddress := h.limits.PerAddress(httpapi.ClassGeneral, ratelimit.PerMinute(h.cfg.RateLimitGeneral))
+	g.GET("/access/claim/:email", byAddress, h.claimGenerated)
+	g.POST("/access/claim", byAddress, h.claimOwn)
+	g.POST("/servers/add", h.limitKey(), h.addServer)
+	g.GET("/servers/expiration/:domain", h.limitKey(), h.expiration)
+}
+
+// errorBody is every KeyChest error answer: KeyChest's status field plus
+// a message.
+type errorBody struct {
+	Status string `json:"status"`
+	Error  string `json:"error"`
+}
+
+// Style answers errors in KeyChest's shape. The server's own answers (no
+// such route, a panic) use it too.
+var Style = httpapi.Style{Answer: answer, Body: func(e *httpapi.Error) any { return errorBody{Status: "error", Error: e.Msg} }}
+
+// answer gives each kind of error its status.
+func answer(err error) *httpapi.Error {
+	status := 0
 	switch {
-	case errors.As(err, &br), domainname.IsInvalid(err),
-		errors.Is(err, accounts.ErrBadEmail), errors.Is(err, accounts.ErrBadKey):
-		fail(c, http.StatusBadRequest, err.Error())
-	case errors.Is(err, errTooLarge):
-		fail(c, http.StatusRequestEntityTooLarge, err.Error())
+	case domainname.IsInvalid(err), errors.Is(err, accounts.ErrBadEmail), errors.Is(err, accounts.ErrBadKey):
+		status = http.StatusBadRequest
 	case errors.Is(err, accounts.ErrUnknownKey):
-		fail(c, http.StatusUnauthorized, err.Error())
+		status = http.StatusUnauthorized
 	case errors.Is(err, accounts.ErrKeyTaken):
-		fail(c, http.StatusConflict, err.Error())
+		status = http.StatusConflict
 	case errors.Is(err, accounts.ErrUnknownDomain):
-		fail(c, http.StatusNotFound, err.Error())
+		status = http.StatusNotFound
 	default:
-		s.logger.Error("request failed", zap.String("route", c.FullPath()), zap.Error(err))
-		fail(c, http.StatusInternalServerError, "internal error")
+		return httpapi.AsError(err)
 	}
+	return &httpapi.Error{Status: status, Msg: err.Error()}
 }
 
 // readFields reads the named string fields of a JSON object body or of a
@@ -60,18 +100,23 @@ func readFields(c *gin.Context, names ...string) (map[string]string, error) {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, errTooLarge
+			return nil, httpapi.Errorf(http.StatusRequestEntityTooLarge, "request body too large")
 		}
-		return nil, badRequest{"cannot read request body"}
+		return nil, httpapi.BadRequest("cannot read request body")
 	}
+	return parseFields(body, c.GetHeader("Content-Type"), names...)
+}
+
+// parseFields reads the named string fields of body, JSON or a form.
+func parseFields(body []byte, contentType string, names ...string) (map[string]string, error) {
 	out := make(map[string]string, len(names))
 	trimmed := bytes.TrimSpace(body)
-	ct, _, _ := mime.ParseMediaType(c.GetHeader("Content-Type"))
+	ct, _, _ := mime.ParseMediaType(contentType)
 	switch {
 	case len(trimmed) > 0 && trimmed[0] == '{':
 		var obj map[string]json.RawMessage
 		if err := json.Unmarshal(trimmed, &obj); err != nil {
-			return nil, badRequest{"request body is not valid JSON"}
+			return nil, httpapi.BadRequest("request body is not valid JSON")
 		}
 		for _, n := range names {
 			raw, ok := obj[n]
@@ -80,14 +125,14 @@ func readFields(c *gin.Context, names ...string) (map[string]string, error) {
 			}
 			var v string
 			if err := json.Unmarshal(raw, &v); err != nil {
-				return nil, badRequest{fmt.Sprintf("%s must be a string", n)}
+				return nil, httpapi.BadRequest(fmt.Sprintf("%s must be a string", n))
 			}
 			out[n] = v
 		}
 	case ct == "application/x-www-form-urlencoded" || (ct == "" && len(trimmed) > 0):
 		form, err := url.ParseQuery(string(trimmed))
 		if err != nil {
-			return nil, badRequest{"request body is not a valid form"}
+			return nil, httpapi.BadRequest("request body is not a valid form")
 		}
 		for _, n := range names {
 			if v, ok := form[n]; ok && len(v) > 0 {
@@ -95,13 +140,13 @@ func readFields(c *gin.Context, names ...string) (map[string]string, error) {
 			}
 		}
 	case len(trimmed) == 0:
-		return nil, badRequest{"request body is empty; send JSON such as {\"" + names[0] + "\":...}"}
+		return nil, httpapi.BadRequest("request body is empty; send JSON such as {\"" + names[0] + "\":...}")
 	default:
-		return nil, badRequest{"unsupported content type " + ct + "; send application/json"}
+		return nil, httpapi.BadRequest("unsupported content type " + ct + "; send application/json")
 	}
 	for _, n := range names {
 		if out[n] == "" {
-			return nil, badRequest{n + " is required"}
+			return nil, httpapi.BadRequest(n + " is required")
 		}
 	}
 	return out, nil
@@ -116,26 +161,26 @@ type claimResponse struct {
 
 // claimGenerated is GET /access/claim/{email}: a new random key for the
 // account of email.
-func (s *Server) claimGenerated(c *gin.Context) {
+func (h *Handler) claimGenerated(c *gin.Context) {
 	email := c.Param("email")
-	key, err := s.accounts.ClaimNew(c.Request.Context(), email)
+	key, err := h.accounts.ClaimNew(c.Request.Context(), email)
 	if err != nil {
-		s.reply(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, claimResponse{Status: "created", User: email, APIKey: key})
 }
 
 // claimOwn is POST /access/claim {"email","api_key"}: the client's own key.
-func (s *Server) claimOwn(c *gin.Context) {
+func (h *Handler) claimOwn(c *gin.Context) {
 	f, err := readFields(c, "email", "api_key")
 	if err != nil {
-		s.reply(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
-	created, err := s.accounts.Claim(c.Request.Context(), f["email"], f["api_key"])
+	created, err := h.accounts.Claim(c.Request.Context(), f["email"], f["api_key"])
 	if err != nil {
-		s.reply(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 	status := "success"
@@ -155,26 +200,26 @@ type addResponse struct {
 }
 
 // addServer is POST /servers/add {"api_key","domain"}.
-func (s *Server) addServer(c *gin.Context) {
+func (h *Handler) addServer(c *gin.Context) {
 	f, err := readFields(c, "api_key", "domain")
 	if err != nil {
-		s.reply(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 	host, port, err := domainname.Parse(f["domain"])
 	if err != nil {
-		s.reply(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 	ctx := c.Request.Context()
-	tenantID, err := s.keyChestTenant(c, f["api_key"])
+	tenantID, err := h.tenant(c, f["api_key"])
 	if err != nil {
-		s.reply(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
-	d, _, err := s.accounts.AddDomain(ctx, tenantID, accounts.NewDomain{Host: host, Port: port, Source: accounts.Source})
+	d, _, err := h.accounts.AddDomain(ctx, tenantID, accounts.NewDomain{Host: host, Port: port, Source: accounts.Source})
 	if err != nil {
-		s.reply(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, addResponse{Status: "success", ID: d.ID, Key: d.Name(), Domain: domainname.Format(d.Host, d.Port)})
@@ -213,39 +258,39 @@ type expirationResponse struct {
 }
 
 // expiration is GET /servers/expiration/{domain}?api_key=.
-func (s *Server) expiration(c *gin.Context) {
+func (h *Handler) expiration(c *gin.Context) {
 	host, port, err := domainname.Parse(c.Param("domain"))
 	if err != nil {
-		s.reply(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 	key := c.Query("api_key")
 	if key == "" {
-		s.reply(c, badRequest{"api_key is required"})
+		httpapi.Fail(c, httpapi.BadRequest("api_key is required"))
 		return
 	}
 	ctx := c.Request.Context()
-	tenantID, err := s.keyChestTenant(c, key)
+	tenantID, err := h.tenant(c, key)
 	if err != nil {
-		s.reply(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
-	domainID, err := s.accounts.LookupDomain(ctx, tenantID, host, port)
+	domainID, err := h.accounts.LookupDomain(ctx, tenantID, host, port)
 	if err != nil {
-		s.reply(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
-	views, err := projector.Views(ctx, s.rdb, []string{domainID})
+	views, err := projector.Views(ctx, h.rdb, []string{domainID})
 	if err != nil {
-		s.reply(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, s.expirationOf(domainname.Format(host, port), views[domainID].For(domainname.Key(host, port))))
+	c.JSON(http.StatusOK, h.expirationOf(domainname.Format(host, port), views[domainID].For(domainname.Key(host, port))))
 }
 
 // expirationOf computes the KeyChest answer from the view at cfg.Now.
-func (s *Server) expirationOf(domain string, entries []projector.ExpEntry) expirationResponse {
-	now := s.cfg.Now()
+func (h *Handler) expirationOf(domain string, entries []projector.ExpEntry) expirationResponse {
+	now := h.cfg.Now()
 	resp := expirationResponse{Domain: domain, Results: make([]expirationResult, 0, len(entries)), Status: "success"}
 	for _, e := range entries {
 		r := expirationResult{
@@ -265,7 +310,7 @@ func (s *Server) expirationOf(domain string, entries []projector.ExpEntry) expir
 		}
 		if e.CertificateFound {
 			sha, renewal := e.LeafSHA256, e.NotAfter.Unix()
-			due, expired := e.NotAfter.Sub(now) < s.cfg.RenewalWindow, e.NotAfter.Before(now)
+			due, expired := e.NotAfter.Sub(now) < h.cfg.RenewalWindow, e.NotAfter.Before(now)
 			r.CertificateSHA256, r.RenewalUTC, r.RenewalDue, r.Expired = &sha, &renewal, &due, &expired
 			resp.CertificateFound = true
 			resp.RenewalDue = resp.RenewalDue || due

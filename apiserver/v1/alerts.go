@@ -1,4 +1,4 @@
-package apiserver
+package v1
 
 // Alerts at /api/v1/alerts (SSLTrackr's list, newest first, with
 // resolved_at and status added) and the tenant's alert settings at
@@ -7,7 +7,6 @@ package apiserver
 // and writes settings.
 
 import (
-	"errors"
 	"net/http"
 	"time"
 
@@ -15,29 +14,15 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/alerts"
+	"github.com/certfleet/certfleet/apiserver/httpapi"
 )
 
-// alertsArea is the alerts API's state.
-type alertsArea struct {
-	engine *alerts.Engine
-}
-
-func (s *Server) initAlerts() error {
-	eng, err := alerts.New(alerts.Config{Now: s.cfg.Now}, s.rdb, s.logger)
-	if err != nil {
-		return err
-	}
-	s.alerts.engine = eng
-	return nil
-}
-
 // alertRoutes serves /api/v1/alerts and /api/v1/alert-settings.
-func (s *Server) alertRoutes(g *gin.RouterGroup) {
-	read := []gin.HandlerFunc{s.requireKey(accounts.ScopeRead), s.limit(classGeneral)}
-	write := []gin.HandlerFunc{s.requireKey(accounts.ScopeWrite), s.limit(classGeneral)}
-	g.GET("/alerts", append(read, s.listAlerts)...)
-	g.GET("/alert-settings", append(read, s.getAlertSettings)...)
-	g.PUT("/alert-settings", append(write, s.putAlertSettings)...)
+func (h *Handler) alertRoutes(g *gin.RouterGroup) {
+	read, write := h.guard(accounts.ScopeRead), h.guard(accounts.ScopeWrite)
+	g.GET("/alerts", append(read, h.listAlerts)...)
+	g.GET("/alert-settings", append(read, h.getAlertSettings)...)
+	g.PUT("/alert-settings", append(write, h.putAlertSettings)...)
 }
 
 // alertJSON is an alert as SSLTrackr shows it, plus status, resolved_at
@@ -68,7 +53,7 @@ func alertOut(a alerts.Alert) alertJSON {
 		ID: a.AlertID, DomainID: a.DomainID, Hostname: a.Hostname, Port: a.Port, AlertType: a.AlertType,
 		Severity: a.Severity, Title: a.Title, Message: a.Message, ThresholdDays: a.ThresholdDays,
 		TriggeredAt: a.TriggeredAt, Status: a.Status, ResolvedAt: a.ResolvedAt,
-		LeafSHA256: nonEmpty(a.LeafSHA256), IPs: a.IPs, Regions: a.Regions,
+		LeafSHA256: httpapi.NullIfEmpty(a.LeafSHA256), IPs: a.IPs, Regions: a.Regions,
 	}
 	if a.ResolvedAt != nil {
 		out.ResolvedReason = &a.Reason
@@ -89,29 +74,29 @@ type alertList struct {
 
 // listAlerts is GET /alerts: the tenant's alerts, newest first; with
 // domain_id, only that domain's (another tenant's domain is 404).
-func (s *Server) listAlerts(c *gin.Context) {
-	page, err := pageParam(c, "page", 1, 0)
+func (h *Handler) listAlerts(c *gin.Context) {
+	page, err := httpapi.PageParam(c, "page", 1, 0)
 	if err != nil {
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
-	perPage, err := pageParam(c, "per_page", defaultPerPage, maxPerPage)
+	perPage, err := httpapi.PageParam(c, "per_page", defaultPerPage, maxPerPage)
 	if err != nil {
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 	ctx := c.Request.Context()
-	tenant := principalOf(c).TenantID
+	tenant := httpapi.Principal(c).TenantID
 	domainID, filtered := c.GetQuery("domain_id")
 	if filtered {
-		if _, err := s.accounts.GetDomain(ctx, tenant, domainID); err != nil {
-			s.replyV1(c, err)
+		if _, err := h.accounts.GetDomain(ctx, tenant, domainID); err != nil {
+			httpapi.Fail(c, err)
 			return
 		}
 	}
-	as, total, err := s.alerts.engine.List(ctx, tenant, domainID, page, perPage)
+	as, total, err := h.alerts.List(ctx, tenant, domainID, page, perPage)
 	if err != nil {
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 	out := alertList{Data: make([]alertJSON, len(as)),
@@ -119,7 +104,7 @@ func (s *Server) listAlerts(c *gin.Context) {
 	for i, a := range as {
 		out.Data[i] = alertOut(a)
 	}
-	replyJSON(c, http.StatusOK, out)
+	c.JSON(http.StatusOK, out)
 }
 
 // alertSettingsJSON is the body of GET and PUT /alert-settings.
@@ -135,28 +120,28 @@ type alertSettingsUpdate struct {
 }
 
 // getAlertSettings is GET /alert-settings.
-func (s *Server) getAlertSettings(c *gin.Context) {
-	st, err := s.alerts.engine.Settings(c.Request.Context(), principalOf(c).TenantID)
+func (h *Handler) getAlertSettings(c *gin.Context) {
+	st, err := h.alerts.Settings(c.Request.Context(), httpapi.Principal(c).TenantID)
 	if err != nil {
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
-	replyJSON(c, http.StatusOK, alertSettingsJSON(st))
+	c.JSON(http.StatusOK, alertSettingsJSON(st))
 }
 
 // putAlertSettings is PUT /alert-settings. The settings apply from each
 // domain's next scan.
-func (s *Server) putAlertSettings(c *gin.Context) {
+func (h *Handler) putAlertSettings(c *gin.Context) {
 	var req alertSettingsUpdate
-	if err := bindJSON(c, &req); err != nil {
-		s.replyV1(c, err)
+	if err := httpapi.BindJSON(c, &req); err != nil {
+		httpapi.Fail(c, err)
 		return
 	}
 	ctx := c.Request.Context()
-	tenant := principalOf(c).TenantID
-	st, err := s.alerts.engine.Settings(ctx, tenant)
+	tenant := httpapi.Principal(c).TenantID
+	st, err := h.alerts.Settings(ctx, tenant)
 	if err != nil {
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 	if req.ExpiryThresholdsDays != nil {
@@ -165,14 +150,10 @@ func (s *Server) putAlertSettings(c *gin.Context) {
 	if req.ScanFailingAfter != nil {
 		st.ScanFailingAfter = *req.ScanFailingAfter
 	}
-	st, err = s.alerts.engine.PutSettings(ctx, tenant, st)
-	var se *alerts.SettingsError
-	if errors.As(err, &se) {
-		err = badRequest{se.Error()}
-	}
+	st, err = h.alerts.PutSettings(ctx, tenant, st)
 	if err != nil {
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
-	replyJSON(c, http.StatusOK, alertSettingsJSON(st))
+	c.JSON(http.StatusOK, alertSettingsJSON(st))
 }

@@ -1,4 +1,4 @@
-package apiserver
+package v1
 
 import (
 	"net/http"
@@ -7,16 +7,17 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/httpapi"
 )
 
 // keySourceAPI is the Source of keys created through POST /api/v1/api-keys.
 const keySourceAPI = "api"
 
 // keyRoutes serves /api/v1/api-keys.
-func (s *Server) keyRoutes(g *gin.RouterGroup) {
-	g.POST("/api-keys", s.requireKey(accounts.ScopeWrite), s.limit(classGeneral), s.limit(classAPIKeys), s.createKey)
-	g.GET("/api-keys", s.requireKey(accounts.ScopeRead), s.limit(classGeneral), s.listKeys)
-	g.DELETE("/api-keys/:id", s.requireKey(accounts.ScopeWrite), s.limit(classGeneral), s.revokeKey)
+func (h *Handler) keyRoutes(g *gin.RouterGroup) {
+	g.POST("/api-keys", append(h.guard(accounts.ScopeWrite, classAPIKeys), h.createKey)...)
+	g.GET("/api-keys", append(h.guard(accounts.ScopeRead), h.listKeys)...)
+	g.DELETE("/api-keys/:id", append(h.guard(accounts.ScopeWrite), h.revokeKey)...)
 }
 
 // apiKeyJSON is a key as SSLTrackr shows it. Key is set only in the answer
@@ -47,10 +48,10 @@ type createKeyRequest struct {
 
 // createKey is POST /api-keys: a new key of the caller's account, shown
 // this once.
-func (s *Server) createKey(c *gin.Context) {
+func (h *Handler) createKey(c *gin.Context) {
 	var req createKeyRequest
-	if err := bindJSON(c, &req); err != nil {
-		s.replyV1(c, err)
+	if err := httpapi.BindJSON(c, &req); err != nil {
+		httpapi.Fail(c, err)
 		return
 	}
 	if req.Permissions == nil {
@@ -60,42 +61,42 @@ func (s *Server) createKey(c *gin.Context) {
 	if req.ExpiresAt != nil {
 		t, err := time.Parse(time.RFC3339, *req.ExpiresAt)
 		if err != nil {
-			s.replyV1(c, badRequest{`expires_at must be an RFC 3339 time such as "2030-01-02T15:04:05Z"`})
+			httpapi.Fail(c, httpapi.BadRequest(`expires_at must be an RFC 3339 time such as "2030-01-02T15:04:05Z"`))
 			return
 		}
 		expires = &t
 	}
-	p := principalOf(c)
-	k, err := s.accounts.CreateKey(c.Request.Context(), p.TenantID, req.Label, req.Permissions, expires, keySourceAPI)
+	p := httpapi.Principal(c)
+	k, err := h.accounts.CreateKey(c.Request.Context(), p.TenantID, req.Label, req.Permissions, expires, keySourceAPI)
 	if err != nil {
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 	out := apiKeyOf(k.APIKey)
 	out.Key, out.Prefix = k.Key, ""
-	replyJSON(c, http.StatusCreated, out)
+	c.JSON(http.StatusCreated, out)
 }
 
 // listKeys is GET /api-keys: the account's live keys, without secrets.
-func (s *Server) listKeys(c *gin.Context) {
-	keys, err := s.accounts.ListKeys(c.Request.Context(), principalOf(c).TenantID)
+func (h *Handler) listKeys(c *gin.Context) {
+	keys, err := h.accounts.ListKeys(c.Request.Context(), httpapi.Principal(c).TenantID)
 	if err != nil {
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 	data := make([]apiKeyJSON, 0, len(keys))
 	for _, k := range keys {
 		data = append(data, apiKeyOf(k))
 	}
-	replyJSON(c, http.StatusOK, gin.H{"data": data})
+	c.JSON(http.StatusOK, gin.H{"data": data})
 }
 
 // revokeKey is DELETE /api-keys/{id}. Another account's key id is not
 // found, as is one already revoked.
-func (s *Server) revokeKey(c *gin.Context) {
-	if err := s.accounts.RevokeKey(c.Request.Context(), principalOf(c).TenantID, c.Param("id")); err != nil {
-		s.replyV1(c, err)
+func (h *Handler) revokeKey(c *gin.Context) {
+	if err := h.accounts.RevokeKey(c.Request.Context(), httpapi.Principal(c).TenantID, c.Param("id")); err != nil {
+		httpapi.Fail(c, err)
 		return
 	}
-	replyJSON(c, http.StatusOK, gin.H{"message": "API key revoked"})
+	c.JSON(http.StatusOK, gin.H{"message": "API key revoked"})
 }

@@ -1,4 +1,4 @@
-package apiserver
+package httpapi
 
 import (
 	"net/http/httptest"
@@ -28,7 +28,7 @@ func TestPageParam(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, _ := gin.CreateTestContext(httptest.NewRecorder())
 			c.Request = httptest.NewRequest("GET", "/x?"+tc.query, nil)
-			got, err := pageParam(c, "n", tc.def, tc.max)
+			got, err := PageParam(c, "n", tc.def, tc.max)
 			gotErr := ""
 			if err != nil {
 				gotErr = err.Error()

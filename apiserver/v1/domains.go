@@ -1,8 +1,7 @@
-package apiserver
+package v1
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -14,6 +13,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/apiserver/grade"
+	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/apiserver/projector"
 )
 
@@ -23,7 +23,6 @@ const (
 	maxPerPage     = 100
 	maxSearchLen   = 253
 	statusAll      = "all"
-	msgDomainTaken = "This domain is already being monitored"
 	// domainSourceAPI is the Source of domains added through POST /domains.
 	domainSourceAPI = "api"
 )
@@ -32,14 +31,13 @@ const (
 var domainSorts = []string{"hostname", "ssl_days_remaining", "whois_days_remaining", "created_at"}
 
 // domainRoutes serves /api/v1/domains.
-func (s *Server) domainRoutes(g *gin.RouterGroup) {
-	read := []gin.HandlerFunc{s.requireKey(accounts.ScopeRead), s.limit(classGeneral)}
-	write := []gin.HandlerFunc{s.requireKey(accounts.ScopeWrite), s.limit(classGeneral)}
-	g.GET("/domains", append(read, s.listDomains)...)
-	g.POST("/domains", append(write, s.createDomain)...)
-	g.GET("/domains/:id", append(read, s.getDomain)...)
-	g.PUT("/domains/:id", append(write, s.updateDomain)...)
-	g.DELETE("/domains/:id", append(write, s.deleteDomain)...)
+func (h *Handler) domainRoutes(g *gin.RouterGroup) {
+	read, write := h.guard(accounts.ScopeRead), h.guard(accounts.ScopeWrite)
+	g.GET("/domains", append(read, h.listDomains)...)
+	g.POST("/domains", append(write, h.createDomain)...)
+	g.GET("/domains/:id", append(read, h.getDomain)...)
+	g.PUT("/domains/:id", append(write, h.updateDomain)...)
+	g.DELETE("/domains/:id", append(write, h.deleteDomain)...)
 }
 
 // domainJSON is a domain as SSLTrackr shows it. The SSL fields are null
@@ -61,11 +59,11 @@ type domainJSON struct {
 }
 
 // domainOut is a domain with the verdict over its view at now.
-func (s *Server) domainOut(d accounts.Domain, entries []projector.ExpEntry, now time.Time) domainJSON {
-	sum := grade.Summarize(entries, now, s.thresholds())
+func (h *Handler) domainOut(d accounts.Domain, entries []projector.ExpEntry, now time.Time) domainJSON {
+	sum := grade.Summarize(entries, now, h.thresholds())
 	return domainJSON{
 		ID: d.ID, Hostname: d.Host, Port: d.Port, IsActive: d.Active,
-		SSLGrade: nonEmpty(sum.Grade), SSLDaysRemaining: sum.DaysRemaining, SSLStatus: nonEmpty(sum.Status),
+		SSLGrade: httpapi.NullIfEmpty(sum.Grade), SSLDaysRemaining: sum.DaysRemaining, SSLStatus: httpapi.NullIfEmpty(sum.Status),
 		Notes: d.Notes, Tags: d.Tags, CreatedAt: timeOrNull(d.CreatedAt), UpdatedAt: timeOrNull(d.UpdatedAt),
 	}
 }
@@ -78,25 +76,13 @@ func timeOrNull(t time.Time) *time.Time {
 }
 
 // replyDomain reads d's view and answers d with code.
-func (s *Server) replyDomain(c *gin.Context, code int, d accounts.Domain) {
-	views, err := projector.Views(c.Request.Context(), s.rdb, []string{d.ID})
+func (h *Handler) replyDomain(c *gin.Context, code int, d accounts.Domain) {
+	views, err := projector.Views(c.Request.Context(), h.rdb, []string{d.ID})
 	if err != nil {
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
-	replyJSON(c, code, s.domainOut(d, views[d.ID].For(d.Name()), s.cfg.Now()))
-}
-
-// replyDomainErr answers the domain store's refusals in the v1 shape.
-func (s *Server) replyDomainErr(c *gin.Context, err error) {
-	var fe *accounts.FieldError
-	switch {
-	case errors.As(err, &fe):
-		err = badRequest{fe.Error()}
-	case errors.Is(err, accounts.ErrDomainExists):
-		err = errV1(http.StatusConflict, msgDomainTaken)
-	}
-	s.replyV1(c, err)
+	c.JSON(code, h.domainOut(d, views[d.ID].For(d.Name()), h.cfg.Now()))
 }
 
 // parseHostname checks a hostname field: a domain name without a port
@@ -107,14 +93,14 @@ func parseHostname(h string) (string, error) {
 		return "", err
 	}
 	if strings.Contains(h, ":") {
-		return "", badRequest{fmt.Sprintf("hostname %q must not contain a port; send it in the port field", h)}
+		return "", httpapi.BadRequest(fmt.Sprintf("hostname %q must not contain a port; send it in the port field", h))
 	}
 	return host, nil
 }
 
 func checkPort(p int) error {
 	if p < 1 || p > 65535 {
-		return badRequest{fmt.Sprintf("port must be from 1 to 65535, got %d", p)}
+		return httpapi.BadRequest(fmt.Sprintf("port must be from 1 to 65535, got %d", p))
 	}
 	return nil
 }
@@ -128,51 +114,51 @@ type createDomainRequest struct {
 
 // createDomain is POST /domains. A new domain is due at once in the
 // coordinator, so every region scans it within seconds.
-func (s *Server) createDomain(c *gin.Context) {
+func (h *Handler) createDomain(c *gin.Context) {
 	var req createDomainRequest
-	if err := bindJSON(c, &req); err != nil {
-		s.replyV1(c, err)
+	if err := httpapi.BindJSON(c, &req); err != nil {
+		httpapi.Fail(c, err)
 		return
 	}
 	if req.Hostname == "" {
-		s.replyV1(c, badRequest{"hostname is required"})
+		httpapi.Fail(c, httpapi.BadRequest("hostname is required"))
 		return
 	}
 	host, err := parseHostname(req.Hostname)
 	if err != nil {
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 	port := domainname.DefaultPort
 	if req.Port != nil {
 		if err := checkPort(*req.Port); err != nil {
-			s.replyV1(c, err)
+			httpapi.Fail(c, err)
 			return
 		}
 		port = *req.Port
 	}
-	d, added, err := s.accounts.AddDomain(c.Request.Context(), principalOf(c).TenantID, accounts.NewDomain{
+	d, added, err := h.accounts.AddDomain(c.Request.Context(), httpapi.Principal(c).TenantID, accounts.NewDomain{
 		Host: host, Port: port, Notes: req.Notes, Tags: req.Tags, Source: domainSourceAPI,
 	})
 	if err != nil {
-		s.replyDomainErr(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 	if !added {
-		s.replyDomainErr(c, accounts.ErrDomainExists)
+		httpapi.Fail(c, accounts.ErrDomainExists)
 		return
 	}
-	replyJSON(c, http.StatusCreated, s.domainOut(d, nil, s.cfg.Now()))
+	c.JSON(http.StatusCreated, h.domainOut(d, nil, h.cfg.Now()))
 }
 
 // getDomain is GET /domains/{id}.
-func (s *Server) getDomain(c *gin.Context) {
-	d, err := s.accounts.GetDomain(c.Request.Context(), principalOf(c).TenantID, c.Param("id"))
+func (h *Handler) getDomain(c *gin.Context) {
+	d, err := h.accounts.GetDomain(c.Request.Context(), httpapi.Principal(c).TenantID, c.Param("id"))
 	if err != nil {
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
-	s.replyDomain(c, http.StatusOK, d)
+	h.replyDomain(c, http.StatusOK, d)
 }
 
 type updateDomainRequest struct {
@@ -187,45 +173,45 @@ type updateDomainRequest struct {
 // id and frees the old name, and an active renamed domain is scanned at
 // once: its view was for the old name and is empty now, and its next
 // scheduled scan may be hours away. An inactive domain is not scanned.
-func (s *Server) updateDomain(c *gin.Context) {
+func (h *Handler) updateDomain(c *gin.Context) {
 	var req updateDomainRequest
-	if err := bindJSON(c, &req); err != nil {
-		s.replyV1(c, err)
+	if err := httpapi.BindJSON(c, &req); err != nil {
+		httpapi.Fail(c, err)
 		return
 	}
 	p := accounts.DomainPatch{Active: req.IsActive, Notes: req.Notes, Tags: req.Tags}
 	if req.Hostname != nil {
 		host, err := parseHostname(*req.Hostname)
 		if err != nil {
-			s.replyV1(c, err)
+			httpapi.Fail(c, err)
 			return
 		}
 		p.Host = &host
 	}
 	if req.Port != nil {
 		if err := checkPort(*req.Port); err != nil {
-			s.replyV1(c, err)
+			httpapi.Fail(c, err)
 			return
 		}
 		p.Port = req.Port
 	}
 	// A rename needs no scan request here: the coordinator makes a domain
 	// whose name changed due at once.
-	d, err := s.accounts.UpdateDomain(c.Request.Context(), principalOf(c).TenantID, c.Param("id"), p)
+	d, err := h.accounts.UpdateDomain(c.Request.Context(), httpapi.Principal(c).TenantID, c.Param("id"), p)
 	if err != nil {
-		s.replyDomainErr(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
-	s.replyDomain(c, http.StatusOK, d)
+	h.replyDomain(c, http.StatusOK, d)
 }
 
 // deleteDomain is DELETE /domains/{id}.
-func (s *Server) deleteDomain(c *gin.Context) {
-	if _, err := s.accounts.RemoveDomain(c.Request.Context(), principalOf(c).TenantID, c.Param("id")); err != nil {
-		s.replyV1(c, err)
+func (h *Handler) deleteDomain(c *gin.Context) {
+	if _, err := h.accounts.RemoveDomain(c.Request.Context(), httpapi.Principal(c).TenantID, c.Param("id")); err != nil {
+		httpapi.Fail(c, err)
 		return
 	}
-	replyJSON(c, http.StatusOK, gin.H{"message": "Domain deleted"})
+	c.JSON(http.StatusOK, gin.H{"message": "Domain deleted"})
 }
 
 // domainQuery is GET /domains' query.
@@ -238,31 +224,31 @@ type domainQuery struct {
 }
 
 // parseDomainQuery reads and checks the query; a bad value is a
-// badRequest naming the parameter.
+// BadRequest naming the parameter.
 func parseDomainQuery(c *gin.Context) (domainQuery, error) {
 	q := domainQuery{page: 1, perPage: defaultPerPage, status: statusAll, sort: "created_at", desc: true}
 	var err error
-	if q.page, err = pageParam(c, "page", q.page, 0); err != nil {
+	if q.page, err = httpapi.PageParam(c, "page", q.page, 0); err != nil {
 		return q, err
 	}
-	if q.perPage, err = pageParam(c, "per_page", q.perPage, maxPerPage); err != nil {
+	if q.perPage, err = httpapi.PageParam(c, "per_page", q.perPage, maxPerPage); err != nil {
 		return q, err
 	}
 	if v, ok := c.GetQuery("status"); ok {
 		if v != statusAll && !slices.Contains(grade.Statuses, v) {
-			return q, badRequest{fmt.Sprintf("status must be one of %s, got %q", strings.Join(append([]string{statusAll}, grade.Statuses...), ", "), v)}
+			return q, httpapi.BadRequest(fmt.Sprintf("status must be one of %s, got %q", strings.Join(append([]string{statusAll}, grade.Statuses...), ", "), v))
 		}
 		q.status = v
 	}
 	if v, ok := c.GetQuery("search"); ok {
 		if len(v) > maxSearchLen {
-			return q, badRequest{fmt.Sprintf("search must be at most %d characters", maxSearchLen)}
+			return q, httpapi.BadRequest(fmt.Sprintf("search must be at most %d characters", maxSearchLen))
 		}
 		q.search = strings.ToLower(strings.TrimSpace(v))
 	}
 	if v, ok := c.GetQuery("sort"); ok {
 		if !slices.Contains(domainSorts, v) {
-			return q, badRequest{fmt.Sprintf("sort must be one of %s, got %q", strings.Join(domainSorts, ", "), v)}
+			return q, httpapi.BadRequest(fmt.Sprintf("sort must be one of %s, got %q", strings.Join(domainSorts, ", "), v))
 		}
 		q.sort = v
 	}
@@ -273,7 +259,7 @@ func parseDomainQuery(c *gin.Context) (domainQuery, error) {
 		case "desc":
 			q.desc = true
 		default:
-			return q, badRequest{fmt.Sprintf("order must be asc or desc, got %q", v)}
+			return q, httpapi.BadRequest(fmt.Sprintf("order must be asc or desc, got %q", v))
 		}
 	}
 	return q, nil
@@ -296,35 +282,35 @@ type domainList struct {
 // views, and the grading over them, are needed for every domain only when
 // the status filter or the days-remaining sort asks for them; otherwise
 // only the page's are read. Fine for thousands of domains per tenant.
-func (s *Server) listDomains(c *gin.Context) {
+func (h *Handler) listDomains(c *gin.Context) {
 	q, err := parseDomainQuery(c)
 	if err != nil {
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 	ctx := c.Request.Context()
-	domains, err := s.accounts.ListDomains(ctx, principalOf(c).TenantID)
+	domains, err := h.accounts.ListDomains(ctx, httpapi.Principal(c).TenantID)
 	if err != nil {
-		s.replyV1(c, err)
+		httpapi.Fail(c, err)
 		return
 	}
 	if q.search != "" {
 		domains = slices.DeleteFunc(domains, func(d accounts.Domain) bool { return !strings.Contains(d.Host, q.search) })
 	}
-	now := s.cfg.Now()
+	now := h.cfg.Now()
 	// graded answers domains with what their views say.
 	graded := func(domains []accounts.Domain) ([]domainJSON, error) {
 		ids := make([]string, len(domains))
 		for i, d := range domains {
 			ids[i] = d.ID
 		}
-		views, err := projector.Views(ctx, s.rdb, ids)
+		views, err := projector.Views(ctx, h.rdb, ids)
 		if err != nil {
 			return nil, err
 		}
 		out := make([]domainJSON, len(domains))
 		for i, d := range domains {
-			out[i] = s.domainOut(d, views[d.ID].For(d.Name()), now)
+			out[i] = h.domainOut(d, views[d.ID].For(d.Name()), now)
 		}
 		return out, nil
 	}
@@ -332,7 +318,7 @@ func (s *Server) listDomains(c *gin.Context) {
 	var out []domainJSON
 	if byView {
 		if out, err = graded(domains); err != nil {
-			s.replyV1(c, err)
+			httpapi.Fail(c, err)
 			return
 		}
 		if q.status != statusAll {
@@ -341,7 +327,7 @@ func (s *Server) listDomains(c *gin.Context) {
 	} else {
 		out = make([]domainJSON, len(domains))
 		for i, d := range domains {
-			out[i] = s.domainOut(d, nil, now)
+			out[i] = h.domainOut(d, nil, now)
 		}
 	}
 	slices.SortFunc(out, domainOrder(q.sort, q.desc))
@@ -359,11 +345,11 @@ func (s *Server) listDomains(c *gin.Context) {
 			pageDomains[i] = byID[j.ID]
 		}
 		if page, err = graded(pageDomains); err != nil {
-			s.replyV1(c, err)
+			httpapi.Fail(c, err)
 			return
 		}
 	}
-	replyJSON(c, http.StatusOK, domainList{
+	c.JSON(http.StatusOK, domainList{
 		Data:       page,
 		Pagination: pagination{Page: q.page, PerPage: q.perPage, Total: total, TotalPages: (total + q.perPage - 1) / q.perPage},
 	})

@@ -1,0 +1,113 @@
+// Package httpapi is the request plumbing every API style of the server
+// shares: API-key authentication and scopes, per-key and per-address rate
+// limits, strict JSON binding, paging parameters, and errors as values
+// (Error, Fail) answered by one renderer per API style (Render).
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+	"go.uber.org/zap"
+)
+
+// Error is an error answer: its HTTP status, the message the client reads
+// and, for a 429, the seconds the client should wait. Handlers and
+// middleware report it with Fail; the route group's renderer writes it in
+// the API style's shape.
+type Error struct {
+	Status int
+	Msg    string
+	// RetryAfter is set on a 429: whole seconds, at least 1.
+	RetryAfter int
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Errorf returns an error answered with status and msg.
+func Errorf(status int, msg string) error { return &Error{Status: status, Msg: msg} }
+
+// BadRequest returns a problem with the request itself (a missing field,
+// a body that is not JSON), answered 400 with msg.
+func BadRequest(msg string) error { return &Error{Status: http.StatusBadRequest, Msg: msg} }
+
+// codes names the kind of each status the server answers: a stable
+// upper-case name clients may match on (CertMate's "ERROR_CODE").
+var codes = map[int]string{
+	http.StatusBadRequest:            "BAD_REQUEST",
+	http.StatusUnauthorized:          "UNAUTHORIZED",
+	http.StatusForbidden:             "FORBIDDEN",
+	http.StatusNotFound:              "NOT_FOUND",
+	http.StatusMethodNotAllowed:      "METHOD_NOT_ALLOWED",
+	http.StatusConflict:              "CONFLICT",
+	http.StatusRequestEntityTooLarge: "PAYLOAD_TOO_LARGE",
+	http.StatusTooManyRequests:       "RATE_LIMIT_EXCEEDED",
+	http.StatusInternalServerError:   "INTERNAL_ERROR",
+	http.StatusServiceUnavailable:    "SERVICE_UNAVAILABLE",
+}
+
+// Code is the stable name of e's kind, "ERROR" for a status without one.
+func (e *Error) Code() string {
+	if code, ok := codes[e.Status]; ok {
+		return code
+	}
+	return "ERROR"
+}
+
+// Fail reports err as the request's outcome and stops the handler chain;
+// the route group's renderer (Render) answers it.
+func Fail(c *gin.Context, err error) {
+	_ = c.Error(err)
+	c.Abort()
+}
+
+// Style is how one API style answers errors.
+type Style struct {
+	// Answer turns an error reported with Fail into its answer; nil for
+	// an error not caused by the request, which is logged and answered
+	// 500 "internal error" (so Redis errors never reach clients).
+	Answer func(err error) *Error
+	// Body is the JSON body of an answer.
+	Body func(e *Error) any
+}
+
+// outcomeKey holds the *Error Render answered.
+const outcomeKey = "certfleet.outcome"
+
+// Render returns the middleware that answers a route group's errors in
+// style's shape: put it before the group's other handlers. Once the chain
+// has run, the last error reported with Fail is answered, unless an answer
+// was written already.
+func Render(logger *zap.Logger, style Style) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		c.Next()
+		last := c.Errors.Last()
+		if last == nil || c.Writer.Written() {
+			return
+		}
+		e := style.Answer(last.Err)
+		if e == nil {
+			logger.Error("request failed", zap.String("route", c.FullPath()), zap.Error(last.Err))
+			e = &Error{Status: http.StatusInternalServerError, Msg: "internal error"}
+		}
+		c.Set(outcomeKey, e)
+		c.AbortWithStatusJSON(e.Status, style.Body(e))
+	}
+}
+
+// Outcome returns the error answer Render wrote for the request, nil when
+// it wrote none (a success, or an answer written by the handler itself).
+func Outcome(c *gin.Context) *Error {
+	e, _ := c.Value(outcomeKey).(*Error)
+	return e
+}
+
+// AsError returns err's *Error, or nil when it has none.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return nil
+}

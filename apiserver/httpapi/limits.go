@@ -1,0 +1,57 @@
+package httpapi
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/certfleet/certfleet/apiserver/ratelimit"
+)
+
+// ClassGeneral is the rate limit class every v1 and KeyChest request
+// counts against; some routes count against a stricter class too.
+const ClassGeneral = "general"
+
+// Limiter applies rate limits shared by every replica (apiserver/ratelimit).
+type Limiter struct {
+	limiter *ratelimit.Limiter
+}
+
+// NewLimiter returns a Limiter over l.
+func NewLimiter(l *ratelimit.Limiter) *Limiter { return &Limiter{limiter: l} }
+
+// PerKey limits a request per API key under class (after RequireKey).
+func (l *Limiter) PerKey(class string, lim ratelimit.Limit) gin.HandlerFunc {
+	return func(c *gin.Context) { l.Allow(c, class+":key:"+Principal(c).KeyID, lim) }
+}
+
+// PerAddress limits a request per client address under class. The address
+// is the TCP peer's, not X-Forwarded-For, which a client can forge: behind
+// a reverse proxy every client shares one bucket.
+func (l *Limiter) PerAddress(class string, lim ratelimit.Limit) gin.HandlerFunc {
+	return func(c *gin.Context) { l.Allow(c, class+":ip:"+c.RemoteIP(), lim) }
+}
+
+// Allow decides one request of subject under lim: every answer carries
+// X-RateLimit-Limit and X-RateLimit-Remaining; over the limit the request
+// fails with a 429 and Retry-After.
+func (l *Limiter) Allow(c *gin.Context, subject string, lim ratelimit.Limit) {
+	res, err := l.limiter.Allow(c.Request.Context(), subject, lim)
+	if err != nil {
+		Fail(c, err)
+		return
+	}
+	h := c.Writer.Header()
+	h.Set("X-RateLimit-Limit", strconv.Itoa(lim.Rate))
+	h.Set("X-RateLimit-Remaining", strconv.Itoa(res.Remaining))
+	if res.Allowed {
+		c.Next()
+		return
+	}
+	secs := max(int(math.Ceil(res.RetryAfter.Seconds())), 1)
+	h.Set("Retry-After", strconv.Itoa(secs))
+	Fail(c, &Error{Status: http.StatusTooManyRequests, Msg: fmt.Sprintf("Rate limit exceeded. Try again in %d seconds.", secs), RetryAfter: secs})
+}

@@ -1,0 +1,37 @@
+package v1
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/certfleet/certfleet/apiserver/openapi"
+	"github.com/certfleet/certfleet/internal/channels"
+	"github.com/certfleet/certfleet/internal/testenv"
+)
+
+// TestOpenAPISchemasMatchTypes keeps the documented bodies of this API
+// true to the types it reads and writes.
+func TestOpenAPISchemasMatchTypes(t *testing.T) {
+	testenv.CheckSchemas(t, openapi.Document, []testenv.Schema{
+		{Name: "Error", Type: reflect.TypeFor[errorBody](), Required: false},
+		{Name: "Domain", Type: reflect.TypeFor[domainJSON](), Required: false},
+		{Name: "DomainList", Type: reflect.TypeFor[domainList](), Required: false},
+		{Name: "Pagination", Type: reflect.TypeFor[pagination](), Required: false},
+		{Name: "DomainCreate", Type: reflect.TypeFor[createDomainRequest](), Required: false},
+		{Name: "DomainUpdate", Type: reflect.TypeFor[updateDomainRequest](), Required: false},
+		{Name: "SSLCheck", Type: reflect.TypeFor[SSLCheck](), Required: false},
+		{Name: "SSLResult", Type: reflect.TypeFor[SSLResult](), Required: false},
+		{Name: "CheckRequest", Type: reflect.TypeFor[checkRequest](), Required: false},
+		{Name: "CheckResult", Type: reflect.TypeFor[checkBody](), Required: false},
+		{Name: "CheckTimeout", Type: reflect.TypeFor[checkBody](), Required: false},
+		{Name: "APIKey", Type: reflect.TypeFor[apiKeyJSON](), Required: false},
+		{Name: "APIKeyCreated", Type: reflect.TypeFor[apiKeyJSON](), Required: false},
+		{Name: "APIKeyCreate", Type: reflect.TypeFor[createKeyRequest](), Required: false},
+		{Name: "Alert", Type: reflect.TypeFor[alertJSON](), Required: false},
+		{Name: "AlertList", Type: reflect.TypeFor[alertList](), Required: false},
+		{Name: "AlertSettings", Type: reflect.TypeFor[alertSettingsJSON](), Required: false},
+		{Name: "AlertSettingsUpdate", Type: reflect.TypeFor[alertSettingsUpdate](), Required: false},
+		{Name: "Channel", Type: reflect.TypeFor[channelJSON](), Required: false},
+		{Name: "ChannelAttempt", Type: reflect.TypeFor[channels.Attempt](), Required: false},
+	})
+}

@@ -1,0 +1,169 @@
+// Package v1 serves the v1 REST API under /api/v1, modelled on
+// SSLTrackr's: API keys, domains, SSL checks and manual checks, alerts and
+// their settings, notification channels. Bearer keys with scopes, per-key
+// rate limits shared by every replica, strict JSON bodies, and errors as
+// {"error": "..."}.
+package v1
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/alerts"
+	"github.com/certfleet/certfleet/apiserver/domainname"
+	"github.com/certfleet/certfleet/apiserver/httpapi"
+	"github.com/certfleet/certfleet/apiserver/ratelimit"
+	"github.com/certfleet/certfleet/internal/channels"
+)
+
+// Config configures the v1 API. The server fills every field.
+type Config struct {
+	// Now is the clock grades and statuses are computed against.
+	Now func() time.Time
+	// WarningDays and CriticalDays: a certificate expiring within this
+	// many days has status warning or critical (and critical caps the
+	// grade at B).
+	WarningDays, CriticalDays int
+	// CheckTimeout is how long POST /check waits for every active
+	// region's scan before answering 504.
+	CheckTimeout time.Duration
+	// RateLimitGeneral, RateLimitCheck and RateLimitAPIKeys are requests
+	// a minute per API key: general counts every request, check POST
+	// /check, apikeys POST /api-keys.
+	RateLimitGeneral, RateLimitCheck, RateLimitAPIKeys int
+	// Stopping is closed when the server begins to shut down, so that
+	// requests that wait (a manual check) answer at once instead of
+	// holding the shutdown up.
+	Stopping <-chan struct{}
+}
+
+// ChannelStore is what the channels API needs of the channel store: the
+// tenant's channels, their delivery attempts and test messages. Every
+// method is scoped to tenant; another tenant's id is not found.
+type ChannelStore interface {
+	List(ctx context.Context, tenant string) ([]channels.Channel, error)
+	Create(ctx context.Context, tenant string, in channels.ChannelInput) (channels.Channel, error)
+	Get(ctx context.Context, tenant, id string) (channels.Channel, error)
+	Update(ctx context.Context, tenant, id string, in channels.ChannelInput) (channels.Channel, error)
+	Delete(ctx context.Context, tenant, id string) error
+	Attempts(ctx context.Context, tenant, id string, limit int) ([]channels.Attempt, error)
+	EnqueueTest(ctx context.Context, tenant, id string) (string, error)
+}
+
+// Handler serves the v1 API.
+type Handler struct {
+	cfg      Config
+	rdb      redis.UniversalClient // views, region presence
+	accounts *accounts.Store
+	auth     *httpapi.Auth
+	limits   *httpapi.Limiter
+	alerts   *alerts.Engine
+	channels ChannelStore
+	render   gin.HandlerFunc
+}
+
+// New returns the v1 API of cfg.
+func New(cfg Config, rdb redis.UniversalClient, store *accounts.Store, auth *httpapi.Auth, limits *httpapi.Limiter,
+	engine *alerts.Engine, chans ChannelStore, logger *zap.Logger) *Handler {
+	return &Handler{cfg: cfg, rdb: rdb, accounts: store, auth: auth, limits: limits, alerts: engine, channels: chans,
+		render: httpapi.Render(logger, style)}
+}
+
+// Routes serves /api/v1/... . Each route group adds its own routes; each
+// route states its scope and rate-limit classes.
+func (h *Handler) Routes(r *gin.Engine) {
+	g := r.Group("/api/v1", h.render)
+	h.keyRoutes(g)
+	h.domainRoutes(g)
+	h.checkRoutes(g)
+	h.alertRoutes(g)
+	h.channelRoutes(g)
+}
+
+// Rate limit classes beside httpapi.ClassGeneral, which every route counts
+// against.
+const (
+	classCheck   = "check"
+	classAPIKeys = "apikeys"
+)
+
+// guard returns the handlers a route starts with: its key holding scope,
+// then the general limit and each class given, per key.
+func (h *Handler) guard(scope string, classes ...string) []gin.HandlerFunc {
+	rates := map[string]int{
+		httpapi.ClassGeneral: h.cfg.RateLimitGeneral,
+		classCheck:           h.cfg.RateLimitCheck,
+		classAPIKeys:         h.cfg.RateLimitAPIKeys,
+	}
+	hs := []gin.HandlerFunc{h.auth.RequireKey(scope)}
+	for _, class := range append([]string{httpapi.ClassGeneral}, classes...) {
+		hs = append(hs, h.limits.PerKey(class, ratelimit.PerMinute(rates[class])))
+	}
+	return hs
+}
+
+// errorBody is every v1 error answer, as SSLTrackr sends it.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+// Messages of the v1 API that clients may match on (SSLTrackr's wording).
+const (
+	msgNoDomain    = "Domain not found"
+	msgDomainTaken = "This domain is already being monitored"
+	msgNoChannel   = "Channel not found"
+	msgNoSecrets   = "webhook secrets are disabled on this server (the operator has not set --secrets-passphrase): create the channel without a secret or ask the operator"
+)
+
+// style answers errors in the v1 shape.
+var style = httpapi.Style{Answer: answer, Body: func(e *httpapi.Error) any { return errorBody{Error: e.Msg} }}
+
+// answer gives each kind of error the stores return its status and
+// message; httpapi's errors answer as they are.
+func answer(err error) *httpapi.Error {
+	var (
+		fe *accounts.FieldError
+		se *alerts.SettingsError
+		ie *channels.InvalidError
+	)
+	status, msg := 0, err.Error()
+	switch {
+	// The store's own message, without what wrapped it.
+	case errors.As(err, &fe):
+		status, msg = http.StatusBadRequest, fe.Error()
+	case errors.As(err, &se):
+		status, msg = http.StatusBadRequest, se.Error()
+	case errors.As(err, &ie):
+		status, msg = http.StatusBadRequest, ie.Error()
+	case domainname.IsInvalid(err),
+		errors.Is(err, accounts.ErrBadLabel), errors.Is(err, accounts.ErrBadScopes),
+		errors.Is(err, accounts.ErrBadExpiry), errors.Is(err, accounts.ErrBadEmail):
+		status = http.StatusBadRequest
+	case errors.Is(err, accounts.ErrUnknownKey):
+		status, msg = http.StatusUnauthorized, httpapi.MsgUnauthorized
+	case errors.Is(err, accounts.ErrUnknownKeyID):
+		status = http.StatusNotFound
+	case errors.Is(err, accounts.ErrUnknownDomain):
+		status, msg = http.StatusNotFound, msgNoDomain
+	case errors.Is(err, accounts.ErrDomainExists):
+		status, msg = http.StatusConflict, msgDomainTaken
+	case errors.Is(err, channels.ErrNotFound):
+		status, msg = http.StatusNotFound, msgNoChannel
+	case errors.Is(err, channels.ErrNoPassphrase):
+		// The request can succeed at once without a secret; the server
+		// is not failing, it lacks a setting: 400, saying which.
+		status, msg = http.StatusBadRequest, msgNoSecrets
+	case errors.Is(err, channels.ErrTooMany):
+		status = http.StatusConflict
+	default:
+		return httpapi.AsError(err)
+	}
+	return &httpapi.Error{Status: status, Msg: msg}
+}
