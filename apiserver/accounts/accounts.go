@@ -313,3 +313,15 @@ func (s *Store) Authenticate(ctx context.Context, key string) (Principal, error)
 	}
 	return principalOf(hash, rec), nil
 }
+
+// Counts returns how many domains and live API keys tenantID has: what
+// its domains and api_keys quotas count.
+func (s *Store) Counts(ctx context.Context, tenantID string) (domains, keys int64, err error) {
+	pipe := s.rdb.Pipeline()
+	d := pipe.HLen(ctx, domainsKey(tenantID))
+	k := pipe.HLen(ctx, apiKeysKey(tenantID))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, 0, fmt.Errorf("count domains and keys of %s: %w", tenantID, err)
+	}
+	return d.Val(), k.Val(), nil
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/certfleet/certfleet/apiserver/keychest"
 	"github.com/certfleet/certfleet/internal/quota"
 )
 
@@ -17,13 +18,6 @@ type tenancyOptions struct {
 	ClaimQuota    int64
 }
 
-// Claim policies of --keychest-claim.
-const (
-	claimApprove = "approve"
-	claimOpen    = "open"
-	claimOff     = "off"
-)
-
 func (f *flagSet) tenancy() *flagSet {
 	o := &f.opts.tenancyOptions
 	d := quota.Defaults
@@ -31,7 +25,7 @@ func (f *flagSet) tenancy() *flagSet {
 	f.Int64Var(&o.QuotaChannels, "quota-channels", d[quota.Channels], "notification channels an account may have (0: unlimited)")
 	f.Int64Var(&o.QuotaAPIKeys, "quota-api-keys", d[quota.APIKeys], "API keys an account may have, claimed ones included (0: unlimited)")
 	f.Int64Var(&o.QuotaInFlight, "quota-requests-in-flight", d[quota.InFlight], "requests of one account one API server serves at once; more are answered 429 (0: unlimited)")
-	f.StringVar(&o.KeyChestClaim, "keychest-claim", claimApprove, "KeyChest claim calls: approve (claimed keys see only their own servers until the account approves them), open (full keys at once: single-tenant installs), off (claims refused)")
+	f.StringVar(&o.KeyChestClaim, "keychest-claim", keychest.ClaimsApprove, "KeyChest claim calls: approve (claimed keys see only their own servers until the account approves them), open (full keys at once: single-tenant installs), off (claims refused)")
 	f.Int64Var(&o.ClaimQuota, "claim-quota", 100, "servers a claimed key may add before the account approves it")
 	return f
 }
@@ -48,7 +42,7 @@ func (o tenancyOptions) validate() error {
 		return err
 	}
 	switch o.KeyChestClaim {
-	case claimApprove, claimOpen, claimOff:
+	case keychest.ClaimsApprove, keychest.ClaimsOpen, keychest.ClaimsOff:
 	default:
 		return fmt.Errorf("--keychest-claim must be approve, open or off, got %q", o.KeyChestClaim)
 	}

@@ -90,3 +90,10 @@ func (g *Gate) limit(ctx context.Context, tenant string) (int64, error) {
 	g.limits[tenant] = cachedLimit{limit: l[InFlight], until: now.Add(g.cacheFor)}
 	return l[InFlight], nil
 }
+
+// InFlight returns how many of tenant's requests this process serves now.
+func (g *Gate) InFlight(tenant string) int64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.counts[tenant]
+}
