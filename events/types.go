@@ -36,8 +36,8 @@ type APIKeyCreatedV1 struct {
 	Scopes    []string   `json:"scopes"`
 	Source    string     `json:"source"` // "keychest", "api", "cli"
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
-	// Kind is "claimed" for a key of the KeyChest claim calls, else empty
-	// (a v1 key).
+	// Kind is "claimed" for a key of the KeyChest claim calls, "api" (or
+	// empty, before kinds existed) for a v1 key.
 	Kind string `json:"kind,omitempty"`
 	// Held is a claimed key that sees only its own domains until the
 	// account approves it (apikey.approved.v1).

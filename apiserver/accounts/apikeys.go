@@ -291,7 +291,7 @@ func (s *Store) CreateKey(ctx context.Context, tenantID, label string, scopes []
 		key := BearerPrefix + secret
 		nk := NewKey{Key: key, APIKey: APIKey{
 			ID: uuid.NewString(), Label: label, Prefix: key[:shownPrefixLen], Scopes: scopes,
-			Source: source, CreatedAt: now, ExpiresAt: expiresAt,
+			Source: source, Kind: KindAPI, CreatedAt: now, ExpiresAt: expiresAt,
 		}}
 		res, err := s.reserveAndCommit(ctx, tenantID, "", HashKey(key), nk.APIKey)
 		if err != nil {
