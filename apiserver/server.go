@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -32,7 +33,10 @@ import (
 	"github.com/certfleet/certfleet/apiserver/ratelimit"
 	v1 "github.com/certfleet/certfleet/apiserver/v1"
 	"github.com/certfleet/certfleet/internal/channels"
+	"github.com/certfleet/certfleet/internal/claimlink"
+	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/health"
+	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/seal"
 )
 
@@ -79,6 +83,16 @@ type Config struct {
 	// region's scan before answering 504. Default 30s.
 	CheckTimeout time.Duration
 
+	// Claims is the KeyChest claim policy (keychest.ClaimsApprove,
+	// ClaimsOpen, ClaimsOff; docs/tenancy.md). Default approve.
+	Claims string
+	// ClaimQuota caps the servers a claimed key adds before the account
+	// approves it. Default accounts.DefaultHeldQuota.
+	ClaimQuota int64
+	// Quotas are the operator's default limits per tenant
+	// (internal/quota); a tenant's overrides win. Default quota.Defaults.
+	Quotas quota.Limits
+
 	// Notify configures the notification channels' store.
 	Notify NotifyConfig
 	// CA configures the private CA and its client-certificate API; its
@@ -98,6 +112,10 @@ type NotifyConfig struct {
 	// SecretsPassphraseFile is read for the passphrase when
 	// SecretsPassphrase is empty (--secrets-passphrase-file).
 	SecretsPassphraseFile string
+	// Targets lists the private ranges a webhook or Slack URL may name
+	// (--allow-webhook-targets, the notifier's list): a URL naming an IP
+	// literal outside them is refused when the channel is written.
+	Targets []netip.Prefix
 }
 
 func (c *NotifyConfig) validate() []error {
@@ -141,6 +159,10 @@ func (c *Config) setDefaults() {
 	if c.CheckTimeout == 0 {
 		c.CheckTimeout = 30 * time.Second
 	}
+	if c.Claims == "" {
+		c.Claims = keychest.ClaimsApprove
+	}
+	c.Quotas = c.Quotas.With(quota.Defaults)
 	if c.CA.PublicURL == "" {
 		c.CA.PublicURL = "http://" + c.Listen
 	}
@@ -173,6 +195,17 @@ func (c *Config) Validate() error {
 	}
 	if c.CheckTimeout < 0 {
 		errs = append(errs, fmt.Errorf("check timeout must not be negative, got %s", c.CheckTimeout))
+	}
+	switch c.Claims {
+	case keychest.ClaimsApprove, keychest.ClaimsOpen, keychest.ClaimsOff:
+	default:
+		errs = append(errs, fmt.Errorf("claims must be approve, open or off, got %q", c.Claims))
+	}
+	if c.ClaimQuota < 0 {
+		errs = append(errs, fmt.Errorf("claim quota must not be negative, got %d", c.ClaimQuota))
+	}
+	if err := c.Quotas.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	errs = append(errs, c.Notify.validate()...)
 	errs = append(errs, c.CA.Validate(), c.Audit.Validate())
@@ -220,7 +253,8 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Server, er
 // build makes each API style's handler and what they share.
 func (s *Server) build() error {
 	cfg, rdb, logger := s.cfg, s.rdb, s.logger
-	store, err := accounts.New(accounts.Config{Now: cfg.Now}, rdb, logger)
+	store, err := accounts.New(accounts.Config{Now: cfg.Now, HoldClaims: cfg.Claims == keychest.ClaimsApprove,
+		HeldQuota: cfg.ClaimQuota, Quotas: cfg.Quotas}, rdb, logger)
 	if err != nil {
 		return err
 	}
@@ -236,7 +270,8 @@ func (s *Server) build() error {
 	if err != nil {
 		return err
 	}
-	chans, err := channels.New(channels.Config{Passphrase: pass, Now: cfg.Now}, rdb, logger)
+	chans, err := channels.New(channels.Config{Passphrase: pass, Now: cfg.Now, Quotas: cfg.Quotas,
+		Targets: guard.Policy{Allow: cfg.Notify.Targets}}, rdb, logger)
 	if err != nil {
 		return err
 	}
@@ -246,17 +281,21 @@ func (s *Server) build() error {
 	if s.audit, err = audit.New(cfg.Audit, rdb, store, logger); err != nil {
 		return err
 	}
-	auth, limits := httpapi.NewAuth(store), httpapi.NewLimiter(limiter)
+	auth, limits := httpapi.NewAuth(store, quota.NewGate(rdb, cfg.Quotas)), httpapi.NewLimiter(limiter)
+	var links *claimlink.Links
+	if pass != "" {
+		links = claimlink.New(pass, rdb, cfg.Now)
+	}
 	if s.certs, err = clientcerts.New(cfg.CA, s.caStore, rdb, auth, limits, s.audit, logger); err != nil {
 		return err
 	}
 	s.accounts, s.auth = store, auth
-	s.keychest = keychest.New(keychest.Config{RenewalWindow: cfg.RenewalWindow, Now: cfg.Now, RateLimitGeneral: cfg.RateLimitGeneral},
-		rdb, store, limits, logger)
+	s.keychest = keychest.New(keychest.Config{RenewalWindow: cfg.RenewalWindow, Now: cfg.Now,
+		RateLimitGeneral: cfg.RateLimitGeneral, Claims: cfg.Claims}, rdb, store, auth, limits, links, logger)
 	s.v1 = v1.New(v1.Config{
 		Now: cfg.Now, WarningDays: cfg.WarningDays, CriticalDays: cfg.CriticalDays, CheckTimeout: cfg.CheckTimeout,
 		RateLimitGeneral: cfg.RateLimitGeneral, RateLimitCheck: cfg.RateLimitCheck, RateLimitAPIKeys: cfg.RateLimitAPIKeys,
-		Stopping: s.stopping,
+		Stopping: s.stopping, Quotas: cfg.Quotas,
 	}, rdb, store, auth, limits, engine, chans, logger)
 	return nil
 }

@@ -212,8 +212,8 @@ func TestClaimOwnKey(t *testing.T) {
 		})
 	}
 	// The refused claim did not move the key.
-	if tenant, err := e.srv.accounts.Authenticate(context.Background(), key); err != nil || tenant != events.TenantID("ops@example.com") {
-		t.Errorf("owner of key: got %s %v, want %s", tenant, err, events.TenantID("ops@example.com"))
+	if p, err := e.srv.accounts.Authenticate(context.Background(), key); err != nil || p.TenantID != events.TenantID("ops@example.com") {
+		t.Errorf("owner of key: got %s %v, want %s", p.TenantID, err, events.TenantID("ops@example.com"))
 	}
 }
 

@@ -176,7 +176,7 @@ func TestChannelsTenancyAndScopes(t *testing.T) {
 // TestChannelTestDelivered sends a test through the API to a local
 // receiver with a notifier running, and lists the attempt.
 func TestChannelTestDelivered(t *testing.T) {
-	e := newKeyEnv(t, Config{Notify: NotifyConfig{SecretsPassphrase: channelPassphrase}})
+	e := newKeyEnv(t, Config{Notify: NotifyConfig{SecretsPassphrase: channelPassphrase, Targets: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}}})
 	key := e.bootstrapKey("ops@example.com", "read", "write")
 	var mu sync.Mutex
 	var got []notifier.WebhookBody

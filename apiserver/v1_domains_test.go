@@ -157,6 +157,7 @@ func TestDomainLifecycle(t *testing.T) {
 	if r := e.call(0, http.MethodPost, "/api/v1.0/access/claim", "", jsonBody(t, map[string]string{"email": "ops@example.com", "api_key": claimKey})); r.code != http.StatusOK {
 		t.Fatalf("claim: got %d %v", r.code, r.body)
 	}
+	e.approveClaimed(key)
 	if r := e.call(1, http.MethodGet, "/api/v1.0/servers/expiration/shop.example:8443?api_key="+claimKey, "", ""); r.code != http.StatusNotFound {
 		t.Errorf("keychest expiration of the old name: got %d %v, want 404", r.code, r.body)
 	}

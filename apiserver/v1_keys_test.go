@@ -144,7 +144,8 @@ func TestAPIKeysLifecycle(t *testing.T) {
 		t.Errorf("key: got %q, want ssa_ and 32 base62 characters", key)
 	}
 	wantCreated := map[string]any{"id": id, "label": "ci", "key": key, "permissions": []any{"read", "write"},
-		"expires_at": "2031-01-02T01:04:05Z", "last_used_at": nil, "created_at": now.Format(time.RFC3339)}
+		"expires_at": "2031-01-02T01:04:05Z", "last_used_at": nil, "created_at": now.Format(time.RFC3339),
+		"kind": "api", "approved": true}
 	if !reflect.DeepEqual(r.body, wantCreated) {
 		t.Errorf("create:\n got %v\nwant %v", r.body, wantCreated)
 	}
@@ -162,7 +163,8 @@ func TestAPIKeysLifecycle(t *testing.T) {
 		data[0], data[1] = data[1], data[0] // same created_at: ordered by id
 	}
 	wantListed := map[string]any{"id": id, "label": "ci", "prefix": key[:8], "permissions": []any{"read", "write"},
-		"expires_at": "2031-01-02T01:04:05Z", "last_used_at": now.Format(time.RFC3339), "created_at": now.Format(time.RFC3339)}
+		"expires_at": "2031-01-02T01:04:05Z", "last_used_at": now.Format(time.RFC3339), "created_at": now.Format(time.RFC3339),
+		"kind": "api", "approved": true}
 	if !reflect.DeepEqual(data[1], wantListed) {
 		t.Errorf("listed key:\n got %v\nwant %v", data[1], wantListed)
 	}
@@ -428,8 +430,8 @@ func TestAPIKeyLastUsed(t *testing.T) {
 	}
 }
 
-// TestV1RedisDown: a failure that is not the client's is a bare 500, its
-// cause logged, never sent.
+// TestV1RedisDown: Redis not answering is a 503 with Retry-After, its
+// cause logged, never sent, so that clients retry rather than give up.
 func TestV1RedisDown(t *testing.T) {
 	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
 	t.Cleanup(func() { _ = dead.Close() })
@@ -441,8 +443,27 @@ func TestV1RedisDown(t *testing.T) {
 	t.Cleanup(hs.Close)
 	e := &keyEnv{t: t, urls: [2]string{hs.URL, hs.URL}}
 	r := e.call(0, http.MethodGet, "/api/v1/api-keys", "ssa_"+strings.Repeat("A", 32), "")
-	wantV1Error(t, r, http.StatusInternalServerError, "internal error")
-	if msg := r.body["error"]; msg != "internal error" {
-		t.Errorf("error: got %q, want exactly internal error", msg)
+	wantV1Error(t, r, http.StatusServiceUnavailable, "temporarily unavailable")
+	if msg, _ := r.body["error"].(string); strings.Contains(msg, "127.0.0.1") || strings.Contains(msg, "refused") {
+		t.Errorf("error: got %q, want no cause", msg)
+	}
+	if r.header.Get("Retry-After") != "5" {
+		t.Errorf("Retry-After: got %q, want 5", r.header.Get("Retry-After"))
+	}
+}
+
+// approveClaimed approves, with the v1 key of the account, every claimed
+// key it has not approved yet.
+func (e *keyEnv) approveClaimed(key string) {
+	e.t.Helper()
+	r := e.call(0, http.MethodGet, "/api/v1/api-keys", key, "")
+	data, _ := r.body["data"].([]any)
+	for _, d := range data {
+		k := d.(map[string]any)
+		if k["kind"] == "claimed" && k["approved"] == false {
+			if r := e.call(0, http.MethodPost, "/api/v1/api-keys/"+k["id"].(string)+"/approve", key, ""); r.code != http.StatusOK || r.body["approved"] != true {
+				e.t.Fatalf("approve %s: got %d %v", k["id"], r.code, r.body)
+			}
+		}
 	}
 }

@@ -11,6 +11,7 @@ const (
 	AccountCreated       = "account.created.v1"
 	APIKeyCreated        = "apikey.created.v1"
 	APIKeyRevoked        = "apikey.revoked.v1"
+	APIKeyApproved       = "apikey.approved.v1"
 	DomainAdded          = "domain.added.v1"
 	DomainUpdated        = "domain.updated.v1"
 	DomainRemoved        = "domain.removed.v1"
@@ -35,6 +36,23 @@ type APIKeyCreatedV1 struct {
 	Scopes    []string   `json:"scopes"`
 	Source    string     `json:"source"` // "keychest", "api", "cli"
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// Kind is "claimed" for a key of the KeyChest claim calls, "api" (or
+	// empty, before kinds existed) for a v1 key.
+	Kind string `json:"kind,omitempty"`
+	// Held is a claimed key that sees only its own domains until the
+	// account approves it (apikey.approved.v1).
+	Held bool `json:"held,omitempty"`
+	// Email is the account's address on a held key's event: the notifier
+	// mails it the link that approves the key.
+	Email string `json:"email,omitempty"`
+}
+
+// APIKeyApprovedV1: the account approved a held claimed key: it now reads
+// all of the account, and the domains it added raise alerts.
+type APIKeyApprovedV1 struct {
+	KeyID string `json:"key_id"`
+	// Domains are the domains the key added while held.
+	Domains []string `json:"domains"`
 }
 
 // APIKeyRevokedV1: an API key was revoked.
@@ -51,6 +69,9 @@ type DomainAddedV1 struct {
 	Source   string   `json:"source"` // "keychest" or "api"
 	Notes    string   `json:"notes,omitempty"`
 	Tags     []string `json:"tags,omitempty"`
+	// HeldBy is the held claimed key that added the domain: it raises no
+	// alerts until that key is approved.
+	HeldBy string `json:"held_by,omitempty"`
 }
 
 // DomainUpdatedV1: mutable attributes of a domain changed. It carries the

@@ -56,6 +56,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/quota"
 )
 
 // Source is the Source of the events this package writes: they come from the
@@ -88,6 +89,15 @@ var keychestScopes = []string{"read", "write"}
 type Config struct {
 	// MaxLen caps the events stream (XADD MAXLEN ~). Default events.DefaultMaxLen.
 	MaxLen int64
+	// HoldClaims makes keys of the KeyChest claim calls held until the
+	// account approves them (held.go); false hands out full keys, for
+	// single-tenant installs.
+	HoldClaims bool
+	// HeldQuota caps the domains one held key may add. Default 100.
+	HeldQuota int64
+	// Quotas are the operator's default limits per tenant (internal/quota);
+	// a tenant's overrides win. Default quota.Defaults.
+	Quotas quota.Limits
 	// Now is the clock of created_at fields and events. Default time.Now.
 	Now func() time.Time
 }
@@ -96,6 +106,10 @@ func (c *Config) setDefaults() {
 	if c.MaxLen == 0 {
 		c.MaxLen = events.DefaultMaxLen
 	}
+	if c.HeldQuota == 0 {
+		c.HeldQuota = DefaultHeldQuota
+	}
+	c.Quotas = c.Quotas.With(quota.Defaults)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -106,6 +120,12 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.MaxLen < 0 {
 		errs = append(errs, fmt.Errorf("max len must not be negative, got %d", c.MaxLen))
+	}
+	if c.HeldQuota < 0 {
+		errs = append(errs, fmt.Errorf("held key quota must not be negative, got %d", c.HeldQuota))
+	}
+	if err := c.Quotas.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -228,7 +248,8 @@ func (s *Store) Claim(ctx context.Context, email, key string) (created bool, err
 	tenantID := events.TenantID(email)
 	hash := HashKey(key)
 	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
-	k := APIKey{ID: uuid.NewString(), Label: Source, Prefix: key[:4], Scopes: keychestScopes, Source: Source, CreatedAt: now}
+	k := APIKey{ID: uuid.NewString(), Label: Source, Prefix: key[:4], Scopes: keychestScopes, Source: Source,
+		Kind: KindClaimed, Held: s.cfg.HoldClaims, CreatedAt: now}
 	res, err := s.reserveAndCommit(ctx, tenantID, email, hash, k)
 	if err != nil {
 		return false, fmt.Errorf("claim key for %s: %w", tenantID, err)
@@ -271,19 +292,36 @@ func (s *Store) ClaimNew(ctx context.Context, email string) (string, error) {
 	return "", errors.New("generate key: three collisions in a row")
 }
 
-// Authenticate returns the account id that key belongs to, or
-// ErrUnknownKey (also for a key of the wrong form, which cannot exist).
-func (s *Store) Authenticate(ctx context.Context, key string) (string, error) {
+// Authenticate returns the principal of a KeyChest key, or ErrUnknownKey
+// (also for a key of the wrong form, which cannot exist). KeyChest keys
+// carry both scopes; a held key (held.go) says so in Held.
+func (s *Store) Authenticate(ctx context.Context, key string) (Principal, error) {
 	if CheckKey(key) != nil {
-		return "", ErrUnknownKey
+		return Principal{}, ErrUnknownKey
 	}
-	rec, err := s.rdb.HMGet(ctx, apiKeyKey(HashKey(key)), "tenant_id", "pending").Result()
+	hash := HashKey(key)
+	vals, err := s.rdb.HMGet(ctx, apiKeyKey(hash), "tenant_id", "key_id", "scopes", "pending", "revoked_at", "held").Result()
 	if err != nil {
-		return "", fmt.Errorf("look up api key: %w", err)
+		return Principal{}, fmt.Errorf("look up api key: %w", err)
 	}
-	tenantID, _ := rec[0].(string)
-	if tenantID == "" || rec[1] != nil {
-		return "", ErrUnknownKey
+	rec := make(map[string]string, len(vals))
+	for i, f := range []string{"tenant_id", "key_id", "scopes", "pending", "revoked_at", "held"} {
+		rec[f], _ = vals[i].(string)
 	}
-	return tenantID, nil
+	if rec["tenant_id"] == "" || rec["pending"] != "" || rec["revoked_at"] != "" {
+		return Principal{}, ErrUnknownKey
+	}
+	return principalOf(hash, rec), nil
+}
+
+// Counts returns how many domains and live API keys tenantID has: what
+// its domains and api_keys quotas count.
+func (s *Store) Counts(ctx context.Context, tenantID string) (domains, keys int64, err error) {
+	pipe := s.rdb.Pipeline()
+	d := pipe.HLen(ctx, domainsKey(tenantID))
+	k := pipe.HLen(ctx, apiKeysKey(tenantID))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, 0, fmt.Errorf("count domains and keys of %s: %w", tenantID, err)
+	}
+	return d.Val(), k.Val(), nil
 }

@@ -122,7 +122,8 @@ func TestClaim(t *testing.T) {
 	if _, err := s.Claim(ctx, "eve@example.com", key); !errors.Is(err, ErrKeyTaken) {
 		t.Fatalf("claim by another account: got %v, want ErrKeyTaken", err)
 	}
-	tenant, err := s.Authenticate(ctx, key)
+	ap, err := s.Authenticate(ctx, key)
+	tenant := ap.TenantID
 	if err != nil || tenant != events.TenantID("ops@example.com") {
 		t.Fatalf("authenticate: got %q %v, want %s", tenant, err, events.TenantID("ops@example.com"))
 	}
@@ -131,8 +132,8 @@ func TestClaim(t *testing.T) {
 	if err != nil {
 		t.Fatalf("claim new: %v", err)
 	}
-	if tenant2, _ := s.Authenticate(ctx, key2); tenant2 != tenant {
-		t.Errorf("generated key's tenant: got %q, want %q", tenant2, tenant)
+	if p2, _ := s.Authenticate(ctx, key2); p2.TenantID != tenant {
+		t.Errorf("generated key's tenant: got %q, want %q", p2.TenantID, tenant)
 	}
 
 	evs := streamEvents(t, rdb)

@@ -6,7 +6,9 @@ package accounts
 //
 //	apikey:<sha256 hex of key>   hash {tenant_id, key_id, scopes, created_at,
 //	                             label, prefix, source, expires_at (ms, absent
-//	                             = never), revoked_at (ms), last_used_at (ms)}
+//	                             = never), revoked_at (ms), last_used_at (ms),
+//	                             kind ("claimed"; absent = api), held (ms, a
+//	                             claimed key not approved yet, see held.go)}
 //	tenant:<tenant_id>:apikeys   hash key_id -> sha256 hex of the key (live
 //	                             keys only; a revoked key leaves it)
 //
@@ -29,6 +31,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/quota"
 )
 
 // Bearer key format: BearerPrefix then GeneratedKeyLen base62 characters
@@ -66,6 +69,9 @@ type Principal struct {
 	TenantID string
 	KeyID    string
 	Scopes   []string
+	// Held is a claimed key the account has not approved: it sees only the
+	// domains it added itself (held.go).
+	Held bool
 
 	hash string // of the key, for KeyUsage
 }
@@ -73,13 +79,26 @@ type Principal struct {
 // Can tells whether the principal holds scope.
 func (p Principal) Can(scope string) bool { return slices.Contains(p.Scopes, scope) }
 
+// Key kinds.
+const (
+	// KindAPI is a v1 bearer key, created by the account or the operator.
+	KindAPI = "api"
+	// KindClaimed is a key handed out by the KeyChest claim calls, which
+	// anyone who knows the account's email can make.
+	KindClaimed = "claimed"
+)
+
 // APIKey is a key as listed: never the secret, only its first characters.
 type APIKey struct {
-	ID         string
-	Label      string
-	Prefix     string
-	Scopes     []string
-	Source     string
+	ID     string
+	Label  string
+	Prefix string
+	Scopes []string
+	Source string
+	// Kind is KindAPI or KindClaimed.
+	Kind string
+	// Held is a claimed key not approved yet.
+	Held       bool
 	CreatedAt  time.Time
 	ExpiresAt  *time.Time
 	LastUsedAt *time.Time
@@ -166,7 +185,13 @@ func (s *Store) AuthenticateBearer(ctx context.Context, token string) (Principal
 	if !ok {
 		return Principal{}, ErrUnknownKey
 	}
-	return Principal{TenantID: rec["tenant_id"], KeyID: rec["key_id"], Scopes: splitScopes(rec["scopes"]), hash: hash}, nil
+	return principalOf(hash, rec), nil
+}
+
+// principalOf is the principal of the key record rec of hash.
+func principalOf(hash string, rec map[string]string) Principal {
+	return Principal{TenantID: rec["tenant_id"], KeyID: rec["key_id"], Scopes: splitScopes(rec["scopes"]),
+		Held: rec["held"] != "", hash: hash}
 }
 
 func splitScopes(s string) []string {
@@ -266,7 +291,7 @@ func (s *Store) CreateKey(ctx context.Context, tenantID, label string, scopes []
 		key := BearerPrefix + secret
 		nk := NewKey{Key: key, APIKey: APIKey{
 			ID: uuid.NewString(), Label: label, Prefix: key[:shownPrefixLen], Scopes: scopes,
-			Source: source, CreatedAt: now, ExpiresAt: expiresAt,
+			Source: source, Kind: KindAPI, CreatedAt: now, ExpiresAt: expiresAt,
 		}}
 		res, err := s.reserveAndCommit(ctx, tenantID, "", HashKey(key), nk.APIKey)
 		if err != nil {
@@ -313,23 +338,29 @@ return {'reserved', id}
 `)
 
 // commitKeyScript lists a reserved key in its tenant and appends its
-// event, creating the account first when an email is given. Running it
-// again for the same key writes nothing.
+// event, creating the account first when an email is given, unless the
+// tenant has its quota of keys. Running it again for the same key writes
+// nothing.
 //
-// KEYS: tenant:<tenant>:apikeys, account:<tenant>, the tenant's event stream.
+// KEYS: tenant:<tenant>:apikeys, account:<tenant>, the tenant's event
+// stream, the tenant's quota overrides.
 // ARGV: maxlen, key id, hash, email ("" = the account must exist), now ms,
-// the account event's field count and fields, then the key event's fields.
-// Returns "created", "committed" (done before) or "no-account".
+// default key quota, the account event's field count and fields, then the
+// key event's fields.
+// Returns "created", "committed" (done before), "no-account" or
+// "quota:<limit>".
 var commitKeyScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[3] then return 'committed' end
-local na = tonumber(ARGV[6])
+local limit = ` + quota.LuaLimit(4, 6, quota.APIKeys) + `
+if limit > 0 and redis.call('HLEN', KEYS[1]) >= limit then return 'quota:' .. limit end
+local na = tonumber(ARGV[7])
 if redis.call('EXISTS', KEYS[2]) == 0 then
   if ARGV[4] == '' then return 'no-account' end
   redis.call('HSET', KEYS[2], 'email', ARGV[4], 'created_at', ARGV[5])
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 7, 6 + na))
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 8, 7 + na))
 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 7 + na))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 8 + na))
 return 'created'
 `)
 
@@ -354,6 +385,12 @@ func (s *Store) reserveAndCommit(ctx context.Context, tenantID, email, hash stri
 	if k.ExpiresAt != nil {
 		rec = append(rec, "expires_at", k.ExpiresAt.UnixMilli())
 	}
+	if k.Kind == KindClaimed {
+		rec = append(rec, "kind", KindClaimed)
+	}
+	if k.Held {
+		rec = append(rec, "held", k.CreatedAt.UnixMilli())
+	}
 	res, err := reserveKeyScript.Run(ctx, s.rdb, []string{apiKeyKey(hash)},
 		append([]any{tenantID, k.CreatedAt.UnixMilli()}, rec...)...).StringSlice()
 	if err != nil {
@@ -376,10 +413,14 @@ func (s *Store) reserveAndCommit(ctx context.Context, tenantID, email, hash stri
 	if err != nil {
 		return "", err
 	}
-	kev, err := events.New(events.APIKeyCreated, tenantID, k.ID, events.APIKeyCreatedV1{
+	created := events.APIKeyCreatedV1{
 		KeyID: k.ID, Hash: hash, Prefix: k.Prefix, Label: k.Label, Scopes: k.Scopes,
-		Source: k.Source, ExpiresAt: k.ExpiresAt,
-	})
+		Source: k.Source, ExpiresAt: k.ExpiresAt, Kind: k.Kind, Held: k.Held,
+	}
+	if k.Held {
+		created.Email = email // only claims hold keys, and a claim names its account
+	}
+	kev, err := events.New(events.APIKeyCreated, tenantID, k.ID, created)
 	if err != nil {
 		return "", err
 	}
@@ -392,12 +433,19 @@ func (s *Store) reserveAndCommit(ctx context.Context, tenantID, email, hash stri
 	if err != nil {
 		return "", err
 	}
-	args := []any{s.cfg.MaxLen, k.ID, hash, email, now.UnixMilli(), len(accFields)}
+	args := []any{s.cfg.MaxLen, k.ID, hash, email, now.UnixMilli(), s.cfg.Quotas[quota.APIKeys], len(accFields)}
 	args = append(append(args, accFields...), keyFields...)
 	out, err := commitKeyScript.Run(ctx, s.rdb,
-		[]string{apiKeysKey(tenantID), accountKey(tenantID), events.EventStream(tenantID)}, args...).Text()
+		[]string{apiKeysKey(tenantID), accountKey(tenantID), events.EventStream(tenantID), quota.Key(tenantID)}, args...).Text()
 	if err != nil {
 		return "", fmt.Errorf("commit key: %w", err)
+	}
+	if limit, ok := strings.CutPrefix(out, "quota:"); ok {
+		if err := releaseKeyScript.Run(ctx, s.rdb, []string{apiKeyKey(hash)}, k.ID).Err(); err != nil {
+			return "", fmt.Errorf("release key: %w", err)
+		}
+		n, _ := strconv.ParseInt(limit, 10, 64)
+		return "", &quota.Exceeded{Resource: quota.APIKeys, Limit: n}
 	}
 	switch out {
 	case "no-account":
@@ -444,6 +492,8 @@ func (s *Store) ListKeys(ctx context.Context, tenantID string) ([]APIKey, error)
 			Prefix:     rec["prefix"],
 			Scopes:     splitScopes(rec["scopes"]),
 			Source:     rec["source"],
+			Kind:       kindOf(rec),
+			Held:       rec["held"] != "",
 			CreatedAt:  msTime(rec["created_at"]),
 			ExpiresAt:  msTimePtr(rec["expires_at"]),
 			LastUsedAt: msTimePtr(rec["last_used_at"]),
@@ -456,6 +506,15 @@ func (s *Store) ListKeys(ctx context.Context, tenantID string) ([]APIKey, error)
 		return out[i].ID < out[j].ID
 	})
 	return out, nil
+}
+
+// kindOf is a key record's kind; records written before kinds existed
+// are v1 keys unless the KeyChest claim made them.
+func kindOf(rec map[string]string) string {
+	if rec["kind"] == KindClaimed || rec["source"] == Source {
+		return KindClaimed
+	}
+	return KindAPI
 }
 
 func msTime(s string) time.Time {

@@ -267,8 +267,8 @@ func TestClaimCrashConverges(t *testing.T) {
 			t.Fatalf("retry %d: got created=%v %v, want %v", i, created, err, want)
 		}
 	}
-	if got, err := s.Authenticate(ctx, key); err != nil || got != tenant {
-		t.Fatalf("after retry: got %q %v, want %q", got, err, tenant)
+	if got, err := s.Authenticate(ctx, key); err != nil || got.TenantID != tenant {
+		t.Fatalf("after retry: got %q %v, want %q", got.TenantID, err, tenant)
 	}
 	evs, err := events.ReadAllEvents(ctx, rdb)
 	if err != nil {

@@ -10,7 +10,8 @@ package accounts
 //	tenant:<tenant_id>:domains   hash "host:port" -> domain_id
 //	domain:<domain_id>           hash {tenant_id, host, port, notes,
 //	                             tags (JSON array), active ("1"|"0"), source,
-//	                             created_at, updated_at (unix ms), rev}
+//	                             created_at, updated_at (unix ms), rev,
+//	                             held_by (key id, see held.go)}
 //
 // rev counts the record's writes: an update or removal is computed from the
 // record as read and applied only if rev has not moved since, so two
@@ -31,6 +32,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/quota"
 )
 
 // Limits of a domain's free-form attributes, in characters.
@@ -69,6 +71,9 @@ type Domain struct {
 	// Tags is never nil.
 	Tags   []string
 	Source string
+	// HeldBy is the held claimed key that added the domain, until the
+	// account approves it (held.go); "" otherwise.
+	HeldBy string
 	// CreatedAt and UpdatedAt are zero for a domain added before they were
 	// recorded.
 	CreatedAt time.Time
@@ -88,6 +93,8 @@ type NewDomain struct {
 	Notes  string
 	Tags   []string
 	Source string
+	// HeldBy is the id of the held key adding it (Principal.Held), else "".
+	HeldBy string
 }
 
 // DomainPatch is a partial update: nil fields stay as they are. Host and
@@ -131,19 +138,32 @@ func checkName(host string, port int) error {
 
 // addDomainScript registers a domain for a tenant once: the first add of a
 // host:port writes the record and appends domain.added; a later add writes
-// nothing and returns the id the name already has.
+// nothing and returns the id the name already has. A new domain counts
+// against the tenant's domain quota and, added by a held key, against the
+// key's own quota; the key's set lists it (held.go).
 //
-// KEYS: tenant:<tenant>:domains, domain:<domain_id>, events stream.
+// KEYS: tenant:<tenant>:domains, domain:<domain_id>, events stream, the
+// tenant's quota overrides, the held key's domain set (any key of the
+// tenant's slot when not held).
 // ARGV: "host:port", domain id, tenant id, host, port, notes, tags JSON,
-// source, now ms, maxlen, then the event's fields (StreamFields).
-// Returns {1, id} when added, {0, existing id} when it was already there.
+// source, now ms, maxlen, default domain quota, held key id ("" = none),
+// held key quota, then the event's fields (StreamFields).
+// Returns {1, id} when added, {0, existing id} when it was already there,
+// {2, resource, limit} over a quota.
 var addDomainScript = redis.NewScript(`
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
 if existing then return {0, existing} end
+local limit = ` + quota.LuaLimit(4, 11, quota.Domains) + `
+if limit > 0 and redis.call('HLEN', KEYS[1]) >= limit then return {2, 'domains', limit} end
+if ARGV[12] ~= '' then
+  if redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[13]) then return {2, 'held', tonumber(ARGV[13])} end
+  redis.call('SADD', KEYS[5], ARGV[2])
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], 'tenant_id', ARGV[3], 'host', ARGV[4], 'port', ARGV[5], 'notes', ARGV[6],
   'tags', ARGV[7], 'active', '1', 'source', ARGV[8], 'created_at', ARGV[9], 'updated_at', ARGV[9], 'rev', '1')
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', unpack(ARGV, 11))
+if ARGV[12] ~= '' then redis.call('HSET', KEYS[2], 'held_by', ARGV[12]) end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', unpack(ARGV, 14))
 return {1, ARGV[2]}
 `)
 
@@ -170,10 +190,11 @@ func (s *Store) AddDomain(ctx context.Context, tenantID string, nd NewDomain) (d
 	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
 	d = Domain{
 		ID: uuid.NewString(), TenantID: tenantID, Host: nd.Host, Port: nd.Port, Active: true,
-		Notes: nd.Notes, Tags: nonNil(nd.Tags), Source: nd.Source, CreatedAt: now, UpdatedAt: now, rev: 1,
+		Notes: nd.Notes, Tags: nonNil(nd.Tags), Source: nd.Source, HeldBy: nd.HeldBy,
+		CreatedAt: now, UpdatedAt: now, rev: 1,
 	}
 	ev, err := events.New(events.DomainAdded, tenantID, d.ID, events.DomainAddedV1{
-		DomainID: d.ID, Host: d.Host, Port: d.Port, Source: d.Source, Notes: d.Notes, Tags: d.Tags,
+		DomainID: d.ID, Host: d.Host, Port: d.Port, Source: d.Source, Notes: d.Notes, Tags: d.Tags, HeldBy: d.HeldBy,
 	})
 	if err != nil {
 		return Domain{}, false, err
@@ -188,11 +209,20 @@ func (s *Store) AddDomain(ctx context.Context, tenantID string, nd NewDomain) (d
 		return Domain{}, false, fmt.Errorf("marshal tags: %w", err)
 	}
 	args := append([]any{d.Name(), d.ID, tenantID, d.Host, strconv.Itoa(d.Port), d.Notes, string(tags),
-		d.Source, now.UnixMilli(), s.cfg.MaxLen}, fields...)
+		d.Source, now.UnixMilli(), s.cfg.MaxLen, s.cfg.Quotas[quota.Domains], d.HeldBy, s.cfg.HeldQuota}, fields...)
 	res, err := addDomainScript.Run(ctx, s.rdb,
-		[]string{domainsKey(tenantID), domainKey(tenantID, d.ID), events.EventStream(tenantID)}, args...).Slice()
+		[]string{domainsKey(tenantID), domainKey(tenantID, d.ID), events.EventStream(tenantID),
+			quota.Key(tenantID), heldDomainsKey(tenantID, d.HeldBy)}, args...).Slice()
 	if err != nil {
 		return Domain{}, false, fmt.Errorf("add domain %s for %s: %w", d.Name(), tenantID, err)
+	}
+	if len(res) == 3 {
+		// Over a quota: {2, resource, limit}.
+		limit, _ := res[2].(int64)
+		if r, _ := res[1].(string); r == "held" {
+			return Domain{}, false, &HeldQuotaError{Limit: limit}
+		}
+		return Domain{}, false, &quota.Exceeded{Resource: quota.Domains, Limit: limit}
 	}
 	if len(res) != 2 {
 		return Domain{}, false, fmt.Errorf("add domain %s for %s: unexpected script result %v", d.Name(), tenantID, res)
@@ -277,7 +307,7 @@ func (s *Store) ListDomains(ctx context.Context, tenantID string) ([]Domain, err
 func decodeDomain(id string, rec map[string]string) (Domain, error) {
 	d := Domain{
 		ID: id, TenantID: rec["tenant_id"], Host: rec["host"], Notes: rec["notes"],
-		Active: rec["active"] != "0", Source: rec["source"], Tags: []string{},
+		Active: rec["active"] != "0", Source: rec["source"], HeldBy: rec["held_by"], Tags: []string{},
 	}
 	var err error
 	if d.Port, err = strconv.Atoi(rec["port"]); err != nil {
@@ -443,7 +473,11 @@ func sameState(a, b Domain) bool {
 // removeDomainScript deletes a domain's record and index entry if the
 // record is still the one read, and appends domain.removed.
 //
-// KEYS: domain:<domain_id>, tenant:<tenant>:domains, events stream.
+// The domain leaves the set of the held key that added it, which frees
+// that key's quota.
+//
+// KEYS: domain:<domain_id>, tenant:<tenant>:domains, events stream, the
+// held key's domain set (as read; any key of the slot when none).
 // ARGV: tenant id, rev read, "host:port", domain id, maxlen, then the
 // event's fields. Returns "ok", "missing" or "stale".
 var removeDomainScript = redis.NewScript(`
@@ -451,6 +485,7 @@ local rec = redis.call('HMGET', KEYS[1], 'tenant_id', 'rev')
 if rec[1] ~= ARGV[1] then return 'missing' end
 if (rec[2] or '0') ~= ARGV[2] then return 'stale' end
 if redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[4] then redis.call('HDEL', KEYS[2], ARGV[3]) end
+redis.call('SREM', KEYS[4], ARGV[4])
 redis.call('DEL', KEYS[1])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
 return 'ok'
@@ -478,7 +513,8 @@ func (s *Store) RemoveDomain(ctx context.Context, tenantID, id string) (Domain, 
 		}
 		args := append([]any{tenantID, strconv.FormatInt(cur.rev, 10), cur.Name(), id, s.cfg.MaxLen}, fields...)
 		res, err := removeDomainScript.Run(ctx, s.rdb,
-			[]string{domainKey(tenantID, id), domainsKey(tenantID), events.EventStream(tenantID)}, args...).Text()
+			[]string{domainKey(tenantID, id), domainsKey(tenantID), events.EventStream(tenantID),
+				heldDomainsKey(tenantID, cur.HeldBy)}, args...).Text()
 		if err != nil {
 			return Domain{}, fmt.Errorf("remove domain %s: %w", id, err)
 		}

@@ -44,6 +44,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
 )
@@ -297,10 +298,12 @@ func (e *Engine) Evaluate(ctx context.Context, domainIDs []string) error {
 	}
 	pipe := e.rdb.Pipeline()
 	stateCmds := make([]*redis.MapStringStringCmd, len(domainIDs))
+	heldCmds := make([]*redis.IntCmd, len(domainIDs))
 	for i, id := range domainIDs {
 		// The state lives in the tenant's slot: a view that names no
 		// tenant has no state to read and is not evaluated (prepare).
 		stateCmds[i] = pipe.HGetAll(ctx, stateKey(snaps[i].TenantID, id))
+		heldCmds[i] = accounts.HeldCmd(ctx, pipe, snaps[i].TenantID, id)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("read alert state of %d domains: %w", len(domainIDs), err)
@@ -308,7 +311,7 @@ func (e *Engine) Evaluate(ctx context.Context, domainIDs []string) error {
 	settings := e.settingsCache()
 	jobs := make([]*job, 0, len(domainIDs))
 	for i := range domainIDs {
-		j, err := e.prepare(ctx, snaps[i], stateCmds[i].Val(), settings)
+		j, err := e.prepare(ctx, snaps[i], stateCmds[i].Val(), heldCmds[i].Val() > 0, settings)
 		if err != nil {
 			if err := e.skip(domainIDs[i], err); err != nil {
 				return err
@@ -378,14 +381,17 @@ type job struct {
 
 // prepare plans one domain's change from its snapshot and alert state
 // hash; nil when there is nothing to do (the snapshot is not newer than
-// the one evaluated, or no tenant is known).
-func (e *Engine) prepare(ctx context.Context, snap projector.Snapshot, h map[string]string,
+// the one evaluated, no tenant is known, or the domain is held: a claimed
+// key the account has not approved added it, accounts/held.go). A held
+// domain's state does not move, so its first scan after the approval is
+// evaluated.
+func (e *Engine) prepare(ctx context.Context, snap projector.Snapshot, h map[string]string, held bool,
 	settings func(context.Context, string) (Settings, error)) (*job, error) {
 	st, err := decodeState(snap.DomainID, h)
 	if err != nil {
 		return nil, unusable{err}
 	}
-	if snap.Version <= st.ver {
+	if snap.Version <= st.ver || held {
 		return nil, nil
 	}
 	tenant := snap.TenantID
@@ -453,11 +459,13 @@ func (e *Engine) evaluateDomain(ctx context.Context, domainID string) error {
 		if err != nil {
 			return err
 		}
-		h, err := e.rdb.HGetAll(ctx, stateKey(snap.TenantID, domainID)).Result()
-		if err != nil {
+		pipe := e.rdb.Pipeline()
+		stateCmd := pipe.HGetAll(ctx, stateKey(snap.TenantID, domainID))
+		heldCmd := accounts.HeldCmd(ctx, pipe, snap.TenantID, domainID)
+		if _, err := pipe.Exec(ctx); err != nil {
 			return fmt.Errorf("read alert state of %s: %w", domainID, err)
 		}
-		j, err := e.prepare(ctx, snap, h, settings)
+		j, err := e.prepare(ctx, snap, stateCmd.Val(), heldCmd.Val() > 0, settings)
 		if err != nil || j == nil {
 			return e.skip(domainID, err)
 		}

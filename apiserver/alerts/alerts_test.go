@@ -2,6 +2,7 @@ package alerts
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"reflect"
@@ -520,4 +521,67 @@ func TestUnusableStateIsSkipped(t *testing.T) {
 	if len(as) != 1 || as[0].DomainID != other || as[0].AlertType != events.AlertSSLExpired {
 		t.Errorf("alerts: got %+v, want only the other domain's ssl_expired", as)
 	}
+}
+
+// A domain a held key added (accounts/held.go) raises nothing; once the
+// key is approved its next scan is evaluated as a first sight.
+func TestHeldDomainRaisesNothing(t *testing.T) {
+	f := newFixture(t, 1)
+	ctx := context.Background()
+	// The layout of accounts' domain record: the field AddDomain writes for
+	// a held key and ApproveKey removes.
+	rec := "domain:" + events.TenantTag(tenant) + ":" + domainID
+	if err := f.rdb.HSet(ctx, rec, "tenant_id", tenant, "held_by", "key-1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	old := cert("192.0.2.1", "aaaa", t0.Add(20*day))
+	f.step("held: 20 days left", nil, scan(t, "eu", t0, old))
+	f.step("held: 5 days left", nil, scan(t, "eu", t0.Add(15*day), old))
+	if as := f.list(); len(as) != 0 {
+		t.Fatalf("alerts of a held domain: got %+v, want none", as)
+	}
+	if err := f.rdb.HDel(ctx, rec, "held_by").Err(); err != nil {
+		t.Fatal(err)
+	}
+	f.step("approved: next scan", []string{"raised ssl_expiry/7 critical"}, scan(t, "eu", t0.Add(15*day+time.Hour), old))
+}
+
+func TestListPageBounds(t *testing.T) {
+	f := newFixture(t, 1)
+	f.apply(scan(t, "eu", t0, cert("192.0.2.1", "aaaa", t0.Add(20*day))))
+	const maxInt = int(^uint(0) >> 1)
+	tests := []struct {
+		page, perPage int
+		want          int // alerts on the page; -1 = ErrBadPage
+	}{
+		{1, 10, 1},
+		{2, 10, 0},
+		{maxInt, 100, -1},
+		{maxInt/100 + 1, 100, -1},
+		{maxInt / 100, 100, 0}, // the last page whose items' offsets fit: empty
+		{0, 10, -1},
+		{1, 0, -1},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%d×%d", tt.page, tt.perPage), func(t *testing.T) {
+			as, _, err := f.engine.List(context.Background(), tenant, "", tt.page, tt.perPage)
+			if tt.want < 0 {
+				if !errors.Is(err, ErrBadPage) {
+					t.Fatalf("got %d alerts, %v; want ErrBadPage", len(as), err)
+				}
+				return
+			}
+			if err != nil || len(as) != tt.want {
+				t.Fatalf("got %d alerts, %v; want %d", len(as), err, tt.want)
+			}
+		})
+	}
+}
+
+// A certificate without a well-defined expiration (notAfter
+// 99991231235959Z) never counts down to an expiry alert.
+func TestNoExpiryRaisesNoExpiryAlert(t *testing.T) {
+	f := newFixture(t, 1)
+	f.step("no expiry", nil, scan(t, "eu", t0, cert("192.0.2.1", "aaaa", events.NoExpiry)))
+	f.step("a year later", nil, scan(t, "eu", t0.Add(365*day), cert("192.0.2.1", "aaaa", events.NoExpiry)))
 }

@@ -152,6 +152,9 @@ func evaluate(snap projector.Snapshot, host string, st Settings, cfg Config) ver
 	}
 
 	for sha, c := range certs {
+		if c.notAfter.Equal(events.NoExpiry) {
+			continue // RFC 5280's "no well-defined expiration": nothing to count down
+		}
 		days := grade.DaysUntil(c.notAfter, at)
 		group := "cert|" + sha
 		date := c.notAfter.UTC().Format("2006-01-02")

@@ -3,7 +3,9 @@ package alerts
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -31,9 +33,18 @@ type Alert struct {
 	Reason     string
 }
 
+// ErrBadPage is a page or page size below 1, or a page whose first item
+// is past any list's length (its offset would not fit in an int64).
+var ErrBadPage = errors.New("page and per_page must be at least 1, and their product must fit in 64 bits")
+
 // List returns one page (from 1) of tenantID's alerts, newest first, only
-// those of domainID unless it is "", and how many there are in all.
+// those of domainID unless it is "", and how many there are in all. The
+// API checks page against its documented cap first; List refuses what
+// would overflow (ErrBadPage) so no caller can wrap to a negative offset.
 func (e *Engine) List(ctx context.Context, tenantID, domainID string, page, perPage int) ([]Alert, int, error) {
+	if page < 1 || perPage < 1 || int64(page-1) > math.MaxInt64/int64(perPage)-1 {
+		return nil, 0, ErrBadPage
+	}
 	key := tenantKey(tenantID)
 	if domainID != "" {
 		key = tenantDomainKey(tenantID, domainID)

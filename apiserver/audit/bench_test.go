@@ -10,6 +10,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
+	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -41,7 +42,7 @@ func BenchmarkAudited(b *testing.B) {
 		Detail(c, "common_name", "user@example.com")
 		c.JSON(http.StatusOK, gin.H{"ok": true})
 	}
-	auth := httpapi.NewAuth(store)
+	auth := httpapi.NewAuth(store, quota.NewGate(rdb, nil))
 	gin.SetMode(gin.ReleaseMode)
 	engine := gin.New()
 	engine.POST("/bench/plain/:id", auth.RequireKey(accounts.ScopeWrite), handler)

@@ -16,6 +16,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/audit"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/apiserver/ratelimit"
+	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -47,7 +48,7 @@ func newGuardEnv(t *testing.T, routes func(*Handler, *gin.Engine)) *guardEnv {
 		if err != nil {
 			t.Fatal(err)
 		}
-		h, err := New(Config{PublicURL: "http://127.0.0.1"}, nil, rdb, httpapi.NewAuth(store), httpapi.NewLimiter(limiter), log, logger)
+		h, err := New(Config{PublicURL: "http://127.0.0.1"}, nil, rdb, httpapi.NewAuth(store, quota.NewGate(rdb, nil)), httpapi.NewLimiter(limiter), log, logger)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,21 +8,37 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/internal/quota"
 )
 
 // MsgUnauthorized answers every refused key (SSLTrackr's wording, which
 // clients may match on).
 const MsgUnauthorized = "Missing or invalid API key"
 
-// Auth authenticates bearer API keys and checks their scopes.
+// Auth authenticates bearer API keys, checks their scopes and admits the
+// request through its tenant's limit of requests in flight.
 type Auth struct {
 	accounts *accounts.Store
 	usage    *accounts.KeyUsage
+	gate     *quota.Gate
 }
 
-// NewAuth returns an Auth checking keys in store.
-func NewAuth(store *accounts.Store) *Auth {
-	return &Auth{accounts: store, usage: store.NewKeyUsage()}
+// NewAuth returns an Auth checking keys in store and requests in flight
+// with gate.
+func NewAuth(store *accounts.Store, gate *quota.Gate) *Auth {
+	return &Auth{accounts: store, usage: store.NewKeyUsage(), gate: gate}
+}
+
+// Enter counts the request as one of tenant's requests in flight until
+// release is called, or fails it with the gate's refusal (429) and
+// returns ok false.
+func (a *Auth) Enter(c *gin.Context, tenant string) (release func(), ok bool) {
+	release, err := a.gate.Enter(c.Request.Context(), tenant)
+	if err != nil {
+		Fail(c, err)
+		return nil, false
+	}
+	return release, true
 }
 
 const principalKey = "certfleet.principal"
@@ -54,7 +70,10 @@ func (a *Auth) RequireKey(scope string) gin.HandlerFunc {
 		}
 		a.usage.Seen(ctx, p)
 		SetPrincipal(c, p)
-		c.Next()
+		if release, ok := a.Enter(c, p.TenantID); ok {
+			defer release()
+			c.Next()
+		}
 	}
 }
 
@@ -84,3 +103,6 @@ func PrincipalOf(c *gin.Context) (accounts.Principal, bool) {
 func Principal(c *gin.Context) accounts.Principal {
 	return c.MustGet(principalKey).(accounts.Principal)
 }
+
+// InFlight returns how many of tenant's requests this server serves now.
+func (a *Auth) InFlight(tenant string) int64 { return a.gate.InFlight(tenant) }

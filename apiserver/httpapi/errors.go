@@ -6,10 +6,16 @@ package httpapi
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/gin-gonic/gin"
 	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/internal/health"
+	"github.com/certfleet/certfleet/internal/quota"
 )
 
 // Error is an error answer: its HTTP status, the message the client reads
@@ -88,12 +94,44 @@ func Render(logger *zap.Logger, style Style) gin.HandlerFunc {
 		}
 		e := style.Answer(last.Err)
 		if e == nil {
+			e = shared(c, last.Err)
+		}
+		if e == nil {
 			logger.Error("request failed", zap.String("route", c.FullPath()), zap.Error(last.Err))
 			e = &Error{Status: http.StatusInternalServerError, Msg: "internal error"}
+		}
+		if e.RetryAfter > 0 {
+			c.Header("Retry-After", strconv.Itoa(e.RetryAfter))
 		}
 		c.Set(outcomeKey, e)
 		c.AbortWithStatusJSON(e.Status, style.Body(e))
 	}
+}
+
+// UnavailableRetryAfter is the Retry-After of a 503 for a dependency that
+// is away: about how long a Redis restart or failover takes.
+const UnavailableRetryAfter = 5
+
+// shared answers the errors every API style answers alike: a quota
+// passed (403, or 429 for requests in flight), a claimed key's own quota
+// (403), and a dependency that does not answer (503 with Retry-After, so
+// that clients retry instead of giving up on a 500). nil for others.
+func shared(c *gin.Context, err error) *Error {
+	var ex *quota.Exceeded
+	var held *accounts.HeldQuotaError
+	switch {
+	case errors.As(err, &ex) && ex.Resource == quota.InFlight:
+		return &Error{Status: http.StatusTooManyRequests, Msg: fmt.Sprintf(
+			"too many requests in flight: this account may have %d at once on a server; retry when some have finished", ex.Limit), RetryAfter: 1}
+	case errors.As(err, &ex):
+		return &Error{Status: http.StatusForbidden, Msg: ex.Error()}
+	case errors.As(err, &held):
+		return &Error{Status: http.StatusForbidden, Msg: held.Error()}
+	case health.Unavailable(c.Request.Context(), err):
+		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: UnavailableRetryAfter,
+			Msg: "service temporarily unavailable: a storage dependency is not answering; retry in a few seconds"}
+	}
+	return nil
 }
 
 // Outcome returns the error answer Render wrote for the request, nil when

@@ -26,3 +26,24 @@ func PageParam(c *gin.Context, name string, def, maxVal int) (int, error) {
 	}
 	return n, nil
 }
+
+// MaxOffset is the deepest item a list serves: a page whose first item
+// lies beyond it is refused (400), so that no page number, however large,
+// overflows an offset. A page past the end of a list (within the cap) is
+// an empty page, as usual.
+const MaxOffset = 10_000_000
+
+// Paging reads page (default 1) and per_page (default defPerPage, at most
+// maxPerPage) and checks that the page starts within MaxOffset.
+func Paging(c *gin.Context, defPerPage, maxPerPage int) (page, perPage int, err error) {
+	if page, err = PageParam(c, "page", 1, 0); err != nil {
+		return 0, 0, err
+	}
+	if perPage, err = PageParam(c, "per_page", defPerPage, maxPerPage); err != nil {
+		return 0, 0, err
+	}
+	if int64(page-1) > MaxOffset/int64(perPage) {
+		return 0, 0, BadRequest(fmt.Sprintf("(page - 1) × per_page must be at most %d, the deepest item a list serves; narrow the list with a filter instead", MaxOffset))
+	}
+	return page, perPage, nil
+}

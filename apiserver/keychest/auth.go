@@ -22,7 +22,7 @@ func (h *Handler) limitKey() gin.HandlerFunc {
 	lim := ratelimit.PerMinute(h.cfg.RateLimitGeneral)
 	return func(c *gin.Context) {
 		key := requestKey(c)
-		tenantID, err := h.accounts.Authenticate(c.Request.Context(), key)
+		p, err := h.accounts.Authenticate(c.Request.Context(), key)
 		if err != nil {
 			if errors.Is(err, accounts.ErrUnknownKey) {
 				c.Next() // the handler refuses it
@@ -31,22 +31,30 @@ func (h *Handler) limitKey() gin.HandlerFunc {
 			httpapi.Fail(c, err)
 			return
 		}
-		c.Set(authKey, keyAuth{key: key, tenantID: tenantID})
+		c.Set(authKey, keyAuth{key: key, principal: p})
+		release, ok := h.auth.Enter(c, p.TenantID)
+		if !ok {
+			return
+		}
+		defer release()
 		h.limits.Allow(c, httpapi.ClassGeneral+":keychest:"+accounts.HashKey(key), lim)
 	}
 }
 
 const authKey = "certfleet.keychest"
 
-// keyAuth is the key limitKey authenticated and its account.
-type keyAuth struct{ key, tenantID string }
+// keyAuth is the key limitKey authenticated and who it acts as.
+type keyAuth struct {
+	key       string
+	principal accounts.Principal
+}
 
-// tenant returns the account of a KeyChest key: the one limitKey already
+// principal returns who a KeyChest key acts as: the one limitKey already
 // found for it, else (an unknown key, which the handler checks only after
 // the request's other fields) a lookup.
-func (h *Handler) tenant(c *gin.Context, key string) (string, error) {
+func (h *Handler) principal(c *gin.Context, key string) (accounts.Principal, error) {
 	if a, ok := c.Value(authKey).(keyAuth); ok && a.key == key {
-		return a.tenantID, nil
+		return a.principal, nil
 	}
 	return h.accounts.Authenticate(c.Request.Context(), key)
 }

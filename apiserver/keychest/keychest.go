@@ -25,6 +25,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/apiserver/ratelimit"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/claimlink"
 )
 
 // Config configures the KeyChest API.
@@ -36,20 +37,39 @@ type Config struct {
 	// RateLimitGeneral is requests a minute per api_key (and per client
 	// address for the claim calls), shared with the v1 API's general class.
 	RateLimitGeneral int
+	// Claims is the policy of the claim calls: ClaimsApprove (the keys
+	// they hand out are held until the account approves them, see
+	// accounts/held.go; the accounts store must hold claims), ClaimsOpen
+	// or ClaimsOff. Default ClaimsApprove.
+	Claims string
 }
+
+// Claim policies (--keychest-claim).
+const (
+	ClaimsApprove = "approve"
+	ClaimsOpen    = "open"
+	ClaimsOff     = "off"
+)
 
 // Handler serves the KeyChest API.
 type Handler struct {
 	cfg      Config
 	rdb      redis.UniversalClient // the projector's views
 	accounts *accounts.Store
+	auth     *httpapi.Auth // admits requests through their tenant's limit in flight
 	limits   *httpapi.Limiter
+	links    *claimlink.Links // opens mailed approval links; nil: none are mailed
 	render   gin.HandlerFunc
 }
 
-// New returns the KeyChest API of cfg.
-func New(cfg Config, rdb redis.UniversalClient, store *accounts.Store, limits *httpapi.Limiter, logger *zap.Logger) *Handler {
-	return &Handler{cfg: cfg, rdb: rdb, accounts: store, limits: limits, render: httpapi.Render(logger, Style)}
+// New returns the KeyChest API of cfg. links opens the approval links the
+// notifier mails (nil when there is no secrets passphrase).
+func New(cfg Config, rdb redis.UniversalClient, store *accounts.Store, auth *httpapi.Auth, limits *httpapi.Limiter,
+	links *claimlink.Links, logger *zap.Logger) *Handler {
+	if cfg.Claims == "" {
+		cfg.Claims = ClaimsApprove
+	}
+	return &Handler{cfg: cfg, rdb: rdb, accounts: store, auth: auth, limits: limits, links: links, render: httpapi.Render(logger, Style)}
 }
 
 // Routes serves /api/v1.0/... .
@@ -58,6 +78,7 @@ func (h *Handler) Routes(r *gin.Engine) {
 	byAddress := h.limits.PerAddress(httpapi.ClassGeneral, ratelimit.PerMinute(h.cfg.RateLimitGeneral))
 	g.GET("/access/claim/:email", byAddress, h.claimGenerated)
 	g.POST("/access/claim", byAddress, h.claimOwn)
+	g.GET("/access/confirm/:token", byAddress, h.confirm)
 	g.POST("/servers/add", h.limitKey(), h.addServer)
 	g.GET("/servers/expiration/:domain", h.limitKey(), h.expiration)
 }
@@ -83,8 +104,12 @@ func answer(err error) *httpapi.Error {
 		status = http.StatusUnauthorized
 	case errors.Is(err, accounts.ErrKeyTaken):
 		status = http.StatusConflict
-	case errors.Is(err, accounts.ErrUnknownDomain):
+	case errors.Is(err, accounts.ErrUnknownDomain), errors.Is(err, accounts.ErrUnknownKeyID):
 		status = http.StatusNotFound
+	case errors.Is(err, claimlink.ErrInvalid):
+		status = http.StatusBadRequest
+	case errors.Is(err, claimlink.ErrExpired):
+		status = http.StatusGone
 	default:
 		return httpapi.AsError(err)
 	}
@@ -159,9 +184,17 @@ type claimResponse struct {
 	APIKey string `json:"api_key"`
 }
 
+// errClaimsOff answers the claim calls when the operator turned them off.
+var errClaimsOff = httpapi.Errorf(http.StatusForbidden,
+	"claiming keys is turned off on this server; ask its operator for a key (certfleet apikey create)")
+
 // claimGenerated is GET /access/claim/{email}: a new random key for the
 // account of email.
 func (h *Handler) claimGenerated(c *gin.Context) {
+	if h.cfg.Claims == ClaimsOff {
+		httpapi.Fail(c, errClaimsOff)
+		return
+	}
 	email := c.Param("email")
 	key, err := h.accounts.ClaimNew(c.Request.Context(), email)
 	if err != nil {
@@ -173,6 +206,10 @@ func (h *Handler) claimGenerated(c *gin.Context) {
 
 // claimOwn is POST /access/claim {"email","api_key"}: the client's own key.
 func (h *Handler) claimOwn(c *gin.Context) {
+	if h.cfg.Claims == ClaimsOff {
+		httpapi.Fail(c, errClaimsOff)
+		return
+	}
 	f, err := readFields(c, "email", "api_key")
 	if err != nil {
 		httpapi.Fail(c, err)
@@ -212,12 +249,16 @@ func (h *Handler) addServer(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
-	tenantID, err := h.tenant(c, f["api_key"])
+	p, err := h.principal(c, f["api_key"])
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
 	}
-	d, _, err := h.accounts.AddDomain(ctx, tenantID, accounts.NewDomain{Host: host, Port: port, Source: accounts.Source})
+	nd := accounts.NewDomain{Host: host, Port: port, Source: accounts.Source}
+	if p.Held {
+		nd.HeldBy = p.KeyID
+	}
+	d, _, err := h.accounts.AddDomain(ctx, p.TenantID, nd)
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
@@ -270,12 +311,17 @@ func (h *Handler) expiration(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
-	tenantID, err := h.tenant(c, key)
+	p, err := h.principal(c, key)
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
 	}
-	domainID, err := h.accounts.LookupDomain(ctx, tenantID, host, port)
+	domainID, err := h.accounts.LookupDomain(ctx, p.TenantID, host, port)
+	if err == nil {
+		// A held key reads only what it added; the rest of the account
+		// is unknown to it, as another tenant's domain is.
+		err = h.accounts.CanRead(ctx, p, domainID)
+	}
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
@@ -308,7 +354,13 @@ func (h *Handler) expirationOf(domain string, entries []projector.ExpEntry) expi
 		if e.Outcome != events.OutcomeOK {
 			r.Error = string(e.Outcome)
 		}
-		if e.CertificateFound {
+		if e.CertificateFound && e.NoExpiry {
+			// RFC 5280's "no well-defined expiration": never due, never
+			// expired, and no renewal time to give.
+			sha, no := e.LeafSHA256, false
+			r.CertificateSHA256, r.RenewalDue, r.Expired = &sha, &no, &no
+			resp.CertificateFound = true
+		} else if e.CertificateFound {
 			sha, renewal := e.LeafSHA256, e.NotAfter.Unix()
 			due, expired := e.NotAfter.Sub(now) < h.cfg.RenewalWindow, e.NotAfter.Before(now)
 			r.CertificateSHA256, r.RenewalUTC, r.RenewalDue, r.Expired = &sha, &renewal, &due, &expired
@@ -319,4 +371,32 @@ func (h *Handler) expirationOf(domain string, entries []projector.ExpEntry) expi
 		resp.Results = append(resp.Results, r)
 	}
 	return resp
+}
+
+// confirmResponse answers an approval link.
+type confirmResponse struct {
+	Status  string `json:"status"`
+	Message string `json:"message"`
+	KeyID   string `json:"key_id"`
+}
+
+// confirm is GET /access/confirm/{token}: the link mailed to an account
+// for a held claim approves the key (accounts/held.go). Approving twice
+// approves once.
+func (h *Handler) confirm(c *gin.Context) {
+	if h.links == nil {
+		httpapi.Fail(c, httpapi.Errorf(http.StatusNotFound, "approval links are not enabled on this server"))
+		return
+	}
+	ctx := c.Request.Context()
+	claim, err := h.links.Open(ctx, c.Param("token"))
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	if _, err := h.accounts.ApproveKey(ctx, claim.TenantID, claim.KeyID); err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, confirmResponse{Status: "success", Message: "the key is approved: it now reads the whole account", KeyID: claim.KeyID})
 }

@@ -17,5 +17,6 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		{Name: "AddServerResponse", Type: reflect.TypeFor[addResponse](), Required: false},
 		{Name: "ExpirationResponse", Type: reflect.TypeFor[expirationResponse](), Required: false},
 		{Name: "ExpirationResult", Type: reflect.TypeFor[expirationResult](), Required: false},
+		{Name: "ConfirmResponse", Type: reflect.TypeFor[confirmResponse](), Required: false},
 	})
 }

@@ -75,12 +75,7 @@ type alertList struct {
 // listAlerts is GET /alerts: the tenant's alerts, newest first; with
 // domain_id, only that domain's (another tenant's domain is 404).
 func (h *Handler) listAlerts(c *gin.Context) {
-	page, err := httpapi.PageParam(c, "page", 1, 0)
-	if err != nil {
-		httpapi.Fail(c, err)
-		return
-	}
-	perPage, err := httpapi.PageParam(c, "per_page", defaultPerPage, maxPerPage)
+	page, perPage, err := httpapi.Paging(c, defaultPerPage, maxPerPage)
 	if err != nil {
 		httpapi.Fail(c, err)
 		return

@@ -226,12 +226,9 @@ type domainQuery struct {
 // parseDomainQuery reads and checks the query; a bad value is a
 // BadRequest naming the parameter.
 func parseDomainQuery(c *gin.Context) (domainQuery, error) {
-	q := domainQuery{page: 1, perPage: defaultPerPage, status: statusAll, sort: "created_at", desc: true}
+	q := domainQuery{status: statusAll, sort: "created_at", desc: true}
 	var err error
-	if q.page, err = httpapi.PageParam(c, "page", q.page, 0); err != nil {
-		return q, err
-	}
-	if q.perPage, err = httpapi.PageParam(c, "per_page", q.perPage, maxPerPage); err != nil {
+	if q.page, q.perPage, err = httpapi.Paging(c, defaultPerPage, maxPerPage); err != nil {
 		return q, err
 	}
 	if v, ok := c.GetQuery("status"); ok {

@@ -18,6 +18,7 @@ func (h *Handler) keyRoutes(g *gin.RouterGroup) {
 	g.POST("/api-keys", append(h.guard(accounts.ScopeWrite, classAPIKeys), h.createKey)...)
 	g.GET("/api-keys", append(h.guard(accounts.ScopeRead), h.listKeys)...)
 	g.DELETE("/api-keys/:id", append(h.guard(accounts.ScopeWrite), h.revokeKey)...)
+	g.POST("/api-keys/:id/approve", append(h.guard(accounts.ScopeWrite), h.approveKey)...)
 }
 
 // apiKeyJSON is a key as SSLTrackr shows it. Key is set only in the answer
@@ -31,11 +32,16 @@ type apiKeyJSON struct {
 	ExpiresAt   *time.Time `json:"expires_at"`
 	LastUsedAt  *time.Time `json:"last_used_at"`
 	CreatedAt   time.Time  `json:"created_at"`
+	// Kind is "api" (a bearer key of this API) or "claimed" (a KeyChest
+	// key handed out by the claim calls); Approved is false for a claimed
+	// key the account has not approved (docs/tenancy.md).
+	Kind     string `json:"kind"`
+	Approved bool   `json:"approved"`
 }
 
 func apiKeyOf(k accounts.APIKey) apiKeyJSON {
 	return apiKeyJSON{ID: k.ID, Label: k.Label, Prefix: k.Prefix, Permissions: k.Scopes,
-		ExpiresAt: k.ExpiresAt, LastUsedAt: k.LastUsedAt, CreatedAt: k.CreatedAt}
+		ExpiresAt: k.ExpiresAt, LastUsedAt: k.LastUsedAt, CreatedAt: k.CreatedAt, Kind: k.Kind, Approved: !k.Held}
 }
 
 type createKeyRequest struct {
@@ -99,4 +105,16 @@ func (h *Handler) revokeKey(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"message": "API key revoked"})
+}
+
+// approveKey is POST /api-keys/{id}/approve: a claimed KeyChest key of
+// the account reads all of it from now on, and the servers it added raise
+// alerts. Approving a key that needs none answers it as it is.
+func (h *Handler) approveKey(c *gin.Context) {
+	k, err := h.accounts.ApproveKey(c.Request.Context(), httpapi.Principal(c).TenantID, c.Param("id"))
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, apiKeyOf(k))
 }

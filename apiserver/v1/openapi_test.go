@@ -33,5 +33,6 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		{Name: "AlertSettingsUpdate", Type: reflect.TypeFor[alertSettingsUpdate](), Required: false},
 		{Name: "Channel", Type: reflect.TypeFor[channelJSON](), Required: false},
 		{Name: "ChannelAttempt", Type: reflect.TypeFor[channels.Attempt](), Required: false},
+		{Name: "Quota", Type: reflect.TypeFor[quotaJSON](), Required: false},
 	})
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/apiserver/ratelimit"
 	"github.com/certfleet/certfleet/internal/channels"
+	"github.com/certfleet/certfleet/internal/quota"
 )
 
 // Config configures the v1 API. The server fills every field.
@@ -42,6 +43,9 @@ type Config struct {
 	// requests that wait (a manual check) answer at once instead of
 	// holding the shutdown up.
 	Stopping <-chan struct{}
+	// Quotas are the operator's default limits per tenant, shown by GET
+	// /quotas with the tenant's overrides over them.
+	Quotas quota.Limits
 }
 
 // ChannelStore is what the channels API needs of the channel store: the
@@ -81,6 +85,7 @@ func New(cfg Config, rdb redis.UniversalClient, store *accounts.Store, auth *htt
 func (h *Handler) Routes(r *gin.Engine) {
 	g := r.Group("/api/v1", h.render)
 	h.keyRoutes(g)
+	h.quotaRoutes(g)
 	h.domainRoutes(g)
 	h.checkRoutes(g)
 	h.alertRoutes(g)
@@ -160,8 +165,6 @@ func answer(err error) *httpapi.Error {
 		// The request can succeed at once without a secret; the server
 		// is not failing, it lacks a setting: 400, saying which.
 		status, msg = http.StatusBadRequest, msgNoSecrets
-	case errors.Is(err, channels.ErrTooMany):
-		status = http.StatusConflict
 	default:
 		return httpapi.AsError(err)
 	}

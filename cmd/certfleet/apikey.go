@@ -15,14 +15,16 @@ import (
 
 const apikeyUsage = "usage: certfleet apikey create --email E --label L [--scopes read,write] [--expires-at T]\n" +
 	"       certfleet apikey list --email E\n" +
-	"       certfleet apikey revoke --email E --id ID"
+	"       certfleet apikey revoke --email E --id ID\n" +
+	"       certfleet apikey approve --email E --id ID"
 
-// runAPIKey is `certfleet apikey create|list|revoke`: the operator's way
-// to give an account (created if needed) its first key of the v1 API, and
-// to list and revoke an account's keys. It writes to Redis through the
-// same commands as the API, events included.
+// runAPIKey is `certfleet apikey create|list|revoke|approve`: the
+// operator's way to give an account (created if needed) its first key of
+// the v1 API, and to list, revoke and approve (a claimed KeyChest key) an
+// account's keys. It writes to Redis through the same commands as the
+// API, events included.
 func runAPIKey(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || (args[0] != "create" && args[0] != "list" && args[0] != "revoke") {
+	if len(args) == 0 || (args[0] != "create" && args[0] != "list" && args[0] != "revoke" && args[0] != "approve") {
 		return errors.New(apikeyUsage)
 	}
 	action := args[0]
@@ -33,8 +35,8 @@ func runAPIKey(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fs.StringVar(&fs.opts.Label, "label", "", "what the key is for, 1-100 characters (required)")
 		fs.StringVar(&fs.opts.Scopes, "scopes", "read", "comma-separated permissions: read, write")
 		fs.StringVar(&fs.opts.ExpiresAt, "expires-at", "", "RFC 3339 time after which the key is refused (default: never)")
-	case "revoke":
-		fs.StringVar(&fs.opts.KeyID, "id", "", "id of the key to revoke (required; see apikey list)")
+	case "revoke", "approve":
+		fs.StringVar(&fs.opts.KeyID, "id", "", "id of the key to "+action+" (required; see apikey list)")
 	}
 	logger, err := fs.parse(args[1:], stderr)
 	if err != nil {
@@ -59,7 +61,7 @@ func runAPIKey(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			expires = &t
 		}
 	}
-	if action == "revoke" && o.KeyID == "" {
+	if (action == "revoke" || action == "approve") && o.KeyID == "" {
 		return errors.New("--id is required")
 	}
 
@@ -92,6 +94,12 @@ func runAPIKey(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		return printKeys(stdout, keys)
+	case "approve":
+		if _, err := store.ApproveKey(ctx, events.TenantID(email), o.KeyID); err != nil {
+			return fmt.Errorf("approve %s: %w", o.KeyID, err)
+		}
+		fmt.Fprintf(stdout, "approved %s\n", o.KeyID)
+		return nil
 	default:
 		if err := store.RevokeKey(ctx, events.TenantID(email), o.KeyID); err != nil {
 			return fmt.Errorf("revoke %s: %w", o.KeyID, err)
@@ -104,7 +112,7 @@ func runAPIKey(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // printKeys writes keys as a table, times in RFC 3339 UTC, "-" for none.
 func printKeys(w io.Writer, keys []accounts.APIKey) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tPREFIX\tLABEL\tPERMISSIONS\tCREATED\tEXPIRES\tLAST USED")
+	fmt.Fprintln(tw, "ID\tKIND\tPREFIX\tLABEL\tPERMISSIONS\tCREATED\tEXPIRES\tLAST USED")
 	at := func(t *time.Time) string {
 		if t == nil {
 			return "-"
@@ -112,7 +120,11 @@ func printKeys(w io.Writer, keys []accounts.APIKey) error {
 		return t.UTC().Format(time.RFC3339)
 	}
 	for _, k := range keys {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.Label, strings.Join(k.Scopes, ","),
+		kind := k.Kind
+		if k.Held {
+			kind += " (not approved)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, kind, k.Prefix, k.Label, strings.Join(k.Scopes, ","),
 			at(&k.CreatedAt), at(k.ExpiresAt), at(k.LastUsedAt))
 	}
 	return tw.Flush()

@@ -40,9 +40,10 @@ type options struct {
 	MaxIPsPerDomain     int
 	JobTimeout          time.Duration
 
-	notifyOptions // flags_notify.go
-	caOptions     // flags_ca.go
-	auditOptions  // flags_audit.go
+	notifyOptions  // flags_notify.go
+	caOptions      // flags_ca.go
+	auditOptions   // flags_audit.go
+	tenancyOptions // flags_tenancy.go
 
 	// API rate limits: requests a minute per API key
 	RateLimitGeneral int

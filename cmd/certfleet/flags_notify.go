@@ -39,6 +39,9 @@ type notifyOptions struct {
 func (f *flagSet) notify() *flagSet {
 	f.StringVar(&f.opts.SecretsPassphrase, "secrets-passphrase", "", "passphrase sealing webhook secrets, at least 12 characters, the same on every apiserver and coordinator (prefer the environment CERTFLEET_SECRETS_PASSPHRASE or --secrets-passphrase-file); empty: channels with a secret are refused")
 	f.StringVar(&f.opts.SecretsPassphraseFile, "secrets-passphrase-file", "", "file whose first line is the secrets passphrase")
+	// The API refuses channels naming a refused IP literal; the notifier
+	// refuses every address outside the list when it sends.
+	f.StringVar(&f.opts.AllowWebhookTargets, "allow-webhook-targets", "", "comma-separated CIDRs webhook and Slack URLs may reach although private or loopback (the same on every apiserver and coordinator)")
 	if f.Name() == "certfleet apiserver" {
 		return f
 	}
@@ -62,13 +65,17 @@ func (f *flagSet) notify() *flagSet {
 	f.StringVar(&f.opts.SMTPStartTLS, "smtp-starttls", notifier.StartTLSRequired, "STARTTLS to the relay: required, opportunistic or off")
 	f.StringVar(&f.opts.SMTPExtraRoots, "smtp-extra-roots", "", "PEM file of roots trusted for the relay's certificate besides the system pool")
 	f.DurationVar(&f.opts.SMTPTimeout, "smtp-timeout", 30*time.Second, "time limit of one SMTP conversation")
-	f.StringVar(&f.opts.AllowWebhookTargets, "allow-webhook-targets", "", "comma-separated CIDRs webhook and Slack sends may reach although private or loopback")
 	return f
 }
 
 // notifyConfig is the apiserver's part of the notification settings.
-func (o *options) notifyConfig() apiserver.NotifyConfig {
-	return apiserver.NotifyConfig{SecretsPassphrase: o.SecretsPassphrase, SecretsPassphraseFile: o.SecretsPassphraseFile}
+func (o *options) notifyConfig() (apiserver.NotifyConfig, error) {
+	allow, err := parseAllow("--allow-webhook-targets", o.AllowWebhookTargets)
+	if err != nil {
+		return apiserver.NotifyConfig{}, err
+	}
+	return apiserver.NotifyConfig{SecretsPassphrase: o.SecretsPassphrase, SecretsPassphraseFile: o.SecretsPassphraseFile,
+		Targets: allow}, nil
 }
 
 // addNotifier adds the notifier to gr when role runs it.

@@ -39,6 +39,7 @@ tools:
   lab           serve a local fleet of TLS endpoints with known faults
   apikey        create, list or revoke an account's /api/v1 keys
   ca            init, import or show the client certificate CA
+  quota         show or override an account's limits
 
 Every flag can also be set as CERTFLEET_<FLAG> (upper case, '-' as '_').
 Run 'certfleet <command> -h' for the flags of a command.
@@ -72,6 +73,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runAPIKey(ctx, rest, stdout, stderr)
 	case "ca":
 		err = runCA(ctx, rest, stdout, stderr)
+	case "quota":
+		err = runQuota(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -27,9 +27,9 @@ func roleFlags(role string) *flagSet {
 	fs := newFlagSet(role).redis()
 	switch role {
 	case "all":
-		fs.clickhouse().api().shards().agent().coordinator().notify().ca().audit()
+		fs.clickhouse().api().tenancy().shards().agent().coordinator().notify().ca().audit()
 	case "apiserver":
-		fs.api().clickhouse().notify().ca().audit()
+		fs.api().tenancy().clickhouse().notify().ca().audit()
 	case "coordinator":
 		fs.clickhouse().shards().coordinator().notify().metrics("127.0.0.1:9464")
 		fs.BoolVar(&fs.opts.WithSink, "sink", true, "also run the ClickHouse sink in this process")
@@ -55,6 +55,15 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		return fmt.Errorf("--claim-idle must be positive, got %s", o.ClaimIdle)
 	}
 	// Checked before any connection, so a bad flag fails fast.
+	var notify apiserver.NotifyConfig
+	if role == "all" || role == "apiserver" {
+		if err := o.tenancyOptions.validate(); err != nil {
+			return err
+		}
+		if notify, err = o.notifyConfig(); err != nil {
+			return err
+		}
+	}
 	var scfg agent.ScannerConfig
 	if role == "all" || role == "agent" {
 		if scfg, err = scannerConfig(o); err != nil {
@@ -96,7 +105,8 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 			Listen: o.Listen, RenewalWindow: o.RenewalWindow,
 			WarningDays: o.WarningDays, CriticalDays: o.CriticalDays, CheckTimeout: o.CheckTimeout,
 			RateLimitGeneral: o.RateLimitGeneral, RateLimitCheck: o.RateLimitCheck, RateLimitAPIKeys: o.RateLimitAPIKeys,
-			Notify: o.notifyConfig(), CA: o.caConfig(), Audit: o.auditConfig(conn),
+			Claims: o.KeyChestClaim, ClaimQuota: o.ClaimQuota, Quotas: o.tenancyOptions.quotas(),
+			Notify: notify, CA: o.caConfig(), Audit: o.auditConfig(conn),
 			Health: gr.health,
 		}, rdb, logger)
 		if err != nil {

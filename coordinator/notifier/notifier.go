@@ -35,6 +35,7 @@ import (
 
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/channels"
+	"github.com/certfleet/certfleet/internal/claimlink"
 )
 
 // Channel types: internal/channels'. The senders are registered by them.
@@ -198,8 +199,12 @@ type Config struct {
 	// AttemptsKept is how many attempts are kept per channel for
 	// GET /api/v1/channels/{id}/deliveries. Default 200.
 	AttemptsKept int
-	// PublicURL is the API's base URL, for links in messages (optional).
+	// PublicURL is the API's base URL, for links in messages (optional;
+	// without it no claim approval mail is sent, claimmail.go).
 	PublicURL string
+	// ClaimLinkTTL is how long a mailed claim approval link works.
+	// Default claimlink.DefaultTTL.
+	ClaimLinkTTL time.Duration
 	// DigestHour is the UTC hour digests are sent at (digest.go), 0-23;
 	// zero is midnight (the --digest-hour flag defaults to 8).
 	DigestHour int
@@ -240,6 +245,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.AttemptsKept == 0 {
 		c.AttemptsKept = 200
+	}
+	if c.ClaimLinkTTL == 0 {
+		c.ClaimLinkTTL = claimlink.DefaultTTL
 	}
 }
 

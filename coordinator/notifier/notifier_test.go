@@ -17,6 +17,7 @@ import (
 
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/channels"
+	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -81,7 +82,7 @@ func newTestEnv(t *testing.T) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chans, err := channels.New(channels.Config{Passphrase: testPassphrase}, rdb, testenv.Logger(t))
+	chans, err := channels.New(channels.Config{Passphrase: testPassphrase, Targets: guard.Policy{Allow: loopback}}, rdb, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/backoff"
 	"github.com/certfleet/certfleet/internal/channels"
+	"github.com/certfleet/certfleet/internal/claimlink"
 	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/health"
 )
@@ -51,6 +52,11 @@ type Notifier struct {
 
 	// channels reads the channels delivered to and opens their secrets.
 	channels *channels.Store
+	// mailer is the email sender, also for mail about the account itself
+	// (claimmail.go); links seals claim approval links (nil without a
+	// passphrase).
+	mailer     *emailSender
+	claimLinks *claimlink.Links
 }
 
 // digester collects the messages of channels with Digest set and sends
@@ -85,7 +91,7 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Notifier, 
 	if err != nil {
 		return nil, err
 	}
-	chans, err := channels.New(channels.Config{Passphrase: cfg.Passphrase}, rdb, logger)
+	chans, err := channels.New(channels.Config{Passphrase: cfg.Passphrase, Targets: guard.Policy{Allow: cfg.Allow}}, rdb, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -106,6 +112,10 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Notifier, 
 		return nil, err
 	}
 	n.reg.Register(TypeEmail, email)
+	n.mailer, _ = email.(*emailSender)
+	if cfg.Passphrase != "" {
+		n.claimLinks = claimlink.New(cfg.Passphrase, rdb, nil)
+	}
 	if newDigester != nil {
 		if n.digest, err = newDigester(n); err != nil {
 			return nil, err
@@ -179,8 +189,14 @@ func (n *Notifier) Run(ctx context.Context) error {
 func (n *Notifier) handle(ctx context.Context, batch []stream.Entry) error {
 	lists := make(map[string][]Channel)
 	for _, e := range batch {
-		if e.Event.Name == events.ChannelTestRequested {
+		switch e.Event.Name {
+		case events.ChannelTestRequested:
 			if err := n.applyTestRequest(ctx, e.Event); err != nil {
+				return err
+			}
+			continue
+		case events.APIKeyCreated:
+			if err := n.mailClaimLink(ctx, e.Event); err != nil {
 				return err
 			}
 			continue

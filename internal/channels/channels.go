@@ -31,12 +31,11 @@ const (
 
 // Limits of a channel.
 const (
-	MaxChannelsPerTenant = 50
-	MaxNameLen           = 100
-	MaxURLLen            = 2048
-	MinSecretLen         = 16
-	MaxSecretLen         = 256
-	MaxRecipients        = 20
+	MaxNameLen    = 100
+	MaxURLLen     = 2048
+	MinSecretLen  = 16
+	MaxSecretLen  = 256
+	MaxRecipients = 20
 )
 
 var (
@@ -46,8 +45,6 @@ var (
 	// ErrNoPassphrase is returned when a channel with a secret is written
 	// or delivered but no secrets passphrase is configured.
 	ErrNoPassphrase = errors.New("webhook secrets are disabled: the server has no secrets passphrase (--secrets-passphrase)")
-	// ErrTooMany is returned when a tenant already has MaxChannelsPerTenant.
-	ErrTooMany = fmt.Errorf("a tenant may have at most %d channels", MaxChannelsPerTenant)
 )
 
 // InvalidError is a channel the request describes wrongly; its message

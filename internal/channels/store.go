@@ -7,6 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -14,6 +17,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/guard"
+	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/seal"
 )
 
@@ -27,6 +32,15 @@ type Config struct {
 	MaxLen int64
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Targets is the policy of notification endpoints
+	// (--allow-webhook-targets): a webhook or Slack URL whose host is an
+	// IP literal it refuses is refused when the channel is written. Names
+	// are judged by their addresses when a delivery dials them.
+	Targets guard.Policy
+	// Quotas are the operator's default limits per tenant (channels is the
+	// one this store counts); a tenant's overrides win. Default
+	// quota.Defaults.
+	Quotas quota.Limits
 }
 
 func (c *Config) setDefaults() {
@@ -36,6 +50,7 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	c.Quotas = c.Quotas.With(quota.Defaults)
 }
 
 // Validate reports every problem of the configuration.
@@ -46,6 +61,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxLen < 1 {
 		errs = append(errs, errors.New("max len must be positive"))
+	}
+	if err := c.Quotas.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -126,14 +144,15 @@ func channelEvent(name string, ch Channel) (events.Envelope, error) {
 }
 
 // putScript writes a channel and its event in one step. KEYS: channel,
-// tenant index, events stream. ARGV: mode ("create" or "update"), tenant,
-// channel id, channel JSON, created ms, max channels, maxlen, then the
-// event's fields.
+// tenant index, events stream, the tenant's quota overrides. ARGV: mode
+// ("create" or "update"), tenant, channel id, channel JSON, created ms,
+// default channel quota, maxlen, then the event's fields.
 // An update checks the channel exists and is the tenant's; a create checks
-// the tenant's count.
+// the tenant's count against its quota.
 var putScript = redis.NewScript(`
 if ARGV[1] == 'create' then
-  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[6]) then return 'too_many' end
+  local limit = ` + quota.LuaLimit(4, 6, quota.Channels) + `
+  if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then return 'quota:' .. limit end
   if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
   redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3])
 else
@@ -166,9 +185,26 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
 return 'ok'
 `)
 
+// normalize checks in as the package's normalize does, and refuses a URL
+// naming an address the notifier would refuse to dial.
+func (s *Store) normalize(in ChannelInput) (Channel, error) {
+	ch, err := normalize(in)
+	if err != nil || ch.URL == "" {
+		return ch, err
+	}
+	u, err := url.Parse(ch.URL)
+	if err != nil {
+		return ch, invalid(`field "url" is not a URL`)
+	}
+	if err := s.cfg.Targets.CheckHost(u.Hostname()); err != nil {
+		return ch, invalid(`field "url": %v; notifications may not be sent there (an operator can allow a range with --allow-webhook-targets)`, err)
+	}
+	return ch, nil
+}
+
 // Create stores a new channel of tenant.
 func (s *Store) Create(ctx context.Context, tenant string, in ChannelInput) (Channel, error) {
-	ch, err := normalize(in)
+	ch, err := s.normalize(in)
 	if err != nil {
 		return Channel{}, err
 	}
@@ -202,7 +238,7 @@ func (s *Store) Update(ctx context.Context, tenant, id string, in ChannelInput) 
 	if in.Type != cur.Type {
 		return Channel{}, invalid(`field "type" cannot change (the channel is a %s channel); create a new channel`, cur.Type)
 	}
-	ch, err := normalize(in)
+	ch, err := s.normalize(in)
 	if err != nil {
 		return Channel{}, err
 	}
@@ -248,16 +284,19 @@ func (s *Store) put(ctx context.Context, mode, eventName string, ch Channel) err
 	if err != nil {
 		return err
 	}
-	args := append([]any{mode, ch.TenantID, ch.ID, string(body), ch.CreatedAt.UnixMilli(), MaxChannelsPerTenant, s.cfg.MaxLen}, fields...)
-	res, err := putScript.Run(ctx, s.rdb, []string{channelKey(ch.TenantID, ch.ID), tenantChannelsKey(ch.TenantID), events.EventStream(ch.TenantID)}, args...).Text()
+	args := append([]any{mode, ch.TenantID, ch.ID, string(body), ch.CreatedAt.UnixMilli(), s.cfg.Quotas[quota.Channels], s.cfg.MaxLen}, fields...)
+	res, err := putScript.Run(ctx, s.rdb, []string{channelKey(ch.TenantID, ch.ID), tenantChannelsKey(ch.TenantID),
+		events.EventStream(ch.TenantID), quota.Key(ch.TenantID)}, args...).Text()
 	if err != nil {
 		return fmt.Errorf("%s channel %s: %w", mode, ch.ID, err)
+	}
+	if limit, ok := strings.CutPrefix(res, "quota:"); ok {
+		n, _ := strconv.ParseInt(limit, 10, 64)
+		return &quota.Exceeded{Resource: quota.Channels, Limit: n}
 	}
 	switch res {
 	case "ok":
 		return nil
-	case "too_many":
-		return ErrTooMany
 	case "not_found":
 		return ErrNotFound
 	default:

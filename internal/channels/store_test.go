@@ -12,6 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/guard"
+	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -275,5 +277,74 @@ func TestKeys(t *testing.T) {
 	}
 	if _, err := e.store.Attempts(ctx, "t2", ch.ID, 10); !errors.Is(err, ErrNotFound) {
 		t.Errorf("attempts of another tenant's channel: got %v, want ErrNotFound", err)
+	}
+}
+
+func TestChannelQuota(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	st, err := New(Config{Quotas: quota.Limits{quota.Channels: 1}}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := ChannelInput{Type: TypeEmail, Name: "ops", To: []string{"ops@example.com"}}
+	if _, err := st.Create(ctx, "t1", in); err != nil {
+		t.Fatal(err)
+	}
+	var ex *quota.Exceeded
+	if _, err := st.Create(ctx, "t1", in); !errors.As(err, &ex) || ex.Resource != quota.Channels || ex.Limit != 1 {
+		t.Fatalf("second channel with quota 1: got %v, want quota.Exceeded{channels, 1}", err)
+	}
+	// Another tenant has its own count; an override raises one tenant's.
+	if _, err := st.Create(ctx, "t2", in); err != nil {
+		t.Fatalf("other tenant's first channel: %v", err)
+	}
+	if err := quota.Set(ctx, rdb, "t1", quota.Limits{quota.Channels: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Create(ctx, "t1", in); err != nil {
+		t.Fatalf("second channel with override 2: %v", err)
+	}
+}
+
+func TestLiteralTargetsRefused(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	st, err := New(Config{}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"169.254.169.254", "[::1]", "[::ffff:127.0.0.1]", "10.0.0.1", "[fd00:ec2::254]",
+		"0.0.0.0", "127.0.0.1:8123", "2130706433", "127.1", "0x7f.1"} {
+		for _, typ := range []string{TypeWebhook, TypeSlack} {
+			_, err := st.Create(ctx, "t1", ChannelInput{Type: typ, URL: "http://" + host + "/hook"})
+			var ie *InvalidError
+			if !errors.As(err, &ie) || !strings.Contains(err.Error(), "--allow-webhook-targets") {
+				t.Errorf("%s to %s: got %v, want a refusal naming --allow-webhook-targets", typ, host, err)
+			}
+		}
+	}
+	if n, _ := rdb.Exists(ctx, tenantChannelsKey("t1")).Result(); n != 0 {
+		t.Fatalf("refused channels left an index")
+	}
+	// A name passes (its addresses are judged at send); an allowed range passes.
+	if _, err := st.Create(ctx, "t1", ChannelInput{Type: TypeWebhook, URL: "http://localhost:9/hook"}); err != nil {
+		t.Fatalf("name: %v", err)
+	}
+	allow, _ := guard.ParseAllow([]string{"127.0.0.0/8"})
+	open, err := New(Config{Targets: guard.Policy{Allow: allow}}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open.Create(ctx, "t1", ChannelInput{Type: TypeWebhook, URL: "http://127.0.0.1:9/hook"}); err != nil {
+		t.Fatalf("allowed loopback: %v", err)
+	}
+	// An update is checked the same way.
+	ch, err := st.Create(ctx, "t2", ChannelInput{Type: TypeWebhook, URL: "https://hooks.example.com/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Update(ctx, "t2", ch.ID, ChannelInput{URL: "http://[::1]/x"}); err == nil {
+		t.Fatal("update to ::1: got nil, want a refusal")
 	}
 }

@@ -46,6 +46,9 @@ type BlockedError struct {
 }
 
 func (e *BlockedError) Error() string {
+	if !e.IP.IsValid() {
+		return "target refused: a numeric host that is not a valid IP address"
+	}
 	return fmt.Sprintf("target %s refused: %s address", e.IP, e.Reason)
 }
 
@@ -193,6 +196,25 @@ func (p Policy) Check(ip netip.Addr) error {
 		if !globalUnicast6.Contains(ip) {
 			return &BlockedError{IP: ip, Reason: ReasonReserved}
 		}
+	}
+	return nil
+}
+
+// CheckHost judges a host as typed in a URL before any lookup: an IP
+// literal (bracketed or not, with or without a zone, IPv4 mapped into
+// IPv6) is checked as Check does; a name whose last label is a number
+// (127.1, 2130706433, 0x7f.1) is refused as invalid, since some resolvers
+// read such names as IPv4 addresses; any other name is left to the
+// check of its resolved addresses when it is dialed.
+func (p Policy) CheckHost(host string) error {
+	h := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSuffix(host, "."), "["), "]")
+	if ip, err := netip.ParseAddr(h); err == nil {
+		return p.Check(ip)
+	}
+	labels := strings.Split(h, ".")
+	last := strings.ToLower(labels[len(labels)-1])
+	if last != "" && (strings.Trim(last, "0123456789") == "" || strings.HasPrefix(last, "0x")) {
+		return &BlockedError{Reason: ReasonInvalid}
 	}
 	return nil
 }

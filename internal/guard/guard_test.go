@@ -250,3 +250,45 @@ func portOf(addr string) string {
 	_, p, _ := net.SplitHostPort(addr)
 	return p
 }
+
+func TestCheckHost(t *testing.T) {
+	none := Policy{}
+	loop := Policy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
+	tests := []struct {
+		host   string
+		policy Policy
+		reason string // "" = allowed
+	}{
+		{"169.254.169.254", none, ReasonCloudMetadata},
+		{"::1", none, ReasonLoopback},
+		{"[::1]", none, ReasonLoopback},
+		{"::ffff:127.0.0.1", none, ReasonLoopback},
+		{"[::ffff:127.0.0.1]", none, ReasonLoopback},
+		{"10.0.0.1", none, ReasonPrivate},
+		{"[fd00:ec2::254]", none, ReasonCloudMetadata},
+		{"0.0.0.0", none, ReasonUnspecified},
+		{"[fe80::1%25eth0]", none, ReasonLinkLocal},
+		{"127.1", none, ReasonInvalid},
+		{"2130706433", none, ReasonInvalid},
+		{"0x7f.0x0.0x0.0x1", none, ReasonInvalid},
+		{"0177.0.0.1", none, ReasonInvalid},
+		{"127.0.0.1.", none, ReasonLoopback},
+		{"127.0.0.1", loop, ""},
+		{"127.1", loop, ReasonInvalid},
+		{"8.8.8.8", none, ""},
+		{"hooks.example.com", none, ""},
+		{"localhost", none, ""}, // a name: judged by its addresses at send
+	}
+	for _, tt := range tests {
+		t.Run(tt.host, func(t *testing.T) {
+			err := tt.policy.CheckHost(tt.host)
+			var be *BlockedError
+			switch {
+			case tt.reason == "" && err != nil:
+				t.Fatalf("got %v, want allowed", err)
+			case tt.reason != "" && (!errors.As(err, &be) || be.Reason != tt.reason):
+				t.Fatalf("got %v, want refused as %s", err, tt.reason)
+			}
+		})
+	}
+}

@@ -1,0 +1,183 @@
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/quota"
+	"github.com/certfleet/certfleet/internal/testenv"
+)
+
+func TestHeldClaim(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	s, err := New(Config{HoldClaims: true, HeldQuota: 2}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const email = "victim@example.com"
+	tenant, err := s.EnsureAccount(ctx, email)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, _, err := s.AddDomain(ctx, tenant, NewDomain{Host: "private.example.com", Port: 443})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	key, err := s.ClaimNew(ctx, email)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Authenticate(ctx, key)
+	if err != nil || !p.Held || p.TenantID != tenant {
+		t.Fatalf("authenticate claimed key: got %+v %v, want a held key of %s", p, err, tenant)
+	}
+
+	// The account's own domain, even re-added by the held key, stays unreadable.
+	again, added, err := s.AddDomain(ctx, tenant, NewDomain{Host: "private.example.com", Port: 443, HeldBy: p.KeyID})
+	if err != nil || added || again.ID != own.ID {
+		t.Fatalf("re-add by held key: got %+v added=%v %v, want the existing domain, not added", again, added, err)
+	}
+	if err := s.CanRead(ctx, p, own.ID); !errors.Is(err, ErrUnknownDomain) {
+		t.Fatalf("held key reads the account's domain: got %v, want ErrUnknownDomain", err)
+	}
+
+	// Its own domains are readable, held, and count against its quota.
+	var mine []string
+	for i := range 2 {
+		d, added, err := s.AddDomain(ctx, tenant, NewDomain{Host: fmt.Sprintf("h%d.example.com", i), Port: 443, HeldBy: p.KeyID})
+		if err != nil || !added || d.HeldBy != p.KeyID {
+			t.Fatalf("add %d by held key: got %+v added=%v %v", i, d, added, err)
+		}
+		if err := s.CanRead(ctx, p, d.ID); err != nil {
+			t.Fatalf("held key reads its own domain: %v", err)
+		}
+		mine = append(mine, d.ID)
+	}
+	var hq *HeldQuotaError
+	if _, _, err := s.AddDomain(ctx, tenant, NewDomain{Host: "h2.example.com", Port: 443, HeldBy: p.KeyID}); !errors.As(err, &hq) || hq.Limit != 2 {
+		t.Fatalf("third add by held key with quota 2: got %v, want HeldQuotaError{2}", err)
+	}
+	held, err := s.IsHeld(ctx, tenant, append([]string{own.ID}, mine...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []bool{false, true, true}; fmt.Sprint(held) != fmt.Sprint(want) {
+		t.Fatalf("held: got %v, want %v", held, want)
+	}
+
+	// Listed as claimed and held; approval lifts both limits.
+	keys, err := s.ListKeys(ctx, tenant)
+	if err != nil || len(keys) != 1 || keys[0].Kind != KindClaimed || !keys[0].Held {
+		t.Fatalf("list keys: got %+v %v, want one held claimed key", keys, err)
+	}
+	if _, err := s.ApproveKey(ctx, events.TenantID("other@example.com"), p.KeyID); !errors.Is(err, ErrUnknownKeyID) {
+		t.Fatalf("approve by another tenant: got %v, want ErrUnknownKeyID", err)
+	}
+	k, err := s.ApproveKey(ctx, tenant, p.KeyID)
+	if err != nil || k.Held || k.Kind != KindClaimed {
+		t.Fatalf("approve: got %+v %v, want an approved claimed key", k, err)
+	}
+	if _, err := s.ApproveKey(ctx, tenant, p.KeyID); err != nil {
+		t.Fatalf("approve again: %v", err)
+	}
+	p, err = s.Authenticate(ctx, key)
+	if err != nil || p.Held {
+		t.Fatalf("authenticate after approval: got %+v %v, want not held", p, err)
+	}
+	if err := s.CanRead(ctx, p, own.ID); err != nil {
+		t.Fatalf("approved key reads the account's domain: %v", err)
+	}
+	held, err = s.IsHeld(ctx, tenant, mine)
+	if err != nil || held[0] || held[1] {
+		t.Fatalf("held after approval: got %v %v, want none", held, err)
+	}
+	var approved []events.APIKeyApprovedV1
+	for _, e := range streamEvents(t, rdb) {
+		if e.Name == events.APIKeyApproved {
+			var a events.APIKeyApprovedV1
+			if err := e.Decode(&a); err != nil {
+				t.Fatal(err)
+			}
+			approved = append(approved, a)
+		}
+	}
+	if len(approved) != 1 || len(approved[0].Domains) != 2 {
+		t.Fatalf("approved events: got %+v, want one naming the two domains", approved)
+	}
+}
+
+func TestOpenClaimIsNotHeld(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	key, err := s.ClaimNew(ctx, "ops@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Authenticate(ctx, key)
+	if err != nil || p.Held {
+		t.Fatalf("got %+v %v, want a key that is not held", p, err)
+	}
+	keys, err := s.ListKeys(ctx, p.TenantID)
+	if err != nil || len(keys) != 1 || keys[0].Kind != KindClaimed || keys[0].Held {
+		t.Fatalf("list: got %+v %v, want one approved claimed key", keys, err)
+	}
+}
+
+func TestQuotas(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	s, err := New(Config{Quotas: quota.Limits{quota.Domains: 2, quota.APIKeys: 1}}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenant, err := s.EnsureAccount(ctx, "ops@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, _, err := s.AddDomain(ctx, tenant, NewDomain{Host: fmt.Sprintf("d%d.example.com", i), Port: 443}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var ex *quota.Exceeded
+	if _, _, err := s.AddDomain(ctx, tenant, NewDomain{Host: "d2.example.com", Port: 443}); !errors.As(err, &ex) || ex.Resource != quota.Domains || ex.Limit != 2 {
+		t.Fatalf("third domain: got %v, want quota.Exceeded{domains, 2}", err)
+	}
+	// Re-adding an existing one is not a new domain.
+	if _, added, err := s.AddDomain(ctx, tenant, NewDomain{Host: "d1.example.com", Port: 443}); err != nil || added {
+		t.Fatalf("re-add at quota: got added=%v %v, want the existing domain", added, err)
+	}
+	// A tenant's override wins over the default, in both directions.
+	if err := quota.Set(ctx, rdb, tenant, quota.Limits{quota.Domains: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.AddDomain(ctx, tenant, NewDomain{Host: "d2.example.com", Port: 443}); err != nil {
+		t.Fatalf("third domain with override 3: %v", err)
+	}
+	if _, err := s.CreateKey(ctx, tenant, "one", []string{"read"}, nil, SourceCLI); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.CreateKey(ctx, tenant, "two", []string{"read"}, nil, SourceCLI)
+	if !errors.As(err, &ex) || ex.Resource != quota.APIKeys || ex.Limit != 1 {
+		t.Fatalf("second key: got %v, want quota.Exceeded{api_keys, 1}", err)
+	}
+	if keys, _ := s.ListKeys(ctx, tenant); len(keys) != 1 {
+		t.Fatalf("keys after refusal: got %d, want 1", len(keys))
+	}
+	// The refused key's reservation is released: no pending record is left.
+	n, err := rdb.Keys(ctx, "apikey:*").Result()
+	if err != nil || len(n) != 1 {
+		t.Fatalf("apikey records: got %v %v, want 1", n, err)
+	}
+	if err := quota.Set(ctx, rdb, tenant, quota.Limits{quota.APIKeys: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateKey(ctx, tenant, "two", []string{"read"}, nil, SourceCLI); err != nil {
+		t.Fatalf("second key with override 0 (unlimited): %v", err)
+	}
+}

@@ -1,0 +1,56 @@
+package v1
+
+import (
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/httpapi"
+	"github.com/certfleet/certfleet/internal/quota"
+)
+
+// quotaRoutes serves /api/v1/quotas.
+func (h *Handler) quotaRoutes(g *gin.RouterGroup) {
+	g.GET("/quotas", append(h.guard(accounts.ScopeRead), h.quotas)...)
+}
+
+// quotaJSON is one resource's limit (null: unlimited) and use.
+type quotaJSON struct {
+	Limit *int64 `json:"limit"`
+	Used  int64  `json:"used"`
+}
+
+// quotas is GET /quotas: the account's limits (its overrides over the
+// operator's defaults) and what it uses of each. requests_in_flight
+// counts this server's, this request included.
+func (h *Handler) quotas(c *gin.Context) {
+	ctx := c.Request.Context()
+	tenant := httpapi.Principal(c).TenantID
+	limits, err := quota.Effective(ctx, h.rdb, tenant, h.cfg.Quotas)
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	domains, keys, err := h.accounts.Counts(ctx, tenant)
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	chans, err := h.channels.List(ctx, tenant)
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	used := map[quota.Resource]int64{quota.Domains: domains, quota.APIKeys: keys, quota.Channels: int64(len(chans)),
+		quota.InFlight: h.auth.InFlight(tenant)}
+	out := make(map[string]quotaJSON, len(quota.Resources))
+	for _, r := range quota.Resources {
+		q := quotaJSON{Used: used[r]}
+		if l := limits[r]; l > 0 {
+			q.Limit = &l
+		}
+		out[string(r)] = q
+	}
+	c.JSON(http.StatusOK, out)
+}

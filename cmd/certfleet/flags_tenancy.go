@@ -1,0 +1,53 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/certfleet/certfleet/apiserver/keychest"
+	"github.com/certfleet/certfleet/internal/quota"
+)
+
+// tenancyOptions are the API server's limits per tenant and its KeyChest
+// claim policy.
+type tenancyOptions struct {
+	QuotaDomains  int64
+	QuotaChannels int64
+	QuotaAPIKeys  int64
+	QuotaInFlight int64
+	KeyChestClaim string
+	ClaimQuota    int64
+}
+
+func (f *flagSet) tenancy() *flagSet {
+	o := &f.opts.tenancyOptions
+	d := quota.Defaults
+	f.Int64Var(&o.QuotaDomains, "quota-domains", d[quota.Domains], "domains an account may monitor (0: unlimited); `certfleet quota set` overrides per account")
+	f.Int64Var(&o.QuotaChannels, "quota-channels", d[quota.Channels], "notification channels an account may have (0: unlimited)")
+	f.Int64Var(&o.QuotaAPIKeys, "quota-api-keys", d[quota.APIKeys], "API keys an account may have, claimed ones included (0: unlimited)")
+	f.Int64Var(&o.QuotaInFlight, "quota-requests-in-flight", d[quota.InFlight], "requests of one account one API server serves at once; more are answered 429 (0: unlimited)")
+	f.StringVar(&o.KeyChestClaim, "keychest-claim", keychest.ClaimsApprove, "KeyChest claim calls: approve (claimed keys see only their own servers until the account approves them), open (full keys at once: single-tenant installs), off (claims refused)")
+	f.Int64Var(&o.ClaimQuota, "claim-quota", 100, "servers a claimed key may add before the account approves it")
+	return f
+}
+
+// quotas returns the operator's default limits.
+func (o tenancyOptions) quotas() quota.Limits {
+	return quota.Limits{quota.Domains: o.QuotaDomains, quota.Channels: o.QuotaChannels,
+		quota.APIKeys: o.QuotaAPIKeys, quota.InFlight: o.QuotaInFlight}
+}
+
+// validate reports the problems of the tenancy flags.
+func (o tenancyOptions) validate() error {
+	if err := o.quotas().Validate(); err != nil {
+		return err
+	}
+	switch o.KeyChestClaim {
+	case keychest.ClaimsApprove, keychest.ClaimsOpen, keychest.ClaimsOff:
+	default:
+		return fmt.Errorf("--keychest-claim must be approve, open or off, got %q", o.KeyChestClaim)
+	}
+	if o.ClaimQuota < 1 {
+		return fmt.Errorf("--claim-quota must be at least 1, got %d", o.ClaimQuota)
+	}
+	return nil
+}

@@ -1,0 +1,168 @@
+// Package quota holds each tenant's limits: how many domains, notification
+// channels and API keys it may have, and how many of its requests one API
+// server serves at once. The operator sets defaults by flag; a tenant's
+// overrides live in Redis, in the tenant's slot, so the Lua script that
+// adds a domain (or a channel, or a key) reads the limit and counts in the
+// same step: two replicas adding at once can never pass a limit together.
+//
+// Redis layout ({tNN} is events.TenantTag(tenant)):
+//
+//	quota:{tNN}:<tenant>   hash resource -> limit (overrides only; 0 = unlimited)
+package quota
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certfleet/certfleet/events"
+)
+
+// Resource names a counted thing. Its value is the field in the override
+// hash and the name shown by the API.
+type Resource string
+
+// The counted resources.
+const (
+	Domains  Resource = "domains"
+	Channels Resource = "channels"
+	APIKeys  Resource = "api_keys"
+	// InFlight is requests of the tenant served at once by one API server.
+	InFlight Resource = "requests_in_flight"
+)
+
+// Resources lists every resource in the order the API shows them.
+var Resources = []Resource{Domains, Channels, APIKeys, InFlight}
+
+// Limits maps each resource to its limit; 0 means unlimited.
+type Limits map[Resource]int64
+
+// Defaults are the operator's limits when a tenant has no override.
+var Defaults = Limits{Domains: 10_000, Channels: 50, APIKeys: 100, InFlight: 32}
+
+// Key is the tenant's override hash.
+func Key(tenant string) string { return "quota:" + events.TenantTag(tenant) + ":" + tenant }
+
+// ErrUnknownResource is an override for a resource that does not exist.
+var ErrUnknownResource = errors.New("unknown quota resource")
+
+// Exceeded is a request refused because it would pass a limit.
+type Exceeded struct {
+	Resource Resource
+	Limit    int64
+}
+
+func (e *Exceeded) Error() string {
+	return fmt.Sprintf("quota exceeded: this account may have at most %d %s; remove some or ask the operator to raise the quota",
+		e.Limit, string(e.Resource))
+}
+
+// ParseResource checks a resource name.
+func ParseResource(s string) (Resource, error) {
+	for _, r := range Resources {
+		if string(r) == s {
+			return r, nil
+		}
+	}
+	return "", fmt.Errorf("%w %q: one of domains, channels, api_keys, requests_in_flight", ErrUnknownResource, s)
+}
+
+// Validate reports a negative limit or an unknown resource.
+func (l Limits) Validate() error {
+	var errs []error
+	for r, v := range l {
+		if _, err := ParseResource(string(r)); err != nil {
+			errs = append(errs, err)
+		}
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("quota %s must not be negative, got %d", r, v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// With returns defaults with the resources set in l replaced.
+func (l Limits) With(defaults Limits) Limits {
+	out := make(Limits, len(Resources))
+	for _, r := range Resources {
+		out[r] = defaults[r]
+		if v, ok := l[r]; ok {
+			out[r] = v
+		}
+	}
+	return out
+}
+
+// Overrides returns the tenant's overrides only.
+func Overrides(ctx context.Context, rdb redis.UniversalClient, tenant string) (Limits, error) {
+	rec, err := rdb.HGetAll(ctx, Key(tenant)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read quota of %s: %w", tenant, err)
+	}
+	out := Limits{}
+	for k, v := range rec {
+		r, err := ParseResource(k)
+		if err != nil {
+			continue // a resource a newer release added; not ours to judge
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("read quota of %s: %s is %q, not a limit", tenant, k, v)
+		}
+		out[r] = n
+	}
+	return out, nil
+}
+
+// Effective returns the tenant's limits: its overrides over defaults.
+func Effective(ctx context.Context, rdb redis.UniversalClient, tenant string, defaults Limits) (Limits, error) {
+	o, err := Overrides(ctx, rdb, tenant)
+	if err != nil {
+		return nil, err
+	}
+	return o.With(defaults), nil
+}
+
+// Set writes the tenant's overrides in l; Clear removes the named ones.
+func Set(ctx context.Context, rdb redis.UniversalClient, tenant string, l Limits) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	if len(l) == 0 {
+		return nil
+	}
+	args := make([]any, 0, 2*len(l))
+	for r, v := range l {
+		args = append(args, string(r), v)
+	}
+	if err := rdb.HSet(ctx, Key(tenant), args...).Err(); err != nil {
+		return fmt.Errorf("set quota of %s: %w", tenant, err)
+	}
+	return nil
+}
+
+// Clear removes the tenant's overrides of rs, so the defaults apply again.
+func Clear(ctx context.Context, rdb redis.UniversalClient, tenant string, rs ...Resource) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	fields := make([]string, len(rs))
+	for i, r := range rs {
+		fields[i] = string(r)
+	}
+	if err := rdb.HDel(ctx, Key(tenant), fields...).Err(); err != nil {
+		return fmt.Errorf("clear quota of %s: %w", tenant, err)
+	}
+	return nil
+}
+
+// LuaLimit is a Lua expression for a script that has the override hash in
+// KEYS[k] and the default in ARGV[a]: the effective limit, 0 = unlimited.
+// Every script that counts a resource uses it, so that a limit is read the
+// same way everywhere.
+func LuaLimit(k, a int, r Resource) string {
+	return fmt.Sprintf("tonumber(redis.call('HGET', KEYS[%d], '%s') or ARGV[%d])", k, string(r), a)
+}
