@@ -98,14 +98,18 @@ type Summary struct {
 	Reasons []string
 	// DaysRemaining counts whole days from now to the earliest notAfter
 	// among the entries with a certificate (negative once expired); nil
-	// when none has one.
+	// when none has one, or when none that has one expires (NoExpiry).
 	DaysRemaining *int
+	// NoExpiry tells that every certificate seen has no well-defined
+	// expiration (RFC 5280's 99991231235959Z): nothing counts down.
+	NoExpiry bool
 	// Status is valid|warning|critical|expired|error; "" when never scanned.
 	Status string
 	// CheckedAt is the latest ScannedAt; nil when never scanned.
 	CheckedAt *time.Time
 	// First is the entry with a certificate that expires first (ties: the
-	// first in the view's order); nil when none has a certificate.
+	// first in the view's order; a certificate with no expiry comes after
+	// every one that has one); nil when none has a certificate.
 	First *projector.ExpEntry
 	// Entries grades every entry, in the order given to Summarize.
 	Entries []EntryGrade
@@ -261,6 +265,8 @@ func Summarize(entries []projector.ExpEntry, now time.Time, th Thresholds) Summa
 		if !e.ChainValid || !e.HostnameValid {
 			invalid = true
 		}
+		// NoExpiry (9999-12-31T23:59:59Z) is after every real date, so
+		// a certificate without expiry is First only when all are.
 		if s.First == nil || e.NotAfter.Before(s.First.NotAfter) {
 			s.First = e
 		}
@@ -278,8 +284,15 @@ func Summarize(entries []projector.ExpEntry, now time.Time, th Thresholds) Summa
 		return s
 	}
 	days := DaysUntil(s.First.NotAfter, now)
-	s.DaysRemaining = &days
+	s.NoExpiry = s.First.HasNoExpiry()
+	if !s.NoExpiry {
+		s.DaysRemaining = &days
+	}
 	switch {
+	case s.NoExpiry && invalid:
+		s.Status = StatusError
+	case s.NoExpiry:
+		s.Status = StatusValid
 	case now.After(s.First.NotAfter):
 		s.Status = StatusExpired
 	case invalid:

@@ -127,6 +127,7 @@ func TestSummarize(t *testing.T) {
 	days := func(d int) func(r *events.IPResult) {
 		return func(r *events.IPResult) { r.NotAfter = now.Add(time.Duration(d)*24*time.Hour + time.Hour) }
 	}
+	noExpiry := func(r *events.IPResult) { r.NotAfter = events.NoExpiry }
 	refused := func(r *events.IPResult) {
 		*r = events.IPResult{IP: r.IP, Outcome: events.OutcomeConnectionRefused}
 	}
@@ -154,6 +155,9 @@ func TestSummarize(t *testing.T) {
 			entry("a", "1", func(r *events.IPResult) { r.HostnameValid = false }),
 			entry("a", "2", func(r *events.IPResult) { r.NotAfter, r.ChainValid, r.Detail = now.Add(-time.Hour), false, "expired" }),
 		}, F, []string{ReasonExpired, ReasonHostnameInvalid}, ptr(-1), StatusExpired, "a2"},
+		{"no expiry: nothing counts down", []projector.ExpEntry{entry("a", "1", noExpiry)}, APlus, nil, nil, StatusValid, "a1"},
+		{"an expiring certificate beside one without", []projector.ExpEntry{entry("a", "1", noExpiry), entry("a", "2", days(5))},
+			B, []string{ReasonExpiresSoon}, ptr(5), StatusCritical, "a2"},
 		{"chain invalid is error", []projector.ExpEntry{
 			entry("a", "1", same),
 			entry("b", "1", func(r *events.IPResult) { r.ChainValid, r.Detail = false, "unknown-authority" }),

@@ -48,39 +48,41 @@ func (h *Handler) thresholds() grade.Thresholds {
 
 // SSLResult is what one IP showed one region, with its grade.
 type SSLResult struct {
-	IP                    string     `json:"ip"`
-	Region                string     `json:"region"`
-	Port                  int        `json:"port"`
-	Outcome               string     `json:"outcome"`
-	Detail                string     `json:"detail"`
-	ScannedAt             time.Time  `json:"scanned_at"`
-	Grade                 *string    `json:"grade"`
-	GradeReasons          []string   `json:"grade_reasons"`
-	CertificateFound      bool       `json:"certificate_found"`
-	Subject               *string    `json:"subject"`
-	Issuer                *string    `json:"issuer"`
-	SANs                  []string   `json:"sans"`
-	SerialNumber          *string    `json:"serial_number"`
-	ValidFrom             *time.Time `json:"valid_from"`
-	ValidTo               *time.Time `json:"valid_to"`
-	DaysRemaining         *int       `json:"days_remaining"`
-	CertificateSHA256     *string    `json:"certificate_sha256"`
-	KeyType               *string    `json:"key_type"`
-	KeyBits               *int       `json:"key_bits"`
-	SignatureAlgorithm    *string    `json:"signature_algorithm"`
-	ChainLength           int        `json:"chain_length"`
-	TLSVersion            *string    `json:"tls_version"`
-	CipherSuite           *string    `json:"cipher_suite"`
-	ChainValid            bool       `json:"chain_valid"`
-	HostnameValid         bool       `json:"hostname_valid"`
-	HTTPStatus            *int       `json:"http_status"`
-	HSTS                  bool       `json:"hsts"`
-	HSTSMaxAge            int64      `json:"hsts_max_age"`
-	HSTSIncludeSubdomains bool       `json:"hsts_include_subdomains"`
-	LegacyTLSChecked      bool       `json:"legacy_tls_checked"`
-	LegacyTLS             []string   `json:"legacy_tls"`
-	ConnectMS             int64      `json:"connect_ms"`
-	HandshakeMS           int64      `json:"handshake_ms"`
+	IP               string     `json:"ip"`
+	Region           string     `json:"region"`
+	Port             int        `json:"port"`
+	Outcome          string     `json:"outcome"`
+	Detail           string     `json:"detail"`
+	ScannedAt        time.Time  `json:"scanned_at"`
+	Grade            *string    `json:"grade"`
+	GradeReasons     []string   `json:"grade_reasons"`
+	CertificateFound bool       `json:"certificate_found"`
+	Subject          *string    `json:"subject"`
+	Issuer           *string    `json:"issuer"`
+	SANs             []string   `json:"sans"`
+	SerialNumber     *string    `json:"serial_number"`
+	ValidFrom        *time.Time `json:"valid_from"`
+	ValidTo          *time.Time `json:"valid_to"`
+	DaysRemaining    *int       `json:"days_remaining"`
+	// NoExpiry: as SSLCheck's.
+	NoExpiry              bool     `json:"no_expiry,omitempty"`
+	CertificateSHA256     *string  `json:"certificate_sha256"`
+	KeyType               *string  `json:"key_type"`
+	KeyBits               *int     `json:"key_bits"`
+	SignatureAlgorithm    *string  `json:"signature_algorithm"`
+	ChainLength           int      `json:"chain_length"`
+	TLSVersion            *string  `json:"tls_version"`
+	CipherSuite           *string  `json:"cipher_suite"`
+	ChainValid            bool     `json:"chain_valid"`
+	HostnameValid         bool     `json:"hostname_valid"`
+	HTTPStatus            *int     `json:"http_status"`
+	HSTS                  bool     `json:"hsts"`
+	HSTSMaxAge            int64    `json:"hsts_max_age"`
+	HSTSIncludeSubdomains bool     `json:"hsts_include_subdomains"`
+	LegacyTLSChecked      bool     `json:"legacy_tls_checked"`
+	LegacyTLS             []string `json:"legacy_tls"`
+	ConnectMS             int64    `json:"connect_ms"`
+	HandshakeMS           int64    `json:"handshake_ms"`
 }
 
 // SSLCheck is GET /domains/{id}/ssl: SSLTrackr's fields, describing the
@@ -97,11 +99,14 @@ type SSLCheck struct {
 	ValidFrom     *time.Time `json:"valid_from"`
 	ValidTo       *time.Time `json:"valid_to"`
 	DaysRemaining *int       `json:"days_remaining"`
-	SerialNumber  *string    `json:"serial_number"`
-	TLSVersion    *string    `json:"tls_version"`
-	ChainValid    bool       `json:"chain_valid"`
-	HSTS          bool       `json:"hsts"`
-	SANs          []string   `json:"sans"`
+	// NoExpiry: the certificate has no well-defined expiration (notAfter
+	// 9999-12-31T23:59:59Z, RFC 5280): days_remaining is null.
+	NoExpiry     bool     `json:"no_expiry,omitempty"`
+	SerialNumber *string  `json:"serial_number"`
+	TLSVersion   *string  `json:"tls_version"`
+	ChainValid   bool     `json:"chain_valid"`
+	HSTS         bool     `json:"hsts"`
+	SANs         []string `json:"sans"`
 	// Grade is the worst IP's; null when no IP showed a certificate.
 	Grade        *string     `json:"grade"`
 	GradeReasons []string    `json:"grade_reasons"`
@@ -124,6 +129,7 @@ func (h *Handler) sslBody(d accounts.Domain, entries []projector.ExpEntry) *SSLC
 		Hostname:      d.Host,
 		Port:          d.Port,
 		DaysRemaining: sum.DaysRemaining,
+		NoExpiry:      sum.NoExpiry,
 		Grade:         httpapi.NullIfEmpty(sum.Grade),
 		GradeReasons:  nonNilStrings(sum.Reasons),
 		Status:        sum.Status,
@@ -186,7 +192,12 @@ func sslResultOf(e projector.ExpEntry, g grade.EntryGrade, now time.Time) SSLRes
 	r.Subject = &e.Subject
 	r.Issuer = &e.Issuer
 	r.SerialNumber = httpapi.NullIfEmpty(colonHex(e.Serial))
-	r.ValidFrom, r.ValidTo, r.DaysRemaining = &from, &to, &days
+	r.ValidFrom, r.ValidTo = &from, &to
+	if e.HasNoExpiry() {
+		r.NoExpiry = true
+	} else {
+		r.DaysRemaining = &days
+	}
 	r.CertificateSHA256 = httpapi.NullIfEmpty(e.LeafSHA256)
 	r.KeyType = httpapi.NullIfEmpty(e.KeyType)
 	if e.KeyBits != 0 {
