@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -669,6 +670,11 @@ func TestClientCertAudit(t *testing.T) {
 		}
 		recs = append(recs, rec)
 	}
+	// The refused unknown key names no tenant, so its record is on another
+	// partition of the events stream than the account's: reading every
+	// partition gives no order between them. Order by what was done.
+	rank := map[int]int{201: 0, 200: 1, 403: 2, 401: 3}
+	sort.SliceStable(recs, func(i, j int) bool { return rank[recs[i].HTTPStatus] < rank[recs[j].HTTPStatus] })
 	type summary struct {
 		Operation, ResourceID, Status string
 		HTTPStatus                    int
