@@ -97,7 +97,7 @@ var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 // fastConfig retries within milliseconds and may reach loopback.
 func fastConfig(name string) Config {
 	return Config{Consumer: name, Allow: loopback, Passphrase: testPassphrase, Backoff: 20 * time.Millisecond,
-		MaxBackoff: 80 * time.Millisecond, Poll: 10 * time.Millisecond, Timeout: 2 * time.Second, MaxAttempts: 8}
+		MaxBackoff: 80 * time.Millisecond, Poll: 10 * time.Millisecond, Timeout: 10 * time.Second, MaxAttempts: 8}
 }
 
 // start runs a notifier until the test ends.
