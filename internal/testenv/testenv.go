@@ -241,6 +241,7 @@ var ch struct {
 	addr string
 	cmd  *exec.Cmd
 	dir  string
+	bin  string
 	err  error
 }
 
@@ -295,7 +296,7 @@ func clickhouseAddr(t testing.TB) string {
 			_ = conn.Close()
 		}
 		if err == nil {
-			ch.addr, ch.cmd, ch.dir = addr, cmd, dir
+			ch.addr, ch.cmd, ch.dir, ch.bin = addr, cmd, dir, bin
 			return addr
 		}
 		stop(cmd)
@@ -304,6 +305,41 @@ func clickhouseAddr(t testing.TB) string {
 	log, _ := os.ReadFile(filepath.Join(dir, "clickhouse-server.err.log"))
 	t.Fatalf("clickhouse-server did not start: %v\n%s", ch.err, log)
 	return ""
+}
+
+// KillClickHouse kills the test binary's ClickHouse server (SIGKILL),
+// keeping its data and port, for tests of what happens while it is down;
+// RestartClickHouse brings it back. Every test of the binary shares the
+// server, so a test calling it must not run in parallel with others.
+func KillClickHouse(t testing.TB) {
+	t.Helper()
+	ch.Lock()
+	defer ch.Unlock()
+	if ch.cmd == nil {
+		t.Fatalf("kill clickhouse: no server started (call ClickHouse first)")
+	}
+	stop(ch.cmd)
+}
+
+// RestartClickHouse starts the server that KillClickHouse killed again, on
+// the same port and data directory, and waits until it answers.
+func RestartClickHouse(t testing.TB) {
+	t.Helper()
+	ch.Lock()
+	defer ch.Unlock()
+	if ch.cmd == nil {
+		t.Fatalf("restart clickhouse: no server started (call ClickHouse first)")
+	}
+	ch.cmd = start(t, ch.dir, ch.bin, "--config-file="+filepath.Join(ch.dir, "config.xml"))
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{ch.addr}})
+	if err == nil {
+		err = waitFor(60*time.Second, func() error { return conn.Ping(context.Background()) })
+		_ = conn.Close()
+	}
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(ch.dir, "clickhouse-server.err.log"))
+		t.Fatalf("clickhouse-server did not restart: %v\n%s", err, log)
+	}
 }
 
 // ClickHouseDB is a fresh database on the shared test server.
