@@ -1,0 +1,192 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/events/stream"
+	"github.com/certfleet/certfleet/internal/testenv"
+)
+
+// TestPoisonEntries writes entries no consumer can decode on every stream
+// a role reads: each must reach the dead-letter stream once per consumer
+// group (with its source stream, entry id, fields and reason), be
+// acknowledged, be counted in the roles' metric, and leave every role
+// scanning and storing domains registered afterwards.
+func TestPoisonEntries(t *testing.T) {
+	s := suite(t)
+	f := newFleet(t, s)
+	ctx := context.Background()
+	before := f.probe(time.Minute)
+
+	var streams []string
+	streams = append(streams, events.EventStreams()...)
+	streams = append(streams, events.StreamResults)
+	for i := range shards {
+		streams = append(streams, events.JobStream(i))
+	}
+	poisons := []map[string]any{
+		{"foo": "bar"},                   // no payload field at all
+		{"payload": "{not json"},         // a payload that is not JSON
+		{"payload": `{"name":42}`},       // JSON of the wrong shape
+		{"payload": "", "extra": "\x00"}, // empty payload, binary field
+	}
+	type poisoned struct {
+		stream, id string
+		fields     map[string]any
+	}
+	var sent []poisoned
+	for _, st := range streams {
+		for _, p := range poisons {
+			id, err := f.rdb.XAdd(ctx, &redis.XAddArgs{Stream: st, Values: p}).Result()
+			if err != nil {
+				t.Fatalf("xadd %s: %v", st, err)
+			}
+			sent = append(sent, poisoned{st, id, p})
+		}
+	}
+	start := time.Now()
+
+	// Every group of every poisoned stream dead-letters each entry once.
+	type letter struct{ stream, id, group string }
+	want := map[letter]poisoned{}
+	groupsOf := map[string][]string{}
+	for _, st := range streams {
+		groups, err := f.rdb.XInfoGroups(ctx, st).Result()
+		if err != nil {
+			t.Fatalf("groups of %s: %v", st, err)
+		}
+		if len(groups) == 0 {
+			t.Fatalf("stream %s: no consumer group reads it", st)
+		}
+		for _, g := range groups {
+			groupsOf[st] = append(groupsOf[st], g.Name)
+		}
+	}
+	for _, p := range sent {
+		for _, g := range groupsOf[p.stream] {
+			want[letter{p.stream, p.id, g}] = p
+		}
+	}
+	var got map[letter][]redis.XMessage
+	for {
+		msgs, err := f.rdb.XRange(ctx, stream.DeadLetterStream, "-", "+").Result()
+		if err != nil {
+			t.Fatalf("read deadletter: %v", err)
+		}
+		got = map[letter][]redis.XMessage{}
+		for _, m := range msgs {
+			k := letter{fmt.Sprint(m.Values["stream"]), fmt.Sprint(m.Values["id"]), fmt.Sprint(m.Values["group"])}
+			got[k] = append(got[k], m)
+		}
+		missing := 0
+		for k := range want {
+			if len(got[k]) == 0 {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Since(start) > time.Minute {
+			t.Fatalf("after 1m: %d of %d dead letters missing (%d poison entries on %d streams)", missing, len(want), len(sent), len(streams))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("%d poison entries on %d streams: %d dead letters (one per group) within %s",
+		len(sent), len(streams), len(want), time.Since(start).Round(time.Millisecond))
+
+	for k, p := range want {
+		ms := got[k]
+		if len(ms) != 1 {
+			t.Errorf("%v: got %d dead letters, want 1", k, len(ms))
+		}
+		v := ms[0].Values
+		if v["reason"] == "" || v["reason"] == nil || v["error"] == "" {
+			t.Errorf("%v: dead letter without reason or error: %v", k, v)
+		}
+		var fields map[string]any
+		if err := json.Unmarshal([]byte(fmt.Sprint(v["fields"])), &fields); err != nil {
+			t.Errorf("%v: fields %q: %v", k, v["fields"], err)
+		} else if fmt.Sprint(fields) != fmt.Sprint(p.fields) {
+			t.Errorf("%v: fields got %v, want %v", k, fields, p.fields)
+		}
+		// Acknowledged: no longer pending in its group.
+		pend, err := f.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: k.stream, Group: k.group, Start: k.id, End: k.id, Count: 1}).Result()
+		if err != nil {
+			t.Fatalf("xpending %v: %v", k, err)
+		}
+		if len(pend) != 0 {
+			t.Errorf("%v: still pending after its dead letter", k)
+		}
+	}
+
+	// Counted where an operator looks: each role's /metrics.
+	for _, st := range streams {
+		for _, g := range groupsOf[st] {
+			n := f.metric("certfleet_stream_dead_letters_total", map[string]string{"stream": st, "group": g})
+			if n != float64(len(poisons)) {
+				t.Errorf("certfleet_stream_dead_letters_total{stream=%q,group=%q}: got %v, want %d", st, g, n, len(poisons))
+			}
+		}
+	}
+
+	// Every role goes on: ready, scanning and storing new domains.
+	f.alive()
+	f.waitReady(30 * time.Second)
+	after := f.probe(time.Minute)
+	t.Logf("new domain scanned and stored: %s before the poison, %s after", before.Round(time.Millisecond), after.Round(time.Millisecond))
+	f.landed("after poison")
+}
+
+// TestRedisRestart kills Redis (AOF appendfsync always) under load and
+// starts it again: nothing Redis acknowledged is lost on its way to
+// ClickHouse, nothing reads twice, and every role recovers by itself.
+func TestRedisRestart(t *testing.T) {
+	s := suite(t)
+	f := newFleet(t, s)
+	before := f.probe(time.Minute)
+	f.load()
+	time.Sleep(s.load)
+
+	f.redis.Restart(t)
+	back := time.Now()
+	ready := f.waitReady(2 * time.Minute)
+	after := f.probe(2 * time.Minute)
+	f.alive()
+	t.Logf("redis restarted under load (%d tenants × %d domains every %s): roles ready %s after, new domain stored %s after (%s before the fault)",
+		s.tenants, len(f.lab.Targets()), s.interval, ready.Round(time.Millisecond), time.Since(back).Round(time.Millisecond), before.Round(time.Millisecond))
+	_ = after
+	time.Sleep(s.load)
+	f.landed("after redis restart")
+}
+
+// TestClickHouseOutage stops ClickHouse under load for clickhouseDown
+// (60 s in the full form): the sink keeps every event and scan until it
+// returns, then stores each once. The figure is how long after ClickHouse
+// answers again the history holds everything accepted so far.
+func TestClickHouseOutage(t *testing.T) {
+	s := suite(t)
+	f := newFleet(t, s)
+	before := f.probe(time.Minute)
+	f.load()
+	time.Sleep(s.load)
+
+	testenv.KillClickHouse(t)
+	time.Sleep(s.clickhouseDown)
+	testenv.RestartClickHouse(t)
+	flushed := f.landed(fmt.Sprintf("clickhouse back after %s down", s.clickhouseDown))
+	ready := f.waitReady(2 * time.Minute)
+	f.alive()
+	t.Logf("clickhouse down %s under load: backlog stored %s after it answered again (target 5s), roles ready %s after that; new domain stored in %s before the fault",
+		s.clickhouseDown, flushed.Round(time.Millisecond), ready.Round(time.Millisecond), before.Round(time.Millisecond))
+	f.probe(time.Minute)
+	time.Sleep(s.load)
+	f.landed("after clickhouse outage")
+}
