@@ -23,6 +23,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certfleet/certfleet/agent"
 	"github.com/certfleet/certfleet/agent/lab"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/testenv"
@@ -143,6 +144,9 @@ type fleet struct {
 
 const shards = 4
 
+// region is the agent's region.
+const region = "eu-west"
+
 func newFleet(t *testing.T, s settings) *fleet {
 	t.Helper()
 	f := &fleet{t: t, s: s, bin: binary(t), dir: t.TempDir(), metrics: map[string]string{}, procs: map[string]*proc{}}
@@ -171,7 +175,7 @@ func newFleet(t *testing.T, s settings) *fleet {
 		"--scan-interval", s.interval.String(), "--shards", strconv.Itoa(shards))
 	agAddr := f.addr()
 	f.metrics["agent"] = "http://" + agAddr + "/metrics"
-	f.start("agent", "agent", "--name", "agent-1", "--region", "eu-west", "--metrics-listen", agAddr,
+	f.start("agent", "agent", "--name", "agent-1", "--region", region, "--metrics-listen", agAddr,
 		"--resolver", l.ResolverAddr(), "--extra-roots", roots, "--allow-targets", strings.Join(l.AllowTargets(), ","),
 		"--check-legacy-tls=false", "--shards", strconv.Itoa(shards))
 	f.waitReady(time.Minute)
@@ -407,6 +411,18 @@ func (f *fleet) probe(limit time.Duration) time.Duration {
 	}
 }
 
+// scanSet is a set of scan keys.
+type scanSet map[scanKey]bool
+
+// jobs returns the set of job ids with a scan in the set.
+func (s scanSet) jobs() map[string]bool {
+	out := map[string]bool{}
+	for k := range s {
+		out[k.job] = true
+	}
+	return out
+}
+
 // scanKey is one scan of a job from one region and IP: one row in the
 // history, whatever the redeliveries.
 type scanKey struct{ job, region, ip string }
@@ -415,10 +431,10 @@ type scanKey struct{ job, region, ip string }
 // results stream (by job, region and IP) and the id of every event on
 // the streams the sink stores. Entries that do not decode (poison) are
 // left out: they go to the dead-letter stream, not the history.
-func (f *fleet) accepted() (map[scanKey]bool, map[string]bool) {
+func (f *fleet) accepted() (scanSet, map[string]bool) {
 	f.t.Helper()
 	ctx := context.Background()
-	scans, ids := map[scanKey]bool{}, map[string]bool{}
+	scans, ids := scanSet{}, map[string]bool{}
 	for _, s := range append(events.EventStreams(), events.StreamResults) {
 		msgs, err := f.rdb.XRange(ctx, s, "-", "+").Result()
 		if err != nil {
@@ -453,7 +469,18 @@ func (f *fleet) landed(what string) time.Duration {
 	f.t.Helper()
 	ctx := context.Background()
 	start := time.Now()
+	// Jobs first: a job acknowledged before the results are read has its
+	// result among them.
+	acked := f.ackedJobs(ctx)
 	scans, ids := f.accepted()
+	lost, jobs := 0, scans.jobs()
+	for job, where := range acked {
+		if !jobs[job] {
+			lost++
+			f.t.Errorf("%s: job %s (%s) acknowledged by the agents without a result", what, job, where)
+		}
+	}
+	f.t.Logf("%s: %d jobs acknowledged by the agents, %d of them without a result", what, len(acked), lost)
 	var missingScans, missingEvents int
 	for {
 		stored, err := f.storedScans(ctx, "FINAL")
@@ -485,6 +512,51 @@ func (f *fleet) landed(what string) time.Duration {
 	f.t.Logf("%s: %d scans and %d events accepted by Redis all in ClickHouse after %s", what, len(scans), len(ids), took.Round(time.Millisecond))
 	f.once(ctx, what)
 	return took
+}
+
+// ackedJobs returns every job the agents' group acknowledged (read and no
+// longer pending), by job id, with its stream and entry id.
+func (f *fleet) ackedJobs(ctx context.Context) map[string]string {
+	f.t.Helper()
+	out := map[string]string{}
+	group := agent.Group(region)
+	for i := range shards {
+		st := events.JobStream(i)
+		info, err := f.rdb.XInfoGroups(ctx, st).Result()
+		if err != nil {
+			f.t.Fatalf("groups of %s: %v", st, err)
+		}
+		last := ""
+		for _, g := range info {
+			if g.Name == group {
+				last = g.LastDeliveredID
+			}
+		}
+		pending := map[string]bool{}
+		pend, err := f.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: st, Group: group, Start: "-", End: "+", Count: 100000}).Result()
+		if err != nil {
+			f.t.Fatalf("pending of %s: %v", st, err)
+		}
+		for _, p := range pend {
+			pending[p.ID] = true
+		}
+		msgs, err := f.rdb.XRange(ctx, st, "-", last).Result()
+		if err != nil {
+			f.t.Fatalf("read %s: %v", st, err)
+		}
+		for _, m := range msgs {
+			e, err := events.FromStreamValues(m.Values)
+			if err != nil || pending[m.ID] {
+				continue // poison (dead-lettered) or not acknowledged yet
+			}
+			var job events.ScanRequestedV1
+			if err := json.Unmarshal(e.Payload, &job); err != nil {
+				continue
+			}
+			out[job.JobID.String()] = st + " entry " + m.ID
+		}
+	}
+	return out
 }
 
 // once fails the test for every scan key or event id that reads as more
