@@ -133,6 +133,7 @@ type fleet struct {
 	ch     testenv.ClickHouseDB
 	conn   driver.Conn
 	lab    *lab.Lab
+	tarpit *tarpit // nil unless newFleetWith asked for one
 	common []string
 	api    string // base URL of the apiserver
 	// metrics maps each role to its /metrics URL.
@@ -149,6 +150,13 @@ const region = "eu-west"
 
 func newFleet(t *testing.T, s settings) *fleet {
 	t.Helper()
+	return newFleetWith(t, s, 0)
+}
+
+// newFleetWith also serves a tarpit domain of tarpitIPs addresses when
+// tarpitIPs > 0 (fleet.tarpit), resolved by the agent beside the lab's.
+func newFleetWith(t *testing.T, s settings, tarpitIPs int) *fleet {
+	t.Helper()
 	f := &fleet{t: t, s: s, bin: binary(t), dir: t.TempDir(), metrics: map[string]string{}, procs: map[string]*proc{}}
 	f.redis = testenv.RedisAOF(t)
 	f.rdb = f.redis.Client(t)
@@ -160,6 +168,11 @@ func newFleet(t *testing.T, s settings) *fleet {
 	}
 	t.Cleanup(func() { _ = l.Close() })
 	f.lab = l
+	resolver := l.ResolverAddr()
+	if tarpitIPs > 0 {
+		f.tarpit = startTarpit(t, tarpitIPs, resolver)
+		resolver = f.tarpit.resolver
+	}
 	roots := filepath.Join(f.dir, "roots.pem")
 	if err := os.WriteFile(roots, l.RootsPEM(), 0o644); err != nil {
 		t.Fatal(err)
@@ -176,7 +189,7 @@ func newFleet(t *testing.T, s settings) *fleet {
 	agAddr := f.addr()
 	f.metrics["agent"] = "http://" + agAddr + "/metrics"
 	f.start("agent", "agent", "--name", "agent-1", "--region", region, "--metrics-listen", agAddr,
-		"--resolver", l.ResolverAddr(), "--extra-roots", roots, "--allow-targets", strings.Join(l.AllowTargets(), ","),
+		"--resolver", resolver, "--extra-roots", roots, "--allow-targets", strings.Join(l.AllowTargets(), ","),
 		"--check-legacy-tls=false", "--shards", strconv.Itoa(shards))
 	f.waitReady(time.Minute)
 	t.Cleanup(func() {
