@@ -177,6 +177,16 @@ func newFleetWith(t *testing.T, s settings, tarpitIPs int) *fleet {
 	if err := os.WriteFile(roots, l.RootsPEM(), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		for _, p := range f.procs {
+			p.stop()
+		}
+		if t.Failed() {
+			for name, p := range f.procs {
+				t.Logf("log of %s (last lines):\n%s", name, tail(p.log, 40))
+			}
+		}
+	})
 	f.common = []string{"--redis-url", f.redis.URL, "--log-level", "info"}
 	apiAddr := f.addr()
 	f.api = "http://" + apiAddr
@@ -192,16 +202,6 @@ func newFleetWith(t *testing.T, s settings, tarpitIPs int) *fleet {
 		"--resolver", resolver, "--extra-roots", roots, "--allow-targets", strings.Join(l.AllowTargets(), ","),
 		"--check-legacy-tls=false", "--shards", strconv.Itoa(shards))
 	f.waitReady(time.Minute)
-	t.Cleanup(func() {
-		for _, p := range f.procs {
-			p.stop()
-		}
-		if t.Failed() {
-			for name, p := range f.procs {
-				t.Logf("log of %s (last lines):\n%s", name, tail(p.log, 40))
-			}
-		}
-	})
 	return f
 }
 
