@@ -211,6 +211,9 @@ func TestClickHouseOutage(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	first := time.Since(back)
+	if first > 5*time.Second {
+		t.Errorf("sink's first write %s after clickhouse answered again, want within 5s", first.Round(time.Millisecond))
+	}
 	flushed := f.landed(fmt.Sprintf("clickhouse back after %s down", s.clickhouseDown))
 	ready := f.waitReady(2 * time.Minute)
 	f.alive()
