@@ -141,7 +141,20 @@ func RedisAOF(t testing.TB) *RedisServer {
 // with the same data directory.
 func (s *RedisServer) Restart(t testing.TB) {
 	t.Helper()
+	s.Stop()
+	s.Start(t)
+}
+
+// Stop kills the server (SIGKILL), as a crash would; Start brings it back.
+func (s *RedisServer) Stop() {
 	stop(s.cmd)
+	s.cmd = nil
+}
+
+// Start starts the server Stop killed, on the same port and data
+// directory, and waits until it serves (its slots, in cluster mode).
+func (s *RedisServer) Start(t testing.TB) {
+	t.Helper()
 	s.cmd = start(t, s.dir, s.bin, s.args...)
 	c := redis.NewClient(&redis.Options{Addr: s.Addr})
 	defer c.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -52,5 +53,32 @@ func TestRedisCluster(t *testing.T) {
 				t.Fatalf("got error %v, want refused=%v", err, tt.refused)
 			}
 		})
+	}
+}
+
+// TestClickHouseRestart proves a killed server refuses connections and
+// comes back with its data.
+func TestClickHouseRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	srv := testenv.OwnClickHouse(t)
+	c := srv.Conn(t)
+	if err := c.Exec(ctx, "CREATE TABLE t (a UInt8) ENGINE = MergeTree() ORDER BY a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Exec(ctx, "INSERT INTO t SELECT 7"); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop(t)
+	if err := c.Ping(ctx); err == nil {
+		t.Fatal("ping of a killed server: got no error, want one")
+	}
+	srv.Start(t)
+	var n uint64
+	if err := srv.Conn(t).QueryRow(ctx, "SELECT count() FROM t").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("rows after restart: got %d, want 1", n)
 	}
 }
