@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -138,31 +140,103 @@ func (f *flagSet) coordinator() *flagSet {
 // returns the logger that --log-level asks for, writing to stderr (where
 // usage and flag errors go too).
 func (f *flagSet) parse(args []string, stderr io.Writer) (*zap.Logger, error) {
-	f.SetOutput(stderr)
 	if err := f.parseArgs(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			f.printUsage(stderr)
+		}
 		return nil, err
 	}
 	return newLogger(f.opts.LogLevel, stderr)
 }
 
+// usageError is a command line the command cannot run: a bad flag, value
+// or argument. It exits with status 2, as Go's flag package does.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// usagef returns a usageError.
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// printUsage writes the command's usage: each flag with its environment
+// variable and default.
+func (f *flagSet) printUsage(w io.Writer) {
+	fmt.Fprintf(w, "usage: %s [flags]\n\nflags (each also set by its CERTFLEET_* environment variable):\n", f.Name())
+	f.VisitAll(func(fl *flag.Flag) {
+		def := ""
+		if fl.DefValue != "" && fl.DefValue != "0" && fl.DefValue != "false" {
+			def = " (default " + fl.DefValue + ")"
+		}
+		fmt.Fprintf(w, "  --%s  %s\n      %s%s\n", fl.Name, envName(fl.Name), fl.Usage, def)
+	})
+}
+
+// envName is the environment variable of a flag.
+func envName(flagName string) string {
+	return "CERTFLEET_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
 func (f *flagSet) parseArgs(args []string) error {
 	var errs []string
 	f.VisitAll(func(fl *flag.Flag) {
-		env := "CERTFLEET_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		env := envName(fl.Name)
 		if v, ok := os.LookupEnv(env); ok {
 			if err := fl.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Sprintf("%s=%q: %v", env, v, err))
+				errs = append(errs, fmt.Sprintf("%s=%q: %v", env, v, valueProblem(fl, err)))
 			}
 		}
 	})
 	if len(errs) > 0 {
-		return fmt.Errorf("bad environment: %s", strings.Join(errs, "; "))
+		return usagef("bad environment: %s", strings.Join(errs, "; "))
 	}
+	// The flag package's own messages (and its dump of every flag) are
+	// replaced by one short line naming the flag and what it wants.
+	f.SetOutput(io.Discard)
 	if err := f.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{f.explain(err)}
 	}
 	if f.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %v", f.Args())
+		return usagef("unexpected arguments: %v", f.Args())
 	}
 	return nil
+}
+
+// explain rewrites a parse error of the flag package: for a bad value, the
+// flag and what it takes.
+func (f *flagSet) explain(err error) error {
+	// "invalid value %q for flag -%s: %v", or for a boolean
+	// "invalid boolean value %q for -%s: %v".
+	m := badValue.FindStringSubmatch(err.Error())
+	if m == nil {
+		return err // unknown flag, missing argument: already short
+	}
+	fl := f.Lookup(m[2])
+	if fl == nil {
+		return err
+	}
+	return fmt.Errorf("--%s %s: %v", m[2], m[1], valueProblem(fl, errors.New(m[3])))
+}
+
+var badValue = regexp.MustCompile(`^invalid (?:boolean )?value (".*") for (?:flag )?-([^:]+): (.*)$`)
+
+// valueProblem says what a flag's value must be, where the flag package
+// says only "parse error".
+func valueProblem(fl *flag.Flag, err error) error {
+	g, ok := fl.Value.(flag.Getter)
+	if !ok {
+		return err
+	}
+	switch g.Get().(type) {
+	case time.Duration:
+		return errors.New("not a duration; use a number with a unit, such as 90s, 15m or 12h")
+	case bool:
+		return errors.New("not a boolean; use true or false")
+	case int, int64, uint, uint64:
+		return errors.New("not a whole number")
+	}
+	return err
 }

@@ -87,3 +87,38 @@ func TestScanFlagsMustBePositive(t *testing.T) {
 		})
 	}
 }
+
+// TestExitCodes: a command line that cannot run exits 2 with one short
+// line naming the problem (not the flag package's dump of every flag);
+// asking for help or the version exits 0.
+func TestExitCodes(t *testing.T) {
+	cases := []struct {
+		args      []string
+		code      int
+		firstLine string
+	}{
+		{[]string{"coordinator", "--scan-interval", "x"}, 2, `certfleet coordinator: --scan-interval "x": not a duration; use a number with a unit, such as 90s, 15m or 12h`},
+		{[]string{"agent", "--check-legacy-tls=maybe"}, 2, `certfleet agent: --check-legacy-tls "maybe": not a boolean; use true or false`},
+		{[]string{"agent", "--concurrency", "many"}, 2, `certfleet agent: --concurrency "many": not a whole number`},
+		{[]string{"agent", "--no-such-flag"}, 2, "certfleet agent: flag provided but not defined: -no-such-flag"},
+		{[]string{"agent", "stray"}, 2, "certfleet agent: unexpected arguments: [stray]"},
+		{[]string{"apikey"}, 2, "certfleet apikey: usage: certfleet apikey create"},
+		{[]string{"views"}, 2, "certfleet views: usage: certfleet views rebuild [flags]"},
+		{[]string{"nonsense"}, 2, `certfleet: unknown command "nonsense"`},
+		{[]string{"agent", "-h"}, 0, "usage: certfleet agent [flags]"},
+		{[]string{"version"}, 0, "certfleet "},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var out strings.Builder
+			code := runMain(t.Context(), tc.args, &out, &out)
+			first, _, _ := strings.Cut(out.String(), "\n")
+			if code != tc.code || !strings.HasPrefix(first, tc.firstLine) {
+				t.Errorf("got exit %d, first line %q; want exit %d, %q", code, first, tc.code, tc.firstLine)
+			}
+			if tc.code == 2 && strings.Count(out.String(), "\n") > 6 {
+				t.Errorf("usage error output is %d lines, want a short message:\n%s", strings.Count(out.String(), "\n"), out.String())
+			}
+		})
+	}
+}

@@ -40,6 +40,7 @@ tools:
   apikey        create, list or revoke an account's /api/v1 keys
   ca            init, import or show the client certificate CA
   quota         show or override an account's limits
+  version       the release and revision of this binary
 
 Every flag can also be set as CERTFLEET_<FLAG> (upper case, '-' as '_').
 Run 'certfleet <command> -h' for the flags of a command.
@@ -63,8 +64,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runMigrate(ctx, rest, stderr)
 	case "views":
 		if len(rest) == 0 || rest[0] != "rebuild" {
-			fmt.Fprintln(stderr, "usage: certfleet views rebuild [flags]")
-			return 2
+			err = usagef("usage: certfleet views rebuild [flags]")
+			break
 		}
 		err = runRebuild(ctx, rest[1:], stderr)
 	case "lab":
@@ -75,15 +76,22 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runCA(ctx, rest, stdout, stderr)
 	case "quota":
 		err = runQuota(ctx, rest, stdout, stderr)
+	case "version", "--version":
+		err = runVersion(stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:
-		fmt.Fprintf(stderr, "unknown command %q\n\n%s", cmd, usage)
+		fmt.Fprintf(stderr, "certfleet: unknown command %q; run 'certfleet help' for the commands\n", cmd)
 		return 2
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "certfleet %s: %v\nrun 'certfleet %s -h' for its flags\n", cmd, err, cmd)
+		return 2
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "certfleet %s: %v\n", cmd, err)
