@@ -45,24 +45,24 @@ func runAPIKey(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer func() { _ = logger.Sync() }()
 	o := fs.opts
 	if o.Email == "" {
-		return errors.New("--email is required")
+		return usagef("--email is required")
 	}
 	email, err := accounts.ParseEmail(o.Email)
 	if err != nil {
-		return fmt.Errorf("--email: %w", err)
+		return usagef("--email: %w", err)
 	}
 	var expires *time.Time
 	if action == "create" {
 		if o.ExpiresAt != "" {
 			t, err := time.Parse(time.RFC3339, o.ExpiresAt)
 			if err != nil {
-				return fmt.Errorf("--expires-at: want an RFC 3339 time such as 2030-01-02T15:04:05Z: %w", err)
+				return usagef("--expires-at: want an RFC 3339 time such as 2030-01-02T15:04:05Z: %w", err)
 			}
 			expires = &t
 		}
 	}
 	if (action == "revoke" || action == "approve") && o.KeyID == "" {
-		return errors.New("--id is required")
+		return usagef("--id is required")
 	}
 
 	rdb, err := openRedis(ctx, o.RedisURL, 0)

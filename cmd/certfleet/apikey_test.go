@@ -76,24 +76,25 @@ func TestAPIKeyCommand(t *testing.T) {
 	}
 
 	bad := []struct {
-		name    string
-		args    []string
-		wantErr string
+		name     string
+		args     []string
+		wantCode int // 2: the command line cannot run; 1: the store refused
+		wantErr  string
 	}{
-		{"no action", []string{"apikey"}, "usage: certfleet apikey"},
-		{"unknown action", []string{"apikey", "rotate"}, "usage: certfleet apikey"},
-		{"no email", []string{"apikey", "list"}, "--email is required"},
-		{"bad email", []string{"apikey", "list", "--email", "ops"}, "invalid email"},
-		{"no label", []string{"apikey", "create", "--email", "ops@example.com"}, "label must be"},
-		{"bad scope", []string{"apikey", "create", "--email", "ops@example.com", "--label", "x", "--scopes", "read,admin"}, "permissions must be"},
-		{"bad expiry", []string{"apikey", "create", "--email", "ops@example.com", "--label", "x", "--expires-at", "2030-01-01"}, "--expires-at"},
-		{"no id", []string{"apikey", "revoke", "--email", "ops@example.com"}, "--id is required"},
+		{"no action", []string{"apikey"}, 2, "usage: certfleet apikey"},
+		{"unknown action", []string{"apikey", "rotate"}, 2, "usage: certfleet apikey"},
+		{"no email", []string{"apikey", "list"}, 2, "--email is required"},
+		{"bad email", []string{"apikey", "list", "--email", "ops"}, 2, "invalid email"},
+		{"no label", []string{"apikey", "create", "--email", "ops@example.com"}, 1, "label must be"},
+		{"bad scope", []string{"apikey", "create", "--email", "ops@example.com", "--label", "x", "--scopes", "read,admin"}, 1, "permissions must be"},
+		{"bad expiry", []string{"apikey", "create", "--email", "ops@example.com", "--label", "x", "--expires-at", "2030-01-01"}, 2, "--expires-at"},
+		{"no id", []string{"apikey", "revoke", "--email", "ops@example.com"}, 2, "--id is required"},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := cli(tc.args...)
-			if code != 1 || !strings.Contains(stderr, tc.wantErr) {
-				t.Errorf("got exit %d stderr %q, want 1 mentioning %q", code, stderr, tc.wantErr)
+			if code != tc.wantCode || !strings.Contains(stderr, tc.wantErr) {
+				t.Errorf("got exit %d stderr %q, want %d mentioning %q", code, stderr, tc.wantCode, tc.wantErr)
 			}
 		})
 	}

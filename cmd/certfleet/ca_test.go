@@ -45,7 +45,7 @@ func TestCACommand(t *testing.T) {
 		wantOut  string // in stdout (code 0) or stderr
 	}{
 		{"show before init", []string{"ca", "show"}, 1, "no client CA yet"},
-		{"no action", []string{"ca"}, 1, "usage: certfleet ca"},
+		{"no action", []string{"ca"}, 2, "usage: certfleet ca"},
 		{"init without passphrase", []string{"ca", "init"}, 1, "passphrase is required"},
 		{"bad key type", []string{"ca", "init", "--ca-passphrase-file", passFile, "--key-type", "dsa"}, 1, "key type"},
 		{"init", []string{"ca", "init", "--ca-passphrase-file", passFile, "--common-name", "ACME Client CA"}, 0, "subject:     CN=ACME Client CA,O=certfleet"},

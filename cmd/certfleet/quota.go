@@ -53,7 +53,7 @@ func runQuota(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer func() { _ = logger.Sync() }()
 	email, err := accounts.ParseEmail(fs.opts.Email)
 	if err != nil {
-		return fmt.Errorf("--email: %w", err)
+		return usagef("--email: %w", err)
 	}
 	tenant := events.TenantID(email)
 	rdb, err := openRedis(ctx, fs.opts.RedisURL, 0)
