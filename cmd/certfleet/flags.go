@@ -46,6 +46,7 @@ type options struct {
 	caOptions      // flags_ca.go
 	auditOptions   // flags_audit.go
 	tenancyOptions // flags_tenancy.go
+	scanOptions    // scan.go
 
 	// API rate limits: requests a minute per API key
 	RateLimitGeneral int
@@ -70,6 +71,8 @@ type options struct {
 type flagSet struct {
 	*flag.FlagSet
 	opts *options
+	// args: the command takes arguments after its flags (certfleet scan).
+	args bool
 }
 
 func newFlagSet(name string) *flagSet {
@@ -199,7 +202,7 @@ func (f *flagSet) parseArgs(args []string) error {
 		}
 		return usageError{f.explain(err)}
 	}
-	if f.NArg() > 0 {
+	if f.NArg() > 0 && !f.args {
 		return usagef("unexpected arguments: %v", f.Args())
 	}
 	return nil

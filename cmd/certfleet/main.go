@@ -34,6 +34,7 @@ roles:
   agent         DNS and TLS handshakes from one region
 
 tools:
+  scan          scan HOST[:PORT]... once and print what each address serves
   migrate       apply ClickHouse migrations and exit
   views rebuild rebuild the Redis views from the ClickHouse event store
   lab           serve a local fleet of TLS endpoints with known faults
@@ -76,6 +77,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runCA(ctx, rest, stdout, stderr)
 	case "quota":
 		err = runQuota(ctx, rest, stdout, stderr)
+	case "scan":
+		err = runScan(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		err = runVersion(stdout)
 	case "help", "-h", "--help":
@@ -87,6 +90,9 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
+	}
+	if errors.Is(err, errScanFailed) {
+		return 1 // the scan printed what is wrong
 	}
 	var ue usageError
 	if errors.As(err, &ue) {
