@@ -5,6 +5,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -110,6 +111,9 @@ func addNotifier(gr *group, role string, o *options, rdb redis.UniversalClient, 
 		return fmt.Errorf("notifier: %w", err)
 	}
 	gr.register(n)
+	if err := n.RegisterMetrics(prometheus.DefaultRegisterer); err != nil {
+		return err
+	}
 	gr.add(n.Run)
 	return nil
 }

@@ -269,3 +269,22 @@ func (s *Store) DeliveryStatus(ctx context.Context, tenant, id string) (status s
 	n, _ := strconv.Atoi(fmt.Sprint(rec[1]))
 	return st, n, nil
 }
+
+// Depth returns how many deliveries wait in the queue (due now or later,
+// retries included), over every partition's due set.
+func (s *Store) Depth(ctx context.Context) (int64, error) {
+	pipe := s.rdb.Pipeline()
+	tags := events.TenantTags()
+	cmds := make([]*redis.IntCmd, len(tags))
+	for i, tag := range tags {
+		cmds[i] = pipe.ZCard(ctx, dueKeyIn(tag))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, fmt.Errorf("queue depth: %w", err)
+	}
+	var n int64
+	for _, c := range cmds {
+		n += c.Val()
+	}
+	return n, nil
+}

@@ -2,8 +2,11 @@ package notifier
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/channels"
@@ -55,5 +58,38 @@ func TestQueueOnRedisCluster(t *testing.T) {
 	}
 	if _, _, ok, err := s.claim(ctx, time.Minute); ok || err != nil {
 		t.Errorf("claim of an empty queue: got ok=%v %v, want nothing", ok, err)
+	}
+}
+
+// TestQueueDepthMetric: certfleet_notifier_queue_depth counts the
+// deliveries waiting over every partition.
+func TestQueueDepthMetric(t *testing.T) {
+	e := newTestEnv(t)
+	ctx := context.Background()
+	n := e.newNotifier(fastConfig("n0"))
+	reg := prometheus.NewRegistry()
+	if err := n.RegisterMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	depth := func() float64 {
+		mfs, err := reg.Gather()
+		if err != nil || len(mfs) != 1 {
+			t.Fatalf("gather: %v %v", mfs, err)
+		}
+		return mfs[0].GetMetric()[0].GetGauge().GetValue()
+	}
+	if got := depth(); got != 0 {
+		t.Fatalf("empty queue: got %v, want 0", got)
+	}
+	for i, tenant := range []string{"t1", "t2", "t3"} {
+		ch := e.channel(tenant, channels.ChannelInput{Type: TypeWebhook, URL: "https://hooks.example.com/x"})
+		msg := sampleMessage(SeverityCritical, StatusTriggered)
+		msg.EventID = fmt.Sprintf("event-%d", i)
+		if _, _, err := e.store.Enqueue(ctx, ch, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := depth(); got != 3 {
+		t.Fatalf("three deliveries of three tenants: got %v, want 3", got)
 	}
 }

@@ -161,6 +161,36 @@ func (n *Notifier) Register(r *health.Registry) {
 	n.events.Register(r, "notifier_events")
 }
 
+// queueDepth is certfleet_notifier_queue_depth, read from Redis when
+// Prometheus scrapes (one pipelined ZCARD per partition); the last answer
+// when Redis does not answer within a second.
+type queueDepth struct {
+	store *Store
+	desc  *prometheus.Desc
+	mu    sync.Mutex
+	last  float64
+}
+
+func (q *queueDepth) Describe(ch chan<- *prometheus.Desc) { ch <- q.desc }
+
+func (q *queueDepth) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if n, err := q.store.Depth(ctx); err == nil {
+		q.last = float64(n)
+	}
+	ch <- prometheus.MustNewConstMetric(q.desc, prometheus.GaugeValue, q.last)
+}
+
+// RegisterMetrics adds the notifier's queue depth to reg (the process's
+// registry; once per process).
+func (n *Notifier) RegisterMetrics(reg prometheus.Registerer) error {
+	return reg.Register(&queueDepth{store: n.store, desc: prometheus.NewDesc("certfleet_notifier_queue_depth",
+		"Deliveries waiting to be sent (due now or later, retries included).", nil, nil)})
+}
+
 // Run reads alert events and sends deliveries until ctx is done; sends in
 // flight finish (within Timeout) before it returns.
 func (n *Notifier) Run(ctx context.Context) error {
