@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that certfleet's tests and `task run` need and
 # that are missing: redis-server, clickhouse-server and clickhouse-client
-# (Debian's 18.16, the version the tests run against), openssl and curl.
+# (Debian's 18.16, the version the tests run against), openssl, curl and
+# prometheus (for promtool, which checks and tests deploy/'s alert rules).
 # Prints nothing and touches nothing when all of them are there.
 #
 # The packages' system services are not started (a temporary policy-rc.d
@@ -26,6 +27,7 @@ wanted=(
 	clickhouse-client:clickhouse-client
 	openssl:openssl
 	curl:curl
+	prometheus:promtool
 )
 
 missing=()

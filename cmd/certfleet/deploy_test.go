@@ -164,3 +164,72 @@ func TestStaticBinary(t *testing.T) {
 		t.Fatalf("certfleet version: %v %s", err, out)
 	}
 }
+
+// TestAlertRules checks deploy/prometheus/alerts.yml with promtool (check
+// and its unit tests) and that every certfleet_* metric it or the Grafana
+// dashboard names is one certfleet declares.
+func TestAlertRules(t *testing.T) {
+	rules := filepath.Join(repoRoot, "deploy/prometheus/alerts.yml")
+	declared := declaredMetrics(t)
+	for _, f := range []string{rules, filepath.Join(repoRoot, "deploy/grafana/certfleet.json")} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		named := regexp.MustCompile(`\bcertfleet_[a-z0-9_]+`).FindAllString(string(b), -1)
+		if len(named) < 5 {
+			t.Fatalf("%s names %d certfleet metrics: is the pattern broken?", filepath.Base(f), len(named))
+		}
+		for _, m := range named {
+			base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m, "_bucket"), "_sum"), "_count")
+			if !declared[m] && !declared[base] {
+				t.Errorf("%s names %s, which certfleet does not export", filepath.Base(f), m)
+			}
+		}
+	}
+	if testing.Short() {
+		return
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatal("promtool is missing: scripts/deps.sh installs it (Debian's prometheus package)")
+	}
+	for _, args := range [][]string{{"check", "rules", "alerts.yml"}, {"test", "rules", "alerts_test.yml"}} {
+		cmd := exec.Command(promtool, args...)
+		cmd.Dir = filepath.Dir(rules)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
+// declaredMetrics returns the certfleet_* names in the Go sources' string
+// literals: every metric certfleet registers is named so.
+func declaredMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	lit := regexp.MustCompile(`"(certfleet_[a-z0-9_]+)"`)
+	err := filepath.WalkDir(repoRoot, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".data" || d.Name() == ".git" || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for _, m := range lit.FindAllStringSubmatch(string(b), -1) {
+			out[m[1]] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
