@@ -79,7 +79,62 @@ func newFlagSet(name string) *flagSet {
 	fs := flag.NewFlagSet("certfleet "+name, flag.ContinueOnError)
 	o := &options{}
 	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.String("config", "", "file of settings, one 'flag-name = value' per line ('#' starts a comment); the environment and the command line win over it")
 	return &flagSet{FlagSet: fs, opts: o}
+}
+
+// configPath finds --config (or -config, =value or next argument) in args,
+// else CERTFLEET_CONFIG: the file is read before the flags are parsed.
+func configPath(args []string) string {
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		for _, p := range []string{"--config", "-config"} {
+			if a == p && i+1 < len(args) {
+				return args[i+1]
+			}
+			if v, ok := strings.CutPrefix(a, p+"="); ok {
+				return v
+			}
+		}
+	}
+	return os.Getenv(envName("config"))
+}
+
+// applyConfig sets flags from a config file: "name = value" lines, names
+// as the flags', blank lines and '#' comments ignored. Every problem is
+// reported at once, with its line.
+func (f *flagSet) applyConfig(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return usagef("--config: %v", err)
+	}
+	var errs []string
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, value, ok := strings.Cut(line, "=")
+		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
+		value = strings.Trim(value, `"`)
+		fl := f.Lookup(name)
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Sprintf("line %d: want name = value", i+1))
+		case fl == nil || name == "config":
+			errs = append(errs, fmt.Sprintf("line %d: %s has no setting %q", i+1, f.Name(), name))
+		default:
+			if err := fl.Value.Set(value); err != nil {
+				errs = append(errs, fmt.Sprintf("line %d: %s = %q: %v", i+1, name, value, valueProblem(fl, err)))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return usagef("%s: %s", path, strings.Join(errs, "; "))
+	}
+	return nil
 }
 
 func (f *flagSet) redis() *flagSet {
@@ -181,6 +236,11 @@ func envName(flagName string) string {
 }
 
 func (f *flagSet) parseArgs(args []string) error {
+	if path := configPath(args); path != "" {
+		if err := f.applyConfig(path); err != nil {
+			return err
+		}
+	}
 	var errs []string
 	f.VisitAll(func(fl *flag.Flag) {
 		env := envName(fl.Name)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -120,5 +122,47 @@ func TestExitCodes(t *testing.T) {
 				t.Errorf("usage error output is %d lines, want a short message:\n%s", strings.Count(out.String(), "\n"), out.String())
 			}
 		})
+	}
+}
+
+// TestConfigFile: a config file sets flags by their names; the
+// environment and the command line win over it; a bad line is a usage
+// error naming the line.
+func TestConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.conf", "# agent settings\nconcurrency = 9\nregion = \"eu-west\"\n\nmetrics-listen = 127.0.0.1:1\n")
+	fs := newFlagSet("agent").redis().shards().agent().metrics("127.0.0.1:9465")
+	if err := fs.parseArgs([]string{"--config", good}); err != nil {
+		t.Fatal(err)
+	}
+	if fs.opts.Concurrency != 9 || fs.opts.Region != "eu-west" || fs.opts.MetricsListen != "127.0.0.1:1" {
+		t.Errorf("from the file: got %d %q %q", fs.opts.Concurrency, fs.opts.Region, fs.opts.MetricsListen)
+	}
+	t.Setenv("CERTFLEET_CONCURRENCY", "7")
+	t.Setenv("CERTFLEET_CONFIG", good)
+	fs = newFlagSet("agent").redis().shards().agent().metrics("127.0.0.1:9465")
+	if err := fs.parseArgs([]string{"--region", "us-east"}); err != nil {
+		t.Fatal(err)
+	}
+	if fs.opts.Concurrency != 7 || fs.opts.Region != "us-east" || fs.opts.MetricsListen != "127.0.0.1:1" {
+		t.Errorf("environment and flags over the file: got %d %q %q", fs.opts.Concurrency, fs.opts.Region, fs.opts.MetricsListen)
+	}
+	bad := write("bad.conf", "concurrency = many\nno-such = 1\njust words\n")
+	var out strings.Builder
+	code := runMain(t.Context(), []string{"agent", "--config", bad}, &out, &out)
+	for _, want := range []string{"line 1: concurrency", "not a whole number", `line 2: certfleet agent has no setting "no-such"`, "line 3: want name = value"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("bad file: output %q lacks %q", out.String(), want)
+		}
+	}
+	if code != 2 {
+		t.Errorf("bad file: got exit %d, want 2", code)
 	}
 }
