@@ -300,12 +300,13 @@ func (s *Store) Authenticate(ctx context.Context, key string) (Principal, error)
 		return Principal{}, ErrUnknownKey
 	}
 	hash := HashKey(key)
-	vals, err := s.rdb.HMGet(ctx, apiKeyKey(hash), "tenant_id", "key_id", "scopes", "pending", "revoked_at", "held").Result()
+	fields := []string{"tenant_id", "key_id", "scopes", "pending", "revoked_at", "held"}
+	vals, err := s.rdb.HMGet(ctx, apiKeyKey(hash), fields...).Result()
 	if err != nil {
 		return Principal{}, fmt.Errorf("look up api key: %w", err)
 	}
 	rec := make(map[string]string, len(vals))
-	for i, f := range []string{"tenant_id", "key_id", "scopes", "pending", "revoked_at", "held"} {
+	for i, f := range fields {
 		rec[f], _ = vals[i].(string)
 	}
 	if rec["tenant_id"] == "" || rec["pending"] != "" || rec["revoked_at"] != "" {

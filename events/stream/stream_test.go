@@ -338,19 +338,28 @@ func TestResumesOwnPendingAfterRestart(t *testing.T) {
 	}
 }
 
+// pendingWithDeadConsumer publishes five entries on stream s and leaves
+// them pending in group g with a consumer that never comes back; it
+// returns their keys.
+func pendingWithDeadConsumer(t *testing.T, rdb *redis.Client) []string {
+	t.Helper()
+	ctx := context.Background()
+	want := keys("k", 5)
+	publish(t, rdb, "s", want...)
+	if err := stream.CreateGroup(ctx, rdb, "s", "g", "0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "dead", Streams: []string{"s", ">"}, Count: 100}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return want
+}
+
 func TestClaimsAfterIdle(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			rdb := testenv.Redis(t).Client(t)
-			ctx := context.Background()
-			want := keys("k", 5)
-			publish(t, rdb, "s", want...)
-			if err := stream.CreateGroup(ctx, rdb, "s", "g", "0"); err != nil {
-				t.Fatal(err)
-			}
-			if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "dead", Streams: []string{"s", ">"}, Count: 100}).Err(); err != nil {
-				t.Fatal(err)
-			}
+			want := pendingWithDeadConsumer(t, rdb)
 			cfg := testConfig(m, "s")
 			cfg.ClaimIdle = 300 * time.Millisecond
 			r := &recorder{}
@@ -573,15 +582,7 @@ func TestIdleAtStartHandledOnce(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			rdb := testenv.Redis(t).Client(t)
-			ctx := context.Background()
-			want := keys("k", 5)
-			publish(t, rdb, "s", want...)
-			if err := stream.CreateGroup(ctx, rdb, "s", "g", "0"); err != nil {
-				t.Fatal(err)
-			}
-			if err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: "g", Consumer: "dead", Streams: []string{"s", ">"}, Count: 100}).Err(); err != nil {
-				t.Fatal(err)
-			}
+			want := pendingWithDeadConsumer(t, rdb)
 			cfg := testConfig(m, "s")
 			cfg.ClaimIdle = 50 * time.Millisecond
 			time.Sleep(2 * cfg.ClaimIdle)
