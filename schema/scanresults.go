@@ -14,7 +14,7 @@ import (
 
 // scanResultsTable is the final shape of scan_results (migration 4), the
 // one the history API and a ClickHouse cluster build on; see "scan_results"
-// in the README's design notes.
+// in docs/architecture.md.
 //
 //   - One row per scan of a job from one region and IP, whatever the
 //     redeliveries: the sorting key holds only what every delivery of the
@@ -116,7 +116,7 @@ var oldScanSelect = strings.NewReplacer(
 //
 // Parked tables are never dropped here: an INSERT that a sink of the old
 // version had in flight when the names swapped may still land in one, and
-// only the operator knows when no such sink is left. The README says how
+// only the operator knows when no such sink is left. docs/architecture.md says how
 // to check and drop them.
 func reshapeScanResults(ctx context.Context, conn driver.Conn) error {
 	const attempts = 10
