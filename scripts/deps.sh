@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that certfleet's tests and `task run` need and
 # that are missing: redis-server, clickhouse-server and clickhouse-client
-# (Debian's 18.16, the version the tests run against), openssl, curl and
+# (Debian's 18.16, the version the tests run against), openssl, curl, jq (the
+# README's walk-through uses it) and
 # prometheus (for promtool, which checks and tests deploy/'s alert rules).
 # Prints nothing and touches nothing when all of them are there.
 #
@@ -27,6 +28,7 @@ wanted=(
 	clickhouse-client:clickhouse-client
 	openssl:openssl
 	curl:curl
+	jq:jq
 	prometheus:promtool
 )
 

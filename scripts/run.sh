@@ -23,7 +23,9 @@ NAME=run
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-DATA=$ROOT/.data
+# CERTFLEET_RUN_DATA moves everything the run writes (the README walk-through
+# test runs a demo of its own on its own servers that way).
+DATA=${CERTFLEET_RUN_DATA:-$ROOT/.data}
 BIN=$DATA/bin/certfleet
 LOGS=$DATA/logs
 STATE=$DATA/run
