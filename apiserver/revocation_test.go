@@ -452,7 +452,8 @@ func TestOCSPStatusRoute(t *testing.T) {
 		code := e.getJSON("/api/ocsp/status/"+url.PathEscape(serial), key, &a)
 		return code, a
 	}
-	for _, serial := range []string{dec, hexSerial, strings.Join(colon, ":")} {
+	openssl := fmt.Sprintf("serial=%X", cert.SerialNumber) // openssl x509 -noout -serial
+	for _, serial := range []string{dec, hexSerial, strings.Join(colon, ":"), openssl} {
 		code, a := status(serial, tenant.read)
 		if code != http.StatusOK || a.ResponseStatus != "successful" || a.CertificateStatus != "good" ||
 			a.CertificateSerial.String() != dec || a.SerialNumber != dec || a.Identifier != c.ID ||
@@ -471,7 +472,7 @@ func TestOCSPStatusRoute(t *testing.T) {
 	if code, a := status("123456789", tenant.read); code != http.StatusOK || a.CertificateStatus != "unknown" {
 		t.Errorf("never issued: got HTTP %d %+v, want unknown", code, a)
 	}
-	for _, bad := range []string{"abc", "-5", "0", "0x", "12ab"} {
+	for _, bad := range []string{"abc", "-5", "0", "0x", "12ab", "serial=", "serial=xyz", "serial=-1"} {
 		if code, a := status(bad, tenant.read); code != http.StatusBadRequest || a.Code != "BAD_REQUEST" || a.cmError.Status != 400 {
 			t.Errorf("serial %q: got HTTP %d %+v, want CertMate's 400", bad, code, a)
 		}

@@ -202,13 +202,17 @@ func (h *Handler) ocspStatus(c *gin.Context) {
 }
 
 // parseSerial reads a serial number as decimal digits, or as hexadecimal
-// with a 0x prefix or with colons between bytes (as openssl prints them).
+// with a 0x prefix, with colons between bytes (as `openssl x509 -text`
+// prints it) or as the line `openssl x509 -noout -serial` prints
+// ("serial=2DAE8F...").
 func parseSerial(s string) (*big.Int, bool) {
 	s = strings.TrimSpace(s)
 	base := 10
 	switch {
 	case strings.HasPrefix(s, "0x"), strings.HasPrefix(s, "0X"):
 		s, base = s[2:], 16
+	case strings.HasPrefix(s, "serial="):
+		s, base = s[len("serial="):], 16
 	case strings.Contains(s, ":"):
 		s, base = strings.ReplaceAll(s, ":", ""), 16
 	}
