@@ -2,6 +2,8 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
@@ -15,7 +17,7 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 func TestAllow(t *testing.T) {
 	ctx := context.Background()
 	rdb := testenv.Redis(t).Client(t)
-	l, err := New(rdb)
+	l, err := New(rdb, KeyPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +58,7 @@ func TestAllow(t *testing.T) {
 
 func TestAllowRefills(t *testing.T) {
 	ctx := context.Background()
-	l, err := New(testenv.Redis(t).Client(t))
+	l, err := New(testenv.Redis(t).Client(t), KeyPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +90,7 @@ func TestAllowConcurrent(t *testing.T) {
 		wg      sync.WaitGroup
 	)
 	for range 4 {
-		l, err := New(srv.Client(t))
+		l, err := New(srv.Client(t), KeyPrefix)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -135,5 +137,80 @@ func TestLimitValidate(t *testing.T) {
 				t.Errorf("got %v, want error %v", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+func TestWait(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	l, err := New(rdb, "reglimit:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := Limit{Rate: 20, Period: time.Second, Burst: 1}
+	// The second request waits for the first's emission interval.
+	for i := range 2 {
+		if err := l.Wait(ctx, "s", lim); err != nil {
+			t.Fatalf("wait %d: got %v, want nil", i+1, err)
+		}
+	}
+	if n, err := rdb.Exists(ctx, "reglimit:s").Result(); err != nil || n != 1 {
+		t.Errorf("key reglimit:s: got exists=%d %v, want 1", n, err)
+	}
+	// A wait that cannot end before the deadline gives up at once and
+	// counts nothing.
+	slow := Limit{Rate: 1, Period: time.Hour, Burst: 1}
+	if err := l.Wait(ctx, "slow", slow); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := rdb.Get(ctx, "reglimit:slow").Result()
+	dctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	err = l.Wait(dctx, "slow", slow)
+	var tl *TooLateError
+	if !errors.As(err, &tl) || !errors.Is(err, context.DeadlineExceeded) || tl.RetryAfter < 59*time.Minute {
+		t.Errorf("got %v, want a TooLateError of about an hour wrapping context.DeadlineExceeded", err)
+	}
+	if after, _ := rdb.Get(ctx, "reglimit:slow").Result(); after != before {
+		t.Errorf("TAT: got %s after a refused wait, want %s unchanged", after, before)
+	}
+	cctx, cancelNow := context.WithCancel(ctx)
+	cancelNow()
+	if err := l.Wait(cctx, "s", lim); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: got %v, want context.Canceled", err)
+	}
+}
+
+func TestHold(t *testing.T) {
+	ctx := context.Background()
+	l, err := New(testenv.Redis(t).Client(t), "reglimit:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, burst := range []int{1, 5} {
+		lim := Limit{Rate: 10, Period: time.Second, Burst: burst}
+		key := fmt.Sprintf("burst-%d", burst)
+		if err := l.Hold(ctx, key, lim, time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		// A shorter hold later does not shorten the first.
+		if err := l.Hold(ctx, key, lim, time.Now().Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		res, err := l.Allow(ctx, key, lim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Allowed || res.RetryAfter < 59*time.Minute || res.RetryAfter > time.Hour {
+			t.Errorf("burst %d: got %+v, want refused for about an hour", burst, res)
+		}
+	}
+	// A hold in the past changes nothing.
+	lim := Limit{Rate: 10, Period: time.Second, Burst: 1}
+	if err := l.Hold(ctx, "past", lim, time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := l.Allow(ctx, "past", lim); !res.Allowed {
+		t.Errorf("after a past hold: got %+v, want allowed", res)
 	}
 }
