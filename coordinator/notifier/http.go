@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/textproto"
 	"strings"
-	"time"
 	"unicode"
 
 	"github.com/certfleet/certfleet/internal/channels"
@@ -95,29 +94,6 @@ func classifySend(err error) (class string, status int, permanent bool) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// newHTTPClient is the client of webhook and Slack sends: guarded dials,
-// no proxy (a proxy would dial for us, unguarded), no redirects followed
-// (a redirect could point anywhere), bounded in time.
-func newHTTPClient(dial DialFunc, timeout time.Duration, roots *x509.CertPool) *http.Client {
-	tr := &http.Transport{
-		Proxy:                 nil,
-		DialContext:           dial,
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots},
-		TLSHandshakeTimeout:   timeout,
-		ResponseHeaderTimeout: timeout,
-		MaxIdleConnsPerHost:   2,
-		IdleConnTimeout:       30 * time.Second,
-		ForceAttemptHTTP2:     true,
-	}
-	return &http.Client{
-		Transport: tr,
-		Timeout:   timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
 }
 
 // maxRequestBytes caps what certfleet POSTs (a digest of many alerts).

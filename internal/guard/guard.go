@@ -13,9 +13,12 @@ package guard
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -368,4 +371,30 @@ func control(policy Policy, address string) error {
 		return &BlockedError{Reason: ReasonInvalid}
 	}
 	return policy.Check(ap.Addr())
+}
+
+// HTTPClient returns the client of every outbound HTTP request to a name
+// that is not the operator's own choice alone (webhooks, Slack, RDAP): it
+// dials with dial (a Dialer's DialHost or DialTrusted), uses no proxy (a
+// proxy would dial for us, unguarded), follows no redirect (a redirect
+// could point anywhere; a caller that follows them checks each target by
+// dialing it with DialHost) and bounds each request by timeout. roots nil
+// means the system's roots.
+func HTTPClient(dial func(ctx context.Context, network, address string) (net.Conn, error), timeout time.Duration, roots *x509.CertPool) *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:                 nil,
+			DialContext:           dial,
+			TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots},
+			TLSHandshakeTimeout:   timeout,
+			ResponseHeaderTimeout: timeout,
+			MaxIdleConnsPerHost:   2,
+			IdleConnTimeout:       30 * time.Second,
+			ForceAttemptHTTP2:     true,
+		},
+		Timeout: timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
 }
