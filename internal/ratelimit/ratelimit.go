@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -85,11 +86,15 @@ type Result struct {
 	RetryAfter time.Duration
 }
 
-// gcraScript decides one request and records it when allowed.
+// gcraScript decides one request and records it when allowed: at once,
+// or, when it may wait up to max wait, at its turn (a reservation: the
+// caller sleeps until then, and the next caller's turn comes one
+// emission interval later, so waiting callers never poll or race).
 //
-// KEYS: ratelimit:<key>.
-// ARGV: emission interval µs (Period/Rate), burst, period ms.
-// Returns {allowed 0|1, remaining, retry after µs}.
+// KEYS: <prefix><key>.
+// ARGV: emission interval µs (Period/Rate), burst, period ms, max wait µs.
+// Returns {allowed 0|1, remaining, wait µs}: the wait until the turn when
+// allowed, until a request would be allowed when not.
 var gcraScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -98,12 +103,15 @@ local burst = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local new_tat = tat + emission
-local diff = now - (new_tat - emission * burst)
-if diff < 0 then
-  return {0, 0, -diff}
+local wait = new_tat - emission * burst - now
+if wait > tonumber(ARGV[4]) then
+  return {0, 0, wait}
 end
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + tonumber(ARGV[3]))
-return {1, math.floor(diff / emission), 0}
+if wait > 0 then
+  return {1, 0, wait}
+end
+return {1, math.floor(-wait / emission), 0}
 `)
 
 // holdScript moves a subject's TAT so that no request is allowed before a
@@ -144,17 +152,30 @@ func New(rdb redis.UniversalClient, prefix string) (*Limiter, error) {
 // when allowed. Every replica calling Allow with the same key and limit
 // shares one budget.
 func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (Result, error) {
-	if err := limit.Validate(); err != nil {
-		return Result{}, fmt.Errorf("rate limit %s: %w", key, err)
-	}
-	res, err := gcraScript.Run(ctx, l.rdb, []string{l.prefix + key}, limit.emission(), limit.burst(), limit.Period.Milliseconds()).Int64Slice()
+	allowed, remaining, wait, err := l.decide(ctx, key, limit, 0)
 	if err != nil {
-		return Result{}, fmt.Errorf("rate limit %s: %w", key, err)
+		return Result{}, err
+	}
+	if allowed {
+		return Result{Allowed: true, Remaining: remaining}, nil
+	}
+	return Result{RetryAfter: wait}, nil
+}
+
+// decide runs gcraScript: the request is allowed when its turn comes
+// within maxWait, and wait says when that is.
+func (l *Limiter) decide(ctx context.Context, key string, limit Limit, maxWait time.Duration) (allowed bool, remaining int, wait time.Duration, err error) {
+	if err := limit.Validate(); err != nil {
+		return false, 0, 0, fmt.Errorf("rate limit %s: %w", key, err)
+	}
+	res, err := gcraScript.Run(ctx, l.rdb, []string{l.prefix + key}, limit.emission(), limit.burst(), limit.Period.Milliseconds(), maxWait.Microseconds()).Int64Slice()
+	if err != nil {
+		return false, 0, 0, fmt.Errorf("rate limit %s: %w", key, err)
 	}
 	if len(res) != 3 {
-		return Result{}, fmt.Errorf("rate limit %s: unexpected script result %v", key, res)
+		return false, 0, 0, fmt.Errorf("rate limit %s: unexpected script result %v", key, res)
 	}
-	return Result{Allowed: res[0] == 1, Remaining: int(res[1]), RetryAfter: time.Duration(res[2]) * time.Microsecond}, nil
+	return res[0] == 1, int(res[1]), time.Duration(res[2]) * time.Microsecond, nil
 }
 
 // TooLateError is Wait's answer when the next request would be allowed
@@ -172,29 +193,33 @@ func (e *TooLateError) Error() string {
 
 func (e *TooLateError) Unwrap() error { return context.DeadlineExceeded }
 
-// Wait blocks until a request of the subject key is allowed under limit
-// and counts it. It returns early, without counting, when ctx ends, or
-// at once with a *TooLateError when ctx's deadline comes before the
-// request could be allowed.
+// Wait takes the next turn of the subject key under limit and blocks
+// until it comes: one Redis call, then a sleep. It returns at once with a
+// *TooLateError, counting nothing, when the turn would come after ctx's
+// deadline. A Wait whose ctx ends while it sleeps gives its turn up
+// unused: the server is asked less, never more.
 func (l *Limiter) Wait(ctx context.Context, key string, limit Limit) error {
-	for {
-		res, err := l.Allow(ctx, key, limit)
-		if err != nil {
-			return err
-		}
-		if res.Allowed {
-			return nil
-		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < res.RetryAfter {
-			return &TooLateError{Key: key, RetryAfter: res.RetryAfter}
-		}
-		t := time.NewTimer(res.RetryAfter)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("rate limit %s: %w", key, ctx.Err())
-		case <-t.C:
-		}
+	maxWait := time.Duration(math.MaxInt64)
+	if dl, ok := ctx.Deadline(); ok {
+		maxWait = max(time.Until(dl), 0)
+	}
+	allowed, _, wait, err := l.decide(ctx, key, limit, maxWait)
+	if err != nil {
+		return err
+	}
+	if !allowed {
+		return &TooLateError{Key: key, RetryAfter: wait}
+	}
+	if wait <= 0 {
+		return nil
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("rate limit %s: %w", key, ctx.Err())
+	case <-t.C:
+		return nil
 	}
 }
 

@@ -214,3 +214,44 @@ func TestHold(t *testing.T) {
 		t.Errorf("after a past hold: got %+v, want allowed", res)
 	}
 }
+
+// Waiters take turns in line: each gets its own slot, none is refused
+// while the line fits in its deadline, and the line's length is the
+// limit's interval times the waiters (read from the TAT, not a clock).
+func TestWaitReserves(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	l, err := New(rdb, "reglimit:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 10 waiters at 1 per 10 ms need 100 ms; they may take 10 s.
+	lim := Limit{Rate: 100, Period: time.Second, Burst: 1}
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	start, err := rdb.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 10)
+	for range 10 {
+		wg.Go(func() { errs <- l.Wait(dctx, "line", lim) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("waiter: got %v, want nil", err)
+		}
+	}
+	tat, err := rdb.Get(ctx, "reglimit:line").Int64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first took the slot at about start, each next one 10 ms later:
+	// the TAT is at least 10 slots past start.
+	if d := time.Duration(tat-start.UnixMicro()) * time.Microsecond; d < 100*time.Millisecond {
+		t.Errorf("TAT %s after start, want at least 100ms (10 slots of 10ms)", d)
+	}
+}
