@@ -1,14 +1,17 @@
 // Package guard decides which addresses certfleet may connect to, and is
 // the one dialer every outbound connection to a tenant-supplied name goes
 // through: scans, notification endpoints (webhook, Slack, a channel's SMTP
-// server) and, later, DNS provider endpoints and registry referrals. Each
-// kind of traffic has its own allow-list, set by the operator
-// (--allow-targets, --allow-webhook-targets, --allow-dns-targets). Tenants
-// type these names; without the guard a tenant could point one at the
-// service's own network (loopback, private ranges, cloud metadata services)
-// and read what answers there. The guard checks resolved IP literals only,
-// and checks again the address the socket actually connects to, so a DNS
-// answer that changes between two lookups (rebinding) cannot slip past it.
+// server), registry redirects and referrals (RDAP, WHOIS) and, later, DNS
+// provider endpoints. Each kind of traffic has its own allow-list, set by
+// the operator (--allow-targets, --allow-webhook-targets,
+// --allow-dns-targets). Tenants type these names; without the guard a
+// tenant could point one at the service's own network (loopback, private
+// ranges, cloud metadata services) and read what answers there. The guard
+// checks resolved IP literals only, and checks again the address the
+// socket actually connects to, so a DNS answer that changes between two
+// lookups (rebinding) cannot slip past it. A server the operator named
+// (an RDAP bootstrap server, a --whois-server) is dialed with DialTrusted:
+// its own addresses are allowed, what it points to is checked.
 package guard
 
 import (

@@ -31,9 +31,6 @@ var (
 	}, []string{"source"})
 )
 
-// DialFunc dials a network address.
-type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
-
 // Fallback looks a domain up when RDAP cannot: the WHOIS client
 // (internal/registration/whois).
 type Fallback interface {
@@ -47,8 +44,9 @@ type FallbackDeps struct {
 	Servers map[string]string
 	// DialTrusted dials a server the operator named (--whois-server, or
 	// the first server of a lookup); Dial dials referral targets, checked
-	// against Config.Allow.
-	DialTrusted, Dial DialFunc
+	// against Config.Allow. Unnamed func types, so that they assign to
+	// the WHOIS client's own DialFunc fields.
+	DialTrusted, Dial func(ctx context.Context, network, address string) (net.Conn, error)
 	// Timeout and MaxBytes are Config's.
 	Timeout  time.Duration
 	MaxBytes int64
