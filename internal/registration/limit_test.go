@@ -36,8 +36,11 @@ func TestServerLimiterOverride(t *testing.T) {
 	if err := s.Wait(ctx, "slow.example"); !errors.As(err, &tl) {
 		t.Errorf("second slow request: got %v, want a TooLateError", err)
 	}
-	if n, _ := rdb.Exists(ctx, LimitPrefix+"slow.example", LimitPrefix+"fast.example").Result(); n != 2 {
-		t.Errorf("keys under %s: got %d, want 2", LimitPrefix, n)
+	for _, key := range []string{LimitPrefix + "slow.example", LimitPrefix + "fast.example"} {
+		// One key per call: on Redis Cluster the two are in two slots.
+		if n, err := rdb.Exists(ctx, key).Result(); err != nil || n != 1 {
+			t.Errorf("key %s: got exists=%d %v, want 1", key, n, err)
+		}
 	}
 }
 
