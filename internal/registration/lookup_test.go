@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/ratelimit"
 	"github.com/certfleet/certfleet/internal/testenv"
@@ -318,5 +320,25 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := New(Config{Bootstrap: []byte(`{"version": "0"}`)}, testenv.Redis(t).Client(t), testenv.Logger(t)); err == nil || !strings.Contains(err.Error(), "rdap bootstrap") {
 		t.Errorf("bad bootstrap: got %v, want the bootstrap's error", err)
+	}
+}
+
+func TestLookupMetrics(t *testing.T) {
+	srv := registry(t)
+	l := newLookuper(t, Config{Bootstrap: bootstrapFor(srv), ServerRate: ratelimit.Limit{Rate: 1000, Period: time.Second, Burst: 1000}})
+	tests := []struct{ domain, source, status string }{
+		{"missing.test", SourceRDAP, events.RegistrationNotFound},
+		{"ok.test", SourceRDAP, events.RegistrationOK},
+		{"example.org", "none", events.RegistrationError},
+	}
+	for _, tc := range tests {
+		t.Run(tc.domain, func(t *testing.T) {
+			counter := lookupsTotal.WithLabelValues(tc.source, tc.status)
+			before := testutil.ToFloat64(counter)
+			l.Lookup(context.Background(), tc.domain)
+			if got := testutil.ToFloat64(counter) - before; got != 1 {
+				t.Errorf("lookups_total{source=%q,status=%q}: got +%v, want +1", tc.source, tc.status, got)
+			}
+		})
 	}
 }
