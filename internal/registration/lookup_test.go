@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/ratelimit"
@@ -334,11 +334,20 @@ func TestLookupMetrics(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.domain, func(t *testing.T) {
 			counter := lookupsTotal.WithLabelValues(tc.source, tc.status)
-			before := testutil.ToFloat64(counter)
+			before := counterValue(t, counter)
 			l.Lookup(context.Background(), tc.domain)
-			if got := testutil.ToFloat64(counter) - before; got != 1 {
+			if got := counterValue(t, counter) - before; got != 1 {
 				t.Errorf("lookups_total{source=%q,status=%q}: got +%v, want +1", tc.source, tc.status, got)
 			}
 		})
 	}
+}
+
+func counterValue(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }
