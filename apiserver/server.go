@@ -30,13 +30,13 @@ import (
 	"github.com/certfleet/certfleet/apiserver/clientcerts"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/apiserver/keychest"
-	"github.com/certfleet/certfleet/apiserver/ratelimit"
 	v1 "github.com/certfleet/certfleet/apiserver/v1"
 	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/claimlink"
 	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/health"
 	"github.com/certfleet/certfleet/internal/quota"
+	"github.com/certfleet/certfleet/internal/ratelimit"
 	"github.com/certfleet/certfleet/internal/seal"
 )
 
@@ -258,7 +258,7 @@ func (s *Server) build() error {
 	if err != nil {
 		return err
 	}
-	limiter, err := ratelimit.New(rdb)
+	limiter, err := ratelimit.New(rdb, ratelimit.KeyPrefix)
 	if err != nil {
 		return err
 	}

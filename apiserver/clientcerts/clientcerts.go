@@ -22,7 +22,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/audit"
 	"github.com/certfleet/certfleet/apiserver/clientca"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
-	"github.com/certfleet/certfleet/apiserver/ratelimit"
+	"github.com/certfleet/certfleet/internal/ratelimit"
 )
 
 // Rate limit classes of the CertMate API, per key, requests a minute as

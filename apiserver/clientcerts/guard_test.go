@@ -15,8 +15,8 @@ import (
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/audit"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
-	"github.com/certfleet/certfleet/apiserver/ratelimit"
 	"github.com/certfleet/certfleet/internal/quota"
+	"github.com/certfleet/certfleet/internal/ratelimit"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -40,7 +40,7 @@ func newGuardEnv(t *testing.T, routes func(*Handler, *gin.Engine)) *guardEnv {
 		if err != nil {
 			t.Fatal(err)
 		}
-		limiter, err := ratelimit.New(rdb)
+		limiter, err := ratelimit.New(rdb, ratelimit.KeyPrefix)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/certfleet/certfleet/apiserver/ratelimit"
+	"github.com/certfleet/certfleet/internal/ratelimit"
 )
 
 // ClassGeneral is the rate limit class every v1 and KeyChest request

@@ -7,7 +7,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
-	"github.com/certfleet/certfleet/apiserver/ratelimit"
+	"github.com/certfleet/certfleet/internal/ratelimit"
 )
 
 // The KeyChest API counts against the same "general" limit as the v1 API:

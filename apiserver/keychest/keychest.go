@@ -23,9 +23,9 @@ import (
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/apiserver/projector"
-	"github.com/certfleet/certfleet/apiserver/ratelimit"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/claimlink"
+	"github.com/certfleet/certfleet/internal/ratelimit"
 )
 
 // Config configures the KeyChest API.

@@ -19,9 +19,9 @@ import (
 	"github.com/certfleet/certfleet/apiserver/alerts"
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
-	"github.com/certfleet/certfleet/apiserver/ratelimit"
 	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/quota"
+	"github.com/certfleet/certfleet/internal/ratelimit"
 )
 
 // Config configures the v1 API. The server fills every field.

@@ -51,7 +51,7 @@ func benchDelivery(b *testing.B, workers int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	client := newHTTPClient(guardedDial(guard.Policy{Allow: loopback}, 5*time.Second), 5*time.Second, nil)
+	client := guard.HTTPClient((&guard.Dialer{Policy: guard.Policy{Allow: loopback}, Timeout: 5 * time.Second}).DialHost, 5*time.Second, nil)
 	direct := &webhookSender{client: client, maxResp: 64 << 10, now: time.Now}
 	msg := SampleMessage("x", time.Now())
 

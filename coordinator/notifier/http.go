@@ -10,11 +10,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/textproto"
-	"strconv"
 	"strings"
-	"time"
 	"unicode"
 
 	"github.com/certfleet/certfleet/internal/channels"
@@ -97,75 +94,6 @@ func classifySend(err error) (class string, status int, permanent bool) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// guardedDial resolves a host:port and connects through the guard to the
-// first answer it allows; the guard sees (and checks again at connect) the
-// very IP dialed. When every answer is refused the guard's error is
-// returned, so the attempt is classed refused_target.
-func guardedDial(policy guard.Policy, timeout time.Duration) DialFunc {
-	d := &guard.Dialer{Policy: policy, Timeout: timeout}
-	return func(ctx context.Context, network, address string) (net.Conn, error) {
-		host, portStr, err := net.SplitHostPort(address)
-		if err != nil {
-			return nil, fmt.Errorf("dial %s: %w", address, err)
-		}
-		port, err := strconv.ParseUint(portStr, 10, 16)
-		if err != nil {
-			return nil, fmt.Errorf("dial %s: bad port", address)
-		}
-		var ips []netip.Addr
-		if ip, err := netip.ParseAddr(host); err == nil {
-			ips = []netip.Addr{ip}
-		} else {
-			ips, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-			if err != nil {
-				return nil, err
-			}
-		}
-		var firstErr error
-		for _, ip := range ips {
-			conn, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(ip.Unmap(), uint16(port)).String())
-			if err == nil {
-				return conn, nil
-			}
-			var be *guard.BlockedError
-			// A connect failure says more than a refusal of another answer.
-			if firstErr == nil || (errors.As(firstErr, &be) && !errors.As(err, &be)) {
-				firstErr = err
-			}
-			if ctx.Err() != nil {
-				break
-			}
-		}
-		if firstErr == nil {
-			firstErr = &net.DNSError{Err: "no addresses", Name: host, IsNotFound: true}
-		}
-		return nil, firstErr
-	}
-}
-
-// newHTTPClient is the client of webhook and Slack sends: guarded dials,
-// no proxy (a proxy would dial for us, unguarded), no redirects followed
-// (a redirect could point anywhere), bounded in time.
-func newHTTPClient(dial DialFunc, timeout time.Duration, roots *x509.CertPool) *http.Client {
-	tr := &http.Transport{
-		Proxy:                 nil,
-		DialContext:           dial,
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots},
-		TLSHandshakeTimeout:   timeout,
-		ResponseHeaderTimeout: timeout,
-		MaxIdleConnsPerHost:   2,
-		IdleConnTimeout:       30 * time.Second,
-		ForceAttemptHTTP2:     true,
-	}
-	return &http.Client{
-		Transport: tr,
-		Timeout:   timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
 }
 
 // maxRequestBytes caps what certfleet POSTs (a digest of many alerts).

@@ -103,7 +103,7 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Notifier, 
 	if err != nil {
 		roots = x509.NewCertPool()
 	}
-	client := newHTTPClient(guardedDial(guard.Policy{Allow: cfg.Allow}, cfg.Timeout), cfg.Timeout, roots)
+	client := guard.HTTPClient((&guard.Dialer{Policy: guard.Policy{Allow: cfg.Allow}, Timeout: cfg.Timeout}).DialHost, cfg.Timeout, roots)
 	n.reg.Register(TypeWebhook, &webhookSender{client: client, maxResp: cfg.MaxResponseBytes, now: time.Now})
 	n.reg.Register(TypeSlack, &slackSender{client: client, maxResp: cfg.MaxResponseBytes})
 	// The relay is the operator's: dialed plainly, not through the guard.

@@ -1,22 +1,30 @@
 // Package guard decides which addresses certfleet may connect to, and is
 // the one dialer every outbound connection to a tenant-supplied name goes
 // through: scans, notification endpoints (webhook, Slack, a channel's SMTP
-// server) and, later, DNS provider endpoints and registry referrals. Each
-// kind of traffic has its own allow-list, set by the operator
-// (--allow-targets, --allow-webhook-targets, --allow-dns-targets). Tenants
-// type these names; without the guard a tenant could point one at the
-// service's own network (loopback, private ranges, cloud metadata services)
-// and read what answers there. The guard checks resolved IP literals only,
-// and checks again the address the socket actually connects to, so a DNS
-// answer that changes between two lookups (rebinding) cannot slip past it.
+// server), registry redirects and referrals (RDAP, WHOIS) and, later, DNS
+// provider endpoints. Each kind of traffic has its own allow-list, set by
+// the operator (--allow-targets, --allow-webhook-targets,
+// --allow-dns-targets). Tenants type these names; without the guard a
+// tenant could point one at the service's own network (loopback, private
+// ranges, cloud metadata services) and read what answers there. The guard
+// checks resolved IP literals only, and checks again the address the
+// socket actually connects to, so a DNS answer that changes between two
+// lookups (rebinding) cannot slip past it. A server the operator named
+// (an RDAP bootstrap server, a --whois-server) is dialed with DialTrusted:
+// its own addresses are allowed, what it points to is checked.
 package guard
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -237,7 +245,7 @@ func (p Policy) allowsExactly(ip netip.Addr) bool {
 	return false
 }
 
-// Dialer dials TCP connections to IP literals the policy allows.
+// Dialer dials TCP connections to addresses the policy allows.
 type Dialer struct {
 	// Policy decides which addresses may be dialed.
 	Policy Policy
@@ -250,32 +258,146 @@ type Dialer struct {
 // is checked is what is dialed. The address the socket connects to is
 // checked once more just before connect.
 func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	switch network {
-	case "tcp", "tcp4", "tcp6":
-	default:
-		return nil, fmt.Errorf("dial %s %s: network not supported", network, address)
-	}
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: address must be an IP literal and port: %w", address, err)
 	}
-	if err := d.Policy.Check(ap.Addr()); err != nil {
-		return nil, fmt.Errorf("dial %s: %w", address, err)
-	}
-	nd := net.Dialer{Timeout: d.Timeout, Control: d.control}
-	conn, err := nd.DialContext(ctx, network, address)
+	return d.dial(ctx, network, ap, d.Policy)
+}
+
+// DialHost resolves hostport (a name or an IP literal, and a port),
+// checks every answer against the policy and connects to the first one
+// allowed; the address connected to is checked once more just before
+// connect, so a DNS answer that changes in between cannot slip past. When
+// every answer is refused the guard's *BlockedError is returned; a
+// connect failure is preferred over it, since it says more.
+func (d *Dialer) DialHost(ctx context.Context, network, hostport string) (net.Conn, error) {
+	return d.dialHost(ctx, network, hostport, false)
+}
+
+// DialTrusted is DialHost for a server the operator named itself (a
+// server of the RDAP bootstrap file, a --whois-server): the addresses its
+// name resolves to are allowed exactly, loopback and private ones
+// included, because the operator chose them. Cloud metadata and
+// unspecified addresses stay refused. Whatever such a server refers to
+// (a redirect, a referral) is not the operator's: dial it with DialHost.
+func (d *Dialer) DialTrusted(ctx context.Context, network, hostport string) (net.Conn, error) {
+	return d.dialHost(ctx, network, hostport, true)
+}
+
+func (d *Dialer) dialHost(ctx context.Context, network, hostport string, trusted bool) (net.Conn, error) {
+	host, portStr, err := net.SplitHostPort(hostport)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", address, err)
+		return nil, fmt.Errorf("dial %s: %w", hostport, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: bad port", hostport)
+	}
+	var ips []netip.Addr
+	if ip, err := netip.ParseAddr(host); err == nil {
+		ips = []netip.Addr{ip}
+	} else {
+		if err := d.Policy.CheckHost(host); err != nil {
+			return nil, fmt.Errorf("dial %s: %w", hostport, err)
+		}
+		ips, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		if err != nil {
+			return nil, fmt.Errorf("dial %s: %w", hostport, err)
+		}
+	}
+	policy := d.Policy
+	if trusted {
+		policy = policy.trusting(ips)
+	}
+	var firstErr error
+	for _, ip := range ips {
+		conn, err := d.dial(ctx, network, netip.AddrPortFrom(ip.Unmap(), uint16(port)), policy)
+		if err == nil {
+			return conn, nil
+		}
+		var be *BlockedError
+		if firstErr == nil || (errors.As(firstErr, &be) && !errors.As(err, &be)) {
+			firstErr = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if firstErr == nil {
+		firstErr = &net.DNSError{Err: "no addresses", Name: host, IsNotFound: true}
+	}
+	return nil, firstErr
+}
+
+// trusting returns the policy with ips allowed exactly, except cloud
+// metadata addresses, which no name is trusted to lead to.
+func (p Policy) trusting(ips []netip.Addr) Policy {
+	allow := append([]netip.Prefix(nil), p.Allow...)
+	for _, ip := range ips {
+		ip = ip.WithZone("").Unmap()
+		if !slices.Contains(metadata, ip) && ip.IsValid() {
+			allow = append(allow, netip.PrefixFrom(ip, ip.BitLen()))
+		}
+	}
+	p.Allow = allow
+	return p
+}
+
+// dial connects to ap when policy allows it, checking again in the socket's
+// control hook what the kernel is asked to connect to; a refusal there
+// comes before connect, so no packet leaves for a refused address.
+func (d *Dialer) dial(ctx context.Context, network string, ap netip.AddrPort, policy Policy) (net.Conn, error) {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return nil, fmt.Errorf("dial %s %s: network not supported", network, ap)
+	}
+	if err := policy.Check(ap.Addr()); err != nil {
+		return nil, fmt.Errorf("dial %s: %w", ap, err)
+	}
+	nd := net.Dialer{Timeout: d.Timeout, Control: func(_, address string, _ syscall.RawConn) error {
+		return control(policy, address)
+	}}
+	conn, err := nd.DialContext(ctx, network, ap.String())
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", ap, err)
 	}
 	return conn, nil
 }
 
 // control runs for every socket before it connects, with the address the
 // kernel is asked to connect to.
-func (d *Dialer) control(_, address string, _ syscall.RawConn) error {
+func control(policy Policy, address string) error {
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil {
 		return &BlockedError{Reason: ReasonInvalid}
 	}
-	return d.Policy.Check(ap.Addr())
+	return policy.Check(ap.Addr())
+}
+
+// HTTPClient returns the client of every outbound HTTP request to a name
+// that is not the operator's own choice alone (webhooks, Slack, RDAP): it
+// dials with dial (a Dialer's DialHost or DialTrusted), uses no proxy (a
+// proxy would dial for us, unguarded), follows no redirect (a redirect
+// could point anywhere; a caller that follows them checks each target by
+// dialing it with DialHost) and bounds each request by timeout. roots nil
+// means the system's roots.
+func HTTPClient(dial func(ctx context.Context, network, address string) (net.Conn, error), timeout time.Duration, roots *x509.CertPool) *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:                 nil,
+			DialContext:           dial,
+			TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots},
+			TLSHandshakeTimeout:   timeout,
+			ResponseHeaderTimeout: timeout,
+			MaxIdleConnsPerHost:   2,
+			IdleConnTimeout:       30 * time.Second,
+			ForceAttemptHTTP2:     true,
+		},
+		Timeout: timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
 }

@@ -217,11 +217,99 @@ func TestDialer(t *testing.T) {
 	}
 }
 
+func TestDialHost(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := portOf(l.Addr().String())
+	loop, err := ParseAllow([]string{"127.0.0.0/8", "::1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		allow   []netip.Prefix
+		trusted bool
+		address string
+		want    string // "" = connected, "error" = failed unblocked, else the refusal's reason
+	}{
+		{name: "loopback refused", address: "127.0.0.1:" + port, want: ReasonLoopback},
+		{name: "loopback allowed by policy", allow: loop, address: "127.0.0.1:" + port},
+		{name: "name resolving to loopback refused", address: "localhost:" + port, want: ReasonLoopback},
+		{name: "name resolving to loopback allowed by policy", allow: loop, address: "localhost:" + port},
+		// A refusal comes from the policy check before any socket is made
+		// (and from the control hook before connect), so no packet leaves
+		// for these; the reason names which rule refused.
+		{name: "private refused", address: "10.0.0.1:443", want: ReasonPrivate},
+		{name: "metadata refused", address: "169.254.169.254:80", want: ReasonCloudMetadata},
+		{name: "numeric name refused", allow: loop, address: "127.1:" + port, want: ReasonInvalid},
+		{name: "trusted loopback", trusted: true, address: "127.0.0.1:" + port},
+		{name: "trusted name on loopback", trusted: true, address: "localhost:" + port},
+		{name: "trusted never reaches metadata", trusted: true, address: "169.254.169.254:80", want: ReasonCloudMetadata},
+		{name: "trusted never reaches unspecified", trusted: true, address: "0.0.0.0:" + port, want: ReasonUnspecified},
+		{name: "bad port", address: "127.0.0.1:http", want: "error"},
+		{name: "no port", address: "127.0.0.1", want: "error"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &Dialer{Policy: Policy{Allow: tc.allow}, Timeout: time.Second}
+			dial := d.DialHost
+			if tc.trusted {
+				dial = d.DialTrusted
+			}
+			c, err := dial(context.Background(), "tcp", tc.address)
+			if c != nil {
+				c.Close()
+			}
+			got := ""
+			var be *BlockedError
+			switch {
+			case errors.As(err, &be):
+				got = be.Reason
+			case err != nil:
+				got = "error"
+			}
+			if got != tc.want {
+				t.Errorf("got %q (%v), want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// Trust is per call: DialTrusted must not widen what DialHost allows on
+// the same dialer afterwards.
+func TestDialTrustedLeavesPolicy(t *testing.T) {
+	d := &Dialer{Timeout: time.Second}
+	if c, err := d.DialTrusted(context.Background(), "tcp", "127.0.0.1:1"); c != nil {
+		c.Close()
+	} else if errors.As(err, new(*BlockedError)) {
+		t.Fatalf("trusted dial refused: %v", err)
+	}
+	_, err := d.DialHost(context.Background(), "tcp", "127.0.0.1:1")
+	var be *BlockedError
+	if !errors.As(err, &be) || be.Reason != ReasonLoopback {
+		t.Fatalf("got %v, want the loopback refused", err)
+	}
+	if len(d.Policy.Allow) != 0 {
+		t.Errorf("got allow %v after a trusted dial, want none", d.Policy.Allow)
+	}
+}
+
 // The control hook must refuse what the kernel is asked to connect to even
 // when the caller's check was passed, e.g. a dialer used by a resolver-
 // based path. Drive it directly: it is the second line of defence.
 func TestDialerControl(t *testing.T) {
-	d := &Dialer{}
 	for _, tc := range []struct {
 		address string
 		want    string
@@ -233,7 +321,7 @@ func TestDialerControl(t *testing.T) {
 		{"garbage", ReasonInvalid},
 	} {
 		t.Run(tc.address, func(t *testing.T) {
-			err := d.control("tcp", tc.address, nil)
+			err := control(Policy{}, tc.address)
 			got := ""
 			var be *BlockedError
 			if errors.As(err, &be) {
