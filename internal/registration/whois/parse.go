@@ -442,8 +442,13 @@ func serverAddr(v string) string {
 	return host + ":" + port
 }
 
+// maxListLen caps the statuses and name servers kept from one answer:
+// real ones list a dozen at most, and the cap keeps appendNew's search
+// from going quadratic on a hostile answer.
+const maxListLen = 32
+
 func appendNew(list []string, v string) []string {
-	if v == "" {
+	if v == "" || len(list) >= maxListLen {
 		return list
 	}
 	for _, have := range list {
