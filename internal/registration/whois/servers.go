@@ -114,7 +114,7 @@ func (c *Client) server(ctx context.Context, tld string) (string, error) {
 	}
 	now := time.Now()
 	c.mu.Lock()
-	e, ok := c.tldByIA[tld]
+	e, ok := c.ianaCache[tld]
 	c.mu.Unlock()
 	if ok && now.Sub(e.at) < ianaCacheTTL {
 		return e.server, nil
@@ -126,13 +126,13 @@ func (c *Client) server(ctx context.Context, tld string) (string, error) {
 	server := ianaServer(text)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.tldByIA) >= ianaCacheMax {
-		for k := range c.tldByIA {
-			delete(c.tldByIA, k)
+	if len(c.ianaCache) >= ianaCacheMax {
+		for k := range c.ianaCache {
+			delete(c.ianaCache, k)
 			break
 		}
 	}
-	c.tldByIA[tld] = ianaEntry{server: server, at: now}
+	c.ianaCache[tld] = ianaEntry{server: server, at: now}
 	return server, nil
 }
 

@@ -125,7 +125,7 @@ func (c *Config) Validate() error {
 type Client struct {
 	cfg     Config
 	mu      sync.Mutex
-	tldByIA map[string]ianaEntry // TLD → IANA's answer, bounded
+	ianaCache map[string]ianaEntry // TLD → IANA's answer, bounded by ianaCacheMax
 }
 
 // New returns a Client for cfg.
@@ -134,7 +134,7 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Client{cfg: cfg, tldByIA: make(map[string]ianaEntry)}, nil
+	return &Client{cfg: cfg, ianaCache: make(map[string]ianaEntry)}, nil
 }
 
 // errTooLarge: an answer went over MaxBytes.
