@@ -123,8 +123,8 @@ func (c *Config) Validate() error {
 
 // Client looks up registrations over WHOIS. It is safe for concurrent use.
 type Client struct {
-	cfg     Config
-	mu      sync.Mutex
+	cfg       Config
+	mu        sync.Mutex
 	ianaCache map[string]ianaEntry // TLD → IANA's answer, bounded by ianaCacheMax
 }
 
