@@ -39,6 +39,7 @@ import (
 
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/events/stream"
+	"github.com/certfleet/certfleet/internal/backoff"
 	"github.com/certfleet/certfleet/internal/health"
 )
 
@@ -112,6 +113,14 @@ type Config struct {
 	// long a crashed coordinator's shards stay idle. Leases are renewed and
 	// rebalanced every LeaseTTL/3. Default 10s.
 	LeaseTTL time.Duration
+	// RegistrationInterval is how often the registration of each
+	// registrable domain is looked up (daily within 30 days of its
+	// expiry). Default 7 days.
+	RegistrationInterval time.Duration
+	// RegistrationRetry paces the lookups of a registration after failed
+	// ones; its Max is capped at RegistrationInterval. Default 15m
+	// doubling up to RegistrationInterval.
+	RegistrationRetry backoff.Policy
 }
 
 func (c *Config) setDefaults() {
@@ -134,6 +143,15 @@ func (c *Config) setDefaults() {
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = 10 * time.Second
 	}
+	if c.RegistrationInterval == 0 {
+		c.RegistrationInterval = 7 * 24 * time.Hour
+	}
+	if c.RegistrationRetry.Initial == 0 {
+		c.RegistrationRetry.Initial = 15 * time.Minute
+	}
+	if c.RegistrationRetry.Max == 0 {
+		c.RegistrationRetry.Max = c.RegistrationInterval
+	}
 }
 
 // Validate reports every problem of the configuration.
@@ -151,6 +169,13 @@ func (c Config) Validate() error {
 	if c.LeaseTTL < 300*time.Millisecond {
 		errs = append(errs, fmt.Errorf("lease ttl must be at least 300ms, got %s", c.LeaseTTL))
 	}
+	if c.RegistrationInterval < time.Second {
+		errs = append(errs, fmt.Errorf("registration interval must be at least 1s, got %s", c.RegistrationInterval))
+	}
+	if c.RegistrationRetry.Initial < 0 || c.RegistrationRetry.Max < c.RegistrationRetry.Initial {
+		errs = append(errs, fmt.Errorf("registration retry pauses must be positive with max at least initial, got %s and %s",
+			c.RegistrationRetry.Initial, c.RegistrationRetry.Max))
+	}
 	return errors.Join(errs...)
 }
 
@@ -167,6 +192,8 @@ type Coordinator struct {
 
 	mu   sync.Mutex
 	held map[int]bool
+	// regHeld: this coordinator holds the registration lease.
+	regHeld bool
 }
 
 // New returns a coordinator; Run starts it.
