@@ -260,7 +260,9 @@ func registrationNextDue(r events.RegistrationV1, failures int, interval time.Du
 	if r.Status == events.RegistrationRateLimited && r.RetryAfter != nil {
 		return clampTime(*r.RetryAfter, at.Add(regMinRetry), at.Add(interval))
 	}
-	retry.Max = min(retry.Max, interval)
+	if retry.Max <= 0 || retry.Max > interval {
+		retry.Max = interval
+	}
 	next := at.Add(retry.Delay(failures))
 	if r.RetryAfter != nil && r.RetryAfter.After(next) {
 		next = *r.RetryAfter
