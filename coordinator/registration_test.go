@@ -206,7 +206,7 @@ func TestRegistrationReferences(t *testing.T) {
 		if _, ok := regScore(t, rdb, "example.co.uk"); ok {
 			t.Error("example.co.uk still scheduled after its last host was paused")
 		}
-		mustApply(t, c, removed...)    // redelivered removals
+		mustApply(t, c, removed...)   // redelivered removals
 		mustApply(t, c, added[1:]...) // and older adds: all no-ops
 		if refs := regRefs(t, rdb); refs["example.co.uk"] != "" || refs["example.com"] != half {
 			t.Errorf("references: got %v, want example.com %s and no example.co.uk", refs, half)
