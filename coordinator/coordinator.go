@@ -1,5 +1,6 @@
 // Package coordinator keeps certfleet's scan schedule and turns due domains
-// into scan jobs.
+// into scan jobs, and registrable domains due for a registration lookup
+// into lookup jobs.
 //
 // The schedule lives in Redis, split into shards. Every key of shard NN
 // carries the hash tag {NN} (events.ShardTag), so one Lua script touches a
@@ -20,6 +21,12 @@
 // first checks the lease still carries this coordinator's token and that the
 // domain's due time is still the one read, so two coordinators running at
 // once never dispatch the same job, even across lease handovers.
+//
+// The same domain events also keep the registration lookup schedule, one
+// per registrable domain for the whole fleet, dispatched by the holder of
+// one more lease to registration:jobs (see registration.go); the lookup
+// results (registration.looked_up.v1, on the events streams) set each next
+// lookup.
 package coordinator
 
 import (
