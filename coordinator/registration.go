@@ -39,6 +39,8 @@ import (
 //	                                 exactly the referenced ones
 //	reg:state:{registration:jobs}    hash  registrable -> "<looked up ms> <failures>"
 //	                                 of the last result applied
+//	reg:inflight:{registration:jobs} hash  registrable -> when its last job was
+//	                                 dispatched (unix ms), until its result
 //	reg:lease:{registration:jobs}    string the dispatching coordinator's token
 //
 // The domain events keep their shard keys as before; the registration keys
@@ -54,6 +56,7 @@ const (
 	regDomainsKey           = "reg:domains:" + regTag
 	regRefsKey              = "reg:refs:" + regTag
 	regStateKey             = "reg:state:" + regTag
+	regInflightKey          = "reg:inflight:" + regTag
 )
 
 // regJobsMaxLen caps registration:jobs (XADD MAXLEN ~), as jobsMaxLen the
@@ -95,8 +98,9 @@ var (
 // its due time), one that loses its last leaves the schedule and its
 // state. Events older than the last applied to the domain are no-ops.
 //
-// KEYS: domains, refs, schedule, state. ARGV: domain id, version (unix
-// ms), registrable ("" = none), now (unix ms). Returns 1 when applied.
+// KEYS: domains, refs, schedule, state, inflight. ARGV: domain id,
+// version (unix ms), registrable ("" = none), now (unix ms). Returns 1
+// when applied.
 var regRefScript = redis.NewScript(`
 local id, version, reg = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local old = ''
@@ -113,6 +117,7 @@ if old ~= '' then
     redis.call('HDEL', KEYS[2], old)
     redis.call('ZREM', KEYS[3], old)
     redis.call('HDEL', KEYS[4], old)
+    redis.call('HDEL', KEYS[5], old)
   end
 end
 if reg ~= '' then
@@ -132,7 +137,7 @@ func (c *Coordinator) applyRegistrationRef(ctx context.Context, e events.Envelop
 		// suffix) has no registration to look up.
 		reg, _ = registration.Registrable(host)
 	}
-	keys := []string{regDomainsKey, regRefsKey, RegistrationScheduleKey, regStateKey}
+	keys := []string{regDomainsKey, regRefsKey, RegistrationScheduleKey, regStateKey, regInflightKey}
 	applied, err := regRefScript.Run(ctx, c.rdb, keys, domainID, e.OccurredAt.UnixMilli(), reg, nowMS()).Int()
 	if err != nil {
 		return fmt.Errorf("apply %s %s to the registration schedule: %w", e.Name, domainID, err)
@@ -142,11 +147,13 @@ func (c *Coordinator) applyRegistrationRef(ctx context.Context, e events.Envelop
 }
 
 // regCheckScript makes the registrable domain of a domain due now unless
-// it was looked up within the fresh window. A registrable domain due
-// earlier keeps its due time (and so its job id).
+// it was looked up within the fresh window, or a lookup dispatched within
+// it has no result yet (a domain added and checked at once is one
+// lookup). A registrable domain due earlier keeps its due time (and so
+// its job id).
 //
-// KEYS: domains, state, schedule. ARGV: domain id, now (unix ms), fresh
-// (ms). Returns 1 when it made it due.
+// KEYS: domains, state, schedule, inflight. ARGV: domain id, now (unix
+// ms), fresh (ms). Returns 1 when it made it due.
 var regCheckScript = redis.NewScript(`
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if not cur then return 0 end
@@ -154,13 +161,15 @@ local reg = string.match(cur, '^%d+ (.*)$')
 if not reg or reg == '' then return 0 end
 local st = redis.call('HGET', KEYS[2], reg)
 if st and tonumber(ARGV[2]) - tonumber(string.match(st, '^(%d+)')) < tonumber(ARGV[3]) then return 0 end
+local sent = redis.call('HGET', KEYS[4], reg)
+if sent and tonumber(ARGV[2]) - tonumber(sent) < tonumber(ARGV[3]) then return 0 end
 return redis.call('ZADD', KEYS[3], 'XX', 'LT', 'CH', ARGV[2], reg)
 `)
 
 // checkRegistrationNow applies domain.check_requested to the registration
 // schedule.
 func (c *Coordinator) checkRegistrationNow(ctx context.Context, domainID string) error {
-	keys := []string{regDomainsKey, regStateKey, RegistrationScheduleKey}
+	keys := []string{regDomainsKey, regStateKey, RegistrationScheduleKey, regInflightKey}
 	if err := regCheckScript.Run(ctx, c.rdb, keys, domainID, nowMS(), regFresh.Milliseconds()).Err(); err != nil {
 		return fmt.Errorf("check registration of %s: %w", domainID, err)
 	}
@@ -174,8 +183,8 @@ func (c *Coordinator) checkRegistrationNow(ctx context.Context, domainID string)
 // next due time was computed from (another coordinator applied a result
 // in between): the consumer retries with the new state.
 //
-// KEYS: state, schedule. ARGV: registrable, expected state ("" = none),
-// new state, looked up (unix ms), next due (unix ms).
+// KEYS: state, schedule, inflight. ARGV: registrable, expected state
+// ("" = none), new state, looked up (unix ms), next due (unix ms).
 var regResultScript = redis.NewScript(`
 if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or ''
@@ -183,6 +192,7 @@ if cur ~= '' and tonumber(string.match(cur, '^(%d+)')) >= tonumber(ARGV[4]) then
 if cur ~= ARGV[2] then return -1 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('ZADD', KEYS[2], 'XX', ARGV[5], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
 return 1
 `)
 
@@ -206,7 +216,7 @@ func (c *Coordinator) applyRegistrationResult(ctx context.Context, e events.Enve
 	next := registrationNextDue(r, failures, c.cfg.RegistrationInterval, c.cfg.RegistrationRetry)
 	looked := r.LookedUpAt.UnixMilli()
 	state := strconv.FormatInt(looked, 10) + " " + strconv.Itoa(failures)
-	keys := []string{regStateKey, RegistrationScheduleKey}
+	keys := []string{regStateKey, RegistrationScheduleKey, regInflightKey}
 	res, err := regResultScript.Run(ctx, c.rdb, keys, r.Domain, prev, state, looked, next.UnixMilli()).Int()
 	if err != nil {
 		return fmt.Errorf("apply registration result of %s: %w", r.Domain, err)
@@ -286,13 +296,14 @@ func clampTime(t, lo, hi time.Time) time.Time {
 // nothing happens unless the lease holds our token, and a domain is
 // skipped unless its due time is still the one read.
 //
-// KEYS: lease, schedule, jobs. ARGV: token, maxlen, then per registrable
-// domain: name, due, next due, field count, fields and values of the
-// entry. Returns the number dispatched, or -1 without the lease.
+// KEYS: lease, schedule, jobs, inflight. ARGV: token, maxlen, now, then
+// per registrable domain: name, due, next due, field count, fields and
+// values of the entry. Returns the number dispatched, or -1 without the
+// lease.
 var regDispatchScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local dispatched = 0
-local i = 3
+local i = 4
 while i <= #ARGV do
   local reg, due, nxt, nf = ARGV[i], ARGV[i+1], ARGV[i+2], tonumber(ARGV[i+3])
   local fields = {}
@@ -302,6 +313,7 @@ while i <= #ARGV do
   if score and tonumber(score) == tonumber(due) then
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
     redis.call('ZADD', KEYS[2], 'XX', nxt, reg)
+    redis.call('HSET', KEYS[4], reg, ARGV[3])
     dispatched = dispatched + 1
   end
 end
@@ -328,7 +340,7 @@ func (c *Coordinator) dispatchRegistrations(ctx context.Context) (int, error) {
 			break
 		}
 		args := make([]any, 0, 2+len(due)*8)
-		args = append(args, c.token, regJobsMaxLen)
+		args = append(args, c.token, regJobsMaxLen, now)
 		for _, z := range due {
 			reg, dueMS := z.Member.(string), int64(z.Score)
 			fields, err := registrationJobFields(reg, dueMS)
@@ -338,7 +350,7 @@ func (c *Coordinator) dispatchRegistrations(ctx context.Context) (int, error) {
 			args = append(args, reg, dueMS, nextDue(dueMS, now, c.cfg.RegistrationInterval), len(fields)/2)
 			args = append(args, fields...)
 		}
-		keys := []string{RegistrationLeaseKey, RegistrationScheduleKey, events.StreamRegistrationJobs}
+		keys := []string{RegistrationLeaseKey, RegistrationScheduleKey, events.StreamRegistrationJobs, regInflightKey}
 		n, err := regDispatchScript.Run(ctx, c.rdb, keys, args...).Int()
 		if err != nil {
 			return total, fmt.Errorf("dispatch registrations: %w", err)

@@ -369,6 +369,15 @@ func TestRegistrationCheckRequested(t *testing.T) {
 		}
 		return e
 	}
+	// Added and checked at once: the lookup the add dispatched serves
+	// the check.
+	if got := mustDispatch(t, c); got != 1 {
+		t.Fatalf("dispatched after add: got %d, want 1", got)
+	}
+	mustApply(t, c, check())
+	if got := mustDispatch(t, c); got != 0 {
+		t.Errorf("dispatched after a check while the lookup is under way: got %d, want 0", got)
+	}
 	for _, tc := range []struct {
 		name    string
 		lookup  time.Duration // before now
