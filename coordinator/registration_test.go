@@ -427,3 +427,29 @@ func TestRegistrationNextDuePolicy(t *testing.T) {
 		})
 	}
 }
+
+// Every registration script touches keys of one slot: on Redis Cluster a
+// script naming keys of two slots fails with CROSSSLOT.
+func TestRegistrationOnRedisCluster(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.RedisCluster(t).Client(t)
+	c := newRegCoordinator(t, rdb, "c1", Config{})
+	c.balanceLeases(ctx)
+	tenant := events.TenantID("a@example.org")
+	added := tenantDomain(t, events.DomainAdded, tenant, "d1", "www.example.com", true)
+	mustApply(t, c, added)
+	if got := mustDispatch(t, c); got != 1 {
+		t.Fatalf("dispatched: got %d, want 1", got)
+	}
+	check, err := events.New(events.DomainCheckRequested, tenant, "d1", events.DomainCheckRequestedV1{DomainID: "d1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, c,
+		lookedUp(t, events.RegistrationV1{Domain: "example.com", Status: events.RegistrationOK, LookedUpAt: time.Now().UTC().Truncate(time.Millisecond)}),
+		check,
+		tenantDomain(t, events.DomainRemoved, tenant, "d1", "www.example.com", false))
+	if _, ok := regScore(t, rdb, "example.com"); ok {
+		t.Error("example.com still scheduled after its only host was removed")
+	}
+}
