@@ -278,6 +278,12 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		defer wg.Done()
 		c.loop(ctx, c.cfg.Tick, c.dispatch)
 	}()
+	wg.Go(func() {
+		// Not fatal: the next start tries again.
+		if err := c.backfillRegistrations(ctx); err != nil && ctx.Err() == nil {
+			c.logger.Warn("registration backfill failed", zap.Error(err))
+		}
+	})
 	wg.Wait()
 
 	stopCtx, stopCancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -435,4 +436,100 @@ func (c *Coordinator) setRegistrationHeld(held bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.regHeld = held
+}
+
+// regBackfilledKey marks that the domains scheduled before registration
+// lookups existed have their references.
+const regBackfilledKey = "reg:backfilled:" + regTag
+
+// shardSnapshotScript reads, in one step, what the registration schedule
+// needs of some domains of a shard: record, version and whether they are
+// active (scheduled), so a reference is never built from a record of one
+// event and the version of another.
+//
+// KEYS: domains, versions, schedule. ARGV: domain ids. Returns per id:
+// record ("" = none), version ("" = none), "1" when active.
+var shardSnapshotScript = redis.NewScript(`
+local out = {}
+for i, id in ipairs(ARGV) do
+  out[#out+1] = redis.call('HGET', KEYS[1], id) or ''
+  out[#out+1] = redis.call('HGET', KEYS[2], id) or ''
+  out[#out+1] = redis.call('ZSCORE', KEYS[3], id) and '1' or ''
+end
+return out
+`)
+
+// backfillRegistrations gives the domains of a fleet that predates
+// registration lookups their references, once per deployment: every
+// domain's reference is applied with the version of its last domain
+// event, so one applied meanwhile by the event consumer wins, and two
+// coordinators backfilling at once apply the same.
+func (c *Coordinator) backfillRegistrations(ctx context.Context) error {
+	done, err := c.rdb.Exists(ctx, regBackfilledKey).Result()
+	if err != nil || done == 1 {
+		return err
+	}
+	total := 0
+	for n := 0; n < c.cfg.Shards; n++ {
+		var cursor uint64
+		for {
+			ids, next, err := c.rdb.HScan(ctx, DomainsKey(n), cursor, "*", batchSize).Result()
+			if err != nil {
+				return fmt.Errorf("scan domains of shard %d: %w", n, err)
+			}
+			// HSCAN returns fields and values; only the fields are ids.
+			keysOnly := make([]any, 0, len(ids)/2)
+			for i := 0; i < len(ids); i += 2 {
+				keysOnly = append(keysOnly, ids[i])
+			}
+			if len(keysOnly) > 0 {
+				k, err := c.backfillBatch(ctx, n, keysOnly)
+				if err != nil {
+					return err
+				}
+				total += k
+			}
+			if cursor = next; cursor == 0 {
+				break
+			}
+		}
+	}
+	if err := c.rdb.Set(ctx, regBackfilledKey, time.Now().UTC().Format(time.RFC3339), 0).Err(); err != nil {
+		return fmt.Errorf("mark registration backfill done: %w", err)
+	}
+	c.logger.Info("registration references backfilled", zap.Int("domains", total))
+	return nil
+}
+
+func (c *Coordinator) backfillBatch(ctx context.Context, n int, ids []any) (int, error) {
+	snap, err := shardSnapshotScript.Run(ctx, c.rdb, []string{DomainsKey(n), versionsKey(n), ScheduleKey(n)}, ids...).StringSlice()
+	if err != nil || len(snap) != 3*len(ids) {
+		return 0, fmt.Errorf("read domains of shard %d: %w (%d values)", n, err, len(snap))
+	}
+	applied := 0
+	for i, id := range ids {
+		raw, version, active := snap[3*i], snap[3*i+1], snap[3*i+2] == "1"
+		if raw == "" || version == "" {
+			continue // removed meanwhile
+		}
+		var rec domainRecord
+		if err := json.Unmarshal([]byte(raw), &rec); err != nil {
+			c.logger.Error("cannot read domain record", zap.Any("domain_id", id), zap.Error(err))
+			continue
+		}
+		ms, err := strconv.ParseInt(version, 10, 64)
+		if err != nil {
+			continue
+		}
+		host := rec.Host
+		if !active {
+			host = ""
+		}
+		e := events.Envelope{Name: "backfill", OccurredAt: time.UnixMilli(ms)}
+		if err := c.applyRegistrationRef(ctx, e, id.(string), host); err != nil {
+			return applied, err
+		}
+		applied++
+	}
+	return applied, nil
 }

@@ -453,3 +453,49 @@ func TestRegistrationOnRedisCluster(t *testing.T) {
 		t.Error("example.com still scheduled after its only host was removed")
 	}
 }
+
+// Domains scheduled before registration lookups existed get their
+// references once, from their shard records: paused ones none.
+func TestRegistrationBackfill(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	c := newRegCoordinator(t, rdb, "c1", Config{})
+	c.balanceLeases(ctx)
+	tenant := events.TenantID("a@example.org")
+	mustApply(t, c,
+		tenantDomain(t, events.DomainAdded, tenant, "d1", "www.example.com", true),
+		tenantDomain(t, events.DomainAdded, tenant, "d2", "api.example.com", true),
+		tenantDomain(t, events.DomainAdded, tenant, "d3", "paused.example.net", true))
+	mustApply(t, c, tenantDomain(t, events.DomainUpdated, tenant, "d3", "paused.example.net", false))
+	// The fleet before the upgrade: shard keys only.
+	keys, err := rdb.Keys(ctx, "reg:*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Del(ctx, keys...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.balanceLeases(ctx) // finds its lease gone
+	c.balanceLeases(ctx) // takes it again
+
+	if err := c.backfillRegistrations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if refs := regRefs(t, rdb); len(refs) != 1 || refs["example.com"] != "2" {
+		t.Errorf("references: got %v, want example.com 2", refs)
+	}
+	if got := mustDispatch(t, c); got != 1 {
+		t.Errorf("dispatched: got %d, want 1", got)
+	}
+	// Once per deployment: a domain's reference removed by hand stays
+	// removed by a second run.
+	if err := rdb.HDel(ctx, regRefsKey, "example.com").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.backfillRegistrations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if refs := regRefs(t, rdb); len(refs) != 0 {
+		t.Errorf("references after a second backfill: got %v, want none", refs)
+	}
+}
