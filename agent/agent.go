@@ -2,7 +2,9 @@
 // shard streams through its region's consumer group, resolves each domain,
 // does one TLS handshake with every address the way a browser would (through
 // the guarded dialer of internal/guard), and publishes what it saw as a
-// scan.completed event on the results stream.
+// scan.completed event on the results stream. Beside the scans, its
+// RegistrationWorker does the fleet's registration lookup jobs
+// (registration.go).
 package agent
 
 import (

@@ -1,5 +1,6 @@
 // Package coordinator keeps certfleet's scan schedule and turns due domains
-// into scan jobs.
+// into scan jobs, and registrable domains due for a registration lookup
+// into lookup jobs.
 //
 // The schedule lives in Redis, split into shards. Every key of shard NN
 // carries the hash tag {NN} (events.ShardTag), so one Lua script touches a
@@ -20,6 +21,12 @@
 // first checks the lease still carries this coordinator's token and that the
 // domain's due time is still the one read, so two coordinators running at
 // once never dispatch the same job, even across lease handovers.
+//
+// The same domain events also keep the registration lookup schedule, one
+// per registrable domain for the whole fleet, dispatched by the holder of
+// one more lease to registration:jobs (see registration.go); the lookup
+// results (registration.looked_up.v1, on the events streams) set each next
+// lookup.
 package coordinator
 
 import (
@@ -39,6 +46,7 @@ import (
 
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/events/stream"
+	"github.com/certfleet/certfleet/internal/backoff"
 	"github.com/certfleet/certfleet/internal/health"
 )
 
@@ -112,6 +120,14 @@ type Config struct {
 	// long a crashed coordinator's shards stay idle. Leases are renewed and
 	// rebalanced every LeaseTTL/3. Default 10s.
 	LeaseTTL time.Duration
+	// RegistrationInterval is how often the registration of each
+	// registrable domain is looked up (daily within 30 days of its
+	// expiry). Default 7 days.
+	RegistrationInterval time.Duration
+	// RegistrationRetry paces the lookups of a registration after failed
+	// ones; its Max is capped at RegistrationInterval. Default 15m
+	// doubling up to RegistrationInterval.
+	RegistrationRetry backoff.Policy
 }
 
 func (c *Config) setDefaults() {
@@ -134,6 +150,15 @@ func (c *Config) setDefaults() {
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = 10 * time.Second
 	}
+	if c.RegistrationInterval == 0 {
+		c.RegistrationInterval = 7 * 24 * time.Hour
+	}
+	if c.RegistrationRetry.Initial == 0 {
+		c.RegistrationRetry.Initial = 15 * time.Minute
+	}
+	if c.RegistrationRetry.Max == 0 {
+		c.RegistrationRetry.Max = c.RegistrationInterval
+	}
 }
 
 // Validate reports every problem of the configuration.
@@ -151,6 +176,13 @@ func (c Config) Validate() error {
 	if c.LeaseTTL < 300*time.Millisecond {
 		errs = append(errs, fmt.Errorf("lease ttl must be at least 300ms, got %s", c.LeaseTTL))
 	}
+	if c.RegistrationInterval < time.Second {
+		errs = append(errs, fmt.Errorf("registration interval must be at least 1s, got %s", c.RegistrationInterval))
+	}
+	if c.RegistrationRetry.Initial < 0 || c.RegistrationRetry.Max < c.RegistrationRetry.Initial {
+		errs = append(errs, fmt.Errorf("registration retry pauses must be positive with max at least initial, got %s and %s",
+			c.RegistrationRetry.Initial, c.RegistrationRetry.Max))
+	}
 	return errors.Join(errs...)
 }
 
@@ -167,6 +199,8 @@ type Coordinator struct {
 
 	mu   sync.Mutex
 	held map[int]bool
+	// regHeld: this coordinator holds the registration lease.
+	regHeld bool
 }
 
 // New returns a coordinator; Run starts it.
@@ -244,6 +278,12 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		defer wg.Done()
 		c.loop(ctx, c.cfg.Tick, c.dispatch)
 	}()
+	wg.Go(func() {
+		// Not fatal: the next start tries again.
+		if err := c.backfillRegistrations(ctx); err != nil && ctx.Err() == nil {
+			c.logger.Warn("registration backfill failed", zap.Error(err))
+		}
+	})
 	wg.Wait()
 
 	stopCtx, stopCancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/backoff"
 	"github.com/certfleet/certfleet/internal/testenv"
 	"github.com/redis/go-redis/v9"
 )
@@ -82,6 +83,8 @@ func TestConfigValidate(t *testing.T) {
 		{"bad everything", Config{Shards: 101, Interval: time.Millisecond, Tick: time.Millisecond, LeaseTTL: time.Millisecond},
 			[]string{"shards", "interval", "tick", "lease ttl"}},
 		{"negative shards", Config{Shards: -1}, []string{"shards"}},
+		{"registration", Config{RegistrationInterval: time.Millisecond, RegistrationRetry: backoff.Policy{Initial: time.Hour, Max: time.Minute}},
+			[]string{"registration interval", "registration retry"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg

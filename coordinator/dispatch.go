@@ -70,8 +70,16 @@ func nextDue(due, now int64, interval time.Duration) int64 {
 	return next
 }
 
-// dispatch dispatches the due domains of every held shard.
+// dispatch dispatches the due domains of every held shard, and the due
+// registration lookups while holding their lease.
 func (c *Coordinator) dispatch(ctx context.Context) {
+	if _, err := c.dispatchRegistrations(ctx); err != nil {
+		if errors.Is(err, errLeaseLost) {
+			c.logger.Warn("registration lease lost")
+		} else {
+			c.logger.Warn("dispatch of registration lookups failed, will retry next tick", zap.Error(err))
+		}
+	}
 	for _, n := range c.HeldShards() {
 		if ctx.Err() != nil {
 			return

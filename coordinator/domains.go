@@ -80,6 +80,8 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 			return malformed(e, err)
 		}
 		return c.checkNow(ctx, e, p.DomainID)
+	case events.RegistrationLookedUp:
+		return c.applyRegistrationResult(ctx, e)
 	case events.DomainRemoved:
 		var p events.DomainRemovedV1
 		if err := e.Decode(&p); err != nil {
@@ -116,7 +118,11 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 	c.logger.Debug("domain event",
 		zap.String("event", e.Name), zap.String("domain_id", domainID),
 		zap.Int("shard", n), zap.Bool("applied", applied == 1))
-	return nil
+	host := rec.Host
+	if !active {
+		host = ""
+	}
+	return c.applyRegistrationRef(ctx, e, domainID, host)
 }
 
 // malformed marks a domain event no retry can apply: the consumer
@@ -156,5 +162,5 @@ func (c *Coordinator) checkNow(ctx context.Context, e events.Envelope, domainID 
 	c.logger.Debug("domain event",
 		zap.String("event", e.Name), zap.String("domain_id", domainID),
 		zap.Int("shard", n), zap.Bool("applied", scheduled == 1))
-	return nil
+	return c.checkRegistrationNow(ctx, domainID)
 }

@@ -36,6 +36,7 @@ func (c *Coordinator) balanceLeases(ctx context.Context) {
 			c.setHeld(n, false)
 		}
 	}
+	c.balanceRegistrationLease(ctx)
 	if live == 0 {
 		return
 	}
@@ -97,6 +98,7 @@ func (c *Coordinator) releaseAll(ctx context.Context) {
 		}
 		c.setHeld(n, false)
 	}
+	c.releaseRegistrationLease(ctx)
 	if err := c.rdb.ZRem(ctx, CoordinatorsKey, c.token).Err(); err != nil {
 		c.logger.Warn("remove heartbeat failed", zap.Error(err))
 	}

@@ -158,6 +158,11 @@ var Migrations = []Migration{
 		// the rows move.
 		Step: reshapeScanResults,
 	},
+	{
+		Version:    5,
+		Name:       "registrations",
+		Statements: []string{registrationsTable},
+	},
 }
 
 const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (

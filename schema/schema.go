@@ -1,7 +1,8 @@
 // Package schema owns certfleet's ClickHouse database: it opens connections
 // from a --clickhouse-dsn, creates the database and applies the versioned
 // migrations, and offers the reads other components need from the history
-// (replaying the event store, a domain's scan history).
+// (replaying the event store, a domain's scan history, a registrable
+// domain's registration history).
 //
 // Every statement must run on ClickHouse 18.16 (the tests' server) and on
 // current releases: columns are named in every INSERT, and only String,

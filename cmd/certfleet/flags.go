@@ -42,11 +42,12 @@ type options struct {
 	MaxIPsPerDomain     int
 	JobTimeout          time.Duration
 
-	notifyOptions  // flags_notify.go
-	caOptions      // flags_ca.go
-	auditOptions   // flags_audit.go
-	tenancyOptions // flags_tenancy.go
-	scanOptions    // scan.go
+	notifyOptions       // flags_notify.go
+	caOptions           // flags_ca.go
+	auditOptions        // flags_audit.go
+	tenancyOptions      // flags_tenancy.go
+	scanOptions         // scan.go
+	registrationOptions // flags_registration.go
 
 	// API rate limits: requests a minute per API key
 	RateLimitGeneral int
@@ -178,7 +179,7 @@ func (f *flagSet) agent() *flagSet {
 	f.BoolVar(&f.opts.CheckLegacy, "check-legacy-tls", true, "also try a handshake offering only TLS 1.0 and 1.1 on every IP")
 	f.IntVar(&f.opts.MaxIPsPerDomain, "max-ips-per-domain", 32, "addresses scanned per domain at most; the others are reported as skipped")
 	f.DurationVar(&f.opts.JobTimeout, "job-timeout", time.Minute, "deadline of one scan job, resolution and every handshake; addresses not done by then are reported as timeouts")
-	return f
+	return f.registrationAgent()
 }
 
 // consumers registers the flags every role with stream consumers shares.
@@ -190,7 +191,7 @@ func (f *flagSet) consumers() *flagSet {
 
 func (f *flagSet) coordinator() *flagSet {
 	f.DurationVar(&f.opts.ScanInterval, "scan-interval", 12*time.Hour, "how often each domain is rescanned")
-	return f
+	return f.registrationCoordinator()
 }
 
 // parse applies CERTFLEET_<NAME> environment variables, then the command

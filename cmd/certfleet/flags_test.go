@@ -78,6 +78,8 @@ func TestScanFlagsMustBePositive(t *testing.T) {
 		{"job timeout zero", []string{"agent", "--job-timeout", "0s"}, "--job-timeout must be positive, got 0s"},
 		{"claim idle zero", []string{"coordinator", "--claim-idle", "0s"}, "--claim-idle must be positive, got 0s"},
 		{"claim idle negative", []string{"apiserver", "--claim-idle", "-1s"}, "--claim-idle must be positive, got -1s"},
+		{"registration interval zero", []string{"coordinator", "--registration-interval", "0s"}, "--registration-interval must be at least 1s, got 0s"},
+		{"registration workers zero", []string{"agent", "--registration-workers", "0"}, "--registration-workers must be positive, got 0"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

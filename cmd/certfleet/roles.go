@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/agent"
@@ -55,6 +56,9 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		return fmt.Errorf("--claim-idle must be positive, got %s", o.ClaimIdle)
 	}
 	// Checked before any connection, so a bad flag fails fast.
+	if err := o.registrationOptions.validate(role); err != nil {
+		return err
+	}
 	var notify apiserver.NotifyConfig
 	if role == "all" || role == "apiserver" {
 		if err := o.tenancyOptions.validate(); err != nil {
@@ -126,7 +130,10 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		gr.add(proj.Run)
 	}
 	if role == "all" || role == "coordinator" {
-		co, err := coordinator.New(coordinator.Config{Name: o.Name, Interval: o.ScanInterval, Shards: o.Shards, ClaimIdle: o.ClaimIdle}, rdb, logger)
+		co, err := coordinator.New(coordinator.Config{
+			Name: o.Name, Interval: o.ScanInterval, Shards: o.Shards, ClaimIdle: o.ClaimIdle,
+			RegistrationInterval: o.RegistrationInterval,
+		}, rdb, logger)
 		if err != nil {
 			return err
 		}
@@ -151,6 +158,9 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		}
 		gr.register(ag)
 		gr.add(ag.Run)
+		if err := addRegistrationWorker(gr, o, rdb, logger); err != nil {
+			return err
+		}
 	}
 	if o.MetricsListen != "" {
 		gr.addHTTP(o.MetricsListen, metricsHandler(gr.health), logger)
@@ -159,6 +169,31 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	err = gr.run()
 	logger.Info("stopped", zap.Error(err))
 	return err
+}
+
+// addRegistrationWorker adds the agent's registration lookup worker
+// unless --registration-lookups is off.
+func addRegistrationWorker(gr *group, o *options, rdb redis.UniversalClient, logger *zap.Logger) error {
+	if !o.RegistrationLookups {
+		return nil
+	}
+	lookup, err := registrationLookup(o, rdb, logger)
+	if err != nil {
+		return err
+	}
+	if lookup == nil {
+		logger.Info("registration lookups not available in this build")
+		return nil
+	}
+	w, err := agent.NewRegistrationWorker(agent.RegistrationConfig{
+		Name: o.Name, Lookup: lookup, Workers: o.RegistrationWorkers, ClaimIdle: o.ClaimIdle,
+	}, rdb, logger)
+	if err != nil {
+		return err
+	}
+	gr.register(w)
+	gr.add(w.Run)
+	return nil
 }
 
 // openSchema connects to ClickHouse, creating the database if missing, and

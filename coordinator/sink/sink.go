@@ -1,13 +1,14 @@
 // Package sink stores events in ClickHouse: every event of the events and
 // results streams into the event store (table events), the per-IP results
-// of scan.completed events into scan_results, and audit.recorded events
-// into audit_log, in batches.
+// of scan.completed events into scan_results, audit.recorded events into
+// audit_log, and registration.looked_up events into registrations, in
+// batches.
 //
 // Delivery is at least once: a batch is acknowledged only after every
 // insert succeeded, and a batch that fails is retried. A redelivered event
 // has the same sorting key in every table, so ReplacingMergeTree collapses
 // it and reads with FINAL (schema.ReplayEvents, schema.ScanHistory,
-// schema.QueryAudit) see it once; so does a job the agents scanned again
+// schema.QueryAudit, schema.RegistrationHistory) see it once; so does a job the agents scanned again
 // after a redelivery (scan_results is keyed by the job, not the scan time).
 //
 // A scan result or audit record with a value its column cannot hold (a
@@ -52,6 +53,10 @@ var (
 	auditRowsTotal = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "certfleet_sink_audit_rows_total",
 		Help: "Rows stored in ClickHouse audit_log (a redelivered event counts again).",
+	})
+	registrationRowsTotal = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "certfleet_sink_registration_rows_total",
+		Help: "Rows stored in ClickHouse registrations (a redelivered event counts again).",
 	})
 	batchSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
 		Name:    "certfleet_sink_batch_seconds",
@@ -188,6 +193,7 @@ func (s *Sink) store(ctx context.Context, batch []stream.Entry) error {
 	var (
 		rows  []schema.ScanRow
 		audit []schema.AuditRow
+		regs  []schema.RegistrationRow
 	)
 	for _, e := range batch {
 		switch e.Event.Name {
@@ -205,17 +211,27 @@ func (s *Sink) store(ctx context.Context, batch []stream.Entry) error {
 				continue
 			}
 			audit = append(audit, r)
+		case events.RegistrationLookedUp:
+			r, err := schema.RegistrationRowOf(e.Event, now)
+			if err != nil {
+				s.refuse(e, err)
+				continue
+			}
+			regs = append(regs, r)
 		}
 	}
 	// The inserts go to ClickHouse side by side: the server handles them
 	// on separate threads, and the batch is only as slow as the largest.
 	var wg sync.WaitGroup
-	var rowsErr, auditErr error
+	var rowsErr, auditErr, regsErr error
 	if len(rows) > 0 {
 		wg.Go(func() { rowsErr = schema.InsertScanRows(ctx, s.conn, rows) })
 	}
 	if len(audit) > 0 {
 		wg.Go(func() { auditErr = schema.InsertAuditRows(ctx, s.conn, audit) })
+	}
+	if len(regs) > 0 {
+		wg.Go(func() { regsErr = schema.InsertRegistrations(ctx, s.conn, regs) })
 	}
 	stored := make([]schema.StoredEvent, len(batch))
 	for i, e := range batch {
@@ -223,13 +239,14 @@ func (s *Sink) store(ctx context.Context, batch []stream.Entry) error {
 	}
 	eventsErr := schema.InsertEvents(ctx, s.conn, stored)
 	wg.Wait()
-	if err := errors.Join(rowsErr, auditErr, eventsErr); err != nil {
+	if err := errors.Join(rowsErr, auditErr, regsErr, eventsErr); err != nil {
 		batchErrors.Inc()
 		return err
 	}
 
 	rowsTotal.Add(float64(len(rows)))
 	auditRowsTotal.Add(float64(len(audit)))
+	registrationRowsTotal.Add(float64(len(regs)))
 	perStream := make(map[string]int, 2)
 	for _, e := range batch {
 		perStream[e.Stream]++
@@ -237,7 +254,7 @@ func (s *Sink) store(ctx context.Context, batch []stream.Entry) error {
 	for name, n := range perStream {
 		eventsTotal.WithLabelValues(name).Add(float64(n))
 	}
-	s.logger.Debug("stored batch", zap.Int("events", len(batch)), zap.Int("rows", len(rows)), zap.Int("audit_rows", len(audit)),
+	s.logger.Debug("stored batch", zap.Int("events", len(batch)), zap.Int("rows", len(rows)), zap.Int("audit_rows", len(audit)), zap.Int("registration_rows", len(regs)),
 		zap.Duration("took", time.Since(start)))
 	return nil
 }

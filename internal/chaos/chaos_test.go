@@ -14,6 +14,7 @@ import (
 	"github.com/certfleet/certfleet/agent"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/events/stream"
+	"github.com/certfleet/certfleet/internal/registration"
 )
 
 // TestPoisonEntries writes entries no consumer can decode on every stream
@@ -175,6 +176,52 @@ func TestRedisRestart(t *testing.T) {
 		time.Since(back).Round(time.Millisecond), before.Round(time.Millisecond))
 	time.Sleep(s.load)
 	f.landed("after redis restart")
+	f.lookupsOnce("after redis restart")
+}
+
+// lookupsOnce checks the registration schedule: the lab's domains, added
+// by every tenant, are one lookup per registrable domain, none dispatched
+// twice (by a restart replaying a dispatch, or a reference counted again)
+// and none missing.
+func (f *fleet) lookupsOnce(what string) {
+	f.t.Helper()
+	want := map[string]bool{}
+	for _, tg := range f.lab.Targets() {
+		if reg, err := registration.Registrable(tg.Host); err == nil {
+			want[reg] = true
+		}
+	}
+	var jobs []events.Envelope
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var err error
+		jobs, err = events.ReadAll(context.Background(), f.rdb, events.StreamRegistrationJobs)
+		if err != nil {
+			f.t.Fatalf("%s: read registration jobs: %v", what, err)
+		}
+		if len(jobs) >= len(want) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	got := map[string]int{}
+	for _, e := range jobs {
+		j, err := events.DecodeRegistrationRequested(e)
+		if err != nil {
+			f.t.Fatalf("%s: registration job %s: %v", what, e.EventID, err)
+		}
+		got[j.Domain]++
+	}
+	for reg := range want {
+		if got[reg] != 1 {
+			f.t.Errorf("%s: lookups of %s: got %d, want 1 for %d tenants × %d lab domains", what, reg, got[reg], f.tenants, len(f.lab.Targets()))
+		}
+	}
+	for reg, n := range got {
+		if !want[reg] {
+			f.t.Errorf("%s: %d lookups of %s, which no lab domain is under", what, n, reg)
+		}
+	}
 }
 
 // TestClickHouseOutage stops ClickHouse under load for clickhouseDown
