@@ -44,13 +44,13 @@ func BenchmarkApply(b *testing.B) {
 			for i := 0; i < len(evs); i += batch {
 				chunk := evs[i:min(i+batch, len(evs))]
 				if mode == "batch" {
-					if _, err := applyBatch(ctx, rdb, chunk, logger); err != nil {
+					if _, _, err := applyBatch(ctx, rdb, chunk, logger); err != nil {
 						b.Fatal(err)
 					}
 					continue
 				}
 				for _, e := range chunk {
-					if _, err := applyBatch(ctx, rdb, []events.Envelope{e}, logger); err != nil {
+					if _, _, err := applyBatch(ctx, rdb, []events.Envelope{e}, logger); err != nil {
 						b.Fatal(err)
 					}
 				}
