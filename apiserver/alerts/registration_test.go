@@ -112,3 +112,21 @@ func TestDomainExpiryEveryTenant(t *testing.T) {
 		}
 	}
 }
+
+// TestDomainExpiryHeld: a domain a held key added raises no registration
+// alert; approved, the next lookup raises it.
+func TestDomainExpiryHeld(t *testing.T) {
+	f := newFixture(t, 1)
+	ctx := context.Background()
+	rec := "domain:" + events.TenantTag(tenant) + ":" + domainID // as in TestHeldDomainRaisesNothing
+	if err := f.rdb.HSet(ctx, rec, "tenant_id", tenant, "held_by", "key-1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	exp := t0.Add(20 * day)
+	f.step("held: 20 days left", nil, lookup(t, "example.com", events.RegistrationOK, t0, &exp))
+	if err := f.rdb.HDel(ctx, rec, "held_by").Err(); err != nil {
+		t.Fatal(err)
+	}
+	f.step("approved: next lookup", []string{"raised domain_expiry/30 warning"},
+		lookup(t, "example.com", events.RegistrationOK, t0.Add(time.Hour), &exp))
+}

@@ -272,3 +272,45 @@ func FuzzDecodeRegistration(f *testing.F) {
 		}
 	})
 }
+
+// TestRegistrationFromStream: a lookup published on its registrable
+// domain's partition of the event stream, as the worker does, reaches the
+// view through the running projector.
+func TestRegistrationFromStream(t *testing.T) {
+	p, rdb := newProjector(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	exp := t0.AddDate(1, 0, 0)
+	ev := lookup(t, "example.org", events.RegistrationOK, t0, &exp)
+	pub, err := events.NewPublisher(rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(events.EventStream("example.org"), ev); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r, err := ReadRegistration(ctx, rdb, "example.org")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.LastID == ev.EventID.String() {
+			if got, _ := r.Expiry(); got == nil || !got.Equal(exp) {
+				t.Errorf("expiry: got %v, want %v", got, exp)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the lookup did not reach the view within 5s (view: %+v)", r)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
