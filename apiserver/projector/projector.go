@@ -723,7 +723,10 @@ func decodeView(domainID string, all map[string]string) ([]ExpEntry, error) {
 // Rebuild throws the expiration views away and builds them again from
 // every event replay yields (the event store, in occurred order). Events
 // still in the streams and not yet in the store come back when the running
-// projectors apply them, because the views only ever move forward.
+// projectors apply them, because the views only ever move forward. The
+// registration views and their indexes (registration.go) are kept: they
+// only move forward too, so replaying lookups and domain events over them
+// is harmless, and a lookup the event store lacks is not lost.
 func Rebuild(ctx context.Context, rdb redis.UniversalClient, replay func(ctx context.Context, fn func(events.Envelope) error) error, logger *zap.Logger) error {
 	logger = logger.Named("projector")
 	start := time.Now()
