@@ -108,6 +108,7 @@ type AlertResolvedV1 struct {
 	TriggeredAt time.Time `json:"triggered_at"`
 	ResolvedAt  time.Time `json:"resolved_at"`
 	// Reason says why it cleared: "certificate replaced", "condition
-	// cleared", "domain removed", "domain renamed", "threshold removed".
+	// cleared", "domain removed", "domain renamed", "threshold removed",
+	// "registration renewed".
 	Reason string `json:"reason"`
 }
