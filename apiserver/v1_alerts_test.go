@@ -180,7 +180,8 @@ func TestAlertSettingsAPI(t *testing.T) {
 	alice := e.bootstrapKey("alice@example.com", "read", "write")
 	aliceRead := e.bootstrapKey("alice@example.com", "read")
 	bob := e.bootstrapKey("bob@example.com", "read", "write")
-	defaults := map[string]any{"expiry_thresholds_days": []any{30.0, 14.0, 7.0, 3.0, 1.0}, "scan_failing_after": 3.0}
+	defaults := map[string]any{"expiry_thresholds_days": []any{30.0, 14.0, 7.0, 3.0, 1.0}, "scan_failing_after": 3.0,
+		"domain_expiry_thresholds_days": []any{60.0, 30.0, 14.0, 7.0, 1.0}}
 
 	r := e.call(0, http.MethodGet, "/api/v1/alert-settings", aliceRead, "")
 	if r.code != http.StatusOK || !reflect.DeepEqual(r.body, defaults) {
@@ -201,6 +202,8 @@ func TestAlertSettingsAPI(t *testing.T) {
 		{"zero", alice, `{"expiry_thresholds_days":[0]}`, http.StatusBadRequest, "values must be from 1 to 365, got 0"},
 		{"366", alice, `{"expiry_thresholds_days":[366]}`, http.StatusBadRequest, "values must be from 1 to 365, got 366"},
 		{"twice", alice, `{"expiry_thresholds_days":[7,14,7]}`, http.StatusBadRequest, "must be distinct, got 7 twice"},
+		{"no domain thresholds", alice, `{"domain_expiry_thresholds_days":[]}`, http.StatusBadRequest, "domain_expiry_thresholds_days must hold 1 to 10 values, got 0"},
+		{"domain 366", alice, `{"domain_expiry_thresholds_days":[30,366]}`, http.StatusBadRequest, "domain_expiry_thresholds_days values must be from 1 to 365, got 366"},
 		{"failing 0", alice, `{"scan_failing_after":0}`, http.StatusBadRequest, "scan_failing_after must be from 1 to 20, got 0"},
 		{"failing 21", alice, `{"scan_failing_after":21}`, http.StatusBadRequest, "got 21"},
 		{"string", alice, `{"scan_failing_after":"3"}`, http.StatusBadRequest, `field "scan_failing_after" must be a whole number`},
@@ -222,8 +225,9 @@ func TestAlertSettingsAPI(t *testing.T) {
 	if r.code != http.StatusOK || r.body["scan_failing_after"] != 5.0 || !reflect.DeepEqual(r.body["expiry_thresholds_days"], defaults["expiry_thresholds_days"]) {
 		t.Errorf("put scan_failing_after: got %d %v", r.code, r.body)
 	}
-	r = e.call(0, http.MethodPut, "/api/v1/alert-settings", alice, `{"expiry_thresholds_days":[1,365,60]}`)
-	want := map[string]any{"expiry_thresholds_days": []any{365.0, 60.0, 1.0}, "scan_failing_after": 5.0}
+	r = e.call(0, http.MethodPut, "/api/v1/alert-settings", alice, `{"expiry_thresholds_days":[1,365,60],"domain_expiry_thresholds_days":[10,90]}`)
+	want := map[string]any{"expiry_thresholds_days": []any{365.0, 60.0, 1.0}, "scan_failing_after": 5.0,
+		"domain_expiry_thresholds_days": []any{90.0, 10.0}}
 	if r.code != http.StatusOK || !reflect.DeepEqual(r.body, want) {
 		t.Errorf("put thresholds: got %d %v, want 200 %v", r.code, r.body, want)
 	}

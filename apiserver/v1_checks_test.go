@@ -109,10 +109,11 @@ type sslAnswer struct {
 }
 
 type checkAnswer struct {
-	Error   string          `json:"error"`
-	SSL     *sslAnswer      `json:"ssl"`
-	Whois   json.RawMessage `json:"whois"`
-	Pending []string        `json:"pending_regions"`
+	Error        string         `json:"error"`
+	SSL          *sslAnswer     `json:"ssl"`
+	Whois        *v1.WhoisCheck `json:"whois"`
+	Pending      []string       `json:"pending_regions"`
+	WhoisPending bool           `json:"whois_pending"`
 }
 
 func orNil(p *string) string {
@@ -207,12 +208,11 @@ func TestSSLCheck(t *testing.T) {
 		t.Errorf("us 192.0.2.3: got %+v, want no grade, no certificate, outcome connection-refused", r)
 	}
 
-	// WHOIS does not exist yet.
-	var e struct {
-		Error string `json:"error"`
-	}
-	if code := api.call(http.MethodGet, "/domains/"+id+"/whois", alice.read, "", &e); code != http.StatusNotFound || e.Error != "WHOIS checks are not available yet" {
-		t.Errorf("whois: got HTTP %d %q, want 404 %q", code, e.Error, "WHOIS checks are not available yet")
+	// No registration lookup yet: 200, pending (404 is for domains the
+	// key cannot see).
+	var w v1.WhoisCheck
+	if code := api.call(http.MethodGet, "/domains/"+id+"/whois", alice.read, "", &w); code != http.StatusOK || w.Status != "pending" || w.DaysRemaining != nil {
+		t.Errorf("whois before a lookup: got HTTP %d status %q days %v, want 200 pending null", code, w.Status, w.DaysRemaining)
 	}
 
 	// Errors.
@@ -284,8 +284,9 @@ func TestManualCheckNoAgent(t *testing.T) {
 	var a checkAnswer
 	start := time.Now()
 	code := api.call(http.MethodPost, "/check", alice.write, `{"domain_id":"`+id+`"}`, &a)
-	if code != http.StatusGatewayTimeout || !strings.Contains(a.Error, "no agent was seen") || a.SSL != nil || string(a.Whois) != "null" {
-		t.Errorf("got HTTP %d %q ssl %v whois %s, want 504 saying no agent was seen, ssl and whois null", code, a.Error, a.SSL, a.Whois)
+	if code != http.StatusGatewayTimeout || !strings.Contains(a.Error, "no agent was seen") || a.SSL != nil ||
+		a.Whois == nil || a.Whois.Status != "pending" || !a.WhoisPending {
+		t.Errorf("got HTTP %d %q ssl %v whois %+v pending %v, want 504 saying no agent was seen, ssl null, whois pending", code, a.Error, a.SSL, a.Whois, a.WhoisPending)
 	}
 	if took := time.Since(start); took < 500*time.Millisecond {
 		t.Errorf("answered after %s, want the 500ms timeout", took)
@@ -335,6 +336,13 @@ func TestManualCheck(t *testing.T) {
 	bob := newCheckTenant(t, srv, "bob@example.com")
 	id := addCheckDomain(t, srv, alice.id, target.Host, target.Port)
 	body := `{"domain_id":"` + id + `"}`
+	// The lab's registration was looked up a minute ago: younger than
+	// an hour, so the checks answer it as stored (TestManualCheckWhois
+	// has the waiting case).
+	regExp := time.Now().AddDate(0, 0, 200)
+	for _, h := range []string{target.Host, legacy.Host} {
+		publishLookup(t, rdb, projector.RegistrableOf(h), events.RegistrationOK, time.Now().Add(-time.Minute), &regExp)
+	}
 
 	// A check right after the add waits for the domain's first scan.
 	var first checkAnswer
@@ -355,8 +363,8 @@ func TestManualCheck(t *testing.T) {
 	if s.ID == first.SSL.ID || !s.CheckedAt.After(first.SSL.CheckedAt) {
 		t.Errorf("second check: got scan %s at %s, want a newer scan than %s at %s", s.ID, s.CheckedAt, first.SSL.ID, first.SSL.CheckedAt)
 	}
-	if string(second.Whois) != "null" {
-		t.Errorf("whois: got %s, want null", second.Whois)
+	if w := second.Whois; w == nil || w.Status != "valid" || w.DaysRemaining == nil || *w.DaysRemaining != 199 || orNil(w.Registrar) != "Lab Registrar" {
+		t.Errorf("whois: got %+v, want the stored registration: valid, 199 days, Lab Registrar", w)
 	}
 	x := target.Expect[0]
 	if len(s.Results) != len(target.Expect) || !s.ValidTo.Equal(x.NotAfter) || !s.ChainValid || orNil(s.Issuer) != x.Issuer ||

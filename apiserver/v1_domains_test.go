@@ -111,7 +111,7 @@ func TestDomainLifecycle(t *testing.T) {
 	want := map[string]any{
 		"id": id, "hostname": "shop.example", "port": 8443.0, "is_active": true,
 		"ssl_grade": nil, "ssl_days_remaining": nil, "ssl_status": nil, "whois_days_remaining": nil,
-		"notes": "Production server", "tags": []any{"production", "web"},
+		"whois_status": "pending", "notes": "Production server", "tags": []any{"production", "web"},
 		"created_at": created.Format(time.RFC3339), "updated_at": created.Format(time.RFC3339),
 	}
 	if !reflect.DeepEqual(r.body, want) {

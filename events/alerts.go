@@ -24,12 +24,16 @@ const (
 	AlertCertChanged      = "cert_changed"
 	AlertRegionMismatch   = "region_mismatch"
 	AlertScanFailing      = "scan_failing"
+	// AlertDomainExpiry and AlertDomainExpired are about the registration
+	// of the domain's registrable domain (registration.looked_up.v1).
+	AlertDomainExpiry  = "domain_expiry"
+	AlertDomainExpired = "domain_expired"
 )
 
 // AlertKinds lists every alert kind.
 var AlertKinds = []string{
 	AlertSSLExpiry, AlertSSLExpired, AlertChainInvalid, AlertHostnameMismatch,
-	AlertCertChanged, AlertRegionMismatch, AlertScanFailing,
+	AlertCertChanged, AlertRegionMismatch, AlertScanFailing, AlertDomainExpiry, AlertDomainExpired,
 }
 
 // Alert severities, least urgent first.
@@ -74,7 +78,8 @@ type AlertRaisedV1 struct {
 	Title    string `json:"title"`
 	// Message names the IPs and regions the condition was seen on.
 	Message string `json:"message"`
-	// ThresholdDays is the threshold crossed, for ssl_expiry only.
+	// ThresholdDays is the threshold crossed, for ssl_expiry and
+	// domain_expiry only.
 	ThresholdDays *int `json:"threshold_days"`
 	// LeafSHA256 is the certificate the alert is about (hex of the DER),
 	// when it is about one.
@@ -103,6 +108,7 @@ type AlertResolvedV1 struct {
 	TriggeredAt time.Time `json:"triggered_at"`
 	ResolvedAt  time.Time `json:"resolved_at"`
 	// Reason says why it cleared: "certificate replaced", "condition
-	// cleared", "domain removed", "domain renamed", "threshold removed".
+	// cleared", "domain removed", "domain renamed", "threshold removed",
+	// "registration renewed".
 	Reason string `json:"reason"`
 }

@@ -125,11 +125,17 @@ type Settings struct {
 	// ScanFailingAfter: scan_failing is raised after this many failed
 	// scans in a row from a region, 1 to 20.
 	ScanFailingAfter int `json:"scan_failing_after"`
+	// DomainExpiryThresholdsDays: domain_expiry is raised when the
+	// registration of the domain's registrable domain comes within each
+	// of these many days of its expiry; limits as ExpiryThresholdsDays.
+	// Absent in settings stored before it existed: the default.
+	DomainExpiryThresholdsDays []int `json:"domain_expiry_thresholds_days"`
 }
 
 // DefaultSettings are a tenant's settings until it changes them.
 func DefaultSettings() Settings {
-	return Settings{ExpiryThresholdsDays: []int{30, 14, 7, 3, 1}, ScanFailingAfter: 3}
+	return Settings{ExpiryThresholdsDays: []int{30, 14, 7, 3, 1}, ScanFailingAfter: 3,
+		DomainExpiryThresholdsDays: []int{60, 30, 14, 7, 1}}
 }
 
 // Limits of the settings.
@@ -147,19 +153,15 @@ func (e *SettingsError) Error() string { return e.Msg }
 // Validate reports the first setting out of its limits as a
 // *SettingsError.
 func (s Settings) Validate() error {
-	n := len(s.ExpiryThresholdsDays)
-	if n < 1 || n > MaxThresholds {
-		return &SettingsError{fmt.Sprintf("expiry_thresholds_days must hold 1 to %d values, got %d", MaxThresholds, n)}
+	if err := checkThresholds("expiry_thresholds_days", s.ExpiryThresholdsDays); err != nil {
+		return err
 	}
-	seen := map[int]bool{}
-	for _, d := range s.ExpiryThresholdsDays {
-		if d < 1 || d > MaxThresholdDays {
-			return &SettingsError{fmt.Sprintf("expiry_thresholds_days values must be from 1 to %d, got %d", MaxThresholdDays, d)}
+	// nil is the default (settings written before the field existed);
+	// an empty list is refused like the SSL one.
+	if s.DomainExpiryThresholdsDays != nil {
+		if err := checkThresholds("domain_expiry_thresholds_days", s.DomainExpiryThresholdsDays); err != nil {
+			return err
 		}
-		if seen[d] {
-			return &SettingsError{fmt.Sprintf("expiry_thresholds_days values must be distinct, got %d twice", d)}
-		}
-		seen[d] = true
 	}
 	if s.ScanFailingAfter < 1 || s.ScanFailingAfter > MaxFailingAfter {
 		return &SettingsError{fmt.Sprintf("scan_failing_after must be from 1 to %d, got %d", MaxFailingAfter, s.ScanFailingAfter)}
@@ -167,10 +169,31 @@ func (s Settings) Validate() error {
 	return nil
 }
 
+// checkThresholds reports a list of thresholds out of its limits.
+func checkThresholds(field string, days []int) error {
+	n := len(days)
+	if n < 1 || n > MaxThresholds {
+		return &SettingsError{fmt.Sprintf("%s must hold 1 to %d values, got %d", field, MaxThresholds, n)}
+	}
+	seen := map[int]bool{}
+	for _, d := range days {
+		if d < 1 || d > MaxThresholdDays {
+			return &SettingsError{fmt.Sprintf("%s values must be from 1 to %d, got %d", field, MaxThresholdDays, d)}
+		}
+		if seen[d] {
+			return &SettingsError{fmt.Sprintf("%s values must be distinct, got %d twice", field, d)}
+		}
+		seen[d] = true
+	}
+	return nil
+}
+
 // normalized sorts the thresholds, largest first.
 func (s Settings) normalized() Settings {
-	s.ExpiryThresholdsDays = slices.Clone(s.ExpiryThresholdsDays)
-	slices.SortFunc(s.ExpiryThresholdsDays, func(a, b int) int { return b - a })
+	for _, th := range []*[]int{&s.ExpiryThresholdsDays, &s.DomainExpiryThresholdsDays} {
+		*th = slices.Clone(*th)
+		slices.SortFunc(*th, func(a, b int) int { return b - a })
+	}
 	return s
 }
 
@@ -206,6 +229,9 @@ func (e *Engine) Settings(ctx context.Context, tenantID string) (Settings, error
 	if err := json.Unmarshal([]byte(raw), &s); err != nil {
 		return Settings{}, fmt.Errorf("decode alert settings of %s: %w", tenantID, err)
 	}
+	if s.DomainExpiryThresholdsDays == nil {
+		s.DomainExpiryThresholdsDays = DefaultSettings().DomainExpiryThresholdsDays
+	}
 	return s, nil
 }
 
@@ -214,6 +240,9 @@ func (e *Engine) Settings(ctx context.Context, tenantID string) (Settings, error
 func (e *Engine) PutSettings(ctx context.Context, tenantID string, s Settings) (Settings, error) {
 	if err := s.Validate(); err != nil {
 		return Settings{}, err
+	}
+	if s.DomainExpiryThresholdsDays == nil {
+		s.DomainExpiryThresholdsDays = DefaultSettings().DomainExpiryThresholdsDays
 	}
 	s = s.normalized()
 	body, err := json.Marshal(s)
@@ -224,7 +253,8 @@ func (e *Engine) PutSettings(ctx context.Context, tenantID string, s Settings) (
 		return Settings{}, fmt.Errorf("write alert settings of %s: %w", tenantID, err)
 	}
 	e.logger.Info("alert settings changed", zap.String("tenant_id", tenantID),
-		zap.Ints("expiry_thresholds_days", s.ExpiryThresholdsDays), zap.Int("scan_failing_after", s.ScanFailingAfter))
+		zap.Ints("expiry_thresholds_days", s.ExpiryThresholdsDays), zap.Int("scan_failing_after", s.ScanFailingAfter),
+		zap.Ints("domain_expiry_thresholds_days", s.DomainExpiryThresholdsDays))
 	return s, nil
 }
 
@@ -308,10 +338,14 @@ func (e *Engine) Evaluate(ctx context.Context, domainIDs []string) error {
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("read alert state of %d domains: %w", len(domainIDs), err)
 	}
+	regs, err := e.registrations(ctx, snaps)
+	if err != nil {
+		return err
+	}
 	settings := e.settingsCache()
 	jobs := make([]*job, 0, len(domainIDs))
 	for i := range domainIDs {
-		j, err := e.prepare(ctx, snaps[i], stateCmds[i].Val(), heldCmds[i].Val() > 0, settings)
+		j, err := e.prepare(ctx, snaps[i], stateCmds[i].Val(), heldCmds[i].Val() > 0, regs, settings)
 		if err != nil {
 			if err := e.skip(domainIDs[i], err); err != nil {
 				return err
@@ -352,6 +386,18 @@ func (e *Engine) Evaluate(ctx context.Context, domainIDs []string) error {
 	return nil
 }
 
+// registrations reads the registration views of the snapshots' names. A
+// snapshot read before a lookup's fan-out may meet the lookup here: the
+// fan-out bumps the version after writing the lookup, so the evaluation
+// of that later version sees it too, and the views only move forward.
+func (e *Engine) registrations(ctx context.Context, snaps []projector.Snapshot) (map[string]projector.Registration, error) {
+	domains := make([]string, len(snaps))
+	for i, s := range snaps {
+		domains[i] = projector.RegistrableOf(s.Name)
+	}
+	return projector.ReadRegistrations(ctx, e.rdb, domains)
+}
+
 // settingsCache reads each tenant's settings once per evaluation.
 func (e *Engine) settingsCache() func(ctx context.Context, tenant string) (Settings, error) {
 	cache := map[string]Settings{}
@@ -386,7 +432,7 @@ type job struct {
 // domain's state does not move, so its first scan after the approval is
 // evaluated.
 func (e *Engine) prepare(ctx context.Context, snap projector.Snapshot, h map[string]string, held bool,
-	settings func(context.Context, string) (Settings, error)) (*job, error) {
+	regs map[string]projector.Registration, settings func(context.Context, string) (Settings, error)) (*job, error) {
 	st, err := decodeState(snap.DomainID, h)
 	if err != nil {
 		return nil, unusable{err}
@@ -408,7 +454,12 @@ func (e *Engine) prepare(ctx context.Context, snap projector.Snapshot, h map[str
 	if err != nil {
 		return nil, err
 	}
-	ch, err := plan(st, snap, tenant, set, e.cfg, e.cfg.Now())
+	name := snap.Name
+	if name == "" {
+		name = st.name
+	}
+	reg := regs[projector.RegistrableOf(name)]
+	ch, err := plan(st, snap, reg, tenant, set, e.cfg, e.cfg.Now())
 	if err != nil {
 		return nil, unusable{err}
 	}
@@ -465,7 +516,11 @@ func (e *Engine) evaluateDomain(ctx context.Context, domainID string) error {
 		if _, err := pipe.Exec(ctx); err != nil {
 			return fmt.Errorf("read alert state of %s: %w", domainID, err)
 		}
-		j, err := e.prepare(ctx, snap, stateCmd.Val(), heldCmd.Val() > 0, settings)
+		regs, err := e.registrations(ctx, []projector.Snapshot{snap})
+		if err != nil {
+			return err
+		}
+		j, err := e.prepare(ctx, snap, stateCmd.Val(), heldCmd.Val() > 0, regs, settings)
 		if err != nil || j == nil {
 			return e.skip(domainID, err)
 		}

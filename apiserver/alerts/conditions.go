@@ -107,7 +107,7 @@ func plural(n int, unit string) string {
 // evaluate says which conditions hold on snap under settings. Time is the
 // view's latest scan, not the wall clock, so that every replica evaluating
 // one snapshot gets the same verdict.
-func evaluate(snap projector.Snapshot, host string, st Settings, cfg Config) verdict {
+func evaluate(snap projector.Snapshot, reg projector.Registration, host string, st Settings, cfg Config) verdict {
 	v := verdict{conds: map[string]condition{}, unknown: map[string]bool{}}
 	put := func(c condition) { v.conds[c.key] = c }
 
@@ -212,7 +212,58 @@ func evaluate(snap projector.Snapshot, host string, st Settings, cfg Config) ver
 
 	mismatch(snap, host, cfg.MismatchWindow, &v)
 	failing(snap, host, st.ScanFailingAfter, &v)
+	registrationExpiry(reg, latestFact(snap, reg), host, st, cfg, &v)
 	return v
+}
+
+// registrationExpiry adds domain_expired and domain_expiry at each
+// threshold the registration of host's registrable domain came within,
+// counted at at (the view's latest fact, so that every replica evaluating
+// one snapshot agrees). Without a known expiry (never looked up, none
+// published, not found, lookups failing) the kinds are unknown: their
+// alerts stay as they are.
+func registrationExpiry(reg projector.Registration, at time.Time, host string, st Settings, cfg Config, v *verdict) {
+	exp, _ := reg.Expiry()
+	if exp == nil {
+		v.unknown[events.AlertDomainExpiry] = true
+		v.unknown[events.AlertDomainExpired] = true
+		return
+	}
+	group := "reg|" + reg.Domain
+	date := exp.UTC().Format("2006-01-02")
+	registrar := ""
+	if reg.Answer.Registrar != "" {
+		registrar = " Registrar: " + reg.Answer.Registrar + "."
+	}
+	if at.After(*exp) {
+		v.conds[events.AlertDomainExpired+"|"+reg.Domain] = condition{
+			key: events.AlertDomainExpired + "|" + reg.Domain, kind: events.AlertDomainExpired, severity: events.SeverityCritical,
+			title:   "Domain registration expired",
+			message: fmt.Sprintf("The registration of %s (for %s) expired on %s.%s", reg.Domain, host, date, registrar),
+			group:   group, rank: -1,
+		}
+	}
+	days := grade.DaysUntil(*exp, at)
+	for _, th := range st.DomainExpiryThresholdsDays {
+		if days > th {
+			continue
+		}
+		sev := events.SeverityWarning
+		if th <= cfg.CriticalDays {
+			sev = events.SeverityCritical
+		}
+		left, title := "less than a day", "Domain registration expires within a day"
+		if days > 0 {
+			left, title = plural(days, "day"), "Domain registration expires in "+plural(days, "day")
+		}
+		key := fmt.Sprintf("%s|%s|%d", events.AlertDomainExpiry, reg.Domain, th)
+		v.conds[key] = condition{
+			key: key, kind: events.AlertDomainExpiry, severity: sev, title: title,
+			message: fmt.Sprintf("The registration of %s (for %s) expires on %s. %s remaining (threshold %s).%s",
+				reg.Domain, host, date, left, plural(th, "day"), registrar),
+			threshold: &th, group: group, rank: th,
+		}
+	}
 }
 
 // mismatch adds region_mismatch when two regions whose scans finished

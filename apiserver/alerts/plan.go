@@ -33,6 +33,8 @@ const (
 	ReasonRemoved          = "domain removed"
 	ReasonRenamed          = "domain renamed"
 	ReasonThresholdRemoved = "threshold removed"
+	// ReasonRenewed: the registration's expiry moved later.
+	ReasonRenewed = "registration renewed"
 )
 
 // active is an alert condition the state holds. A quiet one became true
@@ -112,12 +114,12 @@ type change struct {
 // change that brings the state in line: raises for conditions that began,
 // resolutions for those that cleared. now is used only when the view has
 // no scan to date the change by.
-func plan(st state, snap projector.Snapshot, tenant string, settings Settings, cfg Config, now time.Time) (change, error) {
+func plan(st state, snap projector.Snapshot, reg projector.Registration, tenant string, settings Settings, cfg Config, now time.Time) (change, error) {
 	ch := change{set: map[string]string{}}
-	// Changes are dated by the latest scan of the view, so every replica
-	// dates one snapshot's alerts alike.
+	// Changes are dated by the latest scan of the view or lookup of its
+	// registration, so every replica dates one snapshot's alerts alike.
 	at := now.UTC().Truncate(time.Millisecond)
-	if t := latestScan(snap); !t.IsZero() {
+	if t := latestFact(snap, reg); !t.IsZero() {
 		at = t
 	}
 	name := snap.Name
@@ -178,7 +180,7 @@ func plan(st state, snap projector.Snapshot, tenant string, settings Settings, c
 		}
 	}
 
-	v := evaluate(snap, host, settings, cfg)
+	v := evaluate(snap, reg, host, settings, cfg)
 	seen := map[string]bool{}
 	for _, e := range snap.Entries {
 		if e.CertificateFound {
@@ -196,6 +198,12 @@ func plan(st state, snap projector.Snapshot, tenant string, settings Settings, c
 			reason = ReasonReplaced
 		case a.Kind == events.AlertSSLExpiry && !slices.Contains(settings.ExpiryThresholdsDays, a.Rank):
 			reason = ReasonThresholdRemoved
+		case a.Kind == events.AlertDomainExpiry && !slices.Contains(settings.DomainExpiryThresholdsDays, a.Rank):
+			reason = ReasonThresholdRemoved
+		case a.Kind == events.AlertDomainExpiry || a.Kind == events.AlertDomainExpired:
+			// Time only brings an expiry nearer: the condition clears
+			// only when the expiry moved later.
+			reason = ReasonRenewed
 		}
 		if err := resolve(key, a, reason); err != nil {
 			return change{}, err
@@ -364,6 +372,16 @@ func splitName(name string) (string, int) {
 	}
 	port, _ := strconv.Atoi(p)
 	return host, port
+}
+
+// latestFact is the later of the view's newest scan and the newest answer
+// of its registration; zero without either.
+func latestFact(snap projector.Snapshot, reg projector.Registration) time.Time {
+	at := latestScan(snap)
+	if a := reg.Answer; a != nil && a.LookedUpAt.After(at) {
+		at = a.LookedUpAt.UTC().Truncate(time.Millisecond)
+	}
+	return at
 }
 
 // latestScan is when the view's newest scan finished; zero without one.

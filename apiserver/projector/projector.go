@@ -209,9 +209,27 @@ func (p *Projector) ApplyBatch(ctx context.Context, evs []events.Envelope) error
 // apply applies a batch and then has the evaluator look at the domains it
 // was about.
 func (p *Projector) apply(ctx context.Context, evs []events.Envelope) error {
-	domains, err := applyBatch(ctx, p.rdb, evs, p.logger)
-	if err != nil || p.cfg.Evaluator == nil || len(domains) == 0 {
+	domains, regDomains, err := applyBatch(ctx, p.rdb, evs, p.logger)
+	if err != nil {
 		return err
+	}
+	if len(regDomains) > 0 {
+		under, err := fanOut(ctx, p.rdb, regDomains)
+		if err != nil {
+			return err
+		}
+		had := make(map[string]bool, len(domains))
+		for _, id := range domains {
+			had[id] = true
+		}
+		for _, id := range under {
+			if !had[id] {
+				domains = append(domains, id)
+			}
+		}
+	}
+	if p.cfg.Evaluator == nil || len(domains) == 0 {
+		return nil
 	}
 	if err := p.cfg.Evaluator.Evaluate(ctx, domains); err != nil {
 		return fmt.Errorf("evaluate %d domains: %w", len(domains), err)
@@ -328,17 +346,25 @@ return 1
 
 // call is one script invocation derived from an event.
 type call struct {
-	script   *redis.Script
+	script *redis.Script
+	keys   []string
+	args   []any
+	// domainID is the domain whose view the call changes, for the
+	// evaluator; "" for a call on no domain's view.
 	domainID string
-	args     []any
+	// regDomain is the registrable domain whose registration the call
+	// records, for the fan-out to the domains under it.
+	regDomain string
 }
 
-// keys are the keys a call's script touches.
-func (c *call) keys() []string { return []string{ViewKey(c.domainID), VersionKey(c.domainID)} }
+// viewCall is a call of script on a domain's expiration view and version.
+func viewCall(script *redis.Script, domainID string, args ...any) *call {
+	return &call{script: script, domainID: domainID, keys: []string{ViewKey(domainID), VersionKey(domainID)}, args: args}
+}
 
-// plan turns an event into the script call that applies it; nil for events
-// the views do not use or that can never be applied (logged).
-func plan(e events.Envelope, logger *zap.Logger) *call {
+// plan turns an event into the script calls that apply it, in order; none
+// for events the views do not use or that can never be applied (logged).
+func plan(e events.Envelope, logger *zap.Logger) []*call {
 	switch e.Name {
 	case events.ScanCompleted:
 		// A value that does not fit its field (a port of 70000, a chain
@@ -387,21 +413,21 @@ func plan(e events.Envelope, logger *zap.Logger) *call {
 			}
 			args = append(args, r.IP, string(body))
 		}
-		return &call{script: applyScanScript, domainID: p.DomainID, args: args}
+		return []*call{viewCall(applyScanScript, p.DomainID, args...)}
 	case events.DomainAdded:
 		var p events.DomainAddedV1
 		if err := e.Decode(&p); err != nil {
 			logger.Error("dropping undecodable domain event", zap.String("event_id", e.EventID.String()), zap.Error(err))
 			return nil
 		}
-		return nameCall(e, p.DomainID, p.Host, p.Port, logger)
+		return nameCalls(e, p.DomainID, p.Host, p.Port, logger)
 	case events.DomainUpdated:
 		var p events.DomainUpdatedV1
 		if err := e.Decode(&p); err != nil {
 			logger.Error("dropping undecodable domain event", zap.String("event_id", e.EventID.String()), zap.Error(err))
 			return nil
 		}
-		return nameCall(e, p.DomainID, p.Host, p.Port, logger)
+		return nameCalls(e, p.DomainID, p.Host, p.Port, logger)
 	case events.DomainRemoved:
 		var p events.DomainRemovedV1
 		if err := e.Decode(&p); err != nil {
@@ -415,14 +441,32 @@ func plan(e events.Envelope, logger *zap.Logger) *call {
 			logger.Error("dropping domain.removed without domain id", zap.String("event_id", e.EventID.String()))
 			return nil
 		}
-		return &call{script: applyRemovedScript, domainID: p.DomainID, args: []any{e.OccurredAt.UnixMilli()}}
+		calls := []*call{viewCall(applyRemovedScript, p.DomainID, e.OccurredAt.UnixMilli())}
+		if c := indexCall("leave", p.DomainID, p.Host, e.OccurredAt); c != nil {
+			calls = append(calls, c)
+		}
+		return calls
+	case events.RegistrationLookedUp:
+		r, err := DecodeRegistration(e)
+		if err != nil {
+			logger.Error("dropping bad registration event", zap.String("event_id", e.EventID.String()), zap.Error(err))
+			return nil
+		}
+		c, err := registrationCall(e, r)
+		if err != nil {
+			logger.Error("dropping registration event", zap.String("event_id", e.EventID.String()), zap.Error(err))
+			return nil
+		}
+		return []*call{c}
 	}
 	return nil
 }
 
-// nameCall is the call recording the name a domain.added or domain.updated
-// gives a domain.
-func nameCall(e events.Envelope, domainID, host string, port int, logger *zap.Logger) *call {
+// nameCalls are the calls recording the name a domain.added or
+// domain.updated gives a domain: in its view, then in the index of its
+// registrable domain (after the view, so that a fan-out reading the index
+// finds the view naming the domain).
+func nameCalls(e events.Envelope, domainID, host string, port int, logger *zap.Logger) []*call {
 	if domainID == "" {
 		domainID = e.AggregateID
 	}
@@ -431,8 +475,11 @@ func nameCall(e events.Envelope, domainID, host string, port int, logger *zap.Lo
 			zap.String("event_id", e.EventID.String()), zap.String("event", e.Name))
 		return nil
 	}
-	return &call{script: applyNameScript, domainID: domainID,
-		args: []any{domainname.Key(host, portOr443(port)), e.OccurredAt.UnixMilli(), e.TenantID}}
+	calls := []*call{viewCall(applyNameScript, domainID, domainname.Key(host, portOr443(port)), e.OccurredAt.UnixMilli(), e.TenantID)}
+	if c := indexCall("join", domainID, host, e.OccurredAt); c != nil {
+		calls = append(calls, c)
+	}
+	return calls
 }
 
 // portOr443 reads a missing port as the default, as the coordinator does.
@@ -444,46 +491,49 @@ func portOr443(port int) int {
 }
 
 // applyBatch applies events in order in one round trip and returns the
-// domains they were about, each once, in first-seen order. Scripts are
-// sent by hash; when Redis lost them (restart, SCRIPT FLUSH) the batch is
-// applied one by one with Run, which reloads them. Both paths are safe to
-// repeat.
-func applyBatch(ctx context.Context, rdb redis.UniversalClient, evs []events.Envelope, logger *zap.Logger) ([]string, error) {
+// domains they were about, each once, in first-seen order, and the
+// registrable domains whose lookups they recorded. Scripts are sent by
+// hash; when Redis lost them (restart, SCRIPT FLUSH) the batch is applied
+// one by one with Run, which reloads them. Both paths are safe to repeat.
+func applyBatch(ctx context.Context, rdb redis.UniversalClient, evs []events.Envelope, logger *zap.Logger) (domains, regDomains []string, err error) {
 	calls := make([]*call, 0, len(evs))
-	var domains []string
 	seen := make(map[string]bool)
 	for _, e := range evs {
 		eventsTotal.WithLabelValues(e.Name).Inc()
-		if c := plan(e, logger); c != nil {
+		for _, c := range plan(e, logger) {
 			calls = append(calls, c)
-			if !seen[c.domainID] {
+			if c.domainID != "" && !seen[c.domainID] {
 				seen[c.domainID] = true
 				domains = append(domains, c.domainID)
+			}
+			if c.regDomain != "" && !seen["reg|"+c.regDomain] {
+				seen["reg|"+c.regDomain] = true
+				regDomains = append(regDomains, c.regDomain)
 			}
 		}
 	}
 	if len(calls) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if len(calls) > 1 {
 		pipe := rdb.Pipeline()
 		for _, c := range calls {
-			c.script.EvalSha(ctx, pipe, c.keys(), c.args...)
+			c.script.EvalSha(ctx, pipe, c.keys, c.args...)
 		}
 		_, err := pipe.Exec(ctx)
 		if err == nil {
-			return domains, nil
+			return domains, regDomains, nil
 		}
 		if !redis.HasErrorPrefix(err, "NOSCRIPT") {
-			return nil, fmt.Errorf("apply %d events: %w", len(calls), err)
+			return nil, nil, fmt.Errorf("apply %d events: %w", len(calls), err)
 		}
 	}
 	for _, c := range calls {
-		if err := c.script.Run(ctx, rdb, c.keys(), c.args...).Err(); err != nil {
-			return nil, fmt.Errorf("apply to %s: %w", ViewKey(c.domainID), err)
+		if err := c.script.Run(ctx, rdb, c.keys, c.args...).Err(); err != nil {
+			return nil, nil, fmt.Errorf("apply to %s: %w", c.keys[0], err)
 		}
 	}
-	return domains, nil
+	return domains, regDomains, nil
 }
 
 // Expiration returns the expiration view of a domain, sorted by region and
@@ -673,7 +723,10 @@ func decodeView(domainID string, all map[string]string) ([]ExpEntry, error) {
 // Rebuild throws the expiration views away and builds them again from
 // every event replay yields (the event store, in occurred order). Events
 // still in the streams and not yet in the store come back when the running
-// projectors apply them, because the views only ever move forward.
+// projectors apply them, because the views only ever move forward. The
+// registration views and their indexes (registration.go) are kept: they
+// only move forward too, so replaying lookups and domain events over them
+// is harmless, and a lookup the event store lacks is not lost.
 func Rebuild(ctx context.Context, rdb redis.UniversalClient, replay func(ctx context.Context, fn func(events.Envelope) error) error, logger *zap.Logger) error {
 	logger = logger.Named("projector")
 	start := time.Now()
@@ -690,7 +743,7 @@ func Rebuild(ctx context.Context, rdb redis.UniversalClient, replay func(ctx con
 	// past snapshot would raise and resolve alerts long over. The next
 	// scan of each domain has the engine look at the rebuilt view.
 	flush := func() error {
-		if _, err := applyBatch(ctx, rdb, batch, logger); err != nil {
+		if _, _, err := applyBatch(ctx, rdb, batch, logger); err != nil {
 			return err
 		}
 		applied += len(batch)

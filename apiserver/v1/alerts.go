@@ -104,14 +104,16 @@ func (h *Handler) listAlerts(c *gin.Context) {
 
 // alertSettingsJSON is the body of GET and PUT /alert-settings.
 type alertSettingsJSON struct {
-	ExpiryThresholdsDays []int `json:"expiry_thresholds_days"`
-	ScanFailingAfter     int   `json:"scan_failing_after"`
+	ExpiryThresholdsDays       []int `json:"expiry_thresholds_days"`
+	ScanFailingAfter           int   `json:"scan_failing_after"`
+	DomainExpiryThresholdsDays []int `json:"domain_expiry_thresholds_days"`
 }
 
 // alertSettingsUpdate is PUT's body: a field left out keeps its value.
 type alertSettingsUpdate struct {
-	ExpiryThresholdsDays *[]int `json:"expiry_thresholds_days"`
-	ScanFailingAfter     *int   `json:"scan_failing_after"`
+	ExpiryThresholdsDays       *[]int `json:"expiry_thresholds_days"`
+	ScanFailingAfter           *int   `json:"scan_failing_after"`
+	DomainExpiryThresholdsDays *[]int `json:"domain_expiry_thresholds_days"`
 }
 
 // getAlertSettings is GET /alert-settings.
@@ -144,6 +146,9 @@ func (h *Handler) putAlertSettings(c *gin.Context) {
 	}
 	if req.ScanFailingAfter != nil {
 		st.ScanFailingAfter = *req.ScanFailingAfter
+	}
+	if req.DomainExpiryThresholdsDays != nil {
+		st.DomainExpiryThresholdsDays = *req.DomainExpiryThresholdsDays
 	}
 	st, err = h.alerts.PutSettings(ctx, tenant, st)
 	if err != nil {

@@ -20,10 +20,10 @@ import (
 // Messages of the check routes.
 const (
 	msgNoSSLCheck   = "No SSL check yet"
-	msgNoWhois      = "WHOIS checks are not available yet"
 	msgInactive     = "This domain is not active; set is_active to true to check it"
 	msgCheckTimeout = "Timed out waiting for a fresh scan from every region"
 	msgNoScan       = "Timed out waiting for a fresh scan"
+	msgNoLookup     = "Timed out waiting for a fresh registration lookup"
 	msgShuttingDown = "The server is shutting down; ask again (another replica will answer)"
 )
 
@@ -288,31 +288,21 @@ func (h *Handler) sslCheck(c *gin.Context) {
 	c.JSON(http.StatusOK, b)
 }
 
-// whoisCheck is GET /domains/{id}/whois: no WHOIS checks exist yet, so an
-// existing domain gets a 404 saying so (and another tenant's or an unknown
-// one the usual "Domain not found").
-func (h *Handler) whoisCheck(c *gin.Context) {
-	if _, err := h.domainOf(c, c.Param("id")); err != nil {
-		httpapi.Fail(c, err)
-		return
-	}
-	httpapi.Fail(c, httpapi.Errorf(http.StatusNotFound, msgNoWhois))
-}
-
 // checkRequest is POST /check's body.
 type checkRequest struct {
 	DomainID string `json:"domain_id"`
 }
 
-// checkBody answers POST /check: SSLTrackr's {"ssl","whois"}; whois is
-// null until WHOIS checks exist. On a timeout Error says so, SSL holds
-// what the view has (null when nothing) and Pending the regions still
-// awaited.
+// checkBody answers POST /check: SSLTrackr's {"ssl","whois"}. On a
+// timeout Error says so, SSL and Whois hold what the views have (ssl null
+// when nothing), Pending the regions still awaited and WhoisPending
+// whether the registration lookup still is.
 type checkBody struct {
-	Error   string    `json:"error,omitempty"`
-	SSL     *SSLCheck `json:"ssl"`
-	Whois   *struct{} `json:"whois"`
-	Pending []string  `json:"pending_regions,omitempty"`
+	Error        string      `json:"error,omitempty"`
+	SSL          *SSLCheck   `json:"ssl"`
+	Whois        *WhoisCheck `json:"whois"`
+	Pending      []string    `json:"pending_regions,omitempty"`
+	WhoisPending bool        `json:"whois_pending,omitempty"`
 }
 
 // manualCheck is POST /check: it makes the domain due now and waits until
@@ -321,7 +311,10 @@ type checkBody struct {
 // by the view's entries of a region carrying another scan event than
 // before the request, which needs no clock shared with the agents. A
 // region counts as active when one of its agents was seen within
-// regionWindow; with none active, one fresh region suffices.
+// regionWindow; with none active, one fresh region suffices. The
+// registration is answered as stored when its newest lookup is younger
+// than whoisFresh; otherwise the coordinator looks it up again on the
+// request and the answer waits for that lookup too (whoisWaitOf).
 func (h *Handler) manualCheck(c *gin.Context) {
 	var req checkRequest
 	if err := httpapi.BindJSON(c, &req); err != nil {
@@ -348,6 +341,12 @@ func (h *Handler) manualCheck(c *gin.Context) {
 		return
 	}
 	seen := scansByRegion(before)
+	regs, err := h.registrationsOf(ctx, []accounts.Domain{d})
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	whois := whoisWaitOf(d, regs)
 	// Heartbeats are wall-clock times, whatever clock grades are computed
 	// against (cfg.Now).
 	regions, err := presence.Active(ctx, h.rdb, time.Now().Add(-regionWindow))
@@ -374,24 +373,31 @@ func (h *Handler) manualCheck(c *gin.Context) {
 	var entries []projector.ExpEntry
 	for {
 		entries, err = h.viewOf(ctx, d)
+		if err == nil {
+			regs, err = h.registrationsOf(ctx, []accounts.Domain{d})
+		}
 		if err != nil {
 			httpapi.Fail(c, err)
 			return
 		}
 		pending, done := pendingRegions(regions, seen, entries)
-		if done {
-			c.JSON(http.StatusOK, checkBody{SSL: h.sslBody(d, entries)})
+		whoisDone := whois.done(regs)
+		body := func(msg string) checkBody {
+			b := checkBody{Error: msg, SSL: h.sslBody(d, entries), Whois: h.whoisBody(d, regs, h.cfg.Now()), WhoisPending: !whoisDone}
+			if msg != "" {
+				b.Pending = pending
+			}
+			return b
+		}
+		if done && whoisDone {
+			c.JSON(http.StatusOK, body(""))
 			return
 		}
 		select {
 		case <-tick.C:
 			continue
 		case <-h.cfg.Stopping:
-			c.AbortWithStatusJSON(http.StatusServiceUnavailable, checkBody{
-				Error:   msgShuttingDown,
-				SSL:     h.sslBody(d, entries),
-				Pending: pending,
-			})
+			c.AbortWithStatusJSON(http.StatusServiceUnavailable, body(msgShuttingDown))
 			return
 		case <-wctx.Done():
 		}
@@ -401,14 +407,13 @@ func (h *Handler) manualCheck(c *gin.Context) {
 			return
 		}
 		msg := fmt.Sprintf("%s within %s", msgCheckTimeout, h.cfg.CheckTimeout)
-		if len(regions) == 0 {
+		switch {
+		case done:
+			msg = fmt.Sprintf("%s within %s", msgNoLookup, h.cfg.CheckTimeout)
+		case len(regions) == 0:
 			msg = fmt.Sprintf("%s within %s: no agent was seen in the last %s", msgNoScan, h.cfg.CheckTimeout, regionWindow)
 		}
-		c.AbortWithStatusJSON(http.StatusGatewayTimeout, checkBody{
-			Error:   msg,
-			SSL:     h.sslBody(d, entries),
-			Pending: pending,
-		})
+		c.AbortWithStatusJSON(http.StatusGatewayTimeout, body(msg))
 		return
 	}
 }

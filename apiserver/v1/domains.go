@@ -2,6 +2,7 @@ package v1
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -41,8 +42,10 @@ func (h *Handler) domainRoutes(g *gin.RouterGroup) {
 }
 
 // domainJSON is a domain as SSLTrackr shows it. The SSL fields are null
-// until a scan arrived; whois_days_remaining is null until certfleet checks
-// WHOIS. SSLStatus (an addition) is what the status filter matches.
+// until a scan arrived; whois_days_remaining is null until the registration
+// of the domain's registrable domain was looked up, and whenever no expiry
+// is known (WhoisStatus, an addition, says why). SSLStatus (an addition) is
+// what the status filter matches, WhoisStatus what whois_status matches.
 type domainJSON struct {
 	ID                 string     `json:"id"`
 	Hostname           string     `json:"hostname"`
@@ -52,16 +55,20 @@ type domainJSON struct {
 	SSLDaysRemaining   *int       `json:"ssl_days_remaining"`
 	SSLStatus          *string    `json:"ssl_status"`
 	WhoisDaysRemaining *int       `json:"whois_days_remaining"`
+	WhoisStatus        string     `json:"whois_status"`
 	Notes              string     `json:"notes"`
 	Tags               []string   `json:"tags"`
 	CreatedAt          *time.Time `json:"created_at"`
 	UpdatedAt          *time.Time `json:"updated_at"`
 }
 
-// domainOut is a domain with the verdict over its view at now.
-func (h *Handler) domainOut(d accounts.Domain, entries []projector.ExpEntry, now time.Time) domainJSON {
+// domainOut is a domain with the verdict over its view and its
+// registration (regs by registrable domain) at now.
+func (h *Handler) domainOut(d accounts.Domain, entries []projector.ExpEntry, regs map[string]projector.Registration, now time.Time) domainJSON {
 	sum := grade.Summarize(entries, now, h.thresholds())
+	whoisDays, whoisStatus := h.whoisDays(d.Host, regs, now)
 	return domainJSON{
+		WhoisDaysRemaining: whoisDays, WhoisStatus: whoisStatus,
 		ID: d.ID, Hostname: d.Host, Port: d.Port, IsActive: d.Active,
 		SSLGrade: httpapi.NullIfEmpty(sum.Grade), SSLDaysRemaining: sum.DaysRemaining, SSLStatus: httpapi.NullIfEmpty(sum.Status),
 		Notes: d.Notes, Tags: d.Tags, CreatedAt: timeOrNull(d.CreatedAt), UpdatedAt: timeOrNull(d.UpdatedAt),
@@ -75,14 +82,36 @@ func timeOrNull(t time.Time) *time.Time {
 	return &t
 }
 
-// replyDomain reads d's view and answers d with code.
+// replyDomain reads d's views and answers d with code.
 func (h *Handler) replyDomain(c *gin.Context, code int, d accounts.Domain) {
-	views, err := projector.Views(c.Request.Context(), h.rdb, []string{d.ID})
+	out, err := h.graded(c.Request.Context(), []accounts.Domain{d}, h.cfg.Now())
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
 	}
-	c.JSON(code, h.domainOut(d, views[d.ID].For(d.Name()), h.cfg.Now()))
+	c.JSON(code, out[0])
+}
+
+// graded answers domains with what their expiration and registration
+// views say at now.
+func (h *Handler) graded(ctx context.Context, domains []accounts.Domain, now time.Time) ([]domainJSON, error) {
+	ids := make([]string, len(domains))
+	for i, d := range domains {
+		ids[i] = d.ID
+	}
+	views, err := projector.Views(ctx, h.rdb, ids)
+	if err != nil {
+		return nil, err
+	}
+	regs, err := h.registrationsOf(ctx, domains)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]domainJSON, len(domains))
+	for i, d := range domains {
+		out[i] = h.domainOut(d, views[d.ID].For(d.Name()), regs, now)
+	}
+	return out, nil
 }
 
 // parseHostname checks a hostname field: a domain name without a port
@@ -148,7 +177,7 @@ func (h *Handler) createDomain(c *gin.Context) {
 		httpapi.Fail(c, accounts.ErrDomainExists)
 		return
 	}
-	c.JSON(http.StatusCreated, h.domainOut(d, nil, h.cfg.Now()))
+	h.replyDomain(c, http.StatusCreated, d)
 }
 
 // getDomain is GET /domains/{id}.
@@ -218,6 +247,7 @@ func (h *Handler) deleteDomain(c *gin.Context) {
 type domainQuery struct {
 	page, perPage int
 	status        string
+	whoisStatus   string
 	search        string
 	sort          string
 	desc          bool
@@ -226,7 +256,7 @@ type domainQuery struct {
 // parseDomainQuery reads and checks the query; a bad value is a
 // BadRequest naming the parameter.
 func parseDomainQuery(c *gin.Context) (domainQuery, error) {
-	q := domainQuery{status: statusAll, sort: "created_at", desc: true}
+	q := domainQuery{status: statusAll, whoisStatus: statusAll, sort: "created_at", desc: true}
 	var err error
 	if q.page, q.perPage, err = httpapi.Paging(c, defaultPerPage, maxPerPage); err != nil {
 		return q, err
@@ -236,6 +266,12 @@ func parseDomainQuery(c *gin.Context) (domainQuery, error) {
 			return q, httpapi.BadRequest(fmt.Sprintf("status must be one of %s, got %q", strings.Join(append([]string{statusAll}, grade.Statuses...), ", "), v))
 		}
 		q.status = v
+	}
+	if v, ok := c.GetQuery("whois_status"); ok {
+		if v != statusAll && !slices.Contains(whoisStatuses, v) {
+			return q, httpapi.BadRequest(fmt.Sprintf("whois_status must be one of %s, got %q", strings.Join(append([]string{statusAll}, whoisStatuses...), ", "), v))
+		}
+		q.whoisStatus = v
 	}
 	if v, ok := c.GetQuery("search"); ok {
 		if len(v) > maxSearchLen {
@@ -277,8 +313,8 @@ type domainList struct {
 // listDomains is GET /domains. It reads every domain of the tenant (one
 // pipelined round trip), then filters, sorts and pages in memory. The
 // views, and the grading over them, are needed for every domain only when
-// the status filter or the days-remaining sort asks for them; otherwise
-// only the page's are read. Fine for thousands of domains per tenant.
+// a status filter or a days-remaining sort asks for them; otherwise only
+// the page's are read. Fine for thousands of domains per tenant.
 func (h *Handler) listDomains(c *gin.Context) {
 	q, err := parseDomainQuery(c)
 	if err != nil {
@@ -295,36 +331,21 @@ func (h *Handler) listDomains(c *gin.Context) {
 		domains = slices.DeleteFunc(domains, func(d accounts.Domain) bool { return !strings.Contains(d.Host, q.search) })
 	}
 	now := h.cfg.Now()
-	// graded answers domains with what their views say.
-	graded := func(domains []accounts.Domain) ([]domainJSON, error) {
-		ids := make([]string, len(domains))
-		for i, d := range domains {
-			ids[i] = d.ID
-		}
-		views, err := projector.Views(ctx, h.rdb, ids)
-		if err != nil {
-			return nil, err
-		}
-		out := make([]domainJSON, len(domains))
-		for i, d := range domains {
-			out[i] = h.domainOut(d, views[d.ID].For(d.Name()), now)
-		}
-		return out, nil
-	}
-	byView := q.status != statusAll || q.sort == "ssl_days_remaining"
+	byView := q.status != statusAll || q.whoisStatus != statusAll || q.sort == "ssl_days_remaining" || q.sort == "whois_days_remaining"
 	var out []domainJSON
 	if byView {
-		if out, err = graded(domains); err != nil {
+		if out, err = h.graded(ctx, domains, now); err != nil {
 			httpapi.Fail(c, err)
 			return
 		}
-		if q.status != statusAll {
-			out = slices.DeleteFunc(out, func(j domainJSON) bool { return j.SSLStatus == nil || *j.SSLStatus != q.status })
-		}
+		out = slices.DeleteFunc(out, func(j domainJSON) bool {
+			return (q.status != statusAll && (j.SSLStatus == nil || *j.SSLStatus != q.status)) ||
+				(q.whoisStatus != statusAll && j.WhoisStatus != q.whoisStatus)
+		})
 	} else {
 		out = make([]domainJSON, len(domains))
 		for i, d := range domains {
-			out[i] = h.domainOut(d, nil, now)
+			out[i] = h.domainOut(d, nil, nil, now)
 		}
 	}
 	slices.SortFunc(out, domainOrder(q.sort, q.desc))
@@ -341,7 +362,7 @@ func (h *Handler) listDomains(c *gin.Context) {
 		for i, j := range page {
 			pageDomains[i] = byID[j.ID]
 		}
-		if page, err = graded(pageDomains); err != nil {
+		if page, err = h.graded(ctx, pageDomains, now); err != nil {
 			httpapi.Fail(c, err)
 			return
 		}
