@@ -62,7 +62,9 @@ func (h *zoneHandler) outside(r *dns.Msg) bool {
 // relay asks the upstream servers in turn, over the network the question
 // came by, and returns the first answer; SERVFAIL when none answers.
 func (h *zoneHandler) relay(r *dns.Msg, network string) *dns.Msg {
-	c := &dns.Client{Net: network, Timeout: forwardTimeout}
+	// A large buffer takes any upstream answer whole; it is cut to the
+	// client's size below.
+	c := &dns.Client{Net: network, Timeout: forwardTimeout, UDPSize: dns.DefaultMsgSize}
 	for _, up := range h.forward {
 		resp, _, err := c.Exchange(r.Copy(), up)
 		if err != nil {

@@ -227,7 +227,7 @@ func queryDomain(s string) (string, bool) {
 	}) {
 		return "", false
 	}
-	if _, ok := dns.IsDomainName(d); !ok || strings.Contains(d, "..") {
+	if _, ok := dns.IsDomainName(d); !ok || strings.Contains(d, "..") || strings.HasPrefix(d, ".") || strings.HasSuffix(d, ".") {
 		return "", false
 	}
 	return d, true
