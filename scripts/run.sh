@@ -6,9 +6,11 @@
 #
 # Needs the services up (scripts/services.sh start, which writes
 # .data/services.env) and .data/bin/certfleet built: the Taskfile's run task
-# does both first. Starts `certfleet lab` (TLS endpoints with known faults
-# and a DNS server for their names), which writes the flags an agent needs to
-# .data/lab.env; then `certfleet all` with those flags; then registers the
+# does both first. Starts `certfleet lab` (TLS endpoints with known faults, a
+# DNS server for their names that forwards other names to the system's
+# resolvers, and RDAP and WHOIS servers for their registrations), which
+# writes the flags an agent needs to .data/lab.env (with the RDAP bootstrap
+# file beside it); then `certfleet all` with those flags; then registers the
 # lab's domains through the KeyChest API and shows what the scans found.
 # Ctrl-C or SIGTERM stops certfleet and the lab; Redis and ClickHouse keep
 # running (go tool task services:stop).
@@ -163,8 +165,11 @@ grep -q '^CERTFLEET_LAB_DOMAINS=' "$LAB_ENV" 2>/dev/null || {
 	tail_log "$LOGS/lab.log"
 	die "the lab wrote no CERTFLEET_LAB_DOMAINS to $(rel "$LAB_ENV") in 30s"
 }
-# The lab's resolver, roots and allowed targets become certfleet's flags.
-# Read, not sourced: a value may or may not be quoted.
+# The lab's resolver, roots, allowed targets, RDAP bootstrap file
+# (CERTFLEET_RDAP_BOOTSTRAP) and WHOIS servers (CERTFLEET_WHOIS_SERVER)
+# become certfleet's flags: --rdap-bootstrap and --whois-server of the
+# roles that look registrations up. Read, not sourced: a value may or may
+# not be quoted.
 while IFS= read -r line; do
 	[[ $line =~ ^(CERTFLEET_[A-Z0-9_]+)=(.*)$ ]] || continue
 	k=${BASH_REMATCH[1]} v=${BASH_REMATCH[2]}
@@ -270,6 +275,7 @@ certfleet is running: API $API
   v1 API:      $BASE/api/v1 (key: .data/bin/certfleet apikey create --email $EMAIL --label me --scopes read,write)
   client CA:   curl -s $BASE/api/ca/certificate   (passphrases in $(rel "$SECRETS"))
   OpenAPI:     $BASE/api/openapi.json
+  registries:  RDAP per ${CERTFLEET_RDAP_BOOTSTRAP:-?}, WHOIS ${CERTFLEET_WHOIS_SERVER:-?} (the lab's; lab.log lists each case)
   metrics:     $BASE/metrics${AGENT_METRICS:+  http://$AGENT_METRICS/metrics (region-b agent)}
   api key:     $key (in $(rel "$KEY_FILE"), account $EMAIL)
   logs:        $(rel "$LOGS")/certfleet.log  $(rel "$LOGS")/agent.log  $(rel "$LOGS")/lab.log
