@@ -1,16 +1,16 @@
 // Package lab serves a local fleet of TLS endpoints with known faults (valid,
 // expiring soon, expired, self-signed, wrong name, several IPs with different
 // certificates, a non-default port, a dead IP, a missing name, TLS 1.0-1.1
-// still accepted, no HTTP after the handshake) under a throw-away CA, plus an
+// still accepted, no HTTP after the handshake) under a throw-away CA, an
 // authoritative DNS server for their names (forwarding other names when told
-// where) and the RDAP and WHOIS servers of the lab's domain registrations
-// (expiring, expired, RDAP-only, WHOIS-only, no expiry, rate-limited), all
-// on loopback addresses. Every
-// endpoint but no-http answers HTTP/2 and HTTP/1.1 after the handshake; only
-// valid sends HSTS. Each endpoint comes with the facts a correct scan must
-// report, so the demo (`certfleet lab`) shows real results and tests can
-// compare what certfleet reports with what was served. It is for demos and
-// tests only: nothing on a production path may depend on it.
+// where), and the RDAP and WHOIS servers of the lab's domain registrations
+// (expiring, expired, RDAP-only, WHOIS-only, no expiry, rate-limited), all on
+// loopback addresses. Every endpoint but no-http answers HTTP/2 and HTTP/1.1
+// after the handshake; only valid sends HSTS. Each endpoint and registration
+// comes with the facts a correct scan or lookup must report, so the demo
+// (`certfleet lab`) shows real results and tests can compare what certfleet
+// reports with what was served. It is for demos and tests only: nothing on a
+// production path may depend on it.
 package lab
 
 import (
