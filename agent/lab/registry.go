@@ -117,31 +117,28 @@ func registrations(zone string, now time.Time) []record {
 		if r.reg.Host == "" {
 			r.reg.Host = r.reg.Domain
 		}
-		if r.registrar == "" && r.reg.Name != "no-expiry" {
-			r.registrar = labRegistrar
-		}
 		r.nameServers = []string{"ns1." + r.reg.Domain, "ns2." + r.reg.Domain}
 		r.handle = fmt.Sprintf("%d_DOMAIN_%s-LAB", 1000+len(out), strings.ToUpper(tldOf(r.reg.Domain)))
 		out = append(out, r)
 	}
 	if d, err := registration.Registrable(zone); err == nil {
 		add(record{reg: Registration{Name: "registered", Domain: d, Host: "valid." + strings.TrimSuffix(zone, "."), RDAP: true, WHOIS: true},
-			created: at(-3 * 365 * day), updated: at(-30 * day), expires: at(365 * day), statuses: []eppStatus{stDelete, stTransfer}})
+			registrar: labRegistrar, created: at(-3 * 365 * day), updated: at(-30 * day), expires: at(365 * day), statuses: []eppStatus{stDelete, stTransfer}})
 	}
 	add(record{reg: Registration{Name: "expiring", Domain: "certfleet-expiring.test", RDAP: true, WHOIS: true}, ip: ipRegExpiring,
-		created: at(-345 * day), updated: at(-60 * day), expires: at(20 * day), statuses: []eppStatus{stTransfer}})
+		registrar: labRegistrar, created: at(-345 * day), updated: at(-60 * day), expires: at(20 * day), statuses: []eppStatus{stTransfer}})
 	add(record{reg: Registration{Name: "expired", Domain: "certfleet-expired.test", RDAP: true, WHOIS: true}, ip: ipRegExpired,
-		created: at(-375 * day), updated: at(-9 * day), expires: at(-10 * day), statuses: []eppStatus{stHold}})
+		registrar: labRegistrar, created: at(-375 * day), updated: at(-9 * day), expires: at(-10 * day), statuses: []eppStatus{stHold}})
 	add(record{reg: Registration{Name: "rdap-only", Domain: "certfleet-rdap-only.test", RDAP: true}, ip: ipRegRDAPOnly,
-		created: at(-165 * day), updated: at(-5 * day), expires: at(200 * day), statuses: []eppStatus{stOK}})
+		registrar: labRegistrar, created: at(-165 * day), updated: at(-5 * day), expires: at(200 * day), statuses: []eppStatus{stOK}})
 	add(record{reg: Registration{Name: "whois-only", Domain: "certfleet-whois-only." + WHOISOnlyTLD, WHOIS: true}, ip: ipRegWHOISOnly,
-		created: at(-65 * day), updated: at(-65 * day), expires: at(300 * day), statuses: []eppStatus{stDelete, stTransfer}})
+		registrar: labRegistrar, created: at(-65 * day), updated: at(-65 * day), expires: at(300 * day), statuses: []eppStatus{stDelete, stTransfer}})
 	// Like .de: no registration or expiry date, no registrar.
 	add(record{reg: Registration{Name: "no-expiry", Domain: "certfleet-no-expiry.test", RDAP: true}, ip: ipRegNoExpiry,
 		updated: at(-400 * day), statuses: []eppStatus{stOK}})
 	// WHOIS does not know it, so only an RDAP client that waited can find it.
 	add(record{reg: Registration{Name: "rate-limited", Domain: "certfleet-rate-limited.test", RDAP: true, RateLimited: true}, ip: ipRegRateLimited,
-		created: at(-100 * day), updated: at(-100 * day), expires: at(265 * day), statuses: []eppStatus{stTransfer}})
+		registrar: labRegistrar, created: at(-100 * day), updated: at(-100 * day), expires: at(265 * day), statuses: []eppStatus{stTransfer}})
 	return out
 }
 
