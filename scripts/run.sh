@@ -35,6 +35,7 @@ APP_PIDFILE=$STATE/certfleet.pid
 AGENT_PIDFILE=$STATE/agent.pid
 LAB_ENV=$DATA/lab.env
 KEY_FILE=$DATA/api_key
+V1_KEY_FILE=$DATA/v1_key
 EMAIL=demo@example.com
 
 # stop_ours: ends a lab and a certfleet that an earlier run left behind.
@@ -266,6 +267,29 @@ for d in "${DOMAINS[@]}"; do
 		"$(field certificate_found <<<"$top")" "$(field renewal_due <<<"$top")" \
 		"$(field expired_found <<<"$top")"
 done
+
+# The registrations of the lab's domains (RDAP or WHOIS, as the lab serves
+# them) as the v1 API shows them: a read-only /api/v1 key of the demo
+# account, made once and kept in .data/v1_key.
+v1_domains() { curl -s -m 10 -H "Authorization: Bearer $1" "$BASE/api/v1/domains?per_page=100" || true; }
+v1key=$(cat "$V1_KEY_FILE" 2>/dev/null || true)
+if [ -z "$v1key" ] || ! grep -q '"data"' <<<"$(v1_domains "$v1key")"; then
+	v1key=$("$BIN" apikey create --email "$EMAIL" --label task-run --scopes read 2>/dev/null | awk '/^key:/ {print $2}' || true)
+	[ -n "$v1key" ] && (umask 077 && echo "$v1key" >"$V1_KEY_FILE")
+fi
+if [ -n "$v1key" ]; then
+	# host:port and whois_days_remaining of each domain in the list.
+	whois=$(v1_domains "$v1key" | grep -o '"hostname":"[^"]*","port":[0-9]*,[^{]*"whois_days_remaining":[^,}]*' |
+		sed 's/"hostname":"\([^"]*\)","port":\([0-9]*\),.*"whois_days_remaining":\(.*\)/\1:\2 \3/' || true)
+	printf '\n%-44s %s\n' domain whois_days_remaining
+	for d in "${DOMAINS[@]}"; do
+		days=$(awk -v d="$d" '$1 == d {print $2}' <<<"$whois")
+		printf '%-44s %s\n' "$d" "${days:--}"
+	done
+	say "whois_days_remaining is null until a registration lookup of the domain lands"
+else
+	warn "no /api/v1 key for $EMAIL: the registrations are not shown"
+fi
 
 cat <<EOF
 
