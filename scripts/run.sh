@@ -6,9 +6,11 @@
 #
 # Needs the services up (scripts/services.sh start, which writes
 # .data/services.env) and .data/bin/certfleet built: the Taskfile's run task
-# does both first. Starts `certfleet lab` (TLS endpoints with known faults
-# and a DNS server for their names), which writes the flags an agent needs to
-# .data/lab.env; then `certfleet all` with those flags; then registers the
+# does both first. Starts `certfleet lab` (TLS endpoints with known faults, a
+# DNS server for their names that forwards other names to the system's
+# resolvers, and RDAP and WHOIS servers for their registrations), which
+# writes the flags an agent needs to .data/lab.env (with the RDAP bootstrap
+# file beside it); then `certfleet all` with those flags; then registers the
 # lab's domains through the KeyChest API and shows what the scans found.
 # Ctrl-C or SIGTERM stops certfleet and the lab; Redis and ClickHouse keep
 # running (go tool task services:stop).
@@ -35,6 +37,7 @@ APP_PIDFILE=$STATE/certfleet.pid
 AGENT_PIDFILE=$STATE/agent.pid
 LAB_ENV=$DATA/lab.env
 KEY_FILE=$DATA/api_key
+V1_KEY_FILE=$DATA/v1_key
 EMAIL=demo@example.com
 
 # stop_ours: ends a lab and a certfleet that an earlier run left behind.
@@ -165,8 +168,11 @@ grep -q '^CERTFLEET_LAB_DOMAINS=' "$LAB_ENV" 2>/dev/null || {
 	tail_log "$LOGS/lab.log"
 	die "the lab wrote no CERTFLEET_LAB_DOMAINS to $(rel "$LAB_ENV") in 30s"
 }
-# The lab's resolver, roots and allowed targets become certfleet's flags.
-# Read, not sourced: a value may or may not be quoted.
+# The lab's resolver, roots, allowed targets, RDAP bootstrap file
+# (CERTFLEET_RDAP_BOOTSTRAP) and WHOIS servers (CERTFLEET_WHOIS_SERVER)
+# become certfleet's flags: --rdap-bootstrap and --whois-server of the
+# roles that look registrations up. Read, not sourced: a value may or may
+# not be quoted.
 while IFS= read -r line; do
 	[[ $line =~ ^(CERTFLEET_[A-Z0-9_]+)=(.*)$ ]] || continue
 	k=${BASH_REMATCH[1]} v=${BASH_REMATCH[2]}
@@ -264,6 +270,29 @@ for d in "${DOMAINS[@]}"; do
 		"$(field expired_found <<<"$top")"
 done
 
+# The registrations of the lab's domains (RDAP or WHOIS, as the lab serves
+# them) as the v1 API shows them: a read-only /api/v1 key of the demo
+# account, made once and kept in .data/v1_key.
+v1_domains() { curl -s -m 10 -H "Authorization: Bearer $1" "$BASE/api/v1/domains?per_page=100" || true; }
+v1key=$(cat "$V1_KEY_FILE" 2>/dev/null || true)
+if [ -z "$v1key" ] || ! grep -q '"data"' <<<"$(v1_domains "$v1key")"; then
+	v1key=$("$BIN" apikey create --email "$EMAIL" --label task-run --scopes read 2>/dev/null | awk '/^key:/ {print $2}' || true)
+	[ -n "$v1key" ] && (umask 077 && echo "$v1key" >"$V1_KEY_FILE")
+fi
+if [ -n "$v1key" ]; then
+	# host:port and whois_days_remaining of each domain in the list.
+	whois=$(v1_domains "$v1key" | grep -o '"hostname":"[^"]*","port":[0-9]*,[^{]*"whois_days_remaining":[^,}]*' |
+		sed 's/"hostname":"\([^"]*\)","port":\([0-9]*\),.*"whois_days_remaining":\(.*\)/\1:\2 \3/' || true)
+	printf '\n%-44s %s\n' domain whois_days_remaining
+	for d in "${DOMAINS[@]}"; do
+		days=$(awk -v d="$d" '$1 == d {print $2}' <<<"$whois")
+		printf '%-44s %s\n' "$d" "${days:--}"
+	done
+	say "whois_days_remaining is null until a registration lookup of the domain lands"
+else
+	warn "no /api/v1 key for $EMAIL: the registrations are not shown"
+fi
+
 cat <<EOF
 
 certfleet is running: API $API
@@ -272,6 +301,7 @@ certfleet is running: API $API
   v1 API:      $BASE/api/v1 (key: .data/bin/certfleet apikey create --email $EMAIL --label me --scopes read,write)
   client CA:   curl -s $BASE/api/ca/certificate   (passphrases in $(rel "$SECRETS"))
   OpenAPI:     $BASE/api/openapi.json
+  registries:  RDAP per ${CERTFLEET_RDAP_BOOTSTRAP:-?}, WHOIS ${CERTFLEET_WHOIS_SERVER:-?} (the lab's; lab.log lists each case)
   metrics:     $BASE/metrics${AGENT_METRICS:+  http://$AGENT_METRICS/metrics (region-b agent)}
   api key:     $key (in $(rel "$KEY_FILE"), account $EMAIL)
   logs:        $(rel "$LOGS")/certfleet.log  $(rel "$LOGS")/agent.log  $(rel "$LOGS")/lab.log

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
@@ -17,23 +19,75 @@ import (
 // answers long.
 const dnsTTL = 5
 
-// zoneHandler answers for one zone from a fixed table of names.
+// forwardTimeout bounds one exchange with an upstream server.
+const forwardTimeout = 3 * time.Second
+
+// zoneHandler answers for the lab's zones from a fixed table of names and
+// forwards questions about other names.
 type zoneHandler struct {
-	zone    string                  // fqdn, lower case
+	zones   []string                // fqdn, lower case
 	records map[string][]netip.Addr // fqdn, lower case
+	forward []string                // host:port; none: refuse other names
 	logger  *zap.Logger
 }
 
 func (h *zoneHandler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
-	m := h.answer(r)
+	var m *dns.Msg
+	if len(h.forward) > 0 && h.outside(r) {
+		m = h.relay(r, w.RemoteAddr().Network())
+	} else {
+		m = h.answer(r)
+	}
 	if err := w.WriteMsg(m); err != nil {
 		h.logger.Debug("write dns answer", zap.Error(err))
 	}
 }
 
-// answer is the whole of the server's behaviour: A/AAAA for known names,
-// NXDOMAIN for other names in the zone, NODATA for other types, REFUSED
-// outside the zone.
+// zoneOf is the lab zone name is in, "" when none.
+func (h *zoneHandler) zoneOf(name string) string {
+	best := ""
+	for _, z := range h.zones {
+		if dns.IsSubDomain(z, name) && len(z) > len(best) {
+			best = z
+		}
+	}
+	return best
+}
+
+// outside tells whether r is a query about a name in none of the lab's zones.
+func (h *zoneHandler) outside(r *dns.Msg) bool {
+	return r.Opcode == dns.OpcodeQuery && len(r.Question) == 1 && h.zoneOf(strings.ToLower(r.Question[0].Name)) == ""
+}
+
+// relay asks the upstream servers in turn, over the network the question
+// came by, and returns the first answer; SERVFAIL when none answers.
+func (h *zoneHandler) relay(r *dns.Msg, network string) *dns.Msg {
+	// A large buffer takes any upstream answer whole; it is cut to the
+	// client's size below.
+	c := &dns.Client{Net: network, Timeout: forwardTimeout, UDPSize: dns.DefaultMsgSize}
+	for _, up := range h.forward {
+		resp, _, err := c.Exchange(r.Copy(), up)
+		if err != nil {
+			h.logger.Debug("forward dns question", zap.String("upstream", up), zap.String("name", r.Question[0].Name), zap.Error(err))
+			continue
+		}
+		if network == "udp" {
+			// Too large for the client's buffer: it retries over TCP.
+			size := dns.MinMsgSize
+			if opt := r.IsEdns0(); opt != nil {
+				size = int(opt.UDPSize())
+			}
+			resp.Truncate(size)
+		}
+		return resp
+	}
+	m := new(dns.Msg)
+	m.SetRcode(r, dns.RcodeServerFailure)
+	return m
+}
+
+// answer is the lab's own part: A/AAAA for known names, NXDOMAIN for other
+// names in a zone, NODATA for other types, REFUSED outside the zones.
 func (h *zoneHandler) answer(r *dns.Msg) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(r)
@@ -49,15 +103,16 @@ func (h *zoneHandler) answer(r *dns.Msg) *dns.Msg {
 	}
 	q := r.Question[0]
 	name := strings.ToLower(q.Name)
-	if !dns.IsSubDomain(h.zone, name) {
+	zone := h.zoneOf(name)
+	if zone == "" {
 		m.Rcode = dns.RcodeRefused
 		return m
 	}
 	m.Authoritative = true
 	addrs, known := h.records[name]
-	if !known && name != h.zone {
+	if !known && name != zone {
 		m.Rcode = dns.RcodeNameError
-		m.Ns = []dns.RR{h.soa()}
+		m.Ns = []dns.RR{soa(zone)}
 		return m
 	}
 	hdr := func(t uint16) dns.RR_Header {
@@ -71,20 +126,20 @@ func (h *zoneHandler) answer(r *dns.Msg) *dns.Msg {
 			m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr(dns.TypeAAAA), AAAA: a.AsSlice()})
 		}
 	}
-	if name == h.zone && (q.Qtype == dns.TypeSOA || q.Qtype == dns.TypeANY) {
-		m.Answer = append(m.Answer, h.soa())
+	if name == zone && (q.Qtype == dns.TypeSOA || q.Qtype == dns.TypeANY) {
+		m.Answer = append(m.Answer, soa(zone))
 	}
 	if len(m.Answer) == 0 {
-		m.Ns = []dns.RR{h.soa()}
+		m.Ns = []dns.RR{soa(zone)}
 	}
 	return m
 }
 
-func (h *zoneHandler) soa() dns.RR {
+func soa(zone string) dns.RR {
 	return &dns.SOA{
-		Hdr:     dns.RR_Header{Name: h.zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: dnsTTL},
-		Ns:      "ns." + h.zone,
-		Mbox:    "hostmaster." + h.zone,
+		Hdr:     dns.RR_Header{Name: zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: dnsTTL},
+		Ns:      "ns." + zone,
+		Mbox:    "hostmaster." + zone,
 		Serial:  1,
 		Refresh: 3600,
 		Retry:   600,
@@ -95,8 +150,8 @@ func (h *zoneHandler) soa() dns.RR {
 
 // startDNS serves the records on UDP and TCP of one port; with port 0 it
 // looks for a port free for both.
-func (l *Lab) startDNS(ctx context.Context, records map[string][]netip.Addr) error {
-	h := &zoneHandler{zone: l.cfg.Zone, records: records, logger: l.logger.Named("dns")}
+func (l *Lab) startDNS(ctx context.Context, zones []string, records map[string][]netip.Addr) error {
+	h := &zoneHandler{zones: zones, records: records, logger: l.logger.Named("dns")}
 	host, portStr, _ := net.SplitHostPort(l.cfg.DNSAddr) // checked by Validate
 	var lc net.ListenConfig
 	var err error
@@ -120,6 +175,14 @@ func (l *Lab) startDNS(ctx context.Context, records map[string][]netip.Addr) err
 			continue
 		}
 		l.resolver = addr
+		// Forwarding to itself would loop until every client timed out.
+		h.forward = slices.DeleteFunc(slices.Clone(l.cfg.Forward), func(up string) bool {
+			same := sameAddr(up, addr)
+			if same {
+				l.logger.Warn("not forwarding to the lab's own dns server", zap.String("upstream", up))
+			}
+			return same
+		})
 		servers := []*dns.Server{
 			{PacketConn: pc, Handler: h},
 			{Listener: ln, Handler: h},
@@ -151,6 +214,30 @@ func (l *Lab) startDNS(ctx context.Context, records map[string][]netip.Addr) err
 		return nil
 	}
 	return err
+}
+
+// sameAddr tells whether two host:port name the same address.
+func sameAddr(a, b string) bool {
+	pa, errA := netip.ParseAddrPort(a)
+	pb, errB := netip.ParseAddrPort(b)
+	if errA != nil || errB != nil {
+		return a == b
+	}
+	return pa.Addr().Unmap() == pb.Addr().Unmap() && pa.Port() == pb.Port()
+}
+
+// SystemResolvers are the name servers of a resolv.conf file
+// (/etc/resolv.conf on most systems) as host:port, for Config.Forward.
+func SystemResolvers(path string) ([]string, error) {
+	cc, err := dns.ClientConfigFromFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read resolvers: %w", err)
+	}
+	out := make([]string, 0, len(cc.Servers))
+	for _, s := range cc.Servers {
+		out = append(out, net.JoinHostPort(s, cc.Port))
+	}
+	return out, nil
 }
 
 func (l *Lab) stopDNS() error {

@@ -8,12 +8,21 @@ import (
 	"strings"
 )
 
-// WriteEnv writes the lab's roots to rootsPath and, at path, the settings an
-// agent needs as shell-sourceable CERTFLEET_* lines, followed by
-// CERTFLEET_LAB_DOMAINS with every target's domain. The env file appears
-// complete or not at all, so a script may wait for it to exist.
+// BootstrapFile is the name of the RDAP bootstrap file WriteEnv writes
+// beside the roots.
+const BootstrapFile = "lab-rdap-bootstrap.json"
+
+// WriteEnv writes the lab's roots to rootsPath, its RDAP bootstrap file
+// beside them (BootstrapFile) and, at path, the settings an agent needs as
+// shell-sourceable CERTFLEET_* lines, followed by CERTFLEET_LAB_DOMAINS with
+// every target's domain. The env file appears complete or not at all, so a
+// script may wait for it to exist.
 func (l *Lab) WriteEnv(path, rootsPath string) error {
 	if err := writeAtomic(rootsPath, l.RootsPEM()); err != nil {
+		return err
+	}
+	bootstrapPath := filepath.Join(filepath.Dir(rootsPath), BootstrapFile)
+	if err := writeAtomic(bootstrapPath, l.Bootstrap()); err != nil {
 		return err
 	}
 	domains := make([]string, 0, len(l.targets))
@@ -25,6 +34,8 @@ func (l *Lab) WriteEnv(path, rootsPath string) error {
 		{"CERTFLEET_RESOLVER", l.resolver},
 		{"CERTFLEET_EXTRA_ROOTS", rootsPath},
 		{"CERTFLEET_ALLOW_TARGETS", strings.Join(l.AllowTargets(), ",")},
+		{"CERTFLEET_RDAP_BOOTSTRAP", bootstrapPath},
+		{"CERTFLEET_WHOIS_SERVER", strings.Join(l.WHOISServers(), ",")},
 		{"CERTFLEET_LAB_DOMAINS", strings.Join(domains, " ")},
 	} {
 		fmt.Fprintf(&b, "%s=%s\n", kv[0], shellQuote(kv[1]))

@@ -1,13 +1,16 @@
 // Package lab serves a local fleet of TLS endpoints with known faults (valid,
 // expiring soon, expired, self-signed, wrong name, several IPs with different
 // certificates, a non-default port, a dead IP, a missing name, TLS 1.0-1.1
-// still accepted, no HTTP after the handshake) under a throw-away CA, plus an
-// authoritative DNS server for their names, all on loopback addresses. Every
-// endpoint but no-http answers HTTP/2 and HTTP/1.1 after the handshake; only
-// valid sends HSTS. Each endpoint comes with the facts a correct scan must
-// report, so the demo (`certfleet lab`) shows real results and tests can
-// compare what certfleet reports with what was served. It is for demos and
-// tests only: nothing on a production path may depend on it.
+// still accepted, no HTTP after the handshake) under a throw-away CA, an
+// authoritative DNS server for their names (forwarding other names when told
+// where), and the RDAP and WHOIS servers of the lab's domain registrations
+// (expiring, expired, RDAP-only, WHOIS-only, no expiry, rate-limited), all on
+// loopback addresses. Every endpoint but no-http answers HTTP/2 and HTTP/1.1
+// after the handshake; only valid sends HSTS. Each endpoint and registration
+// comes with the facts a correct scan or lookup must report, so the demo
+// (`certfleet lab`) shows real results and tests can compare what certfleet
+// reports with what was served. It is for demos and tests only: nothing on a
+// production path may depend on it.
 package lab
 
 import (
@@ -34,14 +37,22 @@ import (
 
 // Config tells Start where the lab listens.
 type Config struct {
-	// Zone is the DNS zone the lab's names live in; the lab's DNS server is
-	// authoritative for it and refuses everything else.
+	// Zone is the DNS zone the lab's fault targets live in; the lab's DNS
+	// server is authoritative for it and for the domains of its
+	// registrations.
 	Zone string
 	// Port is the TLS port of the main endpoints; 0 picks a port that is free
 	// on every loopback address the lab binds.
 	Port int
 	// DNSAddr is the host:port the DNS server listens on, UDP and TCP.
 	DNSAddr string
+	// Forward are the DNS servers (host:port) asked for names outside the
+	// lab, so an agent using the lab's resolver can also watch real
+	// domains; empty refuses them. SystemResolvers reads the system's.
+	Forward []string
+	// RDAPAddr and WHOISAddr are the host:port of the lab's RDAP (HTTP)
+	// and WHOIS servers.
+	RDAPAddr, WHOISAddr string
 	// Now is the reference time of every certificate's validity.
 	Now func() time.Time
 }
@@ -58,6 +69,12 @@ func (c *Config) setDefaults() {
 	if c.DNSAddr == "" {
 		c.DNSAddr = "127.0.0.1:0"
 	}
+	if c.RDAPAddr == "" {
+		c.RDAPAddr = "127.0.0.1:0"
+	}
+	if c.WHOISAddr == "" {
+		c.WHOISAddr = "127.0.0.1:0"
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -73,12 +90,29 @@ func (c Config) Validate() error {
 		// 65535 is out because the second port defaults to Port+1.
 		errs = append(errs, fmt.Errorf("port %d out of range 0-65534", c.Port))
 	}
-	if _, port, err := net.SplitHostPort(c.DNSAddr); err != nil {
-		errs = append(errs, fmt.Errorf("dns address %q: %w", c.DNSAddr, err))
-	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		errs = append(errs, fmt.Errorf("dns address %q: bad port", c.DNSAddr))
+	for _, a := range []struct{ what, addr string }{{"dns address", c.DNSAddr}, {"rdap address", c.RDAPAddr}, {"whois address", c.WHOISAddr}} {
+		if err := checkHostPort(a.addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", a.what, a.addr, err))
+		}
+	}
+	for _, f := range c.Forward {
+		if err := checkHostPort(f); err != nil {
+			errs = append(errs, fmt.Errorf("forward to %q: %w", f, err))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkHostPort accepts host:port with a port 0-65535.
+func checkHostPort(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return errors.New("bad port")
+	}
+	return nil
 }
 
 // Target is one domain of the lab as a user registers it, with what a scan
@@ -133,6 +167,7 @@ type Lab struct {
 	targets  []Target
 	allow    []netip.Prefix
 	resolver string
+	registry *registry
 
 	listeners []net.Listener
 	servers   []*http.Server
@@ -180,6 +215,7 @@ type site struct {
 // plan is a target before its ports are known.
 type plan struct {
 	name     string
+	host     string // name.zone unless set
 	sites    []site
 	dead     []netip.Addr
 	other    bool
@@ -221,7 +257,7 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Lab, error) {
 		if p.nxdomain {
 			continue
 		}
-		host := p.name + "." + cfg.Zone
+		host := dns.Fqdn(l.hostOf(p))
 		for _, s := range p.sites {
 			records[host] = append(records[host], s.ip)
 		}
@@ -231,7 +267,13 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Lab, error) {
 	if slices.ContainsFunc(sites, func(s site) bool { return s.ip.Is6() }) {
 		l.allow = append(l.allow, netip.MustParsePrefix("::1/128"))
 	}
-	if err := l.startDNS(ctx, records); err != nil {
+	zones := []string{cfg.Zone}
+	for _, r := range l.registry.list {
+		if r.ip.IsValid() {
+			zones = append(zones, dns.Fqdn(r.reg.Domain))
+		}
+	}
+	if err := l.startDNS(ctx, zones, records); err != nil {
 		l.closeListeners()
 		return nil, err
 	}
@@ -261,9 +303,13 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Lab, error) {
 			}
 		})
 	}
+	if err := l.startRegistry(serveCtx); err != nil {
+		return nil, errors.Join(err, l.Close())
+	}
 	l.stopWatch = context.AfterFunc(ctx, func() { _ = l.Close() })
 	l.logger.Info("lab started", zap.Int("port", port), zap.Int("other_port", other),
-		zap.String("resolver", l.resolver), zap.String("zone", cfg.Zone), zap.Int("targets", len(l.targets)))
+		zap.String("resolver", l.resolver), zap.Strings("forward", l.cfg.Forward), zap.String("zone", cfg.Zone),
+		zap.Int("targets", len(l.targets)), zap.String("rdap", l.registry.rdapURL), zap.String("whois", l.registry.whoisAddr))
 	return l, nil
 }
 
@@ -309,6 +355,18 @@ func (l *Lab) mint(now time.Time) ([]plan, error) {
 		{name: "legacy-tls", sites: []site{legacy(ok(ipLegacy, leaf(host("legacy-tls"), start, now.Add(90*day))))}},
 		{name: "no-http", sites: []site{noHTTP(ok(ipNoHTTP, leaf(host("no-http"), start, now.Add(90*day))))}},
 		{name: "nxdomain", nxdomain: true},
+	}
+	recs := registrations(l.cfg.Zone, now)
+	l.registry = &registry{logger: l.logger.Named("registry"), records: map[string]*record{}, now: time.Now,
+		published: now, retryAt: map[string]time.Time{}}
+	for i := range recs {
+		r := &recs[i]
+		l.registry.records[r.reg.Domain] = r
+		l.registry.list = append(l.registry.list, r)
+		if r.ip.IsValid() {
+			plans = append(plans, plan{name: "reg-" + r.reg.Name, host: r.reg.Host,
+				sites: []site{ok(r.ip, leaf(r.reg.Host, start, now.Add(90*day)))}})
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("mint lab certificates: %w", err)
@@ -385,12 +443,19 @@ func (l *Lab) bind(ctx context.Context, sites []site) (port, other int, err erro
 	return 0, 0, fmt.Errorf("bind lab endpoints: %w", err)
 }
 
+// hostOf is a plan's host name, without the final dot.
+func (l *Lab) hostOf(p plan) string {
+	if p.host != "" {
+		return p.host
+	}
+	return p.name + "." + strings.TrimSuffix(l.cfg.Zone, ".")
+}
+
 // expectations states what a scan of each target must report.
 func (l *Lab) expectations(plans []plan, port, other int) []Target {
-	zone := strings.TrimSuffix(l.cfg.Zone, ".")
 	var out []Target
 	for _, p := range plans {
-		t := Target{Name: p.name, Host: p.name + "." + zone, Port: port}
+		t := Target{Name: p.name, Host: l.hostOf(p), Port: port}
 		if p.other {
 			t.Port = other
 		}

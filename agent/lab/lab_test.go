@@ -64,6 +64,9 @@ func TestTargets(t *testing.T) {
 		"no-http":       {ok},
 		"nxdomain":      {{outcome: events.OutcomeNXDomain}},
 	}
+	for _, r := range regNames {
+		want["reg-"+r] = []fact{ok}
+	}
 	if !ipv6Available(context.Background()) {
 		want["valid"] = want["valid"][:1]
 	}
@@ -79,8 +82,12 @@ func TestTargets(t *testing.T) {
 			mainPort = tg.Port
 		}
 	}
-	if wantNames := []string{"valid", "expiring-soon", "expired", "self-signed", "wrong-name", "multi-ip", "other-port", "dead-ip",
-		"legacy-tls", "no-http", "nxdomain"}; !slices.Equal(names, wantNames) {
+	wantNames := []string{"valid", "expiring-soon", "expired", "self-signed", "wrong-name", "multi-ip", "other-port", "dead-ip",
+		"legacy-tls", "no-http", "nxdomain"}
+	for _, r := range regNames {
+		wantNames = append(wantNames, "reg-"+r)
+	}
+	if !slices.Equal(names, wantNames) {
 		t.Fatalf("target names: got %v, want %v", names, wantNames)
 	}
 
@@ -89,7 +96,14 @@ func TestTargets(t *testing.T) {
 			if got, want := tg.Domain, net.JoinHostPort(tg.Host, strconv.Itoa(tg.Port)); got != want {
 				t.Errorf("domain: got %q, want %q", got, want)
 			}
-			if got, want := tg.Host, tg.Name+".lab.certfleet.test"; got != want {
+			wantHost := tg.Name + ".lab.certfleet.test"
+			if r, ok := strings.CutPrefix(tg.Name, "reg-"); ok {
+				wantHost = "certfleet-" + r + ".test"
+				if r == "whois-only" {
+					wantHost = "certfleet-whois-only.example"
+				}
+			}
+			if got, want := tg.Host, wantHost; got != want {
 				t.Errorf("host: got %q, want %q", got, want)
 			}
 			if onMain := tg.Port == mainPort; onMain == (tg.Name == "other-port") {
@@ -323,6 +337,10 @@ func TestDNS(t *testing.T) {
 		{"apex", "fleet.example.test", dns.TypeA, "udp", dns.RcodeSuccess, nil, true},
 		{"outside zone", "example.com", dns.TypeA, "udp", dns.RcodeRefused, nil, false},
 		{"parent zone", "example.test", dns.TypeA, "tcp", dns.RcodeRefused, nil, false},
+		{"registration", "certfleet-expiring.test", dns.TypeA, "udp", dns.RcodeSuccess, []string{"127.0.0.22"}, true},
+		{"whois-only registration", "CERTFLEET-WHOIS-ONLY.example", dns.TypeA, "tcp", dns.RcodeSuccess, []string{"127.0.0.25"}, true},
+		{"under a registration", "www.certfleet-expired.test", dns.TypeA, "udp", dns.RcodeNameError, nil, true},
+		{"another registrable domain", "certfleet-other.test", dns.TypeA, "udp", dns.RcodeRefused, nil, false},
 	}
 	if ipv6Available(context.Background()) {
 		tests = append(tests, struct {
@@ -467,6 +485,8 @@ func TestConfigValidate(t *testing.T) {
 		{"bad port", Config{Port: 70000}, []string{"port 70000"}},
 		{"bad dns address", Config{DNSAddr: "localhost"}, []string{"dns address"}},
 		{"bad zone and port", Config{Zone: "a..b", Port: -1}, []string{"zone", "port -1"}},
+		{"bad registry addresses", Config{RDAPAddr: "x", WHOISAddr: "127.0.0.1:99999"}, []string{"rdap address", "whois address"}},
+		{"bad upstream", Config{Forward: []string{"127.0.0.1:53", "10.0.0.1"}}, []string{`forward to "10.0.0.1"`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -509,10 +529,12 @@ func TestWriteEnv(t *testing.T) {
 		domains = append(domains, tg.Domain)
 	}
 	want := map[string]string{
-		"CERTFLEET_RESOLVER":      l.ResolverAddr(),
-		"CERTFLEET_EXTRA_ROOTS":   rootsPath,
-		"CERTFLEET_ALLOW_TARGETS": strings.Join(l.AllowTargets(), ","),
-		"CERTFLEET_LAB_DOMAINS":   strings.Join(domains, " "),
+		"CERTFLEET_RESOLVER":       l.ResolverAddr(),
+		"CERTFLEET_EXTRA_ROOTS":    rootsPath,
+		"CERTFLEET_ALLOW_TARGETS":  strings.Join(l.AllowTargets(), ","),
+		"CERTFLEET_LAB_DOMAINS":    strings.Join(domains, " "),
+		"CERTFLEET_RDAP_BOOTSTRAP": filepath.Join(dir, BootstrapFile),
+		"CERTFLEET_WHOIS_SERVER":   "test=" + l.WHOISAddr() + ",example=" + l.WHOISAddr(),
 	}
 	// The file is for shells: source it and read the values back.
 	script := ". " + envPath
@@ -533,8 +555,15 @@ func TestWriteEnv(t *testing.T) {
 			t.Errorf("%s: got %q, want %q", k, got[k], w)
 		}
 	}
-	if ds := strings.Fields(got["CERTFLEET_LAB_DOMAINS"]); len(ds) != 11 {
-		t.Errorf("lab domains: got %d, want 11", len(ds))
+	if ds := strings.Fields(got["CERTFLEET_LAB_DOMAINS"]); len(ds) != 17 {
+		t.Errorf("lab domains: got %d, want 17", len(ds))
+	}
+	boot, err := os.ReadFile(filepath.Join(dir, BootstrapFile))
+	if err != nil {
+		t.Fatalf("read bootstrap: %v", err)
+	}
+	if string(boot) != string(l.Bootstrap()) {
+		t.Errorf("bootstrap file: got %q, want %q", boot, l.Bootstrap())
 	}
 }
 

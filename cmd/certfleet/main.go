@@ -37,7 +37,8 @@ tools:
   scan          scan HOST[:PORT]... once and print what each address serves
   migrate       apply ClickHouse migrations and exit
   views rebuild rebuild the Redis views from the ClickHouse event store
-  lab           serve a local fleet of TLS endpoints with known faults
+  lab           serve a local fleet of TLS endpoints with known faults, with
+                its DNS and the RDAP and WHOIS servers of its registrations
   apikey        create, list or revoke an account's /api/v1 keys
   ca            init, import or show the client certificate CA
   quota         show or override an account's limits
