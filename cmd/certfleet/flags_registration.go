@@ -2,12 +2,15 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/agent"
+	"github.com/certfleet/certfleet/internal/registration"
+	"github.com/certfleet/certfleet/internal/registration/whois"
 )
 
 // registrationOptions are the flags of registration lookups: their
@@ -16,6 +19,8 @@ type registrationOptions struct {
 	RegistrationInterval time.Duration
 	RegistrationLookups  bool
 	RegistrationWorkers  int
+	RDAPBootstrap        string
+	WhoisServers         []string
 }
 
 func (f *flagSet) registrationCoordinator() *flagSet {
@@ -29,6 +34,12 @@ func (f *flagSet) registrationAgent() *flagSet {
 		"also do registration lookup jobs (RDAP, WHOIS) for the whole fleet; one group across all regions")
 	f.IntVar(&f.opts.RegistrationWorkers, "registration-workers", 4,
 		"registration lookups at once at most; they run apart from scan jobs")
+	f.StringVar(&f.opts.RDAPBootstrap, "rdap-bootstrap", "",
+		"RDAP bootstrap file in IANA's dns.json format (RFC 9224) naming each TLD's RDAP server; its servers are trusted (default: the copy embedded at build time)")
+	f.Func("whois-server", "TLD=HOST[:PORT], repeatable or comma-separated: the WHOIS server of a TLD, trusted (default: the one IANA refers to)", func(v string) error {
+		f.opts.WhoisServers = append(f.opts.WhoisServers, v)
+		return nil
+	})
 	return f
 }
 
@@ -44,8 +55,35 @@ func (o registrationOptions) validate(role string) error {
 }
 
 // registrationLookup is the lookup function of the agent's registration
-// worker; nil when this build has none, and then the agent does no
-// lookups.
-func registrationLookup(_ *options, _ redis.UniversalClient, _ *zap.Logger) (agent.LookupFunc, error) {
-	return nil, nil
+// worker: RDAP through the bootstrap, WHOIS as the fallback, both through
+// the guarded dialer; redirect and referral targets are checked against
+// --allow-targets.
+func registrationLookup(o *options, rdb redis.UniversalClient, logger *zap.Logger) (agent.LookupFunc, error) {
+	var boot []byte
+	if o.RDAPBootstrap != "" {
+		b, err := os.ReadFile(o.RDAPBootstrap)
+		if err != nil {
+			return nil, fmt.Errorf("--rdap-bootstrap: %w", err)
+		}
+		boot = b
+	}
+	servers, err := whois.ParseServers(o.WhoisServers)
+	if err != nil {
+		return nil, fmt.Errorf("--whois-server: %w", err)
+	}
+	allow, err := parseAllow("--allow-targets", o.AllowTargets)
+	if err != nil {
+		return nil, err
+	}
+	l, err := registration.New(registration.Config{
+		Bootstrap: boot, WhoisServers: servers, Allow: allow,
+		NewFallback: func(d registration.FallbackDeps) (registration.Fallback, error) {
+			return whois.New(whois.Config{Servers: d.Servers, DialTrusted: d.DialTrusted, Dial: d.Dial,
+				Timeout: d.Timeout, MaxBytes: d.MaxBytes, Wait: d.Wait, Defer: d.Defer})
+		},
+	}, rdb, logger)
+	if err != nil {
+		return nil, err
+	}
+	return l.Lookup, nil
 }
