@@ -22,24 +22,20 @@ import (
 // region, so the agents of every region share it.
 const RegistrationGroup = "registration"
 
-// Outcomes of a lookup job counted by
-// certfleet_agent_registration_lookups_total besides the statuses.
+// Reasons of certfleet_agent_registration_job_failures_total.
+
 const (
 	lookupBad    = "bad"
 	lookupFailed = "publish-failed"
 )
 
-var (
-	registrationLookups = promauto.NewCounterVec(prometheus.CounterOpts{
-		Name: "certfleet_agent_registration_lookups_total",
-		Help: "Registration lookup jobs, by the lookup's status (or bad, publish-failed).",
-	}, []string{"status"})
-	registrationSeconds = promauto.NewHistogram(prometheus.HistogramOpts{
-		Name:    "certfleet_agent_registration_lookup_seconds",
-		Help:    "Duration of registration lookups, failed ones included.",
-		Buckets: prometheus.ExponentialBuckets(0.01, 2, 14), // 10ms .. 80s
-	})
-)
+// registrationJobFailures counts jobs that failed around the lookup; the
+// lookups themselves (by source and status, and their duration) are
+// counted by internal/registration.
+var registrationJobFailures = promauto.NewCounterVec(prometheus.CounterOpts{
+	Name: "certfleet_agent_registration_job_failures_total",
+	Help: "Registration lookup jobs that failed around the lookup: bad (malformed job or result), publish-failed.",
+}, []string{"reason"})
 
 // LookupFunc looks up the registration of a registrable domain. It never
 // fails: every failure is a Status, Detail and RetryAfter of the result
@@ -167,7 +163,7 @@ func (w *RegistrationWorker) Run(ctx context.Context) error {
 func (w *RegistrationWorker) process(ctx context.Context, e stream.Entry) error {
 	job, err := events.DecodeRegistrationRequested(e.Event)
 	if err != nil {
-		registrationLookups.WithLabelValues(lookupBad).Inc()
+		registrationJobFailures.WithLabelValues(lookupBad).Inc()
 		return stream.Permanent(fmt.Errorf("malformed registration job: %w", err))
 	}
 	logger := w.logger.With(zap.String("entry_id", e.ID), zap.String("registrable", job.Domain))
@@ -175,7 +171,6 @@ func (w *RegistrationWorker) process(ctx context.Context, e stream.Entry) error 
 	start := time.Now()
 	res := w.cfg.Lookup(lctx, job.Domain)
 	cancel()
-	registrationSeconds.Observe(time.Since(start).Seconds())
 	if err := ctx.Err(); err != nil {
 		// Cut off at shutdown: the answer may be a timeout of ours, not
 		// the registry's. The job stays pending.
@@ -199,17 +194,16 @@ func (w *RegistrationWorker) process(ctx context.Context, e stream.Entry) error 
 	if err != nil {
 		// The lookup function broke its contract (an unknown status, a
 		// date out of range): no retry fixes that.
-		registrationLookups.WithLabelValues(lookupBad).Inc()
+		registrationJobFailures.WithLabelValues(lookupBad).Inc()
 		return stream.Permanent(fmt.Errorf("registration result of %s: %w", job.Domain, err))
 	}
 	if err := w.rdb.XAdd(ctx, &redis.XAddArgs{
 		Stream: events.EventStream(job.Domain), MaxLen: events.DefaultMaxLen, Approx: true, Values: values,
 	}).Err(); err != nil {
 		// Retried, lookup too, by the consumer; the event id is fixed.
-		registrationLookups.WithLabelValues(lookupFailed).Inc()
+		registrationJobFailures.WithLabelValues(lookupFailed).Inc()
 		return fmt.Errorf("publish registration result: %w", err)
 	}
-	registrationLookups.WithLabelValues(res.Status).Inc()
 	logger.Debug("registration looked up", zap.String("status", res.Status), zap.String("detail", res.Detail),
 		zap.Duration("took", time.Since(start)))
 	return nil

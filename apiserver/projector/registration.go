@@ -113,24 +113,17 @@ return 0
 // what the views rely on: a registrable domain as Registrable gives it, a
 // known status, a lookup time, and bounded lists and strings.
 func DecodeRegistration(e events.Envelope) (events.RegistrationV1, error) {
-	var r events.RegistrationV1
-	if err := e.Decode(&r); err != nil {
+	r, err := events.DecodeRegistrationLookedUp(e)
+	if err != nil {
 		return r, err
 	}
+	// Beyond the event contract: what the view stores must be a
+	// registrable domain as the API derives it from a host, and bounded.
 	var errs []error
 	if len(r.Domain) > maxRegistrable {
 		errs = append(errs, fmt.Errorf("domain is %d bytes long, at most %d", len(r.Domain), maxRegistrable))
 	} else if d, err := registration.Registrable(r.Domain); err != nil || d != r.Domain {
 		errs = append(errs, fmt.Errorf("domain %q is not a registrable domain", r.Domain))
-	}
-	switch r.Status {
-	case events.RegistrationOK, events.RegistrationNoExpiry, events.RegistrationNotFound,
-		events.RegistrationRateLimited, events.RegistrationError:
-	default:
-		errs = append(errs, fmt.Errorf("unknown status %q", r.Status))
-	}
-	if r.LookedUpAt.IsZero() || r.LookedUpAt.Year() > 9999 || r.LookedUpAt.Year() < 1970 {
-		errs = append(errs, fmt.Errorf("looked_up_at %s is out of range", r.LookedUpAt))
 	}
 	if len(r.Statuses) > maxRegListItems || len(r.NameServers) > maxRegListItems {
 		errs = append(errs, fmt.Errorf("%d statuses and %d name servers, at most %d each", len(r.Statuses), len(r.NameServers), maxRegListItems))

@@ -230,9 +230,9 @@ func TestDecodeRegistration(t *testing.T) {
 	}{
 		{"valid", ok(func(*events.RegistrationV1) {}), ""},
 		{"subdomain", ok(func(r *events.RegistrationV1) { r.Domain = "www.example.co.uk" }), "not a registrable domain"},
-		{"upper case", ok(func(r *events.RegistrationV1) { r.Domain = "Example.com" }), "not a registrable domain"},
+		{"upper case", ok(func(r *events.RegistrationV1) { r.Domain = "Example.com" }), "not a lower-case name"},
 		{"public suffix", ok(func(r *events.RegistrationV1) { r.Domain = "co.uk" }), "not a registrable domain"},
-		{"unknown status", ok(func(r *events.RegistrationV1) { r.Status = "fine" }), "unknown status"},
+		{"unknown status", ok(func(r *events.RegistrationV1) { r.Status = "fine" }), "not a registration status"},
 		{"no time", ok(func(r *events.RegistrationV1) { r.LookedUpAt = time.Time{} }), "looked_up_at"},
 		{"too many name servers", ok(func(r *events.RegistrationV1) { r.NameServers = make([]string, 101) }), "name servers"},
 		{"long registrar", ok(func(r *events.RegistrationV1) { r.Registrar = strings.Repeat("x", 2000) }), "text field"},
