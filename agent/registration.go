@@ -23,7 +23,6 @@ import (
 const RegistrationGroup = "registration"
 
 // Reasons of certfleet_agent_registration_job_failures_total.
-
 const (
 	lookupBad    = "bad"
 	lookupFailed = "publish-failed"
