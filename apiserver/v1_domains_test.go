@@ -121,8 +121,11 @@ func TestDomainLifecycle(t *testing.T) {
 	if r := e.call(1, http.MethodGet, "/api/v1/domains/"+id, key, ""); r.code != http.StatusOK || !reflect.DeepEqual(r.body, want) {
 		t.Errorf("get on the other replica: got %d %v, want 200 %v", r.code, r.body, want)
 	}
-	wantV1Error(t, e.call(1, http.MethodPost, "/api/v1/domains", key, `{"hostname":"shop.example","port":8443}`),
-		http.StatusConflict, "This domain is already being monitored")
+	// Adding it again: 409 naming the domain the caller has.
+	if r := e.call(1, http.MethodPost, "/api/v1/domains", key, `{"hostname":"shop.example","port":8443}`); r.code != http.StatusConflict ||
+		!reflect.DeepEqual(r.body, map[string]any{"error": "This domain is already being monitored", "id": id}) {
+		t.Errorf("add again: got %d %v, want 409 with the error and id %s", r.code, r.body, id)
+	}
 
 	// A scan arrives: the grade and days show.
 	at := e.clock.Now()
@@ -569,7 +572,15 @@ func TestDomainRequestErrors(t *testing.T) {
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := state()
-			wantV1Error(t, e.call(i%2, tc.method, "/api/v1"+tc.path, tc.key, tc.body), tc.wantCode, tc.wantMsg)
+			r := e.call(i%2, tc.method, "/api/v1"+tc.path, tc.key, tc.body)
+			if tc.wantCode == http.StatusConflict {
+				// The 409 of an add names the domain the caller has.
+				if want := (map[string]any{"error": tc.wantMsg, "id": id}); r.code != tc.wantCode || !reflect.DeepEqual(r.body, want) {
+					t.Errorf("got %d %v, want %d %v", r.code, r.body, tc.wantCode, want)
+				}
+			} else {
+				wantV1Error(t, r, tc.wantCode, tc.wantMsg)
+			}
 			if after := state(); after != before {
 				t.Errorf("state after a refused request:\n got %s\nwant %s", after, before)
 			}
@@ -658,8 +669,10 @@ func TestKeyChestAndV1ShareDomains(t *testing.T) {
 	}
 
 	kc := kcAdd(0, "kc.example")
-	wantV1Error(t, e.call(1, http.MethodPost, "/api/v1/domains", key, `{"hostname":"kc.example"}`),
-		http.StatusConflict, "This domain is already being monitored")
+	if r := e.call(1, http.MethodPost, "/api/v1/domains", key, `{"hostname":"kc.example"}`); r.code != http.StatusConflict ||
+		!reflect.DeepEqual(r.body, map[string]any{"error": "This domain is already being monitored", "id": kc}) {
+		t.Errorf("v1 add of a KeyChest domain: got %d %v, want 409 with id %s", r.code, r.body, kc)
+	}
 	r := e.call(1, http.MethodGet, "/api/v1/domains/"+kc, key, "")
 	if r.code != http.StatusOK || r.body["hostname"] != "kc.example" || r.body["port"] != 443.0 || r.body["is_active"] != true {
 		t.Errorf("keychest domain over v1: got %d %v, want kc.example:443 active", r.code, r.body)

@@ -174,6 +174,13 @@ func (h *Handler) createDomain(c *gin.Context) {
 		return
 	}
 	if !added {
+		// The 409 names the domain the caller already has, so a client can
+		// go on with it (SSLTrackr's body plus "id"); a held key that
+		// cannot read it gets the plain 409.
+		if err := h.accounts.CanRead(c.Request.Context(), httpapi.Principal(c), d.ID); err == nil {
+			c.JSON(http.StatusConflict, domainTaken{Error: msgDomainTaken, ID: d.ID})
+			return
+		}
 		httpapi.Fail(c, accounts.ErrDomainExists)
 		return
 	}

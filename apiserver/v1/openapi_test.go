@@ -14,6 +14,7 @@ import (
 func TestOpenAPISchemasMatchTypes(t *testing.T) {
 	testenv.CheckSchemas(t, openapi.Document, []testenv.Schema{
 		{Name: "Error", Type: reflect.TypeFor[errorBody](), Required: false},
+		{Name: "DomainTaken", Type: reflect.TypeFor[domainTaken](), Required: true},
 		{Name: "Domain", Type: reflect.TypeFor[domainJSON](), Required: false},
 		{Name: "DomainList", Type: reflect.TypeFor[domainList](), Required: false},
 		{Name: "Pagination", Type: reflect.TypeFor[pagination](), Required: false},

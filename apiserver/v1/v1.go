@@ -114,6 +114,13 @@ func (h *Handler) guard(scope string, classes ...string) []gin.HandlerFunc {
 	return hs
 }
 
+// domainTaken is the 409 of POST /domains: SSLTrackr's error plus the id
+// of the domain the caller already has under that name.
+type domainTaken struct {
+	Error string `json:"error"`
+	ID    string `json:"id"`
+}
+
 // errorBody is every v1 error answer, as SSLTrackr sends it.
 type errorBody struct {
 	Error string `json:"error"`
