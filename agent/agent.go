@@ -71,13 +71,19 @@ type Config struct {
 	Scanner ScannerConfig
 }
 
+// hostName is the default consumer name of the agent's consumers: the
+// host's name, which outlives a restart.
+func hostName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "agent"
+	}
+	return host
+}
+
 func (c *Config) setDefaults() {
 	if c.Name == "" {
-		host, err := os.Hostname()
-		if err != nil || host == "" {
-			host = "agent"
-		}
-		c.Name = host
+		c.Name = hostName()
 	}
 	if c.Shards == 0 {
 		c.Shards = events.DefaultShards

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -68,11 +67,7 @@ type RegistrationConfig struct {
 
 func (c *RegistrationConfig) setDefaults() {
 	if c.Name == "" {
-		host, err := os.Hostname()
-		if err != nil || host == "" {
-			host = "agent"
-		}
-		c.Name = host
+		c.Name = hostName()
 	}
 	if c.Workers == 0 {
 		c.Workers = 4
