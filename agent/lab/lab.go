@@ -173,7 +173,8 @@ type Lab struct {
 	servers   []*http.Server
 	dns       []*dns.Server
 
-	stopWatch func() bool
+	stopWatch func() bool // guarded by stopMu: the AfterFunc may fire before Start sets it
+	stopMu    sync.Mutex
 	cancel    context.CancelFunc // ends handshakes in flight
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -306,7 +307,9 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Lab, error) {
 	if err := l.startRegistry(serveCtx); err != nil {
 		return nil, errors.Join(err, l.Close())
 	}
+	l.stopMu.Lock()
 	l.stopWatch = context.AfterFunc(ctx, func() { _ = l.Close() })
+	l.stopMu.Unlock()
 	l.logger.Info("lab started", zap.Int("port", port), zap.Int("other_port", other),
 		zap.String("resolver", l.resolver), zap.Strings("forward", l.cfg.Forward), zap.String("zone", cfg.Zone),
 		zap.Int("targets", len(l.targets)), zap.String("rdap", l.registry.rdapURL), zap.String("whois", l.registry.whoisAddr))
@@ -555,9 +558,11 @@ func (l *Lab) serve(ctx context.Context, ln net.Listener, cfg *tls.Config) {
 // goroutines have returned. It is safe to call more than once.
 func (l *Lab) Close() error {
 	l.closeOnce.Do(func() {
+		l.stopMu.Lock()
 		if l.stopWatch != nil {
 			l.stopWatch()
 		}
+		l.stopMu.Unlock()
 		l.cancel()
 		for _, srv := range l.servers {
 			_ = srv.Close()
