@@ -32,16 +32,23 @@ const (
 	APIKeys  Resource = "api_keys"
 	// InFlight is requests of the tenant served at once by one API server.
 	InFlight Resource = "requests_in_flight"
+	// ManagedCerts is the domains whose certificates certfleet orders over
+	// ACME for the tenant.
+	ManagedCerts Resource = "managed_certificates"
+	// CertOrders is the ACME orders placed for the tenant per UTC day
+	// (first issuances, renewals and retries): one tenant's failing
+	// orders never spend the CA's rate limits for everyone.
+	CertOrders Resource = "certificate_orders_per_day"
 )
 
 // Resources lists every resource in the order the API shows them.
-var Resources = []Resource{Domains, Channels, APIKeys, InFlight}
+var Resources = []Resource{Domains, Channels, APIKeys, InFlight, ManagedCerts, CertOrders}
 
 // Limits maps each resource to its limit; 0 means unlimited.
 type Limits map[Resource]int64
 
 // Defaults are the operator's limits when a tenant has no override.
-var Defaults = Limits{Domains: 10_000, Channels: 50, APIKeys: 100, InFlight: 32}
+var Defaults = Limits{Domains: 10_000, Channels: 50, APIKeys: 100, InFlight: 32, ManagedCerts: 100, CertOrders: 50}
 
 // Key is the tenant's override hash.
 func Key(tenant string) string { return "quota:" + events.TenantTag(tenant) + ":" + tenant }
