@@ -174,7 +174,9 @@ func DNSAccountKey(tenant, provider, accountID string) string {
 }
 
 // DNSAccountsKey is the set of a tenant's accounts, "<provider>:<account_id>".
-func DNSAccountsKey(tenant string) string { return "dnsaccts:" + events.TenantTag(tenant) + ":" + tenant }
+func DNSAccountsKey(tenant string) string {
+	return "dnsaccts:" + events.TenantTag(tenant) + ":" + tenant
+}
 
 // DirectoryID names an ACME directory URL in keys.
 func DirectoryID(directoryURL string) string {
