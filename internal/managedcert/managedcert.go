@@ -73,6 +73,9 @@ type Certificate struct {
 	DNSProvider string   `json:"dns_provider"`
 	AccountID   string   `json:"account_id"`
 	KeyType     string   `json:"key_type"`
+	// Contact is the tenant's email, the contact of its ACME account when
+	// the worker registers one ("" : the operator's --acme-email).
+	Contact string `json:"contact,omitempty"`
 
 	Status Status `json:"status"`
 	// Renewing is set while a renewal is due or running.

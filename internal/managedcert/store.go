@@ -160,6 +160,7 @@ type CreateRequest struct {
 	DNSProvider string
 	AccountID   string
 	KeyType     string // empty: the store's default
+	Contact     string // the tenant's email (Certificate.Contact)
 }
 
 // createScript records a new managed certificate and its request in one
@@ -204,7 +205,7 @@ func (s *Store) Create(ctx context.Context, tenant string, in CreateRequest) (Ce
 	}
 	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
 	c := Certificate{Tenant: tenant, Domain: in.Domain, SANs: sans, DNSProvider: in.DNSProvider,
-		AccountID: in.AccountID, KeyType: in.KeyType, Status: StatusPending, CreatedAt: now, UpdatedAt: now}
+		AccountID: in.AccountID, KeyType: in.KeyType, Contact: in.Contact, Status: StatusPending, CreatedAt: now, UpdatedAt: now}
 	body, err := json.Marshal(c)
 	if err != nil {
 		return Certificate{}, fmt.Errorf("encode certificate: %w", err)
