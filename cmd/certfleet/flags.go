@@ -48,6 +48,7 @@ type options struct {
 	tenancyOptions      // flags_tenancy.go
 	scanOptions         // scan.go
 	registrationOptions // flags_registration.go
+	acmeOptions         // flags_acme.go
 
 	// API rate limits: requests a minute per API key
 	RateLimitGeneral int

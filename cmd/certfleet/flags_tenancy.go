@@ -27,8 +27,6 @@ func (f *flagSet) tenancy() *flagSet {
 	f.Int64Var(&o.QuotaChannels, "quota-channels", d[quota.Channels], "notification channels an account may have (0: unlimited)")
 	f.Int64Var(&o.QuotaAPIKeys, "quota-api-keys", d[quota.APIKeys], "API keys an account may have, claimed ones included (0: unlimited)")
 	f.Int64Var(&o.QuotaInFlight, "quota-requests-in-flight", d[quota.InFlight], "requests of one account one API server serves at once; more are answered 429 (0: unlimited)")
-	f.Int64Var(&o.QuotaCerts, "quota-managed-certificates", d[quota.ManagedCerts], "domains whose certificates certfleet orders over ACME for an account (0: unlimited)")
-	f.Int64Var(&o.QuotaOrders, "quota-certificate-orders", d[quota.CertOrders], "ACME orders placed for an account per UTC day, renewals and retries included (0: unlimited)")
 	f.StringVar(&o.KeyChestClaim, "keychest-claim", keychest.ClaimsApprove, "KeyChest claim calls: approve (claimed keys see only their own servers until the account approves them), open (full keys at once: single-tenant installs), off (claims refused)")
 	f.Int64Var(&o.ClaimQuota, "claim-quota", 100, "servers a claimed key may add before the account approves it")
 	return f

@@ -28,11 +28,11 @@ func roleFlags(role string) *flagSet {
 	fs := newFlagSet(role).redis()
 	switch role {
 	case "all":
-		fs.clickhouse().api().tenancy().shards().agent().coordinator().notify().ca().audit()
+		fs.clickhouse().api().tenancy().shards().agent().coordinator().notify().ca().audit().acme()
 	case "apiserver":
-		fs.api().tenancy().clickhouse().notify().ca().audit()
+		fs.api().tenancy().clickhouse().notify().ca().audit().acme()
 	case "coordinator":
-		fs.clickhouse().shards().coordinator().notify().metrics("127.0.0.1:9464")
+		fs.clickhouse().shards().coordinator().notify().acme().metrics("127.0.0.1:9464")
 		fs.BoolVar(&fs.opts.WithSink, "sink", true, "also run the ClickHouse sink in this process")
 	case "agent":
 		fs.shards().agent().metrics("127.0.0.1:9465")
@@ -149,6 +149,9 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		gr.add(sk.Run)
 	}
 	if err := addNotifier(gr, role, o, rdb, logger); err != nil {
+		return err
+	}
+	if err := addACMEWorker(gr, role, o, rdb, logger); err != nil {
 		return err
 	}
 	if role == "all" || role == "agent" {

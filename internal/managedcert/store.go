@@ -117,6 +117,9 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Store, err
 		keys: seal.NewKeyring(cfg.Passphrase, rdb, saltKey)}, nil
 }
 
+// DNSTargets is the policy of tenants' DNS provider endpoints.
+func (s *Store) DNSTargets() guard.Policy { return s.cfg.DNSTargets }
+
 // Enabled tells whether the store can seal, that is whether managed
 // certificates can be used at all.
 func (s *Store) Enabled() bool { return s.cfg.Passphrase != "" }
