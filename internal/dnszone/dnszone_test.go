@@ -98,7 +98,9 @@ func TestUpdateAndAnswer(t *testing.T) {
 	if got := z.TXT(name); !slices.Equal(got, []string{"token-2"}) {
 		t.Errorf("after deleting one: got %v, want [token-2]", got)
 	}
-	delSet := func(m *dns.Msg) { m.RemoveRRset([]dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT}}}) }
+	delSet := func(m *dns.Msg) {
+		m.RemoveRRset([]dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT}}})
+	}
 	if rc := update(t, addr, keyName, secret, delSet); rc != dns.RcodeSuccess {
 		t.Fatalf("delete RRset: %s", dns.RcodeToString[rc])
 	}
