@@ -30,10 +30,12 @@ import (
 	"github.com/certfleet/certfleet/apiserver/clientcerts"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/apiserver/keychest"
+	"github.com/certfleet/certfleet/apiserver/managedcerts"
 	v1 "github.com/certfleet/certfleet/apiserver/v1"
 	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/claimlink"
 	"github.com/certfleet/certfleet/internal/guard"
+	"github.com/certfleet/certfleet/internal/managedcert"
 	"github.com/certfleet/certfleet/internal/health"
 	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/ratelimit"
@@ -116,6 +118,14 @@ type NotifyConfig struct {
 	// (--allow-webhook-targets, the notifier's list): a URL naming an IP
 	// literal outside them is refused when the channel is written.
 	Targets []netip.Prefix
+	// DNSTargets lists the private ranges a tenant's DNS provider endpoint
+	// may name (--allow-dns-targets, the ACME worker's list), checked when
+	// a DNS account is saved. The secrets passphrase seals DNS credentials
+	// and managed certificates' keys too.
+	DNSTargets []netip.Prefix
+	// KeyType is the key type of managed certificates whose request names
+	// none (--acme-key-type). Default ec256.
+	KeyType string
 }
 
 func (c *NotifyConfig) validate() []error {
@@ -229,6 +239,7 @@ type Server struct {
 	keychest *keychest.Handler
 	v1       *v1.Handler
 	certs    *clientcerts.Handler
+	managed  *managedcerts.Handler
 	audit    *audit.Log
 }
 
@@ -289,13 +300,19 @@ func (s *Server) build() error {
 	if s.certs, err = clientcerts.New(cfg.CA, s.caStore, rdb, auth, limits, s.audit, logger); err != nil {
 		return err
 	}
+	mstore, err := managedcert.New(managedcert.Config{Passphrase: pass, Now: cfg.Now, Quotas: cfg.Quotas,
+		DNSTargets: guard.Policy{Allow: cfg.Notify.DNSTargets}, KeyType: cfg.Notify.KeyType}, rdb, logger)
+	if err != nil {
+		return err
+	}
+	s.managed = managedcerts.New(mstore, store, s.audit, func(scope string) []gin.HandlerFunc { return s.certs.Guard(scope) }, logger)
 	s.accounts, s.auth = store, auth
 	s.keychest = keychest.New(keychest.Config{RenewalWindow: cfg.RenewalWindow, Now: cfg.Now,
 		RateLimitGeneral: cfg.RateLimitGeneral, Claims: cfg.Claims}, rdb, store, auth, limits, links, logger)
 	s.v1 = v1.New(v1.Config{
 		Now: cfg.Now, WarningDays: cfg.WarningDays, CriticalDays: cfg.CriticalDays, CheckTimeout: cfg.CheckTimeout,
 		RateLimitGeneral: cfg.RateLimitGeneral, RateLimitCheck: cfg.RateLimitCheck, RateLimitAPIKeys: cfg.RateLimitAPIKeys,
-		Stopping: s.stopping, Quotas: cfg.Quotas,
+		Stopping: s.stopping, Quotas: cfg.Quotas, ManagedCerts: mstore,
 	}, rdb, store, auth, limits, engine, chans, logger)
 	return nil
 }
@@ -326,6 +343,7 @@ func (s *Server) routes() *gin.Engine {
 	s.keychest.Routes(r)                                    // /api/v1.0/...
 	s.v1.Routes(r)                                          // /api/v1/...
 	s.certs.Routes(r)                                       // /api/ca/..., /api/client-certs/..., /api/crl/..., /api/ocsp/..., /ocsp
+	s.managed.Routes(r)                                     // /api/certificates/..., CertMate's managed certificates
 	s.audit.Routes(r, s.certs.Guard(accounts.ScopeRead)...) // /api/audit, in the client-certificate API's shapes
 	return r
 }

@@ -129,10 +129,12 @@ func TestQuotasAndPaging(t *testing.T) {
 
 	q := e.call(0, http.MethodGet, "/api/v1/quotas", key, "")
 	want := map[string]any{
-		"domains":            map[string]any{"limit": 1.0, "used": 1.0},
-		"channels":           map[string]any{"limit": float64(quota.Defaults[quota.Channels]), "used": 0.0},
-		"api_keys":           map[string]any{"limit": float64(quota.Defaults[quota.APIKeys]), "used": 2.0},
-		"requests_in_flight": map[string]any{"limit": float64(quota.Defaults[quota.InFlight]), "used": 1.0},
+		"domains":                    map[string]any{"limit": 1.0, "used": 1.0},
+		"channels":                   map[string]any{"limit": float64(quota.Defaults[quota.Channels]), "used": 0.0},
+		"api_keys":                   map[string]any{"limit": float64(quota.Defaults[quota.APIKeys]), "used": 2.0},
+		"requests_in_flight":         map[string]any{"limit": float64(quota.Defaults[quota.InFlight]), "used": 1.0},
+		"managed_certificates":       map[string]any{"limit": float64(quota.Defaults[quota.ManagedCerts]), "used": 0.0},
+		"certificate_orders_per_day": map[string]any{"limit": float64(quota.Defaults[quota.CertOrders]), "used": 0.0},
 	}
 	if q.code != http.StatusOK || !reflect.DeepEqual(q.body, want) {
 		t.Errorf("quotas:\n got %d %v\nwant %v", q.code, q.body, want)

@@ -42,8 +42,18 @@ func (h *Handler) quotas(c *gin.Context) {
 		httpapi.Fail(c, err)
 		return
 	}
+	certs, err := h.cfg.ManagedCerts.Count(ctx, tenant)
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	orders, err := h.cfg.ManagedCerts.OrdersToday(ctx, tenant)
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
 	used := map[quota.Resource]int64{quota.Domains: domains, quota.APIKeys: keys, quota.Channels: int64(len(chans)),
-		quota.InFlight: h.auth.InFlight(tenant)}
+		quota.InFlight: h.auth.InFlight(tenant), quota.ManagedCerts: certs, quota.CertOrders: orders}
 	out := make(map[string]quotaJSON, len(quota.Resources))
 	for _, r := range quota.Resources {
 		q := quotaJSON{Used: used[r]}

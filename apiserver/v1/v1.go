@@ -20,6 +20,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/internal/channels"
+	"github.com/certfleet/certfleet/internal/managedcert"
 	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/ratelimit"
 )
@@ -46,6 +47,9 @@ type Config struct {
 	// Quotas are the operator's default limits per tenant, shown by GET
 	// /quotas with the tenant's overrides over them.
 	Quotas quota.Limits
+	// ManagedCerts keeps the DNS provider accounts (/dns-accounts) and
+	// counts managed certificates and orders for /quotas.
+	ManagedCerts *managedcert.Store
 }
 
 // ChannelStore is what the channels API needs of the channel store: the
@@ -90,6 +94,7 @@ func (h *Handler) Routes(r *gin.Engine) {
 	h.checkRoutes(g)
 	h.alertRoutes(g)
 	h.channelRoutes(g)
+	h.dnsAccountRoutes(g)
 }
 
 // Rate limit classes beside httpapi.ClassGeneral, which every route counts

@@ -75,8 +75,12 @@ func (o *options) notifyConfig() (apiserver.NotifyConfig, error) {
 	if err != nil {
 		return apiserver.NotifyConfig{}, err
 	}
+	dnsAllow, err := parseAllow("--allow-dns-targets", o.AllowDNSTargets)
+	if err != nil {
+		return apiserver.NotifyConfig{}, err
+	}
 	return apiserver.NotifyConfig{SecretsPassphrase: o.SecretsPassphrase, SecretsPassphraseFile: o.SecretsPassphraseFile,
-		Targets: allow}, nil
+		Targets: allow, DNSTargets: dnsAllow, KeyType: o.ACMEKeyType}, nil
 }
 
 // addNotifier adds the notifier to gr when role runs it.
