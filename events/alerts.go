@@ -28,12 +28,19 @@ const (
 	// of the domain's registrable domain (registration.looked_up.v1).
 	AlertDomainExpiry  = "domain_expiry"
 	AlertDomainExpired = "domain_expired"
+	// AlertCertNotDeployed: a managed certificate was issued (or renewed)
+	// a grace period ago, and scans still see another leaf on some IPs
+	// or regions. AlertACMERenewalFailed: the ACME orders of a managed
+	// certificate keep failing.
+	AlertCertNotDeployed   = "certificate_not_deployed"
+	AlertACMERenewalFailed = "acme_renewal_failed"
 )
 
 // AlertKinds lists every alert kind.
 var AlertKinds = []string{
 	AlertSSLExpiry, AlertSSLExpired, AlertChainInvalid, AlertHostnameMismatch,
 	AlertCertChanged, AlertRegionMismatch, AlertScanFailing, AlertDomainExpiry, AlertDomainExpired,
+	AlertCertNotDeployed, AlertACMERenewalFailed,
 }
 
 // Alert severities, least urgent first.

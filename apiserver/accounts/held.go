@@ -26,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/events"
 )
 
@@ -192,4 +193,11 @@ func (s *Store) releaseHeld(ctx context.Context, tenantID, id, hash string) erro
 		}
 	}
 	return fmt.Errorf("approve key %s of %s: its domains changed %d times while approving", id, tenantID, staleRetries)
+}
+
+// DomainIDCmd queues on pipe the lookup of the id of tenantID's host:port
+// (LookupDomain's, for pipelines): the command's value is "" (redis.Nil)
+// when the tenant does not monitor it.
+func DomainIDCmd(ctx context.Context, pipe redis.Pipeliner, tenantID, host string, port int) *redis.StringCmd {
+	return pipe.HGet(ctx, domainsKey(tenantID), domainname.Key(host, port))
 }

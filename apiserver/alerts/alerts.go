@@ -45,7 +45,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/apiserver/projector"
+	"github.com/certfleet/certfleet/internal/managedcert"
 	"github.com/certfleet/certfleet/events"
 )
 
@@ -84,6 +86,14 @@ type Config struct {
 	// Now dates the resolutions of a removed domain, whose view has no
 	// scan to date them by. Default time.Now.
 	Now func() time.Time
+	// DeployGrace: a managed certificate that scans still do not see
+	// served this long after its issuance raises certificate_not_deployed.
+	// Default 24h.
+	DeployGrace time.Duration
+	// RenewalFailAfter: acme_renewal_failed is raised after this many
+	// failed orders in a row (or at the first once the certificate is
+	// within CriticalDays of expiry). Default 3.
+	RenewalFailAfter int
 }
 
 func (c *Config) setDefaults() {
@@ -98,6 +108,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.DeployGrace == 0 {
+		c.DeployGrace = 24 * time.Hour
+	}
+	if c.RenewalFailAfter == 0 {
+		c.RenewalFailAfter = 3
 	}
 }
 
@@ -342,10 +358,14 @@ func (e *Engine) Evaluate(ctx context.Context, domainIDs []string) error {
 	if err != nil {
 		return err
 	}
+	managed, err := e.managedCerts(ctx, snaps)
+	if err != nil {
+		return err
+	}
 	settings := e.settingsCache()
 	jobs := make([]*job, 0, len(domainIDs))
 	for i := range domainIDs {
-		j, err := e.prepare(ctx, snaps[i], stateCmds[i].Val(), heldCmds[i].Val() > 0, regs, settings)
+		j, err := e.prepare(ctx, snaps[i], stateCmds[i].Val(), heldCmds[i].Val() > 0, regs, managed[snaps[i].DomainID], settings)
 		if err != nil {
 			if err := e.skip(domainIDs[i], err); err != nil {
 				return err
@@ -384,6 +404,40 @@ func (e *Engine) Evaluate(ctx context.Context, domainIDs []string) error {
 		}
 	}
 	return nil
+}
+
+// managedCerts reads the managed certificates of the snapshots' names (on
+// port 443: certificates are ordered for names), by domain id.
+func (e *Engine) managedCerts(ctx context.Context, snaps []projector.Snapshot) (map[string]*managedcert.Certificate, error) {
+	pipe := e.rdb.Pipeline()
+	cmds := map[string]*redis.StringCmd{}
+	for _, s := range snaps {
+		host, port := splitName(s.Name)
+		if s.TenantID == "" || host == "" || port != domainname.DefaultPort {
+			continue
+		}
+		cmds[s.DomainID] = pipe.HGet(ctx, managedcert.CertKey(s.TenantID, host), "rec")
+	}
+	if len(cmds) == 0 {
+		return nil, nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read managed certificates: %w", err)
+	}
+	out := make(map[string]*managedcert.Certificate, len(cmds))
+	for id, cmd := range cmds {
+		raw, err := cmd.Result()
+		if err != nil {
+			continue // not managed
+		}
+		var c managedcert.Certificate
+		if err := json.Unmarshal([]byte(raw), &c); err != nil {
+			e.logger.Warn("undecodable managed certificate", zap.String("domain_id", id), zap.Error(err))
+			continue
+		}
+		out[id] = &c
+	}
+	return out, nil
 }
 
 // registrations reads the registration views of the snapshots' names. A
@@ -432,7 +486,8 @@ type job struct {
 // domain's state does not move, so its first scan after the approval is
 // evaluated.
 func (e *Engine) prepare(ctx context.Context, snap projector.Snapshot, h map[string]string, held bool,
-	regs map[string]projector.Registration, settings func(context.Context, string) (Settings, error)) (*job, error) {
+	regs map[string]projector.Registration, managed *managedcert.Certificate,
+	settings func(context.Context, string) (Settings, error)) (*job, error) {
 	st, err := decodeState(snap.DomainID, h)
 	if err != nil {
 		return nil, unusable{err}
@@ -458,8 +513,8 @@ func (e *Engine) prepare(ctx context.Context, snap projector.Snapshot, h map[str
 	if name == "" {
 		name = st.name
 	}
-	reg := regs[projector.RegistrableOf(name)]
-	ch, err := plan(st, snap, reg, tenant, set, e.cfg, e.cfg.Now())
+	f := facts{reg: regs[projector.RegistrableOf(name)], managed: managed}
+	ch, err := plan(st, snap, f, tenant, set, e.cfg, e.cfg.Now())
 	if err != nil {
 		return nil, unusable{err}
 	}
@@ -520,7 +575,11 @@ func (e *Engine) evaluateDomain(ctx context.Context, domainID string) error {
 		if err != nil {
 			return err
 		}
-		j, err := e.prepare(ctx, snap, stateCmd.Val(), heldCmd.Val() > 0, regs, settings)
+		managed, err := e.managedCerts(ctx, []projector.Snapshot{snap})
+		if err != nil {
+			return err
+		}
+		j, err := e.prepare(ctx, snap, stateCmd.Val(), heldCmd.Val() > 0, regs, managed[domainID], settings)
 		if err != nil || j == nil {
 			return e.skip(domainID, err)
 		}

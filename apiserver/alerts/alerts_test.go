@@ -444,7 +444,7 @@ func TestStalePlansChangeNothing(t *testing.T) {
 	// The stalled replica's plan, from the old snapshot at 13 days left,
 	// would raise the 14-day threshold of the old certificate.
 	snap.Entries[0].ScannedAt = snap.Entries[0].ScannedAt.Add(7 * day)
-	ch, err := plan(st, snap, projector.Registration{}, tenant, DefaultSettings(), f.engine.cfg, t0)
+	ch, err := plan(st, snap, facts{}, tenant, DefaultSettings(), f.engine.cfg, t0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/grade"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/managedcert"
 )
 
 // condition is one alert condition that holds on a domain's view.
@@ -107,7 +108,7 @@ func plural(n int, unit string) string {
 // evaluate says which conditions hold on snap under settings. Time is the
 // view's latest scan, not the wall clock, so that every replica evaluating
 // one snapshot gets the same verdict.
-func evaluate(snap projector.Snapshot, reg projector.Registration, host string, st Settings, cfg Config) verdict {
+func evaluate(snap projector.Snapshot, f facts, host string, st Settings, cfg Config) verdict {
 	v := verdict{conds: map[string]condition{}, unknown: map[string]bool{}}
 	put := func(c condition) { v.conds[c.key] = c }
 
@@ -212,8 +213,74 @@ func evaluate(snap projector.Snapshot, reg projector.Registration, host string, 
 
 	mismatch(snap, host, cfg.MismatchWindow, &v)
 	failing(snap, host, st.ScanFailingAfter, &v)
-	registrationExpiry(reg, latestFact(snap, reg), host, st, cfg, &v)
+	registrationExpiry(f.reg, latestFact(snap, f), host, st, cfg, &v)
+	deployment(f.managed, snap, host, cfg, &v)
+	renewalFailing(f.managed, latestFact(snap, f), host, cfg, &v)
 	return v
+}
+
+// deployment adds certificate_not_deployed when host's managed certificate
+// was issued more than cfg.DeployGrace ago and the latest scans of some
+// regions or IPs, taken after that grace, still see another leaf. Within
+// the grace, or without a scan after it, the kind is unknown.
+func deployment(m *managedcert.Certificate, snap projector.Snapshot, host string, cfg Config, v *verdict) {
+	if m == nil || m.Status != managedcert.StatusIssued || m.SHA256 == "" {
+		return // nothing managed, or nothing issued yet: no alert
+	}
+	due := m.IssuedAt.Add(cfg.DeployGrace)
+	lag, old, checked := sightings{}, map[string]bool{}, false
+	for _, e := range snap.Entries {
+		if !e.CertificateFound || e.ScannedAt.Before(due) {
+			continue
+		}
+		checked = true
+		if e.LeafSHA256 != m.SHA256 {
+			lag.add(e.IP, e.Region)
+			old[short(e.LeafSHA256)] = true
+		}
+	}
+	switch {
+	case !checked:
+		v.unknown[events.AlertCertNotDeployed] = true
+	case len(lag) > 0:
+		key := events.AlertCertNotDeployed + "|" + m.SHA256
+		v.conds[key] = condition{
+			key: key, kind: events.AlertCertNotDeployed, severity: events.SeverityWarning,
+			title: "Renewed certificate not deployed",
+			message: fmt.Sprintf("The certificate certfleet issued for %s on %s (serial %s, %s) is still not served %s later on %s, which serve %s.",
+				host, m.IssuedAt.UTC().Format("2006-01-02 15:04 MST"), m.Serial, short(m.SHA256), cfg.DeployGrace, lag,
+				strings.Join(sortedKeys(old), ", ")),
+			leaf: m.SHA256, ips: lag.ips(), regions: lag.regions(),
+		}
+	}
+}
+
+// renewalFailing adds acme_renewal_failed when the orders of host's
+// managed certificate keep failing: RenewalFailAfter failures in a row,
+// or any failure once the certificate is within CriticalDays of expiry.
+func renewalFailing(m *managedcert.Certificate, at time.Time, host string, cfg Config, v *verdict) {
+	if m == nil || m.Error == "" || m.Deleting {
+		return
+	}
+	soon := m.Status == managedcert.StatusIssued && grade.DaysUntil(m.NotAfter, at) <= cfg.CriticalDays
+	if m.Attempt < cfg.RenewalFailAfter && !soon {
+		return
+	}
+	sev, what := events.SeverityWarning, "Certificate renewal keeps failing"
+	if soon {
+		sev = events.SeverityCritical
+	}
+	expiry := "no certificate was issued yet"
+	if m.Status == managedcert.StatusIssued {
+		expiry = "the current certificate expires on " + m.NotAfter.UTC().Format("2006-01-02")
+	} else {
+		what = "Certificate issuance keeps failing"
+	}
+	v.conds[events.AlertACMERenewalFailed] = condition{
+		key: events.AlertACMERenewalFailed, kind: events.AlertACMERenewalFailed, severity: sev, title: what,
+		message: fmt.Sprintf("The ACME orders for %s failed %s in a row; %s. Next attempt %s. Last error: %s",
+			host, plural(m.Attempt, "time"), expiry, m.RetryAt.UTC().Format(time.RFC3339), m.Error),
+	}
 }
 
 // registrationExpiry adds domain_expired and domain_expiry at each

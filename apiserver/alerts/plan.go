@@ -14,6 +14,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/managedcert"
 )
 
 // Fields of a domain's alert state hash (alerts:state:<domain_id>).
@@ -114,12 +115,12 @@ type change struct {
 // change that brings the state in line: raises for conditions that began,
 // resolutions for those that cleared. now is used only when the view has
 // no scan to date the change by.
-func plan(st state, snap projector.Snapshot, reg projector.Registration, tenant string, settings Settings, cfg Config, now time.Time) (change, error) {
+func plan(st state, snap projector.Snapshot, f facts, tenant string, settings Settings, cfg Config, now time.Time) (change, error) {
 	ch := change{set: map[string]string{}}
 	// Changes are dated by the latest scan of the view or lookup of its
 	// registration, so every replica dates one snapshot's alerts alike.
 	at := now.UTC().Truncate(time.Millisecond)
-	if t := latestFact(snap, reg); !t.IsZero() {
+	if t := latestFact(snap, f); !t.IsZero() {
 		at = t
 	}
 	name := snap.Name
@@ -180,7 +181,7 @@ func plan(st state, snap projector.Snapshot, reg projector.Registration, tenant 
 		}
 	}
 
-	v := evaluate(snap, reg, host, settings, cfg)
+	v := evaluate(snap, f, host, settings, cfg)
 	seen := map[string]bool{}
 	for _, e := range snap.Entries {
 		if e.CertificateFound {
@@ -376,12 +377,23 @@ func splitName(name string) (string, int) {
 
 // latestFact is the later of the view's newest scan and the newest answer
 // of its registration; zero without either.
-func latestFact(snap projector.Snapshot, reg projector.Registration) time.Time {
+func latestFact(snap projector.Snapshot, f facts) time.Time {
 	at := latestScan(snap)
-	if a := reg.Answer; a != nil && a.LookedUpAt.After(at) {
+	if a := f.reg.Answer; a != nil && a.LookedUpAt.After(at) {
 		at = a.LookedUpAt.UTC().Truncate(time.Millisecond)
 	}
+	if m := f.managed; m != nil && m.UpdatedAt.After(at) {
+		at = m.UpdatedAt.UTC().Truncate(time.Millisecond)
+	}
 	return at
+}
+
+// facts are what a domain's alerts are evaluated on besides its view: the
+// registration of its registrable domain, and the managed certificate of
+// its name, if the tenant has certfleet order one (nil otherwise).
+type facts struct {
+	reg     projector.Registration
+	managed *managedcert.Certificate
 }
 
 // latestScan is when the view's newest scan finished; zero without one.

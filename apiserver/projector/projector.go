@@ -213,6 +213,20 @@ func (p *Projector) apply(ctx context.Context, evs []events.Envelope) error {
 	if err != nil {
 		return err
 	}
+	managed, err := managedDomains(ctx, p.rdb, evs)
+	if err != nil {
+		return err
+	}
+	evaluated := make(map[string]bool, len(domains))
+	for _, id := range domains {
+		evaluated[id] = true
+	}
+	for _, id := range managed {
+		if !evaluated[id] {
+			evaluated[id] = true
+			domains = append(domains, id)
+		}
+	}
 	if len(regDomains) > 0 {
 		under, err := fanOut(ctx, p.rdb, regDomains)
 		if err != nil {

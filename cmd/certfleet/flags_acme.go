@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -29,6 +30,7 @@ type acmeOptions struct {
 	ACMEKeyType     string
 	ACMEWorkers     int
 	AllowDNSTargets string
+	DeployGrace     time.Duration
 }
 
 func (f *flagSet) acme() *flagSet {
@@ -40,6 +42,9 @@ func (f *flagSet) acme() *flagSet {
 	f.Int64Var(&o.QuotaOrders, "quota-certificate-orders", d[quota.CertOrders], "ACME orders placed for an account per UTC day, renewals and retries included (0: unlimited)")
 	f.StringVar(&f.opts.ACMEKeyType, "acme-key-type", managedcert.KeyEC256, "key type of managed certificates whose request names none: ec256, rsa2048 or rsa4096")
 	f.StringVar(&f.opts.AllowDNSTargets, "allow-dns-targets", "", "comma-separated CIDRs tenants' DNS provider endpoints (an RFC 2136 nameserver, an httpreq URL) may reach although private or loopback (the same on every apiserver and coordinator)")
+	if f.Name() != "certfleet coordinator" {
+		f.DurationVar(&f.opts.DeployGrace, "deploy-grace", 24*time.Hour, "how long after a managed certificate is issued every scanned IP and region must serve it before certificate_not_deployed is raised")
+	}
 	if f.Name() == "certfleet apiserver" {
 		return f
 	}

@@ -118,7 +118,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		}
 		gr.add(api.Run)
 		gr.add(api.RunRenewal)
-		eng, err := alerts.New(alerts.Config{CriticalDays: o.CriticalDays}, rdb, logger)
+		eng, err := alerts.New(alerts.Config{CriticalDays: o.CriticalDays, DeployGrace: o.DeployGrace}, rdb, logger)
 		if err != nil {
 			return err
 		}
