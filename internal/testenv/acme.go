@@ -2,13 +2,9 @@ package testenv
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +14,7 @@ import (
 	"time"
 
 	"github.com/certfleet/certfleet/internal/dnszone"
+	"github.com/certfleet/certfleet/internal/pebble"
 )
 
 // The lab TSIG key StartACME's zone accepts (hmac-sha256).
@@ -45,15 +42,8 @@ type ACME struct {
 	// Zone answers for ACMEZone; SetSilent makes it time out.
 	Zone *dnszone.Zone
 
-	t        testing.TB
-	dir      string
-	mgmt     string
-	bin      string
-	args     []string
-	env      []string
-	mu       sync.Mutex
-	cmd      *exec.Cmd
-	mgmtHTTP *http.Client
+	t      testing.TB
+	server *pebble.Server
 }
 
 // ACMEOptions change StartACME's Pebble.
@@ -84,108 +74,55 @@ func StartACMEWith(t testing.TB, opts ACMEOptions) *ACME {
 	dir := t.TempDir()
 	ca := NewCA(t, "pebble https test ca")
 	leaf := ca.Issue(t, []string{"127.0.0.1", "localhost"}, nil)
-	write := func(name string, data []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(leaf.PrivateKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	certFile := write("cert.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Certificate[0]}))
-	keyFile := write("key.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
-	a := &ACME{RootsFile: write("roots.pem", ca.PEM()), Roots: ca.Pool(), DNSAddr: srv.Addr, Zone: zone, t: t, dir: dir}
-	port, mgmt := FreePort(t), FreePort(t)
-	a.DirectoryURL = fmt.Sprintf("https://127.0.0.1:%d/dir", port)
-	a.mgmt = fmt.Sprintf("https://127.0.0.1:%d", mgmt)
-	cfg := map[string]any{"pebble": map[string]any{
-		"listenAddress":                  "127.0.0.1:" + strconv.Itoa(port),
-		"managementListenAddress":        "127.0.0.1:" + strconv.Itoa(mgmt),
-		"certificate":                    certFile,
-		"privateKey":                     keyFile,
-		"httpPort":                       FreePort(t),
-		"tlsPort":                        FreePort(t),
-		"ocspResponderURL":               "",
-		"externalAccountBindingRequired": false,
-		"retryAfter":                     map[string]int{"authz": 1, "order": 1},
-		"keyAlgorithm":                   "ecdsa",
-		"profiles": map[string]any{"default": map[string]any{
-			"description": "90 days", "validityPeriod": 7776000}},
-	}}
-	body, err := json.Marshal(cfg)
+	roots := filepath.Join(dir, "roots.pem")
+	if err := os.WriteFile(roots, ca.PEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var env []string
+	if opts.AlwaysValid {
+		env = append(env, "PEBBLE_VA_ALWAYS_VALID=1")
+	}
+	if opts.NonceReject >= 0 {
+		env = append(env, "PEBBLE_WFE_NONCEREJECT="+strconv.Itoa(opts.NonceReject))
+	}
+	server, err := pebble.Start(pebble.Config{Binary: bin, Dir: dir, DNSServer: srv.Addr, Env: env, Roots: ca.Pool(),
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Certificate[0]}),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfgFile := write("pebble.json", body)
-	a.env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_AUTHZREUSE=0")
-	if opts.AlwaysValid {
-		a.env = append(a.env, "PEBBLE_VA_ALWAYS_VALID=1")
-	}
-	if opts.NonceReject >= 0 {
-		a.env = append(a.env, "PEBBLE_WFE_NONCEREJECT="+strconv.Itoa(opts.NonceReject))
-	}
-	a.bin, a.args = bin, []string{"-config", cfgFile, "-dnsserver", srv.Addr}
-	a.mgmtHTTP = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}}}
-	a.Start()
-	t.Cleanup(a.Stop)
-	return a
+	t.Cleanup(server.Stop)
+	return &ACME{DirectoryURL: server.DirectoryURL, RootsFile: roots, Roots: ca.Pool(), DNSAddr: srv.Addr, Zone: zone,
+		t: t, server: server}
 }
 
-// Start starts Pebble (again, after Stop: a new CA that knows no account,
-// order or certificate of before) and waits until its directory answers.
+// Start starts Pebble again after Stop: a new CA that knows no account,
+// order or certificate of before.
 func (a *ACME) Start() {
 	a.t.Helper()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.cmd = startEnv(a.t, a.dir, a.env, a.bin, a.args...)
-	err := waitFor(20*time.Second, func() error {
-		resp, err := a.mgmtHTTP.Get(a.DirectoryURL)
-		if err != nil {
-			return err
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("directory: %s", resp.Status)
-		}
-		return nil
-	})
-	if err != nil {
-		out, _ := os.ReadFile(filepath.Join(a.dir, "stdout.log"))
-		a.t.Fatalf("pebble did not start: %v\n%s", err, out)
+	if err := a.server.Restart(); err != nil {
+		a.t.Fatal(err)
 	}
 }
 
 // Stop stops Pebble: the CA is down until Start.
-func (a *ACME) Stop() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	stop(a.cmd)
-	a.cmd = nil
-}
+func (a *ACME) Stop() { a.server.Stop() }
 
 // Restart is Stop then Start: a CA that forgot everything.
-func (a *ACME) Restart() {
-	a.Stop()
-	a.Start()
-}
+func (a *ACME) Restart() { a.Start() }
 
 // IssuerRootsPEM is the root Pebble issues under now (new on every start).
 func (a *ACME) IssuerRootsPEM() []byte {
 	a.t.Helper()
-	resp, err := a.mgmtHTTP.Get(a.mgmt + "/roots/0")
+	pem, err := a.server.IssuerRootsPEM(context.Background())
 	if err != nil {
-		a.t.Fatalf("pebble roots: %v", err)
+		a.t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil || resp.StatusCode != http.StatusOK {
-		a.t.Fatalf("pebble roots: %s %v", resp.Status, err)
-	}
-	return body
+	return pem
 }
 
 // Pebble returns the path of the Pebble binary, built once from the tools

@@ -79,15 +79,8 @@ func lookBinary(t testing.TB, name string) string {
 
 func start(t testing.TB, dir, bin string, args ...string) *exec.Cmd {
 	t.Helper()
-	return startEnv(t, dir, nil, bin, args...)
-}
-
-// startEnv is start with the environment env (nil: the test's own).
-func startEnv(t testing.TB, dir string, env []string, bin string, args ...string) *exec.Cmd {
-	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
-	cmd.Env = env
 	out, err := os.Create(filepath.Join(dir, "stdout.log"))
 	if err != nil {
 		t.Fatalf("create log: %v", err)
