@@ -38,6 +38,7 @@ AGENT_PIDFILE=$STATE/agent.pid
 LAB_ENV=$DATA/lab.env
 KEY_FILE=$DATA/api_key
 V1_KEY_FILE=$DATA/v1_key
+V1_WRITE_KEY_FILE=$DATA/v1_write_key
 EMAIL=demo@example.com
 
 # stop_ours: ends a lab and a certfleet that an earlier run left behind.
@@ -152,7 +153,11 @@ if listening "$LAB_PORT"; then
 	LAB_PORT=0
 fi
 rm -f "$LAB_ENV"
-setsid "$BIN" lab --port "$LAB_PORT" --write-env "$LAB_ENV" </dev/null >"$LOGS/lab.log" 2>&1 &
+# Pebble (go tool task build:pebble) makes the lab an ACME CA too.
+PEBBLE=$DATA/bin/pebble
+[ -x "$PEBBLE" ] || PEBBLE=$ROOT/.data/bin/pebble
+[ -x "$PEBBLE" ] || { warn "$(rel "$PEBBLE") missing ('go tool task build:pebble'): the lab runs without an ACME CA"; PEBBLE=; }
+setsid "$BIN" lab --port "$LAB_PORT" --write-env "$LAB_ENV" ${PEBBLE:+--pebble "$PEBBLE"} </dev/null >"$LOGS/lab.log" 2>&1 &
 LAB_PID=$!
 echo "$LAB_PID" >"$LAB_PIDFILE"
 say "lab starting (pid $LAB_PID, log $(rel "$LOGS/lab.log"))"
@@ -293,6 +298,35 @@ else
 	warn "no /api/v1 key for $EMAIL: the registrations are not shown"
 fi
 
+# A managed certificate for a lab name, ordered from the lab's ACME CA
+# (Pebble) through DNS-01 with the lab's DNS account: a read-write v1 key
+# of the demo account, made once and kept in .data/v1_write_key.
+ACME_DOMAIN=${CERTFLEET_LAB_ACME_DOMAIN:-}
+if [ -n "${CERTFLEET_ACME_DIRECTORY:-}" ] && [ -n "$ACME_DOMAIN" ]; then
+	v1w() { curl -s -m 10 -H "Authorization: Bearer $wkey" -H 'Content-Type: application/json' "$@" || true; }
+	wkey=$(cat "$V1_WRITE_KEY_FILE" 2>/dev/null || true)
+	if [ -z "$wkey" ] || ! grep -q '"dns_accounts"' <<<"$(v1w "$BASE/api/v1/dns-accounts")"; then
+		wkey=$("$BIN" apikey create --email "$EMAIL" --label task-run-write --scopes read,write 2>/dev/null | awk '/^key:/ {print $2}' || true)
+		[ -n "$wkey" ] && (umask 077 && echo "$wkey" >"$V1_WRITE_KEY_FILE")
+	fi
+	# The lab's TSIG secret is new on every run: the account is saved anew.
+	v1w -d "{\"provider\":\"rfc2136\",\"account_id\":\"lab\",\"credentials\":{
+		\"RFC2136_NAMESERVER\":\"$CERTFLEET_LAB_RFC2136_NAMESERVER\",\"RFC2136_TSIG_KEY\":\"$CERTFLEET_LAB_RFC2136_TSIG_KEY\",
+		\"RFC2136_TSIG_SECRET\":\"$CERTFLEET_LAB_RFC2136_TSIG_SECRET\",\"RFC2136_TSIG_ALGORITHM\":\"$CERTFLEET_LAB_RFC2136_TSIG_ALGORITHM\",
+		\"RFC2136_SEQUENCE_INTERVAL\":\"1\"}}" "$BASE/api/v1/dns-accounts" >/dev/null
+	# Pebble forgets its certificates when it stops: order again each run.
+	v1w -X DELETE "$BASE/api/certificates/$ACME_DOMAIN" >/dev/null
+	v1w -d "{\"domain\":\"$ACME_DOMAIN\",\"dns_provider\":\"rfc2136\",\"account_id\":\"lab\"}" "$BASE/api/certificates/create" >/dev/null
+	say "ordering a certificate for $ACME_DOMAIN from the lab's ACME CA (up to 60s)..."
+	status=
+	for ((i = 0; i < 60; i++)); do
+		status=$(v1w "$BASE/api/certificates/$ACME_DOMAIN" | field status)
+		[ "$status" = issued ] || [ "$status" = failed ] && break
+		sleep 1
+	done
+	say "certificate for $ACME_DOMAIN: ${status:-unknown} (GET $BASE/api/certificates/$ACME_DOMAIN)"
+fi
+
 cat <<EOF
 
 certfleet is running: API $API
@@ -300,6 +334,7 @@ certfleet is running: API $API
   add another: curl -s -H 'Content-Type: application/json' -d '{"api_key":"$key","domain":"example.org"}' $API/servers/add
   v1 API:      $BASE/api/v1 (key: .data/bin/certfleet apikey create --email $EMAIL --label me --scopes read,write)
   client CA:   curl -s $BASE/api/ca/certificate   (passphrases in $(rel "$SECRETS"))
+  managed:     curl -s -H "Authorization: Bearer \$(cat $(rel "$V1_WRITE_KEY_FILE"))" '$BASE/api/certificates/${ACME_DOMAIN:-shop.lab.certfleet.test}/download?file=fullchain.pem'
   OpenAPI:     $BASE/api/openapi.json
   registries:  RDAP per ${CERTFLEET_RDAP_BOOTSTRAP:-?}, WHOIS ${CERTFLEET_WHOIS_SERVER:-?} (the lab's; lab.log lists each case)
   metrics:     $BASE/metrics${AGENT_METRICS:+  http://$AGENT_METRICS/metrics (region-b agent)}

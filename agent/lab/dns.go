@@ -13,6 +13,8 @@ import (
 
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/internal/dnszone"
 )
 
 // dnsTTL is short so a resolver that caches does not keep a previous lab's
@@ -28,12 +30,23 @@ type zoneHandler struct {
 	zones   []string                // fqdn, lower case
 	records map[string][]netip.Addr // fqdn, lower case
 	forward []string                // host:port; none: refuse other names
-	logger  *zap.Logger
+	// acme holds the TXT records of the main zone, which RFC 2136 updates
+	// signed with the lab's key change (ACME DNS-01 challenges).
+	acme   *dnszone.Zone
+	logger *zap.Logger
 }
 
 func (h *zoneHandler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	var m *dns.Msg
-	if len(h.forward) > 0 && h.outside(r) {
+	// Challenge names only: other names keep their A records' answers
+	// (NODATA for TXT, not the zone's NXDOMAIN).
+	if h.acme != nil && (r.Opcode == dns.OpcodeUpdate || (len(r.Question) == 1 && r.Question[0].Qtype == dns.TypeTXT &&
+		strings.HasPrefix(strings.ToLower(r.Question[0].Name), "_acme-challenge.") && h.acme.Owns(r.Question[0].Name))) {
+		m = h.acme.Reply(r, w.TsigStatus())
+		if m == nil {
+			return
+		}
+	} else if len(h.forward) > 0 && h.outside(r) {
 		m = h.relay(r, w.RemoteAddr().Network())
 	} else {
 		m = h.answer(r)
@@ -151,7 +164,10 @@ func soa(zone string) dns.RR {
 // startDNS serves the records on UDP and TCP of one port; with port 0 it
 // looks for a port free for both.
 func (l *Lab) startDNS(ctx context.Context, zones []string, records map[string][]netip.Addr) error {
-	h := &zoneHandler{zones: zones, records: records, logger: l.logger.Named("dns")}
+	if err := l.newACMEZone(); err != nil {
+		return err
+	}
+	h := &zoneHandler{zones: zones, records: records, acme: l.acme, logger: l.logger.Named("dns")}
 	host, portStr, _ := net.SplitHostPort(l.cfg.DNSAddr) // checked by Validate
 	var lc net.ListenConfig
 	var err error
@@ -184,8 +200,8 @@ func (l *Lab) startDNS(ctx context.Context, zones []string, records map[string][
 			return same
 		})
 		servers := []*dns.Server{
-			{PacketConn: pc, Handler: h},
-			{Listener: ln, Handler: h},
+			{PacketConn: pc, Handler: h, TsigSecret: h.acme.TsigSecret(), MsgAcceptFunc: dnszone.Accept},
+			{Listener: ln, Handler: h, TsigSecret: h.acme.TsigSecret(), MsgAcceptFunc: dnszone.Accept},
 		}
 		for _, s := range servers {
 			started := make(chan struct{})

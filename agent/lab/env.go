@@ -30,14 +30,33 @@ func (l *Lab) WriteEnv(path, rootsPath string) error {
 		domains = append(domains, t.Domain)
 	}
 	var b bytes.Buffer
-	for _, kv := range [][2]string{
+	vars := [][2]string{
 		{"CERTFLEET_RESOLVER", l.resolver},
 		{"CERTFLEET_EXTRA_ROOTS", rootsPath},
 		{"CERTFLEET_ALLOW_TARGETS", strings.Join(l.AllowTargets(), ",")},
 		{"CERTFLEET_RDAP_BOOTSTRAP", bootstrapPath},
 		{"CERTFLEET_WHOIS_SERVER", strings.Join(l.WHOISServers(), ",")},
-		{"CERTFLEET_LAB_DOMAINS", strings.Join(domains, " ")},
-	} {
+	}
+	if dir := l.ACMEDirectory(); dir != "" {
+		// The coordinator's ACME worker and the API's DNS accounts; the
+		// LAB_ lines are the DNS account a tenant saves to order
+		// certificates for lab names.
+		c := l.RFC2136Credentials()
+		vars = append(vars, [][2]string{
+			{"CERTFLEET_ACME_DIRECTORY", dir},
+			{"CERTFLEET_ACME_CA_ROOTS", rootsPath},
+			{"CERTFLEET_ACME_DNS_RESOLVERS", l.resolver},
+			{"CERTFLEET_ALLOW_DNS_TARGETS", strings.Join(l.AllowTargets(), ",")},
+			{"CERTFLEET_LAB_RFC2136_NAMESERVER", c["RFC2136_NAMESERVER"]},
+			{"CERTFLEET_LAB_RFC2136_TSIG_KEY", c["RFC2136_TSIG_KEY"]},
+			{"CERTFLEET_LAB_RFC2136_TSIG_SECRET", c["RFC2136_TSIG_SECRET"]},
+			{"CERTFLEET_LAB_RFC2136_TSIG_ALGORITHM", c["RFC2136_TSIG_ALGORITHM"]},
+			{"CERTFLEET_LAB_ACME_DOMAIN", "shop." + strings.TrimSuffix(l.cfg.Zone, ".")},
+		}...)
+	}
+	// CERTFLEET_LAB_DOMAINS comes last: scripts wait for it.
+	vars = append(vars, [2]string{"CERTFLEET_LAB_DOMAINS", strings.Join(domains, " ")})
+	for _, kv := range vars {
 		fmt.Fprintf(&b, "%s=%s\n", kv[0], shellQuote(kv[1]))
 	}
 	return writeAtomic(path, b.Bytes())

@@ -9,7 +9,8 @@
 // after the handshake; only valid sends HSTS. Each endpoint and registration
 // comes with the facts a correct scan or lookup must report, so the demo
 // (`certfleet lab`) shows real results and tests can compare what certfleet
-// reports with what was served. It is for demos and tests only: nothing on a
+// reports with what was served. With a Pebble binary it is also an ACME CA
+// whose DNS-01 challenges the lab's DNS server takes by RFC 2136 update. It is for demos and tests only: nothing on a
 // production path may depend on it.
 package lab
 
@@ -23,6 +24,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,6 +35,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/dnszone"
+	"github.com/certfleet/certfleet/internal/pebble"
 )
 
 // Config tells Start where the lab listens.
@@ -55,6 +59,11 @@ type Config struct {
 	RDAPAddr, WHOISAddr string
 	// Now is the reference time of every certificate's validity.
 	Now func() time.Time
+	// Pebble is the path of a Pebble binary (built from the tools module):
+	// the lab then runs it as its ACME CA, resolving challenges with the
+	// lab's DNS server, which takes RFC 2136 updates of TXT records in
+	// the zone signed with the lab's TSIG key. Empty: no ACME CA.
+	Pebble string
 }
 
 // DefaultZone is the zone of the lab's names unless Config.Zone says
@@ -172,6 +181,10 @@ type Lab struct {
 	listeners []net.Listener
 	servers   []*http.Server
 	dns       []*dns.Server
+	acme      *dnszone.Zone  // TXT records and updates of the zone
+	tsig      [2]string      // the zone's TSIG key name and secret
+	pebble    *pebble.Server // nil without Config.Pebble
+	pebbleDir string
 
 	stopWatch func() bool // guarded by stopMu: the AfterFunc may fire before Start sets it
 	stopMu    sync.Mutex
@@ -278,6 +291,12 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Lab, error) {
 		l.closeListeners()
 		return nil, err
 	}
+	if cfg.Pebble != "" {
+		if err := l.startPebble(); err != nil {
+			l.closeListeners()
+			return nil, errors.Join(err, l.stopDNS())
+		}
+	}
 
 	serveCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	l.cancel = cancel
@@ -310,7 +329,7 @@ func Start(ctx context.Context, cfg Config, logger *zap.Logger) (*Lab, error) {
 	l.stopMu.Lock()
 	l.stopWatch = context.AfterFunc(ctx, func() { _ = l.Close() })
 	l.stopMu.Unlock()
-	l.logger.Info("lab started", zap.Int("port", port), zap.Int("other_port", other),
+	l.logger.Info("lab started", zap.String("acme_directory", l.ACMEDirectory()), zap.Int("port", port), zap.Int("other_port", other),
 		zap.String("resolver", l.resolver), zap.Strings("forward", l.cfg.Forward), zap.String("zone", cfg.Zone),
 		zap.Int("targets", len(l.targets)), zap.String("rdap", l.registry.rdapURL), zap.String("whois", l.registry.whoisAddr))
 	return l, nil
@@ -569,6 +588,10 @@ func (l *Lab) Close() error {
 		}
 		l.closeListeners()
 		l.closeErr = l.stopDNS()
+		if l.pebble != nil {
+			l.pebble.Stop()
+			_ = os.RemoveAll(l.pebbleDir)
+		}
 		l.wg.Wait()
 		l.logger.Info("lab stopped")
 	})

@@ -25,10 +25,11 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&o.LabDNS, "dns-listen", "127.0.0.1:0", "address of the lab's DNS server (UDP and TCP)")
 	fs.StringVar(&o.LabZone, "zone", "lab.certfleet.test.", "DNS zone of the lab's names")
 	fs.StringVar(&o.WriteEnv, "write-env", "", "also write the agent's settings as CERTFLEET_* lines to this file (roots and the RDAP bootstrap file go beside it)")
-	var rdapListen, whoisListen, forward string
+	var rdapListen, whoisListen, forward, pebbleBin string
 	fs.StringVar(&rdapListen, "rdap-listen", "127.0.0.1:0", "address of the lab's RDAP server (HTTP)")
 	fs.StringVar(&whoisListen, "whois-listen", "127.0.0.1:0", "address of the lab's WHOIS server")
 	fs.StringVar(&forward, "forward", "system", "DNS servers (host:port, comma-separated) asked for names outside the lab: 'system' for those of /etc/resolv.conf, 'none' to refuse them")
+	fs.StringVar(&pebbleBin, "pebble", "", "Pebble binary to run as the lab's ACME CA (go build -o .data/bin/pebble github.com/letsencrypt/pebble/v2/cmd/pebble in tools/; go tool task run does); empty: the lab has no ACME CA")
 	logger, err := fs.parse(args, stderr)
 	if err != nil {
 		return err
@@ -41,7 +42,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	l, err := lab.Start(ctx, lab.Config{Zone: o.LabZone, Port: o.LabPort, DNSAddr: o.LabDNS, Forward: upstreams,
-		RDAPAddr: rdapListen, WHOISAddr: whoisListen}, logger)
+		RDAPAddr: rdapListen, WHOISAddr: whoisListen, Pebble: pebbleBin}, logger)
 	if err != nil {
 		return err
 	}
@@ -76,6 +77,11 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintf(stdout, "and looks up their registrations with:\n  --rdap-bootstrap %s --whois-server %s\n",
 		bootstrapPath, strings.Join(l.WHOISServers(), ","))
+	if dir := l.ACMEDirectory(); dir != "" {
+		c := l.RFC2136Credentials()
+		fmt.Fprintf(stdout, "\nACME CA (Pebble): %s, DNS-01 through RFC 2136 updates of %s with key %s (%s)\n",
+			dir, strings.TrimSuffix(o.LabZone, "."), c["RFC2136_TSIG_KEY"], c["RFC2136_TSIG_ALGORITHM"])
+	}
 	if o.WriteEnv != "" {
 		fmt.Fprintf(stdout, "\nsettings written to %s\n", o.WriteEnv)
 	}

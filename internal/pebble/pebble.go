@@ -66,6 +66,12 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Binary == "" || cfg.Dir == "" || cfg.DNSServer == "" {
 		return nil, errors.New("pebble: binary, dir and dns server are required")
 	}
+	// The process runs in Dir: a relative path would name another file.
+	bin, err := filepath.Abs(cfg.Binary)
+	if err != nil {
+		return nil, fmt.Errorf("pebble: %w", err)
+	}
+	cfg.Binary = bin
 	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
