@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that certfleet's tests and `task run` need and
 # that are missing: redis-server, clickhouse-server and clickhouse-client
-# (Debian's 18.16, the version the tests run against), openssl, curl, jq (the
+# (Debian's 18.16, the version the tests run against), openssl, curl, jq and unzip (the
 # README's walk-through uses it) and
 # prometheus (for promtool, which checks and tests deploy/'s alert rules).
 # Prints nothing and touches nothing when all of them are there.
@@ -29,6 +29,7 @@ wanted=(
 	openssl:openssl
 	curl:curl
 	jq:jq
+	unzip:unzip
 	prometheus:promtool
 )
 

@@ -198,7 +198,7 @@ func TestReadmeWalkthrough(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the demo")
 	}
-	for _, tool := range []string{"bash", "curl", "jq", "setsid", "od"} {
+	for _, tool := range []string{"bash", "curl", "jq", "setsid", "od", "unzip", "openssl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is missing (go tool task deps installs it): %v", tool, err)
 		}
