@@ -67,8 +67,8 @@ type Config struct {
 	DNSTargets guard.Policy
 	// PollInterval is how often the schedule is read. Default 5 s.
 	PollInterval time.Duration
-	// LeaseTTL bounds one order: another replica takes the domain over
-	// when a worker died holding it. Default 10 min.
+	// LeaseTTL is how long a domain stays taken after its worker died:
+	// a live worker renews its lease every third of it. Default 1 min.
 	LeaseTTL time.Duration
 	// OrderTimeout bounds one order, challenges included. Default 5 min.
 	OrderTimeout time.Duration
@@ -93,7 +93,7 @@ func (c *Config) setDefaults() {
 		c.PollInterval = 5 * time.Second
 	}
 	if c.LeaseTTL == 0 {
-		c.LeaseTTL = 10 * time.Minute
+		c.LeaseTTL = time.Minute
 	}
 	if c.OrderTimeout == 0 {
 		c.OrderTimeout = 5 * time.Minute
@@ -126,9 +126,6 @@ func (c *Config) Validate() error {
 	}
 	if c.RetryMax < c.RetryMin {
 		errs = append(errs, errors.New("acme retry max must not be below retry min"))
-	}
-	if c.LeaseTTL < c.OrderTimeout {
-		errs = append(errs, errors.New("acme lease must outlast an order (lease ttl >= order timeout)"))
 	}
 	if c.Workers < 1 {
 		errs = append(errs, errors.New("acme workers must be at least 1"))
@@ -182,7 +179,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	tick := time.NewTicker(w.cfg.PollInterval)
 	defer tick.Stop()
 	for {
+		var waiting int64
 		for _, tag := range events.TenantTags() {
+			if n, err := w.store.DueCount(ctx, tag, w.cfg.Now()); err == nil {
+				waiting += n
+			}
 			due, err := w.store.Due(ctx, tag, w.cfg.Now(), 20)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -203,6 +204,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				})
 			}
 		}
+		dueGauge.Set(float64(waiting))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -238,6 +240,7 @@ func (w *Worker) Process(ctx context.Context, tenant, domain string) {
 	}
 	octx, cancel := context.WithTimeout(ctx, w.cfg.OrderTimeout)
 	defer cancel()
+	defer w.keepLease(octx, cancel, log, key, token)()
 	if c.Deleting {
 		w.revoke(octx, log, c)
 		return
@@ -276,6 +279,36 @@ func (w *Worker) Process(ctx context.Context, tenant, domain string) {
 	orderSeconds.Observe(time.Since(start).Seconds())
 	log.Info("certificate "+result, zap.String("serial", saved.Serial), zap.Time("not_after", saved.NotAfter),
 		zap.Time("next_renewal", saved.NextRenewal), zap.String("renewal_source", source), zap.Duration("took", time.Since(start)))
+}
+
+// keepLease renews the lease every third of its TTL while the order runs
+// and cancels the order when the lease was lost (another replica took the
+// domain over): two replicas never place the same order. The returned
+// function stops the renewal and waits for it.
+func (w *Worker) keepLease(ctx context.Context, cancel context.CancelFunc, log *zap.Logger, key, token string) func() {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(w.cfg.LeaseTTL / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			ok, err := lease.Renew(ctx, w.rdb, key, token, w.cfg.LeaseTTL)
+			if err == nil && !ok {
+				log.Warn("acme lease lost: abandoning the order")
+				cancel()
+				return
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
 }
 
 // obtain orders c's certificate under the tenant's ACME account; an
