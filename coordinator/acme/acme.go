@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	legoacme "github.com/go-acme/lego/v5/acme"
@@ -126,6 +127,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RetryMax < c.RetryMin {
 		errs = append(errs, errors.New("acme retry max must not be below retry min"))
+	}
+	if c.LeaseTTL > 0 && c.LeaseTTL < 30*time.Millisecond {
+		errs = append(errs, errors.New("acme lease ttl must be at least 30ms (it is renewed every third)"))
 	}
 	if c.Workers < 1 {
 		errs = append(errs, errors.New("acme workers must be at least 1"))
@@ -240,7 +244,8 @@ func (w *Worker) Process(ctx context.Context, tenant, domain string) {
 	}
 	octx, cancel := context.WithTimeout(ctx, w.cfg.OrderTimeout)
 	defer cancel()
-	defer w.keepLease(octx, cancel, log, key, token)()
+	stopLease, lost := w.keepLease(octx, cancel, log, key, token)
+	defer stopLease()
 	if c.Deleting {
 		w.revoke(octx, log, c)
 		return
@@ -256,6 +261,9 @@ func (w *Worker) Process(ctx context.Context, tenant, domain string) {
 	}
 	start := time.Now()
 	res, leaf, client, err := w.obtain(octx, c)
+	if err != nil && lost() {
+		return // the replica holding the domain now records its own outcome
+	}
 	if err != nil {
 		w.failed(ctx, log, c, err)
 		return
@@ -283,11 +291,13 @@ func (w *Worker) Process(ctx context.Context, tenant, domain string) {
 
 // keepLease renews the lease every third of its TTL while the order runs
 // and cancels the order when the lease was lost (another replica took the
-// domain over): two replicas never place the same order. The returned
-// function stops the renewal and waits for it.
-func (w *Worker) keepLease(ctx context.Context, cancel context.CancelFunc, log *zap.Logger, key, token string) func() {
+// domain over): two replicas never place the same order. It returns a
+// function that stops the renewal and waits for it, and one that tells
+// whether the lease was lost.
+func (w *Worker) keepLease(ctx context.Context, cancel context.CancelFunc, log *zap.Logger, key, token string) (stop func(), lost func() bool) {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
+	var gone atomic.Bool
 	go func() {
 		defer close(stopped)
 		tick := time.NewTicker(w.cfg.LeaseTTL / 3)
@@ -303,12 +313,13 @@ func (w *Worker) keepLease(ctx context.Context, cancel context.CancelFunc, log *
 			ok, err := lease.Renew(ctx, w.rdb, key, token, w.cfg.LeaseTTL)
 			if err == nil && !ok {
 				log.Warn("acme lease lost: abandoning the order")
+				gone.Store(true)
 				cancel()
 				return
 			}
 		}
 	}()
-	return func() { close(done); <-stopped }
+	return func() { close(done); <-stopped }, gone.Load
 }
 
 // obtain orders c's certificate under the tenant's ACME account; an
