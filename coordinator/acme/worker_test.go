@@ -13,6 +13,7 @@ import (
 	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/lease"
 	"github.com/certfleet/certfleet/internal/managedcert"
+	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -176,5 +177,45 @@ func TestLeaseLostAbandonsOrder(t *testing.T) {
 	c := e.get("t1", "lost.acme.test")
 	if c.Status != managedcert.StatusPending || c.Attempt != 0 || c.Error != "" {
 		t.Errorf("after losing the lease: got %+v, want the record untouched (pending, attempt 0)", c)
+	}
+}
+
+// A tenant whose ACME orders of the day are spent is postponed to the
+// next UTC day without reaching the CA or counting an attempt.
+func TestOrdersQuotaPostpones(t *testing.T) {
+	e := &env{t: t, rdb: testenv.Redis(t).Client(t), clock: &clock{now: time.Now()}}
+	limits := quota.Limits{}
+	for k, v := range quota.Defaults {
+		limits[k] = v
+	}
+	limits[quota.CertOrders] = 1
+	var err error
+	e.store, err = managedcert.New(managedcert.Config{Passphrase: passphrase, DNSTargets: loopback, Now: e.clock.Now, Quotas: limits},
+		e.rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := New(Config{DirectoryURL: "https://127.0.0.1:1/dir", DNSTargets: loopback, Now: e.clock.Now}, e.store, e.rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := e.store.PutDNSAccount(ctx, "t1", managedcert.ProviderRFC2136, "lab",
+		map[string]string{"RFC2136_NAMESERVER": "127.0.0.1:53"}); err != nil {
+		t.Fatal(err)
+	}
+	e.create("t1", "quota.acme.test", "lab")
+	if err := e.store.CountOrder(ctx, "t1"); err != nil { // the day's one order
+		t.Fatal(err)
+	}
+	w.Process(ctx, "t1", "quota.acme.test")
+	c := e.get("t1", "quota.acme.test")
+	tomorrow := e.clock.Now().UTC().Truncate(24 * time.Hour).Add(24 * time.Hour)
+	if !c.RetryAt.Equal(tomorrow) || c.Attempt != 0 || !strings.Contains(c.Error, "orders of the day") {
+		t.Errorf("over the orders quota: got retry at %v, attempt %d, error %q; want retry at %v, attempt 0, the quota named",
+			c.RetryAt, c.Attempt, c.Error, tomorrow)
+	}
+	if n, _ := e.store.OrdersToday(ctx, "t1"); n != 1 {
+		t.Errorf("orders today: got %d, want 1", n)
 	}
 }
