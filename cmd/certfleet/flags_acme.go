@@ -29,6 +29,7 @@ type acmeOptions struct {
 	ACMEResolvers   string
 	ACMEKeyType     string
 	ACMEWorkers     int
+	ACMERetryMin    time.Duration
 	AllowDNSTargets string
 	DeployGrace     time.Duration
 }
@@ -54,6 +55,7 @@ func (f *flagSet) acme() *flagSet {
 	f.StringVar(&f.opts.ACMECARoots, "acme-ca-roots", "", "PEM file of roots trusted for the ACME server's HTTPS (a private ACME server); empty: the system's roots")
 	f.StringVar(&f.opts.ACMEResolvers, "acme-dns-resolvers", "", "comma-separated HOST:PORT resolvers the DNS-01 propagation check asks, alone, with the check of the authoritative name servers off; empty: the system's resolvers and the authoritative check")
 	f.IntVar(&f.opts.ACMEWorkers, "acme-workers", 2, "ACME orders this process runs at once")
+	f.DurationVar(&f.opts.ACMERetryMin, "acme-retry-min", time.Minute, "wait before retrying a failed ACME order, doubled per failure up to 6h (the CA's Retry-After wins when longer)")
 	return f
 }
 
@@ -84,7 +86,7 @@ func addACMEWorker(gr *group, role string, o *options, rdb redis.UniversalClient
 		logger.Info("acme worker off: managed certificates need the secrets passphrase (--secrets-passphrase)")
 		return nil
 	}
-	cfg := acme.Config{DirectoryURL: o.ACMEDirectory, Email: o.ACMEEmail, Workers: o.ACMEWorkers, DNSTargets: store.DNSTargets()}
+	cfg := acme.Config{DirectoryURL: o.ACMEDirectory, Email: o.ACMEEmail, Workers: o.ACMEWorkers, RetryMin: o.ACMERetryMin, DNSTargets: store.DNSTargets()}
 	if o.ACMECARoots != "" {
 		pem, err := os.ReadFile(o.ACMECARoots)
 		if err != nil {

@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	legoacme "github.com/go-acme/lego/v5/acme"
@@ -67,8 +68,8 @@ type Config struct {
 	DNSTargets guard.Policy
 	// PollInterval is how often the schedule is read. Default 5 s.
 	PollInterval time.Duration
-	// LeaseTTL bounds one order: another replica takes the domain over
-	// when a worker died holding it. Default 10 min.
+	// LeaseTTL is how long a domain stays taken after its worker died:
+	// a live worker renews its lease every third of it. Default 1 min.
 	LeaseTTL time.Duration
 	// OrderTimeout bounds one order, challenges included. Default 5 min.
 	OrderTimeout time.Duration
@@ -93,7 +94,7 @@ func (c *Config) setDefaults() {
 		c.PollInterval = 5 * time.Second
 	}
 	if c.LeaseTTL == 0 {
-		c.LeaseTTL = 10 * time.Minute
+		c.LeaseTTL = time.Minute
 	}
 	if c.OrderTimeout == 0 {
 		c.OrderTimeout = 5 * time.Minute
@@ -127,8 +128,8 @@ func (c *Config) Validate() error {
 	if c.RetryMax < c.RetryMin {
 		errs = append(errs, errors.New("acme retry max must not be below retry min"))
 	}
-	if c.LeaseTTL < c.OrderTimeout {
-		errs = append(errs, errors.New("acme lease must outlast an order (lease ttl >= order timeout)"))
+	if c.LeaseTTL > 0 && c.LeaseTTL < 30*time.Millisecond {
+		errs = append(errs, errors.New("acme lease ttl must be at least 30ms (it is renewed every third)"))
 	}
 	if c.Workers < 1 {
 		errs = append(errs, errors.New("acme workers must be at least 1"))
@@ -182,7 +183,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	tick := time.NewTicker(w.cfg.PollInterval)
 	defer tick.Stop()
 	for {
+		var waiting int64
 		for _, tag := range events.TenantTags() {
+			if n, err := w.store.DueCount(ctx, tag, w.cfg.Now()); err == nil {
+				waiting += n
+			}
 			due, err := w.store.Due(ctx, tag, w.cfg.Now(), 20)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -203,6 +208,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				})
 			}
 		}
+		dueGauge.Set(float64(waiting))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -238,6 +244,8 @@ func (w *Worker) Process(ctx context.Context, tenant, domain string) {
 	}
 	octx, cancel := context.WithTimeout(ctx, w.cfg.OrderTimeout)
 	defer cancel()
+	stopLease, lost := w.keepLease(octx, cancel, log, key, token)
+	defer stopLease()
 	if c.Deleting {
 		w.revoke(octx, log, c)
 		return
@@ -253,6 +261,9 @@ func (w *Worker) Process(ctx context.Context, tenant, domain string) {
 	}
 	start := time.Now()
 	res, leaf, client, err := w.obtain(octx, c)
+	if err != nil && lost() {
+		return // the replica holding the domain now records its own outcome
+	}
 	if err != nil {
 		w.failed(ctx, log, c, err)
 		return
@@ -276,6 +287,39 @@ func (w *Worker) Process(ctx context.Context, tenant, domain string) {
 	orderSeconds.Observe(time.Since(start).Seconds())
 	log.Info("certificate "+result, zap.String("serial", saved.Serial), zap.Time("not_after", saved.NotAfter),
 		zap.Time("next_renewal", saved.NextRenewal), zap.String("renewal_source", source), zap.Duration("took", time.Since(start)))
+}
+
+// keepLease renews the lease every third of its TTL while the order runs
+// and cancels the order when the lease was lost (another replica took the
+// domain over): two replicas never place the same order. It returns a
+// function that stops the renewal and waits for it, and one that tells
+// whether the lease was lost.
+func (w *Worker) keepLease(ctx context.Context, cancel context.CancelFunc, log *zap.Logger, key, token string) (stop func(), lost func() bool) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	var gone atomic.Bool
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(w.cfg.LeaseTTL / 3)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			ok, err := lease.Renew(ctx, w.rdb, key, token, w.cfg.LeaseTTL)
+			if err == nil && !ok {
+				log.Warn("acme lease lost: abandoning the order")
+				gone.Store(true)
+				cancel()
+				return
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }, gone.Load
 }
 
 // obtain orders c's certificate under the tenant's ACME account; an

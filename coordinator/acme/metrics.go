@@ -20,6 +20,10 @@ var (
 		Help:    "Time from the start of an order to the certificate, challenges included, of orders that succeeded.",
 		Buckets: []float64{1, 2, 5, 10, 20, 30, 60, 120, 300},
 	})
+	dueGauge = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "certfleet_acme_due",
+		Help: "Managed certificates due now (requests, renewals, retries, deletions), as counted at the worker's last poll; it stays high when the worker falls behind.",
+	})
 	revocationsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "certfleet_acme_revocations_total",
 		Help: "Managed certificates deleted with revocation asked, by result: revoked, failed (retried), removed (given up or nothing to revoke).",

@@ -124,7 +124,7 @@ func Canonical(provider string, creds map[string]string) (map[string]string, err
 
 func unknownProvider(provider string) error {
 	if provider == "exec" {
-		return errors.New(`provider "exec" runs a program on the server: only the operator configures it (--acme-exec-path), never an account`)
+		return errors.New(`provider "exec" runs a program on the server: it is the operator's alone and never offered to accounts`)
 	}
 	return fmt.Errorf("unknown DNS provider %q: want one of %s", provider, strings.Join(ProviderNames(), ", "))
 }

@@ -41,6 +41,16 @@ func (s *Store) Due(ctx context.Context, tag string, now time.Time, limit int) (
 	return out, nil
 }
 
+// DueCount is how many managed domains of partition tag are due at or
+// before now: requests, renewals, retries and deletions waiting.
+func (s *Store) DueCount(ctx context.Context, tag string, now time.Time) (int64, error) {
+	n, err := s.rdb.ZCount(ctx, DueKey(tag), "-inf", strconv.FormatInt(now.UnixMilli(), 10)).Result()
+	if err != nil {
+		return 0, fmt.Errorf("count schedule %s: %w", tag, err)
+	}
+	return n, nil
+}
+
 // Unschedule drops tenant's domain from the schedule (its record is gone).
 func (s *Store) Unschedule(ctx context.Context, tenant, domain string) error {
 	return s.rdb.ZRem(ctx, DueKey(events.TenantTag(tenant)), DueMember(tenant, domain)).Err()
