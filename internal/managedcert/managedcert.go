@@ -55,8 +55,9 @@ const (
 	KeyRSA4096 = "rsa4096"
 )
 
-// Providers tenants may configure. "exec" runs a program on the server, so
-// it is operator-only (a flag of the coordinator), never a tenant account.
+// Providers tenants may configure. lego's "exec" runs a program on the
+// server, so it is never a tenant account (and no operator hook exists
+// yet: docs/dns-providers.md).
 const (
 	ProviderRFC2136    = "rfc2136"
 	ProviderCloudflare = "cloudflare"
