@@ -47,8 +47,8 @@ import (
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/apiserver/projector"
-	"github.com/certfleet/certfleet/internal/managedcert"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/managedcert"
 )
 
 // Every key carries the tenant's hash tag (events.TenantTag), so the
