@@ -2,12 +2,14 @@ package schema
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
 
 	"github.com/certfleet/certfleet/events"
 )
@@ -128,7 +130,15 @@ func reshapeScanResults(ctx context.Context, conn driver.Conn) error {
 		}
 		switch shape {
 		case shapeNew:
-			return copyParked(ctx, conn)
+			// Another process that read the old shape before this one's
+			// swap may park the new table in turn, between its two
+			// renames: scan_results is missing for that moment. Look
+			// again; what it parked is copied then.
+			err := copyParked(ctx, conn)
+			if !unknownTable(err) {
+				return err
+			}
+			renameErr = err
 		case shapeOld:
 			if err := conn.Exec(ctx, fmt.Sprintf(scanResultsTable, scanResultsNext)); err != nil {
 				return fmt.Errorf("create %s: %w", scanResultsNext, err)
@@ -185,6 +195,12 @@ func copyParked(ctx context.Context, conn driver.Conn) error {
 		}
 	}
 	return nil
+}
+
+// unknownTable tells whether err is ClickHouse's UNKNOWN_TABLE (60).
+func unknownTable(err error) bool {
+	var ex *proto.Exception
+	return errors.As(err, &ex) && ex.Code == 60
 }
 
 type shape int
