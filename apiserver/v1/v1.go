@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -46,6 +47,9 @@ type Config struct {
 	// Quotas are the operator's default limits per tenant, shown by GET
 	// /quotas with the tenant's overrides over them.
 	Quotas quota.Limits
+	// ClickHouse is where GET /domains/{id}/whois/history reads the
+	// registration lookups; nil answers that route 503.
+	ClickHouse driver.Conn
 }
 
 // ChannelStore is what the channels API needs of the channel store: the
