@@ -313,6 +313,7 @@ func (s *Server) build() error {
 		Now: cfg.Now, WarningDays: cfg.WarningDays, CriticalDays: cfg.CriticalDays, CheckTimeout: cfg.CheckTimeout,
 		RateLimitGeneral: cfg.RateLimitGeneral, RateLimitCheck: cfg.RateLimitCheck, RateLimitAPIKeys: cfg.RateLimitAPIKeys,
 		Stopping: s.stopping, Quotas: cfg.Quotas, ManagedCerts: mstore,
+		ClickHouse: cfg.Audit.Conn, // the API server's one ClickHouse connection
 	}, rdb, store, auth, limits, engine, chans, logger)
 	return nil
 }

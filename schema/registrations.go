@@ -129,10 +129,38 @@ func InsertRegistrations(ctx context.Context, conn driver.Conn, rows []Registrat
 // RegistrationHistory returns up to limit lookups of the registrable
 // domain, latest first, each once however often its event was delivered.
 func RegistrationHistory(ctx context.Context, conn driver.Conn, domain string, limit int) ([]RegistrationRow, error) {
-	rows, err := conn.Query(ctx, "SELECT "+RegistrationColumns+` FROM registrations FINAL
-		WHERE domain = ?
+	return queryRegistrations(ctx, conn, domain, "domain = ?", []any{domain}, 0, limit)
+}
+
+// RegistrationHistoryPage is one page of RegistrationHistory: limit
+// lookups after the newest offset, and how many lookups there are in all.
+func RegistrationHistoryPage(ctx context.Context, conn driver.Conn, domain string, offset, limit int) ([]RegistrationRow, uint64, error) {
+	var total uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM registrations FINAL WHERE domain = ?", domain).Scan(&total); err != nil {
+		return nil, 0, fmt.Errorf("count registration history of %s: %w", domain, err)
+	}
+	rows, err := queryRegistrations(ctx, conn, domain, "domain = ?", []any{domain}, offset, limit)
+	return rows, total, err
+}
+
+// RegistrationAnswerBefore returns the newest lookup of the registrable
+// domain before t that the registry answered (status in answered), or nil:
+// what a page's oldest lookup is compared with to tell a renewal.
+func RegistrationAnswerBefore(ctx context.Context, conn driver.Conn, domain string, t time.Time, answered []string) (*RegistrationRow, error) {
+	rows, err := queryRegistrations(ctx, conn, domain, "domain = ? AND looked_up_at < ? AND has(?, status)",
+		[]any{domain, t, answered}, 0, 1)
+	if err != nil || len(rows) == 0 {
+		return nil, err
+	}
+	return &rows[0], nil
+}
+
+// queryRegistrations reads the registrations rows matching where (with
+// args), latest first, limit of them after offset.
+func queryRegistrations(ctx context.Context, conn driver.Conn, domain, where string, args []any, offset, limit int) ([]RegistrationRow, error) {
+	rows, err := conn.Query(ctx, "SELECT "+RegistrationColumns+" FROM registrations FINAL WHERE "+where+`
 		ORDER BY looked_up_at DESC
-		LIMIT ?`, domain, limit)
+		LIMIT ?, ?`, append(args, offset, limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("query registration history of %s: %w", domain, err)
 	}

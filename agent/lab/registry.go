@@ -387,7 +387,9 @@ func (g *registry) rdapWrite(w http.ResponseWriter, code int, body any) {
 }
 
 // Bootstrap is the lab's RDAP bootstrap file in IANA's dns.json format (RFC
-// 9224): the TLDs of RDAPTLDs go to the lab's RDAP server.
+// 9224): the TLDs of RDAPTLDs go to the lab's RDAP server. It names only
+// those: --rdap-bootstrap merges it over the embedded IANA copy, so the
+// rest of the world's domains keep their registries' RDAP servers.
 func (l *Lab) Bootstrap() []byte {
 	type file struct {
 		Version     string       `json:"version"`

@@ -34,10 +34,12 @@ const checkPoll = 200 * time.Millisecond
 // agents said it was alive this recently (agents do every 10 s).
 const regionWindow = time.Minute
 
-// checkRoutes serves /api/v1/domains/:id/ssl, /domains/:id/whois and /check.
+// checkRoutes serves /api/v1/domains/:id/ssl, /domains/:id/whois, its
+// /history and /check.
 func (h *Handler) checkRoutes(g *gin.RouterGroup) {
 	g.GET("/domains/:id/ssl", append(h.guard(accounts.ScopeRead), h.sslCheck)...)
 	g.GET("/domains/:id/whois", append(h.guard(accounts.ScopeRead), h.whoisCheck)...)
+	g.GET("/domains/:id/whois/history", append(h.guard(accounts.ScopeRead), h.whoisHistory)...)
 	g.POST("/check", append(h.guard(accounts.ScopeWrite, classCheck), h.manualCheck)...)
 }
 

@@ -35,5 +35,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		{Name: "Channel", Type: reflect.TypeFor[channelJSON](), Required: false},
 		{Name: "ChannelAttempt", Type: reflect.TypeFor[channels.Attempt](), Required: false},
 		{Name: "Quota", Type: reflect.TypeFor[quotaJSON](), Required: false},
+		{Name: "WhoisHistory", Type: reflect.TypeFor[whoisHistory](), Required: true},
+		{Name: "WhoisHistoryEntry", Type: reflect.TypeFor[WhoisHistoryEntry](), Required: true},
 	})
 }

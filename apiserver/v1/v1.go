@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -50,6 +51,9 @@ type Config struct {
 	// ManagedCerts keeps the DNS provider accounts (/dns-accounts) and
 	// counts managed certificates and orders for /quotas.
 	ManagedCerts *managedcert.Store
+	// ClickHouse is where GET /domains/{id}/whois/history reads the
+	// registration lookups; nil answers that route 503.
+	ClickHouse driver.Conn
 }
 
 // ChannelStore is what the channels API needs of the channel store: the

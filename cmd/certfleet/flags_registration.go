@@ -35,7 +35,7 @@ func (f *flagSet) registrationAgent() *flagSet {
 	f.IntVar(&f.opts.RegistrationWorkers, "registration-workers", 4,
 		"registration lookups at once at most; they run apart from scan jobs")
 	f.StringVar(&f.opts.RDAPBootstrap, "rdap-bootstrap", "",
-		"RDAP bootstrap file in IANA's dns.json format (RFC 9224) naming each TLD's RDAP server; its servers are trusted (default: the copy embedded at build time)")
+		"RDAP bootstrap file in IANA's dns.json format (RFC 9224), merged over the IANA copy embedded at build time: its entries win for their TLDs, every other TLD keeps IANA's server; its servers are trusted")
 	f.Func("whois-server", "TLD=HOST[:PORT], repeatable or comma-separated: the WHOIS server of a TLD, trusted (default: the one IANA refers to)", func(v string) error {
 		f.opts.WhoisServers = append(f.opts.WhoisServers, v)
 		return nil

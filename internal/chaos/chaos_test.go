@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certfleet/certfleet/agent"
+	"github.com/certfleet/certfleet/agent/lab"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/registration"
@@ -30,7 +31,7 @@ func TestPoisonEntries(t *testing.T) {
 
 	var streams []string
 	streams = append(streams, events.EventStreams()...)
-	streams = append(streams, events.StreamResults)
+	streams = append(streams, events.StreamResults, events.StreamRegistrationJobs)
 	for i := range shards {
 		streams = append(streams, events.JobStream(i))
 	}
@@ -145,7 +146,44 @@ func TestPoisonEntries(t *testing.T) {
 	f.waitReady(30 * time.Second)
 	after := f.probe(time.Minute)
 	t.Logf("new domain scanned and stored: %s before the poison, %s after", before.Round(time.Millisecond), after.Round(time.Millisecond))
+	t.Logf("registrable domain never looked up before, looked up and stored %s after it was added", f.lookedUp(time.Minute).Round(time.Millisecond))
 	f.landed("after poison")
+}
+
+// lookedUp adds, for a fresh tenant, the host of a lab registration whose
+// registrable domain no domain of the fleet is under yet, and returns how
+// long it took until a lookup of it was stored in ClickHouse: the
+// registration worker's path (coordinator schedule, agent lookup, sink).
+func (f *fleet) lookedUp(limit time.Duration) time.Duration {
+	f.t.Helper()
+	watched := map[string]bool{}
+	for _, tg := range f.lab.Targets()[:1] { // what probe adds
+		if reg, err := registration.Registrable(tg.Host); err == nil {
+			watched[reg] = true
+		}
+	}
+	var reg lab.Registration
+	for _, r := range f.lab.Registrations() {
+		if r.Name == "expiring" && !watched[r.Domain] {
+			reg = r
+		}
+	}
+	if reg.Domain == "" {
+		f.t.Fatal("the lab has no expiring registration apart from the probe's")
+	}
+	start := time.Now()
+	f.add(f.newTenant(), reg.Host)
+	for {
+		var n uint64
+		err := f.conn.QueryRow(context.Background(), "SELECT count() FROM registrations WHERE domain = ?", reg.Domain).Scan(&n)
+		if err == nil && n > 0 {
+			return time.Since(start)
+		}
+		if time.Since(start) > limit {
+			f.t.Fatalf("%s added %s ago: no lookup of %s stored (last error %v)", reg.Host, limit, reg.Domain, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // TestRedisRestart kills Redis (AOF appendfsync always) under load and

@@ -180,6 +180,11 @@ func newFleetWith(t *testing.T, s settings, tarpitIPs int) *fleet {
 	if err := os.WriteFile(roots, l.RootsPEM(), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Registration lookups go to the lab's registries, never off loopback.
+	bootstrap := filepath.Join(f.dir, lab.BootstrapFile)
+	if err := os.WriteFile(bootstrap, l.Bootstrap(), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		for _, p := range f.procs {
 			p.stop()
@@ -203,7 +208,8 @@ func newFleetWith(t *testing.T, s settings, tarpitIPs int) *fleet {
 	f.metrics["agent"] = "http://" + agAddr + "/metrics"
 	f.start("agent", "agent", "--name", "agent-1", "--region", region, "--metrics-listen", agAddr,
 		"--resolver", resolver, "--extra-roots", roots, "--allow-targets", strings.Join(l.AllowTargets(), ","),
-		"--check-legacy-tls=false", "--shards", strconv.Itoa(shards))
+		"--check-legacy-tls=false", "--shards", strconv.Itoa(shards),
+		"--rdap-bootstrap", bootstrap, "--whois-server", strings.Join(l.WHOISServers(), ","))
 	f.waitReady(time.Minute)
 	return f
 }

@@ -117,6 +117,22 @@ func parseBases(urls []string) ([]*url.URL, error) {
 	return append(https, http...), nil
 }
 
+// Over returns the bootstrap with b's entries over base's: an entry of b
+// replaces base's for the same suffix, and every other suffix keeps base's
+// servers. --rdap-bootstrap is merged over the embedded IANA copy this way,
+// so a file naming one TLD's server (the lab's) leaves the rest of the
+// world's RDAP servers in place. Neither input is changed.
+func (b *Bootstrap) Over(base *Bootstrap) *Bootstrap {
+	out := &Bootstrap{Publication: b.Publication, servers: make(map[string][]*url.URL, len(base.servers)+len(b.servers))}
+	for l, s := range base.servers {
+		out.servers[l] = s
+	}
+	for l, s := range b.servers {
+		out.servers[l] = s
+	}
+	return out
+}
+
 // Servers returns the RDAP base URLs for domain, best first, from the
 // longest entry that is a suffix of it (RFC 9224 section 4); nil when the
 // bootstrap names none.

@@ -126,3 +126,38 @@ func FuzzParseBootstrap(f *testing.F) {
 		}
 	})
 }
+
+// TestBootstrapOver: a file given with --rdap-bootstrap is merged over the
+// embedded IANA copy: its entries win for their suffixes and every other
+// TLD keeps IANA's server.
+func TestBootstrapOver(t *testing.T) {
+	file := []byte(`{"version": "1.0", "services": [[["test", "com"], ["http://127.0.0.1:9/rdap"]]]}`)
+	bs, err := bootstrapOf(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ domain, want string }{
+		{"lab.test", "http://127.0.0.1:9/rdap/"},                           // only in the file
+		{"google.com", "http://127.0.0.1:9/rdap/"},                         // in both: the file wins
+		{"wicar.org", "https://rdap.publicinterestregistry.net/rdap/org/"}, // only in IANA's: kept
+		{"nothing.invalid", ""},                                            // in neither
+	}
+	for _, tc := range tests {
+		t.Run(tc.domain, func(t *testing.T) {
+			got := ""
+			if s := bs.Servers(tc.domain); len(s) > 0 {
+				got = s[0].String()
+			}
+			if got != tc.want {
+				t.Errorf("servers of %s: got %q, want %q", tc.domain, got, tc.want)
+			}
+		})
+	}
+	iana, err := bootstrapOf(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := iana.Servers("google.com"); len(got) == 0 || got[0].String() != "https://rdap.verisign.com/com/v1/" {
+		t.Errorf("embedded copy changed by the merge: google.com got %v", got)
+	}
+}

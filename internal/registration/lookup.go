@@ -58,7 +58,9 @@ type FallbackDeps struct {
 // Config configures a Lookuper.
 type Config struct {
 	// Bootstrap is an RDAP bootstrap file in IANA's dns.json format
-	// (--rdap-bootstrap); empty means the copy embedded at build time.
+	// (--rdap-bootstrap), merged over the copy embedded at build time:
+	// its entries win for their suffixes, every other TLD keeps IANA's
+	// servers. Empty means the embedded copy alone.
 	Bootstrap []byte
 	// WhoisServers maps a TLD (lower-case, no dot) to the host:port of its
 	// WHOIS server (--whois-server), overriding the usual one. These are
@@ -94,10 +96,23 @@ type Config struct {
 	NewFallback func(FallbackDeps) (Fallback, error)
 }
 
-func (c *Config) setDefaults() {
-	if len(c.Bootstrap) == 0 {
-		c.Bootstrap = ianaDNS
+// bootstrapOf is the embedded IANA bootstrap with file, if any, over it.
+func bootstrapOf(file []byte) (*Bootstrap, error) {
+	iana, err := ParseBootstrap(ianaDNS)
+	if err != nil {
+		return nil, fmt.Errorf("embedded iana copy: %w", err)
 	}
+	if len(file) == 0 {
+		return iana, nil
+	}
+	own, err := ParseBootstrap(file)
+	if err != nil {
+		return nil, err
+	}
+	return own.Over(iana), nil
+}
+
+func (c *Config) setDefaults() {
 	if c.Timeout == 0 {
 		c.Timeout = 30 * time.Second
 	}
@@ -170,7 +185,7 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Lookuper, 
 		return nil, errors.New("registration: redis client is required")
 	}
 	logger = logger.Named("registration")
-	bs, err := ParseBootstrap(cfg.Bootstrap)
+	bs, err := bootstrapOf(cfg.Bootstrap)
 	if err != nil {
 		return nil, fmt.Errorf("registration: %w", err)
 	}

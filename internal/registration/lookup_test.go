@@ -180,7 +180,7 @@ func TestLookup(t *testing.T) {
 		{name: "redirect to cloud metadata", domain: "metadata.test", allow: loopback, status: events.RegistrationError, detail: DetailBlocked},
 		{name: "redirect to ftp", domain: "ftp.test", status: events.RegistrationError, detail: DetailBadRedirect},
 		{name: "redirect to the same server", domain: "self.test", status: events.RegistrationOK, server: "/rdap/domain/ok.test", expires: true},
-		{name: "no rdap server, no fallback", domain: "example.org", status: events.RegistrationError, detail: DetailNoServer},
+		{name: "no rdap server, no fallback", domain: "nothing.invalid", status: events.RegistrationError, detail: DetailNoServer},
 		{name: "not a registrable domain", domain: "www.ok.test", status: events.RegistrationError, detail: DetailNotRegistrable},
 		{name: "public suffix", domain: "co.uk", status: events.RegistrationError, detail: DetailNotRegistrable},
 	}
@@ -270,7 +270,7 @@ func TestFallback(t *testing.T) {
 		source   string
 		status   string
 	}{
-		{"tld without rdap", "example.org", true, SourceWHOIS, events.RegistrationOK},
+		{"tld without rdap", "nothing.invalid", true, SourceWHOIS, events.RegistrationOK},
 		{"rdap error", "down.test", true, SourceWHOIS, events.RegistrationOK},
 		{"rdap timeout", "trickle.test", true, SourceWHOIS, events.RegistrationOK},
 		{"rdap not found is an answer", "missing.test", false, SourceRDAP, events.RegistrationNotFound},
@@ -329,7 +329,7 @@ func TestLookupMetrics(t *testing.T) {
 	tests := []struct{ domain, source, status string }{
 		{"missing.test", SourceRDAP, events.RegistrationNotFound},
 		{"ok.test", SourceRDAP, events.RegistrationOK},
-		{"example.org", "none", events.RegistrationError},
+		{"nothing.invalid", "none", events.RegistrationError},
 	}
 	for _, tc := range tests {
 		t.Run(tc.domain, func(t *testing.T) {
