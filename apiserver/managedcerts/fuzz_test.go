@@ -1,6 +1,7 @@
 package managedcerts
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -41,4 +42,38 @@ func TestParseName(t *testing.T) {
 			t.Errorf("ParseName(%q) = %q, %v, %v; want %q, %v, ok %v", tc.in, got, wild, err, tc.want, tc.wild, tc.ok)
 		}
 	}
+}
+
+// FuzzCreateBody feeds JSON bodies of POST /api/certificates/create: no
+// panic, and an accepted request has a normalized domain, one normalized
+// SAN per SAN sent, and monitors no wildcard.
+func FuzzCreateBody(f *testing.F) {
+	for _, s := range []string{
+		`{"domain":"shop.example.com","dns_provider":"rfc2136","account_id":"lab"}`,
+		`{"domain":"*.example.com","san_domains":["example.com","*.example.com"],"dns_provider":"cloudflare","account_id":"a","key_type":"ec256"}`,
+		`{"domain":"Shop.Example.com:443","dns_provider":"x","account_id":"y"}`,
+		`{"domain":"a.example","san_domains":[""],"dns_provider":"x","account_id":"y"}`,
+		`{"domain":"","dns_provider":"x","account_id":"y"}`,
+		`{"san_domains":null}`, `[]`, `{`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var req createRequest
+		if json.Unmarshal(body, &req) != nil {
+			return
+		}
+		domain, sans, names, err := req.parse()
+		if err != nil {
+			return
+		}
+		if domain != strings.ToLower(domain) || len(sans) != len(req.SANs) {
+			t.Fatalf("parse(%q) = %q, %q", body, domain, sans)
+		}
+		for _, n := range names {
+			if strings.HasPrefix(n, "*.") {
+				t.Fatalf("parse(%q) monitors wildcard %q", body, n)
+			}
+		}
+	})
 }

@@ -111,38 +111,46 @@ func ParseName(s string) (string, bool, error) {
 	return host, false, nil
 }
 
-func (h *Handler) create(c *gin.Context) {
-	var req createRequest
-	if err := httpapi.BindJSON(c, &req); err != nil {
-		httpapi.Fail(c, err)
-		return
+// parse checks a create request's fields and names: the domain and SANs
+// normalized, and the names to monitor (wildcards are not monitored).
+func (r createRequest) parse() (domain string, sans, names []string, err error) {
+	if r.Domain == "" || r.DNSProvider == "" || r.AccountID == "" {
+		return "", nil, nil, httpapi.BadRequest(`fields "domain", "dns_provider" and "account_id" are required`)
 	}
-	if req.Domain == "" || req.DNSProvider == "" || req.AccountID == "" {
-		httpapi.Fail(c, httpapi.BadRequest(`fields "domain", "dns_provider" and "account_id" are required`))
-		return
-	}
-	domain, wild, err := ParseName(req.Domain)
+	domain, wild, err := ParseName(r.Domain)
 	if err != nil {
-		httpapi.Fail(c, err)
-		return
+		return "", nil, nil, err
 	}
-	audit.Resource(c, domain)
-	names := []string{}
+	names = []string{}
 	if !wild {
 		names = append(names, domain)
 	}
-	sans := make([]string, 0, len(req.SANs))
-	for _, s := range req.SANs {
+	sans = make([]string, 0, len(r.SANs))
+	for _, s := range r.SANs {
 		n, w, err := ParseName(s)
 		if err != nil {
-			httpapi.Fail(c, err)
-			return
+			return "", nil, nil, err
 		}
 		sans = append(sans, n)
 		if !w {
 			names = append(names, n)
 		}
 	}
+	return domain, sans, names, nil
+}
+
+func (h *Handler) create(c *gin.Context) {
+	var req createRequest
+	if err := httpapi.BindJSON(c, &req); err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	domain, sans, names, err := req.parse()
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	audit.Resource(c, domain)
 	ctx := c.Request.Context()
 	p := httpapi.Principal(c)
 	email, err := h.accounts.Email(ctx, p.TenantID)
