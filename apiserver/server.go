@@ -59,6 +59,9 @@ type Config struct {
 	// Health answers /healthz and /readyz: the process's checks. Nil: the
 	// process is live, and ready while Redis answers.
 	Health *health.Registry
+	// Metrics serves /metrics: the metrics of the process's roles. Nil:
+	// every metric of the default registry.
+	Metrics http.Handler
 	// RenewalWindow: a certificate expiring within it is renewal_due.
 	// Default 672h (28 days).
 	RenewalWindow time.Duration
@@ -134,6 +137,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.Metrics == nil {
+		c.Metrics = promhttp.Handler()
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 64 << 10
@@ -321,7 +327,7 @@ func (s *Server) routes() *gin.Engine {
 
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
-	r.GET("/metrics", gin.WrapH(promhttp.Handler()))
+	r.GET("/metrics", gin.WrapH(s.cfg.Metrics))
 	r.GET("/api/openapi.json", s.openAPI)
 	s.keychest.Routes(r)                                    // /api/v1.0/...
 	s.v1.Routes(r)                                          // /api/v1/...

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/oklog/run"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -190,11 +189,11 @@ func (gr *group) run() error {
 	return err
 }
 
-// metricsHandler serves /metrics, /healthz and /readyz for roles without
-// an API.
-func metricsHandler(reg *health.Registry) http.Handler {
+// metricsHandler serves role's /metrics, /healthz and /readyz for roles
+// without an API.
+func metricsHandler(role string, reg *health.Registry) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.Handler())
+	mux.Handle("/metrics", roleMetrics(role))
 	mux.Handle("/healthz", reg.Healthz())
 	mux.Handle("/readyz", reg.Readyz())
 	return mux

@@ -111,7 +111,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 			RateLimitGeneral: o.RateLimitGeneral, RateLimitCheck: o.RateLimitCheck, RateLimitAPIKeys: o.RateLimitAPIKeys,
 			Claims: o.KeyChestClaim, ClaimQuota: o.ClaimQuota, Quotas: o.tenancyOptions.quotas(),
 			Notify: notify, CA: o.caConfig(), Audit: o.auditConfig(conn),
-			Health: gr.health,
+			Health: gr.health, Metrics: roleMetrics(role),
 		}, rdb, logger)
 		if err != nil {
 			return err
@@ -163,7 +163,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		}
 	}
 	if o.MetricsListen != "" {
-		gr.addHTTP(o.MetricsListen, metricsHandler(gr.health), logger)
+		gr.addHTTP(o.MetricsListen, metricsHandler(role, gr.health), logger)
 	}
 	logger.Info("started")
 	err = gr.run()
