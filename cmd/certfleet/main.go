@@ -65,7 +65,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runMigrate(ctx, rest, stderr)
 	case "views":
 		if len(rest) == 0 || rest[0] != "rebuild" {
-			err = usagef("usage: certfleet views rebuild [flags]")
+			err = actionUsage(stderr, "views", "usage: certfleet views rebuild [flags]", rest)
 			break
 		}
 		err = runRebuild(ctx, rest[1:], stderr)
@@ -80,6 +80,10 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "scan":
 		err = runScan(ctx, rest, stdout, stderr)
 	case "version", "--version":
+		if len(rest) > 0 && isHelp(rest[0]) {
+			err = groupHelp(stderr, "version", "usage: certfleet version")
+			break
+		}
 		err = runVersion(stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
