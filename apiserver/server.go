@@ -59,6 +59,10 @@ type Config struct {
 	// Health answers /healthz and /readyz: the process's checks. Nil: the
 	// process is live, and ready while Redis answers.
 	Health *health.Registry
+	// ExpiryMetricsMaxSeries caps the series of the per-certificate expiry
+	// gauge (RegisterMetrics); past it they are counted as dropped.
+	// Default DefaultExpiryMetricsMaxSeries.
+	ExpiryMetricsMaxSeries int
 	// Metrics serves /metrics: the metrics of the process's roles. Nil:
 	// every metric of the default registry.
 	Metrics http.Handler
@@ -138,6 +142,9 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.ExpiryMetricsMaxSeries == 0 {
+		c.ExpiryMetricsMaxSeries = DefaultExpiryMetricsMaxSeries
+	}
 	if c.Metrics == nil {
 		c.Metrics = promhttp.Handler()
 	}
@@ -182,6 +189,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen address %q: %w", c.Listen, err))
+	}
+	if c.ExpiryMetricsMaxSeries < 0 {
+		errs = append(errs, fmt.Errorf("expiry metrics max series must not be negative, got %d", c.ExpiryMetricsMaxSeries))
 	}
 	if c.RenewalWindow < 0 {
 		errs = append(errs, fmt.Errorf("renewal window must not be negative, got %s", c.RenewalWindow))

@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/certfleet/certfleet/apiserver"
 	"github.com/certfleet/certfleet/events/stream"
 )
 
@@ -54,6 +55,8 @@ type options struct {
 	RateLimitGeneral int
 	RateLimitCheck   int
 	RateLimitAPIKeys int
+	// ExpiryMetricsMaxSeries caps the per-certificate expiry gauge.
+	ExpiryMetricsMaxSeries int
 
 	// lab
 	LabPort    int
@@ -196,6 +199,7 @@ func (f *flagSet) api() *flagSet {
 	f.DurationVar(&f.opts.CheckTimeout, "check-timeout", 30*time.Second, "how long POST /api/v1/check waits for every active region's scan")
 	f.IntVar(&f.opts.RateLimitGeneral, "rate-limit-general", 100, "requests a minute per API key, across replicas, to any API route")
 	f.IntVar(&f.opts.RateLimitCheck, "rate-limit-check", 10, "requests a minute per API key to POST /api/v1/check")
+	f.IntVar(&f.opts.ExpiryMetricsMaxSeries, "expiry-metrics-max-series", apiserver.DefaultExpiryMetricsMaxSeries, "most series of certfleet_certificate_expiry_timestamp_seconds (tenants opt in with expiry_metrics in their alert settings); past it they are counted in certfleet_certificate_expiry_series_dropped_total")
 	f.IntVar(&f.opts.RateLimitAPIKeys, "rate-limit-apikeys", 5, "requests a minute per API key to POST /api/v1/api-keys")
 	return f
 }

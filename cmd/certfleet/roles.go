@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -113,9 +114,12 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 			RateLimitGeneral: o.RateLimitGeneral, RateLimitCheck: o.RateLimitCheck, RateLimitAPIKeys: o.RateLimitAPIKeys,
 			Claims: o.KeyChestClaim, ClaimQuota: o.ClaimQuota, Quotas: o.tenancyOptions.quotas(),
 			Notify: notify, CA: o.caConfig(), Audit: o.auditConfig(conn),
-			Health: gr.health, Metrics: roleMetrics(role),
+			Health: gr.health, Metrics: roleMetrics(role), ExpiryMetricsMaxSeries: o.ExpiryMetricsMaxSeries,
 		}, rdb, logger)
 		if err != nil {
+			return err
+		}
+		if err := api.RegisterMetrics(prometheus.DefaultRegisterer); err != nil {
 			return err
 		}
 		gr.add(api.Run)
