@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -71,19 +70,9 @@ type Config struct {
 	Scanner ScannerConfig
 }
 
-// hostName is the default consumer name of the agent's consumers: the
-// host's name, which outlives a restart.
-func hostName() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "agent"
-	}
-	return host
-}
-
 func (c *Config) setDefaults() {
 	if c.Name == "" {
-		c.Name = hostName()
+		c.Name = stream.ConsumerName("agent", false)
 	}
 	if c.Shards == 0 {
 		c.Shards = events.DefaultShards

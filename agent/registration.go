@@ -67,7 +67,7 @@ type RegistrationConfig struct {
 
 func (c *RegistrationConfig) setDefaults() {
 	if c.Name == "" {
-		c.Name = hostName()
+		c.Name = stream.ConsumerName("agent", false)
 	}
 	if c.Workers == 0 {
 		c.Workers = 4

@@ -61,6 +61,13 @@ type Config struct {
 	// Health answers /healthz and /readyz: the process's checks. Nil: the
 	// process is live, and ready while Redis answers.
 	Health *health.Registry
+	// ExpiryMetricsMaxSeries caps the series of the per-certificate expiry
+	// gauge (RegisterMetrics); past it they are counted as dropped.
+	// Default DefaultExpiryMetricsMaxSeries.
+	ExpiryMetricsMaxSeries int
+	// Metrics serves /metrics: the metrics of the process's roles. Nil:
+	// every metric of the default registry.
+	Metrics http.Handler
 	// RenewalWindow: a certificate expiring within it is renewal_due.
 	// Default 672h (28 days).
 	RenewalWindow time.Duration
@@ -145,6 +152,12 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.ExpiryMetricsMaxSeries == 0 {
+		c.ExpiryMetricsMaxSeries = DefaultExpiryMetricsMaxSeries
+	}
+	if c.Metrics == nil {
+		c.Metrics = promhttp.Handler()
+	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 64 << 10
 	}
@@ -186,6 +199,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen address %q: %w", c.Listen, err))
+	}
+	if c.ExpiryMetricsMaxSeries < 0 {
+		errs = append(errs, fmt.Errorf("expiry metrics max series must not be negative, got %d", c.ExpiryMetricsMaxSeries))
 	}
 	if c.RenewalWindow < 0 {
 		errs = append(errs, fmt.Errorf("renewal window must not be negative, got %s", c.RenewalWindow))
@@ -339,7 +355,7 @@ func (s *Server) routes() *gin.Engine {
 
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
-	r.GET("/metrics", gin.WrapH(promhttp.Handler()))
+	r.GET("/metrics", gin.WrapH(s.cfg.Metrics))
 	r.GET("/api/openapi.json", s.openAPI)
 	s.keychest.Routes(r)                                    // /api/v1.0/...
 	s.v1.Routes(r)                                          // /api/v1/...

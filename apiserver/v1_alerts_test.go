@@ -181,7 +181,7 @@ func TestAlertSettingsAPI(t *testing.T) {
 	aliceRead := e.bootstrapKey("alice@example.com", "read")
 	bob := e.bootstrapKey("bob@example.com", "read", "write")
 	defaults := map[string]any{"expiry_thresholds_days": []any{30.0, 14.0, 7.0, 3.0, 1.0}, "scan_failing_after": 3.0,
-		"domain_expiry_thresholds_days": []any{60.0, 30.0, 14.0, 7.0, 1.0}}
+		"domain_expiry_thresholds_days": []any{60.0, 30.0, 14.0, 7.0, 1.0}, "expiry_metrics": false}
 
 	r := e.call(0, http.MethodGet, "/api/v1/alert-settings", aliceRead, "")
 	if r.code != http.StatusOK || !reflect.DeepEqual(r.body, defaults) {
@@ -225,9 +225,9 @@ func TestAlertSettingsAPI(t *testing.T) {
 	if r.code != http.StatusOK || r.body["scan_failing_after"] != 5.0 || !reflect.DeepEqual(r.body["expiry_thresholds_days"], defaults["expiry_thresholds_days"]) {
 		t.Errorf("put scan_failing_after: got %d %v", r.code, r.body)
 	}
-	r = e.call(0, http.MethodPut, "/api/v1/alert-settings", alice, `{"expiry_thresholds_days":[1,365,60],"domain_expiry_thresholds_days":[10,90]}`)
+	r = e.call(0, http.MethodPut, "/api/v1/alert-settings", alice, `{"expiry_thresholds_days":[1,365,60],"domain_expiry_thresholds_days":[10,90],"expiry_metrics":true}`)
 	want := map[string]any{"expiry_thresholds_days": []any{365.0, 60.0, 1.0}, "scan_failing_after": 5.0,
-		"domain_expiry_thresholds_days": []any{90.0, 10.0}}
+		"domain_expiry_thresholds_days": []any{90.0, 10.0}, "expiry_metrics": true}
 	if r.code != http.StatusOK || !reflect.DeepEqual(r.body, want) {
 		t.Errorf("put thresholds: got %d %v, want 200 %v", r.code, r.body, want)
 	}

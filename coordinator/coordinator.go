@@ -34,7 +34,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"os"
 	"sync"
 	"time"
 
@@ -132,11 +131,7 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.Name == "" {
-		host, err := os.Hostname()
-		if err != nil || host == "" {
-			host = "coordinator"
-		}
-		c.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
+		c.Name = stream.ConsumerName("coordinator", true)
 	}
 	if c.Shards == 0 {
 		c.Shards = events.DefaultShards

@@ -146,7 +146,15 @@ type Settings struct {
 	// of these many days of its expiry; limits as ExpiryThresholdsDays.
 	// Absent in settings stored before it existed: the default.
 	DomainExpiryThresholdsDays []int `json:"domain_expiry_thresholds_days"`
+	// ExpiryMetrics opts the tenant in to the API server's per-certificate
+	// expiry gauge on /metrics (certfleet_certificate_expiry_timestamp_seconds,
+	// labelled with the tenant and the domain). Default off.
+	ExpiryMetrics bool `json:"expiry_metrics"`
 }
+
+// ExpiryMetricsKey is the set of tenants whose settings have
+// ExpiryMetrics on, kept with the settings.
+const ExpiryMetricsKey = "alerts:expiry-metrics"
 
 // DefaultSettings are a tenant's settings until it changes them.
 func DefaultSettings() Settings {
@@ -265,7 +273,18 @@ func (e *Engine) PutSettings(ctx context.Context, tenantID string, s Settings) (
 	if err != nil {
 		return Settings{}, fmt.Errorf("marshal alert settings: %w", err)
 	}
-	if err := e.rdb.Set(ctx, settingsKey(tenantID), body, 0).Err(); err != nil {
+	// Two slots in a Cluster, so no MULTI: a failure between the two
+	// leaves the set as it was, and the next PutSettings mends it.
+	_, err = e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.Set(ctx, settingsKey(tenantID), body, 0)
+		if s.ExpiryMetrics {
+			pipe.SAdd(ctx, ExpiryMetricsKey, tenantID)
+		} else {
+			pipe.SRem(ctx, ExpiryMetricsKey, tenantID)
+		}
+		return nil
+	})
+	if err != nil {
 		return Settings{}, fmt.Errorf("write alert settings of %s: %w", tenantID, err)
 	}
 	e.logger.Info("alert settings changed", zap.String("tenant_id", tenantID),

@@ -107,6 +107,7 @@ type alertSettingsJSON struct {
 	ExpiryThresholdsDays       []int `json:"expiry_thresholds_days"`
 	ScanFailingAfter           int   `json:"scan_failing_after"`
 	DomainExpiryThresholdsDays []int `json:"domain_expiry_thresholds_days"`
+	ExpiryMetrics              bool  `json:"expiry_metrics"`
 }
 
 // alertSettingsUpdate is PUT's body: a field left out keeps its value.
@@ -114,6 +115,7 @@ type alertSettingsUpdate struct {
 	ExpiryThresholdsDays       *[]int `json:"expiry_thresholds_days"`
 	ScanFailingAfter           *int   `json:"scan_failing_after"`
 	DomainExpiryThresholdsDays *[]int `json:"domain_expiry_thresholds_days"`
+	ExpiryMetrics              *bool  `json:"expiry_metrics"`
 }
 
 // getAlertSettings is GET /alert-settings.
@@ -149,6 +151,9 @@ func (h *Handler) putAlertSettings(c *gin.Context) {
 	}
 	if req.DomainExpiryThresholdsDays != nil {
 		st.DomainExpiryThresholdsDays = *req.DomainExpiryThresholdsDays
+	}
+	if req.ExpiryMetrics != nil {
+		st.ExpiryMetrics = *req.ExpiryMetrics
 	}
 	st, err = h.alerts.PutSettings(ctx, tenant, st)
 	if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -25,7 +24,7 @@ const apikeyUsage = "usage: certfleet apikey create --email E --label L [--scope
 // API, events included.
 func runAPIKey(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "create" && args[0] != "list" && args[0] != "revoke" && args[0] != "approve") {
-		return usageError{errors.New(apikeyUsage)}
+		return actionUsage(stderr, "apikey", apikeyUsage, args)
 	}
 	action := args[0]
 	fs := newFlagSet("apikey " + action).redis()

@@ -23,7 +23,7 @@ const caUsage = "usage: certfleet ca init [--key-type ecdsa-p256|rsa-3072] [--co
 // same store as the apiserver, ca.created event included.
 func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "init" && args[0] != "import" && args[0] != "show") {
-		return usageError{errors.New(caUsage)}
+		return actionUsage(stderr, "ca", caUsage, args)
 	}
 	action := args[0]
 	fs := newFlagSet("ca " + action).redis()

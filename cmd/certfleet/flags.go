@@ -7,11 +7,13 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
+	"github.com/certfleet/certfleet/apiserver"
 	"github.com/certfleet/certfleet/events/stream"
 )
 
@@ -54,6 +56,8 @@ type options struct {
 	RateLimitGeneral int
 	RateLimitCheck   int
 	RateLimitAPIKeys int
+	// ExpiryMetricsMaxSeries caps the per-certificate expiry gauge.
+	ExpiryMetricsMaxSeries int
 
 	// lab
 	LabPort    int
@@ -75,14 +79,50 @@ type flagSet struct {
 	opts *options
 	// args: the command takes arguments after its flags (certfleet scan).
 	args bool
+	// groups are the titles of the usage's groups of flags, in order;
+	// groupOf is each flag's, "" for the command's own; current is the
+	// group flags defined now join (see group).
+	groups  []string
+	groupOf map[string]string
+	current string
 }
 
+// generalGroup holds the flags every command has; the usage lists it last.
+const generalGroup = "general"
+
 func newFlagSet(name string) *flagSet {
-	fs := flag.NewFlagSet("certfleet "+name, flag.ContinueOnError)
-	o := &options{}
-	fs.StringVar(&o.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs := &flagSet{FlagSet: flag.NewFlagSet("certfleet "+name, flag.ContinueOnError), opts: &options{}, groupOf: map[string]string{}}
+	end := fs.group(generalGroup)
+	fs.StringVar(&fs.opts.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.String("config", "", "file of settings, one 'flag-name = value' per line ('#' starts a comment); the environment and the command line win over it")
-	return &flagSet{FlagSet: fs, opts: o}
+	end()
+	return fs
+}
+
+// group starts a titled group of flags in the usage: the flags defined
+// until end runs (a method registering a kind of flags defers it) join
+// it; flags defined outside any group are the command's own.
+func (f *flagSet) group(title string) (end func()) {
+	prev := f.current
+	f.assign()
+	f.current = title
+	return func() {
+		f.assign()
+		f.current = prev
+	}
+}
+
+// assign puts the flags defined since the last call in the current group.
+func (f *flagSet) assign() {
+	f.VisitAll(func(fl *flag.Flag) {
+		if _, ok := f.groupOf[fl.Name]; ok {
+			return
+		}
+		f.groupOf[fl.Name] = f.current
+		if !slices.Contains(f.groups, f.current) {
+			f.groups = append(f.groups, f.current)
+		}
+	})
 }
 
 // configPath finds --config (or -config, =value or next argument) in args,
@@ -140,16 +180,19 @@ func (f *flagSet) applyConfig(path string) error {
 }
 
 func (f *flagSet) redis() *flagSet {
+	defer f.group("Redis")()
 	f.StringVar(&f.opts.RedisURL, "redis-url", "redis://127.0.0.1:6379/0", "Redis URL")
 	return f
 }
 
 func (f *flagSet) clickhouse() *flagSet {
+	defer f.group("ClickHouse")()
 	f.StringVar(&f.opts.ClickHouseDSN, "clickhouse-dsn", "clickhouse://127.0.0.1:9000/certfleet", "ClickHouse DSN; the database is created if missing")
 	return f
 }
 
 func (f *flagSet) api() *flagSet {
+	defer f.group("API")()
 	f.StringVar(&f.opts.Listen, "listen", "127.0.0.1:8080", "HTTP address of the API (also serves /metrics)")
 	f.DurationVar(&f.opts.RenewalWindow, "renewal-window", 28*24*time.Hour, "a certificate expiring within this window is renewal_due")
 	f.IntVar(&f.opts.WarningDays, "warning-days", 30, "a certificate expiring within this many days has status warning")
@@ -157,21 +200,25 @@ func (f *flagSet) api() *flagSet {
 	f.DurationVar(&f.opts.CheckTimeout, "check-timeout", 30*time.Second, "how long POST /api/v1/check waits for every active region's scan")
 	f.IntVar(&f.opts.RateLimitGeneral, "rate-limit-general", 100, "requests a minute per API key, across replicas, to any API route")
 	f.IntVar(&f.opts.RateLimitCheck, "rate-limit-check", 10, "requests a minute per API key to POST /api/v1/check")
+	f.IntVar(&f.opts.ExpiryMetricsMaxSeries, "expiry-metrics-max-series", apiserver.DefaultExpiryMetricsMaxSeries, "most series of certfleet_certificate_expiry_timestamp_seconds (tenants opt in with expiry_metrics in their alert settings); past it they are counted in certfleet_certificate_expiry_series_dropped_total")
 	f.IntVar(&f.opts.RateLimitAPIKeys, "rate-limit-apikeys", 5, "requests a minute per API key to POST /api/v1/api-keys")
 	return f
 }
 
 func (f *flagSet) metrics(def string) *flagSet {
+	defer f.group("metrics")()
 	f.StringVar(&f.opts.MetricsListen, "metrics-listen", def, "address serving Prometheus /metrics (empty: off)")
 	return f
 }
 
 func (f *flagSet) shards() *flagSet {
+	defer f.group("shards")()
 	f.IntVar(&f.opts.Shards, "shards", 16, "number of job shards; must be the same on every coordinator and agent")
 	return f
 }
 
 func (f *flagSet) agent() *flagSet {
+	defer f.group("scanning")()
 	f.StringVar(&f.opts.Region, "region", "local", "the region this agent scans from")
 	f.StringVar(&f.opts.Resolver, "resolver", "", "DNS server host:port the agent asks (default: the system resolver)")
 	f.StringVar(&f.opts.ExtraRoots, "extra-roots", "", "PEM file of roots trusted besides the system pool")
@@ -185,12 +232,14 @@ func (f *flagSet) agent() *flagSet {
 
 // consumers registers the flags every role with stream consumers shares.
 func (f *flagSet) consumers() *flagSet {
+	defer f.group("stream consumers")()
 	f.StringVar(&f.opts.Name, "name", "", "consumer name of this replica in its consumer groups; keep it across restarts so a restarted replica takes its pending entries back at once, and give replicas on one host different names (default: the hostname)")
 	f.DurationVar(&f.opts.ClaimIdle, "claim-idle", stream.DefaultClaimIdle, "how long an entry stays pending with a replica that stopped answering before another replica claims it; entries being handled are kept owned, so this need not exceed the longest job")
 	return f
 }
 
 func (f *flagSet) coordinator() *flagSet {
+	defer f.group("schedule")()
 	f.DurationVar(&f.opts.ScanInterval, "scan-interval", 12*time.Hour, "how often each domain is rescanned")
 	return f.registrationCoordinator()
 }
@@ -219,17 +268,42 @@ func (e usageError) Unwrap() error { return e.err }
 // usagef returns a usageError.
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
-// printUsage writes the command's usage: each flag with its environment
-// variable and default.
+// printUsage writes the command's usage: the command line, its flags by
+// group (the command's own first, the general ones last), each with its
+// environment variable and default, and examples (help.go).
 func (f *flagSet) printUsage(w io.Writer) {
-	fmt.Fprintf(w, "usage: %s [flags]\n\nflags (each also set by its CERTFLEET_* environment variable):\n", f.Name())
-	f.VisitAll(func(fl *flag.Flag) {
-		def := ""
-		if fl.DefValue != "" && fl.DefValue != "0" && fl.DefValue != "false" {
-			def = " (default " + fl.DefValue + ")"
+	cmd := strings.TrimPrefix(f.Name(), "certfleet ")
+	h := commandHelp[cmd]
+	fmt.Fprintf(w, "usage: %s [flags]%s\n", f.Name(), h.args)
+	if h.about != "" {
+		fmt.Fprintf(w, "\n%s\n", h.about)
+	}
+	fmt.Fprintf(w, "\nEvery flag is also set by the CERTFLEET_* environment variable beside it.\n")
+	f.assign()
+	order := slices.DeleteFunc(slices.Clone(f.groups), func(g string) bool { return g == "" || g == generalGroup })
+	order = append(append([]string{""}, order...), generalGroup)
+	for _, g := range order {
+		title := "flags"
+		if g != "" {
+			title = g + " flags"
 		}
-		fmt.Fprintf(w, "  --%s  %s\n      %s%s\n", fl.Name, envName(fl.Name), fl.Usage, def)
-	})
+		printed := false
+		f.VisitAll(func(fl *flag.Flag) {
+			if f.groupOf[fl.Name] != g {
+				return
+			}
+			if !printed {
+				fmt.Fprintf(w, "\n%s:\n", title)
+				printed = true
+			}
+			def := ""
+			if fl.DefValue != "" && fl.DefValue != "0" && fl.DefValue != "false" {
+				def = " (default " + fl.DefValue + ")"
+			}
+			fmt.Fprintf(w, "  --%s  %s\n      %s%s\n", fl.Name, envName(fl.Name), fl.Usage, def)
+		})
+	}
+	printExamples(w, h.examples)
 }
 
 // envName is the environment variable of a flag.

@@ -15,6 +15,7 @@ type auditOptions struct {
 
 // audit registers the audit log's flags.
 func (f *flagSet) audit() *flagSet {
+	defer f.group("audit log")()
 	f.DurationVar(&f.opts.AuditQueryTimeout, "audit-query-timeout", 10*time.Second, "longest a GET /api/audit query may run in ClickHouse")
 	return f
 }

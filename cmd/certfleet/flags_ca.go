@@ -24,6 +24,7 @@ type caOptions struct {
 // caPassphrase registers the flags giving the CA passphrase: the apiserver's
 // and the `certfleet ca` tool's.
 func (f *flagSet) caPassphrase() *flagSet {
+	defer f.group("client-certificate CA")()
 	f.StringVar(&f.opts.CAPassphrase, "ca-passphrase", "", "passphrase sealing the client CA key and generated client keys, at least 12 characters (prefer the environment CERTFLEET_CA_PASSPHRASE or --ca-passphrase-file)")
 	f.StringVar(&f.opts.CAPassphraseFile, "ca-passphrase-file", "", "file whose first line is the CA passphrase")
 	return f
@@ -31,6 +32,7 @@ func (f *flagSet) caPassphrase() *flagSet {
 
 // ca registers the private CA's flags.
 func (f *flagSet) ca() *flagSet {
+	defer f.group("client-certificate CA")()
 	f.caPassphrase()
 	f.BoolVar(&f.opts.CAInit, "ca-init", true, "create the client CA at start when there is none (needs the CA passphrase)")
 	f.StringVar(&f.opts.CAKeyType, "ca-key-type", "ecdsa-p256", "key type of a CA --ca-init creates: ecdsa-p256 or rsa-3072")

@@ -38,6 +38,7 @@ type notifyOptions struct {
 // every role that has channels, the delivery settings on the roles that
 // run the notifier (coordinator, all).
 func (f *flagSet) notify() *flagSet {
+	defer f.group("notifications")()
 	f.StringVar(&f.opts.SecretsPassphrase, "secrets-passphrase", "", "passphrase sealing webhook secrets, at least 12 characters, the same on every apiserver and coordinator (prefer the environment CERTFLEET_SECRETS_PASSPHRASE or --secrets-passphrase-file); empty: channels with a secret are refused")
 	f.StringVar(&f.opts.SecretsPassphraseFile, "secrets-passphrase-file", "", "file whose first line is the secrets passphrase")
 	// The API refuses channels naming a refused IP literal; the notifier

@@ -24,12 +24,14 @@ type registrationOptions struct {
 }
 
 func (f *flagSet) registrationCoordinator() *flagSet {
+	defer f.group("registration lookups")()
 	f.DurationVar(&f.opts.RegistrationInterval, "registration-interval", 7*24*time.Hour,
 		"how often the registration (expiry, registrar) of each registrable domain is looked up; daily within 30 days of its expiry")
 	return f
 }
 
 func (f *flagSet) registrationAgent() *flagSet {
+	defer f.group("registration lookups")()
 	f.BoolVar(&f.opts.RegistrationLookups, "registration-lookups", true,
 		"also do registration lookup jobs (RDAP, WHOIS) for the whole fleet; one group across all regions")
 	f.IntVar(&f.opts.RegistrationWorkers, "registration-workers", 4,

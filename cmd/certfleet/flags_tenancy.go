@@ -21,6 +21,7 @@ type tenancyOptions struct {
 }
 
 func (f *flagSet) tenancy() *flagSet {
+	defer f.group("tenancy and quotas")()
 	o := &f.opts.tenancyOptions
 	d := quota.Defaults
 	f.Int64Var(&o.QuotaDomains, "quota-domains", d[quota.Domains], "domains an account may monitor (0: unlimited); `certfleet quota set` overrides per account")

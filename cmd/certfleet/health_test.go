@@ -15,7 +15,7 @@ import (
 func TestMetricsHandlerHealth(t *testing.T) {
 	reg := health.New()
 	reg.Ready("redis", func(context.Context) error { return errors.New("connection refused") })
-	h := metricsHandler(reg)
+	h := metricsHandler("agent", reg)
 	for _, tc := range []struct {
 		path string
 		want int

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/oklog/run"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -66,7 +65,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runMigrate(ctx, rest, stderr)
 	case "views":
 		if len(rest) == 0 || rest[0] != "rebuild" {
-			err = usagef("usage: certfleet views rebuild [flags]")
+			err = actionUsage(stderr, "views", "usage: certfleet views rebuild [flags]", rest)
 			break
 		}
 		err = runRebuild(ctx, rest[1:], stderr)
@@ -81,6 +80,10 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "scan":
 		err = runScan(ctx, rest, stdout, stderr)
 	case "version", "--version":
+		if len(rest) > 0 && isHelp(rest[0]) {
+			err = groupHelp(stderr, "version", "usage: certfleet version")
+			break
+		}
 		err = runVersion(stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
@@ -190,11 +193,11 @@ func (gr *group) run() error {
 	return err
 }
 
-// metricsHandler serves /metrics, /healthz and /readyz for roles without
-// an API.
-func metricsHandler(reg *health.Registry) http.Handler {
+// metricsHandler serves role's /metrics, /healthz and /readyz for roles
+// without an API.
+func metricsHandler(role string, reg *health.Registry) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.Handler())
+	mux.Handle("/metrics", roleMetrics(role))
 	mux.Handle("/healthz", reg.Healthz())
 	mux.Handle("/readyz", reg.Readyz())
 	return mux

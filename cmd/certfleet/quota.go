@@ -24,7 +24,7 @@ const quotaUsage = "usage: certfleet quota show --email E\n" +
 // --quota-* flags; give the same here), and what is used.
 func runQuota(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "show" && args[0] != "set" && args[0] != "clear") {
-		return usageError{errors.New(quotaUsage)}
+		return actionUsage(stderr, "quota", quotaUsage, args)
 	}
 	action := args[0]
 	fs := newFlagSet("quota " + action).redis()

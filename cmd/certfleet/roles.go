@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/coordinator/sink"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/health"
 	"github.com/certfleet/certfleet/schema"
@@ -33,6 +35,7 @@ func roleFlags(role string) *flagSet {
 		fs.api().tenancy().clickhouse().notify().ca().audit().acme()
 	case "coordinator":
 		fs.clickhouse().shards().coordinator().notify().acme().metrics("127.0.0.1:9464")
+		defer fs.group("sink")()
 		fs.BoolVar(&fs.opts.WithSink, "sink", true, "also run the ClickHouse sink in this process")
 	case "agent":
 		fs.shards().agent().metrics("127.0.0.1:9465")
@@ -50,7 +53,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	}
 	o := fs.opts
 	if o.Name == "" {
-		o.Name = defaultName()
+		o.Name = stream.ConsumerName("certfleet", false)
 	}
 	if o.ClaimIdle <= 0 {
 		return fmt.Errorf("--claim-idle must be positive, got %s", o.ClaimIdle)
@@ -111,9 +114,12 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 			RateLimitGeneral: o.RateLimitGeneral, RateLimitCheck: o.RateLimitCheck, RateLimitAPIKeys: o.RateLimitAPIKeys,
 			Claims: o.KeyChestClaim, ClaimQuota: o.ClaimQuota, Quotas: o.tenancyOptions.quotas(),
 			Notify: notify, CA: o.caConfig(), Audit: o.auditConfig(conn),
-			Health: gr.health,
+			Health: gr.health, Metrics: roleMetrics(role), ExpiryMetricsMaxSeries: o.ExpiryMetricsMaxSeries,
 		}, rdb, logger)
 		if err != nil {
+			return err
+		}
+		if err := api.RegisterMetrics(prometheus.DefaultRegisterer); err != nil {
 			return err
 		}
 		gr.add(api.Run)
@@ -166,7 +172,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		}
 	}
 	if o.MetricsListen != "" {
-		gr.addHTTP(o.MetricsListen, metricsHandler(gr.health), logger)
+		gr.addHTTP(o.MetricsListen, metricsHandler(role, gr.health), logger)
 	}
 	logger.Info("started")
 	err = gr.run()
@@ -295,16 +301,4 @@ func runSchemaTool(ctx context.Context, name string, args []string, stderr io.Wr
 		return nil
 	}
 	return then(ctx, fs.opts, conn, logger)
-}
-
-// defaultName is a replica's consumer name when --name is not given: the
-// hostname, which outlives a restart, so the restarted replica reads its
-// own pending entries first instead of leaving them to a claim after
-// --claim-idle (a pod's name in Kubernetes; a container's id in Docker).
-func defaultName() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "certfleet"
-	}
-	return host
 }

@@ -27,13 +27,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"sort"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/claimlink"
 )
@@ -212,11 +212,7 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.Consumer == "" {
-		host, err := os.Hostname()
-		if err != nil {
-			host = "notifier"
-		}
-		c.Consumer = fmt.Sprintf("%s-%d", host, os.Getpid())
+		c.Consumer = stream.ConsumerName("notifier", true)
 	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = 8

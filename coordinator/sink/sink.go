@@ -21,7 +21,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
@@ -99,11 +98,7 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.Consumer == "" {
-		host, err := os.Hostname()
-		if err != nil {
-			host = "sink"
-		}
-		c.Consumer = fmt.Sprintf("%s-%d", host, os.Getpid())
+		c.Consumer = stream.ConsumerName("sink", true)
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = 5000
