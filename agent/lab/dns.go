@@ -56,20 +56,9 @@ func (h *zoneHandler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	}
 }
 
-// zoneOf is the lab zone name is in, "" when none.
-func (h *zoneHandler) zoneOf(name string) string {
-	best := ""
-	for _, z := range h.zones {
-		if dns.IsSubDomain(z, name) && len(z) > len(best) {
-			best = z
-		}
-	}
-	return best
-}
-
 // outside tells whether r is a query about a name in none of the lab's zones.
 func (h *zoneHandler) outside(r *dns.Msg) bool {
-	return r.Opcode == dns.OpcodeQuery && len(r.Question) == 1 && h.zoneOf(strings.ToLower(r.Question[0].Name)) == ""
+	return r.Opcode == dns.OpcodeQuery && len(r.Question) == 1 && dnszone.ZoneOf(h.zones, strings.ToLower(r.Question[0].Name)) == ""
 }
 
 // relay asks the upstream servers in turn, over the network the question
@@ -116,7 +105,7 @@ func (h *zoneHandler) answer(r *dns.Msg) *dns.Msg {
 	}
 	q := r.Question[0]
 	name := strings.ToLower(q.Name)
-	zone := h.zoneOf(name)
+	zone := dnszone.ZoneOf(h.zones, name)
 	if zone == "" {
 		m.Rcode = dns.RcodeRefused
 		return m

@@ -68,11 +68,13 @@ func (z *Zone) TXT(name string) []string {
 }
 
 // Owns tells whether name is inside one of the zones.
-func (z *Zone) Owns(name string) bool { return z.zoneOf(dns.CanonicalName(name)) != "" }
+func (z *Zone) Owns(name string) bool { return ZoneOf(z.zones, dns.CanonicalName(name)) != "" }
 
-func (z *Zone) zoneOf(name string) string {
+// ZoneOf is the zone of zones (canonical names) that name is in, the
+// longest when they nest; "" when none.
+func ZoneOf(zones []string, name string) string {
 	best := ""
-	for _, zn := range z.zones {
+	for _, zn := range zones {
 		if dns.IsSubDomain(zn, name) && len(zn) > len(best) {
 			best = zn
 		}
@@ -118,7 +120,7 @@ func (z *Zone) Reply(r *dns.Msg, tsigStatus error) *dns.Msg {
 
 func (z *Zone) answer(q dns.Question, m *dns.Msg) {
 	name := dns.CanonicalName(q.Name)
-	zone := z.zoneOf(name)
+	zone := ZoneOf(z.zones, name)
 	if zone == "" {
 		m.Rcode = dns.RcodeRefused
 		return
