@@ -44,8 +44,9 @@ var Migrations = []Migration{
 		Version: 1,
 		Name:    "events and scan_results",
 		Statements: []string{
-			// The event store. A redelivered event has the same sorting key,
-			// so it collapses on merge and reads with FINAL see it once.
+			// The event store, reshaped by migration 6 (eventsTable): an
+			// event published again after a crash (a job rescanned) has
+			// the same id but a later occurred_at, so this key kept both.
 			// occurred_at_unix_ms keeps the envelope's millisecond precision
 			// (DateTime64 is not available on 18.16), so that a replay
 			// orders events of the same second as they happened.
@@ -154,14 +155,20 @@ var Migrations = []Migration{
 	{
 		Version: 4,
 		Name:    "scan_results: one row per job, region and ip, sorted by the job's scheduled time",
-		// See scanResultsTable for the shape, reshapeScanResults for how
-		// the rows move.
-		Step: reshapeScanResults,
+		// See scanResultsTable for the shape, reshape for how the rows
+		// move.
+		Step: scanResultsReshape.run,
 	},
 	{
 		Version:    5,
 		Name:       "registrations",
 		Statements: []string{registrationsTable},
+	},
+	{
+		Version: 6,
+		Name:    "events: one row per event id, whenever its copies occurred",
+		// See eventsTable for the shape, reshape for how the rows move.
+		Step: eventsReshape.run,
 	},
 }
 

@@ -1,15 +1,8 @@
 package schema
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"strconv"
 	"strings"
-	"time"
-
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
 
 	"github.com/certfleet/certfleet/events"
 )
@@ -77,17 +70,21 @@ const scanResultsTable = `CREATE TABLE IF NOT EXISTS %s (
 	legacy_tls Array(String)
 ) ENGINE = ReplacingMergeTree(scanned_at)
 PARTITION BY toYYYYMM(scheduled_at)
-ORDER BY (tenant_id, domain_id, scheduled_at, region, ip, job_id)`
+ORDER BY (` + scanResultsKey + `)`
 
-const (
-	// scanResultsNext is where the new shape is created before it takes
-	// scan_results' name.
-	scanResultsNext = "scan_results_v4"
-	// scanResultsParked prefixes the names old-shaped tables are renamed
-	// to; they are copied into the new table and left for the operator to
-	// drop (nothing is dropped automatically: see reshapeScanResults).
-	scanResultsParked = "scan_results_v3_"
-)
+const scanResultsKey = "tenant_id, domain_id, scheduled_at, region, ip, job_id"
+
+// scanResultsReshape is migration 4: scan_results to scanResultsTable's
+// shape. The parked old tables are scan_results_v3_<ns>.
+var scanResultsReshape = reshape{
+	table:      "scan_results",
+	create:     scanResultsTable,
+	sortingKey: scanResultsKey,
+	next:       "scan_results_v4",
+	parked:     "scan_results_v3_",
+	columns:    ScanColumns,
+	oldSelect:  oldScanSelect,
+}
 
 // oldScanSelect reads a table of the shape of migrations 1 and 2 as rows
 // of the new one. An old row has no scheduled time: its started_at stands
@@ -99,131 +96,3 @@ var oldScanSelect = strings.NewReplacer(
 	"not_before_unix", "toInt64(not_before)",
 	"not_after_unix", "if(toInt64(not_after) = 4294967295, toInt64("+strconv.FormatInt(events.NoExpiry.Unix(), 10)+"), toInt64(not_after))",
 ).Replace(ScanColumns)
-
-// reshapeScanResults moves scan_results to its final shape: ClickHouse
-// 18.16 cannot change a sorting key, so the new table is created beside
-// the old one, the two swap names in one RENAME, and the old rows are
-// copied over with INSERT ... SELECT.
-//
-// It follows the Migration contract by working from the state it finds,
-// as often as needed:
-//   - scan_results old-shaped: create scan_results_v4, then one RENAME
-//     parks the old table as scan_results_v3_<ns> and gives the new one
-//     its name. If the RENAME fails, another process swapped first (or
-//     the names changed under it): look again.
-//   - scan_results new-shaped: copy every parked table (and a stray
-//     scan_results_v4 that a concurrent process created too late) into it.
-//     A copy that runs twice (a process died in it, two processes at once)
-//     inserts rows with the same keys, which collapse: reads use FINAL.
-//
-// Parked tables are never dropped here: an INSERT that a sink of the old
-// version had in flight when the names swapped may still land in one, and
-// only the operator knows when no such sink is left. docs/architecture.md says how
-// to check and drop them.
-func reshapeScanResults(ctx context.Context, conn driver.Conn) error {
-	const attempts = 10
-	var renameErr error
-	for range attempts {
-		shape, err := tableShape(ctx, conn, "scan_results")
-		if err != nil {
-			return err
-		}
-		switch shape {
-		case shapeNew:
-			// Another process that read the old shape before this one's
-			// swap may park the new table in turn, between its two
-			// renames: scan_results is missing for that moment. Look
-			// again; what it parked is copied then.
-			err := copyParked(ctx, conn)
-			if !unknownTable(err) {
-				return err
-			}
-			renameErr = err
-		case shapeOld:
-			if err := conn.Exec(ctx, fmt.Sprintf(scanResultsTable, scanResultsNext)); err != nil {
-				return fmt.Errorf("create %s: %w", scanResultsNext, err)
-			}
-			parked := scanResultsParked + strconv.FormatInt(time.Now().UnixNano(), 10)
-			renameErr = conn.Exec(ctx, "RENAME TABLE scan_results TO "+parked+", "+scanResultsNext+" TO scan_results")
-		case shapeMissing:
-			if err := conn.Exec(ctx, fmt.Sprintf(scanResultsTable, "scan_results")); err != nil {
-				return fmt.Errorf("create scan_results: %w", err)
-			}
-		}
-	}
-	return fmt.Errorf("scan_results did not take its new shape after %d attempts: %w", attempts, renameErr)
-}
-
-// copyParked copies every parked table, and a stray scan_results_v4, into
-// scan_results.
-func copyParked(ctx context.Context, conn driver.Conn) error {
-	rows, err := conn.Query(ctx, `SELECT name FROM system.tables WHERE database = currentDatabase()
-		AND (startsWith(name, ?) OR name = ?) ORDER BY name`, scanResultsParked, scanResultsNext)
-	if err != nil {
-		return fmt.Errorf("list parked scan_results tables: %w", err)
-	}
-	var names []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			rows.Close()
-			return fmt.Errorf("list parked scan_results tables: %w", err)
-		}
-		names = append(names, n)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("list parked scan_results tables: %w", err)
-	}
-	for _, n := range names {
-		if !validIdentifier.MatchString(n) {
-			continue
-		}
-		shape, err := tableShape(ctx, conn, n)
-		if err != nil {
-			return err
-		}
-		sel := ScanColumns
-		switch shape {
-		case shapeMissing:
-			continue // gone since it was listed
-		case shapeOld:
-			sel = oldScanSelect
-		}
-		if err := conn.Exec(ctx, "INSERT INTO scan_results ("+ScanColumns+") SELECT "+sel+" FROM "+n); err != nil {
-			return fmt.Errorf("copy %s into scan_results: %w", n, err)
-		}
-	}
-	return nil
-}
-
-// unknownTable tells whether err is ClickHouse's UNKNOWN_TABLE (60).
-func unknownTable(err error) bool {
-	var ex *proto.Exception
-	return errors.As(err, &ex) && ex.Code == 60
-}
-
-type shape int
-
-const (
-	shapeMissing shape = iota
-	shapeOld
-	shapeNew
-)
-
-// tableShape tells whether table exists and, if so, whether it has the
-// final shape (a scheduled_at column).
-func tableShape(ctx context.Context, conn driver.Conn, table string) (shape, error) {
-	var tables uint64
-	if err := conn.QueryRow(ctx, `SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = ?`,
-		table).Scan(&tables); err != nil {
-		return 0, fmt.Errorf("look up table %s: %w", table, err)
-	}
-	if tables == 0 {
-		return shapeMissing, nil
-	}
-	if ok, err := hasColumn(ctx, conn, Column{Table: table, Name: "scheduled_at"}); err != nil || !ok {
-		return shapeOld, err
-	}
-	return shapeNew, nil
-}

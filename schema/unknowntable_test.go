@@ -9,7 +9,7 @@ import (
 )
 
 // unknownTable must recognise ClickHouse's answer for a missing table as
-// the driver returns it, wrapped: reshapeScanResults retries on it.
+// the driver returns it, wrapped: reshape.run retries on it.
 func TestUnknownTable(t *testing.T) {
 	conn := testenv.ClickHouse(t).Conn(t)
 	err := conn.Exec(context.Background(), "INSERT INTO no_such_table (x) SELECT 1")

@@ -104,3 +104,43 @@ func insertColumns(ctx context.Context, conn driver.Conn, table, columns string,
 	}
 	return nil
 }
+
+// eventsTable is the final shape of the events table (migration 6).
+//
+//   - One row per event id: a publisher that crashed between publishing an
+//     event and acknowledging its cause publishes it again with the same id
+//     (events.ScanEventID, events.RegistrationEventID, ...) but a later
+//     occurred_at. The sorting key is only what every copy shares, so
+//     copies collapse on merge and read once with FINAL.
+//   - ReplacingMergeTree(occurred_at_unix_ms): of the copies, merges and
+//     FINAL keep the latest, as scan_results keeps the latest scan, and the
+//     choice does not depend on which copy was inserted last.
+//   - No partitions: copies must share one to merge, and nothing every copy
+//     shares orders by time. The only reader (ReplayEvents) reads it all.
+const eventsTable = `CREATE TABLE IF NOT EXISTS %s (
+	event_id UUID,
+	name String,
+	occurred_at DateTime,
+	occurred_at_unix_ms UInt64,
+	tenant_id String,
+	aggregate_id String,
+	payload String,
+	stream String,
+	inserted_at DateTime
+) ENGINE = ReplacingMergeTree(occurred_at_unix_ms)
+PARTITION BY tuple()
+ORDER BY (` + eventsKey + `)`
+
+const eventsKey = "tenant_id, event_id"
+
+// eventsReshape is migration 6: events to eventsTable's shape. The parked
+// old tables are events_v1_<ns>; their columns are the same.
+var eventsReshape = reshape{
+	table:      "events",
+	create:     eventsTable,
+	sortingKey: eventsKey,
+	next:       "events_v6",
+	parked:     "events_v1_",
+	columns:    EventColumns,
+	oldSelect:  EventColumns,
+}
