@@ -65,6 +65,10 @@ type Config struct {
 	// gauge (RegisterMetrics); past it they are counted as dropped.
 	// Default DefaultExpiryMetricsMaxSeries.
 	ExpiryMetricsMaxSeries int
+	// RegionStaleAfter: a region none of whose agents was seen for this
+	// long is stale (GET /api/v1/regions). Default 10m; the alert engine
+	// takes the same value.
+	RegionStaleAfter time.Duration
 	// Metrics serves /metrics: the metrics of the process's roles. Nil:
 	// every metric of the default registry.
 	Metrics http.Handler
@@ -181,6 +185,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.CheckTimeout == 0 {
 		c.CheckTimeout = 30 * time.Second
+	}
+	if c.RegionStaleAfter == 0 {
+		c.RegionStaleAfter = 10 * time.Minute
 	}
 	if c.Claims == "" {
 		c.Claims = keychest.ClaimsApprove
@@ -329,7 +336,8 @@ func (s *Server) build() error {
 		Now: cfg.Now, WarningDays: cfg.WarningDays, CriticalDays: cfg.CriticalDays, CheckTimeout: cfg.CheckTimeout,
 		RateLimitGeneral: cfg.RateLimitGeneral, RateLimitCheck: cfg.RateLimitCheck, RateLimitAPIKeys: cfg.RateLimitAPIKeys,
 		Stopping: s.stopping, Quotas: cfg.Quotas, ManagedCerts: mstore,
-		ClickHouse: cfg.Audit.Conn, // the API server's one ClickHouse connection
+		ClickHouse:       cfg.Audit.Conn, // the API server's one ClickHouse connection
+		RegionStaleAfter: cfg.RegionStaleAfter,
 	}, rdb, store, auth, limits, engine, chans, logger)
 	return nil
 }

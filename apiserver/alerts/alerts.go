@@ -49,6 +49,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/managedcert"
+	"github.com/certfleet/certfleet/internal/presence"
 )
 
 // Every key carries the tenant's hash tag (events.TenantTag), so the
@@ -94,6 +95,11 @@ type Config struct {
 	// failed orders in a row (or at the first once the certificate is
 	// within CriticalDays of expiry). Default 3.
 	RenewalFailAfter int
+	// RegionStaleAfter: a region none of whose agents said it was alive
+	// for this long before a view's latest scan is stale there: its
+	// results no longer count in region_mismatch and scan_failing (its
+	// last scans are all it has, and they only age). Default 10m.
+	RegionStaleAfter time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -115,6 +121,9 @@ func (c *Config) setDefaults() {
 	if c.RenewalFailAfter == 0 {
 		c.RenewalFailAfter = 3
 	}
+	if c.RegionStaleAfter == 0 {
+		c.RegionStaleAfter = 10 * time.Minute
+	}
 }
 
 // Validate reports every problem of the configuration.
@@ -122,6 +131,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.MismatchWindow < 0 {
 		errs = append(errs, fmt.Errorf("mismatch window must not be negative, got %s", c.MismatchWindow))
+	}
+	if c.RegionStaleAfter < 0 {
+		errs = append(errs, fmt.Errorf("region stale after must not be negative, got %s", c.RegionStaleAfter))
 	}
 	if c.CriticalDays < 0 {
 		errs = append(errs, fmt.Errorf("critical days must not be negative, got %d", c.CriticalDays))
@@ -381,10 +393,14 @@ func (e *Engine) Evaluate(ctx context.Context, domainIDs []string) error {
 	if err != nil {
 		return err
 	}
+	regions, err := presence.All(ctx, e.rdb)
+	if err != nil {
+		return err
+	}
 	settings := e.settingsCache()
 	jobs := make([]*job, 0, len(domainIDs))
 	for i := range domainIDs {
-		j, err := e.prepare(ctx, snaps[i], stateCmds[i].Val(), heldCmds[i].Val() > 0, regs, managed[snaps[i].DomainID], settings)
+		j, err := e.prepare(ctx, snaps[i], stateCmds[i].Val(), heldCmds[i].Val() > 0, regs, managed[snaps[i].DomainID], regions, settings)
 		if err != nil {
 			if err := e.skip(domainIDs[i], err); err != nil {
 				return err
@@ -505,7 +521,7 @@ type job struct {
 // domain's state does not move, so its first scan after the approval is
 // evaluated.
 func (e *Engine) prepare(ctx context.Context, snap projector.Snapshot, h map[string]string, held bool,
-	regs map[string]projector.Registration, managed *managedcert.Certificate,
+	regs map[string]projector.Registration, managed *managedcert.Certificate, regions []presence.Region,
 	settings func(context.Context, string) (Settings, error)) (*job, error) {
 	st, err := decodeState(snap.DomainID, h)
 	if err != nil {
@@ -532,7 +548,7 @@ func (e *Engine) prepare(ctx context.Context, snap projector.Snapshot, h map[str
 	if name == "" {
 		name = st.name
 	}
-	f := facts{reg: regs[projector.RegistrableOf(name)], managed: managed}
+	f := facts{reg: regs[projector.RegistrableOf(name)], managed: managed, regions: regions}
 	ch, err := plan(st, snap, f, tenant, set, e.cfg, e.cfg.Now())
 	if err != nil {
 		return nil, unusable{err}
@@ -598,7 +614,11 @@ func (e *Engine) evaluateDomain(ctx context.Context, domainID string) error {
 		if err != nil {
 			return err
 		}
-		j, err := e.prepare(ctx, snap, stateCmd.Val(), heldCmd.Val() > 0, regs, managed[domainID], settings)
+		regions, err := presence.All(ctx, e.rdb)
+		if err != nil {
+			return err
+		}
+		j, err := e.prepare(ctx, snap, stateCmd.Val(), heldCmd.Val() > 0, regs, managed[domainID], regions, settings)
 		if err != nil || j == nil {
 			return e.skip(domainID, err)
 		}

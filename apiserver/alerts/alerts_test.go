@@ -17,6 +17,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/presence"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -353,6 +354,41 @@ func TestRegionMismatch(t *testing.T) {
 	f.step("us scans again long after: nothing to compare, it stays", nil, scan(t, "us", t0.Add(3*time.Hour), b))
 	f.step("eu sees b too", []string{"resolved region_mismatch: condition cleared", "raised cert_changed info"},
 		scan(t, "eu", t0.Add(3*time.Hour+time.Minute), b))
+}
+
+// A region whose agents fell silent stops counting: the disagreement it
+// was part of and its failures resolve at the next scan of another region,
+// and come back when the region does.
+func TestStaleRegionStopsCounting(t *testing.T) {
+	f := newFixture(t, 1)
+	ctx := context.Background()
+	seen := func(region string, at time.Time) {
+		t.Helper()
+		if err := presence.Seen(ctx, f.rdb, region, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.engine.PutSettings(ctx, tenant, Settings{ExpiryThresholdsDays: []int{30}, ScanFailingAfter: 1}); err != nil {
+		t.Fatal(err)
+	}
+	a := cert("192.0.2.1", "aaaa", t0.Add(90*day))
+	b := cert("192.0.2.1", "bbbb", t0.Add(90*day))
+	seen("eu", t0)
+	seen("us", t0)
+	f.step("eu sees a", nil, scan(t, "eu", t0, a))
+	f.step("us sees b and fails on another IP", []string{"raised region_mismatch warning", "raised scan_failing warning"},
+		scan(t, "us", t0.Add(time.Minute), b, refused("192.0.2.2")))
+	// us's agents last said they were alive at t0+1m; eu scans 8 minutes
+	// later: us is not stale yet (10m), nothing changes.
+	seen("us", t0.Add(time.Minute))
+	seen("eu", t0.Add(9*time.Minute))
+	f.step("eu sees a, us seen 8m ago", nil, scan(t, "eu", t0.Add(9*time.Minute), a))
+	seen("eu", t0.Add(12*time.Minute))
+	f.step("eu sees a, us silent for 11m", []string{"resolved region_mismatch: condition cleared", "resolved scan_failing: condition cleared"},
+		scan(t, "eu", t0.Add(12*time.Minute), a))
+	seen("us", t0.Add(20*time.Minute))
+	f.step("us is back and still sees b", []string{"raised region_mismatch warning", "raised scan_failing warning"},
+		scan(t, "us", t0.Add(20*time.Minute), b, refused("192.0.2.2")))
 }
 
 func TestRemoveAndRename(t *testing.T) {

@@ -211,8 +211,9 @@ func evaluate(snap projector.Snapshot, f facts, host string, st Settings, cfg Co
 		})
 	}
 
-	mismatch(snap, host, cfg.MismatchWindow, &v)
-	failing(snap, host, st.ScanFailingAfter, &v)
+	stale := f.stale(at, cfg.RegionStaleAfter)
+	mismatch(snap, host, cfg.MismatchWindow, stale, &v)
+	failing(snap, host, st.ScanFailingAfter, stale, &v)
 	registrationExpiry(f.reg, latestFact(snap, f), host, st, cfg, &v)
 	deployment(f.managed, snap, host, cfg, &v)
 	renewalFailing(f.managed, latestFact(snap, f), host, cfg, &v)
@@ -334,14 +335,22 @@ func registrationExpiry(reg projector.Registration, at time.Time, host string, s
 }
 
 // mismatch adds region_mismatch when two regions whose scans finished
-// within window of each other saw different leaves on one IP. With no such
-// pair of scans to compare, the kind is unknown.
-func mismatch(snap projector.Snapshot, host string, window time.Duration, v *verdict) {
+// within window of each other saw different leaves on one IP. Stale
+// regions do not count: with no pair to compare because of them, the
+// regions agree (an alert raised with them resolves); with no pair for
+// other reasons, the kind is unknown.
+func mismatch(snap projector.Snapshot, host string, window time.Duration, stale map[string]bool, v *verdict) {
 	byIP := map[string][]projector.ExpEntry{}
+	withStale := false
 	for _, e := range snap.Entries {
-		if e.CertificateFound && e.IP != "" {
-			byIP[e.IP] = append(byIP[e.IP], e)
+		if !e.CertificateFound || e.IP == "" {
+			continue
 		}
+		if stale[e.Region] {
+			withStale = true
+			continue
+		}
+		byIP[e.IP] = append(byIP[e.IP], e)
 	}
 	compared := false
 	where := sightings{}
@@ -373,22 +382,22 @@ func mismatch(snap projector.Snapshot, host string, window time.Duration, v *ver
 				host, window, strings.Join(pairs, "; ")),
 			ips: where.ips(), regions: where.regions(),
 		}
-	case !compared:
+	case !compared && !withStale:
 		v.unknown[events.AlertRegionMismatch] = true
 	}
 }
 
-// failing adds scan_failing when a region failed after scans in a row
-// (the name's resolution or an IP did not complete a handshake). A view
-// without entries says nothing.
-func failing(snap projector.Snapshot, host string, after int, v *verdict) {
+// failing adds scan_failing when a region that is not stale failed after
+// scans in a row (the name's resolution or an IP did not complete a
+// handshake). A view without entries says nothing.
+func failing(snap projector.Snapshot, host string, after int, stale map[string]bool, v *verdict) {
 	if len(snap.Entries) == 0 {
 		v.unknown[events.AlertScanFailing] = true
 		return
 	}
 	var regions []string
 	for r, n := range snap.Failures {
-		if n >= after {
+		if n >= after && !stale[r] {
 			regions = append(regions, r)
 		}
 	}

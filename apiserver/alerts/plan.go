@@ -15,6 +15,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/managedcert"
+	"github.com/certfleet/certfleet/internal/presence"
 )
 
 // Fields of a domain's alert state hash (alerts:state:<domain_id>).
@@ -389,11 +390,25 @@ func latestFact(snap projector.Snapshot, f facts) time.Time {
 }
 
 // facts are what a domain's alerts are evaluated on besides its view: the
-// registration of its registrable domain, and the managed certificate of
-// its name, if the tenant has certfleet order one (nil otherwise).
+// registration of its registrable domain, the managed certificate of its
+// name, if the tenant has certfleet order one (nil otherwise), and when
+// each region's agents were last seen.
 type facts struct {
 	reg     projector.Registration
 	managed *managedcert.Certificate
+	regions []presence.Region
+}
+
+// stale lists the regions stale at at: seen, but not within after. A
+// region never seen (results fed by hand) is not stale.
+func (f facts) stale(at time.Time, after time.Duration) map[string]bool {
+	out := map[string]bool{}
+	for _, r := range f.regions {
+		if r.Stale(at, after) {
+			out[r.Name] = true
+		}
+	}
+	return out
 }
 
 // latestScan is when the view's newest scan finished; zero without one.

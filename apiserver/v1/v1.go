@@ -54,6 +54,9 @@ type Config struct {
 	// ClickHouse is where GET /domains/{id}/whois/history reads the
 	// registration lookups; nil answers that route 503.
 	ClickHouse driver.Conn
+	// RegionStaleAfter: a region none of whose agents was seen for this
+	// long is shown stale by GET /regions. Default 10m.
+	RegionStaleAfter time.Duration
 }
 
 // ChannelStore is what the channels API needs of the channel store: the
@@ -94,6 +97,7 @@ func (h *Handler) Routes(r *gin.Engine) {
 	g := r.Group("/api/v1", h.render)
 	h.keyRoutes(g)
 	h.quotaRoutes(g)
+	h.regionRoutes(g)
 	h.domainRoutes(g)
 	h.checkRoutes(g)
 	h.alertRoutes(g)

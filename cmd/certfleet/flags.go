@@ -33,6 +33,7 @@ type options struct {
 	RenewalWindow       time.Duration
 	WarningDays         int
 	CriticalDays        int
+	RegionStaleAfter    time.Duration
 	CheckTimeout        time.Duration
 	Shards              int
 	Concurrency         int
@@ -197,6 +198,7 @@ func (f *flagSet) api() *flagSet {
 	f.DurationVar(&f.opts.RenewalWindow, "renewal-window", 28*24*time.Hour, "a certificate expiring within this window is renewal_due")
 	f.IntVar(&f.opts.WarningDays, "warning-days", 30, "a certificate expiring within this many days has status warning")
 	f.IntVar(&f.opts.CriticalDays, "critical-days", 7, "a certificate expiring within this many days has status critical and grade B at best")
+	f.DurationVar(&f.opts.RegionStaleAfter, "region-stale-after", 10*time.Minute, "a region none of whose agents was seen for this long is stale: GET /api/v1/regions says so and its results stop counting in region_mismatch and scan_failing")
 	f.DurationVar(&f.opts.CheckTimeout, "check-timeout", 30*time.Second, "how long POST /api/v1/check waits for every active region's scan")
 	f.IntVar(&f.opts.RateLimitGeneral, "rate-limit-general", 100, "requests a minute per API key, across replicas, to any API route")
 	f.IntVar(&f.opts.RateLimitCheck, "rate-limit-check", 10, "requests a minute per API key to POST /api/v1/check")

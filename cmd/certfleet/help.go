@@ -74,6 +74,10 @@ var commandHelp = map[string]help{
 		examples: []example{{"", "certfleet quota set --email ops@example.com --domains 50000"}}},
 	"quota clear": {about: "Drop an account's overrides: the defaults apply again.",
 		examples: []example{{"", "certfleet quota clear --email ops@example.com --domains"}}},
+	"regions list": {about: "List the regions agents were seen in, when last, and which are stale.",
+		examples: []example{{"", "certfleet regions list"}}},
+	"regions forget": {about: "Forget a region whose agents are gone for good (one still alive adds it again).",
+		examples: []example{{"", "certfleet regions forget --region us-east"}}},
 	"version": {about: "Print the release and revision of this binary.",
 		examples: []example{{"", "certfleet version"}}},
 }
@@ -98,7 +102,7 @@ func isHelp(arg string) bool {
 }
 
 // groupHelp answers `certfleet <cmd> -h` for a command with actions
-// (apikey, ca, quota, views) or without flags (version): its usage and
+// (apikey, ca, quota, regions, views) or without flags (version): its usage and
 // every action's examples. It returns flag.ErrHelp (exit status 0).
 func groupHelp(w io.Writer, cmd, usage string) error {
 	fmt.Fprintln(w, usage)

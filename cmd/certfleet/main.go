@@ -41,6 +41,7 @@ tools:
   apikey        create, list or revoke an account's /api/v1 keys
   ca            init, import or show the client certificate CA
   quota         show or override an account's limits
+  regions       list the regions agents scan from, or forget a gone one
   version       the release and revision of this binary
 
 Every flag can also be set as CERTFLEET_<FLAG> (upper case, '-' as '_').
@@ -77,6 +78,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runCA(ctx, rest, stdout, stderr)
 	case "quota":
 		err = runQuota(ctx, rest, stdout, stderr)
+	case "regions":
+		err = runRegions(ctx, rest, stdout, stderr)
 	case "scan":
 		err = runScan(ctx, rest, stdout, stderr)
 	case "version", "--version":

@@ -115,6 +115,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 			Claims: o.KeyChestClaim, ClaimQuota: o.ClaimQuota, Quotas: o.tenancyOptions.quotas(),
 			Notify: notify, CA: o.caConfig(), Audit: o.auditConfig(conn),
 			Health: gr.health, Metrics: roleMetrics(role), ExpiryMetricsMaxSeries: o.ExpiryMetricsMaxSeries,
+			RegionStaleAfter: o.RegionStaleAfter,
 		}, rdb, logger)
 		if err != nil {
 			return err
@@ -124,7 +125,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		}
 		gr.add(api.Run)
 		gr.add(api.RunRenewal)
-		eng, err := alerts.New(alerts.Config{CriticalDays: o.CriticalDays, DeployGrace: o.DeployGrace}, rdb, logger)
+		eng, err := alerts.New(alerts.Config{CriticalDays: o.CriticalDays, DeployGrace: o.DeployGrace, RegionStaleAfter: o.RegionStaleAfter}, rdb, logger)
 		if err != nil {
 			return err
 		}
