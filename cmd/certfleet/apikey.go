@@ -64,7 +64,7 @@ func runAPIKey(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usagef("--id is required")
 	}
 
-	rdb, err := openRedis(ctx, o.RedisURL, 0)
+	rdb, err := openRedis(ctx, o, 0)
 	if err != nil {
 		return err
 	}

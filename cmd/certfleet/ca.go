@@ -69,7 +69,7 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
-	rdb, err := openRedis(ctx, o.RedisURL, 0)
+	rdb, err := openRedis(ctx, o, 0)
 	if err != nil {
 		return err
 	}

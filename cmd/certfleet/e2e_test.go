@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/certfleet/certfleet/agent/lab"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/presence"
@@ -61,10 +63,35 @@ func TestEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test")
 	}
+	rs := testenv.Redis(t)
+	endToEnd(t, rs.Client(t), "--redis-url", rs.URL)
+}
+
+// TestEndToEndRedisCluster is the same run on a Redis Cluster of three
+// masters (--redis-cluster): every role's keys, streams and scripts spread
+// over three processes by hash tag, so a command or script spanning slots
+// fails here as it would in production.
+func TestEndToEndRedisCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	c := testenv.RedisClusterOf(t, 3)
+	endToEnd(t, c.Client(t), "--redis-url", c.URL, "--redis-cluster")
+	// The run's keys really spread over the three processes.
+	for _, n := range c.Nodes {
+		keys, err := n.Client(t).DBSize(context.Background()).Result()
+		if err != nil || keys == 0 {
+			t.Errorf("node %s holds %d keys (%v), want some of the run's", n.Addr, keys, err)
+		}
+	}
+}
+
+// endToEnd runs the fleet with the Redis flags given; rdb reads the same
+// Redis.
+func endToEnd(t *testing.T, rdb redis.UniversalClient, redisFlags ...string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ch := testenv.ClickHouse(t)
-	rs := testenv.Redis(t)
 	fleet, err := lab.Start(ctx, lab.Config{}, testenv.Logger(t))
 	if err != nil {
 		t.Fatalf("start lab: %v", err)
@@ -78,11 +105,11 @@ func TestEndToEnd(t *testing.T) {
 
 	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	base := "http://" + listen + "/api/v1.0"
-	common := []string{
-		"--redis-url", rs.URL, "--shards", "4", "--log-level", "warn",
+	common := append(redisFlags,
+		"--shards", "4", "--log-level", "warn",
 		"--resolver", fleet.ResolverAddr(), "--extra-roots", rootsPath,
 		"--allow-targets", strings.Join(fleet.AllowTargets(), ","),
-	}
+	)
 	// The agent takes the default consumer name (the hostname).
 	procs := map[string][]string{
 		"all (eu-west)": append([]string{"all", "--region", "eu-west", "--name", "e2e-1",
@@ -184,7 +211,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// Both agents keep their regions marked alive.
-	if active, err := presence.Active(ctx, rs.Client(t), added.Add(-time.Minute)); err != nil || strings.Join(active, ",") != strings.Join(regions, ",") {
+	if active, err := presence.Active(ctx, rdb, added.Add(-time.Minute)); err != nil || strings.Join(active, ",") != strings.Join(regions, ",") {
 		t.Errorf("active regions: got %v (%v), want %v", active, err, regions)
 	}
 

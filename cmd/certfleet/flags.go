@@ -21,6 +21,7 @@ import (
 // uses, so `certfleet agent -h` lists only the agent's.
 type options struct {
 	RedisURL            string
+	RedisCluster        bool
 	ClickHouseDSN       string
 	Listen              string
 	MetricsListen       string
@@ -182,7 +183,8 @@ func (f *flagSet) applyConfig(path string) error {
 
 func (f *flagSet) redis() *flagSet {
 	defer f.group("Redis")()
-	f.StringVar(&f.opts.RedisURL, "redis-url", "redis://127.0.0.1:6379/0", "Redis URL")
+	f.StringVar(&f.opts.RedisURL, "redis-url", "redis://127.0.0.1:6379/0", "Redis URL; with --redis-cluster, one node of the cluster and more as ?addr=host:port&addr=...")
+	f.BoolVar(&f.opts.RedisCluster, "redis-cluster", false, "Redis is a Redis Cluster: commands go to the node owning each key's slot")
 	return f
 }
 

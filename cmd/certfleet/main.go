@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -126,20 +127,31 @@ func newLogger(level string, w io.Writer) (*zap.Logger, error) {
 	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
 }
 
-func openRedis(ctx context.Context, url string, poolSize int) (*redis.Client, error) {
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, fmt.Errorf("redis url: %w", err)
+func openRedis(ctx context.Context, o *options, poolSize int) (redis.UniversalClient, error) {
+	var (
+		rdb  redis.UniversalClient
+		addr string
+	)
+	if o.RedisCluster {
+		opts, err := redis.ParseClusterURL(o.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("redis cluster url: %w", err)
+		}
+		opts.PoolSize = max(opts.PoolSize, poolSize)
+		rdb, addr = redis.NewClusterClient(opts), strings.Join(opts.Addrs, ",")
+	} else {
+		opts, err := redis.ParseURL(o.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("redis url: %w", err)
+		}
+		opts.PoolSize = max(opts.PoolSize, poolSize)
+		rdb, addr = redis.NewClient(opts), opts.Addr
 	}
-	if poolSize > opts.PoolSize {
-		opts.PoolSize = poolSize
-	}
-	rdb := redis.NewClient(opts)
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := rdb.Ping(pingCtx).Err(); err != nil {
 		_ = rdb.Close()
-		return nil, fmt.Errorf("redis %s: %w", opts.Addr, err)
+		return nil, fmt.Errorf("redis %s: %w", addr, err)
 	}
 	return rdb, nil
 }

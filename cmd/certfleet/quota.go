@@ -56,7 +56,7 @@ func runQuota(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usagef("--email: %w", err)
 	}
 	tenant := events.TenantID(email)
-	rdb, err := openRedis(ctx, fs.opts.RedisURL, 0)
+	rdb, err := openRedis(ctx, fs.opts, 0)
 	if err != nil {
 		return err
 	}

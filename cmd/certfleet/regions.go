@@ -36,7 +36,7 @@ func runRegions(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if action == "forget" && fs.opts.Region == "" {
 		return usagef("--region names the region to forget")
 	}
-	rdb, err := openRedis(ctx, fs.opts.RedisURL, 0)
+	rdb, err := openRedis(ctx, fs.opts, 0)
 	if err != nil {
 		return err
 	}

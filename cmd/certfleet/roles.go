@@ -85,7 +85,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	// Stream consumers read without blocking (events/stream), so each
 	// holds at most one connection at a time; the API's requests and the
 	// notifier's workers take the rest.
-	rdb, err := openRedis(ctx, o.RedisURL, 64)
+	rdb, err := openRedis(ctx, o, 64)
 	if err != nil {
 		return err
 	}
@@ -270,7 +270,7 @@ func runMigrate(ctx context.Context, args []string, stderr io.Writer) error {
 
 func runRebuild(ctx context.Context, args []string, stderr io.Writer) error {
 	return runSchemaTool(ctx, "views rebuild", args, stderr, func(ctx context.Context, o *options, conn driver.Conn, logger *zap.Logger) error {
-		rdb, err := openRedis(ctx, o.RedisURL, 0)
+		rdb, err := openRedis(ctx, o, 0)
 		if err != nil {
 			return err
 		}

@@ -127,14 +127,14 @@ const ClusterEnv = "CERTFLEET_TEST_REDIS_CLUSTER"
 // or a single-node Redis Cluster when ClusterEnv is set (see RedisCluster).
 func Redis(t testing.TB) *RedisServer {
 	t.Helper()
-	return startRedis(t, os.Getenv(ClusterEnv) == "1", "--save", "", "--appendonly", "no")
+	return startRedis(t, envMode(), "--save", "", "--appendonly", "no")
 }
 
 // RedisAOF starts a fresh redis-server that writes every command to its
 // append-only file before answering, so that Restart keeps every write.
 func RedisAOF(t testing.TB) *RedisServer {
 	t.Helper()
-	return startRedis(t, os.Getenv(ClusterEnv) == "1", "--save", "", "--appendonly", "yes", "--appendfsync", "always")
+	return startRedis(t, envMode(), "--save", "", "--appendonly", "yes", "--appendfsync", "always")
 }
 
 // Restart kills the server (SIGKILL) and starts it again on the same port
@@ -176,11 +176,97 @@ func (s *RedisServer) Start(t testing.TB) {
 // prove that.
 func RedisCluster(t testing.TB) *RedisServer {
 	t.Helper()
-	return startRedis(t, true, "--save", "", "--appendonly", "no")
+	return startRedis(t, oneNodeCluster, "--save", "", "--appendonly", "no")
 }
 
-func startRedis(t testing.TB, cluster bool, extra ...string) *RedisServer {
+// Cluster is a Redis Cluster of several masters on loopback.
+type Cluster struct {
+	Nodes []*RedisServer
+	// URL names every node, as certfleet --redis-cluster takes it
+	// (redis://first?addr=second&addr=third).
+	URL string
+}
+
+// Client opens a cluster client, closed when the test ends.
+func (c *Cluster) Client(t testing.TB) *redis.ClusterClient {
+	addrs := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		addrs[i] = n.Addr
+	}
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, PoolSize: 64})
+	t.Cleanup(func() { _ = cc.Close() })
+	return cc
+}
+
+// RedisClusterOf starts a fresh Redis Cluster of masters nodes for this
+// test, the 16384 slots split evenly between them: keys of different hash
+// tags live on different processes, so a command, script or transaction
+// that spans slots fails (CROSSSLOT), and clients must follow MOVED.
+func RedisClusterOf(t testing.TB, masters int) *Cluster {
 	t.Helper()
+	c := &Cluster{}
+	for range masters {
+		c.Nodes = append(c.Nodes, startRedis(t, clusterNode, "--save", "", "--appendonly", "no"))
+	}
+	ctx := context.Background()
+	var q []string
+	for i, n := range c.Nodes {
+		nc := redis.NewClient(&redis.Options{Addr: n.Addr})
+		from, to := i*16384/masters, (i+1)*16384/masters-1
+		err := nc.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", from, to).Err()
+		if err == nil && i > 0 {
+			host, port, _ := net.SplitHostPort(c.Nodes[0].Addr)
+			err = nc.ClusterMeet(ctx, host, port).Err()
+			q = append(q, "addr="+n.Addr)
+		}
+		_ = nc.Close()
+		if err != nil {
+			t.Fatalf("redis cluster node %s: %v", n.Addr, err)
+		}
+	}
+	for _, n := range c.Nodes {
+		nc := redis.NewClient(&redis.Options{Addr: n.Addr})
+		err := waitFor(30*time.Second, func() error {
+			info, err := nc.ClusterInfo(ctx).Result()
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d", masters)) {
+				return fmt.Errorf("cluster not ready: %s", info)
+			}
+			return nil
+		})
+		_ = nc.Close()
+		if err != nil {
+			t.Fatalf("redis cluster of %d did not form: %v", masters, err)
+		}
+	}
+	c.URL = "redis://" + c.Nodes[0].Addr + "?" + strings.Join(q, "&")
+	return c
+}
+
+// redisMode is how startRedis runs a server.
+type redisMode int
+
+const (
+	plainRedis redisMode = iota
+	// oneNodeCluster: cluster mode, the node owning every slot.
+	oneNodeCluster
+	// clusterNode: cluster mode, no slots yet (RedisClusterOf gives them).
+	clusterNode
+)
+
+// envMode is oneNodeCluster when ClusterEnv is set, plainRedis otherwise.
+func envMode() redisMode {
+	if os.Getenv(ClusterEnv) == "1" {
+		return oneNodeCluster
+	}
+	return plainRedis
+}
+
+func startRedis(t testing.TB, mode redisMode, extra ...string) *RedisServer {
+	t.Helper()
+	cluster := mode != plainRedis
 	bin := lookBinary(t, "redis-server")
 	dir := t.TempDir()
 	for attempt := 0; ; attempt++ {
@@ -195,7 +281,7 @@ func startRedis(t testing.TB, cluster bool, extra ...string) *RedisServer {
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		c := redis.NewClient(&redis.Options{Addr: addr})
 		err := waitFor(10*time.Second, func() error { return c.Ping(context.Background()).Err() })
-		if err == nil && cluster {
+		if err == nil && mode == oneNodeCluster {
 			err = ownAllSlots(c)
 		}
 		_ = c.Close()
