@@ -143,3 +143,18 @@ func ReadAllEvents(ctx context.Context, rdb redis.UniversalClient) ([]Envelope, 
 	}
 	return out, nil
 }
+
+// ReadEventsNamed is ReadAllEvents of one event name: for tools and tests.
+func ReadEventsNamed(ctx context.Context, rdb redis.UniversalClient, name string) ([]Envelope, error) {
+	all, err := ReadAllEvents(ctx, rdb)
+	if err != nil {
+		return nil, err
+	}
+	var out []Envelope
+	for _, e := range all {
+		if e.Name == name {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}

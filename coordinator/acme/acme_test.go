@@ -126,17 +126,11 @@ func (e *env) verify(tenant, domain string, names ...string) managedcert.Certifi
 
 func eventsNamed(t *testing.T, rdb *redis.Client, name string) []events.Envelope {
 	t.Helper()
-	all, err := events.ReadAllEvents(context.Background(), rdb)
+	evs, err := events.ReadEventsNamed(context.Background(), rdb, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []events.Envelope
-	for _, ev := range all {
-		if ev.Name == name {
-			out = append(out, ev)
-		}
-	}
-	return out
+	return evs
 }
 
 func TestIssueRenewRevoke(t *testing.T) {

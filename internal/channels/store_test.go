@@ -50,17 +50,11 @@ func ptr[T any](v T) *T { return &v }
 // streamEvents returns the events named name, oldest first.
 func streamEvents(t *testing.T, rdb *redis.Client, name string) []events.Envelope {
 	t.Helper()
-	all, err := events.ReadAllEvents(context.Background(), rdb)
+	evs, err := events.ReadEventsNamed(context.Background(), rdb, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []events.Envelope
-	for _, ev := range all {
-		if ev.Name == name {
-			out = append(out, ev)
-		}
-	}
-	return out
+	return evs
 }
 
 func TestStoreValidationAndTenancy(t *testing.T) {
