@@ -2,8 +2,6 @@ package schema_test
 
 import (
 	"context"
-	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -85,15 +83,7 @@ func TestMigrateEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var wg sync.WaitGroup
-	errs := make([]error, 3)
-	for i := range errs {
-		wg.Go(func() { errs[i] = schema.Migrate(ctx, db.Conn(t), testenv.Logger(t)) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatalf("concurrent migrate: %v", err)
-	}
+	migrateConcurrently(t, db)
 	check := func(t *testing.T) {
 		t.Helper()
 		got, seen := replayed(t, ctx, db)

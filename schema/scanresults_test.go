@@ -156,15 +156,7 @@ func TestMigrateScanResults(t *testing.T) {
 	insertOld(t, db, jobs[1], "192.0.2.1", &clamped, started.Add(time.Hour))
 	insertOld(t, db, jobs[2], "", nil, started.Add(2*time.Hour))
 
-	var wg sync.WaitGroup
-	errs := make([]error, 3)
-	for i := range errs {
-		wg.Go(func() { errs[i] = schema.Migrate(ctx, db.Conn(t), testenv.Logger(t)) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatalf("concurrent migrate: %v", err)
-	}
+	migrateConcurrently(t, db)
 	check := func(t *testing.T) {
 		t.Helper()
 		got, err := schema.ScanHistory(ctx, conn, "tenant-1", "dom-1", 100)
@@ -199,6 +191,21 @@ func TestMigrateScanResults(t *testing.T) {
 	check(t)
 
 	reshapeAgain(t, db, 4, "scan_results_v3_", check)
+}
+
+// migrateConcurrently runs three migrations at once, as three processes
+// starting together do.
+func migrateConcurrently(t *testing.T, db testenv.ClickHouseDB) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range errs {
+		wg.Go(func() { errs[i] = schema.Migrate(context.Background(), db.Conn(t), testenv.Logger(t)) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("concurrent migrate: %v", err)
+	}
 }
 
 // reshapeAgain is a process that died after a reshape's swap, before
