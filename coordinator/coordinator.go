@@ -127,6 +127,9 @@ type Config struct {
 	// ones; its Max is capped at RegistrationInterval. Default 15m
 	// doubling up to RegistrationInterval.
 	RegistrationRetry backoff.Policy
+	// TrimEvery is how often the streams are trimmed of what every
+	// consumer group has read and acknowledged (TrimStreams); 0 never.
+	TrimEvery time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -273,6 +276,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		defer wg.Done()
 		c.loop(ctx, c.cfg.Tick, c.dispatch)
 	}()
+	if c.cfg.TrimEvery > 0 {
+		wg.Go(func() { c.loop(ctx, c.cfg.TrimEvery, c.TrimStreams) })
+	}
 	wg.Go(func() {
 		// Not fatal: the next start tries again.
 		if err := c.backfillRegistrations(ctx); err != nil && ctx.Err() == nil {
@@ -297,6 +303,32 @@ func (c *Coordinator) loop(ctx context.Context, every time.Duration, f func(cont
 		case <-t.C:
 			f(ctx)
 		}
+	}
+}
+
+// TrimStreams removes from every stream of the pipeline what every
+// consumer group has read and acknowledged (stream.TrimAcknowledged): the
+// policy that keeps a stream's memory to its backlog. XADD's MAXLEN ~
+// (events.DefaultMaxLen) stays as the backstop for a group that stopped
+// reading for good. Several coordinators trimming at once is harmless.
+func (c *Coordinator) TrimStreams(ctx context.Context) {
+	streams := append(events.EventStreams(), events.StreamResults, events.StreamRegistrationJobs)
+	for i := range c.cfg.Shards {
+		streams = append(streams, events.JobStream(i))
+	}
+	var total int64
+	for _, st := range streams {
+		n, err := stream.TrimAcknowledged(ctx, c.rdb, st)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.logger.Warn("trim stream failed", zap.String("stream", st), zap.Error(err))
+			}
+			return
+		}
+		total += n
+	}
+	if total > 0 {
+		c.logger.Debug("trimmed acknowledged stream entries", zap.Int64("entries", total))
 	}
 }
 

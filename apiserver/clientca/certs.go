@@ -28,6 +28,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/events/stream"
 )
 
 // Limits of a request.
@@ -64,9 +65,12 @@ type Cert struct {
 	Notes              string
 	Serial             *big.Int
 	CreatedAt          time.Time
-	ExpiresAt          time.Time
-	Revoked            bool
-	RevokedAt          *time.Time
+	// issuedEntry is the issued event's entry id: it orders certificates
+	// created in one millisecond.
+	issuedEntry string
+	ExpiresAt   time.Time
+	Revoked     bool
+	RevokedAt   *time.Time
 	// Reason is the RFC 5280 reason name of a revocation (see ReasonCode).
 	Reason               string
 	RenewalEnabled       bool
@@ -465,7 +469,9 @@ func sha256Hex(b []byte) string {
 // ARGV: id, tenant, serial, created ms, renewal due ms ("" = none), maxlen,
 // old id ("" = not a renewal), auto ("1": only when due), now ms, field
 // count, fields, issued event field count, its fields, then the renewed
-// event's fields (renewal only). Returns "created", "taken" (id or serial
+// event's fields (renewal only). The issued event's entry id is kept as
+// issued_entry: it orders certificates created in one millisecond. Returns
+// "created", "taken" (id or serial
 // exists), or for a renewal "not-found", "revoked", "renewed", "not-due".
 var storeCertScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return 'taken' end
@@ -487,7 +493,8 @@ redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[1])
 if ARGV[5] ~= '' then redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1]) end
 local ne = tonumber(ARGV[11 + nf])
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 12 + nf, 11 + nf + ne))
+local sid = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 12 + nf, 11 + nf + ne))
+redis.call('HSET', KEYS[1], 'issued_entry', sid)
 if ARGV[7] ~= '' then
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 12 + nf + ne))
 end
@@ -607,14 +614,16 @@ func (s *Store) BySerial(ctx context.Context, serial *big.Int) (Cert, error) {
 // recordFields are what List and Get read (not the PEMs, nor the key).
 var recordFields = []string{"tenant_id", "common_name", "email", "organization", "organizational_unit",
 	"cert_usage", "notes", "serial", "created_at", "expires_at", "revoked_at", "reason", "renewal_enabled",
-	"renewal_threshold_days", "key_generated", "renewed_from", "renewed_by", "days_valid", "key_type", "sha256"}
+	"renewal_threshold_days", "key_generated", "renewed_from", "renewed_by", "days_valid", "key_type", "sha256",
+	"issued_entry"}
 
 func certFromRecord(id string, rec map[string]string) Cert {
 	serial, _ := new(big.Int).SetString(rec["serial"], 10)
 	threshold, _ := strconv.Atoi(rec["renewal_threshold_days"])
 	days, _ := strconv.Atoi(rec["days_valid"])
 	c := Cert{
-		ID: id, TenantID: rec["tenant_id"], CommonName: rec["common_name"], Email: rec["email"],
+		issuedEntry: rec["issued_entry"],
+		ID:          id, TenantID: rec["tenant_id"], CommonName: rec["common_name"], Email: rec["email"],
 		Organization: rec["organization"], OrganizationalUnit: rec["organizational_unit"], Usage: rec["cert_usage"],
 		Notes: rec["notes"], Serial: serial, CreatedAt: msTime(rec["created_at"]), ExpiresAt: msTime(rec["expires_at"]),
 		Reason: rec["reason"], RenewalEnabled: rec["renewal_enabled"] == "1", RenewalThresholdDays: threshold,
@@ -671,7 +680,14 @@ func (s *Store) List(ctx context.Context, tenantID string, f Filter) ([]Cert, er
 			out = append(out, c)
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
+	// Newest first; of one millisecond, the later issued (records from
+	// before issued_entry keep the set's order).
+	sort.SliceStable(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.After(out[j].CreatedAt)
+		}
+		return stream.CompareIDs(out[i].issuedEntry, out[j].issuedEntry) > 0
+	})
 	return out, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"math/big"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -896,5 +897,37 @@ func TestConfigValidate(t *testing.T) {
 		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
 			t.Errorf("%s: got %v, want %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+// Certificates created in one millisecond list in the order they were
+// issued, newest first (TestTenancyAndList once saw two of them swapped
+// under load).
+func TestListOrderWithinOneMillisecond(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	s := newStore(t, rdb, testPass, func() time.Time { return at })
+	if _, err := s.Init(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 6 {
+		c, err := s.Create(ctx, tenantA, CreateRequest{CommonName: "c" + strconv.Itoa(i), GenerateKey: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append([]string{c.ID}, want...)
+	}
+	got, err := s.List(ctx, tenantA, Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, c := range got {
+		ids = append(ids, c.ID)
+	}
+	if strings.Join(ids, ",") != strings.Join(want, ",") {
+		t.Errorf("got %v, want %v (newest issued first)", ids, want)
 	}
 }

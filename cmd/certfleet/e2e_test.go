@@ -113,7 +113,7 @@ func endToEnd(t *testing.T, rdb redis.UniversalClient, redisFlags ...string) {
 	// The agent takes the default consumer name (the hostname).
 	procs := map[string][]string{
 		"all (eu-west)": append([]string{"all", "--region", "eu-west", "--name", "e2e-1",
-			"--clickhouse-dsn", ch.DSN, "--listen", listen}, common...),
+			"--clickhouse-dsn", ch.DSN, "--listen", listen, "--stream-trim-interval", "1s"}, common...),
 		"agent (us-east)": append([]string{"agent", "--region", "us-east",
 			"--metrics-listen", ""}, common...),
 	}
@@ -264,6 +264,25 @@ func endToEnd(t *testing.T, rdb redis.UniversalClient, redisFlags ...string) {
 				checkHistory(t, tg.Name+" "+region+" "+x.IP, x, r)
 			}
 		}
+	}
+
+	// Once every group has read and acknowledged the scans (the history
+	// above is the sink's), the coordinator trims them from the results
+	// stream: its memory is its backlog, not its history.
+	scans := int64(len(targets) * len(regions))
+	for {
+		n, err := rdb.XLen(ctx, events.StreamResults).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < scans {
+			t.Logf("results stream trimmed to %d entries of %d scans", n, scans)
+			break
+		}
+		if time.Now().After(deadline.Add(10 * time.Second)) {
+			t.Fatalf("results stream still holds %d entries of %d scans, all stored and acknowledged", n, scans)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }
 

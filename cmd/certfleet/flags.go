@@ -31,6 +31,7 @@ type options struct {
 	AllowTargets        string
 	AllowWebhookTargets string
 	ScanInterval        time.Duration
+	StreamTrimInterval  time.Duration
 	RenewalWindow       time.Duration
 	WarningDays         int
 	CriticalDays        int
@@ -245,6 +246,7 @@ func (f *flagSet) consumers() *flagSet {
 func (f *flagSet) coordinator() *flagSet {
 	defer f.group("schedule")()
 	f.DurationVar(&f.opts.ScanInterval, "scan-interval", 12*time.Hour, "how often each domain is rescanned")
+	f.DurationVar(&f.opts.StreamTrimInterval, "stream-trim-interval", time.Minute, "how often the streams are trimmed of the entries every consumer group has read and acknowledged (0: never; XADD's MAXLEN ~2,000,000 per stream still applies)")
 	return f.registrationCoordinator()
 }
 

@@ -5,7 +5,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -116,7 +115,7 @@ func addNotifier(gr *group, role string, o *options, rdb redis.UniversalClient, 
 		return fmt.Errorf("notifier: %w", err)
 	}
 	gr.register(n)
-	if err := n.RegisterMetrics(prometheus.DefaultRegisterer); err != nil {
+	if err := n.RegisterMetrics(roleRegisterer); err != nil {
 		return err
 	}
 	gr.add(n.Run)

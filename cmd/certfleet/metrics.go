@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 
@@ -65,4 +66,24 @@ func roleGatherer(role string) prometheus.Gatherer {
 func roleMetrics(role string) http.Handler {
 	return promhttp.InstrumentMetricHandler(prometheus.DefaultRegisterer,
 		promhttp.HandlerFor(roleGatherer(role), promhttp.HandlerOpts{}))
+}
+
+// roleRegisterer is where a role registers the collectors bound to its
+// own objects (the API server's expiry gauge, the notifier's queue depth).
+// A collector takes the place of one already registered with the same
+// metrics, so a process that runs a role again (the tests run
+// `certfleet all` more than once in one binary) serves the new role's
+// values instead of failing to start.
+var roleRegisterer prometheus.Registerer = replacing{prometheus.DefaultRegisterer}
+
+type replacing struct{ prometheus.Registerer }
+
+func (r replacing) Register(c prometheus.Collector) error {
+	err := r.Registerer.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		r.Registerer.Unregister(are.ExistingCollector)
+		return r.Registerer.Register(c)
+	}
+	return err
 }

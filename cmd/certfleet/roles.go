@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -120,7 +119,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		if err != nil {
 			return err
 		}
-		if err := api.RegisterMetrics(prometheus.DefaultRegisterer); err != nil {
+		if err := api.RegisterMetrics(roleRegisterer); err != nil {
 			return err
 		}
 		gr.add(api.Run)
@@ -139,7 +138,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	if role == "all" || role == "coordinator" {
 		co, err := coordinator.New(coordinator.Config{
 			Name: o.Name, Interval: o.ScanInterval, Shards: o.Shards, ClaimIdle: o.ClaimIdle,
-			RegistrationInterval: o.RegistrationInterval,
+			RegistrationInterval: o.RegistrationInterval, TrimEvery: o.StreamTrimInterval,
 		}, rdb, logger)
 		if err != nil {
 			return err

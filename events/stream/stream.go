@@ -357,10 +357,10 @@ func (c *Consumer) deliveries(ctx context.Context, sts []redis.XStream) (map[[2]
 		}
 		lo, hi := st.Messages[0].ID, st.Messages[0].ID
 		for _, m := range st.Messages {
-			if compareIDs(m.ID, lo) < 0 {
+			if CompareIDs(m.ID, lo) < 0 {
 				lo = m.ID
 			}
-			if compareIDs(m.ID, hi) > 0 {
+			if CompareIDs(m.ID, hi) > 0 {
 				hi = m.ID
 			}
 		}
@@ -382,8 +382,8 @@ func (c *Consumer) deliveries(ctx context.Context, sts []redis.XStream) (map[[2]
 	return counts, nil
 }
 
-// compareIDs orders two stream ids.
-func compareIDs(a, b string) int {
+// CompareIDs orders two stream ids (-1, 0, 1); "" is before every id.
+func CompareIDs(a, b string) int {
 	am, as := splitID(a)
 	bm, bs := splitID(b)
 	switch {

@@ -539,17 +539,19 @@ func TestSlowHandlerKeepsItsEntries(t *testing.T) {
 			var mu sync.Mutex
 			calls := map[string]int{}
 			started := make(chan struct{}, 2)
-			const claimIdle = 200 * time.Millisecond
+			// 1 s, touches every 333 ms: at 200 ms a loaded CI machine
+			// (load 11 on 2 cores, -race) once stalled a touch past it.
+			const claimIdle = time.Second
 			slow := func(consumer string) stream.Handler {
 				return func(ctx context.Context, e stream.Entry) error {
 					mu.Lock()
 					calls[consumer]++
 					mu.Unlock()
 					started <- struct{}{}
-					// Ten claim periods: without keep-alives the other
+					// Five claim periods: without keep-alives the other
 					// consumer (or this one's own claimer) takes it.
 					select {
-					case <-time.After(10 * claimIdle):
+					case <-time.After(5 * claimIdle):
 					case <-ctx.Done():
 						return ctx.Err()
 					}

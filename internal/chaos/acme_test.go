@@ -30,7 +30,7 @@ func TestACMEReplicasAndCARestart(t *testing.T) {
 		addr := f.addr()
 		f.metrics[name] = "http://" + addr + "/metrics"
 		f.start(name, "coordinator", "--name", name, "--metrics-listen", addr, "--clickhouse-dsn", f.ch.DSN,
-			"--shards", strconv.Itoa(shards), "--secrets-passphrase", pass,
+			"--shards", strconv.Itoa(shards), "--stream-trim-interval", "0", "--secrets-passphrase", pass,
 			"--acme-directory", ca.DirectoryURL, "--acme-ca-roots", ca.RootsFile, "--acme-dns-resolvers", ca.DNSAddr,
 			"--allow-dns-targets", "127.0.0.0/8", "--acme-retry-min", "2s")
 	}

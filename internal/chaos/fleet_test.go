@@ -202,8 +202,10 @@ func newFleetWith(t *testing.T, s settings, tarpitIPs int) *fleet {
 	f.start("apiserver", "apiserver", "--name", "api-1", "--listen", apiAddr, "--clickhouse-dsn", f.ch.DSN)
 	coAddr := f.addr()
 	f.metrics["coordinator"] = "http://" + coAddr + "/metrics"
+	// The suite judges the fleet by what the streams hold (accepted,
+	// ackedJobs): no trimming, so they keep it all.
 	f.start("coordinator", "coordinator", "--name", "co-1", "--metrics-listen", coAddr, "--clickhouse-dsn", f.ch.DSN,
-		"--scan-interval", s.interval.String(), "--shards", strconv.Itoa(shards))
+		"--scan-interval", s.interval.String(), "--shards", strconv.Itoa(shards), "--stream-trim-interval", "0")
 	agAddr := f.addr()
 	f.metrics["agent"] = "http://" + agAddr + "/metrics"
 	f.start("agent", "agent", "--name", "agent-1", "--region", region, "--metrics-listen", agAddr,
