@@ -1,0 +1,283 @@
+package scalebench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/alerts"
+	"github.com/certfleet/certfleet/apiserver/projector"
+	"github.com/certfleet/certfleet/coordinator"
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// budget is the Redis memory per domain the design allows for everything
+// but the streams (issue 16: at most 1.5 KB per domain in all). Not met
+// yet: the views hold every region's and IP's certificate facts in full
+// (docs/scaling.md). ceiling is what the test holds the code to meanwhile,
+// the measured 6.2 KB and some room, so that it only goes down.
+const (
+	budget  = 1536
+	ceiling = 6800
+)
+
+// regions and ips shape each domain's view: every domain seen from three
+// regions at two addresses.
+var regions = []string{"eu-west", "us-east", "ap-south"}
+
+// TestRedisMemoryPerDomain loads domains across tenants (100 per tenant)
+// through the accounts store, lets the coordinator schedule them and the
+// projector and alert engine apply a scan of each from every region, then
+// adds up MEMORY USAGE of every key by component. It fails when the
+// domains cost more than they did when measured (ceiling), or a key
+// belongs to no component this test knows (a new key family must be
+// placed in the budget).
+func TestRedisMemoryPerDomain(t *testing.T) {
+	n := 2000
+	if v := os.Getenv("CERTFLEET_BENCH_DOMAINS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 100 {
+			t.Fatalf("CERTFLEET_BENCH_DOMAINS=%q: want a number of domains, at least 100", v)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rdb := testenv.Redis(t).Client(t)
+	logger := zap.NewNop()
+
+	store, err := accounts.New(accounts.Config{}, rdb, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	co, err := coordinator.New(coordinator.Config{Name: "co", Shards: events.DefaultShards, Interval: 12 * time.Hour}, rdb, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := alerts.New(alerts.Config{}, rdb, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proj, err := projector.New(projector.Config{Consumer: "proj", Evaluator: eng}, rdb, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { _ = co.Run(ctx) })
+	wg.Go(func() { _ = proj.Run(ctx) })
+
+	// Domains, 100 per tenant, added by 8 clients at once.
+	start := time.Now()
+	type dom struct{ id, tenant, host string }
+	doms := make([]dom, n)
+	var next atomic.Int64
+	var addErr atomic.Value
+	var adders sync.WaitGroup
+	for range 8 {
+		adders.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				tenant := events.TenantID(fmt.Sprintf("owner%d@example.com", i/100))
+				host := fmt.Sprintf("www%d.shop%d.example", i%100, i/100)
+				d, _, err := store.AddDomain(ctx, tenant, accounts.NewDomain{Host: host, Port: 443, Tags: []string{"prod"}})
+				if err != nil {
+					addErr.Store(err)
+					return
+				}
+				doms[i] = dom{d.ID, tenant, host}
+			}
+		})
+	}
+	adders.Wait()
+	if err, ok := addErr.Load().(error); ok {
+		t.Fatalf("add domain: %v", err)
+	}
+	t.Logf("added %d domains in %s (%.0f/s, 8 clients)", n, time.Since(start).Round(time.Millisecond), float64(n)/time.Since(start).Seconds())
+
+	// A scan of each domain from every region, as the agents publish them.
+	start = time.Now()
+	notAfter := time.Now().Add(60 * 24 * time.Hour).UTC().Truncate(time.Second)
+	pipe := rdb.Pipeline()
+	for i, d := range doms {
+		for _, region := range regions {
+			job := uuid.New()
+			p := events.ScanCompletedV1{JobID: job, DomainID: d.id, Host: d.host, Port: 443, Region: region, Agent: region + "-1",
+				ScheduledAt: start, StartedAt: start, FinishedAt: start.Add(300 * time.Millisecond)}
+			for ip := range 2 {
+				p.Results = append(p.Results, events.IPResult{
+					IP: fmt.Sprintf("198.51.%d.%d", i%250, ip+1), Outcome: events.OutcomeOK, CertificateFound: true,
+					Subject: "CN=" + d.host, Issuer: "CN=Example Issuing CA 1,O=Example", SANs: []string{d.host},
+					NotBefore: notAfter.Add(-90 * 24 * time.Hour), NotAfter: notAfter,
+					LeafSHA256: fmt.Sprintf("%064x", i), ChainLength: 2, ChainValid: true, HostnameValid: true,
+					TLSVersion: "TLS 1.3", ConnectMS: 12, HandshakeMS: 30,
+				})
+			}
+			e, err := events.NewWithID(events.ScanEventID(job, region), events.ScanCompleted, d.tenant, d.id, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			values, err := e.StreamValues()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: events.StreamResults, Values: values})
+		}
+		if pipe.Len() >= 300 || i == len(doms)-1 {
+			if _, err := pipe.Exec(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Wait until the projector applied every scan and the coordinator
+	// scheduled every domain.
+	deadline := time.Now().Add(time.Duration(n/50+60) * time.Second)
+	for {
+		lag, scheduled := projectorLag(t, ctx, rdb), scheduledCount(t, ctx, rdb)
+		if lag == 0 && scheduled == int64(n) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: projector %d entries behind, %d of %d domains scheduled", time.Since(start).Round(time.Second), lag, scheduled, n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("%d scans applied and %d domains scheduled %s after the first scan was published", n*len(regions), n, time.Since(start).Round(time.Millisecond))
+	cancel()
+	wg.Wait()
+
+	// Trim what every group acknowledged, as the coordinator does each
+	// minute, then add up the keys.
+	co.TrimStreams(context.Background())
+	byComp, streams, unknown := usage(t, rdb)
+	if len(unknown) > 0 {
+		t.Errorf("keys of no known component, place them in the budget: %v", unknown)
+	}
+	var total int64
+	names := make([]string, 0, len(byComp))
+	for c, b := range byComp {
+		total += b
+		names = append(names, c)
+	}
+	sort.Slice(names, func(i, j int) bool { return byComp[names[i]] > byComp[names[j]] })
+	var rows []string
+	for _, c := range names {
+		rows = append(rows, fmt.Sprintf("  %-22s %7.0f B/domain", c, float64(byComp[c])/float64(n)))
+	}
+	t.Logf("Redis memory at %d domains, %d tenants, %d regions x 2 IPs each:\n%s\n  %-22s %7.0f B/domain (budget %d)\n  streams (backlog, apart) %.1f MB",
+		n, (n+99)/100, len(regions), strings.Join(rows, "\n"), "total", float64(total)/float64(n), budget, float64(streams)/1e6)
+	if per := float64(total) / float64(n); per > ceiling {
+		t.Errorf("%.0f B per domain, over the %d B it cost when measured (budget %d B)", per, ceiling, budget)
+	}
+}
+
+// components places every key in the budget, by its name.
+var components = []struct {
+	name string
+	re   *regexp.Regexp
+}{
+	{"domain records", regexp.MustCompile(`^domain:\{t\d+\}:`)},
+	{"tenant indexes", regexp.MustCompile(`^tenant:\{t\d+\}:[0-9a-f-]+:(domains|apikeys|held:.*)$`)},
+	{"alert state", regexp.MustCompile(`^alerts:state:`)},
+	{"alerts and settings", regexp.MustCompile(`^alerts?:`)},
+	{"views", regexp.MustCompile(`^view:(exp|ver):\{`)},
+	{"registration views", regexp.MustCompile(`^view:reg:\{`)},
+	{"schedule", regexp.MustCompile(`^(schedule|versions|domains|lease|shard):\{`)},
+	{"registration schedule", regexp.MustCompile(`^reg:`)},
+	{"agents and config", regexp.MustCompile(`^(agents:regions|certfleet:shards)$`)},
+}
+
+// usage adds up MEMORY USAGE of every key by component; streams apart.
+func usage(t *testing.T, rdb *redis.Client) (map[string]int64, int64, []string) {
+	t.Helper()
+	ctx := context.Background()
+	byComp := map[string]int64{}
+	var streams int64
+	unknown := map[string]bool{}
+	iter := rdb.Scan(ctx, 0, "*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	pipe := rdb.Pipeline()
+	mem := make([]*redis.IntCmd, len(keys))
+	typ := make([]*redis.StatusCmd, len(keys))
+	for i, k := range keys {
+		mem[i] = pipe.MemoryUsage(ctx, k, 0)
+		typ[i] = pipe.Type(ctx, k)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range keys {
+		if typ[i].Val() == "stream" {
+			streams += mem[i].Val()
+			continue
+		}
+		found := false
+		for _, c := range components {
+			if c.re.MatchString(k) {
+				byComp[c.name] += mem[i].Val()
+				found = true
+				break
+			}
+		}
+		if !found {
+			unknown[regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f-]{27}`).ReplaceAllString(k, "<id>")] = true
+		}
+	}
+	out := make([]string, 0, len(unknown))
+	for k := range unknown {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return byComp, streams, out
+}
+
+func projectorLag(t *testing.T, ctx context.Context, rdb *redis.Client) int64 {
+	t.Helper()
+	var lag int64
+	for _, st := range append(events.EventStreams(), events.StreamResults) {
+		groups, err := rdb.XInfoGroups(ctx, st).Result()
+		if err != nil {
+			continue // not created yet
+		}
+		for _, g := range groups {
+			if g.Name == projector.Group {
+				lag += max(g.Lag, 0) + g.Pending
+			}
+		}
+	}
+	return lag
+}
+
+func scheduledCount(t *testing.T, ctx context.Context, rdb *redis.Client) int64 {
+	t.Helper()
+	var n int64
+	for i := range events.DefaultShards {
+		n += rdb.ZCard(ctx, fmt.Sprintf("schedule:{%02d}", i)).Val()
+	}
+	return n
+}
