@@ -38,7 +38,6 @@ package projector
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -410,23 +409,12 @@ func plan(e events.Envelope, logger *zap.Logger) []*call {
 				failed = "1"
 			}
 		}
-		args := make([]any, 0, 6+2*len(p.Results))
-		args = append(args, p.Region, finished.UnixMilli(), e.EventID.String(), name, e.TenantID, failed)
-		for _, r := range p.Results {
-			body, err := json.Marshal(ExpEntry{
-				Region:    p.Region,
-				Port:      p.Port,
-				ScannedAt: finished.UTC(),
-				EventID:   e.EventID.String(),
-				NoExpiry:  r.HasNoExpiry(),
-				IPResult:  r,
-			})
-			if err != nil {
-				logger.Error("dropping scan event", zap.String("event_id", e.EventID.String()), zap.Error(err))
-				return nil
-			}
-			args = append(args, r.IP, string(body))
+		fields, err := encodeResults(p.Port, p.Results)
+		if err != nil {
+			logger.Error("dropping scan event", zap.String("event_id", e.EventID.String()), zap.Error(err))
+			return nil
 		}
+		args := append([]any{p.Region, finished.UnixMilli(), e.EventID.String(), name, e.TenantID, failed}, fields...)
 		return []*call{viewCall(applyScanScript, p.DomainID, args...)}
 	case events.DomainAdded:
 		var p events.DomainAddedV1
@@ -714,16 +702,9 @@ func decodeSnapshot(domainID string, fields map[string]string, ver string) (Snap
 
 // decodeView turns a view hash into its entries sorted by region and IP.
 func decodeView(domainID string, all map[string]string) ([]ExpEntry, error) {
-	out := make([]ExpEntry, 0, len(all))
-	for f, v := range all {
-		if strings.HasPrefix(f, metaPrefix) {
-			continue
-		}
-		var e ExpEntry
-		if err := json.Unmarshal([]byte(v), &e); err != nil {
-			return nil, fmt.Errorf("decode expiration entry %s of %s: %w", f, domainID, err)
-		}
-		out = append(out, e)
+	out, err := decodeEntries(domainID, all)
+	if err != nil {
+		return nil, err
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Region != out[j].Region {
