@@ -45,19 +45,57 @@ type HistoryQuery struct {
 	After *HistoryCursor
 	// Limit is the most rows returned.
 	Limit int
+	// Now is the reader's clock, where the newest page is looked for
+	// first; zero reads the whole range at once.
+	Now time.Time
 }
+
+// historySpans are the time ranges ScanHistoryPage tries, back from the
+// newest time a page can hold, before it reads the whole range.
+var historySpans = []time.Duration{24 * time.Hour, 8 * 24 * time.Hour, 64 * 24 * time.Hour}
 
 // ScanHistoryPage returns up to q.Limit rows of a domain, newest scheduled
 // first (ties by region, IP, job), each once however often its job was
 // delivered or rescanned. Pages continue from a cursor, not an offset: a
 // page reads only the index range from its cursor on, and rows inserted
 // meanwhile neither repeat nor skip a row.
+//
+// FINAL with ORDER BY ... DESC LIMIT reads every row of the range it is
+// given, so a page is read from the day back from its newest possible
+// time (To, the cursor or q.Now) first, then 8 and 64 days, then the
+// whole range: the first range that holds Limit rows holds the newest
+// Limit rows (a range has no upper bound but To and the cursor).
 func ScanHistoryPage(ctx context.Context, conn driver.Conn, q HistoryQuery) ([]ScanRow, error) {
+	top := q.Now
+	if !q.To.IsZero() {
+		top = q.To
+	}
+	if q.After != nil && (top.IsZero() || q.After.ScheduledAt.Before(top)) {
+		top = q.After.ScheduledAt
+	}
+	if !top.IsZero() {
+		for _, span := range historySpans {
+			from := top.Add(-span)
+			if !from.After(q.From) {
+				break
+			}
+			rows, err := scanHistoryRange(ctx, conn, q, from)
+			if err != nil || len(rows) >= q.Limit {
+				return rows, err
+			}
+		}
+	}
+	return scanHistoryRange(ctx, conn, q, q.From)
+}
+
+// scanHistoryRange is ScanHistoryPage's query of the rows scheduled from
+// from (zero: unbounded) on.
+func scanHistoryRange(ctx context.Context, conn driver.Conn, q HistoryQuery, from time.Time) ([]ScanRow, error) {
 	where := "tenant_id = ? AND domain_id = ?"
 	args := []any{q.TenantID, q.DomainID}
-	if !q.From.IsZero() {
+	if !from.IsZero() {
 		where += " AND scheduled_at >= ?"
-		args = append(args, clampDateTime(q.From))
+		args = append(args, clampDateTime(from))
 	}
 	if !q.To.IsZero() {
 		where += " AND scheduled_at < ?"

@@ -208,7 +208,7 @@ func (h *Handler) scanHistory(c *gin.Context) {
 	defer cancel()
 	// One row more than asked tells whether a next page exists.
 	rows, err := schema.ScanHistoryPage(ctx, h.cfg.ClickHouse, schema.HistoryQuery{TenantID: d.TenantID, DomainID: d.ID,
-		From: p.from, To: p.to, Region: p.region, IP: p.ip, After: p.after, Limit: p.limit + 1})
+		From: p.from, To: p.to, Region: p.region, IP: p.ip, After: p.after, Limit: p.limit + 1, Now: h.cfg.Now()})
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
