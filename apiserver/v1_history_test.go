@@ -260,6 +260,8 @@ func TestScanHistoryAPI(t *testing.T) {
 		type stats struct {
 			Error         string           `json:"error"`
 			Window        string           `json:"window"`
+			Domains       int              `json:"domains"`
+			Registrations map[string]int   `json:"registrations"`
 			ExpiryPlanner v1.ExpiryPlanner `json:"expiry_planner"`
 			Issuers       []v1.StatsCount  `json:"issuers"`
 			TLSVersions   []v1.StatsCount  `json:"tls_versions"`
@@ -277,6 +279,10 @@ func TestScanHistoryAPI(t *testing.T) {
 		s := get("")
 		if s.Window != "24h" {
 			t.Errorf("window: got %q, want 24h", s.Window)
+		}
+		// No registration lookup yet: both of alice's domains are pending.
+		if s.Domains != 2 || !reflect.DeepEqual(s.Registrations, map[string]int{"pending": 2}) {
+			t.Errorf("domains %d registrations %v, want 2 pending", s.Domains, s.Registrations)
 		}
 		if want := []v1.StatsCount{sc("CA One", 1, 1, 1), sc("CA Two", 3, 1, 1)}; !reflect.DeepEqual(s.Issuers, want) {
 			t.Errorf("issuers: got %+v, want %+v", s.Issuers, want)

@@ -344,14 +344,18 @@ type RegionStats struct {
 }
 
 type statsBody struct {
-	Window        string        `json:"window"`
-	From          time.Time     `json:"from"`
-	To            time.Time     `json:"to"`
-	ExpiryPlanner ExpiryPlanner `json:"expiry_planner"`
-	Issuers       []StatsCount  `json:"issuers"`
-	TLSVersions   []StatsCount  `json:"tls_versions"`
-	Keys          []StatsCount  `json:"keys"`
-	Regions       []RegionStats `json:"regions"`
+	Window string    `json:"window"`
+	From   time.Time `json:"from"`
+	To     time.Time `json:"to"`
+	// Domains counts the account's domains, Registrations them by
+	// whois_status as GET /domains shows it (from the registration views).
+	Domains       int            `json:"domains"`
+	Registrations map[string]int `json:"registrations"`
+	ExpiryPlanner ExpiryPlanner  `json:"expiry_planner"`
+	Issuers       []StatsCount   `json:"issuers"`
+	TLSVersions   []StatsCount   `json:"tls_versions"`
+	Keys          []StatsCount   `json:"keys"`
+	Regions       []RegionStats  `json:"regions"`
 }
 
 // stats is GET /stats: the tenant's fleet at a glance over a window.
@@ -372,12 +376,28 @@ func (h *Handler) stats(c *gin.Context) {
 		httpapi.Fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, statsOf(st, window, now.Add(-dur), now))
+	out := statsOf(st, window, now.Add(-dur), now)
+	domains, err := h.accounts.ListDomains(ctx, httpapi.Principal(c).TenantID)
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	regs, err := h.registrationsOf(ctx, domains)
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	out.Domains = len(domains)
+	for _, d := range domains {
+		_, status := h.whoisDays(d.Host, regs, now)
+		out.Registrations[status]++
+	}
+	c.JSON(http.StatusOK, out)
 }
 
 // statsOf shapes what ClickHouse counted.
 func statsOf(st schema.FleetStats, window string, from, now time.Time) statsBody {
-	out := statsBody{Window: window, From: from, To: now, Issuers: []StatsCount{}, TLSVersions: []StatsCount{}, Keys: []StatsCount{},
+	out := statsBody{Window: window, From: from, To: now, Registrations: map[string]int{}, Issuers: []StatsCount{}, TLSVersions: []StatsCount{}, Keys: []StatsCount{},
 		Regions: []RegionStats{}, ExpiryPlanner: ExpiryPlanner{Weeks: make([]ExpiryWeek, plannerWeeks)}}
 	first := schema.WeekOf(now)
 	weeks := map[string]int{}
