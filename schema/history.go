@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strconv"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -264,7 +263,6 @@ func QueryFleetStats(ctx context.Context, conn driver.Conn, tenantID string, sin
 	var out FleetStats
 	from := WeekOf(now).Unix()
 	until := from + int64(weeks)*week
-	nowUnix := strconv.FormatInt(now.Unix(), 10)
 	// One pass over the latest results counts every dimension: ARRAY JOIN
 	// turns each result into one row per (dimension, value).
 	rows, err := conn.Query(ctx, `SELECT tupleElement(dim, 1) AS d, tupleElement(dim, 2) AS v,
@@ -285,13 +283,13 @@ func QueryFleetStats(ctx context.Context, conn driver.Conn, tenantID string, sin
 			tuple('`+DimIssuer+`', iss),
 			tuple('`+DimTLSVersion+`', tls),
 			tuple('`+DimKey+`', k),
-			multiIf(na < `+nowUnix+`, tuple('`+DimExpired+`', ''),
+			multiIf(na < ?, tuple('`+DimExpired+`', ''),
 				na >= ?, tuple('`+DimLater+`', ''),
 				tuple('`+DimExpiryWeek+`', toString(intDiv(na - ?, ?) * ? + ?)))
 		] AS dim
 		WHERE found = 1
 		GROUP BY d, v
-		ORDER BY d, v`, tenantID, clampDateTime(since), clampDateTime(now), until, weekOffset, week, week, weekOffset)
+		ORDER BY d, v`, tenantID, clampDateTime(since), clampDateTime(now), now.Unix(), until, weekOffset, week, week, weekOffset)
 	if err != nil {
 		return out, fmt.Errorf("query fleet of %s: %w", tenantID, err)
 	}
