@@ -259,6 +259,11 @@ func WeekOf(t time.Time) time.Time {
 // QueryFleetStats reads a tenant's fleet from the scans scheduled in
 // [since, now]: Latest from each domain, region and IP's latest scan, its
 // expiry weeks from now's week for weeks weeks; Outcomes from every scan.
+//
+// Both queries filter in PREWHERE, before FINAL merges the copies: safe
+// because every copy of a row shares the key columns filtered on, and it
+// reads the other columns only for the window's rows (on 18.16 a third
+// faster in the benchmark's first query).
 func QueryFleetStats(ctx context.Context, conn driver.Conn, tenantID string, since, now time.Time, weeks int) (FleetStats, error) {
 	var out FleetStats
 	from := WeekOf(now).Unix()
@@ -276,7 +281,7 @@ func QueryFleetStats(ctx context.Context, conn driver.Conn, tenantID string, sin
 				argMax(concat(key_type, ' ', toString(key_bits)), scheduled_at) AS k,
 				argMax(ifNull(not_after_unix, 0), scheduled_at) AS na
 			FROM scan_results FINAL
-			WHERE tenant_id = ? AND scheduled_at >= ? AND scheduled_at <= ?
+			PREWHERE tenant_id = ? AND scheduled_at >= ? AND scheduled_at <= ?
 			GROUP BY domain_id, region, ip
 		)
 		ARRAY JOIN [
@@ -307,7 +312,7 @@ func QueryFleetStats(ctx context.Context, conn driver.Conn, tenantID string, sin
 
 	rows, err = conn.Query(ctx, `SELECT region, outcome, count(), quantiles(0.5, 0.95)(handshake_ms)
 		FROM scan_results FINAL
-		WHERE tenant_id = ? AND scheduled_at >= ? AND scheduled_at <= ?
+		PREWHERE tenant_id = ? AND scheduled_at >= ? AND scheduled_at <= ?
 		GROUP BY region, outcome
 		ORDER BY region, outcome`, tenantID, clampDateTime(since), clampDateTime(now))
 	if err != nil {
