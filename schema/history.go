@@ -15,7 +15,10 @@ import (
 // so a redelivered or rescanned job counts once, and filters only on
 // columns of the sorting key (tenant, domain, scheduled time, region, IP,
 // job) where it can: all copies of a row pass or fail such a filter alike,
-// so the filter cannot pick an older copy.
+// so the filter cannot pick an older copy. Such filters go in PREWHERE,
+// applied before FINAL merges the copies, so that the other columns are
+// read only for the rows that pass (granules hold neighbouring domains'
+// rows too); a filter on any other column stays in WHERE, after the merge.
 
 // HistoryCursor is the position of a row in a domain's history, newest
 // first: the rows after it are those scheduled earlier, or at the same
@@ -115,7 +118,7 @@ func scanHistoryRange(ctx context.Context, conn driver.Conn, q HistoryQuery, fro
 		args = append(args, at, at, c.Region, c.IP, c.JobID.String())
 	}
 	args = append(args, q.Limit)
-	rows, err := conn.Query(ctx, "SELECT "+ScanColumns+" FROM scan_results FINAL WHERE "+where+`
+	rows, err := conn.Query(ctx, "SELECT "+ScanColumns+" FROM scan_results FINAL PREWHERE "+where+`
 		ORDER BY scheduled_at DESC, region, ip, job_id
 		LIMIT ?`, args...)
 	if err != nil {
@@ -159,7 +162,8 @@ func CertificateTimeline(ctx context.Context, conn driver.Conn, tenantID, domain
 				any(not_before_unix) AS nb, any(not_after_unix) AS na,
 				min(scanned_at) AS first_seen, max(scanned_at) AS last_seen, count() AS scans
 			FROM scan_results FINAL
-			WHERE tenant_id = ? AND domain_id = ? AND certificate_found = 1 AND leaf_sha256 != ''
+			PREWHERE tenant_id = ? AND domain_id = ?
+			WHERE certificate_found = 1 AND leaf_sha256 != ''
 			GROUP BY leaf_sha256, region, ip
 		)
 		GROUP BY leaf_sha256
