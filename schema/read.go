@@ -175,6 +175,12 @@ func ScanHistory(ctx context.Context, conn driver.Conn, tenantID, domainID strin
 	if err != nil {
 		return nil, fmt.Errorf("query scan history of %s: %w", domainID, err)
 	}
+	return readScanRows(rows, "scan history of "+domainID)
+}
+
+// readScanRows reads rows of a query selecting ScanColumns; what names the
+// read in errors. It closes rows.
+func readScanRows(rows driver.Rows, what string) ([]ScanRow, error) {
 	defer rows.Close()
 	var out []ScanRow
 	for rows.Next() {
@@ -189,7 +195,7 @@ func ScanHistory(ctx context.Context, conn driver.Conn, tenantID, domainID strin
 			&r.LeafSHA256, &r.KeyType, &r.KeyBits, &r.SignatureAlgorithm, &r.ChainLength, &r.TLSVersion,
 			&r.CipherSuite, &chainValid, &hostnameValid, &r.ConnectMS, &r.HandshakeMS, &r.StartedAt,
 			&r.ScannedAt, &r.HTTPStatus, &r.HSTSMaxAge, &hstsSub, &legacyChecked, &r.LegacyTLS); err != nil {
-			return nil, fmt.Errorf("read scan history of %s: %w", domainID, err)
+			return nil, fmt.Errorf("read %s: %w", what, err)
 		}
 		r.CertificateFound, r.ChainValid, r.HostnameValid = found == 1, chainValid == 1, hostnameValid == 1
 		r.HSTSIncludeSubdomains, r.LegacyTLSChecked = hstsSub == 1, legacyChecked == 1
@@ -198,7 +204,7 @@ func ScanHistory(ctx context.Context, conn driver.Conn, tenantID, domainID strin
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read scan history of %s: %w", domainID, err)
+		return nil, fmt.Errorf("read %s: %w", what, err)
 	}
 	return out, nil
 }

@@ -37,5 +37,15 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		{Name: "Quota", Type: reflect.TypeFor[quotaJSON](), Required: false},
 		{Name: "WhoisHistory", Type: reflect.TypeFor[whoisHistory](), Required: true},
 		{Name: "WhoisHistoryEntry", Type: reflect.TypeFor[WhoisHistoryEntry](), Required: true},
+		{Name: "ScanHistory", Type: reflect.TypeFor[scanHistoryBody](), Required: true},
+		{Name: "HistoryEntry", Type: reflect.TypeFor[HistoryEntry](), Required: true},
+		{Name: "CertificateTimeline", Type: reflect.TypeFor[certificatesBody](), Required: true},
+		{Name: "CertificateEntry", Type: reflect.TypeFor[CertificateEntry](), Required: true},
+		{Name: "Sighting", Type: reflect.TypeFor[Sighting](), Required: true},
+		{Name: "Stats", Type: reflect.TypeFor[statsBody](), Required: true},
+		{Name: "StatsCount", Type: reflect.TypeFor[StatsCount](), Required: true},
+		{Name: "ExpiryWeek", Type: reflect.TypeFor[ExpiryWeek](), Required: true},
+		{Name: "ExpiryPlanner", Type: reflect.TypeFor[ExpiryPlanner](), Required: true},
+		{Name: "RegionStats", Type: reflect.TypeFor[RegionStats](), Required: true},
 	})
 }

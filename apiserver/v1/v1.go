@@ -52,7 +52,9 @@ type Config struct {
 	// counts managed certificates and orders for /quotas.
 	ManagedCerts *managedcert.Store
 	// ClickHouse is where GET /domains/{id}/whois/history reads the
-	// registration lookups; nil answers that route 503.
+	// registration lookups and GET /domains/{id}/history,
+	// /domains/{id}/certificates and /stats the scan results; nil answers
+	// those routes 503.
 	ClickHouse driver.Conn
 	// RegionStaleAfter: a region none of whose agents was seen for this
 	// long is shown stale by GET /regions. Default 10m.
@@ -103,6 +105,7 @@ func (h *Handler) Routes(r *gin.Engine) {
 	h.alertRoutes(g)
 	h.channelRoutes(g)
 	h.dnsAccountRoutes(g)
+	h.historyRoutes(g)
 }
 
 // Rate limit classes beside httpapi.ClassGeneral, which every route counts

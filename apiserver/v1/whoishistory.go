@@ -60,9 +60,7 @@ type whoisHistory struct {
 // whoisHistory is GET /domains/{id}/whois/history: every lookup of the
 // domain's registrable domain, newest first, paged, from ClickHouse.
 func (h *Handler) whoisHistory(c *gin.Context) {
-	if h.cfg.ClickHouse == nil {
-		httpapi.Fail(c, httpapi.Errorf(http.StatusServiceUnavailable,
-			"registration history is unavailable: this API server has no ClickHouse connection (--clickhouse-dsn)"))
+	if !h.historyConn(c, "registration history") {
 		return
 	}
 	page, perPage, err := httpapi.Paging(c, defaultPerPage, maxPerPage)

@@ -43,6 +43,7 @@ type options struct {
 	LogLevel            string
 	Name                string
 	WithSink            bool
+	HistoryRetention    time.Duration
 	ClaimIdle           time.Duration
 	MaxIPsPerDomain     int
 	JobTimeout          time.Duration
@@ -192,6 +193,14 @@ func (f *flagSet) redis() *flagSet {
 func (f *flagSet) clickhouse() *flagSet {
 	defer f.group("ClickHouse")()
 	f.StringVar(&f.opts.ClickHouseDSN, "clickhouse-dsn", "clickhouse://127.0.0.1:9000/certfleet", "ClickHouse DSN; the database is created if missing")
+	return f
+}
+
+// history adds the flags of the sink's upkeep of the history.
+func (f *flagSet) history() *flagSet {
+	defer f.group("History")()
+	f.DurationVar(&f.opts.HistoryRetention, "history-retention", 400*24*time.Hour,
+		"keep scan_results rows this long; each month past it is dropped whole (hourly, by the sink); 0 keeps every row")
 	return f
 }
 

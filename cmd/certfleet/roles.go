@@ -29,11 +29,11 @@ func roleFlags(role string) *flagSet {
 	fs := newFlagSet(role).redis()
 	switch role {
 	case "all":
-		fs.clickhouse().api().tenancy().shards().agent().coordinator().notify().ca().audit().acme()
+		fs.clickhouse().api().tenancy().shards().agent().coordinator().notify().ca().audit().acme().history()
 	case "apiserver":
 		fs.api().tenancy().clickhouse().notify().ca().audit().acme()
 	case "coordinator":
-		fs.clickhouse().shards().coordinator().notify().acme().metrics("127.0.0.1:9464")
+		fs.clickhouse().shards().coordinator().notify().acme().history().metrics("127.0.0.1:9464")
 		defer fs.group("sink")()
 		fs.BoolVar(&fs.opts.WithSink, "sink", true, "also run the ClickHouse sink in this process")
 	case "agent":
@@ -147,12 +147,15 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		gr.add(co.Run)
 	}
 	if role == "all" || (role == "coordinator" && o.WithSink) {
-		sk, err := sink.New(sink.Config{Consumer: o.Name, ClaimIdle: o.ClaimIdle}, rdb, conn, logger)
+		sk, err := sink.New(sink.Config{Consumer: o.Name, ClaimIdle: o.ClaimIdle, HistoryRetention: o.HistoryRetention}, rdb, conn, logger)
 		if err != nil {
 			return err
 		}
 		gr.register(sk)
 		gr.add(sk.Run)
+		if o.HistoryRetention > 0 {
+			gr.add(sk.RunRetention)
+		}
 	}
 	if err := addNotifier(gr, role, o, rdb, logger); err != nil {
 		return err

@@ -94,6 +94,14 @@ type Config struct {
 	// answers again (the target is 5s), at one failed insert per Max per
 	// replica while it is down.
 	Retry backoff.Policy
+	// HistoryRetention is how long scan_results rows are kept
+	// (--history-retention): RunRetention drops each month of them once
+	// its newest row is older. 0 keeps every row.
+	HistoryRetention time.Duration
+	// RetentionInterval is how often RunRetention looks. Default 1h.
+	RetentionInterval time.Duration
+	// Now is RunRetention's clock. Default time.Now.
+	Now func() time.Time
 }
 
 func (c *Config) setDefaults() {
@@ -112,6 +120,12 @@ func (c *Config) setDefaults() {
 	if c.Retry.Max == 0 {
 		c.Retry.Max = 4 * time.Second
 	}
+	if c.RetentionInterval == 0 {
+		c.RetentionInterval = time.Hour
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
 }
 
 // Validate reports every problem of the configuration.
@@ -125,6 +139,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Retry.Initial < 0 || c.Retry.Max < c.Retry.Initial {
 		errs = append(errs, fmt.Errorf("retry pauses must be positive with max at least initial, got %s and %s", c.Retry.Initial, c.Retry.Max))
+	}
+	if c.HistoryRetention < 0 {
+		errs = append(errs, fmt.Errorf("history retention must not be negative, got %s", c.HistoryRetention))
+	}
+	if c.RetentionInterval < 0 {
+		errs = append(errs, fmt.Errorf("retention interval must not be negative, got %s", c.RetentionInterval))
 	}
 	return errors.Join(errs...)
 }
@@ -175,6 +195,37 @@ func (s *Sink) Run(ctx context.Context) error {
 	s.logger.Info("sink started", zap.Int("batch_size", s.cfg.BatchSize))
 	defer s.logger.Info("sink stopped")
 	return s.consumer.RunBatches(ctx, s.store)
+}
+
+// RunRetention drops the months of scan_results past HistoryRetention at
+// start and every RetentionInterval until ctx is done; with no retention
+// it waits for ctx alone. A failed drop is logged and tried again next time:
+// old rows waiting an hour harm nothing. Every replica may run it: a
+// partition two replicas drop at once is dropped once.
+func (s *Sink) RunRetention(ctx context.Context) error {
+	if s.cfg.HistoryRetention == 0 {
+		<-ctx.Done() // an actor that returned would stop its process
+		return nil
+	}
+	logger := s.logger.With(zap.Duration("retention", s.cfg.HistoryRetention))
+	logger.Info("history retention started")
+	t := time.NewTicker(s.cfg.RetentionInterval)
+	defer t.Stop()
+	for {
+		cutoff := s.cfg.Now().Add(-s.cfg.HistoryRetention)
+		dropped, err := schema.DropScanMonthsBefore(ctx, s.conn, cutoff)
+		for _, p := range dropped {
+			logger.Info("dropped scan history month", zap.String("month", p), zap.Time("cutoff", cutoff))
+		}
+		if err != nil && ctx.Err() == nil {
+			logger.Warn("drop old scan history", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 // store inserts the batch into the tables. An error leaves the whole

@@ -1,0 +1,76 @@
+package sink_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/certfleet/certfleet/coordinator/sink"
+	"github.com/certfleet/certfleet/internal/testenv"
+	"github.com/certfleet/certfleet/schema"
+)
+
+// TestRunRetention: the sink drops the months of scan_results past its
+// retention at start, keeps the younger ones, and its loop stops with its
+// context; without a retention it drops nothing and waits.
+func TestRunRetention(t *testing.T) {
+	e := newEnv(t, true)
+	ctx := context.Background()
+	now := time.Date(2030, 6, 15, 0, 0, 0, 0, time.UTC)
+	var rows []schema.ScanRow
+	for _, at := range []time.Time{now.AddDate(-2, 0, 0), now.AddDate(0, -14, 0), now.AddDate(0, -1, 0), now} {
+		rows = append(rows, schema.ScanRow{EventID: uuid.New(), JobID: uuid.New(), ScheduledAt: at, TenantID: "t", DomainID: "d",
+			Region: "eu", IP: "192.0.2.1", Outcome: "ok", StartedAt: at, ScannedAt: at})
+	}
+	if err := schema.InsertScanRows(ctx, e.conn, rows); err != nil {
+		t.Fatal(err)
+	}
+	count := func() uint64 {
+		var n uint64
+		if err := e.conn.QueryRow(ctx, "SELECT count() FROM scan_results").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for _, tc := range []struct {
+		name      string
+		retention time.Duration
+		left      uint64
+	}{
+		{"none", 0, 4},
+		{"400 days", 400 * 24 * time.Hour, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := sink.New(sink.Config{Consumer: "test", HistoryRetention: tc.retention, Now: func() time.Time { return now }},
+				e.rdb, e.conn, testenv.Logger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- s.RunRetention(rctx) }()
+			deadline := time.Now().Add(10 * time.Second)
+			for count() != tc.left && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond)
+			}
+			time.Sleep(200 * time.Millisecond) // nothing more goes
+			if got := count(); got != tc.left {
+				t.Errorf("got %d rows left, want %d", got, tc.left)
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("retention loop returned %v before its context ended", err)
+			default:
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("run retention: got %v, want nil", err)
+			}
+		})
+	}
+	if _, err := sink.New(sink.Config{HistoryRetention: -time.Hour}, e.rdb, e.conn, testenv.Logger(t)); err == nil {
+		t.Error("negative retention: got no error")
+	}
+}
