@@ -72,6 +72,11 @@ type DomainAddedV1 struct {
 	// HeldBy is the held claimed key that added the domain: it raises no
 	// alerts until that key is approved.
 	HeldBy string `json:"held_by,omitempty"`
+	// FirstScanDelayMS puts the domain's first scan this many milliseconds
+	// after OccurredAt (the coordinator's schedule). A bulk import spreads
+	// its domains' first scans with it so an import is never one burst of
+	// scans; 0 (every single add) is due at once.
+	FirstScanDelayMS int64 `json:"first_scan_delay_ms,omitempty"`
 }
 
 // DomainUpdatedV1: mutable attributes of a domain changed. It carries the

@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -167,77 +168,224 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', unpack(ARGV, 14))
 return {1, ARGV[2]}
 `)
 
-// AddDomain registers nd for tenantID with a new random id. Adding a
-// host:port the tenant already has writes nothing and returns that domain
-// with added=false: the KeyChest add is idempotent, the REST add answers
-// ErrDomainExists itself.
-func (s *Store) AddDomain(ctx context.Context, tenantID string, nd NewDomain) (d Domain, added bool, err error) {
+// addCall is one checked add: the domain it writes and the script's keys
+// and arguments. AddDomain runs one, AddDomains many in a pipeline.
+type addCall struct {
+	d    Domain
+	keys []string
+	args []any
+}
+
+// prepareAdd checks nd and builds the add of it for tenantID with a new
+// random id, its domain.added event carrying firstScanDelay. Every add,
+// single or bulk, goes through it: the checks are written once.
+func (s *Store) prepareAdd(tenantID string, nd NewDomain, now time.Time, firstScanDelay time.Duration) (addCall, error) {
 	if tenantID == "" {
-		return Domain{}, false, errors.New("add domain: tenant id is empty")
+		return addCall{}, errors.New("add domain: tenant id is empty")
 	}
 	if err := checkName(nd.Host, nd.Port); err != nil {
-		return Domain{}, false, fmt.Errorf("add domain: %w", err)
+		return addCall{}, fmt.Errorf("add domain: %w", err)
 	}
 	if err := CheckNotes(nd.Notes); err != nil {
-		return Domain{}, false, err
+		return addCall{}, err
 	}
 	if err := CheckTags(nd.Tags); err != nil {
-		return Domain{}, false, err
+		return addCall{}, err
 	}
 	if nd.Source == "" {
 		nd.Source = Source
 	}
-	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
-	d = Domain{
+	d := Domain{
 		ID: uuid.NewString(), TenantID: tenantID, Host: nd.Host, Port: nd.Port, Active: true,
 		Notes: nd.Notes, Tags: nonNil(nd.Tags), Source: nd.Source, HeldBy: nd.HeldBy,
 		CreatedAt: now, UpdatedAt: now, rev: 1,
 	}
 	ev, err := events.New(events.DomainAdded, tenantID, d.ID, events.DomainAddedV1{
 		DomainID: d.ID, Host: d.Host, Port: d.Port, Source: d.Source, Notes: d.Notes, Tags: d.Tags, HeldBy: d.HeldBy,
+		FirstScanDelayMS: firstScanDelay.Milliseconds(),
 	})
 	if err != nil {
-		return Domain{}, false, err
+		return addCall{}, err
 	}
 	ev.OccurredAt = now
 	fields, err := ev.StreamFields()
 	if err != nil {
-		return Domain{}, false, err
+		return addCall{}, err
 	}
 	tags, err := json.Marshal(d.Tags)
 	if err != nil {
-		return Domain{}, false, fmt.Errorf("marshal tags: %w", err)
+		return addCall{}, fmt.Errorf("marshal tags: %w", err)
 	}
-	args := append([]any{d.Name(), d.ID, tenantID, d.Host, strconv.Itoa(d.Port), d.Notes, string(tags),
-		d.Source, now.UnixMilli(), s.cfg.MaxLen, s.cfg.Quotas[quota.Domains], d.HeldBy, s.cfg.HeldQuota}, fields...)
-	res, err := addDomainScript.Run(ctx, s.rdb,
-		[]string{domainsKey(tenantID), domainKey(tenantID, d.ID), events.EventStream(tenantID),
-			quota.Key(tenantID), heldDomainsKey(tenantID, d.HeldBy)}, args...).Slice()
-	if err != nil {
-		return Domain{}, false, fmt.Errorf("add domain %s for %s: %w", d.Name(), tenantID, err)
-	}
+	return addCall{
+		d: d,
+		keys: []string{domainsKey(tenantID), domainKey(tenantID, d.ID), events.EventStream(tenantID),
+			quota.Key(tenantID), heldDomainsKey(tenantID, d.HeldBy)},
+		args: append([]any{d.Name(), d.ID, tenantID, d.Host, strconv.Itoa(d.Port), d.Notes, string(tags),
+			d.Source, now.UnixMilli(), s.cfg.MaxLen, s.cfg.Quotas[quota.Domains], d.HeldBy, s.cfg.HeldQuota}, fields...),
+	}, nil
+}
+
+// addOutcome reads addDomainScript's answer to call: added, the id an
+// existing domain has, or a quota error.
+func addOutcome(call addCall, res []any) (added bool, id string, err error) {
 	if len(res) == 3 {
 		// Over a quota: {2, resource, limit}.
 		limit, _ := res[2].(int64)
 		if r, _ := res[1].(string); r == "held" {
-			return Domain{}, false, &HeldQuotaError{Limit: limit}
+			return false, "", &HeldQuotaError{Limit: limit}
 		}
-		return Domain{}, false, &quota.Exceeded{Resource: quota.Domains, Limit: limit}
+		return false, "", &quota.Exceeded{Resource: quota.Domains, Limit: limit}
 	}
 	if len(res) != 2 {
-		return Domain{}, false, fmt.Errorf("add domain %s for %s: unexpected script result %v", d.Name(), tenantID, res)
+		return false, "", fmt.Errorf("add domain %s for %s: unexpected script result %v", call.d.Name(), call.d.TenantID, res)
 	}
-	if n, _ := res[0].(int64); n == 1 {
+	n, _ := res[0].(int64)
+	id, _ = res[1].(string)
+	return n == 1, id, nil
+}
+
+// AddDomain registers nd for tenantID with a new random id. Adding a
+// host:port the tenant already has writes nothing and returns that domain
+// with added=false: the KeyChest add is idempotent, the REST add answers
+// ErrDomainExists itself. The new domain's first scan is due at once.
+func (s *Store) AddDomain(ctx context.Context, tenantID string, nd NewDomain) (d Domain, added bool, err error) {
+	call, err := s.prepareAdd(tenantID, nd, s.cfg.Now().UTC().Truncate(time.Millisecond), 0)
+	if err != nil {
+		return Domain{}, false, err
+	}
+	d = call.d
+	res, err := addDomainScript.Run(ctx, s.rdb, call.keys, call.args...).Slice()
+	if err != nil {
+		return Domain{}, false, fmt.Errorf("add domain %s for %s: %w", d.Name(), tenantID, err)
+	}
+	added, id, err := addOutcome(call, res)
+	if err != nil {
+		return Domain{}, false, err
+	}
+	if added {
 		s.logger.Info("domain added", zap.String("tenant_id", tenantID), zap.String("domain_id", d.ID),
 			zap.String("host", d.Host), zap.Int("port", d.Port), zap.String("source", d.Source))
 		return d, true, nil
 	}
-	id, _ := res[1].(string)
 	d, err = s.GetDomain(ctx, tenantID, id)
 	if err != nil {
 		return Domain{}, false, fmt.Errorf("add domain %s for %s: read existing: %w", nd.Host, tenantID, err)
 	}
 	return d, false, nil
+}
+
+// AddResult is the outcome of one domain of AddDomains: added, already
+// there (ID is the existing domain's), or Err (a FieldError, a quota
+// error, a bad name); Domain is only complete when Added.
+type AddResult struct {
+	Domain Domain
+	Added  bool
+	Err    error
+}
+
+// addPipeline is how many adds one round trip to Redis carries.
+const addPipeline = 500
+
+// reserveImportScript reserves a window for the first scans of an
+// import: it starts at the end of the tenant's previous import window if
+// that is still ahead (capped at now + max delay), else now, and is span
+// long. Returns its start (unix ms).
+//
+// KEYS: the tenant's import horizon. ARGV: now ms, span ms, max delay ms.
+var reserveImportScript = redis.NewScript(`
+local now, span, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local start = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+if start > now + max then start = now + max end
+local horizon = start + span
+redis.call('SET', KEYS[1], string.format('%d', horizon), 'PX', string.format('%d', math.max(1, horizon - now)))
+return start
+`)
+
+func importHorizonKey(tenantID string) string {
+	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":import_horizon"
+}
+
+// AddDomains registers nds for tenantID as AddDomain does each, in order,
+// with one pipelined round trip per addPipeline domains: each runs the
+// same checks and the same script, so a domain the tenant has already (an
+// earlier item, or a retried import) is not added again and past the
+// tenant's quota the rest fail one by one. The returned error is Redis
+// failing; each item's own problem is in its result.
+//
+// Their first scans are spread: the import reserves a window of
+// len(nds)*ImportSpacing after the tenant's previous import window (so
+// the chunks of one big import follow each other instead of piling up),
+// and the i-th domain is due at a random time in its own ImportSpacing
+// slot of it, never more than ImportMaxDelay ahead.
+func (s *Store) AddDomains(ctx context.Context, tenantID string, nds []NewDomain) ([]AddResult, error) {
+	out := make([]AddResult, len(nds))
+	if len(nds) == 0 {
+		return out, nil
+	}
+	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
+	spacing, maxDelay := s.cfg.ImportSpacing, s.cfg.ImportMaxDelay
+	span := time.Duration(len(nds)) * spacing
+	startMS, err := reserveImportScript.Run(ctx, s.rdb, []string{importHorizonKey(tenantID)},
+		now.UnixMilli(), span.Milliseconds(), maxDelay.Milliseconds()).Int64()
+	if err != nil {
+		return nil, fmt.Errorf("add domains for %s: reserve first-scan window: %w", tenantID, err)
+	}
+	offset := time.Duration(startMS-now.UnixMilli()) * time.Millisecond
+	calls := make([]addCall, len(nds))
+	for i, nd := range nds {
+		delay := min(offset+time.Duration(i)*spacing+rand.N(spacing+1), maxDelay)
+		if calls[i], err = s.prepareAdd(tenantID, nd, now, delay); err != nil {
+			out[i].Err = err
+		}
+	}
+	if err := addDomainScript.Load(ctx, s.rdb).Err(); err != nil {
+		return nil, fmt.Errorf("add domains for %s: load script: %w", tenantID, err)
+	}
+	var added, existing, failed int
+	for from := 0; from < len(nds); from += addPipeline {
+		to := min(from+addPipeline, len(nds))
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, to-from)
+		for i := from; i < to; i++ {
+			if out[i].Err == nil {
+				cmds[i-from] = addDomainScript.EvalSha(ctx, pipe, calls[i].keys, calls[i].args...)
+			}
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("add domains for %s: %w", tenantID, err)
+		}
+		for i := from; i < to; i++ {
+			cmd := cmds[i-from]
+			if cmd == nil {
+				failed++
+				continue
+			}
+			res, err := cmd.Slice()
+			if err != nil {
+				return nil, fmt.Errorf("add domain %s for %s: %w", calls[i].d.Name(), tenantID, err)
+			}
+			ok, id, err := addOutcome(calls[i], res)
+			switch {
+			case err != nil:
+				out[i].Err = err
+				failed++
+			case ok:
+				out[i] = AddResult{Domain: calls[i].d, Added: true}
+				added++
+				s.logger.Debug("domain added", zap.String("tenant_id", tenantID), zap.String("domain_id", calls[i].d.ID),
+					zap.String("host", calls[i].d.Host), zap.Int("port", calls[i].d.Port), zap.String("source", calls[i].d.Source))
+			default:
+				d := calls[i].d
+				d.ID = id
+				out[i] = AddResult{Domain: d}
+				existing++
+			}
+		}
+	}
+	s.logger.Info("domains imported", zap.String("tenant_id", tenantID), zap.Int("added", added),
+		zap.Int("existing", existing), zap.Int("failed", failed),
+		zap.Duration("first_scans_from", offset), zap.Duration("first_scans_over", span))
+	return out, nil
 }
 
 // LookupDomain returns the id of host:port if tenantID registered it, or
