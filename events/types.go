@@ -66,7 +66,7 @@ type DomainAddedV1 struct {
 	DomainID string   `json:"domain_id"`
 	Host     string   `json:"host"`
 	Port     int      `json:"port"`
-	Source   string   `json:"source"` // "keychest" or "api"
+	Source   string   `json:"source"` // "keychest", "api" or "import" (POST /api/v1/domains/bulk)
 	Notes    string   `json:"notes,omitempty"`
 	Tags     []string `json:"tags,omitempty"`
 	// HeldBy is the held claimed key that added the domain: it raises no
