@@ -151,7 +151,12 @@ func checkName(host string, port int) error {
 // held key quota, then the event's fields (StreamFields).
 // Returns {1, id} when added, {0, existing id} when it was already there,
 // {2, resource, limit} over a quota.
-var addDomainScript = redis.NewScript(`
+var addDomainScript = redis.NewScript(addDomainLua + `return add(KEYS, ARGV)`)
+
+// addDomainLua is the add as a Lua function of its keys and arguments,
+// so that the single add and the bulk add run the same code.
+var addDomainLua = `
+local function add(KEYS, ARGV)
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
 if existing then return {0, existing} end
 local limit = ` + quota.LuaLimit(4, 11, quota.Domains) + `
@@ -166,6 +171,22 @@ redis.call('HSET', KEYS[2], 'tenant_id', ARGV[3], 'host', ARGV[4], 'port', ARGV[
 if ARGV[12] ~= '' then redis.call('HSET', KEYS[2], 'held_by', ARGV[12]) end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', unpack(ARGV, 14))
 return {1, ARGV[2]}
+end
+`
+
+// addDomainsScript runs addDomainScript's add for many domains in order,
+// in one call: one round trip and one script run per chunk of an import.
+//
+// KEYS: the five keys of each add in turn. ARGV: for each add in turn, the
+// count of its arguments, then its arguments. Returns the answer of each.
+var addDomainsScript = redis.NewScript(addDomainLua + `
+local out, a = {}, 1
+for i = 1, #KEYS / 5 do
+  local n = tonumber(ARGV[a])
+  out[i] = add({KEYS[5*i-4], KEYS[5*i-3], KEYS[5*i-2], KEYS[5*i-1], KEYS[5*i]}, {unpack(ARGV, a + 1, a + n)})
+  a = a + n + 1
+end
+return out
 `)
 
 // addCall is one checked add: the domain it writes and the script's keys
@@ -283,8 +304,8 @@ type AddResult struct {
 	Err    error
 }
 
-// addPipeline is how many adds one round trip to Redis carries.
-const addPipeline = 500
+// addChunk is how many adds one script call (one round trip) carries.
+const addChunk = 500
 
 // reserveImportScript reserves a window for the first scans of an
 // import: it starts at the end of the tenant's previous import window if
@@ -306,8 +327,8 @@ func importHorizonKey(tenantID string) string {
 }
 
 // AddDomains registers nds for tenantID as AddDomain does each, in order,
-// with one pipelined round trip per addPipeline domains: each runs the
-// same checks and the same script, so a domain the tenant has already (an
+// with one script call (one round trip) per addChunk domains: each runs
+// the same checks and the same Lua add, so a domain the tenant has already (an
 // earlier item, or a retried import) is not added again and past the
 // tenant's quota the rest fail one by one. The returned error is Redis
 // failing; each item's own problem is in its result.
@@ -332,37 +353,15 @@ func (s *Store) AddDomains(ctx context.Context, tenantID string, nds []NewDomain
 	}
 	offset := time.Duration(startMS-now.UnixMilli()) * time.Millisecond
 	calls := make([]addCall, len(nds))
-	for i, nd := range nds {
-		delay := min(offset+time.Duration(i)*spacing+rand.N(spacing+1), maxDelay)
-		if calls[i], err = s.prepareAdd(tenantID, nd, now, delay); err != nil {
-			out[i].Err = err
-		}
-	}
-	if err := addDomainScript.Load(ctx, s.rdb).Err(); err != nil {
-		return nil, fmt.Errorf("add domains for %s: load script: %w", tenantID, err)
-	}
+	answers := make([]any, len(nds))
 	var added, existing, failed int
-	for from := 0; from < len(nds); from += addPipeline {
-		to := min(from+addPipeline, len(nds))
-		pipe := s.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, to-from)
+	// collect reads the answers of items [from, to).
+	collect := func(from, to int) {
 		for i := from; i < to; i++ {
-			if out[i].Err == nil {
-				cmds[i-from] = addDomainScript.EvalSha(ctx, pipe, calls[i].keys, calls[i].args...)
-			}
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, fmt.Errorf("add domains for %s: %w", tenantID, err)
-		}
-		for i := from; i < to; i++ {
-			cmd := cmds[i-from]
-			if cmd == nil {
+			res, _ := answers[i].([]any)
+			if out[i].Err != nil {
 				failed++
 				continue
-			}
-			res, err := cmd.Slice()
-			if err != nil {
-				return nil, fmt.Errorf("add domain %s for %s: %w", calls[i].d.Name(), tenantID, err)
 			}
 			ok, id, err := addOutcome(calls[i], res)
 			switch {
@@ -381,6 +380,69 @@ func (s *Store) AddDomains(ctx context.Context, tenantID string, nds []NewDomain
 				existing++
 			}
 		}
+	}
+	// Each script call carries addChunk adds; the next ones are prepared
+	// while it runs (Redis and this process work at once), and it is sent
+	// only once the previous one is answered, so Redis runs the adds in
+	// order: past the quota, the later items are the ones to fail.
+	type flight struct {
+		from, to int
+		done     chan error
+	}
+	var prev *flight
+	wait := func() error {
+		if prev == nil {
+			return nil
+		}
+		err := <-prev.done
+		if err == nil {
+			collect(prev.from, prev.to)
+		}
+		prev = nil
+		if err != nil {
+			return fmt.Errorf("add domains for %s: %w", tenantID, err)
+		}
+		return nil
+	}
+	for from := 0; from < len(nds); from += addChunk {
+		to := min(from+addChunk, len(nds))
+		keys := make([]string, 0, 5*(to-from))
+		args := make([]any, 0, 20*(to-from))
+		sent := make([]int, 0, to-from)
+		for i := from; i < to; i++ {
+			delay := min(offset+time.Duration(i)*spacing+rand.N(spacing+1), maxDelay)
+			if calls[i], err = s.prepareAdd(tenantID, nds[i], now, delay); err != nil {
+				out[i].Err = err
+				continue
+			}
+			keys = append(keys, calls[i].keys...)
+			args = append(append(args, len(calls[i].args)), calls[i].args...)
+			sent = append(sent, i)
+		}
+		if err := wait(); err != nil {
+			return nil, err
+		}
+		f := &flight{from: from, to: to, done: make(chan error, 1)}
+		go func() {
+			if len(sent) == 0 {
+				f.done <- nil
+				return
+			}
+			res, err := addDomainsScript.Run(ctx, s.rdb, keys, args...).Slice()
+			if err == nil && len(res) != len(sent) {
+				err = fmt.Errorf("unexpected script result: %d answers for %d adds", len(res), len(sent))
+			}
+			if err == nil {
+				for j, i := range sent {
+					answers[i] = res[j]
+				}
+			}
+			f.done <- err
+		}()
+		prev = f
+	}
+	if err := wait(); err != nil {
+		return nil, err
 	}
 	s.logger.Info("domains imported", zap.String("tenant_id", tenantID), zap.Int("added", added),
 		zap.Int("existing", existing), zap.Int("failed", failed),

@@ -40,11 +40,14 @@ func DecodeObject(what string, raw []byte, dst any) error {
 	if len(body) == 0 {
 		return BadRequest(what + " is empty; send a JSON object")
 	}
-	if !json.Valid(body) {
-		return BadRequest(what + " is not valid JSON")
-	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
+		// Unmarshal checks the whole text before it decodes: a syntax
+		// error is JSON that is broken, anything else JSON of another kind.
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return BadRequest(what + " is not valid JSON")
+		}
 		return BadRequest(what + " must be a JSON object")
 	}
 	known := jsonFields(reflect.TypeOf(dst).Elem())
