@@ -49,6 +49,7 @@ type options struct {
 	auditOptions        // flags_audit.go
 	tenancyOptions      // flags_tenancy.go
 	scanOptions         // scan.go
+	importOptions       // import.go
 	registrationOptions // flags_registration.go
 	acmeOptions         // flags_acme.go
 

@@ -41,6 +41,8 @@ tools:
   apikey        create, list or revoke an account's /api/v1 keys
   ca            init, import or show the client certificate CA
   quota         show or override an account's limits
+  import        import the domains of a CSV or NDJSON file into a running
+                server (POST /api/v1/domains/bulk), resumable
   version       the release and revision of this binary
 
 Every flag can also be set as CERTFLEET_<FLAG> (upper case, '-' as '_').
@@ -79,6 +81,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runQuota(ctx, rest, stdout, stderr)
 	case "scan":
 		err = runScan(ctx, rest, stdout, stderr)
+	case "import":
+		err = runImport(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		if len(rest) > 0 && isHelp(rest[0]) {
 			err = groupHelp(stderr, "version", "usage: certfleet version")
@@ -94,6 +98,10 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
+	}
+	if errors.Is(err, errImportItems) {
+		fmt.Fprintf(stderr, "certfleet %s: %v\n", cmd, err)
+		return 1
 	}
 	if errors.Is(err, errScanFailed) {
 		return 1 // the scan printed what is wrong
