@@ -33,34 +33,45 @@ const (
 	bulkError   = "error"
 )
 
-// bulkItem is one item of a bulk body: what it asks for, or why it could
-// not be read. line is its line in an NDJSON body (1-based), else 0.
+// bulkItem is one item of a bulk body, as sent: raw is its JSON, line its
+// line in an NDJSON body (1-based), else 0.
 type bulkItem struct {
-	req  createDomainRequest
+	raw  []byte
 	line int
-	err  error
 }
+
+// check reads and checks the item exactly as POST /domains reads and
+// checks its body, and returns the domain to add.
+func (it bulkItem) check() (accounts.NewDomain, error) {
+	var req createDomainRequest
+	if err := httpapi.DecodeObject("item", it.raw, &req); err != nil {
+		return accounts.NewDomain{}, err
+	}
+	return req.newDomain(domainSourceImport)
+}
+
+// bulkSegment is how many items the handler checks ahead while the store
+// adds the previous ones, so that reading JSON and Redis work at once.
+const bulkSegment = 2500
 
 // errTooManyItems is a bulk body over MaxBulkItems.
 var errTooManyItems = &httpapi.Error{Status: http.StatusRequestEntityTooLarge,
 	Msg: fmt.Sprintf("too many items: a bulk request carries at most %d domains; split the import into several requests (certfleet import does)", MaxBulkItems)}
 
-// parseBulk reads a bulk body: a JSON array of the objects POST /domains
-// takes, or with ndjson one such object a line (blank lines are skipped).
-// Each item is decoded as strictly as the single add's body, and an item
-// that is not such an object (a bad NDJSON line, an array element of the
-// wrong shape) is an item with its error, so the others still land. A
-// body that is not an array at all, or is broken JSON past recovery, is
-// one BadRequest; more than max items is errTooManyItems.
+// parseBulk splits a bulk body into its items: a JSON array of the
+// objects POST /domains takes, or with ndjson one such object a line
+// (blank lines are skipped). Each item is read later (bulkItem.check), so
+// an item that is not such an object (a bad NDJSON line, an array element
+// of the wrong shape) fails alone and the others still land. A body that
+// is not an array at all, or is broken JSON past recovery, is one
+// BadRequest; more than max items is errTooManyItems.
 func parseBulk(body []byte, ndjson bool, max int) ([]bulkItem, error) {
 	var items []bulkItem
 	add := func(raw []byte, line int) error {
 		if len(items) == max {
 			return errTooManyItems
 		}
-		it := bulkItem{line: line}
-		it.err = httpapi.DecodeObject("item", raw, &it.req)
-		items = append(items, it)
+		items = append(items, bulkItem{raw: raw, line: line})
 		return nil
 	}
 	if ndjson {
@@ -150,40 +161,53 @@ func (h *Handler) bulkCreateDomains(c *gin.Context) {
 	}
 	p := httpapi.Principal(c)
 	out := bulkAnswer{Results: make([]bulkResult, len(items))}
-	var (
+	// One goroutine checks the items a segment ahead while this one adds
+	// the checked ones; it ends before the handler returns, error or not.
+	type segment struct {
 		nds []accounts.NewDomain
 		at  []int // the item of each of nds
-	)
-	for i, it := range items {
-		out.Results[i] = bulkResult{Index: i, Line: it.line}
-		err := it.err
-		if err == nil {
-			var nd accounts.NewDomain
-			if nd, err = it.req.newDomain(domainSourceImport); err == nil {
-				nds, at = append(nds, nd), append(at, i)
-				continue
+	}
+	segments := make(chan segment, 1)
+	go func() {
+		defer close(segments)
+		for from := 0; from < len(items); from += bulkSegment {
+			var sg segment
+			for i := from; i < min(from+bulkSegment, len(items)); i++ {
+				out.Results[i] = bulkResult{Index: i, Line: items[i].line}
+				nd, err := items[i].check()
+				if err != nil {
+					out.Results[i].Status, out.Results[i].Error = bulkError, itemError(err)
+					continue
+				}
+				sg.nds, sg.at = append(sg.nds, nd), append(sg.at, i)
 			}
+			segments <- sg
 		}
-		out.Results[i].Status, out.Results[i].Error = bulkError, itemError(err)
-	}
-	results, err := h.accounts.AddDomains(c.Request.Context(), p.TenantID, nds)
-	if err != nil {
-		httpapi.Fail(c, err)
-		return
-	}
-	for j, r := range results {
-		res := &out.Results[at[j]]
-		res.Hostname, res.Port = r.Domain.Host, r.Domain.Port
-		switch {
-		case r.Err != nil:
-			res.Status, res.Error = bulkError, itemError(r.Err)
-		case r.Added:
-			res.Status, res.ID = bulkCreated, r.Domain.ID
-		default:
-			res.Status, res.ID = bulkExists, r.Domain.ID
-			// As POST /domains' 409: a held key sees only its own.
-			if err := h.accounts.CanRead(c.Request.Context(), p, r.Domain.ID); err != nil {
-				res.ID = ""
+	}()
+	defer func() {
+		for range segments {
+		}
+	}()
+	for sg := range segments {
+		results, err := h.accounts.AddDomains(c.Request.Context(), p.TenantID, sg.nds)
+		if err != nil {
+			httpapi.Fail(c, err)
+			return
+		}
+		for j, r := range results {
+			res := &out.Results[sg.at[j]]
+			res.Hostname, res.Port = r.Domain.Host, r.Domain.Port
+			switch {
+			case r.Err != nil:
+				res.Status, res.Error = bulkError, itemError(r.Err)
+			case r.Added:
+				res.Status, res.ID = bulkCreated, r.Domain.ID
+			default:
+				res.Status, res.ID = bulkExists, r.Domain.ID
+				// As POST /domains' 409: a held key sees only its own.
+				if err := h.accounts.CanRead(c.Request.Context(), p, r.Domain.ID); err != nil {
+					res.ID = ""
+				}
 			}
 		}
 	}
