@@ -132,7 +132,8 @@ type bulkAnswer struct {
 
 // bulkCreateDomains is POST /domains/bulk: many POST /domains in one
 // request, each item checked as that route checks its body and added by
-// the same script (accounts.AddDomains, pipelined). Items are independent:
+// the same Lua add (accounts.AddDomains: one script call per 500 domains).
+// Items are independent:
 // one failing (bad, over the quota) does not stop the others. Adding a
 // domain the tenant has already answers exists with its id, so a retried
 // import adds nothing twice. The first scans of the new domains are spread
