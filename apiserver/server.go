@@ -80,6 +80,12 @@ type Config struct {
 	Now func() time.Time
 	// MaxBodyBytes caps a request body. Default 64 KiB.
 	MaxBodyBytes int64
+	// MaxBulkBodyBytes caps the body of POST /api/v1/domains/bulk, which
+	// carries up to 10,000 domains. Default 16 MiB.
+	MaxBulkBodyBytes int64
+	// ImportSpacing spreads the first scans of a bulk import: n domains
+	// are due over n*ImportSpacing (accounts.Config). Default 20ms.
+	ImportSpacing time.Duration
 	// ShutdownTimeout is how long Run waits for requests in flight when
 	// ctx ends. Default 10s.
 	ShutdownTimeout time.Duration
@@ -165,6 +171,9 @@ func (c *Config) setDefaults() {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 64 << 10
 	}
+	if c.MaxBulkBodyBytes == 0 {
+		c.MaxBulkBodyBytes = 16 << 20
+	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 10 * time.Second
 	}
@@ -213,8 +222,8 @@ func (c *Config) Validate() error {
 	if c.RenewalWindow < 0 {
 		errs = append(errs, fmt.Errorf("renewal window must not be negative, got %s", c.RenewalWindow))
 	}
-	if c.MaxBodyBytes < 0 {
-		errs = append(errs, fmt.Errorf("max body bytes must not be negative, got %d", c.MaxBodyBytes))
+	if c.MaxBodyBytes < 0 || c.MaxBulkBodyBytes < 0 {
+		errs = append(errs, fmt.Errorf("max body bytes must not be negative, got %d and %d (bulk)", c.MaxBodyBytes, c.MaxBulkBodyBytes))
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout must not be negative, got %s", c.ShutdownTimeout))
@@ -288,7 +297,7 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Server, er
 func (s *Server) build() error {
 	cfg, rdb, logger := s.cfg, s.rdb, s.logger
 	store, err := accounts.New(accounts.Config{Now: cfg.Now, HoldClaims: cfg.Claims == keychest.ClaimsApprove,
-		HeldQuota: cfg.ClaimQuota, Quotas: cfg.Quotas}, rdb, logger)
+		HeldQuota: cfg.ClaimQuota, Quotas: cfg.Quotas, ImportSpacing: cfg.ImportSpacing}, rdb, logger)
 	if err != nil {
 		return err
 	}
@@ -487,9 +496,16 @@ func (s *Server) recovery() gin.HandlerFunc {
 	}
 }
 
+// bulkRoute is the route whose body may be MaxBulkBodyBytes.
+const bulkRoute = "/api/v1/domains/bulk"
+
 func (s *Server) limitBody() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBodyBytes)
+		limit := s.cfg.MaxBodyBytes
+		if c.FullPath() == bulkRoute {
+			limit = s.cfg.MaxBulkBodyBytes
+		}
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, limit)
 		c.Next()
 	}
 }

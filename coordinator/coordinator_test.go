@@ -649,3 +649,48 @@ func TestCheckRequested(t *testing.T) {
 		t.Errorf("unknown domain scheduled at %d after check requested, want not scheduled", got)
 	}
 }
+
+// TestDelayedFirstScan: a domain.added with first_scan_delay_ms (a bulk
+// import) is due that long after its event, not at once, and its first
+// job waits for it; one without a delay (a single add) is due at once.
+func TestDelayedFirstScan(t *testing.T) {
+	h := newHarness(t)
+	const shards = 4
+	h.start(Config{Name: "c1", Shards: shards, Interval: time.Hour, Tick: 50 * time.Millisecond})
+
+	prompt, promptID := domainAdded(t, "prompt.example.com", 443)
+	delayedID := events.DomainID(testTenant, "delayed.example.com", 443)
+	delayed, err := events.New(events.DomainAdded, testTenant, delayedID, events.DomainAddedV1{
+		DomainID: delayedID, Host: "delayed.example.com", Port: 443, Source: "api", FirstScanDelayMS: 600,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.publish(prompt, delayed)
+	eventually(t, 2*time.Second, "job of the prompt domain", func() bool { return len(h.jobsOf(shards, promptID)) == 1 })
+	if got := len(h.jobsOf(shards, delayedID)); got != 0 && time.Since(delayed.OccurredAt) < 600*time.Millisecond {
+		t.Errorf("delayed domain: got %d jobs before its delay passed, want 0", got)
+	}
+	eventually(t, 3*time.Second, "job of the delayed domain", func() bool { return len(h.jobsOf(shards, delayedID)) == 1 })
+	if j := h.jobsOf(shards, delayedID)[0]; j.env.OccurredAt.Before(delayed.OccurredAt.Add(600 * time.Millisecond)) {
+		t.Errorf("delayed domain's job at %s, want at least 600ms after its event at %s", j.env.OccurredAt, delayed.OccurredAt)
+	}
+}
+
+func TestFirstDue(t *testing.T) {
+	for _, tc := range []struct {
+		name                 string
+		occurred, delay, now int64
+		want                 int64
+	}{
+		{"no delay is now", 1000, 0, 1500, 1500},
+		{"delay ahead", 1000, 2000, 1500, 3000},
+		{"delay already past (a backlog) is now", 1000, 200, 1500, 1500},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := firstDue(tc.occurred, tc.delay, tc.now); got != tc.want {
+				t.Errorf("got %d, want %d", got, tc.want)
+			}
+		})
+	}
+}

@@ -23,12 +23,15 @@ type domainRecord struct {
 // Events are applied only when not older than the last event applied to the
 // domain (versions:{NN}), so a redelivered or reordered event is a no-op. A
 // new or re-activated domain is due now (ZADD NX), a known one keeps its due
-// time, so redelivering domain.added never resets the schedule; a renamed
+// time, so redelivering domain.added never resets the schedule (a domain
+// of a bulk import is due at its event's first_scan_delay_ms after the
+// event instead of now, which spreads an import's first scans); a renamed
 // one (another host or port in its record) is due now, since what the views
 // hold was seen for the old name.
 //
 // KEYS: domains, schedule, versions. ARGV: op ("put" | "remove"), domain id,
-// record JSON, version (unix ms), now (unix ms), active ("1" | "0").
+// record JSON, version (unix ms), due (unix ms: now, or later for a
+// delayed first scan), active ("1" | "0").
 var applyDomainScript = redis.NewScript(`
 local id, version = ARGV[2], tonumber(ARGV[4])
 local last = redis.call('HGET', KEYS[3], id)
@@ -60,6 +63,7 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 		op, domainID string
 		rec          domainRecord
 		active       = true
+		due          = nowMS()
 	)
 	switch e.Name {
 	case events.DomainAdded:
@@ -68,6 +72,7 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 			return malformed(e, err)
 		}
 		op, domainID, rec = "put", p.DomainID, domainRecord{TenantID: e.TenantID, Host: p.Host, Port: p.Port}
+		due = firstDue(e.OccurredAt.UnixMilli(), p.FirstScanDelayMS, due)
 	case events.DomainUpdated:
 		var p events.DomainUpdatedV1
 		if err := e.Decode(&p); err != nil {
@@ -111,7 +116,7 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 	}
 	keys := []string{DomainsKey(n), ScheduleKey(n), versionsKey(n)}
 	applied, err := applyDomainScript.Run(ctx, c.rdb, keys,
-		op, domainID, string(body), e.OccurredAt.UnixMilli(), nowMS(), activeArg).Int()
+		op, domainID, string(body), e.OccurredAt.UnixMilli(), due, activeArg).Int()
 	if err != nil {
 		return fmt.Errorf("apply %s %s to shard %d: %w", e.Name, domainID, n, err)
 	}
@@ -123,6 +128,17 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 		host = ""
 	}
 	return c.applyRegistrationRef(ctx, e, domainID, host)
+}
+
+// firstDue is when a new domain's first scan is due: its event's time
+// plus the event's delay, never before now. The delay counts from the
+// event, not from when the coordinator reads it, so a coordinator catching
+// up on a backlog keeps an import's spread (whatever of it is still ahead).
+func firstDue(occurredMS, delayMS, nowMS int64) int64 {
+	if delayMS <= 0 {
+		return nowMS
+	}
+	return max(nowMS, occurredMS+delayMS)
 }
 
 // malformed marks a domain event no retry can apply: the consumer

@@ -66,12 +66,17 @@ type DomainAddedV1 struct {
 	DomainID string   `json:"domain_id"`
 	Host     string   `json:"host"`
 	Port     int      `json:"port"`
-	Source   string   `json:"source"` // "keychest" or "api"
+	Source   string   `json:"source"` // "keychest", "api" or "import" (POST /api/v1/domains/bulk)
 	Notes    string   `json:"notes,omitempty"`
 	Tags     []string `json:"tags,omitempty"`
 	// HeldBy is the held claimed key that added the domain: it raises no
 	// alerts until that key is approved.
 	HeldBy string `json:"held_by,omitempty"`
+	// FirstScanDelayMS puts the domain's first scan this many milliseconds
+	// after OccurredAt (the coordinator's schedule). A bulk import spreads
+	// its domains' first scans with it so an import is never one burst of
+	// scans; 0 (every single add) is due at once.
+	FirstScanDelayMS int64 `json:"first_scan_delay_ms,omitempty"`
 }
 
 // DomainUpdatedV1: mutable attributes of a domain changed. It carries the

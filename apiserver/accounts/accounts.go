@@ -100,6 +100,15 @@ type Config struct {
 	Quotas quota.Limits
 	// Now is the clock of created_at fields and events. Default time.Now.
 	Now func() time.Time
+	// ImportSpacing is how far apart, on average, the first scans of the
+	// domains of a bulk import (AddDomains) are due: an import of n
+	// domains spreads them over n*ImportSpacing, after the window of the
+	// tenant's previous import if that is still running. Default 20ms (50
+	// first scans a second per tenant).
+	ImportSpacing time.Duration
+	// ImportMaxDelay caps how far a first scan is pushed: past it, the
+	// first scans of a huge import pile up at ImportMaxDelay. Default 1h.
+	ImportMaxDelay time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -113,7 +122,19 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.ImportSpacing == 0 {
+		c.ImportSpacing = DefaultImportSpacing
+	}
+	if c.ImportMaxDelay == 0 {
+		c.ImportMaxDelay = DefaultImportMaxDelay
+	}
 }
+
+// Defaults of the first-scan spread of bulk imports (Config).
+const (
+	DefaultImportSpacing  = 20 * time.Millisecond
+	DefaultImportMaxDelay = time.Hour
+)
 
 // Validate reports every problem of the configuration.
 func (c *Config) Validate() error {
@@ -126,6 +147,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Quotas.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.ImportSpacing < 0 {
+		errs = append(errs, fmt.Errorf("import spacing must not be negative, got %s", c.ImportSpacing))
+	}
+	if c.ImportMaxDelay < 0 {
+		errs = append(errs, fmt.Errorf("import max delay must not be negative, got %s", c.ImportMaxDelay))
 	}
 	return errors.Join(errs...)
 }

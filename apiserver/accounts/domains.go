@@ -22,7 +22,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"runtime"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -150,7 +153,12 @@ func checkName(host string, port int) error {
 // held key quota, then the event's fields (StreamFields).
 // Returns {1, id} when added, {0, existing id} when it was already there,
 // {2, resource, limit} over a quota.
-var addDomainScript = redis.NewScript(`
+var addDomainScript = redis.NewScript(addDomainLua + `return add(KEYS, ARGV)`)
+
+// addDomainLua is the add as a Lua function of its keys and arguments,
+// so that the single add and the bulk add run the same code.
+var addDomainLua = `
+local function add(KEYS, ARGV)
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
 if existing then return {0, existing} end
 local limit = ` + quota.LuaLimit(4, 11, quota.Domains) + `
@@ -165,79 +173,312 @@ redis.call('HSET', KEYS[2], 'tenant_id', ARGV[3], 'host', ARGV[4], 'port', ARGV[
 if ARGV[12] ~= '' then redis.call('HSET', KEYS[2], 'held_by', ARGV[12]) end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', unpack(ARGV, 14))
 return {1, ARGV[2]}
+end
+`
+
+// addDomainsScript runs addDomainScript's add for many domains in order,
+// in one call: one round trip and one script run per chunk of an import.
+//
+// KEYS: the five keys of each add in turn. ARGV: for each add in turn, the
+// count of its arguments, then its arguments. Returns the answer of each.
+var addDomainsScript = redis.NewScript(addDomainLua + `
+local out, a = {}, 1
+for i = 1, #KEYS / 5 do
+  local n = tonumber(ARGV[a])
+  out[i] = add({KEYS[5*i-4], KEYS[5*i-3], KEYS[5*i-2], KEYS[5*i-1], KEYS[5*i]}, {unpack(ARGV, a + 1, a + n)})
+  a = a + n + 1
+end
+return out
 `)
 
-// AddDomain registers nd for tenantID with a new random id. Adding a
-// host:port the tenant already has writes nothing and returns that domain
-// with added=false: the KeyChest add is idempotent, the REST add answers
-// ErrDomainExists itself.
-func (s *Store) AddDomain(ctx context.Context, tenantID string, nd NewDomain) (d Domain, added bool, err error) {
+// addCall is one checked add: the domain it writes and the script's keys
+// and arguments. AddDomain runs one, AddDomains many in a pipeline.
+type addCall struct {
+	d    Domain
+	keys []string
+	args []any
+}
+
+// prepareAdd checks nd and builds the add of it for tenantID with a new
+// random id, its domain.added event carrying firstScanDelay. Every add,
+// single or bulk, goes through it: the checks are written once.
+func (s *Store) prepareAdd(tenantID string, nd NewDomain, now time.Time, firstScanDelay time.Duration) (addCall, error) {
 	if tenantID == "" {
-		return Domain{}, false, errors.New("add domain: tenant id is empty")
+		return addCall{}, errors.New("add domain: tenant id is empty")
 	}
 	if err := checkName(nd.Host, nd.Port); err != nil {
-		return Domain{}, false, fmt.Errorf("add domain: %w", err)
+		return addCall{}, fmt.Errorf("add domain: %w", err)
 	}
 	if err := CheckNotes(nd.Notes); err != nil {
-		return Domain{}, false, err
+		return addCall{}, err
 	}
 	if err := CheckTags(nd.Tags); err != nil {
-		return Domain{}, false, err
+		return addCall{}, err
 	}
 	if nd.Source == "" {
 		nd.Source = Source
 	}
-	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
-	d = Domain{
+	d := Domain{
 		ID: uuid.NewString(), TenantID: tenantID, Host: nd.Host, Port: nd.Port, Active: true,
 		Notes: nd.Notes, Tags: nonNil(nd.Tags), Source: nd.Source, HeldBy: nd.HeldBy,
 		CreatedAt: now, UpdatedAt: now, rev: 1,
 	}
 	ev, err := events.New(events.DomainAdded, tenantID, d.ID, events.DomainAddedV1{
 		DomainID: d.ID, Host: d.Host, Port: d.Port, Source: d.Source, Notes: d.Notes, Tags: d.Tags, HeldBy: d.HeldBy,
+		FirstScanDelayMS: firstScanDelay.Milliseconds(),
 	})
 	if err != nil {
-		return Domain{}, false, err
+		return addCall{}, err
 	}
 	ev.OccurredAt = now
 	fields, err := ev.StreamFields()
 	if err != nil {
-		return Domain{}, false, err
+		return addCall{}, err
 	}
 	tags, err := json.Marshal(d.Tags)
 	if err != nil {
-		return Domain{}, false, fmt.Errorf("marshal tags: %w", err)
+		return addCall{}, fmt.Errorf("marshal tags: %w", err)
 	}
-	args := append([]any{d.Name(), d.ID, tenantID, d.Host, strconv.Itoa(d.Port), d.Notes, string(tags),
-		d.Source, now.UnixMilli(), s.cfg.MaxLen, s.cfg.Quotas[quota.Domains], d.HeldBy, s.cfg.HeldQuota}, fields...)
-	res, err := addDomainScript.Run(ctx, s.rdb,
-		[]string{domainsKey(tenantID), domainKey(tenantID, d.ID), events.EventStream(tenantID),
-			quota.Key(tenantID), heldDomainsKey(tenantID, d.HeldBy)}, args...).Slice()
-	if err != nil {
-		return Domain{}, false, fmt.Errorf("add domain %s for %s: %w", d.Name(), tenantID, err)
-	}
+	return addCall{
+		d: d,
+		keys: []string{domainsKey(tenantID), domainKey(tenantID, d.ID), events.EventStream(tenantID),
+			quota.Key(tenantID), heldDomainsKey(tenantID, d.HeldBy)},
+		args: append([]any{d.Name(), d.ID, tenantID, d.Host, strconv.Itoa(d.Port), d.Notes, string(tags),
+			d.Source, now.UnixMilli(), s.cfg.MaxLen, s.cfg.Quotas[quota.Domains], d.HeldBy, s.cfg.HeldQuota}, fields...),
+	}, nil
+}
+
+// addOutcome reads addDomainScript's answer to call: added, the id an
+// existing domain has, or a quota error.
+func addOutcome(call addCall, res []any) (added bool, id string, err error) {
 	if len(res) == 3 {
 		// Over a quota: {2, resource, limit}.
 		limit, _ := res[2].(int64)
 		if r, _ := res[1].(string); r == "held" {
-			return Domain{}, false, &HeldQuotaError{Limit: limit}
+			return false, "", &HeldQuotaError{Limit: limit}
 		}
-		return Domain{}, false, &quota.Exceeded{Resource: quota.Domains, Limit: limit}
+		return false, "", &quota.Exceeded{Resource: quota.Domains, Limit: limit}
 	}
 	if len(res) != 2 {
-		return Domain{}, false, fmt.Errorf("add domain %s for %s: unexpected script result %v", d.Name(), tenantID, res)
+		return false, "", fmt.Errorf("add domain %s for %s: unexpected script result %v", call.d.Name(), call.d.TenantID, res)
 	}
-	if n, _ := res[0].(int64); n == 1 {
+	n, _ := res[0].(int64)
+	id, _ = res[1].(string)
+	return n == 1, id, nil
+}
+
+// AddDomain registers nd for tenantID with a new random id. Adding a
+// host:port the tenant already has writes nothing and returns that domain
+// with added=false: the KeyChest add is idempotent, the REST add answers
+// ErrDomainExists itself. The new domain's first scan is due at once.
+func (s *Store) AddDomain(ctx context.Context, tenantID string, nd NewDomain) (d Domain, added bool, err error) {
+	call, err := s.prepareAdd(tenantID, nd, s.cfg.Now().UTC().Truncate(time.Millisecond), 0)
+	if err != nil {
+		return Domain{}, false, err
+	}
+	d = call.d
+	res, err := addDomainScript.Run(ctx, s.rdb, call.keys, call.args...).Slice()
+	if err != nil {
+		return Domain{}, false, fmt.Errorf("add domain %s for %s: %w", d.Name(), tenantID, err)
+	}
+	added, id, err := addOutcome(call, res)
+	if err != nil {
+		return Domain{}, false, err
+	}
+	if added {
 		s.logger.Info("domain added", zap.String("tenant_id", tenantID), zap.String("domain_id", d.ID),
 			zap.String("host", d.Host), zap.Int("port", d.Port), zap.String("source", d.Source))
 		return d, true, nil
 	}
-	id, _ := res[1].(string)
 	d, err = s.GetDomain(ctx, tenantID, id)
 	if err != nil {
 		return Domain{}, false, fmt.Errorf("add domain %s for %s: read existing: %w", nd.Host, tenantID, err)
 	}
 	return d, false, nil
+}
+
+// AddResult is the outcome of one domain of AddDomains: added, already
+// there (ID is the existing domain's), or Err (a FieldError, a quota
+// error, a bad name); Domain is only complete when Added.
+type AddResult struct {
+	Domain Domain
+	Added  bool
+	Err    error
+}
+
+// addChunk is how many adds one script call (one round trip) carries.
+const addChunk = 500
+
+// reserveImportScript reserves a window for the first scans of an
+// import: it starts at the end of the tenant's previous import window if
+// that is still ahead (capped at now + max delay), else now, and is span
+// long. Returns its start (unix ms).
+//
+// KEYS: the tenant's import horizon. ARGV: now ms, span ms, max delay ms.
+var reserveImportScript = redis.NewScript(`
+local now, span, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local start = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+if start > now + max then start = now + max end
+local horizon = start + span
+redis.call('SET', KEYS[1], string.format('%d', horizon), 'PX', string.format('%d', math.max(1, horizon - now)))
+return start
+`)
+
+func importHorizonKey(tenantID string) string {
+	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":import_horizon"
+}
+
+// AddDomains registers nds for tenantID as AddDomain does each, in order,
+// with one script call (one round trip) per addChunk domains: each runs
+// the same checks and the same Lua add, so a domain the tenant has already (an
+// earlier item, or a retried import) is not added again and past the
+// tenant's quota the rest fail one by one. The returned error is Redis
+// failing; each item's own problem is in its result.
+//
+// Their first scans are spread: the import reserves a window of
+// len(nds)*ImportSpacing after the tenant's previous import window (so
+// the chunks of one big import follow each other instead of piling up),
+// and the i-th domain is due at a random time in its own ImportSpacing
+// slot of it, never more than ImportMaxDelay ahead.
+func (s *Store) AddDomains(ctx context.Context, tenantID string, nds []NewDomain) ([]AddResult, error) {
+	out := make([]AddResult, len(nds))
+	if len(nds) == 0 {
+		return out, nil
+	}
+	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
+	spacing, maxDelay := s.cfg.ImportSpacing, s.cfg.ImportMaxDelay
+	span := time.Duration(len(nds)) * spacing
+	startMS, err := reserveImportScript.Run(ctx, s.rdb, []string{importHorizonKey(tenantID)},
+		now.UnixMilli(), span.Milliseconds(), maxDelay.Milliseconds()).Int64()
+	if err != nil {
+		return nil, fmt.Errorf("add domains for %s: reserve first-scan window: %w", tenantID, err)
+	}
+	offset := time.Duration(startMS-now.UnixMilli()) * time.Millisecond
+	calls := make([]addCall, len(nds))
+	answers := make([]any, len(nds))
+	var added, existing, failed int
+	// collect reads the answers of items [from, to).
+	collect := func(from, to int) {
+		for i := from; i < to; i++ {
+			res, _ := answers[i].([]any)
+			if out[i].Err != nil {
+				failed++
+				continue
+			}
+			ok, id, err := addOutcome(calls[i], res)
+			switch {
+			case err != nil:
+				out[i].Err = err
+				failed++
+			case ok:
+				out[i] = AddResult{Domain: calls[i].d, Added: true}
+				added++
+				s.logger.Debug("domain added", zap.String("tenant_id", tenantID), zap.String("domain_id", calls[i].d.ID),
+					zap.String("host", calls[i].d.Host), zap.Int("port", calls[i].d.Port), zap.String("source", calls[i].d.Source))
+			default:
+				d := calls[i].d
+				d.ID = id
+				out[i] = AddResult{Domain: d}
+				existing++
+			}
+		}
+	}
+	// Each script call carries addChunk adds; the next ones are prepared
+	// while it runs (Redis and this process work at once), and it is sent
+	// only once the previous one is answered, so Redis runs the adds in
+	// order: past the quota, the later items are the ones to fail.
+	type flight struct {
+		from, to int
+		done     chan error
+	}
+	var prev *flight
+	wait := func() error {
+		if prev == nil {
+			return nil
+		}
+		err := <-prev.done
+		if err == nil {
+			collect(prev.from, prev.to)
+		}
+		prev = nil
+		if err != nil {
+			return fmt.Errorf("add domains for %s: %w", tenantID, err)
+		}
+		return nil
+	}
+	for from := 0; from < len(nds); from += addChunk {
+		to := min(from+addChunk, len(nds))
+		keys := make([]string, 0, 5*(to-from))
+		args := make([]any, 0, 20*(to-from))
+		sent := make([]int, 0, to-from)
+		// Building the adds (ids, events as JSON) is most of this
+		// process's work for an import: spread over the CPUs.
+		forEach(from, to, func(i int) {
+			delay := min(offset+time.Duration(i)*spacing+rand.N(spacing+1), maxDelay)
+			calls[i], out[i].Err = s.prepareAdd(tenantID, nds[i], now, delay)
+		})
+		for i := from; i < to; i++ {
+			if out[i].Err != nil {
+				continue
+			}
+			keys = append(keys, calls[i].keys...)
+			args = append(append(args, len(calls[i].args)), calls[i].args...)
+			sent = append(sent, i)
+		}
+		if err := wait(); err != nil {
+			return nil, err
+		}
+		f := &flight{from: from, to: to, done: make(chan error, 1)}
+		go func() {
+			if len(sent) == 0 {
+				f.done <- nil
+				return
+			}
+			res, err := addDomainsScript.Run(ctx, s.rdb, keys, args...).Slice()
+			if err == nil && len(res) != len(sent) {
+				err = fmt.Errorf("unexpected script result: %d answers for %d adds", len(res), len(sent))
+			}
+			if err == nil {
+				for j, i := range sent {
+					answers[i] = res[j]
+				}
+			}
+			f.done <- err
+		}()
+		prev = f
+	}
+	if err := wait(); err != nil {
+		return nil, err
+	}
+	s.logger.Info("domains imported", zap.String("tenant_id", tenantID), zap.Int("added", added),
+		zap.Int("existing", existing), zap.Int("failed", failed),
+		zap.Duration("first_scans_from", offset), zap.Duration("first_scans_over", span))
+	return out, nil
+}
+
+// forEach calls fn for each i in [from, to), split over GOMAXPROCS
+// goroutines, and returns when every call has.
+func forEach(from, to int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), to-from)
+	if workers <= 1 {
+		for i := from; i < to; i++ {
+			fn(i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	per := (to - from + workers - 1) / workers
+	for lo := from; lo < to; lo += per {
+		hi := min(lo+per, to)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := lo; i < hi; i++ {
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // LookupDomain returns the id of host:port if tenantID registered it, or

@@ -28,16 +28,27 @@ func BindJSON(c *gin.Context, dst any) error {
 		}
 		return BadRequest("cannot read request body")
 	}
-	body = bytes.TrimSpace(body)
+	return DecodeObject("request body", body, dst)
+}
+
+// DecodeObject decodes raw, one JSON object, into dst (a pointer to a
+// struct) as strictly as BindJSON does; what names raw in the messages
+// ("request body", "item"). POST /domains/bulk decodes each of its items
+// with it, so an item is read exactly as the single add reads its body.
+func DecodeObject(what string, raw []byte, dst any) error {
+	body := bytes.TrimSpace(raw)
 	if len(body) == 0 {
-		return BadRequest("request body is empty; send a JSON object")
-	}
-	if !json.Valid(body) {
-		return BadRequest("request body is not valid JSON")
+		return BadRequest(what + " is empty; send a JSON object")
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
-		return BadRequest("request body must be a JSON object")
+		// Unmarshal checks the whole text before it decodes: a syntax
+		// error is JSON that is broken, anything else JSON of another kind.
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return BadRequest(what + " is not valid JSON")
+		}
+		return BadRequest(what + " must be a JSON object")
 	}
 	known := jsonFields(reflect.TypeOf(dst).Elem())
 	for name := range obj {
@@ -58,7 +69,7 @@ func BindJSON(c *gin.Context, dst any) error {
 			}
 			return BadRequest(fmt.Sprintf("field %q has the wrong type", te.Field))
 		}
-		return BadRequest("request body is not valid JSON")
+		return BadRequest(what + " is not valid JSON")
 	}
 	return nil
 }

@@ -36,6 +36,7 @@ func (h *Handler) domainRoutes(g *gin.RouterGroup) {
 	read, write := h.guard(accounts.ScopeRead), h.guard(accounts.ScopeWrite)
 	g.GET("/domains", append(read, h.listDomains)...)
 	g.POST("/domains", append(write, h.createDomain)...)
+	g.POST("/domains/bulk", append(write, h.bulkCreateDomains)...)
 	g.GET("/domains/:id", append(read, h.getDomain)...)
 	g.PUT("/domains/:id", append(write, h.updateDomain)...)
 	g.DELETE("/domains/:id", append(write, h.deleteDomain)...)
@@ -141,6 +142,27 @@ type createDomainRequest struct {
 	Tags     []string `json:"tags"`
 }
 
+// newDomain checks the request of one add, POST /domains' body or an
+// item of POST /domains/bulk, and returns the domain to add from source.
+// The store checks notes and tags.
+func (req createDomainRequest) newDomain(source string) (accounts.NewDomain, error) {
+	if req.Hostname == "" {
+		return accounts.NewDomain{}, httpapi.BadRequest("hostname is required")
+	}
+	host, err := parseHostname(req.Hostname)
+	if err != nil {
+		return accounts.NewDomain{}, err
+	}
+	port := domainname.DefaultPort
+	if req.Port != nil {
+		if err := checkPort(*req.Port); err != nil {
+			return accounts.NewDomain{}, err
+		}
+		port = *req.Port
+	}
+	return accounts.NewDomain{Host: host, Port: port, Notes: req.Notes, Tags: req.Tags, Source: source}, nil
+}
+
 // createDomain is POST /domains. A new domain is due at once in the
 // coordinator, so every region scans it within seconds.
 func (h *Handler) createDomain(c *gin.Context) {
@@ -149,26 +171,12 @@ func (h *Handler) createDomain(c *gin.Context) {
 		httpapi.Fail(c, err)
 		return
 	}
-	if req.Hostname == "" {
-		httpapi.Fail(c, httpapi.BadRequest("hostname is required"))
-		return
-	}
-	host, err := parseHostname(req.Hostname)
+	nd, err := req.newDomain(domainSourceAPI)
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
 	}
-	port := domainname.DefaultPort
-	if req.Port != nil {
-		if err := checkPort(*req.Port); err != nil {
-			httpapi.Fail(c, err)
-			return
-		}
-		port = *req.Port
-	}
-	d, added, err := h.accounts.AddDomain(c.Request.Context(), httpapi.Principal(c).TenantID, accounts.NewDomain{
-		Host: host, Port: port, Notes: req.Notes, Tags: req.Tags, Source: domainSourceAPI,
-	})
+	d, added, err := h.accounts.AddDomain(c.Request.Context(), httpapi.Principal(c).TenantID, nd)
 	if err != nil {
 		httpapi.Fail(c, err)
 		return

@@ -19,6 +19,8 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		{Name: "DomainList", Type: reflect.TypeFor[domainList](), Required: false},
 		{Name: "Pagination", Type: reflect.TypeFor[pagination](), Required: false},
 		{Name: "DomainCreate", Type: reflect.TypeFor[createDomainRequest](), Required: false},
+		{Name: "BulkImport", Type: reflect.TypeFor[bulkAnswer](), Required: false},
+		{Name: "BulkResult", Type: reflect.TypeFor[bulkResult](), Required: false},
 		{Name: "DomainUpdate", Type: reflect.TypeFor[updateDomainRequest](), Required: false},
 		{Name: "SSLCheck", Type: reflect.TypeFor[SSLCheck](), Required: false},
 		{Name: "SSLResult", Type: reflect.TypeFor[SSLResult](), Required: false},

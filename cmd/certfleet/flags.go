@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/apiserver"
+	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/events/stream"
 )
 
@@ -53,6 +54,7 @@ type options struct {
 	auditOptions        // flags_audit.go
 	tenancyOptions      // flags_tenancy.go
 	scanOptions         // scan.go
+	importOptions       // import.go
 	registrationOptions // flags_registration.go
 	acmeOptions         // flags_acme.go
 
@@ -60,6 +62,8 @@ type options struct {
 	RateLimitGeneral int
 	RateLimitCheck   int
 	RateLimitAPIKeys int
+	// ImportSpacing spreads the first scans of bulk imports.
+	ImportSpacing time.Duration
 	// ExpiryMetricsMaxSeries caps the per-certificate expiry gauge.
 	ExpiryMetricsMaxSeries int
 
@@ -216,6 +220,7 @@ func (f *flagSet) api() *flagSet {
 	f.IntVar(&f.opts.RateLimitCheck, "rate-limit-check", 10, "requests a minute per API key to POST /api/v1/check")
 	f.IntVar(&f.opts.ExpiryMetricsMaxSeries, "expiry-metrics-max-series", apiserver.DefaultExpiryMetricsMaxSeries, "most series of certfleet_certificate_expiry_timestamp_seconds (tenants opt in with expiry_metrics in their alert settings); past it they are counted in certfleet_certificate_expiry_series_dropped_total")
 	f.IntVar(&f.opts.RateLimitAPIKeys, "rate-limit-apikeys", 5, "requests a minute per API key to POST /api/v1/api-keys")
+	f.DurationVar(&f.opts.ImportSpacing, "import-spacing", accounts.DefaultImportSpacing, "the first scans of a bulk import (POST /api/v1/domains/bulk) of n domains are spread over n times this, after the account's previous import; at most 1h ahead")
 	return f
 }
 

@@ -48,6 +48,14 @@ var commandHelp = map[string]help{
 			{"a table for two hosts", "certfleet scan example.com example.org:8443"},
 			{"JSON, failing below 30 days", "certfleet scan --json --min-days 30 example.com"},
 		}},
+	"import": {args: " FILE", about: "Import the domains of a CSV file (header row: hostname or host, port, notes, tags separated by ';') or an NDJSON file\n" +
+		"(the objects POST /api/v1/domains takes) into a running server, in chunks through POST /api/v1/domains/bulk.\n" +
+		"Progress goes to stderr. With --resume, the last acknowledged line is recorded and a re-run continues after it;\n" +
+		"a chunk sent twice is harmless (domains already there answer exists). Exit status 1 when some domains were refused.",
+		examples: []example{
+			{"a CSV file, resumable", "CERTFLEET_API_KEY=ssa_... certfleet import --api https://certfleet.example.com --resume domains.state domains.csv"},
+			{"NDJSON in chunks of 5000", "certfleet import --api-key ssa_... --chunk 5000 domains.ndjson"},
+		}},
 	"migrate": {about: "Apply the ClickHouse migrations and exit.",
 		examples: []example{{"", "certfleet migrate --clickhouse-dsn clickhouse://127.0.0.1:9000/certfleet"}}},
 	"views rebuild": {about: "Rebuild the Redis views from the ClickHouse event store.",

@@ -43,6 +43,8 @@ tools:
   ca            init, import or show the client certificate CA
   quota         show or override an account's limits
   regions       list the regions agents scan from, or forget a gone one
+  import        import the domains of a CSV or NDJSON file into a running
+                server (POST /api/v1/domains/bulk), resumable
   version       the release and revision of this binary
 
 Every flag can also be set as CERTFLEET_<FLAG> (upper case, '-' as '_').
@@ -83,6 +85,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runRegions(ctx, rest, stdout, stderr)
 	case "scan":
 		err = runScan(ctx, rest, stdout, stderr)
+	case "import":
+		err = runImport(ctx, rest, stdout, stderr)
 	case "version", "--version":
 		if len(rest) > 0 && isHelp(rest[0]) {
 			err = groupHelp(stderr, "version", "usage: certfleet version")
@@ -98,6 +102,10 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
+	}
+	if errors.Is(err, errImportItems) {
+		fmt.Fprintf(stderr, "certfleet %s: %v\n", cmd, err)
+		return 1
 	}
 	if errors.Is(err, errScanFailed) {
 		return 1 // the scan printed what is wrong

@@ -109,7 +109,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	if role == "all" || role == "apiserver" {
 		api, err := apiserver.New(apiserver.Config{
 			Listen: o.Listen, RenewalWindow: o.RenewalWindow,
-			WarningDays: o.WarningDays, CriticalDays: o.CriticalDays, CheckTimeout: o.CheckTimeout,
+			WarningDays: o.WarningDays, CriticalDays: o.CriticalDays, CheckTimeout: o.CheckTimeout, ImportSpacing: o.ImportSpacing,
 			RateLimitGeneral: o.RateLimitGeneral, RateLimitCheck: o.RateLimitCheck, RateLimitAPIKeys: o.RateLimitAPIKeys,
 			Claims: o.KeyChestClaim, ClaimQuota: o.ClaimQuota, Quotas: o.tenancyOptions.quotas(),
 			Notify: notify, CA: o.caConfig(), Audit: o.auditConfig(conn),
