@@ -18,9 +18,10 @@ import (
 //     saw at the IP, without what the field name says (region, IP), what
 //     the region's meta "@<region>" says (when the scan finished, its
 //     event), and the certificate's facts;
-//   - "<region>|#<sha256>" holds a storedCert: the facts of a leaf, once
-//     per region however many of its IPs serve it. A scan replaces all
-//     "<region>|" fields, so a leaf no IP serves any more goes with them.
+//   - "#<sha256>" holds a storedCert: the facts of a leaf, once per view
+//     however many regions and IPs serve it. The scripts that change
+//     entries end with dropUnusedLeaves, so a leaf no entry refers to any
+//     more goes.
 //
 // Entries written before this layout are whole ExpEntry JSON objects
 // ("{..."); they decode as before.
@@ -63,9 +64,38 @@ type storedCert struct {
 	SignatureAlgorithm string    `json:"g,omitempty"`
 }
 
-// encodeResults turns one region's results into the view fields (suffix
-// after "<region>|", value) that applyScanScript writes.
-func encodeResults(port int, results []events.IPResult) ([]any, error) {
+// dropUnusedLeaves is the Lua that applyScanScript and applyRemovedScript
+// end with: it removes the leaf facts ("#<key>") no entry of the view
+// KEYS[1] refers to any more. An entry refers to its leaf by fingerprint
+// ("l") or, with none, by its region and IP (leafKey). Entries of the old
+// layout carry their facts and refer to none.
+const dropUnusedLeaves = `
+local used, leaves = {}, {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local f, v = all[i], all[i + 1]
+  local c = string.sub(f, 1, 1)
+  if c == '#' then
+    leaves[#leaves + 1] = f
+  elseif c ~= '@' and string.sub(v, 1, 1) == '` + entryMark + `' then
+    local sha = string.match(v, '"l":"(%w+)"')
+    if sha then
+      used['#' .. sha] = true
+    elseif string.find(v, '"f":true', 1, true) then
+      local sep = string.find(f, '|', 1, true)
+      used['#ip:' .. string.sub(f, 1, sep - 1) .. '/' .. string.sub(f, sep + 1)] = true
+    end
+  end
+end
+for _, f in ipairs(leaves) do
+  if not used[f] then redis.call('HDEL', KEYS[1], f) end
+end
+`
+
+// encodeResults turns one region's results into the view fields that
+// applyScanScript writes: entries by IP (it puts "<region>|" before
+// them), and leaf facts by their own name ("#...", written as they are).
+func encodeResults(region string, port int, results []events.IPResult) ([]any, error) {
 	out := make([]any, 0, 2*len(results)+2)
 	leaves := map[string]bool{}
 	for _, r := range results {
@@ -81,7 +111,7 @@ func encodeResults(port int, results []events.IPResult) ([]any, error) {
 			return nil, err
 		}
 		out = append(out, r.IP, entryMark+string(body))
-		key := leafKey(r.LeafSHA256, r.IP)
+		key := leafKey(r.LeafSHA256, region, r.IP)
 		if !r.CertificateFound || leaves[key] {
 			continue
 		}
@@ -98,12 +128,16 @@ func encodeResults(port int, results []events.IPResult) ([]any, error) {
 	return out, nil
 }
 
-// leafKey names a leaf's facts in a region: its fingerprint, or for a
-// result that carries none (results fed by hand) its IP, so that two
-// unnamed certificates never share facts.
-func leafKey(sha, ip string) string {
-	if sha == "" {
-		return "ip:" + ip
+// leafKey names a leaf's facts in a view: its fingerprint, or for a
+// result that carries none, or one of other characters than letters and
+// digits (results fed by hand), its region and IP, so that two unnamed
+// certificates never share facts. dropUnusedLeaves finds the same names
+// (Lua's %w is [0-9A-Za-z]).
+func leafKey(sha, region, ip string) string {
+	if sha == "" || strings.ContainsFunc(sha, func(r rune) bool {
+		return (r < '0' || r > '9') && (r < 'a' || r > 'z') && (r < 'A' || r > 'Z')
+	}) {
+		return "ip:" + region + "/" + ip
 	}
 	return sha
 }
@@ -113,13 +147,10 @@ func leafKey(sha, ip string) string {
 func decodeEntries(domainID string, all map[string]string) ([]ExpEntry, error) {
 	out := make([]ExpEntry, 0, len(all))
 	for f, v := range all {
-		if strings.HasPrefix(f, metaPrefix) {
+		if strings.HasPrefix(f, metaPrefix) || strings.HasPrefix(f, leafPrefix) {
 			continue
 		}
 		region, suffix, _ := strings.Cut(f, "|")
-		if strings.HasPrefix(suffix, leafPrefix) {
-			continue
-		}
 		body, ok := strings.CutPrefix(v, entryMark)
 		if !ok {
 			var e ExpEntry
@@ -150,7 +181,7 @@ func decodeEntries(domainID string, all map[string]string) ([]ExpEntry, error) {
 			e.ScannedAt, e.EventID = time.UnixMilli(n).UTC(), id
 		}
 		if s.CertificateFound {
-			c, ok := all[region+"|"+leafPrefix+leafKey(s.LeafSHA256, suffix)]
+			c, ok := all[leafPrefix+leafKey(s.LeafSHA256, region, suffix)]
 			if !ok {
 				return nil, fmt.Errorf("decode expiration entry %s of %s: no facts of leaf %s", f, domainID, s.LeafSHA256)
 			}

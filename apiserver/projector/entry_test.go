@@ -1,8 +1,11 @@
 package projector
 
 import (
+	"context"
 	"encoding/json"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,14 +49,14 @@ func TestEntryLayoutKeepsEveryField(t *testing.T) {
 	other := r
 	other.IP, other.ConnectMS = "192.0.2.2", 99 // the same leaf at another IP
 	failed := events.IPResult{IP: "", Outcome: events.OutcomeNXDomain, Detail: "no such host"}
-	fields, err := encodeResults(8443, []events.IPResult{r, other, failed})
+	fields, err := encodeResults("eu", 8443, []events.IPResult{r, other, failed})
 	if err != nil {
 		t.Fatal(err)
 	}
 	finished := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	all := map[string]string{"@eu": "1893456000000|evt-1"}
 	for i := 0; i < len(fields); i += 2 {
-		all["eu|"+fields[i].(string)] = fields[i+1].(string)
+		all[viewField("eu", fields[i].(string))] = fields[i+1].(string)
 	}
 	if len(all) != 1+3+1 {
 		t.Errorf("got %d fields, want the meta, 3 entries and the one leaf's facts: %v", len(all), all)
@@ -89,18 +92,27 @@ func TestEntryLayoutReadsOldEntries(t *testing.T) {
 	}
 }
 
+// viewField is the field the scan script writes for a pair of
+// encodeResults.
+func viewField(region, f string) string {
+	if strings.HasPrefix(f, leafPrefix) {
+		return f
+	}
+	return region + "|" + f
+}
+
 // Two certificates without a fingerprint (results fed by hand) keep their
 // own facts (TestSSLCheck found them sharing one).
 func TestEntryLayoutUnnamedLeaves(t *testing.T) {
 	a := events.IPResult{IP: "192.0.2.1", Outcome: events.OutcomeOK, CertificateFound: true, Serial: "aa"}
 	b := events.IPResult{IP: "192.0.2.2", Outcome: events.OutcomeOK, CertificateFound: true, Serial: "bb"}
-	fields, err := encodeResults(443, []events.IPResult{a, b})
+	fields, err := encodeResults("eu", 443, []events.IPResult{a, b})
 	if err != nil {
 		t.Fatal(err)
 	}
 	all := map[string]string{}
 	for i := 0; i < len(fields); i += 2 {
-		all["eu|"+fields[i].(string)] = fields[i+1].(string)
+		all[viewField("eu", fields[i].(string))] = fields[i+1].(string)
 	}
 	got, err := decodeView("dom", all)
 	if err != nil {
@@ -109,4 +121,47 @@ func TestEntryLayoutUnnamedLeaves(t *testing.T) {
 	if len(got) != 2 || got[0].Serial != "aa" || got[1].Serial != "bb" {
 		t.Errorf("got %+v, want serials aa and bb", got)
 	}
+}
+
+// A leaf's facts are kept once per view while any entry refers to it, and
+// go when none does: after the regions moved to another leaf, and after
+// the domain's removal.
+func TestLeafFactsOncePerView(t *testing.T) {
+	p, rdb := newProjector(t)
+	ctx := context.Background()
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	leaves := func() []string {
+		t.Helper()
+		var out []string
+		for _, f := range rdb.HKeys(ctx, ViewKey(domainID)).Val() {
+			if strings.HasPrefix(f, leafPrefix) {
+				out = append(out, f)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	step := func(name string, want []string, evs ...events.Envelope) {
+		t.Helper()
+		for _, e := range evs {
+			if err := p.Apply(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := leaves(); !slices.Equal(got, want) {
+			t.Errorf("%s: leaf fields %v, want %v", name, got, want)
+		}
+		view(t, rdb) // every entry still finds its facts
+	}
+	a, b := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	step("two regions, one leaf", []string{"#" + a},
+		scan(t, "eu", t0, okResult("192.0.2.1", a, t0.Add(90*24*time.Hour)), okResult("192.0.2.2", a, t0.Add(90*24*time.Hour))),
+		scan(t, "us", t0, okResult("192.0.2.1", a, t0.Add(90*24*time.Hour))))
+	step("eu renewed, us not yet", []string{"#" + a, "#" + b},
+		scan(t, "eu", t0.Add(time.Hour), okResult("192.0.2.1", b, t0.Add(180*24*time.Hour))))
+	step("us renewed too", []string{"#" + b},
+		scan(t, "us", t0.Add(time.Hour), okResult("192.0.2.1", b, t0.Add(180*24*time.Hour))))
+	step("unnamed leaves, hand-fed", []string{"#" + b, "#ip:us/192.0.2.9"},
+		scan(t, "us", t0.Add(2*time.Hour), okResult("192.0.2.9", "", t0.Add(180*24*time.Hour))))
+	step("removed", nil, removed(t, t0.Add(3*time.Hour)))
 }

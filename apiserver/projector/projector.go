@@ -256,7 +256,9 @@ func (p *Projector) apply(ctx context.Context, evs []events.Envelope) error {
 // KEYS: view:exp:<domain>, view:ver:<domain>. ARGV: region, finished ms,
 // event id, scanned "host:port" ("" when the event does not say), tenant
 // ("" when unknown), "1" when the scan failed for the name or an IP else
-// "0", then field suffix (ip) and entry JSON pairs. Returns 1 when
+// "0", then field and value pairs: an entry's field suffix (its IP, after
+// "<region>|") and value, or a leaf's field ("#...", as it is) and facts
+// (entry.go). Returns 1 when
 // applied, 0 when the view already shows this scan, a newer one or a later
 // removal, or is for another name.
 var applyScanScript = redis.NewScript(`
@@ -282,7 +284,11 @@ for _, f in ipairs(redis.call('HKEYS', key)) do
   if string.sub(f, 1, #prefix) == prefix then redis.call('HDEL', key, f) end
 end
 for i = 7, #ARGV, 2 do
-  redis.call('HSET', key, prefix .. ARGV[i], ARGV[i + 1])
+  if string.sub(ARGV[i], 1, 1) == '#' then
+    redis.call('HSET', key, ARGV[i], ARGV[i + 1])
+  else
+    redis.call('HSET', key, prefix .. ARGV[i], ARGV[i + 1])
+  end
 end
 redis.call('HSET', key, '@' .. region, ARGV[2] .. '|' .. id)
 if ARGV[5] ~= '' then redis.call('HSET', key, '@tenant', ARGV[5]) end
@@ -291,6 +297,7 @@ if ARGV[6] == '1' then
 else
   redis.call('HDEL', key, '@fails|' .. region)
 end
+` + dropUnusedLeaves + `
 redis.call('INCR', KEYS[2])
 return 1
 `)
@@ -327,6 +334,7 @@ for i = 1, #all, 2 do
     if stale[region] then redis.call('HDEL', key, f) end
   end
 end
+` + dropUnusedLeaves + `
 redis.call('HSET', key, '@removed', ARGV[1])
 redis.call('INCR', KEYS[2])
 return 1
@@ -409,7 +417,7 @@ func plan(e events.Envelope, logger *zap.Logger) []*call {
 				failed = "1"
 			}
 		}
-		fields, err := encodeResults(p.Port, p.Results)
+		fields, err := encodeResults(p.Region, p.Port, p.Results)
 		if err != nil {
 			logger.Error("dropping scan event", zap.String("event_id", e.EventID.String()), zap.Error(err))
 			return nil
