@@ -54,8 +54,19 @@ type reshape struct {
 func (r reshape) run(ctx context.Context, conn driver.Conn) error {
 	const attempts = 10
 	var renameErr error
-	for range attempts {
+	for attempt := range attempts {
+		if attempt > 0 {
+			// Give a concurrent migration the moment it needs to finish
+			// its swap.
+			time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
+		}
 		shape, err := r.shape(ctx, conn, r.table)
+		if unknownTable(err) {
+			// 18.16 reads every table's metadata to answer sorting_key:
+			// one another process renames at that moment is missing.
+			renameErr = err
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -150,7 +161,10 @@ func (r reshape) shape(ctx context.Context, conn driver.Conn, table string) (sha
 	}
 	defer rows.Close()
 	if !rows.Next() {
-		return shapeMissing, rows.Err()
+		if err := rows.Err(); err != nil {
+			return 0, fmt.Errorf("look up table %s: %w", table, err)
+		}
+		return shapeMissing, nil
 	}
 	var key string
 	if err := rows.Scan(&key); err != nil {
