@@ -17,12 +17,21 @@ var TenantTables = []string{"events", "scan_results", "audit_log"}
 // in the background, so the rows are gone when system.mutations shows the
 // mutation done (MutationsDone), not when this returns. It applies to the
 // parts there when it is issued: rows inserted later (events the sink
-// writes after it) stay, which is how the tenant.deleted.v1 record
-// appended after it survives. Running it again is harmless.
-func ForgetTenant(ctx context.Context, conn driver.Conn, tenantID string) ([]string, error) {
+// writes after it) stay. Running it again is harmless.
+//
+// keep names events the events table keeps (the tenant.deleted.v1 record),
+// so that a second run keeps it too.
+func ForgetTenant(ctx context.Context, conn driver.Conn, tenantID string, keep ...string) ([]string, error) {
 	var done []string
 	for _, t := range TenantTables {
-		if err := conn.Exec(ctx, "ALTER TABLE "+t+" DELETE WHERE tenant_id = ?", tenantID); err != nil {
+		q, args := "ALTER TABLE "+t+" DELETE WHERE tenant_id = ?", []any{tenantID}
+		for _, name := range keep {
+			if t == "events" {
+				q += " AND name != ?"
+				args = append(args, name)
+			}
+		}
+		if err := conn.Exec(ctx, q, args...); err != nil {
 			return done, fmt.Errorf("delete rows of tenant %s from %s: %w", tenantID, t, err)
 		}
 		done = append(done, t)
