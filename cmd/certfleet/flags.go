@@ -80,6 +80,10 @@ type options struct {
 	Scopes    string
 	ExpiresAt string
 	KeyID     string
+
+	// tenant delete
+	Yes      bool
+	SinkWait time.Duration
 }
 
 type flagSet struct {
