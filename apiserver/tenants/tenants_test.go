@@ -145,6 +145,10 @@ func (f *fleet) populate(t *testing.T, email string) tenantData {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := f.mc.Create(ctx, id, managedcert.CreateRequest{Domain: "tls." + prefix + ".example.com",
+		DNSProvider: managedcert.ProviderRFC2136, AccountID: "lab"}); err != nil {
+		t.Fatal(err)
+	}
 	// ClickHouse rows, as the sink would have written them.
 	insert := func(q string, rows ...[]any) {
 		b, err := f.conn.PrepareBatch(ctx, q)
@@ -233,7 +237,7 @@ func TestDeleteTenant(t *testing.T) {
 	t.Logf("report: %v, clickhouse %v", rep.Removed, rep.ClickHouseTables)
 	want := map[string]int64{
 		"domains": 2, "api_keys": 2, "account": 1, "channels": 1, "quota_overrides": 1,
-		"alert_settings": 1, "alert_states": 2, "domain_views": 6, "dns_accounts": 1,
+		"alert_settings": 1, "alert_states": 2, "domain_views": 6, "dns_accounts": 1, "managed_certificates": 1, "managed_certificate_keys": 3,
 		"client_certificates_revoked": 1, "client_certificate_keys": 1, "client_certificate_lists": 1,
 	}
 	for k, v := range want {
@@ -295,6 +299,9 @@ func TestDeleteTenant(t *testing.T) {
 	}
 	if s, err := f.eng.Settings(ctx, stayer.id); err != nil || len(s.ExpiryThresholdsDays) != 2 {
 		t.Errorf("other tenant's settings: %v, %v", s, err)
+	}
+	if cs, _, err := f.mc.List(ctx, stayer.id, 0, 10); err != nil || len(cs) != 1 {
+		t.Errorf("other tenant's managed certificates: %v, %v", cs, err)
 	}
 	if as, err := f.mc.ListDNSAccounts(ctx, stayer.id); err != nil || len(as) != 1 {
 		t.Errorf("other tenant's dns accounts: %v, %v", as, err)
