@@ -10,20 +10,23 @@
 //     domain.removed.v1 event (the coordinator unschedules it, the
 //     projector drops its view, as for a domain DELETE), then the key
 //     records, the tenant's namespace and the account record go;
-//  2. projector: each removed domain's view, version and registration
-//     reference (the event's consumers leave a tombstone; a leaving
-//     tenant leaves none);
-//  3. alerts, channels (through Delete, with channel.deleted.v1), quota
+//  2. channels (through Delete, with channel.deleted.v1), quota
 //     overrides, managed certificates (sealed keys, DNS and ACME
 //     accounts);
-//  4. the client CA: the tenant's certificates are revoked
+//  3. the client CA: the tenant's certificates are revoked
 //     (cessationOfOperation) so OCSP and the CRL keep refusing them, and
 //     their sealed keys and the tenant's list are dropped;
-//  5. ClickHouse: once the sink has read the tenant's stream up to the
-//     events of steps 1-4 (or SinkWait passed), `ALTER TABLE ... DELETE
-//     WHERE tenant_id` on events (but tenant.deleted.v1 records),
-//     scan_results and audit_log;
-//  6. tenant.deleted.v1 on the tenant's stream: the audit record that
+//  4. a wait (at most Wait) until the consumer Groups (the projector, the
+//     sink) have read the tenant's stream up to the events of steps 1-3:
+//     the projector would otherwise write the removed domains' view
+//     tombstones after step 5, and the sink the removal events after
+//     step 6;
+//  5. projector: each removed domain's view, version and registration
+//     reference (the events' consumers leave a tombstone; a leaving
+//     tenant leaves none); alerts: records, states, indexes, settings;
+//  6. ClickHouse: `ALTER TABLE ... DELETE WHERE tenant_id` on events (but
+//     tenant.deleted.v1 records), scan_results and audit_log;
+//  7. tenant.deleted.v1 on the tenant's stream: the audit record that
 //     stays, in the stream until trimmed and in ClickHouse's events.
 //
 // Every step is idempotent, so a run that failed half way is finished by
@@ -65,14 +68,15 @@ type Deleter struct {
 	Channels *channels.Store
 	CA       *clientca.Store
 	CH       driver.Conn
-	// SinkGroup is the ClickHouse sink's consumer group on the event
-	// streams ("sink"); the deletes wait until it has read the events this
-	// deletion appended. Empty: no wait.
-	SinkGroup string
-	// SinkWait bounds that wait (default 30s). Past it the deletes are
-	// issued anyway and the report says so: events the sink writes later
-	// are removed by running the deletion again.
-	SinkWait time.Duration
+	// Groups are the consumer groups on the event streams that act on
+	// the events this deletion appends (the projector, the ClickHouse
+	// sink); the last steps wait until each has read and acknowledged
+	// them. A group the tenant's stream does not have is not waited for.
+	Groups []string
+	// Wait bounds that wait (default 30s). Past it the last steps run
+	// anyway and the report says so: what a consumer writes later is
+	// removed by running the deletion again.
+	Wait time.Duration
 	// Source is recorded in tenant.deleted.v1 ("cli").
 	Source string
 	Logger *zap.Logger
@@ -88,9 +92,9 @@ type Report struct {
 	// ClickHouseTables are the tables a DELETE mutation was issued on
 	// (asynchronous: see schema.ForgetTenant).
 	ClickHouseTables []string
-	// SinkCaughtUp is false when the sink had not read this deletion's
-	// events within SinkWait (or has no group): run again later.
-	SinkCaughtUp bool
+	// CaughtUp is false when a consumer group had not read this
+	// deletion's events within Wait: run again later.
+	CaughtUp bool
 	// EventID is the tenant.deleted.v1 event appended ("" when nothing
 	// was there to delete).
 	EventID string
@@ -144,21 +148,6 @@ func (d *Deleter) Delete(ctx context.Context, email string) (Report, error) {
 	add("api_keys", acc.APIKeys)
 	add("account", acc.Account)
 	add("account_indexes", acc.TenantKeys)
-	for _, dm := range acc.Domains {
-		n, err := projector.ForgetDomain(ctx, d.RDB, dm.ID, dm.Host)
-		if err != nil {
-			return rep, err
-		}
-		add("domain_views", n)
-	}
-	al, err := alerts.Forget(ctx, d.RDB, tenant)
-	if err != nil {
-		return rep, err
-	}
-	add("alerts", al.Alerts)
-	add("alert_states", al.States)
-	add("alert_indexes", al.Indexes)
-	add("alert_settings", al.Settings)
 	if d.Channels != nil {
 		n, err := d.Channels.Forget(ctx, tenant)
 		if err != nil {
@@ -199,8 +188,23 @@ func (d *Deleter) Delete(ctx context.Context, email string) (Report, error) {
 			return rep, fmt.Errorf("%w: %s", ErrUnknownAccount, email)
 		}
 	}
+	rep.CaughtUp = d.waitConsumers(ctx, tenant)
+	for _, dm := range acc.Domains {
+		n, err := projector.ForgetDomain(ctx, d.RDB, dm.ID, dm.Host)
+		if err != nil {
+			return rep, err
+		}
+		add("domain_views", n)
+	}
+	al, err := alerts.Forget(ctx, d.RDB, tenant)
+	if err != nil {
+		return rep, err
+	}
+	add("alerts", al.Alerts)
+	add("alert_states", al.States)
+	add("alert_indexes", al.Indexes)
+	add("alert_settings", al.Settings)
 	if d.CH != nil {
-		rep.SinkCaughtUp = d.waitSink(ctx, tenant)
 		if rep.ClickHouseTables, err = schema.ForgetTenant(ctx, d.CH, tenant, events.TenantDeleted); err != nil {
 			return rep, err
 		}
@@ -236,13 +240,11 @@ func (d *Deleter) deletedBefore(ctx context.Context, tenant string) (bool, error
 	return n > 0, nil
 }
 
-// waitSink waits until the sink group has read and acknowledged the
-// tenant's stream up to its last entry, or SinkWait passed.
-func (d *Deleter) waitSink(ctx context.Context, tenant string) bool {
-	if d.SinkGroup == "" {
-		return false
-	}
-	wait := d.SinkWait
+// waitConsumers waits until every group of Groups that the tenant's
+// stream has has read and acknowledged it up to its last entry, or Wait
+// passed; it tells whether they all had.
+func (d *Deleter) waitConsumers(ctx context.Context, tenant string) bool {
+	wait := d.Wait
 	if wait <= 0 {
 		wait = 30 * time.Second
 	}
@@ -254,12 +256,19 @@ func (d *Deleter) waitSink(ctx context.Context, tenant string) bool {
 	target := last[0].ID
 	deadline := time.Now().Add(wait)
 	for {
-		if caughtUp(ctx, d.RDB, stream, d.SinkGroup, target) {
+		behind := ""
+		for _, g := range d.Groups {
+			if !caughtUp(ctx, d.RDB, stream, g, target) {
+				behind = g
+				break
+			}
+		}
+		if behind == "" {
 			return true
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			d.logger().Warn("sink has not read the deletion's events; clickhouse deletes issued anyway",
-				zap.String("tenant_id", tenant), zap.String("stream", stream))
+			d.logger().Warn("a consumer group has not read the deletion's events; going on",
+				zap.String("tenant_id", tenant), zap.String("stream", stream), zap.String("group", behind))
 			return false
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -267,7 +276,7 @@ func (d *Deleter) waitSink(ctx context.Context, tenant string) bool {
 }
 
 // caughtUp: group has delivered target and holds no pending entry at or
-// before it.
+// before it, or the stream has no such group.
 func caughtUp(ctx context.Context, rdb redis.UniversalClient, stream, group, target string) bool {
 	groups, err := rdb.XInfoGroups(ctx, stream).Result()
 	if err != nil {
@@ -286,7 +295,7 @@ func caughtUp(ctx context.Context, rdb redis.UniversalClient, stream, group, tar
 		}
 		return p.Count == 0 || !idAtLeast(target, p.Lower)
 	}
-	return false
+	return true
 }
 
 // idAtLeast compares two stream ids "<ms>-<seq>".

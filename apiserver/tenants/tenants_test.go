@@ -230,9 +230,46 @@ func TestDeleteTenant(t *testing.T) {
 	leaver := f.populate(t, "leaver@example.org")
 	stayer := f.populate(t, "stayer@example.org")
 
+	// A projector that reads the leaver's stream: the views are dropped
+	// only once it has read the removals (a "sink" group the stream does
+	// not have is not waited for).
+	stream := events.EventStream(leaver.id)
+	if err := f.rdb.XGroupCreate(ctx, stream, "projector", "$").Err(); err != nil {
+		t.Fatal(err)
+	}
+	consumed := make(chan struct{})
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		defer close(consumed)
+		for cctx.Err() == nil {
+			res, err := f.rdb.XReadGroup(cctx, &redis.XReadGroupArgs{Group: "projector", Consumer: "p1",
+				Streams: []string{stream, ">"}, Count: 100, Block: 100 * time.Millisecond}).Result()
+			if err != nil {
+				continue
+			}
+			for _, st := range res {
+				for _, m := range st.Messages {
+					// What the projector's domain.removed does: a tombstone.
+					if strings.Contains(fmt.Sprint(m.Values["payload"]), events.DomainRemoved) {
+						for _, d := range leaver.domains {
+							f.rdb.HSet(cctx, projector.ViewKey(d.ID), "@removed", time.Now().UnixMilli())
+						}
+					}
+					f.rdb.XAck(cctx, stream, "projector", m.ID)
+				}
+			}
+		}
+	}()
+	f.del.Groups, f.del.Wait = []string{"projector", "sink"}, 20*time.Second
 	rep, err := f.del.Delete(ctx, leaver.email)
 	if err != nil {
 		t.Fatal(err)
+	}
+	stop()
+	<-consumed
+	if !rep.CaughtUp {
+		t.Error("the deletion did not see the projector catch up")
 	}
 	t.Logf("report: %v, clickhouse %v", rep.Removed, rep.ClickHouseTables)
 	want := map[string]int64{
@@ -331,6 +368,7 @@ func TestDeleteTenant(t *testing.T) {
 	if err := schema.InsertEvents(ctx, f.del.CH, []schema.StoredEvent{{Event: ev, InsertedAt: time.Now()}}); err != nil {
 		t.Fatal(err)
 	}
+	f.del.Groups = nil // the test's projector is gone
 	rep2, err := f.del.Delete(ctx, leaver.email)
 	if err != nil {
 		t.Fatalf("second run: %v", err)

@@ -83,7 +83,7 @@ type options struct {
 
 	// tenant delete
 	Yes      bool
-	SinkWait time.Duration
+	ConsumerWait time.Duration
 }
 
 type flagSet struct {

@@ -13,12 +13,13 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/clientca"
+	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/apiserver/tenants"
 	"github.com/certfleet/certfleet/coordinator/sink"
 	"github.com/certfleet/certfleet/internal/channels"
 )
 
-const tenantUsage = "usage: certfleet tenant delete --email E [--yes] [--sink-wait D]"
+const tenantUsage = "usage: certfleet tenant delete --email E [--yes] [--consumer-wait D]"
 
 // stdinInteractive tells whether stdin is a terminal (a person can
 // confirm). A variable so tests can pretend.
@@ -44,7 +45,7 @@ func runTenant(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlagSet("tenant delete").redis().clickhouse()
 	fs.StringVar(&fs.opts.Email, "email", "", "email address of the account to delete (required)")
 	fs.BoolVar(&fs.opts.Yes, "yes", false, "delete without asking (required when stdin is not a terminal)")
-	fs.DurationVar(&fs.opts.SinkWait, "sink-wait", 30*time.Second, "how long to wait for the ClickHouse sink to read the deletion's events before the ClickHouse deletes are issued")
+	fs.DurationVar(&fs.opts.ConsumerWait, "consumer-wait", 30*time.Second, "how long to wait for the projector and the ClickHouse sink to read the deletion's events before views and ClickHouse rows are deleted")
 	logger, err := fs.parse(args[1:], stderr)
 	if err != nil {
 		return err
@@ -92,7 +93,7 @@ func runTenant(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	d := &tenants.Deleter{RDB: rdb, Accounts: acc, Channels: chs, CA: ca, CH: conn,
-		SinkGroup: sink.Group, SinkWait: o.SinkWait, Source: accounts.SourceCLI, Logger: logger}
+		Groups: []string{projector.Group, sink.Group}, Wait: o.ConsumerWait, Source: accounts.SourceCLI, Logger: logger}
 	rep, err := d.Delete(ctx, email)
 	if err != nil {
 		return err
@@ -118,8 +119,8 @@ func printTenantReport(w io.Writer, email string, rep tenants.Report) error {
 		fmt.Fprintf(w, "clickhouse: DELETE issued on %s (mutations run in the background; see system.mutations)\n",
 			strings.Join(rep.ClickHouseTables, ", "))
 	}
-	if !rep.SinkCaughtUp {
-		fmt.Fprintln(w, "note: the sink had not written the deletion's events to ClickHouse yet; run this again later to delete what it writes after")
+	if !rep.CaughtUp {
+		fmt.Fprintln(w, "note: the projector or the sink had not read the deletion's events yet; run this again later to delete what they write after")
 	}
 	if rep.EventID != "" {
 		fmt.Fprintf(w, "recorded tenant.deleted.v1 %s\n", rep.EventID)

@@ -21,7 +21,7 @@ func TestTenantDeleteCommand(t *testing.T) {
 		var out, errOut strings.Builder
 		extra := []string{"--redis-url", redisSrv.URL, "--log-level", "warn"}
 		if args[0] == "tenant" {
-			extra = append(extra, "--clickhouse-dsn", ch.DSN, "--sink-wait", "100ms")
+			extra = append(extra, "--clickhouse-dsn", ch.DSN, "--consumer-wait", "100ms")
 		}
 		code := runMain(ctx, append(args, extra...), &out, &errOut)
 		return code, out.String(), errOut.String()
