@@ -82,7 +82,7 @@ type options struct {
 	KeyID     string
 
 	// tenant delete
-	Yes      bool
+	Yes          bool
 	ConsumerWait time.Duration
 }
 
