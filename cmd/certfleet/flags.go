@@ -80,6 +80,10 @@ type options struct {
 	Scopes    string
 	ExpiresAt string
 	KeyID     string
+
+	// tenant delete
+	Yes          bool
+	ConsumerWait time.Duration
 }
 
 type flagSet struct {

@@ -82,6 +82,8 @@ var commandHelp = map[string]help{
 		examples: []example{{"", "certfleet quota set --email ops@example.com --domains 50000"}}},
 	"quota clear": {about: "Drop an account's overrides: the defaults apply again.",
 		examples: []example{{"", "certfleet quota clear --email ops@example.com --domains"}}},
+	"tenant delete": {about: "Delete an account and everything it keeps (domains, keys, alerts, channels, quotas, managed and client certificates, ClickHouse rows) and print what was removed.",
+		examples: []example{{"", "certfleet tenant delete --email leaver@example.com --yes"}}},
 	"regions list": {about: "List the regions agents were seen in, when last, and which are stale.",
 		examples: []example{{"", "certfleet regions list"}}},
 	"regions forget": {about: "Forget a region whose agents are gone for good (one still alive adds it again).",

@@ -43,6 +43,7 @@ tools:
   ca            init, import or show the client certificate CA
   quota         show or override an account's limits
   regions       list the regions agents scan from, or forget a gone one
+  tenant        delete an account and everything it keeps, with a report
   import        import the domains of a CSV or NDJSON file into a running
                 server (POST /api/v1/domains/bulk), resumable
   version       the release and revision of this binary
@@ -83,6 +84,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runQuota(ctx, rest, stdout, stderr)
 	case "regions":
 		err = runRegions(ctx, rest, stdout, stderr)
+	case "tenant":
+		err = runTenant(ctx, rest, stdout, stderr)
 	case "scan":
 		err = runScan(ctx, rest, stdout, stderr)
 	case "import":

@@ -173,3 +173,13 @@ func Clear(ctx context.Context, rdb redis.UniversalClient, tenant string, rs ...
 func LuaLimit(k, a int, r Resource) string {
 	return fmt.Sprintf("tonumber(redis.call('HGET', KEYS[%d], '%s') or ARGV[%d])", k, string(r), a)
 }
+
+// Forget deletes tenant's overrides (a tenant leaving) and returns how
+// many keys it deleted (0 or 1).
+func Forget(ctx context.Context, rdb redis.UniversalClient, tenant string) (int64, error) {
+	n, err := rdb.Del(ctx, Key(tenant)).Result()
+	if err != nil {
+		return 0, fmt.Errorf("forget quota of %s: %w", tenant, err)
+	}
+	return n, nil
+}

@@ -1,0 +1,55 @@
+package alerts
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/forget"
+)
+
+// Forgotten is what Forget removed of a tenant's alerts.
+type Forgotten struct {
+	Alerts   int64 // alert:{tNN}:<id> records
+	States   int64 // alerts:state per domain
+	Indexes  int64 // the tenant's alert list and per-domain lists
+	Settings int64 // the settings (0 or 1)
+}
+
+// Forget deletes every alert key of tenant (a tenant leaving): its alert
+// records (listed in its alert index), the alert state of each of its
+// domains (found by their "@tenant" field in its partition, so the state
+// of domains removed long ago goes too), its indexes and its settings. It
+// appends no events: the tenant's deletion is recorded once, by the
+// caller.
+func Forget(ctx context.Context, rdb redis.UniversalClient, tenant string) (Forgotten, error) {
+	var out Forgotten
+	ids, err := rdb.ZRange(ctx, tenantKey(tenant), 0, -1).Result()
+	if err != nil {
+		return out, fmt.Errorf("forget alerts of %s: %w", tenant, err)
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = alertKey(tenant, id)
+	}
+	if out.Alerts, err = forget.DeleteKeys(ctx, rdb, keys...); err != nil {
+		return out, fmt.Errorf("forget alerts of %s: %w", tenant, err)
+	}
+	if out.States, err = forget.DeleteWhere(ctx, rdb, "alerts:state:"+events.TenantTag(tenant)+":*", "@tenant", tenant); err != nil {
+		return out, fmt.Errorf("forget alert states of %s: %w", tenant, err)
+	}
+	if out.Indexes, err = forget.DeletePattern(ctx, rdb, tenantKey(tenant)+":domain:*"); err != nil {
+		return out, fmt.Errorf("forget alert indexes of %s: %w", tenant, err)
+	}
+	n, err := forget.DeleteKeys(ctx, rdb, tenantKey(tenant))
+	if err != nil {
+		return out, fmt.Errorf("forget alert index of %s: %w", tenant, err)
+	}
+	out.Indexes += n
+	if out.Settings, err = forget.DeleteKeys(ctx, rdb, settingsKey(tenant)); err != nil {
+		return out, fmt.Errorf("forget alert settings of %s: %w", tenant, err)
+	}
+	return out, nil
+}

@@ -1,0 +1,38 @@
+package projector
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certfleet/certfleet/internal/registration"
+)
+
+// ForgetDomain deletes the view and version of a removed domain and its
+// reference in its registrable domain's index (a tenant leaving), and
+// returns how many keys or references it removed. The domain.removed
+// event the caller appended first makes the projector do the same, but
+// leaves a tombstone in the view (the removal time, which keeps a scan
+// delivered late out of it); a tenant leaving wants no key naming its
+// domains, so ForgetDomain drops the tombstone too. A scan of the domain
+// still in flight could write a view again; it names no tenant data beyond
+// the domain id and is reached by no route (the domain is gone).
+func ForgetDomain(ctx context.Context, rdb redis.UniversalClient, domainID, host string) (int64, error) {
+	var n int64
+	for _, k := range []string{ViewKey(domainID), VersionKey(domainID)} {
+		d, err := rdb.Del(ctx, k).Result()
+		if err != nil {
+			return n, fmt.Errorf("forget view of %s: %w", domainID, err)
+		}
+		n += d
+	}
+	if reg, err := registration.Registrable(host); err == nil {
+		d, err := rdb.HDel(ctx, RegistrationIndexKey(reg), domainID).Result()
+		if err != nil {
+			return n, fmt.Errorf("forget registration reference of %s: %w", domainID, err)
+		}
+		n += d
+	}
+	return n, nil
+}
