@@ -13,7 +13,6 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	v1 "github.com/certfleet/certfleet/apiserver/v1"
-	"github.com/certfleet/certfleet/internal/testenv"
 	"github.com/certfleet/certfleet/schema"
 )
 
@@ -78,16 +77,8 @@ func historyKeys(es []v1.HistoryEntry) []entryKey {
 // keys without read scope (403) and a server without ClickHouse (503).
 func TestScanHistoryAPI(t *testing.T) {
 	ctx := context.Background()
-	conn := testenv.ClickHouse(t).Conn(t)
-	if err := schema.Migrate(ctx, conn, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	rdb := testenv.Redis(t).Client(t)
-	cfg := Config{Now: func() time.Time { return now }}
-	cfg.Audit.Conn = conn
-	srv, api := newCheckReplica(t, rdb, cfg)
-	alice := newCheckTenant(t, srv, "alice@example.com")
-	bob := newCheckTenant(t, srv, "bob@example.com")
+	h := newHistoryEnv(t)
+	conn, rdb, srv, api, alice, bob := h.conn, h.rdb, h.srv, h.api, h.alice, h.bob
 	id := addCheckDomain(t, srv, alice.id, "www.example.com", 443)
 	other := addCheckDomain(t, srv, alice.id, "api.example.com", 443)
 	bobs := addCheckDomain(t, srv, bob.id, "www.example.com", 443)

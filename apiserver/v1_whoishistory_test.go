@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	v1 "github.com/certfleet/certfleet/apiserver/v1"
 	"github.com/certfleet/certfleet/events"
@@ -30,16 +33,8 @@ type whoisHistoryPage struct {
 // read scope 403, and an API server without ClickHouse 503.
 func TestWhoisHistory(t *testing.T) {
 	ctx := context.Background()
-	conn := testenv.ClickHouse(t).Conn(t)
-	if err := schema.Migrate(ctx, conn, testenv.Logger(t)); err != nil {
-		t.Fatal(err)
-	}
-	rdb := testenv.Redis(t).Client(t)
-	cfg := Config{Now: func() time.Time { return now }}
-	cfg.Audit.Conn = conn
-	srv, api := newCheckReplica(t, rdb, cfg)
-	alice := newCheckTenant(t, srv, "alice@example.com")
-	bob := newCheckTenant(t, srv, "bob@example.com")
+	h := newHistoryEnv(t)
+	conn, rdb, srv, api, alice, bob := h.conn, h.rdb, h.srv, h.api, h.alice, h.bob
 	id := addCheckDomain(t, srv, alice.id, "www.gandi-example.co.uk", 443)
 
 	exp1, exp2 := now.Add(20*24*time.Hour).Truncate(time.Second), now.Add(385*24*time.Hour).Truncate(time.Second)
@@ -145,4 +140,28 @@ func TestWhoisHistory(t *testing.T) {
 	if code := api2.call(http.MethodGet, "/domains/"+id+"/whois/history", alice.read, "", &e); code != http.StatusServiceUnavailable || e.Error == "" {
 		t.Errorf("no clickhouse: got HTTP %d %q, want 503 with an error", code, e.Error)
 	}
+}
+
+// historyEnv is an API server reading ClickHouse (migrated) with two
+// tenants, alice and bob, for the history routes' tests.
+type historyEnv struct {
+	conn       driver.Conn
+	rdb        *redis.Client
+	srv        *Server
+	api        checkClient
+	alice, bob checkTenant
+}
+
+func newHistoryEnv(t *testing.T) historyEnv {
+	t.Helper()
+	conn := testenv.ClickHouse(t).Conn(t)
+	if err := schema.Migrate(context.Background(), conn, testenv.Logger(t)); err != nil {
+		t.Fatal(err)
+	}
+	rdb := testenv.Redis(t).Client(t)
+	cfg := Config{Now: func() time.Time { return now }}
+	cfg.Audit.Conn = conn
+	srv, api := newCheckReplica(t, rdb, cfg)
+	return historyEnv{conn: conn, rdb: rdb, srv: srv, api: api,
+		alice: newCheckTenant(t, srv, "alice@example.com"), bob: newCheckTenant(t, srv, "bob@example.com")}
 }

@@ -43,12 +43,9 @@ func runAPIKey(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer func() { _ = logger.Sync() }()
 	o := fs.opts
-	if o.Email == "" {
-		return usagef("--email is required")
-	}
-	email, err := accounts.ParseEmail(o.Email)
+	email, err := accountEmail(o)
 	if err != nil {
-		return usagef("--email: %w", err)
+		return err
 	}
 	var expires *time.Time
 	if action == "create" {
@@ -127,4 +124,17 @@ func printKeys(w io.Writer, keys []accounts.APIKey) error {
 			at(&k.CreatedAt), at(k.ExpiresAt), at(k.LastUsedAt))
 	}
 	return tw.Flush()
+}
+
+// accountEmail is the account an operator command names with --email
+// (required), normalized; a usage error when missing or malformed.
+func accountEmail(o *options) (string, error) {
+	if o.Email == "" {
+		return "", usagef("--email is required")
+	}
+	email, err := accounts.ParseEmail(o.Email)
+	if err != nil {
+		return "", usagef("--email: %w", err)
+	}
+	return email, nil
 }

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/quota"
 )
@@ -51,9 +50,9 @@ func runQuota(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer func() { _ = logger.Sync() }()
-	email, err := accounts.ParseEmail(fs.opts.Email)
+	email, err := accountEmail(fs.opts)
 	if err != nil {
-		return usagef("--email: %w", err)
+		return err
 	}
 	tenant := events.TenantID(email)
 	rdb, err := openRedis(ctx, fs.opts, 0)

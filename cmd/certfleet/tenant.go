@@ -52,12 +52,9 @@ func runTenant(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	defer func() { _ = logger.Sync() }()
 	o := fs.opts
-	if o.Email == "" {
-		return usagef("--email is required")
-	}
-	email, err := accounts.ParseEmail(o.Email)
+	email, err := accountEmail(o)
 	if err != nil {
-		return usagef("--email: %w", err)
+		return err
 	}
 	if !o.Yes {
 		if !stdinInteractive() {
