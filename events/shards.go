@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -32,4 +33,21 @@ func CheckShards(ctx context.Context, rdb redis.UniversalClient, n int) error {
 		return fmt.Errorf("this fleet runs %s shards (key %s) but --shards is %d", got, shardsKey, n)
 	}
 	return nil
+}
+
+// Shards is the fleet's shard count as CheckShards recorded it; 0 before
+// any coordinator or agent started.
+func Shards(ctx context.Context, rdb redis.UniversalClient) (int, error) {
+	got, err := rdb.Get(ctx, shardsKey).Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read shard count: %w", err)
+	}
+	n, err := strconv.Atoi(got)
+	if err != nil {
+		return 0, fmt.Errorf("shard count %q (key %s): %w", got, shardsKey, err)
+	}
+	return n, nil
 }

@@ -86,7 +86,7 @@ var commandHelp = map[string]help{
 		examples: []example{{"", "certfleet tenant delete --email leaver@example.com --yes"}}},
 	"regions list": {about: "List the regions agents were seen in, when last, and which are stale.",
 		examples: []example{{"", "certfleet regions list"}}},
-	"regions forget": {about: "Forget a region whose agents are gone for good (one still alive adds it again).",
+	"regions forget": {about: "Forget a region whose agents are gone for good, and drop its consumer group on the job streams (an agent still alive adds both again).",
 		examples: []example{{"", "certfleet regions forget --region us-east"}}},
 	"version": {about: "Print the release and revision of this binary.",
 		examples: []example{{"", "certfleet version"}}},

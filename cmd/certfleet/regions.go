@@ -7,6 +7,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/certfleet/certfleet/agent"
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/presence"
 )
 
@@ -15,8 +18,8 @@ const regionsUsage = "usage: certfleet regions list [--region-stale-after D]\n" 
 
 // runRegions is `certfleet regions list|forget`: the regions agents scan
 // from (internal/presence). A region is picked up when its first agent
-// starts; one whose agents are gone for good is forgotten here, or it stays
-// listed as stale.
+// starts; one whose agents are gone for good is forgotten here (with its
+// consumer group on the job streams), or it stays listed as stale.
 func runRegions(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "forget") {
 		return actionUsage(stderr, "regions", regionsUsage, args)
@@ -50,7 +53,21 @@ func runRegions(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if !ok {
 			return fmt.Errorf("no region %q (certfleet regions list names them)", region)
 		}
-		fmt.Fprintf(stdout, "forgot region %s; an agent of it that is still alive adds it again\n", region)
+		// Its consumer group on every job stream: the jobs it never read
+		// would stay in the streams (trimming waits for every group).
+		shards, err := events.Shards(ctx, rdb)
+		if err != nil {
+			return err
+		}
+		groups := 0
+		for i := range shards {
+			n, err := rdb.XGroupDestroy(ctx, events.JobStream(i), agent.Group(region)).Result()
+			if err != nil && !stream.HasRedisError(err, "no such key") {
+				return fmt.Errorf("drop the group of %s on %s: %w", region, events.JobStream(i), err)
+			}
+			groups += int(n)
+		}
+		fmt.Fprintf(stdout, "forgot region %s and dropped its consumer group on %d job streams; an agent of it that is still alive adds both again\n", region, groups)
 		return nil
 	}
 	rs, err := presence.All(ctx, rdb)

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certfleet/certfleet/agent"
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/presence"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
@@ -21,6 +24,16 @@ func TestRegionsCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := events.CheckShards(ctx, rdb, 4); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		for _, region := range []string{"eu-west", "us-east"} {
+			if err := stream.CreateGroup(ctx, rdb, events.JobStream(i), agent.Group(region), "$"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	run := func(args ...string) (int, string, string) {
 		t.Helper()
 		var out, errOut strings.Builder
@@ -33,8 +46,14 @@ func TestRegionsCommand(t *testing.T) {
 		!strings.HasPrefix(lines[2], "us-east") || !strings.HasSuffix(lines[2], "stale") {
 		t.Fatalf("regions list: exit %d, out:\n%s\nerr: %s", code, out, errOut)
 	}
-	if code, out, errOut := run("regions", "forget", "--region", "us-east"); code != 0 || !strings.Contains(out, "forgot region us-east") {
+	if code, out, errOut := run("regions", "forget", "--region", "us-east"); code != 0 || !strings.Contains(out, "forgot region us-east and dropped its consumer group on 4 job streams") {
 		t.Fatalf("forget: exit %d, out %q, err %q", code, out, errOut)
+	}
+	for i := range 4 {
+		groups, err := rdb.XInfoGroups(ctx, events.JobStream(i)).Result()
+		if err != nil || len(groups) != 1 || groups[0].Name != agent.Group("eu-west") {
+			t.Errorf("groups of %s after forgetting us-east: %+v (%v), want eu-west's only", events.JobStream(i), groups, err)
+		}
 	}
 	if code, _, errOut := run("regions", "forget", "--region", "us-east"); code != 1 || !strings.Contains(errOut, `no region "us-east"`) {
 		t.Errorf("forget again: exit %d, err %q; want 1 and no such region", code, errOut)
