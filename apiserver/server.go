@@ -146,8 +146,8 @@ type NotifyConfig struct {
 }
 
 func (c *NotifyConfig) validate() []error {
-	if c.SecretsPassphrase != "" && len(c.SecretsPassphrase) < seal.MinPassphrase {
-		return []error{fmt.Errorf("secrets passphrase must be at least %d characters", seal.MinPassphrase)}
+	if err := seal.CheckPassphrase("secrets", c.SecretsPassphrase); err != nil {
+		return []error{err}
 	}
 	return nil
 }

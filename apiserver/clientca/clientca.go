@@ -142,8 +142,8 @@ func (c *Config) setDefaults() {
 // Validate reports every problem of the configuration.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.Passphrase != "" && len(c.Passphrase) < seal.MinPassphrase {
-		errs = append(errs, fmt.Errorf("CA passphrase must be at least %d characters", seal.MinPassphrase))
+	if err := seal.CheckPassphrase("CA", c.Passphrase); err != nil {
+		errs = append(errs, err)
 	}
 	if !strings.HasPrefix(c.PublicURL, "http://") && !strings.HasPrefix(c.PublicURL, "https://") {
 		errs = append(errs, fmt.Errorf("public URL must be an http or https URL, got %q", c.PublicURL))

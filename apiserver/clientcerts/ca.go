@@ -82,8 +82,8 @@ func (c *Config) Validate() error {
 	if c.Passphrase != "" && c.PassphraseFile != "" {
 		errs = append(errs, errors.New("CA passphrase: give the passphrase or its file, not both"))
 	}
-	if c.Passphrase != "" && len(c.Passphrase) < seal.MinPassphrase {
-		errs = append(errs, fmt.Errorf("CA passphrase must be at least %d characters", seal.MinPassphrase))
+	if err := seal.CheckPassphrase("CA", c.Passphrase); err != nil {
+		errs = append(errs, err)
 	}
 	if c.KeyType != clientca.KeyECDSAP256 && c.KeyType != clientca.KeyRSA3072 {
 		errs = append(errs, fmt.Errorf("CA key type must be %s or %s, got %q", clientca.KeyECDSAP256, clientca.KeyRSA3072, c.KeyType))

@@ -76,8 +76,8 @@ func (c *Config) setDefaults() {
 // Validate reports every problem of the configuration.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.Passphrase != "" && len(c.Passphrase) < seal.MinPassphrase {
-		errs = append(errs, fmt.Errorf("secrets passphrase must be at least %d characters", seal.MinPassphrase))
+	if err := seal.CheckPassphrase("secrets", c.Passphrase); err != nil {
+		errs = append(errs, err)
 	}
 	if c.MaxLen < 1 {
 		errs = append(errs, errors.New("max len must be positive"))

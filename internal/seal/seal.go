@@ -131,3 +131,13 @@ func ReadPassphraseFile(path string) (string, error) {
 	}
 	return line, nil
 }
+
+// CheckPassphrase refuses a passphrase shorter than MinPassphrase; what
+// names it in the error ("secrets", "CA"). Empty passes: no passphrase
+// means the feature it seals for is off, which callers check themselves.
+func CheckPassphrase(what, passphrase string) error {
+	if passphrase != "" && len(passphrase) < MinPassphrase {
+		return fmt.Errorf("%s passphrase must be at least %d characters", what, MinPassphrase)
+	}
+	return nil
+}
