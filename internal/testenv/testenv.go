@@ -28,6 +28,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/certfleet/certfleet/internal/replicated"
 )
 
 // Main runs the tests of a package and stops the shared ClickHouse server
@@ -194,6 +196,7 @@ func (c *Cluster) Client(t testing.TB) *redis.ClusterClient {
 		addrs[i] = n.Addr
 	}
 	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, PoolSize: 64})
+	replicated.FollowFailover(cc)
 	t.Cleanup(func() { _ = cc.Close() })
 	return cc
 }
