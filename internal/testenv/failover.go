@@ -20,6 +20,13 @@ import (
 func (s *RedisServer) Replica(t testing.TB) *RedisServer {
 	t.Helper()
 	host, port, _ := net.SplitHostPort(s.Addr)
+	// A full sync waits 5 s for more replicas to share it by default.
+	mc := redis.NewClient(&redis.Options{Addr: s.Addr})
+	err := mc.ConfigSet(context.Background(), "repl-diskless-sync-delay", "0").Err()
+	_ = mc.Close()
+	if err != nil {
+		t.Fatalf("config of %s: %v", s.Addr, err)
+	}
 	r := startRedis(t, plainRedis, "--save", "", "--appendonly", "no", "--replicaof", host, port)
 	c := redis.NewClient(&redis.Options{Addr: r.Addr})
 	defer c.Close()
@@ -61,7 +68,7 @@ func RedisClusterWithReplicas(t testing.TB, masters int) *Cluster {
 	for range 2 * masters {
 		n := startRedis(t, clusterNode, "--save", "", "--appendonly", "no",
 			"--cluster-node-timeout", strconv.Itoa(int(NodeTimeout.Milliseconds())),
-			"--cluster-replica-validity-factor", "0")
+			"--cluster-replica-validity-factor", "0", "--repl-diskless-sync-delay", "0")
 		c.Nodes = append(c.Nodes, n)
 		args = append(args, n.Addr)
 	}
