@@ -21,6 +21,7 @@ import (
 	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/health"
 	"github.com/certfleet/certfleet/internal/presence"
+	"github.com/certfleet/certfleet/internal/replicated"
 )
 
 // defaultPort is the port of a job that names none.
@@ -68,6 +69,10 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// Scanner configures DNS, dialing and handshakes.
 	Scanner ScannerConfig
+	// Wait is how many replicas must hold a scan result before its job is
+	// acknowledged (--redis-wait-replicas): a master lost after that
+	// loses no result. Default: no wait.
+	Wait replicated.Config
 }
 
 func (c *Config) setDefaults() {
@@ -132,6 +137,9 @@ func (c Config) Validate() error {
 	if err := c.Scanner.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.Wait.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -145,6 +153,8 @@ type Agent struct {
 	logger   *zap.Logger
 	scanner  *Scanner
 	consumer *stream.Consumer
+	// results publishes the scan results, waiting for replicas.
+	results *replicated.Writer
 }
 
 // New checks cfg and builds the agent and its scanner.
@@ -172,7 +182,11 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Agent, err
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	return &Agent{cfg: cfg, rdb: rdb, logger: logger, scanner: scanner, consumer: consumer}, nil
+	results, err := replicated.New(cfg.Wait, rdb)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return &Agent{cfg: cfg, rdb: rdb, logger: logger, scanner: scanner, consumer: consumer, results: results}, nil
 }
 
 // Register adds the agent's job consumer to r's health checks.
@@ -271,11 +285,16 @@ func (a *Agent) process(ctx context.Context, e stream.Entry) error {
 		jobsTotal.WithLabelValues(jobFailed).Inc()
 		return stream.Permanent(fmt.Errorf("encode result event: %w", err))
 	}
-	if err := a.rdb.XAdd(ctx, &redis.XAddArgs{
-		Stream: events.StreamResults, MaxLen: events.DefaultMaxLen, Approx: true, Values: values,
-	}).Err(); err != nil {
+	// With Wait set, the result is on a replica before the job is
+	// acknowledged: a failover after the acknowledgement loses neither.
+	if _, err := a.results.Pipelined(ctx, events.StreamResults, func(p redis.Pipeliner) error {
+		return p.XAdd(ctx, &redis.XAddArgs{
+			Stream: events.StreamResults, MaxLen: events.DefaultMaxLen, Approx: true, Values: values,
+		}).Err()
+	}); err != nil {
 		// Retried (the scan too) by the consumer; the result event has a
-		// fixed id, so a second copy is harmless.
+		// fixed id, so a second copy is harmless. A result not replicated
+		// in time is retried the same way.
 		jobsTotal.WithLabelValues(jobFailed).Inc()
 		return fmt.Errorf("publish result: %w", err)
 	}

@@ -39,6 +39,7 @@ import (
 	"github.com/certfleet/certfleet/internal/managedcert"
 	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/ratelimit"
+	"github.com/certfleet/certfleet/internal/replicated"
 	"github.com/certfleet/certfleet/internal/seal"
 )
 
@@ -86,6 +87,9 @@ type Config struct {
 	// ImportSpacing spreads the first scans of a bulk import: n domains
 	// are due over n*ImportSpacing (accounts.Config). Default 20ms.
 	ImportSpacing time.Duration
+	// RedisWait is how many replicas must hold a domain command before it
+	// is answered (accounts.Config.Wait). Default: no wait.
+	RedisWait replicated.Config
 	// ShutdownTimeout is how long Run waits for requests in flight when
 	// ctx ends. Default 10s.
 	ShutdownTimeout time.Duration
@@ -297,7 +301,7 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Server, er
 func (s *Server) build() error {
 	cfg, rdb, logger := s.cfg, s.rdb, s.logger
 	store, err := accounts.New(accounts.Config{Now: cfg.Now, HoldClaims: cfg.Claims == keychest.ClaimsApprove,
-		HeldQuota: cfg.ClaimQuota, Quotas: cfg.Quotas, ImportSpacing: cfg.ImportSpacing}, rdb, logger)
+		HeldQuota: cfg.ClaimQuota, Quotas: cfg.Quotas, ImportSpacing: cfg.ImportSpacing, Wait: cfg.RedisWait}, rdb, logger)
 	if err != nil {
 		return err
 	}

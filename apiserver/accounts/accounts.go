@@ -57,6 +57,7 @@ import (
 
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/quota"
+	"github.com/certfleet/certfleet/internal/replicated"
 )
 
 // Source is the Source of the events this package writes: they come from the
@@ -95,6 +96,13 @@ type Config struct {
 	HoldClaims bool
 	// HeldQuota caps the domains one held key may add. Default 100.
 	HeldQuota int64
+	// Wait is how many replicas must hold a domain's add, bulk add,
+	// update or removal before it is answered (--redis-wait-replicas):
+	// an answered command then survives the loss of its master. A command
+	// the replicas did not confirm in time fails with
+	// replicated.ErrNotReplicated (the API answers 503); it may have been
+	// applied, and a retry finds it. Default: no wait.
+	Wait replicated.Config
 	// Quotas are the operator's default limits per tenant (internal/quota);
 	// a tenant's overrides win. Default quota.Defaults.
 	Quotas quota.Limits
@@ -148,6 +156,9 @@ func (c *Config) Validate() error {
 	if err := c.Quotas.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.Wait.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.ImportSpacing < 0 {
 		errs = append(errs, fmt.Errorf("import spacing must not be negative, got %s", c.ImportSpacing))
 	}
@@ -162,6 +173,8 @@ type Store struct {
 	cfg    Config
 	rdb    redis.UniversalClient
 	logger *zap.Logger
+	// commands runs the domain commands' scripts, waiting for replicas.
+	commands *replicated.Writer
 }
 
 // New returns a store writing through rdb.
@@ -173,7 +186,11 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Store, err
 	if rdb == nil {
 		return nil, errors.New("accounts: redis client is nil")
 	}
-	return &Store{cfg: cfg, rdb: rdb, logger: logger.Named("accounts")}, nil
+	commands, err := replicated.New(cfg.Wait, rdb)
+	if err != nil {
+		return nil, fmt.Errorf("accounts: %w", err)
+	}
+	return &Store{cfg: cfg, rdb: rdb, logger: logger.Named("accounts"), commands: commands}, nil
 }
 
 // Key names. A tenant's keys carry its partition's hash tag

@@ -277,7 +277,7 @@ func (s *Store) AddDomain(ctx context.Context, tenantID string, nd NewDomain) (d
 		return Domain{}, false, err
 	}
 	d = call.d
-	res, err := addDomainScript.Run(ctx, s.rdb, call.keys, call.args...).Slice()
+	res, err := s.commands.RunScript(ctx, addDomainScript, call.keys, call.args...).Slice()
 	if err != nil {
 		return Domain{}, false, fmt.Errorf("add domain %s for %s: %w", d.Name(), tenantID, err)
 	}
@@ -434,7 +434,7 @@ func (s *Store) AddDomains(ctx context.Context, tenantID string, nds []NewDomain
 				f.done <- nil
 				return
 			}
-			res, err := addDomainsScript.Run(ctx, s.rdb, keys, args...).Slice()
+			res, err := s.commands.RunScript(ctx, addDomainsScript, keys, args...).Slice()
 			if err == nil && len(res) != len(sent) {
 				err = fmt.Errorf("unexpected script result: %d answers for %d adds", len(res), len(sent))
 			}
@@ -675,7 +675,7 @@ func (s *Store) UpdateDomain(ctx context.Context, tenantID, id string, p DomainP
 		}
 		args := append([]any{tenantID, strconv.FormatInt(cur.rev, 10), cur.Name(), next.Name(), id,
 			next.Host, strconv.Itoa(next.Port), next.Notes, string(tags), active, now.UnixMilli(), s.cfg.MaxLen}, fields...)
-		res, err := updateDomainScript.Run(ctx, s.rdb,
+		res, err := s.commands.RunScript(ctx, updateDomainScript,
 			[]string{domainKey(tenantID, id), domainsKey(tenantID), events.EventStream(tenantID)}, args...).Text()
 		if err != nil {
 			return Domain{}, fmt.Errorf("update domain %s: %w", id, err)
@@ -753,7 +753,7 @@ func (s *Store) RemoveDomain(ctx context.Context, tenantID, id string) (Domain, 
 			return Domain{}, err
 		}
 		args := append([]any{tenantID, strconv.FormatInt(cur.rev, 10), cur.Name(), id, s.cfg.MaxLen}, fields...)
-		res, err := removeDomainScript.Run(ctx, s.rdb,
+		res, err := s.commands.RunScript(ctx, removeDomainScript,
 			[]string{domainKey(tenantID, id), domainsKey(tenantID), events.EventStream(tenantID),
 				heldDomainsKey(tenantID, cur.HeldBy)}, args...).Text()
 		if err != nil {

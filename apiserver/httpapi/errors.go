@@ -16,6 +16,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/internal/health"
 	"github.com/certfleet/certfleet/internal/quota"
+	"github.com/certfleet/certfleet/internal/replicated"
 )
 
 // Error is an error answer: its HTTP status, the message the client reads
@@ -127,6 +128,9 @@ func shared(c *gin.Context, err error) *Error {
 		return &Error{Status: http.StatusForbidden, Msg: ex.Error()}
 	case errors.As(err, &held):
 		return &Error{Status: http.StatusForbidden, Msg: held.Error()}
+	case errors.Is(err, replicated.ErrNotReplicated):
+		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: 1,
+			Msg: "service temporarily unavailable: the change was not confirmed by a Redis replica in time and may or may not have been applied; retry (an add that was applied answers that the domain exists)"}
 	case health.Unavailable(c.Request.Context(), err):
 		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: UnavailableRetryAfter,
 			Msg: "service temporarily unavailable: a storage dependency is not answering; retry in a few seconds"}

@@ -105,7 +105,7 @@ func addNotifier(gr *group, role string, o *options, rdb redis.UniversalClient, 
 	n, err := notifier.New(notifier.Config{
 		Consumer: o.Name, ClaimIdle: o.ClaimIdle, Allow: allow, Passphrase: pass, PublicURL: o.PublicURL,
 		MaxAttempts: o.NotifyMaxAttempts, Backoff: o.NotifyBackoff, MaxBackoff: o.NotifyMaxBackoff,
-		Workers: o.NotifyWorkers, Timeout: o.NotifyTimeout, DigestHour: o.DigestHour,
+		Workers: o.NotifyWorkers, Timeout: o.NotifyTimeout, DigestHour: o.DigestHour, Wait: o.RedisWait,
 		SMTP: notifier.SMTPConfig{
 			Addr: o.SMTPAddr, From: o.SMTPFrom, Username: o.SMTPUsername, Password: o.SMTPPassword,
 			StartTLS: o.SMTPStartTLS, ExtraRootsPEM: roots, Timeout: o.SMTPTimeout,

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/certfleet/certfleet/internal/health"
+	"github.com/certfleet/certfleet/internal/replicated"
 )
 
 const usage = `certfleet: self-hosted TLS certificate monitoring
@@ -149,7 +150,9 @@ func openRedis(ctx context.Context, o *options, poolSize int) (redis.UniversalCl
 			return nil, fmt.Errorf("redis cluster url: %w", err)
 		}
 		opts.PoolSize = max(opts.PoolSize, poolSize)
-		rdb, addr = redis.NewClusterClient(opts), strings.Join(opts.Addrs, ",")
+		cc := redis.NewClusterClient(opts)
+		replicated.FollowFailover(cc)
+		rdb, addr = cc, strings.Join(opts.Addrs, ",")
 	} else {
 		opts, err := redis.ParseURL(o.RedisURL)
 		if err != nil {

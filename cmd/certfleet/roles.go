@@ -114,7 +114,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 			Claims: o.KeyChestClaim, ClaimQuota: o.ClaimQuota, Quotas: o.tenancyOptions.quotas(),
 			Notify: notify, CA: o.caConfig(), Audit: o.auditConfig(conn),
 			Health: gr.health, Metrics: roleMetrics(role), ExpiryMetricsMaxSeries: o.ExpiryMetricsMaxSeries,
-			RegionStaleAfter: o.RegionStaleAfter,
+			RegionStaleAfter: o.RegionStaleAfter, RedisWait: o.RedisWait,
 		}, rdb, logger)
 		if err != nil {
 			return err
@@ -164,7 +164,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		return err
 	}
 	if role == "all" || role == "agent" {
-		ag, err := agent.New(agent.Config{Region: o.Region, Name: o.Name, Shards: o.Shards, ClaimIdle: o.ClaimIdle, Scanner: scfg}, rdb, logger)
+		ag, err := agent.New(agent.Config{Region: o.Region, Name: o.Name, Shards: o.Shards, ClaimIdle: o.ClaimIdle, Scanner: scfg, Wait: o.RedisWait}, rdb, logger)
 		if err != nil {
 			return err
 		}

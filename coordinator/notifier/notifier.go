@@ -36,6 +36,7 @@ import (
 	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/claimlink"
+	"github.com/certfleet/certfleet/internal/replicated"
 )
 
 // Channel types: internal/channels'. The senders are registered by them.
@@ -205,6 +206,10 @@ type Config struct {
 	// ClaimLinkTTL is how long a mailed claim approval link works.
 	// Default claimlink.DefaultTTL.
 	ClaimLinkTTL time.Duration
+	// Wait is how many replicas must hold a delivery before the alert
+	// event it comes from is acknowledged (StoreConfig.Wait). Default: no
+	// wait.
+	Wait replicated.Config
 	// DigestHour is the UTC hour digests are sent at (digest.go), 0-23;
 	// zero is midnight (the --digest-hour flag defaults to 8).
 	DigestHour int

@@ -98,7 +98,7 @@ func (s *Store) enqueue(ctx context.Context, ch Channel, eventID string, msgs []
 		flag = "1"
 	}
 	tag := events.TenantTag(ch.TenantID)
-	n, err := enqueueScript.Run(ctx, s.rdb, []string{deliveryKeyIn(tag, id), dueKeyIn(tag)},
+	n, err := s.enqueues.RunScript(ctx, enqueueScript, []string{deliveryKeyIn(tag, id), dueKeyIn(tag)},
 		id, ch.ID, ch.TenantID, eventID, string(body), int(deliveryTTL.Seconds()), flag).Int()
 	if err != nil {
 		return "", false, fmt.Errorf("enqueue delivery %s: %w", id, err)

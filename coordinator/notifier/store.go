@@ -7,6 +7,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/replicated"
 )
 
 // The delivery queue's keys are in queue.go; the channels and their
@@ -19,6 +20,10 @@ type StoreConfig struct {
 	MaxLen int64
 	// AttemptsKept is how many attempts are kept per channel. Default 200.
 	AttemptsKept int
+	// Wait is how many replicas must hold a new delivery before Enqueue
+	// returns, so the alert event it comes from is acknowledged only once
+	// a failover cannot lose it. Default: no wait.
+	Wait replicated.Config
 }
 
 func (c *StoreConfig) setDefaults() {
@@ -32,6 +37,9 @@ func (c *StoreConfig) setDefaults() {
 
 // Validate reports every problem of the configuration.
 func (c *StoreConfig) Validate() error {
+	if err := c.Wait.Validate(); err != nil {
+		return err
+	}
 	if c.MaxLen < 1 || c.AttemptsKept < 1 {
 		return errors.New("max len and attempts kept must be positive")
 	}
@@ -44,6 +52,8 @@ func (c *StoreConfig) Validate() error {
 type Store struct {
 	cfg StoreConfig
 	rdb redis.UniversalClient
+	// enqueues creates deliveries, waiting for replicas.
+	enqueues *replicated.Writer
 }
 
 // NewStore returns a delivery queue on rdb.
@@ -55,5 +65,9 @@ func NewStore(cfg StoreConfig, rdb redis.UniversalClient) (*Store, error) {
 	if rdb == nil {
 		return nil, errors.New("notifier store: redis client is required")
 	}
-	return &Store{cfg: cfg, rdb: rdb}, nil
+	enqueues, err := replicated.New(cfg.Wait, rdb)
+	if err != nil {
+		return nil, fmt.Errorf("notifier store: %w", err)
+	}
+	return &Store{cfg: cfg, rdb: rdb, enqueues: enqueues}, nil
 }
