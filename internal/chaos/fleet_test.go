@@ -128,8 +128,9 @@ type fleet struct {
 	s        settings
 	bin      string
 	dir      string
-	redis    *testenv.RedisServer
-	rdb      *redis.Client
+	redis    *testenv.RedisServer // nil on a cluster
+	cluster  *testenv.Cluster     // nil on one server
+	rdb      redis.UniversalClient
 	ch       testenv.ClickHouseDB
 	chServer *testenv.ClickHouseServer
 	conn     driver.Conn
@@ -158,9 +159,23 @@ func newFleet(t *testing.T, s settings) *fleet {
 // tarpitIPs > 0 (fleet.tarpit), resolved by the agent beside the lab's.
 func newFleetWith(t *testing.T, s settings, tarpitIPs int) *fleet {
 	t.Helper()
+	return newFleetOn(t, s, tarpitIPs, nil)
+}
+
+// newFleetOn runs the fleet on cluster (with --redis-cluster and the
+// extra flags every role gets), or on a server of its own when cluster is
+// nil.
+func newFleetOn(t *testing.T, s settings, tarpitIPs int, cluster *testenv.Cluster, extra ...string) *fleet {
+	t.Helper()
 	f := &fleet{t: t, s: s, bin: binary(t), dir: t.TempDir(), metrics: map[string]string{}, procs: map[string]*proc{}}
-	f.redis = testenv.RedisAOF(t)
-	f.rdb = f.redis.Client(t)
+	redisURL := ""
+	if cluster != nil {
+		f.cluster, f.rdb, redisURL = cluster, cluster.Client(t), cluster.URL
+		extra = append([]string{"--redis-cluster"}, extra...)
+	} else {
+		f.redis = testenv.RedisAOF(t)
+		f.rdb, redisURL = f.redis.Client(t), f.redis.URL
+	}
 	// A server of the fleet's own: the outage case stops and starts it.
 	f.chServer = testenv.OwnClickHouse(t)
 	f.ch = f.chServer.ClickHouseDB
@@ -195,7 +210,7 @@ func newFleetWith(t *testing.T, s settings, tarpitIPs int) *fleet {
 			}
 		}
 	})
-	f.common = []string{"--redis-url", f.redis.URL, "--log-level", "info"}
+	f.common = append([]string{"--redis-url", redisURL, "--log-level", "info"}, extra...)
 	apiAddr := f.addr()
 	f.api = "http://" + apiAddr
 	f.metrics["apiserver"] = f.api + "/metrics"
