@@ -22,7 +22,8 @@ import (
 // same run. "result" is the agent's write: one ~1 KB entry on the one
 // results stream (one master takes them all). "add" is a command script
 // over tenant-tagged keys, spread over the masters, as a domain add is.
-// It reports ops/s and p99 of each, and the ratios.
+// It reports ops/s and p99 of each, and the ratios. The two alternate in
+// rounds, so that load from outside the benchmark falls on both alike.
 //
 //	go test -run '^$' -bench BenchmarkWait -benchtime 5000x ./internal/replicated
 func BenchmarkWait(b *testing.B) {
@@ -51,14 +52,23 @@ return redis.call('XADD', KEYS[3], 'MAXLEN', '~', '100000', '*', 'payload', ARGV
 	for _, name := range []string{"result", "add"} {
 		write := writes[name]
 		b.Run(name, func(b *testing.B) {
-			type run struct{ opsPerSec, p99 float64 }
-			measure := func(cfg replicated.Config) run {
+			// mode is one way of writing: its latencies and time spent.
+			type mode struct {
+				w    *replicated.Writer
+				lat  []time.Duration
+				took time.Duration
+			}
+			newMode := func(cfg replicated.Config) *mode {
 				w, err := replicated.New(cfg, cc)
 				if err != nil {
 					b.Fatal(err)
 				}
+				return &mode{w: w}
+			}
+			// round writes n entries from base on with 16 writers.
+			round := func(m *mode, base, n int) {
 				const writers = 16
-				lat := make([]time.Duration, b.N)
+				lat := make([]time.Duration, n)
 				var next atomic.Int64
 				var wg sync.WaitGroup
 				start := time.Now()
@@ -68,11 +78,11 @@ return redis.call('XADD', KEYS[3], 'MAXLEN', '~', '100000', '*', 'payload', ARGV
 						defer wg.Done()
 						for {
 							i := int(next.Add(1)) - 1
-							if i >= b.N {
+							if i >= n {
 								return
 							}
 							t0 := time.Now()
-							if err := write(w, i); err != nil {
+							if err := write(m.w, base+i); err != nil {
 								b.Error(err)
 								return
 							}
@@ -81,21 +91,33 @@ return redis.call('XADD', KEYS[3], 'MAXLEN', '~', '100000', '*', 'payload', ARGV
 					}()
 				}
 				wg.Wait()
-				took := time.Since(start)
-				slices.Sort(lat)
-				return run{float64(b.N) / took.Seconds(), float64(lat[len(lat)*99/100].Microseconds()) / 1000}
+				m.took += time.Since(start)
+				m.lat = append(m.lat, lat...)
 			}
+			off := newMode(replicated.Config{})
+			on := newMode(replicated.Config{Replicas: 1, Timeout: time.Second})
 			// Warm both paths (connections, script caches) before timing.
-			measure(replicated.Config{})
+			round(newMode(replicated.Config{}), 0, 500)
+			round(newMode(replicated.Config{Replicas: 1}), 0, 500)
 			b.ResetTimer()
-			off := measure(replicated.Config{})
-			on := measure(replicated.Config{Replicas: 1, Timeout: time.Second})
-			b.ReportMetric(off.opsPerSec, "off-ops/s")
-			b.ReportMetric(on.opsPerSec, "wait-ops/s")
-			b.ReportMetric(off.p99, "off-p99-ms")
-			b.ReportMetric(on.p99, "wait-p99-ms")
-			b.ReportMetric(on.opsPerSec/off.opsPerSec, "wait/off-ops")
-			b.ReportMetric(on.p99/off.p99, "wait/off-p99")
+			const rounds = 8
+			per := max(1, b.N/rounds)
+			for r := range rounds {
+				round(off, 2*r*per, per)
+				round(on, (2*r+1)*per, per)
+			}
+			stats := func(m *mode) (opsPerSec, p99ms float64) {
+				slices.Sort(m.lat)
+				return float64(len(m.lat)) / m.took.Seconds(), float64(m.lat[len(m.lat)*99/100].Microseconds()) / 1000
+			}
+			offOps, offP99 := stats(off)
+			onOps, onP99 := stats(on)
+			b.ReportMetric(offOps, "off-ops/s")
+			b.ReportMetric(onOps, "wait-ops/s")
+			b.ReportMetric(offP99, "off-p99-ms")
+			b.ReportMetric(onP99, "wait-p99-ms")
+			b.ReportMetric(onOps/offOps, "wait/off-ops")
+			b.ReportMetric(onP99/offP99, "wait/off-p99")
 		})
 	}
 }
