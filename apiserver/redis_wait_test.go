@@ -18,7 +18,7 @@ import (
 // is answered 503 with Retry-After (never 200), and the client's retry,
 // once a replica is back, answers the same domain: the add is idempotent.
 func TestAddWaitsForReplica(t *testing.T) {
-	master := testenv.Redis(t)
+	master := testenv.RedisPrimary(t)
 	replica := master.Replica(t)
 	rdb := master.Client(t)
 	srv, err := New(Config{RenewalWindow: 28 * 24 * time.Hour, Now: func() time.Time { return now },

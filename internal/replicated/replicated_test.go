@@ -31,7 +31,7 @@ var appendScript = redis.NewScript(`return redis.call('XADD', KEYS[1], '*', 'v',
 // reported, not acknowledged; a script runs once even when the server
 // does not have it cached.
 func TestPlainRedisWithReplica(t *testing.T) {
-	master := testenv.Redis(t)
+	master := testenv.RedisPrimary(t)
 	replica := master.Replica(t)
 	rdb, rr := master.Client(t), replica.Client(t)
 	ctx := context.Background()

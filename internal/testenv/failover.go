@@ -2,9 +2,11 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,11 +16,21 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Replica starts a plain redis-server replicating s (REPLICAOF) and waits
-// until it has synced, for tests of writes that wait for a replica on a
-// Redis outside cluster mode.
+// RedisPrimary starts a fresh plain redis-server, outside cluster mode
+// whatever ClusterEnv says, to be replicated by Replica: for tests of a
+// replicated Redis that is not a cluster.
+func RedisPrimary(t testing.TB) *RedisServer {
+	t.Helper()
+	return startRedis(t, plainRedis, "--save", "", "--appendonly", "no")
+}
+
+// Replica starts a plain redis-server replicating s (REPLICAOF), which
+// RedisPrimary started, and waits until it has synced.
 func (s *RedisServer) Replica(t testing.TB) *RedisServer {
 	t.Helper()
+	if slices.Contains(s.args, "--cluster-enabled") {
+		t.Fatal("testenv: Replica of a cluster node; start the primary with RedisPrimary")
+	}
 	host, port, _ := net.SplitHostPort(s.Addr)
 	// A full sync waits 5 s for more replicas to share it by default.
 	mc := redis.NewClient(&redis.Options{Addr: s.Addr})
@@ -30,10 +42,62 @@ func (s *RedisServer) Replica(t testing.TB) *RedisServer {
 	r := startRedis(t, plainRedis, "--save", "", "--appendonly", "no", "--replicaof", host, port)
 	c := redis.NewClient(&redis.Options{Addr: r.Addr})
 	defer c.Close()
-	if err := waitFor(30*time.Second, func() error { return linkUp(c) }); err != nil {
+	m := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer m.Close()
+	if err := waitFor(30*time.Second, func() error {
+		if err := linkUp(c); err != nil {
+			return err
+		}
+		if err := replicasOnline(m); err != nil {
+			return err
+		}
+		return acked(m)
+	}); err != nil {
 		t.Fatalf("replica %s of %s did not sync: %v", r.Addr, s.Addr, err)
 	}
 	return r
+}
+
+// acked is nil once a write to m is confirmed by a replica within 100 ms.
+// The first WAIT after a replica synced can take up to a second (until
+// the replica's first acknowledgement): tests start after it.
+func acked(m *redis.Client) error {
+	return ackedKey(m, "testenv:replica-acked")
+}
+
+// ackedKey is acked with a write to key, which must be in m's slots.
+func ackedKey(m *redis.Client, key string) error {
+	ctx := context.Background()
+	conn := m.Conn()
+	defer conn.Close()
+	if err := conn.Set(ctx, key, "1", 0).Err(); err != nil {
+		return err
+	}
+	n, err := conn.Do(ctx, "WAIT", 1, 100).Int()
+	if err == nil && n < 1 {
+		err = errors.New("write not acknowledged by the replica yet")
+	}
+	return err
+}
+
+// replicasOnline is nil once the master counts every replica it has as
+// online. A replica that has loaded the master's data sees its link up
+// before that: the master counts it for WAIT only after its first
+// acknowledgement, up to a second later.
+func replicasOnline(m *redis.Client) error {
+	info, err := m.Info(context.Background(), "replication").Result()
+	if err != nil {
+		return err
+	}
+	if strings.Contains(info, "connected_slaves:0") {
+		return fmt.Errorf("master has no replica")
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if strings.HasPrefix(line, "slave") && strings.Contains(line, "state=") && !strings.Contains(line, "state=online") {
+			return fmt.Errorf("replica not online yet: %s", strings.TrimSpace(line))
+		}
+	}
+	return nil
 }
 
 // linkUp is nil once a replica's link to its master is up.
@@ -59,7 +123,10 @@ const NodeTimeout = 2 * time.Second
 // on loopback, and waits until every master's replica is in sync. Nodes
 // lists the masters first; KillMaster fails one over. A replica always
 // takes over (cluster-replica-validity-factor 0), however long its link
-// was down, as a test that kills a master wants.
+// was down, as a test that kills a master wants. Each master holds one
+// key of the helper's, testenv:replica-acked:<n>: the write that proved
+// its replica acknowledges (the first WAIT after a sync can take a
+// second).
 func RedisClusterWithReplicas(t testing.TB, masters int) *Cluster {
 	t.Helper()
 	cli := lookBinary(t, "redis-cli")
@@ -134,8 +201,17 @@ func (c *Cluster) waitHealthy(limit time.Duration) error {
 				if strings.Contains(info, "role:slave") && !strings.Contains(info, "master_link_status:up") {
 					return fmt.Errorf("replica %s not in sync", n.Addr)
 				}
-				if strings.Contains(info, "role:master") && strings.Contains(info, "connected_slaves:0") && ownsSlots(lines) {
-					return fmt.Errorf("master %s has no replica", n.Addr)
+				if strings.Contains(info, "role:master") && ownsSlots(lines) {
+					if err := replicasOnline(nc); err != nil {
+						return fmt.Errorf("master %s: %w", n.Addr, err)
+					}
+					key, err := ownKey(ctx, nc, lines)
+					if err != nil {
+						return err
+					}
+					if err := ackedKey(nc, key); err != nil {
+						return fmt.Errorf("master %s: %w", n.Addr, err)
+					}
 				}
 				return nil
 			}()
@@ -146,6 +222,42 @@ func (c *Cluster) waitHealthy(limit time.Duration) error {
 		}
 		return nil
 	})
+}
+
+// ownKey finds a key in a slot of the node whose CLUSTER NODES lines
+// these are.
+func ownKey(ctx context.Context, nc *redis.Client, lines []string) (string, error) {
+	var ranges [][2]int64
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) < 9 || !strings.Contains(f[2], "myself") {
+			continue
+		}
+		for _, r := range f[8:] {
+			from, to, found := strings.Cut(r, "-")
+			if !found {
+				to = from
+			}
+			a, err1 := strconv.ParseInt(from, 10, 64)
+			b, err2 := strconv.ParseInt(to, 10, 64)
+			if err1 == nil && err2 == nil {
+				ranges = append(ranges, [2]int64{a, b})
+			}
+		}
+	}
+	for i := range 10000 {
+		key := fmt.Sprintf("testenv:replica-acked:%d", i)
+		slot, err := nc.ClusterKeySlot(ctx, key).Result()
+		if err != nil {
+			return "", err
+		}
+		for _, r := range ranges {
+			if r[0] <= slot && slot <= r[1] {
+				return key, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no key found in slots %v", ranges)
 }
 
 // ownsSlots reports whether the "myself" line of CLUSTER NODES lists slots.
