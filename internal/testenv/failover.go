@@ -175,12 +175,8 @@ func (c *Cluster) waitHealthy(limit time.Duration) error {
 			}
 			nc := redis.NewClient(&redis.Options{Addr: n.Addr})
 			err := func() error {
-				info, err := nc.ClusterInfo(ctx).Result()
-				if err != nil {
-					return err
-				}
-				if !strings.Contains(info, "cluster_state:ok") {
-					return fmt.Errorf("%s: cluster not ok", n.Addr)
+				if err := clusterOK(nc); err != nil {
+					return fmt.Errorf("%s: %w", n.Addr, err)
 				}
 				lines, err := clusterNodes(ctx, nc)
 				if err != nil {
@@ -194,7 +190,7 @@ func (c *Cluster) waitHealthy(limit time.Duration) error {
 						return fmt.Errorf("%s sees a failing node: %s", n.Addr, l)
 					}
 				}
-				info, err = nc.Info(ctx, "replication").Result()
+				info, err := nc.Info(ctx, "replication").Result()
 				if err != nil {
 					return err
 				}
@@ -314,7 +310,6 @@ func (c *Cluster) KillMaster(t testing.TB, key string) (*RedisServer, time.Durat
 	victim := c.MasterOf(t, key)
 	victim.Stop()
 	killed := time.Now()
-	ctx := context.Background()
 	err := waitFor(60*time.Second, func() error {
 		if m := c.MasterOf(t, key); m == victim {
 			return fmt.Errorf("%s still master of %s", victim.Addr, key)
@@ -324,13 +319,10 @@ func (c *Cluster) KillMaster(t testing.TB, key string) (*RedisServer, time.Durat
 				continue
 			}
 			nc := redis.NewClient(&redis.Options{Addr: n.Addr})
-			info, err := nc.ClusterInfo(ctx).Result()
+			err := clusterOK(nc)
 			_ = nc.Close()
 			if err != nil {
-				return err
-			}
-			if !strings.Contains(info, "cluster_state:ok") {
-				return fmt.Errorf("%s: cluster not ok", n.Addr)
+				return fmt.Errorf("%s: %w", n.Addr, err)
 			}
 		}
 		return nil

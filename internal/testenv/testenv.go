@@ -230,14 +230,14 @@ func RedisClusterOf(t testing.TB, masters int) *Cluster {
 	for _, n := range c.Nodes {
 		nc := redis.NewClient(&redis.Options{Addr: n.Addr})
 		err := waitFor(30*time.Second, func() error {
-			info, err := nc.ClusterInfo(ctx).Result()
-			if err != nil {
+			if err := clusterOK(nc); err != nil {
 				return err
 			}
-			if !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d", masters)) {
-				return fmt.Errorf("cluster not ready: %s", info)
+			info, err := nc.ClusterInfo(ctx).Result()
+			if err == nil && !strings.Contains(info, fmt.Sprintf("cluster_known_nodes:%d", masters)) {
+				err = fmt.Errorf("cluster not ready: %s", info)
 			}
-			return nil
+			return err
 		})
 		_ = nc.Close()
 		if err != nil {
@@ -314,17 +314,19 @@ func ownAllSlots(c *redis.Client) error {
 // clusterReady waits until the node serves its slots (cluster_state:ok):
 // a restarted node answers PING before it does, and CLUSTERDOWN until then.
 func clusterReady(c *redis.Client) error {
-	ctx := context.Background()
-	return waitFor(10*time.Second, func() error {
-		info, err := c.ClusterInfo(ctx).Result()
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(info, "cluster_state:ok") {
-			return fmt.Errorf("cluster not ready: %s", info)
-		}
-		return nil
-	})
+	return waitFor(10*time.Second, func() error { return clusterOK(c) })
+}
+
+// clusterOK is nil when the node reports cluster_state:ok.
+func clusterOK(c *redis.Client) error {
+	info, err := c.ClusterInfo(context.Background()).Result()
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(info, "cluster_state:ok") {
+		return fmt.Errorf("cluster not ready: %s", info)
+	}
+	return nil
 }
 
 func waitFor(d time.Duration, f func() error) error {
