@@ -21,7 +21,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
+	"io"
+	"net"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -193,13 +195,13 @@ func layoutChanged(err error) bool {
 	if _, ok := redis.IsAskError(err); ok {
 		return true
 	}
-	var netErr interface{ Timeout() bool }
-	if errors.As(err, &netErr) {
+	if redis.HasErrorPrefix(err, "CLUSTERDOWN") || redis.HasErrorPrefix(err, "READONLY") {
 		return true
 	}
-	msg := err.Error()
-	return strings.HasPrefix(msg, "CLUSTERDOWN") || strings.HasPrefix(msg, "READONLY") ||
-		strings.Contains(msg, "connection refused") || strings.Contains(msg, "EOF")
+	// The node does not answer: refused, reset, timed out, or closed.
+	var opErr *net.OpError
+	return errors.As(err, &opErr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // RunScript runs script as script.Run does (EVALSHA, then EVAL when the
