@@ -124,6 +124,8 @@ type ClickHouseCluster struct {
 // serve. The servers are Debian's 18.16, configured as ClickHouseConfig
 // does plus a config.d/cluster.xml; ZooKeeper and the servers start at
 // once (a server connects to ZooKeeper when a replicated table needs it).
+// ZooKeeper sessions time out after 2 s, not 30: a server killed and
+// started again takes its replicas back only once its old session expired.
 func StartClickHouseCluster(t testing.TB, name string, replicas int) *ClickHouseCluster {
 	t.Helper()
 	c := &ClickHouseCluster{Name: name, Database: "certfleet"}
@@ -147,7 +149,7 @@ func StartClickHouseCluster(t testing.TB, name string, replicas int) *ClickHouse
   <interserver_http_port>%d</interserver_http_port>
   <zookeeper>
     <node><host>%s</host><port>%s</port></node>
-    <session_timeout_ms>10000</session_timeout_ms>
+    <session_timeout_ms>2000</session_timeout_ms>
   </zookeeper>
   <remote_servers>
     <%s><shard><internal_replication>true</internal_replication>%s</shard></%s>
