@@ -76,7 +76,51 @@ func TestClusterSchema(t *testing.T) {
 	ctx, c, conn := openCluster(t)
 	t.Run("migrate", func(t *testing.T) { testClusterMigrate(t, ctx, c, conn) })
 	t.Run("write and read", func(t *testing.T) { testClusterWriteRead(t, ctx, c, conn) })
+	t.Run("retention and forget", func(t *testing.T) { testClusterRetentionForget(t, ctx, c, conn) })
 	t.Run("later migration", func(t *testing.T) { testClusterLaterMigration(t, ctx, c, conn) })
+}
+
+// A month dropped by --history-retention and a tenant's rows deleted by
+// `certfleet tenant forget` go from every replica: the ALTERs go to the
+// local tables, and ReplicatedMergeTree repeats them.
+func testClusterRetentionForget(t *testing.T, ctx context.Context, c *testenv.ClickHouseCluster, conn driver.Conn) {
+	old := time.Date(2020, 1, 3, 0, 0, 0, 0, time.UTC)
+	if err := schema.InsertScanRows(ctx, conn, []schema.ScanRow{{EventID: uuid.New(), JobID: uuid.New(), ScheduledAt: old,
+		TenantID: "tenant-gone", DomainID: "d", Region: "eu", IP: "192.0.2.9", Outcome: "ok", StartedAt: old, ScannedAt: old}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := schema.InsertEvents(ctx, conn, []schema.StoredEvent{copyOf(t, uuid.New(), "tenant-gone", old, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	before := rowsOn(t, ctx, c.Servers[0], "scan_results")
+	waitRows(t, ctx, c, "scan_results", before)
+	dropped, err := schema.DropScanMonthsBefore(ctx, conn, old.AddDate(0, 2, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dropped) != 1 || dropped[0] != "202001" {
+		t.Fatalf("dropped %v, want 202001", dropped)
+	}
+	waitRows(t, ctx, c, "scan_results", before-1)
+	if _, err := schema.ForgetTenant(ctx, conn, "tenant-gone"); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range c.Servers {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var n uint64
+			if err := s.Conn(t).QueryRow(ctx, "SELECT count() FROM events_local WHERE tenant_id = 'tenant-gone'").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d events of the forgotten tenant left", s.Addr, n)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 }
 
 // Every table is a replicated table on each server behind a Distributed
