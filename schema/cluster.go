@@ -239,7 +239,7 @@ func (c *clusterConn) migrateServers(ctx context.Context, migrations []Migration
 	for _, addr := range servers {
 		opts := c.opts
 		opts.Addr = []string{addr}
-		one, err := openServer(ctx, opts, c.db)
+		one, err := openDatabase(ctx, opts, c.db)
 		if err != nil {
 			logger.Warn("clickhouse server of the cluster unreachable: not migrated", zap.String("server", addr), zap.Error(err))
 			continue
@@ -270,29 +270,4 @@ func superseded(migrations []Migration) map[string]int {
 		}
 	}
 	return out
-}
-
-// openServer connects to the one server opts names, creating the database
-// db there if it is missing.
-func openServer(ctx context.Context, opts clickhouse.Options, db string) (driver.Conn, error) {
-	boot := opts
-	boot.Auth.Database = ""
-	conn, err := clickhouse.Open(&boot)
-	if err != nil {
-		return nil, err
-	}
-	err = conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS `"+db+"`")
-	_ = conn.Close()
-	if err != nil {
-		return nil, err
-	}
-	opts.Auth.Database = db
-	if conn, err = clickhouse.Open(&opts); err != nil {
-		return nil, err
-	}
-	if err := conn.Ping(ctx); err != nil {
-		_ = conn.Close()
-		return nil, err
-	}
-	return conn, nil
 }
