@@ -29,6 +29,11 @@ type Migration struct {
 	// do idempotently, such as copying a table into a new shape. It must
 	// hold the same contract, working from the state it finds.
 	Step func(ctx context.Context, conn driver.Conn) error
+	// reshape, when set, runs after Step: it gives a table a new sorting
+	// key (reshape.go). On a cluster it creates the table's final shape
+	// directly, and the earlier migrations' statements and columns on
+	// that table are skipped (superseded).
+	reshape *reshape
 }
 
 // Column is a column a migration adds to a table; it goes after the
@@ -157,7 +162,7 @@ var Migrations = []Migration{
 		Name:    "scan_results: one row per job, region and ip, sorted by the job's scheduled time",
 		// See scanResultsTable for the shape, reshape for how the rows
 		// move.
-		Step: scanResultsReshape.run,
+		reshape: &scanResultsReshape,
 	},
 	{
 		Version:    5,
@@ -168,7 +173,7 @@ var Migrations = []Migration{
 		Version: 6,
 		Name:    "events: one row per event id, whenever its copies occurred",
 		// See eventsTable for the shape, reshape for how the rows move.
-		Step: eventsReshape.run,
+		reshape: &eventsReshape,
 	},
 }
 
@@ -180,12 +185,25 @@ const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
 ORDER BY version`
 
 // Migrate applies the migrations the database lacks, in order, and records
-// each in schema_migrations once all its statements succeeded.
+// each in schema_migrations once all its statements succeeded. On a
+// connection of OpenCluster it does so on every server of the cluster.
 func Migrate(ctx context.Context, conn driver.Conn, logger *zap.Logger) error {
-	return migrate(ctx, conn, Migrations, logger.Named("schema"))
+	return MigrateWith(ctx, conn, Migrations, logger)
 }
 
-func migrate(ctx context.Context, conn driver.Conn, migrations []Migration, logger *zap.Logger) error {
+// MigrateWith applies the given migrations instead of Migrations; tests of
+// the migration mechanism use it.
+func MigrateWith(ctx context.Context, conn driver.Conn, migrations []Migration, logger *zap.Logger) error {
+	logger = logger.Named("schema")
+	if c, ok := conn.(*clusterConn); ok {
+		return c.migrateServers(ctx, migrations, logger)
+	}
+	return migrate(ctx, conn, conn, migrations, logger)
+}
+
+// migrate applies migrations on one server: ddl runs them (a clusterConn
+// on a cluster), conn keeps schema_migrations, which is the server's own.
+func migrate(ctx context.Context, conn, ddl driver.Conn, migrations []Migration, logger *zap.Logger) error {
 	if err := conn.Exec(ctx, createMigrationsTable); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
@@ -197,6 +215,12 @@ func migrate(ctx context.Context, conn driver.Conn, migrations []Migration, logg
 	for _, v := range applied {
 		done[v] = true
 	}
+	// skip tells whether a cluster skips what version does to table.
+	skip := func(version int, table string) bool { return false }
+	if _, ok := ddl.(*clusterConn); ok {
+		last := superseded(migrations)
+		skip = func(version int, table string) bool { return version < last[table] }
+	}
 	last := 0
 	for _, m := range migrations {
 		if m.Version <= last {
@@ -207,17 +231,28 @@ func migrate(ctx context.Context, conn driver.Conn, migrations []Migration, logg
 			continue
 		}
 		for i, stmt := range m.Statements {
-			if err := conn.Exec(ctx, stmt); err != nil {
+			if skip(m.Version, tableOf(stmt)) {
+				continue
+			}
+			if err := ddl.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("migration %d (%s) statement %d: %w", m.Version, m.Name, i+1, err)
 			}
 		}
 		for _, c := range m.Columns {
-			if err := addColumn(ctx, conn, c); err != nil {
+			if skip(m.Version, c.Table) {
+				continue
+			}
+			if err := addColumn(ctx, ddl, c); err != nil {
 				return fmt.Errorf("migration %d (%s): %w", m.Version, m.Name, err)
 			}
 		}
 		if m.Step != nil {
-			if err := m.Step(ctx, conn); err != nil {
+			if err := m.Step(ctx, ddl); err != nil {
+				return fmt.Errorf("migration %d (%s): %w", m.Version, m.Name, err)
+			}
+		}
+		if m.reshape != nil && !skip(m.Version, m.reshape.table) {
+			if err := m.reshape.run(ctx, ddl); err != nil {
 				return fmt.Errorf("migration %d (%s): %w", m.Version, m.Name, err)
 			}
 		}
@@ -295,10 +330,4 @@ func AppliedVersions(ctx context.Context, conn driver.Conn) ([]int, error) {
 		return nil, fmt.Errorf("read schema_migrations: %w", err)
 	}
 	return out, nil
-}
-
-// MigrateWith applies the given migrations instead of Migrations; tests of
-// the migration mechanism use it.
-func MigrateWith(ctx context.Context, conn driver.Conn, migrations []Migration, logger *zap.Logger) error {
-	return migrate(ctx, conn, migrations, logger.Named("schema"))
 }

@@ -23,9 +23,9 @@ var monthPartition = regexp.MustCompile(`^[0-9]{6}$`)
 func DropScanMonthsBefore(ctx context.Context, conn driver.Conn, cutoff time.Time) ([]string, error) {
 	rows, err := conn.Query(ctx, `SELECT partition, toInt64(toUnixTimestamp(max(max_time)))
 		FROM system.parts
-		WHERE database = currentDatabase() AND table = 'scan_results' AND active
+		WHERE database = currentDatabase() AND table = ? AND active
 		GROUP BY partition
-		ORDER BY partition`)
+		ORDER BY partition`, localTable(conn, "scan_results"))
 	if err != nil {
 		return nil, fmt.Errorf("list scan_results partitions: %w", err)
 	}

@@ -43,9 +43,21 @@ func Open(ctx context.Context, dsn string, logger *zap.Logger) (driver.Conn, err
 	if !validDatabase.MatchString(db) {
 		return nil, fmt.Errorf("clickhouse database %q: want letters, digits and _", db)
 	}
+	conn, err := openDatabase(ctx, *opts, db)
+	if err != nil {
+		return nil, err
+	}
+	logger.Debug("connected", zap.Strings("addr", opts.Addr), zap.String("database", db))
+	return conn, nil
+}
+
+// openDatabase connects to the servers opts names, creating the database
+// db if it is missing, and returns a connection whose default database is
+// it, once it answered a ping.
+func openDatabase(ctx context.Context, opts clickhouse.Options, db string) (driver.Conn, error) {
 	// The database may not exist yet, and a connection naming it would be
 	// refused: bootstrap through the server's default database.
-	boot := *opts
+	boot := opts
 	boot.Auth.Database = ""
 	bootConn, err := clickhouse.Open(&boot)
 	if err != nil {
@@ -56,7 +68,7 @@ func Open(ctx context.Context, dsn string, logger *zap.Logger) (driver.Conn, err
 		return nil, fmt.Errorf("create database %s on %v: %w", db, opts.Addr, err)
 	}
 	opts.Auth.Database = db
-	conn, err := clickhouse.Open(opts)
+	conn, err := clickhouse.Open(&opts)
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse %v: %w", opts.Addr, err)
 	}
@@ -64,6 +76,5 @@ func Open(ctx context.Context, dsn string, logger *zap.Logger) (driver.Conn, err
 		_ = conn.Close()
 		return nil, fmt.Errorf("ping clickhouse %v: %w", opts.Addr, err)
 	}
-	logger.Debug("connected", zap.Strings("addr", opts.Addr), zap.String("database", db))
 	return conn, nil
 }

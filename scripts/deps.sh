@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that certfleet's tests and `task run` need and
 # that are missing: redis-server, clickhouse-server and clickhouse-client
-# (Debian's 18.16, the version the tests run against), openssl, curl, jq and unzip (the
-# README's walk-through uses it) and
-# prometheus (for promtool, which checks and tests deploy/'s alert rules).
+# (Debian's 18.16, the version the tests run against), zookeeper (the
+# ClickHouse cluster tests' coordination service; Java, which its package
+# pulls in), openssl, curl, jq and unzip (the README's walk-through uses it)
+# and prometheus (for promtool, which checks and tests deploy/'s alert rules).
 # Prints nothing and touches nothing when all of them are there.
 #
 # The packages' system services are not started (a temporary policy-rc.d
@@ -15,8 +16,10 @@ set -euo pipefail
 die() { echo "deps: $*" >&2; exit 1; }
 
 # found NAME: NAME is on PATH or in a sbin directory that a user's PATH
-# often lacks (clickhouse-server lives in /usr/sbin).
+# often lacks (clickhouse-server lives in /usr/sbin); an absolute NAME is
+# looked at where it says (zookeeper's scripts are off every PATH).
 found() {
+	case "$1" in /*) [ -x "$1" ]; return ;; esac
 	command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/local/sbin/$1" ] || [ -x "/sbin/$1" ]
 }
 
@@ -26,6 +29,7 @@ wanted=(
 	redis-tools:redis-cli
 	clickhouse-server:clickhouse-server
 	clickhouse-client:clickhouse-client
+	zookeeper:/usr/share/zookeeper/bin/zkServer.sh
 	openssl:openssl
 	curl:curl
 	jq:jq
@@ -77,9 +81,9 @@ apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::T
 	die "apt-get install ${missing[*]} failed"
 
 # The units were enabled by the packages' postinst; keep them from holding
-# ports 6379 and 9000 after the next boot. Only for what this run installed.
+# ports 6379, 9000 and 2181 after the next boot. Only for what this run installed.
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-	for unit in redis-server clickhouse-server; do
+	for unit in redis-server clickhouse-server zookeeper; do
 		case " ${missing[*]} " in
 		*" $unit "*)
 			"${sudo[@]}" systemctl disable --now "$unit" >/dev/null 2>&1 &&

@@ -10,12 +10,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certfleet/certfleet/agent/lab"
@@ -86,12 +88,96 @@ func TestEndToEndRedisCluster(t *testing.T) {
 	}
 }
 
-// endToEnd runs the fleet with the Redis flags given; rdb reads the same
-// Redis.
+// TestEndToEndClickHouseCluster is the same run on a ClickHouse cluster of
+// two replicas (--clickhouse-cluster, the DSN naming both servers): the
+// sink writes through the Distributed tables, both replicas end up with
+// every row, and the API's history routes read through them.
+func TestEndToEndClickHouseCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test")
+	}
+	rs := testenv.Redis(t)
+	c := testenv.StartClickHouseCluster(t, "certfleet_e2e", 2)
+	conn, err := schema.OpenCluster(context.Background(), c.DSN, c.Name, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	endToEndOn(t, rs.Client(t), conn, []string{"--clickhouse-dsn", c.DSN, "--clickhouse-cluster", c.Name},
+		func(base, _ string, ids map[string]string) {
+			ctx := context.Background()
+			var total uint64
+			if err := conn.QueryRow(ctx, "SELECT count() FROM scan_results FINAL").Scan(&total); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range c.Servers {
+				err := waitForCount(s.Conn(t), "SELECT count() FROM scan_results_local FINAL", total)
+				if err != nil {
+					t.Errorf("replica %s: %v", s.Addr, err)
+				}
+			}
+			// The v1 API takes a bearer key of the same account.
+			var out, stderr bytes.Buffer
+			if code := runMain(ctx, []string{"apikey", "create", "--email", "e2e@example.com", "--label", "e2e", "--scopes", "read",
+				"--redis-url", rs.URL, "--log-level", "warn"}, &out, &stderr); code != 0 {
+				t.Fatalf("apikey create: exit %d: %s", code, stderr.String())
+			}
+			m := regexp.MustCompile(`(?m)^key: +(ssa_\w+)$`).FindStringSubmatch(out.String())
+			if m == nil {
+				t.Fatalf("apikey create: no key in %q", out.String())
+			}
+			v1 := strings.TrimSuffix(base, "/api/v1.0") + "/api/v1"
+			for name, id := range ids {
+				var h struct {
+					Data []struct {
+						Region string `json:"region"`
+					} `json:"data"`
+				}
+				req, _ := http.NewRequest(http.MethodGet, v1+"/domains/"+id+"/history", nil)
+				req.Header.Set("Authorization", "Bearer "+m[1])
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				decode(t, "history of "+name, resp, http.StatusOK, &h)
+				if len(h.Data) == 0 {
+					t.Errorf("history of %s through the cluster: no scans", name)
+				}
+			}
+		}, "--redis-url", rs.URL)
+}
+
+// waitForCount waits until query, a count, answers want on conn.
+func waitForCount(conn driver.Conn, query string, want uint64) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var n uint64
+		err := conn.QueryRow(context.Background(), query).Scan(&n)
+		if err == nil && n == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %d (%v), want %d", query, n, err, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// endToEnd runs the fleet with the Redis flags given, on a database of
+// the test binary's ClickHouse; rdb reads the same Redis.
 func endToEnd(t *testing.T, rdb redis.UniversalClient, redisFlags ...string) {
+	ch := testenv.ClickHouse(t)
+	endToEndOn(t, rdb, ch.Conn(t), []string{"--clickhouse-dsn", ch.DSN}, nil, redisFlags...)
+}
+
+// endToEndOn runs the fleet with the ClickHouse and Redis flags given; rdb
+// and conn read the same Redis and ClickHouse. then, if set, runs once the
+// history is stored, with the API's base URL, a key of the tenant and the
+// ids of its domains by name.
+func endToEndOn(t *testing.T, rdb redis.UniversalClient, conn driver.Conn, chFlags []string,
+	then func(base, key string, ids map[string]string), redisFlags ...string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ch := testenv.ClickHouse(t)
 	fleet, err := lab.Start(ctx, lab.Config{}, testenv.Logger(t))
 	if err != nil {
 		t.Fatalf("start lab: %v", err)
@@ -112,8 +198,8 @@ func endToEnd(t *testing.T, rdb redis.UniversalClient, redisFlags ...string) {
 	)
 	// The agent takes the default consumer name (the hostname).
 	procs := map[string][]string{
-		"all (eu-west)": append([]string{"all", "--region", "eu-west", "--name", "e2e-1",
-			"--clickhouse-dsn", ch.DSN, "--listen", listen, "--stream-trim-interval", "1s"}, common...),
+		"all (eu-west)": append(append([]string{"all", "--region", "eu-west", "--name", "e2e-1",
+			"--listen", listen, "--stream-trim-interval", "1s"}, chFlags...), common...),
 		"agent (us-east)": append([]string{"agent", "--region", "us-east",
 			"--metrics-listen", ""}, common...),
 	}
@@ -217,7 +303,6 @@ func endToEnd(t *testing.T, rdb redis.UniversalClient, redisFlags ...string) {
 
 	// The history reached ClickHouse: one row per scan, IP and region, and
 	// the events themselves.
-	conn := ch.Conn(t)
 	wantRows := uint64(0)
 	for _, tg := range targets {
 		wantRows += uint64(len(tg.Expect) * len(regions))
@@ -264,6 +349,10 @@ func endToEnd(t *testing.T, rdb redis.UniversalClient, redisFlags ...string) {
 				checkHistory(t, tg.Name+" "+region+" "+x.IP, x, r)
 			}
 		}
+	}
+
+	if then != nil {
+		then(base, key, ids)
 	}
 
 	// Once every group has read and acknowledged the scans (the history

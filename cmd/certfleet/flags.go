@@ -26,6 +26,7 @@ type options struct {
 	RedisCluster        bool
 	RedisWait           replicated.Config
 	ClickHouseDSN       string
+	ClickHouseCluster   string
 	Listen              string
 	MetricsListen       string
 	Region              string
@@ -204,7 +205,8 @@ func (f *flagSet) redis() *flagSet {
 
 func (f *flagSet) clickhouse() *flagSet {
 	defer f.group("ClickHouse")()
-	f.StringVar(&f.opts.ClickHouseDSN, "clickhouse-dsn", "clickhouse://127.0.0.1:9000/certfleet", "ClickHouse DSN; the database is created if missing")
+	f.StringVar(&f.opts.ClickHouseDSN, "clickhouse-dsn", "clickhouse://127.0.0.1:9000/certfleet", "ClickHouse DSN; the database is created if missing; with --clickhouse-cluster, name several servers (clickhouse://a:9000,b:9000/certfleet) and the connection fails over between them")
+	f.StringVar(&f.opts.ClickHouseCluster, "clickhouse-cluster", "", "ClickHouse cluster of the servers' remote_servers (one shard of replicas, with ZooKeeper): every table is replicated on each server behind a Distributed table, and migrations run on every server (docs/scaling.md)")
 	return f
 }
 

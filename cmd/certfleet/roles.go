@@ -92,7 +92,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 
 	var conn driver.Conn
 	if role == "all" || role == "coordinator" || role == "apiserver" {
-		conn, err = openSchema(ctx, o.ClickHouseDSN, logger)
+		conn, err = openSchema(ctx, o, logger)
 		if err != nil {
 			return err
 		}
@@ -208,10 +208,19 @@ func addRegistrationWorker(gr *group, o *options, rdb redis.UniversalClient, log
 	return nil
 }
 
-// openSchema connects to ClickHouse, creating the database if missing, and
-// applies the migrations every role that writes history needs.
-func openSchema(ctx context.Context, dsn string, logger *zap.Logger) (driver.Conn, error) {
-	conn, err := schema.Open(ctx, dsn, logger)
+// openSchema connects to ClickHouse (--clickhouse-dsn, on the cluster
+// --clickhouse-cluster names if set), creating the database if missing,
+// and applies the migrations every role that writes history needs.
+func openSchema(ctx context.Context, o *options, logger *zap.Logger) (driver.Conn, error) {
+	var (
+		conn driver.Conn
+		err  error
+	)
+	if o.ClickHouseCluster != "" {
+		conn, err = schema.OpenCluster(ctx, o.ClickHouseDSN, o.ClickHouseCluster, logger)
+	} else {
+		conn, err = schema.Open(ctx, o.ClickHouseDSN, logger)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -295,7 +304,7 @@ func runSchemaTool(ctx context.Context, name string, args []string, stderr io.Wr
 	if err != nil {
 		return err
 	}
-	conn, err := openSchema(ctx, fs.opts.ClickHouseDSN, logger)
+	conn, err := openSchema(ctx, fs.opts, logger)
 	if err != nil {
 		return err
 	}

@@ -71,7 +71,7 @@ func runTenant(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer rdb.Close()
-	conn, err := openSchema(ctx, o.ClickHouseDSN, logger)
+	conn, err := openSchema(ctx, o, logger)
 	if err != nil {
 		return err
 	}

@@ -432,15 +432,22 @@ type ClickHouseServer struct {
 // and removed when the test ends, and returns it with an empty database.
 func OwnClickHouse(t testing.TB) *ClickHouseServer {
 	t.Helper()
+	s := newClickHouseServer(t, FreePort(t))
+	s.Start(t)
+	return s
+}
+
+// newClickHouseServer writes the configuration of a server on port into a
+// directory of the test's and returns the server, not started yet.
+func newClickHouseServer(t testing.TB, port int) *ClickHouseServer {
+	t.Helper()
 	s := &ClickHouseServer{bin: lookBinary(t, "clickhouse-server"), dir: t.TempDir()}
-	port := FreePort(t)
 	if err := ClickHouseConfig(s.dir, port); err != nil {
 		t.Fatalf("clickhouse config: %v", err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	t.Cleanup(func() { stop(s.cmd) })
 	s.ClickHouseDB = ClickHouseDB{Addr: addr, Database: "default", DSN: "clickhouse://" + addr + "/default"}
-	s.Start(t)
 	return s
 }
 
