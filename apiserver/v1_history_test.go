@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/events"
 	v1 "github.com/certfleet/certfleet/apiserver/v1"
 	"github.com/certfleet/certfleet/schema"
 )
@@ -258,6 +259,7 @@ func TestScanHistoryAPI(t *testing.T) {
 			TLSVersions   []v1.StatsCount  `json:"tls_versions"`
 			Keys          []v1.StatsCount  `json:"keys"`
 			Regions       []v1.RegionStats `json:"regions"`
+			Alerts        v1.AlertCounts   `json:"alerts"`
 		}
 		get := func(q string) stats {
 			t.Helper()
@@ -267,7 +269,19 @@ func TestScanHistoryAPI(t *testing.T) {
 			}
 			return s
 		}
+		// Alerts come from the alert store, not ClickHouse: an expired
+		// certificate on alice's other domain, one expiring on bob's.
+		result := func(ip, leaf string, expiresIn time.Duration) events.IPResult {
+			return events.IPResult{IP: ip, Outcome: events.OutcomeOK, CertificateFound: true, LeafSHA256: leaf,
+				NotBefore: now.Add(-90 * day), NotAfter: now.Add(expiresIn), Issuer: "CN=Lab CA", KeyType: "ECDSA", KeyBits: 256,
+				SignatureAlgorithm: "ECDSA-SHA256", ChainValid: true, HostnameValid: true, TLSVersion: "TLS 1.3"}
+		}
+		scanWithTenant(t, rdb, alice.id, other, "api.example.com", "eu", now.Add(-time.Hour), result("203.0.113.6", "eeee", -day))
+		scanWithTenant(t, rdb, bob.id, bobs, "www.example.com", "eu", now.Add(-time.Hour), result(ip1, "bbbb", 3*day))
 		s := get("")
+		if want := (v1.AlertCounts{Open: map[string]int64{"ssl_expired": 1}, OpenTotal: 1, Raised: 1}); !reflect.DeepEqual(s.Alerts, want) {
+			t.Errorf("alerts: got %+v, want %+v", s.Alerts, want)
+		}
 		if s.Window != "24h" {
 			t.Errorf("window: got %q, want 24h", s.Window)
 		}
