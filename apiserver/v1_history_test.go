@@ -12,8 +12,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
-	"github.com/certfleet/certfleet/events"
 	v1 "github.com/certfleet/certfleet/apiserver/v1"
+	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/schema"
 )
 
