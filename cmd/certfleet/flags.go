@@ -45,6 +45,7 @@ type options struct {
 	Name                string
 	WithSink            bool
 	HistoryRetention    time.Duration
+	RollupRetention     time.Duration
 	ClaimIdle           time.Duration
 	MaxIPsPerDomain     int
 	JobTimeout          time.Duration
@@ -209,6 +210,8 @@ func (f *flagSet) history() *flagSet {
 	defer f.group("History")()
 	f.DurationVar(&f.opts.HistoryRetention, "history-retention", 400*24*time.Hour,
 		"keep scan_results rows this long; each month past it is dropped whole (hourly, by the sink); 0 keeps every row")
+	f.DurationVar(&f.opts.RollupRetention, "rollup-retention", 800*24*time.Hour,
+		"keep the hourly rollups of scan_results (GET /api/v1/stats' scans by region) this long, dropped by month like the raw rows; 0 keeps every row")
 	return f
 }
 

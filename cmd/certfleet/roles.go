@@ -147,13 +147,14 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		gr.add(co.Run)
 	}
 	if role == "all" || (role == "coordinator" && o.WithSink) {
-		sk, err := sink.New(sink.Config{Consumer: o.Name, ClaimIdle: o.ClaimIdle, HistoryRetention: o.HistoryRetention}, rdb, conn, logger)
+		sk, err := sink.New(sink.Config{Consumer: o.Name, ClaimIdle: o.ClaimIdle, HistoryRetention: o.HistoryRetention,
+			RollupRetention: o.RollupRetention}, rdb, conn, logger)
 		if err != nil {
 			return err
 		}
 		gr.register(sk)
 		gr.add(sk.Run)
-		if o.HistoryRetention > 0 {
+		if o.HistoryRetention > 0 || o.RollupRetention > 0 {
 			gr.add(sk.RunRetention)
 		}
 	}
