@@ -115,6 +115,8 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 			Notify: notify, CA: o.caConfig(), Audit: o.auditConfig(conn),
 			Health: gr.health, Metrics: roleMetrics(role), ExpiryMetricsMaxSeries: o.ExpiryMetricsMaxSeries,
 			RegionStaleAfter: o.RegionStaleAfter,
+			Operator: apiserver.OperatorConfig{TokenFile: o.OperatorTokenFile, RateLimit: o.RateLimitOperator,
+				Groups: []string{projector.Group, sink.Group}},
 		}, rdb, logger)
 		if err != nil {
 			return err
