@@ -86,11 +86,14 @@ func rollupScanOutcomes(ctx context.Context, conn driver.Conn) error {
 	cutoff := time.Now().Unix() / 3600 * 3600
 	view := fmt.Sprintf("CREATE MATERIALIZED VIEW IF NOT EXISTS %s TO scan_outcomes_hourly AS %s", rollupView,
 		fmt.Sprintf(rollupSelect, "", "scheduled_at >= toDateTime("+strconv.FormatInt(cutoff, 10)+")"))
-	if err := conn.Exec(ctx, view); err != nil {
-		return fmt.Errorf("create %s: %w", rollupView, err)
-	}
+	createErr := conn.Exec(ctx, view)
+	// Two processes creating it at once: the one whose CREATE lost the
+	// race finds the other's view.
 	cutoff, err := RollupCutoff(ctx, conn)
 	if err != nil {
+		if createErr != nil {
+			return fmt.Errorf("create %s: %w", rollupView, createErr)
+		}
 		return err
 	}
 	backfill := "INSERT INTO scan_outcomes_backfill (tenant_id, hour, region, outcome, scans, handshake_ms) " +
