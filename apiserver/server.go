@@ -31,6 +31,8 @@ import (
 	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/apiserver/keychest"
 	"github.com/certfleet/certfleet/apiserver/managedcerts"
+	"github.com/certfleet/certfleet/apiserver/operator"
+	"github.com/certfleet/certfleet/apiserver/tenants"
 	v1 "github.com/certfleet/certfleet/apiserver/v1"
 	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/claimlink"
@@ -124,6 +126,25 @@ type Config struct {
 	CA clientcerts.Config
 	// Audit configures the audit log.
 	Audit audit.Config
+	// Operator configures the operator API (/api/operator/...); it is
+	// served only when TokenFile is set.
+	Operator OperatorConfig
+}
+
+// OperatorConfig configures the operator API (apiserver/operator).
+type OperatorConfig struct {
+	// TokenFile holds the operator token (--operator-token-file): its
+	// first line, at least operator.MinTokenLen characters. Empty: no
+	// operator routes.
+	TokenFile string
+	// RateLimit is requests a minute per client address. Default 10.
+	RateLimit int
+	// Groups are the consumer groups a tenant deletion waits for (the
+	// projector and the sink: tenants.Deleter.Groups).
+	Groups []string
+	// Wait bounds that wait. Default 20s, so the answer comes within the
+	// server's write timeout.
+	Wait time.Duration
 }
 
 // NotifyConfig configures the notification channels' store.
@@ -212,6 +233,9 @@ func (c *Config) setDefaults() {
 	c.CA.Now, c.CA.WarningDays = c.Now, c.WarningDays
 	c.CA.SetDefaults()
 	c.Audit.SetDefaults()
+	if c.Operator.Wait == 0 {
+		c.Operator.Wait = 20 * time.Second
+	}
 }
 
 // Validate reports every problem of the configuration.
@@ -274,6 +298,7 @@ type Server struct {
 	caStore  *clientca.Store
 	keychest *keychest.Handler
 	v1       *v1.Handler
+	operator *operator.Handler // nil without an operator token
 	certs    *clientcerts.Handler
 	managed  *managedcerts.Handler
 	audit    *audit.Log
@@ -345,6 +370,17 @@ func (s *Server) build() error {
 	s.accounts, s.auth = store, auth
 	s.keychest = keychest.New(keychest.Config{RenewalWindow: cfg.RenewalWindow, Now: cfg.Now,
 		RateLimitGeneral: cfg.RateLimitGeneral, Claims: cfg.Claims}, rdb, store, auth, limits, links, logger)
+	if cfg.Operator.TokenFile != "" {
+		hash, err := operator.HashToken(cfg.Operator.TokenFile)
+		if err != nil {
+			return err
+		}
+		d := &tenants.Deleter{RDB: rdb, Accounts: store, Channels: chans, CA: s.caStore, CH: cfg.Audit.Conn,
+			Groups: cfg.Operator.Groups, Wait: cfg.Operator.Wait, Logger: logger}
+		if s.operator, err = operator.New(operator.Config{TokenHash: hash, RateLimit: cfg.Operator.RateLimit}, d, limits, logger); err != nil {
+			return err
+		}
+	}
 	s.v1 = v1.New(v1.Config{
 		Now: cfg.Now, WarningDays: cfg.WarningDays, CriticalDays: cfg.CriticalDays, CheckTimeout: cfg.CheckTimeout,
 		RateLimitGeneral: cfg.RateLimitGeneral, RateLimitCheck: cfg.RateLimitCheck, RateLimitAPIKeys: cfg.RateLimitAPIKeys,
@@ -383,6 +419,9 @@ func (s *Server) routes() *gin.Engine {
 	s.certs.Routes(r)                                       // /api/ca/..., /api/client-certs/..., /api/crl/..., /api/ocsp/..., /ocsp
 	s.managed.Routes(r)                                     // /api/certificates/..., CertMate's managed certificates
 	s.audit.Routes(r, s.certs.Guard(accounts.ScopeRead)...) // /api/audit, in the client-certificate API's shapes
+	if s.operator != nil {
+		s.operator.Routes(r) // /api/operator/...
+	}
 	return r
 }
 

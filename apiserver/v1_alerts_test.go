@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/certfleet/certfleet/apiserver/alerts"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
@@ -22,7 +23,7 @@ import (
 // scanWithTenant feeds a scan of domain id (named host:443) from region
 // through a projector, which evaluates its alerts, as an agent's
 // scan.completed of tenant's domain would arrive.
-func scanWithTenant(t *testing.T, e *keyEnv, tenant, id, host, region string, finished time.Time, results ...events.IPResult) {
+func scanWithTenant(t *testing.T, rdb redis.UniversalClient, tenant, id, host, region string, finished time.Time, results ...events.IPResult) {
 	t.Helper()
 	job := uuid.New()
 	ev, err := events.NewWithID(events.ScanEventID(job, region), events.ScanCompleted, tenant, id, events.ScanCompletedV1{
@@ -32,11 +33,11 @@ func scanWithTenant(t *testing.T, e *keyEnv, tenant, id, host, region string, fi
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := alerts.New(alerts.Config{}, e.rdb, testenv.Logger(t))
+	eng, err := alerts.New(alerts.Config{}, rdb, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := projector.New(projector.Config{Consumer: "test", Evaluator: eng}, e.rdb, testenv.Logger(t))
+	p, err := projector.New(projector.Config{Consumer: "test", Evaluator: eng}, rdb, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,10 +91,10 @@ func TestAlertsAPI(t *testing.T) {
 
 	at := now.Add(time.Hour)
 	soon := certResult(at.Add(10*24*time.Hour), true)
-	scanWithTenant(t, e, aliceID, soonID, "soon.example.com", "eu", at, soon)
+	scanWithTenant(t, e.rdb, aliceID, soonID, "soon.example.com", "eu", at, soon)
 	self := certResult(at.Add(90*24*time.Hour), false)
 	self.IP, self.LeafSHA256, self.Detail = "192.0.2.2", "bb", "unknown-authority"
-	scanWithTenant(t, e, aliceID, selfID, "self.example.com", "eu", at.Add(time.Minute), self)
+	scanWithTenant(t, e.rdb, aliceID, selfID, "self.example.com", "eu", at.Add(time.Minute), self)
 
 	// Newest first, on the other replica.
 	r := e.call(1, http.MethodGet, "/api/v1/alerts", aliceRead, "")
@@ -159,7 +160,7 @@ func TestAlertsAPI(t *testing.T) {
 	// The renewal resolves the expiry alert.
 	renewed := certResult(at.Add(100*24*time.Hour), true)
 	renewed.LeafSHA256 = "cc"
-	scanWithTenant(t, e, aliceID, soonID, "soon.example.com", "eu", at.Add(time.Hour), renewed)
+	scanWithTenant(t, e.rdb, aliceID, soonID, "soon.example.com", "eu", at.Add(time.Hour), renewed)
 	r = e.call(1, http.MethodGet, "/api/v1/alerts?domain_id="+soonID, alice, "")
 	data, _ = r.body["data"].([]any)
 	var got []string

@@ -13,6 +13,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	v1 "github.com/certfleet/certfleet/apiserver/v1"
+	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/schema"
 )
 
@@ -258,6 +259,7 @@ func TestScanHistoryAPI(t *testing.T) {
 			TLSVersions   []v1.StatsCount  `json:"tls_versions"`
 			Keys          []v1.StatsCount  `json:"keys"`
 			Regions       []v1.RegionStats `json:"regions"`
+			Alerts        v1.AlertCounts   `json:"alerts"`
 		}
 		get := func(q string) stats {
 			t.Helper()
@@ -267,7 +269,19 @@ func TestScanHistoryAPI(t *testing.T) {
 			}
 			return s
 		}
+		// Alerts come from the alert store, not ClickHouse: an expired
+		// certificate on alice's other domain, one expiring on bob's.
+		result := func(ip, leaf string, expiresIn time.Duration) events.IPResult {
+			return events.IPResult{IP: ip, Outcome: events.OutcomeOK, CertificateFound: true, LeafSHA256: leaf,
+				NotBefore: now.Add(-90 * day), NotAfter: now.Add(expiresIn), Issuer: "CN=Lab CA", KeyType: "ECDSA", KeyBits: 256,
+				SignatureAlgorithm: "ECDSA-SHA256", ChainValid: true, HostnameValid: true, TLSVersion: "TLS 1.3"}
+		}
+		scanWithTenant(t, rdb, alice.id, other, "api.example.com", "eu", now.Add(-time.Hour), result("203.0.113.6", "eeee", -day))
+		scanWithTenant(t, rdb, bob.id, bobs, "www.example.com", "eu", now.Add(-time.Hour), result(ip1, "bbbb", 3*day))
 		s := get("")
+		if want := (v1.AlertCounts{Open: map[string]int64{"ssl_expired": 1}, OpenTotal: 1, Raised: 1}); !reflect.DeepEqual(s.Alerts, want) {
+			t.Errorf("alerts: got %+v, want %+v", s.Alerts, want)
+		}
 		if s.Window != "24h" {
 			t.Errorf("window: got %q, want 24h", s.Window)
 		}
@@ -307,9 +321,12 @@ func TestScanHistoryAPI(t *testing.T) {
 			t.Fatalf("regions: got %+v, want eu and us", s.Regions)
 		}
 		eu, us := s.Regions[0], s.Regions[1]
-		if eu.Region != "eu" || eu.Scans != 4 || eu.Errors != 1 || eu.ErrorRate != 0.25 ||
-			!reflect.DeepEqual(eu.Outcomes, map[string]uint64{"ok": 3, "timeout": 1}) || eu.HandshakeP50MS == nil || *eu.HandshakeP50MS != 20 {
-			t.Errorf("eu: got %+v, want 4 scans (the rescan once), 1 timeout, p50 20 ms", eu)
+		// Per-region counts come from the hourly rollup, which counts each
+		// copy of a rescanned job: job2's first scan in eu too (99 ms).
+		if eu.Region != "eu" || eu.Scans != 5 || eu.Errors != 1 || eu.ErrorRate != 0.2 ||
+			!reflect.DeepEqual(eu.Outcomes, map[string]uint64{"ok": 4, "timeout": 1}) || eu.HandshakeP50MS == nil || *eu.HandshakeP50MS != 30 ||
+			eu.HandshakeP95MS == nil || *eu.HandshakeP95MS != 90 {
+			t.Errorf("eu: got %+v (p50 %v, p95 %v), want 5 scans (the rescan per copy), 1 timeout, p50 30 ms, p95 90 ms", eu, deref(eu.HandshakeP50MS), deref(eu.HandshakeP95MS))
 		}
 		if us.Region != "us" || us.Scans != 3 || us.Errors != 0 || us.ErrorRate != 0 || us.HandshakeP50MS == nil || *us.HandshakeP50MS != 30 ||
 			us.HandshakeP95MS == nil || *us.HandshakeP95MS != 30 {
@@ -383,4 +400,12 @@ func ptr[T any](v T) *T { return &v }
 // sc is a StatsCount: name, endpoints, domains, certificates.
 func sc(name string, endpoints, domains, certs uint64) v1.StatsCount {
 	return v1.StatsCount{Name: name, Endpoints: endpoints, Domains: domains, Certificates: certs}
+}
+
+// deref shows a quantile in failures: its value, or -1 for null.
+func deref(p *float64) float64 {
+	if p == nil {
+		return -1
+	}
+	return *p
 }

@@ -12,3 +12,9 @@ func QueryAuditNoFinal(ctx context.Context, conn driver.Conn, f AuditFilter) err
 	_, err := queryAudit(ctx, conn, f, "")
 	return err
 }
+
+// RollupScanOutcomes runs migration 8's step again, as a process that
+// died in it or ran it beside another would.
+func RollupScanOutcomes(ctx context.Context, conn driver.Conn) error {
+	return rollupScanOutcomes(ctx, conn)
+}

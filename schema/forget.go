@@ -9,7 +9,7 @@ import (
 
 // TenantTables are the tables holding rows of a tenant, each with a
 // tenant_id column: ForgetTenant deletes from each.
-var TenantTables = []string{"events", "scan_results", "audit_log"}
+var TenantTables = []string{"events", "scan_results", "audit_log", "scan_outcomes_hourly", "scan_outcomes_backfill"}
 
 // ForgetTenant issues `ALTER TABLE t DELETE WHERE tenant_id = ?` on every
 // tenant table (a tenant leaving) and returns the tables it issued it on.

@@ -175,6 +175,14 @@ var Migrations = []Migration{
 		// See eventsTable for the shape, reshape for how the rows move.
 		reshape: &eventsReshape,
 	},
+	{
+		Version: 8,
+		Name:    "scan_outcomes_hourly: GET /stats' scans by region and outcome, rolled up by hour",
+		// See rollup.go: the tables, then the view and the backfill of
+		// the rows before it.
+		Statements: []string{scanOutcomesHourlyTable, scanOutcomesBackfillTable},
+		Step:       rollupScanOutcomes,
+	},
 }
 
 const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -10,7 +10,7 @@ import (
 )
 
 // monthPartition is how system.parts names a partition of
-// toYYYYMM(scheduled_at); only such a name is spliced into DROP PARTITION.
+// toYYYYMM(<DateTime>); only such a name is spliced into DROP PARTITION.
 var monthPartition = regexp.MustCompile(`^[0-9]{6}$`)
 
 // DropScanMonthsBefore drops every partition (a month of scheduled_at) of
@@ -21,13 +21,39 @@ var monthPartition = regexp.MustCompile(`^[0-9]{6}$`)
 // keeps up to a month more than asked. The partition's newest time comes
 // from system.parts (max_time), so no row is read.
 func DropScanMonthsBefore(ctx context.Context, conn driver.Conn, cutoff time.Time) ([]string, error) {
+	return dropMonthsBefore(ctx, conn, "scan_results", cutoff)
+}
+
+// DropRollupMonthsBefore does what DropScanMonthsBefore does to each of
+// RollupTables (partitioned by the month of their hour), with the rollups'
+// own cutoff, and returns the months dropped as "<table> YYYYMM".
+func DropRollupMonthsBefore(ctx context.Context, conn driver.Conn, cutoff time.Time) ([]string, error) {
+	var out []string
+	for _, t := range RollupTables {
+		dropped, err := dropMonthsBefore(ctx, conn, t, cutoff)
+		for _, p := range dropped {
+			out = append(out, t+" "+p)
+		}
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// dropMonthsBefore drops the months of table, partitioned by
+// toYYYYMM(<a DateTime>), whose rows are all older than cutoff.
+func dropMonthsBefore(ctx context.Context, conn driver.Conn, table string, cutoff time.Time) ([]string, error) {
+	if !validIdentifier.MatchString(table) {
+		return nil, fmt.Errorf("drop months of %q: bad name", table)
+	}
 	rows, err := conn.Query(ctx, `SELECT partition, toInt64(toUnixTimestamp(max(max_time)))
 		FROM system.parts
 		WHERE database = currentDatabase() AND table = ? AND active
 		GROUP BY partition
-		ORDER BY partition`, localTable(conn, "scan_results"))
+		ORDER BY partition`, localTable(conn, table))
 	if err != nil {
-		return nil, fmt.Errorf("list scan_results partitions: %w", err)
+		return nil, fmt.Errorf("list %s partitions: %w", table, err)
 	}
 	var old []string
 	for rows.Next() {
@@ -37,7 +63,7 @@ func DropScanMonthsBefore(ctx context.Context, conn driver.Conn, cutoff time.Tim
 		)
 		if err := rows.Scan(&p, &newest); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("read scan_results partitions: %w", err)
+			return nil, fmt.Errorf("read %s partitions: %w", table, err)
 		}
 		if newest < cutoff.Unix() && monthPartition.MatchString(p) {
 			old = append(old, p)
@@ -45,12 +71,12 @@ func DropScanMonthsBefore(ctx context.Context, conn driver.Conn, cutoff time.Tim
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read scan_results partitions: %w", err)
+		return nil, fmt.Errorf("read %s partitions: %w", table, err)
 	}
 	var dropped []string
 	for _, p := range old {
-		if err := conn.Exec(ctx, "ALTER TABLE scan_results DROP PARTITION "+p); err != nil {
-			return dropped, fmt.Errorf("drop scan_results partition %s: %w", p, err)
+		if err := conn.Exec(ctx, "ALTER TABLE "+table+" DROP PARTITION "+p); err != nil {
+			return dropped, fmt.Errorf("drop %s partition %s: %w", table, p, err)
 		}
 		dropped = append(dropped, p)
 	}

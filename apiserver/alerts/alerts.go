@@ -29,6 +29,8 @@
 //	alert:{tNN}:<alert_id>           hash: "raised" (JSON AlertRaisedV1),
 //	                           "resolved_at" (ms), "reason"
 //	alerts:settings:{tNN}:<tenant>   JSON Settings (absent: DefaultSettings)
+//	alerts:tenant:{tNN}:<tenant>:open  hash: alert type -> open alerts of
+//	                           that type, "@v" once built (counts.go)
 package alerts
 
 import (
@@ -70,6 +72,9 @@ func settingsKey(tenantID string) string {
 }
 func tenantDomainKey(tenantID, domainID string) string {
 	return tenantKey(tenantID) + ":domain:" + domainID
+}
+func openKey(tenantID string) string {
+	return tenantKey(tenantID) + ":open"
 }
 
 // Config configures the engine.
@@ -316,12 +321,14 @@ const staleRetries = 8
 //
 // KEYS (all in the tenant's slot): alerts:state:<domain>, the tenant's
 // event stream, alerts:tenant:<tenant>, alerts:tenant:<tenant>:domain:<domain>,
-// then alert:<id> of every raised alert and then of every resolved one, in
-// the plan's order.
+// alerts:tenant:<tenant>:open, then alert:<id> of every raised alert and
+// then of every resolved one, in the plan's order.
 // ARGV: version read, snapshot version, maxlen, plan JSON {"del": [field],
-// "set": [field, value, ...], "raised": [[triggered ms, JSON, alert id]],
-// "resolved": [[resolved ms, reason]], "events": [[stream field, value,
-// ...]]}. Returns "ok", "stale" (the state moved: plan again) or "old"
+// "set": [field, value, ...], "raised": [[triggered ms, JSON, alert id,
+// type counted open or "" for a notice]], "resolved": [[resolved ms,
+// reason, type]], "events": [[stream field, value, ...]]}. The open
+// counts change only once built (OpenCounts builds them), and only with a
+// record that changes: a retried plan counts nothing twice. Returns "ok", "stale" (the state moved: plan again) or "old"
 // (a snapshot as new was evaluated already).
 var reconcileScript = redis.NewScript(`
 local cur = tonumber(redis.call('HGET', KEYS[1], '@ver') or '0')
@@ -330,17 +337,22 @@ if tonumber(ARGV[2]) <= cur then return 'old' end
 local p = cjson.decode(ARGV[4])
 for _, f in ipairs(p.del) do redis.call('HDEL', KEYS[1], f) end
 for i = 1, #p.set, 2 do redis.call('HSET', KEYS[1], p.set[i], p.set[i + 1]) end
-local k = 5
+local counted = redis.call('HEXISTS', KEYS[5], '@v') == 1
+local k = 6
 for _, r in ipairs(p.raised) do
   if redis.call('EXISTS', KEYS[k]) == 0 then
     redis.call('HSET', KEYS[k], 'raised', r[2])
     redis.call('ZADD', KEYS[3], r[1], r[3])
     redis.call('ZADD', KEYS[4], r[1], r[3])
+    if counted and r[4] ~= '' then redis.call('HINCRBY', KEYS[5], r[4], 1) end
   end
   k = k + 1
 end
 for _, r in ipairs(p.resolved) do
   if redis.call('HEXISTS', KEYS[k], 'resolved_at') == 0 then
+    if counted and redis.call('HEXISTS', KEYS[k], 'raised') == 1 then
+      redis.call('HINCRBY', KEYS[5], r[3], -1)
+    end
     redis.call('HSET', KEYS[k], 'resolved_at', r[1], 'reason', r[2])
   end
   k = k + 1
@@ -663,14 +675,18 @@ func (e *Engine) scriptCall(domainID, tenant string, readVer, snapVer int64, ch 
 	for _, f := range slices.Sorted(maps.Keys(ch.set)) {
 		sp.Set = append(sp.Set, f, ch.set[f])
 	}
-	keys := []string{stateKey(tenant, domainID), events.EventStream(tenant), tenantKey(tenant), tenantDomainKey(tenant, domainID)}
+	keys := []string{stateKey(tenant, domainID), events.EventStream(tenant), tenantKey(tenant), tenantDomainKey(tenant, domainID), openKey(tenant)}
 	for _, r := range ch.raised {
 		body, err := json.Marshal(r.payload)
 		if err != nil {
 			return nil, nil, fmt.Errorf("marshal alert: %w", err)
 		}
 		keys = append(keys, alertKey(tenant, r.payload.AlertID))
-		sp.Raised = append(sp.Raised, []string{strconv.FormatInt(r.payload.TriggeredAt.UnixMilli(), 10), string(body), r.payload.AlertID})
+		kind := r.payload.AlertType // counted open until resolved
+		if r.payload.OneShot {
+			kind = "" // a notice is never open
+		}
+		sp.Raised = append(sp.Raised, []string{strconv.FormatInt(r.payload.TriggeredAt.UnixMilli(), 10), string(body), r.payload.AlertID, kind})
 		fields, err := r.event.StreamFields()
 		if err != nil {
 			return nil, nil, err
@@ -679,7 +695,7 @@ func (e *Engine) scriptCall(domainID, tenant string, readVer, snapVer int64, ch 
 	}
 	for _, r := range ch.resolved {
 		keys = append(keys, alertKey(tenant, r.payload.AlertID))
-		sp.Resolved = append(sp.Resolved, []string{strconv.FormatInt(r.payload.ResolvedAt.UnixMilli(), 10), r.payload.Reason})
+		sp.Resolved = append(sp.Resolved, []string{strconv.FormatInt(r.payload.ResolvedAt.UnixMilli(), 10), r.payload.Reason, r.payload.AlertType})
 		fields, err := r.event.StreamFields()
 		if err != nil {
 			return nil, nil, err

@@ -14,7 +14,7 @@ import (
 type Forgotten struct {
 	Alerts   int64 // alert:{tNN}:<id> records
 	States   int64 // alerts:state per domain
-	Indexes  int64 // the tenant's alert list and per-domain lists
+	Indexes  int64 // the tenant's alert list, per-domain lists and open counts
 	Settings int64 // the settings (0 or 1)
 }
 
@@ -43,7 +43,7 @@ func Forget(ctx context.Context, rdb redis.UniversalClient, tenant string) (Forg
 	if out.Indexes, err = forget.DeletePattern(ctx, rdb, tenantKey(tenant)+":domain:*"); err != nil {
 		return out, fmt.Errorf("forget alert indexes of %s: %w", tenant, err)
 	}
-	n, err := forget.DeleteKeys(ctx, rdb, tenantKey(tenant))
+	n, err := forget.DeleteKeys(ctx, rdb, tenantKey(tenant), openKey(tenant))
 	if err != nil {
 		return out, fmt.Errorf("forget alert index of %s: %w", tenant, err)
 	}

@@ -356,6 +356,18 @@ type statsBody struct {
 	TLSVersions   []StatsCount   `json:"tls_versions"`
 	Keys          []StatsCount   `json:"keys"`
 	Regions       []RegionStats  `json:"regions"`
+	Alerts        AlertCounts    `json:"alerts"`
+}
+
+// AlertCounts are the account's alerts by kind (alert_type).
+type AlertCounts struct {
+	// Open counts the active alerts by kind, now (not limited to the
+	// window); kinds with none are left out.
+	Open map[string]int64 `json:"open"`
+	// OpenTotal is their sum.
+	OpenTotal int64 `json:"open_total"`
+	// Raised counts the alerts (notices too) triggered in the window.
+	Raised int64 `json:"raised"`
 }
 
 // stats is GET /stats: the tenant's fleet at a glance over a window.
@@ -386,6 +398,15 @@ func (h *Handler) stats(c *gin.Context) {
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
+	}
+	counts, err := h.alerts.OpenCounts(ctx, httpapi.Principal(c).TenantID, now.Add(-dur))
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	out.Alerts = AlertCounts{Open: counts.Open, Raised: counts.Raised}
+	for _, n := range counts.Open {
+		out.Alerts.OpenTotal += n
 	}
 	out.Domains = len(domains)
 	for _, d := range domains {

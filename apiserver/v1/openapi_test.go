@@ -49,5 +49,6 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		{Name: "ExpiryWeek", Type: reflect.TypeFor[ExpiryWeek](), Required: true},
 		{Name: "ExpiryPlanner", Type: reflect.TypeFor[ExpiryPlanner](), Required: true},
 		{Name: "RegionStats", Type: reflect.TypeFor[RegionStats](), Required: true},
+		{Name: "AlertCounts", Type: reflect.TypeFor[AlertCounts](), Required: true},
 	})
 }

@@ -48,6 +48,7 @@ type options struct {
 	Name                string
 	WithSink            bool
 	HistoryRetention    time.Duration
+	RollupRetention     time.Duration
 	ClaimIdle           time.Duration
 	MaxIPsPerDomain     int
 	JobTimeout          time.Duration
@@ -62,9 +63,11 @@ type options struct {
 	acmeOptions         // flags_acme.go
 
 	// API rate limits: requests a minute per API key
-	RateLimitGeneral int
-	RateLimitCheck   int
-	RateLimitAPIKeys int
+	RateLimitGeneral  int
+	RateLimitCheck    int
+	RateLimitAPIKeys  int
+	OperatorTokenFile string
+	RateLimitOperator int
 	// ImportSpacing spreads the first scans of bulk imports.
 	ImportSpacing time.Duration
 	// ExpiryMetricsMaxSeries caps the per-certificate expiry gauge.
@@ -215,6 +218,8 @@ func (f *flagSet) history() *flagSet {
 	defer f.group("History")()
 	f.DurationVar(&f.opts.HistoryRetention, "history-retention", 400*24*time.Hour,
 		"keep scan_results rows this long; each month past it is dropped whole (hourly, by the sink); 0 keeps every row")
+	f.DurationVar(&f.opts.RollupRetention, "rollup-retention", 800*24*time.Hour,
+		"keep the hourly rollups of scan_results (GET /api/v1/stats' scans by region) this long, dropped by month like the raw rows; 0 keeps every row")
 	return f
 }
 
@@ -230,6 +235,8 @@ func (f *flagSet) api() *flagSet {
 	f.IntVar(&f.opts.RateLimitCheck, "rate-limit-check", 10, "requests a minute per API key to POST /api/v1/check")
 	f.IntVar(&f.opts.ExpiryMetricsMaxSeries, "expiry-metrics-max-series", apiserver.DefaultExpiryMetricsMaxSeries, "most series of certfleet_certificate_expiry_timestamp_seconds (tenants opt in with expiry_metrics in their alert settings); past it they are counted in certfleet_certificate_expiry_series_dropped_total")
 	f.IntVar(&f.opts.RateLimitAPIKeys, "rate-limit-apikeys", 5, "requests a minute per API key to POST /api/v1/api-keys")
+	f.StringVar(&f.opts.OperatorTokenFile, "operator-token-file", "", "file whose first line (at least 32 characters) is the operator token: serves the operator API (DELETE /api/operator/tenants/{email}); empty: no operator routes")
+	f.IntVar(&f.opts.RateLimitOperator, "rate-limit-operator", 10, "requests a minute per client address to the operator API, counted before the token is checked")
 	f.DurationVar(&f.opts.ImportSpacing, "import-spacing", accounts.DefaultImportSpacing, "the first scans of a bulk import (POST /api/v1/domains/bulk) of n domains are spread over n times this, after the account's previous import; at most 1h ahead")
 	return f
 }

@@ -115,6 +115,8 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 			Notify: notify, CA: o.caConfig(), Audit: o.auditConfig(conn),
 			Health: gr.health, Metrics: roleMetrics(role), ExpiryMetricsMaxSeries: o.ExpiryMetricsMaxSeries,
 			RegionStaleAfter: o.RegionStaleAfter, RedisWait: o.RedisWait,
+			Operator: apiserver.OperatorConfig{TokenFile: o.OperatorTokenFile, RateLimit: o.RateLimitOperator,
+				Groups: []string{projector.Group, sink.Group}},
 		}, rdb, logger)
 		if err != nil {
 			return err
@@ -147,13 +149,14 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		gr.add(co.Run)
 	}
 	if role == "all" || (role == "coordinator" && o.WithSink) {
-		sk, err := sink.New(sink.Config{Consumer: o.Name, ClaimIdle: o.ClaimIdle, HistoryRetention: o.HistoryRetention}, rdb, conn, logger)
+		sk, err := sink.New(sink.Config{Consumer: o.Name, ClaimIdle: o.ClaimIdle, HistoryRetention: o.HistoryRetention,
+			RollupRetention: o.RollupRetention}, rdb, conn, logger)
 		if err != nil {
 			return err
 		}
 		gr.register(sk)
 		gr.add(sk.Run)
-		if o.HistoryRetention > 0 {
+		if o.HistoryRetention > 0 || o.RollupRetention > 0 {
 			gr.add(sk.RunRetention)
 		}
 	}

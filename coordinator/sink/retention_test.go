@@ -13,8 +13,9 @@ import (
 )
 
 // TestRunRetention: the sink drops the months of scan_results past its
-// retention at start, keeps the younger ones, and its loop stops with its
-// context; without a retention it drops nothing and waits.
+// retention, and of the rollups past theirs, at start, keeps the younger
+// ones, and its loop stops with its context; without a retention it drops
+// nothing and waits.
 func TestRunRetention(t *testing.T) {
 	e := newEnv(t, true)
 	ctx := context.Background()
@@ -27,23 +28,26 @@ func TestRunRetention(t *testing.T) {
 	if err := schema.InsertScanRows(ctx, e.conn, rows); err != nil {
 		t.Fatal(err)
 	}
-	count := func() uint64 {
+	countOf := func(table string) uint64 {
 		var n uint64
-		if err := e.conn.QueryRow(ctx, "SELECT count() FROM scan_results").Scan(&n); err != nil {
+		if err := e.conn.QueryRow(ctx, "SELECT count() FROM "+table).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
 	}
+	count := func() uint64 { return countOf("scan_results") }
 	for _, tc := range []struct {
-		name      string
-		retention time.Duration
-		left      uint64
+		name              string
+		retention, rollup time.Duration
+		left, rollupLeft  uint64
 	}{
-		{"none", 0, 4},
-		{"400 days", 400 * 24 * time.Hour, 2},
+		{"none", 0, 0, 4, 4},
+		{"400 days", 400 * 24 * time.Hour, 0, 2, 4},
+		// The rollups outlive the raw rows: 14 months ago is kept.
+		{"rollups 500 days", 400 * 24 * time.Hour, 500 * 24 * time.Hour, 2, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := sink.New(sink.Config{Consumer: "test", HistoryRetention: tc.retention, Now: func() time.Time { return now }},
+			s, err := sink.New(sink.Config{Consumer: "test", HistoryRetention: tc.retention, RollupRetention: tc.rollup, Now: func() time.Time { return now }},
 				e.rdb, e.conn, testenv.Logger(t))
 			if err != nil {
 				t.Fatal(err)
@@ -52,12 +56,15 @@ func TestRunRetention(t *testing.T) {
 			done := make(chan error, 1)
 			go func() { done <- s.RunRetention(rctx) }()
 			deadline := time.Now().Add(10 * time.Second)
-			for count() != tc.left && time.Now().Before(deadline) {
+			for (count() != tc.left || countOf("scan_outcomes_hourly") != tc.rollupLeft) && time.Now().Before(deadline) {
 				time.Sleep(50 * time.Millisecond)
 			}
 			time.Sleep(200 * time.Millisecond) // nothing more goes
 			if got := count(); got != tc.left {
 				t.Errorf("got %d rows left, want %d", got, tc.left)
+			}
+			if got := countOf("scan_outcomes_hourly"); got != tc.rollupLeft {
+				t.Errorf("got %d rollup rows left, want %d", got, tc.rollupLeft)
 			}
 			select {
 			case err := <-done:
@@ -72,5 +79,8 @@ func TestRunRetention(t *testing.T) {
 	}
 	if _, err := sink.New(sink.Config{HistoryRetention: -time.Hour}, e.rdb, e.conn, testenv.Logger(t)); err == nil {
 		t.Error("negative retention: got no error")
+	}
+	if _, err := sink.New(sink.Config{RollupRetention: -time.Hour}, e.rdb, e.conn, testenv.Logger(t)); err == nil {
+		t.Error("negative rollup retention: got no error")
 	}
 }

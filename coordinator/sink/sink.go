@@ -98,6 +98,11 @@ type Config struct {
 	// (--history-retention): RunRetention drops each month of them once
 	// its newest row is older. 0 keeps every row.
 	HistoryRetention time.Duration
+	// RollupRetention is how long the rollups of scan_results
+	// (schema.RollupTables, GET /stats' scans by region) are kept
+	// (--rollup-retention), dropped by month the same way; longer than
+	// HistoryRetention, as they are far smaller. 0 keeps every row.
+	RollupRetention time.Duration
 	// RetentionInterval is how often RunRetention looks. Default 1h.
 	RetentionInterval time.Duration
 	// Now is RunRetention's clock. Default time.Now.
@@ -142,6 +147,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HistoryRetention < 0 {
 		errs = append(errs, fmt.Errorf("history retention must not be negative, got %s", c.HistoryRetention))
+	}
+	if c.RollupRetention < 0 {
+		errs = append(errs, fmt.Errorf("rollup retention must not be negative, got %s", c.RollupRetention))
 	}
 	if c.RetentionInterval < 0 {
 		errs = append(errs, fmt.Errorf("retention interval must not be negative, got %s", c.RetentionInterval))
@@ -197,28 +205,41 @@ func (s *Sink) Run(ctx context.Context) error {
 	return s.consumer.RunBatches(ctx, s.store)
 }
 
-// RunRetention drops the months of scan_results past HistoryRetention at
-// start and every RetentionInterval until ctx is done; with no retention
-// it waits for ctx alone. A failed drop is logged and tried again next time:
-// old rows waiting an hour harm nothing. Every replica may run it: a
-// partition two replicas drop at once is dropped once.
+// RunRetention drops the months of scan_results past HistoryRetention,
+// and of the rollups past RollupRetention, at start and every
+// RetentionInterval until ctx is done; with neither it waits for ctx
+// alone. A failed drop is logged and tried again next time: old rows
+// waiting an hour harm nothing. Every replica may run it: a partition two
+// replicas drop at once is dropped once.
 func (s *Sink) RunRetention(ctx context.Context) error {
-	if s.cfg.HistoryRetention == 0 {
+	if s.cfg.HistoryRetention == 0 && s.cfg.RollupRetention == 0 {
 		<-ctx.Done() // an actor that returned would stop its process
 		return nil
 	}
-	logger := s.logger.With(zap.Duration("retention", s.cfg.HistoryRetention))
+	logger := s.logger.With(zap.Duration("retention", s.cfg.HistoryRetention), zap.Duration("rollup_retention", s.cfg.RollupRetention))
 	logger.Info("history retention started")
 	t := time.NewTicker(s.cfg.RetentionInterval)
 	defer t.Stop()
 	for {
-		cutoff := s.cfg.Now().Add(-s.cfg.HistoryRetention)
-		dropped, err := schema.DropScanMonthsBefore(ctx, s.conn, cutoff)
-		for _, p := range dropped {
-			logger.Info("dropped scan history month", zap.String("month", p), zap.Time("cutoff", cutoff))
-		}
-		if err != nil && ctx.Err() == nil {
-			logger.Warn("drop old scan history", zap.Error(err))
+		for _, r := range []struct {
+			what      string
+			retention time.Duration
+			drop      func(context.Context, driver.Conn, time.Time) ([]string, error)
+		}{
+			{"scan history", s.cfg.HistoryRetention, schema.DropScanMonthsBefore},
+			{"scan rollup", s.cfg.RollupRetention, schema.DropRollupMonthsBefore},
+		} {
+			if r.retention == 0 {
+				continue
+			}
+			cutoff := s.cfg.Now().Add(-r.retention)
+			dropped, err := r.drop(ctx, s.conn, cutoff)
+			for _, p := range dropped {
+				logger.Info("dropped "+r.what+" month", zap.String("month", p), zap.Time("cutoff", cutoff))
+			}
+			if err != nil && ctx.Err() == nil {
+				logger.Warn("drop old "+r.what, zap.Error(err))
+			}
 		}
 		select {
 		case <-ctx.Done():
