@@ -138,7 +138,7 @@ func testClusterMigrate(t *testing.T, ctx context.Context, c *testenv.ClickHouse
 		"scan_outcomes_hourly": "Distributed", "scan_outcomes_hourly_local": "ReplicatedAggregatingMergeTree",
 		"scan_outcomes_backfill": "Distributed", "scan_outcomes_backfill_local": "ReplicatedReplacingMergeTree",
 		"scan_outcomes_hourly_mv": "MaterializedView",
-		"schema_migrations": "ReplacingMergeTree",
+		"schema_migrations":       "ReplacingMergeTree",
 	}
 	for _, s := range c.Servers {
 		sc := s.Conn(t)
