@@ -1,9 +1,9 @@
 // Package apiserver mounts certfleet's HTTP APIs on one server: each API
 // style is a package of its own (keychest, v1, clientcerts, audit, over
 // the shared plumbing of httpapi), and this package builds them, serves
-// their routes beside /healthz, /readyz, /metrics and the OpenAPI
-// document, and runs the server and the client-certificate renewal loop
-// as actors of the process.
+// their routes beside /healthz, /readyz, /metrics, the OpenAPI document
+// and the web dashboard at / (dashboard), and runs the server and the
+// client-certificate renewal loop as actors of the process.
 package apiserver
 
 import (
@@ -28,6 +28,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/audit"
 	"github.com/certfleet/certfleet/apiserver/clientca"
 	"github.com/certfleet/certfleet/apiserver/clientcerts"
+	"github.com/certfleet/certfleet/apiserver/dashboard"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/apiserver/keychest"
 	"github.com/certfleet/certfleet/apiserver/managedcerts"
@@ -120,6 +121,9 @@ type Config struct {
 	CA clientcerts.Config
 	// Audit configures the audit log.
 	Audit audit.Config
+	// Dashboard configures the web dashboard served at /; its Now is the
+	// server's.
+	Dashboard dashboard.Config
 }
 
 // NotifyConfig configures the notification channels' store.
@@ -208,6 +212,8 @@ func (c *Config) setDefaults() {
 	c.CA.Now, c.CA.WarningDays = c.Now, c.WarningDays
 	c.CA.SetDefaults()
 	c.Audit.SetDefaults()
+	c.Dashboard.Now = c.Now
+	c.Dashboard.SetDefaults()
 }
 
 // Validate reports every problem of the configuration.
@@ -250,7 +256,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.Notify.validate()...)
-	errs = append(errs, c.CA.Validate(), c.Audit.Validate())
+	errs = append(errs, c.CA.Validate(), c.Audit.Validate(), c.Dashboard.Validate())
 	return errors.Join(errs...)
 }
 
@@ -273,6 +279,7 @@ type Server struct {
 	certs    *clientcerts.Handler
 	managed  *managedcerts.Handler
 	audit    *audit.Log
+	dash     *dashboard.Dashboard
 }
 
 // New returns a server using rdb for commands and views.
@@ -348,11 +355,12 @@ func (s *Server) build() error {
 		ClickHouse:       cfg.Audit.Conn, // the API server's one ClickHouse connection
 		RegionStaleAfter: cfg.RegionStaleAfter,
 	}, rdb, store, auth, limits, engine, chans, logger)
-	return nil
+	s.dash, err = dashboard.New(cfg.Dashboard, dashboard.Deps{Redis: rdb, Accounts: store, Auth: auth, V1: s.v1, Alerts: engine}, logger)
+	return err
 }
 
-// Handler returns the HTTP handler: every API, /healthz, /readyz and
-// /metrics.
+// Handler returns the HTTP handler: every API, the dashboard, /healthz,
+// /readyz and /metrics.
 func (s *Server) Handler() http.Handler { return s.engine }
 
 func (s *Server) routes() *gin.Engine {
@@ -379,6 +387,7 @@ func (s *Server) routes() *gin.Engine {
 	s.certs.Routes(r)                                       // /api/ca/..., /api/client-certs/..., /api/crl/..., /api/ocsp/..., /ocsp
 	s.managed.Routes(r)                                     // /api/certificates/..., CertMate's managed certificates
 	s.audit.Routes(r, s.certs.Guard(accounts.ScopeRead)...) // /api/audit, in the client-certificate API's shapes
+	s.dash.Routes(r)                                        // /, /signin, /assets/... and the dashboard's pages
 	return r
 }
 

@@ -3,7 +3,9 @@
 # that are missing: redis-server, clickhouse-server and clickhouse-client
 # (Debian's 18.16, the version the tests run against), openssl, curl, jq and unzip (the
 # README's walk-through uses it) and
-# prometheus (for promtool, which checks and tests deploy/'s alert rules).
+# prometheus (for promtool, which checks and tests deploy/'s alert rules) and
+# chromium-headless-shell (the dashboard's browser tests drive it; it makes
+# no calls home and starts in under a second, unlike full chromium).
 # Prints nothing and touches nothing when all of them are there.
 #
 # The packages' system services are not started (a temporary policy-rc.d
@@ -14,9 +16,11 @@ set -euo pipefail
 
 die() { echo "deps: $*" >&2; exit 1; }
 
-# found NAME: NAME is on PATH or in a sbin directory that a user's PATH
-# often lacks (clickhouse-server lives in /usr/sbin).
+# found NAME: NAME (an absolute path: that file) is on PATH or in a sbin
+# directory that a user's PATH often lacks (clickhouse-server lives in
+# /usr/sbin).
 found() {
+	[ "${1#/}" != "$1" ] && { [ -x "$1" ]; return; }
 	command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/local/sbin/$1" ] || [ -x "/sbin/$1" ]
 }
 
@@ -31,6 +35,7 @@ wanted=(
 	jq:jq
 	unzip:unzip
 	prometheus:promtool
+	chromium-headless-shell:/usr/lib/chromium/chromium-headless-shell
 )
 
 missing=()
