@@ -169,7 +169,8 @@ type Page struct {
 	Nav string
 	// Template is the page's file in templates/, defining "content".
 	Template string
-	// Get loads what the template shows as .Data.
+	// Get loads what the template shows as .Data; when that has a
+	// PageTitle() string method, it titles the page.
 	Get func(r *Request) (any, error)
 	// Actions are the page's POSTs.
 	Actions []Action
@@ -290,7 +291,11 @@ func (d *Dashboard) show(p Page) gin.HandlerFunc {
 				return
 			}
 		}
-		v := d.view(r, p.Title, p.Path)
+		title := p.Title
+		if t, ok := data.(interface{ PageTitle() string }); ok {
+			title = t.PageTitle() // a page of one thing names it
+		}
+		v := d.view(r, title, p.Path)
 		v.Data = data
 		if f, err := d.sessions.popFlash(c.Request.Context(), r.session); err != nil {
 			d.logger.Warn("read flash failed", zap.Error(err))

@@ -5,5 +5,7 @@ package dashboard
 func (d *Dashboard) pageList() []Page {
 	return []Page{
 		d.overviewPage(),
+		d.domainsPage(),
+		d.domainPage(),
 	}
 }
