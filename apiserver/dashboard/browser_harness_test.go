@@ -183,6 +183,28 @@ func (b *browser) location() string {
 	return s
 }
 
+// waitLocation waits until the page's URL contains part (a form's GET
+// landed) and its h1 is shown.
+func (b *browser) waitLocation(part string) {
+	b.t.Helper()
+	b.step("wait for a location with "+part, func(ctx context.Context) error {
+		for {
+			loc, err := chromedp.Run(ctx, chromedp.Location())
+			if err != nil {
+				return err
+			}
+			if strings.Contains(loc, part) {
+				return chromedp.Do(ctx, chromedp.WaitVisible("h1"))
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("at %s: %w", loc, ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+}
+
 // signIn signs in with key through the form.
 func (b *browser) signIn(key string) {
 	b.t.Helper()

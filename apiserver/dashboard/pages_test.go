@@ -194,9 +194,9 @@ func TestOverviewPlanner(t *testing.T) {
 	var rows []schema.ScanRow
 	for i, r := range []struct {
 		domain, region, ip, leaf string
-		expires              time.Duration
-		hs                   uint32
-		outcome              string
+		expires                  time.Duration
+		hs                       uint32
+		outcome                  string
 	}{
 		{id, "eu", "192.0.2.1", "aaaa", 10 * 24 * time.Hour, 31, "ok"},
 		{id, "us", "192.0.2.1", "aaaa", 10 * 24 * time.Hour, 47, "ok"},
