@@ -28,6 +28,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver"
 	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/dashboard"
 	"github.com/certfleet/certfleet/internal/testenv"
 	"github.com/certfleet/certfleet/schema"
 )
@@ -44,6 +45,8 @@ type envOptions struct {
 	ClickHouse bool
 	// Now is the server's clock; default time.Now.
 	Now func() time.Time
+	// Dashboard configures the dashboard (its Now is Now).
+	Dashboard dashboard.Config
 }
 
 // env is an API server with the dashboard on real Redis (and ClickHouse
@@ -62,7 +65,7 @@ type env struct {
 func newEnv(t testing.TB, opts envOptions) *env {
 	t.Helper()
 	e := &env{rdb: testenv.Redis(t).Client(t)}
-	cfg := apiserver.Config{Now: opts.Now, RateLimitGeneral: 10000, RateLimitCheck: 1000}
+	cfg := apiserver.Config{Now: opts.Now, RateLimitGeneral: 10000, RateLimitCheck: 1000, Dashboard: opts.Dashboard}
 	if opts.ClickHouse {
 		e.ch = testenv.ClickHouse(t).Conn(t)
 		if err := schema.Migrate(context.Background(), e.ch, testenv.Logger(t)); err != nil {

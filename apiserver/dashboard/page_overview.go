@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/certfleet/certfleet/apiserver/alerts"
 	v1 "github.com/certfleet/certfleet/apiserver/v1"
@@ -48,12 +49,20 @@ type overviewData struct {
 	Planner *plannerData
 }
 
+// plannerEntry is a tenant's planner as the cache keeps it.
+type plannerEntry struct {
+	planner v1.ExpiryPlanner
+	domains int64
+}
+
 type plannerData struct {
+	// Age is how old the counts are (PlannerTTL at most).
+	Age time.Duration
 	Chart   BarChart
 	Weeks   []v1.ExpiryWeek
 	Expired v1.StatsCount
 	Later   v1.StatsCount
-	Domains int
+	Domains int64
 }
 
 // Active alerts are found in the newest alerts, a page at a time, up to
@@ -70,11 +79,19 @@ func (d *Dashboard) overview(r *Request) (any, error) {
 		return nil, err
 	}
 	if d.deps.V1.HasHistory() {
-		st, err := d.deps.V1.Stats(r.Ctx(), r.Tenant(), "24h")
-		if err != nil {
-			return nil, err
+		pe, at, ok := d.planners.get(r.Tenant())
+		if !ok {
+			if pe.planner, err = d.deps.V1.ExpiryPlanner(r.Ctx(), r.Tenant()); err != nil {
+				return nil, err
+			}
+			if pe.domains, _, err = d.deps.Accounts.Counts(r.Ctx(), r.Tenant()); err != nil {
+				return nil, err
+			}
+			d.planners.put(r.Tenant(), pe)
+			at = time.Now()
 		}
-		out.Planner = planner(st)
+		out.Planner = planner(pe.planner, pe.domains)
+		out.Planner.Age = time.Since(at)
 	}
 	return out, nil
 }
@@ -112,8 +129,7 @@ func (d *Dashboard) activeProblems(ctx context.Context, tenant string) (groups [
 }
 
 // planner draws the expiry planner: certificates expired, then per week.
-func planner(st v1.Stats) *plannerData {
-	ep := st.ExpiryPlanner
+func planner(ep v1.ExpiryPlanner, domains int64) *plannerData {
 	bars := []Bar{{Label: "expired", Value: float64(ep.Expired.Certificates), Class: "bad"}}
 	for _, w := range ep.Weeks {
 		bars = append(bars, Bar{Label: w.StartsAt.Format("Jan 2"), Value: float64(w.Certificates)})
@@ -121,7 +137,7 @@ func planner(st v1.Stats) *plannerData {
 	bars = append(bars, Bar{Label: "later", Value: float64(ep.Later.Certificates), Class: "muted"})
 	desc := fmt.Sprintf("%d certificates expired, %d expiring in the next %d weeks by week, %d later.",
 		ep.Expired.Certificates, sumWeeks(ep.Weeks), len(ep.Weeks), ep.Later.Certificates)
-	return &plannerData{Chart: barChart("Expiry planner", desc, bars), Weeks: ep.Weeks, Expired: ep.Expired, Later: ep.Later, Domains: st.Domains}
+	return &plannerData{Chart: barChart("Expiry planner", desc, bars), Weeks: ep.Weeks, Expired: ep.Expired, Later: ep.Later, Domains: domains}
 }
 
 func sumWeeks(ws []v1.ExpiryWeek) uint64 {

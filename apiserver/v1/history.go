@@ -402,14 +402,12 @@ func (h *Handler) Stats(ctx context.Context, tenant, window string) (Stats, erro
 	if !ok {
 		return Stats{}, httpapi.BadRequest(fmt.Sprintf("window must be 24h, 7d or 30d, got %q", window))
 	}
-	now := h.cfg.Now().UTC().Truncate(time.Second)
 	ctx, cancel := context.WithTimeout(ctx, historyQueryTimeout)
 	defer cancel()
-	st, err := schema.QueryFleetStats(ctx, h.cfg.ClickHouse, tenant, now.Add(-dur), now, plannerWeeks)
+	out, now, err := h.fleetStats(ctx, tenant, window, dur)
 	if err != nil {
 		return Stats{}, err
 	}
-	out := statsOf(st, window, now.Add(-dur), now)
 	domains, err := h.accounts.ListDomains(ctx, tenant)
 	if err != nil {
 		return Stats{}, err
@@ -424,6 +422,27 @@ func (h *Handler) Stats(ctx context.Context, tenant, window string) (Stats, erro
 		out.Registrations[status]++
 	}
 	return out, nil
+}
+
+// fleetStats is what ClickHouse counts of tenant's fleet over the window
+// ending now: Stats without the domains and registrations.
+func (h *Handler) fleetStats(ctx context.Context, tenant, window string, dur time.Duration) (Stats, time.Time, error) {
+	now := h.cfg.Now().UTC().Truncate(time.Second)
+	st, err := schema.QueryFleetStats(ctx, h.cfg.ClickHouse, tenant, now.Add(-dur), now, plannerWeeks)
+	if err != nil {
+		return Stats{}, now, err
+	}
+	return statsOf(st, window, now.Add(-dur), now), now, nil
+}
+
+// ExpiryPlanner is the expiry planner of GET /stats for tenant, without
+// the rest of the statistics (and without reading every domain and
+// registration, which Stats does).
+func (h *Handler) ExpiryPlanner(ctx context.Context, tenant string) (ExpiryPlanner, error) {
+	ctx, cancel := context.WithTimeout(ctx, historyQueryTimeout)
+	defer cancel()
+	st, _, err := h.fleetStats(ctx, tenant, defaultStatsWindow, statsWindows[defaultStatsWindow])
+	return st.ExpiryPlanner, err
 }
 
 // HasHistory tells whether this server reads history from ClickHouse
