@@ -108,4 +108,3 @@ func p99(ds []time.Duration) time.Duration {
 	slices.Sort(s)
 	return s[min(len(s)-1, len(s)*99/100)]
 }
-

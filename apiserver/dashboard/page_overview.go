@@ -57,7 +57,7 @@ type plannerEntry struct {
 
 type plannerData struct {
 	// Age is how old the counts are (PlannerTTL at most).
-	Age time.Duration
+	Age     time.Duration
 	Chart   BarChart
 	Weeks   []v1.ExpiryWeek
 	Expired v1.StatsCount
