@@ -64,6 +64,10 @@ type options struct {
 	RateLimitAPIKeys int
 	// ImportSpacing spreads the first scans of bulk imports.
 	ImportSpacing time.Duration
+	// DashboardSessionTTL and DashboardSecureCookies configure the web
+	// dashboard's sessions (dashboard.Config).
+	DashboardSessionTTL    time.Duration
+	DashboardSecureCookies bool
 	// ExpiryMetricsMaxSeries caps the per-certificate expiry gauge.
 	ExpiryMetricsMaxSeries int
 
@@ -225,6 +229,8 @@ func (f *flagSet) api() *flagSet {
 	f.IntVar(&f.opts.ExpiryMetricsMaxSeries, "expiry-metrics-max-series", apiserver.DefaultExpiryMetricsMaxSeries, "most series of certfleet_certificate_expiry_timestamp_seconds (tenants opt in with expiry_metrics in their alert settings); past it they are counted in certfleet_certificate_expiry_series_dropped_total")
 	f.IntVar(&f.opts.RateLimitAPIKeys, "rate-limit-apikeys", 5, "requests a minute per API key to POST /api/v1/api-keys")
 	f.DurationVar(&f.opts.ImportSpacing, "import-spacing", accounts.DefaultImportSpacing, "the first scans of a bulk import (POST /api/v1/domains/bulk) of n domains are spread over n times this, after the account's previous import; at most 1h ahead")
+	f.DurationVar(&f.opts.DashboardSessionTTL, "dashboard-session-ttl", 12*time.Hour, "how long a sign-in to the web dashboard at / lasts")
+	f.BoolVar(&f.opts.DashboardSecureCookies, "dashboard-secure-cookies", false, "mark the dashboard's cookies Secure on plain HTTP: set it when a proxy terminates TLS in front of the server")
 	return f
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/certfleet/certfleet/agent"
 	"github.com/certfleet/certfleet/apiserver"
 	"github.com/certfleet/certfleet/apiserver/alerts"
+	"github.com/certfleet/certfleet/apiserver/dashboard"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/coordinator/sink"
@@ -115,6 +116,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 			Notify: notify, CA: o.caConfig(), Audit: o.auditConfig(conn),
 			Health: gr.health, Metrics: roleMetrics(role), ExpiryMetricsMaxSeries: o.ExpiryMetricsMaxSeries,
 			RegionStaleAfter: o.RegionStaleAfter,
+			Dashboard:        dashboard.Config{SessionTTL: o.DashboardSessionTTL, SecureCookies: o.DashboardSecureCookies},
 		}, rdb, logger)
 		if err != nil {
 			return err
