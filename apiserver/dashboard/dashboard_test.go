@@ -173,3 +173,25 @@ func TestRoutesUntouched(t *testing.T) {
 		}
 	}
 }
+
+// TestSecureCookies: behind a TLS-terminating proxy the session cookie is
+// Secure although the server speaks plain HTTP.
+func TestSecureCookies(t *testing.T) {
+	e := newEnv(t, envOptions{Dashboard: dashboard.Config{SecureCookies: true}})
+	c := e.client(t, "")
+	c.get("/signin")
+	resp, err := c.http.PostForm(e.URL+"/signin", url.Values{"api_key": {e.read}, "csrf": {c.csrf}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var secure bool
+	for _, ck := range resp.Cookies() {
+		if ck.Name == dashboard.SessionCookie {
+			secure = ck.Secure && ck.HttpOnly
+		}
+	}
+	if resp.StatusCode != http.StatusSeeOther || !secure {
+		t.Errorf("got HTTP %d, secure HttpOnly session cookie %v; want 303 and true", resp.StatusCode, secure)
+	}
+}
