@@ -1,9 +1,9 @@
 // Package apiserver mounts certfleet's HTTP APIs on one server: each API
 // style is a package of its own (keychest, v1, clientcerts, audit, over
 // the shared plumbing of httpapi), and this package builds them, serves
-// their routes beside /healthz, /readyz, /metrics and the OpenAPI
-// document, and runs the server and the client-certificate renewal loop
-// as actors of the process.
+// their routes beside /healthz, /readyz, /metrics, the OpenAPI document
+// and the web dashboard at / (dashboard), and runs the server and the
+// client-certificate renewal loop as actors of the process.
 package apiserver
 
 import (
@@ -28,6 +28,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/audit"
 	"github.com/certfleet/certfleet/apiserver/clientca"
 	"github.com/certfleet/certfleet/apiserver/clientcerts"
+	"github.com/certfleet/certfleet/apiserver/dashboard"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/apiserver/keychest"
 	"github.com/certfleet/certfleet/apiserver/managedcerts"
@@ -129,6 +130,9 @@ type Config struct {
 	// Operator configures the operator API (/api/operator/...); it is
 	// served only when TokenFile is set.
 	Operator OperatorConfig
+	// Dashboard configures the web dashboard served at /; its Now is the
+	// server's.
+	Dashboard dashboard.Config
 }
 
 // OperatorConfig configures the operator API (apiserver/operator).
@@ -236,6 +240,8 @@ func (c *Config) setDefaults() {
 	if c.Operator.Wait == 0 {
 		c.Operator.Wait = 20 * time.Second
 	}
+	c.Dashboard.Now = c.Now
+	c.Dashboard.SetDefaults()
 }
 
 // Validate reports every problem of the configuration.
@@ -278,7 +284,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.Notify.validate()...)
-	errs = append(errs, c.CA.Validate(), c.Audit.Validate())
+	errs = append(errs, c.CA.Validate(), c.Audit.Validate(), c.Dashboard.Validate())
 	return errors.Join(errs...)
 }
 
@@ -302,6 +308,7 @@ type Server struct {
 	certs    *clientcerts.Handler
 	managed  *managedcerts.Handler
 	audit    *audit.Log
+	dash     *dashboard.Dashboard
 }
 
 // New returns a server using rdb for commands and views.
@@ -388,11 +395,12 @@ func (s *Server) build() error {
 		ClickHouse:       cfg.Audit.Conn, // the API server's one ClickHouse connection
 		RegionStaleAfter: cfg.RegionStaleAfter,
 	}, rdb, store, auth, limits, engine, chans, logger)
-	return nil
+	s.dash, err = dashboard.New(cfg.Dashboard, dashboard.Deps{Redis: rdb, Accounts: store, Auth: auth, V1: s.v1, Alerts: engine}, logger)
+	return err
 }
 
-// Handler returns the HTTP handler: every API, /healthz, /readyz and
-// /metrics.
+// Handler returns the HTTP handler: every API, the dashboard, /healthz,
+// /readyz and /metrics.
 func (s *Server) Handler() http.Handler { return s.engine }
 
 func (s *Server) routes() *gin.Engine {
@@ -422,6 +430,7 @@ func (s *Server) routes() *gin.Engine {
 	if s.operator != nil {
 		s.operator.Routes(r) // /api/operator/...
 	}
+	s.dash.Routes(r) // /, /signin, /assets/... and the dashboard's pages
 	return r
 }
 

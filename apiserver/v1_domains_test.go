@@ -504,6 +504,7 @@ func TestListDomainsPagination(t *testing.T) {
 		{"?sort=grade", "sort"},
 		{"?order=up", "order"},
 		{"?search=" + strings.Repeat("a", 254), "search"},
+		{"?tag=" + strings.Repeat("a", 51), "tag"},
 	} {
 		wantV1Error(t, f.list(0, tc.query), http.StatusBadRequest, tc.wantMsg)
 	}

@@ -3,8 +3,10 @@
 # that are missing: redis-server, clickhouse-server and clickhouse-client
 # (Debian's 18.16, the version the tests run against), zookeeper (the
 # ClickHouse cluster tests' coordination service; Java, which its package
-# pulls in), openssl, curl, jq and unzip (the README's walk-through uses it)
-# and prometheus (for promtool, which checks and tests deploy/'s alert rules).
+# pulls in), openssl, curl, jq and unzip (the README's walk-through uses it),
+# prometheus (for promtool, which checks and tests deploy/'s alert rules) and
+# chromium-headless-shell (the dashboard's browser tests drive it; it makes
+# no calls home and starts in under a second, unlike full chromium).
 # Prints nothing and touches nothing when all of them are there.
 #
 # The packages' system services are not started (a temporary policy-rc.d
@@ -35,6 +37,7 @@ wanted=(
 	jq:jq
 	unzip:unzip
 	prometheus:promtool
+	chromium-headless-shell:/usr/lib/chromium/chromium-headless-shell
 )
 
 missing=()

@@ -171,13 +171,25 @@ func (u *KeyUsage) due(hash string, now time.Time) bool {
 //
 // It does not record the use: see KeyUsage.
 func (s *Store) AuthenticateBearer(ctx context.Context, token string) (Principal, error) {
-	hash := HashKey(token)
+	return s.authenticate(ctx, HashKey(token), strings.HasPrefix(token, BearerPrefix))
+}
+
+// AuthenticateHash is AuthenticateBearer for a key known by its hash
+// (HashKey): a dashboard session keeps the hash, never the key, and
+// checks it again on every request, so a revoked or expired key ends its
+// sessions at once.
+func (s *Store) AuthenticateHash(ctx context.Context, hash string) (Principal, error) {
+	return s.authenticate(ctx, hash, true)
+}
+
+// authenticate looks hash up; wellFormed false refuses after the same work.
+func (s *Store) authenticate(ctx context.Context, hash string, wellFormed bool) (Principal, error) {
 	rec, err := s.rdb.HGetAll(ctx, apiKeyKey(hash)).Result()
 	if err != nil {
 		return Principal{}, fmt.Errorf("look up api key: %w", err)
 	}
 	now := s.cfg.Now()
-	ok := strings.HasPrefix(token, BearerPrefix) && rec["tenant_id"] != "" && rec["revoked_at"] == "" && rec["pending"] == ""
+	ok := wellFormed && rec["tenant_id"] != "" && rec["revoked_at"] == "" && rec["pending"] == ""
 	if exp := rec["expires_at"]; exp != "" {
 		ms, err := strconv.ParseInt(exp, 10, 64)
 		ok = ok && err == nil && now.UnixMilli() < ms

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strings"
@@ -50,30 +51,52 @@ const principalKey = "certfleet.principal"
 func (a *Auth) RequireKey(scope string) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		token, ok := BearerToken(c.GetHeader("Authorization"))
-		ctx := c.Request.Context()
 		// A missing token is looked up too (as ""), so it costs what an
 		// unknown one does.
-		p, err := a.accounts.AuthenticateBearer(ctx, token)
+		p, err := a.Authenticate(c.Request.Context(), token)
 		if err == nil && !ok {
-			err = accounts.ErrUnknownKey
-		}
-		if errors.Is(err, accounts.ErrUnknownKey) {
 			err = Errorf(http.StatusUnauthorized, MsgUnauthorized)
 		}
 		if err != nil {
 			Fail(c, err)
 			return
 		}
-		if !p.Can(scope) {
-			Fail(c, Errorf(http.StatusForbidden, "This API key lacks the "+scope+" permission"))
-			return
-		}
-		a.usage.Seen(ctx, p)
-		SetPrincipal(c, p)
-		if release, ok := a.Enter(c, p.TenantID); ok {
-			defer release()
-			c.Next()
-		}
+		a.Admit(c, p, scope)
+	}
+}
+
+// Authenticate returns the principal of an API key; every refused key
+// is the same 401 Error.
+func (a *Auth) Authenticate(ctx context.Context, token string) (accounts.Principal, error) {
+	return unknownIs401(a.accounts.AuthenticateBearer(ctx, token))
+}
+
+// AuthenticateHash is Authenticate for a key known by its hash
+// (accounts.HashKey), as a dashboard session keeps it.
+func (a *Auth) AuthenticateHash(ctx context.Context, hash string) (accounts.Principal, error) {
+	return unknownIs401(a.accounts.AuthenticateHash(ctx, hash))
+}
+
+func unknownIs401(p accounts.Principal, err error) (accounts.Principal, error) {
+	if errors.Is(err, accounts.ErrUnknownKey) {
+		err = Errorf(http.StatusUnauthorized, MsgUnauthorized)
+	}
+	return p, err
+}
+
+// Admit runs the rest of the handler chain as p: it checks p holds scope
+// (403 otherwise), records the key's use and admits the request through
+// the tenant's limit of requests in flight.
+func (a *Auth) Admit(c *gin.Context, p accounts.Principal, scope string) {
+	if !p.Can(scope) {
+		Fail(c, Errorf(http.StatusForbidden, "This API key lacks the "+scope+" permission"))
+		return
+	}
+	a.usage.Seen(c.Request.Context(), p)
+	SetPrincipal(c, p)
+	if release, ok := a.Enter(c, p.TenantID); ok {
+		defer release()
+		c.Next()
 	}
 }
 

@@ -79,6 +79,16 @@ type Style struct {
 	Body func(e *Error) any
 }
 
+// Explain returns the answer to err in this style: Answer's, else the
+// answer every style shares (a quota, a dependency away), else nil for an
+// error the client did not cause.
+func (s Style) Explain(c *gin.Context, err error) *Error {
+	if e := s.Answer(err); e != nil {
+		return e
+	}
+	return shared(c, err)
+}
+
 // outcomeKey holds the *Error Render answered.
 const outcomeKey = "certfleet.outcome"
 
@@ -93,10 +103,7 @@ func Render(logger *zap.Logger, style Style) gin.HandlerFunc {
 		if last == nil || c.Writer.Written() {
 			return
 		}
-		e := style.Answer(last.Err)
-		if e == nil {
-			e = shared(c, last.Err)
-		}
+		e := style.Explain(c, last.Err)
 		if e == nil {
 			logger.Error("request failed", zap.String("route", c.FullPath()), zap.Error(last.Err))
 			e = &Error{Status: http.StatusInternalServerError, Msg: "internal error"}

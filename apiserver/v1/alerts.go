@@ -69,7 +69,7 @@ func alertOut(a alerts.Alert) alertJSON {
 
 type alertList struct {
 	Data       []alertJSON `json:"data"`
-	Pagination pagination  `json:"pagination"`
+	Pagination Pagination  `json:"pagination"`
 }
 
 // listAlerts is GET /alerts: the tenant's alerts, newest first; with
@@ -95,7 +95,7 @@ func (h *Handler) listAlerts(c *gin.Context) {
 		return
 	}
 	out := alertList{Data: make([]alertJSON, len(as)),
-		Pagination: pagination{Page: page, PerPage: perPage, Total: total, TotalPages: (total + perPage - 1) / perPage}}
+		Pagination: Pagination{Page: page, PerPage: perPage, Total: total, TotalPages: (total + perPage - 1) / perPage}}
 	for i, a := range as {
 		out.Data[i] = alertOut(a)
 	}

@@ -272,22 +272,30 @@ func (h *Handler) domainOf(c *gin.Context, id string) (accounts.Domain, error) {
 
 // sslCheck is GET /domains/{id}/ssl.
 func (h *Handler) sslCheck(c *gin.Context) {
-	d, err := h.domainOf(c, c.Param("id"))
+	_, b, err := h.SSL(c.Request.Context(), httpapi.Principal(c).TenantID, c.Param("id"))
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
 	}
-	entries, err := h.viewOf(c.Request.Context(), d)
-	if err != nil {
-		httpapi.Fail(c, err)
-		return
-	}
-	b := h.sslBody(d, entries)
 	if b == nil {
 		httpapi.Fail(c, httpapi.Errorf(http.StatusNotFound, msgNoSSLCheck))
 		return
 	}
 	c.JSON(http.StatusOK, b)
+}
+
+// SSL returns tenant's domain id and what GET /domains/{id}/ssl says of
+// it: every region's and IP's latest result; nil when never scanned.
+func (h *Handler) SSL(ctx context.Context, tenant, id string) (accounts.Domain, *SSLCheck, error) {
+	d, err := h.accounts.GetDomain(ctx, tenant, id)
+	if err != nil {
+		return accounts.Domain{}, nil, err
+	}
+	entries, err := h.viewOf(ctx, d)
+	if err != nil {
+		return accounts.Domain{}, nil, err
+	}
+	return d, h.sslBody(d, entries), nil
 }
 
 // checkRequest is POST /check's body.

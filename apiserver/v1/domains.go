@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -42,12 +43,12 @@ func (h *Handler) domainRoutes(g *gin.RouterGroup) {
 	g.DELETE("/domains/:id", append(write, h.deleteDomain)...)
 }
 
-// domainJSON is a domain as SSLTrackr shows it. The SSL fields are null
+// Domain is a domain as SSLTrackr shows it. The SSL fields are null
 // until a scan arrived; whois_days_remaining is null until the registration
 // of the domain's registrable domain was looked up, and whenever no expiry
 // is known (WhoisStatus, an addition, says why). SSLStatus (an addition) is
 // what the status filter matches, WhoisStatus what whois_status matches.
-type domainJSON struct {
+type Domain struct {
 	ID                 string     `json:"id"`
 	Hostname           string     `json:"hostname"`
 	Port               int        `json:"port"`
@@ -65,10 +66,10 @@ type domainJSON struct {
 
 // domainOut is a domain with the verdict over its view and its
 // registration (regs by registrable domain) at now.
-func (h *Handler) domainOut(d accounts.Domain, entries []projector.ExpEntry, regs map[string]projector.Registration, now time.Time) domainJSON {
+func (h *Handler) domainOut(d accounts.Domain, entries []projector.ExpEntry, regs map[string]projector.Registration, now time.Time) Domain {
 	sum := grade.Summarize(entries, now, h.thresholds())
 	whoisDays, whoisStatus := h.whoisDays(d.Host, regs, now)
-	return domainJSON{
+	return Domain{
 		WhoisDaysRemaining: whoisDays, WhoisStatus: whoisStatus,
 		ID: d.ID, Hostname: d.Host, Port: d.Port, IsActive: d.Active,
 		SSLGrade: httpapi.NullIfEmpty(sum.Grade), SSLDaysRemaining: sum.DaysRemaining, SSLStatus: httpapi.NullIfEmpty(sum.Status),
@@ -95,7 +96,7 @@ func (h *Handler) replyDomain(c *gin.Context, code int, d accounts.Domain) {
 
 // graded answers domains with what their expiration and registration
 // views say at now.
-func (h *Handler) graded(ctx context.Context, domains []accounts.Domain, now time.Time) ([]domainJSON, error) {
+func (h *Handler) graded(ctx context.Context, domains []accounts.Domain, now time.Time) ([]Domain, error) {
 	ids := make([]string, len(domains))
 	for i, d := range domains {
 		ids[i] = d.ID
@@ -108,7 +109,7 @@ func (h *Handler) graded(ctx context.Context, domains []accounts.Domain, now tim
 	if err != nil {
 		return nil, err
 	}
-	out := make([]domainJSON, len(domains))
+	out := make([]Domain, len(domains))
 	for i, d := range domains {
 		out[i] = h.domainOut(d, views[d.ID].For(d.Name()), regs, now)
 	}
@@ -223,21 +224,10 @@ func (h *Handler) updateDomain(c *gin.Context) {
 		httpapi.Fail(c, err)
 		return
 	}
-	p := accounts.DomainPatch{Active: req.IsActive, Notes: req.Notes, Tags: req.Tags}
-	if req.Hostname != nil {
-		host, err := parseHostname(*req.Hostname)
-		if err != nil {
-			httpapi.Fail(c, err)
-			return
-		}
-		p.Host = &host
-	}
-	if req.Port != nil {
-		if err := checkPort(*req.Port); err != nil {
-			httpapi.Fail(c, err)
-			return
-		}
-		p.Port = req.Port
+	p, err := DomainPatch(req.Hostname, req.Port, req.IsActive, req.Notes, req.Tags)
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
 	}
 	// A rename needs no scan request here: the coordinator makes a domain
 	// whose name changed due at once.
@@ -247,6 +237,33 @@ func (h *Handler) updateDomain(c *gin.Context) {
 		return
 	}
 	h.replyDomain(c, http.StatusOK, d)
+}
+
+// DomainPatch checks the fields of a partial update of a domain (PUT
+// /domains/{id}; nil leaves a field as it is) and returns the store's
+// patch. The store checks notes and tags.
+func DomainPatch(hostname *string, port *int, active *bool, notes *string, tags *[]string) (accounts.DomainPatch, error) {
+	p := accounts.DomainPatch{Active: active, Notes: notes, Tags: tags}
+	if hostname != nil {
+		host, err := parseHostname(*hostname)
+		if err != nil {
+			return p, err
+		}
+		p.Host = &host
+	}
+	if port != nil {
+		if err := checkPort(*port); err != nil {
+			return p, err
+		}
+		p.Port = port
+	}
+	return p, nil
+}
+
+// NewDomain checks the fields of an added domain (POST /domains; port nil
+// is 443) and returns the store's domain from source.
+func NewDomain(hostname string, port *int, notes string, tags []string, source string) (accounts.NewDomain, error) {
+	return createDomainRequest{Hostname: hostname, Port: port, Notes: notes, Tags: tags}.newDomain(source)
 }
 
 // deleteDomain is DELETE /domains/{id}.
@@ -264,6 +281,7 @@ type domainQuery struct {
 	status        string
 	whoisStatus   string
 	search        string
+	tag           string
 	sort          string
 	desc          bool
 }
@@ -294,6 +312,12 @@ func parseDomainQuery(c *gin.Context) (domainQuery, error) {
 		}
 		q.search = strings.ToLower(strings.TrimSpace(v))
 	}
+	if v, ok := c.GetQuery("tag"); ok {
+		if utf8.RuneCountInString(v) > accounts.MaxTagLen {
+			return q, httpapi.BadRequest(fmt.Sprintf("tag must be at most %d characters", accounts.MaxTagLen))
+		}
+		q.tag = v
+	}
 	if v, ok := c.GetQuery("sort"); ok {
 		if !slices.Contains(domainSorts, v) {
 			return q, httpapi.BadRequest(fmt.Sprintf("sort must be one of %s, got %q", strings.Join(domainSorts, ", "), v))
@@ -313,16 +337,18 @@ func parseDomainQuery(c *gin.Context) (domainQuery, error) {
 	return q, nil
 }
 
-type pagination struct {
+// Pagination is where a page of a list is.
+type Pagination struct {
 	Page       int `json:"page"`
 	PerPage    int `json:"per_page"`
 	Total      int `json:"total"`
 	TotalPages int `json:"total_pages"`
 }
 
-type domainList struct {
-	Data       []domainJSON `json:"data"`
-	Pagination pagination   `json:"pagination"`
+// DomainList is one page of GET /domains.
+type DomainList struct {
+	Data       []Domain   `json:"data"`
+	Pagination Pagination `json:"pagination"`
 }
 
 // listDomains is GET /domains. It reads every domain of the tenant (one
@@ -331,34 +357,45 @@ type domainList struct {
 // a status filter or a days-remaining sort asks for them; otherwise only
 // the page's are read. Fine for thousands of domains per tenant.
 func (h *Handler) listDomains(c *gin.Context) {
+	out, err := h.DomainPage(c, httpapi.Principal(c).TenantID)
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// DomainPage answers GET /domains' query of c (page, per_page, status,
+// whois_status, tag, search, sort, order) for tenant: what the API and the
+// dashboard list.
+func (h *Handler) DomainPage(c *gin.Context, tenant string) (DomainList, error) {
 	q, err := parseDomainQuery(c)
 	if err != nil {
-		httpapi.Fail(c, err)
-		return
+		return DomainList{}, err
 	}
 	ctx := c.Request.Context()
-	domains, err := h.accounts.ListDomains(ctx, httpapi.Principal(c).TenantID)
+	domains, err := h.accounts.ListDomains(ctx, tenant)
 	if err != nil {
-		httpapi.Fail(c, err)
-		return
+		return DomainList{}, err
 	}
-	if q.search != "" {
-		domains = slices.DeleteFunc(domains, func(d accounts.Domain) bool { return !strings.Contains(d.Host, q.search) })
+	if q.search != "" || q.tag != "" {
+		domains = slices.DeleteFunc(domains, func(d accounts.Domain) bool {
+			return !strings.Contains(d.Host, q.search) || (q.tag != "" && !slices.Contains(d.Tags, q.tag))
+		})
 	}
 	now := h.cfg.Now()
 	byView := q.status != statusAll || q.whoisStatus != statusAll || q.sort == "ssl_days_remaining" || q.sort == "whois_days_remaining"
-	var out []domainJSON
+	var out []Domain
 	if byView {
 		if out, err = h.graded(ctx, domains, now); err != nil {
-			httpapi.Fail(c, err)
-			return
+			return DomainList{}, err
 		}
-		out = slices.DeleteFunc(out, func(j domainJSON) bool {
+		out = slices.DeleteFunc(out, func(j Domain) bool {
 			return (q.status != statusAll && (j.SSLStatus == nil || *j.SSLStatus != q.status)) ||
 				(q.whoisStatus != statusAll && j.WhoisStatus != q.whoisStatus)
 		})
 	} else {
-		out = make([]domainJSON, len(domains))
+		out = make([]Domain, len(domains))
 		for i, d := range domains {
 			out[i] = h.domainOut(d, nil, nil, now)
 		}
@@ -378,27 +415,26 @@ func (h *Handler) listDomains(c *gin.Context) {
 			pageDomains[i] = byID[j.ID]
 		}
 		if page, err = h.graded(ctx, pageDomains, now); err != nil {
-			httpapi.Fail(c, err)
-			return
+			return DomainList{}, err
 		}
 	}
-	c.JSON(http.StatusOK, domainList{
+	return DomainList{
 		Data:       page,
-		Pagination: pagination{Page: q.page, PerPage: q.perPage, Total: total, TotalPages: (total + q.perPage - 1) / q.perPage},
-	})
+		Pagination: Pagination{Page: q.page, PerPage: q.perPage, Total: total, TotalPages: (total + q.perPage - 1) / q.perPage},
+	}, nil
 }
 
 // domainOrder compares by key in the asked direction; domains without a
 // value for the key (never scanned, no WHOIS) come last either way, and
 // ties go by id, so pages never overlap or skip.
-func domainOrder(key string, desc bool) func(a, b domainJSON) int {
+func domainOrder(key string, desc bool) func(a, b Domain) int {
 	dir := func(n int) int {
 		if desc {
 			return -n
 		}
 		return n
 	}
-	return func(a, b domainJSON) int {
+	return func(a, b Domain) int {
 		var n int
 		switch key {
 		case "hostname":

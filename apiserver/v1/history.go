@@ -170,7 +170,8 @@ type HistoryEntry struct {
 	HandshakeMS uint32     `json:"handshake_ms"`
 }
 
-type scanHistoryBody struct {
+// ScanHistoryPage is one page of GET /domains/{id}/history.
+type ScanHistoryPage struct {
 	DomainID string         `json:"domain_id"`
 	Hostname string         `json:"hostname"`
 	Data     []HistoryEntry `json:"data"`
@@ -194,15 +195,24 @@ func (h *Handler) scanHistory(c *gin.Context) {
 	if !h.historyConn(c, "scan history") {
 		return
 	}
-	p, err := parseHistoryParams(c)
+	out, err := h.ScanHistory(c, httpapi.Principal(c).TenantID, c.Param("id"))
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
 	}
-	d, err := h.domainOf(c, c.Param("id"))
+	c.JSON(http.StatusOK, out)
+}
+
+// ScanHistory answers GET /domains/{id}/history's query of c (from, to,
+// region, ip, limit, cursor) for tenant's domain id.
+func (h *Handler) ScanHistory(c *gin.Context, tenant, id string) (ScanHistoryPage, error) {
+	p, err := parseHistoryParams(c)
 	if err != nil {
-		httpapi.Fail(c, err)
-		return
+		return ScanHistoryPage{}, err
+	}
+	d, err := h.accounts.GetDomain(c.Request.Context(), tenant, id)
+	if err != nil {
+		return ScanHistoryPage{}, err
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), historyQueryTimeout)
 	defer cancel()
@@ -210,10 +220,9 @@ func (h *Handler) scanHistory(c *gin.Context) {
 	rows, err := schema.ScanHistoryPage(ctx, h.cfg.ClickHouse, schema.HistoryQuery{TenantID: d.TenantID, DomainID: d.ID,
 		From: p.from, To: p.to, Region: p.region, IP: p.ip, After: p.after, Limit: p.limit + 1, Now: h.cfg.Now()})
 	if err != nil {
-		httpapi.Fail(c, err)
-		return
+		return ScanHistoryPage{}, err
 	}
-	out := scanHistoryBody{DomainID: d.ID, Hostname: d.Host, Data: make([]HistoryEntry, 0, min(len(rows), p.limit))}
+	out := ScanHistoryPage{DomainID: d.ID, Hostname: d.Host, Data: make([]HistoryEntry, 0, min(len(rows), p.limit))}
 	if len(rows) > p.limit {
 		rows = rows[:p.limit]
 		next := encodeCursor(schema.CursorOf(rows[len(rows)-1]))
@@ -228,7 +237,7 @@ func (h *Handler) scanHistory(c *gin.Context) {
 		}
 		out.Data = append(out.Data, e)
 	}
-	c.JSON(http.StatusOK, out)
+	return out, nil
 }
 
 // CertificateEntry is one certificate the domain served.
@@ -255,7 +264,8 @@ type Sighting struct {
 	Scans     uint64    `json:"scans"`
 }
 
-type certificatesBody struct {
+// CertificateTimeline is GET /domains/{id}/certificates' answer.
+type CertificateTimeline struct {
 	DomainID string             `json:"domain_id"`
 	Hostname string             `json:"hostname"`
 	Data     []CertificateEntry `json:"data"`
@@ -267,19 +277,28 @@ func (h *Handler) certificates(c *gin.Context) {
 	if !h.historyConn(c, "the certificate timeline") {
 		return
 	}
-	d, err := h.domainOf(c, c.Param("id"))
+	out, err := h.Certificates(c.Request.Context(), httpapi.Principal(c).TenantID, c.Param("id"))
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(c.Request.Context(), historyQueryTimeout)
+	c.JSON(http.StatusOK, out)
+}
+
+// Certificates answers GET /domains/{id}/certificates for tenant's
+// domain id.
+func (h *Handler) Certificates(ctx context.Context, tenant, id string) (CertificateTimeline, error) {
+	d, err := h.accounts.GetDomain(ctx, tenant, id)
+	if err != nil {
+		return CertificateTimeline{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, historyQueryTimeout)
 	defer cancel()
 	leaves, err := schema.CertificateTimeline(ctx, h.cfg.ClickHouse, d.TenantID, d.ID, maxLeaves)
 	if err != nil {
-		httpapi.Fail(c, err)
-		return
+		return CertificateTimeline{}, err
 	}
-	out := certificatesBody{DomainID: d.ID, Hostname: d.Host, Data: make([]CertificateEntry, 0, len(leaves))}
+	out := CertificateTimeline{DomainID: d.ID, Hostname: d.Host, Data: make([]CertificateEntry, 0, len(leaves))}
 	for _, l := range leaves {
 		e := CertificateEntry{LeafSHA256: l.SHA256, Subject: l.Subject, Issuer: l.Issuer, Serial: l.Serial,
 			NotBefore: utcOrNull(l.NotBefore), NotAfter: utcOrNull(l.NotAfter), NoExpiry: l.NotAfter != nil && l.NotAfter.Equal(events.NoExpiry),
@@ -289,7 +308,7 @@ func (h *Handler) certificates(c *gin.Context) {
 		}
 		out.Data = append(out.Data, e)
 	}
-	c.JSON(http.StatusOK, out)
+	return out, nil
 }
 
 // parseWindow reads GET /stats' window.
@@ -343,7 +362,8 @@ type RegionStats struct {
 	HandshakeP95MS *float64 `json:"handshake_ms_p95"`
 }
 
-type statsBody struct {
+// Stats is GET /stats' answer.
+type Stats struct {
 	Window string    `json:"window"`
 	From   time.Time `json:"from"`
 	To     time.Time `json:"to"`
@@ -375,34 +395,42 @@ func (h *Handler) stats(c *gin.Context) {
 	if !h.historyConn(c, "fleet statistics") {
 		return
 	}
-	window, dur, err := parseWindow(c)
+	window, _, err := parseWindow(c)
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
 	}
-	now := h.cfg.Now().UTC().Truncate(time.Second)
-	ctx, cancel := context.WithTimeout(c.Request.Context(), historyQueryTimeout)
+	out, err := h.Stats(c.Request.Context(), httpapi.Principal(c).TenantID, window)
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// Stats answers GET /stats?window= for tenant; window is 24h, 7d or 30d.
+func (h *Handler) Stats(ctx context.Context, tenant, window string) (Stats, error) {
+	dur, ok := statsWindows[window]
+	if !ok {
+		return Stats{}, httpapi.BadRequest(fmt.Sprintf("window must be 24h, 7d or 30d, got %q", window))
+	}
+	ctx, cancel := context.WithTimeout(ctx, historyQueryTimeout)
 	defer cancel()
-	st, err := schema.QueryFleetStats(ctx, h.cfg.ClickHouse, httpapi.Principal(c).TenantID, now.Add(-dur), now, plannerWeeks)
+	out, now, err := h.fleetStats(ctx, tenant, window, dur)
 	if err != nil {
-		httpapi.Fail(c, err)
-		return
+		return Stats{}, err
 	}
-	out := statsOf(st, window, now.Add(-dur), now)
-	domains, err := h.accounts.ListDomains(ctx, httpapi.Principal(c).TenantID)
+	domains, err := h.accounts.ListDomains(ctx, tenant)
 	if err != nil {
-		httpapi.Fail(c, err)
-		return
+		return Stats{}, err
 	}
 	regs, err := h.registrationsOf(ctx, domains)
 	if err != nil {
-		httpapi.Fail(c, err)
-		return
+		return Stats{}, err
 	}
-	counts, err := h.alerts.OpenCounts(ctx, httpapi.Principal(c).TenantID, now.Add(-dur))
+	counts, err := h.alerts.OpenCounts(ctx, tenant, now.Add(-dur))
 	if err != nil {
-		httpapi.Fail(c, err)
-		return
+		return Stats{}, err
 	}
 	out.Alerts = AlertCounts{Open: counts.Open, Raised: counts.Raised}
 	for _, n := range counts.Open {
@@ -413,12 +441,37 @@ func (h *Handler) stats(c *gin.Context) {
 		_, status := h.whoisDays(d.Host, regs, now)
 		out.Registrations[status]++
 	}
-	c.JSON(http.StatusOK, out)
+	return out, nil
 }
 
+// fleetStats is what ClickHouse counts of tenant's fleet over the window
+// ending now: Stats without the domains and registrations.
+func (h *Handler) fleetStats(ctx context.Context, tenant, window string, dur time.Duration) (Stats, time.Time, error) {
+	now := h.cfg.Now().UTC().Truncate(time.Second)
+	st, err := schema.QueryFleetStats(ctx, h.cfg.ClickHouse, tenant, now.Add(-dur), now, plannerWeeks)
+	if err != nil {
+		return Stats{}, now, err
+	}
+	return statsOf(st, window, now.Add(-dur), now), now, nil
+}
+
+// ExpiryPlanner is the expiry planner of GET /stats for tenant, without
+// the rest of the statistics (and without reading every domain and
+// registration, which Stats does).
+func (h *Handler) ExpiryPlanner(ctx context.Context, tenant string) (ExpiryPlanner, error) {
+	ctx, cancel := context.WithTimeout(ctx, historyQueryTimeout)
+	defer cancel()
+	st, _, err := h.fleetStats(ctx, tenant, defaultStatsWindow, statsWindows[defaultStatsWindow])
+	return st.ExpiryPlanner, err
+}
+
+// HasHistory tells whether this server reads history from ClickHouse
+// (ScanHistory, Certificates and Stats need it).
+func (h *Handler) HasHistory() bool { return h.cfg.ClickHouse != nil }
+
 // statsOf shapes what ClickHouse counted.
-func statsOf(st schema.FleetStats, window string, from, now time.Time) statsBody {
-	out := statsBody{Window: window, From: from, To: now, Registrations: map[string]int{}, Issuers: []StatsCount{}, TLSVersions: []StatsCount{}, Keys: []StatsCount{},
+func statsOf(st schema.FleetStats, window string, from, now time.Time) Stats {
+	out := Stats{Window: window, From: from, To: now, Registrations: map[string]int{}, Issuers: []StatsCount{}, TLSVersions: []StatsCount{}, Keys: []StatsCount{},
 		Regions: []RegionStats{}, ExpiryPlanner: ExpiryPlanner{Weeks: make([]ExpiryWeek, plannerWeeks)}}
 	first := schema.WeekOf(now)
 	weeks := map[string]int{}

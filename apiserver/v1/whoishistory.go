@@ -54,7 +54,7 @@ type whoisHistory struct {
 	// Domain is the registrable domain whose lookups these are.
 	Domain     *string             `json:"domain"`
 	Data       []WhoisHistoryEntry `json:"data"`
-	Pagination pagination          `json:"pagination"`
+	Pagination Pagination          `json:"pagination"`
 }
 
 // whoisHistory is GET /domains/{id}/whois/history: every lookup of the
@@ -74,7 +74,7 @@ func (h *Handler) whoisHistory(c *gin.Context) {
 		return
 	}
 	out := whoisHistory{DomainID: d.ID, Hostname: d.Host, Data: []WhoisHistoryEntry{},
-		Pagination: pagination{Page: page, PerPage: perPage}}
+		Pagination: Pagination{Page: page, PerPage: perPage}}
 	reg := projector.RegistrableOf(d.Host)
 	if reg == "" {
 		c.JSON(http.StatusOK, out)

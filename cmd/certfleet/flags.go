@@ -70,6 +70,10 @@ type options struct {
 	RateLimitOperator int
 	// ImportSpacing spreads the first scans of bulk imports.
 	ImportSpacing time.Duration
+	// DashboardSessionTTL and DashboardSecureCookies configure the web
+	// dashboard's sessions (dashboard.Config).
+	DashboardSessionTTL    time.Duration
+	DashboardSecureCookies bool
 	// ExpiryMetricsMaxSeries caps the per-certificate expiry gauge.
 	ExpiryMetricsMaxSeries int
 
@@ -238,6 +242,8 @@ func (f *flagSet) api() *flagSet {
 	f.StringVar(&f.opts.OperatorTokenFile, "operator-token-file", "", "file whose first line (at least 32 characters) is the operator token: serves the operator API (DELETE /api/operator/tenants/{email}); empty: no operator routes")
 	f.IntVar(&f.opts.RateLimitOperator, "rate-limit-operator", 10, "requests a minute per client address to the operator API, counted before the token is checked")
 	f.DurationVar(&f.opts.ImportSpacing, "import-spacing", accounts.DefaultImportSpacing, "the first scans of a bulk import (POST /api/v1/domains/bulk) of n domains are spread over n times this, after the account's previous import; at most 1h ahead")
+	f.DurationVar(&f.opts.DashboardSessionTTL, "dashboard-session-ttl", 12*time.Hour, "how long a sign-in to the web dashboard at / lasts")
+	f.BoolVar(&f.opts.DashboardSecureCookies, "dashboard-secure-cookies", false, "mark the dashboard's cookies Secure on plain HTTP: set it when a proxy terminates TLS in front of the server")
 	return f
 }
 

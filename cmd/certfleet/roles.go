@@ -15,6 +15,7 @@ import (
 	"github.com/certfleet/certfleet/agent"
 	"github.com/certfleet/certfleet/apiserver"
 	"github.com/certfleet/certfleet/apiserver/alerts"
+	"github.com/certfleet/certfleet/apiserver/dashboard"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/coordinator/sink"
@@ -117,6 +118,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 			RegionStaleAfter: o.RegionStaleAfter, RedisWait: o.RedisWait,
 			Operator: apiserver.OperatorConfig{TokenFile: o.OperatorTokenFile, RateLimit: o.RateLimitOperator,
 				Groups: []string{projector.Group, sink.Group}},
+			Dashboard: dashboard.Config{SessionTTL: o.DashboardSessionTTL, SecureCookies: o.DashboardSecureCookies},
 		}, rdb, logger)
 		if err != nil {
 			return err

@@ -1,0 +1,197 @@
+package dashboard_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/dashboard"
+)
+
+// TestSignIn covers the session: sign-in with a key, the cookie's
+// attributes, pages refused without a session, CSRF on every POST, a
+// read key's POSTs refused, a revoked key ending its session, sign-out.
+func TestSignIn(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	anon := e.client(t, "")
+
+	t.Run("no session", func(t *testing.T) {
+		code, loc := anon.get("/")
+		if code != http.StatusSeeOther || loc != "/signin?next=%2F" {
+			t.Errorf("GET / without a session: got HTTP %d to %q, want 303 to /signin?next=%%2F", code, loc)
+		}
+		if code, _ := anon.post("/signout", nil); code != http.StatusUnauthorized {
+			t.Errorf("POST /signout without a session: got HTTP %d, want 401", code)
+		}
+	})
+
+	t.Run("bad keys", func(t *testing.T) {
+		for _, key := range []string{"", "ssa_nope", e.write + "x"} {
+			code, body := anon.signIn(key)
+			if code != http.StatusUnauthorized || !strings.Contains(body, "Missing or invalid API key") {
+				t.Errorf("key %q: got HTTP %d, want 401 with the message", key, code)
+			}
+		}
+		// The sign-in form's token is checked too.
+		anon.get("/signin")
+		if code, _ := anon.postPath("/signin", url.Values{"api_key": {e.write}, "csrf": {"forged"}}); code != http.StatusForbidden {
+			t.Errorf("sign in with a forged token: got HTTP %d, want 403", code)
+		}
+	})
+
+	t.Run("cookie", func(t *testing.T) {
+		c := e.client(t, "")
+		c.get("/signin")
+		form := url.Values{"api_key": {e.read}, "csrf": {c.csrf}, "next": {"/?x=1"}}
+		resp, err := c.http.PostForm(e.URL+"/signin", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusSeeOther || loc != "/?x=1" {
+			t.Errorf("got HTTP %d to %q, want 303 to /?x=1", resp.StatusCode, loc)
+		}
+		var got *http.Cookie
+		for _, ck := range resp.Cookies() {
+			if ck.Name == dashboard.SessionCookie {
+				got = ck
+			}
+		}
+		if got == nil || !got.HttpOnly || got.SameSite != http.SameSiteStrictMode || got.Secure || got.MaxAge != int((12*time.Hour).Seconds()) || got.Path != "/" {
+			t.Errorf("session cookie: got %+v, want HttpOnly, SameSite=Strict, not Secure on plain HTTP, Max-Age 12h, Path /", got)
+		}
+		// The session is in Redis under the hash of its id, expiring.
+		keys, err := e.rdb.Keys(context.Background(), "dashboard:session:*").Result()
+		if err != nil || len(keys) == 0 {
+			t.Fatalf("sessions in redis: got %v %v", keys, err)
+		}
+		for _, k := range keys {
+			if strings.Contains(k, got.Value) {
+				t.Errorf("session key %s holds the session id", k)
+			}
+			if ttl := e.rdb.TTL(context.Background(), k).Val(); ttl <= 0 || ttl > 12*time.Hour {
+				t.Errorf("session %s: got ttl %s, want (0, 12h]", k, ttl)
+			}
+			if v := e.rdb.HGet(context.Background(), k, "key").Val(); v != accounts.HashKey(e.read) && v != accounts.HashKey(e.write) {
+				t.Errorf("session %s: got key field %q, want the hash of a key", k, v)
+			}
+		}
+	})
+
+	t.Run("open redirect", func(t *testing.T) {
+		for _, next := range []string{"//evil.example/", "https://evil.example/", "/\\evil.example"} {
+			c := e.client(t, "")
+			c.get("/signin")
+			code, loc := c.postPath("/signin", url.Values{"api_key": {e.read}, "next": {next}})
+			if code != http.StatusSeeOther || loc != "/" {
+				t.Errorf("next %q: got HTTP %d to %q, want 303 to /", next, code, loc)
+			}
+		}
+	})
+
+	t.Run("read key", func(t *testing.T) {
+		c := e.client(t, e.read)
+		code, body := c.get("/")
+		if code != http.StatusOK {
+			t.Fatalf("GET /: got HTTP %d", code)
+		}
+		mustContain(t, "overview", body, "read-only", "Sign out", `name="csrf"`)
+	})
+
+	t.Run("csrf", func(t *testing.T) {
+		c := e.client(t, e.write)
+		c.get("/")
+		if code, _ := c.post("/signout", url.Values{"csrf": {"forged"}}); code != http.StatusForbidden {
+			t.Errorf("sign out with a forged token: got HTTP %d, want 403", code)
+		}
+		if code, _ := c.get("/"); code != http.StatusOK {
+			t.Errorf("the session after a refused sign-out: got HTTP %d, want 200", code)
+		}
+	})
+
+	t.Run("sign out", func(t *testing.T) {
+		c := e.client(t, e.write)
+		c.get("/")
+		if code, loc := c.post("/signout", nil); code != http.StatusSeeOther || loc != "/signin" {
+			t.Errorf("sign out: got HTTP %d to %q, want 303 to /signin", code, loc)
+		}
+		if code, _ := c.get("/"); code != http.StatusSeeOther {
+			t.Errorf("GET / after sign-out: got HTTP %d, want 303", code)
+		}
+	})
+
+	t.Run("revoked key", func(t *testing.T) {
+		_, _, write := e.newTenant(t, "carol@example.com")
+		c := e.client(t, write)
+		if code, _ := c.get("/"); code != http.StatusOK {
+			t.Fatalf("GET /: got HTTP %d", code)
+		}
+		p, err := e.accounts.AuthenticateBearer(context.Background(), write)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.accounts.RevokeKey(context.Background(), p.TenantID, p.KeyID); err != nil {
+			t.Fatal(err)
+		}
+		if code, _ := c.get("/"); code != http.StatusSeeOther {
+			t.Errorf("GET / with a revoked key's session: got HTTP %d, want 303 to sign in", code)
+		}
+	})
+
+	t.Run("headers", func(t *testing.T) {
+		c := e.client(t, e.read)
+		resp, err := c.http.Get(e.URL + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		csp := resp.Header.Get("Content-Security-Policy")
+		if !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "frame-ancestors 'none'") ||
+			resp.Header.Get("Cache-Control") != "no-store" || resp.Header.Get("X-Frame-Options") != "DENY" {
+			t.Errorf("got CSP %q, Cache-Control %q, X-Frame-Options %q", csp, resp.Header.Get("Cache-Control"), resp.Header.Get("X-Frame-Options"))
+		}
+	})
+}
+
+// TestRoutesUntouched checks the dashboard leaves the server's other
+// routes alone.
+func TestRoutesUntouched(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	for path, want := range map[string]int{"/healthz": 200, "/metrics": 200, "/api/v1/domains": 401, "/api/openapi.json": 200,
+		"/no-such-page": 404, "/assets/style.css": 200, "/assets/nope.css": 404} {
+		resp, err := http.Get(e.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: got HTTP %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+}
+
+// TestSecureCookies: behind a TLS-terminating proxy the session cookie is
+// Secure although the server speaks plain HTTP.
+func TestSecureCookies(t *testing.T) {
+	e := newEnv(t, envOptions{Dashboard: dashboard.Config{SecureCookies: true}})
+	c := e.client(t, "")
+	c.get("/signin")
+	resp, err := c.http.PostForm(e.URL+"/signin", url.Values{"api_key": {e.read}, "csrf": {c.csrf}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var secure bool
+	for _, ck := range resp.Cookies() {
+		if ck.Name == dashboard.SessionCookie {
+			secure = ck.Secure && ck.HttpOnly
+		}
+	}
+	if resp.StatusCode != http.StatusSeeOther || !secure {
+		t.Errorf("got HTTP %d, secure HttpOnly session cookie %v; want 303 and true", resp.StatusCode, secure)
+	}
+}
