@@ -5,5 +5,10 @@ package dashboard
 func (d *Dashboard) pageList() []Page {
 	return []Page{
 		d.overviewPage(),
+		d.alertsPage(),
+		d.channelsPage(),
+		d.clientCertsPage(),
+		d.managedCertsPage(),
+		d.auditPage(),
 	}
 }
