@@ -44,6 +44,8 @@ type envOptions struct {
 	ClickHouse bool
 	// Now is the server's clock; default time.Now.
 	Now func() time.Time
+	// Configure changes the server's configuration before it is built.
+	Configure func(*apiserver.Config)
 }
 
 // env is an API server with the dashboard on real Redis (and ClickHouse
@@ -69,6 +71,9 @@ func newEnv(t testing.TB, opts envOptions) *env {
 			t.Fatal(err)
 		}
 		cfg.Audit.Conn = e.ch
+	}
+	if opts.Configure != nil {
+		opts.Configure(&cfg)
 	}
 	srv, err := apiserver.New(cfg, e.rdb, testenv.Logger(t))
 	if err != nil {
