@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
@@ -62,29 +63,14 @@ func (d *Dashboard) alerts(r *Request) (any, error) {
 			return nil, err
 		}
 	} else {
-		// A filter reads the newest alerts, as the overview does, and
-		// pages what it keeps.
-		var kept []alerts.Alert
-		read := 0
-		for page := 1; ; page++ {
-			as, total, err := d.deps.Alerts.List(ctx, tenant, "", page, alertPage)
-			if err != nil {
-				return nil, err
-			}
-			read += len(as)
-			for _, a := range as {
-				if (out.Status == "" || a.Status == out.Status) && (out.Type == "" || a.AlertType == out.Type) {
-					kept = append(kept, a)
-				}
-			}
-			if read >= total || len(as) == 0 {
-				break
-			}
-			if read >= maxAlertsRead {
-				out.Capped = true
-				break
-			}
+		// A filter reads the newest alerts and pages what it keeps.
+		kept, _, capped, err := d.scanAlerts(ctx, tenant, func(a alerts.Alert) bool {
+			return (out.Status == "" || a.Status == out.Status) && (out.Type == "" || a.AlertType == out.Type)
+		})
+		if err != nil {
+			return nil, err
 		}
+		out.Capped = capped
 		out.Total = len(kept)
 		from := min((out.Page-1)*alertsPerPage, len(kept))
 		out.Alerts = kept[from:min(from+alertsPerPage, len(kept))]
@@ -98,6 +84,31 @@ func (d *Dashboard) alerts(r *Request) (any, error) {
 	}
 	out.Expiry, out.DomainExpiry = joinDays(out.Settings.ExpiryThresholdsDays), joinDays(out.Settings.DomainExpiryThresholdsDays)
 	return out, nil
+}
+
+// scanAlerts returns the tenant's alerts keep keeps, newest first, read
+// a page (alertPage) at a time up to maxAlertsRead: how many it read,
+// and whether more exist than it read. The overview's activeProblems
+// reads the same way.
+func (d *Dashboard) scanAlerts(ctx context.Context, tenant string, keep func(alerts.Alert) bool) (kept []alerts.Alert, read int, capped bool, err error) {
+	for page := 1; ; page++ {
+		as, total, err := d.deps.Alerts.List(ctx, tenant, "", page, alertPage)
+		if err != nil {
+			return nil, 0, false, err
+		}
+		read += len(as)
+		for _, a := range as {
+			if keep(a) {
+				kept = append(kept, a)
+			}
+		}
+		if read >= total || len(as) == 0 {
+			return kept, read, false, nil
+		}
+		if read >= maxAlertsRead {
+			return kept, read, true, nil
+		}
+	}
 }
 
 // saveAlertSettings is POST /alerts/settings: the form holds every

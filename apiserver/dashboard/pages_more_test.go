@@ -15,11 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certfleet/certfleet/apiserver"
 	"github.com/certfleet/certfleet/apiserver/alerts"
 	"github.com/certfleet/certfleet/apiserver/clientcerts"
+	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/coordinator/sink"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/guard"
@@ -193,6 +195,59 @@ func TestAlertsPage(t *testing.T) {
 	mustContain(t, "bad settings", body, "flash-error", `value="45, 10"`)
 
 	readOnlyRefused(t, e, "/alerts", "/alerts/settings")
+
+	// Alerts raised by scans, filtered by kind and status.
+	soonID, selfID := e.addDomain(t, "soon.example.com", 443), e.addDomain(t, "self.example.com", 443)
+	now := time.Now()
+	e.scan(t, soonID, "soon.example.com", now, scanResult(now.Add(10*24*time.Hour), true))
+	e.scan(t, selfID, "self.example.com", now.Add(time.Second), scanResult(now.Add(90*24*time.Hour), false))
+	_, body = c.get("/alerts")
+	mustContain(t, "alerts", body, "soon.example.com", "self.example.com", "ssl_expiry", "chain_invalid", "2 alerts")
+	_, body = c.get("/alerts?type=chain_invalid")
+	mustContain(t, "chain_invalid", body, "self.example.com", "1 alerts match")
+	if strings.Contains(body, "soon.example.com") {
+		t.Error("filter by kind: lists another kind")
+	}
+	if _, body = c.get("/alerts?status=resolved"); !strings.Contains(body, "0 alerts match") {
+		t.Error("filter by status: lists active alerts as resolved")
+	}
+	// Another tenant sees none.
+	_, _, otherWrite := e.newTenant(t, "bob@example.com")
+	_, body = e.client(t, otherWrite).get("/alerts")
+	mustContain(t, "other tenant", body, "No alerts")
+}
+
+// scan feeds a scan of the env's domain id (named host:443) through a
+// projector, which evaluates its alerts, as an agent's scan would.
+func (e *env) scan(t testing.TB, id, host string, finished time.Time, results ...events.IPResult) {
+	t.Helper()
+	job := uuid.New()
+	ev, err := events.NewWithID(events.ScanEventID(job, "eu"), events.ScanCompleted, e.tenant, id, events.ScanCompletedV1{
+		JobID: job, DomainID: id, Host: host, Port: 443, Region: "eu",
+		StartedAt: finished.Add(-time.Second), FinishedAt: finished, Results: results,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := alerts.New(alerts.Config{}, e.rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := projector.New(projector.Config{Consumer: "test", Evaluator: eng}, e.rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(context.Background(), ev); err != nil {
+		t.Fatalf("apply scan: %v", err)
+	}
+}
+
+// scanResult is one address's result with a certificate expiring at
+// notAfter.
+func scanResult(notAfter time.Time, chainValid bool) events.IPResult {
+	return events.IPResult{IP: "192.0.2.1", Outcome: events.OutcomeOK, CertificateFound: true, LeafSHA256: "aa",
+		NotBefore: notAfter.AddDate(-1, 0, 0), NotAfter: notAfter, Issuer: "CN=Lab CA", KeyType: "ECDSA", KeyBits: 256,
+		SignatureAlgorithm: "ECDSA-SHA256", ChainValid: chainValid, HostnameValid: true, TLSVersion: "TLS 1.3"}
 }
 
 func TestChannelsPage(t *testing.T) {
