@@ -34,7 +34,11 @@ func TestBrowserMorePages(t *testing.T) {
 	b.open("/channels")
 	b.do("add a channel", chromedp.SetValue("#c-type", "email"), chromedp.SendKeys("#c-name", "On call"),
 		chromedp.SendKeys("#c-to", "ops@example.com"), chromedp.Click(`form[action="/channels/add"] button`),
-		chromedp.WaitVisible(`form[action$="/test"] button`))
+		chromedp.WaitVisible(".flash"))
+	if got := b.text(".flash"); !strings.Contains(got, "Channel added: On call") {
+		t.Errorf("channels: got flash %q after adding", got)
+	}
+	b.open("/channels") // without the flash, so that the next one is the test's
 	b.do("send test", chromedp.Click(`form[action$="/test"] button`), chromedp.WaitVisible(".flash"))
 	if got := b.text(".flash"); !strings.Contains(got, "Test notification queued") {
 		t.Errorf("channels: got flash %q", got)
@@ -65,8 +69,9 @@ func TestBrowserMorePages(t *testing.T) {
 	b.check()
 
 	b.open("/audit")
-	b.do("filter by outcome", chromedp.SetValue("#a-status", "success"), chromedp.Click(`form[action="/audit"] button`),
-		chromedp.WaitVisible("h1"))
+	// The select submits its form on change (app.js).
+	b.do("filter by outcome", chromedp.SetValue("#a-status", "success"),
+		chromedp.WaitReady(`#a-status option[value="success"][selected]`))
 	if loc := b.location(); !strings.Contains(loc, "status=success") {
 		t.Errorf("audit: filtered to %s", loc)
 	}
