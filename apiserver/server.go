@@ -395,7 +395,8 @@ func (s *Server) build() error {
 		ClickHouse:       cfg.Audit.Conn, // the API server's one ClickHouse connection
 		RegionStaleAfter: cfg.RegionStaleAfter,
 	}, rdb, store, auth, limits, engine, chans, logger)
-	s.dash, err = dashboard.New(cfg.Dashboard, dashboard.Deps{Redis: rdb, Accounts: store, Auth: auth, V1: s.v1, Alerts: engine}, logger)
+	s.dash, err = dashboard.New(cfg.Dashboard, dashboard.Deps{Redis: rdb, Accounts: store, Auth: auth, V1: s.v1, Alerts: engine,
+		Channels: chans, ClientCA: s.caStore, Managed: mstore, Audit: s.audit}, logger)
 	return err
 }
 

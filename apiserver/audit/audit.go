@@ -331,7 +331,9 @@ func (l *Log) record(c *gin.Context, st *auditState, p *accounts.Principal, rec 
 	rec.Method = c.Request.Method
 	rec.Route = c.FullPath()
 	rec.Status = events.AuditSuccess
-	if rec.HTTPStatus >= http.StatusBadRequest || rec.Operation == events.AuditOperationFailedAuth {
+	// An error set with SetError is a failure whatever the status (the
+	// dashboard answers a refused action with a redirect).
+	if rec.HTTPStatus >= http.StatusBadRequest || rec.Operation == events.AuditOperationFailedAuth || rec.Error != "" {
 		rec.Status = events.AuditFailure
 	}
 	var tenant string
@@ -484,8 +486,8 @@ const maxAuditFilterLen = 200
 // newest first. ClickHouse lags the stream by the sink's batching (about a
 // second): a record of a request just answered may not be listed yet.
 func (l *Log) list(c *gin.Context) {
-	if l.cfg.Conn == nil {
-		httpapi.Fail(c, httpapi.Errorf(http.StatusServiceUnavailable, "The audit log is not available: this server has no ClickHouse connection"))
+	if !l.Queryable() {
+		httpapi.Fail(c, errNoClickHouse)
 		return
 	}
 	f, err := l.filter(c)
@@ -494,9 +496,7 @@ func (l *Log) list(c *gin.Context) {
 		return
 	}
 	f.TenantID = httpapi.Principal(c).TenantID
-	ctx, cancel := context.WithTimeout(c.Request.Context(), l.cfg.QueryTimeout)
-	defer cancel()
-	rows, err := schema.QueryAudit(ctx, l.cfg.Conn, f)
+	rows, err := l.Query(c.Request.Context(), f)
 	if err != nil {
 		SetError(c, "audit log query failed")
 		httpapi.Fail(c, err)
@@ -517,6 +517,27 @@ func (l *Log) list(c *gin.Context) {
 	}
 	Detail(c, "count", len(rows))
 	c.JSON(http.StatusOK, out)
+}
+
+var errNoClickHouse = httpapi.Errorf(http.StatusServiceUnavailable, "The audit log is not available: this server has no ClickHouse connection")
+
+// Queryable tells whether the log can be read: the server has ClickHouse.
+func (l *Log) Queryable() bool { return l.cfg.Conn != nil }
+
+// Query returns the records f selects (f.TenantID's; f.Limit is capped
+// to the configured maximum, and its zero is the default), newest first,
+// within the configured query timeout; a 503 without ClickHouse.
+func (l *Log) Query(ctx context.Context, f schema.AuditFilter) ([]schema.AuditRow, error) {
+	if !l.Queryable() {
+		return nil, errNoClickHouse
+	}
+	if f.Limit <= 0 {
+		f.Limit = l.cfg.DefaultLimit
+	}
+	f.Limit = min(f.Limit, l.cfg.MaxLimit)
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.QueryTimeout)
+	defer cancel()
+	return schema.QueryAudit(ctx, l.cfg.Conn, f)
 }
 
 // filter reads the query parameters; an unknown or repeated

@@ -172,12 +172,15 @@ func (h *Handler) Routes(r *gin.Engine) {
 	h.revocationRoutes(r)
 }
 
-// fail reports err for CertMate's renderer: the store's refusals as the
-// answers they call for (id names the certificate in messages), anything
-// else as it is (httpapi's errors as they are, the rest a logged 500
-// whose cause is never answered nor audited: tenants read their audit
-// records).
-func fail(c *gin.Context, id string, err error) {
+// fail reports err for CertMate's renderer, as Explain explains it.
+func fail(c *gin.Context, id string, err error) { httpapi.Fail(c, Explain(id, err)) }
+
+// Explain returns err of the client CA's store as the answer it calls
+// for (id names the certificate in messages): its refusals as
+// *httpapi.Error, anything else as it is (httpapi's errors as they are,
+// the rest a logged 500 whose cause is never answered nor audited:
+// tenants read their audit records). The dashboard's pages use it too.
+func Explain(id string, err error) error {
 	status, msg := http.StatusInternalServerError, ""
 	switch {
 	case errors.Is(err, clientca.ErrInvalid):
@@ -198,9 +201,9 @@ func fail(c *gin.Context, id string, err error) {
 		status, msg = http.StatusServiceUnavailable, "This server cannot sign or unseal: no CA passphrase configured"
 	}
 	if msg != "" {
-		err = httpapi.Errorf(status, msg)
+		return httpapi.Errorf(status, msg)
 	}
-	httpapi.Fail(c, err)
+	return err
 }
 
 // invalidMessage is the message of a clientca.ErrInvalid (one or several

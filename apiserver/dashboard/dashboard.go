@@ -37,6 +37,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,8 +47,12 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/alerts"
+	"github.com/certfleet/certfleet/apiserver/audit"
+	"github.com/certfleet/certfleet/apiserver/clientca"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
 	v1 "github.com/certfleet/certfleet/apiserver/v1"
+	"github.com/certfleet/certfleet/internal/channels"
+	"github.com/certfleet/certfleet/internal/managedcert"
 )
 
 //go:embed templates/*.html
@@ -103,6 +108,13 @@ type Deps struct {
 	Auth     *httpapi.Auth
 	V1       *v1.Handler
 	Alerts   *alerts.Engine
+	// Channels, ClientCA, Managed and Audit are the notification
+	// channels, the client CA, the managed certificates and the audit
+	// log (their pages).
+	Channels *channels.Store
+	ClientCA *clientca.Store
+	Managed  *managedcert.Store
+	Audit    *audit.Log
 }
 
 // Dashboard serves the web dashboard.
@@ -123,7 +135,8 @@ func New(cfg Config, deps Deps, logger *zap.Logger) (*Dashboard, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if deps.Redis == nil || deps.Accounts == nil || deps.Auth == nil || deps.V1 == nil || deps.Alerts == nil {
+	if deps.Redis == nil || deps.Accounts == nil || deps.Auth == nil || deps.V1 == nil || deps.Alerts == nil ||
+		deps.Channels == nil || deps.ClientCA == nil || deps.Managed == nil || deps.Audit == nil {
 		return nil, errors.New("dashboard: every dependency is required")
 	}
 	d := &Dashboard{cfg: cfg, deps: deps, logger: logger.Named("dashboard"), tmpl: map[string]*template.Template{},
@@ -193,8 +206,12 @@ type Action struct {
 	Scope string
 	// Do acts and returns where to go next (303); on an error the
 	// client caused, the error shows as a flash message there ("/" when
-	// to is empty).
+	// to is empty). A Do that wrote the answer itself (a download) is
+	// not redirected.
 	Do func(r *Request) (to string, err error)
+	// Before are handlers run before the session check, e.g. an audit
+	// record of the action (Dashboard.audited).
+	Before []gin.HandlerFunc
 }
 
 // NavItem is a link of the navigation.
@@ -246,7 +263,7 @@ func (d *Dashboard) Routes(r *gin.Engine) {
 			if scope == "" {
 				scope = accounts.ScopeWrite
 			}
-			g.POST(a.Path, d.signedIn(scope, true), d.act(a))
+			g.POST(a.Path, append(slices.Clip(a.Before), d.signedIn(scope, true), d.act(a))...)
 		}
 	}
 }
@@ -320,6 +337,9 @@ func (d *Dashboard) act(a Action) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		r := d.request(c)
 		to, err := a.Do(r)
+		if err == nil && c.Writer.Written() {
+			return // a download
+		}
 		if err != nil {
 			e := v1.ErrorStyle().Explain(c, err)
 			if e == nil || e.Status >= 500 || e.Status == http.StatusForbidden {

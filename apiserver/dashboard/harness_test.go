@@ -47,6 +47,8 @@ type envOptions struct {
 	Now func() time.Time
 	// Dashboard configures the dashboard (its Now is Now).
 	Dashboard dashboard.Config
+	// Configure changes the server's configuration before it is built.
+	Configure func(*apiserver.Config)
 }
 
 // env is an API server with the dashboard on real Redis (and ClickHouse
@@ -72,6 +74,9 @@ func newEnv(t testing.TB, opts envOptions) *env {
 			t.Fatal(err)
 		}
 		cfg.Audit.Conn = e.ch
+	}
+	if opts.Configure != nil {
+		opts.Configure(&cfg)
 	}
 	srv, err := apiserver.New(cfg, e.rdb, testenv.Logger(t))
 	if err != nil {

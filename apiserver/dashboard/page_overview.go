@@ -99,25 +99,13 @@ func (d *Dashboard) overview(r *Request) (any, error) {
 // activeProblems returns the tenant's active alerts grouped by kind in
 // problemKinds' order.
 func (d *Dashboard) activeProblems(ctx context.Context, tenant string) (groups []ProblemGroup, scanned int, capped bool, err error) {
+	active, scanned, capped, err := d.scanAlerts(ctx, tenant, func(a alerts.Alert) bool { return a.Status == alerts.StatusActive })
+	if err != nil {
+		return nil, 0, false, err
+	}
 	byType := map[string][]alerts.Alert{}
-	for page := 1; ; page++ {
-		as, total, err := d.deps.Alerts.List(ctx, tenant, "", page, alertPage)
-		if err != nil {
-			return nil, 0, false, err
-		}
-		scanned += len(as)
-		for _, a := range as {
-			if a.Status == alerts.StatusActive {
-				byType[a.AlertType] = append(byType[a.AlertType], a)
-			}
-		}
-		if scanned >= total || len(as) == 0 {
-			break
-		}
-		if scanned >= maxAlertsRead {
-			capped = true
-			break
-		}
+	for _, a := range active {
+		byType[a.AlertType] = append(byType[a.AlertType], a)
 	}
 	for _, k := range problemKinds {
 		if as := byType[k.Type]; len(as) > 0 {

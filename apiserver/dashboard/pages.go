@@ -7,5 +7,10 @@ func (d *Dashboard) pageList() []Page {
 		d.overviewPage(),
 		d.domainsPage(),
 		d.domainPage(),
+		d.alertsPage(),
+		d.channelsPage(),
+		d.clientCertsPage(),
+		d.managedCertsPage(),
+		d.auditPage(),
 	}
 }

@@ -65,23 +65,28 @@ func (h *Handler) Routes(r *gin.Engine) {
 	g.GET("/:domain/download", audited("download", read, h.download)...)
 }
 
-// fail answers err in CertMate's shapes: the store's refusals as what they
-// mean, anything else as it is (a logged 500 when unknown).
-func fail(c *gin.Context, domain string, err error) {
+// fail answers err in CertMate's shapes, as Explain explains it.
+func fail(c *gin.Context, domain string, err error) { httpapi.Fail(c, Explain(domain, err)) }
+
+// Explain returns err of the managed certificates' store as what it
+// means (domain names the certificate in messages): its refusals as
+// *httpapi.Error, anything else as it is (a logged 500 when unknown; a
+// quota passed is httpapi's shared 403). The dashboard's pages use it too.
+func Explain(domain string, err error) error {
 	var inv *managedcert.InvalidError
 	switch {
 	case errors.As(err, &inv):
-		err = httpapi.Errorf(http.StatusBadRequest, inv.Error())
+		return httpapi.Errorf(http.StatusBadRequest, inv.Error())
 	case errors.Is(err, managedcert.ErrNotFound):
-		err = httpapi.Errorf(http.StatusNotFound, "Certificate not found: "+domain)
+		return httpapi.Errorf(http.StatusNotFound, "Certificate not found: "+domain)
 	case errors.Is(err, managedcert.ErrExists):
-		err = httpapi.Errorf(http.StatusConflict, "Certificate already managed: "+domain)
+		return httpapi.Errorf(http.StatusConflict, "Certificate already managed: "+domain)
 	case errors.Is(err, managedcert.ErrNotIssued):
-		err = httpapi.Errorf(http.StatusConflict, "Certificate not issued yet: "+domain+" (see its status and error)")
+		return httpapi.Errorf(http.StatusConflict, "Certificate not issued yet: "+domain+" (see its status and error)")
 	case errors.Is(err, managedcert.ErrNoPassphrase):
-		err = httpapi.Errorf(http.StatusServiceUnavailable, "Managed certificates are disabled: this server has no secrets passphrase")
+		return httpapi.Errorf(http.StatusServiceUnavailable, "Managed certificates are disabled: this server has no secrets passphrase")
 	}
-	httpapi.Fail(c, err) // a quota passed is httpapi's shared 403
+	return err
 }
 
 // createRequest is POST /api/certificates/create's body.
@@ -322,13 +327,39 @@ var downloadFiles = map[string]bool{
 	"cert.pem": false, "chain.pem": false, "fullchain.pem": false, "privkey.pem": true, "combined.pem": true,
 }
 
+// DownloadFile tells whether name is a file of a download (cert.pem,
+// chain.pem, fullchain.pem, privkey.pem, combined.pem) and whether it
+// holds the private key, which needs a write key.
+func DownloadFile(name string) (private, known bool) {
+	private, known = downloadFiles[name]
+	return private, known
+}
+
+// FileContents is the file name of a download made of m (DownloadFile's
+// names).
+func FileContents(m managedcert.Material, name string) string {
+	switch name {
+	case "cert.pem":
+		return m.CertPEM
+	case "chain.pem":
+		return m.ChainPEM
+	case "fullchain.pem":
+		return m.FullchainPEM()
+	case "privkey.pem":
+		return string(m.PrivateKeyPEM)
+	case "combined.pem":
+		return m.FullchainPEM() + string(m.PrivateKeyPEM)
+	}
+	return ""
+}
+
 // download is GET /api/certificates/<domain>/download: a zip of every
 // file (default), one file (?file=), or JSON (?format=json).
 func (h *Handler) download(c *gin.Context) {
 	domain := domainParam(c)
 	audit.Resource(c, domain)
 	file, format := c.Query("file"), c.Query("format")
-	private, known := downloadFiles[file]
+	private, known := DownloadFile(file)
 	switch {
 	case format != "" && format != "json":
 		httpapi.Fail(c, httpapi.BadRequest(`format must be "json"`))
@@ -357,15 +388,13 @@ func (h *Handler) download(c *gin.Context) {
 	}
 	c.Header("Cache-Control", "no-store")
 	name := strings.ReplaceAll(domain, "*", "_")
-	contents := map[string]string{"cert.pem": m.CertPEM, "chain.pem": m.ChainPEM, "fullchain.pem": m.FullchainPEM(),
-		"privkey.pem": string(m.PrivateKeyPEM), "combined.pem": m.FullchainPEM() + string(m.PrivateKeyPEM)}
 	switch {
 	case format == "json":
 		c.JSON(http.StatusOK, gin.H{"domain": domain, "cert_pem": m.CertPEM, "chain_pem": m.ChainPEM,
 			"fullchain_pem": m.FullchainPEM(), "private_key_pem": string(m.PrivateKeyPEM)})
 	case file != "":
 		c.Header("Content-Disposition", `attachment; filename="`+file+`"`)
-		c.Data(http.StatusOK, "application/x-pem-file", []byte(contents[file]))
+		c.Data(http.StatusOK, "application/x-pem-file", []byte(FileContents(m, file)))
 	default:
 		var buf bytes.Buffer
 		zw := zip.NewWriter(&buf)
@@ -374,7 +403,7 @@ func (h *Handler) download(c *gin.Context) {
 			hdr.SetMode(0o600)
 			w, err := zw.CreateHeader(hdr)
 			if err == nil {
-				_, err = w.Write([]byte(contents[f]))
+				_, err = w.Write([]byte(FileContents(m, f)))
 			}
 			if err != nil {
 				httpapi.Fail(c, err)

@@ -1,0 +1,89 @@
+package dashboard
+
+import (
+	"strings"
+
+	"github.com/certfleet/certfleet/internal/channels"
+)
+
+// channelsPage is /channels: where the tenant's alerts go (the store
+// behind /api/v1/channels): list with each channel's latest deliveries,
+// add, delete, and send a test message (POST /api/v1/channels/{id}/test:
+// the notifier sends it and its attempt shows here).
+func (d *Dashboard) channelsPage() Page {
+	return Page{Path: "/channels", Title: "Channels", Nav: "Channels", Template: "channels.html", Get: d.channels,
+		Actions: []Action{
+			{Path: "/channels/add", Do: d.addChannel},
+			{Path: "/channels/:id/delete", Do: d.deleteChannel},
+			{Path: "/channels/:id/test", Do: d.testChannel},
+		}}
+}
+
+// channelAttempts is how many of each channel's latest attempts show.
+const channelAttempts = 5
+
+type channelRow struct {
+	channels.Channel
+	Attempts []channels.Attempt
+}
+
+type channelsData struct {
+	Channels       []channelRow
+	Types          []string
+	Severities     []string
+	SecretsEnabled bool
+}
+
+func (d *Dashboard) channels(r *Request) (any, error) {
+	list, err := d.deps.Channels.List(r.Ctx(), r.Tenant())
+	if err != nil {
+		return nil, err
+	}
+	out := channelsData{Types: []string{channels.TypeWebhook, channels.TypeSlack, channels.TypeEmail},
+		Severities: []string{"info", "warning", "critical"}, SecretsEnabled: d.deps.Channels.SecretsEnabled()}
+	for _, ch := range list {
+		at, err := d.deps.Channels.Attempts(r.Ctx(), r.Tenant(), ch.ID, channelAttempts)
+		if err != nil {
+			return nil, err
+		}
+		out.Channels = append(out.Channels, channelRow{Channel: ch, Attempts: at})
+	}
+	return out, nil
+}
+
+// addChannel is POST /channels/add, as POST /api/v1/channels.
+func (d *Dashboard) addChannel(r *Request) (string, error) {
+	in := channels.ChannelInput{Type: r.PostForm("type"), Name: strings.TrimSpace(r.PostForm("name")),
+		URL: strings.TrimSpace(r.PostForm("url")), MinSeverity: r.PostForm("min_severity"), Digest: r.PostForm("digest") == "on"}
+	if secret := r.PostForm("secret"); secret != "" {
+		in.Secret = &secret
+	}
+	for _, to := range strings.FieldsFunc(r.PostForm("to"), func(c rune) bool { return c == ',' || c == ' ' || c == '\n' || c == '\r' }) {
+		in.To = append(in.To, to)
+	}
+	ch, err := d.deps.Channels.Create(r.Ctx(), r.Tenant(), in)
+	if err != nil {
+		return "/channels", err
+	}
+	r.Flash(FlashInfo, "Channel added: "+ch.Name)
+	return "/channels", nil
+}
+
+// deleteChannel is POST /channels/:id/delete.
+func (d *Dashboard) deleteChannel(r *Request) (string, error) {
+	if err := d.deps.Channels.Delete(r.Ctx(), r.Tenant(), r.Param("id")); err != nil {
+		return "/channels", err
+	}
+	r.Flash(FlashInfo, "Channel deleted")
+	return "/channels", nil
+}
+
+// testChannel is POST /channels/:id/test.
+func (d *Dashboard) testChannel(r *Request) (string, error) {
+	id, err := d.deps.Channels.EnqueueTest(r.Ctx(), r.Tenant(), r.Param("id"))
+	if err != nil {
+		return "/channels", err
+	}
+	r.Flash(FlashInfo, "Test notification queued (delivery "+id+"): its attempt shows below once sent")
+	return "/channels", nil
+}
