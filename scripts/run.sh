@@ -332,6 +332,7 @@ cat <<EOF
 certfleet is running: API $API
   one domain:  curl -s '$API/servers/expiration/${DOMAINS[0]}?api_key=$key'
   add another: curl -s -H 'Content-Type: application/json' -d '{"api_key":"$key","domain":"example.org"}' $API/servers/add
+  dashboard:   $BASE/ (sign in with the API key in $(rel "$V1_WRITE_KEY_FILE"), or the read-only one in $(rel "$V1_KEY_FILE"))
   v1 API:      $BASE/api/v1 (key: .data/bin/certfleet apikey create --email $EMAIL --label me --scopes read,write)
   client CA:   curl -s $BASE/api/ca/certificate   (passphrases in $(rel "$SECRETS"))
   managed:     curl -s -H "Authorization: Bearer \$(cat $(rel "$V1_WRITE_KEY_FILE"))" '$BASE/api/certificates/${ACME_DOMAIN:-shop.lab.certfleet.test}/download?file=fullchain.pem'
