@@ -170,6 +170,11 @@ var Migrations = []Migration{
 		// See eventsTable for the shape, reshape for how the rows move.
 		Step: eventsReshape.run,
 	},
+	{
+		Version:    7,
+		Name:       "view snapshots",
+		Statements: []string{viewSnapshotsTable, viewSnapshotRowsTable},
+	},
 }
 
 const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -15,9 +15,19 @@ import (
 // the same millisecond ordered by event id), and stops at the first error
 // fn returns. Rows are streamed, so the event store need not fit in memory.
 func ReplayEvents(ctx context.Context, conn driver.Conn, fn func(events.Envelope) error) error {
+	return ReplayEventsSince(ctx, conn, 0, fn)
+}
+
+// ReplayEventsSince is ReplayEvents of the events whose stored copy
+// occurred at or after sinceMS (Unix milliseconds): the replay after a
+// view snapshot. The filter is on the column that picks the copy FINAL
+// keeps, so filtering before or after the copies collapse gives the same
+// copy.
+func ReplayEventsSince(ctx context.Context, conn driver.Conn, sinceMS int64, fn func(events.Envelope) error) error {
 	rows, err := conn.Query(ctx, `SELECT event_id, name, occurred_at_unix_ms, tenant_id, aggregate_id, payload
 		FROM events FINAL
-		ORDER BY occurred_at, occurred_at_unix_ms, event_id`)
+		WHERE occurred_at_unix_ms >= ?
+		ORDER BY occurred_at, occurred_at_unix_ms, event_id`, uint64(max(sinceMS, 0)))
 	if err != nil {
 		return fmt.Errorf("query events: %w", err)
 	}

@@ -45,6 +45,7 @@ type options struct {
 	Name                string
 	WithSink            bool
 	HistoryRetention    time.Duration
+	EventRetention      time.Duration
 	ClaimIdle           time.Duration
 	MaxIPsPerDomain     int
 	JobTimeout          time.Duration
@@ -57,6 +58,7 @@ type options struct {
 	importOptions       // import.go
 	registrationOptions // flags_registration.go
 	acmeOptions         // flags_acme.go
+	viewsOptions        // flags_views.go
 
 	// API rate limits: requests a minute per API key
 	RateLimitGeneral int
@@ -209,6 +211,8 @@ func (f *flagSet) history() *flagSet {
 	defer f.group("History")()
 	f.DurationVar(&f.opts.HistoryRetention, "history-retention", 400*24*time.Hour,
 		"keep scan_results rows this long; each month past it is dropped whole (hourly, by the sink); 0 keeps every row")
+	f.DurationVar(&f.opts.EventRetention, "event-retention", 400*24*time.Hour,
+		"keep raw events in the event store this long (hourly, one sink at a time, as an ALTER TABLE DELETE); never deletes one a rebuild from the latest view snapshot replays, nor any while there is no snapshot; 0 keeps every event")
 	return f
 }
 
