@@ -208,14 +208,15 @@ func DropSnapshotsBefore(ctx context.Context, conn driver.Conn, id uint64) (int,
 }
 
 // DeleteEventsBefore deletes the stored events that occurred before
-// cutoff with an ALTER TABLE ... DELETE mutation (18.16 has no TTL), and
-// returns how many rows it asked to delete. The mutation rewrites the
-// table's parts in the background; nothing is asked while an earlier
-// mutation of events is still running, or when no row is that old, so a
-// caller may ask every hour.
-func DeleteEventsBefore(ctx context.Context, conn driver.Conn, cutoff time.Time) (uint64, error) {
-	ms := cutoff.UnixMilli()
-	if ms <= 0 {
+// cutoff and were stored before storedBefore (an event published late
+// stays until a snapshot covers it), with an ALTER TABLE ... DELETE
+// mutation (18.16 has no TTL), and returns how many rows it asked to
+// delete. The mutation rewrites the table's parts in the background;
+// nothing is asked while an earlier mutation of events is still running,
+// or when no row is that old, so a caller may ask every hour.
+func DeleteEventsBefore(ctx context.Context, conn driver.Conn, cutoff, storedBefore time.Time) (uint64, error) {
+	ms, sec := cutoff.UnixMilli(), storedBefore.Unix()
+	if ms <= 0 || sec <= 0 {
 		return 0, nil
 	}
 	var running uint64
@@ -226,14 +227,15 @@ func DeleteEventsBefore(ctx context.Context, conn driver.Conn, cutoff time.Time)
 	if running > 0 {
 		return 0, nil
 	}
+	where := "occurred_at_unix_ms < " + strconv.FormatInt(ms, 10) + " AND inserted_at < toDateTime(" + strconv.FormatInt(sec, 10) + ")"
 	var n uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM events WHERE occurred_at_unix_ms < ?", uint64(ms)).Scan(&n); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT count() FROM events WHERE "+where).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count old events: %w", err)
 	}
 	if n == 0 {
 		return 0, nil
 	}
-	if err := conn.Exec(ctx, "ALTER TABLE events DELETE WHERE occurred_at_unix_ms < "+strconv.FormatInt(ms, 10)); err != nil {
+	if err := conn.Exec(ctx, "ALTER TABLE events DELETE WHERE "+where); err != nil {
 		return 0, fmt.Errorf("delete events before %s: %w", cutoff.UTC().Format(time.RFC3339), err)
 	}
 	return n, nil
@@ -247,7 +249,7 @@ const KeptBeforeWatermark = 24 * time.Hour
 // DeleteExpiredEvents deletes the events older than retention before now
 // (DeleteEventsBefore), but never one a rebuild from the latest complete
 // snapshot replays: the cutoff is at most that snapshot's watermark less
-// KeptBeforeWatermark. With no complete snapshot nothing is deleted,
+// KeptBeforeWatermark, and an event stored after that stays too. With no complete snapshot nothing is deleted,
 // since the full replay then needs every event. It returns the cutoff used
 // (zero when none) and how many rows it asked to delete.
 func DeleteExpiredEvents(ctx context.Context, conn driver.Conn, now time.Time, retention time.Duration) (time.Time, uint64, error) {
@@ -256,9 +258,10 @@ func DeleteExpiredEvents(ctx context.Context, conn driver.Conn, now time.Time, r
 		return time.Time{}, 0, err
 	}
 	cutoff := now.Add(-retention)
-	if keep := time.UnixMilli(snap.WatermarkMS).Add(-KeptBeforeWatermark); keep.Before(cutoff) {
+	keep := time.UnixMilli(snap.WatermarkMS).Add(-KeptBeforeWatermark)
+	if keep.Before(cutoff) {
 		cutoff = keep
 	}
-	n, err := DeleteEventsBefore(ctx, conn, cutoff)
+	n, err := DeleteEventsBefore(ctx, conn, cutoff, keep)
 	return cutoff, n, err
 }

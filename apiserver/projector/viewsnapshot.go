@@ -9,12 +9,14 @@ package projector
 // entry of the projector's streams it had not acknowledged then (pending
 // or undelivered; stream.OldestUnacknowledged), or the start when it had
 // acknowledged all. The projector acknowledges an entry only once its
-// view is written, so every event applied before the watermark is in the
-// views the snapshot then reads; an event applied while they are read may
-// or may not be, and the replay from the watermark brings it again, which
-// the views' version gating makes harmless. The replay starts an overlap
-// earlier (RebuildConfig.Overlap) for publishers whose clock is behind
-// Redis's or that published an event well after it occurred.
+// view is written, so every event the snapshot may lack entered a stream
+// at or after the watermark, and was stored by the sink after that: the
+// replay takes every event that occurred or was stored from the watermark
+// on (schema.ReplayEventsSince), which also brings an event published
+// long after it occurred. An event applied while the views are read may
+// or may not be in the snapshot; replayed, the views' version gating
+// makes it harmless. The replay starts an overlap earlier
+// (RebuildConfig.Overlap) for clocks that disagree.
 //
 // Each view is read with its version in one atomic step (snapshotScript),
 // so a snapshot is consistent per domain. A snapshot is used only once
@@ -416,7 +418,7 @@ func RebuildFromSnapshot(ctx context.Context, rdb redis.UniversalClient, conn dr
 	if err != nil {
 		return RebuildResult{}, err
 	}
-	since := snap.WatermarkMS - cfg.Overlap.Milliseconds()
+	since := time.UnixMilli(snap.WatermarkMS).Add(-cfg.Overlap)
 	replayed, err := replayViews(ctx, rdb, func(ctx context.Context, fn func(events.Envelope) error) error {
 		return schema.ReplayEventsSince(ctx, conn, since, fn)
 	}, logger)
@@ -425,7 +427,7 @@ func RebuildFromSnapshot(ctx context.Context, rdb redis.UniversalClient, conn dr
 	}
 	res := RebuildResult{Snapshot: snap, Restored: restored, Replayed: replayed, Took: time.Since(start)}
 	logger.Info("views rebuilt from snapshot", zap.Uint64("snapshot", snap.ID), zap.Int("views_deleted", deleted),
-		zap.Int("views_restored", restored), zap.Time("replayed_from", time.UnixMilli(since).UTC()),
+		zap.Int("views_restored", restored), zap.Time("replayed_from", since.UTC()),
 		zap.Int("events", replayed), zap.Duration("took", res.Took))
 	return res, nil
 }
