@@ -6,6 +6,7 @@ import (
 	"os"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -269,6 +270,7 @@ func TestEventStoreAtScale(t *testing.T) {
 	// fleet: how far behind do the projector and the sink fall?
 	for _, rate := range []int{70, 700} {
 		var maxProj, maxSink int64
+		cmdsBefore := redisCalls(t, ctx, rdb)
 		tick := time.NewTicker(10 * time.Millisecond)
 		start := time.Now()
 		sent, next := 0, 0
@@ -288,9 +290,10 @@ func TestEventStoreAtScale(t *testing.T) {
 		tick.Stop()
 		settle := waitDrained(t, ctx, rdb, projector.Group, time.Minute)
 		settleSink := waitDrained(t, ctx, rdb, sink.Group, time.Minute)
-		t.Logf("agents at %d scans/s for %s (%d scans): projector at most %d entries behind (%.0f ms of results), caught up %s after; sink at most %d behind (%.0f ms), caught up %s after",
+		cmds := redisCalls(t, ctx, rdb) - cmdsBefore
+		t.Logf("agents at %d scans/s for %s (%d scans): projector at most %d entries behind (%.0f ms of results), caught up %s after; sink at most %d behind (%.0f ms), caught up %s after; %.1f Redis commands per scan (publish, projector, alert engine, sink, their polls)",
 			rate, rateFor, sent, maxProj, float64(maxProj)*1000/float64(rate), settle.Round(time.Millisecond),
-			maxSink, float64(maxSink)*1000/float64(rate), settleSink.Round(time.Millisecond))
+			maxSink, float64(maxSink)*1000/float64(rate), settleSink.Round(time.Millisecond), float64(cmds)/float64(sent))
 	}
 	cancel()
 	wg.Wait()
@@ -313,6 +316,31 @@ func TestEventStoreAtScale(t *testing.T) {
 	t.Logf("view rebuild at %d domains: from the snapshot %s (%d views restored, %d events replayed); from the first event %s (%d events); %.1fx faster",
 		n, fromSnap.Took.Round(time.Millisecond), fromSnap.Restored, fromSnap.Replayed, full.Took.Round(time.Millisecond), full.Replayed,
 		full.Took.Seconds()/fromSnap.Took.Seconds())
+}
+
+// redisCalls is the commands Redis has run, from INFO commandstats, but
+// for the ones the benchmark itself polls with (INFO, XINFO); the
+// consumers' reads of empty streams count.
+func redisCalls(t *testing.T, ctx context.Context, rdb *redis.Client) int64 {
+	t.Helper()
+	info, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+		if !ok || name == "cmdstat_info" || strings.HasPrefix(name, "cmdstat_xinfo") {
+			continue
+		}
+		calls, _, _ := strings.Cut(rest, ",")
+		c, err := strconv.ParseInt(calls, 10, 64)
+		if err != nil {
+			t.Fatalf("commandstats line %q: %v", line, err)
+		}
+		n += c
+	}
+	return n
 }
 
 // readViews reads every domain's view, versions aside.
