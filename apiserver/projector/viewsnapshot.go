@@ -376,6 +376,8 @@ type RebuildResult struct {
 	Restored int
 	// Replayed is how many events were replayed after it (or in all).
 	Replayed int
+	// Restoring is how long restoring the snapshot took.
+	Restoring time.Duration
 	// Took is how long the rebuild took.
 	Took time.Duration
 }
@@ -414,10 +416,12 @@ func RebuildFromSnapshot(ctx context.Context, rdb redis.UniversalClient, conn dr
 	if err != nil {
 		return RebuildResult{}, err
 	}
+	restoreStart := time.Now()
 	restored, err := restoreSnapshot(ctx, rdb, conn, snap.ID)
 	if err != nil {
 		return RebuildResult{}, err
 	}
+	restoring := time.Since(restoreStart)
 	since := time.UnixMilli(snap.WatermarkMS).Add(-cfg.Overlap)
 	replayed, err := replayViews(ctx, rdb, func(ctx context.Context, fn func(events.Envelope) error) error {
 		return schema.ReplayEventsSince(ctx, conn, since, fn)
@@ -425,9 +429,9 @@ func RebuildFromSnapshot(ctx context.Context, rdb redis.UniversalClient, conn dr
 	if err != nil {
 		return RebuildResult{}, fmt.Errorf("rebuild views: %w", err)
 	}
-	res := RebuildResult{Snapshot: snap, Restored: restored, Replayed: replayed, Took: time.Since(start)}
+	res := RebuildResult{Snapshot: snap, Restored: restored, Replayed: replayed, Restoring: restoring, Took: time.Since(start)}
 	logger.Info("views rebuilt from snapshot", zap.Uint64("snapshot", snap.ID), zap.Int("views_deleted", deleted),
-		zap.Int("views_restored", restored), zap.Time("replayed_from", since.UTC()),
+		zap.Int("views_restored", restored), zap.Duration("restoring", restoring), zap.Time("replayed_from", since.UTC()),
 		zap.Int("events", replayed), zap.Duration("took", res.Took))
 	return res, nil
 }
