@@ -451,22 +451,14 @@ func restoreSnapshot(ctx context.Context, rdb redis.UniversalClient, conn driver
 		cmds := make([]*redis.Cmd, len(batch))
 		_, err := rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 			for i, v := range batch {
-				args := make([]any, 0, 2*len(v.Fields))
-				for j := range v.Fields {
-					args = append(args, v.Fields[j], v.Values[j])
-				}
-				cmds[i] = restoreScript.EvalSha(ctx, pipe, []string{ViewKey(v.DomainID), VersionKey(v.DomainID)}, args...)
+				cmds[i] = restoreScript.EvalSha(ctx, pipe, []string{ViewKey(v.DomainID), VersionKey(v.DomainID)}, restoreArgs(v)...)
 			}
 			return nil
 		})
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			// Redis lost the script: the slow path loads it, once per view.
 			for i, v := range batch {
-				args := make([]any, 0, 2*len(v.Fields))
-				for j := range v.Fields {
-					args = append(args, v.Fields[j], v.Values[j])
-				}
-				cmds[i] = restoreScript.Run(ctx, rdb, []string{ViewKey(v.DomainID), VersionKey(v.DomainID)}, args...)
+				cmds[i] = restoreScript.Run(ctx, rdb, []string{ViewKey(v.DomainID), VersionKey(v.DomainID)}, restoreArgs(v)...)
 				if err := cmds[i].Err(); err != nil {
 					return fmt.Errorf("restore view of %s: %w", v.DomainID, err)
 				}
@@ -493,6 +485,16 @@ func restoreSnapshot(ctx context.Context, rdb redis.UniversalClient, conn driver
 		err = flush()
 	}
 	return restored, err
+}
+
+// restoreArgs are restoreScript's arguments for v: its fields and values,
+// paired.
+func restoreArgs(v schema.SnapshotView) []any {
+	args := make([]any, 0, 2*len(v.Fields))
+	for j := range v.Fields {
+		args = append(args, v.Fields[j], v.Values[j])
+	}
+	return args
 }
 
 // replayViews applies every event replay yields in batches, without the
