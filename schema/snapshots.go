@@ -29,15 +29,16 @@ ORDER BY snapshot_id`
 
 // viewSnapshotRowsTable (migration 7) holds the views of each snapshot:
 // one row per domain, its view hash as parallel arrays of fields and
-// values, read with its version in one atomic step. A batch inserted
+// values (field_names, field_values: VALUES is a keyword), read with its
+// version in one atomic step. A batch inserted
 // again after an error collapses on the key; reads use FINAL.
 const viewSnapshotRowsTable = `CREATE TABLE IF NOT EXISTS view_snapshot_rows (
 	snapshot_id UInt64,
 	domain_id String,
 	tenant_id String,
 	version Int64,
-	fields Array(String),
-	values Array(String)
+	field_names Array(String),
+	field_values Array(String)
 ) ENGINE = ReplacingMergeTree()
 PARTITION BY snapshot_id
 ORDER BY (snapshot_id, domain_id)`
@@ -86,7 +87,7 @@ func InsertSnapshotViews(ctx context.Context, conn driver.Conn, id uint64, views
 		ids[i], domains[i], tenants[i], versions[i] = id, v.DomainID, v.TenantID, v.Version
 		fields[i], values[i] = nonNil(v.Fields), nonNil(v.Values)
 	}
-	return insertColumns(ctx, conn, "view_snapshot_rows", "snapshot_id, domain_id, tenant_id, version, fields, values",
+	return insertColumns(ctx, conn, "view_snapshot_rows", "snapshot_id, domain_id, tenant_id, version, field_names, field_values",
 		ids, domains, tenants, versions, fields, values)
 }
 
@@ -140,7 +141,7 @@ func LatestSnapshot(ctx context.Context, conn driver.Conn) (ViewSnapshot, bool, 
 // ReadSnapshotViews calls fn with every view of snapshot id, streamed, and
 // stops at the first error fn returns.
 func ReadSnapshotViews(ctx context.Context, conn driver.Conn, id uint64, fn func(SnapshotView) error) error {
-	rows, err := conn.Query(ctx, `SELECT domain_id, tenant_id, version, fields, values
+	rows, err := conn.Query(ctx, `SELECT domain_id, tenant_id, version, field_names, field_values
 		FROM view_snapshot_rows FINAL WHERE snapshot_id = ?`, id)
 	if err != nil {
 		return fmt.Errorf("query snapshot %d: %w", id, err)
