@@ -12,5 +12,5 @@
 // view snapshot, the view rebuild from it against the full replay in the
 // same run, and the projector's and sink's lag at the rate of results 1M
 // domains x 3 regions at a 12 h interval implies and at 10x; the test
-// suite runs it at 1,000 domains.
+// suite runs it at 300 domains.
 package scalebench
