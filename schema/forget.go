@@ -8,8 +8,10 @@ import (
 )
 
 // TenantTables are the tables holding rows of a tenant, each with a
-// tenant_id column: ForgetTenant deletes from each.
-var TenantTables = []string{"events", "scan_results", "audit_log", "scan_outcomes_hourly", "scan_outcomes_backfill"}
+// tenant_id column: ForgetTenant deletes from each. view_snapshot_rows is
+// among them so that a rebuild from a snapshot taken before a tenant left
+// does not bring its views back.
+var TenantTables = []string{"events", "scan_results", "audit_log", "scan_outcomes_hourly", "scan_outcomes_backfill", "view_snapshot_rows"}
 
 // ForgetTenant issues `ALTER TABLE t DELETE WHERE tenant_id = ?` on every
 // tenant table (a tenant leaving) and returns the tables it issued it on.

@@ -183,6 +183,11 @@ var Migrations = []Migration{
 		Statements: []string{scanOutcomesHourlyTable, scanOutcomesBackfillTable},
 		Step:       rollupScanOutcomes,
 	},
+	{
+		Version:    7,
+		Name:       "view snapshots",
+		Statements: []string{viewSnapshotsTable, viewSnapshotRowsTable},
+	},
 }
 
 const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -730,45 +730,30 @@ func decodeView(domainID string, all map[string]string) ([]ExpEntry, error) {
 // registration views and their indexes (registration.go) are kept: they
 // only move forward too, so replaying lookups and domain events over them
 // is harmless, and a lookup the event store lacks is not lost.
+// RebuildFromSnapshot replays from a snapshot of the views instead.
 func Rebuild(ctx context.Context, rdb redis.UniversalClient, replay func(ctx context.Context, fn func(events.Envelope) error) error, logger *zap.Logger) error {
+	_, err := rebuild(ctx, rdb, replay, logger)
+	return err
+}
+
+// rebuild is Rebuild, returning how many events it replayed.
+func rebuild(ctx context.Context, rdb redis.UniversalClient, replay func(ctx context.Context, fn func(events.Envelope) error) error, logger *zap.Logger) (int, error) {
 	logger = logger.Named("projector")
 	start := time.Now()
 	deleted, err := deleteViews(ctx, rdb)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	const batchSize = 500
-	var (
-		batch   = make([]events.Envelope, 0, batchSize)
-		applied int
-	)
 	// Rebuilding replays history: alerts are not evaluated, since each
 	// past snapshot would raise and resolve alerts long over. The next
 	// scan of each domain has the engine look at the rebuilt view.
-	flush := func() error {
-		if _, _, err := applyBatch(ctx, rdb, batch, logger); err != nil {
-			return err
-		}
-		applied += len(batch)
-		batch = batch[:0]
-		return nil
-	}
-	err = replay(ctx, func(e events.Envelope) error {
-		batch = append(batch, e)
-		if len(batch) == batchSize {
-			return flush()
-		}
-		return nil
-	})
-	if err == nil {
-		err = flush()
-	}
+	applied, err := replayViews(ctx, rdb, replay, logger)
 	if err != nil {
-		return fmt.Errorf("rebuild views: %w", err)
+		return applied, fmt.Errorf("rebuild views: %w", err)
 	}
 	logger.Info("views rebuilt", zap.Int("views_deleted", deleted), zap.Int("events", applied),
 		zap.Duration("took", time.Since(start)))
-	return nil
+	return applied, nil
 }
 
 // deleteViews deletes every view:exp:* key and returns how many.
@@ -776,7 +761,7 @@ func deleteViews(ctx context.Context, rdb redis.UniversalClient) (int, error) {
 	var deleted atomic.Int64
 	// One UNLINK per key, pipelined: views live in as many Redis Cluster
 	// slots as there are domains, and a multi-key UNLINK must stay in one.
-	unlink := func(ctx context.Context, c redis.UniversalClient, keys []string) error {
+	err := scanViewKeys(ctx, rdb, func(ctx context.Context, c redis.UniversalClient, keys []string) error {
 		pipe := c.Pipeline()
 		for _, k := range keys {
 			pipe.Unlink(ctx, k)
@@ -786,34 +771,7 @@ func deleteViews(ctx context.Context, rdb redis.UniversalClient) (int, error) {
 		}
 		deleted.Add(int64(len(keys)))
 		return nil
-	}
-	del := func(ctx context.Context, c redis.UniversalClient) error {
-		iter := c.Scan(ctx, 0, ViewPrefix+"*", 1000).Iterator()
-		var keys []string
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-			if len(keys) == 1000 {
-				if err := unlink(ctx, c, keys); err != nil {
-					return err
-				}
-				keys = keys[:0]
-			}
-		}
-		if err := iter.Err(); err != nil {
-			return err
-		}
-		if len(keys) > 0 {
-			return unlink(ctx, c, keys)
-		}
-		return nil
-	}
-	var err error
-	if cc, ok := rdb.(*redis.ClusterClient); ok {
-		// SCAN walks one node; a cluster's views are spread over its masters.
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return del(ctx, c) })
-	} else {
-		err = del(ctx, rdb)
-	}
+	})
 	if err != nil {
 		return int(deleted.Load()), fmt.Errorf("delete views: %w", err)
 	}

@@ -167,13 +167,15 @@ func (f *fleet) populate(t *testing.T, email string) tenantData {
 		}
 	}
 	now := time.Now().UTC().Truncate(time.Second)
-	var evs, scans, audits [][]any
+	var evs, scans, audits, views [][]any
 	for i := range 3 {
 		d := td.domains[i%2].ID
 		evs = append(evs, []any{uuid.New(), events.DomainAdded, now, id, d, "{}"})
 		scans = append(scans, []any{uuid.New(), id, d, now})
 		audits = append(audits, []any{uuid.New(), now, id, "create"})
+		views = append(views, []any{uint64(i + 1), d, id})
 	}
+	insert("INSERT INTO view_snapshot_rows (snapshot_id, domain_id, tenant_id)", views...)
 	insert("INSERT INTO events (event_id, name, occurred_at, tenant_id, aggregate_id, payload)", evs...)
 	insert("INSERT INTO scan_results (event_id, tenant_id, domain_id, scheduled_at)", scans...)
 	insert("INSERT INTO audit_log (event_id, occurred_at, tenant_id, operation)", audits...)

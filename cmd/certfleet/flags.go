@@ -49,6 +49,7 @@ type options struct {
 	WithSink            bool
 	HistoryRetention    time.Duration
 	RollupRetention     time.Duration
+	EventRetention      time.Duration
 	ClaimIdle           time.Duration
 	MaxIPsPerDomain     int
 	JobTimeout          time.Duration
@@ -61,6 +62,7 @@ type options struct {
 	importOptions       // import.go
 	registrationOptions // flags_registration.go
 	acmeOptions         // flags_acme.go
+	viewsOptions        // flags_views.go
 
 	// API rate limits: requests a minute per API key
 	RateLimitGeneral  int
@@ -224,6 +226,8 @@ func (f *flagSet) history() *flagSet {
 		"keep scan_results rows this long; each month past it is dropped whole (hourly, by the sink); 0 keeps every row")
 	f.DurationVar(&f.opts.RollupRetention, "rollup-retention", 800*24*time.Hour,
 		"keep the hourly rollups of scan_results (GET /api/v1/stats' scans by region) this long, dropped by month like the raw rows; 0 keeps every row")
+	f.DurationVar(&f.opts.EventRetention, "event-retention", 400*24*time.Hour,
+		"keep raw events in the event store this long (hourly, one sink at a time, as an ALTER TABLE DELETE); never deletes one a rebuild from the latest view snapshot replays, nor any while there is no snapshot; 0 keeps every event")
 	return f
 }
 

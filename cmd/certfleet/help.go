@@ -58,8 +58,12 @@ var commandHelp = map[string]help{
 		}},
 	"migrate": {about: "Apply the ClickHouse migrations and exit.",
 		examples: []example{{"", "certfleet migrate --clickhouse-dsn clickhouse://127.0.0.1:9000/certfleet"}}},
-	"views rebuild": {about: "Rebuild the Redis views from the ClickHouse event store.",
-		examples: []example{{"", "certfleet views rebuild --redis-url redis://127.0.0.1:6379/0 --clickhouse-dsn clickhouse://127.0.0.1:9000/certfleet"}}},
+	"views rebuild": {about: "Rebuild the Redis views from ClickHouse: the latest complete view snapshot (--view-snapshot-interval of the apiserver)\n" +
+		"and the events since its watermark, or every stored event with --full or when there is no snapshot.",
+		examples: []example{
+			{"", "certfleet views rebuild --redis-url redis://127.0.0.1:6379/0 --clickhouse-dsn clickhouse://127.0.0.1:9000/certfleet"},
+			{"replay every stored event", "certfleet views rebuild --full"},
+		}},
 	"lab": {about: "Serve a local fleet of TLS endpoints with known faults, with its DNS and the RDAP and WHOIS servers of its registrations.",
 		examples: []example{{"write the agent's settings to lab.env", "certfleet lab --port 8443 --write-env lab.env"}}},
 	"apikey create": {about: "Create an account's v1 API key (the account too if needed) and print it.",

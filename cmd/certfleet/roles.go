@@ -19,7 +19,6 @@ import (
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/coordinator/sink"
-	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/health"
@@ -30,9 +29,9 @@ func roleFlags(role string) *flagSet {
 	fs := newFlagSet(role).redis()
 	switch role {
 	case "all":
-		fs.clickhouse().api().tenancy().shards().agent().coordinator().notify().ca().audit().acme().history()
+		fs.clickhouse().api().tenancy().shards().agent().coordinator().notify().ca().audit().acme().history().viewSnapshots()
 	case "apiserver":
-		fs.api().tenancy().clickhouse().notify().ca().audit().acme()
+		fs.api().tenancy().clickhouse().notify().ca().audit().acme().viewSnapshots()
 	case "coordinator":
 		fs.clickhouse().shards().coordinator().notify().acme().history().metrics("127.0.0.1:9464")
 		defer fs.group("sink")()
@@ -61,6 +60,12 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	// Checked before any connection, so a bad flag fails fast.
 	if err := o.registrationOptions.validate(role); err != nil {
 		return err
+	}
+	if err := o.viewsOptions.validate(); err != nil {
+		return err
+	}
+	if o.EventRetention < 0 {
+		return fmt.Errorf("--event-retention must not be negative, got %s", o.EventRetention)
 	}
 	var notify apiserver.NotifyConfig
 	if role == "all" || role == "apiserver" {
@@ -138,6 +143,13 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		}
 		gr.register(proj)
 		gr.add(proj.Run)
+		if o.ViewSnapshotInterval > 0 {
+			snap, err := projector.NewSnapshotter(projector.SnapshotConfig{Interval: o.ViewSnapshotInterval}, rdb, conn, logger)
+			if err != nil {
+				return err
+			}
+			gr.add(snap.Run)
+		}
 	}
 	if role == "all" || role == "coordinator" {
 		co, err := coordinator.New(coordinator.Config{
@@ -152,13 +164,13 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	}
 	if role == "all" || (role == "coordinator" && o.WithSink) {
 		sk, err := sink.New(sink.Config{Consumer: o.Name, ClaimIdle: o.ClaimIdle, HistoryRetention: o.HistoryRetention,
-			RollupRetention: o.RollupRetention}, rdb, conn, logger)
+			RollupRetention: o.RollupRetention, EventRetention: o.EventRetention}, rdb, conn, logger)
 		if err != nil {
 			return err
 		}
 		gr.register(sk)
 		gr.add(sk.Run)
-		if o.HistoryRetention > 0 || o.RollupRetention > 0 {
+		if o.HistoryRetention > 0 || o.RollupRetention > 0 || o.EventRetention > 0 {
 			gr.add(sk.RunRetention)
 		}
 	}
@@ -286,14 +298,16 @@ func runMigrate(ctx context.Context, args []string, stderr io.Writer) error {
 
 func runRebuild(ctx context.Context, args []string, stderr io.Writer) error {
 	return runSchemaTool(ctx, "views rebuild", args, stderr, func(ctx context.Context, o *options, conn driver.Conn, logger *zap.Logger) error {
+		if err := o.viewsOptions.validate(); err != nil {
+			return err
+		}
 		rdb, err := openRedis(ctx, o, 0)
 		if err != nil {
 			return err
 		}
 		defer rdb.Close()
-		return projector.Rebuild(ctx, rdb, func(ctx context.Context, fn func(e events.Envelope) error) error {
-			return schema.ReplayEvents(ctx, conn, fn)
-		}, logger)
+		_, err = projector.RebuildFromSnapshot(ctx, rdb, conn, projector.RebuildConfig{Full: o.FullReplay, Overlap: o.ReplayOverlap}, logger)
+		return err
 	})
 }
 
@@ -304,6 +318,9 @@ func runSchemaTool(ctx context.Context, name string, args []string, stderr io.Wr
 	fs := newFlagSet(name).clickhouse()
 	if then != nil {
 		fs.redis()
+	}
+	if name == "views rebuild" {
+		fs.rebuild() // its own flags, after the shared ones in --help
 	}
 	logger, err := fs.parse(args, stderr)
 	if err != nil {

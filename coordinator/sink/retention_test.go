@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/certfleet/certfleet/coordinator/sink"
+	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/testenv"
 	"github.com/certfleet/certfleet/schema"
 )
@@ -82,5 +83,67 @@ func TestRunRetention(t *testing.T) {
 	}
 	if _, err := sink.New(sink.Config{RollupRetention: -time.Hour}, e.rdb, e.conn, testenv.Logger(t)); err == nil {
 		t.Error("negative rollup retention: got no error")
+	}
+}
+
+// TestRunRetentionDeletesExpiredEvents: with a view snapshot there, the
+// sink deletes the events past its event retention, keeps the younger
+// ones, and of two sinks only the lease holder asks.
+func TestRunRetentionDeletesExpiredEvents(t *testing.T) {
+	e := newEnv(t, true)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	var rows []schema.StoredEvent
+	for _, age := range []time.Duration{500, 401, 30, 0} {
+		at := now.Add(-age * 24 * time.Hour)
+		ev, err := events.New(events.DomainAdded, "t", "d", events.DomainAddedV1{DomainID: "d", Host: "d.example", Port: 443})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.OccurredAt = at
+		rows = append(rows, schema.StoredEvent{Event: ev, Stream: "s", InsertedAt: at})
+	}
+	if err := schema.InsertEvents(ctx, e.conn, rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := schema.CompleteSnapshot(ctx, e.conn, schema.ViewSnapshot{ID: uint64(now.UnixMilli()), StartedAt: now, WatermarkMS: now.UnixMilli()}); err != nil {
+		t.Fatal(err)
+	}
+	count := func() uint64 {
+		var n uint64
+		if err := e.conn.QueryRow(ctx, "SELECT count() FROM events").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 2)
+	for range 2 {
+		s, err := sink.New(sink.Config{Consumer: "test", EventRetention: 400 * 24 * time.Hour}, e.rdb, e.conn, testenv.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { done <- s.RunRetention(rctx) }()
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for count() != 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := count(); got != 2 {
+		t.Errorf("got %d events left, want 2", got)
+	}
+	var mutations uint64
+	if err := e.conn.QueryRow(ctx, "SELECT count() FROM system.mutations WHERE database = currentDatabase() AND table = 'events'").Scan(&mutations); err != nil {
+		t.Fatal(err)
+	}
+	if mutations != 1 {
+		t.Errorf("got %d mutations of events, want 1 (one lease holder)", mutations)
+	}
+	cancel()
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Errorf("run retention: got %v, want nil", err)
+		}
 	}
 }

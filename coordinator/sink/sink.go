@@ -34,6 +34,7 @@ import (
 	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/backoff"
 	"github.com/certfleet/certfleet/internal/health"
+	"github.com/certfleet/certfleet/internal/lease"
 	"github.com/certfleet/certfleet/schema"
 )
 
@@ -103,6 +104,15 @@ type Config struct {
 	// (--rollup-retention), dropped by month the same way; longer than
 	// HistoryRetention, as they are far smaller. 0 keeps every row.
 	RollupRetention time.Duration
+	// EventRetention is how long raw events are kept in the event store
+	// (--event-retention): RunRetention deletes older ones, but never one
+	// a rebuild from the latest view snapshot replays, and none while
+	// there is no complete snapshot (schema.DeleteExpiredEvents). 0 keeps
+	// every event.
+	EventRetention time.Duration
+	// Token names this replica as holder of the event retention lease.
+	// Default: a random one.
+	Token string
 	// RetentionInterval is how often RunRetention looks. Default 1h.
 	RetentionInterval time.Duration
 	// Now is RunRetention's clock. Default time.Now.
@@ -128,6 +138,9 @@ func (c *Config) setDefaults() {
 	if c.RetentionInterval == 0 {
 		c.RetentionInterval = time.Hour
 	}
+	if c.Token == "" {
+		c.Token = lease.NewToken()
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -151,6 +164,9 @@ func (c *Config) Validate() error {
 	if c.RollupRetention < 0 {
 		errs = append(errs, fmt.Errorf("rollup retention must not be negative, got %s", c.RollupRetention))
 	}
+	if c.EventRetention < 0 {
+		errs = append(errs, fmt.Errorf("event retention must not be negative, got %s", c.EventRetention))
+	}
 	if c.RetentionInterval < 0 {
 		errs = append(errs, fmt.Errorf("retention interval must not be negative, got %s", c.RetentionInterval))
 	}
@@ -160,6 +176,7 @@ func (c *Config) Validate() error {
 // Sink moves events from Redis into ClickHouse.
 type Sink struct {
 	cfg      Config
+	rdb      redis.UniversalClient
 	conn     driver.Conn
 	consumer *stream.Consumer
 	logger   *zap.Logger
@@ -188,7 +205,7 @@ func New(cfg Config, rdb redis.UniversalClient, conn driver.Conn, logger *zap.Lo
 	if err != nil {
 		return nil, fmt.Errorf("sink: %w", err)
 	}
-	return &Sink{cfg: cfg, conn: conn, consumer: consumer, logger: logger}, nil
+	return &Sink{cfg: cfg, rdb: rdb, conn: conn, consumer: consumer, logger: logger}, nil
 }
 
 // Register adds the sink's health checks to r: its consumer, and
@@ -205,18 +222,25 @@ func (s *Sink) Run(ctx context.Context) error {
 	return s.consumer.RunBatches(ctx, s.store)
 }
 
-// RunRetention drops the months of scan_results past HistoryRetention,
-// and of the rollups past RollupRetention, at start and every
-// RetentionInterval until ctx is done; with neither it waits for ctx
-// alone. A failed drop is logged and tried again next time: old rows
-// waiting an hour harm nothing. Every replica may run it: a partition two
-// replicas drop at once is dropped once.
+// EventRetentionLeaseKey is the lease the replica deleting expired events
+// holds: the deletion is a mutation that rewrites the events table, asked
+// by one replica at a time.
+const EventRetentionLeaseKey = "lease:events:retention"
+
+// RunRetention drops the months of scan_results past HistoryRetention and
+// of the rollups past RollupRetention, and deletes the events past
+// EventRetention, at start and every RetentionInterval until ctx is done;
+// with none of them it waits for ctx alone. A failed step is logged and
+// tried again next time: old rows waiting an hour harm nothing. Every
+// replica may run it: a partition two replicas drop at once is dropped
+// once, and the events are deleted under a lease.
 func (s *Sink) RunRetention(ctx context.Context) error {
-	if s.cfg.HistoryRetention == 0 && s.cfg.RollupRetention == 0 {
+	if s.cfg.HistoryRetention == 0 && s.cfg.RollupRetention == 0 && s.cfg.EventRetention == 0 {
 		<-ctx.Done() // an actor that returned would stop its process
 		return nil
 	}
-	logger := s.logger.With(zap.Duration("retention", s.cfg.HistoryRetention), zap.Duration("rollup_retention", s.cfg.RollupRetention))
+	logger := s.logger.With(zap.Duration("retention", s.cfg.HistoryRetention), zap.Duration("rollup_retention", s.cfg.RollupRetention),
+		zap.Duration("event_retention", s.cfg.EventRetention))
 	logger.Info("history retention started")
 	t := time.NewTicker(s.cfg.RetentionInterval)
 	defer t.Stop()
@@ -241,12 +265,33 @@ func (s *Sink) RunRetention(ctx context.Context) error {
 				logger.Warn("drop old "+r.what, zap.Error(err))
 			}
 		}
+		if s.cfg.EventRetention > 0 {
+			if err := s.expireEvents(ctx, logger); err != nil && ctx.Err() == nil {
+				logger.Warn("delete expired events", zap.Error(err))
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
 	}
+}
+
+// expireEvents deletes the expired events under the event retention lease;
+// another replica holding it does the work.
+func (s *Sink) expireEvents(ctx context.Context, logger *zap.Logger) error {
+	ok, err := lease.Acquire(ctx, s.rdb, EventRetentionLeaseKey, s.cfg.Token, s.cfg.RetentionInterval)
+	if err != nil || !ok {
+		return err
+	}
+	// Held until it expires: one replica per interval asks, however many
+	// look.
+	cutoff, n, err := schema.DeleteExpiredEvents(ctx, s.conn, s.cfg.Now(), s.cfg.EventRetention)
+	if n > 0 {
+		logger.Info("deleting expired events", zap.Uint64("events", n), zap.Time("cutoff", cutoff))
+	}
+	return err
 }
 
 // store inserts the batch into the tables. An error leaves the whole
