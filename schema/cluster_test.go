@@ -77,6 +77,7 @@ func TestClusterSchema(t *testing.T) {
 	t.Run("migrate", func(t *testing.T) { testClusterMigrate(t, ctx, c, conn) })
 	t.Run("write and read", func(t *testing.T) { testClusterWriteRead(t, ctx, c, conn) })
 	t.Run("retention and forget", func(t *testing.T) { testClusterRetentionForget(t, ctx, c, conn) })
+	t.Run("snapshots and event retention", func(t *testing.T) { testClusterSnapshots(t, ctx, c, conn) })
 	t.Run("later migration", func(t *testing.T) { testClusterLaterMigration(t, ctx, c, conn) })
 }
 
@@ -138,6 +139,8 @@ func testClusterMigrate(t *testing.T, ctx context.Context, c *testenv.ClickHouse
 		"scan_outcomes_hourly": "Distributed", "scan_outcomes_hourly_local": "ReplicatedAggregatingMergeTree",
 		"scan_outcomes_backfill": "Distributed", "scan_outcomes_backfill_local": "ReplicatedReplacingMergeTree",
 		"scan_outcomes_hourly_mv": "MaterializedView",
+		"view_snapshots": "Distributed", "view_snapshots_local": "ReplicatedReplacingMergeTree",
+		"view_snapshot_rows": "Distributed", "view_snapshot_rows_local": "ReplicatedReplacingMergeTree",
 		"schema_migrations":       "ReplacingMergeTree",
 	}
 	for _, s := range c.Servers {
@@ -355,5 +358,48 @@ func TestClusterServerDown(t *testing.T) {
 	t.Logf("caught up %s after its restart", time.Since(restart).Round(time.Millisecond))
 	if got := fmt.Sprint(rowsOn(t, ctx, stopped, "events")); got != fmt.Sprint(written) {
 		t.Errorf("events on %s after its restart: %s, want %d", stopped.Addr, got, written)
+	}
+}
+
+// View snapshots are stored and read through the cluster, old ones are
+// dropped on every replica, and the event retention's mutation is asked
+// of the local table (a Distributed table takes no DELETE).
+func testClusterSnapshots(t *testing.T, ctx context.Context, c *testenv.ClickHouseCluster, conn driver.Conn) {
+	view := schema.SnapshotView{DomainID: "dom-s", TenantID: "tenant-s", Version: 3, Fields: []string{"@name"}, Values: []string{"a.example|0"}}
+	now := time.Now().UTC()
+	for _, id := range []uint64{1, 2} {
+		if err := schema.InsertSnapshotViews(ctx, conn, id, []schema.SnapshotView{view}); err != nil {
+			t.Fatal(err)
+		}
+		if err := schema.CompleteSnapshot(ctx, conn, schema.ViewSnapshot{ID: id, StartedAt: now, WatermarkMS: now.UnixMilli(), Views: 1, CompletedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitRows(t, ctx, c, "view_snapshot_rows", 2)
+	latest, ok, err := schema.LatestSnapshot(ctx, conn)
+	if err != nil || !ok || latest.ID != 2 {
+		t.Fatalf("latest snapshot through the cluster: %+v %v %v, want id 2", latest, ok, err)
+	}
+	if n, err := schema.DropSnapshotsBefore(ctx, conn, 2); err != nil || n == 0 {
+		t.Fatalf("drop snapshots before 2: %d partitions, %v", n, err)
+	}
+	waitRows(t, ctx, c, "view_snapshot_rows", 1)
+	old := time.Date(2020, 2, 1, 0, 0, 0, 0, time.UTC)
+	if err := schema.InsertEvents(ctx, conn, []schema.StoredEvent{copyOf(t, uuid.New(), "tenant-s", old, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := schema.DeleteEventsBefore(ctx, conn, old.Add(time.Hour), time.Now().Add(time.Hour))
+		if err != nil {
+			t.Fatalf("delete old events on the cluster: %v", err)
+		}
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the old event was never found to delete")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -176,17 +176,17 @@ var Migrations = []Migration{
 		reshape: &eventsReshape,
 	},
 	{
+		Version:    7,
+		Name:       "view snapshots",
+		Statements: []string{viewSnapshotsTable, viewSnapshotRowsTable},
+	},
+	{
 		Version: 8,
 		Name:    "scan_outcomes_hourly: GET /stats' scans by region and outcome, rolled up by hour",
 		// See rollup.go: the tables, then the view and the backfill of
 		// the rows before it.
 		Statements: []string{scanOutcomesHourlyTable, scanOutcomesBackfillTable},
 		Step:       rollupScanOutcomes,
-	},
-	{
-		Version:    7,
-		Name:       "view snapshots",
-		Statements: []string{viewSnapshotsTable, viewSnapshotRowsTable},
 	},
 }
 
