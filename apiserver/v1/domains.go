@@ -1,8 +1,8 @@
 package v1
 
 import (
-	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -12,6 +12,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/apiserver/grade"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
@@ -27,9 +28,6 @@ const (
 	// domainSourceAPI is the Source of domains added through POST /domains.
 	domainSourceAPI = "api"
 )
-
-// domainSorts are the sort keys of GET /domains.
-var domainSorts = []string{"hostname", "ssl_days_remaining", "whois_days_remaining", "created_at"}
 
 // domainRoutes serves /api/v1/domains.
 func (h *Handler) domainRoutes(g *gin.RouterGroup) {
@@ -261,6 +259,7 @@ func (h *Handler) deleteDomain(c *gin.Context) {
 // domainQuery is GET /domains' query.
 type domainQuery struct {
 	page, perPage int
+	cursor        string
 	status        string
 	whoisStatus   string
 	search        string
@@ -295,8 +294,8 @@ func parseDomainQuery(c *gin.Context) (domainQuery, error) {
 		q.search = strings.ToLower(strings.TrimSpace(v))
 	}
 	if v, ok := c.GetQuery("sort"); ok {
-		if !slices.Contains(domainSorts, v) {
-			return q, httpapi.BadRequest(fmt.Sprintf("sort must be one of %s, got %q", strings.Join(domainSorts, ", "), v))
+		if !slices.Contains(domainindex.Sorts, v) {
+			return q, httpapi.BadRequest(fmt.Sprintf("sort must be one of %s, got %q", strings.Join(domainindex.Sorts, ", "), v))
 		}
 		q.sort = v
 	}
@@ -310,6 +309,7 @@ func parseDomainQuery(c *gin.Context) (domainQuery, error) {
 			return q, httpapi.BadRequest(fmt.Sprintf("order must be asc or desc, got %q", v))
 		}
 	}
+	q.cursor = c.Query("cursor")
 	return q, nil
 }
 
@@ -323,13 +323,15 @@ type pagination struct {
 type domainList struct {
 	Data       []domainJSON `json:"data"`
 	Pagination pagination   `json:"pagination"`
+	// NextCursor (an addition) continues the list after this page; null
+	// on the last page.
+	NextCursor *string `json:"next_cursor"`
 }
 
-// listDomains is GET /domains. It reads every domain of the tenant (one
-// pipelined round trip), then filters, sorts and pages in memory. The
-// views, and the grading over them, are needed for every domain only when
-// a status filter or a days-remaining sort asks for them; otherwise only
-// the page's are read. Fine for thousands of domains per tenant.
+// listDomains is GET /domains: a thin adapter over domainindex.List,
+// whose cost follows the page, not the tenant. A cursor continues where
+// the previous page ended; without one, page and per_page work as they
+// always did.
 func (h *Handler) listDomains(c *gin.Context) {
 	q, err := parseDomainQuery(c)
 	if err != nil {
@@ -337,103 +339,44 @@ func (h *Handler) listDomains(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
-	domains, err := h.accounts.ListDomains(ctx, httpapi.Principal(c).TenantID)
+	tenantID := httpapi.Principal(c).TenantID
+	now := h.cfg.Now()
+	th := h.thresholds()
+	iq := domainindex.Query{
+		Sort: q.sort, Desc: q.desc, Search: q.search, Limit: q.perPage, Cursor: q.cursor,
+		Offset: (q.page - 1) * q.perPage, Now: now, Warning: th.Warning, Critical: th.Critical,
+	}
+	if q.status != statusAll {
+		iq.Status = q.status
+	}
+	if q.whoisStatus != statusAll {
+		iq.WhoisStatus = q.whoisStatus
+	}
+	page, err := domainindex.List(ctx, h.rdb, tenantID, accounts.DomainKeyPrefix(tenantID), iq)
+	if errors.Is(err, domainindex.ErrBadCursor) {
+		httpapi.Fail(c, httpapi.BadRequest("cursor: "+err.Error()))
+		return
+	}
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
 	}
-	if q.search != "" {
-		domains = slices.DeleteFunc(domains, func(d accounts.Domain) bool { return !strings.Contains(d.Host, q.search) })
+	domains, err := h.accounts.GetDomains(ctx, tenantID, page.IDs)
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
 	}
-	now := h.cfg.Now()
-	byView := q.status != statusAll || q.whoisStatus != statusAll || q.sort == "ssl_days_remaining" || q.sort == "whois_days_remaining"
-	var out []domainJSON
-	if byView {
-		if out, err = h.graded(ctx, domains, now); err != nil {
-			httpapi.Fail(c, err)
-			return
-		}
-		out = slices.DeleteFunc(out, func(j domainJSON) bool {
-			return (q.status != statusAll && (j.SSLStatus == nil || *j.SSLStatus != q.status)) ||
-				(q.whoisStatus != statusAll && j.WhoisStatus != q.whoisStatus)
-		})
-	} else {
-		out = make([]domainJSON, len(domains))
-		for i, d := range domains {
-			out[i] = h.domainOut(d, nil, nil, now)
-		}
+	out, err := h.graded(ctx, domains, now)
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
 	}
-	slices.SortFunc(out, domainOrder(q.sort, q.desc))
-	total := len(out)
-	from := min((q.page-1)*q.perPage, total)
-	to := min(from+q.perPage, total)
-	page := out[from:to]
-	if !byView {
-		byID := make(map[string]accounts.Domain, len(domains))
-		for _, d := range domains {
-			byID[d.ID] = d
-		}
-		pageDomains := make([]accounts.Domain, len(page))
-		for i, j := range page {
-			pageDomains[i] = byID[j.ID]
-		}
-		if page, err = h.graded(ctx, pageDomains, now); err != nil {
-			httpapi.Fail(c, err)
-			return
-		}
+	list := domainList{
+		Data:       out,
+		Pagination: pagination{Page: q.page, PerPage: q.perPage, Total: page.Total, TotalPages: (page.Total + q.perPage - 1) / q.perPage},
 	}
-	c.JSON(http.StatusOK, domainList{
-		Data:       page,
-		Pagination: pagination{Page: q.page, PerPage: q.perPage, Total: total, TotalPages: (total + q.perPage - 1) / q.perPage},
-	})
-}
-
-// domainOrder compares by key in the asked direction; domains without a
-// value for the key (never scanned, no WHOIS) come last either way, and
-// ties go by id, so pages never overlap or skip.
-func domainOrder(key string, desc bool) func(a, b domainJSON) int {
-	dir := func(n int) int {
-		if desc {
-			return -n
-		}
-		return n
+	if page.NextCursor != "" {
+		list.NextCursor = &page.NextCursor
 	}
-	return func(a, b domainJSON) int {
-		var n int
-		switch key {
-		case "hostname":
-			n = dir(cmp.Or(cmp.Compare(a.Hostname, b.Hostname), cmp.Compare(a.Port, b.Port)))
-		case "ssl_days_remaining":
-			n = nullsLast(a.SSLDaysRemaining, b.SSLDaysRemaining, dir)
-		case "whois_days_remaining":
-			n = nullsLast(a.WhoisDaysRemaining, b.WhoisDaysRemaining, dir)
-		case "created_at":
-			n = dir(cmpTime(a.CreatedAt, b.CreatedAt))
-		}
-		return cmp.Or(n, cmp.Compare(a.ID, b.ID))
-	}
-}
-
-func nullsLast(a, b *int, dir func(int) int) int {
-	switch {
-	case a == nil && b == nil:
-		return 0
-	case a == nil:
-		return 1
-	case b == nil:
-		return -1
-	}
-	return dir(cmp.Compare(*a, *b))
-}
-
-// cmpTime orders a missing time (a domain older than created_at) first.
-func cmpTime(a, b *time.Time) int {
-	var ta, tb time.Time
-	if a != nil {
-		ta = *a
-	}
-	if b != nil {
-		tb = *b
-	}
-	return ta.Compare(tb)
+	c.JSON(http.StatusOK, list)
 }
