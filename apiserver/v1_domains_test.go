@@ -61,11 +61,7 @@ func applyScan(t *testing.T, rdb *redis.Client, id, host string, port int, regio
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := projector.New(projector.Config{Consumer: "test"}, rdb, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Apply(context.Background(), ev); err != nil {
+	if err := applyEvent(context.Background(), rdb, ev); err != nil {
 		t.Fatalf("apply scan: %v", err)
 	}
 }
@@ -392,7 +388,11 @@ func TestListDomainsStatusAndSearch(t *testing.T) {
 		{"?status=error&sort=hostname&order=asc", []string{"badchain.shop.example", "down.example"}},
 		{"?search=SHOP&sort=hostname&order=asc", []string{"badchain.shop.example", "valid.shop.example"}},
 		{"?search=shop&status=error", []string{"badchain.shop.example"}},
-		{"?search=" + url.QueryEscape(".example") + "&status=valid", []string{"valid.shop.example"}},
+		{"?search=" + url.QueryEscape(".shop") + "&status=valid", []string{"valid.shop.example"}},
+		// A search matches from the start of the hostname or of a label
+		// but the last, not inside a label.
+		{"?search=hop", []string{}},
+		{"?search=shop.example", []string{"badchain.shop.example", "valid.shop.example"}},
 		{"?search=nothing", []string{}},
 	}
 	for _, tc := range tests {
