@@ -62,6 +62,10 @@ type Query struct {
 	// Critical are the thresholds in days (grade.Thresholds).
 	Now               time.Time
 	Warning, Critical int
+
+	// plan forces the script's plan ("read" or "walk"; "" chooses), for
+	// tests that check both against one answer.
+	plan string
 }
 
 // Page is one page of a list.
@@ -145,7 +149,7 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 	critB, warnB := nowMS+int64(q.Critical+1)*day, nowMS+int64(q.Warning+1)*day
 	args := []any{Prefix(tenantID), recordPrefix, q.Sort, desc, q.Limit, q.Offset, hasCur,
 		c.Phase, scoreString(c.Score), c.Member,
-		q.Status, q.WhoisStatus, q.Search, nowMS, critB, warnB}
+		q.Status, q.WhoisStatus, q.Search, nowMS, critB, warnB, q.plan}
 	res, err := listScript.Run(ctx, rdb, []string{Prefix(tenantID) + keyCreated}, args...).Slice()
 	if err != nil {
 		return Page{}, fmt.Errorf("list domains of %s: %w", tenantID, err)
@@ -186,13 +190,13 @@ func (q Query) fingerprint() string {
 // KEYS: the tenant's created index (names the slot). ARGV: prefix, record
 // prefix, sort, desc, limit, offset, has cursor, cursor phase, score,
 // member, status, whois status, search, now ms, critical bound ms, warning
-// bound ms.
+// bound ms, plan ("read", "walk" or "" to choose).
 var listScript = redis.NewScript(`
 local P, RP, sort, desc = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local limit, offset, hasCur = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
 local cphase, cscore, cmember = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 local status, wstatus, search = ARGV[11], ARGV[12], ARGV[13]
-local now, critB, warnB = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+local now, critB, warnB, plan = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]), ARGV[17]
 local NOEXP = ` + strconv.FormatInt(NoExpiryMS, 10) + `
 local CHUNK = 256
 
@@ -342,7 +346,7 @@ local cur = {cphase, cscore, cmember}
 
 local out, keys, total = {}, {}, 0
 local want = offset + limit + 1
-if best and (#sources > 1 or best.est <= 1024 or best.est * best.est <= 4 * want * N) then
+if best and plan ~= 'walk' and (plan == 'read' or #sources > 1 or best.est <= 1024 or best.est * best.est <= 4 * want * N) then
   -- Read the smallest source and sort its matches.
   local all = {}
   for _, id in ipairs(members(best)) do

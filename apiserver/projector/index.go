@@ -2,6 +2,8 @@ package projector
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -72,6 +74,13 @@ func SyncIndex(ctx context.Context, rdb redis.UniversalClient, domainIDs []strin
 	return syncIndex(ctx, rdb, domainIDs, "")
 }
 
+// SyncTenantIndex is SyncIndex for domains of tenantID, whose views may
+// not name it yet: the API calls it after an add or a rename, so the
+// lists show the domain's registration at once.
+func SyncTenantIndex(ctx context.Context, rdb redis.UniversalClient, tenantID string, domainIDs []string) error {
+	return syncIndex(ctx, rdb, domainIDs, tenantID)
+}
+
 // syncIndex is SyncIndex; tenantID, when not "", is the tenant of every
 // domain (the backfill knows it; a view may not).
 func syncIndex(ctx context.Context, rdb redis.UniversalClient, domainIDs []string, tenantID string) error {
@@ -119,10 +128,29 @@ func indexFacts(ctx context.Context, rdb redis.UniversalClient, domainIDs []stri
 	if err != nil {
 		return nil, err
 	}
+	// The registration facts are for the record's host, which a rename
+	// changes before the projector renames the view.
+	tenants := make([]string, len(snaps))
+	hosts := make([]*redis.StringCmd, len(snaps))
+	pipe := rdb.Pipeline()
+	for i, s := range snaps {
+		tenants[i] = s.TenantID
+		if tenantID != "" {
+			tenants[i] = tenantID
+		}
+		if tenants[i] != "" {
+			hosts[i] = pipe.HGet(ctx, accounts.DomainKey(tenants[i], s.DomainID), "host")
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("read hosts of %d domains: %w", len(snaps), err)
+	}
 	regs := make([]string, 0, len(snaps))
-	for _, s := range snaps {
-		if r := RegistrableOf(s.Name); r != "" {
-			regs = append(regs, r)
+	for _, h := range hosts {
+		if h != nil {
+			if r := RegistrableOf(h.Val()); r != "" {
+				regs = append(regs, r)
+			}
 		}
 	}
 	byReg, err := ReadRegistrations(ctx, rdb, regs)
@@ -130,24 +158,22 @@ func indexFacts(ctx context.Context, rdb redis.UniversalClient, domainIDs []stri
 		return nil, err
 	}
 	out := make([]domainindex.Facts, 0, len(snaps))
-	for _, s := range snaps {
-		f := domainindex.Facts{DomainID: s.DomainID, TenantID: s.TenantID}
-		if tenantID != "" {
-			f.TenantID = tenantID
-		}
-		if f.TenantID == "" {
+	for i, s := range snaps {
+		// A domain without a known tenant, or without a record (removed),
+		// gets no facts.
+		if tenants[i] == "" || hosts[i].Val() == "" {
 			continue
+		}
+		f := domainindex.Facts{DomainID: s.DomainID, TenantID: tenants[i], WhoisHost: hosts[i].Val()}
+		exp, reason := WhoisExpiry(f.WhoisHost, byReg)
+		if exp != nil {
+			f.WhoisMS = exp.UnixMilli()
+		} else {
+			f.WhoisReason = reason
 		}
 		if i := strings.LastIndex(s.Name, ":"); i > 0 {
 			f.Host = s.Name[:i]
 			f.Port, _ = strconv.Atoi(s.Name[i+1:])
-			f.WhoisHost = f.Host
-			exp, reason := WhoisExpiry(f.Host, byReg)
-			if exp != nil {
-				f.WhoisMS = exp.UnixMilli()
-			} else {
-				f.WhoisReason = reason
-			}
 		}
 		first, invalid := Leading(s.Entries)
 		switch {

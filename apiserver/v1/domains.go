@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/domainindex"
@@ -190,7 +191,18 @@ func (h *Handler) createDomain(c *gin.Context) {
 		httpapi.Fail(c, accounts.ErrDomainExists)
 		return
 	}
+	h.syncIndex(c, d.ID)
 	h.replyDomain(c, http.StatusCreated, d)
+}
+
+// syncIndex has the list index show domain id's registration at once
+// after an add or a rename, rather than when the projector applies its
+// event (which it does anyway: a failure here is only logged). A bulk
+// import leaves it to the projector.
+func (h *Handler) syncIndex(c *gin.Context, id string) {
+	if err := projector.SyncTenantIndex(c.Request.Context(), h.rdb, httpapi.Principal(c).TenantID, []string{id}); err != nil {
+		h.logger.Warn("sync list index", zap.String("domain_id", id), zap.Error(err))
+	}
 }
 
 // getDomain is GET /domains/{id}.
@@ -243,6 +255,9 @@ func (h *Handler) updateDomain(c *gin.Context) {
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
+	}
+	if p.Host != nil {
+		h.syncIndex(c, d.ID)
 	}
 	h.replyDomain(c, http.StatusOK, d)
 }
