@@ -14,6 +14,9 @@
 //	tenant:{tNN}:<tenant_id>:apikeys      hash key_id -> key hash (apikeys.go)
 //	tenant:{tNN}:<tenant_id>:domains      hash "host:port" -> domain_id (domains.go)
 //	domain:{tNN}:<domain_id>              hash, see domains.go
+//	tenant:{tNN}:<tenant_id>:ix:*         the list index (apiserver/domainindex),
+//	                                      whose names and created_at the domain
+//	                                      scripts keep in the same step
 //
 // Keys themselves are never stored, only their SHA-256.
 //

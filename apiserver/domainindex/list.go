@@ -345,8 +345,10 @@ end
 local cur = {cphase, cscore, cmember}
 
 local out, keys, total = {}, {}, 0
+-- Reading the filter's E members costs about E; walking the sort's index
+-- costs about want * N / E: read when E * E <= want * N.
 local want = offset + limit + 1
-if best and plan ~= 'walk' and (plan == 'read' or #sources > 1 or best.est <= 1024 or best.est * best.est <= 4 * want * N) then
+if best and plan ~= 'walk' and (plan == 'read' or #sources > 1 or best.est <= 64 or best.est * best.est <= want * N) then
   -- Read the smallest source and sort its matches.
   local all = {}
   for _, id in ipairs(members(best)) do
