@@ -588,7 +588,6 @@ func FuzzDecodeCursor(f *testing.F) {
 	})
 }
 
-
 // explain logs what the index holds of the domains whose brute-force
 // answer differs, on a failure.
 func (l *lab) explain(rows []row, q domainindex.Query) {
