@@ -238,10 +238,12 @@ local function hostMatches(h)
     i = d + 1
   end
 end
-local function match(id, host)
+-- match: does id pass every filter? A source's members pass the search
+-- by construction (skipSearch).
+local function match(id, host, skipSearch)
   if status ~= '' and sslStatus(id) ~= status then return false end
   if wstatus ~= '' and not whoisIs(id, wstatus) then return false end
-  if search ~= '' then
+  if search ~= '' and not skipSearch then
     host = host or redis.call('HGET', RP .. id, 'host')
     if not host or not hostMatches(host) then return false end
   end
@@ -352,7 +354,7 @@ if best and plan ~= 'walk' and (plan == 'read' or #sources > 1 or best.est <= 64
   -- Read the smallest source and sort its matches.
   local all = {}
   for _, id in ipairs(members(best)) do
-    if match(id) then all[#all + 1] = {keyOf(id), id} end
+    if match(id, nil, best.kind == 'lex') then all[#all + 1] = {keyOf(id), id} end
   end
   total = #all
   table.sort(all, function(x, y) return before(x[1], y[1]) end)
@@ -368,7 +370,7 @@ else
   if #sources == 0 then total = N
   elseif #sources == 1 and sources[1].count then total = sources[1].count
   else
-    for _, id in ipairs(members(best)) do if match(id) then total = total + 1 end end
+    for _, id in ipairs(members(best)) do if match(id, nil, best.kind == 'lex') then total = total + 1 end end
   end
   -- The index's sequences, in list order: {key, lex, first rank, last
   -- rank (exclusive), direction}.
