@@ -299,7 +299,21 @@ func applyEvent(ctx context.Context, rdb *redis.Client, ev events.Envelope) erro
 	if err != nil {
 		return err
 	}
-	return p.Apply(ctx, ev)
+	// A running projector has applied the domain events on the streams
+	// before any scan or lookup of the domains: they name the views'
+	// tenants and join the registration indexes. Applying them again is
+	// harmless.
+	all, err := events.ReadAllEvents(ctx, rdb)
+	if err != nil {
+		return err
+	}
+	var batch []events.Envelope
+	for _, e := range all {
+		if strings.HasPrefix(e.Name, "domain.") {
+			batch = append(batch, e)
+		}
+	}
+	return p.ApplyBatch(ctx, append(batch, ev))
 }
 
 // TestManualCheck runs a coordinator, an agent in region "eu" and the

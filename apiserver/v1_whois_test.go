@@ -107,7 +107,7 @@ func TestWhoisDaysRemaining(t *testing.T) {
 		want  []string
 	}{
 		{"?sort=whois_days_remaining&order=asc", append([]string{"expired.example", "warn.example", "~badchain.shop.example", "~valid.shop.example", ""}, nulls...)},
-		{"?sort=whois_days_remaining&order=desc", append([]string{"~badchain.shop.example", "~valid.shop.example", ""}, append([]string{"warn.example", "expired.example"}, nulls...)...)},
+		{"?sort=whois_days_remaining&order=desc", append([]string{"^badchain.shop.example", "^valid.shop.example", ""}, append([]string{"warn.example", "expired.example"}, nulls...)...)},
 		{"?whois_status=expired", []string{"expired.example"}},
 		{"?whois_status=pending", []string{"never.example"}},
 		{"?whois_status=no-expiry", []string{"crit.example"}},
@@ -117,7 +117,8 @@ func TestWhoisDaysRemaining(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.query, func(t *testing.T) {
-			// Ties are by id: "~" names in one group sort among themselves.
+			// Ties are by id: "~" names in one group sort among themselves
+			// (descending for "^").
 			got := ids(t, f.list(1, tc.query))
 			if w := f.idsGrouped(tc.want); !reflect.DeepEqual(got, w) {
 				t.Errorf("got %v, want %v (%v)", got, w, tc.want)
@@ -134,17 +135,24 @@ func TestWhoisDaysRemaining(t *testing.T) {
 func (f *listFixture) idsGrouped(hosts []string) []string {
 	out := []string{}
 	var run []string
+	down := false
 	flush := func() {
 		slices.Sort(run)
+		if down {
+			slices.Reverse(run)
+		}
 		out = append(out, run...)
-		run = nil
+		run, down = nil, false
 	}
 	for _, h := range hosts {
 		if h == "" {
 			flush()
 			continue
 		}
-		if h[0] == '~' {
+		if h[0] == '~' || h[0] == '^' {
+			// "^": a tie in a descending sort, which is the exact reverse
+			// of the ascending one: by id, descending.
+			down = h[0] == '^'
 			run = append(run, f.id[h[1:]])
 			continue
 		}

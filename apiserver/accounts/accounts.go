@@ -14,6 +14,9 @@
 //	tenant:{tNN}:<tenant_id>:apikeys      hash key_id -> key hash (apikeys.go)
 //	tenant:{tNN}:<tenant_id>:domains      hash "host:port" -> domain_id (domains.go)
 //	domain:{tNN}:<domain_id>              hash, see domains.go
+//	tenant:{tNN}:<tenant_id>:ix:*         the list index (apiserver/domainindex),
+//	                                      whose names and created_at the domain
+//	                                      scripts keep in the same step
 //
 // Keys themselves are never stored, only their SHA-256.
 //
@@ -49,6 +52,7 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -56,6 +60,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/forget"
 	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/replicated"
 )
@@ -218,7 +223,45 @@ func domainsKey(tenantID string) string {
 	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":domains"
 }
 func domainKey(tenantID, domainID string) string {
-	return "domain:" + events.TenantTag(tenantID) + ":" + domainID
+	return DomainKeyPrefix(tenantID) + domainID
+}
+
+// DomainKey is the key of the record of a domain of tenantID, for the
+// list index, which checks a record before indexing it.
+func DomainKey(tenantID, domainID string) string { return domainKey(tenantID, domainID) }
+
+// DomainKeyPrefix starts the key of every domain record of tenantID.
+func DomainKeyPrefix(tenantID string) string { return "domain:" + events.TenantTag(tenantID) + ":" }
+
+// DomainTenants lists the tenants that have a domains index (one that
+// ever added a domain), read by SCAN over every node.
+func DomainTenants(ctx context.Context, rdb redis.UniversalClient) ([]string, error) {
+	keys, err := forget.Keys(ctx, rdb, "tenant:*:domains")
+	if err != nil {
+		return nil, fmt.Errorf("list tenants with domains: %w", err)
+	}
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		// tenant:{tNN}:<tenant>:domains
+		rest, ok := strings.CutPrefix(k, "tenant:")
+		if !ok {
+			continue
+		}
+		_, rest, ok = strings.Cut(rest, ":")
+		if t, ok2 := strings.CutSuffix(rest, ":domains"); ok && ok2 && t != "" && domainsKey(t) == k {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// DomainIDs lists the ids of tenantID's domains, in no order.
+func DomainIDs(ctx context.Context, rdb redis.UniversalClient, tenantID string) ([]string, error) {
+	ids, err := rdb.HVals(ctx, domainsKey(tenantID)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list domain ids of %s: %w", tenantID, err)
+	}
+	return ids, nil
 }
 
 // HashKey is how a key is stored and appears in events: SHA-256, hex.

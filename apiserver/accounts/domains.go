@@ -33,6 +33,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/quota"
@@ -157,7 +158,7 @@ var addDomainScript = redis.NewScript(addDomainLua + `return add(KEYS, ARGV)`)
 
 // addDomainLua is the add as a Lua function of its keys and arguments,
 // so that the single add and the bulk add run the same code.
-var addDomainLua = `
+var addDomainLua = domainindex.IndexLua + `
 local function add(KEYS, ARGV)
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
 if existing then return {0, existing} end
@@ -171,6 +172,7 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], 'tenant_id', ARGV[3], 'host', ARGV[4], 'port', ARGV[5], 'notes', ARGV[6],
   'tags', ARGV[7], 'active', '1', 'source', ARGV[8], 'created_at', ARGV[9], 'updated_at', ARGV[9], 'rev', '1')
 if ARGV[12] ~= '' then redis.call('HSET', KEYS[2], 'held_by', ARGV[12]) end
+ix_add(` + domainindex.IndexPrefixLua("KEYS[1]") + `, ARGV[2], ARGV[4], ARGV[5], ARGV[9], ARGV[7])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', unpack(ARGV, 14))
 return {1, ARGV[2]}
 end
@@ -517,6 +519,12 @@ func (s *Store) ListDomains(ctx context.Context, tenantID string) ([]Domain, err
 	if err != nil {
 		return nil, fmt.Errorf("list domains of %s: %w", tenantID, err)
 	}
+	return s.GetDomains(ctx, tenantID, ids)
+}
+
+// GetDomains returns the domains ids of tenantID in the order of ids, read
+// in one pipeline; an id that is gone, or another tenant's, is left out.
+func (s *Store) GetDomains(ctx context.Context, tenantID string, ids []string) ([]Domain, error) {
 	if len(ids) == 0 {
 		return []Domain{}, nil
 	}
@@ -526,7 +534,7 @@ func (s *Store) ListDomains(ctx context.Context, tenantID string) ([]Domain, err
 		cmds[i] = pipe.HGetAll(ctx, domainKey(tenantID, id))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("list domains of %s: %w", tenantID, err)
+		return nil, fmt.Errorf("read %d domains of %s: %w", len(ids), tenantID, err)
 	}
 	out := make([]Domain, 0, len(ids))
 	for i, cmd := range cmds {
@@ -595,7 +603,7 @@ func nonNil(tags []string) []string {
 // ARGV: tenant id, rev read, old "host:port", new "host:port", domain id,
 // host, port, notes, tags JSON, active, now ms, maxlen, then the event's
 // fields. Returns "ok", "missing", "stale" or "taken".
-var updateDomainScript = redis.NewScript(`
+var updateDomainScript = redis.NewScript(domainindex.IndexLua + `
 local rec = redis.call('HMGET', KEYS[1], 'tenant_id', 'rev')
 if rec[1] ~= ARGV[1] then return 'missing' end
 if (rec[2] or '0') ~= ARGV[2] then return 'stale' end
@@ -603,7 +611,10 @@ if ARGV[3] ~= ARGV[4] then
   if redis.call('HEXISTS', KEYS[2], ARGV[4]) == 1 then return 'taken' end
   if redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[5] then redis.call('HDEL', KEYS[2], ARGV[3]) end
   redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
+  local old = redis.call('HMGET', KEYS[1], 'host', 'port')
+  ix_rename(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[5], old[1], old[2], ARGV[6], ARGV[7])
 end
+ix_tags(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[5], redis.call('HGET', KEYS[1], 'tags'), ARGV[9])
 redis.call('HSET', KEYS[1], 'host', ARGV[6], 'port', ARGV[7], 'notes', ARGV[8], 'tags', ARGV[9],
   'active', ARGV[10], 'updated_at', ARGV[11], 'rev', tostring(tonumber(ARGV[2]) + 1))
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[12], '*', unpack(ARGV, 13))
@@ -721,12 +732,14 @@ func sameState(a, b Domain) bool {
 // held key's domain set (as read; any key of the slot when none).
 // ARGV: tenant id, rev read, "host:port", domain id, maxlen, then the
 // event's fields. Returns "ok", "missing" or "stale".
-var removeDomainScript = redis.NewScript(`
+var removeDomainScript = redis.NewScript(domainindex.IndexLua + `
 local rec = redis.call('HMGET', KEYS[1], 'tenant_id', 'rev')
 if rec[1] ~= ARGV[1] then return 'missing' end
 if (rec[2] or '0') ~= ARGV[2] then return 'stale' end
 if redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[4] then redis.call('HDEL', KEYS[2], ARGV[3]) end
 redis.call('SREM', KEYS[4], ARGV[4])
+local old = redis.call('HMGET', KEYS[1], 'host', 'port', 'tags')
+ix_remove(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[4], old[1], old[2], old[3])
 redis.call('DEL', KEYS[1])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
 return 'ok'

@@ -244,7 +244,8 @@ func Summarize(entries []projector.ExpEntry, now time.Time, th Thresholds) Summa
 	}
 	s.Entries = make([]EntryGrade, len(entries))
 	reasons := map[string]bool{}
-	invalid := false
+	first, invalid := projector.Leading(entries)
+	s.First = first
 	for i := range entries {
 		e := &entries[i]
 		if s.CheckedAt == nil || e.ScannedAt.After(*s.CheckedAt) {
@@ -258,17 +259,6 @@ func Summarize(entries []projector.ExpEntry, now time.Time, th Thresholds) Summa
 			for _, r := range rs {
 				reasons[r] = true
 			}
-		}
-		if !e.CertificateFound {
-			continue
-		}
-		if !e.ChainValid || !e.HostnameValid {
-			invalid = true
-		}
-		// NoExpiry (9999-12-31T23:59:59Z) is after every real date, so
-		// a certificate without expiry is First only when all are.
-		if s.First == nil || e.NotAfter.Before(s.First.NotAfter) {
-			s.First = e
 		}
 	}
 	if s.First == nil {

@@ -241,6 +241,9 @@ func (p *Projector) apply(ctx context.Context, evs []events.Envelope) error {
 			}
 		}
 	}
+	if err := SyncIndex(ctx, p.rdb, domains); err != nil {
+		return err
+	}
 	if p.cfg.Evaluator == nil || len(domains) == 0 {
 		return nil
 	}
@@ -724,7 +727,7 @@ func decodeView(domainID string, all map[string]string) ([]ExpEntry, error) {
 }
 
 // Rebuild throws the expiration views away and builds them again from
-// every event replay yields (the event store, in occurred order). Events
+// every event replay yields, then the tenants' list indexes from them (the event store, in occurred order). Events
 // still in the streams and not yet in the store come back when the running
 // projectors apply them, because the views only ever move forward. The
 // registration views and their indexes (registration.go) are kept: they
@@ -753,6 +756,9 @@ func rebuild(ctx context.Context, rdb redis.UniversalClient, replay func(ctx con
 	}
 	logger.Info("views rebuilt", zap.Int("views_deleted", deleted), zap.Int("events", applied),
 		zap.Duration("took", time.Since(start)))
+	if _, err := BuildIndexes(ctx, rdb, true, logger); err != nil {
+		return applied, fmt.Errorf("rebuild list indexes: %w", err)
+	}
 	return applied, nil
 }
 

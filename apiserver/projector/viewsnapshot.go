@@ -429,6 +429,10 @@ func RebuildFromSnapshot(ctx context.Context, rdb redis.UniversalClient, conn dr
 	if err != nil {
 		return RebuildResult{}, fmt.Errorf("rebuild views: %w", err)
 	}
+	// The restore wrote views without their list indexes: build them again.
+	if _, err := BuildIndexes(ctx, rdb, true, logger); err != nil {
+		return RebuildResult{}, fmt.Errorf("rebuild list indexes: %w", err)
+	}
 	res := RebuildResult{Snapshot: snap, Restored: restored, Replayed: replayed, Restoring: restoring, Took: time.Since(start)}
 	logger.Info("views rebuilt from snapshot", zap.Uint64("snapshot", snap.ID), zap.Int("views_deleted", deleted),
 		zap.Int("views_restored", restored), zap.Duration("restoring", restoring), zap.Time("replayed_from", since.UTC()),

@@ -1,8 +1,8 @@
 package v1
 
 import (
-	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -11,8 +11,10 @@ import (
 	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
+	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/apiserver/grade"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
@@ -28,9 +30,6 @@ const (
 	// domainSourceAPI is the Source of domains added through POST /domains.
 	domainSourceAPI = "api"
 )
-
-// domainSorts are the sort keys of GET /domains.
-var domainSorts = []string{"hostname", "ssl_days_remaining", "whois_days_remaining", "created_at"}
 
 // domainRoutes serves /api/v1/domains.
 func (h *Handler) domainRoutes(g *gin.RouterGroup) {
@@ -193,7 +192,18 @@ func (h *Handler) createDomain(c *gin.Context) {
 		httpapi.Fail(c, accounts.ErrDomainExists)
 		return
 	}
+	h.syncIndex(c, d.ID)
 	h.replyDomain(c, http.StatusCreated, d)
+}
+
+// syncIndex has the list index show domain id's registration at once
+// after an add or a rename, rather than when the projector applies its
+// event (which it does anyway: a failure here is only logged). A bulk
+// import leaves it to the projector.
+func (h *Handler) syncIndex(c *gin.Context, id string) {
+	if err := projector.SyncTenantIndex(c.Request.Context(), h.rdb, httpapi.Principal(c).TenantID, []string{id}); err != nil {
+		h.logger.Warn("sync list index", zap.String("domain_id", id), zap.Error(err))
+	}
 }
 
 // getDomain is GET /domains/{id}.
@@ -235,6 +245,9 @@ func (h *Handler) updateDomain(c *gin.Context) {
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
+	}
+	if p.Host != nil {
+		h.syncIndex(c, d.ID)
 	}
 	h.replyDomain(c, http.StatusOK, d)
 }
@@ -278,6 +291,7 @@ func (h *Handler) deleteDomain(c *gin.Context) {
 // domainQuery is GET /domains' query.
 type domainQuery struct {
 	page, perPage int
+	cursor        string
 	status        string
 	whoisStatus   string
 	search        string
@@ -319,8 +333,8 @@ func parseDomainQuery(c *gin.Context) (domainQuery, error) {
 		q.tag = v
 	}
 	if v, ok := c.GetQuery("sort"); ok {
-		if !slices.Contains(domainSorts, v) {
-			return q, httpapi.BadRequest(fmt.Sprintf("sort must be one of %s, got %q", strings.Join(domainSorts, ", "), v))
+		if !slices.Contains(domainindex.Sorts, v) {
+			return q, httpapi.BadRequest(fmt.Sprintf("sort must be one of %s, got %q", strings.Join(domainindex.Sorts, ", "), v))
 		}
 		q.sort = v
 	}
@@ -334,6 +348,7 @@ func parseDomainQuery(c *gin.Context) (domainQuery, error) {
 			return q, httpapi.BadRequest(fmt.Sprintf("order must be asc or desc, got %q", v))
 		}
 	}
+	q.cursor = c.Query("cursor")
 	return q, nil
 }
 
@@ -349,13 +364,15 @@ type Pagination struct {
 type DomainList struct {
 	Data       []Domain   `json:"data"`
 	Pagination Pagination `json:"pagination"`
+	// NextCursor (an addition) continues the list after this page; null
+	// on the last page.
+	NextCursor *string `json:"next_cursor"`
 }
 
-// listDomains is GET /domains. It reads every domain of the tenant (one
-// pipelined round trip), then filters, sorts and pages in memory. The
-// views, and the grading over them, are needed for every domain only when
-// a status filter or a days-remaining sort asks for them; otherwise only
-// the page's are read. Fine for thousands of domains per tenant.
+// listDomains is GET /domains: a thin adapter over domainindex.List,
+// whose cost follows the page, not the tenant. A cursor continues where
+// the previous page ended; without one, page and per_page work as they
+// always did.
 func (h *Handler) listDomains(c *gin.Context) {
 	out, err := h.DomainPage(c, httpapi.Principal(c).TenantID)
 	if err != nil {
@@ -374,102 +391,39 @@ func (h *Handler) DomainPage(c *gin.Context, tenant string) (DomainList, error) 
 		return DomainList{}, err
 	}
 	ctx := c.Request.Context()
-	domains, err := h.accounts.ListDomains(ctx, tenant)
+	now := h.cfg.Now()
+	th := h.thresholds()
+	iq := domainindex.Query{
+		Sort: q.sort, Desc: q.desc, Search: q.search, Tag: q.tag, Limit: q.perPage, Cursor: q.cursor,
+		Offset: (q.page - 1) * q.perPage, Now: now, Warning: th.Warning, Critical: th.Critical,
+	}
+	if q.status != statusAll {
+		iq.Status = q.status
+	}
+	if q.whoisStatus != statusAll {
+		iq.WhoisStatus = q.whoisStatus
+	}
+	page, err := domainindex.List(ctx, h.rdb, tenant, accounts.DomainKeyPrefix(tenant), iq)
+	if errors.Is(err, domainindex.ErrBadCursor) {
+		return DomainList{}, httpapi.BadRequest("cursor: " + err.Error())
+	}
 	if err != nil {
 		return DomainList{}, err
 	}
-	if q.search != "" || q.tag != "" {
-		domains = slices.DeleteFunc(domains, func(d accounts.Domain) bool {
-			return !strings.Contains(d.Host, q.search) || (q.tag != "" && !slices.Contains(d.Tags, q.tag))
-		})
+	domains, err := h.accounts.GetDomains(ctx, tenant, page.IDs)
+	if err != nil {
+		return DomainList{}, err
 	}
-	now := h.cfg.Now()
-	byView := q.status != statusAll || q.whoisStatus != statusAll || q.sort == "ssl_days_remaining" || q.sort == "whois_days_remaining"
-	var out []Domain
-	if byView {
-		if out, err = h.graded(ctx, domains, now); err != nil {
-			return DomainList{}, err
-		}
-		out = slices.DeleteFunc(out, func(j Domain) bool {
-			return (q.status != statusAll && (j.SSLStatus == nil || *j.SSLStatus != q.status)) ||
-				(q.whoisStatus != statusAll && j.WhoisStatus != q.whoisStatus)
-		})
-	} else {
-		out = make([]Domain, len(domains))
-		for i, d := range domains {
-			out[i] = h.domainOut(d, nil, nil, now)
-		}
+	out, err := h.graded(ctx, domains, now)
+	if err != nil {
+		return DomainList{}, err
 	}
-	slices.SortFunc(out, domainOrder(q.sort, q.desc))
-	total := len(out)
-	from := min((q.page-1)*q.perPage, total)
-	to := min(from+q.perPage, total)
-	page := out[from:to]
-	if !byView {
-		byID := make(map[string]accounts.Domain, len(domains))
-		for _, d := range domains {
-			byID[d.ID] = d
-		}
-		pageDomains := make([]accounts.Domain, len(page))
-		for i, j := range page {
-			pageDomains[i] = byID[j.ID]
-		}
-		if page, err = h.graded(ctx, pageDomains, now); err != nil {
-			return DomainList{}, err
-		}
+	list := DomainList{
+		Data:       out,
+		Pagination: Pagination{Page: q.page, PerPage: q.perPage, Total: page.Total, TotalPages: (page.Total + q.perPage - 1) / q.perPage},
 	}
-	return DomainList{
-		Data:       page,
-		Pagination: Pagination{Page: q.page, PerPage: q.perPage, Total: total, TotalPages: (total + q.perPage - 1) / q.perPage},
-	}, nil
-}
-
-// domainOrder compares by key in the asked direction; domains without a
-// value for the key (never scanned, no WHOIS) come last either way, and
-// ties go by id, so pages never overlap or skip.
-func domainOrder(key string, desc bool) func(a, b Domain) int {
-	dir := func(n int) int {
-		if desc {
-			return -n
-		}
-		return n
+	if page.NextCursor != "" {
+		list.NextCursor = &page.NextCursor
 	}
-	return func(a, b Domain) int {
-		var n int
-		switch key {
-		case "hostname":
-			n = dir(cmp.Or(cmp.Compare(a.Hostname, b.Hostname), cmp.Compare(a.Port, b.Port)))
-		case "ssl_days_remaining":
-			n = nullsLast(a.SSLDaysRemaining, b.SSLDaysRemaining, dir)
-		case "whois_days_remaining":
-			n = nullsLast(a.WhoisDaysRemaining, b.WhoisDaysRemaining, dir)
-		case "created_at":
-			n = dir(cmpTime(a.CreatedAt, b.CreatedAt))
-		}
-		return cmp.Or(n, cmp.Compare(a.ID, b.ID))
-	}
-}
-
-func nullsLast(a, b *int, dir func(int) int) int {
-	switch {
-	case a == nil && b == nil:
-		return 0
-	case a == nil:
-		return 1
-	case b == nil:
-		return -1
-	}
-	return dir(cmp.Compare(*a, *b))
-}
-
-// cmpTime orders a missing time (a domain older than created_at) first.
-func cmpTime(a, b *time.Time) int {
-	var ta, tb time.Time
-	if a != nil {
-		ta = *a
-	}
-	if b != nil {
-		tb = *b
-	}
-	return ta.Compare(tb)
+	return list, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/apiserver/grade"
 )
 
@@ -37,7 +38,7 @@ func FuzzParseDomainQuery(f *testing.F) {
 		if q.status != statusAll && !slices.Contains(grade.Statuses, q.status) {
 			t.Fatalf("accepted status %q", q.status)
 		}
-		if !slices.Contains(domainSorts, q.sort) || q.page < 1 || q.perPage < 1 || q.perPage > maxPerPage {
+		if !slices.Contains(domainindex.Sorts, q.sort) || q.page < 1 || q.perPage < 1 || q.perPage > maxPerPage {
 			t.Fatalf("accepted %+v", q)
 		}
 	})

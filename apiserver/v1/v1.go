@@ -84,13 +84,14 @@ type Handler struct {
 	alerts   *alerts.Engine
 	channels ChannelStore
 	render   gin.HandlerFunc
+	logger   *zap.Logger
 }
 
 // New returns the v1 API of cfg.
 func New(cfg Config, rdb redis.UniversalClient, store *accounts.Store, auth *httpapi.Auth, limits *httpapi.Limiter,
 	engine *alerts.Engine, chans ChannelStore, logger *zap.Logger) *Handler {
 	return &Handler{cfg: cfg, rdb: rdb, accounts: store, auth: auth, limits: limits, alerts: engine, channels: chans,
-		render: httpapi.Render(logger, style)}
+		render: httpapi.Render(logger, style), logger: logger}
 }
 
 // Routes serves /api/v1/... . Each route group adds its own routes; each

@@ -42,15 +42,7 @@ func (h *Handler) registrationsOf(ctx context.Context, domains []accounts.Domain
 // whois_status, or nil and why the days are unknown. Never a guessed
 // number: no published expiry is null.
 func (h *Handler) whoisDays(host string, regs map[string]projector.Registration, now time.Time) (*int, string) {
-	reg := projector.RegistrableOf(host)
-	if reg == "" {
-		return nil, projector.RegistrationNotRegistrable
-	}
-	r, ok := regs[reg]
-	if !ok {
-		r = projector.Registration{Domain: reg}
-	}
-	exp, reason := r.Expiry()
+	exp, reason := projector.WhoisExpiry(host, regs)
 	if exp == nil {
 		return nil, reason
 	}

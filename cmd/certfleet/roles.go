@@ -113,6 +113,11 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		gr.health.Ready("clickhouse", health.PingFunc(conn.Ping))
 	}
 	if role == "all" || role == "apiserver" {
+		// A deployment from before the list indexes builds them once;
+		// later starts find them built and go on at once.
+		if _, err := projector.BuildIndexes(ctx, rdb, false, logger); err != nil {
+			return err
+		}
 		api, err := apiserver.New(apiserver.Config{
 			Listen: o.Listen, RenewalWindow: o.RenewalWindow,
 			WarningDays: o.WarningDays, CriticalDays: o.CriticalDays, CheckTimeout: o.CheckTimeout, ImportSpacing: o.ImportSpacing,

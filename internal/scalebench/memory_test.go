@@ -208,6 +208,7 @@ var components = []struct {
 	re   *regexp.Regexp
 }{
 	{"domain records", regexp.MustCompile(`^domain:\{t\d+\}:`)},
+	{"list indexes", regexp.MustCompile(`^tenant:\{t\d+\}:[0-9a-f-]+:ix:`)},
 	{"tenant indexes", regexp.MustCompile(`^tenant:\{t\d+\}:[0-9a-f-]+:(domains|apikeys|held:.*)$`)},
 	{"alert state", regexp.MustCompile(`^alerts:state:`)},
 	{"alerts and settings", regexp.MustCompile(`^alerts?:`)},

@@ -1,0 +1,11 @@
+package domainindex
+
+// WithPlan forces q's plan: "read" (the smallest filter's members,
+// sorted) or "walk" (the sort's index, filtered).
+func WithPlan(q Query, plan string) Query {
+	q.plan = plan
+	return q
+}
+
+// DecodeCursor is decodeCursor, for the fuzz target.
+var DecodeCursor = decodeCursor

@@ -1,0 +1,120 @@
+// Package domainindex keeps, per tenant, the sorted sets and sets that
+// answer GET /api/v1/domains a page at a time, and reads pages from them
+// (List). A page costs about what the page holds, not what the tenant
+// holds: docs/scaling.md ("Per-tenant list indexes") gives the keys, the
+// cost of each query and the memory.
+//
+// Every key of a tenant's index lives in the tenant's namespace and slot,
+// beside its domain records (tenant:{tNN}:<tenant>:ix:<name>), so a script
+// that changes a domain record changes its index entries in the same
+// atomic step, and a list is one script in one Redis Cluster slot. Members
+// are domain ids.
+//
+// Two writers keep the index:
+//
+//   - apiserver/accounts, in the scripts that add, rename and remove a
+//     domain (IndexLua's functions): what needs no scan, the hostname, its
+//     labels and created_at; a new or renamed domain shows as never scanned
+//     and its registration as pending;
+//   - apiserver/projector, after a view changed (ApplyFacts): what the
+//     scans and registration lookups say. The facts are derived from the
+//     views as they are, so applying them again, or after a replay, or
+//     twice from two replicas, gives the same entries; a domain whose
+//     record is gone gets none.
+//
+// Days and statuses move with the clock, so the index keeps instants
+// (certificate notAfter, registration expiry, unix ms) and List turns the
+// asked status into score ranges at read time.
+package domainindex
+
+import (
+	"github.com/certfleet/certfleet/events"
+)
+
+// Key names under a tenant's index prefix.
+const (
+	// keyHost: zset, score 0, member "<host> <port, 5 digits> <id>": the
+	// hostname sort (lexicographic, then port) and prefix search.
+	keyHost = "host"
+	// keySuffix: zset, score 0, member "<suffix> <id>" for every proper
+	// label suffix of the hostname that still has two labels
+	// ("shop.example" of "www.shop.example"): search from a label.
+	keySuffix = "sfx"
+	// keyCreated: zset, score created_at unix ms (0 when unknown), member
+	// id: every domain of the tenant is here.
+	keyCreated = "created"
+	// keySSL: zset, score the earliest notAfter (unix ms) among the view's
+	// certificates, member id: scanned domains that showed a certificate.
+	keySSL = "ssl"
+	// keyBad: zset, same scores as keySSL, of the domains whose
+	// certificates include an invalid chain or hostname: their status is
+	// error until they expire.
+	keyBad = "bad"
+	// keyNoCert: set of scanned domains that showed no certificate
+	// (status error).
+	keyNoCert = "nocert"
+	// keySSLNull: zset, score 0: domains without ssl_days_remaining
+	// (never scanned, no certificate, no expiry), in id order: the tail
+	// of the ssl_days_remaining sort.
+	keySSLNull = "sslnull"
+	// keyWhois: zset, score the registration expiry (unix ms), member id.
+	keyWhois = "whois"
+	// keyWhoisNull: zset, score 0: domains without a known registration
+	// expiry, in id order.
+	keyWhoisNull = "wnull"
+	// keyWhoisReason + reason: set of the domains without a known expiry
+	// for that reason (pending, not-found, ...).
+	keyWhoisReason = "wr:"
+	// keyBuilt: string, the layout version the tenant's index was built
+	// with (Built, MarkBuilt).
+	keyBuilt = "built"
+	// keyTag + tag: set of the domains with that tag; keyTags: set of the
+	// tags in use (so Drop finds their sets).
+	keyTag  = "tag:"
+	keyTags = "tags"
+)
+
+// TagKey is the key of the set of tenantID's domains tagged tag.
+func TagKey(tenantID, tag string) string { return Prefix(tenantID) + keyTag + tag }
+
+// Layout is the version of the index layout; an index built with another
+// is built again at start.
+const Layout = "1"
+
+// NoExpiryMS is the score of a certificate without a well-defined
+// expiration (99991231235959Z): after every real date.
+const NoExpiryMS = 253402300799000
+
+// Reasons lists why a registration expiry is unknown: the whois_status
+// values that are not a verdict over a date. Each has its set.
+var Reasons = []string{
+	events.RegistrationNoExpiry, events.RegistrationNotFound, events.RegistrationRateLimited,
+	events.RegistrationError, ReasonPending, ReasonNotRegistrable,
+}
+
+// Reasons of the projector's (projector.RegistrationPending and
+// projector.RegistrationNotRegistrable, which a test holds equal).
+const (
+	// ReasonPending: no lookup reached the domain's registration yet.
+	ReasonPending = "pending"
+	// ReasonNotRegistrable: the host has no registrable domain.
+	ReasonNotRegistrable = "not-registrable"
+)
+
+// Prefix is the start of every index key of tenantID: in the tenant's
+// namespace (tenant:{tNN}:<tenant>:), which accounts.Forget deletes when
+// the tenant leaves.
+func Prefix(tenantID string) string {
+	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":ix:"
+}
+
+// Keys lists every key of tenantID's index (for tests and memory counts).
+func Keys(tenantID string) []string {
+	p := Prefix(tenantID)
+	out := []string{p + keyHost, p + keySuffix, p + keyCreated, p + keySSL, p + keyBad, p + keyNoCert,
+		p + keySSLNull, p + keyWhois, p + keyWhoisNull, p + keyBuilt, p + keyTags}
+	for _, r := range Reasons {
+		out = append(out, p+keyWhoisReason+r)
+	}
+	return out
+}

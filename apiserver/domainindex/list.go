@@ -1,0 +1,474 @@
+package domainindex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Sort keys of a list.
+const (
+	SortHostname  = "hostname"
+	SortSSLDays   = "ssl_days_remaining"
+	SortWhoisDays = "whois_days_remaining"
+	SortCreated   = "created_at"
+)
+
+// Sorts lists every sort key.
+var Sorts = []string{SortHostname, SortSSLDays, SortWhoisDays, SortCreated}
+
+// Statuses a status filter may ask (grade's), and the verdicts over a
+// registration expiry whois_status may ask beside Reasons.
+var (
+	Statuses      = []string{"valid", "warning", "critical", "expired", "error"}
+	WhoisVerdicts = []string{"valid", "warning", "critical", "expired"}
+)
+
+// MaxLimit is the most domains one page holds.
+const MaxLimit = 1000
+
+// Query is one page of a tenant's domains.
+type Query struct {
+	// Sort is one of Sorts; Desc reverses it, except that domains without
+	// a value for the key (never scanned, no expiry known) come last
+	// either way, in id order.
+	Sort string
+	Desc bool
+	// Status keeps the domains whose SSL status is this (Statuses); ""
+	// keeps all.
+	Status string
+	// WhoisStatus keeps the domains whose whois_status is this
+	// (WhoisVerdicts or Reasons); "" keeps all.
+	WhoisStatus string
+	// Tag keeps the domains tagged with it; "" keeps all.
+	Tag string
+	// Search keeps the domains whose hostname starts with it, or one of
+	// whose labels but the last does; a leading "." asks for a label
+	// only. Lower-case; "" keeps all.
+	Search string
+	// Limit is the page's size, 1 to MaxLimit.
+	Limit int
+	// Cursor continues after the page that returned it (Page.NextCursor)
+	// for the same sort, order and filters; "" starts at the beginning.
+	Cursor string
+	// Offset skips that many matches first (page-number paging); only
+	// without a Cursor. Its cost grows with it.
+	Offset int
+	// Now is the instant days and statuses are counted at; Warning and
+	// Critical are the thresholds in days (grade.Thresholds).
+	Now               time.Time
+	Warning, Critical int
+
+	// plan forces the script's plan ("read" or "walk"; "" chooses), for
+	// tests that check both against one answer.
+	plan string
+}
+
+// Page is one page of a list.
+type Page struct {
+	// IDs are the page's domain ids, in order.
+	IDs []string
+	// Total counts the domains that match the filters.
+	Total int
+	// NextCursor continues the list after this page; "" on the last one.
+	NextCursor string
+}
+
+// ErrBadCursor is a cursor that is not one List gave for this query.
+var ErrBadCursor = errors.New("cursor is invalid or belongs to another sort, order or filter")
+
+// Check reports a query List would refuse, naming the field.
+func (q Query) Check() error {
+	if !contains(Sorts, q.Sort) {
+		return fmt.Errorf("sort must be one of %s, got %q", strings.Join(Sorts, ", "), q.Sort)
+	}
+	if q.Status != "" && !contains(Statuses, q.Status) {
+		return fmt.Errorf("status %q is unknown", q.Status)
+	}
+	if q.WhoisStatus != "" && !contains(WhoisVerdicts, q.WhoisStatus) && !contains(Reasons, q.WhoisStatus) {
+		return fmt.Errorf("whois_status %q is unknown", q.WhoisStatus)
+	}
+	if q.Limit < 1 || q.Limit > MaxLimit {
+		return fmt.Errorf("limit must be from 1 to %d, got %d", MaxLimit, q.Limit)
+	}
+	if q.Offset < 0 {
+		return fmt.Errorf("offset must not be negative, got %d", q.Offset)
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// List reads one page of tenantID's domains from its index: the ids, in
+// order, the count of matches and the cursor of the next page.
+// recordPrefix is the start of the tenant's domain record keys (the record
+// of id is recordPrefix+id), which a search reads hostnames from.
+//
+// One script in the tenant's slot answers. Its cost is about the page's
+// size without a filter; with filters it either reads the smallest
+// filter's members and sorts them, or walks the sort's index until the
+// page is full, whichever is cheaper (docs/scaling.md).
+func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix string, q Query) (Page, error) {
+	if err := q.Check(); err != nil {
+		return Page{}, err
+	}
+	var c cursor
+	if q.Cursor != "" {
+		var err error
+		if c, err = decodeCursor(q.Cursor); err != nil || c.Fingerprint != q.fingerprint() {
+			return Page{}, ErrBadCursor
+		}
+		q.Offset = 0
+	}
+	desc, hasCur := "0", "0"
+	if q.Desc {
+		desc = "1"
+	}
+	if q.Cursor != "" {
+		hasCur = "1"
+	}
+	// Bounds in ms: an instant t is past when t < now (exactly: its whole
+	// ms is below now rounded up), within n days when t < now + (n+1) days
+	// (grade.DaysUntil rounds down).
+	nowMS := q.Now.UnixMilli()
+	if q.Now.Sub(time.UnixMilli(nowMS)) > 0 {
+		nowMS++
+	}
+	day := int64(24 * time.Hour / time.Millisecond)
+	critB, warnB := nowMS+int64(q.Critical+1)*day, nowMS+int64(q.Warning+1)*day
+	args := []any{Prefix(tenantID), recordPrefix, q.Sort, desc, q.Limit, q.Offset, hasCur,
+		c.Phase, scoreString(c.Score), c.Member,
+		q.Status, q.WhoisStatus, q.Search, nowMS, critB, warnB, q.plan, q.Tag}
+	res, err := listScript.Run(ctx, rdb, []string{Prefix(tenantID) + keyCreated}, args...).Slice()
+	if err != nil {
+		return Page{}, fmt.Errorf("list domains of %s: %w", tenantID, err)
+	}
+	// {total, {ids}, next phase, next score, next member} (the next three
+	// absent on the last page).
+	if len(res) < 2 {
+		return Page{}, fmt.Errorf("list domains of %s: got %d values", tenantID, len(res))
+	}
+	total, _ := res[0].(int64)
+	raw, _ := res[1].([]any)
+	p := Page{Total: int(total), IDs: make([]string, 0, len(raw))}
+	for _, v := range raw {
+		s, _ := v.(string)
+		p.IDs = append(p.IDs, s)
+	}
+	if len(res) == 5 {
+		phase, _ := res[2].(int64)
+		score, _ := res[3].(string)
+		member, _ := res[4].(string)
+		f, err := strconv.ParseFloat(score, 64)
+		if err != nil {
+			return Page{}, fmt.Errorf("list domains of %s: cursor score %q: %w", tenantID, score, err)
+		}
+		p.NextCursor = encodeCursor(cursor{Fingerprint: q.fingerprint(), Phase: int(phase), Score: f, Member: member})
+	}
+	return p, nil
+}
+
+// fingerprint ties a cursor to the sort, order and filters it was made
+// for.
+func (q Query) fingerprint() string {
+	return fingerprintOf(strings.Join([]string{q.Sort, strconv.FormatBool(q.Desc), q.Status, q.WhoisStatus, q.Search, q.Tag}, "\x1f"))
+}
+
+// listScript answers List. See docs/scaling.md for the plan it follows.
+//
+// KEYS: the tenant's created index (names the slot). ARGV: prefix, record
+// prefix, sort, desc, limit, offset, has cursor, cursor phase, score,
+// member, status, whois status, search, now ms, critical bound ms, warning
+// bound ms, plan ("read", "walk" or "" to choose), tag.
+var listScript = redis.NewScript(`
+local P, RP, sort, desc = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
+local limit, offset, hasCur = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
+local cphase, cscore, cmember = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
+local status, wstatus, search = ARGV[11], ARGV[12], ARGV[13]
+local now, critB, warnB, plan = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]), ARGV[17]
+local tag = ARGV[18]
+local NOEXP = ` + strconv.FormatInt(NoExpiryMS, 10) + `
+local CHUNK = 256
+
+-- The predicates: does domain id pass a filter?
+local function verdict(s)
+  if s < now then return 'expired' end
+  if s < critB then return 'critical' end
+  if s < warnB then return 'warning' end
+  return 'valid'
+end
+local function sslStatus(id)
+  local s = redis.call('ZSCORE', P .. 'ssl', id)
+  if not s then
+    if redis.call('SISMEMBER', P .. 'nocert', id) == 1 then return 'error' end
+    return ''
+  end
+  s = tonumber(s)
+  if s < now then return 'expired' end
+  if redis.call('ZSCORE', P .. 'bad', id) then return 'error' end
+  return verdict(s)
+end
+local function whoisIs(id, want)
+  local s = redis.call('ZSCORE', P .. 'whois', id)
+  if s then return verdict(tonumber(s)) == want end
+  return redis.call('SISMEMBER', P .. 'wr:' .. want, id) == 1
+end
+local dotOnly = string.sub(search, 1, 1) == '.'
+local term = search
+if dotOnly then term = string.sub(search, 2) end
+local function hostMatches(h)
+  if not dotOnly and string.sub(h, 1, #term) == term then return true end
+  local i = 1
+  while true do
+    local d = string.find(h, '.', i, true)
+    if not d then return false end
+    local rest = string.sub(h, d + 1)
+    if not string.find(rest, '.', 1, true) then return false end
+    if string.sub(rest, 1, #term) == term then return true end
+    i = d + 1
+  end
+end
+-- match: does id pass every filter? A source's members pass the search
+-- by construction (skipSearch).
+local function match(id, host, skipSearch)
+  if status ~= '' and sslStatus(id) ~= status then return false end
+  if wstatus ~= '' and not whoisIs(id, wstatus) then return false end
+  if tag ~= '' and redis.call('SISMEMBER', P .. 'tag:' .. tag, id) == 0 then return false end
+  if search ~= '' and not skipSearch then
+    host = host or redis.call('HGET', RP .. id, 'host')
+    if not host or not hostMatches(host) then return false end
+  end
+  return true
+end
+local function idOf(member)
+  local i = #member
+  while string.sub(member, i, i) ~= ' ' do i = i - 1 end
+  return string.sub(member, i + 1), string.sub(member, 1, i - 1)
+end
+
+-- The sources: each filter can list its candidates; est is how many.
+local sources = {}
+local function zsrc(key, min, max) return {kind = 'z', key = key, min = min, max = max,
+  est = redis.call('ZCOUNT', key, min, max)} end
+if status ~= '' then
+  if status == 'error' then
+    sources[#sources + 1] = {kind = 'err', est = redis.call('SCARD', P .. 'nocert') + redis.call('ZCOUNT', P .. 'bad', now, '+inf'),
+      count = redis.call('SCARD', P .. 'nocert') + redis.call('ZCOUNT', P .. 'bad', now, '+inf')}
+  else
+    local lo, hi = '-inf', '(' .. now
+    if status == 'critical' then lo, hi = now, '(' .. critB
+    elseif status == 'warning' then lo, hi = critB, '(' .. warnB
+    elseif status == 'valid' then lo, hi = warnB, '+inf' end
+    local s = zsrc(P .. 'ssl', lo, hi)
+    s.count = s.est
+    if status ~= 'expired' then s.count = s.est - redis.call('ZCOUNT', P .. 'bad', lo, hi) end
+    sources[#sources + 1] = s
+  end
+end
+if wstatus ~= '' then
+  local lo, hi
+  if wstatus == 'expired' then lo, hi = '-inf', '(' .. now
+  elseif wstatus == 'critical' then lo, hi = now, '(' .. critB
+  elseif wstatus == 'warning' then lo, hi = critB, '(' .. warnB
+  elseif wstatus == 'valid' then lo, hi = warnB, '+inf' end
+  if lo then
+    local s = zsrc(P .. 'whois', lo, hi)
+    s.count = s.est
+    sources[#sources + 1] = s
+  else
+    local n = redis.call('SCARD', P .. 'wr:' .. wstatus)
+    sources[#sources + 1] = {kind = 's', key = P .. 'wr:' .. wstatus, est = n, count = n}
+  end
+end
+if tag ~= '' then
+  local n = redis.call('SCARD', P .. 'tag:' .. tag)
+  sources[#sources + 1] = {kind = 's', key = P .. 'tag:' .. tag, est = n, count = n}
+end
+if search ~= '' then
+  local lo, hi = '[' .. term, '[' .. term .. '\255'
+  local n = redis.call('ZLEXCOUNT', P .. 'sfx', lo, hi)
+  if not dotOnly then n = n + redis.call('ZLEXCOUNT', P .. 'host', lo, hi) end
+  sources[#sources + 1] = {kind = 'lex', lo = lo, hi = hi, est = n}
+end
+
+-- members lists a source's candidates, each once.
+local function members(src)
+  local out, seen = {}, {}
+  local function add(id) if not seen[id] then seen[id] = true; out[#out + 1] = id end end
+  if src.kind == 'z' then
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', src.key, src.min, src.max)) do add(id) end
+  elseif src.kind == 's' then
+    for _, id in ipairs(redis.call('SMEMBERS', src.key)) do add(id) end
+  elseif src.kind == 'err' then
+    for _, id in ipairs(redis.call('SMEMBERS', P .. 'nocert')) do add(id) end
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'bad', now, '+inf')) do add(id) end
+  else
+    local keys = {P .. 'sfx'}
+    if not dotOnly then keys[2] = P .. 'host' end
+    for _, k in ipairs(keys) do
+      for _, m in ipairs(redis.call('ZRANGEBYLEX', k, src.lo, src.hi)) do add((idOf(m))) end
+    end
+  end
+  return out
+end
+
+local N = redis.call('ZCARD', P .. 'created')
+local best
+for _, s in ipairs(sources) do if not best or s.est < best.est then best = s end end
+
+-- The sort's key of a domain: {phase, score, member}; phase 1 holds the
+-- domains without a value, in id order whatever the direction.
+local function keyOf(id)
+  if sort == 'hostname' then
+    local r = redis.call('HMGET', RP .. id, 'host', 'port')
+    return {0, 0, (r[1] or '') .. ' ' .. string.format('%05d', tonumber(r[2] or '0')) .. ' ' .. id}
+  elseif sort == 'created_at' then
+    return {0, tonumber(redis.call('ZSCORE', P .. 'created', id) or '0'), id}
+  end
+  local key = P .. 'ssl'
+  if sort == 'whois_days_remaining' then key = P .. 'whois' end
+  local s = redis.call('ZSCORE', key, id)
+  if s and tonumber(s) < NOEXP then return {0, tonumber(s), id} end
+  return {1, 0, id}
+end
+-- before: does key a come before key b in the list's order?
+local function before(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  local asc = a[1] == 1 or not desc
+  if a[2] ~= b[2] then if asc then return a[2] < b[2] else return a[2] > b[2] end end
+  if a[3] == b[3] then return false end
+  if asc then return a[3] < b[3] else return a[3] > b[3] end
+end
+local cur = {cphase, cscore, cmember}
+
+local out, keys, total = {}, {}, 0
+-- Reading the filter's E members costs about E; walking the sort's index
+-- costs about want * N / E: read when E * E <= want * N.
+local want = offset + limit + 1
+if best and plan ~= 'walk' and (plan == 'read' or #sources > 1 or best.est <= 64 or best.est * best.est <= want * N) then
+  -- Read the smallest source and sort its matches.
+  local all = {}
+  for _, id in ipairs(members(best)) do
+    if match(id, nil, best.kind == 'lex') then all[#all + 1] = {keyOf(id), id} end
+  end
+  total = #all
+  table.sort(all, function(x, y) return before(x[1], y[1]) end)
+  local skip = offset
+  for _, e in ipairs(all) do
+    if not hasCur or before(cur, e[1]) then
+      if skip > 0 then skip = skip - 1
+      elseif #out <= limit then out[#out + 1] = e[2]; keys[#keys + 1] = e[1] end
+    end
+  end
+else
+  -- Walk the sort's index from the cursor until the page is full.
+  if #sources == 0 then total = N
+  elseif #sources == 1 and sources[1].count then total = sources[1].count
+  else
+    for _, id in ipairs(members(best)) do if match(id, nil, best.kind == 'lex') then total = total + 1 end end
+  end
+  -- The index's sequences, in list order: {key, lex, first rank, last
+  -- rank (exclusive), direction}.
+  local seqs = {}
+  if sort == 'hostname' then seqs[1] = {P .. 'host', true, 0, redis.call('ZCARD', P .. 'host'), desc}
+  elseif sort == 'created_at' then seqs[1] = {P .. 'created', false, 0, N, desc}
+  else
+    local key, null = P .. 'ssl', P .. 'sslnull'
+    if sort == 'whois_days_remaining' then key, null = P .. 'whois', P .. 'wnull' end
+    seqs[1] = {key, false, 0, redis.call('ZCOUNT', key, '-inf', '(' .. NOEXP), desc}
+    seqs[2] = {null, true, 0, redis.call('ZCARD', null), false}
+  end
+  -- lowerBound: how many of seq's members come before {score, member}
+  -- in ascending order, and whether it holds it.
+  local function lowerBound(seq, score, member)
+    local key = seq[1]
+    if seq[2] then
+      local n = redis.call('ZLEXCOUNT', key, '-', '(' .. member)
+      return n, redis.call('ZSCORE', key, member) ~= false
+    end
+    local r = redis.call('ZRANK', key, member)
+    if r and tonumber(redis.call('ZSCORE', key, member)) == score then return r, true end
+    local n = redis.call('ZCOUNT', key, '-inf', '(' .. score)
+    while true do
+      local got = redis.call('ZRANGE', key, n, n + CHUNK - 1, 'WITHSCORES')
+      if #got == 0 then return n, false end
+      for i = 1, #got, 2 do
+        if tonumber(got[i + 1]) ~= score or got[i] >= member then return n, false end
+        n = n + 1
+      end
+    end
+  end
+  local skip = offset
+  for phase, seq in ipairs(seqs) do
+    local p = phase - 1
+    if #out > limit then break end
+    if not hasCur or p >= cphase then
+      local pos
+      if hasCur and p == cphase then
+        local lb, found
+        if seq[2] then lb, found = lowerBound(seq, 0, cmember) else lb, found = lowerBound(seq, cscore, cmember) end
+        if seq[5] then pos = lb - 1 elseif found then pos = lb + 1 else pos = lb end
+      elseif seq[5] then pos = seq[4] - 1 else pos = seq[3] end
+      while #out <= limit do
+        local a, b
+        if seq[5] then
+          if pos < seq[3] then break end
+          a, b = math.max(seq[3], pos - CHUNK + 1), pos
+        else
+          if pos >= seq[4] then break end
+          a, b = pos, math.min(seq[4] - 1, pos + CHUNK - 1)
+        end
+        local got = redis.call('ZRANGE', seq[1], a, b, 'WITHSCORES')
+        local n = #got / 2
+        for j = 1, n do
+          local i = j
+          if seq[5] then i = n + 1 - j end
+          local m, sc = got[2 * i - 1], tonumber(got[2 * i])
+          local id, host = m, nil
+          if seq[1] == P .. 'host' then
+            id, host = idOf(m)
+            host = string.sub(host, 1, #host - 6)
+          end
+          if match(id, host) then
+            if skip > 0 then skip = skip - 1
+            else
+              out[#out + 1] = id
+              if seq[2] then keys[#keys + 1] = {p, 0, m} else keys[#keys + 1] = {p, sc, m} end
+              if #out > limit then break end
+            end
+          end
+        end
+        if seq[5] then pos = a - 1 else pos = b + 1 end
+      end
+    end
+  end
+end
+if #out > limit then
+  local k = keys[limit]
+  out[limit + 1] = nil
+  return {total, out, k[1], string.format('%.17g', k[2]), k[3]}
+end
+return {total, out}
+`)
+
+// scoreString is how a cursor's score reaches the script: exact for the
+// whole numbers the index holds.
+func scoreString(f float64) string {
+	if f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+		return strconv.FormatInt(int64(f), 10)
+	}
+	return strconv.FormatFloat(f, 'f', -1, 64)
+}

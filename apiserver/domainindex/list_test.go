@@ -1,0 +1,641 @@
+package domainindex_test
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/domainindex"
+	"github.com/certfleet/certfleet/apiserver/grade"
+	"github.com/certfleet/certfleet/apiserver/projector"
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/testenv"
+)
+
+var (
+	now = time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	th  = grade.Thresholds{Warning: 30, Critical: 7}
+)
+
+// lab is one tenant's domains on a real Redis (a one-node cluster, which
+// refuses any script that crosses slots), with the projector applying
+// their events as a running one does.
+type lab struct {
+	t      *testing.T
+	ctx    context.Context
+	rdb    *redis.Client
+	store  *accounts.Store
+	proj   *projector.Projector
+	tenant string
+	rng    *rand.Rand
+	// applied counts the stream's events already applied.
+	applied int
+}
+
+func newLab(t *testing.T, seed uint64) *lab {
+	t.Helper()
+	rdb := testenv.RedisCluster(t).Client(t)
+	rng := rand.New(rand.NewPCG(seed, 7))
+	// created_at ties: the clock moves by whole seconds, often not at all.
+	clock := now.Add(-400 * 24 * time.Hour)
+	store, err := accounts.New(accounts.Config{Now: func() time.Time {
+		clock = clock.Add(time.Duration(rng.IntN(3)) * time.Second)
+		return clock
+	}}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	proj, err := projector.New(projector.Config{Consumer: "test"}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &lab{t: t, ctx: context.Background(), rdb: rdb, store: store, proj: proj,
+		tenant: events.TenantID("lab@example.com"), rng: rng}
+}
+
+var (
+	labels = []string{"api", "www", "shop", "mail", "app", "a", "ab", "shopping"}
+	regs   = []string{"alpha.example", "beta.example", "shop.example", "gamma.co.uk"}
+)
+
+// randomHost is a host from a small vocabulary, so searches and
+// registrations are shared.
+func (l *lab) randomHost() string {
+	if l.rng.IntN(25) == 0 {
+		return fmt.Sprintf("192.0.2.%d", l.rng.IntN(250)+1)
+	}
+	h := regs[l.rng.IntN(len(regs))]
+	for range l.rng.IntN(3) {
+		h = labels[l.rng.IntN(len(labels))] + "." + h
+	}
+	return h
+}
+
+// add adds n domains in one bulk add and returns their ids.
+// labTags are the tags the lab's domains carry, none to two each.
+var labTags = []string{"prod", "edge", "team a"}
+
+func (l *lab) randomTags() []string {
+	var tags []string
+	for _, t := range labTags {
+		if l.rng.IntN(3) == 0 {
+			tags = append(tags, t)
+		}
+	}
+	return tags
+}
+
+func (l *lab) add(n int) {
+	nds := make([]accounts.NewDomain, n)
+	for i := range nds {
+		nds[i] = accounts.NewDomain{Host: l.randomHost(), Port: []int{443, 443, 8443}[l.rng.IntN(3)], Tags: l.randomTags()}
+	}
+	res, err := l.store.AddDomains(l.ctx, l.tenant, nds)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	// As the handler does: the new domains' registrations show at once.
+	var ids []string
+	for _, r := range res {
+		if r.Added {
+			ids = append(ids, r.Domain.ID)
+		}
+	}
+	if err := projector.SyncTenantIndex(l.ctx, l.rdb, l.tenant, ids); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// project applies the stream's events not applied yet, then extra.
+func (l *lab) project(extra ...events.Envelope) {
+	l.t.Helper()
+	all, err := events.ReadAllEvents(l.ctx, l.rdb)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	batch := append(all[l.applied:], extra...)
+	l.applied = len(all)
+	for from := 0; from < len(batch); from += 200 {
+		if err := l.proj.ApplyBatch(l.ctx, batch[from:min(from+200, len(batch))]); err != nil {
+			l.t.Fatal(err)
+		}
+	}
+}
+
+// notAfters are shared by many domains: ties in the ssl sort.
+func (l *lab) notAfter() time.Time {
+	switch l.rng.IntN(12) {
+	case 0:
+		return time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+	case 1, 2, 3:
+		return now.Add(time.Duration(l.rng.IntN(5)-2) * 24 * time.Hour)
+	}
+	return now.Add(time.Duration(l.rng.IntN(120*24)-10*24) * time.Hour).Add(time.Duration(l.rng.IntN(3)) * time.Minute)
+}
+
+// scan is a scan of d: some IPs with certificates (some invalid), some
+// without, or nothing but failures.
+func (l *lab) scan(d accounts.Domain, region string, at time.Time) events.Envelope {
+	var results []events.IPResult
+	for i := range 1 + l.rng.IntN(3) {
+		r := events.IPResult{IP: fmt.Sprintf("198.51.100.%d", i+1), Outcome: events.OutcomeOK}
+		if l.rng.IntN(6) == 0 {
+			r.Outcome = events.OutcomeConnectionRefused
+		} else {
+			na := l.notAfter()
+			r.CertificateFound, r.LeafSHA256 = true, fmt.Sprintf("%x", na.UnixNano())
+			r.NotBefore, r.NotAfter = now.Add(-90*24*time.Hour), na
+			r.KeyType, r.KeyBits, r.SignatureAlgorithm, r.TLSVersion = "ECDSA", 256, "ECDSA-SHA256", "TLS 1.3"
+			r.ChainValid, r.HostnameValid = l.rng.IntN(8) != 0, l.rng.IntN(10) != 0
+		}
+		results = append(results, r)
+	}
+	job := uuid.New()
+	ev, err := events.NewWithID(events.ScanEventID(job, region), events.ScanCompleted, l.tenant, d.ID, events.ScanCompletedV1{
+		JobID: job, DomainID: d.ID, Host: d.Host, Port: d.Port, Region: region,
+		StartedAt: at.Add(-time.Second), FinishedAt: at, Results: results,
+	})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return ev
+}
+
+// lookups are registration lookups of every registrable domain, some
+// answered with an expiry, some without, some failed.
+func (l *lab) lookups(at time.Time) []events.Envelope {
+	var out []events.Envelope
+	for _, reg := range regs {
+		r := events.RegistrationV1{Domain: reg, LookedUpAt: at.UTC().Truncate(time.Millisecond)}
+		switch l.rng.IntN(5) {
+		case 0:
+			r.Status = events.RegistrationNotFound
+		case 1:
+			r.Status = events.RegistrationRateLimited
+		case 2:
+			r.Status, r.Source = events.RegistrationNoExpiry, "rdap"
+		default:
+			exp := now.Add(time.Duration(l.rng.IntN(60*24)-5*24) * time.Hour).UTC().Truncate(time.Second)
+			r.Status, r.Source, r.ExpiresAt = events.RegistrationOK, "rdap", &exp
+		}
+		ev, err := events.New(events.RegistrationLookedUp, "", reg, r)
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// scanSome scans a share of the domains from two regions.
+func (l *lab) scanSome(share int) {
+	ds, err := l.store.ListDomains(l.ctx, l.tenant)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	var evs []events.Envelope
+	for i, d := range ds {
+		if l.rng.IntN(100) < share {
+			evs = append(evs, l.scan(d, "eu", now.Add(-time.Duration(i+1)*time.Minute)))
+			if l.rng.IntN(2) == 0 {
+				evs = append(evs, l.scan(d, "us", now.Add(-time.Duration(i+1)*time.Minute)))
+			}
+		}
+	}
+	l.project(append(evs, l.lookups(now.Add(-time.Duration(l.rng.IntN(1000))*time.Second))...)...)
+}
+
+// row is the brute-force answer's view of one domain: what GET
+// /domains shows, computed from the records and views as the handler
+// does.
+type row struct {
+	id, host string
+	port     int
+	member   string
+	created  int64
+	// ssl, whois: the sort keys (ms), nil when the domain has no days.
+	ssl, whois      *int64
+	status, wstatus string
+	tags            []string
+}
+
+func (l *lab) rows() []row {
+	l.t.Helper()
+	ds, err := l.store.ListDomains(l.ctx, l.tenant)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	ids := make([]string, len(ds))
+	hosts := make([]string, len(ds))
+	for i, d := range ds {
+		ids[i], hosts[i] = d.ID, projector.RegistrableOf(d.Host)
+	}
+	views, err := projector.Views(l.ctx, l.rdb, ids)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	regsByName, err := projector.ReadRegistrations(l.ctx, l.rdb, hosts)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	out := make([]row, len(ds))
+	for i, d := range ds {
+		sum := grade.Summarize(views[d.ID].For(d.Name()), now, th)
+		r := row{id: d.ID, host: d.Host, port: d.Port, created: d.CreatedAt.UnixMilli(), status: sum.Status, tags: d.Tags,
+			member: fmt.Sprintf("%s %05d %s", d.Host, d.Port, d.ID)}
+		if d.CreatedAt.IsZero() {
+			r.created = 0
+		}
+		if sum.DaysRemaining != nil {
+			ms := sum.First.NotAfter.UnixMilli()
+			r.ssl = &ms
+		}
+		exp, reason := projector.WhoisExpiry(d.Host, regsByName)
+		if exp != nil {
+			ms := exp.UnixMilli()
+			r.whois = &ms
+			switch days := grade.DaysUntil(*exp, now); {
+			case days < 0:
+				r.wstatus = grade.StatusExpired
+			case days <= th.Critical:
+				r.wstatus = grade.StatusCritical
+			case days <= th.Warning:
+				r.wstatus = grade.StatusWarning
+			default:
+				r.wstatus = grade.StatusValid
+			}
+		} else {
+			r.wstatus = reason
+		}
+		out[i] = r
+	}
+	return out
+}
+
+// matches is the brute force's search: the hostname, or a label suffix
+// that still has two labels, starts with the term; a leading "." asks for
+// a label only.
+func matches(host, search string) bool {
+	term, dotOnly := strings.CutPrefix(search, ".")
+	if !dotOnly && strings.HasPrefix(host, term) {
+		return true
+	}
+	parts := strings.Split(host, ".")
+	for i := 1; i < len(parts)-1; i++ {
+		if strings.HasPrefix(strings.Join(parts[i:], "."), term) {
+			return true
+		}
+	}
+	return false
+}
+
+// want is the brute-force answer to q over rows.
+func want(rows []row, q domainindex.Query) []string {
+	var sel []row
+	for _, r := range rows {
+		if (q.Status == "" || r.status == q.Status) && (q.WhoisStatus == "" || r.wstatus == q.WhoisStatus) &&
+			(q.Search == "" || matches(r.host, q.Search)) && (q.Tag == "" || slices.Contains(r.tags, q.Tag)) {
+			sel = append(sel, r)
+		}
+	}
+	dir := func(n int) int {
+		if q.Desc {
+			return -n
+		}
+		return n
+	}
+	nullable := func(a, b *int64, ida, idb string) int {
+		switch {
+		case a == nil && b == nil:
+			return cmp.Compare(ida, idb)
+		case a == nil:
+			return 1
+		case b == nil:
+			return -1
+		}
+		return dir(cmp.Or(cmp.Compare(*a, *b), cmp.Compare(ida, idb)))
+	}
+	slices.SortFunc(sel, func(a, b row) int {
+		switch q.Sort {
+		case domainindex.SortHostname:
+			return dir(cmp.Compare(a.member, b.member))
+		case domainindex.SortCreated:
+			return dir(cmp.Or(cmp.Compare(a.created, b.created), cmp.Compare(a.id, b.id)))
+		case domainindex.SortSSLDays:
+			return nullable(a.ssl, b.ssl, a.id, b.id)
+		}
+		return nullable(a.whois, b.whois, a.id, b.id)
+	})
+	out := make([]string, len(sel))
+	for i, r := range sel {
+		out[i] = r.id
+	}
+	return out
+}
+
+// check lists q to its end by cursor, in pages of random sizes, under
+// each plan, and by offset, and compares with the brute force.
+func (l *lab) check(rows []row, q domainindex.Query) {
+	l.t.Helper()
+	w := want(rows, q)
+	for _, plan := range []string{"", "read", "walk"} {
+		q := domainindex.WithPlan(q, plan)
+		var got []string
+		q.Cursor = ""
+		for pages := 0; ; pages++ {
+			q.Limit = 1 + l.rng.IntN(40)
+			p, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
+			if err != nil {
+				l.t.Fatalf("%+v: %v", q, err)
+			}
+			if p.Total != len(w) {
+				l.explain(rows, q)
+				l.t.Fatalf("%s %+v: total: got %d, want %d", plan, q, p.Total, len(w))
+			}
+			if len(p.IDs) > q.Limit || (p.NextCursor != "" && len(p.IDs) != q.Limit) {
+				l.t.Fatalf("%s %+v: got %d ids and next cursor %q", plan, q, len(p.IDs), p.NextCursor)
+			}
+			got = append(got, p.IDs...)
+			if p.NextCursor == "" || pages > len(w) {
+				break
+			}
+			q.Cursor = p.NextCursor
+		}
+		if !slices.Equal(got, w) {
+			l.t.Fatalf("%s sort=%s desc=%v status=%q whois=%q search=%q:\ngot  %v\nwant %v",
+				plan, q.Sort, q.Desc, q.Status, q.WhoisStatus, q.Search, got, w)
+		}
+		// Page numbers: the same list.
+		q.Cursor, q.Limit = "", 7
+		for off := 0; off < len(w)+7; off += 7 * (1 + l.rng.IntN(4)) {
+			q.Offset = off
+			p, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
+			if err != nil {
+				l.t.Fatal(err)
+			}
+			if ww := w[min(off, len(w)):min(off+7, len(w))]; !slices.Equal(p.IDs, ww) {
+				l.t.Fatalf("%s %+v offset %d: got %v, want %v", plan, q, off, p.IDs, ww)
+			}
+		}
+	}
+}
+
+func baseQuery() domainindex.Query {
+	return domainindex.Query{Now: now, Warning: th.Warning, Critical: th.Critical}
+}
+
+// queries are every sort in both orders with each filter value alone,
+// and random combinations.
+func (l *lab) queries() []domainindex.Query {
+	var qs []domainindex.Query
+	searches := []string{"shop", "a", ".shop", "api.alpha", "192.0", "zzz", "shopping.shop.example"}
+	for _, s := range domainindex.Sorts {
+		for _, desc := range []bool{false, true} {
+			q := baseQuery()
+			q.Sort, q.Desc = s, desc
+			qs = append(qs, q)
+			for _, st := range domainindex.Statuses {
+				f := q
+				f.Status = st
+				qs = append(qs, f)
+			}
+			for _, st := range append(slices.Clone(domainindex.WhoisVerdicts), domainindex.Reasons...) {
+				f := q
+				f.WhoisStatus = st
+				qs = append(qs, f)
+			}
+			for _, se := range searches {
+				f := q
+				f.Search = se
+				qs = append(qs, f)
+			}
+			for _, tag := range append(slices.Clone(labTags), "none") {
+				f := q
+				f.Tag = tag
+				qs = append(qs, f)
+			}
+		}
+	}
+	for range 40 {
+		q := baseQuery()
+		q.Sort, q.Desc = domainindex.Sorts[l.rng.IntN(4)], l.rng.IntN(2) == 0
+		if l.rng.IntN(2) == 0 {
+			q.Status = domainindex.Statuses[l.rng.IntN(len(domainindex.Statuses))]
+		}
+		if l.rng.IntN(2) == 0 {
+			q.WhoisStatus = append(slices.Clone(domainindex.WhoisVerdicts), domainindex.Reasons...)[l.rng.IntN(10)]
+		}
+		if l.rng.IntN(2) == 0 {
+			q.Search = searches[l.rng.IntN(len(searches))]
+		}
+		if l.rng.IntN(2) == 0 {
+			q.Tag = labTags[l.rng.IntN(len(labTags))]
+		}
+		qs = append(qs, q)
+	}
+	return qs
+}
+
+func (l *lab) checkAll() {
+	l.t.Helper()
+	rows := l.rows()
+	for _, q := range l.queries() {
+		l.check(rows, q)
+	}
+}
+
+// TestListAgainstBruteForce: every sort, order and filter, paged by
+// cursor and by number under both plans, gives what sorting and filtering
+// every domain in memory gives; and still after renames, removals, new
+// scans and lookups, and a replay of every event.
+func TestListAgainstBruteForce(t *testing.T) {
+	l := newLab(t, 1)
+	l.add(250)
+	l.project()
+	l.scanSome(80)
+	l.checkAll()
+
+	// Renames (some to another registrable domain, some only the port),
+	// removals, adds; then the projector catches up, and more scans come.
+	ds, err := l.store.ListDomains(l.ctx, l.tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var renamed []string
+	for i, d := range ds[:60] {
+		if i%3 != 2 {
+			renamed = append(renamed, d.ID)
+		}
+		switch i % 3 {
+		case 0:
+			host := l.randomHost()
+			if _, err := l.store.UpdateDomain(l.ctx, l.tenant, d.ID, accounts.DomainPatch{Host: &host}); err != nil && err != accounts.ErrDomainExists {
+				t.Fatal(err)
+			}
+		case 1:
+			port, tags := 9443, l.randomTags()
+			if _, err := l.store.UpdateDomain(l.ctx, l.tenant, d.ID, accounts.DomainPatch{Port: &port, Tags: &tags}); err != nil && err != accounts.ErrDomainExists {
+				t.Fatal(err)
+			}
+		case 2:
+			if _, err := l.store.RemoveDomain(l.ctx, l.tenant, d.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Before the projector applies the renames: a renamed domain shows as
+	// never scanned at once, and with its new host's registration once
+	// synced (the handler syncs after a rename).
+	if err := projector.SyncTenantIndex(l.ctx, l.rdb, l.tenant, renamed); err != nil {
+		t.Fatal(err)
+	}
+	l.add(30)
+	l.checkAll()
+	l.project()
+	l.scanSome(50)
+	l.checkAll()
+
+	// A replay of every event (redelivery, a second replica) changes
+	// nothing.
+	all, err := events.ReadAllEvents(l.ctx, l.rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.proj.ApplyBatch(l.ctx, all); err != nil {
+		t.Fatal(err)
+	}
+	l.checkAll()
+}
+
+// TestBuildIndexes: a deployment without indexes builds them from the
+// records and views (twice at once is harmless), and a forced rebuild
+// gives the same lists.
+func TestBuildIndexes(t *testing.T) {
+	l := newLab(t, 2)
+	l.add(120)
+	l.project()
+	l.scanSome(70)
+	rows := l.rows()
+	q := baseQuery()
+	q.Sort, q.Limit = domainindex.SortSSLDays, domainindex.MaxLimit
+	before, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(before.IDs, want(rows, q)) {
+		t.Fatalf("before: got %v, want %v", before.IDs, want(rows, q))
+	}
+	if err := domainindex.Drop(l.ctx, l.rdb, l.tenant); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q); len(p.IDs) != 0 {
+		t.Fatalf("after drop: got %d ids, want none", len(p.IDs))
+	}
+	done := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := projector.BuildIndexes(l.ctx, l.rdb, false, testenv.Logger(t))
+			done <- err
+		}()
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.checkAll()
+	n, err := projector.BuildIndexes(l.ctx, l.rdb, false, testenv.Logger(t))
+	if err != nil || n != 0 {
+		t.Fatalf("second start: built %d, %v; want 0", n, err)
+	}
+	if n, err := projector.BuildIndexes(l.ctx, l.rdb, true, testenv.Logger(t)); err != nil || n != 1 {
+		t.Fatalf("forced: built %d, %v; want 1", n, err)
+	}
+	l.checkAll()
+}
+
+// TestCursorRefused: a cursor of another query, or a forged one, is
+// ErrBadCursor.
+func TestCursorRefused(t *testing.T) {
+	l := newLab(t, 3)
+	l.add(20)
+	q := baseQuery()
+	q.Sort, q.Limit = domainindex.SortHostname, 5
+	p, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
+	if err != nil || p.NextCursor == "" {
+		t.Fatalf("got %+v, %v; want a next cursor", p, err)
+	}
+	for name, mod := range map[string]func(*domainindex.Query){
+		"other sort":   func(q *domainindex.Query) { q.Sort = domainindex.SortCreated },
+		"other order":  func(q *domainindex.Query) { q.Desc = true },
+		"other filter": func(q *domainindex.Query) { q.Status = "valid" },
+		"forged":       func(q *domainindex.Query) { q.Cursor = "bm90IGEgY3Vyc29y" },
+		"not base64":   func(q *domainindex.Query) { q.Cursor = "%%%" },
+	} {
+		q2 := q
+		q2.Cursor = p.NextCursor
+		mod(&q2)
+		if _, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q2); err != domainindex.ErrBadCursor {
+			t.Errorf("%s: got %v, want ErrBadCursor", name, err)
+		}
+	}
+}
+
+// FuzzDecodeCursor: no input makes the cursor decoder panic, and what it
+// accepts has a known phase, a finite score and a printable member.
+func FuzzDecodeCursor(f *testing.F) {
+	for _, s := range []string{"", "YzF8YWJjfDB8MTIzfGlk", "YzF8YWJjfDF8MHxpZA", "YzF8fDJ8MHxpZA", "YzF8eHwwfE5hTnxpZA", "%%%"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := domainindex.DecodeCursor(s)
+		if err != nil {
+			return
+		}
+		if c.Phase != 0 && c.Phase != 1 {
+			t.Fatalf("phase %d", c.Phase)
+		}
+		if c.Member == "" {
+			t.Fatal("empty member")
+		}
+	})
+}
+
+// explain logs what the index holds of the domains whose brute-force
+// answer differs, on a failure.
+func (l *lab) explain(rows []row, q domainindex.Query) {
+	q.Limit, q.Cursor, q.Offset = domainindex.MaxLimit, "", 0
+	p, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
+	if err != nil {
+		return
+	}
+	w := want(rows, q)
+	pre := domainindex.Prefix(l.tenant)
+	for _, r := range rows {
+		if slices.Contains(w, r.id) != slices.Contains(p.IDs, r.id) {
+			ssl, _ := l.rdb.ZScore(l.ctx, pre+"ssl", r.id).Result()
+			whois, _ := l.rdb.ZScore(l.ctx, pre+"whois", r.id).Result()
+			snap, _ := projector.ReadSnapshot(l.ctx, l.rdb, r.id)
+			regIdx, _ := l.rdb.HGetAll(l.ctx, projector.RegistrationIndexKey(projector.RegistrableOf(r.host))).Result()
+			_ = projector.SyncIndex(l.ctx, l.rdb, []string{r.id})
+			after, _ := l.rdb.ZScore(l.ctx, pre+"whois", r.id).Result()
+			all, _ := events.ReadAllEvents(l.ctx, l.rdb)
+			for _, e := range all {
+				if e.AggregateID == r.id {
+					l.t.Logf("event %s %s", e.Name, e.Payload)
+				}
+			}
+			l.t.Logf("differs: %s %s status %s whois %s; index ssl %d whois %d; view %q tenant %q in reg index %v; after sync %d",
+				r.id, r.host, r.status, r.wstatus, int64(ssl), int64(whois), snap.Name, snap.TenantID, regIdx[r.id] != "", int64(after))
+		}
+	}
+}

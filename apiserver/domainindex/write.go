@@ -1,0 +1,288 @@
+package domainindex
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// IndexLua defines the Lua functions that change a domain's entries, for
+// the scripts of apiserver/accounts to include, so the record and its
+// entries change in one step. p is Prefix of the tenant (IndexPrefixLua
+// computes it inside a script from the tenant's domains key):
+//
+//	ix_add(p, id, host, port, created_ms, tags_json)   a new domain (or a backfill)
+//	ix_rename(p, id, old_host, old_port, host, port)
+//	ix_tags(p, id, old_tags_json, tags_json)          tags changed
+//	ix_remove(p, id, host, port, tags_json)
+//
+// A new or renamed domain shows as never scanned, its registration as
+// pending, until the projector applies its facts.
+var IndexLua = `
+local IX_REASONS = {` + luaStrings(Reasons) + `}
+local function ix_suffixes(host)
+  local out, i = {}, 1
+  while true do
+    local d = string.find(host, '.', i, true)
+    if not d then return out end
+    local rest = string.sub(host, d + 1)
+    if not string.find(rest, '.', 1, true) then return out end
+    out[#out + 1] = rest
+    i = d + 1
+  end
+end
+local function ix_names(p, id, host, port, add)
+  local op, member = 'ZREM', {host .. ' ' .. string.format('%05d', tonumber(port)) .. ' ' .. id}
+  if add then op, member = 'ZADD', {0, member[1]} end
+  redis.call(op, p .. 'host', unpack(member))
+  for _, s in ipairs(ix_suffixes(host)) do
+    if add then redis.call('ZADD', p .. 'sfx', 0, s .. ' ' .. id) else redis.call('ZREM', p .. 'sfx', s .. ' ' .. id) end
+  end
+end
+local function ix_whois(p, id, exp, reason)
+  if exp ~= '' then
+    redis.call('ZADD', p .. 'whois', exp, id)
+    redis.call('ZREM', p .. 'wnull', id)
+  else
+    redis.call('ZREM', p .. 'whois', id)
+    redis.call('ZADD', p .. 'wnull', 0, id)
+  end
+  for _, r in ipairs(IX_REASONS) do
+    if r == reason and exp == '' then redis.call('SADD', p .. 'wr:' .. r, id) else redis.call('SREM', p .. 'wr:' .. r, id) end
+  end
+end
+local function ix_ssl(p, id, ssl, bad, nocert)
+  if ssl ~= '' then
+    redis.call('ZADD', p .. 'ssl', ssl, id)
+    if bad == '1' then redis.call('ZADD', p .. 'bad', ssl, id) else redis.call('ZREM', p .. 'bad', id) end
+    redis.call('SREM', p .. 'nocert', id)
+    if tonumber(ssl) >= ` + strconv.FormatInt(NoExpiryMS, 10) + ` then redis.call('ZADD', p .. 'sslnull', 0, id) else redis.call('ZREM', p .. 'sslnull', id) end
+  else
+    redis.call('ZREM', p .. 'ssl', id)
+    redis.call('ZREM', p .. 'bad', id)
+    if nocert == '1' then redis.call('SADD', p .. 'nocert', id) else redis.call('SREM', p .. 'nocert', id) end
+    redis.call('ZADD', p .. 'sslnull', 0, id)
+  end
+end
+local function ix_taglist(j)
+  if not j or j == '' then return {} end
+  local ok, t = pcall(cjson.decode, j)
+  if not ok or type(t) ~= 'table' then return {} end
+  return t
+end
+local function ix_tags(p, id, old, new)
+  for _, t in ipairs(ix_taglist(old)) do
+    redis.call('SREM', p .. 'tag:' .. t, id)
+    if redis.call('SCARD', p .. 'tag:' .. t) == 0 then redis.call('SREM', p .. 'tags', t) end
+  end
+  for _, t in ipairs(ix_taglist(new)) do
+    redis.call('SADD', p .. 'tag:' .. t, id)
+    redis.call('SADD', p .. 'tags', t)
+  end
+end
+local function ix_add(p, id, host, port, created, tags)
+  ix_names(p, id, host, port, true)
+  ix_tags(p, id, '', tags)
+  redis.call('ZADD', p .. 'created', created, id)
+  if not redis.call('ZSCORE', p .. 'ssl', id) then redis.call('ZADD', p .. 'sslnull', 0, id) end
+  if not redis.call('ZSCORE', p .. 'whois', id) and not redis.call('ZSCORE', p .. 'wnull', id) then
+    ix_whois(p, id, '', 'pending')
+  end
+end
+local function ix_rename(p, id, old_host, old_port, host, port)
+  ix_names(p, id, old_host, old_port, false)
+  ix_names(p, id, host, port, true)
+  ix_ssl(p, id, '', '0', '0')
+  if old_host ~= host then ix_whois(p, id, '', 'pending') end
+end
+local function ix_remove(p, id, host, port, tags)
+  ix_names(p, id, host, port, false)
+  ix_tags(p, id, tags, '')
+  for _, k in ipairs({'created', 'ssl', 'bad', 'sslnull', 'whois', 'wnull'}) do redis.call('ZREM', p .. k, id) end
+  redis.call('SREM', p .. 'nocert', id)
+  for _, r in ipairs(IX_REASONS) do redis.call('SREM', p .. 'wr:' .. r, id) end
+end
+`
+
+// IndexPrefixLua is a Lua expression giving Prefix of the tenant from
+// the tenant's domains key (tenant:{tNN}:<tenant>:domains, accounts'),
+// named by the Lua expression domainsKey.
+func IndexPrefixLua(domainsKey string) string {
+	return `(string.sub(` + domainsKey + `, 1, #` + domainsKey + ` - #'domains') .. 'ix:')`
+}
+
+func luaStrings(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = "'" + s + "'"
+	}
+	return strings.Join(q, ", ")
+}
+
+// addFromRecordScript indexes a domain from its record as it is now (the
+// backfill); a domain whose record is gone gets nothing.
+//
+// KEYS: the domain's record (accounts). ARGV: prefix, domain id. Returns 1
+// when indexed.
+var addFromRecordScript = redis.NewScript(IndexLua + `
+local r = redis.call('HMGET', KEYS[1], 'host', 'port', 'created_at', 'tags')
+if not r[1] then return 0 end
+ix_add(ARGV[1], ARGV[2], r[1], r[2], r[3] or '0', r[4] or '')
+return 1
+`)
+
+// AddFromRecord indexes the domains ids of tenantID from their records
+// (recordKey gives a record's key), in one pipeline: the names and
+// created_at; the facts come from ApplyFacts.
+func AddFromRecord(ctx context.Context, rdb redis.UniversalClient, tenantID string, ids []string, recordKey func(tenantID, id string) string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	p := Prefix(tenantID)
+	run := func() error {
+		pipe := rdb.Pipeline()
+		for _, id := range ids {
+			addFromRecordScript.EvalSha(ctx, pipe, []string{recordKey(tenantID, id)}, p, id)
+		}
+		_, err := pipe.Exec(ctx)
+		return err
+	}
+	err := run()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		if err = addFromRecordScript.Load(ctx, rdb).Err(); err == nil {
+			err = run()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("index %d domains of %s: %w", len(ids), tenantID, err)
+	}
+	return nil
+}
+
+// Facts is what the views say of one domain, as the index keeps it.
+type Facts struct {
+	DomainID string
+	TenantID string
+	// Host and Port are the name the SSL facts are for (the view's); the
+	// facts apply only while the record has this name, else the domain
+	// shows as never scanned.
+	Host string
+	Port int
+	// SSLMS is the earliest notAfter among the certificates seen (unix
+	// ms; NoExpiryMS when none expires); 0 when none was seen.
+	SSLMS int64
+	// Bad: a certificate seen has an invalid chain or hostname.
+	Bad bool
+	// NoCert: scanned, and no IP showed a certificate.
+	NoCert bool
+	// WhoisHost is the host the registration facts are for: they apply
+	// only while the record has this host.
+	WhoisHost string
+	// WhoisMS is the registration expiry (unix ms), 0 when unknown, and
+	// WhoisReason then says why (one of Reasons).
+	WhoisMS     int64
+	WhoisReason string
+}
+
+// applyFactsScript writes a domain's facts if its record still exists.
+//
+// KEYS: the domain's record. ARGV: prefix, id, host, port, ssl ms ("" when
+// none), bad, nocert ("1"|"0"), whois host, whois ms ("" when unknown),
+// whois reason. Returns 1 when written, 0 when the record is gone.
+var applyFactsScript = redis.NewScript(IndexLua + `
+local r = redis.call('HMGET', KEYS[1], 'host', 'port')
+if not r[1] then return 0 end
+local p, id = ARGV[1], ARGV[2]
+if r[1] == ARGV[3] and r[2] == ARGV[4] then
+  ix_ssl(p, id, ARGV[5], ARGV[6], ARGV[7])
+else
+  ix_ssl(p, id, '', '0', '0')
+end
+if r[1] == ARGV[8] then ix_whois(p, id, ARGV[9], ARGV[10]) end
+return 1
+`)
+
+// ApplyFacts writes the facts of many domains in one pipeline (recordKey
+// gives a domain record's key). Writing the same facts again changes
+// nothing.
+func ApplyFacts(ctx context.Context, rdb redis.UniversalClient, facts []Facts, recordKey func(tenantID, id string) string) error {
+	if len(facts) == 0 {
+		return nil
+	}
+	run := func() error {
+		pipe := rdb.Pipeline()
+		for _, f := range facts {
+			ssl, whois := "", ""
+			if f.SSLMS != 0 {
+				ssl = strconv.FormatInt(f.SSLMS, 10)
+			}
+			if f.WhoisMS != 0 {
+				whois = strconv.FormatInt(f.WhoisMS, 10)
+			}
+			applyFactsScript.EvalSha(ctx, pipe, []string{recordKey(f.TenantID, f.DomainID)},
+				Prefix(f.TenantID), f.DomainID, f.Host, strconv.Itoa(f.Port), ssl, flag(f.Bad), flag(f.NoCert),
+				f.WhoisHost, whois, f.WhoisReason)
+		}
+		_, err := pipe.Exec(ctx)
+		return err
+	}
+	err := run()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		if err = applyFactsScript.Load(ctx, rdb).Err(); err == nil {
+			err = run()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("index facts of %d domains: %w", len(facts), err)
+	}
+	return nil
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// Built tells whether tenantID's index was built with this Layout.
+func Built(ctx context.Context, rdb redis.UniversalClient, tenantID string) (bool, error) {
+	v, err := rdb.Get(ctx, Prefix(tenantID)+keyBuilt).Result()
+	if err == redis.Nil {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read index layout of %s: %w", tenantID, err)
+	}
+	return v == Layout, nil
+}
+
+// MarkBuilt records that tenantID's index is built with this Layout.
+func MarkBuilt(ctx context.Context, rdb redis.UniversalClient, tenantID string) error {
+	if err := rdb.Set(ctx, Prefix(tenantID)+keyBuilt, Layout, 0).Err(); err != nil {
+		return fmt.Errorf("mark index of %s built: %w", tenantID, err)
+	}
+	return nil
+}
+
+// Drop deletes tenantID's index (before a rebuild), one key at a time so
+// a big zset is freed in the background (UNLINK).
+func Drop(ctx context.Context, rdb redis.UniversalClient, tenantID string) error {
+	tags, err := rdb.SMembers(ctx, Prefix(tenantID)+keyTags).Result()
+	if err != nil {
+		return fmt.Errorf("drop index of %s: %w", tenantID, err)
+	}
+	keys := Keys(tenantID)
+	for _, t := range tags {
+		keys = append(keys, TagKey(tenantID, t))
+	}
+	for _, k := range keys {
+		if err := rdb.Unlink(ctx, k).Err(); err != nil {
+			return fmt.Errorf("drop index of %s: %w", tenantID, err)
+		}
+	}
+	return nil
+}
