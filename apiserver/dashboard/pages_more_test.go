@@ -328,13 +328,20 @@ func auditSink(t *testing.T, e *env) {
 // waitAudit reads /audit until it lists want, or fails.
 func waitAudit(t *testing.T, c *client, path string, wants ...string) string {
 	t.Helper()
+	return waitAuditRows(t, c, path, 0, wants...)
+}
+
+// waitAuditRows is waitAudit that also waits for at least rows records:
+// the sink stores them asynchronously, not all in one batch.
+func waitAuditRows(t *testing.T, c *client, path string, rows int, wants ...string) string {
+	t.Helper()
 	var body string
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		var code int
 		if code, body = c.get(path); code != http.StatusOK {
 			t.Fatalf("GET %s: got HTTP %d", path, code)
 		}
-		all := true
+		all := strings.Count(body, "<tr>")-1 >= rows
 		for _, w := range wants {
 			all = all && strings.Contains(body, w)
 		}
@@ -427,7 +434,7 @@ func TestCertificatePagesAndAudit(t *testing.T) {
 	mustContain(t, "after delete", body, "Certificate removed: shop.example.com", "No managed certificates")
 
 	// Every download, revoke and refusal above is in the audit log.
-	body = waitAudit(t, w, "/audit?operation=download", "privkey.pem", `&#34;type&#34;:&#34;key&#34;`, "failure", "Downloading a private key needs a key with write")
+	body = waitAuditRows(t, w, "/audit?operation=download", 6, "privkey.pem", `&#34;type&#34;:&#34;key&#34;`, "failure", "Downloading a private key needs a key with write")
 	if n := strings.Count(body, "<tr>") - 1; n != 6 {
 		t.Errorf("audit: got %d download records, want 6", n)
 	}
