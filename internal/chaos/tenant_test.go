@@ -67,10 +67,21 @@ func TestTenantLeaves(t *testing.T) {
 	}
 	// Jobs queued before the removal may still be scanned: wait them out,
 	// then run again to delete what they stored.
-	time.Sleep(3 * s.interval)
-	out2, _ := del()
-	if !strings.Contains(out2, "nothing left to remove") {
-		t.Errorf("second run printed:\n%s", out2)
+	// Under load a scan dispatched before the deletion can land later
+	// still; each run removes what such scans left, and the runs converge
+	// to nothing once the last job is done.
+	var out2 string
+	for run := 2; ; run++ {
+		time.Sleep(3 * s.interval)
+		out2, _ = del()
+		t.Logf("run %d printed:\n%s", run, out2)
+		if strings.Contains(out2, "nothing left to remove") {
+			break
+		}
+		if run == 6 {
+			t.Errorf("%d runs of tenant delete still found things to remove", run)
+			break
+		}
 	}
 	start := time.Now()
 	for count("SELECT count() FROM system.mutations WHERE database = currentDatabase() AND is_done = 0") > 0 {
