@@ -139,9 +139,9 @@ func testClusterMigrate(t *testing.T, ctx context.Context, c *testenv.ClickHouse
 		"scan_outcomes_hourly": "Distributed", "scan_outcomes_hourly_local": "ReplicatedAggregatingMergeTree",
 		"scan_outcomes_backfill": "Distributed", "scan_outcomes_backfill_local": "ReplicatedReplacingMergeTree",
 		"scan_outcomes_hourly_mv": "MaterializedView",
-		"view_snapshots": "Distributed", "view_snapshots_local": "ReplicatedReplacingMergeTree",
+		"view_snapshots":          "Distributed", "view_snapshots_local": "ReplicatedReplacingMergeTree",
 		"view_snapshot_rows": "Distributed", "view_snapshot_rows_local": "ReplicatedReplacingMergeTree",
-		"schema_migrations":       "ReplacingMergeTree",
+		"schema_migrations": "ReplacingMergeTree",
 	}
 	for _, s := range c.Servers {
 		sc := s.Conn(t)
