@@ -6,7 +6,8 @@
 # pulls in), openssl, curl, jq and unzip (the README's walk-through uses it),
 # prometheus (for promtool, which checks and tests deploy/'s alert rules) and
 # chromium-headless-shell (the dashboard's browser tests drive it; it makes
-# no calls home and starts in under a second, unlike full chromium).
+# no calls home and starts in under a second, unlike full chromium); and
+# axe-core's axe.min.js via scripts/axe.sh (npm) for their accessibility audit.
 # Prints nothing and touches nothing when all of them are there.
 #
 # The packages' system services are not started (a temporary policy-rc.d
@@ -44,6 +45,9 @@ missing=()
 for w in "${wanted[@]}"; do
 	found "${w#*:}" || missing+=("${w%%:*}")
 done
+# axe-core for the dashboard's accessibility audit (npm, not apt).
+bash "$(dirname "$0")/axe.sh"
+
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
 command -v apt-get >/dev/null 2>&1 ||

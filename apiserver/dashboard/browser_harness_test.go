@@ -269,3 +269,52 @@ func (b *browser) acceptedDialogs() []string {
 	defer b.mu.Unlock()
 	return append([]string(nil), b.dialogs...)
 }
+
+// axeVersion is the axe-core release scripts/axe.sh fetches; keep the two
+// (and docs/dashboard.md) in step.
+const axeVersion = "4.14.1"
+
+var axeScript = sync.OnceValues(func() ([]byte, error) {
+	return os.ReadFile(filepath.Join(testenv.RepoRoot(), ".data", "npm", "axe-core-"+axeVersion, "axe.min.js"))
+})
+
+// axeViolation is one failed axe-core rule with the selectors of the
+// elements that fail it.
+type axeViolation struct {
+	ID     string   `json:"id"`
+	Impact string   `json:"impact"`
+	Help   string   `json:"help"`
+	Nodes  []string `json:"nodes"`
+}
+
+// audit runs axe-core's WCAG 2 A and AA rules on the current page (page
+// names it in messages) and fails the test on every serious or critical
+// violation; minor and moderate ones are logged. The script goes in
+// through Runtime.evaluate, which the dashboard's CSP does not govern.
+func (b *browser) audit(page string) {
+	b.t.Helper()
+	src, err := axeScript()
+	if err != nil {
+		b.t.Fatalf("audit %s: no axe-core (%v): run `go tool task deps`, which fetches axe-core@%s", page, err, axeVersion)
+	}
+	var vs []axeViolation
+	b.step("audit "+page, func(ctx context.Context) error {
+		typ, err := chromedp.Run(ctx, chromedp.Evaluate[string](string(src)+"\n;typeof axe"))
+		if err != nil {
+			return fmt.Errorf("inject axe-core: %w", err)
+		}
+		if typ != "object" {
+			return fmt.Errorf("inject axe-core: axe is %s", typ)
+		}
+		vs, err = chromedp.Run(ctx, chromedp.Evaluate[[]axeViolation](`axe.run(document, {runOnly: ['wcag2a', 'wcag2aa'], resultTypes: ['violations']}).then(r => r.violations.map(v => ({id: v.id, impact: v.impact || '', help: v.help, nodes: v.nodes.map(n => n.target.join(' '))})))`, chromedp.EvalAwaitPromise))
+		return err
+	})
+	for _, v := range vs {
+		msg := fmt.Sprintf("axe on %s: %s (%s): %s: %s", page, v.ID, v.Impact, v.Help, strings.Join(v.Nodes, ", "))
+		if v.Impact == "serious" || v.Impact == "critical" {
+			b.t.Error(msg)
+		} else {
+			b.t.Log(msg)
+		}
+	}
+}

@@ -29,6 +29,7 @@ func TestBrowserMorePages(t *testing.T) {
 		t.Errorf("alerts: got flash %q", got)
 	}
 	b.shot("alerts")
+	b.audit("alerts")
 	b.check()
 
 	b.open("/channels")
@@ -47,6 +48,7 @@ func TestBrowserMorePages(t *testing.T) {
 		t.Error("channels: the test was not requested")
 	}
 	b.shot("channels")
+	b.audit("channels")
 	b.check()
 
 	b.open("/client-certs")
@@ -58,6 +60,7 @@ func TestBrowserMorePages(t *testing.T) {
 		t.Errorf("client certs: revoke asked %q, want a confirmation", d)
 	}
 	b.shot("client-certs")
+	b.audit("client-certs")
 	b.check()
 
 	b.open("/managed-certs")
@@ -66,6 +69,7 @@ func TestBrowserMorePages(t *testing.T) {
 		t.Errorf("managed certs: got flash %q", got)
 	}
 	b.shot("managed-certs")
+	b.audit("managed-certs")
 	b.check()
 
 	b.open("/audit")
@@ -78,12 +82,14 @@ func TestBrowserMorePages(t *testing.T) {
 	waitAudit(t, e.client(t, e.read), "/audit", "revoke", "renew")
 	b.open("/audit")
 	b.shot("audit")
+	b.audit("audit")
 	b.check()
 
 	b.signOut()
 	b.signIn(e.read)
 	for _, p := range []string{"/alerts", "/channels", "/client-certs", "/managed-certs", "/audit"} {
 		b.open(p)
+		b.audit("read-only " + p)
 		if n := b.count(`form[method="post"]:not([action="/signout"]):not([action*="/download/"])`); n != 0 {
 			t.Errorf("%s (read key): got %d forms that change things, want none", p, n)
 		}
@@ -96,5 +102,6 @@ func TestBrowserMorePages(t *testing.T) {
 		t.Error("client certs (read key): no certificate download")
 	}
 	b.shot("client-certs-read")
+	b.audit("client-certs-read")
 	b.check()
 }

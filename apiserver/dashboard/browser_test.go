@@ -51,6 +51,7 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("/ without a session: got %s, want the sign-in page", loc)
 	}
 	b.shot("signin")
+	b.audit("signin")
 	b.signIn(e.write)
 	if got := b.text("h1"); got != "Overview" {
 		t.Errorf("after sign-in: got heading %q, want Overview", got)
@@ -62,6 +63,7 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("overview problems: got %q, want %s", got, expired.Host)
 	}
 	b.shot("overview")
+	b.audit("overview")
 	b.check()
 
 	t.Run("add a domain and see its results", func(t *testing.T) {
@@ -96,11 +98,14 @@ func TestBrowser(t *testing.T) {
 		waitFor(t, e, "/domains/"+multi, "Handshake latency")
 		b.open("/domains/" + multi)
 		b.shot("domain")
+		b.audit("domain")
 		b.open("/domains?sort=hostname&order=asc")
+		b.audit("domains")
 		if n := b.count("table.domains tbody tr"); n != 3 {
 			t.Errorf("domains: got %d rows, want 3", n)
 		}
 		b.shot("domains")
+		b.audit("domains")
 		b.do("filter by tag", chromedp.SendKeys("#f-tag", "legacy"), chromedp.Submit("#f-tag"))
 		b.waitLocation("tag=legacy")
 		if n := b.count("table.domains tbody tr"); n != 1 {
@@ -143,6 +148,7 @@ func TestBrowser(t *testing.T) {
 		b.signIn(e.read)
 		for _, path := range []string{"/", "/domains", "/domains/" + waitDomainScanned(t, e, valid.Host)} {
 			b.open(path)
+			b.audit("read-only " + path)
 			if n := b.count(`form[method="post"]:not([action="/signout"])`); n != 0 {
 				t.Errorf("%s with a read-only key: got %d forms that change things, want none", path, n)
 			}
@@ -151,6 +157,7 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("read-only key: got %q in the navigation, want read-only", got)
 		}
 		b.shot("read-only")
+		b.audit("read-only")
 		b.check()
 		// The same key's POSTs are refused, CSRF token and all.
 		c := e.client(t, e.read)
