@@ -235,15 +235,19 @@ func usage(t *testing.T, rdb *redis.Client) (map[string]int64, int64, []string) 
 	if err := iter.Err(); err != nil {
 		t.Fatal(err)
 	}
-	pipe := rdb.Pipeline()
+	// One pipeline per 10,000 keys: at 1M domains (millions of keys) a
+	// single one outlasted the client's write timeout.
 	mem := make([]*redis.IntCmd, len(keys))
 	typ := make([]*redis.StatusCmd, len(keys))
-	for i, k := range keys {
-		mem[i] = pipe.MemoryUsage(ctx, k, 0)
-		typ[i] = pipe.Type(ctx, k)
-	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		t.Fatal(err)
+	for from := 0; from < len(keys); from += 10000 {
+		pipe := rdb.Pipeline()
+		for i := from; i < min(from+10000, len(keys)); i++ {
+			mem[i] = pipe.MemoryUsage(ctx, keys[i], 0)
+			typ[i] = pipe.Type(ctx, keys[i])
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for i, k := range keys {
 		if typ[i].Val() == "stream" {
