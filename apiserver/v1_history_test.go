@@ -317,6 +317,24 @@ func TestScanHistoryAPI(t *testing.T) {
 		if p.Later != (v1.StatsCount{Endpoints: 3, Domains: 1, Certificates: 1}) || p.Expired != (v1.StatsCount{}) {
 			t.Errorf("planner: got later %+v expired %+v, want later 3/1/1, none expired", p.Later, p.Expired)
 		}
+		for _, w := range p.Weeks {
+			if w.Registrations != 0 {
+				t.Errorf("planner week %s: %d registrations before any lookup", w.Week, w.Registrations)
+			}
+		}
+		// example.com, under both of alice's domains, expires in 20 days
+		// (2030-06-21, week 25): counted once, in that week.
+		regExp := now.Add(20 * day)
+		publishLookup(t, rdb, "example.com", events.RegistrationOK, now.Add(-time.Hour), &regExp)
+		for i, w := range get("").ExpiryPlanner.Weeks {
+			want := uint64(0)
+			if i == 3 {
+				want = 1
+			}
+			if w.Registrations != want {
+				t.Errorf("planner week %s: got %d registrations, want %d", w.Week, w.Registrations, want)
+			}
+		}
 		if len(s.Regions) != 2 {
 			t.Fatalf("regions: got %+v, want eu and us", s.Regions)
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
+	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/schema"
 )
@@ -340,6 +341,10 @@ type ExpiryWeek struct {
 	Endpoints    uint64    `json:"endpoints"`
 	Domains      uint64    `json:"domains"`
 	Certificates uint64    `json:"certificates"`
+	// Registrations counts the registrable domains (eTLD+1) of the
+	// account's domains whose registration expires that week (RDAP or
+	// WHOIS, as GET /domains/{id}/whois shows it).
+	Registrations uint64 `json:"registrations"`
 }
 
 // ExpiryPlanner counts the latest certificates by when they expire.
@@ -437,11 +442,29 @@ func (h *Handler) Stats(ctx context.Context, tenant, window string) (Stats, erro
 		out.Alerts.OpenTotal += n
 	}
 	out.Domains = len(domains)
+	planned := map[string]bool{}
 	for _, d := range domains {
 		_, status := h.whoisDays(d.Host, regs, now)
 		out.Registrations[status]++
+		if reg := projector.RegistrableOf(d.Host); !planned[reg] {
+			planned[reg] = true
+			if exp, _ := projector.WhoisExpiry(d.Host, regs); exp != nil {
+				planRegistration(&out.ExpiryPlanner, *exp)
+			}
+		}
 	}
 	return out, nil
+}
+
+// planRegistration counts a registration expiring at exp in the planner's
+// week that holds it, if any.
+func planRegistration(p *ExpiryPlanner, exp time.Time) {
+	for i := range p.Weeks {
+		if w := &p.Weeks[i]; !exp.Before(w.StartsAt) && exp.Before(w.StartsAt.AddDate(0, 0, 7)) {
+			w.Registrations++
+			return
+		}
+	}
 }
 
 // fleetStats is what ClickHouse counts of tenant's fleet over the window
