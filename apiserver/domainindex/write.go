@@ -74,6 +74,7 @@ local function ix_taglist(j)
   return t
 end
 local function ix_tags(p, id, old, new)
+  if old == new then return end
   for _, t in ipairs(ix_taglist(old)) do
     redis.call('SREM', p .. 'tag:' .. t, id)
     if redis.call('SCARD', p .. 'tag:' .. t) == 0 then redis.call('SREM', p .. 'tags', t) end

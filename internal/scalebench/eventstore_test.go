@@ -16,7 +16,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
-	"github.com/certfleet/certfleet/apiserver/alerts"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/coordinator/sink"
 	"github.com/certfleet/certfleet/events"
@@ -231,14 +230,7 @@ func TestEventStoreAtScale(t *testing.T) {
 		}
 	}
 
-	eng, err := alerts.New(alerts.Config{}, rdb, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proj, err := projector.New(projector.Config{Consumer: "proj", Evaluator: eng}, rdb, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
+	proj := newProjector(t, rdb, logger)
 	wg.Go(func() { _ = proj.Run(ctx) })
 	took = waitDrained(t, ctx, rdb, projector.Group, time.Duration(len(history)/100+120)*time.Second)
 	t.Logf("projector: %d events applied in %s (%.0f/s, with the alert engine)", len(history), took.Round(time.Millisecond), float64(len(history))/took.Seconds())

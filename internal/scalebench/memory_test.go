@@ -69,14 +69,7 @@ func TestRedisMemoryPerDomain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := alerts.New(alerts.Config{}, rdb, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proj, err := projector.New(projector.Config{Consumer: "proj", Evaluator: eng}, rdb, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
+	proj := newProjector(t, rdb, logger)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
@@ -309,4 +302,19 @@ func scheduledCount(t *testing.T, ctx context.Context, rdb *redis.Client) int64 
 		n += rdb.ZCard(ctx, fmt.Sprintf("schedule:{%02d}", i)).Val()
 	}
 	return n
+}
+
+// newProjector is the projector with the alert engine, as an API server
+// runs them, for the benchmarks to load.
+func newProjector(t *testing.T, rdb *redis.Client, logger *zap.Logger) *projector.Projector {
+	t.Helper()
+	eng, err := alerts.New(alerts.Config{}, rdb, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proj, err := projector.New(projector.Config{Consumer: "proj", Evaluator: eng}, rdb, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return proj
 }
