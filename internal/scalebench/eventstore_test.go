@@ -290,25 +290,34 @@ func TestEventStoreAtScale(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
-	want := readViews(t, rdb, f)
+	want := readViews(t, rdb, f.ids())
 
 	fromSnap, err := projector.RebuildFromSnapshot(context.Background(), rdb, conn, projector.RebuildConfig{}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := readViews(t, rdb, f); !reflect.DeepEqual(got, want) {
+	if got := readViews(t, rdb, f.ids()); !reflect.DeepEqual(got, want) {
 		t.Errorf("views rebuilt from the snapshot differ from the live ones in %d domains", diffCount(got, want))
 	}
 	full, err := projector.RebuildFromSnapshot(context.Background(), rdb, conn, projector.RebuildConfig{Full: true}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := readViews(t, rdb, f); !reflect.DeepEqual(got, want) {
+	if got := readViews(t, rdb, f.ids()); !reflect.DeepEqual(got, want) {
 		t.Errorf("views rebuilt from every event differ from the live ones in %d domains", diffCount(got, want))
 	}
 	t.Logf("view rebuild at %d domains: from the snapshot %s (%d views restored in %s, %d events replayed); from the first event %s (%d events); %.1fx faster",
 		n, fromSnap.Took.Round(time.Millisecond), fromSnap.Restored, fromSnap.Restoring.Round(time.Millisecond), fromSnap.Replayed,
 		full.Took.Round(time.Millisecond), full.Replayed, full.Took.Seconds()/fromSnap.Took.Seconds())
+}
+
+// ids are the fleet's domain ids.
+func (f *fleet) ids() []string {
+	ids := make([]string, len(f.doms))
+	for i, d := range f.doms {
+		ids[i] = d.id
+	}
+	return ids
 }
 
 // redisCalls is the commands Redis has run, from INFO commandstats, but
@@ -336,16 +345,12 @@ func redisCalls(t *testing.T, ctx context.Context, rdb *redis.Client) int64 {
 	return n
 }
 
-// readViews reads every domain's view, versions aside.
-func readViews(t *testing.T, rdb *redis.Client, f *fleet) map[string]projector.Snapshot {
+// readViews reads the views of the domains ids, versions aside.
+func readViews(t *testing.T, rdb *redis.Client, ids []string) map[string]projector.Snapshot {
 	t.Helper()
-	out := make(map[string]projector.Snapshot, len(f.doms))
-	for i := 0; i < len(f.doms); i += 1000 {
-		ids := make([]string, 0, 1000)
-		for _, d := range f.doms[i:min(i+1000, len(f.doms))] {
-			ids = append(ids, d.id)
-		}
-		snaps, err := projector.ReadSnapshots(context.Background(), rdb, ids)
+	out := make(map[string]projector.Snapshot, len(ids))
+	for i := 0; i < len(ids); i += 1000 {
+		snaps, err := projector.ReadSnapshots(context.Background(), rdb, ids[i:min(i+1000, len(ids))])
 		if err != nil {
 			t.Fatal(err)
 		}
