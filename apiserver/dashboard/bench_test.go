@@ -5,17 +5,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/dashboard"
+	"github.com/certfleet/certfleet/internal/latency"
 	"github.com/certfleet/certfleet/schema"
 )
 
@@ -71,11 +69,8 @@ func benchOverview(b *testing.B, history bool, plannerTTL time.Duration) {
 		}
 	}
 
-	hello := gin.New()
-	hello.GET("/", func(c *gin.Context) { c.String(http.StatusOK, "hello, world") })
-	hs := httptest.NewServer(hello)
-	b.Cleanup(hs.Close)
-	hc := &http.Client{}
+	hello := latency.HelloWorld(b)
+	hc := latency.Client()
 
 	timed := func(client *http.Client, url string) time.Duration {
 		start := time.Now()
@@ -93,18 +88,12 @@ func benchOverview(b *testing.B, history bool, plannerTTL time.Duration) {
 	var page, base []time.Duration
 	b.ResetTimer()
 	for b.Loop() {
-		base = append(base, timed(hc, hs.URL+"/"))
+		base = append(base, timed(hc, hello))
 		page = append(page, timed(c.http, e.URL+"/"))
 	}
 	b.StopTimer()
-	pp, pb := p99(page), p99(base)
+	pp, pb := latency.Percentile(page, 99), latency.Percentile(base, 99)
 	b.ReportMetric(float64(pp.Microseconds())/1000, "overview-p99-ms")
 	b.ReportMetric(float64(pb.Microseconds())/1000, "hello-p99-ms")
 	b.ReportMetric(float64(pp)/float64(pb), "ratio-p99")
-}
-
-func p99(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[min(len(s)-1, len(s)*99/100)]
 }
