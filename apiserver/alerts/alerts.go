@@ -20,10 +20,18 @@
 // ({tNN} is the tenant's hash tag, events.TenantTag; see stateKey)
 //
 //	alerts:state:{tNN}:<domain_id>   hash: "@ver" (view version last evaluated),
-//	                           "@tenant", "@name" (host:port), "c|<condition>"
-//	                           -> JSON of the active alert, "leaf|<ip>" -> the
-//	                           leaf last known on the IP, "ann|<sha256>" -> 1
-//	                           when cert_changed told of that leaf
+//	                           "@name" (host:port), "c|<condition>" -> JSON of
+//	                           the active alert, "l" -> the leaf last known on
+//	                           each IP ("<sha>=<ip>,<ip> <sha>=<ip>"), "a" ->
+//	                           the leaves cert_changed told of ("<sha> <sha>");
+//	                           <sha> is the first 16 hex digits of a leaf's
+//	                           SHA-256. Only while the domain's record
+//	                           (accounts, domain:{tNN}:<domain_id>) exists:
+//	                           its removal resolves the alerts and drops the
+//	                           state. States written before this layout
+//	                           ("@tenant", "leaf|<ip>" -> SHA-256,
+//	                           "ann|<sha256>" -> 1) are read, and rewritten at
+//	                           the next evaluation (plan.go).
 //	alerts:tenant:{tNN}:<tenant>     zset of alert ids by triggered ms
 //	alerts:tenant:{tNN}:<tenant>:domain:<domain_id>   the same, one domain's
 //	alert:{tNN}:<alert_id>           hash: "raised" (JSON AlertRaisedV1),
@@ -321,24 +329,30 @@ const staleRetries = 8
 //
 // KEYS (all in the tenant's slot): alerts:state:<domain>, the tenant's
 // event stream, alerts:tenant:<tenant>, alerts:tenant:<tenant>:domain:<domain>,
-// alerts:tenant:<tenant>:open, then alert:<id> of every raised alert and
-// then of every resolved one, in the plan's order.
+// alerts:tenant:<tenant>:open, the domain's record (accounts), then
+// alert:<id> of every raised alert and then of every resolved one, in the
+// plan's order.
 // ARGV: version read, snapshot version, maxlen, plan JSON {"del": [field],
 // "set": [field, value, ...], "raised": [[triggered ms, JSON, alert id,
 // type counted open or "" for a notice]], "resolved": [[resolved ms,
-// reason, type]], "events": [[stream field, value, ...]]}. The open
-// counts change only once built (OpenCounts builds them), and only with a
-// record that changes: a retried plan counts nothing twice. Returns "ok", "stale" (the state moved: plan again) or "old"
-// (a snapshot as new was evaluated already).
+// reason, type]], "events": [[stream field, value, ...]], "drop": true
+// for a removed domain}. The open counts change only once built
+// (OpenCounts builds them), and only with a record that changes: a
+// retried plan counts nothing twice. A plan that does not drop applies
+// only while the domain's record exists, so that an evaluation racing the
+// domain's removal never writes its state again. Returns "ok", "stale"
+// (the state moved or the record went: plan again) or "old" (a snapshot
+// as new was evaluated already).
 var reconcileScript = redis.NewScript(`
 local cur = tonumber(redis.call('HGET', KEYS[1], '@ver') or '0')
 if cur ~= tonumber(ARGV[1]) then return 'stale' end
 if tonumber(ARGV[2]) <= cur then return 'old' end
 local p = cjson.decode(ARGV[4])
+if not p.drop and redis.call('EXISTS', KEYS[6]) == 0 then return 'stale' end
 for _, f in ipairs(p.del) do redis.call('HDEL', KEYS[1], f) end
 for i = 1, #p.set, 2 do redis.call('HSET', KEYS[1], p.set[i], p.set[i + 1]) end
 local counted = redis.call('HEXISTS', KEYS[5], '@v') == 1
-local k = 6
+local k = 7
 for _, r in ipairs(p.raised) do
   if redis.call('EXISTS', KEYS[k]) == 0 then
     redis.call('HSET', KEYS[k], 'raised', r[2])
@@ -360,7 +374,11 @@ end
 for _, ev in ipairs(p.events) do
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ev))
 end
-redis.call('HSET', KEYS[1], '@ver', ARGV[2])
+if p.drop then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('HSET', KEYS[1], '@ver', ARGV[2])
+end
 return 'ok'
 `)
 
@@ -371,6 +389,7 @@ type scriptPlan struct {
 	Raised   [][]string `json:"raised"`
 	Resolved [][]string `json:"resolved"`
 	Events   [][]any    `json:"events"`
+	Drop     bool       `json:"drop,omitempty"`
 }
 
 // Evaluate brings the alerts of each domain in line with its view. The
@@ -386,13 +405,9 @@ func (e *Engine) Evaluate(ctx context.Context, domainIDs []string) error {
 		return err
 	}
 	pipe := e.rdb.Pipeline()
-	stateCmds := make([]*redis.MapStringStringCmd, len(domainIDs))
-	heldCmds := make([]*redis.IntCmd, len(domainIDs))
-	for i, id := range domainIDs {
-		// The state lives in the tenant's slot: a view that names no
-		// tenant has no state to read and is not evaluated (prepare).
-		stateCmds[i] = pipe.HGetAll(ctx, stateKey(snaps[i].TenantID, id))
-		heldCmds[i] = accounts.HeldCmd(ctx, pipe, snaps[i].TenantID, id)
+	reads := make([]domainReads, len(domainIDs))
+	for i := range domainIDs {
+		reads[i] = queueDomainReads(ctx, pipe, snaps[i])
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("read alert state of %d domains: %w", len(domainIDs), err)
@@ -412,7 +427,7 @@ func (e *Engine) Evaluate(ctx context.Context, domainIDs []string) error {
 	settings := e.settingsCache()
 	jobs := make([]*job, 0, len(domainIDs))
 	for i := range domainIDs {
-		j, err := e.prepare(ctx, snaps[i], stateCmds[i].Val(), heldCmds[i].Val() > 0, regs, managed[snaps[i].DomainID], regions, settings)
+		j, err := e.prepare(ctx, snaps[i], reads[i], regs, managed[snaps[i].DomainID], regions, settings)
 		if err != nil {
 			if err := e.skip(domainIDs[i], err); err != nil {
 				return err
@@ -516,6 +531,24 @@ func (e *Engine) settingsCache() func(ctx context.Context, tenant string) (Setti
 	}
 }
 
+// domainReads are the reads of a domain's slot an evaluation plans from.
+type domainReads struct {
+	state  *redis.MapStringStringCmd // the alert state hash
+	record *redis.IntCmd             // 1 while the domain's record exists
+	held   *redis.IntCmd             // positive when a held key added it
+}
+
+// queueDomainReads queues on pipe the reads of snap's domain. The state
+// lives in the tenant's slot: a view that names no tenant has no state to
+// read and is not evaluated (prepare).
+func queueDomainReads(ctx context.Context, pipe redis.Pipeliner, snap projector.Snapshot) domainReads {
+	return domainReads{
+		state:  pipe.HGetAll(ctx, stateKey(snap.TenantID, snap.DomainID)),
+		record: pipe.Exists(ctx, accounts.DomainKey(snap.TenantID, snap.DomainID)),
+		held:   accounts.HeldCmd(ctx, pipe, snap.TenantID, snap.DomainID),
+	}
+}
+
 // job is one domain's planned change with its script call.
 type job struct {
 	snap    projector.Snapshot
@@ -526,30 +559,39 @@ type job struct {
 	args    []any
 }
 
-// prepare plans one domain's change from its snapshot and alert state
-// hash; nil when there is nothing to do (the snapshot is not newer than
-// the one evaluated, no tenant is known, or the domain is held: a claimed
-// key the account has not approved added it, accounts/held.go). A held
-// domain's state does not move, so its first scan after the approval is
-// evaluated.
-func (e *Engine) prepare(ctx context.Context, snap projector.Snapshot, h map[string]string, held bool,
+// prepare plans one domain's change from its snapshot and the reads of
+// its slot; nil when there is nothing to do (the snapshot is not newer
+// than the one evaluated, no tenant is known, the domain was removed and
+// has no state left, or the domain is held: a claimed key the account has
+// not approved added it, accounts/held.go). A held domain's state does
+// not move, so its first scan after the approval is evaluated.
+//
+// A domain whose record is gone was removed, whatever its view says (a
+// scan applied after the removal puts entries back in it): its alerts are
+// resolved and its state dropped, and a state already dropped is not
+// written again.
+func (e *Engine) prepare(ctx context.Context, snap projector.Snapshot, r domainReads,
 	regs map[string]projector.Registration, managed *managedcert.Certificate, regions []presence.Region,
 	settings func(context.Context, string) (Settings, error)) (*job, error) {
-	st, err := decodeState(snap.DomainID, h)
-	if err != nil {
-		return nil, unusable{err}
-	}
-	if snap.Version <= st.ver || held {
-		return nil, nil
-	}
 	tenant := snap.TenantID
-	if tenant == "" {
-		tenant = st.tenant
-	}
 	if tenant == "" {
 		// Only events without a tenant reached this view (a tool or a
 		// test feeding scans by hand): no one to alert.
 		e.logger.Warn("not evaluating alerts of a domain without tenant", zap.String("domain_id", snap.DomainID))
+		return nil, nil
+	}
+	h := r.state.Val()
+	if r.record.Val() == 0 {
+		snap.Removed = true
+	}
+	if snap.Removed && len(h) == 0 {
+		return nil, nil
+	}
+	st, err := decodeState(snap.DomainID, h)
+	if err != nil {
+		return nil, unusable{err}
+	}
+	if snap.Version <= st.ver || r.held.Val() > 0 {
 		return nil, nil
 	}
 	set, err := settings(ctx, tenant)
@@ -613,8 +655,7 @@ func (e *Engine) evaluateDomain(ctx context.Context, domainID string) error {
 			return err
 		}
 		pipe := e.rdb.Pipeline()
-		stateCmd := pipe.HGetAll(ctx, stateKey(snap.TenantID, domainID))
-		heldCmd := accounts.HeldCmd(ctx, pipe, snap.TenantID, domainID)
+		reads := queueDomainReads(ctx, pipe, snap)
 		if _, err := pipe.Exec(ctx); err != nil {
 			return fmt.Errorf("read alert state of %s: %w", domainID, err)
 		}
@@ -630,7 +671,7 @@ func (e *Engine) evaluateDomain(ctx context.Context, domainID string) error {
 		if err != nil {
 			return err
 		}
-		j, err := e.prepare(ctx, snap, stateCmd.Val(), heldCmd.Val() > 0, regs, managed[domainID], regions, settings)
+		j, err := e.prepare(ctx, snap, reads, regs, managed[domainID], regions, settings)
 		if err != nil || j == nil {
 			return e.skip(domainID, err)
 		}
@@ -668,14 +709,15 @@ func (e *Engine) apply(ctx context.Context, domainID, tenant string, readVer, sn
 
 // scriptCall is reconcileScript's keys and arguments for ch.
 func (e *Engine) scriptCall(domainID, tenant string, readVer, snapVer int64, ch change) ([]string, []any, error) {
-	sp := scriptPlan{Del: ch.del, Set: []string{}, Raised: [][]string{}, Resolved: [][]string{}, Events: [][]any{}}
+	sp := scriptPlan{Del: ch.del, Set: []string{}, Raised: [][]string{}, Resolved: [][]string{}, Events: [][]any{}, Drop: ch.drop}
 	if sp.Del == nil {
 		sp.Del = []string{}
 	}
 	for _, f := range slices.Sorted(maps.Keys(ch.set)) {
 		sp.Set = append(sp.Set, f, ch.set[f])
 	}
-	keys := []string{stateKey(tenant, domainID), events.EventStream(tenant), tenantKey(tenant), tenantDomainKey(tenant, domainID), openKey(tenant)}
+	keys := []string{stateKey(tenant, domainID), events.EventStream(tenant), tenantKey(tenant), tenantDomainKey(tenant, domainID),
+		openKey(tenant), accounts.DomainKey(tenant, domainID)}
 	for _, r := range ch.raised {
 		body, err := json.Marshal(r.payload)
 		if err != nil {

@@ -15,6 +15,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/accounts/accountstest"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/presence"
@@ -34,7 +36,8 @@ var (
 	day = 24 * time.Hour
 )
 
-// fixture is one Redis with projector replicas that evaluate alerts.
+// fixture is one Redis with projector replicas that evaluate alerts, and
+// the domain added (its record, then its domain.added).
 type fixture struct {
 	t      *testing.T
 	rdb    *redis.Client
@@ -60,8 +63,29 @@ func newFixture(t *testing.T, replicas int) *fixture {
 		}
 		f.proj = append(f.proj, p)
 	}
-	f.apply(domainEvent(t, events.DomainAdded, host, t0.Add(-day)))
+	f.addDomain(tenant, domainID, host)
 	return f
+}
+
+// addDomain adds the domain id of tnt named host:443 as the accounts
+// store does: its record, then its domain.added.
+func (f *fixture) addDomain(tnt, id, h string) {
+	f.t.Helper()
+	accountstest.PutDomain(f.t, f.rdb, tnt, id, h, 443)
+	e, err := events.New(events.DomainAdded, tnt, id, events.DomainAddedV1{DomainID: id, Host: h, Port: 443})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	e.OccurredAt = t0.Add(-day)
+	f.apply(e)
+}
+
+// remove removes the fixture's domain as the accounts store does: it
+// deletes the record and returns the domain.removed to apply.
+func (f *fixture) remove(at time.Time) events.Envelope {
+	f.t.Helper()
+	accountstest.RemoveDomain(f.t, f.rdb, tenant, domainID)
+	return domainEvent(f.t, events.DomainRemoved, host, at)
 }
 
 // apply feeds events through the first projector replica.
@@ -400,7 +424,7 @@ func TestRemoveAndRename(t *testing.T) {
 
 	g := newFixture(t, 1)
 	g.step("expired", []string{"raised ssl_expired critical"}, scan(t, "eu", t0, expired))
-	g.step("removed", []string{"resolved ssl_expired: domain removed"}, domainEvent(t, events.DomainRemoved, host, t0.Add(time.Hour)))
+	g.step("removed", []string{"resolved ssl_expired: domain removed"}, g.remove(t0.Add(time.Hour)))
 	as := g.list()
 	if len(as) != 1 || as[0].Status != StatusResolved || !as[0].ResolvedAt.Equal(t0.Add(365*day)) {
 		t.Errorf("removed: got %+v, want one alert resolved at the engine's clock", as)
@@ -539,6 +563,7 @@ func TestUnusableStateIsSkipped(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, 1)
 	const other = "7d0f2a52-2222-4c55-9a4e-1d7f3c2b8e90"
+	accountstest.PutDomain(t, f.rdb, tenant, other, "other.example.com", 443)
 	if err := f.rdb.HSet(ctx, stateKey(tenant, domainID), condPrefix+"chain_invalid", "{not json").Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -564,10 +589,10 @@ func TestUnusableStateIsSkipped(t *testing.T) {
 func TestHeldDomainRaisesNothing(t *testing.T) {
 	f := newFixture(t, 1)
 	ctx := context.Background()
-	// The layout of accounts' domain record: the field AddDomain writes for
-	// a held key and ApproveKey removes.
-	rec := "domain:" + events.TenantTag(tenant) + ":" + domainID
-	if err := f.rdb.HSet(ctx, rec, "tenant_id", tenant, "held_by", "key-1").Err(); err != nil {
+	// The field of accounts' domain record that AddDomain writes for a
+	// held key and ApproveKey removes.
+	rec := accounts.DomainKey(tenant, domainID)
+	if err := f.rdb.HSet(ctx, rec, "held_by", "key-1").Err(); err != nil {
 		t.Fatal(err)
 	}
 	old := cert("192.0.2.1", "aaaa", t0.Add(20*day))

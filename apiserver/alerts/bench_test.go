@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/certfleet/certfleet/apiserver/accounts/accountstest"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/testenv"
@@ -28,11 +29,12 @@ func BenchmarkProjectorWithAlerts(b *testing.B) {
 		batch   = 500
 		domains = 1000
 	)
+	id := func(i int) string { return fmt.Sprintf("d%04d", i%domains) }
 	mk := func(i int) events.Envelope {
 		job := uuid.New()
 		at := t0.Add(time.Duration(i) * time.Second)
 		e, _ := events.NewWithID(events.ScanEventID(job, "eu"), events.ScanCompleted, tenant, "", events.ScanCompletedV1{
-			JobID: job, DomainID: fmt.Sprintf("d%04d", i%domains), Host: "example.com", Port: 443, Region: "eu",
+			JobID: job, DomainID: id(i), Host: "example.com", Port: 443, Region: "eu",
 			FinishedAt: at,
 			Results:    []events.IPResult{cert("192.0.2.1", "aa", t0.Add(90*day)), cert("2001:db8::1", "aa", t0.Add(90*day))},
 		})
@@ -41,6 +43,9 @@ func BenchmarkProjectorWithAlerts(b *testing.B) {
 	for _, mode := range []string{"views", "views+alerts"} {
 		b.Run(mode, func(b *testing.B) {
 			rdb := testenv.Redis(b).Client(b)
+			for i := range domains {
+				accountstest.PutDomain(b, rdb, tenant, id(i), "example.com", 443)
+			}
 			var ev projector.Evaluator = noEvaluator{}
 			if mode == "views+alerts" {
 				eng, err := New(Config{}, rdb, testenv.Logger(b))

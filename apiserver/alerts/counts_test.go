@@ -5,8 +5,6 @@ import (
 	"reflect"
 	"testing"
 	"time"
-
-	"github.com/certfleet/certfleet/events"
 )
 
 // TestOpenCounts: the open counts are built from the records on the first
@@ -61,7 +59,7 @@ func TestOpenCounts(t *testing.T) {
 	f.step("expired", []string{"raised cert_changed info", "raised ssl_expired critical"},
 		scan(t, "eu", t0.Add(9*day), cert("192.0.2.1", "cccc", t0.Add(8*day))))
 	counts("expired", t0.Add(-day), map[string]int64{"ssl_expired": 1}, 5)
-	f.step("removed", []string{"resolved ssl_expired: domain removed"}, domainEvent(t, events.DomainRemoved, host, t0.Add(10*day)))
+	f.step("removed", []string{"resolved ssl_expired: domain removed"}, f.remove(t0.Add(10*day)))
 	counts("removed", t0.Add(-day), map[string]int64{}, 5)
 
 	// Another tenant has no alerts.

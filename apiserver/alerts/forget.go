@@ -19,12 +19,15 @@ type Forgotten struct {
 }
 
 // Forget deletes every alert key of tenant (a tenant leaving): its alert
-// records (listed in its alert index), the alert state of each of its
-// domains (found by their "@tenant" field in its partition, so the state
-// of domains removed long ago goes too), its indexes and its settings. It
+// records (listed in its alert index), the alert state of each of
+// domainIDs (the domains the tenant's deletion removed: the engine drops
+// a state when it evaluates the removal, which may not have happened
+// yet), the states of the layout before the short one, which named their
+// tenant ("@tenant", found by a scan of its partition, so the states of
+// domains removed long ago go too), its indexes and its settings. It
 // appends no events: the tenant's deletion is recorded once, by the
 // caller.
-func Forget(ctx context.Context, rdb redis.UniversalClient, tenant string) (Forgotten, error) {
+func Forget(ctx context.Context, rdb redis.UniversalClient, tenant string, domainIDs []string) (Forgotten, error) {
 	var out Forgotten
 	ids, err := rdb.ZRange(ctx, tenantKey(tenant), 0, -1).Result()
 	if err != nil {
@@ -37,9 +40,18 @@ func Forget(ctx context.Context, rdb redis.UniversalClient, tenant string) (Forg
 	if out.Alerts, err = forget.DeleteKeys(ctx, rdb, keys...); err != nil {
 		return out, fmt.Errorf("forget alerts of %s: %w", tenant, err)
 	}
-	if out.States, err = forget.DeleteWhere(ctx, rdb, "alerts:state:"+events.TenantTag(tenant)+":*", "@tenant", tenant); err != nil {
+	states := make([]string, len(domainIDs))
+	for i, id := range domainIDs {
+		states[i] = stateKey(tenant, id)
+	}
+	if out.States, err = forget.DeleteKeys(ctx, rdb, states...); err != nil {
 		return out, fmt.Errorf("forget alert states of %s: %w", tenant, err)
 	}
+	old, err := forget.DeleteWhere(ctx, rdb, "alerts:state:"+events.TenantTag(tenant)+":*", oldTenantField, tenant)
+	if err != nil {
+		return out, fmt.Errorf("forget alert states of %s: %w", tenant, err)
+	}
+	out.States += old
 	if out.Indexes, err = forget.DeletePattern(ctx, rdb, tenantKey(tenant)+":domain:*"); err != nil {
 		return out, fmt.Errorf("forget alert indexes of %s: %w", tenant, err)
 	}

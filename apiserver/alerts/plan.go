@@ -18,15 +18,38 @@ import (
 	"github.com/certfleet/certfleet/internal/presence"
 )
 
-// Fields of a domain's alert state hash (alerts:state:<domain_id>).
+// Fields of a domain's alert state hash (alerts:state:<domain_id>). The
+// tenant is not stored: the key's hash tag and the caller (the view
+// snapshot, Forget's domain list) know it.
 const (
-	verField     = "@ver"    // the view version last evaluated
-	tenantField  = "@tenant" // the domain's tenant
-	nameField    = "@name"   // the host:port the alerts are for
-	condPrefix   = "c|"      // c|<condition key> -> JSON active
-	leafPrefix   = "leaf|"   // leaf|<ip> -> the leaf last known on the IP
-	announcedPfx = "ann|"    // ann|<sha256> -> "1": cert_changed told of it
+	verField       = "@ver"  // the view version last evaluated
+	nameField      = "@name" // the host:port the alerts are for
+	condPrefix     = "c|"    // c|<condition key> -> JSON active
+	leavesField    = "l"     // the leaf last known on each IP (encodeLeaves)
+	announcedField = "a"     // the leaves cert_changed told of (encodeAnnounced)
 )
+
+// Fields of states written before the short layout, read and then
+// replaced at the domain's next evaluation (upgradeFields).
+const (
+	oldTenantField  = "@tenant" // the domain's tenant
+	oldLeafPrefix   = "leaf|"   // leaf|<ip> -> the full SHA-256 of the IP's leaf
+	oldAnnouncedPfx = "ann|"    // ann|<sha256> -> "1"
+)
+
+// leafLen is how much of a leaf's hex SHA-256 the state keeps: 64 bits,
+// enough to tell a leaf from the one before it. Only the tenant can make
+// two leaves of its own domain collide, and it would only silence its own
+// cert_changed notice.
+const leafLen = 16
+
+// leafKey is the part of a leaf's SHA-256 the state keeps.
+func leafKey(sha string) string {
+	if len(sha) > leafLen {
+		return sha[:leafLen]
+	}
+	return sha
+}
 
 // Reasons an alert is resolved.
 const (
@@ -56,23 +79,37 @@ type active struct {
 
 // state is a domain's alert state as read.
 type state struct {
-	ver       int64
-	tenant    string
-	name      string
-	conds     map[string]active
+	ver   int64
+	name  string
+	conds map[string]active
+	// leaves is the leaf key (leafKey) last known on each IP, announced
+	// the leaf keys cert_changed told of.
 	leaves    map[string]string
 	announced map[string]bool
+	// stored is the leaves and announced fields as read, so that a plan
+	// writes them only when they change.
+	stored map[string]string
+	// old lists the fields of the layout before the short one, which the
+	// next plan deletes (their content is in leaves and announced).
+	old []string
 }
 
 func decodeState(domainID string, h map[string]string) (state, error) {
-	st := state{tenant: h[tenantField], name: h[nameField], conds: map[string]active{},
-		leaves: map[string]string{}, announced: map[string]bool{}}
+	st := state{name: h[nameField], conds: map[string]active{}, leaves: map[string]string{},
+		announced: map[string]bool{}, stored: map[string]string{leavesField: h[leavesField], announcedField: h[announcedField]}}
 	if v := h[verField]; v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
 			return state{}, fmt.Errorf("decode alert state of %s: version %q: %w", domainID, v, err)
 		}
 		st.ver = n
+	}
+	var err error
+	if st.leaves, err = decodeLeaves(h[leavesField]); err != nil {
+		return state{}, fmt.Errorf("decode alert state of %s: %w", domainID, err)
+	}
+	for _, sha := range strings.Fields(h[announcedField]) {
+		st.announced[sha] = true
 	}
 	for f, v := range h {
 		switch {
@@ -82,13 +119,69 @@ func decodeState(domainID string, h map[string]string) (state, error) {
 				return state{}, fmt.Errorf("decode alert state of %s: %s: %w", domainID, f, err)
 			}
 			st.conds[strings.TrimPrefix(f, condPrefix)] = a
-		case strings.HasPrefix(f, leafPrefix):
-			st.leaves[strings.TrimPrefix(f, leafPrefix)] = v
-		case strings.HasPrefix(f, announcedPfx):
-			st.announced[strings.TrimPrefix(f, announcedPfx)] = true
+		case f == oldTenantField:
+			st.old = append(st.old, f)
+		case strings.HasPrefix(f, oldLeafPrefix):
+			// Written by a replica of the older layout: it wins over the
+			// short field, which it did not read.
+			st.leaves[strings.TrimPrefix(f, oldLeafPrefix)] = leafKey(v)
+			st.old = append(st.old, f)
+		case strings.HasPrefix(f, oldAnnouncedPfx):
+			st.announced[leafKey(strings.TrimPrefix(f, oldAnnouncedPfx))] = true
+			st.old = append(st.old, f)
 		}
 	}
+	slices.Sort(st.old)
 	return st, nil
+}
+
+// encodeLeaves is the leaves field: "<leaf key>=<ip>,<ip> <leaf key>=<ip>",
+// each leaf once with the IPs last known to serve it, both sorted; ""
+// without leaves.
+func encodeLeaves(leaves map[string]string) string {
+	byLeaf := map[string][]string{}
+	for ip, sha := range leaves {
+		byLeaf[sha] = append(byLeaf[sha], ip)
+	}
+	parts := make([]string, 0, len(byLeaf))
+	for _, sha := range slices.Sorted(maps.Keys(byLeaf)) {
+		slices.Sort(byLeaf[sha])
+		parts = append(parts, sha+"="+strings.Join(byLeaf[sha], ","))
+	}
+	return strings.Join(parts, " ")
+}
+
+// decodeLeaves reads encodeLeaves' field: IP -> leaf key.
+func decodeLeaves(v string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, part := range strings.Fields(v) {
+		sha, ips, ok := strings.Cut(part, "=")
+		if !ok || sha == "" {
+			return nil, fmt.Errorf("leaves %q: want <leaf>=<ip>,<ip>", v)
+		}
+		for _, ip := range strings.Split(ips, ",") {
+			out[ip] = sha
+		}
+	}
+	return out, nil
+}
+
+// encodeAnnounced is the announced field: the leaf keys, sorted, separated
+// by spaces.
+func encodeAnnounced(announced map[string]bool) string {
+	return strings.Join(sortedKeys(announced), " ")
+}
+
+// store sets field to v in ch, or deletes it when v is "", unless the
+// state holds v already.
+func (st state) store(ch *change, field, v string) {
+	switch {
+	case v == st.stored[field]:
+	case v == "":
+		ch.del = append(ch.del, field)
+	default:
+		ch.set[field] = v
+	}
 }
 
 // raised is an alert to raise: its event and the record the tenant's
@@ -110,14 +203,19 @@ type change struct {
 	del      []string          // state fields to delete
 	raised   []raised
 	resolved []resolved
+	// drop: the domain was removed; its state goes once its alerts are
+	// resolved.
+	drop bool
 }
 
 // plan compares what snap says with the alert state st and returns the
 // change that brings the state in line: raises for conditions that began,
-// resolutions for those that cleared. now is used only when the view has
-// no scan to date the change by.
+// resolutions for those that cleared; a removed domain's alerts are all
+// resolved and its state dropped. A state of the layout before the short
+// one is rewritten in the short one. now is used only when the view has no
+// scan to date the change by.
 func plan(st state, snap projector.Snapshot, f facts, tenant string, settings Settings, cfg Config, now time.Time) (change, error) {
-	ch := change{set: map[string]string{}}
+	ch := change{set: map[string]string{}, del: slices.Clone(st.old)}
 	// Changes are dated by the latest scan of the view or lookup of its
 	// registration, so every replica dates one snapshot's alerts alike.
 	at := now.UTC().Truncate(time.Millisecond)
@@ -167,19 +265,14 @@ func plan(st state, snap projector.Snapshot, f facts, tenant string, settings Se
 				return change{}, err
 			}
 		}
-		for ip := range st.leaves {
-			ch.del = append(ch.del, leafPrefix+ip)
-		}
-		for sha := range st.announced {
-			ch.del = append(ch.del, announcedPfx+sha)
-		}
-		host, port = splitName(name)
-		st = state{ver: st.ver, conds: map[string]active{}, leaves: map[string]string{}, announced: map[string]bool{}}
 		if snap.Removed {
-			ch.set[nameField] = name
-			ch.set[tenantField] = tenant
+			ch.drop = true
 			return ch, nil
 		}
+		// What was known of the old name's leaves is forgotten.
+		host, port = splitName(name)
+		st = state{ver: st.ver, name: st.name, stored: st.stored, conds: map[string]active{},
+			leaves: map[string]string{}, announced: map[string]bool{}}
 	}
 
 	v := evaluate(snap, f, host, settings, cfg)
@@ -261,9 +354,6 @@ func plan(st state, snap projector.Snapshot, f facts, tenant string, settings Se
 	if err := certChanges(st, snap, tenant, host, port, at, &ch); err != nil {
 		return change{}, err
 	}
-	if st.tenant != tenant {
-		ch.set[tenantField] = tenant
-	}
 	if st.name != name {
 		ch.set[nameField] = name
 	}
@@ -280,23 +370,36 @@ func certChanges(st state, snap projector.Snapshot, tenant, host string, port in
 		newest string
 		newAt  time.Time
 	}
-	byIP := map[string]*seen{}
+	byIP := map[string]*seen{} // shas: leaf keys; newest: a full SHA-256
 	present := map[string]bool{}
-	shas := map[string]bool{}
+	shas := map[string]bool{} // leaf keys
 	for _, e := range snap.Entries {
 		present[e.IP] = true
 		if !e.CertificateFound || e.IP == "" {
 			continue
 		}
-		shas[e.LeafSHA256] = true
+		shas[leafKey(e.LeafSHA256)] = true
 		s := byIP[e.IP]
 		if s == nil {
 			s = &seen{shas: map[string]bool{}}
 			byIP[e.IP] = s
 		}
-		s.shas[e.LeafSHA256] = true
+		s.shas[leafKey(e.LeafSHA256)] = true
 		if e.ScannedAt.After(s.newAt) || (e.ScannedAt.Equal(s.newAt) && e.LeafSHA256 > s.newest) {
 			s.newest, s.newAt = e.LeafSHA256, e.ScannedAt
+		}
+	}
+	// What is remembered of IPs and leaves no entry shows any more goes.
+	leaves := map[string]string{}
+	for ip, sha := range st.leaves {
+		if present[ip] {
+			leaves[ip] = sha
+		}
+	}
+	announced := map[string]bool{}
+	for sha := range st.announced {
+		if shas[sha] {
+			announced[sha] = true
 		}
 	}
 	changed := map[string]sightings{} // new leaf -> IPs that changed to it
@@ -307,8 +410,8 @@ func certChanges(st state, snap projector.Snapshot, tenant, host string, port in
 		if prev != "" && s.shas[prev] {
 			continue
 		}
-		ch.set[leafPrefix+ip] = s.newest
-		if prev == "" || st.announced[s.newest] {
+		leaves[ip] = leafKey(s.newest)
+		if prev == "" || st.announced[leafKey(s.newest)] {
 			continue
 		}
 		if changed[s.newest] == nil {
@@ -335,18 +438,10 @@ func certChanges(st state, snap projector.Snapshot, tenant, host string, port in
 			return err
 		}
 		ch.raised = append(ch.raised, r)
-		ch.set[announcedPfx+sha] = "1"
+		announced[leafKey(sha)] = true
 	}
-	for ip := range st.leaves {
-		if !present[ip] {
-			ch.del = append(ch.del, leafPrefix+ip)
-		}
-	}
-	for sha := range st.announced {
-		if !shas[sha] {
-			ch.del = append(ch.del, announcedPfx+sha)
-		}
-	}
+	st.store(ch, leavesField, encodeLeaves(leaves))
+	st.store(ch, announcedField, encodeAnnounced(announced))
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/events"
 )
 
@@ -73,17 +74,9 @@ func TestDomainExpiryNoExpiry(t *testing.T) {
 func TestDomainExpiryEveryTenant(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, 1)
-	add := func(tenant, id, h string) {
-		e, err := events.New(events.DomainAdded, tenant, id, events.DomainAddedV1{DomainID: id, Host: h, Port: 443})
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.OccurredAt = t0.Add(-day)
-		f.apply(e)
-	}
 	const bob, bobWWW, bobAway = "tenant-b", "0b0b0b0b-0000-4000-8000-000000000001", "0b0b0b0b-0000-4000-8000-000000000002"
-	add(bob, bobWWW, "www.example.com")
-	add(bob, bobAway, "shop.example.com")
+	f.addDomain(bob, bobWWW, "www.example.com")
+	f.addDomain(bob, bobAway, "shop.example.com")
 	away, err := events.New(events.DomainUpdated, bob, bobAway, events.DomainUpdatedV1{DomainID: bobAway, Host: "shop.example.net", Port: 443, Active: true})
 	if err != nil {
 		t.Fatal(err)
@@ -118,8 +111,8 @@ func TestDomainExpiryEveryTenant(t *testing.T) {
 func TestDomainExpiryHeld(t *testing.T) {
 	f := newFixture(t, 1)
 	ctx := context.Background()
-	rec := "domain:" + events.TenantTag(tenant) + ":" + domainID // as in TestHeldDomainRaisesNothing
-	if err := f.rdb.HSet(ctx, rec, "tenant_id", tenant, "held_by", "key-1").Err(); err != nil {
+	rec := accounts.DomainKey(tenant, domainID) // as in TestHeldDomainRaisesNothing
+	if err := f.rdb.HSet(ctx, rec, "held_by", "key-1").Err(); err != nil {
 		t.Fatal(err)
 	}
 	exp := t0.Add(20 * day)

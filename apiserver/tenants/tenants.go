@@ -189,14 +189,16 @@ func (d *Deleter) Delete(ctx context.Context, email string) (Report, error) {
 		}
 	}
 	rep.CaughtUp = d.waitConsumers(ctx, tenant)
-	for _, dm := range acc.Domains {
+	domainIDs := make([]string, len(acc.Domains))
+	for i, dm := range acc.Domains {
 		n, err := projector.ForgetDomain(ctx, d.RDB, dm.ID, dm.Host)
 		if err != nil {
 			return rep, err
 		}
 		add("domain_views", n)
+		domainIDs[i] = dm.ID
 	}
-	al, err := alerts.Forget(ctx, d.RDB, tenant)
+	al, err := alerts.Forget(ctx, d.RDB, tenant, domainIDs)
 	if err != nil {
 		return rep, err
 	}

@@ -1,0 +1,35 @@
+// Package accountstest writes the accounts records that other packages'
+// tests need without going through the accounts store (which picks its
+// own domain ids and appends events).
+package accountstest
+
+import (
+	"context"
+	"strconv"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certfleet/certfleet/apiserver/accounts"
+)
+
+// PutDomain writes the record of tenantID's domain id named host:port, as
+// an active domain added through the API: what tells the alert engine the
+// domain exists. It writes no tenant index and no event.
+func PutDomain(tb testing.TB, rdb redis.UniversalClient, tenantID, id, host string, port int) {
+	tb.Helper()
+	err := rdb.HSet(context.Background(), accounts.DomainKey(tenantID, id), "tenant_id", tenantID, "host", host,
+		"port", strconv.Itoa(port), "tags", "[]", "active", "1", "source", "api", "rev", "1").Err()
+	if err != nil {
+		tb.Fatalf("put domain record %s: %v", id, err)
+	}
+}
+
+// RemoveDomain deletes the record of tenantID's domain id, as a removal
+// does before its domain.removed event.
+func RemoveDomain(tb testing.TB, rdb redis.UniversalClient, tenantID, id string) {
+	tb.Helper()
+	if err := rdb.Del(context.Background(), accounts.DomainKey(tenantID, id)).Err(); err != nil {
+		tb.Fatalf("remove domain record %s: %v", id, err)
+	}
+}
