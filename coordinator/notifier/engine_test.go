@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/certfleet/certfleet/apiserver/accounts/accountstest"
 	"github.com/certfleet/certfleet/apiserver/alerts"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
@@ -53,6 +54,7 @@ func TestAlertEngineToWebhook(t *testing.T) {
 			}
 		}
 	}
+	accountstest.PutDomain(t, e.rdb, tenant, domainID, host, 443) // the engine alerts on recorded domains only
 	added, err := events.New(events.DomainAdded, tenant, domainID, events.DomainAddedV1{DomainID: domainID, Host: host, Port: 443})
 	if err != nil {
 		t.Fatal(err)
