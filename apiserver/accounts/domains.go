@@ -13,6 +13,11 @@ package accounts
 //	                             created_at, updated_at (unix ms), rev,
 //	                             held_by (key id, see held.go)}
 //
+// Fields at their default are left out of records written since the short
+// record (readers, Go and Lua, take a missing field for it): notes when
+// empty, active when "1", updated_at until the first update (it is then
+// created_at). Records written before keep them, and read the same.
+//
 // rev counts the record's writes: an update or removal is computed from the
 // record as read and applied only if rev has not moved since, so two
 // replicas updating one domain at once never lose a change.
@@ -158,7 +163,7 @@ var addDomainScript = redis.NewScript(addDomainLua + `return add(KEYS, ARGV)`)
 
 // addDomainLua is the add as a Lua function of its keys and arguments,
 // so that the single add and the bulk add run the same code.
-var addDomainLua = domainindex.IndexLua + `
+var addDomainLua = domainindex.IndexLua + recordFieldLua + `
 local function add(KEYS, ARGV)
 local existing = redis.call('HGET', KEYS[1], ARGV[1])
 if existing then return {0, existing} end
@@ -169,12 +174,22 @@ if ARGV[12] ~= '' then
   redis.call('SADD', KEYS[5], ARGV[2])
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HSET', KEYS[2], 'tenant_id', ARGV[3], 'host', ARGV[4], 'port', ARGV[5], 'notes', ARGV[6],
-  'tags', ARGV[7], 'active', '1', 'source', ARGV[8], 'created_at', ARGV[9], 'updated_at', ARGV[9], 'rev', '1')
+redis.call('HSET', KEYS[2], 'tenant_id', ARGV[3], 'host', ARGV[4], 'port', ARGV[5],
+  'tags', ARGV[7], 'source', ARGV[8], 'created_at', ARGV[9], 'rev', '1')
+record_field(KEYS[2], 'notes', ARGV[6], '')
 if ARGV[12] ~= '' then redis.call('HSET', KEYS[2], 'held_by', ARGV[12]) end
 ix_add(` + domainindex.IndexPrefixLua("KEYS[1]") + `, ARGV[2], ARGV[4], ARGV[5], ARGV[9], ARGV[7])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', unpack(ARGV, 14))
 return {1, ARGV[2]}
+end
+`
+
+// recordFieldLua is record_field(key, field, value, default): it writes a
+// field of a domain record, or deletes it when value is its default (see
+// the layout above).
+const recordFieldLua = `
+local function record_field(key, field, v, default)
+  if v == default then redis.call('HDEL', key, field) else redis.call('HSET', key, field, v) end
 end
 `
 
@@ -580,6 +595,9 @@ func decodeDomain(id string, rec map[string]string) (Domain, error) {
 			*f.dst = time.UnixMilli(ms).UTC()
 		}
 	}
+	if d.UpdatedAt.IsZero() {
+		d.UpdatedAt = d.CreatedAt // never updated since the short record
+	}
 	if v := rec["rev"]; v != "" {
 		if d.rev, err = strconv.ParseInt(v, 10, 64); err != nil {
 			return Domain{}, fmt.Errorf("decode domain %s: rev %q: %w", id, v, err)
@@ -603,7 +621,7 @@ func nonNil(tags []string) []string {
 // ARGV: tenant id, rev read, old "host:port", new "host:port", domain id,
 // host, port, notes, tags JSON, active, now ms, maxlen, then the event's
 // fields. Returns "ok", "missing", "stale" or "taken".
-var updateDomainScript = redis.NewScript(domainindex.IndexLua + `
+var updateDomainScript = redis.NewScript(domainindex.IndexLua + recordFieldLua + `
 local rec = redis.call('HMGET', KEYS[1], 'tenant_id', 'rev')
 if rec[1] ~= ARGV[1] then return 'missing' end
 if (rec[2] or '0') ~= ARGV[2] then return 'stale' end
@@ -615,8 +633,10 @@ if ARGV[3] ~= ARGV[4] then
   ix_rename(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[5], old[1], old[2], ARGV[6], ARGV[7])
 end
 ix_tags(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[5], redis.call('HGET', KEYS[1], 'tags'), ARGV[9])
-redis.call('HSET', KEYS[1], 'host', ARGV[6], 'port', ARGV[7], 'notes', ARGV[8], 'tags', ARGV[9],
-  'active', ARGV[10], 'updated_at', ARGV[11], 'rev', tostring(tonumber(ARGV[2]) + 1))
+redis.call('HSET', KEYS[1], 'host', ARGV[6], 'port', ARGV[7], 'tags', ARGV[9],
+  'updated_at', ARGV[11], 'rev', tostring(tonumber(ARGV[2]) + 1))
+record_field(KEYS[1], 'notes', ARGV[8], '')
+record_field(KEYS[1], 'active', ARGV[10], '1')
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[12], '*', unpack(ARGV, 13))
 return 'ok'
 `)

@@ -19,7 +19,7 @@ import (
 func PutDomain(tb testing.TB, rdb redis.UniversalClient, tenantID, id, host string, port int) {
 	tb.Helper()
 	err := rdb.HSet(context.Background(), accounts.DomainKey(tenantID, id), "tenant_id", tenantID, "host", host,
-		"port", strconv.Itoa(port), "tags", "[]", "active", "1", "source", "api", "rev", "1").Err()
+		"port", strconv.Itoa(port), "tags", "[]", "source", "api", "rev", "1").Err()
 	if err != nil {
 		tb.Fatalf("put domain record %s: %v", id, err)
 	}

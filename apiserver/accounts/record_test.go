@@ -1,0 +1,93 @@
+package accounts
+
+import (
+	"context"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/certfleet/certfleet/events"
+)
+
+// TestShortDomainRecord: a record leaves out the fields at their default
+// (empty notes, active, updated_at before the first update), writes them
+// when an update moves them off it and drops them again when it moves
+// them back; a record of the layout before, with every field, reads the
+// same and updates alike.
+func TestShortDomainRecord(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t)
+	tenant := events.TenantID("short@example.com")
+	fields := func(id string) map[string]string {
+		t.Helper()
+		h, err := rdb.HGetAll(ctx, domainKey(tenant, id)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	check := func(name, id string, want map[string]string, absent ...string) Domain {
+		t.Helper()
+		h := fields(id)
+		for f, v := range want {
+			if h[f] != v {
+				t.Errorf("%s: field %s: got %q, want %q (record %q)", name, f, h[f], v, h)
+			}
+		}
+		for _, f := range absent {
+			if _, ok := h[f]; ok {
+				t.Errorf("%s: field %s stored (%q), want it left out", name, f, h[f])
+			}
+		}
+		d, err := s.GetDomain(ctx, tenant, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+
+	d, _, err := s.AddDomain(ctx, tenant, NewDomain{Host: "short.example", Port: 443, Tags: []string{"prod"}, Source: "api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := check("added", d.ID, map[string]string{"rev": "1", "source": "api"}, "notes", "active", "updated_at")
+	if !reflect.DeepEqual(got, d) || !got.Active || got.Notes != "" || got.CreatedAt.IsZero() || !got.UpdatedAt.Equal(got.CreatedAt) {
+		t.Errorf("added: read %+v, want %+v: active, no notes, updated when created", got, d)
+	}
+
+	d, err = s.UpdateDomain(ctx, tenant, d.ID, DomainPatch{Active: ptr(false), Notes: ptr("billing")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = check("deactivated with notes", d.ID, map[string]string{"active": "0", "notes": "billing", "rev": "2"})
+	if !reflect.DeepEqual(got, d) || got.Active || got.Notes != "billing" || got.UpdatedAt.Before(got.CreatedAt) {
+		t.Errorf("deactivated: read %+v, want %+v", got, d)
+	}
+	d, err = s.UpdateDomain(ctx, tenant, d.ID, DomainPatch{Active: ptr(true), Notes: ptr("")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = check("reactivated, notes cleared", d.ID, map[string]string{"rev": "3"}, "notes", "active")
+	if !reflect.DeepEqual(got, d) || !got.Active || got.Notes != "" {
+		t.Errorf("reactivated: read %+v, want %+v", got, d)
+	}
+
+	// A record of the layout before the short one.
+	old, _, err := s.AddDomain(ctx, tenant, NewDomain{Host: "old.example", Port: 443, Source: "api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := time.UnixMilli(1_700_000_000_000).UTC()
+	if err := rdb.HSet(ctx, domainKey(tenant, old.ID), "notes", "", "active", "1",
+		"created_at", created.UnixMilli(), "updated_at", created.Add(time.Hour).UnixMilli()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got = check("old layout", old.ID, nil)
+	if !got.Active || got.Notes != "" || !got.CreatedAt.Equal(created) || !got.UpdatedAt.Equal(created.Add(time.Hour)) {
+		t.Errorf("old layout: read %+v, want active, no notes, created %s, updated an hour later", got, created)
+	}
+	if _, err := s.UpdateDomain(ctx, tenant, old.ID, DomainPatch{Tags: ptr([]string{"web"})}); err != nil {
+		t.Fatal(err)
+	}
+	check("old layout updated", old.ID, map[string]string{"rev": "2", "tags": `["web"]`}, "notes", "active")
+}
