@@ -30,7 +30,7 @@ const (
 )
 
 // Fields of states written before the short layout, read and then
-// replaced at the domain's next evaluation (upgradeFields).
+// replaced at the domain's next evaluation (decodeState, plan).
 const (
 	oldTenantField  = "@tenant" // the domain's tenant
 	oldLeafPrefix   = "leaf|"   // leaf|<ip> -> the full SHA-256 of the IP's leaf
