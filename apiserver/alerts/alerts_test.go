@@ -72,12 +72,7 @@ func newFixture(t *testing.T, replicas int) *fixture {
 func (f *fixture) addDomain(tnt, id, h string) {
 	f.t.Helper()
 	accountstest.PutDomain(f.t, f.rdb, tnt, id, h, 443)
-	e, err := events.New(events.DomainAdded, tnt, id, events.DomainAddedV1{DomainID: id, Host: h, Port: 443})
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	e.OccurredAt = t0.Add(-day)
-	f.apply(e)
+	f.apply(tenantDomainEvent(f.t, events.DomainAdded, tnt, id, h, t0.Add(-day)))
 }
 
 // remove removes the fixture's domain as the accounts store does: it
@@ -98,16 +93,25 @@ func (f *fixture) apply(evs ...events.Envelope) {
 	}
 }
 
+// domainEvent is the domain event name (added, updated, removed) of the
+// fixture's domain, named h:443, at at.
 func domainEvent(t *testing.T, name, h string, at time.Time) events.Envelope {
 	t.Helper()
-	var payload any = events.DomainAddedV1{DomainID: domainID, Host: h, Port: 443}
+	return tenantDomainEvent(t, name, tenant, domainID, h, at)
+}
+
+// tenantDomainEvent is the domain event name of tnt's domain id, named
+// h:443, at at.
+func tenantDomainEvent(t *testing.T, name, tnt, id, h string, at time.Time) events.Envelope {
+	t.Helper()
+	var payload any = events.DomainAddedV1{DomainID: id, Host: h, Port: 443}
 	switch name {
 	case events.DomainUpdated:
-		payload = events.DomainUpdatedV1{DomainID: domainID, Host: h, Port: 443, Active: true}
+		payload = events.DomainUpdatedV1{DomainID: id, Host: h, Port: 443, Active: true}
 	case events.DomainRemoved:
-		payload = events.DomainRemovedV1{DomainID: domainID, Host: h, Port: 443}
+		payload = events.DomainRemovedV1{DomainID: id, Host: h, Port: 443}
 	}
-	e, err := events.New(name, tenant, domainID, payload)
+	e, err := events.New(name, tnt, id, payload)
 	if err != nil {
 		t.Fatal(err)
 	}

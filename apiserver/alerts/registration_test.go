@@ -77,12 +77,7 @@ func TestDomainExpiryEveryTenant(t *testing.T) {
 	const bob, bobWWW, bobAway = "tenant-b", "0b0b0b0b-0000-4000-8000-000000000001", "0b0b0b0b-0000-4000-8000-000000000002"
 	f.addDomain(bob, bobWWW, "www.example.com")
 	f.addDomain(bob, bobAway, "shop.example.com")
-	away, err := events.New(events.DomainUpdated, bob, bobAway, events.DomainUpdatedV1{DomainID: bobAway, Host: "shop.example.net", Port: 443, Active: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	away.OccurredAt = t0
-	f.apply(away)
+	f.apply(tenantDomainEvent(t, events.DomainUpdated, bob, bobAway, "shop.example.net", t0))
 	if _, err := f.engine.PutSettings(ctx, bob, Settings{ExpiryThresholdsDays: []int{30}, ScanFailingAfter: 3, DomainExpiryThresholdsDays: []int{90}}); err != nil {
 		t.Fatal(err)
 	}
