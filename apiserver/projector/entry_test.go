@@ -49,17 +49,14 @@ func TestEntryLayoutKeepsEveryField(t *testing.T) {
 	other := r
 	other.IP, other.ConnectMS = "192.0.2.2", 99 // the same leaf at another IP
 	failed := events.IPResult{IP: "", Outcome: events.OutcomeNXDomain, Detail: "no such host"}
-	fields, err := encodeResults("eu", 8443, []events.IPResult{r, other, failed})
-	if err != nil {
-		t.Fatal(err)
-	}
 	finished := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	all := map[string]string{"@eu": "1893456000000|evt-1"}
+	fields := encodeResults("", 8443, []events.IPResult{r, other, failed})
 	for i := 0; i < len(fields); i += 2 {
 		all[viewField("eu", fields[i].(string))] = fields[i+1].(string)
 	}
-	if len(all) != 1+3+1 {
-		t.Errorf("got %d fields, want the meta, 3 entries and the one leaf's facts: %v", len(all), all)
+	if got := shapes(all); len(got) != 2 {
+		t.Errorf("got shapes %v, want 2: one for both IPs of the leaf, one for the failure", got)
 	}
 	got, err := decodeView("dom", all)
 	if err != nil {
@@ -92,6 +89,18 @@ func TestEntryLayoutReadsOldEntries(t *testing.T) {
 	}
 }
 
+// shapes are the names of the shapes of a view (their chunks apart).
+func shapes(all map[string]string) []string {
+	var out []string
+	for f := range all {
+		if strings.HasPrefix(f, leafPrefix) && !strings.Contains(f, chunkSep) {
+			out = append(out, f)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // viewField is the field the scan script writes for a pair of
 // encodeResults.
 func viewField(region, f string) string {
@@ -106,10 +115,7 @@ func viewField(region, f string) string {
 func TestEntryLayoutUnnamedLeaves(t *testing.T) {
 	a := events.IPResult{IP: "192.0.2.1", Outcome: events.OutcomeOK, CertificateFound: true, Serial: "aa"}
 	b := events.IPResult{IP: "192.0.2.2", Outcome: events.OutcomeOK, CertificateFound: true, Serial: "bb"}
-	fields, err := encodeResults("eu", 443, []events.IPResult{a, b})
-	if err != nil {
-		t.Fatal(err)
-	}
+	fields := encodeResults("", 443, []events.IPResult{a, b})
 	all := map[string]string{}
 	for i := 0; i < len(fields); i += 2 {
 		all[viewField("eu", fields[i].(string))] = fields[i+1].(string)
@@ -123,45 +129,42 @@ func TestEntryLayoutUnnamedLeaves(t *testing.T) {
 	}
 }
 
-// A leaf's facts are kept once per view while any entry refers to it, and
-// go when none does: after the regions moved to another leaf, and after
-// the domain's removal.
-func TestLeafFactsOncePerView(t *testing.T) {
+// A shape (a leaf's facts with what the IPs saw) is kept once per view
+// while any entry refers to it, and goes with its chunks when none does:
+// after the regions moved to another leaf, and after the domain's removal.
+func TestShapesOncePerView(t *testing.T) {
 	p, rdb := newProjector(t)
 	ctx := context.Background()
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	leaves := func() []string {
-		t.Helper()
-		var out []string
-		for _, f := range rdb.HKeys(ctx, ViewKey(domainID)).Val() {
-			if strings.HasPrefix(f, leafPrefix) {
-				out = append(out, f)
-			}
-		}
-		slices.Sort(out)
-		return out
-	}
-	step := func(name string, want []string, evs ...events.Envelope) {
+	step := func(name string, want int, evs ...events.Envelope) {
 		t.Helper()
 		for _, e := range evs {
 			if err := p.Apply(ctx, e); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if got := leaves(); !slices.Equal(got, want) {
-			t.Errorf("%s: leaf fields %v, want %v", name, got, want)
+		all := rdb.HGetAll(ctx, ViewKey(domainID)).Val()
+		if got := shapes(all); len(got) != want {
+			t.Errorf("%s: shapes %v, want %d", name, got, want)
 		}
-		view(t, rdb) // every entry still finds its facts
+		for f := range all {
+			if base, _, ok := strings.Cut(f, chunkSep); ok && strings.HasPrefix(f, leafPrefix) && all[base] == "" {
+				t.Errorf("%s: chunk %s left without its shape", name, f)
+			}
+		}
+		view(t, rdb) // every entry still finds its shape
 	}
 	a, b := strings.Repeat("a", 64), strings.Repeat("b", 64)
-	step("two regions, one leaf", []string{"#" + a},
-		scan(t, "eu", t0, okResult("192.0.2.1", a, t0.Add(90*24*time.Hour)), okResult("192.0.2.2", a, t0.Add(90*24*time.Hour))),
-		scan(t, "us", t0, okResult("192.0.2.1", a, t0.Add(90*24*time.Hour))))
-	step("eu renewed, us not yet", []string{"#" + a, "#" + b},
+	long := okResult("192.0.2.1", a, t0.Add(90*24*time.Hour))
+	long.SANs = []string{strings.Repeat("x", 60) + ".example.com", strings.Repeat("y", 60) + ".example.com"} // in chunks
+	other := long
+	other.IP, other.ConnectMS = "192.0.2.2", 40
+	step("two regions, one leaf", 1, scan(t, "eu", t0, long, other), scan(t, "us", t0, long))
+	step("eu renewed, us not yet", 2,
 		scan(t, "eu", t0.Add(time.Hour), okResult("192.0.2.1", b, t0.Add(180*24*time.Hour))))
-	step("us renewed too", []string{"#" + b},
+	step("us renewed too", 1,
 		scan(t, "us", t0.Add(time.Hour), okResult("192.0.2.1", b, t0.Add(180*24*time.Hour))))
-	step("unnamed leaves, hand-fed", []string{"#" + b, "#ip:us/192.0.2.9"},
+	step("unnamed leaf, hand-fed", 2,
 		scan(t, "us", t0.Add(2*time.Hour), okResult("192.0.2.9", "", t0.Add(180*24*time.Hour))))
-	step("removed", nil, removed(t, t0.Add(3*time.Hour)))
+	step("removed", 0, removed(t, t0.Add(3*time.Hour)))
 }

@@ -256,22 +256,23 @@ func (p *Projector) apply(ctx context.Context, evs []events.Envelope) error {
 // applyScanScript replaces one region's entries of a domain's view by a
 // newer scan.
 //
-// KEYS: view:exp:<domain>, view:ver:<domain>. ARGV: region, finished ms,
-// event id, scanned "host:port" ("" when the event does not say), tenant
-// ("" when unknown), "1" when the scan failed for the name or an IP else
-// "0", then field and value pairs: an entry's field suffix (its IP, after
-// "<region>|") and value, or a leaf's field ("#...", as it is) and facts
-// (entry.go). Returns 1 when
-// applied, 0 when the view already shows this scan, a newer one or a later
-// removal, or is for another name.
-var applyScanScript = redis.NewScript(`
-local key, region, ms, id, name = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+// KEYS: view:exp:<domain>, view:ver:<domain>. ARGV: region, finished ms
+// in base 36, event id in compact (entry.go), scanned "host:port" (""
+// when the event does not say), tenant ("" when unknown), "1" when the
+// scan failed for the name or an IP else "0", the event id in full (to
+// order it against a mark of the older layout), then field and value
+// pairs: an entry's field suffix (its IP, after "<region>|") and value,
+// or a shape's field ("#...", as it is) and chunk (entry.go). Returns 1
+// when applied, 0 when the view already shows this scan, a newer one or a
+// later removal, or is for another name.
+var applyScanScript = redis.NewScript(markLua + `
+local key, region, ms, id, name = KEYS[1], ARGV[1], tonumber(ARGV[2], 36), ARGV[3], ARGV[4]
 local removed = redis.call('HGET', key, '@removed')
 if removed and tonumber(removed) >= ms then return 0 end
-local meta = redis.call('HGET', key, '@' .. region)
-if meta then
-  local sep = string.find(meta, '|', 1, true)
-  local lms, lid = tonumber(string.sub(meta, 1, sep - 1)), string.sub(meta, sep + 1)
+local mark = redis.call('HGET', key, '@' .. region)
+if mark then
+  local lms, lid, old = scanMark(mark)
+  if old then id = ARGV[7] end
   if lms > ms or (lms == ms and lid >= id) then return 0 end
 end
 if name ~= '' then
@@ -286,14 +287,14 @@ local prefix = region .. '|'
 for _, f in ipairs(redis.call('HKEYS', key)) do
   if string.sub(f, 1, #prefix) == prefix then redis.call('HDEL', key, f) end
 end
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   if string.sub(ARGV[i], 1, 1) == '#' then
     redis.call('HSET', key, ARGV[i], ARGV[i + 1])
   else
     redis.call('HSET', key, prefix .. ARGV[i], ARGV[i + 1])
   end
 end
-redis.call('HSET', key, '@' .. region, ARGV[2] .. '|' .. id)
+redis.call('HSET', key, '@' .. region, ARGV[2] .. '|' .. ARGV[3])
 if ARGV[5] ~= '' then redis.call('HSET', key, '@tenant', ARGV[5]) end
 if ARGV[6] == '1' then
   redis.call('HINCRBY', key, '@fails|' .. region, 1)
@@ -311,7 +312,7 @@ return 1
 // added again later come in.
 //
 // KEYS: view:exp:<domain>, view:ver:<domain>. ARGV: removal ms.
-var applyRemovedScript = redis.NewScript(`
+var applyRemovedScript = redis.NewScript(markLua + `
 local key, ms = KEYS[1], tonumber(ARGV[1])
 local removed = redis.call('HGET', key, '@removed')
 if removed and tonumber(removed) >= ms then return 0 end
@@ -321,8 +322,7 @@ for i = 1, #all, 2 do
   local f, v = all[i], all[i + 1]
   if string.sub(f, 1, 1) == '@' and f ~= '@removed' and f ~= '@name' and f ~= '@tenant'
     and not string.find(f, '|', 1, true) then
-    local sep = string.find(v, '|', 1, true)
-    if tonumber(string.sub(v, 1, sep - 1)) <= ms then
+    if scanMark(v) <= ms then
       stale[string.sub(f, 2)] = true
       redis.call('HDEL', key, f)
     end
@@ -401,7 +401,8 @@ func plan(e events.Envelope, logger *zap.Logger) []*call {
 		if p.DomainID == "" {
 			p.DomainID = e.AggregateID
 		}
-		if p.DomainID == "" || p.Region == "" || strings.Contains(p.Region, "|") || strings.HasPrefix(p.Region, metaPrefix) {
+		if p.DomainID == "" || p.Region == "" || strings.Contains(p.Region, "|") || strings.HasPrefix(p.Region, metaPrefix) ||
+			strings.HasPrefix(p.Region, leafPrefix) {
 			logger.Error("dropping scan event with bad domain id or region",
 				zap.String("event_id", e.EventID.String()), zap.String("domain_id", p.DomainID), zap.String("region", p.Region))
 			return nil
@@ -420,12 +421,8 @@ func plan(e events.Envelope, logger *zap.Logger) []*call {
 				failed = "1"
 			}
 		}
-		fields, err := encodeResults(p.Region, p.Port, p.Results)
-		if err != nil {
-			logger.Error("dropping scan event", zap.String("event_id", e.EventID.String()), zap.Error(err))
-			return nil
-		}
-		args := append([]any{p.Region, finished.UnixMilli(), e.EventID.String(), name, e.TenantID, failed}, fields...)
+		ms, id := encodeMark(finished, e.EventID)
+		args := append([]any{p.Region, ms, id, name, e.TenantID, failed, e.EventID.String()}, encodeResults(p.Host, p.Port, p.Results)...)
 		return []*call{viewCall(applyScanScript, p.DomainID, args...)}
 	case events.DomainAdded:
 		var p events.DomainAddedV1
