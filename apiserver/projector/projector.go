@@ -79,8 +79,50 @@ const (
 	removedField = "@removed"
 	nameField    = "@name"
 	tenantField  = "@tenant"
+	versionField = "@v"
 	failsPrefix  = "@fails|"
 )
+
+// bumpLua is the Lua every script that changes a view runs: bump(floor)
+// sets the view's version "@v" (KEYS[1]) one above the highest of itself,
+// the version key of the older layout (KEYS[2], which it then deletes)
+// and floor, so that it never goes back whichever layout or replica wrote
+// it last.
+const bumpLua = `
+local function bump(floor)
+  local v = math.max(tonumber(redis.call('HGET', KEYS[1], '@v')) or 0, tonumber(redis.call('GET', KEYS[2])) or 0, floor)
+  redis.call('HSET', KEYS[1], '@v', v + 1)
+  redis.call('DEL', KEYS[2])
+end
+`
+
+// bumpScript bumps a view's version (bumpLua) when something it does
+// not hold changed what the alert engine makes of it.
+//
+// KEYS: view:exp:<domain>, view:ver:<domain>.
+var bumpScript = redis.NewScript(bumpLua + "bump(0)\nreturn 1")
+
+// bumpVersion queues bumpScript on pipe for a domain's view.
+func bumpVersion(ctx context.Context, pipe redis.Pipeliner, domainID string) {
+	bumpScript.Eval(ctx, pipe, []string{ViewKey(domainID), VersionKey(domainID)})
+}
+
+// viewVersion is a view's version: the higher of its field "@v" and the
+// version key of the older layout ("" for none).
+func viewVersion(field, key string) (int64, error) {
+	var v int64
+	for _, s := range []string{field, key} {
+		if s == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("version %q: %w", s, err)
+		}
+		v = max(v, n)
+	}
+	return v, nil
+}
 
 var eventsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 	Name: "certfleet_projector_events_total",
@@ -265,7 +307,7 @@ func (p *Projector) apply(ctx context.Context, evs []events.Envelope) error {
 // or a shape's field ("#...", as it is) and chunk (entry.go). Returns 1
 // when applied, 0 when the view already shows this scan, a newer one or a
 // later removal, or is for another name.
-var applyScanScript = redis.NewScript(markLua + `
+var applyScanScript = redis.NewScript(markLua + bumpLua + `
 local key, region, ms, id, name = KEYS[1], ARGV[1], tonumber(ARGV[2], 36), ARGV[3], ARGV[4]
 local removed = redis.call('HGET', key, '@removed')
 if removed and tonumber(removed) >= ms then return 0 end
@@ -302,7 +344,7 @@ else
   redis.call('HDEL', key, '@fails|' .. region)
 end
 ` + dropUnusedLeaves + `
-redis.call('INCR', KEYS[2])
+bump(0)
 return 1
 `)
 
@@ -312,7 +354,7 @@ return 1
 // added again later come in.
 //
 // KEYS: view:exp:<domain>, view:ver:<domain>. ARGV: removal ms.
-var applyRemovedScript = redis.NewScript(markLua + `
+var applyRemovedScript = redis.NewScript(markLua + bumpLua + `
 local key, ms = KEYS[1], tonumber(ARGV[1])
 local removed = redis.call('HGET', key, '@removed')
 if removed and tonumber(removed) >= ms then return 0 end
@@ -320,7 +362,7 @@ local all = redis.call('HGETALL', key)
 local stale = {}
 for i = 1, #all, 2 do
   local f, v = all[i], all[i + 1]
-  if string.sub(f, 1, 1) == '@' and f ~= '@removed' and f ~= '@name' and f ~= '@tenant'
+  if string.sub(f, 1, 1) == '@' and f ~= '@removed' and f ~= '@name' and f ~= '@tenant' and f ~= '@v'
     and not string.find(f, '|', 1, true) then
     if scanMark(v) <= ms then
       stale[string.sub(f, 2)] = true
@@ -339,7 +381,7 @@ for i = 1, #all, 2 do
 end
 ` + dropUnusedLeaves + `
 redis.call('HSET', key, '@removed', ARGV[1])
-redis.call('INCR', KEYS[2])
+bump(0)
 return 1
 `)
 
@@ -350,7 +392,7 @@ return 1
 //
 // KEYS: view:exp:<domain>, view:ver:<domain>. ARGV: "host:port", event
 // ms, tenant ("" when unknown).
-var applyNameScript = redis.NewScript(`
+var applyNameScript = redis.NewScript(bumpLua + `
 local key, name, ms = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local cur = redis.call('HGET', key, '@name')
 if cur then
@@ -358,13 +400,13 @@ if cur then
   if tonumber(string.sub(cur, sep + 1)) > ms then return 0 end
   if string.sub(cur, 1, sep - 1) ~= name then
     for _, f in ipairs(redis.call('HKEYS', key)) do
-      if f ~= '@removed' and f ~= '@name' and f ~= '@tenant' then redis.call('HDEL', key, f) end
+      if f ~= '@removed' and f ~= '@name' and f ~= '@tenant' and f ~= '@v' then redis.call('HDEL', key, f) end
     end
   end
 end
 redis.call('HSET', key, '@name', name .. '|' .. ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', key, '@tenant', ARGV[3]) end
-redis.call('INCR', KEYS[2])
+bump(0)
 return 1
 `)
 
@@ -682,10 +724,8 @@ func ReadSnapshots(ctx context.Context, rdb redis.UniversalClient, domainIDs []s
 func decodeSnapshot(domainID string, fields map[string]string, ver string) (Snapshot, error) {
 	snap := Snapshot{DomainID: domainID, Failures: map[string]int{}}
 	var err error
-	if ver != "" {
-		if snap.Version, err = strconv.ParseInt(ver, 10, 64); err != nil {
-			return Snapshot{}, fmt.Errorf("read snapshot of %s: version %q: %w", domainID, ver, err)
-		}
+	if snap.Version, err = viewVersion(fields[versionField], ver); err != nil {
+		return Snapshot{}, fmt.Errorf("read snapshot of %s: %w", domainID, err)
 	}
 	if snap.Entries, err = decodeView(domainID, fields); err != nil {
 		return Snapshot{}, err
@@ -759,15 +799,16 @@ func rebuild(ctx context.Context, rdb redis.UniversalClient, replay func(ctx con
 	return applied, nil
 }
 
-// deleteViews deletes every view:exp:* key and returns how many.
+// deleteViews deletes every view:exp:* key but its version
+// (deleteViewScript) and returns how many.
 func deleteViews(ctx context.Context, rdb redis.UniversalClient) (int, error) {
 	var deleted atomic.Int64
-	// One UNLINK per key, pipelined: views live in as many Redis Cluster
-	// slots as there are domains, and a multi-key UNLINK must stay in one.
+	// One call per key, pipelined: views live in as many Redis Cluster
+	// slots as there are domains.
 	err := scanViewKeys(ctx, rdb, func(ctx context.Context, c redis.UniversalClient, keys []string) error {
 		pipe := c.Pipeline()
 		for _, k := range keys {
-			pipe.Unlink(ctx, k)
+			deleteViewScript.Eval(ctx, pipe, []string{k})
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return err
