@@ -34,9 +34,9 @@ func TestOlderLayoutsReadAndGetReplaced(t *testing.T) {
 	}
 	ms := fmt.Sprint(t0.UnixMilli())
 	old := map[string]any{
-		"@name":   "example.com:443|" + ms,
-		"@tenant": tenant,
-		"@eu":     ms + "|" + shown.EventID.String(),
+		"@name":        "example.com:443|" + ms,
+		"@tenant":      tenant,
+		"@eu":          ms + "|" + shown.EventID.String(),
 		"eu|192.0.2.1": `2{"p":443,"o":"ok","f":true,"l":"` + sha + `","v":"TLS 1.3","cv":true,"hv":true}`,
 		"#" + sha:      `{"i":"CN=Lab CA","b":"0001-01-01T00:00:00Z","a":"` + na.Format(time.RFC3339) + `"}`,
 		"@us":          ms + "|" + us.EventID,
