@@ -5,29 +5,43 @@
 // from every region:
 //
 //	view:exp:{<domain_id>}   hash
-//	  "<region>|<ip>"  -> JSON ExpEntry (ip "" for a name that did not resolve)
-//	  "@<region>"      -> "<finished unix ms>|<event id>" of the scan shown
+//	  "<region>|<ip>"  -> "3<shape>,<connect ms>,<handshake ms>" (ip "" for
+//	                     a name that did not resolve)
+//	  "#<shape>", "#<shape>|1", ... -> the shape in chunks: what the scan
+//	                     saw at the IP but the IP and its timings, the
+//	                     certificate's facts included, once per view
+//	                     however many regions and IPs saw it (entry.go)
+//	  "@<region>"      -> "<finished unix ms, base 36>|<event id, 22
+//	                     characters>" of the scan shown
 //	  "@removed"       -> unix ms of the latest domain.removed
 //	  "@name"          -> "<host:port>|<unix ms>": the name the entries are
 //	                     for and the domain event that gave it (0: a scan)
 //	  "@tenant"        -> the domain's tenant, from the events that carry it
 //	  "@fails|<region>" -> consecutive scans of the region, up to the one
 //	                     shown, in which the name or an IP failed
-//	view:ver:{<domain_id>}  integer: the view's version, incremented by every
-//	                     script that changes the view, in the same step
+//	  "@v"             -> the view's version, incremented by every script
+//	                     that changes the view, in the same step
 //
-// The version orders snapshots of a view: Snapshot reads the hash and the
-// version atomically, so a higher version always means a view at least as
-// new. The alert engine (apiserver/alerts, plugged in as an Evaluator)
-// compares it with the version it last evaluated to ignore older snapshots.
-// It lives outside the hash so that Rebuild, which deletes the views,
-// never makes it go back.
+// Every field and value of a common view is at most 64 bytes and there
+// are far fewer than 128 fields, so Redis keeps the hash as a compact
+// listpack (its defaults hash-max-listpack-value and -entries); entry.go
+// says how, and which older layouts still read.
+//
+// The version orders snapshots of a view: Snapshot reads it with the hash
+// in one step, so a higher version always means a view at least as new.
+// The alert engine (apiserver/alerts, plugged in as an Evaluator) compares
+// it with the version it last evaluated to ignore older snapshots, and
+// names alerts by it, so it must never go back: Rebuild deletes a view but
+// its "@v", a restore sets it above both what is left and the snapshot's,
+// and views of the older layout, whose version was a key of its own
+// (view:ver:{<domain_id>}), go on from that key, which the next change
+// deletes.
 //
 // A region's entries are replaced as a whole by its newest scan, so IPs that
 // left DNS vanish; an older or redelivered scan changes nothing, so the view
 // never goes back in time whatever the delivery order. Meta fields start
-// with "@", which no entry field does (regions starting with "@" or holding
-// "|" are refused).
+// with "@" and shapes with "#", which no entry field does (regions
+// starting with either or holding "|" are refused).
 //
 // A domain keeps its id when renamed (domain.updated with another host or
 // port): the rename empties its view, and a scan of another name than the
@@ -65,13 +79,16 @@ const ViewPrefix = "view:exp:"
 
 // ViewKey is the key of the expiration view of a domain. The domain id is
 // its Redis Cluster hash tag, shared with VersionKey: the scripts that
-// change a view bump its version in the same step, in one slot.
+// change a view read an older layout's version in the same step, in one
+// slot.
 func ViewKey(domainID string) string { return ViewPrefix + "{" + domainID + "}" }
 
-// VersionPrefix starts the key of every view's version.
+// VersionPrefix starts the key of every view's version in the older
+// layout, which the scripts read and delete (bumpLua).
 const VersionPrefix = "view:ver:"
 
-// VersionKey is the key of the version of a domain's expiration view.
+// VersionKey is the key of the version of a domain's expiration view in
+// the older layout.
 func VersionKey(domainID string) string { return VersionPrefix + "{" + domainID + "}" }
 
 const (
