@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -606,13 +605,12 @@ func decodeEntry(all map[string]string, f, v string) (ExpEntry, error) {
 	return e, nil
 }
 
-// nameHost is the host of a view's name field "<host:port>|<ms>"; "" for
-// none.
+// nameHost is the host of a view's name field "<host:port>|<ms>", as
+// domainname.Key joined them (an IPv6 address unbracketed); "" for none.
 func nameHost(name string) string {
 	name, _, _ = strings.Cut(name, "|")
-	host, _, err := net.SplitHostPort(name)
-	if err != nil {
-		return ""
+	if i := strings.LastIndexByte(name, ':'); i >= 0 {
+		return name[:i]
 	}
-	return host
+	return ""
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/events"
 )
 
@@ -193,12 +194,16 @@ func TestShapeRoundTrip(t *testing.T) {
 		{"a failure", "", 0, events.IPResult{Outcome: events.OutcomeHandshakeError, Detail: "unknown-authority"}},
 		{"the subject names the host, no SAN", "example.com", 443, events.IPResult{Outcome: events.OutcomeOK,
 			CertificateFound: true, Subject: "CN=example.com", NotAfter: na}},
+		{"the subject names an IPv6 host", "2001:db8::1", 443, events.IPResult{Outcome: events.OutcomeOK,
+			CertificateFound: true, Subject: "CN=2001:db8::1", SANs: []string{"2001:db8::1"}, NotAfter: na}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var got events.IPResult
 			s := encodeShape(tc.host, tc.port, tc.r)
-			port, err := decodeShape(s, tc.host, &got)
+			// The host as the view's name field gives it back.
+			host := nameHost(domainname.Key(tc.host, tc.port) + "|0")
+			port, err := decodeShape(s, host, &got)
 			if err != nil {
 				t.Fatalf("decode %q: %v", s, err)
 			}
