@@ -1,36 +1,59 @@
 package projector
 
 import (
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/certfleet/certfleet/events"
 )
 
-// How a view hash keeps its entries (docs/scaling.md: the views were four
-// fifths of Redis per domain, a certificate stored once per region and IP
-// with every field named in full):
+// How a view hash keeps its entries (docs/scaling.md). Redis keeps a hash
+// as a compact listpack while it has at most 128 fields of at most 64
+// bytes (hash-max-listpack-entries, hash-max-listpack-value); past that it
+// turns into a hashtable costing some 70 bytes more per field. The layout
+// keeps a common view (a few regions, a few IPs, one certificate) within
+// both limits:
 //
-//   - "<region>|<ip>" holds entryMark and then a storedEntry: what the scan
-//     saw at the IP, without what the field name says (region, IP), what
-//     the region's meta "@<region>" says (when the scan finished, its
-//     event), and the certificate's facts;
-//   - "#<sha256>" holds a storedCert: the facts of a leaf, once per view
-//     however many regions and IPs serve it. The scripts that change
-//     entries end with dropUnusedLeaves, so a leaf no entry refers to any
-//     more goes.
+//   - "<region>|<ip>" holds shapeMark, the name of its shape and the IP's
+//     timings: "3<ref>,<connect ms>,<handshake ms>";
+//   - "#<ref>", "#<ref>|1", "#<ref>|2"... hold a shape in chunks of at most
+//     63 bytes: everything a scan saw at an IP but the IP and its timings,
+//     the certificate's facts included (encodeShape). The IPs of all
+//     regions usually see the same shape, so it is stored once per view;
+//     <ref> is a hash of the shape (shapeRef), so every scan names the
+//     same shape alike. The scripts that change entries end with
+//     dropUnusedLeaves, so a shape no entry refers to any more goes;
+//   - "@<region>" holds the scan shown: "<finished ms, base 36>|<event id>"
+//     with the event id in 22 characters (compact), which sort as the ids
+//     do.
 //
-// Entries written before this layout are whole ExpEntry JSON objects
-// ("{..."); they decode as before.
+// Views written before still decode, and a scan of a region replaces its
+// fields whatever their layout: layout "2" (entryMark, a storedEntry JSON
+// referring to "#<sha256>" or "#ip:<region>/<ip>" facts), whole ExpEntry
+// JSON objects ("{...") and region marks "<ms>|<event id>" in decimal and
+// in full.
 const (
 	entryMark  = "2"
+	shapeMark  = "3"
 	leafPrefix = "#"
+	chunkSep   = "|"
+	// maxChunk is the most bytes of a shape in one field: at most 64
+	// (Redis's default hash-max-listpack-value), and a listpack keeps a
+	// string of up to 63 with a one-byte header.
+	maxChunk = 63
 )
 
-// storedEntry is an entry's own part, with short names.
+// storedEntry is an entry's own part in layout 2, with short names.
 type storedEntry struct {
 	Port                  int            `json:"p,omitempty"`
 	Outcome               events.Outcome `json:"o"`
@@ -51,7 +74,7 @@ type storedEntry struct {
 	LegacyTLS             []string       `json:"lt,omitempty"`
 }
 
-// storedCert is a leaf's facts, with short names.
+// storedCert is a leaf's facts in layout 2, with short names.
 type storedCert struct {
 	Subject            string    `json:"s,omitempty"`
 	Issuer             string    `json:"i,omitempty"`
@@ -64,20 +87,36 @@ type storedCert struct {
 	SignatureAlgorithm string    `json:"g,omitempty"`
 }
 
+// markLua is the Lua the scripts read a region's mark "@<region>" with:
+// scanMark(v) returns its finished ms and event id, and whether it is of
+// the older layout (decimal ms, event id in full).
+const markLua = `
+local function scanMark(v)
+  local sep = string.find(v, '|', 1, true)
+  local ms, id = string.sub(v, 1, sep - 1), string.sub(v, sep + 1)
+  if #id == 22 then return tonumber(ms, 36), id, false end
+  return tonumber(ms), id, true
+end
+`
+
 // dropUnusedLeaves is the Lua that applyScanScript and applyRemovedScript
-// end with: it removes the leaf facts ("#<key>") no entry of the view
-// KEYS[1] refers to any more. An entry refers to its leaf by fingerprint
-// ("l") or, with none, by its region and IP (leafKey). Entries of the old
-// layout carry their facts and refer to none.
+// end with: it removes the shapes ("#<ref>" and their chunks) and layout 2
+// leaf facts ("#<key>") no entry of the view KEYS[1] refers to any more.
+// A layout 2 entry refers to its leaf by fingerprint ("l") or, with none,
+// by its region and IP (leafKey). Entries of the oldest layout carry
+// their facts and refer to none.
 const dropUnusedLeaves = `
 local used, leaves = {}, {}
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local f, v = all[i], all[i + 1]
-  local c = string.sub(f, 1, 1)
+  local c, m = string.sub(f, 1, 1), string.sub(v, 1, 1)
   if c == '#' then
     leaves[#leaves + 1] = f
-  elseif c ~= '@' and string.sub(v, 1, 1) == '` + entryMark + `' then
+  elseif c == '@' then
+  elseif m == '` + shapeMark + `' then
+    used['#' .. string.match(v, '^.([^,]*)')] = true
+  elseif m == '` + entryMark + `' then
     local sha = string.match(v, '"l":"(%w+)"')
     if sha then
       used['#' .. sha] = true
@@ -88,51 +127,391 @@ for i = 1, #all, 2 do
   end
 end
 for _, f in ipairs(leaves) do
-  if not used[f] then redis.call('HDEL', KEYS[1], f) end
+  if not used[f] and not used[string.match(f, '^[^|]*')] then redis.call('HDEL', KEYS[1], f) end
 end
 `
 
-// encodeResults turns one region's results into the view fields that
-// applyScanScript writes: entries by IP (it puts "<region>|" before
-// them), and leaf facts by their own name ("#...", written as they are).
-func encodeResults(region string, port int, results []events.IPResult) ([]any, error) {
-	out := make([]any, 0, 2*len(results)+2)
-	leaves := map[string]bool{}
-	for _, r := range results {
-		e := storedEntry{
-			Port: port, Outcome: r.Outcome, Detail: r.Detail, CertificateFound: r.CertificateFound, LeafSHA256: r.LeafSHA256,
-			ChainLength: r.ChainLength, TLSVersion: r.TLSVersion, CipherSuite: r.CipherSuite, ChainValid: r.ChainValid,
-			HostnameValid: r.HostnameValid, ConnectMS: r.ConnectMS, HandshakeMS: r.HandshakeMS, HTTPStatus: r.HTTPStatus,
-			HSTSMaxAge: r.HSTSMaxAge, HSTSIncludeSubdomains: r.HSTSIncludeSubdomains, LegacyTLSChecked: r.LegacyTLSChecked,
-			LegacyTLS: r.LegacyTLS,
-		}
-		body, err := json.Marshal(e)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, r.IP, entryMark+string(body))
-		key := leafKey(r.LeafSHA256, region, r.IP)
-		if !r.CertificateFound || leaves[key] {
-			continue
-		}
-		leaves[key] = true
-		c, err := json.Marshal(storedCert{
-			Subject: r.Subject, Issuer: r.Issuer, SANs: r.SANs, Serial: r.Serial, NotBefore: r.NotBefore, NotAfter: r.NotAfter,
-			KeyType: r.KeyType, KeyBits: r.KeyBits, SignatureAlgorithm: r.SignatureAlgorithm,
-		})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, leafPrefix+key, string(c))
-	}
-	return out, nil
+// compact writes ids, fingerprints and shape names in base 64 with an
+// alphabet in ASCII order, so that encoded ids sort as the ids do (the
+// scan script orders scans of the same millisecond by event id).
+var compact = base64.NewEncoding("-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz").WithPadding(base64.NoPadding)
+
+// encodeMark is the two parts of a region's mark "@<region>", which
+// applyScanScript joins with "|": when its scan finished and the scan's
+// event.
+func encodeMark(finished time.Time, eventID uuid.UUID) (ms, id string) {
+	return strconv.FormatInt(finished.UnixMilli(), 36), compact.EncodeToString(eventID[:])
 }
 
-// leafKey names a leaf's facts in a view: its fingerprint, or for a
-// result that carries none, or one of other characters than letters and
-// digits (results fed by hand), its region and IP, so that two unnamed
-// certificates never share facts. dropUnusedLeaves finds the same names
-// (Lua's %w is [0-9A-Za-z]).
+// decodeMark reads a region's mark of either layout (markLua).
+func decodeMark(v string) (time.Time, string, error) {
+	ms, id, ok := strings.Cut(v, "|")
+	if !ok {
+		return time.Time{}, "", fmt.Errorf("scan mark %q: no separator", v)
+	}
+	base := 10
+	if len(id) == 22 {
+		b, err := compact.DecodeString(id)
+		if err != nil || len(b) != 16 {
+			return time.Time{}, "", fmt.Errorf("scan mark %q: bad event id", v)
+		}
+		id, base = uuid.UUID(b).String(), 36
+	}
+	n, err := strconv.ParseInt(ms, base, 64)
+	if err != nil {
+		return time.Time{}, "", fmt.Errorf("scan mark %q: %w", v, err)
+	}
+	return time.UnixMilli(n).UTC(), id, nil
+}
+
+// Shape flags.
+const (
+	flagCertificateFound = 1 << iota
+	flagChainValid
+	flagHostnameValid
+	flagHSTSIncludeSubdomains
+	flagLegacyTLSChecked
+	// flagSANIsCN: the first SAN is the subject's CN, the whole subject
+	// (the common "CN=<host>"), and is not written again.
+	flagSANIsCN
+	// flagSubjectIsHost: the subject is "CN=<host>", the host of the
+	// view's name, and is not written. The view's name only changes
+	// with a rename, which empties the view, shapes included.
+	flagSubjectIsHost
+)
+
+// Positions of a shape's fields; a shape ends with LegacyTLS's items and
+// then the SANs, as many as there are.
+const (
+	shOutcome = iota
+	shFlags
+	shChainLength
+	shTLSVersion
+	shPort
+	shLeafSHA256
+	shNotAfter
+	shNotBefore
+	shSubject
+	shIssuer
+	shCipherSuite
+	shDetail
+	shHTTPStatus
+	shHSTSMaxAge
+	shSerial
+	shKeyType
+	shKeyBits
+	shSignatureAlgorithm
+	shLegacyTLS // how many items follow
+	shFields
+)
+
+// shapeEscaper and shapeUnescaper keep the separator out of a shape's
+// fields.
+var (
+	shapeEscaper   = strings.NewReplacer("%", "%25", "|", "%7C")
+	shapeUnescaper = strings.NewReplacer("%25", "%", "%7C", "|")
+)
+
+// encodeShape writes everything a scan of host (the host of the view's
+// name; "" when unknown) saw at an IP but the IP and its timings:
+// "|"-separated fields by position, empty ones at the end left out, TLS
+// versions and cipher suites by their code (tlsCode), times in seconds in
+// base 36.
+func encodeShape(host string, port int, r events.IPResult) string {
+	f := make([]string, shFields, shFields+len(r.LegacyTLS)+len(r.SANs))
+	var flags int64
+	for _, b := range []struct {
+		on  bool
+		bit int64
+	}{{r.CertificateFound, flagCertificateFound}, {r.ChainValid, flagChainValid}, {r.HostnameValid, flagHostnameValid},
+		{r.HSTSIncludeSubdomains, flagHSTSIncludeSubdomains}, {r.LegacyTLSChecked, flagLegacyTLSChecked}} {
+		if b.on {
+			flags |= b.bit
+		}
+	}
+	sans := r.SANs
+	if len(sans) > 0 && r.Subject == "CN="+sans[0] {
+		flags |= flagSANIsCN
+		sans = sans[1:]
+	}
+	f[shOutcome], f[shDetail] = string(r.Outcome), r.Detail
+	f[shChainLength], f[shPort], f[shHTTPStatus] = itoa(int64(r.ChainLength)), itoa(int64(port)), itoa(int64(r.HTTPStatus))
+	f[shHSTSMaxAge], f[shKeyBits] = itoa(r.HSTSMaxAge), itoa(int64(r.KeyBits))
+	f[shTLSVersion], f[shCipherSuite] = tlsCode(r.TLSVersion, tlsVersions), tlsCode(r.CipherSuite, cipherSuites)
+	f[shLeafSHA256], f[shNotAfter], f[shNotBefore] = shaCode(r.LeafSHA256), timeCode(r.NotAfter), timeCode(r.NotBefore)
+	if host != "" && r.Subject == "CN="+host {
+		flags |= flagSubjectIsHost
+	} else {
+		f[shSubject] = r.Subject
+	}
+	f[shIssuer], f[shSerial], f[shKeyType] = r.Issuer, r.Serial, r.KeyType
+	f[shSignatureAlgorithm], f[shLegacyTLS] = r.SignatureAlgorithm, itoa(int64(len(r.LegacyTLS)))
+	for _, v := range r.LegacyTLS {
+		f = append(f, tlsCode(v, tlsVersions))
+	}
+	f = append(f, sans...)
+	f[shFlags] = itoa36(flags)
+	if len(f) == shFields {
+		for len(f) > 0 && f[len(f)-1] == "" {
+			f = f[:len(f)-1]
+		}
+	}
+	for i := range f {
+		f[i] = shapeEscaper.Replace(f[i])
+	}
+	return strings.Join(f, "|")
+}
+
+// decodeShape reads what encodeShape wrote for host into r and returns
+// the port.
+func decodeShape(s, host string, r *events.IPResult) (int, error) {
+	f := strings.Split(s, "|")
+	for i := range f {
+		f[i] = shapeUnescaper.Replace(f[i])
+	}
+	legacy, _ := strconv.Atoi(field(f, shLegacyTLS))
+	if legacy < 0 || legacy > max(0, len(f)-shFields) {
+		return 0, fmt.Errorf("shape: %d legacy versions in %d fields", legacy, len(f))
+	}
+	var errs []error
+	num := func(i int) int64 {
+		v := field(f, i)
+		if v == "" {
+			return 0
+		}
+		base := 10
+		if i == shFlags {
+			base = 36
+		}
+		n, err := strconv.ParseInt(v, base, 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("shape field %d: %w", i, err))
+		}
+		return n
+	}
+	text := func(i int, decode func(string) (string, error)) string {
+		v, err := decode(field(f, i))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("shape field %d: %w", i, err))
+		}
+		return v
+	}
+	when := func(i int) time.Time {
+		t, err := timeOf(field(f, i))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("shape field %d: %w", i, err))
+		}
+		return t
+	}
+	flags := num(shFlags)
+	r.Outcome, r.Detail = events.Outcome(field(f, shOutcome)), field(f, shDetail)
+	r.CertificateFound, r.ChainValid = flags&flagCertificateFound != 0, flags&flagChainValid != 0
+	r.HostnameValid, r.HSTSIncludeSubdomains = flags&flagHostnameValid != 0, flags&flagHSTSIncludeSubdomains != 0
+	r.LegacyTLSChecked = flags&flagLegacyTLSChecked != 0
+	r.ChainLength, r.HTTPStatus, r.HSTSMaxAge, r.KeyBits = int(num(shChainLength)), int(num(shHTTPStatus)), num(shHSTSMaxAge), int(num(shKeyBits))
+	r.TLSVersion, r.CipherSuite = text(shTLSVersion, tlsVersionOf), text(shCipherSuite, cipherSuiteOf)
+	r.LeafSHA256, r.NotAfter, r.NotBefore = text(shLeafSHA256, shaOf), when(shNotAfter), when(shNotBefore)
+	r.Subject, r.Issuer, r.Serial = field(f, shSubject), field(f, shIssuer), field(f, shSerial)
+	r.KeyType, r.SignatureAlgorithm = field(f, shKeyType), field(f, shSignatureAlgorithm)
+	if flags&flagSubjectIsHost != 0 {
+		if host == "" {
+			errs = append(errs, errors.New("shape: subject from the view's name, which has none"))
+		}
+		r.Subject = "CN=" + host
+	}
+	port := int(num(shPort))
+	r.LegacyTLS, r.SANs = nil, nil
+	for i := range legacy {
+		r.LegacyTLS = append(r.LegacyTLS, text(shFields+i, tlsVersionOf))
+	}
+	if flags&flagSANIsCN != 0 {
+		cn, ok := strings.CutPrefix(r.Subject, "CN=")
+		if !ok {
+			errs = append(errs, errors.New("shape: first SAN from a subject without CN"))
+		}
+		r.SANs = append(r.SANs, cn)
+	}
+	if len(f) > shFields+legacy {
+		r.SANs = append(r.SANs, f[shFields+legacy:]...)
+	}
+	return port, errors.Join(errs...)
+}
+
+// field is f[i], or "" past its end.
+func field(f []string, i int) string {
+	if i < len(f) {
+		return f[i]
+	}
+	return ""
+}
+
+// shapeRef names a shape in its view: 48 bits of its SHA-256, in compact
+// (8 characters). Two shapes of one view sharing a name (about one chance
+// in 10^12 for a view of a dozen shapes) would show one's facts for the
+// other.
+func shapeRef(shape string) string {
+	sum := sha256.Sum256([]byte(shape))
+	return compact.EncodeToString(sum[:6])
+}
+
+// itoa is n in decimal, "" for 0.
+func itoa(n int64) string {
+	if n == 0 {
+		return ""
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// itoa36 is n in base 36, "" for 0.
+func itoa36(n int64) string {
+	if n == 0 {
+		return ""
+	}
+	return strconv.FormatInt(n, 36)
+}
+
+// timeCode is t in Unix seconds, base 36, then "." and its nanoseconds
+// when it has any; "" for the zero time. Times come back in UTC.
+func timeCode(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	s := strconv.FormatInt(t.Unix(), 36)
+	if ns := t.Nanosecond(); ns != 0 {
+		s += "." + strconv.FormatInt(int64(ns), 36)
+	}
+	return s
+}
+
+// timeOf reads timeCode.
+func timeOf(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	sec, frac, _ := strings.Cut(s, ".")
+	n, err := strconv.ParseInt(sec, 36, 64)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var ns int64
+	if frac != "" {
+		if ns, err = strconv.ParseInt(frac, 36, 64); err != nil || ns < 0 || ns >= 1e9 {
+			return time.Time{}, fmt.Errorf("time %q: bad nanoseconds", s)
+		}
+	}
+	return time.Unix(n, ns).UTC(), nil
+}
+
+// shaCode is a fingerprint as written by the agent (64 lower-case hex
+// digits) in compact, anything else as it is after "=".
+func shaCode(sha string) string {
+	if b, err := hex.DecodeString(sha); err == nil && len(b) == sha256.Size && hex.EncodeToString(b) == sha {
+		return compact.EncodeToString(b)
+	}
+	if sha == "" {
+		return ""
+	}
+	return "=" + sha
+}
+
+// shaOf reads shaCode.
+func shaOf(s string) (string, error) {
+	if v, ok := strings.CutPrefix(s, "="); ok || s == "" {
+		return v, nil
+	}
+	b, err := compact.DecodeString(s)
+	if err != nil || len(b) != sha256.Size {
+		return "", fmt.Errorf("fingerprint %q: not %d bytes in compact", s, sha256.Size)
+	}
+	return hex.EncodeToString(b), nil
+}
+
+// tlsVersions and cipherSuites are the codes of the names crypto/tls
+// gives TLS versions and cipher suites, as the agent records them.
+var tlsVersions, cipherSuites = func() (map[string]uint16, map[string]uint16) {
+	versions := map[string]uint16{}
+	for _, v := range []uint16{tls.VersionSSL30, tls.VersionTLS10, tls.VersionTLS11, tls.VersionTLS12, tls.VersionTLS13} { //nolint:staticcheck // SSL 3.0 is still named by old servers
+		versions[tls.VersionName(v)] = v
+	}
+	suites := map[string]uint16{}
+	for _, s := range append(tls.CipherSuites(), tls.InsecureCipherSuites()...) {
+		suites[s.Name] = s.ID
+	}
+	return versions, suites
+}()
+
+// tlsCode is a TLS version's or cipher suite's name as its code in hex
+// when crypto/tls names it so, else the name as it is after "=".
+func tlsCode(name string, codes map[string]uint16) string {
+	if id, ok := codes[name]; ok {
+		return strconv.FormatUint(uint64(id), 16)
+	}
+	if name == "" {
+		return ""
+	}
+	return "=" + name
+}
+
+// tlsNameOf reads tlsCode with name, crypto/tls's namer.
+func tlsNameOf(s string, name func(uint16) string) (string, error) {
+	if v, ok := strings.CutPrefix(s, "="); ok || s == "" {
+		return v, nil
+	}
+	id, err := strconv.ParseUint(s, 16, 16)
+	if err != nil {
+		return "", fmt.Errorf("tls code %q: %w", s, err)
+	}
+	return name(uint16(id)), nil
+}
+
+func tlsVersionOf(s string) (string, error)  { return tlsNameOf(s, tls.VersionName) }
+func cipherSuiteOf(s string) (string, error) { return tlsNameOf(s, tls.CipherSuiteName) }
+
+// encodeResults turns one region's results of a scan of host:port into
+// the view fields that applyScanScript writes: entries by IP (it puts
+// "<region>|" before them), and the chunks of their shapes by their own
+// name ("#...", written as they are), each shape once.
+func encodeResults(host string, port int, results []events.IPResult) []any {
+	out := make([]any, 0, 4*len(results))
+	written := map[string]bool{}
+	for _, r := range results {
+		shape := encodeShape(host, port, r)
+		ref := shapeRef(shape)
+		out = append(out, r.IP, shapeMark+ref+","+strconv.FormatInt(r.ConnectMS, 10)+","+strconv.FormatInt(r.HandshakeMS, 10))
+		if written[ref] {
+			continue
+		}
+		written[ref] = true
+		for i := 0; i == 0 || len(shape) > 0; i++ {
+			name := leafPrefix + ref
+			if i > 0 {
+				name += chunkSep + strconv.Itoa(i)
+			}
+			n := min(len(shape), maxChunk)
+			out = append(out, name, shape[:n])
+			shape = shape[n:]
+		}
+	}
+	return out
+}
+
+// readShape joins the chunks of shape ref of a view.
+func readShape(all map[string]string, ref string) (string, bool) {
+	s, ok := all[leafPrefix+ref]
+	for i := 1; ok; i++ {
+		c, more := all[leafPrefix+ref+chunkSep+strconv.Itoa(i)]
+		if !more {
+			break
+		}
+		s += c
+	}
+	return s, ok
+}
+
+// leafKey names a layout 2 leaf's facts in a view: its fingerprint, or
+// for a result that carries none, or one of other characters than letters
+// and digits (results fed by hand), its region and IP. dropUnusedLeaves
+// finds the same names (Lua's %w is [0-9A-Za-z]).
 func leafKey(sha, region, ip string) string {
 	if sha == "" || strings.ContainsFunc(sha, func(r rune) bool {
 		return (r < '0' || r > '9') && (r < 'a' || r > 'z') && (r < 'A' || r > 'Z')
@@ -143,58 +522,95 @@ func leafKey(sha, region, ip string) string {
 }
 
 // decodeEntries reads the entries of a view hash (every field; meta
-// fields are skipped), in no particular order.
+// fields and shapes are skipped), in no particular order.
 func decodeEntries(domainID string, all map[string]string) ([]ExpEntry, error) {
 	out := make([]ExpEntry, 0, len(all))
 	for f, v := range all {
 		if strings.HasPrefix(f, metaPrefix) || strings.HasPrefix(f, leafPrefix) {
 			continue
 		}
-		region, suffix, _ := strings.Cut(f, "|")
-		body, ok := strings.CutPrefix(v, entryMark)
-		if !ok {
-			var e ExpEntry
-			if err := json.Unmarshal([]byte(v), &e); err != nil {
-				return nil, fmt.Errorf("decode expiration entry %s of %s: %w", f, domainID, err)
-			}
-			out = append(out, e)
-			continue
-		}
-		var s storedEntry
-		if err := json.Unmarshal([]byte(body), &s); err != nil {
+		e, err := decodeEntry(all, f, v)
+		if err != nil {
 			return nil, fmt.Errorf("decode expiration entry %s of %s: %w", f, domainID, err)
-		}
-		e := ExpEntry{Region: region, Port: s.Port, IPResult: events.IPResult{
-			IP: suffix, Outcome: s.Outcome, Detail: s.Detail, CertificateFound: s.CertificateFound, LeafSHA256: s.LeafSHA256,
-			ChainLength: s.ChainLength, TLSVersion: s.TLSVersion, CipherSuite: s.CipherSuite, ChainValid: s.ChainValid,
-			HostnameValid: s.HostnameValid, ConnectMS: s.ConnectMS, HandshakeMS: s.HandshakeMS, HTTPStatus: s.HTTPStatus,
-			HSTSMaxAge: s.HSTSMaxAge, HSTSIncludeSubdomains: s.HSTSIncludeSubdomains, LegacyTLSChecked: s.LegacyTLSChecked,
-			LegacyTLS: s.LegacyTLS,
-		}}
-		// The region's meta: "<finished ms>|<event id>".
-		if meta, ok := all[metaPrefix+region]; ok {
-			ms, id, _ := strings.Cut(meta, "|")
-			n, err := strconv.ParseInt(ms, 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("decode expiration entry %s of %s: meta %q: %w", f, domainID, meta, err)
-			}
-			e.ScannedAt, e.EventID = time.UnixMilli(n).UTC(), id
-		}
-		if s.CertificateFound {
-			c, ok := all[leafPrefix+leafKey(s.LeafSHA256, region, suffix)]
-			if !ok {
-				return nil, fmt.Errorf("decode expiration entry %s of %s: no facts of leaf %s", f, domainID, s.LeafSHA256)
-			}
-			var sc storedCert
-			if err := json.Unmarshal([]byte(c), &sc); err != nil {
-				return nil, fmt.Errorf("decode leaf %s of %s: %w", s.LeafSHA256, domainID, err)
-			}
-			e.Subject, e.Issuer, e.SANs, e.Serial = sc.Subject, sc.Issuer, sc.SANs, sc.Serial
-			e.NotBefore, e.NotAfter = sc.NotBefore, sc.NotAfter
-			e.KeyType, e.KeyBits, e.SignatureAlgorithm = sc.KeyType, sc.KeyBits, sc.SignatureAlgorithm
-			e.NoExpiry = e.HasNoExpiry()
 		}
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// decodeEntry reads entry field f of value v, of any layout, with what
+// the rest of the view all says of it.
+func decodeEntry(all map[string]string, f, v string) (ExpEntry, error) {
+	var e ExpEntry
+	switch {
+	case strings.HasPrefix(v, shapeMark):
+		ref, timings, _ := strings.Cut(v[len(shapeMark):], ",")
+		connect, handshake, _ := strings.Cut(timings, ",")
+		var err1, err2 error
+		e.ConnectMS, err1 = strconv.ParseInt(connect, 10, 64)
+		e.HandshakeMS, err2 = strconv.ParseInt(handshake, 10, 64)
+		if err := errors.Join(err1, err2); err != nil {
+			return e, err
+		}
+		shape, ok := readShape(all, ref)
+		if !ok {
+			return e, fmt.Errorf("no shape %s", ref)
+		}
+		var err error
+		if e.Port, err = decodeShape(shape, nameHost(all[nameField]), &e.IPResult); err != nil {
+			return e, err
+		}
+	case strings.HasPrefix(v, entryMark):
+		var s storedEntry
+		if err := json.Unmarshal([]byte(v[len(entryMark):]), &s); err != nil {
+			return e, err
+		}
+		e.Port, e.IPResult = s.Port, events.IPResult{
+			Outcome: s.Outcome, Detail: s.Detail, CertificateFound: s.CertificateFound, LeafSHA256: s.LeafSHA256,
+			ChainLength: s.ChainLength, TLSVersion: s.TLSVersion, CipherSuite: s.CipherSuite, ChainValid: s.ChainValid,
+			HostnameValid: s.HostnameValid, ConnectMS: s.ConnectMS, HandshakeMS: s.HandshakeMS, HTTPStatus: s.HTTPStatus,
+			HSTSMaxAge: s.HSTSMaxAge, HSTSIncludeSubdomains: s.HSTSIncludeSubdomains, LegacyTLSChecked: s.LegacyTLSChecked,
+			LegacyTLS: s.LegacyTLS,
+		}
+		if s.CertificateFound {
+			region, ip, _ := strings.Cut(f, "|")
+			c, ok := all[leafPrefix+leafKey(s.LeafSHA256, region, ip)]
+			if !ok {
+				return e, fmt.Errorf("no facts of leaf %s", s.LeafSHA256)
+			}
+			var sc storedCert
+			if err := json.Unmarshal([]byte(c), &sc); err != nil {
+				return e, fmt.Errorf("leaf %s: %w", s.LeafSHA256, err)
+			}
+			e.Subject, e.Issuer, e.SANs, e.Serial = sc.Subject, sc.Issuer, sc.SANs, sc.Serial
+			e.NotBefore, e.NotAfter = sc.NotBefore, sc.NotAfter
+			e.KeyType, e.KeyBits, e.SignatureAlgorithm = sc.KeyType, sc.KeyBits, sc.SignatureAlgorithm
+		}
+	default:
+		// The oldest layout: a whole ExpEntry.
+		err := json.Unmarshal([]byte(v), &e)
+		return e, err
+	}
+	region, ip, _ := strings.Cut(f, "|")
+	e.Region, e.IP = region, ip
+	if mark, ok := all[metaPrefix+region]; ok {
+		var err error
+		if e.ScannedAt, e.EventID, err = decodeMark(mark); err != nil {
+			return e, err
+		}
+	}
+	if e.CertificateFound {
+		e.NoExpiry = e.HasNoExpiry()
+	}
+	return e, nil
+}
+
+// nameHost is the host of a view's name field "<host:port>|<ms>", as
+// domainname.Key joined them (an IPv6 address unbracketed); "" for none.
+func nameHost(name string) string {
+	name, _, _ = strings.Cut(name, "|")
+	if i := strings.LastIndexByte(name, ':'); i >= 0 {
+		return name[:i]
+	}
+	return ""
 }

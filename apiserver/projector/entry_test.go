@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/events"
 )
 
@@ -49,17 +50,14 @@ func TestEntryLayoutKeepsEveryField(t *testing.T) {
 	other := r
 	other.IP, other.ConnectMS = "192.0.2.2", 99 // the same leaf at another IP
 	failed := events.IPResult{IP: "", Outcome: events.OutcomeNXDomain, Detail: "no such host"}
-	fields, err := encodeResults("eu", 8443, []events.IPResult{r, other, failed})
-	if err != nil {
-		t.Fatal(err)
-	}
 	finished := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	all := map[string]string{"@eu": "1893456000000|evt-1"}
+	fields := encodeResults("", 8443, []events.IPResult{r, other, failed})
 	for i := 0; i < len(fields); i += 2 {
 		all[viewField("eu", fields[i].(string))] = fields[i+1].(string)
 	}
-	if len(all) != 1+3+1 {
-		t.Errorf("got %d fields, want the meta, 3 entries and the one leaf's facts: %v", len(all), all)
+	if got := shapes(all); len(got) != 2 {
+		t.Errorf("got shapes %v, want 2: one for both IPs of the leaf, one for the failure", got)
 	}
 	got, err := decodeView("dom", all)
 	if err != nil {
@@ -92,6 +90,18 @@ func TestEntryLayoutReadsOldEntries(t *testing.T) {
 	}
 }
 
+// shapes are the names of the shapes of a view (their chunks apart).
+func shapes(all map[string]string) []string {
+	var out []string
+	for f := range all {
+		if strings.HasPrefix(f, leafPrefix) && !strings.Contains(f, chunkSep) {
+			out = append(out, f)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // viewField is the field the scan script writes for a pair of
 // encodeResults.
 func viewField(region, f string) string {
@@ -106,10 +116,7 @@ func viewField(region, f string) string {
 func TestEntryLayoutUnnamedLeaves(t *testing.T) {
 	a := events.IPResult{IP: "192.0.2.1", Outcome: events.OutcomeOK, CertificateFound: true, Serial: "aa"}
 	b := events.IPResult{IP: "192.0.2.2", Outcome: events.OutcomeOK, CertificateFound: true, Serial: "bb"}
-	fields, err := encodeResults("eu", 443, []events.IPResult{a, b})
-	if err != nil {
-		t.Fatal(err)
-	}
+	fields := encodeResults("", 443, []events.IPResult{a, b})
 	all := map[string]string{}
 	for i := 0; i < len(fields); i += 2 {
 		all[viewField("eu", fields[i].(string))] = fields[i+1].(string)
@@ -123,45 +130,134 @@ func TestEntryLayoutUnnamedLeaves(t *testing.T) {
 	}
 }
 
-// A leaf's facts are kept once per view while any entry refers to it, and
-// go when none does: after the regions moved to another leaf, and after
-// the domain's removal.
-func TestLeafFactsOncePerView(t *testing.T) {
+// A shape (a leaf's facts with what the IPs saw) is kept once per view
+// while any entry refers to it, and goes with its chunks when none does:
+// after the regions moved to another leaf, and after the domain's removal.
+func TestShapesOncePerView(t *testing.T) {
 	p, rdb := newProjector(t)
 	ctx := context.Background()
 	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	leaves := func() []string {
-		t.Helper()
-		var out []string
-		for _, f := range rdb.HKeys(ctx, ViewKey(domainID)).Val() {
-			if strings.HasPrefix(f, leafPrefix) {
-				out = append(out, f)
-			}
-		}
-		slices.Sort(out)
-		return out
-	}
-	step := func(name string, want []string, evs ...events.Envelope) {
+	step := func(name string, want int, evs ...events.Envelope) {
 		t.Helper()
 		for _, e := range evs {
 			if err := p.Apply(ctx, e); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if got := leaves(); !slices.Equal(got, want) {
-			t.Errorf("%s: leaf fields %v, want %v", name, got, want)
+		all := rdb.HGetAll(ctx, ViewKey(domainID)).Val()
+		if got := shapes(all); len(got) != want {
+			t.Errorf("%s: shapes %v, want %d", name, got, want)
 		}
-		view(t, rdb) // every entry still finds its facts
+		for f := range all {
+			if base, _, ok := strings.Cut(f, chunkSep); ok && strings.HasPrefix(f, leafPrefix) && all[base] == "" {
+				t.Errorf("%s: chunk %s left without its shape", name, f)
+			}
+		}
+		view(t, rdb) // every entry still finds its shape
 	}
 	a, b := strings.Repeat("a", 64), strings.Repeat("b", 64)
-	step("two regions, one leaf", []string{"#" + a},
-		scan(t, "eu", t0, okResult("192.0.2.1", a, t0.Add(90*24*time.Hour)), okResult("192.0.2.2", a, t0.Add(90*24*time.Hour))),
-		scan(t, "us", t0, okResult("192.0.2.1", a, t0.Add(90*24*time.Hour))))
-	step("eu renewed, us not yet", []string{"#" + a, "#" + b},
+	long := okResult("192.0.2.1", a, t0.Add(90*24*time.Hour))
+	long.SANs = []string{strings.Repeat("x", 60) + ".example.com", strings.Repeat("y", 60) + ".example.com"} // in chunks
+	other := long
+	other.IP, other.ConnectMS = "192.0.2.2", 40
+	step("two regions, one leaf", 1, scan(t, "eu", t0, long, other), scan(t, "us", t0, long))
+	step("eu renewed, us not yet", 2,
 		scan(t, "eu", t0.Add(time.Hour), okResult("192.0.2.1", b, t0.Add(180*24*time.Hour))))
-	step("us renewed too", []string{"#" + b},
+	step("us renewed too", 1,
 		scan(t, "us", t0.Add(time.Hour), okResult("192.0.2.1", b, t0.Add(180*24*time.Hour))))
-	step("unnamed leaves, hand-fed", []string{"#" + b, "#ip:us/192.0.2.9"},
+	step("unnamed leaf, hand-fed", 2,
 		scan(t, "us", t0.Add(2*time.Hour), okResult("192.0.2.9", "", t0.Add(180*24*time.Hour))))
-	step("removed", nil, removed(t, t0.Add(3*time.Hour)))
+	step("removed", 0, removed(t, t0.Add(3*time.Hour)))
+}
+
+// A shape reads back as it was written, with TLS names by their code and
+// what a shape leaves out (a subject naming the view's host, a first SAN
+// naming the subject) put back.
+func TestShapeRoundTrip(t *testing.T) {
+	na := time.Date(2027, 2, 4, 7, 9, 32, 0, time.UTC)
+	tests := []struct {
+		name string
+		host string
+		port int
+		r    events.IPResult
+	}{
+		{"a common leaf", "example.com", 443, events.IPResult{Outcome: events.OutcomeOK, CertificateFound: true,
+			Subject: "CN=example.com", Issuer: "CN=R3,O=Let's Encrypt,C=US", SANs: []string{"example.com", "www.example.com"},
+			Serial: strings.Repeat("0a", 18), NotBefore: na.AddDate(0, 0, -90), NotAfter: na, LeafSHA256: strings.Repeat("0f", 32),
+			KeyType: "ECDSA", KeyBits: 256, SignatureAlgorithm: "SHA256-RSA", ChainLength: 3, TLSVersion: "TLS 1.3",
+			CipherSuite: "TLS_AES_128_GCM_SHA256", ChainValid: true, HostnameValid: true, HTTPStatus: 200, HSTSMaxAge: 31536000,
+			HSTSIncludeSubdomains: true, LegacyTLSChecked: true, LegacyTLS: []string{"TLS 1.0", "TLS 1.1"}}},
+		{"names crypto/tls does not know, separators", "example.com", 8443, events.IPResult{Outcome: events.OutcomeOK,
+			CertificateFound: true, Subject: "CN=a|b%7C,O=x", Issuer: "|", SANs: []string{"", "a|b", ""},
+			NotAfter: time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC), NotBefore: time.Date(1960, 1, 1, 0, 0, 0, 5, time.UTC),
+			LeafSHA256: "not-hex", TLSVersion: "TLS 9.9", CipherSuite: "0x1234", LegacyTLS: []string{"=x", ""}}},
+		{"a failure", "", 0, events.IPResult{Outcome: events.OutcomeHandshakeError, Detail: "unknown-authority"}},
+		{"the subject names the host, no SAN", "example.com", 443, events.IPResult{Outcome: events.OutcomeOK,
+			CertificateFound: true, Subject: "CN=example.com", NotAfter: na}},
+		{"the subject names an IPv6 host", "2001:db8::1", 443, events.IPResult{Outcome: events.OutcomeOK,
+			CertificateFound: true, Subject: "CN=2001:db8::1", SANs: []string{"2001:db8::1"}, NotAfter: na}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got events.IPResult
+			s := encodeShape(tc.host, tc.port, tc.r)
+			// The host as the view's name field gives it back.
+			host := nameHost(domainname.Key(tc.host, tc.port) + "|0")
+			port, err := decodeShape(s, host, &got)
+			if err != nil {
+				t.Fatalf("decode %q: %v", s, err)
+			}
+			if port != tc.port || !reflect.DeepEqual(got, tc.r) {
+				t.Errorf("%q:\ngot  %d %+v\nwant %d %+v", s, port, got, tc.port, tc.r)
+			}
+		})
+	}
+}
+
+// FuzzShapeRoundTrip: whatever the strings, a shape reads back as written.
+func FuzzShapeRoundTrip(f *testing.F) {
+	f.Add("example.com", "CN=example.com", "example.com", "CN=R3,O=x", "TLS 1.3", "|%7C", int64(1796540972), int64(0))
+	f.Add("", "CN=", "", "", "=TLS 1.3", "", int64(-1), int64(999999999))
+	f.Fuzz(func(t *testing.T, host, subject, san, issuer, version, detail string, sec, ns int64) {
+		r := events.IPResult{Outcome: events.OutcomeOK, CertificateFound: true, Subject: subject, Issuer: issuer,
+			SANs: []string{san, detail}, TLSVersion: version, CipherSuite: version, Detail: detail, LegacyTLS: []string{version},
+			NotAfter: time.Unix(sec%1e12, ns%1e9).UTC(), LeafSHA256: detail}
+		if r.NotAfter.IsZero() {
+			r.NotAfter = time.Time{}
+		}
+		var got events.IPResult
+		if _, err := decodeShape(encodeShape(host, 443, r), host, &got); err != nil {
+			t.Fatalf("decode: %v", err)
+		}
+		if !reflect.DeepEqual(got, r) {
+			t.Errorf("got %+v, want %+v", got, r)
+		}
+	})
+}
+
+// FuzzDecodeView: a view hash of any content (lines "<field>\t<value>")
+// decodes or fails, and never panics.
+func FuzzDecodeView(f *testing.F) {
+	for _, v := range []map[string]string{
+		{"@eu": "mxbiotsa|6O7sgI1-JcyJNuaqN8ApRk", "eu|192.0.2.1": "3-FsaHwIQ,12,30", "@v": "3", "@name": "example.com:443|0",
+			"#-FsaHwIQ": "ok|2v|2|304|443|----------------------------------------0fJ|tsp", "#-FsaHwIQ|1": "8my|to2kmy||CN=Lab CA"},
+		{"@eu": "1796540972652|5deac87f-45c8-52fa-9b6b-2ef2f73d8fb1", "eu|192.0.2.1": `2{"p":443,"o":"ok","f":true,"l":"ab"}`,
+			"#ab": `{"s":"CN=a","a":"2027-02-04T07:09:32Z","b":"2026-11-06T07:09:32Z"}`},
+		{"us|192.0.2.1": `{"region":"us","port":443,"ip":"192.0.2.1","outcome":"ok"}`, "@fails|us": "2", "@removed": "1"},
+	} {
+		var lines []string
+		for k, val := range v {
+			lines = append(lines, k+"\t"+val)
+		}
+		slices.Sort(lines)
+		f.Add(strings.Join(lines, "\n"))
+	}
+	f.Fuzz(func(t *testing.T, data string) {
+		fields := map[string]string{}
+		for _, line := range strings.Split(data, "\n") {
+			k, v, _ := strings.Cut(line, "\t")
+			fields[k] = v
+		}
+		_, _ = decodeSnapshot("dom", fields, "")
+	})
 }

@@ -48,7 +48,7 @@ func managedDomains(ctx context.Context, rdb redis.UniversalClient, evs []events
 	for _, c := range cmds {
 		if id := c.Val(); id != "" {
 			ids = append(ids, id)
-			pipe.Incr(ctx, VersionKey(id))
+			bumpVersion(ctx, pipe, id)
 		}
 	}
 	if len(ids) == 0 {

@@ -5,29 +5,43 @@
 // from every region:
 //
 //	view:exp:{<domain_id>}   hash
-//	  "<region>|<ip>"  -> JSON ExpEntry (ip "" for a name that did not resolve)
-//	  "@<region>"      -> "<finished unix ms>|<event id>" of the scan shown
+//	  "<region>|<ip>"  -> "3<shape>,<connect ms>,<handshake ms>" (ip "" for
+//	                     a name that did not resolve)
+//	  "#<shape>", "#<shape>|1", ... -> the shape in chunks: what the scan
+//	                     saw at the IP but the IP and its timings, the
+//	                     certificate's facts included, once per view
+//	                     however many regions and IPs saw it (entry.go)
+//	  "@<region>"      -> "<finished unix ms, base 36>|<event id, 22
+//	                     characters>" of the scan shown
 //	  "@removed"       -> unix ms of the latest domain.removed
 //	  "@name"          -> "<host:port>|<unix ms>": the name the entries are
 //	                     for and the domain event that gave it (0: a scan)
 //	  "@tenant"        -> the domain's tenant, from the events that carry it
 //	  "@fails|<region>" -> consecutive scans of the region, up to the one
 //	                     shown, in which the name or an IP failed
-//	view:ver:{<domain_id>}  integer: the view's version, incremented by every
-//	                     script that changes the view, in the same step
+//	  "@v"             -> the view's version, incremented by every script
+//	                     that changes the view, in the same step
 //
-// The version orders snapshots of a view: Snapshot reads the hash and the
-// version atomically, so a higher version always means a view at least as
-// new. The alert engine (apiserver/alerts, plugged in as an Evaluator)
-// compares it with the version it last evaluated to ignore older snapshots.
-// It lives outside the hash so that Rebuild, which deletes the views,
-// never makes it go back.
+// Every field and value of a common view is at most 64 bytes and there
+// are far fewer than 128 fields, so Redis keeps the hash as a compact
+// listpack (its defaults hash-max-listpack-value and -entries); entry.go
+// says how, and which older layouts still read.
+//
+// The version orders snapshots of a view: Snapshot reads it with the hash
+// in one step, so a higher version always means a view at least as new.
+// The alert engine (apiserver/alerts, plugged in as an Evaluator) compares
+// it with the version it last evaluated to ignore older snapshots, and
+// names alerts by it, so it must never go back: Rebuild deletes a view but
+// its "@v", a restore sets it above both what is left and the snapshot's,
+// and views of the older layout, whose version was a key of its own
+// (view:ver:{<domain_id>}), go on from that key, which the next change
+// deletes.
 //
 // A region's entries are replaced as a whole by its newest scan, so IPs that
 // left DNS vanish; an older or redelivered scan changes nothing, so the view
 // never goes back in time whatever the delivery order. Meta fields start
-// with "@", which no entry field does (regions starting with "@" or holding
-// "|" are refused).
+// with "@" and shapes with "#", which no entry field does (regions
+// starting with either or holding "|" are refused).
 //
 // A domain keeps its id when renamed (domain.updated with another host or
 // port): the rename empties its view, and a scan of another name than the
@@ -65,13 +79,16 @@ const ViewPrefix = "view:exp:"
 
 // ViewKey is the key of the expiration view of a domain. The domain id is
 // its Redis Cluster hash tag, shared with VersionKey: the scripts that
-// change a view bump its version in the same step, in one slot.
+// change a view read an older layout's version in the same step, in one
+// slot.
 func ViewKey(domainID string) string { return ViewPrefix + "{" + domainID + "}" }
 
-// VersionPrefix starts the key of every view's version.
+// VersionPrefix starts the key of every view's version in the older
+// layout, which the scripts read and delete (bumpLua).
 const VersionPrefix = "view:ver:"
 
-// VersionKey is the key of the version of a domain's expiration view.
+// VersionKey is the key of the version of a domain's expiration view in
+// the older layout.
 func VersionKey(domainID string) string { return VersionPrefix + "{" + domainID + "}" }
 
 const (
@@ -79,8 +96,50 @@ const (
 	removedField = "@removed"
 	nameField    = "@name"
 	tenantField  = "@tenant"
+	versionField = "@v"
 	failsPrefix  = "@fails|"
 )
+
+// bumpLua is the Lua every script that changes a view runs: bump(floor)
+// sets the view's version "@v" (KEYS[1]) one above the highest of itself,
+// the version key of the older layout (KEYS[2], which it then deletes)
+// and floor, so that it never goes back whichever layout or replica wrote
+// it last.
+const bumpLua = `
+local function bump(floor)
+  local v = math.max(tonumber(redis.call('HGET', KEYS[1], '@v')) or 0, tonumber(redis.call('GET', KEYS[2])) or 0, floor)
+  redis.call('HSET', KEYS[1], '@v', v + 1)
+  redis.call('DEL', KEYS[2])
+end
+`
+
+// bumpScript bumps a view's version (bumpLua) when something it does
+// not hold changed what the alert engine makes of it.
+//
+// KEYS: view:exp:<domain>, view:ver:<domain>.
+var bumpScript = redis.NewScript(bumpLua + "bump(0)\nreturn 1")
+
+// bumpVersion queues bumpScript on pipe for a domain's view.
+func bumpVersion(ctx context.Context, pipe redis.Pipeliner, domainID string) {
+	bumpScript.Eval(ctx, pipe, []string{ViewKey(domainID), VersionKey(domainID)})
+}
+
+// viewVersion is a view's version: the higher of its field "@v" and the
+// version key of the older layout ("" for none).
+func viewVersion(field, key string) (int64, error) {
+	var v int64
+	for _, s := range []string{field, key} {
+		if s == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("version %q: %w", s, err)
+		}
+		v = max(v, n)
+	}
+	return v, nil
+}
 
 var eventsTotal = promauto.NewCounterVec(prometheus.CounterOpts{
 	Name: "certfleet_projector_events_total",
@@ -256,22 +315,23 @@ func (p *Projector) apply(ctx context.Context, evs []events.Envelope) error {
 // applyScanScript replaces one region's entries of a domain's view by a
 // newer scan.
 //
-// KEYS: view:exp:<domain>, view:ver:<domain>. ARGV: region, finished ms,
-// event id, scanned "host:port" ("" when the event does not say), tenant
-// ("" when unknown), "1" when the scan failed for the name or an IP else
-// "0", then field and value pairs: an entry's field suffix (its IP, after
-// "<region>|") and value, or a leaf's field ("#...", as it is) and facts
-// (entry.go). Returns 1 when
-// applied, 0 when the view already shows this scan, a newer one or a later
-// removal, or is for another name.
-var applyScanScript = redis.NewScript(`
-local key, region, ms, id, name = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+// KEYS: view:exp:<domain>, view:ver:<domain>. ARGV: region, finished ms
+// in base 36, event id in compact (entry.go), scanned "host:port" (""
+// when the event does not say), tenant ("" when unknown), "1" when the
+// scan failed for the name or an IP else "0", the event id in full (to
+// order it against a mark of the older layout), then field and value
+// pairs: an entry's field suffix (its IP, after "<region>|") and value,
+// or a shape's field ("#...", as it is) and chunk (entry.go). Returns 1
+// when applied, 0 when the view already shows this scan, a newer one or a
+// later removal, or is for another name.
+var applyScanScript = redis.NewScript(markLua + bumpLua + `
+local key, region, ms, id, name = KEYS[1], ARGV[1], tonumber(ARGV[2], 36), ARGV[3], ARGV[4]
 local removed = redis.call('HGET', key, '@removed')
 if removed and tonumber(removed) >= ms then return 0 end
-local meta = redis.call('HGET', key, '@' .. region)
-if meta then
-  local sep = string.find(meta, '|', 1, true)
-  local lms, lid = tonumber(string.sub(meta, 1, sep - 1)), string.sub(meta, sep + 1)
+local mark = redis.call('HGET', key, '@' .. region)
+if mark then
+  local lms, lid, old = scanMark(mark)
+  if old then id = ARGV[7] end
   if lms > ms or (lms == ms and lid >= id) then return 0 end
 end
 if name ~= '' then
@@ -286,14 +346,14 @@ local prefix = region .. '|'
 for _, f in ipairs(redis.call('HKEYS', key)) do
   if string.sub(f, 1, #prefix) == prefix then redis.call('HDEL', key, f) end
 end
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   if string.sub(ARGV[i], 1, 1) == '#' then
     redis.call('HSET', key, ARGV[i], ARGV[i + 1])
   else
     redis.call('HSET', key, prefix .. ARGV[i], ARGV[i + 1])
   end
 end
-redis.call('HSET', key, '@' .. region, ARGV[2] .. '|' .. id)
+redis.call('HSET', key, '@' .. region, ARGV[2] .. '|' .. ARGV[3])
 if ARGV[5] ~= '' then redis.call('HSET', key, '@tenant', ARGV[5]) end
 if ARGV[6] == '1' then
   redis.call('HINCRBY', key, '@fails|' .. region, 1)
@@ -301,7 +361,7 @@ else
   redis.call('HDEL', key, '@fails|' .. region)
 end
 ` + dropUnusedLeaves + `
-redis.call('INCR', KEYS[2])
+bump(0)
 return 1
 `)
 
@@ -311,7 +371,7 @@ return 1
 // added again later come in.
 //
 // KEYS: view:exp:<domain>, view:ver:<domain>. ARGV: removal ms.
-var applyRemovedScript = redis.NewScript(`
+var applyRemovedScript = redis.NewScript(markLua + bumpLua + `
 local key, ms = KEYS[1], tonumber(ARGV[1])
 local removed = redis.call('HGET', key, '@removed')
 if removed and tonumber(removed) >= ms then return 0 end
@@ -319,10 +379,9 @@ local all = redis.call('HGETALL', key)
 local stale = {}
 for i = 1, #all, 2 do
   local f, v = all[i], all[i + 1]
-  if string.sub(f, 1, 1) == '@' and f ~= '@removed' and f ~= '@name' and f ~= '@tenant'
+  if string.sub(f, 1, 1) == '@' and f ~= '@removed' and f ~= '@name' and f ~= '@tenant' and f ~= '@v'
     and not string.find(f, '|', 1, true) then
-    local sep = string.find(v, '|', 1, true)
-    if tonumber(string.sub(v, 1, sep - 1)) <= ms then
+    if scanMark(v) <= ms then
       stale[string.sub(f, 2)] = true
       redis.call('HDEL', key, f)
     end
@@ -339,7 +398,7 @@ for i = 1, #all, 2 do
 end
 ` + dropUnusedLeaves + `
 redis.call('HSET', key, '@removed', ARGV[1])
-redis.call('INCR', KEYS[2])
+bump(0)
 return 1
 `)
 
@@ -350,7 +409,7 @@ return 1
 //
 // KEYS: view:exp:<domain>, view:ver:<domain>. ARGV: "host:port", event
 // ms, tenant ("" when unknown).
-var applyNameScript = redis.NewScript(`
+var applyNameScript = redis.NewScript(bumpLua + `
 local key, name, ms = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local cur = redis.call('HGET', key, '@name')
 if cur then
@@ -358,13 +417,13 @@ if cur then
   if tonumber(string.sub(cur, sep + 1)) > ms then return 0 end
   if string.sub(cur, 1, sep - 1) ~= name then
     for _, f in ipairs(redis.call('HKEYS', key)) do
-      if f ~= '@removed' and f ~= '@name' and f ~= '@tenant' then redis.call('HDEL', key, f) end
+      if f ~= '@removed' and f ~= '@name' and f ~= '@tenant' and f ~= '@v' then redis.call('HDEL', key, f) end
     end
   end
 end
 redis.call('HSET', key, '@name', name .. '|' .. ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', key, '@tenant', ARGV[3]) end
-redis.call('INCR', KEYS[2])
+bump(0)
 return 1
 `)
 
@@ -401,7 +460,8 @@ func plan(e events.Envelope, logger *zap.Logger) []*call {
 		if p.DomainID == "" {
 			p.DomainID = e.AggregateID
 		}
-		if p.DomainID == "" || p.Region == "" || strings.Contains(p.Region, "|") || strings.HasPrefix(p.Region, metaPrefix) {
+		if p.DomainID == "" || p.Region == "" || strings.Contains(p.Region, "|") || strings.HasPrefix(p.Region, metaPrefix) ||
+			strings.HasPrefix(p.Region, leafPrefix) {
 			logger.Error("dropping scan event with bad domain id or region",
 				zap.String("event_id", e.EventID.String()), zap.String("domain_id", p.DomainID), zap.String("region", p.Region))
 			return nil
@@ -420,12 +480,8 @@ func plan(e events.Envelope, logger *zap.Logger) []*call {
 				failed = "1"
 			}
 		}
-		fields, err := encodeResults(p.Region, p.Port, p.Results)
-		if err != nil {
-			logger.Error("dropping scan event", zap.String("event_id", e.EventID.String()), zap.Error(err))
-			return nil
-		}
-		args := append([]any{p.Region, finished.UnixMilli(), e.EventID.String(), name, e.TenantID, failed}, fields...)
+		ms, id := encodeMark(finished, e.EventID)
+		args := append([]any{p.Region, ms, id, name, e.TenantID, failed, e.EventID.String()}, encodeResults(p.Host, p.Port, p.Results)...)
 		return []*call{viewCall(applyScanScript, p.DomainID, args...)}
 	case events.DomainAdded:
 		var p events.DomainAddedV1
@@ -685,10 +741,8 @@ func ReadSnapshots(ctx context.Context, rdb redis.UniversalClient, domainIDs []s
 func decodeSnapshot(domainID string, fields map[string]string, ver string) (Snapshot, error) {
 	snap := Snapshot{DomainID: domainID, Failures: map[string]int{}}
 	var err error
-	if ver != "" {
-		if snap.Version, err = strconv.ParseInt(ver, 10, 64); err != nil {
-			return Snapshot{}, fmt.Errorf("read snapshot of %s: version %q: %w", domainID, ver, err)
-		}
+	if snap.Version, err = viewVersion(fields[versionField], ver); err != nil {
+		return Snapshot{}, fmt.Errorf("read snapshot of %s: %w", domainID, err)
 	}
 	if snap.Entries, err = decodeView(domainID, fields); err != nil {
 		return Snapshot{}, err
@@ -762,15 +816,16 @@ func rebuild(ctx context.Context, rdb redis.UniversalClient, replay func(ctx con
 	return applied, nil
 }
 
-// deleteViews deletes every view:exp:* key and returns how many.
+// deleteViews deletes every view:exp:* key but its version
+// (deleteViewScript) and returns how many.
 func deleteViews(ctx context.Context, rdb redis.UniversalClient) (int, error) {
 	var deleted atomic.Int64
-	// One UNLINK per key, pipelined: views live in as many Redis Cluster
-	// slots as there are domains, and a multi-key UNLINK must stay in one.
+	// One call per key, pipelined: views live in as many Redis Cluster
+	// slots as there are domains.
 	err := scanViewKeys(ctx, rdb, func(ctx context.Context, c redis.UniversalClient, keys []string) error {
 		pipe := c.Pipeline()
 		for _, k := range keys {
-			pipe.Unlink(ctx, k)
+			deleteViewScript.Eval(ctx, pipe, []string{k})
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			return err

@@ -338,7 +338,7 @@ func fanOut(ctx context.Context, rdb redis.UniversalClient, regDomains []string)
 		if !seen[m.id] {
 			seen[m.id] = true
 			live = append(live, m.id)
-			pipe.Incr(ctx, VersionKey(m.id))
+			bumpVersion(ctx, pipe, m.id)
 		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil {

@@ -164,8 +164,11 @@ func TestRegistrationFansOut(t *testing.T) {
 	versions := func() map[string]int64 {
 		out := map[string]int64{}
 		for n, id := range ids {
-			v, _ := rdb.Get(ctx, VersionKey(id)).Int64()
-			out[n] = v
+			s, err := ReadSnapshot(ctx, rdb, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[n] = s.Version
 		}
 		return out
 	}

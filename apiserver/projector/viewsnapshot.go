@@ -26,7 +26,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -288,19 +287,23 @@ func readRawViews(ctx context.Context, rdb redis.UniversalClient, keys []string)
 			continue
 		}
 		v := schema.SnapshotView{DomainID: domainOfViewKey(k), Fields: make([]string, 0, len(flat)/2), Values: make([]string, 0, len(flat)/2)}
+		var version string
 		for j := 0; j+1 < len(flat); j += 2 {
 			f, _ := flat[j].(string)
 			val, _ := flat[j+1].(string)
-			v.Fields = append(v.Fields, f)
-			v.Values = append(v.Values, val)
-			if f == tenantField {
+			switch f {
+			case versionField: // in the Version column
+				version = val
+				continue
+			case tenantField:
 				v.TenantID = val
 			}
+			v.Fields = append(v.Fields, f)
+			v.Values = append(v.Values, val)
 		}
-		if ver, _ := res[1].(string); ver != "" {
-			if v.Version, err = strconv.ParseInt(ver, 10, 64); err != nil {
-				return nil, fmt.Errorf("read view %s: version %q: %w", k, ver, err)
-			}
+		ver, _ := res[1].(string)
+		if v.Version, err = viewVersion(version, ver); err != nil {
+			return nil, fmt.Errorf("read view %s: %w", k, err)
 		}
 		out = append(out, v)
 	}
@@ -348,14 +351,30 @@ func scanViewKeys(ctx context.Context, rdb redis.UniversalClient, fn func(ctx co
 
 // restoreScript writes a snapshot's view back, unless a projector wrote
 // the view since the rebuild deleted it (its newer state stays; the
-// replay after the snapshot brings the rest), and bumps its version,
-// which never goes back.
+// replay after the snapshot brings the rest), and bumps its version above
+// both the one the rebuild kept and the snapshot's, so that it never goes
+// back.
 //
-// KEYS: view, version. ARGV: field and value pairs.
-var restoreScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('INCR', KEYS[2])
+// KEYS: view, version. ARGV: the snapshot's version, then field and value
+// pairs.
+var restoreScript = redis.NewScript(bumpLua + `
+local n = redis.call('HLEN', KEYS[1])
+if n > 1 or (n == 1 and redis.call('HEXISTS', KEYS[1], '@v') == 0) then return 0 end
+for i = 2, #ARGV, 2 do
+  if ARGV[i] ~= '@v' then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+bump(tonumber(ARGV[1]))
+return 1
+`)
+
+// deleteViewScript deletes a view but its version, which a rebuild must
+// not make go back.
+//
+// KEYS: view.
+var deleteViewScript = redis.NewScript(`
+local v = redis.call('HGET', KEYS[1], '@v')
+redis.call('UNLINK', KEYS[1])
+if v then redis.call('HSET', KEYS[1], '@v', v) end
 return 1
 `)
 
@@ -491,10 +510,11 @@ func restoreSnapshot(ctx context.Context, rdb redis.UniversalClient, conn driver
 	return restored, err
 }
 
-// restoreArgs are restoreScript's arguments for v: its fields and values,
-// paired.
+// restoreArgs are restoreScript's arguments for v: its version, then its
+// fields and values, paired.
 func restoreArgs(v schema.SnapshotView) []any {
-	args := make([]any, 0, 2*len(v.Fields))
+	args := make([]any, 0, 1+2*len(v.Fields))
+	args = append(args, v.Version)
 	for j := range v.Fields {
 		args = append(args, v.Fields[j], v.Values[j])
 	}
