@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -525,11 +526,12 @@ func leafKey(sha, region, ip string) string {
 // fields and shapes are skipped), in no particular order.
 func decodeEntries(domainID string, all map[string]string) ([]ExpEntry, error) {
 	out := make([]ExpEntry, 0, len(all))
+	shapes := map[string]decodedShape{}
 	for f, v := range all {
 		if strings.HasPrefix(f, metaPrefix) || strings.HasPrefix(f, leafPrefix) {
 			continue
 		}
-		e, err := decodeEntry(all, f, v)
+		e, err := decodeEntry(all, shapes, f, v)
 		if err != nil {
 			return nil, fmt.Errorf("decode expiration entry %s of %s: %w", f, domainID, err)
 		}
@@ -538,26 +540,43 @@ func decodeEntries(domainID string, all map[string]string) ([]ExpEntry, error) {
 	return out, nil
 }
 
+// decodedShape is a shape as decodeShape read it, kept while one view's
+// entries are decoded: the entries of every region and IP usually share
+// one, and decoding it once per view rather than per entry is most of a
+// list page's decoding (GET /domains renders 100 views).
+type decodedShape struct {
+	result events.IPResult
+	port   int
+}
+
 // decodeEntry reads entry field f of value v, of any layout, with what
-// the rest of the view all says of it.
-func decodeEntry(all map[string]string, f, v string) (ExpEntry, error) {
+// the rest of the view all says of it; shapes keeps the view's shapes
+// decoded so far.
+func decodeEntry(all map[string]string, shapes map[string]decodedShape, f, v string) (ExpEntry, error) {
 	var e ExpEntry
 	switch {
 	case strings.HasPrefix(v, shapeMark):
 		ref, timings, _ := strings.Cut(v[len(shapeMark):], ",")
 		connect, handshake, _ := strings.Cut(timings, ",")
+		d, ok := shapes[ref]
+		if !ok {
+			shape, found := readShape(all, ref)
+			if !found {
+				return e, fmt.Errorf("no shape %s", ref)
+			}
+			var err error
+			if d.port, err = decodeShape(shape, nameHost(all[nameField]), &d.result); err != nil {
+				return e, err
+			}
+			shapes[ref] = d
+		}
+		// Entries get their own copies of the shape's lists.
+		e.Port, e.IPResult = d.port, d.result
+		e.SANs, e.LegacyTLS = slices.Clone(d.result.SANs), slices.Clone(d.result.LegacyTLS)
 		var err1, err2 error
 		e.ConnectMS, err1 = strconv.ParseInt(connect, 10, 64)
 		e.HandshakeMS, err2 = strconv.ParseInt(handshake, 10, 64)
 		if err := errors.Join(err1, err2); err != nil {
-			return e, err
-		}
-		shape, ok := readShape(all, ref)
-		if !ok {
-			return e, fmt.Errorf("no shape %s", ref)
-		}
-		var err error
-		if e.Port, err = decodeShape(shape, nameHost(all[nameField]), &e.IPResult); err != nil {
 			return e, err
 		}
 	case strings.HasPrefix(v, entryMark):
