@@ -15,11 +15,11 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 func TestKeyringSharedAcrossReplicas(t *testing.T) {
 	ctx := context.Background()
 	rdb := testenv.Redis(t).Client(t)
-	a, err := NewKeyring("correct horse battery staple", rdb, "test:salt").Box(ctx)
+	a, err := NewKeyring("correct horse battery staple", rdb, "test:salt", nil).Box(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := NewKeyring("correct horse battery staple", rdb, "test:salt").Box(ctx)
+	b, err := NewKeyring("correct horse battery staple", rdb, "test:salt", nil).Box(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,14 +30,14 @@ func TestKeyringSharedAcrossReplicas(t *testing.T) {
 	if got, err := b.Open(sealed, nil); err != nil || string(got) != "secret" {
 		t.Errorf("other replica: got %q, %v, want the secret", got, err)
 	}
-	other, err := NewKeyring("another passphrase entirely", rdb, "test:salt").Box(ctx)
+	other, err := NewKeyring("another passphrase entirely", rdb, "test:salt", nil).Box(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := other.Open(sealed, nil); err == nil {
 		t.Error("another passphrase opened the value")
 	}
-	if _, err := NewKeyring("", rdb, "test:salt").Box(ctx); err == nil {
+	if _, err := NewKeyring("", rdb, "test:salt", nil).Box(ctx); err == nil {
 		t.Error("an empty passphrase gave a box")
 	}
 }
