@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/clientcerts"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/channels"
+	"github.com/certfleet/certfleet/internal/managedcert"
 	"github.com/certfleet/certfleet/internal/replicated"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
@@ -79,7 +81,7 @@ func newWaitEnv(t *testing.T, master *testenv.RedisServer) *keyEnv {
 	rdb := master.Client(t)
 	e := &keyEnv{t: t, rdb: rdb, clock: &keyClock{t: now}}
 	srv, err := New(Config{Now: e.clock.Now, RedisWait: replicated.Config{Replicas: 1, Timeout: 200 * time.Millisecond},
-		Notify: NotifyConfig{SecretsPassphrase: channelPassphrase},
+		Notify: NotifyConfig{SecretsPassphrase: channelPassphrase, DNSTargets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}},
 		CA:     clientcerts.Config{Passphrase: caTestPassphrase, Init: true}}, rdb, testenv.Logger(t))
 	if err != nil {
 		t.Fatalf("new server: %v", err)
@@ -208,5 +210,57 @@ func TestKeyChannelClientCertWaitForReplica(t *testing.T) {
 	}
 	if c, err := view.ca.Get(ctx, tenant, certID); err != nil || !c.Revoked {
 		t.Errorf("revoked certificate on the replica: got revoked %v (%v), want revoked", c.Revoked, err)
+	}
+}
+
+// With --redis-wait-replicas 1, a managed certificate's request and
+// deletion and a DNS account's save are on the replica when answered, and
+// answered 503 (never 202 or 201) with the replica gone; the request's
+// retry once a replica is back answers 409 (the master had applied it)
+// or 202, and the replica holds it.
+func TestManagedWaitsForReplica(t *testing.T) {
+	ctx := context.Background()
+	master := testenv.RedisPrimary(t)
+	replica := master.Replica(t)
+	e := newWaitEnv(t, master)
+	const email = "ops@example.com"
+	tenant := events.TenantID(email)
+	key := e.bootstrapKey(email, "read", "write")
+	onReplica := func(r *testenv.RedisServer) *managedcert.Store {
+		st, err := managedcert.New(managedcert.Config{}, r.Client(t), testenv.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+
+	view := onReplica(replica)
+	if r := e.call(0, http.MethodPost, "/api/v1/dns-accounts", key, labAccount); r.code != http.StatusCreated {
+		t.Fatalf("dns account: got %d %v, want 201", r.code, r.body)
+	}
+	if _, err := view.GetDNSAccount(ctx, tenant, "rfc2136", "lab"); err != nil {
+		t.Errorf("dns account on the replica right after the answer: %v", err)
+	}
+	const shop = `{"domain":"shop.example.com","dns_provider":"rfc2136","account_id":"lab"}`
+	if r := e.call(0, http.MethodPost, "/api/certificates/create", key, shop); r.code != http.StatusAccepted {
+		t.Fatalf("request: got %d %v, want 202", r.code, r.body)
+	}
+	if _, err := view.Get(ctx, tenant, "shop.example.com"); err != nil {
+		t.Errorf("certificate request on the replica right after the answer: %v", err)
+	}
+
+	replica.Stop()
+	const blog = `{"domain":"blog.example.com","dns_provider":"rfc2136","account_id":"lab"}`
+	want503(t, "request", e.call(0, http.MethodPost, "/api/certificates/create", key, blog))
+	want503(t, "dns account", e.call(0, http.MethodPost, "/api/v1/dns-accounts", key, strings.Replace(labAccount, `"lab"`, `"lab2"`, 1)))
+	want503(t, "delete", e.call(0, http.MethodDelete, "/api/certificates/shop.example.com", key, ""))
+
+	replica = master.Replica(t)
+	view = onReplica(replica)
+	if r := e.call(0, http.MethodPost, "/api/certificates/create", key, blog); r.code != http.StatusAccepted && r.code != http.StatusConflict {
+		t.Errorf("retried request: got %d %v, want 202, or 409 for the request the master had applied", r.code, r.body)
+	}
+	if _, err := view.Get(ctx, tenant, "blog.example.com"); err != nil {
+		t.Errorf("retried request on the replica: %v", err)
 	}
 }
