@@ -90,8 +90,11 @@ type Config struct {
 	// ImportSpacing spreads the first scans of a bulk import: n domains
 	// are due over n*ImportSpacing (accounts.Config). Default 20ms.
 	ImportSpacing time.Duration
-	// RedisWait is how many replicas must hold a domain command before it
-	// is answered (accounts.Config.Wait). Default: no wait.
+	// RedisWait is how many replicas must hold a command before it is
+	// answered: domain, account and API key commands (accounts.Config.Wait),
+	// notification channels (channels.Config.Wait), the client CA
+	// (clientca.Config.Wait) and managed certificates and DNS accounts
+	// (managedcert.Config.Wait). Default: no wait.
 	RedisWait replicated.Config
 	// ShutdownTimeout is how long Run waits for requests in flight when
 	// ctx ends. Default 10s.
@@ -350,11 +353,13 @@ func (s *Server) build() error {
 		return err
 	}
 	chans, err := channels.New(channels.Config{Passphrase: pass, Now: cfg.Now, Quotas: cfg.Quotas,
-		Targets: guard.Policy{Allow: cfg.Notify.Targets}}, rdb, logger)
+		Targets: guard.Policy{Allow: cfg.Notify.Targets}, Wait: cfg.RedisWait}, rdb, logger)
 	if err != nil {
 		return err
 	}
-	if s.caStore, err = clientcerts.OpenCA(cfg.CA, rdb, logger); err != nil {
+	caCfg := cfg.CA
+	caCfg.Wait = cfg.RedisWait
+	if s.caStore, err = clientcerts.OpenCA(caCfg, rdb, logger); err != nil {
 		return err
 	}
 	if s.audit, err = audit.New(cfg.Audit, rdb, store, logger); err != nil {
@@ -369,7 +374,7 @@ func (s *Server) build() error {
 		return err
 	}
 	mstore, err := managedcert.New(managedcert.Config{Passphrase: pass, Now: cfg.Now, Quotas: cfg.Quotas,
-		DNSTargets: guard.Policy{Allow: cfg.Notify.DNSTargets}, KeyType: cfg.Notify.KeyType}, rdb, logger)
+		DNSTargets: guard.Policy{Allow: cfg.Notify.DNSTargets}, KeyType: cfg.Notify.KeyType, Wait: cfg.RedisWait}, rdb, logger)
 	if err != nil {
 		return err
 	}

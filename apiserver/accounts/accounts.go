@@ -101,12 +101,16 @@ type Config struct {
 	HoldClaims bool
 	// HeldQuota caps the domains one held key may add. Default 100.
 	HeldQuota int64
-	// Wait is how many replicas must hold a domain's add, bulk add,
-	// update or removal before it is answered (--redis-wait-replicas):
-	// an answered command then survives the loss of its master. A command
-	// the replicas did not confirm in time fails with
-	// replicated.ErrNotReplicated (the API answers 503); it may have been
-	// applied, and a retry finds it. Default: no wait.
+	// Wait is how many replicas must hold a command before it is
+	// answered (--redis-wait-replicas): a domain's add, bulk add, update
+	// or removal, and every write of an account or API key (account
+	// creation, a key's reserve, commit, release and finish, its
+	// revocation, a held key's approval). An answered command then
+	// survives the loss of its master: a created key does not vanish, a
+	// revoked one does not work again. A command the replicas did not
+	// confirm in time fails with replicated.ErrNotReplicated (the API
+	// answers 503); it may have been applied, and a retry finds it (every
+	// step is idempotent, see the package doc). Default: no wait.
 	Wait replicated.Config
 	// Quotas are the operator's default limits per tenant (internal/quota);
 	// a tenant's overrides win. Default quota.Defaults.
@@ -178,7 +182,7 @@ type Store struct {
 	cfg    Config
 	rdb    redis.UniversalClient
 	logger *zap.Logger
-	// commands runs the domain commands' scripts, waiting for replicas.
+	// commands runs every command's writes, waiting for replicas.
 	commands *replicated.Writer
 }
 

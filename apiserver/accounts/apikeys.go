@@ -264,7 +264,7 @@ func (s *Store) EnsureAccount(ctx context.Context, email string) (string, error)
 		return "", err
 	}
 	args := append([]any{email, now.UnixMilli(), s.cfg.MaxLen}, fields...)
-	n, err := ensureAccountScript.Run(ctx, s.rdb, []string{accountKey(tenantID), events.EventStream(tenantID)}, args...).Int()
+	n, err := s.commands.RunScript(ctx, ensureAccountScript, []string{accountKey(tenantID), events.EventStream(tenantID)}, args...).Int()
 	if err != nil {
 		return "", fmt.Errorf("ensure account %s: %w", tenantID, err)
 	}
@@ -403,7 +403,7 @@ func (s *Store) reserveAndCommit(ctx context.Context, tenantID, email, hash stri
 	if k.Held {
 		rec = append(rec, "held", k.CreatedAt.UnixMilli())
 	}
-	res, err := reserveKeyScript.Run(ctx, s.rdb, []string{apiKeyKey(hash)},
+	res, err := s.commands.RunScript(ctx, reserveKeyScript, []string{apiKeyKey(hash)},
 		append([]any{tenantID, k.CreatedAt.UnixMilli()}, rec...)...).StringSlice()
 	if err != nil {
 		return "", fmt.Errorf("reserve key: %w", err)
@@ -447,13 +447,13 @@ func (s *Store) reserveAndCommit(ctx context.Context, tenantID, email, hash stri
 	}
 	args := []any{s.cfg.MaxLen, k.ID, hash, email, now.UnixMilli(), s.cfg.Quotas[quota.APIKeys], len(accFields)}
 	args = append(append(args, accFields...), keyFields...)
-	out, err := commitKeyScript.Run(ctx, s.rdb,
+	out, err := s.commands.RunScript(ctx, commitKeyScript,
 		[]string{apiKeysKey(tenantID), accountKey(tenantID), events.EventStream(tenantID), quota.Key(tenantID)}, args...).Text()
 	if err != nil {
 		return "", fmt.Errorf("commit key: %w", err)
 	}
 	if limit, ok := strings.CutPrefix(out, "quota:"); ok {
-		if err := releaseKeyScript.Run(ctx, s.rdb, []string{apiKeyKey(hash)}, k.ID).Err(); err != nil {
+		if err := s.commands.RunScript(ctx, releaseKeyScript, []string{apiKeyKey(hash)}, k.ID).Err(); err != nil {
 			return "", fmt.Errorf("release key: %w", err)
 		}
 		n, _ := strconv.ParseInt(limit, 10, 64)
@@ -461,12 +461,14 @@ func (s *Store) reserveAndCommit(ctx context.Context, tenantID, email, hash stri
 	}
 	switch out {
 	case "no-account":
-		if err := releaseKeyScript.Run(ctx, s.rdb, []string{apiKeyKey(hash)}, k.ID).Err(); err != nil {
+		if err := s.commands.RunScript(ctx, releaseKeyScript, []string{apiKeyKey(hash)}, k.ID).Err(); err != nil {
 			return "", fmt.Errorf("release key: %w", err)
 		}
 		return out, nil
 	case "created", "committed":
-		if err := s.rdb.HDel(ctx, apiKeyKey(hash), "pending").Err(); err != nil {
+		if _, err := s.commands.Pipelined(ctx, apiKeyKey(hash), func(p redis.Pipeliner) error {
+			return p.HDel(ctx, apiKeyKey(hash), "pending").Err()
+		}); err != nil {
 			return "", fmt.Errorf("finish key: %w", err)
 		}
 		return out, nil
@@ -583,11 +585,13 @@ func (s *Store) RevokeKey(ctx context.Context, tenantID, id string) error {
 	// The record in the deployment-wide index is marked first, so the key
 	// stops working even if the process dies before the tenant's script:
 	// a retry finds it still listed and finishes the revocation.
-	if err := s.rdb.HSetNX(ctx, apiKeyKey(hash), "revoked_at", now.UnixMilli()).Err(); err != nil {
+	if _, err := s.commands.Pipelined(ctx, apiKeyKey(hash), func(p redis.Pipeliner) error {
+		return p.HSetNX(ctx, apiKeyKey(hash), "revoked_at", now.UnixMilli()).Err()
+	}); err != nil {
 		return fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
 	}
 	args := append([]any{id, hash, s.cfg.MaxLen}, fields...)
-	n, err := revokeKeyScript.Run(ctx, s.rdb, []string{apiKeysKey(tenantID), events.EventStream(tenantID)}, args...).Int()
+	n, err := s.commands.RunScript(ctx, revokeKeyScript, []string{apiKeysKey(tenantID), events.EventStream(tenantID)}, args...).Int()
 	if err != nil {
 		return fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
 	}

@@ -137,7 +137,9 @@ func (s *Store) ApproveKey(ctx context.Context, tenantID, id string) (APIKey, er
 		if err := s.releaseHeld(ctx, tenantID, id, hash); err != nil {
 			return APIKey{}, err
 		}
-		if err := s.rdb.HDel(ctx, apiKeyKey(hash), "held").Err(); err != nil {
+		if _, err := s.commands.Pipelined(ctx, apiKeyKey(hash), func(p redis.Pipeliner) error {
+			return p.HDel(ctx, apiKeyKey(hash), "held").Err()
+		}); err != nil {
 			return APIKey{}, fmt.Errorf("approve key %s of %s: %w", id, tenantID, err)
 		}
 		s.logger.Info("api key approved", zap.String("tenant_id", tenantID), zap.String("key_id", id))
@@ -177,7 +179,7 @@ func (s *Store) releaseHeld(ctx context.Context, tenantID, id, hash string) erro
 			keys = append(keys, domainKey(tenantID, m))
 		}
 		args := append([]any{id, hash, s.cfg.MaxLen, strconv.Itoa(len(members))}, fields...)
-		res, err := approveScript.Run(ctx, s.rdb, keys, args...).Text()
+		res, err := s.commands.RunScript(ctx, approveScript, keys, args...).Text()
 		if err != nil {
 			return fmt.Errorf("approve key %s of %s: %w", id, tenantID, err)
 		}

@@ -238,7 +238,7 @@ func (s *Store) storeCA(ctx context.Context, cert *x509.Certificate, key crypto.
 		"created_at", now.UnixMilli()}
 	args := append([]any{s.cfg.MaxLen, len(rec)}, rec...)
 	args = append(args, ev...)
-	n, err := createCAScript.Run(ctx, s.rdb, []string{authorityKey, events.CAStream}, args...).Int()
+	n, err := s.commands.RunScript(ctx, createCAScript, []string{authorityKey, events.CAStream}, args...).Int()
 	if err != nil {
 		return nil, fmt.Errorf("store CA: %w", err)
 	}

@@ -553,7 +553,7 @@ func (s *Store) store(ctx context.Context, c Cert, iss issued, sealedKey string,
 	args = append(args, len(issuedEv))
 	args = append(args, issuedEv...)
 	args = append(args, renewedEv...)
-	res, err := storeCertScript.Run(ctx, s.rdb, keys, args...).Text()
+	res, err := s.commands.RunScript(ctx, storeCertScript, keys, args...).Text()
 	if err != nil {
 		return "", fmt.Errorf("store client certificate %s: %w", c.ID, err)
 	}

@@ -42,6 +42,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/replicated"
 	"github.com/certfleet/certfleet/internal/seal"
 )
 
@@ -121,6 +122,15 @@ type Config struct {
 	MaxLen int64
 	// Now is the clock of certificates, records and events. Default time.Now.
 	Now func() time.Time
+	// Wait is how many replicas must hold the CA's creation, a
+	// certificate's issue or renewal, a revocation (and the passphrase's
+	// salt) before it is answered (--redis-wait-replicas): an issued
+	// certificate is then never unknown to OCSP after a failover, and a
+	// revoked one never valid again. One not confirmed in time fails with
+	// replicated.ErrNotReplicated (the API answers 503). The CRL is not
+	// waited on: it is rebuilt from the revocations (see crl.go). Default:
+	// no wait.
+	Wait replicated.Config
 }
 
 func (c *Config) setDefaults() {
@@ -154,6 +164,9 @@ func (c *Config) Validate() error {
 	if c.MaxLen < 0 {
 		errs = append(errs, fmt.Errorf("max len must not be negative, got %d", c.MaxLen))
 	}
+	if err := c.Wait.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -163,6 +176,8 @@ type Store struct {
 	cfg    Config
 	rdb    redis.UniversalClient
 	logger *zap.Logger
+	// commands runs the commands' scripts, waiting for replicas.
+	commands *replicated.Writer
 
 	keys *seal.Keyring // seals the CA key and generated client keys
 
@@ -179,8 +194,12 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Store, err
 	if rdb == nil {
 		return nil, errors.New("client CA: redis client is nil")
 	}
-	return &Store{cfg: cfg, rdb: rdb, logger: logger.Named("clientca"),
-		keys: seal.NewKeyring(cfg.Passphrase, rdb, saltKey)}, nil
+	commands, err := replicated.New(cfg.Wait, rdb)
+	if err != nil {
+		return nil, fmt.Errorf("client CA: %w", err)
+	}
+	return &Store{cfg: cfg, rdb: rdb, logger: logger.Named("clientca"), commands: commands,
+		keys: seal.NewKeyring(cfg.Passphrase, rdb, saltKey, commands)}, nil
 }
 
 // CanSign tells whether the store was given a passphrase.

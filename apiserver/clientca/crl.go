@@ -18,6 +18,16 @@ package clientca
 // The commit script writes a new CRL only while its writer holds the lock
 // and only over the number it was built after, so a writer whose lock
 // expired mid-build (a stalled process) cannot publish a duplicate number.
+//
+// The commit does not wait for replicas (Config.Wait), on purpose: a CRL
+// is derived from ca:{ca}:revoked and the revocation version, which every
+// revocation waits for, so a CRL lost in a failover is rebuilt, with every
+// acknowledged revocation, on the next download. Waiting would instead
+// make the distribution point fail while a replica is down, which relying
+// parties that fail closed turn into refusing every client. The cost: the
+// rebuilt CRL reuses the lost one's number (RFC 5280 wants it to rise);
+// relying parties that fetched the lost one hold it until its nextUpdate
+// or the next CRL, whose later thisUpdate supersedes it.
 
 import (
 	"context"

@@ -134,7 +134,7 @@ func (s *Store) Revoke(ctx context.Context, tenantID, id, reason string) (Cert, 
 		return Cert{}, err
 	}
 	args := append([]any{tenantID, now.UnixMilli(), name, id, s.cfg.MaxLen}, ev...)
-	res, err := revokeScript.Run(ctx, s.rdb,
+	res, err := s.commands.RunScript(ctx, revokeScript,
 		[]string{certKey(id), revokedKey, RevocationVersionKey, renewalKey, events.CAStream}, args...).Text()
 	if err != nil {
 		return Cert{}, fmt.Errorf("revoke client certificate %s: %w", id, err)

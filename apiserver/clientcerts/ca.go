@@ -14,6 +14,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/audit"
 	"github.com/certfleet/certfleet/apiserver/clientca"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
+	"github.com/certfleet/certfleet/internal/replicated"
 	"github.com/certfleet/certfleet/internal/seal"
 )
 
@@ -48,6 +49,10 @@ type Config struct {
 	RenewalEvery time.Duration
 	// Now is the clock of statuses and renewals. Default time.Now.
 	Now func() time.Time
+	// Wait is how many replicas must hold a CA command before it is
+	// answered (clientca.Config.Wait); the server sets it from its
+	// RedisWait. Default: no wait.
+	Wait replicated.Config
 	// WarningDays: GET /client-certs/stats counts an active certificate
 	// expiring within this many days as expiring_soon (as --warning-days
 	// does for server certificates). Default 30.
@@ -142,7 +147,7 @@ func OpenCA(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*clientc
 		pass = p
 	}
 	store, err := clientca.New(clientca.Config{
-		Passphrase: pass, PublicURL: cfg.PublicURL, CommonName: cfg.CommonName, Now: cfg.Now,
+		Passphrase: pass, PublicURL: cfg.PublicURL, CommonName: cfg.CommonName, Now: cfg.Now, Wait: cfg.Wait,
 	}, rdb, logger)
 	if err != nil {
 		return nil, err

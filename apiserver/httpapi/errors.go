@@ -137,7 +137,7 @@ func shared(c *gin.Context, err error) *Error {
 		return &Error{Status: http.StatusForbidden, Msg: held.Error()}
 	case errors.Is(err, replicated.ErrNotReplicated):
 		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: 1,
-			Msg: "service temporarily unavailable: the change was not confirmed by a Redis replica in time and may or may not have been applied; retry (an add that was applied answers that the domain exists)"}
+			Msg: "service temporarily unavailable: the change was not confirmed by a Redis replica in time and may or may not have been applied; retry (a change that was applied answers as made already: the domain exists, the key or certificate is revoked or gone; a creation that was applied may have created it: list before creating again)"}
 	case health.Unavailable(c.Request.Context(), err):
 		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: UnavailableRetryAfter,
 			Msg: "service temporarily unavailable: a storage dependency is not answering; retry in a few seconds"}

@@ -66,7 +66,7 @@ func runAPIKey(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer rdb.Close()
-	store, err := accounts.New(accounts.Config{}, rdb, logger)
+	store, err := accounts.New(accounts.Config{Wait: o.RedisWait}, rdb, logger)
 	if err != nil {
 		return err
 	}

@@ -76,7 +76,8 @@ func runCA(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer rdb.Close()
 	// The public URL only goes into client certificates, which this tool
 	// does not issue.
-	store, err := clientca.New(clientca.Config{Passphrase: pass, PublicURL: "http://unused", CommonName: o.CACommonName}, rdb, logger)
+	store, err := clientca.New(clientca.Config{Passphrase: pass, PublicURL: "http://unused", CommonName: o.CACommonName,
+		Wait: o.RedisWait}, rdb, logger)
 	if err != nil {
 		return err
 	}

@@ -207,7 +207,7 @@ func (f *flagSet) redis() *flagSet {
 	defer f.group("Redis")()
 	f.StringVar(&f.opts.RedisURL, "redis-url", "redis://127.0.0.1:6379/0", "Redis URL; with --redis-cluster, one node of the cluster and more as ?addr=host:port&addr=...")
 	f.BoolVar(&f.opts.RedisCluster, "redis-cluster", false, "Redis is a Redis Cluster: commands go to the node owning each key's slot")
-	f.IntVar(&f.opts.RedisWait.Replicas, "redis-wait-replicas", 0, "replicas of a master that must hold a scan result, domain command or notification (WAIT) before it is acknowledged; 0 does not wait. With replicas (Redis Cluster or a replicated Redis) set 1, so a failover loses nothing acknowledged (docs/operations.md)")
+	f.IntVar(&f.opts.RedisWait.Replicas, "redis-wait-replicas", 0, "replicas of a master that must hold a scan result, API command (domains, API keys, channels, client CA, managed certificates) or notification (WAIT) before it is acknowledged; 0 does not wait. With replicas (Redis Cluster or a replicated Redis) set 1, so a failover loses nothing acknowledged (docs/operations.md)")
 	f.DurationVar(&f.opts.RedisWait.Timeout, "redis-wait-timeout", replicated.DefaultTimeout, "how long a write waits for --redis-wait-replicas; one not confirmed in time is not acknowledged (retried; the API answers 503)")
 	return f
 }

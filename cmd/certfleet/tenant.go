@@ -76,16 +76,16 @@ func runTenant(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer conn.Close()
-	acc, err := accounts.New(accounts.Config{}, rdb, logger)
+	acc, err := accounts.New(accounts.Config{Wait: o.RedisWait}, rdb, logger)
 	if err != nil {
 		return err
 	}
-	chs, err := channels.New(channels.Config{}, rdb, logger)
+	chs, err := channels.New(channels.Config{Wait: o.RedisWait}, rdb, logger)
 	if err != nil {
 		return err
 	}
 	// Revoking needs no CA passphrase; the URL is not used.
-	ca, err := clientca.New(clientca.Config{PublicURL: "http://unused"}, rdb, logger)
+	ca, err := clientca.New(clientca.Config{PublicURL: "http://unused", Wait: o.RedisWait}, rdb, logger)
 	if err != nil {
 		return err
 	}

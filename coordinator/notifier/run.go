@@ -91,7 +91,8 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Notifier, 
 	if err != nil {
 		return nil, err
 	}
-	chans, err := channels.New(channels.Config{Passphrase: cfg.Passphrase, Targets: guard.Policy{Allow: cfg.Allow}}, rdb, logger)
+	chans, err := channels.New(channels.Config{Passphrase: cfg.Passphrase, Targets: guard.Policy{Allow: cfg.Allow},
+		Wait: cfg.Wait}, rdb, logger)
 	if err != nil {
 		return nil, err
 	}

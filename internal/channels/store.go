@@ -19,6 +19,7 @@ import (
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/quota"
+	"github.com/certfleet/certfleet/internal/replicated"
 	"github.com/certfleet/certfleet/internal/seal"
 )
 
@@ -41,6 +42,12 @@ type Config struct {
 	// one this store counts); a tenant's overrides win. Default
 	// quota.Defaults.
 	Quotas quota.Limits
+	// Wait is how many replicas must hold a channel's creation, update,
+	// deletion or test request (and the secrets salt) before it is
+	// answered (--redis-wait-replicas); one not confirmed in time fails
+	// with replicated.ErrNotReplicated (the API answers 503). Default: no
+	// wait.
+	Wait replicated.Config
 }
 
 func (c *Config) setDefaults() {
@@ -65,6 +72,9 @@ func (c *Config) Validate() error {
 	if err := c.Quotas.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.Wait.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -74,6 +84,8 @@ type Store struct {
 	cfg    Config
 	rdb    redis.UniversalClient
 	logger *zap.Logger
+	// commands runs the commands' scripts, waiting for replicas.
+	commands *replicated.Writer
 
 	keys *seal.Keyring // seals webhook secrets
 }
@@ -87,8 +99,12 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Store, err
 	if rdb == nil {
 		return nil, errors.New("channel store: redis client is required")
 	}
-	return &Store{cfg: cfg, rdb: rdb, logger: logger.Named("channels"),
-		keys: seal.NewKeyring(cfg.Passphrase, rdb, saltKey)}, nil
+	commands, err := replicated.New(cfg.Wait, rdb)
+	if err != nil {
+		return nil, fmt.Errorf("channel store: %w", err)
+	}
+	return &Store{cfg: cfg, rdb: rdb, logger: logger.Named("channels"), commands: commands,
+		keys: seal.NewKeyring(cfg.Passphrase, rdb, saltKey, commands)}, nil
 }
 
 // SecretsEnabled tells whether channels may carry a secret.
@@ -285,7 +301,7 @@ func (s *Store) put(ctx context.Context, mode, eventName string, ch Channel) err
 		return err
 	}
 	args := append([]any{mode, ch.TenantID, ch.ID, string(body), ch.CreatedAt.UnixMilli(), s.cfg.Quotas[quota.Channels], s.cfg.MaxLen}, fields...)
-	res, err := putScript.Run(ctx, s.rdb, []string{channelKey(ch.TenantID, ch.ID), tenantChannelsKey(ch.TenantID),
+	res, err := s.commands.RunScript(ctx, putScript, []string{channelKey(ch.TenantID, ch.ID), tenantChannelsKey(ch.TenantID),
 		events.EventStream(ch.TenantID), quota.Key(ch.TenantID)}, args...).Text()
 	if err != nil {
 		return fmt.Errorf("%s channel %s: %w", mode, ch.ID, err)
@@ -319,7 +335,7 @@ func (s *Store) Delete(ctx context.Context, tenant, id string) error {
 		return err
 	}
 	args := append([]any{tenant, id, s.cfg.MaxLen}, fields...)
-	res, err := deleteScript.Run(ctx, s.rdb,
+	res, err := s.commands.RunScript(ctx, deleteScript,
 		[]string{channelKey(tenant, id), tenantChannelsKey(tenant), events.EventStream(tenant), AttemptsKey(tenant, id)}, args...).Text()
 	if err != nil {
 		return fmt.Errorf("delete channel %s: %w", id, err)
@@ -352,7 +368,7 @@ func (s *Store) EnqueueTest(ctx context.Context, tenant, id string) (string, err
 		return "", err
 	}
 	args := append([]any{tenant, s.cfg.MaxLen}, fields...)
-	res, err := testScript.Run(ctx, s.rdb, []string{channelKey(tenant, id), events.EventStream(tenant)}, args...).Text()
+	res, err := s.commands.RunScript(ctx, testScript, []string{channelKey(tenant, id), events.EventStream(tenant)}, args...).Text()
 	if err != nil {
 		return "", fmt.Errorf("request test of channel %s: %w", id, err)
 	}

@@ -56,7 +56,7 @@ func New(passphrase string, rdb redis.UniversalClient, now func() time.Time) *Li
 	if now == nil {
 		now = time.Now
 	}
-	return &Links{keys: seal.NewKeyring(passphrase, rdb, saltKey), now: now}
+	return &Links{keys: seal.NewKeyring(passphrase, rdb, saltKey, nil), now: now}
 }
 
 // Token seals c.

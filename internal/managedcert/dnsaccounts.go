@@ -96,7 +96,7 @@ func (s *Store) PutDNSAccount(ctx context.Context, tenant, provider, accountID s
 		return DNSAccount{}, err
 	}
 	args := append([]any{string(body), sealed, accountMember(provider, accountID), MaxDNSAccounts, s.cfg.MaxLen}, fields...)
-	res, err := putAccountScript.Run(ctx, s.rdb, []string{DNSAccountKey(tenant, provider, accountID),
+	res, err := s.commands.RunScript(ctx, putAccountScript, []string{DNSAccountKey(tenant, provider, accountID),
 		DNSAccountsKey(tenant), events.EventStream(tenant)}, args...).Text()
 	if err != nil {
 		return DNSAccount{}, fmt.Errorf("save DNS account %s/%s: %w", provider, accountID, err)
@@ -235,7 +235,7 @@ func (s *Store) DeleteDNSAccount(ctx context.Context, tenant, provider, accountI
 		return err
 	}
 	args := append([]any{accountMember(provider, accountID), s.cfg.MaxLen}, fields...)
-	res, err := deleteAccountScript.Run(ctx, s.rdb, []string{DNSAccountKey(tenant, provider, accountID),
+	res, err := s.commands.RunScript(ctx, deleteAccountScript, []string{DNSAccountKey(tenant, provider, accountID),
 		DNSAccountsKey(tenant), events.EventStream(tenant)}, args...).Text()
 	if err != nil {
 		return fmt.Errorf("delete DNS account %s/%s: %w", provider, accountID, err)

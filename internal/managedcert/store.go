@@ -17,6 +17,7 @@ import (
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/quota"
+	"github.com/certfleet/certfleet/internal/replicated"
 	"github.com/certfleet/certfleet/internal/seal"
 )
 
@@ -58,6 +59,14 @@ type Config struct {
 	// KeyType is the key type of a request that names none. Default
 	// KeyEC256.
 	KeyType string
+	// Wait is how many replicas must hold a write of a certificate's
+	// record (a request, renewal request or deletion; the worker's
+	// outcomes too, when its store waits), a DNS account's save or
+	// deletion, and the secrets salt, before it is answered
+	// (--redis-wait-replicas). One not confirmed in time fails with
+	// replicated.ErrNotReplicated (the API answers 503). Default: no
+	// wait.
+	Wait replicated.Config
 }
 
 func (c *Config) setDefaults() {
@@ -88,6 +97,9 @@ func (c *Config) Validate() error {
 	if err := c.Quotas.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := c.Wait.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -100,6 +112,8 @@ type Store struct {
 	cfg    Config
 	rdb    redis.UniversalClient
 	logger *zap.Logger
+	// commands runs the record scripts, waiting for replicas.
+	commands *replicated.Writer
 
 	keys *seal.Keyring // seals private keys, credentials, account keys
 }
@@ -113,8 +127,12 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Store, err
 	if rdb == nil {
 		return nil, errors.New("managed certificate store: redis client is required")
 	}
-	return &Store{cfg: cfg, rdb: rdb, logger: logger.Named("managedcert"),
-		keys: seal.NewKeyring(cfg.Passphrase, rdb, saltKey)}, nil
+	commands, err := replicated.New(cfg.Wait, rdb)
+	if err != nil {
+		return nil, fmt.Errorf("managed certificate store: %w", err)
+	}
+	return &Store{cfg: cfg, rdb: rdb, logger: logger.Named("managedcert"), commands: commands,
+		keys: seal.NewKeyring(cfg.Passphrase, rdb, saltKey, commands)}, nil
 }
 
 // DNSTargets is the policy of tenants' DNS provider endpoints.
@@ -219,7 +237,7 @@ func (s *Store) Create(ctx context.Context, tenant string, in CreateRequest) (Ce
 	}
 	args := append([]any{string(body), now.UnixMilli(), DueMember(tenant, c.Domain),
 		s.cfg.Quotas[quota.ManagedCerts], s.cfg.MaxLen, c.Domain}, fields...)
-	res, err := createScript.Run(ctx, s.rdb, []string{CertKey(tenant, c.Domain), CertsKey(tenant),
+	res, err := s.commands.RunScript(ctx, createScript, []string{CertKey(tenant, c.Domain), CertsKey(tenant),
 		DueKey(events.TenantTag(tenant)), events.EventStream(tenant), quota.Key(tenant),
 		DNSAccountKey(tenant, c.DNSProvider, c.AccountID)}, args...).Text()
 	if err != nil {
@@ -349,7 +367,7 @@ func (s *Store) apply(ctx context.Context, raw string, cur Certificate, t transi
 		}
 		args = append(args, fields...)
 	}
-	res, err := transitionScript.Run(ctx, s.rdb, []string{CertKey(cur.Tenant, cur.Domain), CertsKey(cur.Tenant),
+	res, err := s.commands.RunScript(ctx, transitionScript, []string{CertKey(cur.Tenant, cur.Domain), CertsKey(cur.Tenant),
 		DueKey(events.TenantTag(cur.Tenant)), events.EventStream(cur.Tenant)}, args...).Text()
 	if err != nil {
 		return fmt.Errorf("write certificate of %s: %w", cur.Domain, err)
