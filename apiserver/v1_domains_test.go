@@ -200,10 +200,12 @@ func TestDomainScheduling(t *testing.T) {
 
 	id := e.createDomain(0, key, map[string]any{"hostname": "shop.example"})
 	shard := coordinator.ShardOf(id, events.DefaultShards)
+	_, scheduleKey := coordinator.DomainKeys(id, events.DefaultShards)
 	state := func() (scheduled, known bool) {
-		_, err := e.rdb.ZScore(context.Background(), coordinator.ScheduleKey(shard), id).Result()
-		scheduled = err == nil
-		known = e.rdb.HExists(context.Background(), coordinator.DomainsKey(shard), id).Val()
+		known, scheduled, err := coordinator.DomainState(context.Background(), e.rdb, id, events.DefaultShards)
+		if err != nil {
+			t.Fatal(err)
+		}
 		return scheduled, known
 	}
 	waitFor := func(what string, wantScheduled, wantKnown bool) {
@@ -261,7 +263,7 @@ func TestDomainScheduling(t *testing.T) {
 	}
 	waitJob("shop.example")
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		due := e.rdb.ZScore(context.Background(), coordinator.ScheduleKey(shard), id).Val()
+		due := e.rdb.ZScore(context.Background(), scheduleKey, id).Val()
 		if time.UnixMilli(int64(due)).After(time.Now().Add(time.Hour)) {
 			break
 		}

@@ -6,13 +6,21 @@
 // carries the hash tag {NN} (events.ShardTag), so one Lua script touches a
 // single Redis Cluster slot:
 //
-//	domains:{NN}   hash  domain id -> JSON {tenant_id, host, port}
-//	schedule:{NN}  zset  domain id -> next due time (unix ms); only active domains
-//	versions:{NN}  hash  domain id -> occurred_at (unix ms) of the last applied
-//	               domain event; kept after removal, so that a late redelivery
-//	               of an older event cannot bring a removed domain back
-//	lease:{NN}     string owner token, with a TTL
-//	jobs:{NN}      stream scan.requested.v1 jobs (events.JobStream)
+//	domains:{NN}:<b>      hash  domain id -> "<version>|<tenant>|<port>|<host>"
+//	                      (record.go); version is the occurred_at (unix ms) of
+//	                      the last domain event applied. A removed domain
+//	                      keeps "<version>" (a tombstone) for tombstoneTTL, so
+//	                      that a late redelivery of an older event cannot
+//	                      bring it back
+//	schedule:{NN}:<b>     zset  domain id -> next due time (unix ms); only
+//	                      active domains
+//	domains:{NN}:removed  zset  domain id -> version of its tombstone
+//	lease:{NN}            string owner token, with a TTL
+//	jobs:{NN}             stream scan.requested.v1 jobs (events.JobStream)
+//
+// A shard's domains are spread over bucketsPerShard buckets b (bucketOf),
+// so that each hash and sorted set stays small enough for Redis's compact
+// listpack encoding; dispatch reads the due domains of every bucket.
 //
 // A coordinator consumes domain events from the events stream (group
 // "coordinator") into the schedule, holds leases on a fair share of the
@@ -34,6 +42,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strconv"
 	"sync"
 	"time"
 
@@ -64,16 +73,87 @@ const jobsMaxLen = 100_000
 // batchSize is how many due domains of one shard one script dispatches.
 const batchSize = 500
 
-// DomainsKey is the hash of the domains of a shard.
-func DomainsKey(shard int) string { return "domains:" + events.ShardTag(shard) }
+// bucketsPerShard is how many buckets the domains and the schedule of a
+// shard are spread over. Small hashes and sorted sets are listpacks, a
+// third or less of the memory of a hashtable or skiplist; Redis keeps
+// them so up to 128 entries (hash- and zset-max-listpack-entries). 32
+// buckets of 16 shards keep listpacks up to about 60,000 domains; past
+// that each bucket costs what one big hash would, never more. Changing
+// it moves every domain to another key: it is part of the layout.
+const bucketsPerShard = 32
 
-// ScheduleKey is the sorted set of next due times of a shard.
-func ScheduleKey(shard int) string { return "schedule:" + events.ShardTag(shard) }
+// bucketOf is the bucket of a domain within its shard: the upper half of
+// FNV-1a (64 bit) of the domain id, modulo bucketsPerShard. Not the lower
+// half: FNV's low bits depend only on the low bits of the input, so the
+// low bits of FNV-1a 64 equal those of ShardOf's FNV-1a 32 and a shard's
+// domains would share a few buckets.
+func bucketOf(domainID string) int {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(domainID))
+	return int(h.Sum64() >> 32 % bucketsPerShard)
+}
+
+// domainsKey is a bucket of the domains of a shard.
+func domainsKey(shard, bucket int) string {
+	return "domains:" + events.ShardTag(shard) + ":" + strconv.Itoa(bucket)
+}
+
+// scheduleKey is a bucket of the next due times of a shard.
+func scheduleKey(shard, bucket int) string {
+	return "schedule:" + events.ShardTag(shard) + ":" + strconv.Itoa(bucket)
+}
+
+// removedKey lists the tombstones of a shard by removal time.
+func removedKey(shard int) string { return "domains:" + events.ShardTag(shard) + ":removed" }
+
+// DomainKeys are the keys holding a domain: its record (a hash, field the
+// domain id) and its next due time (a sorted set, member the domain id;
+// only while active).
+func DomainKeys(domainID string, shards int) (domains, schedule string) {
+	n, b := ShardOf(domainID, shards), bucketOf(domainID)
+	return domainsKey(n, b), scheduleKey(n, b)
+}
+
+// DomainState reports whether the schedule holds a domain's record (not
+// only its tombstone) and whether the domain is scheduled (active).
+func DomainState(ctx context.Context, rdb redis.UniversalClient, domainID string, shards int) (known, scheduled bool, err error) {
+	domains, schedule := DomainKeys(domainID, shards)
+	pipe := rdb.Pipeline()
+	val := pipe.HGet(ctx, domains, domainID)
+	due := pipe.ZScore(ctx, schedule, domainID)
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return false, false, fmt.Errorf("read domain %s: %w", domainID, err)
+	}
+	_, _, perr := parseValue(val.Val())
+	return val.Err() == nil && !errors.Is(perr, errTombstone), due.Err() == nil, nil
+}
+
+// ScheduledCount is the number of domains in the schedule (active ones).
+func ScheduledCount(ctx context.Context, rdb redis.UniversalClient, shards int) (int64, error) {
+	pipe := rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, 0, shards*bucketsPerShard)
+	for n := range shards {
+		for b := range bucketsPerShard {
+			cmds = append(cmds, pipe.ZCard(ctx, scheduleKey(n, b)))
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, fmt.Errorf("count scheduled domains: %w", err)
+	}
+	var total int64
+	for _, c := range cmds {
+		total += c.Val()
+	}
+	return total, nil
+}
 
 // LeaseKey is the lease of a shard; its value is the holder's token.
 func LeaseKey(shard int) string { return "lease:" + events.ShardTag(shard) }
 
-func versionsKey(shard int) string { return "versions:" + events.ShardTag(shard) }
+// The keys of a shard before the buckets (see migrate.go).
+func legacyDomainsKey(shard int) string  { return "domains:" + events.ShardTag(shard) }
+func legacyScheduleKey(shard int) string { return "schedule:" + events.ShardTag(shard) }
+func legacyVersionsKey(shard int) string { return "versions:" + events.ShardTag(shard) }
 
 // ShardOf is the shard of a domain: FNV-1a (32 bit) of the domain id string,
 // modulo shards.
@@ -245,6 +325,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	// Domains in the layout before the buckets are moved before anything
+	// reads the buckets (migrate.go).
+	c.migrateLegacy(ctx)
 	// Take leases before the first tick, so a fresh coordinator dispatches
 	// right away.
 	c.balanceLeases(ctx)
@@ -276,6 +359,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		defer wg.Done()
 		c.loop(ctx, c.cfg.Tick, c.dispatch)
 	}()
+	wg.Go(func() { c.loop(ctx, migrateEvery, c.migrateLegacy) })
 	if c.cfg.TrimEvery > 0 {
 		wg.Go(func() { c.loop(ctx, c.cfg.TrimEvery, c.TrimStreams) })
 	}

@@ -227,7 +227,8 @@ func (h *harness) jobsOf(shards int, domainID string) []job {
 
 func (h *harness) score(shards int, domainID string) (int64, bool) {
 	h.t.Helper()
-	s, err := h.rdb.ZScore(context.Background(), ScheduleKey(ShardOf(domainID, shards)), domainID).Result()
+	_, schedule := DomainKeys(domainID, shards)
+	s, err := h.rdb.ZScore(context.Background(), schedule, domainID).Result()
 	if errors.Is(err, redis.Nil) {
 		return 0, false
 	}
@@ -235,6 +236,12 @@ func (h *harness) score(shards int, domainID string) (int64, bool) {
 		h.t.Fatal(err)
 	}
 	return int64(s), true
+}
+
+// isTombstone reports whether v is the value of a removed domain.
+func isTombstone(v string) bool {
+	_, _, err := parseValue(v)
+	return errors.Is(err, errTombstone)
 }
 
 // eventually polls cond every 20ms until it holds or d has passed.
@@ -257,7 +264,8 @@ func (h *harness) sync(shards int) {
 	e, id := domainAdded(h.t, fmt.Sprintf("sentinel-%d.example.com", time.Now().UnixNano()), 443)
 	h.publish(e)
 	eventually(h.t, 5*time.Second, "sentinel applied", func() bool {
-		ok, err := h.rdb.HExists(context.Background(), DomainsKey(ShardOf(id, shards)), id).Result()
+		domains, _ := DomainKeys(id, shards)
+		ok, err := h.rdb.HExists(context.Background(), domains, id).Result()
 		return err == nil && ok
 	})
 }
@@ -327,8 +335,9 @@ func TestRemovedDomainGetsNoMoreJobs(t *testing.T) {
 	if _, ok := h.score(shards, id); ok {
 		t.Errorf("removed domain still in schedule")
 	}
-	if n, _ := h.rdb.HExists(context.Background(), DomainsKey(ShardOf(id, shards)), id).Result(); n {
-		t.Errorf("removed domain still in domains hash")
+	domains, _ := DomainKeys(id, shards)
+	if v, _ := h.rdb.HGet(context.Background(), domains, id).Result(); !isTombstone(v) {
+		t.Errorf("removed domain: got value %q, want a tombstone", v)
 	}
 }
 
@@ -576,7 +585,7 @@ func TestRemovedWhileDueIsDroppedNotDispatched(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A schedule entry without a record (e.g. left by an older version).
-	if err := h.rdb.HDel(ctx, DomainsKey(0), id).Err(); err != nil {
+	if err := h.rdb.HDel(ctx, domainsKey(0, bucketOf(id)), id).Err(); err != nil {
 		t.Fatal(err)
 	}
 	c.balanceLeases(ctx)
@@ -631,7 +640,8 @@ func TestCheckRequested(t *testing.T) {
 	}
 
 	earlier := time.Now().Add(-time.Minute).UnixMilli()
-	if err := h.rdb.ZAdd(ctx, ScheduleKey(ShardOf(id, shards)), redis.Z{Score: float64(earlier), Member: id}).Err(); err != nil {
+	_, schedule := DomainKeys(id, shards)
+	if err := h.rdb.ZAdd(ctx, schedule, redis.Z{Score: float64(earlier), Member: id}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.applyEvent(ctx, checkRequested(t, id)); err != nil {
@@ -692,5 +702,26 @@ func TestFirstDue(t *testing.T) {
 				t.Errorf("got %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// The domains of one shard spread over all its buckets.
+func TestBucketOfDistribution(t *testing.T) {
+	const shards, perBucket = 16, 100
+	counts := make([]int, bucketsPerShard)
+	total := 0
+	for i := 0; total < perBucket*bucketsPerShard; i++ {
+		id := events.DomainID(testTenant, fmt.Sprintf("host-%d.example.com", i), 443)
+		if ShardOf(id, shards) != 3 {
+			continue
+		}
+		counts[bucketOf(id)]++
+		total++
+	}
+	for b, got := range counts {
+		// Binomial sd is about 10 here; 40% is 4 sd.
+		if got < perBucket*60/100 || got > perBucket*140/100 {
+			t.Errorf("bucket %d of shard 3: got %d domains, want %d ± 40%%", b, got, perBucket)
+		}
 	}
 }

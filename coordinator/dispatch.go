@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -16,18 +15,19 @@ import (
 // errLeaseLost means the shard's lease no longer carries our token.
 var errLeaseLost = errors.New("lease lost")
 
-// dispatchScript appends the jobs of one batch of due domains of a shard and
-// reschedules them, all or nothing per domain:
+// dispatchScript appends the jobs of one batch of due domains of a bucket
+// and reschedules them, all or nothing per domain:
 //   - nothing happens unless the lease still holds our token (fencing: a
 //     coordinator that lost its lease while paused cannot dispatch);
-//   - a domain is skipped unless its due time and its record are still the
-//     ones the batch was built from (another event or coordinator changed it
-//     in between; the next tick sees the new state);
+//   - a domain is skipped unless its due time and its value are still the
+//     ones the batch was built from (another event or coordinator changed
+//     it in between; the next tick sees the new state);
 //   - a domain without a record (removed) is dropped from the schedule.
 //
-// KEYS: lease, schedule, domains, jobs. ARGV: token, maxlen, then per domain:
-// id, due, record ("" = none), next due, field count, fields and values of
-// the stream entry. Returns {dispatched, dropped}, or -1 without the lease.
+// KEYS: lease, schedule bucket, domains bucket, jobs. ARGV: token, maxlen,
+// then per domain: id, due, value ("" = no record), next due, field count,
+// fields and values of the stream entry. Returns {dispatched, dropped}, or
+// -1 without the lease.
 var dispatchScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local dispatched, dropped = 0, 0
@@ -40,7 +40,7 @@ while i <= #ARGV do
   local score = redis.call('ZSCORE', KEYS[2], id)
   if score and tonumber(score) == tonumber(due) then
     local cur = redis.call('HGET', KEYS[3], id)
-    if not cur then
+    if not cur or not string.find(cur, '|', 1, true) then
       if rec == '' then
         redis.call('ZREM', KEYS[2], id)
         dropped = dropped + 1
@@ -98,69 +98,113 @@ func (c *Coordinator) dispatch(ctx context.Context) {
 }
 
 // dispatchShard moves every domain of shard n that is due to the shard's job
-// stream, batchSize at a time, and returns how many jobs it appended.
+// stream, batchSize at a time per bucket, and returns how many jobs it
+// appended.
 func (c *Coordinator) dispatchShard(ctx context.Context, n int) (int, error) {
 	total := 0
-	for {
-		now := nowMS()
-		due, err := c.rdb.ZRangeByScoreWithScores(ctx, ScheduleKey(n), &redis.ZRangeBy{
-			Min: "-inf", Max: strconv.FormatInt(now, 10), Count: batchSize,
-		}).Result()
-		if err != nil {
-			return total, fmt.Errorf("read due domains of shard %d: %w", n, err)
-		}
-		if len(due) == 0 {
-			break
-		}
-		args, err := c.batchArgs(ctx, n, due, now)
-		if err != nil {
-			return total, err
-		}
-		keys := []string{LeaseKey(n), ScheduleKey(n), DomainsKey(n), events.JobStream(n)}
-		res, err := dispatchScript.Run(ctx, c.rdb, keys, args...).Result()
-		if err != nil {
-			return total, fmt.Errorf("dispatch shard %d: %w", n, err)
-		}
-		if code, ok := res.(int64); ok && code == -1 {
-			// Not an error when the lease loop released the shard while
-			// this tick was running.
-			if !c.isHeld(n) {
-				return total, nil
+	var backlog int64
+	due, err := c.dueBuckets(ctx, n, nowMS())
+	if err != nil {
+		return 0, err
+	}
+	for b, zs := range due {
+		for len(zs) > 0 {
+			dispatched, dropped, err := c.dispatchBatch(ctx, n, b, zs)
+			total += dispatched
+			if err != nil {
+				return total, err
 			}
-			c.setHeld(n, false)
-			return total, errLeaseLost
-		}
-		counts, ok := res.([]any)
-		if !ok || len(counts) != 2 {
-			return total, fmt.Errorf("dispatch shard %d: unexpected script result %v", n, res)
-		}
-		dispatched, _ := counts[0].(int64)
-		dropped, _ := counts[1].(int64)
-		total += int(dispatched)
-		jobsDispatched.Add(float64(dispatched))
-		c.logger.Debug("dispatched", zap.Int("shard", n), zap.Int64("jobs", dispatched), zap.Int64("dropped", dropped))
-		// A short batch was the last one. A batch where nothing moved was
-		// changed under us; the next tick retries rather than spinning.
-		if len(due) < batchSize || dispatched+dropped == 0 {
-			break
+			// A short batch was the last one. A batch where nothing moved
+			// was changed under us; the next tick retries rather than
+			// spinning.
+			if len(zs) < batchSize || dispatched+dropped == 0 {
+				backlog += int64(len(zs) - dispatched - dropped)
+				break
+			}
+			if zs, err = c.dueOf(ctx, n, b, nowMS()); err != nil {
+				return total, err
+			}
 		}
 	}
-	backlog, err := c.rdb.ZCount(ctx, ScheduleKey(n), "-inf", strconv.FormatInt(nowMS(), 10)).Result()
-	if err == nil {
-		dueDomains.WithLabelValues(shardLabel(n)).Set(float64(backlog))
+	dueDomains.WithLabelValues(shardLabel(n)).Set(float64(backlog))
+	if err := c.sweepTombstones(ctx, n, nowMS()-tombstoneTTL.Milliseconds()); err != nil {
+		c.logger.Warn("sweep of tombstones failed, will retry next tick", zap.Int("shard", n), zap.Error(err))
 	}
 	return total, nil
+}
+
+// dueBuckets reads, in one round trip, the first batch of due domains of
+// every bucket of shard n, by bucket.
+func (c *Coordinator) dueBuckets(ctx context.Context, n int, now int64) ([][]redis.Z, error) {
+	pipe := c.rdb.Pipeline()
+	cmds := make([]*redis.ZSliceCmd, bucketsPerShard)
+	for b := range cmds {
+		cmds[b] = pipe.ZRangeByScoreWithScores(ctx, scheduleKey(n, b), dueRange(now))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("read due domains of shard %d: %w", n, err)
+	}
+	out := make([][]redis.Z, bucketsPerShard)
+	for b, cmd := range cmds {
+		out[b] = cmd.Val()
+	}
+	return out, nil
+}
+
+// dueOf reads the next batch of due domains of bucket b of shard n.
+func (c *Coordinator) dueOf(ctx context.Context, n, b int, now int64) ([]redis.Z, error) {
+	zs, err := c.rdb.ZRangeByScoreWithScores(ctx, scheduleKey(n, b), dueRange(now)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read due domains of shard %d: %w", n, err)
+	}
+	return zs, nil
+}
+
+func dueRange(now int64) *redis.ZRangeBy {
+	return &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now, 10), Count: batchSize}
+}
+
+// dispatchBatch dispatches a batch of due domains of bucket b of shard n
+// and returns how many it dispatched and dropped.
+func (c *Coordinator) dispatchBatch(ctx context.Context, n, b int, due []redis.Z) (dispatched, dropped int, err error) {
+	args, err := c.batchArgs(ctx, n, b, due, nowMS())
+	if err != nil {
+		return 0, 0, err
+	}
+	keys := []string{LeaseKey(n), scheduleKey(n, b), domainsKey(n, b), events.JobStream(n)}
+	res, err := dispatchScript.Run(ctx, c.rdb, keys, args...).Result()
+	if err != nil {
+		return 0, 0, fmt.Errorf("dispatch shard %d: %w", n, err)
+	}
+	if code, ok := res.(int64); ok && code == -1 {
+		// Not an error when the lease loop released the shard while
+		// this tick was running.
+		if !c.isHeld(n) {
+			return 0, 0, nil
+		}
+		c.setHeld(n, false)
+		return 0, 0, errLeaseLost
+	}
+	counts, ok := res.([]any)
+	if !ok || len(counts) != 2 {
+		return 0, 0, fmt.Errorf("dispatch shard %d: unexpected script result %v", n, res)
+	}
+	d, _ := counts[0].(int64)
+	r, _ := counts[1].(int64)
+	jobsDispatched.Add(float64(d))
+	c.logger.Debug("dispatched", zap.Int("shard", n), zap.Int("bucket", b), zap.Int64("jobs", d), zap.Int64("dropped", r))
+	return int(d), int(r), nil
 }
 
 // batchArgs builds the script arguments for a batch of due domains: the jobs
 // are built here, in Go, from the records read now; the script checks the
 // records did not change before it appends them.
-func (c *Coordinator) batchArgs(ctx context.Context, n int, due []redis.Z, now int64) ([]any, error) {
+func (c *Coordinator) batchArgs(ctx context.Context, n, b int, due []redis.Z, now int64) ([]any, error) {
 	ids := make([]string, len(due))
 	for i, z := range due {
 		ids[i] = z.Member.(string)
 	}
-	recs, err := c.rdb.HMGet(ctx, DomainsKey(n), ids...).Result()
+	vals, err := c.rdb.HMGet(ctx, domainsKey(n, b), ids...).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read domains of shard %d: %w", n, err)
 	}
@@ -168,10 +212,15 @@ func (c *Coordinator) batchArgs(ctx context.Context, n int, due []redis.Z, now i
 	args = append(args, c.token, jobsMaxLen)
 	for i, z := range due {
 		id, dueMS := ids[i], int64(z.Score)
-		raw, _ := recs[i].(string)
+		raw, _ := vals[i].(string)
 		var fields []any
 		if raw != "" {
-			fields, err = jobFields(id, raw, dueMS)
+			_, rec, err := parseValue(raw)
+			if errors.Is(err, errTombstone) {
+				raw = ""
+			} else if err == nil {
+				fields, err = jobFields(id, rec, dueMS)
+			}
 			if err != nil {
 				// A record we cannot read would fail forever: leave the
 				// domain due (visible in due_domains) rather than block
@@ -187,12 +236,8 @@ func (c *Coordinator) batchArgs(ctx context.Context, n int, due []redis.Z, now i
 }
 
 // jobFields returns the stream entry fields of the scan job for the domain
-// id with record raw that fell due at dueMS.
-func jobFields(id, raw string, dueMS int64) ([]any, error) {
-	var rec domainRecord
-	if err := json.Unmarshal([]byte(raw), &rec); err != nil {
-		return nil, fmt.Errorf("decode domain record: %w", err)
-	}
+// id with record rec that fell due at dueMS.
+func jobFields(id string, rec domainRecord, dueMS int64) ([]any, error) {
 	jobID := events.JobID(id, dueMS)
 	env, err := events.NewWithID(jobID, events.ScanRequested, rec.TenantID, id, events.ScanRequestedV1{
 		JobID:       jobID,

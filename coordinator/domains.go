@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/events/stream"
@@ -11,39 +13,58 @@ import (
 	"go.uber.org/zap"
 )
 
-// domainRecord is the value of a domain in domains:{NN}: what a job needs
-// besides the domain id.
-type domainRecord struct {
-	TenantID string `json:"tenant_id"`
-	Host     string `json:"host"`
-	Port     int    `json:"port"`
-}
+// tombstoneTTL is how long a removed domain's tombstone is kept: an
+// older event of the domain redelivered within it (a pending event claimed
+// from a stopped coordinator) is a no-op; one later than that would add
+// the domain again.
+const tombstoneTTL = 7 * 24 * time.Hour
 
 // applyDomainScript applies one domain event to a shard atomically.
 // Events are applied only when not older than the last event applied to the
-// domain (versions:{NN}), so a redelivered or reordered event is a no-op. A
-// new or re-activated domain is due now (ZADD NX), a known one keeps its due
-// time, so redelivering domain.added never resets the schedule (a domain
-// of a bulk import is due at its event's first_scan_delay_ms after the
-// event instead of now, which spreads an import's first scans); a renamed
-// one (another host or port in its record) is due now, since what the views
-// hold was seen for the old name.
+// domain (the version of its value or tombstone), so a redelivered or
+// reordered event is a no-op. A new or re-activated domain is due now
+// (ZADD NX), a known one keeps its due time, so redelivering domain.added
+// never resets the schedule (a domain of a bulk import is due at its
+// event's first_scan_delay_ms after the event instead of now, which
+// spreads an import's first scans); a renamed one (another host or port in
+// its record) is due now, since what the views hold was seen for the old
+// name.
 //
-// KEYS: domains, schedule, versions. ARGV: op ("put" | "remove"), domain id,
-// record JSON, version (unix ms), due (unix ms: now, or later for a
-// delayed first scan), active ("1" | "0").
+// A domain not written since the buckets came (migrate.go) is read from
+// the keys of the layout before, and moved.
+//
+// KEYS: domains bucket, schedule bucket, removed, then the legacy domains,
+// schedule and versions. ARGV: op ("put" | "remove"), domain id, record
+// (encodeRecord), version (unix ms), due (unix ms: now, or later for a
+// delayed first scan), active ("1" | "0"), record as legacy JSON.
 var applyDomainScript = redis.NewScript(`
 local id, version = ARGV[2], tonumber(ARGV[4])
-local last = redis.call('HGET', KEYS[3], id)
-if last and tonumber(last) > version then return 0 end
-redis.call('HSET', KEYS[3], id, ARGV[4])
+local last, prev
+local cur = redis.call('HGET', KEYS[1], id)
+if cur then
+  last = tonumber(string.match(cur, '^%d+'))
+  prev = string.match(cur, '^%d+|(.*)$')
+else
+  last = tonumber(redis.call('HGET', KEYS[6], id))
+  local old = redis.call('HGET', KEYS[4], id)
+  if old then prev = (old == ARGV[7]) and ARGV[3] or old end
+end
+if last and last > version then return 0 end
+if not cur then
+  local due = redis.call('ZSCORE', KEYS[5], id)
+  if due then redis.call('ZADD', KEYS[2], due, id) end
+  redis.call('HDEL', KEYS[4], id)
+  redis.call('ZREM', KEYS[5], id)
+  redis.call('HDEL', KEYS[6], id)
+end
 if ARGV[1] == 'remove' then
-  redis.call('HDEL', KEYS[1], id)
+  redis.call('HSET', KEYS[1], id, ARGV[4])
   redis.call('ZREM', KEYS[2], id)
+  redis.call('ZADD', KEYS[3], ARGV[4], id)
   return 1
 end
-local prev = redis.call('HGET', KEYS[1], id)
-redis.call('HSET', KEYS[1], id, ARGV[3])
+redis.call('HSET', KEYS[1], id, ARGV[4] .. '|' .. ARGV[3])
+redis.call('ZREM', KEYS[3], id)
 if ARGV[6] == '1' then
   if prev and prev ~= ARGV[3] then
     redis.call('ZADD', KEYS[2], ARGV[5], id)
@@ -105,18 +126,27 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 	if op == "put" && rec.Port == 0 {
 		rec.Port = 443
 	}
-	body, err := json.Marshal(rec)
-	if err != nil {
-		return fmt.Errorf("marshal domain record: %w", err)
+	var body, legacy string
+	if op == "put" {
+		var err error
+		if body, err = encodeRecord(rec); err != nil {
+			return malformed(e, err)
+		}
+		js, err := json.Marshal(rec)
+		if err != nil {
+			return fmt.Errorf("marshal domain record: %w", err)
+		}
+		legacy = string(js)
 	}
-	n := ShardOf(domainID, c.cfg.Shards)
+	n, b := ShardOf(domainID, c.cfg.Shards), bucketOf(domainID)
 	activeArg := "0"
 	if active {
 		activeArg = "1"
 	}
-	keys := []string{DomainsKey(n), ScheduleKey(n), versionsKey(n)}
+	keys := []string{domainsKey(n, b), scheduleKey(n, b), removedKey(n),
+		legacyDomainsKey(n), legacyScheduleKey(n), legacyVersionsKey(n)}
 	applied, err := applyDomainScript.Run(ctx, c.rdb, keys,
-		op, domainID, string(body), e.OccurredAt.UnixMilli(), due, activeArg).Int()
+		op, domainID, body, e.OccurredAt.UnixMilli(), due, activeArg, legacy).Int()
 	if err != nil {
 		return fmt.Errorf("apply %s %s to shard %d: %w", e.Name, domainID, n, err)
 	}
@@ -171,7 +201,8 @@ func (c *Coordinator) checkNow(ctx context.Context, e events.Envelope, domainID 
 		return malformed(e, fmt.Errorf("missing domain id"))
 	}
 	n := ShardOf(domainID, c.cfg.Shards)
-	scheduled, err := checkNowScript.Run(ctx, c.rdb, []string{ScheduleKey(n)}, domainID, nowMS()).Int()
+	_, schedule := DomainKeys(domainID, c.cfg.Shards)
+	scheduled, err := checkNowScript.Run(ctx, c.rdb, []string{schedule}, domainID, nowMS()).Int()
 	if err != nil {
 		return fmt.Errorf("apply %s %s to shard %d: %w", e.Name, domainID, n, err)
 	}
@@ -179,4 +210,54 @@ func (c *Coordinator) checkNow(ctx context.Context, e events.Envelope, domainID 
 		zap.String("event", e.Name), zap.String("domain_id", domainID),
 		zap.Int("shard", n), zap.Bool("applied", scheduled == 1))
 	return c.checkRegistrationNow(ctx, domainID)
+}
+
+// sweepScript drops the tombstones removed at or before a cutoff, unless
+// the domain came back or was removed again meanwhile.
+//
+// KEYS: removed, then per domain its domains bucket. ARGV: cutoff (unix
+// ms), then the domain ids, in the order of their buckets (ARGV[i] is in
+// KEYS[i]). Returns the number of tombstones dropped.
+var sweepScript = redis.NewScript(`
+local cutoff, dropped = tonumber(ARGV[1]), 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local v = redis.call('ZSCORE', KEYS[1], id)
+  if v and tonumber(v) <= cutoff then
+    redis.call('ZREM', KEYS[1], id)
+    local cur = redis.call('HGET', KEYS[i], id)
+    if cur and not string.find(cur, '|', 1, true) and tonumber(cur) <= cutoff then
+      redis.call('HDEL', KEYS[i], id)
+      dropped = dropped + 1
+    end
+  end
+end
+return dropped
+`)
+
+// sweepTombstones drops the tombstones of shard n removed at or before
+// cutoffMS, batchSize at a time.
+func (c *Coordinator) sweepTombstones(ctx context.Context, n int, cutoffMS int64) error {
+	for {
+		ids, err := c.rdb.ZRangeByScore(ctx, removedKey(n), &redis.ZRangeBy{
+			Min: "-inf", Max: strconv.FormatInt(cutoffMS, 10), Count: batchSize,
+		}).Result()
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		keys := []string{removedKey(n)}
+		args := []any{cutoffMS}
+		for _, id := range ids {
+			keys = append(keys, domainsKey(n, bucketOf(id)))
+			args = append(args, id)
+		}
+		dropped, err := sweepScript.Run(ctx, c.rdb, keys, args...).Int()
+		if err != nil {
+			return err
+		}
+		c.logger.Debug("tombstones dropped", zap.Int("shard", n), zap.Int("tombstones", dropped))
+		if len(ids) < batchSize {
+			return nil
+		}
+	}
 }

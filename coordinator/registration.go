@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -442,19 +441,18 @@ func (c *Coordinator) setRegistrationHeld(held bool) {
 // lookups existed have their references.
 const regBackfilledKey = "reg:backfilled:" + regTag
 
-// shardSnapshotScript reads, in one step, what the registration schedule
-// needs of some domains of a shard: record, version and whether they are
-// active (scheduled), so a reference is never built from a record of one
-// event and the version of another.
+// bucketSnapshotScript reads, in one step, what the registration schedule
+// needs of some domains of a bucket: value (record and version) and
+// whether they are active (scheduled), so a reference is never built from
+// a record of one event and the activity of another.
 //
-// KEYS: domains, versions, schedule. ARGV: domain ids. Returns per id:
-// record ("" = none), version ("" = none), "1" when active.
-var shardSnapshotScript = redis.NewScript(`
+// KEYS: domains bucket, schedule bucket. ARGV: domain ids. Returns per
+// id: value ("" = none), "1" when active.
+var bucketSnapshotScript = redis.NewScript(`
 local out = {}
 for i, id in ipairs(ARGV) do
   out[#out+1] = redis.call('HGET', KEYS[1], id) or ''
-  out[#out+1] = redis.call('HGET', KEYS[2], id) or ''
-  out[#out+1] = redis.call('ZSCORE', KEYS[3], id) and '1' or ''
+  out[#out+1] = redis.call('ZSCORE', KEYS[2], id) and '1' or ''
 end
 return out
 `)
@@ -470,27 +468,25 @@ func (c *Coordinator) backfillRegistrations(ctx context.Context) error {
 		return err
 	}
 	total := 0
-	for n := 0; n < c.cfg.Shards; n++ {
-		var cursor uint64
-		for {
-			ids, next, err := c.rdb.HScan(ctx, DomainsKey(n), cursor, "*", batchSize).Result()
-			if err != nil {
-				return fmt.Errorf("scan domains of shard %d: %w", n, err)
-			}
-			// HSCAN returns fields and values; only the fields are ids.
-			keysOnly := make([]any, 0, len(ids)/2)
-			for i := 0; i < len(ids); i += 2 {
-				keysOnly = append(keysOnly, ids[i])
-			}
-			if len(keysOnly) > 0 {
-				k, err := c.backfillBatch(ctx, n, keysOnly)
+	for n := range c.cfg.Shards {
+		for b := range bucketsPerShard {
+			var cursor uint64
+			for {
+				ids, next, err := c.rdb.HScan(ctx, domainsKey(n, b), cursor, "*", batchSize).Result()
 				if err != nil {
-					return err
+					return fmt.Errorf("scan domains of shard %d: %w", n, err)
 				}
-				total += k
-			}
-			if cursor = next; cursor == 0 {
-				break
+				// HSCAN returns fields and values; only the fields are ids.
+				if ids = evenOnly(ids); len(ids) > 0 {
+					k, err := c.backfillBatch(ctx, n, b, ids)
+					if err != nil {
+						return err
+					}
+					total += k
+				}
+				if cursor = next; cursor == 0 {
+					break
+				}
 			}
 		}
 	}
@@ -501,32 +497,35 @@ func (c *Coordinator) backfillRegistrations(ctx context.Context) error {
 	return nil
 }
 
-func (c *Coordinator) backfillBatch(ctx context.Context, n int, ids []any) (int, error) {
-	snap, err := shardSnapshotScript.Run(ctx, c.rdb, []string{DomainsKey(n), versionsKey(n), ScheduleKey(n)}, ids...).StringSlice()
-	if err != nil || len(snap) != 3*len(ids) {
+func (c *Coordinator) backfillBatch(ctx context.Context, n, b int, ids []string) (int, error) {
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		args[i] = id
+	}
+	snap, err := bucketSnapshotScript.Run(ctx, c.rdb, []string{domainsKey(n, b), scheduleKey(n, b)}, args...).StringSlice()
+	if err != nil || len(snap) != 2*len(ids) {
 		return 0, fmt.Errorf("read domains of shard %d: %w (%d values)", n, err, len(snap))
 	}
 	applied := 0
 	for i, id := range ids {
-		raw, version, active := snap[3*i], snap[3*i+1], snap[3*i+2] == "1"
-		if raw == "" || version == "" {
-			continue // removed meanwhile
+		raw, active := snap[2*i], snap[2*i+1] == "1"
+		if raw == "" {
+			continue // gone meanwhile
 		}
-		var rec domainRecord
-		if err := json.Unmarshal([]byte(raw), &rec); err != nil {
-			c.logger.Error("cannot read domain record", zap.Any("domain_id", id), zap.Error(err))
+		version, rec, err := parseValue(raw)
+		if errors.Is(err, errTombstone) {
 			continue
 		}
-		ms, err := strconv.ParseInt(version, 10, 64)
 		if err != nil {
+			c.logger.Error("cannot read domain record", zap.String("domain_id", id), zap.Error(err))
 			continue
 		}
 		host := rec.Host
 		if !active {
 			host = ""
 		}
-		e := events.Envelope{Name: "backfill", OccurredAt: time.UnixMilli(ms)}
-		if err := c.applyRegistrationRef(ctx, e, id.(string), host); err != nil {
+		e := events.Envelope{Name: "backfill", OccurredAt: time.UnixMilli(version)}
+		if err := c.applyRegistrationRef(ctx, e, id, host); err != nil {
 			return applied, err
 		}
 		applied++

@@ -436,9 +436,9 @@ func jobsCount(t *testing.T, ctx context.Context, rdb *redis.Client) int64 {
 
 func scheduledCount(t *testing.T, ctx context.Context, rdb *redis.Client) int64 {
 	t.Helper()
-	var n int64
-	for i := range events.DefaultShards {
-		n += rdb.ZCard(ctx, fmt.Sprintf("schedule:{%02d}", i)).Val()
+	n, err := coordinator.ScheduledCount(ctx, rdb, events.DefaultShards)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return n
 }
