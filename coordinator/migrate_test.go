@@ -1,0 +1,217 @@
+package coordinator
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/testenv"
+	"github.com/redis/go-redis/v9"
+)
+
+// at returns e occurred at unix ms ms.
+func at(e events.Envelope, ms int64) events.Envelope {
+	e.OccurredAt = time.UnixMilli(ms)
+	return e
+}
+
+func value(t *testing.T, rdb *redis.Client, id string, shards int) string {
+	t.Helper()
+	domains, _ := DomainKeys(id, shards)
+	v, err := rdb.HGet(context.Background(), domains, id).Result()
+	if err != nil && err != redis.Nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// A removed domain's tombstone turns an older event away until it is
+// swept, tombstoneTTL after the removal; a newer event adds it again.
+func TestTombstoneGuardsUntilSwept(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t)
+	c, err := New(Config{Name: "c", Shards: 1, Interval: time.Hour}, h.rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	added, id := domainAdded(t, "tomb.example.com", 443)
+	t0 := time.Now().UnixMilli()
+	mustApply(t, c, at(added, t0), at(domainRemoved(t, id, "tomb.example.com", 443), t0+1), at(added, t0))
+	if known, scheduled, _ := DomainState(ctx, h.rdb, id, 1); known || scheduled {
+		t.Fatalf("after a stale added: known %v scheduled %v, want neither", known, scheduled)
+	}
+	if v := value(t, h.rdb, id, 1); !isTombstone(v) {
+		t.Fatalf("value after removal: got %q, want a tombstone", v)
+	}
+
+	if err := c.sweepTombstones(ctx, 0, t0); err != nil {
+		t.Fatal(err)
+	}
+	if v := value(t, h.rdb, id, 1); !isTombstone(v) {
+		t.Errorf("swept before its time: got %q, want the tombstone", v)
+	}
+	if err := c.sweepTombstones(ctx, 0, t0+1); err != nil {
+		t.Fatal(err)
+	}
+	if v := value(t, h.rdb, id, 1); v != "" {
+		t.Errorf("after the sweep: got %q, want no value", v)
+	}
+	if n := h.rdb.ZCard(ctx, removedKey(0)).Val(); n != 0 {
+		t.Errorf("removed after the sweep: got %d, want 0", n)
+	}
+
+	// Added again after a removal: live, not swept.
+	mustApply(t, c, at(domainRemoved(t, id, "tomb.example.com", 443), t0+2), at(added, t0+3))
+	if err := c.sweepTombstones(ctx, 0, t0+10); err != nil {
+		t.Fatal(err)
+	}
+	if known, scheduled, _ := DomainState(ctx, h.rdb, id, 1); !known || !scheduled {
+		t.Errorf("added after removal: known %v scheduled %v, want both", known, scheduled)
+	}
+	if n := h.rdb.ZCard(ctx, removedKey(0)).Val(); n != 0 {
+		t.Errorf("removed after re-adding: got %d, want 0", n)
+	}
+}
+
+// A shard in the layout before the buckets is moved by two coordinators
+// at once, each domain once and as it was: record, version, due time,
+// activity, tombstone.
+func TestMigrateLegacyLayout(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t)
+	const shards = 1
+	recent := time.Now().Add(-time.Hour).UnixMilli()
+	due := time.Now().Add(-time.Second).UnixMilli()
+	js := `{"tenant_id":"` + testTenant + `","host":"a.example","port":8443}`
+	pipe := h.rdb.Pipeline()
+	pipe.HSet(ctx, legacyDomainsKey(0), "active", js, "paused", js, "unreadable", "not json")
+	pipe.HSet(ctx, legacyVersionsKey(0), "active", 1000, "paused", 1001, "unreadable", 5, "removed", recent)
+	pipe.ZAdd(ctx, legacyScheduleKey(0), redis.Z{Score: float64(due), Member: "active"}, redis.Z{Score: 1, Member: "orphan"})
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var cs []*Coordinator
+	for _, name := range []string{"c1", "c2"} {
+		c, err := New(Config{Name: name, Shards: shards, Interval: time.Hour}, h.rdb, testenv.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, c)
+	}
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		wg.Go(func() {
+			if err := c.migrate(ctx); err != nil {
+				t.Errorf("migrate: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+
+	rec := domainRecord{testTenant, "a.example", 8443}
+	for _, tc := range []struct {
+		id                string
+		version           int64
+		known, scheduled  bool
+		removed, anything bool
+	}{
+		{"active", 1000, true, true, false, true},
+		{"paused", 1001, true, false, false, true},
+		{"removed", recent, false, false, true, true},
+		{"orphan", 0, false, false, false, false},
+	} {
+		known, scheduled, err := DomainState(ctx, h.rdb, tc.id, shards)
+		if err != nil || known != tc.known || scheduled != tc.scheduled {
+			t.Errorf("%s: known %v scheduled %v (%v), want %v %v", tc.id, known, scheduled, err, tc.known, tc.scheduled)
+		}
+		v := value(t, h.rdb, tc.id, shards)
+		if !tc.anything {
+			if v != "" {
+				t.Errorf("%s: got value %q, want none", tc.id, v)
+			}
+			continue
+		}
+		version, got, err := parseValue(v)
+		if version != tc.version || tc.known && (err != nil || got != rec) || tc.removed && !isTombstone(v) {
+			t.Errorf("%s: got value %q (%d %+v %v), want version %d", tc.id, v, version, got, err, tc.version)
+		}
+		if _, err := h.rdb.ZScore(ctx, removedKey(0), tc.id).Result(); (err == nil) != tc.removed {
+			t.Errorf("%s: in %s: %v, want %v", tc.id, removedKey(0), err == nil, tc.removed)
+		}
+	}
+	if _, schedule := DomainKeys("active", shards); h.rdb.ZScore(ctx, schedule, "active").Val() != float64(due) {
+		t.Errorf("active: due %v, want %d", h.rdb.ZScore(ctx, schedule, "active").Val(), due)
+	}
+	// What cannot be read stays where it was, for an operator to see.
+	if left := h.rdb.HKeys(ctx, legacyDomainsKey(0)).Val(); len(left) != 1 || left[0] != "unreadable" {
+		t.Errorf("legacy domains left: got %v, want [unreadable]", left)
+	}
+	if n := h.rdb.Exists(ctx, legacyScheduleKey(0)).Val(); n != 0 {
+		t.Errorf("legacy schedule left")
+	}
+
+	cs[0].balanceLeases(ctx)
+	if got, err := cs[0].dispatchShard(ctx, 0); err != nil || got != 1 {
+		t.Fatalf("dispatch: got %d %v, want 1 job", got, err)
+	}
+	jobs := h.jobsOf(shards, "active")
+	if len(jobs) != 1 || jobs[0].req.Host != "a.example" || jobs[0].req.Port != 8443 || jobs[0].env.TenantID != testTenant {
+		t.Errorf("jobs: got %+v, want one for a.example:8443 of %s", jobs, testTenant)
+	}
+}
+
+// A domain still in the layout before is moved by its next event, under
+// the same rules: an older event is a no-op, one keeping its name keeps
+// its due time, a rename is due now.
+func TestEventMovesLegacyDomain(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t)
+	c, err := New(Config{Name: "c", Shards: 1, Interval: time.Hour}, h.rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Hour).UnixMilli()
+	js := func(host string) string {
+		return `{"tenant_id":"` + testTenant + `","host":"` + host + `","port":443}`
+	}
+	pipe := h.rdb.Pipeline()
+	pipe.HSet(ctx, legacyDomainsKey(0), "same", js("same.example"), "renamed", js("old.example"), "newer", js("newer.example"))
+	pipe.HSet(ctx, legacyVersionsKey(0), "same", 1000, "renamed", 1000, "newer", 5000)
+	pipe.ZAdd(ctx, legacyScheduleKey(0), redis.Z{Score: float64(later), Member: "same"},
+		redis.Z{Score: float64(later), Member: "renamed"}, redis.Z{Score: float64(later), Member: "newer"})
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, c,
+		at(domainUpdated(t, "same", "same.example", 443, true), 2000),
+		at(domainUpdated(t, "renamed", "new.example", 443, true), 2000),
+		at(domainUpdated(t, "newer", "other.example", 443, true), 4000))
+
+	score := func(id string) float64 {
+		_, schedule := DomainKeys(id, 1)
+		return h.rdb.ZScore(ctx, schedule, id).Val()
+	}
+	if got := score("same"); got != float64(later) {
+		t.Errorf("same name: due %v, want %d", got, later)
+	}
+	if got := score("renamed"); got > float64(time.Now().UnixMilli()) {
+		t.Errorf("renamed: due %v, want now", got)
+	}
+	if v, rec, _ := parseValue(value(t, h.rdb, "renamed", 1)); v != 2000 || rec.Host != "new.example" {
+		t.Errorf("renamed: got %d %+v, want version 2000 new.example", v, rec)
+	}
+	if v := value(t, h.rdb, "newer", 1); v != "" {
+		t.Errorf("older event than the legacy version: got value %q, want none (no-op)", v)
+	}
+	if got := h.rdb.HGet(ctx, legacyDomainsKey(0), "newer").Val(); got != js("newer.example") {
+		t.Errorf("legacy record of newer: got %q, want it untouched", got)
+	}
+	for _, id := range []string{"same", "renamed"} {
+		if h.rdb.HExists(ctx, legacyDomainsKey(0), id).Val() || h.rdb.HExists(ctx, legacyVersionsKey(0), id).Val() ||
+			h.rdb.ZScore(ctx, legacyScheduleKey(0), id).Err() == nil {
+			t.Errorf("%s: still in the legacy keys", id)
+		}
+	}
+}
