@@ -61,9 +61,12 @@ func (c *Coordinator) migrateLegacy(ctx context.Context) {
 	}
 }
 
-// migrate moves every domain of every shard left in the keys of the
-// layout before to its buckets.
+// migrate moves every domain left in the keys of the layout before to
+// its buckets.
 func (c *Coordinator) migrate(ctx context.Context) error {
+	if err := c.migrateRegistrations(ctx); err != nil {
+		return err
+	}
 	for n := range c.cfg.Shards {
 		legacy := []string{legacyVersionsKey(n), legacyDomainsKey(n), legacyScheduleKey(n)}
 		left, err := c.rdb.Exists(ctx, legacy...).Result()
@@ -152,4 +155,60 @@ func (c *Coordinator) migrateBatch(ctx context.Context, n int, ids []string) (in
 		}
 	}
 	return moved, nil
+}
+
+// migrateRegScript moves domains from the single reg:domains hash of the
+// layout before to their buckets; a domain already in its bucket at a
+// version as new keeps it.
+//
+// KEYS: legacy reg:domains, then per domain its bucket. ARGV: domain ids,
+// in the order of their buckets (ARGV[i] is in KEYS[i+1]). Returns the
+// number moved.
+var migrateRegScript = redis.NewScript(`
+local moved = 0
+for i, id in ipairs(ARGV) do
+  local old = redis.call('HGET', KEYS[1], id)
+  if old then
+    local cur = redis.call('HGET', KEYS[i+1], id)
+    if not cur or tonumber(string.match(cur, '^%d+')) < tonumber(string.match(old, '^%d+') or 0) then
+      redis.call('HSET', KEYS[i+1], id, old)
+      moved = moved + 1
+    end
+    redis.call('HDEL', KEYS[1], id)
+  end
+end
+return moved
+`)
+
+// migrateRegistrations moves the registration references of the domains
+// to the buckets of reg:domains.
+func (c *Coordinator) migrateRegistrations(ctx context.Context) error {
+	moved := 0
+	var cursor uint64
+	for {
+		fields, next, err := c.rdb.HScan(ctx, legacyRegDomainsKey, cursor, "*", batchSize).Result()
+		if err != nil {
+			return fmt.Errorf("scan %s: %w", legacyRegDomainsKey, err)
+		}
+		if ids := evenOnly(fields); len(ids) > 0 {
+			keys := []string{legacyRegDomainsKey}
+			args := make([]any, len(ids))
+			for i, id := range ids {
+				keys = append(keys, regDomainsKey(id))
+				args[i] = id
+			}
+			k, err := migrateRegScript.Run(ctx, c.rdb, keys, args...).Int()
+			if err != nil {
+				return fmt.Errorf("move registration references: %w", err)
+			}
+			moved += k
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	if moved > 0 {
+		c.logger.Info("registration references moved to the buckets", zap.Int("domains", moved))
+	}
+	return nil
 }

@@ -215,3 +215,41 @@ func TestEventMovesLegacyDomain(t *testing.T) {
 		}
 	}
 }
+
+// The registration references of the single reg:domains hash before its
+// buckets are read where they are and moved, by an event or by migrate.
+func TestMigrateRegistrationReferences(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	c := newRegCoordinator(t, rdb, "c1", Config{})
+	pipe := rdb.Pipeline()
+	pipe.HSet(ctx, legacyRegDomainsKey, "d1", "1000 example.com", "d2", "1000 example.com", "gone", "900 ")
+	pipe.HSet(ctx, regRefsKey, "example.com", 2)
+	pipe.ZAdd(ctx, RegistrationScheduleKey, redis.Z{Score: 1, Member: "example.com"})
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tenant := events.TenantID("a@example.org")
+	mustApply(t, c, at(tenantDomain(t, events.DomainRemoved, tenant, "d1", "www.example.com", true), 2000))
+	if refs := regRefs(t, rdb); refs["example.com"] != "1" {
+		t.Errorf("references after removing d1: got %v, want example.com 1", refs)
+	}
+	if err := c.migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := rdb.Exists(ctx, legacyRegDomainsKey).Val(); n != 0 {
+		t.Errorf("legacy reg:domains left after migrate")
+	}
+	for id, want := range map[string]string{"d1": "2000 ", "d2": "1000 example.com", "gone": "900 "} {
+		if got := rdb.HGet(ctx, regDomainsKey(id), id).Val(); got != want {
+			t.Errorf("%s: got %q, want %q", id, got, want)
+		}
+	}
+	mustApply(t, c, at(tenantDomain(t, events.DomainRemoved, tenant, "d2", "api.example.com", true), 2000))
+	if refs := regRefs(t, rdb); len(refs) != 0 {
+		t.Errorf("references after removing both: got %v, want none", refs)
+	}
+	if n := rdb.ZCard(ctx, RegistrationScheduleKey).Val(); n != 0 {
+		t.Errorf("registration schedule after removing both: got %d entries, want 0", n)
+	}
+}

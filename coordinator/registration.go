@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"time"
@@ -27,10 +28,13 @@ import (
 // without braces hashes whole, so "{registration:jobs}" names its slot), so
 // one Lua script updates the schedule and appends the job:
 //
-//	reg:domains:{registration:jobs}  hash  domain id -> "<version ms> <registrable>";
+//	reg:domains:{registration:jobs}:<b>
+//	                                 hash  domain id -> "<version ms> <registrable>";
 //	                                 registrable empty when the domain references
 //	                                 none (removed, paused, an IP); kept after
-//	                                 removal like versions:{NN}
+//	                                 removal. regBuckets buckets b (regBucketOf),
+//	                                 small enough to stay listpacks (a single
+//	                                 hash, reg:domains:{registration:jobs}, before)
 //	reg:refs:{registration:jobs}     hash  registrable -> number of domains
 //	                                 referencing it, derived in the same script
 //	                                 from the domain's previous registrable, so a
@@ -53,11 +57,29 @@ const regTag = "{" + events.StreamRegistrationJobs + "}"
 const (
 	RegistrationScheduleKey = "reg:schedule:" + regTag
 	RegistrationLeaseKey    = "reg:lease:" + regTag
-	regDomainsKey           = "reg:domains:" + regTag
+	legacyRegDomainsKey     = "reg:domains:" + regTag
 	regRefsKey              = "reg:refs:" + regTag
 	regStateKey             = "reg:state:" + regTag
 	regInflightKey          = "reg:inflight:" + regTag
 )
+
+// regBuckets is how many buckets reg:domains is spread over: as many as
+// a shard schedule has in all (bucketsPerShard of 16 shards), for the same
+// reason. Part of the layout, as bucketsPerShard.
+const regBuckets = 512
+
+// regBucketOf is the bucket of a domain in reg:domains, from the same hash
+// as bucketOf.
+func regBucketOf(domainID string) int {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(domainID))
+	return int(h.Sum64() >> 32 % regBuckets)
+}
+
+// regDomainsKey is the bucket of reg:domains of a domain.
+func regDomainsKey(domainID string) string {
+	return legacyRegDomainsKey + ":" + strconv.Itoa(regBucketOf(domainID))
+}
 
 // regJobsMaxLen caps registration:jobs (XADD MAXLEN ~), as jobsMaxLen the
 // scan jobs.
@@ -98,19 +120,23 @@ var (
 // its due time), one that loses its last leaves the schedule and its
 // state. Events older than the last applied to the domain are no-ops.
 //
-// KEYS: domains, refs, schedule, state, inflight. ARGV: domain id,
-// version (unix ms), registrable ("" = none), now (unix ms). Returns 1
-// when applied.
+// A domain still in the single hash of the layout before is read from
+// there, and moved.
+//
+// KEYS: domains bucket, refs, schedule, state, inflight, legacy domains.
+// ARGV: domain id, version (unix ms), registrable ("" = none), now (unix
+// ms). Returns 1 when applied.
 var regRefScript = redis.NewScript(`
 local id, version, reg = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local old = ''
-local cur = redis.call('HGET', KEYS[1], id)
+local cur = redis.call('HGET', KEYS[1], id) or redis.call('HGET', KEYS[6], id)
 if cur then
   local v, r = string.match(cur, '^(%d+) (.*)$')
   if v and tonumber(v) > version then return 0 end
   old = r or ''
 end
 redis.call('HSET', KEYS[1], id, ARGV[2] .. ' ' .. reg)
+redis.call('HDEL', KEYS[6], id)
 if old == reg then return 1 end
 if old ~= '' then
   if redis.call('HINCRBY', KEYS[2], old, -1) <= 0 then
@@ -137,7 +163,7 @@ func (c *Coordinator) applyRegistrationRef(ctx context.Context, e events.Envelop
 		// suffix) has no registration to look up.
 		reg, _ = registration.Registrable(host)
 	}
-	keys := []string{regDomainsKey, regRefsKey, RegistrationScheduleKey, regStateKey, regInflightKey}
+	keys := []string{regDomainsKey(domainID), regRefsKey, RegistrationScheduleKey, regStateKey, regInflightKey, legacyRegDomainsKey}
 	applied, err := regRefScript.Run(ctx, c.rdb, keys, domainID, e.OccurredAt.UnixMilli(), reg, nowMS()).Int()
 	if err != nil {
 		return fmt.Errorf("apply %s %s to the registration schedule: %w", e.Name, domainID, err)
@@ -152,10 +178,10 @@ func (c *Coordinator) applyRegistrationRef(ctx context.Context, e events.Envelop
 // lookup). A registrable domain due earlier keeps its due time (and so
 // its job id).
 //
-// KEYS: domains, state, schedule, inflight. ARGV: domain id, now (unix
-// ms), fresh (ms). Returns 1 when it made it due.
+// KEYS: domains bucket, state, schedule, inflight, legacy domains. ARGV:
+// domain id, now (unix ms), fresh (ms). Returns 1 when it made it due.
 var regCheckScript = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local cur = redis.call('HGET', KEYS[1], ARGV[1]) or redis.call('HGET', KEYS[5], ARGV[1])
 if not cur then return 0 end
 local reg = string.match(cur, '^%d+ (.*)$')
 if not reg or reg == '' then return 0 end
@@ -169,7 +195,7 @@ return redis.call('ZADD', KEYS[3], 'XX', 'LT', 'CH', ARGV[2], reg)
 // checkRegistrationNow applies domain.check_requested to the registration
 // schedule.
 func (c *Coordinator) checkRegistrationNow(ctx context.Context, domainID string) error {
-	keys := []string{regDomainsKey, regStateKey, RegistrationScheduleKey, regInflightKey}
+	keys := []string{regDomainsKey(domainID), regStateKey, RegistrationScheduleKey, regInflightKey, legacyRegDomainsKey}
 	if err := regCheckScript.Run(ctx, c.rdb, keys, domainID, nowMS(), regFresh.Milliseconds()).Err(); err != nil {
 		return fmt.Errorf("check registration of %s: %w", domainID, err)
 	}
