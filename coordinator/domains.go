@@ -217,9 +217,9 @@ func (c *Coordinator) checkNow(ctx context.Context, e events.Envelope, domainID 
 //
 // KEYS: removed, then per domain its domains bucket. ARGV: cutoff (unix
 // ms), then the domain ids, in the order of their buckets (ARGV[i] is in
-// KEYS[i]). Returns the number of tombstones dropped.
+// KEYS[i]). Returns the ids of the tombstones dropped.
 var sweepScript = redis.NewScript(`
-local cutoff, dropped = tonumber(ARGV[1]), 0
+local cutoff, dropped = tonumber(ARGV[1]), {}
 for i = 2, #ARGV do
   local id = ARGV[i]
   local v = redis.call('ZSCORE', KEYS[1], id)
@@ -228,15 +228,30 @@ for i = 2, #ARGV do
     local cur = redis.call('HGET', KEYS[i], id)
     if cur and not string.find(cur, '|', 1, true) and tonumber(cur) <= cutoff then
       redis.call('HDEL', KEYS[i], id)
-      dropped = dropped + 1
+      dropped[#dropped+1] = id
     end
   end
 end
 return dropped
 `)
 
+// regSweepScript drops the registration references of removed domains
+// (an empty registrable) whose version is at or before a cutoff: those
+// whose shard tombstone was dropped.
+//
+// KEYS: per domain its reg:domains bucket. ARGV: cutoff (unix ms), then
+// the domain ids (ARGV[i+1] is in KEYS[i]).
+var regSweepScript = redis.NewScript(`
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('HGET', key, ARGV[i+1])
+  local v = cur and string.match(cur, '^(%d+) $')
+  if v and tonumber(v) <= tonumber(ARGV[1]) then redis.call('HDEL', key, ARGV[i+1]) end
+end
+return 0
+`)
+
 // sweepTombstones drops the tombstones of shard n removed at or before
-// cutoffMS, batchSize at a time.
+// cutoffMS, with their registration references, batchSize at a time.
 func (c *Coordinator) sweepTombstones(ctx context.Context, n int, cutoffMS int64) error {
 	for {
 		ids, err := c.rdb.ZRangeByScore(ctx, removedKey(n), &redis.ZRangeBy{
@@ -251,11 +266,21 @@ func (c *Coordinator) sweepTombstones(ctx context.Context, n int, cutoffMS int64
 			keys = append(keys, domainsKey(n, bucketOf(id)))
 			args = append(args, id)
 		}
-		dropped, err := sweepScript.Run(ctx, c.rdb, keys, args...).Int()
+		dropped, err := sweepScript.Run(ctx, c.rdb, keys, args...).StringSlice()
 		if err != nil {
 			return err
 		}
-		c.logger.Debug("tombstones dropped", zap.Int("shard", n), zap.Int("tombstones", dropped))
+		if len(dropped) > 0 {
+			keys, args := keys[:0], args[:1]
+			for _, id := range dropped {
+				keys = append(keys, regDomainsKey(id))
+				args = append(args, id)
+			}
+			if err := regSweepScript.Run(ctx, c.rdb, keys, args...).Err(); err != nil {
+				return err
+			}
+		}
+		c.logger.Debug("tombstones dropped", zap.Int("shard", n), zap.Int("tombstones", len(dropped)))
 		if len(ids) < batchSize {
 			return nil
 		}

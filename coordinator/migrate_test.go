@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -46,17 +47,22 @@ func TestTombstoneGuardsUntilSwept(t *testing.T) {
 		t.Fatalf("value after removal: got %q, want a tombstone", v)
 	}
 
+	regRef := func() string { return h.rdb.HGet(ctx, regDomainsKey(id), id).Val() }
+	if got, want := regRef(), fmt.Sprintf("%d ", t0+1); got != want {
+		t.Fatalf("registration reference after removal: got %q, want %q", got, want)
+	}
+
 	if err := c.sweepTombstones(ctx, 0, t0); err != nil {
 		t.Fatal(err)
 	}
-	if v := value(t, h.rdb, id, 1); !isTombstone(v) {
-		t.Errorf("swept before its time: got %q, want the tombstone", v)
+	if v := value(t, h.rdb, id, 1); !isTombstone(v) || regRef() == "" {
+		t.Errorf("swept before its time: got %q and reference %q, want both kept", v, regRef())
 	}
 	if err := c.sweepTombstones(ctx, 0, t0+1); err != nil {
 		t.Fatal(err)
 	}
-	if v := value(t, h.rdb, id, 1); v != "" {
-		t.Errorf("after the sweep: got %q, want no value", v)
+	if v := value(t, h.rdb, id, 1); v != "" || regRef() != "" {
+		t.Errorf("after the sweep: got %q and reference %q, want neither", v, regRef())
 	}
 	if n := h.rdb.ZCard(ctx, removedKey(0)).Val(); n != 0 {
 		t.Errorf("removed after the sweep: got %d, want 0", n)
@@ -69,6 +75,9 @@ func TestTombstoneGuardsUntilSwept(t *testing.T) {
 	}
 	if known, scheduled, _ := DomainState(ctx, h.rdb, id, 1); !known || !scheduled {
 		t.Errorf("added after removal: known %v scheduled %v, want both", known, scheduled)
+	}
+	if got, want := regRef(), fmt.Sprintf("%d example.com", t0+3); got != want {
+		t.Errorf("registration reference added after removal: got %q, want %q", got, want)
 	}
 	if n := h.rdb.ZCard(ctx, removedKey(0)).Val(); n != 0 {
 		t.Errorf("removed after re-adding: got %d, want 0", n)

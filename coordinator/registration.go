@@ -32,7 +32,8 @@ import (
 //	                                 hash  domain id -> "<version ms> <registrable>";
 //	                                 registrable empty when the domain references
 //	                                 none (removed, paused, an IP); kept after
-//	                                 removal. regBuckets buckets b (regBucketOf),
+//	                                 removal until the domain's tombstone is
+//	                                 swept. regBuckets buckets b (regBucketOf),
 //	                                 small enough to stay listpacks (a single
 //	                                 hash, reg:domains:{registration:jobs}, before)
 //	reg:refs:{registration:jobs}     hash  registrable -> number of domains
