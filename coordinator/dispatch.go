@@ -99,32 +99,52 @@ func (c *Coordinator) dispatch(ctx context.Context) {
 
 // dispatchShard moves every domain of shard n that is due to the shard's job
 // stream, batchSize at a time per bucket, and returns how many jobs it
-// appended.
+// appended. Each round takes three round trips for all the buckets: their
+// due domains, their records, the scripts.
 func (c *Coordinator) dispatchShard(ctx context.Context, n int) (int, error) {
 	total := 0
-	var backlog int64
+	left := make([]int, bucketsPerShard) // per bucket, due and not moved
 	due, err := c.dueBuckets(ctx, n, nowMS())
-	if err != nil {
-		return 0, err
-	}
-	for b, zs := range due {
-		for len(zs) > 0 {
-			dispatched, dropped, err := c.dispatchBatch(ctx, n, b, zs)
+	for err == nil {
+		var moved [][2]int
+		if moved, err = c.dispatchBuckets(ctx, n, due); err != nil {
+			break
+		}
+		again := false
+		for b, zs := range due {
+			if len(zs) == 0 {
+				continue
+			}
+			dispatched, dropped := moved[b][0], moved[b][1]
 			total += dispatched
-			if err != nil {
-				return total, err
-			}
-			// A short batch was the last one. A batch where nothing moved
-			// was changed under us; the next tick retries rather than
-			// spinning.
+			left[b] = len(zs) - dispatched - dropped
+			// A full batch may have a next one. A batch where nothing
+			// moved was changed under us; the next tick retries rather
+			// than spinning.
 			if len(zs) < batchSize || dispatched+dropped == 0 {
-				backlog += int64(len(zs) - dispatched - dropped)
-				break
-			}
-			if zs, err = c.dueOf(ctx, n, b, nowMS()); err != nil {
-				return total, err
+				due[b] = nil
+			} else {
+				again = true
 			}
 		}
+		if !again {
+			break
+		}
+		var next [][]redis.Z
+		if next, err = c.dueBuckets(ctx, n, nowMS()); err == nil {
+			for b := range due {
+				if due[b] != nil {
+					due[b] = next[b]
+				}
+			}
+		}
+	}
+	if err != nil {
+		return total, err
+	}
+	var backlog int
+	for _, k := range left {
+		backlog += k
 	}
 	dueDomains.WithLabelValues(shardLabel(n)).Set(float64(backlog))
 	if err := c.sweepTombstones(ctx, n, nowMS()-tombstoneTTL.Milliseconds()); err != nil {
@@ -133,13 +153,15 @@ func (c *Coordinator) dispatchShard(ctx context.Context, n int) (int, error) {
 	return total, nil
 }
 
-// dueBuckets reads, in one round trip, the first batch of due domains of
-// every bucket of shard n, by bucket.
+// dueBuckets reads the first batch of due domains of every bucket of
+// shard n, by bucket.
 func (c *Coordinator) dueBuckets(ctx context.Context, n int, now int64) ([][]redis.Z, error) {
 	pipe := c.rdb.Pipeline()
 	cmds := make([]*redis.ZSliceCmd, bucketsPerShard)
 	for b := range cmds {
-		cmds[b] = pipe.ZRangeByScoreWithScores(ctx, scheduleKey(n, b), dueRange(now))
+		cmds[b] = pipe.ZRangeByScoreWithScores(ctx, scheduleKey(n, b), &redis.ZRangeBy{
+			Min: "-inf", Max: strconv.FormatInt(now, 10), Count: batchSize,
+		})
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("read due domains of shard %d: %w", n, err)
@@ -151,63 +173,71 @@ func (c *Coordinator) dueBuckets(ctx context.Context, n int, now int64) ([][]red
 	return out, nil
 }
 
-// dueOf reads the next batch of due domains of bucket b of shard n.
-func (c *Coordinator) dueOf(ctx context.Context, n, b int, now int64) ([]redis.Z, error) {
-	zs, err := c.rdb.ZRangeByScoreWithScores(ctx, scheduleKey(n, b), dueRange(now)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("read due domains of shard %d: %w", n, err)
-	}
-	return zs, nil
-}
-
-func dueRange(now int64) *redis.ZRangeBy {
-	return &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now, 10), Count: batchSize}
-}
-
-// dispatchBatch dispatches a batch of due domains of bucket b of shard n
-// and returns how many it dispatched and dropped.
-func (c *Coordinator) dispatchBatch(ctx context.Context, n, b int, due []redis.Z) (dispatched, dropped int, err error) {
-	args, err := c.batchArgs(ctx, n, b, due, nowMS())
-	if err != nil {
-		return 0, 0, err
-	}
-	keys := []string{LeaseKey(n), scheduleKey(n, b), domainsKey(n, b), events.JobStream(n)}
-	res, err := dispatchScript.Run(ctx, c.rdb, keys, args...).Result()
-	if err != nil {
-		return 0, 0, fmt.Errorf("dispatch shard %d: %w", n, err)
-	}
-	if code, ok := res.(int64); ok && code == -1 {
-		// Not an error when the lease loop released the shard while
-		// this tick was running.
-		if !c.isHeld(n) {
-			return 0, 0, nil
+// dispatchBuckets dispatches the due domains due[b] of each bucket b of
+// shard n and returns, per bucket, how many it dispatched and dropped.
+func (c *Coordinator) dispatchBuckets(ctx context.Context, n int, due [][]redis.Z) ([][2]int, error) {
+	ids := make([][]string, len(due))
+	vals := make([]*redis.SliceCmd, len(due))
+	pipe := c.rdb.Pipeline()
+	for b, zs := range due {
+		if len(zs) == 0 {
+			continue
 		}
-		c.setHeld(n, false)
-		return 0, 0, errLeaseLost
+		ids[b] = make([]string, len(zs))
+		for i, z := range zs {
+			ids[b][i] = z.Member.(string)
+		}
+		vals[b] = pipe.HMGet(ctx, domainsKey(n, b), ids[b]...)
 	}
-	counts, ok := res.([]any)
-	if !ok || len(counts) != 2 {
-		return 0, 0, fmt.Errorf("dispatch shard %d: unexpected script result %v", n, res)
-	}
-	d, _ := counts[0].(int64)
-	r, _ := counts[1].(int64)
-	jobsDispatched.Add(float64(d))
-	c.logger.Debug("dispatched", zap.Int("shard", n), zap.Int("bucket", b), zap.Int64("jobs", d), zap.Int64("dropped", r))
-	return int(d), int(r), nil
-}
-
-// batchArgs builds the script arguments for a batch of due domains: the jobs
-// are built here, in Go, from the records read now; the script checks the
-// records did not change before it appends them.
-func (c *Coordinator) batchArgs(ctx context.Context, n, b int, due []redis.Z, now int64) ([]any, error) {
-	ids := make([]string, len(due))
-	for i, z := range due {
-		ids[i] = z.Member.(string)
-	}
-	vals, err := c.rdb.HMGet(ctx, domainsKey(n, b), ids...).Result()
-	if err != nil {
+	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("read domains of shard %d: %w", n, err)
 	}
+	now := nowMS()
+	runs := make([]*redis.Cmd, len(due))
+	for b, zs := range due {
+		if len(zs) == 0 {
+			continue
+		}
+		args := c.batchArgs(ids[b], zs, vals[b].Val(), now)
+		keys := []string{LeaseKey(n), scheduleKey(n, b), domainsKey(n, b), events.JobStream(n)}
+		runs[b] = dispatchScript.Eval(ctx, pipe, keys, args...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("dispatch shard %d: %w", n, err)
+	}
+	out := make([][2]int, len(due))
+	for b, run := range runs {
+		if run == nil {
+			continue
+		}
+		res := run.Val()
+		if code, ok := res.(int64); ok && code == -1 {
+			// Not an error when the lease loop released the shard while
+			// this tick was running.
+			if !c.isHeld(n) {
+				return out, nil
+			}
+			c.setHeld(n, false)
+			return out, errLeaseLost
+		}
+		counts, ok := res.([]any)
+		if !ok || len(counts) != 2 {
+			return out, fmt.Errorf("dispatch shard %d: unexpected script result %v", n, res)
+		}
+		d, _ := counts[0].(int64)
+		r, _ := counts[1].(int64)
+		out[b] = [2]int{int(d), int(r)}
+		jobsDispatched.Add(float64(d))
+		c.logger.Debug("dispatched", zap.Int("shard", n), zap.Int("bucket", b), zap.Int64("jobs", d), zap.Int64("dropped", r))
+	}
+	return out, nil
+}
+
+// batchArgs builds the script arguments for a batch of due domains ids
+// with values vals: the jobs are built here, in Go, from the records read
+// now; the script checks the records did not change before it appends
+// them.
+func (c *Coordinator) batchArgs(ids []string, due []redis.Z, vals []any, now int64) []any {
 	args := make([]any, 0, 2+len(due)*9)
 	args = append(args, c.token, jobsMaxLen)
 	for i, z := range due {
@@ -232,7 +262,7 @@ func (c *Coordinator) batchArgs(ctx context.Context, n, b int, due []redis.Z, no
 		args = append(args, id, dueMS, raw, nextDue(dueMS, now, c.cfg.Interval), len(fields)/2)
 		args = append(args, fields...)
 	}
-	return args, nil
+	return args
 }
 
 // jobFields returns the stream entry fields of the scan job for the domain

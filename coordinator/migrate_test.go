@@ -262,3 +262,45 @@ func TestMigrateRegistrationReferences(t *testing.T) {
 		t.Errorf("registration schedule after removing both: got %d entries, want 0", n)
 	}
 }
+
+// The bucket scripts and pipelines keep to one slot per shard: they run
+// on Redis Cluster.
+func TestBucketsOnRedisCluster(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.RedisCluster(t).Client(t)
+	c := newRegCoordinator(t, rdb, "c1", Config{Interval: time.Hour})
+	if err := rdb.HSet(ctx, legacyDomainsKey(1), "legacy", `{"tenant_id":"t","host":"legacy.example","port":443}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ZAdd(ctx, legacyScheduleKey(1), redis.Z{Score: 1, Member: "legacy"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.balanceLeases(ctx)
+	tenant := events.TenantID("a@example.org")
+	for i := range 20 {
+		mustApply(t, c, tenantDomain(t, events.DomainAdded, tenant, fmt.Sprintf("d%d", i), fmt.Sprintf("h%d.example.com", i), true))
+	}
+	jobs := 0
+	for n := range 4 {
+		k, err := c.dispatchShard(ctx, n)
+		if err != nil {
+			t.Fatalf("dispatch shard %d: %v", n, err)
+		}
+		jobs += k
+	}
+	if jobs != 21 {
+		t.Errorf("jobs: got %d, want 21", jobs)
+	}
+	removed := tenantDomain(t, events.DomainRemoved, tenant, "d0", "h0.example.com", true)
+	mustApply(t, c, removed)
+	n := ShardOf("d0", 4)
+	if err := c.sweepTombstones(ctx, n, removed.OccurredAt.UnixMilli()); err != nil {
+		t.Fatal(err)
+	}
+	if v := value(t, rdb, "d0", 4); v != "" {
+		t.Errorf("d0 after the sweep: got %q, want no value", v)
+	}
+}
