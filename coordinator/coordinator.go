@@ -20,7 +20,9 @@
 //
 // A shard's domains are spread over bucketsPerShard buckets b (bucketOf),
 // so that each hash and sorted set stays small enough for Redis's compact
-// listpack encoding; dispatch reads the due domains of every bucket.
+// listpack encoding; dispatch reads the due domains of every bucket. The
+// keys of the layout before, domains:{NN}, schedule:{NN} and versions:{NN},
+// are moved to the buckets at start (migrate.go).
 //
 // A coordinator consumes domain events from the events stream (group
 // "coordinator") into the schedule, holds leases on a fair share of the
