@@ -625,7 +625,7 @@ func (l *lab) explain(rows []row, q domainindex.Query) {
 			ssl, _ := l.rdb.ZScore(l.ctx, pre+"ssl", r.id).Result()
 			whois, _ := l.rdb.ZScore(l.ctx, pre+"whois", r.id).Result()
 			snap, _ := projector.ReadSnapshot(l.ctx, l.rdb, r.id)
-			regIdx, _ := l.rdb.HGetAll(l.ctx, projector.RegistrationIndexKey(projector.RegistrableOf(r.host))).Result()
+			regIdx, _ := projector.ReadRegistrationIndex(l.ctx, l.rdb, projector.RegistrableOf(r.host))
 			_ = projector.SyncIndex(l.ctx, l.rdb, []string{r.id})
 			after, _ := l.rdb.ZScore(l.ctx, pre+"whois", r.id).Result()
 			all, _ := events.ReadAllEvents(l.ctx, l.rdb)
@@ -635,7 +635,7 @@ func (l *lab) explain(rows []row, q domainindex.Query) {
 				}
 			}
 			l.t.Logf("differs: %s %s status %s whois %s; index ssl %d whois %d; view %q tenant %q in reg index %v; after sync %d",
-				r.id, r.host, r.status, r.wstatus, int64(ssl), int64(whois), snap.Name, snap.TenantID, regIdx[r.id] != "", int64(after))
+				r.id, r.host, r.status, r.wstatus, int64(ssl), int64(whois), snap.Name, snap.TenantID, regIdx[r.id] != 0, int64(after))
 		}
 	}
 }

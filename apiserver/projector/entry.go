@@ -48,7 +48,8 @@ const (
 	shapeMark  = "3"
 	leafPrefix = "#"
 	chunkSep   = "|"
-	// maxChunk is the most bytes of a shape in one field: at most 64
+	// maxChunk is the most bytes of a shape (or of any value cut into
+	// chunks, splitChunks) in one field: at most 64
 	// (Redis's default hash-max-listpack-value), and a listpack keeps a
 	// string of up to 63 with a one-byte header.
 	maxChunk = 63
@@ -483,24 +484,40 @@ func encodeResults(host string, port int, results []events.IPResult) []any {
 			continue
 		}
 		written[ref] = true
-		for i := 0; i == 0 || len(shape) > 0; i++ {
-			name := leafPrefix + ref
-			if i > 0 {
-				name += chunkSep + strconv.Itoa(i)
-			}
-			n := min(len(shape), maxChunk)
-			out = append(out, name, shape[:n])
-			shape = shape[n:]
+		for i, c := range splitChunks(shape) {
+			out = append(out, chunkName(leafPrefix+ref, i), c)
 		}
 	}
 	return out
 }
 
-// readShape joins the chunks of shape ref of a view.
-func readShape(all map[string]string, ref string) (string, bool) {
-	s, ok := all[leafPrefix+ref]
+// splitChunks cuts a value too long for one listpack field into the
+// values of its chunks, of at most maxChunk bytes each; there is always
+// one, if empty.
+func splitChunks(s string) []string {
+	out := make([]string, 0, len(s)/maxChunk+1)
+	for len(out) == 0 || len(s) > 0 {
+		n := min(len(s), maxChunk)
+		out = append(out, s[:n])
+		s = s[n:]
+	}
+	return out
+}
+
+// chunkName is the field of the i-th chunk of a value named name: name,
+// then "<name>|1", "<name>|2"...
+func chunkName(name string, i int) string {
+	if i == 0 {
+		return name
+	}
+	return name + chunkSep + strconv.Itoa(i)
+}
+
+// readChunks joins the chunks of the value named name of a hash.
+func readChunks(all map[string]string, name string) (string, bool) {
+	s, ok := all[name]
 	for i := 1; ok; i++ {
-		c, more := all[leafPrefix+ref+chunkSep+strconv.Itoa(i)]
+		c, more := all[chunkName(name, i)]
 		if !more {
 			break
 		}
@@ -560,7 +577,7 @@ func decodeEntry(all map[string]string, shapes map[string]decodedShape, f, v str
 		connect, handshake, _ := strings.Cut(timings, ",")
 		d, ok := shapes[ref]
 		if !ok {
-			shape, found := readShape(all, ref)
+			shape, found := readChunks(all, leafPrefix+ref)
 			if !found {
 				return e, fmt.Errorf("no shape %s", ref)
 			}

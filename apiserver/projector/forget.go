@@ -28,11 +28,13 @@ func ForgetDomain(ctx context.Context, rdb redis.UniversalClient, domainID, host
 		n += d
 	}
 	if reg, err := registration.Registrable(host); err == nil {
-		d, err := rdb.HDel(ctx, RegistrationIndexKey(reg), domainID).Result()
-		if err != nil {
+		// In the view, and in the index of the layout before.
+		pipe := rdb.Pipeline()
+		inView, inOld := pipe.HDel(ctx, RegistrationKey(reg), memberField(domainID)), pipe.HDel(ctx, RegistrationIndexKey(reg), domainID)
+		if _, err := pipe.Exec(ctx); err != nil {
 			return n, fmt.Errorf("forget registration reference of %s: %w", domainID, err)
 		}
-		n += d
+		n += inView.Val() + inOld.Val()
 	}
 	return n, nil
 }
