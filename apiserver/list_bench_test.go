@@ -21,6 +21,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -63,7 +64,9 @@ func BenchmarkDomainList(b *testing.B) {
 	}
 	ctx := context.Background()
 	rdb := testenv.Redis(b).Client(b)
-	srv, err := New(Config{RateLimitGeneral: 1 << 30}, rdb, zap.NewNop())
+	// The default domains quota (10,000) would silently cut the biggest
+	// tenant down to it.
+	srv, err := New(Config{RateLimitGeneral: 1 << 30, Quotas: quota.Limits{quota.Domains: int64(slices.Max(sizes))}}, rdb, zap.NewNop())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -147,6 +150,11 @@ func BenchmarkDomainList(b *testing.B) {
 		res, err := srv.accounts.AddDomains(ctx, tid, nds)
 		if err != nil {
 			b.Fatal(err)
+		}
+		for _, r := range res {
+			if r.Err != nil || !r.Added {
+				b.Fatalf("add %s: added %v, %v", r.Domain.Host, r.Added, r.Err)
+			}
 		}
 		at := time.Now()
 		var batch []events.Envelope

@@ -65,6 +65,10 @@ type Query struct {
 	Now               time.Time
 	Warning, Critical int
 
+	// Fields names the record fields to return with each id of the page
+	// (Page.Rows), read by the same script: none when empty.
+	Fields []string
+
 	// plan forces the script's plan ("read" or "walk"; "" chooses), for
 	// tests that check both against one answer.
 	plan string
@@ -78,6 +82,24 @@ type Page struct {
 	Total int
 	// NextCursor continues the list after this page; "" on the last one.
 	NextCursor string
+	// Rows, when the query asked Fields, holds for each of IDs (same
+	// order) its record's fields and its registration facts, read in the
+	// same atomic step as the ids.
+	Rows []Row
+}
+
+// Row is what a page holds of a domain beside its id when the query asks
+// Fields.
+type Row struct {
+	// Record holds the asked fields the domain's record has (a field it
+	// lacks is absent; an empty Record means the record is gone).
+	Record map[string]string
+	// WhoisMS is the registration expiry the index keeps for the domain
+	// (unix ms, as Facts.WhoisMS); 0 when unknown, and WhoisReason then
+	// says why (one of Reasons). These are the facts the whois_status
+	// filter and the whois_days_remaining sort read.
+	WhoisMS     int64
+	WhoisReason string
 }
 
 // ErrBadCursor is a cursor that is not one List gave for this query.
@@ -151,14 +173,17 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 	critB, warnB := nowMS+int64(q.Critical+1)*day, nowMS+int64(q.Warning+1)*day
 	args := []any{Prefix(tenantID), recordPrefix, q.Sort, desc, q.Limit, q.Offset, hasCur,
 		c.Phase, scoreString(c.Score), c.Member,
-		q.Status, q.WhoisStatus, q.Search, nowMS, critB, warnB, q.plan, q.Tag}
+		q.Status, q.WhoisStatus, q.Search, nowMS, critB, warnB, q.plan, q.Tag, len(q.Fields)}
+	for _, f := range q.Fields {
+		args = append(args, f)
+	}
 	res, err := listScript.Run(ctx, rdb, []string{Prefix(tenantID) + keyCreated}, args...).Slice()
 	if err != nil {
 		return Page{}, fmt.Errorf("list domains of %s: %w", tenantID, err)
 	}
-	// {total, {ids}, next phase, next score, next member} (the next three
-	// absent on the last page).
-	if len(res) < 2 {
+	// {total, {ids}, {rows}, next phase, next score, next member} (the
+	// next three absent on the last page).
+	if len(res) != 3 && len(res) != 6 {
 		return Page{}, fmt.Errorf("list domains of %s: got %d values", tenantID, len(res))
 	}
 	total, _ := res[0].(int64)
@@ -168,10 +193,15 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 		s, _ := v.(string)
 		p.IDs = append(p.IDs, s)
 	}
-	if len(res) == 5 {
-		phase, _ := res[2].(int64)
-		score, _ := res[3].(string)
-		member, _ := res[4].(string)
+	if len(q.Fields) > 0 {
+		if p.Rows, err = decodeRows(res[2], len(p.IDs), q.Fields); err != nil {
+			return Page{}, fmt.Errorf("list domains of %s: %w", tenantID, err)
+		}
+	}
+	if len(res) == 6 {
+		phase, _ := res[3].(int64)
+		score, _ := res[4].(string)
+		member, _ := res[5].(string)
 		f, err := strconv.ParseFloat(score, 64)
 		if err != nil {
 			return Page{}, fmt.Errorf("list domains of %s: cursor score %q: %w", tenantID, score, err)
@@ -179,6 +209,38 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 		p.NextCursor = encodeCursor(cursor{Fingerprint: q.fingerprint(), Phase: int(phase), Score: f, Member: member})
 	}
 	return p, nil
+}
+
+// decodeRows reads the script's rows: per id {whois ms or "", whois
+// reason, the fields' values (nil when absent)}.
+func decodeRows(v any, n int, fields []string) ([]Row, error) {
+	raw, _ := v.([]any)
+	if len(raw) != n {
+		return nil, fmt.Errorf("got %d rows for %d ids", len(raw), n)
+	}
+	rows := make([]Row, n)
+	for i, r := range raw {
+		vals, _ := r.([]any)
+		if len(vals) != 2+len(fields) {
+			return nil, fmt.Errorf("row %d: got %d values, want %d", i, len(vals), 2+len(fields))
+		}
+		row := Row{Record: make(map[string]string, len(fields))}
+		if ms, _ := vals[0].(string); ms != "" {
+			f, err := strconv.ParseFloat(ms, 64)
+			if err != nil {
+				return nil, fmt.Errorf("row %d: whois score %q: %w", i, ms, err)
+			}
+			row.WhoisMS = int64(f)
+		}
+		row.WhoisReason, _ = vals[1].(string)
+		for j, f := range fields {
+			if s, ok := vals[2+j].(string); ok {
+				row.Record[f] = s
+			}
+		}
+		rows[i] = row
+	}
+	return rows, nil
 }
 
 // fingerprint ties a cursor to the sort, order and filters it was made
@@ -192,7 +254,8 @@ func (q Query) fingerprint() string {
 // KEYS: the tenant's created index (names the slot). ARGV: prefix, record
 // prefix, sort, desc, limit, offset, has cursor, cursor phase, score,
 // member, status, whois status, search, now ms, critical bound ms, warning
-// bound ms, plan ("read", "walk" or "" to choose), tag.
+// bound ms, plan ("read", "walk" or "" to choose), tag, the number of
+// record fields to return per id, those fields.
 var listScript = redis.NewScript(`
 local P, RP, sort, desc = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local limit, offset, hasCur = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
@@ -200,6 +263,8 @@ local cphase, cscore, cmember = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 local status, wstatus, search = ARGV[11], ARGV[12], ARGV[13]
 local now, critB, warnB, plan = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]), ARGV[17]
 local tag = ARGV[18]
+local fields = {}
+for i = 1, tonumber(ARGV[19]) do fields[i] = ARGV[19 + i] end
 local NOEXP = ` + strconv.FormatInt(NoExpiryMS, 10) + `
 local CHUNK = 256
 
@@ -456,12 +521,33 @@ else
     end
   end
 end
+local nextKey
 if #out > limit then
-  local k = keys[limit]
+  nextKey = keys[limit]
   out[limit + 1] = nil
-  return {total, out, k[1], string.format('%.17g', k[2]), k[3]}
 end
-return {total, out}
+-- The rows: each id's registration facts and record fields.
+local rows = {}
+if #fields > 0 then
+  local reasons = {` + luaStrings(Reasons) + `}
+  for i, id in ipairs(out) do
+    local ws, wr = redis.call('ZSCORE', P .. 'whois', id), ''
+    if not ws then
+      ws = ''
+      for _, r in ipairs(reasons) do
+        if redis.call('SISMEMBER', P .. 'wr:' .. r, id) == 1 then wr = r; break end
+      end
+    end
+    local row = {ws, wr}
+    local vals = redis.call('HMGET', RP .. id, unpack(fields))
+    for j = 1, #fields do row[2 + j] = vals[j] end
+    rows[i] = row
+  end
+end
+if nextKey then
+  return {total, out, rows, nextKey[1], string.format('%.17g', nextKey[2]), nextKey[3]}
+end
+return {total, out, rows}
 `)
 
 // scoreString is how a cursor's score reaches the script: exact for the
