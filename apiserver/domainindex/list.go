@@ -318,10 +318,18 @@ local function match(id, host, skipSearch)
   end
   return true
 end
+-- idOf splits an index member "<head> <id>" into id and head.
 local function idOf(member)
-  local i = #member
-  while string.sub(member, i, i) ~= ' ' do i = i - 1 end
-  return string.sub(member, i + 1), string.sub(member, 1, i - 1)
+  local head, id = string.match(member, '^(.*) (%S*)$')
+  return id, head
+end
+-- verdictRange: the scores [lo, hi) of an expiry verdict (a status but
+-- error), as ZCOUNT bounds' numbers; nil for another value.
+local function verdictRange(v)
+  if v == 'expired' then return '-inf', now
+  elseif v == 'critical' then return now, critB
+  elseif v == 'warning' then return critB, warnB
+  elseif v == 'valid' then return warnB, '+inf' end
 end
 
 -- The sources: each filter can list its candidates; est is how many.
@@ -364,9 +372,14 @@ if tag ~= '' then
 end
 if search ~= '' then
   local lo, hi = '[' .. term, '[' .. term .. '\255'
-  local n = redis.call('ZLEXCOUNT', P .. 'sfx', lo, hi)
-  if not dotOnly then n = n + redis.call('ZLEXCOUNT', P .. 'host', lo, hi) end
-  sources[#sources + 1] = {kind = 'lex', lo = lo, hi = hi, est = n}
+  local ns, nh = redis.call('ZLEXCOUNT', P .. 'sfx', lo, hi), 0
+  if not dotOnly then nh = redis.call('ZLEXCOUNT', P .. 'host', lo, hi) end
+  local s = {kind = 'lex', lo = lo, hi = hi, est = ns + nh}
+  -- Without a label match the hostname matches are the matches, each
+  -- domain once (a domain has one hostname member; label matches may
+  -- repeat a domain, and are counted by reading them).
+  if ns == 0 then s.count = nh end
+  sources[#sources + 1] = s
 end
 
 -- members lists a source's candidates, each once.
@@ -451,10 +464,25 @@ else
   if sort == 'hostname' then seqs[1] = {P .. 'host', true, 0, redis.call('ZCARD', P .. 'host'), desc}
   elseif sort == 'created_at' then seqs[1] = {P .. 'created', false, 0, N, desc}
   else
-    local key, null = P .. 'ssl', P .. 'sslnull'
-    if sort == 'whois_days_remaining' then key, null = P .. 'whois', P .. 'wnull' end
-    seqs[1] = {key, false, 0, redis.call('ZCOUNT', key, '-inf', '(' .. NOEXP), desc}
-    seqs[2] = {null, true, 0, redis.call('ZCARD', null), false}
+    -- f is the filter over the sort's own key: a verdict over it holds
+    -- only the scores of its range, so the walk stays in it.
+    local key, null, f = P .. 'ssl', P .. 'sslnull', status
+    if sort == 'whois_days_remaining' then key, null, f = P .. 'whois', P .. 'wnull', wstatus end
+    local a, b = 0, redis.call('ZCOUNT', key, '-inf', '(' .. NOEXP)
+    local nulls = redis.call('ZCARD', null)
+    local lo, hi = verdictRange(f)
+    if lo then
+      if lo ~= '-inf' then a = redis.call('ZCOUNT', key, '-inf', '(' .. lo) end
+      if hi ~= '+inf' then b = math.min(b, redis.call('ZCOUNT', key, '-inf', '(' .. hi)) end
+      -- The tail holds no value to be in a range, but the certificates
+      -- that never expire (valid, if not invalid).
+      if not (sort == 'ssl_days_remaining' and f == 'valid') then nulls = 0 end
+    elseif f ~= '' and sort == 'whois_days_remaining' then
+      -- A reason: only a domain without an expiry has one.
+      b = 0
+    end
+    seqs[1] = {key, false, a, b, desc}
+    seqs[2] = {null, true, 0, nulls, false}
   end
   -- lowerBound: how many of seq's members come before {score, member}
   -- in ascending order, and whether it holds it.
@@ -487,7 +515,17 @@ else
         if seq[2] then lb, found = lowerBound(seq, 0, cmember) else lb, found = lowerBound(seq, cscore, cmember) end
         if seq[5] then pos = lb - 1 elseif found then pos = lb + 1 else pos = lb end
       elseif seq[5] then pos = seq[4] - 1 else pos = seq[3] end
+      -- A cursor outside the sequence's ranks (a range moved with the
+      -- clock) starts at its edge: what lies outside cannot match.
+      if seq[5] then pos = math.min(pos, seq[4] - 1) else pos = math.max(pos, seq[3]) end
       while #out <= limit do
+        -- Without a filter every member matches: an offset skips ranks.
+        if #sources == 0 and skip > 0 then
+          local n
+          if seq[5] then n = math.max(0, math.min(skip, pos - seq[3] + 1)); pos = pos - n
+          else n = math.max(0, math.min(skip, seq[4] - pos)); pos = pos + n end
+          skip = skip - n
+        end
         local a, b
         if seq[5] then
           if pos < seq[3] then break end
