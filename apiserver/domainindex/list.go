@@ -275,21 +275,24 @@ local function verdict(s)
   if s < warnB then return 'warning' end
   return 'valid'
 end
-local function sslStatus(id)
-  local s = redis.call('ZSCORE', P .. 'ssl', id)
-  if not s then
-    if redis.call('SISMEMBER', P .. 'nocert', id) == 1 then return 'error' end
-    return ''
+-- mscore and mismember are ZMSCORE and SMISMEMBER over many ids (in
+-- chunks: unpack's stack is bounded): one call instead of one per id.
+local MCHUNK = 500
+local function mscore(key, ids)
+  local out = {}
+  for i = 1, #ids, MCHUNK do
+    local r = redis.call('ZMSCORE', key, unpack(ids, i, math.min(#ids, i + MCHUNK - 1)))
+    for j = 1, #r do out[#out + 1] = r[j] end
   end
-  s = tonumber(s)
-  if s < now then return 'expired' end
-  if redis.call('ZSCORE', P .. 'bad', id) then return 'error' end
-  return verdict(s)
+  return out
 end
-local function whoisIs(id, want)
-  local s = redis.call('ZSCORE', P .. 'whois', id)
-  if s then return verdict(tonumber(s)) == want end
-  return redis.call('SISMEMBER', P .. 'wr:' .. want, id) == 1
+local function mismember(key, ids)
+  local out = {}
+  for i = 1, #ids, MCHUNK do
+    local r = redis.call('SMISMEMBER', key, unpack(ids, i, math.min(#ids, i + MCHUNK - 1)))
+    for j = 1, #r do out[#out + 1] = r[j] == 1 end
+  end
+  return out
 end
 local dotOnly = string.sub(search, 1, 1) == '.'
 local term = search
@@ -306,18 +309,6 @@ local function hostMatches(h)
     i = d + 1
   end
 end
--- match: does id pass every filter? A source's members pass the search
--- by construction (skipSearch).
-local function match(id, host, skipSearch)
-  if status ~= '' and sslStatus(id) ~= status then return false end
-  if wstatus ~= '' and not whoisIs(id, wstatus) then return false end
-  if tag ~= '' and redis.call('SISMEMBER', P .. 'tag:' .. tag, id) == 0 then return false end
-  if search ~= '' and not skipSearch then
-    host = host or redis.call('HGET', RP .. id, 'host')
-    if not host or not hostMatches(host) then return false end
-  end
-  return true
-end
 -- idOf splits an index member "<head> <id>" into id and head.
 local function idOf(member)
   local head, id = string.match(member, '^(.*) (%S*)$')
@@ -330,6 +321,57 @@ local function verdictRange(v)
   elseif v == 'critical' then return now, critB
   elseif v == 'warning' then return critB, warnB
   elseif v == 'valid' then return warnB, '+inf' end
+end
+-- matchAll: which of ids pass every filter (ok[i])? hosts[i] is id i's
+-- hostname when known (hosts may be nil). A source's members pass the
+-- search by construction (skipSearch). Each filter costs one call for
+-- all the ids.
+local function matchAll(ids, hosts, skipSearch)
+  local ok = {}
+  for i = 1, #ids do ok[i] = true end
+  if #ids == 0 then return ok end
+  if status ~= '' then
+    -- The SSL status: none without a score (error when no certificate),
+    -- expired below now, else error when invalid, else the verdict.
+    local ssl, bad, nocert = mscore(P .. 'ssl', ids), nil, nil
+    if status ~= 'expired' then bad = mscore(P .. 'bad', ids) end
+    if status == 'error' then nocert = mismember(P .. 'nocert', ids) end
+    for i = 1, #ids do
+      local sc, st = ssl[i], ''
+      if not sc then
+        if nocert and nocert[i] then st = 'error' end
+      else
+        sc = tonumber(sc)
+        if sc < now then st = 'expired'
+        elseif bad and bad[i] then st = 'error'
+        else st = verdict(sc) end
+      end
+      if st ~= status then ok[i] = false end
+    end
+  end
+  if wstatus ~= '' then
+    -- A verdict over the expiry, or the reason there is none.
+    local w, why = mscore(P .. 'whois', ids), nil
+    if not verdictRange(wstatus) then why = mismember(P .. 'wr:' .. wstatus, ids) end
+    for i = 1, #ids do
+      if w[i] then
+        if verdict(tonumber(w[i])) ~= wstatus then ok[i] = false end
+      elseif not (why and why[i]) then ok[i] = false end
+    end
+  end
+  if tag ~= '' then
+    local has = mismember(P .. 'tag:' .. tag, ids)
+    for i = 1, #ids do if not has[i] then ok[i] = false end end
+  end
+  if search ~= '' and not skipSearch then
+    for i = 1, #ids do
+      if ok[i] then
+        local host = (hosts and hosts[i]) or redis.call('HGET', RP .. ids[i], 'host')
+        if not host or not hostMatches(host) then ok[i] = false end
+      end
+    end
+  end
+  return ok
 end
 
 -- The sources: each filter can list its candidates; est is how many.
@@ -407,20 +449,25 @@ local N = redis.call('ZCARD', P .. 'created')
 local best
 for _, s in ipairs(sources) do if not best or s.est < best.est then best = s end end
 
--- The sort's key of a domain: {phase, score, member}; phase 1 holds the
--- domains without a value, in id order whatever the direction.
-local function keyOf(id)
+-- The sort's keys of domains ids: {phase, score, member} each; phase 1
+-- holds the domains without a value, in id order whatever the direction.
+local function keysOf(ids)
+  local out = {}
   if sort == 'hostname' then
-    local r = redis.call('HMGET', RP .. id, 'host', 'port')
-    return {0, 0, (r[1] or '') .. ' ' .. string.format('%05d', tonumber(r[2] or '0')) .. ' ' .. id}
-  elseif sort == 'created_at' then
-    return {0, tonumber(redis.call('ZSCORE', P .. 'created', id) or '0'), id}
+    for i, id in ipairs(ids) do
+      local r = redis.call('HMGET', RP .. id, 'host', 'port')
+      out[i] = {0, 0, (r[1] or '') .. ' ' .. string.format('%05d', tonumber(r[2] or '0')) .. ' ' .. id}
+    end
+    return out
   end
-  local key = P .. 'ssl'
-  if sort == 'whois_days_remaining' then key = P .. 'whois' end
-  local s = redis.call('ZSCORE', key, id)
-  if s and tonumber(s) < NOEXP then return {0, tonumber(s), id} end
-  return {1, 0, id}
+  local key = P .. 'created'
+  if sort == 'ssl_days_remaining' then key = P .. 'ssl' elseif sort == 'whois_days_remaining' then key = P .. 'whois' end
+  local sc = mscore(key, ids)
+  for i, id in ipairs(ids) do
+    local s = tonumber(sc[i] or (sort == 'created_at' and '0'))
+    if s and (sort == 'created_at' or s < NOEXP) then out[i] = {0, s, id} else out[i] = {1, 0, id} end
+  end
+  return out
 end
 -- before: does key a come before key b in the list's order?
 local function before(a, b)
@@ -436,12 +483,18 @@ local out, keys, total = {}, {}, 0
 -- Reading the filter's E members costs about E; walking the sort's index
 -- costs about want * N / E: read when E * E <= want * N.
 local want = offset + limit + 1
-if best and plan ~= 'walk' and (plan == 'read' or #sources > 1 or best.est <= 64 or best.est * best.est <= want * N) then
+-- A single filter that is a verdict over the sort's own key: the walk
+-- stays in its range, where nearly every member matches (cost about the
+-- page).
+local ranged = #sources == 1 and ((sort == 'ssl_days_remaining' and verdictRange(status) ~= nil) or
+  (sort == 'whois_days_remaining' and verdictRange(wstatus) ~= nil))
+if best and plan ~= 'walk' and (plan == 'read' or (not ranged and (#sources > 1 or best.est <= 64 or best.est * best.est <= want * N))) then
   -- Read the smallest source and sort its matches.
+  local ids = members(best)
+  local ok, sel = matchAll(ids, nil, best.kind == 'lex'), {}
+  for i, id in ipairs(ids) do if ok[i] then sel[#sel + 1] = id end end
   local all = {}
-  for _, id in ipairs(members(best)) do
-    if match(id, nil, best.kind == 'lex') then all[#all + 1] = {keyOf(id), id} end
-  end
+  for i, k in ipairs(keysOf(sel)) do all[i] = {k, sel[i]} end
   total = #all
   table.sort(all, function(x, y) return before(x[1], y[1]) end)
   local skip = offset
@@ -456,7 +509,7 @@ else
   if #sources == 0 then total = N
   elseif #sources == 1 and sources[1].count then total = sources[1].count
   else
-    for _, id in ipairs(members(best)) do if match(id, nil, best.kind == 'lex') then total = total + 1 end end
+    for _, m in ipairs(matchAll(members(best), nil, best.kind == 'lex')) do if m then total = total + 1 end end
   end
   -- The index's sequences, in list order: {key, lex, first rank, last
   -- rank (exclusive), direction}.
@@ -536,16 +589,23 @@ else
         end
         local got = redis.call('ZRANGE', seq[1], a, b, 'WITHSCORES')
         local n = #got / 2
+        -- The chunk's members in list order, matched at once.
+        local ids, hosts, ms, scs = {}, {}, {}, {}
         for j = 1, n do
           local i = j
           if seq[5] then i = n + 1 - j end
-          local m, sc = got[2 * i - 1], tonumber(got[2 * i])
-          local id, host = m, nil
+          local m = got[2 * i - 1]
+          ms[j], scs[j], ids[j] = m, tonumber(got[2 * i]), m
           if seq[1] == P .. 'host' then
-            id, host = idOf(m)
-            host = string.sub(host, 1, #host - 6)
+            local id, head = idOf(m)
+            ids[j], hosts[j] = id, string.sub(head, 1, #head - 6)
           end
-          if match(id, host) then
+        end
+        local ok
+        if #sources > 0 then ok = matchAll(ids, hosts, false) end
+        for j = 1, n do
+          local id, m, sc = ids[j], ms[j], scs[j]
+          if not ok or ok[j] then
             if skip > 0 then skip = skip - 1
             else
               out[#out + 1] = id
