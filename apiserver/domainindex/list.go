@@ -626,17 +626,24 @@ if #out > limit then
 end
 -- The rows: each id's registration facts and record fields.
 local rows = {}
-if #fields > 0 then
-  local reasons = {` + luaStrings(Reasons) + `}
-  for i, id in ipairs(out) do
-    local ws, wr = redis.call('ZSCORE', P .. 'whois', id), ''
-    if not ws then
-      ws = ''
-      for _, r in ipairs(reasons) do
-        if redis.call('SISMEMBER', P .. 'wr:' .. r, id) == 1 then wr = r; break end
-      end
+if #fields > 0 and #out > 0 then
+  -- The expiries in one call; the reasons of the domains without one in
+  -- one call per reason (ix_whois keeps a domain in one reason's set).
+  local ws, wr, without = mscore(P .. 'whois', out), {}, {}
+  for i = 1, #out do
+    wr[i] = ''
+    if not ws[i] then without[#without + 1] = i end
+  end
+  if #without > 0 then
+    local ids = {}
+    for k, i in ipairs(without) do ids[k] = out[i] end
+    for _, r in ipairs({` + luaStrings(Reasons) + `}) do
+      local has = mismember(P .. 'wr:' .. r, ids)
+      for k, i in ipairs(without) do if has[k] then wr[i] = r end end
     end
-    local row = {ws, wr}
+  end
+  for i, id in ipairs(out) do
+    local row = {ws[i] or '', wr[i]}
     local vals = redis.call('HMGET', RP .. id, unpack(fields))
     for j = 1, #fields do row[2 + j] = vals[j] end
     rows[i] = row
