@@ -481,14 +481,20 @@ local cur = {cphase, cscore, cmember}
 
 local out, keys, total = {}, {}, 0
 -- Reading the filter's E members costs about E; walking the sort's index
--- costs about want * N / E: read when E * E <= want * N.
+-- costs about want * N / E: read when E * E (times readCost) <= want * N.
 local want = offset + limit + 1
 -- A single filter that is a verdict over the sort's own key: the walk
 -- stays in its range, where nearly every member matches (cost about the
 -- page).
 local ranged = #sources == 1 and ((sort == 'ssl_days_remaining' and verdictRange(status) ~= nil) or
   (sort == 'whois_days_remaining' and verdictRange(wstatus) ~= nil))
-if best and plan ~= 'walk' and (plan == 'read' or (not ranged and (#sources > 1 or best.est <= 64 or best.est * best.est <= want * N))) then
+-- Reading costs about 8 walked members per candidate (its sort key and
+-- its share of sorting them, against a walked member's share of one call
+-- per chunk), but a search's walk off the hostname sort reads each
+-- member's hostname, as dear as reading a candidate.
+local readCost = 8
+if best and best.kind == 'lex' and sort ~= 'hostname' then readCost = 1 end
+if best and plan ~= 'walk' and (plan == 'read' or (not ranged and (#sources > 1 or best.est <= 64 or readCost * best.est * best.est <= want * N))) then
   -- Read the smallest source and sort its matches.
   local ids = members(best)
   local ok, sel = matchAll(ids, nil, best.kind == 'lex'), {}
