@@ -490,10 +490,11 @@ local ranged = #sources == 1 and ((sort == 'ssl_days_remaining' and verdictRange
   (sort == 'whois_days_remaining' and verdictRange(wstatus) ~= nil))
 -- Reading costs about 8 walked members per candidate (its sort key and
 -- its share of sorting them, against a walked member's share of one call
--- per chunk), but a search's walk off the hostname sort reads each
--- member's hostname, as dear as reading a candidate.
+-- per chunk); but a walk of the hostname sort splits each member's string,
+-- and a search's walk off it reads each member's hostname: as dear as
+-- reading a candidate.
 local readCost = 8
-if best and best.kind == 'lex' and sort ~= 'hostname' then readCost = 1 end
+if sort == 'hostname' or (best and best.kind == 'lex') then readCost = 1 end
 if best and plan ~= 'walk' and (plan == 'read' or (not ranged and (#sources > 1 or best.est <= 64 or readCost * best.est * best.est <= want * N))) then
   -- Read the smallest source and sort its matches.
   local ids = members(best)
