@@ -568,6 +568,21 @@ func (s *Store) GetDomains(ctx context.Context, tenantID string, ids []string) (
 	return out, nil
 }
 
+// ListedFields are the record fields a listed domain needs (the API's
+// list shows them), for a reader that fetches records itself
+// (domainindex.Query.Fields) and decodes them with DecodeListed.
+var ListedFields = []string{"tenant_id", "host", "port", "active", "notes", "tags", "created_at", "updated_at"}
+
+// DecodeListed turns the ListedFields of domain id's record into the
+// domain; ok is false when the record is gone or is not tenantID's.
+func DecodeListed(tenantID, id string, rec map[string]string) (d Domain, ok bool, err error) {
+	if rec["tenant_id"] != tenantID {
+		return Domain{}, false, nil
+	}
+	d, err = decodeDomain(id, rec)
+	return d, err == nil, err
+}
+
 func decodeDomain(id string, rec map[string]string) (Domain, error) {
 	d := Domain{
 		ID: id, TenantID: rec["tenant_id"], Host: rec["host"], Notes: rec["notes"],

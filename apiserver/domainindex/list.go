@@ -65,6 +65,10 @@ type Query struct {
 	Now               time.Time
 	Warning, Critical int
 
+	// Fields names the record fields to return with each id of the page
+	// (Page.Rows), read by the same script: none when empty.
+	Fields []string
+
 	// plan forces the script's plan ("read" or "walk"; "" chooses), for
 	// tests that check both against one answer.
 	plan string
@@ -78,6 +82,24 @@ type Page struct {
 	Total int
 	// NextCursor continues the list after this page; "" on the last one.
 	NextCursor string
+	// Rows, when the query asked Fields, holds for each of IDs (same
+	// order) its record's fields and its registration facts, read in the
+	// same atomic step as the ids.
+	Rows []Row
+}
+
+// Row is what a page holds of a domain beside its id when the query asks
+// Fields.
+type Row struct {
+	// Record holds the asked fields the domain's record has (a field it
+	// lacks is absent; an empty Record means the record is gone).
+	Record map[string]string
+	// WhoisMS is the registration expiry the index keeps for the domain
+	// (unix ms, as Facts.WhoisMS); 0 when unknown, and WhoisReason then
+	// says why (one of Reasons). These are the facts the whois_status
+	// filter and the whois_days_remaining sort read.
+	WhoisMS     int64
+	WhoisReason string
 }
 
 // ErrBadCursor is a cursor that is not one List gave for this query.
@@ -151,14 +173,17 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 	critB, warnB := nowMS+int64(q.Critical+1)*day, nowMS+int64(q.Warning+1)*day
 	args := []any{Prefix(tenantID), recordPrefix, q.Sort, desc, q.Limit, q.Offset, hasCur,
 		c.Phase, scoreString(c.Score), c.Member,
-		q.Status, q.WhoisStatus, q.Search, nowMS, critB, warnB, q.plan, q.Tag}
+		q.Status, q.WhoisStatus, q.Search, nowMS, critB, warnB, q.plan, q.Tag, len(q.Fields)}
+	for _, f := range q.Fields {
+		args = append(args, f)
+	}
 	res, err := listScript.Run(ctx, rdb, []string{Prefix(tenantID) + keyCreated}, args...).Slice()
 	if err != nil {
 		return Page{}, fmt.Errorf("list domains of %s: %w", tenantID, err)
 	}
-	// {total, {ids}, next phase, next score, next member} (the next three
-	// absent on the last page).
-	if len(res) < 2 {
+	// {total, {ids}, {rows}, next phase, next score, next member} (the
+	// next three absent on the last page).
+	if len(res) != 3 && len(res) != 6 {
 		return Page{}, fmt.Errorf("list domains of %s: got %d values", tenantID, len(res))
 	}
 	total, _ := res[0].(int64)
@@ -168,10 +193,15 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 		s, _ := v.(string)
 		p.IDs = append(p.IDs, s)
 	}
-	if len(res) == 5 {
-		phase, _ := res[2].(int64)
-		score, _ := res[3].(string)
-		member, _ := res[4].(string)
+	if len(q.Fields) > 0 {
+		if p.Rows, err = decodeRows(res[2], len(p.IDs), q.Fields); err != nil {
+			return Page{}, fmt.Errorf("list domains of %s: %w", tenantID, err)
+		}
+	}
+	if len(res) == 6 {
+		phase, _ := res[3].(int64)
+		score, _ := res[4].(string)
+		member, _ := res[5].(string)
 		f, err := strconv.ParseFloat(score, 64)
 		if err != nil {
 			return Page{}, fmt.Errorf("list domains of %s: cursor score %q: %w", tenantID, score, err)
@@ -179,6 +209,38 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 		p.NextCursor = encodeCursor(cursor{Fingerprint: q.fingerprint(), Phase: int(phase), Score: f, Member: member})
 	}
 	return p, nil
+}
+
+// decodeRows reads the script's rows: per id {whois ms or "", whois
+// reason, the fields' values (nil when absent)}.
+func decodeRows(v any, n int, fields []string) ([]Row, error) {
+	raw, _ := v.([]any)
+	if len(raw) != n {
+		return nil, fmt.Errorf("got %d rows for %d ids", len(raw), n)
+	}
+	rows := make([]Row, n)
+	for i, r := range raw {
+		vals, _ := r.([]any)
+		if len(vals) != 2+len(fields) {
+			return nil, fmt.Errorf("row %d: got %d values, want %d", i, len(vals), 2+len(fields))
+		}
+		row := Row{Record: make(map[string]string, len(fields))}
+		if ms, _ := vals[0].(string); ms != "" {
+			f, err := strconv.ParseFloat(ms, 64)
+			if err != nil {
+				return nil, fmt.Errorf("row %d: whois score %q: %w", i, ms, err)
+			}
+			row.WhoisMS = int64(f)
+		}
+		row.WhoisReason, _ = vals[1].(string)
+		for j, f := range fields {
+			if s, ok := vals[2+j].(string); ok {
+				row.Record[f] = s
+			}
+		}
+		rows[i] = row
+	}
+	return rows, nil
 }
 
 // fingerprint ties a cursor to the sort, order and filters it was made
@@ -192,7 +254,8 @@ func (q Query) fingerprint() string {
 // KEYS: the tenant's created index (names the slot). ARGV: prefix, record
 // prefix, sort, desc, limit, offset, has cursor, cursor phase, score,
 // member, status, whois status, search, now ms, critical bound ms, warning
-// bound ms, plan ("read", "walk" or "" to choose), tag.
+// bound ms, plan ("read", "walk" or "" to choose), tag, the number of
+// record fields to return per id, those fields.
 var listScript = redis.NewScript(`
 local P, RP, sort, desc = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local limit, offset, hasCur = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
@@ -200,6 +263,8 @@ local cphase, cscore, cmember = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 local status, wstatus, search = ARGV[11], ARGV[12], ARGV[13]
 local now, critB, warnB, plan = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]), ARGV[17]
 local tag = ARGV[18]
+local fields = {}
+for i = 1, tonumber(ARGV[19]) do fields[i] = ARGV[19 + i] end
 local NOEXP = ` + strconv.FormatInt(NoExpiryMS, 10) + `
 local CHUNK = 256
 
@@ -210,21 +275,24 @@ local function verdict(s)
   if s < warnB then return 'warning' end
   return 'valid'
 end
-local function sslStatus(id)
-  local s = redis.call('ZSCORE', P .. 'ssl', id)
-  if not s then
-    if redis.call('SISMEMBER', P .. 'nocert', id) == 1 then return 'error' end
-    return ''
+-- mscore and mismember are ZMSCORE and SMISMEMBER over many ids (in
+-- chunks: unpack's stack is bounded): one call instead of one per id.
+local MCHUNK = 500
+local function mscore(key, ids)
+  local out = {}
+  for i = 1, #ids, MCHUNK do
+    local r = redis.call('ZMSCORE', key, unpack(ids, i, math.min(#ids, i + MCHUNK - 1)))
+    for j = 1, #r do out[#out + 1] = r[j] end
   end
-  s = tonumber(s)
-  if s < now then return 'expired' end
-  if redis.call('ZSCORE', P .. 'bad', id) then return 'error' end
-  return verdict(s)
+  return out
 end
-local function whoisIs(id, want)
-  local s = redis.call('ZSCORE', P .. 'whois', id)
-  if s then return verdict(tonumber(s)) == want end
-  return redis.call('SISMEMBER', P .. 'wr:' .. want, id) == 1
+local function mismember(key, ids)
+  local out = {}
+  for i = 1, #ids, MCHUNK do
+    local r = redis.call('SMISMEMBER', key, unpack(ids, i, math.min(#ids, i + MCHUNK - 1)))
+    for j = 1, #r do out[#out + 1] = r[j] == 1 end
+  end
+  return out
 end
 local dotOnly = string.sub(search, 1, 1) == '.'
 local term = search
@@ -241,22 +309,69 @@ local function hostMatches(h)
     i = d + 1
   end
 end
--- match: does id pass every filter? A source's members pass the search
--- by construction (skipSearch).
-local function match(id, host, skipSearch)
-  if status ~= '' and sslStatus(id) ~= status then return false end
-  if wstatus ~= '' and not whoisIs(id, wstatus) then return false end
-  if tag ~= '' and redis.call('SISMEMBER', P .. 'tag:' .. tag, id) == 0 then return false end
-  if search ~= '' and not skipSearch then
-    host = host or redis.call('HGET', RP .. id, 'host')
-    if not host or not hostMatches(host) then return false end
-  end
-  return true
-end
+-- idOf splits an index member "<head> <id>" into id and head.
 local function idOf(member)
-  local i = #member
-  while string.sub(member, i, i) ~= ' ' do i = i - 1 end
-  return string.sub(member, i + 1), string.sub(member, 1, i - 1)
+  local head, id = string.match(member, '^(.*) (%S*)$')
+  return id, head
+end
+-- verdictRange: the scores [lo, hi) of an expiry verdict (a status but
+-- error), as ZCOUNT bounds' numbers; nil for another value.
+local function verdictRange(v)
+  if v == 'expired' then return '-inf', now
+  elseif v == 'critical' then return now, critB
+  elseif v == 'warning' then return critB, warnB
+  elseif v == 'valid' then return warnB, '+inf' end
+end
+-- matchAll: which of ids pass every filter (ok[i])? hosts[i] is id i's
+-- hostname when known (hosts may be nil). A source's members pass the
+-- search by construction (skipSearch). Each filter costs one call for
+-- all the ids.
+local function matchAll(ids, hosts, skipSearch)
+  local ok = {}
+  for i = 1, #ids do ok[i] = true end
+  if #ids == 0 then return ok end
+  if status ~= '' then
+    -- The SSL status: none without a score (error when no certificate),
+    -- expired below now, else error when invalid, else the verdict.
+    local ssl, bad, nocert = mscore(P .. 'ssl', ids), nil, nil
+    if status ~= 'expired' then bad = mscore(P .. 'bad', ids) end
+    if status == 'error' then nocert = mismember(P .. 'nocert', ids) end
+    for i = 1, #ids do
+      local sc, st = ssl[i], ''
+      if not sc then
+        if nocert and nocert[i] then st = 'error' end
+      else
+        sc = tonumber(sc)
+        if sc < now then st = 'expired'
+        elseif bad and bad[i] then st = 'error'
+        else st = verdict(sc) end
+      end
+      if st ~= status then ok[i] = false end
+    end
+  end
+  if wstatus ~= '' then
+    -- A verdict over the expiry, or the reason there is none.
+    local w, why = mscore(P .. 'whois', ids), nil
+    if not verdictRange(wstatus) then why = mismember(P .. 'wr:' .. wstatus, ids) end
+    for i = 1, #ids do
+      if w[i] then
+        if verdict(tonumber(w[i])) ~= wstatus then ok[i] = false end
+      elseif not (why and why[i]) then ok[i] = false end
+    end
+  end
+  if tag ~= '' then
+    local has = mismember(P .. 'tag:' .. tag, ids)
+    for i = 1, #ids do if not has[i] then ok[i] = false end end
+  end
+  if search ~= '' and not skipSearch then
+    for i = 1, #ids do
+      if ok[i] then
+        local host = (hosts and hosts[i]) or redis.call('HGET', RP .. ids[i], 'host')
+        if not host or not hostMatches(host) then ok[i] = false end
+      end
+    end
+  end
+  return ok
 end
 
 -- The sources: each filter can list its candidates; est is how many.
@@ -299,9 +414,14 @@ if tag ~= '' then
 end
 if search ~= '' then
   local lo, hi = '[' .. term, '[' .. term .. '\255'
-  local n = redis.call('ZLEXCOUNT', P .. 'sfx', lo, hi)
-  if not dotOnly then n = n + redis.call('ZLEXCOUNT', P .. 'host', lo, hi) end
-  sources[#sources + 1] = {kind = 'lex', lo = lo, hi = hi, est = n}
+  local ns, nh = redis.call('ZLEXCOUNT', P .. 'sfx', lo, hi), 0
+  if not dotOnly then nh = redis.call('ZLEXCOUNT', P .. 'host', lo, hi) end
+  local s = {kind = 'lex', lo = lo, hi = hi, est = ns + nh}
+  -- Without a label match the hostname matches are the matches, each
+  -- domain once (a domain has one hostname member; label matches may
+  -- repeat a domain, and are counted by reading them).
+  if ns == 0 then s.count = nh end
+  sources[#sources + 1] = s
 end
 
 -- members lists a source's candidates, each once.
@@ -329,20 +449,25 @@ local N = redis.call('ZCARD', P .. 'created')
 local best
 for _, s in ipairs(sources) do if not best or s.est < best.est then best = s end end
 
--- The sort's key of a domain: {phase, score, member}; phase 1 holds the
--- domains without a value, in id order whatever the direction.
-local function keyOf(id)
+-- The sort's keys of domains ids: {phase, score, member} each; phase 1
+-- holds the domains without a value, in id order whatever the direction.
+local function keysOf(ids)
+  local out = {}
   if sort == 'hostname' then
-    local r = redis.call('HMGET', RP .. id, 'host', 'port')
-    return {0, 0, (r[1] or '') .. ' ' .. string.format('%05d', tonumber(r[2] or '0')) .. ' ' .. id}
-  elseif sort == 'created_at' then
-    return {0, tonumber(redis.call('ZSCORE', P .. 'created', id) or '0'), id}
+    for i, id in ipairs(ids) do
+      local r = redis.call('HMGET', RP .. id, 'host', 'port')
+      out[i] = {0, 0, (r[1] or '') .. ' ' .. string.format('%05d', tonumber(r[2] or '0')) .. ' ' .. id}
+    end
+    return out
   end
-  local key = P .. 'ssl'
-  if sort == 'whois_days_remaining' then key = P .. 'whois' end
-  local s = redis.call('ZSCORE', key, id)
-  if s and tonumber(s) < NOEXP then return {0, tonumber(s), id} end
-  return {1, 0, id}
+  local key = P .. 'created'
+  if sort == 'ssl_days_remaining' then key = P .. 'ssl' elseif sort == 'whois_days_remaining' then key = P .. 'whois' end
+  local sc = mscore(key, ids)
+  for i, id in ipairs(ids) do
+    local s = tonumber(sc[i] or (sort == 'created_at' and '0'))
+    if s and (sort == 'created_at' or s < NOEXP) then out[i] = {0, s, id} else out[i] = {1, 0, id} end
+  end
+  return out
 end
 -- before: does key a come before key b in the list's order?
 local function before(a, b)
@@ -356,14 +481,27 @@ local cur = {cphase, cscore, cmember}
 
 local out, keys, total = {}, {}, 0
 -- Reading the filter's E members costs about E; walking the sort's index
--- costs about want * N / E: read when E * E <= want * N.
+-- costs about want * N / E: read when E * E (times readCost) <= want * N.
 local want = offset + limit + 1
-if best and plan ~= 'walk' and (plan == 'read' or #sources > 1 or best.est <= 64 or best.est * best.est <= want * N) then
+-- A single filter that is a verdict over the sort's own key: the walk
+-- stays in its range, where nearly every member matches (cost about the
+-- page).
+local ranged = #sources == 1 and ((sort == 'ssl_days_remaining' and verdictRange(status) ~= nil) or
+  (sort == 'whois_days_remaining' and verdictRange(wstatus) ~= nil))
+-- Reading costs about 8 walked members per candidate (its sort key and
+-- its share of sorting them, against a walked member's share of one call
+-- per chunk); but a walk of the hostname sort splits each member's string,
+-- and a search's walk off it reads each member's hostname: as dear as
+-- reading a candidate.
+local readCost = 8
+if sort == 'hostname' or (best and best.kind == 'lex') then readCost = 1 end
+if best and plan ~= 'walk' and (plan == 'read' or (not ranged and (#sources > 1 or best.est <= 64 or readCost * best.est * best.est <= want * N))) then
   -- Read the smallest source and sort its matches.
+  local ids = members(best)
+  local ok, sel = matchAll(ids, nil, best.kind == 'lex'), {}
+  for i, id in ipairs(ids) do if ok[i] then sel[#sel + 1] = id end end
   local all = {}
-  for _, id in ipairs(members(best)) do
-    if match(id, nil, best.kind == 'lex') then all[#all + 1] = {keyOf(id), id} end
-  end
+  for i, k in ipairs(keysOf(sel)) do all[i] = {k, sel[i]} end
   total = #all
   table.sort(all, function(x, y) return before(x[1], y[1]) end)
   local skip = offset
@@ -378,7 +516,7 @@ else
   if #sources == 0 then total = N
   elseif #sources == 1 and sources[1].count then total = sources[1].count
   else
-    for _, id in ipairs(members(best)) do if match(id, nil, best.kind == 'lex') then total = total + 1 end end
+    for _, m in ipairs(matchAll(members(best), nil, best.kind == 'lex')) do if m then total = total + 1 end end
   end
   -- The index's sequences, in list order: {key, lex, first rank, last
   -- rank (exclusive), direction}.
@@ -386,10 +524,25 @@ else
   if sort == 'hostname' then seqs[1] = {P .. 'host', true, 0, redis.call('ZCARD', P .. 'host'), desc}
   elseif sort == 'created_at' then seqs[1] = {P .. 'created', false, 0, N, desc}
   else
-    local key, null = P .. 'ssl', P .. 'sslnull'
-    if sort == 'whois_days_remaining' then key, null = P .. 'whois', P .. 'wnull' end
-    seqs[1] = {key, false, 0, redis.call('ZCOUNT', key, '-inf', '(' .. NOEXP), desc}
-    seqs[2] = {null, true, 0, redis.call('ZCARD', null), false}
+    -- f is the filter over the sort's own key: a verdict over it holds
+    -- only the scores of its range, so the walk stays in it.
+    local key, null, f = P .. 'ssl', P .. 'sslnull', status
+    if sort == 'whois_days_remaining' then key, null, f = P .. 'whois', P .. 'wnull', wstatus end
+    local a, b = 0, redis.call('ZCOUNT', key, '-inf', '(' .. NOEXP)
+    local nulls = redis.call('ZCARD', null)
+    local lo, hi = verdictRange(f)
+    if lo then
+      if lo ~= '-inf' then a = redis.call('ZCOUNT', key, '-inf', '(' .. lo) end
+      if hi ~= '+inf' then b = math.min(b, redis.call('ZCOUNT', key, '-inf', '(' .. hi)) end
+      -- The tail holds no value to be in a range, but the certificates
+      -- that never expire (valid, if not invalid).
+      if not (sort == 'ssl_days_remaining' and f == 'valid') then nulls = 0 end
+    elseif f ~= '' and sort == 'whois_days_remaining' then
+      -- A reason: only a domain without an expiry has one.
+      b = 0
+    end
+    seqs[1] = {key, false, a, b, desc}
+    seqs[2] = {null, true, 0, nulls, false}
   end
   -- lowerBound: how many of seq's members come before {score, member}
   -- in ascending order, and whether it holds it.
@@ -422,7 +575,17 @@ else
         if seq[2] then lb, found = lowerBound(seq, 0, cmember) else lb, found = lowerBound(seq, cscore, cmember) end
         if seq[5] then pos = lb - 1 elseif found then pos = lb + 1 else pos = lb end
       elseif seq[5] then pos = seq[4] - 1 else pos = seq[3] end
+      -- A cursor outside the sequence's ranks (a range moved with the
+      -- clock) starts at its edge: what lies outside cannot match.
+      if seq[5] then pos = math.min(pos, seq[4] - 1) else pos = math.max(pos, seq[3]) end
       while #out <= limit do
+        -- Without a filter every member matches: an offset skips ranks.
+        if #sources == 0 and skip > 0 then
+          local n
+          if seq[5] then n = math.max(0, math.min(skip, pos - seq[3] + 1)); pos = pos - n
+          else n = math.max(0, math.min(skip, seq[4] - pos)); pos = pos + n end
+          skip = skip - n
+        end
         local a, b
         if seq[5] then
           if pos < seq[3] then break end
@@ -433,16 +596,23 @@ else
         end
         local got = redis.call('ZRANGE', seq[1], a, b, 'WITHSCORES')
         local n = #got / 2
+        -- The chunk's members in list order, matched at once.
+        local ids, hosts, ms, scs = {}, {}, {}, {}
         for j = 1, n do
           local i = j
           if seq[5] then i = n + 1 - j end
-          local m, sc = got[2 * i - 1], tonumber(got[2 * i])
-          local id, host = m, nil
+          local m = got[2 * i - 1]
+          ms[j], scs[j], ids[j] = m, tonumber(got[2 * i]), m
           if seq[1] == P .. 'host' then
-            id, host = idOf(m)
-            host = string.sub(host, 1, #host - 6)
+            local id, head = idOf(m)
+            ids[j], hosts[j] = id, string.sub(head, 1, #head - 6)
           end
-          if match(id, host) then
+        end
+        local ok
+        if #sources > 0 then ok = matchAll(ids, hosts, false) end
+        for j = 1, n do
+          local id, m, sc = ids[j], ms[j], scs[j]
+          if not ok or ok[j] then
             if skip > 0 then skip = skip - 1
             else
               out[#out + 1] = id
@@ -456,12 +626,40 @@ else
     end
   end
 end
+local nextKey
 if #out > limit then
-  local k = keys[limit]
+  nextKey = keys[limit]
   out[limit + 1] = nil
-  return {total, out, k[1], string.format('%.17g', k[2]), k[3]}
 end
-return {total, out}
+-- The rows: each id's registration facts and record fields.
+local rows = {}
+if #fields > 0 and #out > 0 then
+  -- The expiries in one call; the reasons of the domains without one in
+  -- one call per reason (ix_whois keeps a domain in one reason's set).
+  local ws, wr, without = mscore(P .. 'whois', out), {}, {}
+  for i = 1, #out do
+    wr[i] = ''
+    if not ws[i] then without[#without + 1] = i end
+  end
+  if #without > 0 then
+    local ids = {}
+    for k, i in ipairs(without) do ids[k] = out[i] end
+    for _, r in ipairs({` + luaStrings(Reasons) + `}) do
+      local has = mismember(P .. 'wr:' .. r, ids)
+      for k, i in ipairs(without) do if has[k] then wr[i] = r end end
+    end
+  end
+  for i, id in ipairs(out) do
+    local row = {ws[i] or '', wr[i]}
+    local vals = redis.call('HMGET', RP .. id, unpack(fields))
+    for j = 1, #fields do row[2 + j] = vals[j] end
+    rows[i] = row
+  end
+end
+if nextKey then
+  return {total, out, rows, nextKey[1], string.format('%.17g', nextKey[2]), nextKey[3]}
+end
+return {total, out, rows}
 `)
 
 // scoreString is how a cursor's score reaches the script: exact for the

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -347,8 +348,17 @@ func want(rows []row, q domainindex.Query) []string {
 func (l *lab) check(rows []row, q domainindex.Query) {
 	l.t.Helper()
 	w := want(rows, q)
-	for _, plan := range []string{"", "read", "walk"} {
+	byID := make(map[string]row, len(rows))
+	for _, r := range rows {
+		byID[r.id] = r
+	}
+	for i, plan := range []string{"", "read", "walk"} {
 		q := domainindex.WithPlan(q, plan)
+		if i == 0 {
+			// The rows: the record's fields asked (one it lacks absent) and
+			// the registration facts the brute force derives.
+			q.Fields = []string{"host", "port", "no-such-field"}
+		}
 		var got []string
 		q.Cursor = ""
 		for pages := 0; ; pages++ {
@@ -356,6 +366,23 @@ func (l *lab) check(rows []row, q domainindex.Query) {
 			p, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
 			if err != nil {
 				l.t.Fatalf("%+v: %v", q, err)
+			}
+			if len(q.Fields) == 0 && p.Rows != nil {
+				l.t.Fatalf("%+v: rows without fields asked", q)
+			}
+			if len(q.Fields) > 0 && len(p.Rows) != len(p.IDs) {
+				l.t.Fatalf("%+v: %d rows for %d ids", q, len(p.Rows), len(p.IDs))
+			}
+			for j, row := range p.Rows {
+				r := byID[p.IDs[j]]
+				wantRec := map[string]string{"host": r.host, "port": fmt.Sprint(r.port)}
+				if !maps.Equal(row.Record, wantRec) {
+					l.t.Fatalf("%+v: row of %s: record %v, want %v", q, r.id, row.Record, wantRec)
+				}
+				if r.whois != nil && (row.WhoisMS != *r.whois || row.WhoisReason != "") ||
+					r.whois == nil && (row.WhoisMS != 0 || row.WhoisReason != r.wstatus) {
+					l.t.Fatalf("%+v: row of %s: whois %d %q, want %v %q", q, r.id, row.WhoisMS, row.WhoisReason, r.whois, r.wstatus)
+				}
 			}
 			if p.Total != len(w) {
 				l.explain(rows, q)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -63,11 +64,10 @@ type Domain struct {
 	UpdatedAt          *time.Time `json:"updated_at"`
 }
 
-// domainOut is a domain with the verdict over its view and its
-// registration (regs by registrable domain) at now.
-func (h *Handler) domainOut(d accounts.Domain, entries []projector.ExpEntry, regs map[string]projector.Registration, now time.Time) Domain {
+// domainOut is a domain with the verdict over its view at now, and its
+// registration's (whoisAt's or whoisDays').
+func (h *Handler) domainOut(d accounts.Domain, entries []projector.ExpEntry, whoisDays *int, whoisStatus string, now time.Time) Domain {
 	sum := grade.Summarize(entries, now, h.thresholds())
-	whoisDays, whoisStatus := h.whoisDays(d.Host, regs, now)
 	return Domain{
 		WhoisDaysRemaining: whoisDays, WhoisStatus: whoisStatus,
 		ID: d.ID, Hostname: d.Host, Port: d.Port, IsActive: d.Active,
@@ -110,7 +110,46 @@ func (h *Handler) graded(ctx context.Context, domains []accounts.Domain, now tim
 	}
 	out := make([]Domain, len(domains))
 	for i, d := range domains {
-		out[i] = h.domainOut(d, views[d.ID].For(d.Name()), regs, now)
+		days, status := h.whoisDays(d.Host, regs, now)
+		out[i] = h.domainOut(d, views[d.ID].For(d.Name()), days, status, now)
+	}
+	return out, nil
+}
+
+// listed answers a page's domains from its rows (records and
+// registration facts, domainindex.Row) and their views, at now. The
+// registration verdict comes from the index's facts, the ones the
+// whois_status filter and the whois_days_remaining sort read, so a domain
+// shows the status it was listed under.
+func (h *Handler) listed(ctx context.Context, tenant string, page domainindex.Page, now time.Time) ([]Domain, error) {
+	domains := make([]accounts.Domain, 0, len(page.IDs))
+	rows := make([]domainindex.Row, 0, len(page.IDs))
+	ids := make([]string, 0, len(page.IDs))
+	for i, id := range page.IDs {
+		d, ok, err := accounts.DecodeListed(tenant, id, page.Rows[i].Record)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			domains, rows, ids = append(domains, d), append(rows, page.Rows[i]), append(ids, id)
+		}
+	}
+	views, err := projector.Views(ctx, h.rdb, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Domain, len(domains))
+	for i, d := range domains {
+		var exp *time.Time
+		reason := rows[i].WhoisReason
+		if rows[i].WhoisMS != 0 {
+			t := time.UnixMilli(rows[i].WhoisMS)
+			exp = &t
+		} else if reason == "" {
+			reason = domainindex.ReasonPending
+		}
+		days, status := h.whoisAt(exp, reason, now)
+		out[i] = h.domainOut(d, views[d.ID].For(d.Name()), days, status, now)
 	}
 	return out, nil
 }
@@ -379,8 +418,19 @@ func (h *Handler) listDomains(c *gin.Context) {
 		httpapi.Fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, out)
+	buf := listBuffers.Get().(*[]byte)
+	*buf = appendDomainList((*buf)[:0], out)
+	c.Data(http.StatusOK, "application/json; charset=utf-8", *buf)
+	if cap(*buf) <= maxPooledList {
+		listBuffers.Put(buf)
+	}
 }
+
+// listBuffers hold the JSON of a page while it is written; a buffer past
+// maxPooledList (a page of long notes) is left to the collector.
+var listBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+const maxPooledList = 1 << 20
 
 // DomainPage answers GET /domains' query of c (page, per_page, status,
 // whois_status, tag, search, sort, order) for tenant: what the API and the
@@ -403,6 +453,9 @@ func (h *Handler) DomainPage(c *gin.Context, tenant string) (DomainList, error) 
 	if q.whoisStatus != statusAll {
 		iq.WhoisStatus = q.whoisStatus
 	}
+	// The script returns the page's records and registration facts with
+	// its ids: the views are the one other read.
+	iq.Fields = accounts.ListedFields
 	page, err := domainindex.List(ctx, h.rdb, tenant, accounts.DomainKeyPrefix(tenant), iq)
 	if errors.Is(err, domainindex.ErrBadCursor) {
 		return DomainList{}, httpapi.BadRequest("cursor: " + err.Error())
@@ -410,11 +463,7 @@ func (h *Handler) DomainPage(c *gin.Context, tenant string) (DomainList, error) 
 	if err != nil {
 		return DomainList{}, err
 	}
-	domains, err := h.accounts.GetDomains(ctx, tenant, page.IDs)
-	if err != nil {
-		return DomainList{}, err
-	}
-	out, err := h.graded(ctx, domains, now)
+	out, err := h.listed(ctx, tenant, page, now)
 	if err != nil {
 		return DomainList{}, err
 	}

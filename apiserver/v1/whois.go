@@ -43,6 +43,12 @@ func (h *Handler) registrationsOf(ctx context.Context, domains []accounts.Domain
 // number: no published expiry is null.
 func (h *Handler) whoisDays(host string, regs map[string]projector.Registration, now time.Time) (*int, string) {
 	exp, reason := projector.WhoisExpiry(host, regs)
+	return h.whoisAt(exp, reason, now)
+}
+
+// whoisAt is the verdict over a registration expiry exp (nil when
+// unknown, reason then saying why) at now.
+func (h *Handler) whoisAt(exp *time.Time, reason string, now time.Time) (*int, string) {
 	if exp == nil {
 		return nil, reason
 	}
