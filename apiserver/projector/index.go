@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -84,6 +85,16 @@ func SyncTenantIndex(ctx context.Context, rdb redis.UniversalClient, tenantID st
 // syncIndex is SyncIndex; tenantID, when not "", is the tenant of every
 // domain (the backfill knows it; a view may not).
 func syncIndex(ctx context.Context, rdb redis.UniversalClient, domainIDs []string, tenantID string) error {
+	for chunk := range slices.Chunk(domainIDs, ChunkSize) {
+		if err := syncChunk(ctx, rdb, chunk, tenantID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncChunk is syncIndex of at most ChunkSize domains.
+func syncChunk(ctx context.Context, rdb redis.UniversalClient, domainIDs []string, tenantID string) error {
 	facts, err := indexFacts(ctx, rdb, domainIDs, tenantID)
 	if err != nil {
 		return err

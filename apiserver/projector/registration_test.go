@@ -2,6 +2,7 @@ package projector
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"reflect"
 	"slices"
@@ -320,5 +321,64 @@ func TestRegistrationFromStream(t *testing.T) {
 			t.Fatalf("the lookup did not reach the view within 5s (view: %+v)", r)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestFanOutInChunks: a lookup's fan-out reaches every domain under the
+// registrable domain, synced and evaluated ChunkSize at a time (one
+// pipeline of 111,000 domains timed out).
+func TestFanOutInChunks(t *testing.T) {
+	defer func(n int) { ChunkSize = n }(ChunkSize)
+	ChunkSize = 2
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	var got [][]string
+	p, err := New(Config{Consumer: "test", Evaluator: evaluatorFunc(func(_ context.Context, ids []string) error {
+		got = append(got, slices.Clone(ids))
+		return nil
+	})}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	var setup []events.Envelope
+	for i := range 5 {
+		id := uuid.NewString()
+		want = append(want, id)
+		e, err := events.New(events.DomainAdded, "alice", id, events.DomainAddedV1{DomainID: id, Host: fmt.Sprintf("h%d.example.com", i), Port: 443})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.OccurredAt = t0
+		setup = append(setup, e)
+	}
+	if err := p.ApplyBatch(ctx, setup); err != nil {
+		t.Fatal(err)
+	}
+	got = nil
+	exp := t0.AddDate(1, 0, 0)
+	if err := p.Apply(ctx, lookup(t, "example.com", events.RegistrationOK, t0.Add(time.Hour), &exp)); err != nil {
+		t.Fatal(err)
+	}
+	var all []string
+	for _, ids := range got {
+		if len(ids) > ChunkSize {
+			t.Errorf("one evaluation of %d domains, more than the chunk of %d", len(ids), ChunkSize)
+		}
+		all = append(all, ids...)
+	}
+	slices.Sort(all)
+	slices.Sort(want)
+	if !reflect.DeepEqual(all, want) {
+		t.Errorf("evaluated %v, want every domain under example.com once: %v", all, want)
+	}
+	for _, id := range want {
+		s, err := ReadSnapshot(ctx, rdb, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Version < 2 {
+			t.Errorf("domain %s: version %d, the fan-out did not reach it", id, s.Version)
+		}
 	}
 }
