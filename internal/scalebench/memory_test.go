@@ -239,7 +239,11 @@ func TestRedisMemoryPerDomain(t *testing.T) {
 	}
 	t.Logf("Redis memory at %d domains, %d tenants, %d regions x 2 IPs each:\n%s\n  %-22s %7.0f B/domain (budget %d)\n  streams (backlog, apart) %.1f MB",
 		n, (n+perTenant-1)/perTenant, len(regions), strings.Join(rows, "\n"), "total", float64(total)/float64(n), budget, float64(streams)/1e6)
-	if per := float64(total) / float64(n); per > ceiling {
+	// The ceiling was measured in tenants of 100 (the suite's 2,000
+	// domains to 100,000): bigger tenants and fleets keep bigger
+	// structures out of their compact encodings (2,700 B per domain at
+	// 1M in tenants of 1,000, docs/scaling.md), so there it is not held.
+	if per := float64(total) / float64(n); per > ceiling && perTenant == 100 {
 		t.Errorf("%.0f B per domain, over the %d B it cost when measured (budget %d B)", per, ceiling, budget)
 	}
 	listBiggestTenant(t, rdb, "owner0@example.com", perTenant)
