@@ -12,18 +12,7 @@ import (
 // 100 domains was an eighth of GET /domains' time.
 func appendDomainList(b []byte, l DomainList) []byte {
 	b = append(b, `{"data":`...)
-	if l.Data == nil {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i, d := range l.Data {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendDomain(b, d)
-		}
-		b = append(b, ']')
-	}
+	b = appendArray(b, l.Data, appendDomain)
 	p := l.Pagination
 	b = append(b, `,"pagination":{"page":`...)
 	b = strconv.AppendInt(b, int64(p.Page), 10)
@@ -36,6 +25,22 @@ func appendDomainList(b []byte, l DomainList) []byte {
 	b = append(b, `},"next_cursor":`...)
 	b = appendStringPtr(b, l.NextCursor)
 	return append(b, '}')
+}
+
+// appendArray appends xs as encoding/json would a slice (null for nil),
+// each element by appendOne.
+func appendArray[T any](b []byte, xs []T, appendOne func([]byte, T) []byte) []byte {
+	if xs == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '[')
+	for i, x := range xs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendOne(b, x)
+	}
+	return append(b, ']')
 }
 
 // appendDomain appends d as encoding/json would.
@@ -61,18 +66,7 @@ func appendDomain(b []byte, d Domain) []byte {
 	b = append(b, `,"notes":`...)
 	b = appendString(b, d.Notes)
 	b = append(b, `,"tags":`...)
-	if d.Tags == nil {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i, t := range d.Tags {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendString(b, t)
-		}
-		b = append(b, ']')
-	}
+	b = appendArray(b, d.Tags, appendString)
 	b = append(b, `,"created_at":`...)
 	b = appendTimePtr(b, d.CreatedAt)
 	b = append(b, `,"updated_at":`...)
