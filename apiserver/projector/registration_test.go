@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/testenv"
@@ -122,14 +123,7 @@ func TestRegistrationExpiryWithoutDate(t *testing.T) {
 func TestRegistrationFansOut(t *testing.T) {
 	ctx := context.Background()
 	rdb := testenv.Redis(t).Client(t)
-	var got [][]string
-	p, err := New(Config{Consumer: "test", Evaluator: evaluatorFunc(func(_ context.Context, ids []string) error {
-		got = append(got, slices.Clone(ids))
-		return nil
-	})}, rdb, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, evaluated := recordingProjector(t, rdb)
 	added := func(tenant, id, host string, at time.Time) events.Envelope {
 		e, err := events.New(events.DomainAdded, tenant, id, events.DomainAddedV1{DomainID: id, Host: host, Port: 443})
 		if err != nil {
@@ -175,7 +169,7 @@ func TestRegistrationFansOut(t *testing.T) {
 		return out
 	}
 	before := versions()
-	got = nil
+	*evaluated = nil
 	exp := t0.AddDate(1, 0, 0)
 	for round := range 2 { // the second is a redelivery: it fans out again
 		if err := p.Apply(ctx, lookup(t, "example.com", events.RegistrationOK, t0.Add(time.Hour), &exp)); err != nil {
@@ -183,10 +177,10 @@ func TestRegistrationFansOut(t *testing.T) {
 		}
 		want := []string{ids["alice-www"], ids["alice-api"], ids["bob-www"]}
 		slices.Sort(want)
-		if len(got) != round+1 {
-			t.Fatalf("evaluations: got %d, want %d", len(got), round+1)
+		if len(*evaluated) != round+1 {
+			t.Fatalf("evaluations: got %d, want %d", len(*evaluated), round+1)
 		}
-		last := slices.Sorted(slices.Values(got[round]))
+		last := slices.Sorted(slices.Values((*evaluated)[round]))
 		if !reflect.DeepEqual(last, want) {
 			t.Errorf("round %d: evaluated %v, want %v", round, last, want)
 		}
@@ -332,14 +326,7 @@ func TestFanOutInChunks(t *testing.T) {
 	ChunkSize = 2
 	ctx := context.Background()
 	rdb := testenv.Redis(t).Client(t)
-	var got [][]string
-	p, err := New(Config{Consumer: "test", Evaluator: evaluatorFunc(func(_ context.Context, ids []string) error {
-		got = append(got, slices.Clone(ids))
-		return nil
-	})}, rdb, testenv.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, evaluated := recordingProjector(t, rdb)
 	var want []string
 	var setup []events.Envelope
 	for i := range 5 {
@@ -355,13 +342,13 @@ func TestFanOutInChunks(t *testing.T) {
 	if err := p.ApplyBatch(ctx, setup); err != nil {
 		t.Fatal(err)
 	}
-	got = nil
+	*evaluated = nil
 	exp := t0.AddDate(1, 0, 0)
 	if err := p.Apply(ctx, lookup(t, "example.com", events.RegistrationOK, t0.Add(time.Hour), &exp)); err != nil {
 		t.Fatal(err)
 	}
 	var all []string
-	for _, ids := range got {
+	for _, ids := range *evaluated {
 		if len(ids) > ChunkSize {
 			t.Errorf("one evaluation of %d domains, more than the chunk of %d", len(ids), ChunkSize)
 		}
@@ -381,4 +368,19 @@ func TestFanOutInChunks(t *testing.T) {
 			t.Errorf("domain %s: version %d, the fan-out did not reach it", id, s.Version)
 		}
 	}
+}
+
+// recordingProjector is a projector whose evaluator records the domains
+// of every call, in order.
+func recordingProjector(t *testing.T, rdb *redis.Client) (*Projector, *[][]string) {
+	t.Helper()
+	var got [][]string
+	p, err := New(Config{Consumer: "test", Evaluator: evaluatorFunc(func(_ context.Context, ids []string) error {
+		got = append(got, slices.Clone(ids))
+		return nil
+	})}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, &got
 }
