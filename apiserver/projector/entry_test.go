@@ -245,19 +245,30 @@ func FuzzDecodeView(f *testing.F) {
 			"#ab": `{"s":"CN=a","a":"2027-02-04T07:09:32Z","b":"2026-11-06T07:09:32Z"}`},
 		{"us|192.0.2.1": `{"region":"us","port":443,"ip":"192.0.2.1","outcome":"ok"}`, "@fails|us": "2", "@removed": "1"},
 	} {
-		var lines []string
-		for k, val := range v {
-			lines = append(lines, k+"\t"+val)
-		}
-		slices.Sort(lines)
-		f.Add(strings.Join(lines, "\n"))
+		f.Add(encodeFields(v))
 	}
 	f.Fuzz(func(t *testing.T, data string) {
-		fields := map[string]string{}
-		for _, line := range strings.Split(data, "\n") {
-			k, v, _ := strings.Cut(line, "\t")
-			fields[k] = v
-		}
+		fields := decodeFields(data)
 		_, _ = decodeSnapshot("dom", fields, "")
 	})
+}
+
+// encodeFields is a fuzz input holding a view hash's fields, one
+// "<field>\t<value>" line each in field order; decodeFields reads it back.
+func encodeFields(v map[string]string) string {
+	lines := make([]string, 0, len(v))
+	for k, val := range v {
+		lines = append(lines, k+"\t"+val)
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+func decodeFields(data string) map[string]string {
+	fields := map[string]string{}
+	for _, line := range strings.Split(data, "\n") {
+		k, v, _ := strings.Cut(line, "\t")
+		fields[k] = v
+	}
+	return fields
 }
