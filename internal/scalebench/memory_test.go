@@ -72,9 +72,29 @@ func TestRedisMemoryPerDomain(t *testing.T) {
 		}
 	}
 	perTenant := max(100, n/1000)
+	if v := os.Getenv("CERTFLEET_BENCH_PER_TENANT"); v != "" {
+		var err error
+		if perTenant, err = strconv.Atoi(v); err != nil || perTenant < 1 {
+			t.Fatalf("CERTFLEET_BENCH_PER_TENANT=%q: want a number of domains per tenant", v)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rdb := testenv.Redis(t).Client(t)
+	// CERTFLEET_BENCH_REDIS_CONFIG ("name value,name value") measures the
+	// same load under other Redis settings, such as the listpack limits
+	// docs/operations.md discusses.
+	if v := os.Getenv("CERTFLEET_BENCH_REDIS_CONFIG"); v != "" {
+		for _, kv := range strings.Split(v, ",") {
+			name, value, ok := strings.Cut(strings.TrimSpace(kv), " ")
+			if !ok {
+				t.Fatalf("CERTFLEET_BENCH_REDIS_CONFIG: %q is not \"name value\"", kv)
+			}
+			if err := rdb.ConfigSet(ctx, name, value).Err(); err != nil {
+				t.Fatalf("CONFIG SET %s %s: %v", name, value, err)
+			}
+		}
+	}
 	logger := zap.NewNop()
 
 	store, err := accounts.New(accounts.Config{}, rdb, logger)
