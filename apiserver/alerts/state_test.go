@@ -9,28 +9,63 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/accounts/accountstest"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
 )
 
-// state returns the fixture domain's alert state hash.
+// state returns the fixture domain's alert state: the alert fields of
+// its record.
 func (f *fixture) state() map[string]string {
 	f.t.Helper()
-	h, err := f.rdb.HGetAll(context.Background(), stateKey(tenant, domainID)).Result()
+	h, err := f.rdb.HGetAll(context.Background(), accounts.DomainKey(tenant, domainID)).Result()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	maps.DeleteFunc(h, func(k, _ string) bool { return !strings.HasPrefix(k, accounts.AlertFieldPrefix) })
+	return h
+}
+
+// oldState returns the fixture domain's alert state key of the layouts
+// before the record held the state.
+func (f *fixture) oldState() map[string]string {
+	f.t.Helper()
+	h, err := f.rdb.HGetAll(context.Background(), oldStateKey(tenant, domainID)).Result()
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	return h
 }
 
-// TestOldStateUpgradesInPlace: a state of the layout before the short one
-// (the full SHA-256 per IP, "@tenant", "ann|<sha256>") is read as it was
-// meant and rewritten in the short layout at the next evaluation: a leaf
-// change it recorded raises cert_changed once, one it already told of
-// raises none.
-func TestOldStateUpgradesInPlace(t *testing.T) {
+// moveStateBack replaces the fixture domain's state by the key of the
+// layouts before the record held it, at the same version: fields are
+// the old key's beside "@ver" and "@name".
+func (f *fixture) moveStateBack(fields ...string) {
+	f.t.Helper()
 	ctx := context.Background()
+	h := f.state()
+	args := []any{oldVerField, h[verField], oldNameField, h[nameField]}
+	for _, v := range fields {
+		args = append(args, v)
+	}
+	if err := f.rdb.HDel(ctx, accounts.DomainKey(tenant, domainID), slices.Collect(maps.Keys(h))...).Err(); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := f.rdb.Del(ctx, oldStateKey(tenant, domainID)).Err(); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := f.rdb.HSet(ctx, oldStateKey(tenant, domainID), args...).Err(); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// TestOldStateUpgradesInPlace: a state key of the layout before the
+// short one (the full SHA-256 per IP, "@tenant", "ann|<sha256>") is read
+// as it was meant and moved into the record, in the record's layout, at
+// the next evaluation: a leaf change it recorded raises cert_changed
+// once, one it already told of raises none.
+func TestOldStateUpgradesInPlace(t *testing.T) {
 	f := newFixture(t, 1)
 	const ip1, ip2 = "198.51.100.1", "198.51.100.2"
 	a, b, c := strings.Repeat("a1", 32), strings.Repeat("b2", 32), strings.Repeat("c3", 32)
@@ -41,22 +76,15 @@ func TestOldStateUpgradesInPlace(t *testing.T) {
 	// version.
 	oldState := func(fields ...string) {
 		t.Helper()
-		ver := f.state()[verField]
-		args := []any{verField, ver, "@tenant", tenant, nameField, host + ":443"}
-		for _, v := range fields {
-			args = append(args, v)
-		}
-		if err := f.rdb.Del(ctx, stateKey(tenant, domainID)).Err(); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.rdb.HSet(ctx, stateKey(tenant, domainID), args...).Err(); err != nil {
-			t.Fatal(err)
-		}
+		f.moveStateBack(append([]string{oldTenantField, tenant}, fields...)...)
 	}
-	// upgraded checks the state is of the short layout and holds leaves
-	// and announced.
+	// upgraded checks the state is in the record, of its layout, and
+	// holds leaves and announced, and the old key is gone.
 	upgraded := func(name, leaves, announced string) {
 		t.Helper()
+		if old := f.oldState(); len(old) != 0 {
+			t.Errorf("%s: old state key left: %q", name, old)
+		}
 		h := f.state()
 		want := []string{nameField, verField, leavesField}
 		if announced != "" {
@@ -133,7 +161,7 @@ func TestRemovedDomainStateIsNotRecreated(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := decodeState(domainID, f.state())
+		st, err := decodeState(domainID, f.state(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
