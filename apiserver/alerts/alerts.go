@@ -26,9 +26,11 @@
 //	                           (host:port), "@c|<condition>" -> JSON of the
 //	                           active alert, "@l" -> the leaf last known on
 //	                           each IP ("<sha>=<ip>,<ip> <sha>=<ip>"), "@a" ->
-//	                           the leaves cert_changed told of ("<sha> <sha>");
-//	                           <sha> is the first 16 hex digits of a leaf's
-//	                           SHA-256. Written only while the record exists
+//	                           the leaves cert_changed told of ("<sha> <sha>"),
+//	                           both continued in "@l1", "@l2"... past 64 bytes
+//	                           so that the hash stays a listpack; <sha> is the
+//	                           first 16 hex digits of a leaf's SHA-256.
+//	                           Written only while the record exists
 //	                           (its "host" field, accounts.PresenceField); a
 //	                           removal leaves these fields, the engine
 //	                           resolves the alerts from them and drops them,

@@ -28,8 +28,8 @@ const (
 	verField       = accounts.AlertFieldPrefix + "v"  // the view version last evaluated
 	nameField      = accounts.AlertFieldPrefix + "n"  // the host:port the alerts are for
 	condPrefix     = accounts.AlertFieldPrefix + "c|" // @c|<condition key> -> JSON active
-	leavesField    = accounts.AlertFieldPrefix + "l"  // the leaf last known on each IP (encodeLeaves)
-	announcedField = accounts.AlertFieldPrefix + "a"  // the leaves cert_changed told of (encodeAnnounced)
+	leavesField    = accounts.AlertFieldPrefix + "l"  // the leaf last known on each IP (encodeLeaves), then @l1, @l2... (chunks)
+	announcedField = accounts.AlertFieldPrefix + "a"  // the leaf keys cert_changed told of, sorted, then @a1, @a2... (chunks)
 )
 
 // Fields of the alert state key of the layouts before the record held the
@@ -97,8 +97,8 @@ type state struct {
 	// the leaf keys cert_changed told of.
 	leaves    map[string]string
 	announced map[string]bool
-	// stored is the leaves and announced fields as the record holds
-	// them, so that a plan writes them only when they change.
+	// stored is the state's fields as the record holds them, so that a
+	// plan writes the leaves and announced chunks only when they change.
 	stored map[string]string
 	// moved: the state was read from its old key (oldStateKey), so the
 	// record holds none of it yet and a plan writes all of it there.
@@ -123,8 +123,7 @@ func decodeState(domainID string, rec, old map[string]string) (state, error) {
 		h, moved = fromOldKey(old), true
 	}
 	st := state{name: h[nameField], conds: map[string]active{}, leaves: map[string]string{},
-		announced: map[string]bool{}, stored: map[string]string{leavesField: h[leavesField], announcedField: h[announcedField]},
-		moved: moved, empty: len(h) == 0}
+		announced: map[string]bool{}, stored: h, moved: moved, empty: len(h) == 0}
 	if moved {
 		st.stored = map[string]string{}
 	}
@@ -136,10 +135,10 @@ func decodeState(domainID string, rec, old map[string]string) (state, error) {
 		st.ver = n
 	}
 	var err error
-	if st.leaves, err = decodeLeaves(h[leavesField]); err != nil {
+	if st.leaves, err = decodeLeaves(readChunks(h, leavesField)); err != nil {
 		return state{}, fmt.Errorf("decode alert state of %s: %w", domainID, err)
 	}
-	for _, sha := range strings.Fields(h[announcedField]) {
+	for _, sha := range strings.Fields(readChunks(h, announcedField)) {
 		st.announced[sha] = true
 	}
 	for f, v := range h {
@@ -187,10 +186,17 @@ func fromOldKey(old map[string]string) map[string]string {
 	return h
 }
 
-// encodeLeaves is the leaves field: "<leaf key>=<ip>,<ip> <leaf key>=<ip>",
-// each leaf once with the IPs last known to serve it, both sorted; ""
-// without leaves.
-func encodeLeaves(leaves map[string]string) string {
+// maxValueLen is the longest field or value of a hash that Redis keeps
+// as a compact listpack (hash-max-listpack-value, 64 by default): one
+// longer turns the whole domain record into a hashtable, some 70 B more
+// per field. The leaves and announced fields are split so as to stay
+// within it (chunks).
+const maxValueLen = 64
+
+// encodeLeaves is the leaves: "<leaf key>=<ip>,<ip>" items, each leaf with
+// the IPs last known to serve it, both sorted; a leaf whose item would be
+// longer than maxValueLen has its IPs over several items.
+func encodeLeaves(leaves map[string]string) []string {
 	byLeaf := map[string][]string{}
 	for ip, sha := range leaves {
 		byLeaf[sha] = append(byLeaf[sha], ip)
@@ -198,12 +204,24 @@ func encodeLeaves(leaves map[string]string) string {
 	parts := make([]string, 0, len(byLeaf))
 	for _, sha := range slices.Sorted(maps.Keys(byLeaf)) {
 		slices.Sort(byLeaf[sha])
-		parts = append(parts, sha+"="+strings.Join(byLeaf[sha], ","))
+		part := ""
+		for _, ip := range byLeaf[sha] {
+			if part != "" && len(part)+1+len(ip) > maxValueLen {
+				parts, part = append(parts, part), ""
+			}
+			if part == "" {
+				part = sha + "=" + ip
+			} else {
+				part += "," + ip
+			}
+		}
+		parts = append(parts, part)
 	}
-	return strings.Join(parts, " ")
+	return parts
 }
 
-// decodeLeaves reads encodeLeaves' field: IP -> leaf key.
+// decodeLeaves reads encodeLeaves' items, joined by spaces: IP -> leaf
+// key.
 func decodeLeaves(v string) (map[string]string, error) {
 	out := map[string]string{}
 	for _, part := range strings.Fields(v) {
@@ -218,21 +236,56 @@ func decodeLeaves(v string) (map[string]string, error) {
 	return out, nil
 }
 
-// encodeAnnounced is the announced field: the leaf keys, sorted, separated
-// by spaces.
-func encodeAnnounced(announced map[string]bool) string {
-	return strings.Join(sortedKeys(announced), " ")
+// chunks joins items by spaces into values of at most maxValueLen bytes
+// (an item longer than that alone in its value).
+func chunks(items []string) []string {
+	var out []string
+	for _, it := range items {
+		if n := len(out); n > 0 && len(out[n-1])+1+len(it) <= maxValueLen {
+			out[n-1] += " " + it
+			continue
+		}
+		out = append(out, it)
+	}
+	return out
 }
 
-// store sets field to v in ch, or deletes it when v is "", unless the
-// state holds v already.
-func (st state) store(ch *change, field, v string) {
-	switch {
-	case v == st.stored[field]:
-	case v == "":
-		ch.del = append(ch.del, field)
-	default:
-		ch.set[field] = v
+// chunkField is the field of the i-th value of base's chunks: base, then
+// base1, base2, ...
+func chunkField(base string, i int) string {
+	if i == 0 {
+		return base
+	}
+	return base + strconv.Itoa(i)
+}
+
+// readChunks is the items of base's chunks in h, joined by spaces.
+func readChunks(h map[string]string, base string) string {
+	var vs []string
+	for i := 0; ; i++ {
+		v, ok := h[chunkField(base, i)]
+		if !ok {
+			return strings.Join(vs, " ")
+		}
+		vs = append(vs, v)
+	}
+}
+
+// storeChunks writes items as base's chunks (chunks) in ch: each value
+// the state does not hold already, and deletes the chunks beyond them.
+func (st state) storeChunks(ch *change, base string, items []string) {
+	vs := chunks(items)
+	for i, v := range vs {
+		if f := chunkField(base, i); v != st.stored[f] {
+			ch.set[f] = v
+		}
+	}
+	for i := len(vs); ; i++ {
+		f := chunkField(base, i)
+		if _, ok := st.stored[f]; !ok {
+			return
+		}
+		ch.del = append(ch.del, f)
 	}
 }
 
@@ -513,8 +566,8 @@ func certChanges(st state, snap projector.Snapshot, tenant, host string, port in
 		ch.raised = append(ch.raised, r)
 		announced[leafKey(sha)] = true
 	}
-	st.store(ch, leavesField, encodeLeaves(leaves))
-	st.store(ch, announcedField, encodeAnnounced(announced))
+	st.storeChunks(ch, leavesField, encodeLeaves(leaves))
+	st.storeChunks(ch, announcedField, sortedKeys(announced))
 	return nil
 }
 
