@@ -13,7 +13,9 @@
 //	account:{tNN}:<tenant_id>             hash {email, created_at}
 //	tenant:{tNN}:<tenant_id>:apikeys      hash key_id -> key hash (apikeys.go)
 //	tenant:{tNN}:<tenant_id>:domains      hash "host:port" -> domain_id (domains.go)
-//	domain:{tNN}:<domain_id>              hash, see domains.go
+//	domain:{tNN}:<domain_id>              hash, see domains.go; its fields
+//	                                      beginning with "@" are the alert
+//	                                      engine's (AlertFieldPrefix)
 //	tenant:{tNN}:<tenant_id>:ix:*         the list index (apiserver/domainindex),
 //	                                      whose names and created_at the domain
 //	                                      scripts keep in the same step
@@ -236,6 +238,26 @@ func DomainKey(tenantID, domainID string) string { return domainKey(tenantID, do
 
 // DomainKeyPrefix starts the key of every domain record of tenantID.
 func DomainKeyPrefix(tenantID string) string { return "domain:" + events.TenantTag(tenantID) + ":" }
+
+// AlertFieldPrefix begins the fields of a domain record that are not the
+// record's: the alert engine (apiserver/alerts) keeps the domain's alert
+// state there, in the same hash and slot, so that its script writes the
+// state only while the record exists and one key per domain is saved. No
+// field of the record begins with it. This package never writes those
+// fields, keeps them on every write of the record and reads only its own
+// (recordFields). A removal keeps them as well: the engine resolves the
+// removed domain's alerts from them and then drops them, and the hash goes
+// with its last field.
+const AlertFieldPrefix = "@"
+
+// PresenceField is a field every domain record has, and the alert state a
+// removal leaves has not: the record exists while it does.
+const PresenceField = "host"
+
+// RecordExists tells whether rec, a domain record's hash as read (whole
+// or with PresenceField), is a domain's record and not only the alert
+// state a removal left.
+func RecordExists(rec map[string]string) bool { return rec[PresenceField] != "" }
 
 // DomainTenants lists the tenants that have a domains index (one that
 // ever added a domain), read by SCAN over every node.

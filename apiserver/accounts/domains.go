@@ -11,7 +11,10 @@ package accounts
 //	domain:<domain_id>           hash {tenant_id, host, port, notes,
 //	                             tags (JSON array), active ("1"|"0"), source,
 //	                             created_at, updated_at (unix ms), rev,
-//	                             held_by (key id, see held.go)}
+//	                             held_by (key id, see held.go)}, and the
+//	                             alert engine's fields ("@...",
+//	                             AlertFieldPrefix), which every write here
+//	                             keeps and a removal leaves behind
 //
 // Fields at their default are left out of records written since the short
 // record (readers, Go and Lua, take a missing field for it): notes when
@@ -517,10 +520,11 @@ func (s *Store) GetDomain(ctx context.Context, tenantID, id string) (Domain, err
 	if tenantID == "" || uuid.Validate(id) != nil {
 		return Domain{}, ErrUnknownDomain
 	}
-	rec, err := s.rdb.HGetAll(ctx, domainKey(tenantID, id)).Result()
+	vals, err := s.rdb.HMGet(ctx, domainKey(tenantID, id), recordFields...).Result()
 	if err != nil {
 		return Domain{}, fmt.Errorf("read domain %s: %w", id, err)
 	}
+	rec := recordMap(vals)
 	if rec["tenant_id"] != tenantID {
 		return Domain{}, ErrUnknownDomain
 	}
@@ -544,16 +548,16 @@ func (s *Store) GetDomains(ctx context.Context, tenantID string, ids []string) (
 		return []Domain{}, nil
 	}
 	pipe := s.rdb.Pipeline()
-	cmds := make([]*redis.MapStringStringCmd, len(ids))
+	cmds := make([]*redis.SliceCmd, len(ids))
 	for i, id := range ids {
-		cmds[i] = pipe.HGetAll(ctx, domainKey(tenantID, id))
+		cmds[i] = pipe.HMGet(ctx, domainKey(tenantID, id), recordFields...)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("read %d domains of %s: %w", len(ids), tenantID, err)
 	}
 	out := make([]Domain, 0, len(ids))
 	for i, cmd := range cmds {
-		rec := cmd.Val()
+		rec := recordMap(cmd.Val())
 		// A removal between the two reads leaves an index entry without
 		// its record: the domain is gone.
 		if rec["tenant_id"] != tenantID {
@@ -566,6 +570,24 @@ func (s *Store) GetDomains(ctx context.Context, tenantID string, ids []string) (
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// recordFields are the fields of a domain record (decodeDomain reads
+// them): the record's readers fetch these and not the alert engine's
+// fields the hash also holds (AlertFieldPrefix).
+var recordFields = []string{"tenant_id", "host", "port", "active", "notes", "tags", "source", "held_by",
+	"created_at", "updated_at", "rev"}
+
+// recordMap is the answer of an HMGET of recordFields as a record hash:
+// the fields that are there.
+func recordMap(vals []any) map[string]string {
+	rec := make(map[string]string, len(recordFields))
+	for i, v := range vals {
+		if s, ok := v.(string); ok && i < len(recordFields) {
+			rec[recordFields[i]] = s
+		}
+	}
+	return rec
 }
 
 // ListedFields are the record fields a listed domain needs (the API's
@@ -758,7 +780,10 @@ func sameState(a, b Domain) bool {
 }
 
 // removeDomainScript deletes a domain's record and index entry if the
-// record is still the one read, and appends domain.removed.
+// record is still the one read, and appends domain.removed. The alert
+// engine's fields stay (AlertFieldPrefix): the engine resolves the
+// domain's alerts from them when it evaluates the removal, then drops
+// them; without them the hash goes at once.
 //
 // The domain leaves the set of the held key that added it, which frees
 // that key's quota.
@@ -775,7 +800,11 @@ if redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[4] then redis.call('HDEL', KEYS[
 redis.call('SREM', KEYS[4], ARGV[4])
 local old = redis.call('HMGET', KEYS[1], 'host', 'port', 'tags')
 ix_remove(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[4], old[1], old[2], old[3])
-redis.call('DEL', KEYS[1])
+local own = {}
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(f, 1, ` + strconv.Itoa(len(AlertFieldPrefix)) + `) ~= '` + AlertFieldPrefix + `' then own[#own + 1] = f end
+end
+redis.call('HDEL', KEYS[1], unpack(own))
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
 return 'ok'
 `)

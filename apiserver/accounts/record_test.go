@@ -2,7 +2,9 @@ package accounts
 
 import (
 	"context"
+	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,4 +92,83 @@ func TestShortDomainRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("old layout updated", old.ID, map[string]string{"rev": "2", "tags": `["web"]`}, "notes", "active")
+}
+
+// TestAlertFieldsInRecord: the alert engine's fields in a domain record
+// (AlertFieldPrefix) are not the record's: reads ignore them, an update
+// and a rename keep them, and a removal deletes every field of the
+// record but them (the engine resolves the alerts from them and drops
+// them); a record without them goes whole.
+func TestAlertFieldsInRecord(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t)
+	tenant := events.TenantID("alerts@example.com")
+	alertFields := map[string]string{AlertFieldPrefix + "v": "3", AlertFieldPrefix + "n": "a.example:443",
+		AlertFieldPrefix + "c|chain_invalid": `{"kind":"chain_invalid"}`}
+	alertState := func(id string) map[string]string {
+		t.Helper()
+		h := rdb.HGetAll(ctx, domainKey(tenant, id)).Val()
+		out := map[string]string{}
+		for f, v := range h {
+			if strings.HasPrefix(f, AlertFieldPrefix) {
+				out[f] = v
+			}
+		}
+		return out
+	}
+
+	d, _, err := s.AddDomain(ctx, tenant, NewDomain{Host: "a.example", Port: 443, Tags: []string{"prod"}, Notes: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, domainKey(tenant, d.ID), alertFields).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetDomain(ctx, tenant, d.ID); err != nil || !reflect.DeepEqual(got, d) {
+		t.Errorf("read with alert fields: got %+v %v, want %+v", got, err, d)
+	}
+	if got, err := s.ListDomains(ctx, tenant); err != nil || len(got) != 1 || !reflect.DeepEqual(got[0], d) {
+		t.Errorf("list with alert fields: got %+v %v, want [%+v]", got, err, d)
+	}
+
+	d, err = s.UpdateDomain(ctx, tenant, d.ID, DomainPatch{Host: ptr("b.example"), Notes: ptr(""), Active: ptr(false)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := alertState(d.ID); !reflect.DeepEqual(got, alertFields) {
+		t.Errorf("after a rename: alert fields %q, want %q", got, alertFields)
+	}
+	if got, err := s.GetDomain(ctx, tenant, d.ID); err != nil || !reflect.DeepEqual(got, d) {
+		t.Errorf("read after the rename: got %+v %v, want %+v", got, err, d)
+	}
+
+	if _, err := s.RemoveDomain(ctx, tenant, d.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := rdb.HGetAll(ctx, domainKey(tenant, d.ID)).Val(); !reflect.DeepEqual(got, alertFields) {
+		t.Errorf("after the removal: record %q, want the alert fields alone %q", got, alertFields)
+	}
+	if RecordExists(rdb.HGetAll(ctx, domainKey(tenant, d.ID)).Val()) {
+		t.Error("after the removal: the alert fields read as a record")
+	}
+	if _, err := s.GetDomain(ctx, tenant, d.ID); !errors.Is(err, ErrUnknownDomain) {
+		t.Errorf("read after the removal: got %v, want ErrUnknownDomain", err)
+	}
+	if got, err := s.ListDomains(ctx, tenant); err != nil || len(got) != 0 {
+		t.Errorf("list after the removal: got %+v %v, want none", got, err)
+	}
+	if _, err := s.RemoveDomain(ctx, tenant, d.ID); !errors.Is(err, ErrUnknownDomain) {
+		t.Errorf("second removal: got %v, want ErrUnknownDomain", err)
+	}
+
+	plain, _, err := s.AddDomain(ctx, tenant, NewDomain{Host: "c.example", Port: 443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RemoveDomain(ctx, tenant, plain.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n := rdb.Exists(ctx, domainKey(tenant, plain.ID)).Val(); n != 0 {
+		t.Errorf("removal of a record without alert fields: key left (%q)", rdb.HGetAll(ctx, domainKey(tenant, plain.ID)).Val())
+	}
 }

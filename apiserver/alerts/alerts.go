@@ -17,21 +17,31 @@
 //
 // Redis layout:
 //
-// ({tNN} is the tenant's hash tag, events.TenantTag; see stateKey)
+// ({tNN} is the tenant's hash tag, events.TenantTag; see tenantKey)
 //
-//	alerts:state:{tNN}:<domain_id>   hash: "@ver" (view version last evaluated),
-//	                           "@name" (host:port), "c|<condition>" -> JSON of
-//	                           the active alert, "l" -> the leaf last known on
-//	                           each IP ("<sha>=<ip>,<ip> <sha>=<ip>"), "a" ->
-//	                           the leaves cert_changed told of ("<sha> <sha>");
-//	                           <sha> is the first 16 hex digits of a leaf's
-//	                           SHA-256. Only while the domain's record
-//	                           (accounts, domain:{tNN}:<domain_id>) exists:
-//	                           its removal resolves the alerts and drops the
-//	                           state. States written before this layout
-//	                           ("@tenant", "leaf|<ip>" -> SHA-256,
-//	                           "ann|<sha256>" -> 1) are read, and rewritten at
-//	                           the next evaluation (plan.go).
+//	domain:{tNN}:<domain_id>   the domain's record (accounts.DomainKey),
+//	                           which also holds its alert state in fields
+//	                           beginning with "@" (accounts.AlertFieldPrefix):
+//	                           "@v" (view version last evaluated), "@n"
+//	                           (host:port), "@c|<condition>" -> JSON of the
+//	                           active alert, "@l" -> the leaf last known on
+//	                           each IP ("<sha>=<ip>,<ip> <sha>=<ip>"), "@a" ->
+//	                           the leaves cert_changed told of ("<sha> <sha>"),
+//	                           both continued in "@l1", "@l2"... past 64 bytes
+//	                           so that the hash stays a listpack; <sha> is the
+//	                           first 16 hex digits of a leaf's SHA-256.
+//	                           Written only while the record exists
+//	                           (its "host" field, accounts.PresenceField); a
+//	                           removal leaves these fields, the engine
+//	                           resolves the alerts from them and drops them,
+//	                           and with them the hash.
+//	alerts:state:{tNN}:<domain_id>   the state's key before it moved into the
+//	                           record (oldStateKey): "@ver", "@name", "c|...",
+//	                           "l", "a", and before the short layout "@tenant",
+//	                           "leaf|<ip>" -> SHA-256, "ann|<sha256>" -> 1.
+//	                           Read while the record holds no state, moved
+//	                           into it and deleted at the next evaluation
+//	                           (plan.go).
 //	alerts:tenant:{tNN}:<tenant>     zset of alert ids by triggered ms
 //	alerts:tenant:{tNN}:<tenant>:domain:<domain_id>   the same, one domain's
 //	alert:{tNN}:<alert_id>           hash: "raised" (JSON AlertRaisedV1),
@@ -63,10 +73,13 @@ import (
 )
 
 // Every key carries the tenant's hash tag (events.TenantTag), so the
-// reconcile script's keys and the tenant's event stream share one Redis
-// Cluster slot. The engine knows a domain's tenant from its view snapshot,
-// the API from the caller's key.
-func stateKey(tenantID, domainID string) string {
+// reconcile script's keys, the domain's record and the tenant's event
+// stream share one Redis Cluster slot. The engine knows a domain's tenant
+// from its view snapshot, the API from the caller's key.
+//
+// oldStateKey held a domain's alert state before the domain's record did
+// (plan.go, fromOldKey).
+func oldStateKey(tenantID, domainID string) string {
 	return "alerts:state:" + events.TenantTag(tenantID) + ":" + domainID
 }
 func tenantKey(tenantID string) string {
@@ -327,11 +340,16 @@ const staleRetries = 8
 // still at the version the plan was made from and the plan's snapshot is
 // newer, XADDing the plan's events in the same step.
 //
-// KEYS (all in the tenant's slot): alerts:state:<domain>, the tenant's
-// event stream, alerts:tenant:<tenant>, alerts:tenant:<tenant>:domain:<domain>,
-// alerts:tenant:<tenant>:open, the domain's record (accounts), then
-// alert:<id> of every raised alert and then of every resolved one, in the
-// plan's order.
+// The state is the record's alert fields; the version is the record's
+// "@v", or while the record holds none the old key's "@ver" (decodeState
+// reads the same). Every applied plan deletes the old key: a state read
+// from it is written whole into the record (plan), in this same step.
+//
+// KEYS (all in the tenant's slot): the domain's record (accounts), the
+// tenant's event stream, alerts:tenant:<tenant>,
+// alerts:tenant:<tenant>:domain:<domain>, alerts:tenant:<tenant>:open,
+// the domain's old state key (oldStateKey), then alert:<id> of every
+// raised alert and then of every resolved one, in the plan's order.
 // ARGV: version read, snapshot version, maxlen, plan JSON {"del": [field],
 // "set": [field, value, ...], "raised": [[triggered ms, JSON, alert id,
 // type counted open or "" for a notice]], "resolved": [[resolved ms,
@@ -339,16 +357,20 @@ const staleRetries = 8
 // for a removed domain}. The open counts change only once built
 // (OpenCounts builds them), and only with a record that changes: a
 // retried plan counts nothing twice. A plan that does not drop applies
-// only while the domain's record exists, so that an evaluation racing the
-// domain's removal never writes its state again. Returns "ok", "stale"
-// (the state moved or the record went: plan again) or "old" (a snapshot
-// as new was evaluated already).
-var reconcileScript = redis.NewScript(`
-local cur = tonumber(redis.call('HGET', KEYS[1], '@ver') or '0')
+// only while the domain's record exists (its presence field), so that an
+// evaluation racing the domain's removal never writes its state again nor
+// makes a hash of alert fields alone. A drop deletes the alert fields and
+// nothing else of the hash. Returns "ok", "stale" (the state moved or the
+// record went: plan again) or "old" (a snapshot as new was evaluated
+// already).
+var reconcileScript = redis.NewScript(dropAlertFieldsLua + `
+local v = redis.call('HGET', KEYS[1], '` + verField + `')
+if not v then v = redis.call('HGET', KEYS[6], '` + oldVerField + `') end
+local cur = tonumber(v or '0')
 if cur ~= tonumber(ARGV[1]) then return 'stale' end
 if tonumber(ARGV[2]) <= cur then return 'old' end
 local p = cjson.decode(ARGV[4])
-if not p.drop and redis.call('EXISTS', KEYS[6]) == 0 then return 'stale' end
+if not p.drop and redis.call('HEXISTS', KEYS[1], '` + accounts.PresenceField + `') == 0 then return 'stale' end
 for _, f in ipairs(p.del) do redis.call('HDEL', KEYS[1], f) end
 for i = 1, #p.set, 2 do redis.call('HSET', KEYS[1], p.set[i], p.set[i + 1]) end
 local counted = redis.call('HEXISTS', KEYS[5], '@v') == 1
@@ -375,12 +397,28 @@ for _, ev in ipairs(p.events) do
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ev))
 end
 if p.drop then
-  redis.call('DEL', KEYS[1])
+  drop_alert_fields(KEYS[1])
 else
-  redis.call('HSET', KEYS[1], '@ver', ARGV[2])
+  redis.call('HSET', KEYS[1], '` + verField + `', ARGV[2])
 end
+redis.call('DEL', KEYS[6])
 return 'ok'
 `)
+
+// dropAlertFieldsLua is drop_alert_fields(key): it deletes the alert
+// fields of a domain's record hash (accounts.AlertFieldPrefix), and
+// nothing else, and returns how many there were. A record removed before
+// goes with them.
+var dropAlertFieldsLua = `
+local function drop_alert_fields(key)
+  local fs = {}
+  for _, f in ipairs(redis.call('HKEYS', key)) do
+    if string.sub(f, 1, ` + strconv.Itoa(len(accounts.AlertFieldPrefix)) + `) == '` + accounts.AlertFieldPrefix + `' then fs[#fs + 1] = f end
+  end
+  if #fs > 0 then redis.call('HDEL', key, unpack(fs)) end
+  return #fs
+end
+`
 
 // scriptPlan is reconcileScript's plan argument.
 type scriptPlan struct {
@@ -533,8 +571,8 @@ func (e *Engine) settingsCache() func(ctx context.Context, tenant string) (Setti
 
 // domainReads are the reads of a domain's slot an evaluation plans from.
 type domainReads struct {
-	state  *redis.MapStringStringCmd // the alert state hash
-	record *redis.IntCmd             // 1 while the domain's record exists
+	record *redis.MapStringStringCmd // the domain's record, with its alert state
+	old    *redis.MapStringStringCmd // the state's old key (oldStateKey)
 	held   *redis.IntCmd             // positive when a held key added it
 }
 
@@ -543,8 +581,8 @@ type domainReads struct {
 // read and is not evaluated (prepare).
 func queueDomainReads(ctx context.Context, pipe redis.Pipeliner, snap projector.Snapshot) domainReads {
 	return domainReads{
-		state:  pipe.HGetAll(ctx, stateKey(snap.TenantID, snap.DomainID)),
-		record: pipe.Exists(ctx, accounts.DomainKey(snap.TenantID, snap.DomainID)),
+		record: pipe.HGetAll(ctx, accounts.DomainKey(snap.TenantID, snap.DomainID)),
+		old:    pipe.HGetAll(ctx, oldStateKey(snap.TenantID, snap.DomainID)),
 		held:   accounts.HeldCmd(ctx, pipe, snap.TenantID, snap.DomainID),
 	}
 }
@@ -580,16 +618,16 @@ func (e *Engine) prepare(ctx context.Context, snap projector.Snapshot, r domainR
 		e.logger.Warn("not evaluating alerts of a domain without tenant", zap.String("domain_id", snap.DomainID))
 		return nil, nil
 	}
-	h := r.state.Val()
-	if r.record.Val() == 0 {
+	rec := r.record.Val()
+	if !accounts.RecordExists(rec) {
 		snap.Removed = true
 	}
-	if snap.Removed && len(h) == 0 {
-		return nil, nil
-	}
-	st, err := decodeState(snap.DomainID, h)
+	st, err := decodeState(snap.DomainID, rec, r.old.Val())
 	if err != nil {
 		return nil, unusable{err}
+	}
+	if snap.Removed && st.empty {
+		return nil, nil
 	}
 	if snap.Version <= st.ver || r.held.Val() > 0 {
 		return nil, nil
@@ -716,8 +754,8 @@ func (e *Engine) scriptCall(domainID, tenant string, readVer, snapVer int64, ch 
 	for _, f := range slices.Sorted(maps.Keys(ch.set)) {
 		sp.Set = append(sp.Set, f, ch.set[f])
 	}
-	keys := []string{stateKey(tenant, domainID), events.EventStream(tenant), tenantKey(tenant), tenantDomainKey(tenant, domainID),
-		openKey(tenant), accounts.DomainKey(tenant, domainID)}
+	keys := []string{accounts.DomainKey(tenant, domainID), events.EventStream(tenant), tenantKey(tenant),
+		tenantDomainKey(tenant, domainID), openKey(tenant), oldStateKey(tenant, domainID)}
 	for _, r := range ch.raised {
 		body, err := json.Marshal(r.payload)
 		if err != nil {

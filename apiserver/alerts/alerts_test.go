@@ -492,11 +492,7 @@ func TestStalePlansChangeNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := f.rdb.HGetAll(ctx, stateKey(tenant, domainID)).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := decodeState(domainID, h)
+	st, err := decodeState(domainID, f.state(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -515,7 +511,7 @@ func TestStalePlansChangeNothing(t *testing.T) {
 	if len(ch.raised) != 1 {
 		t.Fatalf("stale plan: got %d raises, want the 14-day one", len(ch.raised))
 	}
-	evaluated, err := f.rdb.HGet(ctx, stateKey(tenant, domainID), verField).Int64()
+	evaluated, err := f.rdb.HGet(ctx, accounts.DomainKey(tenant, domainID), verField).Int64()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -568,7 +564,7 @@ func TestUnusableStateIsSkipped(t *testing.T) {
 	f := newFixture(t, 1)
 	const other = "7d0f2a52-2222-4c55-9a4e-1d7f3c2b8e90"
 	accountstest.PutDomain(t, f.rdb, tenant, other, "other.example.com", 443)
-	if err := f.rdb.HSet(ctx, stateKey(tenant, domainID), condPrefix+"chain_invalid", "{not json").Err(); err != nil {
+	if err := f.rdb.HSet(ctx, accounts.DomainKey(tenant, domainID), condPrefix+"chain_invalid", "{not json").Err(); err != nil {
 		t.Fatal(err)
 	}
 	job := uuid.New()

@@ -12,29 +12,40 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/managedcert"
 	"github.com/certfleet/certfleet/internal/presence"
 )
 
-// Fields of a domain's alert state hash (alerts:state:<domain_id>). The
-// tenant is not stored: the key's hash tag and the caller (the view
-// snapshot, Forget's domain list) know it.
+// Fields of a domain's alert state, kept in the domain's record
+// (accounts.DomainKey) beside the record's own fields: each begins with
+// accounts.AlertFieldPrefix, which no record field does. The tenant is not
+// stored: the key's hash tag and the caller (the view snapshot, Forget's
+// domain list) know it.
 const (
-	verField       = "@ver"  // the view version last evaluated
-	nameField      = "@name" // the host:port the alerts are for
-	condPrefix     = "c|"    // c|<condition key> -> JSON active
-	leavesField    = "l"     // the leaf last known on each IP (encodeLeaves)
-	announcedField = "a"     // the leaves cert_changed told of (encodeAnnounced)
+	verField       = accounts.AlertFieldPrefix + "v"  // the view version last evaluated
+	nameField      = accounts.AlertFieldPrefix + "n"  // the host:port the alerts are for
+	condPrefix     = accounts.AlertFieldPrefix + "c|" // @c|<condition key> -> JSON active
+	leavesField    = accounts.AlertFieldPrefix + "l"  // the leaf last known on each IP (encodeLeaves), then @l1, @l2... (chunks)
+	announcedField = accounts.AlertFieldPrefix + "a"  // the leaf keys cert_changed told of, sorted, then @a1, @a2... (chunks)
 )
 
-// Fields of states written before the short layout, read and then
-// replaced at the domain's next evaluation (decodeState, plan).
+// Fields of the alert state key of the layouts before the record held the
+// state (oldStateKey): the short layout's, under their names there, and
+// the fields the layout before it had besides. Such a state is read when
+// the record holds none, and moved into the record at the domain's next
+// evaluation (decodeState, plan).
 const (
-	oldTenantField  = "@tenant" // the domain's tenant
-	oldLeafPrefix   = "leaf|"   // leaf|<ip> -> the full SHA-256 of the IP's leaf
-	oldAnnouncedPfx = "ann|"    // ann|<sha256> -> "1"
+	oldVerField       = "@ver"
+	oldNameField      = "@name"
+	oldCondPrefix     = "c|"
+	oldLeavesField    = "l"
+	oldAnnouncedField = "a"
+	oldTenantField    = "@tenant" // the domain's tenant
+	oldLeafPrefix     = "leaf|"   // leaf|<ip> -> the full SHA-256 of the IP's leaf
+	oldAnnouncedPfx   = "ann|"    // ann|<sha256> -> "1"
 )
 
 // leafLen is how much of a leaf's hex SHA-256 the state keeps: 64 bits,
@@ -86,17 +97,36 @@ type state struct {
 	// the leaf keys cert_changed told of.
 	leaves    map[string]string
 	announced map[string]bool
-	// stored is the leaves and announced fields as read, so that a plan
-	// writes them only when they change.
+	// stored is the state's fields as the record holds them, so that a
+	// plan writes the leaves and announced chunks only when they change.
 	stored map[string]string
-	// old lists the fields of the layout before the short one, which the
-	// next plan deletes (their content is in leaves and announced).
-	old []string
+	// moved: the state was read from its old key (oldStateKey), so the
+	// record holds none of it yet and a plan writes all of it there.
+	moved bool
+	// empty: there is no state, in the record or the old key.
+	empty bool
 }
 
-func decodeState(domainID string, h map[string]string) (state, error) {
+// decodeState reads a domain's alert state from its record hash rec (the
+// fields beginning with accounts.AlertFieldPrefix) or, when the record
+// holds none, from old, its alert state key of the layouts before
+// (oldStateKey). The reconcile script picks the version the same way.
+func decodeState(domainID string, rec, old map[string]string) (state, error) {
+	h := map[string]string{}
+	for f, v := range rec {
+		if strings.HasPrefix(f, accounts.AlertFieldPrefix) {
+			h[f] = v
+		}
+	}
+	moved := false
+	if h[verField] == "" && len(old) > 0 {
+		h, moved = fromOldKey(old), true
+	}
 	st := state{name: h[nameField], conds: map[string]active{}, leaves: map[string]string{},
-		announced: map[string]bool{}, stored: map[string]string{leavesField: h[leavesField], announcedField: h[announcedField]}}
+		announced: map[string]bool{}, stored: h, moved: moved, empty: len(h) == 0}
+	if moved {
+		st.stored = map[string]string{}
+	}
 	if v := h[verField]; v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
@@ -105,10 +135,10 @@ func decodeState(domainID string, h map[string]string) (state, error) {
 		st.ver = n
 	}
 	var err error
-	if st.leaves, err = decodeLeaves(h[leavesField]); err != nil {
+	if st.leaves, err = decodeLeaves(readChunks(h, leavesField)); err != nil {
 		return state{}, fmt.Errorf("decode alert state of %s: %w", domainID, err)
 	}
-	for _, sha := range strings.Fields(h[announcedField]) {
+	for _, sha := range strings.Fields(readChunks(h, announcedField)) {
 		st.announced[sha] = true
 	}
 	for f, v := range h {
@@ -119,26 +149,54 @@ func decodeState(domainID string, h map[string]string) (state, error) {
 				return state{}, fmt.Errorf("decode alert state of %s: %s: %w", domainID, f, err)
 			}
 			st.conds[strings.TrimPrefix(f, condPrefix)] = a
-		case f == oldTenantField:
-			st.old = append(st.old, f)
 		case strings.HasPrefix(f, oldLeafPrefix):
-			// Written by a replica of the older layout: it wins over the
-			// short field, which it did not read.
+			// Written by a replica of the layout before the short one: it
+			// wins over the short field, which it did not read.
 			st.leaves[strings.TrimPrefix(f, oldLeafPrefix)] = leafKey(v)
-			st.old = append(st.old, f)
 		case strings.HasPrefix(f, oldAnnouncedPfx):
 			st.announced[leafKey(strings.TrimPrefix(f, oldAnnouncedPfx))] = true
-			st.old = append(st.old, f)
 		}
 	}
-	slices.Sort(st.old)
 	return st, nil
 }
 
-// encodeLeaves is the leaves field: "<leaf key>=<ip>,<ip> <leaf key>=<ip>",
-// each leaf once with the IPs last known to serve it, both sorted; ""
-// without leaves.
-func encodeLeaves(leaves map[string]string) string {
+// fromOldKey renames the fields of an alert state key of the layouts
+// before (oldStateKey) to the record's; the fields of the layout before
+// the short one keep their names (decodeState reads them), "@tenant" is
+// left out.
+func fromOldKey(old map[string]string) map[string]string {
+	h := make(map[string]string, len(old))
+	for f, v := range old {
+		switch {
+		case f == oldVerField:
+			h[verField] = v
+		case f == oldNameField:
+			h[nameField] = v
+		case f == oldLeavesField:
+			h[leavesField] = v
+		case f == oldAnnouncedField:
+			h[announcedField] = v
+		case strings.HasPrefix(f, oldCondPrefix):
+			h[condPrefix+strings.TrimPrefix(f, oldCondPrefix)] = v
+		case f == oldTenantField:
+		default:
+			h[f] = v
+		}
+	}
+	return h
+}
+
+// maxValueLen is the longest field or value of a hash that Redis keeps
+// as a compact listpack (hash-max-listpack-value, 64 by default): one
+// longer turns the whole domain record into a hashtable, some 70 B more
+// per field. The leaves and announced fields are split so as to stay
+// within it (chunks).
+const maxValueLen = 64
+
+// encodeLeaves is the leaves: "<leaf key>=<ip>,<ip>" items, each leaf with
+// the IPs last known to serve it, both sorted; a leaf whose item would be
+// longer than maxValueLen has its IPs over several items.
+func encodeLeaves(leaves map[string]string) []string {
 	byLeaf := map[string][]string{}
 	for ip, sha := range leaves {
 		byLeaf[sha] = append(byLeaf[sha], ip)
@@ -146,12 +204,24 @@ func encodeLeaves(leaves map[string]string) string {
 	parts := make([]string, 0, len(byLeaf))
 	for _, sha := range slices.Sorted(maps.Keys(byLeaf)) {
 		slices.Sort(byLeaf[sha])
-		parts = append(parts, sha+"="+strings.Join(byLeaf[sha], ","))
+		part := ""
+		for _, ip := range byLeaf[sha] {
+			if part != "" && len(part)+1+len(ip) > maxValueLen {
+				parts, part = append(parts, part), ""
+			}
+			if part == "" {
+				part = sha + "=" + ip
+			} else {
+				part += "," + ip
+			}
+		}
+		parts = append(parts, part)
 	}
-	return strings.Join(parts, " ")
+	return parts
 }
 
-// decodeLeaves reads encodeLeaves' field: IP -> leaf key.
+// decodeLeaves reads encodeLeaves' items, joined by spaces: IP -> leaf
+// key.
 func decodeLeaves(v string) (map[string]string, error) {
 	out := map[string]string{}
 	for _, part := range strings.Fields(v) {
@@ -166,21 +236,56 @@ func decodeLeaves(v string) (map[string]string, error) {
 	return out, nil
 }
 
-// encodeAnnounced is the announced field: the leaf keys, sorted, separated
-// by spaces.
-func encodeAnnounced(announced map[string]bool) string {
-	return strings.Join(sortedKeys(announced), " ")
+// chunks joins items by spaces into values of at most maxValueLen bytes
+// (an item longer than that alone in its value).
+func chunks(items []string) []string {
+	var out []string
+	for _, it := range items {
+		if n := len(out); n > 0 && len(out[n-1])+1+len(it) <= maxValueLen {
+			out[n-1] += " " + it
+			continue
+		}
+		out = append(out, it)
+	}
+	return out
 }
 
-// store sets field to v in ch, or deletes it when v is "", unless the
-// state holds v already.
-func (st state) store(ch *change, field, v string) {
-	switch {
-	case v == st.stored[field]:
-	case v == "":
-		ch.del = append(ch.del, field)
-	default:
-		ch.set[field] = v
+// chunkField is the field of the i-th value of base's chunks: base, then
+// base1, base2, ...
+func chunkField(base string, i int) string {
+	if i == 0 {
+		return base
+	}
+	return base + strconv.Itoa(i)
+}
+
+// readChunks is the items of base's chunks in h, joined by spaces.
+func readChunks(h map[string]string, base string) string {
+	var vs []string
+	for i := 0; ; i++ {
+		v, ok := h[chunkField(base, i)]
+		if !ok {
+			return strings.Join(vs, " ")
+		}
+		vs = append(vs, v)
+	}
+}
+
+// storeChunks writes items as base's chunks (chunks) in ch: each value
+// the state does not hold already, and deletes the chunks beyond them.
+func (st state) storeChunks(ch *change, base string, items []string) {
+	vs := chunks(items)
+	for i, v := range vs {
+		if f := chunkField(base, i); v != st.stored[f] {
+			ch.set[f] = v
+		}
+	}
+	for i := len(vs); ; i++ {
+		f := chunkField(base, i)
+		if _, ok := st.stored[f]; !ok {
+			return
+		}
+		ch.del = append(ch.del, f)
 	}
 }
 
@@ -204,18 +309,19 @@ type change struct {
 	raised   []raised
 	resolved []resolved
 	// drop: the domain was removed; its state goes once its alerts are
-	// resolved.
+	// resolved (the record's alert fields, and the old key).
 	drop bool
 }
 
 // plan compares what snap says with the alert state st and returns the
 // change that brings the state in line: raises for conditions that began,
 // resolutions for those that cleared; a removed domain's alerts are all
-// resolved and its state dropped. A state of the layout before the short
-// one is rewritten in the short one. now is used only when the view has no
-// scan to date the change by.
+// resolved and its state dropped. A state read from its old key is
+// written into the record whole, in the record's layout (the script
+// deletes the old key). now is used only when the view has no scan to
+// date the change by.
 func plan(st state, snap projector.Snapshot, f facts, tenant string, settings Settings, cfg Config, now time.Time) (change, error) {
-	ch := change{set: map[string]string{}, del: slices.Clone(st.old)}
+	ch := change{set: map[string]string{}}
 	// Changes are dated by the latest scan of the view or lookup of its
 	// registration, so every replica dates one snapshot's alerts alike.
 	at := now.UTC().Truncate(time.Millisecond)
@@ -271,7 +377,7 @@ func plan(st state, snap projector.Snapshot, f facts, tenant string, settings Se
 		}
 		// What was known of the old name's leaves is forgotten.
 		host, port = splitName(name)
-		st = state{ver: st.ver, name: st.name, stored: st.stored, conds: map[string]active{},
+		st = state{ver: st.ver, name: st.name, stored: st.stored, moved: st.moved, conds: map[string]active{},
 			leaves: map[string]string{}, announced: map[string]bool{}}
 	}
 
@@ -344,20 +450,40 @@ func plan(st state, snap projector.Snapshot, f facts, tenant string, settings Se
 			ch.raised = append(ch.raised, r)
 			a.ID, a.Severity, a.Title = r.payload.AlertID, c.severity, c.title
 		}
-		body, err := json.Marshal(a)
-		if err != nil {
-			return change{}, fmt.Errorf("marshal alert state: %w", err)
+		if err := ch.setCond(key, a); err != nil {
+			return change{}, err
 		}
-		ch.set[condPrefix+key] = string(body)
+	}
+	if st.moved {
+		// The record holds none of the state yet: the conditions that go
+		// on are written there too.
+		for _, key := range slices.Sorted(maps.Keys(st.conds)) {
+			if _, ok := ch.set[condPrefix+key]; ok || slices.Contains(ch.del, condPrefix+key) {
+				continue
+			}
+			if err := ch.setCond(key, st.conds[key]); err != nil {
+				return change{}, err
+			}
+		}
 	}
 
 	if err := certChanges(st, snap, tenant, host, port, at, &ch); err != nil {
 		return change{}, err
 	}
-	if st.name != name {
+	if st.name != name || st.moved {
 		ch.set[nameField] = name
 	}
 	return ch, nil
+}
+
+// setCond writes the active condition key as a in the state.
+func (ch *change) setCond(key string, a active) error {
+	body, err := json.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("marshal alert state: %w", err)
+	}
+	ch.set[condPrefix+key] = string(body)
+	return nil
 }
 
 // certChanges raises cert_changed, once per new leaf of the domain, when
@@ -440,8 +566,8 @@ func certChanges(st state, snap projector.Snapshot, tenant, host string, port in
 		ch.raised = append(ch.raised, r)
 		announced[leafKey(sha)] = true
 	}
-	st.store(ch, leavesField, encodeLeaves(leaves))
-	st.store(ch, announcedField, encodeAnnounced(announced))
+	st.storeChunks(ch, leavesField, encodeLeaves(leaves))
+	st.storeChunks(ch, announcedField, sortedKeys(announced))
 	return nil
 }
 

@@ -124,7 +124,14 @@ func (f *fleet) populate(t *testing.T, email string) tenantData {
 		}
 		f.rdb.Set(ctx, projector.VersionKey(d.ID), 3, 0)
 		f.rdb.HSet(ctx, projector.RegistrationIndexKey("example.com"), d.ID, time.Now().UnixMilli())
-		f.rdb.HSet(ctx, "alerts:state:"+events.TenantTag(id)+":"+d.ID, "@tenant", id, "@ver", 3)
+		// The alert state: in the domain's record (its fields beginning
+		// with "@"), and for the second domain in its key of the layout
+		// before (with the tenant, as before the short layout).
+		if len(td.domains) == 1 {
+			f.rdb.HSet(ctx, accounts.DomainKey(id, d.ID), "@v", 3, "@n", h+":443")
+		} else {
+			f.rdb.HSet(ctx, "alerts:state:"+events.TenantTag(id)+":"+d.ID, "@tenant", id, "@ver", 3)
+		}
 	}
 	settings := alerts.DefaultSettings()
 	settings.ExpiryThresholdsDays = []int{10, 5}

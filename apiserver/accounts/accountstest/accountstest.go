@@ -6,6 +6,7 @@ package accountstest
 import (
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -26,10 +27,26 @@ func PutDomain(tb testing.TB, rdb redis.UniversalClient, tenantID, id, host stri
 }
 
 // RemoveDomain deletes the record of tenantID's domain id, as a removal
-// does before its domain.removed event.
+// does before its domain.removed event: the alert engine's fields
+// (accounts.AlertFieldPrefix) stay for the engine to resolve and drop.
 func RemoveDomain(tb testing.TB, rdb redis.UniversalClient, tenantID, id string) {
 	tb.Helper()
-	if err := rdb.Del(context.Background(), accounts.DomainKey(tenantID, id)).Err(); err != nil {
+	ctx := context.Background()
+	key := accounts.DomainKey(tenantID, id)
+	fields, err := rdb.HKeys(ctx, key).Result()
+	if err != nil {
+		tb.Fatalf("remove domain record %s: %v", id, err)
+	}
+	var own []string
+	for _, f := range fields {
+		if !strings.HasPrefix(f, accounts.AlertFieldPrefix) {
+			own = append(own, f)
+		}
+	}
+	if len(own) == 0 {
+		return
+	}
+	if err := rdb.HDel(ctx, key, own...).Err(); err != nil {
 		tb.Fatalf("remove domain record %s: %v", id, err)
 	}
 }
