@@ -110,8 +110,8 @@ func (e *env) state() string {
 	keys, _ := e.rdb.Keys(ctx, "*").Result()
 	var domains int64
 	for _, k := range keys {
-		if strings.HasPrefix(k, "tenant:") {
-			d, _ := e.rdb.HLen(ctx, k).Result()
+		if strings.HasPrefix(k, "tenant:") && strings.HasSuffix(k, ":ix:created") {
+			d, _ := e.rdb.ZCard(ctx, k).Result()
 			domains += d
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/testenv"
@@ -520,7 +521,7 @@ func TestDomainRequestErrors(t *testing.T) {
 		tag := events.TenantTag(tenant)
 		rec := e.rdb.HGetAll(ctx, "domain:"+tag+":"+id).Val()
 		return fmt.Sprintf("events=%d domains=%v record=%v", e.rdb.XLen(ctx, events.EventStream(tenant)).Val(),
-			e.rdb.HGetAll(ctx, "tenant:"+tag+":"+tenant+":domains").Val(), rec)
+			e.rdb.ZRange(ctx, domainindex.HostKey(tenant), 0, -1).Val(), rec)
 	}
 	tags := func(n, size int) string {
 		ts := make([]string, n)

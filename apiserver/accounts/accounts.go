@@ -12,13 +12,14 @@
 //	apikey:<sha256 hex of key>            hash {tenant_id, key_id, scopes, created_at, pending?, revoked_at?}
 //	account:{tNN}:<tenant_id>             hash {email, created_at}
 //	tenant:{tNN}:<tenant_id>:apikeys      hash key_id -> key hash (apikeys.go)
-//	tenant:{tNN}:<tenant_id>:domains      hash "host:port" -> domain_id (domains.go)
 //	domain:{tNN}:<domain_id>              hash, see domains.go; its fields
 //	                                      beginning with "@" are the alert
 //	                                      engine's (AlertFieldPrefix)
 //	tenant:{tNN}:<tenant_id>:ix:*         the list index (apiserver/domainindex),
 //	                                      whose names and created_at the domain
-//	                                      scripts keep in the same step
+//	                                      scripts keep in the same step: its
+//	                                      ix:host maps host:port to the domain
+//	                                      id, its ix:created lists the ids
 //
 // Keys themselves are never stored, only their SHA-256.
 //
@@ -61,6 +62,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/forget"
 	"github.com/certfleet/certfleet/internal/quota"
@@ -225,7 +227,12 @@ func (s *Store) Email(ctx context.Context, tenantID string) (string, error) {
 	}
 	return email, nil
 }
-func domainsKey(tenantID string) string {
+
+// legacyDomainsKey is the hash "host:port" -> domain id that named a
+// tenant's domains before the list index's layout 2 did; the index build
+// at start reads it once (LegacyDomainIDs) and deletes it
+// (DropLegacyDomains).
+func legacyDomainsKey(tenantID string) string {
 	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":domains"
 }
 func domainKey(tenantID, domainID string) string {
@@ -259,35 +266,63 @@ const PresenceField = "host"
 // state a removal left.
 func RecordExists(rec map[string]string) bool { return rec[PresenceField] != "" }
 
-// DomainTenants lists the tenants that have a domains index (one that
-// ever added a domain), read by SCAN over every node.
+// DomainTenants lists the tenants that have domains (an index of their
+// ids, or the hash of their names from before, LegacyDomainIDs), read by
+// SCAN over every node.
 func DomainTenants(ctx context.Context, rdb redis.UniversalClient) ([]string, error) {
-	keys, err := forget.Keys(ctx, rdb, "tenant:*:domains")
-	if err != nil {
-		return nil, fmt.Errorf("list tenants with domains: %w", err)
-	}
-	out := make([]string, 0, len(keys))
-	for _, k := range keys {
-		// tenant:{tNN}:<tenant>:domains
-		rest, ok := strings.CutPrefix(k, "tenant:")
-		if !ok {
-			continue
+	var out []string
+	seen := map[string]bool{}
+	for _, f := range []struct {
+		pattern, suffix string
+		key             func(string) string
+	}{
+		{"tenant:*:ix:created", ":ix:created", domainindex.CreatedKey},
+		{"tenant:*:domains", ":domains", legacyDomainsKey},
+	} {
+		keys, err := forget.Keys(ctx, rdb, f.pattern)
+		if err != nil {
+			return nil, fmt.Errorf("list tenants with domains: %w", err)
 		}
-		_, rest, ok = strings.Cut(rest, ":")
-		if t, ok2 := strings.CutSuffix(rest, ":domains"); ok && ok2 && t != "" && domainsKey(t) == k {
-			out = append(out, t)
+		for _, k := range keys {
+			// tenant:{tNN}:<tenant><suffix>
+			rest, ok := strings.CutPrefix(k, "tenant:")
+			if !ok {
+				continue
+			}
+			_, rest, ok = strings.Cut(rest, ":")
+			if t, ok2 := strings.CutSuffix(rest, f.suffix); ok && ok2 && t != "" && f.key(t) == k && !seen[t] {
+				seen[t] = true
+				out = append(out, t)
+			}
 		}
 	}
 	return out, nil
 }
 
-// DomainIDs lists the ids of tenantID's domains, in no order.
+// DomainIDs lists the ids of tenantID's domains, in no order
+// (domainindex.IDs).
 func DomainIDs(ctx context.Context, rdb redis.UniversalClient, tenantID string) ([]string, error) {
-	ids, err := rdb.HVals(ctx, domainsKey(tenantID)).Result()
+	return domainindex.IDs(ctx, rdb, tenantID)
+}
+
+// LegacyDomainIDs lists the ids in tenantID's hash of names from before
+// the index's layout 2 (none once DropLegacyDomains ran), for the index
+// build to index them.
+func LegacyDomainIDs(ctx context.Context, rdb redis.UniversalClient, tenantID string) ([]string, error) {
+	ids, err := rdb.HVals(ctx, legacyDomainsKey(tenantID)).Result()
 	if err != nil {
-		return nil, fmt.Errorf("list domain ids of %s: %w", tenantID, err)
+		return nil, fmt.Errorf("list legacy domain ids of %s: %w", tenantID, err)
 	}
 	return ids, nil
+}
+
+// DropLegacyDomains deletes tenantID's hash of names from before the
+// index's layout 2, once the index holds its domains.
+func DropLegacyDomains(ctx context.Context, rdb redis.UniversalClient, tenantID string) error {
+	if err := rdb.Unlink(ctx, legacyDomainsKey(tenantID)).Err(); err != nil {
+		return fmt.Errorf("drop legacy domains of %s: %w", tenantID, err)
+	}
+	return nil
 }
 
 // HashKey is how a key is stored and appears in events: SHA-256, hex.
@@ -432,7 +467,7 @@ func (s *Store) Authenticate(ctx context.Context, key string) (Principal, error)
 // its domains and api_keys quotas count.
 func (s *Store) Counts(ctx context.Context, tenantID string) (domains, keys int64, err error) {
 	pipe := s.rdb.Pipeline()
-	d := pipe.HLen(ctx, domainsKey(tenantID))
+	d := domainindex.CountCmd(ctx, pipe, tenantID)
 	k := pipe.HLen(ctx, apiKeysKey(tenantID))
 	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, 0, fmt.Errorf("count domains and keys of %s: %w", tenantID, err)

@@ -2,12 +2,12 @@ package accounts
 
 // Domains. A domain's id is a random UUID given when it is added and kept
 // when a rename changes its host or port; what keeps one domain per tenant
-// and host:port is the tenant's index, which every add and rename checks in
+// and host:port is the tenant's list index (its names, ix:host, and ids,
+// ix:created: apiserver/domainindex), which every add and rename checks in
 // the same Lua script that writes the record and appends the event.
 //
 // Redis layout (in addition to the package doc's):
 //
-//	tenant:<tenant_id>:domains   hash "host:port" -> domain_id
 //	domain:<domain_id>           hash {tenant_id, host, port, notes,
 //	                             tags (JSON array), active ("1"|"0"), source,
 //	                             created_at, updated_at (unix ms), rev,
@@ -33,8 +33,10 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -141,8 +143,11 @@ func CheckTags(tags []string) error {
 	return nil
 }
 
+// checkName refuses what domainname.Parse never gives: white space in a
+// host would make its index entry (domainindex's "<host> <port> <id>")
+// ambiguous.
 func checkName(host string, port int) error {
-	if host == "" || port < 1 || port > 65535 {
+	if host == "" || strings.ContainsFunc(host, unicode.IsSpace) || port < 1 || port > 65535 {
 		return fmt.Errorf("bad domain name %q:%d", host, port)
 	}
 	return nil
@@ -154,10 +159,10 @@ func checkName(host string, port int) error {
 // against the tenant's domain quota and, added by a held key, against the
 // key's own quota; the key's set lists it (held.go).
 //
-// KEYS: tenant:<tenant>:domains, domain:<domain_id>, events stream, the
-// tenant's quota overrides, the held key's domain set (any key of the
-// tenant's slot when not held).
-// ARGV: "host:port", domain id, tenant id, host, port, notes, tags JSON,
+// KEYS: the tenant's index names (domainindex.HostKey), domain:<domain_id>,
+// events stream, the tenant's quota overrides, the held key's domain set
+// (any key of the tenant's slot when not held).
+// ARGV: "host:port" (unused by the script), domain id, tenant id, host, port, notes, tags JSON,
 // source, now ms, maxlen, default domain quota, held key id ("" = none),
 // held key quota, then the event's fields (StreamFields).
 // Returns {1, id} when added, {0, existing id} when it was already there,
@@ -168,20 +173,20 @@ var addDomainScript = redis.NewScript(addDomainLua + `return add(KEYS, ARGV)`)
 // so that the single add and the bulk add run the same code.
 var addDomainLua = domainindex.IndexLua + recordFieldLua + `
 local function add(KEYS, ARGV)
-local existing = redis.call('HGET', KEYS[1], ARGV[1])
+local p = ` + domainindex.IndexPrefixLua("KEYS[1]") + `
+local existing = ix_lookup(p, ARGV[4], ARGV[5])
 if existing then return {0, existing} end
 local limit = ` + quota.LuaLimit(4, 11, quota.Domains) + `
-if limit > 0 and redis.call('HLEN', KEYS[1]) >= limit then return {2, 'domains', limit} end
+if limit > 0 and redis.call('ZCARD', p .. 'created') >= limit then return {2, 'domains', limit} end
 if ARGV[12] ~= '' then
   if redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[13]) then return {2, 'held', tonumber(ARGV[13])} end
   redis.call('SADD', KEYS[5], ARGV[2])
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], 'tenant_id', ARGV[3], 'host', ARGV[4], 'port', ARGV[5],
   'tags', ARGV[7], 'source', ARGV[8], 'created_at', ARGV[9], 'rev', '1')
 record_field(KEYS[2], 'notes', ARGV[6], '')
 if ARGV[12] ~= '' then redis.call('HSET', KEYS[2], 'held_by', ARGV[12]) end
-ix_add(` + domainindex.IndexPrefixLua("KEYS[1]") + `, ARGV[2], ARGV[4], ARGV[5], ARGV[9], ARGV[7])
+ix_add(p, ARGV[2], ARGV[4], ARGV[5], ARGV[9], ARGV[7])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', unpack(ARGV, 14))
 return {1, ARGV[2]}
 end
@@ -261,7 +266,7 @@ func (s *Store) prepareAdd(tenantID string, nd NewDomain, now time.Time, firstSc
 	}
 	return addCall{
 		d: d,
-		keys: []string{domainsKey(tenantID), domainKey(tenantID, d.ID), events.EventStream(tenantID),
+		keys: []string{domainindex.HostKey(tenantID), domainKey(tenantID, d.ID), events.EventStream(tenantID),
 			quota.Key(tenantID), heldDomainsKey(tenantID, d.HeldBy)},
 		args: append([]any{d.Name(), d.ID, tenantID, d.Host, strconv.Itoa(d.Port), d.Notes, string(tags),
 			d.Source, now.UnixMilli(), s.cfg.MaxLen, s.cfg.Quotas[quota.Domains], d.HeldBy, s.cfg.HeldQuota}, fields...),
@@ -504,14 +509,14 @@ func forEach(from, to int, fn func(i int)) {
 // LookupDomain returns the id of host:port if tenantID registered it, or
 // ErrUnknownDomain. Another tenant's domain is unknown too.
 func (s *Store) LookupDomain(ctx context.Context, tenantID, host string, port int) (string, error) {
-	id, err := s.rdb.HGet(ctx, domainsKey(tenantID), domainname.Key(host, port)).Result()
-	if errors.Is(err, redis.Nil) {
-		return "", ErrUnknownDomain
-	}
-	if err != nil {
+	cmd := domainindex.LookupCmd(ctx, s.rdb, tenantID, host, port)
+	if err := cmd.Err(); err != nil {
 		return "", fmt.Errorf("look up domain: %w", err)
 	}
-	return id, nil
+	if id := domainindex.LookupID(cmd); id != "" {
+		return id, nil
+	}
+	return "", ErrUnknownDomain
 }
 
 // GetDomain returns the domain id of tenantID, or ErrUnknownDomain when it
@@ -532,11 +537,12 @@ func (s *Store) GetDomain(ctx context.Context, tenantID, id string) (Domain, err
 }
 
 // ListDomains returns every domain of tenantID, in no particular order.
-// It reads the tenant's index and then every record in one pipeline.
+// It reads the tenant's ids (DomainIDs) and then every record in one
+// pipeline.
 func (s *Store) ListDomains(ctx context.Context, tenantID string) ([]Domain, error) {
-	ids, err := s.rdb.HVals(ctx, domainsKey(tenantID)).Result()
+	ids, err := DomainIDs(ctx, s.rdb, tenantID)
 	if err != nil {
-		return nil, fmt.Errorf("list domains of %s: %w", tenantID, err)
+		return nil, err
 	}
 	return s.GetDomains(ctx, tenantID, ids)
 }
@@ -654,7 +660,8 @@ func nonNil(tags []string) []string {
 // the one the update was computed from, moving its index entry on a rename
 // unless the new host:port is taken, and appends domain.updated.
 //
-// KEYS: domain:<domain_id>, tenant:<tenant>:domains, events stream.
+// KEYS: domain:<domain_id>, the tenant's index names
+// (domainindex.HostKey), events stream.
 // ARGV: tenant id, rev read, old "host:port", new "host:port", domain id,
 // host, port, notes, tags JSON, active, now ms, maxlen, then the event's
 // fields. Returns "ok", "missing", "stale" or "taken".
@@ -663,9 +670,7 @@ local rec = redis.call('HMGET', KEYS[1], 'tenant_id', 'rev')
 if rec[1] ~= ARGV[1] then return 'missing' end
 if (rec[2] or '0') ~= ARGV[2] then return 'stale' end
 if ARGV[3] ~= ARGV[4] then
-  if redis.call('HEXISTS', KEYS[2], ARGV[4]) == 1 then return 'taken' end
-  if redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[5] then redis.call('HDEL', KEYS[2], ARGV[3]) end
-  redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
+  if ix_lookup(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[6], ARGV[7]) then return 'taken' end
   local old = redis.call('HMGET', KEYS[1], 'host', 'port')
   ix_rename(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[5], old[1], old[2], ARGV[6], ARGV[7])
 end
@@ -744,7 +749,7 @@ func (s *Store) UpdateDomain(ctx context.Context, tenantID, id string, p DomainP
 		args := append([]any{tenantID, strconv.FormatInt(cur.rev, 10), cur.Name(), next.Name(), id,
 			next.Host, strconv.Itoa(next.Port), next.Notes, string(tags), active, now.UnixMilli(), s.cfg.MaxLen}, fields...)
 		res, err := s.commands.RunScript(ctx, updateDomainScript,
-			[]string{domainKey(tenantID, id), domainsKey(tenantID), events.EventStream(tenantID)}, args...).Text()
+			[]string{domainKey(tenantID, id), domainindex.HostKey(tenantID), events.EventStream(tenantID)}, args...).Text()
 		if err != nil {
 			return Domain{}, fmt.Errorf("update domain %s: %w", id, err)
 		}
@@ -788,15 +793,16 @@ func sameState(a, b Domain) bool {
 // The domain leaves the set of the held key that added it, which frees
 // that key's quota.
 //
-// KEYS: domain:<domain_id>, tenant:<tenant>:domains, events stream, the
-// held key's domain set (as read; any key of the slot when none).
-// ARGV: tenant id, rev read, "host:port", domain id, maxlen, then the
+// KEYS: domain:<domain_id>, the tenant's index names
+// (domainindex.HostKey), events stream, the held key's domain set (as
+// read; any key of the slot when none).
+// ARGV: tenant id, rev read, "host:port" (unused by the script), domain
+// id, maxlen, then the
 // event's fields. Returns "ok", "missing" or "stale".
 var removeDomainScript = redis.NewScript(domainindex.IndexLua + `
 local rec = redis.call('HMGET', KEYS[1], 'tenant_id', 'rev')
 if rec[1] ~= ARGV[1] then return 'missing' end
 if (rec[2] or '0') ~= ARGV[2] then return 'stale' end
-if redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[4] then redis.call('HDEL', KEYS[2], ARGV[3]) end
 redis.call('SREM', KEYS[4], ARGV[4])
 local old = redis.call('HMGET', KEYS[1], 'host', 'port', 'tags')
 ix_remove(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[4], old[1], old[2], old[3])
@@ -831,7 +837,7 @@ func (s *Store) RemoveDomain(ctx context.Context, tenantID, id string) (Domain, 
 		}
 		args := append([]any{tenantID, strconv.FormatInt(cur.rev, 10), cur.Name(), id, s.cfg.MaxLen}, fields...)
 		res, err := s.commands.RunScript(ctx, removeDomainScript,
-			[]string{domainKey(tenantID, id), domainsKey(tenantID), events.EventStream(tenantID),
+			[]string{domainKey(tenantID, id), domainindex.HostKey(tenantID), events.EventStream(tenantID),
 				heldDomainsKey(tenantID, cur.HeldBy)}, args...).Text()
 		if err != nil {
 			return Domain{}, fmt.Errorf("remove domain %s: %w", id, err)

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/events"
 )
 
@@ -33,6 +34,12 @@ func redisState(t *testing.T, rdb *redis.Client) map[string]string {
 			out[k] = strings.Join(sortedPairs(rdb.HGetAll(ctx, k).Val()), ",")
 		case "stream":
 			out[k] = fmt.Sprintf("stream of %d", rdb.XLen(ctx, k).Val())
+		case "zset":
+			out[k] = fmt.Sprint(rdb.ZRangeWithScores(ctx, k, 0, -1).Val())
+		case "set":
+			m := rdb.SMembers(ctx, k).Val()
+			sort.Strings(m)
+			out[k] = strings.Join(m, ",")
 		default:
 			out[k] = typ
 		}
@@ -305,7 +312,7 @@ func TestConcurrentUpdatesLoseNothing(t *testing.T) {
 	if id, err := s.LookupDomain(ctx, a, "renamed.example", 8443); err != nil || id != d.ID {
 		t.Errorf("index: got %s %v, want renamed.example:8443 -> %s", id, err, d.ID)
 	}
-	if n := s.rdb.HLen(ctx, domainsKey(a)).Val(); n != 1 {
+	if n := s.rdb.ZCard(ctx, domainindex.HostKey(a)).Val(); n != 1 {
 		t.Errorf("index entries: got %d, want 1", n)
 	}
 }
@@ -334,7 +341,7 @@ func TestRemoveDomain(t *testing.T) {
 	if _, err := s.RemoveDomain(ctx, a, d.ID); !errors.Is(err, ErrUnknownDomain) {
 		t.Errorf("second remove: got %v, want ErrUnknownDomain", err)
 	}
-	if n := rdb.Exists(ctx, domainKey(a, d.ID)).Val() + rdb.Exists(ctx, domainsKey(a)).Val(); n != 0 {
+	if n := rdb.Exists(ctx, domainKey(a, d.ID), domainindex.HostKey(a), domainindex.CreatedKey(a)).Val(); n != 0 {
 		t.Errorf("keys left after remove: got %d, want 0", n)
 	}
 	evs := streamEvents(t, rdb)

@@ -26,7 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
-	"github.com/certfleet/certfleet/apiserver/domainname"
+	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/events"
 )
 
@@ -198,8 +198,8 @@ func (s *Store) releaseHeld(ctx context.Context, tenantID, id, hash string) erro
 }
 
 // DomainIDCmd queues on pipe the lookup of the id of tenantID's host:port
-// (LookupDomain's, for pipelines): the command's value is "" (redis.Nil)
+// (LookupDomain's, for pipelines); domainindex.LookupID reads the id, ""
 // when the tenant does not monitor it.
-func DomainIDCmd(ctx context.Context, pipe redis.Pipeliner, tenantID, host string, port int) *redis.StringCmd {
-	return pipe.HGet(ctx, domainsKey(tenantID), domainname.Key(host, port))
+func DomainIDCmd(ctx context.Context, pipe redis.Pipeliner, tenantID, host string, port int) *redis.StringSliceCmd {
+	return domainindex.LookupCmd(ctx, pipe, tenantID, host, port)
 }

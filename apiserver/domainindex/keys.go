@@ -34,14 +34,18 @@ import (
 // Key names under a tenant's index prefix.
 const (
 	// keyHost: zset, score 0, member "<host> <port, 5 digits> <id>": the
-	// hostname sort (lexicographic, then port) and prefix search.
+	// hostname sort (lexicographic, then port) and prefix search, and the
+	// tenant's only map of host:port to domain id (Lookup): a host never
+	// holds white space (domainname.Parse), so "<host> <port> " starts
+	// the entry of one name only.
 	keyHost = "host"
 	// keySuffix: zset, score 0, member "<suffix> <id>" for every proper
 	// label suffix of the hostname that still has two labels
 	// ("shop.example" of "www.shop.example"): search from a label.
 	keySuffix = "sfx"
 	// keyCreated: zset, score created_at unix ms (0 when unknown), member
-	// id: every domain of the tenant is here.
+	// id: every domain of the tenant is here, so it is the tenant's list
+	// of domain ids and its ZCARD the tenant's domain count.
 	keyCreated = "created"
 	// keySSL: zset, score the earliest notAfter (unix ms) among the view's
 	// certificates, member id: scanned domains that showed a certificate.
@@ -78,8 +82,11 @@ const (
 func TagKey(tenantID, tag string) string { return Prefix(tenantID) + keyTag + tag }
 
 // Layout is the version of the index layout; an index built with another
-// is built again at start.
-const Layout = "1"
+// is built again at start. Layout 2: keyHost and keyCreated are the
+// tenant's registry of domains (the hash tenant:{tNN}:<tenant>:domains of
+// layout 1 is read once to build the index, then deleted), so Drop keeps
+// them.
+const Layout = "2"
 
 // NoExpiryMS is the score of a certificate without a well-defined
 // expiration (99991231235959Z): after every real date.
@@ -107,6 +114,13 @@ const (
 func Prefix(tenantID string) string {
 	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":ix:"
 }
+
+// HostKey is the key of tenantID's names (keyHost), which the scripts of
+// apiserver/accounts declare: IndexPrefixLua derives Prefix from it.
+func HostKey(tenantID string) string { return Prefix(tenantID) + keyHost }
+
+// CreatedKey is the key of every domain id of tenantID (keyCreated).
+func CreatedKey(tenantID string) string { return Prefix(tenantID) + keyCreated }
 
 // Keys lists every key of tenantID's index (for tests and memory counts).
 func Keys(tenantID string) []string {

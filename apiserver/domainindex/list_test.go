@@ -3,6 +3,7 @@ package domainindex_test
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/domainindex"
+	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/apiserver/grade"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
@@ -543,9 +545,48 @@ func TestListAgainstBruteForce(t *testing.T) {
 	l.checkAll()
 }
 
-// TestBuildIndexes: a deployment without indexes builds them from the
-// records and views (twice at once is harmless), and a forced rebuild
-// gives the same lists.
+// legacyDomainsKey is the hash "host:port" -> id that named a tenant's
+// domains before the index's layout 2.
+func legacyDomainsKey(tenantID string) string {
+	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":domains"
+}
+
+// toLegacy turns the lab's tenant back into a deployment of layout 1:
+// the hash of names written from the records, and the index either gone
+// (before the list indexes) or there but marked built with layout 1.
+func (l *lab) toLegacy(keepIndex bool) {
+	l.t.Helper()
+	ds, err := l.store.ListDomains(l.ctx, l.tenant)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	names := map[string]any{}
+	for _, d := range ds {
+		names[domainname.Key(d.Host, d.Port)] = d.ID
+	}
+	if err := l.rdb.HSet(l.ctx, legacyDomainsKey(l.tenant), names).Err(); err != nil {
+		l.t.Fatal(err)
+	}
+	if keepIndex {
+		if err := l.rdb.Set(l.ctx, domainindex.Prefix(l.tenant)+"built", "1", 0).Err(); err != nil {
+			l.t.Fatal(err)
+		}
+		return
+	}
+	keys, err := l.rdb.Keys(l.ctx, domainindex.Prefix(l.tenant)+"*").Result()
+	if err != nil || len(keys) == 0 {
+		l.t.Fatalf("index keys: got %v %v", keys, err)
+	}
+	if err := l.rdb.Del(l.ctx, keys...).Err(); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// TestBuildIndexes: a deployment without indexes, its domains named only
+// by the hash of layout 1, builds them from that hash, the records and
+// the views (twice at once is harmless) and deletes the hash; one of
+// layout 1 builds again and deletes it too; the names then keep one
+// domain per host:port; a forced rebuild gives the same lists.
 func TestBuildIndexes(t *testing.T) {
 	l := newLab(t, 2)
 	l.add(120)
@@ -561,28 +602,58 @@ func TestBuildIndexes(t *testing.T) {
 	if !slices.Equal(before.IDs, want(rows, q)) {
 		t.Fatalf("before: got %v, want %v", before.IDs, want(rows, q))
 	}
-	if err := domainindex.Drop(l.ctx, l.rdb, l.tenant); err != nil {
-		t.Fatal(err)
+	if n := l.rdb.Exists(l.ctx, legacyDomainsKey(l.tenant)).Val(); n != 0 {
+		t.Fatalf("hash of names: got %d keys, want none (the index names the domains)", n)
 	}
-	if p, _ := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q); len(p.IDs) != 0 {
-		t.Fatalf("after drop: got %d ids, want none", len(p.IDs))
-	}
-	done := make(chan error, 2)
-	for range 2 {
-		go func() {
-			_, err := projector.BuildIndexes(l.ctx, l.rdb, false, testenv.Logger(t))
-			done <- err
-		}()
-	}
-	for range 2 {
-		if err := <-done; err != nil {
-			t.Fatal(err)
+	for _, keepIndex := range []bool{false, true} {
+		l.toLegacy(keepIndex)
+		if !keepIndex {
+			if p, _ := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q); len(p.IDs) != 0 {
+				t.Fatalf("without index: got %d ids, want none", len(p.IDs))
+			}
+		}
+		tenants, err := accounts.DomainTenants(l.ctx, l.rdb)
+		if err != nil || !slices.Equal(tenants, []string{l.tenant}) {
+			t.Fatalf("tenants of layout 1 (index kept %v): got %v %v, want [%s]", keepIndex, tenants, err, l.tenant)
+		}
+		done := make(chan error, 2)
+		for range 2 {
+			go func() {
+				_, err := projector.BuildIndexes(l.ctx, l.rdb, false, testenv.Logger(t))
+				done <- err
+			}()
+		}
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := l.rows(); len(got) != len(rows) {
+			t.Fatalf("domains after the build (index kept %v): got %d, want %d", keepIndex, len(got), len(rows))
+		}
+		l.checkAll()
+		if n := l.rdb.Exists(l.ctx, legacyDomainsKey(l.tenant)).Val(); n != 0 {
+			t.Fatalf("hash of names after the build (index kept %v): got %d keys, want none", keepIndex, n)
+		}
+		n, err := projector.BuildIndexes(l.ctx, l.rdb, false, testenv.Logger(t))
+		if err != nil || n != 0 {
+			t.Fatalf("second start: built %d, %v; want 0", n, err)
 		}
 	}
-	l.checkAll()
-	n, err := projector.BuildIndexes(l.ctx, l.rdb, false, testenv.Logger(t))
-	if err != nil || n != 0 {
-		t.Fatalf("second start: built %d, %v; want 0", n, err)
+	// Every name the hash held is taken: adding or renaming onto one
+	// conflicts, and the count is the hash's.
+	ds, err := l.store.ListDomains(l.ctx, l.tenant)
+	if err != nil || len(ds) != len(rows) {
+		t.Fatalf("domains after the build: got %d %v, want %d", len(ds), err, len(rows))
+	}
+	if d, added, err := l.store.AddDomain(l.ctx, l.tenant, accounts.NewDomain{Host: ds[0].Host, Port: ds[0].Port}); err != nil || added || d.ID != ds[0].ID {
+		t.Errorf("add of %s after the build: got %s added=%v %v, want %s not added", ds[0].Name(), d.ID, added, err, ds[0].ID)
+	}
+	if _, err := l.store.UpdateDomain(l.ctx, l.tenant, ds[1].ID, accounts.DomainPatch{Host: &ds[0].Host, Port: &ds[0].Port}); !errors.Is(err, accounts.ErrDomainExists) {
+		t.Errorf("rename onto %s after the build: got %v, want ErrDomainExists", ds[0].Name(), err)
+	}
+	if n, _, err := l.store.Counts(l.ctx, l.tenant); err != nil || n != int64(len(rows)) {
+		t.Errorf("count after the build: got %d %v, want %d", n, err, len(rows))
 	}
 	if n, err := projector.BuildIndexes(l.ctx, l.rdb, true, testenv.Logger(t)); err != nil || n != 1 {
 		t.Fatalf("forced: built %d, %v; want 1", n, err)

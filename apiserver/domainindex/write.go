@@ -12,8 +12,9 @@ import (
 // IndexLua defines the Lua functions that change a domain's entries, for
 // the scripts of apiserver/accounts to include, so the record and its
 // entries change in one step. p is Prefix of the tenant (IndexPrefixLua
-// computes it inside a script from the tenant's domains key):
+// computes it inside a script from the tenant's HostKey):
 //
+//	ix_lookup(p, host, port)                          the id of host:port, or false
 //	ix_add(p, id, host, port, created_ms, tags_json)   a new domain (or a backfill)
 //	ix_rename(p, id, old_host, old_port, host, port)
 //	ix_tags(p, id, old_tags_json, tags_json)          tags changed
@@ -34,8 +35,15 @@ local function ix_suffixes(host)
     i = d + 1
   end
 end
+local function ix_name(host, port) return host .. ' ' .. string.format('%05d', tonumber(port)) .. ' ' end
+local function ix_lookup(p, host, port)
+  local pre = ix_name(host, port)
+  local m = redis.call('ZRANGEBYLEX', p .. 'host', '[' .. pre, '(' .. pre .. '\255', 'LIMIT', 0, 1)[1]
+  if m then return string.sub(m, #pre + 1) end
+  return false
+end
 local function ix_names(p, id, host, port, add)
-  local op, member = 'ZREM', {host .. ' ' .. string.format('%05d', tonumber(port)) .. ' ' .. id}
+  local op, member = 'ZREM', {ix_name(host, port) .. id}
   if add then op, member = 'ZADD', {0, member[1]} end
   redis.call(op, p .. 'host', unpack(member))
   for _, s in ipairs(ix_suffixes(host)) do
@@ -109,10 +117,68 @@ end
 `
 
 // IndexPrefixLua is a Lua expression giving Prefix of the tenant from
-// the tenant's domains key (tenant:{tNN}:<tenant>:domains, accounts'),
-// named by the Lua expression domainsKey.
-func IndexPrefixLua(domainsKey string) string {
-	return `(string.sub(` + domainsKey + `, 1, #` + domainsKey + ` - #'domains') .. 'ix:')`
+// the tenant's HostKey, named by the Lua expression hostKey: a script
+// declares that key, in the tenant's slot, and reaches the others of the
+// index from it.
+func IndexPrefixLua(hostKey string) string {
+	return `string.sub(` + hostKey + `, 1, #` + hostKey + ` - #'` + keyHost + `')`
+}
+
+// namePrefix starts the keyHost member of host:port: ix_name's in Go.
+func namePrefix(host string, port int) string {
+	return host + " " + fmt.Sprintf("%05d", port) + " "
+}
+
+// LookupCmd queues on c the lookup of the id of tenantID's host:port
+// (ix_lookup's in Go); LookupID reads its answer.
+func LookupCmd(ctx context.Context, c redis.Cmdable, tenantID, host string, port int) *redis.StringSliceCmd {
+	pre := namePrefix(host, port)
+	return c.ZRangeByLex(ctx, HostKey(tenantID), &redis.ZRangeBy{Min: "[" + pre, Max: "(" + pre + "\xff", Count: 1})
+}
+
+// LookupID is the domain id a LookupCmd found, "" when the tenant has no
+// such name.
+func LookupID(cmd *redis.StringSliceCmd) string {
+	ms := cmd.Val()
+	if len(ms) == 0 {
+		return ""
+	}
+	return ms[0][strings.LastIndexByte(ms[0], ' ')+1:]
+}
+
+// idsChunk is how many ids IDs reads per round trip.
+const idsChunk = 10000
+
+// IDs lists every domain id of tenantID (keyCreated), in no order. A
+// big tenant's are read by ZSCAN a chunk at a time, so no one call holds
+// Redis for long: an id there from the first call to the last is listed
+// once, one added or removed in between may or may not be.
+func IDs(ctx context.Context, rdb redis.UniversalClient, tenantID string) ([]string, error) {
+	key := CreatedKey(tenantID)
+	var out []string
+	seen := map[string]bool{}
+	var cursor uint64
+	for {
+		kv, next, err := rdb.ZScan(ctx, key, cursor, "", idsChunk).Result()
+		if err != nil {
+			return nil, fmt.Errorf("list domain ids of %s: %w", tenantID, err)
+		}
+		for i := 0; i < len(kv); i += 2 {
+			if !seen[kv[i]] {
+				seen[kv[i]] = true
+				out = append(out, kv[i])
+			}
+		}
+		if next == 0 {
+			return out, nil
+		}
+		cursor = next
+	}
+}
+
+// CountCmd queues on c the count of tenantID's domains.
+func CountCmd(ctx context.Context, c redis.Cmdable, tenantID string) *redis.IntCmd {
+	return c.ZCard(ctx, CreatedKey(tenantID))
 }
 
 func luaStrings(ss []string) string {
@@ -270,7 +336,10 @@ func MarkBuilt(ctx context.Context, rdb redis.UniversalClient, tenantID string) 
 }
 
 // Drop deletes tenantID's index (before a rebuild), one key at a time so
-// a big zset is freed in the background (UNLINK).
+// a big zset is freed in the background (UNLINK), but for the tenant's
+// registry (HostKey, CreatedKey: its names and ids, which only the
+// scripts writing the records change): the rebuild reads its ids there,
+// and adds and renames keep checking names against it meanwhile.
 func Drop(ctx context.Context, rdb redis.UniversalClient, tenantID string) error {
 	tags, err := rdb.SMembers(ctx, Prefix(tenantID)+keyTags).Result()
 	if err != nil {
@@ -281,6 +350,9 @@ func Drop(ctx context.Context, rdb redis.UniversalClient, tenantID string) error
 		keys = append(keys, TagKey(tenantID, t))
 	}
 	for _, k := range keys {
+		if k == HostKey(tenantID) || k == CreatedKey(tenantID) {
+			continue
+		}
 		if err := rdb.Unlink(ctx, k).Err(); err != nil {
 			return fmt.Errorf("drop index of %s: %w", tenantID, err)
 		}

@@ -208,8 +208,14 @@ const indexChunk = 500
 // built with this layout (every tenant when force), from the domain
 // records and the views. It runs at the API server's start and after
 // Rebuild; it is idempotent, and several API servers running it at once
-// write the same entries. Force drops each tenant's index first, so its
-// lists are short until its domains are indexed again.
+// write the same entries. Force drops each tenant's index but its names
+// and ids first (domainindex.Drop), so its lists are short until its
+// domains are indexed again.
+//
+// The ids are the index's and, once, those of the tenant's hash of names
+// from before layout 2 (accounts.LegacyDomainIDs), which is deleted when
+// they are indexed and before the index is marked built, so a build cut
+// short is finished by the next start.
 func BuildIndexes(ctx context.Context, rdb redis.UniversalClient, force bool, logger *zap.Logger) (int, error) {
 	start := time.Now()
 	tenants, err := accounts.DomainTenants(ctx, rdb)
@@ -233,12 +239,22 @@ func BuildIndexes(ctx context.Context, rdb redis.UniversalClient, force bool, lo
 		if err != nil {
 			return built, err
 		}
+		legacy, err := accounts.LegacyDomainIDs(ctx, rdb, t)
+		if err != nil {
+			return built, err
+		}
+		ids = slices.Compact(slices.Sorted(slices.Values(append(ids, legacy...))))
 		for from := 0; from < len(ids); from += indexChunk {
 			chunk := ids[from:min(from+indexChunk, len(ids))]
 			if err := domainindex.AddFromRecord(ctx, rdb, t, chunk, accounts.DomainKey); err != nil {
 				return built, err
 			}
 			if err := syncIndex(ctx, rdb, chunk, t); err != nil {
+				return built, err
+			}
+		}
+		if len(legacy) > 0 {
+			if err := accounts.DropLegacyDomains(ctx, rdb, t); err != nil {
 				return built, err
 			}
 		}

@@ -2,12 +2,12 @@ package projector
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/events"
 )
@@ -36,17 +36,17 @@ func managedDomains(ctx context.Context, rdb redis.UniversalClient, evs []events
 		return nil, nil
 	}
 	pipe := rdb.Pipeline()
-	cmds := make([]*redis.StringCmd, len(refs))
+	cmds := make([]*redis.StringSliceCmd, len(refs))
 	for i, r := range refs {
 		cmds[i] = accounts.DomainIDCmd(ctx, pipe, r.tenant, r.host, domainname.DefaultPort)
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("look up managed domains: %w", err)
 	}
 	var ids []string
 	pipe = rdb.Pipeline()
 	for _, c := range cmds {
-		if id := c.Val(); id != "" {
+		if id := domainindex.LookupID(c); id != "" {
 			ids = append(ids, id)
 			bumpVersion(ctx, pipe, id)
 		}
