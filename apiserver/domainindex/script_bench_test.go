@@ -1,0 +1,206 @@
+package domainindex_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/domainindex"
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/quota"
+	"github.com/certfleet/certfleet/internal/testenv"
+)
+
+// scriptCases are BenchmarkDomainList's cases (apiserver), as queries.
+var scriptCases = []struct {
+	name string
+	q    func(q domainindex.Query) domainindex.Query
+}{
+	{"default", func(q domainindex.Query) domainindex.Query { return q }},
+	{"hostname", func(q domainindex.Query) domainindex.Query {
+		q.Sort, q.Desc = domainindex.SortHostname, false
+		return q
+	}},
+	{"ssl-asc", func(q domainindex.Query) domainindex.Query { q.Sort, q.Desc = domainindex.SortSSLDays, false; return q }},
+	{"ssl-desc", func(q domainindex.Query) domainindex.Query { q.Sort = domainindex.SortSSLDays; return q }},
+	{"whois-asc", func(q domainindex.Query) domainindex.Query {
+		q.Sort, q.Desc = domainindex.SortWhoisDays, false
+		return q
+	}},
+	{"created-asc", func(q domainindex.Query) domainindex.Query { q.Desc = false; return q }},
+	{"status-valid", func(q domainindex.Query) domainindex.Query { q.Status = "valid"; return q }},
+	{"status-warning", func(q domainindex.Query) domainindex.Query {
+		q.Status, q.Sort, q.Desc = "warning", domainindex.SortSSLDays, false
+		return q
+	}},
+	{"status-critical", func(q domainindex.Query) domainindex.Query {
+		q.Status, q.Sort, q.Desc = "critical", domainindex.SortHostname, false
+		return q
+	}},
+	{"status-expired", func(q domainindex.Query) domainindex.Query { q.Status = "expired"; return q }},
+	{"status-error", func(q domainindex.Query) domainindex.Query {
+		q.Status, q.Sort = "error", domainindex.SortSSLDays
+		return q
+	}},
+	{"whois-valid", func(q domainindex.Query) domainindex.Query {
+		q.WhoisStatus, q.Sort, q.Desc = "valid", domainindex.SortHostname, false
+		return q
+	}},
+	{"whois-not-found", func(q domainindex.Query) domainindex.Query { q.WhoisStatus = "not-found"; return q }},
+	{"search", func(q domainindex.Query) domainindex.Query {
+		q.Search, q.Sort, q.Desc = "host1", domainindex.SortHostname, false
+		return q
+	}},
+	{"search-label", func(q domainindex.Query) domainindex.Query { q.Search = ".reg7"; return q }},
+	{"page-10", func(q domainindex.Query) domainindex.Query { q.Offset = 900; return q }},
+}
+
+// BenchmarkListScript measures the list script's time inside Redis (the
+// slow log's) for BenchmarkDomainList's cases and tenant shape, without
+// the HTTP server: tenants of 1,000 and 10,000 domains, and the sizes in
+// CERTFLEET_BENCH_LIST_SIZES (comma-separated) when set. The domains are
+// added by accounts and their facts written by ApplyFacts, the
+// projector's writer, with BenchmarkDomainList's certificates and
+// registrations. It logs each case's median over 30 pages of 100 (as the
+// handler asks them, with the listed fields).
+//
+//	CERTFLEET_BENCH_LIST_SIZES=1000,10000,100000 go test -run '^$' -bench ListScript -benchtime 1x ./apiserver/domainindex/
+func BenchmarkListScript(b *testing.B) {
+	sizes := []int{1000, 10_000}
+	if v := os.Getenv("CERTFLEET_BENCH_LIST_SIZES"); v != "" {
+		sizes = nil
+		for _, s := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(s)
+			if err != nil {
+				b.Fatal(err)
+			}
+			sizes = append(sizes, n)
+		}
+	}
+	ctx := context.Background()
+	var rdb redis.UniversalClient = testenv.Redis(b).Client(b)
+	store, err := accounts.New(accounts.Config{Quotas: quota.Limits{quota.Domains: int64(slices.Max(sizes))}}, rdb, testenv.Logger(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, kv := range [][2]string{{"slowlog-log-slower-than", "0"}, {"slowlog-max-len", "8192"}} {
+		if err := rdb.ConfigSet(ctx, kv[0], kv[1]).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, n := range sizes {
+		start := time.Now()
+		tenant := events.TenantID(fmt.Sprintf("script%d@example.com", n))
+		at := time.Now()
+		if c, _ := rdb.ZCard(ctx, domainindex.Prefix(tenant)+"created").Result(); c != int64(n) {
+			loadBenchTenant(b, ctx, rdb, store, tenant, n, at)
+		}
+		b.Logf("tenant of %d domains loaded in %s", n, time.Since(start).Round(time.Millisecond))
+		base := domainindex.Query{Sort: domainindex.SortCreated, Desc: true, Limit: 100, Now: time.Now(),
+			Warning: 30, Critical: 7, Fields: accounts.ListedFields}
+		list := func(q domainindex.Query) domainindex.Page {
+			p, err := domainindex.List(ctx, rdb, tenant, accounts.DomainKeyPrefix(tenant), q)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return p
+		}
+		cursorQ := base
+		cursorQ.Sort, cursorQ.Desc = domainindex.SortSSLDays, false
+		cursorQ.Cursor = list(cursorQ).NextCursor
+		cases := append(slices.Clone(scriptCases), struct {
+			name string
+			q    func(q domainindex.Query) domainindex.Query
+		}{"cursor", func(domainindex.Query) domainindex.Query { return cursorQ }})
+		// The first case, the default page, is the baseline of the run:
+		// each case's median is also given as a multiple of it.
+		var baseline time.Duration
+		for _, c := range cases {
+			q := c.q(base)
+			rdb.Do(ctx, "SLOWLOG", "RESET")
+			var p domainindex.Page
+			for range 30 {
+				p = list(q)
+			}
+			d := medianScriptTime(b, rdb)
+			if d == 0 {
+				b.Fatalf("%s: no list script in the slow log", c.name)
+			}
+			if baseline == 0 {
+				baseline = d
+			}
+			b.Logf("%7d domains %-16s total %6d  list script p50 %s (%.1fx the default page)", n, c.name, p.Total, d, float64(d)/float64(baseline))
+		}
+	}
+	for b.Loop() {
+	}
+}
+
+// loadBenchTenant adds n domains to tenant as BenchmarkDomainList does
+// (host<i>.reg<i%50>.example) and writes their facts: a tenth never
+// scanned, certificates expiring from 20 days ago to 379 days on (one in
+// 17 invalid), registrations of reg<j>.example expiring 9j-40 days on
+// (one in 7 not found).
+func loadBenchTenant(b *testing.B, ctx context.Context, rdb redis.UniversalClient, store *accounts.Store, tenant string, n int, at time.Time) {
+	const chunk = 5000
+	for from := 0; from < n; from += chunk {
+		nds := make([]accounts.NewDomain, min(chunk, n-from))
+		for k := range nds {
+			i := from + k
+			nds[k] = accounts.NewDomain{Host: fmt.Sprintf("host%d.reg%d.example", i, i%50), Port: 443}
+		}
+		res, err := store.AddDomains(ctx, tenant, nds)
+		if err != nil {
+			b.Fatal(err)
+		}
+		facts := make([]domainindex.Facts, 0, len(res))
+		for k, r := range res {
+			i := from + k
+			if r.Err != nil || !r.Added {
+				b.Fatalf("add %s: added %v, %v", r.Domain.Host, r.Added, r.Err)
+			}
+			f := domainindex.Facts{DomainID: r.Domain.ID, TenantID: tenant, Host: r.Domain.Host, Port: 443, WhoisHost: r.Domain.Host}
+			if i%10 != 9 {
+				f.SSLMS = at.Add(time.Duration(i%400-20) * 24 * time.Hour).UnixMilli()
+				f.Bad = i%17 == 0
+			}
+			if reg := i % 50; reg%7 == 0 {
+				f.WhoisReason = events.RegistrationNotFound
+			} else {
+				f.WhoisMS = at.Add(time.Duration(reg*9-40) * 24 * time.Hour).UTC().Truncate(time.Second).UnixMilli()
+			}
+			facts = append(facts, f)
+		}
+		if err := domainindex.ApplyFacts(ctx, rdb, facts, accounts.DomainKey); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// medianScriptTime is the median time Redis spent in the list script
+// (its calls with the created index as key) over the slow log.
+func medianScriptTime(b *testing.B, rdb redis.UniversalClient) time.Duration {
+	logs, err := rdb.SlowLogGet(context.Background(), -1).Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ds []time.Duration
+	for _, l := range logs {
+		if len(l.Args) > 3 && strings.EqualFold(l.Args[0], "evalsha") && strings.HasSuffix(l.Args[3], ":ix:created") {
+			ds = append(ds, l.Duration)
+		}
+	}
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return ds[len(ds)/2].Round(10 * time.Microsecond)
+}
