@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/alerts"
 	"github.com/certfleet/certfleet/apiserver/projector"
 )
@@ -70,7 +72,8 @@ type expirySeries struct {
 }
 
 // expirySeries returns at most max series of the opted-in tenants (in
-// tenant order, so the same ones are kept scrape after scrape) and how
+// tenant order, each tenant's oldest domains first, so the same ones
+// are kept scrape after scrape) and how
 // many it left out.
 func (s *Server) expirySeries(ctx context.Context, max int) ([]expirySeries, int, error) {
 	tenants, err := s.rdb.SMembers(ctx, alerts.ExpiryMetricsKey).Result()
@@ -85,6 +88,11 @@ func (s *Server) expirySeries(ctx context.Context, max int) ([]expirySeries, int
 		if err != nil {
 			return out, dropped, err
 		}
+		// The tenant's oldest domains first (ties by id), so that a cap
+		// keeps the same series scrape after scrape.
+		slices.SortFunc(domains, func(a, b accounts.Domain) int {
+			return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.ID, b.ID))
+		})
 		ids := make([]string, len(domains))
 		for i, d := range domains {
 			ids[i] = d.ID
