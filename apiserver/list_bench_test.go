@@ -240,7 +240,7 @@ func BenchmarkDomainList(b *testing.B) {
 			maxP99 = max(maxP99, p99)
 			b.Logf("%7d domains %-16s p50 %8s p99 %8s  %5.1fx hello-world p99 (%s); list script p50 %s", n, c.name,
 				p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), ratio, base99.Round(10*time.Microsecond),
-				scriptTime(b, rdb))
+				latency.ScriptMedian(b, rdb, ":ix:created"))
 		}
 		// The tenant's other reads (issue 16: "the KeyChest expiration
 		// call and the alert list likewise"): one domain's expiration by
@@ -265,26 +265,6 @@ func BenchmarkDomainList(b *testing.B) {
 		// The figures are the logged ones; one iteration is enough.
 	}
 	b.ReportMetric(worst, "worst-p99/hello-p99")
-}
-
-// scriptTime is the median time Redis spent in the list script (its
-// calls with the created index as key) over the slow log's entries.
-func scriptTime(b *testing.B, rdb redis.UniversalClient) time.Duration {
-	logs, err := rdb.SlowLogGet(context.Background(), -1).Result()
-	if err != nil {
-		b.Fatal(err)
-	}
-	var ds []time.Duration
-	for _, l := range logs {
-		if len(l.Args) > 3 && strings.EqualFold(l.Args[0], "evalsha") && strings.HasSuffix(l.Args[3], ":ix:created") {
-			ds = append(ds, l.Duration)
-		}
-	}
-	if len(ds) == 0 {
-		return 0
-	}
-	slices.Sort(ds)
-	return ds[len(ds)/2].Round(time.Microsecond)
 }
 
 // callsPerRequest lists the Redis commands run (in scripts too) since the

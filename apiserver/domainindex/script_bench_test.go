@@ -15,6 +15,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/latency"
 	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
@@ -130,7 +131,7 @@ func BenchmarkListScript(b *testing.B) {
 			for range 30 {
 				p = list(q)
 			}
-			d := medianScriptTime(b, rdb)
+			d := latency.ScriptMedian(b, rdb, ":ix:created")
 			if d == 0 {
 				b.Fatalf("%s: no list script in the slow log", c.name)
 			}
@@ -183,24 +184,4 @@ func loadBenchTenant(b *testing.B, ctx context.Context, rdb redis.UniversalClien
 			b.Fatal(err)
 		}
 	}
-}
-
-// medianScriptTime is the median time Redis spent in the list script
-// (its calls with the created index as key) over the slow log.
-func medianScriptTime(b *testing.B, rdb redis.UniversalClient) time.Duration {
-	logs, err := rdb.SlowLogGet(context.Background(), -1).Result()
-	if err != nil {
-		b.Fatal(err)
-	}
-	var ds []time.Duration
-	for _, l := range logs {
-		if len(l.Args) > 3 && strings.EqualFold(l.Args[0], "evalsha") && strings.HasSuffix(l.Args[3], ":ix:created") {
-			ds = append(ds, l.Duration)
-		}
-	}
-	if len(ds) == 0 {
-		return 0
-	}
-	slices.Sort(ds)
-	return ds[len(ds)/2].Round(10 * time.Microsecond)
 }

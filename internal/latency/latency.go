@@ -7,16 +7,19 @@
 package latency
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
 )
 
 // HelloWorld serves a gin hello-world (a small JSON body at /hello) until
@@ -106,4 +109,28 @@ func Percentile(ds []time.Duration, p int) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[min(len(s)-1, len(s)*p/100)]
+}
+
+// ScriptMedian is the median time Redis spent in the scripts (EVALSHA)
+// whose first key ends in keySuffix, over the entries of the slow log
+// (set slowlog-log-slower-than to 0 and reset it before the calls); 0
+// when there are none. It is time inside Redis, which the machine's load
+// moves less than a request's.
+func ScriptMedian(tb testing.TB, rdb redis.UniversalClient, keySuffix string) time.Duration {
+	tb.Helper()
+	logs, err := rdb.SlowLogGet(context.Background(), -1).Result()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var ds []time.Duration
+	for _, l := range logs {
+		if len(l.Args) > 3 && strings.EqualFold(l.Args[0], "evalsha") && strings.HasSuffix(l.Args[3], keySuffix) {
+			ds = append(ds, l.Duration)
+		}
+	}
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return ds[len(ds)/2].Round(10 * time.Microsecond)
 }
