@@ -257,6 +257,13 @@ func DomainKeyPrefix(tenantID string) string { return "domain:" + events.TenantT
 // with its last field.
 const AlertFieldPrefix = "@"
 
+// RemovedTenantField names, in the alert state a removal leaves
+// (AlertFieldPrefix, so the engine drops it with the rest), the tenant
+// the removed domain was of: a tenant that leaves before the engine
+// evaluated the removal finds such leftovers by it (alerts.Forget), as the
+// record's tenant_id goes with the removal.
+const RemovedTenantField = AlertFieldPrefix + "t"
+
 // PresenceField is a field every domain record has, and the alert state a
 // removal leaves has not: the record exists while it does.
 const PresenceField = "host"

@@ -786,9 +786,10 @@ func sameState(a, b Domain) bool {
 
 // removeDomainScript deletes a domain's record and index entry if the
 // record is still the one read, and appends domain.removed. The alert
-// engine's fields stay (AlertFieldPrefix): the engine resolves the
-// domain's alerts from them when it evaluates the removal, then drops
-// them; without them the hash goes at once.
+// engine's fields stay (AlertFieldPrefix), with the tenant's id
+// (RemovedTenantField): the engine resolves the domain's alerts from them
+// when it evaluates the removal, then drops them; without them the hash
+// goes at once.
 //
 // The domain leaves the set of the held key that added it, which frees
 // that key's quota.
@@ -806,11 +807,12 @@ if (rec[2] or '0') ~= ARGV[2] then return 'stale' end
 redis.call('SREM', KEYS[4], ARGV[4])
 local old = redis.call('HMGET', KEYS[1], 'host', 'port', 'tags')
 ix_remove(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[4], old[1], old[2], old[3])
-local own = {}
-for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+local own, all = {}, redis.call('HKEYS', KEYS[1])
+for _, f in ipairs(all) do
   if string.sub(f, 1, ` + strconv.Itoa(len(AlertFieldPrefix)) + `) ~= '` + AlertFieldPrefix + `' then own[#own + 1] = f end
 end
 redis.call('HDEL', KEYS[1], unpack(own))
+if #own < #all then redis.call('HSET', KEYS[1], '` + RemovedTenantField + `', ARGV[1]) end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
 return 'ok'
 `)

@@ -33,7 +33,9 @@ return n + redis.call('DEL', KEYS[2])
 // domainIDs (the domains the tenant's deletion removed: the engine drops
 // a state when it evaluates the removal, which may not have happened
 // yet), in its record (the alert fields a removal leaves, and the hash
-// with them) and in its old key, the states of the layout before the
+// with them) and in its old key, the alert states left by the removals of
+// other domains of the tenant that the engine has not evaluated yet
+// (found by accounts.RemovedTenantField), the states of the layout before the
 // short one, which named their tenant ("@tenant", found by a scan of its
 // partition, so the states of domains removed long ago go too), its
 // indexes and its settings. It appends no events: the tenant's deletion
@@ -58,6 +60,14 @@ func Forget(ctx context.Context, rdb redis.UniversalClient, tenant string, domai
 		}
 		out.States += min(n, 1)
 	}
+	// Domains removed one by one before the tenant left, whose removal
+	// the engine had not evaluated yet: their records are gone but for
+	// the alert state, which names the tenant.
+	left, err := forget.DeleteWhere(ctx, rdb, accounts.DomainKeyPrefix(tenant)+"*", accounts.RemovedTenantField, tenant)
+	if err != nil {
+		return out, fmt.Errorf("forget alert states of %s: %w", tenant, err)
+	}
+	out.States += left
 	old, err := forget.DeleteWhere(ctx, rdb, "alerts:state:"+events.TenantTag(tenant)+":*", oldTenantField, tenant)
 	if err != nil {
 		return out, fmt.Errorf("forget alert states of %s: %w", tenant, err)

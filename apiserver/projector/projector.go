@@ -13,7 +13,8 @@
 //	                     however many regions and IPs saw it (entry.go)
 //	  "@<region>"      -> "<finished unix ms, base 36>|<event id, 22
 //	                     characters>" of the scan shown
-//	  "@removed"       -> unix ms of the latest domain.removed
+//	  "@removed"       -> unix ms of the latest domain.removed; the view
+//	                     then expires (TombstoneTTL)
 //	  "@name"          -> "<host:port>|<unix ms>": the name the entries are
 //	                     for and the domain event that gave it (0: a scan)
 //	  "@tenant"        -> the domain's tenant, from the events that carry it
@@ -410,8 +411,24 @@ end
 ` + dropUnusedLeaves + `
 redis.call('HSET', key, '@removed', ARGV[1])
 bump(0)
+` + expireTombstoneLua + `
 return 1
 `)
+
+// TombstoneTTL is how long the view of a removed domain (its tombstone:
+// "@removed", "@name", "@tenant", "@v", and the entries of any scan that
+// finished after the removal) is kept once the removal was applied. Its
+// removal time keeps out a scan finished before the removal and
+// delivered after it; a domain's id is never given again, so past any
+// delivery delay the tombstone is only memory that names a domain the
+// tenant removed, and it expires.
+const TombstoneTTL = 30 * 24 * time.Hour
+
+// expireTombstoneLua gives the view KEYS[1], when it is a tombstone, its
+// end: TombstoneTTL from now.
+var expireTombstoneLua = `
+if redis.call('HEXISTS', KEYS[1], '@removed') == 1 then redis.call('PEXPIRE', KEYS[1], ` + strconv.FormatInt(TombstoneTTL.Milliseconds(), 10) + `) end
+`
 
 // applyNameScript records the name a domain event gives a domain; a name
 // other than the view's empties the view (every region's entries and

@@ -201,7 +201,20 @@ func TestDomainRemoved(t *testing.T) {
 			if got := summary(view(t, rdb)); !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("view: got %v, want %v", got, tc.want)
 			}
+			// The tombstone expires, whatever came after the removal.
+			if ttl := rdb.PTTL(ctx, ViewKey(domainID)).Val(); ttl <= TombstoneTTL-time.Minute || ttl > TombstoneTTL {
+				t.Errorf("view of the removed domain expires in %s, want %s", ttl, TombstoneTTL)
+			}
 		})
+	}
+	// A view never removed does not expire.
+	ctx := context.Background()
+	p, rdb := newProjector(t)
+	if err := p.Apply(ctx, before(t)); err != nil {
+		t.Fatal(err)
+	}
+	if ttl := rdb.PTTL(ctx, ViewKey(domainID)).Val(); ttl != -1 {
+		t.Errorf("live view: PTTL %s, want none", ttl)
 	}
 }
 

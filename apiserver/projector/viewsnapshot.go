@@ -353,7 +353,9 @@ func scanViewKeys(ctx context.Context, rdb redis.UniversalClient, fn func(ctx co
 // the view since the rebuild deleted it (its newer state stays; the
 // replay after the snapshot brings the rest), and bumps its version above
 // both the one the rebuild kept and the snapshot's, so that it never goes
-// back.
+// back. A tombstone restored expires as the one written by the removal
+// (expireTombstoneLua), so a rebuild also gives an end to the tombstones
+// written before they expired.
 //
 // KEYS: view, version. ARGV: the snapshot's version, then field and value
 // pairs.
@@ -364,6 +366,7 @@ for i = 2, #ARGV, 2 do
   if ARGV[i] ~= '@v' then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
 bump(tonumber(ARGV[1]))
+` + expireTombstoneLua + `
 return 1
 `)
 

@@ -184,6 +184,10 @@ func TestRebuildFromSnapshotMatchesFullReplay(t *testing.T) {
 	if got := s.views(); !reflect.DeepEqual(got, want) {
 		t.Errorf("views after rebuild from snapshot:\n got %+v\nwant %+v", got, want)
 	}
+	// The removed domain's view, restored, expires as a tombstone does.
+	if ttl := s.rdb.PTTL(ctx, ViewKey("d5")).Val(); ttl <= TombstoneTTL-time.Minute || ttl > TombstoneTTL {
+		t.Errorf("restored tombstone of d5 expires in %s, want %s", ttl, TombstoneTTL)
+	}
 
 	full := s.rebuild(RebuildConfig{Full: true})
 	if full.Snapshot.ID != 0 || full.Replayed != len(before)+4 {

@@ -198,6 +198,11 @@ func (d *Deleter) Delete(ctx context.Context, email string) (Report, error) {
 		add("domain_views", n)
 		domainIDs[i] = dm.ID
 	}
+	n, err = projector.ForgetTenantViews(ctx, d.RDB, tenant)
+	if err != nil {
+		return rep, err
+	}
+	add("domain_views", n)
 	al, err := alerts.Forget(ctx, d.RDB, tenant, domainIDs)
 	if err != nil {
 		return rep, err

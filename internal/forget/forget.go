@@ -56,28 +56,37 @@ func Keys(ctx context.Context, rdb redis.UniversalClient, pattern string) ([]str
 
 func deleteMatching(ctx context.Context, rdb redis.UniversalClient, pattern, field, want string) (int64, error) {
 	keys, err := Keys(ctx, rdb, pattern)
-	if err != nil {
-		return 0, err
+	if err != nil || field == "" {
+		if err != nil {
+			return 0, err
+		}
+		return DeleteKeys(ctx, rdb, keys...)
 	}
-	if field != "" && len(keys) > 0 {
+	// The field is read checkBatch keys per pipeline: a family may hold
+	// millions (every view at 1M domains), more than one pipeline sends
+	// within the client's write timeout.
+	var mine []string
+	for from := 0; from < len(keys); from += checkBatch {
+		batch := keys[from:min(from+checkBatch, len(keys))]
 		pipe := rdb.Pipeline()
-		cmds := make([]*redis.StringCmd, len(keys))
-		for i, k := range keys {
+		cmds := make([]*redis.StringCmd, len(batch))
+		for i, k := range batch {
 			cmds[i] = pipe.HGet(ctx, k, field)
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return 0, err
 		}
-		mine := keys[:0]
-		for i, k := range keys {
+		for i, k := range batch {
 			if v, err := cmds[i].Result(); err == nil && v == want {
 				mine = append(mine, k)
 			}
 		}
-		keys = mine
 	}
-	return DeleteKeys(ctx, rdb, keys...)
+	return DeleteKeys(ctx, rdb, mine...)
 }
+
+// checkBatch is how many keys' field DeleteWhere reads in one pipeline.
+const checkBatch = 10_000
 
 // DeleteKeys deletes keys one DEL each (on Redis Cluster they may be in
 // different slots) and returns how many existed.
