@@ -55,6 +55,7 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,6 +64,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/apiserver/domainindex"
+	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/forget"
 	"github.com/certfleet/certfleet/internal/quota"
@@ -256,6 +258,42 @@ func DomainKeyPrefix(tenantID string) string { return "domain:" + events.TenantT
 // removed domain's alerts from them and then drops them, and the hash goes
 // with its last field.
 const AlertFieldPrefix = "@"
+
+// AlertNameField is the host:port a domain's alert state is for, when
+// the record does not say it: the engine leaves it out while it is the
+// record's own host:port, and a rename or removal of a domain with alert
+// state (AlertVersionField) writes the name it had, unless the field is
+// there (pinAlertNameLua), so the engine still resolves the alerts of
+// the name they were raised for.
+const AlertNameField = AlertFieldPrefix + "n"
+
+// AlertVersionField is there while a domain has alert state (the view
+// version the engine last evaluated).
+const AlertVersionField = AlertFieldPrefix + "v"
+
+// pinAlertNameLua is pin_alert_name(key, name): before a rename or a
+// removal, it writes AlertNameField as the record's name if the domain
+// has alert state and the field is not there.
+const pinAlertNameLua = `
+local function pin_alert_name(key, name)
+  if redis.call('HEXISTS', key, '` + AlertVersionField + `') == 1 and redis.call('HEXISTS', key, '` + AlertNameField + `') == 0 then
+    redis.call('HSET', key, '` + AlertNameField + `', name)
+  end
+end
+`
+
+// RecordName is the host:port of a domain record's hash as read (""
+// when it is no record: RecordExists).
+func RecordName(rec map[string]string) string {
+	if !RecordExists(rec) {
+		return ""
+	}
+	port, err := strconv.Atoi(rec["port"])
+	if err != nil {
+		return ""
+	}
+	return domainname.Key(rec[PresenceField], port)
+}
 
 // RemovedTenantField names, in the alert state a removal leaves
 // (AlertFieldPrefix, so the engine drops it with the rest), the tenant

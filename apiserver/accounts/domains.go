@@ -665,11 +665,12 @@ func nonNil(tags []string) []string {
 // ARGV: tenant id, rev read, old "host:port", new "host:port", domain id,
 // host, port, notes, tags JSON, active, now ms, maxlen, then the event's
 // fields. Returns "ok", "missing", "stale" or "taken".
-var updateDomainScript = redis.NewScript(domainindex.IndexLua + recordFieldLua + `
+var updateDomainScript = redis.NewScript(domainindex.IndexLua + recordFieldLua + pinAlertNameLua + `
 local rec = redis.call('HMGET', KEYS[1], 'tenant_id', 'rev')
 if rec[1] ~= ARGV[1] then return 'missing' end
 if (rec[2] or '0') ~= ARGV[2] then return 'stale' end
 if ARGV[3] ~= ARGV[4] then
+  pin_alert_name(KEYS[1], ARGV[3])
   if ix_lookup(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[6], ARGV[7]) then return 'taken' end
   local old = redis.call('HMGET', KEYS[1], 'host', 'port')
   ix_rename(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[5], old[1], old[2], ARGV[6], ARGV[7])
@@ -797,13 +798,14 @@ func sameState(a, b Domain) bool {
 // KEYS: domain:<domain_id>, the tenant's index names
 // (domainindex.HostKey), events stream, the held key's domain set (as
 // read; any key of the slot when none).
-// ARGV: tenant id, rev read, "host:port" (unused by the script), domain
-// id, maxlen, then the
+// ARGV: tenant id, rev read, "host:port" (as read, for pin_alert_name),
+// domain id, maxlen, then the
 // event's fields. Returns "ok", "missing" or "stale".
-var removeDomainScript = redis.NewScript(domainindex.IndexLua + `
+var removeDomainScript = redis.NewScript(domainindex.IndexLua + pinAlertNameLua + `
 local rec = redis.call('HMGET', KEYS[1], 'tenant_id', 'rev')
 if rec[1] ~= ARGV[1] then return 'missing' end
 if (rec[2] or '0') ~= ARGV[2] then return 'stale' end
+pin_alert_name(KEYS[1], ARGV[3])
 redis.call('SREM', KEYS[4], ARGV[4])
 local old = redis.call('HMGET', KEYS[1], 'host', 'port', 'tags')
 ix_remove(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[4], old[1], old[2], old[3])

@@ -175,3 +175,69 @@ func TestAlertFieldsInRecord(t *testing.T) {
 		t.Errorf("removal of a record without alert fields: key left (%q)", rdb.HGetAll(ctx, domainKey(tenant, plain.ID)).Val())
 	}
 }
+
+// TestAlertNamePinned: the alert state names no host:port while it is the
+// record's (AlertNameField); a rename or a removal of a domain with alert
+// state writes the name the domain had, once, so the engine resolves
+// the alerts of that name. A domain without alert state gets none.
+func TestAlertNamePinned(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t)
+	tenant := events.TenantID("pinned@example.com")
+	add := func(host string, state bool) Domain {
+		t.Helper()
+		d, _, err := s.AddDomain(ctx, tenant, NewDomain{Host: host, Port: 443})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if state {
+			rdb.HSet(ctx, domainKey(tenant, d.ID), AlertVersionField, "3")
+		}
+		return d
+	}
+	name := func(d Domain) (string, bool) {
+		v, err := rdb.HGet(ctx, domainKey(tenant, d.ID), AlertNameField).Result()
+		return v, err == nil
+	}
+
+	d := add("a.example", true)
+	if got, err := s.UpdateDomain(ctx, tenant, d.ID, DomainPatch{Notes: ptr("notes")}); err != nil {
+		t.Fatal(err)
+	} else if n, ok := name(got); ok {
+		t.Errorf("update keeping the name: alert name %q written", n)
+	}
+	if _, err := s.UpdateDomain(ctx, tenant, d.ID, DomainPatch{Host: ptr("b.example")}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := name(d); n != "a.example:443" {
+		t.Errorf("after the rename: alert name %q, want the old a.example:443", n)
+	}
+	if _, err := s.UpdateDomain(ctx, tenant, d.ID, DomainPatch{Host: ptr("c.example")}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := name(d); n != "a.example:443" {
+		t.Errorf("after a second rename: alert name %q, want the first a.example:443 (the alerts' name)", n)
+	}
+
+	r := add("r.example", true)
+	if _, err := s.RemoveDomain(ctx, tenant, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := name(r); n != "r.example:443" {
+		t.Errorf("after the removal: alert name %q, want r.example:443", n)
+	}
+
+	plain := add("plain.example", false)
+	if _, err := s.UpdateDomain(ctx, tenant, plain.ID, DomainPatch{Host: ptr("plain2.example")}); err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := name(plain); ok {
+		t.Errorf("rename without alert state: alert name %q written", n)
+	}
+	if _, err := s.RemoveDomain(ctx, tenant, plain.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n := rdb.Exists(ctx, domainKey(tenant, plain.ID)).Val(); n != 0 {
+		t.Error("removal without alert state: the record is left")
+	}
+}

@@ -23,7 +23,11 @@
 //	                           which also holds its alert state in fields
 //	                           beginning with "@" (accounts.AlertFieldPrefix):
 //	                           "@v" (view version last evaluated), "@n"
-//	                           (host:port), "@c|<condition>" -> JSON of the
+//	                           (host:port the alerts are for, only when not
+//	                           the record's: a rename or removal writes
+//	                           the old one, accounts.AlertNameField, and
+//	                           the engine drops it once the record's name
+//	                           is the state's again), "@c|<condition>" -> JSON of the
 //	                           active alert, "@l" -> the leaf last known on
 //	                           each IP ("<sha>=<ip>,<ip> <sha>=<ip>"), "@a" ->
 //	                           the leaves cert_changed told of ("<sha> <sha>"),
@@ -371,6 +375,10 @@ if cur ~= tonumber(ARGV[1]) then return 'stale' end
 if tonumber(ARGV[2]) <= cur then return 'old' end
 local p = cjson.decode(ARGV[4])
 if not p.drop and redis.call('HEXISTS', KEYS[1], '` + accounts.PresenceField + `') == 0 then return 'stale' end
+if not p.drop and p.record then
+  local r = redis.call('HMGET', KEYS[1], '` + accounts.PresenceField + `', 'port')
+  if (r[1] or '') .. ':' .. (r[2] or '') ~= p.record then return 'stale' end
+end
 for _, f in ipairs(p.del) do redis.call('HDEL', KEYS[1], f) end
 for i = 1, #p.set, 2 do redis.call('HSET', KEYS[1], p.set[i], p.set[i + 1]) end
 local counted = redis.call('HEXISTS', KEYS[5], '@v') == 1
@@ -428,6 +436,8 @@ type scriptPlan struct {
 	Resolved [][]string `json:"resolved"`
 	Events   [][]any    `json:"events"`
 	Drop     bool       `json:"drop,omitempty"`
+	// Record is the host:port the record must still have (change.record).
+	Record string `json:"record,omitempty"`
 }
 
 // Evaluate brings the alerts of each domain in line with its view. The
@@ -747,7 +757,7 @@ func (e *Engine) apply(ctx context.Context, domainID, tenant string, readVer, sn
 
 // scriptCall is reconcileScript's keys and arguments for ch.
 func (e *Engine) scriptCall(domainID, tenant string, readVer, snapVer int64, ch change) ([]string, []any, error) {
-	sp := scriptPlan{Del: ch.del, Set: []string{}, Raised: [][]string{}, Resolved: [][]string{}, Events: [][]any{}, Drop: ch.drop}
+	sp := scriptPlan{Del: ch.del, Set: []string{}, Raised: [][]string{}, Resolved: [][]string{}, Events: [][]any{}, Drop: ch.drop, Record: ch.record}
 	if sp.Del == nil {
 		sp.Del = []string{}
 	}

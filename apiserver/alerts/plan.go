@@ -25,8 +25,8 @@ import (
 // stored: the key's hash tag and the caller (the view snapshot, Forget's
 // domain list) know it.
 const (
-	verField       = accounts.AlertFieldPrefix + "v"  // the view version last evaluated
-	nameField      = accounts.AlertFieldPrefix + "n"  // the host:port the alerts are for
+	verField       = accounts.AlertVersionField       // the view version last evaluated
+	nameField      = accounts.AlertNameField          // the host:port the alerts are for, when not the record's
 	condPrefix     = accounts.AlertFieldPrefix + "c|" // @c|<condition key> -> JSON active
 	leavesField    = accounts.AlertFieldPrefix + "l"  // the leaf last known on each IP (encodeLeaves), then @l1, @l2... (chunks)
 	announcedField = accounts.AlertFieldPrefix + "a"  // the leaf keys cert_changed told of, sorted, then @a1, @a2... (chunks)
@@ -103,6 +103,10 @@ type state struct {
 	// moved: the state was read from its old key (oldStateKey), so the
 	// record holds none of it yet and a plan writes all of it there.
 	moved bool
+	// record is the record's host:port as read ("" when it is gone): the
+	// name of a state without nameField, which a plan leaves out when the
+	// name is the record's (accounts.AlertNameField).
+	record string
 	// empty: there is no state, in the record or the old key.
 	empty bool
 }
@@ -123,7 +127,10 @@ func decodeState(domainID string, rec, old map[string]string) (state, error) {
 		h, moved = fromOldKey(old), true
 	}
 	st := state{name: h[nameField], conds: map[string]active{}, leaves: map[string]string{},
-		announced: map[string]bool{}, stored: h, moved: moved, empty: len(h) == 0}
+		announced: map[string]bool{}, stored: h, moved: moved, empty: len(h) == 0, record: accounts.RecordName(rec)}
+	if st.name == "" && !st.empty {
+		st.name = st.record
+	}
 	if moved {
 		st.stored = map[string]string{}
 	}
@@ -311,6 +318,9 @@ type change struct {
 	// drop: the domain was removed; its state goes once its alerts are
 	// resolved (the record's alert fields, and the old key).
 	drop bool
+	// record: the state takes its name from the record, which must still
+	// have this host:port when the change applies.
+	record string
 }
 
 // plan compares what snap says with the alert state st and returns the
@@ -377,7 +387,7 @@ func plan(st state, snap projector.Snapshot, f facts, tenant string, settings Se
 		}
 		// What was known of the old name's leaves is forgotten.
 		host, port = splitName(name)
-		st = state{ver: st.ver, name: st.name, stored: st.stored, moved: st.moved, conds: map[string]active{},
+		st = state{ver: st.ver, name: st.name, stored: st.stored, moved: st.moved, record: st.record, conds: map[string]active{},
 			leaves: map[string]string{}, announced: map[string]bool{}}
 	}
 
@@ -470,7 +480,15 @@ func plan(st state, snap projector.Snapshot, f facts, tenant string, settings Se
 	if err := certChanges(st, snap, tenant, host, port, at, &ch); err != nil {
 		return change{}, err
 	}
-	if st.name != name || st.moved {
+	switch {
+	case name == st.record:
+		// The record says it: no field, and the script checks that the
+		// record still does (a rename in between pins the name it had).
+		if st.stored[nameField] != "" {
+			ch.del = append(ch.del, nameField)
+		}
+		ch.record = name
+	case st.name != name || st.moved || st.stored[nameField] == "":
 		ch.set[nameField] = name
 	}
 	return ch, nil

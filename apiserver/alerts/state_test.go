@@ -76,7 +76,7 @@ func TestOldStateUpgradesInPlace(t *testing.T) {
 	oldState := func(fields ...string) {
 		t.Helper()
 		h := f.state()
-		old := map[string]string{oldVerField: h[verField], oldNameField: h[nameField], oldTenantField: tenant}
+		old := map[string]string{oldVerField: h[verField], oldNameField: host + ":443", oldTenantField: tenant}
 		for i := 0; i < len(fields); i += 2 {
 			old[fields[i]] = fields[i+1]
 		}
@@ -90,7 +90,8 @@ func TestOldStateUpgradesInPlace(t *testing.T) {
 			t.Errorf("%s: old state key left: %q", name, old)
 		}
 		h := f.state()
-		want := []string{nameField, verField, leavesField}
+		// No name: the record's host:port is the state's.
+		want := []string{verField, leavesField}
 		if announced != "" {
 			want = append(want, announcedField)
 		}
@@ -258,10 +259,13 @@ func TestStateLivesInRecord(t *testing.T) {
 
 	f.step("first sight on four IPs", nil, scan(t, "eu", t0, on(a, ips...)...), scan(t, "us", t0, on(a, ips...)...))
 	h := f.state()
-	for _, fld := range []string{verField, nameField, leavesField, leavesField + "1"} {
+	for _, fld := range []string{verField, leavesField, leavesField + "1"} {
 		if h[fld] == "" {
 			t.Errorf("first sight: state %q has no %s", h, fld)
 		}
+	}
+	if n, ok := h[nameField]; ok {
+		t.Errorf("first sight: state names %q, the record's own name", n)
 	}
 	leaves, err := decodeLeaves(readChunks(h, leavesField))
 	if err != nil {
@@ -338,5 +342,63 @@ func TestOldStateKeyMovesIntoRecord(t *testing.T) {
 	}
 	if as := f.list(); len(as) != 2 {
 		t.Errorf("list: got %d alerts, want ssl_expired and cert_changed", len(as))
+	}
+}
+
+// TestStateNameFromRecord: the state names no host:port while the
+// record's is the one its alerts are for. A name written by the layout
+// before goes at the next evaluation; a rename between a plan and its
+// script makes the script stale; a name the rename pinned resolves the
+// alerts of the old name, then goes.
+func TestStateNameFromRecord(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, 1)
+	expired := cert("192.0.2.1", "aaaa", t0.Add(-day))
+	key := accounts.DomainKey(tenant, domainID)
+	f.step("expired", []string{"raised ssl_expired critical"}, scan(t, "eu", t0, expired))
+	if n, ok := f.state()[nameField]; ok {
+		t.Errorf("state names %q, the record's own name", n)
+	}
+
+	f.rdb.HSet(ctx, key, nameField, host+":443")
+	f.step("a scan, the name stored as before", nil, scan(t, "eu", t0.Add(time.Hour), expired))
+	if n, ok := f.state()[nameField]; ok {
+		t.Errorf("after an evaluation: state keeps the name %q of the layout before", n)
+	}
+
+	// A plan made while the record had its name; the rename comes first.
+	snap, err := projector.ReadSnapshot(ctx, f.rdb, domainID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := f.rdb.HGetAll(ctx, key).Val()
+	st, err := decodeState(domainID, rec, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap.Version++
+	ch, err := plan(st, snap, facts{}, tenant, DefaultSettings(), f.engine.cfg, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const renamed = "renamed.example.com"
+	// What the accounts store's rename does (pin_alert_name).
+	f.rdb.HSet(ctx, key, nameField, host+":443", "host", renamed)
+	if res, err := f.engine.apply(ctx, domainID, tenant, st.ver, snap.Version, ch); err != nil || res != "stale" {
+		t.Errorf("plan naming the record's old name after the rename: got %q %v, want stale", res, err)
+	}
+	f.step("domain.updated", []string{"resolved ssl_expired: domain renamed"},
+		domainEvent(t, events.DomainUpdated, renamed, t0.Add(2*time.Hour)))
+	var resolved events.AlertResolvedV1
+	for _, ev := range f.alertEvents() {
+		if ev.name == events.AlertResolved {
+			resolved = ev.resolved
+		}
+	}
+	if resolved.Hostname != host {
+		t.Errorf("the rename's resolution names %q, want the old host %q", resolved.Hostname, host)
+	}
+	if n, ok := f.state()[nameField]; ok {
+		t.Errorf("after the rename: state names %q, the record's own name", n)
 	}
 }

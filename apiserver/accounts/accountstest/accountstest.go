@@ -28,23 +28,32 @@ func PutDomain(tb testing.TB, rdb redis.UniversalClient, tenantID, id, host stri
 
 // RemoveDomain deletes the record of tenantID's domain id, as a removal
 // does before its domain.removed event: the alert engine's fields
-// (accounts.AlertFieldPrefix) stay for the engine to resolve and drop.
+// (accounts.AlertFieldPrefix) stay for the engine to resolve and drop,
+// with the name they are for and the tenant.
 func RemoveDomain(tb testing.TB, rdb redis.UniversalClient, tenantID, id string) {
 	tb.Helper()
 	ctx := context.Background()
 	key := accounts.DomainKey(tenantID, id)
-	fields, err := rdb.HKeys(ctx, key).Result()
+	rec, err := rdb.HGetAll(ctx, key).Result()
 	if err != nil {
 		tb.Fatalf("remove domain record %s: %v", id, err)
 	}
 	var own []string
-	for _, f := range fields {
+	for f := range rec {
 		if !strings.HasPrefix(f, accounts.AlertFieldPrefix) {
 			own = append(own, f)
 		}
 	}
 	if len(own) == 0 {
 		return
+	}
+	if len(own) < len(rec) {
+		// As the removal script: the state keeps the name it is for and
+		// names the tenant.
+		if rec[accounts.AlertVersionField] != "" && rec[accounts.AlertNameField] == "" {
+			rdb.HSet(ctx, key, accounts.AlertNameField, accounts.RecordName(rec))
+		}
+		rdb.HSet(ctx, key, accounts.RemovedTenantField, tenantID)
 	}
 	if err := rdb.HDel(ctx, key, own...).Err(); err != nil {
 		tb.Fatalf("remove domain record %s: %v", id, err)
