@@ -173,19 +173,7 @@ func TestRemovedDomainStateIsNotRecreated(t *testing.T) {
 	t.Run("record gone before the script", func(t *testing.T) {
 		f := newFixture(t, 1)
 		f.step("expired", []string{"raised ssl_expired critical"}, scan(t, "eu", t0, expired))
-		snap, err := projector.ReadSnapshot(ctx, f.rdb, domainID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := decodeState(domainID, f.state(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		snap.Version++
-		ch, err := plan(st, snap, facts{}, tenant, DefaultSettings(), f.engine.cfg, t0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		st, snap, ch := f.planNext(f.state())
 		accountstest.RemoveDomain(t, f.rdb, tenant, domainID)
 		before := f.state()
 		if res, err := f.engine.apply(ctx, domainID, tenant, st.ver, snap.Version, ch); err != nil || res != "stale" {
@@ -197,6 +185,27 @@ func TestRemovedDomainStateIsNotRecreated(t *testing.T) {
 		f.step("domain.removed", []string{"resolved ssl_expired: domain removed"}, domainEvent(t, events.DomainRemoved, host, t0.Add(time.Hour)))
 		gone(f, "after domain.removed")
 	})
+}
+
+// planNext plans, as a replica would, the evaluation of the view's next
+// version from the state in rec (the domain's record as read), without
+// applying it.
+func (f *fixture) planNext(rec map[string]string) (state, projector.Snapshot, change) {
+	f.t.Helper()
+	snap, err := projector.ReadSnapshot(context.Background(), f.rdb, domainID)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	st, err := decodeState(domainID, rec, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	snap.Version++
+	ch, err := plan(st, snap, facts{}, tenant, DefaultSettings(), f.engine.cfg, t0)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return st, snap, ch
 }
 
 // oldShortState is h, a state as the record holds it, as the short
@@ -367,20 +376,7 @@ func TestStateNameFromRecord(t *testing.T) {
 	}
 
 	// A plan made while the record had its name; the rename comes first.
-	snap, err := projector.ReadSnapshot(ctx, f.rdb, domainID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := f.rdb.HGetAll(ctx, key).Val()
-	st, err := decodeState(domainID, rec, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap.Version++
-	ch, err := plan(st, snap, facts{}, tenant, DefaultSettings(), f.engine.cfg, t0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, snap, ch := f.planNext(f.rdb.HGetAll(ctx, key).Val())
 	const renamed = "renamed.example.com"
 	// What the accounts store's rename does (pin_alert_name).
 	f.rdb.HSet(ctx, key, nameField, host+":443", "host", renamed)
