@@ -269,7 +269,9 @@ func encodeShape(host string, port int, r events.IPResult) string {
 func decodeShape(s, host string, r *events.IPResult) (int, error) {
 	f := strings.Split(s, "|")
 	for i := range f {
-		f[i] = shapeUnescaper.Replace(f[i])
+		if strings.IndexByte(f[i], '%') >= 0 { // most fields have no escape: no replacer scan
+			f[i] = shapeUnescaper.Replace(f[i])
+		}
 	}
 	legacy, _ := strconv.Atoi(field(f, shLegacyTLS))
 	if legacy < 0 || legacy > max(0, len(f)-shFields) {
