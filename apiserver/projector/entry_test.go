@@ -52,9 +52,9 @@ func TestEntryLayoutKeepsEveryField(t *testing.T) {
 	failed := events.IPResult{IP: "", Outcome: events.OutcomeNXDomain, Detail: "no such host"}
 	finished := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	all := map[string]string{"@eu": "1893456000000|evt-1"}
-	fields := encodeResults("", 8443, []events.IPResult{r, other, failed})
+	fields := encodeResults("eu", "", 8443, []events.IPResult{r, other, failed})
 	for i := 0; i < len(fields); i += 2 {
-		all[viewField("eu", fields[i].(string))] = fields[i+1].(string)
+		all[fields[i].(string)] = fields[i+1].(string)
 	}
 	if got := shapes(all); len(got) != 2 {
 		t.Errorf("got shapes %v, want 2: one for both IPs of the leaf, one for the failure", got)
@@ -102,24 +102,15 @@ func shapes(all map[string]string) []string {
 	return out
 }
 
-// viewField is the field the scan script writes for a pair of
-// encodeResults.
-func viewField(region, f string) string {
-	if strings.HasPrefix(f, leafPrefix) {
-		return f
-	}
-	return region + "|" + f
-}
-
 // Two certificates without a fingerprint (results fed by hand) keep their
 // own facts (TestSSLCheck found them sharing one).
 func TestEntryLayoutUnnamedLeaves(t *testing.T) {
 	a := events.IPResult{IP: "192.0.2.1", Outcome: events.OutcomeOK, CertificateFound: true, Serial: "aa"}
 	b := events.IPResult{IP: "192.0.2.2", Outcome: events.OutcomeOK, CertificateFound: true, Serial: "bb"}
-	fields := encodeResults("", 443, []events.IPResult{a, b})
+	fields := encodeResults("eu", "", 443, []events.IPResult{a, b})
 	all := map[string]string{}
 	for i := 0; i < len(fields); i += 2 {
-		all[viewField("eu", fields[i].(string))] = fields[i+1].(string)
+		all[fields[i].(string)] = fields[i+1].(string)
 	}
 	got, err := decodeView("dom", all)
 	if err != nil {
