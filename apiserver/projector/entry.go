@@ -30,8 +30,9 @@ import (
 //   - "<region>" holds regionMark and the region's entries, ";"-separated
 //     items: the name of a shape, which the IPs after it saw, or an IP
 //     (its bytes in compact, ipCode) with its timings, "<ip>,<connect
-//     ms>,<handshake ms>": "4<ref>;mIpxZ-,12,30;mIpxZ0,12,31". Past
-//     maxChunk bytes it goes on in "<region>|1", "<region>|2"...;
+//     ms>,<handshake ms>": "4d57gQqXD;lYCp-F,12,30;lYCp-V,12,31" for
+//     198.51.117.1 and .2 seeing shape d57gQqXD. Past maxChunk bytes it
+//     goes on in "<region>|1", "<region>|2"...;
 //   - "#<ref>", "#<ref>|1", "#<ref>|2"... hold a shape in chunks of at most
 //     63 bytes: everything a scan saw at an IP but the IP and its timings,
 //     the certificate's facts included (encodeShape). The IPs of all

@@ -5,8 +5,11 @@
 // from every region:
 //
 //	view:exp:{<domain_id>}   hash
-//	  "<region>|<ip>"  -> "3<shape>,<connect ms>,<handshake ms>" (ip "" for
-//	                     a name that did not resolve)
+//	  "<region>"       -> "4<shape>;<ip>,<connect ms>,<handshake ms>;...":
+//	                     the region's entries, each IP's 4 or 16 bytes in
+//	                     base 64 (ip "" for a name that did not resolve),
+//	                     a shape's name before the IPs that saw it; past
+//	                     63 bytes on in "<region>|1", "<region>|2"...
 //	  "#<shape>", "#<shape>|1", ... -> the shape in chunks: what the scan
 //	                     saw at the IP but the IP and its timings, the
 //	                     certificate's facts included, once per view
@@ -17,7 +20,10 @@
 //	                     then expires (TombstoneTTL)
 //	  "@name"          -> "<host:port>|<unix ms>": the name the entries are
 //	                     for and the domain event that gave it (0: a scan)
-//	  "@tenant"        -> the domain's tenant, from the events that carry it
+//	  "@t"             -> the domain's tenant, from the events that carry
+//	                     it: a UUID in 22 characters of base64url, another
+//	                     id after "=" (tenantCode; "@tenant", the id as it
+//	                     is, in views written before)
 //	  "@fails|<region>" -> consecutive scans of the region, up to the one
 //	                     shown, in which the name or an IP failed
 //	  "@v"             -> the view's version, incremented by every script
@@ -25,7 +31,9 @@
 //
 // Every field and value of a common view is at most 64 bytes and there
 // are far fewer than 128 fields, so Redis keeps the hash as a compact
-// listpack (its defaults hash-max-listpack-value and -entries); entry.go
+// listpack (its defaults hash-max-listpack-value and -entries); the
+// benchmark's view (three regions, two IPs each, one certificate) is a
+// listpack of some 490 bytes, 616 with the key (memory_test.go). entry.go
 // says how, and which older layouts still read.
 //
 // The version orders snapshots of a view: Snapshot reads it with the hash
@@ -41,8 +49,9 @@
 // A region's entries are replaced as a whole by its newest scan, so IPs that
 // left DNS vanish; an older or redelivered scan changes nothing, so the view
 // never goes back in time whatever the delivery order. Meta fields start
-// with "@" and shapes with "#", which no entry field does (regions
-// starting with either or holding "|" are refused).
+// with "@" and shapes with "#", which no region's field does (regions
+// starting with either, holding "|" or named as a meta field, such as
+// "v", are refused).
 //
 // A domain keeps its id when renamed (domain.updated with another host or
 // port): the rename empties its view, and a scan of another name than the
