@@ -440,7 +440,7 @@ return 1
 `)
 
 // TombstoneTTL is how long the view of a removed domain (its tombstone:
-// "@removed", "@name", "@tenant", "@v", and the entries of any scan that
+// "@removed", "@name", "@t", "@v", and the entries of any scan that
 // finished after the removal) is kept once the removal was applied. Its
 // removal time keeps out a scan finished before the removal and
 // delivered after it; a domain's id is never given again, so past any
