@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,10 +24,15 @@ import (
 // bytes (hash-max-listpack-entries, hash-max-listpack-value); past that it
 // turns into a hashtable costing some 70 bytes more per field. The layout
 // keeps a common view (a few regions, a few IPs, one certificate) within
-// both limits:
+// both limits, and a listpack's every field costs about two bytes beside
+// its own, so it has few:
 //
-//   - "<region>|<ip>" holds shapeMark, the name of its shape and the IP's
-//     timings: "3<ref>,<connect ms>,<handshake ms>";
+//   - "<region>" holds regionMark and the region's entries, ";"-separated
+//     items: the name of a shape, which the IPs after it saw, or an IP
+//     (its bytes in compact, ipCode) with its timings, "<ip>,<connect
+//     ms>,<handshake ms>": "4d57gQqXD;lYCp-F,12,30;lYCp-V,12,31" for
+//     198.51.117.1 and .2 seeing shape d57gQqXD. Past maxChunk bytes it
+//     goes on in "<region>|1", "<region>|2"...;
 //   - "#<ref>", "#<ref>|1", "#<ref>|2"... hold a shape in chunks of at most
 //     63 bytes: everything a scan saw at an IP but the IP and its timings,
 //     the certificate's facts included (encodeShape). The IPs of all
@@ -39,13 +45,17 @@ import (
 //     do.
 //
 // Views written before still decode, and a scan of a region replaces its
-// fields whatever their layout: layout "2" (entryMark, a storedEntry JSON
-// referring to "#<sha256>" or "#ip:<region>/<ip>" facts), whole ExpEntry
-// JSON objects ("{...") and region marks "<ms>|<event id>" in decimal and
-// in full.
+// fields whatever their layout: layout "3" (a field per IP,
+// "<region>|<ip>" -> "3<ref>,<connect ms>,<handshake ms>"), layout "2"
+// (entryMark, a storedEntry JSON referring to "#<sha256>" or
+// "#ip:<region>/<ip>" facts), whole ExpEntry JSON objects ("{...") and
+// region marks "<ms>|<event id>" in decimal and in full. A region is in
+// one layout at a time: when "<region>" is there, the fields
+// "<region>|..." are its chunks, else older entries.
 const (
 	entryMark  = "2"
 	shapeMark  = "3"
+	regionMark = "4"
 	leafPrefix = "#"
 	chunkSep   = "|"
 	// maxChunk is the most bytes of a shape (or of any value cut into
@@ -104,18 +114,31 @@ end
 // dropUnusedLeaves is the Lua that applyScanScript and applyRemovedScript
 // end with: it removes the shapes ("#<ref>" and their chunks) and layout 2
 // leaf facts ("#<key>") no entry of the view KEYS[1] refers to any more.
-// A layout 2 entry refers to its leaf by fingerprint ("l") or, with none,
-// by its region and IP (leafKey). Entries of the oldest layout carry
-// their facts and refer to none.
+// A region's field (layout 4) names its shapes, joined from its chunks;
+// a layout 3 entry names its shape; a layout 2 entry refers to its leaf by
+// fingerprint ("l") or, with none, by its region and IP (leafKey).
+// Entries of the oldest layout carry their facts and refer to none.
 const dropUnusedLeaves = `
-local used, leaves = {}, {}
+local used, leaves, h = {}, {}, {}
 local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do h[all[i]] = all[i + 1] end
 for i = 1, #all, 2 do
   local f, v = all[i], all[i + 1]
   local c, m = string.sub(f, 1, 1), string.sub(v, 1, 1)
+  local region = string.match(f, '^[^|]*')
   if c == '#' then
     leaves[#leaves + 1] = f
   elseif c == '@' then
+  elseif region == f then
+    for n = 1, math.huge do
+      local more = h[f .. '|' .. n]
+      if not more then break end
+      v = v .. more
+    end
+    for item in string.gmatch(string.sub(v, 2), '[^;]+') do
+      if not string.find(item, ',', 1, true) then used['#' .. item] = true end
+    end
+  elseif h[region] then
   elseif m == '` + shapeMark + `' then
     used['#' .. string.match(v, '^.([^,]*)')] = true
   elseif m == '` + entryMark + `' then
@@ -123,8 +146,7 @@ for i = 1, #all, 2 do
     if sha then
       used['#' .. sha] = true
     elseif string.find(v, '"f":true', 1, true) then
-      local sep = string.find(f, '|', 1, true)
-      used['#ip:' .. string.sub(f, 1, sep - 1) .. '/' .. string.sub(f, sep + 1)] = true
+      used['#ip:' .. region .. '/' .. string.sub(f, #region + 2)] = true
     end
   end
 end
@@ -472,16 +494,27 @@ func tlsVersionOf(s string) (string, error)  { return tlsNameOf(s, tls.VersionNa
 func cipherSuiteOf(s string) (string, error) { return tlsNameOf(s, tls.CipherSuiteName) }
 
 // encodeResults turns one region's results of a scan of host:port into
-// the view fields that applyScanScript writes: entries by IP (it puts
-// "<region>|" before them), and the chunks of their shapes by their own
-// name ("#...", written as they are), each shape once.
-func encodeResults(host string, port int, results []events.IPResult) []any {
+// the view fields that applyScanScript writes as they are: the region's
+// field "<region>" (regionMark, then ";"-separated items: a shape's name,
+// which the IPs after it refer to, or "<ip>,<connect ms>,<handshake ms>"),
+// in chunks "<region>|1"... when longer than maxChunk, and the chunks of
+// its shapes ("#..."), each shape once. A region without results has no
+// field.
+func encodeResults(region, host string, port int, results []events.IPResult) []any {
+	if len(results) == 0 {
+		return nil
+	}
 	out := make([]any, 0, 4*len(results))
+	items := make([]string, 0, 2*len(results))
 	written := map[string]bool{}
+	last := ""
 	for _, r := range results {
 		shape := encodeShape(host, port, r)
 		ref := shapeRef(shape)
-		out = append(out, r.IP, shapeMark+ref+","+strconv.FormatInt(r.ConnectMS, 10)+","+strconv.FormatInt(r.HandshakeMS, 10))
+		if ref != last {
+			items, last = append(items, ref), ref
+		}
+		items = append(items, ipCode(r.IP)+","+strconv.FormatInt(r.ConnectMS, 10)+","+strconv.FormatInt(r.HandshakeMS, 10))
 		if written[ref] {
 			continue
 		}
@@ -490,8 +523,48 @@ func encodeResults(host string, port int, results []events.IPResult) []any {
 			out = append(out, chunkName(leafPrefix+ref, i), c)
 		}
 	}
+	for i, c := range splitChunks(regionMark + strings.Join(items, ";")) {
+		out = append(out, chunkName(region, i), c)
+	}
 	return out
 }
+
+// ipCode is an IP address as a region's field holds it: its 4 or 16
+// bytes in compact (6 or 22 characters) when it is one as net/netip
+// writes it, "" for none, else "=" and the string with ",", ";" and "%"
+// escaped (results fed by hand).
+func ipCode(ip string) string {
+	if a, err := netip.ParseAddr(ip); err == nil && a.String() == ip && a.Zone() == "" {
+		return compact.EncodeToString(a.AsSlice())
+	}
+	if ip == "" {
+		return ""
+	}
+	return "=" + ipEscaper.Replace(ip)
+}
+
+// ipOf reads ipCode.
+func ipOf(s string) (string, error) {
+	if v, ok := strings.CutPrefix(s, "="); ok {
+		return ipUnescaper.Replace(v), nil
+	}
+	if s == "" {
+		return "", nil
+	}
+	b, err := compact.DecodeString(s)
+	a, ok := netip.AddrFromSlice(b)
+	if err != nil || !ok {
+		return "", fmt.Errorf("ip %q: not 4 or 16 bytes in compact", s)
+	}
+	return a.String(), nil
+}
+
+// ipEscaper and ipUnescaper keep the separators of a region's field out
+// of the IPs ipCode writes as they are.
+var (
+	ipEscaper   = strings.NewReplacer("%", "%25", ",", "%2C", ";", "%3B")
+	ipUnescaper = strings.NewReplacer("%25", "%", "%2C", ",", "%3B", ";")
+)
 
 // splitChunks cuts a value too long for one listpack field into the
 // values of its chunks, of at most maxChunk bytes each; there is always
@@ -550,9 +623,49 @@ func decodeEntries(domainID string, all map[string]string) ([]ExpEntry, error) {
 		if strings.HasPrefix(f, metaPrefix) || strings.HasPrefix(f, leafPrefix) {
 			continue
 		}
-		e, err := decodeEntry(all, shapes, f, v)
+		region, _, entry := strings.Cut(f, chunkSep)
+		var err error
+		switch _, own := all[region]; {
+		case !entry:
+			out, err = decodeRegion(all, shapes, region, out)
+		case own:
+			// A chunk of the region's field.
+		default:
+			var e ExpEntry
+			e, err = decodeEntry(all, shapes, f, v)
+			out = append(out, e)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("decode expiration entry %s of %s: %w", f, domainID, err)
+		}
+	}
+	return out, nil
+}
+
+// decodeRegion appends to out the entries of a region's field (layout 4,
+// encodeResults).
+func decodeRegion(all map[string]string, shapes map[string]decodedShape, region string, out []ExpEntry) ([]ExpEntry, error) {
+	v, _ := readChunks(all, region)
+	items, ok := strings.CutPrefix(v, regionMark)
+	if !ok {
+		return out, fmt.Errorf("region field %q: not layout %s", v, regionMark)
+	}
+	ref := ""
+	for _, item := range strings.Split(items, ";") {
+		ip, timings, ok := strings.Cut(item, ",")
+		if !ok {
+			ref = item
+			continue
+		}
+		e, err := shapeEntry(all, shapes, ref, timings)
+		if err != nil {
+			return out, err
+		}
+		if ip, err = ipOf(ip); err != nil {
+			return out, err
+		}
+		if err := finishEntry(all, &e, region, ip); err != nil {
+			return out, err
 		}
 		out = append(out, e)
 	}
@@ -576,26 +689,8 @@ func decodeEntry(all map[string]string, shapes map[string]decodedShape, f, v str
 	switch {
 	case strings.HasPrefix(v, shapeMark):
 		ref, timings, _ := strings.Cut(v[len(shapeMark):], ",")
-		connect, handshake, _ := strings.Cut(timings, ",")
-		d, ok := shapes[ref]
-		if !ok {
-			shape, found := readChunks(all, leafPrefix+ref)
-			if !found {
-				return e, fmt.Errorf("no shape %s", ref)
-			}
-			var err error
-			if d.port, err = decodeShape(shape, nameHost(all[nameField]), &d.result); err != nil {
-				return e, err
-			}
-			shapes[ref] = d
-		}
-		// Entries get their own copies of the shape's lists.
-		e.Port, e.IPResult = d.port, d.result
-		e.SANs, e.LegacyTLS = slices.Clone(d.result.SANs), slices.Clone(d.result.LegacyTLS)
-		var err1, err2 error
-		e.ConnectMS, err1 = strconv.ParseInt(connect, 10, 64)
-		e.HandshakeMS, err2 = strconv.ParseInt(handshake, 10, 64)
-		if err := errors.Join(err1, err2); err != nil {
+		var err error
+		if e, err = shapeEntry(all, shapes, ref, timings); err != nil {
 			return e, err
 		}
 	case strings.HasPrefix(v, entryMark):
@@ -630,17 +725,51 @@ func decodeEntry(all map[string]string, shapes map[string]decodedShape, f, v str
 		return e, err
 	}
 	region, ip, _ := strings.Cut(f, "|")
+	err := finishEntry(all, &e, region, ip)
+	return e, err
+}
+
+// shapeEntry is an entry of shape ref (layouts 3 and 4) with timings
+// "<connect ms>,<handshake ms>"; shapes keeps the view's shapes decoded
+// so far.
+func shapeEntry(all map[string]string, shapes map[string]decodedShape, ref, timings string) (ExpEntry, error) {
+	var e ExpEntry
+	connect, handshake, _ := strings.Cut(timings, ",")
+	d, ok := shapes[ref]
+	if !ok {
+		shape, found := readChunks(all, leafPrefix+ref)
+		if !found {
+			return e, fmt.Errorf("no shape %s", ref)
+		}
+		var err error
+		if d.port, err = decodeShape(shape, nameHost(all[nameField]), &d.result); err != nil {
+			return e, err
+		}
+		shapes[ref] = d
+	}
+	// Entries get their own copies of the shape's lists.
+	e.Port, e.IPResult = d.port, d.result
+	e.SANs, e.LegacyTLS = slices.Clone(d.result.SANs), slices.Clone(d.result.LegacyTLS)
+	var err1, err2 error
+	e.ConnectMS, err1 = strconv.ParseInt(connect, 10, 64)
+	e.HandshakeMS, err2 = strconv.ParseInt(handshake, 10, 64)
+	return e, errors.Join(err1, err2)
+}
+
+// finishEntry sets what an entry of region and ip takes from the view
+// around it: its region, IP and the region's mark.
+func finishEntry(all map[string]string, e *ExpEntry, region, ip string) error {
 	e.Region, e.IP = region, ip
 	if mark, ok := all[metaPrefix+region]; ok {
 		var err error
 		if e.ScannedAt, e.EventID, err = decodeMark(mark); err != nil {
-			return e, err
+			return err
 		}
 	}
 	if e.CertificateFound {
 		e.NoExpiry = e.HasNoExpiry()
 	}
-	return e, nil
+	return nil
 }
 
 // nameHost is the host of a view's name field "<host:port>|<ms>", as

@@ -3,6 +3,7 @@ package projector
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -52,9 +53,9 @@ func TestEntryLayoutKeepsEveryField(t *testing.T) {
 	failed := events.IPResult{IP: "", Outcome: events.OutcomeNXDomain, Detail: "no such host"}
 	finished := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	all := map[string]string{"@eu": "1893456000000|evt-1"}
-	fields := encodeResults("", 8443, []events.IPResult{r, other, failed})
+	fields := encodeResults("eu", "", 8443, []events.IPResult{r, other, failed})
 	for i := 0; i < len(fields); i += 2 {
-		all[viewField("eu", fields[i].(string))] = fields[i+1].(string)
+		all[fields[i].(string)] = fields[i+1].(string)
 	}
 	if got := shapes(all); len(got) != 2 {
 		t.Errorf("got shapes %v, want 2: one for both IPs of the leaf, one for the failure", got)
@@ -102,24 +103,15 @@ func shapes(all map[string]string) []string {
 	return out
 }
 
-// viewField is the field the scan script writes for a pair of
-// encodeResults.
-func viewField(region, f string) string {
-	if strings.HasPrefix(f, leafPrefix) {
-		return f
-	}
-	return region + "|" + f
-}
-
 // Two certificates without a fingerprint (results fed by hand) keep their
 // own facts (TestSSLCheck found them sharing one).
 func TestEntryLayoutUnnamedLeaves(t *testing.T) {
 	a := events.IPResult{IP: "192.0.2.1", Outcome: events.OutcomeOK, CertificateFound: true, Serial: "aa"}
 	b := events.IPResult{IP: "192.0.2.2", Outcome: events.OutcomeOK, CertificateFound: true, Serial: "bb"}
-	fields := encodeResults("", 443, []events.IPResult{a, b})
+	fields := encodeResults("eu", "", 443, []events.IPResult{a, b})
 	all := map[string]string{}
 	for i := 0; i < len(fields); i += 2 {
-		all[viewField("eu", fields[i].(string))] = fields[i+1].(string)
+		all[fields[i].(string)] = fields[i+1].(string)
 	}
 	got, err := decodeView("dom", all)
 	if err != nil {
@@ -239,6 +231,9 @@ func FuzzShapeRoundTrip(f *testing.F) {
 // decodes or fails, and never panics.
 func FuzzDecodeView(f *testing.F) {
 	for _, v := range []map[string]string{
+		{"@eu": "mxc5p362|iGQmdo6GKamXdXyWV4SPdk", "eu": "4-FsaHwIQ;lYCp-F,12,30;=a%2Cb,0,0;-FsaHwIQ", "eu|1": ";,1,2", "@v": "3",
+			"@name": "example.com:443|0", "@t": "oLkvxtsgUmWzu7fwt72acg", "us|192.0.2.1": "3-FsaHwIQ,12,30",
+			"#-FsaHwIQ": "ok|2v|2|304|443|----------------------------------------0fJ|tsp", "#-FsaHwIQ|1": "8my|to2kmy||CN=Lab CA"},
 		{"@eu": "mxbiotsa|6O7sgI1-JcyJNuaqN8ApRk", "eu|192.0.2.1": "3-FsaHwIQ,12,30", "@v": "3", "@name": "example.com:443|0",
 			"#-FsaHwIQ": "ok|2v|2|304|443|----------------------------------------0fJ|tsp", "#-FsaHwIQ|1": "8my|to2kmy||CN=Lab CA"},
 		{"@eu": "1796540972652|5deac87f-45c8-52fa-9b6b-2ef2f73d8fb1", "eu|192.0.2.1": `2{"p":443,"o":"ok","f":true,"l":"ab"}`,
@@ -271,4 +266,110 @@ func decodeFields(data string) map[string]string {
 		fields[k] = v
 	}
 	return fields
+}
+
+// A region with more IPs than one field holds goes on in chunks
+// ("<region>|1"...): its entries read back, a shape only a chunk names
+// stays, and a scan with fewer IPs or a removal leaves no chunk behind.
+func TestRegionFieldInChunks(t *testing.T) {
+	p, rdb := newProjector(t)
+	ctx := context.Background()
+	a, b := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	var many []events.IPResult
+	for i := range 8 {
+		sha := a
+		if i == 7 {
+			sha = b // named only past the first chunk
+		}
+		many = append(many, okResult(fmt.Sprintf("2001:db8::%d", i+1), sha, t0.Add(90*24*time.Hour)))
+	}
+	many = append(many, failed(""), failed("not,an;ip%"))
+	if err := p.Apply(ctx, scan(t, "eu", t0, many...)); err != nil {
+		t.Fatal(err)
+	}
+	all := rdb.HGetAll(ctx, ViewKey(domainID)).Val()
+	if _, ok := all["eu|2"]; !ok {
+		t.Fatalf("want the region's field in chunks: %v", all)
+	}
+	if got := shapes(all); len(got) != 3 {
+		t.Errorf("got shapes %v, want 3 (two leaves and the failure)", got)
+	}
+	got := view(t, rdb)
+	if len(got) != len(many) {
+		t.Fatalf("got %d entries, want %d", len(got), len(many))
+	}
+	ips := map[string]bool{}
+	for _, e := range got {
+		ips[e.IP] = true
+	}
+	for _, r := range many {
+		if !ips[r.IP] {
+			t.Errorf("IP %q missing from %+v", r.IP, got)
+		}
+	}
+	if err := p.Apply(ctx, scan(t, "eu", t0.Add(time.Hour), okResult("192.0.2.1", a, t0.Add(90*24*time.Hour)))); err != nil {
+		t.Fatal(err)
+	}
+	all = rdb.HGetAll(ctx, ViewKey(domainID)).Val()
+	for f := range all {
+		if strings.HasPrefix(f, "eu|") {
+			t.Errorf("chunk %s left after a scan with one IP: %v", f, all)
+		}
+	}
+	if got := shapes(all); len(got) != 1 || len(view(t, rdb)) != 1 {
+		t.Errorf("got shapes %v and entries %+v, want one each", got, view(t, rdb))
+	}
+	if err := p.Apply(ctx, scan(t, "eu", t0.Add(2*time.Hour), many...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(ctx, removed(t, t0.Add(3*time.Hour))); err != nil {
+		t.Fatal(err)
+	}
+	for f := range rdb.HGetAll(ctx, ViewKey(domainID)).Val() {
+		if !strings.HasPrefix(f, metaPrefix) {
+			t.Errorf("field %s left after the removal", f)
+		}
+	}
+}
+
+// FuzzRegionRoundTrip: whatever the IPs and timings, a region's field
+// reads back as written, and so does the tenant.
+func FuzzRegionRoundTrip(f *testing.F) {
+	f.Add("198.51.117.1", "2001:db8::1", int64(12), int64(30), "a0b92fc6-db20-5265-b3bb-b7f0b7bd9a72")
+	f.Add("", "=x,y;z%3B", int64(-1), int64(0), "tenant-a")
+	f.Add("::ffff:192.0.2.1", "fe80::1%eth0", int64(1<<40), int64(7), "=")
+	f.Fuzz(func(t *testing.T, ip1, ip2 string, connect, handshake int64, tenant string) {
+		if ip1 == ip2 {
+			return
+		}
+		results := []events.IPResult{
+			{IP: ip1, Outcome: events.OutcomeOK, ConnectMS: connect, HandshakeMS: handshake},
+			{IP: ip2, Outcome: events.OutcomeConnectionRefused, ConnectMS: handshake},
+		}
+		fields := encodeResults("eu", "example.com", 443, results)
+		all := map[string]string{tenantField: tenantCode(tenant)}
+		for i := 0; i < len(fields); i += 2 {
+			all[fields[i].(string)] = fields[i+1].(string)
+		}
+		got, err := decodeEntries("dom", all)
+		if err != nil {
+			t.Fatalf("decode %v: %v", all, err)
+		}
+		want := map[string]events.IPResult{}
+		for _, r := range results {
+			want[r.IP] = r
+		}
+		if len(got) != len(results) {
+			t.Fatalf("got %d entries, want %d", len(got), len(results))
+		}
+		for _, e := range got {
+			w, ok := want[e.IP]
+			if !ok || e.Outcome != w.Outcome || e.ConnectMS != w.ConnectMS || e.HandshakeMS != w.HandshakeMS || e.Port != 443 {
+				t.Errorf("got %+v, want %+v", e, w)
+			}
+		}
+		if id, err := viewTenant(all); err != nil || id != tenant {
+			t.Errorf("tenant %q: got %q, %v", tenant, id, err)
+		}
+	})
 }

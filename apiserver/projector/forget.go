@@ -40,15 +40,15 @@ func ForgetDomain(ctx context.Context, rdb redis.UniversalClient, domainID, host
 	return n, nil
 }
 
-// ForgetTenantViews deletes every view that names tenant (its "@tenant"),
-// a tenant leaving, and returns how many: after ForgetDomain of the
-// domains the tenant's deletion removed, what is left are the tombstones
-// of its domains removed one by one before (which name the domain and the
-// tenant until they expire, tombstoneTTL) and any view a scan in flight
-// wrote since. It reads the field of every view, some seconds at 1M
-// domains.
+// ForgetTenantViews deletes every view that names tenant (its "@t", or
+// "@tenant" in views written before), a tenant leaving, and returns how
+// many: after ForgetDomain of the domains the tenant's deletion removed,
+// what is left are the tombstones of its domains removed one by one
+// before (which name the domain and the tenant until they expire,
+// tombstoneTTL) and any view a scan in flight wrote since. It reads the
+// fields of every view, some seconds at 1M domains.
 func ForgetTenantViews(ctx context.Context, rdb redis.UniversalClient, tenant string) (int64, error) {
-	n, err := forget.DeleteWhere(ctx, rdb, ViewPrefix+"*", tenantField, tenant)
+	n, err := forget.DeleteWhereAny(ctx, rdb, ViewPrefix+"*", map[string]string{tenantField: tenantCode(tenant), oldTenantField: tenant})
 	if err != nil {
 		return n, fmt.Errorf("forget views of %s: %w", tenant, err)
 	}

@@ -15,11 +15,12 @@ import (
 )
 
 // A view written in the older layouts (whole ExpEntry JSON, layout "2"
-// with its leaf facts, region marks in decimal with the event id in full,
-// a version key of its own) reads as it did; a redelivered scan it shows
-// changes nothing; a newer scan of a region replaces that region's fields
-// and drops the leaf facts no entry uses any more; the version goes on
-// from the old key.
+// with its leaf facts, layout "3" with a field per IP, region marks in
+// decimal with the event id in full, the tenant as it is, a version key
+// of its own) reads as it did; a redelivered scan it shows changes
+// nothing; a newer scan of a region replaces that region's fields and
+// drops the leaf facts no entry uses any more (a layout 3 shape the new
+// layout shares stays); the version goes on from the old key.
 func TestOlderLayoutsReadAndGetReplaced(t *testing.T) {
 	ctx := context.Background()
 	p, rdb := newProjector(t)
@@ -33,7 +34,14 @@ func TestOlderLayoutsReadAndGetReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	ms := fmt.Sprint(t0.UnixMilli())
+	ap := ExpEntry{Region: "ap", Port: 443, ScannedAt: t0, EventID: "1d8b3c7f-9e2a-4c4b-8f6d-3a5e7b9c1d2f",
+		IPResult: okResult("192.0.2.1", sha, na)}
+	ap.ConnectMS = 12
+	shape := encodeShape("example.com", 443, ap.IPResult)
+	ref := shapeRef(shape)
 	old := map[string]any{
+		"@ap":          ms + "|" + ap.EventID,
+		"ap|192.0.2.1": shapeMark + ref + ",12,0",
 		"@name":        "example.com:443|" + ms,
 		"@tenant":      tenant,
 		"@eu":          ms + "|" + shown.EventID.String(),
@@ -41,6 +49,9 @@ func TestOlderLayoutsReadAndGetReplaced(t *testing.T) {
 		"#" + sha:      `{"i":"CN=Lab CA","b":"0001-01-01T00:00:00Z","a":"` + na.Format(time.RFC3339) + `"}`,
 		"@us":          ms + "|" + us.EventID,
 		"us|192.0.2.1": string(whole),
+	}
+	for i, c := range splitChunks(shape) {
+		old[chunkName(leafPrefix+ref, i)] = c
 	}
 	if err := rdb.HSet(ctx, ViewKey(domainID), old).Err(); err != nil {
 		t.Fatal(err)
@@ -52,29 +63,37 @@ func TestOlderLayoutsReadAndGetReplaced(t *testing.T) {
 	check := func(step string, version int64, want ...ExpEntry) {
 		t.Helper()
 		s := snapshot(t, p)
-		if !reflect.DeepEqual(s.Entries, want) || s.Version != version {
-			t.Errorf("%s: got version %d, entries\n%+v\nwant version %d, entries\n%+v", step, s.Version, s.Entries, version, want)
+		if !reflect.DeepEqual(s.Entries, want) || s.Version != version || s.TenantID != tenant {
+			t.Errorf("%s: got version %d, tenant %q, entries\n%+v\nwant version %d, tenant %q, entries\n%+v",
+				step, s.Version, s.TenantID, s.Entries, version, tenant, want)
 		}
 	}
-	check("older layouts", 7, eu, us)
+	check("older layouts", 7, ap, eu, us)
 
 	if err := p.Apply(ctx, shown); err != nil {
 		t.Fatal(err)
 	}
-	check("the scan shown, redelivered", 7, eu, us)
+	check("the scan shown, redelivered", 7, ap, eu, us)
 
 	newer := scan(t, "eu", t0.Add(time.Hour), okResult("192.0.2.1", sha, na))
 	if err := p.Apply(ctx, newer); err != nil {
 		t.Fatal(err)
 	}
 	eu.ScannedAt, eu.EventID = t0.Add(time.Hour), newer.EventID.String()
-	check("a newer scan of eu", 8, eu, us)
+	check("a newer scan of eu", 8, ap, eu, us)
 	all := rdb.HGetAll(ctx, ViewKey(domainID)).Val()
 	if _, ok := all["#"+sha]; ok {
 		t.Errorf("the layout 2 leaf facts stayed: %v", all)
 	}
-	if !strings.HasPrefix(all["eu|192.0.2.1"], shapeMark) || all["us|192.0.2.1"] != string(whole) {
-		t.Errorf("eu should be in the new layout and us as it was: %v", all)
+	_, euOld := all["eu|192.0.2.1"]
+	if !strings.HasPrefix(all["eu"], regionMark) || euOld || all["us|192.0.2.1"] != string(whole) || all["ap|192.0.2.1"] == "" {
+		t.Errorf("eu should be in the new layout, us and ap as they were: %v", all)
+	}
+	if _, ok := all[leafPrefix+ref]; !ok || !strings.Contains(all["eu"], ref) {
+		t.Errorf("eu and ap should share ap's shape %s: %v", ref, all)
+	}
+	if _, ok := all[oldTenantField]; ok || all[tenantField] != tenantCode(tenant) {
+		t.Errorf("the tenant should be in %s only: %v", tenantField, all)
 	}
 	if n := rdb.Exists(ctx, VersionKey(domainID)).Val(); n != 0 {
 		t.Errorf("the old version key stayed")

@@ -5,8 +5,11 @@
 // from every region:
 //
 //	view:exp:{<domain_id>}   hash
-//	  "<region>|<ip>"  -> "3<shape>,<connect ms>,<handshake ms>" (ip "" for
-//	                     a name that did not resolve)
+//	  "<region>"       -> "4<shape>;<ip>,<connect ms>,<handshake ms>;...":
+//	                     the region's entries, each IP's 4 or 16 bytes in
+//	                     base 64 (ip "" for a name that did not resolve),
+//	                     a shape's name before the IPs that saw it; past
+//	                     63 bytes on in "<region>|1", "<region>|2"...
 //	  "#<shape>", "#<shape>|1", ... -> the shape in chunks: what the scan
 //	                     saw at the IP but the IP and its timings, the
 //	                     certificate's facts included, once per view
@@ -17,7 +20,10 @@
 //	                     then expires (TombstoneTTL)
 //	  "@name"          -> "<host:port>|<unix ms>": the name the entries are
 //	                     for and the domain event that gave it (0: a scan)
-//	  "@tenant"        -> the domain's tenant, from the events that carry it
+//	  "@t"             -> the domain's tenant, from the events that carry
+//	                     it: a UUID in 22 characters of base64url, another
+//	                     id after "=" (tenantCode; "@tenant", the id as it
+//	                     is, in views written before)
 //	  "@fails|<region>" -> consecutive scans of the region, up to the one
 //	                     shown, in which the name or an IP failed
 //	  "@v"             -> the view's version, incremented by every script
@@ -25,7 +31,9 @@
 //
 // Every field and value of a common view is at most 64 bytes and there
 // are far fewer than 128 fields, so Redis keeps the hash as a compact
-// listpack (its defaults hash-max-listpack-value and -entries); entry.go
+// listpack (its defaults hash-max-listpack-value and -entries); the
+// benchmark's view (three regions, two IPs each, one certificate) is a
+// listpack of some 490 bytes, 616 with the key (memory_test.go). entry.go
 // says how, and which older layouts still read.
 //
 // The version orders snapshots of a view: Snapshot reads it with the hash
@@ -41,8 +49,9 @@
 // A region's entries are replaced as a whole by its newest scan, so IPs that
 // left DNS vanish; an older or redelivered scan changes nothing, so the view
 // never goes back in time whatever the delivery order. Meta fields start
-// with "@" and shapes with "#", which no entry field does (regions
-// starting with either or holding "|" are refused).
+// with "@" and shapes with "#", which no region's field does (regions
+// starting with either, holding "|" or named as a meta field, such as
+// "v", are refused).
 //
 // A domain keeps its id when renamed (domain.updated with another host or
 // port): the rename empties its view, and a scan of another name than the
@@ -53,6 +62,7 @@ package projector
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -62,6 +72,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/redis/go-redis/v9"
@@ -97,10 +108,28 @@ const (
 	metaPrefix   = "@"
 	removedField = "@removed"
 	nameField    = "@name"
-	tenantField  = "@tenant"
-	versionField = "@v"
-	failsPrefix  = "@fails|"
+	tenantField  = "@t"
+	// oldTenantField holds the tenant, as it is, in the layout before
+	// tenantField (tenantCode).
+	oldTenantField = "@tenant"
+	versionField   = "@v"
+	failsPrefix    = "@fails|"
 )
+
+// metaFields are the meta fields that are not a region's: "@<region>"
+// is its mark, so a region of one of these names is refused.
+var metaFields = []string{removedField, nameField, tenantField, oldTenantField, versionField}
+
+// metaLua is the Lua table metaFields of the scripts.
+var metaLua = func() string {
+	var b strings.Builder
+	b.WriteString("\nlocal metaFields = {")
+	for _, f := range metaFields {
+		fmt.Fprintf(&b, "[%q] = true, ", f)
+	}
+	b.WriteString("}\n")
+	return b.String()
+}()
 
 // bumpLua is the Lua every script that changes a view runs: bump(floor)
 // sets the view's version "@v" (KEYS[1]) one above the highest of itself,
@@ -331,9 +360,8 @@ var ChunkSize = 1000
 // in base 36, event id in compact (entry.go), scanned "host:port" (""
 // when the event does not say), tenant ("" when unknown), "1" when the
 // scan failed for the name or an IP else "0", the event id in full (to
-// order it against a mark of the older layout), then field and value
-// pairs: an entry's field suffix (its IP, after "<region>|") and value,
-// or a shape's field ("#...", as it is) and chunk (entry.go). Returns 1
+// order it against a mark of the older layout), then the fields and
+// values of the region's entries and shapes (encodeResults). Returns 1
 // when applied, 0 when the view already shows this scan, a newer one or a
 // later removal, or is for another name.
 var applyScanScript = redis.NewScript(markLua + bumpLua + `
@@ -356,17 +384,16 @@ if name ~= '' then
 end
 local prefix = region .. '|'
 for _, f in ipairs(redis.call('HKEYS', key)) do
-  if string.sub(f, 1, #prefix) == prefix then redis.call('HDEL', key, f) end
+  if f == region or string.sub(f, 1, #prefix) == prefix then redis.call('HDEL', key, f) end
 end
 for i = 8, #ARGV, 2 do
-  if string.sub(ARGV[i], 1, 1) == '#' then
-    redis.call('HSET', key, ARGV[i], ARGV[i + 1])
-  else
-    redis.call('HSET', key, prefix .. ARGV[i], ARGV[i + 1])
-  end
+  redis.call('HSET', key, ARGV[i], ARGV[i + 1])
 end
 redis.call('HSET', key, '@' .. region, ARGV[2] .. '|' .. ARGV[3])
-if ARGV[5] ~= '' then redis.call('HSET', key, '@tenant', ARGV[5]) end
+if ARGV[5] ~= '' then
+  redis.call('HSET', key, '@t', ARGV[5])
+  redis.call('HDEL', key, '@tenant')
+end
 if ARGV[6] == '1' then
   redis.call('HINCRBY', key, '@fails|' .. region, 1)
 else
@@ -383,7 +410,7 @@ return 1
 // added again later come in.
 //
 // KEYS: view:exp:<domain>, view:ver:<domain>. ARGV: removal ms.
-var applyRemovedScript = redis.NewScript(markLua + bumpLua + `
+var applyRemovedScript = redis.NewScript(markLua + bumpLua + metaLua + `
 local key, ms = KEYS[1], tonumber(ARGV[1])
 local removed = redis.call('HGET', key, '@removed')
 if removed and tonumber(removed) >= ms then return 0 end
@@ -391,7 +418,7 @@ local all = redis.call('HGETALL', key)
 local stale = {}
 for i = 1, #all, 2 do
   local f, v = all[i], all[i + 1]
-  if string.sub(f, 1, 1) == '@' and f ~= '@removed' and f ~= '@name' and f ~= '@tenant' and f ~= '@v'
+  if string.sub(f, 1, 1) == '@' and not metaFields[f]
     and not string.find(f, '|', 1, true) then
     if scanMark(v) <= ms then
       stale[string.sub(f, 2)] = true
@@ -401,12 +428,9 @@ for i = 1, #all, 2 do
 end
 for i = 1, #all, 2 do
   local f = all[i]
-  local sep = string.find(f, '|', 1, true)
-  if sep then
-    local region = string.sub(f, 1, sep - 1)
-    if string.sub(f, 1, 7) == '@fails|' then region = string.sub(f, 8) end
-    if stale[region] then redis.call('HDEL', key, f) end
-  end
+  local region = string.match(f, '^[^|]*')
+  if string.sub(f, 1, 7) == '@fails|' then region = string.sub(f, 8) end
+  if stale[region] then redis.call('HDEL', key, f) end
 end
 ` + dropUnusedLeaves + `
 redis.call('HSET', key, '@removed', ARGV[1])
@@ -416,7 +440,7 @@ return 1
 `)
 
 // TombstoneTTL is how long the view of a removed domain (its tombstone:
-// "@removed", "@name", "@tenant", "@v", and the entries of any scan that
+// "@removed", "@name", "@t", "@v", and the entries of any scan that
 // finished after the removal) is kept once the removal was applied. Its
 // removal time keeps out a scan finished before the removal and
 // delivered after it; a domain's id is never given again, so past any
@@ -437,7 +461,7 @@ if redis.call('HEXISTS', KEYS[1], '@removed') == 1 then redis.call('PEXPIRE', KE
 //
 // KEYS: view:exp:<domain>, view:ver:<domain>. ARGV: "host:port", event
 // ms, tenant ("" when unknown).
-var applyNameScript = redis.NewScript(bumpLua + `
+var applyNameScript = redis.NewScript(bumpLua + metaLua + `
 local key, name, ms = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local cur = redis.call('HGET', key, '@name')
 if cur then
@@ -445,12 +469,15 @@ if cur then
   if tonumber(string.sub(cur, sep + 1)) > ms then return 0 end
   if string.sub(cur, 1, sep - 1) ~= name then
     for _, f in ipairs(redis.call('HKEYS', key)) do
-      if f ~= '@removed' and f ~= '@name' and f ~= '@tenant' and f ~= '@v' then redis.call('HDEL', key, f) end
+      if not metaFields[f] then redis.call('HDEL', key, f) end
     end
   end
 end
 redis.call('HSET', key, '@name', name .. '|' .. ARGV[2])
-if ARGV[3] ~= '' then redis.call('HSET', key, '@tenant', ARGV[3]) end
+if ARGV[3] ~= '' then
+  redis.call('HSET', key, '@t', ARGV[3])
+  redis.call('HDEL', key, '@tenant')
+end
 bump(0)
 return 1
 `)
@@ -489,7 +516,7 @@ func plan(e events.Envelope, logger *zap.Logger) []*call {
 			p.DomainID = e.AggregateID
 		}
 		if p.DomainID == "" || p.Region == "" || strings.Contains(p.Region, "|") || strings.HasPrefix(p.Region, metaPrefix) ||
-			strings.HasPrefix(p.Region, leafPrefix) {
+			strings.HasPrefix(p.Region, leafPrefix) || slices.Contains(metaFields, metaPrefix+p.Region) {
 			logger.Error("dropping scan event with bad domain id or region",
 				zap.String("event_id", e.EventID.String()), zap.String("domain_id", p.DomainID), zap.String("region", p.Region))
 			return nil
@@ -509,7 +536,7 @@ func plan(e events.Envelope, logger *zap.Logger) []*call {
 			}
 		}
 		ms, id := encodeMark(finished, e.EventID)
-		args := append([]any{p.Region, ms, id, name, e.TenantID, failed, e.EventID.String()}, encodeResults(p.Host, p.Port, p.Results)...)
+		args := append([]any{p.Region, ms, id, name, tenantCode(e.TenantID), failed, e.EventID.String()}, encodeResults(p.Region, p.Host, p.Port, p.Results)...)
 		return []*call{viewCall(applyScanScript, p.DomainID, args...)}
 	case events.DomainAdded:
 		var p events.DomainAddedV1
@@ -572,7 +599,7 @@ func nameCalls(e events.Envelope, domainID, host string, port int, logger *zap.L
 			zap.String("event_id", e.EventID.String()), zap.String("event", e.Name))
 		return nil
 	}
-	calls := []*call{viewCall(applyNameScript, domainID, domainname.Key(host, portOr443(port)), e.OccurredAt.UnixMilli(), e.TenantID)}
+	calls := []*call{viewCall(applyNameScript, domainID, domainname.Key(host, portOr443(port)), e.OccurredAt.UnixMilli(), tenantCode(e.TenantID))}
 	if c := indexCall("join", domainID, host, e.OccurredAt); c != nil {
 		calls = append(calls, c)
 	}
@@ -776,7 +803,9 @@ func decodeSnapshot(domainID string, fields map[string]string, ver string) (Snap
 		return Snapshot{}, err
 	}
 	snap.Name, _, _ = strings.Cut(fields[nameField], "|")
-	snap.TenantID = fields[tenantField]
+	if snap.TenantID, err = viewTenant(fields); err != nil {
+		return Snapshot{}, fmt.Errorf("read snapshot of %s: %w", domainID, err)
+	}
 	_, removed := fields[removedField]
 	snap.Removed = removed && len(snap.Entries) == 0
 	for f, v := range fields {
@@ -791,6 +820,36 @@ func decodeSnapshot(domainID string, fields map[string]string, ver string) (Snap
 		}
 	}
 	return snap, nil
+}
+
+// tenantCode is a tenant id as tenantField holds it: a UUID in 22
+// characters of base64url (as the domain records keep it), any other id
+// after "=", "" for none.
+func tenantCode(id string) string {
+	if u, err := uuid.Parse(id); err == nil && u.String() == id {
+		return base64.RawURLEncoding.EncodeToString(u[:])
+	}
+	if id == "" {
+		return ""
+	}
+	return "=" + id
+}
+
+// viewTenant is the tenant a view's fields name: tenantField's, or
+// oldTenantField's as it is; "" for none.
+func viewTenant(fields map[string]string) (string, error) {
+	s, ok := fields[tenantField]
+	if !ok {
+		return fields[oldTenantField], nil
+	}
+	if id, ok := strings.CutPrefix(s, "="); ok || s == "" {
+		return id, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) != 16 {
+		return "", fmt.Errorf("tenant %q: not a UUID in base64url", s)
+	}
+	return uuid.UUID(b).String(), nil
 }
 
 // decodeView turns a view hash into its entries sorted by region and IP.

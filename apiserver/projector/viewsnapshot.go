@@ -288,6 +288,7 @@ func readRawViews(ctx context.Context, rdb redis.UniversalClient, keys []string)
 		}
 		v := schema.SnapshotView{DomainID: domainOfViewKey(k), Fields: make([]string, 0, len(flat)/2), Values: make([]string, 0, len(flat)/2)}
 		var version string
+		tenant := map[string]string{}
 		for j := 0; j+1 < len(flat); j += 2 {
 			f, _ := flat[j].(string)
 			val, _ := flat[j+1].(string)
@@ -295,14 +296,17 @@ func readRawViews(ctx context.Context, rdb redis.UniversalClient, keys []string)
 			case versionField: // in the Version column
 				version = val
 				continue
-			case tenantField:
-				v.TenantID = val
+			case tenantField, oldTenantField:
+				tenant[f] = val
 			}
 			v.Fields = append(v.Fields, f)
 			v.Values = append(v.Values, val)
 		}
 		ver, _ := res[1].(string)
 		if v.Version, err = viewVersion(version, ver); err != nil {
+			return nil, fmt.Errorf("read view %s: %w", k, err)
+		}
+		if v.TenantID, err = viewTenant(tenant); err != nil {
 			return nil, fmt.Errorf("read view %s: %w", k, err)
 		}
 		out = append(out, v)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -195,6 +196,71 @@ func TestRebuildFromSnapshotMatchesFullReplay(t *testing.T) {
 	}
 	if got := s.views(); !reflect.DeepEqual(got, want) {
 		t.Errorf("views after full replay:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// A snapshot of views in the layout before (a field per IP, the tenant
+// as it is) restores and reads as the views did, and so does one of the
+// current layout; the snapshot's tenant column holds the tenant id of
+// either; a region's next scan rewrites it in the current layout.
+func TestOlderLayoutSnapshotRestores(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	na := now.Add(60 * 24 * time.Hour).Truncate(time.Second)
+	s.live(now.Add(-time.Hour), scanAt(t, "cur", "cur.example.com", "eu", now.Add(-time.Hour), okResult("192.0.2.1", "c", na)))
+	old := "a0b92fc6-db20-5265-b3bb-b7f0b7bd9a72"
+	r := okResult("192.0.2.1", strings.Repeat("ab", 32), na)
+	shape := encodeShape("old.example.com", 443, r)
+	ref := shapeRef(shape)
+	ms, id := encodeMark(now.Add(-time.Hour), uuid.New())
+	fields := map[string]any{"@name": "old.example.com:443|0", "@tenant": old, "@v": "3",
+		"@eu": ms + "|" + id, "eu|192.0.2.1": shapeMark + ref + ",12,30",
+		"eu|192.0.2.2": shapeMark + ref + ",13,31"}
+	for i, c := range splitChunks(shape) {
+		fields[chunkName(leafPrefix+ref, i)] = c
+	}
+	if err := s.rdb.HSet(ctx, ViewKey("old"), fields).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.ids["old"] = true
+	want := s.views()
+	if len(want["old"].Entries) != 2 || want["old"].TenantID != old || len(want["cur"].Entries) != 1 || want["cur"].TenantID != tenant {
+		t.Fatalf("views before the snapshot: %+v", want)
+	}
+
+	sn, err := NewSnapshotter(SnapshotConfig{Interval: time.Hour}, s.rdb, s.conn, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := sn.Take(ctx)
+	if err != nil {
+		t.Fatalf("take snapshot: %v", err)
+	}
+	tenants := map[string]string{}
+	if err := schema.ReadSnapshotViews(ctx, s.conn, snap.ID, func(v schema.SnapshotView) error {
+		tenants[v.DomainID] = v.TenantID
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if tenants["old"] != old || tenants["cur"] != tenant {
+		t.Errorf("snapshot tenants: got %v, want old %s and cur %s", tenants, old, tenant)
+	}
+	if res := s.rebuild(RebuildConfig{}); res.Restored != 2 {
+		t.Errorf("rebuild: %d views restored, want 2", res.Restored)
+	}
+	if got := s.views(); !reflect.DeepEqual(got, want) {
+		t.Errorf("views after rebuild from snapshot:\n got %+v\nwant %+v", got, want)
+	}
+
+	s.live(now, scanAt(t, "old", "old.example.com", "eu", now, r))
+	all := s.rdb.HGetAll(ctx, ViewKey("old")).Val()
+	if _, ok := all["eu|192.0.2.2"]; ok || !strings.HasPrefix(all["eu"], regionMark) || all[tenantField] != tenantCode(tenant) {
+		t.Errorf("after a scan, eu should be in layout %s with the tenant in %s: %v", regionMark, tenantField, all)
+	}
+	if got := s.views()["old"]; len(got.Entries) != 1 || got.Entries[0].IP != "192.0.2.1" {
+		t.Errorf("after a scan: got %+v, want one entry, 192.0.2.1", got.Entries)
 	}
 }
 

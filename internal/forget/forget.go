@@ -20,17 +20,24 @@ const scanBatch = 1000
 // DeletePattern deletes every key matching pattern and returns how many it
 // deleted. On Redis Cluster it scans every master.
 func DeletePattern(ctx context.Context, rdb redis.UniversalClient, pattern string) (int64, error) {
-	return deleteMatching(ctx, rdb, pattern, "", "")
+	return deleteMatching(ctx, rdb, pattern, nil)
 }
 
 // DeleteWhere deletes every hash matching pattern whose field is want
 // (e.g. the apikey:* records whose tenant_id is the tenant) and returns
 // how many it deleted.
 func DeleteWhere(ctx context.Context, rdb redis.UniversalClient, pattern, field, want string) (int64, error) {
-	if field == "" {
+	return DeleteWhereAny(ctx, rdb, pattern, map[string]string{field: want})
+}
+
+// DeleteWhereAny is DeleteWhere for a family that names the tenant in
+// one of several fields (a layout and the one before): it deletes every
+// hash matching pattern in which any field of fields holds its value.
+func DeleteWhereAny(ctx context.Context, rdb redis.UniversalClient, pattern string, fields map[string]string) (int64, error) {
+	if _, empty := fields[""]; empty || len(fields) == 0 {
 		return 0, errors.New("forget: DeleteWhere needs a field")
 	}
-	return deleteMatching(ctx, rdb, pattern, field, want)
+	return deleteMatching(ctx, rdb, pattern, fields)
 }
 
 // Keys returns the keys matching pattern (for a family whose members must
@@ -54,31 +61,38 @@ func Keys(ctx context.Context, rdb redis.UniversalClient, pattern string) ([]str
 	return out, err
 }
 
-func deleteMatching(ctx context.Context, rdb redis.UniversalClient, pattern, field, want string) (int64, error) {
+func deleteMatching(ctx context.Context, rdb redis.UniversalClient, pattern string, fields map[string]string) (int64, error) {
 	keys, err := Keys(ctx, rdb, pattern)
-	if err != nil || field == "" {
+	if err != nil || len(fields) == 0 {
 		if err != nil {
 			return 0, err
 		}
 		return DeleteKeys(ctx, rdb, keys...)
 	}
-	// The field is read checkBatch keys per pipeline: a family may hold
+	names := make([]string, 0, len(fields))
+	for f := range fields {
+		names = append(names, f)
+	}
+	// The fields are read checkBatch keys per pipeline: a family may hold
 	// millions (every view at 1M domains), more than one pipeline sends
 	// within the client's write timeout.
 	var mine []string
 	for from := 0; from < len(keys); from += checkBatch {
 		batch := keys[from:min(from+checkBatch, len(keys))]
 		pipe := rdb.Pipeline()
-		cmds := make([]*redis.StringCmd, len(batch))
+		cmds := make([]*redis.SliceCmd, len(batch))
 		for i, k := range batch {
-			cmds[i] = pipe.HGet(ctx, k, field)
+			cmds[i] = pipe.HMGet(ctx, k, names...)
 		}
 		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 			return 0, err
 		}
 		for i, k := range batch {
-			if v, err := cmds[i].Result(); err == nil && v == want {
-				mine = append(mine, k)
+			for j, v := range cmds[i].Val() {
+				if s, ok := v.(string); ok && s == fields[names[j]] {
+					mine = append(mine, k)
+					break
+				}
 			}
 		}
 	}
