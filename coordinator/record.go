@@ -1,14 +1,13 @@
 package coordinator
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
-	"github.com/google/uuid"
+	"github.com/certfleet/certfleet/internal/shortid"
 )
 
 // domainRecord is what a job needs of a domain besides its id.
@@ -37,10 +36,8 @@ type domainRecord struct {
 
 // encodeRecord returns rec in the positional form, without the version.
 func encodeRecord(rec domainRecord) (string, error) {
-	tenant := "=" + rec.TenantID
-	if u, err := uuid.Parse(rec.TenantID); err == nil && u.String() == rec.TenantID {
-		tenant = base64.RawURLEncoding.EncodeToString(u[:])
-	} else if strings.Contains(rec.TenantID, "|") {
+	tenant := shortid.URL.Encode(rec.TenantID)
+	if strings.Contains(tenant, "|") {
 		return "", fmt.Errorf("tenant id %q holds a |", rec.TenantID)
 	}
 	port := ""
@@ -99,14 +96,9 @@ func parseRecord(s string) (domainRecord, error) {
 		return domainRecord{}, fmt.Errorf("bad domain record %q", s)
 	}
 	rec := domainRecord{Host: parts[2], Port: 443}
-	if t, ok := strings.CutPrefix(parts[0], "="); ok {
-		rec.TenantID = t
-	} else {
-		b, err := base64.RawURLEncoding.Strict().DecodeString(parts[0])
-		if err != nil || len(b) != 16 {
-			return domainRecord{}, fmt.Errorf("bad tenant in domain record %q", s)
-		}
-		rec.TenantID = uuid.UUID(b).String()
+	var err error
+	if rec.TenantID, err = shortid.URL.Decode(parts[0]); err != nil {
+		return domainRecord{}, fmt.Errorf("bad tenant in domain record %q", s)
 	}
 	if parts[1] != "" {
 		p, err := strconv.Atoi(parts[1])

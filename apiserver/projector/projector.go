@@ -62,7 +62,6 @@ package projector
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"slices"
@@ -72,7 +71,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/redis/go-redis/v9"
@@ -82,6 +80,7 @@ import (
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/health"
+	"github.com/certfleet/certfleet/internal/shortid"
 )
 
 // Group is the consumer group of the projector on both streams.
@@ -822,17 +821,13 @@ func decodeSnapshot(domainID string, fields map[string]string, ver string) (Snap
 	return snap, nil
 }
 
-// tenantCode is a tenant id as tenantField holds it: a UUID in 22
-// characters of base64url (as the domain records keep it), any other id
-// after "=", "" for none.
+// tenantCode is a tenant id as tenantField holds it (shortid.URL, as the
+// coordinator's domain records keep it), "" for none.
 func tenantCode(id string) string {
-	if u, err := uuid.Parse(id); err == nil && u.String() == id {
-		return base64.RawURLEncoding.EncodeToString(u[:])
-	}
 	if id == "" {
 		return ""
 	}
-	return "=" + id
+	return shortid.URL.Encode(id)
 }
 
 // viewTenant is the tenant a view's fields name: tenantField's, or
@@ -842,14 +837,11 @@ func viewTenant(fields map[string]string) (string, error) {
 	if !ok {
 		return fields[oldTenantField], nil
 	}
-	if id, ok := strings.CutPrefix(s, "="); ok || s == "" {
-		return id, nil
+	id, err := shortid.URL.Decode(s)
+	if err != nil {
+		return "", fmt.Errorf("tenant: %w", err)
 	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(b) != 16 {
-		return "", fmt.Errorf("tenant %q: not a UUID in base64url", s)
-	}
-	return uuid.UUID(b).String(), nil
+	return id, nil
 }
 
 // decodeView turns a view hash into its entries sorted by region and IP.

@@ -57,11 +57,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/registration"
+	"github.com/certfleet/certfleet/internal/shortid"
 )
 
 // RegistrationPrefix starts the key of every registration view and index.
@@ -263,15 +263,14 @@ func indexCall(mode, domainID, host string, at time.Time) *call {
 // indexKeys are the keys indexScript works on for a registrable domain.
 func indexKeys(reg string) []string { return []string{RegistrationKey(reg), RegistrationIndexKey(reg)} }
 
+// memberIDs writes the domain ids of a registration view's index, in
+// compact.
+var memberIDs = shortid.With(compact)
+
 // memberField is the field of a domain in a registration view's index:
 // "+" and its id in compact when it is a UUID as uuid.UUID.String writes
-// it, else "+=" and the id.
-func memberField(domainID string) string {
-	if u, err := uuid.Parse(domainID); err == nil && u.String() == domainID {
-		return regMemberPrefix + compact.EncodeToString(u[:])
-	}
-	return regMemberPrefix + "=" + domainID
-}
+// it, else "+=" and the id (shortid).
+func memberField(domainID string) string { return regMemberPrefix + memberIDs.Encode(domainID) }
 
 // memberOf is the domain id of a registration view's field, and whether
 // it is an index member's.
@@ -280,14 +279,8 @@ func memberOf(field string) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	if id, ok := strings.CutPrefix(f, "="); ok {
-		return id, id != ""
-	}
-	b, err := compact.DecodeString(f)
-	if err != nil || len(b) != 16 {
-		return "", false
-	}
-	return uuid.UUID(b).String(), true
+	id, err := memberIDs.Decode(f)
+	return id, err == nil && id != ""
 }
 
 // indexMember is a domain in a registrable domain's index.

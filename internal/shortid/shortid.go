@@ -1,0 +1,44 @@
+// Package shortid writes ids the way the compact Redis layouts keep them:
+// a UUID in its canonical form (as uuid.UUID.String writes it) as its 16
+// bytes in 22 characters of unpadded base 64, any other id after "=",
+// which no base 64 alphabet here uses. The coordinator's domain records
+// and the views name tenants so (URL), the registration views their
+// domains (with the projector's sortable alphabet).
+package shortid
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strings"
+
+	"github.com/google/uuid"
+)
+
+// Codec writes and reads ids with one base 64 alphabet.
+type Codec struct{ enc *base64.Encoding }
+
+// With is the codec of enc, an unpadded alphabet without "=".
+func With(enc *base64.Encoding) Codec { return Codec{enc: enc.Strict()} }
+
+// URL is the codec of unpadded base64url (RFC 4648).
+var URL = With(base64.RawURLEncoding)
+
+// Encode is id as kept ("=" for "").
+func (c Codec) Encode(id string) string {
+	if u, err := uuid.Parse(id); err == nil && u.String() == id {
+		return c.enc.EncodeToString(u[:])
+	}
+	return "=" + id
+}
+
+// Decode is the id s keeps (Encode's inverse); "" reads as "".
+func (c Codec) Decode(s string) (string, error) {
+	if id, ok := strings.CutPrefix(s, "="); ok || s == "" {
+		return id, nil
+	}
+	b, err := c.enc.DecodeString(s)
+	if err != nil || len(b) != 16 {
+		return "", fmt.Errorf("id %q: not a UUID in 22 characters of base 64", s)
+	}
+	return uuid.UUID(b).String(), nil
+}
