@@ -354,7 +354,7 @@ func (l *lab) check(rows []row, q domainindex.Query) {
 	for _, r := range rows {
 		byID[r.id] = r
 	}
-	for i, plan := range []string{"", "read", "walk"} {
+	for i, plan := range []string{"", "read", "walk", "semi"} {
 		q := domainindex.WithPlan(q, plan)
 		if i == 0 {
 			// The rows: the record's fields asked (one it lacks absent) and
