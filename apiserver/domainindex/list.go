@@ -309,14 +309,15 @@ local function hostMatches(h)
     i = d + 1
   end
 end
--- idOf splits an index member ("<host> <port> <id>" or "<suffix> <id>")
--- into its id and its first word (the hostname, the suffix): neither
--- holds a space.
-local function idOf(member)
+-- idOf is the id at the end of an index member: "<host> <port, 5
+-- digits> <id>" (host) or "<suffix> <id>" (sfx); neither a hostname nor
+-- a suffix holds a space. hostOf is a host member's hostname.
+local function idOf(member, host)
   local s = string.find(member, ' ', 1, true)
-  local t = string.find(member, ' ', s + 1, true)
-  return string.sub(member, (t or s) + 1), string.sub(member, 1, s - 1)
+  if host then return string.sub(member, s + 7) end
+  return string.sub(member, s + 1)
 end
+local function hostOf(member) return string.sub(member, 1, string.find(member, ' ', 1, true) - 1) end
 -- verdictRange: the scores [lo, hi) of an expiry verdict (a status but
 -- error), as ZCOUNT bounds' numbers; nil for another value.
 local function verdictRange(v)
@@ -451,8 +452,9 @@ local function members(src)
   else
     local keys = {P .. 'sfx'}
     if not dotOnly then keys[2] = P .. 'host' end
-    for _, k in ipairs(keys) do
-      for _, m in ipairs(redis.call('ZRANGEBYLEX', k, src.lo, src.hi)) do add((idOf(m))) end
+    for i, k in ipairs(keys) do
+      local host = i == 2
+      for _, m in ipairs(redis.call('ZRANGEBYLEX', k, src.lo, src.hi)) do add(idOf(m, host)) end
     end
   end
   return out
@@ -480,14 +482,16 @@ local out, keys, total = {}, {}, 0
 local want = offset + limit + 1
 -- The plan: read the smallest filter's candidates and sort them (read),
 -- walk the sort's index testing each member against the filters (walk),
--- or walk it testing membership in the candidates read first (semi).
--- Their costs, in members read from Redis: E candidates, about want * N
--- / E walked; a test of a walked member costs a share of one call per
--- chunk and filter (none for a search on the hostname sort, whose
--- members hold the hostname; a record read each on another), a read
--- candidate's sort key its score, or on the hostname sort its record's
--- hostname (a call each). A walk that needs the total reads the
--- candidates anyway.
+-- or walk it keeping the members among the candidates read first
+-- (semi). Their costs, in ids read from Redis (measured at 100,000
+-- domains): E candidates (a search's members, which carry a suffix, 1.5
+-- each), about want * N / E members walked (the hostname index's 1.7
+-- each); a walked member's test costs its share of one call per chunk
+-- and filter (a score 1.5, a set's answer 0.8; a search on the hostname
+-- sort none, on another a record read each, 4); a read candidate's sort
+-- key its score and its share of the sort (2.5), or on the hostname sort
+-- a record read each and its share of the sort (12). A walk that needs
+-- the total reads the candidates anyway.
 if plan == '' then
   plan = 'walk'
   -- A single filter that is a status over the sort's own key: the walk
@@ -504,11 +508,12 @@ if plan == '' then
       test = test + c
       if s ~= best then others = others + c end
     end
-    local E = math.max(best.est, 1)
+    local E, member, key, each = math.max(best.est, 1), 1, 2.5, 1
+    if sort == 'hostname' then member, key = 1.7, 12 end
+    if best.kind == 'lex' then each = 1.5 end
     local M = want * N / E
-    local cand = E * (1 + others)
-    local walk, semi, read = M * (1 + test), cand + M, cand + E * 1.5
-    if sort == 'hostname' then read = cand + E * 4.5 end
+    local cand = E * (each + others)
+    local walk, semi, read = M * (member + test), cand + M * member, cand + E * key
     if not (#sources == 1 and best.count) then walk = walk + cand end
     if read <= walk and read <= semi then plan = 'read' elseif semi < walk then plan = 'semi' end
   end
@@ -517,13 +522,27 @@ if not best then plan = 'walk' end
 if plan == 'read' then
   -- Read the smallest source, keep its matches and sort them by a
   -- string key each (Lua compares strings in C): the hostname index's
-  -- member, or the score (whole ms, offset to be positive, fixed width)
-  -- and the id; the domains without a value (phase 1) by id.
+  -- member, or the score (scoreKey) and the id; the domains without a
+  -- value (phase 1) by id.
+  -- scoreKey: 16 characters that sort as the score s (whole ms, within
+  -- 10^15 of 0: some 31,000 years), from its reply v: most are whole and
+  -- positive, kept as they are behind '1' and zeros; scoreOf reads it
+  -- back.
+  local ZEROS, MAXS = '000000000000000', 999999999999999
+  local function scoreKey(v, s)
+    if #v <= 15 and not string.find(v, '%D') then return '1' .. string.sub(ZEROS, #v + 1) .. v end
+    if s >= 0 then return '1' .. string.format('%015d', math.min(s, MAXS)) end
+    return '0' .. string.format('%015d', math.max(s, -MAXS) + MAXS + 1)
+  end
+  local function scoreOf(k)
+    local s = tonumber(string.sub(k, 2, 16))
+    if string.sub(k, 1, 1) == '0' then s = s - MAXS - 1 end
+    return s
+  end
   local ids = members(best)
   local ok, sel = matchAll(ids, nil, best.f), {}
   for i, id in ipairs(ids) do if ok[i] then sel[#sel + 1] = id end end
   total = #sel
-  local OFF = 1e15
   local k0, k1 = {}, {}
   if sort == 'hostname' then
     for _, id in ipairs(sel) do
@@ -535,8 +554,9 @@ if plan == 'read' then
     if sort == 'ssl_days_remaining' then key = P .. 'ssl' elseif sort == 'whois_days_remaining' then key = P .. 'whois' end
     local sc = mscore(key, sel)
     for i, id in ipairs(sel) do
-      local s = tonumber(sc[i] or (sort == 'created_at' and '0'))
-      if s and (sort == 'created_at' or s < NOEXP) then k0[#k0 + 1] = string.format('%016d', s + OFF) .. ' ' .. id
+      local v = sc[i] or (sort == 'created_at' and '0')
+      local s = tonumber(v)
+      if s and (sort == 'created_at' or s < NOEXP) then k0[#k0 + 1] = scoreKey(v, s) .. ' ' .. id
       else k1[#k1 + 1] = id end
     end
   end
@@ -548,8 +568,8 @@ if plan == 'read' then
     if j > n0 then return {1, 0, k1[j - n0]}, k1[j - n0] end
     local k = k0[j]
     if desc then k = k0[n0 + 1 - j] end
-    if sort == 'hostname' then return {0, 0, k}, (idOf(k)) end
-    return {0, tonumber(string.sub(k, 1, 16)) - OFF, string.sub(k, 18)}, string.sub(k, 18)
+    if sort == 'hostname' then return {0, 0, k}, idOf(k, true) end
+    return {0, scoreOf(k), string.sub(k, 18)}, string.sub(k, 18)
   end
   -- The first key after the cursor, found by halving.
   local first = 1
@@ -669,12 +689,15 @@ else
         -- are read for the page's last member only.
         local got = redis.call('ZRANGE', seq[1], a, b)
         local n = #got
-        local ids, hosts, ms = {}, {}, {}
+        local ids, hosts, ms, isHost = {}, {}, {}, seq[1] == P .. 'host'
         for j = 1, n do
           local m = got[j]
           if seq[5] then m = got[n + 1 - j] end
           ms[j], ids[j] = m, m
-          if seq[1] == P .. 'host' then ids[j], hosts[j] = idOf(m) end
+          if isHost then
+            ids[j] = idOf(m, true)
+            if not set then hosts[j] = hostOf(m) end
+          end
         end
         local ok
         if set then

@@ -134,11 +134,14 @@ func (l *lab) project(extra ...events.Envelope) {
 	}
 }
 
-// notAfters are shared by many domains: ties in the ssl sort.
+// notAfters are shared by many domains: ties in the ssl sort; some are
+// before 1970 (negative scores).
 func (l *lab) notAfter() time.Time {
-	switch l.rng.IntN(12) {
+	switch l.rng.IntN(13) {
 	case 0:
 		return time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+	case 12:
+		return time.Date(1965, 1, 1+l.rng.IntN(3), 0, 0, 0, 0, time.UTC)
 	case 1, 2, 3:
 		return now.Add(time.Duration(l.rng.IntN(5)-2) * 24 * time.Hour)
 	}
