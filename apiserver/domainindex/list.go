@@ -140,9 +140,10 @@ func contains(list []string, s string) bool {
 // of id is recordPrefix+id), which a search reads hostnames from.
 //
 // One script in the tenant's slot answers. Its cost is about the page's
-// size without a filter; with filters it either reads the smallest
-// filter's members and sorts them, or walks the sort's index until the
-// page is full, whichever is cheaper (docs/scaling.md).
+// size without a filter; with filters it reads the smallest filter's
+// members and sorts them, or walks the sort's index until the page is
+// full testing each member, or walks it keeping the members among the
+// filter's, whichever it estimates cheapest (docs/scaling.md).
 func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix string, q Query) (Page, error) {
 	if err := q.Check(); err != nil {
 		return Page{}, err
