@@ -484,15 +484,16 @@ local want = offset + limit + 1
 -- The plan: read the smallest filter's candidates and sort them (read),
 -- walk the sort's index testing each member against the filters (walk),
 -- or walk it keeping the members among the candidates read first
--- (semi). Their costs, in ids read from Redis (measured at 100,000
--- domains): E candidates (a search's members, which carry a suffix, 1.5
--- each), about want * N / E members walked (the hostname index's 1.7
--- each); a walked member's test costs its share of one call per chunk
--- and filter (a score 1.5, a set's answer 0.8; a search on the hostname
--- sort none, on another a record read each, 4); a read candidate's sort
--- key its score and its share of the sort (2.5), or on the hostname sort
--- a record read each and its share of the sort (12). A walk that needs
--- the total reads the candidates anyway.
+-- (semi). Their costs, in ids walked (one id of a chunk of the sort's
+-- zset, about 0.65 us; measured at 100,000 domains): E candidates, 2
+-- each (a search's, which carry a suffix, 2.6), about want * N / E
+-- members walked (the hostname index's 2.3 each); a walked member's test
+-- costs its share of one call per chunk and filter (a score 2.4, a
+-- set's answer 1.2; a search on the hostname sort none, on another a
+-- record read each, 5); a read candidate's sort key its score and its
+-- share of the sort (4), or on the hostname sort a record read each for
+-- the hostname (8.5). A walk that needs the total reads the candidates
+-- anyway.
 if plan == '' then
   plan = 'walk'
   -- A single filter that is a status over the sort's own key: the walk
@@ -503,16 +504,16 @@ if plan == '' then
   if best and not ranged then
     local test, others = 0, 0
     for _, s in ipairs(sources) do
-      local c = 1.5
-      if s.f == 'search' then if sort == 'hostname' then c = 0 else c = 4 end
-      elseif s.kind == 's' then c = 0.8 end
+      local c = 2.4
+      if s.f == 'search' then if sort == 'hostname' then c = 0 else c = 5 end
+      elseif s.kind == 's' then c = 1.2 end
       test = test + c
       if s ~= best then others = others + c end
     end
-    local E, member, key, each = math.max(best.est, 1), 1, 2.5, 1
-    if sort == 'hostname' then member, key = 1.7, 12 end
-    if best.kind == 'lex' then each = 1.5 end
-    local M = want * N / E
+    local E, member, key, each = math.max(best.est, 1), 1, 4, 2
+    if sort == 'hostname' then member, key = 2.3, 8.5 end
+    if best.kind == 'lex' then each = 2.6 end
+    local M = math.min(N, want * N / E)
     local cand = E * (each + others)
     local walk, semi, read = M * (member + test), cand + M * member, cand + E * key
     if not (#sources == 1 and best.count) then walk = walk + cand end
