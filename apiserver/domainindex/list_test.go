@@ -357,7 +357,10 @@ func (l *lab) check(rows []row, q domainindex.Query) {
 	for _, r := range rows {
 		byID[r.id] = r
 	}
-	for i, plan := range []string{"", "read", "walk", "semi"} {
+	// "mixed" takes each page with another plan: a cursor of one plan
+	// continues under any other.
+	plans := []string{"read", "walk", "semi"}
+	for i, plan := range []string{"", "read", "walk", "semi", "mixed"} {
 		q := domainindex.WithPlan(q, plan)
 		if i == 0 {
 			// The rows: the record's fields asked (one it lacks absent) and
@@ -368,6 +371,9 @@ func (l *lab) check(rows []row, q domainindex.Query) {
 		q.Cursor = ""
 		for pages := 0; ; pages++ {
 			q.Limit = 1 + l.rng.IntN(40)
+			if plan == "mixed" {
+				q = domainindex.WithPlan(q, plans[pages%len(plans)])
+			}
 			p, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
 			if err != nil {
 				l.t.Fatalf("%+v: %v", q, err)
