@@ -478,8 +478,7 @@ end
 local cur = {cphase, cscore, cmember}
 
 local out, keys, total = {}, {}, 0
--- Reading the filter's E members costs about E; walking the sort's index
--- costs about want * N / E: read when E * E (times readCost) <= want * N.
+-- want: the matches the page needs from the start of the list.
 local want = offset + limit + 1
 -- The plan: read the smallest filter's candidates and sort them (read),
 -- walk the sort's index testing each member against the filters (walk),
