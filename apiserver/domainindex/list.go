@@ -69,8 +69,8 @@ type Query struct {
 	// (Page.Rows), read by the same script: none when empty.
 	Fields []string
 
-	// plan forces the script's plan ("read" or "walk"; "" chooses), for
-	// tests that check both against one answer.
+	// plan forces the script's plan ("read", "walk" or "semi"; ""
+	// chooses), for tests that check each against one answer.
 	plan string
 }
 
@@ -140,9 +140,10 @@ func contains(list []string, s string) bool {
 // of id is recordPrefix+id), which a search reads hostnames from.
 //
 // One script in the tenant's slot answers. Its cost is about the page's
-// size without a filter; with filters it either reads the smallest
-// filter's members and sorts them, or walks the sort's index until the
-// page is full, whichever is cheaper (docs/scaling.md).
+// size without a filter; with filters it reads the smallest filter's
+// members and sorts them, or walks the sort's index until the page is
+// full testing each member, or walks it keeping the members among the
+// filter's, whichever it estimates cheapest (docs/scaling.md).
 func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix string, q Query) (Page, error) {
 	if err := q.Check(); err != nil {
 		return Page{}, err
@@ -254,7 +255,7 @@ func (q Query) fingerprint() string {
 // KEYS: the tenant's created index (names the slot). ARGV: prefix, record
 // prefix, sort, desc, limit, offset, has cursor, cursor phase, score,
 // member, status, whois status, search, now ms, critical bound ms, warning
-// bound ms, plan ("read", "walk" or "" to choose), tag, the number of
+// bound ms, plan ("read", "walk", "semi" or "" to choose), tag, the number of
 // record fields to return per id, those fields.
 var listScript = redis.NewScript(`
 local P, RP, sort, desc = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
@@ -309,11 +310,15 @@ local function hostMatches(h)
     i = d + 1
   end
 end
--- idOf splits an index member "<head> <id>" into id and head.
-local function idOf(member)
-  local head, id = string.match(member, '^(.*) (%S*)$')
-  return id, head
+-- idOf is the id at the end of an index member: "<host> <port, 5
+-- digits> <id>" (host) or "<suffix> <id>" (sfx); neither a hostname nor
+-- a suffix holds a space. hostOf is a host member's hostname.
+local function idOf(member, host)
+  local s = string.find(member, ' ', 1, true)
+  if host then return string.sub(member, s + 7) end
+  return string.sub(member, s + 1)
 end
+local function hostOf(member) return string.sub(member, 1, string.find(member, ' ', 1, true) - 1) end
 -- verdictRange: the scores [lo, hi) of an expiry verdict (a status but
 -- error), as ZCOUNT bounds' numbers; nil for another value.
 local function verdictRange(v)
@@ -323,47 +328,53 @@ local function verdictRange(v)
   elseif v == 'valid' then return warnB, '+inf' end
 end
 -- matchAll: which of ids pass every filter (ok[i])? hosts[i] is id i's
--- hostname when known (hosts may be nil). A source's members pass the
--- search by construction (skipSearch). Each filter costs one call for
--- all the ids.
-local function matchAll(ids, hosts, skipSearch)
+-- hostname when known (hosts may be nil). skip names the filter (status,
+-- whois, tag, search) the ids pass by construction (their source's).
+-- Each filter costs one call for all the ids, and a second key is asked
+-- only about the ids the first leaves undecided.
+local function matchAll(ids, hosts, skip)
   local ok = {}
   for i = 1, #ids do ok[i] = true end
   if #ids == 0 then return ok end
-  if status ~= '' then
+  if status ~= '' and skip ~= 'status' then
     -- The SSL status: none without a score (error when no certificate),
     -- expired below now, else error when invalid, else the verdict.
-    local ssl, bad, nocert = mscore(P .. 'ssl', ids), nil, nil
-    if status ~= 'expired' then bad = mscore(P .. 'bad', ids) end
-    if status == 'error' then nocert = mismember(P .. 'nocert', ids) end
+    local ssl, badIds, badAt, ncIds, ncAt = mscore(P .. 'ssl', ids), {}, {}, {}, {}
     for i = 1, #ids do
-      local sc, st = ssl[i], ''
+      local sc = ssl[i] and tonumber(ssl[i])
+      ok[i] = false
       if not sc then
-        if nocert and nocert[i] then st = 'error' end
-      else
-        sc = tonumber(sc)
-        if sc < now then st = 'expired'
-        elseif bad and bad[i] then st = 'error'
-        else st = verdict(sc) end
+        if status == 'error' then ncIds[#ncIds + 1] = ids[i]; ncAt[#ncAt + 1] = i end
+      elseif sc < now then ok[i] = status == 'expired'
+      elseif status == 'error' or verdict(sc) == status then badIds[#badIds + 1] = ids[i]; badAt[#badAt + 1] = i end
+    end
+    if #badIds > 0 then
+      local bad = mscore(P .. 'bad', badIds)
+      for k, i in ipairs(badAt) do ok[i] = (bad[k] ~= false) == (status == 'error') end
+    end
+    if #ncIds > 0 then
+      local nc = mismember(P .. 'nocert', ncIds)
+      for k, i in ipairs(ncAt) do ok[i] = nc[k] end
+    end
+  end
+  if wstatus ~= '' and skip ~= 'whois' then
+    -- A verdict over the expiry, or the reason there is none (a domain
+    -- in a reason's set has no expiry).
+    if verdictRange(wstatus) then
+      local w = mscore(P .. 'whois', ids)
+      for i = 1, #ids do
+        if not w[i] or verdict(tonumber(w[i])) ~= wstatus then ok[i] = false end
       end
-      if st ~= status then ok[i] = false end
+    else
+      local why = mismember(P .. 'wr:' .. wstatus, ids)
+      for i = 1, #ids do if not why[i] then ok[i] = false end end
     end
   end
-  if wstatus ~= '' then
-    -- A verdict over the expiry, or the reason there is none.
-    local w, why = mscore(P .. 'whois', ids), nil
-    if not verdictRange(wstatus) then why = mismember(P .. 'wr:' .. wstatus, ids) end
-    for i = 1, #ids do
-      if w[i] then
-        if verdict(tonumber(w[i])) ~= wstatus then ok[i] = false end
-      elseif not (why and why[i]) then ok[i] = false end
-    end
-  end
-  if tag ~= '' then
+  if tag ~= '' and skip ~= 'tag' then
     local has = mismember(P .. 'tag:' .. tag, ids)
     for i = 1, #ids do if not has[i] then ok[i] = false end end
   end
-  if search ~= '' and not skipSearch then
+  if search ~= '' and skip ~= 'search' then
     for i = 1, #ids do
       if ok[i] then
         local host = (hosts and hosts[i]) or redis.call('HGET', RP .. ids[i], 'host')
@@ -374,49 +385,50 @@ local function matchAll(ids, hosts, skipSearch)
   return ok
 end
 
--- The sources: each filter can list its candidates; est is how many.
+-- The sources: each filter (f) can list its candidates; est is how many,
+-- count how many match it when known.
 local sources = {}
-local function zsrc(key, min, max) return {kind = 'z', key = key, min = min, max = max,
+local function zsrc(f, key, min, max) return {f = f, kind = 'z', key = key, min = min, max = max,
   est = redis.call('ZCOUNT', key, min, max)} end
 if status ~= '' then
   if status == 'error' then
-    sources[#sources + 1] = {kind = 'err', est = redis.call('SCARD', P .. 'nocert') + redis.call('ZCOUNT', P .. 'bad', now, '+inf'),
-      count = redis.call('SCARD', P .. 'nocert') + redis.call('ZCOUNT', P .. 'bad', now, '+inf')}
+    local n = redis.call('SCARD', P .. 'nocert') + redis.call('ZCOUNT', P .. 'bad', now, '+inf')
+    sources[#sources + 1] = {f = 'status', kind = 'err', est = n, count = n}
   else
-    local lo, hi = '-inf', '(' .. now
-    if status == 'critical' then lo, hi = now, '(' .. critB
-    elseif status == 'warning' then lo, hi = critB, '(' .. warnB
-    elseif status == 'valid' then lo, hi = warnB, '+inf' end
-    local s = zsrc(P .. 'ssl', lo, hi)
+    local lo, hi = verdictRange(status)
+    if hi ~= '+inf' then hi = '(' .. hi end
+    local s = zsrc('status', P .. 'ssl', lo, hi)
     s.count = s.est
-    if status ~= 'expired' then s.count = s.est - redis.call('ZCOUNT', P .. 'bad', lo, hi) end
+    if status ~= 'expired' then
+      -- The invalid certificates of the range are errors: bad holds
+      -- them with the same scores.
+      s.exclude = P .. 'bad'
+      s.count = s.est - redis.call('ZCOUNT', P .. 'bad', lo, hi)
+    end
     sources[#sources + 1] = s
   end
 end
 if wstatus ~= '' then
-  local lo, hi
-  if wstatus == 'expired' then lo, hi = '-inf', '(' .. now
-  elseif wstatus == 'critical' then lo, hi = now, '(' .. critB
-  elseif wstatus == 'warning' then lo, hi = critB, '(' .. warnB
-  elseif wstatus == 'valid' then lo, hi = warnB, '+inf' end
+  local lo, hi = verdictRange(wstatus)
   if lo then
-    local s = zsrc(P .. 'whois', lo, hi)
+    if hi ~= '+inf' then hi = '(' .. hi end
+    local s = zsrc('whois', P .. 'whois', lo, hi)
     s.count = s.est
     sources[#sources + 1] = s
   else
     local n = redis.call('SCARD', P .. 'wr:' .. wstatus)
-    sources[#sources + 1] = {kind = 's', key = P .. 'wr:' .. wstatus, est = n, count = n}
+    sources[#sources + 1] = {f = 'whois', kind = 's', key = P .. 'wr:' .. wstatus, est = n, count = n}
   end
 end
 if tag ~= '' then
   local n = redis.call('SCARD', P .. 'tag:' .. tag)
-  sources[#sources + 1] = {kind = 's', key = P .. 'tag:' .. tag, est = n, count = n}
+  sources[#sources + 1] = {f = 'tag', kind = 's', key = P .. 'tag:' .. tag, est = n, count = n}
 end
 if search ~= '' then
   local lo, hi = '[' .. term, '[' .. term .. '\255'
   local ns, nh = redis.call('ZLEXCOUNT', P .. 'sfx', lo, hi), 0
   if not dotOnly then nh = redis.call('ZLEXCOUNT', P .. 'host', lo, hi) end
-  local s = {kind = 'lex', lo = lo, hi = hi, est = ns + nh}
+  local s = {f = 'search', kind = 'lex', lo = lo, hi = hi, est = ns + nh}
   -- Without a label match the hostname matches are the matches, each
   -- domain once (a domain has one hostname member; label matches may
   -- repeat a domain, and are counted by reading them).
@@ -424,11 +436,14 @@ if search ~= '' then
   sources[#sources + 1] = s
 end
 
--- members lists a source's candidates, each once.
+-- members lists a source's candidates that pass its filter, each once.
 local function members(src)
   local out, seen = {}, {}
   local function add(id) if not seen[id] then seen[id] = true; out[#out + 1] = id end end
   if src.kind == 'z' then
+    if src.exclude then
+      for _, id in ipairs(redis.call('ZRANGEBYSCORE', src.exclude, src.min, src.max)) do seen[id] = true end
+    end
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', src.key, src.min, src.max)) do add(id) end
   elseif src.kind == 's' then
     for _, id in ipairs(redis.call('SMEMBERS', src.key)) do add(id) end
@@ -438,8 +453,9 @@ local function members(src)
   else
     local keys = {P .. 'sfx'}
     if not dotOnly then keys[2] = P .. 'host' end
-    for _, k in ipairs(keys) do
-      for _, m in ipairs(redis.call('ZRANGEBYLEX', k, src.lo, src.hi)) do add((idOf(m))) end
+    for i, k in ipairs(keys) do
+      local host = i == 2
+      for _, m in ipairs(redis.call('ZRANGEBYLEX', k, src.lo, src.hi)) do add(idOf(m, host)) end
     end
   end
   return out
@@ -449,27 +465,9 @@ local N = redis.call('ZCARD', P .. 'created')
 local best
 for _, s in ipairs(sources) do if not best or s.est < best.est then best = s end end
 
--- The sort's keys of domains ids: {phase, score, member} each; phase 1
--- holds the domains without a value, in id order whatever the direction.
-local function keysOf(ids)
-  local out = {}
-  if sort == 'hostname' then
-    for i, id in ipairs(ids) do
-      local r = redis.call('HMGET', RP .. id, 'host', 'port')
-      out[i] = {0, 0, (r[1] or '') .. ' ' .. string.format('%05d', tonumber(r[2] or '0')) .. ' ' .. id}
-    end
-    return out
-  end
-  local key = P .. 'created'
-  if sort == 'ssl_days_remaining' then key = P .. 'ssl' elseif sort == 'whois_days_remaining' then key = P .. 'whois' end
-  local sc = mscore(key, ids)
-  for i, id in ipairs(ids) do
-    local s = tonumber(sc[i] or (sort == 'created_at' and '0'))
-    if s and (sort == 'created_at' or s < NOEXP) then out[i] = {0, s, id} else out[i] = {1, 0, id} end
-  end
-  return out
-end
--- before: does key a come before key b in the list's order?
+-- before: does sort key a ({phase, score, member}; phase 1 holds the
+-- domains without a value, in id order whatever the direction) come
+-- before key b in the list's order?
 local function before(a, b)
   if a[1] ~= b[1] then return a[1] < b[1] end
   local asc = a[1] == 1 or not desc
@@ -480,69 +478,162 @@ end
 local cur = {cphase, cscore, cmember}
 
 local out, keys, total = {}, {}, 0
--- Reading the filter's E members costs about E; walking the sort's index
--- costs about want * N / E: read when E * E (times readCost) <= want * N.
+-- want: the matches the page needs from the start of the list.
 local want = offset + limit + 1
--- A single filter that is a verdict over the sort's own key: the walk
--- stays in its range, where nearly every member matches (cost about the
--- page).
-local ranged = #sources == 1 and ((sort == 'ssl_days_remaining' and verdictRange(status) ~= nil) or
-  (sort == 'whois_days_remaining' and verdictRange(wstatus) ~= nil))
--- Reading costs about 8 walked members per candidate (its sort key and
--- its share of sorting them, against a walked member's share of one call
--- per chunk); but a walk of the hostname sort splits each member's string,
--- and a search's walk off it reads each member's hostname: as dear as
--- reading a candidate.
-local readCost = 8
-if sort == 'hostname' or (best and best.kind == 'lex') then readCost = 1 end
-if best and plan ~= 'walk' and (plan == 'read' or (not ranged and (#sources > 1 or best.est <= 64 or readCost * best.est * best.est <= want * N))) then
-  -- Read the smallest source and sort its matches.
+-- The plan: read the smallest filter's candidates and sort them (read),
+-- walk the sort's index testing each member against the filters (walk),
+-- or walk it keeping the members among the candidates read first
+-- (semi). Their costs, in ids walked (one id of a chunk of the sort's
+-- zset, about 0.65 us; measured at 100,000 domains): E candidates, 2
+-- each (a search's, which carry a suffix, 2.6), about want * N / E
+-- members walked (the hostname index's 2.3 each); a walked member's test
+-- costs its share of one call per chunk and filter (a score 2.4, a
+-- set's answer 1.2; a search on the hostname sort none, on another a
+-- record read each, 5); a read candidate's sort key its score and its
+-- share of the sort (4), or on the hostname sort a record read each for
+-- the hostname (8.5). A walk that needs the total reads the candidates
+-- anyway.
+if plan == '' then
+  plan = 'walk'
+  -- A single filter that is a status over the sort's own key: the walk
+  -- stays in its range (for error, the invalid certificates'), where
+  -- nearly every member matches (cost about the page).
+  local ranged = #sources == 1 and ((sort == 'ssl_days_remaining' and (verdictRange(status) ~= nil or status == 'error')) or
+    (sort == 'whois_days_remaining' and verdictRange(wstatus) ~= nil))
+  if best and not ranged then
+    local test, others = 0, 0
+    for _, s in ipairs(sources) do
+      local c = 2.4
+      if s.f == 'search' then if sort == 'hostname' then c = 0 else c = 5 end
+      elseif s.kind == 's' then c = 1.2 end
+      test = test + c
+      if s ~= best then others = others + c end
+    end
+    local E, member, key, each = math.max(best.est, 1), 1, 4, 2
+    if sort == 'hostname' then member, key = 2.3, 8.5 end
+    if best.kind == 'lex' then each = 2.6 end
+    local M = math.min(N, want * N / E)
+    local cand = E * (each + others)
+    local walk, semi, read = M * (member + test), cand + M * member, cand + E * key
+    if not (#sources == 1 and best.count) then walk = walk + cand end
+    if read <= walk and read <= semi then plan = 'read' elseif semi < walk then plan = 'semi' end
+  end
+end
+if not best then plan = 'walk' end
+if plan == 'read' then
+  -- Read the smallest source, keep its matches and sort them by a
+  -- string key each (Lua compares strings in C): the hostname index's
+  -- member, or the score (scoreKey) and the id; the domains without a
+  -- value (phase 1) by id.
+  -- scoreKey: 16 characters that sort as the score s (whole ms, within
+  -- 10^15 of 0: some 31,000 years), from its reply v: most are whole and
+  -- positive, kept as they are behind '1' and zeros; scoreOf reads it
+  -- back.
+  local ZEROS, MAXS = '000000000000000', 999999999999999
+  local function scoreKey(v, s)
+    if #v <= 15 and not string.find(v, '%D') then return '1' .. string.sub(ZEROS, #v + 1) .. v end
+    if s >= 0 then return '1' .. string.format('%015d', math.min(s, MAXS)) end
+    return '0' .. string.format('%015d', math.max(s, -MAXS) + MAXS + 1)
+  end
+  local function scoreOf(k)
+    local s = tonumber(string.sub(k, 2, 16))
+    if string.sub(k, 1, 1) == '0' then s = s - MAXS - 1 end
+    return s
+  end
   local ids = members(best)
-  local ok, sel = matchAll(ids, nil, best.kind == 'lex'), {}
+  local ok, sel = matchAll(ids, nil, best.f), {}
   for i, id in ipairs(ids) do if ok[i] then sel[#sel + 1] = id end end
-  local all = {}
-  for i, k in ipairs(keysOf(sel)) do all[i] = {k, sel[i]} end
-  total = #all
-  table.sort(all, function(x, y) return before(x[1], y[1]) end)
-  local skip = offset
-  for _, e in ipairs(all) do
-    if not hasCur or before(cur, e[1]) then
-      if skip > 0 then skip = skip - 1
-      elseif #out <= limit then out[#out + 1] = e[2]; keys[#keys + 1] = e[1] end
+  total = #sel
+  local k0, k1 = {}, {}
+  if sort == 'hostname' then
+    for _, id in ipairs(sel) do
+      local r = redis.call('HMGET', RP .. id, 'host', 'port')
+      k0[#k0 + 1] = (r[1] or '') .. ' ' .. string.format('%05d', tonumber(r[2] or '0')) .. ' ' .. id
+    end
+  else
+    local key = P .. 'created'
+    if sort == 'ssl_days_remaining' then key = P .. 'ssl' elseif sort == 'whois_days_remaining' then key = P .. 'whois' end
+    local sc = mscore(key, sel)
+    for i, id in ipairs(sel) do
+      local v = sc[i] or (sort == 'created_at' and '0')
+      local s = tonumber(v)
+      if s and (sort == 'created_at' or s < NOEXP) then k0[#k0 + 1] = scoreKey(v, s) .. ' ' .. id
+      else k1[#k1 + 1] = id end
     end
   end
-else
-  -- Walk the sort's index from the cursor until the page is full.
-  if #sources == 0 then total = N
-  elseif #sources == 1 and sources[1].count then total = sources[1].count
-  else
-    for _, m in ipairs(matchAll(members(best), nil, best.kind == 'lex')) do if m then total = total + 1 end end
+  table.sort(k0)
+  table.sort(k1)
+  -- The list's j-th key: k0 in order (reversed when desc), then k1.
+  local n0, n = #k0, #k0 + #k1
+  local function at(j)
+    if j > n0 then return {1, 0, k1[j - n0]}, k1[j - n0] end
+    local k = k0[j]
+    if desc then k = k0[n0 + 1 - j] end
+    if sort == 'hostname' then return {0, 0, k}, idOf(k, true) end
+    return {0, scoreOf(k), string.sub(k, 18)}, string.sub(k, 18)
   end
+  -- The first key after the cursor, found by halving.
+  local first = 1
+  if hasCur then
+    local hi = n + 1
+    while first < hi do
+      local mid = math.floor((first + hi) / 2)
+      if before(cur, (at(mid))) then hi = mid else first = mid + 1 end
+    end
+  end
+  for j = first + offset, math.min(n, first + offset + limit) do
+    local k, id = at(j)
+    out[#out + 1] = id
+    keys[#keys + 1] = k
+  end
+else
+  -- Walk the sort's index from the cursor until the page is full,
+  -- testing each member against the filters, or (semi) its membership
+  -- in the candidates that pass them.
+  local set
+  if plan == 'semi' or not (#sources == 0 or (#sources == 1 and sources[1].count)) then
+    local ids = members(best)
+    local ok = matchAll(ids, nil, best.f)
+    if plan == 'semi' then set = {} end
+    for i, id in ipairs(ids) do
+      if ok[i] then
+        total = total + 1
+        if set then set[id] = true end
+      end
+    end
+  elseif #sources == 0 then total = N
+  else total = sources[1].count end
   -- The index's sequences, in list order: {key, lex, first rank, last
-  -- rank (exclusive), direction}.
+  -- rank (exclusive), direction, every member matches}.
   local seqs = {}
-  if sort == 'hostname' then seqs[1] = {P .. 'host', true, 0, redis.call('ZCARD', P .. 'host'), desc}
-  elseif sort == 'created_at' then seqs[1] = {P .. 'created', false, 0, N, desc}
+  if sort == 'hostname' then seqs[1] = {P .. 'host', true, 0, redis.call('ZCARD', P .. 'host'), desc, false}
+  elseif sort == 'created_at' then seqs[1] = {P .. 'created', false, 0, N, desc, false}
   else
-    -- f is the filter over the sort's own key: a verdict over it holds
-    -- only the scores of its range, so the walk stays in it.
+    -- f is the filter over the sort's own key: a status holds only the
+    -- scores of its range (an error those of bad from now on), so the
+    -- walk stays in it.
     local key, null, f = P .. 'ssl', P .. 'sslnull', status
     if sort == 'whois_days_remaining' then key, null, f = P .. 'whois', P .. 'wnull', wstatus end
+    local lo, hi = verdictRange(f)
+    -- Every member of the range matches, but an invalid certificate's
+    -- in a range of the ssl sort past now (an error).
+    local exact = lo ~= nil and not (sort == 'ssl_days_remaining' and f ~= 'expired')
+    if sort == 'ssl_days_remaining' and f == 'error' then key, lo, hi, exact = P .. 'bad', now, '+inf', true end
     local a, b = 0, redis.call('ZCOUNT', key, '-inf', '(' .. NOEXP)
     local nulls = redis.call('ZCARD', null)
-    local lo, hi = verdictRange(f)
     if lo then
       if lo ~= '-inf' then a = redis.call('ZCOUNT', key, '-inf', '(' .. lo) end
       if hi ~= '+inf' then b = math.min(b, redis.call('ZCOUNT', key, '-inf', '(' .. hi)) end
       -- The tail holds no value to be in a range, but the certificates
-      -- that never expire (valid, if not invalid).
-      if not (sort == 'ssl_days_remaining' and f == 'valid') then nulls = 0 end
+      -- that never expire (valid, if not invalid) and those missing
+      -- (error, when scanned without one).
+      if not (sort == 'ssl_days_remaining' and (f == 'valid' or f == 'error')) then nulls = 0 end
     elseif f ~= '' and sort == 'whois_days_remaining' then
       -- A reason: only a domain without an expiry has one.
       b = 0
     end
-    seqs[1] = {key, false, a, b, desc}
-    seqs[2] = {null, true, 0, nulls, false}
+    seqs[1] = {key, false, a, b, desc, exact and #sources == 1}
+    seqs[2] = {null, true, 0, nulls, false, false}
   end
   -- lowerBound: how many of seq's members come before {score, member}
   -- in ascending order, and whether it holds it.
@@ -578,9 +669,10 @@ else
       -- A cursor outside the sequence's ranks (a range moved with the
       -- clock) starts at its edge: what lies outside cannot match.
       if seq[5] then pos = math.min(pos, seq[4] - 1) else pos = math.max(pos, seq[3]) end
+      local all = #sources == 0 or seq[6]
       while #out <= limit do
-        -- Without a filter every member matches: an offset skips ranks.
-        if #sources == 0 and skip > 0 then
+        -- When every member matches, an offset skips ranks.
+        if all and skip > 0 then
           local n
           if seq[5] then n = math.max(0, math.min(skip, pos - seq[3] + 1)); pos = pos - n
           else n = math.max(0, math.min(skip, seq[4] - pos)); pos = pos + n end
@@ -594,29 +686,31 @@ else
           if pos >= seq[4] then break end
           a, b = pos, math.min(seq[4] - 1, pos + CHUNK - 1)
         end
-        local got = redis.call('ZRANGE', seq[1], a, b, 'WITHSCORES')
-        local n = #got / 2
-        -- The chunk's members in list order, matched at once.
-        local ids, hosts, ms, scs = {}, {}, {}, {}
+        -- The chunk's members in list order, matched at once; the scores
+        -- are read for the page's last member only.
+        local got = redis.call('ZRANGE', seq[1], a, b)
+        local n = #got
+        local ids, hosts, ms, isHost = {}, {}, {}, seq[1] == P .. 'host'
         for j = 1, n do
-          local i = j
-          if seq[5] then i = n + 1 - j end
-          local m = got[2 * i - 1]
-          ms[j], scs[j], ids[j] = m, tonumber(got[2 * i]), m
-          if seq[1] == P .. 'host' then
-            local id, head = idOf(m)
-            ids[j], hosts[j] = id, string.sub(head, 1, #head - 6)
+          local m = got[j]
+          if seq[5] then m = got[n + 1 - j] end
+          ms[j], ids[j] = m, m
+          if isHost then
+            ids[j] = idOf(m, true)
+            if not set then hosts[j] = hostOf(m) end
           end
         end
         local ok
-        if #sources > 0 then ok = matchAll(ids, hosts, false) end
+        if set then
+          ok = {}
+          for j = 1, n do ok[j] = set[ids[j]] == true end
+        elseif not all then ok = matchAll(ids, hosts) end
         for j = 1, n do
-          local id, m, sc = ids[j], ms[j], scs[j]
           if not ok or ok[j] then
             if skip > 0 then skip = skip - 1
             else
-              out[#out + 1] = id
-              if seq[2] then keys[#keys + 1] = {p, 0, m} else keys[#keys + 1] = {p, sc, m} end
+              out[#out + 1] = ids[j]
+              keys[#keys + 1] = {p, seq, ms[j]}
               if #out > limit then break end
             end
           end
@@ -624,6 +718,13 @@ else
         if seq[5] then pos = a - 1 else pos = b + 1 end
       end
     end
+  end
+  -- The next cursor's score (the walk read none): 0 in a lex
+  -- sequence, else its member's.
+  if #out > limit then
+    local k = keys[limit]
+    local seq = k[2]
+    if seq[2] then k[2] = 0 else k[2] = tonumber(redis.call('ZSCORE', seq[1], k[3])) end
   end
 end
 local nextKey

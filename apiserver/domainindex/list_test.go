@@ -134,11 +134,14 @@ func (l *lab) project(extra ...events.Envelope) {
 	}
 }
 
-// notAfters are shared by many domains: ties in the ssl sort.
+// notAfters are shared by many domains: ties in the ssl sort; some are
+// before 1970 (negative scores).
 func (l *lab) notAfter() time.Time {
-	switch l.rng.IntN(12) {
+	switch l.rng.IntN(13) {
 	case 0:
 		return time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+	case 12:
+		return time.Date(1965, 1, 1+l.rng.IntN(3), 0, 0, 0, 0, time.UTC)
 	case 1, 2, 3:
 		return now.Add(time.Duration(l.rng.IntN(5)-2) * 24 * time.Hour)
 	}
@@ -354,7 +357,10 @@ func (l *lab) check(rows []row, q domainindex.Query) {
 	for _, r := range rows {
 		byID[r.id] = r
 	}
-	for i, plan := range []string{"", "read", "walk"} {
+	// "mixed" takes each page with another plan: a cursor of one plan
+	// continues under any other.
+	plans := []string{"read", "walk", "semi"}
+	for i, plan := range []string{"", "read", "walk", "semi", "mixed"} {
 		q := domainindex.WithPlan(q, plan)
 		if i == 0 {
 			// The rows: the record's fields asked (one it lacks absent) and
@@ -365,6 +371,9 @@ func (l *lab) check(rows []row, q domainindex.Query) {
 		q.Cursor = ""
 		for pages := 0; ; pages++ {
 			q.Limit = 1 + l.rng.IntN(40)
+			if plan == "mixed" {
+				q = domainindex.WithPlan(q, plans[pages%len(plans)])
+			}
 			p, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
 			if err != nil {
 				l.t.Fatalf("%+v: %v", q, err)
