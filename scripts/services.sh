@@ -111,8 +111,10 @@ redis_start() {
 	port=$(pick_port Redis CERTFLEET_REDIS_PORT 6379)
 	mkdir -p "$R_DIR"
 	echo "$port" >"$R_DIR/port"
-	# Append-only persistence keeps registered domains across restarts.
-	"$server" --port "$port" --bind 127.0.0.1 --dir "$R_DIR" \
+	# Append-only persistence keeps registered domains across restarts;
+	# the C locale, as Lua's string order must be the bytes'
+	# (docs/operations.md, "Redis settings").
+	LC_ALL=C "$server" --port "$port" --bind 127.0.0.1 --dir "$R_DIR" \
 		--daemonize yes --pidfile "$R_PID" --logfile "$R_LOG" \
 		--appendonly yes --save "" >/dev/null ||
 		{ tail_log "$R_LOG"; die "redis-server did not start"; }

@@ -16,6 +16,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver"
 	"github.com/certfleet/certfleet/apiserver/alerts"
 	"github.com/certfleet/certfleet/apiserver/dashboard"
+	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/coordinator/sink"
@@ -113,6 +114,11 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		gr.health.Ready("clickhouse", health.PingFunc(conn.Ping))
 	}
 	if role == "all" || role == "apiserver" {
+		// The domain list orders names in Lua, which compares strings by
+		// Redis's locale.
+		if err := domainindex.CheckCollation(ctx, rdb); err != nil {
+			return err
+		}
 		// A deployment from before the list indexes builds them once;
 		// later starts find them built and go on at once.
 		if _, err := projector.BuildIndexes(ctx, rdb, false, logger); err != nil {

@@ -83,6 +83,9 @@ func start(t testing.TB, dir, bin string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
+	// Redis compares strings in Lua by its locale (docs/operations.md,
+	// "Redis settings"): the C locale, whatever the machine's.
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
 	out, err := os.Create(filepath.Join(dir, "stdout.log"))
 	if err != nil {
 		t.Fatalf("create log: %v", err)
