@@ -45,7 +45,7 @@ func ForgetDomain(ctx context.Context, rdb redis.UniversalClient, domainID, host
 // many: after ForgetDomain of the domains the tenant's deletion removed,
 // what is left are the tombstones of its domains removed one by one
 // before (which name the domain and the tenant until they expire,
-// tombstoneTTL) and any view a scan in flight wrote since. It reads the
+// TombstoneTTL) and any view a scan in flight wrote since. It reads the
 // fields of every view, some seconds at 1M domains.
 func ForgetTenantViews(ctx context.Context, rdb redis.UniversalClient, tenant string) (int64, error) {
 	n, err := forget.DeleteWhereAny(ctx, rdb, ViewPrefix+"*", map[string]string{tenantField: tenantCode(tenant), oldTenantField: tenant})

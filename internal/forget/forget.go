@@ -63,10 +63,10 @@ func Keys(ctx context.Context, rdb redis.UniversalClient, pattern string) ([]str
 
 func deleteMatching(ctx context.Context, rdb redis.UniversalClient, pattern string, fields map[string]string) (int64, error) {
 	keys, err := Keys(ctx, rdb, pattern)
-	if err != nil || len(fields) == 0 {
-		if err != nil {
-			return 0, err
-		}
+	if err != nil {
+		return 0, err
+	}
+	if len(fields) == 0 {
 		return DeleteKeys(ctx, rdb, keys...)
 	}
 	names := make([]string, 0, len(fields))
