@@ -1,0 +1,79 @@
+package domainindex
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/google/uuid"
+)
+
+// Member is how the index keeps the domain id id in its members (layout
+// 3): a UUID in its canonical form (as uuid.UUID.String writes it, which
+// every domain id of production is) as its 16 raw bytes, any other id as
+// it is. Lowercase hex and the bytes it spells sort alike, so members of
+// UUIDs keep their ids' order. An id of 16 bytes that is not a UUID would
+// read as one, so it is refused.
+func Member(id string) (string, error) {
+	if u, err := uuid.Parse(id); err == nil && u.String() == id {
+		return string(u[:]), nil
+	}
+	if len(id) == 16 {
+		return "", fmt.Errorf("domain id %q: 16 bytes and not a UUID, the index cannot keep it", id)
+	}
+	return id, nil
+}
+
+// IDOf is the domain id the member m keeps (Member's inverse): 16 bytes
+// are a UUID's, anything else the id itself. idLua's ix_id is its Lua.
+func IDOf(m string) string {
+	if len(m) == 16 {
+		return uuid.UUID([]byte(m)).String()
+	}
+	return m
+}
+
+// idLua defines ix_id(m), IDOf in Lua, for the scripts that build a
+// record key (RP .. ix_id(m)) or return an id from a member: one C call.
+const idLua = `
+local function ix_id(m)
+  if #m == 16 then
+    return string.format('%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x', string.byte(m, 1, 16))
+  end
+  return m
+end
+`
+
+// hostMemberID is the id of a keyHost member "<host> <port, 5 digits>
+// <id member>": cut at the first space, as a host holds none; the id
+// member may hold any byte.
+func hostMemberID(m string) (string, bool) {
+	host, rest, ok := strings.Cut(m, " ")
+	if !ok || host == "" || len(rest) < 6 || rest[5] != ' ' {
+		return "", false
+	}
+	return rest[6:], true
+}
+
+// hostMember rewrites the id member of the keyHost member m with f
+// (IDOf or Member): cursors hold the text form.
+func hostMember(m string, f func(string) (string, error)) (string, error) {
+	id, ok := hostMemberID(m)
+	if !ok {
+		return "", fmt.Errorf("index member %q: not <host> <port> <id>", m)
+	}
+	conv, err := f(id)
+	if err != nil {
+		return "", err
+	}
+	return m[:len(m)-len(id)] + conv, nil
+}
+
+// idOfErr is IDOf for hostMember.
+func idOfErr(m string) (string, error) { return IDOf(m), nil }
+
+// stale tells whether the id member m is not in its form of this layout
+// (a UUID as text, as layout 2 kept it).
+func stale(m string) bool {
+	enc, err := Member(m)
+	return err == nil && enc != m
+}
