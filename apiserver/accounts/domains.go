@@ -162,7 +162,7 @@ func checkName(host string, port int) error {
 // KEYS: the tenant's index names (domainindex.HostKey), domain:<domain_id>,
 // events stream, the tenant's quota overrides, the held key's domain set
 // (any key of the tenant's slot when not held).
-// ARGV: "host:port" (unused by the script), domain id, tenant id, host, port, notes, tags JSON,
+// ARGV: the domain id as the index keeps it (domainindex.Member), domain id, tenant id, host, port, notes, tags JSON,
 // source, now ms, maxlen, default domain quota, held key id ("" = none),
 // held key quota, then the event's fields (StreamFields).
 // Returns {1, id} when added, {0, existing id} when it was already there,
@@ -186,7 +186,7 @@ redis.call('HSET', KEYS[2], 'tenant_id', ARGV[3], 'host', ARGV[4], 'port', ARGV[
   'tags', ARGV[7], 'source', ARGV[8], 'created_at', ARGV[9], 'rev', '1')
 record_field(KEYS[2], 'notes', ARGV[6], '')
 if ARGV[12] ~= '' then redis.call('HSET', KEYS[2], 'held_by', ARGV[12]) end
-ix_add(p, ARGV[2], ARGV[4], ARGV[5], ARGV[9], ARGV[7])
+ix_add(p, ARGV[1], ARGV[4], ARGV[5], ARGV[9], ARGV[7])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', unpack(ARGV, 14))
 return {1, ARGV[2]}
 end
@@ -248,6 +248,10 @@ func (s *Store) prepareAdd(tenantID string, nd NewDomain, now time.Time, firstSc
 		Notes: nd.Notes, Tags: nonNil(nd.Tags), Source: nd.Source, HeldBy: nd.HeldBy,
 		CreatedAt: now, UpdatedAt: now, rev: 1,
 	}
+	member, err := domainindex.Member(d.ID)
+	if err != nil {
+		return addCall{}, fmt.Errorf("add domain: %w", err)
+	}
 	ev, err := events.New(events.DomainAdded, tenantID, d.ID, events.DomainAddedV1{
 		DomainID: d.ID, Host: d.Host, Port: d.Port, Source: d.Source, Notes: d.Notes, Tags: d.Tags, HeldBy: d.HeldBy,
 		FirstScanDelayMS: firstScanDelay.Milliseconds(),
@@ -268,7 +272,7 @@ func (s *Store) prepareAdd(tenantID string, nd NewDomain, now time.Time, firstSc
 		d: d,
 		keys: []string{domainindex.HostKey(tenantID), domainKey(tenantID, d.ID), events.EventStream(tenantID),
 			quota.Key(tenantID), heldDomainsKey(tenantID, d.HeldBy)},
-		args: append([]any{d.Name(), d.ID, tenantID, d.Host, strconv.Itoa(d.Port), d.Notes, string(tags),
+		args: append([]any{member, d.ID, tenantID, d.Host, strconv.Itoa(d.Port), d.Notes, string(tags),
 			d.Source, now.UnixMilli(), s.cfg.MaxLen, s.cfg.Quotas[quota.Domains], d.HeldBy, s.cfg.HeldQuota}, fields...),
 	}, nil
 }
@@ -663,8 +667,9 @@ func nonNil(tags []string) []string {
 // KEYS: domain:<domain_id>, the tenant's index names
 // (domainindex.HostKey), events stream.
 // ARGV: tenant id, rev read, old "host:port", new "host:port", domain id,
-// host, port, notes, tags JSON, active, now ms, maxlen, then the event's
-// fields. Returns "ok", "missing", "stale" or "taken".
+// host, port, notes, tags JSON, active, now ms, maxlen, the domain id as
+// the index keeps it (domainindex.Member), then the event's fields.
+// Returns "ok", "missing", "stale" or "taken".
 var updateDomainScript = redis.NewScript(domainindex.IndexLua + recordFieldLua + pinAlertNameLua + `
 local rec = redis.call('HMGET', KEYS[1], 'tenant_id', 'rev')
 if rec[1] ~= ARGV[1] then return 'missing' end
@@ -673,14 +678,14 @@ if ARGV[3] ~= ARGV[4] then
   pin_alert_name(KEYS[1], ARGV[3])
   if ix_lookup(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[6], ARGV[7]) then return 'taken' end
   local old = redis.call('HMGET', KEYS[1], 'host', 'port')
-  ix_rename(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[5], old[1], old[2], ARGV[6], ARGV[7])
+  ix_rename(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[13], old[1], old[2], ARGV[6], ARGV[7])
 end
-ix_tags(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[5], redis.call('HGET', KEYS[1], 'tags'), ARGV[9])
+ix_tags(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[13], redis.call('HGET', KEYS[1], 'tags'), ARGV[9])
 redis.call('HSET', KEYS[1], 'host', ARGV[6], 'port', ARGV[7], 'tags', ARGV[9],
   'updated_at', ARGV[11], 'rev', tostring(tonumber(ARGV[2]) + 1))
 record_field(KEYS[1], 'notes', ARGV[8], '')
 record_field(KEYS[1], 'active', ARGV[10], '1')
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[12], '*', unpack(ARGV, 13))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[12], '*', unpack(ARGV, 14))
 return 'ok'
 `)
 
@@ -689,6 +694,11 @@ return 'ok'
 // an unknown or other tenant's id is ErrUnknownDomain. A patch that changes
 // nothing writes nothing.
 func (s *Store) UpdateDomain(ctx context.Context, tenantID, id string, p DomainPatch) (Domain, error) {
+	member, err := domainindex.Member(id)
+	if err != nil {
+		// The index keeps no such id, so no domain has it.
+		return Domain{}, ErrUnknownDomain
+	}
 	if p.Notes != nil {
 		if err := CheckNotes(*p.Notes); err != nil {
 			return Domain{}, err
@@ -748,7 +758,7 @@ func (s *Store) UpdateDomain(ctx context.Context, tenantID, id string, p DomainP
 			active = "1"
 		}
 		args := append([]any{tenantID, strconv.FormatInt(cur.rev, 10), cur.Name(), next.Name(), id,
-			next.Host, strconv.Itoa(next.Port), next.Notes, string(tags), active, now.UnixMilli(), s.cfg.MaxLen}, fields...)
+			next.Host, strconv.Itoa(next.Port), next.Notes, string(tags), active, now.UnixMilli(), s.cfg.MaxLen, member}, fields...)
 		res, err := s.commands.RunScript(ctx, updateDomainScript,
 			[]string{domainKey(tenantID, id), domainindex.HostKey(tenantID), events.EventStream(tenantID)}, args...).Text()
 		if err != nil {
@@ -799,8 +809,9 @@ func sameState(a, b Domain) bool {
 // (domainindex.HostKey), events stream, the held key's domain set (as
 // read; any key of the slot when none).
 // ARGV: tenant id, rev read, "host:port" (as read, for pin_alert_name),
-// domain id, maxlen, then the
-// event's fields. Returns "ok", "missing" or "stale".
+// domain id, maxlen, the domain id as the index keeps it
+// (domainindex.Member), then the event's fields. Returns "ok", "missing"
+// or "stale".
 var removeDomainScript = redis.NewScript(domainindex.IndexLua + pinAlertNameLua + `
 local rec = redis.call('HMGET', KEYS[1], 'tenant_id', 'rev')
 if rec[1] ~= ARGV[1] then return 'missing' end
@@ -808,14 +819,14 @@ if (rec[2] or '0') ~= ARGV[2] then return 'stale' end
 pin_alert_name(KEYS[1], ARGV[3])
 redis.call('SREM', KEYS[4], ARGV[4])
 local old = redis.call('HMGET', KEYS[1], 'host', 'port', 'tags')
-ix_remove(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[4], old[1], old[2], old[3])
+ix_remove(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[6], old[1], old[2], old[3])
 local own, all = {}, redis.call('HKEYS', KEYS[1])
 for _, f in ipairs(all) do
   if string.sub(f, 1, ` + strconv.Itoa(len(AlertFieldPrefix)) + `) ~= '` + AlertFieldPrefix + `' then own[#own + 1] = f end
 end
 redis.call('HDEL', KEYS[1], unpack(own))
 if #own < #all then redis.call('HSET', KEYS[1], '` + RemovedTenantField + `', ARGV[1]) end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 7))
 return 'ok'
 `)
 
@@ -823,6 +834,11 @@ return 'ok'
 // it was. Its host:port is free again at once; adding it again gives a new
 // id. An unknown or other tenant's id is ErrUnknownDomain.
 func (s *Store) RemoveDomain(ctx context.Context, tenantID, id string) (Domain, error) {
+	member, err := domainindex.Member(id)
+	if err != nil {
+		// The index keeps no such id, so no domain has it.
+		return Domain{}, ErrUnknownDomain
+	}
 	for range staleRetries {
 		cur, err := s.GetDomain(ctx, tenantID, id)
 		if err != nil {
@@ -839,7 +855,7 @@ func (s *Store) RemoveDomain(ctx context.Context, tenantID, id string) (Domain, 
 		if err != nil {
 			return Domain{}, err
 		}
-		args := append([]any{tenantID, strconv.FormatInt(cur.rev, 10), cur.Name(), id, s.cfg.MaxLen}, fields...)
+		args := append([]any{tenantID, strconv.FormatInt(cur.rev, 10), cur.Name(), id, s.cfg.MaxLen, member}, fields...)
 		res, err := s.commands.RunScript(ctx, removeDomainScript,
 			[]string{domainKey(tenantID, id), domainindex.HostKey(tenantID), events.EventStream(tenantID),
 				heldDomainsKey(tenantID, cur.HeldBy)}, args...).Text()

@@ -18,7 +18,8 @@ type cursor struct {
 	// tail without one.
 	Phase int
 	// Score is the sort key's score (unix ms), Member the index member
-	// (the domain id, or the hostname index's member).
+	// (the domain id, or the hostname index's member) with the id as text
+	// (IDOf), as cursors of layout 2 held it, which stay valid.
 	Score  float64
 	Member string
 }
@@ -77,4 +78,14 @@ func fingerprintOf(s string) string {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(s))
 	return strconv.FormatUint(h.Sum64(), 36)
+}
+
+// member is c.Member with its id rewritten by f (Member to ask the
+// script, IDOf to write a cursor): the hostname index's member in phase 0
+// of the hostname sort, an id else.
+func (c cursor) member(sort string, f func(string) (string, error)) (string, error) {
+	if sort == "hostname" && c.Phase == 0 {
+		return hostMember(c.Member, f)
+	}
+	return f(c.Member)
 }

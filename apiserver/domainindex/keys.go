@@ -8,7 +8,12 @@
 // beside its domain records (tenant:{tNN}:<tenant>:ix:<name>), so a script
 // that changes a domain record changes its index entries in the same
 // atomic step, and a list is one script in one Redis Cluster slot. Members
-// are domain ids.
+// hold domain ids as Member writes them: a UUID as its 16 raw bytes, not
+// its 36 characters of text (about 20 B less per member in a listpack,
+// one jemalloc class, 48 to 32 B, in a skiplist); raw bytes and lowercase
+// hex sort alike, so ties stay in id order. Scripts turn a member back
+// into the id (ix_id) only to build a record's key; Go reads ids (IDs,
+// LookupID, List) and cursors as text (IDOf).
 //
 // Two writers keep the index:
 //
@@ -33,7 +38,8 @@ import (
 
 // Key names under a tenant's index prefix.
 const (
-	// keyHost: zset, score 0, member "<host> <port, 5 digits> <id>": the
+	// keyHost: zset, score 0, member "<host> <port, 5 digits> <id>" (id as
+	// Member, which may hold any byte: read it after the first space): the
 	// hostname sort (lexicographic, then port) and prefix search, and the
 	// tenant's only map of host:port to domain id (Lookup): a host never
 	// holds white space (domainname.Parse), so "<host> <port> " starts
@@ -85,8 +91,10 @@ func TagKey(tenantID, tag string) string { return Prefix(tenantID) + keyTag + ta
 // is built again at start. Layout 2: keyHost and keyCreated are the
 // tenant's registry of domains (the hash tenant:{tNN}:<tenant>:domains of
 // layout 1 is read once to build the index, then deleted), so Drop keeps
-// them.
-const Layout = "2"
+// them. Layout 3: ids as Member writes them (UUIDs in 16 bytes); the
+// registry of layout 2 (ids as text) is read by IDs, indexed again, and
+// its old members dropped (DropStale) before the index is marked built.
+const Layout = "3"
 
 // NoExpiryMS is the score of a certificate without a well-defined
 // expiration (99991231235959Z): after every real date.

@@ -155,6 +155,9 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 			return Page{}, ErrBadCursor
 		}
 		q.Offset = 0
+		if c.Member, err = c.member(q.Sort, Member); err != nil {
+			return Page{}, ErrBadCursor
+		}
 	}
 	desc, hasCur := "0", "0"
 	if q.Desc {
@@ -192,7 +195,7 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 	p := Page{Total: int(total), IDs: make([]string, 0, len(raw))}
 	for _, v := range raw {
 		s, _ := v.(string)
-		p.IDs = append(p.IDs, s)
+		p.IDs = append(p.IDs, IDOf(s))
 	}
 	if len(q.Fields) > 0 {
 		if p.Rows, err = decodeRows(res[2], len(p.IDs), q.Fields); err != nil {
@@ -207,7 +210,11 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 		if err != nil {
 			return Page{}, fmt.Errorf("list domains of %s: cursor score %q: %w", tenantID, score, err)
 		}
-		p.NextCursor = encodeCursor(cursor{Fingerprint: q.fingerprint(), Phase: int(phase), Score: f, Member: member})
+		next := cursor{Fingerprint: q.fingerprint(), Phase: int(phase), Score: f, Member: member}
+		if next.Member, err = next.member(q.Sort, idOfErr); err != nil {
+			return Page{}, fmt.Errorf("list domains of %s: cursor: %w", tenantID, err)
+		}
+		p.NextCursor = encodeCursor(next)
 	}
 	return p, nil
 }
@@ -257,7 +264,7 @@ func (q Query) fingerprint() string {
 // member, status, whois status, search, now ms, critical bound ms, warning
 // bound ms, plan ("read", "walk", "semi" or "" to choose), tag, the number of
 // record fields to return per id, those fields.
-var listScript = redis.NewScript(`
+var listScript = redis.NewScript(idLua + `
 local P, RP, sort, desc = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local limit, offset, hasCur = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
 local cphase, cscore, cmember = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
@@ -310,9 +317,10 @@ local function hostMatches(h)
     i = d + 1
   end
 end
--- idOf is the id at the end of an index member: "<host> <port, 5
+-- idOf is the id member at the end of an index member: "<host> <port, 5
 -- digits> <id>" (host) or "<suffix> <id>" (sfx); neither a hostname nor
--- a suffix holds a space. hostOf is a host member's hostname.
+-- a suffix holds a space, so the first one ends it (the id member may
+-- hold any byte). hostOf is a host member's hostname.
 local function idOf(member, host)
   local s = string.find(member, ' ', 1, true)
   if host then return string.sub(member, s + 7) end
@@ -377,7 +385,7 @@ local function matchAll(ids, hosts, skip)
   if search ~= '' and skip ~= 'search' then
     for i = 1, #ids do
       if ok[i] then
-        local host = (hosts and hosts[i]) or redis.call('HGET', RP .. ids[i], 'host')
+        local host = (hosts and hosts[i]) or redis.call('HGET', RP .. ix_id(ids[i]), 'host')
         if not host or not hostMatches(host) then ok[i] = false end
       end
     end
@@ -547,7 +555,7 @@ if plan == 'read' then
   local k0, k1 = {}, {}
   if sort == 'hostname' then
     for _, id in ipairs(sel) do
-      local r = redis.call('HMGET', RP .. id, 'host', 'port')
+      local r = redis.call('HMGET', RP .. ix_id(id), 'host', 'port')
       k0[#k0 + 1] = (r[1] or '') .. ' ' .. string.format('%05d', tonumber(r[2] or '0')) .. ' ' .. id
     end
   else
@@ -752,7 +760,7 @@ if #fields > 0 and #out > 0 then
   end
   for i, id in ipairs(out) do
     local row = {ws[i] or '', wr[i]}
-    local vals = redis.call('HMGET', RP .. id, unpack(fields))
+    local vals = redis.call('HMGET', RP .. ix_id(id), unpack(fields))
     for j = 1, #fields do row[2 + j] = vals[j] end
     rows[i] = row
   end

@@ -729,12 +729,13 @@ func (l *lab) explain(rows []row, q domainindex.Query) {
 	pre := domainindex.Prefix(l.tenant)
 	for _, r := range rows {
 		if slices.Contains(w, r.id) != slices.Contains(p.IDs, r.id) {
-			ssl, _ := l.rdb.ZScore(l.ctx, pre+"ssl", r.id).Result()
-			whois, _ := l.rdb.ZScore(l.ctx, pre+"whois", r.id).Result()
+			m, _ := domainindex.Member(r.id)
+			ssl, _ := l.rdb.ZScore(l.ctx, pre+"ssl", m).Result()
+			whois, _ := l.rdb.ZScore(l.ctx, pre+"whois", m).Result()
 			snap, _ := projector.ReadSnapshot(l.ctx, l.rdb, r.id)
 			regIdx, _ := projector.ReadRegistrationIndex(l.ctx, l.rdb, projector.RegistrableOf(r.host))
 			_ = projector.SyncIndex(l.ctx, l.rdb, []string{r.id})
-			after, _ := l.rdb.ZScore(l.ctx, pre+"whois", r.id).Result()
+			after, _ := l.rdb.ZScore(l.ctx, pre+"whois", m).Result()
 			all, _ := events.ReadAllEvents(l.ctx, l.rdb)
 			for _, e := range all {
 				if e.AggregateID == r.id {

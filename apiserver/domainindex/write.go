@@ -14,15 +14,16 @@ import (
 // entries change in one step. p is Prefix of the tenant (IndexPrefixLua
 // computes it inside a script from the tenant's HostKey):
 //
-//	ix_lookup(p, host, port)                          the id of host:port, or false
+//	ix_lookup(p, host, port)                          the id of host:port (text), or false
 //	ix_add(p, id, host, port, created_ms, tags_json)   a new domain (or a backfill)
 //	ix_rename(p, id, old_host, old_port, host, port)
 //	ix_tags(p, id, old_tags_json, tags_json)          tags changed
 //	ix_remove(p, id, host, port, tags_json)
 //
-// A new or renamed domain shows as never scanned, its registration as
-// pending, until the projector applies its facts.
-var IndexLua = `
+// id is the domain's Member (the caller encodes it); ix_lookup returns
+// the id as text (ix_id). A new or renamed domain shows as never scanned,
+// its registration as pending, until the projector applies its facts.
+var IndexLua = idLua + `
 local IX_REASONS = {` + luaStrings(Reasons) + `}
 local function ix_suffixes(host)
   local out, i = {}, 1
@@ -38,8 +39,10 @@ end
 local function ix_name(host, port) return host .. ' ' .. string.format('%05d', tonumber(port)) .. ' ' end
 local function ix_lookup(p, host, port)
   local pre = ix_name(host, port)
-  local m = redis.call('ZRANGEBYLEX', p .. 'host', '[' .. pre, '(' .. pre .. '\255', 'LIMIT', 0, 1)[1]
-  if m then return string.sub(m, #pre + 1) end
+  -- Up to pre with its last space (0x20) as '!' (0x21): the id after pre
+  -- may start with any byte.
+  local m = redis.call('ZRANGEBYLEX', p .. 'host', '[' .. pre, '(' .. string.sub(pre, 1, -2) .. '!', 'LIMIT', 0, 1)[1]
+  if m then return ix_id(string.sub(m, #pre + 1)) end
   return false
 end
 local function ix_names(p, id, host, port, add)
@@ -133,7 +136,8 @@ func namePrefix(host string, port int) string {
 // (ix_lookup's in Go); LookupID reads its answer.
 func LookupCmd(ctx context.Context, c redis.Cmdable, tenantID, host string, port int) *redis.StringSliceCmd {
 	pre := namePrefix(host, port)
-	return c.ZRangeByLex(ctx, HostKey(tenantID), &redis.ZRangeBy{Min: "[" + pre, Max: "(" + pre + "\xff", Count: 1})
+	// Up to pre with its last space as "!": the id may start with any byte.
+	return c.ZRangeByLex(ctx, HostKey(tenantID), &redis.ZRangeBy{Min: "[" + pre, Max: "(" + pre[:len(pre)-1] + "!", Count: 1})
 }
 
 // LookupID is the domain id a LookupCmd found, "" when the tenant has no
@@ -143,13 +147,15 @@ func LookupID(cmd *redis.StringSliceCmd) string {
 	if len(ms) == 0 {
 		return ""
 	}
-	return ms[0][strings.LastIndexByte(ms[0], ' ')+1:]
+	id, _ := hostMemberID(ms[0])
+	return IDOf(id)
 }
 
 // idsChunk is how many ids IDs reads per round trip.
 const idsChunk = 10000
 
-// IDs lists every domain id of tenantID (keyCreated), in no order. A
+// IDs lists every domain id of tenantID (keyCreated; as text, also those
+// an index of layout 2 kept as text), in no order. A
 // big tenant's are read by ZSCAN a chunk at a time, so no one call holds
 // Redis for long: an id there from the first call to the last is listed
 // once, one added or removed in between may or may not be.
@@ -164,9 +170,9 @@ func IDs(ctx context.Context, rdb redis.UniversalClient, tenantID string) ([]str
 			return nil, fmt.Errorf("list domain ids of %s: %w", tenantID, err)
 		}
 		for i := 0; i < len(kv); i += 2 {
-			if !seen[kv[i]] {
-				seen[kv[i]] = true
-				out = append(out, kv[i])
+			if id := IDOf(kv[i]); !seen[id] {
+				seen[id] = true
+				out = append(out, id)
 			}
 		}
 		if next == 0 {
@@ -192,7 +198,7 @@ func luaStrings(ss []string) string {
 // addFromRecordScript indexes a domain from its record as it is now (the
 // backfill); a domain whose record is gone gets nothing.
 //
-// KEYS: the domain's record (accounts). ARGV: prefix, domain id. Returns 1
+// KEYS: the domain's record (accounts). ARGV: prefix, domain Member. Returns 1
 // when indexed.
 var addFromRecordScript = redis.NewScript(IndexLua + `
 local r = redis.call('HMGET', KEYS[1], 'host', 'port', 'created_at', 'tags')
@@ -209,10 +215,18 @@ func AddFromRecord(ctx context.Context, rdb redis.UniversalClient, tenantID stri
 		return nil
 	}
 	p := Prefix(tenantID)
+	members := make([]string, len(ids))
+	for i, id := range ids {
+		m, err := Member(id)
+		if err != nil {
+			return fmt.Errorf("index domains of %s: %w", tenantID, err)
+		}
+		members[i] = m
+	}
 	run := func() error {
 		pipe := rdb.Pipeline()
-		for _, id := range ids {
-			addFromRecordScript.EvalSha(ctx, pipe, []string{recordKey(tenantID, id)}, p, id)
+		for i, id := range ids {
+			addFromRecordScript.EvalSha(ctx, pipe, []string{recordKey(tenantID, id)}, p, members[i])
 		}
 		_, err := pipe.Exec(ctx)
 		return err
@@ -256,7 +270,7 @@ type Facts struct {
 
 // applyFactsScript writes a domain's facts if its record still exists.
 //
-// KEYS: the domain's record. ARGV: prefix, id, host, port, ssl ms ("" when
+// KEYS: the domain's record. ARGV: prefix, id Member, host, port, ssl ms ("" when
 // none), bad, nocert ("1"|"0"), whois host, whois ms ("" when unknown),
 // whois reason. Returns 1 when written, 0 when the record is gone.
 var applyFactsScript = redis.NewScript(IndexLua + `
@@ -279,9 +293,17 @@ func ApplyFacts(ctx context.Context, rdb redis.UniversalClient, facts []Facts, r
 	if len(facts) == 0 {
 		return nil
 	}
+	members := make([]string, len(facts))
+	for i, f := range facts {
+		m, err := Member(f.DomainID)
+		if err != nil {
+			return fmt.Errorf("index facts of %d domains: %w", len(facts), err)
+		}
+		members[i] = m
+	}
 	run := func() error {
 		pipe := rdb.Pipeline()
-		for _, f := range facts {
+		for i, f := range facts {
 			ssl, whois := "", ""
 			if f.SSLMS != 0 {
 				ssl = strconv.FormatInt(f.SSLMS, 10)
@@ -290,7 +312,7 @@ func ApplyFacts(ctx context.Context, rdb redis.UniversalClient, facts []Facts, r
 				whois = strconv.FormatInt(f.WhoisMS, 10)
 			}
 			applyFactsScript.EvalSha(ctx, pipe, []string{recordKey(f.TenantID, f.DomainID)},
-				Prefix(f.TenantID), f.DomainID, f.Host, strconv.Itoa(f.Port), ssl, flag(f.Bad), flag(f.NoCert),
+				Prefix(f.TenantID), members[i], f.Host, strconv.Itoa(f.Port), ssl, flag(f.Bad), flag(f.NoCert),
 				f.WhoisHost, whois, f.WhoisReason)
 		}
 		_, err := pipe.Exec(ctx)
@@ -355,6 +377,42 @@ func Drop(ctx context.Context, rdb redis.UniversalClient, tenantID string) error
 		}
 		if err := rdb.Unlink(ctx, k).Err(); err != nil {
 			return fmt.Errorf("drop index of %s: %w", tenantID, err)
+		}
+	}
+	return nil
+}
+
+// DropStale deletes from tenantID's registry (HostKey, CreatedKey) the
+// members of an index of layout 2, which kept UUIDs as text: after a
+// rebuild indexed every id IDs read (as members of this layout), the
+// last step before MarkBuilt. Read a chunk at a time by ZSCAN.
+func DropStale(ctx context.Context, rdb redis.UniversalClient, tenantID string) error {
+	for _, key := range []string{HostKey(tenantID), CreatedKey(tenantID)} {
+		var cursor uint64
+		for {
+			kv, next, err := rdb.ZScan(ctx, key, cursor, "", idsChunk).Result()
+			if err != nil {
+				return fmt.Errorf("drop stale index members of %s: %w", tenantID, err)
+			}
+			var old []any
+			for i := 0; i < len(kv); i += 2 {
+				id := kv[i]
+				if key == HostKey(tenantID) {
+					id, _ = hostMemberID(kv[i])
+				}
+				if stale(id) {
+					old = append(old, kv[i])
+				}
+			}
+			if len(old) > 0 {
+				if err := rdb.ZRem(ctx, key, old...).Err(); err != nil {
+					return fmt.Errorf("drop stale index members of %s: %w", tenantID, err)
+				}
+			}
+			if next == 0 {
+				break
+			}
+			cursor = next
 		}
 	}
 	return nil

@@ -208,14 +208,15 @@ const indexChunk = 500
 // built with this layout (every tenant when force), from the domain
 // records and the views. It runs at the API server's start and after
 // Rebuild; it is idempotent, and several API servers running it at once
-// write the same entries. Force drops each tenant's index but its names
-// and ids first (domainindex.Drop), so its lists are short until its
-// domains are indexed again.
+// write the same entries. It drops each tenant's index but its names and
+// ids first (domainindex.Drop: the entries of another layout go), so its
+// lists are short until its domains are indexed again.
 //
 // The ids are the index's and, once, those of the tenant's hash of names
 // from before layout 2 (accounts.LegacyDomainIDs), which is deleted when
 // they are indexed and before the index is marked built, so a build cut
-// short is finished by the next start.
+// short is finished by the next start. So are the names and ids of an
+// index of layout 2, kept as text (domainindex.DropStale).
 func BuildIndexes(ctx context.Context, rdb redis.UniversalClient, force bool, logger *zap.Logger) (int, error) {
 	start := time.Now()
 	tenants, err := accounts.DomainTenants(ctx, rdb)
@@ -232,7 +233,8 @@ func BuildIndexes(ctx context.Context, rdb redis.UniversalClient, force bool, lo
 			if ok {
 				continue
 			}
-		} else if err := domainindex.Drop(ctx, rdb, t); err != nil {
+		}
+		if err := domainindex.Drop(ctx, rdb, t); err != nil {
 			return built, err
 		}
 		ids, err := accounts.DomainIDs(ctx, rdb, t)
@@ -257,6 +259,9 @@ func BuildIndexes(ctx context.Context, rdb redis.UniversalClient, force bool, lo
 			if err := accounts.DropLegacyDomains(ctx, rdb, t); err != nil {
 				return built, err
 			}
+		}
+		if err := domainindex.DropStale(ctx, rdb, t); err != nil {
+			return built, err
 		}
 		if err := domainindex.MarkBuilt(ctx, rdb, t); err != nil {
 			return built, err

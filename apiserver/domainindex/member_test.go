@@ -1,0 +1,211 @@
+package domainindex_test
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/domainindex"
+	"github.com/certfleet/certfleet/apiserver/projector"
+	"github.com/certfleet/certfleet/internal/testenv"
+)
+
+func TestMember(t *testing.T) {
+	for _, tc := range []struct{ id, member string }{
+		{"ce4b8fcb-bf37-5359-bf44-24de995c8d4a", "\xce\x4b\x8f\xcb\xbf\x37\x53\x59\xbf\x44\x24\xde\x99\x5c\x8d\x4a"},
+		{"CE4B8FCB-BF37-5359-BF44-24DE995C8D4A", "CE4B8FCB-BF37-5359-BF44-24DE995C8D4A"}, // not canonical: kept as text
+		{"d1", "d1"},
+		{"", ""},
+		{"0123456789abcdef0", "0123456789abcdef0"},
+	} {
+		m, err := domainindex.Member(tc.id)
+		if err != nil || m != tc.member {
+			t.Errorf("Member(%q) = %q, %v, want %q", tc.id, m, err, tc.member)
+		}
+		if back := domainindex.IDOf(m); back != tc.id {
+			t.Errorf("IDOf(%q) = %q, want %q", m, back, tc.id)
+		}
+	}
+	// 16 bytes would read as a UUID: refused.
+	if m, err := domainindex.Member("0123456789abcdef"); err == nil {
+		t.Errorf("Member of a 16-byte id = %q, want an error", m)
+	}
+	// Members of UUIDs sort as their ids.
+	a, _ := domainindex.Member("0fffffff-ffff-ffff-ffff-ffffffffffff")
+	b, _ := domainindex.Member("a0000000-0000-0000-0000-000000000000")
+	if a >= b {
+		t.Error("members of UUIDs do not sort as the ids")
+	}
+}
+
+// FuzzMember: whatever an id, Member refuses it or IDOf reads it back,
+// members of two ids differ, and one of a UUID is 16 bytes ordered as
+// the text.
+func FuzzMember(f *testing.F) {
+	for _, s := range [][2]string{
+		{"ce4b8fcb-bf37-5359-bf44-24de995c8d4a", "d1"},
+		{"0fffffff-ffff-ffff-ffff-ffffffffffff", "a0000000-0000-0000-0000-000000000000"},
+		{"0123456789abcdef", "CE4B8FCB-BF37-5359-BF44-24DE995C8D4A"},
+		{"", "x y z"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, x, y string) {
+		mx, errx := domainindex.Member(x)
+		my, erry := domainindex.Member(y)
+		for _, c := range []struct {
+			id, m string
+			err   error
+		}{{x, mx, errx}, {y, my, erry}} {
+			if c.err != nil {
+				if len(c.id) != 16 {
+					t.Fatalf("Member(%q) refused: %v", c.id, c.err)
+				}
+				continue
+			}
+			if back := domainindex.IDOf(c.m); back != c.id {
+				t.Fatalf("IDOf(Member(%q)) = %q", c.id, back)
+			}
+		}
+		if errx == nil && erry == nil {
+			if (mx == my) != (x == y) {
+				t.Fatalf("Member(%q) = %q, Member(%q) = %q", x, mx, y, my)
+			}
+			if len(mx) == 16 && len(my) == 16 && (mx < my) != (x < y) {
+				t.Fatalf("members of %q and %q sort otherwise", x, y)
+			}
+		}
+	})
+}
+
+// TestBuildIndexesLayout2: an index of layout 2 (ids as text) lists, is
+// rebuilt at start in this layout, keeps no member of the old one, and
+// lists the same pages; a cursor issued before still pages on.
+func TestBuildIndexesLayout2(t *testing.T) {
+	l := newLab(t, 4)
+	l.add(90)
+	l.project()
+	l.scanSome(50)
+	qs := l.queries()
+	pages := func() [][]string {
+		var out [][]string
+		for _, q := range qs {
+			q.Limit = 7
+			p, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, p.IDs)
+		}
+		return out
+	}
+	before := pages()
+	q := baseQuery()
+	q.Sort, q.Limit = domainindex.SortHostname, 10
+	first, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
+	if err != nil || first.NextCursor == "" {
+		t.Fatalf("first page: %+v %v", first, err)
+	}
+	q.Cursor = first.NextCursor
+	second, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.toLayout2()
+	if got := pages(); !slices.EqualFunc(got, before, slices.Equal) {
+		t.Fatalf("layout 2 lists otherwise: got %v, want %v", got, before)
+	}
+	if n, err := projector.BuildIndexes(l.ctx, l.rdb, false, testenv.Logger(t)); err != nil || n != 1 {
+		t.Fatalf("start: built %d, %v; want 1", n, err)
+	}
+	n := len(l.rows())
+	for _, key := range []string{domainindex.HostKey(l.tenant), domainindex.CreatedKey(l.tenant)} {
+		ms, err := l.rdb.ZRange(l.ctx, key, 0, -1).Result()
+		if err != nil || len(ms) != n {
+			t.Fatalf("%s: got %d members %v, want %d", key, len(ms), err, n)
+		}
+		for _, m := range ms {
+			id := m
+			if key == domainindex.HostKey(l.tenant) {
+				id = m[strings.IndexByte(m, ' ')+7:]
+			}
+			if len(id) != 16 {
+				t.Fatalf("%s: member %q of layout 2 left", key, m)
+			}
+		}
+	}
+	if got := pages(); !slices.EqualFunc(got, before, slices.Equal) {
+		t.Fatalf("rebuilt lists otherwise: got %v, want %v", got, before)
+	}
+	again, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
+	if err != nil || !slices.Equal(again.IDs, second.IDs) {
+		t.Fatalf("cursor of layout 2: got %v %v, want %v", again.IDs, err, second.IDs)
+	}
+	l.checkAll()
+}
+
+// toLayout2 rewrites the lab's tenant's index as layout 2 kept it: ids
+// as text in every member, marked built with "2".
+func (l *lab) toLayout2() {
+	l.t.Helper()
+	pre := domainindex.Prefix(l.tenant)
+	keys, err := l.rdb.Keys(l.ctx, pre+"*").Result()
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	text := func(key, m string) string {
+		switch strings.TrimPrefix(key, pre) {
+		case "host":
+			i := strings.IndexByte(m, ' ') + 7
+			return m[:i] + domainindex.IDOf(m[i:])
+		case "sfx":
+			i := strings.IndexByte(m, ' ') + 1
+			return m[:i] + domainindex.IDOf(m[i:])
+		case "tags":
+			return m
+		}
+		return domainindex.IDOf(m)
+	}
+	for _, k := range keys {
+		switch l.rdb.Type(l.ctx, k).Val() {
+		case "zset":
+			zs := l.rdb.ZRangeWithScores(l.ctx, k, 0, -1).Val()
+			l.rdb.Del(l.ctx, k)
+			for _, z := range zs {
+				l.rdb.ZAdd(l.ctx, k, redis.Z{Score: z.Score, Member: text(k, z.Member.(string))})
+			}
+		case "set":
+			ms := l.rdb.SMembers(l.ctx, k).Val()
+			l.rdb.Del(l.ctx, k)
+			for _, m := range ms {
+				l.rdb.SAdd(l.ctx, k, text(k, m))
+			}
+		}
+	}
+	if err := l.rdb.Set(l.ctx, pre+"built", "2", 0).Err(); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// TestLookupAnyByte: a name whose id's member starts with any byte, 0xff
+// too, is found, and only for its own host:port.
+func TestLookupAnyByte(t *testing.T) {
+	l := newLab(t, 5)
+	for i, id := range []string{"ffffffff-0000-4000-8000-000000000000", "00000000-0000-4000-8000-000000000000"} {
+		m, err := domainindex.Member(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		host := []string{"a.example", "b.example"}[i]
+		l.rdb.ZAdd(l.ctx, domainindex.HostKey(l.tenant), redis.Z{Member: host + " 00443 " + m})
+		if got := domainindex.LookupID(domainindex.LookupCmd(l.ctx, l.rdb, l.tenant, host, 443)); got != id {
+			t.Errorf("lookup of %s: got %q, want %q", host, got, id)
+		}
+		if got := domainindex.LookupID(domainindex.LookupCmd(l.ctx, l.rdb, l.tenant, host, 44)); got != "" {
+			t.Errorf("lookup of %s:44: got %q, want none", host, got)
+		}
+	}
+}
