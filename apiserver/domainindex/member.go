@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+
+	"github.com/certfleet/certfleet/internal/shortid"
 )
 
 // Member is how the index keeps the domain id id in its members (layout
@@ -14,7 +16,7 @@ import (
 // UUIDs keep their ids' order. An id of 16 bytes that is not a UUID would
 // read as one, so it is refused.
 func Member(id string) (string, error) {
-	if u, err := uuid.Parse(id); err == nil && u.String() == id {
+	if u, ok := shortid.Canonical(id); ok {
 		return string(u[:]), nil
 	}
 	if len(id) == 16 {

@@ -23,9 +23,18 @@ func With(enc *base64.Encoding) Codec { return Codec{enc: enc.Strict()} }
 // URL is the codec of unpadded base64url (RFC 4648).
 var URL = With(base64.RawURLEncoding)
 
+// Canonical is the UUID id spells when it is one in the canonical form
+// uuid.UUID.String writes (lowercase, dashed), which every id certfleet
+// gives is: only such an id is kept as its 16 bytes, here and in the list
+// indexes (domainindex.Member), so that it reads back as the same text.
+func Canonical(id string) (uuid.UUID, bool) {
+	u, err := uuid.Parse(id)
+	return u, err == nil && u.String() == id
+}
+
 // Encode is id as kept ("=" for "").
 func (c Codec) Encode(id string) string {
-	if u, err := uuid.Parse(id); err == nil && u.String() == id {
+	if u, ok := Canonical(id); ok {
 		return c.enc.EncodeToString(u[:])
 	}
 	return "=" + id
