@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/certfleet/certfleet/internal/dnszone"
 )
 
 // serve accepts connections on l until the test ends, handing each to h.
@@ -153,22 +155,13 @@ func (z dnsZone) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 // returns its address.
 func startDNS(t testing.TB, zone dnsZone) string {
 	t.Helper()
-	for attempt := 0; attempt < 20; attempt++ {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err != nil {
-			pc.Close()
-			continue
-		}
-		serveDNS(t, &dns.Server{PacketConn: pc, Handler: zone})
-		serveDNS(t, &dns.Server{Listener: l, Handler: zone})
-		return pc.LocalAddr().String()
+	pc, l, err := dnszone.ListenPair("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no port free for both UDP and TCP on 127.0.0.1")
-	return ""
+	serveDNS(t, &dns.Server{PacketConn: pc, Handler: zone})
+	serveDNS(t, &dns.Server{Listener: l, Handler: zone})
+	return pc.LocalAddr().String()
 }
 
 // serveDNS runs srv until the test ends.

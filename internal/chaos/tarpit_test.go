@@ -14,6 +14,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/dnszone"
 )
 
 // tarpit is a domain whose many A records all point at listeners that
@@ -101,11 +102,7 @@ func startTarpit(t *testing.T, ips int, upstream string) *tarpit {
 		}
 		_ = w.WriteMsg(m)
 	})
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tl, err := net.Listen("tcp", pc.LocalAddr().String())
+	pc, tl, err := dnszone.ListenPair("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

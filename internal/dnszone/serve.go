@@ -15,44 +15,54 @@ type Server struct {
 	servers []*dns.Server
 }
 
-// Listen serves z on addr ("127.0.0.1:0" picks a port free for both UDP
-// and TCP).
-func Listen(z *Zone, addr string) (*Server, error) {
+// ListenPair listens on UDP and TCP of one port of addr, as a DNS server
+// does ("127.0.0.1:0" picks a port free for both: a port free for UDP may
+// be taken for TCP, so it tries others).
+func ListenPair(addr string) (net.PacketConn, net.Listener, error) {
 	var lastErr error
 	for range 20 {
 		pc, err := net.ListenPacket("udp", addr)
 		if err != nil {
-			return nil, fmt.Errorf("listen dns udp %s: %w", addr, err)
+			return nil, nil, fmt.Errorf("listen dns udp %s: %w", addr, err)
 		}
-		bound := pc.LocalAddr().String()
-		ln, err := net.Listen("tcp", bound)
-		if err != nil {
-			_ = pc.Close()
-			lastErr = fmt.Errorf("listen dns tcp %s: %w", bound, err)
-			continue // the port is taken for TCP: try another
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
 		}
-		s := &Server{Addr: bound}
-		for _, srv := range []*dns.Server{
-			{PacketConn: pc, Handler: z, TsigSecret: z.TsigSecret(), MsgAcceptFunc: Accept},
-			{Listener: ln, Handler: z, TsigSecret: z.TsigSecret(), MsgAcceptFunc: Accept},
-		} {
-			started := make(chan struct{})
-			failed := make(chan error, 1)
-			srv.NotifyStartedFunc = func() { close(started) }
-			go func() { failed <- srv.ActivateAndServe() }()
-			select {
-			case <-started:
-				s.servers = append(s.servers, srv)
-			case err := <-failed:
-				_ = s.Close()
-				_ = pc.Close()
-				_ = ln.Close()
-				return nil, fmt.Errorf("serve dns %s: %w", bound, err)
-			}
-		}
-		return s, nil
+		_ = pc.Close()
+		lastErr = fmt.Errorf("listen dns tcp %s: %w", pc.LocalAddr(), err)
 	}
-	return nil, lastErr
+	return nil, nil, lastErr
+}
+
+// Listen serves z on addr ("127.0.0.1:0" picks a port free for both UDP
+// and TCP, ListenPair).
+func Listen(z *Zone, addr string) (*Server, error) {
+	pc, ln, err := ListenPair(addr)
+	if err != nil {
+		return nil, err
+	}
+	bound := pc.LocalAddr().String()
+	s := &Server{Addr: bound}
+	for _, srv := range []*dns.Server{
+		{PacketConn: pc, Handler: z, TsigSecret: z.TsigSecret(), MsgAcceptFunc: Accept},
+		{Listener: ln, Handler: z, TsigSecret: z.TsigSecret(), MsgAcceptFunc: Accept},
+	} {
+		started := make(chan struct{})
+		failed := make(chan error, 1)
+		srv.NotifyStartedFunc = func() { close(started) }
+		go func() { failed <- srv.ActivateAndServe() }()
+		select {
+		case <-started:
+			s.servers = append(s.servers, srv)
+		case err := <-failed:
+			_ = s.Close()
+			_ = pc.Close()
+			_ = ln.Close()
+			return nil, fmt.Errorf("serve dns %s: %w", bound, err)
+		}
+	}
+	return s, nil
 }
 
 // Close stops serving.
