@@ -55,7 +55,6 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
-	"strconv"
 	"strings"
 	"time"
 
@@ -288,7 +287,7 @@ func RecordName(rec map[string]string) string {
 	if !RecordExists(rec) {
 		return ""
 	}
-	port, err := strconv.Atoi(rec["port"])
+	port, err := domainindex.RecordPort(rec["port"])
 	if err != nil {
 		return ""
 	}

@@ -19,7 +19,10 @@ package accounts
 // Fields at their default are left out of records written since the short
 // record (readers, Go and Lua, take a missing field for it): notes when
 // empty, active when "1", updated_at until the first update (it is then
-// created_at). Records written before keep them, and read the same.
+// created_at); since 2026-12-06 (sixth) also port when 443
+// (domainindex.RecordPort, record_port), source when Source and rev until
+// the first update (0). Records written before keep them, and read the
+// same.
 //
 // rev counts the record's writes: an update or removal is computed from the
 // record as read and applied only if rev has not moved since, so two
@@ -182,8 +185,9 @@ if ARGV[12] ~= '' then
   if redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[13]) then return {2, 'held', tonumber(ARGV[13])} end
   redis.call('SADD', KEYS[5], ARGV[2])
 end
-redis.call('HSET', KEYS[2], 'tenant_id', ARGV[3], 'host', ARGV[4], 'port', ARGV[5],
-  'tags', ARGV[7], 'source', ARGV[8], 'created_at', ARGV[9], 'rev', '1')
+redis.call('HSET', KEYS[2], 'tenant_id', ARGV[3], 'host', ARGV[4], 'tags', ARGV[7], 'created_at', ARGV[9])
+record_field(KEYS[2], 'port', ARGV[5], RECORD_PORT)
+record_field(KEYS[2], 'source', ARGV[8], '` + Source + `')
 record_field(KEYS[2], 'notes', ARGV[6], '')
 if ARGV[12] ~= '' then redis.call('HSET', KEYS[2], 'held_by', ARGV[12]) end
 ix_add(p, ARGV[1], ARGV[4], ARGV[5], ARGV[9], ARGV[7])
@@ -246,7 +250,7 @@ func (s *Store) prepareAdd(tenantID string, nd NewDomain, now time.Time, firstSc
 	d := Domain{
 		ID: uuid.NewString(), TenantID: tenantID, Host: nd.Host, Port: nd.Port, Active: true,
 		Notes: nd.Notes, Tags: nonNil(nd.Tags), Source: nd.Source, HeldBy: nd.HeldBy,
-		CreatedAt: now, UpdatedAt: now, rev: 1,
+		CreatedAt: now, UpdatedAt: now, // rev 0: none written until the first update
 	}
 	member, err := domainindex.Member(d.ID)
 	if err != nil {
@@ -612,6 +616,7 @@ func DecodeListed(tenantID, id string, rec map[string]string) (d Domain, ok bool
 		return Domain{}, false, nil
 	}
 	d, err = decodeDomain(id, rec)
+	d.Source = "" // not a listed field: decodeDomain's default is no answer
 	return d, err == nil, err
 }
 
@@ -620,8 +625,11 @@ func decodeDomain(id string, rec map[string]string) (Domain, error) {
 		ID: id, TenantID: rec["tenant_id"], Host: rec["host"], Notes: rec["notes"],
 		Active: rec["active"] != "0", Source: rec["source"], HeldBy: rec["held_by"], Tags: []string{},
 	}
+	if d.Source == "" {
+		d.Source = Source
+	}
 	var err error
-	if d.Port, err = strconv.Atoi(rec["port"]); err != nil {
+	if d.Port, err = domainindex.RecordPort(rec["port"]); err != nil {
 		return Domain{}, fmt.Errorf("decode domain %s: port %q: %w", id, rec["port"], err)
 	}
 	if t := rec["tags"]; t != "" {
@@ -678,11 +686,12 @@ if ARGV[3] ~= ARGV[4] then
   pin_alert_name(KEYS[1], ARGV[3])
   if ix_lookup(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[6], ARGV[7]) then return 'taken' end
   local old = redis.call('HMGET', KEYS[1], 'host', 'port')
-  ix_rename(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[13], old[1], old[2], ARGV[6], ARGV[7])
+  ix_rename(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[13], old[1], record_port(old[2]), ARGV[6], ARGV[7])
 end
 ix_tags(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[13], redis.call('HGET', KEYS[1], 'tags'), ARGV[9])
-redis.call('HSET', KEYS[1], 'host', ARGV[6], 'port', ARGV[7], 'tags', ARGV[9],
+redis.call('HSET', KEYS[1], 'host', ARGV[6], 'tags', ARGV[9],
   'updated_at', ARGV[11], 'rev', tostring(tonumber(ARGV[2]) + 1))
+record_field(KEYS[1], 'port', ARGV[7], RECORD_PORT)
 record_field(KEYS[1], 'notes', ARGV[8], '')
 record_field(KEYS[1], 'active', ARGV[10], '1')
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[12], '*', unpack(ARGV, 14))
@@ -819,7 +828,7 @@ if (rec[2] or '0') ~= ARGV[2] then return 'stale' end
 pin_alert_name(KEYS[1], ARGV[3])
 redis.call('SREM', KEYS[4], ARGV[4])
 local old = redis.call('HMGET', KEYS[1], 'host', 'port', 'tags')
-ix_remove(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[6], old[1], old[2], old[3])
+ix_remove(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[6], old[1], record_port(old[2]), old[3])
 local own, all = {}, redis.call('HKEYS', KEYS[1])
 for _, f in ipairs(all) do
   if string.sub(f, 1, ` + strconv.Itoa(len(AlertFieldPrefix)) + `) ~= '` + AlertFieldPrefix + `' then own[#own + 1] = f end

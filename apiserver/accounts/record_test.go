@@ -13,10 +13,11 @@ import (
 )
 
 // TestShortDomainRecord: a record leaves out the fields at their default
-// (empty notes, active, updated_at before the first update), writes them
-// when an update moves them off it and drops them again when it moves
-// them back; a record of the layout before, with every field, reads the
-// same and updates alike.
+// (empty notes, active, updated_at and rev before the first update, port
+// 443, source Source), writes them when an update moves them off it and
+// drops them again when it moves them back; a record of the layout
+// before, with every field, reads the same and updates alike, renames and
+// goes.
 func TestShortDomainRecord(t *testing.T) {
 	ctx := context.Background()
 	s, rdb := newStore(t)
@@ -53,7 +54,7 @@ func TestShortDomainRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := check("added", d.ID, map[string]string{"rev": "1", "source": "api"}, "notes", "active", "updated_at")
+	got := check("added", d.ID, map[string]string{"source": "api"}, "notes", "active", "updated_at", "port", "rev")
 	if !reflect.DeepEqual(got, d) || !got.Active || got.Notes != "" || got.CreatedAt.IsZero() || !got.UpdatedAt.Equal(got.CreatedAt) {
 		t.Errorf("added: read %+v, want %+v: active, no notes, updated when created", got, d)
 	}
@@ -62,7 +63,7 @@ func TestShortDomainRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got = check("deactivated with notes", d.ID, map[string]string{"active": "0", "notes": "billing", "rev": "2"})
+	got = check("deactivated with notes", d.ID, map[string]string{"active": "0", "notes": "billing", "rev": "1"}, "port")
 	if !reflect.DeepEqual(got, d) || got.Active || got.Notes != "billing" || got.UpdatedAt.Before(got.CreatedAt) {
 		t.Errorf("deactivated: read %+v, want %+v", got, d)
 	}
@@ -70,9 +71,36 @@ func TestShortDomainRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got = check("reactivated, notes cleared", d.ID, map[string]string{"rev": "3"}, "notes", "active")
+	got = check("reactivated, notes cleared", d.ID, map[string]string{"rev": "2"}, "notes", "active")
 	if !reflect.DeepEqual(got, d) || !got.Active || got.Notes != "" {
 		t.Errorf("reactivated: read %+v, want %+v", got, d)
+	}
+	d, err = s.UpdateDomain(ctx, tenant, d.ID, DomainPatch{Port: ptr(8443)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = check("on port 8443", d.ID, map[string]string{"port": "8443", "rev": "3"})
+	if !reflect.DeepEqual(got, d) || got.Port != 8443 {
+		t.Errorf("on port 8443: read %+v, want %+v", got, d)
+	}
+	d, err = s.UpdateDomain(ctx, tenant, d.ID, DomainPatch{Port: ptr(443)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = check("back on 443", d.ID, map[string]string{"rev": "4"}, "port")
+	if !reflect.DeepEqual(got, d) || got.Port != 443 {
+		t.Errorf("back on 443: read %+v, want %+v", got, d)
+	}
+	// The default source, and a port other than 443 from the start.
+	kc, _, err := s.AddDomain(ctx, tenant, NewDomain{Host: "kc.example", Port: 8443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := check("added with the default source", kc.ID, map[string]string{"port": "8443"}, "source", "rev"); got.Source != Source || got.Port != 8443 {
+		t.Errorf("added with the default source: read source %q port %d, want %q 8443", got.Source, got.Port, Source)
+	}
+	if id, err := s.LookupDomain(ctx, tenant, "kc.example", 8443); err != nil || id != kc.ID {
+		t.Errorf("lookup of kc.example:8443: %q %v, want %s", id, err, kc.ID)
 	}
 
 	// A record of the layout before the short one.
@@ -81,7 +109,7 @@ func TestShortDomainRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	created := time.UnixMilli(1_700_000_000_000).UTC()
-	if err := rdb.HSet(ctx, domainKey(tenant, old.ID), "notes", "", "active", "1",
+	if err := rdb.HSet(ctx, domainKey(tenant, old.ID), "notes", "", "active", "1", "port", "443", "rev", "1",
 		"created_at", created.UnixMilli(), "updated_at", created.Add(time.Hour).UnixMilli()).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +120,19 @@ func TestShortDomainRecord(t *testing.T) {
 	if _, err := s.UpdateDomain(ctx, tenant, old.ID, DomainPatch{Tags: ptr([]string{"web"})}); err != nil {
 		t.Fatal(err)
 	}
-	check("old layout updated", old.ID, map[string]string{"rev": "2", "tags": `["web"]`}, "notes", "active")
+	check("old layout updated", old.ID, map[string]string{"rev": "2", "tags": `["web"]`}, "notes", "active", "port")
+	if _, err := s.UpdateDomain(ctx, tenant, old.ID, DomainPatch{Host: ptr("old2.example")}); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := s.LookupDomain(ctx, tenant, "old2.example", 443); err != nil || id != old.ID {
+		t.Errorf("old layout renamed: lookup %q %v, want %s", id, err, old.ID)
+	}
+	if _, err := s.RemoveDomain(ctx, tenant, old.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.LookupDomain(ctx, tenant, "old2.example", 443); !errors.Is(err, ErrUnknownDomain) {
+		t.Errorf("old layout removed: lookup gives %v, want ErrUnknownDomain", err)
+	}
 }
 
 // TestAlertFieldsInRecord: the alert engine's fields in a domain record

@@ -69,6 +69,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
@@ -367,7 +368,7 @@ const staleRetries = 8
 // nothing else of the hash. Returns "ok", "stale" (the state moved or the
 // record went: plan again) or "old" (a snapshot as new was evaluated
 // already).
-var reconcileScript = redis.NewScript(dropAlertFieldsLua + `
+var reconcileScript = redis.NewScript(dropAlertFieldsLua + domainindex.RecordPortLua + `
 local v = redis.call('HGET', KEYS[1], '` + verField + `')
 if not v then v = redis.call('HGET', KEYS[6], '` + oldVerField + `') end
 local cur = tonumber(v or '0')
@@ -377,7 +378,7 @@ local p = cjson.decode(ARGV[4])
 if not p.drop and redis.call('HEXISTS', KEYS[1], '` + accounts.PresenceField + `') == 0 then return 'stale' end
 if not p.drop and p.record then
   local r = redis.call('HMGET', KEYS[1], '` + accounts.PresenceField + `', 'port')
-  if (r[1] or '') .. ':' .. (r[2] or '') ~= p.record then return 'stale' end
+  if (r[1] or '') .. ':' .. record_port(r[2]) ~= p.record then return 'stale' end
 end
 for _, f in ipairs(p.del) do redis.call('HDEL', KEYS[1], f) end
 for i = 1, #p.set, 2 do redis.call('HSET', KEYS[1], p.set[i], p.set[i + 1]) end

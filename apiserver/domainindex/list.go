@@ -264,7 +264,7 @@ func (q Query) fingerprint() string {
 // member, status, whois status, search, now ms, critical bound ms, warning
 // bound ms, plan ("read", "walk", "semi" or "" to choose), tag, the number of
 // record fields to return per id, those fields.
-var listScript = redis.NewScript(idLua + `
+var listScript = redis.NewScript(idLua + RecordPortLua + `
 local P, RP, sort, desc = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local limit, offset, hasCur = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
 local cphase, cscore, cmember = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
@@ -556,7 +556,7 @@ if plan == 'read' then
   if sort == 'hostname' then
     for _, id in ipairs(sel) do
       local r = redis.call('HMGET', RP .. ix_id(id), 'host', 'port')
-      k0[#k0 + 1] = (r[1] or '') .. ' ' .. string.format('%05d', tonumber(r[2] or '0')) .. ' ' .. id
+      k0[#k0 + 1] = (r[1] or '') .. ' ' .. string.format('%05d', tonumber(record_port(r[2]))) .. ' ' .. id
     end
   else
     local key = P .. 'created'

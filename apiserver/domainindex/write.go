@@ -23,7 +23,7 @@ import (
 // id is the domain's Member (the caller encodes it); ix_lookup returns
 // the id as text (ix_id). A new or renamed domain shows as never scanned,
 // its registration as pending, until the projector applies its facts.
-var IndexLua = idLua + `
+var IndexLua = idLua + RecordPortLua + `
 local IX_REASONS = {` + luaStrings(Reasons) + `}
 local function ix_suffixes(host)
   local out, i = {}, 1
@@ -203,7 +203,7 @@ func luaStrings(ss []string) string {
 var addFromRecordScript = redis.NewScript(IndexLua + `
 local r = redis.call('HMGET', KEYS[1], 'host', 'port', 'created_at', 'tags')
 if not r[1] then return 0 end
-ix_add(ARGV[1], ARGV[2], r[1], r[2], r[3] or '0', r[4] or '')
+ix_add(ARGV[1], ARGV[2], r[1], record_port(r[2]), r[3] or '0', r[4] or '')
 return 1
 `)
 
@@ -277,7 +277,7 @@ var applyFactsScript = redis.NewScript(IndexLua + `
 local r = redis.call('HMGET', KEYS[1], 'host', 'port')
 if not r[1] then return 0 end
 local p, id = ARGV[1], ARGV[2]
-if r[1] == ARGV[3] and r[2] == ARGV[4] then
+if r[1] == ARGV[3] and record_port(r[2]) == ARGV[4] then
   ix_ssl(p, id, ARGV[5], ARGV[6], ARGV[7])
 else
   ix_ssl(p, id, '', '0', '0')
