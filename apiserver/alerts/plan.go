@@ -1,6 +1,8 @@
 package alerts
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -48,18 +50,42 @@ const (
 	oldAnnouncedPfx   = "ann|"    // ann|<sha256> -> "1"
 )
 
-// leafLen is how much of a leaf's hex SHA-256 the state keeps: 64 bits,
+// leafLen is how much of a leaf's SHA-256 the state keeps: 64 bits,
 // enough to tell a leaf from the one before it. Only the tenant can make
 // two leaves of its own domain collide, and it would only silence its own
 // cert_changed notice.
-const leafLen = 16
+const leafLen = 8
 
-// leafKey is the part of a leaf's SHA-256 the state keeps.
+// leafKey is the part of a leaf's SHA-256 (hex) the state keeps: its
+// first leafLen bytes in projector.Compact, 11 characters (16 hex digits
+// before 2026-12-06 (sixth), which storedLeafKey converts). A value that
+// is no hex SHA-256 (results fed by hand) is keyed by its own SHA-256,
+// so every key has the one length.
 func leafKey(sha string) string {
-	if len(sha) > leafLen {
-		return sha[:leafLen]
+	b, err := hex.DecodeString(sha[:min(len(sha), 2*leafLen)])
+	if err != nil || len(b) != leafLen {
+		sum := sha256.Sum256([]byte(sha))
+		b = sum[:leafLen]
 	}
-	return sha
+	return projector.Compact.EncodeToString(b)
+}
+
+// storedLeafKey is a leaf key as the state holds it, in the form leafKey
+// gives: a key of the layout before (16 hex digits) is converted.
+func storedLeafKey(k string) string {
+	if len(k) == 2*leafLen {
+		return leafKey(k)
+	}
+	return k
+}
+
+// leafHex is a leaf key as the hex digits of the SHA-256 it begins, for
+// messages (short).
+func leafHex(k string) string {
+	if b, err := projector.Compact.DecodeString(k); err == nil && len(b) == leafLen {
+		return hex.EncodeToString(b)
+	}
+	return k
 }
 
 // Reasons an alert is resolved.
@@ -146,7 +172,7 @@ func decodeState(domainID string, rec, old map[string]string) (state, error) {
 		return state{}, fmt.Errorf("decode alert state of %s: %w", domainID, err)
 	}
 	for _, sha := range strings.Fields(readChunks(h, announcedField)) {
-		st.announced[sha] = true
+		st.announced[storedLeafKey(sha)] = true
 	}
 	for f, v := range h {
 		switch {
@@ -201,12 +227,13 @@ func fromOldKey(old map[string]string) map[string]string {
 const maxValueLen = 64
 
 // encodeLeaves is the leaves: "<leaf key>=<ip>,<ip>" items, each leaf with
-// the IPs last known to serve it, both sorted; a leaf whose item would be
+// the IPs last known to serve it (as projector.IPCode writes them: an
+// IPv4 address in 6 characters), both sorted; a leaf whose item would be
 // longer than maxValueLen has its IPs over several items.
 func encodeLeaves(leaves map[string]string) []string {
 	byLeaf := map[string][]string{}
 	for ip, sha := range leaves {
-		byLeaf[sha] = append(byLeaf[sha], ip)
+		byLeaf[sha] = append(byLeaf[sha], projector.IPCode(ip))
 	}
 	parts := make([]string, 0, len(byLeaf))
 	for _, sha := range slices.Sorted(maps.Keys(byLeaf)) {
@@ -228,7 +255,7 @@ func encodeLeaves(leaves map[string]string) []string {
 }
 
 // decodeLeaves reads encodeLeaves' items, joined by spaces: IP -> leaf
-// key.
+// key. Items of the layout before (16 hex digits, IPs as text) read too.
 func decodeLeaves(v string) (map[string]string, error) {
 	out := map[string]string{}
 	for _, part := range strings.Fields(v) {
@@ -237,10 +264,22 @@ func decodeLeaves(v string) (map[string]string, error) {
 			return nil, fmt.Errorf("leaves %q: want <leaf>=<ip>,<ip>", v)
 		}
 		for _, ip := range strings.Split(ips, ",") {
-			out[ip] = sha
+			out[storedIP(ip)] = storedLeafKey(sha)
 		}
 	}
 	return out, nil
+}
+
+// storedIP reads an IP of the leaves: IPCode's, or the text of the layout
+// before (an address holds "." or ":", which IPCode's never does).
+func storedIP(s string) string {
+	if strings.ContainsAny(s, ".:") && !strings.HasPrefix(s, "=") {
+		return s
+	}
+	if ip, err := projector.IPOf(s); err == nil {
+		return ip
+	}
+	return s
 }
 
 // chunks joins items by spaces into values of at most maxValueLen bytes
@@ -566,7 +605,7 @@ func certChanges(st state, snap projector.Snapshot, tenant, host string, port in
 				changed[s.newest].add(ip, e.Region)
 			}
 		}
-		from[s.newest][short(prev)] = true
+		from[s.newest][short(leafHex(prev))] = true
 	}
 	for _, sha := range slices.Sorted(maps.Keys(changed)) {
 		where := changed[sha]

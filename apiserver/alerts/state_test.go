@@ -102,22 +102,39 @@ func TestOldStateUpgradesInPlace(t *testing.T) {
 		}
 	}
 
+	k, c1, c2 := leafKey, projector.IPCode(ip1), projector.IPCode(ip2)
 	f.step("first sight", nil, serve(0, a, a))
-	upgraded("first sight", a[:16]+"="+ip1+","+ip2, "")
+	upgraded("first sight", k(a)+"="+c1+","+c2, "")
 
 	oldState("leaf|"+ip1, a, "leaf|"+ip2, a)
 	f.step("old state, ip1 changes to b", []string{"raised cert_changed info"}, serve(time.Hour, b, a))
-	upgraded("after the change", a[:16]+"="+ip2+" "+b[:16]+"="+ip1, b[:16])
+	upgraded("after the change", k(a)+"="+c2+" "+k(b)+"="+c1, k(b))
 
 	// cert_changed told of b when ip1 changed to it: ip2 following is no
 	// new change.
 	oldState("leaf|"+ip1, b, "leaf|"+ip2, a, "ann|"+b, "1")
 	f.step("old state, ip2 changes to b, told already", nil, serve(2*time.Hour, b, b))
-	upgraded("after ip2 followed", b[:16]+"="+ip1+","+ip2, b[:16])
+	upgraded("after ip2 followed", k(b)+"="+c1+","+c2, k(b))
 
 	f.step("ip2 changes to c", []string{"raised cert_changed info"}, serve(3*time.Hour, b, c))
 	f.step("the same scan again", nil, serve(3*time.Hour+time.Minute, b, c))
-	upgraded("after c", b[:16]+"="+ip1+" "+c[:16]+"="+ip2, b[:16]+" "+c[:16])
+	upgraded("after c", k(b)+"="+c1+" "+k(c)+"="+c2, k(b)+" "+k(c))
+
+	// The record's state before the leaf keys and IPs were compact (16
+	// hex digits, IPs as text) reads the same: the same scan again raises
+	// nothing, a change once, and the state is written compact.
+	if err := f.rdb.HSet(context.Background(), accounts.DomainKey(tenant, domainID),
+		leavesField, b[:16]+"="+ip1+" "+c[:16]+"="+ip2, announcedField, b[:16]+" "+c[:16]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	f.step("hex state, the same scan again", nil, serve(4*time.Hour, b, c))
+	upgraded("hex state read", k(b)+"="+c1+" "+k(c)+"="+c2, k(b)+" "+k(c))
+	if err := f.rdb.HSet(context.Background(), accounts.DomainKey(tenant, domainID),
+		leavesField, b[:16]+"="+ip1+" "+c[:16]+"="+ip2, announcedField, b[:16]+" "+c[:16]).Err(); err != nil {
+		t.Fatal(err)
+	}
+	f.step("hex state, ip1 changes to a", []string{"raised cert_changed info"}, serve(5*time.Hour, a, c))
+	upgraded("hex state changed", k(a)+"="+c1+" "+k(c)+"="+c2, k(a)+" "+k(c)) // b is shown no more
 }
 
 // TestRemovedDomainStateIsNotRecreated: once a domain's record is gone,
@@ -280,7 +297,7 @@ func TestStateLivesInRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := map[string]string{ips[0]: a[:16], ips[1]: a[:16], ips[2]: a[:16], ips[3]: a[:16]}; !reflect.DeepEqual(leaves, want) {
+	if want := map[string]string{ips[0]: leafKey(a), ips[1]: leafKey(a), ips[2]: leafKey(a), ips[3]: leafKey(a)}; !reflect.DeepEqual(leaves, want) {
 		t.Errorf("first sight: leaves %q, want %q", leaves, want)
 	}
 	f.listpack("first sight")
@@ -292,14 +309,14 @@ func TestStateLivesInRecord(t *testing.T) {
 		scan(t, "eu", t0.Add(time.Hour), append(on(a, ips[:3]...), on(b, ips[3])...)...),
 		scan(t, "us", t0.Add(time.Hour), append(on(a, ips[:3]...), on(b, ips[3])...)...))
 	f.listpack("after the change")
-	if h := f.state(); h[announcedField] != b[:16] {
-		t.Errorf("after the change: announced %q, want %q", h[announcedField], b[:16])
+	if h := f.state(); h[announcedField] != leafKey(b) {
+		t.Errorf("after the change: announced %q, want %q", h[announcedField], leafKey(b))
 	}
 
 	f.step("down to one IP", nil, scan(t, "eu", t0.Add(2*time.Hour), on(a, ips[0])...),
 		scan(t, "us", t0.Add(2*time.Hour), on(a, ips[0])...))
 	h = f.state()
-	if want := a[:16] + "=" + ips[0]; h[leavesField] != want {
+	if want := leafKey(a) + "=" + projector.IPCode(ips[0]); h[leavesField] != want {
 		t.Errorf("one IP: leaves %q, want %q", h[leavesField], want)
 	}
 	for _, fld := range []string{leavesField + "1", announcedField} {

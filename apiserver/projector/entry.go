@@ -29,7 +29,7 @@ import (
 //
 //   - "<region>" holds regionMark and the region's entries, ";"-separated
 //     items: the name of a shape, which the IPs after it saw, or an IP
-//     (its bytes in compact, ipCode) with its timings, "<ip>,<connect
+//     (its bytes in compact, IPCode) with its timings, "<ip>,<connect
 //     ms>,<handshake ms>": "4d57gQqXD;lYCp-F,12,30;lYCp-V,12,31" for
 //     198.51.117.1 and .2 seeing shape d57gQqXD. Past maxChunk bytes it
 //     goes on in "<region>|1", "<region>|2"...;
@@ -155,16 +155,16 @@ for _, f in ipairs(leaves) do
 end
 `
 
-// compact writes ids, fingerprints and shape names in base 64 with an
+// Compact writes ids, fingerprints and shape names in base 64 with an
 // alphabet in ASCII order, so that encoded ids sort as the ids do (the
 // scan script orders scans of the same millisecond by event id).
-var compact = base64.NewEncoding("-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz").WithPadding(base64.NoPadding)
+var Compact = base64.NewEncoding("-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz").WithPadding(base64.NoPadding)
 
 // encodeMark is the two parts of a region's mark "@<region>", which
 // applyScanScript joins with "|": when its scan finished and the scan's
 // event.
 func encodeMark(finished time.Time, eventID uuid.UUID) (ms, id string) {
-	return strconv.FormatInt(finished.UnixMilli(), 36), compact.EncodeToString(eventID[:])
+	return strconv.FormatInt(finished.UnixMilli(), 36), Compact.EncodeToString(eventID[:])
 }
 
 // decodeMark reads a region's mark of either layout (markLua).
@@ -175,7 +175,7 @@ func decodeMark(v string) (time.Time, string, error) {
 	}
 	base := 10
 	if len(id) == 22 {
-		b, err := compact.DecodeString(id)
+		b, err := Compact.DecodeString(id)
 		if err != nil || len(b) != 16 {
 			return time.Time{}, "", fmt.Errorf("scan mark %q: bad event id", v)
 		}
@@ -377,7 +377,7 @@ func field(f []string, i int) string {
 // other.
 func shapeRef(shape string) string {
 	sum := sha256.Sum256([]byte(shape))
-	return compact.EncodeToString(sum[:6])
+	return Compact.EncodeToString(sum[:6])
 }
 
 // itoa is n in decimal, "" for 0.
@@ -432,7 +432,7 @@ func timeOf(s string) (time.Time, error) {
 // digits) in compact, anything else as it is after "=".
 func shaCode(sha string) string {
 	if b, err := hex.DecodeString(sha); err == nil && len(b) == sha256.Size && hex.EncodeToString(b) == sha {
-		return compact.EncodeToString(b)
+		return Compact.EncodeToString(b)
 	}
 	if sha == "" {
 		return ""
@@ -445,7 +445,7 @@ func shaOf(s string) (string, error) {
 	if v, ok := strings.CutPrefix(s, "="); ok || s == "" {
 		return v, nil
 	}
-	b, err := compact.DecodeString(s)
+	b, err := Compact.DecodeString(s)
 	if err != nil || len(b) != sha256.Size {
 		return "", fmt.Errorf("fingerprint %q: not %d bytes in compact", s, sha256.Size)
 	}
@@ -514,7 +514,7 @@ func encodeResults(region, host string, port int, results []events.IPResult) []a
 		if ref != last {
 			items, last = append(items, ref), ref
 		}
-		items = append(items, ipCode(r.IP)+","+strconv.FormatInt(r.ConnectMS, 10)+","+strconv.FormatInt(r.HandshakeMS, 10))
+		items = append(items, IPCode(r.IP)+","+strconv.FormatInt(r.ConnectMS, 10)+","+strconv.FormatInt(r.HandshakeMS, 10))
 		if written[ref] {
 			continue
 		}
@@ -529,13 +529,13 @@ func encodeResults(region, host string, port int, results []events.IPResult) []a
 	return out
 }
 
-// ipCode is an IP address as a region's field holds it: its 4 or 16
+// IPCode is an IP address as a region's field holds it: its 4 or 16
 // bytes in compact (6 or 22 characters) when it is one as net/netip
 // writes it, "" for none, else "=" and the string with ",", ";" and "%"
 // escaped (results fed by hand).
-func ipCode(ip string) string {
+func IPCode(ip string) string {
 	if a, err := netip.ParseAddr(ip); err == nil && a.String() == ip && a.Zone() == "" {
-		return compact.EncodeToString(a.AsSlice())
+		return Compact.EncodeToString(a.AsSlice())
 	}
 	if ip == "" {
 		return ""
@@ -543,15 +543,15 @@ func ipCode(ip string) string {
 	return "=" + ipEscaper.Replace(ip)
 }
 
-// ipOf reads ipCode.
-func ipOf(s string) (string, error) {
+// IPOf reads IPCode.
+func IPOf(s string) (string, error) {
 	if v, ok := strings.CutPrefix(s, "="); ok {
 		return ipUnescaper.Replace(v), nil
 	}
 	if s == "" {
 		return "", nil
 	}
-	b, err := compact.DecodeString(s)
+	b, err := Compact.DecodeString(s)
 	a, ok := netip.AddrFromSlice(b)
 	if err != nil || !ok {
 		return "", fmt.Errorf("ip %q: not 4 or 16 bytes in compact", s)
@@ -560,7 +560,7 @@ func ipOf(s string) (string, error) {
 }
 
 // ipEscaper and ipUnescaper keep the separators of a region's field out
-// of the IPs ipCode writes as they are.
+// of the IPs IPCode writes as they are.
 var (
 	ipEscaper   = strings.NewReplacer("%", "%25", ",", "%2C", ";", "%3B")
 	ipUnescaper = strings.NewReplacer("%25", "%", "%2C", ",", "%3B", ";")
@@ -676,7 +676,7 @@ func decodeRegion(all map[string]string, shapes map[string]decodedShape, region 
 		if err != nil {
 			return out, err
 		}
-		if ip, err = ipOf(ip); err != nil {
+		if ip, err = IPOf(ip); err != nil {
 			return out, err
 		}
 		if err := finishEntry(all, &e, region, ip); err != nil {

@@ -265,7 +265,7 @@ func indexKeys(reg string) []string { return []string{RegistrationKey(reg), Regi
 
 // memberIDs writes the domain ids of a registration view's index, in
 // compact.
-var memberIDs = shortid.With(compact)
+var memberIDs = shortid.With(Compact)
 
 // memberField is the field of a domain in a registration view's index:
 // "+" and its id in compact when it is a UUID as uuid.UUID.String writes

@@ -142,7 +142,7 @@ func TestLookupRoundTrip(t *testing.T) {
 // markTime is the time of a mark's ms part.
 func markTime(t testing.TB, ms string) time.Time {
 	t.Helper()
-	at, _, err := decodeMark(ms + "|" + compact.EncodeToString(make([]byte, 16)))
+	at, _, err := decodeMark(ms + "|" + Compact.EncodeToString(make([]byte, 16)))
 	if err != nil {
 		t.Fatal(err)
 	}
