@@ -87,9 +87,13 @@ func BenchmarkDomainList(b *testing.B) {
 	}
 	client := latency.Client()
 	get := func(url, key string) ([]byte, error) { return latency.Get(client, url, key) }
-	// measure sends perClient requests from each of 8 clients and returns
-	// p50 and p99.
-	const clients, perClient = 8, 40
+	// measure sends perClient requests from each of 8 clients (or
+	// CERTFLEET_BENCH_LIST_CLIENTS: 1 shows each script's time with no
+	// other request beside it) and returns p50 and p99.
+	clients, perClient := 8, 40
+	if v, err := strconv.Atoi(os.Getenv("CERTFLEET_BENCH_LIST_CLIENTS")); err == nil && v > 0 {
+		clients, perClient = v, 320/v
+	}
 	measure := func(url, key string) (p50, p99 time.Duration) {
 		r, err := latency.Measure(client, url, key, clients, perClient)
 		if err != nil {
