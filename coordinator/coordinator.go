@@ -15,15 +15,14 @@
 //	schedule:{NN}:<b>     zset  domain id -> next due time (unix ms); only
 //	                      active domains
 //	domains:{NN}:removed  zset  domain id -> version of its tombstone
-//
-// Every domain id in these keys, as a field or member, is Member(id): a
-// UUID as its 16 raw bytes (shortid.Bytes), 20 B less a domain in each
-// key than its 36 characters; IDOf reads it back. The buckets are still
-// chosen from the id as text (bucketOf, ShardOf). Ids kept as text, as
-// before, are converted at start (migrate.go, migrateIDs).
-//
 //	lease:{NN}            string owner token, with a TTL
 //	jobs:{NN}             stream scan.requested.v1 jobs (events.JobStream)
+//
+// Every domain id in these keys, as a field or member, is Member(id): a
+// UUID as its 16 raw bytes (shortid.Bytes), 20 B less per domain and key
+// than its 36 characters; IDOf reads it back. The buckets are still
+// chosen from the id as text (bucketOf, ShardOf). Ids kept as text, as
+// before 2026-12-06 (sixth), are converted at start (migrate.go).
 //
 // A shard's domains are spread over bucketsPerShard buckets b (bucketOf),
 // so that each hash and sorted set stays small enough for Redis's compact
