@@ -202,6 +202,10 @@ func TestDomainScheduling(t *testing.T) {
 	id := e.createDomain(0, key, map[string]any{"hostname": "shop.example"})
 	shard := coordinator.ShardOf(id, events.DefaultShards)
 	_, scheduleKey := coordinator.DomainKeys(id, events.DefaultShards)
+	member, err := coordinator.Member(id)
+	if err != nil {
+		t.Fatal(err)
+	}
 	state := func() (scheduled, known bool) {
 		known, scheduled, err := coordinator.DomainState(context.Background(), e.rdb, id, events.DefaultShards)
 		if err != nil {
@@ -264,7 +268,7 @@ func TestDomainScheduling(t *testing.T) {
 	}
 	waitJob("shop.example")
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		due := e.rdb.ZScore(context.Background(), scheduleKey, id).Val()
+		due := e.rdb.ZScore(context.Background(), scheduleKey, member).Val()
 		if time.UnixMilli(int64(due)).After(time.Now().Add(time.Hour)) {
 			break
 		}

@@ -18,6 +18,12 @@
 //	lease:{NN}            string owner token, with a TTL
 //	jobs:{NN}             stream scan.requested.v1 jobs (events.JobStream)
 //
+// Every domain id in these keys, as a field or member, is Member(id): a
+// UUID as its 16 raw bytes (shortid.Bytes), 20 B less per domain and key
+// than its 36 characters; IDOf reads it back. The buckets are still
+// chosen from the id as text (bucketOf, ShardOf). Ids kept as text, as
+// before 2026-12-06 (sixth), are converted at start (migrate.go).
+//
 // A shard's domains are spread over bucketsPerShard buckets b (bucketOf),
 // so that each hash and sorted set stays small enough for Redis's compact
 // listpack encoding; dispatch reads the due domains of every bucket. The
@@ -58,6 +64,7 @@ import (
 	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/backoff"
 	"github.com/certfleet/certfleet/internal/health"
+	"github.com/certfleet/certfleet/internal/shortid"
 )
 
 // Group is the consumer group the coordinators share on the events stream.
@@ -108,21 +115,42 @@ func scheduleKey(shard, bucket int) string {
 // removedKey lists the tombstones of a shard by removal time.
 func removedKey(shard int) string { return "domains:" + events.ShardTag(shard) + ":removed" }
 
-// DomainKeys are the keys holding a domain: its record (a hash, field the
-// domain id) and its next due time (a sorted set, member the domain id;
-// only while active).
+// DomainKeys are the keys holding a domain: its record (a hash, field
+// Member(domainID)) and its next due time (a sorted set, member
+// Member(domainID); only while active).
 func DomainKeys(domainID string, shards int) (domains, schedule string) {
 	n, b := ShardOf(domainID, shards), bucketOf(domainID)
 	return domainsKey(n, b), scheduleKey(n, b)
 }
 
+// Member is the field or member that stands for the domain id domainID
+// in the schedule's keys (DomainKeys, the tombstones, reg:domains):
+// shortid.Bytes, a UUID as its 16 raw bytes, any other id as it is. An
+// id of 16 bytes that is not a UUID is refused.
+func Member(domainID string) (string, error) {
+	m, err := shortid.Bytes(domainID)
+	if err != nil {
+		return "", fmt.Errorf("domain id: %w", err)
+	}
+	return m, nil
+}
+
+// IDOf is the domain id a field or member of the schedule's keys stands
+// for (Member's inverse, shortid.FromBytes); an id kept as text reads as
+// it is.
+func IDOf(m string) string { return shortid.FromBytes(m) }
+
 // DomainState reports whether the schedule holds a domain's record (not
 // only its tombstone) and whether the domain is scheduled (active).
 func DomainState(ctx context.Context, rdb redis.UniversalClient, domainID string, shards int) (known, scheduled bool, err error) {
 	domains, schedule := DomainKeys(domainID, shards)
+	m, err := Member(domainID)
+	if err != nil {
+		return false, false, err
+	}
 	pipe := rdb.Pipeline()
-	val := pipe.HGet(ctx, domains, domainID)
-	due := pipe.ZScore(ctx, schedule, domainID)
+	val := pipe.HGet(ctx, domains, m)
+	due := pipe.ZScore(ctx, schedule, m)
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return false, false, fmt.Errorf("read domain %s: %w", domainID, err)
 	}
@@ -330,6 +358,11 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	// Domains in the layout before the buckets are moved before anything
 	// reads the buckets (migrate.go).
 	c.migrateLegacy(ctx)
+	// Ids kept as text are converted before anything reads or writes the
+	// buckets by Member: the scripts find a domain by one form only.
+	if err := c.migrateIDs(ctx); err != nil {
+		return err
+	}
 	// Take leases before the first tick, so a fresh coordinator dispatches
 	// right away.
 	c.balanceLeases(ctx)

@@ -228,7 +228,7 @@ func (h *harness) jobsOf(shards int, domainID string) []job {
 func (h *harness) score(shards int, domainID string) (int64, bool) {
 	h.t.Helper()
 	_, schedule := DomainKeys(domainID, shards)
-	s, err := h.rdb.ZScore(context.Background(), schedule, domainID).Result()
+	s, err := h.rdb.ZScore(context.Background(), schedule, mem(h.t, domainID)).Result()
 	if errors.Is(err, redis.Nil) {
 		return 0, false
 	}
@@ -236,6 +236,16 @@ func (h *harness) score(shards int, domainID string) (int64, bool) {
 		h.t.Fatal(err)
 	}
 	return int64(s), true
+}
+
+// mem is Member(id), the field or member of id in the schedule's keys.
+func mem(t testing.TB, id string) string {
+	t.Helper()
+	m, err := Member(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // isTombstone reports whether v is the value of a removed domain.
@@ -265,7 +275,7 @@ func (h *harness) sync(shards int) {
 	h.publish(e)
 	eventually(h.t, 5*time.Second, "sentinel applied", func() bool {
 		domains, _ := DomainKeys(id, shards)
-		ok, err := h.rdb.HExists(context.Background(), domains, id).Result()
+		ok, err := h.rdb.HExists(context.Background(), domains, mem(h.t, id)).Result()
 		return err == nil && ok
 	})
 }
@@ -336,7 +346,7 @@ func TestRemovedDomainGetsNoMoreJobs(t *testing.T) {
 		t.Errorf("removed domain still in schedule")
 	}
 	domains, _ := DomainKeys(id, shards)
-	if v, _ := h.rdb.HGet(context.Background(), domains, id).Result(); !isTombstone(v) {
+	if v, _ := h.rdb.HGet(context.Background(), domains, mem(t, id)).Result(); !isTombstone(v) {
 		t.Errorf("removed domain: got value %q, want a tombstone", v)
 	}
 }
@@ -585,7 +595,7 @@ func TestRemovedWhileDueIsDroppedNotDispatched(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A schedule entry without a record (e.g. left by an older version).
-	if err := h.rdb.HDel(ctx, domainsKey(0, bucketOf(id)), id).Err(); err != nil {
+	if err := h.rdb.HDel(ctx, domainsKey(0, bucketOf(id)), mem(t, id)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	c.balanceLeases(ctx)
@@ -641,7 +651,7 @@ func TestCheckRequested(t *testing.T) {
 
 	earlier := time.Now().Add(-time.Minute).UnixMilli()
 	_, schedule := DomainKeys(id, shards)
-	if err := h.rdb.ZAdd(ctx, schedule, redis.Z{Score: float64(earlier), Member: id}).Err(); err != nil {
+	if err := h.rdb.ZAdd(ctx, schedule, redis.Z{Score: float64(earlier), Member: mem(t, id)}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.applyEvent(ctx, checkRequested(t, id)); err != nil {

@@ -25,8 +25,8 @@ var errLeaseLost = errors.New("lease lost")
 //   - a domain without a record (removed) is dropped from the schedule.
 //
 // KEYS: lease, schedule bucket, domains bucket, jobs. ARGV: token, maxlen,
-// then per domain: id, due, value ("" = no record), next due, field count,
-// fields and values of the stream entry. Returns {dispatched, dropped}, or
+// then per domain: id as kept (Member), due, value ("" = no record), next
+// due, field count, fields and values of the stream entry. Returns {dispatched, dropped}, or
 // -1 without the lease.
 var dispatchScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
@@ -176,18 +176,18 @@ func (c *Coordinator) dueBuckets(ctx context.Context, n int, now int64) ([][]red
 // dispatchBuckets dispatches the due domains due[b] of each bucket b of
 // shard n and returns, per bucket, how many it dispatched and dropped.
 func (c *Coordinator) dispatchBuckets(ctx context.Context, n int, due [][]redis.Z) ([][2]int, error) {
-	ids := make([][]string, len(due))
+	ms := make([][]string, len(due))
 	vals := make([]*redis.SliceCmd, len(due))
 	pipe := c.rdb.Pipeline()
 	for b, zs := range due {
 		if len(zs) == 0 {
 			continue
 		}
-		ids[b] = make([]string, len(zs))
+		ms[b] = make([]string, len(zs))
 		for i, z := range zs {
-			ids[b][i] = z.Member.(string)
+			ms[b][i] = z.Member.(string)
 		}
-		vals[b] = pipe.HMGet(ctx, domainsKey(n, b), ids[b]...)
+		vals[b] = pipe.HMGet(ctx, domainsKey(n, b), ms[b]...)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("read domains of shard %d: %w", n, err)
@@ -198,7 +198,7 @@ func (c *Coordinator) dispatchBuckets(ctx context.Context, n int, due [][]redis.
 		if len(zs) == 0 {
 			continue
 		}
-		args := c.batchArgs(ids[b], zs, vals[b].Val(), now)
+		args := c.batchArgs(ms[b], zs, vals[b].Val(), now)
 		keys := []string{LeaseKey(n), scheduleKey(n, b), domainsKey(n, b), events.JobStream(n)}
 		runs[b] = dispatchScript.Eval(ctx, pipe, keys, args...)
 	}
@@ -233,15 +233,15 @@ func (c *Coordinator) dispatchBuckets(ctx context.Context, n int, due [][]redis.
 	return out, nil
 }
 
-// batchArgs builds the script arguments for a batch of due domains ids
-// with values vals: the jobs are built here, in Go, from the records read
-// now; the script checks the records did not change before it appends
-// them.
-func (c *Coordinator) batchArgs(ids []string, due []redis.Z, vals []any, now int64) []any {
+// batchArgs builds the script arguments for a batch of due domains,
+// kept as ms (Member), with values vals: the jobs are built here, in Go,
+// from the records read now, with the ids as text (IDOf); the script
+// checks the records did not change before it appends them.
+func (c *Coordinator) batchArgs(ms []string, due []redis.Z, vals []any, now int64) []any {
 	args := make([]any, 0, 2+len(due)*9)
 	args = append(args, c.token, jobsMaxLen)
 	for i, z := range due {
-		id, dueMS := ids[i], int64(z.Score)
+		id, dueMS := IDOf(ms[i]), int64(z.Score)
 		raw, _ := vals[i].(string)
 		var fields []any
 		if raw != "" {
@@ -259,7 +259,7 @@ func (c *Coordinator) batchArgs(ids []string, due []redis.Z, vals []any, now int
 				continue
 			}
 		}
-		args = append(args, id, dueMS, raw, nextDue(dueMS, now, c.cfg.Interval), len(fields)/2)
+		args = append(args, ms[i], dueMS, raw, nextDue(dueMS, now, c.cfg.Interval), len(fields)/2)
 		args = append(args, fields...)
 	}
 	return args

@@ -34,28 +34,29 @@ const tombstoneTTL = 7 * 24 * time.Hour
 // the keys of the layout before, and moved.
 //
 // KEYS: domains bucket, schedule bucket, removed, then the legacy domains,
-// schedule and versions. ARGV: op ("put" | "remove"), domain id, record
-// (encodeRecord), version (unix ms), due (unix ms: now, or later for a
-// delayed first scan), active ("1" | "0"), record as legacy JSON.
+// schedule and versions. ARGV: op ("put" | "remove"), domain id as
+// Member, record (encodeRecord), version (unix ms), due (unix ms: now, or
+// later for a delayed first scan), active ("1" | "0"), record as legacy
+// JSON, domain id as text (the legacy keys' field and member).
 var applyDomainScript = redis.NewScript(`
-local id, version = ARGV[2], tonumber(ARGV[4])
+local id, version, tid = ARGV[2], tonumber(ARGV[4]), ARGV[8]
 local last, prev
 local cur = redis.call('HGET', KEYS[1], id)
 if cur then
   last = tonumber(string.match(cur, '^%d+'))
   prev = string.match(cur, '^%d+|(.*)$')
 else
-  last = tonumber(redis.call('HGET', KEYS[6], id))
-  local old = redis.call('HGET', KEYS[4], id)
+  last = tonumber(redis.call('HGET', KEYS[6], tid))
+  local old = redis.call('HGET', KEYS[4], tid)
   if old then prev = (old == ARGV[7]) and ARGV[3] or old end
 end
 if last and last > version then return 0 end
 if not cur then
-  local due = redis.call('ZSCORE', KEYS[5], id)
+  local due = redis.call('ZSCORE', KEYS[5], tid)
   if due then redis.call('ZADD', KEYS[2], due, id) end
-  redis.call('HDEL', KEYS[4], id)
-  redis.call('ZREM', KEYS[5], id)
-  redis.call('HDEL', KEYS[6], id)
+  redis.call('HDEL', KEYS[4], tid)
+  redis.call('ZREM', KEYS[5], tid)
+  redis.call('HDEL', KEYS[6], tid)
 end
 if ARGV[1] == 'remove' then
   redis.call('HSET', KEYS[1], id, ARGV[4])
@@ -138,6 +139,10 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 		}
 		legacy = string(js)
 	}
+	m, err := Member(domainID)
+	if err != nil {
+		return malformed(e, err)
+	}
 	n, b := ShardOf(domainID, c.cfg.Shards), bucketOf(domainID)
 	activeArg := "0"
 	if active {
@@ -146,7 +151,7 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 	keys := []string{domainsKey(n, b), scheduleKey(n, b), removedKey(n),
 		legacyDomainsKey(n), legacyScheduleKey(n), legacyVersionsKey(n)}
 	applied, err := applyDomainScript.Run(ctx, c.rdb, keys,
-		op, domainID, body, e.OccurredAt.UnixMilli(), due, activeArg, legacy).Int()
+		op, m, body, e.OccurredAt.UnixMilli(), due, activeArg, legacy, domainID).Int()
 	if err != nil {
 		return fmt.Errorf("apply %s %s to shard %d: %w", e.Name, domainID, n, err)
 	}
@@ -184,7 +189,8 @@ func malformed(e events.Envelope, err error) error {
 // (unknown, removed, inactive, or added but not applied yet, whose first
 // scan is due at once anyway) is left alone.
 //
-// KEYS: schedule. ARGV: domain id, now (unix ms). Returns 1 when scheduled.
+// KEYS: schedule. ARGV: domain id (Member), now (unix ms). Returns 1 when
+// scheduled.
 var checkNowScript = redis.NewScript(`
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[1], 'XX', 'LT', ARGV[2], ARGV[1])
@@ -200,9 +206,13 @@ func (c *Coordinator) checkNow(ctx context.Context, e events.Envelope, domainID 
 	if domainID == "" {
 		return malformed(e, fmt.Errorf("missing domain id"))
 	}
+	m, err := Member(domainID)
+	if err != nil {
+		return malformed(e, err)
+	}
 	n := ShardOf(domainID, c.cfg.Shards)
 	_, schedule := DomainKeys(domainID, c.cfg.Shards)
-	scheduled, err := checkNowScript.Run(ctx, c.rdb, []string{schedule}, domainID, nowMS()).Int()
+	scheduled, err := checkNowScript.Run(ctx, c.rdb, []string{schedule}, m, nowMS()).Int()
 	if err != nil {
 		return fmt.Errorf("apply %s %s to shard %d: %w", e.Name, domainID, n, err)
 	}
@@ -216,8 +226,9 @@ func (c *Coordinator) checkNow(ctx context.Context, e events.Envelope, domainID 
 // the domain came back or was removed again meanwhile.
 //
 // KEYS: removed, then per domain its domains bucket. ARGV: cutoff (unix
-// ms), then the domain ids, in the order of their buckets (ARGV[i] is in
-// KEYS[i]). Returns the ids of the tombstones dropped.
+// ms), then the domain ids as kept (Member), in the order of their
+// buckets (ARGV[i] is in KEYS[i]). Returns those of the tombstones
+// dropped.
 var sweepScript = redis.NewScript(`
 local cutoff, dropped = tonumber(ARGV[1]), {}
 for i = 2, #ARGV do
@@ -240,7 +251,7 @@ return dropped
 // whose shard tombstone was dropped.
 //
 // KEYS: per domain its reg:domains bucket. ARGV: cutoff (unix ms), then
-// the domain ids (ARGV[i+1] is in KEYS[i]).
+// the domain ids as kept (Member; ARGV[i+1] is in KEYS[i]).
 var regSweepScript = redis.NewScript(`
 for i, key in ipairs(KEYS) do
   local cur = redis.call('HGET', key, ARGV[i+1])
@@ -254,17 +265,17 @@ return 0
 // cutoffMS, with their registration references, batchSize at a time.
 func (c *Coordinator) sweepTombstones(ctx context.Context, n int, cutoffMS int64) error {
 	for {
-		ids, err := c.rdb.ZRangeByScore(ctx, removedKey(n), &redis.ZRangeBy{
+		ms, err := c.rdb.ZRangeByScore(ctx, removedKey(n), &redis.ZRangeBy{
 			Min: "-inf", Max: strconv.FormatInt(cutoffMS, 10), Count: batchSize,
 		}).Result()
-		if err != nil || len(ids) == 0 {
+		if err != nil || len(ms) == 0 {
 			return err
 		}
 		keys := []string{removedKey(n)}
 		args := []any{cutoffMS}
-		for _, id := range ids {
-			keys = append(keys, domainsKey(n, bucketOf(id)))
-			args = append(args, id)
+		for _, m := range ms {
+			keys = append(keys, domainsKey(n, bucketOf(IDOf(m))))
+			args = append(args, m)
 		}
 		dropped, err := sweepScript.Run(ctx, c.rdb, keys, args...).StringSlice()
 		if err != nil {
@@ -272,16 +283,16 @@ func (c *Coordinator) sweepTombstones(ctx context.Context, n int, cutoffMS int64
 		}
 		if len(dropped) > 0 {
 			keys, args := keys[:0], args[:1]
-			for _, id := range dropped {
-				keys = append(keys, regDomainsKey(id))
-				args = append(args, id)
+			for _, m := range dropped {
+				keys = append(keys, regDomainsKey(IDOf(m)))
+				args = append(args, m)
 			}
 			if err := regSweepScript.Run(ctx, c.rdb, keys, args...).Err(); err != nil {
 				return err
 			}
 		}
 		c.logger.Debug("tombstones dropped", zap.Int("shard", n), zap.Int("tombstones", len(dropped)))
-		if len(ids) < batchSize {
+		if len(ms) < batchSize {
 			return nil
 		}
 	}

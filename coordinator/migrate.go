@@ -25,11 +25,13 @@ const migrateEvery = time.Minute
 // version as new keeps it.
 //
 // KEYS: domains bucket, schedule bucket, removed, then the legacy domains,
-// schedule and versions. ARGV: domain id, legacy record as read ("" =
-// none), the record (encodeRecord). Returns 1 when moved, -1 when the
-// legacy record is no longer the one read (not moved; the next run does).
+// schedule and versions. ARGV: domain id (as text, as the legacy keys
+// keep it), legacy record as read ("" = none), the record (encodeRecord),
+// domain id as the buckets keep it (Member). Returns 1 when moved, -1
+// when the legacy record is no longer the one read (not moved; the next
+// run does).
 var migrateScript = redis.NewScript(`
-local id = ARGV[1]
+local id, m = ARGV[1], ARGV[4]
 local old = redis.call('HGET', KEYS[4], id) or ''
 if old ~= ARGV[2] then return -1 end
 local v = redis.call('HGET', KEYS[6], id)
@@ -37,16 +39,16 @@ local due = redis.call('ZSCORE', KEYS[5], id)
 redis.call('HDEL', KEYS[4], id)
 redis.call('ZREM', KEYS[5], id)
 redis.call('HDEL', KEYS[6], id)
-local cur = redis.call('HGET', KEYS[1], id)
+local cur = redis.call('HGET', KEYS[1], m)
 if cur and tonumber(string.match(cur, '^%d+')) >= (tonumber(v) or 0) then return 0 end
 if old ~= '' then
-  redis.call('HSET', KEYS[1], id, (v or '0') .. '|' .. ARGV[3])
-  redis.call('ZREM', KEYS[3], id)
-  if due then redis.call('ZADD', KEYS[2], due, id) else redis.call('ZREM', KEYS[2], id) end
+  redis.call('HSET', KEYS[1], m, (v or '0') .. '|' .. ARGV[3])
+  redis.call('ZREM', KEYS[3], m)
+  if due then redis.call('ZADD', KEYS[2], due, m) else redis.call('ZREM', KEYS[2], m) end
 elseif v then
-  redis.call('HSET', KEYS[1], id, v)
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZADD', KEYS[3], v, id)
+  redis.call('HSET', KEYS[1], m, v)
+  redis.call('ZREM', KEYS[2], m)
+  redis.call('ZADD', KEYS[3], v, m)
 else
   return 0
 end
@@ -129,6 +131,11 @@ func (c *Coordinator) migrateBatch(ctx context.Context, n int, ids []string) (in
 	cmds := make([]*redis.Cmd, 0, len(ids))
 	for i, id := range ids {
 		raw, _ := raws[i].(string)
+		m, err := Member(id)
+		if err != nil {
+			c.logger.Error("cannot move domain, left in place", zap.Int("shard", n), zap.String("domain_id", id), zap.Error(err))
+			continue
+		}
 		var body string
 		if raw != "" {
 			rec, err := parseRecord(raw)
@@ -143,7 +150,7 @@ func (c *Coordinator) migrateBatch(ctx context.Context, n int, ids []string) (in
 		b := bucketOf(id)
 		keys := []string{domainsKey(n, b), scheduleKey(n, b), removedKey(n),
 			legacyDomainsKey(n), legacyScheduleKey(n), legacyVersionsKey(n)}
-		cmds = append(cmds, migrateScript.Eval(ctx, pipe, keys, id, raw, body))
+		cmds = append(cmds, migrateScript.Eval(ctx, pipe, keys, id, raw, body, m))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, fmt.Errorf("move domains of shard %d: %w", n, err)
@@ -161,17 +168,19 @@ func (c *Coordinator) migrateBatch(ctx context.Context, n int, ids []string) (in
 // layout before to their buckets; a domain already in its bucket at a
 // version as new keeps it.
 //
-// KEYS: legacy reg:domains, then per domain its bucket. ARGV: domain ids,
-// in the order of their buckets (ARGV[i] is in KEYS[i+1]). Returns the
-// number moved.
+// KEYS: legacy reg:domains, then per domain its bucket. ARGV: per domain,
+// in the order of their buckets, its id as text (the legacy hash's field)
+// and as the buckets keep it (Member): ARGV[2i-1] and ARGV[2i] are in
+// KEYS[i+1]. Returns the number moved.
 var migrateRegScript = redis.NewScript(`
 local moved = 0
-for i, id in ipairs(ARGV) do
+for i = 1, #ARGV / 2 do
+  local id, m = ARGV[2*i-1], ARGV[2*i]
   local old = redis.call('HGET', KEYS[1], id)
   if old then
-    local cur = redis.call('HGET', KEYS[i+1], id)
+    local cur = redis.call('HGET', KEYS[i+1], m)
     if not cur or tonumber(string.match(cur, '^%d+')) < tonumber(string.match(old, '^%d+') or 0) then
-      redis.call('HSET', KEYS[i+1], id, old)
+      redis.call('HSET', KEYS[i+1], m, old)
       moved = moved + 1
     end
     redis.call('HDEL', KEYS[1], id)
@@ -192,10 +201,15 @@ func (c *Coordinator) migrateRegistrations(ctx context.Context) error {
 		}
 		if ids := evenOnly(fields); len(ids) > 0 {
 			keys := []string{legacyRegDomainsKey}
-			args := make([]any, len(ids))
-			for i, id := range ids {
+			args := make([]any, 0, 2*len(ids))
+			for _, id := range ids {
+				m, err := Member(id)
+				if err != nil {
+					c.logger.Error("cannot move registration reference, left in place", zap.String("domain_id", id), zap.Error(err))
+					continue
+				}
 				keys = append(keys, regDomainsKey(id))
-				args[i] = id
+				args = append(args, id, m)
 			}
 			k, err := migrateRegScript.Run(ctx, c.rdb, keys, args...).Int()
 			if err != nil {
@@ -211,4 +225,128 @@ func (c *Coordinator) migrateRegistrations(ctx context.Context) error {
 		c.logger.Info("registration references moved to the buckets", zap.Int("domains", moved))
 	}
 	return nil
+}
+
+// Until 2026-12-06 (sixth) the buckets, the tombstones and reg:domains
+// kept every domain id as text; now they keep Member(id), a UUID as its
+// 16 bytes. A coordinator converts what is left as text at start, before
+// it applies an event or dispatches (the scripts find a domain by one
+// form only): migrateIDs. A domain stays in its bucket, which is chosen
+// from the id as text. Converting is per batch of ids, atomic for all the
+// keys of a bucket and idempotent, so two coordinators converting at once
+// or one stopped midway leave every domain in one form; the next start
+// converts the rest.
+
+// convertIDsScript converts ids kept as text to Member in some keys of
+// one slot: a field's value or a member's score moves to the id's Member
+// unless that is there already, then the text goes; where both are, a
+// hash keeps the value of the newer version (its leading digits), the
+// schedule the earlier due time, the tombstones the newer version.
+//
+// KEYS: the keys. ARGV: their kinds, one letter each ('h' hash of
+// versioned values, 's' schedule, 'r' tombstones), then per id its text
+// and its Member. Returns the number of fields and members converted.
+var convertIDsScript = redis.NewScript(`
+local kinds, n = ARGV[1], 0
+for k, key in ipairs(KEYS) do
+  local kind = string.sub(kinds, k, k)
+  for i = 2, #ARGV, 2 do
+    local t, m = ARGV[i], ARGV[i+1]
+    if kind == 'h' then
+      local v = redis.call('HGET', key, t)
+      if v then
+        local cur = redis.call('HGET', key, m)
+        if not cur or (tonumber(string.match(cur, '^%d+')) or 0) < (tonumber(string.match(v, '^%d+')) or 0) then
+          redis.call('HSET', key, m, v)
+        end
+        redis.call('HDEL', key, t)
+        n = n + 1
+      end
+    else
+      local s = redis.call('ZSCORE', key, t)
+      if s then
+        redis.call('ZADD', key, kind == 's' and 'LT' or 'GT', s, m)
+        redis.call('ZREM', key, t)
+        n = n + 1
+      end
+    end
+  end
+end
+return n
+`)
+
+// migrateIDs converts the ids kept as text in every bucket, tombstone
+// set and bucket of reg:domains to Member.
+func (c *Coordinator) migrateIDs(ctx context.Context) error {
+	total := 0
+	convert := func(scanned string, zset bool, keys []string, kinds string) error {
+		k, err := c.convertIDs(ctx, scanned, zset, keys, kinds)
+		total += k
+		return err
+	}
+	for n := range c.cfg.Shards {
+		for b := range bucketsPerShard {
+			// Every domain of the schedule and the tombstones has its
+			// field in the bucket's hash; the schedule is scanned for
+			// what is left apart.
+			keys := []string{domainsKey(n, b), scheduleKey(n, b), removedKey(n)}
+			if err := convert(keys[0], false, keys, "hsr"); err != nil {
+				return err
+			}
+			if err := convert(keys[1], true, keys, "hsr"); err != nil {
+				return err
+			}
+		}
+		if err := convert(removedKey(n), true, []string{removedKey(n)}, "r"); err != nil {
+			return err
+		}
+	}
+	for b := range regBuckets {
+		if err := convert(regBucketKey(b), false, []string{regBucketKey(b)}, "h"); err != nil {
+			return err
+		}
+	}
+	if total > 0 {
+		c.logger.Info("domain ids kept as text converted to bytes", zap.Int("fields_and_members", total))
+	}
+	return nil
+}
+
+// convertIDs scans scanned, a hash or (zset) a sorted set, for ids kept
+// as text (those Member writes otherwise) and converts them, batchSize at
+// a time, in keys, of kinds kinds (convertIDsScript). It returns the
+// number of fields and members converted.
+func (c *Coordinator) convertIDs(ctx context.Context, scanned string, zset bool, keys []string, kinds string) (int, error) {
+	total := 0
+	var cursor uint64
+	for {
+		var page []string
+		var err error
+		if zset {
+			page, cursor, err = c.rdb.ZScan(ctx, scanned, cursor, "*", batchSize).Result()
+		} else {
+			page, cursor, err = c.rdb.HScan(ctx, scanned, cursor, "*", batchSize).Result()
+		}
+		if err != nil {
+			return total, fmt.Errorf("scan %s: %w", scanned, err)
+		}
+		// Scans return members (fields) and scores (values): only the
+		// first are ids.
+		args := []any{kinds}
+		for _, id := range evenOnly(page) {
+			if m, err := Member(id); err == nil && m != id {
+				args = append(args, id, m)
+			}
+		}
+		if len(args) > 1 {
+			k, err := convertIDsScript.Run(ctx, c.rdb, keys, args...).Int()
+			if err != nil {
+				return total, fmt.Errorf("convert ids of %s: %w", scanned, err)
+			}
+			total += k
+		}
+		if cursor == 0 {
+			return total, nil
+		}
+	}
 }

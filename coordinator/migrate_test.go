@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -21,7 +22,7 @@ func at(e events.Envelope, ms int64) events.Envelope {
 func value(t *testing.T, rdb *redis.Client, id string, shards int) string {
 	t.Helper()
 	domains, _ := DomainKeys(id, shards)
-	v, err := rdb.HGet(context.Background(), domains, id).Result()
+	v, err := rdb.HGet(context.Background(), domains, mem(t, id)).Result()
 	if err != nil && err != redis.Nil {
 		t.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func TestTombstoneGuardsUntilSwept(t *testing.T) {
 		t.Fatalf("value after removal: got %q, want a tombstone", v)
 	}
 
-	regRef := func() string { return h.rdb.HGet(ctx, regDomainsKey(id), id).Val() }
+	regRef := func() string { return h.rdb.HGet(ctx, regDomainsKey(id), mem(t, id)).Val() }
 	if got, want := regRef(), fmt.Sprintf("%d ", t0+1); got != want {
 		t.Fatalf("registration reference after removal: got %q, want %q", got, want)
 	}
@@ -146,12 +147,12 @@ func TestMigrateLegacyLayout(t *testing.T) {
 		if version != tc.version || tc.known && (err != nil || got != rec) || tc.removed && !isTombstone(v) {
 			t.Errorf("%s: got value %q (%d %+v %v), want version %d", tc.id, v, version, got, err, tc.version)
 		}
-		if _, err := h.rdb.ZScore(ctx, removedKey(0), tc.id).Result(); (err == nil) != tc.removed {
+		if _, err := h.rdb.ZScore(ctx, removedKey(0), mem(t, tc.id)).Result(); (err == nil) != tc.removed {
 			t.Errorf("%s: in %s: %v, want %v", tc.id, removedKey(0), err == nil, tc.removed)
 		}
 	}
-	if _, schedule := DomainKeys("active", shards); h.rdb.ZScore(ctx, schedule, "active").Val() != float64(due) {
-		t.Errorf("active: due %v, want %d", h.rdb.ZScore(ctx, schedule, "active").Val(), due)
+	if _, schedule := DomainKeys("active", shards); h.rdb.ZScore(ctx, schedule, mem(t, "active")).Val() != float64(due) {
+		t.Errorf("active: due %v, want %d", h.rdb.ZScore(ctx, schedule, mem(t, "active")).Val(), due)
 	}
 	// What cannot be read stays where it was, for an operator to see.
 	if left := h.rdb.HKeys(ctx, legacyDomainsKey(0)).Val(); len(left) != 1 || left[0] != "unreadable" {
@@ -200,7 +201,7 @@ func TestEventMovesLegacyDomain(t *testing.T) {
 
 	score := func(id string) float64 {
 		_, schedule := DomainKeys(id, 1)
-		return h.rdb.ZScore(ctx, schedule, id).Val()
+		return h.rdb.ZScore(ctx, schedule, mem(t, id)).Val()
 	}
 	if got := score("same"); got != float64(later) {
 		t.Errorf("same name: due %v, want %d", got, later)
@@ -250,7 +251,7 @@ func TestMigrateRegistrationReferences(t *testing.T) {
 		t.Errorf("legacy reg:domains left after migrate")
 	}
 	for id, want := range map[string]string{"d1": "2000 ", "d2": "1000 example.com", "gone": "900 "} {
-		if got := rdb.HGet(ctx, regDomainsKey(id), id).Val(); got != want {
+		if got := rdb.HGet(ctx, regDomainsKey(id), mem(t, id)).Val(); got != want {
 			t.Errorf("%s: got %q, want %q", id, got, want)
 		}
 	}
@@ -275,7 +276,19 @@ func TestBucketsOnRedisCluster(t *testing.T) {
 	if err := rdb.ZAdd(ctx, legacyScheduleKey(1), redis.Z{Score: 1, Member: "legacy"}).Err(); err != nil {
 		t.Fatal(err)
 	}
+	// A domain whose id is kept as text, as before 2026-12-06 (sixth).
+	text := events.DomainID(testTenant, "text.example", 443)
+	domains, schedule := DomainKeys(text, 4)
+	if err := rdb.HSet(ctx, domains, text, storedValue(1, "=t||text.example")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ZAdd(ctx, schedule, redis.Z{Score: 1, Member: text}).Err(); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.migrateIDs(ctx); err != nil {
 		t.Fatal(err)
 	}
 	c.balanceLeases(ctx)
@@ -291,8 +304,8 @@ func TestBucketsOnRedisCluster(t *testing.T) {
 		}
 		jobs += k
 	}
-	if jobs != 21 {
-		t.Errorf("jobs: got %d, want 21", jobs)
+	if jobs != 22 {
+		t.Errorf("jobs: got %d, want 22", jobs)
 	}
 	removed := tenantDomain(t, events.DomainRemoved, tenant, "d0", "h0.example.com", true)
 	mustApply(t, c, removed)
@@ -302,5 +315,170 @@ func TestBucketsOnRedisCluster(t *testing.T) {
 	}
 	if v := value(t, rdb, "d0", 4); v != "" {
 		t.Errorf("d0 after the sweep: got %q, want no value", v)
+	}
+}
+
+// scheduleKeys reads every key of the schedule that lists domain ids
+// (buckets, tombstones, reg:domains), fields and members by the id they
+// stand for (IDOf): what a coordinator reads, whatever the ids' form.
+// It fails when two fields or members of a key stand for one id.
+func scheduleKeys(t *testing.T, rdb *redis.Client) map[string]map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string]map[string]string{}
+	for _, pattern := range []string{"domains:{*", "schedule:{*", "reg:domains:*"} {
+		keys, err := rdb.Keys(ctx, pattern).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range keys {
+			got := map[string]string{}
+			add := func(m, v string) {
+				if _, dup := got[IDOf(m)]; dup {
+					t.Errorf("%s: %s twice", key, IDOf(m))
+				}
+				got[IDOf(m)] = v
+			}
+			if rdb.Type(ctx, key).Val() == "hash" {
+				for m, v := range rdb.HGetAll(ctx, key).Val() {
+					add(m, v)
+				}
+			} else {
+				for _, z := range rdb.ZRangeWithScores(ctx, key, 0, -1).Val() {
+					add(z.Member.(string), fmt.Sprint(int64(z.Score)))
+				}
+			}
+			out[key] = got
+		}
+	}
+	return out
+}
+
+// idsAsText rewrites every field and member of the schedule's keys kept
+// as bytes as its text, as a coordinator of before kept them.
+func idsAsText(t *testing.T, rdb *redis.Client) {
+	t.Helper()
+	ctx := context.Background()
+	for key := range scheduleKeys(t, rdb) {
+		if rdb.Type(ctx, key).Val() == "hash" {
+			for m, v := range rdb.HGetAll(ctx, key).Val() {
+				if IDOf(m) != m {
+					rdb.HDel(ctx, key, m)
+					rdb.HSet(ctx, key, IDOf(m), v)
+				}
+			}
+			continue
+		}
+		for _, z := range rdb.ZRangeWithScores(ctx, key, 0, -1).Val() {
+			if m := z.Member.(string); IDOf(m) != m {
+				rdb.ZRem(ctx, key, m)
+				rdb.ZAdd(ctx, key, redis.Z{Score: z.Score, Member: IDOf(m)})
+			}
+		}
+	}
+}
+
+// Domain ids kept as text (before 2026-12-06, sixth) are converted to 16
+// bytes by two coordinators at once, each field and member once and as it
+// was (records, due times, tombstones, registration references), ids that
+// are no UUIDs stay text, and the schedule works on: jobs name the ids as
+// text, removal and the sweep find the converted domains.
+func TestMigrateIDsToBytes(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	c := newRegCoordinator(t, rdb, "c1", Config{Interval: time.Hour})
+	tenant := events.TenantID("a@example.org")
+	var ids []string
+	for i := range 40 {
+		_, id := domainAdded(t, fmt.Sprintf("h%d.example.com", i), 443)
+		ids = append(ids, id)
+		mustApply(t, c, tenantDomain(t, events.DomainAdded, tenant, id, fmt.Sprintf("h%d.example.com", i), true))
+	}
+	paused, removed := ids[0], ids[1]
+	mustApply(t, c,
+		tenantDomain(t, events.DomainUpdated, tenant, paused, "h0.example.com", false),
+		tenantDomain(t, events.DomainRemoved, tenant, removed, "h1.example.com", true),
+		tenantDomain(t, events.DomainAdded, tenant, "plain", "plain.example.com", true))
+	idsAsText(t, rdb)
+	before := scheduleKeys(t, rdb)
+	if len(before) == 0 || rdb.HExists(ctx, regDomainsKey(ids[5]), ids[5]).Val() == false {
+		t.Fatalf("no ids as text to convert: %v", before)
+	}
+
+	var wg sync.WaitGroup
+	for _, name := range []string{"c2", "c3"} {
+		c := newRegCoordinator(t, rdb, name, Config{Interval: time.Hour})
+		wg.Go(func() {
+			if err := c.migrateIDs(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if after := scheduleKeys(t, rdb); !reflect.DeepEqual(after, before) {
+		t.Errorf("after converting:\n%v\nwant\n%v", after, before)
+	}
+	for key, fields := range scheduleKeys(t, rdb) {
+		for id := range fields {
+			if m := mem(t, id); key[0] == 'r' && !rdb.HExists(ctx, key, m).Val() ||
+				key[0] != 'r' && !rdb.HExists(ctx, key, m).Val() && rdb.ZScore(ctx, key, m).Err() != nil {
+				t.Errorf("%s: %s not kept as Member", key, id)
+			}
+		}
+	}
+	for id, want := range map[string][2]bool{ids[2]: {true, true}, paused: {true, false}, removed: {false, false}, "plain": {true, true}} {
+		known, scheduled, err := DomainState(ctx, rdb, id, 4)
+		if err != nil || known != want[0] || scheduled != want[1] {
+			t.Errorf("%s: known %v scheduled %v (%v), want %v", id, known, scheduled, err, want)
+		}
+	}
+	if m, _ := Member(ids[2]); len(m) != 16 {
+		t.Fatalf("Member of a UUID: %q", m)
+	}
+	if err := c.migrateIDs(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// The schedule works on from the converted keys.
+	c.balanceLeases(ctx)
+	jobs := 0
+	for n := range 4 {
+		k, err := c.dispatchShard(ctx, n)
+		if err != nil {
+			t.Fatalf("dispatch shard %d: %v", n, err)
+		}
+		jobs += k
+	}
+	if jobs != 39 { // 40 and plain, less paused and removed
+		t.Errorf("jobs: got %d, want 39", jobs)
+	}
+	got := map[string]bool{}
+	for n := range 4 {
+		for _, msg := range rdb.XRange(ctx, events.JobStream(n), "-", "+").Val() {
+			e, err := events.FromStreamValues(msg.Values)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var req events.ScanRequestedV1
+			if err := e.Decode(&req); err != nil {
+				t.Fatal(err)
+			}
+			got[req.DomainID] = true
+		}
+	}
+	if !got[ids[2]] || !got["plain"] || got[paused] || got[removed] {
+		t.Errorf("jobs name %v, want the active ids as text", got)
+	}
+	gone := at(tenantDomain(t, events.DomainRemoved, tenant, ids[3], "h3.example.com", true), time.Now().UnixMilli())
+	mustApply(t, c, gone)
+	for n := range 4 {
+		if err := c.sweepTombstones(ctx, n, gone.OccurredAt.UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, id := range []string{removed, ids[3]} {
+		if v := value(t, rdb, id, 4); v != "" || rdb.HExists(ctx, regDomainsKey(id), mem(t, id)).Val() {
+			t.Errorf("%s after the sweep: got %q, want no value and no reference", id, v)
+		}
 	}
 }

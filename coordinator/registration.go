@@ -29,7 +29,8 @@ import (
 // one Lua script updates the schedule and appends the job:
 //
 //	reg:domains:{registration:jobs}:<b>
-//	                                 hash  domain id -> "<version ms> <registrable>";
+//	                                 hash  domain id (Member: a UUID as its 16
+//	                                 bytes) -> "<version ms> <registrable>";
 //	                                 registrable empty when the domain references
 //	                                 none (removed, paused, an IP); kept after
 //	                                 removal until the domain's tombstone is
@@ -78,9 +79,10 @@ func regBucketOf(domainID string) int {
 }
 
 // regDomainsKey is the bucket of reg:domains of a domain.
-func regDomainsKey(domainID string) string {
-	return legacyRegDomainsKey + ":" + strconv.Itoa(regBucketOf(domainID))
-}
+func regDomainsKey(domainID string) string { return regBucketKey(regBucketOf(domainID)) }
+
+// regBucketKey is bucket b of reg:domains.
+func regBucketKey(b int) string { return legacyRegDomainsKey + ":" + strconv.Itoa(b) }
 
 // regJobsMaxLen caps registration:jobs (XADD MAXLEN ~), as jobsMaxLen the
 // scan jobs.
@@ -125,19 +127,20 @@ var (
 // there, and moved.
 //
 // KEYS: domains bucket, refs, schedule, state, inflight, legacy domains.
-// ARGV: domain id, version (unix ms), registrable ("" = none), now (unix
-// ms). Returns 1 when applied.
+// ARGV: domain id as kept (Member), version (unix ms), registrable ("" =
+// none), now (unix ms), domain id as text (the legacy hash's field).
+// Returns 1 when applied.
 var regRefScript = redis.NewScript(`
 local id, version, reg = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local old = ''
-local cur = redis.call('HGET', KEYS[1], id) or redis.call('HGET', KEYS[6], id)
+local cur = redis.call('HGET', KEYS[1], id) or redis.call('HGET', KEYS[6], ARGV[5])
 if cur then
   local v, r = string.match(cur, '^(%d+) (.*)$')
   if v and tonumber(v) > version then return 0 end
   old = r or ''
 end
 redis.call('HSET', KEYS[1], id, ARGV[2] .. ' ' .. reg)
-redis.call('HDEL', KEYS[6], id)
+redis.call('HDEL', KEYS[6], ARGV[5])
 if old == reg then return 1 end
 if old ~= '' then
   if redis.call('HINCRBY', KEYS[2], old, -1) <= 0 then
@@ -164,8 +167,12 @@ func (c *Coordinator) applyRegistrationRef(ctx context.Context, e events.Envelop
 		// suffix) has no registration to look up.
 		reg, _ = registration.Registrable(host)
 	}
+	m, err := Member(domainID)
+	if err != nil {
+		return malformed(e, err)
+	}
 	keys := []string{regDomainsKey(domainID), regRefsKey, RegistrationScheduleKey, regStateKey, regInflightKey, legacyRegDomainsKey}
-	applied, err := regRefScript.Run(ctx, c.rdb, keys, domainID, e.OccurredAt.UnixMilli(), reg, nowMS()).Int()
+	applied, err := regRefScript.Run(ctx, c.rdb, keys, m, e.OccurredAt.UnixMilli(), reg, nowMS(), domainID).Int()
 	if err != nil {
 		return fmt.Errorf("apply %s %s to the registration schedule: %w", e.Name, domainID, err)
 	}
@@ -180,9 +187,10 @@ func (c *Coordinator) applyRegistrationRef(ctx context.Context, e events.Envelop
 // its job id).
 //
 // KEYS: domains bucket, state, schedule, inflight, legacy domains. ARGV:
-// domain id, now (unix ms), fresh (ms). Returns 1 when it made it due.
+// domain id as kept (Member), now (unix ms), fresh (ms), domain id as
+// text (the legacy hash's field). Returns 1 when it made it due.
 var regCheckScript = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], ARGV[1]) or redis.call('HGET', KEYS[5], ARGV[1])
+local cur = redis.call('HGET', KEYS[1], ARGV[1]) or redis.call('HGET', KEYS[5], ARGV[4])
 if not cur then return 0 end
 local reg = string.match(cur, '^%d+ (.*)$')
 if not reg or reg == '' then return 0 end
@@ -196,8 +204,12 @@ return redis.call('ZADD', KEYS[3], 'XX', 'LT', 'CH', ARGV[2], reg)
 // checkRegistrationNow applies domain.check_requested to the registration
 // schedule.
 func (c *Coordinator) checkRegistrationNow(ctx context.Context, domainID string) error {
+	m, err := Member(domainID)
+	if err != nil {
+		return err
+	}
 	keys := []string{regDomainsKey(domainID), regStateKey, RegistrationScheduleKey, regInflightKey, legacyRegDomainsKey}
-	if err := regCheckScript.Run(ctx, c.rdb, keys, domainID, nowMS(), regFresh.Milliseconds()).Err(); err != nil {
+	if err := regCheckScript.Run(ctx, c.rdb, keys, m, nowMS(), regFresh.Milliseconds(), domainID).Err(); err != nil {
 		return fmt.Errorf("check registration of %s: %w", domainID, err)
 	}
 	return nil
@@ -473,8 +485,8 @@ const regBackfilledKey = "reg:backfilled:" + regTag
 // whether they are active (scheduled), so a reference is never built from
 // a record of one event and the activity of another.
 //
-// KEYS: domains bucket, schedule bucket. ARGV: domain ids. Returns per
-// id: value ("" = none), "1" when active.
+// KEYS: domains bucket, schedule bucket. ARGV: domain ids as kept
+// (Member). Returns per id: value ("" = none), "1" when active.
 var bucketSnapshotScript = redis.NewScript(`
 local out = {}
 for i, id in ipairs(ARGV) do
@@ -499,13 +511,13 @@ func (c *Coordinator) backfillRegistrations(ctx context.Context) error {
 		for b := range bucketsPerShard {
 			var cursor uint64
 			for {
-				ids, next, err := c.rdb.HScan(ctx, domainsKey(n, b), cursor, "*", batchSize).Result()
+				ms, next, err := c.rdb.HScan(ctx, domainsKey(n, b), cursor, "*", batchSize).Result()
 				if err != nil {
 					return fmt.Errorf("scan domains of shard %d: %w", n, err)
 				}
 				// HSCAN returns fields and values; only the fields are ids.
-				if ids = evenOnly(ids); len(ids) > 0 {
-					k, err := c.backfillBatch(ctx, n, b, ids)
+				if ms = evenOnly(ms); len(ms) > 0 {
+					k, err := c.backfillBatch(ctx, n, b, ms)
 					if err != nil {
 						return err
 					}
@@ -524,18 +536,20 @@ func (c *Coordinator) backfillRegistrations(ctx context.Context) error {
 	return nil
 }
 
-func (c *Coordinator) backfillBatch(ctx context.Context, n, b int, ids []string) (int, error) {
-	args := make([]any, len(ids))
-	for i, id := range ids {
-		args[i] = id
+// backfillBatch applies the references of the domains ms (fields of
+// bucket b of shard n, as kept) and returns how many it applied.
+func (c *Coordinator) backfillBatch(ctx context.Context, n, b int, ms []string) (int, error) {
+	args := make([]any, len(ms))
+	for i, m := range ms {
+		args[i] = m
 	}
 	snap, err := bucketSnapshotScript.Run(ctx, c.rdb, []string{domainsKey(n, b), scheduleKey(n, b)}, args...).StringSlice()
-	if err != nil || len(snap) != 2*len(ids) {
+	if err != nil || len(snap) != 2*len(ms) {
 		return 0, fmt.Errorf("read domains of shard %d: %w (%d values)", n, err, len(snap))
 	}
 	applied := 0
-	for i, id := range ids {
-		raw, active := snap[2*i], snap[2*i+1] == "1"
+	for i, m := range ms {
+		id, raw, active := IDOf(m), snap[2*i], snap[2*i+1] == "1"
 		if raw == "" {
 			continue // gone meanwhile
 		}

@@ -4,35 +4,27 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/google/uuid"
-
 	"github.com/certfleet/certfleet/internal/shortid"
 )
 
 // Member is how the index keeps the domain id id in its members (layout
-// 3): a UUID in its canonical form (as uuid.UUID.String writes it, which
-// every domain id of production is) as its 16 raw bytes, any other id as
-// it is. Lowercase hex and the bytes it spells sort alike, so members of
-// UUIDs keep their ids' order. An id of 16 bytes that is not a UUID would
-// read as one, so it is refused.
+// 3): shortid.Bytes, a UUID in its canonical form (as uuid.UUID.String
+// writes it, which every domain id of production is) as its 16 raw
+// bytes, any other id as it is. Lowercase hex and the bytes it spells
+// sort alike, so members of UUIDs keep their ids' order. An id of 16
+// bytes that is not a UUID would read as one, so it is refused.
 func Member(id string) (string, error) {
-	if u, ok := shortid.Canonical(id); ok {
-		return string(u[:]), nil
-	}
-	if len(id) == 16 {
+	m, err := shortid.Bytes(id)
+	if err != nil {
 		return "", fmt.Errorf("domain id %q: 16 bytes and not a UUID, the index cannot keep it", id)
 	}
-	return id, nil
+	return m, nil
 }
 
-// IDOf is the domain id the member m keeps (Member's inverse): 16 bytes
-// are a UUID's, anything else the id itself. idLua's ix_id is its Lua.
-func IDOf(m string) string {
-	if len(m) == 16 {
-		return uuid.UUID([]byte(m)).String()
-	}
-	return m
-}
+// IDOf is the domain id the member m keeps (Member's inverse,
+// shortid.FromBytes): 16 bytes are a UUID's, anything else the id
+// itself. idLua's ix_id is its Lua.
+func IDOf(m string) string { return shortid.FromBytes(m) }
 
 // idLua defines ix_id(m), IDOf in Lua, for the scripts that build a
 // record key (RP .. ix_id(m)) or return an id from a member: the 16

@@ -3,7 +3,9 @@
 // bytes in 22 characters of unpadded base 64, any other id after "=",
 // which no base 64 alphabet here uses. The coordinator's domain records
 // and the views name tenants so (URL), the registration views their
-// domains (with the projector's sortable alphabet).
+// domains (with the projector's sortable alphabet). Bytes keeps a UUID as
+// its 16 raw bytes instead, for members and fields of keys that list
+// domain ids (the list indexes, the coordinator's schedule).
 package shortid
 
 import (
@@ -50,4 +52,30 @@ func (c Codec) Decode(s string) (string, error) {
 		return "", fmt.Errorf("id %q: not a UUID in 22 characters of base 64", s)
 	}
 	return uuid.UUID(b).String(), nil
+}
+
+// Bytes is how the Redis keys that list domain ids (the list indexes'
+// members, the coordinator's schedule) keep the id id: a UUID in its
+// canonical form (Canonical) as its 16 raw bytes, any other id as it is.
+// Lowercase hex and the bytes it spells sort alike, so members of UUIDs
+// keep their ids' order. An id of 16 bytes that is not a UUID would read
+// back as one, so it is refused.
+func Bytes(id string) (string, error) {
+	if u, ok := Canonical(id); ok {
+		return string(u[:]), nil
+	}
+	if len(id) == 16 {
+		return "", fmt.Errorf("id %q: 16 bytes and not a UUID, cannot be kept as a member", id)
+	}
+	return id, nil
+}
+
+// FromBytes is the id m keeps (Bytes' inverse): 16 bytes are a UUID's,
+// anything else the id itself, so an id kept as text (a layout before
+// Bytes) reads as it is too.
+func FromBytes(m string) string {
+	if len(m) == 16 {
+		return uuid.UUID([]byte(m)).String()
+	}
+	return m
 }
