@@ -1,6 +1,7 @@
 package domainindex_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -71,7 +72,9 @@ var scriptCases = []struct {
 // added by accounts and their facts written by ApplyFacts, the
 // projector's writer, with BenchmarkDomainList's certificates and
 // registrations. It logs each case's median over 30 pages of 100 (as the
-// handler asks them, with the listed fields).
+// handler asks them, with the listed fields). With
+// CERTFLEET_BENCH_LIST_LISTPACK=1024 it measures each case again on a
+// twin tenant whose zsets are listpacks (see below).
 //
 //	CERTFLEET_BENCH_LIST_SIZES=1000,10000,100000 go test -run '^$' -bench ListScript -benchtime 1x ./apiserver/domainindex/
 func BenchmarkListScript(b *testing.B) {
@@ -97,48 +100,84 @@ func BenchmarkListScript(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	// CERTFLEET_BENCH_LIST_LISTPACK=<entries> loads a twin of each tenant
+	// with zset-max-listpack-entries at that value (docs/operations.md,
+	// "Redis settings"), so that its zsets up to that size are listpacks,
+	// and measures each case on both, one after the other: the cost of
+	// the setting for the list, against a baseline of the same run.
+	lpEntries := os.Getenv("CERTFLEET_BENCH_LIST_LISTPACK")
 	for _, n := range sizes {
-		start := time.Now()
-		tenant := events.TenantID(fmt.Sprintf("script%d@example.com", n))
 		at := time.Now()
-		if c, _ := rdb.ZCard(ctx, domainindex.Prefix(tenant)+"created").Result(); c != int64(n) {
-			loadBenchTenant(b, ctx, rdb, store, tenant, n, at)
+		load := func(name, zsetEntries string) string {
+			start := time.Now()
+			tenant := events.TenantID(fmt.Sprintf("%s%d@example.com", name, n))
+			if c, _ := rdb.ZCard(ctx, domainindex.Prefix(tenant)+"created").Result(); c != int64(n) {
+				if zsetEntries != "" {
+					was := rdb.ConfigGet(ctx, "zset-max-listpack-entries").Val()["zset-max-listpack-entries"]
+					if err := rdb.ConfigSet(ctx, "zset-max-listpack-entries", zsetEntries).Err(); err != nil {
+						b.Fatal(err)
+					}
+					defer rdb.ConfigSet(ctx, "zset-max-listpack-entries", was)
+				}
+				loadBenchTenant(b, ctx, rdb, store, tenant, n, at)
+			}
+			var bytes int64
+			for _, k := range domainindex.Keys(tenant) {
+				bytes += rdb.MemoryUsage(ctx, k).Val()
+			}
+			b.Logf("tenant of %d domains loaded in %s (zset-max-listpack-entries %s); list index %.0f B/domain",
+				n, time.Since(start).Round(time.Millisecond), cmp.Or(zsetEntries, "as configured"), float64(bytes)/float64(n))
+			return tenant
 		}
-		b.Logf("tenant of %d domains loaded in %s", n, time.Since(start).Round(time.Millisecond))
+		tenants := []string{load("script", "")}
+		if lpEntries != "" {
+			tenants = append(tenants, load("scriptlp", lpEntries))
+		}
 		base := domainindex.Query{Sort: domainindex.SortCreated, Desc: true, Limit: 100, Now: time.Now(),
 			Warning: 30, Critical: 7, Fields: accounts.ListedFields}
-		list := func(q domainindex.Query) domainindex.Page {
+		list := func(tenant string, q domainindex.Query) domainindex.Page {
 			p, err := domainindex.List(ctx, rdb, tenant, accounts.DomainKeyPrefix(tenant), q)
 			if err != nil {
 				b.Fatal(err)
 			}
 			return p
 		}
-		cursorQ := base
-		cursorQ.Sort, cursorQ.Desc = domainindex.SortSSLDays, false
-		cursorQ.Cursor = list(cursorQ).NextCursor
-		cases := append(slices.Clone(scriptCases), struct {
+		cases := slices.Clone(scriptCases)
+		cases = append(cases, struct {
 			name string
 			q    func(q domainindex.Query) domainindex.Query
-		}{"cursor", func(domainindex.Query) domainindex.Query { return cursorQ }})
+		}{"cursor", func(q domainindex.Query) domainindex.Query {
+			q.Sort, q.Desc = domainindex.SortSSLDays, false
+			return q
+		}})
 		// The first case, the default page, is the baseline of the run:
 		// each case's median is also given as a multiple of it.
-		var baseline time.Duration
-		for _, c := range cases {
-			q := c.q(base)
-			rdb.Do(ctx, "SLOWLOG", "RESET")
+		baseline := make([]time.Duration, len(tenants))
+		for ci, c := range cases {
+			meds := make([]time.Duration, len(tenants))
 			var p domainindex.Page
-			for range 30 {
-				p = list(q)
+			for ti, tenant := range tenants {
+				q := c.q(base)
+				if c.name == "cursor" {
+					q.Cursor = list(tenant, q).NextCursor
+				}
+				rdb.Do(ctx, "SLOWLOG", "RESET")
+				for range 30 {
+					p = list(tenant, q)
+				}
+				meds[ti] = latency.ScriptMedian(b, rdb, ":ix:created")
+				if meds[ti] == 0 {
+					b.Fatalf("%s: no list script in the slow log", c.name)
+				}
+				if ci == 0 {
+					baseline[ti] = meds[ti]
+				}
 			}
-			d := latency.ScriptMedian(b, rdb, ":ix:created")
-			if d == 0 {
-				b.Fatalf("%s: no list script in the slow log", c.name)
+			line := fmt.Sprintf("%7d domains %-16s total %6d  list script p50 %s (%.1fx the default page)", n, c.name, p.Total, meds[0], float64(meds[0])/float64(baseline[0]))
+			if len(tenants) > 1 {
+				line += fmt.Sprintf("; zsets as listpacks %s (%.2fx)", meds[1], float64(meds[1])/float64(meds[0]))
 			}
-			if baseline == 0 {
-				baseline = d
-			}
-			b.Logf("%7d domains %-16s total %6d  list script p50 %s (%.1fx the default page)", n, c.name, p.Total, d, float64(d)/float64(baseline))
+			b.Log(line)
 		}
 	}
 	for b.Loop() {
