@@ -14,6 +14,9 @@
 //	                      bring it back
 //	schedule:{NN}:<b>     zset  domain id -> next due time (unix ms); only
 //	                      active domains
+//	due:{NN}              zset  bucket b -> at most the earliest due time
+//	                      of schedule:{NN}:<b> (unix ms); the due index
+//	                      (see below)
 //	domains:{NN}:removed  zset  domain id -> version of its tombstone
 //	lease:{NN}            string owner token, with a TTL
 //	jobs:{NN}             stream scan.requested.v1 jobs (events.JobStream)
@@ -26,9 +29,20 @@
 //
 // A shard's domains are spread over bucketsPerShard buckets b (bucketOf),
 // so that each hash and sorted set stays small enough for Redis's compact
-// listpack encoding; dispatch reads the due domains of every bucket. The
-// keys of the layout before, domains:{NN}, schedule:{NN} and versions:{NN},
-// are moved to the buckets at start (migrate.go).
+// listpack encoding. The keys of the layout before, domains:{NN},
+// schedule:{NN} and versions:{NN}, are moved to the buckets at start
+// (migrate.go).
+//
+// Dispatch reads only the buckets the due index due:{NN} lists as due,
+// not every bucket. The index may say a bucket is due earlier than it is
+// (a domain rescheduled later or removed: dispatch reads the bucket, finds
+// nothing due and corrects the score) but never later: every script that
+// gives a domain a due time lowers its bucket's score to it (ZADD LT) in
+// the same step, dispatch sets the score to the bucket's earliest due time
+// in the script that reschedules, and buildDueIndex lowers every score to
+// its bucket's earliest at start and every migrateEvery (migrate.go), which
+// also bounds what a coordinator of before, writing no index during a
+// rollout, can delay.
 //
 // A coordinator consumes domain events from the events stream (group
 // "coordinator") into the schedule, holds leases on a fair share of the
@@ -111,6 +125,10 @@ func domainsKey(shard, bucket int) string {
 func scheduleKey(shard, bucket int) string {
 	return "schedule:" + events.ShardTag(shard) + ":" + strconv.Itoa(bucket)
 }
+
+// dueKey is the due index of a shard: bucket -> earliest due time, or
+// earlier (see the package comment).
+func dueKey(shard int) string { return "due:" + events.ShardTag(shard) }
 
 // removedKey lists the tombstones of a shard by removal time.
 func removedKey(shard int) string { return "domains:" + events.ShardTag(shard) + ":removed" }

@@ -24,14 +24,18 @@ var errLeaseLost = errors.New("lease lost")
 //     it in between; the next tick sees the new state);
 //   - a domain without a record (removed) is dropped from the schedule.
 //
-// KEYS: lease, schedule bucket, domains bucket, jobs. ARGV: token, maxlen,
-// then per domain: id as kept (Member), due, value ("" = no record), next
-// due, field count, fields and values of the stream entry. Returns {dispatched, dropped}, or
-// -1 without the lease.
+// Then it sets the bucket's score in the due index to the bucket's
+// earliest due time, or drops the bucket from the index when it is empty:
+// the batch may be empty, to correct a score that was too early.
+//
+// KEYS: lease, schedule bucket, domains bucket, jobs, due index. ARGV:
+// token, maxlen, bucket, then per domain: id as kept (Member), due, value
+// ("" = no record), next due, field count, fields and values of the
+// stream entry. Returns {dispatched, dropped}, or -1 without the lease.
 var dispatchScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local dispatched, dropped = 0, 0
-local i = 3
+local i = 4
 while i <= #ARGV do
   local id, due, rec, nxt, nf = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], tonumber(ARGV[i+4])
   local fields = {}
@@ -51,6 +55,12 @@ while i <= #ARGV do
       dispatched = dispatched + 1
     end
   end
+end
+local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if first[2] then
+  redis.call('ZADD', KEYS[5], first[2], ARGV[3])
+else
+  redis.call('ZREM', KEYS[5], ARGV[3])
 end
 return {dispatched, dropped}
 `)
@@ -97,45 +107,39 @@ func (c *Coordinator) dispatch(ctx context.Context) {
 	}
 }
 
-// dispatchShard moves every domain of shard n that is due to the shard's job
-// stream, batchSize at a time per bucket, and returns how many jobs it
-// appended. Each round takes three round trips for all the buckets: their
-// due domains, their records, the scripts.
+// dueBucketsPerRound is how many buckets of a shard one round of
+// dispatch reads and dispatches from (three round trips).
+const dueBucketsPerRound = 256
+
+// dispatchShard moves every domain of shard n that is due to the shard's
+// job stream and returns how many jobs it appended. It reads only the
+// buckets the due index lists as due, dueBucketsPerRound at a time and
+// batchSize domains at a time per bucket; each round takes three round
+// trips: the buckets' due domains, their records, the scripts.
 func (c *Coordinator) dispatchShard(ctx context.Context, n int) (int, error) {
 	total := 0
-	left := make([]int, bucketsPerShard) // per bucket, due and not moved
-	due, err := c.dueBuckets(ctx, n, nowMS())
-	for err == nil {
-		var moved [][2]int
-		if moved, err = c.dispatchBuckets(ctx, n, due); err != nil {
+	left := map[int]int{} // per bucket read, due and not moved
+	buckets, err := c.dueBuckets(ctx, n, nowMS())
+	for err == nil && len(buckets) > 0 {
+		round := buckets[:min(len(buckets), dueBucketsPerRound)]
+		buckets = buckets[len(round):]
+		var due [][]redis.Z
+		if due, err = c.dueDomains(ctx, n, round, nowMS()); err != nil {
 			break
 		}
-		again := false
-		for b, zs := range due {
-			if len(zs) == 0 {
-				continue
-			}
-			dispatched, dropped := moved[b][0], moved[b][1]
+		var moved [][2]int
+		if moved, err = c.dispatchBuckets(ctx, n, round, due); err != nil {
+			break
+		}
+		for i, b := range round {
+			dispatched, dropped := moved[i][0], moved[i][1]
 			total += dispatched
-			left[b] = len(zs) - dispatched - dropped
+			left[b] = len(due[i]) - dispatched - dropped
 			// A full batch may have a next one. A batch where nothing
 			// moved was changed under us; the next tick retries rather
 			// than spinning.
-			if len(zs) < batchSize || dispatched+dropped == 0 {
-				due[b] = nil
-			} else {
-				again = true
-			}
-		}
-		if !again {
-			break
-		}
-		var next [][]redis.Z
-		if next, err = c.dueBuckets(ctx, n, nowMS()); err == nil {
-			for b := range due {
-				if due[b] != nil {
-					due[b] = next[b]
-				}
+			if len(due[i]) == batchSize && dispatched+dropped > 0 {
+				buckets = append(buckets, b)
 			}
 		}
 	}
@@ -153,63 +157,89 @@ func (c *Coordinator) dispatchShard(ctx context.Context, n int) (int, error) {
 	return total, nil
 }
 
-// dueBuckets reads the first batch of due domains of every bucket of
-// shard n, by bucket.
-func (c *Coordinator) dueBuckets(ctx context.Context, n int, now int64) ([][]redis.Z, error) {
+// dueBuckets reads the buckets of shard n the due index lists as due at
+// now, earliest first.
+func (c *Coordinator) dueBuckets(ctx context.Context, n int, now int64) ([]int, error) {
+	ms, err := c.rdb.ZRangeByScore(ctx, dueKey(n), &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(now, 10),
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read due buckets of shard %d: %w", n, err)
+	}
+	out := make([]int, 0, len(ms))
+	for _, m := range ms {
+		b, err := strconv.Atoi(m)
+		if err != nil || b < 0 || b >= bucketsPerShard {
+			// Not one of ours: nothing to dispatch from it.
+			c.logger.Warn("unknown bucket in the due index", zap.Int("shard", n), zap.String("bucket", m))
+			continue
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// dueDomains reads the first batch of due domains of each bucket of
+// shard n in buckets.
+func (c *Coordinator) dueDomains(ctx context.Context, n int, buckets []int, now int64) ([][]redis.Z, error) {
 	pipe := c.rdb.Pipeline()
-	cmds := make([]*redis.ZSliceCmd, bucketsPerShard)
-	for b := range cmds {
-		cmds[b] = pipe.ZRangeByScoreWithScores(ctx, scheduleKey(n, b), &redis.ZRangeBy{
+	cmds := make([]*redis.ZSliceCmd, len(buckets))
+	for i, b := range buckets {
+		cmds[i] = pipe.ZRangeByScoreWithScores(ctx, scheduleKey(n, b), &redis.ZRangeBy{
 			Min: "-inf", Max: strconv.FormatInt(now, 10), Count: batchSize,
 		})
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("read due domains of shard %d: %w", n, err)
 	}
-	out := make([][]redis.Z, bucketsPerShard)
-	for b, cmd := range cmds {
-		out[b] = cmd.Val()
+	out := make([][]redis.Z, len(buckets))
+	for i, cmd := range cmds {
+		out[i] = cmd.Val()
 	}
 	return out, nil
 }
 
-// dispatchBuckets dispatches the due domains due[b] of each bucket b of
-// shard n and returns, per bucket, how many it dispatched and dropped.
-func (c *Coordinator) dispatchBuckets(ctx context.Context, n int, due [][]redis.Z) ([][2]int, error) {
+// dispatchBuckets dispatches the due domains due[i] of each bucket
+// buckets[i] of shard n and returns, per bucket, how many it dispatched
+// and dropped. A bucket with none due still runs the script, which
+// corrects its score in the due index.
+func (c *Coordinator) dispatchBuckets(ctx context.Context, n int, buckets []int, due [][]redis.Z) ([][2]int, error) {
 	ms := make([][]string, len(due))
 	vals := make([]*redis.SliceCmd, len(due))
 	pipe := c.rdb.Pipeline()
-	for b, zs := range due {
+	reads := 0
+	for i, zs := range due {
 		if len(zs) == 0 {
 			continue
 		}
-		ms[b] = make([]string, len(zs))
-		for i, z := range zs {
-			ms[b][i] = z.Member.(string)
+		ms[i] = make([]string, len(zs))
+		for j, z := range zs {
+			ms[i][j] = z.Member.(string)
 		}
-		vals[b] = pipe.HMGet(ctx, domainsKey(n, b), ms[b]...)
+		vals[i] = pipe.HMGet(ctx, domainsKey(n, buckets[i]), ms[i]...)
+		reads++
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("read domains of shard %d: %w", n, err)
+	if reads > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("read domains of shard %d: %w", n, err)
+		}
 	}
 	now := nowMS()
 	runs := make([]*redis.Cmd, len(due))
-	for b, zs := range due {
-		if len(zs) == 0 {
-			continue
+	for i, b := range buckets {
+		var vs []any
+		if vals[i] != nil {
+			vs = vals[i].Val()
 		}
-		args := c.batchArgs(ms[b], zs, vals[b].Val(), now)
-		keys := []string{LeaseKey(n), scheduleKey(n, b), domainsKey(n, b), events.JobStream(n)}
-		runs[b] = dispatchScript.Eval(ctx, pipe, keys, args...)
+		args := c.batchArgs(b, ms[i], due[i], vs, now)
+		keys := []string{LeaseKey(n), scheduleKey(n, b), domainsKey(n, b), events.JobStream(n), dueKey(n)}
+		runs[i] = dispatchScript.Eval(ctx, pipe, keys, args...)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("dispatch shard %d: %w", n, err)
 	}
 	out := make([][2]int, len(due))
-	for b, run := range runs {
-		if run == nil {
-			continue
-		}
+	for i, run := range runs {
 		res := run.Val()
 		if code, ok := res.(int64); ok && code == -1 {
 			// Not an error when the lease loop released the shard while
@@ -226,20 +256,22 @@ func (c *Coordinator) dispatchBuckets(ctx context.Context, n int, due [][]redis.
 		}
 		d, _ := counts[0].(int64)
 		r, _ := counts[1].(int64)
-		out[b] = [2]int{int(d), int(r)}
+		out[i] = [2]int{int(d), int(r)}
 		jobsDispatched.Add(float64(d))
-		c.logger.Debug("dispatched", zap.Int("shard", n), zap.Int("bucket", b), zap.Int64("jobs", d), zap.Int64("dropped", r))
+		if d+r > 0 {
+			c.logger.Debug("dispatched", zap.Int("shard", n), zap.Int("bucket", buckets[i]), zap.Int64("jobs", d), zap.Int64("dropped", r))
+		}
 	}
 	return out, nil
 }
 
-// batchArgs builds the script arguments for a batch of due domains,
-// kept as ms (Member), with values vals: the jobs are built here, in Go,
+// batchArgs builds the script arguments for a batch of due domains of a
+// bucket, kept as ms (Member), with values vals: the jobs are built here, in Go,
 // from the records read now, with the ids as text (IDOf); the script
 // checks the records did not change before it appends them.
-func (c *Coordinator) batchArgs(ms []string, due []redis.Z, vals []any, now int64) []any {
-	args := make([]any, 0, 2+len(due)*9)
-	args = append(args, c.token, jobsMaxLen)
+func (c *Coordinator) batchArgs(bucket int, ms []string, due []redis.Z, vals []any, now int64) []any {
+	args := make([]any, 0, 3+len(due)*9)
+	args = append(args, c.token, jobsMaxLen, bucket)
 	for i, z := range due {
 		id, dueMS := IDOf(ms[i]), int64(z.Score)
 		raw, _ := vals[i].(string)

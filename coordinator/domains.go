@@ -31,13 +31,15 @@ const tombstoneTTL = 7 * 24 * time.Hour
 // name.
 //
 // A domain not written since the buckets came (migrate.go) is read from
-// the keys of the layout before, and moved.
+// the keys of the layout before, and moved. A domain left scheduled
+// lowers its bucket's score in the due index to its due time.
 //
 // KEYS: domains bucket, schedule bucket, removed, then the legacy domains,
-// schedule and versions. ARGV: op ("put" | "remove"), domain id as
-// Member, record (encodeRecord), version (unix ms), due (unix ms: now, or
-// later for a delayed first scan), active ("1" | "0"), record as legacy
-// JSON, domain id as text (the legacy keys' field and member).
+// schedule and versions, then the due index. ARGV: op ("put" | "remove"),
+// domain id as Member, record (encodeRecord), version (unix ms), due
+// (unix ms: now, or later for a delayed first scan), active ("1" | "0"),
+// record as legacy JSON, domain id as text (the legacy keys' field and
+// member), bucket.
 var applyDomainScript = redis.NewScript(`
 local id, version, tid = ARGV[2], tonumber(ARGV[4]), ARGV[8]
 local last, prev
@@ -72,6 +74,7 @@ if ARGV[6] == '1' then
   else
     redis.call('ZADD', KEYS[2], 'NX', ARGV[5], id)
   end
+  redis.call('ZADD', KEYS[7], 'LT', redis.call('ZSCORE', KEYS[2], id), ARGV[9])
 else
   redis.call('ZREM', KEYS[2], id)
 end
@@ -149,9 +152,9 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 		activeArg = "1"
 	}
 	keys := []string{domainsKey(n, b), scheduleKey(n, b), removedKey(n),
-		legacyDomainsKey(n), legacyScheduleKey(n), legacyVersionsKey(n)}
+		legacyDomainsKey(n), legacyScheduleKey(n), legacyVersionsKey(n), dueKey(n)}
 	applied, err := applyDomainScript.Run(ctx, c.rdb, keys,
-		op, m, body, e.OccurredAt.UnixMilli(), due, activeArg, legacy, domainID).Int()
+		op, m, body, e.OccurredAt.UnixMilli(), due, activeArg, legacy, domainID, b).Int()
 	if err != nil {
 		return fmt.Errorf("apply %s %s to shard %d: %w", e.Name, domainID, n, err)
 	}
@@ -187,13 +190,15 @@ func malformed(e events.Envelope, err error) error {
 // checkNowScript makes a scheduled domain due now. A domain already due
 // earlier keeps its due time (and so its job id); one not in the schedule
 // (unknown, removed, inactive, or added but not applied yet, whose first
-// scan is due at once anyway) is left alone.
+// scan is due at once anyway) is left alone. The bucket's score in the
+// due index is lowered to now with it.
 //
-// KEYS: schedule. ARGV: domain id (Member), now (unix ms). Returns 1 when
-// scheduled.
+// KEYS: schedule, due index. ARGV: domain id (Member), now (unix ms),
+// bucket. Returns 1 when scheduled.
 var checkNowScript = redis.NewScript(`
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[1], 'XX', 'LT', ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[2], 'LT', ARGV[2], ARGV[3])
 return 1
 `)
 
@@ -212,7 +217,7 @@ func (c *Coordinator) checkNow(ctx context.Context, e events.Envelope, domainID 
 	}
 	n := ShardOf(domainID, c.cfg.Shards)
 	_, schedule := DomainKeys(domainID, c.cfg.Shards)
-	scheduled, err := checkNowScript.Run(ctx, c.rdb, []string{schedule}, m, nowMS()).Int()
+	scheduled, err := checkNowScript.Run(ctx, c.rdb, []string{schedule, dueKey(n)}, m, nowMS(), bucketOf(domainID)).Int()
 	if err != nil {
 		return fmt.Errorf("apply %s %s to shard %d: %w", e.Name, domainID, n, err)
 	}

@@ -24,12 +24,15 @@ const migrateEvery = time.Minute
 // when only its version was left. A domain already in its bucket at a
 // version as new keeps it.
 //
+// A domain moved with a due time lowers its bucket's score in the due
+// index to it.
+//
 // KEYS: domains bucket, schedule bucket, removed, then the legacy domains,
-// schedule and versions. ARGV: domain id (as text, as the legacy keys
-// keep it), legacy record as read ("" = none), the record (encodeRecord),
-// domain id as the buckets keep it (Member). Returns 1 when moved, -1
-// when the legacy record is no longer the one read (not moved; the next
-// run does).
+// schedule and versions, then the due index. ARGV: domain id (as text, as
+// the legacy keys keep it), legacy record as read ("" = none), the record
+// (encodeRecord), domain id as the buckets keep it (Member), bucket.
+// Returns 1 when moved, -1 when the legacy record is no longer the one
+// read (not moved; the next run does).
 var migrateScript = redis.NewScript(`
 local id, m = ARGV[1], ARGV[4]
 local old = redis.call('HGET', KEYS[4], id) or ''
@@ -44,7 +47,12 @@ if cur and tonumber(string.match(cur, '^%d+')) >= (tonumber(v) or 0) then return
 if old ~= '' then
   redis.call('HSET', KEYS[1], m, (v or '0') .. '|' .. ARGV[3])
   redis.call('ZREM', KEYS[3], m)
-  if due then redis.call('ZADD', KEYS[2], due, m) else redis.call('ZREM', KEYS[2], m) end
+  if due then
+    redis.call('ZADD', KEYS[2], due, m)
+    redis.call('ZADD', KEYS[7], 'LT', due, ARGV[5])
+  else
+    redis.call('ZREM', KEYS[2], m)
+  end
 elseif v then
   redis.call('HSET', KEYS[1], m, v)
   redis.call('ZREM', KEYS[2], m)
@@ -56,11 +64,50 @@ return 1
 `)
 
 // migrateLegacy moves what is left in the keys of the layout before, and
-// logs what it could not.
+// logs what it could not; then it lowers the due index to the buckets'
+// earliest due times (buildDueIndex).
 func (c *Coordinator) migrateLegacy(ctx context.Context) {
 	if err := c.migrate(ctx); err != nil && ctx.Err() == nil {
 		c.logger.Warn("move of domains to the buckets failed, will retry", zap.Error(err))
 	}
+	if err := c.buildDueIndex(ctx); err != nil && ctx.Err() == nil {
+		c.logger.Warn("build of the due index failed, will retry", zap.Error(err))
+	}
+}
+
+// dueIndexScript lowers the score of every bucket of a shard in the due
+// index to the bucket's earliest due time (ZADD LT: a score already
+// earlier stays, dispatch corrects it). A schedule written without the
+// index (before 2026-12-06, sixth, or by a coordinator of before still
+// running during a rollout) is so dispatched at most one run late.
+//
+// KEYS: due index, then the schedule buckets 0, 1, ... of the shard.
+// Returns the number of buckets scheduled.
+var dueIndexScript = redis.NewScript(`
+local n = 0
+for k = 2, #KEYS do
+  local first = redis.call('ZRANGE', KEYS[k], 0, 0, 'WITHSCORES')
+  if first[2] then
+    redis.call('ZADD', KEYS[1], 'LT', first[2], k - 2)
+    n = n + 1
+  end
+end
+return n
+`)
+
+// buildDueIndex runs dueIndexScript on every shard.
+func (c *Coordinator) buildDueIndex(ctx context.Context) error {
+	keys := make([]string, 1+bucketsPerShard)
+	for n := range c.cfg.Shards {
+		keys[0] = dueKey(n)
+		for b := range bucketsPerShard {
+			keys[1+b] = scheduleKey(n, b)
+		}
+		if err := dueIndexScript.Run(ctx, c.rdb, keys).Err(); err != nil {
+			return fmt.Errorf("build due index of shard %d: %w", n, err)
+		}
+	}
+	return nil
 }
 
 // migrate moves every domain left in the keys of the layout before to
@@ -149,8 +196,8 @@ func (c *Coordinator) migrateBatch(ctx context.Context, n int, ids []string) (in
 		}
 		b := bucketOf(id)
 		keys := []string{domainsKey(n, b), scheduleKey(n, b), removedKey(n),
-			legacyDomainsKey(n), legacyScheduleKey(n), legacyVersionsKey(n)}
-		cmds = append(cmds, migrateScript.Eval(ctx, pipe, keys, id, raw, body, m))
+			legacyDomainsKey(n), legacyScheduleKey(n), legacyVersionsKey(n), dueKey(n)}
+		cmds = append(cmds, migrateScript.Eval(ctx, pipe, keys, id, raw, body, m, b))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, fmt.Errorf("move domains of shard %d: %w", n, err)

@@ -291,6 +291,10 @@ func TestBucketsOnRedisCluster(t *testing.T) {
 	if err := c.migrateIDs(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// The text domain was scheduled without the due index, as before it.
+	if err := c.buildDueIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
 	c.balanceLeases(ctx)
 	tenant := events.TenantID("a@example.org")
 	for i := range 20 {

@@ -463,7 +463,7 @@ var components = []struct {
 	{"alerts and settings", regexp.MustCompile(`^alerts?:`), 1},
 	{"views", regexp.MustCompile(`^view:(exp|ver):\{`), 622},
 	{"registration views", regexp.MustCompile(`^view:reg:\{`), 86},
-	{"schedule", regexp.MustCompile(`^(schedule|versions|domains|lease|shard):\{`), 158},
+	{"schedule", regexp.MustCompile(`^(schedule|versions|domains|due|lease|shard):\{`), 158},
 	{"registration schedule", regexp.MustCompile(`^reg:`), 126},
 	{"agents and config", regexp.MustCompile(`^(agents:regions|certfleet:shards)$`), 1},
 }
