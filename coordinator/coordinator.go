@@ -105,6 +105,10 @@ const batchSize = 500
 // it moves every domain to another key: it is part of the layout.
 const bucketsPerShard = 32
 
+// bucketsPerShardBefore is bucketsPerShard of the layout before, whose
+// buckets a coordinator splits at start when it grew (splitBuckets).
+const bucketsPerShardBefore = 32
+
 // bucketOf is the bucket of a domain within its shard: the upper half of
 // FNV-1a (64 bit) of the domain id, modulo bucketsPerShard. Not the lower
 // half: FNV's low bits depend only on the low bits of the input, so the
@@ -379,6 +383,14 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	// Ids kept as text are converted before anything reads or writes the
 	// buckets by Member: the scripts find a domain by one form only.
 	if err := c.migrateIDs(ctx); err != nil {
+		return err
+	}
+	// So are buckets of the count before split: the scripts find a
+	// domain in its bucket only.
+	if _, err := c.splitBuckets(ctx, bucketsPerShardBefore); err != nil {
+		return err
+	}
+	if _, err := c.splitRegBuckets(ctx, regBucketsBefore); err != nil {
 		return err
 	}
 	// Take leases before the first tick, so a fresh coordinator dispatches

@@ -397,3 +397,195 @@ func (c *Coordinator) convertIDs(ctx context.Context, scanned string, zset bool,
 		}
 	}
 }
+
+// A shard's buckets are split when bucketsPerShard grows (a multiple of
+// the count before, so that bucket b of before holds exactly the domains
+// now in buckets b, b+before, b+2*before, ...: bucketOf is the same hash
+// modulo the count), and those of reg:domains when regBuckets grows.
+// splitBuckets and splitRegBuckets move, at start, the domains of the
+// buckets of before whose bucket changed, with their records, due times
+// (lowering the due index) and registration references. Per page of a
+// bucket, atomic and idempotent: two coordinators splitting at once, or
+// one stopped midway, leave every domain in one bucket, and the next
+// start moves the rest. Coordinators of the count before must be stopped
+// first: they would write domains to the buckets of before.
+
+// splitScript moves domains of one bucket of a shard to their buckets:
+// a record goes unless the bucket holds one of a newer version, a due
+// time goes unless the bucket holds an earlier one, and the due index
+// is lowered to it.
+//
+// KEYS: the bucket's domains and schedule, the due index, then per
+// destination its domains and schedule. ARGV: the number of
+// destinations, their bucket numbers, then per domain its id as kept
+// and its destination (1, 2, ...). Returns the number of records and
+// due times moved.
+var splitScript = redis.NewScript(`
+local d, moved = tonumber(ARGV[1]), 0
+for i = 2 + d, #ARGV, 2 do
+  local m, k = ARGV[i], tonumber(ARGV[i+1])
+  local dh, ds, b = KEYS[2+2*k], KEYS[3+2*k], ARGV[1+k]
+  local v = redis.call('HGET', KEYS[1], m)
+  if v then
+    local cur = redis.call('HGET', dh, m)
+    if not cur or (tonumber(string.match(cur, '^%d+')) or 0) < (tonumber(string.match(v, '^%d+')) or 0) then
+      redis.call('HSET', dh, m, v)
+    end
+    redis.call('HDEL', KEYS[1], m)
+    moved = moved + 1
+  end
+  local s = redis.call('ZSCORE', KEYS[2], m)
+  if s then
+    redis.call('ZADD', ds, 'LT', s, m)
+    redis.call('ZADD', KEYS[3], 'LT', s, b)
+    redis.call('ZREM', KEYS[2], m)
+    moved = moved + 1
+  end
+end
+return moved
+`)
+
+// regSplitScript moves domains of one bucket of reg:domains to their
+// buckets; a bucket holding a reference of a newer version keeps it.
+//
+// KEYS: the bucket, then the destinations. ARGV: as splitScript's.
+// Returns the number of references moved.
+var regSplitScript = redis.NewScript(`
+local d, moved = tonumber(ARGV[1]), 0
+for i = 2 + d, #ARGV, 2 do
+  local m, k = ARGV[i], tonumber(ARGV[i+1])
+  local v = redis.call('HGET', KEYS[1], m)
+  if v then
+    local cur = redis.call('HGET', KEYS[1+k], m)
+    if not cur or (tonumber(string.match(cur, '^%d+')) or 0) < (tonumber(string.match(v, '^%d+')) or 0) then
+      redis.call('HSET', KEYS[1+k], m, v)
+    end
+    redis.call('HDEL', KEYS[1], m)
+    moved = moved + 1
+  end
+end
+return moved
+`)
+
+// splitBuckets moves the domains of the first from buckets of every
+// shard whose bucket is another now (bucketsPerShard is a multiple of
+// from), and returns how many records and due times it moved.
+func (c *Coordinator) splitBuckets(ctx context.Context, from int) (int, error) {
+	if from >= bucketsPerShard {
+		return 0, nil
+	}
+	total := 0
+	for n := range c.cfg.Shards {
+		for b := range from {
+			move := func(args []any, dests []int) (int, error) {
+				keys := []string{domainsKey(n, b), scheduleKey(n, b), dueKey(n)}
+				for _, d := range dests {
+					keys = append(keys, domainsKey(n, d), scheduleKey(n, d))
+				}
+				return splitScript.Run(ctx, c.rdb, keys, args...).Int()
+			}
+			// Every domain of the schedule has its record in the hash;
+			// the schedule is scanned for what is left apart.
+			for _, zset := range []bool{false, true} {
+				key := domainsKey(n, b)
+				if zset {
+					key = scheduleKey(n, b)
+				}
+				k, err := c.splitKey(ctx, key, zset, b, bucketOf, move)
+				total += k
+				if err != nil {
+					return total, fmt.Errorf("split bucket %d of shard %d: %w", b, n, err)
+				}
+			}
+		}
+	}
+	if total > 0 {
+		c.logger.Info("domains moved to their buckets",
+			zap.Int("buckets_per_shard", bucketsPerShard), zap.Int("records_and_due_times", total))
+	}
+	return total, nil
+}
+
+// splitRegBuckets moves the domains of the first from buckets of
+// reg:domains whose bucket is another now (regBuckets is a multiple of
+// from), and returns how many references it moved.
+func (c *Coordinator) splitRegBuckets(ctx context.Context, from int) (int, error) {
+	if from >= regBuckets {
+		return 0, nil
+	}
+	total := 0
+	for b := range from {
+		move := func(args []any, dests []int) (int, error) {
+			keys := []string{regBucketKey(b)}
+			for _, d := range dests {
+				keys = append(keys, regBucketKey(d))
+			}
+			return regSplitScript.Run(ctx, c.rdb, keys, args...).Int()
+		}
+		k, err := c.splitKey(ctx, regBucketKey(b), false, b, regBucketOf, move)
+		total += k
+		if err != nil {
+			return total, fmt.Errorf("split bucket %d of reg:domains: %w", b, err)
+		}
+	}
+	if total > 0 {
+		c.logger.Info("registration references moved to their buckets",
+			zap.Int("buckets", regBuckets), zap.Int("references", total))
+	}
+	return total, nil
+}
+
+// splitKey scans key, bucket b's hash or (zset) sorted set, for domains
+// whose bucket (of their id as text) is another, and moves them a page
+// at a time with move, whose ARGV it builds (splitScript's). It returns
+// what move returned, added up.
+func (c *Coordinator) splitKey(ctx context.Context, key string, zset bool, b int, of func(string) int,
+	move func(args []any, dests []int) (int, error)) (int, error) {
+	total := 0
+	var cursor uint64
+	for {
+		var page []string
+		var err error
+		if zset {
+			page, cursor, err = c.rdb.ZScan(ctx, key, cursor, "*", batchSize).Result()
+		} else {
+			page, cursor, err = c.rdb.HScan(ctx, key, cursor, "*", batchSize).Result()
+		}
+		if err != nil {
+			return total, fmt.Errorf("scan %s: %w", key, err)
+		}
+		// Scans return members (fields) and scores (values): only the
+		// first are ids.
+		var dests []int
+		index := map[int]int{}
+		var pairs []any
+		for _, m := range evenOnly(page) {
+			d := of(IDOf(m))
+			if d == b {
+				continue
+			}
+			k, ok := index[d]
+			if !ok {
+				dests = append(dests, d)
+				k = len(dests)
+				index[d] = k
+			}
+			pairs = append(pairs, m, k)
+		}
+		if len(pairs) > 0 {
+			args := make([]any, 0, 1+len(dests)+len(pairs))
+			args = append(args, len(dests))
+			for _, d := range dests {
+				args = append(args, d)
+			}
+			k, err := move(append(args, pairs...), dests)
+			total += k
+			if err != nil {
+				return total, err
+			}
+		}
+		if cursor == 0 {
+			return total, nil
+		}
+	}
+}

@@ -285,11 +285,34 @@ func TestBucketsOnRedisCluster(t *testing.T) {
 	if err := rdb.ZAdd(ctx, schedule, redis.Z{Score: 1, Member: text}).Err(); err != nil {
 		t.Fatal(err)
 	}
+	// A domain in the bucket it had with 8 buckets per shard.
+	var split string
+	for i := 0; split == ""; i++ {
+		if id := events.DomainID(testTenant, fmt.Sprintf("split%d.example", i), 443); bucketOf(id) >= 8 && regBucketOf(id) >= 128 {
+			split = id
+		}
+	}
+	sn, sb := ShardOf(split, 4), bucketOf(split)%8
+	if err := rdb.HSet(ctx, domainsKey(sn, sb), mem(t, split), storedValue(1, "=t||split.example")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ZAdd(ctx, scheduleKey(sn, sb), redis.Z{Score: 1, Member: mem(t, split)}).Err(); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.migrateIDs(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, regBucketKey(regBucketOf(split)%128), mem(t, split), "1 split.example").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := c.splitBuckets(ctx, 8); err != nil || k != 2 {
+		t.Fatalf("split: %d moved (%v), want 2", k, err)
+	}
+	if k, err := c.splitRegBuckets(ctx, 128); err != nil || k != 1 {
+		t.Fatalf("split of reg:domains: %d moved (%v), want 1", k, err)
 	}
 	// The text domain was scheduled without the due index, as before it.
 	if err := c.buildDueIndex(ctx); err != nil {
@@ -308,8 +331,8 @@ func TestBucketsOnRedisCluster(t *testing.T) {
 		}
 		jobs += k
 	}
-	if jobs != 22 {
-		t.Errorf("jobs: got %d, want 22", jobs)
+	if jobs != 23 {
+		t.Errorf("jobs: got %d, want 23", jobs)
 	}
 	removed := tenantDomain(t, events.DomainRemoved, tenant, "d0", "h0.example.com", true)
 	mustApply(t, c, removed)

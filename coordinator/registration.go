@@ -70,6 +70,10 @@ const (
 // reason. Part of the layout, as bucketsPerShard.
 const regBuckets = 512
 
+// regBucketsBefore is regBuckets of the layout before, whose buckets a
+// coordinator splits at start when it grew (splitRegBuckets).
+const regBucketsBefore = 512
+
 // regBucketOf is the bucket of a domain in reg:domains, from the same hash
 // as bucketOf.
 func regBucketOf(domainID string) int {

@@ -1,0 +1,162 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/testenv"
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	shardBucketRE = regexp.MustCompile(`^((?:domains|schedule):\{\d+\}):(\d+)$`)
+	regBucketRE   = regexp.MustCompile(`^(reg:domains:\{registration:jobs\}):(\d+)$`)
+)
+
+// unsplit moves every domain to the bucket it had with buckets buckets
+// per shard and regs buckets of reg:domains (bucket modulo the count, as
+// bucketOf and regBucketOf), as a coordinator of those counts kept them,
+// and rebuilds the due index so.
+func unsplit(t *testing.T, c *Coordinator, rdb *redis.Client, buckets, regs int) {
+	t.Helper()
+	ctx := context.Background()
+	keys := rdb.Keys(ctx, "*").Val()
+	for _, key := range keys {
+		prefix, to := "", 0
+		if m := shardBucketRE.FindStringSubmatch(key); m != nil {
+			b, _ := strconv.Atoi(m[2])
+			prefix, to = m[1], b%buckets
+		} else if m := regBucketRE.FindStringSubmatch(key); m != nil {
+			b, _ := strconv.Atoi(m[2])
+			prefix, to = m[1], b%regs
+		} else {
+			continue
+		}
+		dest := prefix + ":" + strconv.Itoa(to)
+		if dest == key {
+			continue
+		}
+		if rdb.Type(ctx, key).Val() == "hash" {
+			for f, v := range rdb.HGetAll(ctx, key).Val() {
+				rdb.HSet(ctx, dest, f, v)
+			}
+		} else {
+			for _, z := range rdb.ZRangeWithScores(ctx, key, 0, -1).Val() {
+				rdb.ZAdd(ctx, dest, z)
+			}
+		}
+		rdb.Del(ctx, key)
+	}
+	for n := range c.cfg.Shards {
+		rdb.Del(ctx, dueKey(n))
+	}
+	if err := c.buildDueIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Buckets of a smaller count are split by two coordinators at once, after
+// one stopped midway: every record, due time, tombstone and registration
+// reference lands in its bucket as it was, the due index lists them, and
+// every active domain is dispatched exactly once afterwards.
+func TestSplitBuckets(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	const shards, before, regBefore = 4, 8, 128
+	c := newRegCoordinator(t, rdb, "c1", Config{Interval: time.Hour})
+	tenant := events.TenantID("a@example.org")
+	var ids []string
+	for i := range 120 {
+		id := events.DomainID(tenant, fmt.Sprintf("h%d.example.com", i), 443)
+		ids = append(ids, id)
+		mustApply(t, c, tenantDomain(t, events.DomainAdded, tenant, id, fmt.Sprintf("h%d.example.com", i), true))
+	}
+	paused, removed := ids[0], ids[1]
+	mustApply(t, c,
+		tenantDomain(t, events.DomainUpdated, tenant, paused, "h0.example.com", false),
+		tenantDomain(t, events.DomainRemoved, tenant, removed, "h1.example.com", true))
+	want := scheduleKeys(t, rdb)
+	moved := 0
+	for _, id := range ids {
+		if bucketOf(id) >= before {
+			moved++
+		}
+	}
+	if moved < 60 {
+		t.Fatalf("only %d of %d domains to move", moved, len(ids))
+	}
+
+	unsplit(t, c, rdb, before, regBefore)
+	if got := scheduleKeys(t, rdb); reflect.DeepEqual(got, want) {
+		t.Fatal("nothing to split")
+	}
+	// One stopped midway: the records of a bucket moved, not their due
+	// times.
+	n0 := ShardOf(ids[2], shards)
+	b0 := bucketOf(ids[2]) % before
+	if _, err := c.splitKey(ctx, domainsKey(n0, b0), false, b0, bucketOf, func(args []any, dests []int) (int, error) {
+		keys := []string{domainsKey(n0, b0), scheduleKey(n0, b0), dueKey(n0)}
+		for _, d := range dests {
+			keys = append(keys, domainsKey(n0, d), scheduleKey(n0, d))
+		}
+		return splitScript.Run(ctx, rdb, keys, args...).Int()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, name := range []string{"c2", "c3"} {
+		c := newRegCoordinator(t, rdb, name, Config{Interval: time.Hour})
+		wg.Go(func() {
+			if _, err := c.splitBuckets(ctx, before); err != nil {
+				t.Error(err)
+			}
+			if _, err := c.splitRegBuckets(ctx, regBefore); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := scheduleKeys(t, rdb); !reflect.DeepEqual(got, want) {
+		t.Errorf("after splitting:\n%v\nwant\n%v", got, want)
+	}
+	checkDueIndex(t, rdb, shards, "after splitting")
+	if k, err := c.splitBuckets(ctx, before); err != nil || k != 0 {
+		t.Errorf("splitting again: %d moved (%v), want 0", k, err)
+	}
+	if k, err := c.splitRegBuckets(ctx, regBefore); err != nil || k != 0 {
+		t.Errorf("splitting reg:domains again: %d moved (%v), want 0", k, err)
+	}
+
+	c.balanceLeases(ctx)
+	got := dispatchAll(t, c, rdb)
+	sort.Strings(got)
+	var active []string
+	for _, id := range ids {
+		if id != paused && id != removed {
+			active = append(active, id)
+		}
+	}
+	sort.Strings(active)
+	if !reflect.DeepEqual(got, active) {
+		t.Errorf("jobs after splitting: %d %v\nwant each active domain once: %d %v", len(got), got, len(active), active)
+	}
+	if again := dispatchAll(t, c, rdb); len(again) != 0 {
+		t.Errorf("jobs dispatched again: %v", again)
+	}
+	// Events find the moved domains: a removal is a tombstone in place.
+	mustApply(t, c, tenantDomain(t, events.DomainRemoved, tenant, ids[2], "h2.example.com", true))
+	for id, w := range map[string][2]bool{ids[2]: {false, false}, ids[3]: {true, true}, paused: {true, false}, removed: {false, false}} {
+		known, scheduled, err := DomainState(ctx, rdb, id, shards)
+		if err != nil || known != w[0] || scheduled != w[1] {
+			t.Errorf("%s: known %v scheduled %v (%v), want %v", id, known, scheduled, err, w)
+		}
+	}
+}
