@@ -323,7 +323,10 @@ return n
 `)
 
 // migrateIDs converts the ids kept as text in every bucket, tombstone
-// set and bucket of reg:domains to Member.
+// set and bucket of reg:domains to Member. Only the buckets of the layout
+// before (bucketsPerShardBefore, regBucketsBefore) can hold any: the
+// coordinators that kept ids as text wrote no others, and splitBuckets
+// moves domains only after them.
 func (c *Coordinator) migrateIDs(ctx context.Context) error {
 	total := 0
 	convert := func(scanned string, zset bool, keys []string, kinds string) error {
@@ -332,7 +335,7 @@ func (c *Coordinator) migrateIDs(ctx context.Context) error {
 		return err
 	}
 	for n := range c.cfg.Shards {
-		for b := range bucketsPerShard {
+		for b := range bucketsPerShardBefore {
 			// Every domain of the schedule and the tombstones has its
 			// field in the bucket's hash; the schedule is scanned for
 			// what is left apart.
@@ -348,7 +351,7 @@ func (c *Coordinator) migrateIDs(ctx context.Context) error {
 			return err
 		}
 	}
-	for b := range regBuckets {
+	for b := range regBucketsBefore {
 		if err := convert(regBucketKey(b), false, []string{regBucketKey(b)}, "h"); err != nil {
 			return err
 		}

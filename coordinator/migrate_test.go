@@ -405,8 +405,9 @@ func idsAsText(t *testing.T, rdb *redis.Client) {
 	}
 }
 
-// Domain ids kept as text (before 2026-12-06, sixth) are converted to 16
-// bytes by two coordinators at once, each field and member once and as it
+// Domain ids kept as text (before 2026-12-06, sixth), in the buckets of
+// before, are converted to 16 bytes and split to their buckets by two
+// coordinators at once, each field and member once and as it
 // was (records, due times, tombstones, registration references), ids that
 // are no UUIDs stay text, and the schedule works on: jobs name the ids as
 // text, removal and the sweep find the converted domains.
@@ -426,9 +427,12 @@ func TestMigrateIDsToBytes(t *testing.T) {
 		tenantDomain(t, events.DomainUpdated, tenant, paused, "h0.example.com", false),
 		tenantDomain(t, events.DomainRemoved, tenant, removed, "h1.example.com", true),
 		tenantDomain(t, events.DomainAdded, tenant, "plain", "plain.example.com", true))
-	idsAsText(t, rdb)
 	before := scheduleKeys(t, rdb)
-	if len(before) == 0 || rdb.HExists(ctx, regDomainsKey(ids[5]), ids[5]).Val() == false {
+	// As the coordinators that kept ids as text kept them: in the
+	// buckets of before.
+	unsplit(t, c, rdb, bucketsPerShardBefore, regBucketsBefore)
+	idsAsText(t, rdb)
+	if len(before) == 0 || rdb.HExists(ctx, regBucketKey(regBucketOf(ids[5])%regBucketsBefore), ids[5]).Val() == false {
 		t.Fatalf("no ids as text to convert: %v", before)
 	}
 
@@ -437,6 +441,12 @@ func TestMigrateIDsToBytes(t *testing.T) {
 		c := newRegCoordinator(t, rdb, name, Config{Interval: time.Hour})
 		wg.Go(func() {
 			if err := c.migrateIDs(ctx); err != nil {
+				t.Error(err)
+			}
+			if _, err := c.splitBuckets(ctx, bucketsPerShardBefore); err != nil {
+				t.Error(err)
+			}
+			if _, err := c.splitRegBuckets(ctx, regBucketsBefore); err != nil {
 				t.Error(err)
 			}
 		})
