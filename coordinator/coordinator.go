@@ -31,7 +31,8 @@
 // so that each hash and sorted set stays small enough for Redis's compact
 // listpack encoding. The keys of the layout before, domains:{NN},
 // schedule:{NN} and versions:{NN}, are moved to the buckets at start
-// (migrate.go).
+// (migrate.go); so are the domains of buckets of a smaller count when
+// bucketsPerShard grows (splitBuckets).
 //
 // Dispatch reads only the buckets the due index due:{NN} lists as due,
 // not every bucket. The index may say a bucket is due earlier than it is

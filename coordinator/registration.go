@@ -36,7 +36,9 @@ import (
 //	                                 removal until the domain's tombstone is
 //	                                 swept. regBuckets buckets b (regBucketOf),
 //	                                 small enough to stay listpacks (a single
-//	                                 hash, reg:domains:{registration:jobs}, before)
+//	                                 hash, reg:domains:{registration:jobs}, before;
+//	                                 split at start when regBuckets grows,
+//	                                 splitRegBuckets)
 //	reg:refs:{registration:jobs}     hash  registrable -> number of domains
 //	                                 referencing it, derived in the same script
 //	                                 from the domain's previous registrable, so a
