@@ -368,35 +368,51 @@ func (c *Coordinator) migrateIDs(ctx context.Context) error {
 // number of fields and members converted.
 func (c *Coordinator) convertIDs(ctx context.Context, scanned string, zset bool, keys []string, kinds string) (int, error) {
 	total := 0
+	err := c.scanIDs(ctx, scanned, zset, func(ids []string) error {
+		args := []any{kinds}
+		for _, id := range ids {
+			if m, err := Member(id); err == nil && m != id {
+				args = append(args, id, m)
+			}
+		}
+		if len(args) == 1 {
+			return nil
+		}
+		k, err := convertIDsScript.Run(ctx, c.rdb, keys, args...).Int()
+		if err != nil {
+			return fmt.Errorf("convert ids of %s: %w", scanned, err)
+		}
+		total += k
+		return nil
+	})
+	return total, err
+}
+
+// scanIDs scans key, a hash or (zset) a sorted set, batchSize at a time,
+// and calls each with the fields or members of every page, until each
+// fails.
+func (c *Coordinator) scanIDs(ctx context.Context, key string, zset bool, each func(ids []string) error) error {
 	var cursor uint64
 	for {
 		var page []string
 		var err error
 		if zset {
-			page, cursor, err = c.rdb.ZScan(ctx, scanned, cursor, "*", batchSize).Result()
+			page, cursor, err = c.rdb.ZScan(ctx, key, cursor, "*", batchSize).Result()
 		} else {
-			page, cursor, err = c.rdb.HScan(ctx, scanned, cursor, "*", batchSize).Result()
+			page, cursor, err = c.rdb.HScan(ctx, key, cursor, "*", batchSize).Result()
 		}
 		if err != nil {
-			return total, fmt.Errorf("scan %s: %w", scanned, err)
+			return fmt.Errorf("scan %s: %w", key, err)
 		}
 		// Scans return members (fields) and scores (values): only the
 		// first are ids.
-		args := []any{kinds}
-		for _, id := range evenOnly(page) {
-			if m, err := Member(id); err == nil && m != id {
-				args = append(args, id, m)
+		if ids := evenOnly(page); len(ids) > 0 {
+			if err := each(ids); err != nil {
+				return err
 			}
-		}
-		if len(args) > 1 {
-			k, err := convertIDsScript.Run(ctx, c.rdb, keys, args...).Int()
-			if err != nil {
-				return total, fmt.Errorf("convert ids of %s: %w", scanned, err)
-			}
-			total += k
 		}
 		if cursor == 0 {
-			return total, nil
+			return nil
 		}
 	}
 }
@@ -545,24 +561,11 @@ func (c *Coordinator) splitRegBuckets(ctx context.Context, from int) (int, error
 func (c *Coordinator) splitKey(ctx context.Context, key string, zset bool, b int, of func(string) int,
 	move func(args []any, dests []int) (int, error)) (int, error) {
 	total := 0
-	var cursor uint64
-	for {
-		var page []string
-		var err error
-		if zset {
-			page, cursor, err = c.rdb.ZScan(ctx, key, cursor, "*", batchSize).Result()
-		} else {
-			page, cursor, err = c.rdb.HScan(ctx, key, cursor, "*", batchSize).Result()
-		}
-		if err != nil {
-			return total, fmt.Errorf("scan %s: %w", key, err)
-		}
-		// Scans return members (fields) and scores (values): only the
-		// first are ids.
+	err := c.scanIDs(ctx, key, zset, func(ids []string) error {
 		var dests []int
 		index := map[int]int{}
 		var pairs []any
-		for _, m := range evenOnly(page) {
+		for _, m := range ids {
 			d := of(IDOf(m))
 			if d == b {
 				continue
@@ -575,20 +578,17 @@ func (c *Coordinator) splitKey(ctx context.Context, key string, zset bool, b int
 			}
 			pairs = append(pairs, m, k)
 		}
-		if len(pairs) > 0 {
-			args := make([]any, 0, 1+len(dests)+len(pairs))
-			args = append(args, len(dests))
-			for _, d := range dests {
-				args = append(args, d)
-			}
-			k, err := move(append(args, pairs...), dests)
-			total += k
-			if err != nil {
-				return total, err
-			}
+		if len(pairs) == 0 {
+			return nil
 		}
-		if cursor == 0 {
-			return total, nil
+		args := make([]any, 0, 1+len(dests)+len(pairs))
+		args = append(args, len(dests))
+		for _, d := range dests {
+			args = append(args, d)
 		}
-	}
+		k, err := move(append(args, pairs...), dests)
+		total += k
+		return err
+	})
+	return total, err
 }
