@@ -102,8 +102,9 @@ const batchSize = 500
 // third or less of the memory of a hashtable or skiplist; Redis keeps
 // them so up to 128 entries (hash- and zset-max-listpack-entries). 32
 // buckets of 16 shards keep listpacks up to about 60,000 domains; past
-// that each bucket costs what one big hash would, never more. Changing
-// it moves every domain to another key: it is part of the layout.
+// that each bucket costs what one big hash would, never more. It is part
+// of the layout: it may only grow, to a multiple of bucketsPerShardBefore,
+// whose buckets a coordinator then splits at start (splitBuckets).
 const bucketsPerShard = 32
 
 // bucketsPerShardBefore is bucketsPerShard of the layout before, whose

@@ -69,7 +69,8 @@ const (
 
 // regBuckets is how many buckets reg:domains is spread over: as many as
 // a shard schedule has in all (bucketsPerShard of 16 shards), for the same
-// reason. Part of the layout, as bucketsPerShard.
+// reason. Part of the layout, as bucketsPerShard: it may only grow, to a
+// multiple of regBucketsBefore (splitRegBuckets).
 const regBuckets = 512
 
 // regBucketsBefore is regBuckets of the layout before, whose buckets a
