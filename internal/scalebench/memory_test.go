@@ -462,9 +462,9 @@ var components = []struct {
 	{"alert state (old keys)", regexp.MustCompile(`^alerts:state:`), 0},
 	{"alerts and settings", regexp.MustCompile(`^alerts?:`), 1},
 	{"views", regexp.MustCompile(`^view:(exp|ver):\{`), 622},
-	{"registration views", regexp.MustCompile(`^view:reg:\{`), 86},
-	{"schedule", regexp.MustCompile(`^(schedule|versions|domains|due|lease|shard):\{`), 158},
-	{"registration schedule", regexp.MustCompile(`^reg:`), 126},
+	{"registration views", regexp.MustCompile(`^view:reg:\{`), 84},
+	{"schedule", regexp.MustCompile(`^(schedule|versions|domains|due|lease|shard):\{`), 162},
+	{"registration schedule", regexp.MustCompile(`^reg:`), 124},
 	{"agents and config", regexp.MustCompile(`^(agents:regions|certfleet:shards)$`), 1},
 }
 
