@@ -323,16 +323,8 @@ func TestBucketsOnRedisCluster(t *testing.T) {
 	for i := range 20 {
 		mustApply(t, c, tenantDomain(t, events.DomainAdded, tenant, fmt.Sprintf("d%d", i), fmt.Sprintf("h%d.example.com", i), true))
 	}
-	jobs := 0
-	for n := range 4 {
-		k, err := c.dispatchShard(ctx, n)
-		if err != nil {
-			t.Fatalf("dispatch shard %d: %v", n, err)
-		}
-		jobs += k
-	}
-	if jobs != 23 {
-		t.Errorf("jobs: got %d, want 23", jobs)
+	if jobs := dispatchAll(t, c, rdb); len(jobs) != 23 {
+		t.Errorf("jobs: got %d, want 23", len(jobs))
 	}
 	removed := tenantDomain(t, events.DomainRemoved, tenant, "d0", "h0.example.com", true)
 	mustApply(t, c, removed)
@@ -478,30 +470,13 @@ func TestMigrateIDsToBytes(t *testing.T) {
 
 	// The schedule works on from the converted keys.
 	c.balanceLeases(ctx)
-	jobs := 0
-	for n := range 4 {
-		k, err := c.dispatchShard(ctx, n)
-		if err != nil {
-			t.Fatalf("dispatch shard %d: %v", n, err)
-		}
-		jobs += k
-	}
-	if jobs != 39 { // 40 and plain, less paused and removed
-		t.Errorf("jobs: got %d, want 39", jobs)
+	jobs := dispatchAll(t, c, rdb)
+	if len(jobs) != 39 { // 40 and plain, less paused and removed
+		t.Errorf("jobs: got %d, want 39", len(jobs))
 	}
 	got := map[string]bool{}
-	for n := range 4 {
-		for _, msg := range rdb.XRange(ctx, events.JobStream(n), "-", "+").Val() {
-			e, err := events.FromStreamValues(msg.Values)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var req events.ScanRequestedV1
-			if err := e.Decode(&req); err != nil {
-				t.Fatal(err)
-			}
-			got[req.DomainID] = true
-		}
+	for _, id := range jobs {
+		got[id] = true
 	}
 	if !got[ids[2]] || !got["plain"] || got[paused] || got[removed] {
 		t.Errorf("jobs name %v, want the active ids as text", got)
