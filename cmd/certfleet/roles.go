@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/redis/go-redis/v9"
@@ -23,8 +24,13 @@ import (
 	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/health"
+	"github.com/certfleet/certfleet/internal/layout"
 	"github.com/certfleet/certfleet/schema"
 )
+
+// layoutWatchEvery is how often a running role reads the data's layout
+// generation (layout.Watch): a newer binary stops it within that.
+const layoutWatchEvery = 10 * time.Second
 
 func roleFlags(role string) *flagSet {
 	fs := newFlagSet(role).redis()
@@ -107,6 +113,14 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	}
 
 	gr := newGroup(ctx)
+	if role == "all" || role == "coordinator" || role == "apiserver" {
+		// A binary older than the data stops rather than misread it
+		// (internal/layout); a newer one started beside this one stops it.
+		if err := layout.Claim(ctx, rdb, layout.Generation); err != nil {
+			return err
+		}
+		gr.add(func(ctx context.Context) error { return layout.Watch(ctx, rdb, layout.Generation, layoutWatchEvery) })
+	}
 	// Dependencies only count for readiness: a Redis or ClickHouse blip
 	// must restart nothing.
 	gr.health.Ready("redis", health.PingFunc(func(ctx context.Context) error { return rdb.Ping(ctx).Err() }))
