@@ -284,6 +284,19 @@ func (c *Coordinator) migrateRegistrations(ctx context.Context) error {
 // or one stopped midway leave every domain in one form; the next start
 // converts the rest.
 
+// keepNewerLua defines keep_newer(key, field, v): it writes v, a value
+// of a versioned hash (its leading digits), to field of key unless the
+// field holds one of a newer version. The conversion and the splits
+// merge a domain's value into a bucket that may hold one already.
+const keepNewerLua = `
+local function keep_newer(key, field, v)
+  local cur = redis.call('HGET', key, field)
+  if not cur or (tonumber(string.match(cur, '^%d+')) or 0) < (tonumber(string.match(v, '^%d+')) or 0) then
+    redis.call('HSET', key, field, v)
+  end
+end
+`
+
 // convertIDsScript converts ids kept as text to Member in some keys of
 // one slot: a field's value or a member's score moves to the id's Member
 // unless that is there already, then the text goes; where both are, a
@@ -293,7 +306,7 @@ func (c *Coordinator) migrateRegistrations(ctx context.Context) error {
 // KEYS: the keys. ARGV: their kinds, one letter each ('h' hash of
 // versioned values, 's' schedule, 'r' tombstones), then per id its text
 // and its Member. Returns the number of fields and members converted.
-var convertIDsScript = redis.NewScript(`
+var convertIDsScript = redis.NewScript(keepNewerLua + `
 local kinds, n = ARGV[1], 0
 for k, key in ipairs(KEYS) do
   local kind = string.sub(kinds, k, k)
@@ -302,10 +315,7 @@ for k, key in ipairs(KEYS) do
     if kind == 'h' then
       local v = redis.call('HGET', key, t)
       if v then
-        local cur = redis.call('HGET', key, m)
-        if not cur or (tonumber(string.match(cur, '^%d+')) or 0) < (tonumber(string.match(v, '^%d+')) or 0) then
-          redis.call('HSET', key, m, v)
-        end
+        keep_newer(key, m, v)
         redis.call('HDEL', key, t)
         n = n + 1
       end
@@ -439,17 +449,14 @@ func (c *Coordinator) scanIDs(ctx context.Context, key string, zset bool, each f
 // destinations, their bucket numbers, then per domain its id as kept
 // and its destination (1, 2, ...). Returns the number of records and
 // due times moved.
-var splitScript = redis.NewScript(`
+var splitScript = redis.NewScript(keepNewerLua + `
 local d, moved = tonumber(ARGV[1]), 0
 for i = 2 + d, #ARGV, 2 do
   local m, k = ARGV[i], tonumber(ARGV[i+1])
   local dh, ds, b = KEYS[2+2*k], KEYS[3+2*k], ARGV[1+k]
   local v = redis.call('HGET', KEYS[1], m)
   if v then
-    local cur = redis.call('HGET', dh, m)
-    if not cur or (tonumber(string.match(cur, '^%d+')) or 0) < (tonumber(string.match(v, '^%d+')) or 0) then
-      redis.call('HSET', dh, m, v)
-    end
+    keep_newer(dh, m, v)
     redis.call('HDEL', KEYS[1], m)
     moved = moved + 1
   end
@@ -469,16 +476,13 @@ return moved
 //
 // KEYS: the bucket, then the destinations. ARGV: as splitScript's.
 // Returns the number of references moved.
-var regSplitScript = redis.NewScript(`
+var regSplitScript = redis.NewScript(keepNewerLua + `
 local d, moved = tonumber(ARGV[1]), 0
 for i = 2 + d, #ARGV, 2 do
   local m, k = ARGV[i], tonumber(ARGV[i+1])
   local v = redis.call('HGET', KEYS[1], m)
   if v then
-    local cur = redis.call('HGET', KEYS[1+k], m)
-    if not cur or (tonumber(string.match(cur, '^%d+')) or 0) < (tonumber(string.match(v, '^%d+')) or 0) then
-      redis.call('HSET', KEYS[1+k], m, v)
-    end
+    keep_newer(KEYS[1+k], m, v)
     redis.call('HDEL', KEYS[1], m)
     moved = moved + 1
   end

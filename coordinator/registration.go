@@ -516,23 +516,13 @@ func (c *Coordinator) backfillRegistrations(ctx context.Context) error {
 	total := 0
 	for n := range c.cfg.Shards {
 		for b := range bucketsPerShard {
-			var cursor uint64
-			for {
-				ms, next, err := c.rdb.HScan(ctx, domainsKey(n, b), cursor, "*", batchSize).Result()
-				if err != nil {
-					return fmt.Errorf("scan domains of shard %d: %w", n, err)
-				}
-				// HSCAN returns fields and values; only the fields are ids.
-				if ms = evenOnly(ms); len(ms) > 0 {
-					k, err := c.backfillBatch(ctx, n, b, ms)
-					if err != nil {
-						return err
-					}
-					total += k
-				}
-				if cursor = next; cursor == 0 {
-					break
-				}
+			err := c.scanIDs(ctx, domainsKey(n, b), false, func(ms []string) error {
+				k, err := c.backfillBatch(ctx, n, b, ms)
+				total += k
+				return err
+			})
+			if err != nil {
+				return err
 			}
 		}
 	}
