@@ -561,13 +561,14 @@ func certChanges(st state, snap projector.Snapshot, tenant, host string, port in
 		if !e.CertificateFound || e.IP == "" {
 			continue
 		}
-		shas[leafKey(e.LeafSHA256)] = true
+		k := leafKey(e.LeafSHA256)
+		shas[k] = true
 		s := byIP[e.IP]
 		if s == nil {
 			s = &seen{shas: map[string]bool{}}
 			byIP[e.IP] = s
 		}
-		s.shas[leafKey(e.LeafSHA256)] = true
+		s.shas[k] = true
 		if e.ScannedAt.After(s.newAt) || (e.ScannedAt.Equal(s.newAt) && e.LeafSHA256 > s.newest) {
 			s.newest, s.newAt = e.LeafSHA256, e.ScannedAt
 		}
@@ -593,8 +594,9 @@ func certChanges(st state, snap projector.Snapshot, tenant, host string, port in
 		if prev != "" && s.shas[prev] {
 			continue
 		}
-		leaves[ip] = leafKey(s.newest)
-		if prev == "" || st.announced[leafKey(s.newest)] {
+		k := leafKey(s.newest)
+		leaves[ip] = k
+		if prev == "" || st.announced[k] {
 			continue
 		}
 		if changed[s.newest] == nil {
