@@ -607,7 +607,7 @@ func recordMap(vals []any) map[string]string {
 // ListedFields are the record fields a listed domain needs (the API's
 // list shows them), for a reader that fetches records itself
 // (domainindex.Query.Fields) and decodes them with DecodeListed.
-var ListedFields = []string{"tenant_id", "host", "port", "active", "notes", "tags", "created_at", "updated_at"}
+var ListedFields = []string{"tenant_id", "host", "port", "active", "notes", "tags", "source", "created_at", "updated_at"}
 
 // DecodeListed turns the ListedFields of domain id's record into the
 // domain; ok is false when the record is gone or is not tenantID's.
@@ -616,7 +616,6 @@ func DecodeListed(tenantID, id string, rec map[string]string) (d Domain, ok bool
 		return Domain{}, false, nil
 	}
 	d, err = decodeDomain(id, rec)
-	d.Source = "" // not a listed field: decodeDomain's default is no answer
 	return d, err == nil, err
 }
 

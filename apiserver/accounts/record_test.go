@@ -99,6 +99,17 @@ func TestShortDomainRecord(t *testing.T) {
 	if got := check("added with the default source", kc.ID, map[string]string{"port": "8443"}, "source", "rev"); got.Source != Source || got.Port != 8443 {
 		t.Errorf("added with the default source: read source %q port %d, want %q 8443", got.Source, got.Port, Source)
 	}
+	// A listed domain (the list's own read of ListedFields) reads the
+	// same, its default source too.
+	listed := map[string]string{}
+	for i, v := range rdb.HMGet(ctx, domainKey(tenant, kc.ID), ListedFields...).Val() {
+		if v, ok := v.(string); ok {
+			listed[ListedFields[i]] = v
+		}
+	}
+	if got, ok, err := DecodeListed(tenant, kc.ID, listed); err != nil || !ok || got.Source != Source || got.Port != 8443 {
+		t.Errorf("listed: %+v %v %v, want source %q port 8443", got, ok, err, Source)
+	}
 	if id, err := s.LookupDomain(ctx, tenant, "kc.example", 8443); err != nil || id != kc.ID {
 		t.Errorf("lookup of kc.example:8443: %q %v, want %s", id, err, kc.ID)
 	}
