@@ -1,5 +1,11 @@
 package domainindex
 
+import (
+	"context"
+
+	"github.com/redis/go-redis/v9"
+)
+
 // WithPlan forces q's plan: "read" (the smallest filter's members,
 // sorted), "walk" (the sort's index, filtered) or "semi" (the sort's
 // index, kept when among the filters' matches).
@@ -10,3 +16,25 @@ func WithPlan(q Query, plan string) Query {
 
 // DecodeCursor is decodeCursor, for the fuzz target.
 var DecodeCursor = decodeCursor
+
+// WithoutAttention keeps q's walk off the attention index: the walk of
+// before, the benchmark's baseline.
+func WithoutAttention(q Query) Query {
+	q.noAttention = true
+	return q
+}
+
+// SetSweepChunk sets how many domains a step of the attention sweep adds,
+// until the test ends.
+func SetSweepChunk(t interface{ Cleanup(func()) }, n int) {
+	was := sweepChunk
+	sweepChunk = n
+	t.Cleanup(func() { sweepChunk = was })
+}
+
+// SweepStep runs one step of the attention sweep of tenantID for q's
+// warning bound, and tells whether the index is ready.
+func SweepStep(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix string, q Query) (bool, error) {
+	_, _, warnB := q.bounds()
+	return sweepStep(ctx, rdb, tenantID, recordPrefix, warnB)
+}

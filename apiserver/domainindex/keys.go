@@ -78,6 +78,22 @@ const (
 	// keyBuilt: string, the layout version the tenant's index was built
 	// with (Built, MarkBuilt).
 	keyBuilt = "built"
+	// keyAttHost, keyAttCreated: the attention index, the domains that
+	// may need attention, in hostname order (members as keyHost's) and in
+	// created_at order (as keyCreated): those with a certificate expiring
+	// before keyAttBound (unix ms), an invalid one (keyBad) or none
+	// (keyNoCert). Every status but valid holds only such domains, so a
+	// status filter sorted by hostname or created_at walks this index,
+	// a few percent of a healthy tenant, instead of the whole tenant.
+	// Built by the first such list (sweepScript, in steps), which
+	// moves the bound past the warning threshold as the clock moves, and
+	// kept by ix_ssl from then on; absent until then.
+	keyAttHost    = "att:host"
+	keyAttCreated = "att:created"
+	keyAttBound   = "attb"
+	// keyAttQueue: string, where a sweep left off (sweepScript); absent
+	// when none is under way.
+	keyAttQueue = "attq"
 	// keyTag + tag: set of the domains with that tag; keyTags: set of the
 	// tags in use (so Drop finds their sets).
 	keyTag  = "tag:"
@@ -134,7 +150,8 @@ func CreatedKey(tenantID string) string { return Prefix(tenantID) + keyCreated }
 func Keys(tenantID string) []string {
 	p := Prefix(tenantID)
 	out := []string{p + keyHost, p + keySuffix, p + keyCreated, p + keySSL, p + keyBad, p + keyNoCert,
-		p + keySSLNull, p + keyWhois, p + keyWhoisNull, p + keyBuilt, p + keyTags}
+		p + keySSLNull, p + keyWhois, p + keyWhoisNull, p + keyBuilt, p + keyTags,
+		p + keyAttHost, p + keyAttCreated, p + keyAttBound, p + keyAttQueue}
 	for _, r := range Reasons {
 		out = append(out, p+keyWhoisReason+r)
 	}

@@ -70,8 +70,11 @@ type Query struct {
 	Fields []string
 
 	// plan forces the script's plan ("read", "walk" or "semi"; ""
-	// chooses), for tests that check each against one answer.
-	plan string
+	// chooses), for tests that check each against one answer;
+	// noAttention keeps a walk off the attention index, for the
+	// benchmark that compares the two.
+	plan        string
+	noAttention bool
 }
 
 // Page is one page of a list.
@@ -166,18 +169,17 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 	if q.Cursor != "" {
 		hasCur = "1"
 	}
-	// Bounds in ms: an instant t is past when t < now (exactly: its whole
-	// ms is below now rounded up), within n days when t < now + (n+1) days
-	// (grade.DaysUntil rounds down).
-	nowMS := q.Now.UnixMilli()
-	if q.Now.Sub(time.UnixMilli(nowMS)) > 0 {
-		nowMS++
+	nowMS, critB, warnB := q.bounds()
+	att := "0"
+	if q.attention() {
+		if err := sweepAttention(ctx, rdb, tenantID, recordPrefix, warnB); err != nil {
+			return Page{}, err
+		}
+		att = "1"
 	}
-	day := int64(24 * time.Hour / time.Millisecond)
-	critB, warnB := nowMS+int64(q.Critical+1)*day, nowMS+int64(q.Warning+1)*day
 	args := []any{Prefix(tenantID), recordPrefix, q.Sort, desc, q.Limit, q.Offset, hasCur,
 		c.Phase, scoreString(c.Score), c.Member,
-		q.Status, q.WhoisStatus, q.Search, nowMS, critB, warnB, q.plan, q.Tag, len(q.Fields)}
+		q.Status, q.WhoisStatus, q.Search, nowMS, critB, warnB, q.plan, q.Tag, att, len(q.Fields)}
 	for _, f := range q.Fields {
 		args = append(args, f)
 	}
@@ -217,6 +219,126 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 		p.NextCursor = encodeCursor(next)
 	}
 	return p, nil
+}
+
+// dayMS is a day in ms.
+const dayMS = int64(24 * time.Hour / time.Millisecond)
+
+// bounds are q's instants in ms: an instant t is past when t < now
+// (exactly: its whole ms is below now rounded up), within n days when t
+// < now + (n+1) days (grade.DaysUntil rounds down), so critical when below
+// critB and warning when below warnB.
+func (q Query) bounds() (nowMS, critB, warnB int64) {
+	nowMS = q.Now.UnixMilli()
+	if q.Now.Sub(time.UnixMilli(nowMS)) > 0 {
+		nowMS++
+	}
+	return nowMS, nowMS + int64(q.Critical+1)*dayMS, nowMS + int64(q.Warning+1)*dayMS
+}
+
+// attention tells whether q walks the attention index (keyAttHost,
+// keyAttCreated) instead of the sort's: a status that only domains
+// needing attention have, sorted by hostname or created_at (the other
+// sorts walk the status's own range of scores).
+func (q Query) attention() bool {
+	return q.Status != "" && q.Status != "valid" && (q.Sort == SortHostname || q.Sort == SortCreated) && !q.noAttention
+}
+
+// sweepScript builds a tenant's attention index, or moves its bound on,
+// a step of at most ARGV[5] domains at a time, so that no step holds
+// Redis for long (a tenant of 100,000 has some 16,000 domains to add):
+// once done, every domain whose certificate expires before ARGV[3] is
+// in it, and its bound is ARGV[4] (later, so that the next sweep is a
+// while off). A tenant's first sweep adds every invalid certificate
+// and scanned domain without one too; from its first step on, ix_ssl
+// keeps the domains whose facts change, and the steps add the others.
+//
+// keyAttQueue holds where the next step goes on ("bad|<score>",
+// "nocert|<SSCAN cursor>", "ssl|<score>": the scores from which to read
+// on, inclusive, or exclusive after "("); a list uses the index only once
+// it is gone. Concurrent sweeps take the steps in turn.
+//
+// KEYS: the tenant's attention bound (keyAttBound). ARGV: prefix, record
+// prefix, the bound needed, the bound to set (ms), the most domains a
+// step adds. Returns 1 when the index is ready for the bound needed, 0
+// when another step is due.
+var sweepScript = redis.NewScript(IndexLua + `
+local P, RP, need, nb, K = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local b = redis.call('GET', P .. 'attb')
+local q = redis.call('GET', P .. 'attq')
+if not q then
+  if b and tonumber(b) >= need then return 1 end
+  if b then q = 'ssl|' .. b else q = 'bad|-inf' end
+  b = nb
+  redis.call('SET', P .. 'attb', b)
+end
+local phase, pos = string.match(q, '^(%a+)|(.*)$')
+local function add(id)
+  local r = redis.call('HMGET', RP .. ix_id(id), 'host', 'port')
+  if r[1] then ix_att(P, id, ix_name(r[1], record_port(r[2])), true) end
+end
+-- ranged adds up to K members of key, by score from pos up to hi, and
+-- returns where the next step reads on (nil when done). A step that
+-- ends inside a run of equal scores reads from that score again (its
+-- members are added again, which changes nothing), unless the whole
+-- step was that score: then it adds the run whole and goes past it.
+local function ranged(key, hi)
+  local got = redis.call('ZRANGEBYSCORE', key, pos, hi, 'WITHSCORES', 'LIMIT', 0, K)
+  for i = 1, #got, 2 do add(got[i]) end
+  if #got < 2 * K then return nil end
+  local last = got[#got]
+  if last ~= pos then return last end
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key, last, last)) do add(id) end
+  return '(' .. last
+end
+if phase == 'bad' then
+  local nxt = ranged(P .. 'bad', '+inf')
+  if nxt then q = 'bad|' .. nxt else q = 'nocert|0' end
+elseif phase == 'nocert' then
+  local r = redis.call('SSCAN', P .. 'nocert', pos, 'COUNT', K)
+  for _, id in ipairs(r[2]) do add(id) end
+  if r[1] == '0' then q = 'ssl|-inf' else q = 'nocert|' .. r[1] end
+else
+  local nxt = ranged(P .. 'ssl', '(' .. b)
+  if nxt then q = 'ssl|' .. nxt else q = nil end
+end
+if q then
+  redis.call('SET', P .. 'attq', q)
+  return 0
+end
+redis.call('DEL', P .. 'attq')
+if tonumber(b) >= need then return 1 end
+return 0
+`)
+
+// sweepChunk is the most domains a step of sweepScript adds.
+var sweepChunk = 1000
+
+// sweepAttention gets tenantID's attention index ready for a list
+// counting statuses with the warning bound warnB: built, holding every
+// certificate expiring before warnB. It moves the bound a day past warnB,
+// so that a tenant listed all day sweeps about once a day, each time the
+// domains whose expiry came within the warning threshold since. It runs
+// the steps one after another; a tenant's first (some 20 ms a step of
+// 1,000 domains here) is the only long one.
+func sweepAttention(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix string, warnB int64) error {
+	for {
+		done, err := sweepStep(ctx, rdb, tenantID, recordPrefix, warnB)
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+// sweepStep runs one step of sweepScript, and tells whether the index is
+// ready.
+func sweepStep(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix string, warnB int64) (bool, error) {
+	p := Prefix(tenantID)
+	n, err := sweepScript.Run(ctx, rdb, []string{p + keyAttBound}, p, recordPrefix, warnB, warnB+dayMS, sweepChunk).Int()
+	if err != nil {
+		return false, fmt.Errorf("sweep attention index of %s: %w", tenantID, err)
+	}
+	return n == 1, nil
 }
 
 // decodeRows reads the script's rows: per id {whois ms or "", whois
@@ -262,17 +384,18 @@ func (q Query) fingerprint() string {
 // KEYS: the tenant's created index (names the slot). ARGV: prefix, record
 // prefix, sort, desc, limit, offset, has cursor, cursor phase, score,
 // member, status, whois status, search, now ms, critical bound ms, warning
-// bound ms, plan ("read", "walk", "semi" or "" to choose), tag, the number of
-// record fields to return per id, those fields.
+// bound ms, plan ("read", "walk", "semi" or "" to choose), tag, "1" to walk
+// the attention index (swept for the warning bound) instead of the sort's,
+// the number of record fields to return per id, those fields.
 var listScript = redis.NewScript(idLua + RecordPortLua + `
 local P, RP, sort, desc = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local limit, offset, hasCur = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
 local cphase, cscore, cmember = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 local status, wstatus, search = ARGV[11], ARGV[12], ARGV[13]
 local now, critB, warnB, plan = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]), ARGV[17]
-local tag = ARGV[18]
+local tag, att = ARGV[18], ARGV[19] == '1'
 local fields = {}
-for i = 1, tonumber(ARGV[19]) do fields[i] = ARGV[19 + i] end
+for i = 1, tonumber(ARGV[20]) do fields[i] = ARGV[20 + i] end
 local NOEXP = ` + strconv.FormatInt(NoExpiryMS, 10) + `
 local CHUNK = 256
 
@@ -470,6 +593,16 @@ local function members(src)
 end
 
 local N = redis.call('ZCARD', P .. 'created')
+-- walkKey, W: the index a walk in the hostname or created_at order
+-- reads, and its size: the attention index when the status filter says
+-- so, which holds every match.
+local walkKey, W = P .. 'host', N
+if sort == 'created_at' then walkKey = P .. 'created' end
+if att then
+  walkKey = P .. 'att:host'
+  if sort == 'created_at' then walkKey = P .. 'att:created' end
+  W = redis.call('ZCARD', walkKey)
+elseif sort == 'hostname' then W = redis.call('ZCARD', walkKey) end
 local best
 for _, s in ipairs(sources) do if not best or s.est < best.est then best = s end end
 
@@ -520,7 +653,7 @@ if plan == '' then
     local E, member, key, each = math.max(best.est, 1), 1, 4, 2
     if sort == 'hostname' then member, key = 2.3, 8.5 end
     if best.kind == 'lex' then each = 2.6 end
-    local M = math.min(N, want * N / E)
+    local M = math.min(W, want * W / E)
     local cand = E * (each + others)
     local walk, semi, read = M * (member + test), cand + M * member, cand + E * key
     if not (#sources == 1 and best.count) then walk = walk + cand end
@@ -614,8 +747,8 @@ else
   -- The index's sequences, in list order: {key, lex, first rank, last
   -- rank (exclusive), direction, every member matches}.
   local seqs = {}
-  if sort == 'hostname' then seqs[1] = {P .. 'host', true, 0, redis.call('ZCARD', P .. 'host'), desc, false}
-  elseif sort == 'created_at' then seqs[1] = {P .. 'created', false, 0, N, desc, false}
+  if sort == 'hostname' then seqs[1] = {walkKey, true, 0, W, desc, false}
+  elseif sort == 'created_at' then seqs[1] = {walkKey, false, 0, W, desc, false}
   else
     -- f is the filter over the sort's own key: a status holds only the
     -- scores of its range (an error those of bad from now on), so the
@@ -698,7 +831,7 @@ else
         -- are read for the page's last member only.
         local got = redis.call('ZRANGE', seq[1], a, b)
         local n = #got
-        local ids, hosts, ms, isHost = {}, {}, {}, seq[1] == P .. 'host'
+        local ids, hosts, ms, isHost = {}, {}, {}, seq[2] and sort == 'hostname'
         for j = 1, n do
           local m = got[j]
           if seq[5] then m = got[n + 1 - j] end

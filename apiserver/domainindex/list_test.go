@@ -234,7 +234,10 @@ type row struct {
 	tags            []string
 }
 
-func (l *lab) rows() []row {
+func (l *lab) rows() []row { return l.rowsAt(now) }
+
+// rowsAt is rows with days and statuses counted at the instant at.
+func (l *lab) rowsAt(at time.Time) []row {
 	l.t.Helper()
 	ds, err := l.store.ListDomains(l.ctx, l.tenant)
 	if err != nil {
@@ -255,7 +258,7 @@ func (l *lab) rows() []row {
 	}
 	out := make([]row, len(ds))
 	for i, d := range ds {
-		sum := grade.Summarize(views[d.ID].For(d.Name()), now, th)
+		sum := grade.Summarize(views[d.ID].For(d.Name()), at, th)
 		r := row{id: d.ID, host: d.Host, port: d.Port, created: d.CreatedAt.UnixMilli(), status: sum.Status, tags: d.Tags,
 			member: fmt.Sprintf("%s %05d %s", d.Host, d.Port, d.ID)}
 		if d.CreatedAt.IsZero() {
@@ -269,7 +272,7 @@ func (l *lab) rows() []row {
 		if exp != nil {
 			ms := exp.UnixMilli()
 			r.whois = &ms
-			switch days := grade.DaysUntil(*exp, now); {
+			switch days := grade.DaysUntil(*exp, at); {
 			case days < 0:
 				r.wstatus = grade.StatusExpired
 			case days <= th.Critical:
@@ -491,6 +494,145 @@ func (l *lab) checkAll() {
 	rows := l.rows()
 	for _, q := range l.queries() {
 		l.check(rows, q)
+	}
+	l.checkAttention()
+}
+
+// checkAttention checks the attention index against its definition, once
+// built: every domain with a certificate expiring before its bound, an
+// invalid one or none, and no other, in both orders.
+func (l *lab) checkAttention() {
+	l.t.Helper()
+	pre := domainindex.Prefix(l.tenant)
+	b, err := l.rdb.Get(l.ctx, pre+"attb").Result()
+	if err == redis.Nil || l.rdb.Exists(l.ctx, pre+"attq").Val() == 1 {
+		return // not built, or a sweep under way
+	}
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, m := range l.rdb.ZRangeByScore(l.ctx, pre+"ssl", &redis.ZRangeBy{Min: "-inf", Max: "(" + b}).Val() {
+		want[m] = true
+	}
+	for _, m := range l.rdb.ZRange(l.ctx, pre+"bad", 0, -1).Val() {
+		want[m] = true
+	}
+	for _, m := range l.rdb.SMembers(l.ctx, pre+"nocert").Val() {
+		want[m] = true
+	}
+	created := map[string]bool{}
+	for _, z := range l.rdb.ZRangeWithScores(l.ctx, pre+"att:created", 0, -1).Val() {
+		m := z.Member.(string)
+		if !want[m] {
+			l.t.Fatalf("attention index holds %s, which needs none", domainindex.IDOf(m))
+		}
+		if c := l.rdb.ZScore(l.ctx, pre+"created", m).Val(); c != z.Score {
+			l.t.Fatalf("attention index: %s created at %v, the index says %v", domainindex.IDOf(m), z.Score, c)
+		}
+		created[m] = true
+	}
+	if len(created) != len(want) {
+		l.t.Fatalf("attention index holds %d domains, want %d", len(created), len(want))
+	}
+	hosts := l.rdb.ZRange(l.ctx, pre+"att:host", 0, -1).Val()
+	all := map[string]bool{}
+	for _, m := range l.rdb.ZRange(l.ctx, pre+"host", 0, -1).Val() {
+		all[m] = true
+	}
+	for _, m := range hosts {
+		if !all[m] || !want[m[strings.IndexByte(m, ' ')+7:]] {
+			l.t.Fatalf("attention index by hostname holds %q", m)
+		}
+	}
+	if len(hosts) != len(want) {
+		l.t.Fatalf("attention index by hostname holds %d domains, want %d", len(hosts), len(want))
+	}
+}
+
+// TestAttentionIndex: the status filters sorted by hostname or created_at
+// walk the attention index, which the first such list builds and each
+// later one sweeps as the clock moves the warning bound: weeks and a year
+// on, every status still lists what the brute force gives at that
+// instant, and the index holds what its definition says.
+func TestAttentionIndex(t *testing.T) {
+	// Steps of 4 domains: many steps, ending inside runs of equal
+	// expiries (the lab's certificates share some).
+	domainindex.SetSweepChunk(t, 4)
+	l := newLab(t, 9)
+	l.add(200)
+	l.project()
+	l.scanSome(80)
+	pre := domainindex.Prefix(l.tenant)
+	if n := l.rdb.Exists(l.ctx, pre+"attb").Val(); n != 0 {
+		t.Fatal("attention index built before any list asked for it")
+	}
+	// A build under way while the projector applies scans: the steps
+	// and ix_ssl between them make the index whole.
+	q := baseQuery()
+	steps := 0
+	for ; ; steps++ {
+		done, err := domainindex.SweepStep(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			break
+		}
+		if steps%10 == 3 {
+			l.scanSome(40)
+		}
+	}
+	if steps < 20 {
+		t.Fatalf("the build took %d steps of 4 domains: want many", steps)
+	}
+	l.checkAttention()
+	l.rdb.Del(l.ctx, pre+"attb", pre+"att:host", pre+"att:created")
+	statusQueries := func(at time.Time) {
+		t.Helper()
+		rows := l.rowsAt(at)
+		for _, q := range l.queries() {
+			if q.Status == "" || q.Status == "valid" {
+				continue
+			}
+			q.Now = at
+			l.check(rows, q)
+		}
+		b, err := l.rdb.Get(l.ctx, pre+"attb").Int64()
+		if wantB := at.UnixMilli() + int64(th.Warning+2)*24*3600*1000; err != nil || b != wantB {
+			t.Fatalf("at %s: bound %d, %v; want %d", at, b, err, wantB)
+		}
+		l.checkAttention()
+	}
+	statusQueries(now)
+
+	// Kept from then on: new scans (certificates renewed, expiring,
+	// invalid, missing), renames and removals.
+	ds, err := l.store.ListDomains(l.ctx, l.tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range ds[:40] {
+		if i%2 == 0 {
+			host := l.randomHost()
+			if _, err := l.store.UpdateDomain(l.ctx, l.tenant, d.ID, accounts.DomainPatch{Host: &host}); err != nil && err != accounts.ErrDomainExists {
+				t.Fatal(err)
+			}
+		} else if _, err := l.store.RemoveDomain(l.ctx, l.tenant, d.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.checkAttention()
+	l.project()
+	for range 3 {
+		l.scanSome(30)
+		l.checkAttention()
+	}
+	statusQueries(now)
+
+	// The clock moves: weeks, then a year.
+	for _, days := range []int{5, 45, 400} {
+		statusQueries(now.Add(time.Duration(days) * 24 * time.Hour))
 	}
 }
 

@@ -114,6 +114,10 @@ func (l *lab) toLayout2() {
 		return domainindex.IDOf(m)
 	}
 	for _, k := range keys {
+		if strings.HasPrefix(k, pre+"att") { // layout 2 had no attention index
+			l.rdb.Del(l.ctx, k)
+			continue
+		}
 		switch l.rdb.Type(l.ctx, k).Val() {
 		case "zset":
 			zs := l.rdb.ZRangeWithScores(l.ctx, k, 0, -1).Val()

@@ -65,7 +65,25 @@ local function ix_whois(p, id, exp, reason)
     if r == reason and exp == '' then redis.call('SADD', p .. 'wr:' .. r, id) else redis.call('SREM', p .. 'wr:' .. r, id) end
   end
 end
-local function ix_ssl(p, id, ssl, bad, nocert)
+-- ix_att puts domain id, named name (ix_name's), in the attention index
+-- (att:host, att:created) or takes it out. Only once the index exists
+-- (attb set, by sweepScript of list.go) does anything put a domain in.
+local function ix_att(p, id, name, on)
+  if on then
+    redis.call('ZADD', p .. 'att:host', 0, name .. id)
+    redis.call('ZADD', p .. 'att:created', redis.call('ZSCORE', p .. 'created', id) or 0, id)
+  else
+    redis.call('ZREM', p .. 'att:host', name .. id)
+    redis.call('ZREM', p .. 'att:created', id)
+  end
+end
+-- ix_ssl writes a domain's certificate facts; name is ix_name of the
+-- host they are for (the record's).
+local function ix_ssl(p, id, name, ssl, bad, nocert)
+  local b = tonumber(redis.call('GET', p .. 'attb'))
+  if b then
+    ix_att(p, id, name, (ssl ~= '' and (tonumber(ssl) < b or bad == '1')) or (ssl == '' and nocert == '1'))
+  end
   if ssl ~= '' then
     redis.call('ZADD', p .. 'ssl', ssl, id)
     if bad == '1' then redis.call('ZADD', p .. 'bad', ssl, id) else redis.call('ZREM', p .. 'bad', id) end
@@ -107,11 +125,13 @@ end
 local function ix_rename(p, id, old_host, old_port, host, port)
   ix_names(p, id, old_host, old_port, false)
   ix_names(p, id, host, port, true)
-  ix_ssl(p, id, '', '0', '0')
+  ix_att(p, id, ix_name(old_host, old_port), false)
+  ix_ssl(p, id, ix_name(host, port), '', '0', '0')
   if old_host ~= host then ix_whois(p, id, '', 'pending') end
 end
 local function ix_remove(p, id, host, port, tags)
   ix_names(p, id, host, port, false)
+  ix_att(p, id, ix_name(host, port), false)
   ix_tags(p, id, tags, '')
   for _, k in ipairs({'created', 'ssl', 'bad', 'sslnull', 'whois', 'wnull'}) do redis.call('ZREM', p .. k, id) end
   redis.call('SREM', p .. 'nocert', id)
@@ -277,10 +297,11 @@ var applyFactsScript = redis.NewScript(IndexLua + `
 local r = redis.call('HMGET', KEYS[1], 'host', 'port')
 if not r[1] then return 0 end
 local p, id = ARGV[1], ARGV[2]
+local name = ix_name(r[1], record_port(r[2]))
 if r[1] == ARGV[3] and record_port(r[2]) == ARGV[4] then
-  ix_ssl(p, id, ARGV[5], ARGV[6], ARGV[7])
+  ix_ssl(p, id, name, ARGV[5], ARGV[6], ARGV[7])
 else
-  ix_ssl(p, id, '', '0', '0')
+  ix_ssl(p, id, name, '', '0', '0')
 end
 if r[1] == ARGV[8] then ix_whois(p, id, ARGV[9], ARGV[10]) end
 return 1

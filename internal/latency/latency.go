@@ -124,7 +124,7 @@ func ScriptMedian(tb testing.TB, rdb redis.UniversalClient, keySuffix string) ti
 	}
 	var ds []time.Duration
 	for _, l := range logs {
-		if len(l.Args) > 3 && strings.EqualFold(l.Args[0], "evalsha") && strings.HasSuffix(l.Args[3], keySuffix) {
+		if len(l.Args) > 3 && (strings.EqualFold(l.Args[0], "evalsha") || strings.EqualFold(l.Args[0], "eval")) && strings.HasSuffix(l.Args[3], keySuffix) {
 			ds = append(ds, l.Duration)
 		}
 	}

@@ -23,8 +23,9 @@ import (
 
 // Generation is this binary's layout. Raise it with every change that an
 // older binary would misread, and say so in docs/operations.md
-// ("Upgrading"). 1: the layouts up to 2026-12-06 (sixth).
-const Generation = 1
+// ("Upgrading"). 1: the layouts up to 2026-12-06 (sixth). 2: the list
+// indexes' attention index, which an older projector would not keep.
+const Generation = 2
 
 // Key holds the newest generation that ran against this Redis.
 const Key = "certfleet:layout"
