@@ -440,6 +440,10 @@ func (s *Server) routes() *gin.Engine {
 	return r
 }
 
+// RunAttention builds and sweeps the tenants' attention indexes that
+// lists found due, an actor of the process beside Run (v1.Handler's).
+func (s *Server) RunAttention(ctx context.Context) error { return s.v1.RunAttention(ctx) }
+
 // RunRenewal is the client-certificate auto-renewal loop, an actor of the
 // process beside Run (clientcerts.Handler.RunRenewal).
 func (s *Server) RunRenewal(ctx context.Context) error { return s.certs.RunRenewal(ctx) }

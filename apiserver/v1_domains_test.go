@@ -398,18 +398,53 @@ func TestListDomainsStatusAndSearch(t *testing.T) {
 		{"?search=shop.example", []string{"badchain.shop.example", "valid.shop.example"}},
 		{"?search=nothing", []string{}},
 	}
-	for _, tc := range tests {
-		t.Run(tc.query, func(t *testing.T) {
-			r := f.list(1, tc.query)
-			if got, want := ids(t, r), f.ids(tc.want...); !reflect.DeepEqual(got, want) {
-				t.Errorf("got %v, want %v (%v)", got, want, tc.want)
-			}
-			p := r.body["pagination"].(map[string]any)
-			if p["total"] != float64(len(tc.want)) {
-				t.Errorf("total: got %v, want %d", p["total"], len(tc.want))
-			}
-		})
+	check := func() {
+		t.Helper()
+		for _, tc := range tests {
+			t.Run(tc.query, func(t *testing.T) {
+				r := f.list(1, tc.query)
+				if got, want := ids(t, r), f.ids(tc.want...); !reflect.DeepEqual(got, want) {
+					t.Errorf("got %v, want %v (%v)", got, want, tc.want)
+				}
+				p := r.body["pagination"].(map[string]any)
+				if p["total"] != float64(len(tc.want)) {
+					t.Errorf("total: got %v, want %d", p["total"], len(tc.want))
+				}
+			})
+		}
 	}
+	check()
+
+	// The status lists asked the tenant's attention index built; a
+	// server's sweeper (RunAttention) builds it, and the lists walk it.
+	tenant := events.TenantID("ops@example.com")
+	bound := domainindex.Prefix(tenant) + "attb"
+	if n := f.e.rdb.Exists(context.Background(), bound).Val(); n != 0 {
+		t.Fatal("attention index built with no sweeper running")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.e.srv[0].RunAttention(ctx) }()
+	defer func() { cancel(); <-done }()
+	for deadline := time.Now().Add(10 * time.Second); f.e.rdb.Exists(context.Background(), bound).Val() == 0; {
+		if r := f.list(0, "?status=critical"); r.code != http.StatusOK {
+			t.Fatalf("list: got %d %v", r.code, r.body)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sweeper built no attention index in 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	m := f.e.rdb.ZRange(context.Background(), domainindex.Prefix(tenant)+"att:created", 0, -1).Val()
+	var got []string
+	for _, id := range m {
+		got = append(got, domainindex.IDOf(id))
+	}
+	slices.Sort(got)
+	if want := slices.Sorted(slices.Values(f.ids("warn.example", "crit.example", "expired.example", "badchain.shop.example", "down.example"))); !slices.Equal(got, want) {
+		t.Errorf("attention index: got %v, want %v (the domains needing attention)", got, want)
+	}
+	check()
 }
 
 func TestListDomainsSort(t *testing.T) {

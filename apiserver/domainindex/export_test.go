@@ -38,3 +38,6 @@ func SweepStep(ctx context.Context, rdb redis.UniversalClient, tenantID, recordP
 	_, _, warnB := q.bounds()
 	return sweepStep(ctx, rdb, tenantID, recordPrefix, warnB)
 }
+
+// PlanOf is the plan the list script followed for p.
+func PlanOf(p Page) string { return p.plan }

@@ -89,6 +89,17 @@ type Page struct {
 	// order) its record's fields and its registration facts, read in the
 	// same atomic step as the ids.
 	Rows []Row
+
+	// SweepDue tells that the tenant's attention index, which this
+	// list's status filter would walk, is not built, or that its bound
+	// is due to move on: the caller has a Sweeper sweep it (Due). Until
+	// it is built the list walks the tenant's whole index, as fast as
+	// before it existed.
+	SweepDue bool
+
+	// plan is the plan the script followed ("read", "walk", "semi" or
+	// "label"), for tests.
+	plan string
 }
 
 // Row is what a page holds of a domain beside its id when the query asks
@@ -172,9 +183,6 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 	nowMS, critB, warnB := q.bounds()
 	att := "0"
 	if q.attention() {
-		if err := sweepAttention(ctx, rdb, tenantID, recordPrefix, warnB); err != nil {
-			return Page{}, err
-		}
 		att = "1"
 	}
 	args := []any{Prefix(tenantID), recordPrefix, q.Sort, desc, q.Limit, q.Offset, hasCur,
@@ -187,14 +195,17 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 	if err != nil {
 		return Page{}, fmt.Errorf("list domains of %s: %w", tenantID, err)
 	}
-	// {total, {ids}, {rows}, next phase, next score, next member} (the
-	// next three absent on the last page).
-	if len(res) != 3 && len(res) != 6 {
+	// {total, {ids}, {rows}, plan, sweep due, next phase, next score, next
+	// member} (the next three absent on the last page).
+	if len(res) != 5 && len(res) != 8 {
 		return Page{}, fmt.Errorf("list domains of %s: got %d values", tenantID, len(res))
 	}
 	total, _ := res[0].(int64)
 	raw, _ := res[1].([]any)
 	p := Page{Total: int(total), IDs: make([]string, 0, len(raw))}
+	p.plan, _ = res[3].(string)
+	due, _ := res[4].(int64)
+	p.SweepDue = due == 1
 	for _, v := range raw {
 		s, _ := v.(string)
 		p.IDs = append(p.IDs, IDOf(s))
@@ -204,10 +215,10 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 			return Page{}, fmt.Errorf("list domains of %s: %w", tenantID, err)
 		}
 	}
-	if len(res) == 6 {
-		phase, _ := res[3].(int64)
-		score, _ := res[4].(string)
-		member, _ := res[5].(string)
+	if len(res) == 8 {
+		phase, _ := res[5].(int64)
+		score, _ := res[6].(string)
+		member, _ := res[7].(string)
 		f, err := strconv.ParseFloat(score, 64)
 		if err != nil {
 			return Page{}, fmt.Errorf("list domains of %s: cursor score %q: %w", tenantID, score, err)
@@ -314,14 +325,24 @@ return 0
 // sweepChunk is the most domains a step of sweepScript adds.
 var sweepChunk = 1000
 
-// sweepAttention gets tenantID's attention index ready for a list
-// counting statuses with the warning bound warnB: built, holding every
-// certificate expiring before warnB. It moves the bound a day past warnB,
-// so that a tenant listed all day sweeps about once a day, each time the
-// domains whose expiry came within the warning threshold since. It runs
-// the steps one after another; a tenant's first (some 20 ms a step of
-// 1,000 domains here) is the only long one.
-func sweepAttention(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix string, warnB int64) error {
+// sweepAhead is how long before the warning bound reaches the attention
+// index's bound a list says a sweep is due (12 h), and sweepPast how far
+// past the warning bound a sweep moves it (a day): a tenant listed every
+// day sweeps about twice a day, each time the domains whose expiry came
+// within reach since, and its lists never find the index behind.
+const (
+	sweepAhead = 12 * 3600 * 1000
+	sweepPast  = dayMS
+)
+
+// SweepAttention gets tenantID's attention index ready for the lists
+// counting statuses with q's clock and thresholds: built, and holding
+// every certificate expiring before a day past the warning bound. It
+// runs the steps one after another, each holding Redis for some 20 ms at
+// most (1,000 domains); a tenant's first is the only long one (some 16
+// steps for a tenant of 100,000). Sweeper runs it in the background.
+func SweepAttention(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix string, q Query) error {
+	_, _, warnB := q.bounds()
 	for {
 		done, err := sweepStep(ctx, rdb, tenantID, recordPrefix, warnB)
 		if err != nil || done {
@@ -334,7 +355,7 @@ func sweepAttention(ctx context.Context, rdb redis.UniversalClient, tenantID, re
 // ready.
 func sweepStep(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix string, warnB int64) (bool, error) {
 	p := Prefix(tenantID)
-	n, err := sweepScript.Run(ctx, rdb, []string{p + keyAttBound}, p, recordPrefix, warnB, warnB+dayMS, sweepChunk).Int()
+	n, err := sweepScript.Run(ctx, rdb, []string{p + keyAttBound}, p, recordPrefix, warnB, warnB+sweepPast, sweepChunk).Int()
 	if err != nil {
 		return false, fmt.Errorf("sweep attention index of %s: %w", tenantID, err)
 	}
@@ -387,7 +408,7 @@ func (q Query) fingerprint() string {
 // bound ms, plan ("read", "walk", "semi" or "" to choose), tag, "1" to walk
 // the attention index (swept for the warning bound) instead of the sort's,
 // the number of record fields to return per id, those fields.
-var listScript = redis.NewScript(idLua + RecordPortLua + `
+var listScript = redis.NewScript(idLua + RecordPortLua + createdLua + `
 local P, RP, sort, desc = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local limit, offset, hasCur = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
 local cphase, cscore, cmember = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
@@ -441,13 +462,12 @@ local function hostMatches(h)
   end
 end
 -- idOf is the id member at the end of an index member: "<host> <port, 5
--- digits> <id>" (host) or "<suffix> <id>" (sfx); neither a hostname nor
--- a suffix holds a space, so the first one ends it (the id member may
--- hold any byte). hostOf is a host member's hostname.
-local function idOf(member, host)
-  local s = string.find(member, ' ', 1, true)
-  if host then return string.sub(member, s + 7) end
-  return string.sub(member, s + 1)
+-- digits> <id>" (host) or "<suffix> <created, 6 bytes><id>" (sfx);
+-- neither a hostname nor a suffix holds a space, so the first one ends
+-- it, and 6 bytes follow it before the id member (which may hold any
+-- byte). hostOf is a host member's hostname.
+local function idOf(member)
+  return string.sub(member, string.find(member, ' ', 1, true) + 7)
 end
 local function hostOf(member) return string.sub(member, 1, string.find(member, ' ', 1, true) - 1) end
 -- verdictRange: the scores [lo, hi) of an expiry verdict (a status but
@@ -559,7 +579,7 @@ if search ~= '' then
   local lo, hi = '[' .. term, '[' .. term .. '\255'
   local ns, nh = redis.call('ZLEXCOUNT', P .. 'sfx', lo, hi), 0
   if not dotOnly then nh = redis.call('ZLEXCOUNT', P .. 'host', lo, hi) end
-  local s = {f = 'search', kind = 'lex', lo = lo, hi = hi, est = ns + nh}
+  local s = {f = 'search', kind = 'lex', lo = lo, hi = hi, est = ns + nh, ns = ns, nh = nh}
   -- Without a label match the hostname matches are the matches, each
   -- domain once (a domain has one hostname member; label matches may
   -- repeat a domain, and are counted by reading them).
@@ -584,14 +604,24 @@ local function members(src)
   else
     local keys = {P .. 'sfx'}
     if not dotOnly then keys[2] = P .. 'host' end
-    for i, k in ipairs(keys) do
-      local host = i == 2
-      for _, m in ipairs(redis.call('ZRANGEBYLEX', k, src.lo, src.hi)) do add(idOf(m, host)) end
+    for _, k in ipairs(keys) do
+      for _, m in ipairs(redis.call('ZRANGEBYLEX', k, src.lo, src.hi)) do add(idOf(m)) end
     end
   end
   return out
 end
 
+-- The attention index serves a status list once built for its warning
+-- bound; a sweep is due (due, returned) when it is not built, under way
+-- (its sweeper may have stopped), or its bound is within SWEEP_AHEAD of
+-- the warning bound, so that it moves on before a list needs it.
+local due = 0
+if att then
+  local b = tonumber(redis.call('GET', P .. 'attb'))
+  local building = redis.call('EXISTS', P .. 'attq') == 1
+  if not b or building or b < warnB + ` + strconv.FormatInt(sweepAhead, 10) + ` then due = 1 end
+  att = b ~= nil and b >= warnB and not building
+end
 local N = redis.call('ZCARD', P .. 'created')
 -- walkKey, W: the index a walk in the hostname or created_at order
 -- reads, and its size: the attention index when the status filter says
@@ -621,6 +651,37 @@ local cur = {cphase, cscore, cmember}
 local out, keys, total = {}, {}, 0
 -- want: the matches the page needs from the start of the list.
 local want = offset + limit + 1
+
+-- The label plan: a search, the only filter, on the created_at sort,
+-- whose matches are all label matches (a search from a label, or one no
+-- hostname matches) under at most LABELS suffixes, none of which ends
+-- another (so that no domain matches twice): each suffix's members are
+-- in created_at order, so the page merges the first want of each, and
+-- the total adds up their counts. Its cost is about the page, whatever
+-- the number of matches.
+local LABELS = 8
+local labels
+if search ~= '' and #sources == 1 and sort == 'created_at' and sources[1].nh == 0 and sources[1].ns > 0 and
+    (plan == '' or plan == 'label') then
+  local found, lo = {}, sources[1].lo
+  while #found <= LABELS do
+    local m = redis.call('ZRANGEBYLEX', P .. 'sfx', lo, sources[1].hi, 'LIMIT', 0, 1)[1]
+    if not m then break end
+    local s = string.sub(m, 1, string.find(m, ' ', 1, true) - 1)
+    found[#found + 1] = s
+    -- Past every member of s: "<s> " and any bytes sort before "<s>!".
+    lo = '[' .. s .. '!'
+  end
+  if #found <= LABELS then
+    labels = found
+    for _, a in ipairs(found) do
+      for _, b in ipairs(found) do
+        if #a > #b and string.sub(a, -#b - 1) == '.' .. b then labels = nil end
+      end
+    end
+  end
+end
+if labels then plan = 'label' elseif plan == 'label' then plan = '' end
 -- The plan: read the smallest filter's candidates and sort them (read),
 -- walk the sort's index testing each member against the filters (walk),
 -- or walk it keeping the members among the candidates read first
@@ -661,7 +722,32 @@ if plan == '' then
   end
 end
 if not best then plan = 'walk' end
-if plan == 'read' then
+if plan == 'label' then
+  local runs = {}
+  for _, s in ipairs(labels) do
+    local a, z = '[' .. s .. ' ', '(' .. s .. '!'
+    total = total + redis.call('ZLEXCOUNT', P .. 'sfx', a, z)
+    if hasCur then
+      local k = s .. ' ' .. ix_created(cscore) .. cmember
+      if desc then z = '(' .. k else a = '(' .. k end
+    end
+    local got
+    if desc then got = redis.call('ZREVRANGEBYLEX', P .. 'sfx', z, a, 'LIMIT', 0, want)
+    else got = redis.call('ZRANGEBYLEX', P .. 'sfx', a, z, 'LIMIT', 0, want) end
+    for _, m in ipairs(got) do runs[#runs + 1] = string.sub(m, #s + 2) end
+  end
+  -- "<created><id>" of each: in list order once sorted (and reversed
+  -- when desc).
+  table.sort(runs)
+  local n = #runs
+  for j = offset + 1, math.min(n, want) do
+    local k = runs[j]
+    if desc then k = runs[n + 1 - j] end
+    local id = string.sub(k, 7)
+    out[#out + 1] = id
+    keys[#keys + 1] = {0, ix_created_ms(k), id}
+  end
+elseif plan == 'read' then
   -- Read the smallest source, keep its matches and sort them by a
   -- string key each (Lua compares strings in C): the hostname index's
   -- member, or the score (scoreKey) and the id; the domains without a
@@ -710,7 +796,7 @@ if plan == 'read' then
     if j > n0 then return {1, 0, k1[j - n0]}, k1[j - n0] end
     local k = k0[j]
     if desc then k = k0[n0 + 1 - j] end
-    if sort == 'hostname' then return {0, 0, k}, idOf(k, true) end
+    if sort == 'hostname' then return {0, 0, k}, idOf(k) end
     return {0, scoreOf(k), string.sub(k, 18)}, string.sub(k, 18)
   end
   -- The first key after the cursor, found by halving.
@@ -837,7 +923,7 @@ else
           if seq[5] then m = got[n + 1 - j] end
           ms[j], ids[j] = m, m
           if isHost then
-            ids[j] = idOf(m, true)
+            ids[j] = idOf(m)
             if not set then hosts[j] = hostOf(m) end
           end
         end
@@ -899,9 +985,9 @@ if #fields > 0 and #out > 0 then
   end
 end
 if nextKey then
-  return {total, out, rows, nextKey[1], string.format('%.17g', nextKey[2]), nextKey[3]}
+  return {total, out, rows, plan, due, nextKey[1], string.format('%.17g', nextKey[2]), nextKey[3]}
 end
-return {total, out, rows}
+return {total, out, rows, plan, due}
 `)
 
 // scoreString is how a cursor's score reaches the script: exact for the

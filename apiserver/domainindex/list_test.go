@@ -42,6 +42,8 @@ type lab struct {
 	rng    *rand.Rand
 	// applied counts the stream's events already applied.
 	applied int
+	// chosen counts the pages listed under each plan the script chose.
+	chosen map[string]int
 }
 
 func newLab(t *testing.T, seed uint64) *lab {
@@ -62,7 +64,7 @@ func newLab(t *testing.T, seed uint64) *lab {
 		t.Fatal(err)
 	}
 	return &lab{t: t, ctx: context.Background(), rdb: rdb, store: store, proj: proj,
-		tenant: events.TenantID("lab@example.com"), rng: rng}
+		tenant: events.TenantID("lab@example.com"), rng: rng, chosen: map[string]int{}}
 }
 
 var (
@@ -362,8 +364,8 @@ func (l *lab) check(rows []row, q domainindex.Query) {
 	}
 	// "mixed" takes each page with another plan: a cursor of one plan
 	// continues under any other.
-	plans := []string{"read", "walk", "semi"}
-	for i, plan := range []string{"", "read", "walk", "semi", "mixed"} {
+	plans := []string{"read", "walk", "semi", "label"}
+	for i, plan := range []string{"", "read", "walk", "semi", "label", "mixed"} {
 		q := domainindex.WithPlan(q, plan)
 		if i == 0 {
 			// The rows: the record's fields asked (one it lacks absent) and
@@ -380,6 +382,9 @@ func (l *lab) check(rows []row, q domainindex.Query) {
 			p, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
 			if err != nil {
 				l.t.Fatalf("%+v: %v", q, err)
+			}
+			if plan == "" {
+				l.chosen[domainindex.PlanOf(p)]++
 			}
 			if len(q.Fields) == 0 && p.Rows != nil {
 				l.t.Fatalf("%+v: rows without fields asked", q)
@@ -441,7 +446,7 @@ func baseQuery() domainindex.Query {
 // and random combinations.
 func (l *lab) queries() []domainindex.Query {
 	var qs []domainindex.Query
-	searches := []string{"shop", "a", ".shop", "api.alpha", "192.0", "zzz", "shopping.shop.example"}
+	searches := []string{"shop", "a", ".shop", "api.alpha", "192.0", "zzz", "shopping.shop.example", ".alpha", ".gamma", ".api"}
 	for _, s := range domainindex.Sorts {
 		for _, desc := range []bool{false, true} {
 			q := baseQuery()
@@ -491,6 +496,11 @@ func (l *lab) queries() []domainindex.Query {
 
 func (l *lab) checkAll() {
 	l.t.Helper()
+	// The status lists walk the attention index, swept as a Sweeper would
+	// (the first time, built).
+	if err := domainindex.SweepAttention(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), baseQuery()); err != nil {
+		l.t.Fatal(err)
+	}
 	rows := l.rows()
 	for _, q := range l.queries() {
 		l.check(rows, q)
@@ -588,9 +598,38 @@ func TestAttentionIndex(t *testing.T) {
 	}
 	l.checkAttention()
 	l.rdb.Del(l.ctx, pre+"attb", pre+"att:host", pre+"att:created")
-	statusQueries := func(at time.Time) {
+	statusQueries := func(at time.Time, wantDue bool) {
 		t.Helper()
 		rows := l.rowsAt(at)
+		// Before the sweep, a list that would walk the index says a sweep
+		// is due and walks the whole tenant (each list is checked both
+		// ways); after, none is.
+		due := func(q domainindex.Query) bool {
+			q.Now, q.Status, q.Sort, q.Limit = at, "critical", domainindex.SortHostname, 5
+			p, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p.SweepDue
+		}
+		if due(baseQuery()) != wantDue {
+			t.Fatalf("at %s: sweep due %v before it, want %v", at, !wantDue, wantDue)
+		}
+		for _, q := range l.queries() {
+			if q.Status == "" || q.Status == "valid" {
+				continue
+			}
+			q.Now = at
+			l.check(rows, q)
+		}
+		q := baseQuery()
+		q.Now = at
+		if err := domainindex.SweepAttention(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q); err != nil {
+			t.Fatal(err)
+		}
+		if due(baseQuery()) {
+			t.Fatalf("at %s: a sweep still due after it", at)
+		}
 		for _, q := range l.queries() {
 			if q.Status == "" || q.Status == "valid" {
 				continue
@@ -599,12 +638,12 @@ func TestAttentionIndex(t *testing.T) {
 			l.check(rows, q)
 		}
 		b, err := l.rdb.Get(l.ctx, pre+"attb").Int64()
-		if wantB := at.UnixMilli() + int64(th.Warning+2)*24*3600*1000; err != nil || b != wantB {
+		if wantB := at.UnixMilli() + int64(th.Warning+1)*24*3600*1000 + 24*3600*1000; err != nil || b != wantB {
 			t.Fatalf("at %s: bound %d, %v; want %d", at, b, err, wantB)
 		}
 		l.checkAttention()
 	}
-	statusQueries(now)
+	statusQueries(now, true)
 
 	// Kept from then on: new scans (certificates renewed, expiring,
 	// invalid, missing), renames and removals.
@@ -628,11 +667,11 @@ func TestAttentionIndex(t *testing.T) {
 		l.scanSome(30)
 		l.checkAttention()
 	}
-	statusQueries(now)
+	statusQueries(now, false)
 
 	// The clock moves: weeks, then a year.
 	for _, days := range []int{5, 45, 400} {
-		statusQueries(now.Add(time.Duration(days) * 24 * time.Hour))
+		statusQueries(now.Add(time.Duration(days)*24*time.Hour), true)
 	}
 }
 
@@ -697,6 +736,12 @@ func TestListAgainstBruteForce(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.checkAll()
+	// The script chose each plan for some query.
+	for _, plan := range []string{"read", "walk", "semi", "label"} {
+		if l.chosen[plan] == 0 {
+			t.Errorf("no page was listed under plan %q: %v", plan, l.chosen)
+		}
+	}
 }
 
 // legacyDomainsKey is the hash "host:port" -> id that named a tenant's

@@ -85,3 +85,23 @@ func stale(m string) bool {
 	enc, err := Member(m)
 	return err == nil && enc != m
 }
+
+// createdLua defines ix_created(ms), the 6 bytes, big-endian, of a
+// created_at in ms (0 to 2^48 - 1, some 8,900 years), which a label
+// member (keySuffix) carries before the id so that it sorts as the time,
+// and ix_created_ms(b), their number back.
+const createdLua = `
+local function ix_created(ms)
+  local n, out = math.max(0, math.min(tonumber(ms) or 0, 281474976710655)), {}
+  for i = 6, 1, -1 do
+    out[i] = n % 256
+    n = math.floor(n / 256)
+  end
+  return string.char(unpack(out))
+end
+local function ix_created_ms(b)
+  local n = 0
+  for i = 1, 6 do n = n * 256 + string.byte(b, i) end
+  return n
+end
+`

@@ -34,9 +34,15 @@ func TestBuildIndexesLayout2(t *testing.T) {
 	l.project()
 	l.scanSome(50)
 	qs := l.queries()
-	pages := func() [][]string {
+	// Searches read the label members, which carry created_at since
+	// layout 4: an index of layout 2 answers them only once rebuilt,
+	// which an API server does before it serves.
+	pages := func(search bool) [][]string {
 		var out [][]string
 		for _, q := range qs {
+			if q.Search != "" && !search {
+				continue
+			}
 			q.Limit = 7
 			p, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
 			if err != nil {
@@ -46,7 +52,7 @@ func TestBuildIndexesLayout2(t *testing.T) {
 		}
 		return out
 	}
-	before := pages()
+	before, beforeAll := pages(false), pages(true)
 	q := baseQuery()
 	q.Sort, q.Limit = domainindex.SortHostname, 10
 	first, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
@@ -59,7 +65,7 @@ func TestBuildIndexesLayout2(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.toLayout2()
-	if got := pages(); !slices.EqualFunc(got, before, slices.Equal) {
+	if got := pages(false); !slices.EqualFunc(got, before, slices.Equal) {
 		t.Fatalf("layout 2 lists otherwise: got %v, want %v", got, before)
 	}
 	if n, err := projector.BuildIndexes(l.ctx, l.rdb, false, testenv.Logger(t)); err != nil || n != 1 {
@@ -81,7 +87,7 @@ func TestBuildIndexesLayout2(t *testing.T) {
 			}
 		}
 	}
-	if got := pages(); !slices.EqualFunc(got, before, slices.Equal) {
+	if got := pages(true); !slices.EqualFunc(got, beforeAll, slices.Equal) {
 		t.Fatalf("rebuilt lists otherwise: got %v, want %v", got, before)
 	}
 	again, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
@@ -105,9 +111,9 @@ func (l *lab) toLayout2() {
 		case "host":
 			i := strings.IndexByte(m, ' ') + 7
 			return m[:i] + domainindex.IDOf(m[i:])
-		case "sfx":
+		case "sfx": // layout 2's had no created_at
 			i := strings.IndexByte(m, ' ') + 1
-			return m[:i] + domainindex.IDOf(m[i:])
+			return m[:i] + domainindex.IDOf(m[i+6:])
 		case "tags":
 			return m
 		}

@@ -23,7 +23,7 @@ import (
 // id is the domain's Member (the caller encodes it); ix_lookup returns
 // the id as text (ix_id). A new or renamed domain shows as never scanned,
 // its registration as pending, until the projector applies its facts.
-var IndexLua = idLua + RecordPortLua + `
+var IndexLua = idLua + RecordPortLua + createdLua + `
 local IX_REASONS = {` + luaStrings(Reasons) + `}
 local function ix_suffixes(host)
   local out, i = {}, 1
@@ -45,12 +45,16 @@ local function ix_lookup(p, host, port)
   if m then return ix_id(string.sub(m, #pre + 1)) end
   return false
 end
-local function ix_names(p, id, host, port, add)
+-- ix_names adds (add) or removes the hostname's and its labels' members;
+-- created is the domain's created_at ms, which the label members carry.
+local function ix_names(p, id, host, port, add, created)
   local op, member = 'ZREM', {ix_name(host, port) .. id}
   if add then op, member = 'ZADD', {0, member[1]} end
   redis.call(op, p .. 'host', unpack(member))
+  local at = ix_created(created)
   for _, s in ipairs(ix_suffixes(host)) do
-    if add then redis.call('ZADD', p .. 'sfx', 0, s .. ' ' .. id) else redis.call('ZREM', p .. 'sfx', s .. ' ' .. id) end
+    local m = s .. ' ' .. at .. id
+    if add then redis.call('ZADD', p .. 'sfx', 0, m) else redis.call('ZREM', p .. 'sfx', m) end
   end
 end
 local function ix_whois(p, id, exp, reason)
@@ -114,7 +118,7 @@ local function ix_tags(p, id, old, new)
   end
 end
 local function ix_add(p, id, host, port, created, tags)
-  ix_names(p, id, host, port, true)
+  ix_names(p, id, host, port, true, created)
   ix_tags(p, id, '', tags)
   redis.call('ZADD', p .. 'created', created, id)
   if not redis.call('ZSCORE', p .. 'ssl', id) then redis.call('ZADD', p .. 'sslnull', 0, id) end
@@ -123,14 +127,15 @@ local function ix_add(p, id, host, port, created, tags)
   end
 end
 local function ix_rename(p, id, old_host, old_port, host, port)
-  ix_names(p, id, old_host, old_port, false)
-  ix_names(p, id, host, port, true)
+  local created = redis.call('ZSCORE', p .. 'created', id)
+  ix_names(p, id, old_host, old_port, false, created)
+  ix_names(p, id, host, port, true, created)
   ix_att(p, id, ix_name(old_host, old_port), false)
   ix_ssl(p, id, ix_name(host, port), '', '0', '0')
   if old_host ~= host then ix_whois(p, id, '', 'pending') end
 end
 local function ix_remove(p, id, host, port, tags)
-  ix_names(p, id, host, port, false)
+  ix_names(p, id, host, port, false, redis.call('ZSCORE', p .. 'created', id))
   ix_att(p, id, ix_name(host, port), false)
   ix_tags(p, id, tags, '')
   for _, k in ipairs({'created', 'ssl', 'bad', 'sslnull', 'whois', 'wnull'}) do redis.call('ZREM', p .. k, id) end

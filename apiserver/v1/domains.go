@@ -463,6 +463,9 @@ func (h *Handler) DomainPage(c *gin.Context, tenant string) (DomainList, error) 
 	if err != nil {
 		return DomainList{}, err
 	}
+	if page.SweepDue {
+		h.attention.Due(tenant)
+	}
 	out, err := h.listed(ctx, tenant, page, now)
 	if err != nil {
 		return DomainList{}, err

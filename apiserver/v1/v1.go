@@ -18,6 +18,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/alerts"
+	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/internal/channels"
@@ -85,14 +86,24 @@ type Handler struct {
 	channels ChannelStore
 	render   gin.HandlerFunc
 	logger   *zap.Logger
+	// attention builds and sweeps the tenants' attention indexes when a
+	// list finds one due (RunAttention).
+	attention *domainindex.Sweeper
 }
 
 // New returns the v1 API of cfg.
 func New(cfg Config, rdb redis.UniversalClient, store *accounts.Store, auth *httpapi.Auth, limits *httpapi.Limiter,
 	engine *alerts.Engine, chans ChannelStore, logger *zap.Logger) *Handler {
-	return &Handler{cfg: cfg, rdb: rdb, accounts: store, auth: auth, limits: limits, alerts: engine, channels: chans,
+	h := &Handler{cfg: cfg, rdb: rdb, accounts: store, auth: auth, limits: limits, alerts: engine, channels: chans,
 		render: httpapi.Render(logger, style), logger: logger}
+	h.attention = domainindex.NewSweeper(rdb, accounts.DomainKeyPrefix, func() time.Time { return h.cfg.Now() },
+		h.thresholds().Warning, logger)
+	return h
 }
+
+// RunAttention sweeps the tenants' attention indexes that lists found
+// due, until ctx is done (domainindex.Sweeper).
+func (h *Handler) RunAttention(ctx context.Context) error { return h.attention.Run(ctx) }
 
 // Routes serves /api/v1/... . Each route group adds its own routes; each
 // route states its scope and rate-limit classes.

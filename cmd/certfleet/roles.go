@@ -158,6 +158,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		}
 		gr.add(api.Run)
 		gr.add(api.RunRenewal)
+		gr.add(api.RunAttention)
 		eng, err := alerts.New(alerts.Config{CriticalDays: o.CriticalDays, DeployGrace: o.DeployGrace, RegionStaleAfter: o.RegionStaleAfter}, rdb, logger)
 		if err != nil {
 			return err
