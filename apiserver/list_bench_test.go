@@ -177,7 +177,7 @@ func BenchmarkDomainList(b *testing.B) {
 		// The tenant's attention index, as its first status list has the
 		// API server's sweeper build it in the background.
 		built := time.Now()
-		if err := domainindex.SweepAttention(ctx, rdb, tid, accounts.DomainKeyPrefix(tid), domainindex.Query{Now: time.Now(), Warning: 30}); err != nil {
+		if err := domainindex.SweepAttention(ctx, rdb, tid, accounts.DomainKeyPrefix(tid), domainindex.Query{Now: time.Now(), Warning: 30, Critical: 7}); err != nil {
 			b.Fatal(err)
 		}
 		b.Logf("tenant of %d domains: attention index built in %s", n, time.Since(built).Round(time.Millisecond))

@@ -418,15 +418,18 @@ func TestListDomainsStatusAndSearch(t *testing.T) {
 	// The status lists asked the tenant's attention index built; a
 	// server's sweeper (RunAttention) builds it, and the lists walk it.
 	tenant := events.TenantID("ops@example.com")
-	bound := domainindex.Prefix(tenant) + "attb"
-	if n := f.e.rdb.Exists(context.Background(), bound).Val(); n != 0 {
+	pre := domainindex.Prefix(tenant)
+	built := func() bool { // both tiers, swept to the end (urg first)
+		return f.e.rdb.Exists(context.Background(), pre+"attb").Val() == 1 && f.e.rdb.Exists(context.Background(), pre+"attq").Val() == 0
+	}
+	if n := f.e.rdb.Exists(context.Background(), pre+"attb", pre+"urgb").Val(); n != 0 {
 		t.Fatal("attention index built with no sweeper running")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.e.srv[0].RunAttention(ctx) }()
 	defer func() { cancel(); <-done }()
-	for deadline := time.Now().Add(10 * time.Second); f.e.rdb.Exists(context.Background(), bound).Val() == 0; {
+	for deadline := time.Now().Add(10 * time.Second); !built(); {
 		if r := f.list(0, "?status=critical"); r.code != http.StatusOK {
 			t.Fatalf("list: got %d %v", r.code, r.body)
 		}
@@ -435,14 +438,19 @@ func TestListDomainsStatusAndSearch(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	m := f.e.rdb.ZRange(context.Background(), domainindex.Prefix(tenant)+"att:created", 0, -1).Val()
-	var got []string
-	for _, id := range m {
-		got = append(got, domainindex.IDOf(id))
-	}
-	slices.Sort(got)
-	if want := slices.Sorted(slices.Values(f.ids("warn.example", "crit.example", "expired.example", "badchain.shop.example", "down.example"))); !slices.Equal(got, want) {
-		t.Errorf("attention index: got %v, want %v (the domains needing attention)", got, want)
+	for tier, hosts := range map[string][]string{
+		"att": {"warn.example", "crit.example", "expired.example", "badchain.shop.example", "down.example"},
+		"urg": {"crit.example", "expired.example"},
+	} {
+		m := f.e.rdb.ZRange(context.Background(), pre+tier+":created", 0, -1).Val()
+		var got []string
+		for _, id := range m {
+			got = append(got, domainindex.IDOf(id))
+		}
+		slices.Sort(got)
+		if want := slices.Sorted(slices.Values(f.ids(hosts...))); !slices.Equal(got, want) {
+			t.Errorf("attention tier %s: got %v, want %v (%v)", tier, got, want, hosts)
+		}
 	}
 	check()
 }

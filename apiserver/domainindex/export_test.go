@@ -32,12 +32,16 @@ func SetSweepChunk(t interface{ Cleanup(func()) }, n int) {
 	t.Cleanup(func() { sweepChunk = was })
 }
 
-// SweepStep runs one step of the attention sweep of tenantID for q's
-// warning bound, and tells whether the index is ready.
+// SweepStep runs one step of the attention sweep of tenantID's tier
+// "att" (the one with every phase) for q's warning bound, and tells
+// whether the tier is ready.
 func SweepStep(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix string, q Query) (bool, error) {
 	_, _, warnB := q.bounds()
-	return sweepStep(ctx, rdb, tenantID, recordPrefix, warnB)
+	return sweepStep(ctx, rdb, tenantID, recordPrefix, tierAll, warnB)
 }
 
 // PlanOf is the plan the list script followed for p.
 func PlanOf(p Page) string { return p.plan }
+
+// Attention tells whether q walks a tier of the attention index.
+func Attention(q Query) bool { return q.attention() != "" }

@@ -80,22 +80,23 @@ const (
 	// keyBuilt: string, the layout version the tenant's index was built
 	// with (Built, MarkBuilt).
 	keyBuilt = "built"
-	// keyAttHost, keyAttCreated: the attention index, the domains that
-	// may need attention, in hostname order (members as keyHost's) and in
-	// created_at order (as keyCreated): those with a certificate expiring
-	// before keyAttBound (unix ms), an invalid one (keyBad) or none
-	// (keyNoCert). Every status but valid holds only such domains, so a
-	// status filter sorted by hostname or created_at walks this index,
-	// a few percent of a healthy tenant, instead of the whole tenant.
-	// Built by the first such list (sweepScript, in steps), which
-	// moves the bound past the warning threshold as the clock moves, and
-	// kept by ix_ssl from then on; absent until then.
-	keyAttHost    = "att:host"
-	keyAttCreated = "att:created"
-	keyAttBound   = "attb"
-	// keyAttQueue: string, where a sweep left off (sweepScript); absent
-	// when none is under way.
-	keyAttQueue = "attq"
+	// The attention index, in two tiers (tierAll "att", tierUrgent
+	// "urg"): the domains that may need attention, in hostname order
+	// (<tier>:host, members as keyHost's) and in created_at order
+	// (<tier>:created, as keyCreated): those with a certificate expiring
+	// before the tier's bound (<tier>b, unix ms), and in "att" also those
+	// with an invalid one (keyBad) or none (keyNoCert). Every status but
+	// valid holds only such domains ("att" past the warning threshold,
+	// "urg" past the critical one), so a status filter sorted by hostname
+	// or created_at walks a tier, a few percent of a healthy tenant,
+	// instead of the whole tenant. Built when a list finds it missing
+	// (sweepScript, in steps, run by a Sweeper), which moves the bound on
+	// as the clock moves, and kept by ix_ssl from then on; <tier>q holds
+	// where a sweep under way left off.
+	keyAttHost    = ":host"
+	keyAttCreated = ":created"
+	keyAttBound   = "b"
+	keyAttQueue   = "q"
 	// keyTag + tag: set of the domains with that tag; keyTags: set of the
 	// tags in use (so Drop finds their sets).
 	keyTag  = "tag:"
@@ -155,7 +156,10 @@ func Keys(tenantID string) []string {
 	p := Prefix(tenantID)
 	out := []string{p + keyHost, p + keySuffix, p + keyCreated, p + keySSL, p + keyBad, p + keyNoCert,
 		p + keySSLNull, p + keyWhois, p + keyWhoisNull, p + keyBuilt, p + keyTags,
-		p + keyAttHost, p + keyAttCreated, p + keyAttBound, p + keyAttQueue}
+	}
+	for _, tier := range []string{tierAll, tierUrgent} {
+		out = append(out, p+tier+keyAttHost, p+tier+keyAttCreated, p+tier+keyAttBound, p+tier+keyAttQueue)
+	}
 	for _, r := range Reasons {
 		out = append(out, p+keyWhoisReason+r)
 	}

@@ -181,10 +181,7 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 		hasCur = "1"
 	}
 	nowMS, critB, warnB := q.bounds()
-	att := "0"
-	if q.attention() {
-		att = "1"
-	}
+	att := q.attention()
 	args := []any{Prefix(tenantID), recordPrefix, q.Sort, desc, q.Limit, q.Offset, hasCur,
 		c.Phase, scoreString(c.Score), c.Member,
 		q.Status, q.WhoisStatus, q.Search, nowMS, critB, warnB, q.plan, q.Tag, att, len(q.Fields)}
@@ -247,46 +244,67 @@ func (q Query) bounds() (nowMS, critB, warnB int64) {
 	return nowMS, nowMS + int64(q.Critical+1)*dayMS, nowMS + int64(q.Warning+1)*dayMS
 }
 
-// attention tells whether q walks the attention index (keyAttHost,
-// keyAttCreated) instead of the sort's: a status that only domains
-// needing attention have, sorted by hostname or created_at (the other
-// sorts walk the status's own range of scores).
-func (q Query) attention() bool {
-	return q.Status != "" && q.Status != "valid" && (q.Sort == SortHostname || q.Sort == SortCreated) && !q.noAttention
+// attention tells whether q walks a tier of the attention index instead
+// of the sort's index: a status that only domains needing attention have,
+// sorted by hostname or created_at (the other sorts walk the status's own
+// range of scores). Tiers: "urg" (tierUrgent) holds the certificates
+// expiring before a bound past the critical threshold, which the
+// expired and critical statuses walk; "att" (tierAll) those expiring
+// before a bound past the warning threshold and the invalid or missing
+// ones, which warning and error walk.
+func (q Query) attention() string {
+	if q.noAttention || (q.Sort != SortHostname && q.Sort != SortCreated) {
+		return ""
+	}
+	switch q.Status {
+	case "expired", "critical":
+		return tierUrgent
+	case "warning", "error":
+		return tierAll
+	}
+	return ""
 }
 
-// sweepScript builds a tenant's attention index, or moves its bound on,
-// a step of at most ARGV[5] domains at a time, so that no step holds
-// Redis for long (a tenant of 100,000 has some 16,000 domains to add):
-// once done, every domain whose certificate expires before ARGV[3] is
-// in it, and its bound is ARGV[4] (later, so that the next sweep is a
-// while off). A tenant's first sweep adds every invalid certificate
-// and scanned domain without one too; from its first step on, ix_ssl
-// keeps the domains whose facts change, and the steps add the others.
+// The attention index's tiers (keyAttHost's and keyAttCreated's
+// prefixes).
+const (
+	tierAll    = "att"
+	tierUrgent = "urg"
+)
+
+// sweepScript builds a tier of a tenant's attention index, or moves its
+// bound on, a step of at most ARGV[6] domains at a time, so that no step
+// holds Redis for long (a tenant of 100,000 has some 16,000 domains to
+// add): once done, every domain whose certificate expires before ARGV[4]
+// is in it, and its bound (<tier>b) is ARGV[5] (later, so that the next
+// sweep is a while off). Tier "att"'s first sweep adds every invalid
+// certificate and scanned domain without one too. From its first step
+// on, ix_ssl keeps the domains whose facts change, and the steps add the
+// others.
 //
-// keyAttQueue holds where the next step goes on ("bad|<score>",
-// "nocert|<SSCAN cursor>", "ssl|<score>": the scores from which to read
-// on, inclusive, or exclusive after "("); a list uses the index only once
-// it is gone. Concurrent sweeps take the steps in turn.
+// <tier>q holds where the next step goes on ("bad|<score>", "nocert|<SSCAN
+// cursor>", "ssl|<score>": the scores from which to read on, inclusive,
+// or exclusive after "("); a list uses the tier only once it is gone.
+// Concurrent sweeps take the steps in turn.
 //
-// KEYS: the tenant's attention bound (keyAttBound). ARGV: prefix, record
-// prefix, the bound needed, the bound to set (ms), the most domains a
-// step adds. Returns 1 when the index is ready for the bound needed, 0
-// when another step is due.
+// KEYS: the tier's bound. ARGV: prefix, record prefix, tier, the bound
+// needed, the bound to set (ms), the most domains a step adds. Returns 1
+// when the tier is ready for the bound needed, 0 when another step is
+// due.
 var sweepScript = redis.NewScript(IndexLua + `
-local P, RP, need, nb, K = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-local b = redis.call('GET', P .. 'attb')
-local q = redis.call('GET', P .. 'attq')
+local P, RP, tier, need, nb, K = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local b = redis.call('GET', P .. tier .. 'b')
+local q = redis.call('GET', P .. tier .. 'q')
 if not q then
   if b and tonumber(b) >= need then return 1 end
-  if b then q = 'ssl|' .. b else q = 'bad|-inf' end
+  if b then q = 'ssl|' .. b elseif tier == 'att' then q = 'bad|-inf' else q = 'ssl|-inf' end
   b = nb
-  redis.call('SET', P .. 'attb', b)
+  redis.call('SET', P .. tier .. 'b', b)
 end
 local phase, pos = string.match(q, '^(%a+)|(.*)$')
 local function add(id)
   local r = redis.call('HMGET', RP .. ix_id(id), 'host', 'port')
-  if r[1] then ix_att(P, id, ix_name(r[1], record_port(r[2])), true) end
+  if r[1] then ix_att(P, tier, id, ix_name(r[1], record_port(r[2])), true) end
 end
 -- ranged adds up to K members of key, by score from pos up to hi, and
 -- returns where the next step reads on (nil when done). A step that
@@ -314,10 +332,10 @@ else
   if nxt then q = 'ssl|' .. nxt else q = nil end
 end
 if q then
-  redis.call('SET', P .. 'attq', q)
+  redis.call('SET', P .. tier .. 'q', q)
   return 0
 end
-redis.call('DEL', P .. 'attq')
+redis.call('DEL', P .. tier .. 'q')
 if tonumber(b) >= need then return 1 end
 return 0
 `)
@@ -325,37 +343,47 @@ return 0
 // sweepChunk is the most domains a step of sweepScript adds.
 var sweepChunk = 1000
 
-// sweepAhead is how long before the warning bound reaches the attention
-// index's bound a list says a sweep is due (12 h), and sweepPast how far
-// past the warning bound a sweep moves it (a day): a tenant listed every
-// day sweeps about twice a day, each time the domains whose expiry came
-// within reach since, and its lists never find the index behind.
+// sweepAhead is how long before its threshold's bound reaches a tier's
+// bound a list says a sweep is due (12 h), and sweepPast how far past
+// that bound a sweep moves it (a day): a tenant listed every day sweeps
+// about twice a day, each time the domains whose expiry came within reach
+// since, and its lists never find the index behind.
 const (
 	sweepAhead = 12 * 3600 * 1000
 	sweepPast  = dayMS
 )
 
 // SweepAttention gets tenantID's attention index ready for the lists
-// counting statuses with q's clock and thresholds: built, and holding
-// every certificate expiring before a day past the warning bound. It
-// runs the steps one after another, each holding Redis for some 20 ms at
-// most (1,000 domains); a tenant's first is the only long one (some 16
-// steps for a tenant of 100,000). Sweeper runs it in the background.
+// counting statuses with q's clock and thresholds: both tiers built,
+// holding every certificate expiring before a day past the critical
+// (tier urg) and the warning bound (tier att). It runs the steps one
+// after another, each holding Redis for some 20 ms at most (1,000
+// domains); a tenant's first is the only long one (some 20 steps for a
+// tenant of 100,000). Sweeper runs it in the background.
 func SweepAttention(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix string, q Query) error {
-	_, _, warnB := q.bounds()
-	for {
-		done, err := sweepStep(ctx, rdb, tenantID, recordPrefix, warnB)
-		if err != nil || done {
-			return err
+	_, critB, warnB := q.bounds()
+	for _, t := range []struct {
+		tier  string
+		bound int64
+	}{{tierUrgent, critB}, {tierAll, warnB}} {
+		for {
+			done, err := sweepStep(ctx, rdb, tenantID, recordPrefix, t.tier, t.bound)
+			if err != nil {
+				return err
+			}
+			if done {
+				break
+			}
 		}
 	}
+	return nil
 }
 
-// sweepStep runs one step of sweepScript, and tells whether the index is
-// ready.
-func sweepStep(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix string, warnB int64) (bool, error) {
+// sweepStep runs one step of sweepScript for tier, and tells whether it
+// is ready for bound.
+func sweepStep(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix, tier string, bound int64) (bool, error) {
 	p := Prefix(tenantID)
-	n, err := sweepScript.Run(ctx, rdb, []string{p + keyAttBound}, p, recordPrefix, warnB, warnB+sweepPast, sweepChunk).Int()
+	n, err := sweepScript.Run(ctx, rdb, []string{p + tier + keyAttBound}, p, recordPrefix, tier, bound, bound+sweepPast, sweepChunk).Int()
 	if err != nil {
 		return false, fmt.Errorf("sweep attention index of %s: %w", tenantID, err)
 	}
@@ -414,7 +442,7 @@ local limit, offset, hasCur = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '
 local cphase, cscore, cmember = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 local status, wstatus, search = ARGV[11], ARGV[12], ARGV[13]
 local now, critB, warnB, plan = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]), ARGV[17]
-local tag, att = ARGV[18], ARGV[19] == '1'
+local tag, tier = ARGV[18], ARGV[19]
 local fields = {}
 for i = 1, tonumber(ARGV[20]) do fields[i] = ARGV[20 + i] end
 local NOEXP = ` + strconv.FormatInt(NoExpiryMS, 10) + `
@@ -611,26 +639,30 @@ local function members(src)
   return out
 end
 
--- The attention index serves a status list once built for its warning
--- bound; a sweep is due (due, returned) when it is not built, under way
--- (its sweeper may have stopped), or its bound is within SWEEP_AHEAD of
--- the warning bound, so that it moves on before a list needs it.
-local due = 0
-if att then
-  local b = tonumber(redis.call('GET', P .. 'attb'))
-  local building = redis.call('EXISTS', P .. 'attq') == 1
-  if not b or building or b < warnB + ` + strconv.FormatInt(sweepAhead, 10) + ` then due = 1 end
-  att = b ~= nil and b >= warnB and not building
+-- A tier of the attention index (tier, Query.attention) serves a status
+-- list once built for its threshold's bound (critical's for urg,
+-- warning's for att); a sweep is due (due, returned) when it is not
+-- built, under way (its sweeper may have stopped), or its bound is within
+-- SWEEP_AHEAD of the threshold's, so that it moves on before a list needs
+-- it.
+local due, att = 0, false
+if tier ~= '' then
+  local need = warnB
+  if tier == 'urg' then need = critB end
+  local b = tonumber(redis.call('GET', P .. tier .. 'b'))
+  local building = redis.call('EXISTS', P .. tier .. 'q') == 1
+  if not b or building or b < need + ` + strconv.FormatInt(sweepAhead, 10) + ` then due = 1 end
+  att = b ~= nil and b >= need and not building
 end
 local N = redis.call('ZCARD', P .. 'created')
 -- walkKey, W: the index a walk in the hostname or created_at order
--- reads, and its size: the attention index when the status filter says
--- so, which holds every match.
+-- reads, and its size: the attention index's tier when the status filter
+-- says so, which holds every match.
 local walkKey, W = P .. 'host', N
 if sort == 'created_at' then walkKey = P .. 'created' end
 if att then
-  walkKey = P .. 'att:host'
-  if sort == 'created_at' then walkKey = P .. 'att:created' end
+  walkKey = P .. tier .. ':host'
+  if sort == 'created_at' then walkKey = P .. tier .. ':created' end
   W = redis.call('ZCARD', walkKey)
 elseif sort == 'hostname' then W = redis.call('ZCARD', walkKey) end
 local best

@@ -508,55 +508,60 @@ func (l *lab) checkAll() {
 	l.checkAttention()
 }
 
-// checkAttention checks the attention index against its definition, once
-// built: every domain with a certificate expiring before its bound, an
-// invalid one or none, and no other, in both orders.
+// checkAttention checks each tier of the attention index against its
+// definition, once built: every domain with a certificate expiring before
+// the tier's bound (in "att", also every one with an invalid certificate
+// or none), and no other, in both orders.
 func (l *lab) checkAttention() {
 	l.t.Helper()
 	pre := domainindex.Prefix(l.tenant)
-	b, err := l.rdb.Get(l.ctx, pre+"attb").Result()
-	if err == redis.Nil || l.rdb.Exists(l.ctx, pre+"attq").Val() == 1 {
-		return // not built, or a sweep under way
-	}
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	want := map[string]bool{}
-	for _, m := range l.rdb.ZRangeByScore(l.ctx, pre+"ssl", &redis.ZRangeBy{Min: "-inf", Max: "(" + b}).Val() {
-		want[m] = true
-	}
-	for _, m := range l.rdb.ZRange(l.ctx, pre+"bad", 0, -1).Val() {
-		want[m] = true
-	}
-	for _, m := range l.rdb.SMembers(l.ctx, pre+"nocert").Val() {
-		want[m] = true
-	}
-	created := map[string]bool{}
-	for _, z := range l.rdb.ZRangeWithScores(l.ctx, pre+"att:created", 0, -1).Val() {
-		m := z.Member.(string)
-		if !want[m] {
-			l.t.Fatalf("attention index holds %s, which needs none", domainindex.IDOf(m))
+	for _, tier := range []string{"att", "urg"} {
+		b, err := l.rdb.Get(l.ctx, pre+tier+"b").Result()
+		if err == redis.Nil || l.rdb.Exists(l.ctx, pre+tier+"q").Val() == 1 {
+			continue // not built, or a sweep under way
 		}
-		if c := l.rdb.ZScore(l.ctx, pre+"created", m).Val(); c != z.Score {
-			l.t.Fatalf("attention index: %s created at %v, the index says %v", domainindex.IDOf(m), z.Score, c)
+		if err != nil {
+			l.t.Fatal(err)
 		}
-		created[m] = true
-	}
-	if len(created) != len(want) {
-		l.t.Fatalf("attention index holds %d domains, want %d", len(created), len(want))
-	}
-	hosts := l.rdb.ZRange(l.ctx, pre+"att:host", 0, -1).Val()
-	all := map[string]bool{}
-	for _, m := range l.rdb.ZRange(l.ctx, pre+"host", 0, -1).Val() {
-		all[m] = true
-	}
-	for _, m := range hosts {
-		if !all[m] || !want[m[strings.IndexByte(m, ' ')+7:]] {
-			l.t.Fatalf("attention index by hostname holds %q", m)
+		want := map[string]bool{}
+		for _, m := range l.rdb.ZRangeByScore(l.ctx, pre+"ssl", &redis.ZRangeBy{Min: "-inf", Max: "(" + b}).Val() {
+			want[m] = true
 		}
-	}
-	if len(hosts) != len(want) {
-		l.t.Fatalf("attention index by hostname holds %d domains, want %d", len(hosts), len(want))
+		if tier == "att" {
+			for _, m := range l.rdb.ZRange(l.ctx, pre+"bad", 0, -1).Val() {
+				want[m] = true
+			}
+			for _, m := range l.rdb.SMembers(l.ctx, pre+"nocert").Val() {
+				want[m] = true
+			}
+		}
+		created := map[string]bool{}
+		for _, z := range l.rdb.ZRangeWithScores(l.ctx, pre+tier+":created", 0, -1).Val() {
+			m := z.Member.(string)
+			if !want[m] {
+				l.t.Fatalf("attention tier %s holds %s, which it should not", tier, domainindex.IDOf(m))
+			}
+			if c := l.rdb.ZScore(l.ctx, pre+"created", m).Val(); c != z.Score {
+				l.t.Fatalf("attention tier %s: %s created at %v, the index says %v", tier, domainindex.IDOf(m), z.Score, c)
+			}
+			created[m] = true
+		}
+		if len(created) != len(want) {
+			l.t.Fatalf("attention tier %s holds %d domains, want %d", tier, len(created), len(want))
+		}
+		hosts := l.rdb.ZRange(l.ctx, pre+tier+":host", 0, -1).Val()
+		all := map[string]bool{}
+		for _, m := range l.rdb.ZRange(l.ctx, pre+"host", 0, -1).Val() {
+			all[m] = true
+		}
+		for _, m := range hosts {
+			if !all[m] || !want[m[strings.IndexByte(m, ' ')+7:]] {
+				l.t.Fatalf("attention tier %s by hostname holds %q", tier, m)
+			}
+		}
+		if len(hosts) != len(want) {
+			l.t.Fatalf("attention tier %s by hostname holds %d domains, want %d", tier, len(hosts), len(want))
+		}
 	}
 }
 
@@ -597,7 +602,7 @@ func TestAttentionIndex(t *testing.T) {
 		t.Fatalf("the build took %d steps of 4 domains: want many", steps)
 	}
 	l.checkAttention()
-	l.rdb.Del(l.ctx, pre+"attb", pre+"att:host", pre+"att:created")
+	l.rdb.Del(l.ctx, pre+"attb", pre+"attq", pre+"att:host", pre+"att:created")
 	statusQueries := func(at time.Time, wantDue bool) {
 		t.Helper()
 		rows := l.rowsAt(at)
@@ -637,9 +642,11 @@ func TestAttentionIndex(t *testing.T) {
 			q.Now = at
 			l.check(rows, q)
 		}
-		b, err := l.rdb.Get(l.ctx, pre+"attb").Int64()
-		if wantB := at.UnixMilli() + int64(th.Warning+1)*24*3600*1000 + 24*3600*1000; err != nil || b != wantB {
-			t.Fatalf("at %s: bound %d, %v; want %d", at, b, err, wantB)
+		for tier, days := range map[string]int{"att": th.Warning, "urg": th.Critical} {
+			b, err := l.rdb.Get(l.ctx, pre+tier+"b").Int64()
+			if wantB := at.UnixMilli() + int64(days+1)*24*3600*1000 + 24*3600*1000; err != nil || b != wantB {
+				t.Fatalf("at %s: tier %s's bound %d, %v; want %d", at, tier, b, err, wantB)
+			}
 		}
 		l.checkAttention()
 	}

@@ -124,25 +124,27 @@ func BenchmarkListScript(b *testing.B) {
 			// The attention index, built here by a status list (the
 			// sweep's time from the slow log), is counted with the rest.
 			pre := domainindex.Prefix(tenant)
-			rdb.Del(ctx, pre+"attb", pre+"attq", pre+"att:host", pre+"att:created")
+			for _, tier := range []string{"att", "urg"} {
+				rdb.Del(ctx, pre+tier+"b", pre+tier+"q", pre+tier+":host", pre+tier+":created")
+			}
 			rdb.Do(ctx, "SLOWLOG", "RESET")
 			built := time.Now()
-			if err := domainindex.SweepAttention(ctx, rdb, tenant, accounts.DomainKeyPrefix(tenant), domainindex.Query{Now: at, Warning: 30}); err != nil {
+			if err := domainindex.SweepAttention(ctx, rdb, tenant, accounts.DomainKeyPrefix(tenant), domainindex.Query{Now: at, Warning: 30, Critical: 7}); err != nil {
 				b.Fatal(err)
 			}
 			took := time.Since(built)
-			sweep := latency.ScriptMedian(b, rdb, ":ix:attb")
 			var bytes, attBytes int64
 			for _, k := range domainindex.Keys(tenant) {
 				m := rdb.MemoryUsage(ctx, k).Val()
 				bytes += m
-				if strings.Contains(k, ":ix:att") {
+				if strings.Contains(k, ":ix:att") || strings.Contains(k, ":ix:urg") {
 					attBytes += m
 				}
 			}
-			att := rdb.ZCard(ctx, domainindex.Prefix(tenant)+"att:created").Val()
-			b.Logf("attention index: %d domains (%.1f%%), built in %s (steps of up to 1,000 domains, %s each inside Redis, the median), %.0f B per domain in it",
-				att, 100*float64(att)/float64(n), took.Round(time.Millisecond), sweep, float64(attBytes)/float64(max(att, 1)))
+			att, urg := rdb.ZCard(ctx, pre+"att:created").Val(), rdb.ZCard(ctx, pre+"urg:created").Val()
+			b.Logf("attention index: tier att %d domains (%.1f%%), tier urg %d (%.1f%%), built in %s (steps of up to 1,000 domains, medians inside Redis %s and %s), %.0f B per domain in it",
+				att, 100*float64(att)/float64(n), urg, 100*float64(urg)/float64(n), took.Round(time.Millisecond),
+				latency.ScriptMedian(b, rdb, ":ix:attb"), latency.ScriptMedian(b, rdb, ":ix:urgb"), float64(attBytes)/float64(max(att+urg, 1)))
 			b.Logf("tenant of %d domains loaded in %s (zset-max-listpack-entries %s); list index %.0f B/domain",
 				n, time.Since(start).Round(time.Millisecond), cmp.Or(zsetEntries, "as configured"), float64(bytes)/float64(n))
 			return tenant
@@ -197,7 +199,7 @@ func BenchmarkListScript(b *testing.B) {
 			}
 			// A status walked on the attention index: the walk of the
 			// whole tenant, the same run's baseline.
-			if q := c.q(base); q.Status != "" && q.Status != "valid" && (q.Sort == domainindex.SortHostname || q.Sort == domainindex.SortCreated) {
+			if q := c.q(base); domainindex.Attention(q) {
 				q = domainindex.WithoutAttention(q)
 				rdb.Do(ctx, "SLOWLOG", "RESET")
 				for range 30 {

@@ -26,11 +26,11 @@ const sweepQueue = 1024
 // Redis for long. Replicas may sweep a tenant at once: the steps take
 // turns and repeat nothing harmful.
 type Sweeper struct {
-	rdb          redis.UniversalClient
-	recordPrefix func(tenantID string) string
-	now          func() time.Time
-	warning      int
-	logger       *zap.Logger
+	rdb               redis.UniversalClient
+	recordPrefix      func(tenantID string) string
+	now               func() time.Time
+	warning, critical int
+	logger            *zap.Logger
 
 	mu     sync.Mutex
 	queued map[string]bool
@@ -38,10 +38,12 @@ type Sweeper struct {
 }
 
 // NewSweeper returns a sweeper for lists counting statuses with the
-// warning threshold warningDays on the clock now; recordPrefix gives the
-// start of a tenant's domain record keys (List's recordPrefix).
-func NewSweeper(rdb redis.UniversalClient, recordPrefix func(tenantID string) string, now func() time.Time, warningDays int, logger *zap.Logger) *Sweeper {
-	return &Sweeper{rdb: rdb, recordPrefix: recordPrefix, now: now, warning: warningDays, logger: logger.Named("attention"),
+// thresholds warningDays and criticalDays on the clock now; recordPrefix
+// gives the start of a tenant's domain record keys (List's recordPrefix).
+func NewSweeper(rdb redis.UniversalClient, recordPrefix func(tenantID string) string, now func() time.Time,
+	warningDays, criticalDays int, logger *zap.Logger) *Sweeper {
+	return &Sweeper{rdb: rdb, recordPrefix: recordPrefix, now: now, warning: warningDays, critical: criticalDays,
+		logger: logger.Named("attention"),
 		queued: map[string]bool{}, ch: make(chan string, sweepQueue)}
 }
 
@@ -73,7 +75,7 @@ func (s *Sweeper) Run(ctx context.Context) error {
 			delete(s.queued, tenant)
 			s.mu.Unlock()
 			start := time.Now()
-			q := Query{Now: s.now(), Warning: s.warning}
+			q := Query{Now: s.now(), Warning: s.warning, Critical: s.critical}
 			if err := SweepAttention(ctx, s.rdb, tenant, s.recordPrefix(tenant), q); err != nil {
 				if ctx.Err() != nil {
 					return nil

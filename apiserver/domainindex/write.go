@@ -69,25 +69,34 @@ local function ix_whois(p, id, exp, reason)
     if r == reason and exp == '' then redis.call('SADD', p .. 'wr:' .. r, id) else redis.call('SREM', p .. 'wr:' .. r, id) end
   end
 end
--- ix_att puts domain id, named name (ix_name's), in the attention index
--- (att:host, att:created) or takes it out. Only once the index exists
--- (attb set, by sweepScript of list.go) does anything put a domain in.
-local function ix_att(p, id, name, on)
+-- ix_att puts domain id, named name (ix_name's), in a tier of the
+-- attention index ('att' or 'urg': <tier>:host, <tier>:created) or takes
+-- it out. Only once a tier exists (<tier>b set, by sweepScript of
+-- list.go) does anything put a domain in.
+local function ix_att(p, tier, id, name, on)
   if on then
-    redis.call('ZADD', p .. 'att:host', 0, name .. id)
-    redis.call('ZADD', p .. 'att:created', redis.call('ZSCORE', p .. 'created', id) or 0, id)
+    redis.call('ZADD', p .. tier .. ':host', 0, name .. id)
+    redis.call('ZADD', p .. tier .. ':created', redis.call('ZSCORE', p .. 'created', id) or 0, id)
   else
-    redis.call('ZREM', p .. 'att:host', name .. id)
-    redis.call('ZREM', p .. 'att:created', id)
+    redis.call('ZREM', p .. tier .. ':host', name .. id)
+    redis.call('ZREM', p .. tier .. ':created', id)
   end
 end
+-- ix_att_out takes domain id, named name, out of both tiers.
+local function ix_att_out(p, id, name)
+  ix_att(p, 'att', id, name, false)
+  ix_att(p, 'urg', id, name, false)
+end
 -- ix_ssl writes a domain's certificate facts; name is ix_name of the
--- host they are for (the record's).
+-- host they are for (the record's). A tier holds the domains whose
+-- certificate expires before its bound; 'att' also those whose
+-- certificate is invalid or missing.
 local function ix_ssl(p, id, name, ssl, bad, nocert)
+  local s = tonumber(ssl)
   local b = tonumber(redis.call('GET', p .. 'attb'))
-  if b then
-    ix_att(p, id, name, (ssl ~= '' and (tonumber(ssl) < b or bad == '1')) or (ssl == '' and nocert == '1'))
-  end
+  if b then ix_att(p, 'att', id, name, (s ~= nil and (s < b or bad == '1')) or (s == nil and nocert == '1')) end
+  b = tonumber(redis.call('GET', p .. 'urgb'))
+  if b then ix_att(p, 'urg', id, name, s ~= nil and s < b) end
   if ssl ~= '' then
     redis.call('ZADD', p .. 'ssl', ssl, id)
     if bad == '1' then redis.call('ZADD', p .. 'bad', ssl, id) else redis.call('ZREM', p .. 'bad', id) end
@@ -130,13 +139,13 @@ local function ix_rename(p, id, old_host, old_port, host, port)
   local created = redis.call('ZSCORE', p .. 'created', id)
   ix_names(p, id, old_host, old_port, false, created)
   ix_names(p, id, host, port, true, created)
-  ix_att(p, id, ix_name(old_host, old_port), false)
+  ix_att_out(p, id, ix_name(old_host, old_port))
   ix_ssl(p, id, ix_name(host, port), '', '0', '0')
   if old_host ~= host then ix_whois(p, id, '', 'pending') end
 end
 local function ix_remove(p, id, host, port, tags)
   ix_names(p, id, host, port, false, redis.call('ZSCORE', p .. 'created', id))
-  ix_att(p, id, ix_name(host, port), false)
+  ix_att_out(p, id, ix_name(host, port))
   ix_tags(p, id, tags, '')
   for _, k in ipairs({'created', 'ssl', 'bad', 'sslnull', 'whois', 'wnull'}) do redis.call('ZREM', p .. k, id) end
   redis.call('SREM', p .. 'nocert', id)

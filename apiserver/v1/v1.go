@@ -97,7 +97,7 @@ func New(cfg Config, rdb redis.UniversalClient, store *accounts.Store, auth *htt
 	h := &Handler{cfg: cfg, rdb: rdb, accounts: store, auth: auth, limits: limits, alerts: engine, channels: chans,
 		render: httpapi.Render(logger, style), logger: logger}
 	h.attention = domainindex.NewSweeper(rdb, accounts.DomainKeyPrefix, func() time.Time { return h.cfg.Now() },
-		h.thresholds().Warning, logger)
+		h.thresholds().Warning, h.thresholds().Critical, logger)
 	return h
 }
 

@@ -249,7 +249,7 @@ func TestRedisMemoryPerDomain(t *testing.T) {
 	for _, d := range doms {
 		if !swept[d.tenant] {
 			swept[d.tenant] = true
-			q := domainindex.Query{Now: time.Now(), Warning: 30}
+			q := domainindex.Query{Now: time.Now(), Warning: 30, Critical: 7}
 			if err := domainindex.SweepAttention(ctx, rdb, d.tenant, accounts.DomainKeyPrefix(d.tenant), q); err != nil {
 				t.Fatal(err)
 			}
