@@ -297,6 +297,9 @@ local b = redis.call('GET', P .. tier .. 'b')
 local q = redis.call('GET', P .. tier .. 'q')
 if not q then
   if b and tonumber(b) >= need then return 1 end
+  -- A tenant without domains (one that left: its keys are gone) gets
+  -- no index, nor a key of it.
+  if redis.call('EXISTS', P .. 'created') == 0 then return 1 end
   if b then q = 'ssl|' .. b elseif tier == 'att' then q = 'bad|-inf' else q = 'ssl|-inf' end
   b = nb
   redis.call('SET', P .. tier .. 'b', b)

@@ -944,3 +944,22 @@ func (l *lab) explain(rows []row, q domainindex.Query) {
 		}
 	}
 }
+
+// TestSweepEmptyTenant: a sweep of a tenant without domains (one that
+// left while a list asked for a sweep) writes no key in its namespace.
+func TestSweepEmptyTenant(t *testing.T) {
+	l := newLab(t, 11)
+	if err := domainindex.SweepAttention(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), baseQuery()); err != nil {
+		t.Fatal(err)
+	}
+	if keys := l.rdb.Keys(l.ctx, domainindex.Prefix(l.tenant)+"*").Val(); len(keys) != 0 {
+		t.Fatalf("a sweep of a tenant without domains wrote %v", keys)
+	}
+	l.add(5)
+	if err := domainindex.SweepAttention(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), baseQuery()); err != nil {
+		t.Fatal(err)
+	}
+	if n := l.rdb.Exists(l.ctx, domainindex.Prefix(l.tenant)+"attb", domainindex.Prefix(l.tenant)+"urgb").Val(); n != 2 {
+		t.Fatalf("a sweep of a tenant with domains built %d tiers, want 2", n)
+	}
+}
