@@ -730,6 +730,14 @@ if labels then plan = 'label' elseif plan == 'label' then plan = '' end
 -- share of the sort (4), or on the hostname sort a record read each for
 -- the hostname (8.5). A walk that needs the total reads the candidates
 -- anyway.
+-- capWalk: how many members a semi walk reads before it gives up and
+-- sorts its candidates instead (as read): a few times the walk the plan
+-- expected, which assumes the filter's matches spread evenly over the
+-- sort (a status on the registration sort may be all at its far end).
+-- Plan 'semiread' (tests) gives up at once.
+local capWalk = 1000
+if best then capWalk = capWalk + 4 * math.min(W, want * W / math.max(best.est, 1)) end
+if plan == 'semiread' then plan, capWalk = 'semi', 0 end
 if plan == '' then
   plan = 'walk'
   -- A single filter that is a status over the sort's own key: the walk
@@ -757,36 +765,12 @@ if plan == '' then
   end
 end
 if not best then plan = 'walk' end
-if plan == 'label' then
-  local runs = {}
-  for _, s in ipairs(labels) do
-    local a, z = '[' .. s .. ' ', '(' .. s .. '!'
-    total = total + redis.call('ZLEXCOUNT', P .. 'sfx', a, z)
-    if hasCur then
-      local k = s .. ' ' .. ix_created(cscore) .. cmember
-      if desc then z = '(' .. k else a = '(' .. k end
-    end
-    local got
-    if desc then got = redis.call('ZREVRANGEBYLEX', P .. 'sfx', z, a, 'LIMIT', 0, want)
-    else got = redis.call('ZRANGEBYLEX', P .. 'sfx', a, z, 'LIMIT', 0, want) end
-    for _, m in ipairs(got) do runs[#runs + 1] = string.sub(m, #s + 2) end
-  end
-  -- "<created><id>" of each: in list order once sorted (and reversed
-  -- when desc).
-  table.sort(runs)
-  local n = #runs
-  for j = offset + 1, math.min(n, want) do
-    local k = runs[j]
-    if desc then k = runs[n + 1 - j] end
-    local id = string.sub(k, 7)
-    out[#out + 1] = id
-    keys[#keys + 1] = {0, ix_created_ms(k), id}
-  end
-elseif plan == 'read' then
-  -- Read the smallest source, keep its matches and sort them by a
-  -- string key each (Lua compares strings in C): the hostname index's
-  -- member, or the score (scoreKey) and the id; the domains without a
-  -- value (phase 1) by id.
+-- readPage pages sel, the smallest source's candidates that pass every
+-- filter (plan read, or a semi walk that gave up): it sorts them by a
+-- string key each (Lua compares strings in C): the hostname index's
+-- member, or the score (scoreKey) and the id; the domains without a
+-- value (phase 1) by id.
+local function readPage(sel)
   -- scoreKey: 16 characters that sort as the score s (whole ms, within
   -- 10^15 of 0: some 31,000 years), from its reply v: most are whole and
   -- positive, kept as they are behind '1' and zeros; scoreOf reads it
@@ -802,9 +786,6 @@ elseif plan == 'read' then
     if string.sub(k, 1, 1) == '0' then s = s - MAXS - 1 end
     return s
   end
-  local ids = members(best)
-  local ok, sel = matchAll(ids, nil, best.f), {}
-  for i, id in ipairs(ids) do if ok[i] then sel[#sel + 1] = id end end
   total = #sel
   local k0, k1 = {}, {}
   if sort == 'hostname' then
@@ -848,19 +829,50 @@ elseif plan == 'read' then
     out[#out + 1] = id
     keys[#keys + 1] = k
   end
+end
+if plan == 'label' then
+  local runs = {}
+  for _, s in ipairs(labels) do
+    local a, z = '[' .. s .. ' ', '(' .. s .. '!'
+    total = total + redis.call('ZLEXCOUNT', P .. 'sfx', a, z)
+    if hasCur then
+      local k = s .. ' ' .. ix_created(cscore) .. cmember
+      if desc then z = '(' .. k else a = '(' .. k end
+    end
+    local got
+    if desc then got = redis.call('ZREVRANGEBYLEX', P .. 'sfx', z, a, 'LIMIT', 0, want)
+    else got = redis.call('ZRANGEBYLEX', P .. 'sfx', a, z, 'LIMIT', 0, want) end
+    for _, m in ipairs(got) do runs[#runs + 1] = string.sub(m, #s + 2) end
+  end
+  -- "<created><id>" of each: in list order once sorted (and reversed
+  -- when desc).
+  table.sort(runs)
+  local n = #runs
+  for j = offset + 1, math.min(n, want) do
+    local k = runs[j]
+    if desc then k = runs[n + 1 - j] end
+    local id = string.sub(k, 7)
+    out[#out + 1] = id
+    keys[#keys + 1] = {0, ix_created_ms(k), id}
+  end
+elseif plan == 'read' then
+  local ids = members(best)
+  local ok, sel = matchAll(ids, nil, best.f), {}
+  for i, id in ipairs(ids) do if ok[i] then sel[#sel + 1] = id end end
+  readPage(sel)
 else
   -- Walk the sort's index from the cursor until the page is full,
   -- testing each member against the filters, or (semi) its membership
   -- in the candidates that pass them.
-  local set
+  local set, sel
   if plan == 'semi' or not (#sources == 0 or (#sources == 1 and sources[1].count)) then
     local ids = members(best)
     local ok = matchAll(ids, nil, best.f)
-    if plan == 'semi' then set = {} end
+    if plan == 'semi' then set, sel = {}, {} end
     for i, id in ipairs(ids) do
       if ok[i] then
         total = total + 1
-        if set then set[id] = true end
+        if set then set[id] = true; sel[#sel + 1] = id end
       end
     end
   elseif #sources == 0 then total = N
@@ -917,10 +929,10 @@ else
       end
     end
   end
-  local skip = offset
+  local skip, walked, gaveUp = offset, 0, false
   for phase, seq in ipairs(seqs) do
     local p = phase - 1
-    if #out > limit then break end
+    if #out > limit or gaveUp then break end
     if not hasCur or p >= cphase then
       local pos
       if hasCur and p == cphase then
@@ -933,6 +945,8 @@ else
       if seq[5] then pos = math.min(pos, seq[4] - 1) else pos = math.max(pos, seq[3]) end
       local all = #sources == 0 or seq[6]
       while #out <= limit do
+        -- A semi walk past its cap sorts its candidates instead.
+        if set and walked >= capWalk then gaveUp = true; break end
         -- When every member matches, an offset skips ranks.
         if all and skip > 0 then
           local n
@@ -952,6 +966,7 @@ else
         -- are read for the page's last member only.
         local got = redis.call('ZRANGE', seq[1], a, b)
         local n = #got
+        walked = walked + n
         local ids, hosts, ms, isHost = {}, {}, {}, seq[2] and sort == 'hostname'
         for j = 1, n do
           local m = got[j]
@@ -981,9 +996,12 @@ else
       end
     end
   end
+  if gaveUp then
+    out, keys, total = {}, {}, 0
+    readPage(sel)
   -- The next cursor's score (the walk read none): 0 in a lex
   -- sequence, else its member's.
-  if #out > limit then
+  elseif #out > limit then
     local k = keys[limit]
     local seq = k[2]
     if seq[2] then k[2] = 0 else k[2] = tonumber(redis.call('ZSCORE', seq[1], k[3])) end

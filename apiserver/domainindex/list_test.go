@@ -364,8 +364,8 @@ func (l *lab) check(rows []row, q domainindex.Query) {
 	}
 	// "mixed" takes each page with another plan: a cursor of one plan
 	// continues under any other.
-	plans := []string{"read", "walk", "semi", "label"}
-	for i, plan := range []string{"", "read", "walk", "semi", "label", "mixed"} {
+	plans := []string{"read", "walk", "semi", "label", "semiread"}
+	for i, plan := range []string{"", "read", "walk", "semi", "label", "semiread", "mixed"} {
 		q := domainindex.WithPlan(q, plan)
 		if i == 0 {
 			// The rows: the record's fields asked (one it lacks absent) and
