@@ -731,12 +731,20 @@ if labels then plan = 'label' elseif plan == 'label' then plan = '' end
 -- the hostname (8.5). A walk that needs the total reads the candidates
 -- anyway.
 -- capWalk: how many members a semi walk reads before it gives up and
--- sorts its candidates instead (as read): a few times the walk the plan
--- expected, which assumes the filter's matches spread evenly over the
--- sort (a status on the registration sort may be all at its far end).
--- Plan 'semiread' (tests) gives up at once.
+-- sorts its candidates instead (as read). The plan expects the filter's
+-- matches spread evenly over the sort; when they bunch at its far end (a
+-- status on the registration sort, the two correlated) the walk reads
+-- on until it has cost what sorting the candidates costs, or half again
+-- what it expected, whichever is more, so that it costs at most about
+-- twice the cheaper of the two. The costs are the plan's, below. Plan
+-- 'semiread' (tests) gives up at once.
 local capWalk = 1000
-if best then capWalk = capWalk + 4 * math.min(W, want * W / math.max(best.est, 1)) end
+if best then
+  local member, key = 1, 4
+  if sort == 'hostname' then member, key = 2.3, 8.5 end
+  local E = math.max(best.est, 1)
+  capWalk = capWalk + math.max(1.5 * math.min(W, want * W / E), E * key / member)
+end
 if plan == 'semiread' then plan, capWalk = 'semi', 0 end
 if plan == '' then
   plan = 'walk'
