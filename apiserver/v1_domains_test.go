@@ -419,10 +419,10 @@ func TestListDomainsStatusAndSearch(t *testing.T) {
 	// server's sweeper (RunAttention) builds it, and the lists walk it.
 	tenant := events.TenantID("ops@example.com")
 	pre := domainindex.Prefix(tenant)
-	built := func() bool { // both tiers, swept to the end (urg first)
-		return f.e.rdb.Exists(context.Background(), pre+"attb").Val() == 1 && f.e.rdb.Exists(context.Background(), pre+"attq").Val() == 0
+	built := func() bool { // every tier, swept to the end (watt last)
+		return f.e.rdb.HExists(context.Background(), pre+"tiers", "watt").Val() && !f.e.rdb.HExists(context.Background(), pre+"tiers", "wattq").Val()
 	}
-	if n := f.e.rdb.Exists(context.Background(), pre+"attb", pre+"urgb").Val(); n != 0 {
+	if n := f.e.rdb.Exists(context.Background(), pre+"tiers").Val(); n != 0 {
 		t.Fatal("attention index built with no sweeper running")
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -80,23 +80,25 @@ const (
 	// keyBuilt: string, the layout version the tenant's index was built
 	// with (Built, MarkBuilt).
 	keyBuilt = "built"
-	// The attention index, in two tiers (tierAll "att", tierUrgent
-	// "urg"): the domains that may need attention, in hostname order
-	// (<tier>:host, members as keyHost's) and in created_at order
-	// (<tier>:created, as keyCreated): those with a certificate expiring
-	// before the tier's bound (<tier>b, unix ms), and in "att" also those
-	// with an invalid one (keyBad) or none (keyNoCert). Every status but
-	// valid holds only such domains ("att" past the warning threshold,
-	// "urg" past the critical one), so a status filter sorted by hostname
-	// or created_at walks a tier, a few percent of a healthy tenant,
-	// instead of the whole tenant. Built when a list finds it missing
+	// The attention index, in tiers (tiers): the domains that may need
+	// attention, in hostname order (<tier>:host, members as keyHost's)
+	// and in created_at order (<tier>:created, as keyCreated): those with
+	// a certificate expiring before the tier's bound (<tier>b, unix ms),
+	// and in "att" also those with an invalid one (keyBad) or none
+	// (keyNoCert); "watt" and "wurg" likewise over the registration's
+	// expiry. Every status but valid holds only such domains ("att" and
+	// "watt" past the warning threshold, "urg" and "wurg" past the
+	// critical one), so a status (whois_status verdict) filter sorted by
+	// hostname or created_at walks a tier, a few percent of a healthy
+	// tenant, instead of the whole tenant. Built when a list finds it missing
 	// (sweepScript, in steps, run by a Sweeper), which moves the bound on
-	// as the clock moves, and kept by ix_ssl from then on; <tier>q holds
-	// where a sweep under way left off.
+	// as the clock moves, and kept by ix_ssl and ix_whois from then on.
 	keyAttHost    = ":host"
 	keyAttCreated = ":created"
-	keyAttBound   = "b"
-	keyAttQueue   = "q"
+	// keyAttBounds: hash, per tier its bound ("<tier>": unix ms) and,
+	// while a sweep is under way, where it left off ("<tier>q"): one
+	// small hash, as a healthy tenant's tiers hold nothing else.
+	keyAttBounds = "tiers"
 	// keyTag + tag: set of the domains with that tag; keyTags: set of the
 	// tags in use (so Drop finds their sets).
 	keyTag  = "tag:"
@@ -157,8 +159,9 @@ func Keys(tenantID string) []string {
 	out := []string{p + keyHost, p + keySuffix, p + keyCreated, p + keySSL, p + keyBad, p + keyNoCert,
 		p + keySSLNull, p + keyWhois, p + keyWhoisNull, p + keyBuilt, p + keyTags,
 	}
-	for _, tier := range []string{tierAll, tierUrgent} {
-		out = append(out, p+tier+keyAttHost, p+tier+keyAttCreated, p+tier+keyAttBound, p+tier+keyAttQueue)
+	out = append(out, p+keyAttBounds)
+	for _, t := range tiers {
+		out = append(out, p+t.name+keyAttHost, p+t.name+keyAttCreated)
 	}
 	for _, r := range Reasons {
 		out = append(out, p+keyWhoisReason+r)

@@ -262,47 +262,63 @@ func (q Query) attention() string {
 	case "warning", "error":
 		return tierAll
 	}
+	switch q.WhoisStatus {
+	case "expired", "critical":
+		return tierWhoisUrgent
+	case "warning":
+		return tierWhoisAll
+	}
 	return ""
 }
 
 // The attention index's tiers (keyAttHost's and keyAttCreated's
-// prefixes).
+// prefixes): over the certificates' expiry (and validity) and over the
+// registration's ("watt" and "wurg", the same bounds over the
+// registration expiry, for the whois_status verdicts).
 const (
-	tierAll    = "att"
-	tierUrgent = "urg"
+	tierAll         = "att"
+	tierUrgent      = "urg"
+	tierWhoisAll    = "watt"
+	tierWhoisUrgent = "wurg"
 )
+
+// tiers lists every tier with the threshold whose bound it follows.
+var tiers = []struct {
+	name     string
+	critical bool
+}{{tierUrgent, true}, {tierAll, false}, {tierWhoisUrgent, true}, {tierWhoisAll, false}}
 
 // sweepScript builds a tier of a tenant's attention index, or moves its
 // bound on, a step of at most ARGV[6] domains at a time, so that no step
 // holds Redis for long (a tenant of 100,000 has some 16,000 domains to
 // add): once done, every domain whose certificate expires before ARGV[4]
-// is in it, and its bound (<tier>b) is ARGV[5] (later, so that the next
+// is in it, and its bound (field <tier> of keyAttBounds) is ARGV[5] (later, so that the next
 // sweep is a while off). Tier "att"'s first sweep adds every invalid
 // certificate and scanned domain without one too. From its first step
 // on, ix_ssl keeps the domains whose facts change, and the steps add the
 // others.
 //
-// <tier>q holds where the next step goes on ("bad|<score>", "nocert|<SSCAN
-// cursor>", "ssl|<score>": the scores from which to read on, inclusive,
+// Field <tier>q holds where the next step goes on ("bad|<score>", "nocert|<SSCAN
+// cursor>", "exp|<score>": the scores from which to read on, inclusive,
 // or exclusive after "("); a list uses the tier only once it is gone.
 // Concurrent sweeps take the steps in turn.
 //
-// KEYS: the tier's bound. ARGV: prefix, record prefix, tier, the bound
+// KEYS: the tiers' bounds (keyAttBounds). ARGV: prefix, record prefix, tier, the bound
 // needed, the bound to set (ms), the most domains a step adds. Returns 1
 // when the tier is ready for the bound needed, 0 when another step is
 // due.
 var sweepScript = redis.NewScript(IndexLua + `
 local P, RP, tier, need, nb, K = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
-local b = redis.call('GET', P .. tier .. 'b')
-local q = redis.call('GET', P .. tier .. 'q')
+local b = redis.call('HGET', P .. 'tiers', tier)
+local q = redis.call('HGET', P .. 'tiers', tier .. 'q')
 if not q then
   if b and tonumber(b) >= need then return 1 end
   -- A tenant without domains (one that left: its keys are gone) gets
   -- no index, nor a key of it.
   if redis.call('EXISTS', P .. 'created') == 0 then return 1 end
-  if b then q = 'ssl|' .. b elseif tier == 'att' then q = 'bad|-inf' else q = 'ssl|-inf' end
+  if b then q = 'exp|' .. b elseif tier == 'att' then q = 'bad|-inf' else q = 'exp|-inf' end
   b = nb
-  redis.call('SET', P .. tier .. 'b', b)
+  redis.call('HSET', P .. 'tiers', tier, b)
 end
 local phase, pos = string.match(q, '^(%a+)|(.*)$')
 local function add(id)
@@ -329,16 +345,19 @@ if phase == 'bad' then
 elseif phase == 'nocert' then
   local r = redis.call('SSCAN', P .. 'nocert', pos, 'COUNT', K)
   for _, id in ipairs(r[2]) do add(id) end
-  if r[1] == '0' then q = 'ssl|-inf' else q = 'nocert|' .. r[1] end
+  if r[1] == '0' then q = 'exp|-inf' else q = 'nocert|' .. r[1] end
 else
-  local nxt = ranged(P .. 'ssl', '(' .. b)
-  if nxt then q = 'ssl|' .. nxt else q = nil end
+  -- The expiry the tier follows: the registration's for watt and wurg.
+  local key = 'ssl'
+  if tier == 'watt' or tier == 'wurg' then key = 'whois' end
+  local nxt = ranged(P .. key, '(' .. b)
+  if nxt then q = 'exp|' .. nxt else q = nil end
 end
 if q then
-  redis.call('SET', P .. tier .. 'q', q)
+  redis.call('HSET', P .. 'tiers', tier .. 'q', q)
   return 0
 end
-redis.call('DEL', P .. tier .. 'q')
+redis.call('HDEL', P .. 'tiers', tier .. 'q')
 if tonumber(b) >= need then return 1 end
 return 0
 `)
@@ -357,20 +376,21 @@ const (
 )
 
 // SweepAttention gets tenantID's attention index ready for the lists
-// counting statuses with q's clock and thresholds: both tiers built,
-// holding every certificate expiring before a day past the critical
-// (tier urg) and the warning bound (tier att). It runs the steps one
-// after another, each holding Redis for some 20 ms at most (1,000
-// domains); a tenant's first is the only long one (some 20 steps for a
-// tenant of 100,000). Sweeper runs it in the background.
+// counting statuses with q's clock and thresholds: every tier built,
+// holding every certificate (registration) expiring before a day past
+// the critical bound (tiers urg, wurg) or the warning bound (att, watt).
+// It runs the steps one after another, each holding Redis for some 20 ms
+// at most (1,000 domains); a tenant's first is the only long one (some
+// 40 steps for a tenant of 100,000). Sweeper runs it in the background.
 func SweepAttention(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix string, q Query) error {
 	_, critB, warnB := q.bounds()
-	for _, t := range []struct {
-		tier  string
-		bound int64
-	}{{tierUrgent, critB}, {tierAll, warnB}} {
+	for _, t := range tiers {
+		bound := warnB
+		if t.critical {
+			bound = critB
+		}
 		for {
-			done, err := sweepStep(ctx, rdb, tenantID, recordPrefix, t.tier, t.bound)
+			done, err := sweepStep(ctx, rdb, tenantID, recordPrefix, t.name, bound)
 			if err != nil {
 				return err
 			}
@@ -386,7 +406,7 @@ func SweepAttention(ctx context.Context, rdb redis.UniversalClient, tenantID, re
 // is ready for bound.
 func sweepStep(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix, tier string, bound int64) (bool, error) {
 	p := Prefix(tenantID)
-	n, err := sweepScript.Run(ctx, rdb, []string{p + tier + keyAttBound}, p, recordPrefix, tier, bound, bound+sweepPast, sweepChunk).Int()
+	n, err := sweepScript.Run(ctx, rdb, []string{p + keyAttBounds}, p, recordPrefix, tier, bound, bound+sweepPast, sweepChunk).Int()
 	if err != nil {
 		return false, fmt.Errorf("sweep attention index of %s: %w", tenantID, err)
 	}
@@ -651,9 +671,9 @@ end
 local due, att = 0, false
 if tier ~= '' then
   local need = warnB
-  if tier == 'urg' then need = critB end
-  local b = tonumber(redis.call('GET', P .. tier .. 'b'))
-  local building = redis.call('EXISTS', P .. tier .. 'q') == 1
+  if tier == 'urg' or tier == 'wurg' then need = critB end
+  local b = tonumber(redis.call('HGET', P .. 'tiers', tier))
+  local building = redis.call('HEXISTS', P .. 'tiers', tier .. 'q') == 1
   if not b or building or b < need + ` + strconv.FormatInt(sweepAhead, 10) + ` then due = 1 end
   att = b ~= nil and b >= need and not building
 end

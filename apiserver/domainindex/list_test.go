@@ -515,16 +515,20 @@ func (l *lab) checkAll() {
 func (l *lab) checkAttention() {
 	l.t.Helper()
 	pre := domainindex.Prefix(l.tenant)
-	for _, tier := range []string{"att", "urg"} {
-		b, err := l.rdb.Get(l.ctx, pre+tier+"b").Result()
-		if err == redis.Nil || l.rdb.Exists(l.ctx, pre+tier+"q").Val() == 1 {
+	for _, tier := range []string{"att", "urg", "watt", "wurg"} {
+		b, err := l.rdb.HGet(l.ctx, pre+"tiers", tier).Result()
+		if err == redis.Nil || l.rdb.HExists(l.ctx, pre+"tiers", tier+"q").Val() {
 			continue // not built, or a sweep under way
 		}
 		if err != nil {
 			l.t.Fatal(err)
 		}
 		want := map[string]bool{}
-		for _, m := range l.rdb.ZRangeByScore(l.ctx, pre+"ssl", &redis.ZRangeBy{Min: "-inf", Max: "(" + b}).Val() {
+		expiry := "ssl"
+		if strings.HasPrefix(tier, "w") {
+			expiry = "whois"
+		}
+		for _, m := range l.rdb.ZRangeByScore(l.ctx, pre+expiry, &redis.ZRangeBy{Min: "-inf", Max: "(" + b}).Val() {
 			want[m] = true
 		}
 		if tier == "att" {
@@ -579,7 +583,7 @@ func TestAttentionIndex(t *testing.T) {
 	l.project()
 	l.scanSome(80)
 	pre := domainindex.Prefix(l.tenant)
-	if n := l.rdb.Exists(l.ctx, pre+"attb").Val(); n != 0 {
+	if n := l.rdb.Exists(l.ctx, pre+"tiers").Val(); n != 0 {
 		t.Fatal("attention index built before any list asked for it")
 	}
 	// A build under way while the projector applies scans: the steps
@@ -602,7 +606,8 @@ func TestAttentionIndex(t *testing.T) {
 		t.Fatalf("the build took %d steps of 4 domains: want many", steps)
 	}
 	l.checkAttention()
-	l.rdb.Del(l.ctx, pre+"attb", pre+"attq", pre+"att:host", pre+"att:created")
+	l.rdb.HDel(l.ctx, pre+"tiers", "att", "attq")
+	l.rdb.Del(l.ctx, pre+"att:host", pre+"att:created")
 	statusQueries := func(at time.Time, wantDue bool) {
 		t.Helper()
 		rows := l.rowsAt(at)
@@ -621,7 +626,7 @@ func TestAttentionIndex(t *testing.T) {
 			t.Fatalf("at %s: sweep due %v before it, want %v", at, !wantDue, wantDue)
 		}
 		for _, q := range l.queries() {
-			if q.Status == "" || q.Status == "valid" {
+			if !domainindex.Attention(q) {
 				continue
 			}
 			q.Now = at
@@ -636,14 +641,14 @@ func TestAttentionIndex(t *testing.T) {
 			t.Fatalf("at %s: a sweep still due after it", at)
 		}
 		for _, q := range l.queries() {
-			if q.Status == "" || q.Status == "valid" {
+			if !domainindex.Attention(q) {
 				continue
 			}
 			q.Now = at
 			l.check(rows, q)
 		}
-		for tier, days := range map[string]int{"att": th.Warning, "urg": th.Critical} {
-			b, err := l.rdb.Get(l.ctx, pre+tier+"b").Int64()
+		for tier, days := range map[string]int{"att": th.Warning, "urg": th.Critical, "watt": th.Warning, "wurg": th.Critical} {
+			b, err := l.rdb.HGet(l.ctx, pre+"tiers", tier).Int64()
 			if wantB := at.UnixMilli() + int64(days+1)*24*3600*1000 + 24*3600*1000; err != nil || b != wantB {
 				t.Fatalf("at %s: tier %s's bound %d, %v; want %d", at, tier, b, err, wantB)
 			}
@@ -721,6 +726,9 @@ func TestListAgainstBruteForce(t *testing.T) {
 			}
 		}
 	}
+	// The renames' scripts alone keep the attention index (a new port
+	// keeps the registration's tiers).
+	l.checkAttention()
 	// Before the projector applies the renames: a renamed domain shows as
 	// never scanned at once, and with its new host's registration once
 	// synced (the handler syncs after a rename).
@@ -959,7 +967,7 @@ func TestSweepEmptyTenant(t *testing.T) {
 	if err := domainindex.SweepAttention(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), baseQuery()); err != nil {
 		t.Fatal(err)
 	}
-	if n := l.rdb.Exists(l.ctx, domainindex.Prefix(l.tenant)+"attb", domainindex.Prefix(l.tenant)+"urgb").Val(); n != 2 {
-		t.Fatalf("a sweep of a tenant with domains built %d tiers, want 2", n)
+	if n := l.rdb.HLen(l.ctx, domainindex.Prefix(l.tenant)+"tiers").Val(); n != 4 {
+		t.Fatalf("a sweep of a tenant with domains built %d tiers, want 4", n)
 	}
 }

@@ -135,8 +135,10 @@ func BenchmarkListScript(b *testing.B) {
 			// The attention index, built here by a status list (the
 			// sweep's time from the slow log), is counted with the rest.
 			pre := domainindex.Prefix(tenant)
-			for _, tier := range []string{"att", "urg"} {
-				rdb.Del(ctx, pre+tier+"b", pre+tier+"q", pre+tier+":host", pre+tier+":created")
+			for _, k := range domainindex.Keys(tenant) {
+				if strings.HasSuffix(k, ":tiers") || strings.HasSuffix(k, "urg:host") || strings.Contains(k, "att:") || strings.Contains(k, "urg:") {
+					rdb.Del(ctx, k)
+				}
 			}
 			rdb.Do(ctx, "SLOWLOG", "RESET")
 			built := time.Now()
@@ -148,16 +150,16 @@ func BenchmarkListScript(b *testing.B) {
 			for _, k := range domainindex.Keys(tenant) {
 				m := rdb.MemoryUsage(ctx, k).Val()
 				bytes += m
-				if strings.Contains(k, ":ix:att") || strings.Contains(k, ":ix:urg") {
+				if strings.HasSuffix(k, ":tiers") || strings.Contains(k, "att:") || strings.Contains(k, "urg:") {
 					attBytes += m
 				}
 			}
 			att, urg := rdb.ZCard(ctx, pre+"att:created").Val(), rdb.ZCard(ctx, pre+"urg:created").Val()
-			// Only the sweep's steps ran since the reset; their first key
-			// is a tier's bound (":ix:attb", ":ix:urgb").
-			b.Logf("attention index: tier att %d domains (%.1f%%), tier urg %d (%.1f%%), built in %s (steps of up to 1,000 domains, %s each inside Redis, the median), %.0f B per domain in it",
-				att, 100*float64(att)/float64(n), urg, 100*float64(urg)/float64(n), took.Round(time.Millisecond),
-				latency.ScriptMedian(b, rdb, "b"), float64(attBytes)/float64(max(att+urg, 1)))
+			watt, wurg := rdb.ZCard(ctx, pre+"watt:created").Val(), rdb.ZCard(ctx, pre+"wurg:created").Val()
+			pct := func(k int64) float64 { return 100 * float64(k) / float64(n) }
+			b.Logf("attention index: tiers att %d (%.1f%%), urg %d (%.1f%%), watt %d (%.1f%%), wurg %d (%.1f%%) domains, built in %s (steps of up to 1,000 domains, %s each inside Redis, the median), %.0f B per domain in a tier",
+				att, pct(att), urg, pct(urg), watt, pct(watt), wurg, pct(wurg), took.Round(time.Millisecond),
+				latency.ScriptMedian(b, rdb, ":ix:tiers"), float64(attBytes)/float64(max(att+urg+watt+wurg, 1)))
 			b.Logf("tenant of %d domains loaded in %s (zset-max-listpack-entries %s); list index %.0f B/domain",
 				n, time.Since(start).Round(time.Millisecond), cmp.Or(zsetEntries, "as configured"), float64(bytes)/float64(n))
 			return tenant

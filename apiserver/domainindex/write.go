@@ -57,7 +57,11 @@ local function ix_names(p, id, host, port, add, created)
     if add then redis.call('ZADD', p .. 'sfx', 0, m) else redis.call('ZREM', p .. 'sfx', m) end
   end
 end
-local function ix_whois(p, id, exp, reason)
+local ix_whois_tiers
+-- ix_whois writes a domain's registration facts; name, when given, is
+-- ix_name of the record's host they are for, whose attention tiers over
+-- the registration follow them.
+local function ix_whois(p, id, exp, reason, name)
   if exp ~= '' then
     redis.call('ZADD', p .. 'whois', exp, id)
     redis.call('ZREM', p .. 'wnull', id)
@@ -68,11 +72,12 @@ local function ix_whois(p, id, exp, reason)
   for _, r in ipairs(IX_REASONS) do
     if r == reason and exp == '' then redis.call('SADD', p .. 'wr:' .. r, id) else redis.call('SREM', p .. 'wr:' .. r, id) end
   end
+  if name then ix_whois_tiers(p, id, name) end
 end
 -- ix_att puts domain id, named name (ix_name's), in a tier of the
--- attention index ('att' or 'urg': <tier>:host, <tier>:created) or takes
--- it out. Only once a tier exists (<tier>b set, by sweepScript of
--- list.go) does anything put a domain in.
+-- attention index ('att', 'urg', 'watt', 'wurg': <tier>:host, <tier>:created) or takes
+-- it out. Only once a tier exists (its bound set in the hash 'tiers', by
+-- sweepScript of list.go) does anything put a domain in.
 local function ix_att(p, tier, id, name, on)
   if on then
     redis.call('ZADD', p .. tier .. ':host', 0, name .. id)
@@ -82,10 +87,19 @@ local function ix_att(p, tier, id, name, on)
     redis.call('ZREM', p .. tier .. ':created', id)
   end
 end
--- ix_att_out takes domain id, named name, out of both tiers.
+-- ix_att_out takes domain id, named name, out of every tier.
 local function ix_att_out(p, id, name)
-  ix_att(p, 'att', id, name, false)
-  ix_att(p, 'urg', id, name, false)
+  for _, t in ipairs({'att', 'urg', 'watt', 'wurg'}) do ix_att(p, t, id, name, false) end
+end
+-- ix_whois_tiers puts domain id, named name, in the tiers over the
+-- registration expiry ('watt', 'wurg') its expiry is below the bound of,
+-- and out of the others.
+ix_whois_tiers = function(p, id, name)
+  local s = tonumber(redis.call('ZSCORE', p .. 'whois', id))
+  for _, t in ipairs({'watt', 'wurg'}) do
+    local b = tonumber(redis.call('HGET', p .. 'tiers', t))
+    if b then ix_att(p, t, id, name, s ~= nil and s < b) end
+  end
 end
 -- ix_ssl writes a domain's certificate facts; name is ix_name of the
 -- host they are for (the record's). A tier holds the domains whose
@@ -93,9 +107,9 @@ end
 -- certificate is invalid or missing.
 local function ix_ssl(p, id, name, ssl, bad, nocert)
   local s = tonumber(ssl)
-  local b = tonumber(redis.call('GET', p .. 'attb'))
+  local b = tonumber(redis.call('HGET', p .. 'tiers', 'att'))
   if b then ix_att(p, 'att', id, name, (s ~= nil and (s < b or bad == '1')) or (s == nil and nocert == '1')) end
-  b = tonumber(redis.call('GET', p .. 'urgb'))
+  b = tonumber(redis.call('HGET', p .. 'tiers', 'urg'))
   if b then ix_att(p, 'urg', id, name, s ~= nil and s < b) end
   if ssl ~= '' then
     redis.call('ZADD', p .. 'ssl', ssl, id)
@@ -141,7 +155,8 @@ local function ix_rename(p, id, old_host, old_port, host, port)
   ix_names(p, id, host, port, true, created)
   ix_att_out(p, id, ix_name(old_host, old_port))
   ix_ssl(p, id, ix_name(host, port), '', '0', '0')
-  if old_host ~= host then ix_whois(p, id, '', 'pending') end
+  -- The registration stays with the host: a new port keeps its tiers.
+  if old_host ~= host then ix_whois(p, id, '', 'pending') else ix_whois_tiers(p, id, ix_name(host, port)) end
 end
 local function ix_remove(p, id, host, port, tags)
   ix_names(p, id, host, port, false, redis.call('ZSCORE', p .. 'created', id))
@@ -317,7 +332,7 @@ if r[1] == ARGV[3] and record_port(r[2]) == ARGV[4] then
 else
   ix_ssl(p, id, name, '', '0', '0')
 end
-if r[1] == ARGV[8] then ix_whois(p, id, ARGV[9], ARGV[10]) end
+if r[1] == ARGV[8] then ix_whois(p, id, ARGV[9], ARGV[10], name) end
 return 1
 `)
 
