@@ -157,7 +157,7 @@ func BenchmarkListScript(b *testing.B) {
 			att, urg := rdb.ZCard(ctx, pre+"att:created").Val(), rdb.ZCard(ctx, pre+"urg:created").Val()
 			watt, wurg := rdb.ZCard(ctx, pre+"watt:created").Val(), rdb.ZCard(ctx, pre+"wurg:created").Val()
 			pct := func(k int64) float64 { return 100 * float64(k) / float64(n) }
-			b.Logf("attention index: tiers att %d (%.1f%%), urg %d (%.1f%%), watt %d (%.1f%%), wurg %d (%.1f%%) domains, built in %s (steps of up to 1,000 domains, %s each inside Redis, the median), %.0f B per domain in a tier",
+			b.Logf("attention index: tiers att %d (%.1f%%), urg %d (%.1f%%), watt %d (%.1f%%), wurg %d (%.1f%%) domains, built in %s (steps of up to 500 domains, %s each inside Redis, the median), %.0f B per domain in a tier",
 				att, pct(att), urg, pct(urg), watt, pct(watt), wurg, pct(wurg), took.Round(time.Millisecond),
 				latency.ScriptMedian(b, rdb, ":ix:tiers"), float64(attBytes)/float64(max(att+urg+watt+wurg, 1)))
 			b.Logf("tenant of %d domains loaded in %s (zset-max-listpack-entries %s); list index %.0f B/domain",
