@@ -282,11 +282,34 @@ const (
 	tierWhoisUrgent = "wurg"
 )
 
-// tiers lists every tier with the threshold whose bound it follows.
+// tiers defines every tier, in the order a sweep builds them: the
+// threshold whose bound it follows (critical, else warning), the expiry
+// it holds the domains below the bound of (the index's key: keySSL or
+// keyWhois), and whether it also holds the invalid and missing
+// certificates. tiersLua gives the scripts the same table.
 var tiers = []struct {
 	name     string
 	critical bool
-}{{tierUrgent, true}, {tierAll, false}, {tierWhoisUrgent, true}, {tierWhoisAll, false}}
+	expiry   string
+	invalid  bool
+}{
+	{tierUrgent, true, keySSL, false},
+	{tierAll, false, keySSL, true},
+	{tierWhoisUrgent, true, keyWhois, false},
+	{tierWhoisAll, false, keyWhois, false},
+}
+
+// tiersLua defines IX_TIERS, tiers in Lua ({name, crit, key, invalid}
+// each), and IX_TIER, the same by name.
+var tiersLua = func() string {
+	var b strings.Builder
+	b.WriteString("\nlocal IX_TIERS = {")
+	for _, t := range tiers {
+		fmt.Fprintf(&b, "{name = %q, crit = %t, key = %q, invalid = %t}, ", t.name, t.critical, t.expiry, t.invalid)
+	}
+	b.WriteString("}\nlocal IX_TIER = {}\nfor _, t in ipairs(IX_TIERS) do IX_TIER[t.name] = t end\n")
+	return b.String()
+}()
 
 // sweepScript builds a tier of a tenant's attention index, or moves its
 // bound on, a step of at most ARGV[6] domains at a time, so that no step
@@ -316,7 +339,7 @@ if not q then
   -- A tenant without domains (one that left: its keys are gone) gets
   -- no index, nor a key of it.
   if redis.call('EXISTS', P .. 'created') == 0 then return 1 end
-  if b then q = 'exp|' .. b elseif tier == 'att' then q = 'bad|-inf' else q = 'exp|-inf' end
+  if b then q = 'exp|' .. b elseif IX_TIER[tier].invalid then q = 'bad|-inf' else q = 'exp|-inf' end
   b = nb
   redis.call('HSET', P .. 'tiers', tier, b)
 end
@@ -347,10 +370,7 @@ elseif phase == 'nocert' then
   for _, id in ipairs(r[2]) do add(id) end
   if r[1] == '0' then q = 'exp|-inf' else q = 'nocert|' .. r[1] end
 else
-  -- The expiry the tier follows: the registration's for watt and wurg.
-  local key = 'ssl'
-  if tier == 'watt' or tier == 'wurg' then key = 'whois' end
-  local nxt = ranged(P .. key, '(' .. b)
+  local nxt = ranged(P .. IX_TIER[tier].key, '(' .. b)
   if nxt then q = 'exp|' .. nxt else q = nil end
 end
 if q then
@@ -460,7 +480,7 @@ func (q Query) fingerprint() string {
 // bound ms, plan ("read", "walk", "semi" or "" to choose), tag, "1" to walk
 // the attention index (swept for the warning bound) instead of the sort's,
 // the number of record fields to return per id, those fields.
-var listScript = redis.NewScript(idLua + RecordPortLua + createdLua + `
+var listScript = redis.NewScript(idLua + RecordPortLua + createdLua + tiersLua + `
 local P, RP, sort, desc = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local limit, offset, hasCur = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
 local cphase, cscore, cmember = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
@@ -672,7 +692,7 @@ end
 local due, att = 0, false
 if tier ~= '' then
   local need = warnB
-  if tier == 'urg' or tier == 'wurg' then need = critB end
+  if IX_TIER[tier].crit then need = critB end
   local b = tonumber(redis.call('HGET', P .. 'tiers', tier))
   local building = redis.call('HEXISTS', P .. 'tiers', tier .. 'q') == 1
   if not b or building or b < need + ` + strconv.FormatInt(sweepAhead, 10) + ` then due = 1 end

@@ -23,7 +23,7 @@ import (
 // id is the domain's Member (the caller encodes it); ix_lookup returns
 // the id as text (ix_id). A new or renamed domain shows as never scanned,
 // its registration as pending, until the projector applies its facts.
-var IndexLua = idLua + RecordPortLua + createdLua + `
+var IndexLua = idLua + RecordPortLua + createdLua + tiersLua + `
 local IX_REASONS = {` + luaStrings(Reasons) + `}
 local function ix_suffixes(host)
   local out, i = {}, 1
@@ -57,7 +57,7 @@ local function ix_names(p, id, host, port, add, created)
     if add then redis.call('ZADD', p .. 'sfx', 0, m) else redis.call('ZREM', p .. 'sfx', m) end
   end
 end
-local ix_whois_tiers
+local ix_tiers
 -- ix_whois writes a domain's registration facts; name, when given, is
 -- ix_name of the record's host they are for, whose attention tiers over
 -- the registration follow them.
@@ -72,12 +72,11 @@ local function ix_whois(p, id, exp, reason, name)
   for _, r in ipairs(IX_REASONS) do
     if r == reason and exp == '' then redis.call('SADD', p .. 'wr:' .. r, id) else redis.call('SREM', p .. 'wr:' .. r, id) end
   end
-  if name then ix_whois_tiers(p, id, name) end
+  if name then ix_tiers(p, id, name, 'whois', tonumber(redis.call('ZSCORE', p .. 'whois', id)), false, false) end
 end
 -- ix_att puts domain id, named name (ix_name's), in a tier of the
--- attention index ('att', 'urg', 'watt', 'wurg': <tier>:host, <tier>:created) or takes
--- it out. Only once a tier exists (its bound set in the hash 'tiers', by
--- sweepScript of list.go) does anything put a domain in.
+-- attention index (IX_TIERS: <tier>:host, <tier>:created) or takes it
+-- out.
 local function ix_att(p, tier, id, name, on)
   if on then
     redis.call('ZADD', p .. tier .. ':host', 0, name .. id)
@@ -89,28 +88,30 @@ local function ix_att(p, tier, id, name, on)
 end
 -- ix_att_out takes domain id, named name, out of every tier.
 local function ix_att_out(p, id, name)
-  for _, t in ipairs({'att', 'urg', 'watt', 'wurg'}) do ix_att(p, t, id, name, false) end
+  for _, t in ipairs(IX_TIERS) do ix_att(p, t.name, id, name, false) end
 end
--- ix_whois_tiers puts domain id, named name, in the tiers over the
--- registration expiry ('watt', 'wurg') its expiry is below the bound of,
--- and out of the others.
-ix_whois_tiers = function(p, id, name)
-  local s = tonumber(redis.call('ZSCORE', p .. 'whois', id))
-  for _, t in ipairs({'watt', 'wurg'}) do
-    local b = tonumber(redis.call('HGET', p .. 'tiers', t))
-    if b then ix_att(p, t, id, name, s ~= nil and s < b) end
+-- ix_tiers puts domain id, named name, in the tiers over the expiry key
+-- ('ssl' or 'whois') whose bound its expiry s (nil: none) is below, or
+-- that hold its invalid certificate (bad) or its missing one (nocert),
+-- and out of the others. Only a tier that exists (its bound set in the
+-- hash 'tiers', by sweepScript of list.go) takes a domain in.
+ix_tiers = function(p, id, name, key, s, bad, nocert)
+  local names = {}
+  for _, t in ipairs(IX_TIERS) do if t.key == key then names[#names + 1] = t.name end end
+  local bounds = redis.call('HMGET', p .. 'tiers', unpack(names))
+  for i, tier in ipairs(names) do
+    local b = tonumber(bounds[i])
+    if b then
+      local on = s ~= nil and s < b
+      if IX_TIER[tier].invalid then on = on or (s ~= nil and bad) or (s == nil and nocert) end
+      ix_att(p, tier, id, name, on)
+    end
   end
 end
 -- ix_ssl writes a domain's certificate facts; name is ix_name of the
--- host they are for (the record's). A tier holds the domains whose
--- certificate expires before its bound; 'att' also those whose
--- certificate is invalid or missing.
+-- host they are for (the record's).
 local function ix_ssl(p, id, name, ssl, bad, nocert)
-  local s = tonumber(ssl)
-  local b = tonumber(redis.call('HGET', p .. 'tiers', 'att'))
-  if b then ix_att(p, 'att', id, name, (s ~= nil and (s < b or bad == '1')) or (s == nil and nocert == '1')) end
-  b = tonumber(redis.call('HGET', p .. 'tiers', 'urg'))
-  if b then ix_att(p, 'urg', id, name, s ~= nil and s < b) end
+  ix_tiers(p, id, name, 'ssl', tonumber(ssl), bad == '1', nocert == '1')
   if ssl ~= '' then
     redis.call('ZADD', p .. 'ssl', ssl, id)
     if bad == '1' then redis.call('ZADD', p .. 'bad', ssl, id) else redis.call('ZREM', p .. 'bad', id) end
@@ -156,7 +157,8 @@ local function ix_rename(p, id, old_host, old_port, host, port)
   ix_att_out(p, id, ix_name(old_host, old_port))
   ix_ssl(p, id, ix_name(host, port), '', '0', '0')
   -- The registration stays with the host: a new port keeps its tiers.
-  if old_host ~= host then ix_whois(p, id, '', 'pending') else ix_whois_tiers(p, id, ix_name(host, port)) end
+  if old_host ~= host then ix_whois(p, id, '', 'pending')
+  else ix_tiers(p, id, ix_name(host, port), 'whois', tonumber(redis.call('ZSCORE', p .. 'whois', id)), false, false) end
 end
 local function ix_remove(p, id, host, port, tags)
   ix_names(p, id, host, port, false, redis.call('ZSCORE', p .. 'created', id))
