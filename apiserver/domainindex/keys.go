@@ -83,7 +83,7 @@ const (
 	// The attention index, in tiers (tiers): the domains that may need
 	// attention, in hostname order (<tier>:host, members as keyHost's)
 	// and in created_at order (<tier>:created, as keyCreated): those with
-	// a certificate expiring before the tier's bound (<tier>b, unix ms),
+	// a certificate expiring before the tier's bound (keyAttBounds),
 	// and in "att" also those with an invalid one (keyBad) or none
 	// (keyNoCert); "watt" and "wurg" likewise over the registration's
 	// expiry. Every status but valid holds only such domains ("att" and
@@ -92,7 +92,8 @@ const (
 	// hostname or created_at walks a tier, a few percent of a healthy
 	// tenant, instead of the whole tenant. Built when a list finds it missing
 	// (sweepScript, in steps, run by a Sweeper), which moves the bound on
-	// as the clock moves, and kept by ix_ssl and ix_whois from then on.
+	// as the clock moves, and kept by ix_tiers (from ix_ssl and ix_whois)
+	// from then on.
 	keyAttHost    = ":host"
 	keyAttCreated = ":created"
 	// keyAttBounds: hash, per tier its bound ("<tier>": unix ms) and,
@@ -157,9 +158,7 @@ func CreatedKey(tenantID string) string { return Prefix(tenantID) + keyCreated }
 func Keys(tenantID string) []string {
 	p := Prefix(tenantID)
 	out := []string{p + keyHost, p + keySuffix, p + keyCreated, p + keySSL, p + keyBad, p + keyNoCert,
-		p + keySSLNull, p + keyWhois, p + keyWhoisNull, p + keyBuilt, p + keyTags,
-	}
-	out = append(out, p+keyAttBounds)
+		p + keySSLNull, p + keyWhois, p + keyWhoisNull, p + keyBuilt, p + keyTags, p + keyAttBounds}
 	for _, t := range tiers {
 		out = append(out, p+t.name+keyAttHost, p+t.name+keyAttCreated)
 	}

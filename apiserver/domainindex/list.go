@@ -69,8 +69,9 @@ type Query struct {
 	// (Page.Rows), read by the same script: none when empty.
 	Fields []string
 
-	// plan forces the script's plan ("read", "walk" or "semi"; ""
-	// chooses), for tests that check each against one answer;
+	// plan forces the script's plan ("read", "walk", "semi", "label",
+	// or "semiread", a semi walk that gives up at once; "" chooses), for
+	// tests that check each against one answer;
 	// noAttention keeps a walk off the attention index, for the
 	// benchmark that compares the two.
 	plan        string
@@ -251,7 +252,9 @@ func (q Query) bounds() (nowMS, critB, warnB int64) {
 // expiring before a bound past the critical threshold, which the
 // expired and critical statuses walk; "att" (tierAll) those expiring
 // before a bound past the warning threshold and the invalid or missing
-// ones, which warning and error walk.
+// ones, which warning and error walk; "wurg" and "watt" the same over the
+// registration expiry, for the whois_status verdicts. It returns the
+// tier's name, "" for none.
 func (q Query) attention() string {
 	if q.noAttention || (q.Sort != SortHostname && q.Sort != SortCreated) {
 		return ""
@@ -300,36 +303,45 @@ var tiers = []struct {
 }
 
 // tiersLua defines IX_TIERS, tiers in Lua ({name, crit, key, invalid}
-// each), and IX_TIER, the same by name.
+// each), IX_TIER, the same by name, and IX_TIERS_OF, the tiers' names by
+// the expiry they follow ('ssl', 'whois').
 var tiersLua = func() string {
 	var b strings.Builder
 	b.WriteString("\nlocal IX_TIERS = {")
 	for _, t := range tiers {
 		fmt.Fprintf(&b, "{name = %q, crit = %t, key = %q, invalid = %t}, ", t.name, t.critical, t.expiry, t.invalid)
 	}
-	b.WriteString("}\nlocal IX_TIER = {}\nfor _, t in ipairs(IX_TIERS) do IX_TIER[t.name] = t end\n")
+	b.WriteString(`}
+local IX_TIER, IX_TIERS_OF = {}, {}
+for _, t in ipairs(IX_TIERS) do
+  IX_TIER[t.name] = t
+  IX_TIERS_OF[t.key] = IX_TIERS_OF[t.key] or {}
+  table.insert(IX_TIERS_OF[t.key], t.name)
+end
+`)
 	return b.String()
 }()
 
 // sweepScript builds a tier of a tenant's attention index, or moves its
 // bound on, a step of at most ARGV[6] domains at a time, so that no step
-// holds Redis for long (a tenant of 100,000 has some 16,000 domains to
-// add): once done, every domain whose certificate expires before ARGV[4]
-// is in it, and its bound (field <tier> of keyAttBounds) is ARGV[5] (later, so that the next
-// sweep is a while off). Tier "att"'s first sweep adds every invalid
-// certificate and scanned domain without one too. From its first step
-// on, ix_ssl keeps the domains whose facts change, and the steps add the
-// others.
+// holds Redis for long (the benchmark's tenant of 100,000 has some 16,000
+// domains to add to "att"): once done, every domain whose expiry (the
+// tier's: certificate or registration) is before ARGV[4] is in it, and
+// its bound (field <tier> of keyAttBounds) is ARGV[5] (later, so that the
+// next sweep is a while off). An "invalid" tier's first sweep adds every
+// invalid certificate and scanned domain without one too. From its first
+// step on, ix_tiers keeps the domains whose facts change, and the steps
+// add the others.
 //
-// Field <tier>q holds where the next step goes on ("bad|<score>", "nocert|<SSCAN
-// cursor>", "exp|<score>": the scores from which to read on, inclusive,
-// or exclusive after "("); a list uses the tier only once it is gone.
-// Concurrent sweeps take the steps in turn.
+// Field <tier>q holds where the next step goes on ("bad|<score>",
+// "nocert|<SSCAN cursor>", "exp|<score>": the scores from which to read
+// on, inclusive, or exclusive after "("); a list uses the tier only once
+// it is gone. Concurrent sweeps take the steps in turn.
 //
-// KEYS: the tiers' bounds (keyAttBounds). ARGV: prefix, record prefix, tier, the bound
-// needed, the bound to set (ms), the most domains a step adds. Returns 1
-// when the tier is ready for the bound needed, 0 when another step is
-// due.
+// KEYS: the tiers' bounds (keyAttBounds). ARGV: prefix, record prefix,
+// tier, the bound needed, the bound to set (ms), the most domains a step
+// adds. Returns 1 when the tier is ready for the bound needed, 0 when
+// another step is due.
 var sweepScript = redis.NewScript(IndexLua + `
 local P, RP, tier, need, nb, K = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
 local b = redis.call('HGET', P .. 'tiers', tier)
@@ -477,8 +489,8 @@ func (q Query) fingerprint() string {
 // KEYS: the tenant's created index (names the slot). ARGV: prefix, record
 // prefix, sort, desc, limit, offset, has cursor, cursor phase, score,
 // member, status, whois status, search, now ms, critical bound ms, warning
-// bound ms, plan ("read", "walk", "semi" or "" to choose), tag, "1" to walk
-// the attention index (swept for the warning bound) instead of the sort's,
+// bound ms, plan (Query.plan), tag, the attention index's tier to walk
+// instead of the sort's index when built (Query.attention; "" for none),
 // the number of record fields to return per id, those fields.
 var listScript = redis.NewScript(idLua + RecordPortLua + createdLua + tiersLua + `
 local P, RP, sort, desc = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
@@ -684,8 +696,8 @@ local function members(src)
 end
 
 -- A tier of the attention index (tier, Query.attention) serves a status
--- list once built for its threshold's bound (critical's for urg,
--- warning's for att); a sweep is due (due, returned) when it is not
+-- list once built for its threshold's bound (IX_TIER[tier].crit: the
+-- critical one's, else the warning one's); a sweep is due (due, returned) when it is not
 -- built, under way (its sweeper may have stopped), or its bound is within
 -- SWEEP_AHEAD of the threshold's, so that it moves on before a list needs
 -- it.
@@ -779,12 +791,14 @@ if labels then plan = 'label' elseif plan == 'label' then plan = '' end
 -- what it expected, whichever is more, so that it costs at most about
 -- twice the cheaper of the two. The costs are the plan's, below. Plan
 -- 'semiread' (tests) gives up at once.
+-- MEMBER and KEY: a walked member's cost and a read candidate's sort
+-- key's, on this sort (the plan's costs, below).
+local MEMBER, KEY = 1, 4
+if sort == 'hostname' then MEMBER, KEY = 2.3, 8.5 end
 local capWalk = 1000
 if best then
-  local member, key = 1, 4
-  if sort == 'hostname' then member, key = 2.3, 8.5 end
   local E = math.max(best.est, 1)
-  capWalk = capWalk + math.max(1.5 * math.min(W, want * W / E), E * key / member)
+  capWalk = capWalk + math.max(1.5 * math.min(W, want * W / E), E * KEY / MEMBER)
 end
 if plan == 'semiread' then plan, capWalk = 'semi', 0 end
 if plan == '' then
@@ -803,8 +817,7 @@ if plan == '' then
       test = test + c
       if s ~= best then others = others + c end
     end
-    local E, member, key, each = math.max(best.est, 1), 1, 4, 2
-    if sort == 'hostname' then member, key = 2.3, 8.5 end
+    local E, member, key, each = math.max(best.est, 1), MEMBER, KEY, 2
     if best.kind == 'lex' then each = 2.6 end
     local M = math.min(W, want * W / E)
     local cand = E * (each + others)

@@ -72,7 +72,7 @@ local function ix_whois(p, id, exp, reason, name)
   for _, r in ipairs(IX_REASONS) do
     if r == reason and exp == '' then redis.call('SADD', p .. 'wr:' .. r, id) else redis.call('SREM', p .. 'wr:' .. r, id) end
   end
-  if name then ix_tiers(p, id, name, 'whois', tonumber(redis.call('ZSCORE', p .. 'whois', id)), false, false) end
+  if name then ix_tiers(p, id, name, 'whois', tonumber(exp), false, false) end
 end
 -- ix_att puts domain id, named name (ix_name's), in a tier of the
 -- attention index (IX_TIERS: <tier>:host, <tier>:created) or takes it
@@ -96,8 +96,7 @@ end
 -- and out of the others. Only a tier that exists (its bound set in the
 -- hash 'tiers', by sweepScript of list.go) takes a domain in.
 ix_tiers = function(p, id, name, key, s, bad, nocert)
-  local names = {}
-  for _, t in ipairs(IX_TIERS) do if t.key == key then names[#names + 1] = t.name end end
+  local names = IX_TIERS_OF[key]
   local bounds = redis.call('HMGET', p .. 'tiers', unpack(names))
   for i, tier in ipairs(names) do
     local b = tonumber(bounds[i])
