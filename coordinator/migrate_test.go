@@ -428,22 +428,12 @@ func TestMigrateIDsToBytes(t *testing.T) {
 		t.Fatalf("no ids as text to convert: %v", before)
 	}
 
-	var wg sync.WaitGroup
-	for _, name := range []string{"c2", "c3"} {
-		c := newRegCoordinator(t, rdb, name, Config{Interval: time.Hour})
-		wg.Go(func() {
-			if err := c.migrateIDs(ctx); err != nil {
-				t.Error(err)
-			}
-			if _, err := c.splitBuckets(ctx, bucketsPerShardBefore); err != nil {
-				t.Error(err)
-			}
-			if _, err := c.splitRegBuckets(ctx, regBucketsBefore); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
+	inTwoAtOnce(t, rdb, func(c *Coordinator) {
+		if err := c.migrateIDs(ctx); err != nil {
+			t.Error(err)
+		}
+		splitBoth(t, c, bucketsPerShardBefore, regBucketsBefore)
+	})
 	if after := scheduleKeys(t, rdb); !reflect.DeepEqual(after, before) {
 		t.Errorf("after converting:\n%v\nwant\n%v", after, before)
 	}

@@ -111,19 +111,7 @@ func TestSplitBuckets(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	for _, name := range []string{"c2", "c3"} {
-		c := newRegCoordinator(t, rdb, name, Config{Interval: time.Hour})
-		wg.Go(func() {
-			if _, err := c.splitBuckets(ctx, before); err != nil {
-				t.Error(err)
-			}
-			if _, err := c.splitRegBuckets(ctx, regBefore); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
+	inTwoAtOnce(t, rdb, func(c *Coordinator) { splitBoth(t, c, before, regBefore) })
 	if got := scheduleKeys(t, rdb); !reflect.DeepEqual(got, want) {
 		t.Errorf("after splitting:\n%v\nwant\n%v", got, want)
 	}
@@ -159,4 +147,28 @@ func TestSplitBuckets(t *testing.T) {
 			t.Errorf("%s: known %v scheduled %v (%v), want %v", id, known, scheduled, err, w)
 		}
 	}
+}
+
+// splitBoth splits c's schedule buckets and reg:domains buckets from the
+// counts before and regBefore, as a coordinator does at start.
+func splitBoth(t *testing.T, c *Coordinator, before, regBefore int) {
+	t.Helper()
+	if _, err := c.splitBuckets(context.Background(), before); err != nil {
+		t.Error(err)
+	}
+	if _, err := c.splitRegBuckets(context.Background(), regBefore); err != nil {
+		t.Error(err)
+	}
+}
+
+// inTwoAtOnce runs step in two more coordinators (c2, c3) at once, as
+// replicas starting together do, and waits for both.
+func inTwoAtOnce(t *testing.T, rdb *redis.Client, step func(c *Coordinator)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, name := range []string{"c2", "c3"} {
+		c := newRegCoordinator(t, rdb, name, Config{Interval: time.Hour})
+		wg.Go(func() { step(c) })
+	}
+	wg.Wait()
 }
