@@ -132,7 +132,10 @@ func want503(t *testing.T, what string, r v1Response) {
 // once a replica is back the client's retry succeeds (or, for a
 // revocation the master had applied, answers that it is done) and the
 // replica holds the outcome. Without the waiting, the commands with the
-// replica gone would be answered as done.
+// replica gone would be answered as done. The creations are sent with an
+// Idempotency-Key: their retries find what the master had created (one
+// channel, one certificate, and a 409 naming the key whose secret went
+// with the lost answer), where a retry without one creates a second.
 func TestKeyChannelClientCertWaitForReplica(t *testing.T) {
 	ctx := context.Background()
 	master := testenv.RedisPrimary(t)
@@ -166,13 +169,20 @@ func TestKeyChannelClientCertWaitForReplica(t *testing.T) {
 
 	// The replica gone: nothing is answered as done.
 	replica.Stop()
-	want503(t, "create key", e.call(0, http.MethodPost, "/api/v1/api-keys", admin, `{"label":"ci2","permissions":["read"]}`))
+	idem := func(k string) http.Header { return http.Header{"Idempotency-Key": {k}} }
+	const keyBody, channelBody, certBody = `{"label":"ci2","permissions":["read"]}`, `{"type":"email","to":["a@example.com"]}`,
+		`{"common_name":"bob","cert_usage":"vpn"}`
+	want503(t, "create key", e.callWith(0, http.MethodPost, "/api/v1/api-keys", admin, keyBody, idem("k-1")))
 	want503(t, "revoke key", e.call(0, http.MethodDelete, "/api/v1/api-keys/"+ciID, admin, ""))
 	if r := e.call(0, http.MethodGet, "/api/v1/api-keys", ciKey, ""); r.code != http.StatusUnauthorized {
 		t.Errorf("key whose revocation was not confirmed: got %d, want 401 (marked revoked first, it stops working at once)", r.code)
 	}
-	want503(t, "create channel", e.call(0, http.MethodPost, "/api/v1/channels", admin, `{"type":"email","to":["a@example.com"]}`))
-	want503(t, "issue certificate", e.call(0, http.MethodPost, "/api/client-certs/create", admin, `{"common_name":"bob","cert_usage":"vpn"}`))
+	want503(t, "create channel", e.callWith(0, http.MethodPost, "/api/v1/channels", admin, channelBody, idem("ch-1")))
+	want503(t, "issue certificate", e.callWith(0, http.MethodPost, "/api/client-certs/create", admin, certBody, idem("c-1")))
+	// A retry that finds the creation is no proof that a replica has it:
+	// it writes too, and waits.
+	want503(t, "retried channel creation", e.callWith(0, http.MethodPost, "/api/v1/channels", admin, channelBody, idem("ch-1")))
+	want503(t, "retried certificate issue", e.callWith(0, http.MethodPost, "/api/client-certs/create", admin, certBody, idem("c-1")))
 	want503(t, "revoke certificate", e.call(0, http.MethodPost, "/api/client-certs/"+certID+"/revoke", admin, `{"reason":"compromised"}`))
 
 	// A replica again: the retries succeed, and the replica holds them.
@@ -184,23 +194,61 @@ func TestKeyChannelClientCertWaitForReplica(t *testing.T) {
 	if _, err := view.accounts.AuthenticateBearer(ctx, ciKey); !errors.Is(err, accounts.ErrUnknownKey) {
 		t.Errorf("revoked key on the replica: got %v, want ErrUnknownKey", err)
 	}
-	r = e.call(0, http.MethodPost, "/api/v1/api-keys", admin, `{"label":"ci2","permissions":["read"]}`)
+	// The key: its creation's first write (the reservation of its hash)
+	// fell short, so the retry creates it, once. Retried again (its
+	// answer lost), the key is there but its secret went with that
+	// answer: a 409 names it to revoke, and keeps doing so once it is
+	// revoked (a key id is never created twice).
+	r = e.callWith(0, http.MethodPost, "/api/v1/api-keys", admin, keyBody, idem("k-1"))
 	if r.code != http.StatusCreated {
 		t.Fatalf("retried key creation: got %d %v, want 201", r.code, r.body)
 	}
+	keyID := r.body["id"].(string)
 	if _, err := view.accounts.AuthenticateBearer(ctx, r.body["key"].(string)); err != nil {
 		t.Errorf("key created on retry, on the replica: %v", err)
 	}
-	r = e.call(0, http.MethodPost, "/api/v1/channels", admin, `{"type":"email","to":["a@example.com"]}`)
-	if r.code != http.StatusCreated {
-		t.Fatalf("retried channel creation: got %d %v, want 201", r.code, r.body)
+	r = e.callWith(0, http.MethodPost, "/api/v1/api-keys", admin, keyBody, idem("k-1"))
+	if r.code != http.StatusConflict || r.body["id"] != keyID || r.body["key"] != nil {
+		t.Errorf("key creation retried once more: got %d %v, want 409 naming %s, without a secret", r.code, r.body, keyID)
+	}
+	keys, err := view.accounts.ListKeys(ctx, tenant)
+	if n := countKeys(keys, "ci2"); err != nil || n != 1 {
+		t.Errorf("keys labelled ci2 on the replica: got %d (%v), want 1", n, err)
+	}
+	if r := e.call(0, http.MethodDelete, "/api/v1/api-keys/"+keyID, admin, ""); r.code != http.StatusOK {
+		t.Errorf("revoke the key named by the 409: got %d %v, want 200", r.code, r.body)
+	}
+	if r := e.callWith(0, http.MethodPost, "/api/v1/api-keys", admin, keyBody, idem("k-1")); r.code != http.StatusConflict || r.body["id"] != keyID {
+		t.Errorf("key creation retried after the revocation: got %d %v, want 409 naming %s", r.code, r.body, keyID)
+	}
+	// The channel and the certificate: the retry answers what the master
+	// created, marked as a replay; another request under the same key is
+	// refused.
+	r = e.callWith(0, http.MethodPost, "/api/v1/channels", admin, channelBody, idem("ch-1"))
+	if r.code != http.StatusCreated || r.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("retried channel creation: got %d %v (Idempotent-Replayed %q), want 201 replayed", r.code, r.body, r.header.Get("Idempotent-Replayed"))
 	}
 	if _, err := view.channels.Get(ctx, tenant, r.body["id"].(string)); err != nil {
 		t.Errorf("channel created on retry, on the replica: %v", err)
 	}
-	bob := e.createCert(0, admin, `{"common_name":"bob","cert_usage":"vpn"}`)
+	chs, err := view.channels.List(ctx, tenant)
+	if err != nil || len(chs) != 2 {
+		t.Errorf("channels on the replica: got %d (%v), want 2 (the first, and the 503's once)", len(chs), err)
+	}
+	if r := e.callWith(0, http.MethodPost, "/api/v1/channels", admin, `{"type":"email","to":["b@example.com"]}`, idem("ch-1")); r.code != http.StatusUnprocessableEntity {
+		t.Errorf("another channel under a used Idempotency-Key: got %d %v, want 422", r.code, r.body)
+	}
+	r = e.callWith(0, http.MethodPost, "/api/client-certs/create", admin, certBody, idem("c-1"))
+	if r.code != http.StatusCreated || r.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("retried certificate issue: got %d %v, want 201 replayed", r.code, r.body)
+	}
+	bob := r.body["identifier"].(string)
 	if _, err := view.ca.Get(ctx, tenant, bob); err != nil {
 		t.Errorf("certificate issued on retry, on the replica: %v", err)
+	}
+	certs, err := view.ca.List(ctx, tenant, clientca.Filter{})
+	if err != nil || len(certs) != 2 {
+		t.Errorf("certificates on the replica: got %d (%v), want 2 (alice, and bob once)", len(certs), err)
 	}
 	// The master applied the revocation before the wait fell short: the
 	// retry answers that it is done.
@@ -211,6 +259,17 @@ func TestKeyChannelClientCertWaitForReplica(t *testing.T) {
 	if c, err := view.ca.Get(ctx, tenant, certID); err != nil || !c.Revoked {
 		t.Errorf("revoked certificate on the replica: got revoked %v (%v), want revoked", c.Revoked, err)
 	}
+}
+
+// countKeys counts the keys labelled label.
+func countKeys(keys []accounts.APIKey, label string) int {
+	n := 0
+	for _, k := range keys {
+		if k.Label == label {
+			n++
+		}
+	}
+	return n
 }
 
 // With --redis-wait-replicas 1, a managed certificate's request and

@@ -92,9 +92,18 @@ type v1Response struct {
 // and decodes the JSON answer.
 func (e *keyEnv) call(i int, method, path, key, body string) v1Response {
 	e.t.Helper()
+	return e.callWith(i, method, path, key, body, nil)
+}
+
+// callWith is call with more request headers.
+func (e *keyEnv) callWith(i int, method, path, key, body string, header http.Header) v1Response {
+	e.t.Helper()
 	req, err := http.NewRequest(method, e.urls[i]+path, strings.NewReader(body))
 	if err != nil {
 		e.t.Fatal(err)
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
 	}
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)

@@ -442,7 +442,7 @@ func (s *Store) Claim(ctx context.Context, email, key string) (created bool, err
 	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
 	k := APIKey{ID: uuid.NewString(), Label: Source, Prefix: key[:4], Scopes: keychestScopes, Source: Source,
 		Kind: KindClaimed, Held: s.cfg.HoldClaims, CreatedAt: now}
-	res, err := s.reserveAndCommit(ctx, tenantID, email, hash, k)
+	res, err := s.reserveAndCommit(ctx, tenantID, email, hash, k, "")
 	if err != nil {
 		return false, fmt.Errorf("claim key for %s: %w", tenantID, err)
 	}

@@ -31,6 +31,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/idempotency"
 	"github.com/certfleet/certfleet/internal/quota"
 )
 
@@ -113,6 +114,12 @@ type NewKey struct {
 func apiKeysKey(tenantID string) string {
 	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":apikeys"
 }
+
+// keyIdemKey is the tenant's record of the keys created with an
+// Idempotency-Key: key id -> the request's fingerprint. It is never
+// trimmed (a field per such key, revoked or not); Forget deletes it with
+// the tenant's namespace.
+func keyIdemKey(tenantID string) string { return apiKeysKey(tenantID) + ":idem" }
 
 // KeyUsage writes keys' last_used_at without a write per request: at most
 // once every lastUsedEvery per key from each process holding one, so every
@@ -278,6 +285,17 @@ func (s *Store) EnsureAccount(ctx context.Context, email string) (string, error)
 // ParseScopes), optional expiry (must be in the future) and source, and
 // returns it with its secret, which is not stored anywhere.
 func (s *Store) CreateKey(ctx context.Context, tenantID, label string, scopes []string, expiresAt *time.Time, source string) (NewKey, error) {
+	return s.CreateKeyOnce(ctx, idempotency.Request{}, tenantID, label, scopes, expiresAt, source)
+}
+
+// CreateKeyOnce is CreateKey for a request with an Idempotency-Key
+// (idem; the zero Request for none): the key's id is the request's, and a
+// retry after the first attempt created it returns *idempotency.SecretShown
+// (its secret is gone with the first answer) or, for another request
+// under the same Idempotency-Key, idempotency.ErrMismatch; also after the
+// key was revoked (the tenant's idempotency record, keyIdemKey, outlives
+// it), so a key id is never created twice.
+func (s *Store) CreateKeyOnce(ctx context.Context, idem idempotency.Request, tenantID, label string, scopes []string, expiresAt *time.Time, source string) (NewKey, error) {
 	if n := len([]rune(label)); n < 1 || n > MaxLabelLen || strings.TrimSpace(label) == "" {
 		return NewKey{}, ErrBadLabel
 	}
@@ -301,15 +319,23 @@ func (s *Store) CreateKey(ctx context.Context, tenantID, label string, scopes []
 			return NewKey{}, err
 		}
 		key := BearerPrefix + secret
+		id := uuid.NewString()
+		if idem.Set() {
+			id = idem.UUID()
+		}
 		nk := NewKey{Key: key, APIKey: APIKey{
-			ID: uuid.NewString(), Label: label, Prefix: key[:shownPrefixLen], Scopes: scopes,
+			ID: id, Label: label, Prefix: key[:shownPrefixLen], Scopes: scopes,
 			Source: source, Kind: KindAPI, CreatedAt: now, ExpiresAt: expiresAt,
 		}}
-		res, err := s.reserveAndCommit(ctx, tenantID, "", HashKey(key), nk.APIKey)
+		res, err := s.reserveAndCommit(ctx, tenantID, "", HashKey(key), nk.APIKey, idem.Fingerprint())
 		if err != nil {
 			return NewKey{}, err
 		}
 		switch res {
+		case "replay":
+			return NewKey{}, &idempotency.SecretShown{What: "API key", ID: id, Revoke: "DELETE /api/v1/api-keys/" + id}
+		case "mismatch":
+			return NewKey{}, idempotency.ErrMismatch
 		case "created":
 			s.logger.Info("api key created", zap.String("tenant_id", tenantID), zap.String("key_id", nk.ID),
 				zap.Strings("scopes", scopes), zap.String("source", source))
@@ -354,25 +380,41 @@ return {'reserved', id}
 // tenant has its quota of keys. Running it again for the same key writes
 // nothing.
 //
+// With an Idempotency-Key fingerprint, a key id the tenant's idempotency
+// record (keyIdemKey: key id -> fingerprint, kept after a revocation)
+// holds was created before: "replay" for the same fingerprint, else
+// "mismatch"; a new key is recorded there.
+//
 // KEYS: tenant:<tenant>:apikeys, account:<tenant>, the tenant's event
-// stream, the tenant's quota overrides.
+// stream, the tenant's quota overrides, the idempotency record.
 // ARGV: maxlen, key id, hash, email ("" = the account must exist), now ms,
-// default key quota, the account event's field count and fields, then the
-// key event's fields.
-// Returns "created", "committed" (done before), "no-account" or
-// "quota:<limit>".
+// default key quota, fingerprint ("" = none), the account event's field
+// count and fields, then the key event's fields.
+// Returns "created", "committed" (done before), "replay", "mismatch",
+// "no-account" or "quota:<limit>".
 var commitKeyScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[3] then return 'committed' end
+if ARGV[7] ~= '' then
+  local was = redis.call('HGET', KEYS[5], ARGV[2])
+  if was then
+    -- Written again as it is, so that a replay's WAIT covers the first
+    -- attempt's write (replication is in order).
+    redis.call('HSET', KEYS[5], ARGV[2], was)
+    if was == ARGV[7] then return 'replay' end
+    return 'mismatch'
+  end
+end
 local limit = ` + quota.LuaLimit(4, 6, quota.APIKeys) + `
 if limit > 0 and redis.call('HLEN', KEYS[1]) >= limit then return 'quota:' .. limit end
-local na = tonumber(ARGV[7])
+local na = tonumber(ARGV[8])
 if redis.call('EXISTS', KEYS[2]) == 0 then
   if ARGV[4] == '' then return 'no-account' end
   redis.call('HSET', KEYS[2], 'email', ARGV[4], 'created_at', ARGV[5])
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 8, 7 + na))
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 9, 8 + na))
 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 8 + na))
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[5], ARGV[2], ARGV[7]) end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 9 + na))
 return 'created'
 `)
 
@@ -390,8 +432,9 @@ return redis.call('DEL', KEYS[1])
 // commit the tenant's keys and events in the tenant's slot, then clear the
 // reservation's pending mark. A non-empty email creates the account if
 // needed. It returns "created", "committed" (the key was already the
-// tenant's), "taken" or "no-account".
-func (s *Store) reserveAndCommit(ctx context.Context, tenantID, email, hash string, k APIKey) (string, error) {
+// tenant's), "taken" or "no-account", and with an Idempotency-Key
+// fingerprint (fp, "" for none) "replay" or "mismatch" (commitKeyScript).
+func (s *Store) reserveAndCommit(ctx context.Context, tenantID, email, hash string, k APIKey, fp string) (string, error) {
 	rec := []any{"tenant_id", tenantID, "key_id", k.ID, "scopes", strings.Join(k.Scopes, ","),
 		"created_at", k.CreatedAt.UnixMilli(), "label", k.Label, "prefix", k.Prefix, "source", k.Source}
 	if k.ExpiresAt != nil {
@@ -445,10 +488,10 @@ func (s *Store) reserveAndCommit(ctx context.Context, tenantID, email, hash stri
 	if err != nil {
 		return "", err
 	}
-	args := []any{s.cfg.MaxLen, k.ID, hash, email, now.UnixMilli(), s.cfg.Quotas[quota.APIKeys], len(accFields)}
+	args := []any{s.cfg.MaxLen, k.ID, hash, email, now.UnixMilli(), s.cfg.Quotas[quota.APIKeys], fp, len(accFields)}
 	args = append(append(args, accFields...), keyFields...)
 	out, err := s.commands.RunScript(ctx, commitKeyScript,
-		[]string{apiKeysKey(tenantID), accountKey(tenantID), events.EventStream(tenantID), quota.Key(tenantID)}, args...).Text()
+		[]string{apiKeysKey(tenantID), accountKey(tenantID), events.EventStream(tenantID), quota.Key(tenantID), keyIdemKey(tenantID)}, args...).Text()
 	if err != nil {
 		return "", fmt.Errorf("commit key: %w", err)
 	}
@@ -460,7 +503,7 @@ func (s *Store) reserveAndCommit(ctx context.Context, tenantID, email, hash stri
 		return "", &quota.Exceeded{Resource: quota.APIKeys, Limit: n}
 	}
 	switch out {
-	case "no-account":
+	case "no-account", "replay", "mismatch":
 		if err := s.commands.RunScript(ctx, releaseKeyScript, []string{apiKeyKey(hash)}, k.ID).Err(); err != nil {
 			return "", fmt.Errorf("release key: %w", err)
 		}

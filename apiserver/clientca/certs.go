@@ -29,6 +29,7 @@ import (
 
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/events/stream"
+	"github.com/certfleet/certfleet/internal/idempotency"
 )
 
 // Limits of a request.
@@ -87,6 +88,12 @@ type Cert struct {
 	KeyType string
 	// SHA256 is the hex SHA-256 of the certificate's DER.
 	SHA256 string
+	// Idem is the fingerprint of the creation's Idempotency-Key request
+	// (internal/idempotency); empty when it had none.
+	Idem string
+	// Replayed: Create found the certificate an earlier attempt of the
+	// same Idempotency-Key request issued (not stored).
+	Replayed bool
 }
 
 // Status is "active", "revoked" or "expired" at now.
@@ -125,6 +132,9 @@ type CreateRequest struct {
 	// certificate valid less than 3 days) leaves renewal disabled.
 	RenewalEnabled       *bool
 	RenewalThresholdDays int
+	// Idempotency makes a Create's retry find the certificate its first
+	// attempt issued (the zero value: none): the id is the request's.
+	Idempotency idempotency.Request
 }
 
 // Filter selects certificates in List.
@@ -276,10 +286,14 @@ func (s *Store) issueAndStore(ctx context.Context, tenantID string, req CreateRe
 	// A collision of 80 random bits (id) or 127 (serial) does not happen;
 	// the loop only turns the impossible into an error instead of a
 	// shared record.
+	idem := req.Idempotency
 	for range 3 {
 		id, err := newCertID()
 		if err != nil {
 			return Cert{}, err
+		}
+		if idem.Set() {
+			id = idem.ID("cert-", 10)
 		}
 		iss, err := s.sign(a, req, pub)
 		if err != nil {
@@ -293,6 +307,7 @@ func (s *Store) issueAndStore(ctx context.Context, tenantID string, req CreateRe
 			ExpiresAt: iss.cert.NotAfter.UTC(), RenewalEnabled: *req.RenewalEnabled,
 			RenewalThresholdDays: req.RenewalThresholdDays, KeyGenerated: key != nil,
 			DaysValid: req.DaysValid, KeyType: keyTypeOf(pub), SHA256: sha256Hex(iss.cert.Raw),
+			Idem: idem.Fingerprint(),
 		}
 		var sealedKey string
 		if key != nil {
@@ -318,7 +333,19 @@ func (s *Store) issueAndStore(ctx context.Context, tenantID string, req CreateRe
 				zap.String("serial", c.Serial.String()), zap.String("renewed_from", c.RenewedFrom))
 			return c, nil
 		case "taken":
-			continue
+			if !idem.Set() {
+				continue
+			}
+			// The id is the request's: an earlier attempt issued it.
+			cur, err := s.Get(ctx, tenantID, id)
+			if err != nil {
+				return Cert{}, err
+			}
+			if err := idem.Check(cur.Idem); err != nil {
+				return Cert{}, err
+			}
+			cur.Replayed = true
+			return cur, nil
 		case "not-found":
 			return Cert{}, ErrNotFound
 		case "revoked":
@@ -474,7 +501,13 @@ func sha256Hex(b []byte) string {
 // "created", "taken" (id or serial
 // exists), or for a renewal "not-found", "revoked", "renewed", "not-due".
 var storeCertScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return 'taken' end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  -- Written again as it is, so that a replay's WAIT (an Idempotency-Key's
+  -- retry finds the id taken) covers the first attempt's write.
+  redis.call('HSET', KEYS[1], 'tenant_id', redis.call('HGET', KEYS[1], 'tenant_id'))
+  return 'taken'
+end
+if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return 'taken' end
 if ARGV[7] ~= '' then
   local old = redis.call('HMGET', KEYS[6], 'tenant_id', 'revoked_at', 'renewed_by')
   if old[1] ~= ARGV[2] then return 'not-found' end
@@ -516,6 +549,9 @@ func (s *Store) store(ctx context.Context, c Cert, iss issued, sealedKey string,
 	}
 	if c.RenewedFrom != "" {
 		rec = append(rec, "renewed_from", c.RenewedFrom)
+	}
+	if c.Idem != "" {
+		rec = append(rec, "idem", c.Idem)
 	}
 	due := ""
 	if c.RenewalEnabled {
@@ -615,7 +651,7 @@ func (s *Store) BySerial(ctx context.Context, serial *big.Int) (Cert, error) {
 var recordFields = []string{"tenant_id", "common_name", "email", "organization", "organizational_unit",
 	"cert_usage", "notes", "serial", "created_at", "expires_at", "revoked_at", "reason", "renewal_enabled",
 	"renewal_threshold_days", "key_generated", "renewed_from", "renewed_by", "days_valid", "key_type", "sha256",
-	"issued_entry"}
+	"issued_entry", "idem"}
 
 func certFromRecord(id string, rec map[string]string) Cert {
 	serial, _ := new(big.Int).SetString(rec["serial"], 10)
@@ -628,7 +664,7 @@ func certFromRecord(id string, rec map[string]string) Cert {
 		Notes: rec["notes"], Serial: serial, CreatedAt: msTime(rec["created_at"]), ExpiresAt: msTime(rec["expires_at"]),
 		Reason: rec["reason"], RenewalEnabled: rec["renewal_enabled"] == "1", RenewalThresholdDays: threshold,
 		KeyGenerated: rec["key_generated"] == "1", RenewedFrom: rec["renewed_from"], RenewedBy: rec["renewed_by"],
-		DaysValid: days, KeyType: rec["key_type"], SHA256: rec["sha256"],
+		DaysValid: days, KeyType: rec["key_type"], SHA256: rec["sha256"], Idem: rec["idem"],
 	}
 	if rec["revoked_at"] != "" {
 		t := msTime(rec["revoked_at"])

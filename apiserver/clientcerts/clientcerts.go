@@ -302,6 +302,10 @@ func (h *Handler) create(c *gin.Context) {
 		fail(c, "", err)
 		return
 	}
+	if sreq.Idempotency, err = httpapi.Idempotency(c, req); err != nil {
+		fail(c, "", err)
+		return
+	}
 	cert, err := h.store.Create(c.Request.Context(), httpapi.Principal(c).TenantID, sreq)
 	if err != nil {
 		fail(c, "", err)
@@ -309,7 +313,10 @@ func (h *Handler) create(c *gin.Context) {
 	}
 	audit.Resource(c, cert.ID)
 	audit.Detail(c, "serial_number", cert.Serial.String())
-	c.JSON(http.StatusCreated, h.createdOf(cert))
+	if cert.Replayed {
+		audit.Detail(c, "replayed", true)
+	}
+	httpapi.Created(c, cert.Replayed, h.createdOf(cert))
 }
 
 // cmListItem is a certificate in a list, as CertMate shows it (plus email

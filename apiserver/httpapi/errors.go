@@ -15,6 +15,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/internal/health"
+	"github.com/certfleet/certfleet/internal/idempotency"
 	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/replicated"
 )
@@ -49,6 +50,7 @@ var codes = map[int]string{
 	http.StatusMethodNotAllowed:      "METHOD_NOT_ALLOWED",
 	http.StatusConflict:              "CONFLICT",
 	http.StatusRequestEntityTooLarge: "PAYLOAD_TOO_LARGE",
+	http.StatusUnprocessableEntity:   "UNPROCESSABLE_ENTITY",
 	http.StatusTooManyRequests:       "RATE_LIMIT_EXCEEDED",
 	http.StatusInternalServerError:   "INTERNAL_ERROR",
 	http.StatusServiceUnavailable:    "SERVICE_UNAVAILABLE",
@@ -127,6 +129,7 @@ const UnavailableRetryAfter = 5
 func shared(c *gin.Context, err error) *Error {
 	var ex *quota.Exceeded
 	var held *accounts.HeldQuotaError
+	var shown *idempotency.SecretShown
 	switch {
 	case errors.As(err, &ex) && ex.Resource == quota.InFlight:
 		return &Error{Status: http.StatusTooManyRequests, Msg: fmt.Sprintf(
@@ -135,9 +138,13 @@ func shared(c *gin.Context, err error) *Error {
 		return &Error{Status: http.StatusForbidden, Msg: ex.Error()}
 	case errors.As(err, &held):
 		return &Error{Status: http.StatusForbidden, Msg: held.Error()}
+	case errors.Is(err, idempotency.ErrMismatch):
+		return &Error{Status: http.StatusUnprocessableEntity, Msg: err.Error()}
+	case errors.As(err, &shown):
+		return &Error{Status: http.StatusConflict, Msg: shown.Error()}
 	case errors.Is(err, replicated.ErrNotReplicated):
 		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: 1,
-			Msg: "service temporarily unavailable: the change was not confirmed by a Redis replica in time and may or may not have been applied; retry (a change that was applied answers as made already: the domain exists, the key or certificate is revoked or gone; a creation that was applied may have created it: list before creating again)"}
+			Msg: "service temporarily unavailable: the change was not confirmed by a Redis replica in time and may or may not have been applied; retry (a change that was applied answers as made already: the domain exists, the key or certificate is revoked or gone; a creation sent with an Idempotency-Key header answers what its first attempt created when retried with the same key; without one, list before creating again)"}
 	case health.Unavailable(c.Request.Context(), err):
 		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: UnavailableRetryAfter,
 			Msg: "service temporarily unavailable: a storage dependency is not answering; retry in a few seconds"}

@@ -95,12 +95,25 @@ func (h *Handler) createChannel(c *gin.Context) {
 		httpapi.Fail(c, err)
 		return
 	}
-	ch, err := h.channels.Create(c.Request.Context(), httpapi.Principal(c).TenantID, req.input())
+	in := req.input()
+	// The secret stays out of the fingerprint, which is stored: only
+	// whether one is set counts.
+	fp := req
+	if fp.Secret != nil && *fp.Secret != "" {
+		set := "set"
+		fp.Secret = &set
+	}
+	var err error
+	if in.Idempotency, err = httpapi.Idempotency(c, fp); err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	ch, err := h.channels.Create(c.Request.Context(), httpapi.Principal(c).TenantID, in)
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
 	}
-	c.JSON(http.StatusCreated, channelOut(ch))
+	httpapi.Created(c, ch.Replayed, channelOut(ch))
 }
 
 func (h *Handler) getChannel(c *gin.Context) {

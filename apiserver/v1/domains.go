@@ -225,7 +225,7 @@ func (h *Handler) createDomain(c *gin.Context) {
 		// go on with it (SSLTrackr's body plus "id"); a held key that
 		// cannot read it gets the plain 409.
 		if err := h.accounts.CanRead(c.Request.Context(), httpapi.Principal(c), d.ID); err == nil {
-			c.JSON(http.StatusConflict, domainTaken{Error: msgDomainTaken, ID: d.ID})
+			c.JSON(http.StatusConflict, existingBody{Error: msgDomainTaken, ID: d.ID})
 			return
 		}
 		httpapi.Fail(c, accounts.ErrDomainExists)

@@ -1,6 +1,7 @@
 package v1
 
 import (
+	"errors"
 	"net/http"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
+	"github.com/certfleet/certfleet/internal/idempotency"
 )
 
 // keySourceAPI is the Source of keys created through POST /api/v1/api-keys.
@@ -72,8 +74,20 @@ func (h *Handler) createKey(c *gin.Context) {
 		}
 		expires = &t
 	}
+	idem, err := httpapi.Idempotency(c, req)
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
 	p := httpapi.Principal(c)
-	k, err := h.accounts.CreateKey(c.Request.Context(), p.TenantID, req.Label, req.Permissions, expires, keySourceAPI)
+	k, err := h.accounts.CreateKeyOnce(c.Request.Context(), idem, p.TenantID, req.Label, req.Permissions, expires, keySourceAPI)
+	var shown *idempotency.SecretShown
+	if errors.As(err, &shown) {
+		// The key exists; its secret went with the first answer. The 409
+		// names it, to revoke.
+		c.JSON(http.StatusConflict, existingBody{Error: shown.Error(), ID: shown.ID})
+		return
+	}
 	if err != nil {
 		httpapi.Fail(c, err)
 		return

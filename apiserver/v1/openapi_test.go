@@ -14,7 +14,8 @@ import (
 func TestOpenAPISchemasMatchTypes(t *testing.T) {
 	testenv.CheckSchemas(t, openapi.Document, []testenv.Schema{
 		{Name: "Error", Type: reflect.TypeFor[errorBody](), Required: false},
-		{Name: "DomainTaken", Type: reflect.TypeFor[domainTaken](), Required: true},
+		{Name: "DomainTaken", Type: reflect.TypeFor[existingBody](), Required: true},
+		{Name: "APIKeyExists", Type: reflect.TypeFor[existingBody](), Required: true},
 		{Name: "Domain", Type: reflect.TypeFor[Domain](), Required: false},
 		{Name: "DomainList", Type: reflect.TypeFor[DomainList](), Required: false},
 		{Name: "Pagination", Type: reflect.TypeFor[Pagination](), Required: false},

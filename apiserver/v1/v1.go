@@ -142,9 +142,11 @@ func (h *Handler) guard(scope string, classes ...string) []gin.HandlerFunc {
 	return hs
 }
 
-// domainTaken is the 409 of POST /domains: SSLTrackr's error plus the id
-// of the domain the caller already has under that name.
-type domainTaken struct {
+// existingBody is a 409 naming what the request found: SSLTrackr's error
+// plus the id of the domain the caller already has under that name (POST
+// /domains), or of the API key an earlier attempt of the same
+// Idempotency-Key request created (POST /api-keys).
+type existingBody struct {
 	Error string `json:"error"`
 	ID    string `json:"id"`
 }

@@ -20,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/idempotency"
 )
 
 // Channel types.
@@ -129,6 +130,12 @@ type Channel struct {
 	// CreatedAt and UpdatedAt are set by the store.
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Idem is the fingerprint of the creation's Idempotency-Key request
+	// (internal/idempotency); empty when it had none.
+	Idem string `json:"idem,omitempty"`
+	// Replayed: Create found the channel an earlier attempt of the same
+	// request made (never stored).
+	Replayed bool `json:"-"`
 }
 
 // Accepts tells whether the channel wants a message of severity sev.
@@ -171,6 +178,9 @@ type ChannelInput struct {
 	// Secret: nil keeps the current secret (on update), "" removes it, any
 	// other value replaces it.
 	Secret *string
+	// Idempotency makes a Create's retry find the channel its first
+	// attempt made (the zero value: none).
+	Idempotency idempotency.Request
 }
 
 // normalize checks in and returns the channel it describes (without id,

@@ -164,12 +164,18 @@ func channelEvent(name string, ch Channel) (events.Envelope, error) {
 // ("create" or "update"), tenant, channel id, channel JSON, created ms,
 // default channel quota, maxlen, then the event's fields.
 // An update checks the channel exists and is the tenant's; a create checks
-// the tenant's count against its quota.
+// the id is new ("exists": errExists) and the tenant's count against its
+// quota.
 var putScript = redis.NewScript(`
 if ARGV[1] == 'create' then
   local limit = ` + quota.LuaLimit(4, 6, quota.Channels) + `
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    -- Written again as it is, so that a replay's WAIT covers the first
+    -- attempt's write (replication is in order).
+    redis.call('SET', KEYS[1], redis.call('GET', KEYS[1]))
+    return 'exists'
+  end
   if limit > 0 and redis.call('ZCARD', KEYS[2]) >= limit then return 'quota:' .. limit end
-  if redis.call('EXISTS', KEYS[1]) == 1 then return 'exists' end
   redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3])
 else
   local cur = redis.call('GET', KEYS[1])
@@ -224,7 +230,9 @@ func (s *Store) Create(ctx context.Context, tenant string, in ChannelInput) (Cha
 	if err != nil {
 		return Channel{}, err
 	}
-	if ch.ID, err = newChannelID(); err != nil {
+	if in.Idempotency.Set() {
+		ch.ID, ch.Idem = in.Idempotency.ID("ch_", 10), in.Idempotency.Fingerprint()
+	} else if ch.ID, err = newChannelID(); err != nil {
 		return Channel{}, err
 	}
 	ch.TenantID = tenant
@@ -235,7 +243,19 @@ func (s *Store) Create(ctx context.Context, tenant string, in ChannelInput) (Cha
 			return Channel{}, err
 		}
 	}
-	if err := s.put(ctx, "create", events.ChannelCreated, ch); err != nil {
+	if err := s.put(ctx, "create", events.ChannelCreated, ch); errors.Is(err, errExists) && in.Idempotency.Set() {
+		// An earlier attempt of this request made it (the id is the
+		// key's): answer as that attempt would have.
+		cur, err := s.Get(ctx, tenant, ch.ID)
+		if err != nil {
+			return Channel{}, err
+		}
+		if err := in.Idempotency.Check(cur.Idem); err != nil {
+			return Channel{}, err
+		}
+		cur.Replayed = true
+		return cur, nil
+	} else if err != nil {
 		return Channel{}, err
 	}
 	s.logger.Info("channel created", zap.String("tenant_id", tenant), zap.String("channel_id", ch.ID), zap.String("type", ch.Type))
@@ -287,6 +307,10 @@ func (s *Store) sealSecret(ctx context.Context, ch *Channel, secret string) erro
 	return nil
 }
 
+// errExists is a create whose id is taken: by an earlier attempt of the
+// same Idempotency-Key request (random ids do not collide).
+var errExists = errors.New("channel id exists")
+
 func (s *Store) put(ctx context.Context, mode, eventName string, ch Channel) error {
 	body, err := json.Marshal(ch)
 	if err != nil {
@@ -315,6 +339,8 @@ func (s *Store) put(ctx context.Context, mode, eventName string, ch Channel) err
 		return nil
 	case "not_found":
 		return ErrNotFound
+	case "exists":
+		return errExists
 	default:
 		return fmt.Errorf("%s channel %s: unexpected script result %q", mode, ch.ID, res)
 	}

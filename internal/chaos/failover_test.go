@@ -26,7 +26,11 @@ import (
 // acknowledged has its result, and ClickHouse holds every scan and event
 // once. The roles follow the failover without a restart (the cluster
 // client learns the new layout; the consumer groups were replicated with
-// the streams).
+// the streams). A second client creates notification channels with an
+// Idempotency-Key, retrying each creation (503s, lost answers) with its
+// key until answered: every channel answered is there, and no creation
+// made two (a retry without the key would make a second channel of a
+// creation the master applied before its 503).
 //
 // Without the wait, the same kill may lose what the master acknowledged
 // and had not yet sent to its replica; internal/replicated's
@@ -91,6 +95,7 @@ func TestRedisMasterKilled(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
+	channelsDone := createChannels(t, f, c, stop)
 	time.Sleep(s.load)
 
 	victim, took := c.KillMaster(t, events.StreamResults)
@@ -105,6 +110,7 @@ func TestRedisMasterKilled(t *testing.T) {
 	time.Sleep(s.load)
 	close(stop)
 	<-adding
+	channelsDone()
 	f.alive()
 	if ready := f.waitReady(time.Minute); ready > 0 {
 		t.Logf("roles ready %s after the load stopped", ready.Round(time.Millisecond))
@@ -151,4 +157,109 @@ func TestRedisMasterKilled(t *testing.T) {
 		t.Error("no write waited for a replica: --redis-wait-replicas did not reach the roles")
 	}
 	f.alive()
+}
+
+// createChannels creates email channels for three accounts, two of them
+// on the master of the results stream (the one killed), until stop
+// closes, each with its Idempotency-Key and retried with it until
+// answered 201; the function it returns waits for the creator and checks
+// every account's channels: each answered one is there, and there are no
+// more than creations sent (one per key).
+func createChannels(t *testing.T, f *fleet, c *testenv.Cluster, stop <-chan struct{}) func() {
+	t.Helper()
+	type account struct {
+		bearer string
+		sent   int
+		acked  map[string]bool // channel id
+	}
+	var accounts []*account
+	victim := c.MasterOf(t, events.StreamResults)
+	for i, on, off := 0, 0, 0; on < 2 || off < 1; i++ {
+		email := fmt.Sprintf("channels-%d@example.com", i)
+		if c.MasterOf(t, events.EventStream(events.TenantID(email))) == victim {
+			if on++; on > 2 {
+				continue
+			}
+		} else if off++; off > 1 {
+			continue
+		}
+		accounts = append(accounts, &account{bearer: f.bearer(email), acked: map[string]bool{}})
+	}
+	client := http.Client{Timeout: 10 * time.Second}
+	retries := 0
+	do := func(a *account, method, body, key string) (int, []byte) {
+		req, _ := http.NewRequest(method, f.api+"/api/v1/channels", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+a.bearer)
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Idempotency-Key", key)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, nil
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// The quota is 50 channels an account.
+		for n := 0; n < 45*len(accounts); n++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+			a := accounts[n%len(accounts)]
+			a.sent++
+			key := fmt.Sprintf("chaos-channel-%d", n)
+			body := fmt.Sprintf(`{"type":"email","name":"c%d","to":["c%d@example.com"]}`, n, n)
+			// Retried until answered, past stop too: a creation answered
+			// 503 may have been applied.
+			for deadline := time.Now().Add(time.Minute); ; retries++ {
+				code, b := do(a, http.MethodPost, body, key)
+				var ch struct{ ID string }
+				if code == http.StatusCreated && json.Unmarshal(b, &ch) == nil && ch.ID != "" {
+					a.acked[ch.ID] = true
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("channel creation %s: not answered 201 in a minute, last %d %s", key, code, b)
+					return
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+	}()
+	return func() {
+		t.Helper()
+		<-done
+		created := 0
+		for i, a := range accounts {
+			code, b := do(a, http.MethodGet, "", "")
+			var list struct{ Data []struct{ ID string } }
+			if code != http.StatusOK || json.Unmarshal(b, &list) != nil {
+				t.Fatalf("list channels of account %d: %d %s", i, code, b)
+			}
+			have := map[string]bool{}
+			for _, ch := range list.Data {
+				have[ch.ID] = true
+			}
+			for id := range a.acked {
+				if !have[id] {
+					t.Errorf("channel %s of account %d answered 201, lost in the failover", id, i)
+				}
+			}
+			if len(list.Data) > a.sent {
+				t.Errorf("account %d has %d channels for %d creations: a retry created again", i, len(list.Data), a.sent)
+			}
+			created += len(a.acked)
+		}
+		t.Logf("%d channels created, %d retries (503 or no answer)", created, retries)
+		if created == 0 {
+			t.Error("no channel was created")
+		}
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -352,6 +353,19 @@ func status(u string) int {
 // tenant is an account with an API key.
 type tenant struct {
 	email, key string
+}
+
+// bearer creates a read-write key of email's account with `certfleet
+// apikey create`, for the REST API.
+func (f *fleet) bearer(email string) string {
+	f.t.Helper()
+	args := append([]string{"apikey", "create", "--email", email, "--label", "chaos", "--scopes", "read,write"}, f.common...)
+	created, err := exec.Command(f.bin, append(args, "--log-level", "warn")...).Output()
+	key := regexp.MustCompile(`(?m)^key: +(\S+)$`).FindSubmatch(created)
+	if err != nil || key == nil {
+		f.t.Fatalf("apikey create: %v\n%s", err, created)
+	}
+	return string(key[1])
 }
 
 // newTenant claims a key for a fresh account through the KeyChest API.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"os/exec"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -49,14 +48,8 @@ func TestTenantLeaves(t *testing.T) {
 	// engine evaluates the removal, its alert state; the tenant's
 	// deletion must find both, though the domain is no longer listed.
 	removedAlone := domainIDs[0]
-	created, err := exec.Command(f.bin, "apikey", "create", "--email", leaver.email, "--label", "chaos", "--scopes", "read,write",
-		"--redis-url", f.redis.URL, "--log-level", "warn").Output()
-	bearer := regexp.MustCompile(`(?m)^key: +(\S+)$`).FindSubmatch(created)
-	if err != nil || bearer == nil {
-		t.Fatalf("apikey create: %v\n%s", err, created)
-	}
 	req, _ := http.NewRequest(http.MethodDelete, f.api+"/api/v1/domains/"+removedAlone, nil)
-	req.Header.Set("Authorization", "Bearer "+string(bearer[1]))
+	req.Header.Set("Authorization", "Bearer "+f.bearer(leaver.email))
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode/100 != 2 {
 		t.Fatalf("remove domain %s: %v %v", removedAlone, resp, err)
 	} else {
