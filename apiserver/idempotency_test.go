@@ -105,8 +105,27 @@ func TestIdempotencyKey(t *testing.T) {
 	if r := e.callWith(0, http.MethodPost, "/api/client-certs/create", a, `{"common_name":"eve","cert_usage":"vpn"}`, idem("cert-1")); r.code != http.StatusUnprocessableEntity {
 		t.Errorf("another certificate under a used Idempotency-Key: got %d %v, want 422", r.code, r.body)
 	}
+	// A batch: each row under the request's key, so a retried batch
+	// finds the rows its first attempt issued.
+	const batch = `{"headers":["common_name","cert_usage"],"rows":[["carol","vpn"],["dave","vpn"]]}`
+	ids := func(r v1Response) []string {
+		var out []string
+		list, _ := r.body["certificates"].([]any)
+		for _, c := range list {
+			out = append(out, c.(map[string]any)["identifier"].(string))
+		}
+		return out
+	}
+	b1 := e.callWith(0, http.MethodPost, "/api/client-certs/batch", a, batch, idem("batch-1"))
+	b2 := e.callWith(1, http.MethodPost, "/api/client-certs/batch", a, batch, idem("batch-1"))
+	if first, again := ids(b1), ids(b2); b1.code != http.StatusCreated || len(first) != 2 || strings.Join(first, ",") != strings.Join(again, ",") {
+		t.Errorf("batch retried: got %d %v then %d %v, want the same two certificates", b1.code, first, b2.code, again)
+	}
+	if r := e.callWith(0, http.MethodPost, "/api/client-certs/batch", a, batch, idem("bad key")); r.code != http.StatusBadRequest {
+		t.Errorf("batch with a malformed Idempotency-Key: got %d %v, want 400", r.code, r.body)
+	}
 	certs := e.call(0, http.MethodGet, "/api/client-certs", a, "")
-	if list, _ := certs.body["certificates"].([]any); certs.code != http.StatusOK || len(list) != 1 {
-		t.Errorf("certificates after one issue sent three times: got %d %v, want 1", certs.code, certs.body)
+	if list, _ := certs.body["certificates"].([]any); certs.code != http.StatusOK || len(list) != 3 {
+		t.Errorf("certificates after one issue sent three times and a batch of two sent twice: got %d %v, want 3", certs.code, certs.body)
 	}
 }

@@ -22,7 +22,9 @@ import (
 	"github.com/certfleet/certfleet/apiserver/audit"
 	"github.com/certfleet/certfleet/apiserver/clientca"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
+	"github.com/certfleet/certfleet/internal/idempotency"
 	"github.com/certfleet/certfleet/internal/ratelimit"
+	"github.com/certfleet/certfleet/internal/replicated"
 )
 
 // Rate limit classes of the CertMate API, per key, requests a minute as
@@ -680,6 +682,11 @@ func (h *Handler) batch(c *gin.Context) {
 		fail(c, "", err)
 		return
 	}
+	// A malformed Idempotency-Key fails the batch, not each row.
+	if _, err := httpapi.Idempotency(c, nil); err != nil {
+		fail(c, "", err)
+		return
+	}
 	ctx, tenant := c.Request.Context(), httpapi.Principal(c).TenantID
 	out := cmBatchResult{Total: len(req.Rows), Errors: []cmBatchError{}, Certificates: []cmBatchCreated{}}
 	for i := range req.Rows {
@@ -687,6 +694,9 @@ func (h *Handler) batch(c *gin.Context) {
 		var sreq clientca.CreateRequest
 		if err == nil {
 			sreq, err = row.toStore()
+		}
+		if err == nil {
+			sreq.Idempotency, err = httpapi.IdempotencyItem(c, i, row)
 		}
 		var cert clientca.Cert
 		if err == nil {
@@ -706,6 +716,11 @@ func (h *Handler) batch(c *gin.Context) {
 			// Nothing can be signed: the whole batch is unavailable.
 			fail(c, "", err)
 			return
+		case errors.Is(err, replicated.ErrNotReplicated):
+			out.Errors = append(out.Errors, cmBatchError{Row: i + 1, CommonName: row.CommonName,
+				Error: "not confirmed by a Redis replica in time: the certificate may have been issued; retry the batch with the same Idempotency-Key to issue each row once"})
+		case idempotency.IsReplayRefused(err):
+			out.Errors = append(out.Errors, cmBatchError{Row: i + 1, CommonName: row.CommonName, Error: err.Error()})
 		default:
 			h.logger.Error("batch row failed", zap.String("tenant_id", tenant), zap.Int("row", i+1), zap.Error(err))
 			out.Errors = append(out.Errors, cmBatchError{Row: i + 1, CommonName: row.CommonName, Error: "internal error"})

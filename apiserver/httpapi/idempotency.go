@@ -3,6 +3,7 @@ package httpapi
 import (
 	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/gin-gonic/gin"
 
@@ -17,7 +18,18 @@ const ReplayedHeader = "Idempotent-Replayed"
 // account on c's route; body is the parsed request (secrets left out),
 // whose fingerprint a retry must match. A malformed key is a 400.
 func Idempotency(c *gin.Context, body any) (idempotency.Request, error) {
-	r, err := idempotency.New(Principal(c).TenantID, c.Request.Method+" "+c.FullPath(), c.GetHeader(idempotency.Header), body)
+	return idempotencyOf(c, c.Request.Method+" "+c.FullPath(), body)
+}
+
+// IdempotencyItem is Idempotency for item i of a batch, each item a
+// creation of its own under the request's one key: a retried batch finds
+// the items its first attempt created.
+func IdempotencyItem(c *gin.Context, i int, body any) (idempotency.Request, error) {
+	return idempotencyOf(c, c.Request.Method+" "+c.FullPath()+" #"+strconv.Itoa(i), body)
+}
+
+func idempotencyOf(c *gin.Context, route string, body any) (idempotency.Request, error) {
+	r, err := idempotency.New(Principal(c).TenantID, route, c.GetHeader(idempotency.Header), body)
 	if errors.Is(err, idempotency.ErrBadKey) {
 		return r, BadRequest(err.Error())
 	}
