@@ -62,9 +62,18 @@ func Get(c *http.Client, url, key string) ([]byte, error) {
 	return body, err
 }
 
-// Result is what Measure saw.
+// Result is what Measure saw: every request's latency (Samples), and
+// their p50 and p99.
 type Result struct {
 	P50, P99 time.Duration
+	Samples  []time.Duration
+}
+
+// Add pools o's samples into r: the rounds of one measurement, taken
+// apart so that the machine's noise falls on every measurement alike.
+func (r *Result) Add(o Result) {
+	r.Samples = append(r.Samples, o.Samples...)
+	r.P50, r.P99 = Percentile(r.Samples, 50), Percentile(r.Samples, 99)
 }
 
 // Measure sends perClient requests for url from each of clients
@@ -97,7 +106,7 @@ func Measure(c *http.Client, url, key string, clients, perClient int) (Result, e
 	if failed != nil {
 		return Result{}, failed
 	}
-	return Result{P50: Percentile(lat, 50), P99: Percentile(lat, 99)}, nil
+	return Result{P50: Percentile(lat, 50), P99: Percentile(lat, 99), Samples: lat}, nil
 }
 
 // Percentile is the p-th percentile (0-100) of ds, nearest rank; 0 for
