@@ -657,7 +657,7 @@ func TestAttentionIndex(t *testing.T) {
 	}
 	l.checkAttention()
 	l.rdb.HDel(l.ctx, pre+"tiers", "att", "attq")
-	l.rdb.Del(l.ctx, pre+"att:host", pre+"att:created")
+	l.rdb.Del(l.ctx, pre+"att:host", pre+"att:created", pre+"att:x", pre+"att:xnull")
 	statusQueries := func(at time.Time, wantDue bool) {
 		t.Helper()
 		rows := l.rowsAt(at)
