@@ -877,10 +877,9 @@ local function candidates()
   return sel
 end
 -- readPage pages sel, the candidates (plan read, or a walk that gave
--- up): it sorts them by a
--- string key each (Lua compares strings in C): the hostname index's
--- member, or the score (scoreKey) and the id; the domains without a
--- value (phase 1) by id.
+-- up): it sorts them by a string key each (Lua compares strings in C):
+-- the hostname index's member, or the score (scoreKey) and the id; the
+-- domains without a value (phase 1) by id.
 local function readPage(sel)
   -- scoreKey: 16 characters that sort as the score s (whole ms, within
   -- 10^15 of 0: some 31,000 years), from its reply v: most are whole and
