@@ -45,3 +45,10 @@ func PlanOf(p Page) string { return p.plan }
 
 // Attention tells whether q walks a tier of the attention index.
 func Attention(q Query) bool { return q.attention() != "" }
+
+// AttentionTier is the tier of the attention index q walks, "" for none.
+func AttentionTier(q Query) string { return q.attention() }
+
+// TierOf is the tier of the attention index the list script walked for
+// p, "" for none.
+func TierOf(p Page) string { return p.tier }

@@ -96,6 +96,17 @@ const (
 	// from then on.
 	keyAttHost    = ":host"
 	keyAttCreated = ":created"
+	// keyAttOther: zset, a tier's domains in the order of the other expiry
+	// (its tiers entry's other: the registration's for "urg" and "att",
+	// the certificate's for "wurg" and "watt"), scored as that expiry's
+	// key (keyWhois, keySSL) when below NoExpiryMS; keyAttOtherNull:
+	// zset, score 0, the tier's others, in id order, as keyWhoisNull and
+	// keySSLNull hold them. So a status filter sorted by
+	// whois_days_remaining (a whois_status verdict sorted by
+	// ssl_days_remaining) walks a tier too, with the cursors of the walk
+	// of the whole index (layout 5).
+	keyAttOther     = ":x"
+	keyAttOtherNull = ":xnull"
 	// keyAttBounds: hash, per tier its bound ("<tier>": unix ms) and,
 	// while a sweep is under way, where it left off ("<tier>q"): one
 	// small hash, as a healthy tenant's tiers hold nothing else.
@@ -117,8 +128,10 @@ func TagKey(tenantID, tag string) string { return Prefix(tenantID) + keyTag + ta
 // registry of layout 2 (ids as text) is read by IDs, indexed again, and
 // its old members dropped (DropStale) before the index is marked built.
 // Layout 4: keySuffix's members carry created_at before the id, so that
-// a label's domains read in that order.
-const Layout = "4"
+// a label's domains read in that order. Layout 5: the attention tiers
+// keep their domains in the other expiry's order too (keyAttOther,
+// keyAttOtherNull), which the tiers of layout 4 lack.
+const Layout = "5"
 
 // NoExpiryMS is the score of a certificate without a well-defined
 // expiration (99991231235959Z): after every real date.
@@ -160,7 +173,7 @@ func Keys(tenantID string) []string {
 	out := []string{p + keyHost, p + keySuffix, p + keyCreated, p + keySSL, p + keyBad, p + keyNoCert,
 		p + keySSLNull, p + keyWhois, p + keyWhoisNull, p + keyBuilt, p + keyTags, p + keyAttBounds}
 	for _, t := range tiers {
-		out = append(out, p+t.name+keyAttHost, p+t.name+keyAttCreated)
+		out = append(out, p+t.name+keyAttHost, p+t.name+keyAttCreated, p+t.name+keyAttOther, p+t.name+keyAttOtherNull)
 	}
 	for _, r := range Reasons {
 		out = append(out, p+keyWhoisReason+r)

@@ -70,7 +70,8 @@ type Query struct {
 	Fields []string
 
 	// plan forces the script's plan ("read", "walk", "semi", "label",
-	// or "semiread", a semi walk that gives up at once; "" chooses), for
+	// or "semiread" and "walkread", a semi walk and a walk of a tier in
+	// the other expiry's order that give up at once; "" chooses), for
 	// tests that check each against one answer;
 	// noAttention keeps a walk off the attention index, for the
 	// benchmark that compares the two.
@@ -99,8 +100,9 @@ type Page struct {
 	SweepDue bool
 
 	// plan is the plan the script followed ("read", "walk", "semi" or
-	// "label"), for tests.
-	plan string
+	// "label"), and tier the attention index's tier it walked ("" for
+	// none), for tests.
+	plan, tier string
 }
 
 // Row is what a page holds of a domain beside its id when the query asks
@@ -193,9 +195,9 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 	if err != nil {
 		return Page{}, fmt.Errorf("list domains of %s: %w", tenantID, err)
 	}
-	// {total, {ids}, {rows}, plan, sweep due, next phase, next score, next
-	// member} (the next three absent on the last page).
-	if len(res) != 5 && len(res) != 8 {
+	// {total, {ids}, {rows}, plan, sweep due, tier walked, next phase,
+	// next score, next member} (the next three absent on the last page).
+	if len(res) != 6 && len(res) != 9 {
 		return Page{}, fmt.Errorf("list domains of %s: got %d values", tenantID, len(res))
 	}
 	total, _ := res[0].(int64)
@@ -204,6 +206,7 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 	p.plan, _ = res[3].(string)
 	due, _ := res[4].(int64)
 	p.SweepDue = due == 1
+	p.tier, _ = res[5].(string)
 	for _, v := range raw {
 		s, _ := v.(string)
 		p.IDs = append(p.IDs, IDOf(s))
@@ -213,10 +216,10 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 			return Page{}, fmt.Errorf("list domains of %s: %w", tenantID, err)
 		}
 	}
-	if len(res) == 8 {
-		phase, _ := res[5].(int64)
-		score, _ := res[6].(string)
-		member, _ := res[7].(string)
+	if len(res) == 9 {
+		phase, _ := res[6].(int64)
+		score, _ := res[7].(string)
+		member, _ := res[8].(string)
 		f, err := strconv.ParseFloat(score, 64)
 		if err != nil {
 			return Page{}, fmt.Errorf("list domains of %s: cursor score %q: %w", tenantID, score, err)
@@ -247,29 +250,37 @@ func (q Query) bounds() (nowMS, critB, warnB int64) {
 
 // attention tells whether q walks a tier of the attention index instead
 // of the sort's index: a status that only domains needing attention have,
-// sorted by hostname or created_at (the other sorts walk the status's own
-// range of scores). Tiers: "urg" (tierUrgent) holds the certificates
-// expiring before a bound past the critical threshold, which the
-// expired and critical statuses walk; "att" (tierAll) those expiring
-// before a bound past the warning threshold and the invalid or missing
-// ones, which warning and error walk; "wurg" and "watt" the same over the
-// registration expiry, for the whois_status verdicts. It returns the
-// tier's name, "" for none.
+// sorted by hostname or created_at, or by the other expiry's days with
+// no filter over the sort's own expiry (a status sorted by
+// ssl_days_remaining, a whois_status verdict by whois_days_remaining,
+// walk their own range of scores instead). Tiers: "urg" (tierUrgent)
+// holds the certificates expiring before a bound past the critical
+// threshold, which the expired and critical statuses walk; "att"
+// (tierAll) those expiring before a bound past the warning threshold and
+// the invalid or missing ones, which warning and error walk; "wurg" and
+// "watt" the same over the registration expiry, for the whois_status
+// verdicts. Each tier is kept in hostname, created_at and the other
+// expiry's order (keyAttOther). It returns the tier's name, "" for none.
 func (q Query) attention() string {
-	if q.noAttention || (q.Sort != SortHostname && q.Sort != SortCreated) {
+	if q.noAttention {
 		return ""
 	}
-	switch q.Status {
-	case "expired", "critical":
-		return tierUrgent
-	case "warning", "error":
-		return tierAll
+	byName := q.Sort == SortHostname || q.Sort == SortCreated
+	if byName || (q.Sort == SortWhoisDays && q.WhoisStatus == "") {
+		switch q.Status {
+		case "expired", "critical":
+			return tierUrgent
+		case "warning", "error":
+			return tierAll
+		}
 	}
-	switch q.WhoisStatus {
-	case "expired", "critical":
-		return tierWhoisUrgent
-	case "warning":
-		return tierWhoisAll
+	if byName || (q.Sort == SortSSLDays && q.Status == "") {
+		switch q.WhoisStatus {
+		case "expired", "critical":
+			return tierWhoisUrgent
+		case "warning":
+			return tierWhoisAll
+		}
 	}
 	return ""
 }
@@ -288,35 +299,41 @@ const (
 // tiers defines every tier, in the order a sweep builds them: the
 // threshold whose bound it follows (critical, else warning), the expiry
 // it holds the domains below the bound of (the index's key: keySSL or
-// keyWhois), and whether it also holds the invalid and missing
-// certificates. tiersLua gives the scripts the same table.
+// keyWhois), whether it also holds the invalid and missing certificates,
+// and the other expiry (keyWhois or keySSL), in whose order it also
+// keeps its domains (keyAttOther, keyAttOtherNull). tiersLua gives the
+// scripts the same table.
 var tiers = []struct {
 	name     string
 	critical bool
 	expiry   string
 	invalid  bool
+	other    string
 }{
-	{tierUrgent, true, keySSL, false},
-	{tierAll, false, keySSL, true},
-	{tierWhoisUrgent, true, keyWhois, false},
-	{tierWhoisAll, false, keyWhois, false},
+	{tierUrgent, true, keySSL, false, keyWhois},
+	{tierAll, false, keySSL, true, keyWhois},
+	{tierWhoisUrgent, true, keyWhois, false, keySSL},
+	{tierWhoisAll, false, keyWhois, false, keySSL},
 }
 
-// tiersLua defines IX_TIERS, tiers in Lua ({name, crit, key, invalid}
-// each), IX_TIER, the same by name, and IX_TIERS_OF, the tiers' names by
-// the expiry they follow ('ssl', 'whois').
+// tiersLua defines IX_TIERS, tiers in Lua ({name, crit, key, invalid,
+// other} each), IX_TIER, the same by name, IX_TIERS_OF, the tiers' names
+// by the expiry they follow ('ssl', 'whois'), and IX_TIERS_X, by their
+// other expiry.
 var tiersLua = func() string {
 	var b strings.Builder
 	b.WriteString("\nlocal IX_TIERS = {")
 	for _, t := range tiers {
-		fmt.Fprintf(&b, "{name = %q, crit = %t, key = %q, invalid = %t}, ", t.name, t.critical, t.expiry, t.invalid)
+		fmt.Fprintf(&b, "{name = %q, crit = %t, key = %q, invalid = %t, other = %q}, ", t.name, t.critical, t.expiry, t.invalid, t.other)
 	}
 	b.WriteString(`}
-local IX_TIER, IX_TIERS_OF = {}, {}
+local IX_TIER, IX_TIERS_OF, IX_TIERS_X = {}, {}, {}
 for _, t in ipairs(IX_TIERS) do
   IX_TIER[t.name] = t
   IX_TIERS_OF[t.key] = IX_TIERS_OF[t.key] or {}
   table.insert(IX_TIERS_OF[t.key], t.name)
+  IX_TIERS_X[t.other] = IX_TIERS_X[t.other] or {}
+  table.insert(IX_TIERS_X[t.other], t.name)
 end
 `)
 	return b.String()
@@ -411,8 +428,9 @@ const (
 // counting statuses with q's clock and thresholds: every tier built,
 // holding every certificate (registration) expiring before a day past
 // the critical bound (tiers urg, wurg) or the warning bound (att, watt).
-// It runs the steps one after another, each holding Redis for some 10-20
-// ms at most (500 domains); a tenant's first is the only long one (about
+// It runs the steps one after another, each holding Redis for some
+// 30-70 ms at most (500 domains, each put in three orders; measured in
+// the benchmark under load); a tenant's first is the only long one (about
 // 100 steps for the benchmark's tenant of 100,000, whose tiers hold
 // 47,000 entries). Sweeper runs it in the background.
 func SweepAttention(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix string, q Query) error {
@@ -713,10 +731,16 @@ end
 local N = redis.call('ZCARD', P .. 'created')
 -- walkKey, W: the index a walk in the hostname or created_at order
 -- reads, and its size: the attention index's tier when the status filter
--- says so, which holds every match.
+-- says so, which holds every match. On an expiry's sort (the other
+-- expiry of the tier's, xwalk) the walk reads the tier's <tier>:x and
+-- <tier>:xnull instead of the sort's key and its null set, and W is the
+-- tier's size.
 local walkKey, W = P .. 'host', N
 if sort == 'created_at' then walkKey = P .. 'created' end
-if att then
+local xwalk = att and (sort == 'ssl_days_remaining' or sort == 'whois_days_remaining')
+if xwalk then
+  W = redis.call('ZCARD', P .. tier .. ':x') + redis.call('ZCARD', P .. tier .. ':xnull')
+elseif att then
   walkKey = P .. tier .. ':host'
   if sort == 'created_at' then walkKey = P .. tier .. ':created' end
   W = redis.call('ZCARD', walkKey)
@@ -783,24 +807,36 @@ if labels then plan = 'label' elseif plan == 'label' then plan = '' end
 -- share of the sort (4), or on the hostname sort a record read each for
 -- the hostname (8.5). A walk that needs the total reads the candidates
 -- anyway.
--- capWalk: how many members a semi walk reads before it gives up and
--- sorts its candidates instead (as read). The plan expects the filter's
--- matches spread evenly over the sort; when they bunch at its far end (a
--- status on the registration sort, the two correlated) the walk reads
--- on until it has cost what sorting the candidates costs, or half again
--- what it expected, whichever is more, so that it costs at most about
--- twice the cheaper of the two. The costs are the plan's, below. Plan
--- 'semiread' (tests) gives up at once.
 -- MEMBER and KEY: a walked member's cost and a read candidate's sort
--- key's, on this sort (the plan's costs, below).
+-- key's, on this sort.
 local MEMBER, KEY = 1, 4
 if sort == 'hostname' then MEMBER, KEY = 2.3, 8.5 end
-local capWalk = 1000
+-- counted: the total needs no candidates read (no filter, or one whose
+-- count is known).
+local counted = #sources == 0 or (#sources == 1 and sources[1].count ~= nil)
+-- cost: the plans' costs, when a filter lists candidates: M members
+-- walked for the page, a member's test, the candidates' reading (cand)
+-- and each plan's whole.
+local cost
 if best then
-  local E = math.max(best.est, 1)
-  capWalk = capWalk + math.max(1.5 * math.min(W, want * W / E), E * KEY / MEMBER)
+  local test, others = 0, 0
+  for _, s in ipairs(sources) do
+    local c = 2.4
+    if s.f == 'search' then if sort == 'hostname' then c = 0 else c = 5 end
+    elseif s.kind == 's' then c = 1.2 end
+    test = test + c
+    if s ~= best then others = others + c end
+  end
+  local E, each = math.max(best.est, 1), 2
+  if best.kind == 'lex' then each = 2.6 end
+  local M = math.min(W, want * W / E)
+  local cand = E * (each + others)
+  cost = {E = E, M = M, test = test, cand = cand,
+    walk = M * (MEMBER + test), semi = cand + M * MEMBER, read = cand + E * KEY}
+  if not counted then cost.walk = cost.walk + cand end
 end
-if plan == 'semiread' then plan, capWalk = 'semi', 0 end
+local giveUpAtOnce = plan == 'semiread' or plan == 'walkread'
+if giveUpAtOnce then plan = string.sub(plan, 1, 4) end
 if plan == '' then
   plan = 'walk'
   -- A single filter that is a status over the sort's own key: the walk
@@ -809,29 +845,41 @@ if plan == '' then
   local ranged = #sources == 1 and ((sort == 'ssl_days_remaining' and (verdictRange(status) ~= nil or status == 'error')) or
     (sort == 'whois_days_remaining' and verdictRange(wstatus) ~= nil))
   if best and not ranged then
-    local test, others = 0, 0
-    for _, s in ipairs(sources) do
-      local c = 2.4
-      if s.f == 'search' then if sort == 'hostname' then c = 0 else c = 5 end
-      elseif s.kind == 's' then c = 1.2 end
-      test = test + c
-      if s ~= best then others = others + c end
-    end
-    local E, member, key, each = math.max(best.est, 1), MEMBER, KEY, 2
-    if best.kind == 'lex' then each = 2.6 end
-    local M = math.min(W, want * W / E)
-    local cand = E * (each + others)
-    local walk, semi, read = M * (member + test), cand + M * member, cand + E * key
-    if not (#sources == 1 and best.count) then walk = walk + cand end
-    if read <= walk and read <= semi then plan = 'read' elseif semi < walk then plan = 'semi' end
+    if cost.read <= cost.walk and cost.read <= cost.semi then plan = 'read' elseif cost.semi < cost.walk then plan = 'semi' end
   end
 end
 if not best then plan = 'walk' end
--- readPage pages sel, the smallest source's candidates that pass every
--- filter (plan read, or a semi walk that gave up): it sorts them by a
--- string key each (Lua compares strings in C): the hostname index's
--- member, or the score (scoreKey) and the id; the domains without a
--- value (phase 1) by id.
+-- capWalk: how many members a semi walk, or a walk of a tier in the
+-- other expiry's order, reads before it gives up and sorts its
+-- candidates instead (as read); nil: no cap. The plan expects the
+-- filter's matches spread evenly over the sort; when they bunch at its
+-- far end (a status on the registration sort, the two correlated) the
+-- walk reads on until it has cost what reading (a walk that has not
+-- read them) and sorting the candidates costs, or half again what it
+-- expected, whichever is more, so that it costs at most about twice the
+-- cheaper of the two. Plans 'semiread' and 'walkread' (tests) give up
+-- at once.
+local capWalk
+if best and (plan == 'semi' or (plan == 'walk' and xwalk)) then
+  local per, rest = MEMBER, cost.E * KEY
+  if plan == 'walk' then
+    per = MEMBER + cost.test
+    if counted then rest = cost.read end
+  end
+  capWalk = 1000 + math.max(1.5 * cost.M, rest / per)
+  if giveUpAtOnce then capWalk = 0 end
+end
+-- candidates: the smallest source's candidates that pass every filter.
+local function candidates()
+  local ids = members(best)
+  local ok, sel = matchAll(ids, nil, best.f), {}
+  for i, id in ipairs(ids) do if ok[i] then sel[#sel + 1] = id end end
+  return sel
+end
+-- readPage pages sel, the candidates (plan read, or a walk that gave
+-- up): it sorts them by a string key each (Lua compares strings in C):
+-- the hostname index's member, or the score (scoreKey) and the id; the
+-- domains without a value (phase 1) by id.
 local function readPage(sel)
   -- scoreKey: 16 characters that sort as the score s (whole ms, within
   -- 10^15 of 0: some 31,000 years), from its reply v: most are whole and
@@ -918,24 +966,18 @@ if plan == 'label' then
     keys[#keys + 1] = {0, ix_created_ms(k), id}
   end
 elseif plan == 'read' then
-  local ids = members(best)
-  local ok, sel = matchAll(ids, nil, best.f), {}
-  for i, id in ipairs(ids) do if ok[i] then sel[#sel + 1] = id end end
-  readPage(sel)
+  readPage(candidates())
 else
   -- Walk the sort's index from the cursor until the page is full,
   -- testing each member against the filters, or (semi) its membership
   -- in the candidates that pass them.
   local set, sel
-  if plan == 'semi' or not (#sources == 0 or (#sources == 1 and sources[1].count)) then
-    local ids = members(best)
-    local ok = matchAll(ids, nil, best.f)
-    if plan == 'semi' then set, sel = {}, {} end
-    for i, id in ipairs(ids) do
-      if ok[i] then
-        total = total + 1
-        if set then set[id] = true; sel[#sel + 1] = id end
-      end
+  if plan == 'semi' or not counted then
+    sel = candidates()
+    total = #sel
+    if plan == 'semi' then
+      set = {}
+      for _, id in ipairs(sel) do set[id] = true end
     end
   elseif #sources == 0 then total = N
   else total = sources[1].count end
@@ -950,6 +992,9 @@ else
     -- walk stays in it.
     local key, null, f = P .. 'ssl', P .. 'sslnull', status
     if sort == 'whois_days_remaining' then key, null, f = P .. 'whois', P .. 'wnull', wstatus end
+    -- A tier in this order holds every match (Query.attention: f is
+    -- then '').
+    if xwalk then key, null = P .. tier .. ':x', P .. tier .. ':xnull' end
     local lo, hi = verdictRange(f)
     -- Every member of the range matches, but an invalid certificate's
     -- in a range of the ssl sort past now (an error).
@@ -1007,8 +1052,8 @@ else
       if seq[5] then pos = math.min(pos, seq[4] - 1) else pos = math.max(pos, seq[3]) end
       local all = #sources == 0 or seq[6]
       while #out <= limit do
-        -- A semi walk past its cap sorts its candidates instead.
-        if set and walked >= capWalk then gaveUp = true; break end
+        -- A walk past its cap sorts its candidates instead.
+        if capWalk and walked >= capWalk then gaveUp = true; break end
         -- When every member matches, an offset skips ranks.
         if all and skip > 0 then
           local n
@@ -1060,7 +1105,7 @@ else
   end
   if gaveUp then
     out, keys, total = {}, {}, 0
-    readPage(sel)
+    readPage(sel or candidates())
   -- The next cursor's score (the walk read none): 0 in a lex
   -- sequence, else its member's.
   elseif #out > limit then
@@ -1099,10 +1144,13 @@ if #fields > 0 and #out > 0 then
     rows[i] = row
   end
 end
+-- tierWalked: the tier the plan walked, '' for none.
+local tierWalked = ''
+if att and (plan == 'walk' or plan == 'semi') then tierWalked = tier end
 if nextKey then
-  return {total, out, rows, plan, due, nextKey[1], string.format('%.17g', nextKey[2]), nextKey[3]}
+  return {total, out, rows, plan, due, tierWalked, nextKey[1], string.format('%.17g', nextKey[2]), nextKey[3]}
 end
-return {total, out, rows, plan, due}
+return {total, out, rows, plan, due, tierWalked}
 `)
 
 // scoreString is how a cursor's score reaches the script: exact for the

@@ -42,8 +42,10 @@ type lab struct {
 	rng    *rand.Rand
 	// applied counts the stream's events already applied.
 	applied int
-	// chosen counts the pages listed under each plan the script chose.
-	chosen map[string]int
+	// chosen counts the pages listed under each plan the script chose;
+	// walked counts the pages that walked a tier of the attention index,
+	// by "<sort> <tier> <plan>" (the plan forced, or "chosen").
+	chosen, walked map[string]int
 }
 
 func newLab(t *testing.T, seed uint64) *lab {
@@ -64,7 +66,7 @@ func newLab(t *testing.T, seed uint64) *lab {
 		t.Fatal(err)
 	}
 	return &lab{t: t, ctx: context.Background(), rdb: rdb, store: store, proj: proj,
-		tenant: events.TenantID("lab@example.com"), rng: rng, chosen: map[string]int{}}
+		tenant: events.TenantID("lab@example.com"), rng: rng, chosen: map[string]int{}, walked: map[string]int{}}
 }
 
 var (
@@ -362,10 +364,12 @@ func (l *lab) check(rows []row, q domainindex.Query) {
 	for _, r := range rows {
 		byID[r.id] = r
 	}
-	// "mixed" takes each page with another plan: a cursor of one plan
-	// continues under any other.
-	plans := []string{"read", "walk", "semi", "label", "semiread"}
-	for i, plan := range []string{"", "read", "walk", "semi", "label", "semiread", "mixed"} {
+	// "mixed" takes each page with another plan, and every other page
+	// off the attention index: a cursor of one plan continues under any
+	// other, and one of a walk of a tier in the walk of the whole index
+	// and back.
+	plans := []string{"read", "walk", "semi", "label", "semiread", "walkread"}
+	for i, plan := range []string{"", "read", "walk", "semi", "label", "semiread", "walkread", "mixed"} {
 		q := domainindex.WithPlan(q, plan)
 		if i == 0 {
 			// The rows: the record's fields asked (one it lacks absent) and
@@ -376,15 +380,25 @@ func (l *lab) check(rows []row, q domainindex.Query) {
 		q.Cursor = ""
 		for pages := 0; ; pages++ {
 			q.Limit = 1 + l.rng.IntN(40)
+			lq := q
 			if plan == "mixed" {
-				q = domainindex.WithPlan(q, plans[pages%len(plans)])
+				lq = domainindex.WithPlan(q, plans[pages%len(plans)])
+				if pages%2 == 1 {
+					lq = domainindex.WithoutAttention(lq)
+				}
 			}
-			p, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
+			p, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), lq)
 			if err != nil {
 				l.t.Fatalf("%+v: %v", q, err)
 			}
 			if plan == "" {
 				l.chosen[domainindex.PlanOf(p)]++
+			}
+			if tier := domainindex.TierOf(p); tier != "" {
+				if want := domainindex.AttentionTier(lq); tier != want {
+					l.t.Fatalf("%s %+v: walked tier %q, want %q", plan, q, tier, want)
+				}
+				l.walked[q.Sort+" "+tier+" "+cmp.Or(plan, "chosen")]++
 			}
 			if len(q.Fields) == 0 && p.Rows != nil {
 				l.t.Fatalf("%+v: rows without fields asked", q)
@@ -423,7 +437,10 @@ func (l *lab) check(rows []row, q domainindex.Query) {
 			l.t.Fatalf("%s sort=%s desc=%v status=%q whois=%q search=%q:\ngot  %v\nwant %v",
 				plan, q.Sort, q.Desc, q.Status, q.WhoisStatus, q.Search, got, w)
 		}
-		// Page numbers: the same list.
+		// Page numbers: the same list ("mixed": as the script chooses).
+		if plan == "mixed" {
+			q = domainindex.WithPlan(q, "")
+		}
 		q.Cursor, q.Limit = "", 7
 		for off := 0; off < len(w)+7; off += 7 * (1 + l.rng.IntN(4)) {
 			q.Offset = off
@@ -566,6 +583,39 @@ func (l *lab) checkAttention() {
 		if len(hosts) != len(want) {
 			l.t.Fatalf("attention tier %s by hostname holds %d domains, want %d", tier, len(hosts), len(want))
 		}
+		// In the other expiry's order: its score when below NoExpiryMS
+		// (x), else in its null tail (xnull, score 0), as that expiry's
+		// sort holds them.
+		other := "whois"
+		if expiry == "whois" {
+			other = "ssl"
+		}
+		x, xnull := map[string]float64{}, map[string]bool{}
+		for _, z := range l.rdb.ZRangeWithScores(l.ctx, pre+tier+":x", 0, -1).Val() {
+			x[z.Member.(string)] = z.Score
+		}
+		for _, z := range l.rdb.ZRangeWithScores(l.ctx, pre+tier+":xnull", 0, -1).Val() {
+			if z.Score != 0 {
+				l.t.Fatalf("attention tier %s: %s in the other expiry's tail with score %v", tier, domainindex.IDOf(z.Member.(string)), z.Score)
+			}
+			xnull[z.Member.(string)] = true
+		}
+		for m := range want {
+			s, err := l.rdb.ZScore(l.ctx, pre+other, m).Result()
+			if err != nil && err != redis.Nil {
+				l.t.Fatal(err)
+			}
+			if err == nil && s < domainindex.NoExpiryMS {
+				if got, ok := x[m]; !ok || got != s || xnull[m] {
+					l.t.Fatalf("attention tier %s: %s by %s has %v (%v, in the tail %v), want %v", tier, domainindex.IDOf(m), other, got, ok, xnull[m], s)
+				}
+			} else if _, ok := x[m]; ok || !xnull[m] {
+				l.t.Fatalf("attention tier %s: %s, no %s below no expiry, by %s (%v) and in the tail %v", tier, domainindex.IDOf(m), other, other, ok, xnull[m])
+			}
+		}
+		if len(x)+len(xnull) != len(want) {
+			l.t.Fatalf("attention tier %s by %s holds %d + %d domains, want %d", tier, other, len(x), len(xnull), len(want))
+		}
 	}
 }
 
@@ -607,7 +657,7 @@ func TestAttentionIndex(t *testing.T) {
 	}
 	l.checkAttention()
 	l.rdb.HDel(l.ctx, pre+"tiers", "att", "attq")
-	l.rdb.Del(l.ctx, pre+"att:host", pre+"att:created")
+	l.rdb.Del(l.ctx, pre+"att:host", pre+"att:created", pre+"att:x", pre+"att:xnull")
 	statusQueries := func(at time.Time, wantDue bool) {
 		t.Helper()
 		rows := l.rowsAt(at)
@@ -672,6 +722,37 @@ func TestAttentionIndex(t *testing.T) {
 		} else if _, err := l.store.RemoveDomain(l.ctx, l.tenant, d.ID); err != nil {
 			t.Fatal(err)
 		}
+	}
+	l.checkAttention()
+	// Certificate facts alone (the registration's being for another host,
+	// as after a rename the projector has not caught up with) move a
+	// domain in the registration tiers' certificate order; a sync then
+	// writes the views' facts again.
+	ds, err = l.store.ListDomains(l.ctx, l.tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var facts []domainindex.Facts
+	var synced []string
+	for _, d := range ds {
+		f := domainindex.Facts{DomainID: d.ID, TenantID: l.tenant, Host: d.Host, Port: d.Port, WhoisHost: "elsewhere.example"}
+		switch l.rng.IntN(4) {
+		case 0:
+			f.SSLMS = domainindex.NoExpiryMS
+		case 1:
+			f.NoCert = true
+		default:
+			f.SSLMS = now.Add(time.Duration(l.rng.IntN(400)-20) * 24 * time.Hour).UnixMilli()
+		}
+		facts = append(facts, f)
+		synced = append(synced, d.ID)
+	}
+	if err := domainindex.ApplyFacts(l.ctx, l.rdb, facts, accounts.DomainKey); err != nil {
+		t.Fatal(err)
+	}
+	l.checkAttention()
+	if err := projector.SyncTenantIndex(l.ctx, l.rdb, l.tenant, synced); err != nil {
+		t.Fatal(err)
 	}
 	l.checkAttention()
 	l.project()
@@ -755,6 +836,28 @@ func TestListAgainstBruteForce(t *testing.T) {
 	for _, plan := range []string{"read", "walk", "semi", "label"} {
 		if l.chosen[plan] == 0 {
 			t.Errorf("no page was listed under plan %q: %v", plan, l.chosen)
+		}
+	}
+	// Each tier was walked in each of its orders, under each walking
+	// plan and as the script chose: the status filters sorted by the
+	// registration's days walk the certificate tiers, the registration
+	// verdicts sorted by the certificate's days the registration tiers
+	// (and a walk there that gives up at once sorts the candidates).
+	for _, tier := range []string{"urg", "att", "wurg", "watt"} {
+		other := domainindex.SortWhoisDays
+		if strings.HasPrefix(tier, "w") {
+			other = domainindex.SortSSLDays
+		}
+		for _, sort := range []string{domainindex.SortHostname, domainindex.SortCreated, other} {
+			plans := []string{"walk", "semi", "chosen"}
+			if sort == other {
+				plans = append(plans, "walkread")
+			}
+			for _, plan := range plans {
+				if l.walked[sort+" "+tier+" "+plan] == 0 {
+					t.Errorf("no page sorted by %s walked tier %s under plan %s: %v", sort, tier, plan, l.walked)
+				}
+			}
 		}
 	}
 }

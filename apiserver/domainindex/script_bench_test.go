@@ -64,10 +64,15 @@ var scriptCases = []struct {
 	{"search-label", func(q domainindex.Query) domainindex.Query { q.Search = ".reg7"; return q }},
 	{"page-10", func(q domainindex.Query) domainindex.Query { q.Offset = 900; return q }},
 	// Sparse filters that BenchmarkDomainList does not ask, on sorts no
-	// index of theirs follows: a status on the registration sort, a
-	// registration verdict (2% of the tenant) on the hostname sort.
+	// index of theirs follows but the attention index's tiers: a status on
+	// the registration sort, a registration verdict (2% of the tenant) on
+	// the certificate's and the hostname sorts.
 	{"status-crit-whois", func(q domainindex.Query) domainindex.Query {
 		q.Status, q.Sort, q.Desc = "critical", domainindex.SortWhoisDays, false
+		return q
+	}},
+	{"whois-crit-ssl", func(q domainindex.Query) domainindex.Query {
+		q.WhoisStatus, q.Sort, q.Desc = "critical", domainindex.SortSSLDays, false
 		return q
 	}},
 	{"whois-crit-host", func(q domainindex.Query) domainindex.Query {
@@ -85,7 +90,10 @@ var scriptCases = []struct {
 // registrations. It logs each case's median over 30 pages of 100 (as the
 // handler asks them, with the listed fields). With
 // CERTFLEET_BENCH_LIST_LISTPACK=1024 it measures each case again on a
-// twin tenant whose zsets are listpacks (see below).
+// twin tenant whose zsets are listpacks (see below). The cases sorted by
+// one expiry and filtered by the other's status (uncorrelated) are
+// measured again on a tenant of the same size whose registrations do not
+// follow the certificates (benchRegUncorrelated), as in a real fleet.
 //
 //	CERTFLEET_BENCH_LIST_SIZES=1000,10000,100000 go test -run '^$' -bench ListScript -benchtime 1x ./apiserver/domainindex/
 func BenchmarkListScript(b *testing.B) {
@@ -119,7 +127,7 @@ func BenchmarkListScript(b *testing.B) {
 	lpEntries := os.Getenv("CERTFLEET_BENCH_LIST_LISTPACK")
 	for _, n := range sizes {
 		at := time.Now()
-		load := func(name, zsetEntries string) string {
+		load := func(name, zsetEntries string, reg func(i int) int) string {
 			start := time.Now()
 			tenant := events.TenantID(fmt.Sprintf("%s%d@example.com", name, n))
 			if c, _ := rdb.ZCard(ctx, domainindex.Prefix(tenant)+"created").Result(); c != int64(n) {
@@ -130,7 +138,7 @@ func BenchmarkListScript(b *testing.B) {
 					}
 					defer rdb.ConfigSet(ctx, "zset-max-listpack-entries", was)
 				}
-				loadBenchTenant(b, ctx, rdb, store, tenant, n, at)
+				loadBenchTenant(b, ctx, rdb, store, tenant, n, at, reg)
 			}
 			// The attention index, built here by a status list (the
 			// sweep's time from the slow log), is counted with the rest.
@@ -164,9 +172,9 @@ func BenchmarkListScript(b *testing.B) {
 				n, time.Since(start).Round(time.Millisecond), cmp.Or(zsetEntries, "as configured"), float64(bytes)/float64(n))
 			return tenant
 		}
-		tenants := []string{load("script", "")}
+		tenants := []string{load("script", "", benchReg)}
 		if lpEntries != "" {
-			tenants = append(tenants, load("scriptlp", lpEntries))
+			tenants = append(tenants, load("scriptlp", lpEntries, benchReg))
 		}
 		base := domainindex.Query{Sort: domainindex.SortCreated, Desc: true, Limit: 100, Now: time.Now(),
 			Warning: 30, Critical: 7, Fields: accounts.ListedFields}
@@ -176,6 +184,30 @@ func BenchmarkListScript(b *testing.B) {
 				b.Fatal(err)
 			}
 			return p
+		}
+		// measure lists q 30 times on tenant: the script's median time
+		// inside Redis, and the last page.
+		measure := func(tenant string, q domainindex.Query) (time.Duration, domainindex.Page) {
+			var p domainindex.Page
+			rdb.Do(ctx, "SLOWLOG", "RESET")
+			for range 30 {
+				p = list(tenant, q)
+			}
+			med := latency.ScriptMedian(b, rdb, ":ix:created")
+			if med == 0 {
+				b.Fatalf("%+v: no list script in the slow log", q)
+			}
+			return med, p
+		}
+		// withoutAttention is the line's tail for a query walked on the
+		// attention index (med): the walk of the whole tenant, measured
+		// now, the same run's baseline.
+		withoutAttention := func(tenant string, q domainindex.Query, med time.Duration) string {
+			if !domainindex.Attention(q) {
+				return ""
+			}
+			without, _ := measure(tenant, domainindex.WithoutAttention(q))
+			return fmt.Sprintf("; without the attention index %s (%.2fx)", without, float64(without)/float64(med))
 		}
 		cases := slices.Clone(scriptCases)
 		cases = append(cases, struct {
@@ -196,52 +228,68 @@ func BenchmarkListScript(b *testing.B) {
 				if c.name == "cursor" {
 					q.Cursor = list(tenant, q).NextCursor
 				}
-				rdb.Do(ctx, "SLOWLOG", "RESET")
-				for range 30 {
-					p = list(tenant, q)
-				}
-				meds[ti] = latency.ScriptMedian(b, rdb, ":ix:created")
-				if meds[ti] == 0 {
-					b.Fatalf("%s: no list script in the slow log", c.name)
-				}
+				meds[ti], p = measure(tenant, q)
 				if ci == 0 {
 					baseline[ti] = meds[ti]
 				}
 			}
-			line := fmt.Sprintf("%7d domains %-16s total %6d  list script p50 %s (%.1fx the default page)", n, c.name, p.Total, meds[0], float64(meds[0])/float64(baseline[0]))
+			line := fmt.Sprintf("%7d domains %-16s total %6d  list script p50 %s (%.1fx the default page, %s)", n, c.name, p.Total, meds[0], float64(meds[0])/float64(baseline[0]), planOf(p))
 			if len(tenants) > 1 {
 				line += fmt.Sprintf("; zsets as listpacks %s (%.2fx)", meds[1], float64(meds[1])/float64(meds[0]))
 			}
 			// A status walked on the attention index: the walk of the
 			// whole tenant, the same run's baseline.
-			if q := c.q(base); domainindex.Attention(q) {
-				q = domainindex.WithoutAttention(q)
-				rdb.Do(ctx, "SLOWLOG", "RESET")
-				for range 30 {
-					list(tenants[0], q)
-				}
-				without := latency.ScriptMedian(b, rdb, ":ix:created")
-				line += fmt.Sprintf("; without the attention index %s (%.2fx)", without, float64(without)/float64(meds[0]))
-			}
+			line += withoutAttention(tenants[0], c.q(base), meds[0])
 			b.Log(line)
+		}
+		// The statuses sorted by the other expiry again, on a tenant whose
+		// registrations do not follow its certificates.
+		mixed := load("scriptmix", "", benchRegUncorrelated)
+		for _, c := range scriptCases {
+			q := c.q(base)
+			if !domainindex.Attention(q) || (q.Sort != domainindex.SortSSLDays && q.Sort != domainindex.SortWhoisDays) {
+				continue
+			}
+			med, p := measure(mixed, q)
+			b.Logf("%7d domains %-16s total %6d  list script p50 %s (%s), registrations uncorrelated%s", n, c.name, p.Total, med,
+				planOf(p), withoutAttention(mixed, q, med))
 		}
 	}
 	for b.Loop() {
 	}
 }
 
+// planOf names the plan the list script followed for p, and the tier of
+// the attention index it walked.
+func planOf(p domainindex.Page) string {
+	if t := domainindex.TierOf(p); t != "" {
+		return domainindex.PlanOf(p) + " on " + t
+	}
+	return domainindex.PlanOf(p)
+}
+
+// benchReg is the registration of domain i in BenchmarkDomainList's
+// tenant: reg<i%50>.example, which ties it to the certificate's expiry
+// (i%400): the expired certificates all sit under registrations that
+// expire before the critical ones' (reg 0-19 against 20-27).
+func benchReg(i int) int { return i % 50 }
+
+// benchRegUncorrelated spreads the registrations over the certificates:
+// each certificate expiry (i%400) under every registration alike.
+func benchRegUncorrelated(i int) int { return int(uint32(i)*2654435761>>16) % 50 }
+
 // loadBenchTenant adds n domains to tenant as BenchmarkDomainList does
-// (host<i>.reg<i%50>.example) and writes their facts: a tenth never
-// scanned, certificates expiring from 20 days ago to 379 days on (one in
-// 17 invalid), registrations of reg<j>.example expiring 9j-40 days on
-// (one in 7 not found).
-func loadBenchTenant(b *testing.B, ctx context.Context, rdb redis.UniversalClient, store *accounts.Store, tenant string, n int, at time.Time) {
+// (host<i>.reg<j>.example, j = reg(i)) and writes their facts: a tenth
+// never scanned, certificates expiring from 20 days ago to 379 days on
+// (one in 17 invalid), registrations of reg<j>.example expiring 9j-40
+// days on (one in 7 not found).
+func loadBenchTenant(b *testing.B, ctx context.Context, rdb redis.UniversalClient, store *accounts.Store, tenant string, n int, at time.Time, reg func(i int) int) {
 	const chunk = 5000
 	for from := 0; from < n; from += chunk {
 		nds := make([]accounts.NewDomain, min(chunk, n-from))
 		for k := range nds {
 			i := from + k
-			nds[k] = accounts.NewDomain{Host: fmt.Sprintf("host%d.reg%d.example", i, i%50), Port: 443}
+			nds[k] = accounts.NewDomain{Host: fmt.Sprintf("host%d.reg%d.example", i, reg(i)), Port: 443}
 		}
 		res, err := store.AddDomains(ctx, tenant, nds)
 		if err != nil {
@@ -258,7 +306,7 @@ func loadBenchTenant(b *testing.B, ctx context.Context, rdb redis.UniversalClien
 				f.SSLMS = at.Add(time.Duration(i%400-20) * 24 * time.Hour).UnixMilli()
 				f.Bad = i%17 == 0
 			}
-			if reg := i % 50; reg%7 == 0 {
+			if reg := reg(i); reg%7 == 0 {
 				f.WhoisReason = events.RegistrationNotFound
 			} else {
 				f.WhoisMS = at.Add(time.Duration(reg*9-40) * 24 * time.Hour).UTC().Truncate(time.Second).UnixMilli()

@@ -25,6 +25,7 @@ import (
 // its registration as pending, until the projector applies its facts.
 var IndexLua = idLua + RecordPortLua + createdLua + tiersLua + `
 local IX_REASONS = {` + luaStrings(Reasons) + `}
+local IX_NOEXP = ` + strconv.FormatInt(NoExpiryMS, 10) + `
 local function ix_suffixes(host)
   local out, i = {}, 1
   while true do
@@ -57,7 +58,67 @@ local function ix_names(p, id, host, port, add, created)
     if add then redis.call('ZADD', p .. 'sfx', 0, m) else redis.call('ZREM', p .. 'sfx', m) end
   end
 end
-local ix_tiers
+-- ix_att_x places domain id, in tier, in the tier's order of the other
+-- expiry (IX_TIER[tier].other: 'whois' for a tier over the certificate's,
+-- 'ssl' for one over the registration's), as that expiry's sort walks its
+-- key and then its null set: in <tier>:x with the other key's score when
+-- below IX_NOEXP, else in <tier>:xnull (score 0, in id order), so a page
+-- walked in the tier and the next walked in the whole index agree.
+local function ix_att_x(p, tier, id)
+  local t = p .. tier
+  local s = redis.call('ZSCORE', p .. IX_TIER[tier].other, id)
+  if s and tonumber(s) < IX_NOEXP then
+    redis.call('ZADD', t .. ':x', s, id)
+    redis.call('ZREM', t .. ':xnull', id)
+  else
+    redis.call('ZREM', t .. ':x', id)
+    redis.call('ZADD', t .. ':xnull', 0, id)
+  end
+end
+-- ix_att puts domain id, named name (ix_name's), in a tier of the
+-- attention index (IX_TIERS: <tier>:host, <tier>:created and the other
+-- expiry's order, ix_att_x) or takes it out.
+local function ix_att(p, tier, id, name, on)
+  if on then
+    redis.call('ZADD', p .. tier .. ':host', 0, name .. id)
+    redis.call('ZADD', p .. tier .. ':created', redis.call('ZSCORE', p .. 'created', id) or 0, id)
+    ix_att_x(p, tier, id)
+  else
+    redis.call('ZREM', p .. tier .. ':host', name .. id)
+    redis.call('ZREM', p .. tier .. ':created', id)
+    redis.call('ZREM', p .. tier .. ':x', id)
+    redis.call('ZREM', p .. tier .. ':xnull', id)
+  end
+end
+-- ix_att_follow places domain id again in the other expiry's order of
+-- the tiers that hold it and whose other expiry is key ('ssl' or
+-- 'whois'), once key's entries of id are written.
+local function ix_att_follow(p, id, key)
+  for _, tier in ipairs(IX_TIERS_X[key]) do
+    if redis.call('ZSCORE', p .. tier .. ':created', id) then ix_att_x(p, tier, id) end
+  end
+end
+-- ix_att_out takes domain id, named name, out of every tier.
+local function ix_att_out(p, id, name)
+  for _, t in ipairs(IX_TIERS) do ix_att(p, t.name, id, name, false) end
+end
+-- ix_tiers puts domain id, named name, in the tiers over the expiry key
+-- ('ssl' or 'whois') whose bound its expiry s (nil: none) is below, or
+-- that hold its invalid certificate (bad) or its missing one (nocert),
+-- and out of the others. Only a tier that exists (its bound set in the
+-- hash 'tiers', by sweepScript of list.go) takes a domain in.
+local function ix_tiers(p, id, name, key, s, bad, nocert)
+  local names = IX_TIERS_OF[key]
+  local bounds = redis.call('HMGET', p .. 'tiers', unpack(names))
+  for i, tier in ipairs(names) do
+    local b = tonumber(bounds[i])
+    if b then
+      local on = s ~= nil and s < b
+      if IX_TIER[tier].invalid then on = on or (s ~= nil and bad) or (s == nil and nocert) end
+      ix_att(p, tier, id, name, on)
+    end
+  end
+end
 -- ix_whois writes a domain's registration facts; name, when given, is
 -- ix_name of the record's host they are for, whose attention tiers over
 -- the registration follow them.
@@ -73,39 +134,7 @@ local function ix_whois(p, id, exp, reason, name)
     if r == reason and exp == '' then redis.call('SADD', p .. 'wr:' .. r, id) else redis.call('SREM', p .. 'wr:' .. r, id) end
   end
   if name then ix_tiers(p, id, name, 'whois', tonumber(exp), false, false) end
-end
--- ix_att puts domain id, named name (ix_name's), in a tier of the
--- attention index (IX_TIERS: <tier>:host, <tier>:created) or takes it
--- out.
-local function ix_att(p, tier, id, name, on)
-  if on then
-    redis.call('ZADD', p .. tier .. ':host', 0, name .. id)
-    redis.call('ZADD', p .. tier .. ':created', redis.call('ZSCORE', p .. 'created', id) or 0, id)
-  else
-    redis.call('ZREM', p .. tier .. ':host', name .. id)
-    redis.call('ZREM', p .. tier .. ':created', id)
-  end
-end
--- ix_att_out takes domain id, named name, out of every tier.
-local function ix_att_out(p, id, name)
-  for _, t in ipairs(IX_TIERS) do ix_att(p, t.name, id, name, false) end
-end
--- ix_tiers puts domain id, named name, in the tiers over the expiry key
--- ('ssl' or 'whois') whose bound its expiry s (nil: none) is below, or
--- that hold its invalid certificate (bad) or its missing one (nocert),
--- and out of the others. Only a tier that exists (its bound set in the
--- hash 'tiers', by sweepScript of list.go) takes a domain in.
-ix_tiers = function(p, id, name, key, s, bad, nocert)
-  local names = IX_TIERS_OF[key]
-  local bounds = redis.call('HMGET', p .. 'tiers', unpack(names))
-  for i, tier in ipairs(names) do
-    local b = tonumber(bounds[i])
-    if b then
-      local on = s ~= nil and s < b
-      if IX_TIER[tier].invalid then on = on or (s ~= nil and bad) or (s == nil and nocert) end
-      ix_att(p, tier, id, name, on)
-    end
-  end
+  ix_att_follow(p, id, 'whois')
 end
 -- ix_ssl writes a domain's certificate facts; name is ix_name of the
 -- host they are for (the record's).
@@ -115,13 +144,14 @@ local function ix_ssl(p, id, name, ssl, bad, nocert)
     redis.call('ZADD', p .. 'ssl', ssl, id)
     if bad == '1' then redis.call('ZADD', p .. 'bad', ssl, id) else redis.call('ZREM', p .. 'bad', id) end
     redis.call('SREM', p .. 'nocert', id)
-    if tonumber(ssl) >= ` + strconv.FormatInt(NoExpiryMS, 10) + ` then redis.call('ZADD', p .. 'sslnull', 0, id) else redis.call('ZREM', p .. 'sslnull', id) end
+    if tonumber(ssl) >= IX_NOEXP then redis.call('ZADD', p .. 'sslnull', 0, id) else redis.call('ZREM', p .. 'sslnull', id) end
   else
     redis.call('ZREM', p .. 'ssl', id)
     redis.call('ZREM', p .. 'bad', id)
     if nocert == '1' then redis.call('SADD', p .. 'nocert', id) else redis.call('SREM', p .. 'nocert', id) end
     redis.call('ZADD', p .. 'sslnull', 0, id)
   end
+  ix_att_follow(p, id, 'ssl')
 end
 local function ix_taglist(j)
   if not j or j == '' then return {} end

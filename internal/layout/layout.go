@@ -24,8 +24,10 @@ import (
 // Generation is this binary's layout. Raise it with every change that an
 // older binary would misread, and say so in docs/operations.md
 // ("Upgrading"). 1: the layouts up to 2026-12-06 (sixth). 2: the list
-// indexes' attention index, which an older projector would not keep.
-const Generation = 2
+// indexes' attention index, which an older projector would not keep. 3:
+// its tiers in the other expiry's order (list index layout 5), which an
+// older projector would not keep either.
+const Generation = 3
 
 // Key holds the newest generation that ran against this Redis.
 const Key = "certfleet:layout"
