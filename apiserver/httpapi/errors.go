@@ -124,8 +124,10 @@ const UnavailableRetryAfter = 5
 
 // shared answers the errors every API style answers alike: a quota
 // passed (403, or 429 for requests in flight), a claimed key's own quota
-// (403), and a dependency that does not answer (503 with Retry-After, so
-// that clients retry instead of giving up on a 500). nil for others.
+// (403), an Idempotency-Key sent again with another request (422) or
+// for a creation whose secret is gone (409), and a dependency that does
+// not answer (503 with Retry-After, so that clients retry instead of
+// giving up on a 500). nil for others.
 func shared(c *gin.Context, err error) *Error {
 	var ex *quota.Exceeded
 	var held *accounts.HeldQuotaError
