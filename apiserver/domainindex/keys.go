@@ -74,8 +74,9 @@ const (
 	// keyWhoisNull: zset, score 0: domains without a known registration
 	// expiry, in id order.
 	keyWhoisNull = "wnull"
-	// keyWhoisReason + reason: set of the domains without a known expiry
-	// for that reason (pending, not-found, ...).
+	// keyWhoisReason + reason: zset of the domains without a known expiry
+	// for that reason (pending, not-found, ...), scored by their
+	// created_at ms as the tag zsets are.
 	keyWhoisReason = "wr:"
 	// keyBuilt: string, the layout version the tenant's index was built
 	// with (Built, MarkBuilt).
@@ -111,13 +112,15 @@ const (
 	// while a sweep is under way, where it left off ("<tier>q"): one
 	// small hash, as a healthy tenant's tiers hold nothing else.
 	keyAttBounds = "tiers"
-	// keyTag + tag: set of the domains with that tag; keyTags: set of the
-	// tags in use (so Drop finds their sets).
+	// keyTag + tag: zset of the domains with that tag, scored by their
+	// created_at ms (as keyCreated, so that a tag on the created_at sort
+	// walks its own zset; layout 6); keyTags: set of the tags in use (so
+	// Drop finds their zsets).
 	keyTag  = "tag:"
 	keyTags = "tags"
 )
 
-// TagKey is the key of the set of tenantID's domains tagged tag.
+// TagKey is the key of the zset of tenantID's domains tagged tag.
 func TagKey(tenantID, tag string) string { return Prefix(tenantID) + keyTag + tag }
 
 // Layout is the version of the index layout; an index built with another
@@ -130,8 +133,10 @@ func TagKey(tenantID, tag string) string { return Prefix(tenantID) + keyTag + ta
 // Layout 4: keySuffix's members carry created_at before the id, so that
 // a label's domains read in that order. Layout 5: the attention tiers
 // keep their domains in the other expiry's order too (keyAttOther,
-// keyAttOtherNull), which the tiers of layout 4 lack.
-const Layout = "5"
+// keyAttOtherNull), which the tiers of layout 4 lack. Layout 6: a tag's
+// and a registration reason's domains are zsets scored by created_at
+// (sets before).
+const Layout = "6"
 
 // NoExpiryMS is the score of a certificate without a well-defined
 // expiration (99991231235959Z): after every real date.

@@ -619,12 +619,12 @@ local function matchAll(ids, hosts, skip)
         if not w[i] or verdict(tonumber(w[i])) ~= wstatus then ok[i] = false end
       end
     else
-      local why = mismember(P .. 'wr:' .. wstatus, ids)
+      local why = mscore(P .. 'wr:' .. wstatus, ids)
       for i = 1, #ids do if not why[i] then ok[i] = false end end
     end
   end
   if tag ~= '' and skip ~= 'tag' then
-    local has = mismember(P .. 'tag:' .. tag, ids)
+    local has = mscore(P .. 'tag:' .. tag, ids)
     for i = 1, #ids do if not has[i] then ok[i] = false end end
   end
   if search ~= '' and skip ~= 'search' then
@@ -669,13 +669,15 @@ if wstatus ~= '' then
     s.count = s.est
     sources[#sources + 1] = s
   else
-    local n = redis.call('SCARD', P .. 'wr:' .. wstatus)
-    sources[#sources + 1] = {f = 'whois', kind = 's', key = P .. 'wr:' .. wstatus, est = n, count = n}
+    local s = zsrc('whois', P .. 'wr:' .. wstatus, '-inf', '+inf')
+    s.count, s.created = s.est, true
+    sources[#sources + 1] = s
   end
 end
 if tag ~= '' then
-  local n = redis.call('SCARD', P .. 'tag:' .. tag)
-  sources[#sources + 1] = {f = 'tag', kind = 's', key = P .. 'tag:' .. tag, est = n, count = n}
+  local s = zsrc('tag', P .. 'tag:' .. tag, '-inf', '+inf')
+  s.count, s.created = s.est, true
+  sources[#sources + 1] = s
 end
 if search ~= '' then
   local lo, hi = '[' .. term, '[' .. term .. '\255'
@@ -698,8 +700,6 @@ local function members(src)
       for _, id in ipairs(redis.call('ZRANGEBYSCORE', src.exclude, src.min, src.max)) do seen[id] = true end
     end
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', src.key, src.min, src.max)) do add(id) end
-  elseif src.kind == 's' then
-    for _, id in ipairs(redis.call('SMEMBERS', src.key)) do add(id) end
   elseif src.kind == 'err' then
     for _, id in ipairs(redis.call('SMEMBERS', P .. 'nocert')) do add(id) end
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'bad', now, '+inf')) do add(id) end
@@ -745,6 +745,16 @@ elseif att then
   if sort == 'created_at' then walkKey = P .. tier .. ':created' end
   W = redis.call('ZCARD', walkKey)
 elseif sort == 'hostname' then W = redis.call('ZCARD', walkKey) end
+-- A tag's or a registration reason's zset is scored by created_at (s.created):
+-- on that sort the walk reads the smallest of them instead when it is
+-- smaller still (ordered), and when it is the only filter every member
+-- matches.
+local ordered
+if sort == 'created_at' then
+  for _, s in ipairs(sources) do
+    if s.created and s.est < W then ordered, walkKey, W = s, s.key, s.est end
+  end
+end
 local best
 for _, s in ipairs(sources) do if not best or s.est < best.est then best = s end end
 
@@ -801,8 +811,8 @@ if labels then plan = 'label' elseif plan == 'label' then plan = '' end
 -- zset, about 0.65 us; measured at 100,000 domains): E candidates, 2
 -- each (a search's, which carry a suffix, 2.6), about want * N / E
 -- members walked (the hostname index's 2.3 each); a walked member's test
--- costs its share of one call per chunk and filter (a score 2.4, a
--- set's answer 1.2; a search on the hostname sort none, on another a
+-- costs its share of one call per chunk and filter (a score 2.4: every
+-- filter but a search is a zset; a search on the hostname sort none, on another a
 -- record read each, 5); a read candidate's sort key its score and its
 -- share of the sort (4), or on the hostname sort a record read each for
 -- the hostname (8.5). A walk that needs the total reads the candidates
@@ -822,8 +832,7 @@ if best then
   local test, others = 0, 0
   for _, s in ipairs(sources) do
     local c = 2.4
-    if s.f == 'search' then if sort == 'hostname' then c = 0 else c = 5 end
-    elseif s.kind == 's' then c = 1.2 end
+    if s.f == 'search' then if sort == 'hostname' then c = 0 else c = 5 end end
     test = test + c
     if s ~= best then others = others + c end
   end
@@ -985,7 +994,7 @@ else
   -- rank (exclusive), direction, every member matches}.
   local seqs = {}
   if sort == 'hostname' then seqs[1] = {walkKey, true, 0, W, desc, false}
-  elseif sort == 'created_at' then seqs[1] = {walkKey, false, 0, W, desc, false}
+  elseif sort == 'created_at' then seqs[1] = {walkKey, false, 0, W, desc, ordered ~= nil and #sources == 1}
   else
     -- f is the filter over the sort's own key: a status holds only the
     -- scores of its range (an error those of bad from now on), so the
@@ -1133,7 +1142,7 @@ if #fields > 0 and #out > 0 then
     local ids = {}
     for k, i in ipairs(without) do ids[k] = out[i] end
     for _, r in ipairs({` + luaStrings(Reasons) + `}) do
-      local has = mismember(P .. 'wr:' .. r, ids)
+      local has = mscore(P .. 'wr:' .. r, ids)
       for k, i in ipairs(without) do if has[k] then wr[i] = r end end
     end
   end
@@ -1144,9 +1153,12 @@ if #fields > 0 and #out > 0 then
     rows[i] = row
   end
 end
--- tierWalked: the tier the plan walked, '' for none.
+-- tierWalked: the index the plan walked instead of the sort's: a tier, a
+-- tag's or a reason's zset (its key without the prefix); '' for none.
 local tierWalked = ''
-if att and (plan == 'walk' or plan == 'semi') then tierWalked = tier end
+if plan == 'walk' or plan == 'semi' then
+  if ordered then tierWalked = string.sub(ordered.key, #P + 1) elseif att then tierWalked = tier end
+end
 if nextKey then
   return {total, out, rows, plan, due, tierWalked, nextKey[1], string.format('%.17g', nextKey[2]), nextKey[3]}
 end

@@ -46,6 +46,9 @@ local function ix_lookup(p, host, port)
   if m then return ix_id(string.sub(m, #pre + 1)) end
   return false
 end
+-- ix_created_of is domain id's created_at ms, the score of its members
+-- in the tag and reason zsets (so a walk of one is in created_at order).
+local function ix_created_of(p, id) return redis.call('ZSCORE', p .. 'created', id) or 0 end
 -- ix_names adds (add) or removes the hostname's and its labels' members;
 -- created is the domain's created_at ms, which the label members carry.
 local function ix_names(p, id, host, port, add, created)
@@ -131,7 +134,7 @@ local function ix_whois(p, id, exp, reason, name)
     redis.call('ZADD', p .. 'wnull', 0, id)
   end
   for _, r in ipairs(IX_REASONS) do
-    if r == reason and exp == '' then redis.call('SADD', p .. 'wr:' .. r, id) else redis.call('SREM', p .. 'wr:' .. r, id) end
+    if r == reason and exp == '' then redis.call('ZADD', p .. 'wr:' .. r, ix_created_of(p, id), id) else redis.call('ZREM', p .. 'wr:' .. r, id) end
   end
   if name then ix_tiers(p, id, name, 'whois', tonumber(exp), false, false) end
   ix_att_follow(p, id, 'whois')
@@ -162,18 +165,18 @@ end
 local function ix_tags(p, id, old, new)
   if old == new then return end
   for _, t in ipairs(ix_taglist(old)) do
-    redis.call('SREM', p .. 'tag:' .. t, id)
-    if redis.call('SCARD', p .. 'tag:' .. t) == 0 then redis.call('SREM', p .. 'tags', t) end
+    redis.call('ZREM', p .. 'tag:' .. t, id)
+    if redis.call('ZCARD', p .. 'tag:' .. t) == 0 then redis.call('SREM', p .. 'tags', t) end
   end
   for _, t in ipairs(ix_taglist(new)) do
-    redis.call('SADD', p .. 'tag:' .. t, id)
+    redis.call('ZADD', p .. 'tag:' .. t, ix_created_of(p, id), id)
     redis.call('SADD', p .. 'tags', t)
   end
 end
 local function ix_add(p, id, host, port, created, tags)
+  redis.call('ZADD', p .. 'created', created, id)
   ix_names(p, id, host, port, true, created)
   ix_tags(p, id, '', tags)
-  redis.call('ZADD', p .. 'created', created, id)
   if not redis.call('ZSCORE', p .. 'ssl', id) then redis.call('ZADD', p .. 'sslnull', 0, id) end
   if not redis.call('ZSCORE', p .. 'whois', id) and not redis.call('ZSCORE', p .. 'wnull', id) then
     ix_whois(p, id, '', 'pending')
@@ -195,7 +198,7 @@ local function ix_remove(p, id, host, port, tags)
   ix_tags(p, id, tags, '')
   for _, k in ipairs({'created', 'ssl', 'bad', 'sslnull', 'whois', 'wnull'}) do redis.call('ZREM', p .. k, id) end
   redis.call('SREM', p .. 'nocert', id)
-  for _, r in ipairs(IX_REASONS) do redis.call('SREM', p .. 'wr:' .. r, id) end
+  for _, r in ipairs(IX_REASONS) do redis.call('ZREM', p .. 'wr:' .. r, id) end
 end
 `
 
