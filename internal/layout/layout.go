@@ -26,8 +26,10 @@ import (
 // ("Upgrading"). 1: the layouts up to 2026-12-06 (sixth). 2: the list
 // indexes' attention index, which an older projector would not keep. 3:
 // its tiers in the other expiry's order (list index layout 5), which an
-// older projector would not keep either.
-const Generation = 3
+// older projector would not keep either. 4: the tiers as one status's
+// band each (list index layout 6), whose bounds an older projector would
+// misread.
+const Generation = 4
 
 // Key holds the newest generation that ran against this Redis.
 const Key = "certfleet:layout"
