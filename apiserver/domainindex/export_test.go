@@ -65,6 +65,9 @@ type TierDef struct {
 // SweepPast is how far past its edge a sweep sets a tier's upper bound.
 const SweepPast = sweepPast
 
+// SweepChunk is how many domains a step of the attention sweep moves.
+func SweepChunk() int { return sweepChunk }
+
 // PlanOf is the plan the list script followed for p.
 func PlanOf(p Page) string { return p.plan }
 
