@@ -191,10 +191,10 @@ func BenchmarkListScript(b *testing.B) {
 				tiered += c
 				sizes = append(sizes, fmt.Sprintf("%s %d (%.1f%%)", t, c, 100*float64(c)/float64(n)))
 			}
-			n := len(steps) - 1
+			ns := len(steps) - 1
 			b.Logf("attention index: tiers %s domains, built in %s: %d steps of up to %d domains took 200 us or more inside Redis, %s (median), %s (p90), %s (max); %.0f B per domain in a tier",
-				strings.Join(sizes, ", "), took.Round(time.Millisecond), n, domainindex.SweepChunk(),
-				steps[n/2].Round(10*time.Microsecond), steps[n*9/10].Round(10*time.Microsecond), steps[max(n-1, 0)].Round(10*time.Microsecond),
+				strings.Join(sizes, ", "), took.Round(time.Millisecond), ns, domainindex.SweepChunk(),
+				steps[ns/2].Round(10*time.Microsecond), steps[ns*9/10].Round(10*time.Microsecond), steps[max(ns-1, 0)].Round(10*time.Microsecond),
 				float64(attBytes)/float64(max(tiered, 1)))
 			b.Logf("tenant of %d domains loaded in %s (zset-max-listpack-entries %s); list index %.0f B/domain",
 				n, time.Since(start).Round(time.Millisecond), cmp.Or(zsetEntries, "as configured"), float64(bytes)/float64(n))
