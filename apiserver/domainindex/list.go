@@ -385,8 +385,9 @@ end
 //
 // Field <tier>q holds where the next step goes on ("low|<end>|<add
 // from>|<score>", "bad|<score>", "nocert|<SSCAN cursor>",
-// "exp|<score>": the scores from which to read on, inclusive, or
-// exclusive after "("); a list uses the tier only once it is gone.
+// "exp|<score>": the score from which to read on, and field <tier>m the
+// member the last step stopped at, after which the next goes on); a list
+// uses the tier only once <tier>q is gone.
 // Concurrent sweeps take the steps in turn.
 //
 // KEYS: the tiers' bounds (keyAttBounds). ARGV: prefix, record prefix,
@@ -429,34 +430,53 @@ local function move(id, on)
   if r[1] then ix_att(P, tier, id, ix_name(r[1], record_port(r[2])), on) end
 end
 -- ranged moves (on: adds, else takes out) up to K members of key, by
--- score from pos up to hi, and returns where the next step reads on
--- (nil when done). A step that ends inside a run of equal scores reads
--- from that score again (its members are moved again, which changes
--- nothing), unless the whole step was that score: then it moves the run
--- whole and goes past it.
+-- score, from pos (a score) up to hi (exclusive; math.huge: none), and
+-- returns the score the next step reads on from (nil when done). The
+-- member it stopped at is kept (field <tier>m), so that the next step
+-- goes on after it by rank, inside a run of equal scores too (a
+-- registration shared by thousands of domains: a step still moves K);
+-- when that member moved or left meanwhile, the next step reads from
+-- the score again (moving some again changes nothing). A domain that
+-- changed since the sweep began was placed by ix_tiers already.
 local function ranged(key, hi, on)
-  local got = redis.call('ZRANGEBYSCORE', key, pos, hi, 'WITHSCORES', 'LIMIT', 0, K)
-  for i = 1, #got, 2 do move(got[i], on) end
-  if #got < 2 * K then return nil end
-  local last = got[#got]
-  if last ~= pos then return last end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key, last, last)) do move(id, on) end
-  return '(' .. last
+  local got
+  local m = redis.call('HGET', P .. 'tiers', tier .. 'm')
+  local s = m and redis.call('ZSCORE', key, m)
+  if s and tonumber(s) == tonumber(pos) then
+    local r = redis.call('ZRANK', key, m)
+    got = redis.call('ZRANGE', key, r + 1, r + K, 'WITHSCORES')
+  else
+    local top = '+inf'
+    if hi ~= math.huge then top = '(' .. ms(hi) end
+    got = redis.call('ZRANGEBYSCORE', key, pos, top, 'WITHSCORES', 'LIMIT', 0, K)
+  end
+  local n = 0
+  for i = 1, #got, 2 do
+    if tonumber(got[i + 1]) >= hi then break end
+    move(got[i], on)
+    n = n + 1
+  end
+  if n < K then
+    redis.call('HDEL', P .. 'tiers', tier .. 'm')
+    return nil
+  end
+  redis.call('HSET', P .. 'tiers', tier .. 'm', got[2 * n - 1])
+  return got[2 * n]
 end
 if phase == 'low' then
   local stop, from
   stop, from, pos = string.match(pos, '^([^|]*)|([^|]*)|(.*)$')
-  local nxt = ranged(P .. T.key, '(' .. stop, false)
+  local nxt = ranged(P .. T.key, tonumber(stop), false)
   if nxt then q = 'low|' .. stop .. '|' .. from .. '|' .. nxt else q = 'exp|' .. from end
 elseif phase == 'bad' then
-  local nxt = ranged(P .. 'bad', '+inf', true)
+  local nxt = ranged(P .. 'bad', math.huge, true)
   if nxt then q = 'bad|' .. nxt else q = 'nocert|0' end
 elseif phase == 'nocert' then
   local r = redis.call('SSCAN', P .. 'nocert', pos, 'COUNT', K)
   for _, id in ipairs(r[2]) do move(id, true) end
   if r[1] == '0' then q = nil else q = 'nocert|' .. r[1] end
 else
-  local nxt = ranged(P .. T.key, '(' .. redis.call('HGET', P .. 'tiers', tier), true)
+  local nxt = ranged(P .. T.key, tonumber(redis.call('HGET', P .. 'tiers', tier)), true)
   if nxt then q = 'exp|' .. nxt else q = nil end
 end
 if q then

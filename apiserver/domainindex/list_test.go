@@ -640,10 +640,28 @@ func TestAttentionIndex(t *testing.T) {
 	// and ix_ssl between them make the index whole.
 	q := baseQuery()
 	steps := 0
+	// banded counts each band tier's members: a step adds at most 4,
+	// also inside a run of equal expiries (the lab's registrations are
+	// shared by some 50 domains each).
+	banded := func() map[string]int64 {
+		n := map[string]int64{}
+		for _, td := range domainindex.Tiers() {
+			if !td.Invalid {
+				n[td.Name] = l.rdb.ZCard(l.ctx, pre+td.Name+":created").Val()
+			}
+		}
+		return n
+	}
 	for ; ; steps++ {
+		was := banded()
 		done, err := domainindex.SweepStep(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
 		if err != nil {
 			t.Fatal(err)
+		}
+		for tier, n := range banded() {
+			if n > was[tier]+4 {
+				t.Fatalf("step %d added %d domains to tier %s, want at most 4", steps, n-was[tier], tier)
+			}
 		}
 		if done {
 			break
