@@ -508,10 +508,11 @@ const (
 // SweepAttention gets tenantID's attention index ready for the lists
 // counting statuses with q's clock and thresholds: every tier built,
 // holding its status's band (tiers) with its bounds moved to q's edges.
-// It runs the steps one after another, each holding Redis for a few
-// tens of ms at most (sweepChunk domains, each put in three orders);
-// a tenant's first is the only long one (about 100 steps for the
-// benchmark's tenant of 100,000). Sweeper runs it in the background.
+// It runs the steps one after another, each holding Redis for some 4-7
+// ms at most (sweepChunk domains, each put in three orders; measured in
+// the benchmark under load); a tenant's first is the only long one
+// (about 130 steps for the benchmark's tenant of 100,000). Sweeper runs
+// it in the background.
 func SweepAttention(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix string, q Query) error {
 	for _, t := range tiers {
 		for {
