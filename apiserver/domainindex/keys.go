@@ -114,8 +114,8 @@ const (
 	// keyAttBounds: hash, per tier its upper bound ("<tier>": unix ms; 0
 	// for "err", which has none), its lower bound when it has one
 	// ("<tier>lo") and, while a sweep is under way, where it left off
-	// ("<tier>q"): one small hash, as a healthy tenant's tiers hold
-	// nothing else.
+	// ("<tier>q", and "<tier>m", the member its last step stopped at):
+	// one small hash, as a healthy tenant's tiers hold nothing else.
 	keyAttBounds = "tiers"
 	// keyTag + tag: set of the domains with that tag; keyTags: set of the
 	// tags in use (so Drop finds their sets).

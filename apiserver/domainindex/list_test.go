@@ -823,11 +823,29 @@ func TestAttentionIndex(t *testing.T) {
 	// holds its band.
 	q = baseQuery()
 	q.Now, q.Critical = now.Add(400*24*time.Hour), 3
+	// Until then the warning band lacks the domains between the two
+	// critical bounds: a warning list does not walk it, and asks a sweep.
+	walked := func() (string, bool) {
+		t.Helper()
+		lq := q
+		lq.Status, lq.Sort, lq.Limit = "warning", domainindex.SortHostname, 5
+		p, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), lq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return domainindex.TierOf(p), p.SweepDue
+	}
+	if tier, due := walked(); tier != "" || !due {
+		t.Fatalf("warning list with a lower critical threshold before the sweep: walked %q, sweep due %v; want none, true", tier, due)
+	}
 	if err := domainindex.SweepAttention(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q); err != nil {
 		t.Fatal(err)
 	}
 	if lo, want := l.rdb.HGet(l.ctx, pre+"tiers", "warnlo").Val(), fmt.Sprint(q.Now.UnixMilli()+4*24*3600*1000); lo != want {
 		t.Fatalf("warning tier's lower bound %s after the critical threshold went down, want %s", lo, want)
+	}
+	if tier, due := walked(); tier != "warn" || due {
+		t.Fatalf("warning list with a lower critical threshold after the sweep: walked %q, sweep due %v; want warn, false", tier, due)
 	}
 	l.checkAttention()
 }
