@@ -419,8 +419,8 @@ func TestListDomainsStatusAndSearch(t *testing.T) {
 	// server's sweeper (RunAttention) builds it, and the lists walk it.
 	tenant := events.TenantID("ops@example.com")
 	pre := domainindex.Prefix(tenant)
-	built := func() bool { // every tier, swept to the end (watt last)
-		return f.e.rdb.HExists(context.Background(), pre+"tiers", "watt").Val() && !f.e.rdb.HExists(context.Background(), pre+"tiers", "wattq").Val()
+	built := func() bool { // every tier, swept to the end (wwarn last)
+		return f.e.rdb.HExists(context.Background(), pre+"tiers", "wwarn").Val() && !f.e.rdb.HExists(context.Background(), pre+"tiers", "wwarnq").Val()
 	}
 	if n := f.e.rdb.Exists(context.Background(), pre+"tiers").Val(); n != 0 {
 		t.Fatal("attention index built with no sweeper running")
@@ -439,8 +439,10 @@ func TestListDomainsStatusAndSearch(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	for tier, hosts := range map[string][]string{
-		"att": {"warn.example", "crit.example", "expired.example", "badchain.shop.example", "down.example"},
-		"urg": {"crit.example", "expired.example"},
+		"exp":  {"expired.example"},
+		"crit": {"crit.example"},
+		"warn": {"warn.example"},
+		"err":  {"badchain.shop.example", "down.example"},
 	} {
 		m := f.e.rdb.ZRange(context.Background(), pre+tier+":created", 0, -1).Val()
 		var got []string

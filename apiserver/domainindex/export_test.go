@@ -32,13 +32,41 @@ func SetSweepChunk(t interface{ Cleanup(func()) }, n int) {
 	t.Cleanup(func() { sweepChunk = was })
 }
 
-// SweepStep runs one step of the attention sweep of tenantID's tier
-// "att" (the one with every phase) for q's warning bound, and tells
-// whether the tier is ready.
+// SweepStep runs one step of the attention sweep of tenantID's first
+// tier not ready for q's edges (every tier in turn, so every phase), and
+// tells whether every tier is ready.
 func SweepStep(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix string, q Query) (bool, error) {
-	_, _, warnB := q.bounds()
-	return sweepStep(ctx, rdb, tenantID, recordPrefix, tierAll, warnB)
+	for _, t := range tiers {
+		done, err := sweepStep(ctx, rdb, tenantID, recordPrefix, t.name, q)
+		if err != nil || !done {
+			return false, err
+		}
+	}
+	return true, nil
 }
+
+// Tiers are the attention index's tiers: name, the expiry's key ("ssl",
+// "whois"), the status it serves, its bounds' edges ("now", "crit",
+// "warn", "" for none) and whether it is the error tier.
+func Tiers() []TierDef {
+	out := make([]TierDef, len(tiers))
+	for i, t := range tiers {
+		out[i] = TierDef{Name: t.name, Expiry: t.expiry, Status: t.status, Lo: t.lo, Hi: t.hi, Invalid: t.invalid}
+	}
+	return out
+}
+
+// TierDef is a tier as Tiers lists it.
+type TierDef struct {
+	Name, Expiry, Status, Lo, Hi string
+	Invalid                      bool
+}
+
+// SweepPast is how far past its edge a sweep sets a tier's upper bound.
+const SweepPast = sweepPast
+
+// SweepChunk is how many domains a step of the attention sweep moves.
+func SweepChunk() int { return sweepChunk }
 
 // PlanOf is the plan the list script followed for p.
 func PlanOf(p Page) string { return p.plan }

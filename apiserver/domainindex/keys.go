@@ -81,25 +81,29 @@ const (
 	// keyBuilt: string, the layout version the tenant's index was built
 	// with (Built, MarkBuilt).
 	keyBuilt = "built"
-	// The attention index, in tiers (tiers): the domains that may need
-	// attention, in hostname order (<tier>:host, members as keyHost's)
-	// and in created_at order (<tier>:created, as keyCreated): those with
-	// a certificate expiring before the tier's bound (keyAttBounds),
-	// and in "att" also those with an invalid one (keyBad) or none
-	// (keyNoCert); "watt" and "wurg" likewise over the registration's
-	// expiry. Every status but valid holds only such domains ("att" and
-	// "watt" past the warning threshold, "urg" and "wurg" past the
-	// critical one), so a status (whois_status verdict) filter sorted by
-	// hostname or created_at walks a tier, a few percent of a healthy
-	// tenant, instead of the whole tenant. Built when a list finds it missing
-	// (sweepScript, in steps, run by a Sweeper), which moves the bound on
-	// as the clock moves, and kept by ix_tiers (from ix_ssl and ix_whois)
-	// from then on.
+	// The attention index, in tiers (tiers), each the band of one status
+	// but valid: the domains whose certificate's expiry lies in the
+	// tier's band, from its lower bound up to its upper one
+	// (keyAttBounds), in hostname order (<tier>:host, members as
+	// keyHost's) and in created_at order (<tier>:created, as keyCreated):
+	// "exp" below a bound past now (expired), "crit" from now to past the
+	// critical bound (critical), "warn" from the critical bound to past
+	// the warning one (warning), and "err" every invalid certificate
+	// (keyBad) and scanned domain without one (keyNoCert) (error);
+	// "wexp", "wcrit" and "wwarn" likewise over the registration's
+	// expiry. So a status (whois_status verdict) filter sorted by
+	// hostname or created_at walks its band, a few percent of a healthy
+	// tenant, nearly all of it matching, instead of the whole tenant.
+	// Built when a list finds it missing (sweepScript, in steps, run by a
+	// Sweeper), which moves the bounds on as the clock moves, and kept by
+	// ix_tiers (from ix_ssl and ix_whois) from then on (layout 6; layout
+	// 5's tiers "urg", "att", "wurg" and "watt" held two statuses each
+	// and had no lower bound).
 	keyAttHost    = ":host"
 	keyAttCreated = ":created"
 	// keyAttOther: zset, a tier's domains in the order of the other expiry
-	// (its tiers entry's other: the registration's for "urg" and "att",
-	// the certificate's for "wurg" and "watt"), scored as that expiry's
+	// (its tiers entry's other: the registration's for the certificate's
+	// tiers, the certificate's for the registration's), scored as that expiry's
 	// key (keyWhois, keySSL) when below NoExpiryMS; keyAttOtherNull:
 	// zset, score 0, the tier's others, in id order, as keyWhoisNull and
 	// keySSLNull hold them. So a status filter sorted by
@@ -108,9 +112,11 @@ const (
 	// of the whole index (layout 5).
 	keyAttOther     = ":x"
 	keyAttOtherNull = ":xnull"
-	// keyAttBounds: hash, per tier its bound ("<tier>": unix ms) and,
-	// while a sweep is under way, where it left off ("<tier>q"): one
-	// small hash, as a healthy tenant's tiers hold nothing else.
+	// keyAttBounds: hash, per tier its upper bound ("<tier>": unix ms; 0
+	// for "err", which has none), its lower bound when it has one
+	// ("<tier>lo") and, while a sweep is under way, where it left off
+	// ("<tier>q", and "<tier>m", the member its last step stopped at):
+	// one small hash, as a healthy tenant's tiers hold nothing else.
 	keyAttBounds = "tiers"
 	// keyTag + tag: zset of the domains with that tag, scored by their
 	// created_at ms (as keyCreated, so that a tag on the created_at sort
@@ -119,6 +125,10 @@ const (
 	keyTag  = "tag:"
 	keyTags = "tags"
 )
+
+// staleTiers are the attention index's tiers of layouts 4 and 5, whose
+// keys Drop deletes too (a rebuild of such an index leaves none behind).
+var staleTiers = []string{"att", "urg", "watt", "wurg"}
 
 // TagKey is the key of the zset of tenantID's domains tagged tag.
 func TagKey(tenantID, tag string) string { return Prefix(tenantID) + keyTag + tag }
@@ -133,9 +143,11 @@ func TagKey(tenantID, tag string) string { return Prefix(tenantID) + keyTag + ta
 // Layout 4: keySuffix's members carry created_at before the id, so that
 // a label's domains read in that order. Layout 5: the attention tiers
 // keep their domains in the other expiry's order too (keyAttOther,
-// keyAttOtherNull), which the tiers of layout 4 lack. Layout 6: a tag's
-// and a registration reason's domains are zsets scored by created_at
-// (sets before).
+// keyAttOtherNull), which the tiers of layout 4 lack. Layout 6: the
+// tiers are one status's band each, with a lower bound too (tiers),
+// instead of layout 5's two statuses below a bound; a tag's and a
+// registration reason's domains are zsets scored by created_at (sets
+// before).
 const Layout = "6"
 
 // NoExpiryMS is the score of a certificate without a well-defined

@@ -253,80 +253,93 @@ func (q Query) bounds() (nowMS, critB, warnB int64) {
 // sorted by hostname or created_at, or by the other expiry's days with
 // no filter over the sort's own expiry (a status sorted by
 // ssl_days_remaining, a whois_status verdict by whois_days_remaining,
-// walk their own range of scores instead). Tiers: "urg" (tierUrgent)
-// holds the certificates expiring before a bound past the critical
-// threshold, which the expired and critical statuses walk; "att"
-// (tierAll) those expiring before a bound past the warning threshold and
-// the invalid or missing ones, which warning and error walk; "wurg" and
-// "watt" the same over the registration expiry, for the whois_status
-// verdicts. Each tier is kept in hostname, created_at and the other
-// expiry's order (keyAttOther). It returns the tier's name, "" for none.
+// walk their own range of scores instead). Each status walks its own
+// band (tiers: the tier whose status it is), kept in hostname,
+// created_at and the other expiry's order (keyAttOther). It returns the
+// tier's name, "" for none.
 func (q Query) attention() string {
 	if q.noAttention {
 		return ""
 	}
 	byName := q.Sort == SortHostname || q.Sort == SortCreated
 	if byName || (q.Sort == SortWhoisDays && q.WhoisStatus == "") {
-		switch q.Status {
-		case "expired", "critical":
-			return tierUrgent
-		case "warning", "error":
-			return tierAll
+		if t := tierOf(keySSL, q.Status); t != "" {
+			return t
 		}
 	}
 	if byName || (q.Sort == SortSSLDays && q.Status == "") {
-		switch q.WhoisStatus {
-		case "expired", "critical":
-			return tierWhoisUrgent
-		case "warning":
-			return tierWhoisAll
+		return tierOf(keyWhois, q.WhoisStatus)
+	}
+	return ""
+}
+
+// tierOf is the tier over expiry (keySSL, keyWhois) that serves status,
+// "" for none.
+func tierOf(expiry, status string) string {
+	for _, t := range tiers {
+		if t.expiry == expiry && t.status == status {
+			return t.name
 		}
 	}
 	return ""
 }
 
-// The attention index's tiers (keyAttHost's and keyAttCreated's
-// prefixes): over the certificates' expiry (and validity) and over the
-// registration's ("watt" and "wurg", the same bounds over the
-// registration expiry, for the whois_status verdicts).
+// The edges a tier's bounds follow (tiers' lo and hi): the instants
+// between which a status's verdict holds at a list's clock (Query.bounds:
+// now, the critical bound, the warning bound).
 const (
-	tierAll         = "att"
-	tierUrgent      = "urg"
-	tierWhoisAll    = "watt"
-	tierWhoisUrgent = "wurg"
+	edgeNow  = "now"
+	edgeCrit = "crit"
+	edgeWarn = "warn"
 )
 
-// tiers defines every tier, in the order a sweep builds them: the
-// threshold whose bound it follows (critical, else warning), the expiry
-// it holds the domains below the bound of (the index's key: keySSL or
-// keyWhois), whether it also holds the invalid and missing certificates,
-// and the other expiry (keyWhois or keySSL), in whose order it also
-// keeps its domains (keyAttOther, keyAttOtherNull). tiersLua gives the
-// scripts the same table.
+// tiers defines the attention index's tiers, each a band of one status
+// (keyAttHost's and keyAttCreated's prefixes), in the order a sweep
+// builds them: the status it serves, the expiry it holds the domains of
+// (the index's key: keySSL or keyWhois), the edges its lower bound L and
+// upper bound B follow (lo, hi: L lags at or below lo's instant, B runs
+// at or past hi's; "" for none: no lower bound, or none at all), whether
+// it holds the invalid certificates (keyBad) and the scanned domains
+// without one (keyNoCert) instead of a band, and the other expiry
+// (keyWhois or keySSL), in whose order it also keeps its domains
+// (keyAttOther, keyAttOtherNull). A band tier holds the domains whose
+// expiry s has L <= s < B (ix_tiers). tiersLua gives the scripts the
+// same table.
 var tiers = []struct {
-	name     string
-	critical bool
-	expiry   string
-	invalid  bool
-	other    string
+	name, status string
+	expiry       string
+	lo, hi       string
+	invalid      bool
+	other        string
 }{
-	{tierUrgent, true, keySSL, false, keyWhois},
-	{tierAll, false, keySSL, true, keyWhois},
-	{tierWhoisUrgent, true, keyWhois, false, keySSL},
-	{tierWhoisAll, false, keyWhois, false, keySSL},
+	{"exp", "expired", keySSL, "", edgeNow, false, keyWhois},
+	{"crit", "critical", keySSL, edgeNow, edgeCrit, false, keyWhois},
+	{"warn", "warning", keySSL, edgeCrit, edgeWarn, false, keyWhois},
+	{"err", "error", keySSL, "", "", true, keyWhois},
+	{"wexp", "expired", keyWhois, "", edgeNow, false, keySSL},
+	{"wcrit", "critical", keyWhois, edgeNow, edgeCrit, false, keySSL},
+	{"wwarn", "warning", keyWhois, edgeCrit, edgeWarn, false, keySSL},
 }
 
-// tiersLua defines IX_TIERS, tiers in Lua ({name, crit, key, invalid,
-// other} each), IX_TIER, the same by name, IX_TIERS_OF, the tiers' names
-// by the expiry they follow ('ssl', 'whois'), and IX_TIERS_X, by their
-// other expiry.
+// tiersLua defines IX_TIERS, tiers in Lua ({name, key, lo, hi (nil for
+// none), invalid, other} each), IX_TIER, the same by name, IX_TIERS_OF,
+// the tiers' names by the expiry they follow ('ssl', 'whois'),
+// IX_TIERS_X, by their other expiry, and ix_tier_state, which the list
+// and the sweep read a tier's state with.
 var tiersLua = func() string {
 	var b strings.Builder
 	b.WriteString("\nlocal IX_TIERS = {")
-	for _, t := range tiers {
-		fmt.Fprintf(&b, "{name = %q, crit = %t, key = %q, invalid = %t, other = %q}, ", t.name, t.critical, t.expiry, t.invalid, t.other)
+	edge := func(e string) string {
+		if e == "" {
+			return "nil"
+		}
+		return strconv.Quote(e)
 	}
-	b.WriteString(`}
+	for _, t := range tiers {
+		fmt.Fprintf(&b, "{name = %q, key = %q, lo = %s, hi = %s, invalid = %t, other = %q}, ", t.name, t.expiry, edge(t.lo), edge(t.hi), t.invalid, t.other)
+	}
+	fmt.Fprintf(&b, "}\nlocal IX_AHEAD, IX_PAST, IX_LAG = %d, %d, %d", sweepAhead, sweepPast, sweepLag)
+	b.WriteString(`
 local IX_TIER, IX_TIERS_OF, IX_TIERS_X = {}, {}, {}
 for _, t in ipairs(IX_TIERS) do
   IX_TIER[t.name] = t
@@ -335,71 +348,135 @@ for _, t in ipairs(IX_TIERS) do
   IX_TIERS_X[t.other] = IX_TIERS_X[t.other] or {}
   table.insert(IX_TIERS_X[t.other], t.name)
 end
+-- ix_tier_state reads tier's state for a list at the edges E ({now,
+-- crit, warn}: ms): whether it serves the list (built, not mid-sweep,
+-- L at or below its lower edge and B at or past its upper one), whether
+-- a sweep is due (it does not serve, B is within IX_AHEAD of its edge,
+-- or L lags its edge by more than IX_LAG), and its edges there (nil for
+-- none).
+local function ix_tier_state(p, tier, E)
+  local t = IX_TIER[tier]
+  local lo, hi = t.lo and E[t.lo], t.hi and E[t.hi]
+  local r = redis.call('HMGET', p .. 'tiers', tier, tier .. 'lo', tier .. 'q')
+  if not r[1] or r[3] then return false, true, lo, hi end
+  local b, l = tonumber(r[1]), tonumber(r[2])
+  local serves = (not hi or b >= hi) and (not lo or (l ~= nil and l <= lo))
+  local due = not serves or (hi ~= nil and b < hi + IX_AHEAD) or (lo ~= nil and l < lo - IX_LAG)
+  return serves, due, lo, hi
+end
 `)
 	return b.String()
 }()
 
 // sweepScript builds a tier of a tenant's attention index, or moves its
-// bound on, a step of at most ARGV[6] domains at a time, so that no step
-// holds Redis for long (the benchmark's tenant of 100,000 has some 16,000
-// domains to add to "att"): once done, every domain whose expiry (the
-// tier's: certificate or registration) is before ARGV[4] is in it, and
-// its bound (field <tier> of keyAttBounds) is ARGV[5] (later, so that the
-// next sweep is a while off). An "invalid" tier's first sweep adds every
-// invalid certificate and scanned domain without one too. From its first
-// step on, ix_tiers keeps the domains whose facts change, and the steps
-// add the others.
+// bounds on, a step of at most ARGV[4] domains at a time, so that no step
+// holds Redis for long. A sweep starts when ix_tier_state says one is
+// due at the edges ARGV[5..7]: it sets the tier's bounds (fields <tier>,
+// B, and <tier>lo, L, of keyAttBounds) to their edges' instants then, B
+// a sweepPast further (never lower than it was), so that the next sweep
+// is a while off; from then on ix_tiers keeps the domains whose facts
+// change by the new bounds, and the steps move the others: they take out
+// the members whose expiry (the tier's key) lies in [old L, new L) (those
+// whose expiry changed were moved already), then add the domains in
+// [old B, new B) (from new L on a first build; from the new L when L
+// moved down, as a threshold lowered does). The error tier (invalid)
+// has no bounds (B is 0: built): its only sweep adds every invalid
+// certificate and scanned domain without one.
 //
-// Field <tier>q holds where the next step goes on ("bad|<score>",
-// "nocert|<SSCAN cursor>", "exp|<score>": the scores from which to read
-// on, inclusive, or exclusive after "("); a list uses the tier only once
-// it is gone. Concurrent sweeps take the steps in turn.
+// Field <tier>q holds where the next step goes on ("low|<end>|<add
+// from>|<score>", "bad|<score>", "nocert|<SSCAN cursor>",
+// "exp|<score>": the score from which to read on, and field <tier>m the
+// member the last step stopped at, after which the next goes on); a list
+// uses the tier only once <tier>q is gone.
+// Concurrent sweeps take the steps in turn.
 //
 // KEYS: the tiers' bounds (keyAttBounds). ARGV: prefix, record prefix,
-// tier, the bound needed, the bound to set (ms), the most domains a step
-// adds. Returns 1 when the tier is ready for the bound needed, 0 when
-// another step is due.
+// tier, the most domains a step moves, now, the critical bound, the
+// warning bound (Query.bounds, ms). Returns 1 when the tier serves the
+// lists at those edges and no sweep is due, 0 when another step is due.
 var sweepScript = redis.NewScript(IndexLua + `
-local P, RP, tier, need, nb, K = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
-local b = redis.call('HGET', P .. 'tiers', tier)
+local P, RP, tier, K = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local E = {now = tonumber(ARGV[5]), crit = tonumber(ARGV[6]), warn = tonumber(ARGV[7])}
+local T = IX_TIER[tier]
+local function ms(x) return string.format('%d', x) end
 local q = redis.call('HGET', P .. 'tiers', tier .. 'q')
 if not q then
-  if b and tonumber(b) >= need then return 1 end
+  local _, due, lo, hi = ix_tier_state(P, tier, E)
+  if not due then return 1 end
   -- A tenant without domains (one that left: its keys are gone) gets
   -- no index, nor a key of it.
   if redis.call('EXISTS', P .. 'created') == 0 then return 1 end
-  if b then q = 'exp|' .. b elseif IX_TIER[tier].invalid then q = 'bad|-inf' else q = 'exp|-inf' end
-  b = nb
-  redis.call('HSET', P .. 'tiers', tier, b)
+  local r = redis.call('HMGET', P .. 'tiers', tier, tier .. 'lo')
+  local ob, ol = tonumber(r[1]), tonumber(r[2])
+  local nb = 0
+  if hi then nb = math.max(hi + IX_PAST, ob or hi) end
+  if T.invalid then q = 'bad|-inf'
+  elseif not ob then q = 'exp|' .. (lo and ms(lo) or '-inf')
+  else
+    local from = ob
+    if lo then
+      if ol and lo < ol then from = lo else from = math.max(ob, lo) end
+    end
+    q = 'exp|' .. ms(from)
+    if lo and ol and lo > ol then q = 'low|' .. ms(math.min(lo, ob)) .. '|' .. ms(from) .. '|' .. ms(ol) end
+  end
+  redis.call('HSET', P .. 'tiers', tier, ms(nb))
+  if lo then redis.call('HSET', P .. 'tiers', tier .. 'lo', ms(lo)) end
 end
 local phase, pos = string.match(q, '^(%a+)|(.*)$')
-local function add(id)
+-- move puts domain id in the tier (on) or takes it out.
+local function move(id, on)
   local r = redis.call('HMGET', RP .. ix_id(id), 'host', 'port')
-  if r[1] then ix_att(P, tier, id, ix_name(r[1], record_port(r[2])), true) end
+  if r[1] then ix_att(P, tier, id, ix_name(r[1], record_port(r[2])), on) end
 end
--- ranged adds up to K members of key, by score from pos up to hi, and
--- returns where the next step reads on (nil when done). A step that
--- ends inside a run of equal scores reads from that score again (its
--- members are added again, which changes nothing), unless the whole
--- step was that score: then it adds the run whole and goes past it.
-local function ranged(key, hi)
-  local got = redis.call('ZRANGEBYSCORE', key, pos, hi, 'WITHSCORES', 'LIMIT', 0, K)
-  for i = 1, #got, 2 do add(got[i]) end
-  if #got < 2 * K then return nil end
-  local last = got[#got]
-  if last ~= pos then return last end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key, last, last)) do add(id) end
-  return '(' .. last
+-- ranged moves (on: adds, else takes out) up to K members of key, by
+-- score, from pos (a score) up to hi (exclusive; math.huge: none), and
+-- returns the score the next step reads on from (nil when done). The
+-- member it stopped at is kept (field <tier>m), so that the next step
+-- goes on after it by rank, inside a run of equal scores too (a
+-- registration shared by thousands of domains: a step still moves K);
+-- when that member moved or left meanwhile, the next step reads from
+-- the score again (moving some again changes nothing). A domain that
+-- changed since the sweep began was placed by ix_tiers already.
+local function ranged(key, hi, on)
+  local got
+  local m = redis.call('HGET', P .. 'tiers', tier .. 'm')
+  local s = m and redis.call('ZSCORE', key, m)
+  if s and tonumber(s) == tonumber(pos) then
+    local r = redis.call('ZRANK', key, m)
+    got = redis.call('ZRANGE', key, r + 1, r + K, 'WITHSCORES')
+  else
+    local top = '+inf'
+    if hi ~= math.huge then top = '(' .. ms(hi) end
+    got = redis.call('ZRANGEBYSCORE', key, pos, top, 'WITHSCORES', 'LIMIT', 0, K)
+  end
+  local n = 0
+  for i = 1, #got, 2 do
+    if tonumber(got[i + 1]) >= hi then break end
+    move(got[i], on)
+    n = n + 1
+  end
+  if n < K then
+    redis.call('HDEL', P .. 'tiers', tier .. 'm')
+    return nil
+  end
+  redis.call('HSET', P .. 'tiers', tier .. 'm', got[2 * n - 1])
+  return got[2 * n]
 end
-if phase == 'bad' then
-  local nxt = ranged(P .. 'bad', '+inf')
+if phase == 'low' then
+  local stop, from
+  stop, from, pos = string.match(pos, '^([^|]*)|([^|]*)|(.*)$')
+  local nxt = ranged(P .. T.key, tonumber(stop), false)
+  if nxt then q = 'low|' .. stop .. '|' .. from .. '|' .. nxt else q = 'exp|' .. from end
+elseif phase == 'bad' then
+  local nxt = ranged(P .. 'bad', math.huge, true)
   if nxt then q = 'bad|' .. nxt else q = 'nocert|0' end
 elseif phase == 'nocert' then
   local r = redis.call('SSCAN', P .. 'nocert', pos, 'COUNT', K)
-  for _, id in ipairs(r[2]) do add(id) end
-  if r[1] == '0' then q = 'exp|-inf' else q = 'nocert|' .. r[1] end
+  for _, id in ipairs(r[2]) do move(id, true) end
+  if r[1] == '0' then q = nil else q = 'nocert|' .. r[1] end
 else
-  local nxt = ranged(P .. IX_TIER[tier].key, '(' .. b)
+  local nxt = ranged(P .. T.key, tonumber(redis.call('HGET', P .. 'tiers', tier)), true)
   if nxt then q = 'exp|' .. nxt else q = nil end
 end
 if q then
@@ -407,41 +484,39 @@ if q then
   return 0
 end
 redis.call('HDEL', P .. 'tiers', tier .. 'q')
-if tonumber(b) >= need then return 1 end
-return 0
+local _, due = ix_tier_state(P, tier, E)
+if due then return 0 end
+return 1
 `)
 
-// sweepChunk is the most domains a step of sweepScript adds.
-var sweepChunk = 500
+// sweepChunk is the most domains a step of sweepScript moves.
+var sweepChunk = 250
 
-// sweepAhead is how long before its threshold's bound reaches a tier's
-// bound a list says a sweep is due (12 h), and sweepPast how far past
-// that bound a sweep moves it (a day): a tenant listed every day sweeps
-// about twice a day, each time the domains whose expiry came within reach
-// since, and its lists never find the index behind.
+// sweepAhead is how long before its edge reaches a tier's upper bound a
+// list says a sweep is due (12 h), and sweepPast how far past the edge
+// a sweep moves it (a day): a tenant listed every day sweeps about twice
+// a day, each time the domains whose expiry came within reach since, and
+// its lists never find the index behind. sweepLag is how far a tier's
+// lower bound may lag its edge before a sweep is due (a day): the
+// domains that left the band since, which the walk skips, are taken out.
 const (
 	sweepAhead = 12 * 3600 * 1000
 	sweepPast  = dayMS
+	sweepLag   = dayMS
 )
 
 // SweepAttention gets tenantID's attention index ready for the lists
 // counting statuses with q's clock and thresholds: every tier built,
-// holding every certificate (registration) expiring before a day past
-// the critical bound (tiers urg, wurg) or the warning bound (att, watt).
-// It runs the steps one after another, each holding Redis for some
-// 30-70 ms at most (500 domains, each put in three orders; measured in
-// the benchmark under load); a tenant's first is the only long one (about
-// 100 steps for the benchmark's tenant of 100,000, whose tiers hold
-// 47,000 entries). Sweeper runs it in the background.
+// holding its status's band (tiers) with its bounds moved to q's edges.
+// It runs the steps one after another, each holding Redis for some 4-7
+// ms at most (sweepChunk domains, each put in three orders; measured in
+// the benchmark under load); a tenant's first is the only long one
+// (about 130 steps for the benchmark's tenant of 100,000). Sweeper runs
+// it in the background.
 func SweepAttention(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix string, q Query) error {
-	_, critB, warnB := q.bounds()
 	for _, t := range tiers {
-		bound := warnB
-		if t.critical {
-			bound = critB
-		}
 		for {
-			done, err := sweepStep(ctx, rdb, tenantID, recordPrefix, t.name, bound)
+			done, err := sweepStep(ctx, rdb, tenantID, recordPrefix, t.name, q)
 			if err != nil {
 				return err
 			}
@@ -453,11 +528,12 @@ func SweepAttention(ctx context.Context, rdb redis.UniversalClient, tenantID, re
 	return nil
 }
 
-// sweepStep runs one step of sweepScript for tier, and tells whether it
-// is ready for bound.
-func sweepStep(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix, tier string, bound int64) (bool, error) {
+// sweepStep runs one step of sweepScript for tier at q's edges, and
+// tells whether the tier is ready for them.
+func sweepStep(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix, tier string, q Query) (bool, error) {
 	p := Prefix(tenantID)
-	n, err := sweepScript.Run(ctx, rdb, []string{p + keyAttBounds}, p, recordPrefix, tier, bound, bound+sweepPast, sweepChunk).Int()
+	nowMS, critB, warnB := q.bounds()
+	n, err := sweepScript.Run(ctx, rdb, []string{p + keyAttBounds}, p, recordPrefix, tier, sweepChunk, nowMS, critB, warnB).Int()
 	if err != nil {
 		return false, fmt.Errorf("sweep attention index of %s: %w", tenantID, err)
 	}
@@ -714,19 +790,16 @@ local function members(src)
 end
 
 -- A tier of the attention index (tier, Query.attention) serves a status
--- list once built for its threshold's bound (IX_TIER[tier].crit: the
--- critical one's, else the warning one's); a sweep is due (due, returned) when it is not
--- built, under way (its sweeper may have stopped), or its bound is within
--- SWEEP_AHEAD of the threshold's, so that it moves on before a list needs
--- it.
+-- list once built for the list's edges (ix_tier_state); a sweep is due
+-- (due, returned) when it does not serve, is under way (its sweeper may
+-- have stopped), or its bounds are near their edges' (a list's clock
+-- nears its upper bound, or its lower one lags), so that it moves on
+-- before a list needs it.
 local due, att = 0, false
 if tier ~= '' then
-  local need = warnB
-  if IX_TIER[tier].crit then need = critB end
-  local b = tonumber(redis.call('HGET', P .. 'tiers', tier))
-  local building = redis.call('HEXISTS', P .. 'tiers', tier .. 'q') == 1
-  if not b or building or b < need + ` + strconv.FormatInt(sweepAhead, 10) + ` then due = 1 end
-  att = b ~= nil and b >= need and not building
+  local serves, d = ix_tier_state(P, tier, {now = now, crit = critB, warn = warnB})
+  att = serves
+  if d then due = 1 end
 end
 local N = redis.call('ZCARD', P .. 'created')
 -- walkKey, W: the index a walk in the hostname or created_at order

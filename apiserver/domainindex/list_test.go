@@ -535,33 +535,33 @@ func (l *lab) checkAll() {
 }
 
 // checkAttention checks each tier of the attention index against its
-// definition, once built: every domain with a certificate expiring before
-// the tier's bound (in "att", also every one with an invalid certificate
-// or none), and no other, in both orders.
+// definition, once built: every domain whose expiry (the tier's) lies in
+// its band, from its lower bound L (when it has one) up to its upper one
+// B (the error tier: every one with an invalid certificate or none), and
+// no other, in every order.
 func (l *lab) checkAttention() {
 	l.t.Helper()
 	pre := domainindex.Prefix(l.tenant)
-	for _, tier := range []string{"att", "urg", "watt", "wurg"} {
-		b, err := l.rdb.HGet(l.ctx, pre+"tiers", tier).Result()
-		if err == redis.Nil || l.rdb.HExists(l.ctx, pre+"tiers", tier+"q").Val() {
+	for _, td := range domainindex.Tiers() {
+		tier, expiry := td.Name, td.Expiry
+		bounds := l.rdb.HMGet(l.ctx, pre+"tiers", tier, tier+"lo", tier+"q").Val()
+		if bounds[0] == nil || bounds[2] != nil {
 			continue // not built, or a sweep under way
 		}
-		if err != nil {
-			l.t.Fatal(err)
-		}
 		want := map[string]bool{}
-		expiry := "ssl"
-		if strings.HasPrefix(tier, "w") {
-			expiry = "whois"
-		}
-		for _, m := range l.rdb.ZRangeByScore(l.ctx, pre+expiry, &redis.ZRangeBy{Min: "-inf", Max: "(" + b}).Val() {
-			want[m] = true
-		}
-		if tier == "att" {
+		if td.Invalid {
 			for _, m := range l.rdb.ZRange(l.ctx, pre+"bad", 0, -1).Val() {
 				want[m] = true
 			}
 			for _, m := range l.rdb.SMembers(l.ctx, pre+"nocert").Val() {
+				want[m] = true
+			}
+		} else {
+			lo, _ := bounds[1].(string)
+			if (lo == "") != (td.Lo == "") {
+				l.t.Fatalf("attention tier %s: lower bound %q, want one: %v", tier, lo, td.Lo != "")
+			}
+			for _, m := range l.rdb.ZRangeByScore(l.ctx, pre+expiry, &redis.ZRangeBy{Min: cmp.Or(lo, "-inf"), Max: "(" + bounds[0].(string)}).Val() {
 				want[m] = true
 			}
 		}
@@ -649,10 +649,28 @@ func TestAttentionIndex(t *testing.T) {
 	// and ix_ssl between them make the index whole.
 	q := baseQuery()
 	steps := 0
+	// banded counts each band tier's members: a step adds at most 4,
+	// also inside a run of equal expiries (the lab's registrations are
+	// shared by some 50 domains each).
+	banded := func() map[string]int64 {
+		n := map[string]int64{}
+		for _, td := range domainindex.Tiers() {
+			if !td.Invalid {
+				n[td.Name] = l.rdb.ZCard(l.ctx, pre+td.Name+":created").Val()
+			}
+		}
+		return n
+	}
 	for ; ; steps++ {
+		was := banded()
 		done, err := domainindex.SweepStep(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
 		if err != nil {
 			t.Fatal(err)
+		}
+		for tier, n := range banded() {
+			if n > was[tier]+4 {
+				t.Fatalf("step %d added %d domains to tier %s, want at most 4", steps, n-was[tier], tier)
+			}
 		}
 		if done {
 			break
@@ -665,8 +683,12 @@ func TestAttentionIndex(t *testing.T) {
 		t.Fatalf("the build took %d steps of 4 domains: want many", steps)
 	}
 	l.checkAttention()
-	l.rdb.HDel(l.ctx, pre+"tiers", "att", "attq")
-	l.rdb.Del(l.ctx, pre+"att:host", pre+"att:created", pre+"att:x", pre+"att:xnull")
+	l.rdb.HDel(l.ctx, pre+"tiers", "crit", "critlo", "critq")
+	l.rdb.Del(l.ctx, pre+"crit:host", pre+"crit:created", pre+"crit:x", pre+"crit:xnull")
+	// fell counts, for each instant the clock moved to, the members of
+	// the tiers whose expiry fell below their band's lower edge then: the
+	// sweep takes them out (checkAttention).
+	fell := map[time.Time]int{}
 	statusQueries := func(at time.Time, wantDue bool) {
 		t.Helper()
 		rows := l.rowsAt(at)
@@ -693,6 +715,18 @@ func TestAttentionIndex(t *testing.T) {
 		}
 		q := baseQuery()
 		q.Now = at
+		edges := map[string]int64{"now": at.UnixMilli(), "crit": at.UnixMilli() + int64(th.Critical+1)*24*3600*1000,
+			"warn": at.UnixMilli() + int64(th.Warning+1)*24*3600*1000}
+		for _, td := range domainindex.Tiers() {
+			if td.Lo == "" {
+				continue
+			}
+			for _, m := range l.rdb.ZRange(l.ctx, pre+td.Name+":created", 0, -1).Val() {
+				if s, err := l.rdb.ZScore(l.ctx, pre+td.Expiry, m).Result(); err == nil && int64(s) < edges[td.Lo] {
+					fell[at]++
+				}
+			}
+		}
 		if err := domainindex.SweepAttention(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q); err != nil {
 			t.Fatal(err)
 		}
@@ -706,10 +740,23 @@ func TestAttentionIndex(t *testing.T) {
 			q.Now = at
 			l.check(rows, q)
 		}
-		for tier, days := range map[string]int{"att": th.Warning, "urg": th.Critical, "watt": th.Warning, "wurg": th.Critical} {
-			b, err := l.rdb.HGet(l.ctx, pre+"tiers", tier).Int64()
-			if wantB := at.UnixMilli() + int64(days+1)*24*3600*1000 + 24*3600*1000; err != nil || b != wantB {
-				t.Fatalf("at %s: tier %s's bound %d, %v; want %d", at, tier, b, err, wantB)
+		// Each band's bounds at its edges: B a day past its upper one,
+		// L at its lower one; the error tier's B is 0 (built).
+		for _, td := range domainindex.Tiers() {
+			b, err := l.rdb.HGet(l.ctx, pre+"tiers", td.Name).Int64()
+			wantB := int64(0)
+			if td.Hi != "" {
+				wantB = edges[td.Hi] + domainindex.SweepPast
+			}
+			if err != nil || b != wantB {
+				t.Fatalf("at %s: tier %s's bound %d, %v; want %d", at, td.Name, b, err, wantB)
+			}
+			lo, err := l.rdb.HGet(l.ctx, pre+"tiers", td.Name+"lo").Int64()
+			if td.Lo == "" && err != redis.Nil {
+				t.Fatalf("at %s: tier %s has a lower bound %d, %v", at, td.Name, lo, err)
+			}
+			if td.Lo != "" && (err != nil || lo != edges[td.Lo]) {
+				t.Fatalf("at %s: tier %s's lower bound %d, %v; want %d", at, td.Name, lo, err, edges[td.Lo])
 			}
 		}
 		l.checkAttention()
@@ -773,8 +820,43 @@ func TestAttentionIndex(t *testing.T) {
 
 	// The clock moves: weeks, then a year.
 	for _, days := range []int{5, 45, 400} {
-		statusQueries(now.Add(time.Duration(days)*24*time.Hour), true)
+		at := now.Add(time.Duration(days) * 24 * time.Hour)
+		statusQueries(at, true)
+		if fell[at] == 0 {
+			t.Fatalf("%d days on: no member of a tier fell below its band, want some for the sweep to take out", days)
+		}
 	}
+
+	// A lower critical threshold moves the warning band's lower edge
+	// down: the sweep adds the domains between, and each tier still
+	// holds its band.
+	q = baseQuery()
+	q.Now, q.Critical = now.Add(400*24*time.Hour), 3
+	// Until then the warning band lacks the domains between the two
+	// critical bounds: a warning list does not walk it, and asks a sweep.
+	walked := func() (string, bool) {
+		t.Helper()
+		lq := q
+		lq.Status, lq.Sort, lq.Limit = "warning", domainindex.SortHostname, 5
+		p, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), lq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return domainindex.TierOf(p), p.SweepDue
+	}
+	if tier, due := walked(); tier != "" || !due {
+		t.Fatalf("warning list with a lower critical threshold before the sweep: walked %q, sweep due %v; want none, true", tier, due)
+	}
+	if err := domainindex.SweepAttention(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q); err != nil {
+		t.Fatal(err)
+	}
+	if lo, want := l.rdb.HGet(l.ctx, pre+"tiers", "warnlo").Val(), fmt.Sprint(q.Now.UnixMilli()+4*24*3600*1000); lo != want {
+		t.Fatalf("warning tier's lower bound %s after the critical threshold went down, want %s", lo, want)
+	}
+	if tier, due := walked(); tier != "warn" || due {
+		t.Fatalf("warning list with a lower critical threshold after the sweep: walked %q, sweep due %v; want warn, false", tier, due)
+	}
+	l.checkAttention()
 }
 
 // TestListAgainstBruteForce: every sort, order and filter, paged by
@@ -852,12 +934,23 @@ func TestListAgainstBruteForce(t *testing.T) {
 	// registration's days walk the certificate tiers, the registration
 	// verdicts sorted by the certificate's days the registration tiers
 	// (and a walk there that gives up at once sorts the candidates).
-	for _, tier := range []string{"urg", "att", "wurg", "watt"} {
-		other := domainindex.SortWhoisDays
-		if strings.HasPrefix(tier, "w") {
+	for _, td := range domainindex.Tiers() {
+		tier, other := td.Name, domainindex.SortWhoisDays
+		if td.Expiry == "whois" {
 			other = domainindex.SortSSLDays
 		}
 		for _, sort := range []string{domainindex.SortHostname, domainindex.SortCreated, other} {
+			// Each status walks its own band on every sort a tier serves.
+			q := baseQuery()
+			q.Sort = sort
+			if td.Expiry == "whois" {
+				q.WhoisStatus = td.Status
+			} else {
+				q.Status = td.Status
+			}
+			if got := domainindex.AttentionTier(q); got != tier {
+				t.Errorf("%s %s sorted by %s walks tier %q, want %q", td.Expiry, td.Status, sort, got, tier)
+			}
 			plans := []string{"walk", "semi", "chosen"}
 			if sort == other {
 				plans = append(plans, "walkread")
@@ -942,6 +1035,10 @@ func TestBuildIndexes(t *testing.T) {
 	}
 	for _, keepIndex := range []bool{false, true} {
 		l.toLegacy(keepIndex)
+		// An index of before holds tiers of layout 5, which the rebuild
+		// drops.
+		stale := domainindex.Prefix(l.tenant) + "urg:created"
+		l.rdb.ZAdd(l.ctx, stale, redis.Z{Score: 1, Member: "x"})
 		if !keepIndex {
 			if p, _ := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q); len(p.IDs) != 0 {
 				t.Fatalf("without index: got %d ids, want none", len(p.IDs))
@@ -962,6 +1059,9 @@ func TestBuildIndexes(t *testing.T) {
 			if err := <-done; err != nil {
 				t.Fatal(err)
 			}
+		}
+		if l.rdb.Exists(l.ctx, stale).Val() != 0 {
+			t.Fatalf("index kept %v: the rebuild left %s", keepIndex, stale)
 		}
 		if got := l.rows(); len(got) != len(rows) {
 			t.Fatalf("domains after the build (index kept %v): got %d, want %d", keepIndex, len(got), len(rows))
@@ -1088,7 +1188,9 @@ func TestSweepEmptyTenant(t *testing.T) {
 	if err := domainindex.SweepAttention(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), baseQuery()); err != nil {
 		t.Fatal(err)
 	}
-	if n := l.rdb.HLen(l.ctx, domainindex.Prefix(l.tenant)+"tiers").Val(); n != 4 {
-		t.Fatalf("a sweep of a tenant with domains built %d tiers, want 4", n)
+	for _, td := range domainindex.Tiers() {
+		if !l.rdb.HExists(l.ctx, domainindex.Prefix(l.tenant)+"tiers", td.Name).Val() {
+			t.Fatalf("a sweep of a tenant with domains did not build tier %s", td.Name)
+		}
 	}
 }

@@ -120,7 +120,10 @@ func (l *lab) toLayout2() {
 		return domainindex.IDOf(m)
 	}
 	for _, k := range keys {
-		if strings.HasPrefix(k, pre+"att") { // layout 2 had no attention index
+		rest := strings.TrimPrefix(k, pre)
+		if rest == "tiers" || slices.ContainsFunc(domainindex.Tiers(), func(t domainindex.TierDef) bool {
+			return strings.HasPrefix(rest, t.Name+":")
+		}) { // layout 2 had no attention index
 			l.rdb.Del(l.ctx, k)
 			continue
 		}

@@ -143,10 +143,22 @@ func BenchmarkListScript(b *testing.B) {
 			// The attention index, built here by a status list (the
 			// sweep's time from the slow log), is counted with the rest.
 			pre := domainindex.Prefix(tenant)
+			var tierNames []string
 			for _, k := range domainindex.Keys(tenant) {
-				if strings.HasSuffix(k, ":tiers") || strings.HasSuffix(k, "urg:host") || strings.Contains(k, "att:") || strings.Contains(k, "urg:") {
+				if isTierKey(tenant, k) {
 					rdb.Del(ctx, k)
 				}
+				if t, ok := strings.CutSuffix(strings.TrimPrefix(k, pre), ":created"); ok {
+					tierNames = append(tierNames, t)
+				}
+			}
+			// The build, timed inside Redis by the slow log, which logs
+			// only what takes 200 us or more meanwhile: the steps that
+			// move domains, not the commands they run (at 0 it logs each,
+			// which slows a step of some 2,000 of them severalfold, and
+			// keeps only the last 8,192 entries).
+			if err := rdb.ConfigSet(ctx, "slowlog-log-slower-than", "200").Err(); err != nil {
+				b.Fatal(err)
 			}
 			rdb.Do(ctx, "SLOWLOG", "RESET")
 			built := time.Now()
@@ -154,20 +166,36 @@ func BenchmarkListScript(b *testing.B) {
 				b.Fatal(err)
 			}
 			took := time.Since(built)
-			var bytes, attBytes int64
+			var steps []time.Duration
+			for _, l := range rdb.SlowLogGet(ctx, -1).Val() {
+				if len(l.Args) > 3 && strings.EqualFold(l.Args[0], "evalsha") && strings.HasSuffix(l.Args[3], ":ix:tiers") {
+					steps = append(steps, l.Duration)
+				}
+			}
+			if err := rdb.ConfigSet(ctx, "slowlog-log-slower-than", "0").Err(); err != nil {
+				b.Fatal(err)
+			}
+			slices.Sort(steps)
+			steps = append(steps, 0)
+			var bytes, attBytes, tiered int64
 			for _, k := range domainindex.Keys(tenant) {
 				m := rdb.MemoryUsage(ctx, k).Val()
 				bytes += m
-				if strings.HasSuffix(k, ":tiers") || strings.Contains(k, "att:") || strings.Contains(k, "urg:") {
+				if isTierKey(tenant, k) {
 					attBytes += m
 				}
 			}
-			att, urg := rdb.ZCard(ctx, pre+"att:created").Val(), rdb.ZCard(ctx, pre+"urg:created").Val()
-			watt, wurg := rdb.ZCard(ctx, pre+"watt:created").Val(), rdb.ZCard(ctx, pre+"wurg:created").Val()
-			pct := func(k int64) float64 { return 100 * float64(k) / float64(n) }
-			b.Logf("attention index: tiers att %d (%.1f%%), urg %d (%.1f%%), watt %d (%.1f%%), wurg %d (%.1f%%) domains, built in %s (steps of up to 500 domains, %s each inside Redis, the median), %.0f B per domain in a tier",
-				att, pct(att), urg, pct(urg), watt, pct(watt), wurg, pct(wurg), took.Round(time.Millisecond),
-				latency.ScriptMedian(b, rdb, ":ix:tiers"), float64(attBytes)/float64(max(att+urg+watt+wurg, 1)))
+			var sizes []string
+			for _, t := range tierNames {
+				c := rdb.ZCard(ctx, pre+t+":created").Val()
+				tiered += c
+				sizes = append(sizes, fmt.Sprintf("%s %d (%.1f%%)", t, c, 100*float64(c)/float64(n)))
+			}
+			ns := len(steps) - 1
+			b.Logf("attention index: tiers %s domains, built in %s: %d steps of up to %d domains took 200 us or more inside Redis, %s (median), %s (p90), %s (max); %.0f B per domain in a tier",
+				strings.Join(sizes, ", "), took.Round(time.Millisecond), ns, domainindex.SweepChunk(),
+				steps[ns/2].Round(10*time.Microsecond), steps[ns*9/10].Round(10*time.Microsecond), steps[max(ns-1, 0)].Round(10*time.Microsecond),
+				float64(attBytes)/float64(max(tiered, 1)))
 			b.Logf("tenant of %d domains loaded in %s (zset-max-listpack-entries %s); list index %.0f B/domain",
 				n, time.Since(start).Round(time.Millisecond), cmp.Or(zsetEntries, "as configured"), float64(bytes)/float64(n))
 			return tenant
@@ -210,6 +238,7 @@ func BenchmarkListScript(b *testing.B) {
 			return fmt.Sprintf("; without the attention index %s (%.2fx)", without, float64(without)/float64(med))
 		}
 		cases := slices.Clone(scriptCases)
+		cases = append(cases, verdictCases()...)
 		cases = append(cases, struct {
 			name string
 			q    func(q domainindex.Query) domainindex.Query
@@ -245,7 +274,7 @@ func BenchmarkListScript(b *testing.B) {
 		// The statuses sorted by the other expiry again, on a tenant whose
 		// registrations do not follow its certificates.
 		mixed := load("scriptmix", "", benchRegUncorrelated)
-		for _, c := range scriptCases {
+		for _, c := range append(slices.Clone(scriptCases), verdictCases()...) {
 			q := c.q(base)
 			if !domainindex.Attention(q) || (q.Sort != domainindex.SortSSLDays && q.Sort != domainindex.SortWhoisDays) {
 				continue
@@ -257,6 +286,52 @@ func BenchmarkListScript(b *testing.B) {
 	}
 	for b.Loop() {
 	}
+}
+
+// verdictCases are every status but valid, and every registration
+// verdict but valid, on every sort ("v-<status>-<sort>",
+// "w-<verdict>-<sort>"): those the attention index's tiers serve, and
+// those that walk their own range of the sort instead.
+func verdictCases() []struct {
+	name string
+	q    func(q domainindex.Query) domainindex.Query
+} {
+	var out []struct {
+		name string
+		q    func(q domainindex.Query) domainindex.Query
+	}
+	short := map[string]string{domainindex.SortHostname: "host", domainindex.SortCreated: "created",
+		domainindex.SortSSLDays: "ssl", domainindex.SortWhoisDays: "whois"}
+	for _, whois := range []bool{false, true} {
+		verdicts, tag := []string{"expired", "critical", "warning", "error"}, "v"
+		if whois {
+			verdicts, tag = []string{"expired", "critical", "warning"}, "w"
+		}
+		for _, v := range verdicts {
+			for _, sort := range domainindex.Sorts {
+				out = append(out, struct {
+					name string
+					q    func(q domainindex.Query) domainindex.Query
+				}{fmt.Sprintf("%s-%s-%s", tag, v, short[sort]), func(q domainindex.Query) domainindex.Query {
+					q.Sort, q.Desc = sort, false
+					if whois {
+						q.WhoisStatus = v
+					} else {
+						q.Status = v
+					}
+					return q
+				}})
+			}
+		}
+	}
+	return out
+}
+
+// isTierKey tells whether k, a key of tenant's index, is one of its
+// attention index's (a tier's, or their bounds).
+func isTierKey(tenant, k string) bool {
+	rest := strings.TrimPrefix(k, domainindex.Prefix(tenant))
+	return rest == "tiers" || (strings.Contains(rest, ":") && !strings.HasPrefix(rest, "wr:") && !strings.HasPrefix(rest, "tag:"))
 }
 
 // planOf names the plan the list script followed for p, and the tier of

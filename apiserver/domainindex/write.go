@@ -106,18 +106,24 @@ local function ix_att_out(p, id, name)
   for _, t in ipairs(IX_TIERS) do ix_att(p, t.name, id, name, false) end
 end
 -- ix_tiers puts domain id, named name, in the tiers over the expiry key
--- ('ssl' or 'whois') whose bound its expiry s (nil: none) is below, or
--- that hold its invalid certificate (bad) or its missing one (nocert),
--- and out of the others. Only a tier that exists (its bound set in the
--- hash 'tiers', by sweepScript of list.go) takes a domain in.
+-- ('ssl' or 'whois') whose band its expiry s (nil: none) is in (L <= s <
+-- B, the bounds in the hash 'tiers': a tier without L has none below),
+-- or, in the error tier (invalid), when its certificate is invalid (bad)
+-- or missing (nocert), and out of the others. Only a tier that exists
+-- (its B set by sweepScript of list.go) takes a domain in.
 local function ix_tiers(p, id, name, key, s, bad, nocert)
-  local names = IX_TIERS_OF[key]
-  local bounds = redis.call('HMGET', p .. 'tiers', unpack(names))
+  local names, fields = IX_TIERS_OF[key], {}
+  for _, tier in ipairs(names) do
+    fields[#fields + 1] = tier
+    fields[#fields + 1] = tier .. 'lo'
+  end
+  local bounds = redis.call('HMGET', p .. 'tiers', unpack(fields))
   for i, tier in ipairs(names) do
-    local b = tonumber(bounds[i])
+    local b, l = tonumber(bounds[2 * i - 1]), tonumber(bounds[2 * i])
     if b then
-      local on = s ~= nil and s < b
-      if IX_TIER[tier].invalid then on = on or (s ~= nil and bad) or (s == nil and nocert) end
+      local on
+      if IX_TIER[tier].invalid then on = (s ~= nil and bad) or (s == nil and nocert)
+      else on = s ~= nil and s < b and (l == nil or s >= l) end
       ix_att(p, tier, id, name, on)
     end
   end
@@ -441,7 +447,8 @@ func MarkBuilt(ctx context.Context, rdb redis.UniversalClient, tenantID string) 
 	return nil
 }
 
-// Drop deletes tenantID's index (before a rebuild), one key at a time so
+// Drop deletes tenantID's index (before a rebuild), and the attention
+// tiers of the layouts before (staleTiers), one key at a time so
 // a big zset is freed in the background (UNLINK), but for the tenant's
 // registry (HostKey, CreatedKey: its names and ids, which only the
 // scripts writing the records change): the rebuild reads its ids there,
@@ -454,6 +461,10 @@ func Drop(ctx context.Context, rdb redis.UniversalClient, tenantID string) error
 	keys := Keys(tenantID)
 	for _, t := range tags {
 		keys = append(keys, TagKey(tenantID, t))
+	}
+	for _, t := range staleTiers {
+		p := Prefix(tenantID) + t
+		keys = append(keys, p+keyAttHost, p+keyAttCreated, p+keyAttOther, p+keyAttOtherNull)
 	}
 	for _, k := range keys {
 		if k == HostKey(tenantID) || k == CreatedKey(tenantID) {

@@ -26,9 +26,10 @@ import (
 // ("Upgrading"). 1: the layouts up to 2026-12-06 (sixth). 2: the list
 // indexes' attention index, which an older projector would not keep. 3:
 // its tiers in the other expiry's order (list index layout 5), which an
-// older projector would not keep either. 4: tags and registration
-// reasons as zsets (list index layout 6), which an older projector would
-// write as sets.
+// older projector would not keep either. 4: the tiers as one status's
+// band each, and tags and registration reasons as zsets (list index
+// layout 6), whose bounds an older projector would misread and whose
+// zsets it would write as sets.
 const Generation = 4
 
 // Key holds the newest generation that ran against this Redis.
