@@ -857,6 +857,25 @@ func TestAttentionIndex(t *testing.T) {
 		t.Fatalf("warning list with a lower critical threshold after the sweep: walked %q, sweep due %v; want warn, false", tier, due)
 	}
 	l.checkAttention()
+
+	// A higher one moves the warning band's lower edge up by 7 days: the
+	// band still holds every match (the list walks it), but more than a
+	// day's worth lies below its edge, so a sweep is due, which takes them
+	// out.
+	q.Critical = 10
+	if tier, due := walked(); tier != "warn" || !due {
+		t.Fatalf("warning list with a higher critical threshold before the sweep: walked %q, sweep due %v; want warn, true", tier, due)
+	}
+	if err := domainindex.SweepAttention(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q); err != nil {
+		t.Fatal(err)
+	}
+	if lo, want := l.rdb.HGet(l.ctx, pre+"tiers", "warnlo").Val(), fmt.Sprint(q.Now.UnixMilli()+11*24*3600*1000); lo != want {
+		t.Fatalf("warning tier's lower bound %s after the critical threshold went up, want %s", lo, want)
+	}
+	if tier, due := walked(); tier != "warn" || due {
+		t.Fatalf("warning list with a higher critical threshold after the sweep: walked %q, sweep due %v; want warn, false", tier, due)
+	}
+	l.checkAttention()
 }
 
 // TestListAgainstBruteForce: every sort, order and filter, paged by
