@@ -691,9 +691,16 @@ func (v View) For(name string) []ExpEntry {
 // Views returns the expiration views of many domains, read in one
 // pipeline, by domain id.
 func Views(ctx context.Context, rdb redis.UniversalClient, domainIDs []string) (map[string]View, error) {
-	out := make(map[string]View, len(domainIDs))
+	out, _, err := readViews(ctx, rdb, domainIDs)
+	return out, err
+}
+
+// readViews is Views, with each view's "@v" as read with it ("" for
+// none).
+func readViews(ctx context.Context, rdb redis.UniversalClient, domainIDs []string) (map[string]View, map[string]string, error) {
+	out, versions := make(map[string]View, len(domainIDs)), make(map[string]string, len(domainIDs))
 	if len(domainIDs) == 0 {
-		return out, nil
+		return out, versions, nil
 	}
 	pipe := rdb.Pipeline()
 	cmds := make([]*redis.MapStringStringCmd, len(domainIDs))
@@ -701,18 +708,18 @@ func Views(ctx context.Context, rdb redis.UniversalClient, domainIDs []string) (
 		cmds[i] = pipe.HGetAll(ctx, ViewKey(id))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("read %d expiration views: %w", len(domainIDs), err)
+		return nil, nil, fmt.Errorf("read %d expiration views: %w", len(domainIDs), err)
 	}
 	for i, id := range domainIDs {
 		all := cmds[i].Val()
 		entries, err := decodeView(id, all)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		name, _, _ := strings.Cut(all[nameField], "|")
-		out[id] = View{Name: name, Entries: entries}
+		out[id], versions[id] = View{Name: name, Entries: entries}, all[versionField]
 	}
-	return out, nil
+	return out, versions, nil
 }
 
 // Snapshot is a domain's expiration view with its meta fields, read at one

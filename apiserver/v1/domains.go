@@ -134,7 +134,7 @@ func (h *Handler) listed(ctx context.Context, tenant string, page domainindex.Pa
 			domains, rows, ids = append(domains, d), append(rows, page.Rows[i]), append(ids, id)
 		}
 	}
-	views, err := projector.Views(ctx, h.rdb, ids)
+	views, err := h.views.Views(ctx, h.rdb, ids)
 	if err != nil {
 		return nil, err
 	}

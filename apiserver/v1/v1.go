@@ -21,6 +21,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
+	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/managedcert"
 	"github.com/certfleet/certfleet/internal/quota"
@@ -89,13 +90,15 @@ type Handler struct {
 	// attention builds and sweeps the tenants' attention indexes when a
 	// list finds one due (RunAttention).
 	attention *domainindex.Sweeper
+	// views keeps the decoded views the list's pages read.
+	views *projector.ViewCache
 }
 
 // New returns the v1 API of cfg.
 func New(cfg Config, rdb redis.UniversalClient, store *accounts.Store, auth *httpapi.Auth, limits *httpapi.Limiter,
 	engine *alerts.Engine, chans ChannelStore, logger *zap.Logger) *Handler {
 	h := &Handler{cfg: cfg, rdb: rdb, accounts: store, auth: auth, limits: limits, alerts: engine, channels: chans,
-		render: httpapi.Render(logger, style), logger: logger}
+		render: httpapi.Render(logger, style), logger: logger, views: projector.NewViewCache(0)}
 	h.attention = domainindex.NewSweeper(rdb, accounts.DomainKeyPrefix, func() time.Time { return h.cfg.Now() },
 		h.thresholds().Warning, h.thresholds().Critical, logger)
 	return h
