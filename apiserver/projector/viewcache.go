@@ -22,7 +22,10 @@ import (
 // kept version is the one read with the whole view, in the same command.
 // It keeps at most max views, dropping the least recently used.
 //
-// The views it returns are shared with other callers: read only.
+// While `certfleet views rebuild` runs, which deletes each view but its
+// "@v" before replaying it, the cache answers a view as it was until the
+// replay's first write bumps it. The views it returns are shared with
+// other callers: read only.
 type ViewCache struct {
 	mu  sync.Mutex
 	max int
