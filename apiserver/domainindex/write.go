@@ -61,6 +61,17 @@ local function ix_names(p, id, host, port, add, created)
     if add then redis.call('ZADD', p .. 'sfx', 0, m) else redis.call('ZREM', p .. 'sfx', m) end
   end
 end
+-- ix_scored puts id in key with score s, or (s nil) in null, key's tail
+-- in id order (score 0), and out of the other.
+local function ix_scored(key, null, s, id)
+  if s then
+    redis.call('ZADD', key, s, id)
+    redis.call('ZREM', null, id)
+  else
+    redis.call('ZREM', key, id)
+    redis.call('ZADD', null, 0, id)
+  end
+end
 -- ix_att_x places domain id, in tier, in the tier's order of the other
 -- expiry (IX_TIER[tier].other: 'whois' for a tier over the certificate's,
 -- 'ssl' for one over the registration's), as that expiry's sort walks its
@@ -68,15 +79,9 @@ end
 -- below IX_NOEXP, else in <tier>:xnull (score 0, in id order), so a page
 -- walked in the tier and the next walked in the whole index agree.
 local function ix_att_x(p, tier, id)
-  local t = p .. tier
   local s = redis.call('ZSCORE', p .. IX_TIER[tier].other, id)
-  if s and tonumber(s) < IX_NOEXP then
-    redis.call('ZADD', t .. ':x', s, id)
-    redis.call('ZREM', t .. ':xnull', id)
-  else
-    redis.call('ZREM', t .. ':x', id)
-    redis.call('ZADD', t .. ':xnull', 0, id)
-  end
+  if s and tonumber(s) >= IX_NOEXP then s = nil end
+  ix_scored(p .. tier .. ':x', p .. tier .. ':xnull', s, id)
 end
 -- ix_att puts domain id, named name (ix_name's), in a tier of the
 -- attention index (IX_TIERS: <tier>:host, <tier>:created and the other
@@ -132,13 +137,9 @@ end
 -- ix_name of the record's host they are for, whose attention tiers over
 -- the registration follow them.
 local function ix_whois(p, id, exp, reason, name)
-  if exp ~= '' then
-    redis.call('ZADD', p .. 'whois', exp, id)
-    redis.call('ZREM', p .. 'wnull', id)
-  else
-    redis.call('ZREM', p .. 'whois', id)
-    redis.call('ZADD', p .. 'wnull', 0, id)
-  end
+  local s = exp
+  if s == '' then s = nil end
+  ix_scored(p .. 'whois', p .. 'wnull', s, id)
   for _, r in ipairs(IX_REASONS) do
     if r == reason and exp == '' then redis.call('ZADD', p .. 'wr:' .. r, ix_created_of(p, id), id) else redis.call('ZREM', p .. 'wr:' .. r, id) end
   end
