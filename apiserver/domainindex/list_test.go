@@ -1058,6 +1058,21 @@ func TestBuildIndexes(t *testing.T) {
 		// drops.
 		stale := domainindex.Prefix(l.tenant) + "urg:created"
 		l.rdb.ZAdd(l.ctx, stale, redis.Z{Score: 1, Member: "x"})
+		// And its tags were sets (layout 5), which the rebuild makes zsets
+		// again (a set left would fail every tag list: WRONGTYPE).
+		sets := 0
+		for _, tag := range l.rdb.SMembers(l.ctx, domainindex.Prefix(l.tenant)+"tags").Val() {
+			key := domainindex.TagKey(l.tenant, tag)
+			ids := l.rdb.ZRange(l.ctx, key, 0, -1).Val()
+			l.rdb.Del(l.ctx, key)
+			for _, id := range ids {
+				l.rdb.SAdd(l.ctx, key, id)
+			}
+			sets++
+		}
+		if keepIndex && sets == 0 {
+			t.Fatal("no tag to turn into a set of layout 5")
+		}
 		if !keepIndex {
 			if p, _ := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q); len(p.IDs) != 0 {
 				t.Fatalf("without index: got %d ids, want none", len(p.IDs))
