@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -232,28 +233,70 @@ func TestReadmeWalkthrough(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(data, "services.env"), []byte(services), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	labPort := strconv.Itoa(testenv.FreePort(t))
-	env := append(os.Environ(),
-		"CERTFLEET_RUN_DATA="+data,
-		"CERTFLEET_LISTEN="+listen,
-		"CERTFLEET_LAB_PORT="+labPort,
-		"CERTFLEET_REDIS_URL="+rs.URL,
-		"CERTFLEET_CLICKHOUSE_DSN="+ch.DSN,
+	// The demo's ports are picked free, and another test may take one
+	// before the demo binds it: a start that fails on a port in use is
+	// tried again on others.
+	var (
+		listen, labPort string
+		run             *exec.Cmd
+		mu              sync.Mutex
+		runOut          bytes.Buffer
+		done            chan error
+		stopped         bool
 	)
-
-	run := exec.Command("bash", filepath.Join(root, "scripts", "run.sh"))
-	run.Env = env
-	var mu sync.Mutex
-	var runOut bytes.Buffer
-	run.Stdout = lockedWriter{&mu, &runOut}
-	run.Stderr = run.Stdout
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
+	output := func() string { mu.Lock(); defer mu.Unlock(); return runOut.String() }
+	for attempt := 1; ; attempt++ {
+		listen = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+		labPort = strconv.Itoa(testenv.FreePort(t))
+		env := append(os.Environ(),
+			"CERTFLEET_RUN_DATA="+data,
+			"CERTFLEET_LISTEN="+listen,
+			"CERTFLEET_LAB_PORT="+labPort,
+			"CERTFLEET_REDIS_URL="+rs.URL,
+			"CERTFLEET_CLICKHOUSE_DSN="+ch.DSN,
+		)
+		run = exec.Command("bash", filepath.Join(root, "scripts", "run.sh"))
+		run.Env = env
+		mu.Lock()
+		runOut.Reset()
+		mu.Unlock()
+		run.Stdout = lockedWriter{&mu, &runOut}
+		run.Stderr = run.Stdout
+		if err := run.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done = make(chan error, 1)
+		go func(run *exec.Cmd, done chan error) { done <- run.Wait() }(run, done)
+		stopped = false
+		started, exited := false, error(nil)
+		deadline := time.Now().Add(4 * time.Minute)
+		for !started && exited == nil {
+			if strings.Contains(output(), "certfleet is running") {
+				started = true
+				break
+			}
+			select {
+			case err := <-done:
+				stopped = true
+				exited = err
+				if exited == nil {
+					exited = errors.New("exit status 0")
+				}
+			case <-time.After(200 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the demo did not start within 4 minutes:\n%s", output())
+			}
+		}
+		if started {
+			break
+		}
+		if out := output(); attempt < 3 && (strings.Contains(out, "address already in use") || strings.Contains(out, "is taken by")) {
+			t.Logf("the demo's start %d found a port taken; trying others:\n%s", attempt, output())
+			continue
+		}
+		t.Fatalf("the demo exited during start (%v):\n%s", exited, output())
 	}
-	done := make(chan error, 1)
-	go func() { done <- run.Wait() }()
-	stopped := false
 	stop := func() {
 		if stopped {
 			return
@@ -271,19 +314,6 @@ func TestReadmeWalkthrough(t *testing.T) {
 		}
 	}
 	defer stop()
-	output := func() string { mu.Lock(); defer mu.Unlock(); return runOut.String() }
-	deadline := time.Now().Add(4 * time.Minute)
-	for !strings.Contains(output(), "certfleet is running") {
-		select {
-		case err := <-done:
-			stopped = true
-			t.Fatalf("the demo exited during start (%v):\n%s", err, output())
-		case <-time.After(200 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the demo did not start within 4 minutes:\n%s", output())
-		}
-	}
 
 	// One shell runs every command in order (variables carry over), each
 	// command's output and status to its own files.
