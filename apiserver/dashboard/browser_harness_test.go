@@ -10,6 +10,7 @@ package dashboard_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -146,10 +147,24 @@ func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 	b.step(what, func(ctx context.Context) error { return chromedp.Do(ctx, actions...) })
 }
 
-// open navigates to path of the server and waits for the page's h1.
+// open navigates to path of the server and waits for the page's h1. A
+// navigation that times out is tried once more: under the full suite's
+// load (-race, every package at once, 2 cores) the browser has missed a
+// page's load once in a while.
 func (b *browser) open(path string) {
 	b.t.Helper()
-	b.do("open "+path, chromedp.Navigate(b.base.String()+path), chromedp.WaitVisible("h1"))
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
+		err := chromedp.Do(ctx, chromedp.Navigate(b.base.String()+path), chromedp.WaitVisible("h1"))
+		cancel()
+		if err == nil {
+			return
+		}
+		if attempt == 2 || !errors.Is(err, context.DeadlineExceeded) {
+			b.t.Fatalf("browser: open %s: %v", path, err)
+		}
+		b.t.Logf("browser: open %s: %v; once more", path, err)
+	}
 }
 
 // text returns the text of the first element sel matches.
