@@ -47,7 +47,8 @@ local function ix_lookup(p, host, port)
   return false
 end
 -- ix_created_of is domain id's created_at ms, the score of its members
--- in the tag and reason zsets (so a walk of one is in created_at order).
+-- in the tag, reason and tiers' created zsets (so a walk of one is in
+-- created_at order).
 local function ix_created_of(p, id) return redis.call('ZSCORE', p .. 'created', id) or 0 end
 -- ix_names adds (add) or removes the hostname's and its labels' members;
 -- created is the domain's created_at ms, which the label members carry.
@@ -89,7 +90,7 @@ end
 local function ix_att(p, tier, id, name, on)
   if on then
     redis.call('ZADD', p .. tier .. ':host', 0, name .. id)
-    redis.call('ZADD', p .. tier .. ':created', redis.call('ZSCORE', p .. 'created', id) or 0, id)
+    redis.call('ZADD', p .. tier .. ':created', ix_created_of(p, id), id)
     ix_att_x(p, tier, id)
   else
     redis.call('ZREM', p .. tier .. ':host', name .. id)
