@@ -831,7 +831,7 @@ func TestAttentionIndex(t *testing.T) {
 	// down: the sweep adds the domains between, and each tier still
 	// holds its band.
 	q = baseQuery()
-	q.Now, q.Critical = now.Add(400*24*time.Hour), 3
+	q.Now = now.Add(400 * 24 * time.Hour)
 	// Until then the warning band lacks the domains between the two
 	// critical bounds: a warning list does not walk it, and asks a sweep.
 	walked := func() (string, bool) {
@@ -844,38 +844,30 @@ func TestAttentionIndex(t *testing.T) {
 		}
 		return domainindex.TierOf(p), p.SweepDue
 	}
-	if tier, due := walked(); tier != "" || !due {
-		t.Fatalf("warning list with a lower critical threshold before the sweep: walked %q, sweep due %v; want none, true", tier, due)
-	}
-	if err := domainindex.SweepAttention(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q); err != nil {
-		t.Fatal(err)
-	}
-	if lo, want := l.rdb.HGet(l.ctx, pre+"tiers", "warnlo").Val(), fmt.Sprint(q.Now.UnixMilli()+4*24*3600*1000); lo != want {
-		t.Fatalf("warning tier's lower bound %s after the critical threshold went down, want %s", lo, want)
-	}
-	if tier, due := walked(); tier != "warn" || due {
-		t.Fatalf("warning list with a lower critical threshold after the sweep: walked %q, sweep due %v; want warn, false", tier, due)
-	}
-	l.checkAttention()
-
 	// A higher one moves the warning band's lower edge up by 7 days: the
 	// band still holds every match (the list walks it), but more than a
 	// day's worth lies below its edge, so a sweep is due, which takes them
 	// out.
-	q.Critical = 10
-	if tier, due := walked(); tier != "warn" || !due {
-		t.Fatalf("warning list with a higher critical threshold before the sweep: walked %q, sweep due %v; want warn, true", tier, due)
+	for _, c := range []struct {
+		change   string
+		critical int
+		before   string // the tier the list walks before the sweep
+	}{{"went down", 3, ""}, {"went up", 10, "warn"}} {
+		q.Critical = c.critical
+		if tier, due := walked(); tier != c.before || !due {
+			t.Fatalf("warning list after the critical threshold %s, before the sweep: walked %q, sweep due %v; want %q, true", c.change, tier, due, c.before)
+		}
+		if err := domainindex.SweepAttention(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q); err != nil {
+			t.Fatal(err)
+		}
+		if lo, want := l.rdb.HGet(l.ctx, pre+"tiers", "warnlo").Val(), fmt.Sprint(q.Now.UnixMilli()+int64(c.critical+1)*24*3600*1000); lo != want {
+			t.Fatalf("warning tier's lower bound %s after the critical threshold %s, want %s", lo, c.change, want)
+		}
+		if tier, due := walked(); tier != "warn" || due {
+			t.Fatalf("warning list after the critical threshold %s and the sweep: walked %q, sweep due %v; want warn, false", c.change, tier, due)
+		}
+		l.checkAttention()
 	}
-	if err := domainindex.SweepAttention(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q); err != nil {
-		t.Fatal(err)
-	}
-	if lo, want := l.rdb.HGet(l.ctx, pre+"tiers", "warnlo").Val(), fmt.Sprint(q.Now.UnixMilli()+11*24*3600*1000); lo != want {
-		t.Fatalf("warning tier's lower bound %s after the critical threshold went up, want %s", lo, want)
-	}
-	if tier, due := walked(); tier != "warn" || due {
-		t.Fatalf("warning list with a higher critical threshold after the sweep: walked %q, sweep due %v; want warn, false", tier, due)
-	}
-	l.checkAttention()
 }
 
 // TestListAgainstBruteForce: every sort, order and filter, paged by
