@@ -201,7 +201,10 @@ func TestDomainScheduling(t *testing.T) {
 
 	id := e.createDomain(0, key, map[string]any{"hostname": "shop.example"})
 	shard := coordinator.ShardOf(id, events.DefaultShards)
-	_, scheduleKey := coordinator.DomainKeys(id, events.DefaultShards)
+	_, scheduleKey, err := coordinator.DomainKeys(context.Background(), e.rdb, id, events.DefaultShards)
+	if err != nil {
+		t.Fatal(err)
+	}
 	member, err := coordinator.Member(id)
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@
 //	                      bring it back
 //	schedule:{NN}:<b>     zset  domain id -> next due time (unix ms); only
 //	                      active domains
+//	split:{NN}            set   the buckets split in two (buckets.go)
 //	due:{NN}              zset  bucket b -> at most the earliest due time
 //	                      of schedule:{NN}:<b> (unix ms); the due index
 //	                      (see below)
@@ -27,12 +28,12 @@
 // chosen from the id as text (bucketOf, ShardOf). Ids kept as text, as
 // before 2026-12-06 (sixth), are converted at start (migrate.go).
 //
-// A shard's domains are spread over bucketsPerShard buckets b (bucketOf),
-// so that each hash and sorted set stays small enough for Redis's compact
-// listpack encoding. The keys of the layout before, domains:{NN},
-// schedule:{NN} and versions:{NN}, are moved to the buckets at start
-// (migrate.go); so are the domains of buckets of a smaller count when
-// bucketsPerShard grows (splitBuckets).
+// A shard's domains are spread over buckets b, bucketsPerShard at
+// first, split in two as they fill (buckets.go), so that each hash and
+// sorted set stays small enough for Redis's compact listpack encoding
+// whatever the fleet's size; split:{NN} lists the split ones. The keys of
+// the layout before, domains:{NN}, schedule:{NN} and versions:{NN}, are
+// moved to the buckets at start (migrate.go).
 //
 // Dispatch reads only the buckets the due index due:{NN} lists as due,
 // not every bucket. The index may say a bucket is due earlier than it is
@@ -97,30 +98,10 @@ const jobsMaxLen = 100_000
 // batchSize is how many due domains of one shard one script dispatches.
 const batchSize = 500
 
-// bucketsPerShard is how many buckets the domains and the schedule of a
-// shard are spread over. Small hashes and sorted sets are listpacks, a
-// third or less of the memory of a hashtable or skiplist; Redis keeps
-// them so up to 128 entries (hash- and zset-max-listpack-entries). 32
-// buckets of 16 shards keep listpacks up to about 60,000 domains; past
-// that each bucket costs what one big hash would, never more. It is part
-// of the layout: it may only grow, to a multiple of bucketsPerShardBefore,
-// whose buckets a coordinator then splits at start (splitBuckets).
+// bucketsPerShard is how many first-level buckets the domains and the
+// schedule of a shard are spread over; each splits in two as it fills
+// (buckets.go). Part of the layout: it never changes.
 const bucketsPerShard = 32
-
-// bucketsPerShardBefore is bucketsPerShard of the layout before, whose
-// buckets a coordinator splits at start when it grew (splitBuckets).
-const bucketsPerShardBefore = 32
-
-// bucketOf is the bucket of a domain within its shard: the upper half of
-// FNV-1a (64 bit) of the domain id, modulo bucketsPerShard. Not the lower
-// half: FNV's low bits depend only on the low bits of the input, so the
-// low bits of FNV-1a 64 equal those of ShardOf's FNV-1a 32 and a shard's
-// domains would share a few buckets.
-func bucketOf(domainID string) int {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(domainID))
-	return int(h.Sum64() >> 32 % bucketsPerShard)
-}
 
 // domainsKey is a bucket of the domains of a shard.
 func domainsKey(shard, bucket int) string {
@@ -141,10 +122,16 @@ func removedKey(shard int) string { return "domains:" + events.ShardTag(shard) +
 
 // DomainKeys are the keys holding a domain: its record (a hash, field
 // Member(domainID)) and its next due time (a sorted set, member
-// Member(domainID); only while active).
-func DomainKeys(domainID string, shards int) (domains, schedule string) {
-	n, b := ShardOf(domainID, shards), bucketOf(domainID)
-	return domainsKey(n, b), scheduleKey(n, b)
+// Member(domainID); only while active), in the bucket the split set reads
+// now (buckets.go).
+func DomainKeys(ctx context.Context, rdb redis.UniversalClient, domainID string, shards int) (domains, schedule string, err error) {
+	n := ShardOf(domainID, shards)
+	split, err := splitSet(ctx, rdb, n)
+	if err != nil {
+		return "", "", err
+	}
+	b := leafOf(bucketHash(domainID), bucketsPerShard, split)
+	return domainsKey(n, b), scheduleKey(n, b), nil
 }
 
 // Member is the field or member that stands for the domain id domainID
@@ -167,7 +154,10 @@ func IDOf(m string) string { return shortid.FromBytes(m) }
 // DomainState reports whether the schedule holds a domain's record (not
 // only its tombstone) and whether the domain is scheduled (active).
 func DomainState(ctx context.Context, rdb redis.UniversalClient, domainID string, shards int) (known, scheduled bool, err error) {
-	domains, schedule := DomainKeys(domainID, shards)
+	domains, schedule, err := DomainKeys(ctx, rdb, domainID, shards)
+	if err != nil {
+		return false, false, err
+	}
 	m, err := Member(domainID)
 	if err != nil {
 		return false, false, err
@@ -187,7 +177,11 @@ func ScheduledCount(ctx context.Context, rdb redis.UniversalClient, shards int) 
 	pipe := rdb.Pipeline()
 	cmds := make([]*redis.IntCmd, 0, shards*bucketsPerShard)
 	for n := range shards {
-		for b := range bucketsPerShard {
+		bs, err := leaves(ctx, rdb, n)
+		if err != nil {
+			return 0, err
+		}
+		for _, b := range bs {
 			cmds = append(cmds, pipe.ZCard(ctx, scheduleKey(n, b)))
 		}
 	}
@@ -225,6 +219,10 @@ var (
 	leasesHeld = promauto.NewGauge(prometheus.GaugeOpts{
 		Name: "certfleet_coordinator_leases_held",
 		Help: "Shard leases held by the coordinators of this process.",
+	})
+	bucketSplits = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "certfleet_coordinator_bucket_splits_total",
+		Help: "Schedule buckets split in two as they filled (coordinator/buckets.go).",
 	})
 	dueDomains = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "certfleet_coordinator_due_domains",
@@ -333,6 +331,9 @@ type Coordinator struct {
 	held map[int]bool
 	// regHeld: this coordinator holds the registration lease.
 	regHeld bool
+	// splitAbove is the size past which a bucket is split
+	// (defaultSplitAbove; lower in tests).
+	splitAbove int
 }
 
 // New returns a coordinator; Run starts it.
@@ -360,6 +361,8 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Coordinato
 		logger:   logger,
 		token:    cfg.Name + "/" + uuid.NewString(),
 		held:     map[int]bool{},
+
+		splitAbove: defaultSplitAbove,
 	}, nil
 }
 
@@ -387,11 +390,8 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if err := c.migrateIDs(ctx); err != nil {
 		return err
 	}
-	// So are buckets of the count before split: the scripts find a
-	// domain in its bucket only.
-	if _, err := c.splitBuckets(ctx, bucketsPerShardBefore); err != nil {
-		return err
-	}
+	// So are buckets of reg:domains of the count before split: the
+	// scripts find a domain in its bucket only.
 	if _, err := c.splitRegBuckets(ctx, regBucketsBefore); err != nil {
 		return err
 	}
@@ -427,6 +427,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		c.loop(ctx, c.cfg.Tick, c.dispatch)
 	}()
 	wg.Go(func() { c.loop(ctx, migrateEvery, c.migrateLegacy) })
+	wg.Go(func() { c.loop(ctx, migrateEvery, c.growBuckets) })
 	if c.cfg.TrimEvery > 0 {
 		wg.Go(func() { c.loop(ctx, c.cfg.TrimEvery, c.TrimStreams) })
 	}

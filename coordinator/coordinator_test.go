@@ -227,7 +227,7 @@ func (h *harness) jobsOf(shards int, domainID string) []job {
 
 func (h *harness) score(shards int, domainID string) (int64, bool) {
 	h.t.Helper()
-	_, schedule := DomainKeys(domainID, shards)
+	_, schedule := keysOf(h.t, h.rdb, domainID, shards)
 	s, err := h.rdb.ZScore(context.Background(), schedule, mem(h.t, domainID)).Result()
 	if errors.Is(err, redis.Nil) {
 		return 0, false
@@ -239,6 +239,16 @@ func (h *harness) score(shards int, domainID string) (int64, bool) {
 }
 
 // mem is Member(id), the field or member of id in the schedule's keys.
+// keysOf is DomainKeys, failing t on an error.
+func keysOf(t testing.TB, rdb redis.UniversalClient, id string, shards int) (domains, schedule string) {
+	t.Helper()
+	domains, schedule, err := DomainKeys(context.Background(), rdb, id, shards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return domains, schedule
+}
+
 func mem(t testing.TB, id string) string {
 	t.Helper()
 	m, err := Member(id)
@@ -274,7 +284,7 @@ func (h *harness) sync(shards int) {
 	e, id := domainAdded(h.t, fmt.Sprintf("sentinel-%d.example.com", time.Now().UnixNano()), 443)
 	h.publish(e)
 	eventually(h.t, 5*time.Second, "sentinel applied", func() bool {
-		domains, _ := DomainKeys(id, shards)
+		domains, _ := keysOf(h.t, h.rdb, id, shards)
 		ok, err := h.rdb.HExists(context.Background(), domains, mem(h.t, id)).Result()
 		return err == nil && ok
 	})
@@ -345,7 +355,7 @@ func TestRemovedDomainGetsNoMoreJobs(t *testing.T) {
 	if _, ok := h.score(shards, id); ok {
 		t.Errorf("removed domain still in schedule")
 	}
-	domains, _ := DomainKeys(id, shards)
+	domains, _ := keysOf(t, h.rdb, id, shards)
 	if v, _ := h.rdb.HGet(context.Background(), domains, mem(t, id)).Result(); !isTombstone(v) {
 		t.Errorf("removed domain: got value %q, want a tombstone", v)
 	}
@@ -650,7 +660,7 @@ func TestCheckRequested(t *testing.T) {
 	}
 
 	earlier := time.Now().Add(-time.Minute).UnixMilli()
-	_, schedule := DomainKeys(id, shards)
+	_, schedule := keysOf(t, h.rdb, id, shards)
 	if err := h.rdb.ZAdd(ctx, schedule, redis.Z{Score: float64(earlier), Member: mem(t, id)}).Err(); err != nil {
 		t.Fatal(err)
 	}

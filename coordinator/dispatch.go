@@ -169,7 +169,7 @@ func (c *Coordinator) dueBuckets(ctx context.Context, n int, now int64) ([]int, 
 	out := make([]int, 0, len(ms))
 	for _, m := range ms {
 		b, err := strconv.Atoi(m)
-		if err != nil || b < 0 || b >= bucketsPerShard {
+		if err != nil || !validBucket(bucketsPerShard, b) {
 			// Not one of ours: nothing to dispatch from it.
 			c.logger.Warn("unknown bucket in the due index", zap.Int("shard", n), zap.String("bucket", m))
 			continue

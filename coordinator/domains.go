@@ -32,53 +32,57 @@ const tombstoneTTL = 7 * 24 * time.Hour
 //
 // A domain not written since the buckets came (migrate.go) is read from
 // the keys of the layout before, and moved. A domain left scheduled
-// lowers its bucket's score in the due index to its due time.
+// lowers its bucket's score in the due index to its due time. The bucket
+// is found in the script, down the split ones (bucketLua).
 //
-// KEYS: domains bucket, schedule bucket, removed, then the legacy domains,
-// schedule and versions, then the due index. ARGV: op ("put" | "remove"),
-// domain id as Member, record (encodeRecord), version (unix ms), due
-// (unix ms: now, or later for a delayed first scan), active ("1" | "0"),
-// record as legacy JSON, domain id as text (the legacy keys' field and
-// member), bucket.
-var applyDomainScript = redis.NewScript(`
+// KEYS: split set, removed, then the legacy domains, schedule and
+// versions, then the due index. ARGV: op ("put" | "remove"), domain id as
+// Member, record (encodeRecord), version (unix ms), due (unix ms: now, or
+// later for a delayed first scan), active ("1" | "0"), record as legacy
+// JSON, domain id as text (the legacy keys' field and member), bucket
+// hash, domains and schedule prefixes (bucketPrefixes). Returns {applied
+// (1 | 0), bucket, the bucket's entries}.
+var applyDomainScript = redis.NewScript(bucketLua + `
 local id, version, tid = ARGV[2], tonumber(ARGV[4]), ARGV[8]
+local b = bucket_of(KEYS[1], tonumber(ARGV[9]), ` + strconv.Itoa(bucketsPerShard) + `)
+local dk, sk = ARGV[10] .. b, ARGV[11] .. b
 local last, prev
-local cur = redis.call('HGET', KEYS[1], id)
+local cur = redis.call('HGET', dk, id)
 if cur then
   last = tonumber(string.match(cur, '^%d+'))
   prev = string.match(cur, '^%d+|(.*)$')
 else
-  last = tonumber(redis.call('HGET', KEYS[6], tid))
-  local old = redis.call('HGET', KEYS[4], tid)
+  last = tonumber(redis.call('HGET', KEYS[5], tid))
+  local old = redis.call('HGET', KEYS[3], tid)
   if old then prev = (old == ARGV[7]) and ARGV[3] or old end
 end
-if last and last > version then return 0 end
+if last and last > version then return {0, b, redis.call('HLEN', dk)} end
 if not cur then
-  local due = redis.call('ZSCORE', KEYS[5], tid)
-  if due then redis.call('ZADD', KEYS[2], due, id) end
-  redis.call('HDEL', KEYS[4], tid)
-  redis.call('ZREM', KEYS[5], tid)
-  redis.call('HDEL', KEYS[6], tid)
+  local due = redis.call('ZSCORE', KEYS[4], tid)
+  if due then redis.call('ZADD', sk, due, id) end
+  redis.call('HDEL', KEYS[3], tid)
+  redis.call('ZREM', KEYS[4], tid)
+  redis.call('HDEL', KEYS[5], tid)
 end
 if ARGV[1] == 'remove' then
-  redis.call('HSET', KEYS[1], id, ARGV[4])
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZADD', KEYS[3], ARGV[4], id)
-  return 1
+  redis.call('HSET', dk, id, ARGV[4])
+  redis.call('ZREM', sk, id)
+  redis.call('ZADD', KEYS[2], ARGV[4], id)
+  return {1, b, redis.call('HLEN', dk)}
 end
-redis.call('HSET', KEYS[1], id, ARGV[4] .. '|' .. ARGV[3])
-redis.call('ZREM', KEYS[3], id)
+redis.call('HSET', dk, id, ARGV[4] .. '|' .. ARGV[3])
+redis.call('ZREM', KEYS[2], id)
 if ARGV[6] == '1' then
   if prev and prev ~= ARGV[3] then
-    redis.call('ZADD', KEYS[2], ARGV[5], id)
+    redis.call('ZADD', sk, ARGV[5], id)
   else
-    redis.call('ZADD', KEYS[2], 'NX', ARGV[5], id)
+    redis.call('ZADD', sk, 'NX', ARGV[5], id)
   end
-  redis.call('ZADD', KEYS[7], 'LT', redis.call('ZSCORE', KEYS[2], id), ARGV[9])
+  redis.call('ZADD', KEYS[6], 'LT', redis.call('ZSCORE', sk, id), b)
 else
-  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', sk, id)
 end
-return 1
+return {1, b, redis.call('HLEN', dk)}
 `)
 
 // applyEvent is the handler of the events stream. Events other than domain
@@ -146,21 +150,28 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 	if err != nil {
 		return malformed(e, err)
 	}
-	n, b := ShardOf(domainID, c.cfg.Shards), bucketOf(domainID)
+	n := ShardOf(domainID, c.cfg.Shards)
 	activeArg := "0"
 	if active {
 		activeArg = "1"
 	}
-	keys := []string{domainsKey(n, b), scheduleKey(n, b), removedKey(n),
+	dp, sp := bucketPrefixes(n)
+	keys := []string{splitSetKey(n), removedKey(n),
 		legacyDomainsKey(n), legacyScheduleKey(n), legacyVersionsKey(n), dueKey(n)}
-	applied, err := applyDomainScript.Run(ctx, c.rdb, keys,
-		op, m, body, e.OccurredAt.UnixMilli(), due, activeArg, legacy, domainID, b).Int()
-	if err != nil {
-		return fmt.Errorf("apply %s %s to shard %d: %w", e.Name, domainID, n, err)
+	res, err := applyDomainScript.Run(ctx, c.rdb, keys,
+		op, m, body, e.OccurredAt.UnixMilli(), due, activeArg, legacy, domainID, bucketHash(domainID), dp, sp).Int64Slice()
+	if err != nil || len(res) != 3 {
+		return fmt.Errorf("apply %s %s to shard %d: %w (%v)", e.Name, domainID, n, err, res)
 	}
 	c.logger.Debug("domain event",
 		zap.String("event", e.Name), zap.String("domain_id", domainID),
-		zap.Int("shard", n), zap.Bool("applied", applied == 1))
+		zap.Int("shard", n), zap.Bool("applied", res[0] == 1))
+	if res[2] > int64(c.splitAbove) {
+		if _, err := c.growBucket(ctx, n, int(res[1])); err != nil {
+			// Not the event's failure: growBuckets tries again.
+			c.logger.Warn("bucket split failed, will retry", zap.Int("shard", n), zap.Error(err))
+		}
+	}
 	host := rec.Host
 	if !active {
 		host = ""
@@ -193,12 +204,14 @@ func malformed(e events.Envelope, err error) error {
 // scan is due at once anyway) is left alone. The bucket's score in the
 // due index is lowered to now with it.
 //
-// KEYS: schedule, due index. ARGV: domain id (Member), now (unix ms),
-// bucket. Returns 1 when scheduled.
-var checkNowScript = redis.NewScript(`
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[1], 'XX', 'LT', ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[2], 'LT', ARGV[2], ARGV[3])
+// KEYS: split set, due index. ARGV: domain id (Member), now (unix ms),
+// bucket hash, schedule prefix. Returns 1 when scheduled.
+var checkNowScript = redis.NewScript(bucketLua + `
+local b = bucket_of(KEYS[1], tonumber(ARGV[3]), ` + strconv.Itoa(bucketsPerShard) + `)
+local sk = ARGV[4] .. b
+if not redis.call('ZSCORE', sk, ARGV[1]) then return 0 end
+redis.call('ZADD', sk, 'XX', 'LT', ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[2], 'LT', ARGV[2], b)
 return 1
 `)
 
@@ -216,8 +229,8 @@ func (c *Coordinator) checkNow(ctx context.Context, e events.Envelope, domainID 
 		return malformed(e, err)
 	}
 	n := ShardOf(domainID, c.cfg.Shards)
-	_, schedule := DomainKeys(domainID, c.cfg.Shards)
-	scheduled, err := checkNowScript.Run(ctx, c.rdb, []string{schedule, dueKey(n)}, m, nowMS(), bucketOf(domainID)).Int()
+	_, sp := bucketPrefixes(n)
+	scheduled, err := checkNowScript.Run(ctx, c.rdb, []string{splitSetKey(n), dueKey(n)}, m, nowMS(), bucketHash(domainID), sp).Int()
 	if err != nil {
 		return fmt.Errorf("apply %s %s to shard %d: %w", e.Name, domainID, n, err)
 	}
@@ -230,20 +243,20 @@ func (c *Coordinator) checkNow(ctx context.Context, e events.Envelope, domainID 
 // sweepScript drops the tombstones removed at or before a cutoff, unless
 // the domain came back or was removed again meanwhile.
 //
-// KEYS: removed, then per domain its domains bucket. ARGV: cutoff (unix
-// ms), then the domain ids as kept (Member), in the order of their
-// buckets (ARGV[i] is in KEYS[i]). Returns those of the tombstones
-// dropped.
-var sweepScript = redis.NewScript(`
+// KEYS: removed, split set. ARGV: cutoff (unix ms), domains prefix, then
+// per domain its id as kept (Member) and its bucket hash. Returns those
+// of the tombstones dropped.
+var sweepScript = redis.NewScript(bucketLua + `
 local cutoff, dropped = tonumber(ARGV[1]), {}
-for i = 2, #ARGV do
+for i = 3, #ARGV, 2 do
   local id = ARGV[i]
   local v = redis.call('ZSCORE', KEYS[1], id)
   if v and tonumber(v) <= cutoff then
     redis.call('ZREM', KEYS[1], id)
-    local cur = redis.call('HGET', KEYS[i], id)
+    local dk = ARGV[2] .. bucket_of(KEYS[2], tonumber(ARGV[i+1]), ` + strconv.Itoa(bucketsPerShard) + `)
+    local cur = redis.call('HGET', dk, id)
     if cur and not string.find(cur, '|', 1, true) and tonumber(cur) <= cutoff then
-      redis.call('HDEL', KEYS[i], id)
+      redis.call('HDEL', dk, id)
       dropped[#dropped+1] = id
     end
   end
@@ -276,18 +289,18 @@ func (c *Coordinator) sweepTombstones(ctx context.Context, n int, cutoffMS int64
 		if err != nil || len(ms) == 0 {
 			return err
 		}
-		keys := []string{removedKey(n)}
-		args := []any{cutoffMS}
+		dp, _ := bucketPrefixes(n)
+		args := []any{cutoffMS, dp}
 		for _, m := range ms {
-			keys = append(keys, domainsKey(n, bucketOf(IDOf(m))))
-			args = append(args, m)
+			args = append(args, m, bucketHash(IDOf(m)))
 		}
-		dropped, err := sweepScript.Run(ctx, c.rdb, keys, args...).StringSlice()
+		dropped, err := sweepScript.Run(ctx, c.rdb, []string{removedKey(n), splitSetKey(n)}, args...).StringSlice()
 		if err != nil {
 			return err
 		}
 		if len(dropped) > 0 {
-			keys, args := keys[:0], args[:1]
+			var keys []string
+			args := args[:1]
 			for _, m := range dropped {
 				keys = append(keys, regDomainsKey(IDOf(m)))
 				args = append(args, m)

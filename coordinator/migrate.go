@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -25,38 +26,41 @@ const migrateEvery = time.Minute
 // version as new keeps it.
 //
 // A domain moved with a due time lowers its bucket's score in the due
-// index to it.
+// index to it. The bucket is found in the script (bucketLua).
 //
-// KEYS: domains bucket, schedule bucket, removed, then the legacy domains,
-// schedule and versions, then the due index. ARGV: domain id (as text, as
-// the legacy keys keep it), legacy record as read ("" = none), the record
-// (encodeRecord), domain id as the buckets keep it (Member), bucket.
-// Returns 1 when moved, -1 when the legacy record is no longer the one
-// read (not moved; the next run does).
-var migrateScript = redis.NewScript(`
+// KEYS: split set, removed, then the legacy domains, schedule and
+// versions, then the due index. ARGV: domain id (as text, as the legacy
+// keys keep it), legacy record as read ("" = none), the record
+// (encodeRecord), domain id as the buckets keep it (Member), bucket hash,
+// domains and schedule prefixes (bucketPrefixes). Returns 1 when moved,
+// -1 when the legacy record is no longer the one read (not moved; the
+// next run does).
+var migrateScript = redis.NewScript(bucketLua + `
 local id, m = ARGV[1], ARGV[4]
-local old = redis.call('HGET', KEYS[4], id) or ''
+local old = redis.call('HGET', KEYS[3], id) or ''
 if old ~= ARGV[2] then return -1 end
-local v = redis.call('HGET', KEYS[6], id)
-local due = redis.call('ZSCORE', KEYS[5], id)
-redis.call('HDEL', KEYS[4], id)
-redis.call('ZREM', KEYS[5], id)
-redis.call('HDEL', KEYS[6], id)
-local cur = redis.call('HGET', KEYS[1], m)
+local b = bucket_of(KEYS[1], tonumber(ARGV[5]), ` + strconv.Itoa(bucketsPerShard) + `)
+local dk, sk = ARGV[6] .. b, ARGV[7] .. b
+local v = redis.call('HGET', KEYS[5], id)
+local due = redis.call('ZSCORE', KEYS[4], id)
+redis.call('HDEL', KEYS[3], id)
+redis.call('ZREM', KEYS[4], id)
+redis.call('HDEL', KEYS[5], id)
+local cur = redis.call('HGET', dk, m)
 if cur and tonumber(string.match(cur, '^%d+')) >= (tonumber(v) or 0) then return 0 end
 if old ~= '' then
-  redis.call('HSET', KEYS[1], m, (v or '0') .. '|' .. ARGV[3])
-  redis.call('ZREM', KEYS[3], m)
+  redis.call('HSET', dk, m, (v or '0') .. '|' .. ARGV[3])
+  redis.call('ZREM', KEYS[2], m)
   if due then
-    redis.call('ZADD', KEYS[2], due, m)
-    redis.call('ZADD', KEYS[7], 'LT', due, ARGV[5])
+    redis.call('ZADD', sk, due, m)
+    redis.call('ZADD', KEYS[6], 'LT', due, b)
   else
-    redis.call('ZREM', KEYS[2], m)
+    redis.call('ZREM', sk, m)
   end
 elseif v then
-  redis.call('HSET', KEYS[1], m, v)
-  redis.call('ZREM', KEYS[2], m)
-  redis.call('ZADD', KEYS[3], v, m)
+  redis.call('HSET', dk, m, v)
+  redis.call('ZREM', sk, m)
+  redis.call('ZADD', KEYS[2], v, m)
 else
   return 0
 end
@@ -81,30 +85,40 @@ func (c *Coordinator) migrateLegacy(ctx context.Context) {
 // index (before 2026-12-06, sixth, or by a coordinator of before still
 // running during a rollout) is so dispatched at most one run late.
 //
-// KEYS: due index, then the schedule buckets 0, 1, ... of the shard.
-// Returns the number of buckets scheduled.
+// KEYS: due index, then schedule buckets of the shard. ARGV: those
+// buckets. Returns the number of buckets scheduled.
 var dueIndexScript = redis.NewScript(`
 local n = 0
 for k = 2, #KEYS do
   local first = redis.call('ZRANGE', KEYS[k], 0, 0, 'WITHSCORES')
   if first[2] then
-    redis.call('ZADD', KEYS[1], 'LT', first[2], k - 2)
+    redis.call('ZADD', KEYS[1], 'LT', first[2], ARGV[k - 1])
     n = n + 1
   end
 end
 return n
 `)
 
-// buildDueIndex runs dueIndexScript on every shard.
+// buildDueIndex runs dueIndexScript on every shard, on the buckets that
+// hold domains (leaves), a batchSize at a time. A bucket split meanwhile
+// is empty: its halves are in the index already (growScript).
 func (c *Coordinator) buildDueIndex(ctx context.Context) error {
-	keys := make([]string, 1+bucketsPerShard)
 	for n := range c.cfg.Shards {
-		keys[0] = dueKey(n)
-		for b := range bucketsPerShard {
-			keys[1+b] = scheduleKey(n, b)
+		bs, err := leaves(ctx, c.rdb, n)
+		if err != nil {
+			return err
 		}
-		if err := dueIndexScript.Run(ctx, c.rdb, keys).Err(); err != nil {
-			return fmt.Errorf("build due index of shard %d: %w", n, err)
+		for len(bs) > 0 {
+			part := bs[:min(len(bs), batchSize)]
+			bs = bs[len(part):]
+			keys, args := []string{dueKey(n)}, make([]any, len(part))
+			for i, b := range part {
+				keys = append(keys, scheduleKey(n, b))
+				args[i] = b
+			}
+			if err := dueIndexScript.Run(ctx, c.rdb, keys, args...).Err(); err != nil {
+				return fmt.Errorf("build due index of shard %d: %w", n, err)
+			}
 		}
 	}
 	return nil
@@ -194,10 +208,10 @@ func (c *Coordinator) migrateBatch(ctx context.Context, n int, ids []string) (in
 				continue
 			}
 		}
-		b := bucketOf(id)
-		keys := []string{domainsKey(n, b), scheduleKey(n, b), removedKey(n),
+		dp, sp := bucketPrefixes(n)
+		keys := []string{splitSetKey(n), removedKey(n),
 			legacyDomainsKey(n), legacyScheduleKey(n), legacyVersionsKey(n), dueKey(n)}
-		cmds = append(cmds, migrateScript.Eval(ctx, pipe, keys, id, raw, body, m, b))
+		cmds = append(cmds, migrateScript.Eval(ctx, pipe, keys, id, raw, body, m, bucketHash(id), dp, sp))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, fmt.Errorf("move domains of shard %d: %w", n, err)
@@ -333,10 +347,10 @@ return n
 `)
 
 // migrateIDs converts the ids kept as text in every bucket, tombstone
-// set and bucket of reg:domains to Member. Only the buckets of the layout
-// before (bucketsPerShardBefore, regBucketsBefore) can hold any: the
-// coordinators that kept ids as text wrote no others, and splitBuckets
-// moves domains only after them.
+// set and bucket of reg:domains to Member. Only the first-level buckets
+// and those of reg:domains of the layout before (regBucketsBefore) can
+// hold any: the coordinators that kept ids as text wrote no others, and
+// splits (growBucket, splitRegBuckets) come after this at start.
 func (c *Coordinator) migrateIDs(ctx context.Context) error {
 	total := 0
 	convert := func(scanned string, zset bool, keys []string, kinds string) error {
@@ -345,7 +359,7 @@ func (c *Coordinator) migrateIDs(ctx context.Context) error {
 		return err
 	}
 	for n := range c.cfg.Shards {
-		for b := range bucketsPerShardBefore {
+		for b := range bucketsPerShard {
 			// Every domain of the schedule and the tombstones has its
 			// field in the bucket's hash; the schedule is scanned for
 			// what is left apart.
@@ -427,17 +441,15 @@ func (c *Coordinator) scanIDs(ctx context.Context, key string, zset bool, each f
 	}
 }
 
-// A shard's buckets are split when bucketsPerShard grows (a multiple of
-// the count before, so that bucket b of before holds exactly the domains
-// now in buckets b, b+before, b+2*before, ...: bucketOf is the same hash
-// modulo the count), and those of reg:domains when regBuckets grows.
-// splitBuckets and splitRegBuckets move, at start, the domains of the
-// buckets of before whose bucket changed, with their records, due times
-// (lowering the due index) and registration references. Per page of a
-// bucket, atomic and idempotent: two coordinators splitting at once, or
-// one stopped midway, leave every domain in one bucket, and the next
-// start moves the rest. Coordinators of the count before must be stopped
-// first: they would write domains to the buckets of before.
+// The buckets of reg:domains are split when regBuckets grows (a multiple
+// of the count before, so that bucket b of before holds exactly the
+// domains now in buckets b, b+before, b+2*before, ...: regBucketOf is the
+// same hash modulo the count): splitRegBuckets moves, at start, the
+// references of the buckets of before whose bucket changed. A shard's
+// split buckets are settled likewise (settleSplits). Per page of a
+// bucket, atomic and idempotent: two coordinators moving at once, or one
+// stopped midway, leave every domain in one bucket, and the next run
+// moves the rest.
 
 // splitScript moves domains of one bucket of a shard to their buckets:
 // a record goes unless the bucket holds one of a newer version, a due
@@ -489,45 +501,6 @@ for i = 2 + d, #ARGV, 2 do
 end
 return moved
 `)
-
-// splitBuckets moves the domains of the first from buckets of every
-// shard whose bucket is another now (bucketsPerShard is a multiple of
-// from), and returns how many records and due times it moved.
-func (c *Coordinator) splitBuckets(ctx context.Context, from int) (int, error) {
-	if from >= bucketsPerShard {
-		return 0, nil
-	}
-	total := 0
-	for n := range c.cfg.Shards {
-		for b := range from {
-			move := func(args []any, dests []int) (int, error) {
-				keys := []string{domainsKey(n, b), scheduleKey(n, b), dueKey(n)}
-				for _, d := range dests {
-					keys = append(keys, domainsKey(n, d), scheduleKey(n, d))
-				}
-				return splitScript.Run(ctx, c.rdb, keys, args...).Int()
-			}
-			// Every domain of the schedule has its record in the hash;
-			// the schedule is scanned for what is left apart.
-			for _, zset := range []bool{false, true} {
-				key := domainsKey(n, b)
-				if zset {
-					key = scheduleKey(n, b)
-				}
-				k, err := c.splitKey(ctx, key, zset, b, bucketOf, move)
-				total += k
-				if err != nil {
-					return total, fmt.Errorf("split bucket %d of shard %d: %w", b, n, err)
-				}
-			}
-		}
-	}
-	if total > 0 {
-		c.logger.Info("domains moved to their buckets",
-			zap.Int("buckets_per_shard", bucketsPerShard), zap.Int("records_and_due_times", total))
-	}
-	return total, nil
-}
 
 // splitRegBuckets moves the domains of the first from buckets of
 // reg:domains whose bucket is another now (regBuckets is a multiple of

@@ -21,7 +21,7 @@ func at(e events.Envelope, ms int64) events.Envelope {
 
 func value(t *testing.T, rdb *redis.Client, id string, shards int) string {
 	t.Helper()
-	domains, _ := DomainKeys(id, shards)
+	domains, _ := keysOf(t, rdb, id, shards)
 	v, err := rdb.HGet(context.Background(), domains, mem(t, id)).Result()
 	if err != nil && err != redis.Nil {
 		t.Fatal(err)
@@ -151,7 +151,7 @@ func TestMigrateLegacyLayout(t *testing.T) {
 			t.Errorf("%s: in %s: %v, want %v", tc.id, removedKey(0), err == nil, tc.removed)
 		}
 	}
-	if _, schedule := DomainKeys("active", shards); h.rdb.ZScore(ctx, schedule, mem(t, "active")).Val() != float64(due) {
+	if _, schedule := keysOf(t, h.rdb, "active", shards); h.rdb.ZScore(ctx, schedule, mem(t, "active")).Val() != float64(due) {
 		t.Errorf("active: due %v, want %d", h.rdb.ZScore(ctx, schedule, mem(t, "active")).Val(), due)
 	}
 	// What cannot be read stays where it was, for an operator to see.
@@ -200,7 +200,7 @@ func TestEventMovesLegacyDomain(t *testing.T) {
 		at(domainUpdated(t, "newer", "other.example", 443, true), 4000))
 
 	score := func(id string) float64 {
-		_, schedule := DomainKeys(id, 1)
+		_, schedule := keysOf(t, h.rdb, id, 1)
 		return h.rdb.ZScore(ctx, schedule, mem(t, id)).Val()
 	}
 	if got := score("same"); got != float64(later) {
@@ -278,26 +278,19 @@ func TestBucketsOnRedisCluster(t *testing.T) {
 	}
 	// A domain whose id is kept as text, as before 2026-12-06 (sixth).
 	text := events.DomainID(testTenant, "text.example", 443)
-	domains, schedule := DomainKeys(text, 4)
+	domains, schedule := keysOf(t, rdb, text, 4)
 	if err := rdb.HSet(ctx, domains, text, storedValue(1, "=t||text.example")).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := rdb.ZAdd(ctx, schedule, redis.Z{Score: 1, Member: text}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	// A domain in the bucket it had with 8 buckets per shard.
+	// A reference in the bucket of reg:domains it had with 128 of them.
 	var split string
 	for i := 0; split == ""; i++ {
-		if id := events.DomainID(testTenant, fmt.Sprintf("split%d.example", i), 443); bucketOf(id) >= 8 && regBucketOf(id) >= 128 {
+		if id := events.DomainID(testTenant, fmt.Sprintf("split%d.example", i), 443); regBucketOf(id) >= 128 {
 			split = id
 		}
-	}
-	sn, sb := ShardOf(split, 4), bucketOf(split)%8
-	if err := rdb.HSet(ctx, domainsKey(sn, sb), mem(t, split), storedValue(1, "=t||split.example")).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := rdb.ZAdd(ctx, scheduleKey(sn, sb), redis.Z{Score: 1, Member: mem(t, split)}).Err(); err != nil {
-		t.Fatal(err)
 	}
 	if err := c.migrate(ctx); err != nil {
 		t.Fatal(err)
@@ -308,9 +301,6 @@ func TestBucketsOnRedisCluster(t *testing.T) {
 	if err := rdb.HSet(ctx, regBucketKey(regBucketOf(split)%128), mem(t, split), "1 split.example").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if k, err := c.splitBuckets(ctx, 8); err != nil || k != 2 {
-		t.Fatalf("split: %d moved (%v), want 2", k, err)
-	}
 	if k, err := c.splitRegBuckets(ctx, 128); err != nil || k != 1 {
 		t.Fatalf("split of reg:domains: %d moved (%v), want 1", k, err)
 	}
@@ -319,12 +309,21 @@ func TestBucketsOnRedisCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.balanceLeases(ctx)
+	// Buckets split as they fill (a low splitAbove, so that 200 domains
+	// split some), and a domain a coordinator of before wrote into a
+	// split bucket is moved to its own.
+	c.splitAbove = 3
 	tenant := events.TenantID("a@example.org")
-	for i := range 20 {
+	for i := range 200 {
 		mustApply(t, c, tenantDomain(t, events.DomainAdded, tenant, fmt.Sprintf("d%d", i), fmt.Sprintf("h%d.example.com", i), true))
 	}
-	if jobs := dispatchAll(t, c, rdb); len(jobs) != 23 {
-		t.Errorf("jobs: got %d, want 23", len(jobs))
+	stray := strayInSplit(t, c, rdb, 4)
+	c.growBuckets(ctx)
+	if d, _ := keysOf(t, rdb, stray, 4); !rdb.HExists(ctx, d, mem(t, stray)).Val() {
+		t.Errorf("stray domain not moved to its bucket %s", d)
+	}
+	if jobs := dispatchAll(t, c, rdb); len(jobs) != 203 {
+		t.Errorf("jobs: got %d, want 203", len(jobs))
 	}
 	removed := tenantDomain(t, events.DomainRemoved, tenant, "d0", "h0.example.com", true)
 	mustApply(t, c, removed)
@@ -422,7 +421,7 @@ func TestMigrateIDsToBytes(t *testing.T) {
 	before := scheduleKeys(t, rdb)
 	// As the coordinators that kept ids as text kept them: in the
 	// buckets of before.
-	unsplit(t, c, rdb, bucketsPerShardBefore, regBucketsBefore)
+	unsplit(t, c, rdb, bucketsPerShard, regBucketsBefore)
 	idsAsText(t, rdb)
 	if len(before) == 0 || rdb.HExists(ctx, regBucketKey(regBucketOf(ids[5])%regBucketsBefore), ids[5]).Val() == false {
 		t.Fatalf("no ids as text to convert: %v", before)
@@ -432,7 +431,9 @@ func TestMigrateIDsToBytes(t *testing.T) {
 		if err := c.migrateIDs(ctx); err != nil {
 			t.Error(err)
 		}
-		splitBoth(t, c, bucketsPerShardBefore, regBucketsBefore)
+		if _, err := c.splitRegBuckets(ctx, regBucketsBefore); err != nil {
+			t.Error(err)
+		}
 	})
 	if after := scheduleKeys(t, rdb); !reflect.DeepEqual(after, before) {
 		t.Errorf("after converting:\n%v\nwant\n%v", after, before)

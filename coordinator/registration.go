@@ -515,7 +515,13 @@ func (c *Coordinator) backfillRegistrations(ctx context.Context) error {
 	}
 	total := 0
 	for n := range c.cfg.Shards {
-		for b := range bucketsPerShard {
+		// A bucket split meanwhile is scanned empty or in part: its
+		// domains get their references from their next event.
+		bs, err := leaves(ctx, c.rdb, n)
+		if err != nil {
+			return err
+		}
+		for _, b := range bs {
 			err := c.scanIDs(ctx, domainsKey(n, b), false, func(ms []string) error {
 				k, err := c.backfillBatch(ctx, n, b, ms)
 				total += k

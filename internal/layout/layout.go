@@ -29,8 +29,10 @@ import (
 // older projector would not keep either. 4: the tiers as one status's
 // band each, and tags and registration reasons as zsets (list index
 // layout 6), whose bounds an older projector would misread and whose
-// zsets it would write as sets.
-const Generation = 4
+// zsets it would write as sets. 5: schedule buckets that split as they
+// fill (coordinator/buckets.go), which an older coordinator would not
+// find.
+const Generation = 5
 
 // Key holds the newest generation that ran against this Redis.
 const Key = "certfleet:layout"
