@@ -15,14 +15,16 @@ import (
 // Buckets that split as they fill.
 //
 // A shard keeps its domains and their due times in buckets
-// (domains:{NN}:<b>, schedule:{NN}:<b>), each small enough for Redis's
-// compact listpack encoding (at most 128 entries under its defaults,
-// hash- and zset-max-listpack-entries). A shard starts with
-// bucketsPerShard of them; a bucket past splitAbove entries is split in
-// two, and again as its halves fill, so a fleet of any size keeps buckets
-// of about splitAbove/2 to splitAbove domains while a small one keeps its
-// first buckets, without an operator choosing a count or raising Redis's
-// limits.
+// (domains:{NN}:<b>, schedule:{NN}:<b>), and reg:domains its domains'
+// registration references (reg:domains:{registration:jobs}:<b>), each
+// small enough for Redis's compact listpack encoding (at most 128 entries
+// under its defaults, hash- and zset-max-listpack-entries). Each starts
+// with a fixed count of buckets (bucketsPerShard, regBuckets); a bucket
+// past splitAbove entries is split in two, and again as its halves fill,
+// so a fleet of any size keeps buckets of about splitAbove/2 to
+// splitAbove domains while a small one keeps its first buckets, without
+// an operator choosing a count or raising Redis's limits. A bucketSet
+// names the keys of one of them.
 //
 // Bucket ids. A domain's bucket hash h (bucketHash) picks its first-level
 // bucket h mod base (ids 0 to base-1). A bucket of modulus m (base, 2 x
@@ -30,7 +32,7 @@ import (
 // domains' hashes pick, numbered 2m + h mod 2m: ids from 2 x base on,
 // each level's in a range of its own ([2m, 4m)), so an id names one
 // level and residue (modulus). The ids of the split buckets are the
-// members of the shard's split set split:{NN}, written in the same
+// members of the set's split set (split:{NN}, reg:split:{...}), written in the same
 // script that moves the bucket's domains to its two halves (growScript).
 // Every script that reads or writes a domain's entries finds its bucket
 // by walking from the first level down the split buckets (bucketLua), in
@@ -38,8 +40,9 @@ import (
 // that only reads walks a copy of the split set (splitSet, leafOf).
 //
 // A coordinator splits a bucket as soon as a domain event leaves it past
-// splitAbove (applyEvent), and every migrateEvery checks the buckets of
-// the shards it leases (growBuckets), so a bucket an event could not
+// splitAbove (applyEvent, applyRegistrationRef), and every migrateEvery
+// checks the buckets of the shards it leases and, holding the
+// registration lease, reg:domains' (growBuckets), so a bucket an event could not
 // split (an error, a crash) is split a minute later. A split checks that
 // the bucket still holds exactly the domains it was given, so two
 // coordinators splitting at once, or an event landing in between, split
@@ -127,123 +130,168 @@ local function bucket_of(split, h, base)
 end
 `
 
-// splitSetKey is the set of the split buckets of a shard.
-func splitSetKey(shard int) string { return "split:" + events.ShardTag(shard) }
-
-// bucketPrefixes are what a script appends a bucket id of shard n to for
-// its keys: domainsKey's and scheduleKey's.
-func bucketPrefixes(n int) (domains, schedule string) {
-	return "domains:" + events.ShardTag(n) + ":", "schedule:" + events.ShardTag(n) + ":"
+// A bucketSet is a hash of domains spread over buckets that split as they
+// fill and, for a shard, the sorted set of their due times beside it, in
+// buckets of the same ids.
+type bucketSet struct {
+	name  string // in logs and errors
+	base  int    // first-level buckets
+	split string // the split set's key
+	hash  string // a hash bucket's key is hash + its id
+	zset  string // a sorted set bucket's key is zset + its id; "" for none
+	due   string // the due index (bucket -> earliest due time); "" for none
 }
 
-// splitSet reads the split buckets of shard n.
-func splitSet(ctx context.Context, rdb redis.UniversalClient, n int) (map[int]bool, error) {
-	ms, err := rdb.SMembers(ctx, splitSetKey(n)).Result()
+// shardSet is the bucket set of shard n: domainsKey, scheduleKey, dueKey.
+func shardSet(n int) bucketSet {
+	tag := events.ShardTag(n)
+	return bucketSet{
+		name: "shard " + strconv.Itoa(n), base: bucketsPerShard, split: "split:" + tag,
+		hash: "domains:" + tag + ":", zset: "schedule:" + tag + ":", due: dueKey(n),
+	}
+}
+
+// regSet is the bucket set of reg:domains.
+var regSet = bucketSet{name: "reg:domains", base: regBuckets, split: "reg:split:" + regTag, hash: legacyRegDomainsKey + ":"}
+
+func (s bucketSet) hashKey(b int) string { return s.hash + strconv.Itoa(b) }
+func (s bucketSet) zsetKey(b int) string { return s.zset + strconv.Itoa(b) }
+
+// scriptKeys are the KEYS growScript and moveScript take: the split set
+// (which also routes the script to the set's slot) and the due index, if
+// any.
+func (s bucketSet) scriptKeys() []string {
+	if s.due == "" {
+		return []string{s.split}
+	}
+	return []string{s.split, s.due}
+}
+
+// splits reads the split buckets of s.
+func (s bucketSet) splits(ctx context.Context, rdb redis.UniversalClient) (map[int]bool, error) {
+	ms, err := rdb.SMembers(ctx, s.split).Result()
 	if err != nil {
-		return nil, fmt.Errorf("read split buckets of shard %d: %w", n, err)
+		return nil, fmt.Errorf("read split buckets of %s: %w", s.name, err)
 	}
 	split := make(map[int]bool, len(ms))
 	for _, m := range ms {
 		b, err := strconv.Atoi(m)
-		if err != nil || !validBucket(bucketsPerShard, b) {
-			return nil, fmt.Errorf("split buckets of shard %d: bad bucket %q", n, m)
+		if err != nil || !validBucket(s.base, b) {
+			return nil, fmt.Errorf("split buckets of %s: bad bucket %q", s.name, m)
 		}
 		split[b] = true
 	}
 	return split, nil
 }
 
-// leaves returns the buckets of shard n that hold domains (the first-level
+// of is the bucket of domainID as the split set reads now.
+func (s bucketSet) of(ctx context.Context, rdb redis.UniversalClient, domainID string) (int, error) {
+	split, err := s.splits(ctx, rdb)
+	if err != nil {
+		return 0, err
+	}
+	return leafOf(bucketHash(domainID), s.base, split), nil
+}
+
+// leaves returns the buckets of s that hold domains (the first-level
 // buckets and the halves of split ones, but the split ones), as the split
 // set reads now.
-func leaves(ctx context.Context, rdb redis.UniversalClient, n int) ([]int, error) {
-	split, err := splitSet(ctx, rdb, n)
+func (s bucketSet) leaves(ctx context.Context, rdb redis.UniversalClient) ([]int, error) {
+	split, err := s.splits(ctx, rdb)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]int, 0, bucketsPerShard+len(split))
+	out := make([]int, 0, s.base+len(split))
 	var walk func(b int, depth int)
 	walk = func(b int, depth int) {
 		if !split[b] || depth == maxSplitLevels {
 			out = append(out, b)
 			return
 		}
-		l, r := halves(bucketsPerShard, b)
+		l, r := halves(s.base, b)
 		walk(l, depth+1)
 		walk(r, depth+1)
 	}
-	for b := range bucketsPerShard {
+	for b := range s.base {
 		walk(b, 0)
 	}
 	return out, nil
 }
 
-// growScript splits one bucket of a shard in two, if it still holds
-// exactly the domains given: moves their records and due times to the
-// halves, lowers the due index to the halves' earliest due times, and
-// names the bucket in the split set, in one step.
+// growScript splits one bucket of a bucket set in two, if it still holds
+// exactly the domains given: moves their entries to the halves, lowers the
+// due index, if any, to the halves' earliest due times, and names the
+// bucket in the split set, in one step.
 //
-// KEYS: the split set, the due index. ARGV: the domains and schedule
-// prefixes (bucketPrefixes), the bucket, its two halves, the number of
-// records and of due times, then per record its domain (as kept) and
-// half (1 or 2), then per due time likewise. Returns 1 when split, 0
-// when it was split already, -1 when it holds other domains than given.
+// KEYS: the split set, the due index (if any). ARGV: the hash and sorted
+// set prefixes (bucketSet's hash and zset, "" for none), the bucket, its
+// two halves, the number of hash fields and of sorted set members, then
+// per field its domain (as kept) and half (1 or 2), then per member
+// likewise. Returns 1 when split, 0 when it was split already, -1 when it
+// holds other domains than given.
 var growScript = redis.NewScript(keepNewerLua + `
-local dp, sp, p = ARGV[1], ARGV[2], ARGV[3]
+local hp, zp, p = ARGV[1], ARGV[2], ARGV[3]
 local half = {ARGV[4], ARGV[5]}
 local nh, nz = tonumber(ARGV[6]), tonumber(ARGV[7])
 if redis.call('SISMEMBER', KEYS[1], p) == 1 then return 0 end
-local pd, ps = dp .. p, sp .. p
-if redis.call('HLEN', pd) ~= nh or redis.call('ZCARD', ps) ~= nz then return -1 end
+local ph = hp .. p
+if redis.call('HLEN', ph) ~= nh then return -1 end
+local pz = zp ~= '' and zp .. p
+if pz and redis.call('ZCARD', pz) ~= nz then return -1 end
 local zs = 8 + 2 * nh
 for i = 8, zs - 1, 2 do
-  if redis.call('HEXISTS', pd, ARGV[i]) == 0 then return -1 end
+  if redis.call('HEXISTS', ph, ARGV[i]) == 0 then return -1 end
 end
 for i = zs, #ARGV, 2 do
-  if not redis.call('ZSCORE', ps, ARGV[i]) then return -1 end
+  if not redis.call('ZSCORE', pz, ARGV[i]) then return -1 end
 end
 for i = 8, zs - 1, 2 do
-  keep_newer(dp .. half[tonumber(ARGV[i+1])], ARGV[i], redis.call('HGET', pd, ARGV[i]))
+  keep_newer(hp .. half[tonumber(ARGV[i+1])], ARGV[i], redis.call('HGET', ph, ARGV[i]))
 end
 for i = zs, #ARGV, 2 do
   local b = half[tonumber(ARGV[i+1])]
-  local s = redis.call('ZSCORE', ps, ARGV[i])
-  redis.call('ZADD', sp .. b, 'LT', s, ARGV[i])
-  redis.call('ZADD', KEYS[2], 'LT', s, b)
+  local s = redis.call('ZSCORE', pz, ARGV[i])
+  redis.call('ZADD', zp .. b, 'LT', s, ARGV[i])
+  if KEYS[2] then redis.call('ZADD', KEYS[2], 'LT', s, b) end
 end
-redis.call('DEL', pd, ps)
-redis.call('ZREM', KEYS[2], p)
+redis.call('DEL', ph)
+if pz then redis.call('DEL', pz) end
+if KEYS[2] then redis.call('ZREM', KEYS[2], p) end
 redis.call('SADD', KEYS[1], p)
 return 1
 `)
 
-// growBucket splits bucket b of shard n while it holds more than
-// splitAbove entries, and its halves likewise; it returns the number of
-// splits. A split that finds the bucket changed since it was read is
-// tried again, up to a few times: the next event or growBuckets splits it
-// otherwise.
-func (c *Coordinator) growBucket(ctx context.Context, n, b int) (int, error) {
+// growBucket splits bucket b of s while it holds more than c.splitAbove
+// entries, and its halves likewise; it returns the number of splits. A
+// split that finds the bucket changed since it was read is tried again,
+// up to a few times: the next event or growBuckets splits it otherwise.
+func (c *Coordinator) growBucket(ctx context.Context, s bucketSet, b int) (int, error) {
 	splits := 0
 	todo := []int{b}
 	for tries := 0; len(todo) > 0 && tries < 64; tries++ {
 		b := todo[0]
 		todo = todo[1:]
-		dk, sk := domainsKey(n, b), scheduleKey(n, b)
 		pipe := c.rdb.Pipeline()
-		fields := pipe.HKeys(ctx, dk)
-		members := pipe.ZRange(ctx, sk, 0, -1)
-		if _, err := pipe.Exec(ctx); err != nil {
-			return splits, fmt.Errorf("read bucket %d of shard %d: %w", b, n, err)
+		fields := pipe.HKeys(ctx, s.hashKey(b))
+		var members *redis.StringSliceCmd
+		if s.zset != "" {
+			members = pipe.ZRange(ctx, s.zsetKey(b), 0, -1)
 		}
-		if len(fields.Val()) <= c.splitAbove && len(members.Val()) <= c.splitAbove {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return splits, fmt.Errorf("read bucket %d of %s: %w", b, s.name, err)
+		}
+		var ms []string
+		if members != nil {
+			ms = members.Val()
+		}
+		if len(fields.Val()) <= c.splitAbove && len(ms) <= c.splitAbove {
 			continue
 		}
-		l, r := halves(bucketsPerShard, b)
-		dp, sp := bucketPrefixes(n)
-		args := []any{dp, sp, b, l, r, len(fields.Val()), len(members.Val())}
-		m, _ := modulus(bucketsPerShard, l)
-		for _, ms := range [][]string{fields.Val(), members.Val()} {
-			for _, x := range ms {
+		l, r := halves(s.base, b)
+		m, _ := modulus(s.base, l)
+		args := []any{s.hash, s.zset, b, l, r, len(fields.Val()), len(ms)}
+		for _, page := range [][]string{fields.Val(), ms} {
+			for _, x := range page {
 				half := 1
 				if int(uint64(bucketHash(IDOf(x)))%uint64(m)) != l-m {
 					half = 2
@@ -251,15 +299,15 @@ func (c *Coordinator) growBucket(ctx context.Context, n, b int) (int, error) {
 				args = append(args, x, half)
 			}
 		}
-		res, err := growScript.Run(ctx, c.rdb, []string{splitSetKey(n), dueKey(n)}, args...).Int()
+		res, err := growScript.Run(ctx, c.rdb, s.scriptKeys(), args...).Int()
 		if err != nil {
-			return splits, fmt.Errorf("split bucket %d of shard %d: %w", b, n, err)
+			return splits, fmt.Errorf("split bucket %d of %s: %w", b, s.name, err)
 		}
 		switch res {
 		case 1:
 			splits++
 			bucketSplits.Inc()
-			c.logger.Debug("bucket split", zap.Int("shard", n), zap.Int("bucket", b),
+			c.logger.Debug("bucket split", zap.String("set", s.name), zap.Int("bucket", b),
 				zap.Int("domains", len(fields.Val())), zap.Ints("halves", []int{l, r}))
 			todo = append(todo, l, r)
 		case -1:
@@ -269,40 +317,48 @@ func (c *Coordinator) growBucket(ctx context.Context, n, b int) (int, error) {
 	return splits, nil
 }
 
-// growBuckets splits the buckets past splitAbove of every shard this
-// coordinator leases, and moves what a coordinator of before wrote into
-// split buckets (settleSplits).
+// growBuckets splits the buckets past c.splitAbove of every shard this
+// coordinator leases and, holding the registration lease, of
+// reg:domains; and moves what a coordinator of before wrote into split
+// buckets (settleSplits).
 func (c *Coordinator) growBuckets(ctx context.Context) {
+	sets := []bucketSet{}
 	for _, n := range c.HeldShards() {
-		if err := c.growShard(ctx, n); err != nil {
+		sets = append(sets, shardSet(n))
+	}
+	if c.holdsRegistration() {
+		sets = append(sets, regSet)
+	}
+	for _, s := range sets {
+		if err := c.grow(ctx, s); err != nil {
 			if ctx.Err() == nil {
-				c.logger.Warn("bucket split failed, will retry", zap.Int("shard", n), zap.Error(err))
+				c.logger.Warn("bucket split failed, will retry", zap.String("set", s.name), zap.Error(err))
 			}
 			return
 		}
 	}
 }
 
-// growShard is growBuckets for shard n.
-func (c *Coordinator) growShard(ctx context.Context, n int) error {
-	if err := c.settleSplits(ctx, n); err != nil {
+// grow is growBuckets for the bucket set s.
+func (c *Coordinator) grow(ctx context.Context, s bucketSet) error {
+	if err := c.settleSplits(ctx, s); err != nil {
 		return err
 	}
-	bs, err := leaves(ctx, c.rdb, n)
+	bs, err := s.leaves(ctx, c.rdb)
 	if err != nil {
 		return err
 	}
 	pipe := c.rdb.Pipeline()
 	lens := make([]*redis.IntCmd, len(bs))
 	for i, b := range bs {
-		lens[i] = pipe.HLen(ctx, domainsKey(n, b))
+		lens[i] = pipe.HLen(ctx, s.hashKey(b))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("read bucket sizes of shard %d: %w", n, err)
+		return fmt.Errorf("read bucket sizes of %s: %w", s.name, err)
 	}
 	for i, b := range bs {
 		if lens[i].Val() > int64(c.splitAbove) {
-			if _, err := c.growBucket(ctx, n, b); err != nil {
+			if _, err := c.growBucket(ctx, s, b); err != nil {
 				return err
 			}
 		}
@@ -310,48 +366,80 @@ func (c *Coordinator) growShard(ctx context.Context, n int) error {
 	return nil
 }
 
-// settleSplits moves the domains found in split buckets of shard n (a
-// coordinator of before wrote them there) to their buckets, with
-// splitScript's merge: a record unless the bucket holds a newer one, a
-// due time unless it holds an earlier one.
-func (c *Coordinator) settleSplits(ctx context.Context, n int) error {
-	split, err := splitSet(ctx, c.rdb, n)
+// moveScript moves domains of one bucket of a bucket set to others: a
+// hash field unless the destination holds one of a newer version
+// (keep_newer), a due time unless the destination holds an earlier one,
+// lowering the due index, if any, to it.
+//
+// KEYS: the split set (for the slot), the due index (if any). ARGV: the
+// hash and sorted set prefixes ("" for none), the bucket, the number of
+// destinations, their ids, then per domain its id as kept and its
+// destination (1, 2, ...). Returns the number of fields and members
+// moved.
+var moveScript = redis.NewScript(keepNewerLua + `
+local hp, zp, p, d, moved = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), 0
+for i = 5 + d, #ARGV, 2 do
+  local m, b = ARGV[i], ARGV[4 + tonumber(ARGV[i+1])]
+  local v = redis.call('HGET', hp .. p, m)
+  if v then
+    keep_newer(hp .. b, m, v)
+    redis.call('HDEL', hp .. p, m)
+    moved = moved + 1
+  end
+  local s = zp ~= '' and redis.call('ZSCORE', zp .. p, m)
+  if s then
+    redis.call('ZADD', zp .. b, 'LT', s, m)
+    if KEYS[2] then redis.call('ZADD', KEYS[2], 'LT', s, b) end
+    redis.call('ZREM', zp .. p, m)
+    moved = moved + 1
+  end
+end
+return moved
+`)
+
+// settleSplits moves the domains found in split buckets of s (a
+// coordinator of before wrote them there) to their buckets (moveScript),
+// a page of a bucket at a time: atomic and idempotent per page, so two
+// coordinators settling at once, or one stopped midway, leave every
+// domain in one bucket.
+func (c *Coordinator) settleSplits(ctx context.Context, s bucketSet) error {
+	split, err := s.splits(ctx, c.rdb)
 	if err != nil || len(split) == 0 {
 		return err
 	}
-	keys := make([]string, 0, 2*len(split))
+	var keys []string
 	for b := range split {
-		keys = append(keys, domainsKey(n, b), scheduleKey(n, b))
+		keys = append(keys, s.hashKey(b))
+		if s.zset != "" {
+			keys = append(keys, s.zsetKey(b))
+		}
 	}
 	left, err := c.rdb.Exists(ctx, keys...).Result()
 	if err != nil || left == 0 {
 		return err
 	}
-	of := func(id string) int { return leafOf(bucketHash(id), bucketsPerShard, split) }
+	of := func(id string) int { return leafOf(bucketHash(id), s.base, split) }
 	total := 0
 	for b := range split {
 		move := func(args []any, dests []int) (int, error) {
-			keys := []string{domainsKey(n, b), scheduleKey(n, b), dueKey(n)}
-			for _, d := range dests {
-				keys = append(keys, domainsKey(n, d), scheduleKey(n, d))
-			}
-			return splitScript.Run(ctx, c.rdb, keys, args...).Int()
+			head := []any{s.hash, s.zset, b}
+			return moveScript.Run(ctx, c.rdb, s.scriptKeys(), append(head, args...)...).Int()
 		}
-		for _, zset := range []bool{false, true} {
-			key := domainsKey(n, b)
-			if zset {
-				key = scheduleKey(n, b)
-			}
-			k, err := c.splitKey(ctx, key, zset, b, of, move)
+		keys := []string{s.hashKey(b)}
+		if s.zset != "" {
+			keys = append(keys, s.zsetKey(b))
+		}
+		for i, key := range keys {
+			k, err := c.splitKey(ctx, key, i == 1, b, of, move)
 			total += k
 			if err != nil {
-				return fmt.Errorf("settle split bucket %d of shard %d: %w", b, n, err)
+				return fmt.Errorf("settle split bucket %d of %s: %w", b, s.name, err)
 			}
 		}
 	}
 	if total > 0 {
 		c.logger.Info("domains written to split buckets moved to theirs",
-			zap.Int("shard", n), zap.Int("records_and_due_times", total))
+			zap.String("set", s.name), zap.Int("fields_and_members", total))
 	}
 	return nil
 }

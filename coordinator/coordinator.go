@@ -66,7 +66,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"strconv"
 	"sync"
 	"time"
 
@@ -104,14 +103,10 @@ const batchSize = 500
 const bucketsPerShard = 32
 
 // domainsKey is a bucket of the domains of a shard.
-func domainsKey(shard, bucket int) string {
-	return "domains:" + events.ShardTag(shard) + ":" + strconv.Itoa(bucket)
-}
+func domainsKey(shard, bucket int) string { return shardSet(shard).hashKey(bucket) }
 
 // scheduleKey is a bucket of the next due times of a shard.
-func scheduleKey(shard, bucket int) string {
-	return "schedule:" + events.ShardTag(shard) + ":" + strconv.Itoa(bucket)
-}
+func scheduleKey(shard, bucket int) string { return shardSet(shard).zsetKey(bucket) }
 
 // dueKey is the due index of a shard: bucket -> earliest due time, or
 // earlier (see the package comment).
@@ -125,13 +120,12 @@ func removedKey(shard int) string { return "domains:" + events.ShardTag(shard) +
 // Member(domainID); only while active), in the bucket the split set reads
 // now (buckets.go).
 func DomainKeys(ctx context.Context, rdb redis.UniversalClient, domainID string, shards int) (domains, schedule string, err error) {
-	n := ShardOf(domainID, shards)
-	split, err := splitSet(ctx, rdb, n)
+	s := shardSet(ShardOf(domainID, shards))
+	b, err := s.of(ctx, rdb, domainID)
 	if err != nil {
 		return "", "", err
 	}
-	b := leafOf(bucketHash(domainID), bucketsPerShard, split)
-	return domainsKey(n, b), scheduleKey(n, b), nil
+	return s.hashKey(b), s.zsetKey(b), nil
 }
 
 // Member is the field or member that stands for the domain id domainID
@@ -177,7 +171,7 @@ func ScheduledCount(ctx context.Context, rdb redis.UniversalClient, shards int) 
 	pipe := rdb.Pipeline()
 	cmds := make([]*redis.IntCmd, 0, shards*bucketsPerShard)
 	for n := range shards {
-		bs, err := leaves(ctx, rdb, n)
+		bs, err := shardSet(n).leaves(ctx, rdb)
 		if err != nil {
 			return 0, err
 		}
@@ -388,11 +382,6 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	// Ids kept as text are converted before anything reads or writes the
 	// buckets by Member: the scripts find a domain by one form only.
 	if err := c.migrateIDs(ctx); err != nil {
-		return err
-	}
-	// So are buckets of reg:domains of the count before split: the
-	// scripts find a domain in its bucket only.
-	if _, err := c.splitRegBuckets(ctx, regBucketsBefore); err != nil {
 		return err
 	}
 	// Take leases before the first tick, so a fresh coordinator dispatches

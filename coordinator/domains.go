@@ -40,7 +40,7 @@ const tombstoneTTL = 7 * 24 * time.Hour
 // Member, record (encodeRecord), version (unix ms), due (unix ms: now, or
 // later for a delayed first scan), active ("1" | "0"), record as legacy
 // JSON, domain id as text (the legacy keys' field and member), bucket
-// hash, domains and schedule prefixes (bucketPrefixes). Returns {applied
+// hash, domains and schedule prefixes (shardSet). Returns {applied
 // (1 | 0), bucket, the bucket's entries}.
 var applyDomainScript = redis.NewScript(bucketLua + `
 local id, version, tid = ARGV[2], tonumber(ARGV[4]), ARGV[8]
@@ -155,11 +155,11 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 	if active {
 		activeArg = "1"
 	}
-	dp, sp := bucketPrefixes(n)
-	keys := []string{splitSetKey(n), removedKey(n),
+	s := shardSet(n)
+	keys := []string{s.split, removedKey(n),
 		legacyDomainsKey(n), legacyScheduleKey(n), legacyVersionsKey(n), dueKey(n)}
 	res, err := applyDomainScript.Run(ctx, c.rdb, keys,
-		op, m, body, e.OccurredAt.UnixMilli(), due, activeArg, legacy, domainID, bucketHash(domainID), dp, sp).Int64Slice()
+		op, m, body, e.OccurredAt.UnixMilli(), due, activeArg, legacy, domainID, bucketHash(domainID), s.hash, s.zset).Int64Slice()
 	if err != nil || len(res) != 3 {
 		return fmt.Errorf("apply %s %s to shard %d: %w (%v)", e.Name, domainID, n, err, res)
 	}
@@ -167,7 +167,7 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 		zap.String("event", e.Name), zap.String("domain_id", domainID),
 		zap.Int("shard", n), zap.Bool("applied", res[0] == 1))
 	if res[2] > int64(c.splitAbove) {
-		if _, err := c.growBucket(ctx, n, int(res[1])); err != nil {
+		if _, err := c.growBucket(ctx, s, int(res[1])); err != nil {
 			// Not the event's failure: growBuckets tries again.
 			c.logger.Warn("bucket split failed, will retry", zap.Int("shard", n), zap.Error(err))
 		}
@@ -229,8 +229,8 @@ func (c *Coordinator) checkNow(ctx context.Context, e events.Envelope, domainID 
 		return malformed(e, err)
 	}
 	n := ShardOf(domainID, c.cfg.Shards)
-	_, sp := bucketPrefixes(n)
-	scheduled, err := checkNowScript.Run(ctx, c.rdb, []string{splitSetKey(n), dueKey(n)}, m, nowMS(), bucketHash(domainID), sp).Int()
+	s := shardSet(n)
+	scheduled, err := checkNowScript.Run(ctx, c.rdb, []string{s.split, dueKey(n)}, m, nowMS(), bucketHash(domainID), s.zset).Int()
 	if err != nil {
 		return fmt.Errorf("apply %s %s to shard %d: %w", e.Name, domainID, n, err)
 	}
@@ -268,13 +268,15 @@ return dropped
 // (an empty registrable) whose version is at or before a cutoff: those
 // whose shard tombstone was dropped.
 //
-// KEYS: per domain its reg:domains bucket. ARGV: cutoff (unix ms), then
-// the domain ids as kept (Member; ARGV[i+1] is in KEYS[i]).
-var regSweepScript = redis.NewScript(`
-for i, key in ipairs(KEYS) do
-  local cur = redis.call('HGET', key, ARGV[i+1])
+// KEYS: the split set of reg:domains. ARGV: cutoff (unix ms), the
+// buckets' prefix, then per domain its id as kept (Member) and its bucket
+// hash.
+var regSweepScript = redis.NewScript(bucketLua + `
+for i = 3, #ARGV, 2 do
+  local key = ARGV[2] .. bucket_of(KEYS[1], tonumber(ARGV[i+1]), ` + strconv.Itoa(regBuckets) + `)
+  local cur = redis.call('HGET', key, ARGV[i])
   local v = cur and string.match(cur, '^(%d+) $')
-  if v and tonumber(v) <= tonumber(ARGV[1]) then redis.call('HDEL', key, ARGV[i+1]) end
+  if v and tonumber(v) <= tonumber(ARGV[1]) then redis.call('HDEL', key, ARGV[i]) end
 end
 return 0
 `)
@@ -289,23 +291,21 @@ func (c *Coordinator) sweepTombstones(ctx context.Context, n int, cutoffMS int64
 		if err != nil || len(ms) == 0 {
 			return err
 		}
-		dp, _ := bucketPrefixes(n)
-		args := []any{cutoffMS, dp}
+		s := shardSet(n)
+		args := []any{cutoffMS, s.hash}
 		for _, m := range ms {
 			args = append(args, m, bucketHash(IDOf(m)))
 		}
-		dropped, err := sweepScript.Run(ctx, c.rdb, []string{removedKey(n), splitSetKey(n)}, args...).StringSlice()
+		dropped, err := sweepScript.Run(ctx, c.rdb, []string{removedKey(n), s.split}, args...).StringSlice()
 		if err != nil {
 			return err
 		}
 		if len(dropped) > 0 {
-			var keys []string
-			args := args[:1]
+			args := []any{cutoffMS, regSet.hash}
 			for _, m := range dropped {
-				keys = append(keys, regDomainsKey(IDOf(m)))
-				args = append(args, m)
+				args = append(args, m, bucketHash(IDOf(m)))
 			}
-			if err := regSweepScript.Run(ctx, c.rdb, keys, args...).Err(); err != nil {
+			if err := regSweepScript.Run(ctx, c.rdb, []string{regSet.split}, args...).Err(); err != nil {
 				return err
 			}
 		}

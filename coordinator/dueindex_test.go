@@ -19,7 +19,7 @@ func checkDueIndex(t *testing.T, rdb *redis.Client, shards int, when string) {
 	t.Helper()
 	ctx := context.Background()
 	for n := range shards {
-		bs, err := leaves(ctx, rdb, n)
+		bs, err := shardSet(n).leaves(ctx, rdb)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -32,7 +32,7 @@ const migrateEvery = time.Minute
 // versions, then the due index. ARGV: domain id (as text, as the legacy
 // keys keep it), legacy record as read ("" = none), the record
 // (encodeRecord), domain id as the buckets keep it (Member), bucket hash,
-// domains and schedule prefixes (bucketPrefixes). Returns 1 when moved,
+// domains and schedule prefixes (shardSet). Returns 1 when moved,
 // -1 when the legacy record is no longer the one read (not moved; the
 // next run does).
 var migrateScript = redis.NewScript(bucketLua + `
@@ -104,7 +104,7 @@ return n
 // is empty: its halves are in the index already (growScript).
 func (c *Coordinator) buildDueIndex(ctx context.Context) error {
 	for n := range c.cfg.Shards {
-		bs, err := leaves(ctx, c.rdb, n)
+		bs, err := shardSet(n).leaves(ctx, c.rdb)
 		if err != nil {
 			return err
 		}
@@ -208,10 +208,10 @@ func (c *Coordinator) migrateBatch(ctx context.Context, n int, ids []string) (in
 				continue
 			}
 		}
-		dp, sp := bucketPrefixes(n)
-		keys := []string{splitSetKey(n), removedKey(n),
+		s := shardSet(n)
+		keys := []string{s.split, removedKey(n),
 			legacyDomainsKey(n), legacyScheduleKey(n), legacyVersionsKey(n), dueKey(n)}
-		cmds = append(cmds, migrateScript.Eval(ctx, pipe, keys, id, raw, body, m, bucketHash(id), dp, sp))
+		cmds = append(cmds, migrateScript.Eval(ctx, pipe, keys, id, raw, body, m, bucketHash(id), s.hash, s.zset))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, fmt.Errorf("move domains of shard %d: %w", n, err)
@@ -229,21 +229,20 @@ func (c *Coordinator) migrateBatch(ctx context.Context, n int, ids []string) (in
 // layout before to their buckets; a domain already in its bucket at a
 // version as new keeps it.
 //
-// KEYS: legacy reg:domains, then per domain its bucket. ARGV: per domain,
-// in the order of their buckets, its id as text (the legacy hash's field)
-// and as the buckets keep it (Member): ARGV[2i-1] and ARGV[2i] are in
-// KEYS[i+1]. Returns the number moved.
-var migrateRegScript = redis.NewScript(`
+// KEYS: legacy reg:domains, the split set of reg:domains. ARGV: the
+// buckets' prefix, then per domain its id as text (the legacy hash's
+// field), as the buckets keep it (Member) and its bucket hash. Returns
+// the number moved.
+var migrateRegScript = redis.NewScript(bucketLua + keepNewerLua + `
 local moved = 0
-for i = 1, #ARGV / 2 do
-  local id, m = ARGV[2*i-1], ARGV[2*i]
+for i = 2, #ARGV, 3 do
+  local id, m = ARGV[i], ARGV[i+1]
   local old = redis.call('HGET', KEYS[1], id)
   if old then
-    local cur = redis.call('HGET', KEYS[i+1], m)
-    if not cur or tonumber(string.match(cur, '^%d+')) < tonumber(string.match(old, '^%d+') or 0) then
-      redis.call('HSET', KEYS[i+1], m, old)
-      moved = moved + 1
-    end
+    local key = ARGV[1] .. bucket_of(KEYS[2], tonumber(ARGV[i+2]), ` + strconv.Itoa(regBuckets) + `)
+    local cur = redis.call('HGET', key, m)
+    keep_newer(key, m, old)
+    if redis.call('HGET', key, m) ~= cur then moved = moved + 1 end
     redis.call('HDEL', KEYS[1], id)
   end
 end
@@ -261,16 +260,16 @@ func (c *Coordinator) migrateRegistrations(ctx context.Context) error {
 			return fmt.Errorf("scan %s: %w", legacyRegDomainsKey, err)
 		}
 		if ids := evenOnly(fields); len(ids) > 0 {
-			keys := []string{legacyRegDomainsKey}
-			args := make([]any, 0, 2*len(ids))
+			keys := []string{legacyRegDomainsKey, regSet.split}
+			args := make([]any, 0, 1+3*len(ids))
+			args = append(args, regSet.hash)
 			for _, id := range ids {
 				m, err := Member(id)
 				if err != nil {
 					c.logger.Error("cannot move registration reference, left in place", zap.String("domain_id", id), zap.Error(err))
 					continue
 				}
-				keys = append(keys, regDomainsKey(id))
-				args = append(args, id, m)
+				args = append(args, id, m, bucketHash(id))
 			}
 			k, err := migrateRegScript.Run(ctx, c.rdb, keys, args...).Int()
 			if err != nil {
@@ -348,9 +347,8 @@ return n
 
 // migrateIDs converts the ids kept as text in every bucket, tombstone
 // set and bucket of reg:domains to Member. Only the first-level buckets
-// and those of reg:domains of the layout before (regBucketsBefore) can
-// hold any: the coordinators that kept ids as text wrote no others, and
-// splits (growBucket, splitRegBuckets) come after this at start.
+// can hold any: the coordinators that kept ids as text wrote no others,
+// and splits (growBucket) come after this at start.
 func (c *Coordinator) migrateIDs(ctx context.Context) error {
 	total := 0
 	convert := func(scanned string, zset bool, keys []string, kinds string) error {
@@ -375,7 +373,7 @@ func (c *Coordinator) migrateIDs(ctx context.Context) error {
 			return err
 		}
 	}
-	for b := range regBucketsBefore {
+	for b := range regBuckets {
 		if err := convert(regBucketKey(b), false, []string{regBucketKey(b)}, "h"); err != nil {
 			return err
 		}
@@ -441,100 +439,10 @@ func (c *Coordinator) scanIDs(ctx context.Context, key string, zset bool, each f
 	}
 }
 
-// The buckets of reg:domains are split when regBuckets grows (a multiple
-// of the count before, so that bucket b of before holds exactly the
-// domains now in buckets b, b+before, b+2*before, ...: regBucketOf is the
-// same hash modulo the count): splitRegBuckets moves, at start, the
-// references of the buckets of before whose bucket changed. A shard's
-// split buckets are settled likewise (settleSplits). Per page of a
-// bucket, atomic and idempotent: two coordinators moving at once, or one
-// stopped midway, leave every domain in one bucket, and the next run
-// moves the rest.
-
-// splitScript moves domains of one bucket of a shard to their buckets:
-// a record goes unless the bucket holds one of a newer version, a due
-// time goes unless the bucket holds an earlier one, and the due index
-// is lowered to it.
-//
-// KEYS: the bucket's domains and schedule, the due index, then per
-// destination its domains and schedule. ARGV: the number of
-// destinations, their bucket numbers, then per domain its id as kept
-// and its destination (1, 2, ...). Returns the number of records and
-// due times moved.
-var splitScript = redis.NewScript(keepNewerLua + `
-local d, moved = tonumber(ARGV[1]), 0
-for i = 2 + d, #ARGV, 2 do
-  local m, k = ARGV[i], tonumber(ARGV[i+1])
-  local dh, ds, b = KEYS[2+2*k], KEYS[3+2*k], ARGV[1+k]
-  local v = redis.call('HGET', KEYS[1], m)
-  if v then
-    keep_newer(dh, m, v)
-    redis.call('HDEL', KEYS[1], m)
-    moved = moved + 1
-  end
-  local s = redis.call('ZSCORE', KEYS[2], m)
-  if s then
-    redis.call('ZADD', ds, 'LT', s, m)
-    redis.call('ZADD', KEYS[3], 'LT', s, b)
-    redis.call('ZREM', KEYS[2], m)
-    moved = moved + 1
-  end
-end
-return moved
-`)
-
-// regSplitScript moves domains of one bucket of reg:domains to their
-// buckets; a bucket holding a reference of a newer version keeps it.
-//
-// KEYS: the bucket, then the destinations. ARGV: as splitScript's.
-// Returns the number of references moved.
-var regSplitScript = redis.NewScript(keepNewerLua + `
-local d, moved = tonumber(ARGV[1]), 0
-for i = 2 + d, #ARGV, 2 do
-  local m, k = ARGV[i], tonumber(ARGV[i+1])
-  local v = redis.call('HGET', KEYS[1], m)
-  if v then
-    keep_newer(KEYS[1+k], m, v)
-    redis.call('HDEL', KEYS[1], m)
-    moved = moved + 1
-  end
-end
-return moved
-`)
-
-// splitRegBuckets moves the domains of the first from buckets of
-// reg:domains whose bucket is another now (regBuckets is a multiple of
-// from), and returns how many references it moved.
-func (c *Coordinator) splitRegBuckets(ctx context.Context, from int) (int, error) {
-	if from >= regBuckets {
-		return 0, nil
-	}
-	total := 0
-	for b := range from {
-		move := func(args []any, dests []int) (int, error) {
-			keys := []string{regBucketKey(b)}
-			for _, d := range dests {
-				keys = append(keys, regBucketKey(d))
-			}
-			return regSplitScript.Run(ctx, c.rdb, keys, args...).Int()
-		}
-		k, err := c.splitKey(ctx, regBucketKey(b), false, b, regBucketOf, move)
-		total += k
-		if err != nil {
-			return total, fmt.Errorf("split bucket %d of reg:domains: %w", b, err)
-		}
-	}
-	if total > 0 {
-		c.logger.Info("registration references moved to their buckets",
-			zap.Int("buckets", regBuckets), zap.Int("references", total))
-	}
-	return total, nil
-}
-
 // splitKey scans key, bucket b's hash or (zset) sorted set, for domains
 // whose bucket (of their id as text) is another, and moves them a page
-// at a time with move, whose ARGV it builds (splitScript's). It returns
-// what move returned, added up.
+// at a time with move, whose ARGV it builds (moveScript's, from the number
+// of destinations on). It returns what move returned, added up.
 func (c *Coordinator) splitKey(ctx context.Context, key string, zset bool, b int, of func(string) int,
 	move func(args []any, dests []int) (int, error)) (int, error) {
 	total := 0

@@ -48,7 +48,7 @@ func TestTombstoneGuardsUntilSwept(t *testing.T) {
 		t.Fatalf("value after removal: got %q, want a tombstone", v)
 	}
 
-	regRef := func() string { return h.rdb.HGet(ctx, regDomainsKey(id), mem(t, id)).Val() }
+	regRef := func() string { return h.rdb.HGet(ctx, regKeyOf(t, h.rdb, id), mem(t, id)).Val() }
 	if got, want := regRef(), fmt.Sprintf("%d ", t0+1); got != want {
 		t.Fatalf("registration reference after removal: got %q, want %q", got, want)
 	}
@@ -251,7 +251,7 @@ func TestMigrateRegistrationReferences(t *testing.T) {
 		t.Errorf("legacy reg:domains left after migrate")
 	}
 	for id, want := range map[string]string{"d1": "2000 ", "d2": "1000 example.com", "gone": "900 "} {
-		if got := rdb.HGet(ctx, regDomainsKey(id), mem(t, id)).Val(); got != want {
+		if got := rdb.HGet(ctx, regKeyOf(t, rdb, id), mem(t, id)).Val(); got != want {
 			t.Errorf("%s: got %q, want %q", id, got, want)
 		}
 	}
@@ -285,34 +285,22 @@ func TestBucketsOnRedisCluster(t *testing.T) {
 	if err := rdb.ZAdd(ctx, schedule, redis.Z{Score: 1, Member: text}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	// A reference in the bucket of reg:domains it had with 128 of them.
-	var split string
-	for i := 0; split == ""; i++ {
-		if id := events.DomainID(testTenant, fmt.Sprintf("split%d.example", i), 443); regBucketOf(id) >= 128 {
-			split = id
-		}
-	}
 	if err := c.migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.migrateIDs(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := rdb.HSet(ctx, regBucketKey(regBucketOf(split)%128), mem(t, split), "1 split.example").Err(); err != nil {
-		t.Fatal(err)
-	}
-	if k, err := c.splitRegBuckets(ctx, 128); err != nil || k != 1 {
-		t.Fatalf("split of reg:domains: %d moved (%v), want 1", k, err)
-	}
 	// The text domain was scheduled without the due index, as before it.
 	if err := c.buildDueIndex(ctx); err != nil {
 		t.Fatal(err)
 	}
 	c.balanceLeases(ctx)
-	// Buckets split as they fill (a low splitAbove, so that 200 domains
-	// split some), and a domain a coordinator of before wrote into a
-	// split bucket is moved to its own.
-	c.splitAbove = 3
+	// Buckets (the shards' and reg:domains') split as they fill (a low
+	// splitAbove, so that 200 domains split many), and a domain a
+	// coordinator of before wrote into a split bucket is moved to its
+	// own.
+	c.splitAbove = 1
 	tenant := events.TenantID("a@example.org")
 	for i := range 200 {
 		mustApply(t, c, tenantDomain(t, events.DomainAdded, tenant, fmt.Sprintf("d%d", i), fmt.Sprintf("h%d.example.com", i), true))
@@ -324,6 +312,9 @@ func TestBucketsOnRedisCluster(t *testing.T) {
 	}
 	if jobs := dispatchAll(t, c, rdb); len(jobs) != 203 {
 		t.Errorf("jobs: got %d, want 203", len(jobs))
+	}
+	if split, err := regSet.splits(ctx, rdb); err != nil || len(split) == 0 {
+		t.Errorf("reg:domains split: %v (%v), want some", split, err)
 	}
 	removed := tenantDomain(t, events.DomainRemoved, tenant, "d0", "h0.example.com", true)
 	mustApply(t, c, removed)
@@ -419,19 +410,14 @@ func TestMigrateIDsToBytes(t *testing.T) {
 		tenantDomain(t, events.DomainRemoved, tenant, removed, "h1.example.com", true),
 		tenantDomain(t, events.DomainAdded, tenant, "plain", "plain.example.com", true))
 	before := scheduleKeys(t, rdb)
-	// As the coordinators that kept ids as text kept them: in the
-	// buckets of before.
-	unsplit(t, c, rdb, bucketsPerShard, regBucketsBefore)
+	// As the coordinators that kept ids as text kept them.
 	idsAsText(t, rdb)
-	if len(before) == 0 || rdb.HExists(ctx, regBucketKey(regBucketOf(ids[5])%regBucketsBefore), ids[5]).Val() == false {
+	if len(before) == 0 || rdb.HExists(ctx, regBucketKey(regBucketOf(ids[5])), ids[5]).Val() == false {
 		t.Fatalf("no ids as text to convert: %v", before)
 	}
 
 	inTwoAtOnce(t, rdb, func(c *Coordinator) {
 		if err := c.migrateIDs(ctx); err != nil {
-			t.Error(err)
-		}
-		if _, err := c.splitRegBuckets(ctx, regBucketsBefore); err != nil {
 			t.Error(err)
 		}
 	})
@@ -480,7 +466,7 @@ func TestMigrateIDsToBytes(t *testing.T) {
 		}
 	}
 	for _, id := range []string{removed, ids[3]} {
-		if v := value(t, rdb, id, 4); v != "" || rdb.HExists(ctx, regDomainsKey(id), mem(t, id)).Val() {
+		if v := value(t, rdb, id, 4); v != "" || rdb.HExists(ctx, regKeyOf(t, rdb, id), mem(t, id)).Val() {
 			t.Errorf("%s after the sweep: got %q, want no value and no reference", id, v)
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"strconv"
 	"strings"
 	"time"
@@ -34,11 +33,11 @@ import (
 //	                                 registrable empty when the domain references
 //	                                 none (removed, paused, an IP); kept after
 //	                                 removal until the domain's tombstone is
-//	                                 swept. regBuckets buckets b (regBucketOf),
-//	                                 small enough to stay listpacks (a single
-//	                                 hash, reg:domains:{registration:jobs}, before;
-//	                                 split at start when regBuckets grows,
-//	                                 splitRegBuckets)
+//	                                 swept. regBuckets buckets at first, split in
+//	                                 two as they fill (buckets.go, regSet), so
+//	                                 that they stay listpacks (a single hash,
+//	                                 reg:domains:{registration:jobs}, before)
+//	reg:split:{registration:jobs}    set   the buckets of reg:domains split in two
 //	reg:refs:{registration:jobs}     hash  registrable -> number of domains
 //	                                 referencing it, derived in the same script
 //	                                 from the domain's previous registrable, so a
@@ -67,29 +66,17 @@ const (
 	regInflightKey          = "reg:inflight:" + regTag
 )
 
-// regBuckets is how many buckets reg:domains is spread over: as many as
-// a shard schedule has in all (bucketsPerShard of 16 shards), for the same
-// reason. Part of the layout, as bucketsPerShard: it may only grow, to a
-// multiple of regBucketsBefore (splitRegBuckets).
+// regBuckets is how many first-level buckets reg:domains is spread over:
+// as many as the shards' schedule has in all (bucketsPerShard of 16
+// shards); each splits in two as it fills (buckets.go). Part of the
+// layout: it never changes.
 const regBuckets = 512
 
-// regBucketsBefore is regBuckets of the layout before, whose buckets a
-// coordinator splits at start when it grew (splitRegBuckets).
-const regBucketsBefore = 512
-
-// regBucketOf is the bucket of a domain in reg:domains, from the same hash
-// as bucketOf.
-func regBucketOf(domainID string) int {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(domainID))
-	return int(h.Sum64() >> 32 % regBuckets)
-}
-
-// regDomainsKey is the bucket of reg:domains of a domain.
-func regDomainsKey(domainID string) string { return regBucketKey(regBucketOf(domainID)) }
+// regBucketOf is the first-level bucket of a domain in reg:domains.
+func regBucketOf(domainID string) int { return int(bucketHash(domainID) % regBuckets) }
 
 // regBucketKey is bucket b of reg:domains.
-func regBucketKey(b int) string { return legacyRegDomainsKey + ":" + strconv.Itoa(b) }
+func regBucketKey(b int) string { return regSet.hashKey(b) }
 
 // regJobsMaxLen caps registration:jobs (XADD MAXLEN ~), as jobsMaxLen the
 // scan jobs.
@@ -131,24 +118,27 @@ var (
 // state. Events older than the last applied to the domain are no-ops.
 //
 // A domain still in the single hash of the layout before is read from
-// there, and moved.
+// there, and moved. Its bucket is found in the script (bucketLua).
 //
-// KEYS: domains bucket, refs, schedule, state, inflight, legacy domains.
-// ARGV: domain id as kept (Member), version (unix ms), registrable ("" =
-// none), now (unix ms), domain id as text (the legacy hash's field).
-// Returns 1 when applied.
-var regRefScript = redis.NewScript(`
+// KEYS: split set of reg:domains, refs, schedule, state, inflight, legacy
+// domains. ARGV: domain id as kept (Member), version (unix ms),
+// registrable ("" = none), now (unix ms), domain id as text (the legacy
+// hash's field), bucket hash, buckets' prefix. Returns {applied (1 | 0),
+// bucket, the bucket's entries}.
+var regRefScript = redis.NewScript(bucketLua + `
 local id, version, reg = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local b = bucket_of(KEYS[1], tonumber(ARGV[6]), ` + strconv.Itoa(regBuckets) + `)
+local dk = ARGV[7] .. b
 local old = ''
-local cur = redis.call('HGET', KEYS[1], id) or redis.call('HGET', KEYS[6], ARGV[5])
+local cur = redis.call('HGET', dk, id) or redis.call('HGET', KEYS[6], ARGV[5])
 if cur then
   local v, r = string.match(cur, '^(%d+) (.*)$')
-  if v and tonumber(v) > version then return 0 end
+  if v and tonumber(v) > version then return {0, b, redis.call('HLEN', dk)} end
   old = r or ''
 end
-redis.call('HSET', KEYS[1], id, ARGV[2] .. ' ' .. reg)
+redis.call('HSET', dk, id, ARGV[2] .. ' ' .. reg)
 redis.call('HDEL', KEYS[6], ARGV[5])
-if old == reg then return 1 end
+if old == reg then return {1, b, redis.call('HLEN', dk)} end
 if old ~= '' then
   if redis.call('HINCRBY', KEYS[2], old, -1) <= 0 then
     redis.call('HDEL', KEYS[2], old)
@@ -161,7 +151,7 @@ if reg ~= '' then
   redis.call('HINCRBY', KEYS[2], reg, 1)
   redis.call('ZADD', KEYS[3], 'NX', ARGV[4], reg)
 end
-return 1
+return {1, b, redis.call('HLEN', dk)}
 `)
 
 // applyRegistrationRef applies a domain event to the registration
@@ -178,12 +168,18 @@ func (c *Coordinator) applyRegistrationRef(ctx context.Context, e events.Envelop
 	if err != nil {
 		return malformed(e, err)
 	}
-	keys := []string{regDomainsKey(domainID), regRefsKey, RegistrationScheduleKey, regStateKey, regInflightKey, legacyRegDomainsKey}
-	applied, err := regRefScript.Run(ctx, c.rdb, keys, m, e.OccurredAt.UnixMilli(), reg, nowMS(), domainID).Int()
-	if err != nil {
-		return fmt.Errorf("apply %s %s to the registration schedule: %w", e.Name, domainID, err)
+	keys := []string{regSet.split, regRefsKey, RegistrationScheduleKey, regStateKey, regInflightKey, legacyRegDomainsKey}
+	res, err := regRefScript.Run(ctx, c.rdb, keys, m, e.OccurredAt.UnixMilli(), reg, nowMS(), domainID, bucketHash(domainID), regSet.hash).Int64Slice()
+	if err != nil || len(res) != 3 {
+		return fmt.Errorf("apply %s %s to the registration schedule: %w (%v)", e.Name, domainID, err, res)
 	}
-	c.logger.Debug("registration reference", zap.String("domain_id", domainID), zap.String("registrable", reg), zap.Bool("applied", applied == 1))
+	c.logger.Debug("registration reference", zap.String("domain_id", domainID), zap.String("registrable", reg), zap.Bool("applied", res[0] == 1))
+	if res[2] > int64(c.splitAbove) {
+		if _, err := c.growBucket(ctx, regSet, int(res[1])); err != nil {
+			// Not the event's failure: growBuckets tries again.
+			c.logger.Warn("bucket split failed, will retry", zap.String("set", regSet.name), zap.Error(err))
+		}
+	}
 	return nil
 }
 
@@ -193,11 +189,13 @@ func (c *Coordinator) applyRegistrationRef(ctx context.Context, e events.Envelop
 // lookup). A registrable domain due earlier keeps its due time (and so
 // its job id).
 //
-// KEYS: domains bucket, state, schedule, inflight, legacy domains. ARGV:
-// domain id as kept (Member), now (unix ms), fresh (ms), domain id as
-// text (the legacy hash's field). Returns 1 when it made it due.
-var regCheckScript = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], ARGV[1]) or redis.call('HGET', KEYS[5], ARGV[4])
+// KEYS: split set of reg:domains, state, schedule, inflight, legacy
+// domains. ARGV: domain id as kept (Member), now (unix ms), fresh (ms),
+// domain id as text (the legacy hash's field), bucket hash, buckets'
+// prefix. Returns 1 when it made it due.
+var regCheckScript = redis.NewScript(bucketLua + `
+local dk = ARGV[6] .. bucket_of(KEYS[1], tonumber(ARGV[5]), ` + strconv.Itoa(regBuckets) + `)
+local cur = redis.call('HGET', dk, ARGV[1]) or redis.call('HGET', KEYS[5], ARGV[4])
 if not cur then return 0 end
 local reg = string.match(cur, '^%d+ (.*)$')
 if not reg or reg == '' then return 0 end
@@ -215,8 +213,8 @@ func (c *Coordinator) checkRegistrationNow(ctx context.Context, domainID string)
 	if err != nil {
 		return err
 	}
-	keys := []string{regDomainsKey(domainID), regStateKey, RegistrationScheduleKey, regInflightKey, legacyRegDomainsKey}
-	if err := regCheckScript.Run(ctx, c.rdb, keys, m, nowMS(), regFresh.Milliseconds(), domainID).Err(); err != nil {
+	keys := []string{regSet.split, regStateKey, RegistrationScheduleKey, regInflightKey, legacyRegDomainsKey}
+	if err := regCheckScript.Run(ctx, c.rdb, keys, m, nowMS(), regFresh.Milliseconds(), domainID, bucketHash(domainID), regSet.hash).Err(); err != nil {
 		return fmt.Errorf("check registration of %s: %w", domainID, err)
 	}
 	return nil
@@ -517,7 +515,7 @@ func (c *Coordinator) backfillRegistrations(ctx context.Context) error {
 	for n := range c.cfg.Shards {
 		// A bucket split meanwhile is scanned empty or in part: its
 		// domains get their references from their next event.
-		bs, err := leaves(ctx, c.rdb, n)
+		bs, err := shardSet(n).leaves(ctx, c.rdb)
 		if err != nil {
 			return err
 		}
