@@ -17,47 +17,49 @@ import (
 // A shard keeps its domains and their due times in buckets
 // (domains:{NN}:<b>, schedule:{NN}:<b>), and reg:domains its domains'
 // registration references (reg:domains:{registration:jobs}:<b>), each
-// small enough for Redis's compact listpack encoding (at most 128 entries
-// under its defaults, hash- and zset-max-listpack-entries). Each starts
-// with a fixed count of buckets (bucketsPerShard, regBuckets); a bucket
-// past splitAbove entries is split in two, and again as its halves fill,
-// so a fleet of any size keeps buckets of about splitAbove/2 to
-// splitAbove domains while a small one keeps its first buckets, without
-// an operator choosing a count or raising Redis's limits. A bucketSet
-// names the keys of one of them.
+// small enough for Redis's compact listpack encoding (at most 128
+// entries under its defaults, hash- and zset-max-listpack-entries). Each
+// starts with a fixed count of buckets (bucketsPerShard, regBuckets); a
+// bucket past Config.BucketSize entries is split in two, and again as
+// its halves fill, so a fleet of any size keeps buckets of about half
+// that to that many domains while a small one keeps its first buckets,
+// without an operator choosing a count or raising Redis's limits. A
+// bucketSet names the keys of one of them.
 //
-// Bucket ids. A domain's bucket hash h (bucketHash) picks its first-level
-// bucket h mod base (ids 0 to base-1). A bucket of modulus m (base, 2 x
-// base, 4 x base, ...) splits into the two buckets of modulus 2m its
-// domains' hashes pick, numbered 2m + h mod 2m: ids from 2 x base on,
-// each level's in a range of its own ([2m, 4m)), so an id names one
+// Bucket ids. A domain's bucket hash h (bucketHash) picks its
+// first-level bucket h mod base (ids 0 to base-1). A bucket of modulus m
+// (base, 2 x base, 4 x base, ...) splits into the two buckets of modulus
+// 2m its domains' hashes pick, numbered 2m + h mod 2m: ids from 2 x base
+// on, each level's in a range of its own ([2m, 4m)), so an id names one
 // level and residue (modulus). The ids of the split buckets are the
-// members of the set's split set (split:{NN}, reg:split:{...}), written in the same
-// script that moves the bucket's domains to its two halves (growScript).
-// Every script that reads or writes a domain's entries finds its bucket
-// by walking from the first level down the split buckets (bucketLua), in
-// the same atomic step, so it never sees a domain half moved; Go code
-// that only reads walks a copy of the split set (splitSet, leafOf).
+// members of the set's split set (split:{NN}, reg:split:{...}), written
+// in the same script that moves the bucket's domains to its two halves
+// (growScript). Every script that reads or writes a domain's entries
+// finds its bucket by walking from the first level down the split
+// buckets (bucketLua), in the same atomic step, so it never sees a
+// domain half moved; Go code that only reads walks a copy of the split
+// set (bucketSet.splits, leafOf).
 //
 // A coordinator splits a bucket as soon as a domain event leaves it past
-// splitAbove (applyEvent, applyRegistrationRef), and every migrateEvery
-// checks the buckets of the shards it leases and, holding the
-// registration lease, reg:domains' (growBuckets), so a bucket an event could not
-// split (an error, a crash) is split a minute later. A split checks that
-// the bucket still holds exactly the domains it was given, so two
-// coordinators splitting at once, or an event landing in between, split
-// it once, at the next try. A coordinator of before (layout generation 4)
-// would still write the first-level buckets: the layout gate stops it
-// within a minute, and settleSplits moves, every migrateEvery, what such
-// a coordinator wrote into a split bucket to where it belongs (a record
-// unless a newer one is there, a due time unless an earlier one is).
+// Config.BucketSize (applyEvent, applyRegistrationRef), and every
+// migrateEvery checks the buckets of the shards it leases and, holding
+// the registration lease, reg:domains' (growBuckets), so a bucket an
+// event could not split (an error, a crash) is split a minute later. A
+// split checks that the bucket still holds exactly the domains it was
+// given, so two coordinators splitting at once, or an event landing in
+// between, split it once, at the next try. A coordinator of before
+// (layout generation 4) would still write the first-level buckets: the
+// layout gate stops it within seconds, and settleSplits moves, every
+// migrateEvery, what such a coordinator wrote into a split bucket to
+// where it belongs (a record unless a newer one is there, a due time
+// unless an earlier one is).
 
-// defaultSplitAbove is the number of entries (records and tombstones)
-// past which a bucket is split (Coordinator.splitAbove): below Redis's
+// defaultBucketSize is the number of entries (records and tombstones)
+// past which a bucket is split (Config.BucketSize): below Redis's
 // default of 128 listpack entries, so that the domains a bucket takes
 // between an event and its split (a coordinator that could not split)
 // seldom take it past that.
-const defaultSplitAbove = 100
+const defaultBucketSize = 100
 
 // maxSplitLevels bounds the walk down the split buckets: 2^24 buckets
 // per shard is far past any fleet; a longer chain is a corrupt split set.
@@ -261,7 +263,7 @@ redis.call('SADD', KEYS[1], p)
 return 1
 `)
 
-// growBucket splits bucket b of s while it holds more than c.splitAbove
+// growBucket splits bucket b of s while it holds more than c.cfg.BucketSize
 // entries, and its halves likewise; it returns the number of splits. A
 // split that finds the bucket changed since it was read is tried again,
 // up to a few times: the next event or growBuckets splits it otherwise.
@@ -284,7 +286,7 @@ func (c *Coordinator) growBucket(ctx context.Context, s bucketSet, b int) (int, 
 		if members != nil {
 			ms = members.Val()
 		}
-		if len(fields.Val()) <= c.splitAbove && len(ms) <= c.splitAbove {
+		if len(fields.Val()) <= c.cfg.BucketSize && len(ms) <= c.cfg.BucketSize {
 			continue
 		}
 		l, r := halves(s.base, b)
@@ -317,7 +319,7 @@ func (c *Coordinator) growBucket(ctx context.Context, s bucketSet, b int) (int, 
 	return splits, nil
 }
 
-// growBuckets splits the buckets past c.splitAbove of every shard this
+// growBuckets splits the buckets past c.cfg.BucketSize of every shard this
 // coordinator leases and, holding the registration lease, of
 // reg:domains; and moves what a coordinator of before wrote into split
 // buckets (settleSplits).
@@ -357,7 +359,7 @@ func (c *Coordinator) grow(ctx context.Context, s bucketSet) error {
 		return fmt.Errorf("read bucket sizes of %s: %w", s.name, err)
 	}
 	for i, b := range bs {
-		if lens[i].Val() > int64(c.splitAbove) {
+		if lens[i].Val() > int64(c.cfg.BucketSize) {
 			if _, err := c.growBucket(ctx, s, b); err != nil {
 				return err
 			}

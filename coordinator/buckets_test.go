@@ -130,9 +130,9 @@ func strayInSplit(t *testing.T, c *Coordinator, rdb redis.UniversalClient, shard
 
 // Buckets split as they fill, while two coordinators apply events at
 // once: every domain stays in exactly one bucket, the one the walk down
-// the split buckets finds; no bucket is left past splitAbove; every
-// bucket is a listpack; the due index covers every bucket; every active
-// domain is dispatched exactly once; and renames, pauses, checks,
+// the split buckets finds; no bucket is left past Config.BucketSize;
+// every bucket is a listpack; the due index covers every bucket; every
+// active domain is dispatched exactly once; and renames, pauses, checks,
 // removals and the tombstone sweep find the domains in the buckets they
 // moved to.
 func TestBucketsGrow(t *testing.T) {
@@ -147,7 +147,7 @@ func TestBucketsGrow(t *testing.T) {
 	var wg sync.WaitGroup
 	for k, name := range []string{"c1", "c2"} {
 		c := newRegCoordinator(t, rdb, name, Config{Interval: time.Hour})
-		c.splitAbove = splitAt
+		c.cfg.BucketSize = splitAt
 		wg.Go(func() {
 			for i := k; i < total; i += 2 {
 				if err := c.applyEvent(ctx, tenantDomain(t, events.DomainAdded, tenant, ids[i], fmt.Sprintf("h%d.example.com", i), true)); err != nil {
@@ -199,7 +199,7 @@ func TestBucketsGrow(t *testing.T) {
 	}
 	placed("after the events")
 	c := newRegCoordinator(t, rdb, "c3", Config{Interval: time.Hour})
-	c.splitAbove = splitAt
+	c.cfg.BucketSize = splitAt
 	c.balanceLeases(ctx)
 	c.growBuckets(ctx)
 	placed("after growBuckets")
@@ -343,7 +343,7 @@ func TestGrowChecksTheBucket(t *testing.T) {
 	if rdb.SIsMember(ctx, s.split, b).Val() || rdb.HLen(ctx, domainsKey(n, b)).Val() != 5 {
 		t.Fatal("a changed bucket was split")
 	}
-	c.splitAbove = 4
+	c.cfg.BucketSize = 4
 	if k, err := c.growBucket(ctx, s, b); err != nil || k < 1 {
 		t.Fatalf("growBucket: %d splits (%v)", k, err)
 	}

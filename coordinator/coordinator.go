@@ -256,6 +256,10 @@ type Config struct {
 	// TrimEvery is how often the streams are trimmed of what every
 	// consumer group has read and acknowledged (TrimStreams); 0 never.
 	TrimEvery time.Duration
+	// BucketSize is the number of entries past which a schedule bucket
+	// is split in two (buckets.go); keep it below Redis's hash- and
+	// zset-max-listpack-entries (128 by default). Default 100.
+	BucketSize int
 }
 
 func (c *Config) setDefaults() {
@@ -283,6 +287,9 @@ func (c *Config) setDefaults() {
 	if c.RegistrationRetry.Max == 0 {
 		c.RegistrationRetry.Max = c.RegistrationInterval
 	}
+	if c.BucketSize == 0 {
+		c.BucketSize = defaultBucketSize
+	}
 }
 
 // Validate reports every problem of the configuration.
@@ -307,6 +314,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("registration retry pauses must be positive with max at least initial, got %s and %s",
 			c.RegistrationRetry.Initial, c.RegistrationRetry.Max))
 	}
+	if c.BucketSize < 1 || c.BucketSize > 100_000 {
+		errs = append(errs, fmt.Errorf("bucket size must be between 1 and 100000, got %d", c.BucketSize))
+	}
 	return errors.Join(errs...)
 }
 
@@ -325,9 +335,6 @@ type Coordinator struct {
 	held map[int]bool
 	// regHeld: this coordinator holds the registration lease.
 	regHeld bool
-	// splitAbove is the size past which a bucket is split
-	// (defaultSplitAbove; lower in tests).
-	splitAbove int
 }
 
 // New returns a coordinator; Run starts it.
@@ -355,8 +362,6 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Coordinato
 		logger:   logger,
 		token:    cfg.Name + "/" + uuid.NewString(),
 		held:     map[int]bool{},
-
-		splitAbove: defaultSplitAbove,
 	}, nil
 }
 

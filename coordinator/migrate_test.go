@@ -297,10 +297,10 @@ func TestBucketsOnRedisCluster(t *testing.T) {
 	}
 	c.balanceLeases(ctx)
 	// Buckets (the shards' and reg:domains') split as they fill (a low
-	// splitAbove, so that 200 domains split many), and a domain a
+	// BucketSize, so that 200 domains split many), and a domain a
 	// coordinator of before wrote into a split bucket is moved to its
 	// own.
-	c.splitAbove = 1
+	c.cfg.BucketSize = 1
 	tenant := events.TenantID("a@example.org")
 	for i := range 200 {
 		mustApply(t, c, tenantDomain(t, events.DomainAdded, tenant, fmt.Sprintf("d%d", i), fmt.Sprintf("h%d.example.com", i), true))

@@ -35,6 +35,7 @@ type options struct {
 	AllowTargets        string
 	AllowWebhookTargets string
 	ScanInterval        time.Duration
+	ScheduleBucketSize  int
 	StreamTrimInterval  time.Duration
 	RenewalWindow       time.Duration
 	WarningDays         int
@@ -288,6 +289,7 @@ func (f *flagSet) coordinator() *flagSet {
 	defer f.group("schedule")()
 	f.DurationVar(&f.opts.ScanInterval, "scan-interval", 12*time.Hour, "how often each domain is rescanned")
 	f.DurationVar(&f.opts.StreamTrimInterval, "stream-trim-interval", time.Minute, "how often the streams are trimmed of the entries every consumer group has read and acknowledged (0: never; XADD's MAXLEN ~2,000,000 per stream still applies)")
+	f.IntVar(&f.opts.ScheduleBucketSize, "schedule-bucket-size", 100, "domains past which a bucket of the schedule is split in two; keep it below Redis's hash- and zset-max-listpack-entries (128 by default), so the buckets stay compact")
 	return f.registrationCoordinator()
 }
 

@@ -181,6 +181,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		co, err := coordinator.New(coordinator.Config{
 			Name: o.Name, Interval: o.ScanInterval, Shards: o.Shards, ClaimIdle: o.ClaimIdle,
 			RegistrationInterval: o.RegistrationInterval, TrimEvery: o.StreamTrimInterval,
+			BucketSize: o.ScheduleBucketSize,
 		}, rdb, logger)
 		if err != nil {
 			return err

@@ -485,7 +485,7 @@ var components = []struct {
 	{"alerts and settings", regexp.MustCompile(`^alerts?:`), 1},
 	{"views", regexp.MustCompile(`^view:(exp|ver):\{`), 619},
 	{"registration views", regexp.MustCompile(`^view:reg:\{`), 84},
-	{"schedule", regexp.MustCompile(`^(schedule|versions|domains|due|lease|shard):\{`), 160},
+	{"schedule", regexp.MustCompile(`^(schedule|versions|domains|due|split|lease|shard):\{`), 160},
 	{"registration schedule", regexp.MustCompile(`^reg:`), 122},
 	{"agents and config", regexp.MustCompile(`^(agents:regions|certfleet:shards)$`), 1},
 }
