@@ -97,6 +97,17 @@ func modulus(base, b int) (m, r int) {
 // first-level buckets.
 func validBucket(base, b int) bool { return b >= 0 && (b < base || b >= 2*base) }
 
+// depth is the level of bucket b: 0 for a first-level bucket, one more
+// for each split above it.
+func depth(base, b int) int {
+	m, _ := modulus(base, b)
+	d := 0
+	for x := base; x < m; x *= 2 {
+		d++
+	}
+	return d
+}
+
 // halves returns the two buckets bucket b splits into.
 func halves(base, b int) (int, int) {
 	m, r := modulus(base, b)
@@ -286,7 +297,10 @@ func (c *Coordinator) growBucket(ctx context.Context, s bucketSet, b int) (int, 
 		if members != nil {
 			ms = members.Val()
 		}
-		if len(fields.Val()) <= c.cfg.BucketSize && len(ms) <= c.cfg.BucketSize {
+		// The walk goes maxSplitLevels levels down at most: a bucket
+		// that deep stays as it is (its domains' hashes would have to
+		// agree on some 28 bits and more).
+		if len(fields.Val()) <= c.cfg.BucketSize && len(ms) <= c.cfg.BucketSize || depth(s.base, b) >= maxSplitLevels-1 {
 			continue
 		}
 		l, r := halves(s.base, b)

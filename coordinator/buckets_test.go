@@ -33,16 +33,19 @@ func TestBucketIDs(t *testing.T) {
 	for b := range base {
 		level = append(level, b)
 	}
-	for depth := range 5 {
+	for d := range 5 {
 		var next []int
 		for _, b := range level {
+			if got := depth(base, b); got != d {
+				t.Fatalf("bucket %d: depth %d, want %d", b, got, d)
+			}
 			if m, r := modulus(base, b); r < 0 || r >= m || !validBucket(base, b) {
 				t.Fatalf("bucket %d: modulus %d residue %d valid %v", b, m, r, validBucket(base, b))
 			}
 			l, r := halves(base, b)
 			for _, h := range []int{l, r} {
 				if was, dup := seen[h]; dup {
-					t.Fatalf("bucket %d (half of %d at depth %d) is also %s", h, b, depth, was)
+					t.Fatalf("bucket %d (half of %d at depth %d) is also %s", h, b, d, was)
 				}
 				seen[h] = fmt.Sprintf("a half of %d", b)
 				next = append(next, h)
@@ -354,5 +357,55 @@ func TestGrowChecksTheBucket(t *testing.T) {
 		if v := value(t, rdb, id, 4); v == "" {
 			t.Errorf("%s: no record where the walk looks", id)
 		}
+	}
+}
+
+// Two domains whose bucket hashes are equal cannot be told apart by any
+// split: with buckets of one, splitting stops at the deepest level the
+// walk reaches instead of going on, and both stay where the walk finds
+// them.
+func TestSplitDepthCap(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	c := newRegCoordinator(t, rdb, "c1", Config{Interval: time.Hour, BucketSize: 1})
+	tenant := events.TenantID("twins@example.org")
+	seen := map[uint32]int{}
+	var twins [2]int
+	for i := 0; ; i++ {
+		id := events.DomainID(tenant, fmt.Sprintf("h%d.example.com", i), 443)
+		h := bucketHash(id)
+		if j, ok := seen[h]; ok && ShardOf(id, 4) == ShardOf(events.DomainID(tenant, fmt.Sprintf("h%d.example.com", j), 443), 4) {
+			twins = [2]int{j, i}
+			break
+		}
+		seen[h] = i
+		if i > 5_000_000 {
+			t.Fatal("no two ids of one shard with one bucket hash")
+		}
+	}
+	var ids []string
+	for _, i := range twins {
+		host := fmt.Sprintf("h%d.example.com", i)
+		id := events.DomainID(tenant, host, 443)
+		ids = append(ids, id)
+		mustApply(t, c, tenantDomain(t, events.DomainAdded, tenant, id, host, true))
+	}
+	s := shardSet(ShardOf(ids[0], 4))
+	split, err := s.splits(ctx, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := leafOf(bucketHash(ids[0]), s.base, split)
+	if got := depth(s.base, b); got != maxSplitLevels-1 {
+		t.Errorf("twins' bucket %d at depth %d, want %d", b, got, maxSplitLevels-1)
+	}
+	for _, id := range ids {
+		if known, scheduled, err := DomainState(ctx, rdb, id, 4); err != nil || !known || !scheduled {
+			t.Errorf("%s: known %v scheduled %v (%v)", id, known, scheduled, err)
+		}
+	}
+	c.balanceLeases(ctx)
+	if got := dispatchAll(t, c, rdb); len(got) != 2 {
+		t.Errorf("jobs: %v, want the twins'", got)
 	}
 }
