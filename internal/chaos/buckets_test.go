@@ -59,11 +59,7 @@ func TestCoordinatorKilledWhileBucketsSplit(t *testing.T) {
 	s := suite(t)
 	f := newFleet(t, s)
 	ctx := context.Background()
-	co := f.procs["coordinator"]
-	co.stop()
-	co.args = append(co.args, "--schedule-bucket-size", "4")
-	co.run(t, f.bin)
-	f.waitReady(time.Minute)
+	co := f.restartWith("coordinator", "--schedule-bucket-size", "4")
 
 	tn := f.newTenant()
 	key := f.bearer(tn.email)

@@ -243,6 +243,18 @@ func (f *fleet) start(name string, args ...string) *proc {
 	return p
 }
 
+// restartWith stops role, starts it again with args added to its
+// command line and waits until the fleet is ready.
+func (f *fleet) restartWith(role string, args ...string) *proc {
+	f.t.Helper()
+	p := f.procs[role]
+	p.stop()
+	p.args = append(p.args, args...)
+	p.run(f.t, f.bin)
+	f.waitReady(time.Minute)
+	return p
+}
+
 func (p *proc) run(t *testing.T, bin string) {
 	t.Helper()
 	out, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)

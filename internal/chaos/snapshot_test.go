@@ -27,11 +27,7 @@ func TestSnapshotterKilled(t *testing.T) {
 	}
 	f := newFleet(t, s)
 	ctx := context.Background()
-	api := f.procs["apiserver"]
-	api.stop()
-	api.args = append(api.args, "--view-snapshot-interval", "1s")
-	api.run(t, f.bin)
-	f.waitReady(time.Minute)
+	api := f.restartWith("apiserver", "--view-snapshot-interval", "1s")
 	f.load()
 	time.Sleep(s.load)
 
