@@ -46,6 +46,13 @@ var listCases = []struct{ name, query string }{
 	{"search", "search=host1&sort=hostname&order=asc"},
 	{"search-label", "search=.reg7"},
 	{"page-10", "page=10"},
+	// Every domain carries the tag team<i mod 100> (1% of the tenant
+	// each) and every other one prod (half).
+	{"tag-dense", "tag=prod"},
+	{"tag-dense-ssl", "tag=prod&sort=ssl_days_remaining&order=desc"},
+	{"tag-sparse", "tag=team7"},
+	{"tag-sparse-ssl", "tag=team7&sort=ssl_days_remaining&order=asc"},
+	{"tag-sparse-host", "tag=team7&sort=hostname&order=asc"},
 }
 
 // BenchmarkDomainList measures GET /api/v1/domains?per_page=100 for one
@@ -107,7 +114,10 @@ func BenchmarkDomainList(b *testing.B) {
 		}
 		nds := make([]accounts.NewDomain, n)
 		for i := range nds {
-			nds[i] = accounts.NewDomain{Host: fmt.Sprintf("host%d.reg%d.example", i, i%50), Port: 443}
+			nds[i] = accounts.NewDomain{Host: fmt.Sprintf("host%d.reg%d.example", i, i%50), Port: 443, Tags: []string{fmt.Sprintf("team%d", i%100)}}
+			if i%2 == 0 {
+				nds[i].Tags = append(nds[i].Tags, "prod")
+			}
 		}
 		res, err := srv.accounts.AddDomains(ctx, tid, nds)
 		if err != nil {

@@ -63,6 +63,17 @@ var scriptCases = []struct {
 	}},
 	{"search-label", func(q domainindex.Query) domainindex.Query { q.Search = ".reg7"; return q }},
 	{"page-10", func(q domainindex.Query) domainindex.Query { q.Offset = 900; return q }},
+	{"tag-dense", func(q domainindex.Query) domainindex.Query { q.Tag = "prod"; return q }},
+	{"tag-dense-ssl", func(q domainindex.Query) domainindex.Query { q.Tag, q.Sort = "prod", domainindex.SortSSLDays; return q }},
+	{"tag-sparse", func(q domainindex.Query) domainindex.Query { q.Tag = "team7"; return q }},
+	{"tag-sparse-ssl", func(q domainindex.Query) domainindex.Query {
+		q.Tag, q.Sort, q.Desc = "team7", domainindex.SortSSLDays, false
+		return q
+	}},
+	{"tag-sparse-host", func(q domainindex.Query) domainindex.Query {
+		q.Tag, q.Sort, q.Desc = "team7", domainindex.SortHostname, false
+		return q
+	}},
 	// Sparse filters that BenchmarkDomainList does not ask, on sorts no
 	// index of theirs follows but the attention index's tiers: a status on
 	// the registration sort, a registration verdict (2% of the tenant) on
@@ -354,7 +365,8 @@ func benchReg(i int) int { return i % 50 }
 func benchRegUncorrelated(i int) int { return int(uint32(i)*2654435761>>16) % 50 }
 
 // loadBenchTenant adds n domains to tenant as BenchmarkDomainList does
-// (host<i>.reg<j>.example, j = reg(i)) and writes their facts: a tenth
+// (host<i>.reg<j>.example, j = reg(i), tagged team<i mod 100> and, every
+// other one, prod) and writes their facts: a tenth
 // never scanned, certificates expiring from 20 days ago to 379 days on
 // (one in 17 invalid), registrations of reg<j>.example expiring 9j-40
 // days on (one in 7 not found).
@@ -364,7 +376,10 @@ func loadBenchTenant(b *testing.B, ctx context.Context, rdb redis.UniversalClien
 		nds := make([]accounts.NewDomain, min(chunk, n-from))
 		for k := range nds {
 			i := from + k
-			nds[k] = accounts.NewDomain{Host: fmt.Sprintf("host%d.reg%d.example", i, reg(i)), Port: 443}
+			nds[k] = accounts.NewDomain{Host: fmt.Sprintf("host%d.reg%d.example", i, reg(i)), Port: 443, Tags: []string{fmt.Sprintf("team%d", i%100)}}
+			if i%2 == 0 {
+				nds[k].Tags = append(nds[k].Tags, "prod")
+			}
 		}
 		res, err := store.AddDomains(ctx, tenant, nds)
 		if err != nil {
