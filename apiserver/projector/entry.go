@@ -27,35 +27,47 @@ import (
 // both limits, and a listpack's every field costs about two bytes beside
 // its own, so it has few:
 //
-//   - "<region>" holds regionMark and the region's entries, ";"-separated
-//     items: the name of a shape, which the IPs after it saw, or an IP
-//     (its bytes in compact, IPCode) with its timings, "<ip>,<connect
-//     ms>,<handshake ms>": "4d57gQqXD;lYCp-F,12,30;lYCp-V,12,31" for
-//     198.51.117.1 and .2 seeing shape d57gQqXD. Past maxChunk bytes it
-//     goes on in "<region>|1", "<region>|2"...;
+//   - "<region>" holds regionMark, the scan shown and the region's
+//     entries, ";"-separated: first "<finished ms, base 36><event id>",
+//     the event id in its last 22 characters (compact, which sort as the
+//     ids do); then items: the name of a shape, which the IPs after it
+//     saw, or an IP (its bytes in compact, IPCode) with its timings,
+//     "<ip>,<connect ms>,<handshake ms>", both in base 36:
+//     "5mxcppegyEziPVqIGK2msKx5NENpmpk;d57gQqXD;lYCp-F,c,u;lYCp-V,c,v"
+//     for 198.51.117.1 and .2 seeing shape d57gQqXD. Past maxChunk bytes
+//     it goes on in "<region>|1", "<region>|2"...; a scan without
+//     results leaves the mark alone;
 //   - "#<ref>", "#<ref>|1", "#<ref>|2"... hold a shape in chunks of at most
 //     63 bytes: everything a scan saw at an IP but the IP and its timings,
 //     the certificate's facts included (encodeShape). The IPs of all
 //     regions usually see the same shape, so it is stored once per view;
 //     <ref> is a hash of the shape (shapeRef), so every scan names the
 //     same shape alike. The scripts that change entries end with
-//     dropUnusedLeaves, so a shape no entry refers to any more goes;
-//   - "@<region>" holds the scan shown: "<finished ms, base 36>|<event id>"
-//     with the event id in 22 characters (compact), which sort as the ids
-//     do.
+//     dropUnusedLeaves, so a shape no entry refers to any more goes.
 //
 // Views written before still decode, and a scan of a region replaces its
-// fields whatever their layout: layout "3" (a field per IP,
-// "<region>|<ip>" -> "3<ref>,<connect ms>,<handshake ms>"), layout "2"
-// (entryMark, a storedEntry JSON referring to "#<sha256>" or
-// "#ip:<region>/<ip>" facts), whole ExpEntry JSON objects ("{...") and
-// region marks "<ms>|<event id>" in decimal and in full. A region is in
-// one layout at a time: when "<region>" is there, the fields
-// "<region>|..." are its chunks, else older entries.
+// fields whatever their layout: layout "4" (the region's field as above
+// with timings in decimal and no mark, which was in "@<region>":
+// "<finished ms, base 36>|<event id in compact>", oldRegionMark), layout
+// "3" (a field per IP, "<region>|<ip>" -> "3<ref>,<connect
+// ms>,<handshake ms>"), layout "2" (entryMark, a storedEntry JSON
+// referring to "#<sha256>" or "#ip:<region>/<ip>" facts), whole ExpEntry
+// JSON objects ("{...") and marks "@<region>" -> "<ms>|<event id>" in
+// decimal and in full. A region is in one layout at a time: when
+// "<region>" is there, the fields "<region>|..." are its chunks, else
+// older entries; a region's mark is in "<region>" in layout 5, else in
+// "@<region>". Shapes of every layout read alike: the flags and TLS
+// codes they gained since only shorten what a newer scan writes.
 const (
-	entryMark  = "2"
-	shapeMark  = "3"
-	regionMark = "4"
+	entryMark = "2"
+	shapeMark = "3"
+	// oldRegionMark starts a region's field of layout 4, whose mark is
+	// in "@<region>" and whose timings are in decimal.
+	oldRegionMark = "4"
+	regionMark    = "5"
+	// markIDLen is the length of an event id in compact, which ends a
+	// region's mark.
+	markIDLen  = 22
 	leafPrefix = "#"
 	chunkSep   = "|"
 	// maxChunk is the most bytes of a shape (or of any value cut into
@@ -99,9 +111,11 @@ type storedCert struct {
 	SignatureAlgorithm string    `json:"g,omitempty"`
 }
 
-// markLua is the Lua the scripts read a region's mark "@<region>" with:
-// scanMark(v) returns its finished ms and event id, and whether it is of
-// the older layout (decimal ms, event id in full).
+// markLua is the Lua the scripts read a scan's mark with: scanMark(v)
+// returns the finished ms and event id of a mark "@<region>" (or a
+// registration view's), and whether it is of the older layout (decimal
+// ms, event id in full); regionFieldMark(v) those of a region's field of
+// layout 5 (regionMark), nil for a field of another layout.
 const markLua = `
 local function scanMark(v)
   local sep = string.find(v, '|', 1, true)
@@ -109,12 +123,18 @@ local function scanMark(v)
   if #id == 22 then return tonumber(ms, 36), id, false end
   return tonumber(ms), id, true
 end
+local function regionFieldMark(v)
+  if string.sub(v, 1, 1) ~= '` + regionMark + `' then return nil end
+  local m = string.match(v, '^.([^;]*)')
+  return tonumber(string.sub(m, 1, -23), 36), string.sub(m, -22)
+end
 `
 
 // dropUnusedLeaves is the Lua that applyScanScript and applyRemovedScript
 // end with: it removes the shapes ("#<ref>" and their chunks) and layout 2
 // leaf facts ("#<key>") no entry of the view KEYS[1] refers to any more.
-// A region's field (layout 4) names its shapes, joined from its chunks;
+// A region's field (layouts 4 and 5) names its shapes, joined from its
+// chunks, after its mark in layout 5;
 // a layout 3 entry names its shape; a layout 2 entry refers to its leaf by
 // fingerprint ("l") or, with none, by its region and IP (leafKey).
 // Entries of the oldest layout carry their facts and refer to none.
@@ -135,6 +155,7 @@ for i = 1, #all, 2 do
       if not more then break end
       v = v .. more
     end
+    if m == '` + regionMark + `' then v = string.match(v, '^[^;]*(.*)') end
     for item in string.gmatch(string.sub(v, 2), '[^;]+') do
       if not string.find(item, ',', 1, true) then used['#' .. item] = true end
     end
@@ -167,7 +188,16 @@ func encodeMark(finished time.Time, eventID uuid.UUID) (ms, id string) {
 	return strconv.FormatInt(finished.UnixMilli(), 36), Compact.EncodeToString(eventID[:])
 }
 
-// decodeMark reads a region's mark of either layout (markLua).
+// decodeRegionMark reads the mark a region's field of layout 5 starts
+// with, regionMark apart: "<finished ms, base 36><event id in compact>".
+func decodeRegionMark(m string) (time.Time, string, error) {
+	if len(m) <= markIDLen {
+		return time.Time{}, "", fmt.Errorf("region mark %q: too short", m)
+	}
+	return decodeMark(m[:len(m)-markIDLen] + "|" + m[len(m)-markIDLen:])
+}
+
+// decodeMark reads a mark "@<region>" of either layout (markLua).
 func decodeMark(v string) (time.Time, string, error) {
 	ms, id, ok := strings.Cut(v, "|")
 	if !ok {
@@ -493,19 +523,20 @@ func tlsNameOf(s string, name func(uint16) string) (string, error) {
 func tlsVersionOf(s string) (string, error)  { return tlsNameOf(s, tls.VersionName) }
 func cipherSuiteOf(s string) (string, error) { return tlsNameOf(s, tls.CipherSuiteName) }
 
-// encodeResults turns one region's results of a scan of host:port into
-// the view fields that applyScanScript writes as they are: the region's
-// field "<region>" (regionMark, then ";"-separated items: a shape's name,
-// which the IPs after it refer to, or "<ip>,<connect ms>,<handshake ms>"),
-// in chunks "<region>|1"... when longer than maxChunk, and the chunks of
-// its shapes ("#..."), each shape once. A region without results has no
-// field.
-func encodeResults(region, host string, port int, results []events.IPResult) []any {
-	if len(results) == 0 {
-		return nil
-	}
-	out := make([]any, 0, 4*len(results))
-	items := make([]string, 0, 2*len(results))
+// encodeResults turns one region's scan of host:port, finished at
+// finished as event eventID, into the view fields that applyScanScript
+// writes as they are: the region's field "<region>" (regionMark, the mark
+// "<finished ms, base 36><event id in compact>", then ";"-separated
+// items: a shape's name, which the IPs after it refer to, or
+// "<ip>,<connect ms>,<handshake ms>" with the timings in base 36), in
+// chunks "<region>|1"... when longer than maxChunk, and the chunks of its
+// shapes ("#..."), each shape once. A region without results has its
+// field all the same, for the mark.
+func encodeResults(region, host string, port int, finished time.Time, eventID uuid.UUID, results []events.IPResult) []any {
+	out := make([]any, 0, 4*len(results)+2)
+	ms, id := encodeMark(finished, eventID)
+	items := make([]string, 0, 2*len(results)+1)
+	items = append(items, ms+id)
 	written := map[string]bool{}
 	last := ""
 	for _, r := range results {
@@ -514,7 +545,7 @@ func encodeResults(region, host string, port int, results []events.IPResult) []a
 		if ref != last {
 			items, last = append(items, ref), ref
 		}
-		items = append(items, IPCode(r.IP)+","+strconv.FormatInt(r.ConnectMS, 10)+","+strconv.FormatInt(r.HandshakeMS, 10))
+		items = append(items, IPCode(r.IP)+","+strconv.FormatInt(r.ConnectMS, 36)+","+strconv.FormatInt(r.HandshakeMS, 36))
 		if written[ref] {
 			continue
 		}
@@ -657,13 +688,28 @@ func entryCount(all map[string]string) int {
 	return min(n, 2*len(all))
 }
 
-// decodeRegion appends to out the entries of a region's field (layout 4,
-// encodeResults).
+// decodeRegion appends to out the entries of a region's field (layout 5,
+// encodeResults, or layout 4).
 func decodeRegion(all map[string]string, shapes map[string]decodedShape, region string, out []ExpEntry) ([]ExpEntry, error) {
 	v, _ := readChunks(all, region)
-	items, ok := strings.CutPrefix(v, regionMark)
-	if !ok {
-		return out, fmt.Errorf("region field %q: not layout %s", v, regionMark)
+	items, base := "", 36
+	var scanned time.Time
+	var eventID string
+	switch {
+	case strings.HasPrefix(v, regionMark):
+		mark, rest, _ := strings.Cut(v[len(regionMark):], ";")
+		var err error
+		if scanned, eventID, err = decodeRegionMark(mark); err != nil {
+			return out, err
+		}
+		if rest == "" {
+			return out, nil
+		}
+		items = rest
+	case strings.HasPrefix(v, oldRegionMark):
+		items, base = v[len(oldRegionMark):], 10
+	default:
+		return out, fmt.Errorf("region field %q: not layout %s or %s", v, regionMark, oldRegionMark)
 	}
 	ref := ""
 	for _, item := range strings.Split(items, ";") {
@@ -672,7 +718,7 @@ func decodeRegion(all map[string]string, shapes map[string]decodedShape, region 
 			ref = item
 			continue
 		}
-		e, err := shapeEntry(all, shapes, ref, timings)
+		e, err := shapeEntry(all, shapes, ref, timings, base)
 		if err != nil {
 			return out, err
 		}
@@ -681,6 +727,9 @@ func decodeRegion(all map[string]string, shapes map[string]decodedShape, region 
 		}
 		if err := finishEntry(all, &e, region, ip); err != nil {
 			return out, err
+		}
+		if base == 36 {
+			e.ScannedAt, e.EventID = scanned, eventID
 		}
 		out = append(out, e)
 	}
@@ -705,7 +754,7 @@ func decodeEntry(all map[string]string, shapes map[string]decodedShape, f, v str
 	case strings.HasPrefix(v, shapeMark):
 		ref, timings, _ := strings.Cut(v[len(shapeMark):], ",")
 		var err error
-		if e, err = shapeEntry(all, shapes, ref, timings); err != nil {
+		if e, err = shapeEntry(all, shapes, ref, timings, 10); err != nil {
 			return e, err
 		}
 	case strings.HasPrefix(v, entryMark):
@@ -744,10 +793,10 @@ func decodeEntry(all map[string]string, shapes map[string]decodedShape, f, v str
 	return e, err
 }
 
-// shapeEntry is an entry of shape ref (layouts 3 and 4) with timings
-// "<connect ms>,<handshake ms>"; shapes keeps the view's shapes decoded
-// so far.
-func shapeEntry(all map[string]string, shapes map[string]decodedShape, ref, timings string) (ExpEntry, error) {
+// shapeEntry is an entry of shape ref (layouts 3 to 5) with timings
+// "<connect ms>,<handshake ms>" in base (36 in layout 5, else 10);
+// shapes keeps the view's shapes decoded so far.
+func shapeEntry(all map[string]string, shapes map[string]decodedShape, ref, timings string, base int) (ExpEntry, error) {
 	var e ExpEntry
 	connect, handshake, _ := strings.Cut(timings, ",")
 	d, ok := shapes[ref]
@@ -766,13 +815,14 @@ func shapeEntry(all map[string]string, shapes map[string]decodedShape, ref, timi
 	e.Port, e.IPResult = d.port, d.result
 	e.SANs, e.LegacyTLS = slices.Clone(d.result.SANs), slices.Clone(d.result.LegacyTLS)
 	var err1, err2 error
-	e.ConnectMS, err1 = strconv.ParseInt(connect, 10, 64)
-	e.HandshakeMS, err2 = strconv.ParseInt(handshake, 10, 64)
+	e.ConnectMS, err1 = strconv.ParseInt(connect, base, 64)
+	e.HandshakeMS, err2 = strconv.ParseInt(handshake, base, 64)
 	return e, errors.Join(err1, err2)
 }
 
 // finishEntry sets what an entry of region and ip takes from the view
-// around it: its region, IP and the region's mark.
+// around it: its region, IP and the region's mark "@<region>" (layouts
+// before 5, whose region fields hold none).
 func finishEntry(all map[string]string, e *ExpEntry, region, ip string) error {
 	e.Region, e.IP = region, ip
 	if mark, ok := all[metaPrefix+region]; ok {

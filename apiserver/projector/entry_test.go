@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/events"
 )
@@ -52,8 +54,9 @@ func TestEntryLayoutKeepsEveryField(t *testing.T) {
 	other.IP, other.ConnectMS = "192.0.2.2", 99 // the same leaf at another IP
 	failed := events.IPResult{IP: "", Outcome: events.OutcomeNXDomain, Detail: "no such host"}
 	finished := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	all := map[string]string{"@eu": "1893456000000|evt-1"}
-	fields := encodeResults("eu", "", 8443, []events.IPResult{r, other, failed})
+	evt := uuid.MustParse("5deac87f-45c8-52fa-9b6b-2ef2f73d8fb1")
+	all := map[string]string{}
+	fields := encodeResults("eu", "", 8443, finished, evt, []events.IPResult{r, other, failed})
 	for i := 0; i < len(fields); i += 2 {
 		all[fields[i].(string)] = fields[i+1].(string)
 	}
@@ -65,7 +68,7 @@ func TestEntryLayoutKeepsEveryField(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, want := range []events.IPResult{failed, r, other} {
-		w := ExpEntry{Region: "eu", Port: 8443, ScannedAt: finished, EventID: "evt-1", IPResult: want}
+		w := ExpEntry{Region: "eu", Port: 8443, ScannedAt: finished, EventID: evt.String(), IPResult: want}
 		if !reflect.DeepEqual(got[i], w) {
 			t.Errorf("entry %d:\ngot  %+v\nwant %+v", i, got[i], w)
 		}
@@ -108,7 +111,7 @@ func shapes(all map[string]string) []string {
 func TestEntryLayoutUnnamedLeaves(t *testing.T) {
 	a := events.IPResult{IP: "192.0.2.1", Outcome: events.OutcomeOK, CertificateFound: true, Serial: "aa"}
 	b := events.IPResult{IP: "192.0.2.2", Outcome: events.OutcomeOK, CertificateFound: true, Serial: "bb"}
-	fields := encodeResults("eu", "", 443, []events.IPResult{a, b})
+	fields := encodeResults("eu", "", 443, t0, uuid.New(), []events.IPResult{a, b})
 	all := map[string]string{}
 	for i := 0; i < len(fields); i += 2 {
 		all[fields[i].(string)] = fields[i+1].(string)
@@ -346,7 +349,7 @@ func FuzzRegionRoundTrip(f *testing.F) {
 			{IP: ip1, Outcome: events.OutcomeOK, ConnectMS: connect, HandshakeMS: handshake},
 			{IP: ip2, Outcome: events.OutcomeConnectionRefused, ConnectMS: handshake},
 		}
-		fields := encodeResults("eu", "example.com", 443, results)
+		fields := encodeResults("eu", "example.com", 443, t0, uuid.New(), results)
 		all := map[string]string{tenantField: tenantCode(tenant)}
 		for i := 0; i < len(fields); i += 2 {
 			all[fields[i].(string)] = fields[i+1].(string)

@@ -359,17 +359,23 @@ var ChunkSize = 1000
 // in base 36, event id in compact (entry.go), scanned "host:port" (""
 // when the event does not say), tenant ("" when unknown), "1" when the
 // scan failed for the name or an IP else "0", the event id in full (to
-// order it against a mark of the older layout), then the fields and
-// values of the region's entries and shapes (encodeResults). Returns 1
-// when applied, 0 when the view already shows this scan, a newer one or a
+// order it against a mark of the oldest layout), then the fields and
+// values of the region's mark, entries and shapes (encodeResults). The
+// scan shown is the mark in the region's field, or in "@<region>" for a
+// region of an older layout, which the scan replaces. Returns 1 when
+// applied, 0 when the view already shows this scan, a newer one or a
 // later removal, or is for another name.
 var applyScanScript = redis.NewScript(markLua + bumpLua + `
 local key, region, ms, id, name = KEYS[1], ARGV[1], tonumber(ARGV[2], 36), ARGV[3], ARGV[4]
 local removed = redis.call('HGET', key, '@removed')
 if removed and tonumber(removed) >= ms then return 0 end
-local mark = redis.call('HGET', key, '@' .. region)
-if mark then
-  local lms, lid, old = scanMark(mark)
+local own, lms, lid, old = redis.call('HGET', key, region), nil, nil, false
+if own then lms, lid = regionFieldMark(own) end
+if not lms then
+  local mark = redis.call('HGET', key, '@' .. region)
+  if mark then lms, lid, old = scanMark(mark) end
+end
+if lms then
   if old then id = ARGV[7] end
   if lms > ms or (lms == ms and lid >= id) then return 0 end
 end
@@ -385,10 +391,10 @@ local prefix = region .. '|'
 for _, f in ipairs(redis.call('HKEYS', key)) do
   if f == region or string.sub(f, 1, #prefix) == prefix then redis.call('HDEL', key, f) end
 end
+redis.call('HDEL', key, '@' .. region)
 for i = 8, #ARGV, 2 do
   redis.call('HSET', key, ARGV[i], ARGV[i + 1])
 end
-redis.call('HSET', key, '@' .. region, ARGV[2] .. '|' .. ARGV[3])
 if ARGV[5] ~= '' then
   redis.call('HSET', key, '@t', ARGV[5])
   redis.call('HDEL', key, '@tenant')
@@ -404,9 +410,10 @@ return 1
 `)
 
 // applyRemovedScript drops every region's entries scanned before a
-// domain's removal and remembers the removal, so that a scan finished
-// before it and delivered after it stays out, while scans of a domain
-// added again later come in.
+// domain's removal, with their mark (in the region's field, or in
+// "@<region>" in the older layouts), and remembers the removal, so that a
+// scan finished before it and delivered after it stays out, while scans
+// of a domain added again later come in.
 //
 // KEYS: view:exp:<domain>, view:ver:<domain>. ARGV: removal ms.
 var applyRemovedScript = redis.NewScript(markLua + bumpLua + metaLua + `
@@ -417,12 +424,16 @@ local all = redis.call('HGETALL', key)
 local stale = {}
 for i = 1, #all, 2 do
   local f, v = all[i], all[i + 1]
-  if string.sub(f, 1, 1) == '@' and not metaFields[f]
-    and not string.find(f, '|', 1, true) then
-    if scanMark(v) <= ms then
+  local c = string.sub(f, 1, 1)
+  if string.find(f, '|', 1, true) or c == '#' then
+  elseif c == '@' then
+    if not metaFields[f] and scanMark(v) <= ms then
       stale[string.sub(f, 2)] = true
       redis.call('HDEL', key, f)
     end
+  else
+    local fms = regionFieldMark(v)
+    if fms and fms <= ms then stale[f] = true end
   end
 end
 for i = 1, #all, 2 do
@@ -535,7 +546,7 @@ func plan(e events.Envelope, logger *zap.Logger) []*call {
 			}
 		}
 		ms, id := encodeMark(finished, e.EventID)
-		args := append([]any{p.Region, ms, id, name, tenantCode(e.TenantID), failed, e.EventID.String()}, encodeResults(p.Region, p.Host, p.Port, p.Results)...)
+		args := append([]any{p.Region, ms, id, name, tenantCode(e.TenantID), failed, e.EventID.String()}, encodeResults(p.Region, p.Host, p.Port, finished, e.EventID, p.Results)...)
 		return []*call{viewCall(applyScanScript, p.DomainID, args...)}
 	case events.DomainAdded:
 		var p events.DomainAddedV1
