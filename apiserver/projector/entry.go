@@ -232,6 +232,9 @@ const (
 	// view's name, and is not written. The view's name only changes
 	// with a rename, which empties the view, shapes included.
 	flagSubjectIsHost
+	// flagPortOfName: the port is that of the view's name, and is not
+	// written (since layout 5).
+	flagPortOfName
 )
 
 // Positions of a shape's fields; a shape ends with LegacyTLS's items and
@@ -266,11 +269,12 @@ var (
 	shapeUnescaper = strings.NewReplacer("%25", "%", "%7C", "|")
 )
 
-// encodeShape writes everything a scan of host (the host of the view's
-// name; "" when unknown) saw at an IP but the IP and its timings:
+// encodeShape writes everything a scan of host:port (the host of the
+// view's name, "" when unknown; port 0 when the scan did not say, which
+// the name reads as 443) saw at an IP but the IP and its timings:
 // "|"-separated fields by position, empty ones at the end left out, TLS
-// versions and cipher suites by their code (tlsCode), times in seconds in
-// base 36.
+// versions and cipher suites by their code (tlsVersionCode, tlsCode),
+// times in seconds in base 36.
 func encodeShape(host string, port int, r events.IPResult) string {
 	f := make([]string, shFields, shFields+len(r.LegacyTLS)+len(r.SANs))
 	var flags int64
@@ -289,9 +293,14 @@ func encodeShape(host string, port int, r events.IPResult) string {
 		sans = sans[1:]
 	}
 	f[shOutcome], f[shDetail] = string(r.Outcome), r.Detail
-	f[shChainLength], f[shPort], f[shHTTPStatus] = itoa(int64(r.ChainLength)), itoa(int64(port)), itoa(int64(r.HTTPStatus))
+	f[shChainLength], f[shHTTPStatus] = itoa(int64(r.ChainLength)), itoa(int64(r.HTTPStatus))
+	if host != "" && port != 0 {
+		flags |= flagPortOfName
+	} else {
+		f[shPort] = itoa(int64(port))
+	}
 	f[shHSTSMaxAge], f[shKeyBits] = itoa(r.HSTSMaxAge), itoa(int64(r.KeyBits))
-	f[shTLSVersion], f[shCipherSuite] = tlsCode(r.TLSVersion, tlsVersions), tlsCode(r.CipherSuite, cipherSuites)
+	f[shTLSVersion], f[shCipherSuite] = tlsVersionCode(r.TLSVersion), tlsCode(r.CipherSuite, cipherSuites)
 	f[shLeafSHA256], f[shNotAfter], f[shNotBefore] = shaCode(r.LeafSHA256), timeCode(r.NotAfter), timeCode(r.NotBefore)
 	if host != "" && r.Subject == "CN="+host {
 		flags |= flagSubjectIsHost
@@ -301,7 +310,7 @@ func encodeShape(host string, port int, r events.IPResult) string {
 	f[shIssuer], f[shSerial], f[shKeyType] = r.Issuer, r.Serial, r.KeyType
 	f[shSignatureAlgorithm], f[shLegacyTLS] = r.SignatureAlgorithm, itoa(int64(len(r.LegacyTLS)))
 	for _, v := range r.LegacyTLS {
-		f = append(f, tlsCode(v, tlsVersions))
+		f = append(f, tlsVersionCode(v))
 	}
 	f = append(f, sans...)
 	f[shFlags] = itoa36(flags)
@@ -316,9 +325,10 @@ func encodeShape(host string, port int, r events.IPResult) string {
 	return strings.Join(f, "|")
 }
 
-// decodeShape reads what encodeShape wrote for host into r and returns
-// the port.
-func decodeShape(s, host string, r *events.IPResult) (int, error) {
+// decodeShape reads what encodeShape wrote into r, for a view named name
+// ("host:port"; "" when unknown), and returns the port.
+func decodeShape(s, name string, r *events.IPResult) (int, error) {
+	host, namePort := nameParts(name)
 	f := strings.Split(s, "|")
 	for i := range f {
 		if strings.IndexByte(f[i], '%') >= 0 { // most fields have no escape: no replacer scan
@@ -376,6 +386,12 @@ func decodeShape(s, host string, r *events.IPResult) (int, error) {
 		r.Subject = "CN=" + host
 	}
 	port := int(num(shPort))
+	if flags&flagPortOfName != 0 {
+		if namePort == 0 {
+			errs = append(errs, errors.New("shape: port from the view's name, which has none"))
+		}
+		port = namePort
+	}
 	r.LegacyTLS, r.SANs = nil, nil
 	for i := range legacy {
 		r.LegacyTLS = append(r.LegacyTLS, text(shFields+i, tlsVersionOf))
@@ -520,7 +536,29 @@ func tlsNameOf(s string, name func(uint16) string) (string, error) {
 	return name(uint16(id)), nil
 }
 
-func tlsVersionOf(s string) (string, error)  { return tlsNameOf(s, tls.VersionName) }
+// tlsVersionCode is a TLS version's name as tlsCode writes it, shorter
+// for the versions crypto/tls names (SSL 3.0 to TLS 1.3, 0x0300 to
+// 0x0304): their last hex digit.
+func tlsVersionCode(name string) string {
+	if id, ok := tlsVersions[name]; ok && id>>8 == 3 && id&0xff < 16 {
+		return strconv.FormatUint(uint64(id&0xff), 16)
+	}
+	return tlsCode(name, tlsVersions)
+}
+
+// tlsVersionOf reads tlsVersionCode, and tlsCode's longer codes of the
+// shapes written before.
+func tlsVersionOf(s string) (string, error) {
+	if len(s) == 1 && s != "=" {
+		d, err := strconv.ParseUint(s, 16, 8)
+		if err != nil {
+			return "", fmt.Errorf("tls version %q: %w", s, err)
+		}
+		return tls.VersionName(0x0300 + uint16(d)), nil
+	}
+	return tlsNameOf(s, tls.VersionName)
+}
+
 func cipherSuiteOf(s string) (string, error) { return tlsNameOf(s, tls.CipherSuiteName) }
 
 // encodeResults turns one region's scan of host:port, finished at
@@ -806,7 +844,7 @@ func shapeEntry(all map[string]string, shapes map[string]decodedShape, ref, timi
 			return e, fmt.Errorf("no shape %s", ref)
 		}
 		var err error
-		if d.port, err = decodeShape(shape, nameHost(all[nameField]), &d.result); err != nil {
+		if d.port, err = decodeShape(shape, viewName(all), &d.result); err != nil {
 			return e, err
 		}
 		shapes[ref] = d
@@ -837,12 +875,21 @@ func finishEntry(all map[string]string, e *ExpEntry, region, ip string) error {
 	return nil
 }
 
-// nameHost is the host of a view's name field "<host:port>|<ms>", as
-// domainname.Key joined them (an IPv6 address unbracketed); "" for none.
-func nameHost(name string) string {
-	name, _, _ = strings.Cut(name, "|")
-	if i := strings.LastIndexByte(name, ':'); i >= 0 {
-		return name[:i]
+// viewName is the "host:port" a view's name field "<host:port>|<ms>"
+// names; "" for none.
+func viewName(all map[string]string) string {
+	name, _, _ := strings.Cut(all[nameField], "|")
+	return name
+}
+
+// nameParts are the host and port of a view's name "host:port", as
+// domainname.Key joined them (an IPv6 address unbracketed); "" and 0 for
+// none.
+func nameParts(name string) (string, int) {
+	i := strings.LastIndexByte(name, ':')
+	if i < 0 {
+		return "", 0
 	}
-	return ""
+	port, _ := strconv.Atoi(name[i+1:])
+	return name[:i], port
 }

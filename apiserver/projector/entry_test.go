@@ -196,9 +196,8 @@ func TestShapeRoundTrip(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var got events.IPResult
 			s := encodeShape(tc.host, tc.port, tc.r)
-			// The host as the view's name field gives it back.
-			host := nameHost(domainname.Key(tc.host, tc.port) + "|0")
-			port, err := decodeShape(s, host, &got)
+			// The name as the view's name field gives it back.
+			port, err := decodeShape(s, viewName(map[string]string{nameField: domainname.Key(tc.host, tc.port) + "|0"}), &got)
 			if err != nil {
 				t.Fatalf("decode %q: %v", s, err)
 			}
@@ -221,7 +220,7 @@ func FuzzShapeRoundTrip(f *testing.F) {
 			r.NotAfter = time.Time{}
 		}
 		var got events.IPResult
-		if _, err := decodeShape(encodeShape(host, 443, r), host, &got); err != nil {
+		if _, err := decodeShape(encodeShape(host, 443, r), domainname.Key(host, 443), &got); err != nil {
 			t.Fatalf("decode: %v", err)
 		}
 		if !reflect.DeepEqual(got, r) {
@@ -350,7 +349,7 @@ func FuzzRegionRoundTrip(f *testing.F) {
 			{IP: ip2, Outcome: events.OutcomeConnectionRefused, ConnectMS: handshake},
 		}
 		fields := encodeResults("eu", "example.com", 443, t0, uuid.New(), results)
-		all := map[string]string{tenantField: tenantCode(tenant)}
+		all := map[string]string{tenantField: tenantCode(tenant), nameField: "example.com:443|0"}
 		for i := 0; i < len(fields); i += 2 {
 			all[fields[i].(string)] = fields[i+1].(string)
 		}

@@ -727,8 +727,7 @@ func readViews(ctx context.Context, rdb redis.UniversalClient, domainIDs []strin
 		if err != nil {
 			return nil, nil, err
 		}
-		name, _, _ := strings.Cut(all[nameField], "|")
-		out[id], versions[id] = View{Name: name, Entries: entries}, all[versionField]
+		out[id], versions[id] = View{Name: viewName(all), Entries: entries}, all[versionField]
 	}
 	return out, versions, nil
 }
@@ -819,7 +818,7 @@ func decodeSnapshot(domainID string, fields map[string]string, ver string) (Snap
 	if snap.Entries, err = decodeView(domainID, fields); err != nil {
 		return Snapshot{}, err
 	}
-	snap.Name, _, _ = strings.Cut(fields[nameField], "|")
+	snap.Name = viewName(fields)
 	if snap.TenantID, err = viewTenant(fields); err != nil {
 		return Snapshot{}, fmt.Errorf("read snapshot of %s: %w", domainID, err)
 	}
