@@ -875,13 +875,6 @@ func finishEntry(all map[string]string, e *ExpEntry, region, ip string) error {
 	return nil
 }
 
-// viewName is the "host:port" a view's name field "<host:port>|<ms>"
-// names; "" for none.
-func viewName(all map[string]string) string {
-	name, _, _ := strings.Cut(all[nameField], "|")
-	return name
-}
-
 // nameParts are the host and port of a view's name "host:port", as
 // domainname.Key joined them (an IPv6 address unbracketed); "" and 0 for
 // none.

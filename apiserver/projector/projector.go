@@ -106,7 +106,10 @@ func VersionKey(domainID string) string { return VersionPrefix + "{" + domainID 
 const (
 	metaPrefix   = "@"
 	removedField = "@removed"
-	nameField    = "@name"
+	nameField    = "@n"
+	// oldNameField holds the name, "<host:port>|<decimal ms>", in the
+	// layout before nameField (nameCode).
+	oldNameField = "@name"
 	tenantField  = "@t"
 	// oldTenantField holds the tenant, as it is, in the layout before
 	// tenantField (tenantCode).
@@ -117,7 +120,7 @@ const (
 
 // metaFields are the meta fields that are not a region's: "@<region>"
 // is its mark, so a region of one of these names is refused.
-var metaFields = []string{removedField, nameField, tenantField, oldTenantField, versionField}
+var metaFields = []string{removedField, nameField, oldNameField, tenantField, oldTenantField, versionField}
 
 // metaLua is the Lua table metaFields of the scripts.
 var metaLua = func() string {
@@ -365,7 +368,7 @@ var ChunkSize = 1000
 // region of an older layout, which the scan replaces. Returns 1 when
 // applied, 0 when the view already shows this scan, a newer one or a
 // later removal, or is for another name.
-var applyScanScript = redis.NewScript(markLua + bumpLua + `
+var applyScanScript = redis.NewScript(markLua + bumpLua + nameLua + `
 local key, region, ms, id, name = KEYS[1], ARGV[1], tonumber(ARGV[2], 36), ARGV[3], ARGV[4]
 local removed = redis.call('HGET', key, '@removed')
 if removed and tonumber(removed) >= ms then return 0 end
@@ -380,11 +383,12 @@ if lms then
   if lms > ms or (lms == ms and lid >= id) then return 0 end
 end
 if name ~= '' then
-  local cur = redis.call('HGET', key, '@name')
-  if cur then
-    if string.sub(cur, 1, string.find(cur, '|', 1, true) - 1) ~= name then return 0 end
-  else
-    redis.call('HSET', key, '@name', name .. '|0')
+  local cur, cms, old = readName(key)
+  if cur and cur ~= name then return 0 end
+  if not cur then
+    writeName(key, name, 0)
+  elseif old then
+    writeName(key, cur, cms)
   end
 end
 local prefix = region .. '|'
@@ -471,19 +475,18 @@ if redis.call('HEXISTS', KEYS[1], '@removed') == 1 then redis.call('PEXPIRE', KE
 //
 // KEYS: view:exp:<domain>, view:ver:<domain>. ARGV: "host:port", event
 // ms, tenant ("" when unknown).
-var applyNameScript = redis.NewScript(bumpLua + metaLua + `
+var applyNameScript = redis.NewScript(bumpLua + metaLua + nameLua + `
 local key, name, ms = KEYS[1], ARGV[1], tonumber(ARGV[2])
-local cur = redis.call('HGET', key, '@name')
+local cur, cms = readName(key)
 if cur then
-  local sep = string.find(cur, '|', 1, true)
-  if tonumber(string.sub(cur, sep + 1)) > ms then return 0 end
-  if string.sub(cur, 1, sep - 1) ~= name then
+  if cms > ms then return 0 end
+  if cur ~= name then
     for _, f in ipairs(redis.call('HKEYS', key)) do
       if not metaFields[f] then redis.call('HDEL', key, f) end
     end
   end
 end
-redis.call('HSET', key, '@name', name .. '|' .. ARGV[2])
+writeName(key, name, ms)
 if ARGV[3] ~= '' then
   redis.call('HSET', key, '@t', ARGV[3])
   redis.call('HDEL', key, '@tenant')
@@ -491,6 +494,71 @@ end
 bump(0)
 return 1
 `)
+
+// nameLua is the Lua the scripts read and write a view's name with.
+// readName(key) returns the name as nameField holds it (nameCode), the
+// ms of the domain event that gave it (0: a scan) and whether it is in
+// oldNameField, read as nameCode would write it; nil when the view has
+// none. writeName(key, name, ms) sets nameField, ms in base 36, and drops
+// oldNameField.
+var nameLua = `
+local function base36(n)
+  if n < 0 then return '-' .. base36(-n) end
+  local digits, s = '0123456789abcdefghijklmnopqrstuvwxyz', ''
+  repeat
+    local d = n % 36
+    s = string.sub(digits, d + 1, d + 1) .. s
+    n = (n - d) / 36
+  until n == 0
+  return s
+end
+local function readName(key)
+  local v, old = redis.call('HGET', key, '` + nameField + `'), false
+  if not v then
+    v, old = redis.call('HGET', key, '` + oldNameField + `'), true
+    if not v then return nil end
+  end
+  local sep = string.find(v, '|', 1, true)
+  local name, ms = string.sub(v, 1, sep - 1), string.sub(v, sep + 1)
+  if not old then return name, tonumber(ms, 36), false end
+  return string.match(name, '^([^:]+):` + strconv.Itoa(domainname.DefaultPort) + `$') or name, tonumber(ms), true
+end
+local function writeName(key, name, ms)
+  redis.call('HSET', key, '` + nameField + `', name .. '|' .. base36(ms))
+  redis.call('HDEL', key, '` + oldNameField + `')
+end
+`
+
+// nameCode is a view's name "host:port" as nameField holds it: the host
+// alone for the default port, unless the host holds a ":" (an IPv6
+// address), whose port is always written (readName in nameLua reads
+// oldNameField alike).
+func nameCode(name string) string {
+	host, ok := strings.CutSuffix(name, ":"+strconv.Itoa(domainname.DefaultPort))
+	if ok && host != "" && !strings.Contains(host, ":") {
+		return host
+	}
+	return name
+}
+
+// nameOfCode reads nameCode.
+func nameOfCode(code string) string {
+	if code != "" && !strings.Contains(code, ":") {
+		return domainname.Key(code, domainname.DefaultPort)
+	}
+	return code
+}
+
+// viewName is the "host:port" a view's name field names ("<nameCode>|<ms,
+// base 36>", or oldNameField's "<host:port>|<ms>"); "" for none.
+func viewName(all map[string]string) string {
+	if v, ok := all[nameField]; ok {
+		code, _, _ := strings.Cut(v, "|")
+		return nameOfCode(code)
+	}
+	name, _, _ := strings.Cut(all[oldNameField], "|")
+	return name
+}
 
 // call is one script invocation derived from an event.
 type call struct {
@@ -537,7 +605,7 @@ func plan(e events.Envelope, logger *zap.Logger) []*call {
 		}
 		name := ""
 		if p.Host != "" {
-			name = domainname.Key(p.Host, portOr443(p.Port))
+			name = nameCode(domainname.Key(p.Host, portOr443(p.Port)))
 		}
 		failed := "0"
 		for _, r := range p.Results {
@@ -609,7 +677,7 @@ func nameCalls(e events.Envelope, domainID, host string, port int, logger *zap.L
 			zap.String("event_id", e.EventID.String()), zap.String("event", e.Name))
 		return nil
 	}
-	calls := []*call{viewCall(applyNameScript, domainID, domainname.Key(host, portOr443(port)), e.OccurredAt.UnixMilli(), tenantCode(e.TenantID))}
+	calls := []*call{viewCall(applyNameScript, domainID, nameCode(domainname.Key(host, portOr443(port))), e.OccurredAt.UnixMilli(), tenantCode(e.TenantID))}
 	if c := indexCall("join", domainID, host, e.OccurredAt); c != nil {
 		calls = append(calls, c)
 	}
