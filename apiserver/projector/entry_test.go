@@ -233,6 +233,10 @@ func FuzzShapeRoundTrip(f *testing.F) {
 // decodes or fails, and never panics.
 func FuzzDecodeView(f *testing.F) {
 	for _, v := range []map[string]string{
+		{"eu": "5mxcpy1kzWE1kU98xMCyOCCTHvmSZB-;6lrtysVC;lYCp-F,c,u;lYCp-V,c,u", "us": "5mxcpy1kzWE1kU98xMCyOCCTHvmSZB-",
+			"@n": "www17.shop7.example|mxcpy1cn", "@t": "oLkvxtsgUmWzu7fwt72acg", "@v": "4",
+			"#6lrtysVC": "ok|6f|2|4||----------------------------------------0fJ|tsqsp3|t", "#6lrtysVC|1": "o44p3||CN=Example Issuing CA 1,O=Example"},
+		{"eu": "5mxcpy1kz;", "ap": "5", "@n": "2001:db8::1:8443|0", "#-": "ok|80"},
 		{"@eu": "mxc5p362|iGQmdo6GKamXdXyWV4SPdk", "eu": "4-FsaHwIQ;lYCp-F,12,30;=a%2Cb,0,0;-FsaHwIQ", "eu|1": ";,1,2", "@v": "3",
 			"@name": "example.com:443|0", "@t": "oLkvxtsgUmWzu7fwt72acg", "us|192.0.2.1": "3-FsaHwIQ,12,30",
 			"#-FsaHwIQ": "ok|2v|2|304|443|----------------------------------------0fJ|tsp", "#-FsaHwIQ|1": "8my|to2kmy||CN=Lab CA"},
