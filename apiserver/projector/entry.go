@@ -35,8 +35,9 @@ import (
 //     "<ip>,<connect ms>,<handshake ms>", both in base 36:
 //     "5mxcppegyEziPVqIGK2msKx5NENpmpk;d57gQqXD;lYCp-F,c,u;lYCp-V,c,v"
 //     for 198.51.117.1 and .2 seeing shape d57gQqXD. Past maxChunk bytes
-//     it goes on in "<region>|1", "<region>|2"...; a scan without
-//     results leaves the mark alone;
+//     it goes on in "<region>|1", "<region>|2"...; the field of a scan
+//     without results holds its mark alone. The mark is not a field of
+//     its own: its name and header would cost some 12 B per region;
 //   - "#<ref>", "#<ref>|1", "#<ref>|2"... hold a shape in chunks of at most
 //     63 bytes: everything a scan saw at an IP but the IP and its timings,
 //     the certificate's facts included (encodeShape). The IPs of all
@@ -56,8 +57,9 @@ import (
 // decimal and in full. A region is in one layout at a time: when
 // "<region>" is there, the fields "<region>|..." are its chunks, else
 // older entries; a region's mark is in "<region>" in layout 5, else in
-// "@<region>". Shapes of every layout read alike: the flags and TLS
-// codes they gained since only shorten what a newer scan writes.
+// "@<region>". Shapes of every layout read alike: what they gained in
+// layout 5 (flagPortOfName, TLS versions by their last hex digit,
+// tlsVersionCode) only shortens what a newer scan writes.
 const (
 	entryMark = "2"
 	shapeMark = "3"
@@ -66,7 +68,7 @@ const (
 	oldRegionMark = "4"
 	regionMark    = "5"
 	// markIDLen is the length of an event id in compact, which ends a
-	// region's mark.
+	// region's mark (regionFieldMark in markLua counts it alike).
 	markIDLen  = 22
 	leafPrefix = "#"
 	chunkSep   = "|"

@@ -5,21 +5,26 @@
 // from every region:
 //
 //	view:exp:{<domain_id>}   hash
-//	  "<region>"       -> "4<shape>;<ip>,<connect ms>,<handshake ms>;...":
-//	                     the region's entries, each IP's 4 or 16 bytes in
-//	                     base 64 (ip "" for a name that did not resolve),
-//	                     a shape's name before the IPs that saw it; past
-//	                     63 bytes on in "<region>|1", "<region>|2"...
+//	  "<region>"       -> "5<finished unix ms, base 36><event id, 22
+//	                     characters>;<shape>;<ip>,<connect ms>,<handshake
+//	                     ms>;...": the scan shown and the region's
+//	                     entries, each IP's 4 or 16 bytes in base 64 (ip
+//	                     "" for a name that did not resolve), timings in
+//	                     base 36, a shape's name before the IPs that saw
+//	                     it; past 63 bytes on in "<region>|1",
+//	                     "<region>|2"...
 //	  "#<shape>", "#<shape>|1", ... -> the shape in chunks: what the scan
 //	                     saw at the IP but the IP and its timings, the
 //	                     certificate's facts included, once per view
 //	                     however many regions and IPs saw it (entry.go)
-//	  "@<region>"      -> "<finished unix ms, base 36>|<event id, 22
-//	                     characters>" of the scan shown
 //	  "@removed"       -> unix ms of the latest domain.removed; the view
 //	                     then expires (TombstoneTTL)
-//	  "@name"          -> "<host:port>|<unix ms>": the name the entries are
-//	                     for and the domain event that gave it (0: a scan)
+//	  "@n"             -> "<host>|<unix ms, base 36>" ("<host:port>|..."
+//	                     for a port other than 443 or an IPv6 host,
+//	                     nameCode): the name the entries are for and the
+//	                     domain event that gave it (0: a scan); "@name",
+//	                     "<host:port>|<decimal ms>", in views written
+//	                     before, which the next scan or domain event moves
 //	  "@t"             -> the domain's tenant, from the events that carry
 //	                     it: a UUID in 22 characters of base64url, another
 //	                     id after "=" (tenantCode; "@tenant", the id as it
@@ -29,12 +34,17 @@
 //	  "@v"             -> the view's version, incremented by every script
 //	                     that changes the view, in the same step
 //
+// Views written before layout 5 keep a region's mark in "@<region>"
+// ("<finished ms, base 36>|<event id>") and its timings in decimal; they
+// read as they did and a region's next scan rewrites it (entry.go).
+//
 // Every field and value of a common view is at most 64 bytes and there
 // are far fewer than 128 fields, so Redis keeps the hash as a compact
 // listpack (its defaults hash-max-listpack-value and -entries); the
 // benchmark's view (three regions, two IPs each, one certificate) is a
-// listpack of some 490 bytes, 616 with the key (memory_test.go). entry.go
-// says how, and which older layouts still read.
+// listpack of some 426 bytes, in jemalloc's class of 448, 552 with the
+// key (memory_test.go). entry.go says how, and which older layouts still
+// read.
 //
 // The version orders snapshots of a view: Snapshot reads it with the hash
 // in one step, so a higher version always means a view at least as new.
