@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -77,6 +78,11 @@ const (
 	// (Redis's default hash-max-listpack-value), and a listpack keeps a
 	// string of up to 63 with a one-byte header.
 	maxChunk = 63
+	// maxRegionChunk is the most bytes of a region's field in one field:
+	// 64, the most a listpack holds, one byte of header more than
+	// maxChunk's but a chunk less for a region of two IPs whose timings
+	// take two digits each (a chunk's field costs some 15 B).
+	maxRegionChunk = 64
 )
 
 // storedEntry is an entry's own part in layout 2, with short names.
@@ -117,7 +123,8 @@ type storedCert struct {
 // returns the finished ms and event id of a mark "@<region>" (or a
 // registration view's), and whether it is of the older layout (decimal
 // ms, event id in full); regionFieldMark(v) those of a region's field of
-// layout 5 (regionMark), nil for a field of another layout.
+// layout 5 (regionMark, regionMarkCode), nil for a field of another
+// layout; numOf(s) reads numCode.
 const markLua = `
 local function scanMark(v)
   local sep = string.find(v, '|', 1, true)
@@ -125,10 +132,24 @@ local function scanMark(v)
   if #id == 22 then return tonumber(ms, 36), id, false end
   return tonumber(ms), id, true
 end
+local function numOf(s)
+  local sign, n = 1, 0
+  if string.sub(s, 1, 1) == '=' then sign, s = -1, string.sub(s, 2) end
+  if s == '' then return nil end
+  for i = 1, #s do
+    local d = string.find('` + compactDigits + `', string.sub(s, i, i), 1, true)
+    if not d then return nil end
+    n = n * 64 + d - 1
+  end
+  return sign * n
+end
 local function regionFieldMark(v)
   if string.sub(v, 1, 1) ~= '` + regionMark + `' then return nil end
   local m = string.match(v, '^.([^;]*)')
-  return tonumber(string.sub(m, 1, -23), 36), string.sub(m, -22)
+  if string.find(v, ';', 1, true) then m = string.sub(m, 1, -9) end
+  local ms = numOf(string.sub(m, 1, -23))
+  if not ms then return nil end
+  return ms, string.sub(m, -22)
 end
 `
 
@@ -157,7 +178,11 @@ for i = 1, #all, 2 do
       if not more then break end
       v = v .. more
     end
-    if m == '` + regionMark + `' then v = string.match(v, '^[^;]*(.*)') end
+    if m == '` + regionMark + `' then
+      local head, rest = string.match(v, '^([^;]*)(.*)')
+      if rest ~= '' then used['#' .. string.sub(head, -8)] = true end
+      v = rest
+    end
     for item in string.gmatch(string.sub(v, 2), '[^;]+') do
       if not string.find(item, ',', 1, true) then used['#' .. item] = true end
     end
@@ -181,7 +206,58 @@ end
 // Compact writes ids, fingerprints and shape names in base 64 with an
 // alphabet in ASCII order, so that encoded ids sort as the ids do (the
 // scan script orders scans of the same millisecond by event id).
-var Compact = base64.NewEncoding("-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz").WithPadding(base64.NoPadding)
+var Compact = base64.NewEncoding(compactDigits).WithPadding(base64.NoPadding)
+
+// compactDigits is Compact's alphabet, in ASCII order: the digits of
+// numCode too.
+const compactDigits = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+
+// numCode is n in base 64 with compactDigits ("-" is 0), most significant
+// digit first, after "=" when negative: 12 is "B", 120 "1u", a time in
+// Unix ms of this century 7 digits.
+func numCode(n int64) string {
+	u := uint64(n)
+	if n < 0 {
+		u = -u
+	}
+	var b [12]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = compactDigits[u&63]
+		if u >>= 6; u == 0 {
+			break
+		}
+	}
+	if n < 0 {
+		i--
+		b[i] = '='
+	}
+	return string(b[i:])
+}
+
+// numOf reads numCode.
+func numOf(s string) (int64, error) {
+	digits, neg := strings.CutPrefix(s, "=")
+	if digits == "" || len(digits) > 11 {
+		return 0, fmt.Errorf("number %q: not 1 to 11 digits", s)
+	}
+	var u uint64
+	for i := range len(digits) {
+		d := strings.IndexByte(compactDigits, digits[i])
+		if d < 0 || u > math.MaxUint64>>6 {
+			return 0, fmt.Errorf("number %q: not base 64", s)
+		}
+		u = u<<6 | uint64(d)
+	}
+	if neg && u <= 1<<63 {
+		return -int64(u), nil
+	}
+	if !neg && u <= math.MaxInt64 {
+		return int64(u), nil
+	}
+	return 0, fmt.Errorf("number %q: out of range", s)
+}
 
 // encodeMark is the two parts of a region's mark "@<region>", which
 // applyScanScript joins with "|": when its scan finished and the scan's
@@ -190,13 +266,26 @@ func encodeMark(finished time.Time, eventID uuid.UUID) (ms, id string) {
 	return strconv.FormatInt(finished.UnixMilli(), 36), Compact.EncodeToString(eventID[:])
 }
 
-// decodeRegionMark reads the mark a region's field of layout 5 starts
-// with, regionMark apart: "<finished ms, base 36><event id in compact>".
+// regionMarkCode is the mark a region's field of layout 5 starts with,
+// after regionMark: "<finished ms, numCode><event id in compact>".
+func regionMarkCode(finished time.Time, eventID uuid.UUID) string {
+	return numCode(finished.UnixMilli()) + Compact.EncodeToString(eventID[:])
+}
+
+// decodeRegionMark reads regionMarkCode.
 func decodeRegionMark(m string) (time.Time, string, error) {
 	if len(m) <= markIDLen {
 		return time.Time{}, "", fmt.Errorf("region mark %q: too short", m)
 	}
-	return decodeMark(m[:len(m)-markIDLen] + "|" + m[len(m)-markIDLen:])
+	ms, err := numOf(m[:len(m)-markIDLen])
+	if err != nil {
+		return time.Time{}, "", fmt.Errorf("region mark %q: %w", m, err)
+	}
+	b, err := Compact.DecodeString(m[len(m)-markIDLen:])
+	if err != nil || len(b) != 16 {
+		return time.Time{}, "", fmt.Errorf("region mark %q: bad event id", m)
+	}
+	return time.UnixMilli(ms).UTC(), uuid.UUID(b).String(), nil
 }
 
 // decodeMark reads a mark "@<region>" of either layout (markLua).
@@ -419,8 +508,12 @@ func field(f []string, i int) string {
 	return ""
 }
 
+// refLen is the length of a shape's name (shapeRef); the Lua of
+// markLua and dropUnusedLeaves counts it alike (8), and markIDLen (22).
+const refLen = 8
+
 // shapeRef names a shape in its view: 48 bits of its SHA-256, in compact
-// (8 characters). Two shapes of one view sharing a name (about one chance
+// (refLen, 8 characters). Two shapes of one view sharing a name (about one chance
 // in 10^12 for a view of a dozen shapes) would show one's facts for the
 // other.
 func shapeRef(shape string) string {
@@ -566,17 +659,15 @@ func cipherSuiteOf(s string) (string, error) { return tlsNameOf(s, tls.CipherSui
 // encodeResults turns one region's scan of host:port, finished at
 // finished as event eventID, into the view fields that applyScanScript
 // writes as they are: the region's field "<region>" (regionMark, the mark
-// "<finished ms, base 36><event id in compact>", then ";"-separated
-// items: a shape's name, which the IPs after it refer to, or
-// "<ip>,<connect ms>,<handshake ms>" with the timings in base 36), in
-// chunks "<region>|1"... when longer than maxChunk, and the chunks of its
-// shapes ("#..."), each shape once. A region without results has its
-// field all the same, for the mark.
+// (regionMarkCode), then ";"-separated items: a shape's name, which the
+// IPs after it refer to, or "<ip>,<connect ms>,<handshake ms>" with the
+// timings in numCode), in chunks "<region>|1"... when longer than
+// maxRegionChunk, and the chunks of its shapes ("#..."), each shape once.
+// A region without results has its field all the same, for the mark.
 func encodeResults(region, host string, port int, finished time.Time, eventID uuid.UUID, results []events.IPResult) []any {
 	out := make([]any, 0, 4*len(results)+2)
-	ms, id := encodeMark(finished, eventID)
 	items := make([]string, 0, 2*len(results)+1)
-	items = append(items, ms+id)
+	items = append(items, regionMarkCode(finished, eventID))
 	written := map[string]bool{}
 	last := ""
 	for _, r := range results {
@@ -585,16 +676,21 @@ func encodeResults(region, host string, port int, finished time.Time, eventID uu
 		if ref != last {
 			items, last = append(items, ref), ref
 		}
-		items = append(items, IPCode(r.IP)+","+strconv.FormatInt(r.ConnectMS, 36)+","+strconv.FormatInt(r.HandshakeMS, 36))
+		items = append(items, IPCode(r.IP)+","+numCode(r.ConnectMS)+","+numCode(r.HandshakeMS))
 		if written[ref] {
 			continue
 		}
 		written[ref] = true
-		for i, c := range splitChunks(shape) {
+		for i, c := range splitChunks(shape, maxChunk) {
 			out = append(out, chunkName(leafPrefix+ref, i), c)
 		}
 	}
-	for i, c := range splitChunks(regionMark + strings.Join(items, ";")) {
+	if len(items) > 1 {
+		// The first shape's name follows the mark without a separator.
+		items[1] = items[0] + items[1]
+		items = items[1:]
+	}
+	for i, c := range splitChunks(regionMark+strings.Join(items, ";"), maxRegionChunk) {
 		out = append(out, chunkName(region, i), c)
 	}
 	return out
@@ -638,12 +734,12 @@ var (
 )
 
 // splitChunks cuts a value too long for one listpack field into the
-// values of its chunks, of at most maxChunk bytes each; there is always
-// one, if empty.
-func splitChunks(s string) []string {
-	out := make([]string, 0, len(s)/maxChunk+1)
+// values of its chunks, of at most size bytes each (maxChunk, or
+// maxRegionChunk for a region's field); there is always one, if empty.
+func splitChunks(s string, size int) []string {
+	out := make([]string, 0, len(s)/size+1)
 	for len(out) == 0 || len(s) > 0 {
-		n := min(len(s), maxChunk)
+		n := min(len(s), size)
 		out = append(out, s[:n])
 		s = s[n:]
 	}
@@ -732,33 +828,42 @@ func entryCount(all map[string]string) int {
 // encodeResults, or layout 4).
 func decodeRegion(all map[string]string, shapes map[string]decodedShape, region string, out []ExpEntry) ([]ExpEntry, error) {
 	v, _ := readChunks(all, region)
-	items, base := "", 36
-	var scanned time.Time
-	var eventID string
+	items, num, ref := "", numOf, ""
+	var (
+		scanned time.Time
+		eventID string
+		marked  bool // the mark is in the field (layout 5)
+	)
 	switch {
 	case strings.HasPrefix(v, regionMark):
-		mark, rest, _ := strings.Cut(v[len(regionMark):], ";")
+		mark, rest, more := strings.Cut(v[len(regionMark):], ";")
+		if more {
+			if len(mark) < refLen {
+				return out, fmt.Errorf("region field %q: no shape after the mark", v)
+			}
+			mark, ref = mark[:len(mark)-refLen], mark[len(mark)-refLen:]
+		}
 		var err error
 		if scanned, eventID, err = decodeRegionMark(mark); err != nil {
 			return out, err
 		}
-		if rest == "" {
+		marked = true
+		if !more {
 			return out, nil
 		}
 		items = rest
 	case strings.HasPrefix(v, oldRegionMark):
-		items, base = v[len(oldRegionMark):], 10
+		items, num = v[len(oldRegionMark):], decimal
 	default:
 		return out, fmt.Errorf("region field %q: not layout %s or %s", v, regionMark, oldRegionMark)
 	}
-	ref := ""
 	for _, item := range strings.Split(items, ";") {
 		ip, timings, ok := strings.Cut(item, ",")
 		if !ok {
 			ref = item
 			continue
 		}
-		e, err := shapeEntry(all, shapes, ref, timings, base)
+		e, err := shapeEntry(all, shapes, ref, timings, num)
 		if err != nil {
 			return out, err
 		}
@@ -768,7 +873,7 @@ func decodeRegion(all map[string]string, shapes map[string]decodedShape, region 
 		if err := finishEntry(all, &e, region, ip); err != nil {
 			return out, err
 		}
-		if base == 36 {
+		if marked {
 			e.ScannedAt, e.EventID = scanned, eventID
 		}
 		out = append(out, e)
@@ -794,7 +899,7 @@ func decodeEntry(all map[string]string, shapes map[string]decodedShape, f, v str
 	case strings.HasPrefix(v, shapeMark):
 		ref, timings, _ := strings.Cut(v[len(shapeMark):], ",")
 		var err error
-		if e, err = shapeEntry(all, shapes, ref, timings, 10); err != nil {
+		if e, err = shapeEntry(all, shapes, ref, timings, decimal); err != nil {
 			return e, err
 		}
 	case strings.HasPrefix(v, entryMark):
@@ -834,9 +939,9 @@ func decodeEntry(all map[string]string, shapes map[string]decodedShape, f, v str
 }
 
 // shapeEntry is an entry of shape ref (layouts 3 to 5) with timings
-// "<connect ms>,<handshake ms>" in base (36 in layout 5, else 10);
-// shapes keeps the view's shapes decoded so far.
-func shapeEntry(all map[string]string, shapes map[string]decodedShape, ref, timings string, base int) (ExpEntry, error) {
+// "<connect ms>,<handshake ms>" that num reads (numOf in layout 5, else
+// decimal); shapes keeps the view's shapes decoded so far.
+func shapeEntry(all map[string]string, shapes map[string]decodedShape, ref, timings string, num func(string) (int64, error)) (ExpEntry, error) {
 	var e ExpEntry
 	connect, handshake, _ := strings.Cut(timings, ",")
 	d, ok := shapes[ref]
@@ -855,10 +960,13 @@ func shapeEntry(all map[string]string, shapes map[string]decodedShape, ref, timi
 	e.Port, e.IPResult = d.port, d.result
 	e.SANs, e.LegacyTLS = slices.Clone(d.result.SANs), slices.Clone(d.result.LegacyTLS)
 	var err1, err2 error
-	e.ConnectMS, err1 = strconv.ParseInt(connect, base, 64)
-	e.HandshakeMS, err2 = strconv.ParseInt(handshake, base, 64)
+	e.ConnectMS, err1 = num(connect)
+	e.HandshakeMS, err2 = num(handshake)
 	return e, errors.Join(err1, err2)
 }
+
+// decimal reads a number in decimal (timings before layout 5).
+func decimal(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) }
 
 // finishEntry sets what an entry of region and ip takes from the view
 // around it: its region, IP and the region's mark "@<region>" (layouts

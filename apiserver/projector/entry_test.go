@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strings"
@@ -233,10 +234,11 @@ func FuzzShapeRoundTrip(f *testing.F) {
 // decodes or fails, and never panics.
 func FuzzDecodeView(f *testing.F) {
 	for _, v := range []map[string]string{
-		{"eu": "5mxcpy1kzWE1kU98xMCyOCCTHvmSZB-;6lrtysVC;lYCp-F,c,u;lYCp-V,c,u", "us": "5mxcpy1kzWE1kU98xMCyOCCTHvmSZB-",
-			"@n": "www17.shop7.example|mxcpy1cn", "@t": "oLkvxtsgUmWzu7fwt72acg", "@v": "4",
-			"#6lrtysVC": "ok|6f|2|4||----------------------------------------0fJ|tsqsp3|t", "#6lrtysVC|1": "o44p3||CN=Example Issuing CA 1,O=Example"},
-		{"eu": "5mxcpy1kz;", "ap": "5", "@n": "2001:db8::1:8443|0", "#-": "ok|80"},
+		{"eu": "5P8DbsEhDAta7qtCLF5a5LbJU74jJ-3mSb9W_4;lYCp-F,B,T;lYCp-V,B,T", "us": "5P8DbsEhiyVt6XCSJvHDcGLHJt_LW-",
+			"@n": "www17.shop7.example|mxcqfbnl", "@t": "oLkvxtsgUmWzu7fwt72acg", "@v": "4",
+			"#3mSb9W_4": "ok|6f|2|4||----------------------------------------0fJ|tsqtbi|t", "#3mSb9W_4|1": "o45bi||CN=Example Issuing CA 1,O=Example"},
+		{"eu": "5=P8DbsEhDAta7qtCLF5a5LbJU74jJ-3mSb9W_4;=x,=1,zzzzzzzzzz", "@n": "2001:db8::1:8443|0", "#3mSb9W_4": "ok|3k"},
+		{"ap": "5", "us": "5P8DbsEh;"},
 		{"@eu": "mxc5p362|iGQmdo6GKamXdXyWV4SPdk", "eu": "4-FsaHwIQ;lYCp-F,12,30;=a%2Cb,0,0;-FsaHwIQ", "eu|1": ";,1,2", "@v": "3",
 			"@name": "example.com:443|0", "@t": "oLkvxtsgUmWzu7fwt72acg", "us|192.0.2.1": "3-FsaHwIQ,12,30",
 			"#-FsaHwIQ": "ok|2v|2|304|443|----------------------------------------0fJ|tsp", "#-FsaHwIQ|1": "8my|to2kmy||CN=Lab CA"},
@@ -376,6 +378,43 @@ func FuzzRegionRoundTrip(f *testing.F) {
 		}
 		if id, err := viewTenant(all); err != nil || id != tenant {
 			t.Errorf("tenant %q: got %q, %v", tenant, id, err)
+		}
+	})
+}
+
+// A number reads back as numCode wrote it, whatever its sign and size,
+// and its digits are short: a timing under 64 ms one, a time in Unix ms
+// of this century seven.
+func TestNumCode(t *testing.T) {
+	for _, n := range []int64{0, 1, 63, 64, 4095, 4096, -1, -64, math.MaxInt64, math.MinInt64, t0.UnixMilli()} {
+		s := numCode(n)
+		if got, err := numOf(s); err != nil || got != n {
+			t.Errorf("%d: %q reads %d, %v", n, s, got, err)
+		}
+	}
+	if got := len(numCode(t0.UnixMilli())); got != 7 {
+		t.Errorf("a time of this century in %d digits, want 7", got)
+	}
+	for _, bad := range []string{"", "=", "a,b", "zzzzzzzzzzzz", "=zzzzzzzzzzz", "F__________"} {
+		if n, err := numOf(bad); err == nil {
+			t.Errorf("%q read as %d, want an error", bad, n)
+		}
+	}
+}
+
+// FuzzNumCode: numOf never panics, and what it reads numCode writes back
+// alike (one spelling per number, leading zeros apart).
+func FuzzNumCode(f *testing.F) {
+	for _, s := range []string{"P8DbsEh", "-", "=1", "B", "=8----------", "7__________"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := numOf(s)
+		if err != nil {
+			return
+		}
+		if got, err := numOf(numCode(n)); err != nil || got != n {
+			t.Errorf("%q: %d, written %q, reads %d, %v", s, n, numCode(n), got, err)
 		}
 	})
 }

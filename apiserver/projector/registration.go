@@ -243,7 +243,7 @@ func registrationCall(e events.Envelope, r events.RegistrationV1) (*call, error)
 	}
 	ms, id := encodeMark(r.LookedUpAt, e.EventID)
 	args := []any{ms, id, e.EventID.String(), ans}
-	for _, c := range splitChunks(encodeLookup(r)) {
+	for _, c := range splitChunks(encodeLookup(r), maxChunk) {
 		args = append(args, c)
 	}
 	return &call{script: applyRegistrationScript, keys: []string{RegistrationKey(r.Domain)}, regDomain: r.Domain, args: args}, nil
