@@ -29,16 +29,21 @@ import (
 // its own, so it has few:
 //
 //   - "<region>" holds regionMark, the scan shown and the region's
-//     entries, ";"-separated: first "<finished ms, base 36><event id>",
-//     the event id in its last 22 characters (compact, which sort as the
-//     ids do); then items: the name of a shape, which the IPs after it
-//     saw, or an IP (its bytes in compact, IPCode) with its timings,
-//     "<ip>,<connect ms>,<handshake ms>", both in base 36:
-//     "5mxcppegyEziPVqIGK2msKx5NENpmpk;d57gQqXD;lYCp-F,c,u;lYCp-V,c,v"
-//     for 198.51.117.1 and .2 seeing shape d57gQqXD. Past maxChunk bytes
-//     it goes on in "<region>|1", "<region>|2"...; the field of a scan
-//     without results holds its mark alone. The mark is not a field of
-//     its own: its name and header would cost some 12 B per region;
+//     entries: first the mark "<finished ms><event id>" (regionMarkCode:
+//     the ms in numCode, 7 digits of base 64 for this century, then the
+//     event id in 22 characters of compact, which sort as the ids do) and
+//     right after it, for a scan with results, the name of the region's
+//     first shape; then ";"-separated items: an IP (its bytes in
+//     compact, IPCode) with its timings in numCode, "<ip>,<connect
+//     ms>,<handshake ms>", or the name of another shape, which the IPs
+//     after it saw: "5P8DbsEhDAta7qtCLF5a5LbJU74jJ-d57gQqXD;lYCp-F,B,T;
+//     lYCp-V,B,U" for 198.51.117.1 and .2 seeing shape d57gQqXD (one
+//     field, without the space). Past maxRegionChunk bytes it goes on in
+//     "<region>|1", "<region>|2"...; the field of a scan without results
+//     holds its mark alone, without ";". The mark is not a field of its
+//     own: its name and header would cost some 12 B per region, and a
+//     region of two IPs with timings under 4,096 ms fits one field of 64
+//     B with it;
 //   - "#<ref>", "#<ref>|1", "#<ref>|2"... hold a shape in chunks of at most
 //     63 bytes: everything a scan saw at an IP but the IP and its timings,
 //     the certificate's facts included (encodeShape). The IPs of all
@@ -48,9 +53,10 @@ import (
 //     dropUnusedLeaves, so a shape no entry refers to any more goes.
 //
 // Views written before still decode, and a scan of a region replaces its
-// fields whatever their layout: layout "4" (the region's field as above
-// with timings in decimal and no mark, which was in "@<region>":
-// "<finished ms, base 36>|<event id in compact>", oldRegionMark), layout
+// fields whatever their layout: layout "4" (oldRegionMark: the region's
+// field without the mark, "4<ref>;<ip>,<connect ms>,<handshake ms>;...",
+// timings in decimal, the mark in "@<region>": "<finished ms, base
+// 36>|<event id in compact>"), layout
 // "3" (a field per IP, "<region>|<ip>" -> "3<ref>,<connect
 // ms>,<handshake ms>"), layout "2" (entryMark, a storedEntry JSON
 // referring to "#<sha256>" or "#ip:<region>/<ip>" facts), whole ExpEntry
@@ -157,7 +163,7 @@ end
 // end with: it removes the shapes ("#<ref>" and their chunks) and layout 2
 // leaf facts ("#<key>") no entry of the view KEYS[1] refers to any more.
 // A region's field (layouts 4 and 5) names its shapes, joined from its
-// chunks, after its mark in layout 5;
+// chunks, the first right after its mark in layout 5;
 // a layout 3 entry names its shape; a layout 2 entry refers to its leaf by
 // fingerprint ("l") or, with none, by its region and IP (leafKey).
 // Entries of the oldest layout carry their facts and refer to none.

@@ -5,14 +5,14 @@
 // from every region:
 //
 //	view:exp:{<domain_id>}   hash
-//	  "<region>"       -> "5<finished unix ms, base 36><event id, 22
-//	                     characters>;<shape>;<ip>,<connect ms>,<handshake
-//	                     ms>;...": the scan shown and the region's
-//	                     entries, each IP's 4 or 16 bytes in base 64 (ip
-//	                     "" for a name that did not resolve), timings in
-//	                     base 36, a shape's name before the IPs that saw
-//	                     it; past 63 bytes on in "<region>|1",
-//	                     "<region>|2"...
+//	  "<region>"       -> "5<finished unix ms><event id><shape>;<ip>,
+//	                     <connect ms>,<handshake ms>;...": the scan shown
+//	                     (the ms in 7 digits of base 64, the event id in
+//	                     22 characters) and the region's entries, each
+//	                     IP's 4 or 16 bytes in base 64 (ip "" for a name
+//	                     that did not resolve), timings in base 64, a
+//	                     shape's name before the IPs that saw it; past 64
+//	                     bytes on in "<region>|1", "<region>|2"...
 //	  "#<shape>", "#<shape>|1", ... -> the shape in chunks: what the scan
 //	                     saw at the IP but the IP and its timings, the
 //	                     certificate's facts included, once per view
@@ -42,7 +42,7 @@
 // are far fewer than 128 fields, so Redis keeps the hash as a compact
 // listpack (its defaults hash-max-listpack-value and -entries); the
 // benchmark's view (three regions, two IPs each, one certificate) is a
-// listpack of some 426 bytes, in jemalloc's class of 448, 552 with the
+// listpack of some 421 bytes, in jemalloc's class of 448, 552 with the
 // key (memory_test.go). entry.go says how, and which older layouts still
 // read.
 //
