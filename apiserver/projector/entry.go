@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -27,35 +28,55 @@ import (
 // both limits, and a listpack's every field costs about two bytes beside
 // its own, so it has few:
 //
-//   - "<region>" holds regionMark and the region's entries, ";"-separated
-//     items: the name of a shape, which the IPs after it saw, or an IP
-//     (its bytes in compact, IPCode) with its timings, "<ip>,<connect
-//     ms>,<handshake ms>": "4d57gQqXD;lYCp-F,12,30;lYCp-V,12,31" for
-//     198.51.117.1 and .2 seeing shape d57gQqXD. Past maxChunk bytes it
-//     goes on in "<region>|1", "<region>|2"...;
+//   - "<region>" holds regionMark, the scan shown and the region's
+//     entries: first the mark "<finished ms><event id>" (regionMarkCode:
+//     the ms in numCode, 7 digits of base 64 for this century, then the
+//     event id in 22 characters of compact, which sort as the ids do) and
+//     right after it, for a scan with results, the name of the region's
+//     first shape; then ";"-separated items: an IP (its bytes in
+//     compact, IPCode) with its timings in numCode, "<ip>,<connect
+//     ms>,<handshake ms>", or the name of another shape, which the IPs
+//     after it saw: "5P8DbsEhDAta7qtCLF5a5LbJU74jJ-d57gQqXD;lYCp-F,B,T;
+//     lYCp-V,B,U" for 198.51.117.1 and .2 seeing shape d57gQqXD (one
+//     field, without the space). Past maxRegionChunk bytes it goes on in
+//     "<region>|1", "<region>|2"...; the field of a scan without results
+//     holds its mark alone, without ";". The mark is not a field of its
+//     own: its name and header would cost some 12 B per region, and a
+//     region of two IPs with timings under 4,096 ms fits one field of 64
+//     B with it;
 //   - "#<ref>", "#<ref>|1", "#<ref>|2"... hold a shape in chunks of at most
 //     63 bytes: everything a scan saw at an IP but the IP and its timings,
 //     the certificate's facts included (encodeShape). The IPs of all
 //     regions usually see the same shape, so it is stored once per view;
 //     <ref> is a hash of the shape (shapeRef), so every scan names the
 //     same shape alike. The scripts that change entries end with
-//     dropUnusedLeaves, so a shape no entry refers to any more goes;
-//   - "@<region>" holds the scan shown: "<finished ms, base 36>|<event id>"
-//     with the event id in 22 characters (compact), which sort as the ids
-//     do.
+//     dropUnusedLeaves, so a shape no entry refers to any more goes.
 //
 // Views written before still decode, and a scan of a region replaces its
-// fields whatever their layout: layout "3" (a field per IP,
-// "<region>|<ip>" -> "3<ref>,<connect ms>,<handshake ms>"), layout "2"
-// (entryMark, a storedEntry JSON referring to "#<sha256>" or
-// "#ip:<region>/<ip>" facts), whole ExpEntry JSON objects ("{...") and
-// region marks "<ms>|<event id>" in decimal and in full. A region is in
-// one layout at a time: when "<region>" is there, the fields
-// "<region>|..." are its chunks, else older entries.
+// fields whatever their layout: layout "4" (oldRegionMark: the region's
+// field without the mark, "4<ref>;<ip>,<connect ms>,<handshake ms>;...",
+// timings in decimal, the mark in "@<region>": "<finished ms, base
+// 36>|<event id in compact>"), layout
+// "3" (a field per IP, "<region>|<ip>" -> "3<ref>,<connect
+// ms>,<handshake ms>"), layout "2" (entryMark, a storedEntry JSON
+// referring to "#<sha256>" or "#ip:<region>/<ip>" facts), whole ExpEntry
+// JSON objects ("{...") and marks "@<region>" -> "<ms>|<event id>" in
+// decimal and in full. A region is in one layout at a time: when
+// "<region>" is there, the fields "<region>|..." are its chunks, else
+// older entries; a region's mark is in "<region>" in layout 5, else in
+// "@<region>". Shapes of every layout read alike: what they gained in
+// layout 5 (flagPortOfName, TLS versions by their last hex digit,
+// tlsVersionCode) only shortens what a newer scan writes.
 const (
-	entryMark  = "2"
-	shapeMark  = "3"
-	regionMark = "4"
+	entryMark = "2"
+	shapeMark = "3"
+	// oldRegionMark starts a region's field of layout 4, whose mark is
+	// in "@<region>" and whose timings are in decimal.
+	oldRegionMark = "4"
+	regionMark    = "5"
+	// markIDLen is the length of an event id in compact, which ends a
+	// region's mark (regionFieldMark in markLua counts it alike).
+	markIDLen  = 22
 	leafPrefix = "#"
 	chunkSep   = "|"
 	// maxChunk is the most bytes of a shape (or of any value cut into
@@ -63,6 +84,11 @@ const (
 	// (Redis's default hash-max-listpack-value), and a listpack keeps a
 	// string of up to 63 with a one-byte header.
 	maxChunk = 63
+	// maxRegionChunk is the most bytes of a region's field in one field:
+	// 64, the most a listpack holds, one byte of header more than
+	// maxChunk's but a chunk less for a region of two IPs whose timings
+	// take two digits each (a chunk's field costs some 15 B).
+	maxRegionChunk = 64
 )
 
 // storedEntry is an entry's own part in layout 2, with short names.
@@ -99,9 +125,12 @@ type storedCert struct {
 	SignatureAlgorithm string    `json:"g,omitempty"`
 }
 
-// markLua is the Lua the scripts read a region's mark "@<region>" with:
-// scanMark(v) returns its finished ms and event id, and whether it is of
-// the older layout (decimal ms, event id in full).
+// markLua is the Lua the scripts read a scan's mark with: scanMark(v)
+// returns the finished ms and event id of a mark "@<region>" (or a
+// registration view's), and whether it is of the older layout (decimal
+// ms, event id in full); regionFieldMark(v) those of a region's field of
+// layout 5 (regionMark, regionMarkCode), nil for a field of another
+// layout; numOf(s) reads numCode.
 const markLua = `
 local function scanMark(v)
   local sep = string.find(v, '|', 1, true)
@@ -109,12 +138,32 @@ local function scanMark(v)
   if #id == 22 then return tonumber(ms, 36), id, false end
   return tonumber(ms), id, true
 end
+local function numOf(s)
+  local sign, n = 1, 0
+  if string.sub(s, 1, 1) == '=' then sign, s = -1, string.sub(s, 2) end
+  if s == '' then return nil end
+  for i = 1, #s do
+    local d = string.find('` + compactDigits + `', string.sub(s, i, i), 1, true)
+    if not d then return nil end
+    n = n * 64 + d - 1
+  end
+  return sign * n
+end
+local function regionFieldMark(v)
+  if string.sub(v, 1, 1) ~= '` + regionMark + `' then return nil end
+  local m = string.match(v, '^.([^;]*)')
+  if string.find(v, ';', 1, true) then m = string.sub(m, 1, -9) end
+  local ms = numOf(string.sub(m, 1, -23))
+  if not ms then return nil end
+  return ms, string.sub(m, -22)
+end
 `
 
 // dropUnusedLeaves is the Lua that applyScanScript and applyRemovedScript
 // end with: it removes the shapes ("#<ref>" and their chunks) and layout 2
 // leaf facts ("#<key>") no entry of the view KEYS[1] refers to any more.
-// A region's field (layout 4) names its shapes, joined from its chunks;
+// A region's field (layouts 4 and 5) names its shapes, joined from its
+// chunks, the first right after its mark in layout 5;
 // a layout 3 entry names its shape; a layout 2 entry refers to its leaf by
 // fingerprint ("l") or, with none, by its region and IP (leafKey).
 // Entries of the oldest layout carry their facts and refer to none.
@@ -134,6 +183,11 @@ for i = 1, #all, 2 do
       local more = h[f .. '|' .. n]
       if not more then break end
       v = v .. more
+    end
+    if m == '` + regionMark + `' then
+      local head, rest = string.match(v, '^([^;]*)(.*)')
+      if rest ~= '' then used['#' .. string.sub(head, -8)] = true end
+      v = rest
     end
     for item in string.gmatch(string.sub(v, 2), '[^;]+') do
       if not string.find(item, ',', 1, true) then used['#' .. item] = true end
@@ -158,7 +212,58 @@ end
 // Compact writes ids, fingerprints and shape names in base 64 with an
 // alphabet in ASCII order, so that encoded ids sort as the ids do (the
 // scan script orders scans of the same millisecond by event id).
-var Compact = base64.NewEncoding("-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz").WithPadding(base64.NoPadding)
+var Compact = base64.NewEncoding(compactDigits).WithPadding(base64.NoPadding)
+
+// compactDigits is Compact's alphabet, in ASCII order: the digits of
+// numCode too.
+const compactDigits = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+
+// numCode is n in base 64 with compactDigits ("-" is 0), most significant
+// digit first, after "=" when negative: 12 is "B", 120 "1u", a time in
+// Unix ms of this century 7 digits.
+func numCode(n int64) string {
+	u := uint64(n)
+	if n < 0 {
+		u = -u
+	}
+	var b [12]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = compactDigits[u&63]
+		if u >>= 6; u == 0 {
+			break
+		}
+	}
+	if n < 0 {
+		i--
+		b[i] = '='
+	}
+	return string(b[i:])
+}
+
+// numOf reads numCode.
+func numOf(s string) (int64, error) {
+	digits, neg := strings.CutPrefix(s, "=")
+	if digits == "" || len(digits) > 11 {
+		return 0, fmt.Errorf("number %q: not 1 to 11 digits", s)
+	}
+	var u uint64
+	for i := range len(digits) {
+		d := strings.IndexByte(compactDigits, digits[i])
+		if d < 0 || u > math.MaxUint64>>6 {
+			return 0, fmt.Errorf("number %q: not base 64", s)
+		}
+		u = u<<6 | uint64(d)
+	}
+	if neg && u <= 1<<63 {
+		return -int64(u), nil
+	}
+	if !neg && u <= math.MaxInt64 {
+		return int64(u), nil
+	}
+	return 0, fmt.Errorf("number %q: out of range", s)
+}
 
 // encodeMark is the two parts of a region's mark "@<region>", which
 // applyScanScript joins with "|": when its scan finished and the scan's
@@ -167,7 +272,29 @@ func encodeMark(finished time.Time, eventID uuid.UUID) (ms, id string) {
 	return strconv.FormatInt(finished.UnixMilli(), 36), Compact.EncodeToString(eventID[:])
 }
 
-// decodeMark reads a region's mark of either layout (markLua).
+// regionMarkCode is the mark a region's field of layout 5 starts with,
+// after regionMark: "<finished ms, numCode><event id in compact>".
+func regionMarkCode(finished time.Time, eventID uuid.UUID) string {
+	return numCode(finished.UnixMilli()) + Compact.EncodeToString(eventID[:])
+}
+
+// decodeRegionMark reads regionMarkCode.
+func decodeRegionMark(m string) (time.Time, string, error) {
+	if len(m) <= markIDLen {
+		return time.Time{}, "", fmt.Errorf("region mark %q: too short", m)
+	}
+	ms, err := numOf(m[:len(m)-markIDLen])
+	if err != nil {
+		return time.Time{}, "", fmt.Errorf("region mark %q: %w", m, err)
+	}
+	b, err := Compact.DecodeString(m[len(m)-markIDLen:])
+	if err != nil || len(b) != 16 {
+		return time.Time{}, "", fmt.Errorf("region mark %q: bad event id", m)
+	}
+	return time.UnixMilli(ms).UTC(), uuid.UUID(b).String(), nil
+}
+
+// decodeMark reads a mark "@<region>" of either layout (markLua).
 func decodeMark(v string) (time.Time, string, error) {
 	ms, id, ok := strings.Cut(v, "|")
 	if !ok {
@@ -202,6 +329,9 @@ const (
 	// view's name, and is not written. The view's name only changes
 	// with a rename, which empties the view, shapes included.
 	flagSubjectIsHost
+	// flagPortOfName: the port is that of the view's name, and is not
+	// written (since layout 5).
+	flagPortOfName
 )
 
 // Positions of a shape's fields; a shape ends with LegacyTLS's items and
@@ -236,11 +366,12 @@ var (
 	shapeUnescaper = strings.NewReplacer("%25", "%", "%7C", "|")
 )
 
-// encodeShape writes everything a scan of host (the host of the view's
-// name; "" when unknown) saw at an IP but the IP and its timings:
+// encodeShape writes everything a scan of host:port (the host of the
+// view's name, "" when unknown; port 0 when the scan did not say, which
+// the name reads as 443) saw at an IP but the IP and its timings:
 // "|"-separated fields by position, empty ones at the end left out, TLS
-// versions and cipher suites by their code (tlsCode), times in seconds in
-// base 36.
+// versions and cipher suites by their code (tlsVersionCode, tlsCode),
+// times in seconds in base 36.
 func encodeShape(host string, port int, r events.IPResult) string {
 	f := make([]string, shFields, shFields+len(r.LegacyTLS)+len(r.SANs))
 	var flags int64
@@ -259,9 +390,14 @@ func encodeShape(host string, port int, r events.IPResult) string {
 		sans = sans[1:]
 	}
 	f[shOutcome], f[shDetail] = string(r.Outcome), r.Detail
-	f[shChainLength], f[shPort], f[shHTTPStatus] = itoa(int64(r.ChainLength)), itoa(int64(port)), itoa(int64(r.HTTPStatus))
+	f[shChainLength], f[shHTTPStatus] = itoa(int64(r.ChainLength)), itoa(int64(r.HTTPStatus))
+	if host != "" && port != 0 {
+		flags |= flagPortOfName
+	} else {
+		f[shPort] = itoa(int64(port))
+	}
 	f[shHSTSMaxAge], f[shKeyBits] = itoa(r.HSTSMaxAge), itoa(int64(r.KeyBits))
-	f[shTLSVersion], f[shCipherSuite] = tlsCode(r.TLSVersion, tlsVersions), tlsCode(r.CipherSuite, cipherSuites)
+	f[shTLSVersion], f[shCipherSuite] = tlsVersionCode(r.TLSVersion), tlsCode(r.CipherSuite, cipherSuites)
 	f[shLeafSHA256], f[shNotAfter], f[shNotBefore] = shaCode(r.LeafSHA256), timeCode(r.NotAfter), timeCode(r.NotBefore)
 	if host != "" && r.Subject == "CN="+host {
 		flags |= flagSubjectIsHost
@@ -271,7 +407,7 @@ func encodeShape(host string, port int, r events.IPResult) string {
 	f[shIssuer], f[shSerial], f[shKeyType] = r.Issuer, r.Serial, r.KeyType
 	f[shSignatureAlgorithm], f[shLegacyTLS] = r.SignatureAlgorithm, itoa(int64(len(r.LegacyTLS)))
 	for _, v := range r.LegacyTLS {
-		f = append(f, tlsCode(v, tlsVersions))
+		f = append(f, tlsVersionCode(v))
 	}
 	f = append(f, sans...)
 	f[shFlags] = itoa36(flags)
@@ -286,9 +422,10 @@ func encodeShape(host string, port int, r events.IPResult) string {
 	return strings.Join(f, "|")
 }
 
-// decodeShape reads what encodeShape wrote for host into r and returns
-// the port.
-func decodeShape(s, host string, r *events.IPResult) (int, error) {
+// decodeShape reads what encodeShape wrote into r, for a view named name
+// ("host:port"; "" when unknown), and returns the port.
+func decodeShape(s, name string, r *events.IPResult) (int, error) {
+	host, namePort := nameParts(name)
 	f := strings.Split(s, "|")
 	for i := range f {
 		if strings.IndexByte(f[i], '%') >= 0 { // most fields have no escape: no replacer scan
@@ -346,6 +483,12 @@ func decodeShape(s, host string, r *events.IPResult) (int, error) {
 		r.Subject = "CN=" + host
 	}
 	port := int(num(shPort))
+	if flags&flagPortOfName != 0 {
+		if namePort == 0 {
+			errs = append(errs, errors.New("shape: port from the view's name, which has none"))
+		}
+		port = namePort
+	}
 	r.LegacyTLS, r.SANs = nil, nil
 	for i := range legacy {
 		r.LegacyTLS = append(r.LegacyTLS, text(shFields+i, tlsVersionOf))
@@ -371,8 +514,12 @@ func field(f []string, i int) string {
 	return ""
 }
 
+// refLen is the length of a shape's name (shapeRef); the Lua of
+// markLua and dropUnusedLeaves counts it alike (8), and markIDLen (22).
+const refLen = 8
+
 // shapeRef names a shape in its view: 48 bits of its SHA-256, in compact
-// (8 characters). Two shapes of one view sharing a name (about one chance
+// (refLen, 8 characters). Two shapes of one view sharing a name (about one chance
 // in 10^12 for a view of a dozen shapes) would show one's facts for the
 // other.
 func shapeRef(shape string) string {
@@ -490,22 +637,43 @@ func tlsNameOf(s string, name func(uint16) string) (string, error) {
 	return name(uint16(id)), nil
 }
 
-func tlsVersionOf(s string) (string, error)  { return tlsNameOf(s, tls.VersionName) }
+// tlsVersionCode is a TLS version's name as tlsCode writes it, shorter
+// for the versions crypto/tls names (SSL 3.0 to TLS 1.3, 0x0300 to
+// 0x0304): their last hex digit.
+func tlsVersionCode(name string) string {
+	if id, ok := tlsVersions[name]; ok && id>>8 == 3 && id&0xff < 16 {
+		return strconv.FormatUint(uint64(id&0xff), 16)
+	}
+	return tlsCode(name, tlsVersions)
+}
+
+// tlsVersionOf reads tlsVersionCode, and tlsCode's longer codes of the
+// shapes written before.
+func tlsVersionOf(s string) (string, error) {
+	if len(s) == 1 && s != "=" {
+		d, err := strconv.ParseUint(s, 16, 8)
+		if err != nil {
+			return "", fmt.Errorf("tls version %q: %w", s, err)
+		}
+		return tls.VersionName(0x0300 + uint16(d)), nil
+	}
+	return tlsNameOf(s, tls.VersionName)
+}
+
 func cipherSuiteOf(s string) (string, error) { return tlsNameOf(s, tls.CipherSuiteName) }
 
-// encodeResults turns one region's results of a scan of host:port into
-// the view fields that applyScanScript writes as they are: the region's
-// field "<region>" (regionMark, then ";"-separated items: a shape's name,
-// which the IPs after it refer to, or "<ip>,<connect ms>,<handshake ms>"),
-// in chunks "<region>|1"... when longer than maxChunk, and the chunks of
-// its shapes ("#..."), each shape once. A region without results has no
-// field.
-func encodeResults(region, host string, port int, results []events.IPResult) []any {
-	if len(results) == 0 {
-		return nil
-	}
-	out := make([]any, 0, 4*len(results))
-	items := make([]string, 0, 2*len(results))
+// encodeResults turns one region's scan of host:port, finished at
+// finished as event eventID, into the view fields that applyScanScript
+// writes as they are: the region's field "<region>" (regionMark, the mark
+// (regionMarkCode), then ";"-separated items: a shape's name, which the
+// IPs after it refer to, or "<ip>,<connect ms>,<handshake ms>" with the
+// timings in numCode), in chunks "<region>|1"... when longer than
+// maxRegionChunk, and the chunks of its shapes ("#..."), each shape once.
+// A region without results has its field all the same, for the mark.
+func encodeResults(region, host string, port int, finished time.Time, eventID uuid.UUID, results []events.IPResult) []any {
+	out := make([]any, 0, 4*len(results)+2)
+	items := make([]string, 0, 2*len(results)+1)
+	items = append(items, regionMarkCode(finished, eventID))
 	written := map[string]bool{}
 	last := ""
 	for _, r := range results {
@@ -514,16 +682,21 @@ func encodeResults(region, host string, port int, results []events.IPResult) []a
 		if ref != last {
 			items, last = append(items, ref), ref
 		}
-		items = append(items, IPCode(r.IP)+","+strconv.FormatInt(r.ConnectMS, 10)+","+strconv.FormatInt(r.HandshakeMS, 10))
+		items = append(items, IPCode(r.IP)+","+numCode(r.ConnectMS)+","+numCode(r.HandshakeMS))
 		if written[ref] {
 			continue
 		}
 		written[ref] = true
-		for i, c := range splitChunks(shape) {
+		for i, c := range splitChunks(shape, maxChunk) {
 			out = append(out, chunkName(leafPrefix+ref, i), c)
 		}
 	}
-	for i, c := range splitChunks(regionMark + strings.Join(items, ";")) {
+	if len(items) > 1 {
+		// The first shape's name follows the mark without a separator.
+		items[1] = items[0] + items[1]
+		items = items[1:]
+	}
+	for i, c := range splitChunks(regionMark+strings.Join(items, ";"), maxRegionChunk) {
 		out = append(out, chunkName(region, i), c)
 	}
 	return out
@@ -567,12 +740,12 @@ var (
 )
 
 // splitChunks cuts a value too long for one listpack field into the
-// values of its chunks, of at most maxChunk bytes each; there is always
-// one, if empty.
-func splitChunks(s string) []string {
-	out := make([]string, 0, len(s)/maxChunk+1)
+// values of its chunks, of at most size bytes each (maxChunk, or
+// maxRegionChunk for a region's field); there is always one, if empty.
+func splitChunks(s string, size int) []string {
+	out := make([]string, 0, len(s)/size+1)
 	for len(out) == 0 || len(s) > 0 {
-		n := min(len(s), maxChunk)
+		n := min(len(s), size)
 		out = append(out, s[:n])
 		s = s[n:]
 	}
@@ -657,22 +830,46 @@ func entryCount(all map[string]string) int {
 	return min(n, 2*len(all))
 }
 
-// decodeRegion appends to out the entries of a region's field (layout 4,
-// encodeResults).
+// decodeRegion appends to out the entries of a region's field (layout 5,
+// encodeResults, or layout 4).
 func decodeRegion(all map[string]string, shapes map[string]decodedShape, region string, out []ExpEntry) ([]ExpEntry, error) {
 	v, _ := readChunks(all, region)
-	items, ok := strings.CutPrefix(v, regionMark)
-	if !ok {
-		return out, fmt.Errorf("region field %q: not layout %s", v, regionMark)
+	items, num, ref := "", numOf, ""
+	var (
+		scanned time.Time
+		eventID string
+		marked  bool // the mark is in the field (layout 5)
+	)
+	switch {
+	case strings.HasPrefix(v, regionMark):
+		mark, rest, more := strings.Cut(v[len(regionMark):], ";")
+		if more {
+			if len(mark) < refLen {
+				return out, fmt.Errorf("region field %q: no shape after the mark", v)
+			}
+			mark, ref = mark[:len(mark)-refLen], mark[len(mark)-refLen:]
+		}
+		var err error
+		if scanned, eventID, err = decodeRegionMark(mark); err != nil {
+			return out, err
+		}
+		marked = true
+		if !more {
+			return out, nil
+		}
+		items = rest
+	case strings.HasPrefix(v, oldRegionMark):
+		items, num = v[len(oldRegionMark):], decimal
+	default:
+		return out, fmt.Errorf("region field %q: not layout %s or %s", v, regionMark, oldRegionMark)
 	}
-	ref := ""
 	for _, item := range strings.Split(items, ";") {
 		ip, timings, ok := strings.Cut(item, ",")
 		if !ok {
 			ref = item
 			continue
 		}
-		e, err := shapeEntry(all, shapes, ref, timings)
+		e, err := shapeEntry(all, shapes, ref, timings, num)
 		if err != nil {
 			return out, err
 		}
@@ -681,6 +878,9 @@ func decodeRegion(all map[string]string, shapes map[string]decodedShape, region 
 		}
 		if err := finishEntry(all, &e, region, ip); err != nil {
 			return out, err
+		}
+		if marked {
+			e.ScannedAt, e.EventID = scanned, eventID
 		}
 		out = append(out, e)
 	}
@@ -705,7 +905,7 @@ func decodeEntry(all map[string]string, shapes map[string]decodedShape, f, v str
 	case strings.HasPrefix(v, shapeMark):
 		ref, timings, _ := strings.Cut(v[len(shapeMark):], ",")
 		var err error
-		if e, err = shapeEntry(all, shapes, ref, timings); err != nil {
+		if e, err = shapeEntry(all, shapes, ref, timings, decimal); err != nil {
 			return e, err
 		}
 	case strings.HasPrefix(v, entryMark):
@@ -744,10 +944,10 @@ func decodeEntry(all map[string]string, shapes map[string]decodedShape, f, v str
 	return e, err
 }
 
-// shapeEntry is an entry of shape ref (layouts 3 and 4) with timings
-// "<connect ms>,<handshake ms>"; shapes keeps the view's shapes decoded
-// so far.
-func shapeEntry(all map[string]string, shapes map[string]decodedShape, ref, timings string) (ExpEntry, error) {
+// shapeEntry is an entry of shape ref (layouts 3 to 5) with timings
+// "<connect ms>,<handshake ms>" that num reads (numOf in layout 5, else
+// decimal); shapes keeps the view's shapes decoded so far.
+func shapeEntry(all map[string]string, shapes map[string]decodedShape, ref, timings string, num func(string) (int64, error)) (ExpEntry, error) {
 	var e ExpEntry
 	connect, handshake, _ := strings.Cut(timings, ",")
 	d, ok := shapes[ref]
@@ -757,7 +957,7 @@ func shapeEntry(all map[string]string, shapes map[string]decodedShape, ref, timi
 			return e, fmt.Errorf("no shape %s", ref)
 		}
 		var err error
-		if d.port, err = decodeShape(shape, nameHost(all[nameField]), &d.result); err != nil {
+		if d.port, err = decodeShape(shape, viewName(all), &d.result); err != nil {
 			return e, err
 		}
 		shapes[ref] = d
@@ -766,13 +966,17 @@ func shapeEntry(all map[string]string, shapes map[string]decodedShape, ref, timi
 	e.Port, e.IPResult = d.port, d.result
 	e.SANs, e.LegacyTLS = slices.Clone(d.result.SANs), slices.Clone(d.result.LegacyTLS)
 	var err1, err2 error
-	e.ConnectMS, err1 = strconv.ParseInt(connect, 10, 64)
-	e.HandshakeMS, err2 = strconv.ParseInt(handshake, 10, 64)
+	e.ConnectMS, err1 = num(connect)
+	e.HandshakeMS, err2 = num(handshake)
 	return e, errors.Join(err1, err2)
 }
 
+// decimal reads a number in decimal (timings before layout 5).
+func decimal(s string) (int64, error) { return strconv.ParseInt(s, 10, 64) }
+
 // finishEntry sets what an entry of region and ip takes from the view
-// around it: its region, IP and the region's mark.
+// around it: its region, IP and the region's mark "@<region>" (layouts
+// before 5, whose region fields hold none).
 func finishEntry(all map[string]string, e *ExpEntry, region, ip string) error {
 	e.Region, e.IP = region, ip
 	if mark, ok := all[metaPrefix+region]; ok {
@@ -787,12 +991,14 @@ func finishEntry(all map[string]string, e *ExpEntry, region, ip string) error {
 	return nil
 }
 
-// nameHost is the host of a view's name field "<host:port>|<ms>", as
-// domainname.Key joined them (an IPv6 address unbracketed); "" for none.
-func nameHost(name string) string {
-	name, _, _ = strings.Cut(name, "|")
-	if i := strings.LastIndexByte(name, ':'); i >= 0 {
-		return name[:i]
+// nameParts are the host and port of a view's name "host:port", as
+// domainname.Key joined them (an IPv6 address unbracketed); "" and 0 for
+// none.
+func nameParts(name string) (string, int) {
+	i := strings.LastIndexByte(name, ':')
+	if i < 0 {
+		return "", 0
 	}
-	return ""
+	port, _ := strconv.Atoi(name[i+1:])
+	return name[:i], port
 }

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/events"
@@ -52,8 +55,9 @@ func TestEntryLayoutKeepsEveryField(t *testing.T) {
 	other.IP, other.ConnectMS = "192.0.2.2", 99 // the same leaf at another IP
 	failed := events.IPResult{IP: "", Outcome: events.OutcomeNXDomain, Detail: "no such host"}
 	finished := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	all := map[string]string{"@eu": "1893456000000|evt-1"}
-	fields := encodeResults("eu", "", 8443, []events.IPResult{r, other, failed})
+	evt := uuid.MustParse("5deac87f-45c8-52fa-9b6b-2ef2f73d8fb1")
+	all := map[string]string{}
+	fields := encodeResults("eu", "", 8443, finished, evt, []events.IPResult{r, other, failed})
 	for i := 0; i < len(fields); i += 2 {
 		all[fields[i].(string)] = fields[i+1].(string)
 	}
@@ -65,7 +69,7 @@ func TestEntryLayoutKeepsEveryField(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, want := range []events.IPResult{failed, r, other} {
-		w := ExpEntry{Region: "eu", Port: 8443, ScannedAt: finished, EventID: "evt-1", IPResult: want}
+		w := ExpEntry{Region: "eu", Port: 8443, ScannedAt: finished, EventID: evt.String(), IPResult: want}
 		if !reflect.DeepEqual(got[i], w) {
 			t.Errorf("entry %d:\ngot  %+v\nwant %+v", i, got[i], w)
 		}
@@ -108,7 +112,7 @@ func shapes(all map[string]string) []string {
 func TestEntryLayoutUnnamedLeaves(t *testing.T) {
 	a := events.IPResult{IP: "192.0.2.1", Outcome: events.OutcomeOK, CertificateFound: true, Serial: "aa"}
 	b := events.IPResult{IP: "192.0.2.2", Outcome: events.OutcomeOK, CertificateFound: true, Serial: "bb"}
-	fields := encodeResults("eu", "", 443, []events.IPResult{a, b})
+	fields := encodeResults("eu", "", 443, t0, uuid.New(), []events.IPResult{a, b})
 	all := map[string]string{}
 	for i := 0; i < len(fields); i += 2 {
 		all[fields[i].(string)] = fields[i+1].(string)
@@ -193,9 +197,8 @@ func TestShapeRoundTrip(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var got events.IPResult
 			s := encodeShape(tc.host, tc.port, tc.r)
-			// The host as the view's name field gives it back.
-			host := nameHost(domainname.Key(tc.host, tc.port) + "|0")
-			port, err := decodeShape(s, host, &got)
+			// The name as the view's name field gives it back.
+			port, err := decodeShape(s, viewName(map[string]string{nameField: domainname.Key(tc.host, tc.port) + "|0"}), &got)
 			if err != nil {
 				t.Fatalf("decode %q: %v", s, err)
 			}
@@ -218,7 +221,7 @@ func FuzzShapeRoundTrip(f *testing.F) {
 			r.NotAfter = time.Time{}
 		}
 		var got events.IPResult
-		if _, err := decodeShape(encodeShape(host, 443, r), host, &got); err != nil {
+		if _, err := decodeShape(encodeShape(host, 443, r), domainname.Key(host, 443), &got); err != nil {
 			t.Fatalf("decode: %v", err)
 		}
 		if !reflect.DeepEqual(got, r) {
@@ -231,6 +234,11 @@ func FuzzShapeRoundTrip(f *testing.F) {
 // decodes or fails, and never panics.
 func FuzzDecodeView(f *testing.F) {
 	for _, v := range []map[string]string{
+		{"eu": "5P8DbsEhDAta7qtCLF5a5LbJU74jJ-3mSb9W_4;lYCp-F,B,T;lYCp-V,B,T", "us": "5P8DbsEhiyVt6XCSJvHDcGLHJt_LW-",
+			"@n": "www17.shop7.example|mxcqfbnl", "@t": "oLkvxtsgUmWzu7fwt72acg", "@v": "4",
+			"#3mSb9W_4": "ok|6f|2|4||----------------------------------------0fJ|tsqtbi|t", "#3mSb9W_4|1": "o45bi||CN=Example Issuing CA 1,O=Example"},
+		{"eu": "5=P8DbsEhDAta7qtCLF5a5LbJU74jJ-3mSb9W_4;=x,=1,zzzzzzzzzz", "@n": "2001:db8::1:8443|0", "#3mSb9W_4": "ok|3k"},
+		{"ap": "5", "us": "5P8DbsEh;"},
 		{"@eu": "mxc5p362|iGQmdo6GKamXdXyWV4SPdk", "eu": "4-FsaHwIQ;lYCp-F,12,30;=a%2Cb,0,0;-FsaHwIQ", "eu|1": ";,1,2", "@v": "3",
 			"@name": "example.com:443|0", "@t": "oLkvxtsgUmWzu7fwt72acg", "us|192.0.2.1": "3-FsaHwIQ,12,30",
 			"#-FsaHwIQ": "ok|2v|2|304|443|----------------------------------------0fJ|tsp", "#-FsaHwIQ|1": "8my|to2kmy||CN=Lab CA"},
@@ -346,8 +354,8 @@ func FuzzRegionRoundTrip(f *testing.F) {
 			{IP: ip1, Outcome: events.OutcomeOK, ConnectMS: connect, HandshakeMS: handshake},
 			{IP: ip2, Outcome: events.OutcomeConnectionRefused, ConnectMS: handshake},
 		}
-		fields := encodeResults("eu", "example.com", 443, results)
-		all := map[string]string{tenantField: tenantCode(tenant)}
+		fields := encodeResults("eu", "example.com", 443, t0, uuid.New(), results)
+		all := map[string]string{tenantField: tenantCode(tenant), nameField: "example.com:443|0"}
 		for i := 0; i < len(fields); i += 2 {
 			all[fields[i].(string)] = fields[i+1].(string)
 		}
@@ -370,6 +378,43 @@ func FuzzRegionRoundTrip(f *testing.F) {
 		}
 		if id, err := viewTenant(all); err != nil || id != tenant {
 			t.Errorf("tenant %q: got %q, %v", tenant, id, err)
+		}
+	})
+}
+
+// A number reads back as numCode wrote it, whatever its sign and size,
+// and its digits are short: a timing under 64 ms one, a time in Unix ms
+// of this century seven.
+func TestNumCode(t *testing.T) {
+	for _, n := range []int64{0, 1, 63, 64, 4095, 4096, -1, -64, math.MaxInt64, math.MinInt64, t0.UnixMilli()} {
+		s := numCode(n)
+		if got, err := numOf(s); err != nil || got != n {
+			t.Errorf("%d: %q reads %d, %v", n, s, got, err)
+		}
+	}
+	if got := len(numCode(t0.UnixMilli())); got != 7 {
+		t.Errorf("a time of this century in %d digits, want 7", got)
+	}
+	for _, bad := range []string{"", "=", "a,b", "zzzzzzzzzzzz", "=zzzzzzzzzzz", "F__________"} {
+		if n, err := numOf(bad); err == nil {
+			t.Errorf("%q read as %d, want an error", bad, n)
+		}
+	}
+}
+
+// FuzzNumCode: numOf never panics, and what it reads numCode writes back
+// alike (one spelling per number, leading zeros apart).
+func FuzzNumCode(f *testing.F) {
+	for _, s := range []string{"P8DbsEh", "-", "=1", "B", "=8----------", "7__________"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := numOf(s)
+		if err != nil {
+			return
+		}
+		if got, err := numOf(numCode(n)); err != nil || got != n {
+			t.Errorf("%q: %d, written %q, reads %d, %v", s, n, numCode(n), got, err)
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -50,7 +51,7 @@ func TestOlderLayoutsReadAndGetReplaced(t *testing.T) {
 		"@us":          ms + "|" + us.EventID,
 		"us|192.0.2.1": string(whole),
 	}
-	for i, c := range splitChunks(shape) {
+	for i, c := range splitChunks(shape, maxChunk) {
 		old[chunkName(leafPrefix+ref, i)] = c
 	}
 	if err := rdb.HSet(ctx, ViewKey(domainID), old).Err(); err != nil {
@@ -161,5 +162,168 @@ func TestVersionNeverGoesBack(t *testing.T) {
 	restore(schema.SnapshotView{DomainID: domainID, Version: 41, Fields: []string{nameField}, Values: []string{"example.com:443|0"}})
 	if got := snapshot(t, p).Version; got != 42 {
 		t.Errorf("restore into an empty Redis: got version %d, want 42", got)
+	}
+}
+
+// A view of layout 4 (a region's field "4<shape>;<ip>,<decimal
+// timings>", its mark in "@<region>", shapes with the port and TLS
+// version in full, the name in "@name" with its port and decimal ms)
+// reads as it did; the scan it shows, redelivered, and an older one change
+// nothing; a newer scan of a region rewrites that region in layout 5 (its
+// mark in its field, "@<region>" gone) and moves the name to "@n", while
+// the other region, its mark and the shape it uses stay; a removal between
+// the two regions' scans drops the older region of layout 4 and its mark.
+func TestLayout4ReadsAndGetsReplaced(t *testing.T) {
+	ctx := context.Background()
+	p, rdb := newProjector(t)
+	sha := strings.Repeat("ab", 32)
+	na := t0.Add(90 * 24 * time.Hour).Truncate(time.Second)
+	r := okResult("192.0.2.1", sha, na)
+	nameMS := t0.Add(-24 * time.Hour).UnixMilli()
+	shownEU, shownUS := scan(t, "eu", t0, r), scan(t, "us", t0, r)
+	oldShape := "ok|7||304|443|" + shaCode(sha) + "|" + timeCode(na) + "|||CN=Lab CA"
+	ref := shapeRef(oldShape)
+	mark := func(e events.Envelope) string {
+		ms, id := encodeMark(t0, e.EventID)
+		return ms + "|" + id
+	}
+	old := map[string]any{
+		"@name": "example.com:443|" + strconv.FormatInt(nameMS, 10), "@t": tenantCode(tenant), "@v": "5",
+		"eu": oldRegionMark + ref + ";" + IPCode("192.0.2.1") + ",12,30", "@eu": mark(shownEU),
+		"us": oldRegionMark + ref + ";" + IPCode("192.0.2.1") + ",12,30;" + IPCode("192.0.2.2") + ",13,31", "@us": mark(shownUS),
+		"#" + ref: oldShape,
+	}
+	if err := rdb.HSet(ctx, ViewKey(domainID), old).Err(); err != nil {
+		t.Fatal(err)
+	}
+	entry := func(region, ip string, connect, handshake int64, e events.Envelope, at time.Time) ExpEntry {
+		x := ExpEntry{Region: region, Port: 443, ScannedAt: at, EventID: e.EventID.String(), IPResult: r}
+		x.IP, x.ConnectMS, x.HandshakeMS = ip, connect, handshake
+		return x
+	}
+	eu := entry("eu", "192.0.2.1", 12, 30, shownEU, t0)
+	us1, us2 := entry("us", "192.0.2.1", 12, 30, shownUS, t0), entry("us", "192.0.2.2", 13, 31, shownUS, t0)
+	check := func(step string, version int64, want ...ExpEntry) {
+		t.Helper()
+		s := snapshot(t, p)
+		if !reflect.DeepEqual(s.Entries, want) || s.Version != version || s.Name != "example.com:443" || s.TenantID != tenant {
+			t.Errorf("%s: got version %d, name %q, tenant %q, entries\n%+v\nwant version %d, entries\n%+v",
+				step, s.Version, s.Name, s.TenantID, s.Entries, version, want)
+		}
+	}
+	check("layout 4", 5, eu, us1, us2)
+
+	for _, e := range []events.Envelope{shownEU, scan(t, "eu", t0.Add(-time.Minute), r)} {
+		if err := p.Apply(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("the scan shown, redelivered, and an older one", 5, eu, us1, us2)
+
+	slow := r
+	slow.ConnectMS, slow.HandshakeMS = 45, 1300 // two and three digits of base 36
+	newer := scan(t, "eu", t0.Add(time.Hour), slow)
+	if err := p.Apply(ctx, newer); err != nil {
+		t.Fatal(err)
+	}
+	eu = entry("eu", "192.0.2.1", 45, 1300, newer, t0.Add(time.Hour))
+	check("a newer scan of eu", 6, eu, us1, us2)
+	all := rdb.HGetAll(ctx, ViewKey(domainID)).Val()
+	_, euMark := all["@eu"]
+	_, oldName := all[oldNameField]
+	if !strings.HasPrefix(all["eu"], regionMark) || euMark || all["us"] != old["us"] || all["@us"] != old["@us"] {
+		t.Errorf("eu should be in layout 5 without its mark field, us as it was: %v", all)
+	}
+	if oldName || all[nameField] != "example.com|"+strconv.FormatInt(nameMS, 36) {
+		t.Errorf("the name should have moved to %s with its ms: %v", nameField, all)
+	}
+	if all["#"+ref] != oldShape || len(shapes(all)) != 2 {
+		t.Errorf("us's shape of layout 4 should stay beside eu's: %v", all)
+	}
+	if err := p.Apply(ctx, newer); err != nil {
+		t.Fatal(err)
+	}
+	check("the newer scan redelivered", 6, eu, us1, us2)
+
+	if err := p.Apply(ctx, removed(t, t0.Add(30*time.Minute))); err != nil {
+		t.Fatal(err)
+	}
+	check("removed after us's scan, before eu's", 7, eu)
+	all = rdb.HGetAll(ctx, ViewKey(domainID)).Val()
+	for _, f := range []string{"us", "@us", "#" + ref} {
+		if _, ok := all[f]; ok {
+			t.Errorf("%s left after the removal: %v", f, all)
+		}
+	}
+	if err := p.Apply(ctx, scan(t, "eu", t0.Add(20*time.Minute), r)); err != nil {
+		t.Fatal(err)
+	}
+	check("a scan older than the one shown, after the removal", 7, eu)
+}
+
+// A view named in "@name" (its port and decimal ms) gets renamed by a newer
+// domain event, which empties it and writes "@n", and not by an older one;
+// a name on a port other than 443, or of an IPv6 host, keeps its port.
+func TestOldNameFieldMoves(t *testing.T) {
+	ctx := context.Background()
+	p, rdb := newProjector(t)
+	ms := t0.UnixMilli()
+	if err := p.Apply(ctx, scan(t, "eu", t0, okResult("192.0.2.1", "aa", t0.Add(time.Hour)))); err != nil {
+		t.Fatal(err)
+	}
+	// The name as a view of layout 4 holds it.
+	if err := rdb.HDel(ctx, ViewKey(domainID), nameField).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, ViewKey(domainID), oldNameField, "example.com:443|"+strconv.FormatInt(ms, 10)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name string
+		ev   events.Envelope
+		want string
+		n    int
+	}{
+		{"an older rename", domainEvent(t, events.DomainUpdated, "other.example", 443, t0.Add(-time.Second)), "example.com|" + strconv.FormatInt(ms, 36), 1},
+		{"the same name, later", domainEvent(t, events.DomainUpdated, "example.com", 443, t0.Add(time.Second)), "example.com|" + strconv.FormatInt(ms+1000, 36), 1},
+		{"another port", domainEvent(t, events.DomainUpdated, "example.com", 8443, t0.Add(2*time.Second)), "example.com:8443|" + strconv.FormatInt(ms+2000, 36), 0},
+		{"an IPv6 host", domainEvent(t, events.DomainUpdated, "2001:db8::1", 443, t0.Add(3*time.Second)), "2001:db8::1:443|" + strconv.FormatInt(ms+3000, 36), 0},
+	}
+	for _, s := range steps {
+		if err := p.Apply(ctx, s.ev); err != nil {
+			t.Fatal(err)
+		}
+		all := rdb.HGetAll(ctx, ViewKey(domainID)).Val()
+		want := nameOfCode(strings.Split(s.want, "|")[0])
+		if s.name == "an older rename" {
+			if _, ok := all[oldNameField]; !ok || all[oldNameField] != "example.com:443|"+strconv.FormatInt(ms, 10) {
+				t.Errorf("%s: %s should stay as it was: %v", s.name, oldNameField, all)
+			}
+		} else if all[nameField] != s.want {
+			t.Errorf("%s: got %s %q, want %q (%v)", s.name, nameField, all[nameField], s.want, all)
+		}
+		if got := snapshot(t, p); got.Name != want || len(got.Entries) != s.n {
+			t.Errorf("%s: got name %q and %d entries, want %q and %d", s.name, got.Name, len(got.Entries), want, s.n)
+		}
+	}
+}
+
+// A scan without results leaves its mark in the region's field (layout 5
+// has no "@<region>"), so a scan older than it stays out.
+func TestScanWithoutResultsKeepsItsMark(t *testing.T) {
+	ctx := context.Background()
+	p, rdb := newProjector(t)
+	empty := scan(t, "eu", t0)
+	if err := p.Apply(ctx, empty); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := rdb.HGet(ctx, ViewKey(domainID), "eu").Val(), regionMark+regionMarkCode(t0, empty.EventID); got != want {
+		t.Errorf("region field: got %q, want the mark alone %q", got, want)
+	}
+	if err := p.Apply(ctx, scan(t, "eu", t0.Add(-time.Minute), okResult("192.0.2.1", "aa", t0))); err != nil {
+		t.Fatal(err)
+	}
+	if got := view(t, rdb); len(got) != 0 {
+		t.Errorf("an older scan came in: %+v", got)
 	}
 }

@@ -5,21 +5,26 @@
 // from every region:
 //
 //	view:exp:{<domain_id>}   hash
-//	  "<region>"       -> "4<shape>;<ip>,<connect ms>,<handshake ms>;...":
-//	                     the region's entries, each IP's 4 or 16 bytes in
-//	                     base 64 (ip "" for a name that did not resolve),
-//	                     a shape's name before the IPs that saw it; past
-//	                     63 bytes on in "<region>|1", "<region>|2"...
+//	  "<region>"       -> "5<finished unix ms><event id><shape>;<ip>,
+//	                     <connect ms>,<handshake ms>;...": the scan shown
+//	                     (the ms in 7 digits of base 64, the event id in
+//	                     22 characters) and the region's entries, each
+//	                     IP's 4 or 16 bytes in base 64 (ip "" for a name
+//	                     that did not resolve), timings in base 64, a
+//	                     shape's name before the IPs that saw it; past 64
+//	                     bytes on in "<region>|1", "<region>|2"...
 //	  "#<shape>", "#<shape>|1", ... -> the shape in chunks: what the scan
 //	                     saw at the IP but the IP and its timings, the
 //	                     certificate's facts included, once per view
 //	                     however many regions and IPs saw it (entry.go)
-//	  "@<region>"      -> "<finished unix ms, base 36>|<event id, 22
-//	                     characters>" of the scan shown
 //	  "@removed"       -> unix ms of the latest domain.removed; the view
 //	                     then expires (TombstoneTTL)
-//	  "@name"          -> "<host:port>|<unix ms>": the name the entries are
-//	                     for and the domain event that gave it (0: a scan)
+//	  "@n"             -> "<host>|<unix ms, base 36>" ("<host:port>|..."
+//	                     for a port other than 443 or an IPv6 host,
+//	                     nameCode): the name the entries are for and the
+//	                     domain event that gave it (0: a scan); "@name",
+//	                     "<host:port>|<decimal ms>", in views written
+//	                     before, which the next scan or domain event moves
 //	  "@t"             -> the domain's tenant, from the events that carry
 //	                     it: a UUID in 22 characters of base64url, another
 //	                     id after "=" (tenantCode; "@tenant", the id as it
@@ -29,12 +34,17 @@
 //	  "@v"             -> the view's version, incremented by every script
 //	                     that changes the view, in the same step
 //
+// Views written before layout 5 keep a region's mark in "@<region>"
+// ("<finished ms, base 36>|<event id>") and its timings in decimal; they
+// read as they did and a region's next scan rewrites it (entry.go).
+//
 // Every field and value of a common view is at most 64 bytes and there
 // are far fewer than 128 fields, so Redis keeps the hash as a compact
 // listpack (its defaults hash-max-listpack-value and -entries); the
 // benchmark's view (three regions, two IPs each, one certificate) is a
-// listpack of some 490 bytes, 616 with the key (memory_test.go). entry.go
-// says how, and which older layouts still read.
+// listpack of some 421 bytes, in jemalloc's class of 448, 552 with the
+// key (memory_test.go). entry.go says how, and which older layouts still
+// read.
 //
 // The version orders snapshots of a view: Snapshot reads it with the hash
 // in one step, so a higher version always means a view at least as new.
@@ -106,7 +116,10 @@ func VersionKey(domainID string) string { return VersionPrefix + "{" + domainID 
 const (
 	metaPrefix   = "@"
 	removedField = "@removed"
-	nameField    = "@name"
+	nameField    = "@n"
+	// oldNameField holds the name, "<host:port>|<decimal ms>", in the
+	// layout before nameField (nameCode).
+	oldNameField = "@name"
 	tenantField  = "@t"
 	// oldTenantField holds the tenant, as it is, in the layout before
 	// tenantField (tenantCode).
@@ -117,7 +130,7 @@ const (
 
 // metaFields are the meta fields that are not a region's: "@<region>"
 // is its mark, so a region of one of these names is refused.
-var metaFields = []string{removedField, nameField, tenantField, oldTenantField, versionField}
+var metaFields = []string{removedField, nameField, oldNameField, tenantField, oldTenantField, versionField}
 
 // metaLua is the Lua table metaFields of the scripts.
 var metaLua = func() string {
@@ -359,36 +372,43 @@ var ChunkSize = 1000
 // in base 36, event id in compact (entry.go), scanned "host:port" (""
 // when the event does not say), tenant ("" when unknown), "1" when the
 // scan failed for the name or an IP else "0", the event id in full (to
-// order it against a mark of the older layout), then the fields and
-// values of the region's entries and shapes (encodeResults). Returns 1
-// when applied, 0 when the view already shows this scan, a newer one or a
+// order it against a mark of the oldest layout), then the fields and
+// values of the region's mark, entries and shapes (encodeResults). The
+// scan shown is the mark in the region's field, or in "@<region>" for a
+// region of an older layout, which the scan replaces. Returns 1 when
+// applied, 0 when the view already shows this scan, a newer one or a
 // later removal, or is for another name.
-var applyScanScript = redis.NewScript(markLua + bumpLua + `
+var applyScanScript = redis.NewScript(markLua + bumpLua + nameLua + `
 local key, region, ms, id, name = KEYS[1], ARGV[1], tonumber(ARGV[2], 36), ARGV[3], ARGV[4]
 local removed = redis.call('HGET', key, '@removed')
 if removed and tonumber(removed) >= ms then return 0 end
-local mark = redis.call('HGET', key, '@' .. region)
-if mark then
-  local lms, lid, old = scanMark(mark)
+local own, lms, lid, old = redis.call('HGET', key, region), nil, nil, false
+if own then lms, lid = regionFieldMark(own) end
+if not lms then
+  local mark = redis.call('HGET', key, '@' .. region)
+  if mark then lms, lid, old = scanMark(mark) end
+end
+if lms then
   if old then id = ARGV[7] end
   if lms > ms or (lms == ms and lid >= id) then return 0 end
 end
 if name ~= '' then
-  local cur = redis.call('HGET', key, '@name')
-  if cur then
-    if string.sub(cur, 1, string.find(cur, '|', 1, true) - 1) ~= name then return 0 end
-  else
-    redis.call('HSET', key, '@name', name .. '|0')
+  local cur, cms, old = readName(key)
+  if cur and cur ~= name then return 0 end
+  if not cur then
+    writeName(key, name, 0)
+  elseif old then
+    writeName(key, cur, cms)
   end
 end
 local prefix = region .. '|'
 for _, f in ipairs(redis.call('HKEYS', key)) do
   if f == region or string.sub(f, 1, #prefix) == prefix then redis.call('HDEL', key, f) end
 end
+redis.call('HDEL', key, '@' .. region)
 for i = 8, #ARGV, 2 do
   redis.call('HSET', key, ARGV[i], ARGV[i + 1])
 end
-redis.call('HSET', key, '@' .. region, ARGV[2] .. '|' .. ARGV[3])
 if ARGV[5] ~= '' then
   redis.call('HSET', key, '@t', ARGV[5])
   redis.call('HDEL', key, '@tenant')
@@ -404,9 +424,10 @@ return 1
 `)
 
 // applyRemovedScript drops every region's entries scanned before a
-// domain's removal and remembers the removal, so that a scan finished
-// before it and delivered after it stays out, while scans of a domain
-// added again later come in.
+// domain's removal, with their mark (in the region's field, or in
+// "@<region>" in the older layouts), and remembers the removal, so that a
+// scan finished before it and delivered after it stays out, while scans
+// of a domain added again later come in.
 //
 // KEYS: view:exp:<domain>, view:ver:<domain>. ARGV: removal ms.
 var applyRemovedScript = redis.NewScript(markLua + bumpLua + metaLua + `
@@ -417,12 +438,16 @@ local all = redis.call('HGETALL', key)
 local stale = {}
 for i = 1, #all, 2 do
   local f, v = all[i], all[i + 1]
-  if string.sub(f, 1, 1) == '@' and not metaFields[f]
-    and not string.find(f, '|', 1, true) then
-    if scanMark(v) <= ms then
+  local c = string.sub(f, 1, 1)
+  if string.find(f, '|', 1, true) or c == '#' then
+  elseif c == '@' then
+    if not metaFields[f] and scanMark(v) <= ms then
       stale[string.sub(f, 2)] = true
       redis.call('HDEL', key, f)
     end
+  else
+    local fms = regionFieldMark(v)
+    if fms and fms <= ms then stale[f] = true end
   end
 end
 for i = 1, #all, 2 do
@@ -460,19 +485,18 @@ if redis.call('HEXISTS', KEYS[1], '@removed') == 1 then redis.call('PEXPIRE', KE
 //
 // KEYS: view:exp:<domain>, view:ver:<domain>. ARGV: "host:port", event
 // ms, tenant ("" when unknown).
-var applyNameScript = redis.NewScript(bumpLua + metaLua + `
+var applyNameScript = redis.NewScript(bumpLua + metaLua + nameLua + `
 local key, name, ms = KEYS[1], ARGV[1], tonumber(ARGV[2])
-local cur = redis.call('HGET', key, '@name')
+local cur, cms = readName(key)
 if cur then
-  local sep = string.find(cur, '|', 1, true)
-  if tonumber(string.sub(cur, sep + 1)) > ms then return 0 end
-  if string.sub(cur, 1, sep - 1) ~= name then
+  if cms > ms then return 0 end
+  if cur ~= name then
     for _, f in ipairs(redis.call('HKEYS', key)) do
       if not metaFields[f] then redis.call('HDEL', key, f) end
     end
   end
 end
-redis.call('HSET', key, '@name', name .. '|' .. ARGV[2])
+writeName(key, name, ms)
 if ARGV[3] ~= '' then
   redis.call('HSET', key, '@t', ARGV[3])
   redis.call('HDEL', key, '@tenant')
@@ -480,6 +504,71 @@ end
 bump(0)
 return 1
 `)
+
+// nameLua is the Lua the scripts read and write a view's name with.
+// readName(key) returns the name as nameField holds it (nameCode), the
+// ms of the domain event that gave it (0: a scan) and whether it is in
+// oldNameField, read as nameCode would write it; nil when the view has
+// none. writeName(key, name, ms) sets nameField, ms in base 36, and drops
+// oldNameField.
+var nameLua = `
+local function base36(n)
+  if n < 0 then return '-' .. base36(-n) end
+  local digits, s = '0123456789abcdefghijklmnopqrstuvwxyz', ''
+  repeat
+    local d = n % 36
+    s = string.sub(digits, d + 1, d + 1) .. s
+    n = (n - d) / 36
+  until n == 0
+  return s
+end
+local function readName(key)
+  local v, old = redis.call('HGET', key, '` + nameField + `'), false
+  if not v then
+    v, old = redis.call('HGET', key, '` + oldNameField + `'), true
+    if not v then return nil end
+  end
+  local sep = string.find(v, '|', 1, true)
+  local name, ms = string.sub(v, 1, sep - 1), string.sub(v, sep + 1)
+  if not old then return name, tonumber(ms, 36), false end
+  return string.match(name, '^([^:]+):` + strconv.Itoa(domainname.DefaultPort) + `$') or name, tonumber(ms), true
+end
+local function writeName(key, name, ms)
+  redis.call('HSET', key, '` + nameField + `', name .. '|' .. base36(ms))
+  redis.call('HDEL', key, '` + oldNameField + `')
+end
+`
+
+// nameCode is a view's name "host:port" as nameField holds it: the host
+// alone for the default port, unless the host holds a ":" (an IPv6
+// address), whose port is always written (readName in nameLua reads
+// oldNameField alike).
+func nameCode(name string) string {
+	host, ok := strings.CutSuffix(name, ":"+strconv.Itoa(domainname.DefaultPort))
+	if ok && host != "" && !strings.Contains(host, ":") {
+		return host
+	}
+	return name
+}
+
+// nameOfCode reads nameCode.
+func nameOfCode(code string) string {
+	if code != "" && !strings.Contains(code, ":") {
+		return domainname.Key(code, domainname.DefaultPort)
+	}
+	return code
+}
+
+// viewName is the "host:port" a view's name field names ("<nameCode>|<ms,
+// base 36>", or oldNameField's "<host:port>|<ms>"); "" for none.
+func viewName(all map[string]string) string {
+	if v, ok := all[nameField]; ok {
+		code, _, _ := strings.Cut(v, "|")
+		return nameOfCode(code)
+	}
+	name, _, _ := strings.Cut(all[oldNameField], "|")
+	return name
+}
 
 // call is one script invocation derived from an event.
 type call struct {
@@ -526,7 +615,7 @@ func plan(e events.Envelope, logger *zap.Logger) []*call {
 		}
 		name := ""
 		if p.Host != "" {
-			name = domainname.Key(p.Host, portOr443(p.Port))
+			name = nameCode(domainname.Key(p.Host, portOr443(p.Port)))
 		}
 		failed := "0"
 		for _, r := range p.Results {
@@ -535,7 +624,7 @@ func plan(e events.Envelope, logger *zap.Logger) []*call {
 			}
 		}
 		ms, id := encodeMark(finished, e.EventID)
-		args := append([]any{p.Region, ms, id, name, tenantCode(e.TenantID), failed, e.EventID.String()}, encodeResults(p.Region, p.Host, p.Port, p.Results)...)
+		args := append([]any{p.Region, ms, id, name, tenantCode(e.TenantID), failed, e.EventID.String()}, encodeResults(p.Region, p.Host, p.Port, finished, e.EventID, p.Results)...)
 		return []*call{viewCall(applyScanScript, p.DomainID, args...)}
 	case events.DomainAdded:
 		var p events.DomainAddedV1
@@ -598,7 +687,7 @@ func nameCalls(e events.Envelope, domainID, host string, port int, logger *zap.L
 			zap.String("event_id", e.EventID.String()), zap.String("event", e.Name))
 		return nil
 	}
-	calls := []*call{viewCall(applyNameScript, domainID, domainname.Key(host, portOr443(port)), e.OccurredAt.UnixMilli(), tenantCode(e.TenantID))}
+	calls := []*call{viewCall(applyNameScript, domainID, nameCode(domainname.Key(host, portOr443(port))), e.OccurredAt.UnixMilli(), tenantCode(e.TenantID))}
 	if c := indexCall("join", domainID, host, e.OccurredAt); c != nil {
 		calls = append(calls, c)
 	}
@@ -716,8 +805,7 @@ func readViews(ctx context.Context, rdb redis.UniversalClient, domainIDs []strin
 		if err != nil {
 			return nil, nil, err
 		}
-		name, _, _ := strings.Cut(all[nameField], "|")
-		out[id], versions[id] = View{Name: name, Entries: entries}, all[versionField]
+		out[id], versions[id] = View{Name: viewName(all), Entries: entries}, all[versionField]
 	}
 	return out, versions, nil
 }
@@ -808,7 +896,7 @@ func decodeSnapshot(domainID string, fields map[string]string, ver string) (Snap
 	if snap.Entries, err = decodeView(domainID, fields); err != nil {
 		return Snapshot{}, err
 	}
-	snap.Name, _, _ = strings.Cut(fields[nameField], "|")
+	snap.Name = viewName(fields)
 	if snap.TenantID, err = viewTenant(fields); err != nil {
 		return Snapshot{}, fmt.Errorf("read snapshot of %s: %w", domainID, err)
 	}

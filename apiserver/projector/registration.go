@@ -243,7 +243,7 @@ func registrationCall(e events.Envelope, r events.RegistrationV1) (*call, error)
 	}
 	ms, id := encodeMark(r.LookedUpAt, e.EventID)
 	args := []any{ms, id, e.EventID.String(), ans}
-	for _, c := range splitChunks(encodeLookup(r)) {
+	for _, c := range splitChunks(encodeLookup(r), maxChunk) {
 		args = append(args, c)
 	}
 	return &call{script: applyRegistrationScript, keys: []string{RegistrationKey(r.Domain)}, regDomain: r.Domain, args: args}, nil
@@ -682,7 +682,7 @@ func fanOut(ctx context.Context, rdb redis.UniversalClient, regDomains []string)
 	pipe = rdb.Pipeline()
 	names := make([]*redis.SliceCmd, len(members))
 	for i, m := range members {
-		names[i] = pipe.HMGet(ctx, ViewKey(m.id), nameField, removedField)
+		names[i] = pipe.HMGet(ctx, ViewKey(m.id), nameField, oldNameField, removedField)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, fmt.Errorf("read names of %d domains: %w", len(members), err)
@@ -692,9 +692,14 @@ func fanOut(ctx context.Context, rdb redis.UniversalClient, regDomains []string)
 	pipe = rdb.Pipeline()
 	for i, m := range members {
 		v := names[i].Val()
-		name, _ := v[0].(string)
-		name, _, _ = strings.Cut(name, "|")
-		_, removed := v[1].(string)
+		fields := map[string]string{}
+		for j, f := range []string{nameField, oldNameField} {
+			if s, ok := v[j].(string); ok {
+				fields[f] = s
+			}
+		}
+		name := viewName(fields)
+		_, removed := v[2].(string)
 		if name != "" && (removed || RegistrableOf(name) != m.reg) {
 			indexScript.Eval(ctx, pipe, indexKeys(m.reg), "leave", memberField(m.id), m.id, m.ms)
 			continue

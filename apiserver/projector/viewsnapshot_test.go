@@ -217,7 +217,7 @@ func TestOlderLayoutSnapshotRestores(t *testing.T) {
 	fields := map[string]any{"@name": "old.example.com:443|0", "@tenant": old, "@v": "3",
 		"@eu": ms + "|" + id, "eu|192.0.2.1": shapeMark + ref + ",12,30",
 		"eu|192.0.2.2": shapeMark + ref + ",13,31"}
-	for i, c := range splitChunks(shape) {
+	for i, c := range splitChunks(shape, maxChunk) {
 		fields[chunkName(leafPrefix+ref, i)] = c
 	}
 	if err := s.rdb.HSet(ctx, ViewKey("old"), fields).Err(); err != nil {
