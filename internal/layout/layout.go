@@ -31,7 +31,9 @@ import (
 // layout 6), whose bounds an older projector would misread and whose
 // zsets it would write as sets. 5: schedule buckets that split as they
 // fill (coordinator/buckets.go), which an older coordinator would not
-// find.
+// find, and views of layout 5 (a region's scan mark in its own field,
+// the name in "@n"), which an older API server cannot decode and whose
+// scripts would let a view go back in time.
 const Generation = 5
 
 // Key holds the newest generation that ran against this Redis.
