@@ -50,6 +50,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/quota"
+	"github.com/certfleet/certfleet/internal/shortid"
 )
 
 // Limits of a domain's free-form attributes, in characters.
@@ -166,8 +167,9 @@ func checkName(host string, port int) error {
 // events stream, the tenant's quota overrides, the held key's domain set
 // (any key of the tenant's slot when not held).
 // ARGV: the domain id as the index keeps it (domainindex.Member), domain id, tenant id, host, port, notes, tags JSON,
-// source, now ms, maxlen, default domain quota, held key id ("" = none),
-// held key quota, then the event's fields (StreamFields).
+// source, now ms, maxlen, the tenant as the record keeps it
+// (storedTenant), default domain quota, held key id ("" = none), held key
+// quota, then the event's fields (StreamFields).
 // Returns {1, id} when added, {0, existing id} when it was already there,
 // {2, resource, limit} over a quota.
 var addDomainScript = redis.NewScript(addDomainLua + `return add(KEYS, ARGV)`)
@@ -179,31 +181,111 @@ local function add(KEYS, ARGV)
 local p = ` + domainindex.IndexPrefixLua("KEYS[1]") + `
 local existing = ix_lookup(p, ARGV[4], ARGV[5])
 if existing then return {0, existing} end
-local limit = ` + quota.LuaLimit(4, 11, quota.Domains) + `
+local limit = ` + quota.LuaLimit(4, 12, quota.Domains) + `
 if limit > 0 and redis.call('ZCARD', p .. 'created') >= limit then return {2, 'domains', limit} end
-if ARGV[12] ~= '' then
-  if redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[13]) then return {2, 'held', tonumber(ARGV[13])} end
+if ARGV[13] ~= '' then
+  if redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[14]) then return {2, 'held', tonumber(ARGV[14])} end
   redis.call('SADD', KEYS[5], ARGV[2])
 end
-redis.call('HSET', KEYS[2], 'tenant_id', ARGV[3], 'host', ARGV[4], 'tags', ARGV[7], 'created_at', ARGV[9])
+redis.call('HSET', KEYS[2], 'host', ARGV[4], 'tags', ARGV[7], '` + createdField + `', ARGV[9])
+record_tenant(KEYS[2], ARGV[3], ARGV[11])
 record_field(KEYS[2], 'port', ARGV[5], RECORD_PORT)
 record_field(KEYS[2], 'source', ARGV[8], '` + Source + `')
 record_field(KEYS[2], 'notes', ARGV[6], '')
-if ARGV[12] ~= '' then redis.call('HSET', KEYS[2], 'held_by', ARGV[12]) end
+if ARGV[13] ~= '' then redis.call('HSET', KEYS[2], 'held_by', ARGV[13]) end
 ix_add(p, ARGV[1], ARGV[4], ARGV[5], ARGV[9], ARGV[7])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', unpack(ARGV, 14))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', unpack(ARGV, 15))
 return {1, ARGV[2]}
 end
 `
 
 // recordFieldLua is record_field(key, field, value, default): it writes a
 // field of a domain record, or deletes it when value is its default (see
-// the layout above).
+// the layout above); record_tenant(key, text, stored): it writes the
+// record's tenant, tenantID as storedTenant keeps it (” when it cannot)
+// and text the tenant's id; record_owner(key, text, stored): whether the
+// record is that tenant's, in either layout; record_upgrade(key, stored):
+// it moves the fields of a record of the layout before the compact names
+// to theirs (the tenant only when stored is not ”).
 const recordFieldLua = `
 local function record_field(key, field, v, default)
   if v == default then redis.call('HDEL', key, field) else redis.call('HSET', key, field, v) end
 end
+local function record_tenant(key, text, stored)
+  if stored ~= '' then redis.call('HSET', key, '` + tenantField + `', stored) else redis.call('HSET', key, '` + oldTenantField + `', text) end
+end
+local function record_owner(key, text, stored)
+  local r = redis.call('HMGET', key, '` + tenantField + `', '` + oldTenantField + `')
+  if r[1] then return stored ~= '' and r[1] == stored end
+  return r[2] == text
+end
+local function record_upgrade(key, stored)
+  local r = redis.call('HMGET', key, '` + oldTenantField + `', '` + oldCreatedField + `', '` + oldUpdatedField + `')
+  if r[1] and stored ~= '' then
+    redis.call('HSET', key, '` + tenantField + `', stored)
+    redis.call('HDEL', key, '` + oldTenantField + `')
+  end
+  if r[2] then
+    redis.call('HSET', key, '` + createdField + `', r[2])
+    redis.call('HDEL', key, '` + oldCreatedField + `')
+  end
+  if r[3] then
+    redis.call('HSET', key, '` + updatedField + `', r[3])
+    redis.call('HDEL', key, '` + oldUpdatedField + `')
+  end
+end
 `
+
+// Compact names of a domain record's fields, since 2026-12-07 (ninth),
+// and the names of the layout before, which readers take when the
+// compact one is not there (recordTenant, recordTime) and the next
+// update of the record moves to the compact ones (record_upgrade).
+const (
+	// tenantField is the tenant, as storedTenant keeps it: a UUID
+	// as its 16 bytes. A record of a tenant id it cannot keep (16 bytes
+	// and not a UUID: no tenant certfleet gives) keeps oldTenantField.
+	tenantField     = "t"
+	createdField    = "c" // created_at, unix ms
+	updatedField    = "u" // updated_at, unix ms
+	oldTenantField  = "tenant_id"
+	oldCreatedField = "created_at"
+	oldUpdatedField = "updated_at"
+)
+
+// storedTenant is tenantID as a record's tenantField keeps it
+// (shortid.Bytes: a UUID's 16 bytes, another id as it is), or "" when it
+// cannot and the record keeps oldTenantField.
+func storedTenant(tenantID string) string {
+	b, err := shortid.Bytes(tenantID)
+	if err != nil {
+		return ""
+	}
+	return b
+}
+
+// recordTenant is the tenant a domain record names, in either layout
+// ("" for none): tenantField when the record has it (a value no
+// storedTenant gives names none, as record_owner has it), else
+// oldTenantField.
+func recordTenant(rec map[string]string) string {
+	if v, ok := rec[tenantField]; ok {
+		id := shortid.FromBytes(v)
+		if v == "" || storedTenant(id) != v {
+			return ""
+		}
+		return id
+	}
+	return rec[oldTenantField]
+}
+
+// recordTime is the value of a time field of a domain record (unix ms),
+// under its compact name or the name of the layout before.
+func recordTime(rec map[string]string, field, old string) string {
+	if v := rec[field]; v != "" {
+		return v
+	}
+	return rec[old]
+}
 
 // addDomainsScript runs addDomainScript's add for many domains in order,
 // in one call: one round trip and one script run per chunk of an import.
@@ -277,7 +359,7 @@ func (s *Store) prepareAdd(tenantID string, nd NewDomain, now time.Time, firstSc
 		keys: []string{domainindex.HostKey(tenantID), domainKey(tenantID, d.ID), events.EventStream(tenantID),
 			quota.Key(tenantID), heldDomainsKey(tenantID, d.HeldBy)},
 		args: append([]any{member, d.ID, tenantID, d.Host, strconv.Itoa(d.Port), d.Notes, string(tags),
-			d.Source, now.UnixMilli(), s.cfg.MaxLen, s.cfg.Quotas[quota.Domains], d.HeldBy, s.cfg.HeldQuota}, fields...),
+			d.Source, now.UnixMilli(), s.cfg.MaxLen, storedTenant(tenantID), s.cfg.Quotas[quota.Domains], d.HeldBy, s.cfg.HeldQuota}, fields...),
 	}, nil
 }
 
@@ -538,7 +620,7 @@ func (s *Store) GetDomain(ctx context.Context, tenantID, id string) (Domain, err
 		return Domain{}, fmt.Errorf("read domain %s: %w", id, err)
 	}
 	rec := recordMap(vals)
-	if rec["tenant_id"] != tenantID {
+	if recordTenant(rec) != tenantID {
 		return Domain{}, ErrUnknownDomain
 	}
 	return decodeDomain(id, rec)
@@ -574,7 +656,7 @@ func (s *Store) GetDomains(ctx context.Context, tenantID string, ids []string) (
 		rec := recordMap(cmd.Val())
 		// A removal between the two reads leaves an index entry without
 		// its record: the domain is gone.
-		if rec["tenant_id"] != tenantID {
+		if recordTenant(rec) != tenantID {
 			continue
 		}
 		d, err := decodeDomain(ids[i], rec)
@@ -589,8 +671,8 @@ func (s *Store) GetDomains(ctx context.Context, tenantID string, ids []string) (
 // recordFields are the fields of a domain record (decodeDomain reads
 // them): the record's readers fetch these and not the alert engine's
 // fields the hash also holds (AlertFieldPrefix).
-var recordFields = []string{"tenant_id", "host", "port", "active", "notes", "tags", "source", "held_by",
-	"created_at", "updated_at", "rev"}
+var recordFields = []string{tenantField, oldTenantField, "host", "port", "active", "notes", "tags", "source", "held_by",
+	createdField, oldCreatedField, updatedField, oldUpdatedField, "rev"}
 
 // recordMap is the answer of an HMGET of recordFields as a record hash:
 // the fields that are there.
@@ -607,12 +689,13 @@ func recordMap(vals []any) map[string]string {
 // ListedFields are the record fields a listed domain needs (the API's
 // list shows them), for a reader that fetches records itself
 // (domainindex.Query.Fields) and decodes them with DecodeListed.
-var ListedFields = []string{"tenant_id", "host", "port", "active", "notes", "tags", "source", "created_at", "updated_at"}
+var ListedFields = []string{tenantField, oldTenantField, "host", "port", "active", "notes", "tags", "source",
+	createdField, oldCreatedField, updatedField, oldUpdatedField}
 
 // DecodeListed turns the ListedFields of domain id's record into the
 // domain; ok is false when the record is gone or is not tenantID's.
 func DecodeListed(tenantID, id string, rec map[string]string) (d Domain, ok bool, err error) {
-	if rec["tenant_id"] != tenantID {
+	if recordTenant(rec) != tenantID {
 		return Domain{}, false, nil
 	}
 	d, err = decodeDomain(id, rec)
@@ -621,7 +704,7 @@ func DecodeListed(tenantID, id string, rec map[string]string) (d Domain, ok bool
 
 func decodeDomain(id string, rec map[string]string) (Domain, error) {
 	d := Domain{
-		ID: id, TenantID: rec["tenant_id"], Host: rec["host"], Notes: rec["notes"],
+		ID: id, TenantID: recordTenant(rec), Host: rec["host"], Notes: rec["notes"],
 		Active: rec["active"] != "0", Source: rec["source"], HeldBy: rec["held_by"], Tags: []string{},
 	}
 	if d.Source == "" {
@@ -638,10 +721,10 @@ func decodeDomain(id string, rec map[string]string) (Domain, error) {
 		d.Tags = nonNil(d.Tags)
 	}
 	for _, f := range []struct {
-		name string
-		dst  *time.Time
-	}{{"created_at", &d.CreatedAt}, {"updated_at", &d.UpdatedAt}} {
-		if v := rec[f.name]; v != "" {
+		name, old string
+		dst       *time.Time
+	}{{createdField, oldCreatedField, &d.CreatedAt}, {updatedField, oldUpdatedField, &d.UpdatedAt}} {
+		if v := recordTime(rec, f.name, f.old); v != "" {
 			ms, err := strconv.ParseInt(v, 10, 64)
 			if err != nil {
 				return Domain{}, fmt.Errorf("decode domain %s: %s %q: %w", id, f.name, v, err)
@@ -675,12 +758,13 @@ func nonNil(tags []string) []string {
 // (domainindex.HostKey), events stream.
 // ARGV: tenant id, rev read, old "host:port", new "host:port", domain id,
 // host, port, notes, tags JSON, active, now ms, maxlen, the domain id as
-// the index keeps it (domainindex.Member), then the event's fields.
+// the index keeps it (domainindex.Member), the tenant as the record keeps
+// it (storedTenant), then the event's fields. A record of the layout
+// before the compact field names moves to them (record_upgrade).
 // Returns "ok", "missing", "stale" or "taken".
 var updateDomainScript = redis.NewScript(domainindex.IndexLua + recordFieldLua + pinAlertNameLua + `
-local rec = redis.call('HMGET', KEYS[1], 'tenant_id', 'rev')
-if rec[1] ~= ARGV[1] then return 'missing' end
-if (rec[2] or '0') ~= ARGV[2] then return 'stale' end
+if not record_owner(KEYS[1], ARGV[1], ARGV[14]) then return 'missing' end
+if (redis.call('HGET', KEYS[1], 'rev') or '0') ~= ARGV[2] then return 'stale' end
 if ARGV[3] ~= ARGV[4] then
   pin_alert_name(KEYS[1], ARGV[3])
   if ix_lookup(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[6], ARGV[7]) then return 'taken' end
@@ -688,12 +772,13 @@ if ARGV[3] ~= ARGV[4] then
   ix_rename(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[13], old[1], record_port(old[2]), ARGV[6], ARGV[7])
 end
 ix_tags(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[13], redis.call('HGET', KEYS[1], 'tags'), ARGV[9])
+record_upgrade(KEYS[1], ARGV[14])
 redis.call('HSET', KEYS[1], 'host', ARGV[6], 'tags', ARGV[9],
-  'updated_at', ARGV[11], 'rev', tostring(tonumber(ARGV[2]) + 1))
+  '` + updatedField + `', ARGV[11], 'rev', tostring(tonumber(ARGV[2]) + 1))
 record_field(KEYS[1], 'port', ARGV[7], RECORD_PORT)
 record_field(KEYS[1], 'notes', ARGV[8], '')
 record_field(KEYS[1], 'active', ARGV[10], '1')
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[12], '*', unpack(ARGV, 14))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[12], '*', unpack(ARGV, 15))
 return 'ok'
 `)
 
@@ -766,7 +851,8 @@ func (s *Store) UpdateDomain(ctx context.Context, tenantID, id string, p DomainP
 			active = "1"
 		}
 		args := append([]any{tenantID, strconv.FormatInt(cur.rev, 10), cur.Name(), next.Name(), id,
-			next.Host, strconv.Itoa(next.Port), next.Notes, string(tags), active, now.UnixMilli(), s.cfg.MaxLen, member}, fields...)
+			next.Host, strconv.Itoa(next.Port), next.Notes, string(tags), active, now.UnixMilli(), s.cfg.MaxLen, member,
+			storedTenant(tenantID)}, fields...)
 		res, err := s.commands.RunScript(ctx, updateDomainScript,
 			[]string{domainKey(tenantID, id), domainindex.HostKey(tenantID), events.EventStream(tenantID)}, args...).Text()
 		if err != nil {
@@ -818,12 +904,12 @@ func sameState(a, b Domain) bool {
 // read; any key of the slot when none).
 // ARGV: tenant id, rev read, "host:port" (as read, for pin_alert_name),
 // domain id, maxlen, the domain id as the index keeps it
-// (domainindex.Member), then the event's fields. Returns "ok", "missing"
-// or "stale".
-var removeDomainScript = redis.NewScript(domainindex.IndexLua + pinAlertNameLua + `
-local rec = redis.call('HMGET', KEYS[1], 'tenant_id', 'rev')
-if rec[1] ~= ARGV[1] then return 'missing' end
-if (rec[2] or '0') ~= ARGV[2] then return 'stale' end
+// (domainindex.Member), the tenant as the record keeps it
+// (storedTenant), then the event's fields. Returns "ok", "missing" or
+// "stale".
+var removeDomainScript = redis.NewScript(domainindex.IndexLua + recordFieldLua + pinAlertNameLua + `
+if not record_owner(KEYS[1], ARGV[1], ARGV[7]) then return 'missing' end
+if (redis.call('HGET', KEYS[1], 'rev') or '0') ~= ARGV[2] then return 'stale' end
 pin_alert_name(KEYS[1], ARGV[3])
 redis.call('SREM', KEYS[4], ARGV[4])
 local old = redis.call('HMGET', KEYS[1], 'host', 'port', 'tags')
@@ -834,7 +920,7 @@ for _, f in ipairs(all) do
 end
 redis.call('HDEL', KEYS[1], unpack(own))
 if #own < #all then redis.call('HSET', KEYS[1], '` + RemovedTenantField + `', ARGV[1]) end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 7))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 8))
 return 'ok'
 `)
 
@@ -863,7 +949,8 @@ func (s *Store) RemoveDomain(ctx context.Context, tenantID, id string) (Domain, 
 		if err != nil {
 			return Domain{}, err
 		}
-		args := append([]any{tenantID, strconv.FormatInt(cur.rev, 10), cur.Name(), id, s.cfg.MaxLen, member}, fields...)
+		args := append([]any{tenantID, strconv.FormatInt(cur.rev, 10), cur.Name(), id, s.cfg.MaxLen, member,
+			storedTenant(tenantID)}, fields...)
 		res, err := s.commands.RunScript(ctx, removeDomainScript,
 			[]string{domainKey(tenantID, id), domainindex.HostKey(tenantID), events.EventStream(tenantID),
 				heldDomainsKey(tenantID, cur.HeldBy)}, args...).Text()
@@ -894,13 +981,13 @@ var ErrDomainInactive = errors.New("domain is not active")
 // domain or one the coordinator does not schedule.
 //
 // KEYS: domain:<domain_id>, events stream.
-// ARGV: tenant id, maxlen, then the event's fields. Returns "ok",
-// "missing" or "inactive".
-var requestCheckScript = redis.NewScript(`
-local rec = redis.call('HMGET', KEYS[1], 'tenant_id', 'active')
-if rec[1] ~= ARGV[1] then return 'missing' end
-if rec[2] == '0' then return 'inactive' end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
+// ARGV: tenant id, maxlen, the tenant as the record keeps it
+// (storedTenant), then the event's fields. Returns "ok", "missing" or
+// "inactive".
+var requestCheckScript = redis.NewScript(recordFieldLua + `
+if not record_owner(KEYS[1], ARGV[1], ARGV[3]) then return 'missing' end
+if redis.call('HGET', KEYS[1], 'active') == '0' then return 'inactive' end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 4))
 return 'ok'
 `)
 
@@ -917,7 +1004,7 @@ func (s *Store) RequestCheck(ctx context.Context, tenantID, id string) error {
 	if err != nil {
 		return err
 	}
-	args := append([]any{tenantID, s.cfg.MaxLen}, fields...)
+	args := append([]any{tenantID, s.cfg.MaxLen, storedTenant(tenantID)}, fields...)
 	res, err := requestCheckScript.Run(ctx, s.rdb,
 		[]string{domainKey(tenantID, id), events.EventStream(tenantID)}, args...).Text()
 	if err != nil {

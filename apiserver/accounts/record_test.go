@@ -5,10 +5,15 @@ import (
 	"errors"
 	"maps"
 	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/events"
 )
 
@@ -120,7 +125,9 @@ func TestShortDomainRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	created := time.UnixMilli(1_700_000_000_000).UTC()
-	if err := rdb.HSet(ctx, domainKey(tenant, old.ID), "notes", "", "active", "1", "port", "443", "rev", "1",
+	rdb.Del(ctx, domainKey(tenant, old.ID))
+	if err := rdb.HSet(ctx, domainKey(tenant, old.ID), "tenant_id", tenant, "host", "old.example", "tags", "[]",
+		"source", "api", "notes", "", "active", "1", "port", "443", "rev", "1",
 		"created_at", created.UnixMilli(), "updated_at", created.Add(time.Hour).UnixMilli()).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -291,4 +298,178 @@ func TestAlertNamePinned(t *testing.T) {
 	if n := rdb.Exists(ctx, domainKey(tenant, plain.ID)).Val(); n != 0 {
 		t.Error("removal without alert state: the record is left")
 	}
+}
+
+// TestCompactRecordNames: a record names its tenant (a UUID's 16 bytes),
+// created_at and updated_at by the compact fields t, c and u since
+// 2026-12-07 (ninth). A record of the layout before, written as a literal
+// with tenant_id, created_at and updated_at, reads the same through every
+// reader (GetDomain, ListDomains, the list's DecodeListed, RequestCheck,
+// the index backfill's created_at) and the next update moves it to the
+// compact names; a tenant id the record cannot keep in t stays in
+// tenant_id.
+func TestCompactRecordNames(t *testing.T) {
+	ctx := context.Background()
+	s, rdb := newStore(t)
+	tenant := events.TenantID("compact@example.com")
+	other := events.TenantID("other@example.com")
+	u, _ := uuid.Parse(tenant)
+
+	d, _, err := s.AddDomain(ctx, tenant, NewDomain{Host: "new.example", Port: 443, Tags: []string{"prod"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := rdb.HGetAll(ctx, domainKey(tenant, d.ID)).Val()
+	want := map[string]string{"t": string(u[:]), "host": "new.example", "tags": `["prod"]`,
+		"c": strconv.FormatInt(d.CreatedAt.UnixMilli(), 10)}
+	if !reflect.DeepEqual(h, want) {
+		t.Errorf("added: record %q, want %q", h, want)
+	}
+
+	// A record of the layout before, as a literal.
+	created := time.UnixMilli(1_700_000_000_000).UTC()
+	updated := created.Add(time.Hour)
+	id := uuid.NewString()
+	key := domainKey(tenant, id)
+	if err := rdb.HSet(ctx, key, "tenant_id", tenant, "host", "legacy.example", "tags", `["web"]`, "rev", "2",
+		"created_at", created.UnixMilli(), "updated_at", updated.UnixMilli(), "@v", "7").Err(); err != nil {
+		t.Fatal(err)
+	}
+	member, err := domainindex.Member(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := domainindex.AddFromRecord(ctx, rdb, tenant, []string{id}, DomainKey); err != nil {
+		t.Fatal(err)
+	}
+	if score, err := rdb.ZScore(ctx, domainindex.CreatedKey(tenant), member).Result(); err != nil || int64(score) != created.UnixMilli() {
+		t.Errorf("index backfill of the old layout: created score %v %v, want %d", score, err, created.UnixMilli())
+	}
+	wantOld := Domain{ID: id, TenantID: tenant, Host: "legacy.example", Port: 443, Active: true, Tags: []string{"web"},
+		Source: Source, CreatedAt: created, UpdatedAt: updated, rev: 2}
+	if got, err := s.GetDomain(ctx, tenant, id); err != nil || !reflect.DeepEqual(got, wantOld) {
+		t.Errorf("old layout: GetDomain %+v %v, want %+v", got, err, wantOld)
+	}
+	if _, err := s.GetDomain(ctx, other, id); !errors.Is(err, ErrUnknownDomain) {
+		t.Errorf("old layout read by another tenant: %v, want ErrUnknownDomain", err)
+	}
+	if got, err := s.GetDomains(ctx, tenant, []string{id}); err != nil || len(got) != 1 || !reflect.DeepEqual(got[0], wantOld) {
+		t.Errorf("old layout: GetDomains %+v %v", got, err)
+	}
+	listed := map[string]string{}
+	for i, v := range rdb.HMGet(ctx, key, ListedFields...).Val() {
+		if v, ok := v.(string); ok {
+			listed[ListedFields[i]] = v
+		}
+	}
+	wantListed := wantOld
+	wantListed.rev = 0 // the list does not read it
+	if got, ok, err := DecodeListed(tenant, id, listed); err != nil || !ok || !reflect.DeepEqual(got, wantListed) {
+		t.Errorf("old layout listed: %+v %v %v, want %+v", got, ok, err, wantListed)
+	}
+	if _, ok, _ := DecodeListed(other, id, listed); ok {
+		t.Error("old layout listed for another tenant")
+	}
+	if err := s.RequestCheck(ctx, tenant, id); err != nil {
+		t.Errorf("old layout: RequestCheck %v", err)
+	}
+	if err := s.RequestCheck(ctx, other, id); !errors.Is(err, ErrUnknownDomain) {
+		t.Errorf("old layout: RequestCheck by another tenant %v, want ErrUnknownDomain", err)
+	}
+	if _, err := s.UpdateDomain(ctx, other, id, DomainPatch{Notes: ptr("x")}); !errors.Is(err, ErrUnknownDomain) {
+		t.Errorf("old layout: update by another tenant %v, want ErrUnknownDomain", err)
+	}
+
+	// The next update moves it to the compact names, alert fields kept.
+	next, err := s.UpdateDomain(ctx, tenant, id, DomainPatch{Notes: ptr("moved")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h = rdb.HGetAll(ctx, key).Val()
+	want = map[string]string{"t": string(u[:]), "host": "legacy.example", "tags": `["web"]`, "rev": "3", "notes": "moved",
+		"c": strconv.FormatInt(created.UnixMilli(), 10), "u": strconv.FormatInt(next.UpdatedAt.UnixMilli(), 10), "@v": "7"}
+	if !reflect.DeepEqual(h, want) {
+		t.Errorf("old layout updated: record %q, want %q", h, want)
+	}
+	wantOld.Notes, wantOld.UpdatedAt, wantOld.rev = "moved", next.UpdatedAt, 3
+	if got, err := s.GetDomain(ctx, tenant, id); err != nil || !reflect.DeepEqual(got, wantOld) || !reflect.DeepEqual(got, next) {
+		t.Errorf("old layout updated: GetDomain %+v %v, want %+v", got, err, wantOld)
+	}
+	if _, err := s.RemoveDomain(ctx, other, id); !errors.Is(err, ErrUnknownDomain) {
+		t.Errorf("removal by another tenant: %v, want ErrUnknownDomain", err)
+	}
+
+	// A tenant id of 16 bytes that is no UUID stays in tenant_id, and
+	// reads and updates as before.
+	odd := "tenant-16-bytes!"
+	od, _, err := s.AddDomain(ctx, odd, NewDomain{Host: "odd.example", Port: 443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h = rdb.HGetAll(ctx, domainKey(odd, od.ID)).Val()
+	if h["tenant_id"] != odd || h["t"] != "" {
+		t.Errorf("16-byte tenant id: record %q, want it in tenant_id", h)
+	}
+	if _, err := s.UpdateDomain(ctx, odd, od.ID, DomainPatch{Notes: ptr("n")}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetDomain(ctx, odd, od.ID); err != nil || got.TenantID != odd || got.Notes != "n" {
+		t.Errorf("16-byte tenant id: GetDomain %+v %v", got, err)
+	}
+	if _, err := s.RemoveDomain(ctx, odd, od.ID); err != nil {
+		t.Errorf("16-byte tenant id: RemoveDomain %v", err)
+	}
+}
+
+// FuzzDecodeRecord: whatever a domain record's fields hold, decoding it
+// does not panic, and the tenant it reads is the one the scripts'
+// record_owner takes it for: a record with t is the tenant whose
+// storedTenant t is, and no other.
+func FuzzDecodeRecord(f *testing.F) {
+	u := uuid.MustParse("ce4b8fcb-bf37-5359-bf44-24de995c8d4a")
+	for _, rec := range []map[string]string{
+		{"t": string(u[:]), "host": "www1.shop0.example", "tags": `["prod"]`, "c": "1796616269177", "@v": "4", "@l": "-----------=lYB0-F,lYB0-V"},
+		{"t": "tenant-1", "host": "a.example", "port": "8443", "tags": "[]", "c": "1796616269177", "u": "1796616269999", "rev": "3", "notes": "n", "active": "0"},
+		{"tenant_id": u.String(), "host": "a.example", "port": "443", "tags": "[]", "created_at": "1700000000000", "updated_at": "1700003600000", "rev": "1", "source": "api"},
+		{"t": u.String(), "tenant_id": u.String(), "host": "a.example"},
+		{"t": "", "tenant_id": "x", "host": "a.example", "c": "x", "created_at": "1"},
+		{"@v": "3", "@t": u.String()},
+	} {
+		f.Add(encodeRecordFields(rec))
+	}
+	f.Fuzz(func(t *testing.T, data string) {
+		rec := decodeRecordFields(data)
+		d, err := decodeDomain("dom", rec)
+		tenant := recordTenant(rec)
+		if err == nil && d.TenantID != tenant {
+			t.Fatalf("decoded tenant %q, recordTenant %q", d.TenantID, tenant)
+		}
+		if v, ok := rec[tenantField]; ok && tenant != "" && storedTenant(tenant) != v {
+			t.Fatalf("t %q reads as tenant %q, which the scripts keep as %q", v, tenant, storedTenant(tenant))
+		}
+		if _, ok := rec[tenantField]; !ok && tenant != rec[oldTenantField] {
+			t.Fatalf("without t: tenant %q, want tenant_id %q", tenant, rec[oldTenantField])
+		}
+	})
+}
+
+// encodeRecordFields is a fuzz input holding a record's fields, one
+// "<field>\t<value>" line each in field order; decodeRecordFields reads
+// it back.
+func encodeRecordFields(rec map[string]string) string {
+	lines := make([]string, 0, len(rec))
+	for k, v := range rec {
+		lines = append(lines, k+"\t"+v)
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+func decodeRecordFields(data string) map[string]string {
+	rec := map[string]string{}
+	for _, line := range strings.Split(data, "\n") {
+		k, v, _ := strings.Cut(line, "\t")
+		rec[k] = v
+	}
+	return rec
 }

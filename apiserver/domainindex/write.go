@@ -287,14 +287,16 @@ func luaStrings(ss []string) string {
 }
 
 // addFromRecordScript indexes a domain from its record as it is now (the
-// backfill); a domain whose record is gone gets nothing.
+// backfill); a domain whose record is gone gets nothing. The record's
+// created_at is its field "c", or "created_at" in a record of the layout
+// before the compact field names (accounts).
 //
 // KEYS: the domain's record (accounts). ARGV: prefix, domain Member. Returns 1
 // when indexed.
 var addFromRecordScript = redis.NewScript(IndexLua + `
-local r = redis.call('HMGET', KEYS[1], 'host', 'port', 'created_at', 'tags')
+local r = redis.call('HMGET', KEYS[1], 'host', 'port', 'c', 'tags', 'created_at')
 if not r[1] then return 0 end
-ix_add(ARGV[1], ARGV[2], r[1], record_port(r[2]), r[3] or '0', r[4] or '')
+ix_add(ARGV[1], ARGV[2], r[1], record_port(r[2]), r[3] or r[5] or '0', r[4] or '')
 return 1
 `)
 
