@@ -298,7 +298,8 @@ func RecordName(rec map[string]string) string {
 // (AlertFieldPrefix, so the engine drops it with the rest), the tenant
 // the removed domain was of: a tenant that leaves before the engine
 // evaluated the removal finds such leftovers by it (alerts.Forget), as the
-// record's tenant_id goes with the removal.
+// record's tenant (t, or tenant_id in the layout before) goes with the
+// removal.
 const RemovedTenantField = AlertFieldPrefix + "t"
 
 // PresenceField is a field every domain record has, and the alert state a

@@ -16,7 +16,10 @@ import (
 
 // PutDomain writes the record of tenantID's domain id named host:port, as
 // an active domain added through the API: what tells the alert engine the
-// domain exists. It writes no tenant index and no event.
+// domain exists. It writes no tenant index and no event. The record is
+// of the layout before the compact field names (tenant_id, not t: see
+// accounts' domains.go), which every reader still takes, so the tests of
+// other packages read that layout too.
 func PutDomain(tb testing.TB, rdb redis.UniversalClient, tenantID, id, host string, port int) {
 	tb.Helper()
 	err := rdb.HSet(context.Background(), accounts.DomainKey(tenantID, id), "tenant_id", tenantID, "host", host,
