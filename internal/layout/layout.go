@@ -33,7 +33,8 @@ import (
 // fill (coordinator/buckets.go), which an older coordinator would not
 // find, and views of layout 5 (a region's scan mark in its own field,
 // the name in "@n"), which an older API server cannot decode and whose
-// scripts would let a view go back in time.
+// scripts would let a view go back in time, and domain records whose
+// tenant is "t" (16 bytes), in which an older API server finds none.
 const Generation = 5
 
 // Key holds the newest generation that ran against this Redis.
