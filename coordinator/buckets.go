@@ -333,6 +333,18 @@ func (c *Coordinator) growBucket(ctx context.Context, s bucketSet, b int) (int, 
 	return splits, nil
 }
 
+// growIfFull splits bucket b of s when an event left it with size
+// entries, past c.cfg.BucketSize. A failure is not the event's: it is
+// logged, and growBuckets tries again.
+func (c *Coordinator) growIfFull(ctx context.Context, s bucketSet, b, size int64) {
+	if size <= int64(c.cfg.BucketSize) {
+		return
+	}
+	if _, err := c.growBucket(ctx, s, int(b)); err != nil {
+		c.logger.Warn("bucket split failed, will retry", zap.String("set", s.name), zap.Error(err))
+	}
+}
+
 // growBuckets splits the buckets past c.cfg.BucketSize of every shard this
 // coordinator leases and, holding the registration lease, of
 // reg:domains; and moves what a coordinator of before wrote into split

@@ -166,12 +166,7 @@ func (c *Coordinator) applyEvent(ctx context.Context, e events.Envelope) error {
 	c.logger.Debug("domain event",
 		zap.String("event", e.Name), zap.String("domain_id", domainID),
 		zap.Int("shard", n), zap.Bool("applied", res[0] == 1))
-	if res[2] > int64(c.cfg.BucketSize) {
-		if _, err := c.growBucket(ctx, s, int(res[1])); err != nil {
-			// Not the event's failure: growBuckets tries again.
-			c.logger.Warn("bucket split failed, will retry", zap.Int("shard", n), zap.Error(err))
-		}
-	}
+	c.growIfFull(ctx, s, res[1], res[2])
 	host := rec.Host
 	if !active {
 		host = ""

@@ -174,12 +174,7 @@ func (c *Coordinator) applyRegistrationRef(ctx context.Context, e events.Envelop
 		return fmt.Errorf("apply %s %s to the registration schedule: %w (%v)", e.Name, domainID, err, res)
 	}
 	c.logger.Debug("registration reference", zap.String("domain_id", domainID), zap.String("registrable", reg), zap.Bool("applied", res[0] == 1))
-	if res[2] > int64(c.cfg.BucketSize) {
-		if _, err := c.growBucket(ctx, regSet, int(res[1])); err != nil {
-			// Not the event's failure: growBuckets tries again.
-			c.logger.Warn("bucket split failed, will retry", zap.String("set", regSet.name), zap.Error(err))
-		}
-	}
+	c.growIfFull(ctx, regSet, res[1], res[2])
 	return nil
 }
 
