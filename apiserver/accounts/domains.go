@@ -781,10 +781,10 @@ if (redis.call('HGET', KEYS[1], 'rev') or '0') ~= ARGV[2] then return 'stale' en
 if ARGV[3] ~= ARGV[4] then
   pin_alert_name(KEYS[1], ARGV[3])
   if ix_lookup(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[6], ARGV[7]) then return 'taken' end
-  local old = redis.call('HMGET', KEYS[1], 'host', 'port')
-  ix_rename(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[13], old[1], record_port(old[2]), ARGV[6], ARGV[7])
+  local old = redis.call('HMGET', KEYS[1], 'host', 'port', 'tags')
+  ix_rename(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[13], old[1], record_port(old[2]), ARGV[6], ARGV[7], old[3])
 end
-ix_tags(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[13], redis.call('HGET', KEYS[1], 'tags'), ARGV[9])
+ix_tags(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[13], redis.call('HGET', KEYS[1], 'tags'), ARGV[9], ix_name(ARGV[6], ARGV[7]))
 record_upgrade(KEYS[1], ARGV[14])
 redis.call('HSET', KEYS[1], 'host', ARGV[6], 'tags', ARGV[9],
   '` + updatedField + `', ARGV[11], 'rev', tostring(tonumber(ARGV[2]) + 1))

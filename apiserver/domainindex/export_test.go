@@ -80,3 +80,21 @@ func AttentionTier(q Query) string { return q.attention() }
 // TierOf is the tier of the attention index the list script walked for
 // p, "" for none.
 func TierOf(p Page) string { return p.tier }
+
+// SetTagHostMin sets how many domains a tag has past which a list keeps
+// its hostname order, until the test ends.
+func SetTagHostMin(t interface{ Cleanup(func()) }, n int) {
+	was := tagHostMin
+	tagHostMin = n
+	t.Cleanup(func() { tagHostMin = was })
+}
+
+// HostMember is the hostname index's member of domain id named
+// host:port.
+func HostMember(host string, port int, id string) string {
+	m, err := Member(id)
+	if err != nil {
+		panic(err)
+	}
+	return namePrefix(host, port) + m
+}

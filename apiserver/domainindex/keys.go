@@ -124,6 +124,14 @@ const (
 	// Drop finds their zsets).
 	keyTag  = "tag:"
 	keyTags = "tags"
+	// keyTagHost + tag: zset, score 0, the tag's domains in hostname
+	// order (members as keyHost's), so that a tag sorted by hostname
+	// walks it. Built by the first list that reads the tag's domains to
+	// sort them by hostname (listScript's read plan), not before: only
+	// the tags listed so pay its memory; from then on the writers keep
+	// it (ix_tags, ix_rename), and it goes with the tag's last domain
+	// (layout generation 6).
+	keyTagHost = "th:"
 )
 
 // staleTiers are the attention index's tiers of layouts 4 and 5, whose
@@ -132,6 +140,10 @@ var staleTiers = []string{"att", "urg", "watt", "wurg"}
 
 // TagKey is the key of the zset of tenantID's domains tagged tag.
 func TagKey(tenantID, tag string) string { return Prefix(tenantID) + keyTag + tag }
+
+// TagHostKey is the key of tenantID's domains tagged tag in hostname
+// order (keyTagHost), when a list built it.
+func TagHostKey(tenantID, tag string) string { return Prefix(tenantID) + keyTagHost + tag }
 
 // Layout is the version of the index layout; an index built with another
 // is built again at start. Layout 2: keyHost and keyCreated are the

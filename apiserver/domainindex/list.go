@@ -187,7 +187,7 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 	att := q.attention()
 	args := []any{Prefix(tenantID), recordPrefix, q.Sort, desc, q.Limit, q.Offset, hasCur,
 		c.Phase, scoreString(c.Score), c.Member,
-		q.Status, q.WhoisStatus, q.Search, nowMS, critB, warnB, q.plan, q.Tag, att, len(q.Fields)}
+		q.Status, q.WhoisStatus, q.Search, nowMS, critB, warnB, q.plan, q.Tag, att, tagHostMin, len(q.Fields)}
 	for _, f := range q.Fields {
 		args = append(args, f)
 	}
@@ -232,6 +232,12 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 	}
 	return p, nil
 }
+
+// tagHostMin is how many domains a tag has past which a list that reads
+// them to sort them by hostname keeps their hostname order (keyTagHost)
+// for the next: below it, reading them costs about what walking a page
+// does.
+var tagHostMin = 100
 
 // dayMS is a day in ms.
 const dayMS = int64(24 * time.Hour / time.Millisecond)
@@ -585,16 +591,16 @@ func (q Query) fingerprint() string {
 // member, status, whois status, search, now ms, critical bound ms, warning
 // bound ms, plan (Query.plan), tag, the attention index's tier to walk
 // instead of the sort's index when built (Query.attention; "" for none),
-// the number of record fields to return per id, those fields.
+// tagHostMin, the number of record fields to return per id, those fields.
 var listScript = redis.NewScript(idLua + RecordPortLua + createdLua + tiersLua + `
 local P, RP, sort, desc = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local limit, offset, hasCur = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
 local cphase, cscore, cmember = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 local status, wstatus, search = ARGV[11], ARGV[12], ARGV[13]
 local now, critB, warnB, plan = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]), ARGV[17]
-local tag, tier = ARGV[18], ARGV[19]
+local tag, tier, TAGHOST = ARGV[18], ARGV[19], tonumber(ARGV[20])
 local fields = {}
-for i = 1, tonumber(ARGV[20]) do fields[i] = ARGV[20 + i] end
+for i = 1, tonumber(ARGV[21]) do fields[i] = ARGV[21 + i] end
 local NOEXP = ` + strconv.FormatInt(NoExpiryMS, 10) + `
 local CHUNK = 256
 
@@ -752,7 +758,7 @@ if wstatus ~= '' then
 end
 if tag ~= '' then
   local s = zsrc('tag', P .. 'tag:' .. tag, '-inf', '+inf')
-  s.count, s.created = s.est, true
+  s.count, s.created, s.hostKey = s.est, true, P .. 'th:' .. tag
   sources[#sources + 1] = s
 end
 if search ~= '' then
@@ -821,11 +827,13 @@ elseif sort == 'hostname' then W = redis.call('ZCARD', walkKey) end
 -- A tag's or a registration reason's zset is scored by created_at (s.created):
 -- on that sort the walk reads the smallest of them instead when it is
 -- smaller still (ordered), and when it is the only filter every member
--- matches.
+-- matches. On the hostname sort a tag's hostname order (s.hostKey) does
+-- the same once a list built it (readPage).
 local ordered
-if sort == 'created_at' then
-  for _, s in ipairs(sources) do
-    if s.created and s.est < W then ordered, walkKey, W = s, s.key, s.est end
+for _, s in ipairs(sources) do
+  if s.est < W then
+    if sort == 'created_at' and s.created then ordered, walkKey, W = s, s.key, s.est
+    elseif sort == 'hostname' and s.hostKey and redis.call('EXISTS', s.hostKey) == 1 then ordered, walkKey, W = s, s.hostKey, s.est end
   end
 end
 local best
@@ -959,9 +967,17 @@ local function candidates()
   return sel
 end
 -- readPage pages sel, the candidates (plan read, or a walk that gave
--- up): it sorts them by a string key each (Lua compares strings in C):
--- the hostname index's member, or the score (scoreKey) and the id; the
--- domains without a value (phase 1) by id.
+-- up), in the list's order: k0 holds those with a value, ascending, k1
+-- the others (phase 1), by id. On an expiry's sort, when the candidates
+-- are a tag's or a reason's domains (best.created), ZINTER of the sort's
+-- key and the candidates' zset gives k0 already ordered (in C: the
+-- intersection sorted by score, then member, as the index is); else
+-- each candidate gets one string key, which Lua sorts in C: the
+-- hostname index's member (read from its record), or the score
+-- (scoreKey) and the id. A tag read so on the hostname sort, alone and
+-- with more than TAGHOST members, keeps the names it read as the tag's
+-- hostname order (th:<tag>, which the writers keep from then on), so
+-- that the next such list walks it.
 local function readPage(sel)
   -- scoreKey: 16 characters that sort as the score s (whole ms, within
   -- 10^15 of 0: some 31,000 years), from its reply v: most are whole and
@@ -979,15 +995,40 @@ local function readPage(sel)
     return s
   end
   total = #sel
-  local k0, k1 = {}, {}
+  -- key0(k): the sort key ({phase 0, score, member}) and the id of k0's
+  -- entry k.
+  local k0, k1, key0 = {}, {}, nil
+  local key = P .. 'created'
+  if sort == 'ssl_days_remaining' then key = P .. 'ssl' elseif sort == 'whois_days_remaining' then key = P .. 'whois' end
   if sort == 'hostname' then
+    local whole = true
     for _, id in ipairs(sel) do
       local r = redis.call('HMGET', RP .. ix_id(id), 'host', 'port')
+      if not r[1] then whole = false end
       k0[#k0 + 1] = (r[1] or '') .. ' ' .. string.format('%05d', tonumber(record_port(r[2]))) .. ' ' .. id
     end
+    table.sort(k0)
+    if whole and #sources == 1 and best.hostKey and #sel > TAGHOST and redis.call('EXISTS', best.hostKey) == 0 then
+      for i = 1, #k0, MCHUNK do
+        local args = {}
+        for j = i, math.min(#k0, i + MCHUNK - 1) do args[#args + 1] = 0; args[#args + 1] = k0[j] end
+        redis.call('ZADD', best.hostKey, unpack(args))
+      end
+    end
+    key0 = function(k) return {0, 0, k}, idOf(k) end
+  elseif sort ~= 'created_at' and best.created then
+    local z, keep, seen = redis.call('ZINTER', 2, key, best.key, 'WEIGHTS', 1, 0, 'WITHSCORES'), nil, {}
+    if #sources > 1 then
+      keep = {}
+      for _, id in ipairs(sel) do keep[id] = true end
+    end
+    for i = 1, #z, 2 do
+      local id, sc = z[i], tonumber(z[i + 1])
+      if sc < NOEXP and (not keep or keep[id]) then k0[#k0 + 1] = {0, sc, id}; seen[id] = true end
+    end
+    for _, id in ipairs(sel) do if not seen[id] then k1[#k1 + 1] = id end end
+    key0 = function(k) return k, k[3] end
   else
-    local key = P .. 'created'
-    if sort == 'ssl_days_remaining' then key = P .. 'ssl' elseif sort == 'whois_days_remaining' then key = P .. 'whois' end
     local sc = mscore(key, sel)
     for i, id in ipairs(sel) do
       local v = sc[i] or (sort == 'created_at' and '0')
@@ -995,17 +1036,16 @@ local function readPage(sel)
       if s and (sort == 'created_at' or s < NOEXP) then k0[#k0 + 1] = scoreKey(v, s) .. ' ' .. id
       else k1[#k1 + 1] = id end
     end
+    table.sort(k0)
+    key0 = function(k) return {0, scoreOf(k), string.sub(k, 18)}, string.sub(k, 18) end
   end
-  table.sort(k0)
   table.sort(k1)
   -- The list's j-th key: k0 in order (reversed when desc), then k1.
   local n0, n = #k0, #k0 + #k1
   local function at(j)
     if j > n0 then return {1, 0, k1[j - n0]}, k1[j - n0] end
-    local k = k0[j]
-    if desc then k = k0[n0 + 1 - j] end
-    if sort == 'hostname' then return {0, 0, k}, idOf(k) end
-    return {0, scoreOf(k), string.sub(k, 18)}, string.sub(k, 18)
+    if desc then return key0(k0[n0 + 1 - j]) end
+    return key0(k0[j])
   end
   -- The first key after the cursor, found by halving.
   local first = 1
@@ -1066,7 +1106,7 @@ else
   -- The index's sequences, in list order: {key, lex, first rank, last
   -- rank (exclusive), direction, every member matches}.
   local seqs = {}
-  if sort == 'hostname' then seqs[1] = {walkKey, true, 0, W, desc, false}
+  if sort == 'hostname' then seqs[1] = {walkKey, true, 0, W, desc, ordered ~= nil and #sources == 1}
   elseif sort == 'created_at' then seqs[1] = {walkKey, false, 0, W, desc, ordered ~= nil and #sources == 1}
   else
     -- f is the filter over the sort's own key: a status holds only the
@@ -1230,7 +1270,7 @@ end
 -- tag's or a reason's zset (its key without the prefix); '' for none.
 local tierWalked = ''
 if plan == 'walk' or plan == 'semi' then
-  if ordered then tierWalked = string.sub(ordered.key, #P + 1) elseif att then tierWalked = tier end
+  if ordered then tierWalked = string.sub(walkKey, #P + 1) elseif att then tierWalked = tier end
 end
 if nextKey then
   return {total, out, rows, plan, due, tierWalked, nextKey[1], string.format('%.17g', nextKey[2]), nextKey[3]}

@@ -46,6 +46,8 @@ type lab struct {
 	// walked counts the pages that walked a tier of the attention index,
 	// by "<sort> <tier> <plan>" (the plan forced, or "chosen").
 	chosen, walked map[string]int
+	// tagHosts counts the tags' hostname orders checkTagHosts found.
+	tagHosts int
 }
 
 func newLab(t *testing.T, seed uint64) *lab {
@@ -401,10 +403,13 @@ func (l *lab) check(rows []row, q domainindex.Query) {
 				if lq.Sort == domainindex.SortCreated {
 					want = append(want, "tag:"+lq.Tag, "wr:"+lq.WhoisStatus)
 				}
+				if lq.Sort == domainindex.SortHostname {
+					want = append(want, "th:"+lq.Tag)
+				}
 				if !slices.Contains(want, tier) {
 					l.t.Fatalf("%s %+v: walked %q, want one of %q", plan, q, tier, want)
 				}
-				if strings.HasPrefix(tier, "tag:") || strings.HasPrefix(tier, "wr:") {
+				if strings.HasPrefix(tier, "tag:") || strings.HasPrefix(tier, "wr:") || strings.HasPrefix(tier, "th:") {
 					tier, _, _ = strings.Cut(tier, ":")
 				}
 				l.walked[q.Sort+" "+tier+" "+cmp.Or(plan, "chosen")]++
@@ -532,6 +537,35 @@ func (l *lab) checkAll() {
 		l.check(rows, q)
 	}
 	l.checkAttention()
+	l.checkTagHosts(rows)
+}
+
+// checkTagHosts checks each tag's hostname order that a list built
+// (domainindex.TagHostKey): it holds the hostname index's member of
+// every domain with the tag, and no other.
+func (l *lab) checkTagHosts(rows []row) {
+	l.t.Helper()
+	for _, tag := range labTags {
+		key := domainindex.TagHostKey(l.tenant, tag)
+		got, err := l.rdb.ZRange(l.ctx, key, 0, -1).Result()
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		if len(got) == 0 {
+			continue
+		}
+		var want []string
+		for _, r := range rows {
+			if slices.Contains(r.tags, tag) {
+				want = append(want, domainindex.HostMember(r.host, r.port, r.id))
+			}
+		}
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			l.t.Fatalf("tag %q's hostname order holds %d members, want %d:\n got %q\nwant %q", tag, len(got), len(want), got, want)
+		}
+		l.tagHosts++
+	}
 }
 
 // checkAttention checks each tier of the attention index against its
@@ -875,6 +909,9 @@ func TestAttentionIndex(t *testing.T) {
 // every domain in memory gives; and still after renames, removals, new
 // scans and lookups, and a replay of every event.
 func TestListAgainstBruteForce(t *testing.T) {
+	// The lab's tags (some 90 domains each) keep their hostname order
+	// once a list reads them so.
+	domainindex.SetTagHostMin(t, 20)
 	l := newLab(t, 1)
 	l.add(250)
 	l.project()
@@ -974,13 +1011,17 @@ func TestListAgainstBruteForce(t *testing.T) {
 		}
 	}
 	// A tag and a registration reason on the created_at sort walked their
-	// own zsets.
-	for _, set := range []string{"tag", "wr"} {
+	// own zsets, and a tag on the hostname sort its hostname order, once
+	// built (and checked against the tag's domains after every change).
+	for _, walk := range []string{domainindex.SortCreated + " tag", domainindex.SortCreated + " wr", domainindex.SortHostname + " th"} {
 		for _, plan := range []string{"walk", "semi", "chosen"} {
-			if l.walked[domainindex.SortCreated+" "+set+" "+plan] == 0 {
-				t.Errorf("no page sorted by created_at walked a %s zset under plan %s: %v", set, plan, l.walked)
+			if l.walked[walk+" "+plan] == 0 {
+				t.Errorf("no page walked %q under plan %s: %v", walk, plan, l.walked)
 			}
 		}
+	}
+	if l.tagHosts == 0 {
+		t.Error("no tag's hostname order was built")
 	}
 }
 
@@ -1219,4 +1260,93 @@ func TestSweepEmptyTenant(t *testing.T) {
 			t.Fatalf("a sweep of a tenant with domains did not build tier %s", td.Name)
 		}
 	}
+}
+
+// TestTagHostOrder: a tag's hostname order is built by the first list
+// that reads the tag alone to sort it by hostname, never by one that
+// reads only some of its domains (another filter beside it) or a tag of
+// TagHostMin domains or fewer; the next list walks it; it goes with the
+// tag's last domain.
+func TestTagHostOrder(t *testing.T) {
+	domainindex.SetTagHostMin(t, 20)
+	l := newLab(t, 3)
+	l.add(150)
+	l.project()
+	l.scanSome(80)
+	list := func(q domainindex.Query) domainindex.Page {
+		t.Helper()
+		q.Limit = 10
+		p, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	built := func(tag string) bool {
+		return l.rdb.Exists(l.ctx, domainindex.TagHostKey(l.tenant, tag)).Val() == 1
+	}
+	q := baseQuery()
+	q.Sort, q.Tag = domainindex.SortHostname, "prod"
+	// Another filter beside the tag: the read holds some of its domains
+	// only (when the tag is the smallest filter, so it reads the tag's).
+	var others []domainindex.Query
+	for _, st := range domainindex.Statuses {
+		f := q
+		f.Status = st
+		others = append(others, f)
+	}
+	for _, st := range append(slices.Clone(domainindex.WhoisVerdicts), domainindex.Reasons...) {
+		f := q
+		f.WhoisStatus = st
+		others = append(others, f)
+	}
+	for _, se := range []string{"a", "b", ".example", "api"} {
+		f := q
+		f.Search = se
+		others = append(others, f)
+	}
+	for _, f := range others {
+		list(domainindex.WithPlan(domainindex.WithoutAttention(f), "read"))
+	}
+	if built("prod") {
+		t.Fatal("a list of some of the tag's domains built its hostname order")
+	}
+	// A tag of TagHostMin domains or fewer is read each time.
+	rows := l.rows()
+	n := 0
+	for _, r := range rows {
+		if slices.Contains(r.tags, "prod") {
+			n++
+		}
+	}
+	domainindex.SetTagHostMin(t, n)
+	if p := list(domainindex.WithPlan(q, "read")); domainindex.PlanOf(p) != "read" || built("prod") {
+		t.Fatalf("a tag of %d domains, the least that builds none: plan %q, built %v", n, domainindex.PlanOf(p), built("prod"))
+	}
+	domainindex.SetTagHostMin(t, n-1)
+	if p := list(domainindex.WithPlan(q, "read")); !built("prod") {
+		t.Fatalf("a read of the tag's %d domains (plan %q) built no hostname order", n, domainindex.PlanOf(p))
+	}
+	l.checkTagHosts(rows)
+	if p := list(q); domainindex.TierOf(p) != "th:prod" || domainindex.PlanOf(p) != "walk" {
+		t.Fatalf("the next list walked %q under plan %q, want th:prod under walk", domainindex.TierOf(p), domainindex.PlanOf(p))
+	}
+	l.check(rows, q)
+	// Every domain leaves the tag: its hostname order goes with it.
+	ds, err := l.store.ListDomains(l.ctx, l.tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range ds {
+		if slices.Contains(d.Tags, "prod") {
+			none := []string{}
+			if _, err := l.store.UpdateDomain(l.ctx, l.tenant, d.ID, accounts.DomainPatch{Tags: &none}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if built("prod") || l.rdb.Exists(l.ctx, domainindex.TagKey(l.tenant, "prod")).Val() == 1 {
+		t.Fatal("the tag's keys outlived its last domain")
+	}
+	l.check(l.rows(), q)
 }

@@ -16,8 +16,8 @@ import (
 //
 //	ix_lookup(p, host, port)                          the id of host:port (text), or false
 //	ix_add(p, id, host, port, created_ms, tags_json)   a new domain (or a backfill)
-//	ix_rename(p, id, old_host, old_port, host, port)
-//	ix_tags(p, id, old_tags_json, tags_json)          tags changed
+//	ix_rename(p, id, old_host, old_port, host, port, tags_json)
+//	ix_tags(p, id, old_tags_json, tags_json, name)    tags changed; name is ix_name(host, port)
 //	ix_remove(p, id, host, port, tags_json)
 //
 // id is the domain's Member (the caller encodes it); ix_lookup returns
@@ -170,30 +170,45 @@ local function ix_taglist(j)
   if not ok or type(t) ~= 'table' then return {} end
   return t
 end
-local function ix_tags(p, id, old, new)
+-- ix_tags moves domain id, named name (ix_name's), from the tags of
+-- JSON list old to those of new: in each tag's created_at order
+-- (tag:<t>) and, where a list built it, its hostname order (th:<t>, as
+-- host's members), which goes with the tag's last domain.
+local function ix_tags(p, id, old, new, name)
   if old == new then return end
   for _, t in ipairs(ix_taglist(old)) do
     redis.call('ZREM', p .. 'tag:' .. t, id)
-    if redis.call('ZCARD', p .. 'tag:' .. t) == 0 then redis.call('SREM', p .. 'tags', t) end
+    redis.call('ZREM', p .. 'th:' .. t, name .. id)
+    if redis.call('ZCARD', p .. 'tag:' .. t) == 0 then
+      redis.call('SREM', p .. 'tags', t)
+      redis.call('DEL', p .. 'th:' .. t)
+    end
   end
   for _, t in ipairs(ix_taglist(new)) do
     redis.call('ZADD', p .. 'tag:' .. t, ix_created_of(p, id), id)
     redis.call('SADD', p .. 'tags', t)
+    if redis.call('EXISTS', p .. 'th:' .. t) == 1 then redis.call('ZADD', p .. 'th:' .. t, 0, name .. id) end
   end
 end
 local function ix_add(p, id, host, port, created, tags)
   redis.call('ZADD', p .. 'created', created, id)
   ix_names(p, id, host, port, true, created)
-  ix_tags(p, id, '', tags)
+  ix_tags(p, id, '', tags, ix_name(host, port))
   if not redis.call('ZSCORE', p .. 'ssl', id) then redis.call('ZADD', p .. 'sslnull', 0, id) end
   if not redis.call('ZSCORE', p .. 'whois', id) and not redis.call('ZSCORE', p .. 'wnull', id) then
     ix_whois(p, id, '', 'pending')
   end
 end
-local function ix_rename(p, id, old_host, old_port, host, port)
+local function ix_rename(p, id, old_host, old_port, host, port, tags)
   local created = redis.call('ZSCORE', p .. 'created', id)
   ix_names(p, id, old_host, old_port, false, created)
   ix_names(p, id, host, port, true, created)
+  for _, t in ipairs(ix_taglist(tags)) do
+    -- Only a tag whose hostname order is built has the old name.
+    if redis.call('ZREM', p .. 'th:' .. t, ix_name(old_host, old_port) .. id) == 1 then
+      redis.call('ZADD', p .. 'th:' .. t, 0, ix_name(host, port) .. id)
+    end
+  end
   ix_att_out(p, id, ix_name(old_host, old_port))
   ix_ssl(p, id, ix_name(host, port), '', '0', '0')
   -- The registration stays with the host: a new port keeps its tiers.
@@ -203,7 +218,7 @@ end
 local function ix_remove(p, id, host, port, tags)
   ix_names(p, id, host, port, false, redis.call('ZSCORE', p .. 'created', id))
   ix_att_out(p, id, ix_name(host, port))
-  ix_tags(p, id, tags, '')
+  ix_tags(p, id, tags, '', ix_name(host, port))
   for _, k in ipairs({'created', 'ssl', 'bad', 'sslnull', 'whois', 'wnull'}) do redis.call('ZREM', p .. k, id) end
   redis.call('SREM', p .. 'nocert', id)
   for _, r in ipairs(IX_REASONS) do redis.call('ZREM', p .. 'wr:' .. r, id) end
@@ -464,7 +479,7 @@ func Drop(ctx context.Context, rdb redis.UniversalClient, tenantID string) error
 	}
 	keys := Keys(tenantID)
 	for _, t := range tags {
-		keys = append(keys, TagKey(tenantID, t))
+		keys = append(keys, TagKey(tenantID, t), TagHostKey(tenantID, t))
 	}
 	for _, t := range staleTiers {
 		p := Prefix(tenantID) + t
