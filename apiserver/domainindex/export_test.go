@@ -81,12 +81,12 @@ func AttentionTier(q Query) string { return q.attention() }
 // p, "" for none.
 func TierOf(p Page) string { return p.tier }
 
-// SetTagHostMin sets how many domains a tag has past which a list keeps
+// SetTagOrderMin sets how many domains a tag has past which a list keeps
 // its hostname order, until the test ends.
-func SetTagHostMin(t interface{ Cleanup(func()) }, n int) {
-	was := tagHostMin
-	tagHostMin = n
-	t.Cleanup(func() { tagHostMin = was })
+func SetTagOrderMin(t interface{ Cleanup(func()) }, n int) {
+	was := tagOrderMin
+	tagOrderMin = n
+	t.Cleanup(func() { tagOrderMin = was })
 }
 
 // HostMember is the hostname index's member of domain id named

@@ -124,14 +124,21 @@ const (
 	// Drop finds their zsets).
 	keyTag  = "tag:"
 	keyTags = "tags"
-	// keyTagHost + tag: zset, score 0, the tag's domains in hostname
-	// order (members as keyHost's), so that a tag sorted by hostname
-	// walks it. Built by the first list that reads the tag's domains to
-	// sort them by hostname (listScript's read plan), not before: only
-	// the tags listed so pay its memory; from then on the writers keep
-	// it (ix_tags, ix_rename), and it goes with the tag's last domain
-	// (layout generation 6).
-	keyTagHost = "th:"
+	// A tag's orders, so that a tag on another sort than created_at walks
+	// its own domains: keyTagHost + tag, zset, score 0, in hostname order
+	// (members as keyHost's); keyTagSSL + tag and keyTagSSLNull + tag, as
+	// keySSL (below NoExpiryMS) and keySSLNull hold them; keyTagWhois +
+	// tag and keyTagWhoisNull + tag, as keyWhois and keyWhoisNull. Each
+	// is built by the first list that reads more than tagOrderMin of the
+	// tag's domains to sort them so (listScript's readPage), not before:
+	// only the tags listed so pay their memory; from then on the writers
+	// keep them (ix_tags, ix_rename, ix_ssl, ix_whois), and they go with
+	// the tag's last domain (layout generation 6).
+	keyTagHost      = "th:"
+	keyTagSSL       = "ts:"
+	keyTagSSLNull   = "tsn:"
+	keyTagWhois     = "tw:"
+	keyTagWhoisNull = "twn:"
 )
 
 // staleTiers are the attention index's tiers of layouts 4 and 5, whose
@@ -141,9 +148,13 @@ var staleTiers = []string{"att", "urg", "watt", "wurg"}
 // TagKey is the key of the zset of tenantID's domains tagged tag.
 func TagKey(tenantID, tag string) string { return Prefix(tenantID) + keyTag + tag }
 
-// TagHostKey is the key of tenantID's domains tagged tag in hostname
-// order (keyTagHost), when a list built it.
-func TagHostKey(tenantID, tag string) string { return Prefix(tenantID) + keyTagHost + tag }
+// TagOrderKeys are the keys of the orders of tenantID's domains tagged
+// tag, when a list built them: by hostname (keyTagHost), then by the
+// certificate's expiry and its null set, then by the registration's.
+func TagOrderKeys(tenantID, tag string) []string {
+	p := Prefix(tenantID)
+	return []string{p + keyTagHost + tag, p + keyTagSSL + tag, p + keyTagSSLNull + tag, p + keyTagWhois + tag, p + keyTagWhoisNull + tag}
+}
 
 // Layout is the version of the index layout; an index built with another
 // is built again at start. Layout 2: keyHost and keyCreated are the

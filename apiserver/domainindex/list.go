@@ -187,7 +187,7 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 	att := q.attention()
 	args := []any{Prefix(tenantID), recordPrefix, q.Sort, desc, q.Limit, q.Offset, hasCur,
 		c.Phase, scoreString(c.Score), c.Member,
-		q.Status, q.WhoisStatus, q.Search, nowMS, critB, warnB, q.plan, q.Tag, att, tagHostMin, len(q.Fields)}
+		q.Status, q.WhoisStatus, q.Search, nowMS, critB, warnB, q.plan, q.Tag, att, tagOrderMin, len(q.Fields)}
 	for _, f := range q.Fields {
 		args = append(args, f)
 	}
@@ -233,11 +233,11 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 	return p, nil
 }
 
-// tagHostMin is how many domains a tag has past which a list that reads
+// tagOrderMin is how many domains a tag has past which a list that reads
 // them to sort them by hostname keeps their hostname order (keyTagHost)
 // for the next: below it, reading them costs about what walking a page
 // does.
-var tagHostMin = 100
+var tagOrderMin = 100
 
 // dayMS is a day in ms.
 const dayMS = int64(24 * time.Hour / time.Millisecond)
@@ -591,14 +591,14 @@ func (q Query) fingerprint() string {
 // member, status, whois status, search, now ms, critical bound ms, warning
 // bound ms, plan (Query.plan), tag, the attention index's tier to walk
 // instead of the sort's index when built (Query.attention; "" for none),
-// tagHostMin, the number of record fields to return per id, those fields.
+// tagOrderMin, the number of record fields to return per id, those fields.
 var listScript = redis.NewScript(idLua + RecordPortLua + createdLua + tiersLua + `
 local P, RP, sort, desc = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local limit, offset, hasCur = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
 local cphase, cscore, cmember = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 local status, wstatus, search = ARGV[11], ARGV[12], ARGV[13]
 local now, critB, warnB, plan = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]), ARGV[17]
-local tag, tier, TAGHOST = ARGV[18], ARGV[19], tonumber(ARGV[20])
+local tag, tier, TAGORDER = ARGV[18], ARGV[19], tonumber(ARGV[20])
 local fields = {}
 for i = 1, tonumber(ARGV[21]) do fields[i] = ARGV[21 + i] end
 local NOEXP = ` + strconv.FormatInt(NoExpiryMS, 10) + `
@@ -759,6 +759,10 @@ end
 if tag ~= '' then
   local s = zsrc('tag', P .. 'tag:' .. tag, '-inf', '+inf')
   s.count, s.created, s.hostKey = s.est, true, P .. 'th:' .. tag
+  -- The tag's orders of each expiry sort (keyTagSSL...): its key, its
+  -- null set.
+  s.orders = {ssl_days_remaining = {P .. 'ts:' .. tag, P .. 'tsn:' .. tag},
+    whois_days_remaining = {P .. 'tw:' .. tag, P .. 'twn:' .. tag}}
   sources[#sources + 1] = s
 end
 if search ~= '' then
@@ -827,13 +831,19 @@ elseif sort == 'hostname' then W = redis.call('ZCARD', walkKey) end
 -- A tag's or a registration reason's zset is scored by created_at (s.created):
 -- on that sort the walk reads the smallest of them instead when it is
 -- smaller still (ordered), and when it is the only filter every member
--- matches. On the hostname sort a tag's hostname order (s.hostKey) does
--- the same once a list built it (readPage).
-local ordered
+-- matches. On another sort a tag's order of that sort (s.hostKey,
+-- s.orders) does the same once a list built it (readPage), but on the
+-- ssl_days_remaining sort with status error (a walk of bad) and where a
+-- tier serves.
+local ordered, tagOrd
 for _, s in ipairs(sources) do
   if s.est < W then
     if sort == 'created_at' and s.created then ordered, walkKey, W = s, s.key, s.est
-    elseif sort == 'hostname' and s.hostKey and redis.call('EXISTS', s.hostKey) == 1 then ordered, walkKey, W = s, s.hostKey, s.est end
+    elseif sort == 'hostname' and s.hostKey and redis.call('EXISTS', s.hostKey) == 1 then ordered, walkKey, W = s, s.hostKey, s.est
+    elseif s.orders and s.orders[sort] and not xwalk and not (sort == 'ssl_days_remaining' and status == 'error') and
+        redis.call('EXISTS', s.orders[sort][1], s.orders[sort][2]) > 0 then
+      ordered, walkKey, W, tagOrd = s, s.orders[sort][1], s.est, s.orders[sort]
+    end
   end
 end
 local best
@@ -974,10 +984,11 @@ end
 -- intersection sorted by score, then member, as the index is); else
 -- each candidate gets one string key, which Lua sorts in C: the
 -- hostname index's member (read from its record), or the score
--- (scoreKey) and the id. A tag read so on the hostname sort, alone and
--- with more than TAGHOST members, keeps the names it read as the tag's
--- hostname order (th:<tag>, which the writers keep from then on), so
--- that the next such list walks it.
+-- (scoreKey) and the id. A tag of more than TAGORDER domains read so
+-- keeps them in the sort's order for the next list to walk (keyTagHost
+-- and the rest, which the writers keep from then on): on an expiry's
+-- sort from the sort's key and null set in C, on the hostname sort (the
+-- tag alone, so that every domain of it is read) with the names read.
 local function readPage(sel)
   -- scoreKey: 16 characters that sort as the score s (whole ms, within
   -- 10^15 of 0: some 31,000 years), from its reply v: most are whole and
@@ -1008,7 +1019,7 @@ local function readPage(sel)
       k0[#k0 + 1] = (r[1] or '') .. ' ' .. string.format('%05d', tonumber(record_port(r[2]))) .. ' ' .. id
     end
     table.sort(k0)
-    if whole and #sources == 1 and best.hostKey and #sel > TAGHOST and redis.call('EXISTS', best.hostKey) == 0 then
+    if whole and #sources == 1 and best.hostKey and #sel > TAGORDER and redis.call('EXISTS', best.hostKey) == 0 then
       for i = 1, #k0, MCHUNK do
         local args = {}
         for j = i, math.min(#k0, i + MCHUNK - 1) do args[#args + 1] = 0; args[#args + 1] = k0[j] end
@@ -1017,7 +1028,19 @@ local function readPage(sel)
     end
     key0 = function(k) return {0, 0, k}, idOf(k) end
   elseif sort ~= 'created_at' and best.created then
-    local z, keep, seen = redis.call('ZINTER', 2, key, best.key, 'WEIGHTS', 1, 0, 'WITHSCORES'), nil, {}
+    -- A tag's order of this sort, built here (from its key and null set,
+    -- in C) when the tag has more than TAGORDER domains, holds them so.
+    local o, z = best.orders and best.orders[sort], nil
+    if o and redis.call('EXISTS', o[1], o[2]) == 0 and best.est > TAGORDER then
+      local null = P .. 'sslnull'
+      if sort == 'whois_days_remaining' then null = P .. 'wnull' end
+      redis.call('ZINTERSTORE', o[1], 2, key, best.key, 'WEIGHTS', 1, 0)
+      redis.call('ZREMRANGEBYSCORE', o[1], NOEXP, '+inf')
+      redis.call('ZINTERSTORE', o[2], 2, null, best.key, 'WEIGHTS', 0, 0)
+    end
+    if o and redis.call('EXISTS', o[1], o[2]) > 0 then z = redis.call('ZRANGE', o[1], 0, -1, 'WITHSCORES')
+    else z = redis.call('ZINTER', 2, key, best.key, 'WEIGHTS', 1, 0, 'WITHSCORES') end
+    local keep, seen = nil, {}
     if #sources > 1 then
       keep = {}
       for _, id in ipairs(sel) do keep[id] = true end
@@ -1117,6 +1140,8 @@ else
     -- A tier in this order holds every match (Query.attention: f is
     -- then '').
     if xwalk then key, null = P .. tier .. ':x', P .. tier .. ':xnull' end
+    -- A tag's order holds its domains as the sort's key and null set do.
+    if tagOrd then key, null = tagOrd[1], tagOrd[2] end
     local lo, hi = verdictRange(f)
     -- Every member of the range matches, but an invalid certificate's
     -- in a range of the ssl sort past now (an error).
@@ -1135,8 +1160,9 @@ else
       -- A reason: only a domain without an expiry has one.
       b = 0
     end
-    seqs[1] = {key, false, a, b, desc, exact and #sources == 1}
-    seqs[2] = {null, true, 0, nulls, false, false}
+    local alone = #sources == 1 and (exact or tagOrd ~= nil)
+    seqs[1] = {key, false, a, b, desc, alone}
+    seqs[2] = {null, true, 0, nulls, false, tagOrd ~= nil and #sources == 1}
   end
   -- lowerBound: how many of seq's members come before {score, member}
   -- in ascending order, and whether it holds it.

@@ -46,8 +46,9 @@ type lab struct {
 	// walked counts the pages that walked a tier of the attention index,
 	// by "<sort> <tier> <plan>" (the plan forced, or "chosen").
 	chosen, walked map[string]int
-	// tagHosts counts the tags' hostname orders checkTagHosts found.
-	tagHosts int
+	// tagOrders counts the tags' orders checkTagOrders found: by
+	// hostname, certificate and registration expiry.
+	tagOrders [3]int
 }
 
 func newLab(t *testing.T, seed uint64) *lab {
@@ -403,13 +404,13 @@ func (l *lab) check(rows []row, q domainindex.Query) {
 				if lq.Sort == domainindex.SortCreated {
 					want = append(want, "tag:"+lq.Tag, "wr:"+lq.WhoisStatus)
 				}
-				if lq.Sort == domainindex.SortHostname {
-					want = append(want, "th:"+lq.Tag)
-				}
+				want = append(want, map[string]string{domainindex.SortHostname: "th:", domainindex.SortSSLDays: "ts:",
+					domainindex.SortWhoisDays: "tw:"}[lq.Sort]+lq.Tag)
 				if !slices.Contains(want, tier) {
 					l.t.Fatalf("%s %+v: walked %q, want one of %q", plan, q, tier, want)
 				}
-				if strings.HasPrefix(tier, "tag:") || strings.HasPrefix(tier, "wr:") || strings.HasPrefix(tier, "th:") {
+				if strings.HasPrefix(tier, "tag:") || strings.HasPrefix(tier, "wr:") || strings.HasPrefix(tier, "th:") ||
+					strings.HasPrefix(tier, "ts:") || strings.HasPrefix(tier, "tw:") {
 					tier, _, _ = strings.Cut(tier, ":")
 				}
 				l.walked[q.Sort+" "+tier+" "+cmp.Or(plan, "chosen")]++
@@ -537,34 +538,78 @@ func (l *lab) checkAll() {
 		l.check(rows, q)
 	}
 	l.checkAttention()
-	l.checkTagHosts(rows)
+	l.checkTagOrders()
 }
 
-// checkTagHosts checks each tag's hostname order that a list built
-// (domainindex.TagHostKey): it holds the hostname index's member of
-// every domain with the tag, and no other.
-func (l *lab) checkTagHosts(rows []row) {
+// checkTagOrders checks each of a tag's orders that a list built
+// (domainindex.TagOrderKeys) against the index's own keys: its hostname
+// order holds the hostname index's member of every domain with the tag
+// (tag:<tag>), its expiries' orders each such domain with the expiry
+// key's score when below NoExpiryMS, and in the null set those the
+// expiry's null set holds, and no other. (The lists checked against the
+// brute force check what these keys hold in turn.)
+func (l *lab) checkTagOrders() {
 	l.t.Helper()
-	for _, tag := range labTags {
-		key := domainindex.TagHostKey(l.tenant, tag)
-		got, err := l.rdb.ZRange(l.ctx, key, 0, -1).Result()
+	pre := domainindex.Prefix(l.tenant)
+	zset := func(key string) map[string]float64 {
+		zs, err := l.rdb.ZRangeWithScores(l.ctx, key, 0, -1).Result()
 		if err != nil {
 			l.t.Fatal(err)
 		}
-		if len(got) == 0 {
-			continue
+		m := make(map[string]float64, len(zs))
+		for _, z := range zs {
+			m[z.Member.(string)] = z.Score
 		}
-		var want []string
-		for _, r := range rows {
-			if slices.Contains(r.tags, tag) {
-				want = append(want, domainindex.HostMember(r.host, r.port, r.id))
+		return m
+	}
+	names := map[string]string{}
+	for m := range zset(pre + "host") {
+		// "<host> <port, 5 digits> <id member>".
+		names[m[strings.Index(m, " ")+7:]] = m
+	}
+	for _, tag := range labTags {
+		tagged := zset(domainindex.TagKey(l.tenant, tag))
+		keys := domainindex.TagOrderKeys(l.tenant, tag)
+		// Per order: its keys, and what each should hold.
+		type order struct {
+			keys []string
+			want []map[string]float64
+		}
+		host := map[string]float64{}
+		for id := range tagged {
+			host[names[id]] = 0
+		}
+		orders := []order{{keys[:1], []map[string]float64{host}}}
+		for i, x := range [][2]string{{"ssl", "sslnull"}, {"whois", "wnull"}} {
+			sc, null := zset(pre+x[0]), zset(pre+x[1])
+			ord, nul := map[string]float64{}, map[string]float64{}
+			for id := range tagged {
+				if v, ok := sc[id]; ok && v < domainindex.NoExpiryMS {
+					ord[id] = v
+				}
+				if _, ok := null[id]; ok {
+					nul[id] = 0
+				}
 			}
+			orders = append(orders, order{keys[1+2*i : 3+2*i], []map[string]float64{ord, nul}})
 		}
-		slices.Sort(want)
-		if !slices.Equal(got, want) {
-			l.t.Fatalf("tag %q's hostname order holds %d members, want %d:\n got %q\nwant %q", tag, len(got), len(want), got, want)
+		for g, o := range orders {
+			var got []map[string]float64
+			n := 0
+			for _, k := range o.keys {
+				got = append(got, zset(k))
+				n += len(got[len(got)-1])
+			}
+			if n == 0 {
+				continue
+			}
+			for i, k := range o.keys {
+				if !maps.Equal(got[i], o.want[i]) {
+					l.t.Fatalf("tag %q's order %s holds %d members, want %d:\n got %v\nwant %v", tag, k, len(got[i]), len(o.want[i]), got[i], o.want[i])
+				}
+			}
+			l.tagOrders[g]++
 		}
-		l.tagHosts++
 	}
 }
 
@@ -909,9 +954,9 @@ func TestAttentionIndex(t *testing.T) {
 // every domain in memory gives; and still after renames, removals, new
 // scans and lookups, and a replay of every event.
 func TestListAgainstBruteForce(t *testing.T) {
-	// The lab's tags (some 90 domains each) keep their hostname order
-	// once a list reads them so.
-	domainindex.SetTagHostMin(t, 20)
+	// The lab's tags (some 90 domains each) keep their orders once a
+	// list reads them so.
+	domainindex.SetTagOrderMin(t, 20)
 	l := newLab(t, 1)
 	l.add(250)
 	l.project()
@@ -947,8 +992,9 @@ func TestListAgainstBruteForce(t *testing.T) {
 		}
 	}
 	// The renames' scripts alone keep the attention index (a new port
-	// keeps the registration's tiers).
+	// keeps the registration's tiers), and the tags' orders.
 	l.checkAttention()
+	l.checkTagOrders()
 	// Before the projector applies the renames: a renamed domain shows as
 	// never scanned at once, and with its new host's registration once
 	// synced (the handler syncs after a rename).
@@ -1013,15 +1059,16 @@ func TestListAgainstBruteForce(t *testing.T) {
 	// A tag and a registration reason on the created_at sort walked their
 	// own zsets, and a tag on the hostname sort its hostname order, once
 	// built (and checked against the tag's domains after every change).
-	for _, walk := range []string{domainindex.SortCreated + " tag", domainindex.SortCreated + " wr", domainindex.SortHostname + " th"} {
+	for _, walk := range []string{domainindex.SortCreated + " tag", domainindex.SortCreated + " wr", domainindex.SortHostname + " th",
+		domainindex.SortSSLDays + " ts", domainindex.SortWhoisDays + " tw"} {
 		for _, plan := range []string{"walk", "semi", "chosen"} {
 			if l.walked[walk+" "+plan] == 0 {
 				t.Errorf("no page walked %q under plan %s: %v", walk, plan, l.walked)
 			}
 		}
 	}
-	if l.tagHosts == 0 {
-		t.Error("no tag's hostname order was built")
+	if slices.Contains(l.tagOrders[:], 0) {
+		t.Errorf("a tag's order of some sort was never built (hostname, ssl, whois): %v", l.tagOrders)
 	}
 }
 
@@ -1268,7 +1315,7 @@ func TestSweepEmptyTenant(t *testing.T) {
 // TagHostMin domains or fewer; the next list walks it; it goes with the
 // tag's last domain.
 func TestTagHostOrder(t *testing.T) {
-	domainindex.SetTagHostMin(t, 20)
+	domainindex.SetTagOrderMin(t, 20)
 	l := newLab(t, 3)
 	l.add(150)
 	l.project()
@@ -1283,7 +1330,7 @@ func TestTagHostOrder(t *testing.T) {
 		return p
 	}
 	built := func(tag string) bool {
-		return l.rdb.Exists(l.ctx, domainindex.TagHostKey(l.tenant, tag)).Val() == 1
+		return l.rdb.Exists(l.ctx, domainindex.TagOrderKeys(l.tenant, tag)[0]).Val() == 1
 	}
 	q := baseQuery()
 	q.Sort, q.Tag = domainindex.SortHostname, "prod"
@@ -1319,15 +1366,15 @@ func TestTagHostOrder(t *testing.T) {
 			n++
 		}
 	}
-	domainindex.SetTagHostMin(t, n)
+	domainindex.SetTagOrderMin(t, n)
 	if p := list(domainindex.WithPlan(q, "read")); domainindex.PlanOf(p) != "read" || built("prod") {
 		t.Fatalf("a tag of %d domains, the least that builds none: plan %q, built %v", n, domainindex.PlanOf(p), built("prod"))
 	}
-	domainindex.SetTagHostMin(t, n-1)
+	domainindex.SetTagOrderMin(t, n-1)
 	if p := list(domainindex.WithPlan(q, "read")); !built("prod") {
 		t.Fatalf("a read of the tag's %d domains (plan %q) built no hostname order", n, domainindex.PlanOf(p))
 	}
-	l.checkTagHosts(rows)
+	l.checkTagOrders()
 	if p := list(q); domainindex.TierOf(p) != "th:prod" || domainindex.PlanOf(p) != "walk" {
 		t.Fatalf("the next list walked %q under plan %q, want th:prod under walk", domainindex.TierOf(p), domainindex.PlanOf(p))
 	}

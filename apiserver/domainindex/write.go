@@ -134,10 +134,42 @@ local function ix_tiers(p, id, name, key, s, bad, nocert)
     end
   end
 end
+local function ix_taglist(j)
+  if not j or j == '' then return {} end
+  local ok, t = pcall(cjson.decode, j)
+  if not ok or type(t) ~= 'table' then return {} end
+  return t
+end
+-- IX_TAG_X: a tag's orders of each expiry (the sort's key and its null
+-- set), which a list builds (readPage of list.go) and the writers keep
+-- from then on: the tag's domains as that sort walks them, those with
+-- the key's score below IX_NOEXP in <ord>:<tag> with it, those of the
+-- null set in <null>:<tag> (score 0, by id).
+local IX_TAG_X = {{key = 'ssl', ord = 'ts:', null = 'tsn:', of = 'sslnull'}, {key = 'whois', ord = 'tw:', null = 'twn:', of = 'wnull'}}
+-- ix_tag_place places domain id in tag t's order of expiry x (one of
+-- IX_TAG_X) when built, from the entries of x's key and null set.
+local function ix_tag_place(p, id, t, x)
+  local ord, null = p .. x.ord .. t, p .. x.null .. t
+  if redis.call('EXISTS', ord, null) == 0 then return end
+  local s = redis.call('ZSCORE', p .. x.key, id)
+  if s and tonumber(s) < IX_NOEXP then redis.call('ZADD', ord, s, id) else redis.call('ZREM', ord, id) end
+  if redis.call('ZSCORE', p .. x.of, id) then redis.call('ZADD', null, 0, id) else redis.call('ZREM', null, id) end
+end
+-- ix_tag_follow places domain id again in the orders of expiry key
+-- ('ssl' or 'whois') of its tags (JSON list tags; none when nil), once
+-- key's entries of id are written.
+local function ix_tag_follow(p, id, key, tags)
+  for _, x in ipairs(IX_TAG_X) do
+    if x.key == key then
+      for _, t in ipairs(ix_taglist(tags)) do ix_tag_place(p, id, t, x) end
+    end
+  end
+end
 -- ix_whois writes a domain's registration facts; name, when given, is
 -- ix_name of the record's host they are for, whose attention tiers over
--- the registration follow them.
-local function ix_whois(p, id, exp, reason, name)
+-- the registration follow them, and the orders of its tags (JSON list
+-- tags, when given) follow them too.
+local function ix_whois(p, id, exp, reason, name, tags)
   local s = exp
   if s == '' then s = nil end
   ix_scored(p .. 'whois', p .. 'wnull', s, id)
@@ -146,10 +178,12 @@ local function ix_whois(p, id, exp, reason, name)
   end
   if name then ix_tiers(p, id, name, 'whois', tonumber(exp), false, false) end
   ix_att_follow(p, id, 'whois')
+  ix_tag_follow(p, id, 'whois', tags)
 end
 -- ix_ssl writes a domain's certificate facts; name is ix_name of the
--- host they are for (the record's).
-local function ix_ssl(p, id, name, ssl, bad, nocert)
+-- host they are for (the record's), tags the record's (JSON list), whose
+-- orders follow them.
+local function ix_ssl(p, id, name, ssl, bad, nocert, tags)
   ix_tiers(p, id, name, 'ssl', tonumber(ssl), bad == '1', nocert == '1')
   if ssl ~= '' then
     redis.call('ZADD', p .. 'ssl', ssl, id)
@@ -163,41 +197,46 @@ local function ix_ssl(p, id, name, ssl, bad, nocert)
     redis.call('ZADD', p .. 'sslnull', 0, id)
   end
   ix_att_follow(p, id, 'ssl')
-end
-local function ix_taglist(j)
-  if not j or j == '' then return {} end
-  local ok, t = pcall(cjson.decode, j)
-  if not ok or type(t) ~= 'table' then return {} end
-  return t
+  ix_tag_follow(p, id, 'ssl', tags)
 end
 -- ix_tags moves domain id, named name (ix_name's), from the tags of
 -- JSON list old to those of new: in each tag's created_at order
--- (tag:<t>) and, where a list built it, its hostname order (th:<t>, as
--- host's members), which goes with the tag's last domain.
+-- (tag:<t>) and, where a list built them, its hostname order (th:<t>,
+-- as host's members) and its expiries' orders (IX_TAG_X), which go with
+-- the tag's last domain.
 local function ix_tags(p, id, old, new, name)
   if old == new then return end
   for _, t in ipairs(ix_taglist(old)) do
     redis.call('ZREM', p .. 'tag:' .. t, id)
     redis.call('ZREM', p .. 'th:' .. t, name .. id)
+    local keys = {p .. 'th:' .. t}
+    for _, x in ipairs(IX_TAG_X) do
+      redis.call('ZREM', p .. x.ord .. t, id)
+      redis.call('ZREM', p .. x.null .. t, id)
+      keys[#keys + 1] = p .. x.ord .. t
+      keys[#keys + 1] = p .. x.null .. t
+    end
     if redis.call('ZCARD', p .. 'tag:' .. t) == 0 then
       redis.call('SREM', p .. 'tags', t)
-      redis.call('DEL', p .. 'th:' .. t)
+      redis.call('DEL', unpack(keys))
     end
   end
   for _, t in ipairs(ix_taglist(new)) do
     redis.call('ZADD', p .. 'tag:' .. t, ix_created_of(p, id), id)
     redis.call('SADD', p .. 'tags', t)
     if redis.call('EXISTS', p .. 'th:' .. t) == 1 then redis.call('ZADD', p .. 'th:' .. t, 0, name .. id) end
+    for _, x in ipairs(IX_TAG_X) do ix_tag_place(p, id, t, x) end
   end
 end
 local function ix_add(p, id, host, port, created, tags)
   redis.call('ZADD', p .. 'created', created, id)
   ix_names(p, id, host, port, true, created)
-  ix_tags(p, id, '', tags, ix_name(host, port))
   if not redis.call('ZSCORE', p .. 'ssl', id) then redis.call('ZADD', p .. 'sslnull', 0, id) end
   if not redis.call('ZSCORE', p .. 'whois', id) and not redis.call('ZSCORE', p .. 'wnull', id) then
     ix_whois(p, id, '', 'pending')
   end
+  -- Last: the tags' expiry orders place it from the entries above.
+  ix_tags(p, id, '', tags, ix_name(host, port))
 end
 local function ix_rename(p, id, old_host, old_port, host, port, tags)
   local created = redis.call('ZSCORE', p .. 'created', id)
@@ -210,9 +249,9 @@ local function ix_rename(p, id, old_host, old_port, host, port, tags)
     end
   end
   ix_att_out(p, id, ix_name(old_host, old_port))
-  ix_ssl(p, id, ix_name(host, port), '', '0', '0')
+  ix_ssl(p, id, ix_name(host, port), '', '0', '0', tags)
   -- The registration stays with the host: a new port keeps its tiers.
-  if old_host ~= host then ix_whois(p, id, '', 'pending')
+  if old_host ~= host then ix_whois(p, id, '', 'pending', nil, tags)
   else ix_tiers(p, id, ix_name(host, port), 'whois', tonumber(redis.call('ZSCORE', p .. 'whois', id)), false, false) end
 end
 local function ix_remove(p, id, host, port, tags)
@@ -382,16 +421,16 @@ type Facts struct {
 // none), bad, nocert ("1"|"0"), whois host, whois ms ("" when unknown),
 // whois reason. Returns 1 when written, 0 when the record is gone.
 var applyFactsScript = redis.NewScript(IndexLua + `
-local r = redis.call('HMGET', KEYS[1], 'host', 'port')
+local r = redis.call('HMGET', KEYS[1], 'host', 'port', 'tags')
 if not r[1] then return 0 end
 local p, id = ARGV[1], ARGV[2]
 local name = ix_name(r[1], record_port(r[2]))
 if r[1] == ARGV[3] and record_port(r[2]) == ARGV[4] then
-  ix_ssl(p, id, name, ARGV[5], ARGV[6], ARGV[7])
+  ix_ssl(p, id, name, ARGV[5], ARGV[6], ARGV[7], r[3])
 else
-  ix_ssl(p, id, name, '', '0', '0')
+  ix_ssl(p, id, name, '', '0', '0', r[3])
 end
-if r[1] == ARGV[8] then ix_whois(p, id, ARGV[9], ARGV[10], name) end
+if r[1] == ARGV[8] then ix_whois(p, id, ARGV[9], ARGV[10], name, r[3]) end
 return 1
 `)
 
@@ -479,7 +518,8 @@ func Drop(ctx context.Context, rdb redis.UniversalClient, tenantID string) error
 	}
 	keys := Keys(tenantID)
 	for _, t := range tags {
-		keys = append(keys, TagKey(tenantID, t), TagHostKey(tenantID, t))
+		keys = append(keys, TagKey(tenantID, t))
+		keys = append(keys, TagOrderKeys(tenantID, t)...)
 	}
 	for _, t := range staleTiers {
 		p := Prefix(tenantID) + t
