@@ -234,9 +234,9 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 }
 
 // tagOrderMin is how many domains a tag has past which a list that reads
-// them to sort them by hostname keeps their hostname order (keyTagHost)
-// for the next: below it, reading them costs about what walking a page
-// does.
+// them to sort them keeps them in that sort's order (keyTagHost and the
+// rest) for the next lists to walk: below it, reading them costs about
+// what walking a page does.
 var tagOrderMin = 100
 
 // dayMS is a day in ms.

@@ -35,8 +35,9 @@ import (
 // the name in "@n"), which an older API server cannot decode and whose
 // scripts would let a view go back in time, and domain records whose
 // tenant is "t" (16 bytes), in which an older API server finds none. 6:
-// a tag's hostname order (domainindex's keyTagHost), which a list builds
-// and an older API server's writers would not keep.
+// a tag's orders by hostname and expiry (domainindex's keyTagHost and
+// the rest), which a list builds and an older API server's writers
+// would not keep.
 const Generation = 6
 
 // Key holds the newest generation that ran against this Redis.
