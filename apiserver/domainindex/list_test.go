@@ -484,21 +484,7 @@ func (l *lab) queries() []domainindex.Query {
 			q := baseQuery()
 			q.Sort, q.Desc = s, desc
 			qs = append(qs, q)
-			for _, st := range domainindex.Statuses {
-				f := q
-				f.Status = st
-				qs = append(qs, f)
-			}
-			for _, st := range append(slices.Clone(domainindex.WhoisVerdicts), domainindex.Reasons...) {
-				f := q
-				f.WhoisStatus = st
-				qs = append(qs, f)
-			}
-			for _, se := range searches {
-				f := q
-				f.Search = se
-				qs = append(qs, f)
-			}
+			qs = append(qs, filtered(q, searches)...)
 			for _, tag := range append(slices.Clone(labTags), "none") {
 				f := q
 				f.Tag = tag
@@ -522,6 +508,28 @@ func (l *lab) queries() []domainindex.Query {
 			q.Tag = labTags[l.rng.IntN(len(labTags))]
 		}
 		qs = append(qs, q)
+	}
+	return qs
+}
+
+// filtered is q with one more filter each: every status, every
+// whois_status, and each of searches.
+func filtered(q domainindex.Query, searches []string) []domainindex.Query {
+	var qs []domainindex.Query
+	for _, st := range domainindex.Statuses {
+		f := q
+		f.Status = st
+		qs = append(qs, f)
+	}
+	for _, st := range append(slices.Clone(domainindex.WhoisVerdicts), domainindex.Reasons...) {
+		f := q
+		f.WhoisStatus = st
+		qs = append(qs, f)
+	}
+	for _, se := range searches {
+		f := q
+		f.Search = se
+		qs = append(qs, f)
 	}
 	return qs
 }
@@ -1312,8 +1320,8 @@ func TestSweepEmptyTenant(t *testing.T) {
 // TestTagHostOrder: a tag's hostname order is built by the first list
 // that reads the tag alone to sort it by hostname, never by one that
 // reads only some of its domains (another filter beside it) or a tag of
-// TagHostMin domains or fewer; the next list walks it; it goes with the
-// tag's last domain.
+// SetTagOrderMin's number of domains or fewer; the next list walks it;
+// it goes with the tag's last domain.
 func TestTagHostOrder(t *testing.T) {
 	domainindex.SetTagOrderMin(t, 20)
 	l := newLab(t, 3)
@@ -1336,23 +1344,7 @@ func TestTagHostOrder(t *testing.T) {
 	q.Sort, q.Tag = domainindex.SortHostname, "prod"
 	// Another filter beside the tag: the read holds some of its domains
 	// only (when the tag is the smallest filter, so it reads the tag's).
-	var others []domainindex.Query
-	for _, st := range domainindex.Statuses {
-		f := q
-		f.Status = st
-		others = append(others, f)
-	}
-	for _, st := range append(slices.Clone(domainindex.WhoisVerdicts), domainindex.Reasons...) {
-		f := q
-		f.WhoisStatus = st
-		others = append(others, f)
-	}
-	for _, se := range []string{"a", "b", ".example", "api"} {
-		f := q
-		f.Search = se
-		others = append(others, f)
-	}
-	for _, f := range others {
+	for _, f := range filtered(q, []string{"a", "b", ".example", "api"}) {
 		list(domainindex.WithPlan(domainindex.WithoutAttention(f), "read"))
 	}
 	if built("prod") {
