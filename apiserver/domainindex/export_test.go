@@ -98,3 +98,11 @@ func HostMember(host string, port int, id string) string {
 	}
 	return namePrefix(host, port) + m
 }
+
+// SetTagOrderShare sets the share of a tenant's domains its tag orders
+// may hold together, until the test ends.
+func SetTagOrderShare(t interface{ Cleanup(func()) }, share float64) {
+	was := tagOrderShare
+	tagOrderShare = share
+	t.Cleanup(func() { tagOrderShare = was })
+}

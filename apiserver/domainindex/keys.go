@@ -130,7 +130,8 @@ const (
 	// keySSL (below NoExpiryMS) and keySSLNull hold them; keyTagWhois +
 	// tag and keyTagWhoisNull + tag, as keyWhois and keyWhoisNull. Each
 	// is built by the first list that reads more than tagOrderMin of the
-	// tag's domains to sort them so (listScript's readPage), not before:
+	// tag's domains to sort them so (listScript's readPage), while the
+	// tenant's orders have room (keyTagOrders), not before:
 	// only the tags listed so pay their memory; from then on the writers
 	// keep them (ix_tags, ix_rename, ix_ssl, ix_whois), and they go with
 	// the tag's last domain (layout generation 6).
@@ -139,6 +140,10 @@ const (
 	keyTagSSLNull   = "tsn:"
 	keyTagWhois     = "tw:"
 	keyTagWhoisNull = "twn:"
+	// keyTagOrders: hash, per tag order built (its key without the
+	// prefix: "th:<tag>", "ts:<tag>", "tw:<tag>") how many domains it
+	// held when built, and in "n" their sum, which tagOrderShare bounds.
+	keyTagOrders = "tord"
 )
 
 // staleTiers are the attention index's tiers of layouts 4 and 5, whose
@@ -211,7 +216,7 @@ func CreatedKey(tenantID string) string { return Prefix(tenantID) + keyCreated }
 func Keys(tenantID string) []string {
 	p := Prefix(tenantID)
 	out := []string{p + keyHost, p + keySuffix, p + keyCreated, p + keySSL, p + keyBad, p + keyNoCert,
-		p + keySSLNull, p + keyWhois, p + keyWhoisNull, p + keyBuilt, p + keyTags, p + keyAttBounds}
+		p + keySSLNull, p + keyWhois, p + keyWhoisNull, p + keyBuilt, p + keyTags, p + keyAttBounds, p + keyTagOrders}
 	for _, t := range tiers {
 		out = append(out, p+t.name+keyAttHost, p+t.name+keyAttCreated, p+t.name+keyAttOther, p+t.name+keyAttOtherNull)
 	}

@@ -187,7 +187,7 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 	att := q.attention()
 	args := []any{Prefix(tenantID), recordPrefix, q.Sort, desc, q.Limit, q.Offset, hasCur,
 		c.Phase, scoreString(c.Score), c.Member,
-		q.Status, q.WhoisStatus, q.Search, nowMS, critB, warnB, q.plan, q.Tag, att, tagOrderMin, len(q.Fields)}
+		q.Status, q.WhoisStatus, q.Search, nowMS, critB, warnB, q.plan, q.Tag, att, tagOrderMin, tagOrderShare, len(q.Fields)}
 	for _, f := range q.Fields {
 		args = append(args, f)
 	}
@@ -238,6 +238,13 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 // rest) for the next lists to walk: below it, reading them costs about
 // what walking a page does.
 var tagOrderMin = 100
+
+// tagOrderShare bounds the tag orders a tenant's lists build: together
+// they hold at most this share of the tenant's domains, counted when
+// each is built (keyTagOrders), so that no tenant can make its index
+// grow by listing every tag on every sort; past it a list reads the tag
+// as before.
+var tagOrderShare = 1.0
 
 // dayMS is a day in ms.
 const dayMS = int64(24 * time.Hour / time.Millisecond)
@@ -591,16 +598,17 @@ func (q Query) fingerprint() string {
 // member, status, whois status, search, now ms, critical bound ms, warning
 // bound ms, plan (Query.plan), tag, the attention index's tier to walk
 // instead of the sort's index when built (Query.attention; "" for none),
-// tagOrderMin, the number of record fields to return per id, those fields.
+// tagOrderMin, tagOrderShare, the number of record fields to return per
+// id, those fields.
 var listScript = redis.NewScript(idLua + RecordPortLua + createdLua + tiersLua + `
 local P, RP, sort, desc = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local limit, offset, hasCur = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
 local cphase, cscore, cmember = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 local status, wstatus, search = ARGV[11], ARGV[12], ARGV[13]
 local now, critB, warnB, plan = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]), ARGV[17]
-local tag, tier, TAGORDER = ARGV[18], ARGV[19], tonumber(ARGV[20])
+local tag, tier, TAGORDER, TAGSHARE = ARGV[18], ARGV[19], tonumber(ARGV[20]), tonumber(ARGV[21])
 local fields = {}
-for i = 1, tonumber(ARGV[21]) do fields[i] = ARGV[21 + i] end
+for i = 1, tonumber(ARGV[22]) do fields[i] = ARGV[22 + i] end
 local NOEXP = ` + strconv.FormatInt(NoExpiryMS, 10) + `
 local CHUNK = 256
 
@@ -989,6 +997,16 @@ end
 -- and the rest, which the writers keep from then on): on an expiry's
 -- sort from the sort's key and null set in C, on the hostname sort (the
 -- tag alone, so that every domain of it is read) with the names read.
+-- roomFor records a tag order of n domains, named by its key without P,
+-- about to be built, and tells whether the tenant's built orders have
+-- room for it (TAGSHARE of its N domains; keyTagOrders).
+local function roomFor(name, n)
+  local used = tonumber(redis.call('HGET', P .. 'tord', 'n') or '0')
+  if used + n > TAGSHARE * N then return false end
+  redis.call('HINCRBY', P .. 'tord', 'n', n)
+  redis.call('HSET', P .. 'tord', name, n)
+  return true
+end
 local function readPage(sel)
   -- scoreKey: 16 characters that sort as the score s (whole ms, within
   -- 10^15 of 0: some 31,000 years), from its reply v: most are whole and
@@ -1019,7 +1037,8 @@ local function readPage(sel)
       k0[#k0 + 1] = (r[1] or '') .. ' ' .. string.format('%05d', tonumber(record_port(r[2]))) .. ' ' .. id
     end
     table.sort(k0)
-    if whole and #sources == 1 and best.hostKey and #sel > TAGORDER and redis.call('EXISTS', best.hostKey) == 0 then
+    if whole and #sources == 1 and best.hostKey and #sel > TAGORDER and redis.call('EXISTS', best.hostKey) == 0 and
+        roomFor('th:' .. tag, #sel) then
       for i = 1, #k0, MCHUNK do
         local args = {}
         for j = i, math.min(#k0, i + MCHUNK - 1) do args[#args + 1] = 0; args[#args + 1] = k0[j] end
@@ -1031,7 +1050,7 @@ local function readPage(sel)
     -- A tag's order of this sort, built here (from its key and null set,
     -- in C) when the tag has more than TAGORDER domains, holds them so.
     local o, z = best.orders and best.orders[sort], nil
-    if o and redis.call('EXISTS', o[1], o[2]) == 0 and best.est > TAGORDER then
+    if o and redis.call('EXISTS', o[1], o[2]) == 0 and best.est > TAGORDER and roomFor(string.sub(o[1], #P + 1), best.est) then
       local null = P .. 'sslnull'
       if sort == 'whois_days_remaining' then null = P .. 'wnull' end
       redis.call('ZINTERSTORE', o[1], 2, key, best.key, 'WEIGHTS', 1, 0)

@@ -963,8 +963,9 @@ func TestAttentionIndex(t *testing.T) {
 // scans and lookups, and a replay of every event.
 func TestListAgainstBruteForce(t *testing.T) {
 	// The lab's tags (some 90 domains each) keep their orders once a
-	// list reads them so.
+	// list reads them so, every one of them.
 	domainindex.SetTagOrderMin(t, 20)
+	domainindex.SetTagOrderShare(t, 100)
 	l := newLab(t, 1)
 	l.add(250)
 	l.project()
@@ -1388,4 +1389,73 @@ func TestTagHostOrder(t *testing.T) {
 		t.Fatal("the tag's keys outlived its last domain")
 	}
 	l.check(l.rows(), q)
+}
+
+// TestTagOrderRoom: the tag orders a tenant's lists build hold together
+// at most the share of its domains SetTagOrderShare sets; past it a list
+// reads the tag instead, and a tag's last domain leaving frees its
+// orders' room.
+func TestTagOrderRoom(t *testing.T) {
+	domainindex.SetTagOrderMin(t, 20)
+	l := newLab(t, 5)
+	l.add(150)
+	l.project()
+	l.scanSome(80)
+	count := func(tag string) int {
+		return int(l.rdb.ZCard(l.ctx, domainindex.TagKey(l.tenant, tag)).Val())
+	}
+	n, total := count("prod"), int(l.rdb.ZCard(l.ctx, domainindex.CreatedKey(l.tenant)).Val())
+	// Room for one order of prod, not two.
+	domainindex.SetTagOrderShare(t, float64(n+n/2)/float64(total))
+	list := func(tag, sort string) domainindex.Page {
+		t.Helper()
+		q := baseQuery()
+		q.Sort, q.Tag, q.Limit = sort, tag, 10
+		p, err := domainindex.List(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), domainindex.WithPlan(q, "read"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	built := func(tag string) []int64 {
+		var out []int64
+		for _, k := range domainindex.TagOrderKeys(l.tenant, tag) {
+			out = append(out, l.rdb.Exists(l.ctx, k).Val())
+		}
+		return out
+	}
+	used := func() string { return l.rdb.HGet(l.ctx, domainindex.Prefix(l.tenant)+"tord", "n").Val() }
+	list("prod", domainindex.SortHostname)
+	list("prod", domainindex.SortSSLDays)
+	list("prod", domainindex.SortWhoisDays)
+	if b := built("prod"); !slices.Equal(b, []int64{1, 0, 0, 0, 0}) || used() != fmt.Sprint(n) {
+		t.Fatalf("prod (%d domains of %d) listed on three sorts with room for one order: built %v, room used %q", n, total, b, used())
+	}
+	l.checkTagOrders()
+	l.check(l.rows(), func() domainindex.Query { q := baseQuery(); q.Sort, q.Tag = domainindex.SortSSLDays, "prod"; return q }())
+	// prod's last domain leaves it: its room is free for another tag's
+	// order.
+	ds, err := l.store.ListDomains(l.ctx, l.tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range ds {
+		if i := slices.Index(d.Tags, "prod"); i >= 0 {
+			tags := slices.Delete(slices.Clone(d.Tags), i, i+1)
+			if _, err := l.store.UpdateDomain(l.ctx, l.tenant, d.ID, accounts.DomainPatch{Tags: &tags}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if used() != "0" || slices.Contains(built("prod"), 1) {
+		t.Fatalf("prod left by every domain: room used %q, its orders %v", used(), built("prod"))
+	}
+	if count("edge") > n+n/2 {
+		t.Skipf("edge has %d domains, more than the room", count("edge"))
+	}
+	list("edge", domainindex.SortSSLDays)
+	if b := built("edge"); b[1]+b[2] == 0 {
+		t.Fatalf("edge listed by ssl_days_remaining with the room free: built %v", b)
+	}
+	l.checkTagOrders()
 }

@@ -219,6 +219,15 @@ local function ix_tags(p, id, old, new, name)
     if redis.call('ZCARD', p .. 'tag:' .. t) == 0 then
       redis.call('SREM', p .. 'tags', t)
       redis.call('DEL', unpack(keys))
+      -- The room its orders took (keyTagOrders) is free again.
+      local names = {'th:' .. t}
+      for _, x in ipairs(IX_TAG_X) do names[#names + 1] = x.ord .. t end
+      local took, freed = redis.call('HMGET', p .. 'tord', unpack(names)), 0
+      for _, v in ipairs(took) do if v then freed = freed + tonumber(v) end end
+      if freed > 0 then
+        redis.call('HINCRBY', p .. 'tord', 'n', -freed)
+        redis.call('HDEL', p .. 'tord', unpack(names))
+      end
     end
   end
   for _, t in ipairs(ix_taglist(new)) do
