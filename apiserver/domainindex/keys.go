@@ -33,6 +33,8 @@
 package domainindex
 
 import (
+	"fmt"
+
 	"github.com/certfleet/certfleet/events"
 )
 
@@ -152,6 +154,18 @@ var staleTiers = []string{"att", "urg", "watt", "wurg"}
 
 // TagKey is the key of the zset of tenantID's domains tagged tag.
 func TagKey(tenantID, tag string) string { return Prefix(tenantID) + keyTag + tag }
+
+// tagOrdersLua defines, for the scripts that build a tag's orders
+// (listScript) and those that keep them (IndexLua), IX_TAG_HOST, the
+// hostname order's key name (keyTagHost), IX_TAG_X, each expiry's
+// order: the index key it follows (key, with its null set of), the sort
+// it serves and its two key names (keyTagSSL and keyTagSSLNull...), and
+// IX_TAG_ROOM, keyTagOrders.
+var tagOrdersLua = fmt.Sprintf(`
+local IX_TAG_HOST, IX_TAG_ROOM = %q, %q
+local IX_TAG_X = {{key = %q, of = %q, sort = %q, ord = %q, null = %q}, {key = %q, of = %q, sort = %q, ord = %q, null = %q}}
+`, keyTagHost, keyTagOrders, keySSL, keySSLNull, SortSSLDays, keyTagSSL, keyTagSSLNull,
+	keyWhois, keyWhoisNull, SortWhoisDays, keyTagWhois, keyTagWhoisNull)
 
 // TagOrderKeys are the keys of the orders of tenantID's domains tagged
 // tag, when a list built them: by hostname (keyTagHost), then by the

@@ -600,7 +600,7 @@ func (q Query) fingerprint() string {
 // instead of the sort's index when built (Query.attention; "" for none),
 // tagOrderMin, tagOrderShare, the number of record fields to return per
 // id, those fields.
-var listScript = redis.NewScript(idLua + RecordPortLua + createdLua + tiersLua + `
+var listScript = redis.NewScript(idLua + RecordPortLua + createdLua + tiersLua + tagOrdersLua + `
 local P, RP, sort, desc = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local limit, offset, hasCur = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
 local cphase, cscore, cmember = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
@@ -766,11 +766,11 @@ if wstatus ~= '' then
 end
 if tag ~= '' then
   local s = zsrc('tag', P .. 'tag:' .. tag, '-inf', '+inf')
-  s.count, s.created, s.hostKey = s.est, true, P .. 'th:' .. tag
-  -- The tag's orders of each expiry sort (keyTagSSL...): its key, its
-  -- null set.
-  s.orders = {ssl_days_remaining = {P .. 'ts:' .. tag, P .. 'tsn:' .. tag},
-    whois_days_remaining = {P .. 'tw:' .. tag, P .. 'twn:' .. tag}}
+  s.count, s.created, s.hostKey = s.est, true, P .. IX_TAG_HOST .. tag
+  -- The tag's order of each expiry's sort: its key, its null set, the
+  -- index's null set it follows, its name in IX_TAG_ROOM.
+  s.orders = {}
+  for _, x in ipairs(IX_TAG_X) do s.orders[x.sort] = {P .. x.ord .. tag, P .. x.null .. tag, P .. x.of, x.ord .. tag} end
   sources[#sources + 1] = s
 end
 if search ~= '' then
@@ -1001,10 +1001,10 @@ end
 -- about to be built, and tells whether the tenant's built orders have
 -- room for it (TAGSHARE of its N domains; keyTagOrders).
 local function roomFor(name, n)
-  local used = tonumber(redis.call('HGET', P .. 'tord', 'n') or '0')
+  local used = tonumber(redis.call('HGET', P .. IX_TAG_ROOM, 'n') or '0')
   if used + n > TAGSHARE * N then return false end
-  redis.call('HINCRBY', P .. 'tord', 'n', n)
-  redis.call('HSET', P .. 'tord', name, n)
+  redis.call('HINCRBY', P .. IX_TAG_ROOM, 'n', n)
+  redis.call('HSET', P .. IX_TAG_ROOM, name, n)
   return true
 end
 local function readPage(sel)
@@ -1038,7 +1038,7 @@ local function readPage(sel)
     end
     table.sort(k0)
     if whole and #sources == 1 and best.hostKey and #sel > TAGORDER and redis.call('EXISTS', best.hostKey) == 0 and
-        roomFor('th:' .. tag, #sel) then
+        roomFor(IX_TAG_HOST .. tag, #sel) then
       for i = 1, #k0, MCHUNK do
         local args = {}
         for j = i, math.min(#k0, i + MCHUNK - 1) do args[#args + 1] = 0; args[#args + 1] = k0[j] end
@@ -1050,12 +1050,10 @@ local function readPage(sel)
     -- A tag's order of this sort, built here (from its key and null set,
     -- in C) when the tag has more than TAGORDER domains, holds them so.
     local o, z = best.orders and best.orders[sort], nil
-    if o and redis.call('EXISTS', o[1], o[2]) == 0 and best.est > TAGORDER and roomFor(string.sub(o[1], #P + 1), best.est) then
-      local null = P .. 'sslnull'
-      if sort == 'whois_days_remaining' then null = P .. 'wnull' end
+    if o and redis.call('EXISTS', o[1], o[2]) == 0 and best.est > TAGORDER and roomFor(o[4], best.est) then
       redis.call('ZINTERSTORE', o[1], 2, key, best.key, 'WEIGHTS', 1, 0)
       redis.call('ZREMRANGEBYSCORE', o[1], NOEXP, '+inf')
-      redis.call('ZINTERSTORE', o[2], 2, null, best.key, 'WEIGHTS', 0, 0)
+      redis.call('ZINTERSTORE', o[2], 2, o[3], best.key, 'WEIGHTS', 0, 0)
     end
     if o and redis.call('EXISTS', o[1], o[2]) > 0 then z = redis.call('ZRANGE', o[1], 0, -1, 'WITHSCORES')
     else z = redis.call('ZINTER', 2, key, best.key, 'WEIGHTS', 1, 0, 'WITHSCORES') end

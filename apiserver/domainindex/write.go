@@ -23,7 +23,7 @@ import (
 // id is the domain's Member (the caller encodes it); ix_lookup returns
 // the id as text (ix_id). A new or renamed domain shows as never scanned,
 // its registration as pending, until the projector applies its facts.
-var IndexLua = idLua + RecordPortLua + createdLua + tiersLua + `
+var IndexLua = idLua + RecordPortLua + createdLua + tiersLua + tagOrdersLua + `
 local IX_REASONS = {` + luaStrings(Reasons) + `}
 local IX_NOEXP = ` + strconv.FormatInt(NoExpiryMS, 10) + `
 local function ix_suffixes(host)
@@ -140,12 +140,6 @@ local function ix_taglist(j)
   if not ok or type(t) ~= 'table' then return {} end
   return t
 end
--- IX_TAG_X: a tag's orders of each expiry (the sort's key and its null
--- set), which a list builds (readPage of list.go) and the writers keep
--- from then on: the tag's domains as that sort walks them, those with
--- the key's score below IX_NOEXP in <ord>:<tag> with it, those of the
--- null set in <null>:<tag> (score 0, by id).
-local IX_TAG_X = {{key = 'ssl', ord = 'ts:', null = 'tsn:', of = 'sslnull'}, {key = 'whois', ord = 'tw:', null = 'twn:', of = 'wnull'}}
 -- ix_tag_place places domain id in tag t's order of expiry x (one of
 -- IX_TAG_X) when built, from the entries of x's key and null set.
 local function ix_tag_place(p, id, t, x)
@@ -201,15 +195,15 @@ local function ix_ssl(p, id, name, ssl, bad, nocert, tags)
 end
 -- ix_tags moves domain id, named name (ix_name's), from the tags of
 -- JSON list old to those of new: in each tag's created_at order
--- (tag:<t>) and, where a list built them, its hostname order (th:<t>,
--- as host's members) and its expiries' orders (IX_TAG_X), which go with
--- the tag's last domain.
+-- (tag:<t>) and, where a list built them, its hostname order
+-- (IX_TAG_HOST, as host's members) and its expiries' orders (IX_TAG_X),
+-- which go with the tag's last domain, freeing their room (IX_TAG_ROOM).
 local function ix_tags(p, id, old, new, name)
   if old == new then return end
   for _, t in ipairs(ix_taglist(old)) do
     redis.call('ZREM', p .. 'tag:' .. t, id)
-    redis.call('ZREM', p .. 'th:' .. t, name .. id)
-    local keys = {p .. 'th:' .. t}
+    redis.call('ZREM', p .. IX_TAG_HOST .. t, name .. id)
+    local keys = {p .. IX_TAG_HOST .. t}
     for _, x in ipairs(IX_TAG_X) do
       redis.call('ZREM', p .. x.ord .. t, id)
       redis.call('ZREM', p .. x.null .. t, id)
@@ -220,20 +214,20 @@ local function ix_tags(p, id, old, new, name)
       redis.call('SREM', p .. 'tags', t)
       redis.call('DEL', unpack(keys))
       -- The room its orders took (keyTagOrders) is free again.
-      local names = {'th:' .. t}
+      local names = {IX_TAG_HOST .. t}
       for _, x in ipairs(IX_TAG_X) do names[#names + 1] = x.ord .. t end
-      local took, freed = redis.call('HMGET', p .. 'tord', unpack(names)), 0
+      local took, freed = redis.call('HMGET', p .. IX_TAG_ROOM, unpack(names)), 0
       for _, v in ipairs(took) do if v then freed = freed + tonumber(v) end end
       if freed > 0 then
-        redis.call('HINCRBY', p .. 'tord', 'n', -freed)
-        redis.call('HDEL', p .. 'tord', unpack(names))
+        redis.call('HINCRBY', p .. IX_TAG_ROOM, 'n', -freed)
+        redis.call('HDEL', p .. IX_TAG_ROOM, unpack(names))
       end
     end
   end
   for _, t in ipairs(ix_taglist(new)) do
     redis.call('ZADD', p .. 'tag:' .. t, ix_created_of(p, id), id)
     redis.call('SADD', p .. 'tags', t)
-    if redis.call('EXISTS', p .. 'th:' .. t) == 1 then redis.call('ZADD', p .. 'th:' .. t, 0, name .. id) end
+    if redis.call('EXISTS', p .. IX_TAG_HOST .. t) == 1 then redis.call('ZADD', p .. IX_TAG_HOST .. t, 0, name .. id) end
     for _, x in ipairs(IX_TAG_X) do ix_tag_place(p, id, t, x) end
   end
 end
@@ -253,8 +247,8 @@ local function ix_rename(p, id, old_host, old_port, host, port, tags)
   ix_names(p, id, host, port, true, created)
   for _, t in ipairs(ix_taglist(tags)) do
     -- Only a tag whose hostname order is built has the old name.
-    if redis.call('ZREM', p .. 'th:' .. t, ix_name(old_host, old_port) .. id) == 1 then
-      redis.call('ZADD', p .. 'th:' .. t, 0, ix_name(host, port) .. id)
+    if redis.call('ZREM', p .. IX_TAG_HOST .. t, ix_name(old_host, old_port) .. id) == 1 then
+      redis.call('ZADD', p .. IX_TAG_HOST .. t, 0, ix_name(host, port) .. id)
     end
   end
   ix_att_out(p, id, ix_name(old_host, old_port))
