@@ -100,8 +100,9 @@ type Page struct {
 	SweepDue bool
 
 	// plan is the plan the script followed ("read", "walk", "semi" or
-	// "label"), and tier the attention index's tier it walked ("" for
-	// none), for tests.
+	// "label"), and tier what it walked instead of the sort's index: the
+	// attention index's tier, a tag's or a reason's zset, or a tag's
+	// order ("" for none), for tests.
 	plan, tier string
 }
 
@@ -1310,7 +1311,8 @@ if #fields > 0 and #out > 0 then
   end
 end
 -- tierWalked: the index the plan walked instead of the sort's: a tier, a
--- tag's or a reason's zset (its key without the prefix); '' for none.
+-- tag's or a reason's zset, or a tag's order of the sort (its key, or
+-- its order's, without the prefix); '' for none.
 local tierWalked = ''
 if plan == 'walk' or plan == 'semi' then
   if ordered then tierWalked = string.sub(walkKey, #P + 1) elseif att then tierWalked = tier end
