@@ -1,15 +1,15 @@
 package projector
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/certfleet/certfleet/internal/lru"
 )
 
 // ViewCache keeps the decoded expiration views that pages of many domains
@@ -27,15 +27,7 @@ import (
 // replay's first write bumps it. The views it returns are shared with
 // other callers: read only.
 type ViewCache struct {
-	mu  sync.Mutex
-	max int
-	ll  *list.List // of *cachedView, the most recently used first
-	m   map[string]*list.Element
-}
-
-type cachedView struct {
-	id, version string
-	view        View
+	c *lru.Versioned[View]
 }
 
 // DefaultViewCacheSize is how many views a ViewCache keeps by default:
@@ -49,7 +41,7 @@ func NewViewCache(max int) *ViewCache {
 	if max <= 0 {
 		max = DefaultViewCacheSize
 	}
-	return &ViewCache{max: max, ll: list.New(), m: map[string]*list.Element{}}
+	return &ViewCache{c: lru.New[View](max)}
 }
 
 var viewCacheTotal = promauto.NewCounterVec(prometheus.CounterOpts{
@@ -72,41 +64,22 @@ func (c *ViewCache) Views(ctx context.Context, rdb redis.UniversalClient, domain
 	}
 	out := make(map[string]View, len(domainIDs))
 	var missed []string
-	c.mu.Lock()
 	for i, id := range domainIDs {
-		v := cmds[i].Val()
-		if el, ok := c.m[id]; ok && v != "" && el.Value.(*cachedView).version == v {
-			c.ll.MoveToFront(el)
-			out[id] = el.Value.(*cachedView).view
+		if v, ok := c.c.Get(id, cmds[i].Val()); ok {
+			out[id] = v
 			continue
 		}
 		missed = append(missed, id)
 	}
-	c.mu.Unlock()
 	viewCacheTotal.WithLabelValues("hit").Add(float64(len(domainIDs) - len(missed)))
 	viewCacheTotal.WithLabelValues("miss").Add(float64(len(missed)))
 	read, versions, err := readViews(ctx, rdb, missed)
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	for id, view := range read {
 		out[id] = view
-		if versions[id] == "" {
-			continue
-		}
-		if el, ok := c.m[id]; ok {
-			el.Value = &cachedView{id: id, version: versions[id], view: view}
-			c.ll.MoveToFront(el)
-			continue
-		}
-		c.m[id] = c.ll.PushFront(&cachedView{id: id, version: versions[id], view: view})
-		for c.ll.Len() > c.max {
-			last := c.ll.Back()
-			delete(c.m, last.Value.(*cachedView).id)
-			c.ll.Remove(last)
-		}
+		c.c.Put(id, versions[id], view)
 	}
 	return out, nil
 }
