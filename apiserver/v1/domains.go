@@ -121,24 +121,28 @@ func (h *Handler) graded(ctx context.Context, domains []accounts.Domain, now tim
 // registration verdict comes from the index's facts, the ones the
 // whois_status filter and the whois_days_remaining sort read, so a domain
 // shows the status it was listed under.
-func (h *Handler) listed(ctx context.Context, tenant string, page domainindex.Page, now time.Time) ([]Domain, error) {
+func (h *Handler) listed(ctx context.Context, tenant string, page domainindex.Page, now time.Time) (out []Domain, changed bool, err error) {
+	revs := make([]map[string]string, len(page.Rows))
+	for i, r := range page.Rows {
+		revs[i] = r.Record
+	}
+	decoded, ok, changed, err := h.records.Listed(ctx, h.rdb, tenant, page.IDs, revs)
+	if err != nil {
+		return nil, false, err
+	}
 	domains := make([]accounts.Domain, 0, len(page.IDs))
 	rows := make([]domainindex.Row, 0, len(page.IDs))
 	ids := make([]string, 0, len(page.IDs))
-	for i, id := range page.IDs {
-		d, ok, err := accounts.DecodeListed(tenant, id, page.Rows[i].Record)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			domains, rows, ids = append(domains, d), append(rows, page.Rows[i]), append(ids, id)
+	for i, d := range decoded {
+		if ok[i] {
+			domains, rows, ids = append(domains, d), append(rows, page.Rows[i]), append(ids, d.ID)
 		}
 	}
 	views, err := h.views.Views(ctx, h.rdb, ids)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	out := make([]Domain, len(domains))
+	out = make([]Domain, len(domains))
 	for i, d := range domains {
 		var exp *time.Time
 		reason := rows[i].WhoisReason
@@ -151,7 +155,7 @@ func (h *Handler) listed(ctx context.Context, tenant string, page domainindex.Pa
 		days, status := h.whoisAt(exp, reason, now)
 		out[i] = h.domainOut(d, views[d.ID].For(d.Name()), days, status, now)
 	}
-	return out, nil
+	return out, changed, nil
 }
 
 // parseHostname checks a hostname field: a domain name without a port
@@ -453,22 +457,32 @@ func (h *Handler) DomainPage(c *gin.Context, tenant string) (DomainList, error) 
 	if q.whoisStatus != statusAll {
 		iq.WhoisStatus = q.whoisStatus
 	}
-	// The script returns the page's records and registration facts with
-	// its ids: the views are the one other read.
-	iq.Fields = accounts.ListedFields
-	page, err := domainindex.List(ctx, h.rdb, tenant, accounts.DomainKeyPrefix(tenant), iq)
-	if errors.Is(err, domainindex.ErrBadCursor) {
-		return DomainList{}, httpapi.BadRequest("cursor: " + err.Error())
-	}
-	if err != nil {
-		return DomainList{}, err
+	// The script returns the page's registration facts and each record's
+	// rev with its ids; the records not kept at that rev (h.records) and
+	// the views are the other reads. A record that changed between the
+	// two lists the page again (twice at most; then the newer record
+	// shows).
+	iq.Fields = accounts.RevFields
+	var page domainindex.Page
+	var out []Domain
+	for attempt := 0; ; attempt++ {
+		page, err = domainindex.List(ctx, h.rdb, tenant, accounts.DomainKeyPrefix(tenant), iq)
+		if errors.Is(err, domainindex.ErrBadCursor) {
+			return DomainList{}, httpapi.BadRequest("cursor: " + err.Error())
+		}
+		if err != nil {
+			return DomainList{}, err
+		}
+		var changed bool
+		if out, changed, err = h.listed(ctx, tenant, page, now); err != nil {
+			return DomainList{}, err
+		}
+		if !changed || attempt == 2 {
+			break
+		}
 	}
 	if page.SweepDue {
 		h.attention.Due(tenant)
-	}
-	out, err := h.listed(ctx, tenant, page, now)
-	if err != nil {
-		return DomainList{}, err
 	}
 	list := DomainList{
 		Data:       out,

@@ -90,15 +90,18 @@ type Handler struct {
 	// attention builds and sweeps the tenants' attention indexes when a
 	// list finds one due (RunAttention).
 	attention *domainindex.Sweeper
-	// views keeps the decoded views the list's pages read.
-	views *projector.ViewCache
+	// views keeps the decoded views the list's pages read, records the
+	// decoded domains.
+	views   *projector.ViewCache
+	records *accounts.RecordCache
 }
 
 // New returns the v1 API of cfg.
 func New(cfg Config, rdb redis.UniversalClient, store *accounts.Store, auth *httpapi.Auth, limits *httpapi.Limiter,
 	engine *alerts.Engine, chans ChannelStore, logger *zap.Logger) *Handler {
 	h := &Handler{cfg: cfg, rdb: rdb, accounts: store, auth: auth, limits: limits, alerts: engine, channels: chans,
-		render: httpapi.Render(logger, style), logger: logger, views: projector.NewViewCache(0)}
+		render: httpapi.Render(logger, style), logger: logger, views: projector.NewViewCache(0),
+		records: accounts.NewRecordCache(0)}
 	h.attention = domainindex.NewSweeper(rdb, accounts.DomainKeyPrefix, func() time.Time { return h.cfg.Now() },
 		h.thresholds().Warning, h.thresholds().Critical, logger)
 	return h
