@@ -116,20 +116,13 @@ func (h *Handler) graded(ctx context.Context, domains []accounts.Domain, now tim
 	return out, nil
 }
 
-// listed answers a page's domains from its rows (records and
-// registration facts, domainindex.Row) and their views, at now. The
-// registration verdict comes from the index's facts, the ones the
-// whois_status filter and the whois_days_remaining sort read, so a domain
-// shows the status it was listed under.
-func (h *Handler) listed(ctx context.Context, tenant string, page domainindex.Page, now time.Time) (out []Domain, changed bool, err error) {
-	revs := make([]map[string]string, len(page.Rows))
-	for i, r := range page.Rows {
-		revs[i] = r.Record
-	}
-	decoded, ok, changed, err := h.records.Listed(ctx, h.rdb, tenant, page.IDs, revs)
-	if err != nil {
-		return nil, false, err
-	}
+// listed answers a page's domains from their records (decoded and ok, as
+// h.records.Listed gives them), its rows' registration facts
+// (domainindex.Row) and their views, at now. The registration verdict
+// comes from the index's facts, the ones the whois_status filter and the
+// whois_days_remaining sort read, so a domain shows the status it was
+// listed under.
+func (h *Handler) listed(ctx context.Context, page domainindex.Page, decoded []accounts.Domain, ok []bool, now time.Time) ([]Domain, error) {
 	domains := make([]accounts.Domain, 0, len(page.IDs))
 	rows := make([]domainindex.Row, 0, len(page.IDs))
 	ids := make([]string, 0, len(page.IDs))
@@ -140,9 +133,9 @@ func (h *Handler) listed(ctx context.Context, tenant string, page domainindex.Pa
 	}
 	views, err := h.views.Views(ctx, h.rdb, ids)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	out = make([]Domain, len(domains))
+	out := make([]Domain, len(domains))
 	for i, d := range domains {
 		var exp *time.Time
 		reason := rows[i].WhoisReason
@@ -155,7 +148,7 @@ func (h *Handler) listed(ctx context.Context, tenant string, page domainindex.Pa
 		days, status := h.whoisAt(exp, reason, now)
 		out[i] = h.domainOut(d, views[d.ID].For(d.Name()), days, status, now)
 	}
-	return out, changed, nil
+	return out, nil
 }
 
 // parseHostname checks a hostname field: a domain name without a port
@@ -464,7 +457,8 @@ func (h *Handler) DomainPage(c *gin.Context, tenant string) (DomainList, error) 
 	// shows).
 	iq.Fields = accounts.RevFields
 	var page domainindex.Page
-	var out []Domain
+	var decoded []accounts.Domain
+	var ok []bool
 	for attempt := 0; ; attempt++ {
 		page, err = domainindex.List(ctx, h.rdb, tenant, accounts.DomainKeyPrefix(tenant), iq)
 		if errors.Is(err, domainindex.ErrBadCursor) {
@@ -473,8 +467,12 @@ func (h *Handler) DomainPage(c *gin.Context, tenant string) (DomainList, error) 
 		if err != nil {
 			return DomainList{}, err
 		}
+		revs := make([]map[string]string, len(page.Rows))
+		for i, r := range page.Rows {
+			revs[i] = r.Record
+		}
 		var changed bool
-		if out, changed, err = h.listed(ctx, tenant, page, now); err != nil {
+		if decoded, ok, changed, err = h.records.Listed(ctx, h.rdb, tenant, page.IDs, revs); err != nil {
 			return DomainList{}, err
 		}
 		if !changed || attempt == 2 {
@@ -483,6 +481,10 @@ func (h *Handler) DomainPage(c *gin.Context, tenant string) (DomainList, error) 
 	}
 	if page.SweepDue {
 		h.attention.Due(tenant)
+	}
+	out, err := h.listed(ctx, page, decoded, ok, now)
+	if err != nil {
+		return DomainList{}, err
 	}
 	list := DomainList{
 		Data:       out,
