@@ -699,14 +699,9 @@ func recordMap(vals []any) map[string]string {
 	return rec
 }
 
-// ListedFields are the record fields a listed domain needs (the API's
-// list shows them), for a reader that fetches records itself
-// (domainindex.Query.Fields) and decodes them with DecodeListed.
-var ListedFields = []string{tenantField, oldTenantField, "host", "port", "active", "notes", "tags", "source",
-	createdField, oldCreatedField, updatedField, oldUpdatedField}
-
-// DecodeListed turns the ListedFields of domain id's record into the
-// domain; ok is false when the record is gone or is not tenantID's.
+// DecodeListed turns domain id's record, as rec holds its fields (a read
+// of recordFields, RecordCache's), into the domain; ok is false when the
+// record is gone or is not tenantID's.
 func DecodeListed(tenantID, id string, rec map[string]string) (d Domain, ok bool, err error) {
 	if recordTenant(rec) != tenantID {
 		return Domain{}, false, nil

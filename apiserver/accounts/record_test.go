@@ -104,14 +104,9 @@ func TestShortDomainRecord(t *testing.T) {
 	if got := check("added with the default source", kc.ID, map[string]string{"port": "8443"}, "source", "rev"); got.Source != Source || got.Port != 8443 {
 		t.Errorf("added with the default source: read source %q port %d, want %q 8443", got.Source, got.Port, Source)
 	}
-	// A listed domain (the list's own read of ListedFields) reads the
-	// same, its default source too.
-	listed := map[string]string{}
-	for i, v := range rdb.HMGet(ctx, domainKey(tenant, kc.ID), ListedFields...).Val() {
-		if v, ok := v.(string); ok {
-			listed[ListedFields[i]] = v
-		}
-	}
+	// A listed domain (the record cache's read of recordFields) reads
+	// the same, its default source too.
+	listed := recordMap(rdb.HMGet(ctx, domainKey(tenant, kc.ID), recordFields...).Val())
 	if got, ok, err := DecodeListed(tenant, kc.ID, listed); err != nil || !ok || got.Source != Source || got.Port != 8443 {
 		t.Errorf("listed: %+v %v %v, want source %q port 8443", got, ok, err, Source)
 	}
@@ -356,16 +351,9 @@ func TestCompactRecordNames(t *testing.T) {
 	if got, err := s.GetDomains(ctx, tenant, []string{id}); err != nil || len(got) != 1 || !reflect.DeepEqual(got[0], wantOld) {
 		t.Errorf("old layout: GetDomains %+v %v", got, err)
 	}
-	listed := map[string]string{}
-	for i, v := range rdb.HMGet(ctx, key, ListedFields...).Val() {
-		if v, ok := v.(string); ok {
-			listed[ListedFields[i]] = v
-		}
-	}
-	wantListed := wantOld
-	wantListed.rev = 0 // the list does not read it
-	if got, ok, err := DecodeListed(tenant, id, listed); err != nil || !ok || !reflect.DeepEqual(got, wantListed) {
-		t.Errorf("old layout listed: %+v %v %v, want %+v", got, ok, err, wantListed)
+	listed := recordMap(rdb.HMGet(ctx, key, recordFields...).Val())
+	if got, ok, err := DecodeListed(tenant, id, listed); err != nil || !ok || !reflect.DeepEqual(got, wantOld) {
+		t.Errorf("old layout listed: %+v %v %v, want %+v", got, ok, err, wantOld)
 	}
 	if _, ok, _ := DecodeListed(other, id, listed); ok {
 		t.Error("old layout listed for another tenant")

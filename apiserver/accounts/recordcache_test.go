@@ -91,14 +91,7 @@ func TestRecordCache(t *testing.T) {
 			t.Errorf("%s: %d records read whole, changed %v; want %d, %v", step, n, changed, wantReads, wantChanged)
 		}
 		for i, id := range ids {
-			vals := rdb.HMGet(ctx, domainKey(tenant, id), append(slices.Clone(ListedFields), "rev")...).Val()
-			rec := map[string]string{}
-			for j, v := range vals {
-				if s, isStr := v.(string); isStr {
-					rec[append(slices.Clone(ListedFields), "rev")[j]] = s
-				}
-			}
-			want, wantOK, err := DecodeListed(tenant, id, rec)
+			want, wantOK, err := DecodeListed(tenant, id, recordMap(rdb.HMGet(ctx, domainKey(tenant, id), recordFields...).Val()))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -99,7 +99,7 @@ var scriptCases = []struct {
 // added by accounts and their facts written by ApplyFacts, the
 // projector's writer, with BenchmarkDomainList's certificates and
 // registrations. It logs each case's median over 30 pages of 100 (as the
-// handler asks them, with the listed fields). With
+// handler asks them, with each record's rev and tenant). With
 // CERTFLEET_BENCH_LIST_LISTPACK=1024 it measures each case again on a
 // twin tenant whose zsets are listpacks (see below). The cases sorted by
 // one expiry and filtered by the other's status (uncorrelated) are
@@ -216,7 +216,7 @@ func BenchmarkListScript(b *testing.B) {
 			tenants = append(tenants, load("scriptlp", lpEntries, benchReg))
 		}
 		base := domainindex.Query{Sort: domainindex.SortCreated, Desc: true, Limit: 100, Now: time.Now(),
-			Warning: 30, Critical: 7, Fields: accounts.ListedFields}
+			Warning: 30, Critical: 7, Fields: accounts.RevFields}
 		list := func(tenant string, q domainindex.Query) domainindex.Page {
 			p, err := domainindex.List(ctx, rdb, tenant, accounts.DomainKeyPrefix(tenant), q)
 			if err != nil {
