@@ -689,11 +689,15 @@ var recordFields = []string{tenantField, oldTenantField, "host", "port", "active
 
 // recordMap is the answer of an HMGET of recordFields as a record hash:
 // the fields that are there.
-func recordMap(vals []any) map[string]string {
-	rec := make(map[string]string, len(recordFields))
+func recordMap(vals []any) map[string]string { return fieldMap(recordFields, vals) }
+
+// fieldMap is the answer of an HMGET of fields as a hash: the fields
+// that are there.
+func fieldMap(fields []string, vals []any) map[string]string {
+	rec := make(map[string]string, len(fields))
 	for i, v := range vals {
-		if s, ok := v.(string); ok && i < len(recordFields) {
-			rec[recordFields[i]] = s
+		if s, ok := v.(string); ok && i < len(fields) {
+			rec[fields[i]] = s
 		}
 	}
 	return rec
@@ -760,7 +764,8 @@ func nonNil(tags []string) []string {
 
 // updateDomainScript writes a domain's new state if the record is still
 // the one the update was computed from, moving its index entry on a rename
-// unless the new host:port is taken, and appends domain.updated.
+// unless the new host:port is taken, moves the tenant's record generation
+// on (domainindex.GenKey), and appends domain.updated.
 //
 // KEYS: domain:<domain_id>, the tenant's index names
 // (domainindex.HostKey), events stream.
@@ -786,6 +791,7 @@ redis.call('HSET', KEYS[1], 'host', ARGV[6], 'tags', ARGV[9],
 record_field(KEYS[1], 'port', ARGV[7], RECORD_PORT)
 record_field(KEYS[1], 'notes', ARGV[8], '')
 record_field(KEYS[1], 'active', ARGV[10], '1')
+ix_gen_bump(` + domainindex.IndexPrefixLua("KEYS[2]") + `)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[12], '*', unpack(ARGV, 15))
 return 'ok'
 `)

@@ -90,21 +90,28 @@ func HeldCmd(ctx context.Context, pipe redis.Pipeliner, tenantID, domainID strin
 	return pipe.HStrLen(ctx, domainKey(tenantID, domainID), "held_by")
 }
 
-// approveScript releases the domains a held key added and appends
+// approveScript releases the domains a held key added, which moves their
+// records' rev and the tenant's record generation on
+// (domainindex.GenKey), and appends
 // apikey.approved, if the key is still the tenant's.
 //
-// KEYS: tenant:<tenant>:apikeys, the key's held set, events stream, then
-// the domain:<id> key of every member of the set as read.
+// KEYS: tenant:<tenant>:apikeys, the key's held set, events stream, the
+// tenant's index names (domainindex.HostKey), then the domain:<id> key of
+// every member of the set as read.
 // ARGV: key id, key hash, maxlen, member count, then the event's fields.
 // Returns "ok", "missing" (not the tenant's live key) or "stale" (the set
 // changed since it was read).
-var approveScript = redis.NewScript(`
+var approveScript = redis.NewScript(domainindex.GenLua + `
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 'missing' end
 local n = tonumber(ARGV[4])
 if redis.call('SCARD', KEYS[2]) ~= n then return 'stale' end
 for i = 1, n do
-  if redis.call('HGET', KEYS[3 + i], 'held_by') == ARGV[1] then redis.call('HDEL', KEYS[3 + i], 'held_by') end
+  if redis.call('HGET', KEYS[4 + i], 'held_by') == ARGV[1] then
+    redis.call('HDEL', KEYS[4 + i], 'held_by')
+    redis.call('HINCRBY', KEYS[4 + i], 'rev', 1)
+  end
 end
+if n > 0 then ix_gen_bump(` + domainindex.IndexPrefixLua("KEYS[4]") + `) end
 redis.call('DEL', KEYS[2])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 5))
 return 'ok'
@@ -174,7 +181,7 @@ func (s *Store) releaseHeld(ctx context.Context, tenantID, id, hash string) erro
 		if err != nil {
 			return err
 		}
-		keys := []string{apiKeysKey(tenantID), setKey, events.EventStream(tenantID)}
+		keys := []string{apiKeysKey(tenantID), setKey, events.EventStream(tenantID), domainindex.HostKey(tenantID)}
 		for _, m := range members {
 			keys = append(keys, domainKey(tenantID, m))
 		}

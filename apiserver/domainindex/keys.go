@@ -142,6 +142,15 @@ const (
 	keyTagSSLNull   = "tsn:"
 	keyTagWhois     = "tw:"
 	keyTagWhoisNull = "twn:"
+	// keyGen: string, the generation of the tenant's domain records: a
+	// number that every script changing a field a list shows moves on in
+	// the same step (GenLua's ix_gen_bump: apiserver/accounts' update and
+	// approval scripts), and that List returns (Page.Gen), so that an API
+	// server keeps the records it decoded while it has not moved
+	// (accounts.RecordCache) and a page reads none of them. Started from
+	// the clock in microseconds where missing (a new tenant, or one that
+	// left and came back), so a value never comes back; Drop keeps it.
+	keyGen = "gen"
 	// keyTagOrders: hash, per tag order built (its key without the
 	// prefix: "th:<tag>", "ts:<tag>", "tw:<tag>") how many domains it
 	// held when built, and in "n" their sum, which tagOrderShare bounds.
@@ -166,6 +175,29 @@ local IX_TAG_HOST, IX_TAG_ROOM = %q, %q
 local IX_TAG_X = {{key = %q, of = %q, sort = %q, ord = %q, null = %q}, {key = %q, of = %q, sort = %q, ord = %q, null = %q}}
 `, keyTagHost, keyTagOrders, keySSL, keySSLNull, SortSSLDays, keyTagSSL, keyTagSSLNull,
 	keyWhois, keyWhoisNull, SortWhoisDays, keyTagWhois, keyTagWhoisNull)
+
+// GenLua defines, for the scripts that list a tenant's domains
+// (listScript) and those that change what a list shows of a domain
+// record (IndexLua's callers, and apiserver/accounts' approval), ix_gen(p),
+// the tenant's record generation (keyGen) as a string, started from
+// Redis's clock in microseconds (16 digits) when missing, and
+// ix_gen_bump(p), which moves it on. The clock start keeps a value from
+// coming back after the key was deleted: a generation reached by n
+// changes since its start is below the clock when the last of them ran.
+const GenLua = `
+local function ix_gen(p)
+  local g = redis.call('GET', p .. '` + keyGen + `')
+  if g then return g end
+  local t = redis.call('TIME')
+  g = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('SET', p .. '` + keyGen + `', g)
+  return g
+end
+local function ix_gen_bump(p)
+  ix_gen(p)
+  redis.call('INCR', p .. '` + keyGen + `')
+end
+`
 
 // TagOrderKeys are the keys of the orders of tenantID's domains tagged
 // tag, when a list built them: by hostname (keyTagHost), then by the
@@ -223,6 +255,10 @@ func Prefix(tenantID string) string {
 // apiserver/accounts declare: IndexPrefixLua derives Prefix from it.
 func HostKey(tenantID string) string { return Prefix(tenantID) + keyHost }
 
+// GenKey is the key of tenantID's record generation (keyGen), which a
+// reader of records checks beside them (accounts.RecordCache).
+func GenKey(tenantID string) string { return Prefix(tenantID) + keyGen }
+
 // CreatedKey is the key of every domain id of tenantID (keyCreated).
 func CreatedKey(tenantID string) string { return Prefix(tenantID) + keyCreated }
 
@@ -230,7 +266,7 @@ func CreatedKey(tenantID string) string { return Prefix(tenantID) + keyCreated }
 func Keys(tenantID string) []string {
 	p := Prefix(tenantID)
 	out := []string{p + keyHost, p + keySuffix, p + keyCreated, p + keySSL, p + keyBad, p + keyNoCert,
-		p + keySSLNull, p + keyWhois, p + keyWhoisNull, p + keyBuilt, p + keyTags, p + keyAttBounds, p + keyTagOrders}
+		p + keySSLNull, p + keyWhois, p + keyWhoisNull, p + keyBuilt, p + keyTags, p + keyAttBounds, p + keyTagOrders, p + keyGen}
 	for _, t := range tiers {
 		out = append(out, p+t.name+keyAttHost, p+t.name+keyAttCreated, p+t.name+keyAttOther, p+t.name+keyAttOtherNull)
 	}

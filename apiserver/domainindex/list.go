@@ -65,10 +65,6 @@ type Query struct {
 	Now               time.Time
 	Warning, Critical int
 
-	// Fields names the record fields to return with each id of the page
-	// (Page.Rows), read by the same script: none when empty.
-	Fields []string
-
 	// plan forces the script's plan ("read", "walk", "semi", "label",
 	// or "semiread" and "walkread", a semi walk and a walk of a tier in
 	// the other expiry's order that give up at once; "" chooses), for
@@ -87,10 +83,13 @@ type Page struct {
 	Total int
 	// NextCursor continues the list after this page; "" on the last one.
 	NextCursor string
-	// Rows, when the query asked Fields, holds for each of IDs (same
-	// order) its record's fields and its registration facts, read in the
-	// same atomic step as the ids.
+	// Rows holds for each of IDs (same order) its registration facts,
+	// read in the same atomic step as the ids.
 	Rows []Row
+	// Gen is the tenant's record generation (keyGen) as the page read
+	// it: while it has not moved, no field a list shows of any of the
+	// tenant's domain records has changed (accounts.RecordCache).
+	Gen string
 
 	// SweepDue tells that the tenant's attention index, which this
 	// list's status filter would walk, is not built, or that its bound
@@ -106,12 +105,8 @@ type Page struct {
 	plan, tier string
 }
 
-// Row is what a page holds of a domain beside its id when the query asks
-// Fields.
+// Row is what a page holds of a domain beside its id.
 type Row struct {
-	// Record holds the asked fields the domain's record has (a field it
-	// lacks is absent; an empty Record means the record is gone).
-	Record map[string]string
 	// WhoisMS is the registration expiry the index keeps for the domain
 	// (unix ms, as Facts.WhoisMS); 0 when unknown, and WhoisReason then
 	// says why (one of Reasons). These are the facts the whois_status
@@ -188,17 +183,15 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 	att := q.attention()
 	args := []any{Prefix(tenantID), recordPrefix, q.Sort, desc, q.Limit, q.Offset, hasCur,
 		c.Phase, scoreString(c.Score), c.Member,
-		q.Status, q.WhoisStatus, q.Search, nowMS, critB, warnB, q.plan, q.Tag, att, tagOrderMin, tagOrderShare, len(q.Fields)}
-	for _, f := range q.Fields {
-		args = append(args, f)
-	}
+		q.Status, q.WhoisStatus, q.Search, nowMS, critB, warnB, q.plan, q.Tag, att, tagOrderMin, tagOrderShare}
 	res, err := listScript.Run(ctx, rdb, []string{Prefix(tenantID) + keyCreated}, args...).Slice()
 	if err != nil {
 		return Page{}, fmt.Errorf("list domains of %s: %w", tenantID, err)
 	}
-	// {total, {ids}, {rows}, plan, sweep due, tier walked, next phase,
-	// next score, next member} (the next three absent on the last page).
-	if len(res) != 6 && len(res) != 9 {
+	// {total, {ids}, {rows}, plan, sweep due, tier walked, record
+	// generation, next phase, next score, next member} (the next three
+	// absent on the last page).
+	if len(res) != 7 && len(res) != 10 {
 		return Page{}, fmt.Errorf("list domains of %s: got %d values", tenantID, len(res))
 	}
 	total, _ := res[0].(int64)
@@ -208,19 +201,18 @@ func List(ctx context.Context, rdb redis.UniversalClient, tenantID, recordPrefix
 	due, _ := res[4].(int64)
 	p.SweepDue = due == 1
 	p.tier, _ = res[5].(string)
+	p.Gen, _ = res[6].(string)
 	for _, v := range raw {
 		s, _ := v.(string)
 		p.IDs = append(p.IDs, IDOf(s))
 	}
-	if len(q.Fields) > 0 {
-		if p.Rows, err = decodeRows(res[2], len(p.IDs), q.Fields); err != nil {
-			return Page{}, fmt.Errorf("list domains of %s: %w", tenantID, err)
-		}
+	if p.Rows, err = decodeRows(res[2], len(p.IDs)); err != nil {
+		return Page{}, fmt.Errorf("list domains of %s: %w", tenantID, err)
 	}
-	if len(res) == 9 {
-		phase, _ := res[6].(int64)
-		score, _ := res[7].(string)
-		member, _ := res[8].(string)
+	if len(res) == 10 {
+		phase, _ := res[7].(int64)
+		score, _ := res[8].(string)
+		member, _ := res[9].(string)
 		f, err := strconv.ParseFloat(score, 64)
 		if err != nil {
 			return Page{}, fmt.Errorf("list domains of %s: cursor score %q: %w", tenantID, score, err)
@@ -555,8 +547,8 @@ func sweepStep(ctx context.Context, rdb redis.UniversalClient, tenantID, recordP
 }
 
 // decodeRows reads the script's rows: per id {whois ms or "", whois
-// reason, the fields' values (nil when absent)}.
-func decodeRows(v any, n int, fields []string) ([]Row, error) {
+// reason}.
+func decodeRows(v any, n int) ([]Row, error) {
 	raw, _ := v.([]any)
 	if len(raw) != n {
 		return nil, fmt.Errorf("got %d rows for %d ids", len(raw), n)
@@ -564,10 +556,10 @@ func decodeRows(v any, n int, fields []string) ([]Row, error) {
 	rows := make([]Row, n)
 	for i, r := range raw {
 		vals, _ := r.([]any)
-		if len(vals) != 2+len(fields) {
-			return nil, fmt.Errorf("row %d: got %d values, want %d", i, len(vals), 2+len(fields))
+		if len(vals) != 2 {
+			return nil, fmt.Errorf("row %d: got %d values, want 2", i, len(vals))
 		}
-		row := Row{Record: make(map[string]string, len(fields))}
+		var row Row
 		if ms, _ := vals[0].(string); ms != "" {
 			f, err := strconv.ParseFloat(ms, 64)
 			if err != nil {
@@ -576,11 +568,6 @@ func decodeRows(v any, n int, fields []string) ([]Row, error) {
 			row.WhoisMS = int64(f)
 		}
 		row.WhoisReason, _ = vals[1].(string)
-		for j, f := range fields {
-			if s, ok := vals[2+j].(string); ok {
-				row.Record[f] = s
-			}
-		}
 		rows[i] = row
 	}
 	return rows, nil
@@ -599,17 +586,14 @@ func (q Query) fingerprint() string {
 // member, status, whois status, search, now ms, critical bound ms, warning
 // bound ms, plan (Query.plan), tag, the attention index's tier to walk
 // instead of the sort's index when built (Query.attention; "" for none),
-// tagOrderMin, tagOrderShare, the number of record fields to return per
-// id, those fields.
-var listScript = redis.NewScript(idLua + RecordPortLua + createdLua + tiersLua + tagOrdersLua + `
+// tagOrderMin, tagOrderShare.
+var listScript = redis.NewScript(idLua + RecordPortLua + createdLua + tiersLua + tagOrdersLua + GenLua + `
 local P, RP, sort, desc = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local limit, offset, hasCur = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
 local cphase, cscore, cmember = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
 local status, wstatus, search = ARGV[11], ARGV[12], ARGV[13]
 local now, critB, warnB, plan = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16]), ARGV[17]
 local tag, tier, TAGORDER, TAGSHARE = ARGV[18], ARGV[19], tonumber(ARGV[20]), tonumber(ARGV[21])
-local fields = {}
-for i = 1, tonumber(ARGV[22]) do fields[i] = ARGV[22 + i] end
 local NOEXP = ` + strconv.FormatInt(NoExpiryMS, 10) + `
 local CHUNK = 256
 
@@ -1285,9 +1269,9 @@ if #out > limit then
   nextKey = keys[limit]
   out[limit + 1] = nil
 end
--- The rows: each id's registration facts and record fields.
+-- The rows: each id's registration facts.
 local rows = {}
-if #fields > 0 and #out > 0 then
+if #out > 0 then
   -- The expiries in one call; the reasons of the domains without one in
   -- one call per reason (ix_whois keeps a domain in one reason's set).
   local ws, wr, without = mscore(P .. 'whois', out), {}, {}
@@ -1303,12 +1287,7 @@ if #fields > 0 and #out > 0 then
       for k, i in ipairs(without) do if has[k] then wr[i] = r end end
     end
   end
-  for i, id in ipairs(out) do
-    local row = {ws[i] or '', wr[i]}
-    local vals = redis.call('HMGET', RP .. ix_id(id), unpack(fields))
-    for j = 1, #fields do row[2 + j] = vals[j] end
-    rows[i] = row
-  end
+  for i = 1, #out do rows[i] = {ws[i] or '', wr[i]} end
 end
 -- tierWalked: the index the plan walked instead of the sort's: a tier, a
 -- tag's or a reason's zset, or a tag's order of the sort (its key, or
@@ -1317,10 +1296,11 @@ local tierWalked = ''
 if plan == 'walk' or plan == 'semi' then
   if ordered then tierWalked = string.sub(walkKey, #P + 1) elseif att then tierWalked = tier end
 end
+local gen = ix_gen(P)
 if nextKey then
-  return {total, out, rows, plan, due, tierWalked, nextKey[1], string.format('%.17g', nextKey[2]), nextKey[3]}
+  return {total, out, rows, plan, due, tierWalked, gen, nextKey[1], string.format('%.17g', nextKey[2]), nextKey[3]}
 end
-return {total, out, rows, plan, due, tierWalked}
+return {total, out, rows, plan, due, tierWalked, gen}
 `)
 
 // scoreString is how a cursor's score reaches the script: exact for the

@@ -216,7 +216,7 @@ func BenchmarkListScript(b *testing.B) {
 			tenants = append(tenants, load("scriptlp", lpEntries, benchReg))
 		}
 		base := domainindex.Query{Sort: domainindex.SortCreated, Desc: true, Limit: 100, Now: time.Now(),
-			Warning: 30, Critical: 7, Fields: accounts.RevFields}
+			Warning: 30, Critical: 7}
 		list := func(tenant string, q domainindex.Query) domainindex.Page {
 			p, err := domainindex.List(ctx, rdb, tenant, accounts.DomainKeyPrefix(tenant), q)
 			if err != nil {

@@ -19,11 +19,12 @@ import (
 //	ix_rename(p, id, old_host, old_port, host, port, tags_json)
 //	ix_tags(p, id, old_tags_json, tags_json, name)    tags changed; name is ix_name(host, port)
 //	ix_remove(p, id, host, port, tags_json)
+//	ix_gen_bump(p)                                    a field a list shows changed (GenLua)
 //
 // id is the domain's Member (the caller encodes it); ix_lookup returns
 // the id as text (ix_id). A new or renamed domain shows as never scanned,
 // its registration as pending, until the projector applies its facts.
-var IndexLua = idLua + RecordPortLua + createdLua + tiersLua + tagOrdersLua + `
+var IndexLua = idLua + RecordPortLua + createdLua + tiersLua + tagOrdersLua + GenLua + `
 local IX_REASONS = {` + luaStrings(Reasons) + `}
 local IX_NOEXP = ` + strconv.FormatInt(NoExpiryMS, 10) + `
 local function ix_suffixes(host)
@@ -529,7 +530,7 @@ func Drop(ctx context.Context, rdb redis.UniversalClient, tenantID string) error
 		keys = append(keys, p+keyAttHost, p+keyAttCreated, p+keyAttOther, p+keyAttOtherNull)
 	}
 	for _, k := range keys {
-		if k == HostKey(tenantID) || k == CreatedKey(tenantID) {
+		if k == HostKey(tenantID) || k == CreatedKey(tenantID) || k == Prefix(tenantID)+keyGen {
 			continue
 		}
 		if err := rdb.Unlink(ctx, k).Err(); err != nil {

@@ -450,12 +450,11 @@ func (h *Handler) DomainPage(c *gin.Context, tenant string) (DomainList, error) 
 	if q.whoisStatus != statusAll {
 		iq.WhoisStatus = q.whoisStatus
 	}
-	// The script returns the page's registration facts and each record's
-	// rev with its ids; the records not kept at that rev (h.records) and
-	// the views are the other reads. A record that changed between the
-	// two lists the page again (twice at most; then the newer record
-	// shows).
-	iq.Fields = accounts.RevFields
+	// The script returns the page's registration facts and the tenant's
+	// record generation with its ids; the records not kept at that
+	// generation (h.records) and the views are the other reads. A record
+	// that may have changed between the two lists the page again (twice
+	// at most; then the newer record shows).
 	var page domainindex.Page
 	var decoded []accounts.Domain
 	var ok []bool
@@ -467,12 +466,8 @@ func (h *Handler) DomainPage(c *gin.Context, tenant string) (DomainList, error) 
 		if err != nil {
 			return DomainList{}, err
 		}
-		revs := make([]map[string]string, len(page.Rows))
-		for i, r := range page.Rows {
-			revs[i] = r.Record
-		}
 		var changed bool
-		if decoded, ok, changed, err = h.records.Listed(ctx, h.rdb, tenant, page.IDs, revs); err != nil {
+		if decoded, ok, changed, err = h.records.Listed(ctx, h.rdb, tenant, page.Gen, page.IDs); err != nil {
 			return DomainList{}, err
 		}
 		if !changed || attempt == 2 {

@@ -37,8 +37,11 @@ import (
 // tenant is "t" (16 bytes), in which an older API server finds none. 6:
 // a tag's orders by hostname and expiry (domainindex's keyTagHost and
 // the rest), which a list builds and an older API server's writers
-// would not keep.
-const Generation = 6
+// would not keep. 7: the tenant's record generation
+// (domainindex.GenKey), which an older API server's updates and
+// approvals would not move, so a newer one's record cache would go on
+// showing the records as they were.
+const Generation = 7
 
 // Key holds the newest generation that ran against this Redis.
 const Key = "certfleet:layout"

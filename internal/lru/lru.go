@@ -42,6 +42,19 @@ func (c *Versioned[V]) Get(key, version string) (V, bool) {
 	return zero, false
 }
 
+// Peek returns key's value and the version it is kept at, whatever that
+// is, for a caller that checks the version itself; it does not count as
+// a use.
+func (c *Versioned[V]) Peek(key string) (val V, version string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, found := c.m[key]; found {
+		e := el.Value.(*entry[V])
+		return e.val, e.version, true
+	}
+	return val, "", false
+}
+
 // Put keeps val as key's value at version (an empty version keeps
 // nothing), dropping the least recently used value past the size.
 func (c *Versioned[V]) Put(key, version string, val V) {
