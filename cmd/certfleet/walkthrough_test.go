@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,7 +32,19 @@ type step struct {
 var (
 	jsonKey    = regexp.MustCompile(`"([A-Za-z_][A-Za-z0-9_]*)"\s*:`)
 	jsonString = regexp.MustCompile(`"([A-Za-z_][A-Za-z0-9_]*)"\s*:\s*"([^"]*)"`)
+	jsonCount  = regexp.MustCompile(`"(page|per_page|total|total_pages)"\s*:\s*(-?[0-9]+)`)
+	jsonError  = regexp.MustCompile(`"error"\s*:\s*"([^"]+)"`)
 )
+
+// countsOf returns the "key": number pairs in text of a page's counts,
+// which a sample states exactly (its other numbers are examples).
+func countsOf(text string) []string {
+	var out []string
+	for _, m := range jsonCount.FindAllStringSubmatch(text, -1) {
+		out = append(out, m[1]+"="+m[2])
+	}
+	return out
+}
 
 // stringsOf returns the "key": "value" pairs of string values in text
 // whose value the README writes out in full (no "..." in it).
@@ -359,13 +372,18 @@ func TestReadmeWalkthrough(t *testing.T) {
 				missing = append(missing, k)
 			}
 		}
-		for _, kv := range stringsOf(string(out)) {
+		for _, kv := range append(stringsOf(string(out)), countsOf(string(out))...) {
 			have[kv] = true
 		}
-		for _, kv := range stringsOf(strings.ReplaceAll(s.sample, "9443", labPort)) {
+		for _, kv := range append(stringsOf(strings.ReplaceAll(s.sample, "9443", labPort)), countsOf(s.sample)...) {
 			if !have[kv] {
 				missing = append(missing, kv)
 			}
+		}
+		// An error the README does not show is a command that does not
+		// work as written (curl -s exits 0 on a 4xx).
+		if m := jsonError.FindStringSubmatch(string(out)); m != nil && !slices.Contains(keysOf(s.sample), "error") {
+			t.Errorf("block %d: %s\nanswered an error the README does not show: %s\noutput:\n%s", s.block, s.command, m[1], out)
 		}
 		if len(missing) > 0 {
 			t.Errorf("block %d: %s\noutput lacks %v of the README's sample\nsample:\n%s\noutput:\n%s", s.block, s.command, missing, s.sample, out)
