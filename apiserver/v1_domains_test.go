@@ -400,6 +400,11 @@ func TestListDomainsStatusAndSearch(t *testing.T) {
 		{"?search=hop", []string{}},
 		{"?search=shop.example", []string{"badchain.shop.example", "valid.shop.example"}},
 		{"?search=nothing", []string{}},
+		// A hostname's first label is a label: a leading dot finds it
+		// too, and a trailing one is the name's root.
+		{"?search=" + url.QueryEscape(".valid"), []string{"valid.shop.example"}},
+		{"?search=" + url.QueryEscape(".crit.example."), []string{"crit.example"}},
+		{"?search=" + url.QueryEscape("Ünknown"), []string{}},
 	}
 	check := func() {
 		t.Helper()

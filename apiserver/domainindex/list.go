@@ -49,8 +49,8 @@ type Query struct {
 	// Tag keeps the domains tagged with it; "" keeps all.
 	Tag string
 	// Search keeps the domains whose hostname starts with it, or one of
-	// whose labels but the last does; a leading "." asks for a label
-	// only. Lower-case; "" keeps all.
+	// whose labels but the last does. As domainname.SearchTerm gives it
+	// (lower-case, A-labels); "" keeps all.
 	Search string
 	// Limit is the page's size, 1 to MaxLimit.
 	Limit int
@@ -623,11 +623,9 @@ local function mismember(key, ids)
   end
   return out
 end
-local dotOnly = string.sub(search, 1, 1) == '.'
 local term = search
-if dotOnly then term = string.sub(search, 2) end
 local function hostMatches(h)
-  if not dotOnly and string.sub(h, 1, #term) == term then return true end
+  if string.sub(h, 1, #term) == term then return true end
   local i = 1
   while true do
     local d = string.find(h, '.', i, true)
@@ -760,8 +758,7 @@ if tag ~= '' then
 end
 if search ~= '' then
   local lo, hi = '[' .. term, '[' .. term .. '\255'
-  local ns, nh = redis.call('ZLEXCOUNT', P .. 'sfx', lo, hi), 0
-  if not dotOnly then nh = redis.call('ZLEXCOUNT', P .. 'host', lo, hi) end
+  local ns, nh = redis.call('ZLEXCOUNT', P .. 'sfx', lo, hi), redis.call('ZLEXCOUNT', P .. 'host', lo, hi)
   local s = {f = 'search', kind = 'lex', lo = lo, hi = hi, est = ns + nh, ns = ns, nh = nh}
   -- Without a label match the hostname matches are the matches, each
   -- domain once (a domain has one hostname member; label matches may
@@ -783,9 +780,7 @@ local function members(src)
     for _, id in ipairs(redis.call('SMEMBERS', P .. 'nocert')) do add(id) end
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'bad', now, '+inf')) do add(id) end
   else
-    local keys = {P .. 'sfx'}
-    if not dotOnly then keys[2] = P .. 'host' end
-    for _, k in ipairs(keys) do
+    for _, k in ipairs({P .. 'sfx', P .. 'host'}) do
       for _, m in ipairs(redis.call('ZRANGEBYLEX', k, src.lo, src.hi)) do add(idOf(m)) end
     end
   end

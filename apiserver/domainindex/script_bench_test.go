@@ -61,7 +61,7 @@ var scriptCases = []struct {
 		q.Search, q.Sort, q.Desc = "host1", domainindex.SortHostname, false
 		return q
 	}},
-	{"search-label", func(q domainindex.Query) domainindex.Query { q.Search = ".reg7"; return q }},
+	{"search-label", func(q domainindex.Query) domainindex.Query { q.Search = "reg7"; return q }},
 	{"page-10", func(q domainindex.Query) domainindex.Query { q.Offset = 900; return q }},
 	{"tag-dense", func(q domainindex.Query) domainindex.Query { q.Tag = "prod"; return q }},
 	{"tag-dense-ssl", func(q domainindex.Query) domainindex.Query { q.Tag, q.Sort = "prod", domainindex.SortSSLDays; return q }},

@@ -178,6 +178,27 @@ func isASCII(s string) bool {
 	return true
 }
 
+// SearchTerm is s as a prefix of hostnames as Parse keeps them: trimmed,
+// lower-case, without a leading or a trailing dot (".shop" and
+// "shop.example." search as "shop" and "shop.example" do: a hostname's
+// first label is a label too), and each non-ASCII label in its A-label
+// form ("bücher" as "xn--bcher-kva"; a label cut short then finds
+// nothing, its A-label not being a prefix of the whole one's).
+func SearchTerm(s string) string {
+	s = strings.ToLower(strings.TrimSpace(s))
+	s = strings.TrimSuffix(strings.TrimPrefix(s, "."), ".")
+	if isASCII(s) {
+		return s
+	}
+	labels := strings.Split(s, ".")
+	for i, l := range labels {
+		if a, err := idna.Lookup.ToASCII(l); err == nil && !isASCII(l) {
+			labels[i] = a
+		}
+	}
+	return strings.Join(labels, ".")
+}
+
 // Format is the form of a domain users see and send: the host alone for the
 // default port, host:port otherwise.
 func Format(host string, port int) string {

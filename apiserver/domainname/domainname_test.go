@@ -135,3 +135,32 @@ func TestFormatAndKey(t *testing.T) {
 		})
 	}
 }
+
+// A search term is a prefix of hostnames as Parse keeps them: dots at its
+// ends go, case folds, and Unicode labels take their A-label form.
+func TestSearchTerm(t *testing.T) {
+	for in, want := range map[string]string{
+		"Shop":              "shop",
+		" .shop ":           "shop",
+		"q1.example.com.":   "q1.example.com",
+		"Bücher":            "xn--bcher-kva",
+		"www.bücher.de":     "www.xn--bcher-kva.de",
+		".":                 "",
+		"":                  "",
+		"xn--bcher-kva.exa": "xn--bcher-kva.exa",
+	} {
+		if got := SearchTerm(in); got != want {
+			t.Errorf("SearchTerm(%q) = %q, want %q", in, got, want)
+		}
+	}
+	// The term of a hostname is a prefix of the hostname Parse keeps.
+	for _, h := range []string{"Bücher.example", "www.SHOP.example.", "ドメイン.テスト"} {
+		host, _, err := Parse(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if term := SearchTerm(h); term != host {
+			t.Errorf("SearchTerm(%q) = %q, Parse keeps %q", h, term, host)
+		}
+	}
+}

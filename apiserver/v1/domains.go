@@ -360,7 +360,7 @@ func parseDomainQuery(c *gin.Context) (domainQuery, error) {
 		if len(v) > maxSearchLen {
 			return q, httpapi.BadRequest(fmt.Sprintf("search must be at most %d characters", maxSearchLen))
 		}
-		q.search = strings.ToLower(strings.TrimSpace(v))
+		q.search = domainname.SearchTerm(v)
 	}
 	if v, ok := c.GetQuery("tag"); ok {
 		if utf8.RuneCountInString(v) > accounts.MaxTagLen {
