@@ -447,7 +447,10 @@ func TestClientCertTenancyAndScopes(t *testing.T) {
 		{"write-only key cannot read stats", http.MethodGet, "/api/client-certs/stats", aliceWriter, "", 403},
 		{"no key", http.MethodGet, "/api/client-certs", "", "", 401},
 		{"no key to create", http.MethodPost, "/api/client-certs/create", "", `{"common_name":"x"}`, 401},
-		{"read key reads", http.MethodGet, "/api/client-certs/" + id + "/download/key", aliceReader, "", 200},
+		{"read key cannot download the private key", http.MethodGet, "/api/client-certs/" + id + "/download/key", aliceReader, "", 403},
+		{"read key downloads the certificate", http.MethodGet, "/api/client-certs/" + id + "/download/crt", aliceReader, "", 200},
+		{"read key downloads the CSR", http.MethodGet, "/api/client-certs/" + id + "/download/csr", aliceReader, "", 200},
+		{"read and write key downloads the private key", http.MethodGet, "/api/client-certs/" + id + "/download/key", alice, "", 200},
 		{"write-only key creates", http.MethodPost, "/api/client-certs/create", aliceWriter, `{"common_name":"x"}`, 201},
 	}
 	for _, tc := range tests {
@@ -462,7 +465,14 @@ func TestClientCertTenancyAndScopes(t *testing.T) {
 			case 401:
 				wantCMError(t, v1Response{code: code, body: got}, code, "Missing or invalid API key")
 			case 403:
-				wantCMError(t, v1Response{code: code, body: got}, code, "This API key lacks the")
+				wantCMError(t, v1Response{code: code, body: got}, code, "API key lacks the")
+			}
+			if strings.HasSuffix(tc.path, "/download/key") && tc.key == aliceReader {
+				wantCMError(t, v1Response{code: code, body: got}, code,
+					"API key lacks the write permission, which downloading a private key needs (read is enough for crt and csr)")
+			}
+			if tc.wantCode == 200 && strings.HasSuffix(tc.path, "/download/key") && !bytes.Contains(body, []byte("PRIVATE KEY")) {
+				t.Errorf("got %q, want the private key", body)
 			}
 		})
 	}

@@ -477,12 +477,20 @@ func (h *Handler) get(c *gin.Context) {
 }
 
 // download is GET /client-certs/{id}/download/{crt|key|csr}: an
-// attachment <id>.<type>. A key is unsealed for this answer only and never
-// cached.
+// attachment <id>.<type>. The route needs read; a private key needs write
+// too (403 to a read-only key). A key is unsealed for this answer only and
+// never cached.
 func (h *Handler) download(c *gin.Context) {
 	id, kind := c.Param("id"), c.Param("type")
 	audit.Detail(c, "type", kind)
-	data, err := h.store.Download(c.Request.Context(), httpapi.Principal(c).TenantID, id, kind)
+	p := httpapi.Principal(c)
+	if kind == clientca.DownloadKey {
+		if err := httpapi.CanDownloadKey(p, "crt and csr"); err != nil {
+			httpapi.Fail(c, err)
+			return
+		}
+	}
+	data, err := h.store.Download(c.Request.Context(), p.TenantID, id, kind)
 	if err != nil {
 		fail(c, id, err)
 		return

@@ -115,8 +115,10 @@ func (d *Dashboard) revokeClientCert(r *Request) (string, error) {
 func (d *Dashboard) downloadClientCert(r *Request) (string, error) {
 	id, kind := r.Param("id"), r.Param("type")
 	audit.Detail(r.Context, "type", kind)
-	if kind == clientca.DownloadKey && !r.CanWrite() {
-		return "/client-certs", auditFail(r, httpapi.Errorf(http.StatusForbidden, "Downloading a private key needs a key with write"))
+	if kind == clientca.DownloadKey {
+		if err := httpapi.CanDownloadKey(r.Principal, "the certificate"); err != nil {
+			return "/client-certs", auditFail(r, err)
+		}
 	}
 	data, err := d.deps.ClientCA.Download(r.Ctx(), r.Tenant(), id, kind)
 	if err != nil {

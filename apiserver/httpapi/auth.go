@@ -129,3 +129,15 @@ func Principal(c *gin.Context) accounts.Principal {
 
 // InFlight returns how many of tenant's requests this server serves now.
 func (a *Auth) InFlight(tenant string) int64 { return a.gate.InFlight(tenant) }
+
+// CanDownloadKey refuses a private key to a key without write: a read key
+// monitors, it does not get to impersonate what it monitors. nil for a
+// write key, else a 403 naming readable, the files a read key may still
+// download. Every API and the dashboard that serve a private key call it,
+// so that the rule and its message are one.
+func CanDownloadKey(p accounts.Principal, readable string) error {
+	if p.Can(accounts.ScopeWrite) {
+		return nil
+	}
+	return Errorf(http.StatusForbidden, "API key lacks the write permission, which downloading a private key needs (read is enough for "+readable+")")
+}

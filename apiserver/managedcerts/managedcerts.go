@@ -377,9 +377,11 @@ func (h *Handler) download(c *gin.Context) {
 	audit.Detail(c, "format", format)
 	audit.Detail(c, "private_key", private)
 	p := httpapi.Principal(c)
-	if private && !p.Can(accounts.ScopeWrite) {
-		httpapi.Fail(c, httpapi.Errorf(http.StatusForbidden, "API key lacks the write permission, which downloading a private key needs (cert.pem, chain.pem and fullchain.pem need read)"))
-		return
+	if private {
+		if err := httpapi.CanDownloadKey(p, "cert.pem, chain.pem and fullchain.pem"); err != nil {
+			httpapi.Fail(c, err)
+			return
+		}
 	}
 	_, m, err := h.store.OpenMaterial(c.Request.Context(), p.TenantID, domain)
 	if err != nil {
