@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"reflect"
 	"sort"
 	"strconv"
@@ -859,4 +861,71 @@ func BenchmarkClientCertList(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestClientCertTenantURI: two tenants issue certificates with the same
+// subject under the one CA; each certificate, on every path of the API
+// (create, CSR, batch, renew), names its own tenant in a URI SAN, so a
+// relying party tells them apart. A CSR asking for another tenant's URI is
+// refused.
+func TestClientCertTenantURI(t *testing.T) {
+	e := newCAEnv(t)
+	alice := e.bootstrapKey("alice@example.com", "read", "write")
+	bob := e.bootstrapKey("bob@example.com", "read", "write")
+	aliceURI := clientca.TenantURI(events.TenantID("alice@example.com"))
+	bobURI := clientca.TenantURI(events.TenantID("bob@example.com"))
+	uris := func(key, id string) []string {
+		t.Helper()
+		code, _, crt := e.raw(0, http.MethodGet, "/api/client-certs/"+id+"/download/crt", key, "")
+		if code != http.StatusOK {
+			t.Fatalf("download %s: got %d %s", id, code, crt)
+		}
+		c := parsePEMCert(t, crt)
+		out := []string{}
+		for _, u := range c.URIs {
+			out = append(out, u.String())
+		}
+		return append(out, c.EmailAddresses...)
+	}
+	same := `{"common_name":"ops","email":"ops@example.com","organization":"ACME"}`
+	csr, _ := csrPEM(t, "ops")
+	batch := e.call(1, http.MethodPost, "/api/client-certs/batch", alice,
+		`{"headers":["common_name","email","organization"],"rows":[["ops","ops@example.com","ACME"]]}`)
+	if batch.code != http.StatusCreated {
+		t.Fatalf("batch: got %d %v", batch.code, batch.body)
+	}
+	created := e.createCert(0, alice, same)
+	renew := e.call(1, http.MethodPost, "/api/client-certs/"+created+"/renew", alice, "")
+	if renew.code != http.StatusCreated {
+		t.Fatalf("renew: got %d %v", renew.code, renew.body)
+	}
+	paths := []struct{ name, key, id, want string }{
+		{"create", alice, created, aliceURI},
+		{"csr", alice, e.createCert(1, alice, `{"common_name":"ops","email":"ops@example.com","generate_key":false,"csr":`+jsonString(csr)+`}`), aliceURI},
+		{"batch", alice, batch.body["certificates"].([]any)[0].(map[string]any)["identifier"].(string), aliceURI},
+		{"renew", alice, renew.body["identifier"].(string), aliceURI},
+		{"another tenant, same subject", bob, e.createCert(0, bob, same), bobURI},
+	}
+	for _, p := range paths {
+		t.Run(p.name, func(t *testing.T) {
+			if got, want := uris(p.key, p.id), []string{p.want, "ops@example.com"}; !reflect.DeepEqual(got, want) {
+				t.Errorf("SANs: got %v, want %v", got, want)
+			}
+		})
+	}
+	if aliceURI == bobURI {
+		t.Fatalf("two tenants share the URI %s", aliceURI)
+	}
+
+	// Mallory (alice here) asks for bob's URI in her CSR.
+	key := testenv.NewKey(t)
+	u, _ := url.Parse(bobURI)
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{u}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+	wantCMError(t, e.call(0, http.MethodPost, "/api/client-certs/create", alice,
+		`{"common_name":"ops","generate_key":false,"csr":`+jsonString(forged)+`}`), http.StatusBadRequest,
+		"csr must not ask for a URI SAN under urn:certfleet:tenant:")
 }

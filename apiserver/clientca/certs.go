@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/mail"
+	"net/url"
 	"slices"
 	"sort"
 	"strconv"
@@ -252,10 +253,37 @@ func (s *Store) Create(ctx context.Context, tenantID string, req CreateRequest) 
 		if err != nil {
 			return Cert{}, err
 		}
+		if err := checkCSRNames(csr); err != nil {
+			return Cert{}, err
+		}
 		pub = csr.PublicKey
 		csrPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr.Raw})
 	}
 	return s.issueAndStore(ctx, tenantID, req, pub, key, csrPEM, nil)
+}
+
+// TenantURIPrefix starts the URI SAN that names the tenant a certificate
+// was issued for: every tenant's certificates share the one issuing CA,
+// and may carry the same subject (CN, email, organization) as another
+// tenant's, so a relying party that serves several tenants tells them
+// apart by this URI alone.
+const TenantURIPrefix = "urn:certfleet:tenant:"
+
+// TenantURI is the URI SAN of tenantID's certificates.
+func TenantURI(tenantID string) string { return TenantURIPrefix + tenantID }
+
+// checkCSRNames refuses a CSR that asks for a URI in the tenant URN
+// namespace. Only a CSR's public key is used, so such a URI would never be
+// issued; refusing it tells the requester so, rather than leaving them to
+// believe they chose the tenant a relying party sees. URN schemes and
+// namespace ids ignore case (RFC 8141), so the comparison does too.
+func checkCSRNames(csr *x509.CertificateRequest) error {
+	for _, u := range csr.URIs {
+		if strings.HasPrefix(strings.ToLower(u.String()), TenantURIPrefix) {
+			return invalid("csr must not ask for a URI SAN under %s: certfleet names the issuing account there itself", TenantURIPrefix)
+		}
+	}
+	return nil
 }
 
 // renewal is the old certificate a Create renews.
@@ -295,7 +323,7 @@ func (s *Store) issueAndStore(ctx context.Context, tenantID string, req CreateRe
 		if idem.Set() {
 			id = idem.ID("cert-", 10)
 		}
-		iss, err := s.sign(a, req, pub)
+		iss, err := s.sign(a, tenantID, req, pub)
 		if err != nil {
 			return Cert{}, err
 		}
@@ -372,14 +400,18 @@ func subjectOf(req CreateRequest) pkix.Name {
 	return n
 }
 
-// sign makes the certificate: a random 127-bit serial, the request's
-// subject, clientAuth, SAN email, SKI (AKI from the CA), CRL distribution
-// point and OCSP responder under PublicURL. Its expiry never passes the
-// CA's.
-func (s *Store) sign(a *Authority, req CreateRequest, pub crypto.PublicKey) (issued, error) {
+// sign makes tenantID's certificate: a random 127-bit serial, the
+// request's subject, clientAuth, SAN email and the tenant's URI
+// (TenantURI), SKI (AKI from the CA), CRL distribution point and OCSP
+// responder under PublicURL. Its expiry never passes the CA's.
+func (s *Store) sign(a *Authority, tenantID string, req CreateRequest, pub crypto.PublicKey) (issued, error) {
 	serial, err := newSerial()
 	if err != nil {
 		return issued{}, err
+	}
+	tenantURI, err := url.Parse(TenantURI(tenantID))
+	if err != nil {
+		return issued{}, fmt.Errorf("sign client certificate: tenant URI: %w", err)
 	}
 	now := s.cfg.Now().UTC()
 	notAfter := now.Add(time.Duration(req.DaysValid) * 24 * time.Hour).Truncate(time.Second)
@@ -402,6 +434,7 @@ func (s *Store) sign(a *Authority, req CreateRequest, pub crypto.PublicKey) (iss
 		AuthorityKeyId:        a.Cert.SubjectKeyId,
 		CRLDistributionPoints: []string{s.cfg.PublicURL + "/api/crl/download/der"},
 		OCSPServer:            []string{s.cfg.PublicURL + "/ocsp"},
+		URIs:                  []*url.URL{tenantURI},
 	}
 	if req.Email != "" {
 		tmpl.EmailAddresses = []string{req.Email}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/crypto/ocsp"
@@ -19,14 +20,25 @@ import (
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
-// FuzzParseCSR holds parseCSR, which reads the CSRs users send, to its
-// promises (seeds in testdata/fuzz/FuzzParseCSR: CSRs of every key type,
-// weak keys, bad signatures, other PEM types): an accepted CSR has a verified signature and a key certfleet
-// signs for, and its DER re-encoded as PEM parses to the same request; a
-// refused one fails with ErrInvalid, the error the API answers 400 with.
+// FuzzParseCSR holds parseCSR and checkCSRNames, which read the CSRs
+// users send, to their promises (seeds in testdata/fuzz/FuzzParseCSR: CSRs
+// of every key type, weak keys, bad signatures, other PEM types, URIs in
+// the tenant namespace and out of it): an accepted CSR has a verified
+// signature, a key certfleet signs for and no URI in the tenant namespace,
+// and its DER re-encoded as PEM parses to the same request; a refused one
+// fails with ErrInvalid, the error the API answers 400 with.
 func FuzzParseCSR(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		csr, err := parseCSR(data)
+		if err == nil {
+			if err = checkCSRNames(csr); err == nil {
+				for _, u := range csr.URIs {
+					if strings.HasPrefix(strings.ToLower(u.String()), TenantURIPrefix) {
+						t.Fatalf("accepted a CSR asking for %s", u)
+					}
+				}
+			}
+		}
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("refused with %v, want an ErrInvalid", err)

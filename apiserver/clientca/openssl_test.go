@@ -52,11 +52,15 @@ func TestOpenSSLAcceptsCertificates(t *testing.T) {
 			for _, want := range []string{
 				"TLS Web Client Authentication", "email:o@example.com", "URI:" + publicURL + "/api/crl/download/der",
 				"OCSP - URI:" + publicURL + "/ocsp", "X509v3 Subject Key Identifier", "X509v3 Authority Key Identifier",
-				"CA:FALSE",
+				"CA:FALSE", "email:o@example.com, URI:urn:certfleet:tenant:" + tenantA,
 			} {
 				if !strings.Contains(text, want) {
 					t.Errorf("certificate text lacks %q", want)
 				}
+			}
+			// The check docs/client-certificates.md gives relying parties.
+			if out := run("x509", "-in", certFile, "-noout", "-ext", "subjectAltName"); !strings.Contains(out, "URI:"+TenantURI(tenantA)+"\n") {
+				t.Errorf("-ext subjectAltName: got %q, want the tenant's URI", out)
 			}
 			// The downloaded key is the certificate's.
 			certPub := run("x509", "-in", certFile, "-noout", "-pubkey")
