@@ -29,6 +29,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/clientcerts"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -928,4 +929,61 @@ func TestClientCertTenantURI(t *testing.T) {
 	wantCMError(t, e.call(0, http.MethodPost, "/api/client-certs/create", alice,
 		`{"common_name":"ops","generate_key":false,"csr":`+jsonString(forged)+`}`), http.StatusBadRequest,
 		"csr must not ask for a URI SAN under urn:certfleet:tenant:")
+}
+
+// TestClientCertQuota: the server's client_certificates quota (its
+// default, and an account's override) refuses a creation with 403 and a
+// batch's rows past it one by one; a revocation frees room; GET
+// /api/v1/quotas shows the limit and the active certificates.
+func TestClientCertQuota(t *testing.T) {
+	e := newKeyEnv(t, Config{Quotas: quota.Limits{quota.ClientCerts: 2},
+		CA: clientcerts.Config{Passphrase: caTestPassphrase, Init: true}})
+	alice := e.bootstrapKey("alice@example.com", "read", "write")
+	bob := e.bootstrapKey("bob@example.com", "read", "write")
+	first := e.createCert(0, alice, `{"common_name":"a1"}`)
+	r := e.call(1, http.MethodPost, "/api/client-certs/batch", alice, `{"headers":["common_name"],"rows":[["a2"],["a3"],["a4"]]}`)
+	wantErrors := []any{
+		map[string]any{"row": 2.0, "common_name": "a3", "error": "quota exceeded: this account may have at most 2 client_certificates; remove some or ask the operator to raise the quota"},
+		map[string]any{"row": 3.0, "common_name": "a4", "error": "quota exceeded: this account may have at most 2 client_certificates; remove some or ask the operator to raise the quota"},
+	}
+	if r.code != http.StatusCreated || r.body["successful"] != 1.0 || !reflect.DeepEqual(r.body["errors"], wantErrors) {
+		t.Errorf("batch past the quota: got %d %v, want 201 with rows 2 and 3 refused", r.code, r.body)
+	}
+	wantCMError(t, e.call(0, http.MethodPost, "/api/client-certs/create", alice, `{"common_name":"a5"}`),
+		http.StatusForbidden, "at most 2 client_certificates")
+	wantCMError(t, e.call(0, http.MethodPost, "/api/client-certs/"+first+"/renew", alice, ""),
+		http.StatusForbidden, "at most 2 client_certificates")
+	e.createCert(1, bob, `{"common_name":"b1"}`) // bob has his own
+
+	q := e.call(0, http.MethodGet, "/api/v1/quotas", alice, "")
+	if got := q.body["client_certificates"]; !reflect.DeepEqual(got, map[string]any{"limit": 2.0, "used": 2.0}) {
+		t.Errorf("quotas: got %v, want limit 2, used 2", got)
+	}
+	if r := e.call(0, http.MethodPost, "/api/client-certs/"+first+"/revoke", alice, `{"reason":"superseded"}`); r.code != http.StatusOK {
+		t.Fatalf("revoke: got %d %v", r.code, r.body)
+	}
+	e.createCert(0, alice, `{"common_name":"a6"}`)
+
+	// An account's override wins over the server's default.
+	if err := quota.Set(context.Background(), e.rdb, events.TenantID("alice@example.com"), quota.Limits{quota.ClientCerts: 3}); err != nil {
+		t.Fatal(err)
+	}
+	e.createCert(1, alice, `{"common_name":"a7"}`)
+	wantCMError(t, e.call(0, http.MethodPost, "/api/client-certs/create", alice, `{"common_name":"a8"}`),
+		http.StatusForbidden, "at most 3 client_certificates")
+}
+
+// TestClientCertRevokeCAReasons: a tenant's revocation may not claim the
+// shared CA compromised.
+func TestClientCertRevokeCAReasons(t *testing.T) {
+	e := newCAEnv(t)
+	admin := e.bootstrapKey("ops@example.com", "read", "write")
+	id := e.createCert(0, admin, `{"common_name":"x"}`)
+	for _, reason := range []string{"cACompromise", "aACompromise", "ca_compromise"} {
+		wantCMError(t, e.call(1, http.MethodPost, "/api/client-certs/"+id+"/revoke", admin, `{"reason":"`+reason+`"}`),
+			http.StatusBadRequest, "reason must be one of unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation, certificateHold, privilegeWithdrawn (or compromised), got \""+reason+"\"")
+	}
+	if r := e.call(0, http.MethodGet, "/api/client-certs/"+id, admin, ""); r.body["status"] != "active" {
+		t.Errorf("after refused reasons: got %v, want active", r.body["status"])
+	}
 }

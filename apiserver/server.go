@@ -358,7 +358,7 @@ func (s *Server) build() error {
 		return err
 	}
 	caCfg := cfg.CA
-	caCfg.Wait = cfg.RedisWait
+	caCfg.Wait, caCfg.Quotas = cfg.RedisWait, cfg.Quotas
 	if s.caStore, err = clientcerts.OpenCA(caCfg, rdb, logger); err != nil {
 		return err
 	}
@@ -396,7 +396,7 @@ func (s *Server) build() error {
 	s.v1 = v1.New(v1.Config{
 		Now: cfg.Now, WarningDays: cfg.WarningDays, CriticalDays: cfg.CriticalDays, CheckTimeout: cfg.CheckTimeout,
 		RateLimitGeneral: cfg.RateLimitGeneral, RateLimitCheck: cfg.RateLimitCheck, RateLimitAPIKeys: cfg.RateLimitAPIKeys,
-		Stopping: s.stopping, Quotas: cfg.Quotas, ManagedCerts: mstore,
+		Stopping: s.stopping, Quotas: cfg.Quotas, ManagedCerts: mstore, ClientCA: s.caStore,
 		ClickHouse:       cfg.Audit.Conn, // the API server's one ClickHouse connection
 		RegionStaleAfter: cfg.RegionStaleAfter,
 	}, rdb, store, auth, limits, engine, chans, logger)

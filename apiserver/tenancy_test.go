@@ -135,6 +135,7 @@ func TestQuotasAndPaging(t *testing.T) {
 		"requests_in_flight":         map[string]any{"limit": float64(quota.Defaults[quota.InFlight]), "used": 1.0},
 		"managed_certificates":       map[string]any{"limit": float64(quota.Defaults[quota.ManagedCerts]), "used": 0.0},
 		"certificate_orders_per_day": map[string]any{"limit": float64(quota.Defaults[quota.CertOrders]), "used": 0.0},
+		"client_certificates":        map[string]any{"limit": float64(quota.Defaults[quota.ClientCerts]), "used": 0.0},
 	}
 	if q.code != http.StatusOK || !reflect.DeepEqual(q.body, want) {
 		t.Errorf("quotas:\n got %d %v\nwant %v", q.code, q.body, want)

@@ -31,6 +31,7 @@ import (
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/idempotency"
+	"github.com/certfleet/certfleet/internal/quota"
 )
 
 // Limits of a request.
@@ -355,6 +356,10 @@ func (s *Store) issueAndStore(ctx context.Context, tenantID string, req CreateRe
 		if err != nil {
 			return Cert{}, err
 		}
+		if limit, ok := strings.CutPrefix(res, "quota:"); ok {
+			n, _ := strconv.ParseInt(limit, 10, 64)
+			return Cert{}, &quota.Exceeded{Resource: quota.ClientCerts, Limit: n}
+		}
 		switch res {
 		case "created":
 			s.logger.Info("client certificate issued", zap.String("tenant_id", tenantID), zap.String("cert_id", id),
@@ -521,19 +526,46 @@ func sha256Hex(b []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// activeCountLua is active_count(certs, active, counted, now): how many
+// of a tenant's certificates are active (neither revoked nor expired) at
+// now ms, from its active set (KEYS: the tenant's certificate list, its
+// active set and the mark that the set is complete). A tenant whose
+// certificates were issued before the set existed has its set built
+// (again, when the mark was deleted) from its records once, on first use;
+// every later issue adds to it and every revocation takes from it, so the
+// count costs the expired entries it drops and a ZCARD.
+var activeCountLua = `
+local function active_count(certs, active, counted, now)
+  if redis.call('EXISTS', counted) == 0 then
+    redis.call('DEL', active)
+    for _, id in ipairs(redis.call('ZRANGE', certs, 0, -1)) do
+      local r = redis.call('HMGET', '` + certKey("") + `' .. id, 'expires_at', 'revoked_at')
+      if r[1] and not r[2] then redis.call('ZADD', active, r[1], id) end
+    end
+    redis.call('SET', counted, '1')
+  end
+  redis.call('ZREMRANGEBYSCORE', active, '-inf', now)
+  return redis.call('ZCARD', active)
+end
+`
+
 // storeCertScript stores a new certificate record, and for a renewal marks
-// the old one renewed in the same step.
+// the old one renewed in the same step. It refuses a certificate that
+// would pass the tenant's quota of active certificates, counted in the
+// same step.
 //
 // KEYS: clientcert:<id>, tenant:<tenant>:clientcerts, ca:serials,
-// clientcerts:renewal, events stream, clientcert:<old id> (renewal only).
+// clientcerts:renewal, events stream, the tenant's active set, its
+// counted mark, clientcert:<old id> (renewal only).
 // ARGV: id, tenant, serial, created ms, renewal due ms ("" = none), maxlen,
-// old id ("" = not a renewal), auto ("1": only when due), now ms, field
-// count, fields, issued event field count, its fields, then the renewed
-// event's fields (renewal only). The issued event's entry id is kept as
-// issued_entry: it orders certificates created in one millisecond. Returns
-// "created", "taken" (id or serial
-// exists), or for a renewal "not-found", "revoked", "renewed", "not-due".
-var storeCertScript = redis.NewScript(`
+// old id ("" = not a renewal), auto ("1": only when due), now ms, quota of
+// active certificates (0: none checked), expires ms, field count, fields,
+// issued event field count, its fields, then the renewed event's fields
+// (renewal only). The issued event's entry id is kept as issued_entry: it
+// orders certificates created in one millisecond. Returns "created",
+// "taken" (id or serial exists), "quota:<limit>", or for a renewal
+// "not-found", "revoked", "renewed", "not-due".
+var storeCertScript = redis.NewScript(activeCountLua + `
 if redis.call('EXISTS', KEYS[1]) == 1 then
   -- Written again as it is, so that a replay's WAIT (an Idempotency-Key's
   -- retry finds the id taken) covers the first attempt's write.
@@ -542,7 +574,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return 'taken' end
 if ARGV[7] ~= '' then
-  local old = redis.call('HMGET', KEYS[6], 'tenant_id', 'revoked_at', 'renewed_by')
+  local old = redis.call('HMGET', KEYS[8], 'tenant_id', 'revoked_at', 'renewed_by')
   if old[1] ~= ARGV[2] then return 'not-found' end
   if old[2] then return 'revoked' end
   if old[3] then return 'renewed' end
@@ -550,22 +582,56 @@ if ARGV[7] ~= '' then
     local due = redis.call('ZSCORE', KEYS[4], ARGV[7])
     if not due or tonumber(due) > tonumber(ARGV[9]) then return 'not-due' end
   end
-  redis.call('HSET', KEYS[6], 'renewed_by', ARGV[1])
+end
+local limit = tonumber(ARGV[10])
+if limit > 0 and active_count(KEYS[2], KEYS[6], KEYS[7], ARGV[9]) >= limit then return 'quota:' .. limit end
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[8], 'renewed_by', ARGV[1])
   redis.call('ZREM', KEYS[4], ARGV[7])
 end
-local nf = tonumber(ARGV[10])
-redis.call('HSET', KEYS[1], unpack(ARGV, 11, 10 + nf))
+local nf = tonumber(ARGV[12])
+redis.call('HSET', KEYS[1], unpack(ARGV, 13, 12 + nf))
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[6], ARGV[11], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[1])
 if ARGV[5] ~= '' then redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1]) end
-local ne = tonumber(ARGV[11 + nf])
-local sid = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 12 + nf, 11 + nf + ne))
+local ne = tonumber(ARGV[13 + nf])
+local sid = redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 14 + nf, 13 + nf + ne))
 redis.call('HSET', KEYS[1], 'issued_entry', sid)
 if ARGV[7] ~= '' then
-  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 12 + nf + ne))
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 14 + nf + ne))
 end
 return 'created'
 `)
+
+// activeCountScript is active_count for a tenant. KEYS: its certificate
+// list, active set and counted mark. ARGV: now ms.
+var activeCountScript = redis.NewScript(activeCountLua + `return active_count(KEYS[1], KEYS[2], KEYS[3], ARGV[1])`)
+
+// ActiveCount returns how many of tenantID's certificates are active
+// (neither revoked nor expired): what its client_certificates quota
+// counts.
+func (s *Store) ActiveCount(ctx context.Context, tenantID string) (int64, error) {
+	n, err := activeCountScript.Run(ctx, s.rdb, []string{tenantCertsKey(tenantID), tenantActiveKey(tenantID),
+		tenantCountedKey(tenantID)}, s.cfg.Now().UnixMilli()).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("count active client certificates of %s: %w", tenantID, err)
+	}
+	return n, nil
+}
+
+// quotaLimit is tenantID's effective quota of active client certificates
+// (0: unlimited). Its overrides live in the tenant's slot, not the CA's,
+// so the limit is read here and the store script counts against it: the
+// count and the issue are one step, an override applies from the next
+// issue.
+func (s *Store) quotaLimit(ctx context.Context, tenantID string) (int64, error) {
+	l, err := quota.Effective(ctx, s.rdb, tenantID, s.cfg.Quotas)
+	if err != nil {
+		return 0, err
+	}
+	return l[quota.ClientCerts], nil
+}
 
 func (s *Store) store(ctx context.Context, c Cert, iss issued, sealedKey string, ren *renewal) (string, error) {
 	rec := []any{
@@ -600,7 +666,8 @@ func (s *Store) store(ctx context.Context, c Cert, iss issued, sealedKey string,
 		return "", err
 	}
 	oldID, auto := "", ""
-	keys := []string{certKey(c.ID), tenantCertsKey(c.TenantID), serialsKey, renewalKey, events.CAStream}
+	keys := []string{certKey(c.ID), tenantCertsKey(c.TenantID), serialsKey, renewalKey, events.CAStream,
+		tenantActiveKey(c.TenantID), tenantCountedKey(c.TenantID)}
 	var renewedEv []any
 	if ren != nil {
 		oldID = ren.old.ID
@@ -616,8 +683,18 @@ func (s *Store) store(ctx context.Context, c Cert, iss issued, sealedKey string,
 			return "", err
 		}
 	}
+	// Auto-renewal is never refused for the quota: it renews a certificate
+	// once, when due, and letting it fail would let the tenant's
+	// certificates lapse. A renewal asked for is counted like a creation:
+	// the old certificate stays active until it expires.
+	var limit int64
+	if ren == nil || !ren.automatic {
+		if limit, err = s.quotaLimit(ctx, c.TenantID); err != nil {
+			return "", err
+		}
+	}
 	args := []any{c.ID, c.TenantID, c.Serial.String(), c.CreatedAt.UnixMilli(), due, s.cfg.MaxLen, oldID, auto,
-		c.CreatedAt.UnixMilli(), len(rec)}
+		c.CreatedAt.UnixMilli(), limit, c.ExpiresAt.UnixMilli(), len(rec)}
 	args = append(args, rec...)
 	args = append(args, len(issuedEv))
 	args = append(args, issuedEv...)

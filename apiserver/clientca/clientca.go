@@ -16,6 +16,12 @@
 //	clientcert:{ca}:<id>              hash: the certificate record (see certFields);
 //	                                  a generated private key only sealed
 //	tenant:{ca}:<tenant>:clientcerts  zset id -> created_at ms
+//	tenant:{ca}:<tenant>:clientcerts:active
+//	                                  zset id -> expires_at ms of its active
+//	                                  certificates (the client_certificates quota)
+//	tenant:{ca}:<tenant>:clientcerts:counted
+//	                                  "1" once the active set holds every
+//	                                  certificate (built from the records on first use)
 //	clientcerts:{ca}:renewal          zset id -> ms when auto-renewal is due (only
 //	                                  live certificates with renewal enabled)
 //
@@ -42,6 +48,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/replicated"
 	"github.com/certfleet/certfleet/internal/seal"
 )
@@ -69,6 +76,8 @@ func certKey(id string) string { return "clientcert:{ca}:" + id }
 func tenantCertsKey(tenant string) string {
 	return "tenant:{ca}:" + tenant + ":clientcerts"
 }
+func tenantActiveKey(tenant string) string  { return tenantCertsKey(tenant) + ":active" }
+func tenantCountedKey(tenant string) string { return tenantCertsKey(tenant) + ":counted" }
 
 // Errors a caller maps to HTTP statuses.
 var (
@@ -122,6 +131,10 @@ type Config struct {
 	MaxLen int64
 	// Now is the clock of certificates, records and events. Default time.Now.
 	Now func() time.Time
+	// Quotas are the operator's default limits per tenant (internal/quota),
+	// of which the CA counts client_certificates; a tenant's overrides
+	// win. Default quota.Defaults.
+	Quotas quota.Limits
 	// Wait is how many replicas must hold the CA's creation, a
 	// certificate's issue or renewal, a revocation (and the passphrase's
 	// salt) before it is answered (--redis-wait-replicas): an issued
@@ -147,6 +160,7 @@ func (c *Config) setDefaults() {
 		c.Now = time.Now
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	c.Quotas = c.Quotas.With(quota.Defaults)
 }
 
 // Validate reports every problem of the configuration.
@@ -163,6 +177,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxLen < 0 {
 		errs = append(errs, fmt.Errorf("max len must not be negative, got %d", c.MaxLen))
+	}
+	if err := c.Quotas.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.Wait.Validate(); err != nil {
 		errs = append(errs, err)

@@ -51,6 +51,11 @@ func (s *Store) Forget(ctx context.Context, tenantID string) (Forgotten, error) 
 	if out.Lists, err = s.rdb.Del(ctx, tenantCertsKey(tenantID)).Result(); err != nil {
 		return out, fmt.Errorf("forget client certificates of %s: %w", tenantID, err)
 	}
+	// The active set is empty now (every certificate is revoked); its
+	// counted mark goes with the list it counted.
+	if err := s.rdb.Del(ctx, tenantActiveKey(tenantID), tenantCountedKey(tenantID)).Err(); err != nil {
+		return out, fmt.Errorf("forget client certificates of %s: %w", tenantID, err)
+	}
 	if len(ids) > 0 {
 		s.logger.Info("client certificates of a tenant forgotten", zap.String("tenant_id", tenantID),
 			zap.Int64("revoked", out.Revoked), zap.Int64("keys_dropped", out.KeysDropped))

@@ -70,11 +70,21 @@ func ReasonCode(name string) int {
 	return 0
 }
 
-// ReasonNames lists the accepted RFC 5280 names, for error messages.
+// caReasons are the reasons that say an authority's own key is
+// compromised. They are the operator's to give, never a tenant's: on the
+// one CRL every tenant's relying parties read, a tenant's cACompromise
+// would claim the shared CA compromised, and each one would stay on the
+// CRL until the CA expires.
+var caReasons = map[string]bool{"cACompromise": true, "aACompromise": true}
+
+// ReasonNames lists the RFC 5280 names a tenant's revocation may give, for
+// error messages.
 func ReasonNames() []string {
 	names := make([]string, 0, len(reasonCodes))
 	for n := range reasonCodes {
-		names = append(names, n)
+		if !caReasons[n] {
+			names = append(names, n)
+		}
 	}
 	sort.Slice(names, func(i, j int) bool { return reasonCodes[names[i]] < reasonCodes[names[j]] })
 	return names
@@ -94,9 +104,9 @@ type Revocation struct {
 // drops it from the renewal schedule and appends the event, in one step.
 //
 // KEYS: clientcert:<id>, ca:revoked, ca:revocations:version,
-// clientcerts:renewal, events stream. ARGV: tenant, now ms, reason, id,
-// maxlen, then the event's fields. Returns "revoked", "not-found" or
-// "already".
+// clientcerts:renewal, events stream, the tenant's active set. ARGV:
+// tenant, now ms, reason, id, maxlen, then the event's fields. Returns
+// "revoked", "not-found" or "already".
 var revokeScript = redis.NewScript(`
 local rec = redis.call('HMGET', KEYS[1], 'tenant_id', 'revoked_at', 'serial')
 if rec[1] ~= ARGV[1] then return 'not-found' end
@@ -105,6 +115,7 @@ redis.call('HSET', KEYS[1], 'revoked_at', ARGV[2], 'reason', ARGV[3])
 redis.call('HSET', KEYS[2], rec[3], ARGV[2] .. ' ' .. ARGV[3])
 redis.call('INCR', KEYS[3])
 redis.call('ZREM', KEYS[4], ARGV[4])
+redis.call('ZREM', KEYS[6], ARGV[4])
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 6))
 return 'revoked'
 `)
@@ -113,10 +124,11 @@ return 'revoked'
 // NormalizeReason; stored as the RFC 5280 name) at once on every replica:
 // OCSP answers revoked from now on, and the CRL writer sees the
 // revocation version move. ErrNotFound for another tenant's,
-// ErrAlreadyRevoked for a revoked one.
+// ErrAlreadyRevoked for a revoked one. cACompromise and aACompromise are
+// refused (ErrInvalid): see caReasons.
 func (s *Store) Revoke(ctx context.Context, tenantID, id, reason string) (Cert, error) {
 	name, ok := NormalizeReason(reason)
-	if !ok {
+	if !ok || caReasons[name] {
 		return Cert{}, invalid("reason must be one of %s (or compromised), got %q", strings.Join(ReasonNames(), ", "), reason)
 	}
 	c, err := s.Get(ctx, tenantID, id)
@@ -135,7 +147,7 @@ func (s *Store) Revoke(ctx context.Context, tenantID, id, reason string) (Cert, 
 	}
 	args := append([]any{tenantID, now.UnixMilli(), name, id, s.cfg.MaxLen}, ev...)
 	res, err := s.commands.RunScript(ctx, revokeScript,
-		[]string{certKey(id), revokedKey, RevocationVersionKey, renewalKey, events.CAStream}, args...).Text()
+		[]string{certKey(id), revokedKey, RevocationVersionKey, renewalKey, events.CAStream, tenantActiveKey(tenantID)}, args...).Text()
 	if err != nil {
 		return Cert{}, fmt.Errorf("revoke client certificate %s: %w", id, err)
 	}

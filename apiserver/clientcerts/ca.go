@@ -14,6 +14,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/audit"
 	"github.com/certfleet/certfleet/apiserver/clientca"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
+	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/replicated"
 	"github.com/certfleet/certfleet/internal/seal"
 )
@@ -53,6 +54,10 @@ type Config struct {
 	// answered (clientca.Config.Wait); the server sets it from its
 	// RedisWait. Default: no wait.
 	Wait replicated.Config
+	// Quotas are the operator's default limits per tenant, of which the
+	// CA counts client_certificates (clientca.Config.Quotas); the server
+	// sets them from its own. Default quota.Defaults.
+	Quotas quota.Limits
 	// WarningDays: GET /client-certs/stats counts an active certificate
 	// expiring within this many days as expiring_soon (as --warning-days
 	// does for server certificates). Default 30.
@@ -148,6 +153,7 @@ func OpenCA(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*clientc
 	}
 	store, err := clientca.New(clientca.Config{
 		Passphrase: pass, PublicURL: cfg.PublicURL, CommonName: cfg.CommonName, Now: cfg.Now, Wait: cfg.Wait,
+		Quotas: cfg.Quotas,
 	}, rdb, logger)
 	if err != nil {
 		return nil, err

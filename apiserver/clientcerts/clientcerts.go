@@ -23,6 +23,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/clientca"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/internal/idempotency"
+	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/ratelimit"
 	"github.com/certfleet/certfleet/internal/replicated"
 )
@@ -727,7 +728,9 @@ func (h *Handler) batch(c *gin.Context) {
 		case errors.Is(err, replicated.ErrNotReplicated):
 			out.Errors = append(out.Errors, cmBatchError{Row: i + 1, CommonName: row.CommonName,
 				Error: "not confirmed by a Redis replica in time: the certificate may have been issued; retry the batch with the same Idempotency-Key to issue each row once"})
-		case idempotency.IsReplayRefused(err):
+		case idempotency.IsReplayRefused(err), errors.As(err, new(*quota.Exceeded)):
+			// Over the quota, each row is refused on its own, in the
+			// store's step, as a bulk add of domains is.
 			out.Errors = append(out.Errors, cmBatchError{Row: i + 1, CommonName: row.CommonName, Error: err.Error()})
 		default:
 			h.logger.Error("batch row failed", zap.String("tenant_id", tenant), zap.Int("row", i+1), zap.Error(err))

@@ -52,8 +52,14 @@ func (h *Handler) quotas(c *gin.Context) {
 		httpapi.Fail(c, err)
 		return
 	}
+	clientCerts, err := h.cfg.ClientCA.ActiveCount(ctx, tenant)
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
 	used := map[quota.Resource]int64{quota.Domains: domains, quota.APIKeys: keys, quota.Channels: int64(len(chans)),
-		quota.InFlight: h.auth.InFlight(tenant), quota.ManagedCerts: certs, quota.CertOrders: orders}
+		quota.InFlight: h.auth.InFlight(tenant), quota.ManagedCerts: certs, quota.CertOrders: orders,
+		quota.ClientCerts: clientCerts}
 	out := make(map[string]quotaJSON, len(quota.Resources))
 	for _, r := range quota.Resources {
 		q := quotaJSON{Used: used[r]}

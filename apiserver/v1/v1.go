@@ -18,6 +18,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/alerts"
+	"github.com/certfleet/certfleet/apiserver/clientca"
 	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
@@ -53,6 +54,8 @@ type Config struct {
 	// ManagedCerts keeps the DNS provider accounts (/dns-accounts) and
 	// counts managed certificates and orders for /quotas.
 	ManagedCerts *managedcert.Store
+	// ClientCA counts the active client certificates for /quotas.
+	ClientCA *clientca.Store
 	// ClickHouse is where GET /domains/{id}/whois/history reads the
 	// registration lookups and GET /domains/{id}/history,
 	// /domains/{id}/certificates and /stats the scan results; nil answers

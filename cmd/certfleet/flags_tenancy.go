@@ -16,8 +16,10 @@ type tenancyOptions struct {
 	QuotaInFlight int64
 	QuotaCerts    int64
 	QuotaOrders   int64
-	KeyChestClaim string
-	ClaimQuota    int64
+	// QuotaClientCerts is the active client certificates of an account.
+	QuotaClientCerts int64
+	KeyChestClaim    string
+	ClaimQuota       int64
 }
 
 func (f *flagSet) tenancy() *flagSet {
@@ -28,6 +30,7 @@ func (f *flagSet) tenancy() *flagSet {
 	f.Int64Var(&o.QuotaChannels, "quota-channels", d[quota.Channels], "notification channels an account may have (0: unlimited)")
 	f.Int64Var(&o.QuotaAPIKeys, "quota-api-keys", d[quota.APIKeys], "API keys an account may have, claimed ones included (0: unlimited)")
 	f.Int64Var(&o.QuotaInFlight, "quota-requests-in-flight", d[quota.InFlight], "requests of one account one API server serves at once; more are answered 429 (0: unlimited)")
+	f.Int64Var(&o.QuotaClientCerts, "quota-client-certificates", d[quota.ClientCerts], "active (unexpired, unrevoked) client certificates of the private CA an account may have (0: unlimited)")
 	f.StringVar(&o.KeyChestClaim, "keychest-claim", keychest.ClaimsApprove, "KeyChest claim calls: approve (claimed keys see only their own servers until the account approves them), open (full keys at once: single-tenant installs), off (claims refused)")
 	f.Int64Var(&o.ClaimQuota, "claim-quota", 100, "servers a claimed key may add before the account approves it")
 	return f
@@ -37,7 +40,7 @@ func (f *flagSet) tenancy() *flagSet {
 func (o tenancyOptions) quotas() quota.Limits {
 	return quota.Limits{quota.Domains: o.QuotaDomains, quota.Channels: o.QuotaChannels,
 		quota.APIKeys: o.QuotaAPIKeys, quota.InFlight: o.QuotaInFlight,
-		quota.ManagedCerts: o.QuotaCerts, quota.CertOrders: o.QuotaOrders}
+		quota.ManagedCerts: o.QuotaCerts, quota.CertOrders: o.QuotaOrders, quota.ClientCerts: o.QuotaClientCerts}
 }
 
 // validate reports the problems of the tenancy flags.

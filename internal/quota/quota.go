@@ -39,16 +39,21 @@ const (
 	// (first issuances, renewals and retries): one tenant's failing
 	// orders never spend the CA's rate limits for everyone.
 	CertOrders Resource = "certificate_orders_per_day"
+	// ClientCerts is the tenant's active client certificates (neither
+	// revoked nor expired) from the private CA. The CA's keys live in its
+	// own slot, so its script reads the limit from Effective, not LuaLimit.
+	ClientCerts Resource = "client_certificates"
 )
 
 // Resources lists every resource in the order the API shows them.
-var Resources = []Resource{Domains, Channels, APIKeys, InFlight, ManagedCerts, CertOrders}
+var Resources = []Resource{Domains, Channels, APIKeys, InFlight, ManagedCerts, CertOrders, ClientCerts}
 
 // Limits maps each resource to its limit; 0 means unlimited.
 type Limits map[Resource]int64
 
 // Defaults are the operator's limits when a tenant has no override.
-var Defaults = Limits{Domains: 10_000, Channels: 50, APIKeys: 100, InFlight: 32, ManagedCerts: 100, CertOrders: 50}
+var Defaults = Limits{Domains: 10_000, Channels: 50, APIKeys: 100, InFlight: 32, ManagedCerts: 100, CertOrders: 50,
+	ClientCerts: 10_000}
 
 // Key is the tenant's override hash.
 func Key(tenant string) string { return "quota:" + events.TenantTag(tenant) + ":" + tenant }
