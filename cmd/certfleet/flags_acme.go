@@ -35,12 +35,7 @@ type acmeOptions struct {
 }
 
 func (f *flagSet) acme() *flagSet {
-	// The quotas of managed certificates live in tenancyOptions with the
-	// others, but every role with this group needs them: the API counts
-	// certificates, the worker orders.
-	o, d := &f.opts.tenancyOptions, quota.Defaults
-	f.Int64Var(&o.QuotaCerts, "quota-managed-certificates", d[quota.ManagedCerts], "domains whose certificates certfleet orders over ACME for an account (0: unlimited); `certfleet quota set` overrides per account")
-	f.Int64Var(&o.QuotaOrders, "quota-certificate-orders", d[quota.CertOrders], "ACME orders placed for an account per UTC day, renewals and retries included (0: unlimited)")
+	f.certQuotas()
 	f.StringVar(&f.opts.ACMEKeyType, "acme-key-type", managedcert.KeyEC256, "key type of managed certificates whose request names none: ec256, rsa2048 or rsa4096")
 	f.StringVar(&f.opts.AllowDNSTargets, "allow-dns-targets", "", "comma-separated CIDRs tenants' DNS provider endpoints (an RFC 2136 nameserver, an httpreq URL) may reach although private or loopback (the same on every apiserver and coordinator)")
 	if f.Name() != "certfleet coordinator" {
@@ -56,6 +51,17 @@ func (f *flagSet) acme() *flagSet {
 	f.StringVar(&f.opts.ACMEResolvers, "acme-dns-resolvers", "", "comma-separated HOST:PORT resolvers the DNS-01 propagation check asks, alone, with the check of the authoritative name servers off; empty: the system's resolvers and the authoritative check")
 	f.IntVar(&f.opts.ACMEWorkers, "acme-workers", 2, "ACME orders this process runs at once")
 	f.DurationVar(&f.opts.ACMERetryMin, "acme-retry-min", time.Minute, "wait before retrying a failed ACME order, doubled per failure up to 6h (the CA's Retry-After wins when longer)")
+	return f
+}
+
+// certQuotas registers the quotas of managed certificates. They live in
+// tenancyOptions with the others, but every role with the acme group
+// needs them (the API counts certificates, the worker orders), the
+// coordinator too, which has no tenancy group.
+func (f *flagSet) certQuotas() *flagSet {
+	o, d := &f.opts.tenancyOptions, quota.Defaults
+	f.Int64Var(&o.QuotaCerts, "quota-managed-certificates", d[quota.ManagedCerts], "domains whose certificates certfleet orders over ACME for an account (0: unlimited); `certfleet quota set` overrides per account")
+	f.Int64Var(&o.QuotaOrders, "quota-certificate-orders", d[quota.CertOrders], "ACME orders placed for an account per UTC day, renewals and retries included (0: unlimited)")
 	return f
 }
 

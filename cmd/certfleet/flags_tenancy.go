@@ -36,6 +36,12 @@ func (f *flagSet) tenancy() *flagSet {
 	return f
 }
 
+// quotaFlags registers every --quota-* flag of the API server (tenancy's
+// and the managed certificates'), with the server's defaults
+// (quota.Defaults): what `certfleet quota` shows an account's limits
+// against.
+func (f *flagSet) quotaFlags() *flagSet { return f.tenancy().certQuotas() }
+
 // quotas returns the operator's default limits.
 func (o tenancyOptions) quotas() quota.Limits {
 	return quota.Limits{quota.Domains: o.QuotaDomains, quota.Channels: o.QuotaChannels,

@@ -13,14 +13,35 @@ import (
 	"github.com/certfleet/certfleet/internal/quota"
 )
 
-const quotaUsage = "usage: certfleet quota show --email E\n" +
-	"       certfleet quota set --email E [--domains N] [--channels N] [--api-keys N] [--requests-in-flight N]\n" +
-	"       certfleet quota clear --email E [--domains] [--channels] [--api-keys] [--requests-in-flight]"
+// quotaUsage names every resource's flag (quotaFlag).
+var quotaUsage = func() string {
+	var set, clear []string
+	for _, r := range quota.Resources {
+		set = append(set, "[--"+quotaFlag(r)+" N]")
+		clear = append(clear, "[--"+quotaFlag(r)+"]")
+	}
+	return "usage: certfleet quota show --email E [--quota-* N as given to the API server]\n" +
+		"       certfleet quota set --email E " + strings.Join(set, " ") + "\n" +
+		"       certfleet quota clear --email E " + strings.Join(clear, " ")
+}()
+
+// quotaFlag is the flag of resource r in quota set and clear: its name
+// with '-' for '_'.
+func quotaFlag(r quota.Resource) string { return strings.ReplaceAll(string(r), "_", "-") }
+
+// quotaFlagList lists every resource's flag, for errors.
+func quotaFlagList() string {
+	names := make([]string, len(quota.Resources))
+	for i, r := range quota.Resources {
+		names[i] = "--" + quotaFlag(r)
+	}
+	return strings.Join(names, ", ")
+}
 
 // runQuota is `certfleet quota show|set|clear`: the operator's overrides
 // of an account's limits (internal/quota). show prints the effective
 // limits against the defaults of the flags given (the API server's own
-// --quota-* flags; give the same here), and what is used.
+// --quota-* flags, with its defaults; give the same here).
 func runQuota(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "show" && args[0] != "set" && args[0] != "clear") {
 		return actionUsage(stderr, "quota", quotaUsage, args)
@@ -29,14 +50,14 @@ func runQuota(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlagSet("quota " + action).redis()
 	fs.StringVar(&fs.opts.Email, "email", "", "email address of the account (required)")
 	if action == "show" {
-		fs.tenancy()
+		fs.quotaFlags()
 	}
 	// One flag per resource, named as the resource with '-' for '_'.
 	values := map[string]*int64{}
 	cleared := map[string]*bool{}
 	byFlag := map[string]quota.Resource{}
 	for _, r := range quota.Resources {
-		name := strings.ReplaceAll(string(r), "_", "-")
+		name := quotaFlag(r)
 		byFlag[name] = r
 		switch action {
 		case "set":
@@ -70,7 +91,7 @@ func runQuota(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		})
 		if len(l) == 0 {
-			return errors.New("set at least one of --domains, --channels, --api-keys, --requests-in-flight")
+			return errors.New("set at least one of " + quotaFlagList())
 		}
 		if err := quota.Set(ctx, rdb, tenant, l); err != nil {
 			return err
@@ -83,7 +104,7 @@ func runQuota(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 		if len(rs) == 0 {
-			return errors.New("name at least one of --domains, --channels, --api-keys, --requests-in-flight")
+			return errors.New("name at least one of " + quotaFlagList())
 		}
 		if err := quota.Clear(ctx, rdb, tenant, rs...); err != nil {
 			return err
@@ -91,7 +112,7 @@ func runQuota(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	o := fs.opts.tenancyOptions
 	if action != "show" {
-		o = newFlagSet("defaults").tenancy().opts.tenancyOptions // the flags' defaults
+		o = newFlagSet("defaults").quotaFlags().opts.tenancyOptions // the flags' defaults
 	}
 	overrides, err := quota.Overrides(ctx, rdb, tenant)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -72,14 +73,16 @@ func (e *Exceeded) Error() string {
 		e.Limit, string(e.Resource))
 }
 
-// ParseResource checks a resource name.
+// ParseResource checks a resource name; its error lists every one.
 func ParseResource(s string) (Resource, error) {
-	for _, r := range Resources {
+	names := make([]string, len(Resources))
+	for i, r := range Resources {
 		if string(r) == s {
 			return r, nil
 		}
+		names[i] = string(r)
 	}
-	return "", fmt.Errorf("%w %q: one of domains, channels, api_keys, requests_in_flight", ErrUnknownResource, s)
+	return "", fmt.Errorf("%w %q: one of %s", ErrUnknownResource, s, strings.Join(names, ", "))
 }
 
 // Validate reports a negative limit or an unknown resource.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,5 +99,19 @@ func TestGate(t *testing.T) {
 	r4()
 	if len(g.counts) != 0 {
 		t.Fatalf("counts after every release: got %v, want empty", g.counts)
+	}
+}
+
+// TestParseResourceNamesEveryResource: the error of an unknown resource
+// lists every one there is.
+func TestParseResourceNamesEveryResource(t *testing.T) {
+	_, err := ParseResource("bogus")
+	if !errors.Is(err, ErrUnknownResource) {
+		t.Fatalf("got %v, want ErrUnknownResource", err)
+	}
+	for _, r := range Resources {
+		if !strings.Contains(err.Error(), string(r)) {
+			t.Errorf("got %q, want it to name %s", err, r)
+		}
 	}
 }
