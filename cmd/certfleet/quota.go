@@ -14,8 +14,8 @@ import (
 )
 
 const quotaUsage = "usage: certfleet quota show --email E\n" +
-	"       certfleet quota set --email E [--domains N] [--channels N] [--api-keys N] [--requests-in-flight N]\n" +
-	"       certfleet quota clear --email E [--domains] [--channels] [--api-keys] [--requests-in-flight]"
+	"       certfleet quota set --email E [--domains N] [--channels N] [--api-keys N] [--requests-in-flight N] [--held-api-keys N] [--held-domains N] ...\n" +
+	"       certfleet quota clear --email E [--domains] [--channels] [--api-keys] [--requests-in-flight] [--held-api-keys] [--held-domains] ..."
 
 // runQuota is `certfleet quota show|set|clear`: the operator's overrides
 // of an account's limits (internal/quota). show prints the effective
@@ -70,7 +70,7 @@ func runQuota(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		})
 		if len(l) == 0 {
-			return errors.New("set at least one of --domains, --channels, --api-keys, --requests-in-flight")
+			return errors.New("set at least one of --domains, --channels, --api-keys, --requests-in-flight, --held-api-keys, --held-domains, ...")
 		}
 		if err := quota.Set(ctx, rdb, tenant, l); err != nil {
 			return err
@@ -83,7 +83,7 @@ func runQuota(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 		if len(rs) == 0 {
-			return errors.New("name at least one of --domains, --channels, --api-keys, --requests-in-flight")
+			return errors.New("name at least one of --domains, --channels, --api-keys, --requests-in-flight, --held-api-keys, --held-domains, ...")
 		}
 		if err := quota.Clear(ctx, rdb, tenant, rs...); err != nil {
 			return err

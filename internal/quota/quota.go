@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -39,16 +40,25 @@ const (
 	// (first issuances, renewals and retries): one tenant's failing
 	// orders never spend the CA's rate limits for everyone.
 	CertOrders Resource = "certificate_orders_per_day"
+	// HeldAPIKeys is the claimed keys the account has not approved yet
+	// (apiserver/accounts/held.go): anyone who knows the account's email
+	// can claim one, so they count here and not in APIKeys, and a flood
+	// of claims never takes the account's own keys' room.
+	HeldAPIKeys Resource = "held_api_keys"
+	// HeldDomains is the domains held keys added (all of them together),
+	// which count here and not in Domains until their key is approved.
+	HeldDomains Resource = "held_domains"
 )
 
 // Resources lists every resource in the order the API shows them.
-var Resources = []Resource{Domains, Channels, APIKeys, InFlight, ManagedCerts, CertOrders}
+var Resources = []Resource{Domains, Channels, APIKeys, InFlight, ManagedCerts, CertOrders, HeldAPIKeys, HeldDomains}
 
 // Limits maps each resource to its limit; 0 means unlimited.
 type Limits map[Resource]int64
 
 // Defaults are the operator's limits when a tenant has no override.
-var Defaults = Limits{Domains: 10_000, Channels: 50, APIKeys: 100, InFlight: 32, ManagedCerts: 100, CertOrders: 50}
+var Defaults = Limits{Domains: 10_000, Channels: 50, APIKeys: 100, InFlight: 32, ManagedCerts: 100, CertOrders: 50,
+	HeldAPIKeys: 5, HeldDomains: 100}
 
 // Key is the tenant's override hash.
 func Key(tenant string) string { return "quota:" + events.TenantTag(tenant) + ":" + tenant }
@@ -63,6 +73,14 @@ type Exceeded struct {
 }
 
 func (e *Exceeded) Error() string {
+	switch e.Resource {
+	case HeldAPIKeys:
+		return fmt.Sprintf("quota exceeded: this account already has %d claimed keys waiting for its approval; "+
+			"the account approves or revokes them (GET /api/v1/api-keys) before more can be claimed", e.Limit)
+	case HeldDomains:
+		return fmt.Sprintf("quota exceeded: the keys waiting for this account's approval may add at most %d servers together; "+
+			"ask the account to approve them", e.Limit)
+	}
 	return fmt.Sprintf("quota exceeded: this account may have at most %d %s; remove some or ask the operator to raise the quota",
 		e.Limit, string(e.Resource))
 }
@@ -74,7 +92,11 @@ func ParseResource(s string) (Resource, error) {
 			return r, nil
 		}
 	}
-	return "", fmt.Errorf("%w %q: one of domains, channels, api_keys, requests_in_flight", ErrUnknownResource, s)
+	names := make([]string, len(Resources))
+	for i, r := range Resources {
+		names[i] = string(r)
+	}
+	return "", fmt.Errorf("%w %q: one of %s", ErrUnknownResource, s, strings.Join(names, ", "))
 }
 
 // Validate reports a negative limit or an unknown resource.
