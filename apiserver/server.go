@@ -58,6 +58,10 @@ var (
 	}, []string{"route"})
 )
 
+// DefaultRateLimitAuthFailures is failed authentications a minute per
+// client address (Config.RateLimitAuthFailures).
+const DefaultRateLimitAuthFailures = 30
+
 // Config configures the server.
 type Config struct {
 	// Listen is the HTTP address. Default 127.0.0.1:8080.
@@ -104,6 +108,12 @@ type Config struct {
 	// v1 and KeyChest request, check POST /api/v1/check, apikeys POST
 	// /api/v1/api-keys. Defaults 100, 10 and 5.
 	RateLimitGeneral, RateLimitCheck, RateLimitAPIKeys int
+	// RateLimitAuthFailures is failed authentications a minute per client
+	// address, shared by every replica: refused API keys on every API
+	// (v1, KeyChest, client certificates) and refused dashboard sign-ins.
+	// Past it the address is answered 429 before its key is checked
+	// (httpapi.Auth.LimitFailures). Default 30.
+	RateLimitAuthFailures int
 	// WarningDays and CriticalDays: a certificate expiring within this many
 	// days has status warning or critical (and critical caps the grade at
 	// B). Defaults 30 and 7.
@@ -218,6 +228,9 @@ func (c *Config) setDefaults() {
 	if c.RateLimitAPIKeys == 0 {
 		c.RateLimitAPIKeys = 5
 	}
+	if c.RateLimitAuthFailures == 0 {
+		c.RateLimitAuthFailures = DefaultRateLimitAuthFailures
+	}
 	if c.WarningDays == 0 {
 		c.WarningDays = 30
 	}
@@ -265,9 +278,9 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout must not be negative, got %s", c.ShutdownTimeout))
 	}
-	if c.RateLimitGeneral < 0 || c.RateLimitCheck < 0 || c.RateLimitAPIKeys < 0 {
-		errs = append(errs, fmt.Errorf("rate limits must not be negative, got general %d, check %d, apikeys %d",
-			c.RateLimitGeneral, c.RateLimitCheck, c.RateLimitAPIKeys))
+	if c.RateLimitGeneral < 0 || c.RateLimitCheck < 0 || c.RateLimitAPIKeys < 0 || c.RateLimitAuthFailures < 0 {
+		errs = append(errs, fmt.Errorf("rate limits must not be negative, got general %d, check %d, apikeys %d, auth failures %d",
+			c.RateLimitGeneral, c.RateLimitCheck, c.RateLimitAPIKeys, c.RateLimitAuthFailures))
 	}
 	if c.CriticalDays < 0 || c.WarningDays < c.CriticalDays {
 		errs = append(errs, fmt.Errorf("thresholds must satisfy 0 <= critical days <= warning days, got critical %d, warning %d", c.CriticalDays, c.WarningDays))
@@ -366,6 +379,7 @@ func (s *Server) build() error {
 		return err
 	}
 	auth, limits := httpapi.NewAuth(store, quota.NewGate(rdb, cfg.Quotas)), httpapi.NewLimiter(limiter)
+	auth.LimitFailures(limits, ratelimit.PerMinute(cfg.RateLimitAuthFailures))
 	var links *claimlink.Links
 	if pass != "" {
 		links = claimlink.New(pass, rdb, cfg.Now)

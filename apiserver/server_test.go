@@ -16,8 +16,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/ratelimit"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -110,6 +112,11 @@ func (e *env) state() string {
 	keys, _ := e.rdb.Keys(ctx, "*").Result()
 	var domains int64
 	for _, k := range keys {
+		// A refused key counts against its address's failed
+		// authentications: the one thing a refused request stores.
+		if strings.HasPrefix(k, ratelimit.KeyPrefix+httpapi.ClassAuthFailure+":") {
+			n--
+		}
 		if strings.HasPrefix(k, "tenant:") && strings.HasSuffix(k, ":ix:created") {
 			d, _ := e.rdb.ZCard(ctx, k).Result()
 			domains += d
