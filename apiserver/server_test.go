@@ -35,8 +35,14 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	rdb := testenv.Redis(t).Client(t)
-	srv, err := New(Config{RenewalWindow: 28 * 24 * time.Hour, Now: func() time.Time { return now }}, rdb, testenv.Logger(t))
+	return newEnvWith(t, Config{}, testenv.Redis(t).Client(t))
+}
+
+// newEnvWith is newEnv with more of the server's configuration, on rdb.
+func newEnvWith(t *testing.T, cfg Config, rdb *redis.Client) *env {
+	t.Helper()
+	cfg.RenewalWindow, cfg.Now = 28*24*time.Hour, func() time.Time { return now }
+	srv, err := New(cfg, rdb, testenv.Logger(t))
 	if err != nil {
 		t.Fatalf("new server: %v", err)
 	}
