@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -140,5 +141,37 @@ func TestRateLimitKeyChest(t *testing.T) {
 	}
 	if code, _, body := kc(1, http.MethodPost, "/api/v1.0/access/claim", `{"email":"new@example.com","api_key":"another-key-0123456789"}`); code != http.StatusTooManyRequests {
 		t.Errorf("4th claim: got %d %v, want 429", code, body)
+	}
+}
+
+// TestFailedAuthLimited: refused API keys count per client address
+// across replicas and APIs; past the limit every request of the address
+// is 429 with Retry-After before its key is checked (a right key looks
+// like a wrong one); accepted keys count nothing.
+func TestFailedAuthLimited(t *testing.T) {
+	e := newKeyEnv(t, Config{RateLimitAuthFailures: 30})
+	owner := e.bootstrapKey("ops@example.com", "read", "write")
+	for i := range 60 {
+		if r := e.call(i%2, http.MethodGet, "/api/v1/domains", owner, ""); r.code != http.StatusOK {
+			t.Fatalf("accepted key %d: got %d %v, want 200", i, r.code, r.body)
+		}
+	}
+	for i := range 29 {
+		if r := e.call(i%2, http.MethodGet, "/api/v1/domains", fmt.Sprintf("ssa_guess%040d", i), ""); r.code != http.StatusUnauthorized {
+			t.Fatalf("wrong key %d: got %d %v, want 401", i, r.code, r.body)
+		}
+	}
+	// The 30th failure is a KeyChest key: one budget for every API.
+	if r := e.kcExpiration(1, "guessguessguess0000000000", "shop.example"); r.code != http.StatusUnauthorized {
+		t.Fatalf("wrong KeyChest key: got %d %v, want 401", r.code, r.body)
+	}
+	for _, r := range []v1Response{
+		e.call(0, http.MethodGet, "/api/v1/domains", "ssa_onemore", ""),
+		e.call(1, http.MethodGet, "/api/v1/domains", owner, ""),
+		e.kcExpiration(0, "guessguessguess0000000001", "shop.example"),
+	} {
+		if r.code != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" {
+			t.Errorf("past 30 failures: got %d %v (Retry-After %q), want 429 with Retry-After", r.code, r.body, r.header.Get("Retry-After"))
+		}
 	}
 }

@@ -8,6 +8,7 @@ package apiserver
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -19,7 +20,6 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -58,6 +58,10 @@ var (
 	}, []string{"route"})
 )
 
+// DefaultRateLimitAuthFailures is failed authentications a minute per
+// client address (Config.RateLimitAuthFailures).
+const DefaultRateLimitAuthFailures = 30
+
 // Config configures the server.
 type Config struct {
 	// Listen is the HTTP address. Default 127.0.0.1:8080.
@@ -66,16 +70,22 @@ type Config struct {
 	// process is live, and ready while Redis answers.
 	Health *health.Registry
 	// ExpiryMetricsMaxSeries caps the series of the per-certificate expiry
-	// gauge (RegisterMetrics); past it they are counted as dropped.
+	// gauge (expirymetrics.go); past it they are counted as dropped.
 	// Default DefaultExpiryMetricsMaxSeries.
 	ExpiryMetricsMaxSeries int
+	// ExpiryMetricsTokenFile is a file whose first line (at least
+	// operator.MinTokenLen characters) is the bearer token a scrape of
+	// /metrics must send to get the per-tenant expiry series: they name
+	// tenants and their hosts. Empty: they are not served at all.
+	ExpiryMetricsTokenFile string
 	// RegionStaleAfter: a region none of whose agents was seen for this
 	// long is stale (GET /api/v1/regions). Default 10m; the alert engine
 	// takes the same value.
 	RegionStaleAfter time.Duration
-	// Metrics serves /metrics: the metrics of the process's roles. Nil:
-	// every metric of the default registry.
-	Metrics http.Handler
+	// Metrics gathers what /metrics serves: the metrics of the process's
+	// roles. Nil: every metric of the default registry. A scrape with the
+	// expiry metrics token gets the expiry series too.
+	Metrics prometheus.Gatherer
 	// RenewalWindow: a certificate expiring within it is renewal_due.
 	// Default 672h (28 days).
 	RenewalWindow time.Duration
@@ -104,6 +114,12 @@ type Config struct {
 	// v1 and KeyChest request, check POST /api/v1/check, apikeys POST
 	// /api/v1/api-keys. Defaults 100, 10 and 5.
 	RateLimitGeneral, RateLimitCheck, RateLimitAPIKeys int
+	// RateLimitAuthFailures is failed authentications a minute per client
+	// address, shared by every replica: refused API keys on every API
+	// (v1, KeyChest, client certificates) and refused dashboard sign-ins.
+	// Past it the address is answered 429 before its key is checked
+	// (httpapi.Auth.LimitFailures). Default 30.
+	RateLimitAuthFailures int
 	// WarningDays and CriticalDays: a certificate expiring within this many
 	// days has status warning or critical (and critical caps the grade at
 	// B). Defaults 30 and 7.
@@ -198,7 +214,7 @@ func (c *Config) setDefaults() {
 		c.ExpiryMetricsMaxSeries = DefaultExpiryMetricsMaxSeries
 	}
 	if c.Metrics == nil {
-		c.Metrics = promhttp.Handler()
+		c.Metrics = prometheus.DefaultGatherer
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = 64 << 10
@@ -217,6 +233,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RateLimitAPIKeys == 0 {
 		c.RateLimitAPIKeys = 5
+	}
+	if c.RateLimitAuthFailures == 0 {
+		c.RateLimitAuthFailures = DefaultRateLimitAuthFailures
 	}
 	if c.WarningDays == 0 {
 		c.WarningDays = 30
@@ -265,9 +284,9 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout must not be negative, got %s", c.ShutdownTimeout))
 	}
-	if c.RateLimitGeneral < 0 || c.RateLimitCheck < 0 || c.RateLimitAPIKeys < 0 {
-		errs = append(errs, fmt.Errorf("rate limits must not be negative, got general %d, check %d, apikeys %d",
-			c.RateLimitGeneral, c.RateLimitCheck, c.RateLimitAPIKeys))
+	if c.RateLimitGeneral < 0 || c.RateLimitCheck < 0 || c.RateLimitAPIKeys < 0 || c.RateLimitAuthFailures < 0 {
+		errs = append(errs, fmt.Errorf("rate limits must not be negative, got general %d, check %d, apikeys %d, auth failures %d",
+			c.RateLimitGeneral, c.RateLimitCheck, c.RateLimitAPIKeys, c.RateLimitAuthFailures))
 	}
 	if c.CriticalDays < 0 || c.WarningDays < c.CriticalDays {
 		errs = append(errs, fmt.Errorf("thresholds must satisfy 0 <= critical days <= warning days, got critical %d, warning %d", c.CriticalDays, c.WarningDays))
@@ -312,6 +331,11 @@ type Server struct {
 	managed  *managedcerts.Handler
 	audit    *audit.Log
 	dash     *dashboard.Dashboard
+	// metrics serves /metrics without the expiry series, expiryMetrics
+	// with them (nil without an expiry metrics token, whose hash is
+	// expiryToken).
+	metrics, expiryMetrics http.Handler
+	expiryToken            [sha256.Size]byte
 }
 
 // New returns a server using rdb for commands and views.
@@ -366,6 +390,7 @@ func (s *Server) build() error {
 		return err
 	}
 	auth, limits := httpapi.NewAuth(store, quota.NewGate(rdb, cfg.Quotas)), httpapi.NewLimiter(limiter)
+	auth.LimitFailures(limits, ratelimit.PerMinute(cfg.RateLimitAuthFailures))
 	var links *claimlink.Links
 	if pass != "" {
 		links = claimlink.New(pass, rdb, cfg.Now)
@@ -383,7 +408,7 @@ func (s *Server) build() error {
 	s.keychest = keychest.New(keychest.Config{RenewalWindow: cfg.RenewalWindow, Now: cfg.Now,
 		RateLimitGeneral: cfg.RateLimitGeneral, Claims: cfg.Claims}, rdb, store, auth, limits, links, logger)
 	if cfg.Operator.TokenFile != "" {
-		hash, err := operator.HashToken(cfg.Operator.TokenFile)
+		hash, err := operator.HashToken("operator token", cfg.Operator.TokenFile)
 		if err != nil {
 			return err
 		}
@@ -392,6 +417,9 @@ func (s *Server) build() error {
 		if s.operator, err = operator.New(operator.Config{TokenHash: hash, RateLimit: cfg.Operator.RateLimit}, d, limits, logger); err != nil {
 			return err
 		}
+	}
+	if err := s.buildMetrics(); err != nil {
+		return err
 	}
 	s.v1 = v1.New(v1.Config{
 		Now: cfg.Now, WarningDays: cfg.WarningDays, CriticalDays: cfg.CriticalDays, CheckTimeout: cfg.CheckTimeout,
@@ -426,7 +454,7 @@ func (s *Server) routes() *gin.Engine {
 
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
-	r.GET("/metrics", gin.WrapH(s.cfg.Metrics))
+	r.GET("/metrics", s.serveMetrics)
 	r.GET("/api/openapi.json", s.openAPI)
 	s.keychest.Routes(r)                                    // /api/v1.0/...
 	s.v1.Routes(r)                                          // /api/v1/...

@@ -16,8 +16,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/ratelimit"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -33,8 +35,14 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	rdb := testenv.Redis(t).Client(t)
-	srv, err := New(Config{RenewalWindow: 28 * 24 * time.Hour, Now: func() time.Time { return now }}, rdb, testenv.Logger(t))
+	return newEnvWith(t, Config{}, testenv.Redis(t).Client(t))
+}
+
+// newEnvWith is newEnv with more of the server's configuration, on rdb.
+func newEnvWith(t *testing.T, cfg Config, rdb *redis.Client) *env {
+	t.Helper()
+	cfg.RenewalWindow, cfg.Now = 28*24*time.Hour, func() time.Time { return now }
+	srv, err := New(cfg, rdb, testenv.Logger(t))
 	if err != nil {
 		t.Fatalf("new server: %v", err)
 	}
@@ -110,6 +118,11 @@ func (e *env) state() string {
 	keys, _ := e.rdb.Keys(ctx, "*").Result()
 	var domains int64
 	for _, k := range keys {
+		// A refused key counts against its address's failed
+		// authentications: the one thing a refused request stores.
+		if strings.HasPrefix(k, ratelimit.KeyPrefix+httpapi.ClassAuthFailure+":") {
+			n--
+		}
 		if strings.HasPrefix(k, "tenant:") && strings.HasSuffix(k, ":ix:created") {
 			d, _ := e.rdb.ZCard(ctx, k).Result()
 			domains += d

@@ -1,6 +1,7 @@
 package apiserver
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -116,22 +117,53 @@ func TestClaimPolicies(t *testing.T) {
 	}
 }
 
+// TestClaimFlood: claims past held_api_keys are refused in KeyChest's
+// error shape, and never take the owner's room: it still creates keys and
+// adds domains.
+func TestClaimFlood(t *testing.T) {
+	e := newKeyEnv(t, Config{Quotas: quota.Limits{quota.APIKeys: 2, quota.Domains: 1}})
+	owner := e.bootstrapKey("victim@example.com", "read", "write")
+	limit := int(quota.Defaults[quota.HeldAPIKeys])
+	for i := range limit {
+		r := e.claimGet(i%2, "victim@example.com")
+		key, _ := r.body["api_key"].(string)
+		if r.code != http.StatusOK || key == "" {
+			t.Fatalf("claim %d: got %d %v, want 200", i, r.code, r.body)
+		}
+		if a := e.kcAdd(0, key, fmt.Sprintf("h%d.example", i)); a.code != http.StatusOK {
+			t.Fatalf("add by held key %d: got %d %v, want 200", i, a.code, a.body)
+		}
+	}
+	r := e.claimGet(0, "victim@example.com")
+	if msg, _ := r.body["error"].(string); r.code != http.StatusForbidden || r.body["status"] != "error" ||
+		!strings.Contains(msg, "waiting for its approval") {
+		t.Errorf("claim past held_api_keys: got %d %v, want 403 {status: error} naming the held keys", r.code, r.body)
+	}
+	if r := e.call(1, http.MethodPost, "/api/v1/api-keys", owner, `{"label":"ci","permissions":["read"]}`); r.code != http.StatusCreated {
+		t.Errorf("owner's key after the flood: got %d %v, want 201", r.code, r.body)
+	}
+	e.createDomain(0, owner, map[string]any{"hostname": "own.example"})
+}
+
 func TestQuotasAndPaging(t *testing.T) {
 	e := newKeyEnv(t, Config{Quotas: quota.Limits{quota.Domains: 1}})
 	key := e.bootstrapKey("ops@example.com", "read", "write")
 	e.createDomain(0, key, map[string]any{"hostname": "one.example"})
 	r := e.call(1, http.MethodPost, "/api/v1/domains", key, `{"hostname":"two.example"}`)
 	wantV1Error(t, r, http.StatusForbidden, "at most 1 domains")
+	// A held key's add counts against held_domains, not domains.
 	claimed, _ := e.claimGet(0, "ops@example.com").body["api_key"].(string)
-	if a := e.kcAdd(0, claimed, "two.example"); a.code != http.StatusForbidden {
-		t.Errorf("KeyChest add over the quota: got %d %v, want 403", a.code, a.body)
+	if a := e.kcAdd(0, claimed, "two.example"); a.code != http.StatusOK {
+		t.Errorf("KeyChest add by a held key at the domains quota: got %d %v, want 200", a.code, a.body)
 	}
 
 	q := e.call(0, http.MethodGet, "/api/v1/quotas", key, "")
 	want := map[string]any{
 		"domains":                    map[string]any{"limit": 1.0, "used": 1.0},
 		"channels":                   map[string]any{"limit": float64(quota.Defaults[quota.Channels]), "used": 0.0},
-		"api_keys":                   map[string]any{"limit": float64(quota.Defaults[quota.APIKeys]), "used": 2.0},
+		"api_keys":                   map[string]any{"limit": float64(quota.Defaults[quota.APIKeys]), "used": 1.0},
+		"held_api_keys":              map[string]any{"limit": float64(quota.Defaults[quota.HeldAPIKeys]), "used": 1.0},
+		"held_domains":               map[string]any{"limit": float64(quota.Defaults[quota.HeldDomains]), "used": 1.0},
 		"requests_in_flight":         map[string]any{"limit": float64(quota.Defaults[quota.InFlight]), "used": 1.0},
 		"managed_certificates":       map[string]any{"limit": float64(quota.Defaults[quota.ManagedCerts]), "used": 0.0},
 		"certificate_orders_per_day": map[string]any{"limit": float64(quota.Defaults[quota.CertOrders]), "used": 0.0},

@@ -508,14 +508,26 @@ func (s *Store) Authenticate(ctx context.Context, key string) (Principal, error)
 	return principalOf(hash, rec), nil
 }
 
-// Counts returns how many domains and live API keys tenantID has: what
-// its domains and api_keys quotas count.
-func (s *Store) Counts(ctx context.Context, tenantID string) (domains, keys int64, err error) {
+// Usage is what an account's counted quotas count (internal/quota).
+type Usage struct {
+	// Domains and APIKeys are the domains and live keys no held key
+	// holds: what the domains and api_keys quotas count.
+	Domains, APIKeys int64
+	// HeldDomains and HeldAPIKeys are the domains added by held keys and
+	// the held keys (held.go): held_domains and held_api_keys.
+	HeldDomains, HeldAPIKeys int64
+}
+
+// Usage returns what tenantID uses of its counted quotas, counted as the
+// scripts that enforce them count.
+func (s *Store) Usage(ctx context.Context, tenantID string) (Usage, error) {
 	pipe := s.rdb.Pipeline()
 	d := domainindex.CountCmd(ctx, pipe, tenantID)
 	k := pipe.HLen(ctx, apiKeysKey(tenantID))
+	hk := pipe.SCard(ctx, heldKeysKey(tenantID))
+	hd := pipe.SCard(ctx, tenantHeldDomainsKey(tenantID))
 	if _, err := pipe.Exec(ctx); err != nil {
-		return 0, 0, fmt.Errorf("count domains and keys of %s: %w", tenantID, err)
+		return Usage{}, fmt.Errorf("count domains and keys of %s: %w", tenantID, err)
 	}
-	return d.Val(), k.Val(), nil
+	return Usage{Domains: d.Val() - hd.Val(), APIKeys: k.Val() - hk.Val(), HeldDomains: hd.Val(), HeldAPIKeys: hk.Val()}, nil
 }

@@ -377,7 +377,10 @@ return {'reserved', id}
 
 // commitKeyScript lists a reserved key in its tenant and appends its
 // event, creating the account first when an email is given, unless the
-// tenant has its quota of keys. Running it again for the same key writes
+// tenant has its quota of keys. A held key (a claim, held.go) counts only
+// against the tenant's held_api_keys quota and is listed in its held keys
+// (heldKeysKey); every other key against api_keys, which counts the live
+// keys that are not held. Running it again for the same key writes
 // nothing.
 //
 // With an Idempotency-Key fingerprint, a key id the tenant's idempotency
@@ -386,12 +389,14 @@ return {'reserved', id}
 // "mismatch"; a new key is recorded there.
 //
 // KEYS: tenant:<tenant>:apikeys, account:<tenant>, the tenant's event
-// stream, the tenant's quota overrides, the idempotency record.
+// stream, the tenant's quota overrides, the idempotency record, the
+// tenant's held keys.
 // ARGV: maxlen, key id, hash, email ("" = the account must exist), now ms,
-// default key quota, fingerprint ("" = none), the account event's field
-// count and fields, then the key event's fields.
+// default key quota, fingerprint ("" = none), "1" for a held key else "",
+// default held key quota, the account event's field count and fields,
+// then the key event's fields.
 // Returns "created", "committed" (done before), "replay", "mismatch",
-// "no-account" or "quota:<limit>".
+// "no-account" or "quota:<resource>:<limit>".
 var commitKeyScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[3] then return 'committed' end
 if ARGV[7] ~= '' then
@@ -404,17 +409,24 @@ if ARGV[7] ~= '' then
     return 'mismatch'
   end
 end
-local limit = ` + quota.LuaLimit(4, 6, quota.APIKeys) + `
-if limit > 0 and redis.call('HLEN', KEYS[1]) >= limit then return 'quota:' .. limit end
-local na = tonumber(ARGV[8])
+local held = redis.call('SCARD', KEYS[6])
+if ARGV[8] ~= '' then
+  local limit = ` + quota.LuaLimit(4, 9, quota.HeldAPIKeys) + `
+  if limit > 0 and held >= limit then return 'quota:` + string(quota.HeldAPIKeys) + `:' .. limit end
+else
+  local limit = ` + quota.LuaLimit(4, 6, quota.APIKeys) + `
+  if limit > 0 and redis.call('HLEN', KEYS[1]) - held >= limit then return 'quota:` + string(quota.APIKeys) + `:' .. limit end
+end
+local na = tonumber(ARGV[10])
 if redis.call('EXISTS', KEYS[2]) == 0 then
   if ARGV[4] == '' then return 'no-account' end
   redis.call('HSET', KEYS[2], 'email', ARGV[4], 'created_at', ARGV[5])
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 9, 8 + na))
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 11, 10 + na))
 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+if ARGV[8] ~= '' then redis.call('SADD', KEYS[6], ARGV[2]) end
 if ARGV[7] ~= '' then redis.call('HSET', KEYS[5], ARGV[2], ARGV[7]) end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 9 + na))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', unpack(ARGV, 11 + na))
 return 'created'
 `)
 
@@ -488,19 +500,24 @@ func (s *Store) reserveAndCommit(ctx context.Context, tenantID, email, hash stri
 	if err != nil {
 		return "", err
 	}
-	args := []any{s.cfg.MaxLen, k.ID, hash, email, now.UnixMilli(), s.cfg.Quotas[quota.APIKeys], fp, len(accFields)}
+	heldArg := ""
+	if k.Held {
+		heldArg = "1"
+	}
+	args := []any{s.cfg.MaxLen, k.ID, hash, email, now.UnixMilli(), s.cfg.Quotas[quota.APIKeys], fp,
+		heldArg, s.cfg.Quotas[quota.HeldAPIKeys], len(accFields)}
 	args = append(append(args, accFields...), keyFields...)
 	out, err := s.commands.RunScript(ctx, commitKeyScript,
-		[]string{apiKeysKey(tenantID), accountKey(tenantID), events.EventStream(tenantID), quota.Key(tenantID), keyIdemKey(tenantID)}, args...).Text()
+		[]string{apiKeysKey(tenantID), accountKey(tenantID), events.EventStream(tenantID), quota.Key(tenantID),
+			keyIdemKey(tenantID), heldKeysKey(tenantID)}, args...).Text()
 	if err != nil {
 		return "", fmt.Errorf("commit key: %w", err)
 	}
-	if limit, ok := strings.CutPrefix(out, "quota:"); ok {
+	if ex := quotaOutcome(out); ex != nil {
 		if err := s.commands.RunScript(ctx, releaseKeyScript, []string{apiKeyKey(hash)}, k.ID).Err(); err != nil {
 			return "", fmt.Errorf("release key: %w", err)
 		}
-		n, _ := strconv.ParseInt(limit, 10, 64)
-		return "", &quota.Exceeded{Resource: quota.APIKeys, Limit: n}
+		return "", ex
 	}
 	switch out {
 	case "no-account", "replay", "mismatch":
@@ -587,15 +604,30 @@ func msTimePtr(s string) *time.Time {
 	return &t
 }
 
+// quotaOutcome reads a script's "quota:<resource>:<limit>" answer, nil
+// for any other.
+func quotaOutcome(out string) *quota.Exceeded {
+	rest, ok := strings.CutPrefix(out, "quota:")
+	if !ok {
+		return nil
+	}
+	r, limit, _ := strings.Cut(rest, ":")
+	n, _ := strconv.ParseInt(limit, 10, 64)
+	return &quota.Exceeded{Resource: quota.Resource(r), Limit: n}
+}
+
 // revokeKeyScript unlists a live key of a tenant and appends its event;
-// RevokeKey has marked the key's record revoked before.
+// RevokeKey has marked the key's record revoked before. A held key leaves
+// the tenant's held keys, which frees its room in held_api_keys.
 //
-// KEYS: tenant:<tenant>:apikeys, the tenant's event stream.
+// KEYS: tenant:<tenant>:apikeys, the tenant's event stream, the tenant's
+// held keys.
 // ARGV: key id, hash, maxlen, then the event's fields. Returns 1 when
 // revoked, 0 when the tenant has no such live key with that hash.
 var revokeKeyScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
 return 1
 `)
@@ -634,7 +666,7 @@ func (s *Store) RevokeKey(ctx context.Context, tenantID, id string) error {
 		return fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
 	}
 	args := append([]any{id, hash, s.cfg.MaxLen}, fields...)
-	n, err := s.commands.RunScript(ctx, revokeKeyScript, []string{apiKeysKey(tenantID), events.EventStream(tenantID)}, args...).Int()
+	n, err := s.commands.RunScript(ctx, revokeKeyScript, []string{apiKeysKey(tenantID), events.EventStream(tenantID), heldKeysKey(tenantID)}, args...).Int()
 	if err != nil {
 		return fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
 	}

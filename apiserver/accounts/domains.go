@@ -173,16 +173,19 @@ func checkName(host string, port int) error {
 // addDomainScript registers a domain for a tenant once: the first add of a
 // host:port writes the record and appends domain.added; a later add writes
 // nothing and returns the id the name already has. A new domain counts
-// against the tenant's domain quota and, added by a held key, against the
-// key's own quota; the key's set lists it (held.go).
+// against the tenant's domain quota (the domains no held key added) or,
+// added by a held key, against the tenant's held_domains quota and the
+// key's own quota instead; the key's set and the tenant's held domains
+// list it (held.go).
 //
 // KEYS: the tenant's index names (domainindex.HostKey), domain:<domain_id>,
 // events stream, the tenant's quota overrides, the held key's domain set
-// (any key of the tenant's slot when not held).
+// (any key of the tenant's slot when not held), the tenant's held domains.
 // ARGV: the domain id as the index keeps it (domainindex.Member), domain id, tenant id, host, port, notes, tags JSON,
 // source, now ms, maxlen, the tenant as the record keeps it
 // (storedTenant), default domain quota, held key id ("" = none), held key
-// quota, then the event's fields (StreamFields).
+// quota, default held_domains quota, then the event's fields
+// (StreamFields).
 // Returns {1, id} when added, {0, existing id} when it was already there,
 // {2, resource, limit} over a quota.
 var addDomainScript = redis.NewScript(addDomainLua + `return add(KEYS, ARGV)`)
@@ -194,11 +197,16 @@ local function add(KEYS, ARGV)
 local p = ` + domainindex.IndexPrefixLua("KEYS[1]") + `
 local existing = ix_lookup(p, ARGV[4], ARGV[5])
 if existing then return {0, existing} end
-local limit = ` + quota.LuaLimit(4, 12, quota.Domains) + `
-if limit > 0 and redis.call('ZCARD', p .. 'created') >= limit then return {2, 'domains', limit} end
+local held = redis.call('SCARD', KEYS[6])
 if ARGV[13] ~= '' then
+  local limit = ` + quota.LuaLimit(4, 15, quota.HeldDomains) + `
+  if limit > 0 and held >= limit then return {2, '` + string(quota.HeldDomains) + `', limit} end
   if redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[14]) then return {2, 'held', tonumber(ARGV[14])} end
   redis.call('SADD', KEYS[5], ARGV[2])
+  redis.call('SADD', KEYS[6], ARGV[2])
+else
+  local limit = ` + quota.LuaLimit(4, 12, quota.Domains) + `
+  if limit > 0 and redis.call('ZCARD', p .. 'created') - held >= limit then return {2, '` + string(quota.Domains) + `', limit} end
 end
 redis.call('HSET', KEYS[2], 'host', ARGV[4], 'tags', ARGV[7], '` + createdField + `', ARGV[9])
 record_tenant(KEYS[2], ARGV[3], ARGV[11])
@@ -207,7 +215,7 @@ record_field(KEYS[2], 'source', ARGV[8], '` + Source + `')
 record_field(KEYS[2], 'notes', ARGV[6], '')
 if ARGV[13] ~= '' then redis.call('HSET', KEYS[2], 'held_by', ARGV[13]) end
 ix_add(p, ARGV[1], ARGV[4], ARGV[5], ARGV[9], ARGV[7])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', unpack(ARGV, 15))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[10], '*', unpack(ARGV, 16))
 return {1, ARGV[2]}
 end
 `
@@ -307,9 +315,9 @@ func recordTime(rec map[string]string, field, old string) string {
 // count of its arguments, then its arguments. Returns the answer of each.
 var addDomainsScript = redis.NewScript(addDomainLua + `
 local out, a = {}, 1
-for i = 1, #KEYS / 5 do
+for i = 1, #KEYS / 6 do
   local n = tonumber(ARGV[a])
-  out[i] = add({KEYS[5*i-4], KEYS[5*i-3], KEYS[5*i-2], KEYS[5*i-1], KEYS[5*i]}, {unpack(ARGV, a + 1, a + n)})
+  out[i] = add({KEYS[6*i-5], KEYS[6*i-4], KEYS[6*i-3], KEYS[6*i-2], KEYS[6*i-1], KEYS[6*i]}, {unpack(ARGV, a + 1, a + n)})
   a = a + n + 1
 end
 return out
@@ -370,9 +378,10 @@ func (s *Store) prepareAdd(tenantID string, nd NewDomain, now time.Time, firstSc
 	return addCall{
 		d: d,
 		keys: []string{domainindex.HostKey(tenantID), domainKey(tenantID, d.ID), events.EventStream(tenantID),
-			quota.Key(tenantID), heldDomainsKey(tenantID, d.HeldBy)},
+			quota.Key(tenantID), heldDomainsKey(tenantID, d.HeldBy), tenantHeldDomainsKey(tenantID)},
 		args: append([]any{member, d.ID, tenantID, d.Host, strconv.Itoa(d.Port), d.Notes, string(tags),
-			d.Source, now.UnixMilli(), s.cfg.MaxLen, storedTenant(tenantID), s.cfg.Quotas[quota.Domains], d.HeldBy, s.cfg.HeldQuota}, fields...),
+			d.Source, now.UnixMilli(), s.cfg.MaxLen, storedTenant(tenantID), s.cfg.Quotas[quota.Domains], d.HeldBy, s.cfg.HeldQuota,
+			s.cfg.Quotas[quota.HeldDomains]}, fields...),
 	}, nil
 }
 
@@ -382,10 +391,11 @@ func addOutcome(call addCall, res []any) (added bool, id string, err error) {
 	if len(res) == 3 {
 		// Over a quota: {2, resource, limit}.
 		limit, _ := res[2].(int64)
-		if r, _ := res[1].(string); r == "held" {
+		r, _ := res[1].(string)
+		if r == "held" {
 			return false, "", &HeldQuotaError{Limit: limit}
 		}
-		return false, "", &quota.Exceeded{Resource: quota.Domains, Limit: limit}
+		return false, "", &quota.Exceeded{Resource: quota.Resource(r), Limit: limit}
 	}
 	if len(res) != 2 {
 		return false, "", fmt.Errorf("add domain %s for %s: unexpected script result %v", call.d.Name(), call.d.TenantID, res)
@@ -536,7 +546,7 @@ func (s *Store) AddDomains(ctx context.Context, tenantID string, nds []NewDomain
 	}
 	for from := 0; from < len(nds); from += addChunk {
 		to := min(from+addChunk, len(nds))
-		keys := make([]string, 0, 5*(to-from))
+		keys := make([]string, 0, 6*(to-from))
 		args := make([]any, 0, 20*(to-from))
 		sent := make([]int, 0, to-from)
 		// Building the adds (ids, events as JSON) is most of this
@@ -910,12 +920,12 @@ func sameState(a, b Domain) bool {
 // when it evaluates the removal, then drops them; without them the hash
 // goes at once.
 //
-// The domain leaves the set of the held key that added it, which frees
-// that key's quota.
+// The domain leaves the set of the held key that added it and the
+// tenant's held domains, which frees its room in their quotas.
 //
 // KEYS: domain:<domain_id>, the tenant's index names
 // (domainindex.HostKey), events stream, the held key's domain set (as
-// read; any key of the slot when none).
+// read; any key of the slot when none), the tenant's held domains.
 // ARGV: tenant id, rev read, "host:port" (as read, for pin_alert_name),
 // domain id, maxlen, the domain id as the index keeps it
 // (domainindex.Member), the tenant as the record keeps it
@@ -926,6 +936,7 @@ if not record_owner(KEYS[1], ARGV[1], ARGV[7]) then return 'missing' end
 if (redis.call('HGET', KEYS[1], 'rev') or '0') ~= ARGV[2] then return 'stale' end
 pin_alert_name(KEYS[1], ARGV[3])
 redis.call('SREM', KEYS[4], ARGV[4])
+redis.call('SREM', KEYS[5], ARGV[4])
 local old = redis.call('HMGET', KEYS[1], 'host', 'port', 'tags')
 ix_remove(` + domainindex.IndexPrefixLua("KEYS[2]") + `, ARGV[6], old[1], record_port(old[2]), old[3])
 local own, all = {}, redis.call('HKEYS', KEYS[1])
@@ -967,7 +978,7 @@ func (s *Store) RemoveDomain(ctx context.Context, tenantID, id string) (Domain, 
 			storedTenant(tenantID)}, fields...)
 		res, err := s.commands.RunScript(ctx, removeDomainScript,
 			[]string{domainKey(tenantID, id), domainindex.HostKey(tenantID), events.EventStream(tenantID),
-				heldDomainsKey(tenantID, cur.HeldBy)}, args...).Text()
+				heldDomainsKey(tenantID, cur.HeldBy), tenantHeldDomainsKey(tenantID)}, args...).Text()
 		if err != nil {
 			return Domain{}, fmt.Errorf("remove domain %s: %w", id, err)
 		}

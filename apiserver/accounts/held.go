@@ -7,6 +7,17 @@ package accounts
 // account approves it (ApproveKey, from the v1 API or the link mailed to
 // the account) and it becomes a full KeyChest key.
 //
+// Held keys and their domains do not count against the account's api_keys
+// and domains quotas: anyone who knows the email can claim, and a flood
+// of claims must never take the owner's room. They count against quotas
+// of their own instead (internal/quota): held_api_keys, the keys waiting
+// for approval (default 5), and held_domains, the domains they added
+// together (default 100), on top of each key's HeldQuota. Approval moves
+// the key and its domains into api_keys and domains, and is refused when
+// that would pass them. Held keys claimed before these quotas existed are
+// not in the tenant's held keys: they counted against api_keys then and
+// still do (and their domains against domains), until approved or revoked.
+//
 // Re-adding a domain the account already has answers as for a new one but
 // puts it in no held key's set: a held key learns nothing about the
 // account's domains by adding them.
@@ -14,6 +25,8 @@ package accounts
 // Redis layout (in addition to the package doc's):
 //
 //	tenant:{tNN}:<tenant_id>:held:<key_id>   set of the domain ids that held key added
+//	tenant:{tNN}:<tenant_id>:heldkeys        set of the ids of the tenant's held keys
+//	tenant:{tNN}:<tenant_id>:helddomains     set of the ids of the domains its held keys added
 
 import (
 	"context"
@@ -28,6 +41,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/quota"
 )
 
 // DefaultHeldQuota is how many domains a held key may add.
@@ -43,6 +57,18 @@ func (e *HeldQuotaError) Error() string {
 
 func heldDomainsKey(tenantID, keyID string) string {
 	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":held:" + keyID
+}
+
+// heldKeysKey is the set of tenantID's held keys: what held_api_keys
+// counts, and what api_keys does not.
+func heldKeysKey(tenantID string) string {
+	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":heldkeys"
+}
+
+// tenantHeldDomainsKey is the set of the domains tenantID's held keys
+// added: what held_domains counts, and what domains does not.
+func tenantHeldDomainsKey(tenantID string) string {
+	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":helddomains"
 }
 
 // CanRead tells whether p may read the domain id: every domain of its
@@ -92,35 +118,64 @@ func HeldCmd(ctx context.Context, pipe redis.Pipeliner, tenantID, domainID strin
 
 // approveScript releases the domains a held key added, which moves their
 // records' rev and the tenant's record generation on
-// (domainindex.GenKey), and appends
-// apikey.approved, if the key is still the tenant's.
+// (domainindex.GenKey), moves the key and its domains from the held
+// quotas into api_keys and domains (refused when that would pass them),
+// and appends apikey.approved, if the key is still the tenant's.
 //
 // KEYS: tenant:<tenant>:apikeys, the key's held set, events stream, the
-// tenant's index names (domainindex.HostKey), then the domain:<id> key of
-// every member of the set as read.
-// ARGV: key id, key hash, maxlen, member count, then the event's fields.
-// Returns "ok", "missing" (not the tenant's live key) or "stale" (the set
-// changed since it was read).
+// tenant's index names (domainindex.HostKey), the tenant's quota
+// overrides, the tenant's held keys, the tenant's held domains, then the
+// domain:<id> key of every member of the set as read.
+// ARGV: key id, key hash, maxlen, member count, default api_keys quota,
+// default domains quota, the members (domain ids) in the order of their
+// keys, then the event's fields.
+// Returns "ok", "missing" (not the tenant's live key), "stale" (the set
+// changed since it was read) or "quota:<resource>:<limit>".
 var approveScript = redis.NewScript(domainindex.GenLua + `
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 'missing' end
 local n = tonumber(ARGV[4])
 if redis.call('SCARD', KEYS[2]) ~= n then return 'stale' end
+-- A key or domain not in the tenant's held sets (held before they
+-- existed) counts against api_keys and domains already.
+local held_keys = redis.call('SCARD', KEYS[6])
+if redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then
+  local limit = ` + quota.LuaLimit(5, 5, quota.APIKeys) + `
+  if limit > 0 and redis.call('HLEN', KEYS[1]) - held_keys + 1 > limit then return 'quota:` + string(quota.APIKeys) + `:' .. limit end
+end
+local moving = 0
 for i = 1, n do
-  if redis.call('HGET', KEYS[4 + i], 'held_by') == ARGV[1] then
-    redis.call('HDEL', KEYS[4 + i], 'held_by')
-    redis.call('HINCRBY', KEYS[4 + i], 'rev', 1)
+  if redis.call('HGET', KEYS[7 + i], 'held_by') == ARGV[1] and redis.call('SISMEMBER', KEYS[7], ARGV[6 + i]) == 1 then
+    moving = moving + 1
   end
 end
-if n > 0 then ix_gen_bump(` + domainindex.IndexPrefixLua("KEYS[4]") + `) end
+local p = ` + domainindex.IndexPrefixLua("KEYS[4]") + `
+if moving > 0 then
+  local limit = ` + quota.LuaLimit(5, 6, quota.Domains) + `
+  if limit > 0 and redis.call('ZCARD', p .. 'created') - redis.call('SCARD', KEYS[7]) + moving > limit then
+    return 'quota:` + string(quota.Domains) + `:' .. limit
+  end
+end
+for i = 1, n do
+  if redis.call('HGET', KEYS[7 + i], 'held_by') == ARGV[1] then
+    redis.call('HDEL', KEYS[7 + i], 'held_by')
+    redis.call('HINCRBY', KEYS[7 + i], 'rev', 1)
+  end
+  redis.call('SREM', KEYS[7], ARGV[6 + i])
+end
+if n > 0 then ix_gen_bump(p) end
+redis.call('SREM', KEYS[6], ARGV[1])
 redis.call('DEL', KEYS[2])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 5))
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 7 + n))
 return 'ok'
 `)
 
 // ApproveKey approves the held key id of tenantID: it reads all of the
 // account from now on, and the domains it added raise alerts from their
-// next scan. Approving a key that is not held changes nothing. An unknown,
-// revoked or other tenant's key id is ErrUnknownKeyID.
+// next scan. The key then counts against the account's api_keys quota and
+// its domains against domains: *quota.Exceeded when that would pass one,
+// and the key stays held. Approving a key that is not held changes
+// nothing. An unknown, revoked or other tenant's key id is
+// ErrUnknownKeyID.
 //
 // The tenant's side goes first (domains released, event appended), the
 // key record second: a crash in between leaves a key that is still held
@@ -181,14 +236,20 @@ func (s *Store) releaseHeld(ctx context.Context, tenantID, id, hash string) erro
 		if err != nil {
 			return err
 		}
-		keys := []string{apiKeysKey(tenantID), setKey, events.EventStream(tenantID), domainindex.HostKey(tenantID)}
+		keys := []string{apiKeysKey(tenantID), setKey, events.EventStream(tenantID), domainindex.HostKey(tenantID),
+			quota.Key(tenantID), heldKeysKey(tenantID), tenantHeldDomainsKey(tenantID)}
+		args := []any{id, hash, s.cfg.MaxLen, strconv.Itoa(len(members)), s.cfg.Quotas[quota.APIKeys], s.cfg.Quotas[quota.Domains]}
 		for _, m := range members {
 			keys = append(keys, domainKey(tenantID, m))
+			args = append(args, m)
 		}
-		args := append([]any{id, hash, s.cfg.MaxLen, strconv.Itoa(len(members))}, fields...)
+		args = append(args, fields...)
 		res, err := s.commands.RunScript(ctx, approveScript, keys, args...).Text()
 		if err != nil {
 			return fmt.Errorf("approve key %s of %s: %w", id, tenantID, err)
+		}
+		if ex := quotaOutcome(res); ex != nil {
+			return ex
 		}
 		switch res {
 		case "ok":

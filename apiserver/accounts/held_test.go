@@ -181,3 +181,133 @@ func TestQuotas(t *testing.T) {
 		t.Fatalf("second key with override 0 (unlimited): %v", err)
 	}
 }
+
+// TestHeldKeysOutsideOwnerQuotas: claims (anyone who knows the email can
+// make them) count against the held quotas only, never against the
+// owner's api_keys and domains; approval moves a key and its domains into
+// those, refused when it would pass them.
+func TestHeldKeysOutsideOwnerQuotas(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	s, err := New(Config{HoldClaims: true, HeldQuota: 3,
+		Quotas: quota.Limits{quota.APIKeys: 2, quota.Domains: 3, quota.HeldAPIKeys: 3, quota.HeldDomains: 4}}, rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const email = "victim@example.com"
+	tenant, err := s.EnsureAccount(ctx, email)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateKey(ctx, tenant, "owner", []string{"read", "write"}, nil, SourceCLI); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if _, _, err := s.AddDomain(ctx, tenant, NewDomain{Host: fmt.Sprintf("own%d.example.com", i), Port: 443}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantExceeded := func(what string, err error, r quota.Resource, limit int64) {
+		t.Helper()
+		var ex *quota.Exceeded
+		if !errors.As(err, &ex) || ex.Resource != r || ex.Limit != limit {
+			t.Fatalf("%s: got %v, want quota.Exceeded{%s, %d}", what, err, r, limit)
+		}
+	}
+	wantUsage := func(what string, want Usage) {
+		t.Helper()
+		if got, err := s.Usage(ctx, tenant); err != nil || got != want {
+			t.Fatalf("usage %s: got %+v %v, want %+v", what, got, err, want)
+		}
+	}
+
+	// The attacker claims up to held_api_keys, then is refused.
+	var held []Principal
+	for i := range 3 {
+		key, err := s.ClaimNew(ctx, email)
+		if err != nil {
+			t.Fatalf("claim %d: %v", i, err)
+		}
+		p, err := s.Authenticate(ctx, key)
+		if err != nil || !p.Held {
+			t.Fatalf("claim %d: got %+v %v, want a held key", i, p, err)
+		}
+		held = append(held, p)
+	}
+	records, _ := rdb.Keys(ctx, "apikey:*").Result()
+	_, err = s.ClaimNew(ctx, email)
+	wantExceeded("fourth claim", err, quota.HeldAPIKeys, 3)
+	if after, _ := rdb.Keys(ctx, "apikey:*").Result(); len(after) != len(records) {
+		t.Fatalf("refused claim left a key record: %d, want %d", len(after), len(records))
+	}
+	// Held keys fill held_domains (and each key its own quota), not domains.
+	for i := range 3 {
+		if _, _, err := s.AddDomain(ctx, tenant, NewDomain{Host: fmt.Sprintf("a%d.example.com", i), Port: 443, HeldBy: held[0].KeyID}); err != nil {
+			t.Fatalf("held add %d: %v", i, err)
+		}
+	}
+	b0, _, err := s.AddDomain(ctx, tenant, NewDomain{Host: "b0.example.com", Port: 443, HeldBy: held[1].KeyID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = s.AddDomain(ctx, tenant, NewDomain{Host: "b1.example.com", Port: 443, HeldBy: held[1].KeyID})
+	wantExceeded("held add past held_domains", err, quota.HeldDomains, 4)
+	wantUsage("after the claims", Usage{Domains: 2, APIKeys: 1, HeldDomains: 4, HeldAPIKeys: 3})
+
+	// The owner still has all of its own room.
+	if _, err := s.CreateKey(ctx, tenant, "second", []string{"read"}, nil, SourceCLI); err != nil {
+		t.Fatalf("owner's second key with 3 held keys: %v", err)
+	}
+	if _, _, err := s.AddDomain(ctx, tenant, NewDomain{Host: "own2.example.com", Port: 443}); err != nil {
+		t.Fatalf("owner's third domain with 4 held domains: %v", err)
+	}
+	_, _, err = s.AddDomain(ctx, tenant, NewDomain{Host: "own3.example.com", Port: 443})
+	wantExceeded("owner's fourth domain", err, quota.Domains, 3)
+	wantUsage("after the owner's adds", Usage{Domains: 3, APIKeys: 2, HeldDomains: 4, HeldAPIKeys: 3})
+
+	// Approval moves the key and its domain into the owner's quotas.
+	_, err = s.ApproveKey(ctx, tenant, held[1].KeyID)
+	wantExceeded("approve past api_keys", err, quota.APIKeys, 2)
+	if err := quota.Set(ctx, rdb, tenant, quota.Limits{quota.APIKeys: 5}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.ApproveKey(ctx, tenant, held[1].KeyID)
+	wantExceeded("approve past domains", err, quota.Domains, 3)
+	if hs, err := s.IsHeld(ctx, tenant, []string{b0.ID}); err != nil || !hs[0] {
+		t.Fatalf("refused approval released the domain: held %v %v", hs, err)
+	}
+	wantUsage("after refused approvals", Usage{Domains: 3, APIKeys: 2, HeldDomains: 4, HeldAPIKeys: 3})
+	if err := quota.Set(ctx, rdb, tenant, quota.Limits{quota.Domains: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := s.ApproveKey(ctx, tenant, held[1].KeyID); err != nil || k.Held {
+		t.Fatalf("approve within the quotas: got %+v %v", k, err)
+	}
+	wantUsage("after the approval", Usage{Domains: 4, APIKeys: 3, HeldDomains: 3, HeldAPIKeys: 2})
+
+	// Revoking a held key and removing a held domain free their room.
+	if err := s.RevokeKey(ctx, tenant, held[2].KeyID); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := s.ListDomains(ctx, tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range ds {
+		if d.Host == "a0.example.com" {
+			if _, err := s.RemoveDomain(ctx, tenant, d.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	wantUsage("after revoke and removal", Usage{Domains: 4, APIKeys: 3, HeldDomains: 2, HeldAPIKeys: 1})
+	if _, err := s.ClaimNew(ctx, email); err != nil {
+		t.Fatalf("claim after a revocation: %v", err)
+	}
+	// held_api_keys is overridden per tenant like every quota.
+	if err := quota.Set(ctx, rdb, tenant, quota.Limits{quota.HeldAPIKeys: 2}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.ClaimNew(ctx, email)
+	wantExceeded("claim past the override", err, quota.HeldAPIKeys, 2)
+}

@@ -84,8 +84,8 @@ func TestNamesFromIndex(t *testing.T) {
 	if n := rdb.Exists(ctx, legacyDomainsKey(a)).Val(); n != 0 {
 		t.Errorf("hash of names: got %d keys, want none", n)
 	}
-	if n, _, err := s.Counts(ctx, a); err != nil || n != int64(len(names))+1 {
-		t.Errorf("count: got %d %v, want %d", n, err, len(names)+1)
+	if u, err := s.Usage(ctx, a); err != nil || u.Domains != int64(len(names))+1 {
+		t.Errorf("count: got %d %v, want %d", u.Domains, err, len(names)+1)
 	}
 	ds, err := s.ListDomains(ctx, a)
 	if err != nil || len(ds) != len(names)+1 {
@@ -121,14 +121,14 @@ func TestDomainCountIsQuota(t *testing.T) {
 	if !res[0].Added || !errors.As(res[1].Err, &ex) || ex.Limit != 2 {
 		t.Fatalf("bulk add at the quota: got %+v, want the first added, the second over quota 2", res)
 	}
-	if n, _, err := s.Counts(ctx, a); err != nil || n != 2 {
-		t.Fatalf("count: got %d %v, want 2", n, err)
+	if u, err := s.Usage(ctx, a); err != nil || u.Domains != 2 {
+		t.Fatalf("count: got %d %v, want 2", u.Domains, err)
 	}
 	if _, err := s.RemoveDomain(ctx, a, d.ID); err != nil {
 		t.Fatal(err)
 	}
-	if n, _, err := s.Counts(ctx, a); err != nil || n != 1 {
-		t.Fatalf("count after removal: got %d %v, want 1", n, err)
+	if u, err := s.Usage(ctx, a); err != nil || u.Domains != 1 {
+		t.Fatalf("count after removal: got %d %v, want 1", u.Domains, err)
 	}
 	if _, added, err := s.AddDomain(ctx, a, NewDomain{Host: "three.example", Port: 443}); err != nil || !added {
 		t.Fatalf("add after removal: got added=%v %v, want added", added, err)

@@ -2,6 +2,7 @@ package dashboard_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -193,5 +194,28 @@ func TestSecureCookies(t *testing.T) {
 	}
 	if resp.StatusCode != http.StatusSeeOther || !secure {
 		t.Errorf("got HTTP %d, secure HttpOnly session cookie %v; want 303 and true", resp.StatusCode, secure)
+	}
+}
+
+// TestSignInFailuresLimited: wrong keys at the sign-in form count against
+// the client address's failed authentications (30 a minute by default);
+// past them even the right key is answered 429 with Retry-After.
+func TestSignInFailuresLimited(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	anon := e.client(t, "")
+	for i := range 30 {
+		if code, _ := anon.signIn(fmt.Sprintf("ssa_wrong%d", i)); code != http.StatusUnauthorized {
+			t.Fatalf("wrong key %d: got HTTP %d, want 401", i, code)
+		}
+	}
+	anon.get("/signin")
+	resp, err := anon.http.PostForm(e.URL+"/signin", url.Values{"api_key": {e.read}, "csrf": {anon.csrf}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("right key after 30 wrong ones: got HTTP %d (Retry-After %q), want 429 with Retry-After",
+			resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 }

@@ -84,9 +84,11 @@ func (d *Dashboard) overview(r *Request) (any, error) {
 			if pe.planner, err = d.deps.V1.ExpiryPlanner(r.Ctx(), r.Tenant()); err != nil {
 				return nil, err
 			}
-			if pe.domains, _, err = d.deps.Accounts.Counts(r.Ctx(), r.Tenant()); err != nil {
+			use, err := d.deps.Accounts.Usage(r.Ctx(), r.Tenant())
+			if err != nil {
 				return nil, err
 			}
+			pe.domains = use.Domains + use.HeldDomains
 			d.planners.put(r.Tenant(), pe)
 			at = time.Now()
 		}

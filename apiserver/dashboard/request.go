@@ -115,9 +115,16 @@ func (d *Dashboard) signin(c *gin.Context) {
 		d.renderSignin(c, http.StatusForbidden, "The form's security token is missing or stale: try again")
 		return
 	}
+	// Wrong keys count against the client address's failed
+	// authentications, as on the APIs: past the limit, 429 before the
+	// key is looked at.
+	if !d.deps.Auth.FailuresLeft(c) {
+		return
+	}
 	key := strings.TrimSpace(c.PostForm("api_key"))
 	p, err := d.deps.Auth.Authenticate(ctx, key)
 	if e := httpapi.AsError(err); e != nil && e.Status == http.StatusUnauthorized {
+		d.deps.Auth.Failed(c)
 		d.renderSignin(c, http.StatusUnauthorized, httpapi.MsgUnauthorized)
 		return
 	}

@@ -1194,8 +1194,8 @@ func TestBuildIndexes(t *testing.T) {
 	if _, err := l.store.UpdateDomain(l.ctx, l.tenant, ds[1].ID, accounts.DomainPatch{Host: &ds[0].Host, Port: &ds[0].Port}); !errors.Is(err, accounts.ErrDomainExists) {
 		t.Errorf("rename onto %s after the build: got %v, want ErrDomainExists", ds[0].Name(), err)
 	}
-	if n, _, err := l.store.Counts(l.ctx, l.tenant); err != nil || n != int64(len(rows)) {
-		t.Errorf("count after the build: got %d %v, want %d", n, err, len(rows))
+	if u, err := l.store.Usage(l.ctx, l.tenant); err != nil || u.Domains != int64(len(rows)) {
+		t.Errorf("count after the build: got %+v %v, want %d", u, err, len(rows))
 	}
 	if n, err := projector.BuildIndexes(l.ctx, l.rdb, true, testenv.Logger(t)); err != nil || n != 1 {
 		t.Fatalf("forced: built %d, %v; want 1", n, err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/internal/quota"
+	"github.com/certfleet/certfleet/internal/ratelimit"
 )
 
 // MsgUnauthorized answers every refused key (SSLTrackr's wording, which
@@ -22,7 +23,50 @@ type Auth struct {
 	accounts *accounts.Store
 	usage    *accounts.KeyUsage
 	gate     *quota.Gate
+	// failures limits failed authentications per client address
+	// (LimitFailures); nil: no limit.
+	failures     *Limiter
+	failureLimit ratelimit.Limit
 }
+
+// ClassAuthFailure is the rate limit class of failed authentications,
+// counted per client address.
+const ClassAuthFailure = "authfail"
+
+// LimitFailures limits failed authentications to lim per client address,
+// across replicas: every check of an API key (v1, KeyChest, the client
+// certificate API, the dashboard's sign-in) first asks whether the
+// address still may fail (FailuresLeft), and a refused key counts one
+// (Failed). Past the limit, requests from the address are answered 429
+// with Retry-After before their key is looked at, so that guessing keys
+// runs at lim's pace and a right guess looks like a wrong one. Accepted
+// keys count nothing.
+func (a *Auth) LimitFailures(l *Limiter, lim ratelimit.Limit) {
+	a.failures, a.failureLimit = l, lim
+}
+
+// FailuresLeft tells whether the request's client address may still
+// authenticate; when not it fails the request with 429 and Retry-After.
+func (a *Auth) FailuresLeft(c *gin.Context) bool {
+	if a.failures == nil {
+		return true
+	}
+	return a.failures.Check(c, failureSubject(c), a.failureLimit)
+}
+
+// Failed counts a failed authentication of the request's client address.
+// A Redis error is ignored: the request is refused anyway, and the limit
+// is a brake, not the check.
+func (a *Auth) Failed(c *gin.Context) {
+	if a.failures == nil {
+		return
+	}
+	_, _ = a.failures.limiter.Allow(c.Request.Context(), failureSubject(c), a.failureLimit)
+}
+
+// failureSubject is the request's subject of the failed authentication
+// limit: its TCP peer's address, as PerAddress's.
+func failureSubject(c *gin.Context) string { return ClassAuthFailure + ":ip:" + c.RemoteIP() }
 
 // NewAuth returns an Auth checking keys in store and requests in flight
 // with gate.
@@ -46,16 +90,23 @@ const principalKey = "certfleet.principal"
 
 // RequireKey authenticates the request's bearer key and checks it holds
 // scope. Every refused key (missing, malformed, unknown, expired, revoked)
-// fails with the same 401 after the same work; a key without the scope
-// fails with 403.
+// fails with the same 401 after the same work, and counts against the
+// client address's failed authentications (LimitFailures); a key without
+// the scope fails with 403.
 func (a *Auth) RequireKey(scope string) gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if !a.FailuresLeft(c) {
+			return
+		}
 		token, ok := BearerToken(c.GetHeader("Authorization"))
 		// A missing token is looked up too (as ""), so it costs what an
 		// unknown one does.
 		p, err := a.Authenticate(c.Request.Context(), token)
 		if err == nil && !ok {
 			err = Errorf(http.StatusUnauthorized, MsgUnauthorized)
+		}
+		if e := AsError(err); e != nil && e.Status == http.StatusUnauthorized {
+			a.Failed(c)
 		}
 		if err != nil {
 			Fail(c, err)

@@ -35,6 +35,22 @@ func (l *Limiter) PerAddress(class string, lim ratelimit.Limit) gin.HandlerFunc 
 	return func(c *gin.Context) { l.Allow(c, class+":ip:"+c.RemoteIP(), lim) }
 }
 
+// Check lets the request go on (true) when subject is within lim, and
+// else fails it with a 429 and Retry-After, counting nothing either way:
+// for limits counted only on some outcomes (Auth.LimitFailures).
+func (l *Limiter) Check(c *gin.Context, subject string, lim ratelimit.Limit) bool {
+	res, err := l.limiter.Check(c.Request.Context(), subject, lim)
+	if err != nil {
+		Fail(c, err)
+		return false
+	}
+	if res.Allowed {
+		return true
+	}
+	tooMany(c, res)
+	return false
+}
+
 // Allow decides one request of subject under lim: every answer carries
 // X-RateLimit-Limit and X-RateLimit-Remaining; over the limit the request
 // fails with a 429 and Retry-After.
@@ -51,7 +67,12 @@ func (l *Limiter) Allow(c *gin.Context, subject string, lim ratelimit.Limit) {
 		c.Next()
 		return
 	}
+	tooMany(c, res)
+}
+
+// tooMany fails the request with a 429 and the Retry-After of res.
+func tooMany(c *gin.Context, res ratelimit.Result) {
 	secs := max(int(math.Ceil(res.RetryAfter.Seconds())), 1)
-	h.Set("Retry-After", strconv.Itoa(secs))
+	c.Writer.Header().Set("Retry-After", strconv.Itoa(secs))
 	Fail(c, &Error{Status: http.StatusTooManyRequests, Msg: fmt.Sprintf("Rate limit exceeded. Try again in %d seconds.", secs), RetryAfter: secs})
 }

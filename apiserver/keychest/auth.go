@@ -14,17 +14,28 @@ import (
 //
 //   - servers/add and servers/expiration per api_key (by its hash), once
 //     the key is known to exist, so that a refused request stores nothing
-//     (it is answered 400 or 401 at the cost of one HGET);
+//     of the key (it is answered 400 or 401 at the cost of one HGET);
 //   - the claim calls, which create keys and accounts, per client address.
+//
+// An api_key that is given but unknown counts against the client
+// address's failed authentications, shared with the other APIs
+// (httpapi.Auth.LimitFailures); past that limit a request with an
+// api_key is answered 429 before the key is looked up.
 
 // limitKey limits a KeyChest call per api_key.
 func (h *Handler) limitKey() gin.HandlerFunc {
 	lim := ratelimit.PerMinute(h.cfg.RateLimitGeneral)
 	return func(c *gin.Context) {
 		key := requestKey(c)
+		if key != "" && !h.auth.FailuresLeft(c) {
+			return
+		}
 		p, err := h.accounts.Authenticate(c.Request.Context(), key)
 		if err != nil {
 			if errors.Is(err, accounts.ErrUnknownKey) {
+				if key != "" {
+					h.auth.Failed(c)
+				}
 				c.Next() // the handler refuses it
 				return
 			}

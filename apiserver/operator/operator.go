@@ -51,16 +51,24 @@ type Config struct {
 // HashToken reads the operator token from path (its first line, as
 // seal.ReadPassphraseFile reads a passphrase file), checks it is at least
 // MinTokenLen characters and returns its SHA-256: the server keeps
-// nothing else of it.
-func HashToken(path string) ([sha256.Size]byte, error) {
+// nothing else of it. The API server reads its other operator-set bearer
+// tokens (the expiry metrics token) with it too; what names the token in
+// errors.
+func HashToken(what, path string) ([sha256.Size]byte, error) {
 	tok, err := seal.ReadPassphraseFile(path)
 	if err != nil {
-		return [sha256.Size]byte{}, fmt.Errorf("operator token: %w", err)
+		return [sha256.Size]byte{}, fmt.Errorf("%s: %w", what, err)
 	}
 	if len(tok) < MinTokenLen {
-		return [sha256.Size]byte{}, fmt.Errorf("operator token in %s must be at least %d characters", path, MinTokenLen)
+		return [sha256.Size]byte{}, fmt.Errorf("%s in %s must be at least %d characters", what, path, MinTokenLen)
 	}
 	return sha256.Sum256([]byte(tok)), nil
+}
+
+// TokenMatches tells, in constant time, whether token's SHA-256 is hash.
+func TokenMatches(token string, hash [sha256.Size]byte) bool {
+	sum := sha256.Sum256([]byte(token))
+	return subtle.ConstantTimeCompare(sum[:], hash[:]) == 1
 }
 
 // Handler serves the operator routes.
@@ -117,8 +125,7 @@ func (h *Handler) Routes(r *gin.Engine) {
 // requireToken lets a request on only with the operator token.
 func (h *Handler) requireToken(c *gin.Context) {
 	tok, _ := httpapi.BearerToken(c.GetHeader("Authorization"))
-	sum := sha256.Sum256([]byte(tok))
-	if subtle.ConstantTimeCompare(sum[:], h.cfg.TokenHash[:]) != 1 {
+	if !TokenMatches(tok, h.cfg.TokenHash) {
 		httpapi.Fail(c, httpapi.Errorf(http.StatusUnauthorized, "operator token required"))
 		return
 	}

@@ -32,7 +32,7 @@ func (h *Handler) quotas(c *gin.Context) {
 		httpapi.Fail(c, err)
 		return
 	}
-	domains, keys, err := h.accounts.Counts(ctx, tenant)
+	use, err := h.accounts.Usage(ctx, tenant)
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
@@ -57,9 +57,9 @@ func (h *Handler) quotas(c *gin.Context) {
 		httpapi.Fail(c, err)
 		return
 	}
-	used := map[quota.Resource]int64{quota.Domains: domains, quota.APIKeys: keys, quota.Channels: int64(len(chans)),
+	used := map[quota.Resource]int64{quota.Domains: use.Domains, quota.APIKeys: use.APIKeys, quota.Channels: int64(len(chans)),
 		quota.InFlight: h.auth.InFlight(tenant), quota.ManagedCerts: certs, quota.CertOrders: orders,
-		quota.ClientCerts: clientCerts}
+		quota.ClientCerts: clientCerts, quota.HeldAPIKeys: use.HeldAPIKeys, quota.HeldDomains: use.HeldDomains}
 	out := make(map[string]quotaJSON, len(quota.Resources))
 	for _, r := range quota.Resources {
 		q := quotaJSON{Used: used[r]}

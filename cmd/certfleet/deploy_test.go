@@ -123,9 +123,18 @@ func TestHelmChart(t *testing.T) {
 	helm("lint", "--strict", chart)
 	out := helm("template", "demo", chart, "--set", "serviceMonitor.enabled=true")
 	for kind, want := range map[string]int{"kind: Deployment": 4, "kind: Service\n": 4, "kind: ServiceMonitor": 1,
-		"path: /healthz": 4, "path: /readyz": 4} {
+		"path: /healthz": 4, "path: /readyz": 4, "CERTFLEET_EXPIRY_METRICS_TOKEN_FILE": 0, "authorization:": 0} {
 		if got := strings.Count(out, kind); got != want {
 			t.Errorf("rendered chart: %d of %q, want %d", got, kind, want)
+		}
+	}
+	// With an expiry metrics token, the API server reads it from the
+	// Secret and the ServiceMonitor sends it on the API server's scrape.
+	out = helm("template", "demo", chart, "--set", "serviceMonitor.enabled=true", "--set", "expiryMetrics.tokenKey=metrics-token")
+	for kind, want := range map[string]int{"CERTFLEET_EXPIRY_METRICS_TOKEN_FILE": 1, "authorization:": 1,
+		"key: metrics-token": 2, "mountPath: /etc/certfleet/expiry-metrics": 1} {
+		if got := strings.Count(out, kind); got != want {
+			t.Errorf("chart with a token: %d of %q, want %d", got, kind, want)
 		}
 	}
 }

@@ -66,11 +66,14 @@ type options struct {
 	viewsOptions        // flags_views.go
 
 	// API rate limits: requests a minute per API key
-	RateLimitGeneral  int
-	RateLimitCheck    int
-	RateLimitAPIKeys  int
-	OperatorTokenFile string
-	RateLimitOperator int
+	RateLimitGeneral      int
+	RateLimitCheck        int
+	RateLimitAPIKeys      int
+	RateLimitAuthFailures int
+	// ExpiryMetricsTokenFile holds the token of the expiry series on /metrics.
+	ExpiryMetricsTokenFile string
+	OperatorTokenFile      string
+	RateLimitOperator      int
 	// ImportSpacing spreads the first scans of bulk imports.
 	ImportSpacing time.Duration
 	// DashboardSessionTTL and DashboardSecureCookies configure the web
@@ -242,8 +245,10 @@ func (f *flagSet) api() *flagSet {
 	f.DurationVar(&f.opts.CheckTimeout, "check-timeout", 30*time.Second, "how long POST /api/v1/check waits for every active region's scan")
 	f.IntVar(&f.opts.RateLimitGeneral, "rate-limit-general", 100, "requests a minute per API key, across replicas, to any API route")
 	f.IntVar(&f.opts.RateLimitCheck, "rate-limit-check", 10, "requests a minute per API key to POST /api/v1/check")
-	f.IntVar(&f.opts.ExpiryMetricsMaxSeries, "expiry-metrics-max-series", apiserver.DefaultExpiryMetricsMaxSeries, "most series of certfleet_certificate_expiry_timestamp_seconds (tenants opt in with expiry_metrics in their alert settings); past it they are counted in certfleet_certificate_expiry_series_dropped_total")
+	f.IntVar(&f.opts.ExpiryMetricsMaxSeries, "expiry-metrics-max-series", apiserver.DefaultExpiryMetricsMaxSeries, "most series of certfleet_certificate_expiry_timestamp_seconds (tenants opt in with expiry_metrics in their alert settings), shared round-robin by tenant; past it they are counted in certfleet_certificate_expiry_series_dropped_total")
+	f.StringVar(&f.opts.ExpiryMetricsTokenFile, "expiry-metrics-token-file", "", "file whose first line (at least 32 characters) is the bearer token a scrape of /metrics sends to get the per-tenant expiry series (they name tenants and hosts); empty: not served")
 	f.IntVar(&f.opts.RateLimitAPIKeys, "rate-limit-apikeys", 5, "requests a minute per API key to POST /api/v1/api-keys")
+	f.IntVar(&f.opts.RateLimitAuthFailures, "rate-limit-auth-failures", apiserver.DefaultRateLimitAuthFailures, "failed authentications a minute per client address (refused API keys on every API, refused dashboard sign-ins); past it the address is answered 429 before its key is checked")
 	f.StringVar(&f.opts.OperatorTokenFile, "operator-token-file", "", "file whose first line (at least 32 characters) is the operator token: serves the operator API (DELETE /api/operator/tenants/{email}); empty: no operator routes")
 	f.IntVar(&f.opts.RateLimitOperator, "rate-limit-operator", 10, "requests a minute per client address to the operator API, counted before the token is checked")
 	f.DurationVar(&f.opts.ImportSpacing, "import-spacing", accounts.DefaultImportSpacing, "the first scans of a bulk import (POST /api/v1/domains/bulk) of n domains are spread over n times this, after the account's previous import; at most 1h ahead")

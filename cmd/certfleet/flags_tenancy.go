@@ -18,6 +18,8 @@ type tenancyOptions struct {
 	QuotaOrders   int64
 	// QuotaClientCerts is the active client certificates of an account.
 	QuotaClientCerts int64
+	QuotaHeldKeys    int64
+	QuotaHeldDoms    int64
 	KeyChestClaim    string
 	ClaimQuota       int64
 }
@@ -28,7 +30,9 @@ func (f *flagSet) tenancy() *flagSet {
 	d := quota.Defaults
 	f.Int64Var(&o.QuotaDomains, "quota-domains", d[quota.Domains], "domains an account may monitor (0: unlimited); `certfleet quota set` overrides per account")
 	f.Int64Var(&o.QuotaChannels, "quota-channels", d[quota.Channels], "notification channels an account may have (0: unlimited)")
-	f.Int64Var(&o.QuotaAPIKeys, "quota-api-keys", d[quota.APIKeys], "API keys an account may have, claimed ones included (0: unlimited)")
+	f.Int64Var(&o.QuotaAPIKeys, "quota-api-keys", d[quota.APIKeys], "API keys an account may have, claimed ones it approved included, held ones not (0: unlimited)")
+	f.Int64Var(&o.QuotaHeldKeys, "quota-held-api-keys", d[quota.HeldAPIKeys], "claimed keys waiting for an account's approval at once; more claims are refused (0: unlimited)")
+	f.Int64Var(&o.QuotaHeldDoms, "quota-held-domains", d[quota.HeldDomains], "servers an account's claimed keys waiting for approval may add together; they count against --quota-domains once approved (0: unlimited)")
 	f.Int64Var(&o.QuotaInFlight, "quota-requests-in-flight", d[quota.InFlight], "requests of one account one API server serves at once; more are answered 429 (0: unlimited)")
 	f.Int64Var(&o.QuotaClientCerts, "quota-client-certificates", d[quota.ClientCerts], "active (unexpired, unrevoked) client certificates of the private CA an account may have (0: unlimited)")
 	f.StringVar(&o.KeyChestClaim, "keychest-claim", keychest.ClaimsApprove, "KeyChest claim calls: approve (claimed keys see only their own servers until the account approves them), open (full keys at once: single-tenant installs), off (claims refused)")
@@ -46,7 +50,8 @@ func (f *flagSet) quotaFlags() *flagSet { return f.tenancy().certQuotas() }
 func (o tenancyOptions) quotas() quota.Limits {
 	return quota.Limits{quota.Domains: o.QuotaDomains, quota.Channels: o.QuotaChannels,
 		quota.APIKeys: o.QuotaAPIKeys, quota.InFlight: o.QuotaInFlight,
-		quota.ManagedCerts: o.QuotaCerts, quota.CertOrders: o.QuotaOrders, quota.ClientCerts: o.QuotaClientCerts}
+		quota.ManagedCerts: o.QuotaCerts, quota.CertOrders: o.QuotaOrders, quota.ClientCerts: o.QuotaClientCerts,
+		quota.HeldAPIKeys: o.QuotaHeldKeys, quota.HeldDomains: o.QuotaHeldDoms}
 }
 
 // validate reports the problems of the tenancy flags.

@@ -26,7 +26,7 @@ var metricOwners = map[string][]string{
 	"certfleet_apiserver_":    {"apiserver"},
 	"certfleet_audit_":        {"apiserver"},
 	"certfleet_projector_":    {"apiserver"},
-	"certfleet_certificate_":  {"apiserver"},
+	"certfleet_certificate_":  {"apiserver"}, // the expiry series: the API server serves them itself, with a token
 }
 
 // exports tells whether role's process exports the metric named name;
@@ -69,7 +69,7 @@ func roleMetrics(role string) http.Handler {
 }
 
 // roleRegisterer is where a role registers the collectors bound to its
-// own objects (the API server's expiry gauge, the notifier's queue depth).
+// own objects (the notifier's queue depth).
 // A collector takes the place of one already registered with the same
 // metrics, so a process that runs a role again (the tests run
 // `certfleet all` more than once in one binary) serves the new role's

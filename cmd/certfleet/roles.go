@@ -142,18 +142,17 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 			Listen: o.Listen, RenewalWindow: o.RenewalWindow,
 			WarningDays: o.WarningDays, CriticalDays: o.CriticalDays, CheckTimeout: o.CheckTimeout, ImportSpacing: o.ImportSpacing,
 			RateLimitGeneral: o.RateLimitGeneral, RateLimitCheck: o.RateLimitCheck, RateLimitAPIKeys: o.RateLimitAPIKeys,
-			Claims: o.KeyChestClaim, ClaimQuota: o.ClaimQuota, Quotas: o.tenancyOptions.quotas(),
+			RateLimitAuthFailures: o.RateLimitAuthFailures,
+			Claims:                o.KeyChestClaim, ClaimQuota: o.ClaimQuota, Quotas: o.tenancyOptions.quotas(),
 			Notify: notify, CA: o.caConfig(), Audit: o.auditConfig(conn),
-			Health: gr.health, Metrics: roleMetrics(role), ExpiryMetricsMaxSeries: o.ExpiryMetricsMaxSeries,
-			RegionStaleAfter: o.RegionStaleAfter, RedisWait: o.RedisWait,
+			Health: gr.health, Metrics: roleGatherer(role), ExpiryMetricsMaxSeries: o.ExpiryMetricsMaxSeries,
+			ExpiryMetricsTokenFile: o.ExpiryMetricsTokenFile,
+			RegionStaleAfter:       o.RegionStaleAfter, RedisWait: o.RedisWait,
 			Operator: apiserver.OperatorConfig{TokenFile: o.OperatorTokenFile, RateLimit: o.RateLimitOperator,
 				Groups: []string{projector.Group, sink.Group}},
 			Dashboard: dashboard.Config{SessionTTL: o.DashboardSessionTTL, SecureCookies: o.DashboardSecureCookies},
 		}, rdb, logger)
 		if err != nil {
-			return err
-		}
-		if err := api.RegisterMetrics(roleRegisterer); err != nil {
 			return err
 		}
 		gr.add(api.Run)

@@ -44,17 +44,25 @@ const (
 	// revoked nor expired) from the private CA. The CA's keys live in its
 	// own slot, so its script reads the limit from Effective, not LuaLimit.
 	ClientCerts Resource = "client_certificates"
+	// HeldAPIKeys is the claimed keys the account has not approved yet
+	// (apiserver/accounts/held.go): anyone who knows the account's email
+	// can claim one, so they count here and not in APIKeys, and a flood
+	// of claims never takes the account's own keys' room.
+	HeldAPIKeys Resource = "held_api_keys"
+	// HeldDomains is the domains held keys added (all of them together),
+	// which count here and not in Domains until their key is approved.
+	HeldDomains Resource = "held_domains"
 )
 
 // Resources lists every resource in the order the API shows them.
-var Resources = []Resource{Domains, Channels, APIKeys, InFlight, ManagedCerts, CertOrders, ClientCerts}
+var Resources = []Resource{Domains, Channels, APIKeys, InFlight, ManagedCerts, CertOrders, ClientCerts, HeldAPIKeys, HeldDomains}
 
 // Limits maps each resource to its limit; 0 means unlimited.
 type Limits map[Resource]int64
 
 // Defaults are the operator's limits when a tenant has no override.
 var Defaults = Limits{Domains: 10_000, Channels: 50, APIKeys: 100, InFlight: 32, ManagedCerts: 100, CertOrders: 50,
-	ClientCerts: 10_000}
+	ClientCerts: 10_000, HeldAPIKeys: 5, HeldDomains: 100}
 
 // Key is the tenant's override hash.
 func Key(tenant string) string { return "quota:" + events.TenantTag(tenant) + ":" + tenant }
@@ -69,6 +77,14 @@ type Exceeded struct {
 }
 
 func (e *Exceeded) Error() string {
+	switch e.Resource {
+	case HeldAPIKeys:
+		return fmt.Sprintf("quota exceeded: this account already has %d claimed keys waiting for its approval; "+
+			"the account approves or revokes them (GET /api/v1/api-keys) before more can be claimed", e.Limit)
+	case HeldDomains:
+		return fmt.Sprintf("quota exceeded: the keys waiting for this account's approval may add at most %d servers together; "+
+			"ask the account to approve them", e.Limit)
+	}
 	return fmt.Sprintf("quota exceeded: this account may have at most %d %s; remove some or ask the operator to raise the quota",
 		e.Limit, string(e.Resource))
 }

@@ -92,7 +92,8 @@ type Result struct {
 // emission interval later, so waiting callers never poll or race).
 //
 // KEYS: <prefix><key>.
-// ARGV: emission interval µs (Period/Rate), burst, period ms, max wait µs.
+// ARGV: emission interval µs (Period/Rate), burst, period ms, max wait µs,
+// and "1" to decide without recording (Check).
 // Returns {allowed 0|1, remaining, wait µs}: the wait until the turn when
 // allowed, until a request would be allowed when not.
 var gcraScript = redis.NewScript(`
@@ -106,6 +107,10 @@ local new_tat = tat + emission
 local wait = new_tat - emission * burst - now
 if wait > tonumber(ARGV[4]) then
   return {0, 0, wait}
+end
+if ARGV[5] == '1' then
+  if wait > 0 then return {1, 0, wait} end
+  return {1, math.floor(-wait / emission), 0}
 end
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + tonumber(ARGV[3]))
 if wait > 0 then
@@ -152,7 +157,22 @@ func New(rdb redis.UniversalClient, prefix string) (*Limiter, error) {
 // when allowed. Every replica calling Allow with the same key and limit
 // shares one budget.
 func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (Result, error) {
-	allowed, remaining, wait, err := l.decide(ctx, key, limit, 0)
+	allowed, remaining, wait, err := l.decide(ctx, key, limit, 0, false)
+	if err != nil {
+		return Result{}, err
+	}
+	if allowed {
+		return Result{Allowed: true, Remaining: remaining}, nil
+	}
+	return Result{RetryAfter: wait}, nil
+}
+
+// Check tells what Allow would decide for the subject key under limit
+// now, counting nothing: for limits on outcomes known only after the
+// request (failed sign-ins), checked before it and counted with Allow
+// after it when it failed.
+func (l *Limiter) Check(ctx context.Context, key string, limit Limit) (Result, error) {
+	allowed, remaining, wait, err := l.decide(ctx, key, limit, 0, true)
 	if err != nil {
 		return Result{}, err
 	}
@@ -163,12 +183,16 @@ func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (Result, e
 }
 
 // decide runs gcraScript: the request is allowed when its turn comes
-// within maxWait, and wait says when that is.
-func (l *Limiter) decide(ctx context.Context, key string, limit Limit, maxWait time.Duration) (allowed bool, remaining int, wait time.Duration, err error) {
+// within maxWait, and wait says when that is; dry records nothing.
+func (l *Limiter) decide(ctx context.Context, key string, limit Limit, maxWait time.Duration, dry bool) (allowed bool, remaining int, wait time.Duration, err error) {
 	if err := limit.Validate(); err != nil {
 		return false, 0, 0, fmt.Errorf("rate limit %s: %w", key, err)
 	}
-	res, err := gcraScript.Run(ctx, l.rdb, []string{l.prefix + key}, limit.emission(), limit.burst(), limit.Period.Milliseconds(), maxWait.Microseconds()).Int64Slice()
+	dryArg := "0"
+	if dry {
+		dryArg = "1"
+	}
+	res, err := gcraScript.Run(ctx, l.rdb, []string{l.prefix + key}, limit.emission(), limit.burst(), limit.Period.Milliseconds(), maxWait.Microseconds(), dryArg).Int64Slice()
 	if err != nil {
 		return false, 0, 0, fmt.Errorf("rate limit %s: %w", key, err)
 	}
@@ -203,7 +227,7 @@ func (l *Limiter) Wait(ctx context.Context, key string, limit Limit) error {
 	if dl, ok := ctx.Deadline(); ok {
 		maxWait = max(time.Until(dl), 0)
 	}
-	allowed, _, wait, err := l.decide(ctx, key, limit, maxWait)
+	allowed, _, wait, err := l.decide(ctx, key, limit, maxWait, false)
 	if err != nil {
 		return err
 	}

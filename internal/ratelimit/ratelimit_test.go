@@ -255,3 +255,31 @@ func TestWaitReserves(t *testing.T) {
 		t.Errorf("TAT %s after start, want at least 100ms (10 slots of 10ms)", d)
 	}
 }
+
+func TestCheck(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	l, err := New(rdb, KeyPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := PerMinute(2)
+	// Checks count nothing: any number of them leave the whole budget.
+	for range 5 {
+		if res, err := l.Check(ctx, "a", lim); err != nil || !res.Allowed {
+			t.Fatalf("check of a fresh subject: got %+v %v, want allowed", res, err)
+		}
+	}
+	if n, _ := rdb.Exists(ctx, KeyPrefix+"a").Result(); n != 0 {
+		t.Fatalf("check wrote the subject's key")
+	}
+	for range 2 {
+		if res, _ := l.Allow(ctx, "a", lim); !res.Allowed {
+			t.Fatalf("allow within the budget: got %+v", res)
+		}
+	}
+	res, err := l.Check(ctx, "a", lim)
+	if err != nil || res.Allowed || res.RetryAfter < 29*time.Second || res.RetryAfter > 30*time.Second {
+		t.Fatalf("check past the budget: got %+v %v, want refused, retry after about 30s", res, err)
+	}
+}
