@@ -243,7 +243,8 @@ func TestBulkMalformedLines(t *testing.T) {
 	e := newKeyEnv(t, domainsConfig)
 	key := e.bootstrapKey("lines@example.com", "read", "write")
 	body := "{\"hostname\":\"ok1.example.com\"}\n{\"hostname\": \"broken\n\n[1,2]\n{\"hostname\":\"ok2.example.com\",\"colour\":\"red\"}\n" +
-		"{\"hostname\":\"ok3.example.com\",\"port\":\"443\"}\n{\"hostname\":\"ok4.example.com\",\"tags\":[\"\"]}\n{\"hostname\":\"ok5.example.com\"}\n"
+		"{\"hostname\":\"ok3.example.com\",\"port\":\"443\"}\n{\"hostname\":\"ok4.example.com\",\"tags\":[\"\"]}\n{\"hostname\":\"ok5.example.com\"}\n" +
+		"{\"hostname\":\"ok7.example.com\",\"tags\":[\"a\\u0000b\"]}\n{\"hostname\":\"ok8.example.com\",\"notes\":\"\\u001b[2J\"}\n"
 	code, r := e.bulk(0, key, "application/x-ndjson; charset=utf-8", body)
 	if code != http.StatusOK {
 		t.Fatalf("bulk: got %d %+v, want 200", code, r)
@@ -260,6 +261,8 @@ func TestBulkMalformedLines(t *testing.T) {
 		{"error", 6, `field "port" must be`},
 		{"error", 7, "tags [0] must be 1 to 50 characters"},
 		{"created", 8, ""},
+		{"error", 9, "tags [0] must not contain control characters"},
+		{"error", 10, "notes must not contain control characters"},
 	}
 	if len(r.Results) != len(want) {
 		t.Fatalf("got %d results %+v, want %d", len(r.Results), r.Results, len(want))

@@ -621,6 +621,11 @@ func TestDomainRequestErrors(t *testing.T) {
 		{"eleven tags", http.MethodPost, "/domains", key, `{"hostname":"a.example","tags":` + tags(11, 1) + `}`, 400, "tags must be at most 10"},
 		{"tag too long", http.MethodPut, "/domains/" + id, key, `{"tags":` + tags(1, 51) + `}`, 400, "tags"},
 		{"empty tag", http.MethodPost, "/domains", key, `{"hostname":"a.example","tags":[""]}`, 400, "tags"},
+		{"tag with NUL", http.MethodPost, "/domains", key, `{"hostname":"a.example","tags":["ok","a\u0000b"]}`, 400, "tags [1] must not contain control characters"},
+		{"put tag with ESC", http.MethodPut, "/domains/" + id, key, `{"tags":["\u001b[31mred"]}`, 400, "tags [0] must not contain control characters"},
+		{"notes with NUL and ESC", http.MethodPost, "/domains", key, `{"hostname":"a.example","notes":"\u0000\u001b[31mred"}`, 400, "notes must not contain control characters"},
+		{"put notes with NUL and ESC", http.MethodPut, "/domains/" + id, key, `{"tags":["a"],"notes":"\u0000\u001b[31mred"}`, 400, "notes must not contain control characters"},
+		{"put notes with CR", http.MethodPut, "/domains/" + id, key, `{"notes":"line\rover"}`, 400, "notes must not contain control characters"},
 		{"empty body", http.MethodPost, "/domains", key, ``, 400, "empty"},
 		{"not an object", http.MethodPut, "/domains/" + id, key, `["notes"]`, 400, "JSON object"},
 		{"broken json", http.MethodPost, "/domains", key, `{"hostname":`, 400, "not valid JSON"},
@@ -650,6 +655,11 @@ func TestDomainRequestErrors(t *testing.T) {
 		jsonBody(t, map[string]any{"notes": strings.Repeat("é", 500), "tags": json.RawMessage(tags(10, 50))}))
 	if r.code != http.StatusOK {
 		t.Errorf("notes and tags at the limits: got %d %v, want 200", r.code, r.body)
+	}
+	// Notes are free text: several lines and tabs are kept as sent.
+	r = e.call(0, http.MethodPut, "/api/v1/domains/"+id, key, `{"notes":"first line\n\tsecond"}`)
+	if r.code != http.StatusOK || r.body["notes"] != "first line\n\tsecond" {
+		t.Errorf("notes of two lines: got %d %v, want 200 with the notes as sent", r.code, r.body)
 	}
 
 	// A record the server cannot read is a 500 that tells nothing.

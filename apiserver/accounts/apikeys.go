@@ -32,6 +32,7 @@ import (
 
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/idempotency"
+	"github.com/certfleet/certfleet/internal/printable"
 	"github.com/certfleet/certfleet/internal/quota"
 )
 
@@ -61,6 +62,9 @@ const SourceCLI = "cli"
 var (
 	ErrUnknownKeyID = errors.New("API key not found")
 	ErrBadLabel     = fmt.Errorf("label must be 1 to %d characters", MaxLabelLen)
+	// ErrLabelControl is a label holding a control character
+	// (printable.HasControl), which a terminal listing the keys would run.
+	ErrLabelControl = errors.New("label must not contain control characters")
 	ErrBadScopes    = errors.New(`permissions must be a non-empty subset of ["read","write"]`)
 	ErrBadExpiry    = errors.New("expires_at must be in the future")
 )
@@ -298,6 +302,9 @@ func (s *Store) CreateKey(ctx context.Context, tenantID, label string, scopes []
 func (s *Store) CreateKeyOnce(ctx context.Context, idem idempotency.Request, tenantID, label string, scopes []string, expiresAt *time.Time, source string) (NewKey, error) {
 	if n := len([]rune(label)); n < 1 || n > MaxLabelLen || strings.TrimSpace(label) == "" {
 		return NewKey{}, ErrBadLabel
+	}
+	if printable.HasControl(label) {
+		return NewKey{}, ErrLabelControl
 	}
 	scopes, err := ParseScopes(scopes)
 	if err != nil {

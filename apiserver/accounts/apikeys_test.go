@@ -58,6 +58,9 @@ func TestCreateKey(t *testing.T) {
 	}{
 		{"empty label", "", []string{"read"}, nil, ErrBadLabel},
 		{"long label", strings.Repeat("a", 101), []string{"read"}, nil, ErrBadLabel},
+		{"label with escape sequences", "x\x1b]0;pwned\a\x1b[2J\nfake: row", []string{"read"}, nil, ErrLabelControl},
+		{"label with NUL", "a\x00", []string{"read"}, nil, ErrLabelControl},
+		{"label with tab", "a\tb", []string{"read"}, nil, ErrLabelControl},
 		{"no scopes", "x", nil, nil, ErrBadScopes},
 		{"unknown scope", "x", []string{"read", "admin"}, nil, ErrBadScopes},
 		{"expired already", "x", []string{"read"}, &past, ErrBadExpiry},

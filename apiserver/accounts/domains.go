@@ -62,6 +62,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/domainindex"
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/printable"
 	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/shortid"
 )
@@ -138,16 +139,24 @@ type DomainPatch struct {
 	Tags   *[]string
 }
 
-// CheckNotes reports notes longer than MaxNotesLen characters.
+// CheckNotes reports notes longer than MaxNotesLen characters, or holding
+// a control character other than line feed and tab
+// (printable.HasControlInText). Notes are free text, and clients send (and
+// have stored) several lines in them: refusing a line feed would refuse a
+// PUT that sends back the notes a GET answered.
 func CheckNotes(notes string) error {
 	if n := utf8.RuneCountInString(notes); n > MaxNotesLen {
 		return &FieldError{"notes", fmt.Sprintf("must be at most %d characters, got %d", MaxNotesLen, n)}
 	}
+	if printable.HasControlInText(notes) {
+		return &FieldError{"notes", "must not contain control characters other than line feed and tab"}
+	}
 	return nil
 }
 
-// CheckTags reports more than MaxTags tags, or a tag that is empty or
-// longer than MaxTagLen characters.
+// CheckTags reports more than MaxTags tags, or a tag that is empty,
+// longer than MaxTagLen characters or holds a control character
+// (printable.HasControl).
 func CheckTags(tags []string) error {
 	if len(tags) > MaxTags {
 		return &FieldError{"tags", fmt.Sprintf("must be at most %d tags, got %d", MaxTags, len(tags))}
@@ -155,6 +164,9 @@ func CheckTags(tags []string) error {
 	for i, t := range tags {
 		if n := utf8.RuneCountInString(t); n == 0 || n > MaxTagLen {
 			return &FieldError{"tags", fmt.Sprintf("[%d] must be 1 to %d characters, got %d", i, MaxTagLen, n)}
+		}
+		if printable.HasControl(t) {
+			return &FieldError{"tags", fmt.Sprintf("[%d] must not contain control characters", i)}
 		}
 	}
 	return nil

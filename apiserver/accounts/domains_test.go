@@ -137,6 +137,14 @@ func TestDomainLimits(t *testing.T) {
 		{"eleven tags", "", strings.Split("a,b,c,d,e,f,g,h,i,j,k", ","), "tags"},
 		{"tag too long", "", []string{strings.Repeat("t", MaxTagLen+1)}, "tags"},
 		{"empty tag", "", []string{"ok", ""}, "tags"},
+		{"notes of several lines and tabs", "first\n\tsecond\n", nil, ""},
+		{"notes with NUL", "a\x00b", nil, "notes"},
+		{"notes with escape sequences", "\x1b[31mred\a", nil, "notes"},
+		{"notes with CR", "line\rover", nil, "notes"},
+		{"notes with C1 CSI", "\u009b2J", nil, "notes"},
+		{"tag with NUL", "", []string{"a\x00b"}, "tags"},
+		{"tag with line feed", "", []string{"ok", "a\nb"}, "tags"},
+		{"tag with DEL", "", []string{"a\x7f"}, "tags"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -31,6 +31,7 @@ import (
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/idempotency"
+	"github.com/certfleet/certfleet/internal/printable"
 	"github.com/certfleet/certfleet/internal/quota"
 )
 
@@ -168,7 +169,7 @@ func (req *CreateRequest) normalize() error {
 		if utf8.RuneCountInString(v) > max {
 			errs = append(errs, invalid("%s must be at most %d characters", name, max))
 		}
-		if strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		if printable.HasControl(v) {
 			errs = append(errs, invalid("%s must not contain control characters", name))
 		}
 	}

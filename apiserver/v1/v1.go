@@ -194,7 +194,7 @@ func answer(err error) *httpapi.Error {
 	case errors.As(err, &ie):
 		status, msg = http.StatusBadRequest, ie.Error()
 	case domainname.IsInvalid(err),
-		errors.Is(err, accounts.ErrBadLabel), errors.Is(err, accounts.ErrBadScopes),
+		errors.Is(err, accounts.ErrBadLabel), errors.Is(err, accounts.ErrLabelControl), errors.Is(err, accounts.ErrBadScopes),
 		errors.Is(err, accounts.ErrBadExpiry), errors.Is(err, accounts.ErrBadEmail):
 		status = http.StatusBadRequest
 	case errors.Is(err, accounts.ErrUnknownKey):

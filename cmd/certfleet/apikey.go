@@ -10,6 +10,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/printable"
 )
 
 const apikeyUsage = "usage: certfleet apikey create --email E --label L [--scopes read,write] [--expires-at T]\n" +
@@ -106,6 +107,9 @@ func runAPIKey(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 // printKeys writes keys as a table, times in RFC 3339 UTC, "-" for none.
+// A label is escaped (printable.Escape): one stored before labels were
+// checked may hold control characters, which would drive the terminal or
+// forge a row.
 func printKeys(w io.Writer, keys []accounts.APIKey) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tKIND\tPREFIX\tLABEL\tPERMISSIONS\tCREATED\tEXPIRES\tLAST USED")
@@ -120,7 +124,7 @@ func printKeys(w io.Writer, keys []accounts.APIKey) error {
 		if k.Held {
 			kind += " (not approved)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, kind, k.Prefix, k.Label, strings.Join(k.Scopes, ","),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, kind, k.Prefix, printable.Escape(k.Label), strings.Join(k.Scopes, ","),
 			at(&k.CreatedAt), at(k.ExpiresAt), at(k.LastUsedAt))
 	}
 	return tw.Flush()

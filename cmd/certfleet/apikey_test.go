@@ -8,8 +8,12 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/certfleet/certfleet/apiserver"
+	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/printable"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -97,5 +101,33 @@ func TestAPIKeyCommand(t *testing.T) {
 				t.Errorf("got exit %d stderr %q, want %d mentioning %q", code, stderr, tc.wantCode, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestTablesEscapeControlCharacters: text stored before the checks existed
+// (a key's label) or taken from a scanned certificate (its issuer) is
+// shown escaped: one line of the table, no escape sequence reaching the
+// terminal, no forged row.
+func TestTablesEscapeControlCharacters(t *testing.T) {
+	const hostile = "x\x1b]0;pwned\a\x1b[2J\nfake: row\u009b31m"
+	const shown = `x\x1b]0;pwned\x07\x1b[2J\nfake: row\u009b31m`
+	var keys bytes.Buffer
+	if err := printKeys(&keys, []accounts.APIKey{{ID: "k1", Kind: accounts.KindAPI, Prefix: "ssa_abcd", Label: hostile,
+		Scopes: []string{"read"}, CreatedAt: time.Unix(0, 0)}}); err != nil {
+		t.Fatal(err)
+	}
+	var scan bytes.Buffer
+	printScan(&scan, []scanResult{{Host: "example.com", Port: 443, Problems: []string{"issuer " + hostile},
+		IPResult: events.IPResult{IP: "192.0.2.1", Issuer: hostile}}})
+	for name, out := range map[string]string{"apikey list": keys.String(), "scan": scan.String()} {
+		if strings.ContainsFunc(out, func(r rune) bool { return r != '\n' && printable.IsControl(r) }) {
+			t.Errorf("%s: got %q, want no control character but line ends", name, out)
+		}
+		if lines := strings.Count(out, "\n"); lines != 2 {
+			t.Errorf("%s: got %d lines in %q, want 2 (header and one row)", name, lines, out)
+		}
+		if !strings.Contains(out, shown) {
+			t.Errorf("%s: got %q, want the text escaped as %q", name, out, shown)
+		}
 	}
 }

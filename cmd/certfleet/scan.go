@@ -14,6 +14,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/apiserver/grade"
 	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/printable"
 )
 
 // scanOptions are the flags of certfleet scan besides the agent's.
@@ -132,7 +133,10 @@ func judge(host string, port int, r events.IPResult, now time.Time, th grade.Thr
 	return s
 }
 
-// printScan writes the results as a table.
+// printScan writes the results as a table. The issuer comes from the
+// scanned server's certificate and the problems may quote it: both are
+// escaped (printable.Escape) so that a certificate cannot drive the
+// terminal or forge a row.
 func printScan(w io.Writer, rs []scanResult) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tIP\tOUTCOME\tEXPIRES\tDAYS\tGRADE\tISSUER\tPROBLEMS")
@@ -152,7 +156,7 @@ func printScan(w io.Writer, rs []scanResult) {
 			ip = "-"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", domainname.Format(r.Host, r.Port), ip, r.Outcome, expires, days,
-			dash(r.Grade), dash(r.Issuer), dash(strings.Join(r.Problems, "; ")))
+			dash(r.Grade), dash(printable.Escape(r.Issuer)), dash(printable.Escape(strings.Join(r.Problems, "; "))))
 	}
 	_ = tw.Flush()
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/idempotency"
+	"github.com/certfleet/certfleet/internal/printable"
 )
 
 // Channel types.
@@ -197,7 +198,7 @@ func normalize(in ChannelInput) (Channel, error) {
 	if ch.Name == "" {
 		ch.Name = in.Type
 	}
-	if utf8.RuneCountInString(ch.Name) > MaxNameLen || strings.ContainsFunc(ch.Name, isControl) {
+	if utf8.RuneCountInString(ch.Name) > MaxNameLen || printable.HasControl(ch.Name) {
 		return ch, invalid(`field "name" must be at most %d printable characters`, MaxNameLen)
 	}
 	if ch.MinSeverity == "" {
@@ -244,14 +245,12 @@ func normalize(in ChannelInput) (Channel, error) {
 	}
 	if in.Secret != nil && *in.Secret != "" {
 		n := len(*in.Secret)
-		if n < MinSecretLen || n > MaxSecretLen || strings.ContainsFunc(*in.Secret, isControl) {
+		if n < MinSecretLen || n > MaxSecretLen || printable.HasControl(*in.Secret) {
 			return ch, invalid(`field "secret" must be %d to %d printable characters`, MinSecretLen, MaxSecretLen)
 		}
 	}
 	return ch, nil
 }
-
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 // checkURL accepts absolute http and https URLs with a host. Which
 // addresses the host may resolve to is the guard's business at send time:
@@ -270,7 +269,7 @@ func checkURL(raw string) error {
 	if u.User != nil {
 		return invalid(`field "url" must not carry credentials (user:password@)`)
 	}
-	if u.Fragment != "" || strings.ContainsFunc(raw, isControl) {
+	if u.Fragment != "" || printable.HasControl(raw) {
 		return invalid(`field "url" must not have a fragment or control characters`)
 	}
 	return nil
