@@ -503,6 +503,7 @@ func TestClientCertCreateValidation(t *testing.T) {
 		{"long notes", `{"common_name":"a","notes":"` + strings.Repeat("n", 1001) + `"}`, "notes must be at most 1000 characters"},
 		{"two problems", `{"common_name":"","days_valid":4000}`, "common_name is required; days_valid must be 1 to 3650"},
 		{"unknown field", `{"common_name":"a","usage":"vpn"}`, `unknown field "usage"`},
+		{"repeated field", `{"common_name":"a","days_valid":30,"common_name":"b"}`, `duplicate field "common_name"`},
 		{"empty body", ``, "request body is empty"},
 		{"not JSON", `common_name=a`, "not valid JSON"},
 		{"too large", `{"common_name":"` + strings.Repeat("x", 5000) + `"}`, "request body too large"},

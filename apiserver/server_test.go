@@ -282,6 +282,14 @@ func TestAddServer(t *testing.T) {
 		{"unknown key", "unknown-key-0123456789", "example.org", 401, "unknown api_key"},
 		{"malformed key", "x", "example.org", 401, "unknown api_key"},
 	}
+	// A name given twice is refused, not read as its last value.
+	before = e.state()
+	code, body = e.do(http.MethodPost, "/api/v1.0/servers/add", "application/json",
+		`{"api_key":"`+key+`","domain":"first.example","domain":"second.example"}`)
+	checkError(t, code, body, http.StatusBadRequest, `duplicate field "domain"`)
+	if after := e.state(); after != before {
+		t.Errorf("state after a repeated field: got %s, want %s", after, before)
+	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
 			before := e.state()

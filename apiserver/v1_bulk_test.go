@@ -244,7 +244,8 @@ func TestBulkMalformedLines(t *testing.T) {
 	key := e.bootstrapKey("lines@example.com", "read", "write")
 	body := "{\"hostname\":\"ok1.example.com\"}\n{\"hostname\": \"broken\n\n[1,2]\n{\"hostname\":\"ok2.example.com\",\"colour\":\"red\"}\n" +
 		"{\"hostname\":\"ok3.example.com\",\"port\":\"443\"}\n{\"hostname\":\"ok4.example.com\",\"tags\":[\"\"]}\n{\"hostname\":\"ok5.example.com\"}\n" +
-		"{\"hostname\":\"ok7.example.com\",\"tags\":[\"a\\u0000b\"]}\n{\"hostname\":\"ok8.example.com\",\"notes\":\"\\u001b[2J\"}\n"
+		"{\"hostname\":\"ok7.example.com\",\"tags\":[\"a\\u0000b\"]}\n{\"hostname\":\"ok8.example.com\",\"notes\":\"\\u001b[2J\"}\n" +
+		"{\"hostname\":\"ok9.example.com\",\"hostname\":\"other.example.com\"}\n"
 	code, r := e.bulk(0, key, "application/x-ndjson; charset=utf-8", body)
 	if code != http.StatusOK {
 		t.Fatalf("bulk: got %d %+v, want 200", code, r)
@@ -263,6 +264,7 @@ func TestBulkMalformedLines(t *testing.T) {
 		{"created", 8, ""},
 		{"error", 9, "tags [0] must not contain control characters"},
 		{"error", 10, "notes must not contain control characters"},
+		{"error", 11, `duplicate field "hostname"`},
 	}
 	if len(r.Results) != len(want) {
 		t.Fatalf("got %d results %+v, want %d", len(r.Results), r.Results, len(want))
@@ -274,10 +276,10 @@ func TestBulkMalformedLines(t *testing.T) {
 		}
 	}
 	// The same in a JSON array: elements of the wrong shape are items.
-	code, r = e.bulk(0, key, "application/json", `[{"hostname":"ok6.example.com"}, 7, {"hostname":""}]`)
+	code, r = e.bulk(0, key, "application/json", `[{"hostname":"ok6.example.com"}, 7, {"hostname":""}, {"hostname":"x.example.com","tags":["a"],"tags":["b"]}]`)
 	if code != http.StatusOK || r.Results[0].Status != "created" || !strings.Contains(r.Results[1].Error, "JSON object") ||
-		!strings.Contains(r.Results[2].Error, "hostname is required") {
-		t.Errorf("array: got %d %+v, want created, not an object, hostname required", code, r)
+		!strings.Contains(r.Results[2].Error, "hostname is required") || !strings.Contains(r.Results[3].Error, `duplicate field "tags"`) {
+		t.Errorf("array: got %d %+v, want created, not an object, hostname required, duplicate tags", code, r)
 	}
 }
 

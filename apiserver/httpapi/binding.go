@@ -14,8 +14,9 @@ import (
 )
 
 // BindJSON decodes the request body, a JSON object, into dst (a pointer to
-// a struct) strictly: an unknown field, a field of the wrong type, a body
-// that is empty, not JSON, not an object or over the size limit is a
+// a struct) strictly: an unknown field, a field of the wrong type, a name
+// given twice in an object at any depth (CheckDuplicateKeys), a body that
+// is empty, not JSON, not an object or over the size limit is a
 // BadRequest naming the problem (and the field). Field names match
 // exactly, not ignoring case as encoding/json would. A null leaves the
 // field as it is.
@@ -49,6 +50,9 @@ func DecodeObject(what string, raw []byte, dst any) error {
 			return BadRequest(what + " is not valid JSON")
 		}
 		return BadRequest(what + " must be a JSON object")
+	}
+	if err := CheckDuplicateKeys(body); err != nil {
+		return err
 	}
 	known := jsonFields(reflect.TypeOf(dst).Elem())
 	for name := range obj {

@@ -50,6 +50,14 @@ func TestBindJSON(t *testing.T) {
 		{"broken", `{"name":"n"`, "not valid JSON"},
 		{"two objects", `{}{}`, "not valid JSON"},
 		{"form", `name=n`, "not valid JSON"},
+		{"repeated field", `{"name":"a","name":"b"}`, `duplicate field "name"`},
+		{"repeated field, escaped", `{"name":"a","n\u0061me":"b"}`, `duplicate field "name"`},
+		{"repeated field, same value", `{"port":1,"id":"x","port":1}`, `duplicate field "port"`},
+		{"repeated inside an object", `{"extra":{"a":1,"b":2,"a":3}}`, `duplicate field "extra.a"`},
+		{"repeated inside a nested object", `{"nested":{"A":1,"A":2}}`, `duplicate field "nested.A"`},
+		{"repeated unknown field", `{"nmae":"a","nmae":"b"}`, `duplicate field "nmae"`},
+		{"names differing in case", `{"extra":{"a":1,"A":2}}`, ""},
+		{"same name in two objects", `{"extra":{"a":1},"nested":{"A":1},"name":"a"}`, ""},
 	}
 	gin.SetMode(gin.ReleaseMode)
 	for _, tc := range tests {

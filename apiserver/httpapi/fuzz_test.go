@@ -12,9 +12,9 @@ import (
 )
 
 // FuzzBindJSON: every body either binds, and then is a JSON object whose
-// names are all fields of the struct and re-encodes to something that
-// binds again, or is refused with a 400 BadRequest; never a panic nor
-// another kind of error.
+// names are all fields of the struct, none given twice in an object, and
+// re-encodes to something that binds again, or is refused with a 400
+// BadRequest; never a panic nor another kind of error.
 func FuzzBindJSON(f *testing.F) {
 	type request struct {
 		Hostname string   `json:"hostname"`
@@ -24,7 +24,8 @@ func FuzzBindJSON(f *testing.F) {
 		Notes    *string  `json:"notes"`
 	}
 	for _, s := range []string{`{"hostname":"example.com","port":443}`, `{}`, `[]`, `{"port":"x"}`, `{"Hostname":"x"}`,
-		`{"tags":[1]}`, "{\"notes\":\"\\u0000\"}", `{"port":1e400}`, `nul`, ``} {
+		`{"tags":[1]}`, "{\"notes\":\"\\u0000\"}", `{"port":1e400}`, `nul`, ``,
+		`{"hostname":"a.example.com","hostname":"b.example.com"}`, `{"tags":["a"],"t\u0061gs":["b"]}`} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
@@ -45,6 +46,9 @@ func FuzzBindJSON(f *testing.F) {
 		var obj map[string]json.RawMessage
 		if json.Unmarshal([]byte(body), &obj) != nil || obj == nil {
 			t.Fatalf("bound %q, which is not a JSON object", body)
+		}
+		if hasDuplicate([]byte(body)) {
+			t.Fatalf("bound %q, which gives a name twice", body)
 		}
 		again, err := json.Marshal(r)
 		if err != nil {

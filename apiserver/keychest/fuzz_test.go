@@ -10,7 +10,8 @@ import (
 
 // FuzzParseFields: a KeyChest body (JSON or a form, whatever its
 // Content-Type says) either yields every named field, non-empty, or is
-// refused with a 400 naming the problem.
+// refused with a 400 naming the problem; a JSON body that gives a name
+// twice is refused.
 func FuzzParseFields(f *testing.F) {
 	f.Add(`{"api_key":"0123456789abcdef","domain":"example.com"}`, "application/json")
 	f.Add(`api_key=0123456789abcdef&domain=example.com`, "application/x-www-form-urlencoded")
@@ -26,6 +27,9 @@ func FuzzParseFields(f *testing.F) {
 				t.Fatalf("refusal of %q (%q): got %v, want a 400 with a message", body, contentType, err)
 			}
 			return
+		}
+		if body != "" && body[0] == '{' && httpapi.CheckDuplicateKeys([]byte(body)) != nil {
+			t.Fatalf("accepted %q, which gives a name twice", body)
 		}
 		if out["api_key"] == "" || out["domain"] == "" {
 			t.Fatalf("accepted %q (%q) without both fields: %v", body, contentType, out)

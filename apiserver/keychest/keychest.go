@@ -143,6 +143,9 @@ func parseFields(body []byte, contentType string, names ...string) (map[string]s
 		if err := json.Unmarshal(trimmed, &obj); err != nil {
 			return nil, httpapi.BadRequest("request body is not valid JSON")
 		}
+		if err := httpapi.CheckDuplicateKeys(trimmed); err != nil {
+			return nil, err
+		}
 		for _, n := range names {
 			raw, ok := obj[n]
 			if !ok || string(raw) == "null" {
