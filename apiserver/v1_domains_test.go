@@ -632,7 +632,7 @@ func TestDomainRequestErrors(t *testing.T) {
 		{"empty body", http.MethodPost, "/domains", key, ``, 400, "empty"},
 		{"not an object", http.MethodPut, "/domains/" + id, key, `["notes"]`, 400, "JSON object"},
 		{"broken json", http.MethodPost, "/domains", key, `{"hostname":`, 400, "not valid JSON"},
-		{"body too large", http.MethodPost, "/domains", key, jsonBody(t, map[string]any{"hostname": "a.example", "notes": strings.Repeat("n", 70<<10)}), 400, "too large"},
+		{"body too large", http.MethodPost, "/domains", key, jsonBody(t, map[string]any{"hostname": "a.example", "notes": strings.Repeat("n", 70<<10)}), 413, "request body too large: at most 65536 bytes"},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -16,20 +16,29 @@ import (
 // BindJSON decodes the request body, a JSON object, into dst (a pointer to
 // a struct) strictly: an unknown field, a field of the wrong type, a name
 // given twice in an object at any depth (CheckDuplicateKeys), a body that
-// is empty, not JSON, not an object or over the size limit is a
-// BadRequest naming the problem (and the field). Field names match
+// is empty, not JSON or not an object is a BadRequest naming the problem
+// (and the field); a body over the size limit is a 413 (ReadError). Field names match
 // exactly, not ignoring case as encoding/json would. A null leaves the
 // field as it is.
 func BindJSON(c *gin.Context, dst any) error {
 	body, err := io.ReadAll(c.Request.Body)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return BadRequest(fmt.Sprintf("request body too large: at most %d bytes", mbe.Limit))
-		}
-		return BadRequest("cannot read request body")
+		return ReadError(err)
 	}
 	return DecodeObject("request body", body, dst)
+}
+
+// ReadError is the answer to err, an error reading a request body: a body
+// over the server's limit (the route's http.MaxBytesReader) is a 413
+// "request body too large: at most N bytes", whatever the route or API
+// style; any other error a 400. Every handler that reads a body answers
+// its read error with it.
+func ReadError(err error) *Error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return &Error{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("request body too large: at most %d bytes", mbe.Limit)}
+	}
+	return &Error{Status: http.StatusBadRequest, Msg: "cannot read request body"}
 }
 
 // DecodeObject decodes raw, one JSON object, into dst (a pointer to a

@@ -123,11 +123,7 @@ func answer(err error) *httpapi.Error {
 func readFields(c *gin.Context, names ...string) (map[string]string, error) {
 	body, err := io.ReadAll(c.Request.Body)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, httpapi.Errorf(http.StatusRequestEntityTooLarge, "request body too large")
-		}
-		return nil, httpapi.BadRequest("cannot read request body")
+		return nil, httpapi.ReadError(err)
 	}
 	return parseFields(body, c.GetHeader("Content-Type"), names...)
 }

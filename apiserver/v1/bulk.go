@@ -145,13 +145,11 @@ func (h *Handler) bulkCreateDomains(c *gin.Context) {
 	_, err := buf.ReadFrom(c.Request.Body)
 	body := buf.Bytes()
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			httpapi.Fail(c, &httpapi.Error{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf(
-				"request body too large: at most %d bytes; split the import into several requests (certfleet import does)", mbe.Limit)})
-			return
+		e := httpapi.ReadError(err)
+		if e.Status == http.StatusRequestEntityTooLarge {
+			e.Msg += "; split the import into several requests (certfleet import does)"
 		}
-		httpapi.Fail(c, httpapi.BadRequest("cannot read request body"))
+		httpapi.Fail(c, e)
 		return
 	}
 	mt, _, _ := mime.ParseMediaType(c.ContentType())
