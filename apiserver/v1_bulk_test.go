@@ -301,3 +301,25 @@ func TestBulkTenantIsolation(t *testing.T) {
 		t.Errorf("tenant b's list: got %v, want only its own %s", ids(t, r), b.Results[0].ID)
 	}
 }
+
+// TestBulkSkipsBOM: a body that starts with a UTF-8 byte order mark, as
+// a file saved by a Windows editor or a spreadsheet does, imports like the
+// same body without it, JSON array and NDJSON alike; only one leading
+// mark is skipped.
+func TestBulkSkipsBOM(t *testing.T) {
+	e := newKeyEnv(t, domainsConfig)
+	key := e.bootstrapKey("bom@example.com", "read", "write")
+	const bom = "\ufeff"
+	code, r := e.bulk(0, key, "application/json", bom+`[{"hostname":"x.example.com"}]`)
+	if code != http.StatusOK || r.Created != 1 || r.Errors != 0 {
+		t.Errorf("array: got %d %+v, want 200 with 1 created", code, r)
+	}
+	code, r = e.bulk(0, key, "application/x-ndjson", bom+ndjsonOf("y.example.com", "z.example.com"))
+	if code != http.StatusOK || r.Created != 2 || r.Errors != 0 || r.Results[0].Line != 1 {
+		t.Errorf("ndjson: got %d %+v, want 200 with 2 created, the first on line 1", code, r)
+	}
+	code, r = e.bulk(0, key, "application/json", bom+bom+`[{"hostname":"w.example.com"}]`)
+	if code != http.StatusBadRequest || !strings.Contains(r.Error, "JSON array") {
+		t.Errorf("two marks: got %d %+v, want 400 must be a JSON array", code, r)
+	}
+}

@@ -58,14 +58,24 @@ const bulkSegment = 2500
 var errTooManyItems = &httpapi.Error{Status: http.StatusRequestEntityTooLarge,
 	Msg: fmt.Sprintf("too many items: a bulk request carries at most %d domains; split the import into several requests (certfleet import does)", MaxBulkItems)}
 
+// bom is the UTF-8 byte order mark, which Windows editors and spreadsheet
+// exports ("CSV UTF-8", "Unicode text") put at the start of a file.
+var bom = []byte("\ufeff")
+
+// TrimBOM returns b without one leading UTF-8 byte order mark: the one
+// way a bulk body and the files of `certfleet import` (CSV, NDJSON) skip
+// it. A mark anywhere else is data, left for the parser to refuse.
+func TrimBOM(b []byte) []byte { return bytes.TrimPrefix(b, bom) }
+
 // parseBulk splits a bulk body into its items: a JSON array of the
 // objects POST /domains takes, or with ndjson one such object a line
-// (blank lines are skipped). Each item is read later (bulkItem.check), so
+// (blank lines are skipped), after one leading byte order mark (TrimBOM). Each item is read later (bulkItem.check), so
 // an item that is not such an object (a bad NDJSON line, an array element
 // of the wrong shape) fails alone and the others still land. A body that
 // is not an array at all, or is broken JSON past recovery, is one
 // BadRequest; more than max items is errTooManyItems.
 func parseBulk(body []byte, ndjson bool, max int) ([]bulkItem, error) {
+	body = TrimBOM(body)
 	var items []bulkItem
 	add := func(raw []byte, line int) error {
 		if len(items) == max {

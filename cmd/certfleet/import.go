@@ -120,7 +120,7 @@ func runImport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	imp := &importer{opts: *o, stderr: stderr, state: state, total: total, start: time.Now(),
 		client: &http.Client{Timeout: 5 * time.Minute}}
 	var chunk []importRecord
-	err = read(f, func(r importRecord) error {
+	err = read(skipBOM(f), func(r importRecord) error {
 		if r.line <= state.Line {
 			return nil
 		}
@@ -266,6 +266,16 @@ func (imp *importer) post(ctx context.Context, body []byte, ans *bulkAnswer) (re
 	return -1, err
 }
 
+// skipBOM returns r past one leading UTF-8 byte order mark, which
+// spreadsheet exports ("CSV UTF-8") and Windows editors write: the same
+// skip as a bulk body's (v1.TrimBOM).
+func skipBOM(r io.Reader) io.Reader {
+	br := bufio.NewReader(r)
+	head, _ := br.Peek(3)
+	_, _ = br.Discard(len(head) - len(v1.TrimBOM(head)))
+	return br
+}
+
 // readNDJSON calls fn with each non-blank line; the server reads each.
 func readNDJSON(r io.Reader, fn func(importRecord) error) error {
 	sc := bufio.NewScanner(r)
@@ -301,7 +311,7 @@ func readCSV(r io.Reader, fn func(importRecord) error) error {
 	}
 	cols := map[string]int{}
 	for i, h := range header {
-		name := strings.ToLower(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")))
+		name := strings.ToLower(strings.TrimSpace(h))
 		if name == "host" {
 			name = "hostname"
 		}

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -145,5 +147,40 @@ func TestImportNDJSONErrors(t *testing.T) {
 		if !strings.Contains(errOut.String(), want) {
 			t.Errorf("stderr: got %s, want %q", errOut.String(), want)
 		}
+	}
+}
+
+// TestImportSkipsBOM: a file that starts with a UTF-8 byte order mark, as
+// spreadsheet exports write it, reads as the same file without it, quoted
+// CSV header included; only the one leading mark is skipped.
+func TestImportSkipsBOM(t *testing.T) {
+	read := func(readFn func(io.Reader, func(importRecord) error) error, text string) ([]string, error) {
+		var got []string
+		err := readFn(skipBOM(strings.NewReader(text)), func(r importRecord) error {
+			got = append(got, fmt.Sprintf("%d %s", r.line, r.obj))
+			return nil
+		})
+		return got, err
+	}
+	for _, tc := range []struct {
+		name   string
+		readFn func(io.Reader, func(importRecord) error) error
+		text   string
+		want   []string
+	}{
+		{"csv", readCSV, "\ufeffhostname,port\na.example,8443\n", []string{`2 {"hostname":"a.example","port":8443}`}},
+		{"quoted csv", readCSV, "\ufeff\"hostname\",\"port\"\r\n\"a.example\",\"8443\"\r\n", []string{`2 {"hostname":"a.example","port":8443}`}},
+		{"ndjson", readNDJSON, "\ufeff{\"hostname\":\"a.example\"}\n{\"hostname\":\"b.example\"}\n",
+			[]string{`1 {"hostname":"a.example"}`, `2 {"hostname":"b.example"}`}},
+		{"no mark", readNDJSON, "{\"hostname\":\"a.example\"}", []string{`1 {"hostname":"a.example"}`}},
+		{"two marks", readNDJSON, "\ufeff\ufeff{}", []string{"1 \ufeff{}"}},
+		{"only a mark", readNDJSON, "\ufeff", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := read(tc.readFn, tc.text)
+			if err != nil || !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("got %q, %v, want %q", got, err, tc.want)
+			}
+		})
 	}
 }
