@@ -332,6 +332,7 @@ func TestAuditAPI(t *testing.T) {
 		{"since and until", reader, "resource_type=certificate&since=" + marks[0].Format(time.RFC3339Nano) + "&until=" + marks[3].Format(time.RFC3339Nano), []string{"failed_auth:", "revoke:c7"}},
 		{"other tenant sees only its own", other, "resource_type=certificate", []string{"create:cert-1"}},
 		{"no match", reader, "resource_id=c99", []string{}},
+		{"an operation known but not recorded yet", reader, "operation=auto_renew", []string{}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -357,6 +358,9 @@ func TestAuditAPI(t *testing.T) {
 			{"bad time", reader, "since=yesterday", 400, "since must be an RFC 3339 time"},
 			{"since after until", reader, "since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", 400, "since must be before until"},
 			{"unknown parameter", reader, "tenant_id=x", 400, `unknown parameter "tenant_id"`},
+			{"unknown operation", reader, "operation=drop", 400, `operation must be one of auto_renew, batch, create, delete, download, failed_auth, get, list, renew, revoke, stats; got "drop"`},
+			{"operation in another case", reader, "operation=Create", 400, `; got "Create"`},
+			{"long operation", reader, "operation=" + strings.Repeat("x", 201), 400, "longer than 200"},
 			{"repeated parameter", reader, "status=success&status=failure", 400, `"status" given more than once`},
 			{"long filter", reader, "resource_id=" + strings.Repeat("x", 201), 400, "longer than 200"},
 		} {

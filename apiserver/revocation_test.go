@@ -477,6 +477,11 @@ func TestOCSPStatusRoute(t *testing.T) {
 			t.Errorf("serial %q: got HTTP %d %+v, want CertMate's 400", bad, code, a)
 		}
 	}
+	for _, long := range []string{"0x" + strings.Repeat("ab", 100), strings.Repeat("9", 65)} {
+		if code, a := status(long, tenant.read); code != http.StatusBadRequest || !strings.HasPrefix(a.cmError.Error, "serial number too long: at most 64 digits") {
+			t.Errorf("serial of %d characters: got HTTP %d %+v, want 400 serial number too long: at most 64 digits", len(long), code, a)
+		}
+	}
 	if code, a := status(dec, ""); code != http.StatusUnauthorized || a.Code != "UNAUTHORIZED" {
 		t.Errorf("no key: got HTTP %d %+v, want CertMate's 401", code, a)
 	}

@@ -116,7 +116,20 @@ type Log struct {
 	// emails caches tenant id -> account email: a tenant id is derived
 	// from its email (events.TenantID), so the pair never changes.
 	emails sync.Map
+	// operations are the operations records are made of: those of the
+	// routes (Audited, Refusals, registered as the server builds its
+	// routes), failed_auth, and SystemOperations; GET /api/audit refuses
+	// a filter on another (CheckOperation).
+	operations sync.Map
 }
+
+// OperationAutoRenew is the operation of an automatic renewal of a client
+// certificate (System).
+const OperationAutoRenew = "auto_renew"
+
+// SystemOperations are the operations certfleet records by itself
+// (System): known before the first such record is made.
+var SystemOperations = []string{OperationAutoRenew}
 
 // New returns the audit log of cfg (defaults filled in), appending records
 // through rdb and naming their users from store.
@@ -125,7 +138,45 @@ func New(cfg Config, rdb redis.UniversalClient, store *accounts.Store, logger *z
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Log{cfg: cfg, rdb: rdb, accounts: store, logger: logger.Named("audit")}, nil
+	l := &Log{cfg: cfg, rdb: rdb, accounts: store, logger: logger.Named("audit")}
+	l.known(events.AuditOperationFailedAuth)
+	l.known(SystemOperations...)
+	return l, nil
+}
+
+// known adds operations to those CheckOperation accepts.
+func (l *Log) known(operations ...string) {
+	for _, op := range operations {
+		l.operations.Store(op, struct{}{})
+	}
+}
+
+// Operations returns the known operations, sorted.
+func (l *Log) Operations() []string {
+	var ops []string
+	l.operations.Range(func(k, _ any) bool {
+		ops = append(ops, k.(string))
+		return true
+	})
+	slices.Sort(ops)
+	return ops
+}
+
+// CheckOperation refuses op as a filter when no record can have it: it
+// is not one of Operations. A filter that can only find nothing is a
+// mistyped one, answered 400 like any other unknown value rather than an
+// empty list. "" (no filter) passes.
+func (l *Log) CheckOperation(op string) error {
+	if op == "" {
+		return nil
+	}
+	if _, ok := l.operations.Load(op); ok {
+		return nil
+	}
+	if len(op) > maxAuditFilterLen {
+		return fmt.Errorf("parameter %q is longer than %d characters", "operation", maxAuditFilterLen)
+	}
+	return fmt.Errorf("operation must be one of %s; got %q", strings.Join(l.Operations(), ", "), op)
 }
 
 // auditKey holds the request's *auditState in the gin context.
@@ -166,6 +217,7 @@ func (l *Log) Refusals(operation, resourceType string) gin.HandlerFunc {
 }
 
 func (l *Log) auditor(operation, resourceType string, refusalsOnly bool) gin.HandlerFunc {
+	l.known(operation)
 	return func(c *gin.Context) {
 		st := &auditState{start: time.Now(), operation: operation, resourceType: resourceType}
 		c.Set(auditKey, st)
@@ -370,7 +422,9 @@ func (l *Log) record(c *gin.Context, st *auditState, p *accounts.Principal, rec 
 const systemUser = "system"
 
 // System records an operation certfleet did by itself, outside any
-// request (an auto-renewal): user "system", no key, IP or route. errMsg
+// request (an auto-renewal; one of SystemOperations, so that the log can
+// be filtered on it before it first happens): user "system", no key, IP
+// or route. errMsg
 // is empty on success; like SetError's, the tenant reads it. A failure
 // to append is logged and counted, and returned.
 func (l *Log) System(ctx context.Context, tenantID, operation, resourceType, resourceID string,
@@ -560,6 +614,9 @@ func (l *Log) filter(c *gin.Context) (schema.AuditFilter, error) {
 		if len(v) > maxAuditFilterLen {
 			return f, fmt.Errorf("parameter %q is longer than %d characters", name, maxAuditFilterLen)
 		}
+	}
+	if err := l.CheckOperation(f.Operation); err != nil {
+		return f, err
 	}
 	if f.Status != "" && f.Status != events.AuditSuccess && f.Status != events.AuditFailure {
 		return f, fmt.Errorf("status must be %q or %q, got %q", events.AuditSuccess, events.AuditFailure, f.Status)

@@ -161,9 +161,9 @@ type OCSPStatus struct {
 
 // ocspStatus is GET /api/ocsp/status/{serial}.
 func (h *Handler) ocspStatus(c *gin.Context) {
-	serial, ok := parseSerial(c.Param("serial"))
-	if !ok {
-		httpapi.Fail(c, httpapi.Errorf(http.StatusBadRequest, "serial number must be decimal digits, or hexadecimal with 0x or colons"))
+	serial, err := parseSerial(c.Param("serial"))
+	if err != nil {
+		httpapi.Fail(c, httpapi.BadRequest(err.Error()))
 		return
 	}
 	ctx := c.Request.Context()
@@ -201,11 +201,22 @@ func (h *Handler) ocspStatus(c *gin.Context) {
 	c.JSON(http.StatusOK, body)
 }
 
+// maxSerialDigits caps a serial number's digits: RFC 5280 allows 20
+// octets, 40 hexadecimal or 49 decimal digits, with room for leading
+// zeros.
+const maxSerialDigits = 64
+
+// errSerialFormat is a serial number that is not a number in one of the
+// forms parseSerial reads.
+var errSerialFormat = errors.New("serial number must be decimal digits, or hexadecimal with 0x or colons")
+
 // parseSerial reads a serial number as decimal digits, or as hexadecimal
 // with a 0x prefix, with colons between bytes (as `openssl x509 -text`
 // prints it) or as the line `openssl x509 -noout -serial` prints
-// ("serial=2DAE8F...").
-func parseSerial(s string) (*big.Int, bool) {
+// ("serial=2DAE8F..."). A serial of more than maxSerialDigits digits is
+// refused as too long, naming the limit, whatever its digits; anything
+// else that is not a positive number in those forms is errSerialFormat.
+func parseSerial(s string) (*big.Int, error) {
 	s = strings.TrimSpace(s)
 	base := 10
 	switch {
@@ -216,14 +227,17 @@ func parseSerial(s string) (*big.Int, bool) {
 	case strings.Contains(s, ":"):
 		s, base = strings.ReplaceAll(s, ":", ""), 16
 	}
-	if s == "" || len(s) > 64 || strings.ContainsAny(s, "+-") {
-		return nil, false
+	if len(s) > maxSerialDigits {
+		return nil, fmt.Errorf("serial number too long: at most %d digits, got %d", maxSerialDigits, len(s))
+	}
+	if s == "" || strings.ContainsAny(s, "+-") {
+		return nil, errSerialFormat
 	}
 	n, ok := new(big.Int).SetString(s, base)
 	if !ok || n.Sign() <= 0 {
-		return nil, false
+		return nil, errSerialFormat
 	}
-	return n, true
+	return n, nil
 }
 
 // maxOCSPRequest caps a request: a single-certificate OCSP request is
