@@ -489,6 +489,8 @@ func TestClientCertCreateValidation(t *testing.T) {
 		{"blank common_name", `{"common_name":"  "}`, "common_name is required"},
 		{"long common_name", `{"common_name":"` + strings.Repeat("x", 65) + `"}`, "common_name must be at most 64 characters"},
 		{"control character", `{"common_name":"a\nb"}`, "common_name must not contain control characters"},
+		{"control character in notes", `{"common_name":"a","notes":"line\nnext\u001b[2J"}`, "notes must not contain control characters"},
+		{"right-to-left override", `{"common_name":"evil\u202egpj.exe"}`, "common_name must not contain control characters"},
 		{"bad email", `{"common_name":"a","email":"Alice <a@example.com>"}`, "is not a valid address"},
 		{"days_valid 0", `{"common_name":"a","days_valid":0}`, "days_valid must be 1 to 3650, got 0"},
 		{"days_valid too long", `{"common_name":"a","days_valid":3651}`, "days_valid must be 1 to 3650"},

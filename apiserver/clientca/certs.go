@@ -183,6 +183,9 @@ func (req *CreateRequest) normalize() error {
 	if utf8.RuneCountInString(req.Notes) > MaxNotesLen {
 		errs = append(errs, invalid("notes must be at most %d characters", MaxNotesLen))
 	}
+	if printable.HasControlInText(req.Notes) {
+		errs = append(errs, invalid("notes must not contain control characters"))
+	}
 	if req.Email != "" {
 		a, err := mail.ParseAddress(req.Email)
 		if err != nil || a.Address != req.Email || a.Name != "" {

@@ -12,10 +12,13 @@ import (
 )
 
 // IsControl reports a control character: C0 (U+0000-U+001F), DEL and C1
-// (U+0080-U+009F). Each can drive a terminal (ESC and the 8-bit CSI
-// U+009B start escape sequences, CR and LF forge lines, BEL rings) or
-// cut a string short in C code (NUL), and none belongs in a name.
-func IsControl(r rune) bool { return unicode.IsControl(r) }
+// (U+0080-U+009F), and the bidirectional controls (U+202E and the other
+// embeddings, overrides, isolates and marks). Each can drive a terminal
+// (ESC and the 8-bit CSI U+009B start escape sequences, CR and LF forge
+// lines, BEL rings), cut a string short in C code (NUL) or show text in
+// another order than it holds ("Trojan Source"), and none belongs in a
+// name.
+func IsControl(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) }
 
 // HasControl reports whether s holds a control character (IsControl): the
 // check of a one-line value (a label, a name, a tag).

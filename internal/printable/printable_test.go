@@ -18,6 +18,8 @@ func TestChecks(t *testing.T) {
 		{"BEL", "x\a", true, true},
 		{"DEL", "x\x7f", true, true},
 		{"C1 CSI", "x\u009b2J", true, true},
+		{"right-to-left override", "invoice\u202egpj.exe", true, true},
+		{"isolate", "a\u2066b", true, true},
 		{"line feed", "two\nlines", true, false},
 		{"tab", "a\tb", true, false},
 		{"carriage return", "a\rb", true, true},
@@ -42,6 +44,7 @@ func TestEscape(t *testing.T) {
 		{"x\x1b]0;pwned\a\x1b[2J\nfake: row", `x\x1b]0;pwned\x07\x1b[2J\nfake: row`},
 		{"a\tb\rc\x00\x7f", `a\tb\rc\x00\x7f`},
 		{"\u009b31m", `\u009b31m`},
+		{"row\u202eexe", `row\u202eexe`},
 		{"bad \xff utf-8", `bad \xff utf-8`},
 		{"\ufffd stays", "\ufffd stays"},
 	}
