@@ -157,14 +157,7 @@ func New(rdb redis.UniversalClient, prefix string) (*Limiter, error) {
 // when allowed. Every replica calling Allow with the same key and limit
 // shares one budget.
 func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (Result, error) {
-	allowed, remaining, wait, err := l.decide(ctx, key, limit, 0, false)
-	if err != nil {
-		return Result{}, err
-	}
-	if allowed {
-		return Result{Allowed: true, Remaining: remaining}, nil
-	}
-	return Result{RetryAfter: wait}, nil
+	return l.result(l.decide(ctx, key, limit, 0, false))
 }
 
 // Check tells what Allow would decide for the subject key under limit
@@ -172,7 +165,11 @@ func (l *Limiter) Allow(ctx context.Context, key string, limit Limit) (Result, e
 // request (failed sign-ins), checked before it and counted with Allow
 // after it when it failed.
 func (l *Limiter) Check(ctx context.Context, key string, limit Limit) (Result, error) {
-	allowed, remaining, wait, err := l.decide(ctx, key, limit, 0, true)
+	return l.result(l.decide(ctx, key, limit, 0, true))
+}
+
+// result is decide's answer as Allow and Check give it.
+func (l *Limiter) result(allowed bool, remaining int, wait time.Duration, err error) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
