@@ -520,7 +520,7 @@ func (s *Store) reserveAndCommit(ctx context.Context, tenantID, email, hash stri
 	if err != nil {
 		return "", fmt.Errorf("commit key: %w", err)
 	}
-	if ex := quotaOutcome(out); ex != nil {
+	if ex := quota.ScriptExceeded(out, quota.APIKeys); ex != nil {
 		if err := s.commands.RunScript(ctx, releaseKeyScript, []string{apiKeyKey(hash)}, k.ID).Err(); err != nil {
 			return "", fmt.Errorf("release key: %w", err)
 		}
@@ -609,18 +609,6 @@ func msTimePtr(s string) *time.Time {
 	}
 	t := msTime(s)
 	return &t
-}
-
-// quotaOutcome reads a script's "quota:<resource>:<limit>" answer, nil
-// for any other.
-func quotaOutcome(out string) *quota.Exceeded {
-	rest, ok := strings.CutPrefix(out, "quota:")
-	if !ok {
-		return nil
-	}
-	r, limit, _ := strings.Cut(rest, ":")
-	n, _ := strconv.ParseInt(limit, 10, 64)
-	return &quota.Exceeded{Resource: quota.Resource(r), Limit: n}
 }
 
 // revokeKeyScript unlists a live key of a tenant and appends its event;

@@ -248,7 +248,7 @@ func (s *Store) releaseHeld(ctx context.Context, tenantID, id, hash string) erro
 		if err != nil {
 			return fmt.Errorf("approve key %s of %s: %w", id, tenantID, err)
 		}
-		if ex := quotaOutcome(res); ex != nil {
+		if ex := quota.ScriptExceeded(res, quota.APIKeys); ex != nil {
 			return ex
 		}
 		switch res {

@@ -360,9 +360,8 @@ func (s *Store) issueAndStore(ctx context.Context, tenantID string, req CreateRe
 		if err != nil {
 			return Cert{}, err
 		}
-		if limit, ok := strings.CutPrefix(res, "quota:"); ok {
-			n, _ := strconv.ParseInt(limit, 10, 64)
-			return Cert{}, &quota.Exceeded{Resource: quota.ClientCerts, Limit: n}
+		if ex := quota.ScriptExceeded(res, quota.ClientCerts); ex != nil {
+			return Cert{}, ex
 		}
 		switch res {
 		case "created":

@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -330,9 +328,8 @@ func (s *Store) put(ctx context.Context, mode, eventName string, ch Channel) err
 	if err != nil {
 		return fmt.Errorf("%s channel %s: %w", mode, ch.ID, err)
 	}
-	if limit, ok := strings.CutPrefix(res, "quota:"); ok {
-		n, _ := strconv.ParseInt(limit, 10, 64)
-		return &quota.Exceeded{Resource: quota.Channels, Limit: n}
+	if ex := quota.ScriptExceeded(res, quota.Channels); ex != nil {
+		return ex
 	}
 	switch res {
 	case "ok":

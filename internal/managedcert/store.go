@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -243,9 +242,8 @@ func (s *Store) Create(ctx context.Context, tenant string, in CreateRequest) (Ce
 	if err != nil {
 		return Certificate{}, fmt.Errorf("create certificate of %s: %w", c.Domain, err)
 	}
-	if limit, ok := strings.CutPrefix(res, "quota:"); ok {
-		n, _ := strconv.ParseInt(limit, 10, 64)
-		return Certificate{}, &quota.Exceeded{Resource: quota.ManagedCerts, Limit: n}
+	if ex := quota.ScriptExceeded(res, quota.ManagedCerts); ex != nil {
+		return Certificate{}, ex
 	}
 	switch res {
 	case "ok":

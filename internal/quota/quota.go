@@ -76,6 +76,21 @@ type Exceeded struct {
 	Limit    int64
 }
 
+// ScriptExceeded reads the answer a counting script gives over a limit:
+// "quota:<limit>" for r, or "quota:<resource>:<limit>" from a script that
+// counts more than one resource; nil for any other answer.
+func ScriptExceeded(answer string, r Resource) *Exceeded {
+	rest, ok := strings.CutPrefix(answer, "quota:")
+	if !ok {
+		return nil
+	}
+	if named, limit, ok := strings.Cut(rest, ":"); ok {
+		r, rest = Resource(named), limit
+	}
+	n, _ := strconv.ParseInt(rest, 10, 64)
+	return &Exceeded{Resource: r, Limit: n}
+}
+
 func (e *Exceeded) Error() string {
 	switch e.Resource {
 	case HeldAPIKeys:

@@ -115,3 +115,22 @@ func TestParseResourceNamesEveryResource(t *testing.T) {
 		}
 	}
 }
+
+// A counting script's answer over a limit reads as the resource it names,
+// or the caller's when it names none; any other answer is not over one.
+func TestScriptExceeded(t *testing.T) {
+	for _, tc := range []struct {
+		answer string
+		want   *Exceeded
+	}{
+		{"quota:50", &Exceeded{Resource: Channels, Limit: 50}},
+		{"quota:held_api_keys:5", &Exceeded{Resource: HeldAPIKeys, Limit: 5}},
+		{"ok", nil},
+		{"created", nil},
+	} {
+		got := ScriptExceeded(tc.answer, Channels)
+		if (got == nil) != (tc.want == nil) || got != nil && *got != *tc.want {
+			t.Errorf("ScriptExceeded(%q): got %+v, want %+v", tc.answer, got, tc.want)
+		}
+	}
+}
