@@ -142,9 +142,12 @@ if redis.call('SISMEMBER', KEYS[6], ARGV[1]) == 1 then
   local limit = ` + quota.LuaLimit(5, 5, quota.APIKeys) + `
   if limit > 0 and redis.call('HLEN', KEYS[1]) - held_keys + 1 > limit then return 'quota:` + string(quota.APIKeys) + `:' .. limit end
 end
-local moving = 0
+-- The domains this key still holds (releasing[i]), and of them those
+-- that move from held_domains into domains.
+local releasing, moving = {}, 0
 for i = 1, n do
-  if redis.call('HGET', KEYS[7 + i], 'held_by') == ARGV[1] and redis.call('SISMEMBER', KEYS[7], ARGV[6 + i]) == 1 then
+  releasing[i] = redis.call('HGET', KEYS[7 + i], 'held_by') == ARGV[1]
+  if releasing[i] and redis.call('SISMEMBER', KEYS[7], ARGV[6 + i]) == 1 then
     moving = moving + 1
   end
 end
@@ -156,7 +159,7 @@ if moving > 0 then
   end
 end
 for i = 1, n do
-  if redis.call('HGET', KEYS[7 + i], 'held_by') == ARGV[1] then
+  if releasing[i] then
     redis.call('HDEL', KEYS[7 + i], 'held_by')
     redis.call('HINCRBY', KEYS[7 + i], 'rev', 1)
   end
