@@ -36,6 +36,13 @@ func TenantTag(tenantID string) string {
 	return partitionTag(h.Sum32() % EventPartitions)
 }
 
+// TenantNamespace starts every key of tenantID's own in its partition's
+// slot ("tenant:{t07}:<tenant>:"): its records' indexes, API keys, held
+// keys, ... A tenant that leaves has every key under it deleted.
+func TenantNamespace(tenantID string) string {
+	return "tenant:" + TenantTag(tenantID) + ":" + tenantID + ":"
+}
+
 // partitionTag is the hash tag of partition n: TenantTag and TenantTags
 // share it, so the tags listed are exactly the tags handed out.
 func partitionTag(n uint32) string { return fmt.Sprintf("{t%02d}", n) }

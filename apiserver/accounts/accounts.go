@@ -234,7 +234,7 @@ func (s *Store) Email(ctx context.Context, tenantID string) (string, error) {
 // at start reads it once (LegacyDomainIDs) and deletes it
 // (DropLegacyDomains).
 func legacyDomainsKey(tenantID string) string {
-	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":domains"
+	return events.TenantNamespace(tenantID) + "domains"
 }
 func domainKey(tenantID, domainID string) string {
 	return DomainKeyPrefix(tenantID) + domainID

@@ -116,7 +116,7 @@ type NewKey struct {
 }
 
 func apiKeysKey(tenantID string) string {
-	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":apikeys"
+	return events.TenantNamespace(tenantID) + "apikeys"
 }
 
 // keyIdemKey is the tenant's record of the keys created with an

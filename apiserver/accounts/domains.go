@@ -475,7 +475,7 @@ return start
 `)
 
 func importHorizonKey(tenantID string) string {
-	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":import_horizon"
+	return events.TenantNamespace(tenantID) + "import_horizon"
 }
 
 // AddDomains registers nds for tenantID as AddDomain does each, in order,

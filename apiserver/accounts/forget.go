@@ -81,8 +81,7 @@ func (s *Store) Forget(ctx context.Context, tenantID string) (Forgotten, error) 
 		return out, fmt.Errorf("forget api keys of %s: %w", tenantID, err)
 	}
 	out.APIKeys = n
-	prefix := "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":"
-	if out.TenantKeys, err = forget.DeletePattern(ctx, s.rdb, prefix+"*"); err != nil {
+	if out.TenantKeys, err = forget.DeletePattern(ctx, s.rdb, events.TenantNamespace(tenantID)+"*"); err != nil {
 		return out, fmt.Errorf("forget keys of %s: %w", tenantID, err)
 	}
 	if out.Account, err = s.rdb.Del(ctx, accountKey(tenantID)).Result(); err != nil {

@@ -56,19 +56,19 @@ func (e *HeldQuotaError) Error() string {
 }
 
 func heldDomainsKey(tenantID, keyID string) string {
-	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":held:" + keyID
+	return events.TenantNamespace(tenantID) + "held:" + keyID
 }
 
 // heldKeysKey is the set of tenantID's held keys: what held_api_keys
 // counts, and what api_keys does not.
 func heldKeysKey(tenantID string) string {
-	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":heldkeys"
+	return events.TenantNamespace(tenantID) + "heldkeys"
 }
 
 // tenantHeldDomainsKey is the set of the domains tenantID's held keys
 // added: what held_domains counts, and what domains does not.
 func tenantHeldDomainsKey(tenantID string) string {
-	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":helddomains"
+	return events.TenantNamespace(tenantID) + "helddomains"
 }
 
 // CanRead tells whether p may read the domain id: every domain of its

@@ -248,7 +248,7 @@ const (
 // namespace (tenant:{tNN}:<tenant>:), which accounts.Forget deletes when
 // the tenant leaves.
 func Prefix(tenantID string) string {
-	return "tenant:" + events.TenantTag(tenantID) + ":" + tenantID + ":ix:"
+	return events.TenantNamespace(tenantID) + "ix:"
 }
 
 // HostKey is the key of tenantID's names (keyHost), which the scripts of
