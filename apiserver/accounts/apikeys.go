@@ -612,23 +612,31 @@ func msTimePtr(s string) *time.Time {
 }
 
 // revokeKeyScript unlists a live key of a tenant and appends its event;
-// RevokeKey has marked the key's record revoked before. A held key leaves
-// the tenant's held keys, which frees its room in held_api_keys.
+// RevokeKey has marked the key's record revoked and removed the servers a
+// held key added before. A held key leaves the tenant's held keys, which
+// frees its room in held_api_keys, and its set of added servers goes.
 //
 // KEYS: tenant:<tenant>:apikeys, the tenant's event stream, the tenant's
-// held keys.
+// held keys, the key's held set.
 // ARGV: key id, hash, maxlen, then the event's fields. Returns 1 when
 // revoked, 0 when the tenant has no such live key with that hash.
 var revokeKeyScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('DEL', KEYS[4])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
 return 1
 `)
 
 // RevokeKey revokes key id of tenantID at once on every replica. A key id
 // of another tenant, or one already revoked, is ErrUnknownKeyID.
+//
+// Revoking a held key turns its claim down: the servers it added that are
+// still held (not approved, not removed) are removed with it, so they
+// stop taking room in held_domains and being scanned for nobody. They go
+// after the key stops working and before it is unlisted, so a retry after
+// a crash in between, which finds the key still listed, removes the rest.
 func (s *Store) RevokeKey(ctx context.Context, tenantID, id string) error {
 	if _, err := uuid.Parse(id); err != nil {
 		return ErrUnknownKeyID
@@ -660,14 +668,55 @@ func (s *Store) RevokeKey(ctx context.Context, tenantID, id string) error {
 	}); err != nil {
 		return fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
 	}
+	removed, err := s.removeHeldDomains(ctx, tenantID, id, hash)
+	if err != nil {
+		return fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
+	}
 	args := append([]any{id, hash, s.cfg.MaxLen}, fields...)
-	n, err := s.commands.RunScript(ctx, revokeKeyScript, []string{apiKeysKey(tenantID), events.EventStream(tenantID), heldKeysKey(tenantID)}, args...).Int()
+	n, err := s.commands.RunScript(ctx, revokeKeyScript, []string{apiKeysKey(tenantID), events.EventStream(tenantID),
+		heldKeysKey(tenantID), heldDomainsKey(tenantID, id)}, args...).Int()
 	if err != nil {
 		return fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
 	}
 	if n == 0 {
 		return ErrUnknownKeyID
 	}
-	s.logger.Info("api key revoked", zap.String("tenant_id", tenantID), zap.String("key_id", id))
+	s.logger.Info("api key revoked", zap.String("tenant_id", tenantID), zap.String("key_id", id),
+		zap.Int("held_domains_removed", removed))
 	return nil
+}
+
+// removeHeldDomains removes the domains the held key id (record hash)
+// added that it still holds, and tells how many. A key that is not held
+// has none.
+func (s *Store) removeHeldDomains(ctx context.Context, tenantID, id, hash string) (int, error) {
+	held, err := s.rdb.HGet(ctx, apiKeyKey(hash), "held").Result()
+	if errors.Is(err, redis.Nil) || held == "" {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	members, err := s.rdb.SMembers(ctx, heldDomainsKey(tenantID, id)).Result()
+	if err != nil {
+		return 0, err
+	}
+	removed := 0
+	for _, domainID := range members {
+		d, err := s.GetDomain(ctx, tenantID, domainID)
+		if errors.Is(err, ErrUnknownDomain) {
+			continue
+		}
+		if err != nil {
+			return removed, err
+		}
+		if d.HeldBy != id {
+			continue
+		}
+		if _, err := s.RemoveDomain(ctx, tenantID, domainID); err != nil && !errors.Is(err, ErrUnknownDomain) {
+			return removed, err
+		}
+		removed++
+	}
+	return removed, nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sort"
 	"testing"
 
 	"github.com/certfleet/certfleet/events"
@@ -301,13 +303,38 @@ func TestHeldKeysOutsideOwnerQuotas(t *testing.T) {
 		}
 	}
 	wantUsage("after revoke and removal", Usage{Domains: 4, APIKeys: 3, HeldDomains: 2, HeldAPIKeys: 1})
+
+	// Revoking a held key turns its claim down: the servers it still
+	// holds go with it, the approved key's stay.
+	if err := s.RevokeKey(ctx, tenant, held[0].KeyID); err != nil {
+		t.Fatal(err)
+	}
+	wantUsage("after revoking a held key with servers", Usage{Domains: 4, APIKeys: 3, HeldDomains: 0, HeldAPIKeys: 0})
+	if ds, err = s.ListDomains(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	var hosts []string
+	for _, d := range ds {
+		hosts = append(hosts, d.Host)
+	}
+	sort.Strings(hosts)
+	if want := []string{"b0.example.com", "own0.example.com", "own1.example.com", "own2.example.com"}; !slices.Equal(hosts, want) {
+		t.Fatalf("domains after revoking a held key: %v, want %v", hosts, want)
+	}
+	if n, _ := rdb.Exists(ctx, heldDomainsKey(tenant, held[0].KeyID)).Result(); n != 0 {
+		t.Fatal("a revoked held key's set of servers is left")
+	}
+	if err := s.RevokeKey(ctx, tenant, held[0].KeyID); !errors.Is(err, ErrUnknownKeyID) {
+		t.Fatalf("second revocation: %v, want ErrUnknownKeyID", err)
+	}
+
 	if _, err := s.ClaimNew(ctx, email); err != nil {
 		t.Fatalf("claim after a revocation: %v", err)
 	}
 	// held_api_keys is overridden per tenant like every quota.
-	if err := quota.Set(ctx, rdb, tenant, quota.Limits{quota.HeldAPIKeys: 2}); err != nil {
+	if err := quota.Set(ctx, rdb, tenant, quota.Limits{quota.HeldAPIKeys: 1}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = s.ClaimNew(ctx, email)
-	wantExceeded("claim past the override", err, quota.HeldAPIKeys, 2)
+	wantExceeded("claim past the override", err, quota.HeldAPIKeys, 1)
 }
