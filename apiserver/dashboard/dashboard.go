@@ -252,7 +252,15 @@ type View struct {
 // other routes to their owners.
 func (d *Dashboard) Routes(r *gin.Engine) {
 	g := r.Group("", d.secureHeaders, d.renderErrors)
-	g.GET("/assets/*file", d.asset)
+	// One route per embedded file, not a wildcard: a missing asset falls
+	// through to the engine's NoRoute and gets the 404 every unknown path
+	// gets, not a bare status.
+	_ = fs.WalkDir(assetFS, "assets", func(path string, e fs.DirEntry, err error) error {
+		if err == nil && !e.IsDir() {
+			g.GET("/"+path, d.asset(strings.TrimPrefix(path, "assets/")))
+		}
+		return err
+	})
 	g.GET("/signin", d.signinForm)
 	g.POST("/signin", d.signin)
 	g.POST("/signout", d.signedIn(accounts.ScopeRead, true), d.signout)
@@ -283,15 +291,10 @@ func (d *Dashboard) secureHeaders(c *gin.Context) {
 	c.Next()
 }
 
-// asset serves an embedded file; its URL carries the assets' version,
-// so it may be cached for long.
-func (d *Dashboard) asset(c *gin.Context) {
-	name := strings.TrimPrefix(c.Param("file"), "/")
-	b, err := assetFS.ReadFile("assets/" + name)
-	if err != nil || name == "" {
-		c.Status(http.StatusNotFound)
-		return
-	}
+// asset serves the embedded file name; its URL carries the assets'
+// version, so it may be cached for long.
+func (d *Dashboard) asset(name string) gin.HandlerFunc {
+	b, _ := assetFS.ReadFile("assets/" + name) // listed by Routes' walk
 	ct := "application/octet-stream"
 	switch {
 	case strings.HasSuffix(name, ".css"):
@@ -301,8 +304,10 @@ func (d *Dashboard) asset(c *gin.Context) {
 	case strings.HasSuffix(name, ".svg"):
 		ct = "image/svg+xml"
 	}
-	c.Header("Cache-Control", "public, max-age=31536000, immutable")
-	c.Data(http.StatusOK, ct, b)
+	return func(c *gin.Context) {
+		c.Header("Cache-Control", "public, max-age=31536000, immutable")
+		c.Data(http.StatusOK, ct, b)
+	}
 }
 
 // show serves a page's GET.

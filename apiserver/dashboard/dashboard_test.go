@@ -3,6 +3,7 @@ package dashboard_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -171,6 +172,23 @@ func TestRoutesUntouched(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != want {
 			t.Errorf("GET %s: got HTTP %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	// A missing asset is answered as every unknown path is, not with an
+	// empty body.
+	get := func(path string) string {
+		resp, err := http.Get(e.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Sprintf("%d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
+	}
+	want := get("/no-such-page")
+	for _, path := range []string{"/assets/nope.css", "/assets/", "/assets/sub/style.css"} {
+		if got := get(path); got != want {
+			t.Errorf("GET %s: got %q, want %q (as /no-such-page)", path, got, want)
 		}
 	}
 }
