@@ -544,9 +544,9 @@ func (l *Log) list(c *gin.Context) {
 		httpapi.Fail(c, errNoClickHouse)
 		return
 	}
-	f, err := l.filter(c)
+	f, err := l.Filter(c)
 	if err != nil {
-		httpapi.Fail(c, httpapi.BadRequest(err.Error()))
+		httpapi.Fail(c, err)
 		return
 	}
 	f.TenantID = httpapi.Principal(c).TenantID
@@ -594,8 +594,19 @@ func (l *Log) Query(ctx context.Context, f schema.AuditFilter) ([]schema.AuditRo
 	return schema.QueryAudit(ctx, l.cfg.Conn, f)
 }
 
-// filter reads the query parameters; an unknown or repeated
-// parameter, or a bad value, is an error naming it.
+// Filter reads GET /api/audit's query parameters from c's request; an
+// unknown or repeated parameter, or a bad value (an operation no record
+// has, CheckOperation), is a 400 naming it. The tenant is left for the
+// caller to set. The dashboard's audit page reads its filter here too, so
+// both refuse the same filters with the same words.
+func (l *Log) Filter(c *gin.Context) (schema.AuditFilter, error) {
+	f, err := l.filter(c)
+	if err != nil {
+		return f, httpapi.BadRequest(err.Error())
+	}
+	return f, nil
+}
+
 func (l *Log) filter(c *gin.Context) (schema.AuditFilter, error) {
 	q := c.Request.URL.Query()
 	for name, vals := range q {

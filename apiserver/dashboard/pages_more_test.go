@@ -467,3 +467,29 @@ func postRaw(t *testing.T, c *client, path string) rawResp {
 	_, _ = b.ReadFrom(resp.Body)
 	return rawResp{code: resp.StatusCode, body: b.String(), disposition: resp.Header.Get("Content-Disposition")}
 }
+
+// TestAuditFilterRefused: a filter GET /api/audit refuses (an operation
+// no record has, a bad status or time) is the same 400, with its reason,
+// on the dashboard's audit page, not an empty list.
+func TestAuditFilterRefused(t *testing.T) {
+	e := newEnv(t, envOptions{ClickHouse: true})
+	c := e.client(t, e.read)
+	for _, tc := range []struct {
+		name, query, want string
+	}{
+		{"unknown operation", "operation=nope", `operation must be one of`},
+		{"bad status", "status=maybe", `status must be`},
+		{"bad until", "until=yesterday", `until must be an RFC 3339 time`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := c.get("/audit?" + tc.query)
+			if code != http.StatusBadRequest {
+				t.Errorf("GET /audit?%s: got HTTP %d, want 400", tc.query, code)
+			}
+			mustContain(t, tc.name, body, tc.want)
+		})
+	}
+	if code, body := c.get("/audit?operation=failed_auth&status=failure"); code != http.StatusOK || !strings.Contains(body, "No audit records match") {
+		t.Errorf("a known operation: got HTTP %d, want 200 and an empty list", code)
+	}
+}
