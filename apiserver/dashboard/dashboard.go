@@ -251,7 +251,7 @@ type View struct {
 // every page and action. It leaves /api/..., /metrics, /healthz and the
 // other routes to their owners.
 func (d *Dashboard) Routes(r *gin.Engine) {
-	g := r.Group("", d.secureHeaders, d.renderErrors)
+	g := r.Group("", d.secureHeaders, d.renderErrors, readForm)
 	// One route per embedded file, not a wildcard: a missing asset falls
 	// through to the engine's NoRoute and gets the 404 every unknown path
 	// gets, not a bare status.
@@ -273,6 +273,28 @@ func (d *Dashboard) Routes(r *gin.Engine) {
 			}
 			g.POST(a.Path, append(slices.Clip(a.Before), d.signedIn(scope, true), d.act(a))...)
 		}
+	}
+}
+
+// readForm parses a POST's form before anything reads a field of it:
+// gin's PostForm drops a parse error, so a form over the server's body
+// limit read as an empty form (a stale-token 403 after the whole upload)
+// rather than the 413 the APIs answer (httpapi.ReadError).
+func readForm(c *gin.Context) {
+	if c.Request.Method != http.MethodPost {
+		return
+	}
+	// ParseForm first: ParseMultipartForm returns ErrNotMultipart for a
+	// URL-encoded form and drops ParseForm's error. The memory bound is
+	// gin's default; the body limit is far below it.
+	err := c.Request.ParseForm()
+	if err == nil {
+		if err = c.Request.ParseMultipartForm(32 << 20); errors.Is(err, http.ErrNotMultipart) {
+			err = nil
+		}
+	}
+	if err != nil {
+		httpapi.Fail(c, httpapi.ReadError(err))
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certfleet/certfleet/apiserver"
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/dashboard"
 )
@@ -235,5 +236,30 @@ func TestSignInFailuresLimited(t *testing.T) {
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("right key after 30 wrong ones: got HTTP %d (Retry-After %q), want 429 with Retry-After",
 			resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}
+
+// TestOversizedForm: a form over the server's body limit is a 413 saying
+// so, as on the APIs, not a form read as empty (a stale-token 403).
+func TestOversizedForm(t *testing.T) {
+	e := newEnv(t, envOptions{Configure: func(c *apiserver.Config) { c.MaxBodyBytes = 4096 }})
+	c := e.client(t, e.write)
+	c.get("/domains")
+	big := strings.Repeat("n", 8192)
+	for _, path := range []string{"/domains/add", "/signout"} {
+		code, body := c.post(path, url.Values{"hostname": {"big.example"}, "notes": {big}})
+		if code != http.StatusRequestEntityTooLarge || !strings.Contains(body, "request body too large: at most 4096 bytes") {
+			t.Errorf("POST %s of 8 KiB: got HTTP %d, want 413 saying the limit", path, code)
+		}
+	}
+	anon := e.client(t, "")
+	anon.get("/signin")
+	if code, body := anon.post("/signin", url.Values{"api_key": {e.read}, "next": {big}}); code != http.StatusRequestEntityTooLarge ||
+		!strings.Contains(body, "request body too large") {
+		t.Errorf("POST /signin of 8 KiB: got HTTP %d, want 413", code)
+	}
+	// Within the limit the form still works.
+	if code, _ := c.post("/domains/add", url.Values{"hostname": {"small.example"}}); code != http.StatusSeeOther {
+		t.Errorf("POST /domains/add within the limit: got HTTP %d, want 303", code)
 	}
 }
