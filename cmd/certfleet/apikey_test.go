@@ -131,3 +131,35 @@ func TestTablesEscapeControlCharacters(t *testing.T) {
 		}
 	}
 }
+
+// TestResultCommandsLogQuietly: a command that prints its result logs
+// only warnings and errors unless asked, so `KEY=$(certfleet apikey create
+// ...)` shows no log line; --log-level info brings them back. Roles log
+// at info.
+func TestResultCommandsLogQuietly(t *testing.T) {
+	redisSrv := testenv.Redis(t)
+	run := func(extra ...string) (string, string) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		args := append([]string{"apikey", "create", "--redis-url", redisSrv.URL, "--email", "quiet@example.com", "--label", "ci"}, extra...)
+		if code := runMain(context.Background(), args, &out, &errOut); code != 0 {
+			t.Fatalf("apikey create %v: exit %d, stderr %s", extra, code, errOut.String())
+		}
+		return out.String(), errOut.String()
+	}
+	out, stderr := run()
+	if stderr != "the key is shown only this once: store it now\n" || !strings.Contains(out, "key:") {
+		t.Errorf("apikey create: got stderr %q, want only the shown-once line", stderr)
+	}
+	if _, stderr = run("--log-level", "info"); !strings.Contains(stderr, `"msg":"api key created"`) {
+		t.Errorf("apikey create --log-level info: got stderr %q, want the info log line", stderr)
+	}
+	for _, tc := range []struct{ cmd, want string }{
+		{"apikey create", "warn"}, {"ca show", "warn"}, {"quota show", "warn"}, {"regions list", "warn"}, {"tenant delete", "warn"},
+		{"scan", "warn"}, {"import", "warn"}, {"all", "info"}, {"apiserver", "info"}, {"agent", "info"}, {"lab", "info"}, {"migrate", "info"},
+	} {
+		if got := newFlagSet(tc.cmd).Lookup("log-level").DefValue; got != tc.want {
+			t.Errorf("%s --log-level default: got %s, want %s", tc.cmd, got, tc.want)
+		}
+	}
+}

@@ -118,10 +118,27 @@ type flagSet struct {
 // generalGroup holds the flags every command has; the usage lists it last.
 const generalGroup = "general"
 
+// resultCommands print their result on stdout (a key, a table, a
+// report): they log only warnings and errors unless --log-level asks for
+// more, so that `KEY=$(certfleet apikey create ...)` leaves the terminal
+// quiet. The roles, the lab and the schema tools (migrate, views rebuild)
+// log their progress at info.
+var resultCommands = map[string]bool{"apikey": true, "ca": true, "quota": true, "regions": true, "tenant": true, "scan": true, "import": true}
+
+// defaultLogLevel is --log-level's default for the command name ("apikey
+// create": its first word decides).
+func defaultLogLevel(name string) string {
+	cmd, _, _ := strings.Cut(name, " ")
+	if resultCommands[cmd] {
+		return "warn"
+	}
+	return "info"
+}
+
 func newFlagSet(name string) *flagSet {
 	fs := &flagSet{FlagSet: flag.NewFlagSet("certfleet "+name, flag.ContinueOnError), opts: &options{}, groupOf: map[string]string{}}
 	end := fs.group(generalGroup)
-	fs.StringVar(&fs.opts.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&fs.opts.LogLevel, "log-level", defaultLogLevel(name), "log level: debug, info, warn, error")
 	fs.String("config", "", "file of settings, one 'flag-name = value' per line ('#' starts a comment); the environment and the command line win over it")
 	end()
 	return fs
