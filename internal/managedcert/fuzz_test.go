@@ -1,7 +1,11 @@
 package managedcert
 
 import (
+	"bytes"
 	"encoding/json"
+	"encoding/pem"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/certfleet/certfleet/internal/guard"
@@ -38,6 +42,40 @@ func FuzzCheckCredentials(f *testing.F) {
 					t.Fatalf("accepted endpoint %s=%q refused by the default policy", name, v)
 				}
 			}
+		}
+	})
+}
+
+// FuzzParseMaterial feeds an ACME CA's answer (the full chain PEM) and a
+// key PEM to ParseMaterial: it never panics, and what it accepts has the
+// leaf it returns as its one certificate block, a chain without leading
+// blank lines, and the key as given.
+func FuzzParseMaterial(f *testing.F) {
+	pemFile, err := os.ReadFile("../../apiserver/clientca/testdata/fuzz-ca.pem")
+	if err != nil {
+		f.Fatal(err)
+	}
+	i := bytes.Index(pemFile, []byte("-----BEGIN PRIVATE KEY"))
+	cert, key := pemFile[:i], pemFile[i:]
+	f.Add(cert, key)
+	f.Add(append(append(bytes.Clone(cert), "\n\n"...), cert...), key)
+	f.Add(key, cert)
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"), key)
+	f.Add(cert, []byte("not pem"))
+	f.Fuzz(func(t *testing.T, chain, key []byte) {
+		m, leaf, err := ParseMaterial(chain, key)
+		if err != nil {
+			if leaf != nil {
+				t.Fatal("an error with a leaf")
+			}
+			return
+		}
+		block, rest := pem.Decode([]byte(m.CertPEM))
+		if leaf == nil || block == nil || block.Type != "CERTIFICATE" || !bytes.Equal(block.Bytes, leaf.Raw) || len(bytes.TrimSpace(rest)) != 0 {
+			t.Fatalf("accepted, but CertPEM %q is not the leaf alone", m.CertPEM)
+		}
+		if strings.HasPrefix(m.ChainPEM, "\n") || !bytes.Equal(m.PrivateKeyPEM, key) {
+			t.Fatalf("accepted chain %q", m.ChainPEM)
 		}
 	})
 }
