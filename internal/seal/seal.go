@@ -104,7 +104,10 @@ func (b *Box) Open(sealed string, aad []byte) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: not a v1 sealed value", ErrOpen)
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(rest)
+	// Strict: a value has one spelling. Without it the unused low bits of
+	// the last character are ignored, and up to 16 strings open to one
+	// value (a token compared or counted by its text would be fooled).
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(rest)
 	if err != nil || len(raw) < b.aead.NonceSize()+b.aead.Overhead() {
 		return nil, fmt.Errorf("%w: malformed", ErrOpen)
 	}
