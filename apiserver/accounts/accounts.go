@@ -66,6 +66,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/domainname"
 	"github.com/certfleet/certfleet/events"
 	"github.com/certfleet/certfleet/internal/forget"
+	"github.com/certfleet/certfleet/internal/printable"
 	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/replicated"
 )
@@ -377,11 +378,16 @@ func HashKey(key string) string {
 }
 
 // ParseEmail checks an account's email: a bare address (no display name,
-// no angle brackets) of at most 254 characters. It returns it as given;
-// the account id ignores case.
+// no angle brackets) of at most 254 characters, without a control
+// character (printable.HasControl: net/mail takes any non-ASCII rune, C1
+// controls and bidi overrides included, and operators' terminals print
+// emails). It returns it as given; the account id ignores case.
 func ParseEmail(s string) (string, error) {
 	if s == "" || len(s) > maxEmailLen {
 		return "", fmt.Errorf("%w: it must be 1 to %d characters", ErrBadEmail, maxEmailLen)
+	}
+	if printable.HasControl(s) {
+		return "", fmt.Errorf("%w: it must not hold control characters", ErrBadEmail)
 	}
 	a, err := mail.ParseAddress(s)
 	if err != nil || a.Name != "" || a.Address != s {

@@ -48,6 +48,12 @@ func TestParseEmail(t *testing.T) {
 		{"ops@example.com, dev@example.com", false},
 		{" ops@example.com", false},
 		{strings.Repeat("a", 250) + "@example.com", false},
+		{"é@example.com", true},
+		// C1 controls and bidi overrides pass net/mail (any non-ASCII is
+		// atext) but would drive a terminal or reorder a listing.
+		{"o\u009bps@example.com", false},
+		{"ops@exam\u009bple.com", false},
+		{"o\u202eps@example.com", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.in, func(t *testing.T) {

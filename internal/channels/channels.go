@@ -232,7 +232,9 @@ func normalize(in ChannelInput) (Channel, error) {
 		seen := make(map[string]bool, len(in.To))
 		for _, a := range in.To {
 			addr, err := mail.ParseAddress(a)
-			if err != nil || addr.Address != strings.TrimSpace(a) || strings.ContainsAny(a, "\r\n") {
+			// HasControl: net/mail takes any non-ASCII rune, C1 controls
+			// and bidi overrides included, into a header.
+			if err != nil || addr.Address != strings.TrimSpace(a) || printable.HasControl(a) {
 				return ch, invalid(`field "to": %q is not a bare email address (name@example.com)`, a)
 			}
 			lower := strings.ToLower(addr.Address)

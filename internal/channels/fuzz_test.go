@@ -14,7 +14,7 @@ import (
 // normalize: it never panics, a refusal is an *InvalidError (a 400), and
 // an accepted channel has a known type and severity, a printable name
 // within its length, an absolute http(s) URL without credentials for a
-// webhook or Slack channel, and bare, distinct addresses for email.
+// webhook or Slack channel, and bare, distinct addresses without a control character for email.
 func FuzzNormalize(f *testing.F) {
 	for _, s := range []struct{ typ, name, u, sev, to, secret string }{
 		{TypeWebhook, "ops", "https://hooks.example.com/x?y=1", "warning", "", "0123456789abcdef"},
@@ -27,6 +27,7 @@ func FuzzNormalize(f *testing.F) {
 		{TypeWebhook, "x", "//example.com/", "", "", ""},
 		{"sms", "", "", "", "", ""},
 		{TypeWebhook, "bell\a", "https://[::1]:8080/", "info", "", "short"},
+		{TypeEmail, "", "", "", "o\u202eps@example.com", ""},
 	} {
 		f.Add(s.typ, s.name, s.u, s.sev, s.to, s.secret)
 	}
@@ -67,7 +68,7 @@ func FuzzNormalize(f *testing.F) {
 			seen := map[string]bool{}
 			for _, a := range ch.To {
 				pa, err := mail.ParseAddress(a)
-				if err != nil || pa.Address != a || strings.ContainsAny(a, "\r\n") || seen[strings.ToLower(a)] {
+				if err != nil || pa.Address != a || printable.HasControl(a) || seen[strings.ToLower(a)] {
 					t.Fatalf("accepted recipient %q of %q", a, ch.To)
 				}
 				seen[strings.ToLower(a)] = true
