@@ -285,7 +285,7 @@ func (w *Worker) Process(ctx context.Context, tenant, domain string) {
 	}
 	ordersTotal.WithLabelValues(result).Inc()
 	orderSeconds.Observe(time.Since(start).Seconds())
-	log.Info("certificate "+result, zap.String("serial", saved.Serial), zap.Time("not_after", saved.NotAfter),
+	log.Info("certificate saved", zap.String("result", result), zap.String("serial", saved.Serial), zap.Time("not_after", saved.NotAfter),
 		zap.Time("next_renewal", saved.NextRenewal), zap.String("renewal_source", source), zap.Duration("took", time.Since(start)))
 }
 

@@ -49,7 +49,9 @@ func (h *slogHandler) Handle(_ context.Context, r slog.Record) error {
 		fields = append(fields, zap.Any(a.Key, a.Value.Any()))
 		return true
 	})
-	h.logger.Debug(r.Message, fields...)
+	// lego's message is its own text ("[INFO] acme: ..."): a field, so
+	// that the log message stays a fixed, lower-case one.
+	h.logger.Debug("lego", append(fields, zap.String("message", r.Message))...)
 	return nil
 }
 

@@ -259,10 +259,10 @@ func (s *Sink) RunRetention(ctx context.Context) error {
 			cutoff := s.cfg.Now().Add(-r.retention)
 			dropped, err := r.drop(ctx, s.conn, cutoff)
 			for _, p := range dropped {
-				logger.Info("dropped "+r.what+" month", zap.String("month", p), zap.Time("cutoff", cutoff))
+				logger.Info("dropped month", zap.String("data", r.what), zap.String("month", p), zap.Time("cutoff", cutoff))
 			}
 			if err != nil && ctx.Err() == nil {
-				logger.Warn("drop old "+r.what, zap.Error(err))
+				logger.Warn("drop old months failed", zap.String("data", r.what), zap.Error(err))
 			}
 		}
 		if s.cfg.EventRetention > 0 {
