@@ -24,6 +24,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/certfleet/certfleet/internal/guard"
 )
 
 // Email channels are sent through the operator's SMTP relay. These are the
@@ -37,10 +39,12 @@ import (
 //	--smtp-extra-roots file      PEM roots trusted besides the system pool
 //	--smtp-timeout duration      one whole SMTP conversation (default 30s)
 //
-// The relay is dialed with a plain dialer, not the guard: its address is the
-// operator's setting (often loopback or a private relay), never a tenant's;
-// tenants choose only recipient addresses, which go into RCPT TO and never
-// become a connection target.
+// The relay is dialed through the guard as a server the operator named
+// (guard.Dialer.DialTrusted, as the RDAP bootstrap's and --whois-server's
+// are): its address is the operator's setting (often loopback or a
+// private relay), so what it resolves to is allowed, but never a cloud
+// metadata or unspecified address. Tenants choose only recipient
+// addresses, which go into RCPT TO and never become a connection target.
 
 // STARTTLS modes.
 const (
@@ -154,7 +158,7 @@ type emailSender struct {
 }
 
 // newEmailSender returns the email sender for cfg, dialing the relay with
-// dial (nil: a plain net.Dialer).
+// dial (nil: the guard's DialTrusted).
 func newEmailSender(cfg SMTPConfig, dial DialFunc) (Sender, error) {
 	cfg.setDefaults()
 	if err := errors.Join(cfg.validate()...); err != nil {
@@ -162,8 +166,7 @@ func newEmailSender(cfg SMTPConfig, dial DialFunc) (Sender, error) {
 	}
 	s := &emailSender{cfg: cfg, dial: dial, now: time.Now}
 	if s.dial == nil {
-		d := &net.Dialer{}
-		s.dial = d.DialContext
+		s.dial = (&guard.Dialer{}).DialTrusted
 	}
 	if cfg.Enabled() {
 		from, err := mail.ParseAddress(cfg.From)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/testenv"
 )
 
@@ -449,5 +450,17 @@ func BenchmarkEmailSend(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestEmailRelayThroughGuard: the relay is dialed through the guard as
+// the operator's server: a loopback relay works (the other tests), a
+// cloud-metadata address is refused before any packet is sent.
+func TestEmailRelayThroughGuard(t *testing.T) {
+	s := mustEmailSender(t, SMTPConfig{Addr: "169.254.169.254:25", From: "alerts@certfleet.example", Timeout: 2 * time.Second})
+	err := s.Send(context.Background(), emailChannel("ops@example.com"), []Message{sampleMessage(SeverityInfo, StatusTriggered)})
+	var blocked *guard.BlockedError
+	if !errors.As(err, &blocked) {
+		t.Fatalf("send via 169.254.169.254: got %v, want the guard's refusal", err)
 	}
 }

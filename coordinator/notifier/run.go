@@ -107,7 +107,8 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Notifier, 
 	client := guard.HTTPClient((&guard.Dialer{Policy: guard.Policy{Allow: cfg.Allow}, Timeout: cfg.Timeout}).DialHost, cfg.Timeout, roots)
 	n.reg.Register(TypeWebhook, &webhookSender{client: client, maxResp: cfg.MaxResponseBytes, now: time.Now})
 	n.reg.Register(TypeSlack, &slackSender{client: client, maxResp: cfg.MaxResponseBytes})
-	// The relay is the operator's: dialed plainly, not through the guard.
+	// The relay is the operator's: the guard trusts what its name resolves
+	// to (DialTrusted), cloud metadata apart.
 	email, err := newEmailSender(cfg.SMTP, nil)
 	if err != nil {
 		return nil, err
