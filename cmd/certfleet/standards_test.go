@@ -1,13 +1,19 @@
 package main
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"go/types"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // The project's written standards, checked over the repository's Go files
@@ -147,4 +153,79 @@ func TestOutboundThroughGuard(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestLogMessages: a zap message is a constant, lower-case text; what
+// varies goes in fields (certmagic's habit, STYLE.md). A call counts as
+// a zap call when its receiver's name says log or one of its arguments is
+// a zap field; the message may be a constant concatenation.
+func TestLogMessages(t *testing.T) {
+	levels := map[string]bool{"Debug": true, "Info": true, "Warn": true, "Error": true, "DPanic": true, "Panic": true, "Fatal": true}
+	calls := 0
+	for _, files := range repoGoFiles(t) {
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			fset := token.NewFileSet()
+			file, err := parser.ParseFile(fset, filepath.Join("../..", f), nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ast.Inspect(file, func(n ast.Node) bool {
+				call, ok := n.(*ast.CallExpr)
+				if !ok || len(call.Args) == 0 {
+					return true
+				}
+				sel, ok := call.Fun.(*ast.SelectorExpr)
+				if !ok || !levels[sel.Sel.Name] {
+					return true
+				}
+				isLog := strings.Contains(strings.ToLower(types.ExprString(sel.X)), "log")
+				for _, a := range call.Args[1:] {
+					if c, ok := a.(*ast.CallExpr); ok {
+						if s, ok := c.Fun.(*ast.SelectorExpr); ok {
+							if id, ok := s.X.(*ast.Ident); ok && id.Name == "zap" {
+								isLog = true
+							}
+						}
+					}
+				}
+				if !isLog {
+					return true
+				}
+				calls++
+				msg, ok := constString(call.Args[0])
+				switch {
+				case !ok:
+					t.Errorf("%s: log message %s is not a constant: put what varies in a field", fset.Position(call.Pos()), types.ExprString(call.Args[0]))
+				case msg != "" && unicode.IsUpper([]rune(msg)[0]):
+					t.Errorf("%s: log message %q is not lower-case", fset.Position(call.Pos()), msg)
+				}
+				return true
+			})
+		}
+	}
+	if calls < 200 {
+		t.Errorf("found %d zap calls, want the 200 or more there are: the search is broken", calls)
+	}
+}
+
+// constString is the value of a string literal or a + of them.
+func constString(e ast.Expr) (string, bool) {
+	switch v := e.(type) {
+	case *ast.BasicLit:
+		if v.Kind != token.STRING {
+			return "", false
+		}
+		s, err := strconv.Unquote(v.Value)
+		return s, err == nil
+	case *ast.BinaryExpr:
+		a, ok1 := constString(v.X)
+		b, ok2 := constString(v.Y)
+		return a + b, ok1 && ok2 && v.Op == token.ADD
+	case *ast.ParenExpr:
+		return constString(v.X)
+	}
+	return "", false
 }
