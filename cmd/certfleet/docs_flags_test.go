@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"os"
 	"path/filepath"
@@ -129,4 +130,87 @@ func sameDefault(doc, def string) bool {
 	d1, err1 := time.ParseDuration(doc)
 	d2, err2 := time.ParseDuration(def)
 	return err1 == nil && err2 == nil && d1 == d2
+}
+
+// TestRunningDocsCommands: the flags docs/running.md names in its table of
+// commands and in its paragraph on the lab exist in that command's -h, and
+// the paragraph names every flag of the lab.
+func TestRunningDocsCommands(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/running.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	help := func(words []string) string {
+		t.Helper()
+		var out, errOut strings.Builder
+		if code := runMain(context.Background(), append(slices.Clone(words), "-h"), &out, &errOut); code != 0 {
+			t.Fatalf("certfleet %s -h: exit %d", strings.Join(words, " "), code)
+		}
+		return out.String() + errOut.String()
+	}
+	flagRE := regexp.MustCompile(`--([a-z][a-z0-9-]*)`)
+	spanRE := regexp.MustCompile("`([^`]+)`")
+	// commandOf is a span's command words: up to the first flag,
+	// argument or choice.
+	commandOf := func(span string) []string {
+		var words []string
+		for _, w := range strings.Fields(strings.TrimPrefix(span, "certfleet ")) {
+			if strings.HasPrefix(w, "-") || strings.HasPrefix(w, "[") || strings.ContainsAny(w, `\|`) || strings.ToUpper(w) == w {
+				break
+			}
+			words = append(words, w)
+		}
+		return words
+	}
+	checked := 0
+	for _, line := range strings.Split(string(doc), "\n") {
+		if !strings.HasPrefix(line, "| `certfleet ") {
+			continue
+		}
+		// The row's command, then each span: one naming the same command
+		// (`apikey revoke --email E --id ID`) is checked against its own
+		// -h, a flag alone (`--sink=false`) against the row's.
+		spans := spanRE.FindAllStringSubmatch(line, -1)
+		main := commandOf(spans[0][1])
+		if len(main) == 0 || main[0] == "version" || main[0] == "ca" || main[0] == "quota" {
+			continue // no flags of its own, or one set per action (their own tests)
+		}
+		for _, sp := range spans {
+			words := main
+			if w := commandOf(sp[1]); len(w) > 0 && w[0] == main[0] {
+				words = w
+			} else if !strings.HasPrefix(sp[1], "--") {
+				continue
+			}
+			h := help(words)
+			for _, m := range flagRE.FindAllStringSubmatch(sp[1], -1) {
+				checked++
+				if !strings.Contains(h, "--"+m[1]+" ") {
+					t.Errorf("docs/running.md names --%s for certfleet %s, whose -h has no such flag", m[1], strings.Join(words, " "))
+				}
+			}
+		}
+	}
+	_, para, ok := strings.Cut(string(doc), "`certfleet lab` takes ")
+	para, _, _ = strings.Cut(para, "\n\n")
+	if !ok {
+		t.Fatal("docs/running.md has no paragraph on the lab's flags")
+	}
+	named := map[string]bool{}
+	for _, m := range flagRE.FindAllStringSubmatch(para, -1) {
+		named[m[1]] = true
+	}
+	fs := regexp.MustCompile(`(?m)^  --([a-z0-9-]+)  `)
+	for _, m := range fs.FindAllStringSubmatch(help([]string{"lab"}), -1) {
+		if m[1] != "config" && m[1] != "log-level" && !named[m[1]] {
+			t.Errorf("the lab's --%s is missing from docs/running.md's paragraph on the lab", m[1])
+		}
+		delete(named, m[1])
+	}
+	for n := range named {
+		t.Errorf("docs/running.md's paragraph on the lab names --%s, which the lab has not", n)
+	}
+	if checked < 5 {
+		t.Errorf("checked %d flags of the table of commands, want more: the table's format changed", checked)
+	}
 }
