@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -51,10 +52,22 @@ func Open(ctx context.Context, dsn string, logger *zap.Logger) (driver.Conn, err
 	return conn, nil
 }
 
+// DialTimeout bounds a new connection's dial and handshake, and the wait
+// for a free one in the pool, unless the DSN sets `dial_timeout`. The
+// driver applies it whatever the caller's context says (30 s by default),
+// so a ClickHouse that accepts connections but answers nothing (a hung
+// server, a frozen host) held every read that needed a new connection for
+// 30 s, past the API's 10 s history deadline. A healthy server answers
+// the handshake in milliseconds.
+const DialTimeout = 5 * time.Second
+
 // openDatabase connects to the servers opts names, creating the database
 // db if it is missing, and returns a connection whose default database is
 // it, once it answered a ping.
 func openDatabase(ctx context.Context, opts clickhouse.Options, db string) (driver.Conn, error) {
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = DialTimeout
+	}
 	// The database may not exist yet, and a connection naming it would be
 	// refused: bootstrap through the server's default database.
 	boot := opts

@@ -69,26 +69,44 @@ func (r *Registry) Problems(ctx context.Context, ready bool) []string {
 		}
 	}
 	r.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, CheckTimeout)
 	defer cancel()
-	var (
-		mu       sync.Mutex
-		wg       sync.WaitGroup
-		problems []string
-	)
-	for name, c := range checks {
-		wg.Go(func() {
-			if err := c(ctx); err != nil {
-				mu.Lock()
-				problems = append(problems, fmt.Sprintf("%s: %v", name, err))
-				mu.Unlock()
-			}
-		})
+	// A check that ignores its deadline (a client that dials a hung server
+	// with its own, longer timeout) must not hold the answer: the endpoint
+	// answers at the deadline, naming the checks still running, and those
+	// finish in the background.
+	type result struct {
+		name string
+		err  error
 	}
-	wg.Wait()
+	results := make(chan result, len(checks))
+	pending := make(map[string]bool, len(checks))
+	for name, c := range checks {
+		pending[name] = true
+		go func() { results <- result{name, c(ctx)} }()
+	}
+	var problems []string
+	for len(pending) > 0 {
+		select {
+		case r := <-results:
+			delete(pending, r.name)
+			if r.err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %v", r.name, r.err))
+			}
+		case <-ctx.Done():
+			for name := range pending {
+				problems = append(problems, fmt.Sprintf("%s: no answer within %s", name, CheckTimeout))
+			}
+			pending = nil
+		}
+	}
 	sort.Strings(problems)
 	return problems
 }
+
+// CheckTimeout is how long /healthz and /readyz wait for their checks: a
+// check not done by then counts as failed, and the endpoint answers then.
+const CheckTimeout = 2 * time.Second
 
 // answer is the body of both endpoints.
 type answer struct {

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestEndpoints(t *testing.T) {
@@ -43,5 +44,25 @@ func TestEndpoints(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCheckIgnoringDeadline: a check stuck past its deadline (a client
+// dialing a hung server with a timeout of its own) fails readiness at the
+// deadline instead of holding the answer.
+func TestCheckIgnoringDeadline(t *testing.T) {
+	r := New()
+	release := make(chan struct{})
+	defer close(release)
+	r.Ready("clickhouse", func(context.Context) error { <-release; return nil })
+	r.Ready("redis", func(context.Context) error { return nil })
+	start := time.Now()
+	rec := httptest.NewRecorder()
+	r.Readyz().ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	if took := time.Since(start); took > CheckTimeout+time.Second {
+		t.Errorf("answered after %s, want by the %s deadline", took, CheckTimeout)
+	}
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "clickhouse: no answer within") || strings.Contains(rec.Body.String(), "redis") {
+		t.Errorf("got %d %s, want 503 naming only the stuck check", rec.Code, rec.Body.String())
 	}
 }

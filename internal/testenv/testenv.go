@@ -473,6 +473,14 @@ func (s *ClickHouseServer) Start(t testing.TB) {
 	s.cmd = cmd
 }
 
+// Pause freezes the server (SIGSTOP): it keeps its connections and
+// accepts new ones but answers nothing, as a hung server or a frozen host
+// does. Resume lets it go on.
+func (s *ClickHouseServer) Pause() { _ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGSTOP) }
+
+// Resume continues a server Pause froze.
+func (s *ClickHouseServer) Resume() { _ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGCONT) }
+
 // ClickHouseDB is a fresh database on the shared test server.
 type ClickHouseDB struct {
 	Addr     string
