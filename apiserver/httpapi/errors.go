@@ -147,6 +147,9 @@ func shared(c *gin.Context, err error) *Error {
 	case errors.Is(err, replicated.ErrNotReplicated):
 		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: 1,
 			Msg: "service temporarily unavailable: the change was not confirmed by a Redis replica in time and may or may not have been applied; retry (a change that was applied answers as made already: the domain exists, the key or certificate is revoked or gone; a creation sent with an Idempotency-Key header answers what its first attempt created when retried with the same key; without one, list before creating again)"}
+	case health.OutOfMemory(err):
+		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: UnavailableRetryAfter,
+			Msg: "service temporarily unavailable: storage is full (Redis refuses writes at its memory limit); retry later"}
 	case health.Unavailable(c.Request.Context(), err):
 		return &Error{Status: http.StatusServiceUnavailable, RetryAfter: UnavailableRetryAfter,
 			Msg: "service temporarily unavailable: a storage dependency is not answering; retry in a few seconds"}

@@ -43,3 +43,12 @@ func Unavailable(ctx context.Context, err error) bool {
 	// typed error on some paths.
 	return strings.Contains(err.Error(), "clickhouse: acquire conn timeout")
 }
+
+// OutOfMemory tells whether err is Redis refusing a write because it
+// reached maxmemory under the noeviction policy (an OOM reply, also from a
+// write inside a script). Reads still work; writes fail until memory is
+// freed (trimmed streams, a raised limit), so the APIs answer it 503 with
+// Retry-After, saying so, instead of 500.
+func OutOfMemory(err error) bool {
+	return err != nil && redis.HasErrorPrefix(err, "OOM")
+}

@@ -37,3 +37,32 @@ func TestUnavailable(t *testing.T) {
 		t.Fatal("a request the client abandoned is not unavailability")
 	}
 }
+
+// TestOutOfMemory fills a real Redis to its maxmemory (noeviction): a
+// write, and a script's write, are out of memory; reads and other errors
+// are not.
+func TestOutOfMemory(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	if err := rdb.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	err := rdb.Set(ctx, "k", "v", 0).Err()
+	if !OutOfMemory(fmt.Errorf("write: %w", err)) {
+		t.Errorf("SET at maxmemory: got %v, want out of memory", err)
+	}
+	err = rdb.Eval(ctx, "redis.call('GET', KEYS[1]); return redis.call('SET', KEYS[1], 'v')", []string{"k"}).Err()
+	if !OutOfMemory(err) {
+		t.Errorf("script writing at maxmemory: got %v, want out of memory", err)
+	}
+	if err := rdb.Get(ctx, "k").Err(); OutOfMemory(err) {
+		t.Errorf("GET at maxmemory: %v is not out of memory", err)
+	}
+	_, bad := rdb.Do(ctx, "NOSUCHCOMMAND").Result()
+	if OutOfMemory(bad) || OutOfMemory(nil) {
+		t.Errorf("%v: not out of memory", bad)
+	}
+}
