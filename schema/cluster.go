@@ -154,7 +154,7 @@ func columnsOf(node string) string {
 // is connected to: table itself, or its local table on a cluster. Queries
 // of system tables (parts, mutations) need it.
 func localTable(conn driver.Conn, table string) string {
-	if _, ok := conn.(*clusterConn); ok {
+	if _, ok := unwrap(conn).(*clusterConn); ok {
 		return table + LocalSuffix
 	}
 	return table

@@ -22,6 +22,7 @@ import (
 	"github.com/certfleet/certfleet/coordinator"
 	"github.com/certfleet/certfleet/coordinator/sink"
 	"github.com/certfleet/certfleet/events/stream"
+	"github.com/certfleet/certfleet/internal/backoff"
 	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/health"
 	"github.com/certfleet/certfleet/internal/layout"
@@ -106,6 +107,14 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	var conn driver.Conn
 	if role == "all" || role == "coordinator" || role == "apiserver" {
 		conn, err = openSchema(ctx, o, logger)
+		if health.Unavailable(ctx, err) {
+			// ClickHouse away at start stops nothing that needs only Redis
+			// (the APIs, the schedule, the views): the role starts, history
+			// answers 503 and the sink waits, as during an outage.
+			logger.Warn("clickhouse not answering at start: running without it until it does", zap.Error(err))
+			conn, err = schema.OpenLazy(ctx, func(ctx context.Context) (driver.Conn, error) { return openSchema(ctx, o, logger) },
+				backoff.Policy{Initial: 500 * time.Millisecond, Max: 2 * time.Second}, logger.Named("schema")), nil
+		}
 		if err != nil {
 			return err
 		}

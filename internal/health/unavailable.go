@@ -11,6 +11,11 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// ErrNotConnected is the error of a dependency whose connection is not
+// opened yet: a role started while ClickHouse did not answer runs without
+// it until it does (schema.Lazy). It is unavailability.
+var ErrNotConnected = errors.New("not connected yet: the dependency did not answer since the process started")
+
 // Unavailable tells whether err means a dependency (Redis, ClickHouse)
 // could not be reached or is not serving yet: a failure that a retry a
 // little later fixes, which the APIs answer 503 with Retry-After instead
@@ -29,7 +34,7 @@ func Unavailable(ctx context.Context, err error) bool {
 		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
 		errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrClosed),
-		errors.Is(err, context.DeadlineExceeded):
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrNotConnected):
 		return true
 	case errors.As(err, &netErr) && netErr.Timeout():
 		return true
