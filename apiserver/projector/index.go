@@ -224,7 +224,16 @@ func BuildIndexes(ctx context.Context, rdb redis.UniversalClient, force bool, lo
 		return 0, err
 	}
 	built, domains := 0, 0
+	// A tenant's index, once dropped, is built to its end even when ctx
+	// ends meanwhile (a signal to `views rebuild`, a stopping server): a
+	// build cut short leaves the tenant's lists short until some server's
+	// next start. ctx is checked between tenants.
+	whole := context.WithoutCancel(ctx)
 	for _, t := range tenants {
+		if err := ctx.Err(); err != nil {
+			return built, fmt.Errorf("list indexes: stopped after %d tenants: %w", built, err)
+		}
+		ctx := whole
 		if !force {
 			ok, err := domainindex.Built(ctx, rdb, t)
 			if err != nil {

@@ -11,6 +11,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -63,6 +65,14 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cmd, rest := args[0], args[1:]
+	if !slices.Contains([]string{"all", "apiserver", "coordinator", "agent"}, cmd) {
+		// A tool (views rebuild, import, tenant delete, ...) stops at
+		// SIGINT or SIGTERM through its context, so that what it writes
+		// in one step ends whole; the roles' group has its own handler.
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+	}
 	var err error
 	switch cmd {
 	case "all", "apiserver", "coordinator", "agent":

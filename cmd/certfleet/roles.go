@@ -342,6 +342,9 @@ func runRebuild(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		defer rdb.Close()
 		_, err = projector.RebuildFromSnapshot(ctx, rdb, conn, projector.RebuildConfig{Full: o.FullReplay, Overlap: o.ReplayOverlap}, logger)
+		if err != nil && ctx.Err() != nil {
+			return fmt.Errorf("interrupted, run it again (views not replayed yet are missing until their next scan; every list index is whole): %w", err)
+		}
 		return err
 	})
 }
