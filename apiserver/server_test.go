@@ -339,6 +339,34 @@ func scanEvent(t *testing.T, domainID, region string, finished time.Time, port i
 	return ev
 }
 
+// KeyChest's own-key claim: a key of 16 to 64 of [a-zA-Z0-9-], exactly;
+// the answer names the user, as KeyChest's does.
+func TestClaimOwnKeyBounds(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		key  string
+		code int
+	}{
+		{"ABCDEF-123456789", 200},      // 16
+		{strings.Repeat("a", 64), 200}, // 64
+		{"ABCDEF-12345678", 400},       // 15
+		{strings.Repeat("b", 65), 400}, // 65
+		{"ABCDEF-12345678.", 400},      // 16, a dot
+		{"ABCDEF-1234567\u00e9", 400},  // 16, a letter outside a-z
+	} {
+		code, body := e.do(http.MethodPost, "/api/v1.0/access/claim", "application/json",
+			`{"email":"ops@example.com","api_key":"`+tc.key+`"}`)
+		if tc.code != 200 {
+			checkError(t, code, body, tc.code, "api_key")
+			continue
+		}
+		want := map[string]any{"status": "created", "user": "ops@example.com", "api_key": tc.key}
+		if code != tc.code || !reflect.DeepEqual(body, want) {
+			t.Errorf("key %q: got %d %v, want %d %v", tc.key, code, body, tc.code, want)
+		}
+	}
+}
+
 func TestExpiration(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
