@@ -582,6 +582,7 @@ var apiStyles = []struct {
 	{"/api/ca/", clientcerts.ErrorStyle()},
 	{"/api/certificates/", clientcerts.ErrorStyle()},
 	{"/api/audit/", clientcerts.ErrorStyle()},
+	{"/api/operator/", operator.ErrorStyle()},
 }
 
 // apiIndex returns the index in apiStyles of the API path belongs to (a

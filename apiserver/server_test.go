@@ -520,6 +520,7 @@ func TestUnknownRoutesAnswerInTheirAPIsShape(t *testing.T) {
 		{http.MethodDelete, "/api/client-certs/cert-1", 405, certmateShape},
 		{http.MethodGet, "/api/certificates/shop.example/nope", 404, certmateShape},
 		{http.MethodGet, "/api/audit/nope", 404, certmateShape},
+		{http.MethodGet, "/api/operator/nope", 404, v1Shape}, // the operator API's {"error"}
 	} {
 		code, body := e.do(tc.method, tc.path, "", "")
 		want := tc.shape(tc.code)
