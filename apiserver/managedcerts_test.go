@@ -211,6 +211,12 @@ func TestManagedCertificatesAPI(t *testing.T) {
 	if code != http.StatusOK || json.Unmarshal(body, &js) != nil || js["private_key_pem"] != string(files["privkey.pem"]) || js["domain"] != "shop.example.com" {
 		t.Errorf("json download: %d %s", code, body)
 	}
+	// CertMate's JSON form holds every PEM the zip does, under its names.
+	for field, file := range map[string]string{"cert_pem": "cert.pem", "chain_pem": "chain.pem", "fullchain_pem": "fullchain.pem"} {
+		if got, ok := js[field]; !ok || got == "" || got != string(files[file]) {
+			t.Errorf("json download %s: got %q, want the zip's %s", field, got, file)
+		}
+	}
 	// Every download is audited, the private ones marked.
 	audits := 0
 	all, _ := events.ReadAllEvents(context.Background(), e.rdb)

@@ -617,3 +617,60 @@ func TestRevocationAcrossReplicas(t *testing.T) {
 		t.Errorf("CRL on replica A: HTTP %d %v, want number 2", resp.StatusCode, err)
 	}
 }
+
+// CertMate's OCSP status and CRL info on the wire: every field its
+// documentation shows, by its JSON name and with its JSON type (the
+// serials as numbers, next_update null). The tests above read them
+// through the Go types, which a renamed tag would not catch.
+func TestRevocationJSONOnTheWire(t *testing.T) {
+	e := newRevocationEnv(t)
+	tenant := newCheckTenant(t, e.srv, "wire@example.com")
+	c, cert := e.issue(tenant.id, "wire")
+	e.revoke(tenant.id, c, "compromised")
+	decode := func(path string) map[string]any {
+		t.Helper()
+		resp, body := e.get(path, tenant.read)
+		d := json.NewDecoder(bytes.NewReader(body))
+		d.UseNumber()
+		var m map[string]any
+		if resp.StatusCode != http.StatusOK || d.Decode(&m) != nil {
+			t.Fatalf("%s: got HTTP %d %s", path, resp.StatusCode, body)
+		}
+		return m
+	}
+	isTime := func(v any) bool {
+		s, ok := v.(string)
+		_, err := time.Parse(time.RFC3339, s)
+		return ok && err == nil
+	}
+	serial := cert.SerialNumber.String()
+
+	st := decode("/api/ocsp/status/" + serial)
+	for field, ok := range map[string]bool{
+		"response_status":    st["response_status"] == "successful",
+		"certificate_status": st["certificate_status"] == "revoked",
+		"certificate_serial": st["certificate_serial"] == json.Number(serial),
+		"this_update":        isTime(st["this_update"]),
+		"next_update":        st["next_update"] == nil,
+		"responder_name":     st["responder_name"] == e.ca.Subject.String(),
+	} {
+		if _, present := st[field]; !present || !ok {
+			t.Errorf("ocsp status %s: got %#v (present %v)", field, st[field], present)
+		}
+	}
+
+	info := decode("/api/crl/download/info")
+	serials, _ := info["revoked_serials"].([]any)
+	for field, ok := range map[string]bool{
+		"status":          info["status"] == "available",
+		"issuer":          info["issuer"] == e.ca.Subject.String(),
+		"last_update":     isTime(info["last_update"]),
+		"next_update":     isTime(info["next_update"]),
+		"revoked_count":   info["revoked_count"] == json.Number("1"),
+		"revoked_serials": len(serials) == 1 && serials[0] == json.Number(serial),
+	} {
+		if _, present := info[field]; !present || !ok {
+			t.Errorf("crl info %s: got %#v (present %v)", field, info[field], present)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -445,8 +446,9 @@ func (s *Server) routes() *gin.Engine {
 	r.HandleMethodNotAllowed = true
 	r.RedirectTrailingSlash = false
 	r.Use(s.recovery(), s.observe(), s.limitBody())
-	// Answers to no route are in KeyChest's shape, the API's first.
-	render := httpapi.Render(s.logger, keychest.Style)
+	// Answers to no route are in the shape of the API whose path was
+	// asked for (a client of that API parses them), KeyChest's elsewhere.
+	render := s.renderByPath()
 	r.NoRoute(render, func(c *gin.Context) { httpapi.Fail(c, httpapi.Errorf(http.StatusNotFound, "no such endpoint")) })
 	r.NoMethod(render, func(c *gin.Context) {
 		httpapi.Fail(c, httpapi.Errorf(http.StatusMethodNotAllowed, "method not allowed"))
@@ -565,7 +567,63 @@ func (s *Server) observe() gin.HandlerFunc {
 	}
 }
 
-// recovery turns a panicking handler into a JSON 500 in KeyChest's shape.
+// apiStyles are the error styles of the API path prefixes: a path under
+// one of them answers errors as that API does, whether or not a route
+// matched. The first match wins; a path under none is KeyChest's.
+var apiStyles = []struct {
+	prefix string
+	style  httpapi.Style
+}{
+	{"/api/v1.0/", keychest.Style},
+	{"/api/v1/", v1.ErrorStyle()},
+	{"/api/client-certs/", clientcerts.ErrorStyle()},
+	{"/api/crl/", clientcerts.ErrorStyle()},
+	{"/api/ocsp/", clientcerts.ErrorStyle()},
+	{"/api/ca/", clientcerts.ErrorStyle()},
+	{"/api/certificates/", clientcerts.ErrorStyle()},
+	{"/api/audit/", clientcerts.ErrorStyle()},
+	{"/api/operator/", operator.ErrorStyle()},
+}
+
+// apiIndex returns the index in apiStyles of the API path belongs to (a
+// prefix's own path without its trailing slash included), or -1.
+func apiIndex(path string) int {
+	for i, a := range apiStyles {
+		if strings.HasPrefix(path, a.prefix) || path == strings.TrimSuffix(a.prefix, "/") {
+			return i
+		}
+	}
+	return -1
+}
+
+// styleOf returns the error style of the API path belongs to, KeyChest's
+// for a path under none.
+func styleOf(path string) httpapi.Style {
+	if i := apiIndex(path); i >= 0 {
+		return apiStyles[i].style
+	}
+	return keychest.Style
+}
+
+// renderByPath is httpapi.Render in the style of the request's path
+// (styleOf), for the answers no API's route group renders.
+func (s *Server) renderByPath() gin.HandlerFunc {
+	renders := make([]gin.HandlerFunc, len(apiStyles))
+	for i, a := range apiStyles {
+		renders[i] = httpapi.Render(s.logger, a.style)
+	}
+	fallback := httpapi.Render(s.logger, keychest.Style)
+	return func(c *gin.Context) {
+		if i := apiIndex(c.Request.URL.Path); i >= 0 {
+			renders[i](c)
+			return
+		}
+		fallback(c)
+	}
+}
+
+// recovery turns a panicking handler into a JSON 500 in the shape of the
+// API whose path was asked for (styleOf).
 func (s *Server) recovery() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		defer func() {
@@ -579,7 +637,7 @@ func (s *Server) recovery() gin.HandlerFunc {
 			s.logger.Error("handler panicked", zap.String("route", c.FullPath()), zap.Any("panic", r), zap.Stack("stack"))
 			if !c.Writer.Written() {
 				c.AbortWithStatusJSON(http.StatusInternalServerError,
-					keychest.Style.Body(&httpapi.Error{Status: http.StatusInternalServerError, Msg: "internal error"}))
+					styleOf(c.Request.URL.Path).Body(&httpapi.Error{Status: http.StatusInternalServerError, Msg: "internal error"}))
 			}
 		}()
 		c.Next()

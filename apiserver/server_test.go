@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
@@ -338,6 +339,34 @@ func scanEvent(t *testing.T, domainID, region string, finished time.Time, port i
 	return ev
 }
 
+// KeyChest's own-key claim: a key of 16 to 64 of [a-zA-Z0-9-], exactly;
+// the answer names the user, as KeyChest's does.
+func TestClaimOwnKeyBounds(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		key  string
+		code int
+	}{
+		{"ABCDEF-123456789", 200},      // 16
+		{strings.Repeat("a", 64), 200}, // 64
+		{"ABCDEF-12345678", 400},       // 15
+		{strings.Repeat("b", 65), 400}, // 65
+		{"ABCDEF-12345678.", 400},      // 16, a dot
+		{"ABCDEF-1234567\u00e9", 400},  // 16, a letter outside a-z
+	} {
+		code, body := e.do(http.MethodPost, "/api/v1.0/access/claim", "application/json",
+			`{"email":"ops@example.com","api_key":"`+tc.key+`"}`)
+		if tc.code != 200 {
+			checkError(t, code, body, tc.code, "api_key")
+			continue
+		}
+		want := map[string]any{"status": "created", "user": "ops@example.com", "api_key": tc.key}
+		if code != tc.code || !reflect.DeepEqual(body, want) {
+			t.Errorf("key %q: got %d %v, want %d %v", tc.key, code, body, tc.code, want)
+		}
+	}
+}
+
 func TestExpiration(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
@@ -462,6 +491,66 @@ func TestRoutesAndHealth(t *testing.T) {
 	raw, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(raw), `certfleet_apiserver_requests_total{code="404",method="GET",route="unmatched"}`) {
 		t.Errorf("metrics: got %d without the request counter, want 200 with it", resp.StatusCode)
+	}
+}
+
+// An unknown path or method under an API answers in that API's error
+// shape, which its clients parse: KeyChest's {"status":"error","error"},
+// SSLTrackr's {"error"} under /api/v1, CertMate's {"error","code","status"}
+// (status a number) under its paths; KeyChest's under no API.
+func TestUnknownRoutesAnswerInTheirAPIsShape(t *testing.T) {
+	e := newEnv(t)
+	keychestShape := func(code int) map[string]any { return map[string]any{"status": "error", "error": "-"} }
+	v1Shape := func(code int) map[string]any { return map[string]any{"error": "-"} }
+	certmateShape := func(code int) map[string]any {
+		return map[string]any{"error": "-", "code": (&httpapi.Error{Status: code}).Code(), "status": float64(code)}
+	}
+	for _, tc := range []struct {
+		method, path string
+		code         int
+		shape        func(int) map[string]any
+	}{
+		{http.MethodGet, "/api/v1.0/nope", 404, keychestShape},
+		{http.MethodGet, "/nope", 404, keychestShape},
+		{http.MethodGet, "/api/v1/nope", 404, v1Shape},
+		{http.MethodPut, "/api/v1/domains", 405, v1Shape},
+		{http.MethodGet, "/api/crl/download/xml", 404, certmateShape},
+		{http.MethodGet, "/api/ocsp/status/", 404, certmateShape},
+		{http.MethodGet, "/api/client-certs/cert-1/download", 404, certmateShape},
+		{http.MethodDelete, "/api/client-certs/cert-1", 405, certmateShape},
+		{http.MethodGet, "/api/certificates/shop.example/nope", 404, certmateShape},
+		{http.MethodGet, "/api/audit/nope", 404, certmateShape},
+		{http.MethodGet, "/api/operator/nope", 404, v1Shape}, // the operator API's {"error"}
+	} {
+		code, body := e.do(tc.method, tc.path, "", "")
+		want := tc.shape(tc.code)
+		if msg, ok := body["error"].(string); ok && msg != "" {
+			body["error"] = "-"
+		}
+		if code != tc.code || !reflect.DeepEqual(body, want) {
+			t.Errorf("%s %s: got %d %v, want %d %v", tc.method, tc.path, code, body, tc.code, want)
+		}
+	}
+}
+
+// A panicking handler answers 500 in the shape of its API (styleOf).
+func TestRecoveryAnswersInTheAPIsShape(t *testing.T) {
+	s := &Server{logger: testenv.Logger(t)}
+	r := gin.New()
+	r.Use(s.recovery())
+	for _, p := range []string{"/api/v1.0/boom", "/api/v1/boom", "/api/client-certs/boom"} {
+		r.GET(p, func(*gin.Context) { panic("boom") })
+	}
+	for path, want := range map[string]string{
+		"/api/v1.0/boom":         `{"status":"error","error":"internal error"}`,
+		"/api/v1/boom":           `{"error":"internal error"}`,
+		"/api/client-certs/boom": `{"error":"internal error","code":"INTERNAL_ERROR","status":500}`,
+	} {
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
+		if w.Code != http.StatusInternalServerError || w.Body.String() != want {
+			t.Errorf("%s: got %d %s, want 500 %s", path, w.Code, w.Body, want)
+		}
 	}
 }
 

@@ -123,6 +123,17 @@ func orNil(p *string) string {
 	return *p
 }
 
+// wantWireKeys fails unless the JSON object m has every key (null
+// values included): the field names a public API documents.
+func wantWireKeys(t *testing.T, what string, m map[string]any, keys ...string) {
+	t.Helper()
+	for _, k := range keys {
+		if _, ok := m[k]; !ok {
+			t.Errorf("%s: no %q on the wire, got %v", what, k, m)
+		}
+	}
+}
+
 func TestSSLCheck(t *testing.T) {
 	ctx := context.Background()
 	rdb := testenv.Redis(t).Client(t)
@@ -193,6 +204,12 @@ func TestSSLCheck(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
 		}
 	}
+	// The names on the wire are SSLTrackr's (its /ssl example), whatever
+	// the Go fields above are tagged.
+	var wire map[string]any
+	api.call(http.MethodGet, "/domains/"+id+"/ssl", alice.read, "", &wire)
+	wantWireKeys(t, "ssl", wire, "id", "domain_id", "subject", "issuer", "valid_from", "valid_to", "days_remaining",
+		"serial_number", "tls_version", "chain_valid", "hsts", "sans", "grade", "checked_at")
 	byKey := map[string]v1.SSLResult{}
 	for _, r := range a.Results {
 		byKey[r.Region+"|"+r.IP] = r
@@ -214,6 +231,10 @@ func TestSSLCheck(t *testing.T) {
 	if code := api.call(http.MethodGet, "/domains/"+id+"/whois", alice.read, "", &w); code != http.StatusOK || w.Status != "pending" || w.DaysRemaining != nil {
 		t.Errorf("whois before a lookup: got HTTP %d status %q days %v, want 200 pending null", code, w.Status, w.DaysRemaining)
 	}
+	wire = nil
+	api.call(http.MethodGet, "/domains/"+id+"/whois", alice.read, "", &wire)
+	wantWireKeys(t, "whois", wire, "id", "domain_id", "registrar", "created_date", "expiry_date", "days_remaining",
+		"dnssec", "nameservers", "checked_at")
 
 	// Errors.
 	tests := []struct {

@@ -91,7 +91,7 @@ type errorBody struct {
 }
 
 // Style answers errors in KeyChest's shape. The server's own answers (no
-// such route, a panic) use it too.
+// such route, a panic) use it too for paths under no other API.
 var Style = httpapi.Style{Answer: answer, Body: func(e *httpapi.Error) any { return errorBody{Status: "error", Error: e.Msg} }}
 
 // answer gives each kind of error its status.

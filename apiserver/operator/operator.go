@@ -102,6 +102,10 @@ type errorBody struct {
 
 var style = httpapi.Style{Answer: answer, Body: func(e *httpapi.Error) any { return errorBody{Error: e.Msg} }}
 
+// ErrorStyle is how the operator API answers errors; the server answers
+// unknown paths and methods under /api/operator with it too.
+func ErrorStyle() httpapi.Style { return style }
+
 func answer(err error) *httpapi.Error {
 	var he *httpapi.Error
 	switch {
