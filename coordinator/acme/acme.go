@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -147,6 +148,12 @@ type Worker struct {
 	dialer     *guard.Dialer
 	acmeHTTP   *http.Client // the operator's CA: trusted
 	tenantHTTP *http.Client // tenants' provider APIs: guarded
+
+	// resolver looks up tenants' name servers (RFC 2136, the zone's
+	// authoritative ones) and nsPort is the port those are asked on:
+	// net.DefaultResolver and 53 but in tests.
+	resolver *net.Resolver
+	nsPort   string
 }
 
 // resolversOnce guards lego's process-wide DNS client.
@@ -162,7 +169,7 @@ func New(cfg Config, store *managedcert.Store, rdb redis.UniversalClient, logger
 		return nil, errors.New("acme worker: store and redis client are required")
 	}
 	w := &Worker{cfg: cfg, store: store, rdb: rdb, logger: logger.Named("acme"),
-		dialer: &guard.Dialer{Policy: cfg.DNSTargets, Timeout: 10 * time.Second}}
+		dialer: &guard.Dialer{Policy: cfg.DNSTargets, Timeout: 10 * time.Second}, resolver: net.DefaultResolver, nsPort: "53"}
 	w.acmeHTTP = guard.HTTPClient(w.dialer.DialTrusted, 30*time.Second, cfg.Roots)
 	w.tenantHTTP = guard.HTTPClient(w.dialer.DialHost, 30*time.Second, nil)
 	legolog.SetDefault(newSlogger(w.logger.Named("lego")))
@@ -329,16 +336,13 @@ func (w *Worker) obtain(ctx context.Context, c managedcert.Certificate) (*certif
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	provider = bound(ctx, provider)
 	for attempt := 0; ; attempt++ {
 		client, err := w.client(ctx, c.Tenant, c.Contact, attempt > 0)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		var opts []dns01.ChallengeOption
-		if len(w.cfg.Resolvers) > 0 {
-			opts = append(opts, dns01.DisableAuthoritativeNssPropagationRequirement())
-		}
-		if err := client.Challenge.SetDNS01Provider(provider, opts...); err != nil {
+		if err := client.Challenge.SetDNS01Provider(provider, w.challengeOptions()...); err != nil {
 			return nil, nil, nil, fmt.Errorf("set dns provider: %w", err)
 		}
 		res, err := client.Certificate.Obtain(ctx, certificate.ObtainRequest{
