@@ -2,6 +2,8 @@ package acme
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -190,5 +192,25 @@ func TestSlowTenantDoesNotStarveOthers(t *testing.T) {
 			t.Fatalf("the victim's certificate is not issued after 60s: %+v", e.get("victim", "victim.acme.test"))
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A failed order's error, which the tenant reads, names neither the
+// operator's recursive resolver (lego says "ns=..." and dials it) nor
+// the worker's own address.
+func TestFailedOrderErrorNamesNoOperatorAddress(t *testing.T) {
+	e, _ := quickEnv(t, loopback)
+	w, err := New(Config{DirectoryURL: "https://127.0.0.1:1/dir", Resolvers: []string{"10.255.255.53:53"}, DNSTargets: loopback,
+		Now: e.clock.Now}, e.store, e.rdb, testenv.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resolver := &net.UDPAddr{IP: net.ParseIP("10.255.255.53"), Port: 53}
+	local := &net.UDPAddr{IP: net.ParseIP("10.0.0.5"), Port: 34567}
+	cause := fmt.Errorf("dns01: time limit exceeded: last error: initial recursive nameserver: DNS call error: %w [ns=%s, question='_acme-challenge.x.example. IN TXT']",
+		&net.OpError{Op: "read", Net: "udp", Source: local, Addr: resolver, Err: errors.New("i/o timeout")}, resolver)
+	got := w.describe(cause)
+	if strings.Contains(got, "10.") || !strings.Contains(got, "ns=resolver") {
+		t.Errorf("describe = %q, want it without the operator's addresses", got)
 	}
 }

@@ -91,23 +91,6 @@ func classifySend(err error) (class string, status int, permanent bool) {
 	return ClassOther, 0, false
 }
 
-// tenantError is err's text as a tenant reads it in a delivery: without
-// the addresses of the operator's network that Go's errors name beside
-// the target (the resolver a lookup asked, the local end of a
-// connection).
-func tenantError(err error) string {
-	msg := err.Error()
-	var dns *net.DNSError
-	if errors.As(err, &dns) && dns.Server != "" {
-		msg = strings.ReplaceAll(msg, " on "+dns.Server, "")
-	}
-	var op *net.OpError
-	if errors.As(err, &op) && op.Source != nil && op.Addr != nil {
-		msg = strings.ReplaceAll(msg, op.Source.String()+"->", "")
-	}
-	return msg
-}
-
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
