@@ -19,7 +19,9 @@
 //   - one line in pages() (pages.go) mounts it.
 //
 // Every page needs a key with read; every action needs write unless it
-// says otherwise, and a valid CSRF token (the "csrf" template writes the
+// says otherwise, counts against the key's rate limits as the API's
+// routes do (the general one, and the classes it names), and needs a
+// valid CSRF token (the "csrf" template writes the
 // hidden field; every POST form must include it). An action answers with
 // a redirect (POST, redirect, GET), leaving a flash message for the next
 // page. Errors are values: Get and Do return the same errors the v1 API
@@ -212,6 +214,10 @@ type Action struct {
 	// Before are handlers run before the session check, e.g. an audit
 	// record of the action (Dashboard.audited).
 	Before []gin.HandlerFunc
+	// Classes are the rate limit classes the action counts against
+	// beside the general one (v1.Handler.Limits), as its API route does:
+	// v1.ClassCheck for a check.
+	Classes []string
 }
 
 // NavItem is a link of the navigation.
@@ -271,7 +277,9 @@ func (d *Dashboard) Routes(r *gin.Engine) {
 			if scope == "" {
 				scope = accounts.ScopeWrite
 			}
-			g.POST(a.Path, append(slices.Clip(a.Before), d.signedIn(scope, true), d.act(a))...)
+			hs := append(slices.Clip(a.Before), d.signedIn(scope, true))
+			hs = append(hs, d.deps.V1.Limits(a.Classes...)...)
+			g.POST(a.Path, append(hs, d.act(a))...)
 		}
 	}
 }

@@ -130,21 +130,30 @@ func (h *Handler) Routes(r *gin.Engine) {
 }
 
 // Rate limit classes beside httpapi.ClassGeneral, which every route counts
-// against.
+// against. ClassCheck is the manual checks' (POST /check here, Check now
+// on the dashboard): each makes every region scan the domain at once.
 const (
-	classCheck   = "check"
+	ClassCheck   = "check"
 	classAPIKeys = "apikeys"
 )
 
 // guard returns the handlers a route starts with: its key holding scope,
-// then the general limit and each class given, per key.
+// then the general limit and each class given, per key (Limits).
 func (h *Handler) guard(scope string, classes ...string) []gin.HandlerFunc {
+	return append([]gin.HandlerFunc{h.auth.RequireKey(scope)}, h.Limits(classes...)...)
+}
+
+// Limits returns the per-key rate limits of a request whose key was
+// accepted (its principal is set): the general limit, then each class
+// given. The dashboard's actions count against them as the API's routes
+// do, so that signing in does not lift the API's limits.
+func (h *Handler) Limits(classes ...string) []gin.HandlerFunc {
 	rates := map[string]int{
 		httpapi.ClassGeneral: h.cfg.RateLimitGeneral,
-		classCheck:           h.cfg.RateLimitCheck,
+		ClassCheck:           h.cfg.RateLimitCheck,
 		classAPIKeys:         h.cfg.RateLimitAPIKeys,
 	}
-	hs := []gin.HandlerFunc{h.auth.RequireKey(scope)}
+	var hs []gin.HandlerFunc
 	for _, class := range append([]string{httpapi.ClassGeneral}, classes...) {
 		hs = append(hs, h.limits.PerKey(class, ratelimit.PerMinute(rates[class])))
 	}
