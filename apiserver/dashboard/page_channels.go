@@ -46,7 +46,7 @@ func (d *Dashboard) channels(r *Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		out.Channels = append(out.Channels, channelRow{Channel: ch, Attempts: at})
+		out.Channels = append(out.Channels, channelRow{Channel: ch.Shown(r.CanWrite()), Attempts: at})
 	}
 	return out, nil
 }
