@@ -3,6 +3,7 @@ package dashboard
 import (
 	"strings"
 
+	v1 "github.com/certfleet/certfleet/apiserver/v1"
 	"github.com/certfleet/certfleet/internal/channels"
 )
 
@@ -15,7 +16,7 @@ func (d *Dashboard) channelsPage() Page {
 		Actions: []Action{
 			{Path: "/channels/add", Do: d.addChannel},
 			{Path: "/channels/:id/delete", Do: d.deleteChannel},
-			{Path: "/channels/:id/test", Do: d.testChannel},
+			{Path: "/channels/:id/test", Do: d.testChannel, Classes: []string{v1.ClassChannelTests}},
 		}}
 }
 

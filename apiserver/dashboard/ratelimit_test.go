@@ -45,3 +45,25 @@ func TestActionsAreRateLimited(t *testing.T) {
 		}
 	}
 }
+
+// Send test counts against the tenant's test messages, shared with the
+// API and across the tenant's keys.
+func TestSendTestIsRateLimited(t *testing.T) {
+	e := newEnv(t, envOptions{Configure: func(cfg *apiserver.Config) { cfg.RateLimitChannelTests = 1 }})
+	c := e.client(t, e.write)
+	c.get("/channels")
+	if code, _ := c.post("/channels/add", map[string][]string{"type": {"webhook"}, "name": {"w"}, "url": {"https://hooks.example.com/x"}}); code != http.StatusSeeOther {
+		t.Fatalf("add channel: got HTTP %d", code)
+	}
+	_, body := c.get("/channels")
+	id := between(body, `action="/channels/`, `/test"`)
+	if id == "" {
+		t.Fatalf("no Send test form in the page")
+	}
+	for i, want := range []int{http.StatusSeeOther, http.StatusTooManyRequests} {
+		c.get("/channels")
+		if code, _ := c.post("/channels/"+id+"/test", nil); code != want {
+			t.Fatalf("test %d: got HTTP %d, want %d", i+1, code, want)
+		}
+	}
+}

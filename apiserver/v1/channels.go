@@ -32,7 +32,7 @@ func (h *Handler) channelRoutes(g *gin.RouterGroup) {
 	g.PUT("/channels/:id", append(write, h.updateChannel)...)
 	g.DELETE("/channels/:id", append(write, h.deleteChannel)...)
 	g.GET("/channels/:id/deliveries", append(read, h.listDeliveries)...)
-	g.POST("/channels/:id/test", append(write, h.testChannel)...)
+	g.POST("/channels/:id/test", append(h.guard(accounts.ScopeWrite, ClassChannelTests), h.testChannel)...)
 }
 
 // channelRequest is the body of POST and PUT. A PUT replaces the channel;
