@@ -18,10 +18,10 @@
 //     .Data and the request's facts from View (.CanWrite, .CSRF, ...);
 //   - one line in pages() (pages.go) mounts it.
 //
-// Every page needs a key with read; every action needs write unless it
-// says otherwise, counts against the key's rate limits as the API's
-// routes do (the general one, and the classes it names), and needs a
-// valid CSRF token (the "csrf" template writes the
+// Every page needs a key with read and counts against the key's general
+// rate limit, as the API's routes do; every action needs write unless it
+// says otherwise, counts against the general limit and the classes it
+// names, and needs a valid CSRF token (the "csrf" template writes the
 // hidden field; every POST form must include it). An action answers with
 // a redirect (POST, redirect, GET), leaving a flash message for the next
 // page. Errors are values: Get and Do return the same errors the v1 API
@@ -271,7 +271,7 @@ func (d *Dashboard) Routes(r *gin.Engine) {
 	g.POST("/signin", d.signin)
 	g.POST("/signout", d.signedIn(accounts.ScopeRead, true), d.signout)
 	for _, p := range d.pages {
-		g.GET(p.Path, d.signedIn(accounts.ScopeRead, false), d.show(p))
+		g.GET(p.Path, append(append([]gin.HandlerFunc{d.signedIn(accounts.ScopeRead, false)}, d.deps.V1.Limits()...), d.show(p))...)
 		for _, a := range p.Actions {
 			scope := a.Scope
 			if scope == "" {
