@@ -39,3 +39,30 @@ func TestTenantError(t *testing.T) {
 		}
 	}
 }
+
+// FuzzTenantError: whatever text surrounds them, an address the caller
+// hides and a lookup's resolver never survive in the text a tenant reads,
+// and the target's own address does.
+func FuzzTenantError(f *testing.F) {
+	f.Add("initial recursive nameserver: DNS call error:", "[ns=", ", question='x. IN TXT']", uint16(53))
+	f.Add("", "", "", uint16(5353))
+	f.Add("10.255.255.53:5", "3", "resolver", uint16(53))
+	f.Fuzz(func(t *testing.T, before, between, after string, port uint16) {
+		resolver := net.JoinHostPort("10.255.255.53", fmt.Sprint(port))
+		target := &net.UDPAddr{IP: net.ParseIP("192.0.2.7"), Port: 53}
+		err := fmt.Errorf("%s%w%s%s%s", before, &net.OpError{Op: "read", Net: "udp", Source: &net.UDPAddr{IP: net.ParseIP("10.0.0.5"), Port: 34567},
+			Addr: target, Err: &net.DNSError{Err: "i/o timeout", Name: "x.example", Server: resolver, IsTimeout: true}}, between, resolver, after)
+		got := TenantError(err, resolver)
+		for _, s := range []string{before, between, after} {
+			if strings.Contains(s, "10.") || strings.Contains(s, resolver) {
+				return // the surrounding text names them itself
+			}
+		}
+		if strings.Contains(got, resolver) || strings.Contains(got, "10.0.0.5:34567") {
+			t.Errorf("TenantError(%q) = %q names the operator's address", err, got)
+		}
+		if !strings.Contains(got, target.String()) {
+			t.Errorf("TenantError(%q) = %q lost the target", err, got)
+		}
+	})
+}
