@@ -116,9 +116,10 @@ func (w *Worker) preCheck(ctx context.Context, _, fqdn, value string, check dns0
 
 // authoritative tells whether every authoritative name server of fqdn's
 // zone (after CNAMEs) answers value. Each server's name is resolved here
-// and one address the DNS target policy allows is asked, by its IP
-// literal, so what was judged is what is dialed; a server none of whose
-// addresses is allowed fails the check, naming --allow-dns-targets.
+// and its addresses the DNS target policy allows are asked, by IP
+// literal, until one answers, so what was judged is what is dialed; a
+// server none of whose addresses is allowed fails the check, naming
+// --allow-dns-targets.
 func (w *Worker) authoritative(ctx context.Context, fqdn, value string) (bool, error) {
 	name := dns.CanonicalName(fqdn)
 	if cname, err := w.resolver.LookupCNAME(ctx, name); err == nil && cname != "" {
@@ -129,13 +130,19 @@ func (w *Worker) authoritative(ctx context.Context, fqdn, value string) (bool, e
 		return false, err
 	}
 	for _, ns := range servers {
-		addr, err := w.allowedAddr(ctx, ns)
+		addrs, err := w.allowedAddrs(ctx, ns)
 		if err != nil {
 			return false, fmt.Errorf("authoritative name server %s of %s: %w", ns, zone, err)
 		}
-		found, err := w.askTXT(ctx, addr, name, value)
+		var found bool
+		for _, addr := range addrs {
+			if found, err = w.askTXT(ctx, addr, name, value); err == nil {
+				break
+			}
+			err = fmt.Errorf("authoritative name server %s (%s) of %s: %w", ns, addr, zone, err)
+		}
 		if err != nil {
-			return false, fmt.Errorf("authoritative name server %s (%s) of %s: %w", ns, addr, zone, err)
+			return false, err
 		}
 		if !found {
 			return false, fmt.Errorf("authoritative name server %s of %s does not answer the challenge record of %s yet", ns, zone, name)
@@ -166,23 +173,29 @@ func (w *Worker) zoneServers(ctx context.Context, name string) (string, []string
 	return "", nil, fmt.Errorf("no zone with name servers above %s", name)
 }
 
-// allowedAddr resolves a name server and returns the first of its
-// addresses the DNS target policy allows, as ip:port.
-func (w *Worker) allowedAddr(ctx context.Context, host string) (string, error) {
+// allowedAddrs resolves a name server and returns those of its addresses
+// the DNS target policy allows, as ip:port; an error when there is none.
+func (w *Worker) allowedAddrs(ctx context.Context, host string) ([]string, error) {
 	ips, err := w.resolver.LookupNetIP(ctx, "ip", host)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	var lastErr error
+	var out []string
+	var refused error
 	for _, ip := range ips {
-		if lastErr = w.cfg.DNSTargets.Check(ip); lastErr == nil {
-			return net.JoinHostPort(ip.Unmap().String(), w.nsPort), nil
+		if err := w.cfg.DNSTargets.Check(ip); err != nil {
+			refused = err
+			continue
 		}
+		out = append(out, net.JoinHostPort(ip.Unmap().String(), w.nsPort))
 	}
-	if lastErr == nil {
-		lastErr = fmt.Errorf("no address")
+	if len(out) > 0 {
+		return out, nil
 	}
-	return "", fmt.Errorf("%w (an operator can allow a range with --allow-dns-targets)", lastErr)
+	if refused == nil {
+		refused = fmt.Errorf("no address")
+	}
+	return nil, fmt.Errorf("%w (an operator can allow a range with --allow-dns-targets)", refused)
 }
 
 // askTXT asks the name server at addr (an IP literal and port) for name's

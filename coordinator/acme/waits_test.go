@@ -57,7 +57,7 @@ func TestOrderWaitsEndWithTheOrder(t *testing.T) {
 }
 
 // nsServer is a DNS server on loopback for tenant.example: its NS is
-// ns1.tenant.example at 127.0.0.1, and _acme-challenge.www.tenant.example
+// ns1.tenant.example at 127.0.0.1 and ::1, and _acme-challenge.www.tenant.example
 // has the TXT record "token". It counts the TXT questions it is asked.
 func nsServer(t *testing.T) (addr string, txtAsked *atomic.Int64) {
 	t.Helper()
@@ -78,6 +78,10 @@ func nsServer(t *testing.T) (addr string, txtAsked *atomic.Int64) {
 			m.Answer = append(m.Answer, &dns.NS{Hdr: hdr, Ns: "ns1.tenant.example."})
 		case q.Qtype == dns.TypeA && name == "ns1.tenant.example.":
 			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: net.ParseIP("127.0.0.1")})
+		case q.Qtype == dns.TypeAAAA && name == "ns1.tenant.example.":
+			// Refused by the tests' loopback policy (127.0.0.0/8 only):
+			// the allowed address is the one asked.
+			m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: net.ParseIP("::1")})
 		case q.Qtype == dns.TypeTXT && name == "_acme-challenge.www.tenant.example.":
 			txtAsked.Add(1)
 			m.Answer = append(m.Answer, &dns.TXT{Hdr: hdr, Txt: []string{"token"}})
