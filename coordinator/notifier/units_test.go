@@ -1,9 +1,12 @@
 package notifier
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/certfleet/certfleet/internal/guard"
 )
 
 func TestSlackPayload(t *testing.T) {
@@ -28,5 +31,22 @@ func TestSlackPayload(t *testing.T) {
 	// header + 20 messages x 2 blocks + "and 5 more": within Slack's 50.
 	if p.Text != "certfleet: 25 alerts" || len(p.Blocks) != 42 || !strings.Contains(p.Blocks[41].Elements[0].Text, "5 more") {
 		t.Errorf("digest: got text %q and %d blocks, want 42 ending with 5 more", p.Text, len(p.Blocks))
+	}
+}
+
+// A failed send's error, which read keys list among the channel's
+// attempts, names the URL redacted: a Slack webhook's path is its secret.
+func TestSendErrorRedactsURL(t *testing.T) {
+	client := guard.HTTPClient((&guard.Dialer{}).DialHost, time.Second, nil)
+	err := postJSON(context.Background(), client, "http://127.0.0.1:1/services/T0/B0/S3CRET?token=x", []byte(`{}`), nil, 1024)
+	if err == nil {
+		t.Fatal("a send to a refused target succeeded")
+	}
+	if got := guard.TenantError(err); strings.Contains(got, "S3CRET") || strings.Contains(got, "token") ||
+		!strings.Contains(got, "http://127.0.0.1:1/services/...") {
+		t.Errorf("error %q: want the URL redacted to http://127.0.0.1:1/services/...", got)
+	}
+	if class, _, _ := classifySend(err); class != ClassRefusedTarget {
+		t.Errorf("class: got %s, want %s (the redaction keeps the cause)", class, ClassRefusedTarget)
 	}
 }
