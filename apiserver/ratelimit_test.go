@@ -79,6 +79,38 @@ func TestRateLimitCheck(t *testing.T) {
 	}
 }
 
+// TestRateLimitChannelTests: test messages go to addresses the tenant
+// chose (any mailbox, any URL), so they are counted per tenant, across its
+// keys and replicas: before, each of a tenant's keys sent 100 a minute,
+// each test an email to up to 20 addresses through the operator's relay.
+func TestRateLimitChannelTests(t *testing.T) {
+	e := newKeyEnv(t, Config{RateLimitChannelTests: 2})
+	k1 := e.bootstrapKey("ops@example.com", "read", "write")
+	k2 := e.bootstrapKey("ops@example.com", "read", "write")
+	other := e.bootstrapKey("other@example.com", "read", "write")
+	channel := func(key string) string {
+		r := e.call(0, http.MethodPost, "/api/v1/channels", key, `{"type":"webhook","url":"https://hooks.example.com/x"}`)
+		id, _ := r.body["id"].(string)
+		if r.code != http.StatusCreated || id == "" {
+			t.Fatalf("create channel: got %d %v", r.code, r.body)
+		}
+		return id
+	}
+	mine, theirs := channel(k1), channel(other)
+	for i, key := range []string{k1, k2} {
+		if r := e.call(i, http.MethodPost, "/api/v1/channels/"+mine+"/test", key, ""); r.code != http.StatusAccepted {
+			t.Fatalf("test %d: got %d %v, want 202", i+1, r.code, r.body)
+		}
+	}
+	// A third, with either key, on either replica: over the tenant's 2.
+	r := e.call(1, http.MethodPost, "/api/v1/channels/"+mine+"/test", k2, "")
+	wantV1Error(t, r, http.StatusTooManyRequests, "Rate limit exceeded.")
+	// Another tenant has its own.
+	if r := e.call(0, http.MethodPost, "/api/v1/channels/"+theirs+"/test", other, ""); r.code != http.StatusAccepted {
+		t.Errorf("another tenant's test: got %d %v, want 202", r.code, r.body)
+	}
+}
+
 // TestRateLimitKeyChest: the KeyChest API counts per api_key against the
 // general limit, across replicas, and answers in its own error shape.
 func TestRateLimitKeyChest(t *testing.T) {

@@ -115,6 +115,11 @@ type Config struct {
 	// v1 and KeyChest request, check POST /api/v1/check, apikeys POST
 	// /api/v1/api-keys. Defaults 100, 10 and 5.
 	RateLimitGeneral, RateLimitCheck, RateLimitAPIKeys int
+	// RateLimitChannelTests is test messages a minute per tenant, shared
+	// by every replica (POST /api/v1/channels/{id}/test, the dashboard's
+	// Send test): each reaches an address the tenant chose, and a tenant
+	// may hold many keys. Default 10.
+	RateLimitChannelTests int
 	// RateLimitAuthFailures is failed authentications a minute per client
 	// address, shared by every replica: refused API keys on every API
 	// (v1, KeyChest, client certificates) and refused dashboard sign-ins.
@@ -235,6 +240,9 @@ func (c *Config) setDefaults() {
 	if c.RateLimitAPIKeys == 0 {
 		c.RateLimitAPIKeys = 5
 	}
+	if c.RateLimitChannelTests == 0 {
+		c.RateLimitChannelTests = 10
+	}
 	if c.RateLimitAuthFailures == 0 {
 		c.RateLimitAuthFailures = DefaultRateLimitAuthFailures
 	}
@@ -285,9 +293,9 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout must not be negative, got %s", c.ShutdownTimeout))
 	}
-	if c.RateLimitGeneral < 0 || c.RateLimitCheck < 0 || c.RateLimitAPIKeys < 0 || c.RateLimitAuthFailures < 0 {
-		errs = append(errs, fmt.Errorf("rate limits must not be negative, got general %d, check %d, apikeys %d, auth failures %d",
-			c.RateLimitGeneral, c.RateLimitCheck, c.RateLimitAPIKeys, c.RateLimitAuthFailures))
+	if c.RateLimitGeneral < 0 || c.RateLimitCheck < 0 || c.RateLimitAPIKeys < 0 || c.RateLimitAuthFailures < 0 || c.RateLimitChannelTests < 0 {
+		errs = append(errs, fmt.Errorf("rate limits must not be negative, got general %d, check %d, apikeys %d, auth failures %d, channel tests %d",
+			c.RateLimitGeneral, c.RateLimitCheck, c.RateLimitAPIKeys, c.RateLimitAuthFailures, c.RateLimitChannelTests))
 	}
 	if c.CriticalDays < 0 || c.WarningDays < c.CriticalDays {
 		errs = append(errs, fmt.Errorf("thresholds must satisfy 0 <= critical days <= warning days, got critical %d, warning %d", c.CriticalDays, c.WarningDays))
@@ -425,7 +433,8 @@ func (s *Server) build() error {
 	s.v1 = v1.New(v1.Config{
 		Now: cfg.Now, WarningDays: cfg.WarningDays, CriticalDays: cfg.CriticalDays, CheckTimeout: cfg.CheckTimeout,
 		RateLimitGeneral: cfg.RateLimitGeneral, RateLimitCheck: cfg.RateLimitCheck, RateLimitAPIKeys: cfg.RateLimitAPIKeys,
-		Stopping: s.stopping, Quotas: cfg.Quotas, ManagedCerts: mstore, ClientCA: s.caStore,
+		RateLimitChannelTests: cfg.RateLimitChannelTests,
+		Stopping:              s.stopping, Quotas: cfg.Quotas, ManagedCerts: mstore, ClientCA: s.caStore,
 		ClickHouse:       cfg.Audit.Conn, // the API server's one ClickHouse connection
 		RegionStaleAfter: cfg.RegionStaleAfter,
 	}, rdb, store, auth, limits, engine, chans, logger)

@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -168,8 +169,17 @@ func TestChannelsTenancyAndScopes(t *testing.T) {
 	wantV1Error(t, e.call(0, http.MethodPost, "/api/v1/channels/"+id+"/test", reader, ""), http.StatusForbidden, "write")
 	wantV1Error(t, e.call(0, http.MethodDelete, "/api/v1/channels/"+id, reader, ""), http.StatusForbidden, "write")
 	wantV1Error(t, e.call(0, http.MethodGet, "/api/v1/channels", "", ""), http.StatusUnauthorized, httpapi.MsgUnauthorized)
-	if r := e.call(0, http.MethodGet, "/api/v1/channels/"+id, reader, ""); r.code != http.StatusOK {
-		t.Errorf("read key get: got %d, want 200", r.code)
+	// A Slack URL is the credential to post into the tenant's chat: a
+	// read key sees it redacted, a write key whole.
+	if r := e.call(0, http.MethodGet, "/api/v1/channels/"+id, reader, ""); r.code != http.StatusOK || r.body["url"] != "https://hooks.slack.com/services/..." {
+		t.Errorf("read key get: got %d %v, want 200 with the URL redacted", r.code, r.body["url"])
+	}
+	if r := e.call(0, http.MethodGet, "/api/v1/channels", reader, ""); fmt.Sprint(r.body["data"]) == "" ||
+		strings.Contains(fmt.Sprint(r.body["data"]), "T/B/C") {
+		t.Errorf("read key list: got %v, want the URL redacted", r.body["data"])
+	}
+	if r := e.call(0, http.MethodGet, "/api/v1/channels/"+id, alice, ""); r.body["url"] != "https://hooks.slack.com/services/T/B/C" {
+		t.Errorf("write key get: got url %v, want it whole", r.body["url"])
 	}
 }
 

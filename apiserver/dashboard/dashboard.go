@@ -18,8 +18,10 @@
 //     .Data and the request's facts from View (.CanWrite, .CSRF, ...);
 //   - one line in pages() (pages.go) mounts it.
 //
-// Every page needs a key with read; every action needs write unless it
-// says otherwise, and a valid CSRF token (the "csrf" template writes the
+// Every page needs a key with read and counts against the key's general
+// rate limit, as the API's routes do; every action needs write unless it
+// says otherwise, counts against the general limit and the classes it
+// names, and needs a valid CSRF token (the "csrf" template writes the
 // hidden field; every POST form must include it). An action answers with
 // a redirect (POST, redirect, GET), leaving a flash message for the next
 // page. Errors are values: Get and Do return the same errors the v1 API
@@ -212,6 +214,10 @@ type Action struct {
 	// Before are handlers run before the session check, e.g. an audit
 	// record of the action (Dashboard.audited).
 	Before []gin.HandlerFunc
+	// Classes are the rate limit classes the action counts against
+	// beside the general one (v1.Handler.Limits), as its API route does:
+	// v1.ClassCheck for a check.
+	Classes []string
 }
 
 // NavItem is a link of the navigation.
@@ -265,13 +271,15 @@ func (d *Dashboard) Routes(r *gin.Engine) {
 	g.POST("/signin", d.signin)
 	g.POST("/signout", d.signedIn(accounts.ScopeRead, true), d.signout)
 	for _, p := range d.pages {
-		g.GET(p.Path, d.signedIn(accounts.ScopeRead, false), d.show(p))
+		g.GET(p.Path, append(append([]gin.HandlerFunc{d.signedIn(accounts.ScopeRead, false)}, d.deps.V1.Limits()...), d.show(p))...)
 		for _, a := range p.Actions {
 			scope := a.Scope
 			if scope == "" {
 				scope = accounts.ScopeWrite
 			}
-			g.POST(a.Path, append(slices.Clip(a.Before), d.signedIn(scope, true), d.act(a))...)
+			hs := append(slices.Clip(a.Before), d.signedIn(scope, true))
+			hs = append(hs, d.deps.V1.Limits(a.Classes...)...)
+			g.POST(a.Path, append(hs, d.act(a))...)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package dashboard
 import (
 	"strings"
 
+	v1 "github.com/certfleet/certfleet/apiserver/v1"
 	"github.com/certfleet/certfleet/internal/channels"
 )
 
@@ -15,7 +16,7 @@ func (d *Dashboard) channelsPage() Page {
 		Actions: []Action{
 			{Path: "/channels/add", Do: d.addChannel},
 			{Path: "/channels/:id/delete", Do: d.deleteChannel},
-			{Path: "/channels/:id/test", Do: d.testChannel},
+			{Path: "/channels/:id/test", Do: d.testChannel, Classes: []string{v1.ClassChannelTests}},
 		}}
 }
 
@@ -46,7 +47,7 @@ func (d *Dashboard) channels(r *Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		out.Channels = append(out.Channels, channelRow{Channel: ch, Attempts: at})
+		out.Channels = append(out.Channels, channelRow{Channel: ch.Shown(r.CanWrite()), Attempts: at})
 	}
 	return out, nil
 }

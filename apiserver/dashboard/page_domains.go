@@ -23,7 +23,7 @@ func (d *Dashboard) domainsPage() Page {
 	return Page{Path: "/domains", Title: "Domains", Nav: "Domains", Template: "domains.html", Get: d.domains,
 		Actions: []Action{
 			{Path: "/domains/add", Do: d.addDomain},
-			{Path: "/domains/:id/check", Do: d.checkDomain},
+			{Path: "/domains/:id/check", Do: d.checkDomain, Classes: []string{v1.ClassCheck}},
 			{Path: "/domains/:id/delete", Do: d.deleteDomain},
 			{Path: "/domains/:id/edit", Do: d.editDomain},
 		}}

@@ -300,6 +300,18 @@ func TestChannelsPage(t *testing.T) {
 	}
 	_, body = c.get("/channels")
 	mustContain(t, "after delete", body, "Channel deleted", "No channels")
+
+	// A Slack URL is the credential to post into the tenant's chat: the
+	// write key's page shows it whole, the read key's redacted.
+	c.get("/channels")
+	c.post("/channels/add", url.Values{"type": {"slack"}, "name": {"chat"}, "url": {"https://hooks.slack.com/services/T0/B0/S3CRET"}})
+	_, body = c.get("/channels")
+	mustContain(t, "write key's slack channel", body, "https://hooks.slack.com/services/T0/B0/S3CRET")
+	_, body = e.client(t, e.read).get("/channels")
+	mustContain(t, "read key's slack channel", body, "https://hooks.slack.com/services/...")
+	if strings.Contains(body, "S3CRET") {
+		t.Errorf("a read key's channels page shows the Slack URL's secret path")
+	}
 }
 
 // between returns the text of s between the first from and the next to.

@@ -28,6 +28,13 @@ func (l *Limiter) PerKey(class string, lim ratelimit.Limit) gin.HandlerFunc {
 	return func(c *gin.Context) { l.Allow(c, class+":key:"+Principal(c).KeyID, lim) }
 }
 
+// PerTenant limits a request per tenant under class (after RequireKey):
+// for what reaches outside the service, which a tenant's many keys must
+// not multiply.
+func (l *Limiter) PerTenant(class string, lim ratelimit.Limit) gin.HandlerFunc {
+	return func(c *gin.Context) { l.Allow(c, class+":tenant:"+Principal(c).TenantID, lim) }
+}
+
 // PerAddress limits a request per client address under class. The address
 // is the TCP peer's, not X-Forwarded-For, which a client can forge: behind
 // a reverse proxy every client shares one bucket.

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"io"
 	"mime"
 	"net/http"
@@ -78,7 +79,8 @@ func (h *Handler) Routes(r *gin.Engine) {
 	byAddress := h.limits.PerAddress(httpapi.ClassGeneral, ratelimit.PerMinute(h.cfg.RateLimitGeneral))
 	g.GET("/access/claim/:email", byAddress, h.claimGenerated)
 	g.POST("/access/claim", byAddress, h.claimOwn)
-	g.GET("/access/confirm/:token", byAddress, h.confirm)
+	g.GET("/access/confirm/:token", byAddress, h.confirmPage)
+	g.POST("/access/confirm/:token", byAddress, h.confirm)
 	g.POST("/servers/add", h.limitKey(), h.addServer)
 	g.GET("/servers/expiration/:domain", h.limitKey(), h.expiration)
 }
@@ -379,21 +381,69 @@ type confirmResponse struct {
 	KeyID   string `json:"key_id"`
 }
 
-// confirm is GET /access/confirm/{token}: the link mailed to an account
-// for a held claim approves the key (accounts/held.go). Approving twice
-// approves once.
-func (h *Handler) confirm(c *gin.Context) {
-	if h.links == nil {
-		httpapi.Fail(c, httpapi.Errorf(http.StatusNotFound, "approval links are not enabled on this server"))
+// confirmPage is GET /access/confirm/{token}, the link mailed to an
+// account for a held claim: a page that names the key and approves it
+// only when its button is pressed (a POST to the same address, confirm).
+// The GET itself changes nothing, because mail gateways and link
+// scanners (Safe Links, URL Defense, ...) fetch every link of a message
+// before anyone reads it: if the GET approved, the claimer's key, whose
+// secret the claimer holds, would be approved by the victim's own mail
+// filter. An invalid or expired link answers as the POST would.
+func (h *Handler) confirmPage(c *gin.Context) {
+	claim, ok := h.openLink(c)
+	if !ok {
 		return
 	}
-	ctx := c.Request.Context()
-	claim, err := h.links.Open(ctx, c.Param("token"))
-	if err != nil {
+	var buf bytes.Buffer
+	if err := confirmTemplate.Execute(&buf, claim); err != nil {
 		httpapi.Fail(c, err)
 		return
 	}
-	if _, err := h.accounts.ApproveKey(ctx, claim.TenantID, claim.KeyID); err != nil {
+	hdr := c.Writer.Header()
+	hdr.Set("Content-Security-Policy", "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	hdr.Set("X-Frame-Options", "DENY")
+	hdr.Set("Referrer-Policy", "no-referrer")
+	hdr.Set("Cache-Control", "no-store")
+	c.Data(http.StatusOK, "text/html; charset=utf-8", buf.Bytes())
+}
+
+// confirmTemplate is the approval page: one form posting back to the
+// page's own address.
+var confirmTemplate = template.Must(template.New("confirm").Parse(`<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Approve a claimed API key</title></head>
+<body><main>
+<h1>Approve a claimed API key</h1>
+<p>Someone claimed a KeyChest API key (id <code>{{.KeyID}}</code>) for this certfleet account.
+Approving it lets the key read and change the whole account.</p>
+<p>Approve it only if you or someone you trust made the claim. If not, close this page: the key stays limited.</p>
+<form method="post"><button type="submit">Approve the key</button></form>
+<p>This link works until {{.ExpiresAt.UTC.Format "2006-01-02 15:04 UTC"}}.</p>
+</main></body></html>
+`))
+
+// openLink opens the token of an approval link, answering the error
+// when it is not a valid, unexpired link of this server.
+func (h *Handler) openLink(c *gin.Context) (claimlink.Claim, bool) {
+	if h.links == nil {
+		httpapi.Fail(c, httpapi.Errorf(http.StatusNotFound, "approval links are not enabled on this server"))
+		return claimlink.Claim{}, false
+	}
+	claim, err := h.links.Open(c.Request.Context(), c.Param("token"))
+	if err != nil {
+		httpapi.Fail(c, err)
+		return claimlink.Claim{}, false
+	}
+	return claim, true
+}
+
+// confirm is POST /access/confirm/{token}, the approval page's button:
+// it approves the key (accounts/held.go). Approving twice approves once.
+func (h *Handler) confirm(c *gin.Context) {
+	claim, ok := h.openLink(c)
+	if !ok {
+		return
+	}
+	if _, err := h.accounts.ApproveKey(c.Request.Context(), claim.TenantID, claim.KeyID); err != nil {
 		httpapi.Fail(c, err)
 		return
 	}

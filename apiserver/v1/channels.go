@@ -32,7 +32,7 @@ func (h *Handler) channelRoutes(g *gin.RouterGroup) {
 	g.PUT("/channels/:id", append(write, h.updateChannel)...)
 	g.DELETE("/channels/:id", append(write, h.deleteChannel)...)
 	g.GET("/channels/:id/deliveries", append(read, h.listDeliveries)...)
-	g.POST("/channels/:id/test", append(write, h.testChannel)...)
+	g.POST("/channels/:id/test", append(h.guard(accounts.ScopeWrite, ClassChannelTests), h.testChannel)...)
 }
 
 // channelRequest is the body of POST and PUT. A PUT replaces the channel;
@@ -53,7 +53,7 @@ func (r channelRequest) input() channels.ChannelInput {
 }
 
 // channelJSON is a channel as the API shows it: never the secret, only
-// whether one is set.
+// whether one is set; to a read key, the URL redacted (Channel.Shown).
 type channelJSON struct {
 	ID          string    `json:"id"`
 	Type        string    `json:"type"`
@@ -82,9 +82,10 @@ func (h *Handler) listChannels(c *gin.Context) {
 		httpapi.Fail(c, err)
 		return
 	}
+	canWrite := httpapi.Principal(c).Can(accounts.ScopeWrite)
 	out := make([]channelJSON, len(list))
 	for i, ch := range list {
-		out[i] = channelOut(ch)
+		out[i] = channelOut(ch.Shown(canWrite))
 	}
 	c.JSON(http.StatusOK, gin.H{"data": out})
 }
@@ -117,12 +118,13 @@ func (h *Handler) createChannel(c *gin.Context) {
 }
 
 func (h *Handler) getChannel(c *gin.Context) {
-	ch, err := h.channels.Get(c.Request.Context(), httpapi.Principal(c).TenantID, c.Param("id"))
+	p := httpapi.Principal(c)
+	ch, err := h.channels.Get(c.Request.Context(), p.TenantID, c.Param("id"))
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, channelOut(ch))
+	c.JSON(http.StatusOK, channelOut(ch.Shown(p.Can(accounts.ScopeWrite))))
 }
 
 func (h *Handler) updateChannel(c *gin.Context) {

@@ -40,7 +40,7 @@ func (h *Handler) checkRoutes(g *gin.RouterGroup) {
 	g.GET("/domains/:id/ssl", append(h.guard(accounts.ScopeRead), h.sslCheck)...)
 	g.GET("/domains/:id/whois", append(h.guard(accounts.ScopeRead), h.whoisCheck)...)
 	g.GET("/domains/:id/whois/history", append(h.guard(accounts.ScopeRead), h.whoisHistory)...)
-	g.POST("/check", append(h.guard(accounts.ScopeWrite, classCheck), h.manualCheck)...)
+	g.POST("/check", append(h.guard(accounts.ScopeWrite, ClassCheck), h.manualCheck)...)
 }
 
 // thresholds are the status and grade thresholds of the configuration.

@@ -44,6 +44,9 @@ type Config struct {
 	// a minute per API key: general counts every request, check POST
 	// /check, apikeys POST /api-keys.
 	RateLimitGeneral, RateLimitCheck, RateLimitAPIKeys int
+	// RateLimitChannelTests is test messages a minute per tenant (POST
+	// /channels/{id}/test and the dashboard's Send test).
+	RateLimitChannelTests int
 	// Stopping is closed when the server begins to shut down, so that
 	// requests that wait (a manual check) answer at once instead of
 	// holding the shutdown up.
@@ -130,23 +133,45 @@ func (h *Handler) Routes(r *gin.Engine) {
 }
 
 // Rate limit classes beside httpapi.ClassGeneral, which every route counts
-// against.
+// against. ClassCheck is the manual checks' (POST /check here, Check now
+// on the dashboard): each makes every region scan the domain at once.
+// ClassChannelTests is the test messages' (POST /channels/{id}/test, Send
+// test): each sends mail or a POST to an address the tenant chose, so it
+// is counted per tenant, not per key (a tenant has up to 100 keys).
 const (
-	classCheck   = "check"
-	classAPIKeys = "apikeys"
+	ClassCheck        = "check"
+	ClassChannelTests = "channel_tests"
+	classAPIKeys      = "apikeys"
 )
 
+// perTenant are the classes counted per tenant rather than per key.
+var perTenant = map[string]bool{ClassChannelTests: true}
+
 // guard returns the handlers a route starts with: its key holding scope,
-// then the general limit and each class given, per key.
+// then the general limit and each class given, per key (Limits).
 func (h *Handler) guard(scope string, classes ...string) []gin.HandlerFunc {
+	return append([]gin.HandlerFunc{h.auth.RequireKey(scope)}, h.Limits(classes...)...)
+}
+
+// Limits returns the rate limits of a request whose key was accepted
+// (its principal is set): the general limit, then each class given, per
+// key (per tenant for ClassChannelTests). The dashboard's actions count against them as the API's routes
+// do, so that signing in does not lift the API's limits.
+func (h *Handler) Limits(classes ...string) []gin.HandlerFunc {
 	rates := map[string]int{
 		httpapi.ClassGeneral: h.cfg.RateLimitGeneral,
-		classCheck:           h.cfg.RateLimitCheck,
+		ClassCheck:           h.cfg.RateLimitCheck,
+		ClassChannelTests:    h.cfg.RateLimitChannelTests,
 		classAPIKeys:         h.cfg.RateLimitAPIKeys,
 	}
-	hs := []gin.HandlerFunc{h.auth.RequireKey(scope)}
+	var hs []gin.HandlerFunc
 	for _, class := range append([]string{httpapi.ClassGeneral}, classes...) {
-		hs = append(hs, h.limits.PerKey(class, ratelimit.PerMinute(rates[class])))
+		lim := ratelimit.PerMinute(rates[class])
+		if perTenant[class] {
+			hs = append(hs, h.limits.PerTenant(class, lim))
+		} else {
+			hs = append(hs, h.limits.PerKey(class, lim))
+		}
 	}
 	return hs
 }

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -31,6 +32,7 @@ import (
 	"github.com/go-acme/lego/v5/lego"
 	legolog "github.com/go-acme/lego/v5/log"
 	"github.com/go-acme/lego/v5/registration"
+	"github.com/miekg/dns"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -147,6 +149,15 @@ type Worker struct {
 	dialer     *guard.Dialer
 	acmeHTTP   *http.Client // the operator's CA: trusted
 	tenantHTTP *http.Client // tenants' provider APIs: guarded
+
+	// resolver looks up tenants' name servers (RFC 2136, the zone's
+	// authoritative ones) and nsPort is the port those are asked on:
+	// net.DefaultResolver and 53 but in tests.
+	resolver *net.Resolver
+	nsPort   string
+	// recursive are the resolvers lego asks, as host:port: the
+	// operator's, which a tenant's error never names.
+	recursive []string
 }
 
 // resolversOnce guards lego's process-wide DNS client.
@@ -162,7 +173,8 @@ func New(cfg Config, store *managedcert.Store, rdb redis.UniversalClient, logger
 		return nil, errors.New("acme worker: store and redis client are required")
 	}
 	w := &Worker{cfg: cfg, store: store, rdb: rdb, logger: logger.Named("acme"),
-		dialer: &guard.Dialer{Policy: cfg.DNSTargets, Timeout: 10 * time.Second}}
+		dialer: &guard.Dialer{Policy: cfg.DNSTargets, Timeout: 10 * time.Second}, resolver: net.DefaultResolver, nsPort: "53",
+		recursive: recursiveResolvers(cfg.Resolvers)}
 	w.acmeHTTP = guard.HTTPClient(w.dialer.DialTrusted, 30*time.Second, cfg.Roots)
 	w.tenantHTTP = guard.HTTPClient(w.dialer.DialHost, 30*time.Second, nil)
 	legolog.SetDefault(newSlogger(w.logger.Named("lego")))
@@ -329,16 +341,13 @@ func (w *Worker) obtain(ctx context.Context, c managedcert.Certificate) (*certif
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	provider = bound(ctx, provider)
 	for attempt := 0; ; attempt++ {
 		client, err := w.client(ctx, c.Tenant, c.Contact, attempt > 0)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		var opts []dns01.ChallengeOption
-		if len(w.cfg.Resolvers) > 0 {
-			opts = append(opts, dns01.DisableAuthoritativeNssPropagationRequirement())
-		}
-		if err := client.Challenge.SetDNS01Provider(provider, opts...); err != nil {
+		if err := client.Challenge.SetDNS01Provider(provider, w.challengeOptions()...); err != nil {
 			return nil, nil, nil, fmt.Errorf("set dns provider: %w", err)
 		}
 		res, err := client.Certificate.Obtain(ctx, certificate.ObtainRequest{
@@ -394,7 +403,7 @@ func (w *Worker) failed(ctx context.Context, log *zap.Logger, c managedcert.Cert
 	if errors.As(err, &rl) && rl.RetryAfter > retry {
 		retry = rl.RetryAfter
 	}
-	reason := describe(err)
+	reason := w.describe(err)
 	ordersTotal.WithLabelValues("failed").Inc()
 	log.Warn("acme order failed", zap.Int("attempt", c.Attempt+1), zap.Duration("retry_in", retry), zap.String("error", reason))
 	if _, err := w.store.SaveFailed(ctx, c.Tenant, c.Domain, reason, w.cfg.Now().Add(retry)); err != nil {
@@ -415,13 +424,34 @@ func (w *Worker) backoff(attempt int) time.Duration {
 }
 
 // describe is an error as the tenant reads it on the record: one line,
-// bounded.
-func describe(err error) string {
-	s := strings.Join(strings.Fields(err.Error()), " ")
+// bounded, naming none of the operator's addresses (guard.TenantError).
+func (w *Worker) describe(err error) string {
+	s := strings.Join(strings.Fields(guard.TenantError(err, w.recursive...)), " ")
 	if len(s) > 1000 {
-		s = s[:1000] + "..."
+		s = strings.ToValidUTF8(s[:1000], "") + "..."
 	}
 	return s
+}
+
+// recursiveResolvers are the resolvers lego's propagation check asks, as
+// host:port: --acme-dns-resolvers, else the system's (lego reads
+// /etc/resolv.conf).
+func recursiveResolvers(configured []string) []string {
+	servers, port := configured, "53"
+	if len(servers) == 0 {
+		if cc, err := dns.ClientConfigFromFile("/etc/resolv.conf"); err == nil {
+			servers, port = cc.Servers, cc.Port
+		}
+	}
+	out := make([]string, 0, len(servers))
+	for _, s := range servers {
+		if _, _, err := net.SplitHostPort(s); err == nil {
+			out = append(out, s)
+		} else {
+			out = append(out, net.JoinHostPort(s, port))
+		}
+	}
+	return out
 }
 
 // revoke revokes c's certificate at the CA (when it has one) and removes

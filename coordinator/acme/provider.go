@@ -126,7 +126,7 @@ func (w *Worker) nameserver(ctx context.Context, hostport string) (string, error
 	} else {
 		rctx, cancel := context.WithTimeout(ctx, defaultDNSTimeout)
 		defer cancel()
-		if addrs, err = net.DefaultResolver.LookupNetIP(rctx, "ip", host); err != nil {
+		if addrs, err = w.resolver.LookupNetIP(rctx, "ip", host); err != nil {
 			return "", fmt.Errorf("RFC2136_NAMESERVER %s: %w", host, err)
 		}
 	}

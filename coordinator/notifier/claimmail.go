@@ -47,7 +47,8 @@ func (n *Notifier) mailClaimLink(ctx context.Context, ev events.Envelope) error 
 Until the account approves it, the key can add servers and read the results
 of those servers only; they raise no alerts.
 
-If you or someone you trust made this claim, approve the key:
+If you or someone you trust made this claim, open this page and press
+its button to approve the key (opening the page alone approves nothing):
 
 %s
 

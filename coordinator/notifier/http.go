@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"strings"
 	"unicode"
 
@@ -91,23 +92,6 @@ func classifySend(err error) (class string, status int, permanent bool) {
 	return ClassOther, 0, false
 }
 
-// tenantError is err's text as a tenant reads it in a delivery: without
-// the addresses of the operator's network that Go's errors name beside
-// the target (the resolver a lookup asked, the local end of a
-// connection).
-func tenantError(err error) string {
-	msg := err.Error()
-	var dns *net.DNSError
-	if errors.As(err, &dns) && dns.Server != "" {
-		msg = strings.ReplaceAll(msg, " on "+dns.Server, "")
-	}
-	var op *net.OpError
-	if errors.As(err, &op) && op.Source != nil && op.Addr != nil {
-		msg = strings.ReplaceAll(msg, op.Source.String()+"->", "")
-	}
-	return msg
-}
-
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
@@ -116,13 +100,13 @@ func isTimeout(err error) bool {
 // maxRequestBytes caps what certfleet POSTs (a digest of many alerts).
 const maxRequestBytes = 1 << 20
 
-// postJSON POSTs body to url with the headers and turns the answer into a
+// postJSON POSTs body to target with the headers and turns the answer into a
 // SendError unless it is 2xx. At most maxResp bytes of the answer are read.
-func postJSON(ctx context.Context, client *http.Client, url string, body []byte, header http.Header, maxResp int64) error {
+func postJSON(ctx context.Context, client *http.Client, target string, body []byte, header http.Header, maxResp int64) error {
 	if len(body) > maxRequestBytes {
 		return &SendError{Class: ClassConfig, Permanent: true, Err: fmt.Errorf("message of %d bytes exceeds %d", len(body), maxRequestBytes)}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return &SendError{Class: ClassConfig, Permanent: true, Err: fmt.Errorf("build request: %w", err)}
 	}
@@ -133,6 +117,13 @@ func postJSON(ctx context.Context, client *http.Client, url string, body []byte,
 	req.Header.Set("User-Agent", "certfleet-notifier/1")
 	resp, err := client.Do(req)
 	if err != nil {
+		// Go's error names the URL, whose path is a Slack webhook's
+		// secret: the attempt's error (which read keys list) and the
+		// logs carry it redacted, as the events do.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = channels.RedactURL(ue.URL)
+		}
 		return fmt.Errorf("post: %w", err)
 	}
 	defer resp.Body.Close()

@@ -366,7 +366,7 @@ func (n *Notifier) deliver(ctx context.Context, d delivery, token string) {
 		a.Status = DeliveryDelivered
 	} else {
 		class, status, permanent := classifySend(err)
-		a.ErrorClass, a.HTTPStatus, a.Error = class, status, shorten([]byte(tenantError(err)))
+		a.ErrorClass, a.HTTPStatus, a.Error = class, status, shorten([]byte(guard.TenantError(err)))
 		if permanent || attempt >= n.cfg.MaxAttempts {
 			a.Status = DeliveryFailed
 		} else {

@@ -1,12 +1,12 @@
 package notifier
 
 import (
-	"errors"
-	"fmt"
-	"net"
+	"context"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/certfleet/certfleet/internal/guard"
 )
 
 func TestSlackPayload(t *testing.T) {
@@ -34,27 +34,19 @@ func TestSlackPayload(t *testing.T) {
 	}
 }
 
-// A delivery's error shows the target, not the operator's network: the
-// resolver a lookup asked and a connection's local end are left out.
-func TestTenantError(t *testing.T) {
-	local := &net.TCPAddr{IP: net.ParseIP("10.0.0.5"), Port: 34567}
-	remote := &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 443}
-	for _, tc := range []struct {
-		err  error
-		want string
-	}{
-		{fmt.Errorf("post: %w", &net.DNSError{Err: "no such host", Name: "hooks.example", Server: "10.255.255.53:53", IsNotFound: true}),
-			"post: lookup hooks.example: no such host"},
-		{&net.OpError{Op: "read", Net: "tcp", Source: local, Addr: remote, Err: errors.New("connection reset by peer")},
-			"read tcp 192.0.2.7:443: connection reset by peer"},
-		{&net.OpError{Op: "dial", Net: "tcp", Addr: remote, Err: errors.New("connection refused")},
-			"dial tcp 192.0.2.7:443: connection refused"},
-	} {
-		if got := tenantError(tc.err); got != tc.want {
-			t.Errorf("tenantError(%q) = %q, want %q", tc.err, got, tc.want)
-		}
-		if strings.Contains(tenantError(tc.err), "10.") {
-			t.Errorf("tenantError(%q) names the operator's network", tc.err)
-		}
+// A failed send's error, which read keys list among the channel's
+// attempts, names the URL redacted: a Slack webhook's path is its secret.
+func TestSendErrorRedactsURL(t *testing.T) {
+	client := guard.HTTPClient((&guard.Dialer{}).DialHost, time.Second, nil)
+	err := postJSON(context.Background(), client, "http://127.0.0.1:1/services/T0/B0/S3CRET?token=x", []byte(`{}`), nil, 1024)
+	if err == nil {
+		t.Fatal("a send to a refused target succeeded")
+	}
+	if got := guard.TenantError(err); strings.Contains(got, "S3CRET") || strings.Contains(got, "token") ||
+		!strings.Contains(got, "http://127.0.0.1:1/services/...") {
+		t.Errorf("error %q: want the URL redacted to http://127.0.0.1:1/services/...", got)
+	}
+	if class, _, _ := classifySend(err); class != ClassRefusedTarget {
+		t.Errorf("class: got %s, want %s (the redaction keeps the cause)", class, ClassRefusedTarget)
 	}
 }

@@ -277,9 +277,22 @@ func checkURL(raw string) error {
 	return nil
 }
 
-// redactURL keeps a URL's scheme, host and the first path segment: a Slack
-// incoming-webhook URL's path is its secret, and events live for ever.
-func redactURL(raw string) string {
+// Shown is ch as a key reads it: a key without write (canWrite false)
+// sees the URL redacted as the events carry it (RedactURL), because a
+// Slack, Teams or Discord webhook URL is itself the credential to post
+// into the tenant's chat, and a read key monitors, it does not speak for
+// the tenant. A write key, which may replace the URL anyway, sees it whole.
+func (ch Channel) Shown(canWrite bool) Channel {
+	if !canWrite {
+		ch.URL = RedactURL(ch.URL)
+	}
+	return ch
+}
+
+// RedactURL keeps a URL's scheme, host and the first path segment: a Slack
+// incoming-webhook URL's path is its secret, and events live for ever
+// (so do delivery errors, which read keys list, and logs).
+func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || raw == "" {
 		return ""

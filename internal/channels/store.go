@@ -149,7 +149,7 @@ func newChannelID() (string, error) {
 func channelEvent(name string, ch Channel) (events.Envelope, error) {
 	var payload any = events.ChannelV1{
 		ChannelID: ch.ID, Type: ch.Type, Name: ch.Name, MinSeverity: ch.MinSeverity, Digest: ch.Digest,
-		URL: redactURL(ch.URL), SecretSet: ch.SealedSecret != "", To: ch.To,
+		URL: RedactURL(ch.URL), SecretSet: ch.SealedSecret != "", To: ch.To,
 	}
 	if name == events.ChannelDeleted {
 		payload = events.ChannelDeletedV1{ChannelID: ch.ID}

@@ -171,8 +171,8 @@ func TestRedactURL(t *testing.T) {
 		{"", ""},
 	}
 	for _, tc := range tests {
-		if got := redactURL(tc.in); got != tc.want {
-			t.Errorf("redactURL(%q): got %q, want %q", tc.in, got, tc.want)
+		if got := RedactURL(tc.in); got != tc.want {
+			t.Errorf("RedactURL(%q): got %q, want %q", tc.in, got, tc.want)
 		}
 	}
 }

@@ -376,6 +376,32 @@ func control(policy Policy, address string) error {
 	return policy.Check(ap.Addr())
 }
 
+// TenantError is err's text as a tenant may read it (a delivery's or a
+// managed certificate's error): the target stays, the addresses of the
+// operator's network that Go's errors name beside it go: the resolver a
+// lookup asked (" on 10.0.0.2:53"), a connection's local end
+// ("10.0.0.5:34567->"), and every one of hidden, host:port addresses the
+// caller knows are the operator's (its recursive resolvers, which
+// libraries also name in their own words, such as lego's "ns=..."), which
+// read "resolver".
+func TenantError(err error, hidden ...string) string {
+	msg := err.Error()
+	var dns *net.DNSError
+	if errors.As(err, &dns) && dns.Server != "" {
+		msg = strings.ReplaceAll(msg, " on "+dns.Server, "")
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Source != nil && op.Addr != nil {
+		msg = strings.ReplaceAll(msg, op.Source.String()+"->", "")
+	}
+	for _, h := range hidden {
+		if h != "" {
+			msg = strings.ReplaceAll(msg, h, "resolver")
+		}
+	}
+	return msg
+}
+
 // HTTPClient returns the client of every outbound HTTP request to a name
 // that is not the operator's own choice alone (webhooks, Slack, RDAP): it
 // dials with dial (a Dialer's DialHost or DialTrusted), uses no proxy (a
