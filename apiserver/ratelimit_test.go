@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/certfleet/certfleet/events"
 )
 
 // TestRateLimitAcrossReplicas: a key's budget is one across both replicas.
@@ -205,5 +207,57 @@ func TestFailedAuthLimited(t *testing.T) {
 		if r.code != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" {
 			t.Errorf("past 30 failures: got %d %v (Retry-After %q), want 429 with Retry-After", r.code, r.body, r.header.Get("Retry-After"))
 		}
+	}
+}
+
+// TestRateLimitClaimAccounts: anyone may claim, and each new account
+// brings room for held keys and the servers they add, which the agents
+// scan. Claims that create an account are limited per client address
+// (across replicas); claims for an account that exists are not, so many
+// machines claiming for one email are not held back.
+func TestRateLimitClaimAccounts(t *testing.T) {
+	e := newKeyEnv(t, Config{RateLimitClaimAccounts: 2})
+	claim := func(i int, email string) (int, map[string]any) {
+		t.Helper()
+		resp, err := http.Get(e.urls[i] + "/api/v1.0/access/claim/" + email)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, out
+	}
+	for i, email := range []string{"a@example.com", "b@example.com"} {
+		if code, body := claim(i%2, email); code != http.StatusOK {
+			t.Fatalf("claim creating account %d: got %d %v", i+1, code, body)
+		}
+	}
+	code, body := claim(1, "c@example.com")
+	if code != http.StatusTooManyRequests || body["status"] != "error" {
+		t.Fatalf("third new account: got %d %v, want 429 in KeyChest's shape", code, body)
+	}
+	if id, _ := e.srv[0].accounts.Email(context.Background(), events.TenantID("c@example.com")); id != "" {
+		t.Fatal("a refused claim created its account")
+	}
+	// Claims for the accounts that exist go on (up to held_api_keys).
+	for i := range 3 {
+		if code, body := claim(i%2, "a@example.com"); code != http.StatusOK {
+			t.Fatalf("claim %d for an existing account: got %d %v", i+1, code, body)
+		}
+	}
+	// The POST claim counts the same way.
+	req, _ := http.NewRequest(http.MethodPost, e.urls[0]+"/api/v1.0/access/claim",
+		strings.NewReader(`{"email":"d@example.com","api_key":"own-key-of-d-0123456789"}`))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("own-key claim creating an account: got %d, want 429", resp.StatusCode)
 	}
 }

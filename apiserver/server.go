@@ -120,6 +120,10 @@ type Config struct {
 	// Send test): each reaches an address the tenant chose, and a tenant
 	// may hold many keys. Default 10.
 	RateLimitChannelTests int
+	// RateLimitClaimAccounts is the accounts KeyChest claims may create
+	// an hour per client address (keychest.Config.RateLimitClaimAccounts).
+	// Default 10.
+	RateLimitClaimAccounts int
 	// RateLimitAuthFailures is failed authentications a minute per client
 	// address, shared by every replica: refused API keys on every API
 	// (v1, KeyChest, client certificates) and refused dashboard sign-ins.
@@ -293,9 +297,10 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("shutdown timeout must not be negative, got %s", c.ShutdownTimeout))
 	}
-	if c.RateLimitGeneral < 0 || c.RateLimitCheck < 0 || c.RateLimitAPIKeys < 0 || c.RateLimitAuthFailures < 0 || c.RateLimitChannelTests < 0 {
-		errs = append(errs, fmt.Errorf("rate limits must not be negative, got general %d, check %d, apikeys %d, auth failures %d, channel tests %d",
-			c.RateLimitGeneral, c.RateLimitCheck, c.RateLimitAPIKeys, c.RateLimitAuthFailures, c.RateLimitChannelTests))
+	if c.RateLimitGeneral < 0 || c.RateLimitCheck < 0 || c.RateLimitAPIKeys < 0 || c.RateLimitAuthFailures < 0 || c.RateLimitChannelTests < 0 ||
+		c.RateLimitClaimAccounts < 0 {
+		errs = append(errs, fmt.Errorf("rate limits must not be negative, got general %d, check %d, apikeys %d, auth failures %d, channel tests %d, claim accounts %d",
+			c.RateLimitGeneral, c.RateLimitCheck, c.RateLimitAPIKeys, c.RateLimitAuthFailures, c.RateLimitChannelTests, c.RateLimitClaimAccounts))
 	}
 	if c.CriticalDays < 0 || c.WarningDays < c.CriticalDays {
 		errs = append(errs, fmt.Errorf("thresholds must satisfy 0 <= critical days <= warning days, got critical %d, warning %d", c.CriticalDays, c.WarningDays))
@@ -415,7 +420,8 @@ func (s *Server) build() error {
 	s.managed = managedcerts.New(mstore, store, s.audit, func(scope string) []gin.HandlerFunc { return s.certs.Guard(scope) }, logger)
 	s.accounts, s.auth = store, auth
 	s.keychest = keychest.New(keychest.Config{RenewalWindow: cfg.RenewalWindow, Now: cfg.Now,
-		RateLimitGeneral: cfg.RateLimitGeneral, Claims: cfg.Claims}, rdb, store, auth, limits, links, logger)
+		RateLimitGeneral: cfg.RateLimitGeneral, RateLimitClaimAccounts: cfg.RateLimitClaimAccounts, Claims: cfg.Claims},
+		rdb, store, auth, limits, links, logger)
 	if cfg.Operator.TokenFile != "" {
 		hash, err := operator.HashToken("operator token", cfg.Operator.TokenFile)
 		if err != nil {

@@ -65,8 +65,8 @@ func (a *Auth) Failed(c *gin.Context) {
 }
 
 // failureSubject is the request's subject of the failed authentication
-// limit: its TCP peer's address, as PerAddress's.
-func failureSubject(c *gin.Context) string { return ClassAuthFailure + ":ip:" + c.RemoteIP() }
+// limit: its client address, as PerAddress's.
+func failureSubject(c *gin.Context) string { return AddressSubject(ClassAuthFailure, c) }
 
 // NewAuth returns an Auth checking keys in store and requests in flight
 // with gate.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/netip"
 	"strconv"
 
 	"github.com/gin-gonic/gin"
@@ -39,7 +40,29 @@ func (l *Limiter) PerTenant(class string, lim ratelimit.Limit) gin.HandlerFunc {
 // is the TCP peer's, not X-Forwarded-For, which a client can forge: behind
 // a reverse proxy every client shares one bucket.
 func (l *Limiter) PerAddress(class string, lim ratelimit.Limit) gin.HandlerFunc {
-	return func(c *gin.Context) { l.Allow(c, class+":ip:"+c.RemoteIP(), lim) }
+	return func(c *gin.Context) { l.Allow(c, AddressSubject(class, c), lim) }
+}
+
+// AddressSubject is the subject of a limit per client address under
+// class: the TCP peer's IPv4 address, or the /64 network of an IPv6 one.
+// An IPv6 host is usually given a whole /64, so a limit per IPv6 address
+// would give it 2^64 buckets.
+func AddressSubject(class string, c *gin.Context) string {
+	return class + ":ip:" + addressBucket(c.RemoteIP())
+}
+
+// addressBucket is what a per-address limit counts an address under.
+func addressBucket(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	p, _ := a.WithZone("").Prefix(64)
+	return p.String()
 }
 
 // Check lets the request go on (true) when subject is within lim, and

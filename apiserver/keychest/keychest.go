@@ -38,12 +38,25 @@ type Config struct {
 	// RateLimitGeneral is requests a minute per api_key (and per client
 	// address for the claim calls), shared with the v1 API's general class.
 	RateLimitGeneral int
+	// RateLimitClaimAccounts is the accounts the claim calls may create
+	// an hour per client address (an IPv6 /64), across replicas: anyone
+	// may claim, and each new account brings room for held keys and the
+	// servers they add, which the agents scan. Claims for an account that
+	// exists do not count. Default 10.
+	RateLimitClaimAccounts int
 	// Claims is the policy of the claim calls: ClaimsApprove (the keys
 	// they hand out are held until the account approves them, see
 	// accounts/held.go; the accounts store must hold claims), ClaimsOpen
 	// or ClaimsOff. Default ClaimsApprove.
 	Claims string
 }
+
+// DefaultRateLimitClaimAccounts is Config.RateLimitClaimAccounts's default.
+const DefaultRateLimitClaimAccounts = 10
+
+// classClaimAccounts is the rate limit class of the accounts claims
+// create, counted per client address.
+const classClaimAccounts = "claimaccount"
 
 // Claim policies (--keychest-claim).
 const (
@@ -69,6 +82,9 @@ func New(cfg Config, rdb redis.UniversalClient, store *accounts.Store, auth *htt
 	links *claimlink.Links, logger *zap.Logger) *Handler {
 	if cfg.Claims == "" {
 		cfg.Claims = ClaimsApprove
+	}
+	if cfg.RateLimitClaimAccounts == 0 {
+		cfg.RateLimitClaimAccounts = DefaultRateLimitClaimAccounts
 	}
 	return &Handler{cfg: cfg, rdb: rdb, accounts: store, auth: auth, limits: limits, links: links, render: httpapi.Render(logger, Style)}
 }
@@ -197,12 +213,38 @@ func (h *Handler) claimGenerated(c *gin.Context) {
 		return
 	}
 	email := c.Param("email")
+	if !h.accountsLeft(c, email) {
+		return
+	}
 	key, err := h.accounts.ClaimNew(c.Request.Context(), email)
 	if err != nil {
 		httpapi.Fail(c, err)
 		return
 	}
 	c.JSON(http.StatusOK, claimResponse{Status: "created", User: email, APIKey: key})
+}
+
+// accountsLeft tells whether a claim for email may go on. A claim that
+// would create the account counts against the accounts its client
+// address may create (Config.RateLimitClaimAccounts); past that it fails
+// with 429. An email that does not parse goes on, for the claim to
+// answer.
+func (h *Handler) accountsLeft(c *gin.Context, email string) bool {
+	parsed, err := accounts.ParseEmail(email)
+	if err != nil {
+		return true
+	}
+	existing, err := h.accounts.Email(c.Request.Context(), events.TenantID(parsed))
+	if err != nil {
+		httpapi.Fail(c, err)
+		return false
+	}
+	if existing != "" {
+		return true
+	}
+	n := h.cfg.RateLimitClaimAccounts
+	h.limits.Allow(c, httpapi.AddressSubject(classClaimAccounts, c), ratelimit.Limit{Rate: n, Period: time.Hour, Burst: n})
+	return !c.IsAborted()
 }
 
 // claimOwn is POST /access/claim {"email","api_key"}: the client's own key.
@@ -214,6 +256,9 @@ func (h *Handler) claimOwn(c *gin.Context) {
 	f, err := readFields(c, "email", "api_key")
 	if err != nil {
 		httpapi.Fail(c, err)
+		return
+	}
+	if !h.accountsLeft(c, f["email"]) {
 		return
 	}
 	created, err := h.accounts.Claim(c.Request.Context(), f["email"], f["api_key"])

@@ -15,6 +15,7 @@ import (
 
 	"github.com/certfleet/certfleet/apiserver"
 	"github.com/certfleet/certfleet/apiserver/accounts"
+	"github.com/certfleet/certfleet/apiserver/keychest"
 	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/replicated"
 )
@@ -66,11 +67,12 @@ type options struct {
 	viewsOptions        // flags_views.go
 
 	// API rate limits: requests a minute per API key
-	RateLimitGeneral      int
-	RateLimitCheck        int
-	RateLimitChannelTests int
-	RateLimitAPIKeys      int
-	RateLimitAuthFailures int
+	RateLimitGeneral       int
+	RateLimitCheck         int
+	RateLimitChannelTests  int
+	RateLimitClaimAccounts int
+	RateLimitAPIKeys       int
+	RateLimitAuthFailures  int
 	// ExpiryMetricsTokenFile holds the token of the expiry series on /metrics.
 	ExpiryMetricsTokenFile string
 	OperatorTokenFile      string
@@ -263,6 +265,7 @@ func (f *flagSet) api() *flagSet {
 	f.DurationVar(&f.opts.CheckTimeout, "check-timeout", 30*time.Second, "how long POST /api/v1/check waits for every active region's scan")
 	f.IntVar(&f.opts.RateLimitGeneral, "rate-limit-general", 100, "requests a minute per API key, across replicas, to any API route")
 	f.IntVar(&f.opts.RateLimitCheck, "rate-limit-check", 10, "requests a minute per API key to POST /api/v1/check")
+	f.IntVar(&f.opts.RateLimitClaimAccounts, "rate-limit-claim-accounts", keychest.DefaultRateLimitClaimAccounts, "accounts the KeyChest claim calls may create an hour per client address (an IPv6 /64), across replicas; claims for an existing account do not count")
 	f.IntVar(&f.opts.RateLimitChannelTests, "rate-limit-channel-tests", 10, "test messages a minute per tenant (POST /api/v1/channels/{id}/test, the dashboard's Send test), across replicas: each goes to an address the tenant chose")
 	f.IntVar(&f.opts.ExpiryMetricsMaxSeries, "expiry-metrics-max-series", apiserver.DefaultExpiryMetricsMaxSeries, "most series of certfleet_certificate_expiry_timestamp_seconds (tenants opt in with expiry_metrics in their alert settings), shared round-robin by tenant; past it they are counted in certfleet_certificate_expiry_series_dropped_total")
 	f.StringVar(&f.opts.ExpiryMetricsTokenFile, "expiry-metrics-token-file", "", "file whose first line (at least 32 characters) is the bearer token a scrape of /metrics sends to get the per-tenant expiry series (they name tenants and hosts); empty: not served")

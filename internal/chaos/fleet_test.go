@@ -215,7 +215,10 @@ func newFleetOn(t *testing.T, s settings, tarpitIPs int, cluster *testenv.Cluste
 	apiAddr := f.addr()
 	f.api = "http://" + apiAddr
 	f.metrics["apiserver"] = f.api + "/metrics"
-	f.start("apiserver", "apiserver", "--name", "api-1", "--listen", apiAddr, "--clickhouse-dsn", f.ch.DSN)
+	// Every tenant of a fleet is an account its claims create, from one
+	// address: more than --rate-limit-claim-accounts lets through.
+	f.start("apiserver", "apiserver", "--name", "api-1", "--listen", apiAddr, "--clickhouse-dsn", f.ch.DSN,
+		"--rate-limit-claim-accounts", "1000")
 	coAddr := f.addr()
 	f.metrics["coordinator"] = "http://" + coAddr + "/metrics"
 	// The suite judges the fleet by what the streams hold (accepted,
