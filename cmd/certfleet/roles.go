@@ -33,6 +33,11 @@ import (
 // generation (layout.Watch): a newer binary stops it within that.
 const layoutWatchEvery = 10 * time.Second
 
+// clockOffsetLimit is how far a role's clock may be from Redis's before
+// it warns (deploy/prometheus/alerts.yml's CertfleetClockSkew alerts
+// from the same bound).
+const clockOffsetLimit = 2 * time.Second
+
 func roleFlags(role string) *flagSet {
 	fs := newFlagSet(role).redis()
 	switch role {
@@ -133,6 +138,12 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	// Dependencies only count for readiness: a Redis or ClickHouse blip
 	// must restart nothing.
 	gr.health.Ready("redis", health.PingFunc(func(ctx context.Context) error { return rdb.Ping(ctx).Err() }))
+	// Scans are scheduled and statuses computed on this host's clock,
+	// leases and limits on Redis's: certfleet_clock_offset_seconds shows
+	// how far apart they are.
+	gr.add(func(ctx context.Context) error {
+		return health.WatchClockOffset(ctx, rdb, time.Now, health.ClockOffsetEvery, clockOffsetLimit, logger)
+	})
 	if conn != nil {
 		gr.health.Ready("clickhouse", health.PingFunc(conn.Ping))
 	}
