@@ -36,7 +36,9 @@ func TestClockOffset(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- health.WatchClockOffset(wctx, rdb, ahead, 20*time.Millisecond, time.Minute, zap.New(core)) }()
+	go func() {
+		done <- health.WatchClockOffset(wctx, rdb, ahead, 20*time.Millisecond, time.Minute, zap.New(core))
+	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for health.ClockOffsetValue() < 590 {
 		if time.Now().After(deadline) {
