@@ -146,7 +146,7 @@ func TestAlertsAPI(t *testing.T) {
 		{"no key", "/api/v1/alerts", "", http.StatusUnauthorized, httpapi.MsgUnauthorized},
 		{"other tenant's domain", "/api/v1/alerts?domain_id=" + soonID, bob, http.StatusNotFound, "Domain not found"},
 		{"unknown domain", "/api/v1/alerts?domain_id=" + uuid.NewString(), alice, http.StatusNotFound, "Domain not found"},
-		{"not an id", "/api/v1/alerts?domain_id=x", alice, http.StatusNotFound, "Domain not found"},
+		{"not an id", "/api/v1/alerts?domain_id=x", alice, http.StatusBadRequest, `domain_id must be a domain's id (a UUID), got "x"`},
 		{"page 0", "/api/v1/alerts?page=0", alice, http.StatusBadRequest, `page must be a whole number of at least 1, got "0"`},
 		{"per_page 101", "/api/v1/alerts?per_page=101", alice, http.StatusBadRequest, `per_page must be a whole number from 1 to 100, got "101"`},
 		{"settings without key", "/api/v1/alert-settings", "", http.StatusUnauthorized, httpapi.MsgUnauthorized},

@@ -374,7 +374,8 @@ func TestCreateKeyValidation(t *testing.T) {
 		{"label with C1 CSI", `{"label":"a\u009b2J"}`, "label must not contain control characters"},
 		{"unknown permission", `{"label":"x","permissions":["admin"]}`, "permissions must be"},
 		{"no permissions", `{"label":"x","permissions":[]}`, "permissions must be"},
-		{"expiry not RFC 3339", `{"label":"x","expires_at":"tomorrow"}`, "expires_at must be an RFC 3339 time"},
+		{"expiry not ISO 8601", `{"label":"x","expires_at":"tomorrow"}`, `expires_at: want an ISO 8601 time such as "2030-01-02T15:04:05Z", or a date`},
+		{"expiry a date in the past", `{"label":"x","expires_at":"2030-06-01"}`, "expires_at must be in the future"},
 		{"expiry in the past", `{"label":"x","expires_at":"2030-06-01T11:59:59Z"}`, "expires_at must be in the future"},
 		{"expiry now", `{"label":"x","expires_at":"2030-06-01T12:00:00Z"}`, "expires_at must be in the future"},
 		{"empty body", ``, "request body is empty"},
@@ -400,6 +401,11 @@ func TestCreateKeyValidation(t *testing.T) {
 	r := e.call(0, http.MethodPost, "/api/v1/api-keys", admin, `{"label":"`+strings.Repeat("é", 100)+`","permissions":["read","read"],"expires_at":null}`)
 	if r.code != http.StatusCreated || !reflect.DeepEqual(r.body["permissions"], []any{"read"}) || r.body["expires_at"] != nil {
 		t.Errorf("label of 100 characters: got %d %v, want 201 [read] no expiry", r.code, r.body)
+	}
+	// A date alone is ISO 8601 too (SSLTrackr's expires_at): its start, UTC.
+	r = e.call(0, http.MethodPost, "/api/v1/api-keys", admin, `{"label":"dated","expires_at":"2031-01-02"}`)
+	if r.code != http.StatusCreated || r.body["expires_at"] != "2031-01-02T00:00:00Z" {
+		t.Errorf("expiry as a date: got %d %v, want 201 expiring 2031-01-02T00:00:00Z", r.code, r.body)
 	}
 }
 

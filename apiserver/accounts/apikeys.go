@@ -720,3 +720,19 @@ func (s *Store) removeHeldDomains(ctx context.Context, tenantID, id, hash string
 	}
 	return removed, nil
 }
+
+// ErrExpiry is an expiry time that is neither an RFC 3339 time nor a date.
+var ErrExpiry = errors.New(`want an ISO 8601 time such as "2030-01-02T15:04:05Z", or a date such as "2030-01-02" (its start, UTC)`)
+
+// ParseExpiry reads a key's expiry as the API and the CLI take it: an RFC
+// 3339 time, or a date alone (ISO 8601 too, as SSLTrackr's expires_at
+// allows), which means the start of that day in UTC.
+func ParseExpiry(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, ErrExpiry
+}

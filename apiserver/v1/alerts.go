@@ -7,10 +7,12 @@ package v1
 // and writes settings.
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
 
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/alerts"
@@ -84,6 +86,10 @@ func (h *Handler) listAlerts(c *gin.Context) {
 	tenant := httpapi.Principal(c).TenantID
 	domainID, filtered := c.GetQuery("domain_id")
 	if filtered {
+		if uuid.Validate(domainID) != nil {
+			httpapi.Fail(c, httpapi.BadRequest(fmt.Sprintf("domain_id must be a domain's id (a UUID), got %q", domainID)))
+			return
+		}
 		if _, err := h.accounts.GetDomain(ctx, tenant, domainID); err != nil {
 			httpapi.Fail(c, err)
 			return

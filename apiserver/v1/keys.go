@@ -67,9 +67,9 @@ func (h *Handler) createKey(c *gin.Context) {
 	}
 	var expires *time.Time
 	if req.ExpiresAt != nil {
-		t, err := time.Parse(time.RFC3339, *req.ExpiresAt)
+		t, err := accounts.ParseExpiry(*req.ExpiresAt)
 		if err != nil {
-			httpapi.Fail(c, httpapi.BadRequest(`expires_at must be an RFC 3339 time such as "2030-01-02T15:04:05Z"`))
+			httpapi.Fail(c, httpapi.BadRequest("expires_at: "+err.Error()))
 			return
 		}
 		expires = &t

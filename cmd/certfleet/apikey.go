@@ -34,7 +34,7 @@ func runAPIKey(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case "create":
 		fs.StringVar(&fs.opts.Label, "label", "", "what the key is for, 1-100 characters (required)")
 		fs.StringVar(&fs.opts.Scopes, "scopes", "read", "comma-separated permissions: read, write")
-		fs.StringVar(&fs.opts.ExpiresAt, "expires-at", "", "RFC 3339 time after which the key is refused (default: never)")
+		fs.StringVar(&fs.opts.ExpiresAt, "expires-at", "", "RFC 3339 time, or a date (its start, UTC), after which the key is refused (default: never)")
 	case "revoke", "approve":
 		fs.StringVar(&fs.opts.KeyID, "id", "", "id of the key to "+action+" (required; see apikey list)")
 	}
@@ -51,9 +51,9 @@ func runAPIKey(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var expires *time.Time
 	if action == "create" {
 		if o.ExpiresAt != "" {
-			t, err := time.Parse(time.RFC3339, o.ExpiresAt)
+			t, err := accounts.ParseExpiry(o.ExpiresAt)
 			if err != nil {
-				return usagef("--expires-at: want an RFC 3339 time such as 2030-01-02T15:04:05Z: %w", err)
+				return usagef("--expires-at: %w", err)
 			}
 			expires = &t
 		}
