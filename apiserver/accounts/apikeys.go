@@ -638,27 +638,33 @@ return 1
 // after the key stops working and before it is unlisted, so a retry after
 // a crash in between, which finds the key still listed, removes the rest.
 func (s *Store) RevokeKey(ctx context.Context, tenantID, id string) error {
+	_, err := s.revokeKey(ctx, tenantID, id)
+	return err
+}
+
+// revokeKey is RevokeKey, returning the held servers it removed.
+func (s *Store) revokeKey(ctx context.Context, tenantID, id string) ([]Domain, error) {
 	if _, err := uuid.Parse(id); err != nil {
-		return ErrUnknownKeyID
+		return nil, ErrUnknownKeyID
 	}
 	// The script checks the index again, so a key revoked in between is
 	// not revoked twice.
 	hash, err := s.rdb.HGet(ctx, apiKeysKey(tenantID), id).Result()
 	if errors.Is(err, redis.Nil) {
-		return ErrUnknownKeyID
+		return nil, ErrUnknownKeyID
 	}
 	if err != nil {
-		return fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
+		return nil, fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
 	}
 	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
 	ev, err := events.New(events.APIKeyRevoked, tenantID, id, events.APIKeyRevokedV1{KeyID: id})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ev.OccurredAt = now
 	fields, err := ev.StreamFields()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// The record in the deployment-wide index is marked first, so the key
 	// stops working even if the process dies before the tenant's script:
@@ -666,42 +672,42 @@ func (s *Store) RevokeKey(ctx context.Context, tenantID, id string) error {
 	if _, err := s.commands.Pipelined(ctx, apiKeyKey(hash), func(p redis.Pipeliner) error {
 		return p.HSetNX(ctx, apiKeyKey(hash), "revoked_at", now.UnixMilli()).Err()
 	}); err != nil {
-		return fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
+		return nil, fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
 	}
 	removed, err := s.removeHeldDomains(ctx, tenantID, id, hash)
 	if err != nil {
-		return fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
+		return removed, fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
 	}
 	args := append([]any{id, hash, s.cfg.MaxLen}, fields...)
 	n, err := s.commands.RunScript(ctx, revokeKeyScript, []string{apiKeysKey(tenantID), events.EventStream(tenantID),
 		heldKeysKey(tenantID), heldDomainsKey(tenantID, id)}, args...).Int()
 	if err != nil {
-		return fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
+		return removed, fmt.Errorf("revoke key %s of %s: %w", id, tenantID, err)
 	}
 	if n == 0 {
-		return ErrUnknownKeyID
+		return removed, ErrUnknownKeyID
 	}
 	s.logger.Info("api key revoked", zap.String("tenant_id", tenantID), zap.String("key_id", id),
-		zap.Int("held_domains_removed", removed))
-	return nil
+		zap.Int("held_domains_removed", len(removed)))
+	return removed, nil
 }
 
 // removeHeldDomains removes the domains the held key id (record hash)
-// added that it still holds, and tells how many. A key that is not held
-// has none.
-func (s *Store) removeHeldDomains(ctx context.Context, tenantID, id, hash string) (int, error) {
+// added that it still holds, and returns them as they were. A key that is
+// not held has none.
+func (s *Store) removeHeldDomains(ctx context.Context, tenantID, id, hash string) ([]Domain, error) {
 	held, err := s.rdb.HGet(ctx, apiKeyKey(hash), "held").Result()
 	if errors.Is(err, redis.Nil) || held == "" {
-		return 0, nil
+		return nil, nil
 	}
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	members, err := s.rdb.SMembers(ctx, heldDomainsKey(tenantID, id)).Result()
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	removed := 0
+	var removed []Domain
 	for _, domainID := range members {
 		d, err := s.GetDomain(ctx, tenantID, domainID)
 		if errors.Is(err, ErrUnknownDomain) {
@@ -713,10 +719,14 @@ func (s *Store) removeHeldDomains(ctx context.Context, tenantID, id, hash string
 		if d.HeldBy != id {
 			continue
 		}
-		if _, err := s.RemoveDomain(ctx, tenantID, domainID); err != nil && !errors.Is(err, ErrUnknownDomain) {
+		gone, err := s.RemoveDomain(ctx, tenantID, domainID)
+		if errors.Is(err, ErrUnknownDomain) {
+			continue
+		}
+		if err != nil {
 			return removed, err
 		}
-		removed++
+		removed = append(removed, gone)
 	}
 	return removed, nil
 }

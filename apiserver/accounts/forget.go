@@ -40,7 +40,8 @@ func (s *Store) Exists(ctx context.Context, tenantID string) (bool, error) {
 // finished by running it again:
 //
 //  1. every listed API key is revoked (RevokeKey: it stops authenticating
-//     at once and apikey.revoked.v1 is appended);
+//     at once and apikey.revoked.v1 is appended; a held key's servers go
+//     with it, counted with the domains);
 //  2. every domain is removed through RemoveDomain, with its
 //     domain.removed.v1 event;
 //  3. the key records of the tenant (apikey:<hash>, deployment-wide, so
@@ -56,7 +57,9 @@ func (s *Store) Forget(ctx context.Context, tenantID string) (Forgotten, error) 
 		return out, err
 	}
 	for _, k := range keys {
-		if err := s.RevokeKey(ctx, tenantID, k.ID); err != nil && !errors.Is(err, ErrUnknownKeyID) {
+		removed, err := s.revokeKey(ctx, tenantID, k.ID)
+		out.Domains = append(out.Domains, removed...)
+		if err != nil && !errors.Is(err, ErrUnknownKeyID) {
 			return out, err
 		}
 	}

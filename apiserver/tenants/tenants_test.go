@@ -65,7 +65,7 @@ func newFleet(t *testing.T) *fleet {
 	}
 	f.conn = conn
 	var err error
-	if f.acc, err = accounts.New(accounts.Config{}, f.rdb, log); err != nil {
+	if f.acc, err = accounts.New(accounts.Config{HoldClaims: true}, f.rdb, log); err != nil {
 		t.Fatal(err)
 	}
 	if f.chs, err = channels.New(channels.Config{}, f.rdb, log); err != nil {
@@ -288,6 +288,21 @@ func TestDeleteTenant(t *testing.T) {
 		t.Fatalf("what the removal left: %v, want the alert state naming the tenant", left)
 	}
 	leaver.domains = append(leaver.domains, gone)
+	// A claimed key still held, and a server it added: revoking the key
+	// removes the server, which the report counts with the domains.
+	claimed, err := f.acc.ClaimNew(ctx, leaver.email)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := f.acc.Authenticate(ctx, claimed)
+	if err != nil || !held.Held {
+		t.Fatalf("claimed key: %+v %v, want held", held, err)
+	}
+	heldDomain, _, err := f.acc.AddDomain(ctx, leaver.id, accounts.NewDomain{Host: "held.leaver.example.org", Port: 443, HeldBy: held.KeyID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaver.domains = append(leaver.domains, heldDomain)
 
 	f.del.Groups, f.del.Wait = []string{"projector", "sink"}, 20*time.Second
 	rep, err := f.del.Delete(ctx, leaver.email)
@@ -301,8 +316,8 @@ func TestDeleteTenant(t *testing.T) {
 	}
 	t.Logf("report: %v, clickhouse %v", rep.Removed, rep.ClickHouseTables)
 	want := map[string]int64{
-		"domains": 2, "api_keys": 2, "account": 1, "channels": 1, "quota_overrides": 1,
-		"alert_settings": 1, "alert_states": 3, "domain_views": 7, "dns_accounts": 1, "managed_certificates": 1, "managed_certificate_keys": 3,
+		"domains": 3, "api_keys": 3, "account": 1, "channels": 1, "quota_overrides": 1,
+		"alert_settings": 1, "alert_states": 3, "domain_views": 8, "dns_accounts": 1, "managed_certificates": 1, "managed_certificate_keys": 3,
 		"client_certificates_revoked": 1, "client_certificate_keys": 1, "client_certificate_lists": 1,
 	}
 	for k, v := range want {

@@ -377,6 +377,11 @@ func runSchemaTool(ctx context.Context, name string, args []string, stderr io.Wr
 		return err
 	}
 	conn, err := openSchema(ctx, fs.opts, logger)
+	if err != nil && ctx.Err() != nil {
+		// A signal while the migrations ran: each is applied whole or not
+		// at all, and nothing else was touched yet.
+		return fmt.Errorf("interrupted, run it again: %w", err)
+	}
 	if err != nil {
 		return err
 	}
