@@ -79,7 +79,8 @@ type NotificationAttemptedV1 struct {
 	// HTTPStatus is the receiver's status code; 0 when there was none.
 	HTTPStatus int `json:"http_status,omitempty"`
 	// ErrorClass is a fixed vocabulary (timeout, refused_target, dns,
-	// connect, tls, http_4xx, http_5xx, redirect, secret, smtp, other);
+	// connect, tls, http_4xx, http_5xx, redirect, secret, config,
+	// channel_deleted, unconfirmed, smtp, other);
 	// empty on success.
 	ErrorClass string `json:"error_class,omitempty"`
 	// Error is a short description of the failure.
