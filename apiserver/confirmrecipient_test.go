@@ -81,7 +81,12 @@ func TestRecipientConfirmationLink(t *testing.T) {
 			t.Errorf("POST %s link: got %d %v, want %d", tc.name, r.code, r.body, tc.want)
 		}
 	}
-	// Another tenant's link for the same address confirms it there only.
+	// Another tenant's link for the same address confirms it there only;
+	// a deleted (or never created) account's link confirms nothing.
+	if r := e.call(0, http.MethodPost, "/api/v1/recipients/confirm/"+token(events.TenantID("gone@example.com"), time.Hour), "", ""); r.code != http.StatusNotFound {
+		t.Errorf("POST the link of an account that does not exist: got %d %v, want 404", r.code, r.body)
+	}
+	e.bootstrapKey("other@example.com", "read")
 	if r := e.call(0, http.MethodPost, "/api/v1/recipients/confirm/"+token(events.TenantID("other@example.com"), time.Hour), "", ""); r.code != http.StatusOK {
 		t.Fatalf("POST another tenant's link: got %d %v, want 200", r.code, r.body)
 	}

@@ -240,19 +240,29 @@ func (h *Handler) requestConfirmation(c *gin.Context) {
 	c.JSON(http.StatusAccepted, gin.H{"message": "Confirmation email queued"})
 }
 
-// recipientLink opens the token of a confirmation link, answering the
-// error when it is not a valid, unexpired link of this server.
-func (h *Handler) recipientLink(c *gin.Context) (claimlink.Recipient, bool) {
+// recipientLink opens the token of a confirmation link and finds its
+// account's email, answering the error when it is not a valid, unexpired
+// link of this server, or its account was deleted since (a confirmation
+// would outlive it).
+func (h *Handler) recipientLink(c *gin.Context) (claimlink.Recipient, string, bool) {
 	if h.cfg.Links == nil {
 		httpapi.Fail(c, httpapi.Errorf(http.StatusNotFound, "confirmation links are not enabled on this server"))
-		return claimlink.Recipient{}, false
+		return claimlink.Recipient{}, "", false
 	}
 	r, err := h.cfg.Links.OpenRecipient(c.Request.Context(), c.Param("token"))
 	if err != nil {
 		httpapi.Fail(c, err)
-		return claimlink.Recipient{}, false
+		return claimlink.Recipient{}, "", false
 	}
-	return r, true
+	account, err := h.accounts.Email(c.Request.Context(), r.TenantID)
+	if err == nil && account == "" {
+		err = httpapi.Errorf(http.StatusNotFound, "the account that mailed this link no longer exists")
+	}
+	if err != nil {
+		httpapi.Fail(c, err)
+		return claimlink.Recipient{}, "", false
+	}
+	return r, account, true
 }
 
 // confirmRecipientPage is GET /recipients/confirm/{token}, the link
@@ -264,13 +274,8 @@ func (h *Handler) recipientLink(c *gin.Context) (claimlink.Recipient, bool) {
 // victim's own mail filter opt the victim in. An invalid or expired link
 // answers as the POST would.
 func (h *Handler) confirmRecipientPage(c *gin.Context) {
-	r, ok := h.recipientLink(c)
+	r, account, ok := h.recipientLink(c)
 	if !ok {
-		return
-	}
-	account, err := h.accounts.Email(c.Request.Context(), r.TenantID)
-	if err != nil {
-		httpapi.Fail(c, err)
 		return
 	}
 	var buf bytes.Buffer
@@ -290,7 +295,7 @@ var recipientTemplate = template.Must(template.New("confirm").Parse(`<!DOCTYPE h
 <html lang="en"><head><meta charset="utf-8"><title>Confirm certfleet alerts</title></head>
 <body><main>
 <h1>Confirm certfleet alerts</h1>
-<p>The certfleet account {{if .Account}}<strong>{{.Account}}</strong>{{else}}that mailed you{{end}} wants to send its TLS certificate alerts to <strong>{{.Address}}</strong>.</p>
+<p>The certfleet account <strong>{{.Account}}</strong> wants to send its TLS certificate alerts to <strong>{{.Address}}</strong>.</p>
 <p>Confirm only if you expect these alerts. If not, close this page: nothing is sent to this address.</p>
 <form method="post"><button type="submit">Confirm {{.Address}}</button></form>
 <p>This link works until {{.ExpiresAt.UTC.Format "2006-01-02 15:04 UTC"}}.</p>
@@ -302,7 +307,7 @@ var recipientTemplate = template.Must(template.New("confirm").Parse(`<!DOCTYPE h
 // the link's account that lists it, from the next send. Confirming twice
 // confirms once.
 func (h *Handler) confirmRecipient(c *gin.Context) {
-	r, ok := h.recipientLink(c)
+	r, _, ok := h.recipientLink(c)
 	if !ok {
 		return
 	}
