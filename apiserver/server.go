@@ -442,7 +442,7 @@ func (s *Server) build() error {
 		RateLimitChannelTests: cfg.RateLimitChannelTests,
 		Stopping:              s.stopping, Quotas: cfg.Quotas, ManagedCerts: mstore, ClientCA: s.caStore,
 		ClickHouse:       cfg.Audit.Conn, // the API server's one ClickHouse connection
-		RegionStaleAfter: cfg.RegionStaleAfter,
+		RegionStaleAfter: cfg.RegionStaleAfter, Links: links,
 	}, rdb, store, auth, limits, engine, chans, logger)
 	s.dash, err = dashboard.New(cfg.Dashboard, dashboard.Deps{Redis: rdb, Accounts: store, Auth: auth, V1: s.v1, Alerts: engine,
 		Channels: chans, ClientCA: s.caStore, Managed: mstore, Audit: s.audit}, logger)

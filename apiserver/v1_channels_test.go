@@ -34,7 +34,7 @@ func TestChannelsCRUD(t *testing.T) {
 	}
 	id, _ := r.body["id"].(string)
 	want := map[string]any{"id": id, "type": "webhook", "name": "ops hook", "url": "https://hooks.example.com/in", "to": []any{},
-		"min_severity": "warning", "digest": false, "secret_set": true,
+		"min_severity": "warning", "digest": false, "secret_set": true, "recipients_pending": []any{},
 		"created_at": now.Format(time.RFC3339), "updated_at": now.Format(time.RFC3339)}
 	if !jsonEqual(r.body, want) {
 		t.Errorf("create:\n got %v\nwant %v", r.body, want)
@@ -56,8 +56,9 @@ func TestChannelsCRUD(t *testing.T) {
 			em = d.(map[string]any)
 		}
 	}
-	if em == nil || em["url"] != nil || em["digest"] != true || em["secret_set"] != false || len(em["to"].([]any)) != 1 {
-		t.Errorf("email channel: got %v, want url null, digest true, no secret, one recipient", em)
+	if em == nil || em["url"] != nil || em["digest"] != true || em["secret_set"] != false || len(em["to"].([]any)) != 1 ||
+		len(em["recipients_pending"].([]any)) != 1 {
+		t.Errorf("email channel: got %v, want url null, digest true, no secret, one recipient, pending", em)
 	}
 
 	// PUT without secret keeps it; with "" removes it; the type is fixed.

@@ -5,10 +5,14 @@ import "time"
 // Notification channel and delivery events (coordinator/notifier). Secrets
 // never appear in them: a channel event says only whether one is set.
 const (
-	ChannelCreated        = "channel.created.v1"
-	ChannelUpdated        = "channel.updated.v1"
-	ChannelDeleted        = "channel.deleted.v1"
-	ChannelTestRequested  = "channel.test_requested.v1"
+	ChannelCreated       = "channel.created.v1"
+	ChannelUpdated       = "channel.updated.v1"
+	ChannelDeleted       = "channel.deleted.v1"
+	ChannelTestRequested = "channel.test_requested.v1"
+	// ConfirmationRequested and RecipientConfirmed are an email
+	// recipient's double opt-in (internal/channels' confirm.go).
+	ConfirmationRequested = "channel.confirmation_requested.v1"
+	RecipientConfirmed    = "channel.recipient_confirmed.v1"
 	NotificationAttempted = "notification.attempted.v1"
 	NotificationFailed    = "notification.failed.v1"
 )
@@ -42,6 +46,23 @@ type ChannelTestRequestedV1 struct {
 	DeliveryID string `json:"delivery_id"`
 }
 
+// ConfirmationRequestedV1: a tenant asked for the confirmation mail of a
+// pending recipient of its email channel to be sent again (POST
+// /api/v1/channels/{id}/confirmations). AggregateID is the channel id.
+// The notifier mails the link, within its limits per tenant and address.
+type ConfirmationRequestedV1 struct {
+	ChannelID string `json:"channel_id"`
+	Address   string `json:"address"`
+}
+
+// RecipientConfirmedV1: the owner of Address confirmed, through its
+// mailed link, that it receives the tenant's alerts. AggregateID is the
+// address in lower case; the confirmation holds for every email channel of
+// the tenant.
+type RecipientConfirmedV1 struct {
+	Address string `json:"address"`
+}
+
 // NotificationAttemptedV1 is one attempt to deliver a message to a
 // channel. AggregateID is the delivery id, which is derived from the cause
 // (alert event id + channel id), so all attempts of a delivery share it.
@@ -58,7 +79,8 @@ type NotificationAttemptedV1 struct {
 	// HTTPStatus is the receiver's status code; 0 when there was none.
 	HTTPStatus int `json:"http_status,omitempty"`
 	// ErrorClass is a fixed vocabulary (timeout, refused_target, dns,
-	// connect, tls, http_4xx, http_5xx, redirect, secret, smtp, other);
+	// connect, tls, http_4xx, http_5xx, redirect, secret, config,
+	// channel_deleted, unconfirmed, smtp, other);
 	// empty on success.
 	ErrorClass string `json:"error_class,omitempty"`
 	// Error is a short description of the failure.

@@ -262,11 +262,21 @@ func TestChannelsPage(t *testing.T) {
 		t.Fatalf("add: got HTTP %d", code)
 	}
 	_, body := c.get("/channels")
-	mustContain(t, "after add", body, "Channel added: On call", "ops@example.com, dev@example.com", "Send test")
+	// Both recipients are pending until their owners confirm them.
+	mustContain(t, "after add", body, "Channel added: On call", "ops@example.com <span class=\"tag\"", "dev@example.com <span class=\"tag\"",
+		">unconfirmed<", "Resend confirmation", "Send test")
 	id := between(body, `<tr id="ch-`, `"`)
 	if id == "" {
 		t.Fatal("no channel row")
 	}
+	if code, _ := c.post("/channels/"+id+"/confirmations", url.Values{"address": {"dev@example.com"}}); code != http.StatusSeeOther {
+		t.Fatalf("resend confirmation: got HTTP %d", code)
+	}
+	if !e.streamHas(t, events.ConfirmationRequested, id) {
+		t.Errorf("resend confirmation: no %s event for %s", events.ConfirmationRequested, id)
+	}
+	_, body = c.get("/channels")
+	mustContain(t, "after resend", body, "Confirmation email queued for dev@example.com")
 	if code, _ := c.post("/channels/"+id+"/test", nil); code != http.StatusSeeOther {
 		t.Fatalf("test: got HTTP %d", code)
 	}

@@ -444,12 +444,7 @@ func (h *Handler) confirmPage(c *gin.Context) {
 		httpapi.Fail(c, err)
 		return
 	}
-	hdr := c.Writer.Header()
-	hdr.Set("Content-Security-Policy", "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-	hdr.Set("X-Frame-Options", "DENY")
-	hdr.Set("Referrer-Policy", "no-referrer")
-	hdr.Set("Cache-Control", "no-store")
-	c.Data(http.StatusOK, "text/html; charset=utf-8", buf.Bytes())
+	httpapi.LinkPage(c, buf.Bytes())
 }
 
 // confirmTemplate is the approval page: one form posting back to the

@@ -6,7 +6,9 @@ package v1
 // messages and lists attempts.
 
 import (
+	"bytes"
 	"fmt"
+	"html/template"
 	"net/http"
 	"time"
 
@@ -15,6 +17,8 @@ import (
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/internal/channels"
+	"github.com/certfleet/certfleet/internal/claimlink"
+	"github.com/certfleet/certfleet/internal/ratelimit"
 )
 
 // Paging of GET /channels/{id}/deliveries.
@@ -33,6 +37,13 @@ func (h *Handler) channelRoutes(g *gin.RouterGroup) {
 	g.DELETE("/channels/:id", append(write, h.deleteChannel)...)
 	g.GET("/channels/:id/deliveries", append(read, h.listDeliveries)...)
 	g.POST("/channels/:id/test", append(h.guard(accounts.ScopeWrite, ClassChannelTests), h.testChannel)...)
+	// A confirmation mail goes to an address the tenant chose, as a test
+	// message does: it counts against the same limit per tenant.
+	g.POST("/channels/:id/confirmations", append(h.guard(accounts.ScopeWrite, ClassChannelTests), h.requestConfirmation)...)
+	// The mailed confirmation link: its recipient has no key.
+	byAddress := h.limits.PerAddress(httpapi.ClassGeneral, ratelimit.PerMinute(h.cfg.RateLimitGeneral))
+	g.GET("/recipients/confirm/:token", byAddress, h.confirmRecipientPage)
+	g.POST("/recipients/confirm/:token", byAddress, h.confirmRecipient)
 }
 
 // channelRequest is the body of POST and PUT. A PUT replaces the channel;
@@ -55,25 +66,56 @@ func (r channelRequest) input() channels.ChannelInput {
 // channelJSON is a channel as the API shows it: never the secret, only
 // whether one is set; to a read key, the URL redacted (Channel.Shown).
 type channelJSON struct {
-	ID          string    `json:"id"`
-	Type        string    `json:"type"`
-	Name        string    `json:"name"`
-	URL         *string   `json:"url"`
-	To          []string  `json:"to"`
-	MinSeverity string    `json:"min_severity"`
-	Digest      bool      `json:"digest"`
-	SecretSet   bool      `json:"secret_set"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	ID          string   `json:"id"`
+	Type        string   `json:"type"`
+	Name        string   `json:"name"`
+	URL         *string  `json:"url"`
+	To          []string `json:"to"`
+	MinSeverity string   `json:"min_severity"`
+	Digest      bool     `json:"digest"`
+	SecretSet   bool     `json:"secret_set"`
+	// RecipientsPending are the addresses of To that get no message until
+	// their owners confirm them (internal/channels' confirm.go).
+	RecipientsPending []string  `json:"recipients_pending"`
+	CreatedAt         time.Time `json:"created_at"`
+	UpdatedAt         time.Time `json:"updated_at"`
 }
 
-func channelOut(ch channels.Channel) channelJSON {
+func channelOut(ch channels.Channel, pending []string) channelJSON {
 	to := ch.To
 	if to == nil {
 		to = []string{}
 	}
+	if pending == nil {
+		pending = []string{}
+	}
 	return channelJSON{ID: ch.ID, Type: ch.Type, Name: ch.Name, URL: httpapi.NullIfEmpty(ch.URL), To: to, MinSeverity: ch.MinSeverity,
-		Digest: ch.Digest, SecretSet: ch.SealedSecret != "", CreatedAt: ch.CreatedAt, UpdatedAt: ch.UpdatedAt}
+		Digest: ch.Digest, SecretSet: ch.SealedSecret != "", RecipientsPending: pending, CreatedAt: ch.CreatedAt, UpdatedAt: ch.UpdatedAt}
+}
+
+// channelsOut shows the tenant's channels chs with their pending
+// recipients.
+func (h *Handler) channelsOut(c *gin.Context, chs ...channels.Channel) ([]channelJSON, error) {
+	p := httpapi.Principal(c)
+	pending, err := h.channels.Pending(c.Request.Context(), p.TenantID, chs...)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]channelJSON, len(chs))
+	for i, ch := range chs {
+		out[i] = channelOut(ch.Shown(p.Can(accounts.ScopeWrite)), pending[i])
+	}
+	return out, nil
+}
+
+// channelAnswer answers status with ch as channelsOut shows it.
+func (h *Handler) channelAnswer(c *gin.Context, ch channels.Channel, answer func(body any)) {
+	out, err := h.channelsOut(c, ch)
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	answer(out[0])
 }
 
 func (h *Handler) listChannels(c *gin.Context) {
@@ -82,10 +124,10 @@ func (h *Handler) listChannels(c *gin.Context) {
 		httpapi.Fail(c, err)
 		return
 	}
-	canWrite := httpapi.Principal(c).Can(accounts.ScopeWrite)
-	out := make([]channelJSON, len(list))
-	for i, ch := range list {
-		out[i] = channelOut(ch.Shown(canWrite))
+	out, err := h.channelsOut(c, list...)
+	if err != nil {
+		httpapi.Fail(c, err)
+		return
 	}
 	c.JSON(http.StatusOK, gin.H{"data": out})
 }
@@ -114,7 +156,7 @@ func (h *Handler) createChannel(c *gin.Context) {
 		httpapi.Fail(c, err)
 		return
 	}
-	httpapi.Created(c, ch.Replayed, channelOut(ch))
+	h.channelAnswer(c, ch, func(body any) { httpapi.Created(c, ch.Replayed, body) })
 }
 
 func (h *Handler) getChannel(c *gin.Context) {
@@ -124,7 +166,7 @@ func (h *Handler) getChannel(c *gin.Context) {
 		httpapi.Fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, channelOut(ch.Shown(p.Can(accounts.ScopeWrite))))
+	h.channelAnswer(c, ch, func(body any) { c.JSON(http.StatusOK, body) })
 }
 
 func (h *Handler) updateChannel(c *gin.Context) {
@@ -138,7 +180,7 @@ func (h *Handler) updateChannel(c *gin.Context) {
 		httpapi.Fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, channelOut(ch))
+	h.channelAnswer(c, ch, func(body any) { c.JSON(http.StatusOK, body) })
 }
 
 func (h *Handler) deleteChannel(c *gin.Context) {
@@ -175,4 +217,109 @@ func (h *Handler) testChannel(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusAccepted, gin.H{"delivery_id": id, "message": "Test notification queued"})
+}
+
+// confirmationRequest is the body of POST /channels/{id}/confirmations.
+type confirmationRequest struct {
+	Address string `json:"address"`
+}
+
+// requestConfirmation asks the notifier (a
+// channel.confirmation_requested.v1 event) to mail a pending recipient
+// its confirmation link again, within its limits per tenant and address.
+func (h *Handler) requestConfirmation(c *gin.Context) {
+	var req confirmationRequest
+	if err := httpapi.BindJSON(c, &req); err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	if err := h.channels.RequestConfirmation(c.Request.Context(), httpapi.Principal(c).TenantID, c.Param("id"), req.Address); err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, gin.H{"message": "Confirmation email queued"})
+}
+
+// recipientLink opens the token of a confirmation link and finds its
+// account's email, answering the error when it is not a valid, unexpired
+// link of this server, or its account was deleted since (a confirmation
+// would outlive it).
+func (h *Handler) recipientLink(c *gin.Context) (claimlink.Recipient, string, bool) {
+	if h.cfg.Links == nil {
+		httpapi.Fail(c, httpapi.Errorf(http.StatusNotFound, "confirmation links are not enabled on this server"))
+		return claimlink.Recipient{}, "", false
+	}
+	r, err := h.cfg.Links.OpenRecipient(c.Request.Context(), c.Param("token"))
+	if err != nil {
+		httpapi.Fail(c, err)
+		return claimlink.Recipient{}, "", false
+	}
+	account, err := h.accounts.Email(c.Request.Context(), r.TenantID)
+	if err == nil && account == "" {
+		err = httpapi.Errorf(http.StatusNotFound, "the account that mailed this link no longer exists")
+	}
+	if err != nil {
+		httpapi.Fail(c, err)
+		return claimlink.Recipient{}, "", false
+	}
+	return r, account, true
+}
+
+// confirmRecipientPage is GET /recipients/confirm/{token}, the link
+// mailed to a pending recipient: a page naming the address and the
+// account asking, which confirms only when its button is pressed (a POST
+// to the same address, confirmRecipient). The GET itself changes nothing,
+// because mail gateways and link scanners fetch every link of a message
+// before anyone reads it: a GET that confirmed would let a tenant have the
+// victim's own mail filter opt the victim in. An invalid or expired link
+// answers as the POST would.
+func (h *Handler) confirmRecipientPage(c *gin.Context) {
+	r, account, ok := h.recipientLink(c)
+	if !ok {
+		return
+	}
+	var buf bytes.Buffer
+	if err := recipientTemplate.Execute(&buf, struct {
+		claimlink.Recipient
+		Account string
+	}{r, account}); err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	httpapi.LinkPage(c, buf.Bytes())
+}
+
+// recipientTemplate is the confirmation page: one form posting back to
+// the page's own address.
+var recipientTemplate = template.Must(template.New("confirm").Parse(`<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Confirm certfleet alerts</title></head>
+<body><main>
+<h1>Confirm certfleet alerts</h1>
+<p>The certfleet account <strong>{{.Account}}</strong> wants to send its TLS certificate alerts to <strong>{{.Address}}</strong>.</p>
+<p>Confirm only if you expect these alerts. If not, close this page: nothing is sent to this address.</p>
+<form method="post"><button type="submit">Confirm {{.Address}}</button></form>
+<p>This link works until {{.ExpiresAt.UTC.Format "2006-01-02 15:04 UTC"}}.</p>
+</main></body></html>
+`))
+
+// confirmRecipient is POST /recipients/confirm/{token}, the confirmation
+// page's button: the address gets the alerts of every email channel of
+// the link's account that lists it, from the next send. Confirming twice
+// confirms once.
+func (h *Handler) confirmRecipient(c *gin.Context) {
+	r, _, ok := h.recipientLink(c)
+	if !ok {
+		return
+	}
+	if err := h.channels.ConfirmRecipient(c.Request.Context(), r.TenantID, r.Address); err != nil {
+		httpapi.Fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, recipientConfirmed{Message: "Confirmed: " + r.Address + " now receives this account's alerts", Address: r.Address})
+}
+
+// recipientConfirmed answers POST /recipients/confirm/{token}.
+type recipientConfirmed struct {
+	Message string `json:"message"`
+	Address string `json:"address"`
 }

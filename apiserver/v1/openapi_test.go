@@ -37,6 +37,8 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		{Name: "AlertSettingsUpdate", Type: reflect.TypeFor[alertSettingsUpdate](), Required: false},
 		{Name: "Channel", Type: reflect.TypeFor[channelJSON](), Required: false},
 		{Name: "ChannelAttempt", Type: reflect.TypeFor[channels.Attempt](), Required: false},
+		{Name: "ChannelConfirmationRequest", Type: reflect.TypeFor[confirmationRequest](), Required: false},
+		{Name: "RecipientConfirmed", Type: reflect.TypeFor[recipientConfirmed](), Required: true},
 		{Name: "Quota", Type: reflect.TypeFor[quotaJSON](), Required: false},
 		{Name: "WhoisHistory", Type: reflect.TypeFor[whoisHistory](), Required: true},
 		{Name: "WhoisHistoryEntry", Type: reflect.TypeFor[WhoisHistoryEntry](), Required: true},

@@ -24,6 +24,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/httpapi"
 	"github.com/certfleet/certfleet/apiserver/projector"
 	"github.com/certfleet/certfleet/internal/channels"
+	"github.com/certfleet/certfleet/internal/claimlink"
 	"github.com/certfleet/certfleet/internal/managedcert"
 	"github.com/certfleet/certfleet/internal/quota"
 	"github.com/certfleet/certfleet/internal/ratelimit"
@@ -67,6 +68,10 @@ type Config struct {
 	// RegionStaleAfter: a region none of whose agents was seen for this
 	// long is shown stale by GET /regions. Default 10m.
 	RegionStaleAfter time.Duration
+	// Links opens the recipient confirmation links the notifier mails
+	// (nil without a secrets passphrase: the confirmation page answers
+	// 404).
+	Links *claimlink.Links
 }
 
 // ChannelStore is what the channels API needs of the channel store: the
@@ -80,6 +85,9 @@ type ChannelStore interface {
 	Delete(ctx context.Context, tenant, id string) error
 	Attempts(ctx context.Context, tenant, id string, limit int) ([]channels.Attempt, error)
 	EnqueueTest(ctx context.Context, tenant, id string) (string, error)
+	Pending(ctx context.Context, tenant string, chs ...channels.Channel) ([][]string, error)
+	RequestConfirmation(ctx context.Context, tenant, id, address string) error
+	ConfirmRecipient(ctx context.Context, tenant, address string) error
 }
 
 // Handler serves the v1 API.
@@ -232,6 +240,10 @@ func answer(err error) *httpapi.Error {
 		status, msg = http.StatusConflict, msgDomainTaken
 	case errors.Is(err, channels.ErrNotFound):
 		status, msg = http.StatusNotFound, msgNoChannel
+	case errors.Is(err, claimlink.ErrRecipientInvalid):
+		status = http.StatusBadRequest
+	case errors.Is(err, claimlink.ErrRecipientExpired):
+		status = http.StatusGone
 	case errors.Is(err, channels.ErrNoPassphrase):
 		// The request can succeed at once without a secret; the server
 		// is not failing, it lacks a setting: 400, saying which.

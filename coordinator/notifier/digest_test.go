@@ -125,6 +125,9 @@ func TestDigestSentOnceByTwoNotifiers(t *testing.T) {
 	n1 := e.startWithClock(cfg("n1"), clock, srv)
 	e.startWithClock(cfg("n2"), clock, srv)
 	digestCh := e.channel("t1", channels.ChannelInput{Type: TypeEmail, Name: "daily", Digest: true, To: []string{"ops@example.com"}})
+	if err := e.channels.ConfirmRecipient(context.Background(), "t1", "ops@example.com"); err != nil {
+		t.Fatal(err)
+	}
 	// A channel of another tenant never sees t1's alerts.
 	other := e.channel("t2", channels.ChannelInput{Type: TypeEmail, Name: "other", Digest: true, To: []string{"t2@example.com"}})
 

@@ -36,6 +36,7 @@ import (
 	"github.com/certfleet/certfleet/events/stream"
 	"github.com/certfleet/certfleet/internal/channels"
 	"github.com/certfleet/certfleet/internal/claimlink"
+	"github.com/certfleet/certfleet/internal/ratelimit"
 	"github.com/certfleet/certfleet/internal/replicated"
 )
 
@@ -203,9 +204,14 @@ type Config struct {
 	// PublicURL is the API's base URL, for links in messages (optional;
 	// without it no claim approval mail is sent, claimmail.go).
 	PublicURL string
-	// ClaimLinkTTL is how long a mailed claim approval link works.
-	// Default claimlink.DefaultTTL.
+	// ClaimLinkTTL is how long a mailed claim approval link, or recipient
+	// confirmation link (confirmmail.go), works. Default
+	// claimlink.DefaultTTL.
 	ClaimLinkTTL time.Duration
+	// ConfirmPerTenant and ConfirmPerAddress limit the confirmation mails
+	// to email recipients: per tenant, and per address whatever the
+	// tenant. Default DefaultConfirmPerTenant, DefaultConfirmPerAddress.
+	ConfirmPerTenant, ConfirmPerAddress ratelimit.Limit
 	// Wait is how many replicas must hold a delivery before the alert
 	// event it comes from is acknowledged (StoreConfig.Wait). Default: no
 	// wait.
@@ -250,6 +256,12 @@ func (c *Config) setDefaults() {
 	if c.ClaimLinkTTL == 0 {
 		c.ClaimLinkTTL = claimlink.DefaultTTL
 	}
+	if c.ConfirmPerTenant == (ratelimit.Limit{}) {
+		c.ConfirmPerTenant = DefaultConfirmPerTenant
+	}
+	if c.ConfirmPerAddress == (ratelimit.Limit{}) {
+		c.ConfirmPerAddress = DefaultConfirmPerAddress
+	}
 }
 
 // Validate reports every problem of the configuration.
@@ -273,6 +285,11 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxResponseBytes < 1 || c.AttemptsKept < 1 {
 		errs = append(errs, errors.New("max response bytes and attempts kept must be positive"))
+	}
+	for _, l := range []ratelimit.Limit{c.ConfirmPerTenant, c.ConfirmPerAddress} {
+		if err := l.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("confirmation mail limit: %w", err))
+		}
 	}
 	if c.DigestHour < 0 || c.DigestHour > 23 {
 		errs = append(errs, fmt.Errorf("digest hour must be 0-23, got %d", c.DigestHour))

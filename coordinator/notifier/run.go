@@ -21,6 +21,7 @@ import (
 	"github.com/certfleet/certfleet/internal/claimlink"
 	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/health"
+	"github.com/certfleet/certfleet/internal/ratelimit"
 )
 
 var (
@@ -57,6 +58,8 @@ type Notifier struct {
 	// passphrase).
 	mailer     *emailSender
 	claimLinks *claimlink.Links
+	// confirmLimits counts confirmation mails (confirmmail.go).
+	confirmLimits *ratelimit.Limiter
 }
 
 // digester collects the messages of channels with Digest set and sends
@@ -117,6 +120,9 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Notifier, 
 	n.mailer, _ = email.(*emailSender)
 	if cfg.Passphrase != "" {
 		n.claimLinks = claimlink.New(cfg.Passphrase, rdb, nil)
+	}
+	if n.confirmLimits, err = ratelimit.New(rdb, confirmLimitPrefix); err != nil {
+		return nil, err
 	}
 	if newDigester != nil {
 		if n.digest, err = newDigester(n); err != nil {
@@ -229,6 +235,11 @@ func (n *Notifier) handle(ctx context.Context, batch []stream.Entry) error {
 			continue
 		case events.APIKeyCreated:
 			if err := n.mailClaimLink(ctx, e.Event); err != nil {
+				return err
+			}
+			continue
+		case events.ChannelCreated, events.ChannelUpdated, events.ConfirmationRequested:
+			if err := n.mailConfirmations(ctx, e.Event); err != nil {
 				return err
 			}
 			continue
@@ -417,6 +428,15 @@ func (n *Notifier) send(ctx context.Context, d delivery) (typ string, listed boo
 	timeout := n.cfg.Timeout
 	if ch.Type == TypeEmail {
 		timeout = n.cfg.SMTP.Timeout
+		// Only confirmed recipients get messages (confirmmail.go), read
+		// at send time, so a confirmation counts from the next send.
+		if ch.To, err = n.channels.Confirmed(ctx, ch); err != nil {
+			return ch.Type, true, err
+		}
+		if len(ch.To) == 0 {
+			return ch.Type, true, &SendError{Class: ClassUnconfirmed, Permanent: true,
+				Err: errors.New("no recipient of this channel has confirmed its address yet: each was mailed a link to confirm (POST /api/v1/channels/{id}/confirmations mails it again)")}
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -128,6 +128,13 @@ type Channel struct {
 	Secret string `json:"-"`
 	// To lists the email recipients (1-20).
 	To []string `json:"to,omitempty"`
+	// Confirm: each recipient in To gets the channel's messages only once
+	// its owner confirmed it (confirm.go). Every write since double
+	// opt-in sets it on email channels; a channel written before has it
+	// false, and its recipients count as confirmed, so an upgrade silences
+	// no working channel (its next update moves them into the tenant's
+	// confirmed set).
+	Confirm bool `json:"confirm,omitempty"`
 	// CreatedAt and UpdatedAt are set by the store.
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`

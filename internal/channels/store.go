@@ -196,9 +196,10 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
 return 'ok'
 `)
 
-// testScript records a test request for a channel of the tenant. KEYS:
+// requestScript records a request about a channel of the tenant (a test
+// message, a confirmation mail sent again). KEYS:
 // channel, events stream. ARGV: tenant, maxlen, then the event's fields.
-var testScript = redis.NewScript(`
+var requestScript = redis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 if not cur or cjson.decode(cur)['tenant_id'] ~= ARGV[1] then return 'not_found' end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
@@ -233,7 +234,7 @@ func (s *Store) Create(ctx context.Context, tenant string, in ChannelInput) (Cha
 	} else if ch.ID, err = newChannelID(); err != nil {
 		return Channel{}, err
 	}
-	ch.TenantID = tenant
+	ch.TenantID, ch.Confirm = tenant, ch.Type == TypeEmail
 	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
 	ch.CreatedAt, ch.UpdatedAt = now, now
 	if in.Secret != nil && *in.Secret != "" {
@@ -276,8 +277,11 @@ func (s *Store) Update(ctx context.Context, tenant, id string, in ChannelInput) 
 	if err != nil {
 		return Channel{}, err
 	}
-	ch.ID, ch.TenantID, ch.CreatedAt = cur.ID, cur.TenantID, cur.CreatedAt
+	ch.ID, ch.TenantID, ch.CreatedAt, ch.Confirm = cur.ID, cur.TenantID, cur.CreatedAt, ch.Type == TypeEmail
 	ch.UpdatedAt = s.cfg.Now().UTC().Truncate(time.Millisecond)
+	if err := s.keepLegacy(ctx, cur); err != nil {
+		return Channel{}, err
+	}
 	switch {
 	case in.Secret == nil && ch.Type == TypeWebhook:
 		ch.SealedSecret = cur.SealedSecret
@@ -391,7 +395,7 @@ func (s *Store) EnqueueTest(ctx context.Context, tenant, id string) (string, err
 		return "", err
 	}
 	args := append([]any{tenant, s.cfg.MaxLen}, fields...)
-	res, err := s.commands.RunScript(ctx, testScript, []string{channelKey(tenant, id), events.EventStream(tenant)}, args...).Text()
+	res, err := s.commands.RunScript(ctx, requestScript, []string{channelKey(tenant, id), events.EventStream(tenant)}, args...).Text()
 	if err != nil {
 		return "", fmt.Errorf("request test of channel %s: %w", id, err)
 	}

@@ -40,8 +40,11 @@ import (
 // would not keep. 7: the tenant's record generation
 // (domainindex.GenKey), which an older API server's updates and
 // approvals would not move, so a newer one's record cache would go on
-// showing the records as they were.
-const Generation = 7
+// showing the records as they were. 8: email recipients' double opt-in
+// (internal/channels' confirm.go): an older API server would rewrite a
+// channel without its "confirm" mark, so that its pending recipients
+// counted as confirmed, and an older notifier would mail them alerts.
+const Generation = 8
 
 // Key holds the newest generation that ran against this Redis.
 const Key = "certfleet:layout"

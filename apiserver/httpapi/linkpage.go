@@ -1,0 +1,20 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+)
+
+// LinkPage answers page, the HTML page a mailed link opens (a claim's
+// approval, a recipient's confirmation): its one form posts back to the
+// page's own address, nothing else loads, no other site may frame it, and
+// the token in its address goes into no Referer and no cache.
+func LinkPage(c *gin.Context, page []byte) {
+	hdr := c.Writer.Header()
+	hdr.Set("Content-Security-Policy", "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	hdr.Set("X-Frame-Options", "DENY")
+	hdr.Set("Referrer-Policy", "no-referrer")
+	hdr.Set("Cache-Control", "no-store")
+	c.Data(http.StatusOK, "text/html; charset=utf-8", page)
+}
