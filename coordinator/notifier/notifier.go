@@ -182,6 +182,11 @@ type Config struct {
 	MaxBackoff time.Duration
 	// Workers is how many deliveries this notifier sends at once. Default 4.
 	Workers int
+	// TenantSends is how many deliveries of one tenant are sent at once,
+	// over every notifier (--notify-tenant-sends, StoreConfig.TenantSends):
+	// a tenant whose receivers hang holds at most this many workers.
+	// Default 1.
+	TenantSends int
 	// Lease is how long a claimed delivery belongs to the worker sending
 	// it; a notifier that dies mid-send frees it after this. It must exceed
 	// Timeout. Default 1m.
@@ -231,6 +236,9 @@ func (c *Config) setDefaults() {
 	if c.Workers == 0 {
 		c.Workers = 4
 	}
+	if c.TenantSends == 0 {
+		c.TenantSends = 1
+	}
 	if c.Timeout == 0 {
 		c.Timeout = 10 * time.Second
 	}
@@ -260,6 +268,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Backoff <= 0 || c.MaxBackoff < c.Backoff {
 		errs = append(errs, fmt.Errorf("backoff must be positive and at most max backoff, got %s and %s", c.Backoff, c.MaxBackoff))
+	}
+	if c.TenantSends < 1 {
+		errs = append(errs, fmt.Errorf("tenant sends must be positive, got %d", c.TenantSends))
 	}
 	if c.Workers < 1 {
 		errs = append(errs, fmt.Errorf("workers must be positive, got %d", c.Workers))
