@@ -6,8 +6,10 @@
 // delivery per matching channel. A delivery's id is derived from the event
 // id and the channel id and is created with SETNX, so a redelivered event,
 // or two notifier replicas reading it, never make a second delivery. Due
-// deliveries wait in a Redis sorted set; a worker claims one under a lease
-// (so two notifiers never send it at once), sends it, records the attempt
+// deliveries wait in their tenant's Redis sorted set; a worker claims one
+// under a lease (so two notifiers never send it at once) from the tenant
+// whose turn comes first, a tenant having at most Config.TenantSends sends
+// in flight (queue.go), sends it, records the attempt
 // (a capped list per channel, and a notification.attempted.v1 event) and
 // either finishes it or schedules a retry with exponential backoff, giving
 // up visibly (notification.failed.v1) after MaxAttempts.
