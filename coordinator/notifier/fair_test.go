@@ -85,24 +85,26 @@ func sharingTenant(tenant string) string {
 
 // TestBrokenTenantDoesNotDelayOthers: a tenant whose webhook never answers
 // and which has a backlog of 50 alerts shares a partition with a healthy
-// tenant that raises one alert after them. With the tenant's sends capped
-// at the workers (as before the cap existed: the baseline, measured in the
-// same run unless -short), the four workers take the hostile deliveries
-// first, each waiting out its timeout, so the healthy alert waits about
-// 50/4 timeouts (13 s with this 1 s timeout; 130 s with the default 10 s).
-// With the default cap of one send per tenant the healthy one goes out at
-// once, and no hostile delivery is lost or given up meanwhile.
+// tenant that raises one alert after them. Before the per-tenant cap and
+// the channel breaker, the four workers took the hostile deliveries first,
+// each waiting out its timeout, so the healthy alert waited about 50/4
+// timeouts (12.1 s with this 1 s timeout; 130 s with the default 10 s).
+// With the tenant's sends capped at the workers (the breaker alone: the
+// baseline, measured in the same run unless -short) it waits until the
+// hung channel's breaker opens, about one timeout; with the default cap of
+// one send per tenant it goes out at once. No hostile delivery is lost or
+// given up meanwhile.
 func TestBrokenTenantDoesNotDelayOthers(t *testing.T) {
 	var baseline time.Duration
 	if !testing.Short() {
-		t.Run("baseline tenant sends 4", func(t *testing.T) {
+		t.Run("baseline tenant sends 4 (breaker only)", func(t *testing.T) {
 			baseline, _ = brokenTenantDelay(t, 4)
 		})
 	}
 	t.Run("tenant sends 1", func(t *testing.T) {
 		delay, maxOpen := brokenTenantDelay(t, 0)
 		if baseline > 0 {
-			t.Logf("healthy tenant's delay: %s with the cap, %s without (%.0fx less)", delay, baseline, baseline.Seconds()/delay.Seconds())
+			t.Logf("healthy tenant's delay: %s with the cap, %s with the breaker alone (%.0fx less)", delay, baseline, baseline.Seconds()/delay.Seconds())
 		}
 		if delay > time.Second {
 			t.Errorf("healthy tenant's delay: got %s, want under one send timeout (1s)", delay)
@@ -249,5 +251,111 @@ func TestLegacyDueSet(t *testing.T) {
 	}
 	if n := e.rdb.Exists(ctx, legacyDueKeyIn(tag), readyKeyIn(tag), dueKeyIn(tag, "t1"), busyKeyIn(tag, "t1")).Val(); n != 0 {
 		t.Errorf("queue keys left after the delivery: got %d, want none", n)
+	}
+}
+
+// TestChannelBreaker: after breakerTimeouts sends in a row to a channel
+// time out, its other due deliveries are not tried but wait behind the
+// last one's retry (another channel's of the same tenant go meanwhile);
+// then the channel's deliveries go in their order, and a send that does
+// not time out closes the breaker.
+func TestChannelBreaker(t *testing.T) {
+	e := newTestEnv(t)
+	ctx := context.Background()
+	hung, fine := Channel{ID: "ch_hung", TenantID: "t1"}, Channel{ID: "ch_fine", TenantID: "t1"}
+	var hungIDs []string
+	for i := range breakerTimeouts + 2 {
+		id, _, err := e.store.Enqueue(ctx, hung, SampleMessage(fmt.Sprintf("ev-%d", i), time.Now()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hungIDs = append(hungIDs, id)
+		time.Sleep(2 * time.Millisecond)
+	}
+	fineID, _, err := e.store.Enqueue(ctx, fine, SampleMessage("ev-fine", time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim := func(want string) (delivery, string) {
+		t.Helper()
+		d, token, ok, err := e.store.claim(ctx, time.Minute)
+		if err != nil || !ok || d.ID != want {
+			t.Fatalf("claim: got %q ok=%v %v, want %s", d.ID, ok, err, want)
+		}
+		return d, token
+	}
+	finish := func(d delivery, token, class string, delay time.Duration) {
+		t.Helper()
+		a := Attempt{Attempt: 1, Status: DeliveryDelivered, ErrorClass: class, At: time.Now()}
+		if class != "" {
+			a.Status = DeliveryRetrying
+		}
+		if kept, err := e.store.finish(ctx, d, token, a, delay, true); !kept || err != nil {
+			t.Fatalf("finish %s: got %v %v, want recorded", d.ID, kept, err)
+		}
+	}
+	const retry = 400 * time.Millisecond
+	for i := range breakerTimeouts {
+		d, token := claim(hungIDs[i])
+		finish(d, token, ClassTimeout, retry+time.Duration(i)*time.Millisecond)
+	}
+	// Open: the next hung delivery waits, the other channel's goes.
+	d, token := claim(fineID)
+	finish(d, token, "", 0)
+	if d, _, ok, err := e.store.claim(ctx, time.Minute); ok || err != nil {
+		t.Fatalf("claim with the breaker open: got %s ok=%v %v, want nothing", d.ID, ok, err)
+	}
+	time.Sleep(retry + 50*time.Millisecond)
+	// The breaker's end passed: the channel's deliveries go in their order,
+	// the retries first, then the ones that waited behind the breaker.
+	for i, id := range hungIDs {
+		d, token := claim(id)
+		if i == 0 {
+			// The probe does not time out: closed.
+			finish(d, token, ClassHTTP5xx, time.Hour)
+			if n := e.rdb.Exists(ctx, breakerKeyIn(events.TenantTag("t1"), hung.ID)).Val(); n != 0 {
+				t.Fatalf("breaker after a send that did not time out: still there")
+			}
+			continue
+		}
+		finish(d, token, "", 0)
+	}
+}
+
+// TestBrokenChannelDoesNotDelayItsTenant: a tenant with a webhook that
+// never answers and one that works raises 20 alerts. With one send at a
+// time per tenant and no breaker, each alert's working delivery would wait
+// behind a timeout of the hung channel (20 timeouts); with the breaker,
+// after breakerTimeouts of them the hung channel's deliveries wait behind
+// its retry and the working channel gets every alert at once.
+func TestBrokenChannelDoesNotDelayItsTenant(t *testing.T) {
+	e := newTestEnv(t)
+	const alerts = 20
+	hole := newBlackhole(t)
+	recv := newReceiver(t)
+	e.channel("t1", channels.ChannelInput{Type: TypeWebhook, URL: hole.url()})
+	e.channel("t1", channels.ChannelInput{Type: TypeWebhook, URL: recv.srv.URL})
+	for i := range alerts {
+		e.raise("t1", fmt.Sprintf("alert-%d", i), SeverityCritical)
+	}
+	cfg := fastConfig("n1")
+	cfg.Timeout, cfg.Backoff, cfg.MaxBackoff = 500*time.Millisecond, 5*time.Second, 20*time.Second
+	start := time.Now()
+	e.start(cfg)
+	for len(recv.got()) < alerts {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("working channel: got %d alerts after 30 s, want %d", len(recv.got()), alerts)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	took := time.Since(start)
+	_, accepted := hole.stats()
+	t.Logf("working channel got %d alerts in %s beside a hung one (timeout %s: %s without the breaker); the hung one was tried %d times",
+		alerts, took, cfg.Timeout, alerts*cfg.Timeout, accepted)
+	if limit := (breakerTimeouts + 3) * cfg.Timeout; took > limit {
+		t.Errorf("working channel's alerts: got them in %s, want within %s", took, limit)
+	}
+	if accepted > breakerTimeouts+1 {
+		t.Errorf("hung channel's sends: got %d, want %d before the breaker opened", accepted, breakerTimeouts)
 	}
 }

@@ -9,7 +9,8 @@
 // deliveries wait in their tenant's Redis sorted set; a worker claims one
 // under a lease (so two notifiers never send it at once) from the tenant
 // whose turn comes first, a tenant having at most Config.TenantSends sends
-// in flight (queue.go), sends it, records the attempt
+// in flight and a channel whose sends keep timing out waiting behind its
+// breaker (queue.go), sends it, records the attempt
 // (a capped list per channel, and a notification.attempted.v1 event) and
 // either finishes it or schedules a retry with exponential backoff, giving
 // up visibly (notification.failed.v1) after MaxAttempts.

@@ -33,19 +33,32 @@ const (
 // turn. A tenant at its cap of sends in flight (StoreConfig.TenantSends)
 // is ready only when one of them ends, so however many deliveries it has
 // waiting, and however slow its receivers, it holds at most that many
-// workers and the partition's other tenants go first. The attempt list's
-// name is internal/channels' AttemptsKey.
+// workers and the partition's other tenants go first. A channel's breaker
+// (breakerTimeouts) holds its timeouts in a row and when it is open. The
+// attempt list's name is internal/channels' AttemptsKey.
 func dueKeyIn(tag, tenant string) string  { return dueKeyPrefix(tag) + tenant }
 func busyKeyIn(tag, tenant string) string { return busyKeyPrefix(tag) + tenant }
 func dueKeyPrefix(tag string) string      { return "notify:due:" + tag + ":" }
 func busyKeyPrefix(tag string) string     { return "notify:busy:" + tag + ":" }
 func readyKeyIn(tag string) string        { return "notify:ready:" + tag }
+func breakerKeyPrefix(tag string) string  { return "notify:breaker:" + tag + ":" }
+func breakerKeyIn(tag, channel string) string {
+	return breakerKeyPrefix(tag) + channel
+}
 func deliveryKeyIn(tag, id string) string {
 	return "notify:delivery:" + tag + ":" + id
 }
 func tenantDeliveryKey(tenant, id string) string {
 	return deliveryKeyIn(events.TenantTag(tenant), id)
 }
+
+// breakerTimeouts is how many sends in a row to one channel must time out
+// before its breaker opens: until the last one's retry falls due, the
+// channel's other deliveries are not tried but wait behind it (claim moves
+// them there, in their order, without an attempt), so a receiver that
+// hangs costs its tenant one timeout per backoff, not one per alert. The
+// retry is the probe: a send that does not time out closes the breaker.
+const breakerTimeouts = 3
 
 // legacyDueKeyIn is the due set of a partition as releases before the
 // per-tenant due sets kept it (every delivery of the partition); claim
@@ -168,10 +181,13 @@ func SampleMessage(eventID string, now time.Time) Message {
 // finishScript checks; the lease also counts in the tenant's busy set
 // until then. First it moves up to 100 deliveries of the legacy due set
 // (legacyDueKeyIn) into their tenants' due sets, keeping their scores.
-// The tenants' keys are named from ARGV in the script; they share the
-// partition's slot. KEYS: ready set, legacy due set. ARGV: lease ms, sends
-// in flight a tenant may have, the prefixes of due sets, busy sets and
-// deliveries. Returns {id, token, tenant} or nil.
+// A delivery whose channel's breaker is open (breakerTimeouts) is not
+// claimed but moved behind the breaker's end, in the order met (its
+// until + a sequence number, in ms). The tenants' and channels' keys are
+// named from ARGV in the script; they share the partition's slot. KEYS:
+// ready set, legacy due set. ARGV: lease ms, sends in flight a tenant may
+// have, the prefixes of due sets, busy sets, deliveries and breakers.
+// Returns {id, token, tenant} or nil.
 var claimScript = redis.NewScript(queueLua + `
 local ready, lease, cap = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
 if redis.call('EXISTS', KEYS[2]) == 1 then
@@ -191,15 +207,25 @@ for _ = 1, 8 do
   local tenant = first[1]
   local due, busy = ARGV[3] .. tenant, ARGV[4] .. tenant
   redis.call('ZREMRANGEBYSCORE', busy, '-inf', now)
-  local ids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, 1)
-  if #ids > 0 and redis.call('ZCARD', busy) < cap then
-    local token = now + lease
-    redis.call('ZADD', due, token, ids[1])
-    redis.call('ZADD', busy, token, ids[1])
-    reset(ready, due, busy, tenant, cap)
-    return {ids[1], tostring(token), tenant}
+  if redis.call('ZCARD', busy) < cap then
+    for _ = 1, 32 do
+      local ids = redis.call('ZRANGEBYSCORE', due, '-inf', now, 'LIMIT', 0, 1)
+      if #ids == 0 then break end
+      local ch = redis.call('HGET', ARGV[5] .. ids[1], 'channel_id')
+      local breaker = ARGV[6] .. (ch or '')
+      local untl = tonumber(redis.call('HGET', breaker, 'until') or '0')
+      if not ch or untl <= now then
+        local token = now + lease
+        redis.call('ZADD', due, token, ids[1])
+        redis.call('ZADD', busy, token, ids[1])
+        reset(ready, due, busy, tenant, cap)
+        return {ids[1], tostring(token), tenant}
+      end
+      redis.call('ZADD', due, untl + redis.call('HINCRBY', breaker, 'seq', 1), ids[1])
+    end
   end
-  -- Its place was stale (a script of before): set it right, try the next.
+  -- At its cap, its place stale (a script of before) or its due
+  -- deliveries behind a breaker: set its place right, try the next.
   reset(ready, due, busy, tenant, cap)
 end
 return false
@@ -223,7 +249,7 @@ func (s *Store) claim(ctx context.Context, lease time.Duration) (d delivery, tok
 // claimIn is claim on the ready set of one partition.
 func (s *Store) claimIn(ctx context.Context, tag string, lease time.Duration) (d delivery, token string, ok bool, err error) {
 	res, err := claimScript.Run(ctx, s.rdb, []string{readyKeyIn(tag), legacyDueKeyIn(tag)}, lease.Milliseconds(),
-		s.cfg.TenantSends, dueKeyPrefix(tag), busyKeyPrefix(tag), deliveryKeyIn(tag, "")).StringSlice()
+		s.cfg.TenantSends, dueKeyPrefix(tag), busyKeyPrefix(tag), deliveryKeyIn(tag, ""), breakerKeyPrefix(tag)).StringSlice()
 	if errors.Is(err, redis.Nil) {
 		return delivery{}, "", false, nil
 	}
@@ -279,13 +305,17 @@ func (s *Store) drop(ctx context.Context, d delivery, token, reason string) erro
 }
 
 // finishScript records an attempt if the lease is still the caller's,
-// and frees the tenant's send in flight. KEYS (one slot, the tenant's):
-// the tenant's due set, delivery, attempts list, the tenant's event
-// stream, the partition's ready set, the tenant's busy set. ARGV: 1 id, 2
-// lease token, 3 status, 4 retry delay ms, 5 attempts, 6 attempt JSON, 7
-// attempts kept (0: do not list), 8 maxlen, 9 error class, 10 error, 11
-// tenant, 12 sends in flight a tenant may have, 13 number of fields of the
-// attempted event, its fields, then the failed event's fields if any.
+// frees the tenant's send in flight, and counts the channel's timeouts in
+// a row: at breakerTimeouts its breaker opens until this delivery's retry
+// (the probe) falls due; a send that does not time out closes it. KEYS
+// (one slot, the tenant's): the tenant's due set, delivery, attempts list,
+// the tenant's event stream, the partition's ready set, the tenant's busy
+// set, the channel's breaker. ARGV: 1 id, 2 lease token, 3 status, 4 retry
+// delay ms, 5 attempts, 6 attempt JSON, 7 attempts kept (0: do not list),
+// 8 maxlen, 9 error class, 10 error, 11 tenant, 12 sends in flight a
+// tenant may have, 13 timeouts that open the breaker, 14 number of fields
+// of the attempted event, its fields, then the failed event's fields if
+// any.
 var finishScript = redis.NewScript(queueLua + `
 local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not s or tonumber(s) ~= tonumber(ARGV[2]) then return 0 end
@@ -295,6 +325,15 @@ else
   redis.call('ZREM', KEYS[1], ARGV[1])
 end
 redis.call('ZREM', KEYS[6], ARGV[1])
+if ARGV[9] == 'timeout' then -- ClassTimeout
+  local n = redis.call('HINCRBY', KEYS[7], 'timeouts', 1)
+  if n >= tonumber(ARGV[13]) and ARGV[3] == 'retrying' then
+    redis.call('HSET', KEYS[7], 'until', now + tonumber(ARGV[4]), 'seq', 0)
+  end
+  redis.call('PEXPIRE', KEYS[7], tonumber(ARGV[4]) + 3600000)
+else
+  redis.call('DEL', KEYS[7])
+end
 reset(KEYS[5], KEYS[1], KEYS[6], ARGV[11], tonumber(ARGV[12]))
 redis.call('HSET', KEYS[2], 'status', ARGV[3], 'attempts', ARGV[5], 'last_class', ARGV[9], 'last_error', ARGV[10])
 local kept = tonumber(ARGV[7])
@@ -302,10 +341,10 @@ if kept > 0 then
   redis.call('LPUSH', KEYS[3], ARGV[6])
   redis.call('LTRIM', KEYS[3], 0, kept - 1)
 end
-local na = tonumber(ARGV[13])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', unpack(ARGV, 14, 13 + na))
-if #ARGV > 13 + na then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', unpack(ARGV, 14 + na))
+local na = tonumber(ARGV[14])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', unpack(ARGV, 15, 14 + na))
+if #ARGV > 14 + na then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[8], '*', unpack(ARGV, 15 + na))
 end
 return 1
 `)
@@ -335,7 +374,7 @@ func (s *Store) finish(ctx context.Context, d delivery, token string, a Attempt,
 		kept = s.cfg.AttemptsKept
 	}
 	args := []any{d.ID, token, a.Status, delay.Milliseconds(), a.Attempt, string(body), kept, s.cfg.MaxLen,
-		a.ErrorClass, a.Error, d.TenantID, s.cfg.TenantSends, len(fields)}
+		a.ErrorClass, a.Error, d.TenantID, s.cfg.TenantSends, breakerTimeouts, len(fields)}
 	args = append(args, fields...)
 	if a.Status == DeliveryFailed {
 		failed, err := events.New(events.NotificationFailed, d.TenantID, d.ID, events.NotificationFailedV1{
@@ -354,7 +393,7 @@ func (s *Store) finish(ctx context.Context, d delivery, token string, a Attempt,
 	tag := events.TenantTag(d.TenantID)
 	n, err := finishScript.Run(ctx, s.rdb,
 		[]string{dueKeyIn(tag, d.TenantID), deliveryKeyIn(tag, d.ID), channels.AttemptsKey(d.TenantID, d.ChannelID),
-			events.EventStream(d.TenantID), readyKeyIn(tag), busyKeyIn(tag, d.TenantID)}, args...).Int()
+			events.EventStream(d.TenantID), readyKeyIn(tag), busyKeyIn(tag, d.TenantID), breakerKeyIn(tag, d.ChannelID)}, args...).Int()
 	if err != nil {
 		return false, fmt.Errorf("record attempt %d of %s: %w", a.Attempt, d.ID, err)
 	}
