@@ -294,7 +294,7 @@ func TestChannelBreaker(t *testing.T) {
 			t.Fatalf("finish %s: got %v %v, want recorded", d.ID, kept, err)
 		}
 	}
-	const retry = 400 * time.Millisecond
+	const retry = 800 * time.Millisecond
 	for i := range breakerTimeouts {
 		d, token := claim(hungIDs[i])
 		finish(d, token, ClassTimeout, retry+time.Duration(i)*time.Millisecond)
