@@ -359,3 +359,34 @@ func TestBrokenChannelDoesNotDelayItsTenant(t *testing.T) {
 		t.Errorf("hung channel's sends: got %d, want %d before the breaker opened", accepted, breakerTimeouts)
 	}
 }
+
+// TestBreakerBacklogDoesNotHoldThePartition: a tenant with more due
+// deliveries behind an open breaker than one claim moves does not keep
+// the claim from the partition's other tenants.
+func TestBreakerBacklogDoesNotHoldThePartition(t *testing.T) {
+	e := newTestEnv(t)
+	ctx := context.Background()
+	other := sharingTenant("t1")
+	hung := Channel{ID: "ch_hung", TenantID: "t1"}
+	tag := events.TenantTag("t1")
+	if err := e.rdb.HSet(ctx, breakerKeyIn(tag, hung.ID), "until", time.Now().Add(time.Hour).UnixMilli(), "seq", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 400 {
+		if _, _, err := e.store.Enqueue(ctx, hung, SampleMessage(fmt.Sprintf("ev-%d", i), time.Now())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(2 * time.Millisecond)
+	otherID, _, err := e.store.Enqueue(ctx, Channel{ID: "ch_b", TenantID: other}, SampleMessage("ev-other", time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _, ok, err := e.store.claimIn(ctx, tag, time.Minute)
+	if err != nil || !ok || d.ID != otherID {
+		t.Fatalf("claim: got %q ok=%v %v, want the other tenant's %s", d.ID, ok, err, otherID)
+	}
+	if n, err := e.store.Depth(ctx); err != nil || n != 401 {
+		t.Errorf("depth: got %d %v, want 401 (nothing dropped)", n, err)
+	}
+}

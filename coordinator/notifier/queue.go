@@ -201,8 +201,9 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
     redis.call('ZREM', KEYS[2], old[i])
   end
 end
+local skip = 0
 for _ = 1, 8 do
-  local first = redis.call('ZRANGEBYSCORE', ready, '-inf', now, 'LIMIT', 0, 1)
+  local first = redis.call('ZRANGEBYSCORE', ready, '-inf', now, 'LIMIT', skip, 1)
   if #first == 0 then return false end
   local tenant = first[1]
   local due, busy = ARGV[3] .. tenant, ARGV[4] .. tenant
@@ -225,8 +226,11 @@ for _ = 1, 8 do
     end
   end
   -- At its cap, its place stale (a script of before) or its due
-  -- deliveries behind a breaker: set its place right, try the next.
+  -- deliveries behind a breaker: set its place right, try the next
+  -- (past it, if more of its deliveries are left to move).
   reset(ready, due, busy, tenant, cap)
+  local at = redis.call('ZSCORE', ready, tenant)
+  if at and tonumber(at) <= now then skip = skip + 1 end
 end
 return false
 `)
