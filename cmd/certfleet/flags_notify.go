@@ -22,6 +22,7 @@ type notifyOptions struct {
 	NotifyBackoff         time.Duration
 	NotifyMaxBackoff      time.Duration
 	NotifyWorkers         int
+	NotifyTenantSends     int
 	NotifyTimeout         time.Duration
 	DigestHour            int
 	SMTPAddr              string
@@ -51,6 +52,7 @@ func (f *flagSet) notify() *flagSet {
 	f.DurationVar(&f.opts.NotifyBackoff, "notify-backoff", time.Second, "pause after a delivery's first failed attempt; doubles after each failure")
 	f.DurationVar(&f.opts.NotifyMaxBackoff, "notify-max-backoff", 5*time.Minute, "longest pause between two attempts of a delivery")
 	f.IntVar(&f.opts.NotifyWorkers, "notify-workers", 4, "deliveries this notifier sends at once")
+	f.IntVar(&f.opts.NotifyTenantSends, "notify-tenant-sends", 1, "deliveries of one tenant sent at once over every notifier (the same on every coordinator): a tenant whose receivers hang holds at most this many workers")
 	f.DurationVar(&f.opts.NotifyTimeout, "notify-timeout", 10*time.Second, "time limit of one webhook or Slack send (connect, TLS, answer)")
 	if f.Name() == "certfleet coordinator" {
 		// all and apiserver have it from ca() (flags_ca.go); the notifier
@@ -105,7 +107,7 @@ func addNotifier(gr *group, role string, o *options, rdb redis.UniversalClient, 
 	n, err := notifier.New(notifier.Config{
 		Consumer: o.Name, ClaimIdle: o.ClaimIdle, Allow: allow, Passphrase: pass, PublicURL: o.PublicURL,
 		MaxAttempts: o.NotifyMaxAttempts, Backoff: o.NotifyBackoff, MaxBackoff: o.NotifyMaxBackoff,
-		Workers: o.NotifyWorkers, Timeout: o.NotifyTimeout, DigestHour: o.DigestHour, Wait: o.RedisWait,
+		Workers: o.NotifyWorkers, TenantSends: o.NotifyTenantSends, Timeout: o.NotifyTimeout, DigestHour: o.DigestHour, Wait: o.RedisWait,
 		SMTP: notifier.SMTPConfig{
 			Addr: o.SMTPAddr, From: o.SMTPFrom, Username: o.SMTPUsername, Password: o.SMTPPassword,
 			StartTLS: o.SMTPStartTLS, ExtraRootsPEM: roots, Timeout: o.SMTPTimeout,

@@ -74,7 +74,8 @@ func benchDelivery(b *testing.B, workers int) {
 		}
 	}
 	cfg := fastConfig("bench")
-	cfg.Workers, cfg.Poll = workers, time.Millisecond
+	// One tenant: let it use every worker, to measure the pipeline.
+	cfg.Workers, cfg.TenantSends, cfg.Poll = workers, workers, time.Millisecond
 	n, err := New(cfg, rdb, zap.NewNop())
 	if err != nil {
 		b.Fatal(err)

@@ -251,7 +251,7 @@ func TestDigestFlushRace(t *testing.T) {
 	if got := made.Load(); got != 1 {
 		t.Errorf("deliveries made by the racing passes: got %d, want 1 (the fresh day's)", got)
 	}
-	due, err := e.rdb.ZRange(ctx, dueKeyIn(events.TenantTag("t1")), 0, -1).Result()
+	due, err := e.rdb.ZRange(ctx, dueKeyIn(events.TenantTag("t1"), "t1"), 0, -1).Result()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,8 +6,11 @@
 // delivery per matching channel. A delivery's id is derived from the event
 // id and the channel id and is created with SETNX, so a redelivered event,
 // or two notifier replicas reading it, never make a second delivery. Due
-// deliveries wait in a Redis sorted set; a worker claims one under a lease
-// (so two notifiers never send it at once), sends it, records the attempt
+// deliveries wait in their tenant's Redis sorted set; a worker claims one
+// under a lease (so two notifiers never send it at once) from the tenant
+// whose turn comes first, a tenant having at most Config.TenantSends sends
+// in flight and a channel whose sends keep timing out waiting behind its
+// breaker (queue.go), sends it, records the attempt
 // (a capped list per channel, and a notification.attempted.v1 event) and
 // either finishes it or schedules a retry with exponential backoff, giving
 // up visibly (notification.failed.v1) after MaxAttempts.
@@ -183,6 +186,11 @@ type Config struct {
 	MaxBackoff time.Duration
 	// Workers is how many deliveries this notifier sends at once. Default 4.
 	Workers int
+	// TenantSends is how many deliveries of one tenant are sent at once,
+	// over every notifier (--notify-tenant-sends, StoreConfig.TenantSends):
+	// a tenant whose receivers hang holds at most this many workers.
+	// Default 1.
+	TenantSends int
 	// Lease is how long a claimed delivery belongs to the worker sending
 	// it; a notifier that dies mid-send frees it after this. It must exceed
 	// Timeout. Default 1m.
@@ -237,6 +245,9 @@ func (c *Config) setDefaults() {
 	if c.Workers == 0 {
 		c.Workers = 4
 	}
+	if c.TenantSends == 0 {
+		c.TenantSends = 1
+	}
 	if c.Timeout == 0 {
 		c.Timeout = 10 * time.Second
 	}
@@ -272,6 +283,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Backoff <= 0 || c.MaxBackoff < c.Backoff {
 		errs = append(errs, fmt.Errorf("backoff must be positive and at most max backoff, got %s and %s", c.Backoff, c.MaxBackoff))
+	}
+	if c.TenantSends < 1 {
+		errs = append(errs, fmt.Errorf("tenant sends must be positive, got %d", c.TenantSends))
 	}
 	if c.Workers < 1 {
 		errs = append(errs, fmt.Errorf("workers must be positive, got %d", c.Workers))

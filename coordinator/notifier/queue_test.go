@@ -14,9 +14,10 @@ import (
 )
 
 // TestQueueOnRedisCluster runs a delivery through the queue's scripts
-// (enqueue, claim, finish) on a Redis Cluster node, which refuses any
-// script over two slots: the delivery, its due set, its channel's attempts
-// and its events share the tenant's slot.
+// (enqueue, claim, finish, depth) on a Redis Cluster node, which refuses
+// any script over two slots: the delivery, its tenant's due and busy sets,
+// its partition's ready set, its channel's attempts and breaker and its
+// events share the tenant's slot.
 func TestQueueOnRedisCluster(t *testing.T) {
 	ctx := context.Background()
 	rdb := testenv.RedisCluster(t).Client(t)
@@ -58,6 +59,9 @@ func TestQueueOnRedisCluster(t *testing.T) {
 	}
 	if _, _, ok, err := s.claim(ctx, time.Minute); ok || err != nil {
 		t.Errorf("claim of an empty queue: got ok=%v %v, want nothing", ok, err)
+	}
+	if n, err := s.Depth(ctx); n != 0 || err != nil {
+		t.Errorf("depth of an empty queue: got %d %v, want 0", n, err)
 	}
 }
 

@@ -90,7 +90,7 @@ func New(cfg Config, rdb redis.UniversalClient, logger *zap.Logger) (*Notifier, 
 		return nil, errors.New("notifier: redis client is required")
 	}
 	logger = logger.Named("notifier").With(zap.String("consumer", cfg.Consumer))
-	store, err := NewStore(StoreConfig{AttemptsKept: cfg.AttemptsKept, Wait: cfg.Wait}, rdb)
+	store, err := NewStore(StoreConfig{AttemptsKept: cfg.AttemptsKept, TenantSends: cfg.TenantSends, Wait: cfg.Wait}, rdb)
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,12 @@ type StoreConfig struct {
 	MaxLen int64
 	// AttemptsKept is how many attempts are kept per channel. Default 200.
 	AttemptsKept int
+	// TenantSends is how many deliveries of one tenant may be in flight at
+	// once, over every worker of every notifier sharing the queue: a
+	// tenant whose receivers hang holds at most this many workers, and
+	// its other deliveries wait their turn in order. Every notifier
+	// sharing a queue must use the same. Default 1.
+	TenantSends int
 	// Wait is how many replicas must hold a new delivery before Enqueue
 	// returns, so the alert event it comes from is acknowledged only once
 	// a failover cannot lose it. Default: no wait.
@@ -33,6 +39,9 @@ func (c *StoreConfig) setDefaults() {
 	if c.AttemptsKept == 0 {
 		c.AttemptsKept = 200
 	}
+	if c.TenantSends == 0 {
+		c.TenantSends = 1
+	}
 }
 
 // Validate reports every problem of the configuration.
@@ -40,8 +49,8 @@ func (c *StoreConfig) Validate() error {
 	if err := c.Wait.Validate(); err != nil {
 		return err
 	}
-	if c.MaxLen < 1 || c.AttemptsKept < 1 {
-		return errors.New("max len and attempts kept must be positive")
+	if c.MaxLen < 1 || c.AttemptsKept < 1 || c.TenantSends < 1 {
+		return errors.New("max len, attempts kept and tenant sends must be positive")
 	}
 	return nil
 }
