@@ -91,7 +91,7 @@ func TestAPIKeyCommand(t *testing.T) {
 		{"bad email", []string{"apikey", "list", "--email", "ops"}, 2, "invalid email"},
 		{"no label", []string{"apikey", "create", "--email", "ops@example.com"}, 1, "label must be"},
 		{"bad scope", []string{"apikey", "create", "--email", "ops@example.com", "--label", "x", "--scopes", "read,admin"}, 1, "permissions must be"},
-		{"bad expiry", []string{"apikey", "create", "--email", "ops@example.com", "--label", "x", "--expires-at", "2030-01-01"}, 2, "--expires-at"},
+		{"bad expiry", []string{"apikey", "create", "--email", "ops@example.com", "--label", "x", "--expires-at", "next year"}, 2, "--expires-at"},
 		{"no id", []string{"apikey", "revoke", "--email", "ops@example.com"}, 2, "--id is required"},
 	}
 	for _, tc := range bad {
