@@ -11,6 +11,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver"
 	"github.com/certfleet/certfleet/coordinator/notifier"
 	"github.com/certfleet/certfleet/internal/channels"
+	"github.com/certfleet/certfleet/internal/ratelimit"
 )
 
 // notifyOptions are the notification flags.
@@ -23,6 +24,8 @@ type notifyOptions struct {
 	NotifyMaxBackoff      time.Duration
 	NotifyWorkers         int
 	NotifyTenantSends     int
+	ConfirmMailsTenant    int
+	ConfirmMailsAddress   int
 	NotifyTimeout         time.Duration
 	DigestHour            int
 	SMTPAddr              string
@@ -53,6 +56,8 @@ func (f *flagSet) notify() *flagSet {
 	f.DurationVar(&f.opts.NotifyMaxBackoff, "notify-max-backoff", 5*time.Minute, "longest pause between two attempts of a delivery")
 	f.IntVar(&f.opts.NotifyWorkers, "notify-workers", 4, "deliveries this notifier sends at once")
 	f.IntVar(&f.opts.NotifyTenantSends, "notify-tenant-sends", 1, "deliveries of one tenant sent at once over every notifier (the same on every coordinator): a tenant whose receivers hang holds at most this many workers")
+	f.IntVar(&f.opts.ConfirmMailsTenant, "rate-limit-confirm-mails-tenant", notifier.DefaultConfirmPerTenant.Rate, "recipient confirmation mails an hour per tenant, over every notifier; past it a confirmation waits for the channel's next update or a resend")
+	f.IntVar(&f.opts.ConfirmMailsAddress, "rate-limit-confirm-mails-address", notifier.DefaultConfirmPerAddress.Rate, "recipient confirmation mails a day per address, whatever the tenants asking: the address's owner is mailed at most this often")
 	f.DurationVar(&f.opts.NotifyTimeout, "notify-timeout", 10*time.Second, "time limit of one webhook or Slack send (connect, TLS, answer)")
 	if f.Name() == "certfleet coordinator" {
 		// all and apiserver have it from ca() (flags_ca.go); the notifier
@@ -107,7 +112,9 @@ func addNotifier(gr *group, role string, o *options, rdb redis.UniversalClient, 
 	n, err := notifier.New(notifier.Config{
 		Consumer: o.Name, ClaimIdle: o.ClaimIdle, Allow: allow, Passphrase: pass, PublicURL: o.PublicURL,
 		MaxAttempts: o.NotifyMaxAttempts, Backoff: o.NotifyBackoff, MaxBackoff: o.NotifyMaxBackoff,
-		Workers: o.NotifyWorkers, TenantSends: o.NotifyTenantSends, Timeout: o.NotifyTimeout, DigestHour: o.DigestHour, Wait: o.RedisWait,
+		ConfirmPerTenant:  ratelimit.Limit{Rate: o.ConfirmMailsTenant, Period: notifier.DefaultConfirmPerTenant.Period},
+		ConfirmPerAddress: ratelimit.Limit{Rate: o.ConfirmMailsAddress, Period: notifier.DefaultConfirmPerAddress.Period},
+		Workers:           o.NotifyWorkers, TenantSends: o.NotifyTenantSends, Timeout: o.NotifyTimeout, DigestHour: o.DigestHour, Wait: o.RedisWait,
 		SMTP: notifier.SMTPConfig{
 			Addr: o.SMTPAddr, From: o.SMTPFrom, Username: o.SMTPUsername, Password: o.SMTPPassword,
 			StartTLS: o.SMTPStartTLS, ExtraRootsPEM: roots, Timeout: o.SMTPTimeout,
