@@ -518,8 +518,6 @@ func TestUnknownRoutesAnswerInTheirAPIsShape(t *testing.T) {
 		{http.MethodGet, "/api/ocsp/status/", 404, certmateShape},
 		{http.MethodGet, "/api/client-certs/cert-1/download", 404, certmateShape},
 		{http.MethodDelete, "/api/client-certs/cert-1", 405, certmateShape},
-		{http.MethodGet, "/api/client-certs/create", 405, certmateShape}, // not a certificate named "create"
-		{http.MethodGet, "/api/client-certs/batch", 405, certmateShape},
 		{http.MethodGet, "/api/certificates/shop.example/nope", 404, certmateShape},
 		{http.MethodGet, "/api/audit/nope", 404, certmateShape},
 		{http.MethodGet, "/api/operator/nope", 404, v1Shape}, // the operator API's {"error"}

@@ -169,11 +169,6 @@ func (h *Handler) Routes(r *gin.Engine) {
 	g.GET("", with(h.read("list"), h.list)...)
 	g.GET("/stats", with(h.read("stats"), h.stats)...)
 	g.GET("/:id", with(h.read("get"), h.get)...)
-	// The POST-only paths answer other methods 405, as CertMate's server
-	// does, not as a lookup of a certificate named "create" or "batch".
-	for _, p := range []string{"/create", "/batch"} {
-		g.GET(p, h.render, postOnly)
-	}
 	g.GET("/:id/download/:type", with(h.audited("download", read), h.download)...)
 	g.POST("/:id/revoke", with(h.audited("revoke", write), h.revoke)...)
 	g.POST("/:id/renew", with(h.audited("renew", write), h.renew)...)
@@ -756,10 +751,4 @@ func (h *Handler) batch(c *gin.Context) {
 		code = http.StatusOK
 	}
 	c.JSON(code, out)
-}
-
-// postOnly answers a route only POST serves: 405, with Allow.
-func postOnly(c *gin.Context) {
-	c.Header("Allow", http.MethodPost)
-	httpapi.Fail(c, httpapi.Errorf(http.StatusMethodNotAllowed, "method not allowed"))
 }
