@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,16 +37,27 @@ func TestViewsRebuildInterrupted(t *testing.T) {
 	time.Sleep(s.load)
 	before := f.probe(time.Minute)
 
+	// after counts from the tool's first line (its debug log of the
+	// ClickHouse connection), which it writes after its signal handler
+	// is in place: a SIGTERM before that (36 ms after the start once, with
+	// the machine loaded) ends the process as it would any program.
 	rebuild := func(after time.Duration) (error, string, time.Duration) {
 		t.Helper()
-		cmd := exec.Command(f.bin, append([]string{"views", "rebuild", "--full", "--clickhouse-dsn", f.ch.DSN}, f.common...)...)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		start := time.Now()
+		args := append([]string{"views", "rebuild", "--full", "--clickhouse-dsn", f.ch.DSN}, f.common...)
+		cmd := exec.Command(f.bin, append(args, "--log-level", "debug")...)
+		out := &firstWrite{wrote: make(chan struct{})}
+		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		start := time.Now()
 		if after > 0 {
+			select {
+			case <-out.wrote:
+				start = time.Now()
+			case <-time.After(30 * time.Second):
+				t.Fatal("views rebuild wrote nothing in 30 s")
+			}
 			time.Sleep(after)
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 		}
@@ -100,4 +112,25 @@ func tail0(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// firstWrite is a process's output, closing wrote at its first write.
+type firstWrite struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	once  sync.Once
+	wrote chan struct{}
+}
+
+func (w *firstWrite) Write(p []byte) (int, error) {
+	w.once.Do(func() { close(w.wrote) })
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (w *firstWrite) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
 }
