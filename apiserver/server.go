@@ -600,22 +600,14 @@ var apiStyles = []struct {
 	{"/api/operator/", operator.ErrorStyle()},
 }
 
-// apiIndex returns the index in apiStyles of the API path belongs to (a
-// prefix's own path without its trailing slash included), or -1.
-func apiIndex(path string) int {
-	for i, a := range apiStyles {
-		if strings.HasPrefix(path, a.prefix) || path == strings.TrimSuffix(a.prefix, "/") {
-			return i
-		}
-	}
-	return -1
-}
-
-// styleOf returns the error style of the API path belongs to, KeyChest's
-// for a path under none.
+// styleOf returns the error style of the API path belongs to (a
+// prefix's own path without its trailing slash included), KeyChest's for
+// a path under none.
 func styleOf(path string) httpapi.Style {
-	if i := apiIndex(path); i >= 0 {
-		return apiStyles[i].style
+	for _, a := range apiStyles {
+		if strings.HasPrefix(path, a.prefix) || path == strings.TrimSuffix(a.prefix, "/") {
+			return a.style
+		}
 	}
 	return keychest.Style
 }
@@ -623,18 +615,7 @@ func styleOf(path string) httpapi.Style {
 // renderByPath is httpapi.Render in the style of the request's path
 // (styleOf), for the answers no API's route group renders.
 func (s *Server) renderByPath() gin.HandlerFunc {
-	renders := make([]gin.HandlerFunc, len(apiStyles))
-	for i, a := range apiStyles {
-		renders[i] = httpapi.Render(s.logger, a.style)
-	}
-	fallback := httpapi.Render(s.logger, keychest.Style)
-	return func(c *gin.Context) {
-		if i := apiIndex(c.Request.URL.Path); i >= 0 {
-			renders[i](c)
-			return
-		}
-		fallback(c)
-	}
+	return func(c *gin.Context) { httpapi.Render(s.logger, styleOf(c.Request.URL.Path))(c) }
 }
 
 // recovery turns a panicking handler into a JSON 500 in the shape of the
