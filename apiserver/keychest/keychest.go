@@ -234,12 +234,12 @@ func (h *Handler) accountsLeft(c *gin.Context, email string) bool {
 	if err != nil {
 		return true
 	}
-	existing, err := h.accounts.Email(c.Request.Context(), events.TenantID(parsed))
+	exists, err := h.accounts.Exists(c.Request.Context(), events.TenantID(parsed))
 	if err != nil {
 		httpapi.Fail(c, err)
 		return false
 	}
-	if existing != "" {
+	if exists {
 		return true
 	}
 	n := h.cfg.RateLimitClaimAccounts
@@ -439,12 +439,7 @@ func (h *Handler) confirmPage(c *gin.Context) {
 	if !ok {
 		return
 	}
-	var buf bytes.Buffer
-	if err := confirmTemplate.Execute(&buf, claim); err != nil {
-		httpapi.Fail(c, err)
-		return
-	}
-	httpapi.LinkPage(c, buf.Bytes())
+	httpapi.LinkPage(c, confirmTemplate, claim)
 }
 
 // confirmTemplate is the approval page: one form posting back to the

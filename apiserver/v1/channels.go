@@ -6,7 +6,6 @@ package v1
 // messages and lists attempts.
 
 import (
-	"bytes"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -278,15 +277,10 @@ func (h *Handler) confirmRecipientPage(c *gin.Context) {
 	if !ok {
 		return
 	}
-	var buf bytes.Buffer
-	if err := recipientTemplate.Execute(&buf, struct {
+	httpapi.LinkPage(c, recipientTemplate, struct {
 		claimlink.Recipient
 		Account string
-	}{r, account}); err != nil {
-		httpapi.Fail(c, err)
-		return
-	}
-	httpapi.LinkPage(c, buf.Bytes())
+	}{r, account})
 }
 
 // recipientTemplate is the confirmation page: one form posting back to
