@@ -11,6 +11,7 @@ package channels
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -32,6 +33,20 @@ func confirmedKey(tenant string) string {
 // account's email.
 func addressKey(a string) string { return strings.ToLower(a) }
 
+// addressKeys are the members of the confirmed set that stand for to.
+func addressKeys(to []string) []any {
+	members := make([]any, len(to))
+	for i, a := range to {
+		members[i] = addressKey(a)
+	}
+	return members
+}
+
+// indexAddress is the index in list of the address a (addressKey), or -1.
+func indexAddress(list []string, a string) int {
+	return slices.IndexFunc(list, func(b string) bool { return addressKey(b) == addressKey(a) })
+}
+
 // ownAddress tells whether addr is the account tenant's own email.
 func ownAddress(tenant, addr string) bool { return events.TenantID(addr) == tenant }
 
@@ -46,11 +61,7 @@ func (s *Store) Pending(ctx context.Context, tenant string, chs ...Channel) ([][
 		if ch.Type != TypeEmail || !ch.Confirm || len(ch.To) == 0 {
 			continue
 		}
-		members := make([]any, len(ch.To))
-		for j, a := range ch.To {
-			members[j] = addressKey(a)
-		}
-		cmds[i] = pipe.SMIsMember(ctx, confirmedKey(tenant), members...)
+		cmds[i] = pipe.SMIsMember(ctx, confirmedKey(tenant), addressKeys(ch.To)...)
 	}
 	if pipe.Len() == 0 {
 		return out, nil
@@ -83,20 +94,11 @@ func (s *Store) Confirmed(ctx context.Context, ch Channel) ([]string, error) {
 	}
 	var out []string
 	for _, a := range ch.To {
-		if !containsAddress(pending[0], a) {
+		if indexAddress(pending[0], a) < 0 {
 			out = append(out, a)
 		}
 	}
 	return out, nil
-}
-
-func containsAddress(list []string, a string) bool {
-	for _, b := range list {
-		if addressKey(b) == addressKey(a) {
-			return true
-		}
-	}
-	return false
 }
 
 // confirmScript adds an address to the tenant's confirmed set and records
@@ -144,12 +146,7 @@ func (s *Store) RequestConfirmation(ctx context.Context, tenant, id, address str
 	if err != nil {
 		return err
 	}
-	i := -1
-	for j, a := range pending[0] {
-		if addressKey(a) == addressKey(address) {
-			i = j
-		}
-	}
+	i := indexAddress(pending[0], address)
 	if i < 0 {
 		return ErrNotPending
 	}
@@ -183,11 +180,7 @@ func (s *Store) keepLegacy(ctx context.Context, cur Channel) error {
 	if cur.Type != TypeEmail || cur.Confirm || len(cur.To) == 0 {
 		return nil
 	}
-	members := make([]any, len(cur.To))
-	for i, a := range cur.To {
-		members[i] = addressKey(a)
-	}
-	if err := s.rdb.SAdd(ctx, confirmedKey(cur.TenantID), members...).Err(); err != nil {
+	if err := s.rdb.SAdd(ctx, confirmedKey(cur.TenantID), addressKeys(cur.To)...).Err(); err != nil {
 		return fmt.Errorf("keep the recipients of channel %s: %w", cur.ID, err)
 	}
 	return nil
