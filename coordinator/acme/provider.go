@@ -2,6 +2,7 @@ package acme
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -120,23 +121,41 @@ func (w *Worker) nameserver(ctx context.Context, hostport string) (string, error
 	if h, p, err := net.SplitHostPort(hostport); err == nil {
 		host, port = h, p
 	}
-	var addrs []netip.Addr
+	addrs, err := w.allowedAddrs(ctx, host, port)
+	if err != nil {
+		return "", fmt.Errorf("RFC2136_NAMESERVER %s: %w", host, err)
+	}
+	return addrs[0], nil
+}
+
+// allowedAddrs resolves a name server, host (a name or an IP literal), and
+// returns those of its addresses the DNS target policy allows, as ip:port;
+// an error naming --allow-dns-targets when there is none. What is judged
+// is what is dialed: the callers ask the IP literals.
+func (w *Worker) allowedAddrs(ctx context.Context, host, port string) ([]string, error) {
+	var ips []netip.Addr
 	if ip, err := netip.ParseAddr(host); err == nil {
-		addrs = []netip.Addr{ip}
+		ips = []netip.Addr{ip}
 	} else {
 		rctx, cancel := context.WithTimeout(ctx, defaultDNSTimeout)
 		defer cancel()
-		if addrs, err = w.resolver.LookupNetIP(rctx, "ip", host); err != nil {
-			return "", fmt.Errorf("RFC2136_NAMESERVER %s: %w", host, err)
+		if ips, err = w.resolver.LookupNetIP(rctx, "ip", host); err != nil {
+			return nil, err
 		}
 	}
-	var lastErr error
-	for _, ip := range addrs {
-		if lastErr = w.cfg.DNSTargets.Check(ip.Unmap()); lastErr == nil {
-			return net.JoinHostPort(ip.Unmap().String(), port), nil
+	var out []string
+	refused := errors.New("no address")
+	for _, ip := range ips {
+		if err := w.cfg.DNSTargets.Check(ip); err != nil {
+			refused = err
+			continue
 		}
+		out = append(out, net.JoinHostPort(ip.Unmap().String(), port))
 	}
-	return "", fmt.Errorf("RFC2136_NAMESERVER %s: %w (an operator can allow a range with --allow-dns-targets)", host, lastErr)
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w (an operator can allow a range with --allow-dns-targets)", refused)
+	}
+	return out, nil
 }
 
 // creds reads an account's credentials with defaults.

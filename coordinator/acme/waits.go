@@ -3,7 +3,6 @@ package acme
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"time"
 
@@ -130,7 +129,7 @@ func (w *Worker) authoritative(ctx context.Context, fqdn, value string) (bool, e
 		return false, err
 	}
 	for _, ns := range servers {
-		addrs, err := w.allowedAddrs(ctx, ns)
+		addrs, err := w.allowedAddrs(ctx, ns, w.nsPort)
 		if err != nil {
 			return false, fmt.Errorf("authoritative name server %s of %s: %w", ns, zone, err)
 		}
@@ -171,31 +170,6 @@ func (w *Worker) zoneServers(ctx context.Context, name string) (string, []string
 		return zone, servers, nil
 	}
 	return "", nil, fmt.Errorf("no zone with name servers above %s", name)
-}
-
-// allowedAddrs resolves a name server and returns those of its addresses
-// the DNS target policy allows, as ip:port; an error when there is none.
-func (w *Worker) allowedAddrs(ctx context.Context, host string) ([]string, error) {
-	ips, err := w.resolver.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	var refused error
-	for _, ip := range ips {
-		if err := w.cfg.DNSTargets.Check(ip); err != nil {
-			refused = err
-			continue
-		}
-		out = append(out, net.JoinHostPort(ip.Unmap().String(), w.nsPort))
-	}
-	if len(out) > 0 {
-		return out, nil
-	}
-	if refused == nil {
-		refused = fmt.Errorf("no address")
-	}
-	return nil, fmt.Errorf("%w (an operator can allow a range with --allow-dns-targets)", refused)
 }
 
 // askTXT asks the name server at addr (an IP literal and port) for name's
