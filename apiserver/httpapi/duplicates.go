@@ -104,10 +104,7 @@ func (s *keyScanner) object() (string, bool) {
 		s.space()
 		s.i++ // :
 		if dup, ok := s.value(); ok {
-			if dup == "" || dup[0] != '[' {
-				dup = "." + dup
-			}
-			return string(name) + dup, true
+			return joinPath(string(name), dup), true
 		}
 		s.space()
 		if s.i < len(s.data) && s.data[s.i] == ',' {
@@ -127,10 +124,7 @@ func (s *keyScanner) array() (string, bool) {
 		}
 		from := s.i
 		if dup, ok := s.value(); ok {
-			if dup == "" || dup[0] != '[' {
-				dup = "." + dup
-			}
-			return "[" + strconv.Itoa(n) + "]" + dup, true
+			return joinPath("["+strconv.Itoa(n)+"]", dup), true
 		}
 		s.space()
 		switch {
@@ -140,6 +134,15 @@ func (s *keyScanner) array() (string, bool) {
 			s.i = len(s.data) // not JSON: stop
 		}
 	}
+}
+
+// joinPath is the path of a repeated name found at dup inside the value
+// at outer (a name, or an array index "[n]").
+func joinPath(outer, dup string) string {
+	if dup == "" || dup[0] != '[' {
+		return outer + "." + dup
+	}
+	return outer + dup
 }
 
 // name reads the string at s.i, a name, unescaped.
