@@ -1,0 +1,356 @@
+package domainindex
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/certfleet/certfleet/internal/testenv"
+)
+
+// bucketOpLua runs one operation on a bucketed order (KEYS[1]) and the
+// same on a plain zset (KEYS[2]), the answer it must give, and returns
+// both as JSON. ARGV: op, "1" for a score-ordered order, then the op's.
+// A member added at another score is taken out of its old one first, as
+// the writers do.
+const bucketOpLua = `
+local K, Z, op, scored = KEYS[1], KEYS[2], ARGV[1], ARGV[2] == '1'
+local function sc(v) if scored then return tonumber(v) end return nil end
+local function both(a, b) return {cjson.encode(a), cjson.encode(b)} end
+local function lim(o, c) return tonumber(o), tonumber(c) end
+if op == 'add' then
+  local s, m = tonumber(ARGV[3]), ARGV[4]
+  if not scored then s = 0 end
+  local old = redis.call('ZSCORE', Z, m)
+  -- A move answers 0, as ZADD does for a member it had.
+  local moved = old and tonumber(old) ~= s
+  if moved then ob_rem(K, sc(old), m) end
+  local a = ob_add(K, sc(s), m)
+  if moved then a = a - 1 end
+  return both(a, redis.call('ZADD', Z, s, m))
+elseif op == 'rem' then
+  local m = ARGV[3]
+  local s = redis.call('ZSCORE', Z, m) or ARGV[4]
+  return both(ob_rem(K, sc(s), m), redis.call('ZREM', Z, m))
+elseif op == 'has' then
+  local m = ARGV[3]
+  local s = redis.call('ZSCORE', Z, m) or ARGV[4]
+  return both(ob_has(K, sc(s), m), redis.call('ZSCORE', Z, m) ~= false)
+elseif op == 'rank' then
+  local m = ARGV[3]
+  local s = redis.call('ZSCORE', Z, m) or ARGV[4]
+  return both(ob_rank(K, sc(s), m) or -1, redis.call('ZRANK', Z, m) or -1)
+elseif op == 'card' then
+  return both(ob_card(K), redis.call('ZCARD', Z))
+elseif op == 'count' then
+  return both(ob_count(K, ARGV[3], ARGV[4]), redis.call('ZCOUNT', Z, ARGV[3], ARGV[4]))
+elseif op == 'lexcount' then
+  return both(ob_lexcount(K, ARGV[3], ARGV[4]), redis.call('ZLEXCOUNT', Z, ARGV[3], ARGV[4]))
+elseif op == 'range' then
+  local a, b, ws = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
+  local want
+  if ws then want = redis.call('ZRANGE', Z, a, b, 'WITHSCORES') else want = redis.call('ZRANGE', Z, a, b) end
+  return both(ob_range(K, a, b, ws), want)
+elseif op == 'byscore' then
+  local min, max, desc, ws = ARGV[3], ARGV[4], ARGV[5] == '1', ARGV[6] == '1'
+  local o, c = lim(ARGV[7], ARGV[8])
+  local cmd, a, b = 'ZRANGEBYSCORE', min, max
+  if desc then cmd, a, b = 'ZREVRANGEBYSCORE', max, min end
+  local want
+  if ws then want = redis.call(cmd, Z, a, b, 'WITHSCORES', 'LIMIT', o, c) else want = redis.call(cmd, Z, a, b, 'LIMIT', o, c) end
+  return both(ob_byscore(K, min, max, desc, ws, o, c), want)
+elseif op == 'bylex' then
+  local min, max, desc = ARGV[3], ARGV[4], ARGV[5] == '1'
+  local o, c = lim(ARGV[6], ARGV[7])
+  local want
+  if desc then want = redis.call('ZREVRANGEBYLEX', Z, max, min, 'LIMIT', o, c)
+  else want = redis.call('ZRANGEBYLEX', Z, min, max, 'LIMIT', o, c) end
+  return both(ob_bylex(K, min, max, desc, o, c), want)
+end
+return redis.error_reply('unknown op ' .. op)
+`
+
+// bucketModel drives one order, bucketed and plain, through random
+// operations and checks each answer and the buckets' shape.
+type bucketModel struct {
+	t        *testing.T
+	ctx      context.Context
+	rdb      redis.UniversalClient
+	script   *redis.Script
+	capacity int
+	scored   bool
+	key, ref string
+	rng      *rand.Rand
+	members  []string
+	ops      map[string]int
+}
+
+func (b *bucketModel) run(args ...any) {
+	b.t.Helper()
+	b.ops[args[0].(string)]++
+	res, err := b.script.Run(b.ctx, b.rdb, []string{b.key, b.ref}, append([]any{args[0], flag(b.scored)}, args[1:]...)...).StringSlice()
+	if err != nil {
+		b.t.Fatalf("%q: %v", args, err)
+	}
+	if res[0] != res[1] {
+		b.t.Fatalf("%q (capacity %d, scored %t): bucketed %s, plain %s", args, b.capacity, b.scored, res[0], res[1])
+	}
+}
+
+// member: a few bytes of a small alphabet, NUL and 0xff among them, so
+// that prefixes, escapes and ties all occur.
+func (b *bucketModel) member() string {
+	if len(b.members) > 0 && b.rng.IntN(3) == 0 {
+		return b.members[b.rng.IntN(len(b.members))]
+	}
+	const alpha = "\x00ab.z\xff"
+	n := 1 + b.rng.IntN(5)
+	var s strings.Builder
+	for range n {
+		s.WriteByte(alpha[b.rng.IntN(len(alpha))])
+	}
+	return s.String()
+}
+
+// score: mostly a few values, so runs of equal scores outgrow a bucket;
+// now and then far ones, negative ones and the no-expiry score.
+func (b *bucketModel) score() int64 {
+	switch b.rng.IntN(10) {
+	case 0:
+		return -1 - b.rng.Int64N(1e12)
+	case 1:
+		return NoExpiryMS
+	case 2:
+		return 1_700_000_000_000 + b.rng.Int64N(1e6)
+	}
+	return b.rng.Int64N(6)
+}
+
+func (b *bucketModel) bound() string {
+	switch b.rng.IntN(8) {
+	case 0:
+		return "-inf"
+	case 1:
+		return "+inf"
+	}
+	s := strconv.FormatInt(b.score(), 10)
+	if b.rng.IntN(2) == 0 {
+		return "(" + s
+	}
+	return s
+}
+
+func (b *bucketModel) lexBound() string {
+	switch b.rng.IntN(8) {
+	case 0:
+		return "-"
+	case 1:
+		return "+"
+	}
+	if b.rng.IntN(2) == 0 {
+		return "(" + b.member()
+	}
+	return "[" + b.member()
+}
+
+// query asks one random read of both.
+func (b *bucketModel) query() {
+	n := len(b.members) + 2
+	ws := flag(b.rng.IntN(2) == 0)
+	desc := flag(b.rng.IntN(2) == 0)
+	off, cnt := strconv.Itoa(b.rng.IntN(n)), strconv.Itoa(b.rng.IntN(3*b.capacity)-1)
+	if b.rng.IntN(4) == 0 {
+		off = "0"
+	}
+	switch b.rng.IntN(7) {
+	case 0:
+		b.run("card")
+	case 1:
+		b.run("has", b.member(), b.score())
+	case 2:
+		b.run("rank", b.member(), b.score())
+	case 3:
+		b.run("range", b.rng.IntN(2*n)-n, b.rng.IntN(2*n)-n, ws)
+	default:
+		if b.scored {
+			if b.rng.IntN(2) == 0 {
+				b.run("count", b.bound(), b.bound())
+			} else {
+				b.run("byscore", b.bound(), b.bound(), desc, ws, off, cnt)
+			}
+		} else if b.rng.IntN(2) == 0 {
+			b.run("lexcount", b.lexBound(), b.lexBound())
+		} else {
+			b.run("bylex", b.lexBound(), b.lexBound(), desc, off, cnt)
+		}
+	}
+}
+
+func (b *bucketModel) add() {
+	m := b.member()
+	b.run("add", b.score(), m)
+	for _, x := range b.members {
+		if x == m {
+			return
+		}
+	}
+	b.members = append(b.members, m)
+}
+
+func (b *bucketModel) remove() {
+	if len(b.members) == 0 {
+		return
+	}
+	i := b.rng.IntN(len(b.members))
+	b.run("rem", b.members[i], "0")
+	b.members = append(b.members[:i], b.members[i+1:]...)
+}
+
+// check reads the buckets as they are: every bucket within the
+// capacity and not empty, its size as the sizes hash says, its members
+// from its lower end up to the next bucket's, the total the sum. It
+// returns how many buckets there are.
+func (b *bucketModel) check() int {
+	b.t.Helper()
+	entries, err := b.rdb.ZRange(b.ctx, b.key, 0, -1).Result()
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	sizes, err := b.rdb.HGetAll(b.ctx, b.key+bucketSep+"n").Result()
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	total := 0
+	if len(entries) == 0 {
+		if len(sizes) != 0 {
+			b.t.Fatalf("no buckets but sizes %q", sizes)
+		}
+		return 0
+	}
+	var los [][]byte
+	for i, e := range entries {
+		j := strings.LastIndex(e, "\x00\x00")
+		if j < 0 {
+			b.t.Fatalf("entry %q has no id", e)
+		}
+		lo, id := e[:j+2], e[j+2:]
+		if (i == 0) != (lo == "\x00\x00") {
+			b.t.Fatalf("entry %d %q: only the first starts below every position", i, e)
+		}
+		if i == 0 {
+			lo = ""
+		}
+		los = append(los, []byte(lo))
+		zs, err := b.rdb.ZRangeWithScores(b.ctx, b.key+bucketSep+id, 0, -1).Result()
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		if len(zs) == 0 || len(zs) > b.capacity || sizes[id] != strconv.Itoa(len(zs)) {
+			b.t.Fatalf("bucket %s holds %d, sizes say %q (capacity %d)", id, len(zs), sizes[id], b.capacity)
+		}
+		total += len(zs)
+		for _, z := range zs {
+			p := bucketPos(b.scored, z.Score, z.Member.(string))
+			if bytes.Compare(p, los[i]) < 0 {
+				b.t.Fatalf("bucket %d holds %q below its lower end", i, z.Member)
+			}
+			if i+1 < len(entries) {
+				nx := entries[i+1]
+				if bytes.Compare(p, []byte(nx[:strings.LastIndex(nx, "\x00\x00")+2])) >= 0 {
+					b.t.Fatalf("bucket %d holds %q past the next one's lower end", i, z.Member)
+				}
+			}
+		}
+	}
+	if !sort.SliceIsSorted(los, func(i, j int) bool { return bytes.Compare(los[i], los[j]) < 0 }) {
+		b.t.Fatal("directory out of order")
+	}
+	if sizes["#"] != strconv.Itoa(total) {
+		b.t.Fatalf("sizes say %q in all, buckets hold %d", sizes["#"], total)
+	}
+	return len(entries)
+}
+
+// bucketPos is ob_pos in Go.
+func bucketPos(scored bool, s float64, m string) []byte {
+	var out []byte
+	if scored {
+		v := int64(s)
+		if v >= 0 {
+			out = fmt.Appendf(out, "1%015d", min(v, 999999999999999))
+		} else {
+			out = fmt.Appendf(out, "0%015d", max(v, -999999999999999)+999999999999999+1)
+		}
+	}
+	out = append(out, strings.ReplaceAll(m, "\x00", "\x00\x01")...)
+	return append(out, 0, 0)
+}
+
+// TestBucketedOrder runs a score-ordered and a lex-ordered bucketed
+// order through random adds, moves, removals down to nothing and
+// reads (ranks across buckets, ranges by score and by member with
+// offsets and limits in both directions), each answered as a plain zset
+// answers, with buckets of 2, 4 and Redis's 128.
+func TestBucketedOrder(t *testing.T) {
+	rdb := testenv.RedisCluster(t).Client(t)
+	ctx := context.Background()
+	for _, capacity := range []int{2, 4, 128} {
+		for _, scored := range []bool{true, false} {
+			t.Run(fmt.Sprintf("cap%d/scored=%t", capacity, scored), func(t *testing.T) {
+				tag := fmt.Sprintf("{b%d%t}", capacity, scored)
+				b := &bucketModel{t: t, ctx: ctx, rdb: rdb, capacity: capacity, scored: scored,
+					script: redis.NewScript(bucketLuaOf(capacity) + bucketOpLua),
+					key:    tag + "ix:o", ref: tag + "z:o", rng: rand.New(rand.NewPCG(uint64(capacity), 7)), ops: map[string]int{}}
+				grow := 60 * capacity
+				if capacity == 128 {
+					grow = 1500
+				}
+				most := 0
+				for round := 0; round < 2; round++ {
+					for len(b.members) < grow {
+						b.add()
+						if b.rng.IntN(5) == 0 {
+							b.remove()
+						}
+						if b.rng.IntN(3) == 0 {
+							b.query()
+						}
+						if b.rng.IntN(50) == 0 {
+							most = max(most, b.check())
+						}
+					}
+					most = max(most, b.check())
+					for range 400 {
+						b.query()
+					}
+					for len(b.members) > 0 {
+						b.remove()
+						if b.rng.IntN(2) == 0 {
+							b.query()
+						}
+						if b.rng.IntN(40) == 0 {
+							b.check()
+						}
+					}
+					if n := b.check(); n != 0 {
+						t.Fatalf("%d buckets left with no member", n)
+					}
+					if n, _ := rdb.Exists(ctx, b.key, b.key+bucketSep+"n").Result(); n != 0 {
+						t.Fatalf("an empty order left %d keys", n)
+					}
+				}
+				if most < 4 {
+					t.Fatalf("at most %d buckets: the test split too little", most)
+				}
+				t.Logf("at most %d buckets; ops %v", most, b.ops)
+			})
+		}
+	}
+}
