@@ -1,8 +1,12 @@
 package domainindex
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"strconv"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // A bucketed order is a sorted set kept as buckets of at most bucketCap
@@ -354,4 +358,56 @@ local function ob_bylex(K, min, max, desc, offset, count)
   return ob_walk(K, D, i, j, 1, offset or 0, count or -1, read, cnt)
 end
 `
+}
+
+// bucketOrderLua rewrites the plain sorted set KEYS[1] as a bucketed
+// order of the same members (ARGV[1] "1": score-ordered, else
+// lex-ordered, every score 0), ARGV[2] members a bucket, in one step.
+// Returns the buckets written; 0 when the key is no plain sorted set
+// (missing, or bucketed already).
+const bucketOrderLua = `
+local K, scored, F = KEYS[1], ARGV[1] == '1', tonumber(ARGV[2])
+if redis.call('EXISTS', K .. OB_N) == 1 or redis.call('TYPE', K).ok ~= 'zset' then return 0 end
+local tmp = K .. OB_SEP .. 'p'
+redis.call('RENAME', K, tmp)
+local n, id = redis.call('ZCARD', tmp), 0
+for a = 0, n - 1, F do
+  local got = redis.call('ZRANGE', tmp, a, a + F - 1, 'WITHSCORES')
+  local args = {}
+  for i = 1, #got, 2 do
+    args[#args + 1] = got[i + 1]
+    args[#args + 1] = got[i]
+  end
+  id = id + 1
+  redis.call('ZADD', K .. OB_SEP .. id, unpack(args))
+  local lo = OB_FIRST
+  if a > 0 then
+    if scored then lo = ob_pos(tonumber(got[2]), got[1]) else lo = ob_pos(nil, got[1]) end
+  end
+  redis.call('ZADD', K, 0, lo .. id)
+  redis.call('HSET', K .. OB_N, id, #got / 2)
+end
+redis.call('HSET', K .. OB_N, '#', n, '+', id)
+redis.call('DEL', tmp)
+return id
+`
+
+var bucketOrderScript = redis.NewScript(bucketLua + bucketOrderLua)
+
+// bucketFill is how many members BucketOrder puts in a bucket: three
+// quarters of bucketCap, so that the next adds split none at once.
+func bucketFill() int { return max(1, bucketCap*3/4) }
+
+// BucketOrder rewrites the plain sorted set key (in a tenant's index:
+// its slot's) as a bucketed order of the same members, bucketFill to a
+// bucket; scored tells a score-ordered order from a lex-ordered one
+// (every score 0, ordered by member). It returns the buckets written, 0
+// when key is missing or bucketed already. One step, which reads the
+// whole set: for an index's rebuild and the memory benchmark.
+func BucketOrder(ctx context.Context, rdb redis.UniversalClient, key string, scored bool) (int, error) {
+	n, err := bucketOrderScript.Run(ctx, rdb, []string{key}, flag(scored), bucketFill()).Int()
+	if err != nil {
+		return 0, fmt.Errorf("bucket order %s: %w", key, err)
+	}
+	return n, nil
 }

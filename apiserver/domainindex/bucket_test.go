@@ -354,3 +354,63 @@ func TestBucketedOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestBucketOrder rewrites plain sorted sets as bucketed orders
+// (bucketOrderLua) and runs the same reads and removals down to
+// nothing on them, each answered as the plain set answers.
+func TestBucketOrder(t *testing.T) {
+	rdb := testenv.RedisCluster(t).Client(t)
+	ctx := context.Background()
+	for _, capacity := range []int{2, 4, 128} {
+		for _, scored := range []bool{true, false} {
+			t.Run(fmt.Sprintf("cap%d/scored=%t", capacity, scored), func(t *testing.T) {
+				tag := fmt.Sprintf("{c%d%t}", capacity, scored)
+				b := &bucketModel{t: t, ctx: ctx, rdb: rdb, capacity: capacity, scored: scored,
+					script: redis.NewScript(bucketLuaOf(capacity) + bucketOpLua),
+					key:    tag + "ix:o", ref: tag + "z:o", rng: rand.New(rand.NewPCG(uint64(capacity), 9)), ops: map[string]int{}}
+				seen := map[string]bool{}
+				for len(b.members) < 20*capacity {
+					m := b.member()
+					var s float64
+					if scored {
+						s = float64(b.score())
+					}
+					if !seen[m] {
+						seen[m] = true
+						b.members = append(b.members, m)
+					}
+					if err := rdb.ZAdd(ctx, b.ref, redis.Z{Score: s, Member: m}).Err(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := rdb.Copy(ctx, b.ref, b.key, 0, false).Err(); err != nil {
+					t.Fatal(err)
+				}
+				fill := max(1, capacity*3/4)
+				n, err := redis.NewScript(bucketLuaOf(capacity)+bucketOrderLua).Run(ctx, rdb, []string{b.key}, flag(scored), fill).Int()
+				if err != nil || n != (len(b.members)+fill-1)/fill {
+					t.Fatalf("rewrote %d members in %d buckets of %d (%v)", len(b.members), n, fill, err)
+				}
+				if got := b.check(); got != n {
+					t.Fatalf("%d buckets, rewrote %d", got, n)
+				}
+				for range 300 {
+					b.query()
+				}
+				for range 5 * capacity {
+					b.add()
+				}
+				b.check()
+				for len(b.members) > 0 {
+					b.remove()
+					if b.rng.IntN(2) == 0 {
+						b.query()
+					}
+				}
+				if got := b.check(); got != 0 {
+					t.Fatalf("%d buckets left with no member", got)
+				}
+			})
+		}
+	}
+}

@@ -287,6 +287,9 @@ func TestRedisMemoryPerDomain(t *testing.T) {
 	if per := float64(total) / float64(n); per > ceiling && perTenant == 100 {
 		t.Errorf("%.0f B per domain, over the %d B budget", per, ceiling)
 	}
+	if ix := ixByKey(t, rdb, n); ix > 0 {
+		t.Logf("total with the list indexes bucketed: %.0f B/domain", float64(total-byComp["list indexes"]+ix)/float64(n))
+	}
 	sum := 0
 	for _, c := range components {
 		sum += c.budget
@@ -600,4 +603,77 @@ func newProjector(t *testing.T, rdb *redis.Client, logger *zap.Logger) *projecto
 		t.Fatal(err)
 	}
 	return proj
+}
+
+// ixByKey logs the list indexes' memory per domain by key name (the
+// part after ix:; a tag's, a reason's and a tag order's keys together),
+// and beside it what each sorted set of them would take as a bucketed
+// order (domainindex.BucketOrder, buckets three quarters full, written to
+// a copy that is deleted after), for docs/scaling.md's "Tenants of 1,000
+// and more". Returns the index's bytes as bucketed.
+func ixByKey(t *testing.T, rdb *redis.Client, n int) int64 {
+	t.Helper()
+	ctx := context.Background()
+	re := regexp.MustCompile(`^tenant:\{t\d+\}:[0-9a-f-]+:ix:(.*)$`)
+	group := regexp.MustCompile(`^(tag|wr|th|ts|tsn|tw|twn):.*`)
+	// The orders by member (every score 0).
+	lex := regexp.MustCompile(`^(host|sfx|sslnull|wnull|.*:host|.*:xnull|th:.*|tsn:.*|twn:.*)$`)
+	by, bucketed, keys := map[string]int64{}, map[string]int64{}, map[string]int{}
+	var all []string
+	iter := rdb.Scan(ctx, 0, "tenant:*", 1000).Iterator()
+	for iter.Next(ctx) {
+		all = append(all, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, k := range all {
+		m := re.FindStringSubmatch(k)
+		if m == nil {
+			continue
+		}
+		name := group.ReplaceAllString(m[1], "$1:*")
+		mem := rdb.MemoryUsage(ctx, k, 0).Val()
+		by[name] += mem
+		keys[name]++
+		if rdb.Type(ctx, k).Val() != "zset" {
+			bucketed[name] += mem
+			total += mem
+			continue
+		}
+		copied := k + "\x02bucketed"
+		if err := rdb.Copy(ctx, k, copied, 0, true).Err(); err != nil {
+			t.Fatal(err)
+		}
+		nb, err := domainindex.BucketOrder(ctx, rdb, copied, !lex.MatchString(m[1]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts := []string{copied, copied + "\x01n"}
+		for i := 1; i <= nb; i++ {
+			parts = append(parts, copied+"\x01"+strconv.Itoa(i))
+		}
+		for _, p := range parts {
+			b := rdb.MemoryUsage(ctx, p, 0).Val()
+			bucketed[name] += b
+			total += b
+		}
+		if err := rdb.Del(ctx, parts...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := make([]string, 0, len(by))
+	var sum int64
+	for k, b := range by {
+		names = append(names, k)
+		sum += b
+	}
+	sort.Slice(names, func(i, j int) bool { return by[names[i]] > by[names[j]] })
+	var rows []string
+	for _, k := range names {
+		rows = append(rows, fmt.Sprintf("  %-12s %6.1f B/domain in %d keys, bucketed %6.1f", k, float64(by[k])/float64(n), keys[k], float64(bucketed[k])/float64(n)))
+	}
+	t.Logf("list indexes by key:\n%s\n  %-12s %6.1f B/domain, bucketed %6.1f", strings.Join(rows, "\n"), "all", float64(sum)/float64(n), float64(total)/float64(n))
+	return total
 }
