@@ -83,6 +83,7 @@ func bucketLuaOf(capacity int) string {
 local OB_CAP, OB_SEP, OB_MAXS = ` + strconv.Itoa(capacity) + `, '` + bucketSep + `', 999999999999999
 local OB_N, OB_FIRST = OB_SEP .. 'n', '\0\0'
 local OB_D = {}
+local OB_INF = {['-inf'] = -math.huge, ['+inf'] = math.huge, ['inf'] = math.huge}
 -- ob_enc: 16 characters that sort as the whole score s does.
 local function ob_enc(s)
   s = math.floor(s)
@@ -97,45 +98,58 @@ local function ob_pos(s, m)
   if s then return ob_enc(s) .. e end
   return e
 end
-local function ob_id(e) return string.match(e, '%z%z(%d+)$') end
--- ob_dir: K's buckets in order: e (directory entries), id, n (sizes),
--- cum (members before each), at (index by entry), total; nil when K
--- holds none.
+-- A directory entry ends with its bucket's id, 8 hex digits.
+local function ob_id(e) return string.sub(e, -8) end
+local function ob_bkey(K, e) return K .. OB_SEP .. string.sub(e, -8) end
+-- ob_at: the last directory entry below max (ZREVRANGEBYLEX's bound);
+-- nil when the order is empty (the first entry is below every bound).
+local function ob_at(K, max) return redis.call('ZREVRANGEBYLEX', K, max, '-', 'LIMIT', 0, 1)[1] end
+-- ob_of: the entry of the bucket holding position pos.
+local function ob_of(K, pos) return ob_at(K, '[' .. pos .. '\255') end
+local function ob_edge(K, last)
+  if last then return redis.call('ZRANGE', K, -1, -1)[1] end
+  return redis.call('ZRANGE', K, 0, 0)[1]
+end
+-- ob_iter: the directory's entries from entry e on (down: backwards),
+-- read 2, then 4, 8... at a time (a page mostly ends in the next
+-- bucket).
+local function ob_iter(K, e, down)
+  local buf, i, last, k = {e}, 0, e, 1
+  return function()
+    i = i + 1
+    if i > #buf then
+      k = math.min(2 * k, 64)
+      if down then buf = redis.call('ZREVRANGEBYLEX', K, '(' .. last, '-', 'LIMIT', 0, k)
+      else buf = redis.call('ZRANGEBYLEX', K, '(' .. last, '+', 'LIMIT', 0, k) end
+      i = 1
+      if #buf == 0 then return nil end
+    end
+    last = buf[i]
+    return last
+  end
+end
+-- ob_dir: K's buckets in order, for ranks: e (entries), n (sizes), cum
+-- (members before each), total; nil when K holds none. Kept until the
+-- script writes K.
 local function ob_dir(K)
   local D = OB_D[K]
   if D then return D end
   local es = redis.call('ZRANGE', K, 0, -1)
   if #es == 0 then return nil end
-  D = {e = es, id = {}, n = {}, cum = {}, at = {}, total = 0}
+  local kv, size = redis.call('HGETALL', K .. OB_N), {}
+  for i = 1, #kv, 2 do size[kv[i]] = tonumber(kv[i + 1]) end
+  D = {e = es, n = {}, cum = {}, total = 0}
   for i, e in ipairs(es) do
-    D.id[i] = ob_id(e)
-    D.at[e] = i
-  end
-  local sz = {}
-  for i = 1, #es, 500 do
-    local r = redis.call('HMGET', K .. OB_N, unpack(D.id, i, math.min(#es, i + 499)))
-    for _, v in ipairs(r) do sz[#sz + 1] = tonumber(v) or 0 end
-  end
-  for i = 1, #es do
-    D.n[i], D.cum[i] = sz[i], D.total
-    D.total = D.total + sz[i]
+    D.n[i], D.cum[i] = size[ob_id(e)] or 0, D.total
+    D.total = D.total + D.n[i]
   end
   OB_D[K] = D
   return D
 end
-local function ob_key(K, D, i) return K .. OB_SEP .. D.id[i] end
--- ob_last: the index in D of the last bucket whose entry is below max
--- (ZREVRANGEBYLEX's bound), 1 when none is.
-local function ob_last(K, D, max)
-  local e = redis.call('ZREVRANGEBYLEX', K, max, '-', 'LIMIT', 0, 1)[1]
-  return (e and D.at[e]) or 1
-end
--- ob_of: the bucket of position pos.
-local function ob_of(K, D, pos) return ob_last(K, D, '[' .. pos .. '\255') end
 local function ob_split(K, B, id, n)
   local h = math.floor(n / 2)
   local got = redis.call('ZRANGE', B, h, -1, 'WITHSCORES')
-  local nid = redis.call('HINCRBY', K .. OB_N, '+', 1)
+  local nid = string.format('%08x', redis.call('HINCRBY', K .. OB_N, '+', 1))
   local args = {}
   for i = 1, #got, 2 do
     args[#args + 1] = got[i + 1]
@@ -147,13 +161,12 @@ local function ob_split(K, B, id, n)
   return nid, got[1], got[2]
 end
 local function ob_add(K, s, m)
-  local D = ob_dir(K)
+  local e = ob_of(K, ob_pos(s, m))
   local id
-  if not D then
-    id = redis.call('HINCRBY', K .. OB_N, '+', 1)
-    redis.call('ZADD', K, 0, OB_FIRST .. id)
+  if e then id = ob_id(e)
   else
-    id = D.id[ob_of(K, D, ob_pos(s, m))]
+    id = string.format('%08x', redis.call('HINCRBY', K .. OB_N, '+', 1))
+    redis.call('ZADD', K, 0, OB_FIRST .. id)
   end
   local B = K .. OB_SEP .. id
   if redis.call('ZADD', B, s or 0, m) == 0 then return 0 end
@@ -169,10 +182,9 @@ local function ob_add(K, s, m)
   return 1
 end
 local function ob_rem(K, s, m)
-  local D = ob_dir(K)
-  if not D then return 0 end
-  local i = ob_of(K, D, ob_pos(s, m))
-  local id, e = D.id[i], D.e[i]
+  local e = ob_of(K, ob_pos(s, m))
+  if not e then return 0 end
+  local id = ob_id(e)
   if redis.call('ZREM', K .. OB_SEP .. id, m) == 0 then return 0 end
   OB_D[K] = nil
   local total = redis.call('HINCRBY', K .. OB_N, '#', -1)
@@ -183,32 +195,36 @@ local function ob_rem(K, s, m)
   end
   redis.call('ZREM', K, e)
   redis.call('HDEL', K .. OB_N, id)
-  if i == 1 then
+  if string.sub(e, 1, 2) == OB_FIRST and #e == 10 then
     -- The next bucket is the first now: its range starts below every
     -- position.
-    local nx = D.e[2]
+    local nx = redis.call('ZRANGE', K, 0, 0)[1]
     redis.call('ZREM', K, nx)
-    redis.call('ZADD', K, 0, OB_FIRST .. D.id[2])
+    redis.call('ZADD', K, 0, OB_FIRST .. ob_id(nx))
   end
   return 1
 end
 local function ob_has(K, s, m)
-  local D = ob_dir(K)
-  if not D then return false end
-  return redis.call('ZSCORE', ob_key(K, D, ob_of(K, D, ob_pos(s, m))), m) ~= false
+  local e = ob_of(K, ob_pos(s, m))
+  return e ~= nil and redis.call('ZSCORE', ob_bkey(K, e), m) ~= false
 end
-local function ob_card(K)
-  local D = ob_dir(K)
-  if not D then return 0 end
-  return D.total
+local function ob_card(K) return tonumber(redis.call('HGET', K .. OB_N, '#') or '0') end
+-- ob_sizes: how many members the buckets of entries es hold.
+local function ob_sizes(K, es)
+  local n = 0
+  for i = 1, #es, 500 do
+    local ids = {}
+    for j = i, math.min(#es, i + 499) do ids[#ids + 1] = ob_id(es[j]) end
+    for _, v in ipairs(redis.call('HMGET', K .. OB_N, unpack(ids))) do n = n + (tonumber(v) or 0) end
+  end
+  return n
 end
 local function ob_rank(K, s, m)
-  local D = ob_dir(K)
-  if not D then return nil end
-  local i = ob_of(K, D, ob_pos(s, m))
-  local r = redis.call('ZRANK', ob_key(K, D, i), m)
-  if r then return D.cum[i] + r end
-  return nil
+  local e = ob_of(K, ob_pos(s, m))
+  if not e then return nil end
+  local r = redis.call('ZRANK', ob_bkey(K, e), m)
+  if not r then return nil end
+  return r + ob_sizes(K, redis.call('ZRANGEBYLEX', K, '-', '(' .. e))
 end
 -- ob_str: a score bound as Redis reads it (a number's digits in
 -- full: Lua's tostring keeps 14).
@@ -219,59 +235,61 @@ local function ob_str(b)
   return string.format('%.17g', b)
 end
 -- ob_bound: a score bound's number and whether it excludes it.
-local OB_INF = {['-inf'] = -math.huge, ['+inf'] = math.huge, ['inf'] = math.huge}
 local function ob_bound(b)
   local ex = string.sub(b, 1, 1) == '('
   if ex then b = string.sub(b, 2) end
   return OB_INF[b] or tonumber(b), ex
 end
--- ob_below: how many members lie in [-inf, max] (max as ZCOUNT's): the
--- bucket holding the first score past max's, and those before it.
-local function ob_below(K, D, max)
-  local v, ex = ob_bound(max)
-  if v == -math.huge then return 0 end
-  if v == math.huge then return D.total end
-  local up = math.floor(v)
-  if not (ex and up == v) then up = up + 1 end
-  local i = ob_last(K, D, '(' .. ob_enc(up))
-  return D.cum[i] + redis.call('ZCOUNT', ob_key(K, D, i), '-inf', max)
+-- ob_span: the entries of the first and the last bucket that may hold
+-- members in the score range [min, max], each bucket between them
+-- holding only members within it (scores are whole); nil when empty.
+local function ob_span(K, min, max)
+  local lv, lx = ob_bound(min)
+  local hv, hx = ob_bound(max)
+  if not (lv <= hv) then return nil end
+  local first, last
+  if lv == -math.huge then first = ob_edge(K, false)
+  else
+    local lo = math.floor(lv)
+    if lx or lo ~= lv then lo = lo + 1 end
+    first = ob_at(K, '(' .. ob_enc(lo))
+  end
+  if hv == math.huge then last = ob_edge(K, true)
+  else
+    local up = math.floor(hv)
+    if not (hx and up == hv) then up = up + 1 end
+    last = ob_at(K, '(' .. ob_enc(up))
+  end
+  if not first or not last then return nil end
+  return first, last
+end
+-- ob_lexspan: the same for the lex range [min, max].
+local function ob_lexspan(K, min, max)
+  if min == '+' or max == '-' then return nil end
+  local first, last
+  if min == '-' then first = ob_edge(K, false) else first = ob_of(K, ob_pos(nil, string.sub(min, 2))) end
+  if max == '+' then last = ob_edge(K, true) else last = ob_of(K, ob_pos(nil, string.sub(max, 2))) end
+  if not first or not last then return nil end
+  return first, last
+end
+-- ob_spancount: the members of a span: the two end buckets counted by
+-- cnt, those between by their sizes (none when last comes before
+-- first: an empty range).
+local function ob_spancount(K, first, last, cnt)
+  if first == last then return cnt(ob_bkey(K, first)) end
+  return cnt(ob_bkey(K, first)) + cnt(ob_bkey(K, last)) +
+    ob_sizes(K, redis.call('ZRANGEBYLEX', K, '(' .. first, '(' .. last))
 end
 local function ob_count(K, min, max)
-  local D = ob_dir(K)
-  if not D then return 0 end
   min, max = ob_str(min), ob_str(max)
-  local v, ex = ob_bound(min)
-  local lo = 0
-  if v ~= -math.huge then
-    local c = '(' .. min
-    if ex then c = string.sub(min, 2) end
-    lo = ob_below(K, D, c)
-  end
-  return math.max(0, ob_below(K, D, max) - lo)
-end
--- ob_lexbucket: the bucket holding lex bound b's member ('-': the
--- first, '+': the last).
-local function ob_lexbucket(K, D, b)
-  if b == '-' then return 1 end
-  if b == '+' then return #D.e end
-  return ob_of(K, D, ob_pos(nil, string.sub(b, 2)))
-end
-local function ob_lexbelow(K, D, max)
-  if max == '+' then return D.total end
-  if max == '-' then return 0 end
-  local i = ob_lexbucket(K, D, max)
-  return D.cum[i] + redis.call('ZLEXCOUNT', ob_key(K, D, i), '-', max)
+  local first, last = ob_span(K, min, max)
+  if not first then return 0 end
+  return ob_spancount(K, first, last, function(key) return redis.call('ZCOUNT', key, min, max) end)
 end
 local function ob_lexcount(K, min, max)
-  local D = ob_dir(K)
-  if not D or min == '+' or max == '-' then return 0 end
-  local lo = 0
-  if min ~= '-' then
-    local c = '(' .. string.sub(min, 2)
-    if string.sub(min, 1, 1) == '(' then c = '[' .. string.sub(min, 2) end
-    lo = ob_lexbelow(K, D, c)
-  end
-  return math.max(0, ob_lexbelow(K, D, max) - lo)
+  local first, last = ob_lexspan(K, min, max)
+  if not first then return 0 end
+  return ob_spancount(K, first, last, function(key) return redis.call('ZLEXCOUNT', key, min, max) end)
 end
 local function ob_range(K, a, b, withscores)
   local out = {}
@@ -293,69 +311,64 @@ local function ob_range(K, a, b, withscores)
     local x, y = math.max(0, a - D.cum[i]), math.min(D.n[i] - 1, b - D.cum[i])
     if x <= y then
       local got
-      if withscores then got = redis.call('ZRANGE', ob_key(K, D, i), x, y, 'WITHSCORES')
-      else got = redis.call('ZRANGE', ob_key(K, D, i), x, y) end
+      if withscores then got = redis.call('ZRANGE', ob_bkey(K, D.e[i]), x, y, 'WITHSCORES')
+      else got = redis.call('ZRANGE', ob_bkey(K, D.e[i]), x, y) end
       for _, v in ipairs(got) do out[#out + 1] = v end
     end
   end
   return out
 end
--- ob_walk reads the buckets from i to j (j below i: downward) with
--- read(key, offset, count) (a bucket's range, from offset, count -1 for
--- all) and cnt(key) (how many of the bucket's lie in the range), each
--- reply's length per member step (2 with scores), until count members
--- are read past offset.
-local function ob_walk(K, D, i, j, step, offset, count, read, cnt)
-  local out, d = {}, 1
-  if j < i then d = -1 end
-  for k = i, j, d do
+-- ob_walk reads the buckets from entry first to entry last (down:
+-- backwards) with read(key, offset, count) (a bucket's range, from
+-- offset, count -1 for all) and cnt(key) (how many of the bucket's lie
+-- in the range), step reply values a member (2 with scores), until
+-- count members past offset are read.
+local function ob_walk(K, first, last, down, step, offset, count, read, cnt)
+  local out = {}
+  for e in ob_iter(K, first, down) do
     if count ~= -1 and #out >= count * step then break end
-    local key = ob_key(K, D, k)
-    local skip = true
-    if offset > 0 then
-      local c = cnt(key)
-      if c <= offset then offset = offset - c else skip = false end
-    else skip = false end
-    if not skip then
+    local key = ob_bkey(K, e)
+    local c = nil
+    if offset > 0 then c = cnt(key) end
+    if c and c <= offset then offset = offset - c
+    else
       local want = -1
       if count ~= -1 then want = count - #out / step end
-      local got = read(key, offset, want)
+      for _, v in ipairs(read(key, offset, want)) do out[#out + 1] = v end
       offset = 0
-      for _, v in ipairs(got) do out[#out + 1] = v end
     end
+    if e == last then break end
   end
   return out
 end
 local function ob_byscore(K, min, max, desc, withscores, offset, count)
-  local D = ob_dir(K)
-  if not D then return {} end
   min, max = ob_str(min), ob_str(max)
-  local lv, hv = ob_bound(min), ob_bound(max)
-  if lv > hv then return {} end
-  local i, j = 1, #D.e
-  if lv ~= -math.huge then i = ob_last(K, D, '(' .. ob_enc(lv)) end
-  if hv ~= math.huge then j = ob_last(K, D, '(' .. ob_enc(math.floor(hv) + 1)) end
+  local first, last = ob_span(K, min, max)
+  if not first then return {} end
+  -- Bounds that meet (an empty range) may find the last bucket before
+  -- the first; an infinite bound cannot.
+  if first ~= last and ob_bound(min) ~= -math.huge and ob_bound(max) ~= math.huge and
+      redis.call('ZLEXCOUNT', K, '[' .. first, '[' .. last) == 0 then return {} end
   local step, ws = 1, nil
   if withscores then step, ws = 2, 'WITHSCORES' end
   local cmd, a, b = 'ZRANGEBYSCORE', min, max
-  if desc then i, j, cmd, a, b = j, i, 'ZREVRANGEBYSCORE', max, min end
+  if desc then first, last, cmd, a, b = last, first, 'ZREVRANGEBYSCORE', max, min end
   local function read(key, o, c)
     if ws then return redis.call(cmd, key, a, b, ws, 'LIMIT', o, c) end
     return redis.call(cmd, key, a, b, 'LIMIT', o, c)
   end
   local function cnt(key) return redis.call('ZCOUNT', key, min, max) end
-  return ob_walk(K, D, i, j, step, offset or 0, count or -1, read, cnt)
+  return ob_walk(K, first, last, desc, step, offset or 0, count or -1, read, cnt)
 end
 local function ob_bylex(K, min, max, desc, offset, count)
-  local D = ob_dir(K)
-  if not D or min == '+' or max == '-' then return {} end
-  local i, j = ob_lexbucket(K, D, min), ob_lexbucket(K, D, max)
+  local first, last = ob_lexspan(K, min, max)
+  if not first then return {} end
+  if first ~= last and min ~= '-' and max ~= '+' and redis.call('ZLEXCOUNT', K, '[' .. first, '[' .. last) == 0 then return {} end
   local cmd, a, b = 'ZRANGEBYLEX', min, max
-  if desc then i, j, cmd, a, b = j, i, 'ZREVRANGEBYLEX', max, min end
-  if (not desc and j < i) or (desc and i < j) then return {} end
+  if desc then first, last, cmd, a, b = last, first, 'ZREVRANGEBYLEX', max, min end
   local function read(key, o, c) return redis.call(cmd, key, a, b, 'LIMIT', o, c) end
   local function cnt(key) return redis.call('ZLEXCOUNT', key, min, max) end
-  return ob_walk(K, D, i, j, 1, offset or 0, count or -1, read, cnt)
+  return ob_walk(K, first, last, desc, 1, offset or 0, count or -1, read, cnt)
 end
 `
 }
@@ -379,13 +392,14 @@ for a = 0, n - 1, F do
     args[#args + 1] = got[i]
   end
   id = id + 1
-  redis.call('ZADD', K .. OB_SEP .. id, unpack(args))
+  local h = string.format('%08x', id)
+  redis.call('ZADD', K .. OB_SEP .. h, unpack(args))
   local lo = OB_FIRST
   if a > 0 then
     if scored then lo = ob_pos(tonumber(got[2]), got[1]) else lo = ob_pos(nil, got[1]) end
   end
-  redis.call('ZADD', K, 0, lo .. id)
-  redis.call('HSET', K .. OB_N, id, #got / 2)
+  redis.call('ZADD', K, 0, lo .. h)
+  redis.call('HSET', K .. OB_N, h, #got / 2)
 end
 redis.call('HSET', K .. OB_N, '#', n, '+', id)
 redis.call('DEL', tmp)

@@ -652,7 +652,7 @@ func ixByKey(t *testing.T, rdb *redis.Client, n int) int64 {
 		}
 		parts := []string{copied, copied + "\x01n"}
 		for i := 1; i <= nb; i++ {
-			parts = append(parts, copied+"\x01"+strconv.Itoa(i))
+			parts = append(parts, copied+"\x01"+fmt.Sprintf("%08x", i))
 		}
 		for _, p := range parts {
 			b := rdb.MemoryUsage(ctx, p, 0).Val()
