@@ -31,8 +31,13 @@ import (
 //   - K + "\x01" + id: a bucket, a plain zset of the members with their
 //     scores, as the unbucketed order held them.
 //
-// A bucket past bucketCap splits at its median in the same script; one
-// emptied is deleted (the first's range passes to the next). Scores must
+// An order is a plain zset while it holds at most bucketCap members (a
+// listpack already, and no key more); the add past that rewrites it as
+// two buckets (ob_convert), and it stays bucketed until emptied, plain
+// again from its next add: every ob_* function reads either form (K
+// without K + "\x01n" is plain). A bucket past bucketCap splits at its
+// median in the same script; one emptied is deleted (the first's range
+// passes to the next). Scores must
 // be whole numbers within ±10^15 (ms: every score of the index is), as
 // the directory orders them by their 16 characters.
 //
@@ -76,8 +81,10 @@ var bucketLua = bucketLuaOf(bucketCap)
 //	ob_bylex(K, min, max, desc, offset, count)
 //	                                 ZRANGEBYLEX (desc: ZREVRANGEBYLEX)
 //
-// A script keeps each order's directory and sizes it read (ob_dir) until
-// it writes the order.
+// A script keeps what it read of an order's form (ob_plain) and, for
+// ranks, its directory and sizes (ob_dir) until it writes the order.
+// Only ranks (ob_range, ob_rank) read the whole directory; the others
+// find their buckets by position, a few directory entries a call.
 func bucketLuaOf(capacity int) string {
 	return `
 local OB_CAP, OB_SEP, OB_MAXS = ` + strconv.Itoa(capacity) + `, '` + bucketSep + `', 999999999999999
@@ -146,6 +153,48 @@ local function ob_dir(K)
   OB_D[K] = D
   return D
 end
+-- ob_plain: is K a plain sorted set (or nothing)? An order is plain up
+-- to OB_CAP members, as a listpack keeps them; past that ob_add makes it
+-- bucketed (ob_convert), and it stays so until emptied. Kept until the
+-- script writes K.
+local OB_P = {}
+local function ob_plain(K)
+  local p = OB_P[K]
+  if p == nil then
+    p = redis.call('EXISTS', K .. OB_N) == 0
+    OB_P[K] = p
+  end
+  return p
+end
+-- ob_convert rewrites the plain sorted set K as a bucketed order of F
+-- members a bucket (scored: by score and member; else by member).
+-- Returns the buckets written.
+local function ob_convert(K, scored, F)
+  local tmp = K .. OB_SEP .. 'p'
+  redis.call('RENAME', K, tmp)
+  local n, id = redis.call('ZCARD', tmp), 0
+  for a = 0, n - 1, F do
+    local got = redis.call('ZRANGE', tmp, a, a + F - 1, 'WITHSCORES')
+    local args = {}
+    for i = 1, #got, 2 do
+      args[#args + 1] = got[i + 1]
+      args[#args + 1] = got[i]
+    end
+    id = id + 1
+    local h = string.format('%08x', id)
+    redis.call('ZADD', K .. OB_SEP .. h, unpack(args))
+    local lo = OB_FIRST
+    if a > 0 then
+      if scored then lo = ob_pos(tonumber(got[2]), got[1]) else lo = ob_pos(nil, got[1]) end
+    end
+    redis.call('ZADD', K, 0, lo .. h)
+    redis.call('HSET', K .. OB_N, h, #got / 2)
+  end
+  redis.call('HSET', K .. OB_N, '#', n, '+', id)
+  redis.call('DEL', tmp)
+  OB_P[K], OB_D[K] = false, nil
+  return id
+end
 local function ob_split(K, B, id, n)
   local h = math.floor(n / 2)
   local got = redis.call('ZRANGE', B, h, -1, 'WITHSCORES')
@@ -161,6 +210,12 @@ local function ob_split(K, B, id, n)
   return nid, got[1], got[2]
 end
 local function ob_add(K, s, m)
+  if ob_plain(K) then
+    if redis.call('ZADD', K, s or 0, m) == 0 then return 0 end
+    local n = redis.call('ZCARD', K)
+    if n > OB_CAP then ob_convert(K, s ~= nil, math.ceil(n / 2)) end
+    return 1
+  end
   local e = ob_of(K, ob_pos(s, m))
   local id
   if e then id = ob_id(e)
@@ -182,6 +237,7 @@ local function ob_add(K, s, m)
   return 1
 end
 local function ob_rem(K, s, m)
+  if ob_plain(K) then return redis.call('ZREM', K, m) end
   local e = ob_of(K, ob_pos(s, m))
   if not e then return 0 end
   local id = ob_id(e)
@@ -191,6 +247,7 @@ local function ob_rem(K, s, m)
   if redis.call('HINCRBY', K .. OB_N, id, -1) > 0 then return 1 end
   if total == 0 then
     redis.call('DEL', K, K .. OB_N)
+    OB_P[K] = true
     return 1
   end
   redis.call('ZREM', K, e)
@@ -205,10 +262,14 @@ local function ob_rem(K, s, m)
   return 1
 end
 local function ob_has(K, s, m)
+  if ob_plain(K) then return redis.call('ZSCORE', K, m) ~= false end
   local e = ob_of(K, ob_pos(s, m))
   return e ~= nil and redis.call('ZSCORE', ob_bkey(K, e), m) ~= false
 end
-local function ob_card(K) return tonumber(redis.call('HGET', K .. OB_N, '#') or '0') end
+local function ob_card(K)
+  if ob_plain(K) then return redis.call('ZCARD', K) end
+  return tonumber(redis.call('HGET', K .. OB_N, '#') or '0')
+end
 -- ob_sizes: how many members the buckets of entries es hold.
 local function ob_sizes(K, es)
   local n = 0
@@ -220,6 +281,7 @@ local function ob_sizes(K, es)
   return n
 end
 local function ob_rank(K, s, m)
+  if ob_plain(K) then return redis.call('ZRANK', K, m) or nil end
   local e = ob_of(K, ob_pos(s, m))
   if not e then return nil end
   local r = redis.call('ZRANK', ob_bkey(K, e), m)
@@ -282,16 +344,22 @@ local function ob_spancount(K, first, last, cnt)
 end
 local function ob_count(K, min, max)
   min, max = ob_str(min), ob_str(max)
+  if ob_plain(K) then return redis.call('ZCOUNT', K, min, max) end
   local first, last = ob_span(K, min, max)
   if not first then return 0 end
   return ob_spancount(K, first, last, function(key) return redis.call('ZCOUNT', key, min, max) end)
 end
 local function ob_lexcount(K, min, max)
+  if ob_plain(K) then return redis.call('ZLEXCOUNT', K, min, max) end
   local first, last = ob_lexspan(K, min, max)
   if not first then return 0 end
   return ob_spancount(K, first, last, function(key) return redis.call('ZLEXCOUNT', key, min, max) end)
 end
 local function ob_range(K, a, b, withscores)
+  if ob_plain(K) then
+    if withscores then return redis.call('ZRANGE', K, a, b, 'WITHSCORES') end
+    return redis.call('ZRANGE', K, a, b)
+  end
   local out = {}
   local D = ob_dir(K)
   if not D then return out end
@@ -343,6 +411,12 @@ local function ob_walk(K, first, last, down, step, offset, count, read, cnt)
 end
 local function ob_byscore(K, min, max, desc, withscores, offset, count)
   min, max = ob_str(min), ob_str(max)
+  if ob_plain(K) then
+    local cmd, a, b = 'ZRANGEBYSCORE', min, max
+    if desc then cmd, a, b = 'ZREVRANGEBYSCORE', max, min end
+    if withscores then return redis.call(cmd, K, a, b, 'WITHSCORES', 'LIMIT', offset or 0, count or -1) end
+    return redis.call(cmd, K, a, b, 'LIMIT', offset or 0, count or -1)
+  end
   local first, last = ob_span(K, min, max)
   if not first then return {} end
   -- Bounds that meet (an empty range) may find the last bucket before
@@ -361,6 +435,10 @@ local function ob_byscore(K, min, max, desc, withscores, offset, count)
   return ob_walk(K, first, last, desc, step, offset or 0, count or -1, read, cnt)
 end
 local function ob_bylex(K, min, max, desc, offset, count)
+  if ob_plain(K) then
+    if desc then return redis.call('ZREVRANGEBYLEX', K, max, min, 'LIMIT', offset or 0, count or -1) end
+    return redis.call('ZRANGEBYLEX', K, min, max, 'LIMIT', offset or 0, count or -1)
+  end
   local first, last = ob_lexspan(K, min, max)
   if not first then return {} end
   if first ~= last and min ~= '-' and max ~= '+' and redis.call('ZLEXCOUNT', K, '[' .. first, '[' .. last) == 0 then return {} end
@@ -379,31 +457,8 @@ end
 // Returns the buckets written; 0 when the key is no plain sorted set
 // (missing, or bucketed already).
 const bucketOrderLua = `
-local K, scored, F = KEYS[1], ARGV[1] == '1', tonumber(ARGV[2])
-if redis.call('EXISTS', K .. OB_N) == 1 or redis.call('TYPE', K).ok ~= 'zset' then return 0 end
-local tmp = K .. OB_SEP .. 'p'
-redis.call('RENAME', K, tmp)
-local n, id = redis.call('ZCARD', tmp), 0
-for a = 0, n - 1, F do
-  local got = redis.call('ZRANGE', tmp, a, a + F - 1, 'WITHSCORES')
-  local args = {}
-  for i = 1, #got, 2 do
-    args[#args + 1] = got[i + 1]
-    args[#args + 1] = got[i]
-  end
-  id = id + 1
-  local h = string.format('%08x', id)
-  redis.call('ZADD', K .. OB_SEP .. h, unpack(args))
-  local lo = OB_FIRST
-  if a > 0 then
-    if scored then lo = ob_pos(tonumber(got[2]), got[1]) else lo = ob_pos(nil, got[1]) end
-  end
-  redis.call('ZADD', K, 0, lo .. h)
-  redis.call('HSET', K .. OB_N, h, #got / 2)
-end
-redis.call('HSET', K .. OB_N, '#', n, '+', id)
-redis.call('DEL', tmp)
-return id
+if not ob_plain(KEYS[1]) or redis.call('TYPE', KEYS[1]).ok ~= 'zset' then return 0 end
+return ob_convert(KEYS[1], ARGV[1] == '1', tonumber(ARGV[2]))
 `
 
 var bucketOrderScript = redis.NewScript(bucketLua + bucketOrderLua)
