@@ -269,8 +269,9 @@ func (s *Store) releaseHeld(ctx context.Context, tenantID, id, hash string) erro
 }
 
 // DomainIDCmd queues on pipe the lookup of the id of tenantID's host:port
-// (LookupDomain's, for pipelines); domainindex.LookupID reads the id, ""
-// when the tenant does not monitor it.
-func DomainIDCmd(ctx context.Context, pipe redis.Pipeliner, tenantID, host string, port int) *redis.StringSliceCmd {
+// (LookupDomain's, for pipelines: a script, so a pipeline failing with
+// NOSCRIPT runs domainindex.LoadLookup and again); domainindex.LookupID
+// reads the id, "" when the tenant does not monitor it.
+func DomainIDCmd(ctx context.Context, pipe redis.Pipeliner, tenantID, host string, port int) *redis.Cmd {
 	return domainindex.LookupCmd(ctx, pipe, tenantID, host, port)
 }

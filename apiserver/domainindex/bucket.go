@@ -71,6 +71,8 @@ var bucketLua = bucketLuaOf(bucketCap)
 //	ob_add(K, s, m)                  ZADD: 1 when added (a member moving to another score: ob_rem at its old score first)
 //	ob_rem(K, s, m)                  ZREM of m at score s: 1 when removed
 //	ob_has(K, s, m)                  is m there (at score s)?
+//	ob_del(K)                        DEL, with its buckets
+//	ob_fill(K, scored)               K written plain in bulk (ZADD, ZINTERSTORE): bucketed when past the capacity
 //	ob_card(K)                       ZCARD
 //	ob_count(K, min, max)            ZCOUNT
 //	ob_lexcount(K, min, max)         ZLEXCOUNT
@@ -158,10 +160,25 @@ end
 -- bucketed (ob_convert), and it stays so until emptied. Kept until the
 -- script writes K.
 local OB_P = {}
+-- ob_unbucket deletes K's sizes and buckets (not K).
+local function ob_unbucket(K)
+  local kv, keys = redis.call('HGETALL', K .. OB_N), {K .. OB_N}
+  for i = 1, #kv, 2 do
+    if #kv[i] == 8 then keys[#keys + 1] = K .. OB_SEP .. kv[i] end
+  end
+  for i = 1, #keys, 500 do redis.call('DEL', unpack(keys, i, math.min(#keys, i + 499))) end
+end
 local function ob_plain(K)
   local p = OB_P[K]
   if p == nil then
     p = redis.call('EXISTS', K .. OB_N) == 0
+    if not p and redis.call('EXISTS', K) == 0 then
+      -- Sizes without a directory: the order was deleted by its key
+      -- alone (a DEL from outside); its buckets and sizes go too, and it
+      -- starts again plain.
+      ob_unbucket(K)
+      p = true
+    end
     OB_P[K] = p
   end
   return p
@@ -194,6 +211,12 @@ local function ob_convert(K, scored, F)
   redis.call('DEL', tmp)
   OB_P[K], OB_D[K] = false, nil
   return id
+end
+-- ob_fill makes the plain sorted set K, written in bulk (ZADD), an order
+-- again: bucketed when past OB_CAP, three quarters full.
+local function ob_fill(K, scored)
+  OB_P[K], OB_D[K] = nil, nil
+  if ob_plain(K) and redis.call('ZCARD', K) > OB_CAP then ob_convert(K, scored, math.max(1, math.floor(OB_CAP * 3 / 4))) end
 end
 local function ob_split(K, B, id, n)
   local h = math.floor(n / 2)
@@ -260,6 +283,12 @@ local function ob_rem(K, s, m)
     redis.call('ZADD', K, 0, OB_FIRST .. ob_id(nx))
   end
   return 1
+end
+-- ob_del deletes the order K, its buckets with it.
+local function ob_del(K)
+  if not ob_plain(K) then ob_unbucket(K) end
+  redis.call('DEL', K)
+  OB_P[K], OB_D[K] = true, nil
 end
 local function ob_has(K, s, m)
   if ob_plain(K) then return redis.call('ZSCORE', K, m) ~= false end
@@ -455,9 +484,10 @@ end
 // order of the same members (ARGV[1] "1": score-ordered, else
 // lex-ordered, every score 0), ARGV[2] members a bucket, in one step.
 // Returns the buckets written; 0 when the key is no plain sorted set
-// (missing, or bucketed already).
+// past the capacity (missing, bucketed already, or small: an order of
+// at most bucketCap members is plain).
 const bucketOrderLua = `
-if not ob_plain(KEYS[1]) or redis.call('TYPE', KEYS[1]).ok ~= 'zset' then return 0 end
+if not ob_plain(KEYS[1]) or redis.call('TYPE', KEYS[1]).ok ~= 'zset' or redis.call('ZCARD', KEYS[1]) <= OB_CAP then return 0 end
 return ob_convert(KEYS[1], ARGV[1] == '1', tonumber(ARGV[2]))
 `
 
@@ -471,7 +501,8 @@ func bucketFill() int { return max(1, bucketCap*3/4) }
 // its slot's) as a bucketed order of the same members, bucketFill to a
 // bucket; scored tells a score-ordered order from a lex-ordered one
 // (every score 0, ordered by member). It returns the buckets written, 0
-// when key is missing or bucketed already. One step, which reads the
+// when key is missing, bucketed already or of at most bucketCap members
+// (which an order keeps plain). One step, which reads the
 // whole set: for an index's rebuild and the memory benchmark.
 func BucketOrder(ctx context.Context, rdb redis.UniversalClient, key string, scored bool) (int, error) {
 	n, err := bucketOrderScript.Run(ctx, rdb, []string{key}, flag(scored), bucketFill()).Int()

@@ -529,3 +529,35 @@ func BenchmarkBucketedOrder(b *testing.B) {
 		}
 	}
 }
+
+// TestBucketedOrderDeletedOutside: an order whose directory alone was
+// deleted (a DEL from outside, as an operator's of the key) starts again
+// plain at its next write, its old buckets and sizes gone.
+func TestBucketedOrderDeletedOutside(t *testing.T) {
+	rdb := testenv.RedisCluster(t).Client(t)
+	ctx := context.Background()
+	b := &bucketModel{t: t, ctx: ctx, rdb: rdb, capacity: 4, scored: false,
+		script: redis.NewScript(bucketLuaOf(4) + bucketOpLua),
+		key:    "{d}ix:o", ref: "{d}z:o", rng: rand.New(rand.NewPCG(3, 4)), ops: map[string]int{}}
+	for len(b.members) < 40 {
+		b.add()
+	}
+	if n := b.check(); n < 4 {
+		t.Fatalf("%d buckets", n)
+	}
+	rdb.Del(ctx, b.key, b.ref)
+	b.members = nil
+	for len(b.members) < 30 {
+		b.add()
+		b.query()
+	}
+	b.check()
+	keys, err := rdb.Keys(ctx, "{d}ix:o*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes, _ := rdb.HLen(ctx, b.key+bucketSep+"n").Result()
+	if int64(len(keys)) != sizes { // the directory and sizes, a bucket per size but "#" and "+"
+		t.Fatalf("%d keys for %d buckets: old ones left", len(keys), sizes-2)
+	}
+}

@@ -2,6 +2,9 @@ package domainindex
 
 import (
 	"context"
+	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -106,3 +109,108 @@ func SetTagOrderShare(t interface{ Cleanup(func()) }, share float64) {
 	tagOrderShare = share
 	t.Cleanup(func() { tagOrderShare = was })
 }
+
+// OrderRange reads the order key, bucketed or plain, as ZRANGE 0 -1
+// WITHSCORES reads a plain one.
+func OrderRange(ctx context.Context, rdb redis.UniversalClient, key string) ([]redis.Z, error) {
+	var out []redis.Z
+	ids, err := rdb.HLen(ctx, key+bucketSep+"n").Result()
+	if err != nil || ids == 0 {
+		return rdb.ZRangeWithScores(ctx, key, 0, -1).Result()
+	}
+	entries, err := rdb.ZRange(ctx, key, 0, -1).Result()
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		zs, err := rdb.ZRangeWithScores(ctx, key+bucketSep+e[len(e)-8:], 0, -1).Result()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, zs...)
+	}
+	return out, nil
+}
+
+// OrderMembers is OrderRange's members.
+func OrderMembers(ctx context.Context, rdb redis.UniversalClient, key string) []string {
+	zs, _ := OrderRange(ctx, rdb, key)
+	out := make([]string, len(zs))
+	for i, z := range zs {
+		out[i] = z.Member.(string)
+	}
+	return out
+}
+
+// Unbucket rewrites the order key, when bucketed, as the plain sorted
+// set of layouts before 7 (for tests that write an old layout's index).
+func Unbucket(ctx context.Context, rdb redis.UniversalClient, key string) error {
+	if n, err := rdb.Exists(ctx, key+bucketSep+"n").Result(); err != nil || n == 0 {
+		return err
+	}
+	zs, err := OrderRange(ctx, rdb, key)
+	if err != nil {
+		return err
+	}
+	if err := dropOrder(ctx, rdb, key); err != nil {
+		return err
+	}
+	return rdb.ZAdd(ctx, key, zs...).Err()
+}
+
+// CheckOrders checks every bucketed order of tenantID's index: each
+// bucket not empty, within the capacity, its size as the sizes hash
+// says and its members from its lower end up to the next one's, the
+// first's lower end empty, "#" the sum.
+func CheckOrders(ctx context.Context, rdb redis.UniversalClient, tenantID string) error {
+	keys, err := rdb.Keys(ctx, Prefix(tenantID)+"*"+bucketSep+"n").Result()
+	if err != nil {
+		return err
+	}
+	for _, sk := range keys {
+		k := sk[:len(sk)-len(bucketSep+"n")]
+		sizes, err := rdb.HGetAll(ctx, sk).Result()
+		if err != nil {
+			return err
+		}
+		entries, err := rdb.ZRange(ctx, k, 0, -1).Result()
+		if err != nil {
+			return err
+		}
+		if len(entries) == 0 {
+			return fmt.Errorf("%q: sizes %q without a directory", k, sizes)
+		}
+		total := 0
+		for i, e := range entries {
+			lo, id := e[:len(e)-8], e[len(e)-8:]
+			if (i == 0) != (lo == "\x00\x00") {
+				return fmt.Errorf("%q: entry %d %q", k, i, e)
+			}
+			ms, err := rdb.ZRange(ctx, k+bucketSep+id, 0, -1).Result()
+			if err != nil {
+				return err
+			}
+			if len(ms) == 0 || len(ms) > bucketCap || sizes[id] != strconv.Itoa(len(ms)) {
+				return fmt.Errorf("%q: bucket %s holds %d, sizes say %q", k, id, len(ms), sizes[id])
+			}
+			total += len(ms)
+			for _, m := range ms {
+				p := strings.ReplaceAll(m, "\x00", "\x00\x01") + "\x00\x00"
+				if i > 0 && p < lo {
+					return fmt.Errorf("%q: bucket %d holds %q below its lower end", k, i, m)
+				}
+				if i+1 < len(entries) && p >= entries[i+1][:len(entries[i+1])-8] {
+					return fmt.Errorf("%q: bucket %d holds %q past the next lower end", k, i, m)
+				}
+			}
+		}
+		if sizes["#"] != strconv.Itoa(total) {
+			return fmt.Errorf("%q: sizes say %q in all, buckets hold %d (%d buckets)", k, sizes["#"], total, len(entries))
+		}
+	}
+	return nil
+}
+
+// DropOrder deletes the order key and, when bucketed, its buckets and
+// sizes (a DEL of the key alone leaves them).
+var DropOrder = dropOrder

@@ -221,8 +221,13 @@ func TagOrderKeys(tenantID, tag string) []string {
 // tiers are one status's band each, with a lower bound too (tiers),
 // instead of layout 5's two statuses below a bound; a tag's and a
 // registration reason's domains are zsets scored by created_at (sets
-// before).
-const Layout = "6"
+// before). Layout 7: the orders by member (keyHost, keySuffix, the null
+// sets keySSLNull and keyWhoisNull, the tiers' keyAttHost and
+// keyAttOtherNull, the tags' keyTagHost, keyTagSSLNull and
+// keyTagWhoisNull) are bucketed orders (bucketLua) past bucketCap
+// members, so that they stay listpacks under Redis's defaults; the
+// rebuild makes the registry's keyHost one (DropStale).
+const Layout = "7"
 
 // NoExpiryMS is the score of a certificate without a well-defined
 // expiration (99991231235959Z): after every real date.

@@ -587,7 +587,7 @@ func (q Query) fingerprint() string {
 // bound ms, plan (Query.plan), tag, the attention index's tier to walk
 // instead of the sort's index when built (Query.attention; "" for none),
 // tagOrderMin, tagOrderShare.
-var listScript = redis.NewScript(idLua + RecordPortLua + createdLua + tiersLua + tagOrdersLua + GenLua + `
+var listScript = redis.NewScript(bucketLua + idLua + RecordPortLua + createdLua + tiersLua + tagOrdersLua + GenLua + `
 local P, RP, sort, desc = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1'
 local limit, offset, hasCur = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7] == '1'
 local cphase, cscore, cmember = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
@@ -758,7 +758,7 @@ if tag ~= '' then
 end
 if search ~= '' then
   local lo, hi = '[' .. term, '[' .. term .. '\255'
-  local ns, nh = redis.call('ZLEXCOUNT', P .. 'sfx', lo, hi), redis.call('ZLEXCOUNT', P .. 'host', lo, hi)
+  local ns, nh = ob_lexcount(P .. 'sfx', lo, hi), ob_lexcount(P .. 'host', lo, hi)
   local s = {f = 'search', kind = 'lex', lo = lo, hi = hi, est = ns + nh, ns = ns, nh = nh}
   -- Without a label match the hostname matches are the matches, each
   -- domain once (a domain has one hostname member; label matches may
@@ -781,7 +781,7 @@ local function members(src)
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'bad', now, '+inf')) do add(id) end
   else
     for _, k in ipairs({P .. 'sfx', P .. 'host'}) do
-      for _, m in ipairs(redis.call('ZRANGEBYLEX', k, src.lo, src.hi)) do add(idOf(m)) end
+      for _, m in ipairs(ob_bylex(k, src.lo, src.hi, false, 0, -1)) do add(idOf(m)) end
     end
   end
   return out
@@ -810,12 +810,12 @@ local walkKey, W = P .. 'host', N
 if sort == 'created_at' then walkKey = P .. 'created' end
 local xwalk = att and (sort == 'ssl_days_remaining' or sort == 'whois_days_remaining')
 if xwalk then
-  W = redis.call('ZCARD', P .. tier .. ':x') + redis.call('ZCARD', P .. tier .. ':xnull')
+  W = redis.call('ZCARD', P .. tier .. ':x') + ob_card(P .. tier .. ':xnull')
 elseif att then
   walkKey = P .. tier .. ':host'
   if sort == 'created_at' then walkKey = P .. tier .. ':created' end
-  W = redis.call('ZCARD', walkKey)
-elseif sort == 'hostname' then W = redis.call('ZCARD', walkKey) end
+  W = ob_card(walkKey)
+elseif sort == 'hostname' then W = ob_card(walkKey) end
 -- A tag's or a registration reason's zset is scored by created_at (s.created):
 -- on that sort the walk reads the smallest of them instead when it is
 -- smaller still (ordered), and when it is the only filter every member
@@ -866,7 +866,7 @@ if search ~= '' and #sources == 1 and sort == 'created_at' and sources[1].nh == 
     (plan == '' or plan == 'label') then
   local found, lo = {}, sources[1].lo
   while #found <= LABELS do
-    local m = redis.call('ZRANGEBYLEX', P .. 'sfx', lo, sources[1].hi, 'LIMIT', 0, 1)[1]
+    local m = ob_bylex(P .. 'sfx', lo, sources[1].hi, false, 0, 1)[1]
     if not m then break end
     local s = string.sub(m, 1, string.find(m, ' ', 1, true) - 1)
     found[#found + 1] = s
@@ -1024,6 +1024,7 @@ local function readPage(sel)
         for j = i, math.min(#k0, i + MCHUNK - 1) do args[#args + 1] = 0; args[#args + 1] = k0[j] end
         redis.call('ZADD', best.hostKey, unpack(args))
       end
+      ob_fill(best.hostKey, false)
     end
     key0 = function(k) return {0, 0, k}, idOf(k) end
   elseif sort ~= 'created_at' and best.created then
@@ -1033,7 +1034,14 @@ local function readPage(sel)
     if o and redis.call('EXISTS', o[1], o[2]) == 0 and best.est > TAGORDER and roomFor(o[4], best.est) then
       redis.call('ZINTERSTORE', o[1], 2, key, best.key, 'WEIGHTS', 1, 0)
       redis.call('ZREMRANGEBYSCORE', o[1], NOEXP, '+inf')
-      redis.call('ZINTERSTORE', o[2], 2, o[3], best.key, 'WEIGHTS', 0, 0)
+      -- The null set is an order by member (bucketed when big): its
+      -- members among the tag's, asked one by one.
+      local tagged, null = redis.call('ZRANGE', best.key, 0, -1), {}
+      for _, id in ipairs(tagged) do
+        if ob_has(o[3], nil, id) then null[#null + 1] = 0; null[#null + 1] = id end
+      end
+      for i = 1, #null, 2 * MCHUNK do redis.call('ZADD', o[2], unpack(null, i, math.min(#null, i + 2 * MCHUNK - 1))) end
+      ob_fill(o[2], false)
     end
     if o and redis.call('EXISTS', o[1], o[2]) > 0 then z = redis.call('ZRANGE', o[1], 0, -1, 'WITHSCORES')
     else z = redis.call('ZINTER', 2, key, best.key, 'WEIGHTS', 1, 0, 'WITHSCORES') end
@@ -1086,14 +1094,13 @@ if plan == 'label' then
   local runs = {}
   for _, s in ipairs(labels) do
     local a, z = '[' .. s .. ' ', '(' .. s .. '!'
-    total = total + redis.call('ZLEXCOUNT', P .. 'sfx', a, z)
+    total = total + ob_lexcount(P .. 'sfx', a, z)
     if hasCur then
       local k = s .. ' ' .. ix_created(cscore) .. cmember
       if desc then z = '(' .. k else a = '(' .. k end
     end
     local got
-    if desc then got = redis.call('ZREVRANGEBYLEX', P .. 'sfx', z, a, 'LIMIT', 0, want)
-    else got = redis.call('ZRANGEBYLEX', P .. 'sfx', a, z, 'LIMIT', 0, want) end
+    got = ob_bylex(P .. 'sfx', a, z, desc, 0, want)
     for _, m in ipairs(got) do runs[#runs + 1] = string.sub(m, #s + 2) end
   end
   -- "<created><id>" of each: in list order once sorted (and reversed
@@ -1145,7 +1152,7 @@ else
     local exact = lo ~= nil and not (sort == 'ssl_days_remaining' and f ~= 'expired')
     if sort == 'ssl_days_remaining' and f == 'error' then key, lo, hi, exact = P .. 'bad', now, '+inf', true end
     local a, b = 0, redis.call('ZCOUNT', key, '-inf', '(' .. NOEXP)
-    local nulls = redis.call('ZCARD', null)
+    local nulls = ob_card(null)
     if lo then
       if lo ~= '-inf' then a = redis.call('ZCOUNT', key, '-inf', '(' .. lo) end
       if hi ~= '+inf' then b = math.min(b, redis.call('ZCOUNT', key, '-inf', '(' .. hi)) end
@@ -1166,8 +1173,7 @@ else
   local function lowerBound(seq, score, member)
     local key = seq[1]
     if seq[2] then
-      local n = redis.call('ZLEXCOUNT', key, '-', '(' .. member)
-      return n, redis.call('ZSCORE', key, member) ~= false
+      return ob_lexcount(key, '-', '(' .. member), ob_has(key, nil, member)
     end
     local r = redis.call('ZRANK', key, member)
     if r and tonumber(redis.call('ZSCORE', key, member)) == score then return r, true end
@@ -1216,7 +1222,7 @@ else
         end
         -- The chunk's members in list order, matched at once; the scores
         -- are read for the page's last member only.
-        local got = redis.call('ZRANGE', seq[1], a, b)
+        local got = ob_range(seq[1], a, b)
         local n = #got
         walked = walked + n
         local ids, hosts, ms, isHost = {}, {}, {}, seq[2] and sort == 'hostname'

@@ -520,6 +520,9 @@ func filtered(q domainindex.Query, searches []string) []domainindex.Query {
 
 func (l *lab) checkAll() {
 	l.t.Helper()
+	if err := domainindex.CheckOrders(l.ctx, l.rdb, l.tenant); err != nil {
+		l.t.Fatal(err)
+	}
 	// The status lists walk the attention index, swept as a Sweeper would
 	// (the first time, built).
 	if err := domainindex.SweepAttention(l.ctx, l.rdb, l.tenant, accounts.DomainKeyPrefix(l.tenant), baseQuery()); err != nil {
@@ -544,7 +547,7 @@ func (l *lab) checkTagOrders() {
 	l.t.Helper()
 	pre := domainindex.Prefix(l.tenant)
 	zset := func(key string) map[string]float64 {
-		zs, err := l.rdb.ZRangeWithScores(l.ctx, key, 0, -1).Result()
+		zs, err := domainindex.OrderRange(l.ctx, l.rdb, key)
 		if err != nil {
 			l.t.Fatal(err)
 		}
@@ -612,6 +615,9 @@ func (l *lab) checkTagOrders() {
 // no other, in every order.
 func (l *lab) checkAttention() {
 	l.t.Helper()
+	if err := domainindex.CheckOrders(l.ctx, l.rdb, l.tenant); err != nil {
+		l.t.Fatal(err)
+	}
 	pre := domainindex.Prefix(l.tenant)
 	for _, td := range domainindex.Tiers() {
 		tier, expiry := td.Name, td.Expiry
@@ -650,9 +656,9 @@ func (l *lab) checkAttention() {
 		if len(created) != len(want) {
 			l.t.Fatalf("attention tier %s holds %d domains, want %d", tier, len(created), len(want))
 		}
-		hosts := l.rdb.ZRange(l.ctx, pre+tier+":host", 0, -1).Val()
+		hosts := domainindex.OrderMembers(l.ctx, l.rdb, pre+tier+":host")
 		all := map[string]bool{}
-		for _, m := range l.rdb.ZRange(l.ctx, pre+"host", 0, -1).Val() {
+		for _, m := range domainindex.OrderMembers(l.ctx, l.rdb, pre+"host") {
 			all[m] = true
 		}
 		for _, m := range hosts {
@@ -674,7 +680,11 @@ func (l *lab) checkAttention() {
 		for _, z := range l.rdb.ZRangeWithScores(l.ctx, pre+tier+":x", 0, -1).Val() {
 			x[z.Member.(string)] = z.Score
 		}
-		for _, z := range l.rdb.ZRangeWithScores(l.ctx, pre+tier+":xnull", 0, -1).Val() {
+		xz, err := domainindex.OrderRange(l.ctx, l.rdb, pre+tier+":xnull")
+		if err != nil {
+			l.t.Fatal(err)
+		}
+		for _, z := range xz {
 			if z.Score != 0 {
 				l.t.Fatalf("attention tier %s: %s in the other expiry's tail with score %v", tier, domainindex.IDOf(z.Member.(string)), z.Score)
 			}
@@ -755,7 +765,11 @@ func TestAttentionIndex(t *testing.T) {
 	}
 	l.checkAttention()
 	l.rdb.HDel(l.ctx, pre+"tiers", "crit", "critlo", "critq")
-	l.rdb.Del(l.ctx, pre+"crit:host", pre+"crit:created", pre+"crit:x", pre+"crit:xnull")
+	for _, k := range []string{pre + "crit:host", pre + "crit:created", pre + "crit:x", pre + "crit:xnull"} {
+		if err := domainindex.DropOrder(l.ctx, l.rdb, k); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// fell counts, for each instant the clock moved to, the members of
 	// the tiers whose expiry fell below their band's lower edge then: the
 	// sweep takes them out (checkAttention).

@@ -157,7 +157,9 @@ func BenchmarkListScript(b *testing.B) {
 			var tierNames []string
 			for _, k := range domainindex.Keys(tenant) {
 				if isTierKey(tenant, k) {
-					rdb.Del(ctx, k)
+					if err := domainindex.DropOrder(ctx, rdb, k); err != nil {
+						b.Fatal(err)
+					}
 				}
 				if t, ok := strings.CutSuffix(strings.TrimPrefix(k, pre), ":created"); ok {
 					tierNames = append(tierNames, t)
@@ -279,7 +281,11 @@ func BenchmarkListScript(b *testing.B) {
 			// of the tag each list would be without it.
 			if ord, tag, ok := strings.Cut(domainindex.TierOf(p), ":"); ok && strings.HasPrefix(ord, "t") && ord != "tag" {
 				q := c.q(base)
-				rdb.Del(ctx, domainindex.TagOrderKeys(tenants[0], tag)...)
+				for _, k := range domainindex.TagOrderKeys(tenants[0], tag) {
+					if err := domainindex.DropOrder(ctx, rdb, k); err != nil {
+						b.Fatal(err)
+					}
+				}
 				rdb.Do(ctx, "SLOWLOG", "RESET")
 				list(tenants[0], q)
 				first := latency.ScriptMedian(b, rdb, ":ix:created")

@@ -24,7 +24,7 @@ import (
 // id is the domain's Member (the caller encodes it); ix_lookup returns
 // the id as text (ix_id). A new or renamed domain shows as never scanned,
 // its registration as pending, until the projector applies its facts.
-var IndexLua = idLua + RecordPortLua + createdLua + tiersLua + tagOrdersLua + GenLua + `
+var IndexLua = bucketLua + idLua + RecordPortLua + createdLua + tiersLua + tagOrdersLua + GenLua + `
 local IX_REASONS = {` + luaStrings(Reasons) + `}
 local IX_NOEXP = ` + strconv.FormatInt(NoExpiryMS, 10) + `
 local function ix_suffixes(host)
@@ -43,7 +43,7 @@ local function ix_lookup(p, host, port)
   local pre = ix_name(host, port)
   -- Up to pre with its last space (0x20) as '!' (0x21): the id after pre
   -- may start with any byte.
-  local m = redis.call('ZRANGEBYLEX', p .. 'host', '[' .. pre, '(' .. string.sub(pre, 1, -2) .. '!', 'LIMIT', 0, 1)[1]
+  local m = ob_bylex(p .. 'host', '[' .. pre, '(' .. string.sub(pre, 1, -2) .. '!', false, 0, 1)[1]
   if m then return ix_id(string.sub(m, #pre + 1)) end
   return false
 end
@@ -54,24 +54,21 @@ local function ix_created_of(p, id) return redis.call('ZSCORE', p .. 'created', 
 -- ix_names adds (add) or removes the hostname's and its labels' members;
 -- created is the domain's created_at ms, which the label members carry.
 local function ix_names(p, id, host, port, add, created)
-  local op, member = 'ZREM', {ix_name(host, port) .. id}
-  if add then op, member = 'ZADD', {0, member[1]} end
-  redis.call(op, p .. 'host', unpack(member))
+  local op = ob_rem
+  if add then op = ob_add end
+  op(p .. 'host', nil, ix_name(host, port) .. id)
   local at = ix_created(created)
-  for _, s in ipairs(ix_suffixes(host)) do
-    local m = s .. ' ' .. at .. id
-    if add then redis.call('ZADD', p .. 'sfx', 0, m) else redis.call('ZREM', p .. 'sfx', m) end
-  end
+  for _, s in ipairs(ix_suffixes(host)) do op(p .. 'sfx', nil, s .. ' ' .. at .. id) end
 end
 -- ix_scored puts id in key with score s, or (s nil) in null, key's tail
--- in id order (score 0), and out of the other.
+-- in id order (score 0, an order by member), and out of the other.
 local function ix_scored(key, null, s, id)
   if s then
     redis.call('ZADD', key, s, id)
-    redis.call('ZREM', null, id)
+    ob_rem(null, nil, id)
   else
     redis.call('ZREM', key, id)
-    redis.call('ZADD', null, 0, id)
+    ob_add(null, nil, id)
   end
 end
 -- ix_att_x places domain id, in tier, in the tier's order of the other
@@ -90,14 +87,14 @@ end
 -- expiry's order, ix_att_x) or takes it out.
 local function ix_att(p, tier, id, name, on)
   if on then
-    redis.call('ZADD', p .. tier .. ':host', 0, name .. id)
+    ob_add(p .. tier .. ':host', nil, name .. id)
     redis.call('ZADD', p .. tier .. ':created', ix_created_of(p, id), id)
     ix_att_x(p, tier, id)
   else
-    redis.call('ZREM', p .. tier .. ':host', name .. id)
+    ob_rem(p .. tier .. ':host', nil, name .. id)
     redis.call('ZREM', p .. tier .. ':created', id)
     redis.call('ZREM', p .. tier .. ':x', id)
-    redis.call('ZREM', p .. tier .. ':xnull', id)
+    ob_rem(p .. tier .. ':xnull', nil, id)
   end
 end
 -- ix_att_follow places domain id again in the other expiry's order of
@@ -148,7 +145,7 @@ local function ix_tag_place(p, id, t, x)
   if redis.call('EXISTS', ord, null) == 0 then return end
   local s = redis.call('ZSCORE', p .. x.key, id)
   if s and tonumber(s) < IX_NOEXP then redis.call('ZADD', ord, s, id) else redis.call('ZREM', ord, id) end
-  if redis.call('ZSCORE', p .. x.of, id) then redis.call('ZADD', null, 0, id) else redis.call('ZREM', null, id) end
+  if ob_has(p .. x.of, nil, id) then ob_add(null, nil, id) else ob_rem(null, nil, id) end
 end
 -- ix_tag_follow places domain id again in the orders of expiry key
 -- ('ssl' or 'whois') of its tags (JSON list tags; none when nil), once
@@ -184,12 +181,12 @@ local function ix_ssl(p, id, name, ssl, bad, nocert, tags)
     redis.call('ZADD', p .. 'ssl', ssl, id)
     if bad == '1' then redis.call('ZADD', p .. 'bad', ssl, id) else redis.call('ZREM', p .. 'bad', id) end
     redis.call('SREM', p .. 'nocert', id)
-    if tonumber(ssl) >= IX_NOEXP then redis.call('ZADD', p .. 'sslnull', 0, id) else redis.call('ZREM', p .. 'sslnull', id) end
+    if tonumber(ssl) >= IX_NOEXP then ob_add(p .. 'sslnull', nil, id) else ob_rem(p .. 'sslnull', nil, id) end
   else
     redis.call('ZREM', p .. 'ssl', id)
     redis.call('ZREM', p .. 'bad', id)
     if nocert == '1' then redis.call('SADD', p .. 'nocert', id) else redis.call('SREM', p .. 'nocert', id) end
-    redis.call('ZADD', p .. 'sslnull', 0, id)
+    ob_add(p .. 'sslnull', nil, id)
   end
   ix_att_follow(p, id, 'ssl')
   ix_tag_follow(p, id, 'ssl', tags)
@@ -203,17 +200,17 @@ local function ix_tags(p, id, old, new, name)
   if old == new then return end
   for _, t in ipairs(ix_taglist(old)) do
     redis.call('ZREM', p .. 'tag:' .. t, id)
-    redis.call('ZREM', p .. IX_TAG_HOST .. t, name .. id)
+    ob_rem(p .. IX_TAG_HOST .. t, nil, name .. id)
     local keys = {p .. IX_TAG_HOST .. t}
     for _, x in ipairs(IX_TAG_X) do
       redis.call('ZREM', p .. x.ord .. t, id)
-      redis.call('ZREM', p .. x.null .. t, id)
+      ob_rem(p .. x.null .. t, nil, id)
       keys[#keys + 1] = p .. x.ord .. t
       keys[#keys + 1] = p .. x.null .. t
     end
     if redis.call('ZCARD', p .. 'tag:' .. t) == 0 then
       redis.call('SREM', p .. 'tags', t)
-      redis.call('DEL', unpack(keys))
+      for _, k in ipairs(keys) do ob_del(k) end
       -- The room its orders took (keyTagOrders) is free again.
       local names = {IX_TAG_HOST .. t}
       for _, x in ipairs(IX_TAG_X) do names[#names + 1] = x.ord .. t end
@@ -228,15 +225,15 @@ local function ix_tags(p, id, old, new, name)
   for _, t in ipairs(ix_taglist(new)) do
     redis.call('ZADD', p .. 'tag:' .. t, ix_created_of(p, id), id)
     redis.call('SADD', p .. 'tags', t)
-    if redis.call('EXISTS', p .. IX_TAG_HOST .. t) == 1 then redis.call('ZADD', p .. IX_TAG_HOST .. t, 0, name .. id) end
+    if redis.call('EXISTS', p .. IX_TAG_HOST .. t) == 1 then ob_add(p .. IX_TAG_HOST .. t, nil, name .. id) end
     for _, x in ipairs(IX_TAG_X) do ix_tag_place(p, id, t, x) end
   end
 end
 local function ix_add(p, id, host, port, created, tags)
   redis.call('ZADD', p .. 'created', created, id)
   ix_names(p, id, host, port, true, created)
-  if not redis.call('ZSCORE', p .. 'ssl', id) then redis.call('ZADD', p .. 'sslnull', 0, id) end
-  if not redis.call('ZSCORE', p .. 'whois', id) and not redis.call('ZSCORE', p .. 'wnull', id) then
+  if not redis.call('ZSCORE', p .. 'ssl', id) then ob_add(p .. 'sslnull', nil, id) end
+  if not redis.call('ZSCORE', p .. 'whois', id) and not ob_has(p .. 'wnull', nil, id) then
     ix_whois(p, id, '', 'pending')
   end
   -- Last: the tags' expiry orders place it from the entries above.
@@ -248,8 +245,8 @@ local function ix_rename(p, id, old_host, old_port, host, port, tags)
   ix_names(p, id, host, port, true, created)
   for _, t in ipairs(ix_taglist(tags)) do
     -- Only a tag whose hostname order is built has the old name.
-    if redis.call('ZREM', p .. IX_TAG_HOST .. t, ix_name(old_host, old_port) .. id) == 1 then
-      redis.call('ZADD', p .. IX_TAG_HOST .. t, 0, ix_name(host, port) .. id)
+    if ob_rem(p .. IX_TAG_HOST .. t, nil, ix_name(old_host, old_port) .. id) == 1 then
+      ob_add(p .. IX_TAG_HOST .. t, nil, ix_name(host, port) .. id)
     end
   end
   ix_att_out(p, id, ix_name(old_host, old_port))
@@ -262,7 +259,8 @@ local function ix_remove(p, id, host, port, tags)
   ix_names(p, id, host, port, false, redis.call('ZSCORE', p .. 'created', id))
   ix_att_out(p, id, ix_name(host, port))
   ix_tags(p, id, tags, '', ix_name(host, port))
-  for _, k in ipairs({'created', 'ssl', 'bad', 'sslnull', 'whois', 'wnull'}) do redis.call('ZREM', p .. k, id) end
+  for _, k in ipairs({'created', 'ssl', 'bad', 'whois'}) do redis.call('ZREM', p .. k, id) end
+  for _, k in ipairs({'sslnull', 'wnull'}) do ob_rem(p .. k, nil, id) end
   redis.call('SREM', p .. 'nocert', id)
   for _, r in ipairs(IX_REASONS) do redis.call('ZREM', p .. 'wr:' .. r, id) end
 end
@@ -281,22 +279,37 @@ func namePrefix(host string, port int) string {
 	return host + " " + fmt.Sprintf("%05d", port) + " "
 }
 
-// LookupCmd queues on c the lookup of the id of tenantID's host:port
-// (ix_lookup's in Go); LookupID reads its answer.
-func LookupCmd(ctx context.Context, c redis.Cmdable, tenantID, host string, port int) *redis.StringSliceCmd {
-	pre := namePrefix(host, port)
-	// Up to pre with its last space as "!": the id may start with any byte.
-	return c.ZRangeByLex(ctx, HostKey(tenantID), &redis.ZRangeBy{Min: "[" + pre, Max: "(" + pre[:len(pre)-1] + "!", Count: 1})
+// lookupScript finds the keyHost member of a name: KEYS: the tenant's
+// HostKey; ARGV: namePrefix. Returns the member, "" for none (no nil
+// reply, which a pipeline would take for its failure).
+var lookupScript = redis.NewScript(bucketLua + `
+local pre = ARGV[1]
+-- Up to pre with its last space as '!': the id may start with any byte.
+return ob_bylex(KEYS[1], '[' .. pre, '(' .. string.sub(pre, 1, -2) .. '!', false, 0, 1)[1] or ''
+`)
+
+// LookupCmd runs on c, or queues on a pipeline, the lookup of the id of
+// tenantID's host:port (ix_lookup's in Go); LookupID reads its answer. A
+// pipeline that fails with NOSCRIPT loads the script (LoadLookup) and
+// runs again.
+func LookupCmd(ctx context.Context, c redis.Scripter, tenantID, host string, port int) *redis.Cmd {
+	return lookupScript.Run(ctx, c, []string{HostKey(tenantID)}, namePrefix(host, port))
+}
+
+// LoadLookup loads LookupCmd's script, for a pipeline that found it
+// missing.
+func LoadLookup(ctx context.Context, rdb redis.Scripter) error {
+	return lookupScript.Load(ctx, rdb).Err()
 }
 
 // LookupID is the domain id a LookupCmd found, "" when the tenant has no
 // such name.
-func LookupID(cmd *redis.StringSliceCmd) string {
-	ms := cmd.Val()
-	if len(ms) == 0 {
+func LookupID(cmd *redis.Cmd) string {
+	m, _ := cmd.Text()
+	if m == "" {
 		return ""
 	}
-	id, _ := hostMemberID(ms[0])
+	id, _ := hostMemberID(m)
 	return IDOf(id)
 }
 
@@ -533,8 +546,74 @@ func Drop(ctx context.Context, rdb redis.UniversalClient, tenantID string) error
 		if k == HostKey(tenantID) || k == CreatedKey(tenantID) || k == Prefix(tenantID)+keyGen {
 			continue
 		}
-		if err := rdb.Unlink(ctx, k).Err(); err != nil {
+		if err := dropOrder(ctx, rdb, k); err != nil {
 			return fmt.Errorf("drop index of %s: %w", tenantID, err)
+		}
+	}
+	return nil
+}
+
+// dropOrder unlinks the key k and, when it is a bucketed order's
+// directory, its sizes and buckets.
+func dropOrder(ctx context.Context, rdb redis.UniversalClient, k string) error {
+	ids, err := rdb.HKeys(ctx, k+bucketSep+"n").Result()
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if len(id) == 8 {
+			if err := rdb.Unlink(ctx, k+bucketSep+id).Err(); err != nil {
+				return err
+			}
+		}
+	}
+	return rdb.Unlink(ctx, k+bucketSep+"n", k).Err()
+}
+
+// orderRemScript takes the members ARGV out of the order by member
+// KEYS[1] (bucketed or not).
+var orderRemScript = redis.NewScript(bucketLua + `
+for _, m in ipairs(ARGV) do ob_rem(KEYS[1], nil, m) end
+return 1
+`)
+
+// orderMembers lists the members of the order by member key, a chunk
+// at a time: ZSCAN of a plain one, each bucket of a bucketed one.
+func orderMembers(ctx context.Context, rdb redis.UniversalClient, key string, each func([]string) error) error {
+	ids, err := rdb.HKeys(ctx, key+bucketSep+"n").Result()
+	if err != nil {
+		return err
+	}
+	if len(ids) == 0 {
+		var cursor uint64
+		for {
+			kv, next, err := rdb.ZScan(ctx, key, cursor, "", idsChunk).Result()
+			if err != nil {
+				return err
+			}
+			ms := make([]string, 0, len(kv)/2)
+			for i := 0; i < len(kv); i += 2 {
+				ms = append(ms, kv[i])
+			}
+			if err := each(ms); err != nil {
+				return err
+			}
+			if next == 0 {
+				return nil
+			}
+			cursor = next
+		}
+	}
+	for _, id := range ids {
+		if len(id) != 8 {
+			continue
+		}
+		ms, err := rdb.ZRange(ctx, key+bucketSep+id, 0, -1).Result()
+		if err != nil {
+			return err
+		}
+		if err := each(ms); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -543,35 +622,36 @@ func Drop(ctx context.Context, rdb redis.UniversalClient, tenantID string) error
 // DropStale deletes from tenantID's registry (HostKey, CreatedKey) the
 // members of an index of layout 2, which kept UUIDs as text: after a
 // rebuild indexed every id IDs read (as members of this layout), the
-// last step before MarkBuilt. Read a chunk at a time by ZSCAN.
+// last step before MarkBuilt; then the hostname order past bucketCap is
+// made bucketed (BucketOrder: an index of layout 6 and before kept it
+// plain). Read a chunk at a time (ZSCAN, or a bucket).
 func DropStale(ctx context.Context, rdb redis.UniversalClient, tenantID string) error {
 	for _, key := range []string{HostKey(tenantID), CreatedKey(tenantID)} {
-		var cursor uint64
-		for {
-			kv, next, err := rdb.ZScan(ctx, key, cursor, "", idsChunk).Result()
-			if err != nil {
-				return fmt.Errorf("drop stale index members of %s: %w", tenantID, err)
-			}
+		err := orderMembers(ctx, rdb, key, func(ms []string) error {
 			var old []any
-			for i := 0; i < len(kv); i += 2 {
-				id := kv[i]
+			for _, m := range ms {
+				id := m
 				if key == HostKey(tenantID) {
-					id, _ = hostMemberID(kv[i])
+					id, _ = hostMemberID(m)
 				}
 				if stale(id) {
-					old = append(old, kv[i])
+					old = append(old, m)
 				}
 			}
-			if len(old) > 0 {
-				if err := rdb.ZRem(ctx, key, old...).Err(); err != nil {
-					return fmt.Errorf("drop stale index members of %s: %w", tenantID, err)
-				}
+			if len(old) == 0 {
+				return nil
 			}
-			if next == 0 {
-				break
+			if key == HostKey(tenantID) {
+				return orderRemScript.Run(ctx, rdb, []string{key}, old...).Err()
 			}
-			cursor = next
+			return rdb.ZRem(ctx, key, old...).Err()
+		})
+		if err != nil {
+			return fmt.Errorf("drop stale index members of %s: %w", tenantID, err)
 		}
+	}
+	if _, err := BucketOrder(ctx, rdb, HostKey(tenantID), false); err != nil {
+		return fmt.Errorf("drop stale index members of %s: %w", tenantID, err)
 	}
 	return nil
 }

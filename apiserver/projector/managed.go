@@ -35,16 +35,26 @@ func managedDomains(ctx context.Context, rdb redis.UniversalClient, evs []events
 	if len(refs) == 0 {
 		return nil, nil
 	}
-	pipe := rdb.Pipeline()
-	cmds := make([]*redis.StringSliceCmd, len(refs))
-	for i, r := range refs {
-		cmds[i] = accounts.DomainIDCmd(ctx, pipe, r.tenant, r.host, domainname.DefaultPort)
+	cmds := make([]*redis.Cmd, len(refs))
+	lookup := func() error {
+		pipe := rdb.Pipeline()
+		for i, r := range refs {
+			cmds[i] = accounts.DomainIDCmd(ctx, pipe, r.tenant, r.host, domainname.DefaultPort)
+		}
+		_, err := pipe.Exec(ctx)
+		return err
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	err := lookup()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		if err = domainindex.LoadLookup(ctx, rdb); err == nil {
+			err = lookup()
+		}
+	}
+	if err != nil {
 		return nil, fmt.Errorf("look up managed domains: %w", err)
 	}
 	var ids []string
-	pipe = rdb.Pipeline()
+	pipe := rdb.Pipeline()
 	for _, c := range cmds {
 		if id := domainindex.LookupID(c); id != "" {
 			ids = append(ids, id)

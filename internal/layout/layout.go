@@ -44,7 +44,11 @@ import (
 // (internal/channels' confirm.go): an older API server would rewrite a
 // channel without its "confirm" mark, so that its pending recipients
 // counted as confirmed, and an older notifier would mail them alerts.
-const Generation = 8
+// 9: the list indexes' orders by member as bucketed orders past 128
+// members (list index layout 7, domainindex's bucketLua), which an
+// older API server would read as plain zsets (its lookups by name would
+// miss) and write beside the buckets.
+const Generation = 9
 
 // Key holds the newest generation that ran against this Redis.
 const Key = "certfleet:layout"
