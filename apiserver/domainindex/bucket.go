@@ -218,19 +218,26 @@ local function ob_fill(K, scored)
   OB_P[K], OB_D[K] = nil, nil
   if ob_plain(K) and redis.call('ZCARD', K) > OB_CAP then ob_convert(K, scored, math.max(1, math.floor(OB_CAP * 3 / 4))) end
 end
+-- ob_split splits bucket B (id), of n members, at its median: both
+-- halves written afresh, as a zset once past the listpack's limit stays
+-- a skiplist however small it gets. Returns the new bucket's id and its
+-- first member and score.
 local function ob_split(K, B, id, n)
   local h = math.floor(n / 2)
-  local got = redis.call('ZRANGE', B, h, -1, 'WITHSCORES')
+  local got = redis.call('ZRANGE', B, 0, -1, 'WITHSCORES')
   local nid = string.format('%08x', redis.call('HINCRBY', K .. OB_N, '+', 1))
-  local args = {}
+  local lo, hi = {}, {}
   for i = 1, #got, 2 do
-    args[#args + 1] = got[i + 1]
-    args[#args + 1] = got[i]
+    local t = hi
+    if i <= 2 * h then t = lo end
+    t[#t + 1] = got[i + 1]
+    t[#t + 1] = got[i]
   end
-  redis.call('ZADD', K .. OB_SEP .. nid, unpack(args))
-  redis.call('ZREMRANGEBYRANK', B, h, -1)
+  redis.call('DEL', B)
+  redis.call('ZADD', B, unpack(lo))
+  redis.call('ZADD', K .. OB_SEP .. nid, unpack(hi))
   redis.call('HSET', K .. OB_N, id, h, nid, n - h)
-  return nid, got[1], got[2]
+  return nid, got[2 * h + 1], got[2 * h + 2]
 end
 local function ob_add(K, s, m)
   if ob_plain(K) then

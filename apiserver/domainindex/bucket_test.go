@@ -255,6 +255,11 @@ func (b *bucketModel) check() int {
 		if len(zs) == 0 || len(zs) > b.capacity || sizes[id] != strconv.Itoa(len(zs)) {
 			b.t.Fatalf("bucket %s holds %d, sizes say %q (capacity %d)", id, len(zs), sizes[id], b.capacity)
 		}
+		// Within Redis's default zset-max-listpack-entries (the members
+		// are short): a listpack, also after splits.
+		if enc := b.rdb.ObjectEncoding(b.ctx, b.key+bucketSep+id).Val(); enc != "listpack" {
+			b.t.Fatalf("bucket %s of %d members is a %s", id, len(zs), enc)
+		}
 		total += len(zs)
 		for _, z := range zs {
 			p := bucketPos(b.scored, z.Score, z.Member.(string))
