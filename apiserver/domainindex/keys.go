@@ -40,7 +40,8 @@ import (
 
 // Key names under a tenant's index prefix.
 const (
-	// keyHost: zset, score 0, member "<host> <port, 5 digits> <id>" (id as
+	// keyHost: zset, score 0 (an order by member: a bucketed order past
+	// bucketCap members, layout 7), member "<host> <port, 5 digits> <id>" (id as
 	// Member, which may hold any byte: read it after the first space): the
 	// hostname sort (lexicographic, then port) and prefix search, and the
 	// tenant's only map of host:port to domain id (Lookup): a host never
@@ -267,7 +268,10 @@ func GenKey(tenantID string) string { return Prefix(tenantID) + keyGen }
 // CreatedKey is the key of every domain id of tenantID (keyCreated).
 func CreatedKey(tenantID string) string { return Prefix(tenantID) + keyCreated }
 
-// Keys lists every key of tenantID's index (for tests and memory counts).
+// Keys lists every key of tenantID's index (for tests and memory counts)
+// but its tags' (TagKey, TagOrderKeys) and, beside a bucketed order's
+// key, its sizes and buckets (bucketSep; dropOrder deletes them with
+// it).
 func Keys(tenantID string) []string {
 	p := Prefix(tenantID)
 	out := []string{p + keyHost, p + keySuffix, p + keyCreated, p + keySSL, p + keyBad, p + keyNoCert,
