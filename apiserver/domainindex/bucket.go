@@ -378,32 +378,87 @@ local function ob_spancount(K, first, last, cnt)
   return cnt(ob_bkey(K, first)) + cnt(ob_bkey(K, last)) +
     ob_sizes(K, redis.call('ZRANGEBYLEX', K, '(' .. first, '(' .. last))
 end
+-- ob_later: are there more directory entries after entry e than
+-- before it? Then a count from the first bucket to e's (a rank) is the
+-- order's size less a count from e's bucket to the last, which reads
+-- fewer sizes.
+local function ob_later(K, e)
+  return redis.call('ZLEXCOUNT', K, '-', '(' .. e) > redis.call('ZLEXCOUNT', K, '(' .. e, '+') + 1
+end
 local function ob_count(K, min, max)
   min, max = ob_str(min), ob_str(max)
   if ob_plain(K) then return redis.call('ZCOUNT', K, min, max) end
   local first, last = ob_span(K, min, max)
   if not first then return 0 end
+  if min == '-inf' and max ~= '+inf' and first ~= last and ob_later(K, last) then
+    local v, ex = ob_bound(max)
+    local c = '(' .. max
+    if ex then c = string.sub(max, 2) end
+    return ob_card(K) - ob_count(K, c, '+inf')
+  end
   return ob_spancount(K, first, last, function(key) return redis.call('ZCOUNT', key, min, max) end)
 end
 local function ob_lexcount(K, min, max)
   if ob_plain(K) then return redis.call('ZLEXCOUNT', K, min, max) end
   local first, last = ob_lexspan(K, min, max)
   if not first then return 0 end
+  if min == '-' and max ~= '+' and first ~= last and ob_later(K, last) then
+    local c = '(' .. string.sub(max, 2)
+    if string.sub(max, 1, 1) == '(' then c = '[' .. string.sub(max, 2) end
+    return ob_card(K) - ob_lexcount(K, c, '+')
+  end
   return ob_spancount(K, first, last, function(key) return redis.call('ZLEXCOUNT', key, min, max) end)
 end
+-- ob_range: ZRANGE by rank. A range within some 16 buckets of either
+-- end walks the directory from that end, a few entries at a time,
+-- reading their sizes (a first or a last page reads a few buckets,
+-- whatever the order's size); else, or when the script read it before,
+-- it finds the buckets by the directory and all sizes (ob_dir).
 local function ob_range(K, a, b, withscores)
   if ob_plain(K) then
     if withscores then return redis.call('ZRANGE', K, a, b, 'WITHSCORES') end
     return redis.call('ZRANGE', K, a, b)
   end
   local out = {}
-  local D = ob_dir(K)
-  if not D then return out end
-  local N = D.total
+  local N = ob_card(K)
   if a < 0 then a = N + a end
   if b < 0 then b = N + b end
   a, b = math.max(a, 0), math.min(b, N - 1)
   if a > b then return out end
+  local function read(e, x, y)
+    if x > y then return end
+    local got
+    if withscores then got = redis.call('ZRANGE', ob_bkey(K, e), x, y, 'WITHSCORES')
+    else got = redis.call('ZRANGE', ob_bkey(K, e), x, y) end
+    for _, v in ipairs(got) do out[#out + 1] = v end
+  end
+  local near = 16 * math.ceil(OB_CAP / 2)
+  if not OB_D[K] and a < near then
+    local cum = 0
+    for e in ob_iter(K, ob_edge(K, false), false) do
+      local n = tonumber(redis.call('HGET', K .. OB_N, ob_id(e))) or 0
+      if cum + n > a then read(e, math.max(0, a - cum), math.min(n - 1, b - cum)) end
+      cum = cum + n
+      if cum > b then break end
+    end
+    return out
+  end
+  if not OB_D[K] and N - 1 - b < near then
+    -- From the last bucket down (start: the rank of a bucket's first
+    -- member), read upwards.
+    local parts, after = {}, 0
+    for e in ob_iter(K, ob_edge(K, true), true) do
+      local n = tonumber(redis.call('HGET', K .. OB_N, ob_id(e))) or 0
+      local start = N - after - n
+      if start <= b then parts[#parts + 1] = {e, math.max(0, a - start), math.min(n - 1, b - start)} end
+      after = after + n
+      if start <= a then break end
+    end
+    for i = #parts, 1, -1 do read(parts[i][1], parts[i][2], parts[i][3]) end
+    return out
+  end
+  local D = ob_dir(K)
+  if not D then return out end
   -- The bucket holding rank a, by halving over cum.
   local lo, hi = 1, #D.e
   while lo < hi do
@@ -412,13 +467,7 @@ local function ob_range(K, a, b, withscores)
   end
   for i = lo, #D.e do
     if D.cum[i] > b then break end
-    local x, y = math.max(0, a - D.cum[i]), math.min(D.n[i] - 1, b - D.cum[i])
-    if x <= y then
-      local got
-      if withscores then got = redis.call('ZRANGE', ob_bkey(K, D.e[i]), x, y, 'WITHSCORES')
-      else got = redis.call('ZRANGE', ob_bkey(K, D.e[i]), x, y) end
-      for _, v in ipairs(got) do out[#out + 1] = v end
-    end
+    read(D.e[i], math.max(0, a - D.cum[i]), math.min(D.n[i] - 1, b - D.cum[i]))
   end
   return out
 end
