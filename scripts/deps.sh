@@ -86,6 +86,9 @@ apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::T
 "${apt[@]}" update -qq || die "apt-get update failed"
 "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}" ||
 	die "apt-get install ${missing[*]} failed"
+# The downloaded packages are not needed once installed; on a small disk
+# their few hundred MB are the test suite's (scripts/diskcheck.sh).
+"${apt[@]}" clean || true
 
 # The units were enabled by the packages' postinst; keep them from holding
 # ports 6379, 9000 and 2181 after the next boot. Only for what this run installed.

@@ -242,3 +242,43 @@ func declaredMetrics(t *testing.T) map[string]bool {
 	}
 	return out
 }
+
+// TestDiskCheck runs scripts/diskcheck.sh, which `go tool task test` and
+// .ci/run call before the suite, against a disk too small and one large
+// enough (by its thresholds), and checks both callers still call it.
+func TestDiskCheck(t *testing.T) {
+	run := func(env ...string) (int, string) {
+		cmd := exec.Command("bash", "scripts/diskcheck.sh")
+		cmd.Dir = repoRoot
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return code, string(out)
+	}
+	if code, out := run("CERTFLEET_TEST_DISK_MIN_GB=0", "CERTFLEET_TEST_DISK_GB=0"); code != 0 || out != "" {
+		t.Errorf("room enough: exit %d, %q; want 0 and nothing said", code, out)
+	}
+	if code, out := run("CERTFLEET_TEST_DISK_MIN_GB=0", "CERTFLEET_TEST_DISK_GB=1000000"); code != 0 || !strings.Contains(out, "warning:") {
+		t.Errorf("short of a cold run's room: exit %d, %q; want 0 and a warning", code, out)
+	}
+	if code, out := run("CERTFLEET_TEST_DISK_MIN_GB=1000000"); code != 1 || !strings.Contains(out, "needs at least 1000000 GB") {
+		t.Errorf("short of the minimum: exit %d, %q; want 1 and what is needed", code, out)
+	}
+	for file, call := range map[string]string{
+		"Taskfile.yml": "- bash scripts/diskcheck.sh\n",
+		".ci/run":      "bash scripts/diskcheck.sh --clean-cache\ngo tool task test\n",
+	} {
+		b, err := os.ReadFile(filepath.Join(repoRoot, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), call) {
+			t.Errorf("%s no longer runs %q", file, call)
+		}
+	}
+}
