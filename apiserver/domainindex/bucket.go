@@ -291,10 +291,11 @@ local function ob_rem(K, s, m)
   end
   return 1
 end
--- ob_del deletes the order K, its buckets with it.
+-- ob_del deletes the order K, its buckets with it (K unlinked: a big
+-- plain order is freed off the script's time).
 local function ob_del(K)
   if not ob_plain(K) then ob_unbucket(K) end
-  redis.call('DEL', K)
+  redis.call('UNLINK', K)
   OB_P[K], OB_D[K] = true, nil
 end
 local function ob_has(K, s, m)

@@ -553,21 +553,18 @@ func Drop(ctx context.Context, rdb redis.UniversalClient, tenantID string) error
 	return nil
 }
 
+// dropOrderScript deletes the order KEYS[1] (any key; a bucketed
+// order's sizes and buckets with it): ob_del.
+var dropOrderScript = redis.NewScript(bucketLua + `
+ob_del(KEYS[1])
+return 1
+`)
+
 // dropOrder unlinks the key k and, when it is a bucketed order's
-// directory, its sizes and buckets.
+// directory, its sizes and buckets, in one script (ob_del, which the
+// scripts' writers use too).
 func dropOrder(ctx context.Context, rdb redis.UniversalClient, k string) error {
-	ids, err := rdb.HKeys(ctx, k+bucketSep+"n").Result()
-	if err != nil {
-		return err
-	}
-	for _, id := range ids {
-		if len(id) == 8 {
-			if err := rdb.Unlink(ctx, k+bucketSep+id).Err(); err != nil {
-				return err
-			}
-		}
-	}
-	return rdb.Unlink(ctx, k+bucketSep+"n", k).Err()
+	return dropOrderScript.Run(ctx, rdb, []string{k}).Err()
 }
 
 // orderRemScript takes the members ARGV out of the order by member
