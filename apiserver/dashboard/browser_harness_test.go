@@ -152,28 +152,24 @@ func (b *browser) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 // suite's load (-race, every package at once, 2 cores) the browser missed
 // now and then, twice in a row once (the page served in 5 ms). So open
 // marks the page it leaves, starts the navigation from the page and polls
-// until a document without the mark has been parsed: a missed event costs
-// one poll, not the step. A navigation that times out is tried once more.
+// until a document without the mark has been parsed and shows its h1.
+// Each poll has a deadline of its own: an evaluation sent while the old
+// document goes can stay unanswered, and one such poll took the whole
+// step in CI twice in a row (/alerts served in 2 ms both times). A
+// navigation that times out is tried once more; the error says which
+// phase timed out and what the last poll answered.
 func (b *browser) open(path string) {
 	b.t.Helper()
 	target := b.base.String() + path
 	for attempt := 1; ; attempt++ {
 		ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
-		_, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf("window.__certfleetLeft = true; location.assign(%q); true", target)))
-		for err == nil {
-			// Evaluating fails while the old document goes: tried again.
-			arrived, evalErr := chromedp.Run(ctx, chromedp.Evaluate[bool](`!window.__certfleetLeft && document.readyState !== "loading"`))
-			if evalErr == nil && arrived {
-				break
-			}
-			if ctx.Err() != nil {
-				err = ctx.Err()
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		err := b.poll(ctx, "start the navigation", fmt.Sprintf("window.__certfleetLeft = true; location.assign(%q); true", target))
 		if err == nil {
-			err = chromedp.Do(ctx, chromedp.WaitVisible("h1"))
+			err = b.poll(ctx, "wait for the new page's h1", `(() => {
+				if (window.__certfleetLeft || document.readyState === "loading") return false;
+				const h = document.querySelector("h1");
+				return h !== null && h.getClientRects().length > 0;
+			})()`)
 		}
 		cancel()
 		if err == nil {
@@ -183,6 +179,34 @@ func (b *browser) open(path string) {
 			b.t.Fatalf("browser: open %s: %v", path, err)
 		}
 		b.t.Logf("browser: open %s: %v; once more", path, err)
+	}
+}
+
+// pollTimeout bounds one evaluation of poll.
+const pollTimeout = 2 * time.Second
+
+// poll evaluates expr until it answers true or ctx ends, each evaluation
+// under its own pollTimeout. Errors of single evaluations (the document
+// going away under one) only mean another try.
+func (b *browser) poll(ctx context.Context, phase, expr string) error {
+	var last error
+	for {
+		pctx, cancel := context.WithTimeout(ctx, pollTimeout)
+		ok, err := chromedp.Run(pctx, chromedp.Evaluate[bool](expr))
+		cancel()
+		if err == nil && ok {
+			return nil
+		}
+		if err != nil {
+			last = err
+		} else {
+			last = errors.New("answered false")
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (last poll: %v)", phase, ctx.Err(), last)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 
