@@ -183,34 +183,69 @@ local function ob_plain(K)
   end
   return p
 end
--- ob_convert rewrites the plain sorted set K as a bucketed order of F
--- members a bucket (scored: by score and member; else by member).
--- Returns the buckets written.
-local function ob_convert(K, scored, F)
-  local tmp = K .. OB_SEP .. 'p'
-  redis.call('RENAME', K, tmp)
-  local n, id = redis.call('ZCARD', tmp), 0
-  for a = 0, n - 1, F do
-    local got = redis.call('ZRANGE', tmp, a, a + F - 1, 'WITHSCORES')
+-- ob_start makes the plain sorted set K a bucketed order of one bucket,
+-- itself (a RENAME, whatever its size), marked as the bucket being split
+-- ('~' in the sizes), which ob_peel splits; every ob_* function reads
+-- and writes the order meanwhile, as any bucketed order (ob_add leaves
+-- the marked bucket's size to ob_peel).
+local function ob_start(K)
+  local n, id = redis.call('ZCARD', K), string.format('%08x', 1)
+  redis.call('RENAME', K, K .. OB_SEP .. id)
+  redis.call('ZADD', K, 0, OB_FIRST .. id)
+  redis.call('HSET', K .. OB_N, id, n, '#', n, '+', 1, '~', id)
+  OB_P[K], OB_D[K] = false, nil
+end
+-- ob_peel moves up to S buckets of F members each off the top of K's
+-- bucket being split ('~') into buckets of their own; once it holds at
+-- most F, it is written afresh (a zset once past the listpack's limit
+-- stays a skiplist however small it gets) and the split is over.
+-- Returns how many members past F it still holds (0: over).
+local function ob_peel(K, scored, F, S)
+  local id = redis.call('HGET', K .. OB_N, '~')
+  if not id then return 0 end
+  local B = K .. OB_SEP .. id
+  OB_D[K] = nil
+  if not redis.call('HGET', K .. OB_N, id) then
+    -- Emptied by removals meanwhile (ob_rem deleted it).
+    redis.call('HDEL', K .. OB_N, '~')
+    return 0
+  end
+  local n = redis.call('ZCARD', B)
+  for _ = 1, S do
+    if n <= F then break end
+    local got = redis.call('ZRANGE', B, -F, -1, 'WITHSCORES')
+    redis.call('ZREMRANGEBYRANK', B, -F, -1)
     local args = {}
     for i = 1, #got, 2 do
       args[#args + 1] = got[i + 1]
       args[#args + 1] = got[i]
     end
-    id = id + 1
-    local h = string.format('%08x', id)
-    redis.call('ZADD', K .. OB_SEP .. h, unpack(args))
-    local lo = OB_FIRST
-    if a > 0 then
-      if scored then lo = ob_pos(tonumber(got[2]), got[1]) else lo = ob_pos(nil, got[1]) end
-    end
-    redis.call('ZADD', K, 0, lo .. h)
-    redis.call('HSET', K .. OB_N, h, #got / 2)
+    local nid = string.format('%08x', redis.call('HINCRBY', K .. OB_N, '+', 1))
+    redis.call('ZADD', K .. OB_SEP .. nid, unpack(args))
+    local lo
+    if scored then lo = ob_pos(tonumber(got[2]), got[1]) else lo = ob_pos(nil, got[1]) end
+    redis.call('ZADD', K, 0, lo .. nid)
+    n = n - #got / 2
+    redis.call('HSET', K .. OB_N, nid, #got / 2, id, n)
   end
-  redis.call('HSET', K .. OB_N, '#', n, '+', id)
-  redis.call('DEL', tmp)
-  OB_P[K], OB_D[K] = false, nil
-  return id
+  if n > F then return n - F end
+  local got = redis.call('ZRANGE', B, 0, -1, 'WITHSCORES')
+  local args = {}
+  for i = 1, #got, 2 do
+    args[#args + 1] = got[i + 1]
+    args[#args + 1] = got[i]
+  end
+  redis.call('DEL', B)
+  redis.call('ZADD', B, unpack(args))
+  redis.call('HDEL', K .. OB_N, '~')
+  return 0
+end
+-- ob_convert rewrites the plain sorted set K as a bucketed order of F
+-- members a bucket (scored: by score and member; else by member), in
+-- one step: ob_start and every ob_peel.
+local function ob_convert(K, scored, F)
+  ob_start(K)
+  ob_peel(K, scored, F, math.huge)
 end
 -- ob_fill makes the plain sorted set K, written in bulk (ZADD), an order
 -- again: bucketed when past OB_CAP, three quarters full.
@@ -258,7 +293,7 @@ local function ob_add(K, s, m)
   OB_D[K] = nil
   redis.call('HINCRBY', K .. OB_N, '#', 1)
   local n = redis.call('HINCRBY', K .. OB_N, id, 1)
-  if n > OB_CAP then
+  if n > OB_CAP and redis.call('HGET', K .. OB_N, '~') ~= id then
     local nid, lm, ls = ob_split(K, B, id, n)
     local lo
     if s then lo = ob_pos(tonumber(ls), lm) else lo = ob_pos(nil, lm) end
@@ -537,15 +572,22 @@ end
 `
 }
 
-// bucketOrderLua rewrites the plain sorted set KEYS[1] as a bucketed
-// order of the same members (ARGV[1] "1": score-ordered, else
-// lex-ordered, every score 0), ARGV[2] members a bucket, in one step.
-// Returns the buckets written; 0 when the key is no plain sorted set
-// past the capacity (missing, bucketed already, or small: an order of
-// at most bucketCap members is plain).
+// bucketOrderLua takes a step of rewriting the plain sorted set KEYS[1]
+// as a bucketed order of the same members (ARGV[1] "1": score-ordered,
+// else lex-ordered, every score 0), ARGV[2] members a bucket: the first
+// step makes the set the order's one bucket (ob_start, O(1)), and each
+// step, the first too, moves ARGV[3] buckets off it (ob_peel). Returns
+// {members left to move (0: done), the order's buckets}; {0, 0} when the
+// key is no plain sorted set past the capacity and no order being
+// split (missing, bucketed already, or small: an order of at most
+// bucketCap members is plain).
 const bucketOrderLua = `
-if not ob_plain(KEYS[1]) or redis.call('TYPE', KEYS[1]).ok ~= 'zset' or redis.call('ZCARD', KEYS[1]) <= OB_CAP then return 0 end
-return ob_convert(KEYS[1], ARGV[1] == '1', tonumber(ARGV[2]))
+local K, scored, F, S = KEYS[1], ARGV[1] == '1', tonumber(ARGV[2]), tonumber(ARGV[3])
+if ob_plain(K) then
+  if redis.call('TYPE', K).ok ~= 'zset' or redis.call('ZCARD', K) <= OB_CAP then return {0, 0} end
+  ob_start(K)
+elseif not redis.call('HGET', K .. OB_N, '~') then return {0, 0} end
+return {ob_peel(K, scored, F, S), redis.call('ZCARD', K)}
 `
 
 var bucketOrderScript = redis.NewScript(bucketLua + bucketOrderLua)
@@ -554,17 +596,32 @@ var bucketOrderScript = redis.NewScript(bucketLua + bucketOrderLua)
 // quarters of bucketCap, so that the next adds split none at once.
 func bucketFill() int { return max(1, bucketCap*3/4) }
 
+// bucketOrderStep is how many buckets a step of BucketOrder writes:
+// some 1,500 members, about a millisecond inside Redis.
+const bucketOrderStep = 16
+
 // BucketOrder rewrites the plain sorted set key (in a tenant's index:
 // its slot's) as a bucketed order of the same members, bucketFill to a
 // bucket; scored tells a score-ordered order from a lex-ordered one
-// (every score 0, ordered by member). It returns the buckets written, 0
+// (every score 0, ordered by member). It returns the order's buckets, 0
 // when key is missing, bucketed already or of at most bucketCap members
-// (which an order keeps plain). One step, which reads the
-// whole set: for an index's rebuild and the memory benchmark.
+// (which an order keeps plain). It goes in steps of bucketOrderStep
+// buckets, so that no step holds Redis for long (one step took 300 ms
+// at 100,000 members); between steps the order is a bucketed one whose
+// first bucket is still big, which the scripts read and write as any
+// (bucketLua's ob_start). A conversion cut short (the process stopped)
+// is taken on by the next call for the key, as the next rebuild's.
 func BucketOrder(ctx context.Context, rdb redis.UniversalClient, key string, scored bool) (int, error) {
-	n, err := bucketOrderScript.Run(ctx, rdb, []string{key}, flag(scored), bucketFill()).Int()
-	if err != nil {
-		return 0, fmt.Errorf("bucket order %s: %w", key, err)
+	for {
+		r, err := bucketOrderScript.Run(ctx, rdb, []string{key}, flag(scored), bucketFill(), bucketOrderStep).Int64Slice()
+		if err != nil {
+			return 0, fmt.Errorf("bucket order %s: %w", key, err)
+		}
+		if len(r) != 2 {
+			return 0, fmt.Errorf("bucket order %s: got %d values, want 2", key, len(r))
+		}
+		if r[0] == 0 {
+			return int(r[1]), nil
+		}
 	}
-	return n, nil
 }

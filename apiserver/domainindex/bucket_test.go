@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -90,6 +91,9 @@ type bucketModel struct {
 	rng      *rand.Rand
 	members  []string
 	ops      map[string]int
+	// splitting: a step-wise conversion (bucketOrderLua) is under way,
+	// its bucket being split may be past the capacity.
+	splitting bool
 }
 
 func (b *bucketModel) run(args ...any) {
@@ -214,9 +218,10 @@ func (b *bucketModel) remove() {
 }
 
 // check reads the buckets as they are: every bucket within the
-// capacity and not empty, its size as the sizes hash says, its members
-// from its lower end up to the next bucket's, the total the sum. It
-// returns how many buckets there are.
+// capacity and not empty (but the one a step-wise conversion is
+// splitting, sizes' "~", while splitting is true), its size as the
+// sizes hash says, its members from its lower end up to the next
+// bucket's, the total the sum. It returns how many buckets there are.
 func (b *bucketModel) check() int {
 	b.t.Helper()
 	entries, err := b.rdb.ZRange(b.ctx, b.key, 0, -1).Result()
@@ -235,6 +240,9 @@ func (b *bucketModel) check() int {
 		}
 		return 0
 	}
+	if _, ok := sizes["~"]; ok && !b.splitting {
+		b.t.Fatalf("bucket %s still marked as being split", sizes["~"])
+	}
 	var los [][]byte
 	for i, e := range entries {
 		if len(e) < 10 {
@@ -252,12 +260,13 @@ func (b *bucketModel) check() int {
 		if err != nil {
 			b.t.Fatal(err)
 		}
-		if len(zs) == 0 || len(zs) > b.capacity || sizes[id] != strconv.Itoa(len(zs)) {
+		big := b.splitting && sizes["~"] == id
+		if len(zs) == 0 || (len(zs) > b.capacity && !big) || sizes[id] != strconv.Itoa(len(zs)) {
 			b.t.Fatalf("bucket %s holds %d, sizes say %q (capacity %d)", id, len(zs), sizes[id], b.capacity)
 		}
 		// Within Redis's default zset-max-listpack-entries (the members
 		// are short): a listpack, also after splits.
-		if enc := b.rdb.ObjectEncoding(b.ctx, b.key+bucketSep+id).Val(); enc != "listpack" {
+		if enc := b.rdb.ObjectEncoding(b.ctx, b.key+bucketSep+id).Val(); enc != "listpack" && !big {
 			b.t.Fatalf("bucket %s of %d members is a %s", id, len(zs), enc)
 		}
 		total += len(zs)
@@ -392,13 +401,50 @@ func TestBucketOrder(t *testing.T) {
 				if err := rdb.Copy(ctx, b.ref, b.key, 0, false).Err(); err != nil {
 					t.Fatal(err)
 				}
+				// Step by step, a bucket a step, as BucketOrder goes: first
+				// alone (the buckets it writes), then on a copy with adds,
+				// removals and reads between the steps, answered as the
+				// plain set answers.
 				fill := max(1, capacity*3/4)
-				n, err := redis.NewScript(bucketLuaOf(capacity)+bucketOrderLua).Run(ctx, rdb, []string{b.key}, flag(scored), fill).Int()
-				if err != nil || n != (len(b.members)+fill-1)/fill {
-					t.Fatalf("rewrote %d members in %d buckets of %d (%v)", len(b.members), n, fill, err)
+				step := redis.NewScript(bucketLuaOf(capacity) + bucketOrderLua)
+				convert := func(key string, between func()) (steps, buckets int) {
+					for {
+						r, err := step.Run(ctx, rdb, []string{key}, flag(scored), fill, 1).Int64Slice()
+						if err != nil {
+							t.Fatal(err)
+						}
+						steps++
+						if r[0] == 0 {
+							return steps, int(r[1])
+						}
+						between()
+					}
 				}
-				if got := b.check(); got != n {
-					t.Fatalf("%d buckets, rewrote %d", got, n)
+				alone := tag + "ix:a"
+				if err := rdb.Copy(ctx, b.ref, alone, 0, false).Err(); err != nil {
+					t.Fatal(err)
+				}
+				want := (len(b.members) + fill - 1) / fill
+				if steps, n := convert(alone, func() {}); n != want || steps != want-1 {
+					t.Fatalf("rewrote %d members in %d buckets of %d in %d steps, want %d buckets", len(b.members), n, fill, steps, want)
+				}
+				b.splitting = true
+				steps, n := convert(b.key, func() {
+					for range 3 {
+						switch b.rng.IntN(4) {
+						case 0:
+							b.add()
+						case 1:
+							b.remove()
+						default:
+							b.query()
+						}
+					}
+					b.check()
+				})
+				b.splitting = false
+				if got := b.check(); got != n || steps < 2 {
+					t.Fatalf("%d buckets, rewrote %d in %d steps", got, n, steps)
 				}
 				for range 300 {
 					b.query()
@@ -564,5 +610,70 @@ func TestBucketedOrderDeletedOutside(t *testing.T) {
 	sizes, _ := rdb.HLen(ctx, b.key+bucketSep+"n").Result()
 	if int64(len(keys)) != sizes { // the directory and sizes, a bucket per size but "#" and "+"
 		t.Fatalf("%d keys for %d buckets: old ones left", len(keys), sizes-2)
+	}
+}
+
+// BenchmarkBucketOrderSteps converts an order of 100,000 members
+// (hostname members, as the registry's keyHost) in one step, the
+// baseline, and in BucketOrder's steps of bucketOrderStep buckets: the
+// longest a script held Redis (the slow log's time of its longest
+// call) and the whole conversion's time.
+func BenchmarkBucketOrderSteps(b *testing.B) {
+	rdb := testenv.Redis(b).Client(b)
+	ctx := context.Background()
+	const n = 100000
+	rng := rand.New(rand.NewPCG(5, 6))
+	src := "{bo}src"
+	for i := 0; i < n; i += 1000 {
+		var zs []redis.Z
+		for j := i; j < min(n, i+1000); j++ {
+			zs = append(zs, redis.Z{Member: fmt.Sprintf("www%d.shop%d.example 00443 %016x", rng.IntN(1e6), j%37, rng.Uint64())})
+		}
+		if err := rdb.ZAdd(ctx, src, zs...).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		step int
+	}{{"one_step", 1 << 30}, {"steps", bucketOrderStep}} {
+		b.Run(c.name, func(b *testing.B) {
+			var longest time.Duration
+			for range b.N {
+				b.StopTimer()
+				key := "{bo}" + c.name
+				if err := rdb.Copy(ctx, src, key, 0, true).Err(); err != nil {
+					b.Fatal(err)
+				}
+				rdb.ConfigSet(ctx, "slowlog-log-slower-than", "0")
+				rdb.SlowLogReset(ctx)
+				b.StartTimer()
+				for {
+					r, err := bucketOrderScript.Run(ctx, rdb, []string{key}, "0", bucketFill(), c.step).Int64Slice()
+					if err != nil {
+						b.Fatal(err)
+					}
+					if r[0] == 0 {
+						break
+					}
+				}
+				b.StopTimer()
+				logs, err := rdb.SlowLogGet(ctx, -1).Result()
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, l := range logs {
+					if len(l.Args) > 0 && strings.EqualFold(l.Args[0], "evalsha") && l.Duration > longest {
+						longest = l.Duration
+					}
+				}
+				rdb.ConfigSet(ctx, "slowlog-log-slower-than", "10000")
+				if err := dropOrder(ctx, rdb, key); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(longest.Microseconds())/1000, "ms-longest-step")
+		})
 	}
 }
