@@ -1168,13 +1168,10 @@ else
     seqs[1] = {key, false, a, b, desc, alone}
     seqs[2] = {null, true, 0, nulls, false, tagOrd ~= nil and #sources == 1}
   end
-  -- lowerBound: how many of seq's members come before {score, member}
-  -- in ascending order, and whether it holds it.
+  -- lowerBound: how many of the scored seq's members come before
+  -- {score, member} in ascending order, and whether it holds it.
   local function lowerBound(seq, score, member)
     local key = seq[1]
-    if seq[2] then
-      return ob_lexcount(key, '-', '(' .. member), ob_has(key, nil, member)
-    end
     local r = redis.call('ZRANK', key, member)
     if r and tonumber(redis.call('ZSCORE', key, member)) == score then return r, true end
     local n = redis.call('ZCOUNT', key, '-inf', '(' .. score)
@@ -1188,20 +1185,75 @@ else
     end
   end
   local skip, walked, gaveUp = offset, 0, false
+  -- take matches a chunk of seq's members, got, in list order, and adds
+  -- those that pass to the page (after skipping what the offset skips).
+  local function take(p, seq, got, all)
+    local n = #got
+    walked = walked + n
+    local ids, hosts, isHost = {}, {}, seq[2] and sort == 'hostname'
+    for j = 1, n do
+      ids[j] = got[j]
+      if isHost then
+        ids[j] = idOf(got[j])
+        if not set then hosts[j] = hostOf(got[j]) end
+      end
+    end
+    local ok
+    if set then
+      ok = {}
+      for j = 1, n do ok[j] = set[ids[j]] == true end
+    elseif not all then ok = matchAll(ids, hosts) end
+    for j = 1, n do
+      if not ok or ok[j] then
+        if skip > 0 then skip = skip - 1
+        else
+          out[#out + 1] = ids[j]
+          keys[#keys + 1] = {p, seq, got[j]}
+          if #out > limit then return end
+        end
+      end
+    end
+  end
   for phase, seq in ipairs(seqs) do
     local p = phase - 1
     if #out > limit or gaveUp then break end
-    if not hasCur or p >= cphase then
+    local all = #sources == 0 or seq[6]
+    if (not hasCur or p >= cphase) and seq[2] then
+      -- A seq ordered by member (a bucketed order past 128 members) is
+      -- walked by position: from the cursor's member (exclusive), a
+      -- chunk after the last member read, so that a page reads the
+      -- buckets it crosses, not the directory's sizes for ranks. Only
+      -- an offset (page-number paging: no cursor) counts ranks, once.
+      local lo, hi, n = '-', '+', seq[4]
+      if hasCur and p == cphase then
+        if seq[5] then hi = '(' .. cmember else lo = '(' .. cmember end
+      elseif all and skip > 0 and n > 0 then
+        if skip >= n then skip, n = skip - n, 0
+        else
+          local r = skip
+          if seq[5] then r = n - 1 - skip end
+          local m = ob_range(seq[1], r, r)[1]
+          if seq[5] then hi = '[' .. m else lo = '[' .. m end
+          skip = 0
+        end
+      end
+      while n > 0 and #out <= limit do
+        -- A walk past its cap sorts its candidates instead.
+        if capWalk and walked >= capWalk then gaveUp = true; break end
+        local got = ob_bylex(seq[1], lo, hi, seq[5], 0, CHUNK)
+        if #got == 0 then break end
+        take(p, seq, got, all)
+        if seq[5] then hi = '(' .. got[#got] else lo = '(' .. got[#got] end
+      end
+    elseif not hasCur or p >= cphase then
       local pos
       if hasCur and p == cphase then
-        local lb, found
-        if seq[2] then lb, found = lowerBound(seq, 0, cmember) else lb, found = lowerBound(seq, cscore, cmember) end
+        local lb, found = lowerBound(seq, cscore, cmember)
         if seq[5] then pos = lb - 1 elseif found then pos = lb + 1 else pos = lb end
       elseif seq[5] then pos = seq[4] - 1 else pos = seq[3] end
       -- A cursor outside the sequence's ranks (a range moved with the
       -- clock) starts at its edge: what lies outside cannot match.
       if seq[5] then pos = math.min(pos, seq[4] - 1) else pos = math.max(pos, seq[3]) end
-      local all = #sources == 0 or seq[6]
       while #out <= limit do
         -- A walk past its cap sorts its candidates instead.
         if capWalk and walked >= capWalk then gaveUp = true; break end
@@ -1223,33 +1275,12 @@ else
         -- The chunk's members in list order, matched at once; the scores
         -- are read for the page's last member only.
         local got = ob_range(seq[1], a, b)
-        local n = #got
-        walked = walked + n
-        local ids, hosts, ms, isHost = {}, {}, {}, seq[2] and sort == 'hostname'
-        for j = 1, n do
-          local m = got[j]
-          if seq[5] then m = got[n + 1 - j] end
-          ms[j], ids[j] = m, m
-          if isHost then
-            ids[j] = idOf(m)
-            if not set then hosts[j] = hostOf(m) end
-          end
+        if seq[5] then
+          local r = {}
+          for j = #got, 1, -1 do r[#r + 1] = got[j] end
+          got = r
         end
-        local ok
-        if set then
-          ok = {}
-          for j = 1, n do ok[j] = set[ids[j]] == true end
-        elseif not all then ok = matchAll(ids, hosts) end
-        for j = 1, n do
-          if not ok or ok[j] then
-            if skip > 0 then skip = skip - 1
-            else
-              out[#out + 1] = ids[j]
-              keys[#keys + 1] = {p, seq, ms[j]}
-              if #out > limit then break end
-            end
-          end
-        end
+        take(p, seq, got, all)
         if seq[5] then pos = a - 1 else pos = b + 1 end
       end
     end
