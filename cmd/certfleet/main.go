@@ -217,9 +217,10 @@ var (
 // cluster still forming) waits for it rather than exiting, which an
 // orchestrator would turn into a crash loop with growing back-off: it
 // logs a warning, then pings as redisRetry says, logging again at most
-// every redisWaitLogEvery. Any other error (a wrong password, a TLS
-// mismatch) is a misconfiguration no wait fixes and is returned at once,
-// as is ctx's error when ctx ends.
+// every redisWaitLogEvery. Any other error (a missing or wrong password,
+// a database Redis does not have) is a misconfiguration no wait fixes and
+// is returned at once, as is ctx's error when ctx ends. (rediss:// to a
+// server without TLS looks away: it answers nothing to the handshake.)
 func waitRedis(ctx context.Context, rdb redis.UniversalClient, addr string, logger *zap.Logger) error {
 	start := time.Now()
 	var logged time.Time

@@ -174,8 +174,8 @@ func TestRoleWaitStops(t *testing.T) {
 }
 
 // TestRoleRedisMisconfigured: what no wait fixes (a URL that does not
-// parse, a missing or wrong password) still fails the start at once,
-// saying what is wrong.
+// parse, a missing or wrong password, a database the server does not
+// have) still fails the start at once, saying what is wrong.
 func TestRoleRedisMisconfigured(t *testing.T) {
 	rs := testenv.Redis(t)
 	if err := rs.Client(t).ConfigSet(context.Background(), "requirepass", "right").Err(); err != nil {
@@ -188,6 +188,7 @@ func TestRoleRedisMisconfigured(t *testing.T) {
 		{"bad port", "redis://127.0.0.1:notaport/0", "certfleet agent: redis url: "},
 		{"no password", rs.URL, "certfleet agent: redis " + rs.Addr + ": NOAUTH"},
 		{"wrong password", "redis://:wrong@" + rs.Addr + "/0", "certfleet agent: redis " + rs.Addr + ": WRONGPASS"},
+		{"no such database", "redis://:right@" + rs.Addr + "/99", "certfleet agent: redis " + rs.Addr + ": ERR DB index is out of range"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out syncBuffer

@@ -159,8 +159,8 @@ func TestRoleStartsBeforeRedis(t *testing.T) {
 			t.Errorf("got %d warnings that redis does not answer in 3 s, want 1\n%s", n, tail(p.log, 10))
 		}
 
+		back := time.Now() // from the launch: Start returns once Redis answers
 		rs.Start(t)
-		back := time.Now()
 		for status(base+"/readyz") != http.StatusOK {
 			if !p.running() || time.Since(back) > 30*time.Second {
 				t.Fatalf("agent not ready 30 s after redis started (running %v)\n%s", p.running(), tail(p.log, 10))
@@ -179,7 +179,7 @@ func TestRoleStartsBeforeRedis(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		t.Logf("agent ready %s after redis started, in its consumer group %s after", ready.Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
+		t.Logf("agent ready %s after redis was launched, in its consumer group %s after", ready.Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
 		p.stop()
 		if p.err != nil {
 			t.Errorf("agent stopped with %v, want status 0\n%s", p.err, tail(p.log, 10))
