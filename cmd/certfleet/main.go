@@ -9,11 +9,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,6 +25,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/certfleet/certfleet/internal/backoff"
 	"github.com/certfleet/certfleet/internal/health"
 	"github.com/certfleet/certfleet/internal/replicated"
 )
@@ -149,35 +153,128 @@ func newLogger(level string, w io.Writer) (*zap.Logger, error) {
 	return zap.New(core, zap.ErrorOutput(zapcore.Lock(zapcore.AddSync(w)))), nil
 }
 
-func openRedis(ctx context.Context, o *options, poolSize int) (redis.UniversalClient, error) {
-	var (
-		rdb  redis.UniversalClient
-		addr string
-	)
+// newRedis builds the Redis client of the --redis-url and --redis-cluster
+// flags, with at least poolSize connections, and returns it with the
+// address(es) it talks to. It does not connect: a URL that does not parse
+// fails here, anything else at the first command.
+func newRedis(o *options, poolSize int) (redis.UniversalClient, string, error) {
 	if o.RedisCluster {
 		opts, err := redis.ParseClusterURL(o.RedisURL)
 		if err != nil {
-			return nil, fmt.Errorf("redis cluster url: %w", err)
+			return nil, "", fmt.Errorf("redis cluster url: %w", err)
 		}
 		opts.PoolSize = max(opts.PoolSize, poolSize)
 		cc := redis.NewClusterClient(opts)
 		replicated.FollowFailover(cc)
-		rdb, addr = cc, strings.Join(opts.Addrs, ",")
-	} else {
-		opts, err := redis.ParseURL(o.RedisURL)
-		if err != nil {
-			return nil, fmt.Errorf("redis url: %w", err)
-		}
-		opts.PoolSize = max(opts.PoolSize, poolSize)
-		rdb, addr = redis.NewClient(opts), opts.Addr
+		return cc, strings.Join(opts.Addrs, ","), nil
 	}
-	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := rdb.Ping(pingCtx).Err(); err != nil {
+	opts, err := redis.ParseURL(o.RedisURL)
+	if err != nil {
+		return nil, "", fmt.Errorf("redis url: %w", err)
+	}
+	opts.PoolSize = max(opts.PoolSize, poolSize)
+	return redis.NewClient(opts), opts.Addr, nil
+}
+
+// redisPingTimeout bounds one ping of Redis at start.
+const redisPingTimeout = 10 * time.Second
+
+// openRedis connects a tool to Redis: it fails when Redis does not answer
+// within redisPingTimeout, as a command run by hand should. A role waits
+// instead (waitRedis).
+func openRedis(ctx context.Context, o *options, poolSize int) (redis.UniversalClient, error) {
+	rdb, addr, err := newRedis(o, poolSize)
+	if err != nil {
+		return nil, err
+	}
+	if err := pingRedis(ctx, rdb, addr); err != nil {
 		_ = rdb.Close()
-		return nil, fmt.Errorf("redis %s: %w", addr, err)
+		return nil, err
 	}
 	return rdb, nil
+}
+
+// pingRedis pings rdb once, giving up after redisPingTimeout.
+func pingRedis(ctx context.Context, rdb redis.UniversalClient, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, redisPingTimeout)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis %s: %w", addr, err)
+	}
+	return nil
+}
+
+// redisRetry is the pause between pings of a role waiting for Redis at
+// start, and redisWaitLogEvery how often it says it still waits.
+var (
+	redisRetry        = backoff.Policy{Initial: 500 * time.Millisecond, Max: 5 * time.Second}
+	redisWaitLogEvery = 30 * time.Second
+)
+
+// waitRedis pings rdb until it answers (a Redis Cluster: until it serves
+// every slot too). A role started while Redis is away
+// (health.Unavailable: refused, unreachable, timed out, loading; a
+// cluster still forming) waits for it rather than exiting, which an
+// orchestrator would turn into a crash loop with growing back-off: it
+// logs a warning, then pings as redisRetry says, logging again at most
+// every redisWaitLogEvery. Any other error (a missing or wrong password,
+// a database Redis does not have) is a misconfiguration no wait fixes and
+// is returned at once, as is ctx's error when ctx ends. (rediss:// to a
+// server without TLS looks away: it answers nothing to the handshake.)
+func waitRedis(ctx context.Context, rdb redis.UniversalClient, addr string, logger *zap.Logger) error {
+	start := time.Now()
+	var logged time.Time
+	for failures := 1; ; failures++ {
+		err := pingRedis(ctx, rdb, addr)
+		if cc, ok := rdb.(*redis.ClusterClient); ok && err == nil {
+			err = clusterServing(ctx, cc, addr)
+		}
+		if err == nil {
+			if failures > 1 {
+				logger.Info("redis answered: starting", zap.String("addr", addr),
+					zap.Int("attempts", failures), zap.Duration("waited", time.Since(start)))
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !health.Unavailable(ctx, err) && !errors.Is(err, errClusterNotServing) {
+			return err
+		}
+		switch {
+		case logged.IsZero():
+			logger.Warn("redis not answering at start: waiting for it", zap.String("addr", addr), zap.Error(err))
+			logged = time.Now()
+		case time.Since(logged) >= redisWaitLogEvery:
+			logger.Warn("still waiting for redis", zap.String("addr", addr), zap.Duration("waited", time.Since(start)),
+				zap.Int("attempts", failures), zap.Error(err))
+			logged = time.Now()
+		}
+		if !backoff.Sleep(ctx, redisRetry.Delay(failures)) {
+			return ctx.Err()
+		}
+	}
+}
+
+// errClusterNotServing is a Redis Cluster whose nodes answer PING but do
+// not serve every slot yet (cluster_state is not ok), as while restarted
+// nodes find each other: every command on a key fails CLUSTERDOWN then.
+var errClusterNotServing = errors.New("cluster_state not ok: not every slot is served yet")
+
+// clusterServing tells whether a node of cc reports the cluster as
+// serving every slot.
+func clusterServing(ctx context.Context, cc *redis.ClusterClient, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, redisPingTimeout)
+	defer cancel()
+	info, err := cc.ClusterInfo(ctx).Result()
+	if err != nil {
+		return fmt.Errorf("redis cluster %s: %w", addr, err)
+	}
+	if !strings.Contains(info, "cluster_state:ok") {
+		return fmt.Errorf("redis cluster %s: %w", addr, errClusterNotServing)
+	}
+	return nil
 }
 
 // group runs actors until the first one returns or a signal arrives, then
@@ -187,11 +284,27 @@ type group struct {
 	ctx context.Context
 	// health answers /healthz and /readyz on the process's listeners.
 	health *health.Registry
+	// running is set once run starts the actors: until then the role is
+	// still starting (waiting for Redis, building indexes) and not ready.
+	running atomic.Bool
+	// closers shut down what serves before the group runs, should the
+	// role return before it does.
+	closers []func()
 }
+
+// errStarting is the readiness problem of a role that has not started
+// its parts yet.
+var errStarting = errors.New("the role is still starting")
 
 func newGroup(ctx context.Context) *group {
 	gr := &group{ctx: ctx, health: health.New()}
 	gr.g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
+	gr.health.Ready("start", func(context.Context) error {
+		if !gr.running.Load() {
+			return errStarting
+		}
+		return nil
+	})
 	return gr
 }
 
@@ -206,24 +319,50 @@ func (gr *group) register(c interface{ Register(*health.Registry) }) {
 	c.Register(gr.health)
 }
 
-// addHTTP serves h on addr until the group stops, then shuts it down
-// gracefully.
-func (gr *group) addHTTP(addr string, h http.Handler, logger *zap.Logger) {
-	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	gr.g.Add(func() error {
-		logger.Info("listening", zap.String("addr", addr))
-		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("listen %s: %w", addr, err)
-		}
-		return nil
-	}, func(error) {
+// addHTTP listens on addr and serves h from now on, so that a listener
+// added before the role's parts (the metrics listener) answers /healthz
+// and /readyz while the role still starts; it serves until the group
+// stops, then shuts down gracefully. A port that cannot be bound fails
+// here, at once.
+func (gr *group) addHTTP(addr string, h http.Handler, logger *zap.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	var serveErr error
+	served := make(chan struct{})
+	logger.Info("listening", zap.String("addr", addr))
+	go func() {
+		serveErr = srv.Serve(ln)
+		close(served)
+	}()
+	shutdown := sync.OnceFunc(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
 	})
+	gr.closers = append(gr.closers, shutdown)
+	gr.g.Add(func() error {
+		<-served
+		if !errors.Is(serveErr, http.ErrServerClosed) {
+			return fmt.Errorf("serve %s: %w", addr, serveErr)
+		}
+		return nil
+	}, func(error) { shutdown() })
+	return nil
+}
+
+// close shuts down what the group serves: a no-op after run, which does
+// it when the group stops; for a role that returns before it runs.
+func (gr *group) close() {
+	for _, c := range gr.closers {
+		c()
+	}
 }
 
 func (gr *group) run() error {
+	gr.running.Store(true)
 	err := gr.g.Run()
 	var sig run.SignalError
 	if errors.As(err, &sig) || (errors.Is(err, context.Canceled) && gr.ctx.Err() != nil) {

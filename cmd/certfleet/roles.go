@@ -6,7 +6,10 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"os/signal"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -100,14 +103,48 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	gr := newGroup(ctx)
+	defer gr.close()
+	// The metrics listener serves from the start, so that a role waiting
+	// for Redis answers /healthz (alive) and /readyz (not ready, and why).
+	if o.MetricsListen != "" {
+		if err := gr.addHTTP(o.MetricsListen, metricsHandler(role, gr.health), logger); err != nil {
+			return err
+		}
+	}
 	// Stream consumers read without blocking (events/stream), so each
 	// holds at most one connection at a time; the API's requests and the
 	// notifier's workers take the rest.
-	rdb, err := openRedis(ctx, o, 64)
+	rdb, redisAddr, err := newRedis(o, 64)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
+	// Dependencies only count for readiness: a Redis or ClickHouse blip
+	// must restart nothing. Until Redis first answered the check says so.
+	var redisConnected atomic.Bool
+	gr.health.Ready("redis", health.PingFunc(func(ctx context.Context) error {
+		err := rdb.Ping(ctx).Err()
+		if err != nil && !redisConnected.Load() {
+			return fmt.Errorf("%w: %w", health.ErrNotConnected, err)
+		}
+		return err
+	}))
+	// Redis away at start is waited for, as ClickHouse is below, instead
+	// of a crash loop. SIGINT or SIGTERM end the wait as they stop a
+	// running role: the group's handler listens only once it runs.
+	waitCtx, stopSignals := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	err = waitRedis(waitCtx, rdb, redisAddr, logger)
+	stopped := waitCtx.Err() != nil
+	stopSignals()
+	if stopped {
+		logger.Info("stopped before redis answered")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	redisConnected.Store(true)
 
 	var conn driver.Conn
 	if role == "all" || role == "coordinator" || role == "apiserver" {
@@ -126,7 +163,6 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		defer conn.Close()
 	}
 
-	gr := newGroup(ctx)
 	if role == "all" || role == "coordinator" || role == "apiserver" {
 		// A binary older than the data stops rather than misread it
 		// (internal/layout); a newer one started beside this one stops it.
@@ -135,9 +171,6 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		}
 		gr.add(func(ctx context.Context) error { return layout.Watch(ctx, rdb, layout.Generation, layoutWatchEvery) })
 	}
-	// Dependencies only count for readiness: a Redis or ClickHouse blip
-	// must restart nothing.
-	gr.health.Ready("redis", health.PingFunc(func(ctx context.Context) error { return rdb.Ping(ctx).Err() }))
 	// Scans are scheduled and statuses computed on this host's clock,
 	// leases and limits on Redis's: certfleet_clock_offset_seconds shows
 	// how far apart they are.
@@ -237,9 +270,6 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		if err := addRegistrationWorker(gr, o, rdb, logger); err != nil {
 			return err
 		}
-	}
-	if o.MetricsListen != "" {
-		gr.addHTTP(o.MetricsListen, metricsHandler(role, gr.health), logger)
 	}
 	logger.Info("started")
 	err = gr.run()

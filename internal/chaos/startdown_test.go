@@ -3,10 +3,20 @@ package chaos
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/certfleet/certfleet/agent"
+	"github.com/certfleet/certfleet/events"
+	"github.com/certfleet/certfleet/internal/testenv"
 )
 
 // TestClickHouseDownAtStart restarts the apiserver and the coordinator
@@ -88,4 +98,118 @@ func TestClickHouseDownAtStart(t *testing.T) {
 		scanned.Round(time.Millisecond), ready.Round(time.Millisecond), stored.Round(time.Millisecond), before.Round(time.Millisecond))
 	time.Sleep(s.load)
 	f.landed("after clickhouse down at start")
+}
+
+// TestRoleStartsBeforeRedis starts an agent process while nothing listens
+// on its Redis port, as after a node reboot where the role's pod comes up
+// before Redis's: it stays up instead of exiting into a crash loop, its
+// metrics listener answers /healthz 200 and /readyz 503 naming Redis,
+// and it logs one warning; once Redis starts on that port it connects by
+// itself, turns ready and joins its consumer group. SIGTERM while it
+// waits stops it at once with status 0, as it stops a running role.
+func TestRoleStartsBeforeRedis(t *testing.T) {
+	suite(t)
+	bin := binary(t)
+	dir := t.TempDir()
+	// agentOn runs an agent of region on rs, which is not running, with a
+	// metrics listener, and waits until it answers /healthz; it returns
+	// the process and the listener's base URL.
+	agentOn := func(t *testing.T, rs *testenv.RedisServer, name string) (*proc, string) {
+		t.Helper()
+		metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+		p := &proc{name: name, log: filepath.Join(dir, name+".log"), args: []string{"agent", "--name", name,
+			"--region", region, "--redis-url", rs.URL, "--metrics-listen", metrics, "--shards", strconv.Itoa(shards),
+			"--registration-lookups=false", "--log-level", "info"}}
+		p.run(t, bin)
+		t.Cleanup(p.stop)
+		base := "http://" + metrics
+		started := time.Now()
+		for status(base+"/healthz") != http.StatusOK {
+			if !p.running() || time.Since(started) > 30*time.Second {
+				t.Fatalf("%s started with redis away: running %v, /healthz not 200 after %s\n%s", name,
+					p.running(), time.Since(started).Round(time.Millisecond), tail(p.log, 10))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Logf("%s alive %s after its start with redis away", name, time.Since(started).Round(time.Millisecond))
+		return p, base
+	}
+
+	t.Run("redis comes", func(t *testing.T) {
+		rs := testenv.Redis(t)
+		rs.Stop()
+		p, base := agentOn(t, rs, "agent-early")
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "redis: ping: not connected yet") {
+			t.Errorf("/readyz while redis is away: got %d %s, want 503 naming redis as not connected yet", resp.StatusCode, body)
+		}
+		// Long enough for several pings and back-offs: still up, one
+		// warning.
+		time.Sleep(3 * time.Second)
+		if !p.running() {
+			t.Fatalf("agent exited while redis was away: %v\n%s", p.err, tail(p.log, 10))
+		}
+		b, _ := os.ReadFile(p.log)
+		if n := strings.Count(string(b), "redis not answering at start"); n != 1 {
+			t.Errorf("got %d warnings that redis does not answer in 3 s, want 1\n%s", n, tail(p.log, 10))
+		}
+
+		back := time.Now() // from the launch: Start returns once Redis answers
+		rs.Start(t)
+		for status(base+"/readyz") != http.StatusOK {
+			if !p.running() || time.Since(back) > 30*time.Second {
+				t.Fatalf("agent not ready 30 s after redis started (running %v)\n%s", p.running(), tail(p.log, 10))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		ready := time.Since(back)
+		rdb := rs.Client(t)
+		for {
+			groups, err := rdb.XInfoGroups(context.Background(), events.JobStream(0)).Result()
+			if err == nil && len(groups) == 1 && groups[0].Name == agent.Group(region) {
+				break
+			}
+			if time.Since(back) > 30*time.Second {
+				t.Fatalf("groups of %s 30 s after redis started: %v (%v), want the agent's\n%s", events.JobStream(0), groups, err, tail(p.log, 10))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Logf("agent ready %s after redis was launched, in its consumer group %s after", ready.Round(time.Millisecond), time.Since(back).Round(time.Millisecond))
+		p.stop()
+		if p.err != nil {
+			t.Errorf("agent stopped with %v, want status 0\n%s", p.err, tail(p.log, 10))
+		}
+	})
+
+	t.Run("sigterm while waiting", func(t *testing.T) {
+		rs := testenv.Redis(t)
+		rs.Stop()
+		p, _ := agentOn(t, rs, "agent-stopped")
+		for {
+			b, _ := os.ReadFile(p.log)
+			if strings.Contains(string(b), "redis not answering at start") {
+				break
+			}
+			if !p.running() {
+				t.Fatalf("agent exited while redis was away: %v\n%s", p.err, tail(p.log, 10))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		start := time.Now()
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("agent still running 5 s after SIGTERM while waiting for redis\n%s", tail(p.log, 10))
+		}
+		t.Logf("agent waiting for redis exited %s after SIGTERM: %v", time.Since(start).Round(time.Millisecond), p.err)
+		if p.err != nil {
+			t.Errorf("agent stopped by SIGTERM while waiting for redis: %v, want status 0\n%s", p.err, tail(p.log, 10))
+		}
+	})
 }
