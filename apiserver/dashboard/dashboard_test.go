@@ -187,7 +187,10 @@ func TestRoutesUntouched(t *testing.T) {
 		return fmt.Sprintf("%d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
 	want := get("/no-such-page")
-	for _, path := range []string{"/assets/nope.css", "/assets/", "/assets/sub/style.css"} {
+	if !strings.HasSuffix(want, `{"status":"error","error":"no such endpoint"}`) {
+		t.Errorf("GET /no-such-page: got %q, want 404 no such endpoint", want)
+	}
+	for _, path := range []string{"/assets/nope.css", "/assets/", "/assets/sub/style.css", "/assets/style.css/", "/assets/nope.js?v=1"} {
 		if got := get(path); got != want {
 			t.Errorf("GET %s: got %q, want %q (as /no-such-page)", path, got, want)
 		}
