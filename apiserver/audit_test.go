@@ -361,6 +361,8 @@ func TestAuditAPI(t *testing.T) {
 			{"unknown operation", reader, "operation=drop", 400, `operation must be one of auto_renew, batch, create, delete, download, failed_auth, get, list, renew, revoke, stats; got "drop"`},
 			{"operation in another case", reader, "operation=Create", 400, `; got "Create"`},
 			{"long operation", reader, "operation=" + strings.Repeat("x", 201), 400, "longer than 200"},
+			{"unknown resource type", reader, "resource_type=client_certificate", 400, `resource_type must be one of audit_log, certificate, managed_certificate; got "client_certificate"`},
+			{"long resource type", reader, "resource_type=" + strings.Repeat("x", 201), 400, "longer than 200"},
 			{"repeated parameter", reader, "status=success&status=failure", 400, `"status" given more than once`},
 			{"long filter", reader, "resource_id=" + strings.Repeat("x", 201), 400, "longer than 200"},
 		} {

@@ -533,6 +533,69 @@ func TestUnknownRoutesAnswerInTheirAPIsShape(t *testing.T) {
 	}
 }
 
+// TestWrongMethod: a method a path's routes lack is a 405 with an Allow
+// header naming the methods they have, in the shape of the path's API,
+// on every API and the dashboard alike. The router decides it before any
+// key check, so a request without a key, or with a bad one, gets the same
+// 405, never a 401: CertMate routes with Werkzeug, which raises its 405
+// while matching, before a view's require_auth runs. An unknown path stays
+// a 404 without Allow.
+//
+// GET /api/client-certs/create is not a wrong method: the path is also
+// GET /api/client-certs/<identifier>, and Werkzeug (3.1, CertMate's
+// client-certificates namespace) routes it there as certificate "create",
+// so CertMate answers 401 without a key and 404 "Certificate not found:
+// create" with one. certfleet answers the same; a 405 there would part
+// from CertMate, whose document lists no 405 at all.
+func TestWrongMethod(t *testing.T) {
+	e := newCAEnv(t)
+	key := e.bootstrapKey("ops@example.com", "read", "write")
+	const (
+		certmate405 = `{"error":"method not allowed","code":"METHOD_NOT_ALLOWED","status":405}`
+		keychest405 = `{"status":"error","error":"method not allowed"}`
+		v1405       = `{"error":"method not allowed"}`
+	)
+	for _, tc := range []struct {
+		method, path, allow, body string
+	}{
+		{http.MethodPut, "/api/client-certs/create", "GET, POST", certmate405},
+		{http.MethodDelete, "/api/client-certs/cert-1", "GET", certmate405},
+		{http.MethodPost, "/api/client-certs/stats", "GET", certmate405},
+		{http.MethodGet, "/api/client-certs/cert-1/revoke", "POST", certmate405},
+		{http.MethodPost, "/api/crl/download/pem", "GET", certmate405},
+		{http.MethodGet, "/api/v1.0/servers/add", "POST", keychest405},
+		{http.MethodDelete, "/api/v1/domains", "GET, POST", v1405},
+		{http.MethodGet, "/signout", "POST", keychest405}, // the dashboard: KeyChest's, as its unknown paths
+	} {
+		for _, k := range []string{"", "ssa_not_a_key", key} {
+			code, h, b := e.raw(0, tc.method, tc.path, k, "")
+			if code != http.StatusMethodNotAllowed || h.Get("Allow") != tc.allow || string(b) != tc.body {
+				t.Errorf("%s %s (key %t): got %d Allow %q %s, want 405 Allow %q %s",
+					tc.method, tc.path, k != "", code, h.Get("Allow"), b, tc.allow, tc.body)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		method, path, key string
+		code              int
+		body              string
+	}{
+		{http.MethodGet, "/api/client-certs/create", "", 401, `{"error":"Missing or invalid API key","code":"UNAUTHORIZED","status":401}`},
+		{http.MethodGet, "/api/client-certs/create", key, 404, `{"error":"Certificate not found: create","code":"NOT_FOUND","status":404}`},
+		{http.MethodGet, "/api/client-certs/batch", key, 404, `{"error":"Certificate not found: batch","code":"NOT_FOUND","status":404}`},
+		{http.MethodPost, "/api/client-certs/cert-1/nope", key, 404, `{"error":"no such endpoint","code":"NOT_FOUND","status":404}`},
+		{http.MethodPost, "/api/v1.0/nope", "", 404, `{"status":"error","error":"no such endpoint"}`},
+		{http.MethodDelete, "/api/v1/nope", key, 404, `{"error":"no such endpoint"}`},
+		{http.MethodDelete, "/no-such-page", "", 404, `{"status":"error","error":"no such endpoint"}`},
+	} {
+		code, h, b := e.raw(0, tc.method, tc.path, tc.key, "")
+		if code != tc.code || h.Get("Allow") != "" || string(b) != tc.body {
+			t.Errorf("%s %s (key %t): got %d Allow %q %s, want %d without Allow %s",
+				tc.method, tc.path, tc.key != "", code, h.Get("Allow"), b, tc.code, tc.body)
+		}
+	}
+}
+
 // A panicking handler answers 500 in the shape of its API (styleOf).
 func TestRecoveryAnswersInTheAPIsShape(t *testing.T) {
 	s := &Server{logger: testenv.Logger(t)}

@@ -120,7 +120,11 @@ type Log struct {
 	// routes (Audited, Refusals, registered as the server builds its
 	// routes), failed_auth, and SystemOperations; GET /api/audit refuses
 	// a filter on another (CheckOperation).
-	operations sync.Map
+	operations vocabulary
+	// resourceTypes are the resource types records are made of: those of
+	// the routes, registered with their operations, and
+	// SystemResourceTypes; GET /api/audit refuses a filter on another.
+	resourceTypes vocabulary
 }
 
 // OperationAutoRenew is the operation of an automatic renewal of a client
@@ -131,6 +135,9 @@ const OperationAutoRenew = "auto_renew"
 // (System): known before the first such record is made.
 var SystemOperations = []string{OperationAutoRenew}
 
+// SystemResourceTypes are the resource types of SystemOperations' records.
+var SystemResourceTypes = []string{"certificate"}
+
 // New returns the audit log of cfg (defaults filled in), appending records
 // through rdb and naming their users from store.
 func New(cfg Config, rdb redis.UniversalClient, store *accounts.Store, logger *zap.Logger) (*Log, error) {
@@ -138,45 +145,65 @@ func New(cfg Config, rdb redis.UniversalClient, store *accounts.Store, logger *z
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	l := &Log{cfg: cfg, rdb: rdb, accounts: store, logger: logger.Named("audit")}
+	l := &Log{cfg: cfg, rdb: rdb, accounts: store, logger: logger.Named("audit"),
+		operations: vocabulary{param: "operation"}, resourceTypes: vocabulary{param: "resource_type"}}
 	l.known(events.AuditOperationFailedAuth)
 	l.known(SystemOperations...)
+	l.resourceTypes.add(SystemResourceTypes...)
 	return l, nil
 }
 
 // known adds operations to those CheckOperation accepts.
-func (l *Log) known(operations ...string) {
-	for _, op := range operations {
-		l.operations.Store(op, struct{}{})
-	}
-}
+func (l *Log) known(operations ...string) { l.operations.add(operations...) }
 
 // Operations returns the known operations, sorted.
-func (l *Log) Operations() []string {
-	var ops []string
-	l.operations.Range(func(k, _ any) bool {
-		ops = append(ops, k.(string))
-		return true
-	})
-	slices.Sort(ops)
-	return ops
-}
+func (l *Log) Operations() []string { return l.operations.list() }
 
 // CheckOperation refuses op as a filter when no record can have it: it
 // is not one of Operations. A filter that can only find nothing is a
 // mistyped one, answered 400 like any other unknown value rather than an
 // empty list. "" (no filter) passes.
-func (l *Log) CheckOperation(op string) error {
-	if op == "" {
+func (l *Log) CheckOperation(op string) error { return l.operations.check(op) }
+
+// vocabulary is the values records can have in one field, which a filter
+// on it must be one of.
+type vocabulary struct {
+	param  string // the filter's query parameter, for messages
+	values sync.Map
+}
+
+func (v *vocabulary) add(values ...string) {
+	for _, s := range values {
+		if s != "" { // a record without one; "" is no filter
+			v.values.Store(s, struct{}{})
+		}
+	}
+}
+
+// list returns the values, sorted.
+func (v *vocabulary) list() []string {
+	var out []string
+	v.values.Range(func(k, _ any) bool {
+		out = append(out, k.(string))
+		return true
+	})
+	slices.Sort(out)
+	return out
+}
+
+// check refuses s as a filter unless it is one of the values or "" (no
+// filter), naming s and the values.
+func (v *vocabulary) check(s string) error {
+	if s == "" {
 		return nil
 	}
-	if _, ok := l.operations.Load(op); ok {
+	if _, ok := v.values.Load(s); ok {
 		return nil
 	}
-	if len(op) > maxAuditFilterLen {
-		return fmt.Errorf("parameter %q is longer than %d characters", "operation", maxAuditFilterLen)
+	if len(s) > maxAuditFilterLen {
+		return fmt.Errorf("parameter %q is longer than %d characters", v.param, maxAuditFilterLen)
 	}
-	return fmt.Errorf("operation must be one of %s; got %q", strings.Join(l.Operations(), ", "), op)
+	return fmt.Errorf("%s must be one of %s; got %q", v.param, strings.Join(v.list(), ", "), s)
 }
 
 // auditKey holds the request's *auditState in the gin context.
@@ -218,6 +245,7 @@ func (l *Log) Refusals(operation, resourceType string) gin.HandlerFunc {
 
 func (l *Log) auditor(operation, resourceType string, refusalsOnly bool) gin.HandlerFunc {
 	l.known(operation)
+	l.resourceTypes.add(resourceType)
 	return func(c *gin.Context) {
 		st := &auditState{start: time.Now(), operation: operation, resourceType: resourceType}
 		c.Set(auditKey, st)
@@ -595,10 +623,11 @@ func (l *Log) Query(ctx context.Context, f schema.AuditFilter) ([]schema.AuditRo
 }
 
 // Filter reads GET /api/audit's query parameters from c's request; an
-// unknown or repeated parameter, or a bad value (an operation no record
-// has, CheckOperation), is a 400 naming it. The tenant is left for the
-// caller to set. The dashboard's audit page reads its filter here too, so
-// both refuse the same filters with the same words.
+// unknown or repeated parameter, or a bad value (an operation or a
+// resource type no record has, CheckOperation), is a 400 naming it. The
+// tenant is left for the caller to set. The dashboard's audit page reads
+// its filter here too, so both refuse the same filters with the same
+// words.
 func (l *Log) Filter(c *gin.Context) (schema.AuditFilter, error) {
 	f, err := l.filter(c)
 	if err != nil {
@@ -627,6 +656,9 @@ func (l *Log) filter(c *gin.Context) (schema.AuditFilter, error) {
 		}
 	}
 	if err := l.CheckOperation(f.Operation); err != nil {
+		return f, err
+	}
+	if err := l.resourceTypes.check(f.ResourceType); err != nil {
 		return f, err
 	}
 	if f.Status != "" && f.Status != events.AuditSuccess && f.Status != events.AuditFailure {

@@ -14,9 +14,9 @@ import (
 
 // FuzzFilter feeds query strings to Filter, the reading of GET
 // /api/audit's and the dashboard's audit filter: it never panics, a
-// refusal is a 400, and what it accepts is a known operation and status,
-// filters within their length, a limit within the bounds and times in
-// order.
+// refusal is a 400, and what it accepts is a known operation, resource
+// type and status, filters within their length, a limit within the bounds
+// and times in order.
 func FuzzFilter(f *testing.F) {
 	gin.SetMode(gin.TestMode)
 	for _, q := range []string{
@@ -24,6 +24,7 @@ func FuzzFilter(f *testing.F) {
 		"since=2026-01-02T15:04:05Z&until=2026-01-03T00:00:00%2B02:00", "since=2026-01-02T15:04:05 02:00",
 		"until=2026-01-01T00:00:00Z&since=2026-01-02T00:00:00Z", "resource_id=" + strings.Repeat("x", 201), "foo=1",
 		"status=success&status=failure", "%zz", "resource_type=client_certificate&resource_id=abc",
+		"resource_type=certificate&operation=revoke", "resource_type=" + strings.Repeat("y", 201),
 	} {
 		f.Add(q)
 	}
@@ -45,6 +46,9 @@ func FuzzFilter(f *testing.F) {
 		}
 		if l.CheckOperation(fl.Operation) != nil {
 			t.Fatalf("%q: accepted operation %q", raw, fl.Operation)
+		}
+		if l.resourceTypes.check(fl.ResourceType) != nil {
+			t.Fatalf("%q: accepted resource type %q", raw, fl.ResourceType)
 		}
 		if fl.Status != "" && fl.Status != events.AuditSuccess && fl.Status != events.AuditFailure {
 			t.Fatalf("%q: accepted status %q", raw, fl.Status)

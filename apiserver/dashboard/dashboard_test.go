@@ -1,9 +1,11 @@
 package dashboard_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/url"
 	"strings"
@@ -187,7 +189,10 @@ func TestRoutesUntouched(t *testing.T) {
 		return fmt.Sprintf("%d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
 	want := get("/no-such-page")
-	for _, path := range []string{"/assets/nope.css", "/assets/", "/assets/sub/style.css"} {
+	if !strings.HasSuffix(want, `{"status":"error","error":"no such endpoint"}`) {
+		t.Errorf("GET /no-such-page: got %q, want 404 no such endpoint", want)
+	}
+	for _, path := range []string{"/assets/nope.css", "/assets/", "/assets/sub/style.css", "/assets/style.css/", "/assets/nope.js?v=1"} {
 		if got := get(path); got != want {
 			t.Errorf("GET %s: got %q, want %q (as /no-such-page)", path, got, want)
 		}
@@ -240,23 +245,73 @@ func TestSignInFailuresLimited(t *testing.T) {
 }
 
 // TestOversizedForm: a form over the server's body limit is a 413 saying
-// so, as on the APIs, not a form read as empty (a stale-token 403).
+// so on the dashboard's error page, as on the APIs, not a form read as
+// empty (a stale-token 403) nor a 400; and it changes nothing: no domain
+// added, no sign-out, no session. URL-encoded, multipart and chunked
+// (no Content-Length, so the limit trips while the form is read) alike.
 func TestOversizedForm(t *testing.T) {
 	e := newEnv(t, envOptions{Configure: func(c *apiserver.Config) { c.MaxBodyBytes = 4096 }})
 	c := e.client(t, e.write)
 	c.get("/domains")
 	big := strings.Repeat("n", 8192)
-	for _, path := range []string{"/domains/add", "/signout"} {
-		code, body := c.post(path, url.Values{"hostname": {"big.example"}, "notes": {big}})
-		if code != http.StatusRequestEntityTooLarge || !strings.Contains(body, "request body too large: at most 4096 bytes") {
-			t.Errorf("POST %s of 8 KiB: got HTTP %d, want 413 saying the limit", path, code)
+	const want = "request body too large: at most 4096 bytes"
+	// send posts body as contentType, chunked when chunked is set, and
+	// checks the answer is the error page's 413.
+	send := func(what, path, contentType string, body []byte, chunked bool) {
+		t.Helper()
+		var r io.Reader = bytes.NewReader(body)
+		if chunked {
+			r = io.MultiReader(r) // neither a *bytes.Reader nor a known length
+		}
+		req, err := http.NewRequest(http.MethodPost, e.URL+path, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", contentType)
+		resp, err := c.http.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") ||
+			!strings.Contains(string(b), `<p class="flash flash-error" role="alert">`+want+`</p>`) {
+			t.Errorf("%s (%d bytes): got HTTP %d %s, want 413 and the error page saying %q",
+				what, len(body), resp.StatusCode, resp.Header.Get("Content-Type"), want)
 		}
 	}
+	form := func(v url.Values) url.Values { v.Set("csrf", c.csrf); return v }
+	const urlencoded = "application/x-www-form-urlencoded"
+	for _, path := range []string{"/domains/add", "/signout"} {
+		body := []byte(form(url.Values{"hostname": {"big.example"}, "notes": {big}}).Encode())
+		send("POST "+path, path, urlencoded, body, false)
+		send("chunked POST "+path, path, urlencoded, body, true)
+	}
+	var mp bytes.Buffer
+	w := multipart.NewWriter(&mp)
+	for k, v := range form(url.Values{"hostname": {"multi.example"}, "notes": {big}}) {
+		_ = w.WriteField(k, v[0])
+	}
+	_ = w.Close()
+	send("multipart POST /domains/add", "/domains/add", w.FormDataContentType(), mp.Bytes(), false)
+
+	// Nothing changed: still signed in (the sign-outs were refused), and
+	// no domain added.
+	if code, _ := c.get("/domains"); code != http.StatusOK {
+		t.Errorf("GET /domains after the refused sign-outs: got HTTP %d, want 200 (still signed in)", code)
+	}
+	if ds, err := e.accounts.ListDomains(context.Background(), e.tenant); err != nil || len(ds) != 0 {
+		t.Errorf("domains after the refused adds: got %d (%v), want none", len(ds), err)
+	}
+
 	anon := e.client(t, "")
 	anon.get("/signin")
 	if code, body := anon.post("/signin", url.Values{"api_key": {e.read}, "next": {big}}); code != http.StatusRequestEntityTooLarge ||
-		!strings.Contains(body, "request body too large") {
+		!strings.Contains(body, want) {
 		t.Errorf("POST /signin of 8 KiB: got HTTP %d, want 413", code)
+	}
+	if code, loc := anon.get("/domains"); code != http.StatusSeeOther || !strings.HasPrefix(loc, "/signin") {
+		t.Errorf("GET /domains after the refused sign-in: got HTTP %d %s, want 303 to /signin (no session)", code, loc)
 	}
 	// Within the limit the form still works.
 	if code, _ := c.post("/domains/add", url.Values{"hostname": {"small.example"}}); code != http.StatusSeeOther {

@@ -35,8 +35,8 @@ func (d *Dashboard) auditLog(r *Request) (any, error) {
 		return out, nil
 	}
 	// GET /api/audit's reading of the query: a filter it refuses (an
-	// unknown operation, a bad status) is the same 400 here, not an empty
-	// list.
+	// unknown operation or resource type, a bad status) is the same 400
+	// here, not an empty list.
 	f, err := d.deps.Audit.Filter(r.Context)
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -491,24 +492,30 @@ func postRaw(t *testing.T, c *client, path string) rawResp {
 }
 
 // TestAuditFilterRefused: a filter GET /api/audit refuses (an operation
-// no record has, a bad status or time) is the same 400, with its reason,
-// on the dashboard's audit page, not an empty list.
+// or resource type no record has, a bad status or time) is the same 400
+// on the dashboard's audit page, its reason in the error flash naming the
+// value given and the values allowed, not an empty list.
 func TestAuditFilterRefused(t *testing.T) {
 	e := newEnv(t, envOptions{ClickHouse: true})
 	c := e.client(t, e.read)
+	flashRE := regexp.MustCompile(`<p class="flash flash-error" role="alert">([^<]*)</p>`)
+	ops := "auto_renew, batch, create, delete, download, failed_auth, get, list, renew, revoke, stats"
 	for _, tc := range []struct {
 		name, query, want string
 	}{
-		{"unknown operation", "operation=nope", `operation must be one of`},
-		{"bad status", "status=maybe", `status must be`},
-		{"bad until", "until=yesterday", `until must be an RFC 3339 time`},
+		{"unknown operation", "operation=nope", "operation must be one of " + ops + "; got &#34;nope&#34;"},
+		{"operation as markup", "operation=%3Cb%3Ex", "; got &#34;&lt;b&gt;x&#34;"},
+		{"unknown resource type", "resource_type=certificates",
+			"resource_type must be one of audit_log, certificate, managed_certificate; got &#34;certificates&#34;"},
+		{"bad status", "status=maybe", "status must be &#34;success&#34; or &#34;failure&#34;, got &#34;maybe&#34;"},
+		{"bad until", "until=yesterday", "until must be an RFC 3339 time such as 2026-01-02T15:04:05Z, got &#34;yesterday&#34;"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, body := c.get("/audit?" + tc.query)
-			if code != http.StatusBadRequest {
-				t.Errorf("GET /audit?%s: got HTTP %d, want 400", tc.query, code)
+			m := flashRE.FindStringSubmatch(body)
+			if code != http.StatusBadRequest || m == nil || !strings.HasSuffix(m[1], tc.want) || strings.Contains(body, "No audit records") {
+				t.Errorf("GET /audit?%s: got HTTP %d, flash %q, want 400, no list and a flash ending %q", tc.query, code, m, tc.want)
 			}
-			mustContain(t, tc.name, body, tc.want)
 		})
 	}
 	if code, body := c.get("/audit?operation=failed_auth&status=failure"); code != http.StatusOK || !strings.Contains(body, "No audit records match") {
