@@ -165,11 +165,7 @@ func (b *browser) open(path string) {
 		ctx, cancel := context.WithTimeout(b.ctx, stepTimeout)
 		err := b.poll(ctx, "start the navigation", fmt.Sprintf("window.__certfleetLeft = true; location.assign(%q); true", target))
 		if err == nil {
-			err = b.poll(ctx, "wait for the new page's h1", `(() => {
-				if (window.__certfleetLeft || document.readyState === "loading") return false;
-				const h = document.querySelector("h1");
-				return h !== null && h.getClientRects().length > 0;
-			})()`)
+			err = b.poll(ctx, "wait for the new page's h1", parsedAnd(`!window.__certfleetLeft && visible("h1")`))
 		}
 		cancel()
 		if err == nil {
@@ -247,35 +243,41 @@ func (b *browser) location() string {
 // landed) and its h1 is shown.
 func (b *browser) waitLocation(part string) {
 	b.t.Helper()
-	b.step("wait for a location with "+part, func(ctx context.Context) error {
-		for {
-			loc, err := chromedp.Run(ctx, chromedp.Location())
-			if err != nil {
-				return err
-			}
-			if strings.Contains(loc, part) {
-				return chromedp.Do(ctx, chromedp.WaitVisible("h1"))
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("at %s: %w", loc, ctx.Err())
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-	})
+	b.arrive("wait for a location with "+part, fmt.Sprintf(`location.href.includes(%q) && visible("h1")`, part))
+}
+
+// arrive waits, polling as open does (a navigation's events are not
+// waited for), until the page has been parsed and the JavaScript
+// condition cond holds; visible(sel) tells whether an element sel
+// matches is shown.
+func (b *browser) arrive(what, cond string) {
+	b.t.Helper()
+	b.step(what, func(ctx context.Context) error { return b.poll(ctx, what, parsedAnd(cond)) })
+}
+
+// parsedAnd is a JavaScript expression: has the page been parsed, and
+// does cond hold? cond may call visible(sel): is an element sel matches
+// shown?
+func parsedAnd(cond string) string {
+	return `(() => {
+		const visible = (sel) => { const e = document.querySelector(sel); return e !== null && e.getClientRects().length > 0; };
+		return document.readyState !== "loading" && (` + cond + `);
+	})()`
 }
 
 // signIn signs in with key through the form.
 func (b *browser) signIn(key string) {
 	b.t.Helper()
 	b.open("/signin")
-	b.do("sign in", chromedp.SendKeys("#api_key", key), chromedp.Submit("#api_key"), chromedp.WaitVisible("header.top"))
+	b.do("sign in", chromedp.SendKeys("#api_key", key), chromedp.Submit("#api_key"))
+	b.arrive("signed in", `visible("header.top")`)
 }
 
 // signOut signs out with the navigation's button.
 func (b *browser) signOut() {
 	b.t.Helper()
-	b.do("sign out", chromedp.Click(`form[action="/signout"] button`), chromedp.WaitVisible("#api_key"))
+	b.do("sign out", chromedp.Click(`form[action="/signout"] button`))
+	b.arrive("signed out", `visible("#api_key")`)
 }
 
 // shot saves the page as docs/screenshots/<name>.png when
