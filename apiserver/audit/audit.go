@@ -135,8 +135,13 @@ const OperationAutoRenew = "auto_renew"
 // (System): known before the first such record is made.
 var SystemOperations = []string{OperationAutoRenew}
 
+// ResourceCertificate is the resource type of a client certificate's
+// records: its routes' (apiserver/clientcerts, the dashboard's pages) and
+// its automatic renewals' (System).
+const ResourceCertificate = "certificate"
+
 // SystemResourceTypes are the resource types of SystemOperations' records.
-var SystemResourceTypes = []string{"certificate"}
+var SystemResourceTypes = []string{ResourceCertificate}
 
 // New returns the audit log of cfg (defaults filled in), appending records
 // through rdb and naming their users from store.

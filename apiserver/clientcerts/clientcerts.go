@@ -154,7 +154,7 @@ func (h *Handler) read(operation string) []gin.HandlerFunc {
 }
 
 // auditResource is the audit log's resource type of client certificates.
-const auditResource = "certificate"
+const auditResource = audit.ResourceCertificate
 
 // Routes serves /api/ca/certificate, /api/client-certs/..., and the
 // revocation routes (revocation.go). The auto-renewal loop is RunRenewal,

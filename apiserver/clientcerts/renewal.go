@@ -88,7 +88,7 @@ func (h *Handler) RenewDue(ctx context.Context) (int, error) {
 				renewed++
 				h.logger.Info("client certificate renewed", zap.String("tenant_id", d.TenantID),
 					zap.String("cert_id", d.ID), zap.String("new_cert_id", cert.ID))
-				_ = h.audit.System(ctx, d.TenantID, audit.OperationAutoRenew, "certificate", d.ID,
+				_ = h.audit.System(ctx, d.TenantID, audit.OperationAutoRenew, auditResource, d.ID,
 					map[string]any{"new_identifier": cert.ID, "serial_number": cert.Serial.String()}, "")
 			case errors.Is(err, clientca.ErrNotDue), errors.Is(err, clientca.ErrRevoked),
 				errors.Is(err, clientca.ErrAlreadyRenewed), errors.Is(err, clientca.ErrNotFound):
@@ -98,7 +98,7 @@ func (h *Handler) RenewDue(ctx context.Context) (int, error) {
 			default:
 				skip[d.ID] = true
 				h.logger.Error("auto-renewal failed", zap.String("tenant_id", d.TenantID), zap.String("cert_id", d.ID), zap.Error(err))
-				_ = h.audit.System(ctx, d.TenantID, audit.OperationAutoRenew, "certificate", d.ID, nil, "automatic renewal failed")
+				_ = h.audit.System(ctx, d.TenantID, audit.OperationAutoRenew, auditResource, d.ID, nil, "automatic renewal failed")
 			}
 		}
 		if !progress || len(due) < limit {

@@ -18,15 +18,15 @@ import (
 // the private CA (the store behind /api/client-certs): list, issue with
 // a generated key, revoke, and download the certificate (read) or its
 // private key (write). Issue, revoke and every download are audit
-// records, as in the API (resource type "certificate").
+// records, as in the API (resource type audit.ResourceCertificate).
 func (d *Dashboard) clientCertsPage() Page {
 	return Page{Path: "/client-certs", Title: "Client certificates", Nav: "Client certs", Template: "clientcerts.html",
 		Get: d.clientCerts,
 		Actions: []Action{
-			{Path: "/client-certs/create", Do: d.createClientCert, Before: d.audited("create", "certificate")},
-			{Path: "/client-certs/:id/revoke", Do: d.revokeClientCert, Before: d.audited("revoke", "certificate")},
+			{Path: "/client-certs/create", Do: d.createClientCert, Before: d.audited("create", audit.ResourceCertificate)},
+			{Path: "/client-certs/:id/revoke", Do: d.revokeClientCert, Before: d.audited("revoke", audit.ResourceCertificate)},
 			{Path: "/client-certs/:id/download/:type", Scope: accounts.ScopeRead, Do: d.downloadClientCert,
-				Before: d.audited("download", "certificate")},
+				Before: d.audited("download", audit.ResourceCertificate)},
 		}}
 }
 
