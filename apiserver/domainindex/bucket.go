@@ -183,6 +183,16 @@ local function ob_plain(K)
   end
   return p
 end
+-- ob_zargs: ZADD's arguments (score, member, ...) for the pairs a to b
+-- (1-based, inclusive) of a WITHSCORES reply (member, score, ...).
+local function ob_zargs(got, a, b)
+  local args = {}
+  for i = 2 * a - 1, 2 * b - 1, 2 do
+    args[#args + 1] = got[i + 1]
+    args[#args + 1] = got[i]
+  end
+  return args
+end
 -- ob_start makes the plain sorted set K a bucketed order of one bucket,
 -- itself (a RENAME, whatever its size), marked as the bucket being split
 -- ('~' in the sizes), which ob_peel splits; every ob_* function reads
@@ -215,13 +225,8 @@ local function ob_peel(K, scored, F, S)
     if n <= F then break end
     local got = redis.call('ZRANGE', B, -F, -1, 'WITHSCORES')
     redis.call('ZREMRANGEBYRANK', B, -F, -1)
-    local args = {}
-    for i = 1, #got, 2 do
-      args[#args + 1] = got[i + 1]
-      args[#args + 1] = got[i]
-    end
     local nid = string.format('%08x', redis.call('HINCRBY', K .. OB_N, '+', 1))
-    redis.call('ZADD', K .. OB_SEP .. nid, unpack(args))
+    redis.call('ZADD', K .. OB_SEP .. nid, unpack(ob_zargs(got, 1, #got / 2)))
     local lo
     if scored then lo = ob_pos(tonumber(got[2]), got[1]) else lo = ob_pos(nil, got[1]) end
     redis.call('ZADD', K, 0, lo .. nid)
@@ -230,13 +235,8 @@ local function ob_peel(K, scored, F, S)
   end
   if n > F then return n - F end
   local got = redis.call('ZRANGE', B, 0, -1, 'WITHSCORES')
-  local args = {}
-  for i = 1, #got, 2 do
-    args[#args + 1] = got[i + 1]
-    args[#args + 1] = got[i]
-  end
   redis.call('DEL', B)
-  redis.call('ZADD', B, unpack(args))
+  redis.call('ZADD', B, unpack(ob_zargs(got, 1, #got / 2)))
   redis.call('HDEL', K .. OB_N, '~')
   return 0
 end
@@ -261,16 +261,9 @@ local function ob_split(K, B, id, n)
   local h = math.floor(n / 2)
   local got = redis.call('ZRANGE', B, 0, -1, 'WITHSCORES')
   local nid = string.format('%08x', redis.call('HINCRBY', K .. OB_N, '+', 1))
-  local lo, hi = {}, {}
-  for i = 1, #got, 2 do
-    local t = hi
-    if i <= 2 * h then t = lo end
-    t[#t + 1] = got[i + 1]
-    t[#t + 1] = got[i]
-  end
   redis.call('DEL', B)
-  redis.call('ZADD', B, unpack(lo))
-  redis.call('ZADD', K .. OB_SEP .. nid, unpack(hi))
+  redis.call('ZADD', B, unpack(ob_zargs(got, 1, h)))
+  redis.call('ZADD', K .. OB_SEP .. nid, unpack(ob_zargs(got, h + 1, #got / 2)))
   redis.call('HSET', K .. OB_N, id, h, nid, n - h)
   return nid, got[2 * h + 1], got[2 * h + 2]
 end
