@@ -245,8 +245,9 @@ func domainKey(tenantID, domainID string) string {
 // list index, which checks a record before indexing it.
 func DomainKey(tenantID, domainID string) string { return domainKey(tenantID, domainID) }
 
-// DomainKeyPrefix starts the key of every domain record of tenantID.
-func DomainKeyPrefix(tenantID string) string { return "domain:" + events.TenantTag(tenantID) + ":" }
+// DomainKeyPrefix starts the key of every domain record of tenantID
+// (domainindex.RecordPrefix, which the index's scripts follow too).
+func DomainKeyPrefix(tenantID string) string { return domainindex.RecordPrefix(tenantID) }
 
 // AlertFieldPrefix begins the fields of a domain record that are not the
 // record's: the alert engine (apiserver/alerts) keeps the domain's alert
@@ -527,13 +528,16 @@ type Usage struct {
 // Usage returns what tenantID uses of its counted quotas, counted as the
 // scripts that enforce them count.
 func (s *Store) Usage(ctx context.Context, tenantID string) (Usage, error) {
+	d, err := domainindex.Count(ctx, s.rdb, tenantID)
+	if err != nil {
+		return Usage{}, err
+	}
 	pipe := s.rdb.Pipeline()
-	d := domainindex.CountCmd(ctx, pipe, tenantID)
 	k := pipe.HLen(ctx, apiKeysKey(tenantID))
 	hk := pipe.SCard(ctx, heldKeysKey(tenantID))
 	hd := pipe.SCard(ctx, tenantHeldDomainsKey(tenantID))
 	if _, err := pipe.Exec(ctx); err != nil {
 		return Usage{}, fmt.Errorf("count domains and keys of %s: %w", tenantID, err)
 	}
-	return Usage{Domains: d.Val() - hd.Val(), APIKeys: k.Val() - hk.Val(), HeldDomains: hd.Val(), HeldAPIKeys: hk.Val()}, nil
+	return Usage{Domains: d - hd.Val(), APIKeys: k.Val() - hk.Val(), HeldDomains: hd.Val(), HeldAPIKeys: hk.Val()}, nil
 }

@@ -218,7 +218,7 @@ if ARGV[13] ~= '' then
   redis.call('SADD', KEYS[6], ARGV[2])
 else
   local limit = ` + quota.LuaLimit(4, 12, quota.Domains) + `
-  if limit > 0 and redis.call('ZCARD', p .. 'created') - held >= limit then return {2, '` + string(quota.Domains) + `', limit} end
+  if limit > 0 and ix_count(p) - held >= limit then return {2, '` + string(quota.Domains) + `', limit} end
 end
 redis.call('HSET', KEYS[2], 'host', ARGV[4], 'tags', ARGV[7], '` + createdField + `', ARGV[9])
 record_tenant(KEYS[2], ARGV[3], ARGV[11])

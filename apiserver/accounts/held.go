@@ -131,7 +131,7 @@ func HeldCmd(ctx context.Context, pipe redis.Pipeliner, tenantID, domainID strin
 // keys, then the event's fields.
 // Returns "ok", "missing" (not the tenant's live key), "stale" (the set
 // changed since it was read) or "quota:<resource>:<limit>".
-var approveScript = redis.NewScript(domainindex.GenLua + `
+var approveScript = redis.NewScript(domainindex.CountLua + domainindex.GenLua + `
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 'missing' end
 local n = tonumber(ARGV[4])
 if redis.call('SCARD', KEYS[2]) ~= n then return 'stale' end
@@ -154,7 +154,7 @@ end
 local p = ` + domainindex.IndexPrefixLua("KEYS[4]") + `
 if moving > 0 then
   local limit = ` + quota.LuaLimit(5, 6, quota.Domains) + `
-  if limit > 0 and redis.call('ZCARD', p .. 'created') - redis.call('SCARD', KEYS[7]) + moving > limit then
+  if limit > 0 and ix_count(p) - redis.call('SCARD', KEYS[7]) + moving > limit then
     return 'quota:` + string(quota.Domains) + `:' .. limit
   end
 end

@@ -82,11 +82,15 @@ var bucketLua = bucketLuaOf(bucketCap)
 //	                                 ZRANGEBYSCORE (desc: ZREVRANGEBYSCORE, from max down to min); count -1 for all
 //	ob_bylex(K, min, max, desc, offset, count)
 //	                                 ZRANGEBYLEX (desc: ZREVRANGEBYLEX)
+//	ob_after(K, s, m, incl, desc, count)
+//	                                 a scored order's members after the position (s, m) (desc: before it), with their scores
 //
 // A script keeps what it read of an order's form (ob_plain) and, for
 // ranks, its directory and sizes (ob_dir) until it writes the order.
 // Only ranks (ob_range, ob_rank) read the whole directory; the others
-// find their buckets by position, a few directory entries a call.
+// find their buckets by position, a few directory entries a call, so
+// that a walk goes by position (ob_bylex, ob_after from the last member
+// read), not by rank.
 func bucketLuaOf(capacity int) string {
 	return `
 local OB_CAP, OB_SEP, OB_MAXS = ` + strconv.Itoa(capacity) + `, '` + bucketSep + `', 999999999999999
@@ -547,6 +551,78 @@ local function ob_byscore(K, min, max, desc, withscores, offset, count)
   end
   local function cnt(key) return redis.call('ZCOUNT', key, min, max) end
   return ob_walk(K, first, last, desc, step, offset or 0, count or -1, read, cnt)
+end
+-- ob_lb: in the plain sorted set Z, the rank of the first member at or
+-- after the position (s, m) in ascending order, and whether m is there
+-- at score s; m nil: the first member of score s or above. Ties at s
+-- are read a chunk at a time (members of one score sort by member).
+local function ob_lb(Z, s, m)
+  if m then
+    local r = redis.call('ZRANK', Z, m)
+    if r and tonumber(redis.call('ZSCORE', Z, m)) == s then return r, true end
+  end
+  local n = redis.call('ZCOUNT', Z, '-inf', '(' .. ob_str(s))
+  if not m then return n, false end
+  while true do
+    local got = redis.call('ZRANGE', Z, n, n + 255, 'WITHSCORES')
+    if #got == 0 then return n, false end
+    for i = 1, #got, 2 do
+      if tonumber(got[i + 1]) ~= s or got[i] > m then return n, false end
+      n = n + 1
+    end
+  end
+end
+-- ob_after: up to count members of the scored order K, with their scores
+-- ({member, score, ...}), in ascending order after the position (s, m),
+-- or (desc) in descending order before it; incl: the position's member
+-- itself too, when there. m nil: from the score s on (desc: from s
+-- down), every member of score s included. A walk reads its next chunk
+-- after the last member read: the buckets it crosses and a few
+-- directory entries, not the sizes a rank needs.
+local function ob_after(K, s, m, incl, desc, count)
+  local out = {}
+  -- from: Z's members from its member of rank r on (desc: from rank r
+  -- down), while the chunk has room.
+  local function from(Z, r)
+    local want = count - #out / 2
+    if want <= 0 then return end
+    local got
+    if desc then
+      if r < 0 then return end
+      got = redis.call('ZRANGE', Z, math.max(0, r - want + 1), r, 'WITHSCORES')
+      for i = #got - 1, 1, -2 do out[#out + 1] = got[i]; out[#out + 1] = got[i + 1] end
+    else
+      got = redis.call('ZRANGE', Z, r, r + want - 1, 'WITHSCORES')
+      for _, v in ipairs(got) do out[#out + 1] = v end
+    end
+  end
+  -- start: the rank in Z to read from (desc: down from).
+  local function start(Z)
+    if desc and not m then return redis.call('ZCOUNT', Z, '-inf', ob_str(s)) - 1 end
+    local r, found = ob_lb(Z, s, m)
+    if desc then
+      if found and incl then return r end
+      return r - 1
+    end
+    if found and not incl then return r + 1 end
+    return r
+  end
+  if ob_plain(K) then
+    from(K, start(K))
+    return out
+  end
+  local e
+  if desc and not m then e = ob_at(K, '(' .. ob_enc(s + 1)) else e = ob_of(K, ob_pos(s, m or '')) end
+  if not e then return out end
+  local first = true
+  for x in ob_iter(K, e, desc) do
+    if #out / 2 >= count then break end
+    local Z = ob_bkey(K, x)
+    if first then from(Z, start(Z)); first = false
+    elseif desc then from(Z, -1 + redis.call('ZCARD', Z))
+    else from(Z, 0) end
+  end
+  return out
 end
 local function ob_bylex(K, min, max, desc, offset, count)
   if ob_plain(K) then

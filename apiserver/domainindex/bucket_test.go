@@ -74,6 +74,27 @@ elseif op == 'bylex' then
   if desc then want = redis.call('ZREVRANGEBYLEX', Z, max, min, 'LIMIT', o, c)
   else want = redis.call('ZRANGEBYLEX', Z, min, max, 'LIMIT', o, c) end
   return both(ob_bylex(K, min, max, desc, o, c), want)
+elseif op == 'after' then
+  -- The plain set read whole, each member's position against (s, m).
+  local s, m, incl, desc, c = tonumber(ARGV[3]), ARGV[4], ARGV[5] == '1', ARGV[6] == '1', tonumber(ARGV[7])
+  if m == '' then m = nil end
+  local all, want = redis.call('ZRANGE', Z, 0, -1, 'WITHSCORES'), {}
+  -- side: -1 before the position, 1 after it, 0 at it; without m every
+  -- member of score s is on the side the walk reads.
+  local function side(x, xs)
+    if xs ~= s then if xs < s then return -1 end return 1 end
+    if not m then if desc then return -1 end return 1 end
+    if x == m then return 0 elseif x < m then return -1 end
+    return 1
+  end
+  local from, to, step = 1, #all - 1, 2
+  if desc then from, to, step = #all - 1, 1, -2 end
+  for i = from, to, step do
+    local r = side(all[i], tonumber(all[i + 1]))
+    if desc then r = -r end
+    if (r > 0 or (r == 0 and incl)) and #want < 2 * c then want[#want + 1] = all[i]; want[#want + 1] = all[i + 1] end
+  end
+  return both(ob_after(K, s, m, incl, desc, c), want)
 end
 return redis.error_reply('unknown op ' .. op)
 `
@@ -184,9 +205,21 @@ func (b *bucketModel) query() {
 		b.run("range", b.rng.IntN(2*n)-n, b.rng.IntN(2*n)-n, ws)
 	default:
 		if b.scored {
-			if b.rng.IntN(2) == 0 {
+			switch b.rng.IntN(3) {
+			case 0:
 				b.run("count", b.bound(), b.bound())
-			} else {
+			case 1:
+				// From a member's position (one there, at its score or
+				// not, or none), or from a score alone.
+				m, sc := "", b.score()
+				if b.rng.IntN(4) > 0 {
+					m = b.member()
+					if at, err := b.rdb.ZScore(b.ctx, b.ref, m).Result(); err == nil && b.rng.IntN(2) == 0 {
+						sc = int64(at)
+					}
+				}
+				b.run("after", sc, m, flag(b.rng.IntN(2) == 0), desc, 1+b.rng.IntN(3*b.capacity))
+			default:
 				b.run("byscore", b.bound(), b.bound(), desc, ws, off, cnt)
 			}
 		} else if b.rng.IntN(2) == 0 {

@@ -3,6 +3,7 @@ package domainindex
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -158,6 +159,21 @@ func Unbucket(ctx context.Context, rdb redis.UniversalClient, key string) error 
 	return rdb.ZAdd(ctx, key, zs...).Err()
 }
 
+// scored names the bucketed orders by score: their positions start with
+// the score (scoreEnc).
+var scored = map[string]bool{keyCreated: true}
+
+// scoreEnc is bucketLua's ob_enc: 16 characters that sort as the whole
+// score s does.
+func scoreEnc(s float64) string {
+	const maxS = 999999999999999
+	n := int64(math.Floor(s))
+	if n >= 0 {
+		return fmt.Sprintf("1%015d", min(n, maxS))
+	}
+	return fmt.Sprintf("0%015d", max(n, -maxS)+maxS+1)
+}
+
 // CheckOrders checks every bucketed order of tenantID's index: each
 // bucket not empty, within the capacity, its size as the sizes hash
 // says and its members from its lower end up to the next one's, the
@@ -186,7 +202,7 @@ func CheckOrders(ctx context.Context, rdb redis.UniversalClient, tenantID string
 			if (i == 0) != (lo == "\x00\x00") {
 				return fmt.Errorf("%q: entry %d %q", k, i, e)
 			}
-			ms, err := rdb.ZRange(ctx, k+bucketSep+id, 0, -1).Result()
+			ms, err := rdb.ZRangeWithScores(ctx, k+bucketSep+id, 0, -1).Result()
 			if err != nil {
 				return err
 			}
@@ -194,8 +210,14 @@ func CheckOrders(ctx context.Context, rdb redis.UniversalClient, tenantID string
 				return fmt.Errorf("%q: bucket %s holds %d, sizes say %q", k, id, len(ms), sizes[id])
 			}
 			total += len(ms)
-			for _, m := range ms {
+			for _, z := range ms {
+				m := z.Member.(string)
 				p := strings.ReplaceAll(m, "\x00", "\x00\x01") + "\x00\x00"
+				if scored[strings.TrimPrefix(k, Prefix(tenantID))] {
+					p = scoreEnc(z.Score) + p
+				} else if z.Score != 0 {
+					return fmt.Errorf("%q: bucket %d holds %q at score %v in an order by member", k, i, m, z.Score)
+				}
 				if i > 0 && p < lo {
 					return fmt.Errorf("%q: bucket %d holds %q below its lower end", k, i, m)
 				}

@@ -56,7 +56,10 @@ const (
 	keySuffix = "sfx"
 	// keyCreated: zset, score created_at unix ms (0 when unknown), member
 	// id: every domain of the tenant is here, so it is the tenant's list
-	// of domain ids and its ZCARD the tenant's domain count.
+	// of domain ids (IDs) and its size the tenant's domain count
+	// (ix_count). A bucketed order past bucketCap members (layout 8),
+	// which answers no score by member: a domain's created_at is read
+	// from its record (ix_created_of).
 	keyCreated = "created"
 	// keySSL: zset, score the earliest notAfter (unix ms) among the view's
 	// certificates, member id: scanned domains that showed a certificate.
@@ -227,8 +230,11 @@ func TagOrderKeys(tenantID, tag string) []string {
 // keyAttOtherNull, the tags' keyTagHost, keyTagSSLNull and
 // keyTagWhoisNull) are bucketed orders (bucketLua) past bucketCap
 // members, so that they stay listpacks under Redis's defaults; the
-// rebuild makes the registry's keyHost one (DropStale).
-const Layout = "7"
+// rebuild makes the registry's keyHost one (DropStale). Layout 8:
+// keyCreated is a bucketed order too (the first order by score), walked
+// by position (ob_after), each domain's created_at read from its record;
+// the rebuild makes the registry's one bucketed (DropStale).
+const Layout = "8"
 
 // NoExpiryMS is the score of a certificate without a well-defined
 // expiration (99991231235959Z): after every real date.

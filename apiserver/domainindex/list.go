@@ -799,7 +799,7 @@ if tier ~= '' then
   att = serves
   if d then due = 1 end
 end
-local N = redis.call('ZCARD', P .. 'created')
+local N = ob_card(P .. 'created')
 -- walkKey, W: the index a walk in the hostname or created_at order
 -- reads, and its size: the attention index's tier when the status filter
 -- says so, which holds every match. On an expiry's sort (the other
@@ -1007,7 +1007,7 @@ local function readPage(sel)
   -- key0(k): the sort key ({phase 0, score, member}) and the id of k0's
   -- entry k.
   local k0, k1, key0 = {}, {}, nil
-  local key = P .. 'created'
+  local key
   if sort == 'ssl_days_remaining' then key = P .. 'ssl' elseif sort == 'whois_days_remaining' then key = P .. 'whois' end
   if sort == 'hostname' then
     local whole = true
@@ -1057,7 +1057,16 @@ local function readPage(sel)
     for _, id in ipairs(sel) do if not seen[id] then k1[#k1 + 1] = id end end
     key0 = function(k) return k, k[3] end
   else
-    local sc = mscore(key, sel)
+    -- created, a bucketed order, answers no score by member: a domain's
+    -- created_at is its record's.
+    local sc
+    if sort == 'created_at' then
+      sc = {}
+      for i, id in ipairs(sel) do
+        local r = redis.call('HMGET', RP .. ix_id(id), 'c', 'created_at')
+        sc[i] = r[1] or r[2]
+      end
+    else sc = mscore(key, sel) end
     for i, id in ipairs(sel) do
       local v = sc[i] or (sort == 'created_at' and '0')
       local s = tonumber(v)
@@ -1130,11 +1139,13 @@ else
     end
   elseif #sources == 0 then total = N
   else total = sources[1].count end
-  -- The index's sequences, in list order: {key, lex, first rank, last
-  -- rank (exclusive), direction, every member matches}.
+  -- The index's sequences, in list order: {key, lex, then in a lex
+  -- sequence its size, in a scored one the lowest score it holds and
+  -- the score it ends below, direction, every member matches}.
+  local INF = math.huge
   local seqs = {}
-  if sort == 'hostname' then seqs[1] = {walkKey, true, 0, W, desc, ordered ~= nil and #sources == 1}
-  elseif sort == 'created_at' then seqs[1] = {walkKey, false, 0, W, desc, ordered ~= nil and #sources == 1}
+  if sort == 'hostname' then seqs[1] = {walkKey, true, W, nil, desc, ordered ~= nil and #sources == 1}
+  elseif sort == 'created_at' then seqs[1] = {walkKey, false, -INF, INF, desc, ordered ~= nil and #sources == 1}
   else
     -- f is the filter over the sort's own key: a status holds only the
     -- scores of its range (an error those of bad from now on), so the
@@ -1151,43 +1162,30 @@ else
     -- in a range of the ssl sort past now (an error).
     local exact = lo ~= nil and not (sort == 'ssl_days_remaining' and f ~= 'expired')
     if sort == 'ssl_days_remaining' and f == 'error' then key, lo, hi, exact = P .. 'bad', now, '+inf', true end
-    local a, b = 0, redis.call('ZCOUNT', key, '-inf', '(' .. NOEXP)
+    -- The scores [a, b): below NOEXP (the never expiring are the null
+    -- set's), within the filter's range.
+    local a, b = -INF, NOEXP
     local nulls = ob_card(null)
     if lo then
-      if lo ~= '-inf' then a = redis.call('ZCOUNT', key, '-inf', '(' .. lo) end
-      if hi ~= '+inf' then b = math.min(b, redis.call('ZCOUNT', key, '-inf', '(' .. hi)) end
+      if lo ~= '-inf' then a = lo end
+      if hi ~= '+inf' then b = math.min(b, hi) end
       -- The tail holds no value to be in a range, but the certificates
       -- that never expire (valid, if not invalid) and those missing
       -- (error, when scanned without one).
       if not (sort == 'ssl_days_remaining' and (f == 'valid' or f == 'error')) then nulls = 0 end
     elseif f ~= '' and sort == 'whois_days_remaining' then
       -- A reason: only a domain without an expiry has one.
-      b = 0
+      b = -INF
     end
     local alone = #sources == 1 and (exact or tagOrd ~= nil)
     seqs[1] = {key, false, a, b, desc, alone}
-    seqs[2] = {null, true, 0, nulls, false, tagOrd ~= nil and #sources == 1}
-  end
-  -- lowerBound: how many of the scored seq's members come before
-  -- {score, member} in ascending order, and whether it holds it.
-  local function lowerBound(seq, score, member)
-    local key = seq[1]
-    local r = redis.call('ZRANK', key, member)
-    if r and tonumber(redis.call('ZSCORE', key, member)) == score then return r, true end
-    local n = redis.call('ZCOUNT', key, '-inf', '(' .. score)
-    while true do
-      local got = redis.call('ZRANGE', key, n, n + CHUNK - 1, 'WITHSCORES')
-      if #got == 0 then return n, false end
-      for i = 1, #got, 2 do
-        if tonumber(got[i + 1]) ~= score or got[i] >= member then return n, false end
-        n = n + 1
-      end
-    end
+    seqs[2] = {null, true, nulls, nil, false, tagOrd ~= nil and #sources == 1}
   end
   local skip, walked, gaveUp = offset, 0, false
-  -- take matches a chunk of seq's members, got, in list order, and adds
-  -- those that pass to the page (after skipping what the offset skips).
-  local function take(p, seq, got, all)
+  -- take matches a chunk of seq's members, got, in list order (their
+  -- scores, in a scored seq), and adds those that pass to the page
+  -- (after skipping what the offset skips).
+  local function take(p, seq, got, all, scores)
     local n = #got
     walked = walked + n
     local ids, hosts, isHost = {}, {}, seq[2] and sort == 'hostname'
@@ -1208,7 +1206,7 @@ else
         if skip > 0 then skip = skip - 1
         else
           out[#out + 1] = ids[j]
-          keys[#keys + 1] = {p, seq, got[j]}
+          keys[#keys + 1] = {p, seq, got[j], scores and scores[j] or 0}
           if #out > limit then return end
         end
       end
@@ -1224,7 +1222,7 @@ else
       -- chunk after the last member read, so that a page reads the
       -- buckets it crosses, not the directory's sizes for ranks. Only
       -- an offset (page-number paging: no cursor) counts ranks, once.
-      local lo, hi, n = '-', '+', seq[4]
+      local lo, hi, n = '-', '+', seq[3]
       if hasCur and p == cphase then
         if seq[5] then hi = '(' .. cmember else lo = '(' .. cmember end
       elseif all and skip > 0 and n > 0 then
@@ -1246,42 +1244,47 @@ else
         if seq[5] then hi = '(' .. got[#got] else lo = '(' .. got[#got] end
       end
     elseif not hasCur or p >= cphase then
-      local pos
+      -- A scored seq is walked by position too: from the cursor's score
+      -- and member (exclusive), or the range's edge, each chunk after
+      -- the last member read (ob_after), until a score leaves the
+      -- range [a, b). An offset counts ranks, once.
+      local K, a, b, down = seq[1], seq[3], seq[4], seq[5]
+      local ps, pm, incl = a, nil, true
+      if down then ps = b - 1 end
+      local live = a < b
       if hasCur and p == cphase then
-        local lb, found = lowerBound(seq, cscore, cmember)
-        if seq[5] then pos = lb - 1 elseif found then pos = lb + 1 else pos = lb end
-      elseif seq[5] then pos = seq[4] - 1 else pos = seq[3] end
-      -- A cursor outside the sequence's ranks (a range moved with the
-      -- clock) starts at its edge: what lies outside cannot match.
-      if seq[5] then pos = math.min(pos, seq[4] - 1) else pos = math.max(pos, seq[3]) end
-      while #out <= limit do
+        -- A cursor outside the range (a range moved with the clock)
+        -- starts at its edge: what lies outside cannot match.
+        if down and cscore < b then ps, pm, incl = cscore, cmember, false
+        elseif not down and cscore >= a then ps, pm, incl = cscore, cmember, false end
+      elseif all and skip > 0 and live then
+        local r0, r1 = 0, ob_card(K)
+        if a ~= -INF then r0 = ob_count(K, '-inf', '(' .. ob_str(a)) end
+        if b ~= INF then r1 = ob_count(K, '-inf', '(' .. ob_str(b)) end
+        if skip >= r1 - r0 then skip, live = skip - math.max(0, r1 - r0), false
+        else
+          local r = r0 + skip
+          if down then r = r1 - 1 - skip end
+          local g = ob_range(K, r, r, true)
+          ps, pm = tonumber(g[2]), g[1]
+          skip = 0
+        end
+      end
+      while live and #out <= limit do
         -- A walk past its cap sorts its candidates instead.
         if capWalk and walked >= capWalk then gaveUp = true; break end
-        -- When every member matches, an offset skips ranks.
-        if all and skip > 0 then
-          local n
-          if seq[5] then n = math.max(0, math.min(skip, pos - seq[3] + 1)); pos = pos - n
-          else n = math.max(0, math.min(skip, seq[4] - pos)); pos = pos + n end
-          skip = skip - n
+        local got = ob_after(K, ps, pm, incl, down, CHUNK)
+        local ms, ss = {}, {}
+        for i = 1, #got, 2 do
+          local sc = tonumber(got[i + 1])
+          if (down and sc < a) or (not down and sc >= b) then live = false; break end
+          ms[#ms + 1], ss[#ss + 1] = got[i], sc
         end
-        local a, b
-        if seq[5] then
-          if pos < seq[3] then break end
-          a, b = math.max(seq[3], pos - CHUNK + 1), pos
-        else
-          if pos >= seq[4] then break end
-          a, b = pos, math.min(seq[4] - 1, pos + CHUNK - 1)
+        if #got < 2 * CHUNK then live = false end
+        if #ms > 0 then
+          take(p, seq, ms, all, ss)
+          ps, pm, incl = ss[#ss], ms[#ms], false
         end
-        -- The chunk's members in list order, matched at once; the scores
-        -- are read for the page's last member only.
-        local got = ob_range(seq[1], a, b)
-        if seq[5] then
-          local r = {}
-          for j = #got, 1, -1 do r[#r + 1] = got[j] end
-          got = r
-        end
-        take(p, seq, got, all)
-        if seq[5] then pos = a - 1 else pos = b + 1 end
       end
     end
   end
@@ -1293,7 +1296,7 @@ else
   elseif #out > limit then
     local k = keys[limit]
     local seq = k[2]
-    if seq[2] then k[2] = 0 else k[2] = tonumber(redis.call('ZSCORE', seq[1], k[3])) end
+    k[2] = k[4]
   end
 end
 local nextKey

@@ -648,8 +648,8 @@ func (l *lab) checkAttention() {
 			if !want[m] {
 				l.t.Fatalf("attention tier %s holds %s, which it should not", tier, domainindex.IDOf(m))
 			}
-			if c := l.rdb.ZScore(l.ctx, pre+"created", m).Val(); c != z.Score {
-				l.t.Fatalf("attention tier %s: %s created at %v, the index says %v", tier, domainindex.IDOf(m), z.Score, c)
+			if c, _ := l.rdb.HGet(l.ctx, accounts.DomainKey(l.tenant, domainindex.IDOf(m)), "c").Float64(); c != z.Score {
+				l.t.Fatalf("attention tier %s: %s created at %v, its record says %v", tier, domainindex.IDOf(m), z.Score, c)
 			}
 			created[m] = true
 		}
@@ -1402,7 +1402,11 @@ func TestTagOrderRoom(t *testing.T) {
 	count := func(tag string) int {
 		return int(l.rdb.ZCard(l.ctx, domainindex.TagKey(l.tenant, tag)).Val())
 	}
-	n, total := count("prod"), int(l.rdb.ZCard(l.ctx, domainindex.CreatedKey(l.tenant)).Val())
+	total, err := domainindex.Count(l.ctx, l.rdb, l.tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := count("prod")
 	// Room for one order of prod, not two.
 	domainindex.SetTagOrderShare(t, float64(n+n/2)/float64(total))
 	list := func(tag, sort string) domainindex.Page {

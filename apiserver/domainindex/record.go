@@ -4,6 +4,7 @@ import (
 	"strconv"
 
 	"github.com/certfleet/certfleet/apiserver/domainname"
+	"github.com/certfleet/certfleet/events"
 )
 
 // A domain record (apiserver/accounts) leaves out its port when it is
@@ -26,4 +27,15 @@ func RecordPort(v string) (int, error) {
 		return domainname.DefaultPort, nil
 	}
 	return strconv.Atoi(v)
+}
+
+// recordKeyStart starts every domain record's key: RecordPrefix.
+const recordKeyStart = "domain:"
+
+// RecordPrefix starts the key of every domain record of tenantID (its
+// id follows), in the slot of the tenant's index (events.TenantTag): the
+// index's scripts reach a domain's record from the index's Prefix
+// (IndexLua's ix_record), so accounts names its records by it.
+func RecordPrefix(tenantID string) string {
+	return recordKeyStart + events.TenantTag(tenantID) + ":"
 }

@@ -141,7 +141,7 @@ func BenchmarkListScript(b *testing.B) {
 		load := func(name, zsetEntries string, reg func(i int) int) string {
 			start := time.Now()
 			tenant := events.TenantID(fmt.Sprintf("%s%d@example.com", name, n))
-			if c, _ := rdb.ZCard(ctx, domainindex.Prefix(tenant)+"created").Result(); c != int64(n) {
+			if c, _ := domainindex.Count(ctx, rdb, tenant); c != int64(n) {
 				if zsetEntries != "" {
 					was := rdb.ConfigGet(ctx, "zset-max-listpack-entries").Val()["zset-max-listpack-entries"]
 					if err := rdb.ConfigSet(ctx, "zset-max-listpack-entries", zsetEntries).Err(); err != nil {

@@ -24,7 +24,7 @@ import (
 // id is the domain's Member (the caller encodes it); ix_lookup returns
 // the id as text (ix_id). A new or renamed domain shows as never scanned,
 // its registration as pending, until the projector applies its facts.
-var IndexLua = bucketLua + idLua + RecordPortLua + createdLua + tiersLua + tagOrdersLua + GenLua + `
+var IndexLua = bucketLua + countLua + idLua + RecordPortLua + createdLua + tiersLua + tagOrdersLua + GenLua + `
 local IX_REASONS = {` + luaStrings(Reasons) + `}
 local IX_NOEXP = ` + strconv.FormatInt(NoExpiryMS, 10) + `
 local function ix_suffixes(host)
@@ -47,10 +47,17 @@ local function ix_lookup(p, host, port)
   if m then return ix_id(string.sub(m, #pre + 1)) end
   return false
 end
--- ix_created_of is domain id's created_at ms, the score of its members
--- in the tag, reason and tiers' created zsets (so a walk of one is in
--- created_at order).
-local function ix_created_of(p, id) return redis.call('ZSCORE', p .. 'created', id) or 0 end
+-- ix_record is the key of domain id's record (RecordPrefix), in the
+-- slot of the index whose Prefix is p.
+local function ix_record(p, id) return '` + recordKeyStart + `' .. string.match(p, '^[^{]*(%b{})') .. ':' .. ix_id(id) end
+-- ix_created_of is domain id's created_at ms (0 when unknown), its
+-- record's: its score in created (a bucketed order, which answers no
+-- score by member) and in the tag, reason and tiers' created zsets (so a
+-- walk of one is in created_at order).
+local function ix_created_of(p, id)
+  local r = redis.call('HMGET', ix_record(p, id), 'c', 'created_at')
+  return tonumber(r[1] or r[2]) or 0
+end
 -- ix_names adds (add) or removes the hostname's and its labels' members;
 -- created is the domain's created_at ms, which the label members carry.
 local function ix_names(p, id, host, port, add, created)
@@ -230,7 +237,7 @@ local function ix_tags(p, id, old, new, name)
   end
 end
 local function ix_add(p, id, host, port, created, tags)
-  redis.call('ZADD', p .. 'created', created, id)
+  ob_add(p .. 'created', tonumber(created) or 0, id)
   ix_names(p, id, host, port, true, created)
   if not redis.call('ZSCORE', p .. 'ssl', id) then ob_add(p .. 'sslnull', nil, id) end
   if not redis.call('ZSCORE', p .. 'whois', id) and not ob_has(p .. 'wnull', nil, id) then
@@ -240,7 +247,7 @@ local function ix_add(p, id, host, port, created, tags)
   ix_tags(p, id, '', tags, ix_name(host, port))
 end
 local function ix_rename(p, id, old_host, old_port, host, port, tags)
-  local created = redis.call('ZSCORE', p .. 'created', id)
+  local created = ix_created_of(p, id)
   ix_names(p, id, old_host, old_port, false, created)
   ix_names(p, id, host, port, true, created)
   for _, t in ipairs(ix_taglist(tags)) do
@@ -256,10 +263,12 @@ local function ix_rename(p, id, old_host, old_port, host, port, tags)
   else ix_tiers(p, id, ix_name(host, port), 'whois', tonumber(redis.call('ZSCORE', p .. 'whois', id)), false, false) end
 end
 local function ix_remove(p, id, host, port, tags)
-  ix_names(p, id, host, port, false, redis.call('ZSCORE', p .. 'created', id))
+  local created = ix_created_of(p, id)
+  ix_names(p, id, host, port, false, created)
   ix_att_out(p, id, ix_name(host, port))
   ix_tags(p, id, tags, '', ix_name(host, port))
-  for _, k in ipairs({'created', 'ssl', 'bad', 'whois'}) do redis.call('ZREM', p .. k, id) end
+  ob_rem(p .. 'created', created, id)
+  for _, k in ipairs({'ssl', 'bad', 'whois'}) do redis.call('ZREM', p .. k, id) end
   for _, k in ipairs({'sslnull', 'wnull'}) do ob_rem(p .. k, nil, id) end
   redis.call('SREM', p .. 'nocert', id)
   for _, r in ipairs(IX_REASONS) do redis.call('ZREM', p .. 'wr:' .. r, id) end
@@ -317,36 +326,47 @@ func LookupID(cmd *redis.Cmd) string {
 const idsChunk = 10000
 
 // IDs lists every domain id of tenantID (keyCreated; as text, also those
-// an index of layout 2 kept as text), in no order. A
-// big tenant's are read by ZSCAN a chunk at a time, so no one call holds
-// Redis for long: an id there from the first call to the last is listed
-// once, one added or removed in between may or may not be.
+// an index of layout 2 kept as text), in no order. A big tenant's are
+// read a chunk at a time (orderMembers), so no one call holds Redis for
+// long: an id there from the first call to the last is listed once, one
+// added or removed in between may or may not be.
 func IDs(ctx context.Context, rdb redis.UniversalClient, tenantID string) ([]string, error) {
-	key := CreatedKey(tenantID)
 	var out []string
 	seen := map[string]bool{}
-	var cursor uint64
-	for {
-		kv, next, err := rdb.ZScan(ctx, key, cursor, "", idsChunk).Result()
-		if err != nil {
-			return nil, fmt.Errorf("list domain ids of %s: %w", tenantID, err)
-		}
-		for i := 0; i < len(kv); i += 2 {
-			if id := IDOf(kv[i]); !seen[id] {
+	err := orderMembers(ctx, rdb, CreatedKey(tenantID), func(ms []string, _ []float64) error {
+		for _, m := range ms {
+			if id := IDOf(m); !seen[id] {
 				seen[id] = true
 				out = append(out, id)
 			}
 		}
-		if next == 0 {
-			return out, nil
-		}
-		cursor = next
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list domain ids of %s: %w", tenantID, err)
 	}
+	return out, nil
 }
 
-// CountCmd queues on c the count of tenantID's domains.
-func CountCmd(ctx context.Context, c redis.Cmdable, tenantID string) *redis.IntCmd {
-	return c.ZCard(ctx, CreatedKey(tenantID))
+// countLua defines ix_count(p): how many domains the tenant whose index
+// Prefix is p has (keyCreated's size), which the quotas count.
+const countLua = `
+local function ix_count(p) return ob_card(p .. '` + keyCreated + `') end
+`
+
+// CountLua defines ix_count (countLua) for a script that does not
+// include IndexLua.
+var CountLua = bucketLua + countLua
+
+var countScript = redis.NewScript(CountLua + `return ix_count(ARGV[1])`)
+
+// Count is how many domains tenantID has (ix_count).
+func Count(ctx context.Context, rdb redis.Scripter, tenantID string) (int64, error) {
+	n, err := countScript.Run(ctx, rdb, nil, Prefix(tenantID)).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("count domains of %s: %w", tenantID, err)
+	}
+	return n, nil
 }
 
 func luaStrings(ss []string) string {
@@ -567,32 +587,57 @@ func dropOrder(ctx context.Context, rdb redis.UniversalClient, k string) error {
 	return dropOrderScript.Run(ctx, rdb, []string{k}).Err()
 }
 
-// orderRemScript takes the members ARGV out of the order by member
-// KEYS[1] (bucketed or not).
+// orderRemScript takes members out of the order KEYS[1] (bucketed or
+// not): ARGV[1] "1" for a scored order, whose members follow as (score,
+// member) pairs, else the members of an order by member.
 var orderRemScript = redis.NewScript(bucketLua + `
-for _, m in ipairs(ARGV) do ob_rem(KEYS[1], nil, m) end
+if ARGV[1] == '1' then
+  for i = 2, #ARGV, 2 do ob_rem(KEYS[1], tonumber(ARGV[i]), ARGV[i + 1]) end
+else
+  for i = 2, #ARGV do ob_rem(KEYS[1], nil, ARGV[i]) end
+end
 return 1
 `)
 
-// orderMembers lists the members of the order by member key, a chunk
-// at a time: ZSCAN of a plain one, each bucket of a bucketed one.
-func orderMembers(ctx context.Context, rdb redis.UniversalClient, key string, each func([]string) error) error {
-	ids, err := rdb.HKeys(ctx, key+bucketSep+"n").Result()
+// orderMembers lists the members of the order key, with their scores, a
+// chunk at a time: ZSCAN of a plain one; a bucketed one's buckets in the
+// directory's order, each read whole, the directory read on after the
+// last entry read, so that a bucket split meanwhile is read too (its
+// upper half's entry comes after the one read). A member may be listed
+// twice. An order made bucketed during a ZSCAN (an add past bucketCap,
+// BucketOrder) is read again as one.
+func orderMembers(ctx context.Context, rdb redis.UniversalClient, key string, each func(ms []string, scores []float64) error) error {
+	bucketed := func() (bool, error) {
+		n, err := rdb.Exists(ctx, key+bucketSep+"n").Result()
+		return n == 1, err
+	}
+	b, err := bucketed()
 	if err != nil {
 		return err
 	}
-	if len(ids) == 0 {
+	if !b {
 		var cursor uint64
 		for {
 			kv, next, err := rdb.ZScan(ctx, key, cursor, "", idsChunk).Result()
 			if err != nil {
 				return err
 			}
-			ms := make([]string, 0, len(kv)/2)
-			for i := 0; i < len(kv); i += 2 {
-				ms = append(ms, kv[i])
+			// Read while still plain: else kv may be directory entries.
+			if b, err = bucketed(); err != nil {
+				return err
 			}
-			if err := each(ms); err != nil {
+			if b {
+				break
+			}
+			ms, scores := make([]string, 0, len(kv)/2), make([]float64, 0, len(kv)/2)
+			for i := 0; i+1 < len(kv); i += 2 {
+				f, err := strconv.ParseFloat(kv[i+1], 64)
+				if err != nil {
+					return fmt.Errorf("score of %q in %s: %w", kv[i], key, err)
+				}
+				ms, scores = append(ms, kv[i]), append(scores, f)
+			}
+			if err := each(ms, scores); err != nil {
 				return err
 			}
 			if next == 0 {
@@ -601,54 +646,72 @@ func orderMembers(ctx context.Context, rdb redis.UniversalClient, key string, ea
 			cursor = next
 		}
 	}
-	for _, id := range ids {
-		if len(id) != 8 {
-			continue
-		}
-		ms, err := rdb.ZRange(ctx, key+bucketSep+id, 0, -1).Result()
+	after := "-"
+	for {
+		es, err := rdb.ZRangeByLex(ctx, key, &redis.ZRangeBy{Min: after, Max: "+", Count: 100}).Result()
 		if err != nil {
 			return err
 		}
-		if err := each(ms); err != nil {
-			return err
+		for _, e := range es {
+			if len(e) < 8 {
+				continue
+			}
+			zs, err := rdb.ZRangeWithScores(ctx, key+bucketSep+e[len(e)-8:], 0, -1).Result()
+			if err != nil {
+				return err
+			}
+			ms, scores := make([]string, len(zs)), make([]float64, len(zs))
+			for i, z := range zs {
+				ms[i], _ = z.Member.(string)
+				scores[i] = z.Score
+			}
+			if err := each(ms, scores); err != nil {
+				return err
+			}
 		}
+		if len(es) < 100 {
+			return nil
+		}
+		after = "(" + es[len(es)-1]
 	}
-	return nil
 }
 
 // DropStale deletes from tenantID's registry (HostKey, CreatedKey) the
 // members of an index of layout 2, which kept UUIDs as text: after a
 // rebuild indexed every id IDs read (as members of this layout), the
-// last step before MarkBuilt; then the hostname order past bucketCap is
-// made bucketed (BucketOrder: an index of layout 6 and before kept it
-// plain). Read a chunk at a time (ZSCAN, or a bucket).
+// last step before MarkBuilt; then both orders past bucketCap are made
+// bucketed (BucketOrder: an index of layout 6 and before kept the
+// hostname order plain, one of layout 7 and before the created order).
+// Read a chunk at a time (orderMembers).
 func DropStale(ctx context.Context, rdb redis.UniversalClient, tenantID string) error {
 	for _, key := range []string{HostKey(tenantID), CreatedKey(tenantID)} {
-		err := orderMembers(ctx, rdb, key, func(ms []string) error {
-			var old []any
-			for _, m := range ms {
+		scored := key == CreatedKey(tenantID)
+		err := orderMembers(ctx, rdb, key, func(ms []string, scores []float64) error {
+			old := []any{flag(scored)}
+			for i, m := range ms {
 				id := m
-				if key == HostKey(tenantID) {
+				if !scored {
 					id, _ = hostMemberID(m)
 				}
-				if stale(id) {
-					old = append(old, m)
+				if !stale(id) {
+					continue
 				}
+				if scored {
+					old = append(old, scoreString(scores[i]))
+				}
+				old = append(old, m)
 			}
-			if len(old) == 0 {
+			if len(old) == 1 {
 				return nil
 			}
-			if key == HostKey(tenantID) {
-				return orderRemScript.Run(ctx, rdb, []string{key}, old...).Err()
-			}
-			return rdb.ZRem(ctx, key, old...).Err()
+			return orderRemScript.Run(ctx, rdb, []string{key}, old...).Err()
 		})
 		if err != nil {
 			return fmt.Errorf("drop stale index members of %s: %w", tenantID, err)
 		}
-	}
-	if _, err := BucketOrder(ctx, rdb, HostKey(tenantID), false); err != nil {
-		return fmt.Errorf("drop stale index members of %s: %w", tenantID, err)
+		if _, err := BucketOrder(ctx, rdb, key, scored); err != nil {
+			return fmt.Errorf("drop stale index members of %s: %w", tenantID, err)
+		}
 	}
 	return nil
 }
