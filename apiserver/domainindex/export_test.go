@@ -159,9 +159,11 @@ func Unbucket(ctx context.Context, rdb redis.UniversalClient, key string) error 
 	return rdb.ZAdd(ctx, key, zs...).Err()
 }
 
-// scored names the bucketed orders by score: their positions start with
-// the score (scoreEnc).
-var scored = map[string]bool{keyCreated: true}
+// scored tells the bucketed orders by score (named without the
+// prefix): their positions start with the score (scoreEnc).
+func scored(name string) bool {
+	return name == keyCreated || strings.HasPrefix(name, keyTag) || strings.HasPrefix(name, keyWhoisReason)
+}
 
 // scoreEnc is bucketLua's ob_enc: 16 characters that sort as the whole
 // score s does.
@@ -213,7 +215,7 @@ func CheckOrders(ctx context.Context, rdb redis.UniversalClient, tenantID string
 			for _, z := range ms {
 				m := z.Member.(string)
 				p := strings.ReplaceAll(m, "\x00", "\x00\x01") + "\x00\x00"
-				if scored[strings.TrimPrefix(k, Prefix(tenantID))] {
+				if scored(strings.TrimPrefix(k, Prefix(tenantID))) {
 					p = scoreEnc(z.Score) + p
 				} else if z.Score != 0 {
 					return fmt.Errorf("%q: bucket %d holds %q at score %v in an order by member", k, i, m, z.Score)

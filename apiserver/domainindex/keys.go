@@ -126,10 +126,14 @@ const (
 	keyAttBounds = "tiers"
 	// keyTag + tag: zset of the domains with that tag, scored by their
 	// created_at ms (as keyCreated, so that a tag on the created_at sort
-	// walks its own zset; layout 6); keyTags: set of the tags in use (so
-	// Drop finds their zsets).
+	// walks its own zset; layout 6), a bucketed order past bucketCap
+	// members (layout 8, as keyWhoisReason's); keyTags: set of the tags
+	// in use (so Drop finds their zsets).
 	keyTag  = "tag:"
 	keyTags = "tags"
+	// keyScratch: zset, a bucketed tag's or reason's members copied for
+	// a ZINTER of the list script, deleted before the script ends.
+	keyScratch = "tmp"
 	// A tag's orders, so that a tag on another sort than created_at walks
 	// its own domains: keyTagHost + tag, zset, score 0, in hostname order
 	// (members as keyHost's); keyTagSSL + tag and keyTagSSLNull + tag, as

@@ -623,6 +623,41 @@ local function mismember(key, ids)
   end
   return out
 end
+-- createdOf: each id's created_at ms (its record's; nil when unknown),
+-- its score in created and in the orders scored so (a tag's, a
+-- reason's): bucketed past 128 members, they answer no score by member.
+local function createdOf(ids)
+  local out = {}
+  for i, id in ipairs(ids) do
+    local r = redis.call('HMGET', RP .. ix_id(id), 'c', 'created_at')
+    out[i] = r[1] or r[2]
+  end
+  return out
+end
+-- inOrder: is each of ids in key, an order scored by created_at? A
+-- plain one answers all at once; in a bucketed one each id is found at
+-- its created_at (created: createdOf(ids), read here when nil, and
+-- returned for the next key).
+local function inOrder(key, ids, created)
+  local out = {}
+  if ob_plain(key) then
+    local sc = mscore(key, ids)
+    for i = 1, #ids do out[i] = sc[i] ~= false end
+    return out, created
+  end
+  created = created or createdOf(ids)
+  for i, id in ipairs(ids) do out[i] = ob_has(key, tonumber(created[i]) or 0, id) end
+  return out, created
+end
+-- keepIn: the ids still ok (ok[i]) that are not in key (inOrder's) are
+-- not.
+local function keepIn(key, ids, ok)
+  local sub, at = {}, {}
+  for i = 1, #ids do if ok[i] then sub[#sub + 1] = ids[i]; at[#at + 1] = i end end
+  if #sub == 0 then return end
+  local has = inOrder(key, sub)
+  for k, i in ipairs(at) do if not has[k] then ok[i] = false end end
+end
 local term = search
 local function hostMatches(h)
   if string.sub(h, 1, #term) == term then return true end
@@ -692,13 +727,11 @@ local function matchAll(ids, hosts, skip)
         if not w[i] or verdict(tonumber(w[i])) ~= wstatus then ok[i] = false end
       end
     else
-      local why = mscore(P .. 'wr:' .. wstatus, ids)
-      for i = 1, #ids do if not why[i] then ok[i] = false end end
+      keepIn(P .. 'wr:' .. wstatus, ids, ok)
     end
   end
   if tag ~= '' and skip ~= 'tag' then
-    local has = mscore(P .. 'tag:' .. tag, ids)
-    for i = 1, #ids do if not has[i] then ok[i] = false end end
+    keepIn(P .. 'tag:' .. tag, ids, ok)
   end
   if search ~= '' and skip ~= 'search' then
     for i = 1, #ids do
@@ -714,8 +747,11 @@ end
 -- The sources: each filter (f) can list its candidates; est is how many,
 -- count how many match it when known.
 local sources = {}
-local function zsrc(f, key, min, max) return {f = f, kind = 'z', key = key, min = min, max = max,
-  est = redis.call('ZCOUNT', key, min, max)} end
+local function zsrc(f, key, min, max)
+  local est
+  if min == '-inf' and max == '+inf' then est = ob_card(key) else est = ob_count(key, min, max) end
+  return {f = f, kind = 'z', key = key, min = min, max = max, est = est}
+end
 if status ~= '' then
   if status == 'error' then
     local n = redis.call('SCARD', P .. 'nocert') + redis.call('ZCOUNT', P .. 'bad', now, '+inf')
@@ -775,7 +811,7 @@ local function members(src)
     if src.exclude then
       for _, id in ipairs(redis.call('ZRANGEBYSCORE', src.exclude, src.min, src.max)) do seen[id] = true end
     end
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', src.key, src.min, src.max)) do add(id) end
+    for _, id in ipairs(ob_byscore(src.key, src.min, src.max, false, false, 0, -1)) do add(id) end
   elseif src.kind == 'err' then
     for _, id in ipairs(redis.call('SMEMBERS', P .. 'nocert')) do add(id) end
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'bad', now, '+inf')) do add(id) end
@@ -1031,12 +1067,27 @@ local function readPage(sel)
     -- A tag's order of this sort, built here (from its key and null set,
     -- in C) when the tag has more than TAGORDER domains, holds them so.
     local o, z = best.orders and best.orders[sort], nil
+    -- inter: best.key as ZINTER reads it: a bucketed order's members are
+    -- copied into a plain zset of the slot for the call (tmp), deleted
+    -- before the script ends.
+    local inter, tmp = best.key, nil
+    if not ob_plain(inter) then
+      tmp = P .. '` + keyScratch + `'
+      redis.call('DEL', tmp)
+      local ms = ob_byscore(best.key, '-inf', '+inf', false, false, 0, -1)
+      for i = 1, #ms, MCHUNK do
+        local args = {}
+        for j = i, math.min(#ms, i + MCHUNK - 1) do args[#args + 1] = 0; args[#args + 1] = ms[j] end
+        redis.call('ZADD', tmp, unpack(args))
+      end
+      inter = tmp
+    end
     if o and redis.call('EXISTS', o[1], o[2]) == 0 and best.est > TAGORDER and roomFor(o[4], best.est) then
-      redis.call('ZINTERSTORE', o[1], 2, key, best.key, 'WEIGHTS', 1, 0)
+      redis.call('ZINTERSTORE', o[1], 2, key, inter, 'WEIGHTS', 1, 0)
       redis.call('ZREMRANGEBYSCORE', o[1], NOEXP, '+inf')
       -- The null set is an order by member (bucketed when big): its
       -- members among the tag's, asked one by one.
-      local tagged, null = redis.call('ZRANGE', best.key, 0, -1), {}
+      local tagged, null = redis.call('ZRANGE', inter, 0, -1), {}
       for _, id in ipairs(tagged) do
         if ob_has(o[3], nil, id) then null[#null + 1] = 0; null[#null + 1] = id end
       end
@@ -1044,7 +1095,8 @@ local function readPage(sel)
       ob_fill(o[2], false)
     end
     if o and redis.call('EXISTS', o[1], o[2]) > 0 then z = redis.call('ZRANGE', o[1], 0, -1, 'WITHSCORES')
-    else z = redis.call('ZINTER', 2, key, best.key, 'WEIGHTS', 1, 0, 'WITHSCORES') end
+    else z = redis.call('ZINTER', 2, key, inter, 'WEIGHTS', 1, 0, 'WITHSCORES') end
+    if tmp then redis.call('DEL', tmp) end
     local keep, seen = nil, {}
     if #sources > 1 then
       keep = {}
@@ -1060,13 +1112,7 @@ local function readPage(sel)
     -- created, a bucketed order, answers no score by member: a domain's
     -- created_at is its record's.
     local sc
-    if sort == 'created_at' then
-      sc = {}
-      for i, id in ipairs(sel) do
-        local r = redis.call('HMGET', RP .. ix_id(id), 'c', 'created_at')
-        sc[i] = r[1] or r[2]
-      end
-    else sc = mscore(key, sel) end
+    if sort == 'created_at' then sc = createdOf(sel) else sc = mscore(key, sel) end
     for i, id in ipairs(sel) do
       local v = sc[i] or (sort == 'created_at' and '0')
       local s = tonumber(v)
@@ -1315,10 +1361,11 @@ if #out > 0 then
     if not ws[i] then without[#without + 1] = i end
   end
   if #without > 0 then
-    local ids = {}
+    local ids, created = {}, nil
     for k, i in ipairs(without) do ids[k] = out[i] end
     for _, r in ipairs({` + luaStrings(Reasons) + `}) do
-      local has = mscore(P .. 'wr:' .. r, ids)
+      local has
+      has, created = inOrder(P .. 'wr:' .. r, ids, created)
       for k, i in ipairs(without) do if has[k] then wr[i] = r end end
     end
   end

@@ -1150,8 +1150,10 @@ func TestBuildIndexes(t *testing.T) {
 		sets := 0
 		for _, tag := range l.rdb.SMembers(l.ctx, domainindex.Prefix(l.tenant)+"tags").Val() {
 			key := domainindex.TagKey(l.tenant, tag)
-			ids := l.rdb.ZRange(l.ctx, key, 0, -1).Val()
-			l.rdb.Del(l.ctx, key)
+			ids := domainindex.OrderMembers(l.ctx, l.rdb, key)
+			if err := domainindex.DropOrder(l.ctx, l.rdb, key); err != nil {
+				t.Fatal(err)
+			}
 			for _, id := range ids {
 				l.rdb.SAdd(l.ctx, key, id)
 			}
@@ -1400,7 +1402,7 @@ func TestTagOrderRoom(t *testing.T) {
 	l.project()
 	l.scanSome(80)
 	count := func(tag string) int {
-		return int(l.rdb.ZCard(l.ctx, domainindex.TagKey(l.tenant, tag)).Val())
+		return len(domainindex.OrderMembers(l.ctx, l.rdb, domainindex.TagKey(l.tenant, tag)))
 	}
 	total, err := domainindex.Count(l.ctx, l.rdb, l.tenant)
 	if err != nil {

@@ -51,9 +51,10 @@ end
 -- slot of the index whose Prefix is p.
 local function ix_record(p, id) return '` + recordKeyStart + `' .. string.match(p, '^[^{]*(%b{})') .. ':' .. ix_id(id) end
 -- ix_created_of is domain id's created_at ms (0 when unknown), its
--- record's: its score in created (a bucketed order, which answers no
--- score by member) and in the tag, reason and tiers' created zsets (so a
--- walk of one is in created_at order).
+-- record's: its score in created and in the tag, reason and tiers'
+-- created zsets (so a walk of one is in created_at order). created, the
+-- tags' and the reasons' are bucketed orders, which answer no score by
+-- member: the writers read it here.
 local function ix_created_of(p, id)
   local r = redis.call('HMGET', ix_record(p, id), 'c', 'created_at')
   return tonumber(r[1] or r[2]) or 0
@@ -172,8 +173,9 @@ local function ix_whois(p, id, exp, reason, name, tags)
   local s = exp
   if s == '' then s = nil end
   ix_scored(p .. 'whois', p .. 'wnull', s, id)
+  local c = ix_created_of(p, id)
   for _, r in ipairs(IX_REASONS) do
-    if r == reason and exp == '' then redis.call('ZADD', p .. 'wr:' .. r, ix_created_of(p, id), id) else redis.call('ZREM', p .. 'wr:' .. r, id) end
+    if r == reason and exp == '' then ob_add(p .. 'wr:' .. r, c, id) else ob_rem(p .. 'wr:' .. r, c, id) end
   end
   if name then ix_tiers(p, id, name, 'whois', tonumber(exp), false, false) end
   ix_att_follow(p, id, 'whois')
@@ -205,8 +207,9 @@ end
 -- which go with the tag's last domain, freeing their room (IX_TAG_ROOM).
 local function ix_tags(p, id, old, new, name)
   if old == new then return end
+  local c = ix_created_of(p, id)
   for _, t in ipairs(ix_taglist(old)) do
-    redis.call('ZREM', p .. 'tag:' .. t, id)
+    ob_rem(p .. 'tag:' .. t, c, id)
     ob_rem(p .. IX_TAG_HOST .. t, nil, name .. id)
     local keys = {p .. IX_TAG_HOST .. t}
     for _, x in ipairs(IX_TAG_X) do
@@ -215,7 +218,7 @@ local function ix_tags(p, id, old, new, name)
       keys[#keys + 1] = p .. x.ord .. t
       keys[#keys + 1] = p .. x.null .. t
     end
-    if redis.call('ZCARD', p .. 'tag:' .. t) == 0 then
+    if ob_card(p .. 'tag:' .. t) == 0 then
       redis.call('SREM', p .. 'tags', t)
       for _, k in ipairs(keys) do ob_del(k) end
       -- The room its orders took (keyTagOrders) is free again.
@@ -230,7 +233,7 @@ local function ix_tags(p, id, old, new, name)
     end
   end
   for _, t in ipairs(ix_taglist(new)) do
-    redis.call('ZADD', p .. 'tag:' .. t, ix_created_of(p, id), id)
+    ob_add(p .. 'tag:' .. t, c, id)
     redis.call('SADD', p .. 'tags', t)
     if redis.call('EXISTS', p .. IX_TAG_HOST .. t) == 1 then ob_add(p .. IX_TAG_HOST .. t, nil, name .. id) end
     for _, x in ipairs(IX_TAG_X) do ix_tag_place(p, id, t, x) end
@@ -271,7 +274,7 @@ local function ix_remove(p, id, host, port, tags)
   for _, k in ipairs({'ssl', 'bad', 'whois'}) do redis.call('ZREM', p .. k, id) end
   for _, k in ipairs({'sslnull', 'wnull'}) do ob_rem(p .. k, nil, id) end
   redis.call('SREM', p .. 'nocert', id)
-  for _, r in ipairs(IX_REASONS) do redis.call('ZREM', p .. 'wr:' .. r, id) end
+  for _, r in ipairs(IX_REASONS) do ob_rem(p .. 'wr:' .. r, created, id) end
 end
 `
 
