@@ -262,7 +262,15 @@ func TestRedisMemoryPerDomain(t *testing.T) {
 	// Trim what every group acknowledged, as the coordinator does each
 	// minute, then add up the keys.
 	co.TrimStreams(context.Background())
-	byComp, streams, unknown := usage(t, rdb)
+	byComp, streams, unknown, byFamily := usage(t, rdb)
+	var fams []string
+	for f, b := range byFamily {
+		if per := float64(b) / float64(n); per >= 1 {
+			fams = append(fams, fmt.Sprintf("  %-60s %6.1f B/domain", f, per))
+		}
+	}
+	sort.Strings(fams)
+	t.Logf("the other components by key family:\n%s", strings.Join(fams, "\n"))
 	if len(unknown) > 0 {
 		t.Errorf("keys of no known component, place them in the budget: %v", unknown)
 	}
@@ -500,11 +508,21 @@ var components = []struct {
 	{"agents and config", regexp.MustCompile(`^(agents:regions|certfleet:shards)$`), 1},
 }
 
-// usage adds up MEMORY USAGE of every key by component; streams apart.
-func usage(t *testing.T, rdb *redis.Client) (map[string]int64, int64, []string) {
+// usage adds up MEMORY USAGE of every key by component, and by key
+// family (family) outside the records, views and list indexes; streams
+// apart.
+// family names a key's family: its name with the numbers, ids and hash
+// tags of its instances left out ("reg:domains:{registration:jobs}:<n>").
+func family(k string) string {
+	return familyRE.ReplaceAllString(regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f-]{27}`).ReplaceAllString(k, "<id>"), "<n>")
+}
+
+var familyRE = regexp.MustCompile(`\{t\d+\}|\b\d+\b`)
+
+func usage(t *testing.T, rdb *redis.Client) (map[string]int64, int64, []string, map[string]int64) {
 	t.Helper()
 	ctx := context.Background()
-	byComp := map[string]int64{}
+	byComp, byFamily := map[string]int64{}, map[string]int64{}
 	var streams int64
 	unknown := map[string]bool{}
 	iter := rdb.Scan(ctx, 0, "*", 1000).Iterator()
@@ -538,6 +556,9 @@ func usage(t *testing.T, rdb *redis.Client) (map[string]int64, int64, []string) 
 		for _, c := range components {
 			if c.re.MatchString(k) {
 				byComp[c.name] += mem[i].Val()
+				if c.name != "list indexes" && c.name != "domain records" && !strings.HasPrefix(c.name, "views") {
+					byFamily[c.name+": "+family(k)] += mem[i].Val()
+				}
 				found = true
 				break
 			}
@@ -551,7 +572,7 @@ func usage(t *testing.T, rdb *redis.Client) (map[string]int64, int64, []string) 
 		out = append(out, k)
 	}
 	sort.Strings(out)
-	return byComp, streams, out
+	return byComp, streams, out, byFamily
 }
 
 func projectorLag(t *testing.T, ctx context.Context, rdb *redis.Client) int64 {
