@@ -593,7 +593,8 @@ local function ob_after(K, s, m, incl, desc, count)
       for i = #got - 1, 1, -2 do out[#out + 1] = got[i]; out[#out + 1] = got[i + 1] end
     else
       got = redis.call('ZRANGE', Z, r, r + want - 1, 'WITHSCORES')
-      for _, v in ipairs(got) do out[#out + 1] = v end
+      if #out == 0 then out = got
+      else for _, v in ipairs(got) do out[#out + 1] = v end end
     end
   end
   -- start: the rank in Z to read from (desc: down from).

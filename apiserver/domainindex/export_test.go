@@ -162,7 +162,7 @@ func Unbucket(ctx context.Context, rdb redis.UniversalClient, key string) error 
 // scored tells the bucketed orders by score (named without the
 // prefix): their positions start with the score (scoreEnc).
 func scored(name string) bool {
-	return name == keyCreated || strings.HasPrefix(name, keyTag) || strings.HasPrefix(name, keyWhoisReason)
+	return name == keyCreated || strings.HasPrefix(name, keyTag)
 }
 
 // scoreEnc is bucketLua's ob_enc: 16 characters that sort as the whole

@@ -127,7 +127,7 @@ const (
 	// keyTag + tag: zset of the domains with that tag, scored by their
 	// created_at ms (as keyCreated, so that a tag on the created_at sort
 	// walks its own zset; layout 6), a bucketed order past bucketCap
-	// members (layout 8, as keyWhoisReason's); keyTags: set of the tags
+	// members (layout 8); keyTags: set of the tags
 	// in use (so Drop finds their zsets).
 	keyTag  = "tag:"
 	keyTags = "tags"

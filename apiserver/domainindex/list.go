@@ -623,40 +623,47 @@ local function mismember(key, ids)
   end
   return out
 end
--- createdOf: each id's created_at ms (its record's; nil when unknown),
--- its score in created and in the orders scored so (a tag's, a
--- reason's): bucketed past 128 members, they answer no score by member.
+-- createdOf: each id's created_at ms (nil when unknown), its score in
+-- created and in the orders scored so (a tag's, a reason's): bucketed
+-- past 128 members, created answers no score by member, so it is the
+-- record's, unless a read of such an order gave it (knownCreated).
+local knownCreated = {}
 local function createdOf(ids)
   local out = {}
   for i, id in ipairs(ids) do
-    local r = redis.call('HMGET', RP .. ix_id(id), 'c', 'created_at')
-    out[i] = r[1] or r[2]
+    out[i] = knownCreated[id]
+    if not out[i] then
+      local r = redis.call('HMGET', RP .. ix_id(id), 'c', 'created_at')
+      out[i] = r[1] or r[2]
+    end
   end
   return out
 end
--- inOrder: is each of ids in key, an order scored by created_at? A
--- plain one answers all at once; in a bucketed one each id is found at
--- its created_at (created: createdOf(ids), read here when nil, and
--- returned for the next key).
-local function inOrder(key, ids, created)
-  local out = {}
-  if ob_plain(key) then
-    local sc = mscore(key, ids)
-    for i = 1, #ids do out[i] = sc[i] ~= false end
-    return out, created
-  end
-  created = created or createdOf(ids)
-  for i, id in ipairs(ids) do out[i] = ob_has(key, tonumber(created[i]) or 0, id) end
-  return out, created
-end
--- keepIn: the ids still ok (ok[i]) that are not in key (inOrder's) are
--- not.
-local function keepIn(key, ids, ok)
+-- keepTagged: the ids still ok (ok[i]) without the tag are not. The
+-- tag's order answers all at once while plain; a bucketed one answers
+-- no score by member, so each id's record tells, its tags read in one
+-- call (one bucket lookup more would need its created_at first).
+local function keepTagged(ids, ok)
+  local key = P .. 'tag:' .. tag
+  local plain = ob_plain(key)
   local sub, at = {}, {}
   for i = 1, #ids do if ok[i] then sub[#sub + 1] = ids[i]; at[#at + 1] = i end end
   if #sub == 0 then return end
-  local has = inOrder(key, sub)
-  for k, i in ipairs(at) do if not has[k] then ok[i] = false end end
+  if plain then
+    local sc = mscore(key, sub)
+    for k, i in ipairs(at) do if not sc[k] then ok[i] = false end end
+    return
+  end
+  for k, i in ipairs(at) do
+    local has, j = false, redis.call('HGET', RP .. ix_id(sub[k]), 'tags')
+    if j then
+      local okj, t = pcall(cjson.decode, j)
+      if okj and type(t) == 'table' then
+        for _, x in ipairs(t) do if x == tag then has = true; break end end
+      end
+    end
+    if not has then ok[i] = false end
+  end
 end
 local term = search
 local function hostMatches(h)
@@ -727,11 +734,12 @@ local function matchAll(ids, hosts, skip)
         if not w[i] or verdict(tonumber(w[i])) ~= wstatus then ok[i] = false end
       end
     else
-      keepIn(P .. 'wr:' .. wstatus, ids, ok)
+      local why = mscore(P .. 'wr:' .. wstatus, ids)
+      for i = 1, #ids do if not why[i] then ok[i] = false end end
     end
   end
   if tag ~= '' and skip ~= 'tag' then
-    keepIn(P .. 'tag:' .. tag, ids, ok)
+    keepTagged(ids, ok)
   end
   if search ~= '' and skip ~= 'search' then
     for i = 1, #ids do
@@ -811,7 +819,12 @@ local function members(src)
     if src.exclude then
       for _, id in ipairs(redis.call('ZRANGEBYSCORE', src.exclude, src.min, src.max)) do seen[id] = true end
     end
-    for _, id in ipairs(ob_byscore(src.key, src.min, src.max, false, false, 0, -1)) do add(id) end
+    local got = ob_byscore(src.key, src.min, src.max, false, src.created, 0, -1)
+    if src.created then
+      for i = 1, #got, 2 do add(got[i]); knownCreated[got[i]] = got[i + 1] end
+    else
+      for _, id in ipairs(got) do add(id) end
+    end
   elseif src.kind == 'err' then
     for _, id in ipairs(redis.call('SMEMBERS', P .. 'nocert')) do add(id) end
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'bad', now, '+inf')) do add(id) end
@@ -936,6 +949,11 @@ if labels then plan = 'label' elseif plan == 'label' then plan = '' end
 -- key's, on this sort.
 local MEMBER, KEY = 1, 4
 if sort == 'hostname' then MEMBER, KEY = 2.3, 8.5 end
+-- On the created_at sort a candidate's key is its record's created_at
+-- (created is a bucketed order), a record read as the hostname's, but
+-- for the candidates of an order scored so (a tag's, a reason's), read
+-- with their scores.
+if sort == 'created_at' and best and not best.created then KEY = 8.5 end
 -- counted: the total needs no candidates read (no filter, or one whose
 -- count is known).
 local counted = #sources == 0 or (#sources == 1 and sources[1].count ~= nil)
@@ -948,7 +966,10 @@ if best then
   for _, s in ipairs(sources) do
     local c = 2.4
     if s.f == 'search' then if sort == 'hostname' then c = 0 else c = 5 end end
-    test = test + c
+    -- A bucketed tag's test reads the record (keepTagged); the walk of a
+    -- filter's own order tests no member against it.
+    if s.f == 'tag' and not ob_plain(s.key) then c = 8.5 end
+    if s ~= ordered then test = test + c end
     if s ~= best then others = others + c end
   end
   local E, each = math.max(best.est, 1), 2
@@ -1228,31 +1249,35 @@ else
     seqs[2] = {null, true, nulls, nil, false, tagOrd ~= nil and #sources == 1}
   end
   local skip, walked, gaveUp = offset, 0, false
-  -- take matches a chunk of seq's members, got, in list order (their
-  -- scores, in a scored seq), and adds those that pass to the page
-  -- (after skipping what the offset skips).
-  local function take(p, seq, got, all, scores)
-    local n = #got
+  -- take matches the first n of a chunk of seq's members, got, in list
+  -- order (step 2: each followed by its score, in a scored seq), and
+  -- adds those that pass to the page (after skipping what the offset
+  -- skips).
+  local function take(p, seq, got, all, step, n)
     walked = walked + n
-    local ids, hosts, isHost = {}, {}, seq[2] and sort == 'hostname'
-    for j = 1, n do
-      ids[j] = got[j]
-      if isHost then
-        ids[j] = idOf(got[j])
-        if not set then hosts[j] = hostOf(got[j]) end
+    local ids, hosts, isHost = got, {}, seq[2] and sort == 'hostname'
+    if step == 2 or isHost then
+      ids = {}
+      for j = 1, n do
+        local m = got[step * j - step + 1]
+        ids[j] = m
+        if isHost then
+          ids[j] = idOf(m)
+          if not set then hosts[j] = hostOf(m) end
+        end
       end
     end
     local ok
     if set then
       ok = {}
       for j = 1, n do ok[j] = set[ids[j]] == true end
-    elseif not all then ok = matchAll(ids, hosts) end
+    elseif not all then ok = matchAll(ids, hosts, ordered and ordered.f) end
     for j = 1, n do
       if not ok or ok[j] then
         if skip > 0 then skip = skip - 1
         else
           out[#out + 1] = ids[j]
-          keys[#keys + 1] = {p, seq, got[j], scores and scores[j] or 0}
+          keys[#keys + 1] = {p, seq, got[step * j - step + 1], step == 2 and got[2 * j]}
           if #out > limit then return end
         end
       end
@@ -1286,7 +1311,7 @@ else
         if capWalk and walked >= capWalk then gaveUp = true; break end
         local got = ob_bylex(seq[1], lo, hi, seq[5], 0, CHUNK)
         if #got == 0 then break end
-        take(p, seq, got, all)
+        take(p, seq, got, all, 1, #got)
         if seq[5] then hi = '(' .. got[#got] else lo = '(' .. got[#got] end
       end
     elseif not hasCur or p >= cphase then
@@ -1319,17 +1344,27 @@ else
       while live and #out <= limit do
         -- A walk past its cap sorts its candidates instead.
         if capWalk and walked >= capWalk then gaveUp = true; break end
-        local got = ob_after(K, ps, pm, incl, down, CHUNK)
-        local ms, ss = {}, {}
-        for i = 1, #got, 2 do
-          local sc = tonumber(got[i + 1])
-          if (down and sc < a) or (not down and sc >= b) then live = false; break end
-          ms[#ms + 1], ss[#ss + 1] = got[i], sc
+        -- When every member matches, the page needs only so many.
+        local n = CHUNK
+        if all then n = math.min(CHUNK, limit + 1 - #out + skip) end
+        local got = ob_after(K, ps, pm, incl, down, n)
+        local m = #got / 2
+        if m < n then live = false end
+        -- past: is the i-th member's score out of the range? Only the
+        -- chunk's last can be, unless it is: then the cut is looked for.
+        local function past(i)
+          local sc = tonumber(got[2 * i])
+          return (down and sc < a) or (not down and sc >= b)
         end
-        if #got < 2 * CHUNK then live = false end
-        if #ms > 0 then
-          take(p, seq, ms, all, ss)
-          ps, pm, incl = ss[#ss], ms[#ms], false
+        if m > 0 and past(m) then
+          live = false
+          local k = 0
+          while k < m and not past(k + 1) do k = k + 1 end
+          m = k
+        end
+        if m > 0 then
+          take(p, seq, got, all, 2, m)
+          ps, pm, incl = tonumber(got[2 * m]), got[2 * m - 1], false
         end
       end
     end
@@ -1342,7 +1377,7 @@ else
   elseif #out > limit then
     local k = keys[limit]
     local seq = k[2]
-    k[2] = k[4]
+    k[2] = tonumber(k[4]) or 0
   end
 end
 local nextKey
@@ -1361,11 +1396,10 @@ if #out > 0 then
     if not ws[i] then without[#without + 1] = i end
   end
   if #without > 0 then
-    local ids, created = {}, nil
+    local ids = {}
     for k, i in ipairs(without) do ids[k] = out[i] end
     for _, r in ipairs({` + luaStrings(Reasons) + `}) do
-      local has
-      has, created = inOrder(P .. 'wr:' .. r, ids, created)
+      local has = mscore(P .. 'wr:' .. r, ids)
       for k, i in ipairs(without) do if has[k] then wr[i] = r end end
     end
   end

@@ -52,9 +52,9 @@ end
 local function ix_record(p, id) return '` + recordKeyStart + `' .. string.match(p, '^[^{]*(%b{})') .. ':' .. ix_id(id) end
 -- ix_created_of is domain id's created_at ms (0 when unknown), its
 -- record's: its score in created and in the tag, reason and tiers'
--- created zsets (so a walk of one is in created_at order). created, the
--- tags' and the reasons' are bucketed orders, which answer no score by
--- member: the writers read it here.
+-- created zsets (so a walk of one is in created_at order). created and
+-- the tags' are bucketed orders, which answer no score by member: the
+-- writers read it here.
 local function ix_created_of(p, id)
   local r = redis.call('HMGET', ix_record(p, id), 'c', 'created_at')
   return tonumber(r[1] or r[2]) or 0
@@ -175,7 +175,7 @@ local function ix_whois(p, id, exp, reason, name, tags)
   ix_scored(p .. 'whois', p .. 'wnull', s, id)
   local c = ix_created_of(p, id)
   for _, r in ipairs(IX_REASONS) do
-    if r == reason and exp == '' then ob_add(p .. 'wr:' .. r, c, id) else ob_rem(p .. 'wr:' .. r, c, id) end
+    if r == reason and exp == '' then redis.call('ZADD', p .. 'wr:' .. r, c, id) else redis.call('ZREM', p .. 'wr:' .. r, id) end
   end
   if name then ix_tiers(p, id, name, 'whois', tonumber(exp), false, false) end
   ix_att_follow(p, id, 'whois')
@@ -274,7 +274,7 @@ local function ix_remove(p, id, host, port, tags)
   for _, k in ipairs({'ssl', 'bad', 'whois'}) do redis.call('ZREM', p .. k, id) end
   for _, k in ipairs({'sslnull', 'wnull'}) do ob_rem(p .. k, nil, id) end
   redis.call('SREM', p .. 'nocert', id)
-  for _, r in ipairs(IX_REASONS) do ob_rem(p .. 'wr:' .. r, created, id) end
+  for _, r in ipairs(IX_REASONS) do redis.call('ZREM', p .. 'wr:' .. r, id) end
 end
 `
 
