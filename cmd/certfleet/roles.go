@@ -29,6 +29,7 @@ import (
 	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/health"
 	"github.com/certfleet/certfleet/internal/layout"
+	"github.com/certfleet/certfleet/internal/redislog"
 	"github.com/certfleet/certfleet/schema"
 )
 
@@ -100,6 +101,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	}
 	defer func() { _ = logger.Sync() }()
 	logger = logger.With(zap.String("role", role))
+	redislog.Install(logger) // go-redis's lines name the role too
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
