@@ -110,7 +110,7 @@ func roleWaitsForRedis(t *testing.T, rs *testenv.RedisServer, redisFlags ...stri
 	}
 	// go-redis's pool logs each failed dial; through zap (internal/redislog)
 	// that is one entry of logger redis, not one a retry.
-	if n := strings.Count(logs.String(), `"logger":"redis","msg":"connection pool: failed to dial`); n != 1 {
+	if n := strings.Count(logs.String(), `"line":"connection pool: failed to dial`); n != 1 {
 		t.Errorf("got %d entries of go-redis's failed dials in 2 s, want 1:\n%s", n, logs.String())
 	}
 	if !strings.Contains(logs.String(), `"addr":"`+rs.Addr+`"`) {

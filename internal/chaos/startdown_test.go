@@ -174,7 +174,7 @@ func TestRoleStartsBeforeRedis(t *testing.T) {
 		if n := strings.Count(string(b), "redis not answering at start"); n != 1 {
 			t.Errorf("got %d warnings that redis does not answer in 3 s, want 1\n%s", n, tail(p.log, 10))
 		}
-		if n := strings.Count(string(b), `"logger":"redis","msg":"connection pool: failed to dial`); n != 1 {
+		if n := strings.Count(string(b), `"line":"connection pool: failed to dial`); n != 1 {
 			t.Errorf("got %d zap entries of go-redis's failed dials in 3 s, want 1\n%s", n, tail(p.log, 10))
 		}
 		if n := strings.Count(string(b), "pool.go:"); n != 0 {

@@ -2,10 +2,11 @@
 // pool's dial failures, hook errors, ...), which it prints unstructured
 // to stderr by default ("redis: 2026/12/07 ... pool.go:770: redis:
 // connection pool: failed to dial after 5 attempts: ..."), through zap:
-// one JSON entry of logger "redis" per line, its message lower-case with
-// go-redis's "redis: " prefix cut and a trailing error as the error
-// field, and the format it came from as a field that stays the same from
-// line to line. While Redis is away the pool writes such a line for each
+// one JSON entry of logger "redis" per line, its message the constant
+// "redis client library logged", the line in the field "line"
+// (lower-case, go-redis's "redis: " prefix cut, without a trailing error,
+// which is the error field), and the format it came from in "format",
+// which stays the same from line to line. While Redis is away the pool writes such a line for each
 // dial that failed (about two a second per process); a Logger writes the
 // first line of each format and then at most one per interval, counting
 // those it dropped, so an outage shows up in the logs as one line
@@ -78,24 +79,27 @@ func (l *Logger) Printf(_ context.Context, format string, v ...any) {
 	s.logged, s.dropped = now, 0
 	l.mu.Unlock()
 
-	fields := []zap.Field{zap.String("format", format)}
+	var fields []zap.Field
+	// A trailing error (": %v" of an error) is the entry's error field.
+	text := format
+	if n := len(v); n > 0 && strings.HasSuffix(format, ": %v") {
+		if err, ok := v[n-1].(error); ok {
+			text, v = strings.TrimSuffix(format, ": %v"), v[:n-1]
+			fields = append(fields, zap.Error(err))
+		}
+	}
+	fields = append([]zap.Field{zap.String("line", line(fmt.Sprintf(text, v...)))}, fields...)
+	fields = append(fields, zap.String("format", format))
 	if dropped > 0 {
 		// The lines of this format not written since its last entry.
 		fields = append(fields, zap.Int("dropped", dropped), zap.Duration("dropped_over", now.Sub(prev)))
 	}
-	// A trailing error (": %v" of an error) is the entry's error field.
-	if n := len(v); n > 0 && strings.HasSuffix(format, ": %v") {
-		if err, ok := v[n-1].(error); ok {
-			format, v = strings.TrimSuffix(format, ": %v"), v[:n-1]
-			fields = append(fields, zap.Error(err))
-		}
-	}
-	l.logger.Warn(message(fmt.Sprintf(format, v...)), fields...)
+	l.logger.Warn("redis client library logged", fields...)
 }
 
-// message is a go-redis line as a message: without the "redis: " prefix
-// its own logger adds to some, starting lower-case.
-func message(line string) string {
+// line is what go-redis logged, without the "redis: " prefix its lines
+// start with, starting lower-case.
+func line(line string) string {
 	line = strings.TrimPrefix(strings.TrimSpace(line), "redis: ")
 	r, size := utf8.DecodeRuneInString(line)
 	if r == utf8.RuneError || !unicode.IsUpper(r) {

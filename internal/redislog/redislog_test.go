@@ -30,8 +30,8 @@ func (c *clock) add(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.t = c
 // TestGoRedisLogsThroughZap: a real go-redis client whose server is away
 // (nothing listens on its port) writes its pool's "failed to dial" line
 // through the Logger installed with redis.SetLogger: a zap entry of
-// logger "redis", lower-case, without go-redis's prefix, the dial error
-// as its error field. Ten failed pings within the interval make one
+// logger "redis", the line lower-case without go-redis's prefix, the
+// dial error as its error field. Ten failed pings within the interval make one
 // entry; the first after it says how many it dropped.
 func TestGoRedisLogsThroughZap(t *testing.T) {
 	core, logs := observer.New(zap.DebugLevel)
@@ -56,10 +56,11 @@ func TestGoRedisLogsThroughZap(t *testing.T) {
 		t.Fatalf("got %d entries of logger redis after 10 failed pings within the interval, want 1: %v", len(entries), entries)
 	}
 	e := entries[0]
-	if e.Level != zap.WarnLevel || e.Message != "connection pool: failed to dial after 1 attempts" {
-		t.Errorf("got %s %q, want a warning \"connection pool: failed to dial after 1 attempts\"", e.Level, e.Message)
-	}
 	fields := e.ContextMap()
+	if e.Level != zap.WarnLevel || e.Message != "redis client library logged" || fields["line"] != "connection pool: failed to dial after 1 attempts" {
+		t.Errorf("got %s %q line %q, want a warning \"redis client library logged\" line \"connection pool: failed to dial after 1 attempts\"",
+			e.Level, e.Message, fields["line"])
+	}
 	if err, _ := fields["error"].(string); !strings.Contains(err, "connection refused") {
 		t.Errorf("got error field %q, want the dial's connection refused", err)
 	}
@@ -78,10 +79,10 @@ func TestGoRedisLogsThroughZap(t *testing.T) {
 	}
 }
 
-// TestMessage: go-redis's lines become lower-case messages without its
-// prefix; a trailing error becomes the error field, any other argument
-// stays in the message; each format is limited on its own.
-func TestMessage(t *testing.T) {
+// TestLine: go-redis's lines are lower-case without its prefix; a
+// trailing error becomes the error field, any other argument stays in
+// the line; each format is limited on its own.
+func TestLine(t *testing.T) {
 	core, logs := observer.New(zap.DebugLevel)
 	l := redislog.New(zap.New(core), time.Minute, time.Now)
 	ctx := context.Background()
@@ -89,7 +90,7 @@ func TestMessage(t *testing.T) {
 	l.Printf(ctx, "Unexpected conn[%d] state changed by hook to %v, closing it", 7, "closed")
 	l.Printf(ctx, "Connection hook error: %v", "not an error")
 	l.Printf(ctx, "Connection hook error: %v", "again, within the interval")
-	want := []struct{ msg, err string }{
+	want := []struct{ line, err string }{
 		{"failed to close connection", "broken pipe"},
 		{"unexpected conn[7] state changed by hook to closed, closing it", ""},
 		{"connection hook error: not an error", ""},
@@ -100,8 +101,8 @@ func TestMessage(t *testing.T) {
 	}
 	for i, w := range want {
 		err, _ := got[i].ContextMap()["error"].(string)
-		if got[i].Message != w.msg || err != w.err {
-			t.Errorf("entry %d: got %q (error %q), want %q (error %q)", i, got[i].Message, err, w.msg, w.err)
+		if line := got[i].ContextMap()["line"]; line != w.line || err != w.err {
+			t.Errorf("entry %d: got line %q (error %q), want %q (error %q)", i, line, err, w.line, w.err)
 		}
 	}
 }
