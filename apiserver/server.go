@@ -330,7 +330,7 @@ type Server struct {
 	rdb    redis.UniversalClient
 	logger *zap.Logger
 	engine *gin.Engine
-	// stopping is closed when Run begins to shut down, so that requests
+	// stopping is closed when Serve begins to shut down, so that requests
 	// that wait (a manual check) answer at once instead of holding the
 	// shutdown up.
 	stopping chan struct{}
@@ -492,45 +492,6 @@ func (s *Server) RunAttention(ctx context.Context) error { return s.v1.RunAttent
 // RunRenewal is the client-certificate auto-renewal loop, an actor of the
 // process beside Run (clientcerts.Handler.RunRenewal).
 func (s *Server) RunRenewal(ctx context.Context) error { return s.certs.RunRenewal(ctx) }
-
-// Run serves on cfg.Listen until ctx is done, then shuts down gracefully.
-func (s *Server) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
-	}
-	// A manual check holds its request for up to CheckTimeout; its answer
-	// (a 504 at worst) must still be written.
-	writeTimeout := max(30*time.Second, s.cfg.CheckTimeout+10*time.Second)
-	srv := &http.Server{
-		Handler:           s.engine,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          zap.NewStdLog(s.logger.Named("http")),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	s.logger.Info("listening", zap.String("addr", ln.Addr().String()))
-	select {
-	case err := <-served:
-		return fmt.Errorf("serve %s: %w", s.cfg.Listen, err)
-	case <-ctx.Done():
-	}
-	close(s.stopping)
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
-	defer cancel()
-	err = srv.Shutdown(sctx)
-	<-served
-	if err != nil {
-		return fmt.Errorf("shutdown %s: %w", s.cfg.Listen, err)
-	}
-	s.logger.Info("stopped")
-	return nil
-}
 
 // healthz answers whether the process is alive, never whether Redis is up
 // (a blip must restart nothing); readyz whether its dependencies answer and

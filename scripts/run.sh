@@ -193,17 +193,20 @@ setsid "$BIN" all --region region-a </dev/null >"$LOGS/certfleet.log" 2>&1 &
 APP_PID=$!
 echo "$APP_PID" >"$APP_PIDFILE"
 say "certfleet starting (pid $APP_PID, log $(rel "$LOGS/certfleet.log"))"
+# /readyz, not /healthz: the port answers /healthz from the start, while
+# certfleet still waits for Redis and builds its indexes, and the API only
+# once it runs.
 for ((i = 0; i < 900; i++)); do
-	curl -fs -m 2 -o /dev/null "$BASE/healthz" && break
+	curl -fs -m 3 -o /dev/null "$BASE/readyz" && break
 	if ! kill -0 "$APP_PID" 2>/dev/null; then
 		tail_log "$LOGS/certfleet.log"
 		die "certfleet exited during start"
 	fi
 	sleep 0.1
 done
-curl -fs -m 2 -o /dev/null "$BASE/healthz" || {
+curl -fs -m 3 -o /dev/null "$BASE/readyz" || {
 	tail_log "$LOGS/certfleet.log"
-	die "certfleet did not answer $BASE/healthz in 90s"
+	die "certfleet not ready ($BASE/readyz) in 90s: $(curl -s -m 3 "$BASE/readyz")"
 }
 
 AGENT_METRICS=127.0.0.1:9465

@@ -103,7 +103,9 @@ func TestDeployFlagsExist(t *testing.T) {
 
 // TestHelmChart lints and renders the chart with helm (v4, from the tools
 // module): one Deployment per role and region, probes on /healthz and
-// /readyz, a ServiceMonitor when asked.
+// /readyz with a timeout above the 2 s the endpoints answer within and no
+// startupProbe (every role's port answers /healthz while it starts), a
+// ServiceMonitor when asked.
 func TestHelmChart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds helm")
@@ -123,7 +125,8 @@ func TestHelmChart(t *testing.T) {
 	helm("lint", "--strict", chart)
 	out := helm("template", "demo", chart, "--set", "serviceMonitor.enabled=true")
 	for kind, want := range map[string]int{"kind: Deployment": 4, "kind: Service\n": 4, "kind: ServiceMonitor": 1,
-		"path: /healthz": 4, "path: /readyz": 4, "CERTFLEET_EXPIRY_METRICS_TOKEN_FILE": 0, "authorization:": 0} {
+		"path: /healthz": 4, "path: /readyz": 4, "timeoutSeconds: 3": 8, "startupProbe": 0,
+		"CERTFLEET_EXPIRY_METRICS_TOKEN_FILE": 0, "authorization:": 0} {
 		if got := strings.Count(out, kind); got != want {
 			t.Errorf("rendered chart: %d of %q, want %d", got, kind, want)
 		}

@@ -217,7 +217,9 @@ func endToEndOn(t *testing.T, rdb redis.UniversalClient, conn driver.Conn, chFla
 	defer wg.Wait()
 	defer cancel()
 
-	waitHealthy(t, "http://"+listen+"/healthz")
+	// Ready, not only alive: --listen answers /healthz while the role
+	// starts, the API once it runs.
+	waitHealthy(t, "http://"+listen+"/readyz")
 	key := claim(t, base, "e2e@example.com")
 	other := claim(t, base, "someone-else@example.com")
 

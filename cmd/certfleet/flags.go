@@ -17,6 +17,7 @@ import (
 	"github.com/certfleet/certfleet/apiserver/accounts"
 	"github.com/certfleet/certfleet/apiserver/keychest"
 	"github.com/certfleet/certfleet/events/stream"
+	"github.com/certfleet/certfleet/internal/redislog"
 	"github.com/certfleet/certfleet/internal/replicated"
 )
 
@@ -323,7 +324,8 @@ func (f *flagSet) coordinator() *flagSet {
 // parse applies CERTFLEET_<NAME> environment variables, then the command
 // line, so a flag given on the command line wins over the environment, and
 // returns the logger that --log-level asks for, writing to stderr (where
-// usage and flag errors go too).
+// usage and flag errors go too). go-redis logs through it too, from then
+// on (internal/redislog).
 func (f *flagSet) parse(args []string, stderr io.Writer) (*zap.Logger, error) {
 	if err := f.parseArgs(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -331,7 +333,12 @@ func (f *flagSet) parse(args []string, stderr io.Writer) (*zap.Logger, error) {
 		}
 		return nil, err
 	}
-	return newLogger(f.opts.LogLevel, stderr)
+	logger, err := newLogger(f.opts.LogLevel, stderr)
+	if err != nil {
+		return nil, err
+	}
+	redislog.Install(logger)
+	return logger, nil
 }
 
 // usageError is a command line the command cannot run: a bad flag, value

@@ -373,10 +373,26 @@ func (gr *group) run() error {
 
 // metricsHandler serves role's /metrics, /healthz and /readyz for roles
 // without an API.
-func metricsHandler(role string, reg *health.Registry) http.Handler {
+func metricsHandler(role string, reg *health.Registry) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", roleMetrics(role))
 	mux.Handle("/healthz", reg.Healthz())
 	mux.Handle("/readyz", reg.Readyz())
+	return mux
+}
+
+// startingHandler serves the API's listener (--listen) while a role with
+// an API starts (waiting for Redis, building indexes): metricsHandler's
+// endpoints, so that probes find it alive and not ready, and 503 with
+// Retry-After on every other path until the API takes its place
+// (apiserver.Listener).
+func startingHandler(role string, reg *health.Registry) http.Handler {
+	mux := metricsHandler(role, reg)
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Retry-After", "5")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, `{"error":"the server is still starting: /readyz says why"}`+"\n")
+	})
 	return mux
 }

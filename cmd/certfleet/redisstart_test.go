@@ -108,6 +108,11 @@ func roleWaitsForRedis(t *testing.T, rs *testenv.RedisServer, redisFlags ...stri
 	if n := strings.Count(logs.String(), "redis not answering at start"); n != 1 {
 		t.Errorf("got %d warnings that redis does not answer, want 1:\n%s", n, logs.String())
 	}
+	// go-redis's pool logs each failed dial; through zap (internal/redislog)
+	// that is one entry of logger redis, not one a retry.
+	if n := strings.Count(logs.String(), `"line":"connection pool: failed to dial`); n != 1 {
+		t.Errorf("got %d entries of go-redis's failed dials in 2 s, want 1:\n%s", n, logs.String())
+	}
 	if !strings.Contains(logs.String(), `"addr":"`+rs.Addr+`"`) {
 		t.Errorf("the warning does not name the address %s:\n%s", rs.Addr, logs.String())
 	}
@@ -143,33 +148,41 @@ func roleWaitsForRedis(t *testing.T, rs *testenv.RedisServer, redisFlags ...stri
 }
 
 // TestRoleWaitStops: a role stopped while it waits for Redis exits at
-// once with status 0, as a running role does.
+// once with status 0, as a running role does: an agent, and the API
+// server, whose --listen then serves already.
 func TestRoleWaitStops(t *testing.T) {
-	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	var logs syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- runMain(ctx, []string{"agent", "--redis-url", "redis://" + addr + "/0",
-			"--registration-lookups=false", "--log-level", "info"}, io.Discard, &logs)
-	}()
-	for !strings.Contains(logs.String(), "redis not answering at start") {
-		select {
-		case code := <-done:
-			t.Fatalf("agent exited with %d while redis was away, want it to wait:\n%s", code, logs.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	cancel()
-	stopped := time.Now()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Errorf("got exit %d, want 0:\n%s", code, logs.String())
-		}
-		t.Logf("stopped %s after cancel", time.Since(stopped).Round(time.Millisecond))
-	case <-time.After(5 * time.Second):
-		t.Fatalf("agent still waiting for redis 5s after cancel:\n%s", logs.String())
+	for _, role := range []string{"agent", "apiserver"} {
+		t.Run(role, func(t *testing.T) {
+			addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+			args := []string{role, "--redis-url", "redis://" + addr + "/0", "--log-level", "info"}
+			if role == "agent" {
+				args = append(args, "--registration-lookups=false", "--metrics-listen", "")
+			} else {
+				args = append(args, "--listen", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)))
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			var logs syncBuffer
+			done := make(chan int, 1)
+			go func() { done <- runMain(ctx, args, io.Discard, &logs) }()
+			for !strings.Contains(logs.String(), "redis not answering at start") {
+				select {
+				case code := <-done:
+					t.Fatalf("%s exited with %d while redis was away, want it to wait:\n%s", role, code, logs.String())
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			cancel()
+			stopped := time.Now()
+			select {
+			case code := <-done:
+				if code != 0 {
+					t.Errorf("got exit %d, want 0:\n%s", code, logs.String())
+				}
+				t.Logf("stopped %s after cancel", time.Since(stopped).Round(time.Millisecond))
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s still waiting for redis 5s after cancel:\n%s", role, logs.String())
+			}
+		})
 	}
 }
 
@@ -193,8 +206,9 @@ func TestRoleRedisMisconfigured(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var out syncBuffer
 			start := time.Now()
+			// No metrics listener: the default port may be another agent's.
 			code := runMain(t.Context(), []string{"agent", "--redis-url", tc.url, "--registration-lookups=false",
-				"--log-level", "warn"}, io.Discard, &out)
+				"--metrics-listen", "", "--log-level", "warn"}, io.Discard, &out)
 			took := time.Since(start)
 			if code != 1 || !strings.Contains(out.String(), tc.want) {
 				t.Errorf("got exit %d, output %q; want exit 1 and %q", code, out.String(), tc.want)
@@ -206,5 +220,101 @@ func TestRoleRedisMisconfigured(t *testing.T) {
 				t.Errorf("waited for a misconfigured redis:\n%s", out.String())
 			}
 		})
+	}
+}
+
+// TestAPIWaitsForRedis starts the API server, and all, while nothing
+// listens on their Redis port: --listen answers at once, /healthz 200,
+// /readyz 503 naming Redis as not connected yet and the role as
+// starting, the API's routes 503 with Retry-After, so that an
+// orchestrator's liveness probe finds the process alive; once Redis
+// starts on that port the same listener (never closed and bound again)
+// turns ready and serves the API: an account claimed through it adds a
+// domain.
+func TestAPIWaitsForRedis(t *testing.T) {
+	for _, role := range []string{"apiserver", "all"} {
+		t.Run(role, func(t *testing.T) {
+			rs := testenv.Redis(t)
+			rs.Stop()
+			ch := testenv.ClickHouse(t)
+			args := []string{role, "--redis-url", rs.URL, "--clickhouse-dsn", ch.DSN, "--log-level", "info"}
+			if role == "all" {
+				args = append(args, "--region", "wait-test", "--registration-lookups=false", "--shards", "2")
+			}
+			apiWaitsForRedis(t, rs, args)
+		})
+	}
+}
+
+// apiWaitsForRedis is TestAPIWaitsForRedis of the role of args on rs.
+func apiWaitsForRedis(t *testing.T, rs *testenv.RedisServer, args []string) {
+	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs syncBuffer
+	done := make(chan int, 1)
+	launched := time.Now()
+	go func() { done <- runMain(ctx, append(args, "--listen", listen), io.Discard, &logs) }()
+	base := "http://" + listen
+	for {
+		if code, _ := get(base + "/healthz"); code == http.StatusOK {
+			break
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("%s exited with %d while redis was away, want it to wait:\n%s", args[0], code, logs.String())
+		default:
+		}
+		if time.Since(launched) > 10*time.Second {
+			t.Fatalf("no /healthz 200 on --listen within 10s while redis was away:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("/healthz 200 %s after the start with redis away", time.Since(launched).Round(time.Millisecond))
+	code, body := get(base + "/readyz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "redis: ping: not connected yet") ||
+		!strings.Contains(body, "start: the role is still starting") {
+		t.Errorf("/readyz while waiting for redis: got %d %s, want 503 naming redis as not connected yet and the role as starting", code, body)
+	}
+	resp, err := http.Get(base + "/api/v1.0/access/claim/early@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("an API route while waiting for redis: got %d (Retry-After %q), want 503 with Retry-After",
+			resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+
+	rs.Start(t)
+	back := time.Now()
+	for {
+		code, body := get(base + "/readyz")
+		if code == http.StatusOK {
+			break
+		}
+		if time.Since(back) > 30*time.Second {
+			t.Fatalf("/readyz %d %s 30s after redis started:\n%s", code, body, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("ready %s after redis started", time.Since(back).Round(time.Millisecond))
+	key := claim(t, base+"/api/v1.0", "early@example.com")
+	var added struct{ Status, ID string }
+	postJSON(t, base+"/api/v1.0/servers/add", map[string]string{"api_key": key, "domain": "early.example.com"}, http.StatusOK, &added)
+	if added.Status != "success" || added.ID == "" {
+		t.Errorf("add a domain with the claimed key: got %+v, want status success and an id", added)
+	}
+	if n := strings.Count(logs.String(), `"msg":"listening","role":"`+args[0]+`","addr":"`+listen+`"`); n != 1 {
+		t.Errorf("got %d listening lines for %s, want 1: the listener is bound once:\n%s", n, listen, logs.String())
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("%s: exit %d after cancel, want 0:\n%s", args[0], code, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s still running 20s after cancel:\n%s", args[0], logs.String())
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/certfleet/certfleet/internal/guard"
 	"github.com/certfleet/certfleet/internal/health"
 	"github.com/certfleet/certfleet/internal/layout"
+	"github.com/certfleet/certfleet/internal/redislog"
 	"github.com/certfleet/certfleet/schema"
 )
 
@@ -100,6 +101,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 	}
 	defer func() { _ = logger.Sync() }()
 	logger = logger.With(zap.String("role", role))
+	redislog.Install(logger) // go-redis's lines name the role too
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -111,6 +113,15 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		if err := gr.addHTTP(o.MetricsListen, metricsHandler(role, gr.health), logger); err != nil {
 			return err
 		}
+	}
+	// So does the API's: bound now, it answers /healthz and /readyz (and
+	// 503 elsewhere) until the API, once built, serves on it.
+	var apiListener *apiserver.Listener
+	if role == "all" || role == "apiserver" {
+		if apiListener, err = apiserver.Listen(o.Listen, o.CheckTimeout, startingHandler(role, gr.health), logger); err != nil {
+			return err
+		}
+		gr.closers = append(gr.closers, apiListener.Close)
 	}
 	// Stream consumers read without blocking (events/stream), so each
 	// holds at most one connection at a time; the API's requests and the
@@ -209,7 +220,7 @@ func runRole(ctx context.Context, role string, args []string, stderr io.Writer) 
 		if err != nil {
 			return err
 		}
-		gr.add(api.Run)
+		gr.add(func(ctx context.Context) error { return api.Serve(ctx, apiListener) })
 		gr.add(api.RunRenewal)
 		gr.add(api.RunAttention)
 		eng, err := alerts.New(alerts.Config{CriticalDays: o.CriticalDays, DeployGrace: o.DeployGrace, RegionStaleAfter: o.RegionStaleAfter}, rdb, logger)
