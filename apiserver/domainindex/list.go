@@ -654,9 +654,17 @@ local function keepTagged(ids, ok)
     for k, i in ipairs(at) do if not sc[k] then ok[i] = false end end
     return
   end
+  -- A tag JSON writes as it is (printable ASCII but the characters it
+  -- escapes) is found in the record's list as an element's text: after
+  -- '[' or ',' (inside a string a quote is escaped), its closing quote
+  -- its own; any other is compared decoded.
+  local plainTag = not string.find(tag, '[%c"\\<>&\128-\255]')
+  local first, next = '["' .. tag .. '"', ',"' .. tag .. '"'
   for k, i in ipairs(at) do
     local has, j = false, redis.call('HGET', RP .. ix_id(sub[k]), 'tags')
-    if j then
+    if j and plainTag then
+      has = string.find(j, first, 1, true) == 1 or string.find(j, next, 1, true) ~= nil
+    elseif j then
       local okj, t = pcall(cjson.decode, j)
       if okj and type(t) == 'table' then
         for _, x in ipairs(t) do if x == tag then has = true; break end end

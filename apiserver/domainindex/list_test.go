@@ -92,7 +92,7 @@ func (l *lab) randomHost() string {
 
 // add adds n domains in one bulk add and returns their ids.
 // labTags are the tags the lab's domains carry, none to two each.
-var labTags = []string{"prod", "edge", "team a"}
+var labTags = []string{"prod", "edge", "team a", `naïve "q" <&>`}
 
 func (l *lab) randomTags() []string {
 	var tags []string

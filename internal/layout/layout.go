@@ -47,8 +47,12 @@ import (
 // 9: the list indexes' orders by member as bucketed orders past 128
 // members (list index layout 7, domainindex's bucketLua), which an
 // older API server would read as plain zsets (its lookups by name would
-// miss) and write beside the buckets.
-const Generation = 9
+// miss) and write beside the buckets. 10: the tenant's created order
+// and its tags' orders (created_at) as bucketed orders too (list index
+// layout 8), which an older API server would count as its domains (the
+// directory's size, its quotas) and read its ids from, and whose
+// writers would add to beside the buckets.
+const Generation = 10
 
 // Key holds the newest generation that ran against this Redis.
 const Key = "certfleet:layout"
