@@ -52,6 +52,25 @@ func get(u string) (int, string) {
 // waits; once Redis starts on that port it connects by itself, turns
 // ready and joins its consumer group; cancelling it then stops it as
 // usual.
+// startAndAwaitReady starts rs and waits, at most within, for the role
+// serving base to answer /readyz 200; logs is its log, shown on failure.
+func startAndAwaitReady(t *testing.T, rs *testenv.RedisServer, base string, within time.Duration, logs fmt.Stringer) {
+	t.Helper()
+	rs.Start(t)
+	back := time.Now()
+	for {
+		code, body := get(base + "/readyz")
+		if code == http.StatusOK {
+			break
+		}
+		if time.Since(back) > within {
+			t.Fatalf("/readyz %d %s %s after redis started:\n%s", code, body, within, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("ready %s after redis started", time.Since(back).Round(time.Millisecond))
+}
+
 func TestRoleWaitsForRedis(t *testing.T) {
 	t.Run("server", func(t *testing.T) {
 		rs := testenv.Redis(t)
@@ -117,20 +136,9 @@ func roleWaitsForRedis(t *testing.T, rs *testenv.RedisServer, redisFlags ...stri
 		t.Errorf("the warning does not name the address %s:\n%s", rs.Addr, logs.String())
 	}
 
-	rs.Start(t)
-	back := time.Now()
-	for {
-		code, body := get(base + "/readyz")
-		if code == http.StatusOK {
-			break
-		}
-		if time.Since(back) > 15*time.Second {
-			t.Fatalf("/readyz %d %s 15s after redis started:\n%s", code, body, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Logf("ready %s after redis started", time.Since(back).Round(time.Millisecond))
+	startAndAwaitReady(t, rs, base, 15*time.Second, &logs)
 	rdb := rs.Client(t)
+	back := time.Now()
 	for {
 		groups, err := rdb.XInfoGroups(ctx, events.JobStream(0)).Result()
 		if err == nil && len(groups) == 1 && groups[0].Name == agent.Group("wait-test") {
@@ -286,19 +294,7 @@ func apiWaitsForRedis(t *testing.T, rs *testenv.RedisServer, args []string) {
 			resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 
-	rs.Start(t)
-	back := time.Now()
-	for {
-		code, body := get(base + "/readyz")
-		if code == http.StatusOK {
-			break
-		}
-		if time.Since(back) > 30*time.Second {
-			t.Fatalf("/readyz %d %s 30s after redis started:\n%s", code, body, logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Logf("ready %s after redis started", time.Since(back).Round(time.Millisecond))
+	startAndAwaitReady(t, rs, base, 30*time.Second, &logs)
 	key := claim(t, base+"/api/v1.0", "early@example.com")
 	var added struct{ Status, ID string }
 	postJSON(t, base+"/api/v1.0/servers/add", map[string]string{"api_key": key, "domain": "early.example.com"}, http.StatusOK, &added)
