@@ -130,6 +130,9 @@ func (c *Coordinator) migrate(ctx context.Context) error {
 	if err := c.migrateRegistrations(ctx); err != nil {
 		return err
 	}
+	if err := c.foldRegRefs(ctx); err != nil {
+		return err
+	}
 	for n := range c.cfg.Shards {
 		legacy := []string{legacyVersionsKey(n), legacyDomainsKey(n), legacyScheduleKey(n)}
 		left, err := c.rdb.Exists(ctx, legacy...).Result()
@@ -283,6 +286,46 @@ func (c *Coordinator) migrateRegistrations(ctx context.Context) error {
 	}
 	if moved > 0 {
 		c.logger.Info("registration references moved to the buckets", zap.Int("domains", moved))
+	}
+	return nil
+}
+
+// foldRegRefsScript moves the references of the registrables ARGV from
+// the hash of the layout before (KEYS[2], reg:refs) into their states
+// (KEYS[1]): reg_refs with nothing added. Returns how many it moved.
+var foldRegRefsScript = redis.NewScript(refsLua + `
+for _, reg in ipairs(ARGV) do reg_refs(KEYS[1], KEYS[2], reg, 0) end
+return #ARGV
+`)
+
+// foldRegRefs moves every count of reg:refs, the registration
+// references of before 2026-12-07 (fifteenth), into reg:state, a batch
+// at a time; the scripts take over a count they meet first.
+func (c *Coordinator) foldRegRefs(ctx context.Context) error {
+	moved := 0
+	var cursor uint64
+	for {
+		fields, next, err := c.rdb.HScan(ctx, legacyRegRefsKey, cursor, "*", batchSize).Result()
+		if err != nil {
+			return fmt.Errorf("scan %s: %w", legacyRegRefsKey, err)
+		}
+		if regs := evenOnly(fields); len(regs) > 0 {
+			args := make([]any, len(regs))
+			for i, r := range regs {
+				args[i] = r
+			}
+			k, err := foldRegRefsScript.Run(ctx, c.rdb, []string{regStateKey, legacyRegRefsKey}, args...).Int()
+			if err != nil {
+				return fmt.Errorf("move registration references into their states: %w", err)
+			}
+			moved += k
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	if moved > 0 {
+		c.logger.Info("registration references moved into their states", zap.Int("registrables", moved))
 	}
 	return nil
 }

@@ -234,7 +234,7 @@ func TestMigrateRegistrationReferences(t *testing.T) {
 	c := newRegCoordinator(t, rdb, "c1", Config{})
 	pipe := rdb.Pipeline()
 	pipe.HSet(ctx, legacyRegDomainsKey, "d1", "1000 example.com", "d2", "1000 example.com", "gone", "900 ")
-	pipe.HSet(ctx, regRefsKey, "example.com", 2)
+	pipe.HSet(ctx, legacyRegRefsKey, "example.com", 2)
 	pipe.ZAdd(ctx, RegistrationScheduleKey, redis.Z{Score: 1, Member: "example.com"})
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
@@ -261,6 +261,39 @@ func TestMigrateRegistrationReferences(t *testing.T) {
 	}
 	if n := rdb.ZCard(ctx, RegistrationScheduleKey).Val(); n != 0 {
 		t.Errorf("registration schedule after removing both: got %d entries, want 0", n)
+	}
+}
+
+// The references of reg:refs, the layout before, move into their
+// registrations' states at start (foldRegRefs), kept with a state's
+// result; a result applied before that keeps them too.
+func TestFoldRegistrationReferences(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	c := newRegCoordinator(t, rdb, "c1", Config{})
+	pipe := rdb.Pipeline()
+	pipe.HSet(ctx, legacyRegRefsKey, "looked.example", 2, "new.example", 3, "result.example", 4)
+	pipe.HSet(ctx, regStateKey, "looked.example", "5000 1", "result.example", "6000 0")
+	pipe.ZAdd(ctx, RegistrationScheduleKey, redis.Z{Score: 1, Member: "result.example"})
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A result before the move keeps the references of before.
+	ev, err := events.New(events.RegistrationLookedUp, "", "result.example",
+		events.RegistrationV1{Domain: "result.example", Status: events.RegistrationOK, LookedUpAt: time.UnixMilli(7000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, c, ev)
+	if err := c.migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := rdb.Exists(ctx, legacyRegRefsKey).Val(); n != 0 {
+		t.Errorf("reg:refs left after migrate: %v", rdb.HGetAll(ctx, legacyRegRefsKey).Val())
+	}
+	want := map[string]string{"looked.example": "5000 1 2", "new.example": "0 0 3", "result.example": "7000 0 4"}
+	if got := rdb.HGetAll(ctx, regStateKey).Val(); !reflect.DeepEqual(got, want) {
+		t.Errorf("states: got %v, want %v", got, want)
 	}
 }
 

@@ -38,14 +38,20 @@ import (
 //	                                 that they stay listpacks (a single hash,
 //	                                 reg:domains:{registration:jobs}, before)
 //	reg:split:{registration:jobs}    set   the buckets of reg:domains split in two
-//	reg:refs:{registration:jobs}     hash  registrable -> number of domains
-//	                                 referencing it, derived in the same script
-//	                                 from the domain's previous registrable, so a
-//	                                 redelivered or older event never moves it
 //	reg:schedule:{registration:jobs} zset  registrable -> next due (unix ms);
 //	                                 exactly the referenced ones
-//	reg:state:{registration:jobs}    hash  registrable -> "<looked up ms> <failures>"
-//	                                 of the last result applied
+//	reg:state:{registration:jobs}    hash  registrable -> "<looked up ms>
+//	                                 <failures> <references>": the last result
+//	                                 applied (0 0 before the first), and how many
+//	                                 domains reference it, derived in the same
+//	                                 script from the domain's previous
+//	                                 registrable, so a redelivered or older event
+//	                                 never moves it. Until 2026-12-07 (fifteenth)
+//	                                 the references were a hash of their own,
+//	                                 reg:refs:{registration:jobs}, some 77 B a
+//	                                 registrable more: the scripts take a count
+//	                                 from there over, and migrate folds the rest
+//	                                 (refsLua)
 //	reg:inflight:{registration:jobs} hash  registrable -> when its last job was
 //	                                 dispatched (unix ms), until its result
 //	reg:lease:{registration:jobs}    string the dispatching coordinator's token
@@ -61,7 +67,7 @@ const (
 	RegistrationScheduleKey = "reg:schedule:" + regTag
 	RegistrationLeaseKey    = "reg:lease:" + regTag
 	legacyRegDomainsKey     = "reg:domains:" + regTag
-	regRefsKey              = "reg:refs:" + regTag
+	legacyRegRefsKey        = "reg:refs:" + regTag
 	regStateKey             = "reg:state:" + regTag
 	regInflightKey          = "reg:inflight:" + regTag
 )
@@ -120,12 +126,12 @@ var (
 // A domain still in the single hash of the layout before is read from
 // there, and moved. Its bucket is found in the script (bucketLua).
 //
-// KEYS: split set of reg:domains, refs, schedule, state, inflight, legacy
-// domains. ARGV: domain id as kept (Member), version (unix ms),
+// KEYS: split set of reg:domains, the references of the layout before
+// (reg:refs), schedule, state, inflight, legacy domains. ARGV: domain id as kept (Member), version (unix ms),
 // registrable ("" = none), now (unix ms), domain id as text (the legacy
 // hash's field), bucket hash, buckets' prefix. Returns {applied (1 | 0),
 // bucket, the bucket's entries}.
-var regRefScript = redis.NewScript(bucketLua + `
+var regRefScript = redis.NewScript(bucketLua + refsLua + `
 local id, version, reg = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local b = bucket_of(KEYS[1], tonumber(ARGV[6]), ` + strconv.Itoa(regBuckets) + `)
 local dk = ARGV[7] .. b
@@ -139,16 +145,13 @@ end
 redis.call('HSET', dk, id, ARGV[2] .. ' ' .. reg)
 redis.call('HDEL', KEYS[6], ARGV[5])
 if old == reg then return {1, b, redis.call('HLEN', dk)} end
-if old ~= '' then
-  if redis.call('HINCRBY', KEYS[2], old, -1) <= 0 then
-    redis.call('HDEL', KEYS[2], old)
-    redis.call('ZREM', KEYS[3], old)
-    redis.call('HDEL', KEYS[4], old)
-    redis.call('HDEL', KEYS[5], old)
-  end
+if old ~= '' and reg_refs(KEYS[4], KEYS[2], old, -1) <= 0 then
+  redis.call('HDEL', KEYS[4], old)
+  redis.call('ZREM', KEYS[3], old)
+  redis.call('HDEL', KEYS[5], old)
 end
 if reg ~= '' then
-  redis.call('HINCRBY', KEYS[2], reg, 1)
+  reg_refs(KEYS[4], KEYS[2], reg, 1)
   redis.call('ZADD', KEYS[3], 'NX', ARGV[4], reg)
 end
 return {1, b, redis.call('HLEN', dk)}
@@ -168,7 +171,7 @@ func (c *Coordinator) applyRegistrationRef(ctx context.Context, e events.Envelop
 	if err != nil {
 		return malformed(e, err)
 	}
-	keys := []string{regSet.split, regRefsKey, RegistrationScheduleKey, regStateKey, regInflightKey, legacyRegDomainsKey}
+	keys := []string{regSet.split, legacyRegRefsKey, RegistrationScheduleKey, regStateKey, regInflightKey, legacyRegDomainsKey}
 	res, err := regRefScript.Run(ctx, c.rdb, keys, m, e.OccurredAt.UnixMilli(), reg, nowMS(), domainID, bucketHash(domainID), regSet.hash).Int64Slice()
 	if err != nil || len(res) != 3 {
 		return fmt.Errorf("apply %s %s to the registration schedule: %w (%v)", e.Name, domainID, err, res)
@@ -215,6 +218,32 @@ func (c *Coordinator) checkRegistrationNow(ctx context.Context, domainID string)
 	return nil
 }
 
+// refsLua defines reg_refs(state, legacy, reg, d): it adds d to the
+// references reg's state (in the hash state) counts, taking over the
+// count of the layout before (the hash legacy, reg:refs) when the state
+// holds none, writes the state back ("0 0 <n>" before a first result)
+// and returns the new count; reg_state(state, legacy, reg) reads
+// "<looked up ms> <failures>" and the count the same way.
+const refsLua = `
+local function reg_state(state, legacy, reg)
+  local st = redis.call('HGET', state, reg)
+  local ms, f, n = '0', '0', nil
+  if st then
+    local a, b, c = string.match(st, '^(%d+) (%d+) ?(%d*)$')
+    if a then ms, f, n = a, b, tonumber(c) end
+  end
+  if not n then n = tonumber(redis.call('HGET', legacy, reg) or '0') end
+  return ms, f, n
+end
+local function reg_refs(state, legacy, reg, d)
+  local ms, f, n = reg_state(state, legacy, reg)
+  n = n + d
+  redis.call('HSET', state, reg, ms .. ' ' .. f .. ' ' .. n)
+  redis.call('HDEL', legacy, reg)
+  return n
+end
+`
+
 // regResultScript applies a lookup result: the registration's state and
 // its next due time. It is a no-op for a registrable domain no longer
 // referenced and for a result not newer than the one applied (a
@@ -222,14 +251,18 @@ func (c *Coordinator) checkRegistrationNow(ctx context.Context, domainID string)
 // next due time was computed from (another coordinator applied a result
 // in between): the consumer retries with the new state.
 //
-// KEYS: state, schedule, inflight. ARGV: registrable, expected state
-// ("" = none), new state, looked up (unix ms), next due (unix ms).
-var regResultScript = redis.NewScript(`
+// KEYS: state, schedule, inflight, the references of the layout before
+// (reg:refs). ARGV: registrable, expected state ("" = none), new state
+// ("<looked up ms> <failures>"; the references are kept), looked up
+// (unix ms), next due (unix ms).
+var regResultScript = redis.NewScript(refsLua + `
 if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or ''
 if cur ~= '' and tonumber(string.match(cur, '^(%d+)')) >= tonumber(ARGV[4]) then return 0 end
 if cur ~= ARGV[2] then return -1 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+local _, _, n = reg_state(KEYS[1], KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3] .. ' ' .. n)
+redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('ZADD', KEYS[2], 'XX', ARGV[5], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 return 1
@@ -255,7 +288,7 @@ func (c *Coordinator) applyRegistrationResult(ctx context.Context, e events.Enve
 	next := registrationNextDue(r, failures, c.cfg.RegistrationInterval, c.cfg.RegistrationRetry)
 	looked := r.LookedUpAt.UnixMilli()
 	state := strconv.FormatInt(looked, 10) + " " + strconv.Itoa(failures)
-	keys := []string{regStateKey, RegistrationScheduleKey, regInflightKey}
+	keys := []string{regStateKey, RegistrationScheduleKey, regInflightKey, legacyRegRefsKey}
 	res, err := regResultScript.Run(ctx, c.rdb, keys, r.Domain, prev, state, looked, next.UnixMilli()).Int()
 	if err != nil {
 		return fmt.Errorf("apply registration result of %s: %w", r.Domain, err)
@@ -268,15 +301,15 @@ func (c *Coordinator) applyRegistrationResult(ctx context.Context, e events.Enve
 	return nil
 }
 
-// parseRegState reads a reg:state value; the zero values when there is
-// none.
+// parseRegState reads a reg:state value ("<looked up ms> <failures>",
+// then the references, refsLua); the zero values when there is none.
 func parseRegState(s string) (lookedUpMS int64, failures int) {
-	ms, n, ok := strings.Cut(s, " ")
-	if !ok {
+	f := strings.Fields(s)
+	if len(f) < 2 {
 		return 0, 0
 	}
-	lookedUpMS, _ = strconv.ParseInt(ms, 10, 64)
-	failures, _ = strconv.Atoi(n)
+	lookedUpMS, _ = strconv.ParseInt(f[0], 10, 64)
+	failures, _ = strconv.Atoi(f[1])
 	return lookedUpMS, failures
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,13 +81,26 @@ func regScore(t *testing.T, rdb *redis.Client, reg string) (int64, bool) {
 	return int64(s), true
 }
 
+// regRefs is each registrable's count of references: its state's
+// (refsLua), or where the state holds none the count of the layout
+// before (reg:refs).
 func regRefs(t *testing.T, rdb *redis.Client) map[string]string {
 	t.Helper()
-	m, err := rdb.HGetAll(context.Background(), regRefsKey).Result()
+	ctx := context.Background()
+	out, err := rdb.HGetAll(ctx, legacyRegRefsKey).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m
+	states, err := rdb.HGetAll(ctx, regStateKey).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for reg, st := range states {
+		if f := strings.Fields(st); len(f) == 3 {
+			out[reg] = f[2]
+		}
+	}
+	return out
 }
 
 // newRegCoordinator is a coordinator driven by hand (applyEvent,
@@ -489,7 +503,7 @@ func TestRegistrationBackfill(t *testing.T) {
 	}
 	// Once per deployment: a domain's reference removed by hand stays
 	// removed by a second run.
-	if err := rdb.HDel(ctx, regRefsKey, "example.com").Err(); err != nil {
+	if err := rdb.HDel(ctx, regStateKey, "example.com").Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.backfillRegistrations(ctx); err != nil {

@@ -51,8 +51,11 @@ import (
 // and its tags' orders (created_at) as bucketed orders too (list index
 // layout 8), which an older API server would count as its domains (the
 // directory's size, its quotas) and read its ids from, and whose
-// writers would add to beside the buckets.
-const Generation = 10
+// writers would add to beside the buckets. 11: the registrations'
+// references counted in their states (reg:state, coordinator's
+// refsLua), whose count an older coordinator's result would drop and
+// whose hash of before (reg:refs) it would go on writing.
+const Generation = 11
 
 // Key holds the newest generation that ran against this Redis.
 const Key = "certfleet:layout"
