@@ -297,6 +297,30 @@ func TestFoldRegistrationReferences(t *testing.T) {
 	}
 }
 
+// A result read against a state whose references moved since (a domain
+// added meanwhile) applies and keeps the count; one against another
+// result is refused, for the consumer to read again.
+func TestRegistrationResultAcrossReferences(t *testing.T) {
+	ctx := context.Background()
+	rdb := testenv.Redis(t).Client(t)
+	keys := []string{regStateKey, RegistrationScheduleKey, regInflightKey, legacyRegRefsKey}
+	pipe := rdb.Pipeline()
+	pipe.HSet(ctx, regStateKey, "hot.example", "5000 1 3")
+	pipe.ZAdd(ctx, RegistrationScheduleKey, redis.Z{Score: 1, Member: "hot.example"})
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := regResultScript.Run(ctx, rdb, keys, "hot.example", "4000 0 3", "6000 0", 6000, 9000).Int(); err != nil || got != -1 {
+		t.Errorf("a result read against another: got %d %v, want -1", got, err)
+	}
+	if got, err := regResultScript.Run(ctx, rdb, keys, "hot.example", "5000 1 2", "6000 0", 6000, 9000).Int(); err != nil || got != 1 {
+		t.Errorf("a result read before a reference was added: got %d %v, want 1", got, err)
+	}
+	if got := rdb.HGet(ctx, regStateKey, "hot.example").Val(); got != "6000 0 3" {
+		t.Errorf("state: got %q, want 6000 0 3", got)
+	}
+}
+
 // The bucket scripts and pipelines keep to one slot per shard: they run
 // on Redis Cluster.
 func TestBucketsOnRedisCluster(t *testing.T) {

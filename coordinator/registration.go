@@ -247,9 +247,10 @@ end
 // regResultScript applies a lookup result: the registration's state and
 // its next due time. It is a no-op for a registrable domain no longer
 // referenced and for a result not newer than the one applied (a
-// redelivery); it refuses (-1) when the state is no longer the one the
-// next due time was computed from (another coordinator applied a result
-// in between): the consumer retries with the new state.
+// redelivery); it refuses (-1) when the state's result is no longer the
+// one the next due time was computed from (another coordinator applied a
+// result in between; its references may move meanwhile): the consumer
+// retries with the new state.
 //
 // KEYS: state, schedule, inflight, the references of the layout before
 // (reg:refs). ARGV: registrable, expected state ("" = none), new state
@@ -259,7 +260,10 @@ var regResultScript = redis.NewScript(refsLua + `
 if not redis.call('ZSCORE', KEYS[2], ARGV[1]) then return 0 end
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or ''
 if cur ~= '' and tonumber(string.match(cur, '^(%d+)')) >= tonumber(ARGV[4]) then return 0 end
-if cur ~= ARGV[2] then return -1 end
+-- Only the result the next due time was computed from must be the same:
+-- the references move with every domain added or removed meanwhile.
+local function result(st) return string.match(st, '^%d+ %d+') or st end
+if result(cur) ~= result(ARGV[2]) then return -1 end
 local _, _, n = reg_state(KEYS[1], KEYS[4], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3] .. ' ' .. n)
 redis.call('HDEL', KEYS[4], ARGV[1])
