@@ -256,33 +256,27 @@ return moved
 // to the buckets of reg:domains.
 func (c *Coordinator) migrateRegistrations(ctx context.Context) error {
 	moved := 0
-	var cursor uint64
-	for {
-		fields, next, err := c.rdb.HScan(ctx, legacyRegDomainsKey, cursor, "*", batchSize).Result()
-		if err != nil {
-			return fmt.Errorf("scan %s: %w", legacyRegDomainsKey, err)
-		}
-		if ids := evenOnly(fields); len(ids) > 0 {
-			keys := []string{legacyRegDomainsKey, regSet.split}
-			args := make([]any, 0, 1+3*len(ids))
-			args = append(args, regSet.hash)
-			for _, id := range ids {
-				m, err := Member(id)
-				if err != nil {
-					c.logger.Error("cannot move registration reference, left in place", zap.String("domain_id", id), zap.Error(err))
-					continue
-				}
-				args = append(args, id, m, bucketHash(id))
-			}
-			k, err := migrateRegScript.Run(ctx, c.rdb, keys, args...).Int()
+	err := c.scanIDs(ctx, legacyRegDomainsKey, false, func(ids []string) error {
+		keys := []string{legacyRegDomainsKey, regSet.split}
+		args := make([]any, 0, 1+3*len(ids))
+		args = append(args, regSet.hash)
+		for _, id := range ids {
+			m, err := Member(id)
 			if err != nil {
-				return fmt.Errorf("move registration references: %w", err)
+				c.logger.Error("cannot move registration reference, left in place", zap.String("domain_id", id), zap.Error(err))
+				continue
 			}
-			moved += k
+			args = append(args, id, m, bucketHash(id))
 		}
-		if cursor = next; cursor == 0 {
-			break
+		k, err := migrateRegScript.Run(ctx, c.rdb, keys, args...).Int()
+		if err != nil {
+			return fmt.Errorf("move registration references: %w", err)
 		}
+		moved += k
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if moved > 0 {
 		c.logger.Info("registration references moved to the buckets", zap.Int("domains", moved))
@@ -303,26 +297,20 @@ return #ARGV
 // at a time; the scripts take over a count they meet first.
 func (c *Coordinator) foldRegRefs(ctx context.Context) error {
 	moved := 0
-	var cursor uint64
-	for {
-		fields, next, err := c.rdb.HScan(ctx, legacyRegRefsKey, cursor, "*", batchSize).Result()
+	err := c.scanIDs(ctx, legacyRegRefsKey, false, func(regs []string) error {
+		args := make([]any, len(regs))
+		for i, r := range regs {
+			args[i] = r
+		}
+		k, err := foldRegRefsScript.Run(ctx, c.rdb, []string{regStateKey, legacyRegRefsKey}, args...).Int()
 		if err != nil {
-			return fmt.Errorf("scan %s: %w", legacyRegRefsKey, err)
+			return fmt.Errorf("move registration references into their states: %w", err)
 		}
-		if regs := evenOnly(fields); len(regs) > 0 {
-			args := make([]any, len(regs))
-			for i, r := range regs {
-				args[i] = r
-			}
-			k, err := foldRegRefsScript.Run(ctx, c.rdb, []string{regStateKey, legacyRegRefsKey}, args...).Int()
-			if err != nil {
-				return fmt.Errorf("move registration references into their states: %w", err)
-			}
-			moved += k
-		}
-		if cursor = next; cursor == 0 {
-			break
-		}
+		moved += k
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if moved > 0 {
 		c.logger.Info("registration references moved into their states", zap.Int("registrables", moved))
