@@ -17,7 +17,8 @@ import (
 //	ix_lookup(p, host, port)                          the id of host:port (text), or false
 //	ix_add(p, id, host, port, created_ms, tags_json)   a new domain (or a backfill)
 //	ix_rename(p, id, old_host, old_port, host, port, tags_json)
-//	ix_tags(p, id, old_tags_json, tags_json, name)    tags changed; name is ix_name(host, port)
+//	ix_tags(p, id, old_tags_json, tags_json, name[, created_ms])
+//	                                                  tags changed; name is ix_name(host, port); created_ms when known, else read from the record
 //	ix_remove(p, id, host, port, tags_json)
 //	ix_gen_bump(p)                                    a field a list shows changed (GenLua)
 //
@@ -205,9 +206,9 @@ end
 -- (tag:<t>) and, where a list built them, its hostname order
 -- (IX_TAG_HOST, as host's members) and its expiries' orders (IX_TAG_X),
 -- which go with the tag's last domain, freeing their room (IX_TAG_ROOM).
-local function ix_tags(p, id, old, new, name)
+local function ix_tags(p, id, old, new, name, created)
   if old == new then return end
-  local c = ix_created_of(p, id)
+  local c = created or ix_created_of(p, id)
   for _, t in ipairs(ix_taglist(old)) do
     ob_rem(p .. 'tag:' .. t, c, id)
     ob_rem(p .. IX_TAG_HOST .. t, nil, name .. id)
@@ -240,14 +241,15 @@ local function ix_tags(p, id, old, new, name)
   end
 end
 local function ix_add(p, id, host, port, created, tags)
-  ob_add(p .. 'created', tonumber(created) or 0, id)
+  created = tonumber(created) or 0
+  ob_add(p .. 'created', created, id)
   ix_names(p, id, host, port, true, created)
   if not redis.call('ZSCORE', p .. 'ssl', id) then ob_add(p .. 'sslnull', nil, id) end
   if not redis.call('ZSCORE', p .. 'whois', id) and not ob_has(p .. 'wnull', nil, id) then
     ix_whois(p, id, '', 'pending')
   end
   -- Last: the tags' expiry orders place it from the entries above.
-  ix_tags(p, id, '', tags, ix_name(host, port))
+  ix_tags(p, id, '', tags, ix_name(host, port), created)
 end
 local function ix_rename(p, id, old_host, old_port, host, port, tags)
   local created = ix_created_of(p, id)
